@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_METRICS_BASE_ALLOC_H
+#define KDL_METRICS_BASE_ALLOC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics/base/error.h"
+
+/**
+ * kdl_mul_size() - *@ret = @a * @b unless the product overflows size_t.
+ * Return: 0; -KDL_EOVERFLOW (message recorded) on overflow, *@ret untouched.
+ */
+KDL_API int kdl_mul_size(size_t a, size_t b, size_t *ret);
+
+/**
+ * kdl__calloc() - zeroed array of @n elements of @size bytes (systemd new()).
+ * Return: the memory (caller frees with free()), or NULL when the product
+ * overflows or memory is exhausted; the message is recorded either way.
+ */
+void *kdl__calloc(size_t n, size_t size);
+
+/** kdl_new() - zeroed array of @n objects of @type; NULL on overflow/ENOMEM. */
+#define kdl_new(type, n) ((type *) kdl__calloc((n), sizeof(type)))
+
+/**
+ * kdl__malloc() - uninitialised array of @n elements of @size bytes; as
+ * kdl__calloc() for large scratch buffers that are overwritten anyway.
+ */
+void *kdl__malloc(size_t n, size_t size);
+
+/** kdl__strdup() - strdup() that records ENOMEM. */
+char *kdl__strdup(const char *s);
+
+/** kdl__asprintf() - allocated formatted string, NULL (message recorded) on ENOMEM. */
+char *kdl__asprintf(const char *fmt, ...) KDL_PRINTF(1, 2);
+
+/**
+ * kdl__blas_int() - check that @n fits the BLAS/LAPACK integer type.
+ * Return: 0 with *@ret set; -KDL_EOVERFLOW otherwise.
+ */
+int kdl__blas_int(size_t n, int *ret);
+
+#endif
