@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/lib/kdl-test.h"
+#include "metrics/base/alloc.h"
+#include "metrics/base/error.h"
+#include "metrics/base/tensor.h"
+
+static void test_error_records_message_once(void **state)
+{
+        (void) state;
+        kdl_error_clear();
+        assert_string_equal(kdl_errmsg(), "");
+        assert_int_equal(kdl_error(-KDL_ESHAPE, "'%s': expected %d-D, got %d-D", "x", 2, 3),
+                         -KDL_ESHAPE);
+        assert_string_equal(kdl_errmsg(), "'x': expected 2-D, got 3-D");
+        assert_string_equal(kdl_strerror(-KDL_ENONFINITE), "non-finite value");
+        assert_string_equal(kdl_strerror(-ENOENT), strerror(ENOENT));
+}
+
+static void test_mul_size_overflow_keeps_output(void **state)
+{
+        size_t r = 7;
+
+        (void) state;
+        assert_int_equal(kdl_mul_size(SIZE_MAX / 2 + 1, 2, &r), -KDL_EOVERFLOW);
+        assert_int_equal(r, 7);
+        assert_int_equal(kdl_mul_size(3000000007ULL, 3, &r), 0);
+        assert_true(r == 9000000021ULL);
+        assert_null(kdl__calloc(SIZE_MAX / 4, 8));
+        assert_non_null(strstr(kdl_errmsg(), "overflows"));
+}
+
+static void test_blas_int_limit(void **state)
+{
+        int n = -1;
+
+        (void) state;
+        assert_int_equal(kdl__blas_int((size_t) 1 << 31, &n), -KDL_EOVERFLOW);
+        assert_int_equal(n, -1);
+        assert_int_equal(kdl__blas_int(2147483647u, &n), 0);
+        assert_int_equal(n, 2147483647);
+}
+
+static void test_tensor_views_share_data(void **state)
+{
+        kdl_tensor *t = NULL;
+        kdl_tensor v, tr;
+
+        (void) state;
+        assert_int_equal(kdl_tensor_new2(4, 3, &t), 0);
+        for (size_t i = 0; i < 4; i++)
+                for (size_t j = 0; j < 3; j++)
+                        KDL_AT2(t, i, j) = 10.0 * (double) i + (double) j;
+        v = kdl_tensor_view_rows(t, 1, 3);
+        assert_int_equal(v.shape[0], 2);
+        assert_close(KDL_AT2(&v, 1, 2), 22.0, 0.0, 0.0);
+        assert_true(kdl_tensor_is_contiguous(&v));
+        tr = kdl_tensor_view_transpose(t);
+        assert_int_equal(tr.shape[0], 3);
+        assert_close(KDL_AT2(&tr, 2, 3), 32.0, 0.0, 0.0);
+        assert_false(kdl_tensor_is_contiguous(&tr));
+        assert_int_equal(kdl_tensor_size(t), 12);
+        kdl_tensor_free(t);
+        kdl_tensor_free(NULL);
+}
+
+static void test_tensor_new_rejects_overflow(void **state)
+{
+        kdl_tensor *t = (kdl_tensor *) 0x1;
+
+        (void) state;
+        assert_int_equal(kdl_tensor_new(3, (size_t[]){SIZE_MAX / 2, 2, 2}, &t), -KDL_EOVERFLOW);
+        assert_true(t == (kdl_tensor *) 0x1);
+}
+
+static void test_check_finite_names_row(void **state)
+{
+        double d[6] = {0.25, -1.5, 3.0, 2.0, INFINITY, 1.0};
+        kdl_tensor t = kdl_tensor_wrap(d, 2, (size_t[]){3, 2});
+        size_t row = 99;
+
+        (void) state;
+        assert_int_equal(kdl_tensor_check_finite(&t, &row), -KDL_ENONFINITE);
+        assert_int_equal(row, 2);
+        d[4] = 0.5;
+        assert_int_equal(kdl_tensor_check_finite(&t, &row), 0);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_error_records_message_once),
+                cmocka_unit_test(test_mul_size_overflow_keeps_output),
+                cmocka_unit_test(test_blas_int_limit),
+                cmocka_unit_test(test_tensor_views_share_data),
+                cmocka_unit_test(test_tensor_new_rejects_overflow),
+                cmocka_unit_test(test_check_finite_names_row),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
