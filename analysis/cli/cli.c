@@ -7,6 +7,7 @@
 
 #include "kdl-config.h"
 #include "analysis/cli/cli.h"
+#include "analysis/inputs.h"
 #include "metrics/base/banned.h"
 
 struct kdl_cmd {
@@ -100,6 +101,67 @@ int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format for
         if (err == 0 && fflush(cli->out) != 0)
                 err = kdl_error(-EIO, "cannot write the output");
         return err < 0 ? kdl_cli_fail(cli, err) : KDL_EXIT_OK;
+}
+
+void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o)
+{
+        *o = (struct kdl_cli_common){.format = kdl_cli_default_format(cli),
+                                     .temps = {4.0},
+                                     .ntemps = 1,
+                                     .spatial = KDL_SPATIAL_AVG};
+}
+
+int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
+                          char **argv)
+{
+        int n;
+
+        switch (c) {
+        case 't':
+                o->teacher = arg;
+                return KDL_CLI_OPT_TAKEN;
+        case 's':
+                if (o->nstudents == KDL_CLI_MAX_STUDENTS)
+                        return kdl_cli_usage(cli, "expected at most %d students",
+                                             KDL_CLI_MAX_STUDENTS);
+                o->students[o->nstudents++] = arg;
+                return KDL_CLI_OPT_TAKEN;
+        case 'c':
+                o->checkpoint = arg;
+                return KDL_CLI_OPT_TAKEN;
+        case 'f':
+                if (kdl_format_parse(arg, &o->format) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return KDL_CLI_OPT_TAKEN;
+        case 'T':
+                n = kdl_parse_reals(arg, "--temperature", o->temps, KDL_CLI_MAX_TEMPS);
+                if (n < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                o->ntemps = (size_t) n;
+                return KDL_CLI_OPT_TAKEN;
+        case KDL_OPT_SPATIAL:
+                if (kdl_spatial_parse(arg, &o->spatial) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return KDL_CLI_OPT_TAKEN;
+        case KDL_OPT_NONFINITE:
+                if (strcmp(arg, "skip") != 0 && strcmp(arg, "error") != 0)
+                        return kdl_cli_usage(cli, "--nonfinite: expected error or skip, found '%s'",
+                                             arg);
+                o->skip_nonfinite = strcmp(arg, "skip") == 0;
+                return KDL_CLI_OPT_TAKEN;
+        case KDL_OPT_PER_SAMPLE:
+                o->per_sample = arg;
+                return KDL_CLI_OPT_TAKEN;
+        case 'h':
+                return kdl_cli_help(cli);
+        case '?':
+        case ':':
+                return kdl_cli_usage(cli, "%s '%s'",
+                                     c == ':' ? "missing argument to" : "unknown option",
+                                     argv[optind - 1]);
+        default:
+                return KDL_CLI_OPT_NOT_MINE;
+        }
 }
 
 static void print_overview(FILE *out)

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "loaders/h5.h"
 #include "reports/table.h"
 
 /*
@@ -60,6 +61,57 @@ enum kdl_format kdl_cli_default_format(const struct kdl_cli *cli);
  * the error and returns 1.
  */
 int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format format);
+
+/*
+ * Options shared by the analysis verbs.  A verb lists KDL_CLI_COMMON_LONGOPTS
+ * in its getopt_long table (plus its own), passes every option to
+ * kdl_cli_common_option() first, and handles what that leaves.
+ */
+#define KDL_CLI_MAX_STUDENTS 16
+#define KDL_CLI_MAX_TEMPS    16
+
+struct kdl_cli_common {
+        const char *teacher;                        /* -t, --teacher */
+        const char *students[KDL_CLI_MAX_STUDENTS]; /* -s, --student (repeatable) */
+        size_t nstudents;
+        const char *checkpoint;          /* -c, --checkpoint NAME|all; NULL = last */
+        enum kdl_format format;          /* -f, --format */
+        double temps[KDL_CLI_MAX_TEMPS]; /* -T, --temperature 1,2,4 (default 4) */
+        size_t ntemps;
+        enum kdl_spatial spatial; /* --spatial avg|max|flatten */
+        bool skip_nonfinite;      /* --nonfinite error|skip */
+        const char *per_sample;   /* --per-sample OUT.h5 */
+};
+
+enum { KDL_OPT_SPATIAL = 1000, KDL_OPT_NONFINITE, KDL_OPT_PER_SAMPLE, KDL_OPT_FIRST_FREE_ };
+
+#define KDL_CLI_COMMON_SHORTOPTS ":t:s:c:f:T:h" /* leading colon: getopt returns ':' for a missing argument */
+#define KDL_CLI_COMMON_LONGOPTS                                                                    \
+        {"teacher", required_argument, NULL, 't'}, {"student", required_argument, NULL, 's'},      \
+                {"checkpoint", required_argument, NULL, 'c'},                                      \
+                {"format", required_argument, NULL, 'f'},                                          \
+                {"temperature", required_argument, NULL, 'T'},                                     \
+                {"spatial", required_argument, NULL, KDL_OPT_SPATIAL},                             \
+                {"nonfinite", required_argument, NULL, KDL_OPT_NONFINITE},                         \
+                {"per-sample", required_argument, NULL, KDL_OPT_PER_SAMPLE},                       \
+        {                                                                                          \
+                "help", no_argument, NULL, 'h'                                                     \
+        }
+
+/** kdl_cli_common_init() - the defaults: τ = 4, avg pooling, NaN/Inf is an error. */
+void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o);
+
+/* kdl_cli_common_option() results besides an exit status. */
+enum { KDL_CLI_OPT_TAKEN = -1, KDL_CLI_OPT_NOT_MINE = -2 };
+
+/**
+ * kdl_cli_common_option() - handle getopt result @c with argument @arg.
+ * Return: KDL_CLI_OPT_TAKEN; KDL_CLI_OPT_NOT_MINE for the verb's own options;
+ * or an exit status to return at once (0 after -h; 2 after a usage error,
+ * printed, also for unknown options).
+ */
+int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
+                          char **argv);
 
 /* The verbs (analysis/cli/cmd-<verb>.c). */
 int cmd_inspect(int argc, char **argv, struct kdl_cli *cli);
