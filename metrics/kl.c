@@ -65,13 +65,19 @@ static int check_block_tensor(const kdl_tensor *t, const char *what, size_t m, s
         return 0;
 }
 
-static int check_finite(const kdl_tensor *t, const char *what, size_t row0)
+/* The index of row @r of block @b. */
+static size_t sample_index(const kdl_kl_block *b, size_t r)
+{
+        return b->samples ? b->samples[r] : b->row0 + r;
+}
+
+static int check_finite(const kdl_tensor *t, const char *what, const kdl_kl_block *b)
 {
         size_t row;
 
         if (kdl_tensor_check_finite(t, &row) < 0)
                 return kdl_error(-KDL_ENONFINITE, "%s: non-finite value at sample %zu", what,
-                                 row0 + row);
+                                 b ? sample_index(b, row) : row);
         return 0;
 }
 
@@ -243,10 +249,10 @@ int kdl_kl_proj_accumulate(kdl_kl_proj_state *s, const kdl_tensor *hs, const kdl
                 return err;
         if (m == 0)
                 return 0;
-        err = check_finite(hs, "student features", 0);
+        err = check_finite(hs, "student features", NULL);
         if (err < 0)
                 return err;
-        err = check_finite(ht, "teacher features", 0);
+        err = check_finite(ht, "teacher features", NULL);
         if (err < 0)
                 return err;
         if ((err = kdl__blas_int(m, &bm)) < 0 || (err = kdl__blas_int(s->d_s, &bs)) < 0 ||
@@ -553,18 +559,19 @@ out:
         return err;
 }
 
-static size_t value_dim(const kdl_kl_state *s, enum kdl_kl_value v)
+size_t kdl_kl_dim(enum kdl_kl_value v, size_t c, size_t d_t)
 {
+        assert(v < NV);
         switch (v) {
         case KDL_KL_FEATURE_L2:
         case KDL_KL_FEATURE_HEAD:
-                return s->d_t;
+                return d_t;
         case KDL_KL_GRADIENT_FISHER:
-                return s->d_t + s->c;
+                return d_t + c;
         case KDL_KL_GRADIENT_EMPIRICAL:
-                return 2 * s->d_t;
+                return 2 * d_t;
         default:
-                return s->c;
+                return c;
         }
 }
 
@@ -601,7 +608,7 @@ int kdl_kl_state_new(const kdl_kl_opts *o, kdl_kl_state **ret)
                                  "student width %zu != teacher width %zu needs a fitted projector",
                                  o->d_s, o->d_t);
         if (o->w_t) {
-                err = check_finite(o->w_t, "head weight", 0);
+                err = check_finite(o->w_t, "head weight", NULL);
                 if (err < 0)
                         return err;
         }
@@ -937,7 +944,7 @@ static int check_block(const kdl_kl_state *s, const kdl_kl_block *b, size_t *ret
         for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
                 if (!in[i].want || m == 0)
                         continue;
-                err = check_finite(in[i].t, in[i].what, b->row0);
+                err = check_finite(in[i].t, in[i].what, b);
                 if (err < 0)
                         return err;
         }
@@ -1079,7 +1086,8 @@ int kdl_kl_accumulate(kdl_kl_state *s, const kdl_kl_block *b)
                                 return kdl_error(-KDL_ENONFINITE,
                                                  "%s at tau %g: non-finite value at sample %zu "
                                                  "(inputs too large)",
-                                                 value_names[i % NV], s->tau[i / NV], b->row0 + r);
+                                                 value_names[i % NV], s->tau[i / NV],
+                                                 sample_index(b, r));
         }
 
         /* Block statistics (two-pass), then Chan's update into the state. */
@@ -1159,7 +1167,8 @@ int kdl_kl_accumulate(kdl_kl_state *s, const kdl_kl_block *b)
                 s->n = n;
         }
         for (size_t r = 0; r < m; r++) {
-                double *slot = reservoir_slot(s, sample_key(s->seed, b->row0 + r), b->row0 + r);
+                size_t idx = sample_index(b, r);
+                double *slot = reservoir_slot(s, sample_key(s->seed, idx), idx);
 
                 if (!slot)
                         continue;
@@ -1400,7 +1409,7 @@ int kdl_kl_finalize(const kdl_kl_state *s, kdl_kl_result **ret)
                         double den = sqrt(s->m2[i]) * sqrt(s->m2[ik]);
 
                         fd->available = s->avail[v];
-                        fd->dim = value_dim(s, v);
+                        fd->dim = kdl_kl_dim(v, s->c, s->d_t);
                         if (!fd->available) {
                                 fd->mean = fd->ratio = fd->pearson = fd->spearman = fd->relerr =
                                         DNAN;

@@ -109,6 +109,12 @@ KDL_API const char *kdl_kl_name(enum kdl_kl_value v);
 /** kdl_kl_source() - "logits", "probabilities", "features" or "gradients". */
 KDL_API const char *kdl_kl_source(enum kdl_kl_value v);
 
+/**
+ * kdl_kl_dim() - numbers per sample the source of @v needs (the table
+ * above) for @c classes and teacher head-input width @d_t.
+ */
+KDL_API size_t kdl_kl_dim(enum kdl_kl_value v, size_t c, size_t d_t);
+
 /* ---- Pass 1: the least-squares projector ---------------------------------- */
 
 typedef struct kdl_kl_proj_state kdl_kl_proj_state;
@@ -196,8 +202,9 @@ typedef struct kdl_kl_opts {
  * strides; the ones the options did not announce must be NULL.
  */
 typedef struct kdl_kl_block {
-        size_t row0;               /* index of the block's first sample; indices must be
-                                      distinct over everything merged (reservoir keys) */
+        size_t row0;               /* index of the block's first sample, when @samples is NULL */
+        const size_t *samples;     /* [m] index of each sample, or NULL for row0 + i; indices
+                                      must be distinct over everything merged (reservoir keys) */
         const kdl_tensor *zt, *zs; /* teacher and student logits [m, c]: required */
         const kdl_tensor *ht, *hs; /* head-input features [m, d_t], [m, d_s]: iff d_t > 0 */
         const kdl_tensor *gt;      /* teacher dL/dh at the head input [m, d_t]: iff grad_feature */
@@ -257,7 +264,7 @@ KDL_API int kdl_kl_state_new(const kdl_kl_opts *o, kdl_kl_state **ret);
  *
  * All inputs are checked first; on failure @s is unchanged.
  * Return: 0; -KDL_ESHAPE if a tensor is missing, unannounced, not 2-D or of
- * the wrong size; -KDL_ENONFINITE naming the input and sample (row0 + row)
+ * the wrong size; -KDL_ENONFINITE naming the input and sample index
  * on NaN/Inf in the input, or a value that overflowed; -KDL_EOVERFLOW;
  * -ENOMEM.
  */

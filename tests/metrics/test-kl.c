@@ -1109,6 +1109,15 @@ static void test_error_paths(void **unused)
                 assert_int_equal(kdl_kl_accumulate(s, &bl), -KDL_ENONFINITE);
                 assert_non_null(strstr(kdl_errmsg(), "sample 101"));
         }
+        /* The same with explicit sample indices (rows compacted by a skip). */
+        {
+                const size_t idx[3] = {7, 9, 30};
+                kdl_kl_block bl = {.samples = idx, .zt = &a, .zs = &bx};
+
+                assert_int_equal(kdl_kl_accumulate(s, &bl), -KDL_ENONFINITE);
+                assert_non_null(
+                        strstr(kdl_errmsg(), "student logits: non-finite value at sample 9"));
+        }
         zs[4] = 0.5;
         /* Logits so large that the values overflow. */
         bb = view(big, 0, 3, 3);
