@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/cli/cli.h"
+#include "analysis/inputs.h"
+#include "analysis/kl.h"
+#include "metrics/kl.h"
+#include "metrics/base/banned.h"
+
+enum { OPT_SPEARMAN = KDL_OPT_FIRST_FREE_, OPT_SEED };
+
+/* A non-negative integer option; 2 (usage) when malformed. */
+static int parse_count(struct kdl_cli *cli, const char *opt, const char *arg,
+                       unsigned long long *ret)
+{
+        char *end;
+
+        errno = 0;
+        *ret = strtoull(arg, &end, 10);
+        if (errno || end == arg || *end || arg[0] == '-')
+                return kdl_cli_usage(cli, "%s: expected a non-negative integer, found '%s'", opt,
+                                     arg);
+        return 0;
+}
+
+int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
+{
+        static const struct option longopts[] = {
+                KDL_CLI_COMMON_LONGOPTS,
+                {"spearman-samples", required_argument, NULL, OPT_SPEARMAN},
+                {"seed", required_argument, NULL, OPT_SEED},
+                {NULL, 0, NULL, 0},
+        };
+        struct kdl_cli_common co;
+        struct kdl_kl_run_opts o = {0};
+        unsigned long long u;
+        kdl_inputs *in = NULL;
+        kdl_doc *doc = NULL;
+        int c, err, status;
+
+        kdl_cli_common_init(cli, &co);
+        o.reservoir = KDL_KL_RESERVOIR_DEFAULT;
+        while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+                status = kdl_cli_common_option(cli, &co, c, optarg, argv);
+                if (status == KDL_CLI_OPT_TAKEN)
+                        continue;
+                if (status != KDL_CLI_OPT_NOT_MINE)
+                        return status;
+                switch (c) {
+                case OPT_SPEARMAN:
+                        if ((status = parse_count(cli, "--spearman-samples", optarg, &u)))
+                                return status;
+                        if (u < 2)
+                                return kdl_cli_usage(cli,
+                                                     "--spearman-samples: expected at least 2, "
+                                                     "found %llu",
+                                                     u);
+                        o.reservoir = (size_t) u;
+                        break;
+                case OPT_SEED:
+                        if ((status = parse_count(cli, "--seed", optarg, &u)))
+                                return status;
+                        o.seed = u;
+                        break;
+                default:
+                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
+                }
+        }
+        status = kdl_cli_positional(cli, argc - optind);
+        if (status)
+                return status;
+        if (!co.teacher || co.nstudents == 0)
+                return kdl_cli_usage(cli, "expected a teacher (-t) and at least one student (-s)");
+
+        o.checkpoint = co.checkpoint;
+        o.ntau = co.ntemps;
+        o.tau = co.temps;
+        o.spatial = co.spatial;
+        o.skip_nonfinite = co.skip_nonfinite;
+        o.per_sample = co.per_sample;
+
+        err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
+        err = err ?: kdl_doc_new("kl", &doc);
+        err = err ?: kdl_kl_run(in, &o, doc);
+        status = err < 0 ? kdl_cli_fail(cli, err) : kdl_cli_write_doc(cli, doc, co.format);
+        kdl_doc_free(doc);
+        kdl_inputs_free(in);
+        return status;
+}
