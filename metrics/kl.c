@@ -704,7 +704,9 @@ static int ensure_scratch(kdl_kl_state *s, size_t m)
         if (s->feat) {
                 if ((err = kdl_mul_size(m, s->d_t, &n)) < 0 || (err = grow(&s->e, n)) < 0)
                         return err;
-                if ((err = kdl_mul_size(m, s->d_s, &n)) < 0 || (err = grow(&s->hsp, n)) < 0)
+                /* Packed student rows, for the projector's dgemm only. */
+                if (s->fitted &&
+                    ((err = kdl_mul_size(m, s->d_s, &n)) < 0 || (err = grow(&s->hsp, n)) < 0))
                         return err;
         }
         if (s->head) {

@@ -82,7 +82,8 @@
  *
  * Memory of a state: O(ntau + C·d_t + d_s·d_t) plus the reservoir and a
  * scratch that grows to the largest block passed to kdl_kl_accumulate()
- * (block rows × (ntau·10 + d_s + d_t + C)); independent of N.
+ * (block rows × (ntau·10 + d_t + C + rank W_t, + d_s when P is fitted));
+ * independent of N.
  */
 
 /* The exact reference and the approximations, in output order. */
