@@ -13,8 +13,8 @@ gradients, heads) once into DIR, then runs, --runs times each, alternating:
     table (every value of MATH.md 11.1, mean, ratio, Pearson, Spearman on the
     same documented subsample, relative error; the projector by lstsq when
     the widths differ).
-Each run is a child process; its wall time and peak resident memory
-(getrusage of that child) are measured.  Prints the medians, and the largest
+Each run is a child process; its wall time, CPU time (user + system) and
+peak resident memory (the child's own rusage, via wait4) are measured.  Prints the medians, and the largest
 relative difference between the two tables.  Both run with one BLAS thread.
 """
 import argparse
@@ -164,7 +164,8 @@ def numpy_table(path_t, path_s, taus, out):
 # ---- orchestration -------------------------------------------------------------
 
 def run_child(cmd, env):
-    """Fork/exec with os.wait4 so the peak RSS is this child's alone."""
+    """Fork/exec with os.wait4 so the peak RSS and CPU time are this child's
+    alone; returns (wall s, user+system CPU s, peak RSS MiB, stdout)."""
     r, wfd = os.pipe()
     t0 = time.perf_counter()
     pid = os.fork()
@@ -187,7 +188,7 @@ def run_child(cmd, env):
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(cmd)} failed with status {os.waitstatus_to_exitcode(status)}")
-    return wall, ru.ru_maxrss / 1024.0, b"".join(chunks)
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, b"".join(chunks)
 
 
 def main():
@@ -223,11 +224,11 @@ def main():
     res = {"kdlens": [], "numpy": []}
     doc = None
     for _ in range(a.runs):
-        wall, rss, out = run_child(kd_cmd, env)
-        res["kdlens"].append((wall, rss))
+        wall, cpu, rss, out = run_child(kd_cmd, env)
+        res["kdlens"].append((wall, cpu, rss))
         doc = json.loads(out)
-        wall, rss, _ = run_child(np_cmd, env)
-        res["numpy"].append((wall, rss))
+        wall, cpu, rss, _ = run_child(np_cmd, env)
+        res["numpy"].append((wall, cpu, rss))
 
     ref = json.load(open(out_np))
     rows = [r for r in doc["results"] if r["table"] == "kl"]
@@ -241,11 +242,14 @@ def main():
     print(f"kdlens kl, N={a.n}, C={a.classes}, d_t={a.width}, d_s={d_s}, "
           f"tau={a.temperatures}, float32 dumps {size:.0f} MiB, 1 BLAS thread, "
           f"median of {a.runs}")
-    print(f"{'':8s} {'time (s)':>10s} {'peak RSS (MiB)':>15s}   runs (s)")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+          "(wall time includes waiting for a CPU; CPU time does not)")
+    print(f"{'':8s} {'wall (s)':>9s} {'CPU (s)':>9s} {'peak RSS (MiB)':>15s}   wall of each run (s)")
     for k, v in res.items():
-        print(f"{k:8s} {statistics.median(t for t, _ in v):10.2f} "
-              f"{statistics.median(m for _, m in v):15.0f}   "
-              + " ".join(f"{t:.2f}" for t, _ in v))
+        print(f"{k:8s} {statistics.median(t for t, _, _ in v):9.2f} "
+              f"{statistics.median(c for _, c, _ in v):9.2f} "
+              f"{statistics.median(m for _, _, m in v):15.0f}   "
+              + " ".join(f"{t:.2f}" for t, _, _ in v))
     print(f"largest relative difference kdlens vs numpy over {len(rows)} rows x 5 "
           f"statistics: {worst:.2e}")
 
