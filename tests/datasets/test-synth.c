@@ -10,11 +10,13 @@
 #include "tests/lib/kdl-test.h"
 #include "metrics/base/error.h"
 #include "datasets/synth.h"
+#include "loaders/h5.h"
 
 /*
- * The synthetic generator's options, files and failure behaviour.  The
- * data themselves are checked against numpy by tests/ref/test_synth.py
- * (there is no reader in C yet to do it here).
+ * The synthetic generator's options, files and failure behaviour, and its
+ * dumps as the loader sees them (schema, head identity, spatial and token
+ * layouts, the sample-id join).  The data are checked against numpy in
+ * more depth by tests/ref/test_synth.py.
  */
 
 static const char *dir;
@@ -403,6 +405,164 @@ static void test_failures_leave_nothing(void **state)
         free(sub);
 }
 
+/* The whole of dataset @ds through the loader's block reader, in blocks of
+ * 37 rows (not a divisor of anything); @rows maps logical to stored rows. */
+static double *read_all(kdl_h5file *f, const kdl_dsinfo *ds, const size_t *rows, size_t *ret_n,
+                        size_t *ret_cols)
+{
+        kdl_h5reader *r = NULL;
+        size_t n, cols;
+        double *x;
+
+        assert_non_null(ds);
+        assert_int_equal(kdl_h5_reader_open(f, ds, KDL_SPATIAL_AVG, &r), 0);
+        n = kdl_h5_reader_rows(r);
+        cols = kdl_h5_reader_cols(r);
+        if (rows)
+                kdl_h5_reader_set_rows(r, rows, n);
+        x = malloc(n * cols * sizeof(*x));
+        assert_non_null(x);
+        for (size_t r0 = 0; r0 < n; r0 += 37)
+                assert_int_equal(
+                        kdl_h5_reader_read(r, r0, r0 + 37 < n ? r0 + 37 : n, x + r0 * cols), 0);
+        kdl_h5_reader_close(r);
+        *ret_n = n;
+        *ret_cols = cols;
+        return x;
+}
+
+static kdl_h5file *open_checked(const char *path)
+{
+        kdl_h5file *f = NULL;
+
+        assert_int_equal(kdl_h5_open(path, &f), 0);
+        if (kdl_h5_check(f) != 0)
+                fail_msg("%s: %s", path, kdl_errmsg());
+        return f;
+}
+
+static void test_loader_reads_the_planted_structure(void **state)
+{
+        struct kdl_synth_opts o;
+        char *t1 = path_in("lt1.h5"), *s1 = path_in("ls1.h5"), *t2 = path_in("lt2.h5");
+        char *s2 = path_in("ls2.h5");
+        kdl_h5file *ft1, *fs1, *ft2, *fs2;
+        const kdl_dump *d;
+        const kdl_checkpoint *ck, *ck2;
+        kdl_pair *pair = NULL;
+        double *a, *b, *h, *w, *bias, *z;
+        size_t n, cols, n2, cols2, nw, cw, nb, cb;
+        int64_t *lt, *ls;
+
+        (void) state;
+        small_opts(&o);
+        o.teacher_nlayers = 3;
+        o.teacher_widths[2] = 11;
+        o.dtype = KDL_STORE_F64;
+        o.chunk_rows = 40;
+        o.gzip = 2;
+        assert_int_equal(kdl_synth_write(&o, t1, s1), 0); /* plain layout, student in order */
+        o.spatial = true;
+        o.tokens = true;
+        o.permute_student = true;
+        assert_int_equal(kdl_synth_write(&o, t2, s2), 0);
+        ft1 = open_checked(t1);
+        fs1 = open_checked(s1);
+        ft2 = open_checked(t2);
+        fs2 = open_checked(s2);
+
+        /* catalogue */
+        d = kdl_h5_dump(ft2);
+        assert_int_equal(d->format, 1);
+        assert_string_equal(d->role, "teacher");
+        assert_int_equal(d->n, 123);
+        assert_int_equal(d->c, 4);
+        assert_int_equal(d->ncheckpoints, 1);
+        ck = &d->checkpoints[0];
+        assert_string_equal(ck->name, "final");
+        assert_int_equal(ck->nlayers, 3);
+        assert_string_equal(ck->layers[0].name, "layer1");
+        assert_int_equal(ck->layers[0].feature.ndim, 4);
+        assert_int_equal(ck->layers[1].feature.ndim, 3);
+        assert_int_equal(ck->layers[2].feature.gzip, 2);
+        assert_string_equal(ck->head_input, "layer3");
+        assert_non_null(ck->layers[2].gradient);
+        d = kdl_h5_dump(fs2);
+        assert_string_equal(d->role, "student");
+        assert_int_equal(d->ncheckpoints, 3);
+        assert_string_equal(d->checkpoints[0].name, "init");
+        assert_string_equal(d->checkpoints[1].name, "middle");
+        assert_string_equal(d->checkpoints[2].name, "final");
+        assert_true(d->checkpoints[0].step < d->checkpoints[1].step &&
+                    d->checkpoints[1].step < d->checkpoints[2].step);
+
+        /* spatial and token layers average back to the 2-D features */
+        ck2 = &kdl_h5_dump(ft1)->checkpoints[0];
+        for (size_t l = 0; l < 2; l++) {
+                a = read_all(ft2, &ck->layers[l].feature, NULL, &n, &cols);
+                b = read_all(ft1, &ck2->layers[l].feature, NULL, &n2, &cols2);
+                assert_int_equal(n, n2);
+                assert_int_equal(cols, cols2);
+                for (size_t i = 0; i < n * cols; i++)
+                        assert_close(a[i], b[i], 0.0, 1e-12);
+                free(b);
+                free(a);
+        }
+
+        /* logits = W h + b from the stored head input, to float64 rounding */
+        h = read_all(ft2, &ck->layers[2].feature, NULL, &n, &cols);
+        w = read_all(ft2, ck->head_weight, NULL, &nw, &cw);
+        bias = read_all(ft2, ck->head_bias, NULL, &nb, &cb);
+        z = read_all(ft2, ck->logits, NULL, &n2, &cols2);
+        assert_int_equal(cols, cw);
+        assert_int_equal(nw, 4);
+        assert_int_equal(nb * cb, 4);
+        for (size_t i = 0; i < n; i++) {
+                for (size_t c = 0; c < nw; c++) {
+                        double s = bias[c];
+
+                        for (size_t k = 0; k < cols; k++)
+                                s += h[i * cols + k] * w[c * cols + k];
+                        assert_close(z[i * nw + c], s, 1e-13, 1e-13);
+                }
+        }
+        free(z);
+        free(bias);
+        free(w);
+        free(h);
+
+        /* the permuted student joins on /sample_ids and then matches the
+         * student stored in order, row for row */
+        assert_int_equal(kdl_h5_pair(ft2, fs2, &pair), 0);
+        assert_true(pair->joined);
+        assert_non_null(pair->student_rows);
+        assert_int_equal(kdl_h5_read_labels(ft2, &lt), 0);
+        assert_int_equal(kdl_h5_read_labels(fs2, &ls), 0);
+        for (size_t i = 0; i < pair->n; i++)
+                assert_int_equal(ls[pair->student_rows[i]], lt[i]);
+        ck = &kdl_h5_dump(fs2)->checkpoints[2];
+        ck2 = &kdl_h5_dump(fs1)->checkpoints[2];
+        a = read_all(fs2, &ck->layers[1].feature, pair->student_rows, &n, &cols);
+        b = read_all(fs1, &ck2->layers[1].feature, NULL, &n2, &cols2);
+        assert_int_equal(n * cols, n2 * cols2);
+        for (size_t i = 0; i < n * cols; i++)
+                assert_close(a[i], b[i], 1e-12, 1e-13);
+        free(b);
+        free(a);
+
+        free(ls);
+        free(lt);
+        kdl_pair_free(pair);
+        kdl_h5_close(fs2);
+        kdl_h5_close(ft2);
+        kdl_h5_close(fs1);
+        kdl_h5_close(ft1);
+        free(s2);
+        free(t2);
+        free(s1);
+        free(t1);
+}
+
 static int remove_tmpdir(void **state)
 {
         char *cmd;
@@ -426,6 +586,7 @@ int main(void)
                 cmocka_unit_test(test_same_seed_same_bytes),
                 cmocka_unit_test(test_all_layouts_write),
                 cmocka_unit_test(test_failures_leave_nothing),
+                cmocka_unit_test(test_loader_reads_the_planted_structure),
         };
         return cmocka_run_group_tests(tests, NULL, remove_tmpdir);
 }

@@ -1,3 +1,4 @@
+#!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """Reference checks of kdl-synth (datasets/synth.h) with h5py + numpy.
 
@@ -13,11 +14,11 @@ Run with /usr/bin/python3 (Debian's, with numpy and h5py).  The last line is
 "N passed, M failed"; the exit status is 1 when anything failed, 77 (skip)
 when numpy/h5py are missing.
 """
+import atexit
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
-import traceback
 
 try:
     import h5py
@@ -27,8 +28,12 @@ except ImportError as e:  # pragma: no cover
     print("0 passed, 0 failed")
     sys.exit(77)
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import kdltest as kt  # noqa: E402
+
 SYNTH = os.environ.get("KDL_SYNTH", "kdl-synth")
-TMP = tempfile.mkdtemp(prefix="kdl-synth-ref-")
+TMP = kt.tmpdir()
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
 _runs = {}
 
 
@@ -447,23 +452,5 @@ def test_unwritable_paths_fail_cleanly():
     assert sorted(os.listdir(out)) == ["dir.h5", "t.h5"], os.listdir(out)
 
 
-def main():
-    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_")]
-    passed = failed = 0
-    for name, fn in tests:
-        try:
-            fn()
-        except Exception:  # report every failure, keep going
-            failed += 1
-            print("FAIL %s" % name)
-            traceback.print_exc(file=sys.stdout)
-        else:
-            passed += 1
-            print("ok   %s" % name)
-    subprocess.run(["rm", "-rf", TMP])
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    kt.main(globals())
