@@ -13,6 +13,7 @@
 
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "loaders/h5-internal.h"
 #include "loaders/h5write.h"
 #include "metrics/base/banned.h"
 
@@ -82,46 +83,22 @@ static size_t store_bytes(enum kdl_store store)
 
 static uint16_t f16_bits(double x);
 
-/* Innermost HDF5 error on the default stack ("Object already exists"), for
- * messages that say more than "HDF5 failed". */
-struct h5err {
-        char text[160];
-};
-
-static herr_t innermost_error(unsigned n, const H5E_error2_t *e, void *data)
-{
-        struct h5err *h = data;
-        ssize_t len;
-
-        if (n == 0) {
-                len = H5Eget_msg(e->min_num, NULL, h->text, sizeof(h->text));
-                if (len < 0)
-                        h->text[0] = '\0';
-        }
-        return 0;
-}
-
 /* Record a failure of HDF5 on @obj of @file (the message names both and
  * what was being done) and return -KDL_EHDF5. */
 static int h5fail(const char *file, const char *obj, const char *fmt, ...) KDL_PRINTF(3, 4);
 
 static int h5fail(const char *file, const char *obj, const char *fmt, ...)
 {
-        struct h5err h = {.text = ""};
-        char *what = NULL;
+        char buf[256], *what = NULL;
         va_list ap;
         int err;
 
-        H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_error, &h);
         va_start(ap, fmt);
         if (vasprintf(&what, fmt, ap) < 0)
                 what = NULL;
         va_end(ap);
-        if (h.text[0])
-                err = kdl_error(-KDL_EHDF5, "'%s': %s: %s (HDF5: %s)", file, obj, what ? what : fmt,
-                                h.text);
-        else
-                err = kdl_error(-KDL_EHDF5, "'%s': %s: %s", file, obj, what ? what : fmt);
+        err = kdl_error(-KDL_EHDF5, "'%s': %s: %s (HDF5: %s)", file, obj, what ? what : fmt,
+                        kdl__h5_last_error(buf));
         free(what);
         return err;
 }
@@ -342,8 +319,7 @@ int kdl_h5w_open(const char *path, const char *role, const char *model, kdl_h5w 
 
         assert(path && ret);
 
-        /* The library never prints (STYLE.md 3.2): errors become codes. */
-        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        kdl__h5_init(); /* HDF5 must not print: errors become codes */
 
         w = kdl_new(kdl_h5w, 1);
         if (!w)
