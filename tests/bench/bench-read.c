@@ -484,10 +484,12 @@ static int bench(const struct bench *b)
                 goto out;
 
         gbytes = (double) b->rows * (double) b->cols * 4.0 / 1e9;
-        printf("dataset %s: float32 [%zu, %zu], %s, %s; %.3f GB stored; page cache warm;\n"
-               "median of %d runs, each in a fresh process\n\n",
+        printf("dataset %s: float32 [%zu, %zu], %s, %s;\n"
+               "%.3f GB of float32 values (GB/s counts these), file %.3f GB on disk;\n"
+               "page cache warm; median of %d runs, each in a fresh process\n\n",
                DATASET, b->rows, b->cols, b->chunk_rows ? "chunked" : "contiguous",
-               b->gzip >= 0 ? "gzip" : "no compression", gbytes, b->repeat);
+               b->gzip >= 0 ? "gzip" : "no compression", gbytes,
+               stat(path, &st) == 0 ? (double) st.st_size / 1e9 : -1.0, b->repeat);
         printf("%-34s %8s %9s %7s %10s %10s   %-12s %s\n", "reader", "block", "median_s", "GB/s",
                "peak_MiB", "+read_MiB", "min..max_s", "checksum");
 
