@@ -12,22 +12,27 @@
  * The synthetic generator: a teacher and a student dump (schema v1) with
  * known, planted structure, for tests and benchmarks.
  *
- * Teacher, one checkpoint "final" (or the root with @flat_teacher):
+ * Teacher, one checkpoint "final", step 1000 (K - 1) like the student's last
+ * (or the root with @flat_teacher):
  *   layer l = 1..L, width D_l, "layer<l>" with attr depth = l:
  *     h = sep_l * M_l[y] + B_l u + noise * e            (rank r_l = D_l)
  *     h = A_l (sep_l * M_l[y] + B_l u + noise * e) + 1e-6 * noise * e'
  *                                                         (planted rank r)
- *   with M_l the class means (super-class centres shared by every
- *   @superclasses-th class plus class offsets), u a per-sample latent of
+ *   with M_l[c] the class means (super_share times the centre of
+ *   super-class c mod G plus a class offset), u a per-sample latent of
  *   KDL_SYNTH_LATENT dimensions shared by all layers, sep_l growing linearly
  *   from @sep_first to @sep_last with depth.  The last layer feeds the head:
  *   logits z = W h + b, W[c] = logit_scale * mean_c / |mean_c|^2, computed
  *   from the values as stored (so the stored logits equal W h + b to
  *   float64 rounding with float64 storage); gradients/logits =
  *   softmax(z) - onehot(y); gradients/features/<last layer> = W^T that.
+ *   @spatial stores layer1 as [N, D, H, W], @tokens layer L-1 as
+ *   [N, T, D]: h plus noise of zero mean over the positions (tokens), so
+ *   the average over them is h again.
  * Student, checkpoints k = 0..K-1 ("init", "early", "middle", "final" for
- *   K = 4; steps 1000 k, epoch k), mix m_k = mix_final * k / (K - 1):
- *   layer j (width S_j) follows teacher layer t(j) = ceil((j+1) L / Ls):
+ *   K = 4; steps 1000 k, epoch k), mix m_k = mix_final * k / (K - 1)
+ *   (mix_final when K = 1):
+ *   layer j = 1..Ls (width S_j) follows teacher layer t(j) = ceil(j L / Ls):
  *     h_s = m_k * P_j h_t + (1 - m_k) * noise * e_{j,k}
  *   with P_j a fixed random semi-orthogonal S_j x D_t(j) projection; head
  *   W_s = W P^T + (1 - m_k) * (random of the same RMS), b_s = m_k b; logits

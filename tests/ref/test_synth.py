@@ -370,7 +370,7 @@ def test_checkpoint_names():
             cks = checkpoints(f)
             assert [n for n, _ in cks] == names, [n for n, _ in cks]
             steps = [int(g.attrs["step"]) for _, g in cks]
-            assert steps == sorted(set(steps)) and steps[0] == (0 if k > 1 else 0)
+            assert steps == sorted(set(steps)) and steps[0] == 0
 
 
 def test_same_seed_same_bytes_different_seed_different_data():
