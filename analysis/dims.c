@@ -108,8 +108,9 @@ static int run_pass(struct ctx *c, struct pass *p)
         if (err < 0)
                 goto out;
         if (kdl_stream_skipped(s)) {
-                err = kdl_doc_add_note(c->doc, "'%s': %s: %zu samples with NaN/Inf skipped",
-                                       d->path, p->x->path, kdl_stream_skipped(s));
+                err = kdl_doc_add_note(
+                        c->doc, "'%s': %s%s: %zu samples with NaN/Inf skipped", d->path, p->x->path,
+                        p->y ? " (with the teacher's logits)" : "", kdl_stream_skipped(s));
                 if (err < 0)
                         goto out;
         }
