@@ -643,7 +643,8 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
 struct inst_acc {
         double pt_mean;
         struct dist_acc w;
-        struct comoment wp; /* (w_n, p^t_y) */
+        struct comoment wp;    /* (w_n, p^t_y) */
+        struct comoment wp_ok; /* the same over unguarded samples */
         size_t guarded, above_one;
 };
 
@@ -706,7 +707,8 @@ int kdl_split_instance_accumulate(kdl_split_instance_state *s, const kdl_tensor 
 
                 for (size_t k = 0; k < s->o.ntaus; k++) {
                         struct inst_acc *t = &s->t[k];
-                        double tau = s->o.taus[k], rest_t, all_t, rest_s, all_s, pt_r, qs_r, w;
+                        double tau = s->o.taus[k], rest_t, all_t, rest_s, all_s, pt_r, qs_r, pt_y,
+                               w;
                         bool guarded;
 
                         lse_split(rt, zt->stride[1], c, y, tau, &rest_t, &all_t);
@@ -716,8 +718,10 @@ int kdl_split_instance_accumulate(kdl_split_instance_state *s, const kdl_tensor 
                         w = kdl_split_weight(pt_r, qs_r, t->pt_mean, s->o.lambda, s->o.w_eps,
                                              &guarded);
                         dist_add(&t->w, &w_geom, w);
-                        comoment_add(&t->wp, w,
-                                     exp(rt[(ptrdiff_t) y * zt->stride[1]] / tau - all_t));
+                        pt_y = exp(rt[(ptrdiff_t) y * zt->stride[1]] / tau - all_t);
+                        comoment_add(&t->wp, w, pt_y);
+                        if (!guarded)
+                                comoment_add(&t->wp_ok, w, pt_y);
                         t->guarded += guarded;
                         t->above_one += w > 1.0;
                         if (ret_w)
@@ -744,6 +748,7 @@ int kdl_split_instance_merge(kdl_split_instance_state *into, const kdl_split_ins
 
                 dist_merge(&a->w, &b->w, &w_geom);
                 comoment_merge(&a->wp, &b->wp);
+                comoment_merge(&a->wp_ok, &b->wp_ok);
                 a->guarded += b->guarded;
                 a->above_one += b->above_one;
         }
@@ -1108,6 +1113,9 @@ int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state 
 
                 t->pt_mean = a->d[D_PT].mean;
                 t->pearson_w_pt = (double) NAN;
+                t->w_unguarded = (double) NAN;
+                t->w_std_unguarded = (double) NAN;
+                t->pearson_w_pt_unguarded = (double) NAN;
                 if (inst) {
                         const struct inst_acc *b = &inst->t[k];
 
@@ -1116,6 +1124,11 @@ int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state 
                                 goto out;
                         t->has_instance = true;
                         t->pearson_w_pt = corr_from(b->wp.sxx, b->wp.syy, b->wp.sxy);
+                        t->w_unguarded = b->wp_ok.n ? b->wp_ok.mx : (double) NAN;
+                        t->w_std_unguarded = b->wp_ok.n ? sqrt(b->wp_ok.sxx / (double) b->wp_ok.n)
+                                                        : (double) NAN;
+                        t->pearson_w_pt_unguarded =
+                                corr_from(b->wp_ok.sxx, b->wp_ok.syy, b->wp_ok.sxy);
                         t->w_guarded = b->guarded;
                         t->w_above_one = b->above_one;
                 }

@@ -294,6 +294,11 @@ typedef struct kdl_split_tau_result {
         double pearson_w_pt; /* Pearson(w_n, p^t_y) */
         size_t w_guarded;    /* samples whose denominator was raised to eps_w */
         size_t w_above_one;  /* samples with w_n > 1 */
+        /* The same over the unguarded samples only, where w_n is a ratio of
+         * two same-sign gradients and w_n > 1 exactly when p^t_y > p̄^t_y. */
+        double w_unguarded;     /* mean */
+        double w_std_unguarded; /* population standard deviation */
+        double pearson_w_pt_unguarded;
 } kdl_split_tau_result;
 
 typedef struct kdl_split_result {

@@ -71,6 +71,8 @@ static void reference(const double *zt, const double *zs, size_t c, size_t y, do
         *ret_pty = pt[y];
 }
 
+static double pearson(const double *x, const double *y, size_t n);
+
 static void fill_logits(kdl_test_rng *rng, double *z, size_t n, double scale)
 {
         for (size_t i = 0; i < n; i++)
@@ -557,6 +559,31 @@ static void test_accumulate_matches_per_sample(void **state)
                 assert_close(t->w.mean, mw, 1e-9, 1e-12);
                 assert_close(t->w.std, sqrt(sww / N), 1e-9, 1e-12);
                 assert_close(t->pearson_w_pt, swp / sqrt(sww * spp), 1e-9, 0.0);
+                {
+                        double ok_w[N], ok_p[N], m = 0.0, v = 0.0;
+                        size_t nok = 0;
+
+                        for (size_t i = 0; i < N; i++) {
+                                double p[C], q[C];
+
+                                softmax(zt + i * C, C, tau, p);
+                                softmax(zs + i * C, C, tau, q);
+                                if (1.0 - q[y[i]] - o.lambda * (1.0 - spt / N) >= o.w_eps) {
+                                        ok_w[nok] = w[i];
+                                        ok_p[nok++] = pt[i];
+                                        m += w[i];
+                                }
+                        }
+                        assert_int_equal(nok + guarded, N);
+                        assert_true(guarded > 0 && nok > N / 4); /* both kinds occur */
+                        m /= (double) nok;
+                        for (size_t i = 0; i < nok; i++)
+                                v += (ok_w[i] - m) * (ok_w[i] - m);
+                        assert_close(t->w_unguarded, m, 1e-9, 1e-12);
+                        assert_close(t->w_std_unguarded, sqrt(v / (double) nok), 1e-9, 1e-12);
+                        assert_close(t->pearson_w_pt_unguarded, pearson(ok_w, ok_p, nok), 1e-9,
+                                     0.0);
+                }
 
                 assert_quantiles(&t->pt_y, pt, N, 1.0 / (double) o.nbins);
                 assert_quantiles(&t->ps_y, ps, N, 1.0 / (double) o.nbins);
