@@ -186,8 +186,9 @@ static int put_cols(const struct job *j, kdl_table *t, double tau, const struct 
         int err = put_keys(j, t, true, tau);
 
         for (size_t k = 0; k < n && !err; k++)
-                err = c[k].integer ? kdl_table_put_int(t, c[k].key, (long long) c[k].v)
-                                   : kdl_table_put_real(t, c[k].key, c[k].v);
+                err = c[k].integer && isfinite(c[k].v)
+                              ? kdl_table_put_int(t, c[k].key, (long long) c[k].v)
+                              : kdl_table_put_real(t, c[k].key, c[k].v);
         return err;
 }
 
@@ -228,8 +229,12 @@ static int emit(const struct job *j, const kdl_split_result *r, size_t skipped)
                                 REAL("pearson_confusion_student", x->pearson_confusion_student),
                                 REAL("pearson_confusion_teacher", x->pearson_confusion_teacher),
                                 REAL("pearson_heads", r->pearson_heads),
-                                REAL("cka_heads", r->cka_heads), INT("d_teacher", r->d_teacher),
-                                INT("d_student", r->d_student));
+                                REAL("cka_heads", r->cka_heads),
+                                /* null when that head is absent */
+                                INT("d_teacher",
+                                    r->has_head_teacher ? (double) r->d_teacher : (double) NAN),
+                                INT("d_student",
+                                    r->has_head_student ? (double) r->d_student : (double) NAN));
                 if (!err)
                         err = PUT_COLS(
                                 t[T_INSTANCE], REAL("lambda", r->opts.lambda),
@@ -453,6 +458,23 @@ static int per_sample_open(struct job *j, size_t n, int *ids)
         return err < 0 ? err : 0;
 }
 
+static int note_heads(const struct job *j, const kdl_split_result *r, kdl_doc *doc)
+{
+        int err = 0;
+
+        if (!r->has_head_teacher)
+                err = kdl_doc_add_note(doc,
+                                       "'%s': no %s/head/weight: teacher head cosines and "
+                                       "their agreement are unavailable",
+                                       j->teacher, j->ckt->group);
+        if (!err && !r->has_head_student)
+                err = kdl_doc_add_note(doc,
+                                       "'%s': no %s/head/weight: student head cosines and "
+                                       "their agreement are unavailable",
+                                       j->student, j->cks->group);
+        return err;
+}
+
 static int run_job(struct job *j, size_t *ret_skipped, kdl_split_result **ret)
 {
         struct kdl_stream_opts so = {.block_rows = j->o->block_rows,
@@ -626,6 +648,7 @@ int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *d
                         err = j.ckt ? run_job(&j, &skipped, &r)
                                     : kdl_error(-KDL_EMISSING, "'%s': no checkpoint", j.teacher);
                         err = err ?: emit(&j, r, skipped);
+                        err = err ?: note_heads(&j, r, doc);
                         kdl_split_result_free(r);
                         job_release(&j);
                         if (err < 0)

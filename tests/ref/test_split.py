@@ -416,6 +416,30 @@ def test_labels_from_student_and_formats():
         shutil.rmtree(d)
 
 
+def test_without_heads():
+    """Dumps without a head: everything else is reported, head values are null."""
+    d = kt.tmpdir()
+    try:
+        y, teacher, students = make_data(10)
+        tp, sp = write_dumps(d, y, teacher, students)
+        with h5py.File(sp, "a") as f:
+            for name in students:
+                del f[f"checkpoints/{name}/head"]
+        doc = kt.run_json(*args(tp, sp))
+        for r in kt.records(doc, "domain"):
+            assert r["pearson_heads"] is None and r["cka_heads"] is None
+            assert r["pearson_confusion_student"] is None and r["d_student"] is None
+            assert r["pearson_confusion_teacher"] is not None and r["d_teacher"] == DT
+        assert not kt.records(doc, "head_cosine_student")
+        assert len(kt.records(doc, "head_cosine_teacher")) == 2 * C * C
+        assert any("no /checkpoints/final/head/weight" in n for n in doc["notes"])
+        ref = reference(teacher["z"].astype(np.float32).astype(np.float64), students["final"]["z"],
+                        y, 4.0)
+        close(one(doc, "split", checkpoint="final", tau=4.0)["kl"], ref["kl"].mean(), "kl")
+    finally:
+        shutil.rmtree(d)
+
+
 def test_bad_inputs():
     d = kt.tmpdir()
     try:
