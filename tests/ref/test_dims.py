@@ -34,13 +34,14 @@ RNG = np.random.default_rng(20261122)
 
 def write(path, role, model, cks, order=None):
     """cks: {name: dict(step, layers={name: (array, depth, dtype)}, w, b, logits)}"""
-    order = np.arange(N) if order is None else order
+    n = next(iter(cks.values()))["logits"].shape[0]
+    order = np.arange(n) if order is None else order
     with h5py.File(path, "w") as f:
         f.attrs["kdlens_format"] = 1
         f.attrs["role"] = role
         f.attrs["model"] = model
-        f.create_dataset("labels", data=(np.arange(N) % C).astype(np.int32)[order])
-        f.create_dataset("sample_ids", data=(5000 + np.arange(N)).astype(np.int64)[order])
+        f.create_dataset("labels", data=(np.arange(n) % C).astype(np.int32)[order])
+        f.create_dataset("sample_ids", data=(5000 + np.arange(n)).astype(np.int64)[order])
         for name, ck in cks.items():
             g = f.create_group("checkpoints/" + name)
             g.attrs["step"] = np.int64(ck["step"])
@@ -293,6 +294,28 @@ def test_nonfinite_error_and_skip():
     assert any("1 samples with NaN/Inf skipped" in n for n in doc["notes"])
     lam = spectrum(np.delete(x, 17, axis=0))
     kt.assert_close(r["top_eigenvalue"], lam[0], rtol=1e-10, what="lambda1 after skip")
+
+
+def test_student_without_head_is_judged_by_its_deepest_layer():
+    path = os.path.join(TMP, "headless.h5")
+    h = DATA[("wide", "final")]["pen"]
+    write(path, "student", "headless",
+          {"final": dict(step=0, logits=DATA[("wide", "final")]["z"],
+                         layers={"a": (h[:, :3], 0, np.float64), "b": (h[:, :12], 1, np.float64)})})
+    doc = kt.run_json("dims", "-t", T, "-s", path)
+    v = [r for r in kt.records(doc, "verdict") if r["model"] == "headless"]
+    assert len(v) == 1 and v[0]["d_s"] == 12 and v[0]["d_s_from"] == "deepest layer", v
+    assert v[0]["verdict"] == "sufficient"
+    assert not [r for r in kt.records(doc, "heads") if r["model"] == "headless"]
+
+
+def test_too_few_samples():
+    path = os.path.join(TMP, "one.h5")
+    z = DATA[("teacher", "final")]["z"][:1]
+    write(path, "teacher", "one", {"final": dict(step=0, logits=z, layers={})})
+    st, out, err = kt.run("dims", "-t", path)
+    assert st == 1 and out == ""
+    kt.one_line_error(err, "one.h5", "logits", "expected at least 2 usable samples, found 1")
 
 
 if __name__ == "__main__":
