@@ -44,6 +44,7 @@ static const struct kdl_cmd commands[] = {
          "      --nonfinite MODE    error (default), or skip samples with NaN/Inf\n"
          "      --curves            also print every eigenvalue in the terminal table (the other\n"
          "                          formats always have the spectrum table)\n"
+         "      --block-rows R      rows read per block (default: a 64 MiB budget)\n"
          "  -f, --format FMT        table (default), md, csv, tex or json\n"
          "Tables: dims (one row per model, checkpoint and layer), heads, verdict,\n"
          "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n"},

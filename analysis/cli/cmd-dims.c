@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <float.h>
 #include <getopt.h>
 #include <math.h>
@@ -16,6 +17,7 @@ enum {
         OPT_RANK_RTOL,
         OPT_LAMBDA,
         OPT_CURVES,
+        OPT_BLOCK_ROWS,
 };
 
 /* A number in [lo, hi] from @arg, or a usage error naming @what. */
@@ -45,6 +47,7 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
                 {"rank-rtol", required_argument, NULL, OPT_RANK_RTOL},
                 {"lambda", required_argument, NULL, OPT_LAMBDA},
                 {"curves", no_argument, NULL, OPT_CURVES},
+                {"block-rows", required_argument, NULL, OPT_BLOCK_ROWS},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_dims_opts o = KDL_DIMS_OPTS_DEFAULT;
@@ -52,6 +55,8 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
         bool curves = false;
+        unsigned long long rows;
+        char *end;
         int c, r, err, status;
 
         kdl_cli_common_init(cli, &co);
@@ -80,6 +85,16 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
                         break;
                 case OPT_CURVES:
                         curves = true;
+                        break;
+                case OPT_BLOCK_ROWS:
+                        errno = 0;
+                        rows = strtoull(optarg, &end, 10);
+                        if (end == optarg || *end || errno || rows == 0 || optarg[0] == '-')
+                                r = kdl_cli_usage(cli,
+                                                  "--block-rows: expected a positive integer, "
+                                                  "found '%s'",
+                                                  optarg);
+                        o.block_rows = (size_t) rows;
                         break;
                 default:
                         return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
