@@ -187,6 +187,16 @@ static void plot_source(FILE *gp, const char *name, size_t k)
                 fputs("  ''", gp);
 }
 
+/* Rotate category labels when they would collide: their total width beats the axis. */
+static bool crowded(const char *const *labels, size_t n, size_t room)
+{
+        size_t total = 0;
+
+        for (size_t i = 0; i < n; i++)
+                total += strlen(labels[i]) + 2;
+        return total > room;
+}
+
 static const char *series_name(const struct kdl_series *s, size_t k)
 {
         return s[k].name ? s[k].name : "";
@@ -275,8 +285,8 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
                 "set style fill solid 0.9 border rgb '#333333'\nset boxwidth %s\n"
                 "set yrange [0:*]\nset grid noxtics\n",
                 stacked ? "rowstacked" : "clustered gap 1.5", stacked ? "0.6" : "0.9");
-        if (ncat > 4)
-                fputs("set xtics rotate by -30 left\n", gp);
+        if (crowded(categories, ncat, 48))
+                fputs("set xtics rotate by 30 right\n", gp);
         fputs("plot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);
@@ -345,8 +355,8 @@ int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f, 
         fprintf(gp, "set cbrange [%.10g:%.10g]\n", zmin, zmax);
         fprintf(gp, "set xrange [-0.5:%zu.5]\nset yrange [%zu.5:-0.5]\n", cols - 1, rows - 1);
         fprintf(gp, "set size ratio %.6g\n", (double) rows / (double) cols);
-        if (cols > 4)
-                fputs("set xtics rotate by -40 left\n", gp);
+        if (crowded(col_labels, cols, 40))
+                fputs("set xtics rotate by 40 right\n", gp);
         tics(gp, "x", col_labels, cols);
         tics(gp, "y", row_labels, rows);
         fprintf(gp, "zmid = %.10g\n", zmin + 0.6 * (zmax - zmin));

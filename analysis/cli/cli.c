@@ -66,6 +66,20 @@ static const struct kdl_cmd commands[] = {
          "  --bins B             output bins of the [0,1] histograms, divides 1000 (default 20)\n"
          "  --block-rows R       rows read per block (default: a 64 MiB budget)\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"},
+        {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
+         "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [-T TAU] [--quiet]",
+         "  -t, --teacher FILE   the teacher's dump\n"
+         "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
+         "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
+         "  -T, --temperature T  temperature of the KD criterion (default 4)\n"
+         "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
+         "  --quiet              no progress bar and no closing line\n"},
+        {"demo", cmd_demo, 0, 0, "write the report of the bundled Fashion-MNIST example",
+         "kdlens demo [-o DIR] [--quiet]",
+         "  -o, --output DIR     the report directory (default kdlens-demo)\n"
+         "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
+         "  --quiet              no progress bar and no closing line\n"
+         "The example is read from KDL_EXAMPLE_DIR when set.\n"},
         {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", ""},
 };
 

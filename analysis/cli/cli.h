@@ -85,7 +85,8 @@ struct kdl_cli_common {
 
 enum { KDL_OPT_SPATIAL = 1000, KDL_OPT_NONFINITE, KDL_OPT_PER_SAMPLE, KDL_OPT_FIRST_FREE_ };
 
-#define KDL_CLI_COMMON_SHORTOPTS ":t:s:c:f:T:h" /* leading colon: getopt returns ':' for a missing argument */
+#define KDL_CLI_COMMON_SHORTOPTS                                                                   \
+        ":t:s:c:f:T:h" /* leading colon: getopt returns ':' for a missing argument */
 #define KDL_CLI_COMMON_LONGOPTS                                                                    \
         {"teacher", required_argument, NULL, 't'}, {"student", required_argument, NULL, 's'},      \
                 {"checkpoint", required_argument, NULL, 'c'},                                      \
@@ -118,5 +119,7 @@ int cmd_inspect(int argc, char **argv, struct kdl_cli *cli);
 int cmd_dims(int argc, char **argv, struct kdl_cli *cli);
 int cmd_split(int argc, char **argv, struct kdl_cli *cli);
 int cmd_help(int argc, char **argv, struct kdl_cli *cli);
+int cmd_report(int argc, char **argv, struct kdl_cli *cli);
+int cmd_demo(int argc, char **argv, struct kdl_cli *cli);
 
 #endif
