@@ -341,5 +341,23 @@ def test_too_few_samples():
     kt.one_line_error(err, "one.h5", "logits", "expected at least 2 usable samples, found 1")
 
 
+def test_report_has_the_dims_section():
+    if not (os.environ.get("KDL_GNUPLOT") or shutil.which("gnuplot")):
+        print("skipped: no gnuplot")
+        return
+    out = os.path.join(TMP, "report")
+    kt.run("report", "-t", T, "-s", NARROW, "-s", WIDE, "-o", out, "--quiet", check=0)
+    for name in ("dims_residual", "dims_spectrum"):
+        for ext in ("pdf", "png", "svg"):
+            assert os.path.getsize(os.path.join(out, "figures", f"{name}.{ext}")) > 0
+    import json
+    doc = json.load(open(os.path.join(out, "data", "dims.json")))
+    v = {(r["model"], r["checkpoint"]): r["verdict"] for r in kt.records(doc, "verdict")}
+    assert v[("narrow", "final")] == "insufficient" and v[("wide", "final")] == "sufficient"
+    script = open(os.path.join(out, "scripts", "dims_residual.gp")).read()
+    assert f"set arrow from {WIDTHS['narrow']}, graph 0" in script, script
+    assert "Feature dimensions" in open(os.path.join(out, "index.md")).read()
+
+
 if __name__ == "__main__":
     kt.main(globals())
