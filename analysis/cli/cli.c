@@ -27,6 +27,27 @@ static const struct kdl_cmd commands[] = {
          "  --quick            check the structure only; skip the NaN/Inf scan of every value\n"
          "  --format FMT       table (default), md, csv, tex or json\n"
          "Exit status 1 when any file has a schema problem (each printed on stderr).\n"},
+        {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
+         "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
+         "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
+         "  -t, --teacher FILE      the teacher's dump: residual curve, ridge targets, verdicts\n"
+         "  -s, --student FILE      a student's dump; repeat for several\n"
+         "  -c, --checkpoint NAME   a checkpoint, or all (default: the last)\n"
+         "      --layer NAME        one feature layer, or all (default)\n"
+         "      --tolerance F       residual fraction above which a width is insufficient\n"
+         "                          (default 0.01)\n"
+         "      --rank-rtol F       numerical rank counts eigenvalues above F x the largest\n"
+         "                          (default 1e-06)\n"
+         "      --lambda X|gcv      ridge penalty in sum-of-squares units, or gcv (default)\n"
+         "  -T, --temperature T     temperature of the per-sample support of W^T F W (default 4)\n"
+         "      --spatial RULE      avg (default), max or flatten for [N,C,H,W] and [N,T,D]\n"
+         "      --nonfinite MODE    error (default), or skip samples with NaN/Inf\n"
+         "      --curves            also print every eigenvalue in the terminal table (the other\n"
+         "                          formats always have the spectrum table)\n"
+         "      --block-rows R      rows read per block (default: a 64 MiB budget)\n"
+         "  -f, --format FMT        table (default), md, csv, tex or json\n"
+         "Tables: dims (one row per model, checkpoint and layer), heads, verdict,\n"
+         "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n"},
         {"split", cmd_split, 0, 0,
          "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
          "kdlens split -t TEACHER.h5 -s STUDENT.h5... [-T TAUS] [--checkpoint NAME|all] "
