@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <float.h>
 #include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
@@ -205,6 +209,9 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
         case KDL_OPT_PER_SAMPLE:
                 o->per_sample = arg;
                 return KDL_CLI_OPT_TAKEN;
+        case KDL_OPT_BLOCK_ROWS:
+                n = kdl_cli_parse_count(cli, "--block-rows", arg, &o->block_rows);
+                return n ? n : KDL_CLI_OPT_TAKEN;
         case 'h':
                 return kdl_cli_help(cli);
         case '?':
@@ -215,6 +222,36 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
+}
+
+int kdl_cli_parse_real(struct kdl_cli *cli, const char *what, const char *arg, double lo, double hi,
+                       double *ret)
+{
+        char *end;
+        double v = strtod(arg, &end);
+
+        if (end == arg || *end || !isfinite(v) || !(v >= lo && v <= hi)) {
+                if (hi >= DBL_MAX)
+                        return kdl_cli_usage(cli, "%s: expected a finite number >= %g, found '%s'",
+                                             what, lo, arg);
+                return kdl_cli_usage(cli, "%s: expected a number in [%g, %g], found '%s'", what, lo,
+                                     hi, arg);
+        }
+        *ret = v;
+        return 0;
+}
+
+int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret)
+{
+        unsigned long long v;
+        char *end;
+
+        errno = 0;
+        v = strtoull(arg, &end, 10);
+        if (end == arg || *end || errno || v == 0 || v > SIZE_MAX || arg[0] == '-')
+                return kdl_cli_usage(cli, "%s: expected a positive integer, found '%s'", what, arg);
+        *ret = (size_t) v;
+        return 0;
 }
 
 static void print_overview(FILE *out)

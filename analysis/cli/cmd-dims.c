@@ -17,27 +17,9 @@ enum {
         OPT_RANK_RTOL,
         OPT_LAMBDA,
         OPT_CURVES,
-        OPT_BLOCK_ROWS,
 };
 
 /* A number in [lo, hi] from @arg, or a usage error naming @what. */
-static int parse_real(struct kdl_cli *cli, const char *what, const char *arg, double lo, double hi,
-                      double *ret)
-{
-        char *end;
-        double v = strtod(arg, &end);
-
-        if (end == arg || *end || !isfinite(v) || !(v >= lo && v <= hi)) {
-                if (hi >= DBL_MAX)
-                        return kdl_cli_usage(cli, "%s: expected a finite number >= %g, found '%s'",
-                                             what, lo, arg);
-                return kdl_cli_usage(cli, "%s: expected a number in [%g, %g], found '%s'", what, lo,
-                                     hi, arg);
-        }
-        *ret = v;
-        return 0;
-}
-
 int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -47,7 +29,6 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
                 {"rank-rtol", required_argument, NULL, OPT_RANK_RTOL},
                 {"lambda", required_argument, NULL, OPT_LAMBDA},
                 {"curves", no_argument, NULL, OPT_CURVES},
-                {"block-rows", required_argument, NULL, OPT_BLOCK_ROWS},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_dims_opts o = KDL_DIMS_OPTS_DEFAULT;
@@ -55,8 +36,6 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
         bool curves = false;
-        unsigned long long rows;
-        char *end;
         int c, r, err, status;
 
         kdl_cli_common_init(cli, &co);
@@ -71,30 +50,20 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
                         o.layer = optarg;
                         break;
                 case OPT_TOLERANCE:
-                        r = parse_real(cli, "--tolerance", optarg, 0.0, 1.0, &o.tolerance);
+                        r = kdl_cli_parse_real(cli, "--tolerance", optarg, 0.0, 1.0, &o.tolerance);
                         break;
                 case OPT_RANK_RTOL:
-                        r = parse_real(cli, "--rank-rtol", optarg, 0.0, 0.5, &o.rank_rtol);
+                        r = kdl_cli_parse_real(cli, "--rank-rtol", optarg, 0.0, 0.5, &o.rank_rtol);
                         break;
                 case OPT_LAMBDA:
                         if (strcmp(optarg, "gcv") == 0)
                                 o.ridge_lambda = -1.0;
                         else
-                                r = parse_real(cli, "--lambda", optarg, 0.0, DBL_MAX,
-                                               &o.ridge_lambda);
+                                r = kdl_cli_parse_real(cli, "--lambda", optarg, 0.0, DBL_MAX,
+                                                       &o.ridge_lambda);
                         break;
                 case OPT_CURVES:
                         curves = true;
-                        break;
-                case OPT_BLOCK_ROWS:
-                        errno = 0;
-                        rows = strtoull(optarg, &end, 10);
-                        if (end == optarg || *end || errno || rows == 0 || optarg[0] == '-')
-                                r = kdl_cli_usage(cli,
-                                                  "--block-rows: expected a positive integer, "
-                                                  "found '%s'",
-                                                  optarg);
-                        o.block_rows = (size_t) rows;
                         break;
                 default:
                         return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
@@ -112,6 +81,7 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
         if (co.per_sample)
                 return kdl_cli_usage(cli, "--per-sample: dims has no per-sample values");
         o.checkpoint = co.checkpoint;
+        o.block_rows = co.block_rows;
         o.tau = co.temps[0];
         o.spatial = co.spatial;
         o.skip_nonfinite = co.skip_nonfinite;
