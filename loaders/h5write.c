@@ -311,10 +311,11 @@ out:
         return err;
 }
 
-int kdl_h5w_open(const char *path, const char *role, const char *model, kdl_h5w **ret)
+/* Create @path (truncating it) with untimed objects; no attributes yet. */
+static int create(const char *path, kdl_h5w **ret)
 {
         kdl_h5w *w = NULL;
-        hid_t fcpl = H5I_INVALID_HID, root = H5I_INVALID_HID;
+        hid_t fcpl = H5I_INVALID_HID;
         int err;
 
         assert(path && ret);
@@ -351,37 +352,39 @@ int kdl_h5w_open(const char *path, const char *role, const char *model, kdl_h5w 
                         err = h5fail(path, "/", "cannot create the file");
                 goto out;
         }
-
-        root = H5Gopen2(w->file, "/", H5P_DEFAULT);
-        if (root < 0) {
-                err = h5fail(path, "/", "cannot open the root group");
-                goto out;
-        }
-        err = write_int_attr(w, root, "/", "kdlens_format", 1);
-        if (err < 0)
-                goto out;
-        if (role) {
-                err = write_string_attr(w, root, "/", "role", role);
-                if (err < 0)
-                        goto out;
-        }
-        if (model) {
-                err = write_string_attr(w, root, "/", "model", model);
-                if (err < 0)
-                        goto out;
-        }
-
-        H5Gclose(root);
         H5Pclose(fcpl);
         *ret = w;
         return 0;
 out:
-        if (root >= 0)
-                H5Gclose(root);
         if (fcpl >= 0)
                 H5Pclose(fcpl);
         kdl_h5w_close(w);
         return err;
+}
+
+int kdl_h5w_open_plain(const char *path, kdl_h5w **ret)
+{
+        return create(path, ret);
+}
+
+int kdl_h5w_open(const char *path, const char *role, const char *model, kdl_h5w **ret)
+{
+        kdl_h5w *w = NULL;
+        int err = create(path, &w);
+
+        if (err < 0)
+                return err;
+        err = kdl_h5w_attr_int(w, "/", "kdlens_format", 1);
+        if (!err && role)
+                err = kdl_h5w_attr_string(w, "/", "role", role);
+        if (!err && model)
+                err = kdl_h5w_attr_string(w, "/", "model", model);
+        if (err < 0) {
+                kdl_h5w_close(w);
+                return err;
+        }
+        *ret = w;
+        return 0;
 }
 
 int kdl_h5w_close(kdl_h5w *w)

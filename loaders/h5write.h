@@ -62,6 +62,13 @@ typedef struct kdl_h5wds kdl_h5wds;
 KDL_API int kdl_h5w_open(const char *path, const char *role, const char *model, kdl_h5w **ret);
 
 /**
+ * kdl_h5w_open_plain() - create (or truncate) @path as a plain HDF5 file
+ * with no dump attributes, for results that are not dumps (per-sample
+ * outputs).  Otherwise as kdl_h5w_open().
+ */
+KDL_API int kdl_h5w_open_plain(const char *path, kdl_h5w **ret);
+
+/**
  * kdl_h5w_close() - flush and close @w.  NULL is a no-op.  All datasets of
  * @w must have been closed.  @w is freed even when closing fails.
  * Return: 0; -KDL_EHDF5 if HDF5 could not flush or close the file.
