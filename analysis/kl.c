@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -286,6 +287,45 @@ static const char *tau_name(double tau, char buf[static 32])
         return buf;
 }
 
+/*
+ * Write the values of the block just accumulated in @s, for samples
+ * [*next, samples[m-1] + 1): samples skipped for NaN/Inf in that range get
+ * NaN (the writer would leave zeros).  With @s NULL, write NaN up to sample @m.
+ */
+static int write_values(kdl_h5out *out, const int *ids, size_t ntau, const kdl_kl_state *s,
+                        const size_t *samples, size_t m, size_t *next, double **buf, size_t *nbuf)
+{
+        size_t end = s ? samples[m - 1] + 1 : m, len = end - *next;
+        int err = 0;
+
+        if (len > *nbuf) {
+                double *g = kdl__malloc(len, sizeof(double));
+
+                if (!g)
+                        return -ENOMEM;
+                free(*buf);
+                *buf = g;
+                *nbuf = len;
+        }
+        for (size_t i = 0; i < ntau * NV && !err; i++) {
+                const double *v;
+
+                if (ids[i] < 0)
+                        continue;
+                for (size_t j = 0; j < len; j++)
+                        (*buf)[j] = (double) NAN;
+                if (s) {
+                        v = kdl_kl_values(s, i / NV, i % NV, NULL);
+                        for (size_t j = 0; j < m; j++)
+                                (*buf)[samples[j] - *next] = v[j];
+                }
+                err = kdl_h5out_write(out, ids[i], *next, end, *buf);
+        }
+        if (!err)
+                *next = end;
+        return err;
+}
+
 /* Pass 2 with the per-sample output; *ret_r is the finalized result. */
 static int measure(kdl_stream *st, const struct streamed *ix, const struct sources *x,
                    const struct kdl_kl_run_opts *o, const kdl_kl_projector *proj, const double *w,
@@ -305,6 +345,8 @@ static int measure(kdl_stream *st, const struct streamed *ix, const struct sourc
                           .seed = o->seed};
         kdl_kl_state *s = NULL;
         int *ids = NULL, err, r;
+        size_t next = 0, nbuf = 0; /* first sample not yet written; scratch size */
+        double *buf = NULL;
         char tb[32];
 
         err = kdl_kl_state_new(&ko, &s);
@@ -318,12 +360,14 @@ static int measure(kdl_stream *st, const struct streamed *ix, const struct sourc
                 }
                 for (size_t it = 0; it < o->ntau && !err; it++) {
                         char *g = kdl__asprintf("%s/tau_%s", out_group, tau_name(o->tau[it], tb));
+                        char val[32];
 
                         if (!g) {
                                 err = -ENOMEM;
                                 break;
                         }
-                        err = kdl_h5out_attr_real(out, g, "tau", o->tau[it]);
+                        snprintf(val, sizeof(val), "%.17g", o->tau[it]);
+                        err = kdl_h5out_attr(out, g, "tau", val);
                         for (int v = 0; v < NV && !err; v++) {
                                 char *p;
 
@@ -331,7 +375,8 @@ static int measure(kdl_stream *st, const struct streamed *ix, const struct sourc
                                 if (x->need[v])
                                         continue;
                                 p = kdl__asprintf("%s/%s", g, kdl_kl_name(v));
-                                r = p ? kdl_h5out_vector(out, p, kdl_stream_n(st)) : -ENOMEM;
+                                r = p ? kdl_h5out_dataset(out, p, kdl_stream_n(st), 0, false)
+                                      : -ENOMEM;
                                 free(p);
                                 if (r < 0)
                                         err = r;
@@ -368,19 +413,22 @@ static int measure(kdl_stream *st, const struct streamed *ix, const struct sourc
                         b.gzs = &gzs;
                 }
                 err = kdl_kl_accumulate(s, &b);
-                for (size_t i = 0; out && !err && i < o->ntau * NV; i++) {
-                        const double *v;
-
-                        if (ids[i] < 0)
-                                continue;
-                        v = kdl_kl_values(s, i / NV, i % NV, NULL);
-                        err = kdl_h5out_scatter(out, ids[i], b.samples, m, v);
-                }
+                if (!err && out)
+                        err = write_values(out, ids, o->ntau, s, b.samples, m, &next, &buf, &nbuf);
                 if (err)
                         goto out;
         }
-        err = r < 0 ? r : kdl_kl_finalize(s, ret_r);
+        if (r < 0) {
+                err = r;
+                goto out;
+        }
+        /* Samples skipped after the last kept one. */
+        if (out && next < kdl_stream_n(st))
+                err = write_values(out, ids, o->ntau, NULL, NULL, kdl_stream_n(st), &next, &buf,
+                                   &nbuf);
+        err = err ?: kdl_kl_finalize(s, ret_r);
 out:
+        free(buf);
         free(ids);
         kdl_kl_state_free(s);
         return err;
@@ -498,7 +546,7 @@ static int compare(const kdl_inputs *in, size_t k, const struct kdl_ckpair *cp,
                         err = -ENOMEM;
                         goto out;
                 }
-                err = kdl_h5out_attr_str(out, group, "teacher_checkpoint", x.ct->name);
+                err = kdl_h5out_attr(out, group, "teacher_checkpoint", x.ct->name);
                 if (err < 0)
                         goto out;
         }
@@ -543,10 +591,8 @@ int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *d
                 goto out;
         if (o->per_sample) {
                 err = kdl_h5out_open(o->per_sample, &out);
-                err = err ?: kdl_h5out_attr_str(out, "/", "command", "kl");
-                err = err
-                              ?: kdl_h5out_attr_str(out, "/", "teacher",
-                                                    kdl_h5_dump(in->teacher)->path);
+                err = err ?: kdl_h5out_attr(out, "/", "command", "kl");
+                err = err ?: kdl_h5out_attr(out, "/", "teacher", kdl_h5_dump(in->teacher)->path);
                 if (err)
                         goto out;
         }
@@ -559,8 +605,7 @@ int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *d
                 if (!err && out) {
                         char *g = kdl__asprintf("/students/%zu", k);
 
-                        err = g ? kdl_h5out_attr_str(out, g, "path",
-                                                     kdl_h5_dump(in->students[k])->path)
+                        err = g ? kdl_h5out_attr(out, g, "path", kdl_h5_dump(in->students[k])->path)
                                 : -ENOMEM;
                         free(g);
                 }

@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: MIT */
-#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,20 +11,6 @@
 
 enum { OPT_SPEARMAN = KDL_OPT_FIRST_FREE_, OPT_SEED };
 
-/* A non-negative integer option; 2 (usage) when malformed. */
-static int parse_count(struct kdl_cli *cli, const char *opt, const char *arg,
-                       unsigned long long *ret)
-{
-        char *end;
-
-        errno = 0;
-        *ret = strtoull(arg, &end, 10);
-        if (errno || end == arg || *end || arg[0] == '-')
-                return kdl_cli_usage(cli, "%s: expected a non-negative integer, found '%s'", opt,
-                                     arg);
-        return 0;
-}
-
 int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -36,13 +21,14 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
         };
         struct kdl_cli_common co;
         struct kdl_kl_run_opts o = {0};
-        unsigned long long u;
+        size_t u;
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
         int c, err, status;
 
         kdl_cli_common_init(cli, &co);
         o.reservoir = KDL_KL_RESERVOIR_DEFAULT;
+        o.seed = 1;
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
                 status = kdl_cli_common_option(cli, &co, c, optarg, argv);
                 if (status == KDL_CLI_OPT_TAKEN)
@@ -51,23 +37,24 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
                         return status;
                 switch (c) {
                 case OPT_SPEARMAN:
-                        if ((status = parse_count(cli, "--spearman-samples", optarg, &u)))
-                                return status;
-                        if (u < 2)
-                                return kdl_cli_usage(cli,
-                                                     "--spearman-samples: expected at least 2, "
-                                                     "found %llu",
-                                                     u);
-                        o.reservoir = (size_t) u;
+                        status = kdl_cli_parse_count(cli, "--spearman-samples", optarg, &u);
+                        if (!status && u < 2)
+                                status = kdl_cli_usage(cli,
+                                                       "--spearman-samples: expected at least 2, "
+                                                       "found '%s'",
+                                                       optarg);
+                        o.reservoir = u;
                         break;
                 case OPT_SEED:
-                        if ((status = parse_count(cli, "--seed", optarg, &u)))
-                                return status;
+                        status = kdl_cli_parse_count(cli, "--seed", optarg, &u);
                         o.seed = u;
                         break;
                 default:
-                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
+                        status = kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
+                        break;
                 }
+                if (status)
+                        return status;
         }
         status = kdl_cli_positional(cli, argc - optind);
         if (status)
@@ -81,6 +68,7 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
         o.spatial = co.spatial;
         o.skip_nonfinite = co.skip_nonfinite;
         o.per_sample = co.per_sample;
+        o.block_rows = co.block_rows;
 
         err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
         err = err ?: kdl_doc_new("kl", &doc);

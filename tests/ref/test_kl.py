@@ -329,7 +329,7 @@ def test_per_sample_file():
             for tau in (1.0, 4.0):
                 ref = per_sample(tm["final"], sm[sck], tau, proj, ALL)
                 gt = g[f"tau_{tau:g}"]
-                assert gt.attrs["tau"] == tau and set(gt) == set(NAMES)
+                assert float(gt.attrs["tau"]) == tau and set(gt) == set(NAMES)
                 for name in NAMES:
                     np.testing.assert_allclose(gt[name][...], ref[name], rtol=RTOL, atol=1e-13)
 
@@ -339,22 +339,27 @@ def test_nonfinite_error_and_skip():
     d = kt.tmpdir()
     tp, sp, out = (os.path.join(d, x) for x in ("t.h5", "s.h5", "per.h5"))
     write_dump(tp, "teacher", tm, labels)
-    sm["final"]["z"][[17, 200], [2, 0]] = np.nan
+    bad = [17, 31, 32, 200, 299]  # inside, at both ends of 16-row blocks, the last
+    sm["final"]["z"][bad, [2, 0, 5, 0, 1]] = np.nan
     write_dump(sp, "student", sm, labels)
     st, o, err = kt.run("kl", "-t", tp, "-s", sp)
     assert st == 1 and o == ""
     kt.one_line_error(err, "kdlens kl:", "/checkpoints/final/logits", "17")
-    doc = kt.run_json("kl", "-t", tp, "-s", sp, "--nonfinite", "skip", "--per-sample", out)
-    keep = np.setdiff1d(np.arange(len(labels)), [17, 200])
+    doc = kt.run_json("kl", "-t", tp, "-s", sp, "--nonfinite", "skip", "--per-sample", out,
+                      "--block-rows", "16")
+    keep = np.setdiff1d(np.arange(len(labels)), bad)
     tk = {"final": {k: (v[keep] if v.ndim == 2 and v.shape[0] == len(labels) else v)
                     for k, v in tm["final"].items()}}
     sk = {"final": {k: (v[keep] if v.ndim == 2 and v.shape[0] == len(labels) else v)
                     for k, v in sm["final"].items()}}
     check_doc(doc, tk, sk, [4.0], [("final", "final")], ALL, sp, True)
-    assert any("2 samples with NaN/Inf skipped" in n for n in doc["notes"]), doc["notes"]
+    assert any("5 samples with NaN/Inf skipped" in n for n in doc["notes"]), doc["notes"]
+    ref = per_sample(tk["final"], sk["final"], 4.0, None, ALL)
     with h5py.File(out, "r") as f:
-        v = f["students/0/checkpoints/final/tau_4/kl"][...]
-        assert np.isnan(v[[17, 200]]).all() and np.isfinite(v[keep]).all()
+        for name in NAMES:
+            v = f[f"students/0/checkpoints/final/tau_4/{name}"][...]
+            assert np.isnan(v[bad]).all(), name
+            np.testing.assert_allclose(v[keep], ref[name], rtol=RTOL, atol=1e-13)
 
 
 def test_bad_inputs():
