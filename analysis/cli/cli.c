@@ -45,7 +45,7 @@ static const struct kdl_cmd commands[] = {
          "  --block-rows N            rows per block (default: from a 64 MiB budget)\n"
          "  --spearman-samples N      Spearman on at most N samples (default 65536)\n"
          "  --seed N                  seed of the Spearman subsample (default 1)\n"
-         "One row per student, checkpoint, temperature and value: the exact\n"
+         "\nOne row per student, checkpoint, temperature and value: the exact\n"
          "tau^2 KL(p_t || p_s) ('kl') and each approximation of MATH.md 11.1, with\n"
          "mean, ratio to the exact mean, Pearson and Spearman correlation with the\n"
          "per-sample KL, relative error and the numbers per sample the source needs.\n"
