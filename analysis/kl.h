@@ -29,15 +29,18 @@
  */
 
 struct kdl_kl_run_opts {
-        const char *checkpoint;   /* NULL: each student's last; "all"; or a checkpoint name */
-        size_t ntau;              /* >= 1 */
-        const double *tau;        /* [ntau] */
-        enum kdl_spatial spatial; /* reduction of rank-3/4 features */
-        bool skip_nonfinite;      /* drop samples with NaN/Inf instead of failing */
-        const char *per_sample;   /* NULL, or the HDF5 file for the per-sample values */
-        size_t reservoir;         /* Spearman subsample cap; 0: the default (2^16) */
-        uint64_t seed;            /* of the Spearman subsample */
-        size_t block_rows;        /* rows per block; 0: from the stream's memory budget */
+        const char *checkpoint;         /* NULL: each student's last; "all"; or a checkpoint name */
+        const char *teacher_checkpoint; /* NULL: the teacher's of the same name, else its
+                                           last; or the one teacher checkpoint to compare
+                                           every student checkpoint with */
+        size_t ntau;                    /* >= 1 */
+        const double *tau;              /* [ntau] */
+        enum kdl_spatial spatial;       /* reduction of rank-3/4 features */
+        bool skip_nonfinite;            /* drop samples with NaN/Inf instead of failing */
+        const char *per_sample;         /* NULL, or the HDF5 file for the per-sample values */
+        size_t reservoir;               /* Spearman subsample cap; 0: the default (2^16) */
+        uint64_t seed;                  /* of the Spearman subsample */
+        size_t block_rows;              /* rows per block; 0: from the stream's memory budget */
 };
 
 /**
@@ -51,7 +54,8 @@ struct kdl_kl_run_opts {
  * teacher's sample order (NaN for skipped samples); it is written under a
  * temporary name and renamed only when everything succeeded.
  *
- * Return: 0; -KDL_EUSAGE for a checkpoint name no student has;
+ * Return: 0; -KDL_EUSAGE for a checkpoint name no student (or, for
+ * teacher_checkpoint, the teacher) has;
  * -KDL_EMISMATCH when teacher and student class counts differ;
  * -KDL_ESCHEMA for a head weight or gradient whose shape does not fit its
  * feature; -KDL_ENONFINITE naming the dataset and sample; I/O codes.

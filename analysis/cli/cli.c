@@ -38,6 +38,8 @@ static const struct kdl_cmd commands[] = {
          "  -s, --student FILE        a student's dump (repeatable)\n"
          "  -T, --temperature LIST    temperatures, e.g. 1,2,4,8 (default 4)\n"
          "  -c, --checkpoint NAME     a student checkpoint, or 'all' (default: the last)\n"
+         "  --teacher-checkpoint NAME compare every student checkpoint with this teacher\n"
+         "                            checkpoint (default: the same name, else the last)\n"
          "  -f, --format FMT          table (default), md, csv, tex or json\n"
          "  --per-sample OUT.h5       also write every per-sample value to OUT.h5\n"
          "  --spatial RULE            avg (default), max or flatten for rank-3/4 features\n"

@@ -9,7 +9,7 @@
 #include "metrics/kl.h"
 #include "metrics/base/banned.h"
 
-enum { OPT_SPEARMAN = KDL_OPT_FIRST_FREE_, OPT_SEED };
+enum { OPT_SPEARMAN = KDL_OPT_FIRST_FREE_, OPT_SEED, OPT_TEACHER_CHECKPOINT };
 
 int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
 {
@@ -17,6 +17,7 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
                 KDL_CLI_COMMON_LONGOPTS,
                 {"spearman-samples", required_argument, NULL, OPT_SPEARMAN},
                 {"seed", required_argument, NULL, OPT_SEED},
+                {"teacher-checkpoint", required_argument, NULL, OPT_TEACHER_CHECKPOINT},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common co;
@@ -35,6 +36,7 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
                         continue;
                 if (status != KDL_CLI_OPT_NOT_MINE)
                         return status;
+                status = 0;
                 switch (c) {
                 case OPT_SPEARMAN:
                         status = kdl_cli_parse_count(cli, "--spearman-samples", optarg, &u);
@@ -48,6 +50,9 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
                 case OPT_SEED:
                         status = kdl_cli_parse_count(cli, "--seed", optarg, &u);
                         o.seed = u;
+                        break;
+                case OPT_TEACHER_CHECKPOINT:
+                        o.teacher_checkpoint = optarg;
                         break;
                 default:
                         status = kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);

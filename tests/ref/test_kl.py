@@ -255,6 +255,24 @@ def test_different_widths_fit_the_projector():
         assert fr["projector_rank"] == d_s
 
 
+def test_teacher_checkpoint_pins_the_partner():
+    tm, sm, labels = setup(t_cks=("init", "final"), s_cks=("init", "middle", "final"), seed=11)
+    d = kt.tmpdir()
+    tp, sp = os.path.join(d, "t.h5"), os.path.join(d, "s.h5")
+    write_dump(tp, "teacher", tm, labels)
+    write_dump(sp, "student", sm, labels)
+    # Default: the same name, else the teacher's last.
+    doc = kt.run_json("kl", "-t", tp, "-s", sp, "-c", "all", "-T", "2")
+    check_doc(doc, tm, sm, [2.0], [("init", "init"), ("middle", "final"), ("final", "final")],
+              ALL, sp, True)
+    doc = kt.run_json("kl", "-t", tp, "-s", sp, "-c", "all", "-T", "2",
+                      "--teacher-checkpoint", "init")
+    check_doc(doc, tm, sm, [2.0], [("init", "init"), ("middle", "init"), ("final", "init")],
+              ALL, sp, True)
+    st, o, err = kt.run("kl", "-t", tp, "-s", sp, "--teacher-checkpoint", "nope")
+    assert st == 2 and o == "" and "no checkpoint 'nope'" in err and tp in err, err
+
+
 def test_unavailable_sources_are_listed_with_what_they_need():
     tm, sm, labels = setup(seed=5)
     d = kt.tmpdir()
