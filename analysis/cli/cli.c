@@ -31,6 +31,27 @@ static const struct kdl_cmd commands[] = {
          "  --quick            check the structure only; skip the NaN/Inf scan of every value\n"
          "  --format FMT       table (default), md, csv, tex or json\n"
          "Exit status 1 when any file has a schema problem (each printed on stderr).\n"},
+        {"kl", cmd_kl, 0, 0, "how well each knowledge source approximates the KD criterion",
+         "kdlens kl -t TEACHER.h5 -s STUDENT.h5... [-T 1,2,4,8] [--checkpoint NAME|all] "
+         "[--per-sample OUT.h5] [--format table|md|csv|tex|json]",
+         "  -t, --teacher FILE        the teacher's dump\n"
+         "  -s, --student FILE        a student's dump (repeatable)\n"
+         "  -T, --temperature LIST    temperatures, e.g. 1,2,4,8 (default 4)\n"
+         "  -c, --checkpoint NAME     a student checkpoint, or 'all' (default: the last)\n"
+         "  --teacher-checkpoint NAME compare every student checkpoint with this teacher\n"
+         "                            checkpoint (default: the same name, else the last)\n"
+         "  -f, --format FMT          table (default), md, csv, tex or json\n"
+         "  --per-sample OUT.h5       also write every per-sample value to OUT.h5\n"
+         "  --spatial RULE            avg (default), max or flatten for rank-3/4 features\n"
+         "  --nonfinite error|skip    fail on NaN/Inf (default) or drop those samples\n"
+         "  --block-rows N            rows per block (default: from a 64 MiB budget)\n"
+         "  --spearman-samples N      Spearman on at most N samples (default 65536)\n"
+         "  --seed N                  seed of the Spearman subsample (default 1)\n"
+         "\nOne row per student, checkpoint, temperature and value: the exact\n"
+         "tau^2 KL(p_t || p_s) ('kl') and each approximation of MATH.md 11.1, with\n"
+         "mean, ratio to the exact mean, Pearson and Spearman correlation with the\n"
+         "per-sample KL, relative error and the numbers per sample the source needs.\n"
+         "A source whose data are missing is listed as unavailable with what it needs.\n"},
         {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
          "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
          "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",

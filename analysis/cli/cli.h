@@ -136,6 +136,7 @@ int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, 
 int cmd_inspect(int argc, char **argv, struct kdl_cli *cli);
 int cmd_dims(int argc, char **argv, struct kdl_cli *cli);
 int cmd_split(int argc, char **argv, struct kdl_cli *cli);
+int cmd_kl(int argc, char **argv, struct kdl_cli *cli);
 int cmd_help(int argc, char **argv, struct kdl_cli *cli);
 int cmd_report(int argc, char **argv, struct kdl_cli *cli);
 int cmd_demo(int argc, char **argv, struct kdl_cli *cli);

@@ -1,0 +1,656 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/base/alloc.h"
+#include "metrics/kl.h"
+#include "loaders/h5out.h"
+#include "loaders/stream.h"
+#include "analysis/kl.h"
+#include "metrics/base/banned.h"
+
+#define NV KDL_KL_VALUE_COUNT_
+
+/* What one comparison (a student checkpoint against a teacher checkpoint) reads. */
+struct sources {
+        kdl_h5file *tf, *sf;
+        const kdl_checkpoint *ct, *cs;
+        const kdl_layer *lt, *ls;    /* head-input layers; NULL when missing */
+        bool feat;                   /* both head-input layers are there */
+        const kdl_dsinfo *wt;        /* teacher head weight; NULL when missing or unused */
+        const kdl_dsinfo *gt;        /* teacher feature gradient at the head input */
+        const kdl_dsinfo *gzt, *gzs; /* logit gradients; both or neither */
+        size_t c, d_s, d_t;
+        char *need[NV]; /* missing datasets per value; NULL when available */
+};
+
+static void sources_release(struct sources *x)
+{
+        for (int v = 0; v < NV; v++)
+                free(x->need[v]);
+}
+
+/* "'file': group/rel" */
+static char *where(kdl_h5file *f, const kdl_checkpoint *ck, const char *rel)
+{
+        return kdl__asprintf("'%s': %s%s%s", kdl_h5_dump(f)->path,
+                             strcmp(ck->group, "/") ? ck->group : "", "/", rel);
+}
+
+/* *acc = *acc + "; " + add (add is consumed); NULL add means out of memory. */
+static int append(char **acc, char *add)
+{
+        char *t;
+
+        if (!add)
+                return -ENOMEM;
+        if (!*acc) {
+                *acc = add;
+                return 0;
+        }
+        t = kdl__asprintf("%s; %s", *acc, add);
+        free(add);
+        if (!t)
+                return -ENOMEM;
+        free(*acc);
+        *acc = t;
+        return 0;
+}
+
+static int dup_need(char **dst, const char *a, const char *b)
+{
+        if (!a && !b)
+                return 0;
+        *dst = a && b ? kdl__asprintf("%s; %s", a, b) : kdl__strdup(a ? a : b);
+        return *dst ? 0 : -ENOMEM;
+}
+
+/* The head-input layer of @ck, or NULL with *need extended by what is missing. */
+static int head_layer(kdl_h5file *f, const kdl_checkpoint *ck, const kdl_layer **ret, char **need)
+{
+        char *rel;
+        int err;
+
+        *ret = NULL;
+        if (!ck->head_input)
+                return append(need, where(f, ck, "head attr input"));
+        *ret = kdl_h5_layer(ck, ck->head_input);
+        if (*ret)
+                return 0;
+        rel = kdl__asprintf("features/%s", ck->head_input);
+        if (!rel)
+                return -ENOMEM;
+        err = append(need, where(f, ck, rel));
+        free(rel);
+        return err;
+}
+
+/* Find every source, check the shapes of those present, and say what is missing. */
+static int find_sources(struct sources *x, enum kdl_spatial rule)
+{
+        const char *tp = kdl_h5_dump(x->tf)->path, *sp = kdl_h5_dump(x->sf)->path;
+        char *feat = NULL, *head = NULL, *grad = NULL, *gz = NULL;
+        int err;
+
+        if (!x->ct->logits || !x->cs->logits)
+                return kdl_error(-KDL_EMISSING, "'%s': %s/logits: expected [N, C], found none",
+                                 x->ct->logits ? sp : tp,
+                                 x->ct->logits ? x->cs->group : x->ct->group);
+        x->c = x->ct->logits->ndim == 2 ? x->ct->logits->shape[1] : 0;
+        if (x->cs->logits->ndim != 2 || x->cs->logits->shape[1] != x->c)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "'%s': %s: expected %zu classes as the teacher, found %zu", sp,
+                                 x->cs->logits->path, x->c,
+                                 x->cs->logits->ndim == 2 ? x->cs->logits->shape[1] : 0);
+
+        err = head_layer(x->tf, x->ct, &x->lt, &feat);
+        err = err ?: head_layer(x->sf, x->cs, &x->ls, &feat);
+        if (err)
+                goto out;
+        x->feat = x->lt && x->ls;
+        if (x->lt)
+                x->d_t = kdl_dsinfo_width(&x->lt->feature, rule);
+        if (x->ls)
+                x->d_s = kdl_dsinfo_width(&x->ls->feature, rule);
+
+        x->wt = x->ct->head_weight;
+        if (!x->wt && (err = append(&head, where(x->tf, x->ct, "head/weight"))))
+                goto out;
+        if (x->wt && x->lt &&
+            (x->wt->ndim != 2 || x->wt->shape[0] != x->c || x->wt->shape[1] != x->d_t)) {
+                err = kdl_error(-KDL_ESCHEMA,
+                                "'%s': %s: expected [%zu, %zu] (classes x width of '%s'), "
+                                "found %zu-D [%zu, %zu]",
+                                tp, x->wt->path, x->c, x->d_t, x->lt->name, x->wt->ndim,
+                                x->wt->shape[0], x->wt->ndim > 1 ? x->wt->shape[1] : 0);
+                goto out;
+        }
+
+        x->gt = x->lt ? x->lt->gradient : NULL;
+        if (!x->gt) {
+                char *rel = kdl__asprintf("gradients/features/%s",
+                                          x->ct->head_input ? x->ct->head_input : "<head input>");
+
+                err = rel ? append(&grad, where(x->tf, x->ct, rel)) : -ENOMEM;
+                free(rel);
+                if (err)
+                        goto out;
+        } else if (kdl_dsinfo_width(x->gt, rule) != x->d_t) {
+                err = kdl_error(-KDL_ESCHEMA,
+                                "'%s': %s: expected width %zu as its feature, found %zu", tp,
+                                x->gt->path, x->d_t, kdl_dsinfo_width(x->gt, rule));
+                goto out;
+        }
+
+        x->gzt = x->ct->grad_logits;
+        x->gzs = x->cs->grad_logits;
+        if (!x->gzt && (err = append(&gz, where(x->tf, x->ct, "gradients/logits"))))
+                goto out;
+        if (!x->gzs && (err = append(&gz, where(x->sf, x->cs, "gradients/logits"))))
+                goto out;
+        for (int k = 0; k < 2; k++) {
+                const kdl_dsinfo *g = k ? x->gzs : x->gzt;
+
+                if (g && kdl_dsinfo_width(g, rule) != x->c) {
+                        err = kdl_error(-KDL_ESCHEMA, "'%s': %s: expected %zu columns, found %zu",
+                                        k ? sp : tp, g->path, x->c, kdl_dsinfo_width(g, rule));
+                        goto out;
+                }
+        }
+        /* Read only what a value can use. */
+        if (gz)
+                x->gzt = x->gzs = NULL;
+        if (!x->feat || head)
+                x->wt = NULL;
+        if (!x->feat)
+                x->gt = NULL;
+
+        err = dup_need(&x->need[KDL_KL_FEATURE_L2], feat, NULL);
+        err = err ?: dup_need(&x->need[KDL_KL_FEATURE_HEAD], feat, head);
+        err = err ?: dup_need(&x->need[KDL_KL_GRADIENT_FISHER], feat, head);
+        err = err ?: dup_need(&x->need[KDL_KL_GRADIENT_EMPIRICAL], feat, grad);
+        err = err ?: dup_need(&x->need[KDL_KL_GRADIENT_LOGIT_L2], gz, NULL);
+out:
+        free(feat);
+        free(head);
+        free(grad);
+        free(gz);
+        return err;
+}
+
+/* The whole teacher head weight [c, d_t]. */
+static int read_head(const struct sources *x, double **ret)
+{
+        kdl_h5reader *r = NULL;
+        double *w;
+        size_t n;
+        int err;
+
+        err = kdl_mul_size(x->c, x->d_t, &n);
+        if (err < 0)
+                return err;
+        w = kdl__malloc(n, sizeof(double));
+        if (!w)
+                return -ENOMEM;
+        err = kdl_h5_reader_open(x->tf, x->wt, KDL_SPATIAL_AVG, &r);
+        err = err ?: kdl_h5_reader_read(r, 0, x->c, w);
+        kdl_h5_reader_close(r);
+        if (err < 0) {
+                free(w);
+                return err;
+        }
+        *ret = w;
+        return 0;
+}
+
+/* Stream indices of the datasets; -1 when not read. */
+struct streamed {
+        int zt, zs, ht, hs, gt, gzt, gzs;
+};
+
+/* Add @ds (when there is one) to the stream; its index goes to *ix. */
+static int add(kdl_stream *st, kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rule,
+               bool student, int *ix)
+{
+        int i;
+
+        if (!ds)
+                return 0;
+        i = kdl_stream_add(st, f, ds, rule, student);
+        if (i < 0)
+                return i;
+        *ix = i;
+        return 0;
+}
+
+static int open_stream(const struct sources *x, const kdl_pair *pair,
+                       const struct kdl_kl_run_opts *o, kdl_stream **ret, struct streamed *ix)
+{
+        struct kdl_stream_opts so = {.block_rows = o->block_rows,
+                                     .skip_nonfinite = o->skip_nonfinite};
+        kdl_stream *st = NULL;
+        int err;
+
+        *ix = (struct streamed){-1, -1, -1, -1, -1, -1, -1};
+        err = kdl_stream_new(pair->n, pair, &so, &st);
+        if (err < 0)
+                return err;
+        err = add(st, x->tf, x->ct->logits, o->spatial, false, &ix->zt);
+        err = err ?: add(st, x->sf, x->cs->logits, o->spatial, true, &ix->zs);
+        if (x->feat) {
+                err = err ?: add(st, x->tf, &x->lt->feature, o->spatial, false, &ix->ht);
+                err = err ?: add(st, x->sf, &x->ls->feature, o->spatial, true, &ix->hs);
+        }
+        err = err ?: add(st, x->tf, x->gt, o->spatial, false, &ix->gt);
+        err = err ?: add(st, x->tf, x->gzt, o->spatial, false, &ix->gzt);
+        err = err ?: add(st, x->sf, x->gzs, o->spatial, true, &ix->gzs);
+        if (err < 0) {
+                kdl_stream_free(st);
+                return err;
+        }
+        *ret = st;
+        return 0;
+}
+
+/* Pass 1: the least-squares projector from the student's to the teacher's width. */
+static int fit_projector(kdl_stream *st, const struct streamed *ix, const struct sources *x,
+                         kdl_kl_projector **ret)
+{
+        kdl_kl_proj_state *ps = NULL;
+        int err, r;
+
+        err = kdl_kl_proj_state_new(x->d_s, x->d_t, &ps);
+        if (err < 0)
+                return err;
+        while ((r = kdl_stream_next(st)) > 0) {
+                kdl_tensor hs = kdl_stream_block(st, ix->hs), ht = kdl_stream_block(st, ix->ht);
+
+                if (kdl_stream_rows(st) == 0)
+                        continue;
+                err = kdl_kl_proj_accumulate(ps, &hs, &ht);
+                if (err < 0)
+                        goto out;
+        }
+        err = r < 0 ? r : kdl_kl_proj_finalize(ps, ret);
+        kdl_stream_rewind(st);
+out:
+        kdl_kl_proj_state_free(ps);
+        return err;
+}
+
+static const char *tau_name(double tau, char buf[static 32])
+{
+        snprintf(buf, 32, "%g", tau);
+        return buf;
+}
+
+/*
+ * Write the values of the block just accumulated in @s, for samples
+ * [*next, samples[m-1] + 1): samples skipped for NaN/Inf in that range get
+ * NaN (the writer would leave zeros).  With @s NULL, write NaN up to sample @m.
+ */
+static int write_values(kdl_h5out *out, const int *ids, size_t ntau, const kdl_kl_state *s,
+                        const size_t *samples, size_t m, size_t *next, double **buf, size_t *nbuf)
+{
+        size_t end = s ? samples[m - 1] + 1 : m, len = end - *next;
+        int err = 0;
+
+        if (len > *nbuf) {
+                double *g = kdl__malloc(len, sizeof(double));
+
+                if (!g)
+                        return -ENOMEM;
+                free(*buf);
+                *buf = g;
+                *nbuf = len;
+        }
+        for (size_t i = 0; i < ntau * NV && !err; i++) {
+                const double *v;
+
+                if (ids[i] < 0)
+                        continue;
+                for (size_t j = 0; j < len; j++)
+                        (*buf)[j] = (double) NAN;
+                if (s) {
+                        v = kdl_kl_values(s, i / NV, i % NV, NULL);
+                        for (size_t j = 0; j < m; j++)
+                                (*buf)[samples[j] - *next] = v[j];
+                }
+                err = kdl_h5out_write(out, ids[i], *next, end, *buf);
+        }
+        if (!err)
+                *next = end;
+        return err;
+}
+
+/* Pass 2 with the per-sample output; *ret_r is the finalized result. */
+static int measure(kdl_stream *st, const struct streamed *ix, const struct sources *x,
+                   const struct kdl_kl_run_opts *o, const kdl_kl_projector *proj, const double *w,
+                   kdl_h5out *out, const char *out_group, kdl_kl_result **ret_r)
+{
+        kdl_tensor wt = kdl_tensor_wrap((double *) w, 2, (size_t[]){x->c, x->d_t});
+        kdl_kl_opts ko = {.c = x->c,
+                          .ntau = o->ntau,
+                          .tau = o->tau,
+                          .d_s = x->feat ? x->d_s : 0,
+                          .d_t = x->feat ? x->d_t : 0,
+                          .w_t = w ? &wt : NULL,
+                          .proj = proj,
+                          .grad_feature = ix->gt >= 0,
+                          .grad_logits = ix->gzt >= 0,
+                          .reservoir = o->reservoir,
+                          .seed = o->seed};
+        kdl_kl_state *s = NULL;
+        int *ids = NULL, err, r;
+        size_t next = 0, nbuf = 0; /* first sample not yet written; scratch size */
+        double *buf = NULL;
+        char tb[32];
+
+        err = kdl_kl_state_new(&ko, &s);
+        if (err < 0)
+                return err;
+        if (out) {
+                ids = kdl_new(int, o->ntau *NV);
+                if (!ids) {
+                        err = -ENOMEM;
+                        goto out;
+                }
+                for (size_t it = 0; it < o->ntau && !err; it++) {
+                        char *g = kdl__asprintf("%s/tau_%s", out_group, tau_name(o->tau[it], tb));
+                        char val[32];
+
+                        if (!g) {
+                                err = -ENOMEM;
+                                break;
+                        }
+                        snprintf(val, sizeof(val), "%.17g", o->tau[it]);
+                        err = kdl_h5out_attr(out, g, "tau", val);
+                        for (int v = 0; v < NV && !err; v++) {
+                                char *p;
+
+                                ids[it * NV + v] = -1;
+                                if (x->need[v])
+                                        continue;
+                                p = kdl__asprintf("%s/%s", g, kdl_kl_name(v));
+                                r = p ? kdl_h5out_dataset(out, p, kdl_stream_n(st), 0, false)
+                                      : -ENOMEM;
+                                free(p);
+                                if (r < 0)
+                                        err = r;
+                                else
+                                        ids[it * NV + v] = r;
+                        }
+                        free(g);
+                }
+                if (err)
+                        goto out;
+        }
+        while ((r = kdl_stream_next(st)) > 0) {
+                size_t m = kdl_stream_rows(st);
+                kdl_tensor zt = kdl_stream_block(st, ix->zt), zs = kdl_stream_block(st, ix->zs);
+                kdl_tensor ht, hs, gt, gzt, gzs;
+                kdl_kl_block b = {.samples = kdl_stream_samples(st), .zt = &zt, .zs = &zs};
+
+                if (m == 0)
+                        continue;
+                if (ix->ht >= 0) {
+                        ht = kdl_stream_block(st, ix->ht);
+                        hs = kdl_stream_block(st, ix->hs);
+                        b.ht = &ht;
+                        b.hs = &hs;
+                }
+                if (ix->gt >= 0) {
+                        gt = kdl_stream_block(st, ix->gt);
+                        b.gt = &gt;
+                }
+                if (ix->gzt >= 0) {
+                        gzt = kdl_stream_block(st, ix->gzt);
+                        gzs = kdl_stream_block(st, ix->gzs);
+                        b.gzt = &gzt;
+                        b.gzs = &gzs;
+                }
+                err = kdl_kl_accumulate(s, &b);
+                if (!err && out)
+                        err = write_values(out, ids, o->ntau, s, b.samples, m, &next, &buf, &nbuf);
+                if (err)
+                        goto out;
+        }
+        if (r < 0) {
+                err = r;
+                goto out;
+        }
+        /* Samples skipped after the last kept one. */
+        if (out && next < kdl_stream_n(st))
+                err = write_values(out, ids, o->ntau, NULL, NULL, kdl_stream_n(st), &next, &buf,
+                                   &nbuf);
+        err = err ?: kdl_kl_finalize(s, ret_r);
+out:
+        free(buf);
+        free(ids);
+        kdl_kl_state_free(s);
+        return err;
+}
+
+/* Common leading cells of both tables. */
+static int put_keys(kdl_table *t, const struct sources *x, const char *student)
+{
+        int err;
+
+        if (kdl_table_add_row(t) < 0)
+                return -ENOMEM;
+        err = kdl_table_put_str(t, "student", student);
+        err = err ?: kdl_table_put_str(t, "checkpoint", x->cs->name);
+        err = err ?: kdl_table_put_int(t, "step", x->cs->step);
+        err = err ?: kdl_table_put_str(t, "teacher_checkpoint", x->ct->name);
+        return err;
+}
+
+static int fill_tables(kdl_table *kt, kdl_table *ft, const struct sources *x, const char *student,
+                       const struct kdl_kl_run_opts *o, const kdl_kl_result *r)
+{
+        int err = 0;
+
+        for (size_t it = 0; it < o->ntau && !err; it++) {
+                for (int v = 0; v < NV && !err; v++) {
+                        const kdl_kl_fidelity *f = &r->tau[it].v[v];
+                        bool avail = !x->need[v];
+
+                        assert(avail == f->available);
+                        err = put_keys(kt, x, student);
+                        err = err ?: kdl_table_put_real(kt, "tau", o->tau[it]);
+                        err = err ?: kdl_table_put_str(kt, "source", kdl_kl_source(v));
+                        err = err ?: kdl_table_put_str(kt, "approximation", kdl_kl_name(v));
+                        err = err ?: kdl_table_put_bool(kt, "available", avail);
+                        if (!err && (avail || x->lt || v < KDL_KL_FEATURE_L2 ||
+                                     v == KDL_KL_GRADIENT_LOGIT_L2))
+                                err = kdl_table_put_int(kt, "dim",
+                                                        (long long) kdl_kl_dim(v, x->c, x->d_t));
+                        if (!err && avail) {
+                                err = kdl_table_put_real(kt, "mean", f->mean);
+                                err = err ?: kdl_table_put_real(kt, "ratio", f->ratio);
+                                err = err ?: kdl_table_put_real(kt, "pearson", f->pearson);
+                                err = err ?: kdl_table_put_real(kt, "spearman", f->spearman);
+                                err = err ?: kdl_table_put_real(kt, "relerr", f->relerr);
+                                err = err ?: kdl_table_put_int(kt, "samples", (long long) r->n);
+                                err = err
+                                              ?: kdl_table_put_int(kt, "spearman_samples",
+                                                                   (long long) r->spearman_n);
+                        }
+                        if (!err && !avail)
+                                err = kdl_table_put_str(kt, "needs", x->need[v]);
+                }
+        }
+        if (err)
+                return err;
+
+        err = put_keys(ft, x, student);
+        err = err ?: kdl_table_put_int(ft, "classes", (long long) x->c);
+        err = err ?: kdl_table_put_bool(ft, "available", r->features);
+        if (!err && x->lt)
+                err = kdl_table_put_str(ft, "teacher_layer", x->lt->name);
+        if (!err && x->ls)
+                err = kdl_table_put_str(ft, "student_layer", x->ls->name);
+        if (!err && r->features) {
+                err = kdl_table_put_int(ft, "d_t", (long long) r->d_t);
+                err = err ?: kdl_table_put_int(ft, "d_s", (long long) r->d_s);
+                err = err
+                              ?: kdl_table_put_str(ft, "projector",
+                                                   r->projector_fitted ? "least_squares"
+                                                                       : "identity");
+                err = err ?: kdl_table_put_int(ft, "projector_rank", (long long) r->projector_rank);
+                err = err ?: kdl_table_put_real(ft, "r2", r->r2);
+                err = err ?: kdl_table_put_real(ft, "mean_sq_mismatch", r->feature_sq);
+                if (!err && r->head) {
+                        err = kdl_table_put_int(ft, "head_rank", (long long) r->head_rank);
+                        err = err ?: kdl_table_put_real(ft, "kl_visible_share", r->visible_share);
+                }
+        }
+        if (!err && x->need[KDL_KL_FEATURE_HEAD])
+                err = kdl_table_put_str(ft, "needs", x->need[KDL_KL_FEATURE_HEAD]);
+        return err;
+}
+
+/* One student checkpoint against its teacher checkpoint: both passes and the rows. */
+static int compare(const kdl_inputs *in, size_t k, const struct kdl_ckpair *cp,
+                   const struct kdl_kl_run_opts *o, kdl_h5out *out, kdl_table *kt, kdl_table *ft,
+                   kdl_doc *doc)
+{
+        struct sources x = {
+                .tf = in->teacher, .sf = in->students[k], .ct = cp->partner, .cs = cp->main};
+        const char *student = kdl_h5_dump(in->students[k])->path;
+        kdl_kl_projector *proj = NULL;
+        kdl_kl_result *r = NULL;
+        kdl_stream *st = NULL;
+        struct streamed ix;
+        double *w = NULL;
+        char *group = NULL;
+        int err;
+
+        assert(cp->partner);
+        err = find_sources(&x, o->spatial);
+        if (err < 0)
+                goto out;
+        if (x.wt && (err = read_head(&x, &w)) < 0)
+                goto out;
+        err = open_stream(&x, in->pairs[k], o, &st, &ix);
+        if (err < 0)
+                goto out;
+        if (x.feat && x.d_s != x.d_t && (err = fit_projector(st, &ix, &x, &proj)) < 0)
+                goto out;
+        if (out) {
+                group = kdl__asprintf("/students/%zu/checkpoints/%s", k, x.cs->name);
+                if (!group) {
+                        err = -ENOMEM;
+                        goto out;
+                }
+                err = kdl_h5out_attr(out, group, "teacher_checkpoint", x.ct->name);
+                if (err < 0)
+                        goto out;
+        }
+        err = measure(st, &ix, &x, o, proj, w, out, group, &r);
+        if (err < 0)
+                goto out;
+        err = fill_tables(kt, ft, &x, student, o, r);
+        if (!err && kdl_stream_skipped(st))
+                err = kdl_doc_add_note(doc, "'%s' checkpoint %s: %zu samples with NaN/Inf skipped",
+                                       student, x.cs->name, kdl_stream_skipped(st));
+        if (!err && !r->spearman_exact)
+                err = kdl_doc_add_note(doc,
+                                       "'%s' checkpoint %s: spearman on a uniform subsample of "
+                                       "%zu of %zu samples (seed %llu)",
+                                       student, x.cs->name, r->spearman_n, r->n,
+                                       (unsigned long long) o->seed);
+out:
+        free(group);
+        kdl_kl_result_free(r);
+        kdl_stream_free(st);
+        kdl_kl_projector_free(proj);
+        free(w);
+        sources_release(&x);
+        return err;
+}
+
+int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc)
+{
+        kdl_table *kt = NULL, *ft = NULL;
+        kdl_h5out *out = NULL;
+        int err;
+
+        assert(in && o && doc && o->ntau >= 1);
+        if (!in->teacher || in->nstudents == 0)
+                return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
+        err = kdl_table_new("kl", "KD criterion approximated by each knowledge source", &kt);
+        err = err
+                      ?: kdl_table_new("kl_features",
+                                       "Feature matching: projector and KL-visible share", &ft);
+        err = err ?: kdl_inputs_describe(in, doc);
+        if (err)
+                goto out;
+        if (o->per_sample) {
+                err = kdl_h5out_open(o->per_sample, &out);
+                err = err ?: kdl_h5out_attr(out, "/", "command", "kl");
+                err = err ?: kdl_h5out_attr(out, "/", "teacher", kdl_h5_dump(in->teacher)->path);
+                if (err)
+                        goto out;
+        }
+        if (o->teacher_checkpoint && !kdl_h5_checkpoint(in->teacher, o->teacher_checkpoint)) {
+                struct kdl_ckpair *none = NULL;
+                size_t n0;
+
+                /* The shared selection words the error (it lists the names). */
+                err = kdl_select_checkpoints(in->teacher, NULL, o->teacher_checkpoint, &none, &n0);
+                free(none);
+                goto out;
+        }
+        for (size_t k = 0; k < in->nstudents && !err; k++) {
+                struct kdl_ckpair *cks = NULL;
+                size_t nck = 0;
+
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint, &cks,
+                                             &nck);
+                for (size_t j = 0; !err && o->teacher_checkpoint && j < nck; j++)
+                        cks[j].partner = kdl_h5_checkpoint(in->teacher, o->teacher_checkpoint);
+                if (!err && out) {
+                        char *g = kdl__asprintf("/students/%zu", k);
+
+                        err = g ? kdl_h5out_attr(out, g, "path", kdl_h5_dump(in->students[k])->path)
+                                : -ENOMEM;
+                        free(g);
+                }
+                for (size_t j = 0; j < nck && !err; j++)
+                        err = compare(in, k, &cks[j], o, out, kt, ft, doc);
+                free(cks);
+        }
+        if (err)
+                goto out;
+        kdl_table_set_label(kt, "tau", "τ");
+        kdl_table_set_label(kt, "relerr", "rel.err");
+        err = kdl_doc_add_note(doc,
+                               "kl = tau^2 KL(p_t || p_s) per sample; ratio = mean(A)/mean(kl); "
+                               "relerr = mean|A - kl|/mean(kl); pearson on all samples");
+        err = err
+                      ?: kdl_doc_add_note(doc,
+                                          "features: P = identity when the head-input widths are "
+                                          "equal, else the affine least-squares map fitted on the "
+                                          "same samples (see kl_features)");
+        if (err)
+                goto out;
+        if (out) {
+                err = kdl_h5out_commit(out);
+                out = NULL;
+                if (err)
+                        goto out;
+        }
+        err = kdl_doc_add_table(doc, kt);
+        kt = NULL;
+        err = err ?: kdl_doc_add_table(doc, ft);
+        ft = NULL;
+out:
+        kdl_h5out_abort(out);
+        kdl_table_free(kt);
+        kdl_table_free(ft);
+        return err;
+}

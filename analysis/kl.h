@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_KL_H
+#define KDL_ANALYSIS_KL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "analysis/inputs.h"
+#include "loaders/h5.h"
+#include "reports/table.h"
+
+/*
+ * `kdlens kl`: how well each knowledge source approximates the KD criterion
+ * τ² KL(p^t_τ || p^s_τ) (MATH.md §11.1, metrics/kl.h).
+ *
+ * For every student, every selected checkpoint of that student (paired with
+ * the teacher's checkpoint of the same name, else the teacher's last) and
+ * every temperature, one row per value of metrics/kl.h: the exact KL first,
+ * then each approximation.  The datasets read are the logits of both, the
+ * head-input features of both (the layer named by each head's "input"
+ * attribute), the teacher's head weight, the teacher's feature gradient at
+ * its head input and both logit gradients.  A source whose data are missing
+ * gets a row with available = false and "needs" naming the missing
+ * datasets ('file': /path).
+ *
+ * Passes: one over the data per checkpoint serves every temperature; when
+ * the head-input widths differ, a first pass fits the projector P.
+ */
+
+struct kdl_kl_run_opts {
+        const char *checkpoint;         /* NULL: each student's last; "all"; or a checkpoint name */
+        const char *teacher_checkpoint; /* NULL: the teacher's of the same name, else its
+                                           last; or the one teacher checkpoint to compare
+                                           every student checkpoint with */
+        size_t ntau;                    /* >= 1 */
+        const double *tau;              /* [ntau] */
+        enum kdl_spatial spatial;       /* reduction of rank-3/4 features */
+        bool skip_nonfinite;            /* drop samples with NaN/Inf instead of failing */
+        const char *per_sample;         /* NULL, or the HDF5 file for the per-sample values */
+        size_t reservoir;               /* Spearman subsample cap; 0: the default (2^16) */
+        uint64_t seed;                  /* of the Spearman subsample */
+        size_t block_rows;              /* rows per block; 0: from the stream's memory budget */
+};
+
+/**
+ * kdl_kl_run() - compute the tables "kl" (one row per student, checkpoint,
+ * temperature and value) and "kl_features" (one row per student and
+ * checkpoint: widths, projector, R², KL-visible share) into @doc.
+ * @in: a teacher and at least one student, opened and paired.
+ *
+ * The per-sample file, when asked for, holds for student k the float64
+ * vectors /students/<k>/checkpoints/<ck>/tau_<τ>/<value> [N] in the
+ * teacher's sample order (NaN for skipped samples); it is written under a
+ * temporary name and renamed only when everything succeeded.
+ *
+ * Return: 0; -KDL_EUSAGE for a checkpoint name no student (or, for
+ * teacher_checkpoint, the teacher) has;
+ * -KDL_EMISMATCH when teacher and student class counts differ;
+ * -KDL_ESCHEMA for a head weight or gradient whose shape does not fit its
+ * feature; -KDL_ENONFINITE naming the dataset and sample; I/O codes.
+ */
+KDL_API int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc);
+
+#endif
