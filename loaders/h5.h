@@ -31,54 +31,54 @@ KDL_API int kdl_spatial_parse(const char *s, enum kdl_spatial *ret);
 
 /* One dataset as stored. */
 typedef struct kdl_dsinfo {
-        char *path;                  /* absolute, e.g. "/checkpoints/final/logits" */
-        size_t ndim;                 /* 1..KDL_MAX_DIMS (larger ranks are a problem) */
+        char *path;  /* absolute, e.g. "/checkpoints/final/logits" */
+        size_t ndim; /* 1..KDL_MAX_DIMS (larger ranks are a problem) */
         size_t shape[KDL_MAX_DIMS];
-        const char *dtype;           /* "float16", "float32", "float64", "int8".."uint64", "other" */
+        const char *dtype; /* "float16", "float32", "float64", "int8".."uint64", "other" */
         bool is_float;
         bool is_integer;
         bool chunked;
-        size_t chunk[KDL_MAX_DIMS];  /* zeros when contiguous */
-        int gzip;                    /* deflate level, -1 when not compressed with gzip */
-        bool other_filter;           /* a filter other than gzip/shuffle is applied */
+        size_t chunk[KDL_MAX_DIMS]; /* zeros when contiguous */
+        int gzip;                   /* deflate level, -1 when not compressed with gzip */
+        bool other_filter;          /* a filter other than gzip/shuffle is applied */
 } kdl_dsinfo;
 
 typedef struct kdl_layer {
-        char *name;                  /* may contain dots: "layer3.1.conv2" */
+        char *name; /* may contain dots: "layer3.1.conv2" */
         int64_t depth;
         kdl_dsinfo feature;
-        kdl_dsinfo *gradient;        /* gradients/features/<name>, NULL when absent */
+        kdl_dsinfo *gradient; /* gradients/features/<name>, NULL when absent */
 } kdl_layer;
 
 typedef struct kdl_checkpoint {
-        char *name;                  /* the group's name; "root" when the root is the checkpoint */
-        char *group;                 /* "/checkpoints/<name>" or "/" */
+        char *name;  /* the group's name; "root" when the root is the checkpoint */
+        char *group; /* "/checkpoints/<name>" or "/" */
         int64_t step;
         bool has_epoch;
         int64_t epoch;
-        kdl_dsinfo *logits;          /* NULL when absent (a problem) */
-        kdl_dsinfo *grad_logits;     /* gradients/logits, NULL when absent */
+        kdl_dsinfo *logits;      /* NULL when absent (a problem) */
+        kdl_dsinfo *grad_logits; /* gradients/logits, NULL when absent */
         size_t nlayers;
-        kdl_layer *layers;           /* sorted by depth, then name */
-        kdl_dsinfo *head_weight;     /* head/weight [C, D], NULL when absent */
-        kdl_dsinfo *head_bias;       /* head/bias [C], NULL when absent */
-        char *head_input;            /* head attr "input", NULL when absent */
+        kdl_layer *layers;       /* sorted by depth, then name */
+        kdl_dsinfo *head_weight; /* head/weight [C, D], NULL when absent */
+        kdl_dsinfo *head_bias;   /* head/bias [C], NULL when absent */
+        char *head_input;        /* head attr "input", NULL when absent */
 } kdl_checkpoint;
 
 typedef struct kdl_dump {
-        char *path;                  /* as given to kdl_h5_open() */
-        int64_t format;              /* kdlens_format, -1 when absent */
-        char *role;                  /* "teacher", "student" or NULL */
-        char *model;                 /* NULL when absent */
-        size_t n;                    /* samples, 0 when no dataset says */
-        size_t c;                    /* classes, 0 when no logits say */
-        kdl_dsinfo *labels;          /* NULL when absent */
-        kdl_dsinfo *sample_ids;      /* NULL when absent */
+        char *path;                   /* as given to kdl_h5_open() */
+        int64_t format;               /* kdlens_format, -1 when absent */
+        char *role;                   /* "teacher", "student" or NULL */
+        char *model;                  /* NULL when absent */
+        size_t n;                     /* samples, 0 when no dataset says */
+        size_t c;                     /* classes, 0 when no logits say */
+        kdl_dsinfo *labels;           /* NULL when absent */
+        kdl_dsinfo *sample_ids;       /* NULL when absent */
         int64_t label_min, label_max; /* over /labels when present */
         size_t ncheckpoints;
         kdl_checkpoint *checkpoints; /* sorted by step, then name */
         size_t nproblems;
-        char **problems;             /* one line each: "'file': /dataset: expected X, found Y" */
+        char **problems; /* one line each: "'file': /dataset: expected X, found Y" */
 } kdl_dump;
 
 typedef struct kdl_h5file kdl_h5file;

@@ -71,8 +71,8 @@ char *kdl__asprintf(const char *fmt, ...)
 int kdl__blas_int(size_t n, int *ret)
 {
         if (n > (size_t) INT_MAX)
-                return kdl_error(-KDL_EOVERFLOW,
-                                 "dimension %zu does not fit the BLAS integer type", n);
+                return kdl_error(-KDL_EOVERFLOW, "dimension %zu does not fit the BLAS integer type",
+                                 n);
         *ret = (int) n;
         return 0;
 }

@@ -5,7 +5,7 @@
 #include <errno.h>
 
 #if defined(__GNUC__)
-#define KDL_API       __attribute__((visibility("default")))
+#define KDL_API          __attribute__((visibility("default")))
 #define KDL_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define KDL_API
@@ -22,17 +22,17 @@ enum {
         KDL_EFIRST = 1024,
         KDL_ESHAPE = KDL_EFIRST, /* a dimension or rank is not what is expected */
         KDL_ENOTSQUARE,
-        KDL_ESINGULAR,     /* LAPACK info > 0 on a factorisation */
-        KDL_ENOCONV,       /* an iteration or eigensolver did not converge */
-        KDL_ENONFINITE,    /* NaN or Inf in input */
-        KDL_EOVERFLOW,     /* a size product or BLAS dimension overflows */
-        KDL_EHDF5,         /* the HDF5 library refused an operation */
-        KDL_ESCHEMA,       /* a dump does not follow the kdlens schema */
-        KDL_ERANGE,        /* a value (label, index, option) is out of range */
-        KDL_EMISMATCH,     /* two inputs disagree (sample counts, ids, classes) */
-        KDL_EMISSING,      /* a dataset or group the request needs is absent */
-        KDL_EPLOT,         /* gnuplot failed */
-        KDL_EUSAGE,        /* a bad argument from the user (CLI maps it to exit 2) */
+        KDL_ESINGULAR,  /* LAPACK info > 0 on a factorisation */
+        KDL_ENOCONV,    /* an iteration or eigensolver did not converge */
+        KDL_ENONFINITE, /* NaN or Inf in input */
+        KDL_EOVERFLOW,  /* a size product or BLAS dimension overflows */
+        KDL_EHDF5,      /* the HDF5 library refused an operation */
+        KDL_ESCHEMA,    /* a dump does not follow the kdlens schema */
+        KDL_ERANGE,     /* a value (label, index, option) is out of range */
+        KDL_EMISMATCH,  /* two inputs disagree (sample counts, ids, classes) */
+        KDL_EMISSING,   /* a dataset or group the request needs is absent */
+        KDL_EPLOT,      /* gnuplot failed */
+        KDL_EUSAGE,     /* a bad argument from the user (CLI maps it to exit 2) */
         KDL_ELAST_
 };
 

@@ -16,15 +16,16 @@
  * are zero-copy views.  Transparent value type: hot loops read data/stride.
  */
 typedef struct kdl_tensor {
-        size_t ndim;                   /* read-only */
-        size_t shape[KDL_MAX_DIMS];    /* read-only */
+        size_t ndim;                    /* read-only */
+        size_t shape[KDL_MAX_DIMS];     /* read-only */
         ptrdiff_t stride[KDL_MAX_DIMS]; /* read-only; elements, not bytes */
-        double *data;                  /* may be written if not const */
-        bool owner;                    /* private: false for views */
+        double *data;                   /* may be written if not const */
+        bool owner;                     /* private: false for views */
 } kdl_tensor;
 
 /* Element (i, j) of a 2-D tensor. */
-#define KDL_AT2(t, i, j) ((t)->data[(ptrdiff_t) (i) * (t)->stride[0] + (ptrdiff_t) (j) * (t)->stride[1]])
+#define KDL_AT2(t, i, j)                                                                           \
+        ((t)->data[(ptrdiff_t) (i) * (t)->stride[0] + (ptrdiff_t) (j) * (t)->stride[1]])
 
 /**
  * kdl_tensor_new() - zeroed, contiguous, row-major tensor.

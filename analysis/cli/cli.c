@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: MIT */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kdl-config.h"
+#include "analysis/cli/cli.h"
+#include "analysis/inputs.h"
+#include "metrics/base/banned.h"
+
+struct kdl_cmd {
+        const char *name;
+        int (*fn)(int argc, char **argv, struct kdl_cli *cli);
+        int min_args; /* positional arguments, checked by kdl_cli_positional() */
+        int max_args;
+        const char *summary;
+        const char *usage; /* the synopsis, as in README.md */
+        const char *help;  /* options, one per line */
+};
+
+/* The explicit, greppable command table (git). */
+static const struct kdl_cmd commands[] = {
+        {"inspect", cmd_inspect, 1, INT32_MAX, "list the checkpoints, layers and sources of dumps",
+         "kdlens inspect FILE... [--quick] [--format table|md|csv|tex|json]",
+         "  --quick            check the structure only; skip the NaN/Inf scan of every value\n"
+         "  --format FMT       table (default), md, csv, tex or json\n"
+         "Exit status 1 when any file has a schema problem (each printed on stderr).\n"},
+        {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", ""},
+};
+
+static const struct kdl_cmd *find(const char *name)
+{
+        for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
+                if (strcmp(commands[k].name, name) == 0)
+                        return &commands[k];
+        return NULL;
+}
+
+int kdl_cli_fail(struct kdl_cli *cli, int err)
+{
+        const char *msg = kdl_errmsg();
+
+        fprintf(cli->err, "kdlens %s: %s\n", cli->verb, msg[0] ? msg : kdl_strerror(err));
+        return err == -KDL_EUSAGE ? KDL_EXIT_USAGE : KDL_EXIT_FAILURE;
+}
+
+int kdl_cli_usage(struct kdl_cli *cli, const char *fmt, ...)
+{
+        const struct kdl_cmd *c = find(cli->verb);
+        va_list ap;
+
+        fprintf(cli->err, "kdlens %s: ", cli->verb);
+        va_start(ap, fmt);
+        vfprintf(cli->err, fmt, ap);
+        va_end(ap);
+        fputc('\n', cli->err);
+        if (c)
+                fprintf(cli->err, "usage: %s\n", c->usage);
+        return KDL_EXIT_USAGE;
+}
+
+static void print_help(FILE *out, const struct kdl_cmd *c)
+{
+        fprintf(out, "usage: %s\n\n%s.\n\n%s", c->usage, c->summary, c->help);
+}
+
+int kdl_cli_help(struct kdl_cli *cli)
+{
+        const struct kdl_cmd *c = find(cli->verb);
+
+        if (c)
+                print_help(cli->out, c);
+        return KDL_EXIT_OK;
+}
+
+int kdl_cli_positional(struct kdl_cli *cli, int n)
+{
+        const struct kdl_cmd *c = find(cli->verb);
+
+        if (!c || (n >= c->min_args && n <= c->max_args))
+                return 0;
+        return kdl_cli_usage(cli,
+                             n < c->min_args ? "expected at least %d argument%s, found %d"
+                                             : "expected at most %d argument%s, found %d",
+                             n < c->min_args ? c->min_args : c->max_args,
+                             (n < c->min_args ? c->min_args : c->max_args) == 1 ? "" : "s", n);
+}
+
+enum kdl_format kdl_cli_default_format(const struct kdl_cli *cli)
+{
+        (void) cli;
+        return KDL_FORMAT_TABLE;
+}
+
+int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format format)
+{
+        int err = kdl_doc_write(d, cli->out, format);
+
+        if (err == 0 && fflush(cli->out) != 0)
+                err = kdl_error(-EIO, "cannot write the output");
+        return err < 0 ? kdl_cli_fail(cli, err) : KDL_EXIT_OK;
+}
+
+void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o)
+{
+        *o = (struct kdl_cli_common){.format = kdl_cli_default_format(cli),
+                                     .temps = {4.0},
+                                     .ntemps = 1,
+                                     .spatial = KDL_SPATIAL_AVG};
+}
+
+int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
+                          char **argv)
+{
+        int n;
+
+        switch (c) {
+        case 't':
+                o->teacher = arg;
+                return KDL_CLI_OPT_TAKEN;
+        case 's':
+                if (o->nstudents == KDL_CLI_MAX_STUDENTS)
+                        return kdl_cli_usage(cli, "expected at most %d students",
+                                             KDL_CLI_MAX_STUDENTS);
+                o->students[o->nstudents++] = arg;
+                return KDL_CLI_OPT_TAKEN;
+        case 'c':
+                o->checkpoint = arg;
+                return KDL_CLI_OPT_TAKEN;
+        case 'f':
+                if (kdl_format_parse(arg, &o->format) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return KDL_CLI_OPT_TAKEN;
+        case 'T':
+                n = kdl_parse_reals(arg, "--temperature", o->temps, KDL_CLI_MAX_TEMPS);
+                if (n < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                o->ntemps = (size_t) n;
+                return KDL_CLI_OPT_TAKEN;
+        case KDL_OPT_SPATIAL:
+                if (kdl_spatial_parse(arg, &o->spatial) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return KDL_CLI_OPT_TAKEN;
+        case KDL_OPT_NONFINITE:
+                if (strcmp(arg, "skip") != 0 && strcmp(arg, "error") != 0)
+                        return kdl_cli_usage(cli, "--nonfinite: expected error or skip, found '%s'",
+                                             arg);
+                o->skip_nonfinite = strcmp(arg, "skip") == 0;
+                return KDL_CLI_OPT_TAKEN;
+        case KDL_OPT_PER_SAMPLE:
+                o->per_sample = arg;
+                return KDL_CLI_OPT_TAKEN;
+        case 'h':
+                return kdl_cli_help(cli);
+        case '?':
+        case ':':
+                return kdl_cli_usage(cli, "%s '%s'",
+                                     c == ':' ? "missing argument to" : "unknown option",
+                                     argv[optind - 1]);
+        default:
+                return KDL_CLI_OPT_NOT_MINE;
+        }
+}
+
+static void print_overview(FILE *out)
+{
+        fputs("usage: kdlens [--version] [--help] COMMAND [ARGS]\n\n"
+              "kdlens analyses knowledge distillation from HDF5 dumps of a teacher and a "
+              "student.\n\n"
+              "Commands:\n",
+              out);
+        for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
+                fprintf(out, "  %-10s %s\n", commands[k].name, commands[k].summary);
+        fputs("\nRun 'kdlens COMMAND -h' for the options of a command.\n", out);
+}
+
+int cmd_help(int argc, char **argv, struct kdl_cli *cli)
+{
+        const struct kdl_cmd *c;
+        int r;
+
+        if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0))
+                return kdl_cli_help(cli);
+        r = kdl_cli_positional(cli, argc - 1);
+        if (r)
+                return r;
+        if (argc == 1) {
+                print_overview(cli->out);
+                return KDL_EXIT_OK;
+        }
+        c = find(argv[1]);
+        if (!c)
+                return kdl_cli_usage(cli, "unknown command '%s' (see 'kdlens help')", argv[1]);
+        print_help(cli->out, c);
+        return KDL_EXIT_OK;
+}
+
+int kdl_cli_run(int argc, char **argv, FILE *out, FILE *err)
+{
+        struct kdl_cli cli = {.out = out, .err = err, .verb = "", .verbosity = 0};
+        const struct kdl_cmd *c;
+        int i = 1;
+
+        /* Global options before the verb, by hand (git's handle_options). */
+        for (; i < argc && argv[i][0] == '-'; i++) {
+                if (strcmp(argv[i], "--version") == 0) {
+                        fprintf(out, "kdlens %s\n", KDL_VERSION);
+                        return KDL_EXIT_OK;
+                } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+                        print_overview(out);
+                        return KDL_EXIT_OK;
+                } else if (strcmp(argv[i], "-q") == 0 || strcmp(argv[i], "--quiet") == 0) {
+                        cli.verbosity = -1;
+                } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
+                        cli.verbosity = 1;
+                } else {
+                        fprintf(err, "kdlens: unknown option '%s'\n", argv[i]);
+                        print_overview(err);
+                        return KDL_EXIT_USAGE;
+                }
+        }
+        if (i == argc) {
+                print_overview(err);
+                return KDL_EXIT_USAGE;
+        }
+        c = find(argv[i]);
+        if (!c) {
+                fprintf(err, "kdlens: '%s' is not a kdlens command (see 'kdlens help')\n", argv[i]);
+                return KDL_EXIT_USAGE;
+        }
+        cli.verb = c->name;
+        kdl_error_clear();
+        optind = 0; /* glibc: re-initialise getopt for each in-process run */
+        opterr = 0; /* verbs print their own one-line usage errors */
+        return c->fn(argc - i, argv + i, &cli);
+}

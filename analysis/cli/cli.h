@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_CLI_CLI_H
+#define KDL_ANALYSIS_CLI_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "loaders/h5.h"
+#include "reports/table.h"
+
+/*
+ * The kdlens command line.  main() is one line: kdl_cli_run(); every verb
+ * is a thin cmd_<verb>() that parses its options, calls one analysis/
+ * function and prints.  Only this directory writes to stdout/stderr.
+ */
+
+struct kdl_cli {
+        FILE *out;
+        FILE *err;
+        const char *verb; /* for messages: "kdlens <verb>: ..." */
+        int verbosity;    /* -1 quiet, 0 normal, 1 verbose */
+};
+
+/* Exit statuses (STYLE.md 3.6). */
+enum { KDL_EXIT_OK = 0, KDL_EXIT_FAILURE = 1, KDL_EXIT_USAGE = 2 };
+
+/** kdl_cli_run() - run the command line @argv; returns the exit status. */
+int kdl_cli_run(int argc, char **argv, FILE *out, FILE *err);
+
+/**
+ * kdl_cli_fail() - print the recorded message of @err as one line
+ * "kdlens VERB: message" and return the exit status for it (2 for usage
+ * errors, 1 otherwise).
+ */
+int kdl_cli_fail(struct kdl_cli *cli, int err);
+
+/** kdl_cli_usage() - print "kdlens VERB: message" and the verb's usage line; returns 2. */
+int kdl_cli_usage(struct kdl_cli *cli, const char *fmt, ...) KDL_PRINTF(2, 3);
+
+/**
+ * kdl_cli_help() - print the help text of the current verb to cli->out
+ * (for -h); returns 0.
+ */
+int kdl_cli_help(struct kdl_cli *cli);
+
+/**
+ * kdl_cli_positional() - check the count of positional arguments against
+ * the command table's limits; 0 or the usage exit status (message printed).
+ */
+int kdl_cli_positional(struct kdl_cli *cli, int n);
+
+/**
+ * kdl_cli_default_format() - "table" on a terminal, otherwise "table" too:
+ * scripts ask for json explicitly.  Kept as a function so verbs agree.
+ */
+enum kdl_format kdl_cli_default_format(const struct kdl_cli *cli);
+
+/**
+ * kdl_cli_write_doc() - render @d to cli->out in @format; on failure prints
+ * the error and returns 1.
+ */
+int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format format);
+
+/*
+ * Options shared by the analysis verbs.  A verb lists KDL_CLI_COMMON_LONGOPTS
+ * in its getopt_long table (plus its own), passes every option to
+ * kdl_cli_common_option() first, and handles what that leaves.
+ */
+#define KDL_CLI_MAX_STUDENTS 16
+#define KDL_CLI_MAX_TEMPS    16
+
+struct kdl_cli_common {
+        const char *teacher;                        /* -t, --teacher */
+        const char *students[KDL_CLI_MAX_STUDENTS]; /* -s, --student (repeatable) */
+        size_t nstudents;
+        const char *checkpoint;          /* -c, --checkpoint NAME|all; NULL = last */
+        enum kdl_format format;          /* -f, --format */
+        double temps[KDL_CLI_MAX_TEMPS]; /* -T, --temperature 1,2,4 (default 4) */
+        size_t ntemps;
+        enum kdl_spatial spatial; /* --spatial avg|max|flatten */
+        bool skip_nonfinite;      /* --nonfinite error|skip */
+        const char *per_sample;   /* --per-sample OUT.h5 */
+};
+
+enum { KDL_OPT_SPATIAL = 1000, KDL_OPT_NONFINITE, KDL_OPT_PER_SAMPLE, KDL_OPT_FIRST_FREE_ };
+
+#define KDL_CLI_COMMON_SHORTOPTS ":t:s:c:f:T:h" /* leading colon: getopt returns ':' for a missing argument */
+#define KDL_CLI_COMMON_LONGOPTS                                                                    \
+        {"teacher", required_argument, NULL, 't'}, {"student", required_argument, NULL, 's'},      \
+                {"checkpoint", required_argument, NULL, 'c'},                                      \
+                {"format", required_argument, NULL, 'f'},                                          \
+                {"temperature", required_argument, NULL, 'T'},                                     \
+                {"spatial", required_argument, NULL, KDL_OPT_SPATIAL},                             \
+                {"nonfinite", required_argument, NULL, KDL_OPT_NONFINITE},                         \
+                {"per-sample", required_argument, NULL, KDL_OPT_PER_SAMPLE},                       \
+        {                                                                                          \
+                "help", no_argument, NULL, 'h'                                                     \
+        }
+
+/** kdl_cli_common_init() - the defaults: τ = 4, avg pooling, NaN/Inf is an error. */
+void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o);
+
+/* kdl_cli_common_option() results besides an exit status. */
+enum { KDL_CLI_OPT_TAKEN = -1, KDL_CLI_OPT_NOT_MINE = -2 };
+
+/**
+ * kdl_cli_common_option() - handle getopt result @c with argument @arg.
+ * Return: KDL_CLI_OPT_TAKEN; KDL_CLI_OPT_NOT_MINE for the verb's own options;
+ * or an exit status to return at once (0 after -h; 2 after a usage error,
+ * printed, also for unknown options).
+ */
+int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
+                          char **argv);
+
+/* The verbs (analysis/cli/cmd-<verb>.c). */
+int cmd_inspect(int argc, char **argv, struct kdl_cli *cli);
+int cmd_help(int argc, char **argv, struct kdl_cli *cli);
+
+#endif

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_INPUTS_H
+#define KDL_ANALYSIS_INPUTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "loaders/h5.h"
+#include "reports/table.h"
+
+/*
+ * What every analysis command starts from: a teacher dump, zero or more
+ * student dumps, each opened, checked against the schema and aligned with
+ * the teacher; and the checkpoints to analyse.
+ */
+
+typedef struct kdl_inputs {
+        kdl_h5file *teacher; /* NULL when the command runs on students only */
+        size_t nstudents;
+        kdl_h5file **students;
+        kdl_pair **pairs; /* pairs[k] aligns students[k] with the teacher; NULL without one */
+} kdl_inputs;
+
+/**
+ * kdl_inputs_open() - open, check and pair the inputs.
+ * @teacher:  path or NULL.
+ * @students: @n paths (borrowed).
+ * @ret:      caller frees with kdl_inputs_free().
+ * Return: 0; the first error of opening (missing, not HDF5, ...), of the
+ * schema (-KDL_ESCHEMA with the first problem), or of pairing.
+ */
+KDL_API int kdl_inputs_open(const char *teacher, const char *const *students, size_t n,
+                            kdl_inputs **ret);
+
+/** kdl_inputs_free() - close everything.  NULL is a no-op. */
+KDL_API void kdl_inputs_free(kdl_inputs *in);
+
+/** kdl_inputs_describe() - add every input path to @doc's inputs. */
+KDL_API int kdl_inputs_describe(const kdl_inputs *in, kdl_doc *doc);
+
+/* A checkpoint of the analysed model and the partner checkpoint it is compared with. */
+struct kdl_ckpair {
+        const kdl_checkpoint *main; /* from the model the selection names */
+        const kdl_checkpoint
+                *partner; /* same name in the partner, else its last; NULL without one */
+};
+
+/**
+ * kdl_select_checkpoints() - resolve --checkpoint for @f.
+ * @spec:    NULL for the last checkpoint (highest step), "all" for every
+ *           checkpoint in step order, or a name.
+ * @partner: NULL, or the file whose checkpoint goes with each selected one:
+ *           the one of the same name, else the partner's last (a trained
+ *           teacher dumped once is compared with every student checkpoint).
+ * @ret:     array of @ret_n pairs; caller frees with free().
+ * Return: 0; -KDL_EUSAGE when @spec names no checkpoint of @f (the message
+ * lists the names there are).
+ */
+KDL_API int kdl_select_checkpoints(const kdl_h5file *f, const kdl_h5file *partner, const char *spec,
+                                   struct kdl_ckpair **ret, size_t *ret_n);
+
+/**
+ * kdl_parse_reals() - parse "1,2,4.5" into at most @max values.
+ * Return: the count (>= 1); -KDL_EUSAGE naming @what when malformed or non-positive.
+ */
+KDL_API int kdl_parse_reals(const char *s, const char *what, double *ret, size_t max);
+
+#endif

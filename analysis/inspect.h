@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_INSPECT_H
+#define KDL_ANALYSIS_INSPECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "reports/table.h"
+
+struct kdl_inspect_opts {
+        bool scan_values; /* read every float dataset and report NaN/Inf */
+};
+
+/**
+ * kdl_inspect() - describe dumps: files, checkpoints, datasets (shape,
+ * stored type, chunking, compression), the knowledge sources present, the
+ * teacher/student alignment, and every schema problem found.
+ * @paths: @n files, borrowed.
+ * @doc:   the tables "files", "checkpoints", "datasets", "alignment" and
+ *         "problems" are added to it.
+ * @ret_problems: the number of problems found (each is a row of "problems").
+ *
+ * Return: 0 (problems are results, not errors); a negative code when a file
+ * cannot be opened at all (missing, not HDF5, truncated), with no table added.
+ */
+KDL_API int kdl_inspect(const char *const *paths, size_t n, const struct kdl_inspect_opts *o,
+                        kdl_doc *doc, size_t *ret_problems);
+
+#endif

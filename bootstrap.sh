@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Install what is missing (Debian, as root or with sudo), build, then run:
+#   ./bootstrap.sh demo   the main job on the bundled example
+#   ./bootstrap.sh test   every test, in a warnings-as-errors ASan+UBSan build
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mode=${1:-demo}
+case $mode in demo|test|build) ;; *) echo "usage: ./bootstrap.sh [demo|test|build]" >&2; exit 2;; esac
+
+pkgs=(gcc pkg-config meson ninja-build libhdf5-dev hdf5-tools libopenblas-dev liblapacke-dev
+      libcmocka-dev gnuplot-nox python3-numpy python3-h5py)
+if [ "$mode" = test ]; then
+        pkgs+=(python3-torch dataset-fashion-mnist chromium poppler-utils valgrind)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+        echo "bootstrap: installing ${missing[*]}" >&2
+        sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ "$mode" = test ]; then
+        dir=build-ci
+        [ -f $dir/build.ninja ] || meson setup $dir -Dwerror=true -Db_sanitize=address,undefined \
+                -Db_lundef=false -Dtests=enabled
+        ninja -C $dir
+        meson test -C $dir --print-errorlogs --num-processes 2
+        exit 0
+fi
+
+dir=build
+[ -f $dir/build.ninja ] || meson setup $dir
+ninja -C $dir
+[ "$mode" = build ] && exit 0
+# NEEDSWORK: becomes `kdlens demo` on the bundled Fashion-MNIST example.
+/usr/bin/python3 tests/fixtures/mkfixtures.py $dir/example
+exec ./$dir/analysis/kdlens inspect $dir/example/teacher.h5 $dir/example/student.h5

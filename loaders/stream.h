@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_LOADERS_STREAM_H
+#define KDL_LOADERS_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loaders/h5.h"
+
+/*
+ * A stream hands out aligned row blocks of several datasets at once: the
+ * teacher's and the student's (student rows mapped through a kdl_pair), and
+ * the labels.  One pass over the stream serves every metric of a pipeline;
+ * kdl_stream_rewind() starts a second pass when a metric needs one.
+ * Memory: one block per dataset, sized by a byte budget, independent of N.
+ *
+ *      kdl_stream_new(n, pair, &opts, &s);
+ *      zt = kdl_stream_add(s, teacher, ck_t->logits, KDL_SPATIAL_AVG, false);
+ *      zs = kdl_stream_add(s, student, ck_s->logits, KDL_SPATIAL_AVG, true);
+ *      while ((r = kdl_stream_next(s)) > 0) {
+ *              kdl_tensor a = kdl_stream_block(s, zt), b = kdl_stream_block(s, zs);
+ *              ... accumulate ...
+ *      }
+ */
+
+struct kdl_stream_opts {
+        size_t block_rows;   /* rows per block; 0 = from budget_bytes */
+        size_t budget_bytes; /* 0 = 64 MiB for all the blocks together */
+        bool skip_nonfinite; /* drop samples with NaN/Inf in any dataset, count them */
+};
+
+typedef struct kdl_stream kdl_stream;
+
+/**
+ * kdl_stream_new() - a stream over @n logical samples.
+ * @pair: borrowed, must outlive the stream; NULL when only one file is read.
+ * @o:    NULL for the defaults.
+ * @ret:  caller frees with kdl_stream_free().
+ */
+KDL_API int kdl_stream_new(size_t n, const kdl_pair *pair, const struct kdl_stream_opts *o,
+                           kdl_stream **ret);
+
+/** kdl_stream_free() - free @s and close its readers.  NULL is a no-op. */
+KDL_API void kdl_stream_free(kdl_stream *s);
+
+/**
+ * kdl_stream_add() - read dataset @ds of @f in every block.
+ * @student: map rows through the pair's student rows.
+ * Return: the dataset's index (>= 0) for kdl_stream_block(); -KDL_EMISMATCH
+ * when its rows differ from the stream's; -KDL_EHDF5; -ENOMEM.
+ */
+KDL_API int kdl_stream_add(kdl_stream *s, kdl_h5file *f, const kdl_dsinfo *ds,
+                           enum kdl_spatial rule, bool student);
+
+/**
+ * kdl_stream_add_labels() - read /labels of @f (teacher order) in every block.
+ * Return: 0; -KDL_EMISSING when @f has no labels; other codes as kdl_stream_add().
+ */
+KDL_API int kdl_stream_add_labels(kdl_stream *s, kdl_h5file *f);
+
+/**
+ * kdl_stream_next() - read the next block of every dataset.
+ * Return: 1 when a block is ready; 0 at the end; a negative code on error
+ * (NaN/Inf without skip_nonfinite: the message names the dataset and sample).
+ */
+KDL_API int kdl_stream_next(kdl_stream *s);
+
+/** kdl_stream_rewind() - start again from the first sample (the skip count restarts). */
+KDL_API void kdl_stream_rewind(kdl_stream *s);
+
+/** kdl_stream_rows() - rows of the current block (after any skipped samples). */
+KDL_API size_t kdl_stream_rows(const kdl_stream *s);
+
+/** kdl_stream_samples() - logical sample index of each row of the current block. Borrowed. */
+KDL_API const size_t *kdl_stream_samples(const kdl_stream *s);
+
+/** kdl_stream_block() - the current block of dataset @index, [rows, cols]; borrowed view. */
+KDL_API kdl_tensor kdl_stream_block(const kdl_stream *s, int index);
+
+/** kdl_stream_cols() - columns of dataset @index. */
+KDL_API size_t kdl_stream_cols(const kdl_stream *s, int index);
+
+/** kdl_stream_labels() - labels of the current block (needs kdl_stream_add_labels()). */
+KDL_API const int64_t *kdl_stream_labels(const kdl_stream *s);
+
+/** kdl_stream_skipped() - samples dropped for NaN/Inf since the last rewind. */
+KDL_API size_t kdl_stream_skipped(const kdl_stream *s);
+
+/** kdl_stream_n() - logical samples of the stream. */
+KDL_API size_t kdl_stream_n(const kdl_stream *s);
+
+#endif

@@ -1,0 +1,494 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "metrics/base/alloc.h"
+#include "reports/plot.h"
+#include "metrics/base/banned.h"
+
+/* Okabe & Ito (2008): distinguishable with every common colour-vision deficiency. */
+static const char *const palette[] = {"#0072B2", "#D55E00", "#009E73", "#E69F00",
+                                      "#CC79A7", "#56B4E9", "#000000", "#F0E442"};
+#define NPALETTE (sizeof(palette) / sizeof(palette[0]))
+static const int point_types[] = {7, 5, 9, 11, 13, 15, 4, 6};
+
+static bool valid_name(const char *name)
+{
+        if (!*name)
+                return false;
+        for (const char *p = name; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                      (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
+                        return false;
+        return true;
+}
+
+int kdl_fig_dirs(const char *dir)
+{
+        const char *sub[] = {"", "/data", "/scripts", "/figures"};
+
+        for (size_t k = 0; k < sizeof(sub) / sizeof(sub[0]); k++) {
+                char *p = kdl__asprintf("%s%s", dir, sub[k]);
+                int err = 0;
+
+                if (!p)
+                        return -ENOMEM;
+                if (mkdir(p, 0777) < 0 && errno != EEXIST)
+                        err = kdl_error(-errno, "cannot create '%s': %s", p, strerror(errno));
+                free(p);
+                if (err < 0)
+                        return err;
+        }
+        return 0;
+}
+
+/* Open DIR/SUB/NAME.EXT for writing. */
+static int open_out(const char *dir, const char *sub, const char *name, const char *ext, FILE **ret)
+{
+        char *p;
+        FILE *fp;
+        int err;
+
+        if (!valid_name(name))
+                return kdl_error(-KDL_EUSAGE,
+                                 "figure name '%s': expected letters, digits, '_', "
+                                 "'-' or '.'",
+                                 name);
+        err = kdl_fig_dirs(dir);
+        if (err < 0)
+                return err;
+        p = kdl__asprintf("%s/%s/%s.%s", dir, sub, name, ext);
+        if (!p)
+                return -ENOMEM;
+        fp = fopen(p, "w");
+        if (!fp) {
+                err = kdl_error(-errno, "cannot write '%s': %s", p, strerror(errno));
+                free(p);
+                return err;
+        }
+        free(p);
+        *ret = fp;
+        return 0;
+}
+
+static int close_out(FILE *fp, const char *name)
+{
+        bool bad = ferror(fp) != 0;
+
+        if (fclose(fp) != 0 || bad)
+                return kdl_error(-EIO, "cannot write the files of figure '%s'", name);
+        return 0;
+}
+
+/* A gnuplot single-quoted string: a quote is written twice. */
+static void gp_string(FILE *fp, const char *s)
+{
+        fputc('\'', fp);
+        for (; s && *s; s++) {
+                if (*s == '\'')
+                        fputc('\'', fp);
+                if (*s != '\n')
+                        fputc(*s, fp);
+        }
+        fputc('\'', fp);
+}
+
+/* A label in a data file: double-quoted, no embedded double quotes. */
+static void dat_label(FILE *fp, const char *s)
+{
+        fputc('"', fp);
+        for (; s && *s; s++)
+                fputc(*s == '"' || *s == '\n' ? '\'' : *s, fp);
+        fputc('"', fp);
+}
+
+static void dat_value(FILE *fp, double v)
+{
+        if (isfinite(v))
+                fprintf(fp, " %.10g", v);
+        else
+                fputs(" NaN", fp);
+}
+
+/*
+ * The house style.  Sizes: a 3.5 in column for PDF (8 pt text); PNG is the
+ * same figure at 300 dpi; SVG at 96 dpi.
+ */
+static void preamble(FILE *fp, const char *name, const struct kdl_fig *f)
+{
+        fputs("# kdlens figure; render from the report directory with\n"
+              "#   gnuplot -e \"fmt='png'\" scripts/",
+              fp);
+        fprintf(fp, "%s.gp   (fmt: pdf, png or svg)\n", name);
+        fputs("if (!exists(\"fmt\")) fmt = 'png'\n"
+              "if (fmt eq 'pdf') set terminal pdfcairo size 3.5in,2.5in font 'Helvetica,8' "
+              "linewidth 1.2 noenhanced\n"
+              "if (fmt eq 'png') set terminal pngcairo size 1050,750 font 'Helvetica,8' "
+              "fontscale 3.2 linewidth 3.5 noenhanced\n"
+              "if (fmt eq 'svg') set terminal svg size 672,480 font 'Helvetica,11' "
+              "linewidth 1.5 noenhanced\n",
+              fp);
+        fprintf(fp, "set output 'figures/%s.'.fmt\n", name);
+        fputs("set encoding utf8\n"
+              "set border 3 lw 0.8\n"
+              "set tics nomirror out scale 0.6\n"
+              "set grid ytics lc rgb '#e0e0e0' lw 0.8 dt 1\n"
+              "set key below horizontal maxrows 3 reverse Left samplen 2 spacing 1.1 height 1\n"
+              "set offsets 0, 0, graph 0.06, 0\n",
+              fp);
+        for (size_t k = 0; k < NPALETTE; k++)
+                fprintf(fp, "set style line %zu lc rgb '%s' lw 1.5 pt %d ps 0.7\n", k + 1,
+                        palette[k], point_types[k]);
+        if (f->title) {
+                fputs("set title ", fp);
+                gp_string(fp, f->title);
+                fputc('\n', fp);
+        }
+        if (f->xlabel) {
+                fputs("set xlabel ", fp);
+                gp_string(fp, f->xlabel);
+                fputc('\n', fp);
+        }
+        if (f->ylabel) {
+                fputs("set ylabel ", fp);
+                gp_string(fp, f->ylabel);
+                fputc('\n', fp);
+        }
+        if (f->logy)
+                fputs("set logscale y\nset format y '%g'\n", fp);
+        if (f->logx)
+                fputs("set logscale x\n", fp);
+        for (size_t k = 0; k < f->nmarks; k++) {
+                fprintf(fp,
+                        "set arrow from %.10g, graph 0 to %.10g, graph 1 nohead dt 2 lw 1 "
+                        "lc rgb '#555555'\n",
+                        f->marks[k], f->marks[k]);
+                if (f->mark_labels && f->mark_labels[k]) {
+                        fputs("set label ", fp);
+                        gp_string(fp, f->mark_labels[k]);
+                        fprintf(fp, " at %.10g, graph %.2f offset char 0.4,0 font ',7'\n",
+                                f->marks[k], 0.92 - 0.08 * (double) (k % 4));
+                }
+        }
+}
+
+/* The data file in the first plot clause, '' (the same file) afterwards. */
+static void plot_source(FILE *gp, const char *name, size_t k)
+{
+        if (k == 0)
+                fprintf(gp, "  'data/%s.dat'", name);
+        else
+                fputs("  ''", gp);
+}
+
+static const char *series_name(const struct kdl_series *s, size_t k)
+{
+        return s[k].name ? s[k].name : "";
+}
+
+int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, const double *x,
+                  const char *const *xtics, size_t n, const struct kdl_series *s, size_t ns)
+{
+        FILE *dat = NULL, *gp = NULL;
+        int err;
+
+        if (n == 0 || ns == 0)
+                return kdl_error(-KDL_ESHAPE, "figure '%s': expected data, found none", name);
+        err = open_out(dir, "data", name, "dat", &dat);
+        if (err < 0)
+                return err;
+        fputs("# x label", dat);
+        for (size_t k = 0; k < ns; k++) {
+                fputc(' ', dat);
+                dat_label(dat, series_name(s, k));
+        }
+        fputc('\n', dat);
+        for (size_t i = 0; i < n; i++) {
+                dat_value(dat, x ? x[i] : (double) i);
+                fputc(' ', dat);
+                dat_label(dat, xtics ? xtics[i] : "");
+                for (size_t k = 0; k < ns; k++)
+                        dat_value(dat, s[k].y[i]);
+                fputc('\n', dat);
+        }
+        err = close_out(dat, name);
+        if (err < 0)
+                return err;
+
+        err = open_out(dir, "scripts", name, "gp", &gp);
+        if (err < 0)
+                return err;
+        preamble(gp, name, f);
+        if (!x)
+                fprintf(gp, "set xrange [-0.3:%zu.3]\n", n - 1);
+        fputs("plot \\\n", gp);
+        for (size_t k = 0; k < ns; k++) {
+                plot_source(gp, name, k);
+                fprintf(gp, " using 1:%zu%s with linespoints ls %zu title ", k + 3,
+                        xtics && k == 0 ? ":xtic(2)" : "", k % NPALETTE + 1);
+                gp_string(gp, series_name(s, k));
+                fputs(k + 1 < ns ? ", \\\n" : "\n", gp);
+        }
+        return close_out(gp, name);
+}
+
+int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
+                 const char *const *categories, size_t ncat, const struct kdl_series *s, size_t ns,
+                 bool stacked)
+{
+        FILE *dat = NULL, *gp = NULL;
+        int err;
+
+        if (ncat == 0 || ns == 0)
+                return kdl_error(-KDL_ESHAPE, "figure '%s': expected data, found none", name);
+        err = open_out(dir, "data", name, "dat", &dat);
+        if (err < 0)
+                return err;
+        fputs("# category", dat);
+        for (size_t k = 0; k < ns; k++) {
+                fputc(' ', dat);
+                dat_label(dat, series_name(s, k));
+        }
+        fputc('\n', dat);
+        for (size_t i = 0; i < ncat; i++) {
+                dat_label(dat, categories[i]);
+                for (size_t k = 0; k < ns; k++)
+                        dat_value(dat, s[k].y[i]);
+                fputc('\n', dat);
+        }
+        err = close_out(dat, name);
+        if (err < 0)
+                return err;
+
+        err = open_out(dir, "scripts", name, "gp", &gp);
+        if (err < 0)
+                return err;
+        preamble(gp, name, f);
+        fprintf(gp,
+                "set style data histogram\nset style histogram %s\n"
+                "set style fill solid 0.9 border rgb '#333333'\nset boxwidth %s\n"
+                "set yrange [0:*]\nset grid noxtics\n",
+                stacked ? "rowstacked" : "clustered gap 1.5", stacked ? "0.6" : "0.9");
+        if (ncat > 4)
+                fputs("set xtics rotate by -30 left\n", gp);
+        fputs("plot \\\n", gp);
+        for (size_t k = 0; k < ns; k++) {
+                plot_source(gp, name, k);
+                fprintf(gp, " using %zu%s ls %zu title ", k + 2, k == 0 ? ":xtic(1)" : "",
+                        k % NPALETTE + 1);
+                gp_string(gp, series_name(s, k));
+                fputs(k + 1 < ns ? ", \\\n" : "\n", gp);
+        }
+        return close_out(gp, name);
+}
+
+static void tics(FILE *gp, const char *axis, const char *const *labels, size_t n)
+{
+        fprintf(gp, "set %stics (", axis);
+        for (size_t i = 0; i < n; i++) {
+                if (i)
+                        fputs(", ", gp);
+                gp_string(gp, labels[i]);
+                fprintf(gp, " %zu", i);
+        }
+        fputs(")\n", gp);
+}
+
+int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f, const double *m,
+                    size_t rows, size_t cols, const char *const *row_labels,
+                    const char *const *col_labels, bool annotate, double zmin, double zmax)
+{
+        FILE *dat = NULL, *gp = NULL;
+        double lo = HUGE_VAL, hi = -HUGE_VAL;
+        int err;
+
+        if (rows == 0 || cols == 0)
+                return kdl_error(-KDL_ESHAPE, "figure '%s': expected a matrix, found none", name);
+        for (size_t k = 0; k < rows * cols; k++)
+                if (isfinite(m[k])) {
+                        lo = m[k] < lo ? m[k] : lo;
+                        hi = m[k] > hi ? m[k] : hi;
+                }
+        if (!(zmax > zmin)) {
+                zmin = lo <= hi ? lo : 0.0;
+                zmax = lo < hi ? hi : zmin + 1.0;
+        }
+        err = open_out(dir, "data", name, "dat", &dat);
+        if (err < 0)
+                return err;
+        fputs("# column row value (row 0 at the top)\n", dat);
+        for (size_t i = 0; i < rows; i++)
+                for (size_t j = 0; j < cols; j++) {
+                        fprintf(dat, "%zu %zu", j, i);
+                        dat_value(dat, m[i * cols + j]);
+                        fputc('\n', dat);
+                }
+        err = close_out(dat, name);
+        if (err < 0)
+                return err;
+
+        err = open_out(dir, "scripts", name, "gp", &gp);
+        if (err < 0)
+                return err;
+        preamble(gp, name, f);
+        /* viridis: perceptually uniform and readable in grey and by colour-blind readers */
+        fputs("set palette defined (0 '#440154', 0.25 '#3b528b', 0.5 '#21908d', "
+              "0.75 '#5dc963', 1 '#fde725')\n"
+              "unset grid\nunset key\nset border 0\nset tics scale 0\n",
+              gp);
+        fprintf(gp, "set cbrange [%.10g:%.10g]\n", zmin, zmax);
+        fprintf(gp, "set xrange [-0.5:%zu.5]\nset yrange [%zu.5:-0.5]\n", cols - 1, rows - 1);
+        fprintf(gp, "set size ratio %.6g\n", (double) rows / (double) cols);
+        if (cols > 4)
+                fputs("set xtics rotate by -40 left\n", gp);
+        tics(gp, "x", col_labels, cols);
+        tics(gp, "y", row_labels, rows);
+        fprintf(gp, "zmid = %.10g\n", zmin + 0.6 * (zmax - zmin));
+        fprintf(gp, "plot 'data/%s.dat' using 1:2:3 with image", name);
+        if (annotate && rows * cols <= 400)
+                fprintf(gp,
+                        ", \\\n  '' using 1:2:($3 < zmid ? sprintf('%%.2f', $3) : '') "
+                        "with labels tc rgb 'white' font ',%d', \\\n"
+                        "  '' using 1:2:($3 >= zmid ? sprintf('%%.2f', $3) : '') "
+                        "with labels tc rgb 'black' font ',%d'",
+                        rows * cols > 64 ? 5 : 7, rows * cols > 64 ? 5 : 7);
+        fputc('\n', gp);
+        return close_out(gp, name);
+}
+
+int kdl_fig_hist(const char *dir, const char *name, const struct kdl_fig *f, const double *edges,
+                 size_t nbins, const struct kdl_series *s, size_t ns)
+{
+        FILE *dat = NULL, *gp = NULL;
+        int err;
+
+        if (nbins == 0 || ns == 0)
+                return kdl_error(-KDL_ESHAPE, "figure '%s': expected bins, found none", name);
+        err = open_out(dir, "data", name, "dat", &dat);
+        if (err < 0)
+                return err;
+        fputs("# left_edge", dat);
+        for (size_t k = 0; k < ns; k++) {
+                fputc(' ', dat);
+                dat_label(dat, series_name(s, k));
+        }
+        fputc('\n', dat);
+        /* Steps: one row per bin at its left edge, and the right edge repeats the last bin. */
+        for (size_t i = 0; i <= nbins; i++) {
+                dat_value(dat, edges[i]);
+                for (size_t k = 0; k < ns; k++)
+                        dat_value(dat, s[k].y[i < nbins ? i : nbins - 1]);
+                fputc('\n', dat);
+        }
+        err = close_out(dat, name);
+        if (err < 0)
+                return err;
+
+        err = open_out(dir, "scripts", name, "gp", &gp);
+        if (err < 0)
+                return err;
+        preamble(gp, name, f);
+        fputs("set yrange [0:*]\nset style fill transparent solid 0.25 noborder\nplot \\\n", gp);
+        for (size_t k = 0; k < ns; k++) {
+                plot_source(gp, name, k);
+                fprintf(gp, " using 1:%zu with fillsteps ls %zu notitle, \\\n", k + 2,
+                        k % NPALETTE + 1);
+                fprintf(gp, "  '' using 1:%zu with steps ls %zu title ", k + 2, k % NPALETTE + 1);
+                gp_string(gp, series_name(s, k));
+                fputs(k + 1 < ns ? ", \\\n" : "\n", gp);
+        }
+        return close_out(gp, name);
+}
+
+/* Run gnuplot once with its working directory in @dir; first stderr line on failure. */
+static int run_gnuplot(const char *dir, const char *name, const char *gnuplot, const char *fmt)
+{
+        char *script = kdl__asprintf("scripts/%s.gp", name);
+        char *setfmt = kdl__asprintf("fmt='%s'", fmt);
+        char msg[512] = "";
+        int fds[2], status = 0, err = 0;
+        size_t got = 0;
+        ssize_t r;
+        pid_t pid;
+
+        if (!script || !setfmt) {
+                err = -ENOMEM;
+                goto out;
+        }
+        if (pipe2(fds, O_CLOEXEC) < 0) {
+                err = kdl_error(-errno, "cannot run gnuplot: %s", strerror(errno));
+                goto out;
+        }
+        pid = fork();
+        if (pid < 0) {
+                err = kdl_error(-errno, "cannot run gnuplot: %s", strerror(errno));
+                close(fds[0]);
+                close(fds[1]);
+                goto out;
+        }
+        if (pid == 0) {
+                int devnull = open("/dev/null", O_RDWR);
+
+                if (devnull >= 0) {
+                        dup2(devnull, 0);
+                        dup2(devnull, 1);
+                }
+                dup2(fds[1], 2);
+                if (chdir(dir) == 0)
+                        execlp(gnuplot, gnuplot, "-e", setfmt, script, (char *) NULL);
+                dprintf(2, "cannot run '%s': %s\n", gnuplot, strerror(errno));
+                _exit(127);
+        }
+        close(fds[1]);
+        while ((r = read(fds[0], msg + got, sizeof(msg) - 1 - got)) > 0)
+                got += (size_t) r;
+        close(fds[0]);
+        msg[got] = '\0';
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got > 0) {
+                /* gnuplot reports script errors on stderr, sometimes with exit 0. */
+                char *line = msg, *nl;
+
+                while (*line == '\n' || *line == ' ')
+                        line++;
+                nl = strchr(line, '\n');
+                if (nl && nl[1] && strspn(line, " ^") == (size_t) (nl - line))
+                        line = nl + 1;
+                nl = strchr(line, '\n');
+                if (nl)
+                        *nl = '\0';
+                err = kdl_error(-KDL_EPLOT, "figure '%s' (%s): gnuplot failed: %s", name, fmt,
+                                *line ? line : "no message");
+        }
+out:
+        free(script);
+        free(setfmt);
+        return err;
+}
+
+int kdl_fig_render(const char *dir, const char *name, const char *gnuplot, unsigned formats)
+{
+        static const char *const fmts[] = {"pdf", "png", "svg"};
+        int err;
+
+        if (!valid_name(name))
+                return kdl_error(-KDL_EUSAGE,
+                                 "figure name '%s': expected letters, digits, '_', "
+                                 "'-' or '.'",
+                                 name);
+        for (unsigned k = 0; k < 3; k++) {
+                if (!(formats & (1u << k)))
+                        continue;
+                err = run_gnuplot(dir, name, gnuplot ? gnuplot : "gnuplot", fmts[k]);
+                if (err < 0)
+                        return err;
+        }
+        return 0;
+}

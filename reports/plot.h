@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_REPORTS_PLOT_H
+#define KDL_REPORTS_PLOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "metrics/base/error.h"
+
+/*
+ * Paper figures with gnuplot (the only code that runs it).  Each figure is
+ * a data file DIR/data/NAME.dat and a script DIR/scripts/NAME.gp in one house
+ * style (Okabe-Ito colour-blind-safe palette, a viridis map for heatmaps,
+ * fonts readable at column width, legends outside the data); rendering runs
+ *      cd DIR && gnuplot -e "fmt='png'" scripts/NAME.gp
+ * for fmt in pdf (pdfcairo), png (pngcairo) and svg, writing DIR/figures/NAME.FMT.
+ * Users restyle a figure by editing its script and running that line.
+ */
+
+struct kdl_series {
+        const char *name; /* legend entry */
+        const double *y;  /* one value per x (or category); NaN = no point */
+};
+
+struct kdl_fig {
+        const char *title;  /* NULL: none (papers put titles in captions) */
+        const char *xlabel; /* with units, e.g. "dimension d" */
+        const char *ylabel;
+        bool logy;
+        bool logx;
+        /* Optional vertical markers (e.g. a student's width), with labels. */
+        size_t nmarks;
+        const double *marks;
+        const char *const *mark_labels;
+};
+
+/**
+ * kdl_fig_lines() - one line (with points) per series over x.
+ * @x:       @n x values; or NULL to place points at 0..n-1 with @xtics as labels.
+ * @xtics:   NULL or @n tick labels (e.g. checkpoint names).
+ * Return: 0; -errno when a file cannot be written; -KDL_ESHAPE for n == 0.
+ */
+KDL_API int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f,
+                          const double *x, const char *const *xtics, size_t n,
+                          const struct kdl_series *s, size_t ns);
+
+/**
+ * kdl_fig_bars() - bars per category, one bar per series, side by side
+ * (@stacked false) or stacked (@stacked true).
+ */
+KDL_API int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
+                         const char *const *categories, size_t ncat, const struct kdl_series *s,
+                         size_t ns, bool stacked);
+
+/**
+ * kdl_fig_heatmap() - a @rows x @cols matrix (row-major) with labelled axes
+ * and, when @annotate, the value printed in each cell.
+ * @zmin/@zmax: colour range; equal values mean the data's own range.
+ */
+KDL_API int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f,
+                            const double *m, size_t rows, size_t cols,
+                            const char *const *row_labels, const char *const *col_labels,
+                            bool annotate, double zmin, double zmax);
+
+/**
+ * kdl_fig_hist() - histograms on shared bins: @nbins bins with @nbins + 1
+ * edges; each series holds @nbins counts or densities (drawn as steps).
+ */
+KDL_API int kdl_fig_hist(const char *dir, const char *name, const struct kdl_fig *f,
+                         const double *edges, size_t nbins, const struct kdl_series *s, size_t ns);
+
+/* Output formats, as a mask. */
+enum { KDL_FIG_PDF = 1u << 0, KDL_FIG_PNG = 1u << 1, KDL_FIG_SVG = 1u << 2, KDL_FIG_ALL = 7u };
+
+/**
+ * kdl_fig_render() - run @gnuplot (a path or "gnuplot") on DIR/scripts/NAME.gp
+ * for every format in @formats.
+ * Return: 0; -KDL_EPLOT with gnuplot's first error line; -errno when it cannot run.
+ */
+KDL_API int kdl_fig_render(const char *dir, const char *name, const char *gnuplot,
+                           unsigned formats);
+
+/** kdl_fig_dirs() - create DIR/{data,scripts,figures}.  Return: 0; -errno. */
+KDL_API int kdl_fig_dirs(const char *dir);
+
+#endif

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/lib/kdl-test.h"
+#include "kdl-config.h"
+#include "reports/table.h"
+
+static kdl_table *sample_table(void)
+{
+        kdl_table *t = NULL;
+
+        assert_int_equal(kdl_table_new("kl", "KL by source", &t), 0);
+        assert_int_equal(kdl_table_add_row(t), 0);
+        assert_int_equal(kdl_table_put_str(t, "source", "logit_fisher"), 0);
+        assert_int_equal(kdl_table_put_real(t, "value", 0.1234567891234), 0);
+        assert_int_equal(kdl_table_put_int(t, "dim", 10), 0);
+        assert_int_equal(kdl_table_add_row(t), 1);
+        assert_int_equal(kdl_table_put_str(t, "source", "a_b, \"c\""), 0);
+        assert_int_equal(kdl_table_put_real(t, "value", NAN), 0);
+        assert_int_equal(kdl_table_put_bool(t, "ok", true), 0);
+        return t;
+}
+
+static char *render(const kdl_table *t, enum kdl_format f)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+
+        assert_int_equal(kdl_table_write(t, m, f), 0);
+        fclose(m);
+        return buf;
+}
+
+static void test_terminal(void **state)
+{
+        kdl_table *t = sample_table();
+        char *s = render(t, KDL_FORMAT_TABLE);
+
+        (void) state;
+        assert_string_equal(s, "KL by source\n"
+                               "source           value  dim  ok\n"
+                               "--------------------------------\n"
+                               "logit_fisher  0.123457   10  -\n"
+                               "a_b, \"c\"           nan    -  yes\n");
+        free(s);
+        kdl_table_free(t);
+}
+
+static void test_markdown(void **state)
+{
+        kdl_table *t = sample_table();
+        char *s = render(t, KDL_FORMAT_MD);
+
+        (void) state;
+        assert_string_equal(s, "### KL by source\n\n"
+                               "| source       | value    | dim | ok  |\n"
+                               "|:-------------|---------:|----:|:----|\n"
+                               "| logit_fisher | 0.123457 |  10 | -   |\n"
+                               "| a_b, \"c\"     |      nan |   - | yes |\n");
+        free(s);
+        kdl_table_free(t);
+}
+
+static void test_csv_is_exact_and_quoted(void **state)
+{
+        kdl_table *t = sample_table();
+        char *s = render(t, KDL_FORMAT_CSV);
+
+        (void) state;
+        assert_string_equal(s, "source,value,dim,ok\n"
+                               "logit_fisher,0.1234567891234,10,\n"
+                               "\"a_b, \"\"c\"\"\",nan,,true\n");
+        free(s);
+        kdl_table_free(t);
+}
+
+static void test_tex_booktabs_escapes(void **state)
+{
+        kdl_table *t = sample_table();
+        char *s = render(t, KDL_FORMAT_TEX);
+
+        (void) state;
+        assert_string_equal(s, "% KL by source (kdlens " KDL_VERSION
+                               "; needs \\usepackage{booktabs})\n"
+                               "\\begin{tabular}{lrrl}\n\\toprule\n"
+                               "source & value & dim & ok \\\\\n\\midrule\n"
+                               "logit\\_fisher & 0.123457 & 10 & - \\\\\n"
+                               "a\\_b, \"c\" & nan & - & yes \\\\\n"
+                               "\\bottomrule\n\\end{tabular}\n");
+        free(s);
+        kdl_table_free(t);
+}
+
+static void test_json_document(void **state)
+{
+        kdl_doc *d = NULL;
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m;
+
+        (void) state;
+        assert_int_equal(kdl_doc_new("kl", &d), 0);
+        assert_int_equal(kdl_doc_add_input(d, "t.h5"), 0);
+        assert_int_equal(kdl_doc_add_note(d, "seed %d", 3), 0);
+        assert_int_equal(kdl_doc_add_table(d, sample_table()), 0);
+        m = open_memstream(&buf, &len);
+        assert_int_equal(kdl_doc_write(d, m, KDL_FORMAT_JSON), 0);
+        fclose(m);
+        assert_string_equal(buf, "{\n  \"kdlens\": \"" KDL_VERSION "\",\n"
+                                 "  \"command\": \"kl\",\n"
+                                 "  \"inputs\": [\"t.h5\"],\n"
+                                 "  \"notes\": [\"seed 3\"],\n"
+                                 "  \"results\": [\n"
+                                 "    {\"table\": \"kl\", \"source\": \"logit_fisher\", "
+                                 "\"value\": 0.1234567891234, \"dim\": 10},\n"
+                                 "    {\"table\": \"kl\", \"source\": \"a_b, \\\"c\\\"\", "
+                                 "\"value\": null, \"ok\": true}\n"
+                                 "  ]\n}\n");
+        free(buf);
+        kdl_doc_free(d);
+}
+
+static void test_put_needs_a_row(void **state)
+{
+        kdl_table *t = NULL;
+
+        (void) state;
+        assert_int_equal(kdl_table_new("x", NULL, &t), 0);
+        assert_int_equal(kdl_table_put_int(t, "a", 1), -KDL_ERANGE);
+        assert_int_equal(kdl_table_cols(t), 0);
+        kdl_table_free(t);
+}
+
+static void test_format_parse(void **state)
+{
+        enum kdl_format f = KDL_FORMAT_TABLE;
+
+        (void) state;
+        assert_int_equal(kdl_format_parse("tex", &f), 0);
+        assert_int_equal(f, KDL_FORMAT_TEX);
+        assert_int_equal(kdl_format_parse("xml", &f), -KDL_EUSAGE);
+        assert_int_equal(f, KDL_FORMAT_TEX);
+        assert_non_null(strstr(kdl_errmsg(), "'xml'"));
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_terminal),
+                cmocka_unit_test(test_markdown),
+                cmocka_unit_test(test_csv_is_exact_and_quoted),
+                cmocka_unit_test(test_tex_booktabs_escapes),
+                cmocka_unit_test(test_json_document),
+                cmocka_unit_test(test_put_needs_a_row),
+                cmocka_unit_test(test_format_parse),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
