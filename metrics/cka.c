@@ -68,7 +68,7 @@ static void normalise_upper(const double *h, size_t l, double *out)
 }
 
 static int check_blocks(const kdl_tensor *blocks, size_t nlayers, const size_t *widths, size_t rows,
-                        uint64_t row0)
+                        const size_t *ids)
 {
         for (size_t l = 0; l < nlayers; l++) {
                 const kdl_tensor *b = &blocks[l];
@@ -84,8 +84,8 @@ static int check_blocks(const kdl_tensor *blocks, size_t nlayers, const size_t *
                                          b->shape[0], rows);
                 if (kdl_tensor_check_finite(b, &bad) < 0)
                         return kdl_error(-KDL_ENONFINITE,
-                                         "layer %zu: non-finite value at sample %llu", l,
-                                         (unsigned long long) (row0 + bad));
+                                         "layer %zu: non-finite value at sample %zu", l,
+                                         ids ? ids[bad] : bad);
         }
         return 0;
 }
@@ -303,14 +303,14 @@ static void stats_add_block(struct stats *t, size_t l, size_t dt, const double *
         t->n += cblas_ddot(k, v, 1, v, 1);
 }
 
-int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, uint64_t row0)
+int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t *ids)
 {
         size_t rows, l = s->l, dt = s->dt, br = s->o.block_rows;
         int r;
 
-        assert(s && blocks);
+        assert(s && blocks && (ids || s->nstats == 1));
         rows = blocks[0].ndim == 2 ? blocks[0].shape[0] : 0;
-        r = check_blocks(blocks, l, s->width, rows, row0);
+        r = check_blocks(blocks, l, s->width, rows, ids);
         if (r < 0)
                 return r;
         if (rows == 0)
@@ -360,7 +360,7 @@ int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, uint64_t row0
                         /* Rows with weight 0 are dropped; the others are
                          * scaled by sqrt(w) so that one dsyrk gives Σ w z zᵀ. */
                         for (size_t i = 0; i < nb; i++) {
-                                unsigned w = kdl_sample_poisson1(s->o.seed, row0 + r0 + i, b - 1);
+                                unsigned w = kdl_sample_poisson1(s->o.seed, ids[r0 + i], b - 1);
                                 double sw;
 
                                 if (!w)
@@ -1185,7 +1185,7 @@ int kdl_cka_mb_accumulate(kdl_cka_mb_state *s, const kdl_tensor *batch)
         assert(s && batch);
         if (batch[0].ndim != 2 || batch[0].shape[0] != m)
                 return kdl_error(-KDL_ESHAPE, "minibatch CKA: expected batches of %zu rows", m);
-        r = check_blocks(batch, l, s->width, m, 0);
+        r = check_blocks(batch, l, s->width, m, NULL);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < l; i++) {

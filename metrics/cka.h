@@ -89,17 +89,18 @@ KDL_API int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_ck
                               kdl_cka_state **ret);
 
 /**
- * kdl_cka_accumulate() - add @rows samples, with ids @row0 .. @row0+@rows-1.
+ * kdl_cka_accumulate() - add one row block of samples.
  * @blocks: @nlayers 2-D tensors [rows, D_ℓ] in the order given to
  *          kdl_cka_state_new(), any strides; borrowed, not modified.
- * @row0:   id of the first row: bootstrap weights depend on it, so ids must
- *          be the samples' global indices and unique across merged states.
+ * @ids:    the samples' global ids, one per row (borrowed); bootstrap weights
+ *          are a function of them, so ids must be unique across merged
+ *          states.  May be NULL when the state has no bootstrap replicates.
  *
  * Return: 0; -KDL_ESHAPE if a block has the wrong width or a different row
- * count; -KDL_ENONFINITE naming the layer and sample id of the first NaN/Inf
- * (the state is unchanged); -KDL_EOVERFLOW.
+ * count; -KDL_ENONFINITE naming the layer and sample of the first NaN/Inf
+ * (the state is unchanged).
  */
-KDL_API int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, uint64_t row0);
+KDL_API int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t *ids);
 
 /**
  * kdl_cka_merge() - add the samples of @from to @into (exact: the two

@@ -13,6 +13,17 @@
 
 /* ---- helpers ------------------------------------------------------------------- */
 
+/* Sample ids 0..999: ids + r0 are the ids of rows r0... */
+static size_t ids[1000];
+
+static int setup_ids(void **state)
+{
+        (void) state;
+        for (size_t i = 0; i < 1000; i++)
+                ids[i] = i;
+        return 0;
+}
+
 static double *randn(kdl_test_rng *g, size_t n, double scale, double offset)
 {
         double *d = malloc(n * sizeof(double));
@@ -44,6 +55,7 @@ static kdl_cka_matrix *stream(const kdl_tensor *layers, size_t l, size_t block, 
         kdl_cka_matrix *m = NULL;
         kdl_tensor v[8];
 
+        assert_true(n <= 1000);
         for (size_t i = 0; i < l; i++)
                 widths[i] = layers[i].shape[1];
         assert_int_equal(kdl_cka_state_new(l, widths, &o, &s), 0);
@@ -51,7 +63,7 @@ static kdl_cka_matrix *stream(const kdl_tensor *layers, size_t l, size_t block, 
                 size_t r1 = r0 + call_rows < n ? r0 + call_rows : n;
 
                 view_rows(layers, l, r0, r1, v);
-                assert_int_equal(kdl_cka_accumulate(s, v, r0), 0);
+                assert_int_equal(kdl_cka_accumulate(s, v, ids + r0), 0);
         }
         assert_int_equal(kdl_cka_finalize(s, &m), 0);
         kdl_cka_state_free(s);
@@ -408,9 +420,9 @@ static void test_blocks_and_merge_equal_sequential(void **state)
         assert_int_equal(kdl_cka_state_new(3, w, &o, &a), 0);
         assert_int_equal(kdl_cka_state_new(3, w, &o, &b), 0);
         view_rows(f.t, 3, 0, 20, v);
-        assert_int_equal(kdl_cka_accumulate(a, v, 0), 0);
+        assert_int_equal(kdl_cka_accumulate(a, v, ids), 0);
         view_rows(f.t, 3, 20, 40, v);
-        assert_int_equal(kdl_cka_accumulate(b, v, 20), 0);
+        assert_int_equal(kdl_cka_accumulate(b, v, ids + 20), 0);
         assert_int_equal(kdl_cka_merge(a, b), 0);
         assert_int_equal(kdl_cka_finalize(a, &merged), 0);
         assert_matrices_close(one, merged, 1e-9);
@@ -436,7 +448,7 @@ static void test_merge_into_empty_state(void **state)
         ref = stream(f.t, 3, 16, 40, 0, 0);
         assert_int_equal(kdl_cka_state_new(3, w, NULL, &a), 0);
         assert_int_equal(kdl_cka_state_new(3, w, NULL, &e), 0);
-        assert_int_equal(kdl_cka_accumulate(a, f.t, 0), 0);
+        assert_int_equal(kdl_cka_accumulate(a, f.t, NULL), 0);
         assert_int_equal(kdl_cka_merge(e, a), 0); /* empty <- data */
         assert_int_equal(kdl_cka_merge(a, e), 0); /* data <- same data again */
         assert_int_equal(kdl_cka_finalize(e, &m), 0);
@@ -717,15 +729,15 @@ static void test_error_paths(void **state)
         assert_int_equal(kdl_cka_state_new(2, w, NULL, &s2), 0);
         t[0] = wrap(d, 4, 3);
         t[1] = wrap(e, 4, 2);
-        assert_int_equal(kdl_cka_accumulate(s2, t, 0), 0);
+        assert_int_equal(kdl_cka_accumulate(s2, t, ids), 0);
         assert_int_equal(kdl_cka_finalize(s2, &before), 0);
         t[1] = wrap(e, 3, 2); /* rows differ */
-        assert_int_equal(kdl_cka_accumulate(s2, t, 4), -KDL_ESHAPE);
+        assert_int_equal(kdl_cka_accumulate(s2, t, ids + 4), -KDL_ESHAPE);
         t[1] = wrap(e, 2, 4); /* width differs */
-        assert_int_equal(kdl_cka_accumulate(s2, t, 4), -KDL_ESHAPE);
+        assert_int_equal(kdl_cka_accumulate(s2, t, ids + 4), -KDL_ESHAPE);
         e[5] = NAN;
         t[1] = wrap(e, 4, 2);
-        assert_int_equal(kdl_cka_accumulate(s2, t, 4), -KDL_ENONFINITE);
+        assert_int_equal(kdl_cka_accumulate(s2, t, ids + 4), -KDL_ENONFINITE);
         assert_non_null(strstr(kdl_errmsg(), "sample 6"));
         assert_int_equal(kdl_cka_finalize(s2, &after), 0); /* state unchanged */
         assert_close(after->n, before->n, 0.0, 0.0);
@@ -743,7 +755,7 @@ static void test_error_paths(void **state)
         /* Too few samples for the debiased form: NaN, not an error. */
         assert_int_equal(kdl_cka_state_new(1, w, NULL, &s2), 0);
         t[0] = wrap(d, 3, 3);
-        assert_int_equal(kdl_cka_accumulate(s2, t, 0), 0);
+        assert_int_equal(kdl_cka_accumulate(s2, t, ids), 0);
         assert_int_equal(kdl_cka_finalize(s2, &after), 0);
         assert_true(isnan(after->debiased[0]));
         assert_close(after->biased[0], 1.0, 1e-14, 0.0);
@@ -812,5 +824,5 @@ int main(void)
                 cmocka_unit_test(test_constant_layer_gives_nan),
                 cmocka_unit_test(test_error_paths),
         };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return cmocka_run_group_tests(tests, setup_ids, NULL);
 }
