@@ -27,6 +27,24 @@ static const struct kdl_cmd commands[] = {
          "  --quick            check the structure only; skip the NaN/Inf scan of every value\n"
          "  --format FMT       table (default), md, csv, tex or json\n"
          "Exit status 1 when any file has a schema problem (each printed on stderr).\n"},
+        {"cka", cmd_cka, 1, 2, "centred kernel alignment between the layers of one or two dumps",
+         "kdlens cka A.h5 [B.h5] [--kernel linear|rbf] [--estimator biased|debiased|minibatch] "
+         "[--checkpoint NAME|all] [--bootstrap B] [--format table|md|csv|tex|json]",
+         "  --kernel K         linear (default) or rbf (sigma^2 = theta^2 x median squared "
+         "distance)\n"
+         "  --estimator E      biased (default), debiased or minibatch: the matrix shown\n"
+         "  -c, --checkpoint C a checkpoint of A (B's of the same name, else its last), or all\n"
+         "  --bootstrap B      B Poisson bootstrap replicates: 95 % intervals of linear CKA\n"
+         "  --subsample N      seeded subsample for RBF, minibatch and the robust column "
+         "(2048)\n"
+         "  --batch M          minibatch size (256)\n"
+         "  --theta T          RBF bandwidth as a fraction of the median distance (0.5)\n"
+         "  --seed S           seed of subsamples, bootstrap and batch order (0)\n"
+         "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
+         "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
+         "  -f, --format FMT   table (default), md, csv, tex or json\n"
+         "Without B, A is compared with itself.  The logits count as a layer; every layer is\n"
+         "also compared with A's logits and the one-hot labels (table cka_targets).\n"},
         {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", ""},
 };
 
