@@ -45,6 +45,22 @@ static const struct kdl_cmd commands[] = {
          "  -f, --format FMT   table (default), md, csv, tex or json\n"
          "Without B, A is compared with itself.  The logits count as a layer; every layer is\n"
          "also compared with A's logits and the one-hot labels (table cka_targets).\n"},
+        {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
+         "kdlens layers -t T.h5 [-s S.h5] [-k 4] [--subsample 5000] [--variant code|per-class] "
+         "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
+         "  -t, --teacher T    the teacher dump (required)\n"
+         "  -s, --student S    a student dump: adds teacher x student CKA\n"
+         "  -k, --top K        layers to recommend (4), listed in depth order\n"
+         "  --subsample N      class-balanced subsample for S, E, NCM, NC1 (N/C per class; "
+         "5000)\n"
+         "  --per-class M      samples per class for the class spectra of I (500, at most N/C)\n"
+         "  --variant V        code (default: the authors' code, ln 5 and the summed 95 %\n"
+         "                     count) or per-class (each class's own count k_c, ln k_c)\n"
+         "  --seed S           seed of the subsamples (0)\n"
+         "  -c, --checkpoint C a teacher checkpoint, or all\n"
+         "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
+         "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
+         "  -f, --format FMT   table (default), md, csv, tex or json\n"},
         {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", ""},
 };
 

@@ -117,5 +117,6 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
 int cmd_inspect(int argc, char **argv, struct kdl_cli *cli);
 int cmd_help(int argc, char **argv, struct kdl_cli *cli);
 int cmd_cka(int argc, char **argv, struct kdl_cli *cli);
+int cmd_layers(int argc, char **argv, struct kdl_cli *cli);
 
 #endif
