@@ -8,6 +8,7 @@
 #include "kdl-config.h"
 #include "metrics/base/alloc.h"
 #include "reports/table.h"
+#include "reports/table-internal.h"
 #include "metrics/base/banned.h"
 
 struct kdl_table {
@@ -604,6 +605,58 @@ static void json_records(const kdl_table *t, FILE *out, bool *first)
                 }
                 fputc('}', out);
         }
+}
+
+static void html_escape(FILE *out, const char *s)
+{
+        for (; *s; s++) {
+                if (*s == '<')
+                        fputs("&lt;", out);
+                else if (*s == '>')
+                        fputs("&gt;", out);
+                else if (*s == '&')
+                        fputs("&amp;", out);
+                else
+                        fputc(*s, out);
+        }
+}
+
+int kdl__table_write_html(const kdl_table *t, FILE *out)
+{
+        char **txt = all_texts(t);
+
+        if (!txt)
+                return -ENOMEM;
+        fputs("<table>\n<thead><tr>", out);
+        for (size_t j = 0; j < t->ncols; j++) {
+                bool num = true;
+
+                for (size_t i = 0; i < t->nrows; i++) {
+                        const kdl_cell *c = kdl_table_cell(t, i, j);
+
+                        if (!numeric(c) && c->type != KDL_CELL_EMPTY)
+                                num = false;
+                }
+                fputs(num ? "<th>" : "<th class=\"t\">", out);
+                html_escape(out, label(t, j));
+                fputs("</th>", out);
+        }
+        fputs("</tr></thead>\n<tbody>\n", out);
+        for (size_t i = 0; i < t->nrows; i++) {
+                fputs("<tr>", out);
+                for (size_t j = 0; j < t->ncols; j++) {
+                        const kdl_cell *c = kdl_table_cell(t, i, j);
+
+                        fputs(numeric(c) || c->type == KDL_CELL_EMPTY ? "<td>" : "<td class=\"t\">",
+                              out);
+                        html_escape(out, txt[i * t->ncols + j]);
+                        fputs("</td>", out);
+                }
+                fputs("</tr>\n", out);
+        }
+        fputs("</tbody>\n</table>\n", out);
+        free_texts(t, txt);
+        return ferror(out) ? kdl_error(-EIO, "cannot write the table '%s'", t->name) : 0;
 }
 
 int kdl_table_write(const kdl_table *t, FILE *out, enum kdl_format format)

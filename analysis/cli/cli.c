@@ -61,6 +61,24 @@ static const struct kdl_cmd commands[] = {
          "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
          "  -f, --format FMT   table (default), md, csv, tex or json\n"},
+        {"split", cmd_split, 0, 0,
+         "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
+         "kdlens split -t TEACHER.h5 -s STUDENT.h5... [-T TAUS] [--checkpoint NAME|all] "
+         "[--format table|md|csv|tex|json] [--per-sample OUT.h5]",
+         "  -t, --teacher FILE   the teacher dump (with /labels, or the student has them)\n"
+         "  -s, --student FILE   a student dump (repeatable)\n"
+         "  -T, --temperature L  temperatures, e.g. 1,4 (default 4); KL terms carry tau^2\n"
+         "  -c, --checkpoint C   a student checkpoint, or all (default: the last); the teacher\n"
+         "                       checkpoint of the same name is used, else the teacher's last\n"
+         "  -f, --format FMT     table (default), md, csv, tex or json; json and csv add the\n"
+         "                       histograms and the C x C matrices as one record per cell\n"
+         "  --per-sample FILE    write every per-sample value to an HDF5 file\n"
+         "  --lambda L           KD weight for eps_n and w_n (default 0.9, mdistiller's)\n"
+         "  --omega-max W        clip of the AEKT weight p^t_y/p^s_y (default 10)\n"
+         "  --w-eps E            guard of the w_n denominator (default 1e-3)\n"
+         "  --bins B             output bins of the [0,1] histograms, divides 1000 (default 20)\n"
+         "  --block-rows R       rows read per block (default: a 64 MiB budget)\n"
+         "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"},
         {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", ""},
 };
 

@@ -115,6 +115,7 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
 
 /* The verbs (analysis/cli/cmd-<verb>.c). */
 int cmd_inspect(int argc, char **argv, struct kdl_cli *cli);
+int cmd_split(int argc, char **argv, struct kdl_cli *cli);
 int cmd_help(int argc, char **argv, struct kdl_cli *cli);
 int cmd_cka(int argc, char **argv, struct kdl_cli *cli);
 int cmd_layers(int argc, char **argv, struct kdl_cli *cli);

@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/cli/cli.h"
+#include "analysis/inputs.h"
+#include "analysis/split.h"
+#include "metrics/base/banned.h"
+
+_Static_assert(KDL_CLI_MAX_TEMPS <= KDL_SPLIT_MAX_TAUS, "every -T temperature fits the metric");
+
+static int parse_real(struct kdl_cli *cli, const char *arg, const char *what, double *ret)
+{
+        if (kdl_parse_reals(arg, what, ret, 1) < 0)
+                return kdl_cli_usage(cli, "%s", kdl_errmsg());
+        return 0;
+}
+
+static int parse_count(struct kdl_cli *cli, const char *arg, const char *what, size_t *ret)
+{
+        char *end;
+        unsigned long long v;
+
+        errno = 0;
+        v = strtoull(arg, &end, 10);
+        if (end == arg || *end || errno || v == 0 || arg[0] == '-')
+                return kdl_cli_usage(cli, "%s: expected a positive integer, found '%s'", what, arg);
+        *ret = (size_t) v;
+        return 0;
+}
+
+int cmd_split(int argc, char **argv, struct kdl_cli *cli)
+{
+        enum {
+                OPT_LAMBDA = KDL_OPT_FIRST_FREE_,
+                OPT_OMEGA_MAX,
+                OPT_W_EPS,
+                OPT_BINS,
+                OPT_BLOCK_ROWS,
+        };
+        static const struct option longopts[] = {
+                KDL_CLI_COMMON_LONGOPTS,
+                {"lambda", required_argument, NULL, OPT_LAMBDA},
+                {"omega-max", required_argument, NULL, OPT_OMEGA_MAX},
+                {"w-eps", required_argument, NULL, OPT_W_EPS},
+                {"bins", required_argument, NULL, OPT_BINS},
+                {"block-rows", required_argument, NULL, OPT_BLOCK_ROWS},
+                {NULL, 0, NULL, 0},
+        };
+        struct kdl_cli_common co;
+        struct kdl_split_run_opts o;
+        kdl_inputs *in = NULL;
+        kdl_doc *doc = NULL;
+        int c, r, err;
+
+        kdl_cli_common_init(cli, &co);
+        kdl_split_run_opts_init(&o);
+        while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+                r = kdl_cli_common_option(cli, &co, c, optarg, argv);
+                if (r == KDL_CLI_OPT_TAKEN)
+                        continue;
+                if (r != KDL_CLI_OPT_NOT_MINE)
+                        return r;
+                switch (c) {
+                case OPT_LAMBDA:
+                        r = parse_real(cli, optarg, "--lambda", &o.metric.lambda);
+                        if (!r && o.metric.lambda > 1.0)
+                                r = kdl_cli_usage(cli,
+                                                  "--lambda: expected a weight in (0, 1], "
+                                                  "found '%s'",
+                                                  optarg);
+                        break;
+                case OPT_OMEGA_MAX:
+                        r = parse_real(cli, optarg, "--omega-max", &o.metric.omega_max);
+                        break;
+                case OPT_W_EPS:
+                        r = parse_real(cli, optarg, "--w-eps", &o.metric.w_eps);
+                        break;
+                case OPT_BINS:
+                        r = parse_count(cli, optarg, "--bins", &o.hist_bins);
+                        if (!r && o.metric.nbins % o.hist_bins != 0)
+                                r = kdl_cli_usage(cli,
+                                                  "--bins: expected a divisor of %zu, found "
+                                                  "'%s'",
+                                                  o.metric.nbins, optarg);
+                        break;
+                case OPT_BLOCK_ROWS:
+                        r = parse_count(cli, optarg, "--block-rows", &o.block_rows);
+                        break;
+                default:
+                        r = kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
+                        break;
+                }
+                if (r)
+                        return r;
+        }
+        r = kdl_cli_positional(cli, argc - optind);
+        if (r)
+                return r;
+        if (!co.teacher)
+                return kdl_cli_usage(cli, "a teacher dump is required (-t FILE)");
+        if (co.nstudents == 0)
+                return kdl_cli_usage(cli, "a student dump is required (-s FILE)");
+
+        o.checkpoint = co.checkpoint;
+        o.metric.ntaus = co.ntemps;
+        memcpy(o.metric.taus, co.temps, co.ntemps * sizeof(double));
+        o.skip_nonfinite = co.skip_nonfinite;
+        o.per_sample = co.per_sample;
+        o.long_tables = co.format == KDL_FORMAT_JSON || co.format == KDL_FORMAT_CSV;
+
+        err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
+        err = err ?: kdl_doc_new("split", &doc);
+        err = err ?: kdl_split_run(in, &o, doc);
+        if (err < 0) {
+                kdl_doc_free(doc);
+                kdl_inputs_free(in);
+                return kdl_cli_fail(cli, err);
+        }
+        r = kdl_cli_write_doc(cli, doc, co.format);
+        kdl_doc_free(doc);
+        kdl_inputs_free(in);
+        return r;
+}

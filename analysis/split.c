@@ -1,0 +1,688 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/base/alloc.h"
+#include "loaders/h5out.h"
+#include "loaders/stream.h"
+#include "analysis/split.h"
+#include "metrics/base/banned.h"
+
+void kdl_split_run_opts_init(struct kdl_split_run_opts *o)
+{
+        assert(o);
+        memset(o, 0, sizeof(*o));
+        kdl_split_opts_init(&o->metric);
+        o->hist_bins = 20;
+}
+
+/* ---- Tables --------------------------------------------------------------- */
+
+enum {
+        T_SPLIT,
+        T_UNIVERSE,
+        T_DOMAIN,
+        T_INSTANCE,
+        T_DIST,
+        T_HIST,
+        T_CONF,
+        T_COS_T,
+        T_COS_S,
+        T_COUNT_
+};
+
+static const char *const table_names[T_COUNT_][2] = {
+        {"split", "Explicit vs implicit knowledge (TCKD / NCKD, AEKT weight)"},
+        {"universe", "Universe knowledge: label-smoothing equivalent"},
+        {"domain", "Domain knowledge: class relations of teacher and student"},
+        {"instance", "Instance knowledge: Tang et al.'s rescaling weights w_n"},
+        {"distributions", "Per-sample distributions"},
+        {"histograms", "Histograms"},
+        {"confusion_teacher", "Teacher soft confusion M (row i = true class)"},
+        {"head_cosine_teacher", "Teacher head-weight cosines"},
+        {"head_cosine_student", "Student head-weight cosines"},
+};
+
+/* The per-sample fields written by --per-sample, in file order. */
+enum { F_KL, F_TCKD, F_NCKD, F_RES, F_PT, F_PS, F_GAP, F_OMEGA, F_EPS, F_ENT, F_W, F_COUNT_ };
+static const char *const field_names[F_COUNT_] = {
+        "kl", "tckd", "nckd", "residual", "pt_y", "ps_y", "gap", "omega", "eps", "nt_entropy", "w",
+};
+
+/* One student checkpoint against its teacher checkpoint. */
+struct job {
+        kdl_inputs *in;
+        size_t k; /* the student */
+        const struct kdl_split_run_opts *o;
+        const kdl_checkpoint *cks, *ckt;
+        const char *student, *teacher; /* paths */
+        size_t c;
+        kdl_table **t;
+        kdl_h5out *out; /* NULL without --per-sample */
+
+        /* Block buffers. */
+        size_t cap;
+        int64_t *labels;
+        double *fields[F_COUNT_];
+        int64_t *sample;
+};
+
+static int put_keys(const struct job *j, kdl_table *t, bool with_tau, double tau)
+{
+        int err = kdl_table_add_row(t);
+
+        if (err < 0)
+                return err;
+        err = kdl_table_put_str(t, "student", j->student);
+        err = err ?: kdl_table_put_str(t, "checkpoint", j->cks->name);
+        err = err ?: kdl_table_put_int(t, "step", (long long) j->cks->step);
+        err = err ?: kdl_table_put_str(t, "teacher_checkpoint", j->ckt->name);
+        if (!err && with_tau)
+                err = kdl_table_put_real(t, "tau", tau);
+        return err;
+}
+
+static const char *dist_method(const struct job *j, int which, char *buf, size_t size)
+{
+        if (which < 0) {
+                snprintf(buf, size,
+                         "histogram: %d log2 bins on [2^%d, 2^%d) (1/%d octave) + "
+                         "w<=0, underflow, overflow",
+                         KDL_SPLIT_W_BINS, KDL_SPLIT_W_LOG2_MIN, KDL_SPLIT_W_LOG2_MAX,
+                         KDL_SPLIT_W_BINS / (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN));
+                return buf;
+        }
+        snprintf(buf, size, "histogram: %zu equal bins", j->o->metric.nbins);
+        return buf;
+}
+
+static int emit_dist(const struct job *j, double tau, const char *name, const kdl_split_dist *d,
+                     bool log)
+{
+        kdl_table *t = j->t[T_DIST];
+        static const char *const qkeys[KDL_SPLIT_NQUANTILES] = {"p05", "p25", "p50", "p75", "p95"};
+        char buf[160];
+        int err = put_keys(j, t, true, tau);
+
+        err = err ?: kdl_table_put_str(t, "quantity", name);
+        err = err ?: kdl_table_put_int(t, "n", (long long) d->n);
+        err = err ?: kdl_table_put_real(t, "mean", d->mean);
+        err = err ?: kdl_table_put_real(t, "std", d->std);
+        err = err ?: kdl_table_put_real(t, "min", d->min);
+        for (int q = 0; q < KDL_SPLIT_NQUANTILES && !err; q++)
+                err = kdl_table_put_real(t, qkeys[q], d->quantile[q]);
+        err = err ?: kdl_table_put_real(t, "max", d->max);
+        if (!err)
+                err = kdl_table_put_str(t, "quantile_method",
+                                        dist_method(j, log ? -1 : 0, buf, sizeof(buf)));
+        if (err || !j->o->long_tables)
+                return err;
+
+        /* Histogram, coarsened for output: bounded ones to hist_bins equal
+         * bins; w_n to 2 bins per octave, its three special bins kept. */
+        t = j->t[T_HIST];
+        {
+                const kdl_split_hist *h = &d->hist;
+                size_t first = log ? 2 : 0, last = log ? h->nbins - 1 : h->nbins;
+                size_t group =
+                        log ? KDL_SPLIT_W_BINS / (2 * (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN))
+                            : h->nbins / j->o->hist_bins;
+                size_t bin = 0;
+
+                for (size_t a = 0; a < h->nbins && !err;) {
+                        size_t b = (a < first || a >= last) ? a + 1 : a + group;
+                        long long count = 0;
+
+                        for (size_t e = a; e < b; e++)
+                                count += (long long) h->count[e];
+                        err = put_keys(j, t, true, tau);
+                        err = err ?: kdl_table_put_str(t, "quantity", name);
+                        err = err ?: kdl_table_put_int(t, "bin", (long long) bin++);
+                        err = err ?: kdl_table_put_real(t, "lo", h->lo[a]);
+                        err = err ?: kdl_table_put_real(t, "hi", h->hi[b - 1]);
+                        err = err ?: kdl_table_put_int(t, "count", count);
+                        a = b;
+                }
+        }
+        return err;
+}
+
+static int emit_matrix(const struct job *j, kdl_table *t, bool with_tau, double tau,
+                       const double *m, const size_t *class_count)
+{
+        int err = 0;
+
+        for (size_t a = 0; a < j->c && !err; a++)
+                for (size_t b = 0; b < j->c && !err; b++) {
+                        err = put_keys(j, t, with_tau, tau);
+                        err = err ?: kdl_table_put_int(t, "i", (long long) a);
+                        err = err ?: kdl_table_put_int(t, "j", (long long) b);
+                        if (!err && class_count)
+                                err = kdl_table_put_int(t, "samples_i", (long long) class_count[a]);
+                        err = err ?: kdl_table_put_real(t, "value", m[a * j->c + b]);
+                }
+        return err;
+}
+
+/* A row's values, put in order: reals, or integers (counts, exact in a double). */
+struct col {
+        const char *key;
+        double v;
+        bool integer;
+};
+#define REAL(k, x)                                                                                 \
+        {                                                                                          \
+                (k), (x), false                                                                    \
+        }
+#define INT(k, x)                                                                                  \
+        {                                                                                          \
+                (k), (double) (x), true                                                            \
+        }
+
+static int put_cols(const struct job *j, kdl_table *t, double tau, const struct col *c, size_t n)
+{
+        int err = put_keys(j, t, true, tau);
+
+        for (size_t k = 0; k < n && !err; k++)
+                err = c[k].integer && isfinite(c[k].v)
+                              ? kdl_table_put_int(t, c[k].key, (long long) c[k].v)
+                              : kdl_table_put_real(t, c[k].key, c[k].v);
+        return err;
+}
+
+#define PUT_COLS(t, ...)                                                                           \
+        put_cols(j, (t), tau, (const struct col[]){__VA_ARGS__},                                   \
+                 sizeof((const struct col[]){__VA_ARGS__}) / sizeof(struct col))
+
+static int emit(const struct job *j, const kdl_split_result *r, size_t skipped)
+{
+        kdl_table **t = j->t;
+        double n = (double) r->n;
+        int err = 0;
+
+        for (size_t k = 0; k < r->ntaus && !err; k++) {
+                const kdl_split_tau_result *x = &r->tau[k];
+                double tau = x->tau;
+
+                err = PUT_COLS(t[T_SPLIT], INT("samples", r->n), INT("skipped", skipped),
+                               REAL("kl", x->kl), REAL("tckd", x->tckd), REAL("nckd", x->nckd),
+                               REAL("nckd_coupled", x->nckd_coupled),
+                               REAL("identity_residual", x->residual_max),
+                               REAL("explicit_share", x->explicit_share),
+                               REAL("implicit_share", x->implicit_share),
+                               REAL("pt_y", x->pt_y.mean), REAL("ps_y", x->ps_y.mean),
+                               REAL("gap", x->gap.mean), REAL("omega", x->omega.mean),
+                               INT("omega_clipped", x->omega_clipped),
+                               REAL("teacher_top1", (double) r->teacher_correct / n),
+                               REAL("student_top1", (double) r->student_correct / n));
+                if (!err)
+                        err = PUT_COLS(t[T_UNIVERSE], REAL("lambda", r->opts.lambda),
+                                       REAL("eps", x->eps.mean),
+                                       REAL("eps_p50", x->eps.quantile[2]),
+                                       REAL("nt_entropy", x->nt_entropy.mean),
+                                       REAL("nt_entropy_p50", x->nt_entropy.quantile[2]));
+                if (!err)
+                        err = PUT_COLS(
+                                t[T_DOMAIN], INT("confusion_pairs", x->confusion_pairs),
+                                REAL("pearson_confusion_student", x->pearson_confusion_student),
+                                REAL("pearson_confusion_teacher", x->pearson_confusion_teacher),
+                                REAL("pearson_heads", r->pearson_heads),
+                                REAL("cka_heads", r->cka_heads),
+                                /* null when that head is absent */
+                                INT("d_teacher",
+                                    r->has_head_teacher ? (double) r->d_teacher : (double) NAN),
+                                INT("d_student",
+                                    r->has_head_student ? (double) r->d_student : (double) NAN));
+                if (!err)
+                        err = PUT_COLS(
+                                t[T_INSTANCE], REAL("lambda", r->opts.lambda),
+                                REAL("pt_mean", x->pt_mean), REAL("w", x->w.mean),
+                                REAL("w_std", x->w.std), REAL("w_p05", x->w.quantile[0]),
+                                REAL("w_p50", x->w.quantile[2]), REAL("w_p95", x->w.quantile[4]),
+                                REAL("pearson_w_pt", x->pearson_w_pt),
+                                INT("w_above_one", x->w_above_one), INT("w_guarded", x->w_guarded),
+                                REAL("w_unguarded", x->w_unguarded),
+                                REAL("w_std_unguarded", x->w_std_unguarded),
+                                REAL("pearson_w_pt_unguarded", x->pearson_w_pt_unguarded));
+
+                err = err ?: emit_dist(j, tau, "pt_y", &x->pt_y, false);
+                err = err ?: emit_dist(j, tau, "ps_y", &x->ps_y, false);
+                err = err ?: emit_dist(j, tau, "gap", &x->gap, false);
+                err = err ?: emit_dist(j, tau, "omega", &x->omega, false);
+                err = err ?: emit_dist(j, tau, "eps", &x->eps, false);
+                err = err ?: emit_dist(j, tau, "nt_entropy", &x->nt_entropy, false);
+                err = err ?: emit_dist(j, tau, "w", &x->w, true);
+                if (!err && j->o->long_tables)
+                        err = emit_matrix(j, t[T_CONF], true, tau, x->confusion, r->class_count);
+        }
+        if (!err && j->o->long_tables && r->cos_teacher)
+                err = emit_matrix(j, t[T_COS_T], false, 0.0, r->cos_teacher, NULL);
+        if (!err && j->o->long_tables && r->cos_student)
+                err = emit_matrix(j, t[T_COS_S], false, 0.0, r->cos_student, NULL);
+        return err;
+}
+
+/* ---- Reading ---------------------------------------------------------------- */
+
+static int read_head(kdl_h5file *f, const kdl_checkpoint *ck, size_t c, kdl_tensor **ret)
+{
+        const kdl_dsinfo *ds = ck->head_weight;
+        kdl_h5reader *r = NULL;
+        kdl_tensor *w = NULL;
+        int err;
+
+        *ret = NULL;
+        if (!ds)
+                return 0;
+        if (ds->ndim != 2 || ds->shape[0] != c || ds->shape[1] < 1)
+                return kdl_error(-KDL_ESCHEMA, "'%s': %s: expected [%zu, D] with D >= 1, found %s",
+                                 kdl_h5_dump(f)->path, ds->path, c,
+                                 ds->ndim == 2 ? "another shape" : "another rank");
+        err = kdl_h5_reader_open(f, ds, KDL_SPATIAL_AVG, &r);
+        err = err ?: kdl_tensor_new2(ds->shape[0], ds->shape[1], &w);
+        err = err ?: kdl_h5_reader_read(r, 0, ds->shape[0], w->data);
+        kdl_h5_reader_close(r);
+        if (err < 0) {
+                kdl_tensor_free(w);
+                return err;
+        }
+        *ret = w;
+        return 0;
+}
+
+struct sources {
+        int zt, zs;
+        int lt, ls; /* label sources, -1 when absent */
+};
+
+static int grow(struct job *j, size_t rows)
+{
+        size_t nt = j->o->metric.ntaus;
+
+        if (rows <= j->cap)
+                return 0;
+        free(j->labels);
+        free(j->sample);
+        j->labels = kdl_new(int64_t, rows);
+        j->sample = kdl_new(int64_t, rows);
+        if (!j->labels || !j->sample)
+                return -ENOMEM;
+        for (int f = 0; f < F_COUNT_; f++) {
+                free(j->fields[f]);
+                j->fields[f] = kdl__malloc(rows, nt * sizeof(double));
+                if (!j->fields[f])
+                        return -ENOMEM;
+        }
+        j->cap = rows;
+        return 0;
+}
+
+/* The labels of the current block as int64, teacher's first; when both
+ * dumps have labels they must agree. */
+static int block_labels(struct job *j, kdl_stream *s, const struct sources *src)
+{
+        size_t rows = kdl_stream_rows(s);
+        const size_t *samples = kdl_stream_samples(s);
+        kdl_tensor a, b;
+        int err = grow(j, rows);
+
+        if (err < 0)
+                return err;
+        a = kdl_stream_block(s, src->lt >= 0 ? src->lt : src->ls);
+        for (size_t i = 0; i < rows; i++)
+                j->labels[i] = (int64_t) a.data[i];
+        if (src->lt < 0 || src->ls < 0)
+                return 0;
+        b = kdl_stream_block(s, src->ls);
+        for (size_t i = 0; i < rows; i++)
+                if ((int64_t) b.data[i] != j->labels[i])
+                        return kdl_error(-KDL_EMISMATCH,
+                                         "'%s': /labels: expected the teacher's label %lld at "
+                                         "sample %zu, found %lld",
+                                         j->student, (long long) j->labels[i], samples[i],
+                                         (long long) b.data[i]);
+        return 0;
+}
+
+static int add_sources(struct job *j, kdl_stream *s, struct sources *src)
+{
+        kdl_h5file *ft = j->in->teacher, *fs = j->in->students[j->k];
+        const kdl_dump *dt = kdl_h5_dump(ft), *ds = kdl_h5_dump(fs);
+
+        if (!dt->labels && !ds->labels)
+                return kdl_error(-KDL_EMISSING,
+                                 "'%s': /labels: expected integer class labels [N] in the teacher "
+                                 "or the student ('%s'), found none",
+                                 dt->path, ds->path);
+        if (!j->ckt->logits || !j->cks->logits)
+                return kdl_error(-KDL_EMISSING, "'%s': %s: expected logits [N, C], found none",
+                                 j->ckt->logits ? ds->path : dt->path,
+                                 j->ckt->logits ? j->cks->group : j->ckt->group);
+        src->zt = kdl_stream_add(s, ft, j->ckt->logits, KDL_SPATIAL_AVG, false);
+        if (src->zt < 0)
+                return src->zt;
+        src->zs = kdl_stream_add(s, fs, j->cks->logits, KDL_SPATIAL_AVG, true);
+        if (src->zs < 0)
+                return src->zs;
+        src->lt = src->ls = -1;
+        if (dt->labels) {
+                src->lt = kdl_stream_add(s, ft, dt->labels, KDL_SPATIAL_FLATTEN, false);
+                if (src->lt < 0)
+                        return src->lt;
+        }
+        if (ds->labels) {
+                src->ls = kdl_stream_add(s, fs, ds->labels, KDL_SPATIAL_FLATTEN, true);
+                if (src->ls < 0)
+                        return src->ls;
+        }
+        if (kdl_stream_cols(s, src->zt) != j->c || kdl_stream_cols(s, src->zs) != j->c)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "'%s': %s: expected %zu classes as the teacher, found %zu",
+                                 ds->path, j->cks->logits->path, j->c, kdl_stream_cols(s, src->zs));
+        return 0;
+}
+
+/* Per-sample values of the current block (second pass) into the file. */
+static int write_block(struct job *j, kdl_stream *s, const struct sources *src, const int *ids,
+                       size_t r0)
+{
+        size_t rows = kdl_stream_rows(s), nt = j->o->metric.ntaus;
+        const size_t *samples = kdl_stream_samples(s);
+        kdl_tensor zt = kdl_stream_block(s, src->zt), zs = kdl_stream_block(s, src->zs);
+        int err = 0;
+
+        for (size_t i = 0; i < rows && !err; i++) {
+                j->sample[i] = (int64_t) samples[i];
+                for (size_t k = 0; k < nt && !err; k++) {
+                        kdl_split_sample v;
+                        size_t e = i * nt + k;
+
+                        err = kdl_split_eval(zt.data + i * j->c, zs.data + i * j->c, j->c,
+                                             (size_t) j->labels[i], j->o->metric.taus[k],
+                                             &j->o->metric, &v);
+                        if (err < 0)
+                                break;
+                        j->fields[F_KL][e] = v.kl;
+                        j->fields[F_TCKD][e] = v.tckd;
+                        j->fields[F_NCKD][e] = v.nckd;
+                        j->fields[F_RES][e] = v.residual;
+                        j->fields[F_PT][e] = v.pt_y;
+                        j->fields[F_PS][e] = v.ps_y;
+                        j->fields[F_GAP][e] = v.gap;
+                        j->fields[F_OMEGA][e] = v.omega;
+                        j->fields[F_EPS][e] = v.eps;
+                        j->fields[F_ENT][e] = v.nt_entropy;
+                }
+        }
+        err = err ?: kdl_h5out_write_i64(j->out, ids[F_COUNT_], r0, r0 + rows, j->sample);
+        err = err ?: kdl_h5out_write_i64(j->out, ids[F_COUNT_ + 1], r0, r0 + rows, j->labels);
+        for (int f = 0; f < F_COUNT_ && !err; f++)
+                err = kdl_h5out_write(j->out, ids[f], r0, r0 + rows, j->fields[f]);
+        return err;
+}
+
+static int per_sample_open(struct job *j, size_t n, int *ids)
+{
+        char *group = kdl__asprintf("/student%zu/%s", j->k, j->cks->name), *name = NULL;
+        char taus[KDL_SPLIT_MAX_TAUS * 32] = "";
+        size_t nt = j->o->metric.ntaus, len = 0;
+        int err = 0;
+
+        if (!group)
+                return -ENOMEM;
+        for (size_t k = 0; k < nt; k++)
+                len += (size_t) snprintf(taus + len, sizeof(taus) - len, "%s%.17g", k ? "," : "",
+                                         j->o->metric.taus[k]);
+        err = kdl_h5out_attr(j->out, group, "student", j->student);
+        err = err ?: kdl_h5out_attr(j->out, group, "teacher", j->teacher);
+        err = err ?: kdl_h5out_attr(j->out, group, "checkpoint", j->cks->name);
+        err = err ?: kdl_h5out_attr(j->out, group, "teacher_checkpoint", j->ckt->name);
+        err = err ?: kdl_h5out_attr(j->out, group, "taus", taus);
+        for (int f = 0; f < F_COUNT_ + 2 && err >= 0; f++) {
+                const char *field = f < F_COUNT_    ? field_names[f]
+                                    : f == F_COUNT_ ? "sample"
+                                                    : "label";
+
+                name = kdl__asprintf("%s/%s", group, field);
+                if (!name) {
+                        err = -ENOMEM;
+                        break;
+                }
+                err = kdl_h5out_dataset(j->out, name, n, f < F_COUNT_ ? nt : 0, f >= F_COUNT_);
+                ids[f] = err;
+                free(name);
+        }
+        free(group);
+        return err < 0 ? err : 0;
+}
+
+static int note_heads(const struct job *j, const kdl_split_result *r, kdl_doc *doc)
+{
+        int err = 0;
+
+        if (!r->has_head_teacher)
+                err = kdl_doc_add_note(doc,
+                                       "'%s': no %s/head/weight: teacher head cosines and "
+                                       "their agreement are unavailable",
+                                       j->teacher, j->ckt->group);
+        if (!err && !r->has_head_student)
+                err = kdl_doc_add_note(doc,
+                                       "'%s': no %s/head/weight: student head cosines and "
+                                       "their agreement are unavailable",
+                                       j->student, j->cks->group);
+        return err;
+}
+
+static int run_job(struct job *j, size_t *ret_skipped, kdl_split_result **ret)
+{
+        struct kdl_stream_opts so = {.block_rows = j->o->block_rows,
+                                     .skip_nonfinite = j->o->skip_nonfinite};
+        kdl_h5file *ft = j->in->teacher, *fs = j->in->students[j->k];
+        const kdl_pair *pair = j->in->pairs[j->k];
+        kdl_stream *s = NULL;
+        kdl_split_state *st = NULL;
+        kdl_split_instance_state *inst = NULL;
+        kdl_tensor *wt = NULL, *ws = NULL;
+        struct sources src;
+        int ids[F_COUNT_ + 2];
+        size_t skipped, r0 = 0;
+        int err, more;
+
+        err = kdl_stream_new(pair->n, pair, &so, &s);
+        err = err ?: add_sources(j, s, &src);
+        err = err ?: kdl_split_state_new(j->c, &j->o->metric, &st);
+        if (err < 0)
+                goto out;
+
+        /* Pass 1: everything but w_n. */
+        while ((more = kdl_stream_next(s)) > 0) {
+                kdl_tensor zt = kdl_stream_block(s, src.zt), zs = kdl_stream_block(s, src.zs);
+
+                err = block_labels(j, s, &src);
+                err = err ?: kdl_split_accumulate(st, &zt, &zs, j->labels);
+                if (err < 0)
+                        goto out;
+        }
+        if ((err = more) < 0)
+                goto out;
+        skipped = kdl_stream_skipped(s);
+        if (kdl_split_state_count(st) == 0) {
+                err = kdl_error(-KDL_EMISSING,
+                                "'%s': %s: expected samples with finite values, found none",
+                                j->student, j->cks->logits->path);
+                goto out;
+        }
+
+        /* Pass 2: w_n, which needs the mean teacher confidence of pass 1. */
+        err = kdl_split_instance_state_new(st, &inst);
+        if (!err && j->out)
+                err = per_sample_open(j, kdl_split_state_count(st), ids);
+        if (err < 0)
+                goto out;
+        kdl_stream_rewind(s);
+        while ((more = kdl_stream_next(s)) > 0) {
+                kdl_tensor zt = kdl_stream_block(s, src.zt), zs = kdl_stream_block(s, src.zs);
+                size_t rows = kdl_stream_rows(s);
+
+                err = block_labels(j, s, &src);
+                if (!err)
+                        err = kdl_split_instance_accumulate(inst, &zt, &zs, j->labels,
+                                                            j->out ? j->fields[F_W] : NULL);
+                if (!err && j->out)
+                        err = write_block(j, s, &src, ids, r0);
+                if (err < 0)
+                        goto out;
+                r0 += rows;
+        }
+        if ((err = more) < 0)
+                goto out;
+
+        err = read_head(ft, j->ckt, j->c, &wt);
+        err = err ?: read_head(fs, j->cks, j->c, &ws);
+        err = err ?: kdl_split_finalize(st, inst, wt, ws, ret);
+        if (err == 0)
+                *ret_skipped = skipped;
+out:
+        kdl_tensor_free(ws);
+        kdl_tensor_free(wt);
+        kdl_split_instance_state_free(inst);
+        kdl_split_state_free(st);
+        kdl_stream_free(s);
+        return err;
+}
+
+static void job_release(struct job *j)
+{
+        free(j->labels);
+        free(j->sample);
+        for (int f = 0; f < F_COUNT_; f++)
+                free(j->fields[f]);
+}
+
+static int add_notes(const struct kdl_split_run_opts *o, kdl_doc *doc)
+{
+        int err = kdl_doc_add_note(
+                doc, "KL, TCKD and NCKD are tau^2 KL(...) as in mdistiller; NCKD excludes the "
+                     "target exactly (log-sum-exp over the other classes); KL = TCKD + "
+                     "(1 - p^t_y) NCKD, identity_residual is its largest violation");
+        if (!err)
+                err = kdl_doc_add_note(doc,
+                                       "omega = clip(p^t_y / p^s_y, 0, %g) (AEKT weight, MATH "
+                                       "5.3 stand-in); "
+                                       "eps = lambda (1 - p^t_y) C/(C-1) and w_n (MATH 3.3, "
+                                       "3.4) with lambda = %g, "
+                                       "w_n denominator guarded at %g; all from the "
+                                       "distributions at temperature "
+                                       "tau",
+                                       o->metric.omega_max, o->metric.lambda, o->metric.w_eps);
+        if (!err)
+                err = kdl_doc_add_note(doc,
+                                       "quantiles: from fixed-bin histograms (%zu bins on "
+                                       "bounded ranges, "
+                                       "1/%d-octave log2 bins for w), error at most one bin; "
+                                       "means, std, min, max "
+                                       "and correlations are exact; w_n needs the mean teacher "
+                                       "confidence, so the "
+                                       "logits are read twice",
+                                       o->metric.nbins,
+                                       KDL_SPLIT_W_BINS /
+                                               (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN));
+        if (!err && !o->long_tables)
+                err = kdl_doc_add_note(doc, "histograms and the C x C matrices (soft confusion, "
+                                            "head cosines): --format json or csv");
+        return err;
+}
+
+int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc)
+{
+        kdl_table *t[T_COUNT_] = {NULL};
+        kdl_h5out *out = NULL;
+        struct kdl_ckpair *cks = NULL;
+        size_t ncks = 0;
+        int err = 0;
+
+        assert(in && o && doc);
+        if (!in->teacher)
+                return kdl_error(-KDL_EUSAGE, "a teacher dump is required (-t FILE)");
+        if (in->nstudents == 0)
+                return kdl_error(-KDL_EUSAGE, "a student dump is required (-s FILE)");
+        if (o->hist_bins < 1 || o->metric.nbins % o->hist_bins != 0)
+                return kdl_error(-KDL_EUSAGE, "%zu output bins do not divide %zu histogram bins",
+                                 o->hist_bins, o->metric.nbins);
+        if (kdl_h5_dump(in->teacher)->c < 2)
+                return kdl_error(-KDL_ESCHEMA, "'%s': expected logits of at least 2 classes",
+                                 kdl_h5_dump(in->teacher)->path);
+
+        for (int k = 0; k < T_COUNT_ && !err; k++)
+                err = kdl_table_new(table_names[k][0], table_names[k][1], &t[k]);
+        err = err ?: kdl_inputs_describe(in, doc);
+        if (!err && o->per_sample)
+                err = kdl_h5out_open(o->per_sample, &out);
+        err = err ?: (out ? kdl_h5out_attr(out, "/", "command", "split") : 0);
+        if (err < 0)
+                goto out;
+
+        for (size_t k = 0; k < in->nstudents; k++) {
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint, &cks,
+                                             &ncks);
+                if (err < 0)
+                        goto out;
+                for (size_t q = 0; q < ncks; q++) {
+                        struct job j = {
+                                .in = in,
+                                .k = k,
+                                .o = o,
+                                .cks = cks[q].main,
+                                .ckt = cks[q].partner,
+                                .student = kdl_h5_dump(in->students[k])->path,
+                                .teacher = kdl_h5_dump(in->teacher)->path,
+                                .c = kdl_h5_dump(in->teacher)->c,
+                                .t = t,
+                                .out = out,
+                        };
+                        kdl_split_result *r = NULL;
+                        size_t skipped = 0;
+
+                        err = j.ckt ? run_job(&j, &skipped, &r)
+                                    : kdl_error(-KDL_EMISSING, "'%s': no checkpoint", j.teacher);
+                        err = err ?: emit(&j, r, skipped);
+                        err = err ?: note_heads(&j, r, doc);
+                        kdl_split_result_free(r);
+                        job_release(&j);
+                        if (err < 0)
+                                goto out;
+                }
+                free(cks);
+                cks = NULL;
+        }
+
+        err = add_notes(o, doc);
+        if (err < 0)
+                goto out;
+        if (out) {
+                err = kdl_h5out_commit(out);
+                out = NULL;
+                if (err < 0)
+                        goto out;
+        }
+        for (int k = 0; k < T_COUNT_; k++) {
+                if (kdl_table_rows(t[k]) == 0) {
+                        kdl_table_free(t[k]);
+                } else {
+                        err = kdl_doc_add_table(doc, t[k]);
+                        if (err < 0) {
+                                t[k] = NULL;
+                                goto out;
+                        }
+                }
+                t[k] = NULL;
+        }
+out:
+        kdl_h5out_abort(out);
+        free(cks);
+        for (int k = 0; k < T_COUNT_; k++)
+                kdl_table_free(t[k]);
+        return err;
+}

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_SPLIT_H
+#define KDL_ANALYSIS_SPLIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "analysis/inputs.h"
+#include "metrics/split.h"
+#include "reports/table.h"
+
+/*
+ * kdlens split (MATH.md §11.4): explicit vs implicit knowledge and Tang et
+ * al.'s universe / domain / instance levels, per student, per checkpoint,
+ * per temperature.  metrics/split.h defines every quantity.
+ *
+ * Data: teacher and student logits (aligned by the pair), the labels (the
+ * teacher's /labels, else the student's; when both exist they must agree),
+ * and the head weights of both checkpoints when present.  Logits are read
+ * twice: w_n needs the mean teacher confidence of the whole data first.
+ *
+ * Checkpoints are selected on the student (--checkpoint NAME|all); each is
+ * compared with the teacher checkpoint of the same name, else the teacher's
+ * last.
+ *
+ * Tables (keys are the JSON names):
+ *   split          KL, TCKD, NCKD (means, τ² included), nckd_coupled =
+ *                  mean (1-p^t_y) NCKD, identity_residual (max), shares,
+ *                  mean confidences, gap and ω, top-1 accuracies;
+ *   universe       ε_n and the relative non-target entropy;
+ *   domain         agreement of the soft confusion and the heads;
+ *   instance       w_n: p̄^t_y, mean, spread, quantiles, correlation;
+ *   distributions  every per-sample scalar: n, mean, std, min, p05..p95, max;
+ * and, when long_tables is set (JSON and CSV), one record per cell:
+ *   histograms, confusion_teacher (i = true class, j = class),
+ *   head_cosine_teacher, head_cosine_student (i, j = classes).
+ */
+
+struct kdl_split_run_opts {
+        const char *checkpoint; /* NULL: the student's last; "all"; or a name */
+        kdl_split_opts metric;  /* temperatures, λ, ω_max, guards, bins */
+        bool skip_nonfinite;    /* drop samples with NaN/Inf and count them */
+        bool long_tables;       /* add histograms and C x C matrices */
+        size_t hist_bins;       /* output bins of the bounded histograms; divides metric.nbins */
+        size_t block_rows;      /* rows per block; 0 = the stream's memory budget */
+        const char *per_sample; /* NULL, or an HDF5 file for per-sample values */
+};
+
+/** kdl_split_run_opts_init() - defaults: metric defaults, 20 output bins. */
+KDL_API void kdl_split_run_opts_init(struct kdl_split_run_opts *o);
+
+/**
+ * kdl_split_run() - run the split analysis on @in (teacher and at least one
+ * student) and add its tables to @doc.
+ *
+ * Per-sample file layout (@o->per_sample): group /student<k>/<checkpoint>
+ * with string attributes student, teacher, checkpoint, teacher_checkpoint
+ * and taus; datasets sample (int64 [n], the teacher's row), label (int64
+ * [n]) and, as float64 [n, ntaus], kl, tckd, nckd, residual, pt_y, ps_y,
+ * gap, omega, eps, nt_entropy, w.  Written under a temporary name and
+ * renamed when complete.
+ *
+ * Return: 0; -KDL_EUSAGE without a teacher or a student, for an unknown
+ * checkpoint or bad options; -KDL_EMISSING without labels in either dump;
+ * -KDL_EMISMATCH when the dumps' labels disagree; -KDL_ESCHEMA for a head
+ * that is not [C, D]; errors of reading (-KDL_ENONFINITE naming the
+ * dataset and sample, -KDL_EHDF5) and of writing the per-sample file.
+ */
+KDL_API int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc);
+
+#endif

@@ -1,0 +1,346 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_METRICS_SPLIT_H
+#define KDL_METRICS_SPLIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics/base/tensor.h"
+
+/*
+ * Knowledge splits (MATH.md §3, §5, §6, §11.4): what kind of knowledge a
+ * teacher's soft labels carry, per sample and per temperature.
+ *
+ * Explicit vs implicit (DKD, AEKT):
+ *   KL   = τ² KL(p^t_τ || p^s_τ)
+ *   TCKD = τ² KL(b^t || b^s),  b = [p_y, 1 - p_y]
+ *   NCKD = τ² KL(p̂^t || p̂^s),  p̂ the softmax over the C-1 non-target classes
+ *   KL = TCKD + (1 - p^t_y) NCKD exactly (§6.1); every KL-type quantity
+ *   carries the factor τ², as mdistiller does (§1.1, §6.2).
+ *   The non-target softmax is computed by exact exclusion (log-sum-exp over
+ *   j != y), never by masking; every log-probability comes from a
+ *   log-sum-exp, so a certain teacher (p^t_y == 1 in double) gives finite
+ *   values (§6.4).
+ *   AEKT weight ω = clip(p^t_y / p^s_y, 0, ω_max), computed as
+ *   exp(min(log p^t_y - log p^s_y, log ω_max)) so that p^s_y -> 0 is safe.
+ *
+ * Tang et al. levels (§3):
+ *   universe: ε_n = λ (1 - p^t_y) C/(C-1), the label-smoothing equivalent of
+ *             the KD target (§3.3), and H(p̂^t)/ln(C-1), the teacher's
+ *             non-target entropy relative to its maximum (1 = the non-target
+ *             mass is spread uniformly, pure label smoothing; defined as 1
+ *             for C = 2, where the single non-target class is trivially
+ *             uniform);
+ *   domain:   the teacher's soft confusion matrix
+ *             M_ij = mean_{n: y_n = i} p^t_{τ,j}(x_n)   (C x C),
+ *             the head-weight cosine matrices S_ij = cos(w_i, w_j) of teacher
+ *             and student, and their agreement: Pearson correlation of the
+ *             pairs i < j of (M + M^T)/2 with S^s (and with S^t), of S^t with
+ *             S^s, and linear CKA of W_t and W_s with the classes as examples
+ *             (MATH §3.5, a kdlens proposal);
+ *   instance: w_n = (1 - q_y - λ(1 - p^t_y)) / max(1 - q_y - λ(1 - p̄^t_y), eps_w)
+ *             (§3.4), its distribution and its Pearson correlation with p^t_y.
+ *
+ * Temperature.  Every quantity is computed from the tempered distributions
+ * p^t_τ = softmax(z^t/τ), q = p^s_τ = softmax(z^s/τ), for each τ of the
+ * options.  §3.3 and §3.4 are derived at τ = 1; at τ != 1 kdlens applies the
+ * same formulas to the tempered distributions, which is exact for the
+ * objective (1-λ) CE(e_y, q_τ) + λ CE(p^t_τ, q_τ) (both terms on the
+ * tempered student).  Include τ = 1 to get §3.3/§3.4 literally.
+ *
+ * Streaming and the two passes.  kdl_split_state holds sums, per-class sums
+ * (the C x C matrix M per τ) and fixed-bin histograms: memory
+ * O(ntaus (C² + nbins)), independent of N, and merge is exact (sums; max;
+ * Chan et al.'s pairwise update for variances).  The weight w_n needs the
+ * mean teacher confidence p̄^t_y of the whole data first, and its mean,
+ * spread, quantiles and correlation are not functions of any finite set of
+ * sums that could be collected before p̄^t_y is known (w_n is a ratio whose
+ * denominator moves with p̄^t_y).  So w_n is a second pass: after the first
+ * pass is complete (and merged), kdl_split_instance_state_new() takes p̄^t_y
+ * from it, and the same logits are accumulated again into the instance
+ * state.  The second pass reads only logits and labels.
+ *
+ * Distributions.  Quantiles come from fixed-bin histograms, which merge
+ * exactly (counts add):
+ *   - probabilities and other bounded values: opts.nbins equal bins on their
+ *     range ([0,1] for p^t_y, p^s_y, the gap and the relative entropy;
+ *     [0, ω_max] for ω; [0, λC/(C-1)] for ε_n);
+ *   - w_n (unbounded, either sign): one bin for w <= 0, one for
+ *     0 < w < 2^KDL_SPLIT_W_LOG2_MIN, KDL_SPLIT_W_BINS equal bins in log2(w)
+ *     on [KDL_SPLIT_W_LOG2_MIN, KDL_SPLIT_W_LOG2_MAX) (width 1/32 octave, a
+ *     factor 1.022), and one for w >= 2^KDL_SPLIT_W_LOG2_MAX.
+ * A quantile at level q is the value at rank q*n of the histogram's CDF,
+ * interpolated within its bin (linearly, or linearly in log2 for the log
+ * bins), then clamped to the exact [min, max].  Its error is at most one bin
+ * width.  Means, standard deviations (population, divided by n), minima,
+ * maxima and correlations are exact.
+ */
+
+/* Quantile levels reported for every distribution. */
+#define KDL_SPLIT_NQUANTILES 5
+KDL_API extern const double
+        kdl_split_quantile_levels[KDL_SPLIT_NQUANTILES]; /* .05 .25 .5 .75 .95 */
+
+/* The log2 histogram of w_n. */
+#define KDL_SPLIT_W_LOG2_MIN (-8)
+#define KDL_SPLIT_W_LOG2_MAX 8
+#define KDL_SPLIT_W_BINS     512
+
+/* Defaults of kdl_split_opts_init(). */
+#define KDL_SPLIT_DEFAULT_TAU       4.0   /* mdistiller's T */
+#define KDL_SPLIT_DEFAULT_LAMBDA    0.9   /* mdistiller's KD weight (cfg.py) */
+#define KDL_SPLIT_DEFAULT_OMEGA_MAX 10.0  /* kdlens's choice; AEKT's is not known */
+#define KDL_SPLIT_DEFAULT_W_EPS     1e-3  /* guard on the w_n denominator (§3.6) */
+#define KDL_SPLIT_DEFAULT_COS_EPS   1e-12 /* floor on head-row norms (§3.6) */
+#define KDL_SPLIT_DEFAULT_NBINS     1000
+
+#define KDL_SPLIT_MAX_TAUS 16
+
+/* Options; copied into the state. */
+typedef struct kdl_split_opts {
+        size_t ntaus;                    /* 1..KDL_SPLIT_MAX_TAUS */
+        double taus[KDL_SPLIT_MAX_TAUS]; /* each finite and > 0 */
+        double lambda;                   /* KD weight λ in [0, 1] (ε_n, w_n) */
+        double omega_max;                /* AEKT clip, > 0 */
+        double w_eps;                    /* > 0 */
+        double cos_eps;                  /* > 0 */
+        size_t nbins;                    /* bins of the bounded histograms, >= 1 */
+} kdl_split_opts;
+
+/** kdl_split_opts_init() - the defaults above, with the single τ = 4. */
+KDL_API void kdl_split_opts_init(kdl_split_opts *o);
+
+/* ---- Per sample ----------------------------------------------------------- */
+
+/* One sample at one τ.  KL-type fields include τ². */
+typedef struct kdl_split_sample {
+        double kl;          /* τ² KL(p^t || p^s) */
+        double tckd;        /* τ² KL(b^t || b^s) */
+        double nckd;        /* τ² KL(p̂^t || p̂^s), exact exclusion */
+        double residual;    /* kl - tckd - (1 - pt_y) nckd, signed */
+        double pt_y, ps_y;  /* target confidences p^t_y, p^s_y */
+        double pt_rest;     /* 1 - p^t_y, from the log domain (exact near p^t_y = 1) */
+        double gap;         /* |p^t_y - p^s_y| */
+        double omega;       /* clip(p^t_y / p^s_y, 0, ω_max) */
+        bool omega_clipped; /* p^t_y / p^s_y > ω_max */
+        double eps;         /* λ (1 - p^t_y) C/(C-1) */
+        double nt_entropy;  /* H(p̂^t) / ln(C-1); 1 for C = 2 */
+} kdl_split_sample;
+
+/**
+ * kdl_split_eval() - the split quantities of one sample.
+ * @zt, @zs: teacher and student logits, @c entries each (borrowed), finite.
+ * @c:       classes, >= 2.
+ * @y:       the label, < @c.
+ * @tau:     temperature, > 0.
+ * @o:       λ and ω_max are used.
+ * @ret:     set on success only.
+ *
+ * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE if @y >= @c or @tau is not
+ * finite and positive; -KDL_ENONFINITE if a logit is NaN/Inf.
+ */
+KDL_API int kdl_split_eval(const double *zt, const double *zs, size_t c, size_t y, double tau,
+                           const kdl_split_opts *o, kdl_split_sample *ret);
+
+/**
+ * kdl_split_nckd_masked() - NCKD as mdistiller computes it (§6.2): subtract
+ * 1000 from the target logit after dividing by τ, then τ² KL over all C
+ * classes.  For comparison with the exact NCKD only; it assumes
+ * |z/τ| << 1000.  Arguments as kdl_split_eval().
+ * Return: as kdl_split_eval(); *@ret set on success only.
+ */
+KDL_API int kdl_split_nckd_masked(const double *zt, const double *zs, size_t c, size_t y,
+                                  double tau, double *ret);
+
+/**
+ * kdl_split_weight() - Tang et al.'s rescaling weight w_n (§3.4):
+ * (1 - q_y - λ(1 - pt_y)) / max(1 - q_y - λ(1 - pt_mean), eps).
+ * @pt_rest:  1 - p^t_y of the sample.
+ * @qs_rest:  1 - q_y (student, same τ).
+ * @pt_mean:  p̄^t_y, the mean teacher confidence of the data.
+ * @ret_guarded: if not NULL, set to whether the denominator was raised to @eps.
+ * Return: w_n.
+ */
+KDL_API double kdl_split_weight(double pt_rest, double qs_rest, double pt_mean, double lambda,
+                                double eps, bool *ret_guarded);
+
+/* ---- Streaming state: pass 1 ---------------------------------------------- */
+
+typedef struct kdl_split_state kdl_split_state;
+
+/**
+ * kdl_split_state_new() - an empty first-pass state.
+ * @c:   classes, >= 2.
+ * @o:   copied.
+ * @ret: set on success only; caller frees with kdl_split_state_free().
+ *
+ * Memory: O(ntaus (C² + nbins)) doubles.
+ * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE for an option out of range
+ * (message names it); -KDL_EOVERFLOW; -ENOMEM.
+ */
+KDL_API int kdl_split_state_new(size_t c, const kdl_split_opts *o, kdl_split_state **ret);
+
+/** kdl_split_state_free() - free @s.  NULL is a no-op. */
+KDL_API void kdl_split_state_free(kdl_split_state *s);
+
+/**
+ * kdl_split_accumulate() - add a block of samples.
+ * @zt, @zs:  teacher and student logits, [rows, C] each (any strides; borrowed).
+ * @labels:   rows labels (borrowed).
+ *
+ * The whole block is checked before anything is added, so on failure @s is
+ * unchanged.  Messages name the row within the block.
+ * Return: 0; -KDL_ESHAPE if a block is not 2-D, their row counts differ or
+ * their widths are not C; -KDL_ERANGE for a label outside [0, C);
+ * -KDL_ENONFINITE for a NaN/Inf logit.
+ */
+KDL_API int kdl_split_accumulate(kdl_split_state *s, const kdl_tensor *zt, const kdl_tensor *zs,
+                                 const int64_t *labels);
+
+/**
+ * kdl_split_merge() - add the samples of @from to @into (exact: sums,
+ * counts, maxima, pairwise variance updates).
+ * Return: 0; -KDL_EMISMATCH if C or the options differ (@into unchanged).
+ */
+KDL_API int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from);
+
+/** kdl_split_state_count() - samples accumulated so far. */
+KDL_API size_t kdl_split_state_count(const kdl_split_state *s);
+
+/* ---- Streaming state: pass 2 (instance weights) --------------------------- */
+
+typedef struct kdl_split_instance_state kdl_split_instance_state;
+
+/**
+ * kdl_split_instance_state_new() - an empty second-pass state whose p̄^t_y
+ * (per τ) is the mean teacher confidence of the complete first pass @pass1.
+ * Accumulate the same samples again; the order and blocking may differ.
+ * @ret: set on success only; caller frees with kdl_split_instance_state_free().
+ * Return: 0; -KDL_EMISSING if @pass1 holds no samples; -ENOMEM.
+ */
+KDL_API int kdl_split_instance_state_new(const kdl_split_state *pass1,
+                                         kdl_split_instance_state **ret);
+
+/** kdl_split_instance_state_free() - free @s.  NULL is a no-op. */
+KDL_API void kdl_split_instance_state_free(kdl_split_instance_state *s);
+
+/**
+ * kdl_split_instance_accumulate() - add a block to the second pass; as
+ * kdl_split_accumulate().
+ * @ret_w: if not NULL, rows * ntaus doubles receive w_n, row-major
+ *         (sample, τ), for per-sample output; written only on success.
+ */
+KDL_API int kdl_split_instance_accumulate(kdl_split_instance_state *s, const kdl_tensor *zt,
+                                          const kdl_tensor *zs, const int64_t *labels,
+                                          double *ret_w);
+
+/**
+ * kdl_split_instance_merge() - as kdl_split_merge(); both states must come
+ * from the same first pass (same p̄^t_y), else -KDL_EMISMATCH.
+ */
+KDL_API int kdl_split_instance_merge(kdl_split_instance_state *into,
+                                     const kdl_split_instance_state *from);
+
+/* ---- Results -------------------------------------------------------------- */
+
+/* A histogram: bin k covers [lo[k], hi[k]) (the last bin is closed). */
+typedef struct kdl_split_hist {
+        size_t nbins;
+        double *lo, *hi;
+        size_t *count;
+} kdl_split_hist;
+
+/* The distribution of one per-sample scalar. */
+typedef struct kdl_split_dist {
+        size_t n;
+        double mean;
+        double std; /* population standard deviation (divides by n) */
+        double min, max;
+        double quantile[KDL_SPLIT_NQUANTILES]; /* at kdl_split_quantile_levels, from hist */
+        kdl_split_hist hist;
+} kdl_split_dist;
+
+/* Everything at one τ.  Undefined values (a ratio over a zero, a correlation
+ * with a constant or with fewer than two pairs) are NaN. */
+typedef struct kdl_split_tau_result {
+        double tau;
+
+        /* Explicit vs implicit: means over samples, τ² included. */
+        double kl, tckd, nckd;
+        double nckd_coupled;   /* mean of (1 - p^t_y) NCKD, NCKD's part of KL */
+        double residual_max;   /* max_n |KL - TCKD - (1 - p^t_y) NCKD| */
+        double explicit_share; /* mean TCKD / mean KL */
+        double implicit_share; /* mean (1 - p^t_y) NCKD / mean KL */
+        kdl_split_dist pt_y, ps_y;
+        kdl_split_dist gap;   /* |p^t_y - p^s_y| */
+        kdl_split_dist omega; /* AEKT weight */
+        size_t omega_clipped; /* samples with p^t_y / p^s_y > ω_max */
+
+        /* Universe. */
+        kdl_split_dist eps;        /* ε_n */
+        kdl_split_dist nt_entropy; /* H(p̂^t) / ln(C-1) */
+
+        /* Domain. */
+        double *confusion;      /* C x C row-major M; rows of classes without samples are NaN */
+        size_t confusion_pairs; /* pairs i < j whose classes both have samples */
+        double pearson_confusion_teacher; /* (M + M^T)/2 vs S^t over those pairs */
+        double pearson_confusion_student; /* (M + M^T)/2 vs S^s over those pairs */
+
+        /* Instance (when a second pass was given). */
+        bool has_instance;
+        double pt_mean;      /* p̄^t_y used by w_n */
+        kdl_split_dist w;    /* w_n, log2 histogram (see above) */
+        double pearson_w_pt; /* Pearson(w_n, p^t_y) */
+        size_t w_guarded;    /* samples whose denominator was raised to eps_w */
+        size_t w_above_one;  /* samples with w_n > 1 */
+        /* The same over the unguarded samples only, where w_n is a ratio of
+         * two same-sign gradients and w_n > 1 exactly when p^t_y > p̄^t_y. */
+        double w_unguarded;     /* mean */
+        double w_std_unguarded; /* population standard deviation */
+        double pearson_w_pt_unguarded;
+} kdl_split_tau_result;
+
+typedef struct kdl_split_result {
+        size_t c;
+        size_t n;
+        kdl_split_opts opts;
+        size_t *class_count;    /* C samples per class */
+        size_t teacher_correct; /* argmax z^t == y (first maximum) */
+        size_t student_correct;
+
+        /* Head weights (domain); absent when the head was not given. */
+        bool has_head_teacher, has_head_student;
+        size_t d_teacher, d_student;
+        double *cos_teacher;  /* C x C, S^t; NULL when absent */
+        double *cos_student;  /* C x C, S^s; NULL when absent */
+        double pearson_heads; /* off-diagonal pairs of S^t vs S^s; NaN unless both */
+        double cka_heads;     /* linear CKA(W_t, W_s), classes as examples; NaN unless both */
+
+        size_t ntaus;
+        kdl_split_tau_result *tau; /* ntaus entries, in the order of opts.taus */
+} kdl_split_result;
+
+/**
+ * kdl_split_finalize() - the results of a first pass @s, the optional
+ * second pass @inst (NULL: has_instance is false) and the optional head
+ * weights @wt [C, d_t] and @ws [C, d_s] (NULL: that head is absent).
+ *
+ * Linear CKA of the heads centres the columns over the C classes and uses
+ * the Gram form <K, L>_F / (|K|_F |L|_F), K = W_t W_t^T, L = W_s W_s^T
+ * (MATH §7.1), which works for any d_t, d_s.  Cosines divide by
+ * max(|w_i|, cos_eps) max(|w_j|, cos_eps).
+ *
+ * @ret: set on success only; caller frees with kdl_split_result_free().
+ * Return: 0; -KDL_EMISSING if @s holds no samples; -KDL_EMISMATCH if @inst
+ * did not come from @s's options or holds a different number of samples;
+ * -KDL_ESHAPE if a head is not [C, d] with d >= 1; -KDL_ENONFINITE for a
+ * NaN/Inf head weight; -KDL_EOVERFLOW; -ENOMEM.
+ */
+KDL_API int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state *inst,
+                               const kdl_tensor *wt, const kdl_tensor *ws, kdl_split_result **ret);
+
+/** kdl_split_result_free() - free @r.  NULL is a no-op. */
+KDL_API void kdl_split_result_free(kdl_split_result *r);
+
+#endif

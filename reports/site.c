@@ -1,0 +1,437 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kdl-config.h"
+#include "metrics/base/alloc.h"
+#include "reports/plot.h"
+#include "reports/site.h"
+#include "reports/table-internal.h"
+#include "metrics/base/banned.h"
+
+enum block_kind { BLOCK_SECTION, BLOCK_PARAGRAPH, BLOCK_FIGURE, BLOCK_TABLE };
+
+struct block {
+        enum block_kind kind;
+        char *text;    /* title, paragraph or caption */
+        char *name;    /* figure or table file name */
+        char *md_body; /* a table rendered as Markdown */
+        char *html;    /* a table rendered as HTML */
+};
+
+struct kdl_site {
+        char *dir;
+        char *tmp;
+        size_t nblocks;
+        struct block *blocks;
+};
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void) st;
+        (void) flag;
+        (void) ftw;
+        return remove(path);
+}
+
+static void remove_tree(const char *path)
+{
+        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int kdl_site_open(const char *dir, kdl_site **ret)
+{
+        kdl_site *s = kdl_new(kdl_site, 1);
+        int err;
+
+        if (!s)
+                return -ENOMEM;
+        s->dir = kdl__strdup(dir);
+        /* A sibling, so the final rename stays on one file system. */
+        s->tmp = kdl__asprintf("%s.tmp-XXXXXX", dir);
+        if (!s->dir || !s->tmp) {
+                kdl_site_abort(s);
+                return -ENOMEM;
+        }
+        if (!mkdtemp(s->tmp)) {
+                err = kdl_error(-errno, "cannot create a report next to '%s': %s", dir,
+                                strerror(errno));
+                free(s->tmp);
+                s->tmp = NULL;
+                kdl_site_abort(s);
+                return err;
+        }
+        chmod(s->tmp, 0755);
+        err = kdl_fig_dirs(s->tmp);
+        if (!err) {
+                char *tables = kdl__asprintf("%s/tables", s->tmp);
+
+                if (!tables)
+                        err = -ENOMEM;
+                else if (mkdir(tables, 0777) < 0)
+                        err = kdl_error(-errno, "cannot create '%s': %s", tables, strerror(errno));
+                free(tables);
+        }
+        if (err < 0) {
+                kdl_site_abort(s);
+                return err;
+        }
+        *ret = s;
+        return 0;
+}
+
+const char *kdl_site_path(const kdl_site *s)
+{
+        return s->tmp;
+}
+
+static void block_release(struct block *b)
+{
+        free(b->text);
+        free(b->name);
+        free(b->md_body);
+        free(b->html);
+}
+
+void kdl_site_abort(kdl_site *s)
+{
+        if (!s)
+                return;
+        if (s->tmp)
+                remove_tree(s->tmp);
+        for (size_t k = 0; k < s->nblocks; k++)
+                block_release(&s->blocks[k]);
+        free(s->blocks);
+        free(s->tmp);
+        free(s->dir);
+        free(s);
+}
+
+static int push(kdl_site *s, struct block b)
+{
+        struct block *grown = realloc(s->blocks, (s->nblocks + 1) * sizeof(*grown));
+
+        if (!grown) {
+                block_release(&b);
+                return kdl_error(-ENOMEM, "out of memory");
+        }
+        s->blocks = grown;
+        s->blocks[s->nblocks++] = b;
+        return 0;
+}
+
+int kdl_site_section(kdl_site *s, const char *title, const char *text)
+{
+        struct block b = {.kind = BLOCK_SECTION, .text = kdl__strdup(title)};
+        int err;
+
+        if (!b.text)
+                return -ENOMEM;
+        err = push(s, b);
+        if (!err && text)
+                err = kdl_site_paragraph(s, text);
+        return err;
+}
+
+int kdl_site_paragraph(kdl_site *s, const char *text)
+{
+        struct block b = {.kind = BLOCK_PARAGRAPH, .text = kdl__strdup(text)};
+
+        return b.text ? push(s, b) : -ENOMEM;
+}
+
+int kdl_site_figure(kdl_site *s, const char *name, const char *caption)
+{
+        struct block b = {
+                .kind = BLOCK_FIGURE, .text = kdl__strdup(caption), .name = kdl__strdup(name)};
+
+        if (!b.text || !b.name) {
+                block_release(&b);
+                return -ENOMEM;
+        }
+        return push(s, b);
+}
+
+/* Render @t with @fn into a string (open_memstream). */
+static char *render(const kdl_table *t, int (*fn)(const kdl_table *, FILE *))
+{
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        int err;
+
+        if (!m) {
+                kdl_error(-ENOMEM, "out of memory");
+                return NULL;
+        }
+        err = fn(t, m);
+        fclose(m);
+        if (err < 0) {
+                free(buf);
+                return NULL;
+        }
+        return buf;
+}
+
+static int write_md(const kdl_table *t, FILE *fp)
+{
+        return kdl_table_write(t, fp, KDL_FORMAT_MD);
+}
+
+static int write_file(const kdl_site *s, const char *sub, const char *name, const char *ext,
+                      const kdl_table *t, const kdl_doc *d, enum kdl_format f)
+{
+        char *p = kdl__asprintf("%s/%s/%s.%s", s->tmp, sub, name, ext);
+        FILE *fp;
+        int err;
+
+        if (!p)
+                return -ENOMEM;
+        fp = fopen(p, "w");
+        if (!fp) {
+                err = kdl_error(-errno, "cannot write '%s': %s", p, strerror(errno));
+                free(p);
+                return err;
+        }
+        err = t ? kdl_table_write(t, fp, f) : kdl_doc_write(d, fp, f);
+        if (fclose(fp) != 0 && !err)
+                err = kdl_error(-EIO, "cannot write '%s'", p);
+        free(p);
+        return err;
+}
+
+int kdl_site_table(kdl_site *s, const kdl_table *t, const char *name, const char *caption)
+{
+        struct block b = {.kind = BLOCK_TABLE};
+        static const struct {
+                const char *ext;
+                enum kdl_format f;
+        } files[] = {{"md", KDL_FORMAT_MD}, {"csv", KDL_FORMAT_CSV}, {"tex", KDL_FORMAT_TEX}};
+        int err;
+
+        name = name ? name : kdl_table_name(t);
+        for (size_t k = 0; k < sizeof(files) / sizeof(files[0]); k++) {
+                err = write_file(s, "tables", name, files[k].ext, t, NULL, files[k].f);
+                if (err < 0)
+                        return err;
+        }
+        b.text = kdl__strdup(caption ? caption : kdl_table_title(t));
+        b.name = kdl__strdup(name);
+        b.md_body = render(t, write_md);
+        b.html = render(t, kdl__table_write_html);
+        if (!b.text || !b.name || !b.md_body || !b.html) {
+                block_release(&b);
+                return -ENOMEM;
+        }
+        return push(s, b);
+}
+
+int kdl_site_json(kdl_site *s, const kdl_doc *d, const char *name)
+{
+        return write_file(s, "data", name, "json", NULL, d, KDL_FORMAT_JSON);
+}
+
+static void html_text(FILE *fp, const char *s)
+{
+        for (; *s; s++) {
+                switch (*s) {
+                case '<':
+                        fputs("&lt;", fp);
+                        break;
+                case '>':
+                        fputs("&gt;", fp);
+                        break;
+                case '&':
+                        fputs("&amp;", fp);
+                        break;
+                case '"':
+                        fputs("&quot;", fp);
+                        break;
+                default:
+                        fputc(*s, fp);
+                }
+        }
+}
+
+static void write_html(const kdl_site *s, FILE *fp, const char *command, const char *const *inputs,
+                       size_t ninputs, const char *when)
+{
+        bool open_section = false;
+
+        fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+              "<title>kdlens report</title>\n<style>\n"
+              "body{font-family:Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;"
+              "padding:0 1em;color:#222;line-height:1.45}\n"
+              "h1{font-size:1.6em}h2{font-size:1.3em;border-bottom:1px solid #ccc;"
+              "padding-bottom:.2em;margin-top:2em}\n"
+              "figure{margin:1.2em 0}figure img{max-width:100%;width:640px;border:1px solid #eee}\n"
+              "figcaption{font-size:.9em;color:#444}\n"
+              "table{border-collapse:collapse;font-size:.85em;margin:.8em 0;display:block;"
+              "overflow-x:auto}\n"
+              "th,td{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:right;"
+              "white-space:nowrap}\n"
+              "th{border-bottom:2px solid #888}td.t,th.t{text-align:left}\n"
+              "code{background:#f4f4f4;padding:.1em .3em}.links{font-size:.85em}\n"
+              "</style>\n</head>\n<body>\n<h1>kdlens report</h1>\n<p>kdlens ",
+              fp);
+        fputs(KDL_VERSION ", ", fp);
+        html_text(fp, when);
+        fputs(". Command:<br><code>", fp);
+        html_text(fp, command);
+        fputs("</code></p>\n<p>Inputs:</p>\n<ul>\n", fp);
+        for (size_t k = 0; k < ninputs; k++) {
+                fputs("<li><code>", fp);
+                html_text(fp, inputs[k]);
+                fputs("</code></li>\n", fp);
+        }
+        fputs("</ul>\n", fp);
+        for (size_t k = 0; k < s->nblocks; k++) {
+                const struct block *b = &s->blocks[k];
+
+                switch (b->kind) {
+                case BLOCK_SECTION:
+                        if (open_section)
+                                fputs("</section>\n", fp);
+                        fputs("<section>\n<h2>", fp);
+                        html_text(fp, b->text);
+                        fputs("</h2>\n", fp);
+                        open_section = true;
+                        break;
+                case BLOCK_PARAGRAPH:
+                        fputs("<p>", fp);
+                        html_text(fp, b->text);
+                        fputs("</p>\n", fp);
+                        break;
+                case BLOCK_FIGURE:
+                        fprintf(fp, "<figure id=\"fig-%s\">\n<img src=\"figures/%s.png\" alt=\"",
+                                b->name, b->name);
+                        html_text(fp, b->text);
+                        fputs("\">\n<figcaption>", fp);
+                        html_text(fp, b->text);
+                        fprintf(fp,
+                                " <span class=\"links\">[<a href=\"figures/%s.pdf\">PDF</a> "
+                                "<a href=\"figures/%s.svg\">SVG</a> <a "
+                                "href=\"data/%s.dat\">data</a> "
+                                "<a href=\"scripts/%s.gp\">gnuplot</a>]</span></figcaption>\n"
+                                "</figure>\n",
+                                b->name, b->name, b->name, b->name);
+                        break;
+                case BLOCK_TABLE:
+                        fputs("<p><b>", fp);
+                        html_text(fp, b->text);
+                        fprintf(fp,
+                                "</b> <span class=\"links\">[<a href=\"tables/%s.tex\">LaTeX</a> "
+                                "<a href=\"tables/%s.md\">Markdown</a> "
+                                "<a href=\"tables/%s.csv\">CSV</a>]</span></p>\n",
+                                b->name, b->name, b->name);
+                        fputs(b->html, fp);
+                        break;
+                }
+        }
+        if (open_section)
+                fputs("</section>\n", fp);
+        fputs("<p class=\"links\">Every figure re-renders from this directory with "
+              "<code>gnuplot -e \"fmt='pdf'\" scripts/NAME.gp</code> (fmt: pdf, png, svg).</p>\n"
+              "</body>\n</html>\n",
+              fp);
+}
+
+static void write_markdown(const kdl_site *s, FILE *fp, const char *command,
+                           const char *const *inputs, size_t ninputs, const char *when)
+{
+        fprintf(fp, "# kdlens report\n\nkdlens %s, %s. Command:\n\n```\n%s\n```\n\nInputs:\n\n",
+                KDL_VERSION, when, command);
+        for (size_t k = 0; k < ninputs; k++)
+                fprintf(fp, "- `%s`\n", inputs[k]);
+        for (size_t k = 0; k < s->nblocks; k++) {
+                const struct block *b = &s->blocks[k];
+
+                switch (b->kind) {
+                case BLOCK_SECTION:
+                        fprintf(fp, "\n## %s\n", b->text);
+                        break;
+                case BLOCK_PARAGRAPH:
+                        fprintf(fp, "\n%s\n", b->text);
+                        break;
+                case BLOCK_FIGURE:
+                        fprintf(fp,
+                                "\n![%s](figures/%s.png)\n\n*%s* ([PDF](figures/%s.pdf), "
+                                "[SVG](figures/%s.svg), [data](data/%s.dat), "
+                                "[gnuplot](scripts/%s.gp))\n",
+                                b->text, b->name, b->text, b->name, b->name, b->name, b->name);
+                        break;
+                case BLOCK_TABLE:
+                        /* Drop the "### title" line of the Markdown rendering: the caption replaces
+                         * it. */
+                        fprintf(fp, "\n**%s** ([LaTeX](tables/%s.tex), [CSV](tables/%s.csv))\n\n%s",
+                                b->text, b->name, b->name,
+                                strncmp(b->md_body, "### ", 4) == 0 && strchr(b->md_body, '\n')
+                                        ? strchr(b->md_body, '\n') + 2
+                                        : b->md_body);
+                        break;
+                }
+        }
+}
+
+static int write_index(const kdl_site *s, const char *file, const char *command,
+                       const char *const *inputs, size_t ninputs, const char *when, bool html)
+{
+        char *p = kdl__asprintf("%s/%s", s->tmp, file);
+        FILE *fp;
+        int err = 0;
+
+        if (!p)
+                return -ENOMEM;
+        fp = fopen(p, "w");
+        if (!fp) {
+                err = kdl_error(-errno, "cannot write '%s': %s", p, strerror(errno));
+                free(p);
+                return err;
+        }
+        if (html)
+                write_html(s, fp, command, inputs, ninputs, when);
+        else
+                write_markdown(s, fp, command, inputs, ninputs, when);
+        if (ferror(fp) | (fclose(fp) != 0))
+                err = kdl_error(-EIO, "cannot write '%s'", p);
+        free(p);
+        return err;
+}
+
+int kdl_site_commit(kdl_site *s, const char *command, const char *const *inputs, size_t ninputs)
+{
+        char when[64];
+        time_t now = time(NULL);
+        struct tm tm;
+        int err;
+
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", gmtime_r(&now, &tm));
+        err = write_index(s, "index.md", command, inputs, ninputs, when, false);
+        if (!err)
+                err = write_index(s, "index.html", command, inputs, ninputs, when, true);
+        if (err < 0) {
+                kdl_site_abort(s);
+                return err;
+        }
+        /* Swap atomically with an existing report; the old one ends up in tmp. */
+        if (renameat2(AT_FDCWD, s->tmp, AT_FDCWD, s->dir, RENAME_EXCHANGE) == 0) {
+                kdl_site_abort(s); /* removes the old report */
+                return 0;
+        }
+        if (errno == ENOENT && rename(s->tmp, s->dir) == 0) {
+                free(s->tmp);
+                s->tmp = NULL;
+                kdl_site_abort(s);
+                return 0;
+        }
+        err = kdl_error(-errno, "cannot put the report in place at '%s': %s", s->dir,
+                        strerror(errno));
+        kdl_site_abort(s);
+        return err;
+}
