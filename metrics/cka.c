@@ -13,8 +13,13 @@
 #include "metrics/sample.h"
 #include "metrics/base/banned.h"
 
-#define DEFAULT_BLOCK_ROWS 512
-#define DEFAULT_LEVEL      0.95
+/* Rows per product by default: 2048 keep BLAS near its DGEMM rate for
+ * layers of width ~2,000 (k = 512 reached 55 % of DGEMM, 2048 70 % in
+ * tests/bench), but the stacked block stays within ~256 MiB. */
+#define MAX_BLOCK_ROWS 2048
+#define MIN_BLOCK_ROWS 256
+#define BLOCK_BYTES    ((size_t) 256 << 20)
+#define DEFAULT_LEVEL  0.95
 
 void kdl_cka_matrix_free(kdl_cka_matrix *m)
 {
@@ -92,12 +97,20 @@ static int check_blocks(const kdl_tensor *blocks, size_t nlayers, const size_t *
 
 /* ---- Feature-space state ----------------------------------------------------- */
 
+/*
+ * The cross-products are kept per needed block: block b holds Σ w z̃_j z̃_kᵀ
+ * [D_j, D_k] for the pair (j, k) = (bj[b], bk[b]), j <= k, and only the
+ * upper triangle of the diagonal blocks.  With every pair needed this is the
+ * upper triangle of the stacked ZᵀZ.
+ */
+
 /* One set of sufficient statistics, relative to the state's shift K:
- * z̃ = z - K, a_ℓ = ‖z̃_ℓ‖², weights w (1, or Poisson for a replicate). */
+ * z̃ = z - K, a_ℓ = ‖z̃_ℓ‖², weights w (1, or Poisson for a replicate).
+ * Entries of u and p for pairs that are not needed are not maintained. */
 struct stats {
         double n;   /* Σ w */
         double *m;  /* [dt] Σ w z̃ */
-        double *g;  /* [dt*dt] upper triangle of Σ w z̃ z̃ᵀ */
+        double **g; /* [nblk] blocks of Σ w z̃ z̃ᵀ */
         double *u;  /* [dt*l] Σ w z̃ aᵀ */
         double *p;  /* [l*l] Σ w a aᵀ */
         double *sa; /* [l] Σ w a */
@@ -106,6 +119,9 @@ struct stats {
 struct kdl_cka_state {
         size_t l, dt;
         size_t *width, *off; /* [l], [l+1] */
+        size_t nblk;
+        size_t *bj, *bk; /* [nblk] */
+        long *blk;       /* [l*l] block of a pair (either order), -1 when not needed */
         kdl_cka_opts o;
         bool shifted;
         double *shift; /* [dt] K */
@@ -116,25 +132,45 @@ struct kdl_cka_state {
         double *ones;        /* [block_rows] */
 };
 
-static void opts_resolve(const kdl_cka_opts *in, kdl_cka_opts *o)
+static void opts_resolve(const kdl_cka_opts *in, size_t l, const size_t *widths, kdl_cka_opts *o)
 {
         static const kdl_cka_opts defaults = {0};
+        size_t dt = 0;
 
         *o = in ? *in : defaults;
-        if (!o->block_rows)
-                o->block_rows = DEFAULT_BLOCK_ROWS;
+        for (size_t j = 0; j < l; j++)
+                dt += widths[j];
+        if (!o->block_rows) {
+                o->block_rows = BLOCK_BYTES / (sizeof(double) * (dt ? dt : 1));
+                o->block_rows = o->block_rows > MAX_BLOCK_ROWS ? MAX_BLOCK_ROWS : o->block_rows;
+                o->block_rows = o->block_rows < MIN_BLOCK_ROWS ? MIN_BLOCK_ROWS : o->block_rows;
+        }
         if (fpclassify(o->level) == FP_ZERO)
                 o->level = DEFAULT_LEVEL;
 }
 
+static bool pair_needed(const kdl_cka_opts *o, size_t l, size_t j, size_t k)
+{
+        return j == k || !o->pairs || o->pairs[j * l + k] || o->pairs[k * l + j];
+}
+
 /* Doubles per stats set, and in the scratch; false on overflow. */
-static bool state_sizes(size_t l, size_t dt, const kdl_cka_opts *o, size_t *ret_stats,
+static bool state_sizes(size_t l, const size_t *widths, const kdl_cka_opts *o, size_t *ret_stats,
                         size_t *ret_scratch)
 {
-        size_t dd, du, s, scr, k;
+        size_t dt = 0, s = 0, scr, k, t;
 
-        if (__builtin_mul_overflow(dt, dt, &dd) || __builtin_mul_overflow(dt, l, &du) ||
-            __builtin_add_overflow(dd, du, &s) || __builtin_add_overflow(s, dt + l * l + l, &s))
+        for (size_t j = 0; j < l; j++)
+                if (__builtin_add_overflow(dt, widths[j], &dt))
+                        return false;
+        for (size_t j = 0; j < l; j++)
+                for (size_t i = j; i < l; i++)
+                        if (pair_needed(o, l, j, i) &&
+                            (__builtin_mul_overflow(widths[j], widths[i], &t) ||
+                             __builtin_add_overflow(s, t, &s)))
+                                return false;
+        if (__builtin_mul_overflow(dt, l, &t) || __builtin_add_overflow(s, t, &s) ||
+            __builtin_add_overflow(s, dt + l * l + l, &s))
                 return false;
         if (__builtin_add_overflow(dt, l, &k) || __builtin_mul_overflow(k, o->block_rows, &scr))
                 return false;
@@ -151,13 +187,10 @@ static bool state_sizes(size_t l, size_t dt, const kdl_cka_opts *o, size_t *ret_
 size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_opts *opts)
 {
         kdl_cka_opts o;
-        size_t dt = 0, s, scr, total;
+        size_t s, scr, total;
 
-        opts_resolve(opts, &o);
-        for (size_t i = 0; i < nlayers; i++)
-                if (__builtin_add_overflow(dt, widths[i], &dt))
-                        return SIZE_MAX;
-        if (!state_sizes(nlayers, dt, &o, &s, &scr))
+        opts_resolve(opts, nlayers, widths, &o);
+        if (!state_sizes(nlayers, widths, &o, &s, &scr))
                 return SIZE_MAX;
         if (__builtin_mul_overflow(s, o.bootstrap + 1, &total) ||
             __builtin_add_overflow(total, scr, &total) ||
@@ -166,25 +199,33 @@ size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_o
         return total;
 }
 
-static void stats_release(struct stats *t)
+static void stats_release(struct stats *t, size_t nblk)
 {
         free(t->m);
+        if (t->g)
+                for (size_t b = 0; b < nblk; b++)
+                        free(t->g[b]);
         free(t->g);
         free(t->u);
         free(t->p);
         free(t->sa);
 }
 
-static int stats_init(struct stats *t, size_t l, size_t dt)
+static int stats_init(struct stats *t, const kdl_cka_state *s)
 {
         t->n = 0.0;
-        t->m = kdl_new(double, dt);
-        t->g = kdl_new(double, dt *dt);
-        t->u = kdl_new(double, dt *l);
-        t->p = kdl_new(double, l *l);
-        t->sa = kdl_new(double, l);
+        t->m = kdl_new(double, s->dt);
+        t->g = kdl_new(double *, s->nblk);
+        t->u = kdl_new(double, s->dt * s->l);
+        t->p = kdl_new(double, s->l * s->l);
+        t->sa = kdl_new(double, s->l);
         if (!t->m || !t->g || !t->u || !t->p || !t->sa)
                 return -ENOMEM;
+        for (size_t b = 0; b < s->nblk; b++) {
+                t->g[b] = kdl_new(double, s->width[s->bj[b]] * s->width[s->bk[b]]);
+                if (!t->g[b])
+                        return -ENOMEM;
+        }
         return 0;
 }
 
@@ -194,10 +235,13 @@ void kdl_cka_state_free(kdl_cka_state *s)
                 return;
         if (s->st)
                 for (size_t i = 0; i < s->nstats; i++)
-                        stats_release(&s->st[i]);
+                        stats_release(&s->st[i], s->nblk);
         free(s->st);
         free(s->width);
         free(s->off);
+        free(s->bj);
+        free(s->bk);
+        free(s->blk);
         free(s->shift);
         free(s->z);
         free(s->a);
@@ -216,7 +260,7 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
         size_t dt = 0, ns, nscr, nb;
         int bi, r;
 
-        opts_resolve(opts, &o);
+        opts_resolve(opts, nlayers, widths, &o);
         if (nlayers == 0)
                 return kdl_error(-KDL_ESHAPE, "CKA needs at least one layer");
         if (!(o.level > 0.0 && o.level < 1.0))
@@ -233,7 +277,7 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
         r = kdl__blas_int(o.block_rows, &bi);
         if (r < 0)
                 return r;
-        if (!state_sizes(nlayers, dt, &o, &ns, &nscr) ||
+        if (!state_sizes(nlayers, widths, &o, &ns, &nscr) ||
             __builtin_add_overflow(o.bootstrap, 1, &nb))
                 return kdl_error(-KDL_EOVERFLOW, "CKA state for total width %zu overflows", dt);
 
@@ -243,15 +287,20 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
         s->l = nlayers;
         s->dt = dt;
         s->o = o;
+        s->o.pairs = NULL; /* borrowed only here: the blocks remember the mask */
         s->nstats = nb;
         s->width = kdl_new(size_t, nlayers);
         s->off = kdl_new(size_t, nlayers + 1);
+        s->bj = kdl_new(size_t, nlayers * (nlayers + 1) / 2);
+        s->bk = kdl_new(size_t, nlayers * (nlayers + 1) / 2);
+        s->blk = kdl_new(long, nlayers *nlayers);
         s->shift = kdl_new(double, dt);
         s->st = kdl_new(struct stats, nb);
         s->z = kdl_new(double, o.block_rows *dt);
         s->a = kdl_new(double, o.block_rows *nlayers);
         s->ones = kdl_new(double, o.block_rows);
-        if (!s->width || !s->off || !s->shift || !s->st || !s->z || !s->a || !s->ones) {
+        if (!s->width || !s->off || !s->bj || !s->bk || !s->blk || !s->shift || !s->st || !s->z ||
+            !s->a || !s->ones) {
                 r = -ENOMEM;
                 goto out;
         }
@@ -270,8 +319,19 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
                 s->width[i] = widths[i];
                 s->off[i + 1] = s->off[i] + widths[i];
         }
+        for (size_t j = 0; j < nlayers; j++)
+                for (size_t k = j; k < nlayers; k++) {
+                        long b = -1;
+
+                        if (pair_needed(&o, nlayers, j, k)) {
+                                b = (long) s->nblk++;
+                                s->bj[b] = j;
+                                s->bk[b] = k;
+                        }
+                        s->blk[j * nlayers + k] = s->blk[k * nlayers + j] = b;
+                }
         for (size_t i = 0; i < nb; i++) {
-                r = stats_init(&s->st[i], nlayers, dt);
+                r = stats_init(&s->st[i], s);
                 if (r < 0)
                         goto out;
         }
@@ -285,15 +345,26 @@ out:
 
 /* Add @rows stacked rows @z [rows, dt] with squared norms @a [rows, l] to @t;
  * @v holds the square roots of the weights, by which @z and @a were already
- * scaled (all ones for the main statistics). */
-static void stats_add_block(struct stats *t, size_t l, size_t dt, const double *z, const double *a,
-                            const double *v, size_t rows)
+ * scaled (all ones for the main statistics).  One BLAS-3 call per needed
+ * block: dsyrk on the diagonal, dgemm across. */
+static void stats_add_block(const kdl_cka_state *s, struct stats *t, const double *z,
+                            const double *a, const double *v, size_t rows)
 {
-        int n = (int) dt, k = (int) rows, li = (int) l;
+        int n = (int) s->dt, k = (int) rows, li = (int) s->l;
 
         if (rows == 0)
                 return;
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, k, 1.0, z, n, 1.0, t->g, n);
+        for (size_t b = 0; b < s->nblk; b++) {
+                size_t j = s->bj[b], q = s->bk[b];
+                int dj = (int) s->width[j], dq = (int) s->width[q];
+
+                if (j == q)
+                        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dj, k, 1.0,
+                                    z + s->off[j], n, 1.0, t->g[b], dj);
+                else
+                        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dj, dq, k, 1.0,
+                                    z + s->off[j], n, z + s->off[q], n, 1.0, t->g[b], dq);
+        }
         cblas_dgemv(CblasRowMajor, CblasTrans, k, n, 1.0, z, n, v, 1, 1.0, t->m, 1);
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, li, k, 1.0, z, n, a, li, 1.0, t->u,
                     li);
@@ -352,13 +423,13 @@ int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t 
                                 s->a[i * l + j] = sq;
                         }
                 }
-                stats_add_block(&s->st[0], l, dt, s->z, s->a, s->ones, nb);
+                stats_add_block(s, &s->st[0], s->z, s->a, s->ones, nb);
 
                 for (size_t b = 1; b < s->nstats; b++) {
                         size_t kept = 0;
 
                         /* Rows with weight 0 are dropped; the others are
-                         * scaled by sqrt(w) so that one dsyrk gives Σ w z zᵀ. */
+                         * scaled by sqrt(w) so that one product gives Σ w z zᵀ. */
                         for (size_t i = 0; i < nb; i++) {
                                 unsigned w = kdl_sample_poisson1(s->o.seed, ids[r0 + i], b - 1);
                                 double sw;
@@ -373,77 +444,136 @@ int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t 
                                 s->v[kept] = sw;
                                 kept++;
                         }
-                        stats_add_block(&s->st[b], l, dt, s->zw, s->aw, s->v, kept);
+                        stats_add_block(s, &s->st[b], s->zw, s->aw, s->v, kept);
                 }
         }
         return 0;
 }
 
+/* Scratch for moving statistics to another shift. */
+struct shiftw {
+        double *gv;  /* [dt*l]: rows of block k, column ℓ: (G_kℓ δ_ℓ), for needed (k, ℓ) */
+        double *vgv; /* [l*l]: δ_jᵀ G_jk δ_k */
+        double *c;   /* [l]: ‖δ_ℓ‖² */
+        double *md;  /* [l]: m_ℓ·δ_ℓ */
+        double *pp;  /* [l*l]: the shifted P */
+};
+
+static int shiftw_init(struct shiftw *w, size_t l, size_t dt)
+{
+        w->gv = kdl_new(double, dt *l);
+        w->vgv = kdl_new(double, l *l);
+        w->c = kdl_new(double, l);
+        w->md = kdl_new(double, l);
+        w->pp = kdl_new(double, l *l);
+        return w->gv && w->vgv && w->c && w->md && w->pp ? 0 : -ENOMEM;
+}
+
+static void shiftw_release(struct shiftw *w)
+{
+        free(w->pp);
+        free(w->md);
+        free(w->c);
+        free(w->vgv);
+        free(w->gv);
+}
+
 /*
  * The statistics of @t re-expressed around a shift moved by @delta
- * (z̃' = z̃ - δ, so a'_ℓ = a_ℓ - 2 z̃_ℓᵀδ_ℓ + ‖δ_ℓ‖²), for the parts that
- * need products with G: @gv [dt, l] = G V where V is block-diagonal with δ_ℓ
- * in column ℓ, and the shifted P [l, l] into @pp.
+ * (z̃' = z̃ - δ, so a'_ℓ = a_ℓ - 2 z̃_ℓᵀδ_ℓ + ‖δ_ℓ‖²): the products with G
+ * the shifted U needs, and the shifted P (needed pairs only) into w->pp.
  */
-static void shift_products(const struct stats *t, size_t l, size_t dt, const size_t *off,
-                           const double *delta, double *vmat, double *gv, double *c, double *md,
-                           double *pp)
+static void shift_products(const kdl_cka_state *s, const struct stats *t, const double *delta,
+                           struct shiftw *w)
 {
-        int n = (int) dt, li = (int) l;
+        size_t l = s->l, dt = s->dt;
+        const size_t *off = s->off;
 
-        memset(vmat, 0, dt * l * sizeof(double));
+        memset(w->gv, 0, dt * l * sizeof(double));
+        memset(w->vgv, 0, l * l * sizeof(double));
         for (size_t j = 0; j < l; j++) {
-                c[j] = 0.0;
-                md[j] = 0.0;
+                w->c[j] = 0.0;
+                w->md[j] = 0.0;
                 for (size_t a = off[j]; a < off[j + 1]; a++) {
-                        vmat[a * l + j] = delta[a];
-                        c[j] += delta[a] * delta[a];
-                        md[j] += t->m[a] * delta[a];
+                        w->c[j] += delta[a] * delta[a];
+                        w->md[j] += t->m[a] * delta[a];
                 }
         }
-        cblas_dsymm(CblasRowMajor, CblasLeft, CblasUpper, n, li, 1.0, t->g, n, vmat, li, 0.0, gv,
-                    li);
+        for (size_t b = 0; b < s->nblk; b++) {
+                size_t j = s->bj[b], k = s->bk[b];
+                int dj = (int) s->width[j], dk = (int) s->width[k], li = (int) l;
+
+                if (j == k) {
+                        cblas_dsymv(CblasRowMajor, CblasUpper, dj, 1.0, t->g[b], dj, delta + off[j],
+                                    1, 0.0, w->gv + off[j] * l + j, li);
+                } else {
+                        cblas_dgemv(CblasRowMajor, CblasNoTrans, dj, dk, 1.0, t->g[b], dk,
+                                    delta + off[k], 1, 0.0, w->gv + off[j] * l + k, li);
+                        cblas_dgemv(CblasRowMajor, CblasTrans, dj, dk, 1.0, t->g[b], dk,
+                                    delta + off[j], 1, 0.0, w->gv + off[k] * l + j, li);
+                }
+                w->vgv[j * l + k] = w->vgv[k * l + j] =
+                        cblas_ddot(dj, delta + off[j], 1, w->gv + off[j] * l + k, (int) l);
+        }
         for (size_t j = 0; j < l; j++)
                 for (size_t k = 0; k < l; k++) {
-                        /* du(k, j) = δ_kᵀ U[block k, j]: Σ w a_j t_k. */
-                        double du_kj = 0.0, du_jk = 0.0, vgv = 0.0;
+                        /* du(k, j) = δ_kᵀ U[block k, j] = Σ w a_j t_k. */
+                        double du_kj = 0.0, du_jk = 0.0;
 
-                        for (size_t a = off[k]; a < off[k + 1]; a++) {
-                                du_kj += delta[a] * t->u[a * l + j];
-                                vgv += delta[a] * gv[a * l + j];
+                        if (s->blk[j * l + k] < 0) {
+                                w->pp[j * l + k] = t->p[j * l + k];
+                                continue;
                         }
+                        for (size_t a = off[k]; a < off[k + 1]; a++)
+                                du_kj += delta[a] * t->u[a * l + j];
                         for (size_t a = off[j]; a < off[j + 1]; a++)
                                 du_jk += delta[a] * t->u[a * l + k];
-                        pp[j * l + k] = t->p[j * l + k] - 2.0 * du_kj - 2.0 * du_jk + 4.0 * vgv +
-                                        c[k] * t->sa[j] + c[j] * t->sa[k] - 2.0 * c[k] * md[j] -
-                                        2.0 * c[j] * md[k] + t->n * c[j] * c[k];
+                        w->pp[j * l + k] = t->p[j * l + k] - 2.0 * du_kj - 2.0 * du_jk +
+                                           4.0 * w->vgv[j * l + k] + w->c[k] * t->sa[j] +
+                                           w->c[j] * t->sa[k] - 2.0 * w->c[k] * w->md[j] -
+                                           2.0 * w->c[j] * w->md[k] + t->n * w->c[j] * w->c[k];
                 }
 }
 
 /* into += from, with from's statistics moved by @delta = K_into - K_from. */
-static void stats_add_shifted(struct stats *into, const struct stats *from, size_t l, size_t dt,
-                              const size_t *off, const double *delta, double *vmat, double *gv,
-                              double *c, double *md, double *pp)
+static void stats_add_shifted(const kdl_cka_state *s, struct stats *into, const struct stats *from,
+                              const double *delta, struct shiftw *w)
 {
-        int n = (int) dt;
+        size_t l = s->l, dt = s->dt;
         double nf = from->n;
 
-        shift_products(from, l, dt, off, delta, vmat, gv, c, md, pp);
+        shift_products(s, from, delta, w);
         for (size_t i = 0; i < l * l; i++)
-                into->p[i] += pp[i];
+                into->p[i] += w->pp[i];
         for (size_t a = 0; a < dt; a++)
                 for (size_t j = 0; j < l; j++)
-                        into->u[a * l + j] += from->u[a * l + j] - 2.0 * gv[a * l + j] +
-                                              c[j] * from->m[a] - delta[a] * from->sa[j] +
-                                              2.0 * delta[a] * md[j] - c[j] * nf * delta[a];
+                        into->u[a * l + j] += from->u[a * l + j] - 2.0 * w->gv[a * l + j] +
+                                              w->c[j] * from->m[a] - delta[a] * from->sa[j] +
+                                              2.0 * delta[a] * w->md[j] - w->c[j] * nf * delta[a];
         for (size_t j = 0; j < l; j++)
-                into->sa[j] += from->sa[j] - 2.0 * md[j] + nf * c[j];
-        for (size_t i = 0; i < dt; i++)
-                for (size_t j = i; j < dt; j++)
-                        into->g[i * dt + j] += from->g[i * dt + j];
-        /* G' = G - m δᵀ - δ mᵀ + n δ δᵀ, upper triangle. */
-        cblas_dsyr2(CblasRowMajor, CblasUpper, n, -1.0, from->m, 1, delta, 1, into->g, n);
-        cblas_dsyr(CblasRowMajor, CblasUpper, n, nf, delta, 1, into->g, n);
+                into->sa[j] += from->sa[j] - 2.0 * w->md[j] + nf * w->c[j];
+        /* G' = G - m δᵀ - δ mᵀ + n δ δᵀ, block by block. */
+        for (size_t b = 0; b < s->nblk; b++) {
+                size_t j = s->bj[b], k = s->bk[b], dj = s->width[j], dk = s->width[k];
+                const double *mj = from->m + s->off[j], *mk = from->m + s->off[k];
+                const double *ej = delta + s->off[j], *ek = delta + s->off[k];
+                double *g = into->g[b];
+
+                for (size_t i = 0; i < dj * dk; i++)
+                        g[i] += from->g[b][i];
+                if (j == k) {
+                        cblas_dsyr2(CblasRowMajor, CblasUpper, (int) dj, -1.0, mj, 1, ej, 1, g,
+                                    (int) dj);
+                        cblas_dsyr(CblasRowMajor, CblasUpper, (int) dj, nf, ej, 1, g, (int) dj);
+                } else {
+                        cblas_dger(CblasRowMajor, (int) dj, (int) dk, -1.0, mj, 1, ek, 1, g,
+                                   (int) dk);
+                        cblas_dger(CblasRowMajor, (int) dj, (int) dk, -1.0, ej, 1, mk, 1, g,
+                                   (int) dk);
+                        cblas_dger(CblasRowMajor, (int) dj, (int) dk, nf, ej, 1, ek, 1, g,
+                                   (int) dk);
+                }
+        }
         for (size_t a = 0; a < dt; a++)
                 into->m[a] += from->m[a] - nf * delta[a];
         into->n += nf;
@@ -452,110 +582,100 @@ static void stats_add_shifted(struct stats *into, const struct stats *from, size
 int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from)
 {
         size_t l = into->l, dt = into->dt;
-        double *delta = NULL, *vmat = NULL, *gv = NULL, *c = NULL, *md = NULL, *pp = NULL;
+        double *delta = NULL;
+        struct shiftw w = {0};
         int r = 0;
 
         assert(into && from);
         if (from->l != l || from->dt != dt ||
-            memcmp(from->width, into->width, l * sizeof(size_t)) != 0)
-                return kdl_error(-KDL_EMISMATCH, "cannot merge CKA states of different layers");
+            memcmp(from->width, into->width, l * sizeof(size_t)) != 0 ||
+            memcmp(from->blk, into->blk, l * l * sizeof(long)) != 0)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "cannot merge CKA states of different layers or pairs");
         if (from->nstats != into->nstats || (into->nstats > 1 && from->o.seed != into->o.seed))
                 return kdl_error(-KDL_EMISMATCH,
                                  "cannot merge CKA states with different bootstrap options");
         if (!from->shifted)
                 return 0;
+        delta = kdl_new(double, dt);
+        if (!delta || shiftw_init(&w, l, dt) < 0) {
+                r = -ENOMEM;
+                goto out;
+        }
         if (!into->shifted) {
                 memcpy(into->shift, from->shift, dt * sizeof(double));
                 into->shifted = true;
         }
-        delta = kdl_new(double, dt);
-        vmat = kdl_new(double, dt *l);
-        gv = kdl_new(double, dt *l);
-        c = kdl_new(double, l);
-        md = kdl_new(double, l);
-        pp = kdl_new(double, l *l);
-        if (!delta || !vmat || !gv || !c || !md || !pp) {
-                r = -ENOMEM;
-                goto out;
-        }
         for (size_t a = 0; a < dt; a++)
                 delta[a] = into->shift[a] - from->shift[a];
         for (size_t t = 0; t < into->nstats; t++)
-                stats_add_shifted(&into->st[t], &from->st[t], l, dt, into->off, delta, vmat, gv, c,
-                                  md, pp);
+                stats_add_shifted(into, &into->st[t], &from->st[t], delta, &w);
 out:
-        free(pp);
-        free(md);
-        free(c);
-        free(gv);
-        free(vmat);
+        shiftw_release(&w);
         free(delta);
         return r;
 }
 
 /*
- * Biased and debiased CKA of one statistics set into @lin and @deb (L×L).
- * With μ = m/n the centred blocks are G - m mᵀ/n; the debiased terms come
- * from the statistics shifted by μ (S_ℓ = tr of the centred diagonal block,
- * T = Σᵢ sˣᵢ sʸᵢ from the shifted P).
+ * Biased and debiased CKA of one statistics set into @lin and @deb (L×L,
+ * NaN for pairs that were not computed).  With μ = m/n the centred blocks
+ * are G - m mᵀ/n; the debiased terms come from the statistics shifted by μ
+ * (S_ℓ = trace of the centred diagonal block, T = Σᵢ sˣᵢ sʸᵢ = shifted P).
  */
-static void stats_cka(const struct stats *t, size_t l, size_t dt, const size_t *off, double *f,
-                      double *sdiag, double *pp, double *vmat, double *gv, double *c, double *md,
-                      double *mu, double *lin, double *deb)
+static void stats_cka(const kdl_cka_state *s, const struct stats *t, double *f, double *sdiag,
+                      double *mu, struct shiftw *w, double *lin, double *deb)
 {
+        size_t l = s->l;
         double n = t->n;
 
-        if (!(n > 0.0)) {
-                for (size_t i = 0; i < l * l; i++)
-                        lin[i] = deb[i] = NAN;
+        for (size_t i = 0; i < l * l; i++)
+                lin[i] = deb[i] = NAN;
+        if (!(n > 0.0))
                 return;
+        for (size_t b = 0; b < s->nblk; b++) {
+                size_t j = s->bj[b], k = s->bk[b], dj = s->width[j], dk = s->width[k];
+                const double *mj = t->m + s->off[j], *mk = t->m + s->off[k];
+                double sum = 0.0, diag = 0.0, tr = 0.0;
+
+                for (size_t a = 0; a < dj; a++) {
+                        const double *ga = t->g[b] + a * dk;
+                        double ma = mj[a] / n, row = 0.0;
+
+                        if (j == k) {
+                                double x = ga[a] - ma * mk[a];
+
+                                diag += x * x;
+                                tr += x;
+                        }
+                        for (size_t c = j == k ? a + 1 : 0; c < dk; c++) {
+                                double x = ga[c] - ma * mk[c];
+
+                                row += x * x;
+                        }
+                        sum += row;
+                }
+                f[j * l + k] = f[k * l + j] = j == k ? diag + 2.0 * sum : sum;
+                if (j == k)
+                        sdiag[j] = tr;
         }
-        memset(f, 0, l * l * sizeof(double));
-        memset(sdiag, 0, l * sizeof(double));
-        for (size_t j = 0; j < l; j++)
-                for (size_t a = off[j]; a < off[j + 1]; a++) {
-                        const double *ga = t->g + a * dt;
-                        double ma = t->m[a] / n;
-
-                        sdiag[j] += ga[a] - ma * t->m[a];
-                        f[j * l + j] += (ga[a] - ma * t->m[a]) * (ga[a] - ma * t->m[a]);
-                        /* Rest of row a of the upper triangle, block by block. */
-                        for (size_t k = j; k < l; k++) {
-                                size_t b0 = k == j ? a + 1 : off[k];
-                                double sum = 0.0;
-
-                                for (size_t b = b0; b < off[k + 1]; b++) {
-                                        double x = ga[b] - ma * t->m[b];
-
-                                        sum += x * x;
-                                }
-                                f[j * l + k] += k == j ? 2.0 * sum : sum;
-                        }
-                }
-        for (size_t a = 0; a < dt; a++)
+        for (size_t a = 0; a < s->dt; a++)
                 mu[a] = t->m[a] / n;
-        shift_products(t, l, dt, off, mu, vmat, gv, c, md, pp);
-        for (size_t j = 0; j < l; j++)
-                for (size_t k = j; k < l; k++) {
-                        double fjk = f[j * l + k], fjj = f[j * l + j], fkk = f[k * l + k];
-                        double v = fjj > 0.0 && fkk > 0.0 ? fjk / sqrt(fjj * fkk) : (double) NAN;
-                        double phi_jk, phi_jj, phi_kk;
+        shift_products(s, t, mu, w);
+        for (size_t b = 0; b < s->nblk; b++) {
+                size_t j = s->bj[b], k = s->bk[b];
+                double fjk = f[j * l + k], fjj = f[j * l + j], fkk = f[k * l + k];
+                double v = fjj > 0.0 && fkk > 0.0 ? fjk / sqrt(fjj * fkk) : (double) NAN;
+                double phi_jk, phi_jj, phi_kk, c = (n - 1.0) * (n - 2.0), e = n / (n - 2.0);
 
-                        lin[j * l + k] = lin[k * l + j] = v;
-                        if (n < 4.0) {
-                                deb[j * l + k] = deb[k * l + j] = NAN;
-                                continue;
-                        }
-                        phi_jk = fjk - n / (n - 2.0) * pp[j * l + k] +
-                                 sdiag[j] * sdiag[k] / ((n - 1.0) * (n - 2.0));
-                        phi_jj = fjj - n / (n - 2.0) * pp[j * l + j] +
-                                 sdiag[j] * sdiag[j] / ((n - 1.0) * (n - 2.0));
-                        phi_kk = fkk - n / (n - 2.0) * pp[k * l + k] +
-                                 sdiag[k] * sdiag[k] / ((n - 1.0) * (n - 2.0));
-                        v = phi_jj > 0.0 && phi_kk > 0.0 ? phi_jk / sqrt(phi_jj * phi_kk)
-                                                         : (double) NAN;
-                        deb[j * l + k] = deb[k * l + j] = v;
-                }
+                lin[j * l + k] = lin[k * l + j] = v;
+                if (n < 4.0)
+                        continue;
+                phi_jk = fjk - e * w->pp[j * l + k] + sdiag[j] * sdiag[k] / c;
+                phi_jj = fjj - e * w->pp[j * l + j] + sdiag[j] * sdiag[j] / c;
+                phi_kk = fkk - e * w->pp[k * l + k] + sdiag[k] * sdiag[k] / c;
+                v = phi_jj > 0.0 && phi_kk > 0.0 ? phi_jk / sqrt(phi_jj * phi_kk) : (double) NAN;
+                deb[j * l + k] = deb[k * l + j] = v;
+        }
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -606,30 +726,25 @@ static void bootstrap_summary(const double *reps, size_t nrep, size_t ll, double
 
 int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
 {
-        size_t l = s->l, dt = s->dt, ll = l * l, nrep = s->nstats - 1;
-        double *f, *sdiag, *pp, *vmat, *gv, *c, *md, *mu, *rl = NULL, *rd = NULL, *buf = NULL;
+        size_t l = s->l, ll = l * l, nrep = s->nstats - 1;
+        double *f, *sdiag, *mu, *rl = NULL, *rd = NULL, *buf = NULL;
+        struct shiftw w = {0};
         kdl_cka_matrix *m = NULL;
         int r;
 
         assert(s && ret);
         f = kdl_new(double, ll);
         sdiag = kdl_new(double, l);
-        pp = kdl_new(double, ll);
-        vmat = kdl_new(double, dt *l);
-        gv = kdl_new(double, dt *l);
-        c = kdl_new(double, l);
-        md = kdl_new(double, l);
-        mu = kdl_new(double, dt);
+        mu = kdl_new(double, s->dt);
         r = matrix_new(l, &m);
-        if (r < 0 || !f || !sdiag || !pp || !vmat || !gv || !c || !md || !mu)
+        if (r < 0 || !f || !sdiag || !mu || shiftw_init(&w, l, s->dt) < 0)
                 goto nomem;
         m->n = s->st[0].n;
         m->biased = kdl_new(double, ll);
         m->debiased = kdl_new(double, ll);
         if (!m->biased || !m->debiased)
                 goto nomem;
-        stats_cka(&s->st[0], l, dt, s->off, f, sdiag, pp, vmat, gv, c, md, mu, m->biased,
-                  m->debiased);
+        stats_cka(s, &s->st[0], f, sdiag, mu, &w, m->biased, m->debiased);
         if (nrep) {
                 rl = kdl_new(double, nrep *ll);
                 rd = kdl_new(double, nrep *ll);
@@ -644,8 +759,7 @@ int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
                     !m->debiased_lo || !m->debiased_hi || !m->debiased_se)
                         goto nomem;
                 for (size_t b = 0; b < nrep; b++)
-                        stats_cka(&s->st[b + 1], l, dt, s->off, f, sdiag, pp, vmat, gv, c, md, mu,
-                                  rl + b * ll, rd + b * ll);
+                        stats_cka(s, &s->st[b + 1], f, sdiag, mu, &w, rl + b * ll, rd + b * ll);
                 m->bootstrap = nrep;
                 m->level = s->o.level;
                 bootstrap_summary(rl, nrep, ll, s->o.level, buf, m->biased_lo, m->biased_hi,
@@ -661,15 +775,11 @@ nomem:
         r = -ENOMEM;
 out:
         kdl_cka_matrix_free(m);
+        shiftw_release(&w);
         free(buf);
         free(rd);
         free(rl);
         free(mu);
-        free(md);
-        free(c);
-        free(gv);
-        free(vmat);
-        free(pp);
         free(sdiag);
         free(f);
         return r;

@@ -2,6 +2,7 @@
 #ifndef KDL_METRICS_CKA_H
 #define KDL_METRICS_CKA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,7 +46,9 @@ KDL_API void kdl_cka_matrix_free(kdl_cka_matrix *m);
 /* ---- Feature-space linear CKA, streaming ------------------------------------ */
 
 typedef struct kdl_cka_opts {
-        size_t block_rows; /* rows per stacked product; 0: 512 */
+        size_t block_rows; /* rows per product; 0: 2048, fewer when ΣD is large (≤ 256 MiB) */
+        const bool *pairs; /* [L*L] the pairs to compute (either order counts; the diagonal
+                              always is); NULL: all.  Borrowed by kdl_cka_state_new() only */
         size_t bootstrap;  /* Poisson(1) bootstrap replicates B; 0: none */
         uint64_t seed;     /* bootstrap weights: kdl_sample_poisson1(seed, row id, b) */
         double level;      /* confidence level of the intervals; 0: 0.95 */
@@ -67,19 +70,22 @@ KDL_API size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const k
  * @ret: set on success only; caller frees with kdl_cka_state_free().
  *
  * The layers of each row block are stacked side by side into one matrix Z
- * [rows, ΣD] and one dsyrk adds ZᵀZ, so every cross-product XᵢᵀXⱼ comes from
- * one product.  The state holds, relative to a shift K (the mean of the
- * first block, for accuracy): the count n, the column sums m = Σ z, the
- * upper triangle of G = Σ z zᵀ, the squared row norms a_ℓ = ‖z_ℓ‖² of each
- * layer through U = Σ z aᵀ [ΣD, L], P = Σ a aᵀ [L, L] and Σ a — what the
- * debiased form needs (MATH §7.3: Σᵢ sˣᵢ sʸᵢ is a per-sample cross term,
- * kept per layer pair).  Centring happens at finalize.
+ * [rows, ΣD]; each needed pair of layers (@o->pairs) is one BLAS-3 product
+ * per block on column slices of Z (dsyrk for XᵢᵀXᵢ, dgemm for XᵢᵀXⱼ), so
+ * pairs nobody asked for cost neither flops nor memory.  The state holds,
+ * relative to a shift K (the mean of the first block, for accuracy): the
+ * count n, the column sums m = Σ z, the needed blocks of G = Σ z zᵀ, the
+ * squared row norms a_ℓ = ‖z_ℓ‖² of each layer through U = Σ z aᵀ [ΣD, L],
+ * P = Σ a aᵀ [L, L] and Σ a — what the debiased form needs (MATH §7.3:
+ * Σᵢ sˣᵢ sʸᵢ is a per-sample cross term, kept per layer pair).  Centring
+ * happens at finalize.
  *
  * With @o->bootstrap = B, B replicate states are accumulated in the same
  * pass with Poisson(1) weights of each sample (seeded, counter-based on the
  * sample id and the replicate, so independent of block sizes and merges).
  *
- * Memory: (1 + B) * (ΣD)² doubles plus a block of @o->block_rows rows;
+ * Memory: (1 + B) * Σ over needed pairs of D_i D_j doubles (the upper
+ * triangle of (ΣD)² with every pair) plus a block of @o->block_rows rows;
  * independent of the number of samples.  kdl_cka_state_bytes() says how much.
  * Return: 0; -KDL_ESHAPE if @nlayers or a width is 0; -KDL_EOVERFLOW if ΣD
  * does not fit BLAS or the memory overflows; -KDL_ERANGE for a level outside
@@ -105,7 +111,7 @@ KDL_API int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const
 /**
  * kdl_cka_merge() - add the samples of @from to @into (exact: the two
  * shifts are reconciled analytically, Chan et al.'s idea).  @from unchanged.
- * Return: 0; -KDL_EMISMATCH if the layers or bootstrap options differ.
+ * Return: 0; -KDL_EMISMATCH if the layers, pairs or bootstrap options differ.
  */
 KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
 
@@ -116,7 +122,7 @@ KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
  * Feature-space forms (MATH §7.2, §7.3): with centred layers,
  * CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) and the debiased form through
  * φ(a) = a - n/(n-2) sˣ·sʸ + SₓSᵧ/((n-1)(n-2)).
- * Memory: O(ΣD + L²) besides the result.
+ * Memory: O(L ΣD) besides the result.  Pairs that were not computed are NaN.
  * @ret: set on success only; caller frees with kdl_cka_matrix_free().
  * Return: 0; -ENOMEM.  Undefined entries are NaN, not errors.
  */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -687,6 +688,58 @@ static void test_bootstrap_replicates_are_resampled_data(void **state)
         fixture_free(&f);
 }
 
+static void test_pair_mask_computes_only_what_is_asked(void **state)
+{
+        struct fixture f;
+        size_t w[3] = {5, 12, 60};
+        bool pairs[9] = {false, true, false, false, false, false, false, false, false};
+        kdl_cka_opts all = {.block_rows = 7, .bootstrap = 3, .seed = 4};
+        kdl_cka_opts some = all;
+        kdl_cka_state *a, *b, *full;
+        kdl_cka_matrix *mm, *ref;
+        kdl_tensor v[3];
+
+        (void) state;
+        fixture_make(&f, 23);
+        some.pairs = pairs; /* (0, 1) only, besides the diagonal */
+        assert_true(kdl_cka_state_bytes(3, w, &some) < kdl_cka_state_bytes(3, w, &all));
+        assert_int_equal(kdl_cka_state_new(3, w, &some, &a), 0);
+        assert_int_equal(kdl_cka_state_new(3, w, &some, &b), 0);
+        assert_int_equal(kdl_cka_state_new(3, w, &all, &full), 0);
+        for (size_t i = 0; i < 3; i++)
+                for (size_t r = 25; r < 40; r++)
+                        for (size_t c = 0; c < w[i]; c++)
+                                f.d[i][r * w[i] + c] -= 20.0;
+        view_rows(f.t, 3, 0, 25, v);
+        assert_int_equal(kdl_cka_accumulate(a, v, ids), 0);
+        view_rows(f.t, 3, 25, 40, v);
+        assert_int_equal(kdl_cka_accumulate(b, v, ids + 25), 0);
+        assert_int_equal(kdl_cka_merge(a, b), 0);
+        assert_int_equal(kdl_cka_accumulate(full, f.t, ids), 0);
+        assert_int_equal(kdl_cka_finalize(a, &mm), 0);
+        assert_int_equal(kdl_cka_finalize(full, &ref), 0);
+        for (size_t i = 0; i < 9; i++) {
+                bool want = i == 1 || i == 3 || i % 4 == 0;
+
+                if (!want) {
+                        assert_true(isnan(mm->biased[i]) && isnan(mm->debiased[i]));
+                        assert_true(isnan(mm->biased_lo[i]));
+                        continue;
+                }
+                assert_close(mm->biased[i], ref->biased[i], 1e-10, 1e-14);
+                assert_close(mm->debiased[i], ref->debiased[i], 1e-10, 1e-14);
+                assert_close(mm->biased_hi[i], ref->biased_hi[i], 1e-10, 1e-14);
+                assert_close(mm->debiased_se[i], ref->debiased_se[i], 1e-9, 1e-14);
+        }
+        assert_int_equal(kdl_cka_merge(full, a), -KDL_EMISMATCH);
+        kdl_cka_matrix_free(ref);
+        kdl_cka_matrix_free(mm);
+        kdl_cka_state_free(full);
+        kdl_cka_state_free(b);
+        kdl_cka_state_free(a);
+        fixture_free(&f);
+}
+
 static void test_constant_layer_gives_nan(void **state)
 {
         kdl_test_rng g = {41};
@@ -821,6 +874,7 @@ int main(void)
                 cmocka_unit_test(test_minibatch_merge_equals_sequential),
                 cmocka_unit_test(test_bootstrap_interval),
                 cmocka_unit_test(test_bootstrap_replicates_are_resampled_data),
+                cmocka_unit_test(test_pair_mask_computes_only_what_is_asked),
                 cmocka_unit_test(test_constant_layer_gives_nan),
                 cmocka_unit_test(test_error_paths),
         };
