@@ -83,10 +83,18 @@ struct kdl__cka_compute_opts {
         uint64_t seed;
         bool rbf; /* RBF CKA on the subsample */
         double theta;
-        size_t batch;     /* minibatch CKA on the subsample with this batch; 0: none */
-        double robust;    /* outlier fraction of the robust column */
-        size_t max_bytes; /* largest feature-space state allowed */
+        size_t batch;      /* minibatch CKA on the subsample with this batch; 0: none */
+        double robust;     /* outlier fraction of the robust column */
+        size_t max_bytes;  /* largest feature-space state allowed */
+        const bool *pairs; /* [L*L] pairs needed (kdl_cka_opts.pairs); NULL: all */
 };
+
+/* kdl__pairs_needed() - a mask [l*l] (caller frees) of the pairs the tables
+ * show: every pair across the two models, and every source against A's
+ * logits @logits and the labels @labels (indices, -1 when absent); with one
+ * model, NULL: all pairs. */
+int kdl__pairs_needed(const struct kdl__srcs *l, bool two, long long logits, long long labels,
+                      bool **ret);
 
 /* What kdl__cka_compute() finds for one set of stacked sources. */
 struct kdl__cka_results {

@@ -103,6 +103,26 @@ kdl_tensor kdl__gather_tensor(const struct kdl__gather *g, const struct kdl__src
         return kdl_tensor_wrap(g->data[k], 2, (size_t[]){g->n, l->v[k].width});
 }
 
+int kdl__pairs_needed(const struct kdl__srcs *l, bool two, long long logits, long long labels,
+                      bool **ret)
+{
+        bool *m;
+
+        *ret = NULL;
+        if (!two)
+                return 0;
+        m = kdl_new(bool, l->n * l->n);
+        if (!m)
+                return -ENOMEM;
+        for (size_t i = 0; i < l->n; i++)
+                for (size_t j = 0; j < l->n; j++)
+                        m[i * l->n + j] = i == j || l->v[i].model != l->v[j].model ||
+                                          (long long) i == logits || (long long) j == logits ||
+                                          (long long) i == labels || (long long) j == labels;
+        *ret = m;
+        return 0;
+}
+
 size_t kdl__classes(const kdl_dump *d)
 {
         size_t c = d->c;
@@ -402,7 +422,7 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
                         all[i] = i;
                 r = kdl__gather_init(&g, l, all, n);
         } else {
-                kdl_cka_opts co = {.bootstrap = o->bootstrap, .seed = o->seed};
+                kdl_cka_opts co = {.bootstrap = o->bootstrap, .seed = o->seed, .pairs = o->pairs};
                 size_t bytes = kdl_cka_state_bytes(l->n, widths, &co);
 
                 if (bytes > o->max_bytes) {
@@ -662,6 +682,7 @@ int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *do
                 if (!err) {
                         const kdl_pair *pair = fb ? in->pairs[0] : NULL;
                         size_t n = pair ? pair->n : da->n, *sub = NULL, nsub = 0;
+                        bool *mask = NULL;
                         struct kdl__cka_compute_opts co = {
                                 .spatial = o.spatial,
                                 .skip_nonfinite = o.skip_nonfinite,
@@ -675,12 +696,16 @@ int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *do
                                 .max_bytes = o.max_bytes};
 
                         kdl__cka_results_release(&last);
-                        err = kdl_sample_select(n, NULL, 0, o.subsample, o.seed, STREAM_SUBSAMPLE,
-                                                &sub, &nsub);
+                        err = kdl__pairs_needed(&l, fb != NULL, logits, labels, &mask);
+                        co.pairs = mask;
+                        err = err
+                                      ?: kdl_sample_select(n, NULL, 0, o.subsample, o.seed,
+                                                           STREAM_SUBSAMPLE, &sub, &nsub);
                         if (!err)
                                 err = kdl__cka_compute(in, pair, &l, nclasses, &co, sub, nsub,
                                                        &last, NULL);
                         free(sub);
+                        free(mask);
                 }
                 if (!err)
                         err = emit(&tb, &last, &o, &l, &cks[c], fb != NULL, logits, labels);

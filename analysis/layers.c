@@ -221,6 +221,7 @@ static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int
         struct kdl__gather gx = {0};
         struct row *rows = NULL;
         size_t nrows = 0, *xr = NULL, nx = 0, *cr = NULL, ncr = 0, pc;
+        bool *mask = NULL;
         long long logits = -1, lab;
         int err;
 
@@ -232,6 +233,9 @@ static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int
                         logits = (long long) k;
         lab = (long long) l.n;
         err = err ?: kdl__srcs_add(&l, "labels", false, 0, 0, NULL, nclasses);
+        /* Teacher layers against the logits, the labels and the student's
+         * layers; no teacher x teacher blocks. */
+        err = err ?: kdl__pairs_needed(&l, true, logits, lab, &mask);
         if (err)
                 goto out;
 
@@ -250,7 +254,8 @@ static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int
                                                    .labels = true,
                                                    .seed = o->seed,
                                                    .robust = ROBUST_FRACTION,
-                                                   .max_bytes = o->max_bytes};
+                                                   .max_bytes = o->max_bytes,
+                                                   .pairs = mask};
 
                 err = kdl__cka_compute(in, student ? in->pairs[0] : NULL, &l, nclasses, &co, xr, nx,
                                        res, &gx);
@@ -307,6 +312,7 @@ static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int
         if (!err && student)
                 err = emit_cka(tb->cka, &l, res, ck);
 out:
+        free(mask);
         free(rows);
         free(cr);
         free(xr);
