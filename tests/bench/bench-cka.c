@@ -22,8 +22,8 @@
 #include "metrics/base/error.h"
 #include "metrics/cka.h"
 
-#define LAYERS    4
-#define READ_ROWS 2048
+#define LAYERS            4
+#define READ_ROWS_DEFAULT 2048
 
 static double now(void)
 {
@@ -88,7 +88,7 @@ int main(int argc, char **argv)
         kdl_h5reader *rd[2 * LAYERS];
         double *buf[2 * LAYERS];
         kdl_tensor t[2 * LAYERS];
-        size_t widths[2 * LAYERS], *ids, n, dt = 0;
+        size_t widths[2 * LAYERS], *ids, n, dt = 0, read_rows;
         bool pairs[4 * LAYERS * LAYERS];
         kdl_cka_opts o = {0};
         kdl_cka_state *s = NULL;
@@ -101,7 +101,10 @@ int main(int argc, char **argv)
                 return 2;
         }
         n = strtoul(argv[3], NULL, 10);
-        ids = malloc(READ_ROWS * sizeof(size_t));
+        /* KDL_BENCH_READ_ROWS: rows per read (e.g. a multiple of the chunk rows). */
+        read_rows = getenv("KDL_BENCH_READ_ROWS") ? strtoul(getenv("KDL_BENCH_READ_ROWS"), NULL, 10)
+                                                  : READ_ROWS_DEFAULT;
+        ids = malloc(read_rows * sizeof(size_t));
         t0 = now();
         for (int k = 0; k < 2; k++) {
                 const kdl_checkpoint *ck;
@@ -128,7 +131,7 @@ int main(int argc, char **argv)
                                 fprintf(stderr, "bench-cka: fewer than %zu rows\n", n);
                                 return 1;
                         }
-                        buf[i] = malloc(READ_ROWS * widths[i] * sizeof(double));
+                        buf[i] = malloc(read_rows * widths[i] * sizeof(double));
                 }
         }
         /* Teacher x student and the diagonal: what the 4 x 4 grid needs. */
@@ -145,8 +148,8 @@ int main(int argc, char **argv)
         err = kdl_cka_state_new(2 * LAYERS, widths, &o, &s);
         if (err < 0)
                 die(err);
-        for (size_t r0 = 0; r0 < n; r0 += READ_ROWS) {
-                size_t r1 = r0 + READ_ROWS < n ? r0 + READ_ROWS : n;
+        for (size_t r0 = 0; r0 < n; r0 += read_rows) {
+                size_t r1 = r0 + read_rows < n ? r0 + read_rows : n;
                 double tr = now();
 
                 for (int i = 0; i < 2 * LAYERS; i++) {
