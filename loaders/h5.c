@@ -1117,7 +1117,6 @@ void kdl_h5_reader_allow_nonfinite(kdl_h5reader *r, bool allow)
 static int read_stored(kdl_h5reader *r, size_t a, size_t b, double *dst)
 {
         hsize_t start[KDL_MAX_DIMS] = {0}, count[KDL_MAX_DIMS];
-        hsize_t n = (hsize_t) ((b - a) * r->inner);
         hid_t mspace;
         herr_t st;
         char buf[256];
@@ -1129,7 +1128,10 @@ static int read_stored(kdl_h5reader *r, size_t a, size_t b, double *dst)
         if (H5Sselect_hyperslab(r->fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0)
                 return kdl_error(-KDL_EHDF5, "'%s': %s: cannot select rows %zu..%zu",
                                  r->f->dump.path, r->ds->path, a, b);
-        mspace = H5Screate_simple(1, &n, NULL);
+        /* The memory space takes the selection's own shape: with a 1-D one,
+         * HDF5 1.10 maps chunks element by element (H5S_select_iterate), and
+         * reading 1 GiB of float32 took seconds of CPU instead of a fraction. */
+        mspace = H5Screate_simple((int) r->ds->ndim, count, NULL);
         st = H5Dread(r->did, H5T_NATIVE_DOUBLE, mspace, r->fspace, H5P_DEFAULT, dst);
         H5Sclose(mspace);
         if (st < 0)

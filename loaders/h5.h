@@ -179,7 +179,8 @@ KDL_API void kdl_h5_reader_allow_nonfinite(kdl_h5reader *r, bool allow);
 
 /**
  * kdl_h5_reader_read() - logical rows [@r0, @r1) into @out.
- * @out: (r1 - r0) * cols doubles, row-major; written only on success.
+ * @out: (r1 - r0) * cols doubles, row-major; on failure its contents are
+ *       unspecified (the common path reads straight into it, then checks).
  *
  * Memory: besides @out, one raw block when a spatial rule reduces rows.
  * Return: 0; -KDL_ENONFINITE naming the dataset and the first sample

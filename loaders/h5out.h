@@ -14,10 +14,7 @@
  * temporary name in the target's directory and renamed into place by
  * kdl_h5out_commit(), so an interrupted run never leaves a half-written
  * file at @path (DESIGN.md "Bad input and failure").
- *
- * NEEDSWORK: the synthetic-dump writer (loaders/h5write.h, on its way to
- * main) covers datasets and attributes for dumps; once it lands, this can
- * become a thin layer over it.
+ * It is a thin layer over loaders/h5write.h.
  */
 
 typedef struct kdl_h5out kdl_h5out;

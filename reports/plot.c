@@ -120,7 +120,12 @@ static void dat_value(FILE *fp, double v)
  * The house style.  Sizes: a 3.5 in column for PDF (8 pt text); PNG is the
  * same figure at 300 dpi; SVG at 96 dpi.
  */
-static void preamble(FILE *fp, const char *name, const struct kdl_fig *f)
+/*
+ * @xlo/@xhi: the data's x range when known (lines, histograms), so that a
+ * marker's label can hang to the left of a marker in the right part of the
+ * plot instead of running off the edge; NAN when unknown.
+ */
+static void preamble(FILE *fp, const char *name, const struct kdl_fig *f, double xlo, double xhi)
 {
         fputs("# kdlens figure; render from the report directory with\n"
               "#   gnuplot -e \"fmt='png'\" scripts/",
@@ -172,8 +177,13 @@ static void preamble(FILE *fp, const char *name, const struct kdl_fig *f)
                 if (f->mark_labels && f->mark_labels[k]) {
                         fputs("set label ", fp);
                         gp_string(fp, f->mark_labels[k]);
-                        fprintf(fp, " at %.10g, graph %.2f offset char 0.4,0 font ',7'\n",
-                                f->marks[k], 0.92 - 0.08 * (double) (k % 4));
+                        bool left = isfinite(xlo) && isfinite(xhi) && xhi > xlo &&
+                                    (f->logx ? log(f->marks[k] / xlo) / log(xhi / xlo)
+                                             : (f->marks[k] - xlo) / (xhi - xlo)) > 0.6;
+
+                        fprintf(fp, " at %.10g, graph %.2f %s offset char %s,0 font ',7'\n",
+                                f->marks[k], 0.92 - 0.08 * (double) (k % 4),
+                                left ? "right" : "left", left ? "-0.4" : "0.4");
                 }
         }
 }
@@ -185,6 +195,16 @@ static void plot_source(FILE *gp, const char *name, size_t k)
                 fprintf(gp, "  'data/%s.dat'", name);
         else
                 fputs("  ''", gp);
+}
+
+/* Rotate category labels when they would collide: their total width beats the axis. */
+static bool crowded(const char *const *labels, size_t n, size_t room)
+{
+        size_t total = 0;
+
+        for (size_t i = 0; i < n; i++)
+                total += strlen(labels[i]) + 2;
+        return total > room;
 }
 
 static const char *series_name(const struct kdl_series *s, size_t k)
@@ -224,7 +244,23 @@ int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, co
         err = open_out(dir, "scripts", name, "gp", &gp);
         if (err < 0)
                 return err;
-        preamble(gp, name, f);
+        {
+                double lo = HUGE_VAL, hi = -HUGE_VAL;
+                bool integral = x != NULL;
+
+                for (size_t i = 0; i < n; i++) {
+                        double v = x ? x[i] : (double) i;
+
+                        lo = v < lo ? v : lo;
+                        hi = v > hi ? v : hi;
+                        if (fabs(v - floor(v)) > 0.0)
+                                integral = false;
+                }
+                preamble(gp, name, f, lo, hi);
+                /* Counts (dimensions, indices) get whole-number ticks. */
+                if (integral && !f->logx && hi > lo)
+                        fprintf(gp, "set xtics %.0f\n", ceil((hi - lo) / 10.0));
+        }
         if (!x)
                 fprintf(gp, "set xrange [-0.3:%zu.3]\n", n - 1);
         fputs("plot \\\n", gp);
@@ -269,14 +305,14 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
         err = open_out(dir, "scripts", name, "gp", &gp);
         if (err < 0)
                 return err;
-        preamble(gp, name, f);
+        preamble(gp, name, f, NAN, NAN);
         fprintf(gp,
                 "set style data histogram\nset style histogram %s\n"
                 "set style fill solid 0.9 border rgb '#333333'\nset boxwidth %s\n"
                 "set yrange [0:*]\nset grid noxtics\n",
                 stacked ? "rowstacked" : "clustered gap 1.5", stacked ? "0.6" : "0.9");
-        if (ncat > 4)
-                fputs("set xtics rotate by -30 left\n", gp);
+        if (crowded(categories, ncat, 48))
+                fputs("set xtics rotate by 30 right\n", gp);
         fputs("plot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);
@@ -336,7 +372,7 @@ int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f, 
         err = open_out(dir, "scripts", name, "gp", &gp);
         if (err < 0)
                 return err;
-        preamble(gp, name, f);
+        preamble(gp, name, f, NAN, NAN);
         /* viridis: perceptually uniform and readable in grey and by colour-blind readers */
         fputs("set palette defined (0 '#440154', 0.25 '#3b528b', 0.5 '#21908d', "
               "0.75 '#5dc963', 1 '#fde725')\n"
@@ -345,8 +381,8 @@ int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f, 
         fprintf(gp, "set cbrange [%.10g:%.10g]\n", zmin, zmax);
         fprintf(gp, "set xrange [-0.5:%zu.5]\nset yrange [%zu.5:-0.5]\n", cols - 1, rows - 1);
         fprintf(gp, "set size ratio %.6g\n", (double) rows / (double) cols);
-        if (cols > 4)
-                fputs("set xtics rotate by -40 left\n", gp);
+        if (crowded(col_labels, cols, 40))
+                fputs("set xtics rotate by 40 right\n", gp);
         tics(gp, "x", col_labels, cols);
         tics(gp, "y", row_labels, rows);
         fprintf(gp, "zmid = %.10g\n", zmin + 0.6 * (zmax - zmin));
@@ -393,7 +429,7 @@ int kdl_fig_hist(const char *dir, const char *name, const struct kdl_fig *f, con
         err = open_out(dir, "scripts", name, "gp", &gp);
         if (err < 0)
                 return err;
-        preamble(gp, name, f);
+        preamble(gp, name, f, edges[0], edges[nbins]);
         fputs("set yrange [0:*]\nset style fill transparent solid 0.25 noborder\nplot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);

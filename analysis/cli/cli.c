@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <float.h>
 #include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
@@ -61,6 +65,27 @@ static const struct kdl_cmd commands[] = {
          "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
          "  -f, --format FMT   table (default), md, csv, tex or json\n"},
+        {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
+         "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
+         "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
+         "  -t, --teacher FILE      the teacher's dump: residual curve, ridge targets, verdicts\n"
+         "  -s, --student FILE      a student's dump; repeat for several\n"
+         "  -c, --checkpoint NAME   a checkpoint, or all (default: the last)\n"
+         "      --layer NAME        one feature layer, or all (default)\n"
+         "      --tolerance F       residual fraction above which a width is insufficient\n"
+         "                          (default 0.01)\n"
+         "      --rank-rtol F       numerical rank counts eigenvalues above F x the largest\n"
+         "                          (default 1e-06)\n"
+         "      --lambda X|gcv      ridge penalty in sum-of-squares units, or gcv (default)\n"
+         "  -T, --temperature T     temperature of the per-sample support of W^T F W (default 4)\n"
+         "      --spatial RULE      avg (default), max or flatten for [N,C,H,W] and [N,T,D]\n"
+         "      --nonfinite MODE    error (default), or skip samples with NaN/Inf\n"
+         "      --curves            also print every eigenvalue in the terminal table (the other\n"
+         "                          formats always have the spectrum table)\n"
+         "      --block-rows R      rows read per block (default: a 64 MiB budget)\n"
+         "  -f, --format FMT        table (default), md, csv, tex or json\n"
+         "Tables: dims (one row per model, checkpoint and layer), heads, verdict,\n"
+         "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n"},
         {"split", cmd_split, 0, 0,
          "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
          "kdlens split -t TEACHER.h5 -s STUDENT.h5... [-T TAUS] [--checkpoint NAME|all] "
@@ -79,6 +104,20 @@ static const struct kdl_cmd commands[] = {
          "  --bins B             output bins of the [0,1] histograms, divides 1000 (default 20)\n"
          "  --block-rows R       rows read per block (default: a 64 MiB budget)\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"},
+        {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
+         "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [-T TAU] [--quiet]",
+         "  -t, --teacher FILE   the teacher's dump\n"
+         "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
+         "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
+         "  -T, --temperature T  temperature of the KD criterion (default 4)\n"
+         "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
+         "  --quiet              no progress bar and no closing line\n"},
+        {"demo", cmd_demo, 0, 0, "write the report of the bundled Fashion-MNIST example",
+         "kdlens demo [-o DIR] [--quiet]",
+         "  -o, --output DIR     the report directory (default kdlens-demo)\n"
+         "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
+         "  --quiet              no progress bar and no closing line\n"
+         "The example is read from KDL_EXAMPLE_DIR when set.\n"},
         {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", ""},
 };
 
@@ -204,6 +243,9 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
         case KDL_OPT_PER_SAMPLE:
                 o->per_sample = arg;
                 return KDL_CLI_OPT_TAKEN;
+        case KDL_OPT_BLOCK_ROWS:
+                n = kdl_cli_parse_count(cli, "--block-rows", arg, &o->block_rows);
+                return n ? n : KDL_CLI_OPT_TAKEN;
         case 'h':
                 return kdl_cli_help(cli);
         case '?':
@@ -214,6 +256,36 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
+}
+
+int kdl_cli_parse_real(struct kdl_cli *cli, const char *what, const char *arg, double lo, double hi,
+                       double *ret)
+{
+        char *end;
+        double v = strtod(arg, &end);
+
+        if (end == arg || *end || !isfinite(v) || !(v >= lo && v <= hi)) {
+                if (hi >= DBL_MAX)
+                        return kdl_cli_usage(cli, "%s: expected a finite number >= %g, found '%s'",
+                                             what, lo, arg);
+                return kdl_cli_usage(cli, "%s: expected a number in [%g, %g], found '%s'", what, lo,
+                                     hi, arg);
+        }
+        *ret = v;
+        return 0;
+}
+
+int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret)
+{
+        unsigned long long v;
+        char *end;
+
+        errno = 0;
+        v = strtoull(arg, &end, 10);
+        if (end == arg || *end || errno || v == 0 || v > SIZE_MAX || arg[0] == '-')
+                return kdl_cli_usage(cli, "%s: expected a positive integer, found '%s'", what, arg);
+        *ret = (size_t) v;
+        return 0;
 }
 
 static void print_overview(FILE *out)

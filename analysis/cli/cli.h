@@ -81,11 +81,19 @@ struct kdl_cli_common {
         enum kdl_spatial spatial; /* --spatial avg|max|flatten */
         bool skip_nonfinite;      /* --nonfinite error|skip */
         const char *per_sample;   /* --per-sample OUT.h5 */
+        size_t block_rows;        /* --block-rows N; 0 = the memory budget */
 };
 
-enum { KDL_OPT_SPATIAL = 1000, KDL_OPT_NONFINITE, KDL_OPT_PER_SAMPLE, KDL_OPT_FIRST_FREE_ };
+enum {
+        KDL_OPT_SPATIAL = 1000,
+        KDL_OPT_NONFINITE,
+        KDL_OPT_PER_SAMPLE,
+        KDL_OPT_BLOCK_ROWS,
+        KDL_OPT_FIRST_FREE_
+};
 
-#define KDL_CLI_COMMON_SHORTOPTS ":t:s:c:f:T:h" /* leading colon: getopt returns ':' for a missing argument */
+#define KDL_CLI_COMMON_SHORTOPTS                                                                   \
+        ":t:s:c:f:T:h" /* leading colon: getopt returns ':' for a missing argument */
 #define KDL_CLI_COMMON_LONGOPTS                                                                    \
         {"teacher", required_argument, NULL, 't'}, {"student", required_argument, NULL, 's'},      \
                 {"checkpoint", required_argument, NULL, 'c'},                                      \
@@ -94,6 +102,7 @@ enum { KDL_OPT_SPATIAL = 1000, KDL_OPT_NONFINITE, KDL_OPT_PER_SAMPLE, KDL_OPT_FI
                 {"spatial", required_argument, NULL, KDL_OPT_SPATIAL},                             \
                 {"nonfinite", required_argument, NULL, KDL_OPT_NONFINITE},                         \
                 {"per-sample", required_argument, NULL, KDL_OPT_PER_SAMPLE},                       \
+                {"block-rows", required_argument, NULL, KDL_OPT_BLOCK_ROWS},                       \
         {                                                                                          \
                 "help", no_argument, NULL, 'h'                                                     \
         }
@@ -113,11 +122,24 @@ enum { KDL_CLI_OPT_TAKEN = -1, KDL_CLI_OPT_NOT_MINE = -2 };
 int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
                           char **argv);
 
+/**
+ * kdl_cli_parse_real() - @arg as a finite number in [@lo, @hi] for option @what.
+ * Return: 0 with *@ret set; the usage exit status (message printed) otherwise.
+ */
+int kdl_cli_parse_real(struct kdl_cli *cli, const char *what, const char *arg, double lo, double hi,
+                       double *ret);
+
+/** kdl_cli_parse_count() - @arg as a positive integer; as kdl_cli_parse_real(). */
+int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret);
+
 /* The verbs (analysis/cli/cmd-<verb>.c). */
 int cmd_inspect(int argc, char **argv, struct kdl_cli *cli);
+int cmd_dims(int argc, char **argv, struct kdl_cli *cli);
 int cmd_split(int argc, char **argv, struct kdl_cli *cli);
 int cmd_help(int argc, char **argv, struct kdl_cli *cli);
 int cmd_cka(int argc, char **argv, struct kdl_cli *cli);
 int cmd_layers(int argc, char **argv, struct kdl_cli *cli);
+int cmd_report(int argc, char **argv, struct kdl_cli *cli);
+int cmd_demo(int argc, char **argv, struct kdl_cli *cli);
 
 #endif

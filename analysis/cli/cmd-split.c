@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,26 +12,6 @@
 
 _Static_assert(KDL_CLI_MAX_TEMPS <= KDL_SPLIT_MAX_TAUS, "every -T temperature fits the metric");
 
-static int parse_real(struct kdl_cli *cli, const char *arg, const char *what, double *ret)
-{
-        if (kdl_parse_reals(arg, what, ret, 1) < 0)
-                return kdl_cli_usage(cli, "%s", kdl_errmsg());
-        return 0;
-}
-
-static int parse_count(struct kdl_cli *cli, const char *arg, const char *what, size_t *ret)
-{
-        char *end;
-        unsigned long long v;
-
-        errno = 0;
-        v = strtoull(arg, &end, 10);
-        if (end == arg || *end || errno || v == 0 || arg[0] == '-')
-                return kdl_cli_usage(cli, "%s: expected a positive integer, found '%s'", what, arg);
-        *ret = (size_t) v;
-        return 0;
-}
-
 int cmd_split(int argc, char **argv, struct kdl_cli *cli)
 {
         enum {
@@ -38,7 +19,6 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
                 OPT_OMEGA_MAX,
                 OPT_W_EPS,
                 OPT_BINS,
-                OPT_BLOCK_ROWS,
         };
         static const struct option longopts[] = {
                 KDL_CLI_COMMON_LONGOPTS,
@@ -46,7 +26,6 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
                 {"omega-max", required_argument, NULL, OPT_OMEGA_MAX},
                 {"w-eps", required_argument, NULL, OPT_W_EPS},
                 {"bins", required_argument, NULL, OPT_BINS},
-                {"block-rows", required_argument, NULL, OPT_BLOCK_ROWS},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common co;
@@ -65,29 +44,24 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
                         return r;
                 switch (c) {
                 case OPT_LAMBDA:
-                        r = parse_real(cli, optarg, "--lambda", &o.metric.lambda);
-                        if (!r && o.metric.lambda > 1.0)
-                                r = kdl_cli_usage(cli,
-                                                  "--lambda: expected a weight in (0, 1], "
-                                                  "found '%s'",
-                                                  optarg);
+                        r = kdl_cli_parse_real(cli, "--lambda", optarg, DBL_MIN, 1.0,
+                                               &o.metric.lambda);
                         break;
                 case OPT_OMEGA_MAX:
-                        r = parse_real(cli, optarg, "--omega-max", &o.metric.omega_max);
+                        r = kdl_cli_parse_real(cli, "--omega-max", optarg, DBL_MIN, DBL_MAX,
+                                               &o.metric.omega_max);
                         break;
                 case OPT_W_EPS:
-                        r = parse_real(cli, optarg, "--w-eps", &o.metric.w_eps);
+                        r = kdl_cli_parse_real(cli, "--w-eps", optarg, DBL_MIN, DBL_MAX,
+                                               &o.metric.w_eps);
                         break;
                 case OPT_BINS:
-                        r = parse_count(cli, optarg, "--bins", &o.hist_bins);
+                        r = kdl_cli_parse_count(cli, "--bins", optarg, &o.hist_bins);
                         if (!r && o.metric.nbins % o.hist_bins != 0)
                                 r = kdl_cli_usage(cli,
                                                   "--bins: expected a divisor of %zu, found "
                                                   "'%s'",
                                                   o.metric.nbins, optarg);
-                        break;
-                case OPT_BLOCK_ROWS:
-                        r = parse_count(cli, optarg, "--block-rows", &o.block_rows);
                         break;
                 default:
                         r = kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
@@ -105,6 +79,7 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
                 return kdl_cli_usage(cli, "a student dump is required (-s FILE)");
 
         o.checkpoint = co.checkpoint;
+        o.block_rows = co.block_rows;
         o.metric.ntaus = co.ntemps;
         memcpy(o.metric.taus, co.temps, co.ntemps * sizeof(double));
         o.skip_nonfinite = co.skip_nonfinite;

@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "analysis/cli/cli.h"
+#include "analysis/report.h"
+#include "metrics/base/banned.h"
+
+/* vasprintf() that returns NULL on failure (the CLI cannot use kdl__ internals). */
+static char *format(const char *fmt, ...) KDL_PRINTF(1, 2);
+static char *format(const char *fmt, ...)
+{
+        va_list ap;
+        char *s;
+        int n;
+
+        va_start(ap, fmt);
+        n = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        return n < 0 ? NULL : s;
+}
+
+/* The command line as typed, for the report's provenance. */
+static char *command_line(int argc, char **argv)
+{
+        char *s = strdup("kdlens"), *t;
+
+        for (int i = 0; s && i < argc; i++) {
+                bool quote = strpbrk(argv[i], " \t\"'$") != NULL;
+
+                t = format("%s %s%s%s", s, quote ? "'" : "", argv[i], quote ? "'" : "");
+                free(s);
+                s = t;
+        }
+        return s;
+}
+
+/* A one-line bar on stderr, redrawn in place; only on a terminal. */
+static void bar(void *ctx, size_t done, size_t total, const char *what)
+{
+        FILE *err = ctx;
+        size_t width = 24, fill = total ? done * width / total : 0;
+
+        fputs("\r[", err);
+        for (size_t k = 0; k < width; k++)
+                fputc(k < fill ? '#' : '.', err);
+        fprintf(err, "] %zu/%zu %-48.48s", done, total, what);
+        fflush(err);
+}
+
+static int run(struct kdl_cli *cli, struct kdl_report_opts *o, bool quiet)
+{
+        int err;
+
+        if (!quiet && cli->verbosity >= 0 && isatty(fileno(cli->err))) {
+                o->progress = bar;
+                o->ctx = cli->err;
+        }
+        err = kdl_report_run(o);
+        if (o->progress)
+                fputs("\r\033[K", cli->err);
+        if (err < 0)
+                return kdl_cli_fail(cli, err);
+        if (cli->verbosity >= 0 && !quiet)
+                fprintf(cli->out, "kdlens %s: report written to %s/index.html\n", cli->verb,
+                        o->out_dir);
+        return KDL_EXIT_OK;
+}
+
+enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT };
+
+int cmd_report(int argc, char **argv, struct kdl_cli *cli)
+{
+        static const struct option longopts[] = {
+                KDL_CLI_COMMON_LONGOPTS,
+                {"output", required_argument, NULL, 'o'},
+                {"quiet", no_argument, NULL, OPT_QUIET},
+                {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
+                {NULL, 0, NULL, 0},
+        };
+        struct kdl_cli_common co;
+        struct kdl_report_opts o = {0};
+        bool quiet = false;
+        char *cmd;
+        int c, r;
+
+        kdl_cli_common_init(cli, &co);
+        while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS "o:", longopts, NULL)) != -1) {
+                r = kdl_cli_common_option(cli, &co, c, optarg, argv);
+                if (r == KDL_CLI_OPT_TAKEN)
+                        continue;
+                if (r != KDL_CLI_OPT_NOT_MINE)
+                        return r;
+                if (c == 'o')
+                        o.out_dir = optarg;
+                else if (c == OPT_QUIET)
+                        quiet = true;
+                else if (c == OPT_GNUPLOT)
+                        o.gnuplot = optarg;
+                else
+                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
+        }
+        r = kdl_cli_positional(cli, argc - optind);
+        if (r)
+                return r;
+        if (!co.teacher || co.nstudents == 0 || !o.out_dir)
+                return kdl_cli_usage(cli, "expected -t TEACHER.h5, at least one -s STUDENT.h5 "
+                                          "and -o DIR");
+        if (co.ntemps != 1)
+                return kdl_cli_usage(cli, "-T: expected one temperature for the report");
+        o.teacher = co.teacher;
+        o.students = co.students;
+        o.nstudents = co.nstudents;
+        o.tau = co.temps[0];
+        cmd = command_line(argc, argv);
+        if (!cmd)
+                return kdl_cli_fail(cli, -ENOMEM);
+        o.command = cmd;
+        r = run(cli, &o, quiet);
+        free(cmd);
+        return r;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+int cmd_demo(int argc, char **argv, struct kdl_cli *cli)
+{
+        static const struct option longopts[] = {
+                {"output", required_argument, NULL, 'o'},
+                {"quiet", no_argument, NULL, OPT_QUIET},
+                {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
+                {"help", no_argument, NULL, 'h'},
+                {NULL, 0, NULL, 0},
+        };
+        const char *dir = kdl_report_example_dir();
+        struct kdl_report_opts o = {.out_dir = "kdlens-demo"};
+        char *teacher = NULL, *students[KDL_CLI_MAX_STUDENTS], *cmd = NULL;
+        size_t ns = 0;
+        bool quiet = false;
+        struct dirent *e;
+        DIR *d;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+                if (c == 'o')
+                        o.out_dir = optarg;
+                else if (c == OPT_QUIET)
+                        quiet = true;
+                else if (c == OPT_GNUPLOT)
+                        o.gnuplot = optarg;
+                else if (c == 'h')
+                        return kdl_cli_help(cli);
+                else
+                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
+        }
+        r = kdl_cli_positional(cli, argc - optind);
+        if (r)
+                return r;
+        d = opendir(dir);
+        if (!d)
+                return kdl_cli_fail(cli, kdl_error(-errno,
+                                                   "cannot open the bundled example "
+                                                   "'%s': %s",
+                                                   dir, strerror(errno)));
+        while ((e = readdir(d)) && ns < KDL_CLI_MAX_STUDENTS) {
+                size_t n = strlen(e->d_name);
+
+                if (n < 4 || strcmp(e->d_name + n - 3, ".h5") != 0)
+                        continue;
+                if (strcmp(e->d_name, "teacher.h5") == 0)
+                        teacher = format("%s/%s", dir, e->d_name);
+                else if (strncmp(e->d_name, "student", 7) == 0)
+                        students[ns++] = format("%s/%s", dir, e->d_name);
+        }
+        closedir(d);
+        qsort(students, ns, sizeof(*students), cmp_str);
+        if (!teacher || ns == 0) {
+                r = kdl_cli_fail(cli, kdl_error(-KDL_EMISSING,
+                                                "'%s': expected teacher.h5 and "
+                                                "student*.h5, found %s",
+                                                dir, teacher ? "no student" : "no teacher"));
+                goto out;
+        }
+        o.teacher = teacher;
+        o.students = (const char *const *) students;
+        o.nstudents = ns;
+        cmd = command_line(argc, argv);
+        o.command = cmd ? cmd : "kdlens demo";
+        r = run(cli, &o, quiet);
+out:
+        free(cmd);
+        free(teacher);
+        for (size_t k = 0; k < ns; k++)
+                free(students[k]);
+        return r;
+}

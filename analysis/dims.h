@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_DIMS_H
+#define KDL_ANALYSIS_DIMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "analysis/inputs.h"
+#include "loaders/h5.h"
+#include "metrics/spectral.h"
+#include "reports/table.h"
+
+/*
+ * `kdlens dims`: does the student have enough feature dimensions to take up
+ * the teacher's knowledge (MATH.md §2.3, §11.2)?  Metrics: metrics/spectral.h.
+ */
+
+struct kdl_dims_opts {
+        const char *checkpoint; /* NULL: the last; "all"; or a name (kdl_select_checkpoints()) */
+        const char *layer;      /* NULL or "all": every feature layer; else one name */
+        double tolerance;       /* residual fraction above which a width is insufficient */
+        double rank_rtol;       /* numerical-rank tolerance (variance units) */
+        double ridge_lambda;    /* finite >= 0: the ridge penalty; otherwise chosen by GCV */
+        double tau;             /* temperature of the per-sample support of W^T F W */
+        enum kdl_spatial spatial;
+        bool skip_nonfinite; /* drop samples with NaN/Inf (counted in a note) */
+        bool spectrum;       /* add the "spectrum" table (every eigenvalue) */
+        size_t block_rows;   /* rows per block; 0 = the stream's memory budget */
+};
+
+/** KDL_DIMS_OPTS_DEFAULT - last checkpoint, every layer, 1 %, GCV, tau = 4. */
+#define KDL_DIMS_OPTS_DEFAULT                                                                      \
+        ((struct kdl_dims_opts){.tolerance = 0.01,                                                 \
+                                .rank_rtol = KDL_SPECTRAL_RANK_RTOL,                               \
+                                .ridge_lambda = -1.0,                                              \
+                                .tau = 4.0,                                                        \
+                                .spatial = KDL_SPATIAL_AVG,                                        \
+                                .spectrum = true})
+
+/**
+ * kdl_dims() - the dims analysis of @in into @doc.
+ * @in:  a teacher and/or students (kdl_inputs_open()); borrowed.
+ * @o:   options; borrowed.
+ * @doc: receives the tables (keys as in MATH.md §11.2):
+ *   "dims"   one row per (model, checkpoint, layer): width, numerical rank,
+ *            effective rank, participation ratio, dimensions for 90/95/99 %
+ *            of the variance; with a teacher, the teacher's centred-logit
+ *            residual at the layer's width and the ridge R^2 of the teacher's
+ *            centred logits from the layer.  Each model's row-centred logits
+ *            are a row too (kind "logits").
+ *   "heads"  one row per (model, checkpoint) with a head: rank of W^T F W
+ *            and the feature directions the KL cannot see.
+ *   "verdict" one row per (student, checkpoint): d_s, C - 1, the residual at
+ *            d_s, sufficient/insufficient and the reason.
+ *   "logit_residual" the teacher's residual curve over d = 1..C, with the
+ *            students' widths marked.
+ *   "spectrum" every eigenvalue of every layer (when @o->spectrum).
+ *
+ * Every dataset is read in row blocks (one stream per layer, so the peak
+ * memory is that of the widest layer, O(D^2), whatever N).
+ *
+ * Return: 0; -KDL_EUSAGE for bad options, no inputs, a checkpoint or layer
+ * that no input has; errors of reading (NaN/Inf, HDF5) and of the metrics.
+ */
+KDL_API int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc);
+
+#endif

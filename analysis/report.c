@@ -1,0 +1,641 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kdl-config.h"
+#include "metrics/base/alloc.h"
+#include "analysis/dims.h"
+#include "analysis/inputs.h"
+#include "analysis/inspect.h"
+#include "analysis/report.h"
+#include "analysis/split.h"
+#include "reports/plot.h"
+#include "reports/site.h"
+#include "reports/table.h"
+#include "metrics/base/banned.h"
+
+const char *kdl_report_example_dir(void)
+{
+        const char *env = getenv("KDL_EXAMPLE_DIR");
+
+        return env && *env ? env : KDL_EXAMPLE_DIR;
+}
+
+/* ---- reading the analyses' tables ----------------------------------------- */
+
+static double real_at(const kdl_table *t, size_t i, const char *key)
+{
+        int j = kdl_table_find(t, key);
+        const kdl_cell *c;
+
+        if (j < 0)
+                return NAN;
+        c = kdl_table_cell(t, i, (size_t) j);
+        if (c->type == KDL_CELL_REAL)
+                return c->v.r;
+        if (c->type == KDL_CELL_INT)
+                return (double) c->v.i;
+        return NAN;
+}
+
+static const char *str_at(const kdl_table *t, size_t i, const char *key)
+{
+        int j = kdl_table_find(t, key);
+        const kdl_cell *c;
+
+        if (j < 0)
+                return "";
+        c = kdl_table_cell(t, i, (size_t) j);
+        return c->type == KDL_CELL_STR ? c->v.s : "";
+}
+
+static bool same_tau(double a, double b)
+{
+        return fabs(a - b) <= 1e-12 * fabs(b);
+}
+
+/* ---- the run --------------------------------------------------------------- */
+
+struct run {
+        const struct kdl_report_opts *o;
+        kdl_inputs *in;
+        kdl_site *site;
+        char **names; /* display name of each student */
+        size_t done, total;
+        double tau;
+};
+
+static void progress(struct run *r, const char *what)
+{
+        if (r->o->progress)
+                r->o->progress(r->o->ctx, r->done, r->total, what);
+        r->done++;
+}
+
+/* A student's display name: its model attribute, else the file name without .h5. */
+static char *display_name(const kdl_dump *d)
+{
+        const char *base;
+        char *s;
+        size_t n;
+
+        if (d->model && *d->model)
+                return kdl__strdup(d->model);
+        base = strrchr(d->path, '/');
+        base = base ? base + 1 : d->path;
+        s = kdl__strdup(base);
+        if (s && (n = strlen(s)) > 3 && strcmp(s + n - 3, ".h5") == 0)
+                s[n - 3] = '\0';
+        return s;
+}
+
+static int student_index(const struct run *r, const char *path)
+{
+        for (size_t k = 0; k < r->in->nstudents; k++)
+                if (strcmp(kdl_h5_dump(r->in->students[k])->path, path) == 0)
+                        return (int) k;
+        return -1;
+}
+
+/* Render figure @name in every format and show it with @caption. */
+static int show(struct run *r, const char *name, const char *caption)
+{
+        int err = kdl_fig_render(kdl_site_path(r->site), name, r->o->gnuplot, KDL_FIG_ALL);
+
+        return err ? err : kdl_site_figure(r->site, name, caption);
+}
+
+/* Every row of @t (or only those with key @tkey equal to @tval) as a table of its own. */
+static int show_table(struct run *r, const kdl_doc *d, const char *table, const char *file,
+                      const char *caption)
+{
+        const kdl_table *t = kdl_doc_find_table(d, table);
+
+        if (!t || kdl_table_rows(t) == 0)
+                return 0;
+        return kdl_site_table(r->site, t, file, caption);
+}
+
+/* ---- sections ---------------------------------------------------------------- */
+
+static int section_inputs(struct run *r)
+{
+        struct kdl_inspect_opts io = {.scan_values = false};
+        const char **paths = kdl_new(const char *, r->in->nstudents + 1);
+        kdl_doc *d = NULL;
+        size_t nprob = 0;
+        int err;
+
+        if (!paths)
+                return -ENOMEM;
+        progress(r, "inputs");
+        paths[0] = kdl_h5_dump(r->in->teacher)->path;
+        for (size_t k = 0; k < r->in->nstudents; k++)
+                paths[k + 1] = kdl_h5_dump(r->in->students[k])->path;
+        err = kdl_doc_new("inspect", &d);
+        err = err ?: kdl_inspect(paths, r->in->nstudents + 1, &io, d, &nprob);
+        err = err
+                      ?: kdl_site_section(
+                                 r->site, "Inputs",
+                                 "The dumps analysed: models, samples, classes, checkpoints "
+                                 "and the knowledge sources each checkpoint holds.");
+        err = err ?: show_table(r, d, "files", "inputs_files", "Dumps");
+        err = err
+                      ?: show_table(r, d, "checkpoints", "inputs_checkpoints",
+                                    "Checkpoints and knowledge sources");
+        err = err ?: show_table(r, d, "alignment", "inputs_alignment", "Teacher/student alignment");
+        err = err ?: kdl_site_json(r->site, d, "inspect");
+        kdl_doc_free(d);
+        free(paths);
+        return err;
+}
+
+/* Histogram of @quantity for student @path at @checkpoint: edges and counts normalised to
+ * densities. */
+static size_t histogram(const kdl_table *t, const char *path, const char *checkpoint, double tau,
+                        const char *quantity, double *edges, double *dens, size_t max, bool log)
+{
+        size_t nb = 0;
+        double total = 0.0;
+
+        for (size_t i = 0; i < kdl_table_rows(t) && nb < max; i++) {
+                double lo = real_at(t, i, "lo"), hi = real_at(t, i, "hi");
+
+                if (strcmp(str_at(t, i, "student"), path) != 0 ||
+                    strcmp(str_at(t, i, "checkpoint"), checkpoint) != 0 ||
+                    !same_tau(real_at(t, i, "tau"), tau) ||
+                    strcmp(str_at(t, i, "quantity"), quantity) != 0)
+                        continue;
+                if (!isfinite(lo) || !isfinite(hi) || (log && !(lo > 0.0)))
+                        continue;
+                edges[nb] = lo;
+                edges[nb + 1] = hi;
+                dens[nb] = real_at(t, i, "count");
+                total += dens[nb] * (log ? 1.0 : hi - lo);
+                nb++;
+        }
+        for (size_t b = 0; b < nb && total > 0.0; b++)
+                dens[b] /= total; /* a density (linear bins) or a fraction (log bins) */
+        return nb;
+}
+
+static const char *last_checkpoint(const kdl_h5file *f)
+{
+        const kdl_dump *d = kdl_h5_dump(f);
+
+        return d->checkpoints[d->ncheckpoints - 1].name;
+}
+
+/* The C x C records of @table for student @path at @checkpoint into @m. */
+static bool matrix(const kdl_table *t, const char *path, const char *checkpoint, double tau,
+                   double *m, size_t c)
+{
+        size_t found = 0;
+
+        for (size_t i = 0; t && i < kdl_table_rows(t); i++) {
+                double ti = real_at(t, i, "tau");
+                size_t a = (size_t) real_at(t, i, "i"), b = (size_t) real_at(t, i, "j");
+
+                if (strcmp(str_at(t, i, "student"), path) != 0 ||
+                    strcmp(str_at(t, i, "checkpoint"), checkpoint) != 0 ||
+                    (isfinite(ti) && !same_tau(ti, tau)) || a >= c || b >= c)
+                        continue;
+                m[a * c + b] = real_at(t, i, "value");
+                found++;
+        }
+        return found == c * c;
+}
+
+static int split_figures(struct run *r, const kdl_doc *d)
+{
+        const kdl_table *t = kdl_doc_find_table(d, "split");
+        const kdl_table *h = kdl_doc_find_table(d, "histograms");
+        size_t rows = t ? kdl_table_rows(t) : 0, n = 0, c = kdl_h5_dump(r->in->teacher)->c;
+        const char **cats = kdl_new(const char *, rows ? rows : 1);
+        char **owned = kdl_new(char *, rows ? rows : 1);
+        double *tckd = kdl_new(double, rows ? rows : 1), *nckd = kdl_new(double, rows ? rows : 1);
+        double *m = kdl_new(double, c > 0 ? c * c : 1);
+        char **labels = kdl_new(char *, c ? c : 1);
+        int err = 0;
+
+        if (!cats || !owned || !tckd || !nckd || !m || !labels) {
+                err = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < rows; i++) {
+                int k = student_index(r, str_at(t, i, "student"));
+
+                if (k < 0 || !same_tau(real_at(t, i, "tau"), r->tau))
+                        continue;
+                owned[n] = kdl__asprintf("%s %s", r->names[k], str_at(t, i, "checkpoint"));
+                if (!owned[n]) {
+                        err = -ENOMEM;
+                        goto out;
+                }
+                cats[n] = owned[n];
+                tckd[n] = real_at(t, i, "tckd");
+                nckd[n] = real_at(t, i, "nckd_coupled");
+                n++;
+        }
+        if (n) {
+                struct kdl_series s[] = {{"explicit: TCKD", tckd},
+                                         {"implicit: (1 - p^t_y) NCKD", nckd}};
+                struct kdl_fig f = {.ylabel = "tau^2 KL per sample (nats)"};
+
+                err = kdl_fig_bars(kdl_site_path(r->site), "split_stacked", &f, cats, n, s, 2,
+                                   true);
+                err = err
+                              ?: show(r, "split_stacked",
+                                      "KD loss split into explicit (target-class) and implicit "
+                                      "(non-target) knowledge, per student and checkpoint; the "
+                                      "bars' total is the KD loss (KL = TCKD + (1 - p^t_y) NCKD)");
+        }
+        for (size_t k = 0; k < r->in->nstudents && !err && h; k++) {
+                const char *path = kdl_h5_dump(r->in->students[k])->path;
+                const char *ck = last_checkpoint(r->in->students[k]);
+                double e1[1100], d1[1100], e2[1100], d2[1100];
+                size_t n1 = histogram(h, path, ck, r->tau, "pt_y", e1, d1, 1000, false);
+                size_t n2 = histogram(h, path, ck, r->tau, "ps_y", e2, d2, 1000, false);
+                char *name = kdl__asprintf("confidence_s%zu", k + 1), *cap;
+
+                if (!name)
+                        return -ENOMEM;
+                if (n1 && n1 == n2) {
+                        struct kdl_series s[] = {{"teacher p^t_y", d1}, {"student p^s_y", d2}};
+                        struct kdl_fig f = {.xlabel = "target-class probability at tau",
+                                            .ylabel = "density"};
+
+                        cap = kdl__asprintf("Target confidence of the teacher and of %s at "
+                                            "checkpoint %s (tau = %g)",
+                                            r->names[k], ck, r->tau);
+                        err = cap ? kdl_fig_hist(kdl_site_path(r->site), name, &f, e1, n1, s, 2)
+                                  : -ENOMEM;
+                        err = err ?: show(r, name, cap);
+                        free(cap);
+                }
+                free(name);
+                n1 = histogram(h, path, ck, r->tau, "w", e1, d1, 1000, true);
+                name = kdl__asprintf("instance_w_s%zu", k + 1);
+                if (!name)
+                        return -ENOMEM;
+                if (n1 && !err) {
+                        struct kdl_series s[] = {{"w_n", d1}};
+                        struct kdl_fig f = {.xlabel = "instance weight w_n (KD / label smoothing)",
+                                            .ylabel = "fraction of samples",
+                                            .logx = true,
+                                            .nmarks = 1,
+                                            .marks = (double[]){1.0},
+                                            .mark_labels = (const char *[]){"w = 1"}};
+
+                        cap = kdl__asprintf("Tang et al.'s instance weights w_n of %s at "
+                                            "checkpoint %s: KD up-weights samples with w_n > 1 "
+                                            "(w_n <= 0 not shown)",
+                                            r->names[k], ck);
+                        err = cap ? kdl_fig_hist(kdl_site_path(r->site), name, &f, e1, n1, s, 1)
+                                  : -ENOMEM;
+                        err = err ?: show(r, name, cap);
+                        free(cap);
+                }
+                free(name);
+        }
+        /* Class relations: the teacher's soft confusion and both heads' cosines. */
+        for (size_t k = 0; k < c && !err; k++)
+                if (!(labels[k] = kdl__asprintf("%zu", k)))
+                        err = -ENOMEM;
+        for (size_t k = 0; k < r->in->nstudents && !err; k++) {
+                const char *path = kdl_h5_dump(r->in->students[k])->path;
+                const char *ck = last_checkpoint(r->in->students[k]);
+                struct kdl_fig f = {.xlabel = "class", .ylabel = "class"};
+                char *name, *cap;
+
+                if (k == 0 &&
+                    matrix(kdl_doc_find_table(d, "confusion_teacher"), path, ck, r->tau, m, c)) {
+                        struct kdl_fig fc = {.xlabel = "predicted class (soft)",
+                                             .ylabel = "true class"};
+
+                        err = kdl_fig_heatmap(kdl_site_path(r->site), "classes_teacher_confusion",
+                                              &fc, m, c, c, (const char *const *) labels,
+                                              (const char *const *) labels, c <= 20, 0, 0);
+                        err = err
+                                      ?: show(r, "classes_teacher_confusion",
+                                              "The teacher's soft confusion matrix: mean p^t_tau "
+                                              "of "
+                                              "each class over the samples of each true class");
+                }
+                if (k == 0 && !err &&
+                    matrix(kdl_doc_find_table(d, "head_cosine_teacher"), path, ck, r->tau, m, c)) {
+                        err = kdl_fig_heatmap(kdl_site_path(r->site), "classes_teacher_head", &f, m,
+                                              c, c, (const char *const *) labels,
+                                              (const char *const *) labels, c <= 20, -1, 1);
+                        err = err
+                                      ?: show(r, "classes_teacher_head",
+                                              "Class relations in the teacher's head: cosine of "
+                                              "head-weight rows");
+                }
+                if (err ||
+                    !matrix(kdl_doc_find_table(d, "head_cosine_student"), path, ck, r->tau, m, c))
+                        continue;
+                name = kdl__asprintf("classes_s%zu_head", k + 1);
+                cap = kdl__asprintf("Class relations in the head of %s at checkpoint %s, "
+                                    "beside the teacher's",
+                                    r->names[k], ck);
+                err = name && cap ? kdl_fig_heatmap(kdl_site_path(r->site), name, &f, m, c, c,
+                                                    (const char *const *) labels,
+                                                    (const char *const *) labels, c <= 20, -1, 1)
+                                  : -ENOMEM;
+                err = err ?: show(r, name, cap);
+                free(name);
+                free(cap);
+        }
+out:
+        for (size_t i = 0; i < n; i++)
+                free(owned[i]);
+        for (size_t k = 0; labels && k < c; k++)
+                free(labels[k]);
+        free(labels);
+        free(owned);
+        free(cats);
+        free(tckd);
+        free(nckd);
+        free(m);
+        return err;
+}
+
+static int section_split(struct run *r)
+{
+        struct kdl_split_run_opts so;
+        kdl_doc *d = NULL;
+        int err;
+
+        progress(r, "split: explicit and implicit knowledge");
+        kdl_split_run_opts_init(&so);
+        so.checkpoint = "all";
+        so.long_tables = true;
+        so.metric.ntaus = 1;
+        so.metric.taus[0] = r->tau;
+        err = kdl_doc_new("split", &d);
+        err = err ?: kdl_split_run(r->in, &so, d);
+        err = err
+                      ?: kdl_site_section(r->site, "Explicit and implicit knowledge",
+                                          "How the KD loss splits into the teacher's confidence in "
+                                          "the target "
+                                          "class (explicit, TCKD) and its distribution over the "
+                                          "other classes "
+                                          "(implicit, NCKD), per DKD (Zhao et al. 2022) and AEKT "
+                                          "(Park & Lee "
+                                          "2024); and Tang et al.'s universe, domain and instance "
+                                          "knowledge.");
+        err = err ?: split_figures(r, d);
+        err = err ?: show_table(r, d, "split", "split", "Explicit vs implicit knowledge");
+        err = err
+                      ?: show_table(r, d, "domain", "split_domain",
+                                    "Domain knowledge: agreement of class relations");
+        err = err
+                      ?: show_table(r, d, "instance", "split_instance",
+                                    "Instance knowledge: rescaling weights w_n");
+        err = err ?: kdl_site_json(r->site, d, "split");
+        kdl_doc_free(d);
+        return err;
+}
+
+#define DIMS_MAX_SERIES 17 /* the teacher and up to 16 students */
+
+static bool bool_at(const kdl_table *t, size_t i, const char *key)
+{
+        int j = kdl_table_find(t, key);
+        const kdl_cell *c;
+
+        if (j < 0)
+                return false;
+        c = kdl_table_cell(t, i, (size_t) j);
+        return c->type == KDL_CELL_BOOL && c->v.b;
+}
+
+/* The teacher's logit residual curve per checkpoint, the students' widths marked. */
+static int dims_residual_figure(struct run *r, const kdl_doc *d)
+{
+        const kdl_table *t = kdl_doc_find_table(d, "logit_residual");
+        const kdl_table *v = kdl_doc_find_table(d, "verdict");
+        struct kdl_series s[8];
+        char *names[8] = {NULL};
+        double *x = NULL, *y = NULL, *marks = NULL;
+        char **labels = NULL;
+        size_t c = 0, ns = 0, nm = 0, nrows;
+        int err = -ENOMEM;
+
+        if (!t || (nrows = kdl_table_rows(t)) == 0)
+                return 0;
+        while (c < nrows && strcmp(str_at(t, c, "checkpoint"), str_at(t, 0, "checkpoint")) == 0)
+                c++;
+        x = kdl_new(double, c);
+        y = kdl_new(double, nrows);
+        marks = kdl_new(double, v ? kdl_table_rows(v) + 1 : 1);
+        labels = kdl_new(char *, v ? kdl_table_rows(v) + 1 : 1);
+        if (!x || !y || !marks || !labels)
+                goto out;
+        for (size_t k = 0; k < c; k++)
+                x[k] = (double) (k + 1);
+        /* One series per teacher checkpoint (rows come in blocks of C). */
+        for (size_t i = 0; i + c <= nrows && ns < 8; i += c, ns++) {
+                for (size_t k = 0; k < c; k++)
+                        y[i + k] = real_at(t, i + k, "residual");
+                names[ns] = kdl__asprintf("teacher at %s", str_at(t, i, "checkpoint"));
+                if (!names[ns])
+                        goto out;
+                s[ns] = (struct kdl_series){.name = names[ns], .y = y + i};
+        }
+        /* The students' widths at their last checkpoint. */
+        for (size_t i = 0; v && i < kdl_table_rows(v); i++) {
+                const char *model = str_at(v, i, "model");
+                bool last =
+                        i + 1 == kdl_table_rows(v) || strcmp(str_at(v, i + 1, "model"), model) != 0;
+
+                if (!last)
+                        continue;
+                marks[nm] = fmin(real_at(v, i, "d_s"), (double) c);
+                labels[nm] = kdl__asprintf("%s (d_s = %.0f)", model, real_at(v, i, "d_s"));
+                if (!labels[nm])
+                        goto out;
+                nm++;
+        }
+        {
+                struct kdl_fig f = {.xlabel = "feature dimension d",
+                                    .ylabel = "residual share of centred-logit variance",
+                                    .nmarks = nm,
+                                    .marks = marks,
+                                    .mark_labels = (const char *const *) labels};
+
+                err = kdl_fig_lines(kdl_site_path(r->site), "dims_residual", &f, x, NULL, c, s, ns);
+        }
+        err = err
+                      ?: show(r, "dims_residual",
+                              "Share of the teacher's row-centred logit variance that no "
+                              "d-dimensional student can represent (Eckart-Young residual, MATH "
+                              "2.3); vertical lines mark the students' widths.");
+out:
+        for (size_t k = 0; k < ns; k++)
+                free(names[k]);
+        for (size_t k = 0; labels && k < nm; k++)
+                free(labels[k]);
+        free(labels);
+        free(marks);
+        free(y);
+        free(x);
+        return err;
+}
+
+/* Spectra of each model's head-input layer at its last checkpoint, as variance shares. */
+static int dims_spectrum_figure(struct run *r, const kdl_doc *d)
+{
+        const kdl_table *t = kdl_doc_find_table(d, "dims");
+        const kdl_table *sp = kdl_doc_find_table(d, "spectrum");
+        struct kdl_series s[DIMS_MAX_SERIES];
+        char *names[DIMS_MAX_SERIES] = {NULL};
+        double *x = NULL, *y = NULL;
+        size_t width = 0, ns = 0, nrows;
+        int err = -ENOMEM;
+
+        if (!t || !sp || (nrows = kdl_table_rows(t)) == 0)
+                return 0;
+        for (size_t i = 0; i < nrows; i++) {
+                double w = real_at(t, i, "width");
+
+                if (bool_at(t, i, "head_input") && w > (double) width)
+                        width = (size_t) w;
+        }
+        if (width == 0)
+                return 0;
+        x = kdl_new(double, width);
+        y = kdl_new(double, width *DIMS_MAX_SERIES);
+        if (!x || !y)
+                goto out;
+        for (size_t k = 0; k < width; k++)
+                x[k] = (double) (k + 1);
+        for (size_t i = 0; i < nrows && ns < DIMS_MAX_SERIES; i++) {
+                const char *model = str_at(t, i, "model"), *ck = str_at(t, i, "checkpoint");
+                const char *layer = str_at(t, i, "layer");
+                double total = real_at(t, i, "total_variance"), *yy = y + ns * width;
+                bool later = false;
+
+                if (!bool_at(t, i, "head_input") || !(total > 0.0))
+                        continue;
+                for (size_t j = i + 1; j < nrows && !later; j++)
+                        later = strcmp(str_at(t, j, "model"), model) == 0 &&
+                                bool_at(t, j, "head_input");
+                if (later) /* only the model's last checkpoint */
+                        continue;
+                for (size_t k = 0; k < width; k++)
+                        yy[k] = NAN;
+                for (size_t j = 0; j < kdl_table_rows(sp); j++) {
+                        double k = real_at(sp, j, "k"), l = real_at(sp, j, "eigenvalue");
+
+                        if (strcmp(str_at(sp, j, "model"), model) == 0 &&
+                            strcmp(str_at(sp, j, "checkpoint"), ck) == 0 &&
+                            strcmp(str_at(sp, j, "layer"), layer) == 0 && k >= 1 && k <= width &&
+                            l > 0.0)
+                                yy[(size_t) k - 1] = l / total;
+                }
+                names[ns] =
+                        kdl__asprintf("%s: %s (D = %.0f)", model, layer, real_at(t, i, "width"));
+                if (!names[ns])
+                        goto out;
+                s[ns] = (struct kdl_series){.name = names[ns], .y = yy};
+                ns++;
+        }
+        if (ns == 0) {
+                err = 0;
+                goto out;
+        }
+        {
+                struct kdl_fig f = {.xlabel = "eigenvalue index k",
+                                    .ylabel = "share of the variance",
+                                    .logy = true};
+
+                err = kdl_fig_lines(kdl_site_path(r->site), "dims_spectrum", &f, x, NULL, width, s,
+                                    ns);
+        }
+        err = err
+                      ?: show(r, "dims_spectrum",
+                              "Covariance spectra of the layer feeding each model's head (last "
+                              "checkpoint): how many feature directions carry the variance.");
+out:
+        for (size_t k = 0; k < ns; k++)
+                free(names[k]);
+        free(y);
+        free(x);
+        return err;
+}
+
+static int section_dims(struct run *r)
+{
+        struct kdl_dims_opts o = KDL_DIMS_OPTS_DEFAULT;
+        kdl_doc *d = NULL;
+        int err;
+
+        progress(r, "dims: feature dimensions");
+        o.checkpoint = "all";
+        o.tau = r->tau;
+        err = kdl_doc_new("dims", &d);
+        err = err ?: kdl_dims(r->in, &o, d);
+        err = err
+                      ?: kdl_site_section(
+                                 r->site, "Feature dimensions",
+                                 "Does each student have enough feature dimensions to take up the "
+                                 "teacher's logit knowledge (Hsu et al. 2022; MATH 2.3)? A student "
+                                 "narrower than C-1, or one whose width leaves more than 1 % of "
+                                 "the teacher's centred-logit variance unexplained, is flagged.");
+        err = err ?: dims_residual_figure(r, d);
+        err = err ?: dims_spectrum_figure(r, d);
+        err = err ?: show_table(r, d, "verdict", "dims_verdict", "Is each student wide enough?");
+        err = err ?: show_table(r, d, "dims", "dims_layers", "Spectra of every layer");
+        err = err
+                      ?: show_table(r, d, "heads", "dims_heads",
+                                    "Rank of W^T F W: feature directions the KL sees");
+        err = err ?: kdl_site_json(r->site, d, "dims");
+        kdl_doc_free(d);
+        return err;
+}
+
+int kdl_report_run(const struct kdl_report_opts *o)
+{
+        struct run r = {.o = o, .tau = o->tau > 0.0 ? o->tau : 4.0};
+        const char **inputs = NULL;
+        int err;
+
+        r.total = 4;
+        err = kdl_inputs_open(o->teacher, o->students, o->nstudents, &r.in);
+        if (err < 0)
+                return err;
+        r.names = kdl_new(char *, o->nstudents ? o->nstudents : 1);
+        inputs = kdl_new(const char *, o->nstudents + 1);
+        if (!r.names || !inputs) {
+                err = -ENOMEM;
+                goto out;
+        }
+        for (size_t k = 0; k < o->nstudents; k++)
+                if (!(r.names[k] = display_name(kdl_h5_dump(r.in->students[k])))) {
+                        err = -ENOMEM;
+                        goto out;
+                }
+        err = kdl_site_open(o->out_dir, &r.site);
+        err = err ?: section_inputs(&r);
+        err = err ?: section_split(&r);
+        err = err ?: section_dims(&r);
+        if (err < 0)
+                goto out;
+        progress(&r, "index");
+        inputs[0] = o->teacher;
+        for (size_t k = 0; k < o->nstudents; k++)
+                inputs[k + 1] = o->students[k];
+        err = kdl_site_commit(r.site, o->command, inputs, o->nstudents + 1);
+        r.site = NULL;
+out:
+        kdl_site_abort(r.site);
+        for (size_t k = 0; r.names && k < o->nstudents; k++)
+                free(r.names[k]);
+        free(r.names);
+        free(inputs);
+        kdl_inputs_free(r.in);
+        return err;
+}

@@ -1,0 +1,631 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <lapacke.h>
+
+#include "metrics/base/alloc.h"
+#include "metrics/base/error.h"
+#include "metrics/spectral.h"
+#include "metrics/base/banned.h"
+
+struct kdl_spectral_state {
+        size_t dx, dy;
+        unsigned flags;
+        size_t n;
+        double *mx, *my;   /* sample means */
+        double *sxx;       /* dx x dx scatter, upper triangle (row-major) */
+        double *sxy;       /* dx x dy cross scatter (row-major) */
+        double tss;        /* trace of the Y scatter */
+        double *bmx, *bmy; /* block means (scratch) */
+        double *work;      /* centred copy of a block, work_rows x (dx + dy) */
+        size_t work_rows;
+};
+
+/* GCV grid: lambda / s_1 = 10^(GRID_LO + k (GRID_HI - GRID_LO) / GRID_STEPS). */
+#define GRID_LO     (-10.0)
+#define GRID_HI     5.0
+#define GRID_STEPS  300
+#define GOLDEN_ITER 60
+
+int kdl_spectral_state_new(size_t dx, size_t dy, unsigned flags, kdl_spectral_state **ret)
+{
+        kdl_spectral_state *s = NULL;
+        size_t nxx, nxy;
+        int bi, err;
+
+        assert(ret);
+        if (dx == 0)
+                return kdl_error(-KDL_ESHAPE, "spectral state: feature block has no columns");
+        if (((flags & KDL_SPECTRAL_CENTER_ROWS_X) && dx < 2) ||
+            ((flags & KDL_SPECTRAL_CENTER_ROWS_Y) && dy < 2))
+                return kdl_error(-KDL_ESHAPE,
+                                 "spectral state: centring the rows of a one-column block "
+                                 "leaves nothing");
+        /* dx^2 and dx*dy are passed to BLAS as lengths (daxpy in merge). */
+        err = kdl_mul_size(dx, dx, &nxx);
+        if (err < 0)
+                return err;
+        err = kdl_mul_size(dx, dy, &nxy);
+        if (err < 0)
+                return err;
+        err = kdl__blas_int(nxx, &bi);
+        if (err < 0)
+                return err;
+        err = kdl__blas_int(nxy, &bi);
+        if (err < 0)
+                return err;
+        err = kdl__blas_int(dx + dy, &bi);
+        if (err < 0)
+                return err;
+
+        s = kdl_new(kdl_spectral_state, 1);
+        if (!s)
+                return -ENOMEM;
+        s->dx = dx;
+        s->dy = dy;
+        s->flags = flags;
+        s->mx = kdl_new(double, dx);
+        s->my = kdl_new(double, dy);
+        s->bmx = kdl_new(double, dx);
+        s->bmy = kdl_new(double, dy);
+        s->sxx = kdl_new(double, nxx);
+        s->sxy = kdl_new(double, nxy);
+        if (!s->mx || !s->my || !s->bmx || !s->bmy || !s->sxx || !s->sxy) {
+                kdl_spectral_state_free(s);
+                return -ENOMEM;
+        }
+        *ret = s;
+        return 0;
+}
+
+void kdl_spectral_state_free(kdl_spectral_state *s)
+{
+        if (!s)
+                return;
+        free(s->work);
+        free(s->sxy);
+        free(s->sxx);
+        free(s->bmy);
+        free(s->bmx);
+        free(s->my);
+        free(s->mx);
+        free(s);
+}
+
+size_t kdl_spectral_count(const kdl_spectral_state *s)
+{
+        return s->n;
+}
+
+/* Copy a [m, d] block of any strides into dst (row-major), centring each row
+ * if asked, then centre the columns on their mean (returned in mean).
+ * Return: 0, or -KDL_ENONFINITE with the message naming the row. */
+static int copy_centred(const kdl_tensor *t, bool center_rows, const char *what, double *dst,
+                        double *mean)
+{
+        size_t m = t->shape[0], d = t->shape[1];
+
+        memset(mean, 0, d * sizeof(*mean));
+        for (size_t i = 0; i < m; i++) {
+                double *row = dst + i * d, rm = 0.0;
+
+                for (size_t j = 0; j < d; j++) {
+                        row[j] = KDL_AT2(t, i, j);
+                        if (!isfinite(row[j]))
+                                return kdl_error(-KDL_ENONFINITE,
+                                                 "%s block: row %zu holds NaN or Inf", what, i);
+                        rm += row[j];
+                }
+                if (center_rows) {
+                        rm /= (double) d;
+                        for (size_t j = 0; j < d; j++)
+                                row[j] -= rm;
+                }
+                for (size_t j = 0; j < d; j++)
+                        mean[j] += row[j];
+        }
+        for (size_t j = 0; j < d; j++)
+                mean[j] /= (double) m;
+        for (size_t i = 0; i < m; i++)
+                for (size_t j = 0; j < d; j++)
+                        dst[i * d + j] -= mean[j];
+        return 0;
+}
+
+/*
+ * Add a centred batch (nb samples, means bmx/bmy, scatters already added to
+ * s->sxx/sxy/tss by the caller) to the running means: the cross term of Chan,
+ * Golub & LeVeque, S += (n_a n_b / n) delta delta^T with delta = mean_b -
+ * mean_a, then mean_a += delta n_b / n.  bmx/bmy are overwritten by delta.
+ */
+static void combine_means(kdl_spectral_state *s, size_t nb, double *bmx, double *bmy)
+{
+        size_t na = s->n, n = na + nb;
+        double f = (double) na * (double) nb / (double) n;
+        double w = (double) nb / (double) n;
+        int dx = (int) s->dx, dy = (int) s->dy;
+
+        if (na == 0) {
+                memcpy(s->mx, bmx, s->dx * sizeof(double));
+                if (s->dy)
+                        memcpy(s->my, bmy, s->dy * sizeof(double));
+                s->n = n;
+                return;
+        }
+        for (size_t j = 0; j < s->dx; j++)
+                bmx[j] -= s->mx[j];
+        for (size_t j = 0; j < s->dy; j++)
+                bmy[j] -= s->my[j];
+        cblas_dsyr(CblasRowMajor, CblasUpper, dx, f, bmx, 1, s->sxx, dx);
+        if (dy) {
+                cblas_dger(CblasRowMajor, dx, dy, f, bmx, 1, bmy, 1, s->sxy, dy);
+                s->tss += f * cblas_ddot(dy, bmy, 1, bmy, 1);
+        }
+        for (size_t j = 0; j < s->dx; j++)
+                s->mx[j] += w * bmx[j];
+        for (size_t j = 0; j < s->dy; j++)
+                s->my[j] += w * bmy[j];
+        s->n = n;
+}
+
+int kdl_spectral_accumulate(kdl_spectral_state *s, const kdl_tensor *x, const kdl_tensor *y)
+{
+        size_t m, need;
+        double *xc, *yc;
+        int mi, dx, dy, err;
+
+        assert(s && x);
+        assert((y != NULL) == (s->dy > 0));
+        if (x->ndim != 2 || x->shape[1] != s->dx)
+                return kdl_error(-KDL_ESHAPE, "feature block: expected [rows, %zu], got %zu-D%s",
+                                 s->dx, x->ndim, x->ndim == 2 ? " with another column count" : "");
+        m = x->shape[0];
+        if (y && (y->ndim != 2 || y->shape[1] != s->dy || y->shape[0] != m))
+                return kdl_error(-KDL_ESHAPE, "target block: expected [%zu, %zu]", m, s->dy);
+        if (m == 0)
+                return 0;
+        err = kdl__blas_int(m, &mi);
+        if (err < 0)
+                return err;
+        dx = (int) s->dx;
+        dy = (int) s->dy;
+
+        if (m > s->work_rows) {
+                double *w;
+
+                err = kdl_mul_size(m, s->dx + s->dy, &need);
+                if (err < 0)
+                        return err;
+                w = kdl__malloc(need, sizeof(double));
+                if (!w)
+                        return -ENOMEM;
+                free(s->work);
+                s->work = w;
+                s->work_rows = m;
+        }
+        xc = s->work;
+        yc = s->work + m * s->dx;
+        err = copy_centred(x, s->flags & KDL_SPECTRAL_CENTER_ROWS_X, "feature", xc, s->bmx);
+        if (err < 0)
+                return err;
+        if (y) {
+                err = copy_centred(y, s->flags & KDL_SPECTRAL_CENTER_ROWS_Y, "target", yc, s->bmy);
+                if (err < 0)
+                        return err;
+        }
+
+        /* Nothing fails from here on: the state changes only now. */
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dx, mi, 1.0, xc, dx, 1.0, s->sxx, dx);
+        if (y) {
+                size_t my = m * s->dy;
+
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dx, dy, mi, 1.0, xc, dx, yc,
+                            dy, 1.0, s->sxy, dy);
+                for (size_t k = 0; k < my; k++)
+                        s->tss += yc[k] * yc[k];
+        }
+        combine_means(s, m, s->bmx, s->bmy);
+        return 0;
+}
+
+int kdl_spectral_merge(kdl_spectral_state *into, const kdl_spectral_state *from)
+{
+        assert(into && from);
+        if (into->dx != from->dx || into->dy != from->dy)
+                return kdl_error(-KDL_ESHAPE, "spectral merge: [%zu | %zu] into [%zu | %zu]",
+                                 from->dx, from->dy, into->dx, into->dy);
+        if (into->flags != from->flags)
+                return kdl_error(-KDL_EMISMATCH, "spectral merge: states centre rows differently");
+        if (from->n == 0)
+                return 0;
+
+        /* Sizes were checked against the BLAS integer at kdl_spectral_state_new(). */
+        cblas_daxpy((int) (into->dx * into->dx), 1.0, from->sxx, 1, into->sxx, 1);
+        if (into->dy) {
+                cblas_daxpy((int) (into->dx * into->dy), 1.0, from->sxy, 1, into->sxy, 1);
+                into->tss += from->tss;
+        }
+        memcpy(into->bmx, from->mx, into->dx * sizeof(double));
+        if (into->dy)
+                memcpy(into->bmy, from->my, into->dy * sizeof(double));
+        combine_means(into, from->n, into->bmx, into->bmy);
+        return 0;
+}
+
+static int check_rtol(double rtol)
+{
+        if (!(rtol >= 0.0) || !isfinite(rtol))
+                return kdl_error(-KDL_ERANGE, "rank tolerance %g is not a finite value >= 0", rtol);
+        return 0;
+}
+
+int kdl_spectral_summarize(const double *lambda, size_t d, double rank_rtol,
+                           kdl_spectral_summary *ret)
+{
+        kdl_spectral_summary r = {.rank_rtol = rank_rtol};
+        const double q[3] = {0.90, 0.95, 0.99};
+        size_t *dims[3] = {&r.dims90, &r.dims95, &r.dims99};
+        double lmax = 0.0, total = 0.0, sq = 0.0, h = 0.0, cum = 0.0;
+        size_t next = 0;
+        int err;
+
+        assert(lambda || d == 0);
+        assert(ret);
+        err = check_rtol(rank_rtol);
+        if (err < 0)
+                return err;
+        for (size_t k = 0; k < d; k++) {
+                if (!isfinite(lambda[k]))
+                        return kdl_error(-KDL_ENONFINITE, "eigenvalue %zu is NaN or Inf", k);
+                lmax = fmax(lmax, lambda[k]);
+        }
+        if (lmax > 0.0) {
+                /* Sum from the smallest (the tail) for accuracy; scale by the
+                 * largest so that squares neither overflow nor underflow. */
+                for (size_t k = d; k-- > 0;) {
+                        double l = fmax(lambda[k], 0.0) / lmax;
+
+                        total += l;
+                        sq += l * l;
+                        if (lambda[k] > rank_rtol * lmax)
+                                r.rank++;
+                }
+                for (size_t k = 0; k < d; k++) {
+                        double p = fmax(lambda[k], 0.0) / lmax / total;
+
+                        if (p > 0.0)
+                                h -= p * log(p);
+                        cum += fmax(lambda[k], 0.0) / lmax;
+                        while (next < 3 && cum >= q[next] * total)
+                                *dims[next++] = k + 1;
+                }
+                /* Rounding can leave cum a hair below q * total at the end. */
+                while (next < 3)
+                        *dims[next++] = d;
+                r.total = total * lmax;
+                r.effective_rank = exp(h);
+                r.participation_ratio = total * total / sq;
+        }
+        *ret = r;
+        return 0;
+}
+
+/* Ridge quantities at one lambda from the eigenvalues s_i of Sxx and the
+ * squared norms q_i of the rows of V^T Sxy (see the header).  Eigenvalues at
+ * or below cut are left out (the pseudo-inverse for lambda = 0). */
+static kdl_spectral_ridge ridge_at(const double *s, const double *q, size_t d, size_t n, double tss,
+                                   double lambda, double cut)
+{
+        kdl_spectral_ridge r = {.lambda = lambda, .tss = tss};
+        double expl = 0.0, df = 0.0, den, nn = (double) n;
+
+        for (size_t i = 0; i < d; i++) {
+                double si = s[i], t = si + lambda;
+
+                if (si <= cut || t <= 0.0)
+                        continue;
+                expl += q[i] * (si + 2.0 * lambda) / (t * t);
+                df += si / t;
+        }
+        r.df = df;
+        /* tss - expl cancels when the fit is near perfect; it cannot be negative. */
+        r.rss = fmax(tss - expl, 0.0);
+        den = 1.0 - (1.0 + df) / nn;
+        r.gcv = den > 0.0 ? r.rss / nn / (den * den) : HUGE_VAL;
+        r.r2 = tss > 0.0 ? 1.0 - r.rss / tss : (double) NAN;
+        r.r2_gcv = tss > 0.0 ? 1.0 - nn * r.gcv / tss : (double) NAN;
+        return r;
+}
+
+static kdl_spectral_ridge ridge_gcv(const double *s, const double *q, size_t d, size_t n,
+                                    double tss, double s1)
+{
+        const double step = (GRID_HI - GRID_LO) / GRID_STEPS;
+        const double g = 0.5 * (sqrt(5.0) - 1.0);
+        kdl_spectral_ridge best, r;
+        double a, b, c1, c2, f1, f2;
+        int kbest = GRID_STEPS;
+
+        if (!(s1 > 0.0)) {
+                /* No variance in X: nothing to regress on, every lambda fits 0. */
+                best = ridge_at(s, q, d, n, tss, 0.0, 0.0);
+                best.by_gcv = true;
+                return best;
+        }
+        best = ridge_at(s, q, d, n, tss, s1 * pow(10.0, GRID_HI), -1.0);
+        for (int k = 0; k < GRID_STEPS; k++) {
+                r = ridge_at(s, q, d, n, tss, s1 * pow(10.0, GRID_LO + k * step), -1.0);
+                if (r.gcv < best.gcv) {
+                        best = r;
+                        kbest = k;
+                }
+        }
+        /* Golden-section search on log10(lambda / s1) between the neighbours
+         * of the best grid point; GCV is smooth there. */
+        a = GRID_LO + (kbest > 0 ? kbest - 1 : 0) * step;
+        b = GRID_LO + (kbest < GRID_STEPS ? kbest + 1 : GRID_STEPS) * step;
+        c1 = b - g * (b - a);
+        c2 = a + g * (b - a);
+        f1 = ridge_at(s, q, d, n, tss, s1 * pow(10.0, c1), -1.0).gcv;
+        f2 = ridge_at(s, q, d, n, tss, s1 * pow(10.0, c2), -1.0).gcv;
+        for (int it = 0; it < GOLDEN_ITER; it++) {
+                if (f1 <= f2) {
+                        b = c2;
+                        c2 = c1;
+                        f2 = f1;
+                        c1 = b - g * (b - a);
+                        f1 = ridge_at(s, q, d, n, tss, s1 * pow(10.0, c1), -1.0).gcv;
+                } else {
+                        a = c1;
+                        c1 = c2;
+                        f1 = f2;
+                        c2 = a + g * (b - a);
+                        f2 = ridge_at(s, q, d, n, tss, s1 * pow(10.0, c2), -1.0).gcv;
+                }
+        }
+        r = ridge_at(s, q, d, n, tss, s1 * pow(10.0, 0.5 * (a + b)), -1.0);
+        if (r.gcv < best.gcv)
+                best = r;
+        best.by_gcv = true;
+        return best;
+}
+
+int kdl_spectral_finalize(const kdl_spectral_state *s, const kdl_spectral_opts *opt,
+                          kdl_spectral_result **ret)
+{
+        kdl_spectral_result *r = NULL;
+        double *a = NULL, *w = NULL, *qm = NULL, *q = NULL;
+        size_t dx, dy;
+        int info, err;
+
+        assert(s && opt && ret);
+        dx = s->dx;
+        dy = s->dy;
+        if (s->n < 2)
+                return kdl_error(-KDL_ESHAPE, "spectrum: %zu sample%s, need at least 2", s->n,
+                                 s->n == 1 ? "" : "s");
+        err = check_rtol(opt->rank_rtol);
+        if (err < 0)
+                return err;
+
+        err = -ENOMEM;
+        r = kdl_new(kdl_spectral_result, 1);
+        if (!r)
+                goto out;
+        r->n = s->n;
+        r->d = dx;
+        r->eig = kdl_new(double, dx);
+        r->tail = kdl_new(double, dx + 1);
+        a = kdl__malloc(dx * dx, sizeof(double));
+        w = kdl_new(double, dx);
+        if (!r->eig || !r->tail || !a || !w)
+                goto out;
+
+        /* The row-major upper triangle is the column-major lower triangle:
+         * LAPACKE then works in place, without a transposed copy. */
+        memcpy(a, s->sxx, dx * dx * sizeof(double));
+        info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, dy ? 'V' : 'N', 'L', (int) dx, a, (int) dx, w);
+        assert(info >= 0);
+        if (info > 0) {
+                err = kdl_error(-KDL_ENOCONV, "spectrum: dsyevd did not converge (info %d)", info);
+                goto out;
+        }
+        /* w is ascending scatter eigenvalues; rounding can make the smallest
+         * slightly negative. */
+        for (size_t i = 0; i < dx; i++) {
+                w[i] = fmax(w[i], 0.0);
+                r->eig[dx - 1 - i] = w[i] / (double) (s->n - 1);
+        }
+        err = kdl_spectral_summarize(r->eig, dx, opt->rank_rtol, &r->sum);
+        if (err < 0)
+                goto out;
+        if (r->sum.total > 0.0) {
+                double t = 0.0, total;
+
+                /* Tail sums from the smallest; their total is the reference so
+                 * that tail[0] is exactly 1. */
+                for (size_t k = dx; k-- > 0;) {
+                        r->tail[k + 1] = t;
+                        t += r->eig[k];
+                }
+                total = t;
+                for (size_t k = 1; k <= dx; k++)
+                        r->tail[k] /= total;
+                r->tail[0] = 1.0;
+        }
+
+        if (dy) {
+                double s1 = w[dx - 1];
+
+                /* Column-major eigenvectors: row j of a (row-major) is the
+                 * eigenvector of w[j], so Q = V^T Sxy is a (dx x dx) Sxy. */
+                err = -ENOMEM;
+                qm = kdl__malloc(dx * dy, sizeof(double));
+                q = kdl_new(double, dx);
+                if (!qm || !q)
+                        goto out;
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) dx, (int) dy, (int) dx,
+                            1.0, a, (int) dx, s->sxy, (int) dy, 0.0, qm, (int) dy);
+                for (size_t i = 0; i < dx; i++)
+                        q[i] = cblas_ddot((int) dy, qm + i * dy, 1, qm + i * dy, 1);
+                r->has_ridge = true;
+                if (opt->ridge_lambda >= 0.0 && isfinite(opt->ridge_lambda))
+                        r->ridge = ridge_at(w, q, dx, s->n, s->tss, opt->ridge_lambda,
+                                            opt->ridge_lambda > 0.0 ? -1.0 : opt->rank_rtol * s1);
+                else
+                        r->ridge = ridge_gcv(w, q, dx, s->n, s->tss, s1);
+        }
+
+        *ret = r;
+        r = NULL;
+        err = 0;
+out:
+        free(q);
+        free(qm);
+        free(w);
+        free(a);
+        kdl_spectral_result_free(r);
+        return err;
+}
+
+void kdl_spectral_result_free(kdl_spectral_result *r)
+{
+        if (!r)
+                return;
+        free(r->tail);
+        free(r->eig);
+        free(r);
+}
+
+int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, double tolerance,
+                         unsigned *ret_reasons, double *ret_residual)
+{
+        size_t c;
+        unsigned reasons = 0;
+        double res;
+
+        assert(logits && ret_reasons && ret_residual);
+        if (!(tolerance >= 0.0 && tolerance <= 1.0))
+                return kdl_error(-KDL_ERANGE, "tolerance %g is not in [0, 1]", tolerance);
+        c = logits->d;
+        res = logits->tail[d_s < c ? d_s : c];
+        if (d_s + 1 < c)
+                reasons |= KDL_DIMS_NARROW;
+        if (res > tolerance)
+                reasons |= KDL_DIMS_RESIDUAL;
+        *ret_reasons = reasons;
+        *ret_residual = res;
+        return 0;
+}
+
+int kdl_spectral_head_rank(const kdl_tensor *w, double rank_rtol, size_t *ret_rank)
+{
+        double *a = NULL, *sv = NULL;
+        size_t c, d, nel, mn, rank = 0;
+        int ci, di, info, err;
+
+        assert(w && ret_rank);
+        if (w->ndim != 2 || w->shape[0] == 0 || w->shape[1] == 0)
+                return kdl_error(-KDL_ESHAPE, "head weight: expected a non-empty [C, d] matrix");
+        err = check_rtol(rank_rtol);
+        if (err < 0)
+                return err;
+        c = w->shape[0];
+        d = w->shape[1];
+        err = kdl__blas_int(c, &ci);
+        if (err < 0)
+                return err;
+        err = kdl__blas_int(d, &di);
+        if (err < 0)
+                return err;
+        err = kdl_mul_size(c, d, &nel);
+        if (err < 0)
+                return err;
+        mn = c < d ? c : d;
+
+        err = -ENOMEM;
+        a = kdl__malloc(nel, sizeof(double));
+        sv = kdl_new(double, mn);
+        if (!a || !sv)
+                goto out;
+        /* a = H_C W: centre every column across the classes. */
+        for (size_t j = 0; j < d; j++) {
+                double mean = 0.0;
+
+                for (size_t k = 0; k < c; k++) {
+                        double v = KDL_AT2(w, k, j);
+
+                        if (!isfinite(v)) {
+                                err = kdl_error(-KDL_ENONFINITE,
+                                                "head weight: row %zu holds NaN or Inf", k);
+                                goto out;
+                        }
+                        a[k * d + j] = v;
+                        mean += v;
+                }
+                mean /= (double) c;
+                for (size_t k = 0; k < c; k++)
+                        a[k * d + j] -= mean;
+        }
+        /* Row-major [C, d] is column-major [d, C]: same singular values, and
+         * LAPACKE needs no transposed copy. */
+        info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'N', di, ci, a, di, sv, NULL, 1, NULL, 1);
+        assert(info >= 0);
+        if (info > 0) {
+                err = kdl_error(-KDL_ENOCONV, "head rank: dgesdd did not converge (info %d)", info);
+                goto out;
+        }
+        for (size_t k = 0; k < mn; k++)
+                if (sv[0] > 0.0 && sv[k] * sv[k] > rank_rtol * sv[0] * sv[0])
+                        rank++;
+        *ret_rank = rank;
+        err = 0;
+out:
+        free(sv);
+        free(a);
+        return err;
+}
+
+int kdl_spectral_support_rank(const kdl_tensor *logits, double tau, double rank_rtol,
+                              size_t head_rank, double *ret_sum)
+{
+        double cut, sum = 0.0;
+        size_t m, c;
+
+        assert(logits && ret_sum);
+        if (logits->ndim != 2 || logits->shape[1] == 0)
+                return kdl_error(-KDL_ESHAPE, "logits: expected [rows, C] with C >= 1");
+        if (!(tau > 0.0) || !isfinite(tau))
+                return kdl_error(-KDL_ERANGE, "temperature %g is not positive and finite", tau);
+        if (!(rank_rtol >= 0.0 && rank_rtol <= 1.0))
+                return kdl_error(-KDL_ERANGE, "probability tolerance %g is not in [0, 1]",
+                                 rank_rtol);
+        m = logits->shape[0];
+        c = logits->shape[1];
+        /* p_k >= rtol p_max  <=>  z_k - z_max >= tau ln(rtol); no softmax needed. */
+        cut = rank_rtol > 0.0 ? tau * log(rank_rtol) : -HUGE_VAL;
+        for (size_t i = 0; i < m; i++) {
+                double zmax = -INFINITY;
+                size_t support = 0, r;
+
+                for (size_t k = 0; k < c; k++) {
+                        double z = KDL_AT2(logits, i, k);
+
+                        if (!isfinite(z))
+                                return kdl_error(-KDL_ENONFINITE,
+                                                 "logits: row %zu holds NaN or Inf", i);
+                        zmax = fmax(zmax, z);
+                }
+                for (size_t k = 0; k < c; k++)
+                        if (KDL_AT2(logits, i, k) - zmax >= cut)
+                                support++;
+                r = support - 1;
+                sum += (double) (r < head_rank ? r : head_rank);
+        }
+        *ret_sum = sum;
+        return 0;
+}

@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_METRICS_SPECTRAL_H
+#define KDL_METRICS_SPECTRAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "metrics/base/tensor.h"
+
+/*
+ * Feature-dimension sufficiency (MATH.md §2.3 and §11.2): covariance spectra,
+ * their summaries (numerical rank, effective rank, participation ratio,
+ * dimensions for a share of the variance), the Eckart–Young residual curve of
+ * the teacher's centred logits, the ridge R² of those logits from a student's
+ * features, the rank of W^T F W, and the verdict per student.
+ *
+ * One streaming state serves all of them: the joint second moments of a
+ * feature block X [n, dx] and an optional target block Y [n, dy],
+ *
+ *     n,  mean(X),  mean(Y),  Sxx = Xc^T Xc,  Sxy = Xc^T Yc,  tss = ||Yc||_F^2,
+ *
+ * where Xc, Yc are centred across samples.  Memory is O(dx^2 + dx*dy),
+ * independent of n.  A block is centred on its own mean and added with
+ * dsyrk/dgemm; states (and blocks) are combined with the exact pairwise
+ * update of Chan, Golub & LeVeque (1979):
+ *
+ *     S = S_a + S_b + (n_a n_b / n) delta_x delta_y^T,  delta = mean_b - mean_a,
+ *
+ * so merge(state(A), state(B)) equals the state of A then B to rounding.
+ *
+ * Everything reported is in eigenvalue (variance) units: a tolerance `rtol`
+ * compares eigenvalues of a covariance, i.e. squared singular values of the
+ * centred data.
+ */
+
+/*
+ * Default relative tolerance of the numerical rank: eigenvalues above
+ * KDL_SPECTRAL_RANK_RTOL * lambda_1 count.  1e-6 in variance units is 1e-3 in
+ * singular-value (standard-deviation) units: a direction whose spread is under
+ * 0.1 % of the widest one does not count.  It sits above the quantisation
+ * noise of float16-stored dumps (about 1e-7 of a coordinate's variance) and of
+ * float32/64 rounding, so a dump's storage precision does not inflate the rank
+ * to D, and it is far below any direction that matters for a linear read-out.
+ * Callers pass their own tolerance to kdl_spectral_finalize() to change it.
+ */
+#define KDL_SPECTRAL_RANK_RTOL 1e-6
+
+/* Flags of kdl_spectral_state_new(). */
+enum kdl_spectral_flag {
+        /* Replace each row x of X by c(x) = x - mean_k(x_k) 1 before it is
+         * accumulated (the per-example centred logit of MATH §1.1). */
+        KDL_SPECTRAL_CENTER_ROWS_X = 1u << 0,
+        /* The same for the rows of Y. */
+        KDL_SPECTRAL_CENTER_ROWS_Y = 1u << 1,
+};
+
+typedef struct kdl_spectral_state kdl_spectral_state;
+
+/**
+ * kdl_spectral_state_new() - an empty joint-moment state.
+ * @dx:    columns of the feature block X, >= 1.
+ * @dy:    columns of the target block Y; 0 when there is no target (then
+ *         only the spectrum of X is available).
+ * @flags: bitwise or of enum kdl_spectral_flag.
+ * @ret:   set on success only; caller frees with kdl_spectral_state_free().
+ *
+ * Memory: dx^2 + dx*dy + dx + dy doubles, plus a scratch copy of the largest
+ * block accumulated ((dx + dy) doubles per row), kept for reuse.
+ *
+ * Return: 0; -KDL_ESHAPE if @dx is 0 or a row-centring flag is given for a
+ * block of one column (c(x) would be 0); -KDL_EOVERFLOW if a size does not
+ * fit BLAS; -ENOMEM.
+ */
+KDL_API int kdl_spectral_state_new(size_t dx, size_t dy, unsigned flags, kdl_spectral_state **ret);
+
+/** kdl_spectral_state_free() - free @s.  NULL is a no-op. */
+KDL_API void kdl_spectral_state_free(kdl_spectral_state *s);
+
+/**
+ * kdl_spectral_accumulate() - add the samples of a row block.
+ * @s: the state.
+ * @x: [m, dx] block of X; any strides; borrowed, not modified.
+ * @y: [m, dy] block of Y with the same samples in the same order; NULL if and
+ *     only if the state has dy == 0.
+ *
+ * A block of 0 rows is a no-op.  Cost: O(m (dx^2 + dx dy)) through dsyrk and
+ * dgemm.
+ *
+ * Return: 0; -KDL_ESHAPE if a block is not 2-D, has the wrong number of
+ * columns, or @x and @y differ in rows; -KDL_ENONFINITE naming the first
+ * block row with NaN/Inf; -KDL_EOVERFLOW; -ENOMEM.  On failure @s is
+ * unchanged.
+ */
+KDL_API int kdl_spectral_accumulate(kdl_spectral_state *s, const kdl_tensor *x,
+                                    const kdl_tensor *y);
+
+/**
+ * kdl_spectral_merge() - add the samples of @from to @into (exact).
+ * @from: borrowed, not modified; may be empty.
+ *
+ * Return: 0; -KDL_ESHAPE if dx or dy differ; -KDL_EMISMATCH if the flags
+ * differ.  On failure @into is unchanged.
+ */
+KDL_API int kdl_spectral_merge(kdl_spectral_state *into, const kdl_spectral_state *from);
+
+/** kdl_spectral_count() - samples accumulated so far. */
+KDL_API size_t kdl_spectral_count(const kdl_spectral_state *s);
+
+/* Summary statistics of a spectrum lambda_1 >= ... >= lambda_d >= 0. */
+typedef struct kdl_spectral_summary {
+        double total;                  /* sum of lambda_k (the trace) */
+        double rank_rtol;              /* the tolerance used for @rank */
+        size_t rank;                   /* #{k : lambda_k > rank_rtol * lambda_1} */
+        double effective_rank;         /* exp(H(lambda / total)), Roy & Vetterli 2007 */
+        double participation_ratio;    /* total^2 / sum lambda_k^2 */
+        size_t dims90, dims95, dims99; /* least k whose top-k share of total is
+                                        * >= 90 / 95 / 99 % */
+} kdl_spectral_summary;
+
+/**
+ * kdl_spectral_summarize() - summary statistics of a descending spectrum.
+ * @lambda:    @d eigenvalues, descending; negative values (rounding) count
+ *             as 0.  Borrowed.
+ * @rank_rtol: relative tolerance of the numerical rank, >= 0.
+ * @ret:       set on success only.
+ *
+ * Roy & Vetterli's effective rank is taken of the covariance matrix, whose
+ * singular values are the lambda_k: exp(-sum p_k ln p_k) with
+ * p_k = lambda_k / total and 0 ln 0 = 0; this is exp(H(sigma^2 / sum
+ * sigma^2)) of the centred data's singular values (MATH §11.2).  A uniform
+ * spectrum over k directions gives effective rank = participation ratio = k.
+ * A zero spectrum (no variance) gives 0 for every field.
+ *
+ * Return: 0; -KDL_ENONFINITE if an eigenvalue is NaN/Inf; -KDL_ERANGE if
+ * @rank_rtol is negative or NaN.
+ */
+KDL_API int kdl_spectral_summarize(const double *lambda, size_t d, double rank_rtol,
+                                   kdl_spectral_summary *ret);
+
+/* Ridge regression of Y on X with an unpenalised intercept. */
+typedef struct kdl_spectral_ridge {
+        double lambda; /* penalty on ||B||_F^2 in sum-of-squares units: minimises
+                        * ||Yc - Xc B||_F^2 + lambda ||B||_F^2 (scikit-learn
+                        * Ridge(alpha=lambda, fit_intercept=True)) */
+        bool by_gcv;   /* lambda was chosen by generalised cross-validation */
+        double df;     /* effective parameters per target: sum s_i / (s_i + lambda) */
+        double rss;    /* ||Yc - Xc B||_F^2 at lambda */
+        double tss;    /* ||Yc||_F^2 */
+        double r2;     /* 1 - rss / tss (pooled over the dy targets, in sample);
+                        * NaN when tss == 0 */
+        double gcv;    /* (rss / n) / (1 - (1 + df) / n)^2: the GCV estimate of the
+                        * squared prediction error per sample, summed over the
+                        * targets; +Inf when 1 + df >= n */
+        double r2_gcv; /* 1 - n gcv / tss: the GCV estimate of the out-of-sample
+                        * R^2 (<= r2); NaN when tss == 0 */
+} kdl_spectral_ridge;
+
+/* Options of kdl_spectral_finalize(). */
+typedef struct kdl_spectral_opts {
+        double rank_rtol;    /* numerical-rank tolerance, KDL_SPECTRAL_RANK_RTOL by default */
+        double ridge_lambda; /* finite and >= 0: the ridge penalty to use; otherwise
+                              * (e.g. -1) chosen by GCV */
+} kdl_spectral_opts;
+
+/** KDL_SPECTRAL_OPTS_DEFAULT - the default tolerance, lambda by GCV. */
+#define KDL_SPECTRAL_OPTS_DEFAULT                                                                  \
+        ((kdl_spectral_opts){.rank_rtol = KDL_SPECTRAL_RANK_RTOL, .ridge_lambda = -1.0})
+
+typedef struct kdl_spectral_result {
+        size_t n;     /* samples */
+        size_t d;     /* dx */
+        double *eig;  /* d eigenvalues of the sample covariance Sxx / (n - 1),
+                       * descending, rounding negatives set to 0 */
+        double *tail; /* d + 1 entries: tail[k] = sum_{j > k} lambda_j / total,
+                       * the share of the variance outside the best k-dimensional
+                       * affine fit (Eckart–Young); tail[0] = 1, tail[d] = 0.
+                       * All 0 when total == 0. */
+        kdl_spectral_summary sum;
+        bool has_ridge;           /* dy > 0 */
+        kdl_spectral_ridge ridge; /* valid when has_ridge */
+} kdl_spectral_result;
+
+/**
+ * kdl_spectral_finalize() - spectrum of cov(X) and, when the state has a
+ * target block, the ridge fit of Y from X.
+ * @s:   borrowed, not modified.
+ * @opt: see kdl_spectral_opts.
+ * @ret: set on success only; caller frees with kdl_spectral_result_free().
+ *
+ * One symmetric eigendecomposition of Sxx (LAPACK dsyevd; eigenvectors only
+ * when there is a target).  The ridge fit then needs no further pass over the
+ * data: with Sxx = V diag(s) V^T and Q = V^T Sxy, q_i = ||Q_i||^2,
+ *
+ *     rss(lambda) = tss - sum_i q_i (s_i + 2 lambda) / (s_i + lambda)^2,
+ *     df(lambda)  = sum_i s_i / (s_i + lambda),
+ *     GCV(lambda) = (rss / n) / (1 - (1 + df) / n)^2
+ *                   (Golub, Heath & Wahba 1979; the 1 is the intercept),
+ *
+ * so GCV is evaluated in O(dx) per lambda.  It is minimised over 301
+ * log-spaced values of lambda / s_1 in [1e-10, 1e5], then refined by a golden
+ * section search between the neighbours of the best grid value.  A given
+ * lambda of 0 is ordinary least squares with the pseudo-inverse (directions
+ * with s_i <= rank_rtol * s_1 dropped).  Memory: about 3 dx^2 + dx dy doubles
+ * at the peak (the copy of Sxx and the LAPACK workspace).
+ *
+ * Return: 0; -KDL_ESHAPE if fewer than 2 samples were accumulated;
+ * -KDL_ERANGE if @opt->rank_rtol is negative or NaN; -KDL_ENOCONV if the
+ * eigensolver fails; -ENOMEM.
+ */
+KDL_API int kdl_spectral_finalize(const kdl_spectral_state *s, const kdl_spectral_opts *opt,
+                                  kdl_spectral_result **ret);
+
+/** kdl_spectral_result_free() - free @r.  NULL is a no-op. */
+KDL_API void kdl_spectral_result_free(kdl_spectral_result *r);
+
+/* Reasons for an "insufficient" verdict (bit flags; 0 means sufficient). */
+enum kdl_dims_reason {
+        KDL_DIMS_NARROW = 1u << 0,   /* d_s < C - 1 */
+        KDL_DIMS_RESIDUAL = 1u << 1, /* residual(d_s) > tolerance */
+};
+
+/**
+ * kdl_spectral_verdict() - is a student width enough for the teacher's logits?
+ * @logits:    the result of a state over the teacher's logits (dx = C, flag
+ *             KDL_SPECTRAL_CENTER_ROWS_X): its tail is the residual curve of
+ *             MATH §2.3.3.  Borrowed.
+ * @d_s:       the student's feature width (the input of its head).
+ * @tolerance: in [0, 1]; MATH §11.2's default is 0.01.
+ * @ret_reasons:  set on success to the or of enum kdl_dims_reason.
+ * @ret_residual: set on success to the residual fraction at min(d_s, C).
+ *
+ * The student's centred logits lie in an affine subspace of dimension at most
+ * d_s, so its smallest achievable centred-logit error is at least this
+ * fraction of the teacher's centred-logit variance (MATH §2.3.2).
+ *
+ * Return: 0; -KDL_ERANGE if @tolerance is outside [0, 1] or NaN.
+ */
+KDL_API int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, double tolerance,
+                                 unsigned *ret_reasons, double *ret_residual);
+
+/**
+ * kdl_spectral_head_rank() - rank of W^T F(z) W for a head W [C, d], the same
+ * for every sample.
+ * @w:         [C, d], any strides; borrowed.
+ * @rank_rtol: as for the covariance: squared singular values above
+ *             rank_rtol * sigma_1^2 count.
+ * @ret_rank:  set on success only.
+ *
+ * F(z) = diag(p) - p p^T = G^T G with G = diag(sqrt p)(I - 1 p^T), so
+ * rank(W^T F W) = rank(G W).  When every p_k > 0 (always true of a softmax)
+ * the kernel of G is span(1), the same as that of the centring matrix H_C, so
+ * rank(G W) = rank(W) - dim(col(W) ∩ span(1)) = rank(H_C W): the affine rank
+ * of the head's class rows.  It is therefore computed once, from the singular
+ * values of H_C W (LAPACK dgesdd), never from a d x d matrix; generically it
+ * is min(d, C - 1) (MATH §2.3.1).  d minus it is the number of feature
+ * directions the KL cannot see at second order.
+ *
+ * Return: 0; -KDL_ESHAPE if @w is not 2-D or is empty; -KDL_ENONFINITE;
+ * -KDL_ERANGE for a bad @rank_rtol; -KDL_ENOCONV; -KDL_EOVERFLOW; -ENOMEM.
+ */
+KDL_API int kdl_spectral_head_rank(const kdl_tensor *w, double rank_rtol, size_t *ret_rank);
+
+/**
+ * kdl_spectral_support_rank() - sum over a block of logits of the rank of
+ * W^T F_tau(z) W once classes of negligible probability are dropped.
+ * @logits:    [m, C], any strides; borrowed.
+ * @tau:       temperature, > 0 (p = softmax(z / tau)).
+ * @rank_rtol: a class counts when p_k >= rank_rtol * max_j p_j.
+ * @head_rank: kdl_spectral_head_rank() of the model's head.
+ * @ret_sum:   set on success to sum_n min(head_rank, s_n - 1), where s_n is
+ *             the number of classes that count for sample n.
+ *
+ * With p supported on S, rank(W^T F W) is the affine rank of the head rows
+ * {w_k : k in S}, which is min(|S| - 1, head_rank) when the rows are in
+ * general position (generic heads; an upper bound otherwise).  Dividing the
+ * sum by the number of samples gives the mean number of feature directions
+ * the tempered KL weighs per sample: a confident model at a low temperature
+ * sees far fewer than head_rank.  O(C) per sample.  Sums of blocks add, so
+ * this merges by addition.
+ *
+ * Return: 0; -KDL_ESHAPE if @logits is not 2-D with at least one column;
+ * -KDL_ENONFINITE naming the first row with NaN/Inf; -KDL_ERANGE if @tau
+ * is not positive and finite or @rank_rtol is not in [0, 1].
+ */
+KDL_API int kdl_spectral_support_rank(const kdl_tensor *logits, double tau, double rank_rtol,
+                                      size_t head_rank, double *ret_sum);
+
+#endif

@@ -1,0 +1,121 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""kdlens report: a complete directory whose pages reference only files that
+exist, every figure rendered, and atomic replacement (a killed or failed run
+leaves the previous report as it was)."""
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import kdltest as kt  # noqa: E402
+
+FX = kt.FIXTURES
+GNUPLOT = os.environ.get("KDL_GNUPLOT", "")
+T, S = os.path.join(FX, "teacher.h5"), os.path.join(FX, "student.h5")
+
+
+def make_report(out, *extra):
+    return kt.run("report", "-t", T, "-s", S, "-o", out, "--quiet", "--gnuplot", GNUPLOT, *extra)
+
+
+def tree_digest(d):
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(d)):
+        for f in sorted(files):
+            p = os.path.join(root, f)
+            h.update(p[len(d):].encode())
+            with open(p, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+def test_report_is_complete_and_links_resolve():
+    out = os.path.join(kt.tmpdir(), "rep")
+    st, _, err = make_report(out)
+    assert st == 0, err
+    html = open(os.path.join(out, "index.html")).read()
+    md = open(os.path.join(out, "index.md")).read()
+    links = set(re.findall(r'(?:src|href)="([^"#]+)"', html))
+    assert len(links) > 20, links
+    for rel in links:
+        assert os.path.isfile(os.path.join(out, rel)), f"index.html references missing {rel}"
+    for rel in re.findall(r"\]\(([^)]+)\)", md):
+        assert os.path.isfile(os.path.join(out, rel)), f"index.md references missing {rel}"
+    figs = re.findall(r'<img src="figures/([^"]+)\.png"', html)
+    assert "split_stacked" in figs and "confidence_s1" in figs, figs
+    for name in figs:
+        for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF"), ("svg", b"<?xml")):
+            p = os.path.join(out, "figures", f"{name}.{ext}")
+            data = open(p, "rb").read()
+            assert data.startswith(magic) and len(data) > 2000, (p, len(data))
+        assert os.path.isfile(os.path.join(out, "data", name + ".dat"))
+        assert os.path.isfile(os.path.join(out, "scripts", name + ".gp"))
+    for table in ("split", "inputs_files"):
+        for ext in ("tex", "md", "csv"):
+            assert os.path.getsize(os.path.join(out, "tables", f"{table}.{ext}")) > 50
+    assert "\\toprule" in open(os.path.join(out, "tables", "split.tex")).read()
+    # The exact command and the inputs are in the report.
+    assert f"-o {out}" in html and T in html and "kdlens 0." in html
+    # Scripts re-render from the report directory as the page says.
+    p = subprocess.run([GNUPLOT, "-e", "fmt='svg'", "scripts/split_stacked.gp"], cwd=out,
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
+def test_killed_report_leaves_previous_intact():
+    base = kt.tmpdir()
+    out = os.path.join(base, "rep")
+    st, _, err = make_report(out)
+    assert st == 0, err
+    before = tree_digest(out)
+    # A gnuplot that hangs, so the second run is surely killed mid-way.
+    slow = os.path.join(base, "slow-gnuplot")
+    with open(slow, "w") as fh:
+        fh.write(f"#!/bin/sh\nsleep 30\nexec {GNUPLOT} \"$@\"\n")
+    os.chmod(slow, 0o755)
+    p = subprocess.Popen([kt.KDLENS, "report", "-t", T, "-s", S, "-o", out, "--quiet",
+                          "--gnuplot", slow], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(1.0)
+    assert p.poll() is None, "the report finished before it could be interrupted"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert tree_digest(out) == before, "the interrupted run changed the previous report"
+
+
+def test_failed_gnuplot_is_one_line_and_keeps_previous():
+    base = kt.tmpdir()
+    out = os.path.join(base, "rep")
+    assert make_report(out)[0] == 0
+    before = tree_digest(out)
+    st, out_text, err = kt.run("report", "-t", T, "-s", S, "-o", out, "--quiet",
+                               "--gnuplot", "/bin/false")
+    assert st == 1 and out_text == ""
+    kt.one_line_error(err, "kdlens report:", "gnuplot failed")
+    assert tree_digest(out) == before
+    assert sorted(os.listdir(base)) == ["rep"], os.listdir(base)  # no temporary left behind
+
+
+def test_report_usage_and_bad_inputs():
+    st, _, err = kt.run("report", "-t", T, "-o", "x")
+    assert st == 2 and "expected -t TEACHER.h5, at least one -s" in err
+    out = os.path.join(kt.tmpdir(), "rep")
+    st, _, err = kt.run("report", "-t", T, "-s", os.path.join(FX, "bad/no-logits.h5"), "-o", out)
+    assert st == 1 and not os.path.exists(out)
+    kt.one_line_error(err, "no-logits.h5", "/checkpoints/final/logits")
+    st, _, err = kt.run("report", "-t", T, "-s", S, "-o", "/nonexistent/dir/rep")
+    assert st == 1
+    kt.one_line_error(err, "/nonexistent/dir/rep")
+
+
+if __name__ == "__main__":
+    if not GNUPLOT:
+        print("gnuplot not found: skipped")
+        sys.exit(77)
+    kt.main(globals())

@@ -1,0 +1,363 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""kdlens dims against numpy float64 on dumps written here with h5py.
+
+Planted structure: a teacher layer of exact rank 5 plus small noise; teacher
+logits that span all C-1 centred directions; a student narrower than C-1
+(stored float32, in another sample order, joined on /sample_ids) and a wide
+one.  References: covariance spectra (numpy.linalg.eigvalsh), the residual
+curve from the singular values of the doubly centred teacher logits, ridge
+by the closed form on the centred data, GCV minimised on a numpy grid, the
+rank of W^T F W formed explicitly for sampled rows.
+"""
+import atexit
+import os
+import shutil
+import sys
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import kdltest as kt  # noqa: E402
+
+N, C = 400, 10
+D_T, R_PLANT, D_PLANT = 24, 5, 20
+WIDTHS = {"narrow": 4, "wide": 16}
+RTOL_RANK = 1e-6
+TAU = 4.0
+
+TMP = kt.tmpdir()
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
+RNG = np.random.default_rng(20261122)
+
+
+def write(path, role, model, cks, order=None):
+    """cks: {name: dict(step, layers={name: (array, depth, dtype)}, w, b, logits)}"""
+    n = next(iter(cks.values()))["logits"].shape[0]
+    order = np.arange(n) if order is None else order
+    with h5py.File(path, "w") as f:
+        f.attrs["kdlens_format"] = 1
+        f.attrs["role"] = role
+        f.attrs["model"] = model
+        f.create_dataset("labels", data=(np.arange(n) % C).astype(np.int32)[order])
+        f.create_dataset("sample_ids", data=(5000 + np.arange(n)).astype(np.int64)[order])
+        for name, ck in cks.items():
+            g = f.create_group("checkpoints/" + name)
+            g.attrs["step"] = np.int64(ck["step"])
+            for lname, (arr, depth, dtype) in ck["layers"].items():
+                d = g.create_dataset("features/" + lname, data=arr[order].astype(dtype))
+                d.attrs["depth"] = depth
+            g.create_dataset("logits", data=ck["logits"][order])
+            if "w" in ck:
+                g.create_dataset("head/weight", data=ck["w"])
+                g.create_dataset("head/bias", data=ck["b"])
+                g["head"].attrs["input"] = ck["head_input"]
+
+
+def build():
+    data = {}
+    tck = {}
+    for step, name in enumerate(["early", "final"]):
+        # Teacher penultimate features of rank 12 (>= C-1) with a large offset.
+        pen = RNG.standard_normal((N, 12)) @ RNG.standard_normal((12, D_T)) + 3.0
+        planted = (RNG.standard_normal((N, R_PLANT)) @ RNG.standard_normal((R_PLANT, D_PLANT))
+                   + 1e-4 * RNG.standard_normal((N, D_PLANT)))
+        conv = RNG.standard_normal((N, 6, 3, 3)).astype(np.float32)
+        w = RNG.standard_normal((C, D_T))
+        b = RNG.standard_normal(C)
+        z = pen @ w.T + b
+        tck[name] = dict(step=100 * step, w=w, b=b, logits=z, head_input="pen",
+                         layers={"conv": (conv, 0, np.float32), "planted": (planted, 1, np.float64),
+                                 "pen": (pen, 2, np.float64)})
+        data[("teacher", name)] = dict(pen=pen, planted=planted,
+                                       conv=conv.astype(np.float64).mean(axis=(2, 3)), z=z, w=w)
+    write(os.path.join(TMP, "teacher.h5"), "teacher", "T", tck)
+
+    for sname, width in WIDTHS.items():
+        sck = {}
+        for step, name in enumerate(["early", "final"]):
+            tpen = data[("teacher", name)]["pen"]
+            h = np.tanh(tpen @ RNG.standard_normal((D_T, width)) / 5.0) \
+                + 0.05 * RNG.standard_normal((N, width))
+            h32 = h.astype(np.float32)
+            w = RNG.standard_normal((C, width))
+            b = RNG.standard_normal(C)
+            z = h32.astype(np.float64) @ w.T + b
+            sck[name] = dict(step=100 * step, w=w, b=b, logits=z, head_input="pen",
+                             layers={"pen": (h32, 0, np.float32)})
+            data[(sname, name)] = dict(pen=h32.astype(np.float64), z=z, w=w)
+        order = np.random.default_rng(len(sname)).permutation(N)
+        write(os.path.join(TMP, sname + ".h5"), "student", sname, sck, order)
+    return data
+
+
+DATA = build()
+T, NARROW, WIDE = (os.path.join(TMP, n + ".h5") for n in ("teacher", "narrow", "wide"))
+DOC = kt.run_json("dims", "-t", T, "-s", NARROW, "-s", WIDE, "--checkpoint", "all")
+
+
+def rows(table, **match):
+    return [r for r in kt.records(DOC, table) if all(r.get(k) == v for k, v in match.items())]
+
+
+def one(table, **match):
+    r = rows(table, **match)
+    assert len(r) == 1, f"{table} {match}: {len(r)} rows"
+    return r[0]
+
+
+def spectrum(x):
+    return np.maximum(np.linalg.eigvalsh(np.cov(x, rowvar=False))[::-1], 0)
+
+
+def centred_logits(z):
+    zc = z - z.mean(axis=1, keepdims=True)
+    return zc - zc.mean(axis=0)
+
+
+def summary(lam):
+    p = lam / lam.sum()
+    nz = p[p > 0]
+    cum = np.cumsum(lam) / lam.sum()
+    return dict(numerical_rank=int(np.sum(lam > RTOL_RANK * lam[0])),
+                effective_rank=float(np.exp(-np.sum(nz * np.log(nz)))),
+                participation_ratio=float(lam.sum() ** 2 / np.sum(lam ** 2)),
+                dims_90=int(np.argmax(cum >= 0.90) + 1), dims_95=int(np.argmax(cum >= 0.95) + 1),
+                dims_99=int(np.argmax(cum >= 0.99) + 1), total_variance=float(lam.sum()))
+
+
+def ridge(x, y, lam):
+    xc = x - x.mean(axis=0)
+    yc = centred_logits(y)
+    b = np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ yc)
+    rss = np.sum((yc - xc @ b) ** 2)
+    sv = np.linalg.svd(xc, compute_uv=False) ** 2
+    df = np.sum(sv / (sv + lam))
+    n = x.shape[0]
+    gcv = rss / n / (1 - (1 + df) / n) ** 2
+    return 1 - rss / np.sum(yc ** 2), gcv, df
+
+
+def test_planted_rank_found():
+    r = one("dims", model="T", checkpoint="final", layer="planted")
+    assert r["numerical_rank"] == R_PLANT, r
+    assert r["dims_95"] <= R_PLANT and r["dims_99"] <= R_PLANT, r
+    assert r["width"] == D_PLANT and r["samples"] == N
+
+
+def test_spectra_and_summaries_match_numpy():
+    for (model, ck), d in DATA.items():
+        for layer in ("conv", "planted", "pen"):
+            if layer not in d:
+                continue
+            lam = spectrum(d[layer])
+            got = [s["eigenvalue"] for s in rows("spectrum", model="T" if model == "teacher"
+                                                 else model, checkpoint=ck, layer=layer)]
+            assert len(got) == len(lam), (model, ck, layer, len(got))
+            for a, b in zip(got, lam):
+                kt.assert_close(a, b, rtol=1e-9, atol=1e-11 * lam[0], what=f"{model} {layer} eig")
+            r = one("dims", model="T" if model == "teacher" else model, checkpoint=ck, layer=layer)
+            for key, want in summary(lam).items():
+                if isinstance(want, int):
+                    assert r[key] == want, (model, ck, layer, key, r[key], want)
+                else:
+                    kt.assert_close(r[key], want, rtol=1e-9, what=f"{model} {layer} {key}")
+            kt.assert_close(r["top_eigenvalue"], lam[0], rtol=1e-10, what="lambda1")
+
+
+def test_residual_curve_matches_svd():
+    for ck in ("early", "final"):
+        zc = centred_logits(DATA[("teacher", ck)]["z"])
+        s2 = np.linalg.svd(zc, compute_uv=False) ** 2
+        curve = sorted(rows("logit_residual", checkpoint=ck), key=lambda r: r["d"])
+        assert [r["d"] for r in curve] == list(range(1, C + 1))
+        for r in curve:
+            want = s2[r["d"]:].sum() / s2.sum()
+            kt.assert_close(r["residual"], want, rtol=1e-9, atol=1e-13, what=f"residual({r['d']})")
+        assert curve[C - 2]["residual"] < 1e-13 and curve[C - 1]["residual"] == 0
+        assert all(a["residual"] >= b["residual"] for a, b in zip(curve, curve[1:]))
+        marks = {r["d"]: r["students"] for r in curve}
+        assert marks[WIDTHS["narrow"]] == "narrow@" + ck, marks
+        assert marks[C] == "wide@" + ck, marks  # wider than C: marked at C
+
+
+def test_narrow_student_is_flagged_with_reason():
+    for ck in ("early", "final"):
+        zc = centred_logits(DATA[("teacher", ck)]["z"])
+        s2 = np.linalg.svd(zc, compute_uv=False) ** 2
+        nar = one("verdict", model="narrow", checkpoint=ck)
+        assert nar["d_s"] == WIDTHS["narrow"] and nar["c_minus_1"] == C - 1
+        assert nar["verdict"] == "insufficient", nar
+        assert nar["reason"] == "d_s < C-1; residual > tolerance", nar
+        kt.assert_close(nar["residual_at_d_s"], s2[WIDTHS["narrow"]:].sum() / s2.sum(),
+                        rtol=1e-9, what="residual at d_s")
+        wide = one("verdict", model="wide", checkpoint=ck)
+        assert wide["verdict"] == "sufficient" and wide["reason"] == "", wide
+        assert wide["teacher_checkpoint"] == ck
+
+
+def test_ridge_given_lambda_matches_closed_form():
+    doc = kt.run_json("dims", "-t", T, "-s", NARROW, "--lambda", "3.5", "--layer", "pen")
+    for r in [r for r in kt.records(doc, "dims") if r["layer"] == "pen"]:
+        key = ("teacher" if r["model"] == "T" else r["model"], r["checkpoint"])
+        r2, gcv, df = ridge(DATA[key]["pen"], DATA[("teacher", r["checkpoint"])]["z"], 3.5)
+        assert r["ridge_lambda_by"] == "given" and r["ridge_lambda"] == 3.5
+        kt.assert_close(r["ridge_r2"], r2, rtol=1e-9, what="ridge R2")
+        kt.assert_close(r["ridge_df"], df, rtol=1e-9, what="ridge df")
+        zc = centred_logits(DATA[("teacher", r["checkpoint"])]["z"])
+        kt.assert_close(r["ridge_r2_gcv"], 1 - N * gcv / np.sum(zc ** 2), rtol=1e-8,
+                        what="ridge R2 gcv")
+
+
+def test_gcv_lambda_minimises_gcv():
+    for model in ("narrow", "wide"):
+        r = one("dims", model=model, checkpoint="final", layer="pen")
+        assert r["ridge_lambda_by"] == "gcv"
+        x, z = DATA[(model, "final")]["pen"], DATA[("teacher", "final")]["z"]
+        r2, gcv_at, _ = ridge(x, z, r["ridge_lambda"])
+        kt.assert_close(r["ridge_r2"], r2, rtol=1e-9, what=f"{model} R2 at GCV lambda")
+        xc = x - x.mean(axis=0)
+        s1 = np.linalg.eigvalsh(xc.T @ xc)[-1]
+        grid = [ridge(x, z, s1 * 10.0 ** e)[1] for e in np.linspace(-10, 5, 151)]
+        assert gcv_at <= min(grid) * (1 + 1e-9), (model, gcv_at, min(grid))
+        assert 0 < r["ridge_r2"] <= 1 and r["ridge_r2_gcv"] <= r["ridge_r2"]
+
+
+def test_head_rank_is_rank_of_wfw():
+    for (model, ck), d in DATA.items():
+        w = d["w"]
+        z = d["z"]
+        name = "T" if model == "teacher" else model
+        h = one("heads", model=name, checkpoint=ck)
+        for i in (0, 7, 123):  # W^T F W formed explicitly for a few samples
+            p = np.exp((z[i] - z[i].max()) / TAU)
+            p /= p.sum()
+            m = w.T @ (np.diag(p) - np.outer(p, p)) @ w
+            ev = np.linalg.eigvalsh(m)
+            assert h["wfw_rank"] == int(np.sum(ev > 1e-10 * ev[-1])), (model, ck, i)
+        assert h["wfw_rank"] == min(w.shape[1], C - 1)
+        assert h["kl_blind_dims"] == w.shape[1] - h["wfw_rank"]
+        logp = (z - z.max(axis=1, keepdims=True)) / TAU
+        support = np.sum(logp >= np.log(RTOL_RANK), axis=1)
+        kt.assert_close(h["wfw_support_rank_mean"],
+                        np.mean(np.minimum(support - 1, h["wfw_rank"])), rtol=1e-12,
+                        what="support rank mean")
+
+
+def test_default_is_last_checkpoint_and_terminal_output():
+    doc = kt.run_json("dims", "-t", T, "-s", NARROW)
+    assert {r["checkpoint"] for r in kt.records(doc, "dims")} == {"final"}
+    _, out, _ = kt.run("dims", "-t", T, "-s", NARROW, check=0)
+    assert "insufficient" in out and "d_s < C-1" in out
+    assert "--curves adds it" in out and "Covariance spectra" not in out
+    _, out, _ = kt.run("dims", "-t", T, "--curves", check=0)
+    assert "Covariance spectra" in out
+
+
+def test_students_only():
+    doc = kt.run_json("dims", "-s", WIDE, "--layer", "pen")
+    assert kt.records(doc, "verdict") == [] and kt.records(doc, "logit_residual") == []
+    r = [r for r in kt.records(doc, "dims") if r["layer"] == "pen"][0]
+    assert "ridge_r2" not in r and r["numerical_rank"] == WIDTHS["wide"]
+
+
+def test_bad_input():
+    st, out, err = kt.run("dims")
+    assert st == 2 and out == "" and "expected a teacher (-t) and/or students (-s)" in err
+    st, out, err = kt.run("dims", "-t", T, "--layer", "nope")
+    assert st == 2 and out == ""
+    kt.one_line_error(err, "kdlens dims:", "no input has a layer 'nope'")
+    st, _, err = kt.run("dims", "-t", T, "--tolerance", "1.5")
+    assert st == 2 and "--tolerance" in err
+    st, _, err = kt.run("dims", "-t", T, "--lambda", "nan")
+    assert st == 2 and "--lambda" in err
+    st, _, err = kt.run("dims", "-t", T, "-c", "nope")
+    assert st == 2 and "no checkpoint 'nope'" in err
+    st, out, err = kt.run("dims", "-t", os.path.join(TMP, "missing.h5"))
+    assert st == 1 and out == ""
+    kt.one_line_error(err, "missing.h5")
+
+
+def test_nonfinite_error_and_skip():
+    bad = os.path.join(TMP, "nan.h5")
+    x = DATA[("teacher", "final")]["pen"].copy()
+    x[17, 3] = np.nan
+    write(bad, "teacher", "T", {"final": dict(step=0, logits=DATA[("teacher", "final")]["z"],
+                                              layers={"pen": (x, 0, np.float64)})})
+    st, out, err = kt.run("dims", "-t", bad)
+    assert st == 1 and out == ""
+    kt.one_line_error(err, "features/pen")
+    doc = kt.run_json("dims", "-t", bad, "--nonfinite", "skip")
+    r = [r for r in kt.records(doc, "dims") if r["layer"] == "pen"][0]
+    assert r["samples"] == N - 1
+    assert any("1 samples with NaN/Inf skipped" in n for n in doc["notes"])
+    lam = spectrum(np.delete(x, 17, axis=0))
+    kt.assert_close(r["top_eigenvalue"], lam[0], rtol=1e-10, what="lambda1 after skip")
+
+
+def test_block_size_does_not_change_results():
+    """Blocks of 7 rows (many exact merges) against the default single block."""
+    doc = kt.run_json("dims", "-t", T, "-s", NARROW, "--checkpoint", "all", "--block-rows", "7")
+    for table in ("dims", "verdict", "logit_residual", "spectrum", "heads"):
+        a, b = kt.records(doc, table), rows(table)
+        b = [r for r in b if r["model"] in ("T", "narrow")]
+        assert len(a) == len(b) and a, table
+        for ra, rb in zip(a, b):
+            assert ra.keys() == rb.keys(), table
+            for k, v in ra.items():
+                if k == "students":  # the reference run also marks the wide student
+                    continue
+                if k in ("ridge_lambda", "ridge_df"):
+                    continue  # GCV is flat at its minimum (rank-deficient layers): compare R2s
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    tol = 1e-8 if k.startswith("ridge_r2") else 1e-12
+                    kt.assert_close(v, rb[k], rtol=1e-9, atol=tol, what=f"{table}.{k}")
+                else:
+                    assert v == rb[k], (table, k, v, rb[k])
+    st, _, err = kt.run("dims", "-t", T, "--block-rows", "0")
+    assert st == 2 and "--block-rows" in err
+
+
+def test_student_without_head_is_judged_by_its_deepest_layer():
+    path = os.path.join(TMP, "headless.h5")
+    h = DATA[("wide", "final")]["pen"]
+    write(path, "student", "headless",
+          {"final": dict(step=0, logits=DATA[("wide", "final")]["z"],
+                         layers={"a": (h[:, :3], 0, np.float64), "b": (h[:, :12], 1, np.float64)})})
+    doc = kt.run_json("dims", "-t", T, "-s", path)
+    v = [r for r in kt.records(doc, "verdict") if r["model"] == "headless"]
+    assert len(v) == 1 and v[0]["d_s"] == 12 and v[0]["d_s_from"] == "deepest layer", v
+    assert v[0]["verdict"] == "sufficient"
+    assert not [r for r in kt.records(doc, "heads") if r["model"] == "headless"]
+
+
+def test_too_few_samples():
+    path = os.path.join(TMP, "one.h5")
+    z = DATA[("teacher", "final")]["z"][:1]
+    write(path, "teacher", "one", {"final": dict(step=0, logits=z, layers={})})
+    st, out, err = kt.run("dims", "-t", path)
+    assert st == 1 and out == ""
+    kt.one_line_error(err, "one.h5", "logits", "expected at least 2 usable samples, found 1")
+
+
+def test_report_has_the_dims_section():
+    if not (os.environ.get("KDL_GNUPLOT") or shutil.which("gnuplot")):
+        print("skipped: no gnuplot")
+        return
+    out = os.path.join(TMP, "report")
+    kt.run("report", "-t", T, "-s", NARROW, "-s", WIDE, "-o", out, "--quiet", check=0)
+    for name in ("dims_residual", "dims_spectrum"):
+        for ext in ("pdf", "png", "svg"):
+            assert os.path.getsize(os.path.join(out, "figures", f"{name}.{ext}")) > 0
+    import json
+    doc = json.load(open(os.path.join(out, "data", "dims.json")))
+    v = {(r["model"], r["checkpoint"]): r["verdict"] for r in kt.records(doc, "verdict")}
+    assert v[("narrow", "final")] == "insufficient" and v[("wide", "final")] == "sufficient"
+    script = open(os.path.join(out, "scripts", "dims_residual.gp")).read()
+    assert f"set arrow from {WIDTHS['narrow']}, graph 0" in script, script
+    assert "Feature dimensions" in open(os.path.join(out, "index.md")).read()
+
+
+if __name__ == "__main__":
+    kt.main(globals())
