@@ -20,7 +20,12 @@
 enum kdl_quality_variant {
         /* The authors' code, quirks included: class spectra truncated to
          * K = Σ_c k_c entries (the summed 95 % counts), mean entropy divided
-         * by ln 5. */
+         * by ln 5.  Zeros in a truncated spectrum are floored at 1e-127 as
+         * MATH.md §4.4 states.  NEEDSWORK: in the authors' float32 tensors
+         * that floor underflows to 0, so a class whose K-truncated spectrum
+         * contains zero padding (K > min(n_c, D)) gets entropy NaN -> 0
+         * there; kdlens does not copy this accident (it zeroes I for narrow
+         * layers, D < K). */
         KDL_QUALITY_CODE,
         /* kdlens's documented variant: each class's spectrum truncated to
          * its own k_c and its entropy divided by ln k_c (0 when k_c <= 1). */
