@@ -382,10 +382,10 @@ int kdl_layers_run(kdl_inputs *in, const struct kdl_layers_opts *opts, kdl_doc *
                 err = kdl_doc_add_note(
                         doc,
                         "Q = S + sqrt(I*E) as in Cooper et al.'s code (%s variant): S, E and the "
-                        "class-geometry columns on a class-balanced seeded subsample of %zu per "
-                        "class (seed %llu), class spectra on another of %zu per class; N = %zu in "
-                        "(N/pi)^(1/r)",
-                        kdl_quality_variant_name(o.variant), o.subsample / nclasses,
+                        "class-geometry columns on a class-balanced seeded subsample of %zu "
+                        "samples (up to %zu per class, seed %llu), class spectra on another of up "
+                        "to %zu per class; N = %zu in (N/pi)^(1/r)",
+                        kdl_quality_variant_name(o.variant), res.nsub, o.subsample / nclasses,
                         (unsigned long long) o.seed, pc, n);
                 err = err
                               ?: kdl_doc_add_note(
