@@ -5,9 +5,11 @@
 
 #include "kdl-config.h"
 #include "metrics/base/alloc.h"
+#include "analysis/cka.h"
 #include "analysis/dims.h"
 #include "analysis/inputs.h"
 #include "analysis/inspect.h"
+#include "analysis/layers.h"
 #include "analysis/report.h"
 #include "analysis/split.h"
 #include "reports/plot.h"
@@ -597,13 +599,194 @@ static int section_dims(struct run *r)
         return err;
 }
 
+/* ---- teacher layers and CKA ------------------------------------------------------ */
+
+struct depth_row {
+        long long depth;
+        size_t row;
+};
+
+static int cmp_depth_row(const void *a, const void *b)
+{
+        const struct depth_row *x = a, *y = b;
+
+        if (x->depth != y->depth)
+                return x->depth < y->depth ? -1 : 1;
+        return x->row < y->row ? -1 : x->row > y->row;
+}
+
+/* Q, S, I and E of every teacher layer along depth, the recommended ones marked. */
+static int layers_figure(struct run *r, const kdl_doc *d)
+{
+        static const char *const keys[4] = {"q", "s", "i", "e"};
+        static const char *const names[4] = {"Q = S + sqrt(I E)", "S (separation)",
+                                             "I (information)", "E (efficiency)"};
+        const kdl_table *t = kdl_doc_find_table(d, "layers");
+        struct depth_row *order = NULL;
+        const char **tics = NULL;
+        const char **mark_labels = NULL;
+        double *y = NULL, *marks = NULL;
+        struct kdl_series s[4];
+        size_t n, nm = 0;
+        int err = -ENOMEM;
+
+        if (!t || (n = kdl_table_rows(t)) == 0)
+                return 0;
+        order = kdl_new(struct depth_row, n);
+        tics = kdl_new(const char *, n);
+        mark_labels = kdl_new(const char *, n);
+        y = kdl_new(double, 4 * n);
+        marks = kdl_new(double, n);
+        if (!order || !tics || !mark_labels || !y || !marks)
+                goto out;
+        for (size_t i = 0; i < n; i++)
+                order[i] = (struct depth_row){(long long) real_at(t, i, "depth"), i};
+        qsort(order, n, sizeof(*order), cmp_depth_row);
+        for (size_t i = 0; i < n; i++) {
+                size_t row = order[i].row;
+
+                tics[i] = str_at(t, row, "layer");
+                for (size_t k = 0; k < 4; k++)
+                        y[k * n + i] = real_at(t, row, keys[k]);
+                if (bool_at(t, row, "recommended")) {
+                        marks[nm] = (double) i;
+                        mark_labels[nm++] = "recommended";
+                }
+        }
+        for (size_t k = 0; k < 4; k++)
+                s[k] = (struct kdl_series){.name = names[k], .y = y + k * n};
+        {
+                struct kdl_fig f = {.xlabel = "teacher layer (by depth)",
+                                    .ylabel = "knowledge quality and its parts",
+                                    .nmarks = nm,
+                                    .marks = marks,
+                                    .mark_labels = mark_labels};
+
+                err = kdl_fig_lines(kdl_site_path(r->site), "layers_quality", &f, NULL, tics, n, s,
+                                    4);
+        }
+        err = err
+                      ?: show(r, "layers_quality",
+                              "Cooper et al.'s knowledge quality Q = S + sqrt(I E) of every "
+                              "teacher layer along depth (MATH 4.4, the authors' code); vertical "
+                              "lines mark the recommended layers.");
+out:
+        free(marks);
+        free(y);
+        free(mark_labels);
+        free(tics);
+        free(order);
+        return err;
+}
+
+static int section_layers(struct run *r)
+{
+        struct kdl_layers_opts o = {0};
+        kdl_inputs teacher_only = *r->in;
+        kdl_doc *d = NULL;
+        int err;
+
+        progress(r, "layers: teacher layer quality");
+        teacher_only.nstudents = 0;
+        err = kdl_doc_new("layers", &d);
+        err = err ?: kdl_layers_run(&teacher_only, &o, d);
+        err = err
+                      ?: kdl_site_section(
+                                 r->site, "Teacher layers",
+                                 "Which teacher layers are worth distilling from, decided before "
+                                 "training from the teacher alone: Cooper et al.'s knowledge "
+                                 "quality on a class-balanced subsample, with linear CKA against "
+                                 "the teacher's logits and the labels and class-geometry columns.");
+        err = err ?: layers_figure(r, d);
+        err = err
+                      ?: show_table(r, d, "layers_recommended", "layers_recommended",
+                                    "Recommended teacher layers, in depth order");
+        err = err ?: show_table(r, d, "layers", "layers", "Teacher layers ranked by Q");
+        err = err ?: kdl_site_json(r->site, d, "layers");
+        kdl_doc_free(d);
+        return err;
+}
+
+/* The teacher x student matrix of one run of kdl_cka_run() as a heatmap. */
+static int cka_heatmap(struct run *r, const kdl_doc *d, size_t k)
+{
+        const kdl_table *t = kdl_doc_find_table(d, "cka");
+        const char **rows = NULL, **cols = NULL;
+        double *m = NULL;
+        char *name = NULL, *caption = NULL;
+        size_t nr, nc = 0, first = 3;
+        int err = -ENOMEM;
+
+        if (!t || (nr = kdl_table_rows(t)) == 0 || kdl_table_cols(t) <= first)
+                return 0;
+        nc = kdl_table_cols(t) - first;
+        rows = kdl_new(const char *, nr);
+        cols = kdl_new(const char *, nc);
+        m = kdl_new(double, nr *nc);
+        name = kdl__asprintf("cka_%zu", k);
+        caption = kdl__asprintf("Linear CKA between the teacher's layers (rows) and %s's "
+                                "(columns), all samples, last checkpoints (Kornblith et al. "
+                                "2019; MATH 7.2).",
+                                r->names[k]);
+        if (!rows || !cols || !m || !name || !caption)
+                goto out;
+        for (size_t j = 0; j < nc; j++)
+                cols[j] = kdl_table_key(t, first + j);
+        for (size_t i = 0; i < nr; i++) {
+                rows[i] = str_at(t, i, "layer");
+                for (size_t j = 0; j < nc; j++)
+                        m[i * nc + j] = real_at(t, i, cols[j]);
+        }
+        {
+                struct kdl_fig f = {.xlabel = "student layer", .ylabel = "teacher layer"};
+
+                err = kdl_fig_heatmap(kdl_site_path(r->site), name, &f, m, nr, nc, rows, cols,
+                                      nr * nc <= 144, 0.0, 1.0);
+        }
+        err = err ?: show(r, name, caption);
+out:
+        free(caption);
+        free(name);
+        free(m);
+        free(cols);
+        free(rows);
+        return err;
+}
+
+static int section_cka(struct run *r)
+{
+        int err;
+
+        progress(r, "cka: teacher x student similarity");
+        err = kdl_site_section(r->site, "Teacher x student CKA",
+                               "How similar each student's layers are to the teacher's: linear "
+                               "CKA over every sample, streamed in feature space.");
+        for (size_t k = 0; k < r->in->nstudents && !err; k++) {
+                struct kdl_cka_run_opts o = {0};
+                kdl_inputs pair = {.teacher = r->in->teacher,
+                                   .nstudents = 1,
+                                   .students = &r->in->students[k],
+                                   .pairs = &r->in->pairs[k]};
+                kdl_doc *d = NULL;
+                char *file = kdl__asprintf("cka_%zu", k);
+
+                err = file ? kdl_doc_new("cka", &d) : -ENOMEM;
+                err = err ?: kdl_cka_run(&pair, &o, d);
+                err = err ?: cka_heatmap(r, d, k);
+                err = err ?: kdl_site_json(r->site, d, file);
+                kdl_doc_free(d);
+                free(file);
+        }
+        return err;
+}
+
 int kdl_report_run(const struct kdl_report_opts *o)
 {
         struct run r = {.o = o, .tau = o->tau > 0.0 ? o->tau : 4.0};
         const char **inputs = NULL;
         int err;
 
-        r.total = 4;
+        r.total = 6;
         err = kdl_inputs_open(o->teacher, o->students, o->nstudents, &r.in);
         if (err < 0)
                 return err;
@@ -622,6 +805,8 @@ int kdl_report_run(const struct kdl_report_opts *o)
         err = err ?: section_inputs(&r);
         err = err ?: section_split(&r);
         err = err ?: section_dims(&r);
+        err = err ?: section_layers(&r);
+        err = err ?: section_cka(&r);
         if (err < 0)
                 goto out;
         progress(&r, "index");

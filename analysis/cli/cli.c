@@ -52,6 +52,40 @@ static const struct kdl_cmd commands[] = {
          "mean, ratio to the exact mean, Pearson and Spearman correlation with the\n"
          "per-sample KL, relative error and the numbers per sample the source needs.\n"
          "A source whose data are missing is listed as unavailable with what it needs.\n"},
+        {"cka", cmd_cka, 1, 2, "centred kernel alignment between the layers of one or two dumps",
+         "kdlens cka A.h5 [B.h5] [--kernel linear|rbf] [--estimator biased|debiased|minibatch] "
+         "[--checkpoint NAME|all] [--bootstrap B] [--format table|md|csv|tex|json]",
+         "  --kernel K         linear (default) or rbf (sigma^2 = theta^2 x median squared "
+         "distance)\n"
+         "  --estimator E      biased (default), debiased or minibatch: the matrix shown\n"
+         "  -c, --checkpoint C a checkpoint of A (B's of the same name, else its last), or all\n"
+         "  --bootstrap B      B Poisson bootstrap replicates: 95 % intervals of linear CKA\n"
+         "  --subsample N      seeded subsample for RBF, minibatch and the robust column "
+         "(2048)\n"
+         "  --batch M          minibatch size (256)\n"
+         "  --theta T          RBF bandwidth as a fraction of the median distance (0.5)\n"
+         "  --seed S           seed of subsamples, bootstrap and batch order (0)\n"
+         "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
+         "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
+         "  -f, --format FMT   table (default), md, csv, tex or json\n"
+         "Without B, A is compared with itself.  The logits count as a layer; every layer is\n"
+         "also compared with A's logits and the one-hot labels (table cka_targets).\n"},
+        {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
+         "kdlens layers -t T.h5 [-s S.h5] [-k 4] [--subsample 5000] [--variant code|per-class] "
+         "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
+         "  -t, --teacher T    the teacher dump (required)\n"
+         "  -s, --student S    a student dump: adds teacher x student CKA\n"
+         "  -k, --top K        layers to recommend (4), listed in depth order\n"
+         "  --subsample N      class-balanced subsample for S, E, NCM, NC1 (N/C per class; "
+         "5000)\n"
+         "  --per-class M      samples per class for the class spectra of I (500, at most N/C)\n"
+         "  --variant V        code (default: the authors' code, ln 5 and the summed 95 %\n"
+         "                     count) or per-class (each class's own count k_c, ln k_c)\n"
+         "  --seed S           seed of the subsamples (0)\n"
+         "  -c, --checkpoint C a teacher checkpoint, or all\n"
+         "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
+         "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
+         "  -f, --format FMT   table (default), md, csv, tex or json\n"},
         {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
          "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
          "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",

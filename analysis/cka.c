@@ -1,0 +1,768 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/base/alloc.h"
+#include "metrics/sample.h"
+#include "analysis/cka.h"
+#include "analysis/cka-internal.h"
+#include "metrics/base/banned.h"
+
+#define DEFAULT_SUBSAMPLE 2048
+#define DEFAULT_BATCH     256
+#define DEFAULT_THETA     0.5
+#define DEFAULT_ROBUST    0.01
+#define DEFAULT_MAX_BYTES ((size_t) 8 << 30)
+
+/* Streams of kdl_sample_*: the subsample and the minibatch order. */
+#define STREAM_SUBSAMPLE 1
+#define STREAM_BATCHES   3
+
+/* ---- shared with layers.c ---------------------------------------------------------- */
+
+int kdl__srcs_add(struct kdl__srcs *l, const char *name, bool has_depth, long long depth, int model,
+                  const kdl_dsinfo *ds, size_t width)
+{
+        if (l->n == l->cap) {
+                size_t cap = l->cap ? 2 * l->cap : 16;
+                struct kdl__src *v = kdl_new(struct kdl__src, cap);
+
+                if (!v)
+                        return -ENOMEM;
+                if (l->n)
+                        memcpy(v, l->v, l->n * sizeof(*v));
+                free(l->v);
+                l->v = v;
+                l->cap = cap;
+        }
+        l->v[l->n++] = (struct kdl__src){.name = name,
+                                         .has_depth = has_depth,
+                                         .depth = depth,
+                                         .model = model,
+                                         .ds = ds,
+                                         .width = width,
+                                         .idx = -1};
+        return 0;
+}
+
+int kdl__srcs_add_checkpoint(struct kdl__srcs *l, const kdl_checkpoint *ck, int model,
+                             enum kdl_spatial rule)
+{
+        int err = 0;
+
+        for (size_t k = 0; k < ck->nlayers && !err; k++) {
+                const kdl_layer *ly = &ck->layers[k];
+
+                err = kdl__srcs_add(l, ly->name, true, (long long) ly->depth, model, &ly->feature,
+                                    kdl_dsinfo_width(&ly->feature, rule));
+        }
+        if (!err && ck->logits)
+                err = kdl__srcs_add(l, "logits", false, 0, model, ck->logits,
+                                    kdl_dsinfo_width(ck->logits, rule));
+        return err;
+}
+
+void kdl__srcs_release(struct kdl__srcs *l)
+{
+        free(l->v);
+        *l = (struct kdl__srcs){0};
+}
+
+int kdl__gather_init(struct kdl__gather *g, const struct kdl__srcs *l, const size_t *want,
+                     size_t nwant)
+{
+        *g = (struct kdl__gather){.want = want, .nwant = nwant};
+        g->ids = kdl_new(size_t, nwant);
+        g->labels = kdl_new(int64_t, nwant);
+        g->data = kdl_new(double *, l->n);
+        if (!g->ids || !g->labels || !g->data)
+                return -ENOMEM;
+        for (size_t k = 0; k < l->n; k++) {
+                g->data[k] = kdl__malloc(nwant ? nwant : 1, l->v[k].width * sizeof(double));
+                if (!g->data[k])
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+void kdl__gather_release(struct kdl__gather *g, size_t nsrc)
+{
+        if (g->data)
+                for (size_t k = 0; k < nsrc; k++)
+                        free(g->data[k]);
+        free(g->data);
+        free(g->labels);
+        free(g->ids);
+        *g = (struct kdl__gather){0};
+}
+
+kdl_tensor kdl__gather_tensor(const struct kdl__gather *g, const struct kdl__srcs *l, size_t k)
+{
+        return kdl_tensor_wrap(g->data[k], 2, (size_t[]){g->n, l->v[k].width});
+}
+
+int kdl__pairs_needed(const struct kdl__srcs *l, bool two, long long logits, long long labels,
+                      bool **ret)
+{
+        bool *m;
+
+        *ret = NULL;
+        if (!two)
+                return 0;
+        m = kdl_new(bool, l->n * l->n);
+        if (!m)
+                return -ENOMEM;
+        for (size_t i = 0; i < l->n; i++)
+                for (size_t j = 0; j < l->n; j++)
+                        m[i * l->n + j] = i == j || l->v[i].model != l->v[j].model ||
+                                          (long long) i == logits || (long long) j == logits ||
+                                          (long long) i == labels || (long long) j == labels;
+        *ret = m;
+        return 0;
+}
+
+size_t kdl__classes(const kdl_dump *d)
+{
+        size_t c = d->c;
+
+        if (!d->labels)
+                return 0;
+        if (d->label_max >= 0 && (size_t) d->label_max + 1 > c)
+                c = (size_t) d->label_max + 1;
+        return c;
+}
+
+int kdl__pass(kdl_stream *s, const struct kdl__srcs *l, size_t nclasses, bool has_labels,
+              kdl_cka_state *state, struct kdl__gather *g)
+{
+        kdl_tensor *blocks = kdl_new(kdl_tensor, l->n);
+        double *onehot = NULL;
+        size_t cap = 0;
+        bool need_onehot = false;
+        int r;
+
+        if (!blocks)
+                return -ENOMEM;
+        for (size_t k = 0; k < l->n; k++)
+                need_onehot |= !l->v[k].ds;
+        assert(has_labels || !need_onehot);
+        while ((r = kdl_stream_next(s)) > 0) {
+                size_t rows = kdl_stream_rows(s);
+                const size_t *ids = kdl_stream_samples(s);
+                const int64_t *lab = has_labels ? kdl_stream_labels(s) : NULL;
+
+                if (rows == 0)
+                        continue;
+                if (need_onehot) {
+                        if (rows > cap) {
+                                free(onehot);
+                                onehot = kdl__malloc(rows, nclasses * sizeof(double));
+                                if (!onehot) {
+                                        r = -ENOMEM;
+                                        break;
+                                }
+                                cap = rows;
+                        }
+                        memset(onehot, 0, rows * nclasses * sizeof(double));
+                        for (size_t i = 0; i < rows; i++) {
+                                if (lab[i] < 0 || (uint64_t) lab[i] >= nclasses) {
+                                        r = kdl_error(-KDL_ERANGE,
+                                                      "/labels: label %lld of sample %zu is "
+                                                      "outside 0..%zu",
+                                                      (long long) lab[i], ids[i], nclasses - 1);
+                                        break;
+                                }
+                                onehot[i * nclasses + (size_t) lab[i]] = 1.0;
+                        }
+                        if (r < 0)
+                                break;
+                }
+                for (size_t k = 0; k < l->n; k++)
+                        blocks[k] =
+                                l->v[k].ds ? kdl_stream_block(s, l->v[k].idx)
+                                           : kdl_tensor_wrap(onehot, 2, (size_t[]){rows, nclasses});
+                if (state) {
+                        r = kdl_cka_accumulate(state, blocks, ids);
+                        if (r < 0)
+                                break;
+                }
+                for (size_t i = 0; g && i < rows; i++) {
+                        while (g->next < g->nwant && g->want[g->next] < ids[i])
+                                g->next++;
+                        if (g->next == g->nwant || g->want[g->next] != ids[i])
+                                continue;
+                        for (size_t k = 0; k < l->n; k++) {
+                                double *dst = g->data[k] + g->n * l->v[k].width;
+
+                                for (size_t j = 0; j < l->v[k].width; j++)
+                                        dst[j] = KDL_AT2(&blocks[k], i, j);
+                        }
+                        g->ids[g->n] = ids[i];
+                        g->labels[g->n] = lab ? lab[i] : 0;
+                        g->n++;
+                        g->next++;
+                }
+        }
+        free(onehot);
+        free(blocks);
+        return r < 0 ? r : 0;
+}
+
+/* ---- kdlens cka ------------------------------------------------------------------------ */
+
+static const char *const estimator_names[KDL_CKA_ESTIMATOR_COUNT_] = {"biased", "debiased",
+                                                                      "minibatch"};
+
+const char *kdl_cka_estimator_name(enum kdl_cka_estimator e)
+{
+        assert(e < KDL_CKA_ESTIMATOR_COUNT_);
+        return estimator_names[e];
+}
+
+int kdl_cka_estimator_parse(const char *s, enum kdl_cka_estimator *ret)
+{
+        for (int e = 0; e < KDL_CKA_ESTIMATOR_COUNT_; e++)
+                if (strcmp(s, estimator_names[e]) == 0) {
+                        *ret = (enum kdl_cka_estimator) e;
+                        return 0;
+                }
+        return kdl_error(-KDL_EUSAGE,
+                         "--estimator: expected biased, debiased or minibatch, found '%s'", s);
+}
+
+int kdl_cka_kernel_parse(const char *s, enum kdl_cka_kernel *ret)
+{
+        for (int k = 0; k < KDL_CKA_KERNEL_COUNT_; k++)
+                if (strcmp(s, kdl_cka_kernel_name((enum kdl_cka_kernel) k)) == 0) {
+                        *ret = (enum kdl_cka_kernel) k;
+                        return 0;
+                }
+        return kdl_error(-KDL_EUSAGE, "--kernel: expected linear or rbf, found '%s'", s);
+}
+
+static void resolve(const struct kdl_cka_run_opts *in, struct kdl_cka_run_opts *o)
+{
+        *o = *in;
+        if (!o->subsample)
+                o->subsample = DEFAULT_SUBSAMPLE;
+        if (!o->batch)
+                o->batch = DEFAULT_BATCH;
+        if (fpclassify(o->theta) == FP_ZERO)
+                o->theta = DEFAULT_THETA;
+        if (fpclassify(o->robust) == FP_ZERO)
+                o->robust = DEFAULT_ROBUST;
+        if (!o->max_bytes)
+                o->max_bytes = DEFAULT_MAX_BYTES;
+}
+
+/* The tables one run fills, across checkpoints. */
+struct tables {
+        kdl_table *matrix, *pairs, *targets;
+};
+
+void kdl__cka_results_release(struct kdl__cka_results *r)
+{
+        kdl_cka_matrix_free(r->mb);
+        kdl_cka_matrix_free(r->rbf);
+        kdl_cka_matrix_free(r->robust);
+        kdl_cka_matrix_free(r->lin);
+        *r = (struct kdl__cka_results){0};
+}
+
+int kdl__open_stream(const struct kdl__srcs *l, kdl_h5file *fa, kdl_h5file *fb,
+                     const kdl_pair *pair, size_t n, bool labels, enum kdl_spatial rule,
+                     bool skip_nonfinite, kdl_stream **ret)
+{
+        struct kdl_stream_opts so = {.skip_nonfinite = skip_nonfinite};
+        kdl_stream *s = NULL;
+        int r;
+
+        r = kdl_stream_new(n, pair, &so, &s);
+        for (size_t k = 0; r >= 0 && k < l->n; k++) {
+                struct kdl__src *src = &l->v[k];
+
+                if (!src->ds)
+                        continue;
+                r = kdl_stream_add(s, src->model ? fb : fa, src->ds, rule, src->model == 1);
+                src->idx = r;
+        }
+        if (r >= 0 && labels)
+                r = kdl_stream_add_labels(s, fa);
+        if (r < 0) {
+                kdl_stream_free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+/* The rows of @from whose ids are in the sorted @want, as a new gather. */
+static int gather_subset(const struct kdl__gather *from, const struct kdl__srcs *l,
+                         const size_t *want, size_t nwant, struct kdl__gather *to)
+{
+        int r = kdl__gather_init(to, l, want, nwant);
+
+        for (size_t i = 0, w = 0; r >= 0 && i < from->n; i++) {
+                while (w < nwant && want[w] < from->ids[i])
+                        w++;
+                if (w == nwant || want[w] != from->ids[i])
+                        continue;
+                for (size_t k = 0; k < l->n; k++)
+                        memcpy(to->data[k] + to->n * l->v[k].width,
+                               from->data[k] + i * l->v[k].width, l->v[k].width * sizeof(double));
+                to->ids[to->n] = from->ids[i];
+                to->labels[to->n] = from->labels[i];
+                to->n++;
+        }
+        return r;
+}
+
+struct keyed {
+        uint64_t key;
+        size_t row;
+};
+
+static int cmp_keyed(const void *a, const void *b)
+{
+        const struct keyed *x = a, *y = b;
+
+        return x->key < y->key ? -1 : x->key > y->key;
+}
+
+/* Minibatch CKA over the subsample in a seeded order, batches of m; the
+ * remainder (fewer than m rows) is left out. */
+static int minibatch(const struct kdl__gather *g, const struct kdl__srcs *l, size_t m,
+                     uint64_t seed, kdl_cka_matrix **ret)
+{
+        size_t *widths = kdl_new(size_t, l->n), nb = g->n / m;
+        struct keyed *order = kdl_new(struct keyed, g->n ? g->n : 1);
+        double **buf = kdl_new(double *, l->n);
+        kdl_tensor *t = kdl_new(kdl_tensor, l->n);
+        kdl_cka_mb_state *s = NULL;
+        int r = 0;
+
+        if (!widths || !order || !buf || !t) {
+                r = -ENOMEM;
+                goto out;
+        }
+        if (nb == 0) {
+                r = kdl_error(-KDL_EUSAGE,
+                              "minibatch CKA: the subsample has %zu samples, fewer than one "
+                              "batch of %zu (see --subsample and --batch)",
+                              g->n, m);
+                goto out;
+        }
+        for (size_t k = 0; k < l->n; k++) {
+                widths[k] = l->v[k].width;
+                buf[k] = kdl__malloc(m, widths[k] * sizeof(double));
+                if (!buf[k]) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                t[k] = kdl_tensor_wrap(buf[k], 2, (size_t[]){m, widths[k]});
+        }
+        for (size_t i = 0; i < g->n; i++)
+                order[i] = (struct keyed){kdl_sample_hash(seed, g->ids[i], STREAM_BATCHES), i};
+        qsort(order, g->n, sizeof(*order), cmp_keyed);
+        r = kdl_cka_mb_state_new(l->n, widths, m, &s);
+        for (size_t b = 0; r >= 0 && b < nb; b++) {
+                for (size_t k = 0; k < l->n; k++)
+                        for (size_t i = 0; i < m; i++)
+                                memcpy(buf[k] + i * widths[k],
+                                       g->data[k] + order[b * m + i].row * widths[k],
+                                       widths[k] * sizeof(double));
+                r = kdl_cka_mb_accumulate(s, t);
+        }
+        if (r >= 0)
+                r = kdl_cka_mb_finalize(s, ret);
+out:
+        kdl_cka_mb_state_free(s);
+        for (size_t k = 0; buf && k < l->n; k++)
+                free(buf[k]);
+        free(t);
+        free(buf);
+        free(order);
+        free(widths);
+        return r;
+}
+
+int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__srcs *l,
+                     size_t nclasses, const struct kdl__cka_compute_opts *o, const size_t *sub,
+                     size_t nsub, struct kdl__cka_results *res, struct kdl__gather *ret_sub)
+{
+        kdl_h5file *fa = in->teacher, *fb = in->nstudents ? in->students[0] : NULL;
+        size_t n = pair ? pair->n : kdl_h5_dump(fa)->n, *all = NULL, totalw = 0;
+        size_t *widths = kdl_new(size_t, l->n);
+        struct kdl__gather g = {0}, gs = {0};
+        kdl_tensor *t = kdl_new(kdl_tensor, l->n);
+        kdl_cka_state *state = NULL;
+        kdl_stream *s = NULL;
+        int r;
+
+        if (!widths || !t) {
+                r = -ENOMEM;
+                goto out;
+        }
+        res->n = n;
+        for (size_t k = 0; k < l->n; k++) {
+                widths[k] = l->v[k].width;
+                totalw += widths[k];
+                res->maxw = widths[k] > res->maxw ? widths[k] : res->maxw;
+        }
+        res->gram = res->maxw > n;
+        if (res->gram) {
+                all = kdl_new(size_t, n ? n : 1);
+                if (!all) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                for (size_t i = 0; i < n; i++)
+                        all[i] = i;
+                r = kdl__gather_init(&g, l, all, n);
+        } else {
+                kdl_cka_opts co = {.bootstrap = o->bootstrap, .seed = o->seed, .pairs = o->pairs};
+                size_t bytes = kdl_cka_state_bytes(l->n, widths, &co);
+
+                if (bytes > o->max_bytes) {
+                        r = kdl_error(-KDL_ERANGE,
+                                      "CKA of %zu layers of total width %zu needs %.1f GiB "
+                                      "(%zu bootstrap replicates), more than the %.1f GiB "
+                                      "allowed: use fewer replicates or --spatial avg",
+                                      l->n, totalw, (double) bytes / 1073741824.0, o->bootstrap,
+                                      (double) o->max_bytes / 1073741824.0);
+                        goto out;
+                }
+                r = kdl_cka_state_new(l->n, widths, &co, &state);
+                if (r >= 0)
+                        r = kdl__gather_init(&g, l, sub, nsub);
+        }
+        if (r < 0)
+                goto out;
+        r = kdl__open_stream(l, fa, fb, pair, n, o->labels, o->spatial, o->skip_nonfinite, &s);
+        if (r >= 0)
+                r = kdl__pass(s, l, nclasses, o->labels, state, &g);
+        if (r < 0)
+                goto out;
+
+        if (res->gram) {
+                for (size_t k = 0; k < l->n; k++)
+                        t[k] = kdl__gather_tensor(&g, l, k);
+                r = kdl_cka_gram(t, l->n, KDL_CKA_LINEAR, 0.0, &res->lin);
+                if (r >= 0)
+                        r = gather_subset(&g, l, sub, nsub, &gs);
+        } else {
+                r = kdl_cka_finalize(state, &res->lin);
+                gs = g;
+                g = (struct kdl__gather){0};
+        }
+        if (r < 0)
+                goto out;
+        res->nsub = gs.n;
+        for (size_t k = 0; k < l->n; k++)
+                t[k] = kdl__gather_tensor(&gs, l, k);
+        if (gs.n >= 2)
+                r = kdl_cka_robust(t, l->n, o->robust, &res->robust);
+        if (r >= 0 && o->rbf)
+                r = kdl_cka_gram(t, l->n, KDL_CKA_RBF, o->theta, &res->rbf);
+        if (r >= 0 && o->batch)
+                r = minibatch(&gs, l, o->batch, o->seed, &res->mb);
+        if (r >= 0 && ret_sub) {
+                *ret_sub = gs;
+                gs = (struct kdl__gather){0};
+        }
+out:
+        kdl_stream_free(s);
+        kdl_cka_state_free(state);
+        kdl__gather_release(&gs, l->n);
+        kdl__gather_release(&g, l->n);
+        free(all);
+        free(t);
+        free(widths);
+        return r;
+}
+
+static double at(const kdl_cka_matrix *m, const double *v, size_t i, size_t j)
+{
+        return v ? v[i * m->nlayers + j] : (double) NAN;
+}
+
+static int put_depth(kdl_table *t, const char *key, const struct kdl__src *s)
+{
+        return s->has_depth ? kdl_table_put_int(t, key, s->depth) : 0;
+}
+
+static int emit_pair(kdl_table *t, const struct kdl__cka_results *res,
+                     const struct kdl_cka_run_opts *o, const struct kdl__srcs *l, size_t a,
+                     size_t b)
+{
+        const kdl_cka_matrix *lin = res->lin;
+        int err;
+
+        err = kdl_table_put_str(t, "layer_a", l->v[a].name);
+        err = err ?: put_depth(t, "depth_a", &l->v[a]);
+        err = err ?: kdl_table_put_str(t, "layer_b", l->v[b].name);
+        err = err ?: put_depth(t, "depth_b", &l->v[b]);
+        err = err ?: kdl_table_put_str(t, "method", res->gram ? "gram" : "feature");
+        err = err ?: kdl_table_put_int(t, "n", (long long) lin->n);
+        err = err ?: kdl_table_put_real(t, "cka_linear", at(lin, lin->biased, a, b));
+        err = err ?: kdl_table_put_real(t, "cka_linear_debiased", at(lin, lin->debiased, a, b));
+        if (!err && lin->bootstrap) {
+                err = kdl_table_put_real(t, "cka_linear_lo", at(lin, lin->biased_lo, a, b));
+                err = err ?: kdl_table_put_real(t, "cka_linear_hi", at(lin, lin->biased_hi, a, b));
+                err = err ?: kdl_table_put_real(t, "cka_linear_se", at(lin, lin->biased_se, a, b));
+                err = err
+                              ?: kdl_table_put_real(t, "cka_linear_debiased_lo",
+                                                    at(lin, lin->debiased_lo, a, b));
+                err = err
+                              ?: kdl_table_put_real(t, "cka_linear_debiased_hi",
+                                                    at(lin, lin->debiased_hi, a, b));
+                err = err
+                              ?: kdl_table_put_real(t, "cka_linear_debiased_se",
+                                                    at(lin, lin->debiased_se, a, b));
+        }
+        err = err ?: kdl_table_put_int(t, "subsample", (long long) res->nsub);
+        if (!err && res->robust)
+                err = kdl_table_put_real(t, "cka_linear_robust",
+                                         at(res->robust, res->robust->biased, a, b));
+        if (!err && res->rbf) {
+                err = kdl_table_put_real(t, "cka_rbf", at(res->rbf, res->rbf->biased, a, b));
+                err = err
+                              ?: kdl_table_put_real(t, "cka_rbf_debiased",
+                                                    at(res->rbf, res->rbf->debiased, a, b));
+        }
+        if (!err && res->mb) {
+                err = kdl_table_put_real(t, "cka_minibatch", at(res->mb, res->mb->minibatch, a, b));
+                err = err ?: kdl_table_put_int(t, "batches", (long long) res->mb->nbatches);
+        }
+        (void) o;
+        return err;
+}
+
+/* The value the matrix table shows. */
+static double shown(const struct kdl__cka_results *res, const struct kdl_cka_run_opts *o, size_t a,
+                    size_t b)
+{
+        if (o->estimator == KDL_CKA_MINIBATCH)
+                return at(res->mb, res->mb->minibatch, a, b);
+        if (o->kernel == KDL_CKA_RBF)
+                return o->estimator == KDL_CKA_DEBIASED ? at(res->rbf, res->rbf->debiased, a, b)
+                                                        : at(res->rbf, res->rbf->biased, a, b);
+        return o->estimator == KDL_CKA_DEBIASED ? at(res->lin, res->lin->debiased, a, b)
+                                                : at(res->lin, res->lin->biased, a, b);
+}
+
+static int emit(struct tables *tb, const struct kdl__cka_results *res,
+                const struct kdl_cka_run_opts *o, const struct kdl__srcs *l,
+                const struct kdl_ckpair *ck, bool two, long long logits, long long labels)
+{
+        int err = 0;
+
+        for (size_t a = 0; a < l->n && !err; a++) {
+                if (l->v[a].model != 0 || !l->v[a].ds)
+                        continue;
+                if (kdl_table_add_row(tb->matrix) < 0)
+                        return -ENOMEM;
+                err = kdl_table_put_str(tb->matrix, "checkpoint", ck->main->name);
+                if (!err && two)
+                        err = kdl_table_put_str(tb->matrix, "checkpoint_b", ck->partner->name);
+                err = err ?: kdl_table_put_str(tb->matrix, "layer", l->v[a].name);
+                for (size_t b = 0; b < l->n && !err; b++) {
+                        if (l->v[b].model != (two ? 1 : 0) || !l->v[b].ds)
+                                continue;
+                        err = kdl_table_put_real(tb->matrix, l->v[b].name, shown(res, o, a, b));
+                        if (err)
+                                break;
+                        if (kdl_table_add_row(tb->pairs) < 0)
+                                return -ENOMEM;
+                        err = kdl_table_put_str(tb->pairs, "checkpoint", ck->main->name);
+                        if (!err && two)
+                                err = kdl_table_put_str(tb->pairs, "checkpoint_b",
+                                                        ck->partner->name);
+                        err = err ?: emit_pair(tb->pairs, res, o, l, a, b);
+                }
+        }
+        for (size_t a = 0; a < l->n && !err && (logits >= 0 || labels >= 0); a++) {
+                const kdl_cka_matrix *lin = res->lin, *rob = res->robust;
+
+                if (!l->v[a].ds)
+                        continue;
+                if (kdl_table_add_row(tb->targets) < 0)
+                        return -ENOMEM;
+                err = kdl_table_put_str(tb->targets, "model", l->v[a].model ? "b" : "a");
+                err = err
+                              ?: kdl_table_put_str(tb->targets, "checkpoint",
+                                                   l->v[a].model ? ck->partner->name
+                                                                 : ck->main->name);
+                err = err ?: kdl_table_put_str(tb->targets, "layer", l->v[a].name);
+                err = err ?: put_depth(tb->targets, "depth", &l->v[a]);
+                if (!err && logits >= 0) {
+                        size_t z = (size_t) logits;
+
+                        err = kdl_table_put_real(tb->targets, "cka_logits",
+                                                 at(lin, lin->biased, a, z));
+                        err = err
+                                      ?: kdl_table_put_real(tb->targets, "cka_logits_debiased",
+                                                            at(lin, lin->debiased, a, z));
+                        err = err
+                                      ?: kdl_table_put_real(tb->targets, "cka_logits_robust",
+                                                            rob ? at(rob, rob->biased, a, z)
+                                                                : (double) NAN);
+                }
+                if (!err && labels >= 0) {
+                        size_t y = (size_t) labels;
+
+                        err = kdl_table_put_real(tb->targets, "cka_labels",
+                                                 at(lin, lin->biased, a, y));
+                        err = err
+                                      ?: kdl_table_put_real(tb->targets, "cka_labels_debiased",
+                                                            at(lin, lin->debiased, a, y));
+                        err = err
+                                      ?: kdl_table_put_real(tb->targets, "cka_labels_robust",
+                                                            rob ? at(rob, rob->biased, a, y)
+                                                                : (double) NAN);
+                }
+        }
+        return err;
+}
+
+int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *doc)
+{
+        struct kdl_cka_run_opts o;
+        kdl_h5file *fa = in->teacher, *fb = in->nstudents ? in->students[0] : NULL;
+        const kdl_dump *da = kdl_h5_dump(fa);
+        struct kdl_ckpair *cks = NULL;
+        struct tables tb = {0};
+        struct kdl__cka_results last = {0};
+        size_t nck = 0, nclasses = kdl__classes(da);
+        int err;
+
+        assert(in && opts && doc && fa);
+        resolve(opts, &o);
+        if (o.estimator == KDL_CKA_MINIBATCH && o.kernel != KDL_CKA_LINEAR)
+                return kdl_error(-KDL_EUSAGE, "minibatch CKA uses the linear kernel: "
+                                              "--estimator minibatch needs --kernel linear");
+        if (o.batch < 4)
+                return kdl_error(-KDL_EUSAGE, "--batch: minibatch CKA needs at least 4, found %zu",
+                                 o.batch);
+        if (!(o.theta > 0.0) || !(o.robust >= 0.0 && o.robust < 0.5))
+                return kdl_error(-KDL_EUSAGE, "--theta must be positive and --robust in [0, 0.5)");
+        err = kdl_select_checkpoints(fa, fb, o.checkpoint, &cks, &nck);
+        if (err < 0)
+                return err;
+        {
+                char *title = kdl__asprintf("CKA (%s kernel, %s)", kdl_cka_kernel_name(o.kernel),
+                                            kdl_cka_estimator_name(o.estimator));
+
+                err = title ? kdl_table_new("cka", title, &tb.matrix) : -ENOMEM;
+                free(title);
+        }
+        err = err ?: kdl_table_new("cka_pairs", "CKA of every layer pair", &tb.pairs);
+        err = err
+                      ?: kdl_table_new("cka_targets",
+                                       "CKA against A's logits and the one-hot labels",
+                                       &tb.targets);
+        err = err ?: kdl_inputs_describe(in, doc);
+        for (size_t c = 0; c < nck && !err; c++) {
+                struct kdl__srcs l = {0};
+                long long logits = -1, labels = -1;
+
+                err = kdl__srcs_add_checkpoint(&l, cks[c].main, 0, o.spatial);
+                if (!err && fb)
+                        err = kdl__srcs_add_checkpoint(&l, cks[c].partner, 1, o.spatial);
+                for (size_t k = 0; k < l.n; k++)
+                        if (l.v[k].model == 0 && strcmp(l.v[k].name, "logits") == 0 &&
+                            !l.v[k].has_depth)
+                                logits = (long long) k;
+                if (!err && nclasses) {
+                        labels = (long long) l.n;
+                        err = kdl__srcs_add(&l, "labels", false, 0, 0, NULL, nclasses);
+                }
+                if (!err) {
+                        const kdl_pair *pair = fb ? in->pairs[0] : NULL;
+                        size_t n = pair ? pair->n : da->n, *sub = NULL, nsub = 0;
+                        bool *mask = NULL;
+                        struct kdl__cka_compute_opts co = {
+                                .spatial = o.spatial,
+                                .skip_nonfinite = o.skip_nonfinite,
+                                .labels = nclasses > 0,
+                                .bootstrap = o.bootstrap,
+                                .seed = o.seed,
+                                .rbf = o.kernel == KDL_CKA_RBF,
+                                .theta = o.theta,
+                                .batch = o.estimator == KDL_CKA_MINIBATCH ? o.batch : 0,
+                                .robust = o.robust,
+                                .max_bytes = o.max_bytes};
+
+                        kdl__cka_results_release(&last);
+                        err = kdl__pairs_needed(&l, fb != NULL, logits, labels, &mask);
+                        co.pairs = mask;
+                        err = err
+                                      ?: kdl_sample_select(n, NULL, 0, o.subsample, o.seed,
+                                                           STREAM_SUBSAMPLE, &sub, &nsub);
+                        if (!err)
+                                err = kdl__cka_compute(in, pair, &l, nclasses, &co, sub, nsub,
+                                                       &last, NULL);
+                        free(sub);
+                        free(mask);
+                }
+                if (!err)
+                        err = emit(&tb, &last, &o, &l, &cks[c], fb != NULL, logits, labels);
+                kdl__srcs_release(&l);
+        }
+        if (!err) {
+                err = kdl_doc_add_note(
+                        doc,
+                        last.gram ? "linear CKA in Gram space over all %zu samples (a layer of "
+                                    "width %zu is wider than the sample count)"
+                                  : "linear CKA in feature space over all %zu samples, one "
+                                    "pass (widest layer %zu)",
+                        last.n, last.maxw);
+                err = err
+                              ?: kdl_doc_add_note(doc,
+                                                  "robust column: linear CKA on a seeded subsample "
+                                                  "of %zu samples (seed %llu) after removing each "
+                                                  "layer's %g %% largest centred norms (union over "
+                                                  "the pair)",
+                                                  last.nsub, (unsigned long long) o.seed,
+                                                  100.0 * o.robust);
+                err = err
+                              ?: kdl_doc_add_note(doc, "features of rank 3 and 4 reduced by '%s'",
+                                                  kdl_spatial_name(o.spatial));
+                if (!err && o.kernel == KDL_CKA_RBF)
+                        err = kdl_doc_add_note(doc,
+                                               "RBF kernel on the same subsample, sigma^2 = "
+                                               "%g^2 x median squared distance",
+                                               o.theta);
+                if (!err && last.mb)
+                        err = kdl_doc_add_note(doc,
+                                               "minibatch CKA: %zu batches of %zu from the "
+                                               "subsample in a seeded order (remainder left out)",
+                                               last.mb->nbatches, o.batch);
+                if (!err && o.bootstrap && last.gram)
+                        err = kdl_doc_add_note(doc, "bootstrap intervals are not available in Gram "
+                                                    "space");
+                else if (!err && o.bootstrap)
+                        err = kdl_doc_add_note(doc,
+                                               "bootstrap: %zu Poisson(1) replicates (seed %llu), "
+                                               "percentile 95 %% intervals",
+                                               o.bootstrap, (unsigned long long) o.seed);
+        }
+        if (!err) {
+                err = kdl_doc_add_table(doc, tb.matrix);
+                tb.matrix = NULL;
+                err = err ?: kdl_doc_add_table(doc, tb.pairs);
+                tb.pairs = NULL;
+                if (!err && kdl_table_rows(tb.targets)) {
+                        err = kdl_doc_add_table(doc, tb.targets);
+                        tb.targets = NULL;
+                }
+        }
+        kdl__cka_results_release(&last);
+        kdl_table_free(tb.targets);
+        kdl_table_free(tb.pairs);
+        kdl_table_free(tb.matrix);
+        free(cks);
+        return err;
+}

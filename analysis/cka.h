@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_CKA_H
+#define KDL_ANALYSIS_CKA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "analysis/inputs.h"
+#include "loaders/h5.h"
+#include "metrics/cka.h"
+#include "reports/table.h"
+
+/*
+ * `kdlens cka A.h5 [B.h5]` (MATH.md §7, §11.3): CKA between every layer of
+ * dump A and every layer of dump B (A with itself without B), the logits
+ * counting as one more layer, and every layer against A's logits and the
+ * one-hot labels.
+ */
+
+enum kdl_cka_estimator {
+        KDL_CKA_BIASED,    /* Kornblith et al. 2019 */
+        KDL_CKA_DEBIASED,  /* unbiased HSIC */
+        KDL_CKA_MINIBATCH, /* Nguyen et al. 2021, linear kernel */
+        KDL_CKA_ESTIMATOR_COUNT_
+};
+
+/** kdl_cka_estimator_name() - "biased", "debiased" or "minibatch". */
+KDL_API const char *kdl_cka_estimator_name(enum kdl_cka_estimator e);
+
+/** kdl_cka_estimator_parse() - the estimator named @s; -KDL_EUSAGE otherwise. */
+KDL_API int kdl_cka_estimator_parse(const char *s, enum kdl_cka_estimator *ret);
+
+/** kdl_cka_kernel_parse() - "linear" or "rbf"; -KDL_EUSAGE otherwise. */
+KDL_API int kdl_cka_kernel_parse(const char *s, enum kdl_cka_kernel *ret);
+
+struct kdl_cka_run_opts {
+        enum kdl_cka_kernel kernel;       /* selects the matrix shown; default linear */
+        enum kdl_cka_estimator estimator; /* selects the matrix shown; default biased */
+        const char *checkpoint;           /* NULL: last; "all"; a name */
+        enum kdl_spatial spatial;
+        bool skip_nonfinite;
+        size_t bootstrap; /* Poisson bootstrap replicates of linear CKA; 0: none */
+        uint64_t seed;    /* subsamples, bootstrap weights, minibatch order */
+        size_t subsample; /* rows for RBF, minibatch and the robust column; 0: 2048 */
+        size_t batch;     /* minibatch size m; 0: 256 */
+        double theta;     /* RBF bandwidth fraction; 0: 0.5 */
+        double robust;    /* outlier fraction of the robust column; 0: 0.01 */
+        size_t max_bytes; /* refuse a feature-space state above this; 0: 8 GiB */
+};
+
+/**
+ * kdl_cka_run() - compute and add the tables "cka" (the matrix of the
+ * selected kernel and estimator: a row per layer of A, a column per layer of
+ * B), "cka_pairs" (one record per pair with every value computed) and
+ * "cka_targets" (each layer against A's logits and the labels) to @doc.
+ * @in: A is @in->teacher, B is @in->students[0] when present (paired).
+ *
+ * Linear and debiased linear CKA stream over every sample in one pass
+ * (feature space; Gram space when a layer is wider than the number of
+ * samples, chosen automatically and reported in the "method" column).  RBF,
+ * minibatch and the robust column use a seeded subsample gathered in the
+ * same pass.
+ *
+ * Return: 0; -KDL_EUSAGE for a checkpoint that does not exist or an
+ * impossible combination (minibatch with the RBF kernel); -KDL_ERANGE when
+ * the state would exceed @o->max_bytes; the loader's and metrics' errors.
+ */
+KDL_API int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *o, kdl_doc *doc);
+
+#endif

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_LAYERS_H
+#define KDL_ANALYSIS_LAYERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "analysis/inputs.h"
+#include "loaders/h5.h"
+#include "metrics/quality.h"
+#include "reports/table.h"
+
+/*
+ * `kdlens layers -t T.h5 [-s S.h5]` (MATH.md §4.4, §11.3): every teacher
+ * layer with Cooper et al.'s knowledge quality Q = S + sqrt(I·E), its parts,
+ * CKA against the teacher's logits and the labels, class-geometry columns;
+ * ranked by Q, with the top k recommended in depth order.
+ */
+
+struct kdl_layers_opts {
+        const char *checkpoint; /* teacher checkpoint: NULL last, "all", a name */
+        enum kdl_spatial spatial;
+        bool skip_nonfinite;
+        size_t k;         /* layers to recommend; 0: 4 */
+        size_t subsample; /* class-balanced rows for S, E and the extra columns
+                             (subsample / C per class); 0: 5000 */
+        size_t per_class; /* rows per class for the class spectra, at most N / C;
+                             0: 500 */
+        enum kdl_quality_variant variant;
+        uint64_t seed;
+        size_t max_bytes; /* largest CKA state; 0: 8 GiB */
+};
+
+/**
+ * kdl_layers_run() - add the tables "layers" (ranked by Q, ties by depth),
+ * "layers_detail" (the parts of S, I, E and the debiased CKAs),
+ * "layers_recommended" (the top k in depth order) and, with a student,
+ * "layers_cka" (teacher × student linear CKA) to @doc.
+ * @in: the teacher, and at most one student (paired).
+ *
+ * One streaming pass gives the linear CKAs over every sample and gathers the
+ * class-balanced subsample of every layer; one more pass per layer gathers
+ * its class-spectra subsample.  Memory: the CKA state plus
+ * subsample × Σ widths, plus one layer's class-spectra rows.
+ *
+ * Return: 0; -KDL_EMISSING when the teacher has no labels; -KDL_EUSAGE for a
+ * missing checkpoint or a subsample smaller than the number of classes;
+ * -KDL_ERANGE when the CKA state would exceed @o->max_bytes; the loader's
+ * and metrics' errors.
+ */
+KDL_API int kdl_layers_run(kdl_inputs *in, const struct kdl_layers_opts *o, kdl_doc *doc);
+
+#endif

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_METRICS_CKA_H
+#define KDL_METRICS_CKA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics/base/error.h"
+#include "metrics/base/tensor.h"
+
+/*
+ * Centred kernel alignment (MATH.md §7): linear and debiased linear CKA as
+ * streaming sufficient statistics in feature space for every pair of a list
+ * of layers; the Gram-space forms (linear or RBF kernel) on in-memory data;
+ * minibatch CKA (Nguyen et al. 2021); an outlier-robust linear CKA (§7.6).
+ *
+ * A "layer" is any [n, D] block of per-sample features: a network layer, the
+ * logits, the one-hot labels.  Samples are rows; the same row index of every
+ * layer is the same sample.
+ */
+
+/* A matrix of CKA values between layers, as filled by one of the estimators
+ * below.  Entries are row-major [nlayers * nlayers], symmetric, NaN where the
+ * value is undefined (a layer with no variance, or n < 4 for the debiased
+ * form).  Arrays an estimator does not fill are NULL. */
+typedef struct kdl_cka_matrix {
+        size_t nlayers;
+        double n;          /* samples (sum of weights for a bootstrap replicate) */
+        double *biased;    /* CKA with biased HSIC (Kornblith et al. 2019) */
+        double *debiased;  /* CKA with unbiased HSIC (Song et al. 2012) */
+        double *minibatch; /* minibatch CKA (Nguyen et al. 2021) */
+        size_t nbatches;   /* minibatch: batches averaged */
+        /* Bootstrap (feature-space state only), NULL without: percentile
+         * interval at the requested level and the standard deviation of the
+         * replicates, for biased and debiased. */
+        size_t bootstrap; /* replicates B */
+        double level;     /* e.g. 0.95 */
+        double *biased_lo, *biased_hi, *biased_se;
+        double *debiased_lo, *debiased_hi, *debiased_se;
+} kdl_cka_matrix;
+
+/** kdl_cka_matrix_free() - free @m and its arrays.  NULL is a no-op. */
+KDL_API void kdl_cka_matrix_free(kdl_cka_matrix *m);
+
+/* ---- Feature-space linear CKA, streaming ------------------------------------ */
+
+typedef struct kdl_cka_opts {
+        size_t block_rows; /* rows per product; 0: 2048, fewer when ΣD is large (≤ 256 MiB) */
+        const bool *pairs; /* [L*L] the pairs to compute (either order counts; the diagonal
+                              always is); NULL: all.  Borrowed by kdl_cka_state_new() only */
+        size_t bootstrap;  /* Poisson(1) bootstrap replicates B; 0: none */
+        uint64_t seed;     /* bootstrap weights: kdl_sample_poisson1(seed, row id, b) */
+        double level;      /* confidence level of the intervals; 0: 0.95 */
+} kdl_cka_opts;
+
+typedef struct kdl_cka_state kdl_cka_state;
+
+/**
+ * kdl_cka_state_bytes() - memory a state with these layers and options
+ * holds, so callers can report it or refuse before allocating.
+ * Return: the bytes, or SIZE_MAX if the sizes overflow.
+ */
+KDL_API size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_opts *o);
+
+/**
+ * kdl_cka_state_new() - a state for linear and debiased linear CKA between
+ * every pair of @nlayers layers of widths @widths (D_1..D_L, each >= 1).
+ * @o: NULL for the defaults.
+ * @ret: set on success only; caller frees with kdl_cka_state_free().
+ *
+ * The layers of each row block are stacked side by side into one matrix Z
+ * [rows, ΣD]; each needed pair of layers (@o->pairs) is one BLAS-3 product
+ * per block on column slices of Z (dsyrk for XᵢᵀXᵢ, dgemm for XᵢᵀXⱼ), so
+ * pairs nobody asked for cost neither flops nor memory.  The state holds,
+ * relative to a shift K (the mean of the first block, for accuracy): the
+ * count n, the column sums m = Σ z, the needed blocks of G = Σ z zᵀ, the
+ * squared row norms a_ℓ = ‖z_ℓ‖² of each layer through U = Σ z aᵀ [ΣD, L],
+ * P = Σ a aᵀ [L, L] and Σ a — what the debiased form needs (MATH §7.3:
+ * Σᵢ sˣᵢ sʸᵢ is a per-sample cross term, kept per layer pair).  Centring
+ * happens at finalize.
+ *
+ * With @o->bootstrap = B, B replicate states are accumulated in the same
+ * pass with Poisson(1) weights of each sample (seeded, counter-based on the
+ * sample id and the replicate, so independent of block sizes and merges).
+ *
+ * Memory: (1 + B) * Σ over needed pairs of D_i D_j doubles (the upper
+ * triangle of (ΣD)² with every pair) plus a block of @o->block_rows rows;
+ * independent of the number of samples.  kdl_cka_state_bytes() says how much.
+ * Return: 0; -KDL_ESHAPE if @nlayers or a width is 0; -KDL_EOVERFLOW if ΣD
+ * does not fit BLAS or the memory overflows; -KDL_ERANGE for a level outside
+ * (0, 1); -ENOMEM.
+ */
+KDL_API int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *o,
+                              kdl_cka_state **ret);
+
+/**
+ * kdl_cka_accumulate() - add one row block of samples.
+ * @blocks: @nlayers 2-D tensors [rows, D_ℓ] in the order given to
+ *          kdl_cka_state_new(), any strides; borrowed, not modified.
+ * @ids:    the samples' global ids, one per row (borrowed); bootstrap weights
+ *          are a function of them, so ids must be unique across merged
+ *          states.  May be NULL when the state has no bootstrap replicates.
+ *
+ * Return: 0; -KDL_ESHAPE if a block has the wrong width or a different row
+ * count; -KDL_ENONFINITE naming the layer and sample of the first NaN/Inf
+ * (the state is unchanged).
+ */
+KDL_API int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t *ids);
+
+/**
+ * kdl_cka_merge() - add the samples of @from to @into (exact: the two
+ * shifts are reconciled analytically, Chan et al.'s idea).  @from unchanged.
+ * Return: 0; -KDL_EMISMATCH if the layers, pairs or bootstrap options differ.
+ */
+KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
+
+/**
+ * kdl_cka_finalize() - biased and debiased linear CKA for all pairs, with
+ * bootstrap intervals when the state has replicates.
+ *
+ * Feature-space forms (MATH §7.2, §7.3): with centred layers,
+ * CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) and the debiased form through
+ * φ(a) = a - n/(n-2) sˣ·sʸ + SₓSᵧ/((n-1)(n-2)).
+ * Memory: O(L ΣD) besides the result.  Pairs that were not computed are NaN.
+ * @ret: set on success only; caller frees with kdl_cka_matrix_free().
+ * Return: 0; -ENOMEM.  Undefined entries are NaN, not errors.
+ */
+KDL_API int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret);
+
+/** kdl_cka_state_free() - free @s.  NULL is a no-op. */
+KDL_API void kdl_cka_state_free(kdl_cka_state *s);
+
+/* ---- Gram space, in memory ---------------------------------------------------- */
+
+enum kdl_cka_kernel {
+        KDL_CKA_LINEAR, /* k(x, y) = xᵀy */
+        KDL_CKA_RBF, /* exp(-‖x-y‖²/(2σ²)), σ² = θ² median of all n² squared distances */
+        KDL_CKA_KERNEL_COUNT_
+};
+
+/** kdl_cka_kernel_name() - "linear" or "rbf". */
+KDL_API const char *kdl_cka_kernel_name(enum kdl_cka_kernel k);
+
+/**
+ * kdl_cka_gram() - biased and debiased CKA of every pair of in-memory
+ * layers through their n×n Gram matrices (MATH §7.1, §7.3: HKH centring and
+ * U-centring).  The linear kernel gives the same values as the feature-space
+ * state (use it when D > n); the RBF kernel has bandwidth σ² = @theta² times
+ * the median of the full n×n matrix of squared distances, zero diagonal
+ * included (Kornblith et al.'s demo).
+ * @layers: @nlayers tensors [n, D_ℓ] with the same n >= 2; borrowed.
+ * @theta:  RBF only, > 0 (0.5 in the demo).
+ * @ret:    set on success only; caller frees with kdl_cka_matrix_free().
+ *
+ * Memory: 2 L n² doubles.  debiased is NaN when n < 4.
+ * Return: 0; -KDL_ESHAPE (row counts differ, n < 2, no layers);
+ * -KDL_ERANGE (@theta); -KDL_ENONFINITE; -KDL_EOVERFLOW; -ENOMEM.
+ */
+KDL_API int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel,
+                         double theta, kdl_cka_matrix **ret);
+
+/**
+ * kdl_cka_robust() - biased linear CKA of every pair after removing
+ * outliers (Davari et al. 2023, MATH §7.6): for each layer, the
+ * ceil(@frac * n) samples farthest from the layer mean (largest centred
+ * feature norm; ties to the lower row) are outliers, and the pair (ℓ, k) is
+ * computed on the samples that are outliers of neither ℓ nor k (the union is
+ * removed).  In-memory, through Gram matrices, O(n²) per pair.
+ * @frac: in [0, 0.5).
+ * @ret: set on success only; its @biased holds the values.
+ *
+ * Memory: L n² doubles.
+ * Return: as kdl_cka_gram(); -KDL_ERANGE for @frac.
+ */
+KDL_API int kdl_cka_robust(const kdl_tensor *layers, size_t nlayers, double frac,
+                           kdl_cka_matrix **ret);
+
+/* ---- Minibatch CKA ------------------------------------------------------------ */
+
+typedef struct kdl_cka_mb_state kdl_cka_mb_state;
+
+/**
+ * kdl_cka_mb_state_new() - minibatch CKA (Nguyen, Raghu & Kornblith 2021,
+ * MATH §7.4) of every pair of @nlayers layers, batch size @m.
+ * Each batch adds ⟨K̄ᵢ, K̄ⱼ⟩ of the U-centred batch Grams of every pair (one
+ * dsyrk of the stacked flattened Grams); since @m is fixed the factor
+ * 1/(m(m-3)) cancels.  With one batch holding all samples the value equals
+ * the debiased CKA.  The caller chooses the batches (e.g. a seeded shuffle).
+ * @ret: set on success only; caller frees with kdl_cka_mb_state_free().
+ *
+ * Memory: (L + 1) m² + m max D doubles.
+ * Return: 0; -KDL_ERANGE if @m < 4; -KDL_ESHAPE if @nlayers or a width is 0;
+ * -KDL_EOVERFLOW; -ENOMEM.
+ */
+KDL_API int kdl_cka_mb_state_new(size_t nlayers, const size_t *widths, size_t m,
+                                 kdl_cka_mb_state **ret);
+
+/**
+ * kdl_cka_mb_accumulate() - add one batch: @batch holds @nlayers tensors
+ * [m, D_ℓ] (borrowed) with exactly m rows each.
+ * Return: 0; -KDL_ESHAPE; -KDL_ENONFINITE (state unchanged).
+ */
+KDL_API int kdl_cka_mb_accumulate(kdl_cka_mb_state *s, const kdl_tensor *batch);
+
+/** kdl_cka_mb_merge() - add @from's batches to @into.  Return: 0; -KDL_EMISMATCH. */
+KDL_API int kdl_cka_mb_merge(kdl_cka_mb_state *into, const kdl_cka_mb_state *from);
+
+/**
+ * kdl_cka_mb_finalize() - the minibatch CKA matrix (its @minibatch and
+ * @nbatches; @n = batches * m).  Caller frees with kdl_cka_matrix_free().
+ * Return: 0; -KDL_EMISSING if no batch was added; -ENOMEM.
+ */
+KDL_API int kdl_cka_mb_finalize(const kdl_cka_mb_state *s, kdl_cka_matrix **ret);
+
+/** kdl_cka_mb_state_free() - free @s.  NULL is a no-op. */
+KDL_API void kdl_cka_mb_state_free(kdl_cka_mb_state *s);
+
+#endif

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_METRICS_QUALITY_H
+#define KDL_METRICS_QUALITY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics/base/error.h"
+#include "metrics/base/tensor.h"
+
+/*
+ * Layer quality before distillation (MATH.md §4.4, §11.3): Cooper et al.'s
+ * knowledge quality Q = S + sqrt(I·E) as computed by the authors' code
+ * (Thegolfingocto/KD_wo_CE, TPlotClassificationEfficiency's "Quality2"), and
+ * class-geometry columns.  Everything here works on an in-memory,
+ * class-balanced subsample (the pipeline draws it with kdl_sample_select());
+ * pairwise quantities need O(n²) memory.
+ */
+
+enum kdl_quality_variant {
+        /* The authors' code, quirks included: class spectra truncated to
+         * K = Σ_c k_c entries (the summed 95 % counts), mean entropy divided
+         * by ln 5.  Zeros in a truncated spectrum are floored at 1e-127 as
+         * MATH.md §4.4 states.  NEEDSWORK: in the authors' float32 tensors
+         * that floor underflows to 0, so a class whose K-truncated spectrum
+         * contains zero padding (K > min(n_c, D)) gets entropy NaN -> 0
+         * there; kdlens does not copy this accident (it zeroes I for narrow
+         * layers, D < K). */
+        KDL_QUALITY_CODE,
+        /* kdlens's documented variant: each class's spectrum truncated to
+         * its own k_c and its entropy divided by ln k_c (0 when k_c <= 1). */
+        KDL_QUALITY_PER_CLASS,
+        KDL_QUALITY_VARIANT_COUNT_
+};
+
+/** kdl_quality_variant_name() - "code" or "per-class". */
+KDL_API const char *kdl_quality_variant_name(enum kdl_quality_variant v);
+
+/** kdl_quality_variant_parse() - the variant named @s; -KDL_EUSAGE otherwise. */
+KDL_API int kdl_quality_variant_parse(const char *s, enum kdl_quality_variant *ret);
+
+typedef struct kdl_quality_opts {
+        enum kdl_quality_variant variant;
+        double var_threshold; /* share of class variance for k_c; 0: 0.95 */
+        double population;    /* N in (N/π)^(1/r), the training-set size; 0: rows of @x */
+        double eps;           /* a feature with ‖f‖ <= eps counts as zero (its cosines are 0);
+                                 0: 1e-12 */
+        double rank_rtol;     /* NC1: between-class directions with s² <= rank_rtol·s²_max are
+                                 dropped from the pseudo-inverse; 0: 1e-12 */
+} kdl_quality_opts;
+
+typedef struct kdl_quality {
+        double q, s, i, e; /* Q = S + sqrt(I·E) */
+        /* S = intra - inter, mean absolute cosine within / between classes. */
+        double intra, inter;
+        /* I = (1 - min_intra) · entropy / entropy_norm. */
+        double min_intra;    /* mean over classes of the smallest within-class |cos| */
+        double entropy;      /* mean class spectral entropy (variant: of H_c / ln k_c) */
+        double entropy_norm; /* ln 5 (code) or 1 (per-class) */
+        size_t k_sum;        /* Σ_c k_c, the summed 95 % counts */
+        double k_mean;       /* k_sum / classes with a spectrum */
+        /* E = 2 dmin / norm · packing. */
+        double dmin;           /* mean over classes of the nearest other-class distance */
+        double norm;           /* mean over classes of the mean feature norm */
+        double packing;        /* (N/π)^(1/r) */
+        size_t r;              /* entries of the global spectrum: min(n, D) */
+        double ncm_accuracy;   /* nearest-class-mean accuracy on @x (class means of @x) */
+        double nc1;            /* tr(Σ_W Σ_B⁺)/C (Papyan et al. 2020) */
+        double effective_rank; /* exp(entropy of the centred spectrum) (Roy & Vetterli 2007) */
+        size_t n;              /* rows of @x */
+        size_t nclasses;       /* classes with >= 2 rows in @x (the ones S, I, E average) */
+        size_t nspectra;       /* classes with >= 2 rows in @xc */
+        size_t nzero;          /* rows of @x with ‖f‖ <= eps */
+} kdl_quality;
+
+/**
+ * kdl_quality_compute() - Q, S, I, E and the extra columns of one layer.
+ * @x:        [n, D] features of the class-balanced subsample (authors: 5,000
+ *            rows) used for S, the within-class minima, E, NCM, NC1 and the
+ *            effective rank; borrowed.
+ * @labels:   n labels in 0..@nclasses-1.
+ * @xc:       [n_c, D] features for the per-class spectra (authors: a second
+ *            subsample of min(500, N/C) rows per class); may be @x itself.
+ * @labels_c: its labels.
+ * @o:        NULL for the defaults (the authors' variant).
+ * @ret:      set on success only.
+ *
+ * Classes with fewer than 2 rows in @x are left out of S, I and E (the
+ * authors' code assumes none); @ret says how many classes were used.
+ * Cosines and distances come from one n×n Gram matrix in float64, distances
+ * as sqrt(max(0, ‖a‖² + ‖b‖² - 2aᵀb)); each class's nearest-enemy distance
+ * is then recomputed from the features.  Memory: n² + 2 n D doubles.
+ *
+ * Return: 0; -KDL_ESHAPE (widths differ, fewer than two classes with two
+ * rows); -KDL_ERANGE (a label); -KDL_ENONFINITE; -KDL_ENOCONV (eigensolver);
+ * -KDL_EOVERFLOW; -ENOMEM.
+ */
+KDL_API int kdl_quality_compute(const kdl_tensor *x, const int64_t *labels, const kdl_tensor *xc,
+                                const int64_t *labels_c, size_t nclasses, const kdl_quality_opts *o,
+                                kdl_quality *ret);
+
+#endif

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <stdlib.h>
+
+#include "metrics/base/alloc.h"
+#include "metrics/base/error.h"
+#include "metrics/sample.h"
+#include "metrics/base/banned.h"
+
+/* The splitmix64 finaliser (Steele, Lea & Flood 2014): a bijection on 64-bit
+ * words with good avalanche, so chaining it over the inputs gives a
+ * counter-based generator (as Random123's idea, much simpler). */
+static uint64_t mix64(uint64_t z)
+{
+        z += 0x9e3779b97f4a7c15ULL;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        return z ^ (z >> 31);
+}
+
+uint64_t kdl_sample_hash(uint64_t seed, uint64_t id, uint64_t stream)
+{
+        return mix64(mix64(mix64(seed) ^ id) ^ (stream * 0xd1b54a32d192ed03ULL));
+}
+
+double kdl_sample_uniform(uint64_t seed, uint64_t id, uint64_t stream)
+{
+        return ((double) (kdl_sample_hash(seed, id, stream) >> 11) + 0.5) * 0x1.0p-53;
+}
+
+unsigned kdl_sample_poisson1(uint64_t seed, uint64_t id, uint64_t replicate)
+{
+        /* Stream 2^63 + replicate keeps the bootstrap weights apart from the
+         * small stream numbers used for subsamples. */
+        double u = kdl_sample_uniform(seed, id, (UINT64_C(1) << 63) + replicate);
+        double p = exp(-1.0), cdf = p;
+        unsigned k = 0;
+
+        while (u > cdf && k < 30) {
+                k++;
+                p /= (double) k;
+                cdf += p;
+        }
+        return k;
+}
+
+struct keyed {
+        uint64_t key;
+        size_t row;
+};
+
+static int cmp_keyed(const void *a, const void *b)
+{
+        const struct keyed *x = a, *y = b;
+
+        if (x->key != y->key)
+                return x->key < y->key ? -1 : 1;
+        return x->row < y->row ? -1 : x->row > y->row;
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+        size_t x = *(const size_t *) a, y = *(const size_t *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+int kdl_sample_select(size_t n, const int64_t *labels, size_t nclasses, size_t count, uint64_t seed,
+                      uint64_t stream, size_t **ret_rows, size_t *ret_count)
+{
+        struct keyed *k = NULL;
+        size_t *rows = NULL, *taken = NULL, m = 0;
+        int r = 0;
+
+        if (labels)
+                for (size_t i = 0; i < n; i++)
+                        if (labels[i] < 0 || (uint64_t) labels[i] >= nclasses)
+                                return kdl_error(
+                                        -KDL_ERANGE, "label %lld of row %zu is outside 0..%zu",
+                                        (long long) labels[i], i, nclasses ? nclasses - 1 : 0);
+
+        k = kdl_new(struct keyed, n);
+        rows = kdl_new(size_t, n);
+        if (labels)
+                taken = kdl_new(size_t, nclasses);
+        if (!k || !rows || (labels && !taken)) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+                k[i].key = kdl_sample_hash(seed, i, stream);
+                k[i].row = i;
+        }
+        /* Sorting all keys is O(n log n) on O(n) memory; a per-class heap
+         * would save little at the sizes kdlens reads. */
+        qsort(k, n, sizeof(*k), cmp_keyed);
+        for (size_t i = 0; i < n; i++) {
+                size_t row = k[i].row;
+
+                if (labels) {
+                        size_t c = (size_t) labels[row];
+
+                        if (taken[c] >= count)
+                                continue;
+                        taken[c]++;
+                } else if (m >= count) {
+                        break;
+                }
+                rows[m++] = row;
+        }
+        qsort(rows, m, sizeof(*rows), cmp_size);
+
+        *ret_rows = rows;
+        *ret_count = m;
+        rows = NULL;
+out:
+        free(taken);
+        free(rows);
+        free(k);
+        return r;
+}

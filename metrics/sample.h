@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_METRICS_SAMPLE_H
+#define KDL_METRICS_SAMPLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics/base/error.h"
+
+/*
+ * Seeded, counter-based randomness for metrics that subsample or resample.
+ * Every draw is a pure function of (seed, sample id, stream), so results do
+ * not depend on block sizes, on the order in which blocks arrive, or on how
+ * the samples are split between merged states.
+ */
+
+/**
+ * kdl_sample_hash() - a 64-bit hash of (@seed, @id, @stream) (splitmix64
+ * finaliser applied in a chain).  Pure; equal inputs give equal outputs.
+ */
+KDL_API uint64_t kdl_sample_hash(uint64_t seed, uint64_t id, uint64_t stream);
+
+/** kdl_sample_uniform() - kdl_sample_hash() mapped to a double in (0, 1). */
+KDL_API double kdl_sample_uniform(uint64_t seed, uint64_t id, uint64_t stream);
+
+/**
+ * kdl_sample_poisson1() - a Poisson(1) count for sample @id in bootstrap
+ * replicate @replicate (inversion of the CDF of kdl_sample_uniform()).  The
+ * weights of different replicates use different streams.  Capped at 30
+ * (probability below 1e-32).
+ */
+KDL_API unsigned kdl_sample_poisson1(uint64_t seed, uint64_t id, uint64_t replicate);
+
+/**
+ * kdl_sample_select() - a seeded subsample of the rows 0..@n-1.
+ * @n:         rows to choose from.
+ * @labels:    NULL for a plain subsample; otherwise @n class labels in
+ *             0..@nclasses-1 (borrowed) and the subsample is class-balanced:
+ *             @per_class rows of each class, or all of a class's rows when it
+ *             has fewer.
+ * @nclasses:  classes (ignored when @labels is NULL).
+ * @count:     rows wanted in total without labels (all @n when @count >= @n);
+ *             with labels, rows per class.
+ * @seed, @stream: the rows with the smallest kdl_sample_hash(@seed, row,
+ *             @stream) are chosen, so a larger subsample contains a smaller
+ *             one drawn with the same seed and stream.
+ * @ret_rows:  set on success only: the chosen rows in increasing order;
+ *             caller frees with free().
+ * @ret_count: set on success only: the number of rows chosen.
+ *
+ * Memory: O(@n) (a hash per row).
+ * Return: 0; -KDL_ERANGE naming the first row whose label is out of range;
+ * -KDL_EOVERFLOW; -ENOMEM.
+ */
+KDL_API int kdl_sample_select(size_t n, const int64_t *labels, size_t nclasses, size_t count,
+                              uint64_t seed, uint64_t stream, size_t **ret_rows, size_t *ret_count);
+
+#endif

@@ -1,0 +1,882 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/lib/kdl-test.h"
+#include "metrics/base/alloc.h"
+#include "metrics/base/error.h"
+#include "metrics/base/tensor.h"
+#include "metrics/cka.h"
+#include "metrics/sample.h"
+
+/* ---- helpers ------------------------------------------------------------------- */
+
+/* Sample ids 0..999: ids + r0 are the ids of rows r0... */
+static size_t ids[1000];
+
+static int setup_ids(void **state)
+{
+        (void) state;
+        for (size_t i = 0; i < 1000; i++)
+                ids[i] = i;
+        return 0;
+}
+
+static double *randn(kdl_test_rng *g, size_t n, double scale, double offset)
+{
+        double *d = malloc(n * sizeof(double));
+
+        assert_non_null(d);
+        for (size_t i = 0; i < n; i++)
+                d[i] = scale * kdl_test_normal(g) + offset;
+        return d;
+}
+
+static kdl_tensor wrap(double *d, size_t rows, size_t cols)
+{
+        return kdl_tensor_wrap(d, 2, (size_t[]){rows, cols});
+}
+
+/* Rows [r0, r1) of each layer, as views. */
+static void view_rows(const kdl_tensor *layers, size_t l, size_t r0, size_t r1, kdl_tensor *out)
+{
+        for (size_t i = 0; i < l; i++)
+                out[i] = kdl_tensor_view_rows(&layers[i], r0, r1);
+}
+
+static kdl_cka_matrix *stream(const kdl_tensor *layers, size_t l, size_t block, size_t call_rows,
+                              size_t bootstrap, uint64_t seed)
+{
+        size_t widths[8], n = layers[0].shape[0];
+        kdl_cka_opts o = {.block_rows = block, .bootstrap = bootstrap, .seed = seed};
+        kdl_cka_state *s = NULL;
+        kdl_cka_matrix *m = NULL;
+        kdl_tensor v[8];
+
+        assert_true(n <= 1000);
+        for (size_t i = 0; i < l; i++)
+                widths[i] = layers[i].shape[1];
+        assert_int_equal(kdl_cka_state_new(l, widths, &o, &s), 0);
+        for (size_t r0 = 0; r0 < n; r0 += call_rows) {
+                size_t r1 = r0 + call_rows < n ? r0 + call_rows : n;
+
+                view_rows(layers, l, r0, r1, v);
+                assert_int_equal(kdl_cka_accumulate(s, v, ids + r0), 0);
+        }
+        assert_int_equal(kdl_cka_finalize(s, &m), 0);
+        kdl_cka_state_free(s);
+        return m;
+}
+
+/* Naive reference, independent of the library's algebra: explicit Gram
+ * matrices, biased HSIC as tr(K H L H) with an explicit H, unbiased HSIC by
+ * Song et al.'s trace formula (MATH §7.3), RBF bandwidth from a full sort. */
+static int cmp_d(const void *a, const void *b)
+{
+        double x = *(const double *) a, y = *(const double *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+static double *naive_kernel(const kdl_tensor *x, int rbf, double theta)
+{
+        size_t n = x->shape[0], d = x->shape[1];
+        double *k = calloc(n * n, sizeof(double));
+
+        assert_non_null(k);
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < n; j++)
+                        for (size_t c = 0; c < d; c++) {
+                                double a = KDL_AT2(x, i, c), b = KDL_AT2(x, j, c);
+
+                                k[i * n + j] += rbf ? (a - b) * (a - b) : a * b;
+                        }
+        if (rbf) {
+                double *s = malloc(n * n * sizeof(double)), med, s2;
+
+                assert_non_null(s);
+                memcpy(s, k, n * n * sizeof(double));
+                qsort(s, n * n, sizeof(double), cmp_d);
+                med = (n * n) % 2 ? s[n * n / 2] : 0.5 * (s[n * n / 2 - 1] + s[n * n / 2]);
+                s2 = theta * theta * med;
+                for (size_t i = 0; i < n * n; i++)
+                        k[i] = exp(-k[i] / (2.0 * s2));
+                free(s);
+        }
+        return k;
+}
+
+static double hsic_biased(const double *k, const double *l, size_t n)
+{
+        double *hk = calloc(n * n, sizeof(double)), *hl = calloc(n * n, sizeof(double));
+        double *khh = calloc(n * n, sizeof(double)), tr = 0.0;
+
+        /* H K, then (H K) H, written out with H_ij = [i=j] - 1/n. */
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < n; j++)
+                        for (size_t t = 0; t < n; t++) {
+                                double h = (i == t) - 1.0 / (double) n;
+
+                                hk[i * n + j] += h * k[t * n + j];
+                                hl[i * n + j] += h * l[t * n + j];
+                        }
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < n; j++)
+                        for (size_t t = 0; t < n; t++)
+                                khh[i * n + j] += hk[i * n + t] * ((t == j) - 1.0 / (double) n);
+        /* tr(HKH · HL) = tr(K H L H). */
+        for (size_t i = 0; i < n; i++)
+                for (size_t t = 0; t < n; t++)
+                        tr += khh[i * n + t] * hl[t * n + i];
+        free(khh);
+        free(hl);
+        free(hk);
+        return tr / ((double) (n - 1) * (double) (n - 1));
+}
+
+static double hsic_unbiased(const double *k, const double *l, size_t n)
+{
+        double trkl = 0.0, sk = 0.0, sl = 0.0, kl1 = 0.0, dn = (double) n;
+
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < n; j++) {
+                        double kij = i == j ? 0.0 : k[i * n + j];
+                        double lij = i == j ? 0.0 : l[i * n + j];
+
+                        trkl += kij * lij;
+                        sk += kij;
+                        sl += lij;
+                }
+        /* 1ᵀ K̃ L̃ 1 = Σ_j (Σ_i K̃_ij)(Σ_t L̃_jt). */
+        for (size_t j = 0; j < n; j++) {
+                double ck = 0.0, rl = 0.0;
+
+                for (size_t i = 0; i < n; i++)
+                        ck += i == j ? 0.0 : k[i * n + j];
+                for (size_t t = 0; t < n; t++)
+                        rl += t == j ? 0.0 : l[j * n + t];
+                kl1 += ck * rl;
+        }
+        return (trkl + sk * sl / ((dn - 1.0) * (dn - 2.0)) - 2.0 / (dn - 2.0) * kl1) /
+               (dn * (dn - 3.0));
+}
+
+static void naive_cka(const kdl_tensor *x, const kdl_tensor *y, int rbf, double theta,
+                      double *ret_biased, double *ret_debiased)
+{
+        size_t n = x->shape[0];
+        double *k = naive_kernel(x, rbf, theta), *l = naive_kernel(y, rbf, theta);
+
+        *ret_biased = hsic_biased(k, l, n) / sqrt(hsic_biased(k, k, n) * hsic_biased(l, l, n));
+        *ret_debiased =
+                hsic_unbiased(k, l, n) / sqrt(hsic_unbiased(k, k, n) * hsic_unbiased(l, l, n));
+        free(l);
+        free(k);
+}
+
+/* Three correlated layers of widths 5, 12 and 60 on n = 40 samples (the last
+ * one wider than n), with offsets. */
+struct fixture {
+        double *d[3];
+        kdl_tensor t[3];
+        size_t n;
+};
+
+static void fixture_make(struct fixture *f, uint64_t seed)
+{
+        kdl_test_rng g = {seed};
+        size_t w[3] = {5, 12, 60};
+
+        f->n = 40;
+        for (size_t i = 0; i < 3; i++) {
+                f->d[i] = randn(&g, f->n * w[i], 1.0 + (double) i, 3.0 - (double) i);
+                f->t[i] = wrap(f->d[i], f->n, w[i]);
+        }
+        /* Share structure so the CKAs are far from 0 and from 1. */
+        for (size_t r = 0; r < f->n; r++) {
+                for (size_t c = 0; c < 5; c++) {
+                        f->d[1][r * 12 + c] += 2.0 * f->d[0][r * 5 + c];
+                        f->d[2][r * 60 + 7 * c] += 0.7 * f->d[0][r * 5 + c] * f->d[0][r * 5 + c];
+                }
+        }
+}
+
+static void fixture_free(struct fixture *f)
+{
+        for (size_t i = 0; i < 3; i++)
+                free(f->d[i]);
+}
+
+/* ---- tests ----------------------------------------------------------------------- */
+
+static void test_feature_form_equals_gram_form(void **state)
+{
+        struct fixture f;
+        kdl_cka_matrix *fs, *gm;
+
+        (void) state;
+        fixture_make(&f, 11);
+        fs = stream(f.t, 3, 7, 40, 0, 0);
+        assert_int_equal(kdl_cka_gram(f.t, 3, KDL_CKA_LINEAR, 0.0, &gm), 0);
+        assert_close(fs->n, 40.0, 0.0, 0.0);
+        for (size_t i = 0; i < 3; i++)
+                for (size_t j = 0; j < 3; j++) {
+                        double b, d;
+
+                        naive_cka(&f.t[i], &f.t[j], 0, 0.0, &b, &d);
+                        assert_close(fs->biased[i * 3 + j], b, 1e-10, 0.0);
+                        assert_close(gm->biased[i * 3 + j], b, 1e-10, 0.0);
+                        assert_close(fs->debiased[i * 3 + j], d, 1e-10, 0.0);
+                        assert_close(gm->debiased[i * 3 + j], d, 1e-10, 0.0);
+                }
+        /* Not trivially 0 or 1 off the diagonal. */
+        assert_true(fs->biased[1] > 0.2 && fs->biased[1] < 0.95);
+        assert_true(fs->debiased[2] < fs->biased[2]);
+        kdl_cka_matrix_free(gm);
+        kdl_cka_matrix_free(fs);
+        fixture_free(&f);
+}
+
+static void test_self_is_one_and_symmetric(void **state)
+{
+        struct fixture f;
+        kdl_cka_matrix *m;
+
+        (void) state;
+        fixture_make(&f, 12);
+        m = stream(f.t, 3, 512, 40, 0, 0);
+        for (size_t i = 0; i < 3; i++) {
+                assert_close(m->biased[i * 4], 1.0, 1e-13, 0.0);
+                assert_close(m->debiased[i * 4], 1.0, 1e-13, 0.0);
+                for (size_t j = 0; j < 3; j++) {
+                        assert_close(m->biased[i * 3 + j], m->biased[j * 3 + i], 0.0, 0.0);
+                        assert_close(m->debiased[i * 3 + j], m->debiased[j * 3 + i], 0.0, 0.0);
+                }
+        }
+        assert_null(m->biased_lo);
+        assert_null(m->minibatch);
+        kdl_cka_matrix_free(m);
+        fixture_free(&f);
+}
+
+/* Y = X A + noise; the second layer of each case is transformed. */
+static void invariance_case(int kernel_rbf)
+{
+        kdl_test_rng g = {21};
+        size_t n = 50, d = 6;
+        double *x = randn(&g, n * d, 1.0, 0.0), *y = randn(&g, n * d, 0.5, 0.0);
+        double *q = calloc(d * d, sizeof(double)), *b = randn(&g, d * d, 1.0, 0.0);
+        double *xt = calloc(n * d, sizeof(double));
+        double base[2], v[2];
+        kdl_tensor t[2];
+        kdl_cka_matrix *m;
+
+        for (size_t i = 0; i < n * d; i++)
+                y[i] += x[i] + 0.3 * x[(i + 1) % (n * d)];
+        /* A random orthogonal Q by Gram-Schmidt on a Gaussian matrix. */
+        for (size_t c = 0; c < d; c++) {
+                for (size_t r = 0; r < d; r++)
+                        q[r * d + c] = kdl_test_normal(&g);
+                for (size_t p = 0; p < c; p++) {
+                        double dot = 0.0;
+
+                        for (size_t r = 0; r < d; r++)
+                                dot += q[r * d + c] * q[r * d + p];
+                        for (size_t r = 0; r < d; r++)
+                                q[r * d + c] -= dot * q[r * d + p];
+                }
+                {
+                        double nr = 0.0;
+
+                        for (size_t r = 0; r < d; r++)
+                                nr += q[r * d + c] * q[r * d + c];
+                        for (size_t r = 0; r < d; r++)
+                                q[r * d + c] /= sqrt(nr);
+                }
+        }
+        t[0] = wrap(x, n, d);
+        t[1] = wrap(y, n, d);
+        if (kernel_rbf) {
+                assert_int_equal(kdl_cka_gram(t, 2, KDL_CKA_RBF, 0.5, &m), 0);
+        } else {
+                m = stream(t, 2, 9, 50, 0, 0);
+        }
+        base[0] = m->biased[1];
+        base[1] = m->debiased[1];
+        kdl_cka_matrix_free(m);
+
+        for (int kind = 0; kind < 4; kind++) {
+                /* 0: X Q, 1: 3.7 X, 2: X + t (linear only), 3: X B (changes). */
+                if (kind == 2 && kernel_rbf)
+                        continue;
+                for (size_t r = 0; r < n; r++)
+                        for (size_t c = 0; c < d; c++) {
+                                double s = 0.0;
+
+                                if (kind == 0 || kind == 3)
+                                        for (size_t k = 0; k < d; k++)
+                                                s += x[r * d + k] *
+                                                     (kind == 0 ? q[k * d + c] : b[k * d + c]);
+                                else if (kind == 1)
+                                        s = 3.7 * x[r * d + c];
+                                else
+                                        s = x[r * d + c] + 100.0 * (double) (c + 1);
+                                xt[r * d + c] = s;
+                        }
+                t[0] = wrap(xt, n, d);
+                if (kernel_rbf)
+                        assert_int_equal(kdl_cka_gram(t, 2, KDL_CKA_RBF, 0.5, &m), 0);
+                else
+                        m = stream(t, 2, 9, 50, 0, 0);
+                v[0] = m->biased[1];
+                v[1] = m->debiased[1];
+                kdl_cka_matrix_free(m);
+                if (kind == 3) {
+                        assert_true(fabs(v[0] - base[0]) > 1e-3);
+                } else {
+                        assert_close(v[0], base[0], 1e-10, 0.0);
+                        assert_close(v[1], base[1], 1e-10, 0.0);
+                }
+        }
+        free(xt);
+        free(b);
+        free(q);
+        free(y);
+        free(x);
+}
+
+static void test_linear_invariances(void **state)
+{
+        (void) state;
+        invariance_case(0);
+}
+
+static void test_rbf_invariances(void **state)
+{
+        (void) state;
+        invariance_case(1);
+}
+
+static void test_rbf_matches_naive(void **state)
+{
+        struct fixture f;
+        kdl_cka_matrix *m;
+
+        (void) state;
+        fixture_make(&f, 13);
+        assert_int_equal(kdl_cka_gram(f.t, 3, KDL_CKA_RBF, 0.8, &m), 0);
+        for (size_t i = 0; i < 3; i++)
+                for (size_t j = 0; j < 3; j++) {
+                        double b, d;
+
+                        naive_cka(&f.t[i], &f.t[j], 1, 0.8, &b, &d);
+                        assert_close(m->biased[i * 3 + j], b, 1e-10, 0.0);
+                        assert_close(m->debiased[i * 3 + j], d, 1e-10, 0.0);
+                }
+        kdl_cka_matrix_free(m);
+        fixture_free(&f);
+}
+
+static void assert_matrices_close(const kdl_cka_matrix *a, const kdl_cka_matrix *b, double rtol)
+{
+        size_t ll = a->nlayers * a->nlayers;
+
+        assert_int_equal(a->nlayers, b->nlayers);
+        assert_close(a->n, b->n, 0.0, 0.0);
+        for (size_t i = 0; i < ll; i++) {
+                assert_close(a->biased[i], b->biased[i], rtol, 1e-14);
+                assert_close(a->debiased[i], b->debiased[i], rtol, 1e-14);
+                if (a->biased_lo) {
+                        assert_close(a->biased_lo[i], b->biased_lo[i], rtol, 1e-14);
+                        assert_close(a->biased_hi[i], b->biased_hi[i], rtol, 1e-14);
+                        assert_close(a->debiased_se[i], b->debiased_se[i], rtol, 1e-14);
+                }
+        }
+}
+
+static void test_blocks_and_merge_equal_sequential(void **state)
+{
+        struct fixture f;
+        kdl_cka_matrix *one, *many, *merged;
+        size_t w[3] = {5, 12, 60};
+        kdl_cka_opts o = {.block_rows = 4, .bootstrap = 6, .seed = 99};
+        kdl_cka_state *a, *b;
+        kdl_tensor v[3];
+
+        (void) state;
+        fixture_make(&f, 14);
+        /* The second half far from the first, so the two states' shifts
+         * differ and the merge must reconcile them. */
+        for (size_t r = 20; r < 40; r++)
+                for (size_t i = 0; i < 3; i++)
+                        for (size_t c = 0; c < w[i]; c++)
+                                f.d[i][r * w[i] + c] += 50.0 + (double) c;
+        one = stream(f.t, 3, 512, 40, 6, 99);
+        many = stream(f.t, 3, 3, 11, 6, 99);
+        assert_matrices_close(one, many, 1e-9);
+
+        assert_int_equal(kdl_cka_state_new(3, w, &o, &a), 0);
+        assert_int_equal(kdl_cka_state_new(3, w, &o, &b), 0);
+        view_rows(f.t, 3, 0, 20, v);
+        assert_int_equal(kdl_cka_accumulate(a, v, ids), 0);
+        view_rows(f.t, 3, 20, 40, v);
+        assert_int_equal(kdl_cka_accumulate(b, v, ids + 20), 0);
+        assert_int_equal(kdl_cka_merge(a, b), 0);
+        assert_int_equal(kdl_cka_finalize(a, &merged), 0);
+        assert_matrices_close(one, merged, 1e-9);
+        assert_int_equal(merged->bootstrap, 6);
+
+        kdl_cka_matrix_free(merged);
+        kdl_cka_state_free(b);
+        kdl_cka_state_free(a);
+        kdl_cka_matrix_free(many);
+        kdl_cka_matrix_free(one);
+        fixture_free(&f);
+}
+
+static void test_merge_into_empty_state(void **state)
+{
+        struct fixture f;
+        size_t w[3] = {5, 12, 60};
+        kdl_cka_state *a, *e;
+        kdl_cka_matrix *ref, *m;
+
+        (void) state;
+        fixture_make(&f, 15);
+        ref = stream(f.t, 3, 16, 40, 0, 0);
+        assert_int_equal(kdl_cka_state_new(3, w, NULL, &a), 0);
+        assert_int_equal(kdl_cka_state_new(3, w, NULL, &e), 0);
+        assert_int_equal(kdl_cka_accumulate(a, f.t, NULL), 0);
+        assert_int_equal(kdl_cka_merge(e, a), 0); /* empty <- data */
+        assert_int_equal(kdl_cka_merge(a, e), 0); /* data <- same data again */
+        assert_int_equal(kdl_cka_finalize(e, &m), 0);
+        assert_matrices_close(ref, m, 1e-11);
+        kdl_cka_matrix_free(m);
+        /* Every sample twice: biased CKA unchanged, n doubled. */
+        assert_int_equal(kdl_cka_finalize(a, &m), 0);
+        assert_close(m->n, 80.0, 0.0, 0.0);
+        for (size_t i = 0; i < 9; i++)
+                assert_close(m->biased[i], ref->biased[i], 1e-10, 0.0);
+        kdl_cka_matrix_free(m);
+        kdl_cka_state_free(e);
+        kdl_cka_state_free(a);
+        kdl_cka_matrix_free(ref);
+        fixture_free(&f);
+}
+
+static void test_large_offset_keeps_accuracy(void **state)
+{
+        struct fixture f;
+        kdl_cka_matrix *ref, *m;
+        size_t w[3] = {5, 12, 60};
+
+        (void) state;
+        fixture_make(&f, 16);
+        ref = stream(f.t, 3, 8, 40, 0, 0);
+        for (size_t i = 0; i < 3; i++)
+                for (size_t k = 0; k < 40 * w[i]; k++)
+                        f.d[i][k] += 1e6;
+        m = stream(f.t, 3, 8, 40, 0, 0);
+        for (size_t i = 0; i < 9; i++) {
+                assert_close(m->biased[i], ref->biased[i], 1e-8, 0.0);
+                assert_close(m->debiased[i], ref->debiased[i], 1e-8, 0.0);
+        }
+        kdl_cka_matrix_free(m);
+        kdl_cka_matrix_free(ref);
+        fixture_free(&f);
+}
+
+/* MATH §7.6: translating a fraction ρ of the samples by c v, c → ∞, gives
+ * CKA → n ρ ‖μ_S - μ‖² / ((1-ρ) ‖X_cᵀX_c‖_F). */
+static void test_davari_subset_translation_limit(void **state)
+{
+        kdl_test_rng g = {31};
+        size_t n = 200, d = 5, ns = 20;
+        double rho = (double) ns / (double) n, c = 1e8;
+        double *x = randn(&g, n * d, 1.0, 0.0), *y = malloc(n * d * sizeof(double));
+        double v[5] = {0.1, -0.7, 0.3, 0.5, 0.2}, vn = 0.0, mu[5] = {0}, ms[5] = {0};
+        double diff2 = 0.0, fro2 = 0.0, limit;
+        kdl_tensor t[2];
+        kdl_cka_matrix *m, *rob;
+
+        (void) state;
+        for (size_t k = 0; k < d; k++)
+                vn += v[k] * v[k];
+        for (size_t r = 0; r < n; r++)
+                for (size_t k = 0; k < d; k++) {
+                        y[r * d + k] = x[r * d + k] + (r % 10 == 3 ? c * v[k] / sqrt(vn) : 0.0);
+                        mu[k] += x[r * d + k] / (double) n;
+                        if (r % 10 == 3)
+                                ms[k] += x[r * d + k] / (double) ns;
+                }
+        for (size_t k = 0; k < d; k++)
+                diff2 += (ms[k] - mu[k]) * (ms[k] - mu[k]);
+        for (size_t a = 0; a < d; a++)
+                for (size_t b = 0; b < d; b++) {
+                        double s = 0.0;
+
+                        for (size_t r = 0; r < n; r++)
+                                s += (x[r * d + a] - mu[a]) * (x[r * d + b] - mu[b]);
+                        fro2 += s * s;
+                }
+        limit = (double) n * rho * diff2 / ((1.0 - rho) * sqrt(fro2));
+        t[0] = wrap(x, n, d);
+        t[1] = wrap(y, n, d);
+        m = stream(t, 2, 64, 200, 0, 0);
+        assert_close(m->biased[1], limit, 1e-6, 0.0);
+        assert_true(limit < 0.2);
+
+        /* Removing each layer's 10 % largest centred norms removes the
+         * translated subset from the pair: Y = X there, CKA = 1. */
+        assert_int_equal(kdl_cka_robust(t, 2, 0.1, &rob), 0);
+        assert_close(rob->biased[1], 1.0, 1e-12, 0.0);
+        kdl_cka_matrix_free(rob);
+        kdl_cka_matrix_free(m);
+        free(y);
+        free(x);
+}
+
+static void test_robust_without_removal_is_biased(void **state)
+{
+        struct fixture f;
+        kdl_cka_matrix *rob, *gm;
+
+        (void) state;
+        fixture_make(&f, 17);
+        assert_int_equal(kdl_cka_robust(f.t, 3, 0.0, &rob), 0);
+        assert_int_equal(kdl_cka_gram(f.t, 3, KDL_CKA_LINEAR, 0.0, &gm), 0);
+        for (size_t i = 0; i < 9; i++)
+                assert_close(rob->biased[i], gm->biased[i], 1e-11, 0.0);
+        assert_null(rob->debiased);
+        kdl_cka_matrix_free(gm);
+        kdl_cka_matrix_free(rob);
+        fixture_free(&f);
+}
+
+static void test_minibatch_one_batch_is_debiased(void **state)
+{
+        struct fixture f;
+        size_t w[3] = {5, 12, 60};
+        kdl_cka_mb_state *s;
+        kdl_cka_matrix *mb, *gm;
+
+        (void) state;
+        fixture_make(&f, 18);
+        assert_int_equal(kdl_cka_mb_state_new(3, w, 40, &s), 0);
+        assert_int_equal(kdl_cka_mb_accumulate(s, f.t), 0);
+        assert_int_equal(kdl_cka_mb_finalize(s, &mb), 0);
+        assert_int_equal(kdl_cka_gram(f.t, 3, KDL_CKA_LINEAR, 0.0, &gm), 0);
+        assert_int_equal(mb->nbatches, 1);
+        for (size_t i = 0; i < 9; i++)
+                assert_close(mb->minibatch[i], gm->debiased[i], 1e-11, 0.0);
+        kdl_cka_matrix_free(gm);
+        kdl_cka_matrix_free(mb);
+        kdl_cka_mb_state_free(s);
+        fixture_free(&f);
+}
+
+static void test_minibatch_merge_equals_sequential(void **state)
+{
+        struct fixture f;
+        size_t w[3] = {5, 12, 60};
+        kdl_cka_mb_state *a, *b, *all;
+        kdl_cka_matrix *m1, *m2;
+        kdl_tensor v[3];
+
+        (void) state;
+        fixture_make(&f, 19);
+        assert_int_equal(kdl_cka_mb_state_new(3, w, 8, &a), 0);
+        assert_int_equal(kdl_cka_mb_state_new(3, w, 8, &b), 0);
+        assert_int_equal(kdl_cka_mb_state_new(3, w, 8, &all), 0);
+        for (size_t r = 0; r < 40; r += 8) {
+                view_rows(f.t, 3, r, r + 8, v);
+                assert_int_equal(kdl_cka_mb_accumulate(all, v), 0);
+                assert_int_equal(kdl_cka_mb_accumulate(r < 16 ? a : b, v), 0);
+        }
+        assert_int_equal(kdl_cka_mb_merge(a, b), 0);
+        assert_int_equal(kdl_cka_mb_finalize(a, &m1), 0);
+        assert_int_equal(kdl_cka_mb_finalize(all, &m2), 0);
+        assert_int_equal(m1->nbatches, 5);
+        assert_close(m1->n, 40.0, 0.0, 0.0);
+        for (size_t i = 0; i < 9; i++)
+                assert_close(m1->minibatch[i], m2->minibatch[i], 1e-12, 0.0);
+        kdl_cka_matrix_free(m2);
+        kdl_cka_matrix_free(m1);
+        kdl_cka_mb_state_free(all);
+        kdl_cka_mb_state_free(b);
+        kdl_cka_mb_state_free(a);
+        fixture_free(&f);
+}
+
+static void test_bootstrap_interval(void **state)
+{
+        struct fixture f;
+        kdl_cka_matrix *m, *same, *other;
+
+        (void) state;
+        fixture_make(&f, 20);
+        m = stream(f.t, 3, 13, 40, 200, 5);
+        same = stream(f.t, 3, 64, 17, 200, 5);
+        other = stream(f.t, 3, 13, 40, 200, 6);
+        assert_int_equal(m->bootstrap, 200);
+        assert_close(m->level, 0.95, 0.0, 0.0);
+        for (size_t i = 0; i < 9; i++) {
+                if (i % 4 == 0)
+                        continue;
+                /* The percentile interval of biased CKA need not contain
+                 * the estimate (the bootstrap distribution is biased); only
+                 * its shape and reproducibility are checked here. */
+                assert_true(m->biased_lo[i] < m->biased_hi[i]);
+                assert_true(m->debiased_lo[i] < m->debiased_hi[i]);
+                assert_true(m->biased_se[i] > 0.0 && m->biased_se[i] < 0.5);
+                assert_close(same->biased_lo[i], m->biased_lo[i], 1e-9, 0.0);
+                assert_close(same->debiased_hi[i], m->debiased_hi[i], 1e-9, 0.0);
+                assert_true(fabs(other->biased_lo[i] - m->biased_lo[i]) > 0.0);
+        }
+        kdl_cka_matrix_free(other);
+        kdl_cka_matrix_free(same);
+        kdl_cka_matrix_free(m);
+        fixture_free(&f);
+}
+
+/* Each replicate is the CKA of the data resampled with Poisson(1) counts:
+ * rebuild both replicates of B = 2 explicitly (rows repeated w times) and
+ * compare with the two values behind the reported interval. */
+static void test_bootstrap_replicates_are_resampled_data(void **state)
+{
+        struct fixture f;
+        kdl_cka_matrix *m;
+        double rep[2][2], lo, hi, delta, x0;
+        size_t w[2] = {5, 12};
+
+        (void) state;
+        fixture_make(&f, 22);
+        m = stream(f.t, 2, 6, 23, 2, 7);
+        for (uint64_t b = 0; b < 2; b++) {
+                double *d[2];
+                size_t rows = 0;
+                kdl_tensor t[2];
+
+                for (size_t i = 0; i < 2; i++)
+                        d[i] = malloc(40 * 8 * w[i] * sizeof(double));
+                for (size_t r = 0; r < 40; r++)
+                        for (unsigned k = kdl_sample_poisson1(7, r, b); k > 0; k--, rows++)
+                                for (size_t i = 0; i < 2; i++)
+                                        memcpy(d[i] + rows * w[i], f.d[i] + r * w[i],
+                                               w[i] * sizeof(double));
+                t[0] = wrap(d[0], rows, w[0]);
+                t[1] = wrap(d[1], rows, w[1]);
+                naive_cka(&t[0], &t[1], 0, 0.0, &rep[0][b], &rep[1][b]);
+                free(d[1]);
+                free(d[0]);
+        }
+        for (int e = 0; e < 2; e++) {
+                double a = fmin(rep[e][0], rep[e][1]), z = fmax(rep[e][0], rep[e][1]);
+
+                lo = e ? m->debiased_lo[1] : m->biased_lo[1];
+                hi = e ? m->debiased_hi[1] : m->biased_hi[1];
+                /* numpy-linear quantiles of two values at 0.025 and 0.975. */
+                delta = (hi - lo) / 0.95;
+                x0 = lo - 0.025 * delta;
+                assert_close(x0, a, 1e-9, 0.0);
+                assert_close(x0 + delta, z, 1e-9, 0.0);
+        }
+        kdl_cka_matrix_free(m);
+        fixture_free(&f);
+}
+
+static void test_pair_mask_computes_only_what_is_asked(void **state)
+{
+        struct fixture f;
+        size_t w[3] = {5, 12, 60};
+        bool pairs[9] = {false, true, false, false, false, false, false, false, false};
+        kdl_cka_opts all = {.block_rows = 7, .bootstrap = 3, .seed = 4};
+        kdl_cka_opts some = all;
+        kdl_cka_state *a, *b, *full;
+        kdl_cka_matrix *mm, *ref;
+        kdl_tensor v[3];
+
+        (void) state;
+        fixture_make(&f, 23);
+        some.pairs = pairs; /* (0, 1) only, besides the diagonal */
+        assert_true(kdl_cka_state_bytes(3, w, &some) < kdl_cka_state_bytes(3, w, &all));
+        assert_int_equal(kdl_cka_state_new(3, w, &some, &a), 0);
+        assert_int_equal(kdl_cka_state_new(3, w, &some, &b), 0);
+        assert_int_equal(kdl_cka_state_new(3, w, &all, &full), 0);
+        for (size_t i = 0; i < 3; i++)
+                for (size_t r = 25; r < 40; r++)
+                        for (size_t c = 0; c < w[i]; c++)
+                                f.d[i][r * w[i] + c] -= 20.0;
+        view_rows(f.t, 3, 0, 25, v);
+        assert_int_equal(kdl_cka_accumulate(a, v, ids), 0);
+        view_rows(f.t, 3, 25, 40, v);
+        assert_int_equal(kdl_cka_accumulate(b, v, ids + 25), 0);
+        assert_int_equal(kdl_cka_merge(a, b), 0);
+        assert_int_equal(kdl_cka_accumulate(full, f.t, ids), 0);
+        assert_int_equal(kdl_cka_finalize(a, &mm), 0);
+        assert_int_equal(kdl_cka_finalize(full, &ref), 0);
+        for (size_t i = 0; i < 9; i++) {
+                bool want = i == 1 || i == 3 || i % 4 == 0;
+
+                if (!want) {
+                        assert_true(isnan(mm->biased[i]) && isnan(mm->debiased[i]));
+                        assert_true(isnan(mm->biased_lo[i]));
+                        continue;
+                }
+                assert_close(mm->biased[i], ref->biased[i], 1e-10, 1e-14);
+                assert_close(mm->debiased[i], ref->debiased[i], 1e-10, 1e-14);
+                assert_close(mm->biased_hi[i], ref->biased_hi[i], 1e-10, 1e-14);
+                assert_close(mm->debiased_se[i], ref->debiased_se[i], 1e-9, 1e-14);
+        }
+        assert_int_equal(kdl_cka_merge(full, a), -KDL_EMISMATCH);
+        kdl_cka_matrix_free(ref);
+        kdl_cka_matrix_free(mm);
+        kdl_cka_state_free(full);
+        kdl_cka_state_free(b);
+        kdl_cka_state_free(a);
+        fixture_free(&f);
+}
+
+static void test_constant_layer_gives_nan(void **state)
+{
+        kdl_test_rng g = {41};
+        double *x = randn(&g, 30 * 3, 1.0, 0.0), c[30 * 2];
+        kdl_tensor t[2];
+        kdl_cka_matrix *m;
+
+        (void) state;
+        for (size_t i = 0; i < 60; i++)
+                c[i] = 2.5;
+        t[0] = wrap(x, 30, 3);
+        t[1] = wrap(c, 30, 2);
+        m = stream(t, 2, 8, 30, 0, 0);
+        assert_true(isnan(m->biased[1]) && isnan(m->debiased[3]));
+        assert_close(m->biased[0], 1.0, 1e-13, 0.0);
+        kdl_cka_matrix_free(m);
+        free(x);
+}
+
+static void test_error_paths(void **state)
+{
+        size_t w[2] = {3, 2}, w0[2] = {3, 0};
+        double d[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, e[8] = {0};
+        kdl_cka_opts bad_level = {.level = 1.5}, boot = {.bootstrap = 2};
+        kdl_cka_state *s = (kdl_cka_state *) 0x1, *s2, *s3;
+        kdl_cka_mb_state *mb = (kdl_cka_mb_state *) 0x1, *mb2, *mb3;
+        kdl_cka_matrix *m = (kdl_cka_matrix *) 0x1, *before, *after;
+        kdl_tensor t[2];
+
+        (void) state;
+        assert_int_equal(kdl_cka_state_new(0, w, NULL, &s), -KDL_ESHAPE);
+        assert_int_equal(kdl_cka_state_new(2, w0, NULL, &s), -KDL_ESHAPE);
+        assert_int_equal(kdl_cka_state_new(2, w, &bad_level, &s), -KDL_ERANGE);
+        assert_int_equal(kdl_cka_state_new(2, (size_t[]){SIZE_MAX / 2, SIZE_MAX / 2}, NULL, &s),
+                         -KDL_EOVERFLOW);
+        assert_true(s == (kdl_cka_state *) 0x1);
+        assert_true(kdl_cka_state_bytes(1, (size_t[]){SIZE_MAX / 4}, NULL) == SIZE_MAX);
+        assert_true(kdl_cka_state_bytes(2, w, &boot) > kdl_cka_state_bytes(2, w, NULL));
+
+        assert_int_equal(kdl_cka_state_new(2, w, NULL, &s2), 0);
+        t[0] = wrap(d, 4, 3);
+        t[1] = wrap(e, 4, 2);
+        assert_int_equal(kdl_cka_accumulate(s2, t, ids), 0);
+        assert_int_equal(kdl_cka_finalize(s2, &before), 0);
+        t[1] = wrap(e, 3, 2); /* rows differ */
+        assert_int_equal(kdl_cka_accumulate(s2, t, ids + 4), -KDL_ESHAPE);
+        t[1] = wrap(e, 2, 4); /* width differs */
+        assert_int_equal(kdl_cka_accumulate(s2, t, ids + 4), -KDL_ESHAPE);
+        e[5] = NAN;
+        t[1] = wrap(e, 4, 2);
+        assert_int_equal(kdl_cka_accumulate(s2, t, ids + 4), -KDL_ENONFINITE);
+        assert_non_null(strstr(kdl_errmsg(), "sample 6"));
+        assert_int_equal(kdl_cka_finalize(s2, &after), 0); /* state unchanged */
+        assert_close(after->n, before->n, 0.0, 0.0);
+        kdl_cka_matrix_free(after);
+        kdl_cka_matrix_free(before);
+
+        assert_int_equal(kdl_cka_state_new(1, w, NULL, &s3), 0);
+        assert_int_equal(kdl_cka_merge(s2, s3), -KDL_EMISMATCH);
+        kdl_cka_state_free(s3);
+        assert_int_equal(kdl_cka_state_new(2, w, &boot, &s3), 0);
+        assert_int_equal(kdl_cka_merge(s2, s3), -KDL_EMISMATCH);
+        kdl_cka_state_free(s3);
+        kdl_cka_state_free(s2);
+
+        /* Too few samples for the debiased form: NaN, not an error. */
+        assert_int_equal(kdl_cka_state_new(1, w, NULL, &s2), 0);
+        t[0] = wrap(d, 3, 3);
+        assert_int_equal(kdl_cka_accumulate(s2, t, ids), 0);
+        assert_int_equal(kdl_cka_finalize(s2, &after), 0);
+        assert_true(isnan(after->debiased[0]));
+        assert_close(after->biased[0], 1.0, 1e-14, 0.0);
+        kdl_cka_matrix_free(after);
+        kdl_cka_state_free(s2);
+
+        /* Gram space and robust. */
+        e[5] = 0.0;
+        t[0] = wrap(d, 1, 3);
+        assert_int_equal(kdl_cka_gram(t, 1, KDL_CKA_LINEAR, 0.0, &m), -KDL_ESHAPE);
+        t[0] = wrap(d, 4, 3);
+        t[1] = wrap(e, 4, 2);
+        assert_int_equal(kdl_cka_gram(t, 2, KDL_CKA_RBF, 0.0, &m), -KDL_ERANGE);
+        assert_int_equal(kdl_cka_gram(t, 0, KDL_CKA_LINEAR, 0.0, &m), -KDL_ESHAPE);
+        assert_int_equal(kdl_cka_robust(t, 2, 0.6, &m), -KDL_ERANGE);
+        t[1] = wrap(e, 2, 4);
+        assert_int_equal(kdl_cka_gram(t, 2, KDL_CKA_LINEAR, 0.0, &m), -KDL_ESHAPE);
+        e[2] = INFINITY;
+        t[1] = wrap(e, 4, 2);
+        assert_int_equal(kdl_cka_gram(t, 2, KDL_CKA_LINEAR, 0.0, &m), -KDL_ENONFINITE);
+        assert_true(m == (kdl_cka_matrix *) 0x1);
+        e[2] = 0.0;
+        /* A zero RBF bandwidth (most distances 0): NaN for that layer. */
+        assert_int_equal(kdl_cka_gram(t, 2, KDL_CKA_RBF, 0.5, &m), 0);
+        assert_true(isnan(m->biased[3]) && isnan(m->biased[1]));
+        assert_close(m->biased[0], 1.0, 1e-14, 0.0);
+        kdl_cka_matrix_free(m);
+        assert_string_equal(kdl_cka_kernel_name(KDL_CKA_RBF), "rbf");
+
+        /* Minibatch. */
+        assert_int_equal(kdl_cka_mb_state_new(2, w, 3, &mb), -KDL_ERANGE);
+        assert_int_equal(kdl_cka_mb_state_new(0, w, 4, &mb), -KDL_ESHAPE);
+        assert_int_equal(kdl_cka_mb_state_new(2, w0, 4, &mb), -KDL_ESHAPE);
+        assert_true(mb == (kdl_cka_mb_state *) 0x1);
+        assert_int_equal(kdl_cka_mb_state_new(2, w, 4, &mb2), 0);
+        assert_int_equal(kdl_cka_mb_finalize(mb2, &m), -KDL_EMISSING);
+        t[0] = wrap(d, 3, 3);
+        t[1] = wrap(e, 3, 2);
+        assert_int_equal(kdl_cka_mb_accumulate(mb2, t), -KDL_ESHAPE);
+        assert_int_equal(kdl_cka_mb_state_new(2, w, 5, &mb3), 0);
+        assert_int_equal(kdl_cka_mb_merge(mb2, mb3), -KDL_EMISMATCH);
+        kdl_cka_mb_state_free(mb3);
+        kdl_cka_mb_state_free(mb2);
+        kdl_cka_mb_state_free(NULL);
+        kdl_cka_state_free(NULL);
+        kdl_cka_matrix_free(NULL);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_feature_form_equals_gram_form),
+                cmocka_unit_test(test_self_is_one_and_symmetric),
+                cmocka_unit_test(test_linear_invariances),
+                cmocka_unit_test(test_rbf_invariances),
+                cmocka_unit_test(test_rbf_matches_naive),
+                cmocka_unit_test(test_blocks_and_merge_equal_sequential),
+                cmocka_unit_test(test_merge_into_empty_state),
+                cmocka_unit_test(test_large_offset_keeps_accuracy),
+                cmocka_unit_test(test_davari_subset_translation_limit),
+                cmocka_unit_test(test_robust_without_removal_is_biased),
+                cmocka_unit_test(test_minibatch_one_batch_is_debiased),
+                cmocka_unit_test(test_minibatch_merge_equals_sequential),
+                cmocka_unit_test(test_bootstrap_interval),
+                cmocka_unit_test(test_bootstrap_replicates_are_resampled_data),
+                cmocka_unit_test(test_pair_mask_computes_only_what_is_asked),
+                cmocka_unit_test(test_constant_layer_gives_nan),
+                cmocka_unit_test(test_error_paths),
+        };
+        return cmocka_run_group_tests(tests, setup_ids, NULL);
+}

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "tests/lib/kdl-test.h"
+#include "metrics/base/error.h"
+#include "metrics/sample.h"
+
+static void test_hash_is_pure_and_spreads(void **state)
+{
+        (void) state;
+        assert_true(kdl_sample_hash(1, 2, 3) == kdl_sample_hash(1, 2, 3));
+        assert_true(kdl_sample_hash(1, 2, 3) != kdl_sample_hash(1, 2, 4));
+        assert_true(kdl_sample_hash(1, 2, 3) != kdl_sample_hash(1, 3, 3));
+        assert_true(kdl_sample_hash(1, 2, 3) != kdl_sample_hash(2, 2, 3));
+        for (uint64_t i = 0; i < 1000; i++) {
+                double u = kdl_sample_uniform(5, i, 0);
+
+                assert_true(u > 0.0 && u < 1.0);
+        }
+}
+
+static void test_poisson1_moments(void **state)
+{
+        size_t n = 200000;
+        double sum = 0.0, sq = 0.0, zeros = 0.0;
+
+        (void) state;
+        for (uint64_t i = 0; i < n; i++) {
+                unsigned k = kdl_sample_poisson1(42, i, i % 7);
+
+                sum += k;
+                sq += (double) k * k;
+                zeros += k == 0;
+        }
+        /* Mean 1, variance 1, P(0) = e^-1; tolerances are ~5 standard errors. */
+        assert_close(sum / (double) n, 1.0, 0.0, 5.0 / sqrt((double) n));
+        assert_close(sq / (double) n - (sum / (double) n) * (sum / (double) n), 1.0, 0.0, 0.02);
+        assert_close(zeros / (double) n, exp(-1.0), 0.0, 0.005);
+}
+
+static void test_select_plain_and_nested(void **state)
+{
+        size_t *a = NULL, *b = NULL, na, nb;
+
+        (void) state;
+        assert_int_equal(kdl_sample_select(1000, NULL, 0, 100, 9, 1, &a, &na), 0);
+        assert_int_equal(na, 100);
+        for (size_t i = 1; i < na; i++)
+                assert_true(a[i - 1] < a[i]);
+        assert_int_equal(kdl_sample_select(1000, NULL, 0, 300, 9, 1, &b, &nb), 0);
+        /* The smaller subsample is contained in the larger one. */
+        for (size_t i = 0, j = 0; i < na; i++) {
+                while (j < nb && b[j] < a[i])
+                        j++;
+                assert_true(j < nb && b[j] == a[i]);
+        }
+        free(b);
+        assert_int_equal(kdl_sample_select(50, NULL, 0, 100, 9, 1, &b, &nb), 0);
+        assert_int_equal(nb, 50);
+        for (size_t i = 0; i < nb; i++)
+                assert_int_equal(b[i], i);
+        free(b);
+        free(a);
+}
+
+static void test_select_class_balanced(void **state)
+{
+        int64_t labels[300];
+        size_t *rows = NULL, n, count[3] = {0};
+
+        (void) state;
+        /* Class 2 has only 10 rows. */
+        for (size_t i = 0; i < 300; i++)
+                labels[i] = i < 10 ? 2 : (int64_t) (i % 2);
+        assert_int_equal(kdl_sample_select(300, labels, 3, 40, 3, 2, &rows, &n), 0);
+        assert_int_equal(n, 90);
+        for (size_t i = 0; i < n; i++)
+                count[labels[rows[i]]]++;
+        assert_int_equal(count[0], 40);
+        assert_int_equal(count[1], 40);
+        assert_int_equal(count[2], 10);
+        free(rows);
+}
+
+static void test_select_rejects_bad_label(void **state)
+{
+        int64_t labels[4] = {0, 1, 3, 1};
+        size_t *rows = (size_t *) 0x1, n = 7;
+
+        (void) state;
+        assert_int_equal(kdl_sample_select(4, labels, 3, 1, 0, 0, &rows, &n), -KDL_ERANGE);
+        assert_true(rows == (size_t *) 0x1 && n == 7);
+        labels[2] = -1;
+        assert_int_equal(kdl_sample_select(4, labels, 3, 1, 0, 0, &rows, &n), -KDL_ERANGE);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_hash_is_pure_and_spreads),
+                cmocka_unit_test(test_poisson1_moments),
+                cmocka_unit_test(test_select_plain_and_nested),
+                cmocka_unit_test(test_select_class_balanced),
+                cmocka_unit_test(test_select_rejects_bad_label),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,286 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""kdlens cka against Kornblith et al.'s published demo values and an
+independent numpy float64 implementation of MATH.md §7 (Gram form)."""
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+sys.path.insert(0, os.path.dirname(__file__))
+import kdltest  # noqa: E402
+from kdltest import assert_close, records, run, run_json, one_line_error  # noqa: E402
+from refcommon import poisson1, khash, write_dump  # noqa: E402
+
+TMP = kdltest.tmpdir()
+
+
+# ---- numpy reference: the demo notebook's Gram-space functions ---------------------
+
+def gram_linear(x):
+    return x @ x.T
+
+
+def gram_rbf(x, threshold=0.5):
+    dot = x @ x.T
+    sq = np.diag(dot)
+    d2 = -2 * dot + sq[:, None] + sq[None, :]
+    return np.exp(-d2 / (2 * threshold ** 2 * np.median(d2)))
+
+
+def center_gram(g, unbiased=False):
+    g = g.copy()
+    if unbiased:
+        n = g.shape[0]
+        np.fill_diagonal(g, 0)
+        means = np.sum(g, 0) / (n - 2)
+        means -= np.sum(means) / (2 * (n - 1))
+        g -= means[:, None]
+        g -= means[None, :]
+        np.fill_diagonal(g, 0)
+    else:
+        means = np.mean(g, 0)
+        means -= np.mean(means) / 2
+        g -= means[:, None]
+        g -= means[None, :]
+    return g
+
+
+def cka(gx, gy, debiased=False):
+    gx = center_gram(gx, debiased)
+    gy = center_gram(gy, debiased)
+    return gx.ravel() @ gy.ravel() / (np.linalg.norm(gx) * np.linalg.norm(gy))
+
+
+def robust_cka(x, y, frac=0.01):
+    """Linear CKA without each layer's ceil(frac n) largest centred norms (union)."""
+    n = len(x)
+    q = int(np.ceil(frac * n))
+    out = np.zeros(n, bool)
+    for z in (x, y):
+        d = np.sum((z - z.mean(0)) ** 2, 1)
+        out[np.lexsort((np.arange(n), -d))[:q]] = True
+    return cka(gram_linear(x[~out]), gram_linear(y[~out]))
+
+
+def minibatch_cka(x, y, order, m):
+    hxy = hxx = hyy = 0.0
+    for b in range(len(order) // m):
+        rows = order[b * m:(b + 1) * m]
+        kx = center_gram(gram_linear(x[rows]), True)
+        ky = center_gram(gram_linear(y[rows]), True)
+        hxy += kx.ravel() @ ky.ravel()
+        hxx += kx.ravel() @ kx.ravel()
+        hyy += ky.ravel() @ ky.ravel()
+    return hxy / np.sqrt(hxx * hyy)
+
+
+def pair(doc, a, b, table="cka_pairs"):
+    for r in records(doc, table):
+        if r["layer_a"] == a and r["layer_b"] == b:
+            return r
+    raise AssertionError(f"no pair {a} x {b}")
+
+
+# ---- the published values -----------------------------------------------------------
+
+def kornblith_dump():
+    np.random.seed(1337)
+    x = np.random.randn(100, 10)
+    y = np.random.randn(100, 10) + x
+    path = os.path.join(TMP, "kornblith.h5")
+    labels = np.arange(100) % 4
+    write_dump(path, {"final": (0, {"x": (x, 0), "y": (y, 1)}, np.random.randn(100, 4))}, labels)
+    return path, x, y
+
+
+def test_kornblith_demo_values():
+    path, x, y = kornblith_dump()
+    lin = pair(run_json("cka", path), "x", "y")
+    rbf = pair(run_json("cka", path, "--kernel", "rbf"), "x", "y")
+    # The demo notebook prints these to 5 decimals (MATH.md §7.5).
+    assert_close(lin["cka_linear"], 0.55761, 0, 5e-6, "linear CKA")
+    assert_close(lin["cka_linear_debiased"], 0.51346, 0, 5e-6, "debiased linear CKA")
+    assert_close(rbf["cka_rbf"], 0.65483, 0, 5e-6, "RBF CKA, theta 0.5")
+    # And to full precision against the demo's own functions.
+    assert_close(lin["cka_linear"], cka(gram_linear(x), gram_linear(y)), 1e-12)
+    assert_close(lin["cka_linear_debiased"], cka(gram_linear(x), gram_linear(y), True), 1e-12)
+    assert_close(rbf["cka_rbf"], cka(gram_rbf(x), gram_rbf(y)), 1e-12)
+    assert_close(rbf["cka_rbf_debiased"], cka(gram_rbf(x), gram_rbf(y), True), 1e-12)
+    assert lin["method"] == "feature" and lin["n"] == 100
+
+
+# ---- every value on generated dumps -------------------------------------------------
+
+N, C = 300, 6
+
+
+def make_models(rng, width_b=7):
+    """A teacher with a 4-D float32 layer, a token layer and a wide one; a student."""
+    labels = rng.integers(0, C, N)
+    base = rng.standard_normal((N, 5)) + np.eye(C)[labels] @ rng.standard_normal((C, 5))
+    conv = (np.einsum("nk,kchw->nchw", base, rng.standard_normal((5, 4, 3, 3)))
+            + 0.5 * rng.standard_normal((N, 4, 3, 3))).astype(np.float32)
+    tok = rng.standard_normal((N, 2, 6)) + base[:, None, :1]
+    wide = np.tanh(base @ rng.standard_normal((5, 40))) + 0.1 * rng.standard_normal((N, 40))
+    logits = base @ rng.standard_normal((5, C))
+    # Outliers in one layer, so the robust column differs.
+    wide[:4] += 30.0
+    t = {"conv": (conv, 0), "tok": (tok, 1), "wide": (wide, 2)}
+    sb = base @ rng.standard_normal((5, width_b)) + rng.standard_normal((N, width_b))
+    s = {"s1": (sb, 0), "s2": (np.maximum(sb, 0) ** 2, 3)}
+    slog = sb @ rng.standard_normal((width_b, C))
+    views = {  # what kdlens reads, avg pooling
+        "conv": conv.astype(np.float64).mean(axis=(2, 3)),
+        "tok": tok.mean(axis=1), "wide": wide, "logits": logits,
+        "s1": sb, "s2": np.maximum(sb, 0) ** 2, "slogits": slog}
+    return labels, t, logits, s, slog, views
+
+
+def test_single_dump_all_pairs():
+    rng = np.random.default_rng(5)
+    labels, t, logits, _, _, v = make_models(rng)
+    path = os.path.join(TMP, "single.h5")
+    write_dump(path, {"final": (10, t, logits)}, labels)
+    doc = run_json("cka", path, "--kernel", "rbf")
+    names = ["conv", "tok", "wide", "logits"]
+    onehot = np.eye(C)[labels]
+    for a in names:
+        for b in names:
+            r = pair(doc, a, b)
+            ga, gb = gram_linear(v[a]), gram_linear(v[b])
+            assert_close(r["cka_linear"], cka(ga, gb), 1e-10, 1e-13, f"{a} x {b}")
+            assert_close(r["cka_linear_debiased"], cka(ga, gb, True), 1e-9, 1e-12, f"{a} x {b}")
+            assert_close(r["cka_rbf"], cka(gram_rbf(v[a]), gram_rbf(v[b])), 1e-10, 1e-13)
+            assert_close(r["cka_rbf_debiased"], cka(gram_rbf(v[a]), gram_rbf(v[b]), True),
+                         1e-9, 1e-12)
+            assert_close(r["cka_linear_robust"], robust_cka(v[a], v[b]), 1e-9, 1e-12,
+                         f"robust {a} x {b}")
+    for r in records(doc, "cka_targets"):
+        x = v[r["layer"]]
+        assert_close(r["cka_logits"], cka(gram_linear(x), gram_linear(logits)), 1e-10, 1e-13)
+        assert_close(r["cka_labels"], cka(gram_linear(x), gram_linear(onehot)), 1e-10, 1e-13)
+        assert_close(r["cka_labels_debiased"],
+                     cka(gram_linear(x), gram_linear(onehot), True), 1e-9, 1e-12)
+        assert_close(r["cka_labels_robust"], robust_cka(x, onehot), 1e-9, 1e-12)
+    # The matrix shows the selected kernel and estimator.
+    row = [r for r in records(doc, "cka") if r["layer"] == "tok"][0]
+    assert_close(row["wide"], pair(doc, "tok", "wide")["cka_rbf"], 0, 0)
+    assert any("feature space" in n for n in doc["notes"])
+
+
+def test_teacher_student_joined_on_ids_and_checkpoints():
+    rng = np.random.default_rng(6)
+    labels, t, logits, s, slog, v = make_models(rng)
+    ids = 5000 + np.arange(N)
+    tp, sp = os.path.join(TMP, "t.h5"), os.path.join(TMP, "s.h5")
+    write_dump(tp, {"a": (0, t, logits), "b": (5, t, logits)}, labels, ids=ids)
+    perm = np.random.default_rng(1).permutation(N)
+    write_dump(sp, {"a": (0, s, slog), "b": (5, s, slog)}, labels, role="student", order=perm,
+               ids=ids)
+    doc = run_json("cka", tp, sp, "--checkpoint", "all", "--estimator", "debiased")
+    assert {r["checkpoint"] for r in records(doc, "cka_pairs")} == {"a", "b"}
+    for a in ["conv", "tok", "wide", "logits"]:
+        for b, key in [("s1", "s1"), ("s2", "s2"), ("logits", "slogits")]:
+            r = pair(doc, a, b)
+            assert_close(r["cka_linear"], cka(gram_linear(v[a]), gram_linear(v[key])), 1e-10,
+                         1e-13)
+    m = [r for r in records(doc, "cka") if r["layer"] == "wide" and r["checkpoint"] == "b"][0]
+    assert_close(m["s2"], cka(gram_linear(v["wide"]), gram_linear(v["s2"]), True), 1e-9, 1e-12)
+    # Student layers against the teacher's logits.
+    r = [r for r in records(doc, "cka_targets") if r["model"] == "b" and r["layer"] == "s1"][0]
+    assert_close(r["cka_logits"], cka(gram_linear(v["s1"]), gram_linear(logits)), 1e-10)
+
+
+def test_minibatch_in_seeded_order():
+    rng = np.random.default_rng(7)
+    labels, t, logits, _, _, v = make_models(rng)
+    path = os.path.join(TMP, "mb.h5")
+    write_dump(path, {"final": (0, t, logits)}, labels)
+    doc = run_json("cka", path, "--estimator", "minibatch", "--batch", "64", "--seed", "11")
+    order = np.lexsort((np.arange(N), khash(11, np.arange(N), 3)))
+    r = pair(doc, "conv", "wide")
+    assert r["batches"] == N // 64
+    assert_close(r["cka_minibatch"], minibatch_cka(v["conv"], v["wide"], order, 64), 1e-10)
+    # One batch of everything is the debiased CKA.
+    doc = run_json("cka", path, "--estimator", "minibatch", "--batch", str(N))
+    r = pair(doc, "tok", "logits")
+    assert_close(r["cka_minibatch"], r["cka_linear_debiased"], 1e-10)
+
+
+def test_subsample_is_the_seeded_selection():
+    rng = np.random.default_rng(8)
+    labels, t, logits, _, _, v = make_models(rng)
+    path = os.path.join(TMP, "sub.h5")
+    write_dump(path, {"final": (0, t, logits)}, labels)
+    doc = run_json("cka", path, "--kernel", "rbf", "--subsample", "120", "--seed", "3")
+    keys = khash(3, np.arange(N), 1)
+    rows = np.sort(np.lexsort((np.arange(N), keys))[:120])
+    r = pair(doc, "tok", "wide")
+    assert r["subsample"] == 120
+    x, y = v["tok"][rows], v["wide"][rows]
+    assert_close(r["cka_rbf"], cka(gram_rbf(x), gram_rbf(y)), 1e-10)
+    assert_close(r["cka_linear_robust"], robust_cka(x, y), 1e-9)
+
+
+def test_bootstrap_replicates():
+    rng = np.random.default_rng(9)
+    labels, t, logits, _, _, v = make_models(rng)
+    path = os.path.join(TMP, "boot.h5")
+    write_dump(path, {"final": (0, t, logits)}, labels)
+    B = 7
+    doc = run_json("cka", path, "--bootstrap", str(B), "--seed", "21")
+    r = pair(doc, "conv", "tok")
+    reps = {False: [], True: []}
+    for b in range(B):
+        w = poisson1(21, np.arange(N), b)
+        rows = np.repeat(np.arange(N), w)  # resampling with the Poisson counts
+        for deb in (False, True):
+            reps[deb].append(cka(gram_linear(v["conv"][rows]), gram_linear(v["tok"][rows]), deb))
+    for deb, key in ((False, "cka_linear"), (True, "cka_linear_debiased")):
+        x = np.array(reps[deb])
+        assert_close(r[key + "_lo"], np.percentile(x, 2.5), 1e-9)
+        assert_close(r[key + "_hi"], np.percentile(x, 97.5), 1e-9)
+        assert_close(r[key + "_se"], np.std(x, ddof=1), 1e-8)
+
+
+def test_gram_path_when_wider_than_samples():
+    rng = np.random.default_rng(10)
+    n = 40
+    labels = np.arange(n) % 4
+    x = rng.standard_normal((n, 90))
+    y = x[:, :30] @ rng.standard_normal((30, 12)) + rng.standard_normal((n, 12))
+    path = os.path.join(TMP, "gram.h5")
+    write_dump(path, {"final": (0, {"x": (x, 0), "y": (y, 1)}, rng.standard_normal((n, 4)))},
+               labels)
+    doc = run_json("cka", path, "--bootstrap", "3")
+    r = pair(doc, "x", "y")
+    assert r["method"] == "gram"
+    assert_close(r["cka_linear"], cka(gram_linear(x), gram_linear(y)), 1e-10)
+    assert_close(r["cka_linear_debiased"], cka(gram_linear(x), gram_linear(y), True), 1e-9)
+    assert any("Gram space" in n for n in doc["notes"])
+    assert "cka_linear_lo" not in r
+
+
+def test_bad_requests():
+    path, _, _ = kornblith_dump()
+    st, _, err = run("cka", path, "--estimator", "minibatch", "--kernel", "rbf")
+    assert st == 2
+    one_line_error(err, "minibatch")
+    st, _, err = run("cka", path, "--checkpoint", "nope")
+    assert st == 2
+    one_line_error(err, "nope")
+    st, _, err = run("cka", path, "--kernel", "cubic")
+    assert st == 2
+    st, _, err = run("cka")
+    assert st == 2
+    st, _, err = run("cka", os.path.join(TMP, "missing.h5"))
+    assert st == 1
+    one_line_error(err, "missing.h5")
+    st, _, err = run("cka", path, "--estimator", "minibatch", "--batch", "500")
+    assert st == 2
+    one_line_error(err, "batch")
+
+
+kdltest.main(globals())

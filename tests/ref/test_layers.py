@@ -1,0 +1,228 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""kdlens layers against an independent numpy float64 implementation of
+Cooper et al.'s Q = S + sqrt(I*E) (MATH.md §4.4, written from the authors'
+TPlotClassificationEfficiency / ComputeClassPCAID / IComputePCAID), NCM
+accuracy, NC1 and effective rank (§11.3)."""
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+sys.path.insert(0, os.path.dirname(__file__))
+import kdltest  # noqa: E402
+from kdltest import assert_close, records, run, run_json, one_line_error  # noqa: E402
+from refcommon import select, write_dump  # noqa: E402
+
+TMP = kdltest.tmpdir()
+C, PER = 4, 60
+N = C * PER
+
+
+def quality(x, y, xc, yc, npop, variant="code"):
+    """S, I, E, Q as the authors' code computes them (float64, exact SVDs)."""
+    n, d = x.shape
+    nrm = np.linalg.norm(x, axis=1)
+    f = x / nrm[:, None]
+    a = np.abs(f @ f.T)
+    dist = np.sqrt(np.maximum(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1), 0))
+    cls = [c for c in range(C) if np.sum(y == c) >= 2]
+    idx = {c: np.where(y == c)[0] for c in cls}
+    intra, mins, inter, dmin, norms = [], [], [], [], []
+    for c in cls:
+        sub = a[np.ix_(idx[c], idx[c])][np.triu_indices(len(idx[c]), 1)]
+        intra.append(sub.mean())
+        mins.append(sub.min())
+        norms.append(nrm[idx[c]].mean())
+        dmin.append(min(dist[np.ix_(idx[c], idx[o])].min() for o in cls if o != c))
+        inter += [a[np.ix_(idx[c], idx[o])].mean() for o in cls if o != c]
+    s = np.mean(intra) - np.mean(inter)
+    r = min(n, d)
+    e = 2 * np.mean(dmin) / np.mean(norms) * (npop / np.pi) ** (1.0 / r)
+
+    ccls = [c for c in range(C) if np.sum(yc == c) >= 2]
+    ncols = max(np.sum(yc == c) for c in ccls)
+    rows, ks = [], []
+    for c in ccls:
+        g = xc[yc == c]
+        g = g - g.mean(0)
+        sv = np.linalg.svd(g, compute_uv=False) ** 2
+        row = np.zeros(ncols)
+        row[:len(sv)] = sv / sv.sum()
+        cnt = 0
+        while np.sum(row[:cnt]) < 0.95 and cnt < ncols - 1:
+            cnt += 1
+        rows.append(row)
+        ks.append(cnt)
+    rows = np.array(rows)
+    if variant == "code":
+        t = rows[:, :int(sum(ks))]
+        t = np.where(t == 0, 1e-127, t)
+        t = t / t.sum(1, keepdims=True)
+        h = -(t * np.log(t)).sum(1)
+        h[np.isnan(h)] = 0
+        ent = h.mean() / np.log(5)
+    else:
+        hs = []
+        for row, k in zip(rows, ks):
+            t = np.where(row[:k] == 0, 1e-127, row[:k])
+            t = t / t.sum()
+            hs.append(-(t * np.log(t)).sum() / np.log(k) if k > 1 else 0.0)
+        ent = np.mean(hs)
+    i = (1 - np.mean(mins)) * ent
+    return dict(q=s + np.sqrt(i * e), s=s, i=i, e=e, k_sum=int(sum(ks)))
+
+
+def extra(x, y):
+    present = [c for c in range(C) if np.any(y == c)]
+    mu = np.array([x[y == c].mean(0) for c in present])
+    pred = np.argmin(((x[:, None, :] - mu[None]) ** 2).sum(-1), 1)
+    acc = np.mean(np.array(present)[pred] == y)
+    res = x - mu[np.searchsorted(present, y)]
+    sw = res.T @ res / len(x)
+    dm = mu - x.mean(0)
+    sb = dm.T @ dm / len(present)
+    nc1 = np.trace(sw @ np.linalg.pinv(sb, rcond=1e-10, hermitian=True)) / len(present)
+    lam = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
+    p = lam / lam.sum()
+    p = p[p > 0]
+    return dict(ncm_accuracy=acc, nc1=nc1, effective_rank=np.exp(-(p * np.log(p)).sum()))
+
+
+def cka(x, y):
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+
+def make_teacher(rng):
+    """Layers of planted quality: noise, clustered with spread, nearly collapsed, and a
+    float32 4-D map; balanced classes in shuffled order."""
+    y = np.repeat(np.arange(C), PER)
+    rng.shuffle(y)
+    centres = rng.standard_normal((C, 12)) * 3
+    layers = {
+        "noise": (rng.standard_normal((N, 10)), 0),
+        "conv": ((centres[y][:, :3, None, None] + rng.standard_normal((N, 3, 2, 2)))
+                 .astype(np.float32), 1),
+        "mid": (centres[y] + 1.5 * rng.standard_normal((N, 12)), 2),
+        "late": (np.abs(centres[y][:, :6]) + 0.01 * rng.standard_normal((N, 6)), 3),
+    }
+    logits = centres[y][:, :C] + 0.3 * rng.standard_normal((N, C))
+    views = {k: (v.astype(np.float64).mean(axis=(2, 3)) if v.ndim == 4 else v)
+             for k, (v, _) in layers.items()}
+    return y, layers, logits, views
+
+
+def check_layer(r, d, x, y, xc, yc, npop, variant="code", rtol=1e-9):
+    ref = quality(x, y, xc, yc, npop, variant)
+    for k in ("q", "s", "i", "e"):
+        assert_close(r[k], ref[k], rtol, 1e-12, f"{r['layer']} {k}")
+    assert d["k_sum"] == ref["k_sum"], (d["k_sum"], ref["k_sum"])
+    ex = extra(x, y)
+    assert_close(r["ncm_accuracy"], ex["ncm_accuracy"], 0, 1e-15, "ncm")
+    assert_close(r["nc1"], ex["nc1"], 1e-7, 0, f"{r['layer']} nc1")
+    assert_close(r["effective_rank"], ex["effective_rank"], 1e-9, 0, "effective rank")
+
+
+def by_layer(doc, table):
+    return {r["layer"]: r for r in records(doc, table)}
+
+
+def test_quality_on_all_rows():
+    rng = np.random.default_rng(1)
+    y, layers, logits, v = make_teacher(rng)
+    path = os.path.join(TMP, "t.h5")
+    write_dump(path, {"final": (0, layers, logits)}, y)
+    doc = run_json("layers", "-t", path)
+    rows, det = by_layer(doc, "layers"), by_layer(doc, "layers_detail")
+    assert set(rows) == {"noise", "conv", "mid", "late"}
+    onehot = np.eye(C)[y]
+    for name, r in rows.items():
+        check_layer(r, det[name], v[name], y, v[name], y, N)
+        assert_close(r["cka_logits"], cka(v[name], logits), 1e-10)
+        assert_close(r["cka_labels"], cka(v[name], onehot), 1e-10)
+    # Planted: the nearly collapsed layer has I ~ 0 and Q ~ S; noise has S ~ 0.
+    assert rows["late"]["i"] < 1e-2 and abs(rows["noise"]["s"]) < 0.05
+
+
+def test_quality_on_seeded_subsamples_and_variant():
+    rng = np.random.default_rng(2)
+    y, layers, logits, v = make_teacher(rng)
+    path = os.path.join(TMP, "t2.h5")
+    write_dump(path, {"final": (0, layers, logits)}, y)
+    for variant in ("code", "per-class"):
+        doc = run_json("layers", "-t", path, "--subsample", "100", "--per-class", "30",
+                       "--seed", "4", "--variant", variant)
+        xr = select(N, 25, 4, 1, labels=y, nclasses=C)
+        cr = select(N, 30, 4, 2, labels=y, nclasses=C)
+        assert len(xr) == 100 and len(cr) == 120
+        rows, det = by_layer(doc, "layers"), by_layer(doc, "layers_detail")
+        for name, r in rows.items():
+            check_layer(r, det[name], v[name][xr], y[xr], v[name][cr], y[cr], N, variant)
+            assert det[name]["n"] == 100
+        assert_close(det["mid"]["entropy_norm"], 1.0 if variant == "per-class" else np.log(5),
+                     1e-15)
+
+
+def test_ranking_and_recommendation():
+    rng = np.random.default_rng(3)
+    y, layers, logits, v = make_teacher(rng)
+    path = os.path.join(TMP, "t3.h5")
+    write_dump(path, {"final": (0, layers, logits)}, y)
+    doc = run_json("layers", "-t", path, "-k", "2")
+    ranked = records(doc, "layers")
+    qs = [r["q"] for r in ranked]
+    assert qs == sorted(qs, reverse=True)
+    assert [r["rank"] for r in ranked] == [1, 2, 3, 4]
+    top = sorted(ranked[:2], key=lambda r: r["depth"])
+    rec = records(doc, "layers_recommended")
+    assert [r["layer"] for r in rec] == [r["layer"] for r in top]
+    assert [r["recommended"] for r in ranked] == [True, True, False, False]
+
+
+def test_with_a_student():
+    rng = np.random.default_rng(4)
+    y, layers, logits, v = make_teacher(rng)
+    ids = np.arange(N) * 3
+    tp, sp = os.path.join(TMP, "t4.h5"), os.path.join(TMP, "s4.h5")
+    write_dump(tp, {"final": (0, layers, logits)}, y, ids=ids)
+    s1 = v["mid"][:, :5] + rng.standard_normal((N, 5))
+    s2 = np.tanh(v["late"]) + 0.1 * rng.standard_normal((N, 6))
+    perm = rng.permutation(N)
+    write_dump(sp, {"final": (0, {"a": (s1, 0), "b": (s2, 1)}, s2[:, :C])}, y, role="student",
+               order=perm, ids=ids)
+    doc = run_json("layers", "-t", tp, "-s", sp)
+    pairs = records(doc, "layers_cka")
+    for r in pairs:
+        if r["teacher_layer"] == "mid" and r["student_layer"] == "a":
+            assert_close(r["cka_linear"], cka(v["mid"], s1), 1e-10)
+    late = by_layer(doc, "layers")["late"]
+    best = max((cka(v["late"], s1), "a"), (cka(v["late"], s2), "b"))
+    assert late["student_best"] == best[1]
+    assert_close(late["cka_student_best"], best[0], 1e-10)
+
+
+def test_bad_requests():
+    rng = np.random.default_rng(5)
+    y, layers, logits, _ = make_teacher(rng)
+    path = os.path.join(TMP, "nolabels.h5")
+    write_dump(path, {"final": (0, layers, logits)}, None)
+    st, _, err = run("layers", "-t", path)
+    assert st == 1
+    one_line_error(err, "labels")
+    good = os.path.join(TMP, "good.h5")
+    write_dump(good, {"final": (0, layers, logits)}, y)
+    st, _, err = run("layers")
+    assert st == 2 and "teacher" in err.splitlines()[0]  # usage errors add the usage line
+    st, _, err = run("layers", "-t", good, "--variant", "paper")
+    assert st == 2
+    st, _, err = run("layers", "-t", good, "--subsample", "6")
+    assert st == 2
+    one_line_error(err, "subsample")
+    st, _, err = run("layers", "-t", good, "-k", "0")
+    assert st == 2
+
+
+kdltest.main(globals())
