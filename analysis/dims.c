@@ -625,7 +625,7 @@ int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
                 }
                 /* A checkpoint that only the students have is fine: the
                  * teacher then contributes the partners of theirs. */
-                err = kdl_select_checkpoints(in->teacher, NULL, o->checkpoint, &sel, &nsel);
+                err = kdl_select_checkpoints(in->teacher, NULL, o->checkpoint, NULL, &sel, &nsel);
                 if (err == -KDL_EUSAGE && in->nstudents) {
                         kdl_error_clear();
                         err = 0;
@@ -640,7 +640,8 @@ int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
         for (size_t s = 0; s < in->nstudents; s++) {
                 kdl_h5file *sf = in->students[s];
 
-                err = kdl_select_checkpoints(sf, in->teacher, o->checkpoint, &sel, &nsel);
+                err = kdl_select_checkpoints(sf, in->teacher, o->checkpoint, o->teacher_checkpoint,
+                                             &sel, &nsel);
                 for (size_t k = 0; k < nsel && !err; k++) {
                         const kdl_checkpoint *tck = sel[k].partner;
                         kdl_spectral_result *slog = NULL;

@@ -17,11 +17,12 @@
 
 struct kdl_dims_opts {
         const char *checkpoint; /* NULL: the last; "all"; or a name (kdl_select_checkpoints()) */
-        const char *layer;      /* NULL or "all": every feature layer; else one name */
-        double tolerance;       /* residual fraction above which a width is insufficient */
-        double rank_rtol;       /* numerical-rank tolerance (variance units) */
-        double ridge_lambda;    /* finite >= 0: the ridge penalty; otherwise chosen by GCV */
-        double tau;             /* temperature of the per-sample support of W^T F W */
+        const char *teacher_checkpoint; /* a student's partner: NULL last, "same", a name */
+        const char *layer;              /* NULL or "all": every feature layer; else one name */
+        double tolerance;               /* residual fraction above which a width is insufficient */
+        double rank_rtol;               /* numerical-rank tolerance (variance units) */
+        double ridge_lambda; /* finite >= 0: the ridge penalty; otherwise chosen by GCV */
+        double tau;          /* temperature of the per-sample support of W^T F W */
         enum kdl_spatial spatial;
         bool skip_nonfinite; /* drop samples with NaN/Inf (counted in a note) */
         bool spectrum;       /* add the "spectrum" table (every eigenvalue) */

@@ -98,51 +98,66 @@ static const kdl_checkpoint *last(const kdl_h5file *f)
         return d->ncheckpoints ? &d->checkpoints[d->ncheckpoints - 1] : NULL;
 }
 
-static const kdl_checkpoint *partner_of(const kdl_h5file *partner, const kdl_checkpoint *ck)
+/* -KDL_EUSAGE naming @spec and listing @f's checkpoints. */
+static int no_such_checkpoint(const kdl_h5file *f, const char *spec)
 {
-        const kdl_checkpoint *p;
+        const kdl_dump *d = kdl_h5_dump(f);
+        char *names = kdl__strdup(""), *t;
+
+        for (size_t k = 0; names && k < d->ncheckpoints; k++) {
+                t = kdl__asprintf("%s%s%s", names, k ? ", " : "", d->checkpoints[k].name);
+                free(names);
+                names = t;
+        }
+        kdl_error(-KDL_EUSAGE, "'%s': no checkpoint '%s' (there are: %s)", d->path, spec,
+                  names ? names : "");
+        free(names);
+        return -KDL_EUSAGE;
+}
+
+static const kdl_checkpoint *partner_of(const kdl_h5file *partner, const char *partner_spec,
+                                        const kdl_checkpoint *ck)
+{
+        const kdl_checkpoint *p = NULL;
 
         if (!partner)
                 return NULL;
-        p = kdl_h5_checkpoint(partner, ck->name);
-        return p ? p : last(partner);
+        if (!partner_spec)
+                return last(partner);
+        if (strcmp(partner_spec, "same") == 0) {
+                p = kdl_h5_checkpoint(partner, ck->name);
+                return p ? p : last(partner);
+        }
+        return kdl_h5_checkpoint(partner, partner_spec);
 }
 
 int kdl_select_checkpoints(const kdl_h5file *f, const kdl_h5file *partner, const char *spec,
-                           struct kdl_ckpair **ret, size_t *ret_n)
+                           const char *partner_spec, struct kdl_ckpair **ret, size_t *ret_n)
 {
         const kdl_dump *d = kdl_h5_dump(f);
         struct kdl_ckpair *v;
         size_t n = 0;
 
+        if (partner && partner_spec && strcmp(partner_spec, "same") != 0 &&
+            !kdl_h5_checkpoint(partner, partner_spec))
+                return no_such_checkpoint(partner, partner_spec);
         v = kdl_new(struct kdl_ckpair, d->ncheckpoints ? d->ncheckpoints : 1);
         if (!v)
                 return -ENOMEM;
         if (spec && strcmp(spec, "all") == 0) {
                 for (size_t k = 0; k < d->ncheckpoints; k++, n++) {
                         v[n].main = &d->checkpoints[k];
-                        v[n].partner = partner_of(partner, v[n].main);
+                        v[n].partner = partner_of(partner, partner_spec, v[n].main);
                 }
         } else {
                 const kdl_checkpoint *ck = spec ? kdl_h5_checkpoint(f, spec) : last(f);
 
                 if (!ck) {
-                        char *names = kdl__strdup(""), *t;
-
-                        for (size_t k = 0; names && k < d->ncheckpoints; k++) {
-                                t = kdl__asprintf("%s%s%s", names, k ? ", " : "",
-                                                  d->checkpoints[k].name);
-                                free(names);
-                                names = t;
-                        }
-                        kdl_error(-KDL_EUSAGE, "'%s': no checkpoint '%s' (there are: %s)", d->path,
-                                  spec ? spec : "", names ? names : "");
-                        free(names);
                         free(v);
-                        return -KDL_EUSAGE;
+                        return no_such_checkpoint(f, spec ? spec : "");
                 }
                 v[n].main = ck;
-                v[n].partner = partner_of(partner, ck);
+                v[n].partner = partner_of(partner, partner_spec, ck);
                 n++;
         }
         *ret = v;

@@ -40,24 +40,26 @@ KDL_API int kdl_inputs_describe(const kdl_inputs *in, kdl_doc *doc);
 
 /* A checkpoint of the analysed model and the partner checkpoint it is compared with. */
 struct kdl_ckpair {
-        const kdl_checkpoint *main; /* from the model the selection names */
-        const kdl_checkpoint
-                *partner; /* same name in the partner, else its last; NULL without one */
+        const kdl_checkpoint *main;    /* from the model the selection names */
+        const kdl_checkpoint *partner; /* the partner's, per partner_spec; NULL without one */
 };
 
 /**
- * kdl_select_checkpoints() - resolve --checkpoint for @f.
- * @spec:    NULL for the last checkpoint (highest step), "all" for every
- *           checkpoint in step order, or a name.
- * @partner: NULL, or the file whose checkpoint goes with each selected one:
- *           the one of the same name, else the partner's last (a trained
- *           teacher dumped once is compared with every student checkpoint).
- * @ret:     array of @ret_n pairs; caller frees with free().
- * Return: 0; -KDL_EUSAGE when @spec names no checkpoint of @f (the message
- * lists the names there are).
+ * kdl_select_checkpoints() - resolve --checkpoint (and --teacher-checkpoint) for @f.
+ * @spec:         NULL for the last checkpoint (highest step), "all" for every
+ *                checkpoint in step order, or a name.
+ * @partner:      NULL, or the file whose checkpoint goes with each selected one.
+ * @partner_spec: which partner checkpoint: NULL for the partner's last one
+ *                (ordinary KD: a fixed, trained teacher is compared with every
+ *                student checkpoint); "same" for the one of the same name, else
+ *                the last (co-training, or two runs side by side); or a name.
+ * @ret:          array of @ret_n pairs; caller frees with free().
+ * Return: 0; -KDL_EUSAGE when @spec or @partner_spec names no checkpoint
+ * (the message lists the names there are).
  */
 KDL_API int kdl_select_checkpoints(const kdl_h5file *f, const kdl_h5file *partner, const char *spec,
-                                   struct kdl_ckpair **ret, size_t *ret_n);
+                                   const char *partner_spec, struct kdl_ckpair **ret,
+                                   size_t *ret_n);
 
 /**
  * kdl_parse_reals() - parse "1,2,4.5" into at most @max values.

@@ -596,23 +596,12 @@ int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *d
                 if (err)
                         goto out;
         }
-        if (o->teacher_checkpoint && !kdl_h5_checkpoint(in->teacher, o->teacher_checkpoint)) {
-                struct kdl_ckpair *none = NULL;
-                size_t n0;
-
-                /* The shared selection words the error (it lists the names). */
-                err = kdl_select_checkpoints(in->teacher, NULL, o->teacher_checkpoint, &none, &n0);
-                free(none);
-                goto out;
-        }
         for (size_t k = 0; k < in->nstudents && !err; k++) {
                 struct kdl_ckpair *cks = NULL;
                 size_t nck = 0;
 
-                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint, &cks,
-                                             &nck);
-                for (size_t j = 0; !err && o->teacher_checkpoint && j < nck; j++)
-                        cks[j].partner = kdl_h5_checkpoint(in->teacher, o->teacher_checkpoint);
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint,
+                                             o->teacher_checkpoint, &cks, &nck);
                 if (!err && out) {
                         char *g = kdl__asprintf("/students/%zu", k);
 

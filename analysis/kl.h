@@ -15,7 +15,7 @@
  * τ² KL(p^t_τ || p^s_τ) (MATH.md §11.1, metrics/kl.h).
  *
  * For every student, every selected checkpoint of that student (paired with
- * the teacher's checkpoint of the same name, else the teacher's last) and
+ * the teacher's last checkpoint, or as teacher_checkpoint says) and
  * every temperature, one row per value of metrics/kl.h: the exact KL first,
  * then each approximation.  The datasets read are the logits of both, the
  * head-input features of both (the layer named by each head's "input"
@@ -30,9 +30,7 @@
 
 struct kdl_kl_run_opts {
         const char *checkpoint;         /* NULL: each student's last; "all"; or a checkpoint name */
-        const char *teacher_checkpoint; /* NULL: the teacher's of the same name, else its
-                                           last; or the one teacher checkpoint to compare
-                                           every student checkpoint with */
+        const char *teacher_checkpoint; /* NULL: the teacher's last; "same"; or a name */
         size_t ntau;                    /* >= 1 */
         const double *tau;              /* [ntau] */
         enum kdl_spatial spatial;       /* reduction of rank-3/4 features */

@@ -356,7 +356,7 @@ int kdl_layers_run(kdl_inputs *in, const struct kdl_layers_opts *opts, kdl_doc *
         err = kdl_h5_read_labels(in->teacher, &labels);
         err = err
                       ?: kdl_select_checkpoints(in->teacher, in->nstudents ? in->students[0] : NULL,
-                                                o.checkpoint, &cks, &nck);
+                                                o.checkpoint, "same", &cks, &nck);
         err = err
                       ?: kdl_table_new("layers", "Teacher layers ranked by knowledge quality Q",
                                        &tb.ranked);

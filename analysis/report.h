@@ -17,9 +17,9 @@ struct kdl_report_opts {
         const char *const *students; /* @nstudents paths */
         size_t nstudents;
         const char *out_dir;
-        const char *command;         /* the exact command line, shown in the report */
-        const char *gnuplot;         /* program to run; NULL = "gnuplot" from PATH */
-        double tau;                  /* temperature of the KD criterion; 0 = 4 */
+        const char *command; /* the exact command line, shown in the report */
+        const char *gnuplot; /* program to run; NULL = "gnuplot" from PATH */
+        double tau;          /* temperature of the KD criterion; 0 = 4 */
         /* Progress, for the CLI's bar: stage @done of @total is @what. NULL = none. */
         void (*progress)(void *ctx, size_t done, size_t total, const char *what);
         void *ctx;

@@ -625,8 +625,8 @@ int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *d
                 goto out;
 
         for (size_t k = 0; k < in->nstudents; k++) {
-                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint, &cks,
-                                             &ncks);
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint,
+                                             o->teacher_checkpoint, &cks, &ncks);
                 if (err < 0)
                         goto out;
                 for (size_t q = 0; q < ncks; q++) {

@@ -20,8 +20,8 @@
  * twice: w_n needs the mean teacher confidence of the whole data first.
  *
  * Checkpoints are selected on the student (--checkpoint NAME|all); each is
- * compared with the teacher checkpoint of the same name, else the teacher's
- * last.
+ * compared with the teacher's last checkpoint, or the one teacher_checkpoint
+ * names ("same": the one of the same name), as kdl_select_checkpoints().
  *
  * Tables (keys are the JSON names):
  *   split          KL, TCKD, NCKD (means, τ² included), nckd_coupled =
@@ -37,10 +37,11 @@
  */
 
 struct kdl_split_run_opts {
-        const char *checkpoint; /* NULL: the student's last; "all"; or a name */
-        kdl_split_opts metric;  /* temperatures, λ, ω_max, guards, bins */
-        bool skip_nonfinite;    /* drop samples with NaN/Inf and count them */
-        bool long_tables;       /* add histograms and C x C matrices */
+        const char *checkpoint;         /* NULL: the student's last; "all"; or a name */
+        const char *teacher_checkpoint; /* NULL: the teacher's last; "same"; or a name */
+        kdl_split_opts metric;          /* temperatures, λ, ω_max, guards, bins */
+        bool skip_nonfinite;            /* drop samples with NaN/Inf and count them */
+        bool long_tables;               /* add histograms and C x C matrices */
         size_t hist_bins;       /* output bins of the bounded histograms; divides metric.nbins */
         size_t block_rows;      /* rows per block; 0 = the stream's memory budget */
         const char *per_sample; /* NULL, or an HDF5 file for per-sample values */

@@ -38,8 +38,9 @@ static const struct kdl_cmd commands[] = {
          "  -s, --student FILE        a student's dump (repeatable)\n"
          "  -T, --temperature LIST    temperatures, e.g. 1,2,4,8 (default 4)\n"
          "  -c, --checkpoint NAME     a student checkpoint, or 'all' (default: the last)\n"
-         "  --teacher-checkpoint NAME compare every student checkpoint with this teacher\n"
-         "                            checkpoint (default: the same name, else the last)\n"
+         "  --teacher-checkpoint NAME the teacher checkpoint every student checkpoint is\n"
+         "                            compared with (default: the teacher's last; 'same':\n"
+         "                            the one of the same name)\n"
          "  -f, --format FMT          table (default), md, csv, tex or json\n"
          "  --per-sample OUT.h5       also write every per-sample value to OUT.h5\n"
          "  --spatial RULE            avg (default), max or flatten for rank-3/4 features\n"
@@ -92,6 +93,8 @@ static const struct kdl_cmd commands[] = {
          "  -t, --teacher FILE      the teacher's dump: residual curve, ridge targets, verdicts\n"
          "  -s, --student FILE      a student's dump; repeat for several\n"
          "  -c, --checkpoint NAME   a checkpoint, or all (default: the last)\n"
+         "      --teacher-checkpoint NAME  the teacher's checkpoint each student checkpoint\n"
+         "                          is judged against (default: its last; 'same')\n"
          "      --layer NAME        one feature layer, or all (default)\n"
          "      --tolerance F       residual fraction above which a width is insufficient\n"
          "                          (default 0.01)\n"
@@ -114,8 +117,9 @@ static const struct kdl_cmd commands[] = {
          "  -t, --teacher FILE   the teacher dump (with /labels, or the student has them)\n"
          "  -s, --student FILE   a student dump (repeatable)\n"
          "  -T, --temperature L  temperatures, e.g. 1,4 (default 4); KL terms carry tau^2\n"
-         "  -c, --checkpoint C   a student checkpoint, or all (default: the last); the teacher\n"
-         "                       checkpoint of the same name is used, else the teacher's last\n"
+         "  -c, --checkpoint C   a student checkpoint, or all (default: the last)\n"
+         "  --teacher-checkpoint C  the teacher's checkpoint to compare with (default: its\n"
+         "                       last; 'same': the one of the same name)\n"
          "  -f, --format FMT     table (default), md, csv, tex or json; json and csv add the\n"
          "                       histograms and the C x C matrices as one record per cell\n"
          "  --per-sample FILE    write every per-sample value to an HDF5 file\n"
@@ -263,6 +267,9 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
                 return KDL_CLI_OPT_TAKEN;
         case KDL_OPT_PER_SAMPLE:
                 o->per_sample = arg;
+                return KDL_CLI_OPT_TAKEN;
+        case KDL_OPT_TEACHER_CHECKPOINT:
+                o->teacher_checkpoint = arg;
                 return KDL_CLI_OPT_TAKEN;
         case KDL_OPT_BLOCK_ROWS:
                 n = kdl_cli_parse_count(cli, "--block-rows", arg, &o->block_rows);

@@ -78,10 +78,11 @@ struct kdl_cli_common {
         enum kdl_format format;          /* -f, --format */
         double temps[KDL_CLI_MAX_TEMPS]; /* -T, --temperature 1,2,4 (default 4) */
         size_t ntemps;
-        enum kdl_spatial spatial; /* --spatial avg|max|flatten */
-        bool skip_nonfinite;      /* --nonfinite error|skip */
-        const char *per_sample;   /* --per-sample OUT.h5 */
-        size_t block_rows;        /* --block-rows N; 0 = the memory budget */
+        enum kdl_spatial spatial;       /* --spatial avg|max|flatten */
+        bool skip_nonfinite;            /* --nonfinite error|skip */
+        const char *per_sample;         /* --per-sample OUT.h5 */
+        size_t block_rows;              /* --block-rows N; 0 = the memory budget */
+        const char *teacher_checkpoint; /* --teacher-checkpoint NAME|same; NULL = the last */
 };
 
 enum {
@@ -89,6 +90,7 @@ enum {
         KDL_OPT_NONFINITE,
         KDL_OPT_PER_SAMPLE,
         KDL_OPT_BLOCK_ROWS,
+        KDL_OPT_TEACHER_CHECKPOINT,
         KDL_OPT_FIRST_FREE_
 };
 
@@ -103,6 +105,7 @@ enum {
                 {"nonfinite", required_argument, NULL, KDL_OPT_NONFINITE},                         \
                 {"per-sample", required_argument, NULL, KDL_OPT_PER_SAMPLE},                       \
                 {"block-rows", required_argument, NULL, KDL_OPT_BLOCK_ROWS},                       \
+                {"teacher-checkpoint", required_argument, NULL, KDL_OPT_TEACHER_CHECKPOINT},       \
         {                                                                                          \
                 "help", no_argument, NULL, 'h'                                                     \
         }

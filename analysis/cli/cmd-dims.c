@@ -81,6 +81,7 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
         if (co.per_sample)
                 return kdl_cli_usage(cli, "--per-sample: dims has no per-sample values");
         o.checkpoint = co.checkpoint;
+        o.teacher_checkpoint = co.teacher_checkpoint;
         o.block_rows = co.block_rows;
         o.tau = co.temps[0];
         o.spatial = co.spatial;

@@ -9,7 +9,7 @@
 #include "metrics/kl.h"
 #include "metrics/base/banned.h"
 
-enum { OPT_SPEARMAN = KDL_OPT_FIRST_FREE_, OPT_SEED, OPT_TEACHER_CHECKPOINT };
+enum { OPT_SPEARMAN = KDL_OPT_FIRST_FREE_, OPT_SEED };
 
 int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
 {
@@ -17,7 +17,6 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
                 KDL_CLI_COMMON_LONGOPTS,
                 {"spearman-samples", required_argument, NULL, OPT_SPEARMAN},
                 {"seed", required_argument, NULL, OPT_SEED},
-                {"teacher-checkpoint", required_argument, NULL, OPT_TEACHER_CHECKPOINT},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common co;
@@ -51,9 +50,6 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
                         status = kdl_cli_parse_count(cli, "--seed", optarg, &u);
                         o.seed = u;
                         break;
-                case OPT_TEACHER_CHECKPOINT:
-                        o.teacher_checkpoint = optarg;
-                        break;
                 default:
                         status = kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
                         break;
@@ -68,6 +64,7 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
                 return kdl_cli_usage(cli, "expected a teacher (-t) and at least one student (-s)");
 
         o.checkpoint = co.checkpoint;
+        o.teacher_checkpoint = co.teacher_checkpoint;
         o.ntau = co.ntemps;
         o.tau = co.temps;
         o.spatial = co.spatial;

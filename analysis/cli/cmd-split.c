@@ -79,6 +79,7 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
                 return kdl_cli_usage(cli, "a student dump is required (-s FILE)");
 
         o.checkpoint = co.checkpoint;
+        o.teacher_checkpoint = co.teacher_checkpoint;
         o.block_rows = co.block_rows;
         o.metric.ntaus = co.ntemps;
         memcpy(o.metric.taus, co.temps, co.ntemps * sizeof(double));

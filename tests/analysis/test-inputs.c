@@ -58,22 +58,36 @@ static void test_select_checkpoints(void **state)
         (void) state;
         assert_int_equal(kdl_h5_open(t, &ft), 0);
         assert_int_equal(kdl_h5_open(s, &fs), 0);
-        assert_int_equal(kdl_select_checkpoints(fs, ft, NULL, &v, &n), 0);
+        assert_int_equal(kdl_select_checkpoints(fs, ft, NULL, NULL, &v, &n), 0);
         assert_int_equal(n, 1);
         assert_string_equal(v[0].main->name, "final"); /* the last by step */
         assert_string_equal(v[0].partner->name, "final");
         free(v);
-        assert_int_equal(kdl_select_checkpoints(fs, ft, "all", &v, &n), 0);
+        /* Ordinary KD: every student checkpoint against the teacher's last. */
+        assert_int_equal(kdl_select_checkpoints(fs, ft, "all", NULL, &v, &n), 0);
         assert_int_equal(n, 2);
         assert_string_equal(v[0].main->name, "init");
-        assert_string_equal(v[0].partner->name, "init"); /* same name in the partner */
+        assert_string_equal(v[0].partner->name, "final");
         free(v);
-        assert_int_equal(kdl_select_checkpoints(fs, NULL, "init", &v, &n), 0);
+        /* "same": the partner checkpoint of the same name. */
+        assert_int_equal(kdl_select_checkpoints(fs, ft, "all", "same", &v, &n), 0);
+        assert_string_equal(v[0].partner->name, "init");
+        assert_string_equal(v[1].partner->name, "final");
+        free(v);
+        /* A name: that one for every checkpoint. */
+        assert_int_equal(kdl_select_checkpoints(fs, ft, "all", "init", &v, &n), 0);
+        assert_string_equal(v[1].main->name, "final");
+        assert_string_equal(v[1].partner->name, "init");
+        free(v);
+        assert_int_equal(kdl_select_checkpoints(fs, NULL, "init", NULL, &v, &n), 0);
         assert_null(v[0].partner);
         free(v);
         v = NULL;
-        assert_int_equal(kdl_select_checkpoints(fs, ft, "epoch9", &v, &n), -KDL_EUSAGE);
+        assert_int_equal(kdl_select_checkpoints(fs, ft, "epoch9", NULL, &v, &n), -KDL_EUSAGE);
         assert_non_null(strstr(kdl_errmsg(), "no checkpoint 'epoch9' (there are: init, final)"));
+        assert_null(v);
+        assert_int_equal(kdl_select_checkpoints(fs, ft, NULL, "best", &v, &n), -KDL_EUSAGE);
+        assert_non_null(strstr(kdl_errmsg(), "teacher.h5': no checkpoint 'best'"));
         assert_null(v);
         kdl_h5_close(ft);
         kdl_h5_close(fs);

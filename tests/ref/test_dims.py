@@ -94,7 +94,10 @@ def build():
 
 DATA = build()
 T, NARROW, WIDE = (os.path.join(TMP, n + ".h5") for n in ("teacher", "narrow", "wide"))
-DOC = kt.run_json("dims", "-t", T, "-s", NARROW, "-s", WIDE, "--checkpoint", "all")
+# Each student checkpoint against the teacher checkpoint of the same name, so
+# that every teacher checkpoint has partners to check.
+DOC = kt.run_json("dims", "-t", T, "-s", NARROW, "-s", WIDE, "--checkpoint", "all",
+                  "--teacher-checkpoint", "same")
 
 
 def rows(table, **match):
@@ -195,6 +198,19 @@ def test_narrow_student_is_flagged_with_reason():
         wide = one("verdict", model="wide", checkpoint=ck)
         assert wide["verdict"] == "sufficient" and wide["reason"] == "", wide
         assert wide["teacher_checkpoint"] == ck
+
+
+def test_default_partner_is_the_teachers_last_checkpoint():
+    """Ordinary KD: a trained teacher; every student checkpoint faces its last one."""
+    doc = kt.run_json("dims", "-t", T, "-s", NARROW, "--checkpoint", "all")
+    verdicts = kt.records(doc, "verdict")
+    assert {r["checkpoint"] for r in verdicts} == {"early", "final"}, verdicts
+    assert all(r["teacher_checkpoint"] == "final" for r in verdicts), verdicts
+    zc = centred_logits(DATA[("teacher", "final")]["z"])
+    s2 = np.linalg.svd(zc, compute_uv=False) ** 2
+    for r in verdicts:
+        kt.assert_close(r["residual_at_d_s"], s2[WIDTHS["narrow"]:].sum() / s2.sum(),
+                        rtol=1e-9, what="residual at d_s against the final teacher")
 
 
 def test_ridge_given_lambda_matches_closed_form():
@@ -298,7 +314,8 @@ def test_nonfinite_error_and_skip():
 
 def test_block_size_does_not_change_results():
     """Blocks of 7 rows (many exact merges) against the default single block."""
-    doc = kt.run_json("dims", "-t", T, "-s", NARROW, "--checkpoint", "all", "--block-rows", "7")
+    doc = kt.run_json("dims", "-t", T, "-s", NARROW, "--checkpoint", "all", "--block-rows", "7",
+                      "--teacher-checkpoint", "same")
     for table in ("dims", "verdict", "logit_residual", "spectrum", "heads"):
         a, b = kt.records(doc, table), rows(table)
         b = [r for r in b if r["model"] in ("T", "narrow")]

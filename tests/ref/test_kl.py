@@ -261,8 +261,13 @@ def test_teacher_checkpoint_pins_the_partner():
     tp, sp = os.path.join(d, "t.h5"), os.path.join(d, "s.h5")
     write_dump(tp, "teacher", tm, labels)
     write_dump(sp, "student", sm, labels)
-    # Default: the same name, else the teacher's last.
+    # Default: a trained teacher, its last checkpoint for every student checkpoint.
     doc = kt.run_json("kl", "-t", tp, "-s", sp, "-c", "all", "-T", "2")
+    check_doc(doc, tm, sm, [2.0], [("init", "final"), ("middle", "final"), ("final", "final")],
+              ALL, sp, True)
+    # "same": the same name, else the teacher's last.
+    doc = kt.run_json("kl", "-t", tp, "-s", sp, "-c", "all", "-T", "2",
+                      "--teacher-checkpoint", "same")
     check_doc(doc, tm, sm, [2.0], [("init", "init"), ("middle", "final"), ("final", "final")],
               ALL, sp, True)
     doc = kt.run_json("kl", "-t", tp, "-s", sp, "-c", "all", "-T", "2",
