@@ -266,8 +266,9 @@ int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, co
         fputs("plot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);
-                fprintf(gp, " using 1:%zu%s with linespoints ls %zu title ", k + 3,
-                        xtics && k == 0 ? ":xtic(2)" : "", k % NPALETTE + 1);
+                /* Past the palette, the colours repeat with a dash pattern. */
+                fprintf(gp, " using 1:%zu%s with linespoints ls %zu dt %zu title ", k + 3,
+                        xtics && k == 0 ? ":xtic(2)" : "", k % NPALETTE + 1, k / NPALETTE + 1);
                 gp_string(gp, series_name(s, k));
                 fputs(k + 1 < ns ? ", \\\n" : "\n", gp);
         }

@@ -48,7 +48,9 @@ def test_report_is_complete_and_links_resolve():
     for rel in re.findall(r"\]\(([^)]+)\)", md):
         assert os.path.isfile(os.path.join(out, rel)), f"index.md references missing {rel}"
     figs = re.findall(r'<img src="figures/([^"]+)\.png"', html)
-    assert "split_stacked" in figs and "confidence_s1" in figs, figs
+    for want in ("split_stacked", "confidence_s1", "kl_sources", "kl_curves_s1", "dims_residual",
+                 "layers_quality", "cka_0"):
+        assert want in figs, (want, figs)
     for name in figs:
         for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF"), ("svg", b"<?xml")):
             p = os.path.join(out, "figures", f"{name}.{ext}")
