@@ -1022,6 +1022,20 @@ struct kdl_h5reader {
         size_t order_cap;
 };
 
+/* Bytes of two row-bands of chunks of @ds, within [1 MiB, 64 MiB]. */
+static size_t cache_bytes(const kdl_dsinfo *ds)
+{
+        const char *digits = ds->dtype + strcspn(ds->dtype, "0123456789");
+        size_t elem = *digits ? (size_t) atoi(digits) / 8 : 8, band = 2 * ds->chunk[0];
+
+        for (size_t k = 1; k < ds->ndim; k++)
+                band *= ds->shape[k];
+        band *= elem ? elem : 1;
+        if (band < (1u << 20))
+                return 1u << 20;
+        return band > (64u << 20) ? 64u << 20 : band;
+}
+
 int kdl_h5_reader_open(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rule,
                        kdl_h5reader **ret)
 {
@@ -1061,10 +1075,13 @@ int kdl_h5_reader_open(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rul
                 }
                 r->cols = r->groups;
         }
-        /* A chunk cache that holds a band of chunks across all columns, so a
-         * block boundary inside a chunk does not decompress it twice. */
+        /* A chunk cache that holds two bands of chunks across all columns, so
+         * a block boundary inside a chunk does not decompress it twice, and
+         * no more: a flat 64 MiB per dataset grew the memory of a command
+         * reading seven datasets by hundreds of MiB. */
         dapl = H5Pcreate(H5P_DATASET_ACCESS);
-        H5Pset_chunk_cache(dapl, 12421, 64u << 20, 1.0);
+        if (ds->chunked)
+                H5Pset_chunk_cache(dapl, 12421, cache_bytes(ds), 1.0);
         r->did = H5Dopen2(f->fid, ds->path, dapl);
         H5Pclose(dapl);
         if (r->did < 0) {
