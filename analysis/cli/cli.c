@@ -254,6 +254,7 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
                 if (n < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
                 o->ntemps = (size_t) n;
+                o->temps_given = true;
                 return KDL_CLI_OPT_TAKEN;
         case KDL_OPT_SPATIAL:
                 if (kdl_spatial_parse(arg, &o->spatial) < 0)
@@ -303,16 +304,42 @@ int kdl_cli_parse_real(struct kdl_cli *cli, const char *what, const char *arg, d
         return 0;
 }
 
-int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret)
+int kdl_cli_parse_uint(struct kdl_cli *cli, const char *what, const char *arg, uint64_t min,
+                       uint64_t max, uint64_t *ret)
 {
         unsigned long long v;
         char *end;
 
         errno = 0;
         v = strtoull(arg, &end, 10);
-        if (end == arg || *end || errno || v == 0 || v > SIZE_MAX || arg[0] == '-')
-                return kdl_cli_usage(cli, "%s: expected a positive integer, found '%s'", what, arg);
-        *ret = (size_t) v;
+        if (end == arg || *end || errno || arg[0] == '-' || v < min || v > max)
+                return kdl_cli_usage(cli,
+                                     "%s: expected a whole number from %llu to %llu, found "
+                                     "'%s'",
+                                     what, (unsigned long long) min, (unsigned long long) max, arg);
+        *ret = v;
+        return 0;
+}
+
+int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret)
+{
+        uint64_t v;
+        int r = kdl_cli_parse_uint(cli, what, arg, 1, SIZE_MAX, &v);
+
+        if (r == 0)
+                *ret = (size_t) v;
+        return r;
+}
+
+int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned what)
+{
+        if ((what & KDL_CLI_NO_TEMPERATURE) && o->temps_given)
+                return kdl_cli_usage(cli, "-T/--temperature: %s has no temperature", cli->verb);
+        if ((what & KDL_CLI_NO_PER_SAMPLE) && o->per_sample)
+                return kdl_cli_usage(cli, "--per-sample: %s has no per-sample values", cli->verb);
+        if ((what & KDL_CLI_NO_TEACHER_CHECKPOINT) && o->teacher_checkpoint)
+                return kdl_cli_usage(cli, "--teacher-checkpoint: %s pairs checkpoints by name",
+                                     cli->verb);
         return 0;
 }
 

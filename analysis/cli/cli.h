@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "loaders/h5.h"
@@ -78,6 +79,7 @@ struct kdl_cli_common {
         enum kdl_format format;          /* -f, --format */
         double temps[KDL_CLI_MAX_TEMPS]; /* -T, --temperature 1,2,4 (default 4) */
         size_t ntemps;
+        bool temps_given;               /* -T was on the command line */
         enum kdl_spatial spatial;       /* --spatial avg|max|flatten */
         bool skip_nonfinite;            /* --nonfinite error|skip */
         const char *per_sample;         /* --per-sample OUT.h5 */
@@ -132,8 +134,26 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
 int kdl_cli_parse_real(struct kdl_cli *cli, const char *what, const char *arg, double lo, double hi,
                        double *ret);
 
-/** kdl_cli_parse_count() - @arg as a positive integer; as kdl_cli_parse_real(). */
+/** kdl_cli_parse_uint() - @arg as a whole number in [@min, @max]; as kdl_cli_parse_real(). */
+int kdl_cli_parse_uint(struct kdl_cli *cli, const char *what, const char *arg, uint64_t min,
+                       uint64_t max, uint64_t *ret);
+
+/** kdl_cli_parse_count() - @arg as a positive integer that fits size_t. */
 int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret);
+
+/* What a verb does not use, for kdl_cli_reject(). */
+enum {
+        KDL_CLI_NO_TEMPERATURE = 1u << 0,
+        KDL_CLI_NO_PER_SAMPLE = 1u << 1,
+        KDL_CLI_NO_TEACHER_CHECKPOINT = 1u << 2,
+};
+
+/**
+ * kdl_cli_reject() - a usage error for a common option the verb would
+ * otherwise ignore silently (@what: KDL_CLI_NO_* flags).
+ * Return: 0, or the usage exit status (message printed).
+ */
+int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned what);
 
 /* The verbs (analysis/cli/cmd-<verb>.c). */
 int cmd_inspect(int argc, char **argv, struct kdl_cli *cli);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,37 +20,6 @@ enum {
         OPT_THETA,
 };
 
-/* A whole number in [min, max] for option @name; -1 with the usage printed. */
-static int parse_count(struct kdl_cli *cli, const char *name, const char *arg,
-                       unsigned long long min, unsigned long long max, unsigned long long *ret)
-{
-        char *end;
-        unsigned long long v;
-
-        errno = 0;
-        v = strtoull(arg, &end, 10);
-        if (errno || end == arg || *end || arg[0] == '-' || v < min || v > max) {
-                kdl_cli_usage(cli, "%s: expected a whole number from %llu to %llu, found '%s'",
-                              name, min, max, arg);
-                return -1;
-        }
-        *ret = v;
-        return 0;
-}
-
-static int parse_real(struct kdl_cli *cli, const char *name, const char *arg, double *ret)
-{
-        char *end;
-        double v = strtod(arg, &end);
-
-        if (end == arg || *end || !(v >= 0.0) || v > 1e300) {
-                kdl_cli_usage(cli, "%s: expected a non-negative number, found '%s'", name, arg);
-                return -1;
-        }
-        *ret = v;
-        return 0;
-}
-
 int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -67,7 +37,7 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
         struct kdl_cka_run_opts o = {0};
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
-        unsigned long long v;
+        uint64_t v;
         int c, err, st, npos;
 
         kdl_cli_common_init(cli, &co);
@@ -87,30 +57,29 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                                 return kdl_cli_usage(cli, "%s", kdl_errmsg());
                         break;
                 case OPT_BOOTSTRAP:
-                        if (parse_count(cli, "--bootstrap", optarg, 0, 100000, &v) < 0)
-                                return KDL_EXIT_USAGE;
+                        if ((st = kdl_cli_parse_uint(cli, "--bootstrap", optarg, 0, 100000, &v)))
+                                return st;
                         o.bootstrap = (size_t) v;
                         break;
                 case OPT_SEED:
-                        if (parse_count(cli, "--seed", optarg, 0, UINT64_MAX, &v) < 0)
-                                return KDL_EXIT_USAGE;
+                        if ((st = kdl_cli_parse_uint(cli, "--seed", optarg, 0, UINT64_MAX, &v)))
+                                return st;
                         o.seed = v;
                         break;
                 case OPT_SUBSAMPLE:
-                        if (parse_count(cli, "--subsample", optarg, 4, 46340, &v) < 0)
-                                return KDL_EXIT_USAGE;
+                        if ((st = kdl_cli_parse_uint(cli, "--subsample", optarg, 4, 46340, &v)))
+                                return st;
                         o.subsample = (size_t) v;
                         break;
                 case OPT_BATCH:
-                        if (parse_count(cli, "--batch", optarg, 4, 46340, &v) < 0)
-                                return KDL_EXIT_USAGE;
+                        if ((st = kdl_cli_parse_uint(cli, "--batch", optarg, 4, 46340, &v)))
+                                return st;
                         o.batch = (size_t) v;
                         break;
                 case OPT_THETA:
-                        if (parse_real(cli, "--theta", optarg, &o.theta) < 0)
-                                return KDL_EXIT_USAGE;
-                        if (!(o.theta > 0.0))
-                                return kdl_cli_usage(cli, "--theta: expected a positive number");
+                        if ((st = kdl_cli_parse_real(cli, "--theta", optarg, DBL_MIN, 1e300,
+                                                     &o.theta)))
+                                return st;
                         break;
                 default:
                         return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
@@ -120,6 +89,7 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                 return kdl_cli_usage(cli, "the dumps are arguments: kdlens cka A.h5 [B.h5]");
         npos = argc - optind;
         st = kdl_cli_positional(cli, npos);
+        st = st ?: kdl_cli_reject(cli, &co, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
         if (st)
                 return st;
         o.checkpoint = co.checkpoint;

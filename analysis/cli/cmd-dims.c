@@ -78,8 +78,9 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
                 return kdl_cli_usage(cli, "expected a teacher (-t) and/or students (-s)");
         if (co.ntemps != 1)
                 return kdl_cli_usage(cli, "--temperature: dims takes one temperature");
-        if (co.per_sample)
-                return kdl_cli_usage(cli, "--per-sample: dims has no per-sample values");
+        status = kdl_cli_reject(cli, &co, KDL_CLI_NO_PER_SAMPLE);
+        if (status)
+                return status;
         o.checkpoint = co.checkpoint;
         o.teacher_checkpoint = co.teacher_checkpoint;
         o.block_rows = co.block_rows;

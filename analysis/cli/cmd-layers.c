@@ -16,24 +16,6 @@ enum {
         OPT_SEED,
 };
 
-/* A whole number in [min, max] for option @name; -1 with the usage printed. */
-static int parse_count(struct kdl_cli *cli, const char *name, const char *arg,
-                       unsigned long long min, unsigned long long max, unsigned long long *ret)
-{
-        char *end;
-        unsigned long long v;
-
-        errno = 0;
-        v = strtoull(arg, &end, 10);
-        if (errno || end == arg || *end || arg[0] == '-' || v < min || v > max) {
-                kdl_cli_usage(cli, "%s: expected a whole number from %llu to %llu, found '%s'",
-                              name, min, max, arg);
-                return -1;
-        }
-        *ret = v;
-        return 0;
-}
-
 int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -49,7 +31,7 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
         struct kdl_layers_opts o = {0};
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
-        unsigned long long v;
+        uint64_t v;
         int c, err, st;
 
         kdl_cli_common_init(cli, &co);
@@ -61,18 +43,18 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                         return st;
                 switch (c) {
                 case 'k':
-                        if (parse_count(cli, "-k", optarg, 1, 100000, &v) < 0)
-                                return KDL_EXIT_USAGE;
+                        if ((st = kdl_cli_parse_uint(cli, "-k", optarg, 1, 100000, &v)))
+                                return st;
                         o.k = (size_t) v;
                         break;
                 case OPT_SUBSAMPLE:
-                        if (parse_count(cli, "--subsample", optarg, 4, 46340, &v) < 0)
-                                return KDL_EXIT_USAGE;
+                        if ((st = kdl_cli_parse_uint(cli, "--subsample", optarg, 4, 46340, &v)))
+                                return st;
                         o.subsample = (size_t) v;
                         break;
                 case OPT_PER_CLASS:
-                        if (parse_count(cli, "--per-class", optarg, 2, 1000000, &v) < 0)
-                                return KDL_EXIT_USAGE;
+                        if ((st = kdl_cli_parse_uint(cli, "--per-class", optarg, 2, 1000000, &v)))
+                                return st;
                         o.per_class = (size_t) v;
                         break;
                 case OPT_VARIANT:
@@ -80,8 +62,8 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                                 return kdl_cli_usage(cli, "--variant: %s", kdl_errmsg());
                         break;
                 case OPT_SEED:
-                        if (parse_count(cli, "--seed", optarg, 0, UINT64_MAX, &v) < 0)
-                                return KDL_EXIT_USAGE;
+                        if ((st = kdl_cli_parse_uint(cli, "--seed", optarg, 0, UINT64_MAX, &v)))
+                                return st;
                         o.seed = v;
                         break;
                 default:
@@ -89,6 +71,7 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                 }
         }
         st = kdl_cli_positional(cli, argc - optind);
+        st = st ?: kdl_cli_reject(cli, &co, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
         if (st)
                 return st;
         if (!co.teacher)

@@ -106,6 +106,7 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
                         return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
         }
         r = kdl_cli_positional(cli, argc - optind);
+        r = r ?: kdl_cli_reject(cli, &co, KDL_CLI_NO_PER_SAMPLE | KDL_CLI_NO_TEACHER_CHECKPOINT);
         if (r)
                 return r;
         if (!co.teacher || co.nstudents == 0 || !o.out_dir)

@@ -37,6 +37,22 @@ def test_usage_errors_exit_2():
     assert st == 2 and out == "" and "unknown option '--bogus'" in err
 
 
+def test_unused_common_options_are_refused():
+    """A verb never ignores an option silently."""
+    t = fx("teacher.h5")
+    for args, needle in ((["cka", t, "-T", "2"], "cka has no temperature"),
+                         (["layers", "-t", t, "-T", "2"], "layers has no temperature"),
+                         (["layers", "-t", t, "--teacher-checkpoint", "init"],
+                          "pairs checkpoints by name"),
+                         (["dims", "-t", t, "--per-sample", "x.h5"], "dims has no per-sample"),
+                         (["report", "-t", t, "-s", fx("student.h5"), "-o", "x",
+                           "--per-sample", "y.h5"], "report has no per-sample"),
+                         (["kl", "-t", t, "-s", fx("student.h5"), "--block-rows", "0"],
+                          "--block-rows: expected a whole number from 1")):
+        st, out, err = kt.run(*args)
+        assert st == 2 and out == "" and needle in err, (args, st, err)
+
+
 def test_help_matches_readme_synopsis():
     """Every verb's -h synopsis appears verbatim in README.md (git's t0450)."""
     text = open(README).read()

@@ -5,8 +5,10 @@ A test file defines functions named test_*, then calls kdltest.main(globals()).
 Each test runs in isolation; the run ends with the line 'N passed, M failed'
 and a non-zero exit status when anything failed.
 """
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,7 +56,10 @@ def one_line_error(stderr, *needles):
 
 
 def tmpdir():
-    return tempfile.mkdtemp(prefix="kdl-test-")
+    """A fresh directory, removed when the test program exits."""
+    d = tempfile.mkdtemp(prefix="kdl-test-")
+    atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def main(namespace):
