@@ -212,6 +212,17 @@ static const char *series_name(const struct kdl_series *s, size_t k)
         return s[k].name ? s[k].name : "";
 }
 
+/* The first line of a data file: what the leading columns hold, then the series names. */
+static void dat_header(FILE *dat, const char *lead, const struct kdl_series *s, size_t ns)
+{
+        fputs(lead, dat);
+        for (size_t k = 0; k < ns; k++) {
+                fputc(' ', dat);
+                dat_label(dat, series_name(s, k));
+        }
+        fputc('\n', dat);
+}
+
 int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, const double *x,
                   const char *const *xtics, size_t n, const struct kdl_series *s, size_t ns)
 {
@@ -223,12 +234,7 @@ int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, co
         err = open_out(dir, "data", name, "dat", &dat);
         if (err < 0)
                 return err;
-        fputs("# x label", dat);
-        for (size_t k = 0; k < ns; k++) {
-                fputc(' ', dat);
-                dat_label(dat, series_name(s, k));
-        }
-        fputc('\n', dat);
+        dat_header(dat, "# x label", s, ns);
         for (size_t i = 0; i < n; i++) {
                 dat_value(dat, x ? x[i] : (double) i);
                 fputc(' ', dat);
@@ -287,12 +293,7 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
         err = open_out(dir, "data", name, "dat", &dat);
         if (err < 0)
                 return err;
-        fputs("# category", dat);
-        for (size_t k = 0; k < ns; k++) {
-                fputc(' ', dat);
-                dat_label(dat, series_name(s, k));
-        }
-        fputc('\n', dat);
+        dat_header(dat, "# category", s, ns);
         for (size_t i = 0; i < ncat; i++) {
                 dat_label(dat, categories[i]);
                 for (size_t k = 0; k < ns; k++)
@@ -410,12 +411,7 @@ int kdl_fig_hist(const char *dir, const char *name, const struct kdl_fig *f, con
         err = open_out(dir, "data", name, "dat", &dat);
         if (err < 0)
                 return err;
-        fputs("# left_edge", dat);
-        for (size_t k = 0; k < ns; k++) {
-                fputc(' ', dat);
-                dat_label(dat, series_name(s, k));
-        }
-        fputc('\n', dat);
+        dat_header(dat, "# left_edge", s, ns);
         /* Steps: one row per bin at its left edge, and the right edge repeats the last bin. */
         for (size_t i = 0; i <= nbins; i++) {
                 dat_value(dat, edges[i]);
