@@ -64,7 +64,8 @@ struct run {
         const struct kdl_report_opts *o;
         kdl_inputs *in;
         kdl_site *site;
-        char **names; /* display name of each student */
+        char **names;  /* display name of each student */
+        size_t prefix; /* length of a prefix all names share ("student_"), left out in figures */
         size_t done, total;
         double tau;
 };
@@ -91,6 +92,29 @@ static char *display_name(const kdl_dump *d)
         if (s && (n = strlen(s)) > 3 && strcmp(s + n - 3, ".h5") == 0)
                 s[n - 3] = '\0';
         return s;
+}
+
+/* A student's name in crowded figure labels: without the prefix all share. */
+static const char *short_name(const struct run *r, size_t k)
+{
+        return r->names[k] + r->prefix;
+}
+
+/* The longest prefix ending in '_', '-' or '.' that every name has (none for one student). */
+static size_t common_prefix(char *const *names, size_t n)
+{
+        size_t best = 0;
+
+        if (n < 2)
+                return 0;
+        for (size_t i = 0; names[0][i]; i++) {
+                for (size_t k = 1; k < n; k++)
+                        if (names[k][i] != names[0][i] || !names[k][i + 1])
+                                return best;
+                if (strchr("_-.", names[0][i]))
+                        best = i + 1;
+        }
+        return best;
 }
 
 static int student_index(const struct run *r, const char *path)
@@ -231,7 +255,8 @@ static int split_figures(struct run *r, const kdl_doc *d)
 
                 if (k < 0 || !same_tau(real_at(t, i, "tau"), r->tau))
                         continue;
-                owned[n] = kdl__asprintf("%s %s", r->names[k], str_at(t, i, "checkpoint"));
+                owned[n] = kdl__asprintf("%s/%s", short_name(r, (size_t) k),
+                                         str_at(t, i, "checkpoint"));
                 if (!owned[n]) {
                         err = -ENOMEM;
                         goto out;
@@ -253,6 +278,23 @@ static int split_figures(struct run *r, const kdl_doc *d)
                                       "KD loss split into explicit (target-class) and implicit "
                                       "(non-target) knowledge, per student and checkpoint; the "
                                       "bars' total is the KD loss (KL = TCKD + (1 - p^t_y) NCKD)");
+                /* The same as shares of the loss, readable when the untrained
+                 * checkpoints' loss dwarfs the rest. */
+                for (size_t i = 0; i < n; i++) {
+                        double total = tckd[i] + nckd[i];
+
+                        tckd[i] = total > 0.0 ? tckd[i] / total : (double) NAN;
+                        nckd[i] = total > 0.0 ? nckd[i] / total : (double) NAN;
+                }
+                f.ylabel = "share of the KD loss";
+                err = err
+                              ?: kdl_fig_bars(kdl_site_path(r->site), "split_shares", &f, cats, n,
+                                              s, 2, true);
+                err = err
+                              ?: show(r, "split_shares",
+                                      "The same split as shares: how much of the KD signal is the "
+                                      "teacher's target-class confidence and how much its "
+                                      "distribution over the other classes");
         }
         for (size_t k = 0; k < r->in->nstudents && !err && h; k++) {
                 const char *path = kdl_h5_dump(r->in->students[k])->path;
@@ -536,7 +578,7 @@ static int dims_spectrum_figure(struct run *r, const kdl_doc *d)
                         if (strcmp(str_at(sp, j, "model"), model) == 0 &&
                             strcmp(str_at(sp, j, "checkpoint"), ck) == 0 &&
                             strcmp(str_at(sp, j, "layer"), layer) == 0 && k >= 1 && k <= width &&
-                            l > 0.0)
+                            l > 1e-12 * total) /* below: zero to double precision */
                                 yy[(size_t) k - 1] = l / total;
                 }
                 names[ns] =
@@ -561,7 +603,9 @@ static int dims_spectrum_figure(struct run *r, const kdl_doc *d)
         err = err
                       ?: show(r, "dims_spectrum",
                               "Covariance spectra of the layer feeding each model's head (last "
-                              "checkpoint): how many feature directions carry the variance.");
+                              "checkpoint): how many feature directions carry the variance "
+                              "(eigenvalues below 1e-12 of the total, zero to double precision, "
+                              "are not drawn).");
 out:
         for (size_t k = 0; k < ns; k++)
                 free(names[k]);
@@ -759,7 +803,6 @@ static int layers_figure(struct run *r, const kdl_doc *d)
         const kdl_table *t = kdl_doc_find_table(d, "layers");
         struct depth_row *order = NULL;
         const char **tics = NULL;
-        const char **mark_labels = NULL;
         double *y = NULL, *marks = NULL;
         struct kdl_series s[4];
         size_t n, nm = 0;
@@ -769,10 +812,9 @@ static int layers_figure(struct run *r, const kdl_doc *d)
                 return 0;
         order = kdl_new(struct depth_row, n);
         tics = kdl_new(const char *, n);
-        mark_labels = kdl_new(const char *, n);
         y = kdl_new(double, 4 * n);
         marks = kdl_new(double, n);
-        if (!order || !tics || !mark_labels || !y || !marks)
+        if (!order || !tics || !y || !marks)
                 goto out;
         for (size_t i = 0; i < n; i++)
                 order[i] = (struct depth_row){(long long) real_at(t, i, "depth"), i};
@@ -783,10 +825,8 @@ static int layers_figure(struct run *r, const kdl_doc *d)
                 tics[i] = str_at(t, row, "layer");
                 for (size_t k = 0; k < 4; k++)
                         y[k * n + i] = real_at(t, row, keys[k]);
-                if (bool_at(t, row, "recommended")) {
-                        marks[nm] = (double) i;
-                        mark_labels[nm++] = "recommended";
-                }
+                if (bool_at(t, row, "recommended"))
+                        marks[nm++] = (double) i;
         }
         for (size_t k = 0; k < 4; k++)
                 s[k] = (struct kdl_series){.name = names[k], .y = y + k * n};
@@ -794,8 +834,7 @@ static int layers_figure(struct run *r, const kdl_doc *d)
                 struct kdl_fig f = {.xlabel = "teacher layer (by depth)",
                                     .ylabel = "knowledge quality and its parts",
                                     .nmarks = nm,
-                                    .marks = marks,
-                                    .mark_labels = mark_labels};
+                                    .marks = marks};
 
                 err = kdl_fig_lines(kdl_site_path(r->site), "layers_quality", &f, NULL, tics, n, s,
                                     4);
@@ -808,7 +847,6 @@ static int layers_figure(struct run *r, const kdl_doc *d)
 out:
         free(marks);
         free(y);
-        free(mark_labels);
         free(tics);
         free(order);
         return err;
@@ -823,6 +861,13 @@ static int section_layers(struct run *r)
 
         progress(r, "layers: teacher layer quality");
         teacher_only.nstudents = 0;
+        /* Recommending 4 of a 4-layer teacher says nothing: at most half of them. */
+        {
+                const kdl_dump *td = kdl_h5_dump(r->in->teacher);
+                size_t nl = td->checkpoints[td->ncheckpoints - 1].nlayers;
+
+                o.k = nl >= 8 ? 4 : (nl + 1) / 2;
+        }
         err = kdl_doc_new("layers", &d);
         err = err ?: kdl_layers_run(&teacher_only, &o, d);
         err = err
@@ -936,6 +981,7 @@ int kdl_report_run(const struct kdl_report_opts *o)
                         err = -ENOMEM;
                         goto out;
                 }
+        r.prefix = common_prefix(r.names, o->nstudents);
         err = kdl_site_open(o->out_dir, &r.site);
         err = err ?: section_inputs(&r);
         err = err ?: section_kl(&r);

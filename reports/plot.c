@@ -383,7 +383,7 @@ int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f, 
         fprintf(gp, "set cbrange [%.10g:%.10g]\n", zmin, zmax);
         fprintf(gp, "set xrange [-0.5:%zu.5]\nset yrange [%zu.5:-0.5]\n", cols - 1, rows - 1);
         fprintf(gp, "set size ratio %.6g\n", (double) rows / (double) cols);
-        if (crowded(col_labels, cols, 40))
+        if (crowded(col_labels, cols, 24))
                 fputs("set xtics rotate by 40 right\n", gp);
         tics(gp, "x", col_labels, cols);
         tics(gp, "y", row_labels, rows);
