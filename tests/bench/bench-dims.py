@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Benchmark the dims metrics beside numpy, in one run.  Not a test.
 
-    /usr/bin/python3 tests/bench/bench-dims.py BUILD/tests/bench-dims \
+    /usr/bin/python3 tests/bench/bench-dims.py BUILD/tests/bench/bench-dims \
         [--n 100000] [--d 2048] [--c 100] [--scaling 25000,50000] \
         [--kdlens BUILD/analysis/kdlens]
 
