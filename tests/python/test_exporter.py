@@ -1,0 +1,262 @@
+"""Tests of datasets/kdl_export.py; run as ``/usr/bin/python3 tests/python/test_exporter.py``.
+
+Plain script, no pytest: every ``test_*`` function runs in a fresh temporary
+directory, and the script prints ``N passed, M failed`` and exits non-zero on
+any failure.  The reference values are computed independently here: one
+sample at a time, with our own hooks and autograd.
+"""
+
+import os
+import sys
+import tempfile
+import traceback
+import warnings
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "datasets"))
+import kdl_export  # noqa: E402
+
+N, C = 9, 4
+SAMPLE_IDS = np.arange(100, 100 + N)
+
+
+class Tiny(nn.Module):
+    """conv-BN-ReLU [3, 4, 4] -> maxpool-flatten-linear-ReLU [6] -> head [4]."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3),
+                                 nn.ReLU(inplace=inplace))
+        self.penult = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 6), nn.ReLU())
+        self.head = nn.Linear(6, C)
+
+    def forward(self, x):
+        return self.head(self.penult(self.enc(x)))
+
+
+def make_model(seed=0, **kwargs):
+    """A Tiny model with random weights and non-trivial BatchNorm running statistics,
+    left in train mode (so exporting in train mode would give different values)."""
+    torch.manual_seed(seed)
+    model = Tiny(**kwargs)
+    bn = model.enc[1]
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    return model.train()
+
+
+def make_data(seed=1):
+    """Inputs [N, 1, 4, 4] and labels [N] that cover every class."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, 1, 4, 4, generator=g)
+    labels = np.array([3, 0, 2, 1, 1, 3, 0, 2, 3])
+    return x, labels
+
+
+def layers_of(model):
+    return {"enc.0": model.enc, "penult": model.penult}
+
+
+def export(path, model, x, labels, checkpoint="final", **kwargs):
+    """export_checkpoint with this file's defaults, overridable by keyword."""
+    args = dict(layers=layers_of(model), head=model.head, head_input="penult",
+                checkpoint=checkpoint, step=7, epoch=2, role="student", model_name="tiny",
+                dtype="float32", grad_layers=["enc.0", "penult"], batch_size=4)
+    args.update(kwargs)
+    kdl_export.export_checkpoint(path, model, x, labels, SAMPLE_IDS, **args)
+
+
+def reference(model, x_i, y_i):
+    """Logits, features and CE gradients of ONE sample, computed independently."""
+    model.eval()
+    feats = {}
+    hooks = [m.register_forward_hook(lambda mod, a, out, name=name: feats.__setitem__(name, out))
+             for name, m in layers_of(model).items()]
+    z = model(x_i.unsqueeze(0))
+    for h in hooks:
+        h.remove()
+    loss = F.cross_entropy(z, torch.tensor([int(y_i)]))
+    gz, g_enc, g_pen = torch.autograd.grad(loss, [z, feats["enc.0"], feats["penult"]])
+    model.train()
+    out = {"logits": z, "gradients/logits": gz, "features/enc.0": feats["enc.0"],
+           "features/penult": feats["penult"], "gradients/features/enc.0": g_enc,
+           "gradients/features/penult": g_pen}
+    return {k: v.detach()[0].numpy() for k, v in out.items()}
+
+
+def assert_close(actual, expected, what, rtol=1e-5, atol=1e-6):
+    if not np.allclose(actual, expected, rtol=rtol, atol=atol):
+        err = np.max(np.abs(np.asarray(actual, np.float64) - expected))
+        raise AssertionError(f"{what}: max abs error {err:.3g}")
+
+
+def assert_raises(exc, fn, match):
+    try:
+        fn()
+    except exc as e:
+        if match not in str(e):
+            raise AssertionError(f"expected {match!r} in the message, got {e!r}")
+        return
+    raise AssertionError(f"{exc.__name__} was not raised ({match!r})")
+
+
+def test_per_sample_gradients_match_one_sample_autograd(tmp):
+    model, (x, labels) = make_model(), make_data()
+    path = os.path.join(tmp, "a.h5")
+    export(path, model, x, labels)
+    with h5py.File(path) as f:
+        ck = f["checkpoints/final"]
+        for i in (0, 3, 4, 8):            # across batches of 4, including the last one
+            ref = reference(model, x[i], labels[i])
+            for key, value in ref.items():
+                assert_close(ck[key][i], value, f"sample {i} {key}")
+        g = ck["gradients/logits"][()]
+        assert_close(g.sum(axis=1), np.zeros(N), "CE logit gradients sum to zero")
+
+
+def test_export_leaves_model_unchanged(tmp):
+    model, (x, labels) = make_model(), make_data()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export(os.path.join(tmp, "a.h5"), model, x, labels)
+    assert model.training, "train mode was not restored"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed"
+    assert all(p.grad is None for p in model.parameters()), "parameter .grad was written"
+
+
+def test_frozen_model_and_iterable_inputs(tmp):
+    model, (x, labels) = make_model(), make_data()
+    a, b = os.path.join(tmp, "a.h5"), os.path.join(tmp, "b.h5")
+    export(a, model, x, labels)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    loader = [(x[i:i + 2], torch.as_tensor(labels[i:i + 2])) for i in range(0, N, 2)]
+    export(b, model, loader, labels)
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        for key in ("logits", "gradients/logits", "gradients/features/enc.0"):
+            assert_close(fb["checkpoints/final"][key][()], fa["checkpoints/final"][key][()], key)
+
+
+def test_head_reproduces_logits(tmp):
+    model, (x, labels) = make_model(), make_data()
+    path = os.path.join(tmp, "a.h5")
+    export(path, model, x, labels)
+    with h5py.File(path) as f:
+        ck = f["checkpoints/final"]
+        h = ck["features"][ck["head"].attrs["input"]][()]
+        z = h @ ck["head/weight"][()].T + ck["head/bias"][()]
+        assert_close(z, ck["logits"][()], "W h + b")
+
+
+def test_schema(tmp):
+    model, (x, labels) = make_model(), make_data()
+    path = os.path.join(tmp, "a.h5")
+    export(path, model, x, labels, dtype="float16", grad_layers=["penult"])
+    with h5py.File(path) as f:
+        assert f.attrs["kdlens_format"] == 1 and isinstance(f.attrs["kdlens_format"], np.integer)
+        assert f.attrs["role"] == "student" and f.attrs["model"] == "tiny"
+        assert f["labels"].dtype.kind in "iu" and list(f["labels"][()]) == list(labels)
+        assert f["sample_ids"].dtype == np.int64 and list(f["sample_ids"][()]) == list(SAMPLE_IDS)
+        ck = f["checkpoints/final"]
+        assert ck.attrs["step"] == 7 and ck.attrs["step"].dtype == np.int64
+        assert ck.attrs["epoch"] == 2
+        assert [ck["features"][n].attrs["depth"] for n in ("enc.0", "penult")] == [0, 1]
+        assert ck["head"].attrs["input"] == "penult"
+        assert ck["gradients"].attrs["loss"] == "cross_entropy"
+        assert ck["gradients"].attrs["tau"] == 1.0
+        assert list(ck["gradients/features"]) == ["penult"]
+        shapes = {"logits": (N, C), "features/enc.0": (N, 3, 4, 4), "features/penult": (N, 6),
+                  "gradients/logits": (N, C), "gradients/features/penult": (N, 6)}
+        for key, shape in shapes.items():
+            ds = ck[key]
+            assert ds.shape == shape, f"{key}: shape {ds.shape}"
+            assert ds.dtype == np.float16, f"{key}: dtype {ds.dtype}"
+            assert ds.chunks is not None and ds.chunks[1:] == shape[1:], f"{key}: chunks {ds.chunks}"
+            assert ds.compression == "gzip", f"{key}: compression {ds.compression}"
+        assert ck["head/weight"].shape == (C, 6) and ck["head/weight"].dtype == np.float32
+        assert ck["head/bias"].shape == (C,) and ck["head/bias"].dtype == np.float32
+
+
+def test_append_and_refuse_duplicates(tmp):
+    model, (x, labels) = make_model(), make_data()
+    path = os.path.join(tmp, "a.h5")
+    export(path, model, x, labels, checkpoint="init", step=0, epoch=None)
+    with torch.no_grad():
+        model.head.bias.add_(1.0)
+    export(path, model, x, labels, checkpoint="final")
+    assert_raises(ValueError, lambda: export(path, model, x, labels, checkpoint="init"),
+                  "checkpoint 'init' already exists; choose another name")
+    assert_raises(ValueError, lambda: export(path, model, x, labels, checkpoint="other",
+                                             role="teacher"), "role")
+    assert_raises(ValueError, lambda: export(path, model, x, labels[::-1].copy(),
+                                             checkpoint="other"), "labels")
+    with h5py.File(path) as f:
+        assert sorted(f["checkpoints"]) == ["final", "init"]
+        assert "epoch" not in f["checkpoints/init"].attrs
+        assert f["checkpoints/init"].attrs["step"] == 0
+        shift = f["checkpoints/final/logits"][()] - f["checkpoints/init/logits"][()]
+        assert_close(shift, np.ones((N, C)), "init kept, final appended")
+
+
+def test_pooling_keeps_global_average(tmp):
+    model, (x, labels) = make_model(), make_data()
+    full, pooled = os.path.join(tmp, "full.h5"), os.path.join(tmp, "pooled.h5")
+    export(full, model, x, labels)
+    export(pooled, model, x, labels, pool=(2, 2))
+    with h5py.File(full) as ff, h5py.File(pooled) as fp:
+        for key in ("features/enc.0", "gradients/features/enc.0"):
+            a, b = ff["checkpoints/final"][key], fp["checkpoints/final"][key]
+            assert b.shape == (N, 3, 2, 2), f"{key}: pooled shape {b.shape}"
+            assert b.attrs["pool"] == "adaptive_avg" and list(b.attrs["pooled_from"]) == [4, 4]
+            assert_close(b[()].mean(axis=(2, 3)), a[()].mean(axis=(2, 3)), f"{key} global average")
+            assert_close(b[()][:, :, 0, 1], a[()][:, :, :2, 2:].mean(axis=(2, 3)), f"{key} block")
+        pen = fp["checkpoints/final/features/penult"]
+        assert pen.shape == (N, 6) and "pool" not in pen.attrs
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export(os.path.join(tmp, "uneven.h5"), model, x, labels, pool=(3, 3))
+    assert any("not preserved" in str(w.message) for w in caught), "no warning for uneven pool"
+
+
+def test_bad_models_are_refused(tmp):
+    model, (x, labels) = make_model(), make_data()
+    path = os.path.join(tmp, "a.h5")
+    assert_raises(ValueError, lambda: export(path, model, x, labels, head_input="enc.0"),
+                  "head's input")
+    inplace = make_model(inplace=True)
+    in_place_layers = {"enc.bn": inplace.enc[1], "penult": inplace.penult}
+    assert_raises(ValueError, lambda: export(path, inplace, x, labels, layers=in_place_layers,
+                                             grad_layers=["penult"]), "in place")
+    with torch.no_grad():
+        model.head.weight.mul_(1e7)
+    assert_raises(ValueError, lambda: export(path, model, x, labels, dtype="float16"), "overflow")
+    with h5py.File(path) as f:
+        assert len(f["checkpoints"]) == 0, "a failed export left a checkpoint behind"
+
+
+def main():
+    tests = [(name, fn) for name, fn in globals().items() if name.startswith("test_")]
+    torch.set_num_threads(1)
+    passed = failed = 0
+    for name, fn in tests:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                fn(tmp)
+            except Exception:
+                failed += 1
+                print(f"FAIL {name}")
+                traceback.print_exc()
+            else:
+                passed += 1
+                print(f"ok   {name}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
