@@ -38,6 +38,4 @@ dir=build
 [ -f $dir/build.ninja ] || meson setup $dir
 ninja -C $dir
 [ "$mode" = build ] && exit 0
-# NEEDSWORK: becomes `kdlens demo` on the bundled Fashion-MNIST example.
-/usr/bin/python3 tests/fixtures/mkfixtures.py $dir/example
-exec ./$dir/analysis/kdlens inspect $dir/example/teacher.h5 $dir/example/student.h5
+exec ./$dir/analysis/kdlens demo -o kdlens-demo

@@ -14,9 +14,14 @@ import warnings
 
 import h5py
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError:  # CI installs python3-torch; elsewhere this test is skipped
+    print("python3-torch is not installed: skipped")
+    sys.exit(77)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "datasets"))
 import kdl_export  # noqa: E402
