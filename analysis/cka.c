@@ -648,8 +648,11 @@ int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *do
                                  o.batch);
         if (!(o.theta > 0.0) || !(o.robust >= 0.0 && o.robust < 0.5))
                 return kdl_error(-KDL_EUSAGE, "--theta must be positive and --robust in [0, 0.5)");
-        /* Two dumps compared layer by layer: B at the checkpoint of the same name. */
-        err = kdl_select_checkpoints(fa, fb, o.checkpoint, "same", &cks, &nck);
+        /* Two dumps compared layer by layer: B at the checkpoint of the same name
+         * unless a partner checkpoint is named. */
+        err = kdl_select_checkpoints(fa, fb, o.checkpoint,
+                                     o.partner_checkpoint ? o.partner_checkpoint : "same", &cks,
+                                     &nck);
         if (err < 0)
                 return err;
         {

@@ -38,6 +38,8 @@ struct kdl_cka_run_opts {
         enum kdl_cka_kernel kernel;       /* selects the matrix shown; default linear */
         enum kdl_cka_estimator estimator; /* selects the matrix shown; default biased */
         const char *checkpoint;           /* NULL: last; "all"; a name */
+        const char *partner_checkpoint;   /* B's: NULL the one of the same name, else
+                                             its last; or a name for every checkpoint */
         enum kdl_spatial spatial;
         bool skip_nonfinite;
         size_t bootstrap; /* Poisson bootstrap replicates of linear CKA; 0: none */

@@ -888,7 +888,7 @@ static int section_layers(struct run *r)
 }
 
 /* The teacher x student matrix of one run of kdl_cka_run() as a heatmap. */
-static int cka_heatmap(struct run *r, const kdl_doc *d, size_t k)
+static int cka_heatmap(struct run *r, const kdl_doc *d, size_t k, const char *tck, const char *sck)
 {
         const kdl_table *t = kdl_doc_find_table(d, "cka");
         const char **rows = NULL, **cols = NULL;
@@ -903,11 +903,11 @@ static int cka_heatmap(struct run *r, const kdl_doc *d, size_t k)
         rows = kdl_new(const char *, nr);
         cols = kdl_new(const char *, nc);
         m = kdl_new(double, nr *nc);
-        name = kdl__asprintf("cka_%zu", k);
-        caption = kdl__asprintf("Linear CKA between the teacher's layers (rows) and %s's "
-                                "(columns), all samples, last checkpoints (Kornblith et al. "
-                                "2019; MATH 7.2).",
-                                r->names[k]);
+        name = kdl__asprintf("cka_s%zu_%s", k + 1, sck);
+        caption = kdl__asprintf("Linear CKA between the layers of the teacher at %s (rows) and "
+                                "of %s at %s (columns), all samples (Kornblith et al. 2019; "
+                                "MATH 7.2)",
+                                tck, r->names[k], sck);
         if (!rows || !cols || !m || !name || !caption)
                 goto out;
         for (size_t j = 0; j < nc; j++)
@@ -942,20 +942,27 @@ static int section_cka(struct run *r)
                                "How similar each student's layers are to the teacher's: linear "
                                "CKA over every sample, streamed in feature space.");
         for (size_t k = 0; k < r->in->nstudents && !err; k++) {
-                struct kdl_cka_run_opts o = {0};
+                const kdl_dump *sd = kdl_h5_dump(r->in->students[k]);
                 kdl_inputs pair = {.teacher = r->in->teacher,
                                    .nstudents = 1,
                                    .students = &r->in->students[k],
                                    .pairs = &r->in->pairs[k]};
-                kdl_doc *d = NULL;
-                char *file = kdl__asprintf("cka_%zu", k);
 
-                err = file ? kdl_doc_new("cka", &d) : -ENOMEM;
-                err = err ?: kdl_cka_run(&pair, &o, d);
-                err = err ?: cka_heatmap(r, d, k);
-                err = err ?: kdl_site_json(r->site, d, file);
-                kdl_doc_free(d);
-                free(file);
+                /* The trained teacher against each checkpoint of the student. */
+                for (size_t c = 0; c < sd->ncheckpoints && !err; c++) {
+                        const char *tck = last_checkpoint(r->in->teacher);
+                        const char *sck = sd->checkpoints[c].name;
+                        struct kdl_cka_run_opts o = {.checkpoint = tck, .partner_checkpoint = sck};
+                        kdl_doc *d = NULL;
+                        char *file = kdl__asprintf("cka_s%zu_%s", k + 1, sck);
+
+                        err = file ? kdl_doc_new("cka", &d) : -ENOMEM;
+                        err = err ?: kdl_cka_run(&pair, &o, d);
+                        err = err ?: cka_heatmap(r, d, k, tck, sck);
+                        err = err ?: kdl_site_json(r->site, d, file);
+                        kdl_doc_free(d);
+                        free(file);
+                }
         }
         return err;
 }

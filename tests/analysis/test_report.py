@@ -49,7 +49,7 @@ def test_report_is_complete_and_links_resolve():
         assert os.path.isfile(os.path.join(out, rel)), f"index.md references missing {rel}"
     figs = re.findall(r'<img src="figures/([^"]+)\.png"', html)
     for want in ("split_stacked", "confidence_s1", "kl_sources", "kl_curves_s1", "dims_residual",
-                 "layers_quality", "cka_0"):
+                 "layers_quality", "cka_s1_init", "cka_s1_final"):
         assert want in figs, (want, figs)
     for name in figs:
         for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF"), ("svg", b"<?xml")):
@@ -58,6 +58,12 @@ def test_report_is_complete_and_links_resolve():
             assert data.startswith(magic) and len(data) > 2000, (p, len(data))
         assert os.path.isfile(os.path.join(out, "data", name + ".dat"))
         assert os.path.isfile(os.path.join(out, "scripts", name + ".gp"))
+    # CKA heatmaps: the trained teacher (its last checkpoint) against each student checkpoint.
+    for ck in ("init", "final"):
+        doc = __import__("json").load(open(os.path.join(out, "data", f"cka_s1_{ck}.json")))
+        rows = [r for r in doc["results"] if r["table"] == "cka"]
+        assert rows and all(r["checkpoint"] == "final" and r["checkpoint_b"] == ck
+                            for r in rows), rows[:1]
     for table in ("split", "inputs_files"):
         for ext in ("tex", "md", "csv"):
             assert os.path.getsize(os.path.join(out, "tables", f"{table}.{ext}")) > 50
