@@ -898,52 +898,35 @@ static char *checkpoint_name(size_t k, size_t K)
         return kdl__asprintf("ckpt%zu", k);
 }
 
+/* Write the small whole dataset @group/@leaf, contiguous, in one call. */
+static int write_whole(kdl_h5w *h5, const char *group, const char *leaf, size_t ndim,
+                       const size_t *shape, enum kdl_store store, const double *data)
+{
+        char *path = kdl__asprintf("%s/%s", group, leaf);
+        kdl_h5wds *ds = NULL;
+        int err, e;
+
+        if (!path)
+                return -ENOMEM;
+        err = kdl_h5w_dataset_open(h5, path, ndim, shape, store, 0, -1, &ds);
+        err = err ?: kdl_h5w_write_rows(ds, 0, shape[0], data);
+        e = kdl_h5w_dataset_close(ds);
+        free(path);
+        return err ? err : e;
+}
+
 static int write_head(const struct model *m, kdl_h5w *h5, const char *group, const double *W,
                       const double *b, size_t D, const char *input)
 {
-        kdl_h5wds *ds = NULL;
-        char *path = NULL;
         size_t shape[2] = {m->C, D};
-        int err = -ENOMEM;
+        char *path = kdl__asprintf("%s/head", group);
+        int err;
 
-        path = kdl__asprintf("%s/head/weight", group);
         if (!path)
-                goto out;
-        err = kdl_h5w_dataset_open(h5, path, 2, shape, m->o->dtype, 0, -1, &ds);
-        if (err < 0)
-                goto out;
-        err = kdl_h5w_write_rows(ds, 0, m->C, W);
-        if (err < 0)
-                goto out;
-        err = kdl_h5w_dataset_close(ds);
-        ds = NULL;
-        if (err < 0)
-                goto out;
-        free(path);
-
-        err = -ENOMEM;
-        path = kdl__asprintf("%s/head/bias", group);
-        if (!path)
-                goto out;
-        err = kdl_h5w_dataset_open(h5, path, 1, shape, m->o->dtype, 0, -1, &ds);
-        if (err < 0)
-                goto out;
-        err = kdl_h5w_write_rows(ds, 0, m->C, b);
-        if (err < 0)
-                goto out;
-        err = kdl_h5w_dataset_close(ds);
-        ds = NULL;
-        if (err < 0)
-                goto out;
-        free(path);
-
-        err = -ENOMEM;
-        path = kdl__asprintf("%s/head", group);
-        if (!path)
-                goto out;
-        err = kdl_h5w_attr_string(h5, path, "input", input);
-out:
-        kdl_h5w_dataset_close(ds);
+                return -ENOMEM;
+        err = write_whole(h5, path, "weight", 2, shape, m->o->dtype, W);
+        err = err ?: write_whole(h5, path, "bias", 1, shape, m->o->dtype, b);
+        err = err ?: kdl_h5w_attr_string(h5, path, "input", input);
         free(path);
         return err;
 }
