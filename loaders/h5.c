@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -847,6 +848,7 @@ int kdl_h5_open(const char *path, kdl_h5file **ret)
 {
         kdl_h5file *f;
         char buf[256];
+        struct stat st;
         htri_t is;
         hid_t fapl;
 
@@ -854,6 +856,9 @@ int kdl_h5_open(const char *path, kdl_h5file **ret)
         kdl__h5_init();
         if (access(path, R_OK) < 0)
                 return kdl_error(-errno, "cannot open '%s': %s", path, strerror(errno));
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0)
+                return kdl_error(-KDL_EHDF5, "'%s': expected an HDF5 file, found an empty file",
+                                 path);
         is = H5Fis_hdf5(path);
         if (is <= 0)
                 return kdl_error(-KDL_EHDF5, "'%s': expected an HDF5 file, found %s", path,

@@ -98,6 +98,7 @@ def test_inspect_every_format_renders():
 BAD = [
     # (file, needles in the one error line)
     ("bad/not-hdf5.h5", ["not-hdf5.h5", "expected an HDF5 file"]),
+    ("bad/empty.h5", ["empty.h5", "expected an HDF5 file, found an empty file"]),
     ("bad/truncated.h5", ["truncated.h5", "truncated file"]),
     ("bad/no-logits.h5", ["no-logits.h5", "/checkpoints/final/logits", "found none"]),
     ("bad/n-mismatch.h5", ["/checkpoints/final/features/pen", "expected 60 samples", "found 57"]),
