@@ -69,8 +69,7 @@ out:
         return err;
 }
 
-static int describe_file(kdl_doc *doc, kdl_table *files, kdl_table *cks, kdl_table *sets,
-                         const kdl_dump *d)
+static int describe_file(kdl_table *files, kdl_table *cks, kdl_table *sets, const kdl_dump *d)
 {
         int err;
 
@@ -90,7 +89,6 @@ static int describe_file(kdl_doc *doc, kdl_table *files, kdl_table *cks, kdl_tab
         err = err ?: kdl_table_put_int(files, "problems", (long long) d->nproblems);
         if (err)
                 return err;
-        (void) doc;
 
         if (d->labels && (err = dataset_row(sets, d, NULL, "labels", NULL, d->labels, false, 0)))
                 return err;
@@ -233,7 +231,7 @@ int kdl_inspect(const char *const *paths, size_t n, const struct kdl_inspect_opt
         for (size_t k = 0; k < n && !err; k++) {
                 const kdl_dump *d = kdl_h5_dump(fs[k]);
 
-                err = describe_file(doc, files, cks, sets, d);
+                err = describe_file(files, cks, sets, d);
                 for (size_t j = 0; j < d->nproblems && !err; j++)
                         err = add_problem(probs, d->path, d->problems[j]);
                 nprob += d->nproblems;

@@ -133,7 +133,7 @@ static int show(struct run *r, const char *name, const char *caption)
         return err ? err : kdl_site_figure(r->site, name, caption);
 }
 
-/* Every row of @t (or only those with key @tkey equal to @tval) as a table of its own. */
+/* Table @table of @d, when it has rows, as a table of the report written to tables/@file. */
 static int show_table(struct run *r, const kdl_doc *d, const char *table, const char *file,
                       const char *caption)
 {

@@ -712,7 +712,6 @@ static void scan_checkpoint(kdl_h5file *f, kdl_checkpoint *ck, bool root)
 static void scan_labels(kdl_h5file *f)
 {
         kdl_dump *d = &f->dump;
-        int64_t *v = NULL;
 
         d->labels = describe_new(f, "/labels");
         d->sample_ids = describe_new(f, "/sample_ids");
@@ -732,8 +731,7 @@ static void scan_labels(kdl_h5file *f)
                 else
                         check_rows(f, d->sample_ids, "as /labels");
         }
-        /* The label range needs C, known only after the checkpoints: done in open. */
-        (void) v;
+        /* The label range needs C, known only after the checkpoints: check_label_range(). */
 }
 
 static void check_label_range(kdl_h5file *f)
