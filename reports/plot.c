@@ -86,6 +86,14 @@ static int close_out(FILE *fp, const char *name)
         return 0;
 }
 
+/* Close the finished data file @dat and open the figure's script. */
+static int script_after_data(const char *dir, const char *name, FILE *dat, FILE **ret_gp)
+{
+        int err = close_out(dat, name);
+
+        return err < 0 ? err : open_out(dir, "scripts", name, "gp", ret_gp);
+}
+
 /* A gnuplot single-quoted string: a quote is written twice. */
 static void gp_string(FILE *fp, const char *s)
 {
@@ -243,11 +251,7 @@ int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, co
                         dat_value(dat, s[k].y[i]);
                 fputc('\n', dat);
         }
-        err = close_out(dat, name);
-        if (err < 0)
-                return err;
-
-        err = open_out(dir, "scripts", name, "gp", &gp);
+        err = script_after_data(dir, name, dat, &gp);
         if (err < 0)
                 return err;
         {
@@ -300,11 +304,7 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
                         dat_value(dat, s[k].y[i]);
                 fputc('\n', dat);
         }
-        err = close_out(dat, name);
-        if (err < 0)
-                return err;
-
-        err = open_out(dir, "scripts", name, "gp", &gp);
+        err = script_after_data(dir, name, dat, &gp);
         if (err < 0)
                 return err;
         preamble(gp, name, f, NAN, NAN);
@@ -367,11 +367,7 @@ int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f, 
                         dat_value(dat, m[i * cols + j]);
                         fputc('\n', dat);
                 }
-        err = close_out(dat, name);
-        if (err < 0)
-                return err;
-
-        err = open_out(dir, "scripts", name, "gp", &gp);
+        err = script_after_data(dir, name, dat, &gp);
         if (err < 0)
                 return err;
         preamble(gp, name, f, NAN, NAN);
@@ -419,11 +415,7 @@ int kdl_fig_hist(const char *dir, const char *name, const struct kdl_fig *f, con
                         dat_value(dat, s[k].y[i < nbins ? i : nbins - 1]);
                 fputc('\n', dat);
         }
-        err = close_out(dat, name);
-        if (err < 0)
-                return err;
-
-        err = open_out(dir, "scripts", name, "gp", &gp);
+        err = script_after_data(dir, name, dat, &gp);
         if (err < 0)
                 return err;
         preamble(gp, name, f, edges[0], edges[nbins]);
