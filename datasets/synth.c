@@ -1051,6 +1051,25 @@ static int write_ids(const struct model *m, struct work *w, kdl_h5wds *labels, k
         return kdl_h5w_write_rows_i64(ids, r0, r0 + B, w->ints);
 }
 
+/*
+ * Create the dump @path for @role with its /labels and (when asked for)
+ * /sample_ids datasets.  On failure the caller's cleanup closes what was
+ * opened: *@h5, *@labels and *@ids are set as soon as each exists.
+ */
+static int open_dump(const struct model *m, const char *path, const char *role, kdl_h5w **h5,
+                     kdl_h5wds **labels, kdl_h5wds **ids)
+{
+        char model[32];
+        int err;
+
+        snprintf(model, sizeof(model), "synth-%s", role);
+        err = kdl_h5w_open(path, role, model, h5);
+        err = err ?: open_rows(m, *h5, "/", "labels", 1, NULL, KDL_STORE_I64, labels);
+        if (!err && m->o->sample_ids)
+                err = open_rows(m, *h5, "/", "sample_ids", 1, NULL, KDL_STORE_I64, ids);
+        return err;
+}
+
 static int write_teacher(const struct model *m, struct work *w, const char *path)
 {
         const struct kdl_synth_opts *o = m->o;
@@ -1061,17 +1080,9 @@ static int write_teacher(const struct model *m, struct work *w, const char *path
         size_t L = m->L;
         int err, e;
 
-        err = kdl_h5w_open(path, "teacher", "synth-teacher", &h5);
-        if (err < 0)
-                return err;
-        err = open_rows(m, h5, "/", "labels", 1, NULL, KDL_STORE_I64, &labels);
+        err = open_dump(m, path, "teacher", &h5, &labels, &ids);
         if (err < 0)
                 goto out;
-        if (o->sample_ids) {
-                err = open_rows(m, h5, "/", "sample_ids", 1, NULL, KDL_STORE_I64, &ids);
-                if (err < 0)
-                        goto out;
-        }
         err = open_checkpoint(m, h5, group, true, 0, &ds);
         if (err < 0)
                 goto out;
@@ -1120,17 +1131,9 @@ static int write_student(const struct model *m, struct work *w, const char *path
         int err, e;
 
         memset(ds, 0, sizeof(ds));
-        err = kdl_h5w_open(path, "student", "synth-student", &h5);
-        if (err < 0)
-                return err;
-        err = open_rows(m, h5, "/", "labels", 1, NULL, KDL_STORE_I64, &labels);
+        err = open_dump(m, path, "student", &h5, &labels, &ids);
         if (err < 0)
                 goto out;
-        if (o->sample_ids) {
-                err = open_rows(m, h5, "/", "sample_ids", 1, NULL, KDL_STORE_I64, &ids);
-                if (err < 0)
-                        goto out;
-        }
         for (size_t k = 0; k < m->K; k++) {
                 char *name = checkpoint_name(k, m->K);
                 char *group = name ? kdl__asprintf("/checkpoints/%s", name) : NULL;
