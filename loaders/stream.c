@@ -12,6 +12,12 @@ struct source {
         kdl_h5reader *r;
         size_t cols;
         double *buf;
+        /* what was added, so that adding it again finds this source */
+        kdl_h5file *f;
+        const kdl_dsinfo *ds;
+        enum kdl_spatial rule;
+        bool student;
+        bool used; /* read in the current pass */
 };
 
 struct kdl_stream {
@@ -27,6 +33,10 @@ struct kdl_stream {
         size_t next;  /* first logical row of the next block */
         size_t rows;  /* rows of the current block */
         size_t skipped;
+        /* With skip_nonfinite: one bit per logical sample dropped so far, so
+         * that a later pass reading fewer datasets drops the same samples. */
+        uint8_t *dropped;
+        uint64_t values; /* values read from the files, every pass */
 };
 
 int kdl_stream_new(size_t n, const kdl_pair *pair, const struct kdl_stream_opts *o,
@@ -56,6 +66,7 @@ void kdl_stream_free(kdl_stream *s)
                 free(s->src[k].buf);
         }
         free(s->src);
+        free(s->dropped);
         free(s->label_buf);
         free(s->samples);
         free(s);
@@ -69,6 +80,10 @@ int kdl_stream_add(kdl_stream *s, kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_
         int err;
 
         assert(s->block == 0 && "add every dataset before the first block");
+        for (size_t k = 0; k < s->nsrc; k++)
+                if (s->src[k].f == f && s->src[k].ds == ds && s->src[k].rule == rule &&
+                    s->src[k].student == (student && s->pair))
+                        return (int) k;
         err = kdl_h5_reader_open(f, ds, rule, &r);
         if (err < 0)
                 return err;
@@ -87,7 +102,13 @@ int kdl_stream_add(kdl_stream *s, kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_
                 return kdl_error(-ENOMEM, "out of memory");
         }
         s->src = grown;
-        s->src[s->nsrc] = (struct source){.r = r, .cols = kdl_h5_reader_cols(r)};
+        s->src[s->nsrc] = (struct source){.r = r,
+                                          .cols = kdl_h5_reader_cols(r),
+                                          .f = f,
+                                          .ds = ds,
+                                          .rule = rule,
+                                          .student = student && s->pair,
+                                          .used = true};
         return (int) s->nsrc++;
 }
 
@@ -105,7 +126,7 @@ int kdl_stream_add_labels(kdl_stream *s, kdl_h5file *f)
         if (idx < 0)
                 return idx;
         s->labels = idx;
-        return 0;
+        return idx;
 }
 
 static int allocate(kdl_stream *s)
@@ -129,6 +150,8 @@ static int allocate(kdl_stream *s)
         s->label_buf = kdl_new(int64_t, s->block);
         s->samples = kdl_new(size_t, s->block);
         if (!s->label_buf || !s->samples)
+                return -ENOMEM;
+        if (s->o.skip_nonfinite && !(s->dropped = kdl_new(uint8_t, s->n / 8 + 1)))
                 return -ENOMEM;
         return 0;
 }
@@ -154,28 +177,37 @@ int kdl_stream_next(kdl_stream *s)
         }
         m = r0 + s->block <= s->n ? s->block : s->n - r0;
         for (size_t k = 0; k < s->nsrc; k++) {
+                if (!s->src[k].used)
+                        continue;
                 err = kdl_h5_reader_read(s->src[k].r, r0, r0 + m, s->src[k].buf);
                 if (err < 0)
                         return err;
+                s->values += (uint64_t) m * s->src[k].cols;
         }
-        /* Compact away samples with NaN/Inf in any dataset (--nonfinite skip). */
+        /* Compact away samples with NaN/Inf in any dataset (--nonfinite skip),
+         * and those an earlier pass dropped. */
         for (size_t i = 0; i < m; i++) {
-                bool ok = true;
+                size_t n = r0 + i;
+                bool ok = !s->dropped || !(s->dropped[n / 8] & (1u << (n % 8)));
 
                 for (size_t k = 0; s->o.skip_nonfinite && k < s->nsrc && ok; k++)
-                        ok = finite_row(s->src[k].buf + i * s->src[k].cols, s->src[k].cols);
+                        ok = !s->src[k].used ||
+                             finite_row(s->src[k].buf + i * s->src[k].cols, s->src[k].cols);
                 if (!ok) {
+                        if (s->dropped)
+                                s->dropped[n / 8] |= (uint8_t) (1u << (n % 8));
                         s->skipped++;
                         continue;
                 }
                 if (kept != i)
                         for (size_t k = 0; k < s->nsrc; k++)
-                                memmove(s->src[k].buf + kept * s->src[k].cols,
-                                        s->src[k].buf + i * s->src[k].cols,
-                                        s->src[k].cols * sizeof(double));
+                                if (s->src[k].used)
+                                        memmove(s->src[k].buf + kept * s->src[k].cols,
+                                                s->src[k].buf + i * s->src[k].cols,
+                                                s->src[k].cols * sizeof(double));
                 s->samples[kept++] = r0 + i;
         }
-        if (s->labels >= 0)
+        if (s->labels >= 0 && s->src[s->labels].used)
                 for (size_t i = 0; i < kept; i++)
                         s->label_buf[i] = (int64_t) s->src[s->labels].buf[i];
         s->rows = kept;
@@ -200,9 +232,25 @@ const size_t *kdl_stream_samples(const kdl_stream *s)
         return s->samples;
 }
 
+void kdl_stream_use(kdl_stream *s, const bool *use)
+{
+        for (size_t k = 0; k < s->nsrc; k++)
+                s->src[k].used = !use || use[k];
+}
+
+size_t kdl_stream_count(const kdl_stream *s)
+{
+        return s->nsrc;
+}
+
+uint64_t kdl_stream_values_read(const kdl_stream *s)
+{
+        return s->values;
+}
+
 kdl_tensor kdl_stream_block(const kdl_stream *s, int index)
 {
-        assert(index >= 0 && (size_t) index < s->nsrc);
+        assert(index >= 0 && (size_t) index < s->nsrc && s->src[index].used);
         return kdl_tensor_wrap(s->src[index].buf, 2, (size_t[]){s->rows, s->src[index].cols});
 }
 
@@ -214,7 +262,7 @@ size_t kdl_stream_cols(const kdl_stream *s, int index)
 
 const int64_t *kdl_stream_labels(const kdl_stream *s)
 {
-        assert(s->labels >= 0);
+        assert(s->labels >= 0 && s->src[s->labels].used);
         return s->label_buf;
 }
 

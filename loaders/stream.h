@@ -47,6 +47,9 @@ KDL_API void kdl_stream_free(kdl_stream *s);
 /**
  * kdl_stream_add() - read dataset @ds of @f in every block.
  * @student: map rows through the pair's student rows.
+ *
+ * Adding the same dataset again (same @f, @ds, @rule and row map) returns the
+ * index it already has, so metrics sharing a stream read it once.
  * Return: the dataset's index (>= 0) for kdl_stream_block(); -KDL_EMISMATCH
  * when its rows differ from the stream's; -KDL_EHDF5; -ENOMEM.
  */
@@ -55,7 +58,8 @@ KDL_API int kdl_stream_add(kdl_stream *s, kdl_h5file *f, const kdl_dsinfo *ds,
 
 /**
  * kdl_stream_add_labels() - read /labels of @f (teacher order) in every block.
- * Return: 0; -KDL_EMISSING when @f has no labels; other codes as kdl_stream_add().
+ * Return: the labels' dataset index (>= 0); -KDL_EMISSING when @f has no
+ * labels; other codes as kdl_stream_add().
  */
 KDL_API int kdl_stream_add_labels(kdl_stream *s, kdl_h5file *f);
 
@@ -66,8 +70,27 @@ KDL_API int kdl_stream_add_labels(kdl_stream *s, kdl_h5file *f);
  */
 KDL_API int kdl_stream_next(kdl_stream *s);
 
-/** kdl_stream_rewind() - start again from the first sample (the skip count restarts). */
+/**
+ * kdl_stream_rewind() - start again from the first sample (the skip count
+ * restarts).  With skip_nonfinite, the samples dropped before are dropped
+ * again, whichever datasets the new pass reads (one bit per sample).
+ */
 KDL_API void kdl_stream_rewind(kdl_stream *s);
+
+/**
+ * kdl_stream_use() - from the next block on, read only the datasets with
+ * @use[index] true (@use has kdl_stream_count() entries, borrowed for the
+ * call; NULL: all, the default).  The blocks of the others must not be asked
+ * for.  A later pass that needs fewer datasets reads only those.
+ */
+KDL_API void kdl_stream_use(kdl_stream *s, const bool *use);
+
+/** kdl_stream_count() - datasets added (distinct ones). */
+KDL_API size_t kdl_stream_count(const kdl_stream *s);
+
+/** kdl_stream_values_read() - values read from the files so far, over every pass (after the
+ * spatial rule: one per column of each block row read). */
+KDL_API uint64_t kdl_stream_values_read(const kdl_stream *s);
 
 /** kdl_stream_rows() - rows of the current block (after any skipped samples). */
 KDL_API size_t kdl_stream_rows(const kdl_stream *s);

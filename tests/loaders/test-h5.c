@@ -169,7 +169,7 @@ static void test_pair_and_stream_join_on_ids(void **state)
         pen = kdl_stream_add(st, s, &cs->layers[2].feature, KDL_SPATIAL_AVG, true);
         conv = kdl_stream_add(st, s, &cs->layers[0].feature, KDL_SPATIAL_AVG, true);
         assert_true(pen >= 0 && conv >= 0);
-        assert_int_equal(kdl_stream_add_labels(st, t), 0);
+        assert_int_equal(kdl_stream_add_labels(st, t), 2);
         while ((r = kdl_stream_next(st)) > 0) {
                 kdl_tensor a = kdl_stream_block(st, pen), b = kdl_stream_block(st, conv);
                 const int64_t *y = kdl_stream_labels(st);
@@ -200,6 +200,47 @@ static void test_pair_and_stream_join_on_ids(void **state)
         free(ref_conv);
 }
 
+/* A dataset added twice is read once; kdl_stream_use() reads only what it names. */
+static void test_stream_shares_and_selects(void **state)
+{
+        kdl_h5file *t = open_fixture("teacher.h5");
+        const kdl_checkpoint *ck = kdl_h5_checkpoint(t, "final");
+        const kdl_dsinfo *pen = &ck->layers[2].feature;
+        size_t dpen = pen->shape[1], c = ck->logits->shape[1], rows = 0;
+        kdl_stream *st = NULL;
+        int a, b, z, r;
+
+        (void) state;
+        assert_int_equal(kdl_stream_new(60, NULL, &(struct kdl_stream_opts){.block_rows = 7}, &st),
+                         0);
+        a = kdl_stream_add(st, t, pen, KDL_SPATIAL_AVG, false);
+        z = kdl_stream_add(st, t, ck->logits, KDL_SPATIAL_AVG, false);
+        b = kdl_stream_add(st, t, pen, KDL_SPATIAL_AVG, false);
+        assert_true(a >= 0 && z > a);
+        assert_int_equal(b, a);
+        /* Another rule is another dataset. */
+        assert_true(kdl_stream_add(st, t, &ck->layers[0].feature, KDL_SPATIAL_AVG, false) > z);
+        assert_true(kdl_stream_add(st, t, &ck->layers[0].feature, KDL_SPATIAL_MAX, false) > z + 1);
+        assert_int_equal(kdl_stream_count(st), 4);
+        kdl_stream_use(st, (bool[]){false, true, false, false});
+        while ((r = kdl_stream_next(st)) > 0) {
+                kdl_tensor lz = kdl_stream_block(st, z);
+
+                assert_int_equal(lz.shape[0], kdl_stream_rows(st));
+                rows += kdl_stream_rows(st);
+        }
+        assert_int_equal(r, 0);
+        assert_int_equal(rows, 60);
+        assert_int_equal(kdl_stream_values_read(st), 60 * c);
+        kdl_stream_rewind(st);
+        kdl_stream_use(st, (bool[]){true, true, false, false});
+        while ((r = kdl_stream_next(st)) > 0)
+                ;
+        assert_int_equal(kdl_stream_values_read(st), 60 * c + 60 * (c + dpen));
+        kdl_stream_free(st);
+        kdl_h5_close(t);
+}
+
 static void test_nonfinite_error_and_skip(void **state)
 {
         kdl_h5file *f = open_fixture("bad/nan.h5");
@@ -224,6 +265,25 @@ static void test_nonfinite_error_and_skip(void **state)
 
         assert_int_equal(kdl_stream_new(60, NULL, &o, &st), 0);
         idx = kdl_stream_add(st, f, &ck->layers[2].feature, KDL_SPATIAL_AVG, false);
+        while ((r = kdl_stream_next(st)) > 0)
+                for (size_t i = 0; i < kdl_stream_rows(st); i++, total++)
+                        assert_true(kdl_stream_samples(st)[i] != 17);
+        assert_int_equal(r, 0);
+        assert_int_equal(total, 59);
+        assert_int_equal(kdl_stream_skipped(st), 1);
+        kdl_stream_free(st);
+
+        /* A sample dropped in the first pass stays dropped in a pass that
+         * does not read the dataset holding its NaN. */
+        assert_int_equal(kdl_stream_new(60, NULL, &o, &st), 0);
+        idx = kdl_stream_add(st, f, &ck->layers[2].feature, KDL_SPATIAL_AVG, false);
+        assert_int_equal(kdl_stream_add(st, f, ck->logits, KDL_SPATIAL_AVG, false), idx + 1);
+        while ((r = kdl_stream_next(st)) > 0)
+                ;
+        assert_int_equal(kdl_stream_skipped(st), 1);
+        kdl_stream_rewind(st);
+        kdl_stream_use(st, (bool[]){false, true});
+        total = 0;
         while ((r = kdl_stream_next(st)) > 0)
                 for (size_t i = 0; i < kdl_stream_rows(st); i++, total++)
                         assert_true(kdl_stream_samples(st)[i] != 17);
@@ -324,6 +384,7 @@ int main(void)
                 cmocka_unit_test(test_catalogue),
                 cmocka_unit_test(test_reader_rules),
                 cmocka_unit_test(test_pair_and_stream_join_on_ids),
+                cmocka_unit_test(test_stream_shares_and_selects),
                 cmocka_unit_test(test_nonfinite_error_and_skip),
                 cmocka_unit_test(test_schema_problems),
                 cmocka_unit_test(test_open_failures),
