@@ -9,6 +9,8 @@
 #include "loaders/h5.h"
 #include "analysis/inputs.h"
 #include "loaders/stream.h"
+#include "analysis/cka.h"
+#include "analysis/pass.h"
 #include "metrics/cka.h"
 
 /* Shared by the cka and layers pipelines: the layers stacked into one CKA
@@ -59,21 +61,33 @@ void kdl__gather_release(struct kdl__gather *g, size_t nsrc);
 kdl_tensor kdl__gather_tensor(const struct kdl__gather *g, const struct kdl__srcs *l, size_t k);
 
 /*
- * kdl__pass() - one pass over @s: every block of every source goes to
- * @state (may be NULL) and the wanted rows to @g (may be NULL).
- * @nclasses: width of the one-hot labels (a label outside is an error).
- * @has_labels: the stream reads /labels (needed by one-hot sources; the
- *            gathered labels are 0 otherwise).
- * Return: 0; the stream's errors; -KDL_ERANGE for a label; -ENOMEM.
+ * One pass of the sources as a job (kdl__feed_job()): attach adds every
+ * source with a dataset (setting its idx: A's from @fa, B's from @fb as the
+ * stream's student rows) and, with @labels, the labels of @fa; every block of
+ * every source then goes to @state (may be NULL) and the wanted rows to @g
+ * (may be NULL).  The block may be any size (other jobs share the stream).
  */
-int kdl__pass(kdl_stream *s, const struct kdl__srcs *l, size_t nclasses, bool has_labels,
-              kdl_cka_state *state, struct kdl__gather *g);
+struct kdl__feed {
+        const struct kdl__srcs *l; /* borrowed; their idx is set by attach */
+        kdl_h5file *fa, *fb;       /* borrowed; @fb NULL without B */
+        enum kdl_spatial rule;
+        size_t nclasses;       /* width of the one-hot labels (a label outside is an error) */
+        bool labels;           /* the stream reads /labels (needed by one-hot sources; the
+                                  gathered labels are 0 otherwise) */
+        kdl_cka_state *state;  /* borrowed, or NULL */
+        struct kdl__gather *g; /* borrowed, or NULL */
+        /* private: the blocks of a pass, the one-hot block */
+        kdl_tensor *blocks;
+        double *onehot;
+        size_t cap;
+};
 
-/* kdl__open_stream() - a stream over every source with a dataset (their
- * idx set), plus the labels of @fa when @labels. */
-int kdl__open_stream(const struct kdl__srcs *l, kdl_h5file *fa, kdl_h5file *fb,
-                     const kdl_pair *pair, size_t n, bool labels, enum kdl_spatial rule,
-                     bool skip_nonfinite, kdl_stream **ret);
+/* kdl__feed_job() - @f as a one-pass job (ctx = @f, no end); its block()
+ * fails with -KDL_ERANGE for a label, -ENOMEM or the metric's errors. */
+kdl__job kdl__feed_job(struct kdl__feed *f);
+
+/* kdl__feed_release() - free the private part of @f. */
+void kdl__feed_release(struct kdl__feed *f);
 
 struct kdl__cka_compute_opts {
         enum kdl_spatial spatial;
@@ -124,5 +138,31 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
 /* kdl__classes() - the number of classes of a dump: max(C of the logits,
  * largest label + 1); 0 without labels. */
 size_t kdl__classes(const kdl_dump *d);
+
+/*
+ * The cka command as jobs (see analysis/pass.h), so that the report runs it on
+ * the stream it shares with the other analyses of a student checkpoint.
+ */
+struct kdl__cka_run; /* one cka document being filled: its tables, options, last results */
+
+/* kdl__cka_begin() - check the options, create the tables, describe the
+ * inputs in @doc (borrowed, as @in; both must outlive the run).
+ * Return: 0; -KDL_EUSAGE for an impossible combination of options; -ENOMEM. */
+int kdl__cka_begin(kdl_inputs *in, const struct kdl_cka_run_opts *o, kdl_doc *doc,
+                   struct kdl__cka_run **ret);
+
+/* Job comparing A = in->teacher at cp->main with B = in->students[k] at cp->partner (through
+ * in->pairs[k]); with no student, A alone at cp->main (stream over A: pair NULL, n = A's N).
+ * One pass; its rows are added to the tables at the end of it.  The job's state belongs to
+ * @r: one job at a time (a new call drops the previous one).  @cp is copied.
+ * Return: 0; -KDL_ERANGE when the feature-space state would exceed max_bytes; -ENOMEM. */
+int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret);
+
+/* kdl__cka_end() - notes from the last job's results, tables into the doc; frees @r
+ * whatever happens.  Return: 0; -ENOMEM. */
+int kdl__cka_end(struct kdl__cka_run *r);
+
+/* kdl__cka_abort() - free @r after a failure (NULL: no-op); nothing goes into the doc. */
+void kdl__cka_abort(struct kdl__cka_run *r);
 
 #endif

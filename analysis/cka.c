@@ -134,80 +134,119 @@ size_t kdl__classes(const kdl_dump *d)
         return c;
 }
 
-int kdl__pass(kdl_stream *s, const struct kdl__srcs *l, size_t nclasses, bool has_labels,
-              kdl_cka_state *state, struct kdl__gather *g)
+static int feed_attach(struct kdl__feed *f, kdl__job *j, kdl_stream *s)
 {
-        kdl_tensor *blocks = kdl_new(kdl_tensor, l->n);
-        double *onehot = NULL;
-        size_t cap = 0;
-        bool need_onehot = false;
-        int r;
+        int r = 0;
 
-        if (!blocks)
+        free(f->blocks);
+        f->blocks = kdl_new(kdl_tensor, f->l->n ? f->l->n : 1);
+        if (!f->blocks)
                 return -ENOMEM;
+        for (size_t k = 0; r >= 0 && k < f->l->n; k++) {
+                struct kdl__src *src = &f->l->v[k];
+
+                if (!src->ds)
+                        continue;
+                assert(src->model == 0 || f->fb);
+                r = kdl__job_add(j, s, src->model ? f->fb : f->fa, src->ds, f->rule,
+                                 src->model == 1);
+                src->idx = r;
+        }
+        if (r >= 0 && f->labels)
+                r = kdl__job_add_labels(j, s, f->fa);
+        return r < 0 ? r : 0;
+}
+
+/* The one-hot labels of the current block in f->onehot. */
+static int feed_onehot(struct kdl__feed *f, size_t rows, const size_t *ids, const int64_t *lab)
+{
+        size_t c = f->nclasses;
+
+        if (rows > f->cap) {
+                free(f->onehot);
+                f->cap = 0;
+                f->onehot = kdl__malloc(rows, c * sizeof(double));
+                if (!f->onehot)
+                        return -ENOMEM;
+                f->cap = rows;
+        }
+        memset(f->onehot, 0, rows * c * sizeof(double));
+        for (size_t i = 0; i < rows; i++) {
+                if (lab[i] < 0 || (uint64_t) lab[i] >= c)
+                        return kdl_error(-KDL_ERANGE,
+                                         "/labels: label %lld of sample %zu is outside 0..%zu",
+                                         (long long) lab[i], ids[i], c - 1);
+                f->onehot[i * c + (size_t) lab[i]] = 1.0;
+        }
+        return 0;
+}
+
+static int feed_block(struct kdl__feed *f, kdl_stream *s)
+{
+        const struct kdl__srcs *l = f->l;
+        struct kdl__gather *g = f->g;
+        size_t rows = kdl_stream_rows(s);
+        const size_t *ids = kdl_stream_samples(s);
+        const int64_t *lab = f->labels ? kdl_stream_labels(s) : NULL;
+        kdl_tensor *blocks = f->blocks;
+        bool need_onehot = false;
+        int r = 0;
+
+        if (rows == 0)
+                return 0;
         for (size_t k = 0; k < l->n; k++)
                 need_onehot |= !l->v[k].ds;
-        assert(has_labels || !need_onehot);
-        while ((r = kdl_stream_next(s)) > 0) {
-                size_t rows = kdl_stream_rows(s);
-                const size_t *ids = kdl_stream_samples(s);
-                const int64_t *lab = has_labels ? kdl_stream_labels(s) : NULL;
-
-                if (rows == 0)
-                        continue;
-                if (need_onehot) {
-                        if (rows > cap) {
-                                free(onehot);
-                                onehot = kdl__malloc(rows, nclasses * sizeof(double));
-                                if (!onehot) {
-                                        r = -ENOMEM;
-                                        break;
-                                }
-                                cap = rows;
-                        }
-                        memset(onehot, 0, rows * nclasses * sizeof(double));
-                        for (size_t i = 0; i < rows; i++) {
-                                if (lab[i] < 0 || (uint64_t) lab[i] >= nclasses) {
-                                        r = kdl_error(-KDL_ERANGE,
-                                                      "/labels: label %lld of sample %zu is "
-                                                      "outside 0..%zu",
-                                                      (long long) lab[i], ids[i], nclasses - 1);
-                                        break;
-                                }
-                                onehot[i * nclasses + (size_t) lab[i]] = 1.0;
-                        }
-                        if (r < 0)
-                                break;
-                }
-                for (size_t k = 0; k < l->n; k++)
-                        blocks[k] =
-                                l->v[k].ds ? kdl_stream_block(s, l->v[k].idx)
-                                           : kdl_tensor_wrap(onehot, 2, (size_t[]){rows, nclasses});
-                if (state) {
-                        r = kdl_cka_accumulate(state, blocks, ids);
-                        if (r < 0)
-                                break;
-                }
-                for (size_t i = 0; g && i < rows; i++) {
-                        while (g->next < g->nwant && g->want[g->next] < ids[i])
-                                g->next++;
-                        if (g->next == g->nwant || g->want[g->next] != ids[i])
-                                continue;
-                        for (size_t k = 0; k < l->n; k++) {
-                                double *dst = g->data[k] + g->n * l->v[k].width;
-
-                                for (size_t j = 0; j < l->v[k].width; j++)
-                                        dst[j] = KDL_AT2(&blocks[k], i, j);
-                        }
-                        g->ids[g->n] = ids[i];
-                        g->labels[g->n] = lab ? lab[i] : 0;
-                        g->n++;
+        assert(lab || !need_onehot);
+        if (need_onehot && (r = feed_onehot(f, rows, ids, lab)) < 0)
+                return r;
+        for (size_t k = 0; k < l->n; k++)
+                blocks[k] = l->v[k].ds
+                                    ? kdl_stream_block(s, l->v[k].idx)
+                                    : kdl_tensor_wrap(f->onehot, 2, (size_t[]){rows, f->nclasses});
+        if (f->state)
+                r = kdl_cka_accumulate(f->state, blocks, ids);
+        for (size_t i = 0; r >= 0 && g && i < rows; i++) {
+                while (g->next < g->nwant && g->want[g->next] < ids[i])
                         g->next++;
+                if (g->next == g->nwant || g->want[g->next] != ids[i])
+                        continue;
+                for (size_t k = 0; k < l->n; k++) {
+                        double *dst = g->data[k] + g->n * l->v[k].width;
+
+                        for (size_t j = 0; j < l->v[k].width; j++)
+                                dst[j] = KDL_AT2(&blocks[k], i, j);
                 }
+                g->ids[g->n] = ids[i];
+                g->labels[g->n] = lab ? lab[i] : 0;
+                g->n++;
+                g->next++;
         }
-        free(onehot);
-        free(blocks);
         return r < 0 ? r : 0;
+}
+
+static int feed_job_attach(kdl__job *j, kdl_stream *s)
+{
+        return feed_attach(j->ctx, j, s);
+}
+
+static int feed_job_block(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        (void) pass;
+        return feed_block(j->ctx, s);
+}
+
+kdl__job kdl__feed_job(struct kdl__feed *f)
+{
+        return (kdl__job){.ctx = f, .attach = feed_job_attach, .block = feed_job_block};
+}
+
+void kdl__feed_release(struct kdl__feed *f)
+{
+        free(f->blocks);
+        free(f->onehot);
+        f->blocks = NULL;
+        f->onehot = NULL;
+        f->cap = 0;
 }
 
 /* ---- kdlens cka ------------------------------------------------------------------------ */
@@ -269,33 +308,6 @@ void kdl__cka_results_release(struct kdl__cka_results *r)
         kdl_cka_matrix_free(r->robust);
         kdl_cka_matrix_free(r->lin);
         *r = (struct kdl__cka_results){0};
-}
-
-int kdl__open_stream(const struct kdl__srcs *l, kdl_h5file *fa, kdl_h5file *fb,
-                     const kdl_pair *pair, size_t n, bool labels, enum kdl_spatial rule,
-                     bool skip_nonfinite, kdl_stream **ret)
-{
-        struct kdl_stream_opts so = {.skip_nonfinite = skip_nonfinite};
-        kdl_stream *s = NULL;
-        int r;
-
-        r = kdl_stream_new(n, pair, &so, &s);
-        for (size_t k = 0; r >= 0 && k < l->n; k++) {
-                struct kdl__src *src = &l->v[k];
-
-                if (!src->ds)
-                        continue;
-                r = kdl_stream_add(s, src->model ? fb : fa, src->ds, rule, src->model == 1);
-                src->idx = r;
-        }
-        if (r >= 0 && labels)
-                r = kdl_stream_add_labels(s, fa);
-        if (r < 0) {
-                kdl_stream_free(s);
-                return r;
-        }
-        *ret = s;
-        return 0;
 }
 
 /* The rows of @from whose ids are in the sorted @want, as a new gather. */
@@ -388,24 +400,58 @@ out:
         return r;
 }
 
-int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__srcs *l,
-                     size_t nclasses, const struct kdl__cka_compute_opts *o, const size_t *sub,
-                     size_t nsub, struct kdl__cka_results *res, struct kdl__gather *ret_sub)
+/* One kdl__cka_compute() as the state of a job: the pass over the sources,
+ * then linear CKA (feature or Gram space) and the subsample's robust, RBF
+ * and minibatch CKA. */
+struct compute {
+        struct kdl__feed feed; /* feeds state or g */
+        const struct kdl__srcs *l;
+        struct kdl__cka_compute_opts o;
+        const size_t *sub; /* borrowed */
+        size_t nsub;
+        size_t *all;          /* Gram space: every sample, wanted by g */
+        kdl_cka_state *state; /* feature space */
+        struct kdl__gather g; /* Gram space: every sample; else the subsample */
+        struct kdl__cka_results *res;
+        struct kdl__gather *ret_sub; /* NULL, or receives the subsample */
+};
+
+static void compute_release(struct compute *c)
 {
-        kdl_h5file *fa = in->teacher, *fb = in->nstudents ? in->students[0] : NULL;
-        size_t n = pair ? pair->n : kdl_h5_dump(fa)->n, *all = NULL, totalw = 0;
-        size_t *widths = kdl_new(size_t, l->n);
-        struct kdl__gather g = {0}, gs = {0};
-        kdl_tensor *t = kdl_new(kdl_tensor, l->n);
-        kdl_cka_state *state = NULL;
-        kdl_stream *s = NULL;
+        kdl__feed_release(&c->feed);
+        kdl_cka_state_free(c->state);
+        kdl__gather_release(&c->g, c->l ? c->l->n : 0);
+        free(c->all);
+        *c = (struct compute){0};
+}
+
+/* Everything a pass over @n samples of @l needs; c->res gets n, maxw, gram. */
+static int compute_init(struct compute *c, kdl_h5file *fa, kdl_h5file *fb, size_t n,
+                        const struct kdl__srcs *l, size_t nclasses,
+                        const struct kdl__cka_compute_opts *o, const size_t *sub, size_t nsub,
+                        struct kdl__cka_results *res, struct kdl__gather *ret_sub)
+{
+        size_t *widths = kdl_new(size_t, l->n), totalw = 0;
         int r;
 
-        if (!widths || !t) {
-                r = -ENOMEM;
-                goto out;
-        }
+        *c = (struct compute){
+                .feed = {.l = l,
+                         .fa = fa,
+                         .fb = fb,
+                         .rule = o->spatial,
+                         .nclasses = nclasses,
+                         .labels = o->labels},
+                .l = l,
+                .o = *o,
+                .sub = sub,
+                .nsub = nsub,
+                .res = res,
+                .ret_sub = ret_sub,
+        };
+        if (!widths)
+                return -ENOMEM;
         res->n = n;
+        res->maxw = 0;
         for (size_t k = 0; k < l->n; k++) {
                 widths[k] = l->v[k].width;
                 totalw += widths[k];
@@ -413,14 +459,14 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
         }
         res->gram = res->maxw > n;
         if (res->gram) {
-                all = kdl_new(size_t, n ? n : 1);
-                if (!all) {
+                c->all = kdl_new(size_t, n ? n : 1);
+                if (!c->all) {
                         r = -ENOMEM;
                         goto out;
                 }
                 for (size_t i = 0; i < n; i++)
-                        all[i] = i;
-                r = kdl__gather_init(&g, l, all, n);
+                        c->all[i] = i;
+                r = kdl__gather_init(&c->g, l, c->all, n);
         } else {
                 kdl_cka_opts co = {.bootstrap = o->bootstrap, .seed = o->seed, .pairs = o->pairs};
                 size_t bytes = kdl_cka_state_bytes(l->n, widths, &co);
@@ -434,28 +480,38 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
                                       (double) o->max_bytes / 1073741824.0);
                         goto out;
                 }
-                r = kdl_cka_state_new(l->n, widths, &co, &state);
+                r = kdl_cka_state_new(l->n, widths, &co, &c->state);
                 if (r >= 0)
-                        r = kdl__gather_init(&g, l, sub, nsub);
+                        r = kdl__gather_init(&c->g, l, sub, nsub);
         }
-        if (r < 0)
-                goto out;
-        r = kdl__open_stream(l, fa, fb, pair, n, o->labels, o->spatial, o->skip_nonfinite, &s);
-        if (r >= 0)
-                r = kdl__pass(s, l, nclasses, o->labels, state, &g);
-        if (r < 0)
-                goto out;
+        c->feed.state = c->state;
+        c->feed.g = &c->g;
+out:
+        free(widths);
+        return r < 0 ? r : 0;
+}
 
+/* After the pass: c->res from c->state or the gathered rows. */
+static int compute_finish(struct compute *c)
+{
+        const struct kdl__srcs *l = c->l;
+        struct kdl__cka_results *res = c->res;
+        struct kdl__gather gs = {0};
+        kdl_tensor *t = kdl_new(kdl_tensor, l->n);
+        int r;
+
+        if (!t)
+                return -ENOMEM;
         if (res->gram) {
                 for (size_t k = 0; k < l->n; k++)
-                        t[k] = kdl__gather_tensor(&g, l, k);
+                        t[k] = kdl__gather_tensor(&c->g, l, k);
                 r = kdl_cka_gram(t, l->n, KDL_CKA_LINEAR, 0.0, &res->lin);
                 if (r >= 0)
-                        r = gather_subset(&g, l, sub, nsub, &gs);
+                        r = gather_subset(&c->g, l, c->sub, c->nsub, &gs);
         } else {
-                r = kdl_cka_finalize(state, &res->lin);
-                gs = g;
-                g = (struct kdl__gather){0};
+                r = kdl_cka_finalize(c->state, &res->lin);
+                gs = c->g;
+                c->g = (struct kdl__gather){0};
         }
         if (r < 0)
                 goto out;
@@ -463,23 +519,61 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
         for (size_t k = 0; k < l->n; k++)
                 t[k] = kdl__gather_tensor(&gs, l, k);
         if (gs.n >= 2)
-                r = kdl_cka_robust(t, l->n, o->robust, &res->robust);
-        if (r >= 0 && o->rbf)
-                r = kdl_cka_gram(t, l->n, KDL_CKA_RBF, o->theta, &res->rbf);
-        if (r >= 0 && o->batch)
-                r = minibatch(&gs, l, o->batch, o->seed, &res->mb);
-        if (r >= 0 && ret_sub) {
-                *ret_sub = gs;
+                r = kdl_cka_robust(t, l->n, c->o.robust, &res->robust);
+        if (r >= 0 && c->o.rbf)
+                r = kdl_cka_gram(t, l->n, KDL_CKA_RBF, c->o.theta, &res->rbf);
+        if (r >= 0 && c->o.batch)
+                r = minibatch(&gs, l, c->o.batch, c->o.seed, &res->mb);
+        if (r >= 0 && c->ret_sub) {
+                *c->ret_sub = gs;
                 gs = (struct kdl__gather){0};
         }
 out:
-        kdl_stream_free(s);
-        kdl_cka_state_free(state);
         kdl__gather_release(&gs, l->n);
-        kdl__gather_release(&g, l->n);
-        free(all);
         free(t);
-        free(widths);
+        return r < 0 ? r : 0;
+}
+
+static int compute_attach(kdl__job *j, kdl_stream *s)
+{
+        struct compute *c = j->ctx;
+
+        return feed_attach(&c->feed, j, s);
+}
+
+static int compute_block(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        struct compute *c = j->ctx;
+
+        (void) pass;
+        return feed_block(&c->feed, s);
+}
+
+static int compute_end(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        (void) s;
+        (void) pass;
+        return compute_finish(j->ctx);
+}
+
+int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__srcs *l,
+                     size_t nclasses, const struct kdl__cka_compute_opts *o, const size_t *sub,
+                     size_t nsub, struct kdl__cka_results *res, struct kdl__gather *ret_sub)
+{
+        kdl_h5file *fa = in->teacher, *fb = in->nstudents ? in->students[0] : NULL;
+        size_t n = pair ? pair->n : kdl_h5_dump(fa)->n;
+        struct kdl_stream_opts so = {.skip_nonfinite = o->skip_nonfinite};
+        struct compute c;
+        kdl__job job = {
+                .ctx = &c, .attach = compute_attach, .block = compute_block, .end = compute_end};
+        kdl_stream *s = NULL;
+        int r;
+
+        r = compute_init(&c, fa, fb, n, l, nclasses, o, sub, nsub, res, ret_sub);
+        r = r ?: kdl_stream_new(n, pair, &so, &s);
+        r = r ?: kdl__jobs_run(s, &job, 1, NULL);
+        kdl_stream_free(s);
+        compute_release(&c);
         return r;
 }
 
@@ -627,18 +721,57 @@ static int emit(struct tables *tb, const struct kdl__cka_results *res,
         return err;
 }
 
-int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *doc)
-{
+struct kdl__cka_run {
+        kdl_inputs *in; /* borrowed */
+        kdl_doc *doc;   /* borrowed */
         struct kdl_cka_run_opts o;
-        kdl_h5file *fa = in->teacher, *fb = in->nstudents ? in->students[0] : NULL;
-        const kdl_dump *da = kdl_h5_dump(fa);
-        struct kdl_ckpair *cks = NULL;
-        struct tables tb = {0};
-        struct kdl__cka_results last = {0};
-        size_t nck = 0, nclasses = kdl__classes(da);
+        size_t nclasses;
+        struct tables tb;
+        struct kdl__cka_results last; /* the last job's */
+
+        /* The current job. */
+        struct kdl_ckpair cp;
+        bool two; /* A and B; else A alone */
+        struct kdl__srcs l;
+        long long logits, labels; /* source indices, -1 when absent */
+        bool *mask;
+        size_t *sub, nsub;
+        struct compute c;
+};
+
+/* Drop the current job's state (the last results stay). */
+static void job_release(struct kdl__cka_run *r)
+{
+        compute_release(&r->c);
+        free(r->sub);
+        free(r->mask);
+        kdl__srcs_release(&r->l);
+        r->sub = NULL;
+        r->nsub = 0;
+        r->mask = NULL;
+}
+
+void kdl__cka_abort(struct kdl__cka_run *r)
+{
+        if (!r)
+                return;
+        job_release(r);
+        kdl__cka_results_release(&r->last);
+        kdl_table_free(r->tb.targets);
+        kdl_table_free(r->tb.pairs);
+        kdl_table_free(r->tb.matrix);
+        free(r);
+}
+
+int kdl__cka_begin(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *doc,
+                   struct kdl__cka_run **ret)
+{
+        struct kdl__cka_run *r;
+        struct kdl_cka_run_opts o;
+        char *title;
         int err;
 
-        assert(in && opts && doc && fa);
+        assert(in && in->teacher && opts && doc && ret);
         resolve(opts, &o);
         if (o.estimator == KDL_CKA_MINIBATCH && o.kernel != KDL_CKA_LINEAR)
                 return kdl_error(-KDL_EUSAGE, "minibatch CKA uses the linear kernel: "
@@ -648,125 +781,215 @@ int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *do
                                  o.batch);
         if (!(o.theta > 0.0) || !(o.robust >= 0.0 && o.robust < 0.5))
                 return kdl_error(-KDL_EUSAGE, "--theta must be positive and --robust in [0, 0.5)");
-        /* Two dumps compared layer by layer: B at the checkpoint of the same name
-         * unless a partner checkpoint is named. */
-        err = kdl_select_checkpoints(fa, fb, o.checkpoint,
-                                     o.partner_checkpoint ? o.partner_checkpoint : "same", &cks,
-                                     &nck);
-        if (err < 0)
-                return err;
-        {
-                char *title = kdl__asprintf("CKA (%s kernel, %s)", kdl_cka_kernel_name(o.kernel),
-                                            kdl_cka_estimator_name(o.estimator));
-
-                err = title ? kdl_table_new("cka", title, &tb.matrix) : -ENOMEM;
-                free(title);
-        }
-        err = err ?: kdl_table_new("cka_pairs", "CKA of every layer pair", &tb.pairs);
+        r = kdl_new(struct kdl__cka_run, 1);
+        if (!r)
+                return -ENOMEM;
+        r->in = in;
+        r->doc = doc;
+        r->o = o;
+        r->nclasses = kdl__classes(kdl_h5_dump(in->teacher));
+        title = kdl__asprintf("CKA (%s kernel, %s)", kdl_cka_kernel_name(o.kernel),
+                              kdl_cka_estimator_name(o.estimator));
+        err = title ? kdl_table_new("cka", title, &r->tb.matrix) : -ENOMEM;
+        free(title);
+        err = err ?: kdl_table_new("cka_pairs", "CKA of every layer pair", &r->tb.pairs);
         err = err
                       ?: kdl_table_new("cka_targets",
                                        "CKA against A's logits and the one-hot labels",
-                                       &tb.targets);
+                                       &r->tb.targets);
         err = err ?: kdl_inputs_describe(in, doc);
-        for (size_t c = 0; c < nck && !err; c++) {
-                struct kdl__srcs l = {0};
-                long long logits = -1, labels = -1;
+        if (err < 0) {
+                kdl__cka_abort(r);
+                return err;
+        }
+        *ret = r;
+        return 0;
+}
 
-                err = kdl__srcs_add_checkpoint(&l, cks[c].main, 0, o.spatial);
-                if (!err && fb)
-                        err = kdl__srcs_add_checkpoint(&l, cks[c].partner, 1, o.spatial);
-                for (size_t k = 0; k < l.n; k++)
-                        if (l.v[k].model == 0 && strcmp(l.v[k].name, "logits") == 0 &&
-                            !l.v[k].has_depth)
-                                logits = (long long) k;
-                if (!err && nclasses) {
-                        labels = (long long) l.n;
-                        err = kdl__srcs_add(&l, "labels", false, 0, 0, NULL, nclasses);
-                }
-                if (!err) {
-                        const kdl_pair *pair = fb ? in->pairs[0] : NULL;
-                        size_t n = pair ? pair->n : da->n, *sub = NULL, nsub = 0;
-                        bool *mask = NULL;
-                        struct kdl__cka_compute_opts co = {
-                                .spatial = o.spatial,
-                                .skip_nonfinite = o.skip_nonfinite,
-                                .labels = nclasses > 0,
-                                .bootstrap = o.bootstrap,
-                                .seed = o.seed,
-                                .rbf = o.kernel == KDL_CKA_RBF,
-                                .theta = o.theta,
-                                .batch = o.estimator == KDL_CKA_MINIBATCH ? o.batch : 0,
-                                .robust = o.robust,
-                                .max_bytes = o.max_bytes};
+static int cka_attach(kdl__job *j, kdl_stream *s)
+{
+        struct kdl__cka_run *r = j->ctx;
 
-                        kdl__cka_results_release(&last);
-                        err = kdl__pairs_needed(&l, fb != NULL, logits, labels, &mask);
-                        co.pairs = mask;
-                        err = err
-                                      ?: kdl_sample_select(n, NULL, 0, o.subsample, o.seed,
-                                                           STREAM_SUBSAMPLE, &sub, &nsub);
-                        if (!err)
-                                err = kdl__cka_compute(in, pair, &l, nclasses, &co, sub, nsub,
-                                                       &last, NULL);
-                        free(sub);
-                        free(mask);
-                }
-                if (!err)
-                        err = emit(&tb, &last, &o, &l, &cks[c], fb != NULL, logits, labels);
-                kdl__srcs_release(&l);
-        }
-        if (!err) {
-                err = kdl_doc_add_note(
-                        doc,
-                        last.gram ? "linear CKA in Gram space over all %zu samples (a layer of "
-                                    "width %zu is wider than the sample count)"
-                                  : "linear CKA in feature space over all %zu samples, one "
-                                    "pass (widest layer %zu)",
-                        last.n, last.maxw);
-                err = err
-                              ?: kdl_doc_add_note(doc,
-                                                  "robust column: linear CKA on a seeded subsample "
-                                                  "of %zu samples (seed %llu) after removing each "
-                                                  "layer's %g %% largest centred norms (union over "
-                                                  "the pair)",
-                                                  last.nsub, (unsigned long long) o.seed,
-                                                  100.0 * o.robust);
-                err = err
-                              ?: kdl_doc_add_note(doc, "features of rank 3 and 4 reduced by '%s'",
-                                                  kdl_spatial_name(o.spatial));
-                if (!err && o.kernel == KDL_CKA_RBF)
-                        err = kdl_doc_add_note(doc,
-                                               "RBF kernel on the same subsample, sigma^2 = "
-                                               "%g^2 x median squared distance",
-                                               o.theta);
-                if (!err && last.mb)
-                        err = kdl_doc_add_note(doc,
-                                               "minibatch CKA: %zu batches of %zu from the "
-                                               "subsample in a seeded order (remainder left out)",
-                                               last.mb->nbatches, o.batch);
-                if (!err && o.bootstrap && last.gram)
-                        err = kdl_doc_add_note(doc, "bootstrap intervals are not available in Gram "
-                                                    "space");
-                else if (!err && o.bootstrap)
-                        err = kdl_doc_add_note(doc,
-                                               "bootstrap: %zu Poisson(1) replicates (seed %llu), "
-                                               "percentile 95 %% intervals",
-                                               o.bootstrap, (unsigned long long) o.seed);
-        }
-        if (!err) {
-                err = kdl_doc_add_table(doc, tb.matrix);
-                tb.matrix = NULL;
-                err = err ?: kdl_doc_add_table(doc, tb.pairs);
-                tb.pairs = NULL;
-                if (!err && kdl_table_rows(tb.targets)) {
-                        err = kdl_doc_add_table(doc, tb.targets);
-                        tb.targets = NULL;
-                }
-        }
-        kdl__cka_results_release(&last);
-        kdl_table_free(tb.targets);
-        kdl_table_free(tb.pairs);
-        kdl_table_free(tb.matrix);
-        free(cks);
+        return feed_attach(&r->c.feed, j, s);
+}
+
+static int cka_block(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        struct kdl__cka_run *r = j->ctx;
+
+        (void) pass;
+        return feed_block(&r->c.feed, s);
+}
+
+/* The end of the job's only pass: its results, its rows; its state goes. */
+static int cka_end(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        struct kdl__cka_run *r = j->ctx;
+        int err;
+
+        (void) s;
+        (void) pass;
+        err = compute_finish(&r->c);
+        err = err ?: emit(&r->tb, &r->last, &r->o, &r->l, &r->cp, r->two, r->logits, r->labels);
+        if (err >= 0)
+                job_release(r);
         return err;
+}
+
+int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
+{
+        const struct kdl_cka_run_opts *o = &r->o;
+        kdl_inputs *in = r->in;
+        kdl_h5file *fb;
+        const kdl_pair *pair;
+        size_t n;
+        int err;
+
+        assert(cp && cp->main && ret);
+        job_release(r);
+        kdl__cka_results_release(&r->last);
+        r->two = in->nstudents > 0;
+        assert(!r->two || (k < in->nstudents && cp->partner));
+        fb = r->two ? in->students[k] : NULL;
+        pair = r->two ? in->pairs[k] : NULL;
+        n = pair ? pair->n : kdl_h5_dump(in->teacher)->n;
+        r->cp = *cp;
+        r->logits = -1;
+        r->labels = -1;
+
+        err = kdl__srcs_add_checkpoint(&r->l, cp->main, 0, o->spatial);
+        if (!err && r->two)
+                err = kdl__srcs_add_checkpoint(&r->l, cp->partner, 1, o->spatial);
+        for (size_t i = 0; i < r->l.n; i++)
+                if (r->l.v[i].model == 0 && strcmp(r->l.v[i].name, "logits") == 0 &&
+                    !r->l.v[i].has_depth)
+                        r->logits = (long long) i;
+        if (!err && r->nclasses) {
+                r->labels = (long long) r->l.n;
+                err = kdl__srcs_add(&r->l, "labels", false, 0, 0, NULL, r->nclasses);
+        }
+        err = err ?: kdl__pairs_needed(&r->l, r->two, r->logits, r->labels, &r->mask);
+        err = err
+                      ?: kdl_sample_select(n, NULL, 0, o->subsample, o->seed, STREAM_SUBSAMPLE,
+                                           &r->sub, &r->nsub);
+        if (!err) {
+                struct kdl__cka_compute_opts co = {
+                        .spatial = o->spatial,
+                        .skip_nonfinite = o->skip_nonfinite,
+                        .labels = r->nclasses > 0,
+                        .bootstrap = o->bootstrap,
+                        .seed = o->seed,
+                        .rbf = o->kernel == KDL_CKA_RBF,
+                        .theta = o->theta,
+                        .batch = o->estimator == KDL_CKA_MINIBATCH ? o->batch : 0,
+                        .robust = o->robust,
+                        .max_bytes = o->max_bytes,
+                        .pairs = r->mask};
+
+                err = compute_init(&r->c, in->teacher, fb, n, &r->l, r->nclasses, &co, r->sub,
+                                   r->nsub, &r->last, NULL);
+        }
+        if (err < 0) {
+                job_release(r);
+                return err;
+        }
+        *ret = (kdl__job){.ctx = r, .attach = cka_attach, .block = cka_block, .end = cka_end};
+        return 0;
+}
+
+static int add_notes(kdl_doc *doc, const struct kdl__cka_results *last,
+                     const struct kdl_cka_run_opts *o)
+{
+        int err;
+
+        err = kdl_doc_add_note(doc,
+                               last->gram ? "linear CKA in Gram space over all %zu samples (a "
+                                            "layer of width %zu is wider than the sample count)"
+                                          : "linear CKA in feature space over all %zu samples, "
+                                            "one pass (widest layer %zu)",
+                               last->n, last->maxw);
+        err = err
+                      ?: kdl_doc_add_note(doc,
+                                          "robust column: linear CKA on a seeded subsample of %zu "
+                                          "samples (seed %llu) after removing each layer's %g %% "
+                                          "largest centred norms (union over the pair)",
+                                          last->nsub, (unsigned long long) o->seed,
+                                          100.0 * o->robust);
+        err = err
+                      ?: kdl_doc_add_note(doc, "features of rank 3 and 4 reduced by '%s'",
+                                          kdl_spatial_name(o->spatial));
+        if (!err && o->kernel == KDL_CKA_RBF)
+                err = kdl_doc_add_note(doc,
+                                       "RBF kernel on the same subsample, sigma^2 = %g^2 x median "
+                                       "squared distance",
+                                       o->theta);
+        if (!err && last->mb)
+                err = kdl_doc_add_note(doc,
+                                       "minibatch CKA: %zu batches of %zu from the subsample in a "
+                                       "seeded order (remainder left out)",
+                                       last->mb->nbatches, o->batch);
+        if (!err && o->bootstrap && last->gram)
+                err = kdl_doc_add_note(doc, "bootstrap intervals are not available in Gram space");
+        else if (!err && o->bootstrap)
+                err = kdl_doc_add_note(doc,
+                                       "bootstrap: %zu Poisson(1) replicates (seed %llu), "
+                                       "percentile 95 %% intervals",
+                                       o->bootstrap, (unsigned long long) o->seed);
+        return err;
+}
+
+int kdl__cka_end(struct kdl__cka_run *r)
+{
+        int err;
+
+        assert(r);
+        err = add_notes(r->doc, &r->last, &r->o);
+        if (!err) {
+                err = kdl_doc_add_table(r->doc, r->tb.matrix);
+                r->tb.matrix = NULL;
+                err = err ?: kdl_doc_add_table(r->doc, r->tb.pairs);
+                r->tb.pairs = NULL;
+                if (!err && kdl_table_rows(r->tb.targets)) {
+                        err = kdl_doc_add_table(r->doc, r->tb.targets);
+                        r->tb.targets = NULL;
+                }
+        }
+        kdl__cka_abort(r);
+        return err;
+}
+
+int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *doc)
+{
+        kdl_h5file *fb = in->nstudents ? in->students[0] : NULL;
+        const kdl_pair *pair = fb ? in->pairs[0] : NULL;
+        size_t n = pair ? pair->n : kdl_h5_dump(in->teacher)->n, nck = 0;
+        struct kdl_stream_opts so = {.skip_nonfinite = opts->skip_nonfinite};
+        struct kdl_ckpair *cks = NULL;
+        struct kdl__cka_run *r = NULL;
+        int err;
+
+        assert(in && in->teacher && opts && doc);
+        err = kdl__cka_begin(in, opts, doc, &r);
+        /* Two dumps compared layer by layer: B at the checkpoint of the same name
+         * unless a partner checkpoint is named. */
+        err = err
+                      ?: kdl_select_checkpoints(in->teacher, fb, opts->checkpoint,
+                                                opts->partner_checkpoint ? opts->partner_checkpoint
+                                                                         : "same",
+                                                &cks, &nck);
+        for (size_t c = 0; c < nck && !err; c++) {
+                kdl_stream *s = NULL;
+                kdl__job job;
+
+                err = kdl__cka_job(r, 0, &cks[c], &job);
+                err = err ?: kdl_stream_new(n, pair, &so, &s);
+                err = err ?: kdl__jobs_run(s, &job, 1, NULL);
+                kdl_stream_free(s);
+        }
+        free(cks);
+        if (err < 0) {
+                kdl__cka_abort(r);
+                return err;
+        }
+        return kdl__cka_end(r);
 }

@@ -45,6 +45,10 @@ static int gather_layer(kdl_inputs *in, const struct kdl__srcs *all, size_t k, s
                         const size_t *want, size_t nwant, const struct kdl_layers_opts *o,
                         struct kdl__srcs *one, struct kdl__gather *g)
 {
+        struct kdl_stream_opts so = {.skip_nonfinite = o->skip_nonfinite};
+        struct kdl__feed f = {
+                .l = one, .fa = in->teacher, .rule = o->spatial, .labels = true, .g = g};
+        kdl__job job = kdl__feed_job(&f);
         kdl_stream *s = NULL;
         int r;
 
@@ -52,11 +56,10 @@ static int gather_layer(kdl_inputs *in, const struct kdl__srcs *all, size_t k, s
         r = kdl__srcs_add(one, all->v[k].name, all->v[k].has_depth, all->v[k].depth, 0,
                           all->v[k].ds, all->v[k].width);
         r = r ?: kdl__gather_init(g, one, want, nwant);
-        r = r
-                    ?: kdl__open_stream(one, in->teacher, NULL, NULL, n, true, o->spatial,
-                                        o->skip_nonfinite, &s);
-        r = r ?: kdl__pass(s, one, 0, true, NULL, g);
+        r = r ?: kdl_stream_new(n, NULL, &so, &s);
+        r = r ?: kdl__jobs_run(s, &job, 1, NULL);
         kdl_stream_free(s);
+        kdl__feed_release(&f);
         return r;
 }
 

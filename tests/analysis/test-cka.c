@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/lib/kdl-test.h"
+#include "analysis/cka-internal.h"
+
+/* A job that counts the rows of one student dataset (another analysis on
+ * the same stream, one the cka job shares a dataset with). */
+struct counter {
+        kdl_h5file *f;
+        const kdl_dsinfo *ds;
+        bool student;
+        int idx;
+        size_t rows, blocks;
+};
+
+static int counter_attach(kdl__job *j, kdl_stream *s)
+{
+        struct counter *c = j->ctx;
+
+        c->idx = kdl__job_add(j, s, c->f, c->ds, KDL_SPATIAL_AVG, c->student);
+        return c->idx < 0 ? c->idx : 0;
+}
+
+static int counter_block(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        struct counter *c = j->ctx;
+        kdl_tensor b = kdl_stream_block(s, c->idx);
+
+        assert_int_equal(pass, 0);
+        assert_int_equal(b.shape[0], kdl_stream_rows(s));
+        c->rows += b.shape[0];
+        c->blocks++;
+        return 0;
+}
+
+static kdl_inputs *open_inputs(bool student)
+{
+        const char *dir = getenv("KDL_FIXTURES");
+        char *t, *s;
+        kdl_inputs *in = NULL;
+
+        assert_true(asprintf(&t, "%s/teacher.h5", dir) > 0);
+        assert_true(asprintf(&s, "%s/student.h5", dir) > 0);
+        assert_int_equal(kdl_inputs_open(t, (const char *const *) &s, student ? 1 : 0, &in), 0);
+        free(s);
+        free(t);
+        return in;
+}
+
+/* Every table of @b as in @a: the same keys, strings and integers, reals
+ * within @rtol (the sums of other block sizes differ in the last bits). */
+static void assert_docs_close(const kdl_doc *a, const kdl_doc *b, double rtol)
+{
+        assert_int_equal(kdl_doc_ntables(a), kdl_doc_ntables(b));
+        for (size_t k = 0; k < kdl_doc_ntables(a); k++) {
+                const kdl_table *x = kdl_doc_table(a, k), *y = kdl_doc_table(b, k);
+
+                assert_string_equal(kdl_table_name(x), kdl_table_name(y));
+                assert_int_equal(kdl_table_rows(x), kdl_table_rows(y));
+                assert_int_equal(kdl_table_cols(x), kdl_table_cols(y));
+                assert_true(kdl_table_rows(x) > 0);
+                for (size_t c = 0; c < kdl_table_cols(x); c++)
+                        assert_string_equal(kdl_table_key(x, c), kdl_table_key(y, c));
+                for (size_t i = 0; i < kdl_table_rows(x); i++)
+                        for (size_t c = 0; c < kdl_table_cols(x); c++) {
+                                const kdl_cell *u = kdl_table_cell(x, i, c),
+                                               *v = kdl_table_cell(y, i, c);
+
+                                assert_int_equal(u->type, v->type);
+                                if (u->type == KDL_CELL_STR)
+                                        assert_string_equal(u->v.s, v->v.s);
+                                else if (u->type == KDL_CELL_INT)
+                                        assert_int_equal(u->v.i, v->v.i);
+                                else if (u->type == KDL_CELL_BOOL)
+                                        assert_int_equal(u->v.b, v->v.b);
+                                else if (u->type == KDL_CELL_REAL && isnan(u->v.r))
+                                        assert_true(isnan(v->v.r));
+                                else if (u->type == KDL_CELL_REAL)
+                                        assert_close(v->v.r, u->v.r, rtol, 1e-14);
+                        }
+        }
+}
+
+/*
+ * Two cka runs with different options (RBF kernel and bootstrap; minibatch)
+ * and a third job, all on one stream of small blocks per checkpoint, give
+ * the rows kdl_cka_run() gives for each run alone, in one pass that reads
+ * each dataset once for all of them.
+ */
+static void run_shared(bool student)
+{
+        kdl_inputs *in = open_inputs(student);
+        kdl_h5file *fb = student ? in->students[0] : NULL;
+        struct kdl_cka_run_opts o[2] = {
+                {.checkpoint = "all", .kernel = KDL_CKA_RBF, .bootstrap = 5, .seed = 3},
+                {.checkpoint = "all", .estimator = KDL_CKA_MINIBATCH, .batch = 8, .seed = 7},
+        };
+        kdl_doc *alone[2] = {NULL, NULL}, *shared[2] = {NULL, NULL};
+        struct kdl__cka_run *r[2] = {NULL, NULL};
+        struct kdl_ckpair *cks = NULL;
+        size_t nck = 0, n = student ? in->pairs[0]->n : kdl_h5_dump(in->teacher)->n;
+
+        for (int k = 0; k < 2; k++) {
+                assert_int_equal(kdl_doc_new("cka", &alone[k]), 0);
+                assert_int_equal(kdl_cka_run(in, &o[k], alone[k]), 0);
+                assert_int_equal(kdl_doc_new("cka", &shared[k]), 0);
+                assert_int_equal(kdl__cka_begin(in, &o[k], shared[k], &r[k]), 0);
+        }
+        assert_int_equal(kdl_select_checkpoints(in->teacher, fb, "all", "same", &cks, &nck), 0);
+        assert_int_equal(nck, 2);
+        for (size_t c = 0; c < nck; c++) {
+                const kdl_checkpoint *other = student ? cks[c].partner : cks[c].main;
+                struct counter cnt = {
+                        .f = student ? fb : in->teacher, .ds = other->logits, .student = student};
+                kdl__job jobs[3] = {
+                        {.ctx = &cnt, .attach = counter_attach, .block = counter_block}};
+                size_t nds = cks[c].main->nlayers + 1 + 1; /* A's layers, logits, labels */
+                kdl_stream *s = NULL;
+                unsigned passes = 0;
+
+                if (student)
+                        nds += cks[c].partner->nlayers + 1;
+                assert_int_equal(kdl__cka_job(r[0], 0, &cks[c], &jobs[1]), 0);
+                assert_int_equal(kdl__cka_job(r[1], 0, &cks[c], &jobs[2]), 0);
+                assert_int_equal(kdl_stream_new(n, student ? in->pairs[0] : NULL,
+                                                &(struct kdl_stream_opts){.block_rows = 7}, &s),
+                                 0);
+                assert_int_equal(kdl__jobs_run(s, jobs, 3, &passes), 0);
+                assert_int_equal(passes, 1);
+                assert_int_equal(kdl_stream_count(s), nds);
+                assert_int_equal(cnt.rows, n);
+                assert_int_equal(cnt.blocks, (n + 6) / 7);
+                kdl_stream_free(s);
+        }
+        for (int k = 0; k < 2; k++) {
+                assert_int_equal(kdl__cka_end(r[k]), 0);
+                assert_docs_close(alone[k], shared[k], 1e-10);
+                kdl_doc_free(shared[k]);
+                kdl_doc_free(alone[k]);
+        }
+        free(cks);
+        kdl_inputs_free(in);
+}
+
+static void test_jobs_share_stream(void **state)
+{
+        (void) state;
+        run_shared(true);
+}
+
+static void test_jobs_share_stream_one_model(void **state)
+{
+        (void) state;
+        run_shared(false);
+}
+
+/* A job that cannot start (the state would exceed max_bytes) says so, and
+ * the run is freed by abort; impossible options fail in begin. */
+static void test_job_errors(void **state)
+{
+        kdl_inputs *in = open_inputs(true);
+        struct kdl_cka_run_opts o = {.bootstrap = 5, .max_bytes = 1};
+        struct kdl_cka_run_opts bad = {.kernel = KDL_CKA_RBF, .estimator = KDL_CKA_MINIBATCH};
+        struct kdl__cka_run *r = NULL, *never = NULL;
+        struct kdl_ckpair *cks = NULL;
+        size_t nck = 0;
+        kdl_doc *doc = NULL;
+        kdl__job job;
+
+        (void) state;
+        assert_int_equal(kdl_doc_new("cka", &doc), 0);
+        assert_int_equal(kdl__cka_begin(in, &bad, doc, &never), -KDL_EUSAGE);
+        assert_null(never);
+        assert_int_equal(kdl__cka_begin(in, &o, doc, &r), 0);
+        assert_int_equal(
+                kdl_select_checkpoints(in->teacher, in->students[0], NULL, "same", &cks, &nck), 0);
+        assert_int_equal(kdl__cka_job(r, 0, &cks[0], &job), -KDL_ERANGE);
+        assert_non_null(strstr(kdl_errmsg(), "allowed"));
+        kdl__cka_abort(r);
+        kdl__cka_abort(NULL);
+        assert_int_equal(kdl_doc_ntables(doc), 0);
+        free(cks);
+        kdl_doc_free(doc);
+        kdl_inputs_free(in);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_jobs_share_stream),
+                cmocka_unit_test(test_jobs_share_stream_one_model),
+                cmocka_unit_test(test_job_errors),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
