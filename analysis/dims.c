@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -8,6 +9,8 @@
 #include "metrics/spectral.h"
 #include "loaders/stream.h"
 #include "analysis/dims.h"
+#include "analysis/dims-internal.h"
+#include "analysis/pass.h"
 #include "metrics/base/banned.h"
 
 /* A student width to mark on its teacher checkpoint's residual curve. */
@@ -17,7 +20,37 @@ struct mark {
         char *label; /* "model@checkpoint" */
 };
 
-struct ctx {
+/* One spectral state the blocks feed: a selected layer's features, or the logits. */
+struct acc {
+        const kdl_layer *layer; /* NULL: the model's row-centred logits */
+        const kdl_dsinfo *x;
+        int ix; /* the stream's index of x */
+        kdl_spectral_state *st;
+        kdl_spectral_result *res;
+};
+
+/*
+ * The job of one model at one checkpoint: every state takes every block of
+ * the one pass, X from f (student rows when student), Y = the teacher's
+ * logits at tck for the layers when tck is given.  acc[0] holds the logits,
+ * with the per-sample support rank of W^T F W summed when there is a head.
+ */
+struct job {
+        struct kdl__dims_run *r;
+        kdl_h5file *f;
+        bool student;              /* f's rows follow the stream's pair */
+        const kdl_checkpoint *ck;  /* f's */
+        const kdl_checkpoint *tck; /* the teacher's, fitted by the layers; NULL: none */
+        bool teacher;              /* the teacher's own job: its logits go to tlog */
+        bool support;              /* a head: sum the support rank of the logits */
+        size_t head_rank, hwidth;  /* of the head weight */
+        int iy;                    /* the stream's index of the teacher's logits */
+        double support_sum;
+        struct acc *acc; /* [nacc] the logits, then the selected layers in order */
+        size_t nacc;
+};
+
+struct kdl__dims_run {
         const kdl_inputs *in;
         const struct kdl_dims_opts *o;
         kdl_doc *doc;
@@ -26,25 +59,7 @@ struct ctx {
         struct mark *marks;
         size_t nmarks;
         size_t layer_rows; /* feature-layer rows written */
-};
-
-/*
- * One pass over aligned row blocks: X from dataset x of f (student rows when
- * pair is given), Y = dataset y of tf (the teacher's logits) when given.
- * With support, x holds logits and their per-sample support rank is summed.
- */
-struct pass {
-        kdl_h5file *f;
-        const kdl_pair *pair;
-        const kdl_dsinfo *x;
-        bool center_x;
-        kdl_h5file *tf;
-        const kdl_dsinfo *y;
-        bool support;
-        size_t head_rank;
-        /* results */
-        kdl_spectral_result *res;
-        double support_sum;
+        struct job job;    /* the current job */
 };
 
 static const char *model_name(const kdl_dump *d)
@@ -57,79 +72,9 @@ static size_t ck_index(const kdl_h5file *f, const kdl_checkpoint *ck)
         return (size_t) (ck - kdl_h5_dump(f)->checkpoints);
 }
 
-static int run_pass(struct ctx *c, struct pass *p)
-{
-        const kdl_dump *d = kdl_h5_dump(p->f);
-        struct kdl_stream_opts so = {.block_rows = c->o->block_rows,
-                                     .skip_nonfinite = c->o->skip_nonfinite};
-        kdl_spectral_opts sopt = {.rank_rtol = c->o->rank_rtol, .ridge_lambda = c->o->ridge_lambda};
-        kdl_stream *s = NULL;
-        kdl_spectral_state *st = NULL;
-        size_t n = p->pair ? p->pair->n : d->n, dy = 0;
-        unsigned flags = 0;
-        int ix, iy = -1, err;
-
-        err = kdl_stream_new(n, p->pair, &so, &s);
-        if (err < 0)
-                goto out;
-        ix = err = kdl_stream_add(s, p->f, p->x, c->o->spatial, p->pair != NULL);
-        if (err < 0)
-                goto out;
-        if (p->y) {
-                iy = err = kdl_stream_add(s, p->tf, p->y, KDL_SPATIAL_AVG, false);
-                if (err < 0)
-                        goto out;
-                dy = kdl_stream_cols(s, iy);
-                flags |= KDL_SPECTRAL_CENTER_ROWS_Y;
-        }
-        if (p->center_x)
-                flags |= KDL_SPECTRAL_CENTER_ROWS_X;
-        err = kdl_spectral_state_new(kdl_stream_cols(s, ix), dy, flags, &st);
-        if (err < 0)
-                goto out;
-        p->support_sum = 0.0;
-        while ((err = kdl_stream_next(s)) > 0) {
-                kdl_tensor xb = kdl_stream_block(s, ix), yb;
-                double sum;
-
-                if (p->y)
-                        yb = kdl_stream_block(s, iy);
-                err = kdl_spectral_accumulate(st, &xb, p->y ? &yb : NULL);
-                if (err < 0)
-                        goto out;
-                if (p->support) {
-                        err = kdl_spectral_support_rank(&xb, c->o->tau, c->o->rank_rtol,
-                                                        p->head_rank, &sum);
-                        if (err < 0)
-                                goto out;
-                        p->support_sum += sum;
-                }
-        }
-        if (err < 0)
-                goto out;
-        if (kdl_stream_skipped(s)) {
-                err = kdl_doc_add_note(
-                        c->doc, "'%s': %s%s: %zu samples with NaN/Inf skipped", d->path, p->x->path,
-                        p->y ? " (with the teacher's logits)" : "", kdl_stream_skipped(s));
-                if (err < 0)
-                        goto out;
-        }
-        if (kdl_spectral_count(st) < 2) {
-                err = kdl_error(-KDL_ESHAPE,
-                                "'%s': %s: expected at least 2 usable samples, found %zu", d->path,
-                                p->x->path, kdl_spectral_count(st));
-                goto out;
-        }
-        err = kdl_spectral_finalize(st, &sopt, &p->res);
-out:
-        kdl_spectral_state_free(st);
-        kdl_stream_free(s);
-        return err;
-}
-
 /* Rank of W^T F W from the head weight of ck. */
-static int head_rank(const struct ctx *c, kdl_h5file *f, const kdl_checkpoint *ck, size_t *ret_rank,
-                     size_t *ret_width)
+static int head_rank(const struct kdl__dims_run *c, kdl_h5file *f, const kdl_checkpoint *ck,
+                     size_t *ret_rank, size_t *ret_width)
 {
         kdl_h5reader *r = NULL;
         double *w = NULL;
@@ -182,7 +127,7 @@ static int put_model(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck)
 }
 
 /* One "dims" row; tres is the teacher's centred-logit result (or NULL). */
-static int dims_row(struct ctx *c, const kdl_dump *d, const kdl_checkpoint *ck,
+static int dims_row(struct kdl__dims_run *c, const kdl_dump *d, const kdl_checkpoint *ck,
                     const kdl_layer *layer, const kdl_spectral_result *r,
                     const kdl_spectral_result *tres)
 {
@@ -223,7 +168,7 @@ static int dims_row(struct ctx *c, const kdl_dump *d, const kdl_checkpoint *ck,
         return err;
 }
 
-static int spectrum_rows(struct ctx *c, const kdl_dump *d, const kdl_checkpoint *ck,
+static int spectrum_rows(struct kdl__dims_run *c, const kdl_dump *d, const kdl_checkpoint *ck,
                          const char *layer, const kdl_spectral_result *r)
 {
         int err = 0;
@@ -238,109 +183,16 @@ static int spectrum_rows(struct ctx *c, const kdl_dump *d, const kdl_checkpoint 
         return err;
 }
 
-static bool layer_selected(const struct ctx *c, const kdl_layer *l)
+static bool layer_selected(const struct kdl__dims_run *c, const kdl_layer *l)
 {
         const char *want = c->o->layer;
 
         return !want || strcmp(want, "all") == 0 || strcmp(want, l->name) == 0;
 }
 
-/*
- * Every row of one model at one checkpoint: its centred logits, its selected
- * layers (with the ridge fit of the teacher's logits tck when given) and its
- * head.  ret_logits receives the model's centred-logit result (caller
- * frees); ret_head_r2 the ridge R^2 of the head's input layer (NaN when it
- * was not analysed).
- */
-static int analyse_ck(struct ctx *c, kdl_h5file *f, const kdl_pair *pair, const kdl_checkpoint *ck,
-                      kdl_h5file *tf, const kdl_checkpoint *tck, kdl_spectral_result **ret_logits,
-                      double *ret_head_r2)
-{
-        const kdl_dump *d = kdl_h5_dump(f);
-        struct pass lp = {.f = f, .pair = pair, .x = ck->logits, .center_x = true};
-        const kdl_spectral_result *tres = NULL;
-        size_t hwidth = 0;
-        double head_r2 = NAN;
-        int err = 0;
-
-        if (!ck->logits || ck->logits->ndim != 2 || ck->logits->shape[1] < 2)
-                return kdl_error(-KDL_ESCHEMA, "'%s': %s/logits: expected [N, C] with C >= 2",
-                                 d->path, ck->group);
-        if (ck->head_weight) {
-                err = head_rank(c, f, ck, &lp.head_rank, &hwidth);
-                if (err < 0)
-                        return err;
-                lp.support = true;
-        }
-        err = run_pass(c, &lp);
-        if (err < 0)
-                return err;
-        if (tck)
-                tres = tf == f ? lp.res : c->tlog[ck_index(tf, tck)];
-        for (size_t j = 0; j < ck->nlayers && !err; j++) {
-                const kdl_layer *l = &ck->layers[j];
-                struct pass p = {.f = f,
-                                 .pair = pair,
-                                 .x = &l->feature,
-                                 .tf = tf,
-                                 .y = tck ? tck->logits : NULL};
-
-                if (!layer_selected(c, l))
-                        continue;
-                err = run_pass(c, &p);
-                err = err ?: dims_row(c, d, ck, l, p.res, tres);
-                err = err ?: spectrum_rows(c, d, ck, l->name, p.res);
-                if (!err && p.res->has_ridge && ck->head_input &&
-                    strcmp(l->name, ck->head_input) == 0)
-                        head_r2 = p.res->ridge.r2;
-                kdl_spectral_result_free(p.res);
-                c->layer_rows++;
-        }
-
-        /* The logits last, as the network's last layer. */
-        err = err ?: dims_row(c, d, ck, NULL, lp.res, NULL);
-        err = err ?: spectrum_rows(c, d, ck, "logits", lp.res);
-        if (!err && ck->head_weight) {
-                kdl_table *t = c->heads;
-
-                err = put_model(t, d, ck);
-                err = err
-                              ?: kdl_table_put_str(t, "head_input",
-                                                   ck->head_input ? ck->head_input : "-");
-                err = err ?: kdl_table_put_int(t, "width", (long long) hwidth);
-                err = err ?: kdl_table_put_int(t, "classes", (long long) lp.res->d);
-                err = err ?: kdl_table_put_int(t, "wfw_rank", (long long) lp.head_rank);
-                err = err
-                              ?: kdl_table_put_int(t, "kl_blind_dims",
-                                                   (long long) (hwidth - lp.head_rank));
-                err = err ?: kdl_table_put_real(t, "tau", c->o->tau);
-                err = err
-                              ?: kdl_table_put_real(t, "wfw_support_rank_mean",
-                                                    lp.support_sum / (double) lp.res->n);
-        }
-        if (err < 0) {
-                kdl_spectral_result_free(lp.res);
-                return err;
-        }
-        *ret_logits = lp.res;
-        if (ret_head_r2)
-                *ret_head_r2 = head_r2;
-        return 0;
-}
-
-/* The teacher's rows at tck, once; its centred-logit result is kept. */
-static int ensure_teacher(struct ctx *c, const kdl_checkpoint *tck)
-{
-        kdl_h5file *tf = c->in->teacher;
-        size_t k = ck_index(tf, tck);
-
-        if (c->tlog[k])
-                return 0;
-        return analyse_ck(c, tf, NULL, tck, tf, tck, &c->tlog[k], NULL);
-}
-
 /* The width a student's logits are computed from, and where it was found. */
-static size_t student_width(const struct ctx *c, const kdl_checkpoint *ck, const char **ret_from)
+static size_t student_width(const struct kdl__dims_run *c, const kdl_checkpoint *ck,
+                            const char **ret_from)
 {
         const kdl_layer *l;
 
@@ -359,7 +211,7 @@ static size_t student_width(const struct ctx *c, const kdl_checkpoint *ck, const
         return 0;
 }
 
-static int verdict_row(struct ctx *c, const kdl_dump *d, const kdl_checkpoint *ck,
+static int verdict_row(struct kdl__dims_run *c, const kdl_dump *d, const kdl_checkpoint *ck,
                        const kdl_checkpoint *tck, double head_r2)
 {
         const kdl_spectral_result *tres = c->tlog[ck_index(c->in->teacher, tck)];
@@ -416,7 +268,7 @@ static int verdict_row(struct ctx *c, const kdl_dump *d, const kdl_checkpoint *c
 }
 
 /* The residual curve of each analysed teacher checkpoint, widths marked. */
-static int curve_rows(struct ctx *c)
+static int curve_rows(struct kdl__dims_run *c)
 {
         const kdl_dump *td = kdl_h5_dump(c->in->teacher);
         int err = 0;
@@ -448,6 +300,233 @@ static int curve_rows(struct ctx *c)
                 }
         }
         return err;
+}
+
+/* Free the state of the current job (rows already written stay). */
+static void job_release(struct job *j)
+{
+        for (size_t a = 0; a < j->nacc; a++) {
+                kdl_spectral_state_free(j->acc[a].st);
+                kdl_spectral_result_free(j->acc[a].res);
+        }
+        free(j->acc);
+        *j = (struct job){0};
+}
+
+static int job_attach(kdl__job *kj, kdl_stream *s)
+{
+        struct job *j = kj->ctx;
+        const struct kdl_dims_opts *o = j->r->o;
+        size_t dy = 0;
+        int err;
+
+        /* The logits with the same rule for X and Y, so that the teacher's
+         * job (and other jobs on the stream) read them once. */
+        for (size_t a = 0; a < j->nacc; a++) {
+                struct acc *x = &j->acc[a];
+
+                x->ix = err = kdl__job_add(kj, s, j->f, x->x, o->spatial, j->student);
+                if (err < 0)
+                        return err;
+                if (a == 0 && j->tck) {
+                        j->iy = err = kdl__job_add(kj, s, j->r->in->teacher, j->tck->logits,
+                                                   o->spatial, false);
+                        if (err < 0)
+                                return err;
+                        dy = kdl_stream_cols(s, j->iy);
+                }
+                /* The logits are row-centred X; a layer fits the row-centred Y. */
+                err = kdl_spectral_state_new(kdl_stream_cols(s, x->ix), x->layer ? dy : 0,
+                                             !x->layer ? KDL_SPECTRAL_CENTER_ROWS_X
+                                             : dy      ? KDL_SPECTRAL_CENTER_ROWS_Y
+                                                       : 0,
+                                             &x->st);
+                if (err < 0)
+                        return err;
+        }
+        return 0;
+}
+
+static int job_block(kdl__job *kj, kdl_stream *s, unsigned pass)
+{
+        struct job *j = kj->ctx;
+        const struct kdl_dims_opts *o = j->r->o;
+        kdl_tensor yb = {0};
+        int err = 0;
+
+        (void) pass;
+        if (j->tck)
+                yb = kdl_stream_block(s, j->iy);
+        for (size_t a = 0; a < j->nacc && !err; a++) {
+                kdl_tensor xb = kdl_stream_block(s, j->acc[a].ix);
+
+                err = kdl_spectral_accumulate(j->acc[a].st, &xb,
+                                              j->acc[a].layer && j->tck ? &yb : NULL);
+                if (!err && a == 0 && j->support) {
+                        double sum;
+
+                        err = kdl_spectral_support_rank(&xb, o->tau, o->rank_rtol, j->head_rank,
+                                                        &sum);
+                        j->support_sum += sum;
+                }
+        }
+        return err;
+}
+
+static int finalize(struct job *j, struct acc *x)
+{
+        const struct kdl_dims_opts *o = j->r->o;
+        kdl_spectral_opts sopt = {.rank_rtol = o->rank_rtol, .ridge_lambda = o->ridge_lambda};
+
+        if (kdl_spectral_count(x->st) < 2)
+                return kdl_error(-KDL_ESHAPE,
+                                 "'%s': %s: expected at least 2 usable samples, found %zu",
+                                 kdl_h5_dump(j->f)->path, x->x->path, kdl_spectral_count(x->st));
+        return kdl_spectral_finalize(x->st, &sopt, &x->res);
+}
+
+static int heads_row(struct job *j, const kdl_spectral_result *lres)
+{
+        kdl_table *t = j->r->heads;
+        int err = put_model(t, kdl_h5_dump(j->f), j->ck);
+
+        err = err
+                      ?: kdl_table_put_str(t, "head_input",
+                                           j->ck->head_input ? j->ck->head_input : "-");
+        err = err ?: kdl_table_put_int(t, "width", (long long) j->hwidth);
+        err = err ?: kdl_table_put_int(t, "classes", (long long) lres->d);
+        err = err ?: kdl_table_put_int(t, "wfw_rank", (long long) j->head_rank);
+        err = err ?: kdl_table_put_int(t, "kl_blind_dims", (long long) (j->hwidth - j->head_rank));
+        err = err ?: kdl_table_put_real(t, "tau", j->r->o->tau);
+        err = err
+                      ?: kdl_table_put_real(t, "wfw_support_rank_mean",
+                                            j->support_sum / (double) lres->n);
+        return err;
+}
+
+/*
+ * The end of the one pass: every row of the model at the checkpoint, its
+ * selected layers first (with the ridge fit of the teacher's logits when
+ * given), then its centred logits, its head and, for a student with a
+ * teacher, its verdict.
+ */
+static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
+{
+        struct job *j = kj->ctx;
+        struct kdl__dims_run *c = j->r;
+        const kdl_dump *d = kdl_h5_dump(j->f);
+        const kdl_checkpoint *ck = j->ck;
+        const kdl_spectral_result *tres = NULL;
+        double head_r2 = NAN;
+        int err = 0;
+
+        (void) pass;
+        if (kdl_stream_skipped(s)) {
+                err = kdl_doc_add_note(c->doc,
+                                       "'%s': checkpoint %s: %zu samples with NaN/Inf skipped, "
+                                       "for every layer and the logits (one pass reads them all: "
+                                       "NaN/Inf in any dataset read with them%s drops the "
+                                       "sample)",
+                                       d->path, ck->name, kdl_stream_skipped(s),
+                                       j->tck && !j->teacher ? ", the teacher's logits included"
+                                                             : "");
+                if (err < 0)
+                        return err;
+        }
+        for (size_t a = 0; a < j->nacc && !err; a++)
+                err = finalize(j, &j->acc[a]);
+        if (err < 0)
+                return err;
+        if (j->teacher)
+                tres = j->acc[0].res;
+        else if (j->tck)
+                tres = c->tlog[ck_index(c->in->teacher, j->tck)];
+        for (size_t a = 1; a < j->nacc && !err; a++) {
+                const kdl_layer *l = j->acc[a].layer;
+                const kdl_spectral_result *res = j->acc[a].res;
+
+                err = dims_row(c, d, ck, l, res, tres);
+                err = err ?: spectrum_rows(c, d, ck, l->name, res);
+                if (!err && res->has_ridge && ck->head_input &&
+                    strcmp(l->name, ck->head_input) == 0)
+                        head_r2 = res->ridge.r2;
+                c->layer_rows++;
+        }
+
+        /* The logits last, as the network's last layer. */
+        err = err ?: dims_row(c, d, ck, NULL, j->acc[0].res, NULL);
+        err = err ?: spectrum_rows(c, d, ck, "logits", j->acc[0].res);
+        if (!err && ck->head_weight)
+                err = heads_row(j, j->acc[0].res);
+        if (!err && j->teacher) {
+                c->tlog[ck_index(j->f, ck)] = j->acc[0].res;
+                j->acc[0].res = NULL;
+        } else if (!err && j->tck) {
+                err = verdict_row(c, d, ck, j->tck, head_r2);
+        }
+        return err;
+}
+
+/* Set up the job of checkpoint @ck of @f (@tck: the teacher's checkpoint it fits, or NULL). */
+static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const kdl_checkpoint *ck,
+                   const kdl_checkpoint *tck, bool teacher, kdl__job *ret)
+{
+        struct job *j = &c->job;
+        const kdl_dump *d = kdl_h5_dump(f);
+        size_t nacc = 1;
+        int err;
+
+        job_release(j);
+        if (!ck->logits || ck->logits->ndim != 2 || ck->logits->shape[1] < 2)
+                return kdl_error(-KDL_ESCHEMA, "'%s': %s/logits: expected [N, C] with C >= 2",
+                                 d->path, ck->group);
+        *j = (struct job){.r = c,
+                          .f = f,
+                          .student = student,
+                          .ck = ck,
+                          .tck = tck,
+                          .teacher = teacher,
+                          .iy = -1};
+        if (ck->head_weight) {
+                err = head_rank(c, f, ck, &j->head_rank, &j->hwidth);
+                if (err < 0)
+                        return err;
+                j->support = true;
+        }
+        for (size_t l = 0; l < ck->nlayers; l++)
+                nacc += layer_selected(c, &ck->layers[l]);
+        j->acc = kdl_new(struct acc, nacc);
+        if (!j->acc)
+                return -ENOMEM;
+        j->acc[0] = (struct acc){.x = ck->logits, .ix = -1};
+        j->nacc = 1;
+        for (size_t l = 0; l < ck->nlayers; l++)
+                if (layer_selected(c, &ck->layers[l]))
+                        j->acc[j->nacc++] = (struct acc){
+                                .layer = &ck->layers[l], .x = &ck->layers[l].feature, .ix = -1};
+        *ret = (kdl__job){.ctx = j, .attach = job_attach, .block = job_block, .end = job_end};
+        return 0;
+}
+
+int kdl__dims_teacher_job(struct kdl__dims_run *r, const kdl_checkpoint *tck, kdl__job *ret)
+{
+        kdl_h5file *tf = r->in->teacher;
+
+        assert(tf && tck && ret);
+        if (r->tlog[ck_index(tf, tck)])
+                return kdl_error(-KDL_EUSAGE, "internal: teacher checkpoint %s analysed twice",
+                                 tck->name);
+        return job_new(r, tf, false, tck, tck, true, ret);
+}
+
+int kdl__dims_job(struct kdl__dims_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
+{
+        assert(k < r->in->nstudents && cp && cp->main && ret);
+        assert(!cp->partner || r->in->teacher);
+        if (cp->partner && !r->tlog[ck_index(r->in->teacher, cp->partner)])
+                return kdl_error(-KDL_EUSAGE, "internal: teacher checkpoint %s first",
+                                 cp->partner->name);
+        return job_new(r, r->in->students[k], true, cp->main, cp->partner, false, ret);
 }
 
 /* Column order and terminal labels (JSON keys are the first of each pair). */
@@ -535,7 +614,7 @@ static int add_table(kdl_doc *doc, kdl_table **t)
         return kdl_doc_add_table(doc, x);
 }
 
-static int notes(struct ctx *c)
+static int notes(struct kdl__dims_run *c)
 {
         const struct kdl_dims_opts *o = c->o;
         int err;
@@ -585,44 +664,137 @@ static bool layer_exists(const kdl_inputs *in, const char *name)
         return false;
 }
 
-int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
+static void run_free(struct kdl__dims_run *c)
 {
-        struct ctx c = {.in = in, .o = o, .doc = doc};
-        struct kdl_ckpair *sel = NULL;
-        size_t nsel = 0;
+        job_release(&c->job);
+        if (c->tlog)
+                for (size_t k = 0; k < kdl_h5_dump(c->in->teacher)->ncheckpoints; k++)
+                        kdl_spectral_result_free(c->tlog[k]);
+        free(c->tlog);
+        for (size_t m = 0; m < c->nmarks; m++)
+                free(c->marks[m].label);
+        free(c->marks);
+        kdl_table_free(c->spec);
+        kdl_table_free(c->curve);
+        kdl_table_free(c->verdict);
+        kdl_table_free(c->heads);
+        kdl_table_free(c->dims);
+        free(c);
+}
+
+void kdl__dims_abort(struct kdl__dims_run *r)
+{
+        if (r)
+                run_free(r);
+}
+
+int kdl__dims_begin(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc,
+                    struct kdl__dims_run **ret)
+{
+        struct kdl__dims_run *c;
         int err;
 
+        assert(in && o && doc && ret);
         err = check_opts(in, o);
         if (err < 0)
                 return err;
         if (o->layer && strcmp(o->layer, "all") != 0 && !layer_exists(in, o->layer))
                 return kdl_error(-KDL_EUSAGE, "--layer: no input has a layer '%s'", o->layer);
+        c = kdl_new(struct kdl__dims_run, 1);
+        if (!c)
+                return kdl_error(-ENOMEM, "out of memory");
+        *c = (struct kdl__dims_run){.in = in, .o = o, .doc = doc};
         err = kdl_inputs_describe(in, doc);
-        err = err ?: kdl_table_new("dims", "Feature dimensions per layer", &c.dims);
+        err = err ?: kdl_table_new("dims", "Feature dimensions per layer", &c->dims);
         err = err
                       ?: kdl_table_new("heads", "Rank of W^T F W (feature directions the KL sees)",
-                                       &c.heads);
-        err = err ?: kdl_table_new("verdict", "Is the student wide enough?", &c.verdict);
+                                       &c->heads);
+        err = err ?: kdl_table_new("verdict", "Is the student wide enough?", &c->verdict);
         err = err
                       ?: kdl_table_new("logit_residual",
                                        "Residual of the teacher's centred logits at width d",
-                                       &c.curve);
-        err = err ?: kdl_table_new("spectrum", "Covariance spectra", &c.spec);
-        err = err ?: label_columns(c.dims, dims_labels, sizeof(dims_labels) / sizeof(*dims_labels));
+                                       &c->curve);
+        err = err ?: kdl_table_new("spectrum", "Covariance spectra", &c->spec);
         err = err
-                      ?: label_columns(c.verdict, verdict_labels,
+                      ?: label_columns(c->dims, dims_labels,
+                                       sizeof(dims_labels) / sizeof(*dims_labels));
+        err = err
+                      ?: label_columns(c->verdict, verdict_labels,
                                        sizeof(verdict_labels) / sizeof(*verdict_labels));
-        if (err < 0)
-                goto out;
-
-        if (in->teacher) {
+        if (!err && in->teacher) {
                 const kdl_dump *td = kdl_h5_dump(in->teacher);
 
-                c.tlog = kdl_new(kdl_spectral_result *, td->ncheckpoints ? td->ncheckpoints : 1);
-                if (!c.tlog) {
-                        err = -ENOMEM;
-                        goto out;
-                }
+                c->tlog = kdl_new(kdl_spectral_result *, td->ncheckpoints ? td->ncheckpoints : 1);
+                if (!c->tlog)
+                        err = kdl_error(-ENOMEM, "out of memory");
+        }
+        if (err < 0) {
+                run_free(c);
+                return err;
+        }
+        *ret = c;
+        return 0;
+}
+
+int kdl__dims_end(struct kdl__dims_run *r)
+{
+        const struct kdl_dims_opts *o = r->o;
+        int err = 0;
+
+        job_release(&r->job);
+        if (o->layer && strcmp(o->layer, "all") != 0 && r->layer_rows == 0)
+                err = kdl_error(-KDL_EUSAGE, "--layer: no selected checkpoint has a layer '%s'",
+                                o->layer);
+        if (!err && r->in->teacher)
+                err = curve_rows(r);
+        err = err ?: notes(r);
+        err = err ?: add_table(r->doc, &r->dims);
+        err = err ?: add_table(r->doc, &r->heads);
+        err = err ?: add_table(r->doc, &r->verdict);
+        err = err ?: add_table(r->doc, &r->curve);
+        err = err ?: add_table(r->doc, &r->spec);
+        run_free(r);
+        return err;
+}
+
+/* Run @job alone on a stream over @n samples through @pair (NULL: one file). */
+static int run_job(const struct kdl_dims_opts *o, size_t n, const kdl_pair *pair, kdl__job *job)
+{
+        struct kdl_stream_opts so = {.block_rows = o->block_rows,
+                                     .skip_nonfinite = o->skip_nonfinite};
+        kdl_stream *s = NULL;
+        int err;
+
+        err = kdl_stream_new(n, pair, &so, &s);
+        err = err ?: kdl__jobs_run(s, job, 1, NULL);
+        kdl_stream_free(s);
+        return err;
+}
+
+/* The teacher's rows at @tck, once. */
+static int ensure_teacher(struct kdl__dims_run *r, const kdl_checkpoint *tck)
+{
+        kdl_h5file *tf = r->in->teacher;
+        kdl__job job;
+        int err;
+
+        if (r->tlog[ck_index(tf, tck)])
+                return 0;
+        err = kdl__dims_teacher_job(r, tck, &job);
+        return err ?: run_job(r->o, kdl_h5_dump(tf)->n, NULL, &job);
+}
+
+int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
+{
+        struct kdl__dims_run *r = NULL;
+        struct kdl_ckpair *sel = NULL;
+        size_t nsel = 0;
+        int err;
+
+        err = kdl__dims_begin(in, o, doc, &r);
+        if (err < 0)
+                return err;
+        if (in->teacher) {
                 /* A checkpoint that only the students have is fine: the
                  * teacher then contributes the partners of theirs. */
                 err = kdl_select_checkpoints(in->teacher, NULL, o->checkpoint, NULL, &sel, &nsel);
@@ -631,61 +803,34 @@ int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
                         err = 0;
                 }
                 for (size_t k = 0; k < nsel && !err; k++)
-                        err = ensure_teacher(&c, sel[k].main);
+                        err = ensure_teacher(r, sel[k].main);
                 free(sel);
                 sel = NULL;
                 if (err < 0)
                         goto out;
         }
         for (size_t s = 0; s < in->nstudents; s++) {
-                kdl_h5file *sf = in->students[s];
+                const kdl_pair *pair = in->pairs[s];
+                size_t n = pair ? pair->n : kdl_h5_dump(in->students[s])->n;
 
-                err = kdl_select_checkpoints(sf, in->teacher, o->checkpoint, o->teacher_checkpoint,
-                                             &sel, &nsel);
+                err = kdl_select_checkpoints(in->students[s], in->teacher, o->checkpoint,
+                                             o->teacher_checkpoint, &sel, &nsel);
                 for (size_t k = 0; k < nsel && !err; k++) {
-                        const kdl_checkpoint *tck = sel[k].partner;
-                        kdl_spectral_result *slog = NULL;
-                        double head_r2 = NAN;
+                        kdl__job job;
 
-                        if (tck)
-                                err = ensure_teacher(&c, tck);
-                        err = err
-                                      ?: analyse_ck(&c, sf, in->pairs[s], sel[k].main, in->teacher,
-                                                    tck, &slog, &head_r2);
-                        kdl_spectral_result_free(slog);
-                        if (!err && tck)
-                                err = verdict_row(&c, kdl_h5_dump(sf), sel[k].main, tck, head_r2);
+                        if (sel[k].partner)
+                                err = ensure_teacher(r, sel[k].partner);
+                        err = err ?: kdl__dims_job(r, s, &sel[k], &job);
+                        err = err ?: run_job(o, n, pair, &job);
                 }
                 free(sel);
                 sel = NULL;
                 if (err < 0)
                         goto out;
         }
-        if (o->layer && strcmp(o->layer, "all") != 0 && c.layer_rows == 0) {
-                err = kdl_error(-KDL_EUSAGE, "--layer: no selected checkpoint has a layer '%s'",
-                                o->layer);
-                goto out;
-        }
-        if (in->teacher)
-                err = curve_rows(&c);
-        err = err ?: notes(&c);
-        err = err ?: add_table(doc, &c.dims);
-        err = err ?: add_table(doc, &c.heads);
-        err = err ?: add_table(doc, &c.verdict);
-        err = err ?: add_table(doc, &c.curve);
-        err = err ?: add_table(doc, &c.spec);
+        err = kdl__dims_end(r);
+        r = NULL;
 out:
-        if (c.tlog)
-                for (size_t k = 0; k < kdl_h5_dump(in->teacher)->ncheckpoints; k++)
-                        kdl_spectral_result_free(c.tlog[k]);
-        free(c.tlog);
-        for (size_t m = 0; m < c.nmarks; m++)
-                free(c.marks[m].label);
-        free(c.marks);
-        kdl_table_free(c.spec);
-        kdl_table_free(c.curve);
-        kdl_table_free(c.verdict);
-        kdl_table_free(c.heads);
-        kdl_table_free(c.dims);
+        kdl__dims_abort(r);
         return err;
 }

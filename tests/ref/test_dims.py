@@ -299,17 +299,30 @@ def test_nonfinite_error_and_skip():
     bad = os.path.join(TMP, "nan.h5")
     x = DATA[("teacher", "final")]["pen"].copy()
     x[17, 3] = np.nan
-    write(bad, "teacher", "T", {"final": dict(step=0, logits=DATA[("teacher", "final")]["z"],
-                                              layers={"pen": (x, 0, np.float64)})})
+    clean = DATA[("teacher", "final")]["planted"]
+    z = DATA[("teacher", "final")]["z"]
+    write(bad, "teacher", "T", {"final": dict(step=0, logits=z,
+                                              layers={"pen": (x, 0, np.float64),
+                                                      "planted": (clean, 1, np.float64)})})
     st, out, err = kt.run("dims", "-t", bad)
     assert st == 1 and out == ""
     kt.one_line_error(err, "features/pen")
     doc = kt.run_json("dims", "-t", bad, "--nonfinite", "skip")
-    r = [r for r in kt.records(doc, "dims") if r["layer"] == "pen"][0]
-    assert r["samples"] == N - 1
-    assert any("1 samples with NaN/Inf skipped" in n for n in doc["notes"])
-    lam = spectrum(np.delete(x, 17, axis=0))
-    kt.assert_close(r["top_eigenvalue"], lam[0], rtol=1e-10, what="lambda1 after skip")
+    # One pass reads every layer and the logits: the sample is dropped for all of them.
+    rs = {r["layer"]: r for r in kt.records(doc, "dims")}
+    assert sorted(rs) == ["logits", "pen", "planted"]
+    assert all(r["samples"] == N - 1 for r in rs.values())
+    skips = [n for n in doc["notes"] if "samples with NaN/Inf skipped" in n]
+    assert len(skips) == 1 and "checkpoint final: 1 samples with NaN/Inf skipped" in skips[0]
+    assert "for every layer and the logits" in skips[0]
+    for layer, arr in (("pen", x), ("planted", clean)):
+        lam = spectrum(np.delete(arr, 17, axis=0))
+        kt.assert_close(rs[layer]["top_eigenvalue"], lam[0], rtol=1e-10,
+                        what=layer + " lambda1 after skip")
+    zc = np.delete(z, 17, axis=0)
+    lam = spectrum(zc - zc.mean(axis=1, keepdims=True))
+    kt.assert_close(rs["logits"]["top_eigenvalue"], lam[0], rtol=1e-10,
+                    what="logits lambda1 after skip")
 
 
 def test_block_size_does_not_change_results():

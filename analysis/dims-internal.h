@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_DIMS_INTERNAL_H
+#define KDL_ANALYSIS_DIMS_INTERNAL_H
+
+#include <stddef.h>
+
+#include "analysis/dims.h"
+#include "analysis/inputs.h"
+#include "analysis/pass.h"
+#include "loaders/h5.h"
+#include "reports/table.h"
+
+/*
+ * The dims analysis as jobs (analysis/pass.h), so that the report runs it on
+ * the same stream as the other analyses of a student checkpoint.  A job
+ * analyses one model at one checkpoint in one pass: the spectral state of its
+ * centred logits (with the per-sample support rank of W^T F W when it has a
+ * head) and of every selected layer (each fitting the teacher's centred
+ * logits when there is a teacher checkpoint) take the same blocks.  Memory:
+ * the sum of those states, independent of N.
+ *
+ *      kdl__dims_begin(in, &o, doc, &r);
+ *      kdl__dims_teacher_job(r, tck, &job);   (a stream over the teacher)
+ *      ... kdl__jobs_run(s, &job, 1, NULL) ...
+ *      kdl__dims_job(r, k, &cp, &job);        (a stream over in->pairs[k])
+ *      ... kdl__jobs_run(s, &job, 1, NULL) ...
+ *      kdl__dims_end(r);
+ *
+ * With --nonfinite skip a sample the stream drops (NaN/Inf in any dataset it
+ * reads) is missing from every state of the job, and the job adds one note.
+ */
+
+struct kdl__dims_run; /* one dims document being filled: its tables and options */
+
+/**
+ * kdl__dims_begin() - check the options, create the tables, describe the
+ * inputs in @doc (as kdl_dims() does).
+ * @in, @o, @doc: borrowed, must outlive @ret.
+ * @ret:          free with kdl__dims_end() or kdl__dims_abort().
+ * Return: 0; -KDL_EUSAGE for bad options, no inputs or a --layer no input
+ * has; -ENOMEM.
+ */
+int kdl__dims_begin(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc,
+                    struct kdl__dims_run **ret);
+
+/**
+ * kdl__dims_teacher_job() - the job of the teacher's checkpoint @tck alone
+ * (stream over the teacher: pair NULL, n = the teacher's N).  Its
+ * centred-logit result is kept in @r for the students' verdicts and curves;
+ * a student job whose partner teacher checkpoint has not been analysed is an
+ * error (-KDL_EUSAGE, "internal: teacher checkpoint X first"), so the caller
+ * runs teacher jobs first.  The job's state belongs to @r (one job at a time:
+ * a new call finishes with the previous one).
+ * Return: 0; -KDL_EUSAGE when @tck was analysed already; -KDL_ESCHEMA for
+ * logits or a head weight of the wrong shape; HDF5 errors; -ENOMEM.
+ */
+int kdl__dims_teacher_job(struct kdl__dims_run *r, const kdl_checkpoint *tck, kdl__job *ret);
+
+/**
+ * kdl__dims_job() - the job of student @k at checkpoint pair @cp (cp->main:
+ * the student's checkpoint; cp->partner: the teacher's, NULL without a
+ * teacher), for kdl__jobs_run() on a stream over in->pairs[k] (n =
+ * in->pairs[k]->n), or, without a teacher, over the student alone (pair
+ * NULL, n = the student's N).  Its rows (dims, spectrum, heads, verdict) and
+ * notes are written at the end of its pass.  The job's state belongs to @r.
+ * Return: as kdl__dims_teacher_job(); -KDL_EUSAGE when cp->partner has not
+ * been analysed by a teacher job of @r.
+ */
+int kdl__dims_job(struct kdl__dims_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret);
+
+/**
+ * kdl__dims_end() - every job has run: the residual curves, the notes and
+ * the tables go into the doc.  Frees @r whatever happens.
+ * Return: 0; -KDL_EUSAGE when --layer names a layer that no analysed
+ * checkpoint has; -ENOMEM.
+ */
+int kdl__dims_end(struct kdl__dims_run *r);
+
+/** kdl__dims_abort() - free @r after a failure (NULL: no-op); nothing more goes into the doc. */
+void kdl__dims_abort(struct kdl__dims_run *r);
+
+#endif
