@@ -57,8 +57,10 @@ struct kdl_dims_opts {
  *            students' widths marked.
  *   "spectrum" every eigenvalue of every layer (when @o->spectrum).
  *
- * Every dataset is read in row blocks (one stream per layer, so the peak
- * memory is that of the widest layer, O(D^2), whatever N).
+ * Every dataset is read in row blocks, one pass per model checkpoint for
+ * all its layers and logits, so the peak memory is the sum of the layers'
+ * states, O(sum of D^2), whatever N.  With skip_nonfinite a sample with
+ * NaN/Inf in any dataset of the checkpoint is dropped for all of them.
  *
  * Return: 0; -KDL_EUSAGE for bad options, no inputs, a checkpoint or layer
  * that no input has; errors of reading (NaN/Inf, HDF5) and of the metrics.
