@@ -9,7 +9,7 @@
 #include "metrics/kl.h"
 #include "loaders/h5out.h"
 #include "loaders/stream.h"
-#include "analysis/kl.h"
+#include "analysis/kl-internal.h"
 #include "metrics/base/banned.h"
 
 #define NV KDL_KL_VALUE_COUNT_
@@ -211,74 +211,19 @@ struct streamed {
         int zt, zs, ht, hs, gt, gzt, gzs;
 };
 
-/* Add @ds (when there is one) to the stream; its index goes to *ix. */
-static int add(kdl_stream *st, kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rule,
-               bool student, int *ix)
+/* Add @ds (when there is one) to the job's stream; its index goes to *ix. */
+static int add(kdl__job *j, kdl_stream *st, kdl_h5file *f, const kdl_dsinfo *ds,
+               enum kdl_spatial rule, bool student, int *ix)
 {
         int i;
 
         if (!ds)
                 return 0;
-        i = kdl_stream_add(st, f, ds, rule, student);
+        i = kdl__job_add(j, st, f, ds, rule, student);
         if (i < 0)
                 return i;
         *ix = i;
         return 0;
-}
-
-static int open_stream(const struct sources *x, const kdl_pair *pair,
-                       const struct kdl_kl_run_opts *o, kdl_stream **ret, struct streamed *ix)
-{
-        struct kdl_stream_opts so = {.block_rows = o->block_rows,
-                                     .skip_nonfinite = o->skip_nonfinite};
-        kdl_stream *st = NULL;
-        int err;
-
-        *ix = (struct streamed){-1, -1, -1, -1, -1, -1, -1};
-        err = kdl_stream_new(pair->n, pair, &so, &st);
-        if (err < 0)
-                return err;
-        err = add(st, x->tf, x->ct->logits, o->spatial, false, &ix->zt);
-        err = err ?: add(st, x->sf, x->cs->logits, o->spatial, true, &ix->zs);
-        if (x->feat) {
-                err = err ?: add(st, x->tf, &x->lt->feature, o->spatial, false, &ix->ht);
-                err = err ?: add(st, x->sf, &x->ls->feature, o->spatial, true, &ix->hs);
-        }
-        err = err ?: add(st, x->tf, x->gt, o->spatial, false, &ix->gt);
-        err = err ?: add(st, x->tf, x->gzt, o->spatial, false, &ix->gzt);
-        err = err ?: add(st, x->sf, x->gzs, o->spatial, true, &ix->gzs);
-        if (err < 0) {
-                kdl_stream_free(st);
-                return err;
-        }
-        *ret = st;
-        return 0;
-}
-
-/* Pass 1: the least-squares projector from the student's to the teacher's width. */
-static int fit_projector(kdl_stream *st, const struct streamed *ix, const struct sources *x,
-                         kdl_kl_projector **ret)
-{
-        kdl_kl_proj_state *ps = NULL;
-        int err, r;
-
-        err = kdl_kl_proj_state_new(x->d_s, x->d_t, &ps);
-        if (err < 0)
-                return err;
-        while ((r = kdl_stream_next(st)) > 0) {
-                kdl_tensor hs = kdl_stream_block(st, ix->hs), ht = kdl_stream_block(st, ix->ht);
-
-                if (kdl_stream_rows(st) == 0)
-                        continue;
-                err = kdl_kl_proj_accumulate(ps, &hs, &ht);
-                if (err < 0)
-                        goto out;
-        }
-        err = r < 0 ? r : kdl_kl_proj_finalize(ps, ret);
-        kdl_stream_rewind(st);
-out:
-        kdl_kl_proj_state_free(ps);
-        return err;
 }
 
 static const char *tau_name(double tau, char buf[static 32])
@@ -323,114 +268,6 @@ static int write_values(kdl_h5out *out, const int *ids, size_t ntau, const kdl_k
         }
         if (!err)
                 *next = end;
-        return err;
-}
-
-/* Pass 2 with the per-sample output; *ret_r is the finalized result. */
-static int measure(kdl_stream *st, const struct streamed *ix, const struct sources *x,
-                   const struct kdl_kl_run_opts *o, const kdl_kl_projector *proj, const double *w,
-                   kdl_h5out *out, const char *out_group, kdl_kl_result **ret_r)
-{
-        kdl_tensor wt = kdl_tensor_wrap((double *) w, 2, (size_t[]){x->c, x->d_t});
-        kdl_kl_opts ko = {.c = x->c,
-                          .ntau = o->ntau,
-                          .tau = o->tau,
-                          .d_s = x->feat ? x->d_s : 0,
-                          .d_t = x->feat ? x->d_t : 0,
-                          .w_t = w ? &wt : NULL,
-                          .proj = proj,
-                          .grad_feature = ix->gt >= 0,
-                          .grad_logits = ix->gzt >= 0,
-                          .reservoir = o->reservoir,
-                          .seed = o->seed};
-        kdl_kl_state *s = NULL;
-        int *ids = NULL, err, r;
-        size_t next = 0, nbuf = 0; /* first sample not yet written; scratch size */
-        double *buf = NULL;
-        char tb[32];
-
-        err = kdl_kl_state_new(&ko, &s);
-        if (err < 0)
-                return err;
-        if (out) {
-                ids = kdl_new(int, o->ntau *NV);
-                if (!ids) {
-                        err = -ENOMEM;
-                        goto out;
-                }
-                for (size_t it = 0; it < o->ntau && !err; it++) {
-                        char *g = kdl__asprintf("%s/tau_%s", out_group, tau_name(o->tau[it], tb));
-                        char val[32];
-
-                        if (!g) {
-                                err = -ENOMEM;
-                                break;
-                        }
-                        snprintf(val, sizeof(val), "%.17g", o->tau[it]);
-                        err = kdl_h5out_attr(out, g, "tau", val);
-                        for (int v = 0; v < NV && !err; v++) {
-                                char *p;
-
-                                ids[it * NV + v] = -1;
-                                if (x->need[v])
-                                        continue;
-                                p = kdl__asprintf("%s/%s", g, kdl_kl_name(v));
-                                r = p ? kdl_h5out_dataset(out, p, kdl_stream_n(st), 0, false)
-                                      : -ENOMEM;
-                                free(p);
-                                if (r < 0)
-                                        err = r;
-                                else
-                                        ids[it * NV + v] = r;
-                        }
-                        free(g);
-                }
-                if (err)
-                        goto out;
-        }
-        while ((r = kdl_stream_next(st)) > 0) {
-                size_t m = kdl_stream_rows(st);
-                kdl_tensor zt = kdl_stream_block(st, ix->zt), zs = kdl_stream_block(st, ix->zs);
-                kdl_tensor ht, hs, gt, gzt, gzs;
-                kdl_kl_block b = {.samples = kdl_stream_samples(st), .zt = &zt, .zs = &zs};
-
-                if (m == 0)
-                        continue;
-                if (ix->ht >= 0) {
-                        ht = kdl_stream_block(st, ix->ht);
-                        hs = kdl_stream_block(st, ix->hs);
-                        b.ht = &ht;
-                        b.hs = &hs;
-                }
-                if (ix->gt >= 0) {
-                        gt = kdl_stream_block(st, ix->gt);
-                        b.gt = &gt;
-                }
-                if (ix->gzt >= 0) {
-                        gzt = kdl_stream_block(st, ix->gzt);
-                        gzs = kdl_stream_block(st, ix->gzs);
-                        b.gzt = &gzt;
-                        b.gzs = &gzs;
-                }
-                err = kdl_kl_accumulate(s, &b);
-                if (!err && out)
-                        err = write_values(out, ids, o->ntau, s, b.samples, m, &next, &buf, &nbuf);
-                if (err)
-                        goto out;
-        }
-        if (r < 0) {
-                err = r;
-                goto out;
-        }
-        /* Samples skipped after the last kept one. */
-        if (out && next < kdl_stream_n(st))
-                err = write_values(out, ids, o->ntau, NULL, NULL, kdl_stream_n(st), &next, &buf,
-                                   &nbuf);
-        err = err ?: kdl_kl_finalize(s, ret_r);
-out:
-        free(buf);
-        free(ids);
-        kdl_kl_state_free(s);
         return err;
 }
 
@@ -513,110 +350,294 @@ static int fill_tables(kdl_table *kt, kdl_table *ft, const struct sources *x, co
         return err;
 }
 
-/* One student checkpoint against its teacher checkpoint: both passes and the rows. */
-static int compare(const kdl_inputs *in, size_t k, const struct kdl_ckpair *cp,
-                   const struct kdl_kl_run_opts *o, kdl_h5out *out, kdl_table *kt, kdl_table *ft,
-                   kdl_doc *doc)
-{
-        struct sources x = {
-                .tf = in->teacher, .sf = in->students[k], .ct = cp->partner, .cs = cp->main};
-        const char *student = kdl_h5_dump(in->students[k])->path;
-        kdl_kl_projector *proj = NULL;
-        kdl_kl_result *r = NULL;
-        kdl_stream *st = NULL;
+/* ---- one student checkpoint as a job --------------------------------------------- */
+
+struct kdl__kl_run {
+        const kdl_inputs *in;
+        struct kdl_kl_run_opts o;
+        kdl_doc *doc;
+        kdl_table *kt, *ft;
+        kdl_h5out *out;
+        struct kl_job *job; /* the current one */
+};
+
+/* Student k at one checkpoint pair: pass 0 fits the projector when the head-input widths
+ * differ, then a pass measures every value (with the per-sample output). */
+struct kl_job {
+        struct kdl__kl_run *r;
+        size_t k;
+        struct sources x;
         struct streamed ix;
-        double *w = NULL;
-        char *group = NULL;
+        double *w;              /* the teacher's head [C, d_t], or NULL */
+        kdl_kl_proj_state *ps;  /* while fitting */
+        kdl_kl_projector *proj; /* fitted, or NULL for the identity */
+        kdl_kl_state *s;        /* while measuring */
+        unsigned measure_pass;  /* the pass that measures: 0, or 1 after a fit */
+        char *group;            /* per-sample group */
+        int *ids;               /* per-sample dataset ids [ntau * NV], -1 when not written */
+        size_t next, nbuf;      /* first sample not yet written; scratch size */
+        double *buf;
+};
+
+static void kl_job_free(struct kl_job *j)
+{
+        if (!j)
+                return;
+        free(j->buf);
+        free(j->ids);
+        free(j->group);
+        kdl_kl_state_free(j->s);
+        kdl_kl_proj_state_free(j->ps);
+        kdl_kl_projector_free(j->proj);
+        free(j->w);
+        sources_release(&j->x);
+        free(j);
+}
+
+static int kl_attach(kdl__job *job, kdl_stream *st)
+{
+        struct kl_job *j = job->ctx;
+        const struct sources *x = &j->x;
+        enum kdl_spatial rule = j->r->o.spatial;
+        struct streamed *ix = &j->ix;
         int err;
 
-        assert(cp->partner);
-        err = find_sources(&x, o->spatial);
-        if (err < 0)
-                goto out;
-        if (x.wt && (err = read_head(&x, &w)) < 0)
-                goto out;
-        err = open_stream(&x, in->pairs[k], o, &st, &ix);
-        if (err < 0)
-                goto out;
-        if (x.feat && x.d_s != x.d_t && (err = fit_projector(st, &ix, &x, &proj)) < 0)
-                goto out;
-        if (out) {
-                group = kdl__asprintf("/students/%zu/checkpoints/%s", k, x.cs->name);
-                if (!group) {
-                        err = -ENOMEM;
-                        goto out;
-                }
-                err = kdl_h5out_attr(out, group, "teacher_checkpoint", x.ct->name);
-                if (err < 0)
-                        goto out;
+        *ix = (struct streamed){-1, -1, -1, -1, -1, -1, -1};
+        err = add(job, st, x->tf, x->ct->logits, rule, false, &ix->zt);
+        err = err ?: add(job, st, x->sf, x->cs->logits, rule, true, &ix->zs);
+        if (x->feat) {
+                err = err ?: add(job, st, x->tf, &x->lt->feature, rule, false, &ix->ht);
+                err = err ?: add(job, st, x->sf, &x->ls->feature, rule, true, &ix->hs);
         }
-        err = measure(st, &ix, &x, o, proj, w, out, group, &r);
-        if (err < 0)
-                goto out;
-        err = fill_tables(kt, ft, &x, student, o, r);
-        if (!err && kdl_stream_skipped(st))
-                err = kdl_doc_add_note(doc, "'%s' checkpoint %s: %zu samples with NaN/Inf skipped",
-                                       student, x.cs->name, kdl_stream_skipped(st));
-        if (!err && !r->spearman_exact)
-                err = kdl_doc_add_note(doc,
-                                       "'%s' checkpoint %s: spearman on a uniform subsample of "
-                                       "%zu of %zu samples (seed %llu)",
-                                       student, x.cs->name, r->spearman_n, r->n,
-                                       (unsigned long long) o->seed);
-out:
-        free(group);
-        kdl_kl_result_free(r);
-        kdl_stream_free(st);
-        kdl_kl_projector_free(proj);
-        free(w);
-        sources_release(&x);
+        err = err ?: add(job, st, x->tf, x->gt, rule, false, &ix->gt);
+        err = err ?: add(job, st, x->tf, x->gzt, rule, false, &ix->gzt);
+        err = err ?: add(job, st, x->sf, x->gzs, rule, true, &ix->gzs);
         return err;
 }
 
-int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc)
+/* The state of the measuring pass, and the per-sample datasets when asked for. */
+static int measure_begin(struct kl_job *j, size_t n)
 {
-        kdl_table *kt = NULL, *ft = NULL;
-        kdl_h5out *out = NULL;
+        const struct sources *x = &j->x;
+        const struct kdl_kl_run_opts *o = &j->r->o;
+        kdl_tensor wt = kdl_tensor_wrap(j->w, 2, (size_t[]){x->c, x->d_t});
+        kdl_kl_opts ko = {.c = x->c,
+                          .ntau = o->ntau,
+                          .tau = o->tau,
+                          .d_s = x->feat ? x->d_s : 0,
+                          .d_t = x->feat ? x->d_t : 0,
+                          .w_t = j->w ? &wt : NULL,
+                          .proj = j->proj,
+                          .grad_feature = j->ix.gt >= 0,
+                          .grad_logits = j->ix.gzt >= 0,
+                          .reservoir = o->reservoir,
+                          .seed = o->seed};
+        kdl_h5out *out = j->r->out;
+        char tb[32];
+        int err, r;
+
+        err = kdl_kl_state_new(&ko, &j->s);
+        if (err < 0 || !out)
+                return err;
+        j->group = kdl__asprintf("/students/%zu/checkpoints/%s", j->k, x->cs->name);
+        j->ids = kdl_new(int, o->ntau *NV);
+        if (!j->group || !j->ids)
+                return -ENOMEM;
+        err = kdl_h5out_attr(out, j->group, "teacher_checkpoint", x->ct->name);
+        for (size_t it = 0; it < o->ntau && !err; it++) {
+                char *g = kdl__asprintf("%s/tau_%s", j->group, tau_name(o->tau[it], tb));
+                char val[32];
+
+                if (!g)
+                        return -ENOMEM;
+                snprintf(val, sizeof(val), "%.17g", o->tau[it]);
+                err = kdl_h5out_attr(out, g, "tau", val);
+                for (int v = 0; v < NV && !err; v++) {
+                        char *p;
+
+                        j->ids[it * NV + v] = -1;
+                        if (x->need[v])
+                                continue;
+                        p = kdl__asprintf("%s/%s", g, kdl_kl_name(v));
+                        r = p ? kdl_h5out_dataset(out, p, n, 0, false) : -ENOMEM;
+                        free(p);
+                        if (r < 0)
+                                err = r;
+                        else
+                                j->ids[it * NV + v] = r;
+                }
+                free(g);
+        }
+        return err;
+}
+
+static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
+{
+        struct kl_job *j = job->ctx;
+        const struct streamed *ix = &j->ix;
+        size_t m = kdl_stream_rows(st);
+        kdl_tensor zt, zs, ht, hs, gt, gzt, gzs;
+        kdl_kl_block b = {.samples = kdl_stream_samples(st)};
+        int err;
+
+        if (m == 0)
+                return 0;
+        if (pass < j->measure_pass) {
+                hs = kdl_stream_block(st, ix->hs);
+                ht = kdl_stream_block(st, ix->ht);
+                return kdl_kl_proj_accumulate(j->ps, &hs, &ht);
+        }
+        if (!j->s && (err = measure_begin(j, kdl_stream_n(st))) < 0)
+                return err;
+        zt = kdl_stream_block(st, ix->zt);
+        zs = kdl_stream_block(st, ix->zs);
+        b.zt = &zt;
+        b.zs = &zs;
+        if (ix->ht >= 0) {
+                ht = kdl_stream_block(st, ix->ht);
+                hs = kdl_stream_block(st, ix->hs);
+                b.ht = &ht;
+                b.hs = &hs;
+        }
+        if (ix->gt >= 0) {
+                gt = kdl_stream_block(st, ix->gt);
+                b.gt = &gt;
+        }
+        if (ix->gzt >= 0) {
+                gzt = kdl_stream_block(st, ix->gzt);
+                gzs = kdl_stream_block(st, ix->gzs);
+                b.gzt = &gzt;
+                b.gzs = &gzs;
+        }
+        err = kdl_kl_accumulate(j->s, &b);
+        if (!err && j->r->out)
+                err = write_values(j->r->out, j->ids, j->r->o.ntau, j->s, b.samples, m, &j->next,
+                                   &j->buf, &j->nbuf);
+        return err;
+}
+
+static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
+{
+        struct kl_job *j = job->ctx;
+        struct kdl__kl_run *r = j->r;
+        const char *student = kdl_h5_dump(j->x.sf)->path;
+        kdl_kl_result *res = NULL;
+        int err;
+
+        if (pass < j->measure_pass) {
+                err = kdl_kl_proj_finalize(j->ps, &j->proj);
+                kdl_kl_proj_state_free(j->ps);
+                j->ps = NULL;
+                return err < 0 ? err : 1;
+        }
+        /* Every sample skipped, or a block of them at the end. */
+        err = j->s ? 0 : measure_begin(j, kdl_stream_n(st));
+        if (!err && r->out && j->next < kdl_stream_n(st))
+                err = write_values(r->out, j->ids, r->o.ntau, NULL, NULL, kdl_stream_n(st),
+                                   &j->next, &j->buf, &j->nbuf);
+        err = err ?: kdl_kl_finalize(j->s, &res);
+        err = err ?: fill_tables(r->kt, r->ft, &j->x, student, &r->o, res);
+        if (!err && kdl_stream_skipped(st))
+                err = kdl_doc_add_note(r->doc,
+                                       "'%s' checkpoint %s: %zu samples with NaN/Inf skipped",
+                                       student, j->x.cs->name, kdl_stream_skipped(st));
+        if (!err && !res->spearman_exact)
+                err = kdl_doc_add_note(r->doc,
+                                       "'%s' checkpoint %s: spearman on a uniform subsample of "
+                                       "%zu of %zu samples (seed %llu)",
+                                       student, j->x.cs->name, res->spearman_n, res->n,
+                                       (unsigned long long) r->o.seed);
+        kdl_kl_result_free(res);
+        return err;
+}
+
+int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
+{
+        struct kl_job *j;
+        int err;
+
+        assert(cp->partner && k < r->in->nstudents);
+        kl_job_free(r->job);
+        r->job = j = kdl_new(struct kl_job, 1);
+        if (!j)
+                return -ENOMEM;
+        j->r = r;
+        j->k = k;
+        j->x = (struct sources){
+                .tf = r->in->teacher, .sf = r->in->students[k], .ct = cp->partner, .cs = cp->main};
+        err = find_sources(&j->x, r->o.spatial);
+        if (!err && j->x.wt)
+                err = read_head(&j->x, &j->w);
+        if (!err && j->x.feat && j->x.d_s != j->x.d_t) {
+                err = kdl_kl_proj_state_new(j->x.d_s, j->x.d_t, &j->ps);
+                j->measure_pass = 1;
+        }
+        if (err < 0)
+                return err;
+        *ret = (kdl__job){.ctx = j, .attach = kl_attach, .block = kl_block, .end = kl_end};
+        return 0;
+}
+
+int kdl__kl_begin(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc,
+                  struct kdl__kl_run **ret)
+{
+        struct kdl__kl_run *r;
         int err;
 
         assert(in && o && doc && o->ntau >= 1);
         if (!in->teacher || in->nstudents == 0)
                 return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
-        err = kdl_table_new("kl", "KD criterion approximated by each knowledge source", &kt);
+        r = kdl_new(struct kdl__kl_run, 1);
+        if (!r)
+                return -ENOMEM;
+        r->in = in;
+        r->o = *o;
+        r->doc = doc;
+        err = kdl_table_new("kl", "KD criterion approximated by each knowledge source", &r->kt);
         err = err
                       ?: kdl_table_new("kl_features",
-                                       "Feature matching: projector and KL-visible share", &ft);
+                                       "Feature matching: projector and KL-visible share", &r->ft);
         err = err ?: kdl_inputs_describe(in, doc);
-        if (err)
-                goto out;
-        if (o->per_sample) {
-                err = kdl_h5out_open(o->per_sample, &out);
-                err = err ?: kdl_h5out_attr(out, "/", "command", "kl");
-                err = err ?: kdl_h5out_attr(out, "/", "teacher", kdl_h5_dump(in->teacher)->path);
-                if (err)
-                        goto out;
+        if (!err && o->per_sample) {
+                err = kdl_h5out_open(o->per_sample, &r->out);
+                err = err ?: kdl_h5out_attr(r->out, "/", "command", "kl");
+                err = err ?: kdl_h5out_attr(r->out, "/", "teacher", kdl_h5_dump(in->teacher)->path);
         }
-        for (size_t k = 0; k < in->nstudents && !err; k++) {
-                struct kdl_ckpair *cks = NULL;
-                size_t nck = 0;
+        for (size_t k = 0; k < in->nstudents && !err && r->out; k++) {
+                char *g = kdl__asprintf("/students/%zu", k);
 
-                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint,
-                                             o->teacher_checkpoint, &cks, &nck);
-                if (!err && out) {
-                        char *g = kdl__asprintf("/students/%zu", k);
-
-                        err = g ? kdl_h5out_attr(out, g, "path", kdl_h5_dump(in->students[k])->path)
-                                : -ENOMEM;
-                        free(g);
-                }
-                for (size_t j = 0; j < nck && !err; j++)
-                        err = compare(in, k, &cks[j], o, out, kt, ft, doc);
-                free(cks);
+                err = g ? kdl_h5out_attr(r->out, g, "path", kdl_h5_dump(in->students[k])->path)
+                        : -ENOMEM;
+                free(g);
         }
-        if (err)
-                goto out;
-        kdl_table_set_label(kt, "tau", "τ");
-        kdl_table_set_label(kt, "relerr", "rel.err");
+        if (err < 0) {
+                kdl__kl_abort(r);
+                return err;
+        }
+        *ret = r;
+        return 0;
+}
+
+void kdl__kl_abort(struct kdl__kl_run *r)
+{
+        if (!r)
+                return;
+        kl_job_free(r->job);
+        kdl_h5out_abort(r->out);
+        kdl_table_free(r->kt);
+        kdl_table_free(r->ft);
+        free(r);
+}
+
+int kdl__kl_end(struct kdl__kl_run *r)
+{
+        kdl_doc *doc = r->doc;
+        int err;
+
+        kl_job_free(r->job);
+        r->job = NULL;
+        kdl_table_set_label(r->kt, "tau", "τ");
+        kdl_table_set_label(r->kt, "relerr", "rel.err");
         err = kdl_doc_add_note(doc,
                                "kl = tau^2 KL(p_t || p_s) per sample; ratio = mean(A)/mean(kl); "
                                "relerr = mean|A - kl|/mean(kl); pearson on all samples");
@@ -625,21 +646,50 @@ int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *d
                                           "features: P = identity when the head-input widths are "
                                           "equal, else the affine least-squares map fitted on the "
                                           "same samples (see kl_features)");
-        if (err)
-                goto out;
-        if (out) {
-                err = kdl_h5out_commit(out);
-                out = NULL;
-                if (err)
-                        goto out;
+        if (!err && r->out) {
+                err = kdl_h5out_commit(r->out);
+                r->out = NULL;
         }
-        err = kdl_doc_add_table(doc, kt);
-        kt = NULL;
-        err = err ?: kdl_doc_add_table(doc, ft);
-        ft = NULL;
-out:
-        kdl_h5out_abort(out);
-        kdl_table_free(kt);
-        kdl_table_free(ft);
+        if (!err) {
+                err = kdl_doc_add_table(doc, r->kt);
+                r->kt = NULL;
+        }
+        if (!err) {
+                err = kdl_doc_add_table(doc, r->ft);
+                r->ft = NULL;
+        }
+        kdl__kl_abort(r);
         return err;
+}
+
+int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc)
+{
+        struct kdl__kl_run *r = NULL;
+        int err;
+
+        err = kdl__kl_begin(in, o, doc, &r);
+        for (size_t k = 0; !err && k < in->nstudents; k++) {
+                struct kdl_stream_opts so = {.block_rows = o->block_rows,
+                                             .skip_nonfinite = o->skip_nonfinite};
+                struct kdl_ckpair *cks = NULL;
+                size_t nck = 0;
+
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint,
+                                             o->teacher_checkpoint, &cks, &nck);
+                for (size_t c = 0; c < nck && !err; c++) {
+                        kdl_stream *st = NULL;
+                        kdl__job job;
+
+                        err = kdl__kl_job(r, k, &cks[c], &job);
+                        err = err ?: kdl_stream_new(in->pairs[k]->n, in->pairs[k], &so, &st);
+                        err = err ?: kdl__jobs_run(st, &job, 1, NULL);
+                        kdl_stream_free(st);
+                }
+                free(cks);
+        }
+        if (err) {
+                kdl__kl_abort(r);
+                return err;
+        }
+        return kdl__kl_end(r);
 }

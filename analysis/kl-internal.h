@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_KL_INTERNAL_H
+#define KDL_ANALYSIS_KL_INTERNAL_H
+
+#include "analysis/kl.h"
+#include "analysis/pass.h"
+
+/*
+ * kdlens kl as jobs (analysis/pass.h), so that the report runs it on the
+ * stream it shares with the other analyses:
+ *
+ *      kdl__kl_begin(in, &o, doc, &r);
+ *      for each student k and checkpoint pair cp:
+ *              kdl__kl_job(r, k, &cp, &job);   then kdl__jobs_run() on a stream over in->pairs[k]
+ *      kdl__kl_end(r);
+ */
+
+struct kdl__kl_run; /* one kl document being filled: its tables, options, per-sample file */
+
+/* kdl__kl_begin() - check the inputs, create the tables, describe the inputs in @doc and
+ * open the per-sample file.  @in, @o (copied; its tau array borrowed) and @doc must outlive
+ * the run.  Return: 0; -KDL_EUSAGE without a teacher and a student; errors of the file. */
+int kdl__kl_begin(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc,
+                  struct kdl__kl_run **ret);
+
+/* kdl__kl_job() - the job of student @k at checkpoint pair @cp (cp->main the student's,
+ * cp->partner the teacher's; both must outlive the job): one pass, or two when the
+ * head-input widths differ (the projector is fitted first).  Its rows and notes are
+ * written at the end of its last pass.  The job belongs to @r: one at a time.
+ * Return: 0; errors of reading the head; -ENOMEM. */
+int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret);
+
+/* kdl__kl_end() - every job has run: notes and tables into the doc, the per-sample file
+ * committed; frees @r whatever happens. */
+int kdl__kl_end(struct kdl__kl_run *r);
+
+/* kdl__kl_abort() - free @r after a failure (NULL: no-op); nothing is committed. */
+void kdl__kl_abort(struct kdl__kl_run *r);
+
+#endif
