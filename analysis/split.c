@@ -8,6 +8,7 @@
 #include "loaders/h5out.h"
 #include "loaders/stream.h"
 #include "analysis/split.h"
+#include "analysis/split-internal.h"
 #include "metrics/base/banned.h"
 
 void kdl_split_run_opts_init(struct kdl_split_run_opts *o)
@@ -51,22 +52,46 @@ static const char *const field_names[F_COUNT_] = {
         "kl", "tckd", "nckd", "residual", "pt_y", "ps_y", "gap", "omega", "eps", "nt_entropy", "w",
 };
 
-/* One student checkpoint against its teacher checkpoint. */
+struct sources {
+        int zt, zs;
+        int lt, ls; /* label sources, -1 when absent */
+};
+
+/* One student checkpoint against its teacher checkpoint: the state of a
+ * kdl__split_job(), owned by its run. */
 struct job {
-        kdl_inputs *in;
+        const kdl_inputs *in;
         size_t k; /* the student */
         const struct kdl_split_run_opts *o;
         const kdl_checkpoint *cks, *ckt;
         const char *student, *teacher; /* paths */
         size_t c;
         kdl_table **t;
+        kdl_doc *doc;
         kdl_h5out *out; /* NULL without --per-sample */
+
+        /* The passes. */
+        struct sources src;
+        kdl_split_state *st;
+        kdl_split_instance_state *inst;
+        int ids[F_COUNT_ + 2]; /* per-sample datasets */
+        size_t skipped;        /* samples dropped in pass 0 */
+        size_t r0;             /* rows of pass 1 so far */
 
         /* Block buffers. */
         size_t cap;
         int64_t *labels;
         double *fields[F_COUNT_];
         int64_t *sample;
+};
+
+struct kdl__split_run {
+        const kdl_inputs *in;
+        const struct kdl_split_run_opts *o;
+        kdl_doc *doc;
+        kdl_table *t[T_COUNT_];
+        kdl_h5out *out; /* NULL without --per-sample */
+        struct job job; /* the current job */
 };
 
 static int put_keys(const struct job *j, kdl_table *t, bool with_tau, double tau)
@@ -292,11 +317,6 @@ static int read_head(kdl_h5file *f, const kdl_checkpoint *ck, size_t c, kdl_tens
         return 0;
 }
 
-struct sources {
-        int zt, zs;
-        int lt, ls; /* label sources, -1 when absent */
-};
-
 static int grow(struct job *j, size_t rows)
 {
         size_t nt = j->o->metric.ntaus;
@@ -346,7 +366,8 @@ static int block_labels(struct job *j, kdl_stream *s, const struct sources *src)
         return 0;
 }
 
-static int add_sources(struct job *j, kdl_stream *s, struct sources *src)
+/* The datasets of the job @job (its state @j), added on its behalf. */
+static int add_sources(struct job *j, kdl__job *job, kdl_stream *s, struct sources *src)
 {
         kdl_h5file *ft = j->in->teacher, *fs = j->in->students[j->k];
         const kdl_dump *dt = kdl_h5_dump(ft), *ds = kdl_h5_dump(fs);
@@ -360,20 +381,20 @@ static int add_sources(struct job *j, kdl_stream *s, struct sources *src)
                 return kdl_error(-KDL_EMISSING, "'%s': %s: expected logits [N, C], found none",
                                  j->ckt->logits ? ds->path : dt->path,
                                  j->ckt->logits ? j->cks->group : j->ckt->group);
-        src->zt = kdl_stream_add(s, ft, j->ckt->logits, KDL_SPATIAL_AVG, false);
+        src->zt = kdl__job_add(job, s, ft, j->ckt->logits, KDL_SPATIAL_AVG, false);
         if (src->zt < 0)
                 return src->zt;
-        src->zs = kdl_stream_add(s, fs, j->cks->logits, KDL_SPATIAL_AVG, true);
+        src->zs = kdl__job_add(job, s, fs, j->cks->logits, KDL_SPATIAL_AVG, true);
         if (src->zs < 0)
                 return src->zs;
         src->lt = src->ls = -1;
         if (dt->labels) {
-                src->lt = kdl_stream_add(s, ft, dt->labels, KDL_SPATIAL_FLATTEN, false);
+                src->lt = kdl__job_add(job, s, ft, dt->labels, KDL_SPATIAL_FLATTEN, false);
                 if (src->lt < 0)
                         return src->lt;
         }
         if (ds->labels) {
-                src->ls = kdl_stream_add(s, fs, ds->labels, KDL_SPATIAL_FLATTEN, true);
+                src->ls = kdl__job_add(job, s, fs, ds->labels, KDL_SPATIAL_FLATTEN, true);
                 if (src->ls < 0)
                         return src->ls;
         }
@@ -475,90 +496,86 @@ static int note_heads(const struct job *j, const kdl_split_result *r, kdl_doc *d
         return err;
 }
 
-static int run_job(struct job *j, size_t *ret_skipped, kdl_split_result **ret)
-{
-        struct kdl_stream_opts so = {.block_rows = j->o->block_rows,
-                                     .skip_nonfinite = j->o->skip_nonfinite};
-        kdl_h5file *ft = j->in->teacher, *fs = j->in->students[j->k];
-        const kdl_pair *pair = j->in->pairs[j->k];
-        kdl_stream *s = NULL;
-        kdl_split_state *st = NULL;
-        kdl_split_instance_state *inst = NULL;
-        kdl_tensor *wt = NULL, *ws = NULL;
-        struct sources src;
-        int ids[F_COUNT_ + 2];
-        size_t skipped, r0 = 0;
-        int err, more;
-
-        err = kdl_stream_new(pair->n, pair, &so, &s);
-        err = err ?: add_sources(j, s, &src);
-        err = err ?: kdl_split_state_new(j->c, &j->o->metric, &st);
-        if (err < 0)
-                goto out;
-
-        /* Pass 1: everything but w_n. */
-        while ((more = kdl_stream_next(s)) > 0) {
-                kdl_tensor zt = kdl_stream_block(s, src.zt), zs = kdl_stream_block(s, src.zs);
-
-                err = block_labels(j, s, &src);
-                err = err ?: kdl_split_accumulate(st, &zt, &zs, j->labels);
-                if (err < 0)
-                        goto out;
-        }
-        if ((err = more) < 0)
-                goto out;
-        skipped = kdl_stream_skipped(s);
-        if (kdl_split_state_count(st) == 0) {
-                err = kdl_error(-KDL_EMISSING,
-                                "'%s': %s: expected samples with finite values, found none",
-                                j->student, j->cks->logits->path);
-                goto out;
-        }
-
-        /* Pass 2: w_n, which needs the mean teacher confidence of pass 1. */
-        err = kdl_split_instance_state_new(st, &inst);
-        if (!err && j->out)
-                err = per_sample_open(j, kdl_split_state_count(st), ids);
-        if (err < 0)
-                goto out;
-        kdl_stream_rewind(s);
-        while ((more = kdl_stream_next(s)) > 0) {
-                kdl_tensor zt = kdl_stream_block(s, src.zt), zs = kdl_stream_block(s, src.zs);
-                size_t rows = kdl_stream_rows(s);
-
-                err = block_labels(j, s, &src);
-                if (!err)
-                        err = kdl_split_instance_accumulate(inst, &zt, &zs, j->labels,
-                                                            j->out ? j->fields[F_W] : NULL);
-                if (!err && j->out)
-                        err = write_block(j, s, &src, ids, r0);
-                if (err < 0)
-                        goto out;
-                r0 += rows;
-        }
-        if ((err = more) < 0)
-                goto out;
-
-        err = read_head(ft, j->ckt, j->c, &wt);
-        err = err ?: read_head(fs, j->cks, j->c, &ws);
-        err = err ?: kdl_split_finalize(st, inst, wt, ws, ret);
-        if (err == 0)
-                *ret_skipped = skipped;
-out:
-        kdl_tensor_free(ws);
-        kdl_tensor_free(wt);
-        kdl_split_instance_state_free(inst);
-        kdl_split_state_free(st);
-        kdl_stream_free(s);
-        return err;
-}
-
 static void job_release(struct job *j)
 {
+        kdl_split_instance_state_free(j->inst);
+        kdl_split_state_free(j->st);
         free(j->labels);
         free(j->sample);
         for (int f = 0; f < F_COUNT_; f++)
                 free(j->fields[f]);
+        memset(j, 0, sizeof(*j));
+}
+
+static int job_attach(kdl__job *job, kdl_stream *s)
+{
+        struct job *j = job->ctx;
+        int err = add_sources(j, job, s, &j->src);
+
+        return err ?: kdl_split_state_new(j->c, &j->o->metric, &j->st);
+}
+
+static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
+{
+        struct job *j = job->ctx;
+        kdl_tensor zt = kdl_stream_block(s, j->src.zt), zs = kdl_stream_block(s, j->src.zs);
+        size_t rows = kdl_stream_rows(s);
+        int err = block_labels(j, s, &j->src);
+
+        if (err < 0)
+                return err;
+        /* Pass 0: everything but w_n. */
+        if (pass == 0)
+                return kdl_split_accumulate(j->st, &zt, &zs, j->labels);
+        /* Pass 1: w_n, which needs the mean teacher confidence of pass 0. */
+        err = kdl_split_instance_accumulate(j->inst, &zt, &zs, j->labels,
+                                            j->out ? j->fields[F_W] : NULL);
+        if (!err && j->out)
+                err = write_block(j, s, &j->src, j->ids, j->r0);
+        if (err < 0)
+                return err;
+        j->r0 += rows;
+        return 0;
+}
+
+/* Pass 1 done: the results, their rows and notes. */
+static int job_finish(struct job *j)
+{
+        kdl_tensor *wt = NULL, *ws = NULL;
+        kdl_split_result *r = NULL;
+        int err;
+
+        err = read_head(j->in->teacher, j->ckt, j->c, &wt);
+        err = err ?: read_head(j->in->students[j->k], j->cks, j->c, &ws);
+        err = err ?: kdl_split_finalize(j->st, j->inst, wt, ws, &r);
+        err = err ?: emit(j, r, j->skipped);
+        err = err ?: note_heads(j, r, j->doc);
+        kdl_split_result_free(r);
+        kdl_tensor_free(ws);
+        kdl_tensor_free(wt);
+        return err;
+}
+
+static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
+{
+        struct job *j = job->ctx;
+        int err;
+
+        if (pass > 0) {
+                err = job_finish(j);
+                job_release(j);
+                return err;
+        }
+        j->skipped = kdl_stream_skipped(s);
+        if (kdl_split_state_count(j->st) == 0)
+                return kdl_error(-KDL_EMISSING,
+                                 "'%s': %s: expected samples with finite values, found none",
+                                 j->student, j->cks->logits->path);
+        err = kdl_split_instance_state_new(j->st, &j->inst);
+        if (!err && j->out)
+                err = per_sample_open(j, kdl_split_state_count(j->st), j->ids);
+        j->r0 = 0;
+        return err < 0 ? err : 1;
 }
 
 static int add_notes(const struct kdl_split_run_opts *o, kdl_doc *doc)
@@ -595,15 +612,26 @@ static int add_notes(const struct kdl_split_run_opts *o, kdl_doc *doc)
         return err;
 }
 
-int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc)
+/* ---- The run ---------------------------------------------------------------- */
+
+void kdl__split_abort(struct kdl__split_run *r)
 {
-        kdl_table *t[T_COUNT_] = {NULL};
-        kdl_h5out *out = NULL;
-        struct kdl_ckpair *cks = NULL;
-        size_t ncks = 0;
+        if (!r)
+                return;
+        job_release(&r->job);
+        kdl_h5out_abort(r->out);
+        for (int k = 0; k < T_COUNT_; k++)
+                kdl_table_free(r->t[k]);
+        free(r);
+}
+
+int kdl__split_begin(const kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc,
+                     struct kdl__split_run **ret)
+{
+        struct kdl__split_run *r;
         int err = 0;
 
-        assert(in && o && doc);
+        assert(in && o && doc && ret);
         if (!in->teacher)
                 return kdl_error(-KDL_EUSAGE, "a teacher dump is required (-t FILE)");
         if (in->nstudents == 0)
@@ -615,74 +643,122 @@ int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *d
                 return kdl_error(-KDL_ESCHEMA, "'%s': expected logits of at least 2 classes",
                                  kdl_h5_dump(in->teacher)->path);
 
+        r = kdl_new(struct kdl__split_run, 1);
+        if (!r)
+                return kdl_error(-ENOMEM, "out of memory");
+        r->in = in;
+        r->o = o;
+        r->doc = doc;
         for (int k = 0; k < T_COUNT_ && !err; k++)
-                err = kdl_table_new(table_names[k][0], table_names[k][1], &t[k]);
+                err = kdl_table_new(table_names[k][0], table_names[k][1], &r->t[k]);
         err = err ?: kdl_inputs_describe(in, doc);
         if (!err && o->per_sample)
-                err = kdl_h5out_open(o->per_sample, &out);
-        err = err ?: (out ? kdl_h5out_attr(out, "/", "command", "split") : 0);
+                err = kdl_h5out_open(o->per_sample, &r->out);
+        err = err ?: (r->out ? kdl_h5out_attr(r->out, "/", "command", "split") : 0);
+        if (err < 0) {
+                kdl__split_abort(r);
+                return err;
+        }
+        *ret = r;
+        return 0;
+}
+
+int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
+{
+        const kdl_inputs *in;
+
+        assert(r && cp && cp->main && ret && k < r->in->nstudents);
+        in = r->in;
+        job_release(&r->job);
+        if (!cp->partner)
+                return kdl_error(-KDL_EMISSING, "'%s': no checkpoint",
+                                 kdl_h5_dump(in->teacher)->path);
+        r->job = (struct job){
+                .in = in,
+                .k = k,
+                .o = r->o,
+                .cks = cp->main,
+                .ckt = cp->partner,
+                .student = kdl_h5_dump(in->students[k])->path,
+                .teacher = kdl_h5_dump(in->teacher)->path,
+                .c = kdl_h5_dump(in->teacher)->c,
+                .t = r->t,
+                .doc = r->doc,
+                .out = r->out,
+        };
+        *ret = (kdl__job){.ctx = &r->job, .attach = job_attach, .block = job_block, .end = job_end};
+        return 0;
+}
+
+int kdl__split_end(struct kdl__split_run *r)
+{
+        int err;
+
+        assert(r);
+        job_release(&r->job);
+        err = add_notes(r->o, r->doc);
         if (err < 0)
                 goto out;
+        if (r->out) {
+                err = kdl_h5out_commit(r->out);
+                r->out = NULL;
+                if (err < 0)
+                        goto out;
+        }
+        for (int k = 0; k < T_COUNT_; k++) {
+                if (kdl_table_rows(r->t[k]) == 0) {
+                        kdl_table_free(r->t[k]);
+                } else {
+                        err = kdl_doc_add_table(r->doc, r->t[k]);
+                        if (err < 0) {
+                                r->t[k] = NULL;
+                                goto out;
+                        }
+                }
+                r->t[k] = NULL;
+        }
+out:
+        kdl__split_abort(r);
+        return err;
+}
 
+int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc)
+{
+        struct kdl_stream_opts so;
+        struct kdl__split_run *r = NULL;
+        struct kdl_ckpair *cks = NULL;
+        size_t ncks = 0;
+        int err;
+
+        assert(in && o && doc);
+        so = (struct kdl_stream_opts){.block_rows = o->block_rows,
+                                      .skip_nonfinite = o->skip_nonfinite};
+        err = kdl__split_begin(in, o, doc, &r);
+        if (err < 0)
+                return err;
         for (size_t k = 0; k < in->nstudents; k++) {
                 err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint,
                                              o->teacher_checkpoint, &cks, &ncks);
                 if (err < 0)
                         goto out;
                 for (size_t q = 0; q < ncks; q++) {
-                        struct job j = {
-                                .in = in,
-                                .k = k,
-                                .o = o,
-                                .cks = cks[q].main,
-                                .ckt = cks[q].partner,
-                                .student = kdl_h5_dump(in->students[k])->path,
-                                .teacher = kdl_h5_dump(in->teacher)->path,
-                                .c = kdl_h5_dump(in->teacher)->c,
-                                .t = t,
-                                .out = out,
-                        };
-                        kdl_split_result *r = NULL;
-                        size_t skipped = 0;
+                        kdl_stream *s = NULL;
+                        kdl__job job;
 
-                        err = j.ckt ? run_job(&j, &skipped, &r)
-                                    : kdl_error(-KDL_EMISSING, "'%s': no checkpoint", j.teacher);
-                        err = err ?: emit(&j, r, skipped);
-                        err = err ?: note_heads(&j, r, doc);
-                        kdl_split_result_free(r);
-                        job_release(&j);
+                        err = kdl__split_job(r, k, &cks[q], &job);
+                        err = err ?: kdl_stream_new(in->pairs[k]->n, in->pairs[k], &so, &s);
+                        err = err ?: kdl__jobs_run(s, &job, 1, NULL);
+                        kdl_stream_free(s);
                         if (err < 0)
                                 goto out;
                 }
                 free(cks);
                 cks = NULL;
         }
-
-        err = add_notes(o, doc);
-        if (err < 0)
-                goto out;
-        if (out) {
-                err = kdl_h5out_commit(out);
-                out = NULL;
-                if (err < 0)
-                        goto out;
-        }
-        for (int k = 0; k < T_COUNT_; k++) {
-                if (kdl_table_rows(t[k]) == 0) {
-                        kdl_table_free(t[k]);
-                } else {
-                        err = kdl_doc_add_table(doc, t[k]);
-                        if (err < 0) {
-                                t[k] = NULL;
-                                goto out;
-                        }
-                }
-                t[k] = NULL;
-        }
+        err = kdl__split_end(r);
+        r = NULL;
 out:
-        kdl_h5out_abort(out);
+        kdl__split_abort(r);
         free(cks);
-        for (int k = 0; k < T_COUNT_; k++)
-                kdl_table_free(t[k]);
         return err;
 }

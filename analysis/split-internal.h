@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_SPLIT_INTERNAL_H
+#define KDL_ANALYSIS_SPLIT_INTERNAL_H
+
+#include <stddef.h>
+
+#include "analysis/inputs.h"
+#include "analysis/pass.h"
+#include "analysis/split.h"
+#include "reports/table.h"
+
+/*
+ * The split analysis of one student checkpoint as a kdl__job, so that the
+ * report can run it with other analyses on one stream.  kdl_split_run() is
+ *
+ *      kdl__split_begin(in, o, doc, &r);
+ *      for each student k, each selected checkpoint pair cp:
+ *              kdl__split_job(r, k, &cp, &job);
+ *              kdl_stream_new(in->pairs[k]->n, in->pairs[k], &so, &s);
+ *              kdl__jobs_run(s, &job, 1, NULL);
+ *              kdl_stream_free(s);
+ *      kdl__split_end(r);              (kdl__split_abort(r) on error)
+ *
+ * The job takes two passes: pass 0 accumulates everything but w_n, pass 1
+ * w_n (it needs the mean teacher confidence of pass 0) and the per-sample
+ * values.
+ */
+
+/* One split document being filled: its tables, options, per-sample file. */
+struct kdl__split_run;
+
+/**
+ * kdl__split_begin() - check the options, create the tables, describe the
+ * inputs in @doc and open the per-sample file (as kdl_split_run() does).
+ * @in, @o, @doc: borrowed, must outlive @ret.
+ * @ret:          set on success only; kdl__split_end() or kdl__split_abort()
+ *                frees it.
+ * Return: 0; -KDL_EUSAGE without a teacher or a student or for bad
+ * options; -KDL_ESCHEMA for fewer than 2 classes; errors of opening the
+ * per-sample file; -ENOMEM.
+ */
+int kdl__split_begin(const kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc,
+                     struct kdl__split_run **ret);
+
+/**
+ * kdl__split_job() - the job of student @k at checkpoint pair @cp
+ * (cp->main: the student's checkpoint; cp->partner: the teacher's), for
+ * kdl__jobs_run() on a stream over in->pairs[k] (n = in->pairs[k]->n).
+ * The job's state belongs to @r: one job at a time per run (a new call
+ * finishes with the previous one).  Its table rows and notes are written at
+ * the end of its last pass (pass 1).
+ * @cp:  borrowed, its checkpoints must outlive the job.
+ * @ret: set on success only.
+ * Return: 0; -KDL_EMISSING when @cp has no teacher checkpoint.  The job
+ * itself fails with the errors of kdl_split_run().
+ */
+int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret);
+
+/**
+ * kdl__split_end() - every job has run: the notes and tables go into the
+ * doc and the per-sample file is committed.  Frees @r whatever happens.
+ * Return: 0; -ENOMEM; errors of committing the per-sample file.
+ */
+int kdl__split_end(struct kdl__split_run *r);
+
+/** kdl__split_abort() - free @r after a failure (NULL: no-op); nothing is committed. */
+void kdl__split_abort(struct kdl__split_run *r);
+
+#endif

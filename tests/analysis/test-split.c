@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE /* open_memstream, asprintf */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tests/lib/kdl-test.h"
+#include "analysis/split-internal.h"
+
+/* Another analysis on the same stream: sums one dataset in each of its passes. */
+struct summer {
+        kdl_h5file *f;
+        const kdl_dsinfo *ds;
+        bool student;
+        unsigned passes;
+        int idx;
+        double sum[3];
+};
+
+static int summer_attach(kdl__job *j, kdl_stream *s)
+{
+        struct summer *m = j->ctx;
+
+        m->idx = kdl__job_add(j, s, m->f, m->ds, KDL_SPATIAL_AVG, m->student);
+        return m->idx < 0 ? m->idx : 0;
+}
+
+static int summer_block(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        struct summer *m = j->ctx;
+        kdl_tensor b = kdl_stream_block(s, m->idx);
+
+        for (size_t i = 0; i < b.shape[0]; i++)
+                for (size_t c = 0; c < b.shape[1]; c++)
+                        m->sum[pass] += KDL_AT2(&b, i, c);
+        return 0;
+}
+
+static int summer_end(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        struct summer *m = j->ctx;
+
+        (void) s;
+        return pass + 1 < m->passes;
+}
+
+static kdl__job summer_job(struct summer *m)
+{
+        return (kdl__job){
+                .ctx = m, .attach = summer_attach, .block = summer_block, .end = summer_end};
+}
+
+static kdl_inputs *open_inputs(void)
+{
+        const char *dir = getenv("KDL_FIXTURES");
+        char *t = NULL, *s = NULL;
+        kdl_inputs *in = NULL;
+
+        assert_non_null(dir);
+        assert_true(asprintf(&t, "%s/teacher.h5", dir) > 0);
+        assert_true(asprintf(&s, "%s/student.h5", dir) > 0);
+        assert_int_equal(kdl_inputs_open(t, (const char *const[]){s}, 1, &in), 0);
+        free(t);
+        free(s);
+        return in;
+}
+
+static void opts_init(struct kdl_split_run_opts *o)
+{
+        kdl_split_run_opts_init(o);
+        o->checkpoint = "all";
+        o->metric.ntaus = 2;
+        o->metric.taus[0] = 1.5;
+        o->metric.taus[1] = 4.0;
+        o->long_tables = true;
+}
+
+/* The JSON text of @d (caller frees); frees @d. */
+static char *doc_json(kdl_doc *d)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        assert_non_null(f);
+        assert_int_equal(kdl_doc_write(d, f, KDL_FORMAT_JSON), 0);
+        fclose(f);
+        kdl_doc_free(d);
+        return buf;
+}
+
+static char *run_alone(kdl_inputs *in, const struct kdl_split_run_opts *o)
+{
+        kdl_doc *d = NULL;
+
+        assert_int_equal(kdl_doc_new("split", &d), 0);
+        assert_int_equal(kdl_split_run(in, o, d), 0);
+        return doc_json(d);
+}
+
+/* Two split runs and two other jobs (one that stops after pass 0, one that
+ * wants three passes, one sharing the teacher's logits) on one stream with
+ * other block sizes: each split document is the one kdl_split_run() makes
+ * alone, and the other jobs see every sample in each of their passes. */
+static void test_jobs_with_others_match_run(void **state)
+{
+        kdl_inputs *in = open_inputs();
+        struct kdl_split_run_opts o;
+        struct kdl__split_run *r1 = NULL, *r2 = NULL;
+        kdl_doc *d1 = NULL, *d2 = NULL;
+        struct kdl_ckpair *cks = NULL;
+        size_t ncks = 0;
+        char *alone, *j1, *j2;
+
+        (void) state;
+        opts_init(&o);
+        alone = run_alone(in, &o);
+
+        o.block_rows = 7;
+        assert_int_equal(kdl_doc_new("split", &d1), 0);
+        assert_int_equal(kdl_doc_new("split", &d2), 0);
+        assert_int_equal(kdl__split_begin(in, &o, d1, &r1), 0);
+        assert_int_equal(kdl__split_begin(in, &o, d2, &r2), 0);
+        assert_int_equal(
+                kdl_select_checkpoints(in->students[0], in->teacher, "all", NULL, &cks, &ncks), 0);
+        assert_true(ncks >= 2);
+        for (size_t q = 0; q < ncks; q++) {
+                const kdl_pair *pair = in->pairs[0];
+                struct summer a = {.f = in->teacher, .ds = cks[q].partner->logits, .passes = 3},
+                              b = {.f = in->students[0],
+                                   .ds = &cks[q].main->layers[0].feature,
+                                   .student = true,
+                                   .passes = 1};
+                kdl__job jobs[4];
+                kdl_stream *s = NULL;
+                unsigned passes = 0;
+
+                jobs[0] = summer_job(&a);
+                assert_int_equal(kdl__split_job(r1, 0, &cks[q], &jobs[1]), 0);
+                jobs[2] = summer_job(&b);
+                assert_int_equal(kdl__split_job(r2, 0, &cks[q], &jobs[3]), 0);
+                assert_int_equal(kdl_stream_new(pair->n, pair,
+                                                &(struct kdl_stream_opts){.block_rows = 7}, &s),
+                                 0);
+                assert_int_equal(kdl__jobs_run(s, jobs, 4, &passes), 0);
+                assert_int_equal(passes, 3);
+                assert_true(a.sum[0] != 0.0 && b.sum[0] != 0.0);
+                assert_close(a.sum[1], a.sum[0], 1e-12, 0.0);
+                assert_close(a.sum[2], a.sum[0], 1e-12, 0.0);
+                assert_true(b.sum[1] == 0.0);
+                kdl_stream_free(s);
+        }
+        free(cks);
+        assert_int_equal(kdl__split_end(r1), 0);
+        assert_int_equal(kdl__split_end(r2), 0);
+        j1 = doc_json(d1);
+        j2 = doc_json(d2);
+        assert_string_equal(j1, alone);
+        assert_string_equal(j2, alone);
+        free(j1);
+        free(j2);
+        free(alone);
+        kdl_inputs_free(in);
+}
+
+/* A new job finishes with the previous one, even one that never ran; a pair
+ * without a teacher checkpoint is an error; abort commits no per-sample file
+ * and end commits it. */
+static void test_job_lifecycle(void **state)
+{
+        kdl_inputs *in = open_inputs();
+        struct kdl_split_run_opts o;
+        struct kdl__split_run *r = NULL;
+        struct kdl_ckpair *cks = NULL;
+        size_t ncks = 0;
+        kdl_doc *d = NULL;
+        kdl__job job;
+        const char *dir = kdl_test_tmpdir();
+        char *path = NULL;
+
+        (void) state;
+        opts_init(&o);
+        assert_true(asprintf(&path, "%s/ps.h5", dir) > 0);
+        o.per_sample = path;
+        assert_int_equal(
+                kdl_select_checkpoints(in->students[0], in->teacher, "all", NULL, &cks, &ncks), 0);
+
+        assert_int_equal(kdl_doc_new("split", &d), 0);
+        assert_int_equal(kdl__split_begin(in, &o, d, &r), 0);
+        assert_int_equal(kdl__split_job(r, 0, &cks[0], &job), 0);
+        assert_int_equal(kdl__split_job(r, 0, &(struct kdl_ckpair){.main = cks[0].main}, &job),
+                         -KDL_EMISSING);
+        kdl__split_abort(r);
+        assert_int_not_equal(access(path, F_OK), 0);
+        kdl_doc_free(d);
+
+        assert_int_equal(kdl_doc_new("split", &d), 0);
+        r = NULL;
+        assert_int_equal(kdl__split_begin(in, &o, d, &r), 0);
+        for (size_t q = 0; q < ncks; q++) {
+                kdl_stream *s = NULL;
+
+                assert_int_equal(kdl__split_job(r, 0, &cks[q], &job), 0);
+                assert_int_equal(kdl_stream_new(in->pairs[0]->n, in->pairs[0], NULL, &s), 0);
+                assert_int_equal(kdl__jobs_run(s, &job, 1, NULL), 0);
+                kdl_stream_free(s);
+        }
+        /* A job made and never run leaves no rows. */
+        assert_int_equal(kdl__split_job(r, 0, &cks[0], &job), 0);
+        assert_int_equal(kdl__split_end(r), 0);
+        assert_int_equal(access(path, F_OK), 0);
+        assert_int_equal(kdl_table_rows(kdl_doc_find_table(d, "split")), ncks * o.metric.ntaus);
+        kdl_doc_free(d);
+
+        unlink(path);
+        rmdir(dir);
+        free(path);
+        free(cks);
+        kdl_inputs_free(in);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_jobs_with_others_match_run),
+                cmocka_unit_test(test_job_lifecycle),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
