@@ -5,14 +5,15 @@
 
 #include "kdl-config.h"
 #include "metrics/base/alloc.h"
-#include "analysis/cka.h"
-#include "analysis/dims.h"
+#include "analysis/cka-internal.h"
+#include "analysis/dims-internal.h"
 #include "analysis/inputs.h"
 #include "analysis/inspect.h"
-#include "analysis/kl.h"
+#include "analysis/kl-internal.h"
 #include "analysis/layers.h"
+#include "analysis/pass.h"
 #include "analysis/report.h"
-#include "analysis/split.h"
+#include "analysis/split-internal.h"
 #include "reports/plot.h"
 #include "reports/site.h"
 #include "reports/table.h"
@@ -68,6 +69,11 @@ struct run {
         size_t prefix; /* length of a prefix all names share ("student_"), left out in figures */
         size_t done, total;
         double tau;
+        /* The analyses, computed before any section is written. */
+        kdl_doc *kl, *split, *dims;
+        kdl_doc **cka; /* [ncka] one per student checkpoint, student-major */
+        size_t ncka;
+        kdl_doc *passes; /* how the dumps were read */
 };
 
 static void progress(struct run *r, const char *what)
@@ -409,28 +415,19 @@ out:
 
 static int section_split(struct run *r)
 {
-        struct kdl_split_run_opts so;
-        kdl_doc *d = NULL;
+        const kdl_doc *d = r->split;
         int err;
 
-        progress(r, "split: explicit and implicit knowledge");
-        kdl_split_run_opts_init(&so);
-        so.checkpoint = "all";
-        so.long_tables = true;
-        so.metric.ntaus = 1;
-        so.metric.taus[0] = r->tau;
-        err = kdl_doc_new("split", &d);
-        err = err ?: kdl_split_run(r->in, &so, d);
-        err = err
-                      ?: kdl_site_section(r->site, "Explicit and implicit knowledge",
-                                          "How the KD loss splits into the teacher's confidence in "
-                                          "the target "
-                                          "class (explicit, TCKD) and its distribution over the "
-                                          "other classes "
-                                          "(implicit, NCKD), per DKD (Zhao et al. 2022) and AEKT "
-                                          "(Park & Lee "
-                                          "2024); and Tang et al.'s universe, domain and instance "
-                                          "knowledge.");
+        progress(r, "split: figures");
+        err = kdl_site_section(r->site, "Explicit and implicit knowledge",
+                               "How the KD loss splits into the teacher's confidence in "
+                               "the target "
+                               "class (explicit, TCKD) and its distribution over the "
+                               "other classes "
+                               "(implicit, NCKD), per DKD (Zhao et al. 2022) and AEKT "
+                               "(Park & Lee "
+                               "2024); and Tang et al.'s universe, domain and instance "
+                               "knowledge.");
         err = err ?: split_figures(r, d);
         err = err ?: show_table(r, d, "split", "split", "Explicit vs implicit knowledge");
         err = err
@@ -440,7 +437,6 @@ static int section_split(struct run *r)
                       ?: show_table(r, d, "instance", "split_instance",
                                     "Instance knowledge: rescaling weights w_n");
         err = err ?: kdl_site_json(r->site, d, "split");
-        kdl_doc_free(d);
         return err;
 }
 
@@ -723,49 +719,36 @@ out:
 
 static int section_kl(struct run *r)
 {
-        struct kdl_kl_run_opts o = {.checkpoint = "all", .ntau = 1, .tau = &r->tau};
-        kdl_doc *d = NULL;
+        const kdl_doc *d = r->kl;
         int err;
 
-        progress(r, "kl: knowledge sources");
-        err = kdl_doc_new("kl", &d);
-        err = err ?: kdl_kl_run(r->in, &o, d);
-        err = err
-                      ?: kdl_site_section(
-                                 r->site, "Knowledge sources",
-                                 "How well each knowledge source (logits, probabilities, "
-                                 "features, gradients) approximates the KD criterion "
-                                 "tau^2 KL(p_t || p_s) (Hsu et al. 2022; MATH 2 and 11.1), per "
-                                 "student and checkpoint, each compared with the teacher's last "
-                                 "checkpoint.");
+        progress(r, "kl: figures");
+        err = kdl_site_section(r->site, "Knowledge sources",
+                               "How well each knowledge source (logits, probabilities, "
+                               "features, gradients) approximates the KD criterion "
+                               "tau^2 KL(p_t || p_s) (Hsu et al. 2022; MATH 2 and 11.1), per "
+                               "student and checkpoint, each compared with the teacher's last "
+                               "checkpoint.");
         err = err ?: kl_figures(r, d);
         err = err ?: show_table(r, d, "kl", "kl", "The KD criterion by knowledge source");
         err = err
                       ?: show_table(r, d, "kl_features", "kl_features",
                                     "Feature matching: projector fit and KL-visible share");
         err = err ?: kdl_site_json(r->site, d, "kl");
-        kdl_doc_free(d);
         return err;
 }
 
 static int section_dims(struct run *r)
 {
-        struct kdl_dims_opts o = KDL_DIMS_OPTS_DEFAULT;
-        kdl_doc *d = NULL;
+        const kdl_doc *d = r->dims;
         int err;
 
-        progress(r, "dims: feature dimensions");
-        o.checkpoint = "all";
-        o.tau = r->tau;
-        err = kdl_doc_new("dims", &d);
-        err = err ?: kdl_dims(r->in, &o, d);
-        err = err
-                      ?: kdl_site_section(
-                                 r->site, "Feature dimensions",
-                                 "Does each student have enough feature dimensions to take up the "
-                                 "teacher's logit knowledge (Hsu et al. 2022; MATH 2.3)? A student "
-                                 "narrower than C-1, or one whose width leaves more than 1 % of "
-                                 "the teacher's centred-logit variance unexplained, is flagged.");
+        progress(r, "dims: figures");
+        err = kdl_site_section(r->site, "Feature dimensions",
+                               "Does each student have enough feature dimensions to take up the "
+                               "teacher's logit knowledge (Hsu et al. 2022; MATH 2.3)? A student "
+                               "narrower than C-1, or one whose width leaves more than 1 % of "
+                               "the teacher's centred-logit variance unexplained, is flagged.");
         err = err ?: dims_residual_figure(r, d);
         err = err ?: dims_spectrum_figure(r, d);
         err = err ?: show_table(r, d, "verdict", "dims_verdict", "Is each student wide enough?");
@@ -774,7 +757,6 @@ static int section_dims(struct run *r)
                       ?: show_table(r, d, "heads", "dims_heads",
                                     "Rank of W^T F W: feature directions the KL sees");
         err = err ?: kdl_site_json(r->site, d, "dims");
-        kdl_doc_free(d);
         return err;
 }
 
@@ -935,35 +917,205 @@ out:
 
 static int section_cka(struct run *r)
 {
+        const char *tck = last_checkpoint(r->in->teacher);
+        size_t i = 0;
         int err;
 
-        progress(r, "cka: teacher x student similarity");
+        progress(r, "cka: figures");
         err = kdl_site_section(r->site, "Teacher x student CKA",
                                "How similar each student's layers are to the teacher's: linear "
                                "CKA over every sample, streamed in feature space.");
         for (size_t k = 0; k < r->in->nstudents && !err; k++) {
                 const kdl_dump *sd = kdl_h5_dump(r->in->students[k]);
-                kdl_inputs pair = {.teacher = r->in->teacher,
-                                   .nstudents = 1,
-                                   .students = &r->in->students[k],
-                                   .pairs = &r->in->pairs[k]};
 
                 /* The trained teacher against each checkpoint of the student. */
-                for (size_t c = 0; c < sd->ncheckpoints && !err; c++) {
-                        const char *tck = last_checkpoint(r->in->teacher);
+                for (size_t c = 0; c < sd->ncheckpoints && !err; c++, i++) {
                         const char *sck = sd->checkpoints[c].name;
-                        struct kdl_cka_run_opts o = {.checkpoint = tck, .partner_checkpoint = sck};
-                        kdl_doc *d = NULL;
                         char *file = kdl__asprintf("cka_s%zu_%s", k + 1, sck);
 
-                        err = file ? kdl_doc_new("cka", &d) : -ENOMEM;
-                        err = err ?: kdl_cka_run(&pair, &o, d);
-                        err = err ?: cka_heatmap(r, d, k, tck, sck);
-                        err = err ?: kdl_site_json(r->site, d, file);
-                        kdl_doc_free(d);
+                        err = file ? cka_heatmap(r, r->cka[i], k, tck, sck) : -ENOMEM;
+                        err = err ?: kdl_site_json(r->site, r->cka[i], file);
                         free(file);
                 }
         }
+        return err;
+}
+
+static int section_passes(struct run *r)
+{
+        int err;
+
+        err = kdl_site_section(r->site, "How the dumps were read",
+                               "Each student checkpoint was read on one stream shared by the "
+                               "kl, split, dims and CKA analyses: every dataset once per pass, "
+                               "and a second pass only for the analyses that need one (split's "
+                               "instance weights w_n; kl's projector when the head widths "
+                               "differ), reading only their datasets.");
+        err = err
+                      ?: show_table(r, r->passes, "passes", "passes",
+                                    "Passes over each dump and the values read (after the spatial "
+                                    "rule), per checkpoint");
+        err = err ?: kdl_site_json(r->site, r->passes, "passes");
+        return err;
+}
+
+/* ---- computing: one stream per checkpoint for every analysis ---------------------- */
+
+/* The begun analyses of the report. */
+struct runs {
+        struct kdl__kl_run *kl;
+        struct kdl__split_run *split;
+        struct kdl__dims_run *dims;
+        kdl_table *passes;
+};
+
+/* Run @jobs on one stream over student @k's pair (or the teacher alone when @k is
+ * SIZE_MAX) and add a row to the passes table. */
+static int run_jobs(struct run *r, struct runs *rs, size_t k, const char *checkpoint,
+                    kdl__job *jobs, size_t n)
+{
+        const kdl_pair *pair = k == SIZE_MAX ? NULL : r->in->pairs[k];
+        size_t rows = pair ? pair->n : kdl_h5_dump(r->in->teacher)->n;
+        kdl_stream *s = NULL;
+        unsigned passes = 0;
+        int err;
+
+        err = kdl_stream_new(rows, pair, NULL, &s);
+        err = err ?: kdl__jobs_run(s, jobs, n, &passes);
+        if (!err && (err = kdl_table_add_row(rs->passes)) > 0)
+                err = 0; /* the row's index */
+        err = err
+                      ?: kdl_table_put_str(rs->passes, "model",
+                                           k == SIZE_MAX ? r->o->teacher : r->o->students[k]);
+        err = err ?: kdl_table_put_str(rs->passes, "checkpoint", checkpoint);
+        err = err ?: kdl_table_put_int(rs->passes, "analyses", (long long) n);
+        err = err ?: kdl_table_put_int(rs->passes, "datasets", (long long) kdl_stream_count(s));
+        err = err ?: kdl_table_put_int(rs->passes, "passes", (long long) passes);
+        err = err
+                      ?: kdl_table_put_int(rs->passes, "values_read",
+                                           (long long) kdl_stream_values_read(s));
+        kdl_stream_free(s);
+        return err;
+}
+
+/* Student @k at checkpoint pair @cp: kl, split, dims and CKA on one stream. */
+static int student_checkpoint(struct run *r, struct runs *rs, size_t k, const struct kdl_ckpair *cp)
+{
+        struct kdl_cka_run_opts co = {0};
+        struct kdl_ckpair ckp = {.main = cp->partner, .partner = cp->main};
+        /* The CKA document of this student alone, as kdlens cka -t T -s S writes it. */
+        kdl_inputs one = {.teacher = r->in->teacher,
+                          .nstudents = 1,
+                          .students = &r->in->students[k],
+                          .pairs = &r->in->pairs[k]};
+        struct kdl__cka_run *cka = NULL;
+        kdl__job jobs[4];
+        kdl_doc *d = NULL;
+        char *what = kdl__asprintf("%s at %s", short_name(r, k), cp->main->name);
+        int err;
+
+        if (!what)
+                return -ENOMEM;
+        progress(r, what);
+        free(what);
+        err = kdl_doc_new("cka", &d);
+        err = err ?: kdl__cka_begin(&one, &co, d, &cka);
+        err = err ?: kdl__kl_job(rs->kl, k, cp, &jobs[0]);
+        err = err ?: kdl__split_job(rs->split, k, cp, &jobs[1]);
+        err = err ?: kdl__dims_job(rs->dims, k, cp, &jobs[2]);
+        err = err ?: kdl__cka_job(cka, 0, &ckp, &jobs[3]);
+        err = err ?: run_jobs(r, rs, k, cp->main->name, jobs, 4);
+        if (!err) {
+                err = kdl__cka_end(cka);
+                cka = NULL;
+        }
+        if (!err)
+                r->cka[r->ncka++] = d;
+        else
+                kdl_doc_free(d);
+        kdl__cka_abort(cka);
+        return err;
+}
+
+static int compute(struct run *r)
+{
+        const kdl_dump *td = kdl_h5_dump(r->in->teacher);
+        struct kdl_kl_run_opts klo = {.checkpoint = "all", .ntau = 1, .tau = &r->tau};
+        struct kdl_split_run_opts so;
+        struct kdl_dims_opts dio = KDL_DIMS_OPTS_DEFAULT;
+        struct runs rs = {0};
+        size_t ncka = 0;
+        int err;
+
+        kdl_split_run_opts_init(&so);
+        so.checkpoint = "all";
+        so.long_tables = true;
+        so.metric.ntaus = 1;
+        so.metric.taus[0] = r->tau;
+        dio.checkpoint = "all";
+        dio.tau = r->tau;
+        for (size_t k = 0; k < r->in->nstudents; k++)
+                ncka += kdl_h5_dump(r->in->students[k])->ncheckpoints;
+        r->cka = kdl_new(kdl_doc *, ncka ? ncka : 1);
+        if (!r->cka)
+                return -ENOMEM;
+        err = kdl_doc_new("kl", &r->kl);
+        err = err ?: kdl_doc_new("split", &r->split);
+        err = err ?: kdl_doc_new("dims", &r->dims);
+        err = err ?: kdl_doc_new("passes", &r->passes);
+        err = err ?: kdl_table_new("passes", "How the dumps were read", &rs.passes);
+        err = err ?: kdl__kl_begin(r->in, &klo, r->kl, &rs.kl);
+        err = err ?: kdl__split_begin(r->in, &so, r->split, &rs.split);
+        err = err ?: kdl__dims_begin(r->in, &dio, r->dims, &rs.dims);
+        if (err < 0)
+                goto out;
+
+        /* The teacher's own dimensions, one pass per checkpoint. */
+        progress(r, "teacher: dimensions");
+        for (size_t c = 0; c < td->ncheckpoints && !err; c++) {
+                kdl__job job;
+
+                err = kdl__dims_teacher_job(rs.dims, &td->checkpoints[c], &job);
+                err = err ?: run_jobs(r, &rs, SIZE_MAX, td->checkpoints[c].name, &job, 1);
+        }
+        /* Each student checkpoint against the trained teacher: all analyses on one stream. */
+        for (size_t k = 0; k < r->in->nstudents && !err; k++) {
+                struct kdl_ckpair *cks = NULL;
+                size_t nck = 0;
+
+                err = kdl_select_checkpoints(r->in->students[k], r->in->teacher, "all", NULL, &cks,
+                                             &nck);
+                for (size_t c = 0; c < nck && !err; c++)
+                        err = student_checkpoint(r, &rs, k, &cks[c]);
+                free(cks);
+        }
+        if (err < 0)
+                goto out;
+        err = kdl__kl_end(rs.kl);
+        rs.kl = NULL;
+        if (!err) {
+                err = kdl__split_end(rs.split);
+                rs.split = NULL;
+        }
+        if (!err) {
+                err = kdl__dims_end(rs.dims);
+                rs.dims = NULL;
+        }
+        err = err
+                      ?: kdl_doc_add_note(r->passes,
+                                          "each student checkpoint is read on one stream shared "
+                                          "by kl, split, dims and cka: a dataset two analyses "
+                                          "need is read once per pass, and a later pass reads "
+                                          "only what the analyses still running need");
+        if (!err) {
+                err = kdl_doc_add_table(r->passes, rs.passes);
+                rs.passes = NULL;
+        }
+out:
+        kdl__kl_abort(rs.kl);
+        kdl__split_abort(rs.split);
+        kdl__dims_abort(rs.dims);
+        kdl_table_free(rs.passes);
         return err;
 }
 
@@ -973,7 +1125,8 @@ int kdl_report_run(const struct kdl_report_opts *o)
         const char **inputs = NULL;
         int err;
 
-        r.total = 7;
+        /* inputs, the teacher, the 5 sections' figures, the index; + the student checkpoints */
+        r.total = 8;
         err = kdl_inputs_open(o->teacher, o->students, o->nstudents, &r.in);
         if (err < 0)
                 return err;
@@ -989,13 +1142,17 @@ int kdl_report_run(const struct kdl_report_opts *o)
                         goto out;
                 }
         r.prefix = common_prefix(r.names, o->nstudents);
+        for (size_t k = 0; k < o->nstudents; k++)
+                r.total += kdl_h5_dump(r.in->students[k])->ncheckpoints;
         err = kdl_site_open(o->out_dir, &r.site);
         err = err ?: section_inputs(&r);
+        err = err ?: compute(&r);
         err = err ?: section_kl(&r);
         err = err ?: section_split(&r);
         err = err ?: section_dims(&r);
         err = err ?: section_layers(&r);
         err = err ?: section_cka(&r);
+        err = err ?: section_passes(&r);
         if (err < 0)
                 goto out;
         progress(&r, "index");
@@ -1006,6 +1163,13 @@ int kdl_report_run(const struct kdl_report_opts *o)
         r.site = NULL;
 out:
         kdl_site_abort(r.site);
+        kdl_doc_free(r.passes);
+        kdl_doc_free(r.dims);
+        kdl_doc_free(r.split);
+        kdl_doc_free(r.kl);
+        for (size_t i = 0; i < r.ncka; i++)
+                kdl_doc_free(r.cka[i]);
+        free(r.cka);
         for (size_t k = 0; r.names && k < o->nstudents; k++)
                 free(r.names[k]);
         free(r.names);

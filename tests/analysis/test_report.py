@@ -4,6 +4,7 @@
 exist, every figure rendered, and atomic replacement (a killed or failed run
 leaves the previous report as it was)."""
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -74,6 +75,68 @@ def test_report_is_complete_and_links_resolve():
     p = subprocess.run([GNUPLOT, "-e", "fmt='svg'", "scripts/split_stacked.gp"], cwd=out,
                        capture_output=True, text=True)
     assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
+def columns(f, path):
+    """Values per sample kdlens reads from dataset @path (spatial average: C of
+    [N,C,H,W], D of [N,T,D])."""
+    shape = f[path].shape
+    return 1 if len(shape) == 1 else shape[2] if len(shape) == 3 else shape[1]
+
+
+def test_analyses_share_one_stream_and_match_the_commands():
+    """The report reads each student checkpoint once per pass on a stream shared by
+    kl, split, dims and cka, and each analysis's data is the document its command
+    writes alone."""
+    import h5py
+    import numpy as np
+    out = os.path.join(kt.tmpdir(), "rep")
+    st, _, err = make_report(out)
+    assert st == 0, err
+    data = lambda name: json.load(open(os.path.join(out, "data", name + ".json")))
+    rows = kt.records(data("passes"), "passes")
+    with h5py.File(T) as t, h5py.File(S) as s:
+        n = len(np.intersect1d(t["sample_ids"][:], s["sample_ids"][:]))
+        tck = sorted(t["checkpoints"], key=lambda c: t["checkpoints"][c].attrs.get("step", 0))
+        scks = list(s["checkpoints"])
+        tc, last = t["checkpoints"], "/checkpoints/" + tck[-1]
+        assert [r["checkpoint"] for r in rows if r["model"] == T] == tck, rows
+        assert sorted(r["checkpoint"] for r in rows if r["model"] == S) == sorted(scks), rows
+        for r in rows:
+            if r["model"] == T:
+                # dims alone, one pass per checkpoint: the features and the logits
+                # (the ridge targets) of every teacher sample.
+                ck = tc[r["checkpoint"]]
+                want = sum(columns(ck["features"], l) for l in ck["features"])
+                want += columns(ck, "logits")
+                assert (r["analyses"], r["datasets"], r["passes"]) == (1, 4, 1), r
+                assert r["values_read"] == len(t["sample_ids"]) * want, r
+                continue
+            sc = "/checkpoints/" + r["checkpoint"]
+            tf, sf = list(t[last + "/features"]), list(s[sc + "/features"])
+            # Pass 0, every dataset once although analyses share them: all features
+            # (cka, dims, kl), logits (all four), the gradients kl uses, labels (split).
+            pass0 = (sum(columns(t, f"{last}/features/{l}") for l in tf)
+                     + sum(columns(s, f"{sc}/features/{l}") for l in sf)
+                     + columns(t, last + "/logits") + columns(s, sc + "/logits")
+                     + columns(t, last + "/gradients/features/pen")
+                     + columns(t, last + "/gradients/logits")
+                     + columns(s, sc + "/gradients/logits") + 2)
+            # Pass 1 only what is still running: split (w_n) and kl, whose projector
+            # (head widths 8 and 4) was fitted in pass 0; not cka's or dims' layers.
+            assert columns(t, last + "/features/pen") != columns(s, sc + "/features/pen")
+            pass1 = pass0 - sum(columns(t, f"{last}/features/{l}") for l in tf if l != "pen") \
+                - sum(columns(s, f"{sc}/features/{l}") for l in sf if l != "pen")
+            assert (r["analyses"], r["datasets"], r["passes"]) == (4, 13, 2), r
+            assert r["values_read"] == n * (pass0 + pass1), (r, n, pass0, pass1)
+    common = ("-t", T, "-s", S, "-c", "all", "-T", "4")
+    for name, args in (("kl", ("kl",) + common), ("split", ("split",) + common),
+                       ("dims", ("dims",) + common),
+                       ("cka_s1_final", ("cka", T, S, "-c", "final"))):
+        alone, shared = kt.run_json(*args), data(name)
+        assert alone["results"], name
+        assert alone["results"] == shared["results"], name
+        assert alone["notes"] == shared["notes"], name
 
 
 def test_killed_report_leaves_previous_intact():
