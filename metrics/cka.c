@@ -97,6 +97,24 @@ static int check_blocks(const kdl_tensor *blocks, size_t nlayers, const size_t *
 
 /* ---- Feature-space state ----------------------------------------------------- */
 
+static const char *const precision_names[KDL_CKA_PRECISION_COUNT_] = {"double", "mixed"};
+
+const char *kdl_cka_precision_name(enum kdl_cka_precision p)
+{
+        assert(p < KDL_CKA_PRECISION_COUNT_);
+        return precision_names[p];
+}
+
+int kdl_cka_precision_parse(const char *s, enum kdl_cka_precision *ret)
+{
+        for (int p = 0; p < KDL_CKA_PRECISION_COUNT_; p++)
+                if (strcmp(s, precision_names[p]) == 0) {
+                        *ret = (enum kdl_cka_precision) p;
+                        return 0;
+                }
+        return kdl_error(-KDL_EUSAGE, "unknown CKA precision '%s' (expected double or mixed)", s);
+}
+
 /*
  * The cross-products are kept per needed block: block b holds Σ w z̃_j z̃_kᵀ
  * [D_j, D_k] for the pair (j, k) = (bj[b], bk[b]), j <= k, and only the
@@ -130,6 +148,11 @@ struct kdl_cka_state {
         double *z, *a;       /* [block_rows*dt], [block_rows*l] */
         double *zw, *aw, *v; /* replicate copies and sqrt weights; NULL without bootstrap */
         double *ones;        /* [block_rows] */
+        /* Mixed precision only, else NULL: the scaled float copy of at most
+         * KDL_CKA_MIXED_ROWS rows of a block, one float product (the largest
+         * needed pair), and each layer's power-of-two exponent. */
+        float *zf, *gf; /* [mixed_rows*dt], [max D_j D_k] */
+        int *fexp;      /* [l] */
 };
 
 static void opts_resolve(const kdl_cka_opts *in, size_t l, const size_t *widths, kdl_cka_opts *o)
@@ -147,6 +170,13 @@ static void opts_resolve(const kdl_cka_opts *in, size_t l, const size_t *widths,
         }
         if (fpclassify(o->level) == FP_ZERO)
                 o->level = DEFAULT_LEVEL;
+        assert(o->precision < KDL_CKA_PRECISION_COUNT_);
+}
+
+/* Rows of one float product in mixed precision. */
+static size_t mixed_rows(const kdl_cka_opts *o)
+{
+        return o->block_rows < KDL_CKA_MIXED_ROWS ? o->block_rows : KDL_CKA_MIXED_ROWS;
 }
 
 static bool pair_needed(const kdl_cka_opts *o, size_t l, size_t j, size_t k)
@@ -154,21 +184,24 @@ static bool pair_needed(const kdl_cka_opts *o, size_t l, size_t j, size_t k)
         return j == k || !o->pairs || o->pairs[j * l + k] || o->pairs[k * l + j];
 }
 
-/* Doubles per stats set, and in the scratch; false on overflow. */
+/* Doubles per stats set and in the scratch, and bytes of the mixed-precision
+ * scratch (0 in double); false on overflow. */
 static bool state_sizes(size_t l, const size_t *widths, const kdl_cka_opts *o, size_t *ret_stats,
-                        size_t *ret_scratch)
+                        size_t *ret_scratch, size_t *ret_fbytes)
 {
-        size_t dt = 0, s = 0, scr, k, t;
+        size_t dt = 0, s = 0, scr, k, t, fb = 0, gmax = 0;
 
         for (size_t j = 0; j < l; j++)
                 if (__builtin_add_overflow(dt, widths[j], &dt))
                         return false;
         for (size_t j = 0; j < l; j++)
                 for (size_t i = j; i < l; i++)
-                        if (pair_needed(o, l, j, i) &&
-                            (__builtin_mul_overflow(widths[j], widths[i], &t) ||
-                             __builtin_add_overflow(s, t, &s)))
-                                return false;
+                        if (pair_needed(o, l, j, i)) {
+                                if (__builtin_mul_overflow(widths[j], widths[i], &t) ||
+                                    __builtin_add_overflow(s, t, &s))
+                                        return false;
+                                gmax = t > gmax ? t : gmax;
+                        }
         if (__builtin_mul_overflow(dt, l, &t) || __builtin_add_overflow(s, t, &s) ||
             __builtin_add_overflow(s, dt + l * l + l, &s))
                 return false;
@@ -179,22 +212,31 @@ static bool state_sizes(size_t l, const size_t *widths, const kdl_cka_opts *o, s
                 return false;
         if (__builtin_add_overflow(scr, o->block_rows + dt, &scr))
                 return false;
+        /* zf, gf and fexp. */
+        if (o->precision == KDL_CKA_PRECISION_MIXED &&
+            (__builtin_mul_overflow(mixed_rows(o), dt, &fb) ||
+             __builtin_add_overflow(fb, gmax, &fb) ||
+             __builtin_mul_overflow(fb, sizeof(float), &fb) ||
+             __builtin_add_overflow(fb, l * sizeof(int), &fb)))
+                return false;
         *ret_stats = s;
         *ret_scratch = scr;
+        *ret_fbytes = fb;
         return true;
 }
 
 size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_opts *opts)
 {
         kdl_cka_opts o;
-        size_t s, scr, total;
+        size_t s, scr, fb, total;
 
         opts_resolve(opts, nlayers, widths, &o);
-        if (!state_sizes(nlayers, widths, &o, &s, &scr))
+        if (!state_sizes(nlayers, widths, &o, &s, &scr, &fb))
                 return SIZE_MAX;
         if (__builtin_mul_overflow(s, o.bootstrap + 1, &total) ||
             __builtin_add_overflow(total, scr, &total) ||
-            __builtin_mul_overflow(total, sizeof(double), &total))
+            __builtin_mul_overflow(total, sizeof(double), &total) ||
+            __builtin_add_overflow(total, fb, &total))
                 return SIZE_MAX;
         return total;
 }
@@ -249,6 +291,9 @@ void kdl_cka_state_free(kdl_cka_state *s)
         free(s->aw);
         free(s->v);
         free(s->ones);
+        free(s->zf);
+        free(s->gf);
+        free(s->fexp);
         free(s);
 }
 
@@ -257,7 +302,7 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
 {
         kdl_cka_state *s = NULL;
         kdl_cka_opts o;
-        size_t dt = 0, ns, nscr, nb;
+        size_t dt = 0, ns, nscr, nfb, nb, gmax = 0;
         int bi, r;
 
         opts_resolve(opts, nlayers, widths, &o);
@@ -277,7 +322,7 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
         r = kdl__blas_int(o.block_rows, &bi);
         if (r < 0)
                 return r;
-        if (!state_sizes(nlayers, widths, &o, &ns, &nscr) ||
+        if (!state_sizes(nlayers, widths, &o, &ns, &nscr, &nfb) ||
             __builtin_add_overflow(o.bootstrap, 1, &nb))
                 return kdl_error(-KDL_EOVERFLOW, "CKA state for total width %zu overflows", dt);
 
@@ -329,7 +374,18 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
                                 s->bk[b] = k;
                         }
                         s->blk[j * nlayers + k] = s->blk[k * nlayers + j] = b;
+                        if (b >= 0 && widths[j] * widths[k] > gmax)
+                                gmax = widths[j] * widths[k];
                 }
+        if (o.precision == KDL_CKA_PRECISION_MIXED) {
+                s->zf = kdl_new(float, mixed_rows(&o) * dt);
+                s->gf = kdl_new(float, gmax);
+                s->fexp = kdl_new(int, nlayers);
+                if (!s->zf || !s->gf || !s->fexp) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+        }
         for (size_t i = 0; i < nb; i++) {
                 r = stats_init(&s->st[i], s);
                 if (r < 0)
@@ -343,10 +399,63 @@ out:
         return r;
 }
 
+/*
+ * Mixed precision: the G blocks of @rows (<= KDL_CKA_MIXED_ROWS) rows @z
+ * [rows, dt] by ssyrk/sgemm.  Each layer is scaled by 2^-e, e the exponent of
+ * its largest magnitude in these rows, before rounding to float (exact, and
+ * keeps every float in [-1, 1] and every product entry below 1024, so no
+ * overflow or underflow whatever the data's units); the float result of
+ * each product is scaled back by 2^(e_j + e_k) and added into the double
+ * block.  Only the upper triangle of a diagonal block is added, as dsyrk
+ * writes it.
+ */
+static void g_add_float(const kdl_cka_state *s, struct stats *t, const double *z, size_t rows)
+{
+        size_t dt = s->dt, l = s->l;
+        int n = (int) dt, k = (int) rows;
+        float *zf = s->zf, *gf = s->gf;
+
+        for (size_t j = 0; j < l; j++) {
+                double mx = 0.0;
+
+                for (size_t i = 0; i < rows; i++)
+                        for (size_t c = s->off[j]; c < s->off[j + 1]; c++)
+                                mx = fabs(z[i * dt + c]) > mx ? fabs(z[i * dt + c]) : mx;
+                /* frexp(0) gives 0; clamp so 2^±e stays a normal double. */
+                frexp(mx, &s->fexp[j]);
+                s->fexp[j] = s->fexp[j] > 1000 ? 1000 : s->fexp[j] < -1000 ? -1000 : s->fexp[j];
+        }
+        for (size_t i = 0; i < rows; i++)
+                for (size_t j = 0; j < l; j++) {
+                        double sc = ldexp(1.0, -s->fexp[j]);
+
+                        for (size_t c = s->off[j]; c < s->off[j + 1]; c++)
+                                zf[i * dt + c] = (float) (sc * z[i * dt + c]);
+                }
+        for (size_t b = 0; b < s->nblk; b++) {
+                size_t j = s->bj[b], q = s->bk[b], dj = s->width[j], dq = s->width[q];
+                double back = ldexp(1.0, s->fexp[j] + s->fexp[q]), *g = t->g[b];
+
+                if (j == q) {
+                        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int) dj, k, 1.0f,
+                                    zf + s->off[j], n, 0.0f, gf, (int) dj);
+                        for (size_t r = 0; r < dj; r++)
+                                for (size_t c = r; c < dj; c++)
+                                        g[r * dj + c] += back * (double) gf[r * dj + c];
+                } else {
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) dj, (int) dq, k,
+                                    1.0f, zf + s->off[j], n, zf + s->off[q], n, 0.0f, gf, (int) dq);
+                        for (size_t e = 0; e < dj * dq; e++)
+                                g[e] += back * (double) gf[e];
+                }
+        }
+}
+
 /* Add @rows stacked rows @z [rows, dt] with squared norms @a [rows, l] to @t;
  * @v holds the square roots of the weights, by which @z and @a were already
  * scaled (all ones for the main statistics).  One BLAS-3 call per needed
- * block: dsyrk on the diagonal, dgemm across. */
+ * block: dsyrk on the diagonal, dgemm across; in mixed precision, ssyrk and
+ * sgemm per KDL_CKA_MIXED_ROWS rows instead (g_add_float()). */
 static void stats_add_block(const kdl_cka_state *s, struct stats *t, const double *z,
                             const double *a, const double *v, size_t rows)
 {
@@ -354,16 +463,23 @@ static void stats_add_block(const kdl_cka_state *s, struct stats *t, const doubl
 
         if (rows == 0)
                 return;
-        for (size_t b = 0; b < s->nblk; b++) {
-                size_t j = s->bj[b], q = s->bk[b];
-                int dj = (int) s->width[j], dq = (int) s->width[q];
+        if (s->o.precision == KDL_CKA_PRECISION_MIXED) {
+                size_t pr = mixed_rows(&s->o);
 
-                if (j == q)
-                        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dj, k, 1.0,
-                                    z + s->off[j], n, 1.0, t->g[b], dj);
-                else
-                        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dj, dq, k, 1.0,
-                                    z + s->off[j], n, z + s->off[q], n, 1.0, t->g[b], dq);
+                for (size_t r0 = 0; r0 < rows; r0 += pr)
+                        g_add_float(s, t, z + r0 * s->dt, rows - r0 < pr ? rows - r0 : pr);
+        } else {
+                for (size_t b = 0; b < s->nblk; b++) {
+                        size_t j = s->bj[b], q = s->bk[b];
+                        int dj = (int) s->width[j], dq = (int) s->width[q];
+
+                        if (j == q)
+                                cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dj, k, 1.0,
+                                            z + s->off[j], n, 1.0, t->g[b], dj);
+                        else
+                                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dj, dq, k, 1.0,
+                                            z + s->off[j], n, z + s->off[q], n, 1.0, t->g[b], dq);
+                }
         }
         cblas_dgemv(CblasRowMajor, CblasTrans, k, n, 1.0, z, n, v, 1, 1.0, t->m, 1);
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, li, k, 1.0, z, n, a, li, 1.0, t->u,
@@ -595,6 +711,11 @@ int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from)
         if (from->nstats != into->nstats || (into->nstats > 1 && from->o.seed != into->o.seed))
                 return kdl_error(-KDL_EMISMATCH,
                                  "cannot merge CKA states with different bootstrap options");
+        if (from->o.precision != into->o.precision)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "cannot merge a %s-precision CKA state into a %s-precision one",
+                                 kdl_cka_precision_name(from->o.precision),
+                                 kdl_cka_precision_name(into->o.precision));
         if (!from->shifted)
                 return 0;
         delta = kdl_new(double, dt);

@@ -45,13 +45,61 @@ KDL_API void kdl_cka_matrix_free(kdl_cka_matrix *m);
 
 /* ---- Feature-space linear CKA, streaming ------------------------------------ */
 
+/*
+ * Arithmetic of the streaming state's big products.
+ *
+ * KDL_CKA_PRECISION_DOUBLE: everything in double (the default).
+ *
+ * KDL_CKA_PRECISION_MIXED: only the G-block products, the dsyrk/dgemm of each
+ * needed layer pair (XᵢᵀXᵢ, XᵢᵀXⱼ), which are nearly all the flops, are
+ * ssyrk/sgemm.  The shifted block z̃ = z - K is computed in double, each
+ * layer's part is scaled by a power of two (exact) to a largest magnitude in
+ * [0.5, 1), so there is no float overflow or underflow whatever the units,
+ * and rounded to float; one product of one block is formed in float and its
+ * result, scaled back, added into the double accumulators.  A float product
+ * covers at most KDL_CKA_MIXED_ROWS rows (a longer block is split), so each
+ * float sum has at most 1024 terms: float rounding stays that of one product
+ * (the input's relative rounding 2⁻²⁴ and a 1024-term float sum) and does not
+ * grow with N.  Why 1024: shorter products round less but cost more per flop,
+ * since each adds its D_i x D_j float result into double; for one 2048 x 2048
+ * pair on the 2-core bench machine, sgemm plus that addition ran at 91 %
+ * (k = 512) and 97 % (k = 1024) of its rate at k = 2048.  Everything else is
+ * double: the shift, the row norms a, U = Σ z̃ aᵀ, P, m, n, the bootstrap
+ * weights (applied in double before the cast) and finalize.
+ *
+ * Measured max |mixed - double| of biased and debiased CKA:
+ *   tests/metrics/test-cka.c, n = 3000, three correlated layers of widths
+ *   40, 64, 96 whose features have mean ~50 and spread ~1 (so the shift
+ *   matters), 40 bootstrap replicates: 3e-9 with 700-row products; 7.7e-9
+ *   for the values and 1.2e-8 for the bootstrap bounds with 1024-row
+ *   products.  The test asserts < 1e-7 (absolute) on the values and the
+ *   bootstrap bounds and standard errors, and > 1e-12 (float rounding shows).
+ *   tests/bench/bench-cka (8 ReLU layers of width 2048), N = 2000: 1.9e-9.
+ * Use 1e-7 absolute as the tolerance of mixed against double.
+ */
+#define KDL_CKA_MIXED_ROWS 1024 /* rows per float product at most, mixed precision */
+
+enum kdl_cka_precision {
+        KDL_CKA_PRECISION_DOUBLE, /* "double" */
+        KDL_CKA_PRECISION_MIXED,  /* "mixed": float G-block products, double accumulators */
+        KDL_CKA_PRECISION_COUNT_
+};
+
+/** kdl_cka_precision_name() - "double" or "mixed". */
+KDL_API const char *kdl_cka_precision_name(enum kdl_cka_precision p);
+
+/** kdl_cka_precision_parse() - the precision named @s; -KDL_EUSAGE otherwise. */
+KDL_API int kdl_cka_precision_parse(const char *s, enum kdl_cka_precision *ret);
+
 typedef struct kdl_cka_opts {
-        size_t block_rows; /* rows per product; 0: 2048, fewer when ΣD is large (≤ 256 MiB) */
+        size_t block_rows; /* rows per product (mixed: per block, products of at most
+                              KDL_CKA_MIXED_ROWS); 0: 2048, fewer when ΣD is large (≤ 256 MiB) */
         const bool *pairs; /* [L*L] the pairs to compute (either order counts; the diagonal
                               always is); NULL: all.  Borrowed by kdl_cka_state_new() only */
         size_t bootstrap;  /* Poisson(1) bootstrap replicates B; 0: none */
         uint64_t seed;     /* bootstrap weights: kdl_sample_poisson1(seed, row id, b) */
         double level;      /* confidence level of the intervals; 0: 0.95 */
+        enum kdl_cka_precision precision; /* 0: KDL_CKA_PRECISION_DOUBLE */
 } kdl_cka_opts;
 
 typedef struct kdl_cka_state kdl_cka_state;
@@ -86,7 +134,10 @@ KDL_API size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const k
  *
  * Memory: (1 + B) * Σ over needed pairs of D_i D_j doubles (the upper
  * triangle of (ΣD)² with every pair) plus a block of @o->block_rows rows;
- * independent of the number of samples.  kdl_cka_state_bytes() says how much.
+ * mixed precision adds a float copy of min(block_rows, KDL_CKA_MIXED_ROWS)
+ * rows of the block and one float D_i x D_j product (the largest needed
+ * pair); independent of the number of samples.
+ * kdl_cka_state_bytes() says how much.
  * Return: 0; -KDL_ESHAPE if @nlayers or a width is 0; -KDL_EOVERFLOW if ΣD
  * does not fit BLAS or the memory overflows; -KDL_ERANGE for a level outside
  * (0, 1); -ENOMEM.
@@ -111,7 +162,8 @@ KDL_API int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const
 /**
  * kdl_cka_merge() - add the samples of @from to @into (exact: the two
  * shifts are reconciled analytically, Chan et al.'s idea).  @from unchanged.
- * Return: 0; -KDL_EMISMATCH if the layers, pairs or bootstrap options differ.
+ * Return: 0; -KDL_EMISMATCH if the layers, pairs, bootstrap options or
+ * precisions differ.
  */
 KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
 

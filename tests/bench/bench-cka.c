@@ -2,14 +2,18 @@
 /*
  * Benchmark (not a test) behind tests/bench/bench-cka.py:
  *
- *      bench-cka TEACHER.h5 STUDENT.h5 N [BLOCK_ROWS]
+ *      bench-cka TEACHER.h5 STUDENT.h5 N [BLOCK_ROWS [PRECISION]]
  *
  * reads the first N rows of the four feature layers of each dump (checkpoint
  * "final") in row blocks through the loader, accumulates kdlens's streaming
  * linear/debiased CKA state for the 4 x 4 teacher x student grid (plus the
  * diagonal blocks its normalisation needs), and prints one JSON object: time,
  * read time, peak memory, state memory, achieved GFLOP/s, and this machine's
- * DGEMM rate measured here with the same BLAS.
+ * DGEMM and SGEMM rates measured here with the same BLAS, the same way.
+ * BLOCK_ROWS 0 is the state's default; PRECISION is "double" (default) or
+ * "mixed" (kdl_cka_precision_parse()).  GFLOP/s counts the same flops in
+ * both precisions: the G-block products (float in mixed) and U = Zᵀ A
+ * (always double).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +52,7 @@ static double peak_bytes(void)
         return kb * 1024.0;
 }
 
-/* Best of 3 square DGEMMs of size n, GFLOP/s. */
+/* Best of 3 square DGEMMs of size n, GFLOP/s (after one warm-up). */
 static double dgemm_rate(int n)
 {
         size_t nn = (size_t) n * (size_t) n;
@@ -76,6 +80,35 @@ static double dgemm_rate(int n)
         return best;
 }
 
+/* The same for SGEMM. */
+static double sgemm_rate(int n)
+{
+        size_t nn = (size_t) n * (size_t) n;
+        float *a = malloc(nn * sizeof(float)), *b = malloc(nn * sizeof(float));
+        float *c = calloc(nn, sizeof(float));
+        double best = 0.0;
+
+        if (!a || !b || !c)
+                exit(1);
+        for (size_t i = 0; i < nn; i++) {
+                a[i] = (float) (i % 97) / 97.0f - 0.5f;
+                b[i] = (float) (i % 89) / 89.0f - 0.5f;
+        }
+        for (int rep = 0; rep < 4; rep++) {
+                double t = now();
+
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n,
+                            0.0f, c, n);
+                t = now() - t;
+                if (rep > 0 && 2.0 * n * (double) n * n / t / 1e9 > best)
+                        best = 2.0 * n * (double) n * n / t / 1e9;
+        }
+        free(c);
+        free(b);
+        free(a);
+        return best;
+}
+
 static void die(int err)
 {
         fprintf(stderr, "bench-cka: %s\n", kdl_errmsg()[0] ? kdl_errmsg() : kdl_strerror(err));
@@ -93,14 +126,19 @@ int main(int argc, char **argv)
         kdl_cka_opts o = {0};
         kdl_cka_state *s = NULL;
         kdl_cka_matrix *m = NULL;
-        double t0, t_read = 0.0, seconds, flops = 0.0, peak, rate;
+        double t0, t_read = 0.0, seconds, flops = 0.0, peak, rate, srate;
         int err;
 
-        if (argc != 4 && argc != 5) {
-                fprintf(stderr, "usage: bench-cka TEACHER.h5 STUDENT.h5 N [BLOCK_ROWS]\n");
+        if (argc < 4 || argc > 6) {
+                fprintf(stderr,
+                        "usage: bench-cka TEACHER.h5 STUDENT.h5 N [BLOCK_ROWS [PRECISION]]\n");
                 return 2;
         }
         n = strtoul(argv[3], NULL, 10);
+        if (argc == 6 && kdl_cka_precision_parse(argv[5], &o.precision) < 0) {
+                fprintf(stderr, "bench-cka: %s\n", kdl_errmsg());
+                return 2;
+        }
         /* KDL_BENCH_READ_ROWS: rows per read (e.g. a multiple of the chunk rows). */
         read_rows = getenv("KDL_BENCH_READ_ROWS") ? strtoul(getenv("KDL_BENCH_READ_ROWS"), NULL, 10)
                                                   : READ_ROWS_DEFAULT;
@@ -144,7 +182,7 @@ int main(int argc, char **argv)
                 }
         flops += 2.0 * (double) n * (double) dt * (2 * LAYERS); /* U = Zᵀ A */
         o.pairs = pairs;
-        o.block_rows = argc == 5 ? strtoul(argv[4], NULL, 10) : 0;
+        o.block_rows = argc >= 5 ? strtoul(argv[4], NULL, 10) : 0;
         err = kdl_cka_state_new(2 * LAYERS, widths, &o, &s);
         if (err < 0)
                 die(err);
@@ -172,10 +210,14 @@ int main(int argc, char **argv)
         peak = peak_bytes();
 
         rate = dgemm_rate(4096);
-        printf("{\"n\": %zu, \"seconds\": %.6g, \"read_seconds\": %.6g, \"peak_bytes\": %.17g, "
-               "\"state_bytes\": %zu, \"gflops\": %.6g, \"dgemm_gflops\": %.6g, \"threads\": %d",
-               n, seconds, t_read, peak, kdl_cka_state_bytes(2 * LAYERS, widths, &o),
-               flops / (seconds - t_read) / 1e9, rate, openblas_get_num_threads());
+        srate = sgemm_rate(4096);
+        printf("{\"n\": %zu, \"precision\": \"%s\", \"block_rows\": %zu, \"seconds\": %.6g, "
+               "\"read_seconds\": %.6g, \"peak_bytes\": %.17g, \"state_bytes\": %zu, "
+               "\"gflops\": %.6g, \"dgemm_gflops\": %.6g, \"sgemm_gflops\": %.6g, "
+               "\"threads\": %d",
+               n, kdl_cka_precision_name(o.precision), o.block_rows, seconds, t_read, peak,
+               kdl_cka_state_bytes(2 * LAYERS, widths, &o), flops / (seconds - t_read) / 1e9, rate,
+               srate, openblas_get_num_threads());
         for (int e = 0; e < 2; e++) {
                 const double *v = e ? m->debiased : m->biased;
 

@@ -1,15 +1,25 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """Benchmark (not a test): exact linear and debiased CKA of a 4 x 4 grid of
-teacher x student layers of width 2,048 at N = 50,000, by kdlens (streaming,
-feature space) beside numpy's Gram-space computation at N = 10,000 from the
-same files.
+teacher x student layers of width 2,048 by kdlens (streaming, feature space,
+double and mixed precision) at N = 10,000 and N = 50,000, beside two numpy
+Gram-space baselines at N = 10,000 from the same files:
 
-    bench-cka.py generate DIR          write DIR/teacher.h5, DIR/student.h5 (3.3 GB)
-    bench-cka.py run DIR BENCH_EXE     run both and print the comparison
+  * numpy, careful: each of the 8 layers' Gram computed once and centred both
+    ways (biased and U-centred); both estimators use it.
+  * numpy, Kornblith et al.'s reference usage as published (the demo
+    notebook's cka(gram_linear(x), gram_linear(y), debiased=...) per pair and
+    estimator, which recomputes both Grams every call).  Timed on teacher
+    layer 0 against the 4 student layers, both estimators (8 of the grid's 32
+    calls), and extrapolated to the 32.
 
-BENCH_EXE is the built tests/bench/bench-cka (C): it measures the machine's
-DGEMM rate and runs kdlens's CKA state on the first N rows of the files.
+    bench-cka.py generate DIR                        write DIR/teacher.h5, DIR/student.h5 (3.3 GB)
+    bench-cka.py run DIR BENCH_EXE [N_LARGE N_SMALL] run everything, print the comparison
+
+N_LARGE and N_SMALL default to 50,000 and 10,000; smaller values only check
+the script (numpy runs at N_SMALL).  BENCH_EXE is the built
+tests/bench/bench-cka (C): it runs kdlens's CKA state on the first N rows of
+the files, then measures the machine's DGEMM and SGEMM rates the same way.
 """
 import json
 import os
@@ -63,7 +73,7 @@ def generate(d):
 
 
 def center_gram(g, unbiased):
-    """Kornblith et al.'s center_gram, in place."""
+    """Kornblith et al.'s center_gram without its symmetry check and copy, in place."""
     n = g.shape[0]
     if unbiased:
         np.fill_diagonal(g, 0)
@@ -79,81 +89,203 @@ def center_gram(g, unbiased):
     return g
 
 
-def numpy_gram(d, n):
-    """The 4 x 4 grid, biased and debiased, in Gram space: the student's four
-    centred Grams are kept, the teacher's made one at a time."""
-    def load(role, k):
-        with h5py.File(os.path.join(d, role + ".h5"), "r") as f:
-            return f[f"checkpoints/final/features/layer{k}"][:n].astype(np.float64)
+# Kornblith et al.'s functions as published (google-research,
+# representation_similarity/Demo.ipynb): the symmetry check and the copy in
+# center_gram are part of the reference's cost.
+def demo_gram_linear(x):
+    return x.dot(x.T)
 
+
+def demo_center_gram(gram, unbiased=False):
+    if not np.allclose(gram, gram.T):
+        raise ValueError("Input must be a symmetric matrix.")
+    gram = gram.copy()
+    if unbiased:
+        n = gram.shape[0]
+        np.fill_diagonal(gram, 0)
+        means = np.sum(gram, 0, dtype=np.float64) / (n - 2)
+        means -= np.sum(means) / (2 * (n - 1))
+        gram -= means[:, None]
+        gram -= means[None, :]
+        np.fill_diagonal(gram, 0)
+    else:
+        means = np.mean(gram, 0, dtype=np.float64)
+        means -= np.mean(means) / 2
+        gram -= means[:, None]
+        gram -= means[None, :]
+    return gram
+
+
+def demo_cka(gram_x, gram_y, debiased=False):
+    gram_x = demo_center_gram(gram_x, unbiased=debiased)
+    gram_y = demo_center_gram(gram_y, unbiased=debiased)
+    scaled_hsic = gram_x.ravel().dot(gram_y.ravel())
+    return scaled_hsic / (np.linalg.norm(gram_x) * np.linalg.norm(gram_y))
+
+
+def load(d, role, k, n):
+    with h5py.File(os.path.join(d, role + ".h5"), "r") as f:
+        return f[f"checkpoints/final/features/layer{k}"][:n].astype(np.float64)
+
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def numpy_careful(d, n):
+    """The 4 x 4 grid, biased and debiased, in Gram space: each layer's Gram
+    once, centred both ways; the student's eight centred Grams are kept, the
+    teacher's made one layer at a time.  Timed including reading."""
+    def centred(x):
+        g = x @ x.T
+        b = center_gram(g.copy(), False)
+        return b, center_gram(g, True)
+
+    t0 = time.perf_counter()
+    student = []
+    for k in range(LAYERS):
+        b, u = centred(load(d, "student", k, n))
+        student.append((b, np.linalg.norm(b), u, np.linalg.norm(u)))
+    mb, mu = np.zeros((LAYERS, LAYERS)), np.zeros((LAYERS, LAYERS))
+    for i in range(LAYERS):
+        tb, tu = centred(load(d, "teacher", i, n))
+        nb, nu = np.linalg.norm(tb), np.linalg.norm(tu)
+        for j, (sb, snb, su, snu) in enumerate(student):
+            mb[i, j] = np.vdot(tb, sb) / (nb * snb)
+            mu[i, j] = np.vdot(tu, su) / (nu * snu)
+        del tb, tu
+    return {"biased": mb.tolist(), "debiased": mu.tolist(),
+            "seconds": time.perf_counter() - t0, "grams": 2 * LAYERS, "peak_bytes": peak()}
+
+
+def numpy_reference(d, n):
+    """Kornblith et al.'s usage on teacher layer 0 x the 4 student layers, both
+    estimators: 8 calls of cka(gram_linear(x), gram_linear(y), debiased),
+    each computing both Grams.  Timed without reading (done first)."""
+    t0 = time.perf_counter()
+    x = load(d, "teacher", 0, n)
+    ys = [load(d, "student", k, n) for k in range(LAYERS)]
+    t_read = time.perf_counter() - t0
     out = {}
     t0 = time.perf_counter()
-    for unbiased in (False, True):
-        sg = [center_gram((lambda x: x @ x.T)(load("student", k)), unbiased)
-              for k in range(LAYERS)]
-        snorm = [np.sqrt(np.vdot(g, g)) for g in sg]
-        m = np.zeros((LAYERS, LAYERS))
-        for i in range(LAYERS):
-            x = load("teacher", i)
-            tg = center_gram(x @ x.T, unbiased)
-            del x
-            tn = np.sqrt(np.vdot(tg, tg))
-            for j in range(LAYERS):
-                m[i, j] = np.vdot(tg, sg[j]) / (tn * snorm[j])
-            del tg
-        del sg
-        out["debiased" if unbiased else "biased"] = m.tolist()
+    for debiased in (False, True):
+        out["debiased" if debiased else "biased"] = [[
+            float(demo_cka(demo_gram_linear(x), demo_gram_linear(y), debiased=debiased))
+            for y in ys]]
     out["seconds"] = time.perf_counter() - t0
-    out["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["calls"] = 2 * LAYERS
+    out["read_seconds"] = t_read
+    out["peak_bytes"] = peak()
     return out
 
 
-def run_c(exe, d, n):
+def run_c(exe, d, n, precision):
     p = subprocess.run([exe, os.path.join(d, "teacher.h5"), os.path.join(d, "student.h5"),
-                        str(n)], capture_output=True, text=True, check=True)
+                        str(n), "0", precision], capture_output=True, text=True, check=True)
     return json.loads(p.stdout)
+
+
+def run_numpy(which, d, n):
+    """In a child, so its peak memory is its own."""
+    p = subprocess.run([sys.executable, __file__, which, d, str(n)], capture_output=True,
+                       text=True, check=True)
+    return json.loads(p.stdout)
+
+
+def grid_diff(a, b, keys=("biased", "debiased")):
+    """max |a - b| over the grids @keys (rows beyond the shorter grid ignored)."""
+    return max(abs(x - y) for key in keys for ra, rb in zip(a[key], b[key])
+               for x, y in zip(ra, rb))
 
 
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "generate":
         generate(sys.argv[2])
         return
-    if len(sys.argv) != 4 or sys.argv[1] != "run":
+    if len(sys.argv) not in (4, 6) or sys.argv[1] != "run":
         sys.exit(__doc__)
     d, exe = sys.argv[2], sys.argv[3]
-    k50 = run_c(exe, d, N)
-    k10 = run_c(exe, d, N_NUMPY)
-    # numpy last, in a child so its peak memory is its own.
-    p = subprocess.run([sys.executable, __file__, "numpy", d], capture_output=True, text=True,
-                       check=True)
-    npr = json.loads(p.stdout)
+    n_large, n_small = (int(sys.argv[4]), int(sys.argv[5])) if len(sys.argv) == 6 \
+        else (N, N_NUMPY)
+    k = {(n, p): run_c(exe, d, n, p) for n in (n_large, n_small) for p in ("double", "mixed")}
+    # numpy last.
+    careful = run_numpy("numpy-careful", d, n_small)
+    ref = run_numpy("numpy-reference", d, n_small)
     gib = 1024.0 ** 3
-    print(f"machine: OpenBLAS with {k50['threads']} threads; each run measures DGEMM "
-          f"(n = 4096) right after its CKA (a shared machine's rate varies)")
-    for k in (k50, k10):
-        print(f"kdlens  N = {k['n']:6d}: {k['seconds']:7.1f} s, peak {k['peak_bytes'] / gib:5.2f} "
-              f"GiB (state {k['state_bytes'] / gib:.2f} GiB), {k['gflops']:.1f} GFLOP/s "
-              f"outside reading = {100 * k['gflops'] / k['dgemm_gflops']:.0f} % of DGEMM "
-              f"{k['dgemm_gflops']:.1f} GFLOP/s, {k['read_seconds']:.1f} s reading")
-    print(f"numpy   N = {N_NUMPY:6d}: {npr['seconds']:7.1f} s, peak "
-          f"{npr['peak_bytes'] / gib:5.2f} GiB (Gram space, biased + debiased)")
-    need = npr["peak_bytes"] * (N / N_NUMPY) ** 2
-    print(f"numpy   N = {N:6d}: would need ~{need / gib:.0f} GiB as run "
-          f"(at least {2 * 8 * N * N / gib:.0f} GiB: two n x n Grams) and ~"
-          f"{npr['seconds'] * (N / N_NUMPY) ** 2:.0f} s (Gram cost grows as N^2)")
-    print(f"speed-up at N = {N_NUMPY}: {npr['seconds'] / k10['seconds']:.1f}x; "
-          f"kdlens at N = {N} vs numpy's N^2 extrapolation: "
-          f"{npr['seconds'] * (N / N_NUMPY) ** 2 / k50['seconds']:.1f}x")
-    diff = max(abs(a - b) for key in ("biased", "debiased")
-               for ra, rb in zip(k10[key], npr[key]) for a, b in zip(ra, rb))
-    print(f"max |kdlens - numpy| at N = {N_NUMPY}: {diff:.2e}")
-    print("linear CKA, N = 50,000 (rows teacher, columns student):")
-    for row in k50["biased"]:
+    ref_calls = 2 * LAYERS * LAYERS
+    ref_total = ref["seconds"] * ref_calls / ref["calls"]
+    any_run = k[(n_large, "double")]
+
+    print(f"machine: OpenBLAS with {any_run['threads']} threads; each kdlens run measures DGEMM "
+          f"and SGEMM (n = 4096, best of 3 after a warm-up) right after its CKA (a shared "
+          f"machine's rate varies)")
+    print("kdlens: streaming feature-space CKA, 4 x 4 grid, biased + debiased in one pass, "
+          "default block rows; GFLOP/s outside reading, over the same flop count in both "
+          "precisions")
+    for n in (n_large, n_small):
+        for p in ("double", "mixed"):
+            r = k[(n, p)]
+            ref_rate, ref_name = (r["sgemm_gflops"], "SGEMM") if p == "mixed" \
+                else (r["dgemm_gflops"], "DGEMM")
+            print(f"  kdlens {p:6s} N = {n:6d}: {r['seconds']:7.1f} s "
+                  f"({r['read_seconds']:.1f} s reading), peak {r['peak_bytes'] / gib:5.2f} GiB "
+                  f"(state {r['state_bytes'] / gib:.2f} GiB), {r['gflops']:.1f} GFLOP/s = "
+                  f"{100 * r['gflops'] / ref_rate:.0f} % of {ref_name}; this run's DGEMM "
+                  f"{r['dgemm_gflops']:.1f}, SGEMM {r['sgemm_gflops']:.1f} GFLOP/s")
+    for n in (n_large, n_small):
+        a, b = k[(n, "mixed")], k[(n, "double")]
+        print(f"  max |kdlens mixed - kdlens double| over the 4 x 4 grid, N = {n}: "
+              f"biased {grid_diff(a, b, ('biased',)):.2e}, "
+              f"debiased {grid_diff(a, b, ('debiased',)):.2e}")
+
+    print(f"numpy careful   N = {n_small:6d}: {careful['seconds']:7.1f} s, peak "
+          f"{careful['peak_bytes'] / gib:5.2f} GiB (Gram space, float64; each of the "
+          f"{careful['grams']} Grams computed once and used by both estimators; reading included)")
+    print(f"numpy reference N = {n_small:6d}: {ref['seconds']:7.1f} s measured for "
+          f"{ref['calls']} calls (teacher layer 0 x 4 student layers x biased, debiased), "
+          f"peak {ref['peak_bytes'] / gib:5.2f} GiB; reading ({ref['read_seconds']:.1f} s) "
+          f"not included")
+    print(f"numpy reference N = {n_small:6d}: ~{ref_total:7.1f} s EXTRAPOLATED to the "
+          f"{ref_calls} calls of the grid (16 pairs x 2 estimators; each call computes 2 "
+          f"Grams: {2 * ref_calls} Grams)")
+    need = careful["peak_bytes"] * (n_large / n_small) ** 2
+    print(f"numpy careful   N = {n_large:6d}: would need ~{need / gib:.0f} GiB as run "
+          f"(at least {2 * 8 * n_large * n_large / gib:.0f} GiB: two n x n Grams) and ~"
+          f"{careful['seconds'] * (n_large / n_small) ** 2:.0f} s (EXTRAPOLATED: Gram cost "
+          f"grows as N^2)")
+
+    print("speed-ups (wall time; kdlens including its reading; baseline named on each line):")
+    ups = []
+    for p in ("double", "mixed"):
+        t = k[(n_small, p)]["seconds"]
+        ups.append((f"N = {n_small}: kdlens {p} vs numpy careful (measured)",
+                    careful["seconds"] / t))
+        ups.append((f"N = {n_small}: kdlens {p} vs numpy reference (EXTRAPOLATED, calls only)",
+                    ref_total / t))
+    for n in (n_large, n_small):
+        ups.append((f"N = {n}: kdlens mixed vs kdlens double (measured)",
+                    k[(n, "double")]["seconds"] / k[(n, "mixed")]["seconds"]))
+    for p in ("double", "mixed"):
+        ups.append((f"N = {n_large}: kdlens {p} vs numpy careful (EXTRAPOLATED as N^2)",
+                    careful["seconds"] * (n_large / n_small) ** 2 / k[(n_large, p)]["seconds"]))
+    for label, v in ups:
+        print(f"  {label:<72s} {v:6.1f}x")
+
+    print(f"agreement at N = {n_small} (max over biased and debiased):")
+    for p in ("double", "mixed"):
+        print(f"  max |kdlens {p} - numpy careful| (4 x 4): "
+              f"{grid_diff(k[(n_small, p)], careful):.2e}")
+    print(f"  max |numpy reference - numpy careful| (teacher row 0): "
+          f"{grid_diff(ref, careful):.2e}")
+    print(f"linear CKA, N = {n_large}, kdlens double (rows teacher, columns student):")
+    for row in k[(n_large, "double")]["biased"]:
         print("   " + "  ".join(f"{v:.4f}" for v in row))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "numpy":
-        print(json.dumps(numpy_gram(sys.argv[2], N_NUMPY)))
+    if len(sys.argv) == 4 and sys.argv[1] == "numpy-careful":
+        print(json.dumps(numpy_careful(sys.argv[2], int(sys.argv[3]))))
+    elif len(sys.argv) == 4 and sys.argv[1] == "numpy-reference":
+        print(json.dumps(numpy_reference(sys.argv[2], int(sys.argv[3]))))
     else:
         main()

@@ -14,13 +14,14 @@
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-/* Sample ids 0..999: ids + r0 are the ids of rows r0... */
-static size_t ids[1000];
+/* Sample ids 0..NIDS-1: ids + r0 are the ids of rows r0... */
+#define NIDS 4096
+static size_t ids[NIDS];
 
 static int setup_ids(void **state)
 {
         (void) state;
-        for (size_t i = 0; i < 1000; i++)
+        for (size_t i = 0; i < NIDS; i++)
                 ids[i] = i;
         return 0;
 }
@@ -47,16 +48,18 @@ static void view_rows(const kdl_tensor *layers, size_t l, size_t r0, size_t r1, 
                 out[i] = kdl_tensor_view_rows(&layers[i], r0, r1);
 }
 
-static kdl_cka_matrix *stream(const kdl_tensor *layers, size_t l, size_t block, size_t call_rows,
-                              size_t bootstrap, uint64_t seed)
+static kdl_cka_matrix *stream_prec(const kdl_tensor *layers, size_t l, size_t block,
+                                   size_t call_rows, size_t bootstrap, uint64_t seed,
+                                   enum kdl_cka_precision precision)
 {
         size_t widths[8], n = layers[0].shape[0];
-        kdl_cka_opts o = {.block_rows = block, .bootstrap = bootstrap, .seed = seed};
+        kdl_cka_opts o = {
+                .block_rows = block, .bootstrap = bootstrap, .seed = seed, .precision = precision};
         kdl_cka_state *s = NULL;
         kdl_cka_matrix *m = NULL;
         kdl_tensor v[8];
 
-        assert_true(n <= 1000);
+        assert_true(n <= NIDS);
         for (size_t i = 0; i < l; i++)
                 widths[i] = layers[i].shape[1];
         assert_int_equal(kdl_cka_state_new(l, widths, &o, &s), 0);
@@ -69,6 +72,12 @@ static kdl_cka_matrix *stream(const kdl_tensor *layers, size_t l, size_t block, 
         assert_int_equal(kdl_cka_finalize(s, &m), 0);
         kdl_cka_state_free(s);
         return m;
+}
+
+static kdl_cka_matrix *stream(const kdl_tensor *layers, size_t l, size_t block, size_t call_rows,
+                              size_t bootstrap, uint64_t seed)
+{
+        return stream_prec(layers, l, block, call_rows, bootstrap, seed, KDL_CKA_PRECISION_DOUBLE);
 }
 
 /* Naive reference, independent of the library's algebra: explicit Gram
@@ -857,6 +866,271 @@ static void test_error_paths(void **state)
         kdl_cka_matrix_free(NULL);
 }
 
+/* ---- mixed precision ------------------------------------------------------------ */
+
+/* Agreement of mixed with double precision, the tolerance cka.h states. */
+#define MIXED_ATOL 1e-7
+
+/* Three correlated layers of widths 40, 64 and 96 on n = 3000 samples, each
+ * feature with mean ~50 and spread ~1 (so the shift matters and the float
+ * copy must be of shifted data), values with full double mantissas. */
+struct mixfix {
+        double *d[3];
+        kdl_tensor t[3];
+        size_t n, w[3];
+};
+
+static void mixfix_make(struct mixfix *f, uint64_t seed, double scale)
+{
+        kdl_test_rng g = {seed};
+        size_t q = 6;
+        double *h, *a;
+
+        f->n = 3000;
+        f->w[0] = 40;
+        f->w[1] = 64;
+        f->w[2] = 96;
+        h = randn(&g, f->n * q, 1.0, 0.0);
+        for (size_t i = 0; i < 3; i++) {
+                size_t w = f->w[i];
+
+                a = randn(&g, q * w, 0.8 / sqrt((double) q), 0.0);
+                f->d[i] = randn(&g, f->n * w, 0.4 + 0.2 * (double) i, 0.0);
+                for (size_t r = 0; r < f->n; r++)
+                        for (size_t c = 0; c < w; c++) {
+                                double x = 50.0 + 0.01 * (double) c + f->d[i][r * w + c];
+
+                                for (size_t k = 0; k < q; k++) {
+                                        double hk = h[r * q + k];
+
+                                        /* Layer 2 sees the latent partly squared. */
+                                        x += a[k * w + c] *
+                                             (i == 2 ? hk + 0.7 * (hk * hk - 1.0) : hk);
+                                }
+                                f->d[i][r * w + c] = scale * x;
+                        }
+                f->t[i] = wrap(f->d[i], f->n, w);
+                free(a);
+        }
+        free(h);
+}
+
+static void mixfix_free(struct mixfix *f)
+{
+        for (size_t i = 0; i < 3; i++)
+                free(f->d[i]);
+}
+
+/* max |a - b| over the finite off-diagonal entries of every array both fill;
+ * fails on NaN in one but not the other. */
+static double matrix_maxdiff(const kdl_cka_matrix *a, const kdl_cka_matrix *b)
+{
+        const double *pa[8] = {a->biased,    a->debiased,    a->biased_lo,   a->biased_hi,
+                               a->biased_se, a->debiased_lo, a->debiased_hi, a->debiased_se};
+        const double *pb[8] = {b->biased,    b->debiased,    b->biased_lo,   b->biased_hi,
+                               b->biased_se, b->debiased_lo, b->debiased_hi, b->debiased_se};
+        size_t l = a->nlayers;
+        double mx = 0.0;
+
+        assert_int_equal(a->nlayers, b->nlayers);
+        for (size_t k = 0; k < 8; k++) {
+                assert_true((pa[k] == NULL) == (pb[k] == NULL));
+                if (!pa[k])
+                        continue;
+                for (size_t i = 0; i < l * l; i++) {
+                        assert_true(isnan(pa[k][i]) == isnan(pb[k][i]));
+                        if (i % (l + 1) != 0 && !isnan(pa[k][i]))
+                                mx = fmax(mx, fabs(pa[k][i] - pb[k][i]));
+                }
+        }
+        return mx;
+}
+
+static void test_mixed_agrees_with_double(void **state)
+{
+        struct mixfix f;
+        kdl_cka_matrix *dbl, *mix, *mix_long;
+        double d1, d2;
+
+        (void) state;
+        mixfix_make(&f, 51, 1.0);
+        /* Blocks of 700 rows (5 of them, fed in calls of 1100 rows), 40
+         * bootstrap replicates; then blocks of 2500 rows, which mixed
+         * precision splits into float products of 1024, 1024 and 452. */
+        dbl = stream_prec(f.t, 3, 700, 1100, 40, 8, KDL_CKA_PRECISION_DOUBLE);
+        mix = stream_prec(f.t, 3, 700, 1100, 40, 8, KDL_CKA_PRECISION_MIXED);
+        mix_long = stream_prec(f.t, 3, 2500, 3000, 40, 8, KDL_CKA_PRECISION_MIXED);
+        assert_close(mix->n, 3000.0, 0.0, 0.0);
+        assert_int_equal(mix->bootstrap, 40);
+        /* A non-trivial grid. */
+        for (size_t i = 0; i < 9; i++) {
+                if (i % 4 == 0)
+                        continue;
+                assert_true(dbl->biased[i] > 0.1 && dbl->biased[i] < 0.95);
+                assert_true(dbl->debiased[i] > 0.02 && dbl->debiased[i] < 0.95);
+        }
+        for (size_t i = 0; i < 3; i++) {
+                assert_close(mix->biased[i * 4], 1.0, 1e-13, 0.0);
+                assert_close(mix->debiased[i * 4], 1.0, 1e-13, 0.0);
+        }
+        d1 = matrix_maxdiff(mix, dbl);
+        d2 = matrix_maxdiff(mix_long, dbl);
+        print_message("max |mixed - double| (CKA, bootstrap lo/hi/se): %.3g (700-row blocks), "
+                      "%.3g (2500-row blocks)\n",
+                      d1, d2);
+        assert_true(d1 < MIXED_ATOL && d2 < MIXED_ATOL);
+        /* Float rounding must show: double against double with other blocks
+         * differs by ~1e-15; float inputs round at 2^-24 ~ 6e-8 relative. */
+        assert_true(d1 > 1e-12 && d2 > 1e-12);
+        kdl_cka_matrix_free(mix_long);
+        kdl_cka_matrix_free(mix);
+        kdl_cka_matrix_free(dbl);
+        mixfix_free(&f);
+}
+
+/* The float copy is scaled by powers of two per layer: units whose squares
+ * overflow (1e25) or underflow (1e-25) a float change nothing. */
+static void test_mixed_any_units(void **state)
+{
+        struct mixfix ref, big, small;
+        kdl_cka_matrix *dbl, *mb, *ms;
+
+        (void) state;
+        mixfix_make(&ref, 52, 1.0);
+        mixfix_make(&big, 52, 1e25);
+        mixfix_make(&small, 52, 1e-25);
+        dbl = stream_prec(ref.t, 3, 900, 3000, 0, 0, KDL_CKA_PRECISION_DOUBLE);
+        mb = stream_prec(big.t, 3, 900, 3000, 0, 0, KDL_CKA_PRECISION_MIXED);
+        ms = stream_prec(small.t, 3, 900, 3000, 0, 0, KDL_CKA_PRECISION_MIXED);
+        assert_true(matrix_maxdiff(mb, dbl) < MIXED_ATOL);
+        assert_true(matrix_maxdiff(ms, dbl) < MIXED_ATOL);
+        kdl_cka_matrix_free(ms);
+        kdl_cka_matrix_free(mb);
+        kdl_cka_matrix_free(dbl);
+        mixfix_free(&small);
+        mixfix_free(&big);
+        mixfix_free(&ref);
+}
+
+/*
+ * Mixed precision rounds the inputs of the G products to float.  Data
+ * d = 50 + k/8 (k an integer in ±1..8) are exact in float after the shift
+ * (exactly 50: rows come in pairs ±k) and so are their products; adding
+ * p = j 2^-30 (|j| <= 3, pairs ±j) moves every value by less than half a
+ * float ulp.  So the biased CKA (G and m only) of d + p in mixed precision is
+ * that of d, while double precision sees p.
+ */
+static void test_mixed_rounds_products_to_float(void **state)
+{
+        kdl_test_rng g = {53};
+        size_t n = 40, w[2] = {3, 4};
+        double *d[2], *dp[2];
+        kdl_tensor t[2], tp[2];
+        kdl_cka_matrix *ref, *dbl, *mix;
+
+        (void) state;
+        for (size_t i = 0; i < 2; i++) {
+                d[i] = malloc(n * w[i] * sizeof(double));
+                dp[i] = malloc(n * w[i] * sizeof(double));
+                assert_true(d[i] && dp[i]);
+                for (size_t r = 0; r < n; r += 2)
+                        for (size_t c = 0; c < w[i]; c++) {
+                                double k = 1.0 + floor(8.0 * kdl_test_uniform(&g));
+                                double j = floor(7.0 * kdl_test_uniform(&g)) - 3.0;
+
+                                k = kdl_test_uniform(&g) < 0.5 ? -k : k;
+                                d[i][r * w[i] + c] = 50.0 + k / 8.0;
+                                d[i][(r + 1) * w[i] + c] = 50.0 - k / 8.0;
+                                dp[i][r * w[i] + c] = 50.0 + k / 8.0 + ldexp(j, -30);
+                                dp[i][(r + 1) * w[i] + c] = 50.0 - k / 8.0 - ldexp(j, -30);
+                        }
+                t[i] = wrap(d[i], n, w[i]);
+                tp[i] = wrap(dp[i], n, w[i]);
+        }
+        ref = stream_prec(t, 2, 16, 40, 0, 0, KDL_CKA_PRECISION_DOUBLE);
+        dbl = stream_prec(tp, 2, 16, 40, 0, 0, KDL_CKA_PRECISION_DOUBLE);
+        mix = stream_prec(tp, 2, 16, 40, 0, 0, KDL_CKA_PRECISION_MIXED);
+        assert_true(ref->biased[1] > 0.05 && ref->biased[1] < 0.95);
+        assert_true(fabs(dbl->biased[1] - ref->biased[1]) > 1e-12);
+        assert_close(mix->biased[1], ref->biased[1], 0.0, 1e-15);
+        kdl_cka_matrix_free(mix);
+        kdl_cka_matrix_free(dbl);
+        kdl_cka_matrix_free(ref);
+        for (size_t i = 0; i < 2; i++) {
+                free(dp[i]);
+                free(d[i]);
+        }
+}
+
+static void test_mixed_merge(void **state)
+{
+        struct mixfix f;
+        kdl_cka_opts mixed = {
+                .block_rows = 500, .bootstrap = 5, .seed = 3, .precision = KDL_CKA_PRECISION_MIXED};
+        kdl_cka_opts dbl = mixed;
+        kdl_cka_state *a, *b, *c;
+        kdl_cka_matrix *merged, *seq;
+        kdl_tensor v[3];
+
+        (void) state;
+        dbl.precision = KDL_CKA_PRECISION_DOUBLE;
+        mixfix_make(&f, 54, 1.0);
+        /* The second half moved, so the merge reconciles two shifts. */
+        for (size_t i = 0; i < 3; i++)
+                for (size_t k = 1500 * f.w[i]; k < 3000 * f.w[i]; k++)
+                        f.d[i][k] += 7.0;
+        assert_int_equal(kdl_cka_state_new(3, f.w, &mixed, &a), 0);
+        assert_int_equal(kdl_cka_state_new(3, f.w, &mixed, &b), 0);
+        assert_int_equal(kdl_cka_state_new(3, f.w, &dbl, &c), 0);
+        view_rows(f.t, 3, 0, 1500, v);
+        assert_int_equal(kdl_cka_accumulate(a, v, ids), 0);
+        view_rows(f.t, 3, 1500, 3000, v);
+        assert_int_equal(kdl_cka_accumulate(b, v, ids + 1500), 0);
+        assert_int_equal(kdl_cka_accumulate(c, v, ids + 1500), 0);
+        assert_int_equal(kdl_cka_merge(a, c), -KDL_EMISMATCH);
+        assert_non_null(strstr(kdl_errmsg(), "double-precision"));
+        assert_int_equal(kdl_cka_merge(c, a), -KDL_EMISMATCH);
+        assert_int_equal(kdl_cka_merge(a, b), 0);
+        assert_int_equal(kdl_cka_finalize(a, &merged), 0);
+        seq = stream_prec(f.t, 3, 500, 3000, 5, 3, KDL_CKA_PRECISION_DOUBLE);
+        assert_true(matrix_maxdiff(merged, seq) < MIXED_ATOL);
+        kdl_cka_matrix_free(seq);
+        kdl_cka_matrix_free(merged);
+        kdl_cka_state_free(c);
+        kdl_cka_state_free(b);
+        kdl_cka_state_free(a);
+        mixfix_free(&f);
+}
+
+static void test_mixed_names_and_bytes(void **state)
+{
+        size_t w[3] = {5, 12, 60};
+        kdl_cka_opts o = {.block_rows = 7, .bootstrap = 2};
+        kdl_cka_opts om = o, big = {.block_rows = 3000, .precision = KDL_CKA_PRECISION_MIXED};
+        kdl_cka_opts bigd = big;
+        enum kdl_cka_precision p = KDL_CKA_PRECISION_MIXED;
+
+        (void) state;
+        assert_string_equal(kdl_cka_precision_name(KDL_CKA_PRECISION_DOUBLE), "double");
+        assert_string_equal(kdl_cka_precision_name(KDL_CKA_PRECISION_MIXED), "mixed");
+        assert_int_equal(kdl_cka_precision_parse("double", &p), 0);
+        assert_int_equal(p, KDL_CKA_PRECISION_DOUBLE);
+        assert_int_equal(kdl_cka_precision_parse("mixed", &p), 0);
+        assert_int_equal(p, KDL_CKA_PRECISION_MIXED);
+        assert_int_equal(kdl_cka_precision_parse("single", &p), -KDL_EUSAGE);
+        assert_int_equal(p, KDL_CKA_PRECISION_MIXED);
+        assert_non_null(strstr(kdl_errmsg(), "single"));
+
+        /* The float scratch: a copy of the block's rows (at most 1024 of
+         * them) and one product of the widest pair, plus L exponents. */
+        om.precision = KDL_CKA_PRECISION_MIXED;
+        assert_int_equal(kdl_cka_state_bytes(3, w, &om) - kdl_cka_state_bytes(3, w, &o),
+                         (7 * 77 + 60 * 60) * sizeof(float) + 3 * sizeof(int));
+        bigd.precision = KDL_CKA_PRECISION_DOUBLE;
+        assert_int_equal(kdl_cka_state_bytes(3, w, &big) - kdl_cka_state_bytes(3, w, &bigd),
+                         (KDL_CKA_MIXED_ROWS * 77 + 60 * 60) * sizeof(float) + 3 * sizeof(int));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -877,6 +1151,11 @@ int main(void)
                 cmocka_unit_test(test_pair_mask_computes_only_what_is_asked),
                 cmocka_unit_test(test_constant_layer_gives_nan),
                 cmocka_unit_test(test_error_paths),
+                cmocka_unit_test(test_mixed_agrees_with_double),
+                cmocka_unit_test(test_mixed_any_units),
+                cmocka_unit_test(test_mixed_rounds_products_to_float),
+                cmocka_unit_test(test_mixed_merge),
+                cmocka_unit_test(test_mixed_names_and_bytes),
         };
         return cmocka_run_group_tests(tests, setup_ids, NULL);
 }
