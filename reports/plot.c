@@ -290,10 +290,16 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
                  bool stacked)
 {
         FILE *dat = NULL, *gp = NULL;
+        bool negative = false;
         int err;
 
         if (ncat == 0 || ns == 0)
                 return kdl_error(-KDL_ESHAPE, "figure '%s': expected data, found none", name);
+        /* Side-by-side bars below zero (a negative correlation) must show:
+         * the axis then spans them, with a line at zero. */
+        for (size_t i = 0; i < ncat && !stacked; i++)
+                for (size_t k = 0; k < ns; k++)
+                        negative = negative || s[k].y[i] < 0.0;
         err = open_out(dir, "data", name, "dat", &dat);
         if (err < 0)
                 return err;
@@ -311,8 +317,9 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
         fprintf(gp,
                 "set style data histogram\nset style histogram %s\n"
                 "set style fill solid 0.9 border rgb '#333333'\nset boxwidth %s\n"
-                "set yrange [0:*]\nset grid noxtics\n",
-                stacked ? "rowstacked" : "clustered gap 1.5", stacked ? "0.6" : "0.9");
+                "%s\nset grid noxtics\n",
+                stacked ? "rowstacked" : "clustered gap 1.5", stacked ? "0.6" : "0.9",
+                negative ? "set yrange [*:*]\nset xzeroaxis lt -1 lw 1.5" : "set yrange [0:*]");
         if (crowded(categories, ncat, 48))
                 fputs("set xtics rotate by 30 right\n", gp);
         fputs("plot \\\n", gp);

@@ -115,6 +115,49 @@ static void test_bars_clustered_and_stacked(void **state)
         check_rendered("stacked");
 }
 
+/* GPVAL_Y_MIN of script @name as gnuplot draws it from the figure directory. */
+static double drawn_ymin(const char *name)
+{
+        char *cmd, line[256] = "";
+        double y = NAN;
+        FILE *p;
+
+        assert_true(asprintf(&cmd,
+                             "cd %s && '%s' -e \"fmt='svg'\" -e \"load 'scripts/%s.gp'\" "
+                             "-e 'print GPVAL_Y_MIN' 2>&1",
+                             dir, gnuplot, name) > 0);
+        p = popen(cmd, "r");
+        assert_non_null(p);
+        while (fgets(line, sizeof(line), p))
+                y = strtod(line, NULL);
+        assert_int_equal(pclose(p), 0);
+        free(cmd);
+        return y;
+}
+
+/* A negative side-by-side bar (a negative correlation) is drawn below a zero
+ * line; bars that are all positive start at zero. */
+static void test_bars_below_zero_show(void **state)
+{
+        const char *cat[] = {"logit_fisher", "logit_l2", "feature_l2"};
+        double a[] = {0.9, -0.3, 0.5}, b[] = {0.8, 0.1, -0.05}, c[] = {0.7, 0.2, 0.4};
+        struct kdl_series neg[] = {{"student_ce", a}, {"student_narrow", b}};
+        struct kdl_series pos[] = {{"student_ce", c}};
+        struct kdl_fig f = {.ylabel = "Pearson r with the exact KL"};
+        char *gp;
+
+        (void) state;
+        assert_int_equal(kdl_fig_bars(dir, "negbars", &f, cat, 3, neg, 2, false), 0);
+        check_rendered("negbars");
+        gp = slurp("scripts", "negbars", "gp");
+        assert_non_null(strstr(gp, "xzeroaxis"));
+        free(gp);
+        assert_true(drawn_ymin("negbars") <= -0.3);
+        assert_int_equal(kdl_fig_bars(dir, "posbars", &f, cat, 3, pos, 1, false), 0);
+        check_rendered("posbars");
+        assert_true(fabs(drawn_ymin("posbars")) < 1e-12);
+}
+
 static void test_heatmap_annotated(void **state)
 {
         const char *rows[] = {"conv1", "block.1", "layer3.0", "pen"};
@@ -183,6 +226,7 @@ int main(void)
                 cmocka_unit_test(test_lines_with_marks_and_log_scale),
                 cmocka_unit_test(test_lines_over_checkpoints),
                 cmocka_unit_test(test_bars_clustered_and_stacked),
+                cmocka_unit_test(test_bars_below_zero_show),
                 cmocka_unit_test(test_heatmap_annotated),
                 cmocka_unit_test(test_histogram),
                 cmocka_unit_test(test_errors),
