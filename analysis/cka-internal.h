@@ -101,6 +101,7 @@ struct kdl__cka_compute_opts {
         double robust;     /* outlier fraction of the robust column */
         size_t max_bytes;  /* largest feature-space state allowed */
         const bool *pairs; /* [L*L] pairs needed (kdl_cka_opts.pairs); NULL: all */
+        enum kdl_cka_precision precision; /* of the feature-space products */
 };
 
 /* kdl__pairs_needed() - a mask [l*l] (caller frees) of the pairs the tables

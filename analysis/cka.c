@@ -468,7 +468,10 @@ static int compute_init(struct compute *c, kdl_h5file *fa, kdl_h5file *fb, size_
                         c->all[i] = i;
                 r = kdl__gather_init(&c->g, l, c->all, n);
         } else {
-                kdl_cka_opts co = {.bootstrap = o->bootstrap, .seed = o->seed, .pairs = o->pairs};
+                kdl_cka_opts co = {.bootstrap = o->bootstrap,
+                                   .seed = o->seed,
+                                   .pairs = o->pairs,
+                                   .precision = o->precision};
                 size_t bytes = kdl_cka_state_bytes(l->n, widths, &co);
 
                 if (bytes > o->max_bytes) {
@@ -884,7 +887,8 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
                         .batch = o->estimator == KDL_CKA_MINIBATCH ? o->batch : 0,
                         .robust = o->robust,
                         .max_bytes = o->max_bytes,
-                        .pairs = r->mask};
+                        .pairs = r->mask,
+                        .precision = o->precision};
 
                 err = compute_init(&r->c, in->teacher, fb, n, &r->l, r->nclasses, &co, r->sub,
                                    r->nsub, &r->last, NULL);
@@ -908,6 +912,13 @@ static int add_notes(kdl_doc *doc, const struct kdl__cka_results *last,
                                           : "linear CKA in feature space over all %zu samples, "
                                             "one pass (widest layer %zu)",
                                last->n, last->maxw);
+        if (!err && !last->gram && o->precision == KDL_CKA_PRECISION_MIXED)
+                err = kdl_doc_add_note(doc,
+                                       "mixed precision: the feature-space products in float "
+                                       "(at most %d rows each, scaled by powers of two), "
+                                       "accumulated in double; linear and debiased CKA within "
+                                       "1e-6 of double precision",
+                                       KDL_CKA_MIXED_ROWS);
         err = err
                       ?: kdl_doc_add_note(doc,
                                           "robust column: linear CKA on a seeded subsample of %zu "

@@ -49,6 +49,7 @@ struct kdl_cka_run_opts {
         double theta;     /* RBF bandwidth fraction; 0: 0.5 */
         double robust;    /* outlier fraction of the robust column; 0: 0.01 */
         size_t max_bytes; /* refuse a feature-space state above this; 0: 8 GiB */
+        enum kdl_cka_precision precision; /* feature-space products; default double */
 };
 
 /**

@@ -55,7 +55,8 @@ static const struct kdl_cmd commands[] = {
          "A source whose data are missing is listed as unavailable with what it needs.\n"},
         {"cka", cmd_cka, 1, 2, "centred kernel alignment between the layers of one or two dumps",
          "kdlens cka A.h5 [B.h5] [--kernel linear|rbf] [--estimator biased|debiased|minibatch] "
-         "[--checkpoint NAME|all] [--bootstrap B] [--format table|md|csv|tex|json]",
+         "[--checkpoint NAME|all] [--bootstrap B] [--precision double|mixed] "
+         "[--format table|md|csv|tex|json]",
          "  --kernel K         linear (default) or rbf (sigma^2 = theta^2 x median squared "
          "distance)\n"
          "  --estimator E      biased (default), debiased or minibatch: the matrix shown\n"
@@ -66,6 +67,8 @@ static const struct kdl_cmd commands[] = {
          "  --batch M          minibatch size (256)\n"
          "  --theta T          RBF bandwidth as a fraction of the median distance (0.5)\n"
          "  --seed S           seed of subsamples, bootstrap and batch order (0)\n"
+         "  --precision P      double (default) or mixed: float products, double sums,\n"
+         "                     linear CKA within 1e-6 of double\n"
          "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
          "  -f, --format FMT   table (default), md, csv, tex or json\n"

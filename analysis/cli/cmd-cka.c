@@ -18,6 +18,7 @@ enum {
         OPT_SUBSAMPLE,
         OPT_BATCH,
         OPT_THETA,
+        OPT_PRECISION,
 };
 
 int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
@@ -31,6 +32,7 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                 {"subsample", required_argument, NULL, OPT_SUBSAMPLE},
                 {"batch", required_argument, NULL, OPT_BATCH},
                 {"theta", required_argument, NULL, OPT_THETA},
+                {"precision", required_argument, NULL, OPT_PRECISION},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common co;
@@ -80,6 +82,10 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                         if ((st = kdl_cli_parse_real(cli, "--theta", optarg, DBL_MIN, 1e300,
                                                      &o.theta)))
                                 return st;
+                        break;
+                case OPT_PRECISION:
+                        if (kdl_cka_precision_parse(optarg, &o.precision) < 0)
+                                return kdl_cli_usage(cli, "%s", kdl_errmsg());
                         break;
                 default:
                         return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);

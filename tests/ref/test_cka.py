@@ -263,6 +263,31 @@ def test_gram_path_when_wider_than_samples():
     assert "cka_linear_lo" not in r
 
 
+def test_mixed_precision_agrees_with_numpy():
+    """--precision mixed: float products, double sums, within the 1e-6 kdlens
+    states of the float64 reference (and not equal to it: the floats are used)."""
+    rng = np.random.default_rng(8)
+    labels, t, logits, _, _, v = make_models(rng)
+    path = os.path.join(TMP, "mixed.h5")
+    write_dump(path, {"final": (10, t, logits)}, labels)
+    doc = run_json("cka", path, "--precision", "mixed")
+    dbl = run_json("cka", path)
+    assert any("mixed precision" in n for n in doc["notes"]), doc["notes"]
+    assert not any("mixed precision" in n for n in dbl["notes"])
+    names = ["conv", "tok", "wide", "logits"]
+    worst = 0.0
+    for a in names:
+        for b in names:
+            r, d = pair(doc, a, b), pair(dbl, a, b)
+            ga, gb = gram_linear(v[a]), gram_linear(v[b])
+            assert_close(r["cka_linear"], cka(ga, gb), 0, 1e-6, f"{a} x {b}")
+            assert_close(r["cka_linear_debiased"], cka(ga, gb, True), 0, 1e-6, f"{a} x {b}")
+            worst = max(worst, abs(r["cka_linear"] - d["cka_linear"]),
+                        abs(r["cka_linear_debiased"] - d["cka_linear_debiased"]))
+    print(f"max |mixed - double| over the pairs: {worst:.3g}")
+    assert worst > 1e-13, worst
+
+
 def test_bad_requests():
     path, _, _ = kornblith_dump()
     st, _, err = run("cka", path, "--estimator", "minibatch", "--kernel", "rbf")
@@ -273,6 +298,9 @@ def test_bad_requests():
     one_line_error(err, "nope")
     st, _, err = run("cka", path, "--kernel", "cubic")
     assert st == 2
+    st, _, err = run("cka", path, "--precision", "half")
+    assert st == 2
+    assert "'half'" in err.splitlines()[0] and "double or mixed" in err.splitlines()[0], err
     st, _, err = run("cka")
     assert st == 2
     st, _, err = run("cka", os.path.join(TMP, "missing.h5"))
