@@ -293,6 +293,7 @@ static int split_figures(struct run *r, const kdl_doc *d)
                         nckd[i] = total > 0.0 ? nckd[i] / total : (double) NAN;
                 }
                 f.ylabel = "share of the KD loss";
+                f.ymax = 1.0;
                 err = err
                               ?: kdl_fig_bars(kdl_site_path(r->site), "split_shares", &f, cats, n,
                                               s, 2, true);
@@ -658,7 +659,7 @@ static int kl_figures(struct run *r, const kdl_doc *d)
                 s[k] = (struct kdl_series){r->names[k], y + k * NKL};
         }
         {
-                struct kdl_fig f = {.ylabel = "Pearson r with the exact KL"};
+                struct kdl_fig f = {.ylabel = "Pearson r with the exact KL", .ymax = 1.0};
 
                 err = kdl_fig_bars(kdl_site_path(r->site), "kl_sources", &f, kl_names + 1, NKL - 1,
                                    s, ns, false);

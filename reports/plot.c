@@ -317,9 +317,15 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
         fprintf(gp,
                 "set style data histogram\nset style histogram %s\n"
                 "set style fill solid 0.9 border rgb '#333333'\nset boxwidth %s\n"
-                "%s\nset grid noxtics\n",
+                "set grid noxtics\nset yrange [%s:",
                 stacked ? "rowstacked" : "clustered gap 1.5", stacked ? "0.6" : "0.9",
-                negative ? "set yrange [*:*]\nset xzeroaxis lt -1 lw 1.5" : "set yrange [0:*]");
+                negative ? "*" : "0");
+        if (f->ymax > 0.0) /* exactly there: no headroom offset above it */
+                fprintf(gp, "%.17g]\nset offsets 0, 0, 0, 0\n", f->ymax);
+        else
+                fputs("*]\n", gp);
+        if (negative)
+                fputs("set xzeroaxis lt -1 lw 1.5\n", gp);
         if (crowded(categories, ncat, 48))
                 fputs("set xtics rotate by 30 right\n", gp);
         fputs("plot \\\n", gp);

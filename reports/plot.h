@@ -28,6 +28,9 @@ struct kdl_fig {
         const char *ylabel;
         bool logy;
         bool logx;
+        /* kdl_fig_bars() only: 0 for an automatic top of the y axis, else the
+         * top (1 for shares and correlations, which cannot exceed it). */
+        double ymax;
         /* Optional vertical markers (e.g. a student's width), with labels. */
         size_t nmarks;
         const double *marks;

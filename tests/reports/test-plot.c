@@ -115,8 +115,9 @@ static void test_bars_clustered_and_stacked(void **state)
         check_rendered("stacked");
 }
 
-/* GPVAL_Y_MIN of script @name as gnuplot draws it from the figure directory. */
-static double drawn_ymin(const char *name)
+/* GPVAL_Y_@which (MIN or MAX) of script @name as gnuplot draws it from the
+ * figure directory. */
+static double drawn_y(const char *name, const char *which)
 {
         char *cmd, line[256] = "";
         double y = NAN;
@@ -124,8 +125,8 @@ static double drawn_ymin(const char *name)
 
         assert_true(asprintf(&cmd,
                              "cd %s && '%s' -e \"fmt='svg'\" -e \"load 'scripts/%s.gp'\" "
-                             "-e 'print GPVAL_Y_MIN' 2>&1",
-                             dir, gnuplot, name) > 0);
+                             "-e 'print GPVAL_Y_%s' 2>&1",
+                             dir, gnuplot, name, which) > 0);
         p = popen(cmd, "r");
         assert_non_null(p);
         while (fgets(line, sizeof(line), p))
@@ -136,11 +137,11 @@ static double drawn_ymin(const char *name)
 }
 
 /* A negative side-by-side bar (a negative correlation) is drawn below a zero
- * line; bars that are all positive start at zero. */
+ * line; bars that are all positive start at zero; ymax sets the top. */
 static void test_bars_below_zero_show(void **state)
 {
         const char *cat[] = {"logit_fisher", "logit_l2", "feature_l2"};
-        double a[] = {0.9, -0.3, 0.5}, b[] = {0.8, 0.1, -0.05}, c[] = {0.7, 0.2, 0.4};
+        double a[] = {0.9, -0.3, 0.5}, b[] = {0.8, 0.1, -0.05}, c[] = {0.7, 0.99, 0.4};
         struct kdl_series neg[] = {{"student_ce", a}, {"student_narrow", b}};
         struct kdl_series pos[] = {{"student_ce", c}};
         struct kdl_fig f = {.ylabel = "Pearson r with the exact KL"};
@@ -152,10 +153,20 @@ static void test_bars_below_zero_show(void **state)
         gp = slurp("scripts", "negbars", "gp");
         assert_non_null(strstr(gp, "xzeroaxis"));
         free(gp);
-        assert_true(drawn_ymin("negbars") <= -0.3);
+        assert_true(drawn_y("negbars", "MIN") <= -0.3);
         assert_int_equal(kdl_fig_bars(dir, "posbars", &f, cat, 3, pos, 1, false), 0);
         check_rendered("posbars");
-        assert_true(fabs(drawn_ymin("posbars")) < 1e-12);
+        assert_true(fabs(drawn_y("posbars", "MIN")) < 1e-12);
+        /* Correlations and shares stop at 1, not at the next tick above. */
+        assert_true(drawn_y("posbars", "MAX") > 1.0);
+        f.ymax = 1.0;
+        assert_int_equal(kdl_fig_bars(dir, "negbars1", &f, cat, 3, neg, 2, false), 0);
+        check_rendered("negbars1");
+        assert_true(fabs(drawn_y("negbars1", "MAX") - 1.0) < 1e-12);
+        assert_true(drawn_y("negbars1", "MIN") <= -0.3);
+        assert_int_equal(kdl_fig_bars(dir, "shares", &f, cat, 3, pos, 1, true), 0);
+        check_rendered("shares");
+        assert_true(fabs(drawn_y("shares", "MAX") - 1.0) < 1e-12);
 }
 
 static void test_heatmap_annotated(void **state)
