@@ -15,6 +15,7 @@
  * both precisions: the G-block products (float in mixed) and U = Zᵀ A
  * (always double).
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,53 +53,36 @@ static double peak_bytes(void)
         return kb * 1024.0;
 }
 
-/* Best of 3 square DGEMMs of size n, GFLOP/s (after one warm-up). */
-static double dgemm_rate(int n)
+/* Best of 3 square GEMMs of size n after one warm-up, GFLOP/s: SGEMM when
+ * @single, else DGEMM (the same inputs, rounded to float). */
+static double gemm_rate(int n, bool single)
 {
-        size_t nn = (size_t) n * (size_t) n;
-        double *a = malloc(nn * sizeof(double)), *b = malloc(nn * sizeof(double));
-        double *c = calloc(nn, sizeof(double)), best = 0.0;
-
-        if (!a || !b || !c)
-                exit(1);
-        for (size_t i = 0; i < nn; i++) {
-                a[i] = (double) (i % 97) / 97.0 - 0.5;
-                b[i] = (double) (i % 89) / 89.0 - 0.5;
-        }
-        for (int rep = 0; rep < 4; rep++) {
-                double t = now();
-
-                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, b, n,
-                            0.0, c, n);
-                t = now() - t;
-                if (rep > 0 && 2.0 * n * (double) n * n / t / 1e9 > best)
-                        best = 2.0 * n * (double) n * n / t / 1e9;
-        }
-        free(c);
-        free(b);
-        free(a);
-        return best;
-}
-
-/* The same for SGEMM. */
-static double sgemm_rate(int n)
-{
-        size_t nn = (size_t) n * (size_t) n;
-        float *a = malloc(nn * sizeof(float)), *b = malloc(nn * sizeof(float));
-        float *c = calloc(nn, sizeof(float));
+        size_t nn = (size_t) n * (size_t) n, es = single ? sizeof(float) : sizeof(double);
+        void *a = malloc(nn * es), *b = malloc(nn * es), *c = calloc(nn, es);
         double best = 0.0;
 
         if (!a || !b || !c)
                 exit(1);
         for (size_t i = 0; i < nn; i++) {
-                a[i] = (float) (i % 97) / 97.0f - 0.5f;
-                b[i] = (float) (i % 89) / 89.0f - 0.5f;
+                double x = (double) (i % 97) / 97.0 - 0.5, y = (double) (i % 89) / 89.0 - 0.5;
+
+                if (single) {
+                        ((float *) a)[i] = (float) x;
+                        ((float *) b)[i] = (float) y;
+                } else {
+                        ((double *) a)[i] = x;
+                        ((double *) b)[i] = y;
+                }
         }
         for (int rep = 0; rep < 4; rep++) {
                 double t = now();
 
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n,
-                            0.0f, c, n);
+                if (single)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n,
+                                    b, n, 0.0f, c, n);
+                else
+                        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n,
+                                    b, n, 0.0, c, n);
                 t = now() - t;
                 if (rep > 0 && 2.0 * n * (double) n * n / t / 1e9 > best)
                         best = 2.0 * n * (double) n * n / t / 1e9;
@@ -209,8 +193,8 @@ int main(int argc, char **argv)
         seconds = now() - t0;
         peak = peak_bytes();
 
-        rate = dgemm_rate(4096);
-        srate = sgemm_rate(4096);
+        rate = gemm_rate(4096, false);
+        srate = gemm_rate(4096, true);
         printf("{\"n\": %zu, \"precision\": \"%s\", \"block_rows\": %zu, \"seconds\": %.6g, "
                "\"read_seconds\": %.6g, \"peak_bytes\": %.17g, \"state_bytes\": %zu, "
                "\"gflops\": %.6g, \"dgemm_gflops\": %.6g, \"sgemm_gflops\": %.6g, "
