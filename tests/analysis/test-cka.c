@@ -5,51 +5,8 @@
 #include <string.h>
 
 #include "tests/lib/kdl-test.h"
+#include "tests/lib/kdl-test-job.h"
 #include "analysis/cka-internal.h"
-
-/* A job that counts the rows of one student dataset (another analysis on
- * the same stream, one the cka job shares a dataset with). */
-struct counter {
-        kdl_h5file *f;
-        const kdl_dsinfo *ds;
-        bool student;
-        int idx;
-        size_t rows, blocks;
-};
-
-static int counter_attach(kdl__job *j, kdl_stream *s)
-{
-        struct counter *c = j->ctx;
-
-        c->idx = kdl__job_add(j, s, c->f, c->ds, KDL_SPATIAL_AVG, c->student);
-        return c->idx < 0 ? c->idx : 0;
-}
-
-static int counter_block(kdl__job *j, kdl_stream *s, unsigned pass)
-{
-        struct counter *c = j->ctx;
-        kdl_tensor b = kdl_stream_block(s, c->idx);
-
-        assert_int_equal(pass, 0);
-        assert_int_equal(b.shape[0], kdl_stream_rows(s));
-        c->rows += b.shape[0];
-        c->blocks++;
-        return 0;
-}
-
-static kdl_inputs *open_inputs(bool student)
-{
-        const char *dir = getenv("KDL_FIXTURES");
-        char *t, *s;
-        kdl_inputs *in = NULL;
-
-        assert_true(asprintf(&t, "%s/teacher.h5", dir) > 0);
-        assert_true(asprintf(&s, "%s/student.h5", dir) > 0);
-        assert_int_equal(kdl_inputs_open(t, (const char *const *) &s, student ? 1 : 0, &in), 0);
-        free(s);
-        free(t);
-        return in;
-}
 
 /* Every table of @b as in @a: the same keys, strings and integers, reals
  * within @rtol (the sums of other block sizes differ in the last bits). */
@@ -93,7 +50,7 @@ static void assert_docs_close(const kdl_doc *a, const kdl_doc *b, double rtol)
  */
 static void run_shared(bool student)
 {
-        kdl_inputs *in = open_inputs(student);
+        kdl_inputs *in = kdl_test_fixture_inputs(student);
         kdl_h5file *fb = student ? in->students[0] : NULL;
         struct kdl_cka_run_opts o[2] = {
                 {.checkpoint = "all", .kernel = KDL_CKA_RBF, .bootstrap = 5, .seed = 3},
@@ -114,10 +71,9 @@ static void run_shared(bool student)
         assert_int_equal(nck, 2);
         for (size_t c = 0; c < nck; c++) {
                 const kdl_checkpoint *other = student ? cks[c].partner : cks[c].main;
-                struct counter cnt = {
+                struct kdl_test_probe cnt = {
                         .f = student ? fb : in->teacher, .ds = other->logits, .student = student};
-                kdl__job jobs[3] = {
-                        {.ctx = &cnt, .attach = counter_attach, .block = counter_block}};
+                kdl__job jobs[3] = {kdl_test_probe_job(&cnt)};
                 size_t nds = cks[c].main->nlayers + 1 + 1; /* A's layers, logits, labels */
                 kdl_stream *s = NULL;
                 unsigned passes = 0;
@@ -132,8 +88,8 @@ static void run_shared(bool student)
                 assert_int_equal(kdl__jobs_run(s, jobs, 3, &passes), 0);
                 assert_int_equal(passes, 1);
                 assert_int_equal(kdl_stream_count(s), nds);
-                assert_int_equal(cnt.rows, n);
-                assert_int_equal(cnt.blocks, (n + 6) / 7);
+                assert_int_equal(cnt.rows[0], n);
+                assert_int_equal(cnt.blocks[0], (n + 6) / 7);
                 kdl_stream_free(s);
         }
         for (int k = 0; k < 2; k++) {
@@ -162,7 +118,7 @@ static void test_jobs_share_stream_one_model(void **state)
  * the run is freed by abort; impossible options fail in begin. */
 static void test_job_errors(void **state)
 {
-        kdl_inputs *in = open_inputs(true);
+        kdl_inputs *in = kdl_test_fixture_inputs(true);
         struct kdl_cka_run_opts o = {.bootstrap = 5, .max_bytes = 1};
         struct kdl_cka_run_opts bad = {.kernel = KDL_CKA_RBF, .estimator = KDL_CKA_MINIBATCH};
         struct kdl__cka_run *r = NULL, *never = NULL;

@@ -4,76 +4,9 @@
 #include <string.h>
 
 #include "tests/lib/kdl-test.h"
+#include "tests/lib/kdl-test-job.h"
 #include "analysis/dims-internal.h"
 #include "analysis/pass.h"
-
-/* Another analysis on the same stream: sums a dataset over @passes passes. */
-struct other {
-        kdl_h5file *f;
-        const kdl_dsinfo *ds;
-        bool student;
-        unsigned passes;
-        int idx;
-        size_t blocks[2];
-};
-
-static int other_attach(kdl__job *j, kdl_stream *s)
-{
-        struct other *m = j->ctx;
-
-        m->idx = kdl__job_add(j, s, m->f, m->ds, KDL_SPATIAL_AVG, m->student);
-        return m->idx < 0 ? m->idx : 0;
-}
-
-static int other_block(kdl__job *j, kdl_stream *s, unsigned pass)
-{
-        struct other *m = j->ctx;
-
-        (void) s;
-        m->blocks[pass]++;
-        return 0;
-}
-
-static int other_end(kdl__job *j, kdl_stream *s, unsigned pass)
-{
-        struct other *m = j->ctx;
-
-        (void) s;
-        return pass + 1 < m->passes;
-}
-
-static kdl__job other_job(struct other *m)
-{
-        return (kdl__job){.ctx = m, .attach = other_attach, .block = other_block, .end = other_end};
-}
-
-static kdl_inputs *open_inputs(void)
-{
-        const char *dir = getenv("KDL_FIXTURES");
-        kdl_inputs *in = NULL;
-        char *t, *s;
-
-        assert_non_null(dir);
-        assert_true(asprintf(&t, "%s/teacher.h5", dir) > 0);
-        assert_true(asprintf(&s, "%s/student.h5", dir) > 0);
-        assert_int_equal(kdl_inputs_open(t, (const char *const[]){s}, 1, &in), 0);
-        free(t);
-        free(s);
-        return in;
-}
-
-/* The doc as JSON text (caller frees). */
-static char *doc_json(const kdl_doc *doc)
-{
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&buf, &len);
-
-        assert_non_null(f);
-        assert_int_equal(kdl_doc_write(doc, f, KDL_FORMAT_JSON), 0);
-        fclose(f);
-        return buf;
-}
 
 /* Columns of every block row: one pass reads each dataset once. */
 static size_t widths(const kdl_checkpoint *ck)
@@ -110,14 +43,14 @@ static void run_on_stream(size_t n, const kdl_pair *pair, size_t block_rows, kdl
  */
 static void test_jobs_with_others_match_the_command(void **state)
 {
-        kdl_inputs *in = open_inputs();
+        kdl_inputs *in = kdl_test_fixture_inputs(true);
         kdl_h5file *tf = in->teacher, *sf = in->students[0];
         const kdl_checkpoint *tck = kdl_h5_checkpoint(tf, "final"),
                              *sck = kdl_h5_checkpoint(sf, "final");
         struct kdl_dims_opts o = KDL_DIMS_OPTS_DEFAULT;
         struct kdl_ckpair cp = {.main = sck, .partner = tck};
-        struct other ot = {.f = tf, .ds = tck->grad_logits, .passes = 2},
-                     os = {.f = sf, .ds = sck->grad_logits, .student = true, .passes = 2};
+        struct kdl_test_probe ot = {.f = tf, .ds = tck->grad_logits, .passes = 2},
+                              os = {.f = sf, .ds = sck->grad_logits, .student = true, .passes = 2};
         size_t n = in->pairs[0]->n;
         struct kdl__dims_run *r = NULL;
         kdl_doc *alone = NULL, *together = NULL;
@@ -132,17 +65,17 @@ static void test_jobs_with_others_match_the_command(void **state)
 
         assert_int_equal(kdl_doc_new("dims", &together), 0);
         assert_int_equal(kdl__dims_begin(in, &o, together, &r), 0);
-        jobs[0] = other_job(&ot);
+        jobs[0] = kdl_test_probe_job(&ot);
         assert_int_equal(kdl__dims_teacher_job(r, tck, &jobs[1]), 0);
         run_on_stream(kdl_h5_dump(tf)->n, NULL, 7, jobs, 2, 2, 0);
         assert_int_equal(ot.blocks[1], 9); /* 60 rows in blocks of 7 */
         assert_int_equal(kdl__dims_job(r, 0, &cp, &jobs[0]), 0);
-        jobs[1] = other_job(&os);
+        jobs[1] = kdl_test_probe_job(&os);
         run_on_stream(n, in->pairs[0], 7, jobs, 2, 2, 0);
         assert_int_equal(kdl__dims_end(r), 0);
 
-        a = doc_json(alone);
-        b = doc_json(together);
+        a = kdl_test_doc_json(alone);
+        b = kdl_test_doc_json(together);
         assert_string_equal(a, b);
         assert_non_null(strstr(a, "\"verdict\""));
         free(a);
@@ -172,7 +105,7 @@ static void test_jobs_with_others_match_the_command(void **state)
  * checkpoint is analysed once; nothing leaks when the run is aborted. */
 static void test_job_order(void **state)
 {
-        kdl_inputs *in = open_inputs();
+        kdl_inputs *in = kdl_test_fixture_inputs(true);
         const kdl_checkpoint *tck = kdl_h5_checkpoint(in->teacher, "final");
         struct kdl_ckpair cp = {.main = kdl_h5_checkpoint(in->students[0], "final"),
                                 .partner = tck};

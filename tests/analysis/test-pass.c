@@ -4,55 +4,7 @@
 #include <string.h>
 
 #include "tests/lib/kdl-test.h"
-#include "analysis/pass.h"
-
-/* A job that sums every value of one dataset, pass by pass, for @passes passes. */
-struct summer {
-        kdl_h5file *f;
-        const kdl_dsinfo *ds;
-        unsigned passes;
-        int idx;
-        double sum[3];
-        size_t blocks[3];
-        int fail_at_end; /* return this from end() of pass 0 when non-zero */
-};
-
-static int summer_attach(kdl__job *j, kdl_stream *s)
-{
-        struct summer *m = j->ctx;
-
-        m->idx = kdl__job_add(j, s, m->f, m->ds, KDL_SPATIAL_AVG, false);
-        return m->idx < 0 ? m->idx : 0;
-}
-
-static int summer_block(kdl__job *j, kdl_stream *s, unsigned pass)
-{
-        struct summer *m = j->ctx;
-        kdl_tensor b = kdl_stream_block(s, m->idx);
-
-        assert_true(pass < m->passes);
-        for (size_t i = 0; i < b.shape[0]; i++)
-                for (size_t c = 0; c < b.shape[1]; c++)
-                        m->sum[pass] += KDL_AT2(&b, i, c);
-        m->blocks[pass]++;
-        return 0;
-}
-
-static int summer_end(kdl__job *j, kdl_stream *s, unsigned pass)
-{
-        struct summer *m = j->ctx;
-
-        (void) s;
-        if (m->fail_at_end)
-                return m->fail_at_end;
-        return pass + 1 < m->passes;
-}
-
-static kdl__job summer_job(struct summer *m)
-{
-        return (kdl__job){
-                .ctx = m, .attach = summer_attach, .block = summer_block, .end = summer_end};
-}
+#include "tests/lib/kdl-test-job.h"
 
 /* The sum of every value of @ds, read directly. */
 static double direct_sum(kdl_h5file *f, const kdl_dsinfo *ds)
@@ -92,9 +44,10 @@ static void test_jobs_share_passes(void **state)
         kdl_h5file *f = open_teacher();
         const kdl_checkpoint *ck = kdl_h5_checkpoint(f, "final");
         const kdl_dsinfo *pen = &ck->layers[2].feature, *z = ck->logits;
-        struct summer a = {.f = f, .ds = pen, .passes = 1}, b = {.f = f, .ds = z, .passes = 3},
-                      c = {.f = f, .ds = pen, .passes = 2};
-        kdl__job jobs[3] = {summer_job(&a), summer_job(&b), summer_job(&c)};
+        struct kdl_test_probe a = {.f = f, .ds = pen, .passes = 1},
+                              b = {.f = f, .ds = z, .passes = 3},
+                              c = {.f = f, .ds = pen, .passes = 2};
+        kdl__job jobs[3] = {kdl_test_probe_job(&a), kdl_test_probe_job(&b), kdl_test_probe_job(&c)};
         double spen = direct_sum(f, pen), sz = direct_sum(f, z);
         size_t dpen = pen->shape[1], dz = z->shape[1];
         kdl_stream *s = NULL;
@@ -126,9 +79,12 @@ static void test_job_error_stops_run(void **state)
 {
         kdl_h5file *f = open_teacher();
         const kdl_checkpoint *ck = kdl_h5_checkpoint(f, "final");
-        struct summer a = {.f = f, .ds = ck->logits, .passes = 2, .fail_at_end = -KDL_ERANGE},
-                      b = {.f = f, .ds = ck->logits, .passes = 2};
-        kdl__job jobs[2] = {summer_job(&a), summer_job(&b)};
+        struct kdl_test_probe a = {.f = f,
+                                   .ds = ck->logits,
+                                   .passes = 2,
+                                   .fail_at_end = -KDL_ERANGE},
+                              b = {.f = f, .ds = ck->logits, .passes = 2};
+        kdl__job jobs[2] = {kdl_test_probe_job(&a), kdl_test_probe_job(&b)};
         kdl_stream *s = NULL;
         unsigned passes = 99;
 

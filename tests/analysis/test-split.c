@@ -6,65 +6,8 @@
 #include <unistd.h>
 
 #include "tests/lib/kdl-test.h"
+#include "tests/lib/kdl-test-job.h"
 #include "analysis/split-internal.h"
-
-/* Another analysis on the same stream: sums one dataset in each of its passes. */
-struct summer {
-        kdl_h5file *f;
-        const kdl_dsinfo *ds;
-        bool student;
-        unsigned passes;
-        int idx;
-        double sum[3];
-};
-
-static int summer_attach(kdl__job *j, kdl_stream *s)
-{
-        struct summer *m = j->ctx;
-
-        m->idx = kdl__job_add(j, s, m->f, m->ds, KDL_SPATIAL_AVG, m->student);
-        return m->idx < 0 ? m->idx : 0;
-}
-
-static int summer_block(kdl__job *j, kdl_stream *s, unsigned pass)
-{
-        struct summer *m = j->ctx;
-        kdl_tensor b = kdl_stream_block(s, m->idx);
-
-        for (size_t i = 0; i < b.shape[0]; i++)
-                for (size_t c = 0; c < b.shape[1]; c++)
-                        m->sum[pass] += KDL_AT2(&b, i, c);
-        return 0;
-}
-
-static int summer_end(kdl__job *j, kdl_stream *s, unsigned pass)
-{
-        struct summer *m = j->ctx;
-
-        (void) s;
-        return pass + 1 < m->passes;
-}
-
-static kdl__job summer_job(struct summer *m)
-{
-        return (kdl__job){
-                .ctx = m, .attach = summer_attach, .block = summer_block, .end = summer_end};
-}
-
-static kdl_inputs *open_inputs(void)
-{
-        const char *dir = getenv("KDL_FIXTURES");
-        char *t = NULL, *s = NULL;
-        kdl_inputs *in = NULL;
-
-        assert_non_null(dir);
-        assert_true(asprintf(&t, "%s/teacher.h5", dir) > 0);
-        assert_true(asprintf(&s, "%s/student.h5", dir) > 0);
-        assert_int_equal(kdl_inputs_open(t, (const char *const[]){s}, 1, &in), 0);
-        free(t);
-        free(s);
-        return in;
-}
 
 static void opts_init(struct kdl_split_run_opts *o)
 {
@@ -76,27 +19,16 @@ static void opts_init(struct kdl_split_run_opts *o)
         o->long_tables = true;
 }
 
-/* The JSON text of @d (caller frees); frees @d. */
-static char *doc_json(kdl_doc *d)
-{
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&buf, &len);
-
-        assert_non_null(f);
-        assert_int_equal(kdl_doc_write(d, f, KDL_FORMAT_JSON), 0);
-        fclose(f);
-        kdl_doc_free(d);
-        return buf;
-}
-
 static char *run_alone(kdl_inputs *in, const struct kdl_split_run_opts *o)
 {
         kdl_doc *d = NULL;
+        char *json;
 
         assert_int_equal(kdl_doc_new("split", &d), 0);
         assert_int_equal(kdl_split_run(in, o, d), 0);
-        return doc_json(d);
+        json = kdl_test_doc_json(d);
+        kdl_doc_free(d);
+        return json;
 }
 
 /* Two split runs and two other jobs (one that stops after pass 0, one that
@@ -105,7 +37,7 @@ static char *run_alone(kdl_inputs *in, const struct kdl_split_run_opts *o)
  * alone, and the other jobs see every sample in each of their passes. */
 static void test_jobs_with_others_match_run(void **state)
 {
-        kdl_inputs *in = open_inputs();
+        kdl_inputs *in = kdl_test_fixture_inputs(true);
         struct kdl_split_run_opts o;
         struct kdl__split_run *r1 = NULL, *r2 = NULL;
         kdl_doc *d1 = NULL, *d2 = NULL;
@@ -127,18 +59,20 @@ static void test_jobs_with_others_match_run(void **state)
         assert_true(ncks >= 2);
         for (size_t q = 0; q < ncks; q++) {
                 const kdl_pair *pair = in->pairs[0];
-                struct summer a = {.f = in->teacher, .ds = cks[q].partner->logits, .passes = 3},
-                              b = {.f = in->students[0],
-                                   .ds = &cks[q].main->layers[0].feature,
-                                   .student = true,
-                                   .passes = 1};
+                struct kdl_test_probe a = {.f = in->teacher,
+                                           .ds = cks[q].partner->logits,
+                                           .passes = 3},
+                                      b = {.f = in->students[0],
+                                           .ds = &cks[q].main->layers[0].feature,
+                                           .student = true,
+                                           .passes = 1};
                 kdl__job jobs[4];
                 kdl_stream *s = NULL;
                 unsigned passes = 0;
 
-                jobs[0] = summer_job(&a);
+                jobs[0] = kdl_test_probe_job(&a);
                 assert_int_equal(kdl__split_job(r1, 0, &cks[q], &jobs[1]), 0);
-                jobs[2] = summer_job(&b);
+                jobs[2] = kdl_test_probe_job(&b);
                 assert_int_equal(kdl__split_job(r2, 0, &cks[q], &jobs[3]), 0);
                 assert_int_equal(kdl_stream_new(pair->n, pair,
                                                 &(struct kdl_stream_opts){.block_rows = 7}, &s),
@@ -154,8 +88,10 @@ static void test_jobs_with_others_match_run(void **state)
         free(cks);
         assert_int_equal(kdl__split_end(r1), 0);
         assert_int_equal(kdl__split_end(r2), 0);
-        j1 = doc_json(d1);
-        j2 = doc_json(d2);
+        j1 = kdl_test_doc_json(d1);
+        j2 = kdl_test_doc_json(d2);
+        kdl_doc_free(d1);
+        kdl_doc_free(d2);
         assert_string_equal(j1, alone);
         assert_string_equal(j2, alone);
         free(j1);
@@ -169,7 +105,7 @@ static void test_jobs_with_others_match_run(void **state)
  * and end commits it. */
 static void test_job_lifecycle(void **state)
 {
-        kdl_inputs *in = open_inputs();
+        kdl_inputs *in = kdl_test_fixture_inputs(true);
         struct kdl_split_run_opts o;
         struct kdl__split_run *r = NULL;
         struct kdl_ckpair *cks = NULL;
