@@ -61,9 +61,8 @@ KDL_API void kdl_cka_matrix_free(kdl_cka_matrix *m);
  * float sum has at most 1024 terms: float rounding stays that of one product
  * (the input's relative rounding 2⁻²⁴ and a 1024-term float sum) and does not
  * grow with N.  Why 1024: shorter products round less but cost more per flop,
- * since each adds its D_i x D_j float result into double; for one 2048 x 2048
- * pair on the 2-core bench machine, sgemm plus that addition ran at 91 %
- * (k = 512) and 97 % (k = 1024) of its rate at k = 2048.  Everything else is
+ * since each adds its D_i x D_j float result into double (a trade-off chosen
+ * by a one-off timing that no program here repeats).  Everything else is
  * double: the shift, the row norms a, U = Σ z̃ aᵀ, P, m, n, the bootstrap
  * weights (applied in double before the cast) and finalize.
  *
