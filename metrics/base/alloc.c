@@ -4,8 +4,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "metrics/base/alloc.h"
+
+/*
+ * Ask for transparent huge pages on the 2 MiB-aligned interior of a large
+ * allocation, before anything touches it.  Faulting in 4 KiB pages one at a
+ * time costs about 3 s per GiB on this project's (virtual) machines; CKA's
+ * state is about 1 GiB, and every large block of every streaming state pays
+ * it once.  Advice only: where THP is off, or the memory came from the heap
+ * and is touched already, nothing changes.
+ */
+static void advise_huge(void *p, size_t total)
+{
+#ifdef MADV_HUGEPAGE
+        uintptr_t a = ((uintptr_t) p + KDL_HUGE_PAGE - 1) & ~(uintptr_t) (KDL_HUGE_PAGE - 1);
+        uintptr_t e = ((uintptr_t) p + total) & ~(uintptr_t) (KDL_HUGE_PAGE - 1);
+
+        if (total >= KDL_HUGE_MIN && e > a)
+                (void) madvise((void *) a, e - a, MADV_HUGEPAGE);
+#else
+        (void) p;
+        (void) total;
+#endif
+}
 
 int kdl_mul_size(size_t a, size_t b, size_t *ret)
 {
@@ -24,8 +47,12 @@ void *kdl__calloc(size_t n, size_t size)
 
         if (kdl_mul_size(n, size, &total) < 0)
                 return NULL;
+        /* A large block is usually a fresh mmap that calloc leaves
+         * untouched, so the advice comes before its first fault. */
         p = calloc(total ? n : 1, total ? size : 1);
-        if (!p)
+        if (p)
+                advise_huge(p, total);
+        else
                 kdl_error(-ENOMEM, "out of memory allocating %zu bytes", total);
         return p;
 }
@@ -38,7 +65,9 @@ void *kdl__malloc(size_t n, size_t size)
         if (kdl_mul_size(n, size, &total) < 0)
                 return NULL;
         p = malloc(total ? total : 1);
-        if (!p)
+        if (p)
+                advise_huge(p, total);
+        else
                 kdl_error(-ENOMEM, "out of memory allocating %zu bytes", total);
         return p;
 }

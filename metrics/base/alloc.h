@@ -14,8 +14,13 @@
  */
 KDL_API int kdl_mul_size(size_t a, size_t b, size_t *ret);
 
+#define KDL_HUGE_PAGE ((size_t) 2 << 20) /* the transparent huge page size advised */
+#define KDL_HUGE_MIN  ((size_t) 8 << 20) /* from this size on, allocations advise huge pages */
+
 /**
  * kdl__calloc() - zeroed array of @n elements of @size bytes (systemd new()).
+ * From KDL_HUGE_MIN bytes on, the block's 2 MiB-aligned interior is advised
+ * MADV_HUGEPAGE (where the system has it), as is kdl__malloc()'s.
  * Return: the memory (caller frees with free()), or NULL when the product
  * overflows or memory is exhausted; the message is recorded either way.
  */

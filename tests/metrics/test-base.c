@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +34,54 @@ static void test_mul_size_overflow_keeps_output(void **state)
         assert_true(r == 9000000021ULL);
         assert_null(kdl__calloc(SIZE_MAX / 4, 8));
         assert_non_null(strstr(kdl_errmsg(), "overflows"));
+}
+
+/* Whether the mapping holding @p has MADV_HUGEPAGE set ("hg" in its VmFlags
+ * in /proc/self/smaps). */
+static bool advised_huge(const void *p)
+{
+        FILE *f = fopen("/proc/self/smaps", "r");
+        char line[512];
+        bool inside = false, hg = false;
+
+        assert_non_null(f);
+        while (fgets(line, sizeof(line), f)) {
+                unsigned long lo, hi;
+
+                if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+                    strchr(line, '-') < strchr(line, ' '))
+                        inside = (uintptr_t) p >= lo && (uintptr_t) p < hi;
+                else if (inside && strncmp(line, "VmFlags:", 8) == 0)
+                        hg = strstr(line, " hg") != NULL;
+        }
+        fclose(f);
+        return hg;
+}
+
+static void test_large_allocations_advise_huge_pages(void **state)
+{
+        size_t big = 4 * KDL_HUGE_MIN / sizeof(double);
+        double *z = kdl_new(double, big);
+        char *m = kdl__malloc(KDL_HUGE_MIN, 3);
+        char *small = kdl_new(char, KDL_HUGE_MIN / 4);
+
+        (void) state;
+        assert_non_null(z);
+        assert_non_null(m);
+        assert_non_null(small);
+        /* The middle of each large block lies in its advised interior. */
+        assert_true(advised_huge(z + big / 2));
+        assert_true(advised_huge(m + 3 * KDL_HUGE_MIN / 2));
+        assert_false(advised_huge(small + KDL_HUGE_MIN / 8));
+        /* Still zeroed, and writable to the end. */
+        assert_close(z[0], 0.0, 0.0, 0.0);
+        assert_close(z[big / 2], 0.0, 0.0, 0.0);
+        assert_close(z[big - 1], 0.0, 0.0, 0.0);
+        z[big - 1] = 1.0;
+        m[3 * KDL_HUGE_MIN - 1] = 1;
+        free(small);
+        free(m);
+        free(z);
 }
 
 static void test_blas_int_limit(void **state)
@@ -96,6 +146,7 @@ int main(void)
                 cmocka_unit_test(test_error_records_message_once),
                 cmocka_unit_test(test_mul_size_overflow_keeps_output),
                 cmocka_unit_test(test_blas_int_limit),
+                cmocka_unit_test(test_large_allocations_advise_huge_pages),
                 cmocka_unit_test(test_tensor_views_share_data),
                 cmocka_unit_test(test_tensor_new_rejects_overflow),
                 cmocka_unit_test(test_check_finite_names_row),
