@@ -8,7 +8,7 @@
  * "final") in row blocks through the loader, accumulates kdlens's streaming
  * linear/debiased CKA state for the 4 x 4 teacher x student grid (plus the
  * diagonal blocks its normalisation needs), and prints one JSON object: time,
- * read time, peak memory, state memory, achieved GFLOP/s, and this machine's
+ * read time, peak memory, state memory, flops, achieved GFLOP/s, and this machine's
  * DGEMM and SGEMM rates measured here with the same BLAS, the same way.
  * BLOCK_ROWS 0 is the state's default; PRECISION is "double" (default) or
  * "mixed" (kdl_cka_precision_parse()).  GFLOP/s counts the same flops in
@@ -197,11 +197,12 @@ int main(int argc, char **argv)
         srate = gemm_rate(4096, true);
         printf("{\"n\": %zu, \"precision\": \"%s\", \"block_rows\": %zu, \"seconds\": %.6g, "
                "\"read_seconds\": %.6g, \"peak_bytes\": %.17g, \"state_bytes\": %zu, "
-               "\"gflops\": %.6g, \"dgemm_gflops\": %.6g, \"sgemm_gflops\": %.6g, "
+               "\"flops\": %.17g, \"gflops\": %.6g, \"dgemm_gflops\": %.6g, \"sgemm_gflops\": "
+               "%.6g, "
                "\"threads\": %d",
                n, kdl_cka_precision_name(o.precision), o.block_rows, seconds, t_read, peak,
-               kdl_cka_state_bytes(2 * LAYERS, widths, &o), flops / (seconds - t_read) / 1e9, rate,
-               srate, openblas_get_num_threads());
+               kdl_cka_state_bytes(2 * LAYERS, widths, &o), flops, flops / (seconds - t_read) / 1e9,
+               rate, srate, openblas_get_num_threads());
         for (int e = 0; e < 2; e++) {
                 const double *v = e ? m->debiased : m->biased;
 

@@ -9,9 +9,13 @@ Gram-space baselines at N = 10,000 from the same files:
     ways (biased and U-centred); both estimators use it.
   * numpy, Kornblith et al.'s reference usage as published (the demo
     notebook's cka(gram_linear(x), gram_linear(y), debiased=...) per pair and
-    estimator, which recomputes both Grams every call).  Timed on teacher
-    layer 0 against the 4 student layers, both estimators (8 of the grid's 32
-    calls), and extrapolated to the 32.
+    estimator, which recomputes both Grams every call): all 32 calls of the
+    grid (16 pairs x 2 estimators), timed.
+
+It also prints each path's flop count: kdlens's products in feature space
+(2 N D_i D_j a cross block, N D_i^2 a diagonal one, as DSYRK), and the Gram
+path's N^2 D a Gram (numpy's x @ x.T is a SYRK), so that the best any exact
+method could gain over a baseline at equal GEMM rate can be read off.
 
     bench-cka.py generate DIR                        write DIR/teacher.h5, DIR/student.h5 (3.3 GB)
     bench-cka.py run DIR BENCH_EXE [N_LARGE N_SMALL] run everything, print the comparison
@@ -159,11 +163,11 @@ def numpy_careful(d, n):
 
 
 def numpy_reference(d, n):
-    """Kornblith et al.'s usage on teacher layer 0 x the 4 student layers, both
-    estimators: 8 calls of cka(gram_linear(x), gram_linear(y), debiased),
-    each computing both Grams.  Timed without reading (done first)."""
+    """Kornblith et al.'s usage on the 4 x 4 grid, both estimators: 32 calls of
+    cka(gram_linear(x), gram_linear(y), debiased), each computing both Grams.
+    Timed without reading (done first)."""
     t0 = time.perf_counter()
-    x = load(d, "teacher", 0, n)
+    xs = [load(d, "teacher", k, n) for k in range(LAYERS)]
     ys = [load(d, "student", k, n) for k in range(LAYERS)]
     t_read = time.perf_counter() - t0
     out = {}
@@ -171,9 +175,9 @@ def numpy_reference(d, n):
     for debiased in (False, True):
         out["debiased" if debiased else "biased"] = [[
             float(demo_cka(demo_gram_linear(x), demo_gram_linear(y), debiased=debiased))
-            for y in ys]]
+            for y in ys] for x in xs]
     out["seconds"] = time.perf_counter() - t0
-    out["calls"] = 2 * LAYERS
+    out["calls"] = 2 * LAYERS * LAYERS
     out["read_seconds"] = t_read
     out["peak_bytes"] = peak()
     return out
@@ -212,8 +216,6 @@ def main():
     careful = run_numpy("numpy-careful", d, n_small)
     ref = run_numpy("numpy-reference", d, n_small)
     gib = 1024.0 ** 3
-    ref_calls = 2 * LAYERS * LAYERS
-    ref_total = ref["seconds"] * ref_calls / ref["calls"]
     any_run = k[(n_large, "double")]
 
     print(f"machine: OpenBLAS with {any_run['threads']} threads; each kdlens run measures DGEMM "
@@ -241,18 +243,25 @@ def main():
     print(f"numpy careful   N = {n_small:6d}: {careful['seconds']:7.1f} s, peak "
           f"{careful['peak_bytes'] / gib:5.2f} GiB (Gram space, float64; each of the "
           f"{careful['grams']} Grams computed once and used by both estimators; reading included)")
-    print(f"numpy reference N = {n_small:6d}: {ref['seconds']:7.1f} s measured for "
-          f"{ref['calls']} calls (teacher layer 0 x 4 student layers x biased, debiased), "
-          f"peak {ref['peak_bytes'] / gib:5.2f} GiB; reading ({ref['read_seconds']:.1f} s) "
-          f"not included")
-    print(f"numpy reference N = {n_small:6d}: ~{ref_total:7.1f} s EXTRAPOLATED to the "
-          f"{ref_calls} calls of the grid (16 pairs x 2 estimators; each call computes 2 "
-          f"Grams: {2 * ref_calls} Grams)")
+    print(f"numpy reference N = {n_small:6d}: {ref['seconds']:7.1f} s for all {ref['calls']} "
+          f"calls of the grid (16 pairs x 2 estimators, 2 Grams a call: {2 * ref['calls']} "
+          f"Grams), peak {ref['peak_bytes'] / gib:5.2f} GiB; its reading "
+          f"({ref['read_seconds']:.1f} s) not included")
     need = careful["peak_bytes"] * (n_large / n_small) ** 2
     print(f"numpy careful   N = {n_large:6d}: would need ~{need / gib:.0f} GiB as run "
           f"(at least {2 * 8 * n_large * n_large / gib:.0f} GiB: two n x n Grams) and ~"
           f"{careful['seconds'] * (n_large / n_small) ** 2:.0f} s (EXTRAPOLATED: Gram cost "
           f"grows as N^2)")
+
+    # Gram flops: numpy's x @ x.T is a SYRK, N^2 D; the O(N^2) centring and
+    # inner products are not counted.
+    gram = float(n_small) ** 2 * WIDTH
+    flops = [("kdlens, feature space", k[(n_small, "double")]["flops"]),
+             ("numpy careful, 8 Grams", 2 * LAYERS * gram),
+             ("numpy reference, 64 Grams", 2 * ref["calls"] * gram)]
+    print(f"flops at N = {n_small} (products only):")
+    for label, f in flops:
+        print(f"  {label:<28s} {f / 1e12:6.2f} TFLOP = {f / flops[0][1]:4.1f}x kdlens's")
 
     print("speed-ups (wall time; kdlens including its reading; baseline named on each line):")
     ups = []
@@ -260,8 +269,8 @@ def main():
         t = k[(n_small, p)]["seconds"]
         ups.append((f"N = {n_small}: kdlens {p} vs numpy careful (measured)",
                     careful["seconds"] / t))
-        ups.append((f"N = {n_small}: kdlens {p} vs numpy reference (EXTRAPOLATED, calls only)",
-                    ref_total / t))
+        ups.append((f"N = {n_small}: kdlens {p} vs numpy reference (measured, its reading "
+                    f"excluded)", ref["seconds"] / t))
     for n in (n_large, n_small):
         ups.append((f"N = {n}: kdlens mixed vs kdlens double (measured)",
                     k[(n, "double")]["seconds"] / k[(n, "mixed")]["seconds"]))
@@ -269,13 +278,13 @@ def main():
         ups.append((f"N = {n_large}: kdlens {p} vs numpy careful (EXTRAPOLATED as N^2)",
                     careful["seconds"] * (n_large / n_small) ** 2 / k[(n_large, p)]["seconds"]))
     for label, v in ups:
-        print(f"  {label:<72s} {v:6.1f}x")
+        print(f"  {label:<78s} {v:6.1f}x")
 
     print(f"agreement at N = {n_small} (max over biased and debiased):")
     for p in ("double", "mixed"):
         print(f"  max |kdlens {p} - numpy careful| (4 x 4): "
               f"{grid_diff(k[(n_small, p)], careful):.2e}")
-    print(f"  max |numpy reference - numpy careful| (teacher row 0): "
+    print(f"  max |numpy reference - numpy careful| (4 x 4): "
           f"{grid_diff(ref, careful):.2e}")
     print(f"linear CKA, N = {n_large}, kdlens double (rows teacher, columns student):")
     for row in k[(n_large, "double")]["biased"]:
