@@ -59,22 +59,26 @@ QUICK_EPOCHS = 4
 
 
 class ConvNet(nn.Module):
-    """Conv blocks (conv3x3-BN-ReLU-maxpool2) -> flatten-linear-ReLU -> linear head.
+    """Conv blocks (conv3x3-BN-ReLU[-maxpool2]) -> flatten-linear-ReLU -> linear head.
 
     Feature layers are ``blocks.0`` .. ``blocks.{k-1}`` and ``penult``; the head
     is ``head`` and takes ``penult``'s output.
     """
 
-    def __init__(self, channels, width, image_size=32):
+    def __init__(self, channels, width, image_size=32, pool_after=None):
+        """``pool_after``: indices of the blocks that end with the max-pool
+        (default every block)."""
         super().__init__()
-        blocks, in_ch = [], 1
-        for out_ch in channels:
-            blocks.append(nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1),
-                                        nn.BatchNorm2d(out_ch), nn.ReLU(),
-                                        nn.MaxPool2d(2)))
+        pool_after = range(len(channels)) if pool_after is None else pool_after
+        blocks, in_ch, side = [], 1, image_size
+        for i, out_ch in enumerate(channels):
+            mods = [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU()]
+            if i in pool_after:
+                mods.append(nn.MaxPool2d(2))
+                side //= 2
+            blocks.append(nn.Sequential(*mods))
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
-        side = image_size >> len(channels)
         self.penult = nn.Sequential(nn.Flatten(), nn.Linear(in_ch * side * side, width),
                                     nn.ReLU())
         self.head = nn.Linear(width, NUM_CLASSES)
@@ -110,6 +114,49 @@ def load_split(data_dir, split):
         raise ValueError(f"{data_dir}: {split} has {images.shape[0]} images, "
                          f"{labels.shape[0]} labels")
     return images, labels
+
+
+def load_data(data_dir, train_limit=None, prog="fmnist_recipe.py"):
+    """(x_train, y_train, x_test, y_test, test_labels) from ``data_dir``, the
+    training set cut to its first ``train_limit`` images if given; a missing
+    or malformed file ends the program with one line naming it."""
+    try:
+        train_images, train_labels = load_split(data_dir, "train")
+        test_images, test_labels = load_split(data_dir, "t10k")
+    except (OSError, ValueError) as e:
+        sys.exit(f"{prog}: cannot read Fashion-MNIST from {data_dir}: {e}")
+    if train_limit is not None:
+        train_images, train_labels = train_images[:train_limit], train_labels[:train_limit]
+    return (to_input(train_images), torch.from_numpy(train_labels), to_input(test_images),
+            torch.from_numpy(test_labels), test_labels)
+
+
+def add_common_args(p, quick_help):
+    """The options both Fashion-MNIST scripts take: --out, --samples, --seed,
+    --quick (help ``quick_help``) and --data."""
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--samples", type=int, default=2000,
+                   help="test images to dump, the first N of the test set (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--data", default=DATA_DIR, help=f"Fashion-MNIST idx .gz files ({DATA_DIR})")
+
+
+def check_args(p, args, epochs, quick_epochs, min_epochs, why=""):
+    """Default --epochs (``quick_epochs`` with --quick), and refuse fewer than
+    ``min_epochs`` (``why`` says why) or a --samples outside 1..10000."""
+    if args.epochs is None:
+        args.epochs = quick_epochs if args.quick else epochs
+    if args.epochs < min_epochs:
+        p.error(f"--epochs must be at least {min_epochs}{why}")
+    if not 1 <= args.samples <= 10000:
+        p.error("--samples must be between 1 and 10000")
+
+
+def torch_setup():
+    """2 CPU threads and deterministic algorithms: the same bytes every run."""
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
 
 
 def to_input(images):
@@ -191,26 +238,15 @@ def train(name, args, data, teacher_logits=None):
 def parse_args(argv):
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="output directory (created if missing)")
-    p.add_argument("--samples", type=int, default=2000,
-                   help="test images to dump, the first N of the test set (default 2000)")
+    add_common_args(p, f"train on the first {QUICK_TRAIN_SIZE} training images only")
     p.add_argument("--dtype", choices=sorted(kdl_export.DTYPES), default="float16",
                    help="storage type of logits, features and gradients (default float16)")
     p.add_argument("--pool", type=int, choices=(1, 2, 4), default=1,
                    help="pool conv feature maps to POOL x POOL (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--epochs", type=int, default=None,
                    help="training epochs per model, at least 4 (default 6; 4 with --quick)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"train on the first {QUICK_TRAIN_SIZE} training images only")
-    p.add_argument("--data", default=DATA_DIR, help=f"Fashion-MNIST idx .gz files ({DATA_DIR})")
     args = p.parse_args(argv)
-    if args.epochs is None:
-        args.epochs = QUICK_EPOCHS if args.quick else 6
-    if args.epochs < 4:
-        p.error("--epochs must be at least 4 (checkpoints init, early, middle, final)")
-    if not 1 <= args.samples <= 10000:
-        p.error("--samples must be between 1 and 10000")
+    check_args(p, args, 6, QUICK_EPOCHS, 4, " (checkpoints init, early, middle, final)")
     return args
 
 
@@ -218,16 +254,11 @@ def main(argv=None):
     """Run the recipe; see the module docstring."""
     wall_start = time.time()
     args = parse_args(argv)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
+    torch_setup()
     np.random.seed(args.seed)
 
-    train_images, train_labels = load_split(args.data, "train")
-    test_images, test_labels = load_split(args.data, "t10k")
-    if args.quick:
-        train_images, train_labels = train_images[:QUICK_TRAIN_SIZE], train_labels[:QUICK_TRAIN_SIZE]
-    x_train, y_train = to_input(train_images), torch.from_numpy(train_labels)
-    x_test, y_test = to_input(test_images), torch.from_numpy(test_labels)
+    x_train, y_train, x_test, y_test, test_labels = load_data(
+        args.data, QUICK_TRAIN_SIZE if args.quick else None)
     ids_dump = np.arange(args.samples)
     data = (x_train, y_train, x_test[:args.samples], test_labels[:args.samples], ids_dump)
 

@@ -62,6 +62,19 @@ def tmpdir():
     return d
 
 
+def require_torch_and_fashion_mnist():
+    """Exit 77 (meson's "skipped") without python3-torch or
+    dataset-fashion-mnist; CI installs both."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("python3-torch is not installed: skipped")
+        sys.exit(77)
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        print("dataset-fashion-mnist is not installed: skipped")
+        sys.exit(77)
+
+
 def main(namespace):
     only = sys.argv[1:]
     tests = [(k, v) for k, v in namespace.items() if k.startswith("test_") and callable(v)]

@@ -50,14 +50,16 @@ def test_every_analysis_runs_on_it():
         assert doc["results"], args
 
 
+def test_missing_data_fails_in_one_line():
+    out, empty = os.path.join(kt.tmpdir(), "none"), kt.tmpdir()
+    p = subprocess.run(["/usr/bin/python3", RECIPE, "--quick", "--out", out, "--data", empty],
+                       capture_output=True, text=True, timeout=60)
+    kt.one_line_error(p.stderr, "fmnist_recipe.py", empty, "train-images-idx3-ubyte.gz")
+    assert p.returncode == 1, p.returncode
+    assert not os.path.exists(out)
+
+
 if __name__ == "__main__":
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("python3-torch is not installed: skipped")
-        sys.exit(77)
-    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
-        print("dataset-fashion-mnist is not installed: skipped")
-        sys.exit(77)
+    kt.require_torch_and_fashion_mnist()
     setup()
     kt.main(globals())
