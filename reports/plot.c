@@ -18,15 +18,20 @@ static const char *const palette[] = {"#0072B2", "#D55E00", "#009E73", "#E69F00"
 #define NPALETTE (sizeof(palette) / sizeof(palette[0]))
 static const int point_types[] = {7, 5, 9, 11, 13, 15, 4, 6};
 
-static bool valid_name(const char *name)
+/* 0 for a figure name as plot.h describes; -KDL_EUSAGE (message recorded) otherwise. */
+static int check_name(const char *name)
 {
-        if (!*name)
-                return false;
-        for (const char *p = name; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                      (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
-                        return false;
-        return true;
+        bool ok = *name && strlen(name) <= KDL_FIG_NAME_MAX;
+
+        for (const char *p = name; ok && *p; p++)
+                ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.';
+        if (!ok)
+                return kdl_error(-KDL_EUSAGE,
+                                 "figure name '%s': expected 1 to %d letters, digits, '_', '-' "
+                                 "or '.'",
+                                 name, KDL_FIG_NAME_MAX);
+        return 0;
 }
 
 int kdl_fig_dirs(const char *dir)
@@ -55,11 +60,9 @@ static int open_out(const char *dir, const char *sub, const char *name, const ch
         FILE *fp;
         int err;
 
-        if (!valid_name(name))
-                return kdl_error(-KDL_EUSAGE,
-                                 "figure name '%s': expected letters, digits, '_', "
-                                 "'-' or '.'",
-                                 name);
+        err = check_name(name);
+        if (err < 0)
+                return err;
         err = kdl_fig_dirs(dir);
         if (err < 0)
                 return err;
@@ -444,31 +447,29 @@ int kdl_fig_hist(const char *dir, const char *name, const struct kdl_fig *f, con
         return close_out(gp, name);
 }
 
-/* Run gnuplot once with its working directory in @dir; first stderr line on failure. */
+/* Run gnuplot once with its working directory in @dir; first stderr line on failure.
+ * The child's arguments live on the stack: a child whose exec fails _exits
+ * without freeing, and may not call free() (other threads, e.g. BLAS's, held
+ * the heap at fork). */
 static int run_gnuplot(const char *dir, const char *name, const char *gnuplot, const char *fmt)
 {
-        char *script = kdl__asprintf("scripts/%s.gp", name);
-        char *setfmt = kdl__asprintf("fmt='%s'", fmt);
-        char msg[512] = "";
-        int fds[2], status = 0, err = 0;
+        char script[KDL_FIG_NAME_MAX + 16], setfmt[32], msg[512] = "";
+        int fds[2], status = 0;
         size_t got = 0;
         ssize_t r;
         pid_t pid;
 
-        if (!script || !setfmt) {
-                err = -ENOMEM;
-                goto out;
-        }
-        if (pipe2(fds, O_CLOEXEC) < 0) {
-                err = kdl_error(-errno, "cannot run gnuplot: %s", strerror(errno));
-                goto out;
-        }
+        snprintf(script, sizeof(script), "scripts/%s.gp", name);
+        snprintf(setfmt, sizeof(setfmt), "fmt='%s'", fmt);
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return kdl_error(-errno, "cannot run gnuplot: %s", strerror(errno));
         pid = fork();
         if (pid < 0) {
-                err = kdl_error(-errno, "cannot run gnuplot: %s", strerror(errno));
+                int e = errno;
+
                 close(fds[0]);
                 close(fds[1]);
-                goto out;
+                return kdl_error(-e, "cannot run gnuplot: %s", strerror(e));
         }
         if (pid == 0) {
                 int devnull = open("/dev/null", O_RDWR);
@@ -502,13 +503,10 @@ static int run_gnuplot(const char *dir, const char *name, const char *gnuplot, c
                 nl = strchr(line, '\n');
                 if (nl)
                         *nl = '\0';
-                err = kdl_error(-KDL_EPLOT, "figure '%s' (%s): gnuplot failed: %s", name, fmt,
-                                *line ? line : "no message");
+                return kdl_error(-KDL_EPLOT, "figure '%s' (%s): gnuplot failed: %s", name, fmt,
+                                 *line ? line : "no message");
         }
-out:
-        free(script);
-        free(setfmt);
-        return err;
+        return 0;
 }
 
 int kdl_fig_render(const char *dir, const char *name, const char *gnuplot, unsigned formats)
@@ -516,11 +514,9 @@ int kdl_fig_render(const char *dir, const char *name, const char *gnuplot, unsig
         static const char *const fmts[] = {"pdf", "png", "svg"};
         int err;
 
-        if (!valid_name(name))
-                return kdl_error(-KDL_EUSAGE,
-                                 "figure name '%s': expected letters, digits, '_', "
-                                 "'-' or '.'",
-                                 name);
+        err = check_name(name);
+        if (err < 0)
+                return err;
         for (unsigned k = 0; k < 3; k++) {
                 if (!(formats & (1u << k)))
                         continue;

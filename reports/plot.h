@@ -15,7 +15,10 @@
  *      cd DIR && gnuplot -e "fmt='png'" scripts/NAME.gp
  * for fmt in pdf (pdfcairo), png (pngcairo) and svg, writing DIR/figures/NAME.FMT.
  * Users restyle a figure by editing its script and running that line.
+ * NAME is 1 to KDL_FIG_NAME_MAX letters, digits, '_', '-' or '.'; any other
+ * name is refused with -KDL_EUSAGE.
  */
+#define KDL_FIG_NAME_MAX 200
 
 struct kdl_series {
         const char *name; /* legend entry */

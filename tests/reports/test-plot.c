@@ -211,11 +211,17 @@ static void test_errors(void **state)
         double y[1] = {1};
         struct kdl_series s[] = {{"a", y}};
         struct kdl_fig f = {0};
+        char longname[KDL_FIG_NAME_MAX + 2] = "";
         FILE *fp;
         char *p;
 
         (void) state;
         assert_int_equal(kdl_fig_lines(dir, "../evil", &f, NULL, NULL, 1, s, 1), -KDL_EUSAGE);
+        memset(longname, 'a', sizeof(longname) - 1);
+        assert_int_equal(kdl_fig_render(dir, longname, gnuplot, KDL_FIG_PNG), -KDL_EUSAGE);
+        assert_non_null(strstr(kdl_errmsg(), "expected 1 to 200 letters"));
+        longname[KDL_FIG_NAME_MAX] = '\0'; /* the longest name allowed: no such script */
+        assert_int_equal(kdl_fig_render(dir, longname, gnuplot, KDL_FIG_PNG), -KDL_EPLOT);
         assert_int_equal(kdl_fig_lines(dir, "empty", &f, NULL, NULL, 0, s, 1), -KDL_ESHAPE);
         assert_int_equal(kdl_fig_lines("/proc/nope", "x", &f, NULL, NULL, 1, s, 1), -ENOENT);
         /* A broken script: gnuplot's own message comes back. */
