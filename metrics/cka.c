@@ -184,10 +184,10 @@ static bool pair_needed(const kdl_cka_opts *o, size_t l, size_t j, size_t k)
         return j == k || !o->pairs || o->pairs[j * l + k] || o->pairs[k * l + j];
 }
 
-/* Doubles per stats set and in the scratch, and bytes of the mixed-precision
- * scratch (0 in double); false on overflow. */
+/* Doubles per stats set and in the scratch, bytes of the mixed-precision
+ * scratch (0 in double), and the largest needed D_j D_k; false on overflow. */
 static bool state_sizes(size_t l, const size_t *widths, const kdl_cka_opts *o, size_t *ret_stats,
-                        size_t *ret_scratch, size_t *ret_fbytes)
+                        size_t *ret_scratch, size_t *ret_fbytes, size_t *ret_gmax)
 {
         size_t dt = 0, s = 0, scr, k, t, fb = 0, gmax = 0;
 
@@ -222,16 +222,17 @@ static bool state_sizes(size_t l, const size_t *widths, const kdl_cka_opts *o, s
         *ret_stats = s;
         *ret_scratch = scr;
         *ret_fbytes = fb;
+        *ret_gmax = gmax;
         return true;
 }
 
 size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_opts *opts)
 {
         kdl_cka_opts o;
-        size_t s, scr, fb, total;
+        size_t s, scr, fb, gmax, total;
 
         opts_resolve(opts, nlayers, widths, &o);
-        if (!state_sizes(nlayers, widths, &o, &s, &scr, &fb))
+        if (!state_sizes(nlayers, widths, &o, &s, &scr, &fb, &gmax))
                 return SIZE_MAX;
         if (__builtin_mul_overflow(s, o.bootstrap + 1, &total) ||
             __builtin_add_overflow(total, scr, &total) ||
@@ -302,7 +303,7 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
 {
         kdl_cka_state *s = NULL;
         kdl_cka_opts o;
-        size_t dt = 0, ns, nscr, nfb, nb, gmax = 0;
+        size_t dt = 0, ns, nscr, nfb, nb, gmax;
         int bi, r;
 
         opts_resolve(opts, nlayers, widths, &o);
@@ -322,7 +323,7 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
         r = kdl__blas_int(o.block_rows, &bi);
         if (r < 0)
                 return r;
-        if (!state_sizes(nlayers, widths, &o, &ns, &nscr, &nfb) ||
+        if (!state_sizes(nlayers, widths, &o, &ns, &nscr, &nfb, &gmax) ||
             __builtin_add_overflow(o.bootstrap, 1, &nb))
                 return kdl_error(-KDL_EOVERFLOW, "CKA state for total width %zu overflows", dt);
 
@@ -374,8 +375,6 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
                                 s->bk[b] = k;
                         }
                         s->blk[j * nlayers + k] = s->blk[k * nlayers + j] = b;
-                        if (b >= 0 && widths[j] * widths[k] > gmax)
-                                gmax = widths[j] * widths[k];
                 }
         if (o.precision == KDL_CKA_PRECISION_MIXED) {
                 s->zf = kdl_new(float, mixed_rows(&o) * dt);
