@@ -27,6 +27,14 @@ per-sample losses with respect to sample n's logits or features is therefore
 exactly that sample's own gradient.  This does not hold for models that mix
 samples in eval mode (BatchNorm forced into train mode, attention across the
 batch); do not export those.
+
+Which sample each row holds is always written to ``/sample_ids``, and the rows
+are in ascending id order whenever the exporter can choose the order: for a
+tensor of inputs and for a ``DataLoader`` over a map-style data set (which it
+re-reads through its own index-carrying loader, whatever the caller's sampler
+or shuffling did).  A shuffled and an unshuffled export of the same data are
+therefore the same file, byte for byte.  Other iterables of batches are
+written in the order they come and need the caller's ``sample_ids``.
 """
 
 import warnings
@@ -35,6 +43,7 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset, Subset
 
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -58,15 +67,37 @@ def export_checkpoint(path, model, inputs, labels, sample_ids, layers, head,
         Returns the logits ``[B, C]``.  Put in eval mode for the export and
         restored to its previous mode afterwards; parameters are not changed
         and their ``.grad`` is not touched.
-    inputs : torch.Tensor or iterable
-        Either all inputs ``[N, ...]`` (split into batches of ``batch_size``),
-        or an iterable of batches in the order of ``labels``; a batch may be a
-        tensor or a tuple/list whose first element is the input (so a
-        ``DataLoader`` yielding ``(x, y)`` works; ``y`` is ignored).
-    labels : array-like of int, shape [N]
+    inputs : torch.Tensor, DataLoader or iterable
+        The samples, in one of three forms:
+
+        - a tensor ``[N, ...]`` of all inputs, run in batches of ``batch_size``;
+        - a ``torch.utils.data.DataLoader`` over a map-style data set: the
+          exporter takes the set of samples one pass of its sampler visits
+          (shuffled or not, a custom sampler, a ``Subset``), then reads them
+          itself, in ascending id order, with the loader's batch size,
+          collate_fn and workers.  Its ``collate_fn`` must keep the samples
+          of a batch in order;
+        - any other iterable of batches (a list, a generator, a DataLoader
+          over an ``IterableDataset``): written in the order it yields, so
+          ``sample_ids`` is required.
+
+        A batch may be a tensor or a tuple/list whose first element is the
+        input (so a loader yielding ``(x, y)`` works).  When its second
+        element is a 1-D integer tensor, it must equal the exported labels
+        of those samples: a disagreement means ``labels`` is in another order
+        and is refused.
+    labels : array-like of int
         Ground-truth classes; also the targets of the exported gradients.
-    sample_ids : array-like of int, shape [N]
-        Index of each sample in its source data set (aligns dumps).
+        One per sample, in the order of the data: the tensor's rows, the
+        DataLoader's ``dataset`` (``labels[i]`` belongs to ``dataset[i]``,
+        whatever order the loader visits), or the iterable's samples.
+    sample_ids : array-like of int, or None
+        Index of each sample in its source data set (aligns dumps), unique,
+        in the same order as ``labels``; written as given.  None: the row
+        number of a tensor, or for a DataLoader the index into its data set,
+        taken through any ``Subset`` to the underlying data set (so exports
+        from a data set and from a Subset of it share ids).  An iterable
+        that is not such a DataLoader cannot be given None.
     layers : dict[str, torch.nn.Module]
         Feature layers, name -> module whose output is stored, in order from
         input to output: the order gives the ``depth`` attribute.  Names may
@@ -103,12 +134,18 @@ def export_checkpoint(path, model, inputs, labels, sample_ids, layers, head,
     batch_size : int
         Batch size used when ``inputs`` is a tensor.
 
+    The file's rows are in ascending ``sample_ids`` order for a tensor or a
+    DataLoader over a map-style data set, and in the iterable's order
+    otherwise; ``/labels`` and ``/sample_ids`` follow the rows.
+
     Raises
     ------
     ValueError
         Bad arguments, an existing checkpoint name, a file whose root
         attributes, labels or sample ids differ, a head that does not match
-        the model, or values that overflow float16.
+        the model, values that overflow float16, repeated sample ids (or a
+        sampler that visits a sample twice), labels that disagree with the
+        batches' own, or an iterable without ``sample_ids``.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -124,16 +161,16 @@ def export_checkpoint(path, model, inputs, labels, sample_ids, layers, head,
             raise ValueError(f"layer {name!r} is not one of the feature layers {list(layers)}")
     pools = _pool_sizes(pool, layers)
     labels = np.asarray(labels, dtype=np.int64)
-    sample_ids = np.asarray(sample_ids, dtype=np.int64)
-    if labels.ndim != 1 or sample_ids.shape != labels.shape:
-        raise ValueError(f"labels and sample_ids must be 1-D of equal length, got "
-                         f"{labels.shape} and {sample_ids.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
+    if sample_ids is not None:
+        sample_ids = np.asarray(sample_ids, dtype=np.int64)
+        if sample_ids.shape != labels.shape:
+            raise ValueError(f"labels and sample_ids must be 1-D of equal length, got "
+                             f"{labels.shape} and {sample_ids.shape}")
     if model_name is None:
         model_name = type(model).__name__
-    if isinstance(inputs, torch.Tensor):
-        if inputs.shape[0] != labels.shape[0]:
-            raise ValueError(f"inputs have {inputs.shape[0]} samples, labels {labels.shape[0]}")
-        inputs = torch.split(inputs, batch_size)
+    labels, sample_ids, batches = _rows(inputs, labels, sample_ids, batch_size)
 
     with h5py.File(path, "a") as f:
         _prepare_root(f, path, role, model_name, labels, sample_ids)
@@ -146,11 +183,169 @@ def export_checkpoint(path, model, inputs, labels, sample_ids, layers, head,
             group.attrs["step"] = np.int64(step)
             if epoch is not None:
                 group.attrs["epoch"] = int(epoch)
-            _write_checkpoint(group, model, inputs, labels, layers, head, head_input,
-                              DTYPES[dtype], grad_layers, pools)
+            _write_checkpoint(group, model, batches, labels, sample_ids, layers, head,
+                              head_input, DTYPES[dtype], grad_layers, pools)
         except BaseException:
             del ckpts[checkpoint]
             raise
+
+
+def _rows(inputs, labels, sample_ids, batch_size):
+    """Decide which sample each row of the file holds.
+
+    Returns the labels and sample ids in row order and a generator of
+    (row, x, y) batches for :func:`_write_checkpoint`."""
+    if isinstance(inputs, torch.Tensor):
+        if inputs.shape[0] != labels.shape[0]:
+            raise ValueError(f"inputs have {inputs.shape[0]} samples, labels {labels.shape[0]}")
+        ids = np.arange(labels.shape[0], dtype=np.int64) if sample_ids is None else sample_ids
+        pos = _ascending(np.arange(labels.shape[0]), ids)
+        return labels[pos], ids[pos], _tensor_batches(inputs, pos, batch_size)
+    if isinstance(inputs, DataLoader) and not isinstance(inputs.dataset, IterableDataset):
+        n_data = len(inputs.dataset)
+        if labels.shape[0] != n_data:
+            raise ValueError(f"labels has {labels.shape[0]} entries, the DataLoader's dataset "
+                             f"{n_data}: give one per sample of loader.dataset, in its order")
+        ids = _dataset_ids(inputs.dataset) if sample_ids is None else sample_ids
+        pos, step = _visited(inputs)
+        pos = _ascending(pos, ids)
+        return labels[pos], ids[pos], _loader_batches(inputs, pos, step)
+    if sample_ids is None:
+        raise ValueError(f"the order of the samples of a {type(inputs).__name__} is unknown: "
+                         "pass sample_ids (one per sample, in the order they come) or a "
+                         "DataLoader over a map-style dataset")
+    _check_unique(sample_ids)
+    return labels, sample_ids, _iterable_batches(inputs)
+
+
+def _ascending(pos, ids):
+    """The positions ``pos`` sorted by their ids, which must be unique."""
+    pos = pos[np.argsort(ids[pos], kind="stable")]
+    _check_unique(ids[pos])
+    return pos
+
+
+def _check_unique(ids):
+    """Refuse a sample id that occurs twice: rows could not be told apart."""
+    ids = np.sort(ids)
+    twice = ids[1:][ids[1:] == ids[:-1]]
+    if twice.size:
+        raise ValueError(f"sample id {twice[0]} occurs more than once: sample ids must be unique")
+
+
+def _dataset_ids(dataset):
+    """Each index of ``dataset`` as an index of the data set under any Subsets."""
+    ids = np.arange(len(dataset), dtype=np.int64)
+    while isinstance(dataset, Subset):
+        parent = np.asarray(dataset.indices, dtype=np.int64)
+        ids = parent[ids]
+        dataset = dataset.dataset
+        ids = np.where(ids < 0, ids + len(dataset), ids)
+    return ids
+
+
+def _visited(loader):
+    """The dataset indices one pass of the loader's sampler visits, and its batch size."""
+    if loader.batch_sampler is None:
+        raise ValueError("a DataLoader with batch_size=None yields unbatched samples: "
+                         "give it a batch_size")
+    batches = [list(b) for b in loader.batch_sampler]
+    pos = np.asarray([i for b in batches for i in b])
+    if pos.size == 0:
+        raise ValueError("the DataLoader yields no samples")
+    n_data = len(loader.dataset)
+    if pos.dtype.kind not in "iu" or pos.min() < 0 or pos.max() >= n_data:
+        raise ValueError(f"the DataLoader's sampler yields {pos[0]!r}...; expected indices "
+                         f"0..{n_data - 1} of its dataset")
+    pos = pos.astype(np.int64)
+    counts = np.bincount(pos, minlength=n_data)
+    if counts.max() > 1:
+        raise ValueError(f"the DataLoader visits dataset index {int(counts.argmax())} more than "
+                         "once (sampling with replacement?): each sample must be exported once")
+    return pos, loader.batch_size or max(len(b) for b in batches)
+
+
+def _tensor_batches(inputs, pos, batch_size):
+    for row in range(0, pos.shape[0], batch_size):
+        yield row, inputs[torch.from_numpy(pos[row:row + batch_size])], None
+
+
+def _loader_batches(loader, pos, batch_size):
+    """Read the samples ``pos`` (dataset indices in row order) through a copy of
+    ``loader`` whose batches carry their indices."""
+    row_of = np.full(len(loader.dataset), -1, dtype=np.int64)
+    row_of[pos] = np.arange(pos.shape[0])
+    chunks = [pos[i:i + batch_size].tolist() for i in range(0, pos.shape[0], batch_size)]
+    options = dict(num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                   timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+                   generator=loader.generator)
+    if loader.num_workers > 0:
+        options.update(multiprocessing_context=loader.multiprocessing_context,
+                       prefetch_factor=loader.prefetch_factor)
+    if getattr(loader, "pin_memory_device", ""):
+        options["pin_memory_device"] = loader.pin_memory_device
+    indexed = DataLoader(_Indexed(loader.dataset), batch_sampler=chunks,
+                         collate_fn=_IndexedCollate(loader.collate_fn), **options)
+    for index, batch in indexed:
+        rows = row_of[index.numpy()]
+        if not np.array_equal(rows, np.arange(rows[0], rows[0] + rows.shape[0])):
+            raise RuntimeError("kdl_export: a batch's samples are not consecutive rows")
+        x, y = _split_batch(batch)
+        yield int(rows[0]), x, y
+
+
+def _iterable_batches(batches):
+    row = 0
+    for batch in batches:
+        x, y = _split_batch(batch)
+        yield row, x, y
+        row += x.shape[0]
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """``dataset[i]`` as ``(i, dataset[i])``."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return index, self.dataset[index]
+
+
+class _IndexedCollate:
+    """Collates ``(i, sample)`` pairs into ``(indices, collate_fn(samples))``."""
+
+    def __init__(self, collate_fn):
+        self.collate_fn = collate_fn
+
+    def __call__(self, items):
+        index = torch.as_tensor([i for i, _ in items], dtype=torch.int64)
+        return index, self.collate_fn([sample for _, sample in items])
+
+
+def _split_batch(batch):
+    """The inputs of a batch and, if it carries them, its integer labels [B]."""
+    if not isinstance(batch, (tuple, list)):
+        return batch, None
+    x, y = batch[0], batch[1] if len(batch) > 1 else None
+    if (isinstance(y, torch.Tensor) and y.ndim == 1 and y.shape[0] == x.shape[0]
+            and not y.is_floating_point() and not y.is_complex() and y.dtype != torch.bool):
+        return x, y
+    return x, None
+
+
+def _check_batch_labels(y_batch, labels, sample_ids):
+    """Refuse labels that disagree with the ones the batch carries."""
+    if y_batch is None:
+        return
+    bad = np.flatnonzero(y_batch.cpu().numpy() != labels)
+    if bad.size:
+        raise ValueError(f"sample id {sample_ids[bad[0]]}: the batch's label is "
+                         f"{int(y_batch[bad[0]])}, labels has {labels[bad[0]]}; give labels in "
+                         "the order of the data (for a DataLoader, of loader.dataset)")
 
 
 def _pool_sizes(pool, layers):
@@ -185,29 +380,32 @@ def _prepare_root(f, path, role, model_name, labels, sample_ids):
             raise ValueError(f"{path}: /{name} differs from this export's {name}")
 
 
-def _write_checkpoint(group, model, batches, labels, layers, head, head_input,
+def _write_checkpoint(group, model, batches, labels, sample_ids, layers, head, head_input,
                       dtype, grad_layers, pools):
-    """Run the model batch by batch and stream every dataset into ``group``."""
+    """Run the model batch by batch and stream every dataset into ``group``.
+
+    ``batches`` yields (row, x, y): the inputs of rows ``row, row + 1, ...``
+    and the labels the batch itself carries, or None."""
     n_total = labels.shape[0]
     device = next(model.parameters()).device
     writer = _Writer(group, n_total, dtype)
     was_training = model.training
     model.eval()
     try:
-        row = 0
-        for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            y = torch.as_tensor(labels[row:row + x.shape[0]], device=device)
+        written = 0
+        for row, x, y_batch in batches:
+            y = labels[row:row + x.shape[0]]
             if y.shape[0] != x.shape[0]:
                 raise ValueError(f"inputs have more samples than the {n_total} labels")
-            out = _forward_backward(model, x.to(device), y, layers, head, head_input,
-                                    grad_layers)
+            _check_batch_labels(y_batch, y, sample_ids[row:row + x.shape[0]])
+            out = _forward_backward(model, x.to(device), torch.as_tensor(y, device=device),
+                                    layers, head, head_input, grad_layers)
             for key, value in out.items():
                 name = key.rsplit("/", 1)[-1]
                 writer.write(key, value, row, pools.get(name) if "features/" in key else None)
-            row += x.shape[0]
-        if row != n_total:
-            raise ValueError(f"inputs have {row} samples, labels {n_total}")
+            written += x.shape[0]
+        if written != n_total:
+            raise ValueError(f"inputs have {written} samples, labels {n_total}")
     finally:
         model.train(was_training)
 

@@ -19,6 +19,7 @@ try:
     import torch
     import torch.nn.functional as F
     from torch import nn
+    from torch.utils.data import DataLoader, IterableDataset, Subset, TensorDataset
 except ImportError:  # CI installs python3-torch; elsewhere this test is skipped
     print("python3-torch is not installed: skipped")
     sys.exit(77)
@@ -71,9 +72,10 @@ def export(path, model, x, labels, checkpoint="final", **kwargs):
     """export_checkpoint with this file's defaults, overridable by keyword."""
     args = dict(layers=layers_of(model), head=model.head, head_input="penult",
                 checkpoint=checkpoint, step=7, epoch=2, role="student", model_name="tiny",
-                dtype="float32", grad_layers=["enc.0", "penult"], batch_size=4)
+                dtype="float32", grad_layers=["enc.0", "penult"], batch_size=4,
+                sample_ids=SAMPLE_IDS)
     args.update(kwargs)
-    kdl_export.export_checkpoint(path, model, x, labels, SAMPLE_IDS, **args)
+    kdl_export.export_checkpoint(path, model, x, labels, **args)
 
 
 def reference(model, x_i, y_i):
@@ -242,6 +244,126 @@ def test_bad_models_are_refused(tmp):
     assert_raises(ValueError, lambda: export(path, model, x, labels, dtype="float16"), "overflow")
     with h5py.File(path) as f:
         assert len(f["checkpoints"]) == 0, "a failed export left a checkpoint behind"
+
+
+def loader(x, labels, shuffle, dataset=None, **kwargs):
+    """A DataLoader yielding (x, y) batches of 4 over ``dataset`` (default: all of x)."""
+    if dataset is None:
+        dataset = TensorDataset(x, torch.as_tensor(labels))
+    return DataLoader(dataset, batch_size=4, shuffle=shuffle,
+                      generator=torch.Generator().manual_seed(3), **kwargs)
+
+
+def assert_rows_are(path, model, x, labels, ids, sample_ids):
+    """/sample_ids is ``ids``; row r holds sample x[sample_ids[r]] with its label."""
+    with h5py.File(path) as f:
+        assert f["sample_ids"].dtype == np.int64, f["sample_ids"].dtype
+        assert list(f["sample_ids"][()]) == list(ids), f"sample_ids {list(f['sample_ids'][()])}"
+        assert list(f["labels"][()]) == list(labels[sample_ids]), "labels"
+        ck = f["checkpoints/final"]
+        for row, i in enumerate(sample_ids):
+            for key, value in reference(model, x[i], labels[i]).items():
+                assert_close(ck[key][row], value, f"row {row} (sample {i}) {key}")
+
+
+def test_shuffled_and_plain_loaders_write_every_row_with_its_id(tmp):
+    x, labels = make_data()
+    for role, seed in (("teacher", 0), ("student", 5)):
+        model = make_model(seed)
+        for shuffle in (True, False):
+            path = os.path.join(tmp, f"{role}-{shuffle}.h5")
+            export(path, model, loader(x, labels, shuffle), labels, sample_ids=None, role=role)
+            assert_rows_are(path, model, x, labels, range(N), range(N))
+
+
+def test_loader_with_given_ids_writes_them_in_ascending_order(tmp):
+    model, (x, labels) = make_model(), make_data()
+    ids = SAMPLE_IDS[::-1]               # ids[i] names dataset[i]: 108, 107, ..., 100
+    path = os.path.join(tmp, "a.h5")
+    export(path, model, loader(x, labels, shuffle=True), labels, sample_ids=ids)
+    assert_rows_are(path, model, x, labels, SAMPLE_IDS, np.arange(N)[::-1])
+
+
+def test_shuffled_unshuffled_and_tensor_exports_are_byte_identical(tmp):
+    model, (x, labels) = make_model(), make_data()
+    paths = [os.path.join(tmp, f"{name}.h5") for name in ("shuffled", "plain", "tensor")]
+    for path, inputs in zip(paths, (loader(x, labels, True), loader(x, labels, False), x)):
+        export(path, model, inputs, labels, sample_ids=None, checkpoint="init")
+        export(path, model, inputs, labels, sample_ids=None, checkpoint="final")
+    contents = [open(path, "rb").read() for path in paths]
+    assert contents[0] == contents[1] == contents[2], "the three exports differ"
+
+
+def test_subset_and_sampler_ids_name_samples_of_the_underlying_dataset(tmp):
+    model, (x, labels) = make_model(), make_data()
+    full = TensorDataset(x, torch.as_tensor(labels))
+    subset = Subset(full, [7, 2, 5, 0, 8])
+    path = os.path.join(tmp, "subset.h5")
+    export(path, model, loader(x, None, True, subset), labels[subset.indices], sample_ids=None)
+    assert_rows_are(path, model, x, labels, [0, 2, 5, 7, 8], [0, 2, 5, 7, 8])
+    nested = Subset(subset, [4, 1, 3])   # samples 8, 2, 0
+    path = os.path.join(tmp, "nested.h5")
+    export(path, model, loader(x, None, True, nested, num_workers=1),
+           labels[[8, 2, 0]], sample_ids=None)
+    assert_rows_are(path, model, x, labels, [0, 2, 8], [0, 2, 8])
+    sampler = torch.utils.data.SubsetRandomSampler([6, 1, 3])
+    path = os.path.join(tmp, "sampler.h5")
+    export(path, model, DataLoader(full, batch_size=2, sampler=sampler), labels, sample_ids=None)
+    assert_rows_are(path, model, x, labels, [1, 3, 6], [1, 3, 6])
+
+
+def test_sample_ids_none_numbers_the_rows_of_a_tensor(tmp):
+    model, (x, labels) = make_model(), make_data()
+    path = os.path.join(tmp, "a.h5")
+    export(path, model, x, labels, sample_ids=None)
+    assert_rows_are(path, model, x, labels, range(N), range(N))
+
+
+class Stream(IterableDataset):
+    """(x, y) samples in a fixed shuffled order the exporter cannot see."""
+
+    def __init__(self, x, labels, order):
+        self.x, self.labels, self.order = x, labels, order
+
+    def __iter__(self):
+        return iter([(self.x[i], int(self.labels[i])) for i in self.order])
+
+
+def test_unknown_order_needs_ids_and_given_ids_are_used(tmp):
+    model, (x, labels) = make_model(), make_data()
+    order = [4, 0, 7, 2, 8, 1, 3, 6, 5]
+    stream = DataLoader(Stream(x, labels, order), batch_size=4)
+    batches = ((x[order[i:i + 4]], torch.as_tensor(labels[order[i:i + 4]])) for i in range(0, N, 4))
+    for inputs in (stream, batches):
+        assert_raises(ValueError, lambda: export(os.path.join(tmp, "a.h5"), model, inputs,
+                                                 labels[order], sample_ids=None),
+                      "pass sample_ids")
+    path = os.path.join(tmp, "b.h5")
+    export(path, model, stream, labels[order], sample_ids=order)
+    assert_rows_are(path, model, x, labels, order, order)
+
+
+def test_disagreeing_labels_and_repeated_samples_are_refused(tmp):
+    model, (x, labels) = make_model(), make_data()
+    path = os.path.join(tmp, "a.h5")
+    shuffled = loader(x, labels, True)
+    seen = np.concatenate([y.numpy() for _, y in loader(x, labels, True)])  # one shuffled order
+    assert_raises(ValueError, lambda: export(path, model, shuffled, seen, sample_ids=None,
+                                             checkpoint="a"), "the batch's label")
+    assert_raises(ValueError, lambda: export(path, model, shuffled, labels[:5], sample_ids=None,
+                                             checkpoint="b"), "loader.dataset")
+    repeated = np.zeros(N, dtype=np.int64)
+    assert_raises(ValueError, lambda: export(path, model, shuffled, labels, sample_ids=repeated,
+                                             checkpoint="c"), "sample id 0 occurs more than once")
+    assert_raises(ValueError, lambda: export(path, model, x, labels, sample_ids=repeated,
+                                             checkpoint="d"), "occurs more than once")
+    twice = DataLoader(TensorDataset(x, torch.as_tensor(labels)), batch_size=4,
+                       sampler=torch.utils.data.RandomSampler(x, replacement=True, num_samples=20))
+    assert_raises(ValueError, lambda: export(path, model, twice, labels, sample_ids=None,
+                                             checkpoint="e"), "more than once")
+    if os.path.exists(path):
+        with h5py.File(path) as f:
+            assert len(f.get("checkpoints", {})) == 0, "a refused export left a checkpoint"
 
 
 def main():
