@@ -177,7 +177,7 @@ static void centre_biased(const double *k, size_t n, double *rm, double *out)
                 rm[i] = r / (double) n;
                 total += r;
         }
-        total /= (double) n * (double) n;
+        total /= (double) (n * n);
         for (size_t i = 0; i < n; i++)
                 for (size_t j = 0; j < n; j++)
                         out[i * n + j] = k[i * n + j] - rm[i] - rm[j] + total;
@@ -272,10 +272,27 @@ static int kernels_all(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_ke
         return 0;
 }
 
+/* ⟨K̃_i, K̃_j⟩ of every pair of the @l n×n kernel matrices @k, centred by
+ * @centre, normalised into @out; one dsyrk of the stacked, flattened
+ * centred matrices (as Nguyen et al.'s G Gᵀ).  @stack [l*n*n], @h [l*l] and
+ * @rm [n]: scratch. */
+static void centred_alignment(const double *k, size_t n, size_t l,
+                              void (*centre)(const double *, size_t, double *, double *),
+                              double *stack, double *h, double *rm, double *out)
+{
+        size_t nn = n * n;
+
+        for (size_t i = 0; i < l; i++)
+                centre(k + i * nn, n, rm, stack + i * nn);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) l, (int) nn, 1.0, stack,
+                    (int) nn, 0.0, h, (int) l);
+        kdl__cka_normalise_upper(h, l, out);
+}
+
 int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel, double theta,
                  kdl_cka_matrix **ret)
 {
-        size_t n, nn, l = nlayers;
+        size_t n, l = nlayers;
         double *k = NULL, *stack = NULL, *h = NULL, *rm = NULL;
         bool *bad = NULL;
         kdl_cka_matrix *m = NULL;
@@ -288,11 +305,10 @@ int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel k
         if (kernel == KDL_CKA_RBF && !(theta > 0.0 && isfinite(theta)))
                 return kdl_error(-KDL_ERANGE, "RBF bandwidth fraction %g is not positive", theta);
         n = layers[0].shape[0];
-        nn = n * n;
         bad = kdl_new(bool, l);
         h = kdl_new(double, l *l);
         rm = kdl_new(double, n);
-        stack = kdl__malloc(l, nn * sizeof(double));
+        stack = kdl__malloc(l, n * n * sizeof(double));
         if (!bad || !h || !rm || !stack || kdl__cka_matrix_new(l, &m) < 0) {
                 r = -ENOMEM;
                 goto out;
@@ -307,20 +323,9 @@ int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel k
                 r = -ENOMEM;
                 goto out;
         }
-        /* ⟨K̃_i, K̃_j⟩ for every pair from one dsyrk of the stacked,
-         * flattened centred matrices (as Nguyen et al.'s G Gᵀ). */
-        for (size_t i = 0; i < l; i++)
-                centre_biased(k + i * nn, n, rm, stack + i * nn);
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) l, (int) nn, 1.0, stack,
-                    (int) nn, 0.0, h, (int) l);
-        kdl__cka_normalise_upper(h, l, m->biased);
-        if (n >= 4) {
-                for (size_t i = 0; i < l; i++)
-                        kdl__cka_centre_unbiased(k + i * nn, n, rm, stack + i * nn);
-                cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) l, (int) nn, 1.0, stack,
-                            (int) nn, 0.0, h, (int) l);
-                kdl__cka_normalise_upper(h, l, m->debiased);
-        }
+        centred_alignment(k, n, l, centre_biased, stack, h, rm, m->biased);
+        if (n >= 4)
+                centred_alignment(k, n, l, kdl__cka_centre_unbiased, stack, h, rm, m->debiased);
         for (size_t i = 0; i < l; i++)
                 if (bad[i])
                         for (size_t j = 0; j < l; j++) {
@@ -383,9 +388,63 @@ static double centred_inner(const double *a, const double *b, size_t n, const bo
         return ab - 2.0 / dm * rr + ta * tb / (dm * dm);
 }
 
+/* Flag in @out [n] the @q rows of the n×n linear kernel @ki farthest from
+ * the layer mean (largest centred squared norm, ties to the lower row);
+ * @ra and @rk: n entries of scratch. */
+static void flag_outliers(const double *ki, size_t n, size_t q, double *ra, struct ranked *rk,
+                          bool *out)
+{
+        double total = 0.0;
+
+        /* Centred squared norms: (HKH)_aa = K_aa - 2 r_a + t. */
+        for (size_t a = 0; a < n; a++) {
+                double s = 0.0;
+
+                for (size_t b = 0; b < n; b++)
+                        s += ki[a * n + b];
+                ra[a] = s / (double) n;
+                total += s;
+        }
+        total /= (double) (n * n);
+        for (size_t a = 0; a < n; a++) {
+                rk[a].d = ki[a * n + a] - 2.0 * ra[a] + total;
+                rk[a].row = a;
+        }
+        qsort(rk, n, sizeof(*rk), cmp_ranked_desc);
+        for (size_t a = 0; a < q; a++)
+                out[rk[a].row] = true;
+}
+
+/* Biased CKA of every pair (ℓ, k) of the @l kernels @k on the rows that are
+ * outliers (@out [l*n]) of neither, into @biased; NaN where fewer than 2
+ * rows are left.  @keep, @ra and @rb: n entries of scratch. */
+static void robust_pairs(const double *k, size_t n, size_t l, const bool *out, bool *keep,
+                         double *ra, double *rb, double *biased)
+{
+        size_t nn = n * n;
+
+        for (size_t i = 0; i < l; i++)
+                for (size_t j = i; j < l; j++) {
+                        size_t kept = 0;
+                        double hij, hii, hjj;
+
+                        for (size_t a = 0; a < n; a++) {
+                                keep[a] = !out[i * n + a] && !out[j * n + a];
+                                kept += keep[a];
+                        }
+                        if (kept < 2)
+                                continue;
+                        hij = centred_inner(k + i * nn, k + j * nn, n, keep, kept, ra, rb);
+                        hii = centred_inner(k + i * nn, k + i * nn, n, keep, kept, ra, rb);
+                        hjj = centred_inner(k + j * nn, k + j * nn, n, keep, kept, ra, rb);
+                        biased[i * l + j] = biased[j * l + i] =
+                                hii > 0.0 && hjj > 0.0 ? hij / sqrt(hii * hjj) : (double) NAN;
+                }
+}
+
 int kdl_cka_robust(const kdl_tensor *layers, size_t nlayers, double frac, kdl_cka_matrix **ret)
 {
-        size_t n, nn, l = nlayers, q;
+        size_t n, l = nlayers, q;
         double *k = NULL, *ra = NULL, *rb = NULL;
         bool *out = NULL, *keep = NULL, *bad = NULL;
         struct ranked *rk = NULL;
@@ -399,7 +458,6 @@ int kdl_cka_robust(const kdl_tensor *layers, size_t nlayers, double frac, kdl_ck
         if (!(frac >= 0.0 && frac < 0.5))
                 return kdl_error(-KDL_ERANGE, "outlier fraction %g is not in [0, 0.5)", frac);
         n = layers[0].shape[0];
-        nn = n * n;
         q = (size_t) ceil(frac * (double) n);
         out = kdl_new(bool, l *n);
         keep = kdl_new(bool, n);
@@ -420,45 +478,9 @@ int kdl_cka_robust(const kdl_tensor *layers, size_t nlayers, double frac, kdl_ck
                 r = -ENOMEM;
                 goto out;
         }
-        for (size_t i = 0; i < l; i++) {
-                const double *ki = k + i * nn;
-                double total = 0.0;
-
-                /* Centred squared norms: (HKH)_aa = K_aa - 2 r_a + t. */
-                for (size_t a = 0; a < n; a++) {
-                        double s = 0.0;
-
-                        for (size_t b = 0; b < n; b++)
-                                s += ki[a * n + b];
-                        ra[a] = s / (double) n;
-                        total += s;
-                }
-                total /= (double) nn;
-                for (size_t a = 0; a < n; a++) {
-                        rk[a].d = ki[a * n + a] - 2.0 * ra[a] + total;
-                        rk[a].row = a;
-                }
-                qsort(rk, n, sizeof(*rk), cmp_ranked_desc);
-                for (size_t a = 0; a < q; a++)
-                        out[i * n + rk[a].row] = true;
-        }
         for (size_t i = 0; i < l; i++)
-                for (size_t j = i; j < l; j++) {
-                        size_t kept = 0;
-                        double hij, hii, hjj;
-
-                        for (size_t a = 0; a < n; a++) {
-                                keep[a] = !out[i * n + a] && !out[j * n + a];
-                                kept += keep[a];
-                        }
-                        if (kept < 2)
-                                continue;
-                        hij = centred_inner(k + i * nn, k + j * nn, n, keep, kept, ra, rb);
-                        hii = centred_inner(k + i * nn, k + i * nn, n, keep, kept, ra, rb);
-                        hjj = centred_inner(k + j * nn, k + j * nn, n, keep, kept, ra, rb);
-                        m->biased[i * l + j] = m->biased[j * l + i] =
-                                hii > 0.0 && hjj > 0.0 ? hij / sqrt(hii * hjj) : (double) NAN;
-                }
+                flag_outliers(k + i * n * n, n, q, ra, rk, out + i * n);
+        robust_pairs(k, n, l, out, keep, ra, rb, m->biased);
         *ret = m;
         m = NULL;
 out:

@@ -275,19 +275,18 @@ void kdl_cka_state_free(kdl_cka_state *s)
         free(s);
 }
 
-int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *opts,
-                      kdl_cka_state **ret)
+/* Check the layers and the resolved options @o of a new state; the total
+ * width and the largest needed D_j D_k on success. */
+static int state_check(size_t nlayers, const size_t *widths, const kdl_cka_opts *o, size_t *ret_dt,
+                       size_t *ret_gmax)
 {
-        kdl_cka_state *s = NULL;
-        kdl_cka_opts o;
         size_t dt = 0, ns, nscr, nfb, nb, gmax;
         int bi, r;
 
-        opts_resolve(opts, nlayers, widths, &o);
         if (nlayers == 0)
                 return kdl_error(-KDL_ESHAPE, "CKA needs at least one layer");
-        if (!(o.level > 0.0 && o.level < 1.0))
-                return kdl_error(-KDL_ERANGE, "confidence level %g is not in (0, 1)", o.level);
+        if (!(o->level > 0.0 && o->level < 1.0))
+                return kdl_error(-KDL_ERANGE, "confidence level %g is not in (0, 1)", o->level);
         for (size_t i = 0; i < nlayers; i++) {
                 if (widths[i] == 0)
                         return kdl_error(-KDL_ESHAPE, "layer %zu has width 0", i);
@@ -297,13 +296,93 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
         r = kdl__blas_int(dt, &bi);
         if (r < 0)
                 return r;
-        r = kdl__blas_int(o.block_rows, &bi);
+        r = kdl__blas_int(o->block_rows, &bi);
         if (r < 0)
                 return r;
-        if (!state_sizes(nlayers, widths, &o, &ns, &nscr, &nfb, &gmax) ||
-            __builtin_add_overflow(o.bootstrap, 1, &nb))
+        if (!state_sizes(nlayers, widths, o, &ns, &nscr, &nfb, &gmax) ||
+            __builtin_add_overflow(o->bootstrap, 1, &nb))
                 return kdl_error(-KDL_EOVERFLOW, "CKA state for total width %zu overflows", dt);
+        *ret_dt = dt;
+        *ret_gmax = gmax;
+        return 0;
+}
 
+/* The layers' columns in the stacked block (s->width, s->off) and the
+ * blocks of the pairs @o->pairs needs (s->bj, s->bk, s->blk), and the
+ * shift. */
+static int layout_init(kdl_cka_state *s, const size_t *widths, const kdl_cka_opts *o)
+{
+        size_t l = s->l;
+
+        s->width = kdl_new(size_t, l);
+        s->off = kdl_new(size_t, l + 1);
+        s->bj = kdl_new(size_t, l * (l + 1) / 2);
+        s->bk = kdl_new(size_t, l * (l + 1) / 2);
+        s->blk = kdl_new(long, l *l);
+        s->shift = kdl_new(double, s->dt);
+        if (!s->width || !s->off || !s->bj || !s->bk || !s->blk || !s->shift)
+                return -ENOMEM;
+        for (size_t i = 0; i < l; i++) {
+                s->width[i] = widths[i];
+                s->off[i + 1] = s->off[i] + widths[i];
+        }
+        for (size_t j = 0; j < l; j++)
+                for (size_t k = j; k < l; k++) {
+                        long b = -1;
+
+                        if (pair_needed(o, l, j, k)) {
+                                b = (long) s->nblk++;
+                                s->bj[b] = j;
+                                s->bk[b] = k;
+                        }
+                        s->blk[j * l + k] = s->blk[k * l + j] = b;
+                }
+        return 0;
+}
+
+/* The scratch of one row block: the shifted rows and their norms, the
+ * weighted copies of a replicate (bootstrap only) and the float copy and
+ * product (mixed precision only); @gmax: the largest needed D_j D_k. */
+static int scratch_init(kdl_cka_state *s, size_t gmax)
+{
+        size_t br = s->o.block_rows, dt = s->dt, l = s->l;
+
+        s->z = kdl_new(double, br *dt);
+        s->a = kdl_new(double, br *l);
+        s->ones = kdl_new(double, br);
+        if (!s->z || !s->a || !s->ones)
+                return -ENOMEM;
+        for (size_t i = 0; i < br; i++)
+                s->ones[i] = 1.0;
+        if (s->o.bootstrap) {
+                s->zw = kdl_new(double, br *dt);
+                s->aw = kdl_new(double, br *l);
+                s->v = kdl_new(double, br);
+                if (!s->zw || !s->aw || !s->v)
+                        return -ENOMEM;
+        }
+        if (s->o.precision == KDL_CKA_PRECISION_MIXED) {
+                s->zf = kdl_new(float, mixed_rows(&s->o) * dt);
+                s->gf = kdl_new(float, gmax);
+                s->fexp = kdl_new(int, l);
+                if (!s->zf || !s->gf || !s->fexp)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *opts,
+                      kdl_cka_state **ret)
+{
+        kdl_cka_state *s = NULL;
+        kdl_cka_opts o;
+        size_t dt = 0, gmax = 0;
+        int r;
+
+        opts_resolve(opts, nlayers, widths, &o);
+        r = state_check(nlayers, widths, &o, &dt, &gmax);
+        if (r < 0)
+                return r;
         s = kdl_new(kdl_cka_state, 1);
         if (!s)
                 return -ENOMEM;
@@ -311,65 +390,25 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
         s->dt = dt;
         s->o = o;
         s->o.pairs = NULL; /* borrowed only here: the blocks remember the mask */
-        s->nstats = nb;
-        s->width = kdl_new(size_t, nlayers);
-        s->off = kdl_new(size_t, nlayers + 1);
-        s->bj = kdl_new(size_t, nlayers * (nlayers + 1) / 2);
-        s->bk = kdl_new(size_t, nlayers * (nlayers + 1) / 2);
-        s->blk = kdl_new(long, nlayers *nlayers);
-        s->shift = kdl_new(double, dt);
-        s->st = kdl_new(struct stats, nb);
-        s->z = kdl_new(double, o.block_rows *dt);
-        s->a = kdl_new(double, o.block_rows *nlayers);
-        s->ones = kdl_new(double, o.block_rows);
-        if (!s->width || !s->off || !s->bj || !s->bk || !s->blk || !s->shift || !s->st || !s->z ||
-            !s->a || !s->ones) {
+        s->nstats = o.bootstrap + 1;
+        r = layout_init(s, widths, &o);
+        if (r < 0)
+                goto out;
+        r = scratch_init(s, gmax);
+        if (r < 0)
+                goto out;
+        s->st = kdl_new(struct stats, s->nstats);
+        if (!s->st) {
                 r = -ENOMEM;
                 goto out;
         }
-        if (o.bootstrap) {
-                s->zw = kdl_new(double, o.block_rows *dt);
-                s->aw = kdl_new(double, o.block_rows *nlayers);
-                s->v = kdl_new(double, o.block_rows);
-                if (!s->zw || !s->aw || !s->v) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-        }
-        for (size_t i = 0; i < o.block_rows; i++)
-                s->ones[i] = 1.0;
-        for (size_t i = 0; i < nlayers; i++) {
-                s->width[i] = widths[i];
-                s->off[i + 1] = s->off[i] + widths[i];
-        }
-        for (size_t j = 0; j < nlayers; j++)
-                for (size_t k = j; k < nlayers; k++) {
-                        long b = -1;
-
-                        if (pair_needed(&o, nlayers, j, k)) {
-                                b = (long) s->nblk++;
-                                s->bj[b] = j;
-                                s->bk[b] = k;
-                        }
-                        s->blk[j * nlayers + k] = s->blk[k * nlayers + j] = b;
-                }
-        if (o.precision == KDL_CKA_PRECISION_MIXED) {
-                s->zf = kdl_new(float, mixed_rows(&o) * dt);
-                s->gf = kdl_new(float, gmax);
-                s->fexp = kdl_new(int, nlayers);
-                if (!s->zf || !s->gf || !s->fexp) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-        }
-        for (size_t i = 0; i < nb; i++) {
+        for (size_t i = 0; i < s->nstats; i++) {
                 r = stats_init(&s->st[i], s);
                 if (r < 0)
                         goto out;
         }
         *ret = s;
         s = NULL;
-        r = 0;
 out:
         kdl_cka_state_free(s);
         return r;
@@ -466,78 +505,99 @@ static void stats_add_block(const kdl_cka_state *s, struct stats *t, const doubl
         t->n += cblas_ddot(k, v, 1, v, 1);
 }
 
+/* Shifted-data algorithm: subtracting a provisional mean (of the first
+ * block) keeps the raw moments small, so centring at finalize does not
+ * cancel catastrophically when |mean| >> spread. */
+static void set_shift(kdl_cka_state *s, const kdl_tensor *blocks, size_t rows)
+{
+        for (size_t j = 0; j < s->l; j++)
+                for (size_t c = 0; c < s->width[j]; c++) {
+                        double sum = 0.0;
+
+                        for (size_t i = 0; i < rows; i++)
+                                sum += KDL_AT2(&blocks[j], i, c);
+                        s->shift[s->off[j] + c] = sum / (double) rows;
+                }
+        s->shifted = true;
+}
+
+/* Rows [r0, r0 + nb) of @blocks, shifted, side by side into s->z and their
+ * squared norms per layer into s->a. */
+static void stack_rows(kdl_cka_state *s, const kdl_tensor *blocks, size_t r0, size_t nb)
+{
+        size_t l = s->l;
+
+        for (size_t i = 0; i < nb; i++) {
+                double *zi = s->z + i * s->dt;
+
+                for (size_t j = 0; j < l; j++) {
+                        const kdl_tensor *b = &blocks[j];
+                        double *zij = zi + s->off[j];
+                        const double *kj = s->shift + s->off[j];
+                        double sq = 0.0;
+
+                        for (size_t c = 0; c < s->width[j]; c++) {
+                                double x = KDL_AT2(b, r0 + i, c) - kj[c];
+
+                                zij[c] = x;
+                                sq += x * x;
+                        }
+                        s->a[i * l + j] = sq;
+                }
+        }
+}
+
+/* The @nb stacked rows of s->z and s->a, samples @ids, into every bootstrap
+ * replicate with its Poisson weights. */
+static void add_replicates(kdl_cka_state *s, const size_t *ids, size_t nb)
+{
+        size_t l = s->l, dt = s->dt;
+
+        for (size_t b = 1; b < s->nstats; b++) {
+                size_t kept = 0;
+
+                /* Rows with weight 0 are dropped; the others are
+                 * scaled by sqrt(w) so that one product gives Σ w z zᵀ. */
+                for (size_t i = 0; i < nb; i++) {
+                        unsigned w = kdl_sample_poisson1(s->o.seed, ids[i], b - 1);
+                        double sw;
+
+                        if (!w)
+                                continue;
+                        sw = sqrt((double) w);
+                        for (size_t c = 0; c < dt; c++)
+                                s->zw[kept * dt + c] = sw * s->z[i * dt + c];
+                        for (size_t j = 0; j < l; j++)
+                                s->aw[kept * l + j] = sw * s->a[i * l + j];
+                        s->v[kept] = sw;
+                        kept++;
+                }
+                stats_add_block(s, &s->st[b], s->zw, s->aw, s->v, kept);
+        }
+}
+
 int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t *ids)
 {
-        size_t rows, l = s->l, dt = s->dt, br = s->o.block_rows;
+        size_t rows, br;
         int r;
 
         assert(s && blocks && (ids || s->nstats == 1));
+        br = s->o.block_rows;
         rows = blocks[0].ndim == 2 ? blocks[0].shape[0] : 0;
-        r = kdl__cka_check_blocks(blocks, l, s->width, rows, ids);
+        r = kdl__cka_check_blocks(blocks, s->l, s->width, rows, ids);
         if (r < 0)
                 return r;
         if (rows == 0)
                 return 0;
-
-        if (!s->shifted) {
-                /* Shifted-data algorithm: subtracting a provisional mean
-                 * keeps the raw moments small, so centring at finalize does
-                 * not cancel catastrophically when |mean| >> spread. */
-                for (size_t j = 0; j < l; j++)
-                        for (size_t c = 0; c < s->width[j]; c++) {
-                                double sum = 0.0;
-
-                                for (size_t i = 0; i < rows; i++)
-                                        sum += KDL_AT2(&blocks[j], i, c);
-                                s->shift[s->off[j] + c] = sum / (double) rows;
-                        }
-                s->shifted = true;
-        }
-
+        if (!s->shifted)
+                set_shift(s, blocks, rows);
         for (size_t r0 = 0; r0 < rows; r0 += br) {
                 size_t nb = rows - r0 < br ? rows - r0 : br;
 
-                for (size_t i = 0; i < nb; i++) {
-                        double *zi = s->z + i * dt;
-
-                        for (size_t j = 0; j < l; j++) {
-                                const kdl_tensor *b = &blocks[j];
-                                double *zij = zi + s->off[j];
-                                const double *kj = s->shift + s->off[j];
-                                double sq = 0.0;
-
-                                for (size_t c = 0; c < s->width[j]; c++) {
-                                        double x = KDL_AT2(b, r0 + i, c) - kj[c];
-
-                                        zij[c] = x;
-                                        sq += x * x;
-                                }
-                                s->a[i * l + j] = sq;
-                        }
-                }
+                stack_rows(s, blocks, r0, nb);
                 stats_add_block(s, &s->st[0], s->z, s->a, s->ones, nb);
-
-                for (size_t b = 1; b < s->nstats; b++) {
-                        size_t kept = 0;
-
-                        /* Rows with weight 0 are dropped; the others are
-                         * scaled by sqrt(w) so that one product gives Σ w z zᵀ. */
-                        for (size_t i = 0; i < nb; i++) {
-                                unsigned w = kdl_sample_poisson1(s->o.seed, ids[r0 + i], b - 1);
-                                double sw;
-
-                                if (!w)
-                                        continue;
-                                sw = sqrt((double) w);
-                                for (size_t c = 0; c < dt; c++)
-                                        s->zw[kept * dt + c] = sw * s->z[i * dt + c];
-                                for (size_t j = 0; j < l; j++)
-                                        s->aw[kept * l + j] = sw * s->a[i * l + j];
-                                s->v[kept] = sw;
-                                kept++;
-                        }
-                        stats_add_block(s, &s->st[b], s->zw, s->aw, s->v, kept);
-                }
+                if (s->nstats > 1)
+                        add_replicates(s, ids + r0, nb);
         }
         return 0;
 }
@@ -821,10 +881,46 @@ static void bootstrap_summary(const double *reps, size_t nrep, size_t ll, double
         }
 }
 
+/* The replicates' CKA values and their intervals and standard errors into
+ * @m; @f, @sdiag, @mu and @w: stats_cka()'s scratch. */
+static int finalize_bootstrap(const kdl_cka_state *s, double *f, double *sdiag, double *mu,
+                              struct shiftw *w, kdl_cka_matrix *m)
+{
+        size_t ll = s->l * s->l, nrep = s->nstats - 1;
+        double *rl, *rd, *buf;
+        int r = -ENOMEM;
+
+        rl = kdl_new(double, nrep *ll);
+        rd = kdl_new(double, nrep *ll);
+        buf = kdl_new(double, nrep);
+        m->biased_lo = kdl_new(double, ll);
+        m->biased_hi = kdl_new(double, ll);
+        m->biased_se = kdl_new(double, ll);
+        m->debiased_lo = kdl_new(double, ll);
+        m->debiased_hi = kdl_new(double, ll);
+        m->debiased_se = kdl_new(double, ll);
+        if (!rl || !rd || !buf || !m->biased_lo || !m->biased_hi || !m->biased_se ||
+            !m->debiased_lo || !m->debiased_hi || !m->debiased_se)
+                goto out;
+        for (size_t b = 0; b < nrep; b++)
+                stats_cka(s, &s->st[b + 1], f, sdiag, mu, w, rl + b * ll, rd + b * ll);
+        m->bootstrap = nrep;
+        m->level = s->o.level;
+        bootstrap_summary(rl, nrep, ll, s->o.level, buf, m->biased_lo, m->biased_hi, m->biased_se);
+        bootstrap_summary(rd, nrep, ll, s->o.level, buf, m->debiased_lo, m->debiased_hi,
+                          m->debiased_se);
+        r = 0;
+out:
+        free(buf);
+        free(rd);
+        free(rl);
+        return r;
+}
+
 int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
 {
-        size_t l = s->l, ll = l * l, nrep = s->nstats - 1;
-        double *f, *sdiag, *mu, *rl = NULL, *rd = NULL, *buf = NULL;
+        size_t l = s->l, ll = l * l;
+        double *f, *sdiag, *mu;
         struct shiftw w = {0};
         kdl_cka_matrix *m = NULL;
         int r;
@@ -842,27 +938,10 @@ int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
         if (!m->biased || !m->debiased)
                 goto nomem;
         stats_cka(s, &s->st[0], f, sdiag, mu, &w, m->biased, m->debiased);
-        if (nrep) {
-                rl = kdl_new(double, nrep *ll);
-                rd = kdl_new(double, nrep *ll);
-                buf = kdl_new(double, nrep);
-                m->biased_lo = kdl_new(double, ll);
-                m->biased_hi = kdl_new(double, ll);
-                m->biased_se = kdl_new(double, ll);
-                m->debiased_lo = kdl_new(double, ll);
-                m->debiased_hi = kdl_new(double, ll);
-                m->debiased_se = kdl_new(double, ll);
-                if (!rl || !rd || !buf || !m->biased_lo || !m->biased_hi || !m->biased_se ||
-                    !m->debiased_lo || !m->debiased_hi || !m->debiased_se)
-                        goto nomem;
-                for (size_t b = 0; b < nrep; b++)
-                        stats_cka(s, &s->st[b + 1], f, sdiag, mu, &w, rl + b * ll, rd + b * ll);
-                m->bootstrap = nrep;
-                m->level = s->o.level;
-                bootstrap_summary(rl, nrep, ll, s->o.level, buf, m->biased_lo, m->biased_hi,
-                                  m->biased_se);
-                bootstrap_summary(rd, nrep, ll, s->o.level, buf, m->debiased_lo, m->debiased_hi,
-                                  m->debiased_se);
+        if (s->nstats > 1) {
+                r = finalize_bootstrap(s, f, sdiag, mu, &w, m);
+                if (r < 0)
+                        goto out;
         }
         *ret = m;
         m = NULL;
@@ -873,9 +952,6 @@ nomem:
 out:
         kdl_cka_matrix_free(m);
         shiftw_release(&w);
-        free(buf);
-        free(rd);
-        free(rl);
         free(mu);
         free(sdiag);
         free(f);
