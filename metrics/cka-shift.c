@@ -161,7 +161,10 @@ int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from)
             memcmp(from->blk, into->blk, l * l * sizeof(long)) != 0)
                 return kdl_error(-KDL_EMISMATCH,
                                  "cannot merge CKA states of different layers or pairs");
-        if (from->nstats != into->nstats || (into->nstats > 1 && from->o.seed != into->o.seed))
+        /* The level only matters to the replicates' intervals. */
+        if (from->nstats != into->nstats ||
+            (into->nstats > 1 &&
+             (from->o.seed != into->o.seed || islessgreater(from->o.level, into->o.level))))
                 return kdl_error(-KDL_EMISMATCH,
                                  "cannot merge CKA states with different bootstrap options");
         if (from->o.precision != into->o.precision)
@@ -343,6 +346,8 @@ int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
         int r;
 
         assert(s && ret);
+        if (!(s->st[0].n > 0.0))
+                return kdl_error(-KDL_EMISSING, "CKA: no samples");
         f = kdl_new(double, ll);
         sdiag = kdl_new(double, l);
         mu = kdl_new(double, s->dt);

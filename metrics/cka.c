@@ -95,12 +95,28 @@ int kdl_cka_precision_parse(const char *s, enum kdl_cka_precision *ret)
         return kdl_error(-KDL_EUSAGE, "unknown CKA precision '%s' (expected double or mixed)", s);
 }
 
+void kdl_cka_opts_init(kdl_cka_opts *o)
+{
+        assert(o);
+        *o = (kdl_cka_opts){
+                .block_rows = 0, /* chosen from the widths by opts_resolve() */
+                .pairs = NULL,
+                .bootstrap = 0,
+                .seed = 0,
+                .level = DEFAULT_LEVEL,
+                .precision = KDL_CKA_PRECISION_DOUBLE,
+        };
+}
+
+/* @in, or kdl_cka_opts_init()'s when NULL, with block_rows chosen when 0. */
 static void opts_resolve(const kdl_cka_opts *in, size_t l, const size_t *widths, kdl_cka_opts *o)
 {
-        static const kdl_cka_opts defaults = {0};
         size_t dt = 0;
 
-        *o = in ? *in : defaults;
+        if (in)
+                *o = *in;
+        else
+                kdl_cka_opts_init(o);
         for (size_t j = 0; j < l; j++)
                 dt += widths[j];
         if (!o->block_rows) {
@@ -108,8 +124,6 @@ static void opts_resolve(const kdl_cka_opts *in, size_t l, const size_t *widths,
                 o->block_rows = o->block_rows > MAX_BLOCK_ROWS ? MAX_BLOCK_ROWS : o->block_rows;
                 o->block_rows = o->block_rows < MIN_BLOCK_ROWS ? MIN_BLOCK_ROWS : o->block_rows;
         }
-        if (fpclassify(o->level) == FP_ZERO)
-                o->level = DEFAULT_LEVEL;
         assert(o->precision < KDL_CKA_PRECISION_COUNT_);
 }
 
