@@ -459,18 +459,25 @@ out:
         return r;
 }
 
-/* @in or the defaults, checked. */
+void kdl_quality_opts_init(kdl_quality_opts *o)
+{
+        assert(o);
+        *o = (kdl_quality_opts){
+                .variant = KDL_QUALITY_CODE,
+                .var_threshold = DEFAULT_THRESHOLD,
+                .population = 0.0, /* the rows of @x */
+                .eps = DEFAULT_EPS,
+                .rank_rtol = DEFAULT_RANK_RTOL,
+        };
+}
+
+/* @in, or kdl_quality_opts_init()'s when NULL, checked. */
 static int resolve_opts(const kdl_quality_opts *in, kdl_quality_opts *o)
 {
-        static const kdl_quality_opts defaults = {0};
-
-        *o = in ? *in : defaults;
-        if (fpclassify(o->var_threshold) == FP_ZERO)
-                o->var_threshold = DEFAULT_THRESHOLD;
-        if (fpclassify(o->eps) == FP_ZERO)
-                o->eps = DEFAULT_EPS;
-        if (fpclassify(o->rank_rtol) == FP_ZERO)
-                o->rank_rtol = DEFAULT_RANK_RTOL;
+        if (in)
+                *o = *in;
+        else
+                kdl_quality_opts_init(o);
         if (o->variant >= KDL_QUALITY_VARIANT_COUNT_ || !(o->var_threshold > 0.0) ||
             !(o->var_threshold <= 1.0) || !(o->eps > 0.0) || !(o->population >= 0.0))
                 return kdl_error(-KDL_ERANGE, "quality: an option is out of range");
