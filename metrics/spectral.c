@@ -236,7 +236,7 @@ int kdl_spectral_merge(kdl_spectral_state *into, const kdl_spectral_state *from)
 {
         assert(into && from);
         if (into->dx != from->dx || into->dy != from->dy)
-                return kdl_error(-KDL_ESHAPE, "spectral merge: [%zu | %zu] into [%zu | %zu]",
+                return kdl_error(-KDL_EMISMATCH, "spectral merge: [%zu | %zu] into [%zu | %zu]",
                                  from->dx, from->dy, into->dx, into->dy);
         if (into->flags != from->flags)
                 return kdl_error(-KDL_EMISMATCH, "spectral merge: states centre rows differently");
@@ -470,6 +470,12 @@ out:
         return err;
 }
 
+void kdl_spectral_opts_init(kdl_spectral_opts *o)
+{
+        assert(o);
+        *o = (kdl_spectral_opts){.rank_rtol = KDL_SPECTRAL_RANK_RTOL, .ridge_lambda = -1.0};
+}
+
 int kdl_spectral_finalize(const kdl_spectral_state *s, const kdl_spectral_opts *opt,
                           kdl_spectral_result **ret)
 {
@@ -480,9 +486,10 @@ int kdl_spectral_finalize(const kdl_spectral_state *s, const kdl_spectral_opts *
 
         assert(s && opt && ret);
         dx = s->dx;
+        if (s->n == 0)
+                return kdl_error(-KDL_EMISSING, "spectrum: no samples");
         if (s->n < 2)
-                return kdl_error(-KDL_ESHAPE, "spectrum: %zu sample%s, need at least 2", s->n,
-                                 s->n == 1 ? "" : "s");
+                return kdl_error(-KDL_ESHAPE, "spectrum: 1 sample, need at least 2");
         err = check_rtol(opt->rank_rtol);
         if (err < 0)
                 return err;
