@@ -164,8 +164,8 @@ int kdl__cka_kernel_matrix(const kdl_tensor *x, enum kdl_cka_kernel kernel, doub
         return 0;
 }
 
-/* HKH into @out (Kornblith's center_gram, biased); @rm: n scratch. */
-static void centre_biased(const double *k, size_t n, double *rm, double *out)
+/* The row means of the n×n @k into @rm; return the mean of all its entries. */
+static double row_means(const double *k, size_t n, double *rm)
 {
         double total = 0.0;
 
@@ -177,7 +177,14 @@ static void centre_biased(const double *k, size_t n, double *rm, double *out)
                 rm[i] = r / (double) n;
                 total += r;
         }
-        total /= (double) (n * n);
+        return total / (double) (n * n);
+}
+
+/* HKH into @out (Kornblith's center_gram, biased); @rm: n scratch. */
+static void centre_biased(const double *k, size_t n, double *rm, double *out)
+{
+        double total = row_means(k, n, rm);
+
         for (size_t i = 0; i < n; i++)
                 for (size_t j = 0; j < n; j++)
                         out[i * n + j] = k[i * n + j] - rm[i] - rm[j] + total;
@@ -394,18 +401,9 @@ static double centred_inner(const double *a, const double *b, size_t n, const bo
 static void flag_outliers(const double *ki, size_t n, size_t q, double *ra, struct ranked *rk,
                           bool *out)
 {
-        double total = 0.0;
-
         /* Centred squared norms: (HKH)_aa = K_aa - 2 r_a + t. */
-        for (size_t a = 0; a < n; a++) {
-                double s = 0.0;
+        double total = row_means(ki, n, ra);
 
-                for (size_t b = 0; b < n; b++)
-                        s += ki[a * n + b];
-                ra[a] = s / (double) n;
-                total += s;
-        }
-        total /= (double) (n * n);
         for (size_t a = 0; a < n; a++) {
                 rk[a].d = ki[a * n + a] - 2.0 * ra[a] + total;
                 rk[a].row = a;
