@@ -468,11 +468,15 @@ static int compute_init(struct compute *c, kdl_h5file *fa, kdl_h5file *fb, size_
                         c->all[i] = i;
                 r = kdl__gather_init(&c->g, l, c->all, n);
         } else {
-                kdl_cka_opts co = {.bootstrap = o->bootstrap,
-                                   .seed = o->seed,
-                                   .pairs = o->pairs,
-                                   .precision = o->precision};
-                size_t bytes = kdl_cka_state_bytes(l->n, widths, &co);
+                kdl_cka_opts co;
+                size_t bytes;
+
+                kdl_cka_opts_init(&co);
+                co.bootstrap = o->bootstrap;
+                co.seed = o->seed;
+                co.pairs = o->pairs;
+                co.precision = o->precision;
+                bytes = kdl_cka_state_bytes(l->n, widths, &co);
 
                 if (bytes > o->max_bytes) {
                         r = kdl_error(-KDL_ERANGE,

@@ -275,7 +275,7 @@ static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int
                 struct kdl__srcs one = {0};
                 struct kdl__gather gc = {0};
                 struct row *r;
-                kdl_quality_opts qo = {.variant = o->variant, .population = (double) n};
+                kdl_quality_opts qo;
                 kdl_tensor x, xc;
 
                 if (l.v[k].model != 0 || !l.v[k].has_depth)
@@ -301,6 +301,9 @@ static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int
                                 r->cka_student_best = v;
                         }
                 }
+                kdl_quality_opts_init(&qo);
+                qo.variant = o->variant;
+                qo.population = (double) n;
                 err = gather_layer(in, &l, k, n, cr, ncr, o, &one, &gc);
                 if (!err) {
                         x = kdl__gather_tensor(&gx, &l, k);

@@ -10,6 +10,7 @@
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
 #include "metrics/cka.h"
+#include "metrics/cka-internal.h"
 #include "metrics/sample.h"
 #include "metrics/base/banned.h"
 
@@ -37,7 +38,7 @@ void kdl_cka_matrix_free(kdl_cka_matrix *m)
         free(m);
 }
 
-static int matrix_new(size_t nlayers, kdl_cka_matrix **ret)
+int kdl__cka_matrix_new(size_t nlayers, kdl_cka_matrix **ret)
 {
         kdl_cka_matrix *m = kdl_new(kdl_cka_matrix, 1);
 
@@ -48,32 +49,8 @@ static int matrix_new(size_t nlayers, kdl_cka_matrix **ret)
         return 0;
 }
 
-/* A NaN-filled L×L array. */
-static double *nan_array(size_t l)
-{
-        double *a = kdl__malloc(l * l, sizeof(double));
-
-        if (a)
-                for (size_t i = 0; i < l * l; i++)
-                        a[i] = NAN;
-        return a;
-}
-
-/* h[i][j] / sqrt(h[i][i] h[j][j]) for the upper triangle of @h, mirrored;
- * NaN when a diagonal entry is not positive. */
-static void normalise_upper(const double *h, size_t l, double *out)
-{
-        for (size_t i = 0; i < l; i++)
-                for (size_t j = i; j < l; j++) {
-                        double d = h[i * l + i] * h[j * l + j];
-                        double v = d > 0.0 ? h[i * l + j] / sqrt(d) : (double) NAN;
-
-                        out[i * l + j] = out[j * l + i] = v;
-                }
-}
-
-static int check_blocks(const kdl_tensor *blocks, size_t nlayers, const size_t *widths, size_t rows,
-                        const size_t *ids)
+int kdl__cka_check_blocks(const kdl_tensor *blocks, size_t nlayers, const size_t *widths,
+                          size_t rows, const size_t *ids)
 {
         for (size_t l = 0; l < nlayers; l++) {
                 const kdl_tensor *b = &blocks[l];
@@ -97,6 +74,9 @@ static int check_blocks(const kdl_tensor *blocks, size_t nlayers, const size_t *
 
 /* ---- Feature-space state ----------------------------------------------------- */
 
+/* Its layout, lifecycle and accumulation; merge and finalize are in
+ * cka-shift.c. */
+
 static const char *const precision_names[KDL_CKA_PRECISION_COUNT_] = {"double", "mixed"};
 
 const char *kdl_cka_precision_name(enum kdl_cka_precision p)
@@ -115,52 +95,28 @@ int kdl_cka_precision_parse(const char *s, enum kdl_cka_precision *ret)
         return kdl_error(-KDL_EUSAGE, "unknown CKA precision '%s' (expected double or mixed)", s);
 }
 
-/*
- * The cross-products are kept per needed block: block b holds Σ w z̃_j z̃_kᵀ
- * [D_j, D_k] for the pair (j, k) = (bj[b], bk[b]), j <= k, and only the
- * upper triangle of the diagonal blocks.  With every pair needed this is the
- * upper triangle of the stacked ZᵀZ.
- */
+void kdl_cka_opts_init(kdl_cka_opts *o)
+{
+        assert(o);
+        *o = (kdl_cka_opts){
+                .block_rows = 0, /* chosen from the widths by opts_resolve() */
+                .pairs = NULL,
+                .bootstrap = 0,
+                .seed = 0,
+                .level = DEFAULT_LEVEL,
+                .precision = KDL_CKA_PRECISION_DOUBLE,
+        };
+}
 
-/* One set of sufficient statistics, relative to the state's shift K:
- * z̃ = z - K, a_ℓ = ‖z̃_ℓ‖², weights w (1, or Poisson for a replicate).
- * Entries of u and p for pairs that are not needed are not maintained. */
-struct stats {
-        double n;   /* Σ w */
-        double *m;  /* [dt] Σ w z̃ */
-        double **g; /* [nblk] blocks of Σ w z̃ z̃ᵀ */
-        double *u;  /* [dt*l] Σ w z̃ aᵀ */
-        double *p;  /* [l*l] Σ w a aᵀ */
-        double *sa; /* [l] Σ w a */
-};
-
-struct kdl_cka_state {
-        size_t l, dt;
-        size_t *width, *off; /* [l], [l+1] */
-        size_t nblk;
-        size_t *bj, *bk; /* [nblk] */
-        long *blk;       /* [l*l] block of a pair (either order), -1 when not needed */
-        kdl_cka_opts o;
-        bool shifted;
-        double *shift; /* [dt] K */
-        size_t nstats; /* 1 + bootstrap */
-        struct stats *st;
-        double *z, *a;       /* [block_rows*dt], [block_rows*l] */
-        double *zw, *aw, *v; /* replicate copies and sqrt weights; NULL without bootstrap */
-        double *ones;        /* [block_rows] */
-        /* Mixed precision only, else NULL: the scaled float copy of at most
-         * KDL_CKA_MIXED_ROWS rows of a block, one float product (the largest
-         * needed pair), and each layer's power-of-two exponent. */
-        float *zf, *gf; /* [mixed_rows*dt], [max D_j D_k] */
-        int *fexp;      /* [l] */
-};
-
+/* @in, or kdl_cka_opts_init()'s when NULL, with block_rows chosen when 0. */
 static void opts_resolve(const kdl_cka_opts *in, size_t l, const size_t *widths, kdl_cka_opts *o)
 {
-        static const kdl_cka_opts defaults = {0};
         size_t dt = 0;
 
-        *o = in ? *in : defaults;
+        if (in)
+                *o = *in;
+        else
+                kdl_cka_opts_init(o);
         for (size_t j = 0; j < l; j++)
                 dt += widths[j];
         if (!o->block_rows) {
@@ -168,8 +124,6 @@ static void opts_resolve(const kdl_cka_opts *in, size_t l, const size_t *widths,
                 o->block_rows = o->block_rows > MAX_BLOCK_ROWS ? MAX_BLOCK_ROWS : o->block_rows;
                 o->block_rows = o->block_rows < MIN_BLOCK_ROWS ? MIN_BLOCK_ROWS : o->block_rows;
         }
-        if (fpclassify(o->level) == FP_ZERO)
-                o->level = DEFAULT_LEVEL;
         assert(o->precision < KDL_CKA_PRECISION_COUNT_);
 }
 
@@ -242,7 +196,7 @@ size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_o
         return total;
 }
 
-static void stats_release(struct stats *t, size_t nblk)
+static void stats_release(struct kdl__cka_stats *t, size_t nblk)
 {
         free(t->m);
         if (t->g)
@@ -254,7 +208,7 @@ static void stats_release(struct stats *t, size_t nblk)
         free(t->sa);
 }
 
-static int stats_init(struct stats *t, const kdl_cka_state *s)
+static int stats_init(struct kdl__cka_stats *t, const kdl_cka_state *s)
 {
         t->n = 0.0;
         t->m = kdl_new(double, s->dt);
@@ -298,19 +252,18 @@ void kdl_cka_state_free(kdl_cka_state *s)
         free(s);
 }
 
-int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *opts,
-                      kdl_cka_state **ret)
+/* Check the layers and the resolved options @o of a new state; the total
+ * width and the largest needed D_j D_k on success. */
+static int state_check(size_t nlayers, const size_t *widths, const kdl_cka_opts *o, size_t *ret_dt,
+                       size_t *ret_gmax)
 {
-        kdl_cka_state *s = NULL;
-        kdl_cka_opts o;
         size_t dt = 0, ns, nscr, nfb, nb, gmax;
         int bi, r;
 
-        opts_resolve(opts, nlayers, widths, &o);
         if (nlayers == 0)
                 return kdl_error(-KDL_ESHAPE, "CKA needs at least one layer");
-        if (!(o.level > 0.0 && o.level < 1.0))
-                return kdl_error(-KDL_ERANGE, "confidence level %g is not in (0, 1)", o.level);
+        if (!(o->level > 0.0 && o->level < 1.0))
+                return kdl_error(-KDL_ERANGE, "confidence level %g is not in (0, 1)", o->level);
         for (size_t i = 0; i < nlayers; i++) {
                 if (widths[i] == 0)
                         return kdl_error(-KDL_ESHAPE, "layer %zu has width 0", i);
@@ -320,13 +273,93 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
         r = kdl__blas_int(dt, &bi);
         if (r < 0)
                 return r;
-        r = kdl__blas_int(o.block_rows, &bi);
+        r = kdl__blas_int(o->block_rows, &bi);
         if (r < 0)
                 return r;
-        if (!state_sizes(nlayers, widths, &o, &ns, &nscr, &nfb, &gmax) ||
-            __builtin_add_overflow(o.bootstrap, 1, &nb))
+        if (!state_sizes(nlayers, widths, o, &ns, &nscr, &nfb, &gmax) ||
+            __builtin_add_overflow(o->bootstrap, 1, &nb))
                 return kdl_error(-KDL_EOVERFLOW, "CKA state for total width %zu overflows", dt);
+        *ret_dt = dt;
+        *ret_gmax = gmax;
+        return 0;
+}
 
+/* The layers' columns in the stacked block (s->width, s->off) and the
+ * blocks of the pairs @o->pairs needs (s->bj, s->bk, s->blk), and the
+ * shift. */
+static int layout_init(kdl_cka_state *s, const size_t *widths, const kdl_cka_opts *o)
+{
+        size_t l = s->l;
+
+        s->width = kdl_new(size_t, l);
+        s->off = kdl_new(size_t, l + 1);
+        s->bj = kdl_new(size_t, l * (l + 1) / 2);
+        s->bk = kdl_new(size_t, l * (l + 1) / 2);
+        s->blk = kdl_new(long, l *l);
+        s->shift = kdl_new(double, s->dt);
+        if (!s->width || !s->off || !s->bj || !s->bk || !s->blk || !s->shift)
+                return -ENOMEM;
+        for (size_t i = 0; i < l; i++) {
+                s->width[i] = widths[i];
+                s->off[i + 1] = s->off[i] + widths[i];
+        }
+        for (size_t j = 0; j < l; j++)
+                for (size_t k = j; k < l; k++) {
+                        long b = -1;
+
+                        if (pair_needed(o, l, j, k)) {
+                                b = (long) s->nblk++;
+                                s->bj[b] = j;
+                                s->bk[b] = k;
+                        }
+                        s->blk[j * l + k] = s->blk[k * l + j] = b;
+                }
+        return 0;
+}
+
+/* The scratch of one row block: the shifted rows and their norms, the
+ * weighted copies of a replicate (bootstrap only) and the float copy and
+ * product (mixed precision only); @gmax: the largest needed D_j D_k. */
+static int scratch_init(kdl_cka_state *s, size_t gmax)
+{
+        size_t br = s->o.block_rows, dt = s->dt, l = s->l;
+
+        s->z = kdl_new(double, br *dt);
+        s->a = kdl_new(double, br *l);
+        s->ones = kdl_new(double, br);
+        if (!s->z || !s->a || !s->ones)
+                return -ENOMEM;
+        for (size_t i = 0; i < br; i++)
+                s->ones[i] = 1.0;
+        if (s->o.bootstrap) {
+                s->zw = kdl_new(double, br *dt);
+                s->aw = kdl_new(double, br *l);
+                s->v = kdl_new(double, br);
+                if (!s->zw || !s->aw || !s->v)
+                        return -ENOMEM;
+        }
+        if (s->o.precision == KDL_CKA_PRECISION_MIXED) {
+                s->zf = kdl_new(float, mixed_rows(&s->o) * dt);
+                s->gf = kdl_new(float, gmax);
+                s->fexp = kdl_new(int, l);
+                if (!s->zf || !s->gf || !s->fexp)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *opts,
+                      kdl_cka_state **ret)
+{
+        kdl_cka_state *s = NULL;
+        kdl_cka_opts o;
+        size_t dt = 0, gmax = 0;
+        int r;
+
+        opts_resolve(opts, nlayers, widths, &o);
+        r = state_check(nlayers, widths, &o, &dt, &gmax);
+        if (r < 0)
+                return r;
         s = kdl_new(kdl_cka_state, 1);
         if (!s)
                 return -ENOMEM;
@@ -334,65 +367,25 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
         s->dt = dt;
         s->o = o;
         s->o.pairs = NULL; /* borrowed only here: the blocks remember the mask */
-        s->nstats = nb;
-        s->width = kdl_new(size_t, nlayers);
-        s->off = kdl_new(size_t, nlayers + 1);
-        s->bj = kdl_new(size_t, nlayers * (nlayers + 1) / 2);
-        s->bk = kdl_new(size_t, nlayers * (nlayers + 1) / 2);
-        s->blk = kdl_new(long, nlayers *nlayers);
-        s->shift = kdl_new(double, dt);
-        s->st = kdl_new(struct stats, nb);
-        s->z = kdl_new(double, o.block_rows *dt);
-        s->a = kdl_new(double, o.block_rows *nlayers);
-        s->ones = kdl_new(double, o.block_rows);
-        if (!s->width || !s->off || !s->bj || !s->bk || !s->blk || !s->shift || !s->st || !s->z ||
-            !s->a || !s->ones) {
+        s->nstats = o.bootstrap + 1;
+        r = layout_init(s, widths, &o);
+        if (r < 0)
+                goto out;
+        r = scratch_init(s, gmax);
+        if (r < 0)
+                goto out;
+        s->st = kdl_new(struct kdl__cka_stats, s->nstats);
+        if (!s->st) {
                 r = -ENOMEM;
                 goto out;
         }
-        if (o.bootstrap) {
-                s->zw = kdl_new(double, o.block_rows *dt);
-                s->aw = kdl_new(double, o.block_rows *nlayers);
-                s->v = kdl_new(double, o.block_rows);
-                if (!s->zw || !s->aw || !s->v) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-        }
-        for (size_t i = 0; i < o.block_rows; i++)
-                s->ones[i] = 1.0;
-        for (size_t i = 0; i < nlayers; i++) {
-                s->width[i] = widths[i];
-                s->off[i + 1] = s->off[i] + widths[i];
-        }
-        for (size_t j = 0; j < nlayers; j++)
-                for (size_t k = j; k < nlayers; k++) {
-                        long b = -1;
-
-                        if (pair_needed(&o, nlayers, j, k)) {
-                                b = (long) s->nblk++;
-                                s->bj[b] = j;
-                                s->bk[b] = k;
-                        }
-                        s->blk[j * nlayers + k] = s->blk[k * nlayers + j] = b;
-                }
-        if (o.precision == KDL_CKA_PRECISION_MIXED) {
-                s->zf = kdl_new(float, mixed_rows(&o) * dt);
-                s->gf = kdl_new(float, gmax);
-                s->fexp = kdl_new(int, nlayers);
-                if (!s->zf || !s->gf || !s->fexp) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-        }
-        for (size_t i = 0; i < nb; i++) {
+        for (size_t i = 0; i < s->nstats; i++) {
                 r = stats_init(&s->st[i], s);
                 if (r < 0)
                         goto out;
         }
         *ret = s;
         s = NULL;
-        r = 0;
 out:
         kdl_cka_state_free(s);
         return r;
@@ -408,7 +401,8 @@ out:
  * block.  Only the upper triangle of a diagonal block is added, as dsyrk
  * writes it.
  */
-static void g_add_float(const kdl_cka_state *s, struct stats *t, const double *z, size_t rows)
+static void g_add_float(const kdl_cka_state *s, struct kdl__cka_stats *t, const double *z,
+                        size_t rows)
 {
         size_t dt = s->dt, l = s->l;
         int n = (int) dt, k = (int) rows;
@@ -455,7 +449,7 @@ static void g_add_float(const kdl_cka_state *s, struct stats *t, const double *z
  * scaled (all ones for the main statistics).  One BLAS-3 call per needed
  * block: dsyrk on the diagonal, dgemm across; in mixed precision, ssyrk and
  * sgemm per KDL_CKA_MIXED_ROWS rows instead (g_add_float()). */
-static void stats_add_block(const kdl_cka_state *s, struct stats *t, const double *z,
+static void stats_add_block(const kdl_cka_state *s, struct kdl__cka_stats *t, const double *z,
                             const double *a, const double *v, size_t rows)
 {
         int n = (int) s->dt, k = (int) rows, li = (int) s->l;
@@ -489,978 +483,99 @@ static void stats_add_block(const kdl_cka_state *s, struct stats *t, const doubl
         t->n += cblas_ddot(k, v, 1, v, 1);
 }
 
+/* Shifted-data algorithm: subtracting a provisional mean (of the first
+ * block) keeps the raw moments small, so centring at finalize does not
+ * cancel catastrophically when |mean| >> spread. */
+static void set_shift(kdl_cka_state *s, const kdl_tensor *blocks, size_t rows)
+{
+        for (size_t j = 0; j < s->l; j++)
+                for (size_t c = 0; c < s->width[j]; c++) {
+                        double sum = 0.0;
+
+                        for (size_t i = 0; i < rows; i++)
+                                sum += KDL_AT2(&blocks[j], i, c);
+                        s->shift[s->off[j] + c] = sum / (double) rows;
+                }
+        s->shifted = true;
+}
+
+/* Rows [r0, r0 + nb) of @blocks, shifted, side by side into s->z and their
+ * squared norms per layer into s->a. */
+static void stack_rows(kdl_cka_state *s, const kdl_tensor *blocks, size_t r0, size_t nb)
+{
+        size_t l = s->l;
+
+        for (size_t i = 0; i < nb; i++) {
+                double *zi = s->z + i * s->dt;
+
+                for (size_t j = 0; j < l; j++) {
+                        const kdl_tensor *b = &blocks[j];
+                        double *zij = zi + s->off[j];
+                        const double *kj = s->shift + s->off[j];
+                        double sq = 0.0;
+
+                        for (size_t c = 0; c < s->width[j]; c++) {
+                                double x = KDL_AT2(b, r0 + i, c) - kj[c];
+
+                                zij[c] = x;
+                                sq += x * x;
+                        }
+                        s->a[i * l + j] = sq;
+                }
+        }
+}
+
+/* The @nb stacked rows of s->z and s->a, samples @ids, into every bootstrap
+ * replicate with its Poisson weights. */
+static void add_replicates(kdl_cka_state *s, const size_t *ids, size_t nb)
+{
+        size_t l = s->l, dt = s->dt;
+
+        for (size_t b = 1; b < s->nstats; b++) {
+                size_t kept = 0;
+
+                /* Rows with weight 0 are dropped; the others are
+                 * scaled by sqrt(w) so that one product gives Σ w z zᵀ. */
+                for (size_t i = 0; i < nb; i++) {
+                        unsigned w = kdl_sample_poisson1(s->o.seed, ids[i], b - 1);
+                        double sw;
+
+                        if (!w)
+                                continue;
+                        sw = sqrt((double) w);
+                        for (size_t c = 0; c < dt; c++)
+                                s->zw[kept * dt + c] = sw * s->z[i * dt + c];
+                        for (size_t j = 0; j < l; j++)
+                                s->aw[kept * l + j] = sw * s->a[i * l + j];
+                        s->v[kept] = sw;
+                        kept++;
+                }
+                stats_add_block(s, &s->st[b], s->zw, s->aw, s->v, kept);
+        }
+}
+
 int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t *ids)
 {
-        size_t rows, l = s->l, dt = s->dt, br = s->o.block_rows;
+        size_t rows, br;
         int r;
 
         assert(s && blocks && (ids || s->nstats == 1));
+        br = s->o.block_rows;
         rows = blocks[0].ndim == 2 ? blocks[0].shape[0] : 0;
-        r = check_blocks(blocks, l, s->width, rows, ids);
+        r = kdl__cka_check_blocks(blocks, s->l, s->width, rows, ids);
         if (r < 0)
                 return r;
         if (rows == 0)
                 return 0;
-
-        if (!s->shifted) {
-                /* Shifted-data algorithm: subtracting a provisional mean
-                 * keeps the raw moments small, so centring at finalize does
-                 * not cancel catastrophically when |mean| >> spread. */
-                for (size_t j = 0; j < l; j++)
-                        for (size_t c = 0; c < s->width[j]; c++) {
-                                double sum = 0.0;
-
-                                for (size_t i = 0; i < rows; i++)
-                                        sum += KDL_AT2(&blocks[j], i, c);
-                                s->shift[s->off[j] + c] = sum / (double) rows;
-                        }
-                s->shifted = true;
-        }
-
+        if (!s->shifted)
+                set_shift(s, blocks, rows);
         for (size_t r0 = 0; r0 < rows; r0 += br) {
                 size_t nb = rows - r0 < br ? rows - r0 : br;
 
-                for (size_t i = 0; i < nb; i++) {
-                        double *zi = s->z + i * dt;
-
-                        for (size_t j = 0; j < l; j++) {
-                                const kdl_tensor *b = &blocks[j];
-                                double *zij = zi + s->off[j];
-                                const double *kj = s->shift + s->off[j];
-                                double sq = 0.0;
-
-                                for (size_t c = 0; c < s->width[j]; c++) {
-                                        double x = KDL_AT2(b, r0 + i, c) - kj[c];
-
-                                        zij[c] = x;
-                                        sq += x * x;
-                                }
-                                s->a[i * l + j] = sq;
-                        }
-                }
+                stack_rows(s, blocks, r0, nb);
                 stats_add_block(s, &s->st[0], s->z, s->a, s->ones, nb);
-
-                for (size_t b = 1; b < s->nstats; b++) {
-                        size_t kept = 0;
-
-                        /* Rows with weight 0 are dropped; the others are
-                         * scaled by sqrt(w) so that one product gives Σ w z zᵀ. */
-                        for (size_t i = 0; i < nb; i++) {
-                                unsigned w = kdl_sample_poisson1(s->o.seed, ids[r0 + i], b - 1);
-                                double sw;
-
-                                if (!w)
-                                        continue;
-                                sw = sqrt((double) w);
-                                for (size_t c = 0; c < dt; c++)
-                                        s->zw[kept * dt + c] = sw * s->z[i * dt + c];
-                                for (size_t j = 0; j < l; j++)
-                                        s->aw[kept * l + j] = sw * s->a[i * l + j];
-                                s->v[kept] = sw;
-                                kept++;
-                        }
-                        stats_add_block(s, &s->st[b], s->zw, s->aw, s->v, kept);
-                }
+                if (s->nstats > 1)
+                        add_replicates(s, ids + r0, nb);
         }
-        return 0;
-}
-
-/* Scratch for moving statistics to another shift. */
-struct shiftw {
-        double *gv;  /* [dt*l]: rows of block k, column ℓ: (G_kℓ δ_ℓ), for needed (k, ℓ) */
-        double *vgv; /* [l*l]: δ_jᵀ G_jk δ_k */
-        double *c;   /* [l]: ‖δ_ℓ‖² */
-        double *md;  /* [l]: m_ℓ·δ_ℓ */
-        double *pp;  /* [l*l]: the shifted P */
-};
-
-static int shiftw_init(struct shiftw *w, size_t l, size_t dt)
-{
-        w->gv = kdl_new(double, dt *l);
-        w->vgv = kdl_new(double, l *l);
-        w->c = kdl_new(double, l);
-        w->md = kdl_new(double, l);
-        w->pp = kdl_new(double, l *l);
-        return w->gv && w->vgv && w->c && w->md && w->pp ? 0 : -ENOMEM;
-}
-
-static void shiftw_release(struct shiftw *w)
-{
-        free(w->pp);
-        free(w->md);
-        free(w->c);
-        free(w->vgv);
-        free(w->gv);
-}
-
-/*
- * The statistics of @t re-expressed around a shift moved by @delta
- * (z̃' = z̃ - δ, so a'_ℓ = a_ℓ - 2 z̃_ℓᵀδ_ℓ + ‖δ_ℓ‖²): the products with G
- * the shifted U needs, and the shifted P (needed pairs only) into w->pp.
- */
-static void shift_products(const kdl_cka_state *s, const struct stats *t, const double *delta,
-                           struct shiftw *w)
-{
-        size_t l = s->l, dt = s->dt;
-        const size_t *off = s->off;
-
-        memset(w->gv, 0, dt * l * sizeof(double));
-        memset(w->vgv, 0, l * l * sizeof(double));
-        for (size_t j = 0; j < l; j++) {
-                w->c[j] = 0.0;
-                w->md[j] = 0.0;
-                for (size_t a = off[j]; a < off[j + 1]; a++) {
-                        w->c[j] += delta[a] * delta[a];
-                        w->md[j] += t->m[a] * delta[a];
-                }
-        }
-        for (size_t b = 0; b < s->nblk; b++) {
-                size_t j = s->bj[b], k = s->bk[b];
-                int dj = (int) s->width[j], dk = (int) s->width[k], li = (int) l;
-
-                if (j == k) {
-                        cblas_dsymv(CblasRowMajor, CblasUpper, dj, 1.0, t->g[b], dj, delta + off[j],
-                                    1, 0.0, w->gv + off[j] * l + j, li);
-                } else {
-                        cblas_dgemv(CblasRowMajor, CblasNoTrans, dj, dk, 1.0, t->g[b], dk,
-                                    delta + off[k], 1, 0.0, w->gv + off[j] * l + k, li);
-                        cblas_dgemv(CblasRowMajor, CblasTrans, dj, dk, 1.0, t->g[b], dk,
-                                    delta + off[j], 1, 0.0, w->gv + off[k] * l + j, li);
-                }
-                w->vgv[j * l + k] = w->vgv[k * l + j] =
-                        cblas_ddot(dj, delta + off[j], 1, w->gv + off[j] * l + k, (int) l);
-        }
-        for (size_t j = 0; j < l; j++)
-                for (size_t k = 0; k < l; k++) {
-                        /* du(k, j) = δ_kᵀ U[block k, j] = Σ w a_j t_k. */
-                        double du_kj = 0.0, du_jk = 0.0;
-
-                        if (s->blk[j * l + k] < 0) {
-                                w->pp[j * l + k] = t->p[j * l + k];
-                                continue;
-                        }
-                        for (size_t a = off[k]; a < off[k + 1]; a++)
-                                du_kj += delta[a] * t->u[a * l + j];
-                        for (size_t a = off[j]; a < off[j + 1]; a++)
-                                du_jk += delta[a] * t->u[a * l + k];
-                        w->pp[j * l + k] = t->p[j * l + k] - 2.0 * du_kj - 2.0 * du_jk +
-                                           4.0 * w->vgv[j * l + k] + w->c[k] * t->sa[j] +
-                                           w->c[j] * t->sa[k] - 2.0 * w->c[k] * w->md[j] -
-                                           2.0 * w->c[j] * w->md[k] + t->n * w->c[j] * w->c[k];
-                }
-}
-
-/* into += from, with from's statistics moved by @delta = K_into - K_from. */
-static void stats_add_shifted(const kdl_cka_state *s, struct stats *into, const struct stats *from,
-                              const double *delta, struct shiftw *w)
-{
-        size_t l = s->l, dt = s->dt;
-        double nf = from->n;
-
-        shift_products(s, from, delta, w);
-        for (size_t i = 0; i < l * l; i++)
-                into->p[i] += w->pp[i];
-        for (size_t a = 0; a < dt; a++)
-                for (size_t j = 0; j < l; j++)
-                        into->u[a * l + j] += from->u[a * l + j] - 2.0 * w->gv[a * l + j] +
-                                              w->c[j] * from->m[a] - delta[a] * from->sa[j] +
-                                              2.0 * delta[a] * w->md[j] - w->c[j] * nf * delta[a];
-        for (size_t j = 0; j < l; j++)
-                into->sa[j] += from->sa[j] - 2.0 * w->md[j] + nf * w->c[j];
-        /* G' = G - m δᵀ - δ mᵀ + n δ δᵀ, block by block. */
-        for (size_t b = 0; b < s->nblk; b++) {
-                size_t j = s->bj[b], k = s->bk[b], dj = s->width[j], dk = s->width[k];
-                const double *mj = from->m + s->off[j], *mk = from->m + s->off[k];
-                const double *ej = delta + s->off[j], *ek = delta + s->off[k];
-                double *g = into->g[b];
-
-                for (size_t i = 0; i < dj * dk; i++)
-                        g[i] += from->g[b][i];
-                if (j == k) {
-                        cblas_dsyr2(CblasRowMajor, CblasUpper, (int) dj, -1.0, mj, 1, ej, 1, g,
-                                    (int) dj);
-                        cblas_dsyr(CblasRowMajor, CblasUpper, (int) dj, nf, ej, 1, g, (int) dj);
-                } else {
-                        cblas_dger(CblasRowMajor, (int) dj, (int) dk, -1.0, mj, 1, ek, 1, g,
-                                   (int) dk);
-                        cblas_dger(CblasRowMajor, (int) dj, (int) dk, -1.0, ej, 1, mk, 1, g,
-                                   (int) dk);
-                        cblas_dger(CblasRowMajor, (int) dj, (int) dk, nf, ej, 1, ek, 1, g,
-                                   (int) dk);
-                }
-        }
-        for (size_t a = 0; a < dt; a++)
-                into->m[a] += from->m[a] - nf * delta[a];
-        into->n += nf;
-}
-
-int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from)
-{
-        size_t l = into->l, dt = into->dt;
-        double *delta = NULL;
-        struct shiftw w = {0};
-        int r = 0;
-
-        assert(into && from);
-        if (from->l != l || from->dt != dt ||
-            memcmp(from->width, into->width, l * sizeof(size_t)) != 0 ||
-            memcmp(from->blk, into->blk, l * l * sizeof(long)) != 0)
-                return kdl_error(-KDL_EMISMATCH,
-                                 "cannot merge CKA states of different layers or pairs");
-        if (from->nstats != into->nstats || (into->nstats > 1 && from->o.seed != into->o.seed))
-                return kdl_error(-KDL_EMISMATCH,
-                                 "cannot merge CKA states with different bootstrap options");
-        if (from->o.precision != into->o.precision)
-                return kdl_error(-KDL_EMISMATCH,
-                                 "cannot merge a %s-precision CKA state into a %s-precision one",
-                                 kdl_cka_precision_name(from->o.precision),
-                                 kdl_cka_precision_name(into->o.precision));
-        if (!from->shifted)
-                return 0;
-        delta = kdl_new(double, dt);
-        if (!delta || shiftw_init(&w, l, dt) < 0) {
-                r = -ENOMEM;
-                goto out;
-        }
-        if (!into->shifted) {
-                memcpy(into->shift, from->shift, dt * sizeof(double));
-                into->shifted = true;
-        }
-        for (size_t a = 0; a < dt; a++)
-                delta[a] = into->shift[a] - from->shift[a];
-        for (size_t t = 0; t < into->nstats; t++)
-                stats_add_shifted(into, &into->st[t], &from->st[t], delta, &w);
-out:
-        shiftw_release(&w);
-        free(delta);
-        return r;
-}
-
-/*
- * Biased and debiased CKA of one statistics set into @lin and @deb (L×L,
- * NaN for pairs that were not computed).  With μ = m/n the centred blocks
- * are G - m mᵀ/n; the debiased terms come from the statistics shifted by μ
- * (S_ℓ = trace of the centred diagonal block, T = Σᵢ sˣᵢ sʸᵢ = shifted P).
- */
-static void stats_cka(const kdl_cka_state *s, const struct stats *t, double *f, double *sdiag,
-                      double *mu, struct shiftw *w, double *lin, double *deb)
-{
-        size_t l = s->l;
-        double n = t->n;
-
-        for (size_t i = 0; i < l * l; i++)
-                lin[i] = deb[i] = NAN;
-        if (!(n > 0.0))
-                return;
-        for (size_t b = 0; b < s->nblk; b++) {
-                size_t j = s->bj[b], k = s->bk[b], dj = s->width[j], dk = s->width[k];
-                const double *mj = t->m + s->off[j], *mk = t->m + s->off[k];
-                double sum = 0.0, diag = 0.0, tr = 0.0;
-
-                for (size_t a = 0; a < dj; a++) {
-                        const double *ga = t->g[b] + a * dk;
-                        double ma = mj[a] / n, row = 0.0;
-
-                        if (j == k) {
-                                double x = ga[a] - ma * mk[a];
-
-                                diag += x * x;
-                                tr += x;
-                        }
-                        for (size_t c = j == k ? a + 1 : 0; c < dk; c++) {
-                                double x = ga[c] - ma * mk[c];
-
-                                row += x * x;
-                        }
-                        sum += row;
-                }
-                f[j * l + k] = f[k * l + j] = j == k ? diag + 2.0 * sum : sum;
-                if (j == k)
-                        sdiag[j] = tr;
-        }
-        for (size_t a = 0; a < s->dt; a++)
-                mu[a] = t->m[a] / n;
-        shift_products(s, t, mu, w);
-        for (size_t b = 0; b < s->nblk; b++) {
-                size_t j = s->bj[b], k = s->bk[b];
-                double fjk = f[j * l + k], fjj = f[j * l + j], fkk = f[k * l + k];
-                double v = fjj > 0.0 && fkk > 0.0 ? fjk / sqrt(fjj * fkk) : (double) NAN;
-                double phi_jk, phi_jj, phi_kk, c = (n - 1.0) * (n - 2.0), e = n / (n - 2.0);
-
-                lin[j * l + k] = lin[k * l + j] = v;
-                if (n < 4.0)
-                        continue;
-                phi_jk = fjk - e * w->pp[j * l + k] + sdiag[j] * sdiag[k] / c;
-                phi_jj = fjj - e * w->pp[j * l + j] + sdiag[j] * sdiag[j] / c;
-                phi_kk = fkk - e * w->pp[k * l + k] + sdiag[k] * sdiag[k] / c;
-                v = phi_jj > 0.0 && phi_kk > 0.0 ? phi_jk / sqrt(phi_jj * phi_kk) : (double) NAN;
-                deb[j * l + k] = deb[k * l + j] = v;
-        }
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-        double x = *(const double *) a, y = *(const double *) b;
-
-        return x < y ? -1 : x > y;
-}
-
-/* numpy's default ("linear") quantile of sorted @x[0..k-1]. */
-static double quantile_sorted(const double *x, size_t k, double q)
-{
-        double h = q * (double) (k - 1);
-        size_t lo = (size_t) floor(h);
-
-        if (lo + 1 >= k)
-                return x[k - 1];
-        return x[lo] + (h - (double) lo) * (x[lo + 1] - x[lo]);
-}
-
-/* Percentile interval and standard deviation (ddof 1) over the finite
- * replicate values reps[b * ll + i]; NaN when fewer than 2 are finite. */
-static void bootstrap_summary(const double *reps, size_t nrep, size_t ll, double level, double *buf,
-                              double *lo, double *hi, double *se)
-{
-        for (size_t i = 0; i < ll; i++) {
-                size_t k = 0;
-                double mean = 0.0, ss = 0.0;
-
-                for (size_t b = 0; b < nrep; b++)
-                        if (isfinite(reps[b * ll + i]))
-                                buf[k++] = reps[b * ll + i];
-                if (k < 2) {
-                        lo[i] = hi[i] = se[i] = NAN;
-                        continue;
-                }
-                qsort(buf, k, sizeof(double), cmp_double);
-                lo[i] = quantile_sorted(buf, k, (1.0 - level) / 2.0);
-                hi[i] = quantile_sorted(buf, k, 1.0 - (1.0 - level) / 2.0);
-                for (size_t b = 0; b < k; b++)
-                        mean += buf[b];
-                mean /= (double) k;
-                for (size_t b = 0; b < k; b++)
-                        ss += (buf[b] - mean) * (buf[b] - mean);
-                se[i] = sqrt(ss / (double) (k - 1));
-        }
-}
-
-int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
-{
-        size_t l = s->l, ll = l * l, nrep = s->nstats - 1;
-        double *f, *sdiag, *mu, *rl = NULL, *rd = NULL, *buf = NULL;
-        struct shiftw w = {0};
-        kdl_cka_matrix *m = NULL;
-        int r;
-
-        assert(s && ret);
-        f = kdl_new(double, ll);
-        sdiag = kdl_new(double, l);
-        mu = kdl_new(double, s->dt);
-        r = matrix_new(l, &m);
-        if (r < 0 || !f || !sdiag || !mu || shiftw_init(&w, l, s->dt) < 0)
-                goto nomem;
-        m->n = s->st[0].n;
-        m->biased = kdl_new(double, ll);
-        m->debiased = kdl_new(double, ll);
-        if (!m->biased || !m->debiased)
-                goto nomem;
-        stats_cka(s, &s->st[0], f, sdiag, mu, &w, m->biased, m->debiased);
-        if (nrep) {
-                rl = kdl_new(double, nrep *ll);
-                rd = kdl_new(double, nrep *ll);
-                buf = kdl_new(double, nrep);
-                m->biased_lo = kdl_new(double, ll);
-                m->biased_hi = kdl_new(double, ll);
-                m->biased_se = kdl_new(double, ll);
-                m->debiased_lo = kdl_new(double, ll);
-                m->debiased_hi = kdl_new(double, ll);
-                m->debiased_se = kdl_new(double, ll);
-                if (!rl || !rd || !buf || !m->biased_lo || !m->biased_hi || !m->biased_se ||
-                    !m->debiased_lo || !m->debiased_hi || !m->debiased_se)
-                        goto nomem;
-                for (size_t b = 0; b < nrep; b++)
-                        stats_cka(s, &s->st[b + 1], f, sdiag, mu, &w, rl + b * ll, rd + b * ll);
-                m->bootstrap = nrep;
-                m->level = s->o.level;
-                bootstrap_summary(rl, nrep, ll, s->o.level, buf, m->biased_lo, m->biased_hi,
-                                  m->biased_se);
-                bootstrap_summary(rd, nrep, ll, s->o.level, buf, m->debiased_lo, m->debiased_hi,
-                                  m->debiased_se);
-        }
-        *ret = m;
-        m = NULL;
-        r = 0;
-        goto out;
-nomem:
-        r = -ENOMEM;
-out:
-        kdl_cka_matrix_free(m);
-        shiftw_release(&w);
-        free(buf);
-        free(rd);
-        free(rl);
-        free(mu);
-        free(sdiag);
-        free(f);
-        return r;
-}
-
-/* ---- Gram space ------------------------------------------------------------------ */
-
-const char *kdl_cka_kernel_name(enum kdl_cka_kernel k)
-{
-        static const char *const names[KDL_CKA_KERNEL_COUNT_] = {"linear", "rbf"};
-
-        assert(k < KDL_CKA_KERNEL_COUNT_);
-        return names[k];
-}
-
-/* The k-th smallest of @x[0..n-1] (Hoare's quickselect; reorders @x). */
-static double select_kth(double *x, size_t n, size_t k)
-{
-        size_t lo = 0, hi = n - 1;
-
-        while (lo < hi) {
-                double pivot = x[lo + (hi - lo) / 2];
-                size_t i = lo, j = hi;
-
-                while (i <= j) {
-                        while (x[i] < pivot)
-                                i++;
-                        while (x[j] > pivot)
-                                j--;
-                        if (i <= j) {
-                                double t = x[i];
-
-                                x[i] = x[j];
-                                x[j] = t;
-                                i++;
-                                if (j == 0)
-                                        break;
-                                j--;
-                        }
-                }
-                if (k <= j)
-                        hi = j;
-                else if (k >= i)
-                        lo = i;
-                else
-                        return x[k];
-        }
-        return x[k];
-}
-
-/* numpy.median of the n² entries of a squared-distance matrix whose
- * off-diagonal upper triangle is @off[0..n(n-1)/2-1] (each entry appears
- * twice, the diagonal n zeros).  Reorders @off. */
-static double median_full_sqdist(double *off, size_t n)
-{
-        size_t total = n * n, npairs = n * (n - 1) / 2;
-        size_t k1 = (total - 1) / 2, k2 = total / 2;
-        double v1, v2;
-
-        /* Entry t of the sorted full multiset: 0 for t < n, then each
-         * off-diagonal value twice (all values are >= 0). */
-        v1 = k1 < n ? 0.0 : select_kth(off, npairs, (k1 - n) / 2);
-        v2 = k2 < n ? 0.0 : select_kth(off, npairs, (k2 - n) / 2);
-        return 0.5 * (v1 + v2);
-}
-
-/* Contiguous data of a 2-D tensor: @t's own, or a copy in *@copy. */
-static const double *contiguous(const kdl_tensor *t, double **copy)
-{
-        double *c;
-
-        *copy = NULL;
-        if (kdl_tensor_is_contiguous(t))
-                return t->data;
-        c = kdl__malloc(t->shape[0] * t->shape[1], sizeof(double));
-        if (!c)
-                return NULL;
-        for (size_t i = 0; i < t->shape[0]; i++)
-                for (size_t j = 0; j < t->shape[1]; j++)
-                        c[i * t->shape[1] + j] = KDL_AT2(t, i, j);
-        *copy = c;
-        return c;
-}
-
-/* Full symmetric kernel matrix of @x [n, D] into @k [n*n]; @off is scratch
- * for n(n-1)/2 doubles (RBF only).  Return 1 if the RBF bandwidth is zero
- * (the kernel is undefined), 0, or -ENOMEM. */
-static int kernel_matrix(const kdl_tensor *x, enum kdl_cka_kernel kernel, double theta, double *k,
-                         double *off)
-{
-        size_t n = x->shape[0], d = x->shape[1];
-        double *copy;
-        const double *xd = contiguous(x, &copy);
-
-        if (!xd)
-                return -ENOMEM;
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) n, (int) d, 1.0, xd, (int) d,
-                    0.0, k, (int) n);
-        free(copy);
-        for (size_t i = 0; i < n; i++)
-                for (size_t j = i + 1; j < n; j++)
-                        k[j * n + i] = k[i * n + j];
-        if (kernel == KDL_CKA_RBF) {
-                size_t p = 0;
-                double med, s2;
-
-                /* Squared distances from the Gram, clamped at 0 (MATH §4.5). */
-                for (size_t i = 0; i < n; i++)
-                        for (size_t j = i + 1; j < n; j++) {
-                                double v = k[i * n + i] + k[j * n + j] - 2.0 * k[i * n + j];
-
-                                off[p++] = v > 0.0 ? v : 0.0;
-                        }
-                for (size_t i = 0; i < n; i++)
-                        for (size_t j = i + 1; j < n; j++) {
-                                double v = k[i * n + i] + k[j * n + j] - 2.0 * k[i * n + j];
-
-                                k[i * n + j] = v > 0.0 ? v : 0.0;
-                        }
-                med = median_full_sqdist(off, n);
-                s2 = theta * theta * med;
-                if (!(s2 > 0.0))
-                        return 1;
-                for (size_t i = 0; i < n; i++) {
-                        k[i * n + i] = 1.0;
-                        for (size_t j = i + 1; j < n; j++)
-                                k[i * n + j] = k[j * n + i] = exp(-k[i * n + j] / (2.0 * s2));
-                }
-        }
-        return 0;
-}
-
-/* HKH into @out (Kornblith's center_gram, biased); @rm: n scratch. */
-static void centre_biased(const double *k, size_t n, double *rm, double *out)
-{
-        double total = 0.0;
-
-        for (size_t i = 0; i < n; i++) {
-                double r = 0.0;
-
-                for (size_t j = 0; j < n; j++)
-                        r += k[i * n + j];
-                rm[i] = r / (double) n;
-                total += r;
-        }
-        total /= (double) n * (double) n;
-        for (size_t i = 0; i < n; i++)
-                for (size_t j = 0; j < n; j++)
-                        out[i * n + j] = k[i * n + j] - rm[i] - rm[j] + total;
-}
-
-/* U-centring (Székely & Rizzo 2014; Kornblith's center_gram(unbiased=True)):
- * zero diagonal, subtract (r_i + r_j)/(n-2), add Σ/((n-1)(n-2)), zero
- * diagonal again.  n >= 3; @rm: n scratch. */
-static void centre_unbiased(const double *k, size_t n, double *rm, double *out)
-{
-        double sum = 0.0;
-
-        for (size_t i = 0; i < n; i++) {
-                double r = 0.0;
-
-                for (size_t j = 0; j < n; j++)
-                        if (j != i)
-                                r += k[i * n + j];
-                rm[i] = r / ((double) n - 2.0);
-                sum += rm[i];
-        }
-        sum /= 2.0 * ((double) n - 1.0);
-        for (size_t i = 0; i < n; i++)
-                rm[i] -= sum;
-        for (size_t i = 0; i < n; i++)
-                for (size_t j = 0; j < n; j++)
-                        out[i * n + j] = i == j ? 0.0 : k[i * n + j] - rm[i] - rm[j];
-}
-
-static int check_layers(const kdl_tensor *layers, size_t nlayers, size_t min_n)
-{
-        size_t n, bad;
-        int bi;
-
-        if (nlayers == 0)
-                return kdl_error(-KDL_ESHAPE, "CKA needs at least one layer");
-        for (size_t l = 0; l < nlayers; l++)
-                if (layers[l].ndim != 2)
-                        return kdl_error(-KDL_ESHAPE, "layer %zu: expected 2-D, got %zu-D", l,
-                                         layers[l].ndim);
-        n = layers[0].shape[0];
-        if (n < min_n)
-                return kdl_error(-KDL_ESHAPE, "CKA needs at least %zu samples, got %zu", min_n, n);
-        for (size_t l = 0; l < nlayers; l++) {
-                if (layers[l].shape[0] != n)
-                        return kdl_error(-KDL_ESHAPE, "layer %zu: %zu rows, layer 0 has %zu", l,
-                                         layers[l].shape[0], n);
-                if (layers[l].shape[1] == 0)
-                        return kdl_error(-KDL_ESHAPE, "layer %zu has width 0", l);
-                if (kdl__blas_int(layers[l].shape[1], &bi) < 0)
-                        return -KDL_EOVERFLOW;
-                if (kdl_tensor_check_finite(&layers[l], &bad) < 0)
-                        return kdl_error(-KDL_ENONFINITE,
-                                         "layer %zu: non-finite value at sample %zu", l, bad);
-        }
-        if (n > 46340)
-                return kdl_error(-KDL_EOVERFLOW,
-                                 "%zu samples: n² does not fit the BLAS integer type", n);
-        return 0;
-}
-
-/* All L kernel matrices [l * n * n]; @bad[l] set when a layer's RBF
- * bandwidth is zero. */
-static int kernels_all(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel,
-                       double theta, double **ret, bool *bad)
-{
-        size_t n = layers[0].shape[0], nn = n * n;
-        double *k, *off = NULL;
-        int r = 0;
-
-        k = kdl__malloc(nlayers, nn * sizeof(double));
-        if (!k)
-                return -ENOMEM;
-        if (kernel == KDL_CKA_RBF) {
-                off = kdl__malloc(n * (n - 1) / 2 + 1, sizeof(double));
-                if (!off) {
-                        free(k);
-                        return -ENOMEM;
-                }
-        }
-        for (size_t l = 0; l < nlayers && r >= 0; l++) {
-                r = kernel_matrix(&layers[l], kernel, theta, k + l * nn, off);
-                if (r >= 0)
-                        bad[l] = r == 1;
-        }
-        free(off);
-        if (r < 0) {
-                free(k);
-                return r;
-        }
-        *ret = k;
-        return 0;
-}
-
-int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel, double theta,
-                 kdl_cka_matrix **ret)
-{
-        size_t n, nn, l = nlayers;
-        double *k = NULL, *stack = NULL, *h = NULL, *rm = NULL;
-        bool *bad = NULL;
-        kdl_cka_matrix *m = NULL;
-        int r;
-
-        assert(layers && ret && kernel < KDL_CKA_KERNEL_COUNT_);
-        r = check_layers(layers, nlayers, 2);
-        if (r < 0)
-                return r;
-        if (kernel == KDL_CKA_RBF && !(theta > 0.0 && isfinite(theta)))
-                return kdl_error(-KDL_ERANGE, "RBF bandwidth fraction %g is not positive", theta);
-        n = layers[0].shape[0];
-        nn = n * n;
-        bad = kdl_new(bool, l);
-        h = kdl_new(double, l *l);
-        rm = kdl_new(double, n);
-        stack = kdl__malloc(l, nn * sizeof(double));
-        if (!bad || !h || !rm || !stack || matrix_new(l, &m) < 0) {
-                r = -ENOMEM;
-                goto out;
-        }
-        r = kernels_all(layers, l, kernel, theta, &k, bad);
-        if (r < 0)
-                goto out;
-        m->n = (double) n;
-        m->biased = nan_array(l);
-        m->debiased = nan_array(l);
-        if (!m->biased || !m->debiased) {
-                r = -ENOMEM;
-                goto out;
-        }
-        /* ⟨K̃_i, K̃_j⟩ for every pair from one dsyrk of the stacked,
-         * flattened centred matrices (as Nguyen et al.'s G Gᵀ). */
-        for (size_t i = 0; i < l; i++)
-                centre_biased(k + i * nn, n, rm, stack + i * nn);
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) l, (int) nn, 1.0, stack,
-                    (int) nn, 0.0, h, (int) l);
-        normalise_upper(h, l, m->biased);
-        if (n >= 4) {
-                for (size_t i = 0; i < l; i++)
-                        centre_unbiased(k + i * nn, n, rm, stack + i * nn);
-                cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) l, (int) nn, 1.0, stack,
-                            (int) nn, 0.0, h, (int) l);
-                normalise_upper(h, l, m->debiased);
-        }
-        for (size_t i = 0; i < l; i++)
-                if (bad[i])
-                        for (size_t j = 0; j < l; j++) {
-                                m->biased[i * l + j] = m->biased[j * l + i] = NAN;
-                                m->debiased[i * l + j] = m->debiased[j * l + i] = NAN;
-                        }
-        *ret = m;
-        m = NULL;
-out:
-        kdl_cka_matrix_free(m);
-        free(stack);
-        free(rm);
-        free(h);
-        free(bad);
-        free(k);
-        return r;
-}
-
-struct ranked {
-        double d;
-        size_t row;
-};
-
-static int cmp_ranked_desc(const void *a, const void *b)
-{
-        const struct ranked *x = a, *y = b;
-
-        if (x->d > y->d)
-                return -1;
-        if (x->d < y->d)
-                return 1;
-        return x->row < y->row ? -1 : x->row > y->row;
-}
-
-/* ⟨H_S A H_S, H_S B H_S⟩ over the kept rows @keep (m of them):
- * Σ A∘B - (2/m) Σᵢ rAᵢ rBᵢ + tA tB / m². */
-static double centred_inner(const double *a, const double *b, size_t n, const bool *keep, size_t m,
-                            double *ra, double *rb)
-{
-        double ab = 0.0, rr = 0.0, ta = 0.0, tb = 0.0, dm = (double) m;
-
-        for (size_t i = 0; i < n; i++) {
-                double sa = 0.0, sb = 0.0;
-
-                if (!keep[i])
-                        continue;
-                for (size_t j = 0; j < n; j++) {
-                        if (!keep[j])
-                                continue;
-                        sa += a[i * n + j];
-                        sb += b[i * n + j];
-                        ab += a[i * n + j] * b[i * n + j];
-                }
-                ra[i] = sa;
-                rb[i] = sb;
-                rr += sa * sb;
-                ta += sa;
-                tb += sb;
-        }
-        return ab - 2.0 / dm * rr + ta * tb / (dm * dm);
-}
-
-int kdl_cka_robust(const kdl_tensor *layers, size_t nlayers, double frac, kdl_cka_matrix **ret)
-{
-        size_t n, nn, l = nlayers, q;
-        double *k = NULL, *ra = NULL, *rb = NULL;
-        bool *out = NULL, *keep = NULL, *bad = NULL;
-        struct ranked *rk = NULL;
-        kdl_cka_matrix *m = NULL;
-        int r;
-
-        assert(layers && ret);
-        r = check_layers(layers, nlayers, 2);
-        if (r < 0)
-                return r;
-        if (!(frac >= 0.0 && frac < 0.5))
-                return kdl_error(-KDL_ERANGE, "outlier fraction %g is not in [0, 0.5)", frac);
-        n = layers[0].shape[0];
-        nn = n * n;
-        q = (size_t) ceil(frac * (double) n);
-        out = kdl_new(bool, l *n);
-        keep = kdl_new(bool, n);
-        bad = kdl_new(bool, l);
-        ra = kdl_new(double, n);
-        rb = kdl_new(double, n);
-        rk = kdl_new(struct ranked, n);
-        if (!out || !keep || !bad || !ra || !rb || !rk || matrix_new(l, &m) < 0) {
-                r = -ENOMEM;
-                goto out;
-        }
-        r = kernels_all(layers, l, KDL_CKA_LINEAR, 0.0, &k, bad);
-        if (r < 0)
-                goto out;
-        m->n = (double) n;
-        m->biased = nan_array(l);
-        if (!m->biased) {
-                r = -ENOMEM;
-                goto out;
-        }
-        for (size_t i = 0; i < l; i++) {
-                const double *ki = k + i * nn;
-                double total = 0.0;
-
-                /* Centred squared norms: (HKH)_aa = K_aa - 2 r_a + t. */
-                for (size_t a = 0; a < n; a++) {
-                        double s = 0.0;
-
-                        for (size_t b = 0; b < n; b++)
-                                s += ki[a * n + b];
-                        ra[a] = s / (double) n;
-                        total += s;
-                }
-                total /= (double) nn;
-                for (size_t a = 0; a < n; a++) {
-                        rk[a].d = ki[a * n + a] - 2.0 * ra[a] + total;
-                        rk[a].row = a;
-                }
-                qsort(rk, n, sizeof(*rk), cmp_ranked_desc);
-                for (size_t a = 0; a < q; a++)
-                        out[i * n + rk[a].row] = true;
-        }
-        for (size_t i = 0; i < l; i++)
-                for (size_t j = i; j < l; j++) {
-                        size_t kept = 0;
-                        double hij, hii, hjj;
-
-                        for (size_t a = 0; a < n; a++) {
-                                keep[a] = !out[i * n + a] && !out[j * n + a];
-                                kept += keep[a];
-                        }
-                        if (kept < 2)
-                                continue;
-                        hij = centred_inner(k + i * nn, k + j * nn, n, keep, kept, ra, rb);
-                        hii = centred_inner(k + i * nn, k + i * nn, n, keep, kept, ra, rb);
-                        hjj = centred_inner(k + j * nn, k + j * nn, n, keep, kept, ra, rb);
-                        m->biased[i * l + j] = m->biased[j * l + i] =
-                                hii > 0.0 && hjj > 0.0 ? hij / sqrt(hii * hjj) : (double) NAN;
-                }
-        *ret = m;
-        m = NULL;
-out:
-        kdl_cka_matrix_free(m);
-        free(rk);
-        free(rb);
-        free(ra);
-        free(bad);
-        free(keep);
-        free(out);
-        free(k);
-        return r;
-}
-
-/* ---- Minibatch ------------------------------------------------------------------- */
-
-struct kdl_cka_mb_state {
-        size_t l, m, maxw;
-        size_t *width;
-        size_t nbatches;
-        double *h;     /* [l*l] upper: Σ over batches of ⟨K̄_i, K̄_j⟩ */
-        double *gram;  /* [m*m] one batch Gram */
-        double *stack; /* [l*m*m] U-centred batch Grams */
-        double *rm;    /* [m] */
-};
-
-void kdl_cka_mb_state_free(kdl_cka_mb_state *s)
-{
-        if (!s)
-                return;
-        free(s->width);
-        free(s->h);
-        free(s->gram);
-        free(s->stack);
-        free(s->rm);
-        free(s);
-}
-
-int kdl_cka_mb_state_new(size_t nlayers, const size_t *widths, size_t m, kdl_cka_mb_state **ret)
-{
-        kdl_cka_mb_state *s;
-        size_t mm;
-        int bi, r;
-
-        if (m < 4)
-                return kdl_error(-KDL_ERANGE, "minibatch CKA needs batches of at least 4, got %zu",
-                                 m);
-        if (nlayers == 0)
-                return kdl_error(-KDL_ESHAPE, "CKA needs at least one layer");
-        if (__builtin_mul_overflow(m, m, &mm))
-                return kdl_error(-KDL_EOVERFLOW, "batch size %zu overflows", m);
-        r = kdl__blas_int(mm, &bi);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < nlayers; i++) {
-                if (widths[i] == 0)
-                        return kdl_error(-KDL_ESHAPE, "layer %zu has width 0", i);
-                r = kdl__blas_int(widths[i], &bi);
-                if (r < 0)
-                        return r;
-        }
-        s = kdl_new(kdl_cka_mb_state, 1);
-        if (!s)
-                return -ENOMEM;
-        s->l = nlayers;
-        s->m = m;
-        s->width = kdl_new(size_t, nlayers);
-        s->h = kdl_new(double, nlayers *nlayers);
-        s->gram = kdl_new(double, mm);
-        s->stack = kdl__malloc(nlayers, mm * sizeof(double));
-        s->rm = kdl_new(double, m);
-        if (!s->width || !s->h || !s->gram || !s->stack || !s->rm) {
-                kdl_cka_mb_state_free(s);
-                return -ENOMEM;
-        }
-        memcpy(s->width, widths, nlayers * sizeof(size_t));
-        *ret = s;
-        return 0;
-}
-
-int kdl_cka_mb_accumulate(kdl_cka_mb_state *s, const kdl_tensor *batch)
-{
-        size_t m = s->m, mm = m * m, l = s->l;
-        int r;
-
-        assert(s && batch);
-        if (batch[0].ndim != 2 || batch[0].shape[0] != m)
-                return kdl_error(-KDL_ESHAPE, "minibatch CKA: expected batches of %zu rows", m);
-        r = check_blocks(batch, l, s->width, m, NULL);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < l; i++) {
-                r = kernel_matrix(&batch[i], KDL_CKA_LINEAR, 0.0, s->gram, NULL);
-                if (r < 0)
-                        return r;
-                centre_unbiased(s->gram, m, s->rm, s->stack + i * mm);
-        }
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) l, (int) mm, 1.0, s->stack,
-                    (int) mm, 1.0, s->h, (int) l);
-        s->nbatches++;
-        return 0;
-}
-
-int kdl_cka_mb_merge(kdl_cka_mb_state *into, const kdl_cka_mb_state *from)
-{
-        assert(into && from);
-        if (into->l != from->l || into->m != from->m ||
-            memcmp(into->width, from->width, into->l * sizeof(size_t)) != 0)
-                return kdl_error(-KDL_EMISMATCH,
-                                 "cannot merge minibatch CKA states of different layers or batch "
-                                 "sizes");
-        for (size_t i = 0; i < into->l * into->l; i++)
-                into->h[i] += from->h[i];
-        into->nbatches += from->nbatches;
-        return 0;
-}
-
-int kdl_cka_mb_finalize(const kdl_cka_mb_state *s, kdl_cka_matrix **ret)
-{
-        kdl_cka_matrix *m = NULL;
-
-        assert(s && ret);
-        if (!s->nbatches)
-                return kdl_error(-KDL_EMISSING, "minibatch CKA: no batch was added");
-        if (matrix_new(s->l, &m) < 0)
-                return -ENOMEM;
-        m->minibatch = kdl_new(double, s->l * s->l);
-        if (!m->minibatch) {
-                kdl_cka_matrix_free(m);
-                return -ENOMEM;
-        }
-        m->nbatches = s->nbatches;
-        m->n = (double) (s->nbatches * s->m);
-        normalise_upper(s->h, s->l, m->minibatch);
-        *ret = m;
         return 0;
 }

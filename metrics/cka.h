@@ -93,22 +93,34 @@ KDL_API const char *kdl_cka_precision_name(enum kdl_cka_precision p);
 /** kdl_cka_precision_parse() - the precision named @s; -KDL_EUSAGE otherwise. */
 KDL_API int kdl_cka_precision_parse(const char *s, enum kdl_cka_precision *ret);
 
+/* Options of the feature-space state; kdl_cka_opts_init() gives the defaults. */
 typedef struct kdl_cka_opts {
         size_t block_rows; /* rows per product (mixed: per block, products of at most
-                              KDL_CKA_MIXED_ROWS); 0: 2048, fewer when ΣD is large (≤ 256 MiB) */
+                              KDL_CKA_MIXED_ROWS); 0 (default): chosen from the widths, 2048,
+                              fewer when ΣD is large (≤ 256 MiB) */
         const bool *pairs; /* [L*L] the pairs to compute (either order counts; the diagonal
-                              always is); NULL: all.  Borrowed by kdl_cka_state_new() only */
-        size_t bootstrap;  /* Poisson(1) bootstrap replicates B; 0: none */
-        uint64_t seed;     /* bootstrap weights: kdl_sample_poisson1(seed, row id, b) */
-        double level;      /* confidence level of the intervals; 0: 0.95 */
-        enum kdl_cka_precision precision; /* 0: KDL_CKA_PRECISION_DOUBLE */
+                              always is); NULL (default): all.  Borrowed by
+                              kdl_cka_state_new() only */
+        size_t bootstrap;  /* Poisson(1) bootstrap replicates B; default 0: none */
+        uint64_t seed;     /* bootstrap weights: kdl_sample_poisson1(seed, row id, b);
+                              default 0 */
+        double level;      /* confidence level of the intervals, in (0, 1); default 0.95 */
+        enum kdl_cka_precision precision; /* default KDL_CKA_PRECISION_DOUBLE */
 } kdl_cka_opts;
+
+/**
+ * kdl_cka_opts_init() - set every field of @o to its default: automatic
+ * block rows, all pairs, no bootstrap, seed 0, level 0.95, double precision.
+ * A NULL options pointer means these.
+ */
+KDL_API void kdl_cka_opts_init(kdl_cka_opts *o);
 
 typedef struct kdl_cka_state kdl_cka_state;
 
 /**
  * kdl_cka_state_bytes() - memory a state with these layers and options
- * holds, so callers can report it or refuse before allocating.
+ * (@o: NULL for the defaults) holds, so callers can report it or refuse
+ * before allocating.
  * Return: the bytes, or SIZE_MAX if the sizes overflow.
  */
 KDL_API size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_opts *o);
@@ -116,7 +128,7 @@ KDL_API size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const k
 /**
  * kdl_cka_state_new() - a state for linear and debiased linear CKA between
  * every pair of @nlayers layers of widths @widths (D_1..D_L, each >= 1).
- * @o: NULL for the defaults.
+ * @o: NULL for the defaults (kdl_cka_opts_init()).
  * @ret: set on success only; caller frees with kdl_cka_state_free().
  *
  * The layers of each row block are stacked side by side into one matrix Z
@@ -155,17 +167,20 @@ KDL_API int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_ck
  *          are a function of them, so ids must be unique across merged
  *          states.  May be NULL when the state has no bootstrap replicates.
  *
+ * A block of 0 rows is a no-op.
  * Return: 0; -KDL_ESHAPE if a block has the wrong width or a different row
- * count; -KDL_ENONFINITE naming the layer and sample of the first NaN/Inf
- * (the state is unchanged).
+ * count; -KDL_ENONFINITE naming the layer and sample of the first NaN/Inf.
+ * On failure @s is unchanged.
  */
 KDL_API int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t *ids);
 
 /**
  * kdl_cka_merge() - add the samples of @from to @into (exact: the two
- * shifts are reconciled analytically, Chan et al.'s idea).  @from unchanged.
- * Return: 0; -KDL_EMISMATCH if the layers, pairs, bootstrap options or
- * precisions differ.
+ * shifts are reconciled analytically, Chan et al.'s idea).  @from unchanged;
+ * it may be empty.  Of the options, only @block_rows may differ.
+ * Return: 0; -KDL_EMISMATCH if the layers, pairs, replicates, precisions or
+ * (with replicates) seeds or levels differ; -ENOMEM.  On failure @into is
+ * unchanged.
  */
 KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
 
@@ -177,8 +192,10 @@ KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
  * CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) and the debiased form through
  * φ(a) = a - n/(n-2) sˣ·sʸ + SₓSᵧ/((n-1)(n-2)).
  * Memory: O(L ΣD) besides the result.  Pairs that were not computed are NaN.
+ * @s: not modified.
  * @ret: set on success only; caller frees with kdl_cka_matrix_free().
- * Return: 0; -ENOMEM.  Undefined entries are NaN, not errors.
+ * Return: 0; -KDL_EMISSING if no sample was accumulated; -ENOMEM.  Undefined
+ * entries are NaN, not errors.
  */
 KDL_API int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret);
 
@@ -241,6 +258,7 @@ typedef struct kdl_cka_mb_state kdl_cka_mb_state;
  * dsyrk of the stacked flattened Grams); since @m is fixed the factor
  * 1/(m(m-3)) cancels.  With one batch holding all samples the value equals
  * the debiased CKA.  The caller chooses the batches (e.g. a seeded shuffle).
+ * It has no options: the batch size @m is a shape, with no default.
  * @ret: set on success only; caller frees with kdl_cka_mb_state_free().
  *
  * Memory: (L + 1) m² + m max D doubles.
@@ -253,16 +271,22 @@ KDL_API int kdl_cka_mb_state_new(size_t nlayers, const size_t *widths, size_t m,
 /**
  * kdl_cka_mb_accumulate() - add one batch: @batch holds @nlayers tensors
  * [m, D_ℓ] (borrowed) with exactly m rows each.
- * Return: 0; -KDL_ESHAPE; -KDL_ENONFINITE (state unchanged).
+ * Return: 0; -KDL_ESHAPE; -KDL_ENONFINITE; -ENOMEM.  On failure @s is
+ * unchanged.
  */
 KDL_API int kdl_cka_mb_accumulate(kdl_cka_mb_state *s, const kdl_tensor *batch);
 
-/** kdl_cka_mb_merge() - add @from's batches to @into.  Return: 0; -KDL_EMISMATCH. */
+/**
+ * kdl_cka_mb_merge() - add @from's batches to @into; @from unchanged.
+ * Return: 0; -KDL_EMISMATCH if the layers or batch sizes differ (@into is
+ * then unchanged).
+ */
 KDL_API int kdl_cka_mb_merge(kdl_cka_mb_state *into, const kdl_cka_mb_state *from);
 
 /**
  * kdl_cka_mb_finalize() - the minibatch CKA matrix (its @minibatch and
- * @nbatches; @n = batches * m).  Caller frees with kdl_cka_matrix_free().
+ * @nbatches; @n = batches * m); @s not modified.
+ * @ret: set on success only; caller frees with kdl_cka_matrix_free().
  * Return: 0; -KDL_EMISSING if no batch was added; -ENOMEM.
  */
 KDL_API int kdl_cka_mb_finalize(const kdl_cka_mb_state *s, kdl_cka_matrix **ret);

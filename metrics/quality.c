@@ -12,6 +12,7 @@
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
 #include "metrics/quality.h"
+#include "metrics/quality-internal.h"
 #include "metrics/base/banned.h"
 
 #define DEFAULT_THRESHOLD 0.95
@@ -89,7 +90,7 @@ static double *sorted_copy(const kdl_tensor *x, const int64_t *labels, size_t nc
 
 /* Eigenvalues of the symmetric @a [n, n] (upper triangle used, destroyed),
  * in decreasing order and clamped at 0, into @w. */
-static int eigvals_desc(double *a, size_t n, double *w)
+int kdl__quality_eigvals_desc(double *a, size_t n, double *w)
 {
         lapack_int info;
 
@@ -115,7 +116,8 @@ static int eigvals_desc(double *a, size_t n, double *w)
 /* Eigenvalues (decreasing) of YᵀY for the rows @y [m, d] centred in place:
  * min(m, d) of them, through the smaller of the m×m and d×d products.
  * @work holds min(m, d)² doubles. */
-static int centred_spectrum(double *y, size_t m, size_t d, double *work, double *w, size_t *ret_k)
+int kdl__quality_centred_spectrum(double *y, size_t m, size_t d, double *work, double *w,
+                                  size_t *ret_k)
 {
         size_t k = m < d ? m : d;
         int r;
@@ -135,7 +137,7 @@ static int centred_spectrum(double *y, size_t m, size_t d, double *work, double 
         else
                 cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int) d, (int) m, 1.0, y,
                             (int) d, 0.0, work, (int) d);
-        r = eigvals_desc(work, k, w);
+        r = kdl__quality_eigvals_desc(work, k, w);
         if (r < 0)
                 return r;
         *ret_k = k;
@@ -161,6 +163,55 @@ static double floored_entropy(const double *lam, size_t len, size_t k)
         return h;
 }
 
+/* One class's spectrum: the normalised eigenvalues of the class-centred
+ * scatter of its @nc rows @y (centred in place) into @lc, *@ret_len of them,
+ * and k_c, the smallest count whose partial sum reaches @threshold (at most
+ * @ncols - 1), into *@ret_kc.  A class with no variance is *@ret_degenerate
+ * with k_c = 0.  @work: min(nc, d)² doubles. */
+static int class_spectrum(double *y, size_t nc, size_t d, size_t ncols, double threshold,
+                          double *work, double *lc, size_t *ret_len, size_t *ret_kc,
+                          bool *ret_degenerate)
+{
+        size_t k, cnt = 0;
+        double total = 0.0, cum = 0.0;
+        int r;
+
+        r = kdl__quality_centred_spectrum(y, nc, d, work, lc, &k);
+        if (r < 0)
+                return r;
+        for (size_t j = 0; j < k; j++)
+                total += lc[j];
+        *ret_len = k;
+        if (!(total > 0.0)) {
+                *ret_degenerate = true;
+                *ret_kc = 0;
+                return 0;
+        }
+        for (size_t j = 0; j < k; j++)
+                lc[j] /= total;
+        while (cum < threshold && cnt < ncols - 1) {
+                cum += cnt < k ? lc[cnt] : 0.0;
+                cnt++;
+        }
+        /* The loop above tests the sum of the first cnt entries
+         * before counting one more, as the authors' while loop. */
+        *ret_kc = cnt;
+        return 0;
+}
+
+/* Rows of the largest class. */
+static size_t largest_class(const size_t *start, size_t nclasses)
+{
+        size_t ncols = 0;
+
+        for (size_t c = 0; c < nclasses; c++) {
+                size_t nc = start[c + 1] - start[c];
+
+                ncols = nc > ncols ? nc : ncols;
+        }
+        return ncols;
+}
+
 /*
  * I's entropy part from the class spectra of @xc (ComputeClassPCAID and
  * TPlotClassificationEfficiency): per class, the normalised eigenvalues of
@@ -172,7 +223,7 @@ static double floored_entropy(const double *lam, size_t len, size_t k)
 static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t nclasses,
                          const kdl_quality_opts *o, kdl_quality *q)
 {
-        size_t d = xc->shape[1], ncols = 0, used = 0, ksum = 0;
+        size_t d = xc->shape[1], ncols, kmax, used = 0, ksum = 0;
         size_t *start = kdl_new(size_t, nclasses + 1), *kc = NULL, *len = NULL;
         double *xs = NULL, *work = NULL, *lam = NULL, hsum = 0.0;
         bool *degenerate = NULL;
@@ -184,67 +235,38 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
         kc = kdl_new(size_t, nclasses);
         len = kdl_new(size_t, nclasses);
         degenerate = kdl_new(bool, nclasses);
-        for (size_t c = 0; c < nclasses; c++) {
-                size_t nc = start[c + 1] - start[c];
-
-                ncols = nc > ncols ? nc : ncols;
-        }
-        {
-                size_t kmax = ncols < d ? ncols : d;
-
-                work = kdl__malloc(kmax * kmax + 1, sizeof(double));
-                lam = kdl__malloc(nclasses * (kmax + 1), sizeof(double));
-        }
+        ncols = largest_class(start, nclasses);
+        kmax = ncols < d ? ncols : d;
+        work = kdl__malloc(kmax * kmax + 1, sizeof(double));
+        lam = kdl__malloc(nclasses * (kmax + 1), sizeof(double));
         if (!xs || !kc || !len || !degenerate || !work || !lam) {
                 r = -ENOMEM;
                 goto out;
         }
         for (size_t c = 0; c < nclasses; c++) {
-                size_t nc = start[c + 1] - start[c], k;
-                double *lc = lam + c * ((ncols < d ? ncols : d) + 1), total = 0.0, cum = 0.0;
-                size_t cnt = 0;
-
-                if (nc < 2)
+                if (start[c + 1] - start[c] < 2)
                         continue;
-                r = centred_spectrum(xs + start[c] * d, nc, d, work, lc, &k);
+                r = class_spectrum(xs + start[c] * d, start[c + 1] - start[c], d, ncols,
+                                   o->var_threshold, work, lam + c * (kmax + 1), &len[c], &kc[c],
+                                   &degenerate[c]);
                 if (r < 0)
                         goto out;
-                for (size_t j = 0; j < k; j++)
-                        total += lc[j];
                 used++;
-                len[c] = k;
-                if (!(total > 0.0)) {
-                        degenerate[c] = true;
-                        continue;
-                }
-                for (size_t j = 0; j < k; j++)
-                        lc[j] /= total;
-                while (cum < o->var_threshold && cnt < ncols - 1) {
-                        cum += cnt < k ? lc[cnt] : 0.0;
-                        cnt++;
-                }
-                /* The loop above tests the sum of the first cnt entries
-                 * before counting one more, as the authors' while loop. */
-                kc[c] = cnt;
-                ksum += cnt;
+                ksum += kc[c];
         }
         if (used == 0) {
                 r = kdl_error(-KDL_ESHAPE, "class spectra: no class has two samples");
                 goto out;
         }
         for (size_t c = 0; c < nclasses; c++) {
-                size_t nc = start[c + 1] - start[c];
-                const double *lc = lam + c * ((ncols < d ? ncols : d) + 1);
+                const double *lc = lam + c * (kmax + 1);
 
-                if (nc < 2 || degenerate[c])
+                if (start[c + 1] - start[c] < 2 || degenerate[c])
                         continue;
-                if (o->variant == KDL_QUALITY_CODE) {
-                        size_t kt = ksum < ncols ? ksum : ncols;
-
-                        hsum += floored_entropy(lc, len[c], kt);
-                } else if (kc[c] > 1) {
+                if (o->variant == KDL_QUALITY_CODE)
+                        hsum += floored_entropy(lc, len[c], ksum < ncols ? ksum : ncols);
+                else if (kc[c] > 1)
                         hsum += floored_entropy(lc, len[c], kc[c]) / log((double) kc[c]);
-                }
         }
         q->entropy = hsum / (double) used;
         q->entropy_norm = o->variant == KDL_QUALITY_CODE ? log(5.0) : 1.0;
@@ -262,157 +284,213 @@ out:
         return r;
 }
 
-/* Σ_W Σ_B⁺ trace over C (NC1) and nearest-class-mean accuracy, from the
- * class-sorted rows @xs [n, d] (overwritten with the within-class residuals). */
-static int class_means_stats(double *xs, size_t n, size_t d, const size_t *start, size_t nclasses,
-                             double rtol, kdl_quality *q)
+/* Sums over the pairs of rows of the subsample's Gram matrix, per class. */
+struct geometry {
+        double *nrm, *inv; /* [n] ‖f‖, and 1/‖f‖ (0 for a feature that counts as zero) */
+        double *sum_intra; /* [C] Σ |cos| over the pairs within a class */
+        double *min_intra; /* [C] the smallest of them */
+        double *sum_inter; /* [C*C] Σ |cos| over the pairs of classes c < c2 */
+        double *mind2;     /* [C] the smallest squared distance to another class */
+        size_t *ea, *eb;   /* [C] the two rows at that distance: own, other */
+};
+
+static void geometry_release(struct geometry *gm)
 {
-        size_t cp = 0, correct = 0;
-        double *mu = NULL, *mg = NULL, *mm = NULL, *mtm = NULL, *s2 = NULL, *p = NULL, *pv = NULL,
-               *musq = NULL, *scores = NULL;
-        size_t *cls = NULL;
-        int r = 0;
+        free(gm->eb);
+        free(gm->ea);
+        free(gm->mind2);
+        free(gm->sum_inter);
+        free(gm->min_intra);
+        free(gm->sum_intra);
+        free(gm->inv);
+        free(gm->nrm);
+}
 
-        cls = kdl_new(size_t, nclasses);
-        mu = kdl_new(double, nclasses *d);
-        mg = kdl_new(double, d);
-        musq = kdl_new(double, nclasses);
-        if (!cls || !mu || !mg || !musq) {
-                r = -ENOMEM;
-                goto out;
-        }
-        /* Class means of the classes present, and the global mean. */
+static int geometry_init(struct geometry *gm, size_t n, size_t nclasses)
+{
+        gm->nrm = kdl_new(double, n);
+        gm->inv = kdl_new(double, n);
+        gm->sum_intra = kdl_new(double, nclasses);
+        gm->min_intra = kdl_new(double, nclasses);
+        gm->sum_inter = kdl_new(double, nclasses *nclasses);
+        gm->mind2 = kdl_new(double, nclasses);
+        gm->ea = kdl_new(size_t, nclasses);
+        gm->eb = kdl_new(size_t, nclasses);
+        if (!gm->nrm || !gm->inv || !gm->sum_intra || !gm->min_intra || !gm->sum_inter ||
+            !gm->mind2 || !gm->ea || !gm->eb)
+                return -ENOMEM;
         for (size_t c = 0; c < nclasses; c++) {
-                size_t nc = start[c + 1] - start[c];
-                double *m = mu + cp * d;
+                gm->min_intra[c] = INFINITY;
+                gm->mind2[c] = INFINITY;
+        }
+        return 0;
+}
 
-                if (nc == 0)
+/* Feature norms from the diagonal of the Gram @g [n, n]; a row with
+ * ‖f‖ <= @eps keeps inverse 0.  Return: the number of such rows. */
+static size_t gram_norms(const double *g, size_t n, double eps, struct geometry *gm)
+{
+        size_t nzero = 0;
+
+        for (size_t a = 0; a < n; a++) {
+                double v = g[a * n + a] > 0.0 ? sqrt(g[a * n + a]) : 0.0;
+
+                gm->nrm[a] = v;
+                if (v > eps)
+                        gm->inv[a] = 1.0 / v;
+                else
+                        nzero++;
+        }
+        return nzero;
+}
+
+/* Every cosine and distance from the upper triangle of the Gram @g [n, n]
+ * of class-sorted rows (@start), so that a class pair is a block; classes
+ * with fewer than 2 rows are left out. */
+static void gram_pairs(const double *g, size_t n, const size_t *start, size_t nclasses,
+                       struct geometry *gm)
+{
+        for (size_t c = 0; c < nclasses; c++) {
+                if (start[c + 1] - start[c] < 2)
                         continue;
-                for (size_t i = start[c]; i < start[c + 1]; i++)
-                        for (size_t j = 0; j < d; j++)
-                                m[j] += xs[i * d + j];
-                for (size_t j = 0; j < d; j++) {
-                        m[j] /= (double) nc;
-                        musq[cp] += m[j] * m[j];
-                        mg[j] += (double) nc * m[j];
-                }
-                cls[cp++] = c;
-        }
-        for (size_t j = 0; j < d; j++)
-                mg[j] /= (double) n;
+                for (size_t c2 = c; c2 < nclasses; c2++) {
+                        if (start[c2 + 1] - start[c2] < 2)
+                                continue;
+                        for (size_t a = start[c]; a < start[c + 1]; a++) {
+                                const double *ga = g + a * n;
+                                size_t b0 = c2 == c ? a + 1 : start[c2];
 
-        /* Nearest class mean: argmin_c ‖μ_c‖² - 2 xᵀμ_c, ties to the lower class. */
-        scores = kdl__malloc(n * cp, sizeof(double));
-        if (!scores) {
-                r = -ENOMEM;
-                goto out;
-        }
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) n, (int) cp, (int) d, 1.0, xs,
-                    (int) d, mu, (int) d, 0.0, scores, (int) cp);
-        for (size_t k = 0; k < cp; k++)
-                for (size_t i = start[cls[k]]; i < start[cls[k] + 1]; i++) {
-                        size_t best = 0;
-                        double bv = INFINITY;
+                                for (size_t b = b0; b < start[c2 + 1]; b++) {
+                                        double cosv = fabs(ga[b]) * gm->inv[a] * gm->inv[b];
 
-                        for (size_t k2 = 0; k2 < cp; k2++) {
-                                double v = musq[k2] - 2.0 * scores[i * cp + k2];
+                                        if (c2 == c) {
+                                                gm->sum_intra[c] += cosv;
+                                                if (cosv < gm->min_intra[c])
+                                                        gm->min_intra[c] = cosv;
+                                        } else {
+                                                double d2 = ga[a] + g[b * n + b] - 2.0 * ga[b];
 
-                                if (v < bv) {
-                                        bv = v;
-                                        best = k2;
+                                                d2 = d2 > 0.0 ? d2 : 0.0;
+                                                gm->sum_inter[c * nclasses + c2] += cosv;
+                                                if (d2 < gm->mind2[c]) {
+                                                        gm->mind2[c] = d2;
+                                                        gm->ea[c] = a;
+                                                        gm->eb[c] = b;
+                                                }
+                                                if (d2 < gm->mind2[c2]) {
+                                                        gm->mind2[c2] = d2;
+                                                        gm->ea[c2] = b;
+                                                        gm->eb[c2] = a;
+                                                }
+                                        }
                                 }
                         }
-                        correct += best == k;
-                }
-        q->ncm_accuracy = (double) correct / (double) n;
-
-        /* NC1 = tr(Σ_W Σ_B⁺)/C with Σ_B = M Mᵀ/C, M = [μ_c - μ_G]:
-         * Σ_B⁺ = C Σ_k u_k u_kᵀ/s_k² (u_k = M v_k/s_k from MᵀM = V S² Vᵀ), so
-         * NC1 = Σ_k ‖W M v_k‖² / (n s_k⁴), W the within-class residuals.
-         * Never forms a D×D matrix. */
-        mm = kdl__malloc(d * cp + 1, sizeof(double));
-        mtm = kdl__malloc(cp * cp + 1, sizeof(double));
-        s2 = kdl__malloc(cp + 1, sizeof(double));
-        p = kdl__malloc(n * cp + 1, sizeof(double));
-        pv = kdl__malloc(n * cp + 1, sizeof(double));
-        if (!mm || !mtm || !s2 || !p || !pv) {
-                r = -ENOMEM;
-                goto out;
-        }
-        for (size_t j = 0; j < d; j++)
-                for (size_t k = 0; k < cp; k++)
-                        mm[j * cp + k] = mu[k * d + j] - mg[j];
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int) cp, (int) d, 1.0, mm, (int) cp,
-                    0.0, mtm, (int) cp);
-        {
-                lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int) cp, mtm,
-                                                 (lapack_int) cp, s2);
-
-                assert(info >= 0);
-                if (info > 0) {
-                        r = kdl_error(-KDL_ENOCONV, "NC1: eigensolver did not converge");
-                        goto out;
                 }
         }
-        for (size_t k = 0; k < cp; k++)
-                for (size_t i = start[cls[k]]; i < start[cls[k] + 1]; i++)
-                        for (size_t j = 0; j < d; j++)
-                                xs[i * d + j] -= mu[k * d + j];
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) n, (int) cp, (int) d, 1.0, xs,
-                    (int) d, mm, (int) cp, 0.0, p, (int) cp);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) n, (int) cp, (int) cp, 1.0, p,
-                    (int) cp, mtm, (int) cp, 0.0, pv, (int) cp);
-        {
-                double smax = cp ? s2[cp - 1] : 0.0, nc1 = 0.0;
+}
 
-                for (size_t k = 0; k < cp; k++) {
-                        double ss = 0.0;
+/* The class averages of S, the within-class minima and E from the pair
+ * sums @gm, over the @used classes with 2 rows or more: q's intra, inter,
+ * min_intra, dmin and norm. */
+static void class_averages(const struct geometry *gm, const double *xs, size_t d,
+                           const size_t *start, size_t nclasses, size_t used, kdl_quality *q)
+{
+        double intra = 0.0, inter = 0.0, mi = 0.0, dmin = 0.0, norm = 0.0;
+        size_t npairs = 0;
 
-                        if (!(s2[k] > rtol * smax) || !(s2[k] > 0.0))
+        for (size_t c = 0; c < nclasses; c++) {
+                size_t nc = start[c + 1] - start[c];
+                double ns = 0.0, dd = 0.0;
+
+                if (nc < 2)
+                        continue;
+                intra += gm->sum_intra[c] / ((double) nc * (double) (nc - 1) / 2.0);
+                mi += gm->min_intra[c];
+                for (size_t c2 = c + 1; c2 < nclasses; c2++) {
+                        size_t n2 = start[c2 + 1] - start[c2];
+
+                        if (n2 < 2)
                                 continue;
-                        for (size_t i = 0; i < n; i++)
-                                ss += pv[i * cp + k] * pv[i * cp + k];
-                        nc1 += ss / ((double) n * s2[k] * s2[k]);
+                        inter += gm->sum_inter[c * nclasses + c2] / ((double) nc * (double) n2);
+                        npairs++;
                 }
-                q->nc1 = smax > 0.0 ? nc1 : (double) NAN;
+                /* The nearest enemy again, from the features: the
+                 * Gram form loses digits for close pairs. */
+                for (size_t j = 0; j < d; j++) {
+                        double t = xs[gm->ea[c] * d + j] - xs[gm->eb[c] * d + j];
+
+                        dd += t * t;
+                }
+                dmin += sqrt(dd);
+                for (size_t a = start[c]; a < start[c + 1]; a++)
+                        ns += gm->nrm[a];
+                norm += ns / (double) nc;
         }
+        q->intra = intra / (double) used;
+        q->inter = inter / (double) npairs;
+        q->min_intra = mi / (double) used;
+        q->dmin = dmin / (double) used;
+        q->norm = norm / (double) used;
+}
+
+/* S, the within-class minima and E of the class-sorted rows @xs [n, d] from
+ * their Gram matrix, computed into @g [n, n] (upper triangle). */
+static int geometry(const double *xs, size_t n, size_t d, const size_t *start, size_t nclasses,
+                    size_t used, const kdl_quality_opts *o, double *g, kdl_quality *q)
+{
+        struct geometry gm = {0};
+        int r;
+
+        r = geometry_init(&gm, n, nclasses);
+        if (r < 0)
+                goto out;
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) n, (int) d, 1.0, xs, (int) d,
+                    0.0, g, (int) n);
+        q->nzero = gram_norms(g, n, o->eps, &gm);
+        gram_pairs(g, n, start, nclasses, &gm);
+        class_averages(&gm, xs, d, start, nclasses, used, q);
+        q->s = q->intra - q->inter;
+        q->r = n < d ? n : d;
+        q->packing =
+                pow((o->population > 0.0 ? o->population : (double) n) / M_PI, 1.0 / (double) q->r);
+        q->e = q->norm > 0.0 ? 2.0 * q->dmin / q->norm * q->packing : (double) NAN;
 out:
-        free(pv);
-        free(p);
-        free(s2);
-        free(mtm);
-        free(mm);
-        free(scores);
-        free(musq);
-        free(mg);
-        free(mu);
-        free(cls);
+        geometry_release(&gm);
         return r;
 }
 
-int kdl_quality_compute(const kdl_tensor *x, const int64_t *labels, const kdl_tensor *xc,
-                        const int64_t *labels_c, size_t nclasses, const kdl_quality_opts *opts,
-                        kdl_quality *ret)
+void kdl_quality_opts_init(kdl_quality_opts *o)
 {
-        static const kdl_quality_opts defaults = {0};
-        kdl_quality_opts o = opts ? *opts : defaults;
-        kdl_quality q = {0};
-        size_t n, d, used = 0, kmin, nn, cc;
-        size_t *start = NULL, *ea = NULL, *eb = NULL;
-        double *xs = NULL, *g = NULL, *inv = NULL, *nrm = NULL, *mind2 = NULL, *lam = NULL;
-        double *sum_intra = NULL, *min_intra = NULL, *sum_inter = NULL;
+        assert(o);
+        *o = (kdl_quality_opts){
+                .variant = KDL_QUALITY_CODE,
+                .var_threshold = DEFAULT_THRESHOLD,
+                .population = 0.0, /* the rows of @x */
+                .eps = DEFAULT_EPS,
+                .rank_rtol = DEFAULT_RANK_RTOL,
+        };
+}
+
+/* @in, or kdl_quality_opts_init()'s when NULL, checked. */
+static int resolve_opts(const kdl_quality_opts *in, kdl_quality_opts *o)
+{
+        if (in)
+                *o = *in;
+        else
+                kdl_quality_opts_init(o);
+        if (o->variant >= KDL_QUALITY_VARIANT_COUNT_ || !(o->var_threshold > 0.0) ||
+            !(o->var_threshold <= 1.0) || !(o->eps > 0.0) || !(o->population >= 0.0))
+                return kdl_error(-KDL_ERANGE, "quality: an option is out of range");
+        return 0;
+}
+
+/* Both subsamples: their labels, values and widths, and sizes that fit. */
+static int check_subsamples(const kdl_tensor *x, const int64_t *labels, const kdl_tensor *xc,
+                            const int64_t *labels_c, size_t nclasses)
+{
+        size_t n, d, nn, cc;
         int bi, r;
 
-        assert(x && labels && xc && labels_c && ret);
-        if (fpclassify(o.var_threshold) == FP_ZERO)
-                o.var_threshold = DEFAULT_THRESHOLD;
-        if (fpclassify(o.eps) == FP_ZERO)
-                o.eps = DEFAULT_EPS;
-        if (fpclassify(o.rank_rtol) == FP_ZERO)
-                o.rank_rtol = DEFAULT_RANK_RTOL;
-        if (o.variant >= KDL_QUALITY_VARIANT_COUNT_ || !(o.var_threshold > 0.0) ||
-            !(o.var_threshold <= 1.0) || !(o.eps > 0.0) || !(o.population >= 0.0))
-                return kdl_error(-KDL_ERANGE, "quality: an option is out of range");
         r = check_input(x, labels, nclasses, "quality subsample");
         if (r < 0)
                 return r;
@@ -427,217 +505,62 @@ int kdl_quality_compute(const kdl_tensor *x, const int64_t *labels, const kdl_te
         if (kdl__blas_int(d, &bi) < 0 || kdl__blas_int(n, &bi) < 0 ||
             __builtin_mul_overflow(n, n, &nn) || __builtin_mul_overflow(nclasses, nclasses, &cc))
                 return kdl_error(-KDL_EOVERFLOW, "quality: %zu x %zu subsample overflows", n, d);
+        return 0;
+}
 
+int kdl_quality_compute(const kdl_tensor *x, const int64_t *labels, const kdl_tensor *xc,
+                        const int64_t *labels_c, size_t nclasses, const kdl_quality_opts *opts,
+                        kdl_quality *ret)
+{
+        kdl_quality_opts o;
+        kdl_quality q = {0};
+        size_t n, d, used = 0, *start = NULL;
+        double *xs = NULL, *g = NULL;
+        int r;
+
+        assert(x && labels && xc && labels_c && ret);
+        r = resolve_opts(opts, &o);
+        if (r < 0)
+                return r;
+        r = check_subsamples(x, labels, xc, labels_c, nclasses);
+        if (r < 0)
+                return r;
+        n = x->shape[0];
+        d = x->shape[1];
         start = kdl_new(size_t, nclasses + 1);
         if (!start)
                 return -ENOMEM;
         xs = sorted_copy(x, labels, nclasses, start);
-        g = kdl__malloc(nn + 1, sizeof(double));
-        inv = kdl_new(double, n);
-        nrm = kdl_new(double, n);
-        sum_intra = kdl_new(double, nclasses);
-        min_intra = kdl_new(double, nclasses);
-        sum_inter = kdl_new(double, nclasses *nclasses);
-        mind2 = kdl_new(double, nclasses);
-        ea = kdl_new(size_t, nclasses);
-        eb = kdl_new(size_t, nclasses);
-        if (!xs || !g || !inv || !nrm || !sum_intra || !min_intra || !sum_inter || !mind2 || !ea ||
-            !eb) {
+        g = kdl__malloc(n * n + 1, sizeof(double));
+        if (!xs || !g) {
                 r = -ENOMEM;
                 goto out;
         }
-        for (size_t c = 0; c < nclasses; c++) {
+        for (size_t c = 0; c < nclasses; c++)
                 used += start[c + 1] - start[c] >= 2;
-                min_intra[c] = INFINITY;
-                mind2[c] = INFINITY;
-        }
         if (used < 2) {
                 r = kdl_error(-KDL_ESHAPE,
                               "quality needs two classes with two samples each, got %zu", used);
                 goto out;
         }
-
-        /* One Gram matrix gives every cosine and distance (upper triangle;
-         * rows are grouped by class so a class pair is a block). */
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) n, (int) d, 1.0, xs, (int) d,
-                    0.0, g, (int) n);
-        for (size_t a = 0; a < n; a++) {
-                double v = g[a * n + a] > 0.0 ? sqrt(g[a * n + a]) : 0.0;
-
-                nrm[a] = v;
-                if (v > o.eps)
-                        inv[a] = 1.0 / v;
-                else
-                        q.nzero++;
-        }
-        for (size_t c = 0; c < nclasses; c++) {
-                if (start[c + 1] - start[c] < 2)
-                        continue;
-                for (size_t c2 = c; c2 < nclasses; c2++) {
-                        if (start[c2 + 1] - start[c2] < 2)
-                                continue;
-                        for (size_t a = start[c]; a < start[c + 1]; a++) {
-                                const double *ga = g + a * n;
-                                size_t b0 = c2 == c ? a + 1 : start[c2];
-
-                                for (size_t b = b0; b < start[c2 + 1]; b++) {
-                                        double cosv = fabs(ga[b]) * inv[a] * inv[b];
-
-                                        if (c2 == c) {
-                                                sum_intra[c] += cosv;
-                                                if (cosv < min_intra[c])
-                                                        min_intra[c] = cosv;
-                                        } else {
-                                                double d2 = ga[a] + g[b * n + b] - 2.0 * ga[b];
-
-                                                d2 = d2 > 0.0 ? d2 : 0.0;
-                                                sum_inter[c * nclasses + c2] += cosv;
-                                                if (d2 < mind2[c]) {
-                                                        mind2[c] = d2;
-                                                        ea[c] = a;
-                                                        eb[c] = b;
-                                                }
-                                                if (d2 < mind2[c2]) {
-                                                        mind2[c2] = d2;
-                                                        ea[c2] = b;
-                                                        eb[c2] = a;
-                                                }
-                                        }
-                                }
-                        }
-                }
-        }
-        {
-                double intra = 0.0, inter = 0.0, mi = 0.0, dmin = 0.0, norm = 0.0;
-                size_t npairs = 0;
-
-                for (size_t c = 0; c < nclasses; c++) {
-                        size_t nc = start[c + 1] - start[c];
-                        double ns = 0.0, dd = 0.0;
-
-                        if (nc < 2)
-                                continue;
-                        intra += sum_intra[c] / ((double) nc * (double) (nc - 1) / 2.0);
-                        mi += min_intra[c];
-                        for (size_t c2 = c + 1; c2 < nclasses; c2++) {
-                                size_t n2 = start[c2 + 1] - start[c2];
-
-                                if (n2 < 2)
-                                        continue;
-                                inter += sum_inter[c * nclasses + c2] / ((double) nc * (double) n2);
-                                npairs++;
-                        }
-                        /* The nearest enemy again, from the features: the
-                         * Gram form loses digits for close pairs. */
-                        for (size_t j = 0; j < d; j++) {
-                                double t = xs[ea[c] * d + j] - xs[eb[c] * d + j];
-
-                                dd += t * t;
-                        }
-                        dmin += sqrt(dd);
-                        for (size_t a = start[c]; a < start[c + 1]; a++)
-                                ns += nrm[a];
-                        norm += ns / (double) nc;
-                }
-                q.intra = intra / (double) used;
-                q.inter = inter / (double) npairs;
-                q.min_intra = mi / (double) used;
-                q.dmin = dmin / (double) used;
-                q.norm = norm / (double) used;
-        }
-        q.s = q.intra - q.inter;
-        q.r = n < d ? n : d;
-        {
-                double pop = o.population > 0.0 ? o.population : (double) n;
-
-                q.packing = pow(pop / M_PI, 1.0 / (double) q.r);
-        }
-        q.e = q.norm > 0.0 ? 2.0 * q.dmin / q.norm * q.packing : (double) NAN;
+        r = geometry(xs, n, d, start, nclasses, used, &o, g, &q);
+        if (r < 0)
+                goto out;
         q.n = n;
         q.nclasses = used;
-
         r = class_entropy(xc, labels_c, nclasses, &o, &q);
         if (r < 0)
                 goto out;
         q.i = (1.0 - q.min_intra) * q.entropy / q.entropy_norm;
         q.q = q.s + sqrt(q.i * q.e);
-
-        /* Effective rank of the centred subsample: eigenvalues of the
-         * centred covariance (D <= n) or of the double-centred Gram. */
-        kmin = n < d ? n : d;
-        lam = kdl__malloc(kmin + 1, sizeof(double));
-        if (!lam) {
-                r = -ENOMEM;
-                goto out;
-        }
-        if (d <= n) {
-                double *cov = kdl__malloc(d * d, sizeof(double)), *xc2;
-
-                xc2 = kdl__malloc(n * d, sizeof(double));
-                if (!cov || !xc2) {
-                        free(cov);
-                        free(xc2);
-                        r = -ENOMEM;
-                        goto out;
-                }
-                memcpy(xc2, xs, n * d * sizeof(double));
-                r = centred_spectrum(xc2, n, d, cov, lam, &kmin);
-                free(xc2);
-                free(cov);
-        } else {
-                double *rm = kdl_new(double, n), tot = 0.0;
-
-                if (!rm) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-                for (size_t a = 0; a < n; a++)
-                        for (size_t b = a; b < n; b++) {
-                                rm[a] += g[a * n + b];
-                                if (b != a)
-                                        rm[b] += g[a * n + b];
-                        }
-                for (size_t a = 0; a < n; a++) {
-                        tot += rm[a];
-                        rm[a] /= (double) n;
-                }
-                tot /= (double) nn;
-                for (size_t a = 0; a < n; a++)
-                        for (size_t b = a; b < n; b++)
-                                g[a * n + b] += tot - rm[a] - rm[b];
-                free(rm);
-                r = eigvals_desc(g, n, lam);
-        }
+        r = kdl__quality_effective_rank(xs, n, d, g, &q.effective_rank);
         if (r < 0)
                 goto out;
-        {
-                double tot = 0.0, h = 0.0;
-
-                for (size_t k = 0; k < kmin; k++)
-                        tot += lam[k];
-                for (size_t k = 0; k < kmin; k++)
-                        if (lam[k] > 0.0) {
-                                double p = lam[k] / tot;
-
-                                h -= p * log(p);
-                        }
-                q.effective_rank = tot > 0.0 ? exp(h) : (double) NAN;
-        }
-
-        r = class_means_stats(xs, n, d, start, nclasses, o.rank_rtol, &q);
+        r = kdl__quality_class_means_stats(xs, n, d, start, nclasses, o.rank_rtol, &q);
         if (r < 0)
                 goto out;
         *ret = q;
 out:
-        free(lam);
-        free(eb);
-        free(ea);
-        free(mind2);
-        free(sum_inter);
-        free(min_intra);
-        free(sum_intra);
-        free(nrm);
-        free(inv);
         free(g);
         free(xs);
         free(start);

@@ -39,15 +39,24 @@ KDL_API const char *kdl_quality_variant_name(enum kdl_quality_variant v);
 /** kdl_quality_variant_parse() - the variant named @s; -KDL_EUSAGE otherwise. */
 KDL_API int kdl_quality_variant_parse(const char *s, enum kdl_quality_variant *ret);
 
+/* Options of kdl_quality_compute(); kdl_quality_opts_init() gives the defaults. */
 typedef struct kdl_quality_opts {
-        enum kdl_quality_variant variant;
-        double var_threshold; /* share of class variance for k_c; 0: 0.95 */
-        double population;    /* N in (N/π)^(1/r), the training-set size; 0: rows of @x */
+        enum kdl_quality_variant variant; /* default KDL_QUALITY_CODE */
+        double var_threshold; /* share of class variance for k_c, in (0, 1]; default 0.95 */
+        double population;    /* N in (N/π)^(1/r), the training-set size, >= 0; 0 (default):
+                                 the rows of @x */
         double eps;           /* a feature with ‖f‖ <= eps counts as zero (its cosines are 0);
-                                 0: 1e-12 */
+                                 > 0, default 1e-12 */
         double rank_rtol;     /* NC1: between-class directions with s² <= rank_rtol·s²_max are
-                                 dropped from the pseudo-inverse; 0: 1e-12 */
+                                 dropped from the pseudo-inverse; default 1e-12 */
 } kdl_quality_opts;
+
+/**
+ * kdl_quality_opts_init() - set every field of @o to its default: the
+ * authors' variant, threshold 0.95, population the rows of @x, eps and
+ * rank_rtol 1e-12.  A NULL options pointer means these.
+ */
+KDL_API void kdl_quality_opts_init(kdl_quality_opts *o);
 
 typedef struct kdl_quality {
         double q, s, i, e; /* Q = S + sqrt(I·E) */
@@ -82,8 +91,12 @@ typedef struct kdl_quality {
  * @xc:       [n_c, D] features for the per-class spectra (authors: a second
  *            subsample of min(500, N/C) rows per class); may be @x itself.
  * @labels_c: its labels.
- * @o:        NULL for the defaults (the authors' variant).
+ * @o:        NULL for the defaults (kdl_quality_opts_init(): the authors'
+ *            variant).
  * @ret:      set on success only.
+ *
+ * A one-shot computation on in-memory data: there is no state to
+ * accumulate, merge or finalize, and the inputs are not modified.
  *
  * Classes with fewer than 2 rows in @x are left out of S, I and E (the
  * authors' code assumes none); @ret says how many classes were used.
@@ -92,8 +105,8 @@ typedef struct kdl_quality {
  * is then recomputed from the features.  Memory: n² + 2 n D doubles.
  *
  * Return: 0; -KDL_ESHAPE (widths differ, fewer than two classes with two
- * rows); -KDL_ERANGE (a label); -KDL_ENONFINITE; -KDL_ENOCONV (eigensolver);
- * -KDL_EOVERFLOW; -ENOMEM.
+ * rows); -KDL_ERANGE (a label, an option); -KDL_ENONFINITE; -KDL_ENOCONV
+ * (eigensolver); -KDL_EOVERFLOW; -ENOMEM.  On failure @ret is unchanged.
  */
 KDL_API int kdl_quality_compute(const kdl_tensor *x, const int64_t *labels, const kdl_tensor *xc,
                                 const int64_t *labels_c, size_t nclasses, const kdl_quality_opts *o,

@@ -236,7 +236,7 @@ int kdl_spectral_merge(kdl_spectral_state *into, const kdl_spectral_state *from)
 {
         assert(into && from);
         if (into->dx != from->dx || into->dy != from->dy)
-                return kdl_error(-KDL_ESHAPE, "spectral merge: [%zu | %zu] into [%zu | %zu]",
+                return kdl_error(-KDL_EMISMATCH, "spectral merge: [%zu | %zu] into [%zu | %zu]",
                                  from->dx, from->dy, into->dx, into->dy);
         if (into->flags != from->flags)
                 return kdl_error(-KDL_EMISMATCH, "spectral merge: states centre rows differently");
@@ -394,20 +394,102 @@ static kdl_spectral_ridge ridge_gcv(const double *s, const double *q, size_t d, 
         return best;
 }
 
+/* The eigendecomposition of Sxx: @a [dx, dx] its eigenvectors (column-major,
+ * only when there is a target), @w its ascending eigenvalues clamped at 0,
+ * @eig those of the covariance Sxx / (n - 1), descending. */
+static int covariance_eigen(const kdl_spectral_state *s, double *a, double *w, double *eig)
+{
+        size_t dx = s->dx;
+        int info;
+
+        /* The row-major upper triangle is the column-major lower triangle:
+         * LAPACKE then works in place, without a transposed copy. */
+        memcpy(a, s->sxx, dx * dx * sizeof(double));
+        info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, s->dy ? 'V' : 'N', 'L', (int) dx, a, (int) dx, w);
+        assert(info >= 0);
+        if (info > 0)
+                return kdl_error(-KDL_ENOCONV, "spectrum: dsyevd did not converge (info %d)", info);
+        /* w is ascending scatter eigenvalues; rounding can make the smallest
+         * slightly negative. */
+        for (size_t i = 0; i < dx; i++) {
+                w[i] = fmax(w[i], 0.0);
+                eig[dx - 1 - i] = w[i] / (double) (s->n - 1);
+        }
+        return 0;
+}
+
+/* The Eckart–Young residual curve of @r's spectrum into r->tail. */
+static void tail_curve(kdl_spectral_result *r)
+{
+        size_t dx = r->d;
+        double t = 0.0, total;
+
+        if (!(r->sum.total > 0.0))
+                return;
+        /* Tail sums from the smallest; their total is the reference so
+         * that tail[0] is exactly 1. */
+        for (size_t k = dx; k-- > 0;) {
+                r->tail[k + 1] = t;
+                t += r->eig[k];
+        }
+        total = t;
+        for (size_t k = 1; k <= dx; k++)
+                r->tail[k] /= total;
+        r->tail[0] = 1.0;
+}
+
+/* The ridge fit of Y from X into r->ridge, from the eigenvectors @a
+ * (column-major) and ascending eigenvalues @w of Sxx. */
+static int ridge_fit(const kdl_spectral_state *s, const kdl_spectral_opts *opt, const double *a,
+                     const double *w, kdl_spectral_result *r)
+{
+        size_t dx = s->dx, dy = s->dy;
+        double s1 = w[dx - 1], *qm, *q;
+        int err = -ENOMEM;
+
+        /* Column-major eigenvectors: row j of a (row-major) is the
+         * eigenvector of w[j], so Q = V^T Sxy is a (dx x dx) Sxy. */
+        qm = kdl__malloc(dx * dy, sizeof(double));
+        q = kdl_new(double, dx);
+        if (!qm || !q)
+                goto out;
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) dx, (int) dy, (int) dx, 1.0, a,
+                    (int) dx, s->sxy, (int) dy, 0.0, qm, (int) dy);
+        for (size_t i = 0; i < dx; i++)
+                q[i] = cblas_ddot((int) dy, qm + i * dy, 1, qm + i * dy, 1);
+        r->has_ridge = true;
+        if (opt->ridge_lambda >= 0.0 && isfinite(opt->ridge_lambda))
+                r->ridge = ridge_at(w, q, dx, s->n, s->tss, opt->ridge_lambda,
+                                    opt->ridge_lambda > 0.0 ? -1.0 : opt->rank_rtol * s1);
+        else
+                r->ridge = ridge_gcv(w, q, dx, s->n, s->tss, s1);
+        err = 0;
+out:
+        free(q);
+        free(qm);
+        return err;
+}
+
+void kdl_spectral_opts_init(kdl_spectral_opts *o)
+{
+        assert(o);
+        *o = (kdl_spectral_opts){.rank_rtol = KDL_SPECTRAL_RANK_RTOL, .ridge_lambda = -1.0};
+}
+
 int kdl_spectral_finalize(const kdl_spectral_state *s, const kdl_spectral_opts *opt,
                           kdl_spectral_result **ret)
 {
         kdl_spectral_result *r = NULL;
-        double *a = NULL, *w = NULL, *qm = NULL, *q = NULL;
-        size_t dx, dy;
-        int info, err;
+        double *a = NULL, *w = NULL;
+        size_t dx;
+        int err;
 
         assert(s && opt && ret);
         dx = s->dx;
-        dy = s->dy;
+        if (s->n == 0)
+                return kdl_error(-KDL_EMISSING, "spectrum: no samples");
         if (s->n < 2)
-                return kdl_error(-KDL_ESHAPE, "spectrum: %zu sample%s, need at least 2", s->n,
-                                 s->n == 1 ? "" : "s");
+                return kdl_error(-KDL_ESHAPE, "spectrum: 1 sample, need at least 2");
         err = check_rtol(opt->rank_rtol);
         if (err < 0)
                 return err;
@@ -425,67 +507,22 @@ int kdl_spectral_finalize(const kdl_spectral_state *s, const kdl_spectral_opts *
         if (!r->eig || !r->tail || !a || !w)
                 goto out;
 
-        /* The row-major upper triangle is the column-major lower triangle:
-         * LAPACKE then works in place, without a transposed copy. */
-        memcpy(a, s->sxx, dx * dx * sizeof(double));
-        info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, dy ? 'V' : 'N', 'L', (int) dx, a, (int) dx, w);
-        assert(info >= 0);
-        if (info > 0) {
-                err = kdl_error(-KDL_ENOCONV, "spectrum: dsyevd did not converge (info %d)", info);
+        err = covariance_eigen(s, a, w, r->eig);
+        if (err < 0)
                 goto out;
-        }
-        /* w is ascending scatter eigenvalues; rounding can make the smallest
-         * slightly negative. */
-        for (size_t i = 0; i < dx; i++) {
-                w[i] = fmax(w[i], 0.0);
-                r->eig[dx - 1 - i] = w[i] / (double) (s->n - 1);
-        }
         err = kdl_spectral_summarize(r->eig, dx, opt->rank_rtol, &r->sum);
         if (err < 0)
                 goto out;
-        if (r->sum.total > 0.0) {
-                double t = 0.0, total;
-
-                /* Tail sums from the smallest; their total is the reference so
-                 * that tail[0] is exactly 1. */
-                for (size_t k = dx; k-- > 0;) {
-                        r->tail[k + 1] = t;
-                        t += r->eig[k];
-                }
-                total = t;
-                for (size_t k = 1; k <= dx; k++)
-                        r->tail[k] /= total;
-                r->tail[0] = 1.0;
-        }
-
-        if (dy) {
-                double s1 = w[dx - 1];
-
-                /* Column-major eigenvectors: row j of a (row-major) is the
-                 * eigenvector of w[j], so Q = V^T Sxy is a (dx x dx) Sxy. */
-                err = -ENOMEM;
-                qm = kdl__malloc(dx * dy, sizeof(double));
-                q = kdl_new(double, dx);
-                if (!qm || !q)
+        tail_curve(r);
+        if (s->dy) {
+                err = ridge_fit(s, opt, a, w, r);
+                if (err < 0)
                         goto out;
-                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) dx, (int) dy, (int) dx,
-                            1.0, a, (int) dx, s->sxy, (int) dy, 0.0, qm, (int) dy);
-                for (size_t i = 0; i < dx; i++)
-                        q[i] = cblas_ddot((int) dy, qm + i * dy, 1, qm + i * dy, 1);
-                r->has_ridge = true;
-                if (opt->ridge_lambda >= 0.0 && isfinite(opt->ridge_lambda))
-                        r->ridge = ridge_at(w, q, dx, s->n, s->tss, opt->ridge_lambda,
-                                            opt->ridge_lambda > 0.0 ? -1.0 : opt->rank_rtol * s1);
-                else
-                        r->ridge = ridge_gcv(w, q, dx, s->n, s->tss, s1);
         }
-
         *ret = r;
         r = NULL;
         err = 0;
 out:
-        free(q);
-        free(qm);
         free(w);
         free(a);
         kdl_spectral_result_free(r);
@@ -522,6 +559,31 @@ int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, double t
         return 0;
 }
 
+/* @a [C, d] = H_C W: every column of @w centred across the classes.
+ * Return: 0; -KDL_ENONFINITE. */
+static int centre_head(const kdl_tensor *w, double *a)
+{
+        size_t c = w->shape[0], d = w->shape[1];
+
+        for (size_t j = 0; j < d; j++) {
+                double mean = 0.0;
+
+                for (size_t k = 0; k < c; k++) {
+                        double v = KDL_AT2(w, k, j);
+
+                        if (!isfinite(v))
+                                return kdl_error(-KDL_ENONFINITE,
+                                                 "head weight: row %zu holds NaN or Inf", k);
+                        a[k * d + j] = v;
+                        mean += v;
+                }
+                mean /= (double) c;
+                for (size_t k = 0; k < c; k++)
+                        a[k * d + j] -= mean;
+        }
+        return 0;
+}
+
 int kdl_spectral_head_rank(const kdl_tensor *w, double rank_rtol, size_t *ret_rank)
 {
         double *a = NULL, *sv = NULL;
@@ -552,25 +614,9 @@ int kdl_spectral_head_rank(const kdl_tensor *w, double rank_rtol, size_t *ret_ra
         sv = kdl_new(double, mn);
         if (!a || !sv)
                 goto out;
-        /* a = H_C W: centre every column across the classes. */
-        for (size_t j = 0; j < d; j++) {
-                double mean = 0.0;
-
-                for (size_t k = 0; k < c; k++) {
-                        double v = KDL_AT2(w, k, j);
-
-                        if (!isfinite(v)) {
-                                err = kdl_error(-KDL_ENONFINITE,
-                                                "head weight: row %zu holds NaN or Inf", k);
-                                goto out;
-                        }
-                        a[k * d + j] = v;
-                        mean += v;
-                }
-                mean /= (double) c;
-                for (size_t k = 0; k < c; k++)
-                        a[k * d + j] -= mean;
-        }
+        err = centre_head(w, a);
+        if (err < 0)
+                goto out;
         /* Row-major [C, d] is column-major [d, C]: same singular values, and
          * LAPACKE needs no transposed copy. */
         info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'N', di, ci, a, di, sv, NULL, 1, NULL, 1);

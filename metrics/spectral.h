@@ -41,7 +41,8 @@
  * noise of float16-stored dumps (about 1e-7 of a coordinate's variance) and of
  * float32/64 rounding, so a dump's storage precision does not inflate the rank
  * to D, and it is far below any direction that matters for a linear read-out.
- * Callers pass their own tolerance to kdl_spectral_finalize() to change it.
+ * kdl_spectral_opts_init() sets it; callers pass their own tolerance to
+ * kdl_spectral_finalize() to change it.
  */
 #define KDL_SPECTRAL_RANK_RTOL 1e-6
 
@@ -89,7 +90,7 @@ KDL_API void kdl_spectral_state_free(kdl_spectral_state *s);
  * Return: 0; -KDL_ESHAPE if a block is not 2-D, has the wrong number of
  * columns, or @x and @y differ in rows; -KDL_ENONFINITE naming the first
  * block row with NaN/Inf; -KDL_EOVERFLOW; -ENOMEM.  On failure @s is
- * unchanged.
+ * unchanged (the scratch it keeps for reuse aside).
  */
 KDL_API int kdl_spectral_accumulate(kdl_spectral_state *s, const kdl_tensor *x,
                                     const kdl_tensor *y);
@@ -98,8 +99,8 @@ KDL_API int kdl_spectral_accumulate(kdl_spectral_state *s, const kdl_tensor *x,
  * kdl_spectral_merge() - add the samples of @from to @into (exact).
  * @from: borrowed, not modified; may be empty.
  *
- * Return: 0; -KDL_ESHAPE if dx or dy differ; -KDL_EMISMATCH if the flags
- * differ.  On failure @into is unchanged.
+ * Return: 0; -KDL_EMISMATCH if dx, dy or the flags differ.  On failure @into
+ * is unchanged.
  */
 KDL_API int kdl_spectral_merge(kdl_spectral_state *into, const kdl_spectral_state *from);
 
@@ -155,16 +156,18 @@ typedef struct kdl_spectral_ridge {
                         * R^2 (<= r2); NaN when tss == 0 */
 } kdl_spectral_ridge;
 
-/* Options of kdl_spectral_finalize(). */
+/* Options of kdl_spectral_finalize(); kdl_spectral_opts_init() gives the defaults. */
 typedef struct kdl_spectral_opts {
         double rank_rtol;    /* numerical-rank tolerance, KDL_SPECTRAL_RANK_RTOL by default */
         double ridge_lambda; /* finite and >= 0: the ridge penalty to use; otherwise
-                              * (e.g. -1) chosen by GCV */
+                              * (e.g. -1, the default) chosen by GCV */
 } kdl_spectral_opts;
 
-/** KDL_SPECTRAL_OPTS_DEFAULT - the default tolerance, lambda by GCV. */
-#define KDL_SPECTRAL_OPTS_DEFAULT                                                                  \
-        ((kdl_spectral_opts){.rank_rtol = KDL_SPECTRAL_RANK_RTOL, .ridge_lambda = -1.0})
+/**
+ * kdl_spectral_opts_init() - set every field of @o to its default: the rank
+ * tolerance KDL_SPECTRAL_RANK_RTOL, the ridge penalty chosen by GCV.
+ */
+KDL_API void kdl_spectral_opts_init(kdl_spectral_opts *o);
 
 typedef struct kdl_spectral_result {
         size_t n;     /* samples */
@@ -184,7 +187,7 @@ typedef struct kdl_spectral_result {
  * kdl_spectral_finalize() - spectrum of cov(X) and, when the state has a
  * target block, the ridge fit of Y from X.
  * @s:   borrowed, not modified.
- * @opt: see kdl_spectral_opts.
+ * @opt: see kdl_spectral_opts; start from kdl_spectral_opts_init().
  * @ret: set on success only; caller frees with kdl_spectral_result_free().
  *
  * One symmetric eigendecomposition of Sxx (LAPACK dsyevd; eigenvectors only
@@ -203,9 +206,9 @@ typedef struct kdl_spectral_result {
  * with s_i <= rank_rtol * s_1 dropped).  Memory: about 3 dx^2 + dx dy doubles
  * at the peak (the copy of Sxx and the LAPACK workspace).
  *
- * Return: 0; -KDL_ESHAPE if fewer than 2 samples were accumulated;
- * -KDL_ERANGE if @opt->rank_rtol is negative or NaN; -KDL_ENOCONV if the
- * eigensolver fails; -ENOMEM.
+ * Return: 0; -KDL_EMISSING if no sample was accumulated; -KDL_ESHAPE if
+ * only one was; -KDL_ERANGE if @opt->rank_rtol is negative or NaN;
+ * -KDL_ENOCONV if the eigensolver fails; -ENOMEM.
  */
 KDL_API int kdl_spectral_finalize(const kdl_spectral_state *s, const kdl_spectral_opts *opt,
                                   kdl_spectral_result **ret);

@@ -107,7 +107,7 @@ int main(int argc, char **argv)
         kdl_tensor t[2 * LAYERS];
         size_t widths[2 * LAYERS], *ids, n, dt = 0, read_rows;
         bool pairs[4 * LAYERS * LAYERS];
-        kdl_cka_opts o = {0};
+        kdl_cka_opts o;
         kdl_cka_state *s = NULL;
         kdl_cka_matrix *m = NULL;
         double t0, t_read = 0.0, seconds, flops = 0.0, peak, rate, srate;
@@ -119,6 +119,7 @@ int main(int argc, char **argv)
                 return 2;
         }
         n = strtoul(argv[3], NULL, 10);
+        kdl_cka_opts_init(&o);
         if (argc == 6 && kdl_cka_precision_parse(argv[5], &o.precision) < 0) {
                 fprintf(stderr, "bench-cka: %s\n", kdl_errmsg());
                 return 2;

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
         double *x, *z, *scale, t0, tgen = 0, tacc = 0, tfin, acc_flops;
         kdl_spectral_state *sx = NULL, *sz = NULL;
         kdl_spectral_result *rx = NULL, *rz = NULL;
-        kdl_spectral_opts o = KDL_SPECTRAL_OPTS_DEFAULT;
+        kdl_spectral_opts o;
         uint64_t seed = 42;
         long rss_before;
         int err;
@@ -85,6 +85,7 @@ int main(int argc, char **argv)
         for (size_t j = 0; j < d; j++)
                 scale[j] = 1.0 / (1.0 + 0.05 * (double) j);
         rss_before = peak_rss_kib();
+        kdl_spectral_opts_init(&o);
 
         err = kdl_spectral_state_new(d, c, KDL_SPECTRAL_CENTER_ROWS_Y, &sx);
         if (!err)

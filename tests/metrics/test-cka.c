@@ -26,6 +26,18 @@ static int setup_ids(void **state)
         return 0;
 }
 
+/* kdl_cka_opts_init()'s options with these block rows, replicates and seed. */
+static kdl_cka_opts opts(size_t block, size_t bootstrap, uint64_t seed)
+{
+        kdl_cka_opts o;
+
+        kdl_cka_opts_init(&o);
+        o.block_rows = block;
+        o.bootstrap = bootstrap;
+        o.seed = seed;
+        return o;
+}
+
 static double *randn(kdl_test_rng *g, size_t n, double scale, double offset)
 {
         double *d = malloc(n * sizeof(double));
@@ -53,13 +65,13 @@ static kdl_cka_matrix *stream_prec(const kdl_tensor *layers, size_t l, size_t bl
                                    enum kdl_cka_precision precision)
 {
         size_t widths[8], n = layers[0].shape[0];
-        kdl_cka_opts o = {
-                .block_rows = block, .bootstrap = bootstrap, .seed = seed, .precision = precision};
+        kdl_cka_opts o = opts(block, bootstrap, seed);
         kdl_cka_state *s = NULL;
         kdl_cka_matrix *m = NULL;
         kdl_tensor v[8];
 
         assert_true(n <= NIDS);
+        o.precision = precision;
         for (size_t i = 0; i < l; i++)
                 widths[i] = layers[i].shape[1];
         assert_int_equal(kdl_cka_state_new(l, widths, &o, &s), 0);
@@ -411,7 +423,7 @@ static void test_blocks_and_merge_equal_sequential(void **state)
         struct fixture f;
         kdl_cka_matrix *one, *many, *merged;
         size_t w[3] = {5, 12, 60};
-        kdl_cka_opts o = {.block_rows = 4, .bootstrap = 6, .seed = 99};
+        kdl_cka_opts o = opts(4, 6, 99);
         kdl_cka_state *a, *b;
         kdl_tensor v[3];
 
@@ -702,7 +714,7 @@ static void test_pair_mask_computes_only_what_is_asked(void **state)
         struct fixture f;
         size_t w[3] = {5, 12, 60};
         bool pairs[9] = {false, true, false, false, false, false, false, false, false};
-        kdl_cka_opts all = {.block_rows = 7, .bootstrap = 3, .seed = 4};
+        kdl_cka_opts all = opts(7, 3, 4);
         kdl_cka_opts some = all;
         kdl_cka_state *a, *b, *full;
         kdl_cka_matrix *mm, *ref;
@@ -772,13 +784,14 @@ static void test_error_paths(void **state)
 {
         size_t w[2] = {3, 2}, w0[2] = {3, 0};
         double d[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, e[8] = {0};
-        kdl_cka_opts bad_level = {.level = 1.5}, boot = {.bootstrap = 2};
+        kdl_cka_opts bad_level = opts(0, 0, 0), boot = opts(0, 2, 0);
         kdl_cka_state *s = (kdl_cka_state *) 0x1, *s2, *s3;
         kdl_cka_mb_state *mb = (kdl_cka_mb_state *) 0x1, *mb2, *mb3;
         kdl_cka_matrix *m = (kdl_cka_matrix *) 0x1, *before, *after;
         kdl_tensor t[2];
 
         (void) state;
+        bad_level.level = 1.5;
         assert_int_equal(kdl_cka_state_new(0, w, NULL, &s), -KDL_ESHAPE);
         assert_int_equal(kdl_cka_state_new(2, w0, NULL, &s), -KDL_ESHAPE);
         assert_int_equal(kdl_cka_state_new(2, w, &bad_level, &s), -KDL_ERANGE);
@@ -864,6 +877,83 @@ static void test_error_paths(void **state)
         kdl_cka_mb_state_free(NULL);
         kdl_cka_state_free(NULL);
         kdl_cka_matrix_free(NULL);
+}
+
+/* The metric contract: kdl_cka_opts_init() is the defaults (a NULL pointer
+ * means them); finalize on an empty state is -KDL_EMISSING; a mismatched
+ * merge is -KDL_EMISMATCH and leaves @into as it was. */
+static void test_contract(void **state)
+{
+        size_t w[2] = {3, 2}, w3[2] = {3, 3};
+        double d[12] = {0.31, -1.24, 2.57, 0.72, -0.43, 1.96, 1.18, 0.05, -2.21, 0.83, 1.69, -0.97};
+        double e[8] = {-0.62, 1.41, 0.27, -1.83, 2.09, 0.44, -0.35, 0.91};
+        kdl_cka_opts o, o90;
+        kdl_cka_state *s, *t;
+        kdl_cka_mb_state *mb, *mb5;
+        kdl_cka_matrix *m = (kdl_cka_matrix *) 0x1, *before, *after;
+        kdl_tensor x[2];
+
+        (void) state;
+        kdl_cka_opts_init(&o);
+        assert_int_equal(o.block_rows, 0);
+        assert_null(o.pairs);
+        assert_int_equal(o.bootstrap, 0);
+        assert_int_equal(o.seed, 0);
+        assert_close(o.level, 0.95, 0.0, 0.0);
+        assert_int_equal(o.precision, KDL_CKA_PRECISION_DOUBLE);
+        assert_int_equal(kdl_cka_state_bytes(2, w, &o), kdl_cka_state_bytes(2, w, NULL));
+
+        /* Empty (a block of no rows adds nothing; nor does an empty state). */
+        assert_int_equal(kdl_cka_state_new(2, w, &o, &s), 0);
+        assert_int_equal(kdl_cka_state_new(2, w, NULL, &t), 0);
+        x[0] = wrap(d, 0, 3);
+        x[1] = wrap(e, 0, 2);
+        assert_int_equal(kdl_cka_accumulate(s, x, ids), 0);
+        assert_int_equal(kdl_cka_merge(s, t), 0);
+        assert_int_equal(kdl_cka_finalize(s, &m), -KDL_EMISSING);
+        assert_true(m == (kdl_cka_matrix *) 0x1);
+        kdl_cka_state_free(t);
+
+        /* Mismatched merges: other widths, another level of the intervals. */
+        x[0] = wrap(d, 4, 3);
+        x[1] = wrap(e, 4, 2);
+        assert_int_equal(kdl_cka_accumulate(s, x, ids), 0);
+        assert_int_equal(kdl_cka_finalize(s, &before), 0);
+        assert_int_equal(kdl_cka_state_new(2, w3, NULL, &t), 0);
+        assert_int_equal(kdl_cka_merge(s, t), -KDL_EMISMATCH);
+        assert_int_equal(kdl_cka_merge(t, s), -KDL_EMISMATCH);
+        kdl_cka_state_free(t);
+        assert_int_equal(kdl_cka_finalize(s, &after), 0);
+        assert_matrices_close(after, before, 0.0);
+        kdl_cka_matrix_free(after);
+        kdl_cka_matrix_free(before);
+        kdl_cka_state_free(s);
+        o = opts(0, 3, 7);
+        o90 = o;
+        o90.level = 0.9;
+        assert_int_equal(kdl_cka_state_new(2, w, &o, &s), 0);
+        assert_int_equal(kdl_cka_state_new(2, w, &o90, &t), 0);
+        assert_int_equal(kdl_cka_accumulate(t, x, ids), 0);
+        assert_int_equal(kdl_cka_merge(s, t), -KDL_EMISMATCH);
+        assert_int_equal(kdl_cka_finalize(s, &m), -KDL_EMISSING); /* still empty */
+        kdl_cka_state_free(t);
+        kdl_cka_state_free(s);
+
+        /* Minibatch: the same two codes; @into keeps its one batch. */
+        assert_int_equal(kdl_cka_mb_state_new(2, w, 4, &mb), 0);
+        assert_int_equal(kdl_cka_mb_finalize(mb, &m), -KDL_EMISSING);
+        assert_true(m == (kdl_cka_matrix *) 0x1);
+        assert_int_equal(kdl_cka_mb_accumulate(mb, x), 0);
+        assert_int_equal(kdl_cka_mb_state_new(2, w, 5, &mb5), 0);
+        assert_int_equal(kdl_cka_mb_merge(mb, mb5), -KDL_EMISMATCH);
+        kdl_cka_mb_state_free(mb5);
+        assert_int_equal(kdl_cka_mb_state_new(2, w3, 4, &mb5), 0);
+        assert_int_equal(kdl_cka_mb_merge(mb, mb5), -KDL_EMISMATCH);
+        kdl_cka_mb_state_free(mb5);
+        assert_int_equal(kdl_cka_mb_finalize(mb, &m), 0);
+        assert_int_equal(m->nbatches, 1);
+        kdl_cka_matrix_free(m);
+        kdl_cka_mb_state_free(mb);
 }
 
 /* ---- mixed precision ------------------------------------------------------------ */
@@ -1065,15 +1155,14 @@ static void test_mixed_rounds_products_to_float(void **state)
 static void test_mixed_merge(void **state)
 {
         struct mixfix f;
-        kdl_cka_opts mixed = {
-                .block_rows = 500, .bootstrap = 5, .seed = 3, .precision = KDL_CKA_PRECISION_MIXED};
+        kdl_cka_opts mixed = opts(500, 5, 3);
         kdl_cka_opts dbl = mixed;
         kdl_cka_state *a, *b, *c;
         kdl_cka_matrix *merged, *seq;
         kdl_tensor v[3];
 
         (void) state;
-        dbl.precision = KDL_CKA_PRECISION_DOUBLE;
+        mixed.precision = KDL_CKA_PRECISION_MIXED;
         mixfix_make(&f, 54, 1.0);
         /* The second half moved, so the merge reconciles two shifts. */
         for (size_t i = 0; i < 3; i++)
@@ -1105,8 +1194,8 @@ static void test_mixed_merge(void **state)
 static void test_mixed_names_and_bytes(void **state)
 {
         size_t w[3] = {5, 12, 60};
-        kdl_cka_opts o = {.block_rows = 7, .bootstrap = 2};
-        kdl_cka_opts om = o, big = {.block_rows = 3000, .precision = KDL_CKA_PRECISION_MIXED};
+        kdl_cka_opts o = opts(7, 2, 0);
+        kdl_cka_opts om = o, big = opts(3000, 0, 0);
         kdl_cka_opts bigd = big;
         enum kdl_cka_precision p = KDL_CKA_PRECISION_MIXED;
 
@@ -1126,7 +1215,7 @@ static void test_mixed_names_and_bytes(void **state)
         om.precision = KDL_CKA_PRECISION_MIXED;
         assert_int_equal(kdl_cka_state_bytes(3, w, &om) - kdl_cka_state_bytes(3, w, &o),
                          (7 * 77 + 60 * 60) * sizeof(float) + 3 * sizeof(int));
-        bigd.precision = KDL_CKA_PRECISION_DOUBLE;
+        big.precision = KDL_CKA_PRECISION_MIXED;
         assert_int_equal(kdl_cka_state_bytes(3, w, &big) - kdl_cka_state_bytes(3, w, &bigd),
                          (KDL_CKA_MIXED_ROWS * 77 + 60 * 60) * sizeof(float) + 3 * sizeof(int));
 }
@@ -1151,6 +1240,7 @@ int main(void)
                 cmocka_unit_test(test_pair_mask_computes_only_what_is_asked),
                 cmocka_unit_test(test_constant_layer_gives_nan),
                 cmocka_unit_test(test_error_paths),
+                cmocka_unit_test(test_contract),
                 cmocka_unit_test(test_mixed_agrees_with_double),
                 cmocka_unit_test(test_mixed_any_units),
                 cmocka_unit_test(test_mixed_rounds_products_to_float),

@@ -184,9 +184,11 @@ static void test_matches_naive_reference(void **state)
 {
         struct data d;
         kdl_quality q, ref;
-        kdl_quality_opts o = {.population = 50000};
+        kdl_quality_opts o;
 
         (void) state;
+        kdl_quality_opts_init(&o);
+        o.population = 50000;
         make_data(&d, 0.9, 5);
         compute(&d, &o, &q);
         naive(&d, 50000, 0, &ref);
@@ -218,9 +220,11 @@ static void test_scale_invariance(void **state)
 {
         struct data d, s;
         kdl_quality a, b;
-        kdl_quality_opts o = {.population = 1000};
+        kdl_quality_opts o;
 
         (void) state;
+        kdl_quality_opts_init(&o);
+        o.population = 1000;
         make_data(&d, 1.3, 6);
         s = d;
         for (size_t i = 0; i < NS * 2; i++)
@@ -317,13 +321,15 @@ static void test_error_paths(void **state)
 {
         struct data d;
         kdl_quality q = {.q = -7.0};
-        kdl_quality_opts bad = {.var_threshold = 1.5};
+        kdl_quality_opts bad;
         kdl_tensor t, t3;
         double w3[NS * 3] = {0};
         int64_t one[NS] = {0};
         enum kdl_quality_variant v = KDL_QUALITY_CODE;
 
         (void) state;
+        kdl_quality_opts_init(&bad);
+        bad.var_threshold = 1.5;
         make_data(&d, 0.5, 11);
         t = kdl_tensor_wrap(d.x, 2, (size_t[]){NS, 2});
         t3 = kdl_tensor_wrap(w3, 2, (size_t[]){NS, 3});
@@ -341,6 +347,44 @@ static void test_error_paths(void **state)
         assert_string_equal(kdl_quality_variant_name(KDL_QUALITY_CODE), "code");
 }
 
+/* The metric contract, as far as a one-shot metric has it (no state, so no
+ * finalize or merge): kdl_quality_opts_init() is the defaults and a NULL
+ * pointer means them; a zero field is a value, not the default; no rows is
+ * an error that leaves @ret as it was. */
+static void test_contract(void **state)
+{
+        struct data d;
+        kdl_quality a, b = {.q = -7.0};
+        kdl_quality_opts o;
+        kdl_tensor t, empty;
+
+        (void) state;
+        kdl_quality_opts_init(&o);
+        assert_int_equal(o.variant, KDL_QUALITY_CODE);
+        assert_close(o.var_threshold, 0.95, 0.0, 0.0);
+        assert_close(o.population, 0.0, 0.0, 0.0);
+        assert_close(o.eps, 1e-12, 0.0, 0.0);
+        assert_close(o.rank_rtol, 1e-12, 0.0, 0.0);
+        make_data(&d, 0.6, 12);
+        t = kdl_tensor_wrap(d.x, 2, (size_t[]){NS, 2});
+        compute(&d, NULL, &a);
+        compute(&d, &o, &b);
+        assert_close(b.q, a.q, 0.0, 0.0);
+        assert_close(b.nc1, a.nc1, 0.0, 0.0);
+        assert_close(b.packing, a.packing, 0.0, 0.0);
+        assert_int_equal(b.k_sum, a.k_sum);
+
+        o.var_threshold = 0.0;
+        b.q = -7.0;
+        assert_int_equal(kdl_quality_compute(&t, d.y, &t, d.y, NC, &o, &b), -KDL_ERANGE);
+        o.var_threshold = 0.95;
+        o.eps = 0.0;
+        assert_int_equal(kdl_quality_compute(&t, d.y, &t, d.y, NC, &o, &b), -KDL_ERANGE);
+        empty = kdl_tensor_wrap(d.x, 2, (size_t[]){0, 2});
+        assert_int_equal(kdl_quality_compute(&empty, d.y, &empty, d.y, NC, NULL, &b), -KDL_ESHAPE);
+        assert_close(b.q, -7.0, 0.0, 0.0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -351,6 +395,7 @@ int main(void)
                 cmocka_unit_test(test_zero_vector_is_guarded),
                 cmocka_unit_test(test_missing_class_is_left_out),
                 cmocka_unit_test(test_error_paths),
+                cmocka_unit_test(test_contract),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

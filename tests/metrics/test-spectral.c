@@ -188,9 +188,10 @@ static void feed(kdl_spectral_state *s, double *x, size_t dx, double *y, size_t 
 
 static kdl_spectral_result *finalize(const kdl_spectral_state *s, double lambda)
 {
-        kdl_spectral_opts o = KDL_SPECTRAL_OPTS_DEFAULT;
+        kdl_spectral_opts o;
         kdl_spectral_result *r = NULL;
 
+        kdl_spectral_opts_init(&o);
         o.ridge_lambda = lambda;
         assert_int_equal(kdl_spectral_finalize(s, &o, &r), 0);
         return r;
@@ -649,12 +650,13 @@ static void test_errors_leave_state_and_outputs(void **state)
         kdl_tensor y3 = kdl_tensor_wrap(good, 2, (size_t[]){3, 2});
         kdl_spectral_state *s = NULL, *t = NULL, *u = NULL, *keep = (kdl_spectral_state *) 0x1;
         kdl_spectral_result *r = (kdl_spectral_result *) 0x1, *r2;
-        kdl_spectral_opts o = KDL_SPECTRAL_OPTS_DEFAULT;
+        kdl_spectral_opts o;
         size_t rank = 77;
         double sum = -1;
         unsigned why = 77;
 
         (void) state;
+        kdl_spectral_opts_init(&o);
         assert_int_equal(kdl_spectral_state_new(0, 0, 0, &keep), -KDL_ESHAPE);
         assert_int_equal(kdl_spectral_state_new(1, 0, KDL_SPECTRAL_CENTER_ROWS_X, &keep),
                          -KDL_ESHAPE);
@@ -665,7 +667,7 @@ static void test_errors_leave_state_and_outputs(void **state)
 
         assert_int_equal(kdl_spectral_state_new(2, 0, 0, &s), 0);
         /* Empty: nothing to finalize; the output is untouched. */
-        assert_int_equal(kdl_spectral_finalize(s, &o, &r), -KDL_ESHAPE);
+        assert_int_equal(kdl_spectral_finalize(s, &o, &r), -KDL_EMISSING);
         assert_int_equal(kdl_spectral_accumulate(s, &g1, NULL), 0);
         assert_int_equal(kdl_spectral_finalize(s, &o, &r), -KDL_ESHAPE);
         assert_non_null(strstr(kdl_errmsg(), "need at least 2"));
@@ -701,7 +703,7 @@ static void test_errors_leave_state_and_outputs(void **state)
 
         /* Merging states of other shapes or flags. */
         assert_int_equal(kdl_spectral_state_new(2, 3, 0, &u), 0);
-        assert_int_equal(kdl_spectral_merge(s, u), -KDL_ESHAPE);
+        assert_int_equal(kdl_spectral_merge(s, u), -KDL_EMISMATCH);
         kdl_spectral_state_free(u);
         assert_int_equal(kdl_spectral_state_new(2, 0, KDL_SPECTRAL_CENTER_ROWS_X, &u), 0);
         assert_int_equal(kdl_spectral_merge(s, u), -KDL_EMISMATCH);
@@ -733,6 +735,47 @@ static void test_errors_leave_state_and_outputs(void **state)
                 assert_int_equal(ss.rank, 5);
         }
         kdl_spectral_state_free(t);
+        kdl_spectral_state_free(s);
+}
+
+/* The metric contract: kdl_spectral_opts_init() is the defaults; finalize on
+ * an empty state is -KDL_EMISSING; a merge of another shape or flags is
+ * -KDL_EMISMATCH and leaves @into as it was. */
+static void test_contract(void **state)
+{
+        double good[8] = {0.3, -1.2, 2.5, 0.7, -0.4, 1.9, 1.1, -2.6};
+        kdl_tensor g = kdl_tensor_wrap(good, 2, (size_t[]){4, 2});
+        kdl_spectral_state *s = NULL, *u = NULL;
+        kdl_spectral_result *r = (kdl_spectral_result *) 0x1, *before, *after;
+        kdl_spectral_opts o;
+
+        (void) state;
+        kdl_spectral_opts_init(&o);
+        assert_close(o.rank_rtol, KDL_SPECTRAL_RANK_RTOL, 0, 0);
+        assert_close(o.ridge_lambda, -1.0, 0, 0);
+        assert_int_equal(kdl_spectral_state_new(2, 0, 0, &s), 0);
+        assert_int_equal(kdl_spectral_finalize(s, &o, &r), -KDL_EMISSING);
+        assert_true(r == (kdl_spectral_result *) 0x1);
+        assert_int_equal(kdl_spectral_accumulate(s, &g, NULL), 0);
+        before = finalize(s, -1);
+        assert_int_equal(kdl_spectral_state_new(3, 0, 0, &u), 0);
+        assert_int_equal(kdl_spectral_merge(s, u), -KDL_EMISMATCH);
+        kdl_spectral_state_free(u);
+        assert_int_equal(kdl_spectral_state_new(2, 2, 0, &u), 0);
+        assert_int_equal(kdl_spectral_accumulate(u, &g, &g), 0);
+        assert_int_equal(kdl_spectral_merge(s, u), -KDL_EMISMATCH);
+        assert_int_equal(kdl_spectral_merge(u, s), -KDL_EMISMATCH);
+        kdl_spectral_state_free(u);
+        assert_int_equal(kdl_spectral_state_new(2, 0, KDL_SPECTRAL_CENTER_ROWS_X, &u), 0);
+        assert_int_equal(kdl_spectral_accumulate(u, &g, NULL), 0);
+        assert_int_equal(kdl_spectral_merge(s, u), -KDL_EMISMATCH);
+        kdl_spectral_state_free(u);
+        assert_int_equal(kdl_spectral_count(s), 4);
+        after = finalize(s, -1);
+        assert_close(after->eig[0], before->eig[0], 0, 0);
+        assert_close(after->eig[1], before->eig[1], 0, 0);
+        kdl_spectral_result_free(after);
+        kdl_spectral_result_free(before);
         kdl_spectral_state_free(s);
 }
 
@@ -826,6 +869,7 @@ int main(void)
                 cmocka_unit_test(test_gcv_picks_a_sane_lambda),
                 cmocka_unit_test(test_merge_equals_sequential),
                 cmocka_unit_test(test_errors_leave_state_and_outputs),
+                cmocka_unit_test(test_contract),
                 cmocka_unit_test(test_head_rank_is_rank_of_wfw),
                 cmocka_unit_test(test_support_rank),
         };

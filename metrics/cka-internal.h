@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_METRICS_CKA_INTERNAL_H
+#define KDL_METRICS_CKA_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "metrics/cka.h"
+
+/*
+ * Shared by the CKA files, not part of the API: cka.c builds the
+ * feature-space state and cka-shift.c merges and finalizes it; cka-gram.c
+ * (Gram space, robust) and cka-minibatch.c use the helpers below.
+ */
+
+/*
+ * The cross-products are kept per needed block: block b holds Σ w z̃_j z̃_kᵀ
+ * [D_j, D_k] for the pair (j, k) = (bj[b], bk[b]), j <= k, and only the
+ * upper triangle of the diagonal blocks.  With every pair needed this is the
+ * upper triangle of the stacked ZᵀZ.
+ */
+
+/* One set of sufficient statistics, relative to the state's shift K:
+ * z̃ = z - K, a_ℓ = ‖z̃_ℓ‖², weights w (1, or Poisson for a replicate).
+ * Entries of u and p for pairs that are not needed are not maintained. */
+struct kdl__cka_stats {
+        double n;   /* Σ w */
+        double *m;  /* [dt] Σ w z̃ */
+        double **g; /* [nblk] blocks of Σ w z̃ z̃ᵀ */
+        double *u;  /* [dt*l] Σ w z̃ aᵀ */
+        double *p;  /* [l*l] Σ w a aᵀ */
+        double *sa; /* [l] Σ w a */
+};
+
+struct kdl_cka_state {
+        size_t l, dt;
+        size_t *width, *off; /* [l], [l+1] */
+        size_t nblk;
+        size_t *bj, *bk; /* [nblk] */
+        long *blk;       /* [l*l] block of a pair (either order), -1 when not needed */
+        kdl_cka_opts o;
+        bool shifted;
+        double *shift; /* [dt] K */
+        size_t nstats; /* 1 + bootstrap */
+        struct kdl__cka_stats *st;
+        double *z, *a;       /* [block_rows*dt], [block_rows*l] */
+        double *zw, *aw, *v; /* replicate copies and sqrt weights; NULL without bootstrap */
+        double *ones;        /* [block_rows] */
+        /* Mixed precision only, else NULL: the scaled float copy of at most
+         * KDL_CKA_MIXED_ROWS rows of a block, one float product (the largest
+         * needed pair), and each layer's power-of-two exponent. */
+        float *zf, *gf; /* [mixed_rows*dt], [max D_j D_k] */
+        int *fexp;      /* [l] */
+};
+
+/* An empty kdl_cka_matrix for @nlayers layers (every array NULL); caller
+ * frees with kdl_cka_matrix_free().  Return: 0; -ENOMEM. */
+int kdl__cka_matrix_new(size_t nlayers, kdl_cka_matrix **ret);
+
+/* Check @nlayers blocks [@rows, widths[ℓ]]: 2-D, the widths, the same row
+ * count, finite.  @ids (may be NULL) names the sample of a NaN/Inf in the
+ * message.  Return: 0; -KDL_ESHAPE; -KDL_ENONFINITE. */
+int kdl__cka_check_blocks(const kdl_tensor *blocks, size_t nlayers, const size_t *widths,
+                          size_t rows, const size_t *ids);
+
+/* h[i][j] / sqrt(h[i][i] h[j][j]) for the upper triangle of @h [l*l] into
+ * @out, mirrored; NaN when a diagonal entry is not positive. */
+void kdl__cka_normalise_upper(const double *h, size_t l, double *out);
+
+/* Full symmetric kernel matrix of @x [n, D] into @k [n*n]; @off is scratch
+ * for n(n-1)/2 doubles (RBF only, else may be NULL).  Return: 1 if the RBF
+ * bandwidth is zero (the kernel is undefined); 0; -ENOMEM. */
+int kdl__cka_kernel_matrix(const kdl_tensor *x, enum kdl_cka_kernel kernel, double theta, double *k,
+                           double *off);
+
+/* U-centring of the n×n @k into @out (n >= 3); @rm: n doubles of scratch. */
+void kdl__cka_centre_unbiased(const double *k, size_t n, double *rm, double *out);
+
+#endif

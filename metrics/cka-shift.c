@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "metrics/base/alloc.h"
+#include "metrics/base/error.h"
+#include "metrics/cka.h"
+#include "metrics/cka-internal.h"
+#include "metrics/base/banned.h"
+
+/* The feature-space statistics re-expressed around another shift (Chan et al.'s
+ * idea), and its two users: kdl_cka_merge() moves @from onto @into's shift,
+ * kdl_cka_finalize() onto the mean for the centred and debiased forms, then
+ * summarises the bootstrap replicates. */
+
+/* Scratch for moving statistics to another shift. */
+struct shiftw {
+        double *gv;  /* [dt*l]: rows of block k, column ℓ: (G_kℓ δ_ℓ), for needed (k, ℓ) */
+        double *vgv; /* [l*l]: δ_jᵀ G_jk δ_k */
+        double *c;   /* [l]: ‖δ_ℓ‖² */
+        double *md;  /* [l]: m_ℓ·δ_ℓ */
+        double *pp;  /* [l*l]: the shifted P */
+};
+
+static int shiftw_init(struct shiftw *w, size_t l, size_t dt)
+{
+        w->gv = kdl_new(double, dt *l);
+        w->vgv = kdl_new(double, l *l);
+        w->c = kdl_new(double, l);
+        w->md = kdl_new(double, l);
+        w->pp = kdl_new(double, l *l);
+        return w->gv && w->vgv && w->c && w->md && w->pp ? 0 : -ENOMEM;
+}
+
+static void shiftw_release(struct shiftw *w)
+{
+        free(w->pp);
+        free(w->md);
+        free(w->c);
+        free(w->vgv);
+        free(w->gv);
+}
+
+/*
+ * The statistics of @t re-expressed around a shift moved by @delta
+ * (z̃' = z̃ - δ, so a'_ℓ = a_ℓ - 2 z̃_ℓᵀδ_ℓ + ‖δ_ℓ‖²): the products with G
+ * the shifted U needs, and the shifted P (needed pairs only) into w->pp.
+ */
+static void shift_products(const kdl_cka_state *s, const struct kdl__cka_stats *t,
+                           const double *delta, struct shiftw *w)
+{
+        size_t l = s->l, dt = s->dt;
+        const size_t *off = s->off;
+
+        memset(w->gv, 0, dt * l * sizeof(double));
+        memset(w->vgv, 0, l * l * sizeof(double));
+        for (size_t j = 0; j < l; j++) {
+                w->c[j] = 0.0;
+                w->md[j] = 0.0;
+                for (size_t a = off[j]; a < off[j + 1]; a++) {
+                        w->c[j] += delta[a] * delta[a];
+                        w->md[j] += t->m[a] * delta[a];
+                }
+        }
+        for (size_t b = 0; b < s->nblk; b++) {
+                size_t j = s->bj[b], k = s->bk[b];
+                int dj = (int) s->width[j], dk = (int) s->width[k], li = (int) l;
+
+                if (j == k) {
+                        cblas_dsymv(CblasRowMajor, CblasUpper, dj, 1.0, t->g[b], dj, delta + off[j],
+                                    1, 0.0, w->gv + off[j] * l + j, li);
+                } else {
+                        cblas_dgemv(CblasRowMajor, CblasNoTrans, dj, dk, 1.0, t->g[b], dk,
+                                    delta + off[k], 1, 0.0, w->gv + off[j] * l + k, li);
+                        cblas_dgemv(CblasRowMajor, CblasTrans, dj, dk, 1.0, t->g[b], dk,
+                                    delta + off[j], 1, 0.0, w->gv + off[k] * l + j, li);
+                }
+                w->vgv[j * l + k] = w->vgv[k * l + j] =
+                        cblas_ddot(dj, delta + off[j], 1, w->gv + off[j] * l + k, (int) l);
+        }
+        for (size_t j = 0; j < l; j++)
+                for (size_t k = 0; k < l; k++) {
+                        /* du(k, j) = δ_kᵀ U[block k, j] = Σ w a_j t_k. */
+                        double du_kj = 0.0, du_jk = 0.0;
+
+                        if (s->blk[j * l + k] < 0) {
+                                w->pp[j * l + k] = t->p[j * l + k];
+                                continue;
+                        }
+                        for (size_t a = off[k]; a < off[k + 1]; a++)
+                                du_kj += delta[a] * t->u[a * l + j];
+                        for (size_t a = off[j]; a < off[j + 1]; a++)
+                                du_jk += delta[a] * t->u[a * l + k];
+                        w->pp[j * l + k] = t->p[j * l + k] - 2.0 * du_kj - 2.0 * du_jk +
+                                           4.0 * w->vgv[j * l + k] + w->c[k] * t->sa[j] +
+                                           w->c[j] * t->sa[k] - 2.0 * w->c[k] * w->md[j] -
+                                           2.0 * w->c[j] * w->md[k] + t->n * w->c[j] * w->c[k];
+                }
+}
+
+/* into += from, with from's statistics moved by @delta = K_into - K_from. */
+static void stats_add_shifted(const kdl_cka_state *s, struct kdl__cka_stats *into,
+                              const struct kdl__cka_stats *from, const double *delta,
+                              struct shiftw *w)
+{
+        size_t l = s->l, dt = s->dt;
+        double nf = from->n;
+
+        shift_products(s, from, delta, w);
+        for (size_t i = 0; i < l * l; i++)
+                into->p[i] += w->pp[i];
+        for (size_t a = 0; a < dt; a++)
+                for (size_t j = 0; j < l; j++)
+                        into->u[a * l + j] += from->u[a * l + j] - 2.0 * w->gv[a * l + j] +
+                                              w->c[j] * from->m[a] - delta[a] * from->sa[j] +
+                                              2.0 * delta[a] * w->md[j] - w->c[j] * nf * delta[a];
+        for (size_t j = 0; j < l; j++)
+                into->sa[j] += from->sa[j] - 2.0 * w->md[j] + nf * w->c[j];
+        /* G' = G - m δᵀ - δ mᵀ + n δ δᵀ, block by block. */
+        for (size_t b = 0; b < s->nblk; b++) {
+                size_t j = s->bj[b], k = s->bk[b], dj = s->width[j], dk = s->width[k];
+                const double *mj = from->m + s->off[j], *mk = from->m + s->off[k];
+                const double *ej = delta + s->off[j], *ek = delta + s->off[k];
+                double *g = into->g[b];
+
+                for (size_t i = 0; i < dj * dk; i++)
+                        g[i] += from->g[b][i];
+                if (j == k) {
+                        cblas_dsyr2(CblasRowMajor, CblasUpper, (int) dj, -1.0, mj, 1, ej, 1, g,
+                                    (int) dj);
+                        cblas_dsyr(CblasRowMajor, CblasUpper, (int) dj, nf, ej, 1, g, (int) dj);
+                } else {
+                        cblas_dger(CblasRowMajor, (int) dj, (int) dk, -1.0, mj, 1, ek, 1, g,
+                                   (int) dk);
+                        cblas_dger(CblasRowMajor, (int) dj, (int) dk, -1.0, ej, 1, mk, 1, g,
+                                   (int) dk);
+                        cblas_dger(CblasRowMajor, (int) dj, (int) dk, nf, ej, 1, ek, 1, g,
+                                   (int) dk);
+                }
+        }
+        for (size_t a = 0; a < dt; a++)
+                into->m[a] += from->m[a] - nf * delta[a];
+        into->n += nf;
+}
+
+int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from)
+{
+        size_t l = into->l, dt = into->dt;
+        double *delta = NULL;
+        struct shiftw w = {0};
+        int r = 0;
+
+        assert(into && from);
+        if (from->l != l || from->dt != dt ||
+            memcmp(from->width, into->width, l * sizeof(size_t)) != 0 ||
+            memcmp(from->blk, into->blk, l * l * sizeof(long)) != 0)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "cannot merge CKA states of different layers or pairs");
+        /* The level only matters to the replicates' intervals. */
+        if (from->nstats != into->nstats ||
+            (into->nstats > 1 &&
+             (from->o.seed != into->o.seed || islessgreater(from->o.level, into->o.level))))
+                return kdl_error(-KDL_EMISMATCH,
+                                 "cannot merge CKA states with different bootstrap options");
+        if (from->o.precision != into->o.precision)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "cannot merge a %s-precision CKA state into a %s-precision one",
+                                 kdl_cka_precision_name(from->o.precision),
+                                 kdl_cka_precision_name(into->o.precision));
+        if (!from->shifted)
+                return 0;
+        delta = kdl_new(double, dt);
+        if (!delta || shiftw_init(&w, l, dt) < 0) {
+                r = -ENOMEM;
+                goto out;
+        }
+        if (!into->shifted) {
+                memcpy(into->shift, from->shift, dt * sizeof(double));
+                into->shifted = true;
+        }
+        for (size_t a = 0; a < dt; a++)
+                delta[a] = into->shift[a] - from->shift[a];
+        for (size_t t = 0; t < into->nstats; t++)
+                stats_add_shifted(into, &into->st[t], &from->st[t], delta, &w);
+out:
+        shiftw_release(&w);
+        free(delta);
+        return r;
+}
+
+/*
+ * Biased and debiased CKA of one statistics set into @lin and @deb (L×L,
+ * NaN for pairs that were not computed).  With μ = m/n the centred blocks
+ * are G - m mᵀ/n; the debiased terms come from the statistics shifted by μ
+ * (S_ℓ = trace of the centred diagonal block, T = Σᵢ sˣᵢ sʸᵢ = shifted P).
+ */
+static void stats_cka(const kdl_cka_state *s, const struct kdl__cka_stats *t, double *f,
+                      double *sdiag, double *mu, struct shiftw *w, double *lin, double *deb)
+{
+        size_t l = s->l;
+        double n = t->n;
+
+        for (size_t i = 0; i < l * l; i++)
+                lin[i] = deb[i] = NAN;
+        if (!(n > 0.0))
+                return;
+        for (size_t b = 0; b < s->nblk; b++) {
+                size_t j = s->bj[b], k = s->bk[b], dj = s->width[j], dk = s->width[k];
+                const double *mj = t->m + s->off[j], *mk = t->m + s->off[k];
+                double sum = 0.0, diag = 0.0, tr = 0.0;
+
+                for (size_t a = 0; a < dj; a++) {
+                        const double *ga = t->g[b] + a * dk;
+                        double ma = mj[a] / n, row = 0.0;
+
+                        if (j == k) {
+                                double x = ga[a] - ma * mk[a];
+
+                                diag += x * x;
+                                tr += x;
+                        }
+                        for (size_t c = j == k ? a + 1 : 0; c < dk; c++) {
+                                double x = ga[c] - ma * mk[c];
+
+                                row += x * x;
+                        }
+                        sum += row;
+                }
+                f[j * l + k] = f[k * l + j] = j == k ? diag + 2.0 * sum : sum;
+                if (j == k)
+                        sdiag[j] = tr;
+        }
+        for (size_t a = 0; a < s->dt; a++)
+                mu[a] = t->m[a] / n;
+        shift_products(s, t, mu, w);
+        for (size_t b = 0; b < s->nblk; b++) {
+                size_t j = s->bj[b], k = s->bk[b];
+                double fjk = f[j * l + k], fjj = f[j * l + j], fkk = f[k * l + k];
+                double v = fjj > 0.0 && fkk > 0.0 ? fjk / sqrt(fjj * fkk) : (double) NAN;
+                double phi_jk, phi_jj, phi_kk, c = (n - 1.0) * (n - 2.0), e = n / (n - 2.0);
+
+                lin[j * l + k] = lin[k * l + j] = v;
+                if (n < 4.0)
+                        continue;
+                phi_jk = fjk - e * w->pp[j * l + k] + sdiag[j] * sdiag[k] / c;
+                phi_jj = fjj - e * w->pp[j * l + j] + sdiag[j] * sdiag[j] / c;
+                phi_kk = fkk - e * w->pp[k * l + k] + sdiag[k] * sdiag[k] / c;
+                v = phi_jj > 0.0 && phi_kk > 0.0 ? phi_jk / sqrt(phi_jj * phi_kk) : (double) NAN;
+                deb[j * l + k] = deb[k * l + j] = v;
+        }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+        double x = *(const double *) a, y = *(const double *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* numpy's default ("linear") quantile of sorted @x[0..k-1]. */
+static double quantile_sorted(const double *x, size_t k, double q)
+{
+        double h = q * (double) (k - 1);
+        size_t lo = (size_t) floor(h);
+
+        if (lo + 1 >= k)
+                return x[k - 1];
+        return x[lo] + (h - (double) lo) * (x[lo + 1] - x[lo]);
+}
+
+/* Percentile interval and standard deviation (ddof 1) over the finite
+ * replicate values reps[b * ll + i]; NaN when fewer than 2 are finite. */
+static void bootstrap_summary(const double *reps, size_t nrep, size_t ll, double level, double *buf,
+                              double *lo, double *hi, double *se)
+{
+        for (size_t i = 0; i < ll; i++) {
+                size_t k = 0;
+                double mean = 0.0, ss = 0.0;
+
+                for (size_t b = 0; b < nrep; b++)
+                        if (isfinite(reps[b * ll + i]))
+                                buf[k++] = reps[b * ll + i];
+                if (k < 2) {
+                        lo[i] = hi[i] = se[i] = NAN;
+                        continue;
+                }
+                qsort(buf, k, sizeof(double), cmp_double);
+                lo[i] = quantile_sorted(buf, k, (1.0 - level) / 2.0);
+                hi[i] = quantile_sorted(buf, k, 1.0 - (1.0 - level) / 2.0);
+                for (size_t b = 0; b < k; b++)
+                        mean += buf[b];
+                mean /= (double) k;
+                for (size_t b = 0; b < k; b++)
+                        ss += (buf[b] - mean) * (buf[b] - mean);
+                se[i] = sqrt(ss / (double) (k - 1));
+        }
+}
+
+/* The replicates' CKA values and their intervals and standard errors into
+ * @m; @f, @sdiag, @mu and @w: stats_cka()'s scratch. */
+static int finalize_bootstrap(const kdl_cka_state *s, double *f, double *sdiag, double *mu,
+                              struct shiftw *w, kdl_cka_matrix *m)
+{
+        size_t ll = s->l * s->l, nrep = s->nstats - 1;
+        double *rl, *rd, *buf;
+        int r = -ENOMEM;
+
+        rl = kdl_new(double, nrep *ll);
+        rd = kdl_new(double, nrep *ll);
+        buf = kdl_new(double, nrep);
+        m->biased_lo = kdl_new(double, ll);
+        m->biased_hi = kdl_new(double, ll);
+        m->biased_se = kdl_new(double, ll);
+        m->debiased_lo = kdl_new(double, ll);
+        m->debiased_hi = kdl_new(double, ll);
+        m->debiased_se = kdl_new(double, ll);
+        if (!rl || !rd || !buf || !m->biased_lo || !m->biased_hi || !m->biased_se ||
+            !m->debiased_lo || !m->debiased_hi || !m->debiased_se)
+                goto out;
+        for (size_t b = 0; b < nrep; b++)
+                stats_cka(s, &s->st[b + 1], f, sdiag, mu, w, rl + b * ll, rd + b * ll);
+        m->bootstrap = nrep;
+        m->level = s->o.level;
+        bootstrap_summary(rl, nrep, ll, s->o.level, buf, m->biased_lo, m->biased_hi, m->biased_se);
+        bootstrap_summary(rd, nrep, ll, s->o.level, buf, m->debiased_lo, m->debiased_hi,
+                          m->debiased_se);
+        r = 0;
+out:
+        free(buf);
+        free(rd);
+        free(rl);
+        return r;
+}
+
+int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
+{
+        size_t l = s->l, ll = l * l;
+        double *f, *sdiag, *mu;
+        struct shiftw w = {0};
+        kdl_cka_matrix *m = NULL;
+        int r;
+
+        assert(s && ret);
+        if (!(s->st[0].n > 0.0))
+                return kdl_error(-KDL_EMISSING, "CKA: no samples");
+        f = kdl_new(double, ll);
+        sdiag = kdl_new(double, l);
+        mu = kdl_new(double, s->dt);
+        r = kdl__cka_matrix_new(l, &m);
+        if (r < 0 || !f || !sdiag || !mu || shiftw_init(&w, l, s->dt) < 0)
+                goto nomem;
+        m->n = s->st[0].n;
+        m->biased = kdl_new(double, ll);
+        m->debiased = kdl_new(double, ll);
+        if (!m->biased || !m->debiased)
+                goto nomem;
+        stats_cka(s, &s->st[0], f, sdiag, mu, &w, m->biased, m->debiased);
+        if (s->nstats > 1) {
+                r = finalize_bootstrap(s, f, sdiag, mu, &w, m);
+                if (r < 0)
+                        goto out;
+        }
+        *ret = m;
+        m = NULL;
+        r = 0;
+        goto out;
+nomem:
+        r = -ENOMEM;
+out:
+        kdl_cka_matrix_free(m);
+        shiftw_release(&w);
+        free(mu);
+        free(sdiag);
+        free(f);
+        return r;
+}
