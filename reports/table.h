@@ -77,7 +77,12 @@ KDL_API int kdl_table_put_bool(kdl_table *t, const char *key, bool v);
 /** kdl_table_putf() - kdl_table_put_str() of a formatted string. */
 KDL_API int kdl_table_putf(kdl_table *t, const char *key, const char *fmt, ...) KDL_PRINTF(3, 4);
 
-/** kdl_table_set_column_label() - a human label (with unit) for @key in terminal/Markdown/LaTeX. */
+/**
+ * kdl_table_set_label() - a human label (with unit) for column @key in the
+ * terminal, Markdown, LaTeX and HTML renderings (CSV and JSON keep the key).
+ * The column is added when @key is new.  @label is copied.
+ * Return: 0; -ENOMEM.
+ */
 KDL_API int kdl_table_set_label(kdl_table *t, const char *key, const char *label);
 
 KDL_API const char *kdl_table_name(const kdl_table *t);
