@@ -102,6 +102,49 @@ static int pad(const kdl_table *t, const size_t *w, const bool *right, size_t j)
         return j + 1 == t->ncols ? 0 : -(int) w[j];
 }
 
+/* Right-align column @j: every cell of it is a number (or empty). */
+static bool numeric_column(const kdl_table *t, size_t j)
+{
+        for (size_t i = 0; i < t->nrows; i++) {
+                const kdl_cell *c = kdl_table_cell(t, i, j);
+
+                if (!numeric(c) && c->type != KDL_CELL_EMPTY)
+                        return false;
+        }
+        return true;
+}
+
+static void header_markdown(const kdl_table *t, FILE *out, const size_t *w, const bool *right)
+{
+        fprintf(out, "### %s\n\n|", t->title);
+        for (size_t j = 0; j < t->ncols; j++)
+                fprintf(out, " %-*s |", (int) w[j], label(t, j));
+        fputs("\n|", out);
+        for (size_t j = 0; j < t->ncols; j++) {
+                fputc(right[j] ? '-' : ':', out);
+                for (size_t k = 0; k < w[j]; k++)
+                        fputc('-', out);
+                fputs(right[j] ? ":|" : "-|", out);
+        }
+        fputc('\n', out);
+}
+
+static void header_terminal(const kdl_table *t, FILE *out, const size_t *w, const bool *right)
+{
+        size_t total = 0;
+
+        fprintf(out, "%s\n", t->title);
+        for (size_t j = 0; j < t->ncols; j++) {
+                fprintf(out, j ? "  %*s" : "%*s", pad(t, w, right, j), label(t, j));
+                total += w[j] + (j ? 2 : 0);
+        }
+        fputc('\n', out);
+        for (size_t k = 0; k < total; k++)
+                fputc('-', out);
+        fputc('\n', out);
+}
+
+/* The aligned terminal table, or Markdown's pipe table when @markdown. */
 static int write_terminal(const kdl_table *t, FILE *out, bool markdown)
 {
         char **txt = all_texts(t);
@@ -117,42 +160,18 @@ static int write_terminal(const kdl_table *t, FILE *out, bool markdown)
         }
         for (size_t j = 0; j < t->ncols; j++) {
                 w[j] = strlen(label(t, j));
-                right[j] = true;
+                right[j] = numeric_column(t, j);
                 for (size_t i = 0; i < t->nrows; i++) {
                         size_t l = strlen(txt[i * t->ncols + j]);
-                        const kdl_cell *c = kdl_table_cell(t, i, j);
 
                         if (l > w[j])
                                 w[j] = l;
-                        if (!numeric(c) && c->type != KDL_CELL_EMPTY)
-                                right[j] = false;
                 }
         }
-        if (markdown) {
-                fprintf(out, "### %s\n\n|", t->title);
-                for (size_t j = 0; j < t->ncols; j++)
-                        fprintf(out, " %-*s |", (int) w[j], label(t, j));
-                fputs("\n|", out);
-                for (size_t j = 0; j < t->ncols; j++) {
-                        fputc(right[j] ? '-' : ':', out);
-                        for (size_t k = 0; k < w[j]; k++)
-                                fputc('-', out);
-                        fputs(right[j] ? ":|" : "-|", out);
-                }
-                fputc('\n', out);
-        } else {
-                size_t total = 0;
-
-                fprintf(out, "%s\n", t->title);
-                for (size_t j = 0; j < t->ncols; j++) {
-                        fprintf(out, j ? "  %*s" : "%*s", pad(t, w, right, j), label(t, j));
-                        total += w[j] + (j ? 2 : 0);
-                }
-                fputc('\n', out);
-                for (size_t k = 0; k < total; k++)
-                        fputc('-', out);
-                fputc('\n', out);
-        }
+        if (markdown)
+                header_markdown(t, out, w, right);
+        else
+                header_terminal(t, out, w, right);
         for (size_t i = 0; i < t->nrows; i++) {
                 if (markdown)
                         fputc('|', out);
@@ -266,17 +285,8 @@ static int write_tex(const kdl_table *t, FILE *out)
         fputs("% ", out);
         fputs(t->title, out);
         fputs(" (kdlens " KDL_VERSION "; needs \\usepackage{booktabs})\n\\begin{tabular}{", out);
-        for (size_t j = 0; j < t->ncols; j++) {
-                bool right = true;
-
-                for (size_t i = 0; i < t->nrows; i++) {
-                        const kdl_cell *c = kdl_table_cell(t, i, j);
-
-                        if (!numeric(c) && c->type != KDL_CELL_EMPTY)
-                                right = false;
-                }
-                fputc(right ? 'r' : 'l', out);
-        }
+        for (size_t j = 0; j < t->ncols; j++)
+                fputc(numeric_column(t, j) ? 'r' : 'l', out);
         fputs("}\n\\toprule\n", out);
         for (size_t j = 0; j < t->ncols; j++) {
                 if (j)
@@ -375,15 +385,7 @@ int kdl__table_write_html(const kdl_table *t, FILE *out)
                 return -ENOMEM;
         fputs("<table>\n<thead><tr>", out);
         for (size_t j = 0; j < t->ncols; j++) {
-                bool num = true;
-
-                for (size_t i = 0; i < t->nrows; i++) {
-                        const kdl_cell *c = kdl_table_cell(t, i, j);
-
-                        if (!numeric(c) && c->type != KDL_CELL_EMPTY)
-                                num = false;
-                }
-                fputs(num ? "<th>" : "<th class=\"t\">", out);
+                fputs(numeric_column(t, j) ? "<th>" : "<th class=\"t\">", out);
                 html_escape(out, label(t, j));
                 fputs("</th>", out);
         }
