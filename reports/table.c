@@ -103,6 +103,36 @@ int kdl_table_find(const kdl_table *t, const char *key)
         return -1;
 }
 
+int kdl_table_find_row(const kdl_table *t, size_t from, size_t n, const char *const *keys,
+                       const char *const *values)
+{
+        size_t col[KDL_TABLE_FIND_MAX_KEYS];
+
+        assert(n <= KDL_TABLE_FIND_MAX_KEYS);
+        /* Each key's column once, not once per row. */
+        for (size_t k = 0; k < n; k++) {
+                int j = kdl_table_find(t, keys[k]);
+
+                if (j < 0)
+                        return -1;
+                col[k] = (size_t) j;
+        }
+        for (size_t i = from; i < t->nrows; i++) {
+                size_t k = 0;
+
+                while (k < n) {
+                        const kdl_cell *c = kdl_table_cell(t, i, col[k]);
+
+                        if (c->type != KDL_CELL_STR || strcmp(c->v.s, values[k]) != 0)
+                                break;
+                        k++;
+                }
+                if (k == n)
+                        return (int) i;
+        }
+        return -1;
+}
+
 /* The column of @key, added when new; grows every row's cell array as needed. */
 static int column(kdl_table *t, const char *key)
 {

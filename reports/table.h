@@ -97,6 +97,24 @@ KDL_API const kdl_cell *kdl_table_cell(const kdl_table *t, size_t row, size_t co
 /** kdl_table_find() - the column of @key, or -1. */
 KDL_API int kdl_table_find(const kdl_table *t, const char *key);
 
+/* Keys kdl_table_find_row() can match at once. */
+#define KDL_TABLE_FIND_MAX_KEYS 8
+
+/**
+ * kdl_table_find_row() - the first row at or after @from whose string cells
+ * @keys[k] equal @values[k] for every k < @n.
+ * @keys, @values: @n strings each (at most KDL_TABLE_FIND_MAX_KEYS), borrowed.
+ *
+ * A key the table lacks, or a cell that is empty or not a string, matches no
+ * value.  Every match in turn:
+ *   for (int i = kdl_table_find_row(t, 0, ...); i >= 0;
+ *        i = kdl_table_find_row(t, (size_t) i + 1, ...))
+ *
+ * Return: the row's index; -1 when no row from @from on matches.
+ */
+KDL_API int kdl_table_find_row(const kdl_table *t, size_t from, size_t n, const char *const *keys,
+                               const char *const *values);
+
 /* ---- documents -------------------------------------------------------- */
 
 typedef struct kdl_doc kdl_doc;
