@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/base/alloc.h"
+#include "reports/plot.h"
+#include "reports/site.h"
+#include "analysis/report/report-internal.h"
+#include "metrics/base/banned.h"
+
+/* The approximations of MATH 11.1, in table order (exact "kl" first). */
+static const char *const kl_names[] = {"kl",
+                                       "logit_fisher",
+                                       "logit_centered_l2",
+                                       "logit_l2",
+                                       "prob_l2",
+                                       "feature_l2",
+                                       "feature_head",
+                                       "gradient_fisher",
+                                       "gradient_empirical",
+                                       "gradient_logit_l2"};
+#define NKL (sizeof(kl_names) / sizeof(kl_names[0]))
+
+/* Value @key of approximation @a for student @path at @checkpoint and the report's tau. */
+static double kl_value(const struct kdl__report *r, const kdl_table *t, const char *path,
+                       const char *checkpoint, const char *a, const char *key)
+{
+        for (size_t i = 0; i < kdl_table_rows(t); i++)
+                if (strcmp(kdl__report_str(t, i, "student"), path) == 0 &&
+                    strcmp(kdl__report_str(t, i, "checkpoint"), checkpoint) == 0 &&
+                    strcmp(kdl__report_str(t, i, "approximation"), a) == 0 &&
+                    kdl__report_same_tau(kdl__report_real(t, i, "tau"), r->tau))
+                        return kdl__report_real(t, i, key);
+        return NAN;
+}
+
+static int kl_figures(struct kdl__report *r, const kdl_doc *d)
+{
+        const kdl_table *t = kdl_doc_find_table(d, "kl");
+        size_t ns = r->in->nstudents;
+        double *y = kdl_new(double, ns *NKL);
+        struct kdl_series *s = kdl_new(struct kdl_series, ns > NKL ? ns : NKL);
+        int err = 0;
+
+        if (!t || !y || !s) {
+                err = t ? -ENOMEM : 0;
+                goto out;
+        }
+        /* Fidelity: how closely each source tracks the exact per-sample KL. */
+        for (size_t k = 0; k < ns; k++) {
+                const char *path = kdl_h5_dump(r->in->students[k])->path;
+                const char *ck = kdl__report_last_checkpoint(r->in->students[k]);
+
+                for (size_t a = 1; a < NKL; a++)
+                        y[k * NKL + a - 1] = kl_value(r, t, path, ck, kl_names[a], "pearson");
+                s[k] = (struct kdl_series){r->names[k], y + k * NKL};
+        }
+        {
+                struct kdl_fig f = {.ylabel = "Pearson r with the exact KL", .ymax = 1.0};
+
+                err = kdl_fig_bars(kdl_site_path(r->site), "kl_sources", &f, kl_names + 1, NKL - 1,
+                                   s, ns, false);
+                err = err
+                              ?: kdl__report_show(
+                                         r, "kl_sources",
+                                         "How well each knowledge source tracks the KD criterion "
+                                         "tau^2 KL(p_t || p_s) at each student's last checkpoint: "
+                                         "correlation over samples (1 = a perfect proxy; missing "
+                                         "bars: "
+                                         "source unavailable in the dumps)");
+        }
+        /* Over training: the mean of every source, one line each, per student. */
+        for (size_t k = 0; k < ns && !err; k++) {
+                const kdl_dump *dd = kdl_h5_dump(r->in->students[k]);
+                size_t nck = dd->ncheckpoints;
+                double *v = kdl_new(double, NKL *nck);
+                const char **ticks = kdl_new(const char *, nck);
+                char *name = kdl__asprintf("kl_curves_s%zu", k + 1), *cap = NULL;
+
+                if (!v || !ticks || !name) {
+                        err = -ENOMEM;
+                } else {
+                        struct kdl_fig f = {.xlabel = "student checkpoint",
+                                            .ylabel = "mean per sample (nats)",
+                                            .logy = true};
+
+                        for (size_t c = 0; c < nck; c++) {
+                                ticks[c] = dd->checkpoints[c].name;
+                                for (size_t a = 0; a < NKL; a++) {
+                                        double m = kl_value(r, t, dd->path, ticks[c], kl_names[a],
+                                                            "mean");
+
+                                        v[a * nck + c] = m > 0.0 ? m : (double) NAN;
+                                }
+                        }
+                        for (size_t a = 0; a < NKL; a++)
+                                s[a] = (struct kdl_series){a ? kl_names[a] : "kl (exact)",
+                                                           v + a * nck};
+                        cap = kdl__asprintf("Each knowledge source's estimate of the KD "
+                                            "criterion over %s's training (tau = %g), beside "
+                                            "the exact KL",
+                                            r->names[k], r->tau);
+                        err = cap ? kdl_fig_lines(kdl_site_path(r->site), name, &f, NULL, ticks,
+                                                  nck, s, NKL)
+                                  : -ENOMEM;
+                        err = err ?: kdl__report_show(r, name, cap);
+                }
+                free(cap);
+                free(name);
+                free(ticks);
+                free(v);
+        }
+out:
+        free(s);
+        free(y);
+        return err;
+}
+
+int kdl__report_section_kl(struct kdl__report *r)
+{
+        const kdl_doc *d = r->kl;
+        int err;
+
+        kdl__report_progress(r, "kl: figures");
+        err = kdl_site_section(r->site, "Knowledge sources",
+                               "How well each knowledge source (logits, probabilities, "
+                               "features, gradients) approximates the KD criterion "
+                               "tau^2 KL(p_t || p_s) (Hsu et al. 2022; MATH 2 and 11.1), per "
+                               "student and checkpoint, each compared with the teacher's last "
+                               "checkpoint.");
+        err = err ?: kl_figures(r, d);
+        err = err
+                      ?: kdl__report_show_table(r, d, "kl", "kl",
+                                                "The KD criterion by knowledge source");
+        err = err
+                      ?: kdl__report_show_table(
+                                 r, d, "kl_features", "kl_features",
+                                 "Feature matching: projector fit and KL-visible share");
+        err = err ?: kdl_site_json(r->site, d, "kl");
+        return err;
+}
