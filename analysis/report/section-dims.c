@@ -117,26 +117,28 @@ static int dims_spectrum_figure(struct kdl__report *r, const kdl_doc *d)
                 const char *model = kdl__report_str(t, i, "model"),
                            *ck = kdl__report_str(t, i, "checkpoint");
                 const char *layer = kdl__report_str(t, i, "layer");
+                /* The spectrum's rows; a later row with the model alone (n = 1). */
+                static const char *const keys[] = {"model", "checkpoint", "layer"};
+                const char *const want[] = {model, ck, layer};
                 double total = kdl__report_real(t, i, "total_variance"), *yy = y + ns * width;
                 bool later = false;
 
                 if (!kdl__report_bool(t, i, "head_input") || !(total > 0.0))
                         continue;
-                for (size_t j = i + 1; j < nrows && !later; j++)
-                        later = strcmp(kdl__report_str(t, j, "model"), model) == 0 &&
-                                kdl__report_bool(t, j, "head_input");
+                for (int j = (int) i;
+                     !later && (j = kdl_table_find_row(t, (size_t) (j + 1), 1, keys, want)) >= 0;)
+                        later = kdl__report_bool(t, j, "head_input");
                 if (later) /* only the model's last checkpoint */
                         continue;
                 for (size_t k = 0; k < width; k++)
                         yy[k] = NAN;
-                for (size_t j = 0; j < kdl_table_rows(sp); j++) {
+                for (int j = -1;
+                     (j = kdl_table_find_row(sp, (size_t) (j + 1), 3, keys, want)) >= 0;) {
                         double k = kdl__report_real(sp, j, "k"),
                                l = kdl__report_real(sp, j, "eigenvalue");
 
-                        if (strcmp(kdl__report_str(sp, j, "model"), model) == 0 &&
-                            strcmp(kdl__report_str(sp, j, "checkpoint"), ck) == 0 &&
-                            strcmp(kdl__report_str(sp, j, "layer"), layer) == 0 && k >= 1 &&
-                            k <= width && l > 1e-12 * total) /* below: zero to double precision */
+                        if (k >= 1 && k <= width &&
+                            l > 1e-12 * total) /* below: zero to double precision */
                                 yy[(size_t) k - 1] = l / total;
                 }
                 names[ns] = kdl__asprintf("%s: %s (D = %.0f)", model, layer,

@@ -26,11 +26,11 @@ static const char *const kl_names[] = {"kl",
 static double kl_value(const struct kdl__report *r, const kdl_table *t, const char *path,
                        const char *checkpoint, const char *a, const char *key)
 {
-        for (size_t i = 0; i < kdl_table_rows(t); i++)
-                if (strcmp(kdl__report_str(t, i, "student"), path) == 0 &&
-                    strcmp(kdl__report_str(t, i, "checkpoint"), checkpoint) == 0 &&
-                    strcmp(kdl__report_str(t, i, "approximation"), a) == 0 &&
-                    kdl__report_same_tau(kdl__report_real(t, i, "tau"), r->tau))
+        static const char *const keys[] = {"student", "checkpoint", "approximation"};
+        const char *const want[] = {path, checkpoint, a};
+
+        for (int i = -1; (i = kdl_table_find_row(t, (size_t) (i + 1), 3, keys, want)) >= 0;)
+                if (kdl__report_same_tau(kdl__report_real(t, i, "tau"), r->tau))
                         return kdl__report_real(t, i, key);
         return NAN;
 }

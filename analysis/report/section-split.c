@@ -22,16 +22,16 @@ static int student_index(const struct kdl__report *r, const char *path)
 static size_t histogram(const kdl_table *t, const char *path, const char *checkpoint, double tau,
                         const char *quantity, double *edges, double *dens, size_t max, bool log)
 {
+        static const char *const keys[] = {"student", "checkpoint", "quantity"};
+        const char *const want[] = {path, checkpoint, quantity};
         size_t nb = 0;
         double total = 0.0;
 
-        for (size_t i = 0; i < kdl_table_rows(t) && nb < max; i++) {
+        for (int i = -1;
+             nb < max && (i = kdl_table_find_row(t, (size_t) (i + 1), 3, keys, want)) >= 0;) {
                 double lo = kdl__report_real(t, i, "lo"), hi = kdl__report_real(t, i, "hi");
 
-                if (strcmp(kdl__report_str(t, i, "student"), path) != 0 ||
-                    strcmp(kdl__report_str(t, i, "checkpoint"), checkpoint) != 0 ||
-                    !kdl__report_same_tau(kdl__report_real(t, i, "tau"), tau) ||
-                    strcmp(kdl__report_str(t, i, "quantity"), quantity) != 0)
+                if (!kdl__report_same_tau(kdl__report_real(t, i, "tau"), tau))
                         continue;
                 if (!isfinite(lo) || !isfinite(hi) || (log && !(lo > 0.0)))
                         continue;
@@ -50,16 +50,16 @@ static size_t histogram(const kdl_table *t, const char *path, const char *checkp
 static bool matrix(const kdl_table *t, const char *path, const char *checkpoint, double tau,
                    double *m, size_t c)
 {
+        static const char *const keys[] = {"student", "checkpoint"};
+        const char *const want[] = {path, checkpoint};
         size_t found = 0;
 
-        for (size_t i = 0; t && i < kdl_table_rows(t); i++) {
+        for (int i = -1; t && (i = kdl_table_find_row(t, (size_t) (i + 1), 2, keys, want)) >= 0;) {
                 double ti = kdl__report_real(t, i, "tau");
                 size_t a = (size_t) kdl__report_real(t, i, "i"),
                        b = (size_t) kdl__report_real(t, i, "j");
 
-                if (strcmp(kdl__report_str(t, i, "student"), path) != 0 ||
-                    strcmp(kdl__report_str(t, i, "checkpoint"), checkpoint) != 0 ||
-                    (isfinite(ti) && !kdl__report_same_tau(ti, tau)) || a >= c || b >= c)
+                if ((isfinite(ti) && !kdl__report_same_tau(ti, tau)) || a >= c || b >= c)
                         continue;
                 m[a * c + b] = kdl__report_real(t, i, "value");
                 found++;
