@@ -4,30 +4,21 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/kl.h"
 #include "reports/plot.h"
 #include "reports/site.h"
 #include "analysis/report/report-internal.h"
 #include "metrics/base/banned.h"
 
-/* The approximations of MATH 11.1, in table order (exact "kl" first). */
-static const char *const kl_names[] = {"kl",
-                                       "logit_fisher",
-                                       "logit_centered_l2",
-                                       "logit_l2",
-                                       "prob_l2",
-                                       "feature_l2",
-                                       "feature_head",
-                                       "gradient_fisher",
-                                       "gradient_empirical",
-                                       "gradient_logit_l2"};
-#define NKL (sizeof(kl_names) / sizeof(kl_names[0]))
+/* The exact KL and its approximations, in the metric's order (exact first). */
+#define NKL ((size_t) KDL_KL_VALUE_COUNT_)
 
 /* Value @key of approximation @a for student @path at @checkpoint and the report's tau. */
 static double kl_value(const struct kdl__report *r, const kdl_table *t, const char *path,
-                       const char *checkpoint, const char *a, const char *key)
+                       const char *checkpoint, enum kdl_kl_value a, const char *key)
 {
         static const char *const keys[] = {"student", "checkpoint", "approximation"};
-        const char *const want[] = {path, checkpoint, a};
+        const char *const want[] = {path, checkpoint, kdl_kl_name(a)};
 
         for (int i = -1; (i = kdl_table_find_row(t, (size_t) (i + 1), 3, keys, want)) >= 0;)
                 if (kdl__report_same_tau(kdl__report_real(t, i, "tau"), r->tau))
@@ -41,7 +32,11 @@ static int kl_figures(struct kdl__report *r, const kdl_doc *d)
         size_t ns = r->in->nstudents;
         double *y = kdl_new(double, ns *NKL);
         struct kdl_series *s = kdl_new(struct kdl_series, ns > NKL ? ns : NKL);
+        const char *names[NKL];
         int err = 0;
+
+        for (size_t a = 0; a < NKL; a++)
+                names[a] = kdl_kl_name((enum kdl_kl_value) a);
 
         if (!t || !y || !s) {
                 err = t ? -ENOMEM : 0;
@@ -53,14 +48,15 @@ static int kl_figures(struct kdl__report *r, const kdl_doc *d)
                 const char *ck = kdl__report_last_checkpoint(r->in->students[k]);
 
                 for (size_t a = 1; a < NKL; a++)
-                        y[k * NKL + a - 1] = kl_value(r, t, path, ck, kl_names[a], "pearson");
+                        y[k * NKL + a - 1] =
+                                kl_value(r, t, path, ck, (enum kdl_kl_value) a, "pearson");
                 s[k] = (struct kdl_series){r->names[k], y + k * NKL};
         }
         {
                 struct kdl_fig f = {.ylabel = "Pearson r with the exact KL", .ymax = 1.0};
 
-                err = kdl_fig_bars(kdl_site_path(r->site), "kl_sources", &f, kl_names + 1, NKL - 1,
-                                   s, ns, false);
+                err = kdl_fig_bars(kdl_site_path(r->site), "kl_sources", &f, names + 1, NKL - 1, s,
+                                   ns, false);
                 err = err
                               ?: kdl__report_show(
                                          r, "kl_sources",
@@ -88,14 +84,14 @@ static int kl_figures(struct kdl__report *r, const kdl_doc *d)
                         for (size_t c = 0; c < nck; c++) {
                                 ticks[c] = dd->checkpoints[c].name;
                                 for (size_t a = 0; a < NKL; a++) {
-                                        double m = kl_value(r, t, dd->path, ticks[c], kl_names[a],
-                                                            "mean");
+                                        double m = kl_value(r, t, dd->path, ticks[c],
+                                                            (enum kdl_kl_value) a, "mean");
 
                                         v[a * nck + c] = m > 0.0 ? m : (double) NAN;
                                 }
                         }
                         for (size_t a = 0; a < NKL; a++)
-                                s[a] = (struct kdl_series){a ? kl_names[a] : "kl (exact)",
+                                s[a] = (struct kdl_series){a ? names[a] : "kl (exact)",
                                                            v + a * nck};
                         cap = kdl__asprintf("Each knowledge source's estimate of the KD "
                                             "criterion over %s's training (tau = %g), beside "
