@@ -21,13 +21,14 @@
 struct kdl__report {
         const struct kdl_report_opts *o;
         kdl_inputs *in;
+        const char **inputs; /* the teacher's path, then the students', as given */
         kdl_site *site;
         char **names;  /* display name of each student */
         size_t prefix; /* length of a prefix all names share ("student_"), left out in figures */
         size_t done, total;
         double tau;
         /* The analyses, computed before any section is written. */
-        kdl_doc *kl, *split, *dims;
+        kdl_doc *inspect, *kl, *split, *dims, *layers;
         kdl_doc **cka; /* [ncka] one per student checkpoint, student-major */
         size_t ncka;
         kdl_doc *passes; /* how the dumps were read */

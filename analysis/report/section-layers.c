@@ -2,7 +2,6 @@
 #include <stdlib.h>
 
 #include "metrics/base/alloc.h"
-#include "analysis/layers.h"
 #include "reports/plot.h"
 #include "reports/site.h"
 #include "analysis/report/report-internal.h"
@@ -84,35 +83,19 @@ out:
 
 int kdl__report_section_layers(struct kdl__report *r)
 {
-        struct kdl_layers_opts o = {0};
-        kdl_inputs teacher_only = *r->in;
-        kdl_doc *d = NULL;
+        const kdl_doc *d = r->layers;
         int err;
 
-        kdl__report_progress(r, "layers: teacher layer quality");
-        teacher_only.nstudents = 0;
-        /* Recommending 4 of a 4-layer teacher says nothing: at most half of them. */
-        {
-                const kdl_dump *td = kdl_h5_dump(r->in->teacher);
-                size_t nl = td->checkpoints[td->ncheckpoints - 1].nlayers;
-
-                o.k = nl >= 8 ? 4 : (nl + 1) / 2;
-        }
-        err = kdl_doc_new("layers", &d);
-        err = err ?: kdl_layers_run(&teacher_only, &o, d);
-        err = err
-                      ?: kdl_site_section(
-                                 r->site, "Teacher layers",
-                                 "Which teacher layers are worth distilling from, decided before "
-                                 "training from the teacher alone: Cooper et al.'s knowledge "
-                                 "quality on a class-balanced subsample, with linear CKA against "
-                                 "the teacher's logits and the labels and class-geometry columns.");
+        err = kdl_site_section(r->site, "Teacher layers",
+                               "Which teacher layers are worth distilling from, decided before "
+                               "training from the teacher alone: Cooper et al.'s knowledge "
+                               "quality on a class-balanced subsample, with linear CKA against "
+                               "the teacher's logits and the labels and class-geometry columns.");
         err = err ?: layers_figure(r, d);
         err = err
                       ?: kdl__report_show_table(r, d, "layers_recommended", "layers_recommended",
                                                 "Recommended teacher layers, in depth order");
         err = err ?: kdl__report_show_table(r, d, "layers", "layers", "Teacher layers ranked by Q");
         err = err ?: kdl_site_json(r->site, d, "layers");
-        kdl_doc_free(d);
         return err;
 }
