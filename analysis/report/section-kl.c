@@ -26,24 +26,16 @@ static double kl_value(const struct kdl__report *r, const kdl_table *t, const ch
         return NAN;
 }
 
-static int kl_figures(struct kdl__report *r, const kdl_doc *d)
+/* Fidelity: how closely each source tracks the exact per-sample KL, per student. */
+static int kl_sources_figure(struct kdl__report *r, const kdl_table *t, const char *const *names)
 {
-        const kdl_table *t = kdl_doc_find_table(d, "kl");
         size_t ns = r->in->nstudents;
         double *y = kdl_new(double, ns *NKL);
-        struct kdl_series *s = kdl_new(struct kdl_series, ns > NKL ? ns : NKL);
-        const char *names[NKL];
-        int err = 0;
+        struct kdl_series *s = kdl_new(struct kdl_series, ns ? ns : 1);
+        struct kdl_fig f = {.ylabel = "Pearson r with the exact KL", .ymax = 1.0};
+        int err = y && s ? 0 : -ENOMEM;
 
-        for (size_t a = 0; a < NKL; a++)
-                names[a] = kdl_kl_name((enum kdl_kl_value) a);
-
-        if (!t || !y || !s) {
-                err = t ? -ENOMEM : 0;
-                goto out;
-        }
-        /* Fidelity: how closely each source tracks the exact per-sample KL. */
-        for (size_t k = 0; k < ns; k++) {
+        for (size_t k = 0; k < ns && !err; k++) {
                 const char *path = kdl_h5_dump(r->in->students[k])->path;
                 const char *ck = kdl__report_last_checkpoint(r->in->students[k]);
 
@@ -52,64 +44,70 @@ static int kl_figures(struct kdl__report *r, const kdl_doc *d)
                                 kl_value(r, t, path, ck, (enum kdl_kl_value) a, "pearson");
                 s[k] = (struct kdl_series){r->names[k], y + k * NKL};
         }
-        {
-                struct kdl_fig f = {.ylabel = "Pearson r with the exact KL", .ymax = 1.0};
-
-                err = kdl_fig_bars(kdl_site_path(r->site), "kl_sources", &f, names + 1, NKL - 1, s,
-                                   ns, false);
-                err = err
-                              ?: kdl__report_show(
-                                         r, "kl_sources",
-                                         "How well each knowledge source tracks the KD criterion "
-                                         "tau^2 KL(p_t || p_s) at each student's last checkpoint: "
-                                         "correlation over samples (1 = a perfect proxy; missing "
-                                         "bars: "
-                                         "source unavailable in the dumps)");
-        }
-        /* Over training: the mean of every source, one line each, per student. */
-        for (size_t k = 0; k < ns && !err; k++) {
-                const kdl_dump *dd = kdl_h5_dump(r->in->students[k]);
-                size_t nck = dd->ncheckpoints;
-                double *v = kdl_new(double, NKL *nck);
-                const char **ticks = kdl_new(const char *, nck);
-                char *name = kdl__asprintf("kl_curves_s%zu", k + 1), *cap = NULL;
-
-                if (!v || !ticks || !name) {
-                        err = -ENOMEM;
-                } else {
-                        struct kdl_fig f = {.xlabel = "student checkpoint",
-                                            .ylabel = "mean per sample (nats)",
-                                            .logy = true};
-
-                        for (size_t c = 0; c < nck; c++) {
-                                ticks[c] = dd->checkpoints[c].name;
-                                for (size_t a = 0; a < NKL; a++) {
-                                        double m = kl_value(r, t, dd->path, ticks[c],
-                                                            (enum kdl_kl_value) a, "mean");
-
-                                        v[a * nck + c] = m > 0.0 ? m : (double) NAN;
-                                }
-                        }
-                        for (size_t a = 0; a < NKL; a++)
-                                s[a] = (struct kdl_series){a ? names[a] : "kl (exact)",
-                                                           v + a * nck};
-                        cap = kdl__asprintf("Each knowledge source's estimate of the KD "
-                                            "criterion over %s's training (tau = %g), beside "
-                                            "the exact KL",
-                                            r->names[k], r->tau);
-                        err = cap ? kdl_fig_lines(kdl_site_path(r->site), name, &f, NULL, ticks,
-                                                  nck, s, NKL)
-                                  : -ENOMEM;
-                        err = err ?: kdl__report_show(r, name, cap);
-                }
-                free(cap);
-                free(name);
-                free(ticks);
-                free(v);
-        }
-out:
+        err = err
+                      ?: kdl_fig_bars(kdl_site_path(r->site), "kl_sources", &f, names + 1, NKL - 1,
+                                      s, ns, false);
+        err = err
+                      ?: kdl__report_show(r, "kl_sources",
+                                          "How well each knowledge source tracks the KD criterion "
+                                          "tau^2 KL(p_t || p_s) at each student's last "
+                                          "checkpoint: correlation over samples (1 = a perfect "
+                                          "proxy; missing bars: source unavailable in the dumps)");
         free(s);
         free(y);
+        return err;
+}
+
+/* Over student @k's training: the mean of every source, one line each. */
+static int kl_curves_figure(struct kdl__report *r, const kdl_table *t, size_t k,
+                            const char *const *names)
+{
+        const kdl_dump *dd = kdl_h5_dump(r->in->students[k]);
+        size_t nck = dd->ncheckpoints;
+        double *v = kdl_new(double, NKL *nck);
+        const char **ticks = kdl_new(const char *, nck);
+        char *name = kdl__asprintf("kl_curves_s%zu", k + 1);
+        char *cap = kdl__asprintf("Each knowledge source's estimate of the KD criterion over %s's "
+                                  "training (tau = %g), beside the exact KL",
+                                  r->names[k], r->tau);
+        struct kdl_series s[NKL];
+        struct kdl_fig f = {
+                .xlabel = "student checkpoint", .ylabel = "mean per sample (nats)", .logy = true};
+        int err = v && ticks && name && cap ? 0 : -ENOMEM;
+
+        for (size_t c = 0; c < nck && !err; c++) {
+                ticks[c] = dd->checkpoints[c].name;
+                for (size_t a = 0; a < NKL; a++) {
+                        double m =
+                                kl_value(r, t, dd->path, ticks[c], (enum kdl_kl_value) a, "mean");
+
+                        v[a * nck + c] = m > 0.0 ? m : (double) NAN;
+                }
+        }
+        for (size_t a = 0; a < NKL && !err; a++)
+                s[a] = (struct kdl_series){a ? names[a] : "kl (exact)", v + a * nck};
+        err = err ?: kdl_fig_lines(kdl_site_path(r->site), name, &f, NULL, ticks, nck, s, NKL);
+        err = err ?: kdl__report_show(r, name, cap);
+        free(cap);
+        free(name);
+        free(ticks);
+        free(v);
+        return err;
+}
+
+static int kl_figures(struct kdl__report *r, const kdl_doc *d)
+{
+        const kdl_table *t = kdl_doc_find_table(d, "kl");
+        const char *names[NKL];
+        int err;
+
+        if (!t)
+                return 0;
+        for (size_t a = 0; a < NKL; a++)
+                names[a] = kdl_kl_name((enum kdl_kl_value) a);
+        err = kl_sources_figure(r, t, names);
+        for (size_t k = 0; k < r->in->nstudents && !err; k++)
+                err = kl_curves_figure(r, t, k, names);
         return err;
 }
 
