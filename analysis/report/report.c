@@ -281,7 +281,8 @@ static int run_open(struct kdl__report *r, const struct kdl_report_opts *o)
 {
         int err;
 
-        /* inputs, the teacher, the 5 sections' figures, the index; + the student checkpoints */
+        /* inputs, the teacher, layers, the kl, split, dims and cka figures, the index; + the
+         * student checkpoints */
         r->total = 8;
         err = kdl_inputs_open(o->teacher, o->students, o->nstudents, &r->in);
         if (err < 0)

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+/* "Teacher x student CKA": one heatmap per student checkpoint (kdlens cka). */
 #include <stdlib.h>
 
 #include "metrics/base/alloc.h"

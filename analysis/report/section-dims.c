@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+/* "Feature dimensions": is each student wide enough for the teacher's logits (kdlens dims). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+/* The report's "Inputs" section: the dumps, as kdlens inspect describes them. */
 #include "reports/site.h"
 #include "analysis/report/report-internal.h"
 #include "metrics/base/banned.h"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
+/* "Knowledge sources": how well each source approximates the KD criterion (kdlens kl). */
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "metrics/base/alloc.h"
 #include "metrics/kl.h"

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+/* "Teacher layers": which teacher layers are worth distilling from (kdlens layers). */
 #include <stdlib.h>
 
 #include "metrics/base/alloc.h"

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+/* "How the dumps were read": the passes of the streams report.c shares among analyses. */
 #include "reports/site.h"
 #include "analysis/report/report-internal.h"
 #include "metrics/base/banned.h"

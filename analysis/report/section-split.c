@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: MIT */
+/* "Explicit and implicit knowledge": the KD loss split, Tang et al.'s levels and class
+ * relations (kdlens split). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
