@@ -10,46 +10,42 @@
 
 /* ---- reading the analyses' tables ----------------------------------------- */
 
-double kdl__report_real(const kdl_table *t, size_t i, const char *key)
+/* Cell @key of row @i; NULL when @t has no column @key. */
+static const kdl_cell *cell_at(const kdl_table *t, size_t i, const char *key)
 {
         int j = kdl_table_find(t, key);
-        const kdl_cell *c;
 
-        if (j < 0)
-                return NAN;
-        c = kdl_table_cell(t, i, (size_t) j);
-        if (c->type == KDL_CELL_REAL)
+        return j < 0 ? NULL : kdl_table_cell(t, i, (size_t) j);
+}
+
+double kdl__report_real(const kdl_table *t, size_t i, const char *key)
+{
+        const kdl_cell *c = cell_at(t, i, key);
+
+        if (c && c->type == KDL_CELL_REAL)
                 return c->v.r;
-        if (c->type == KDL_CELL_INT)
+        if (c && c->type == KDL_CELL_INT)
                 return (double) c->v.i;
         return NAN;
 }
 
 const char *kdl__report_str(const kdl_table *t, size_t i, const char *key)
 {
-        int j = kdl_table_find(t, key);
-        const kdl_cell *c;
+        const kdl_cell *c = cell_at(t, i, key);
 
-        if (j < 0)
-                return "";
-        c = kdl_table_cell(t, i, (size_t) j);
-        return c->type == KDL_CELL_STR ? c->v.s : "";
+        return c && c->type == KDL_CELL_STR ? c->v.s : "";
+}
+
+bool kdl__report_bool(const kdl_table *t, size_t i, const char *key)
+{
+        const kdl_cell *c = cell_at(t, i, key);
+
+        return c && c->type == KDL_CELL_BOOL && c->v.b;
 }
 
 bool kdl__report_same_tau(double a, double b)
 {
         return fabs(a - b) <= 1e-12 * fabs(b);
-}
-
-bool kdl__report_bool(const kdl_table *t, size_t i, const char *key)
-{
-        int j = kdl_table_find(t, key);
-        const kdl_cell *c;
-
-        if (j < 0)
-                return false;
-        c = kdl_table_cell(t, i, (size_t) j);
-        return c->type == KDL_CELL_BOOL && c->v.b;
 }
 
 /* A student's name in crowded figure labels: without the prefix all share. */
