@@ -77,7 +77,12 @@ KDL_API int kdl_table_put_bool(kdl_table *t, const char *key, bool v);
 /** kdl_table_putf() - kdl_table_put_str() of a formatted string. */
 KDL_API int kdl_table_putf(kdl_table *t, const char *key, const char *fmt, ...) KDL_PRINTF(3, 4);
 
-/** kdl_table_set_column_label() - a human label (with unit) for @key in terminal/Markdown/LaTeX. */
+/**
+ * kdl_table_set_label() - a human label (with unit) for column @key in the
+ * terminal, Markdown, LaTeX and HTML renderings (CSV and JSON keep the key).
+ * The column is added when @key is new.  @label is copied.
+ * Return: 0; -ENOMEM.
+ */
 KDL_API int kdl_table_set_label(kdl_table *t, const char *key, const char *label);
 
 KDL_API const char *kdl_table_name(const kdl_table *t);
@@ -91,6 +96,24 @@ KDL_API const kdl_cell *kdl_table_cell(const kdl_table *t, size_t row, size_t co
 
 /** kdl_table_find() - the column of @key, or -1. */
 KDL_API int kdl_table_find(const kdl_table *t, const char *key);
+
+/* Keys kdl_table_find_row() can match at once. */
+#define KDL_TABLE_FIND_MAX_KEYS 8
+
+/**
+ * kdl_table_find_row() - the first row at or after @from whose string cells
+ * @keys[k] equal @values[k] for every k < @n.
+ * @keys, @values: @n strings each (at most KDL_TABLE_FIND_MAX_KEYS), borrowed.
+ *
+ * A key the table lacks, or a cell that is empty or not a string, matches no
+ * value.  Every match in turn:
+ *   for (int i = kdl_table_find_row(t, 0, ...); i >= 0;
+ *        i = kdl_table_find_row(t, (size_t) i + 1, ...))
+ *
+ * Return: the row's index; -1 when no row from @from on matches.
+ */
+KDL_API int kdl_table_find_row(const kdl_table *t, size_t from, size_t n, const char *const *keys,
+                               const char *const *values);
 
 /* ---- documents -------------------------------------------------------- */
 

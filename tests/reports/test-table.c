@@ -135,6 +135,72 @@ static void test_put_needs_a_row(void **state)
         kdl_table_free(t);
 }
 
+/* Rows as the analyses write them: string keys beside numbers, one key missing. */
+static kdl_table *keyed_table(void)
+{
+        static const char *const rows[][3] = {
+                {"s1.h5", "init", "pt_y"}, {"s1.h5", "final", "pt_y"}, {"s2.h5", "final", "pt_y"},
+                {"s1.h5", "final", "w"},   {"s1.h5", "final", "pt_y"}, {"s1.h5", NULL, "pt_y"},
+        };
+        kdl_table *t = NULL;
+
+        assert_int_equal(kdl_table_new("histograms", NULL, &t), 0);
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                assert_int_equal(kdl_table_add_row(t), (int) i);
+                assert_int_equal(kdl_table_put_str(t, "student", rows[i][0]), 0);
+                if (rows[i][1])
+                        assert_int_equal(kdl_table_put_str(t, "checkpoint", rows[i][1]), 0);
+                assert_int_equal(kdl_table_put_real(t, "tau", 4.0), 0);
+                assert_int_equal(kdl_table_put_str(t, "quantity", rows[i][2]), 0);
+        }
+        return t;
+}
+
+static void test_find_row_matches_every_key(void **state)
+{
+        static const char *const keys[] = {"student", "checkpoint", "quantity"};
+        static const char *const want[] = {"s1.h5", "final", "pt_y"};
+        kdl_table *t = keyed_table();
+        int found[4], n = 0;
+
+        (void) state;
+        for (int i = kdl_table_find_row(t, 0, 3, keys, want); i >= 0 && n < 4;
+             i = kdl_table_find_row(t, (size_t) i + 1, 3, keys, want))
+                found[n++] = i;
+        assert_int_equal(n, 2);
+        assert_int_equal(found[0], 1);
+        assert_int_equal(found[1], 4);
+        /* Fewer keys match more rows; none matches every row from @from on. */
+        assert_int_equal(kdl_table_find_row(t, 0, 1, keys, (const char *[]){"s2.h5"}), 2);
+        assert_int_equal(kdl_table_find_row(t, 3, 2, keys, want), 3);
+        assert_int_equal(kdl_table_find_row(t, 3, 0, keys, want), 3);
+        kdl_table_free(t);
+}
+
+static void test_find_row_misses(void **state)
+{
+        kdl_table *t = keyed_table();
+
+        (void) state;
+        /* Past the last row; a value no row has; a key the table lacks. */
+        assert_int_equal(
+                kdl_table_find_row(t, 6, 1, (const char *[]){"student"}, (const char *[]){"s1.h5"}),
+                -1);
+        assert_int_equal(
+                kdl_table_find_row(t, 0, 1, (const char *[]){"quantity"}, (const char *[]){"ps_y"}),
+                -1);
+        assert_int_equal(
+                kdl_table_find_row(t, 0, 1, (const char *[]){"layer"}, (const char *[]){"s1.h5"}),
+                -1);
+        /* A number or an empty cell is not the string that spells it, nor "". */
+        assert_int_equal(
+                kdl_table_find_row(t, 0, 1, (const char *[]){"tau"}, (const char *[]){"4"}), -1);
+        assert_int_equal(
+                kdl_table_find_row(t, 5, 1, (const char *[]){"checkpoint"}, (const char *[]){""}),
+                -1);
+        kdl_table_free(t);
+}
+
 static void test_format_parse(void **state)
 {
         enum kdl_format f = KDL_FORMAT_TABLE;
@@ -156,6 +222,8 @@ int main(void)
                 cmocka_unit_test(test_tex_booktabs_escapes),
                 cmocka_unit_test(test_json_document),
                 cmocka_unit_test(test_put_needs_a_row),
+                cmocka_unit_test(test_find_row_matches_every_key),
+                cmocka_unit_test(test_find_row_misses),
                 cmocka_unit_test(test_format_parse),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

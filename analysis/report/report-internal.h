@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_REPORT_INTERNAL_H
+#define KDL_ANALYSIS_REPORT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "analysis/inputs.h"
+#include "analysis/report.h"
+#include "reports/site.h"
+#include "reports/table.h"
+
+/*
+ * The report's parts: report.c computes every analysis and writes the
+ * sections in order; each section-<verb>.c draws the figures and shows the
+ * tables of one analysis from the documents computed; section.c holds what
+ * they share.
+ */
+
+/* One run of kdl_report_run(). */
+struct kdl__report {
+        const struct kdl_report_opts *o;
+        kdl_inputs *in;
+        const char **inputs; /* the teacher's path, then the students', as given */
+        kdl_site *site;
+        char **names;  /* display name of each student */
+        size_t prefix; /* length of a prefix all names share ("student_"), left out in figures */
+        size_t done, total;
+        double tau;
+        /* The analyses, computed before any section is written. */
+        kdl_doc *inspect, *kl, *split, *dims, *layers;
+        kdl_doc **cka; /* [ncka] one per student checkpoint, student-major */
+        size_t ncka;
+        kdl_doc *passes; /* how the dumps were read */
+};
+
+/* kdl__report_progress() - tell the caller stage @what begins. */
+void kdl__report_progress(struct kdl__report *r, const char *what);
+
+/* ---- section.c: reading the analyses' tables -------------------------------- */
+
+/* Cell @key of row @i as a real (an integer converted); NaN when missing or not a number. */
+double kdl__report_real(const kdl_table *t, size_t i, const char *key);
+
+/* Cell @key of row @i as a string (borrowed); "" when missing or not a string. */
+const char *kdl__report_str(const kdl_table *t, size_t i, const char *key);
+
+/* Cell @key of row @i is the boolean true. */
+bool kdl__report_bool(const kdl_table *t, size_t i, const char *key);
+
+/* @a is the temperature @b, up to rounding. */
+bool kdl__report_same_tau(double a, double b);
+
+/* ---- section.c: names and showing ----------------------------------------------- */
+
+/* Student @k's name in crowded figure labels: without the prefix all share.  Borrowed. */
+const char *kdl__report_short_name(const struct kdl__report *r, size_t k);
+
+/* The name of @f's last checkpoint.  Borrowed from @f. */
+const char *kdl__report_last_checkpoint(const kdl_h5file *f);
+
+/* kdl__report_show() - render figure @name in every format and show it with @caption. */
+int kdl__report_show(struct kdl__report *r, const char *name, const char *caption);
+
+/* kdl__report_show_table() - table @table of @d, when it has rows, as a table of the
+ * report written to tables/@file. */
+int kdl__report_show_table(struct kdl__report *r, const kdl_doc *d, const char *table,
+                           const char *file, const char *caption);
+
+/* ---- the sections, in the report's order ---------------------------------------- */
+
+int kdl__report_section_inspect(struct kdl__report *r);
+int kdl__report_section_kl(struct kdl__report *r);
+int kdl__report_section_split(struct kdl__report *r);
+int kdl__report_section_dims(struct kdl__report *r);
+int kdl__report_section_layers(struct kdl__report *r);
+int kdl__report_section_cka(struct kdl__report *r);
+int kdl__report_section_passes(struct kdl__report *r);
+
+#endif

@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: MIT */
+/* kdlens report: compute every analysis (one stream per student checkpoint
+ * shared by all), then write the sections (section-*.c) into a site put in
+ * place atomically. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kdl-config.h"
+#include "metrics/base/alloc.h"
+#include "analysis/cka-internal.h"
+#include "analysis/dims-internal.h"
+#include "analysis/inspect.h"
+#include "analysis/kl-internal.h"
+#include "analysis/layers.h"
+#include "analysis/pass.h"
+#include "analysis/split-internal.h"
+#include "reports/site.h"
+#include "analysis/report/report-internal.h"
+#include "metrics/base/banned.h"
+
+const char *kdl_report_example_dir(void)
+{
+        const char *env = getenv("KDL_EXAMPLE_DIR");
+
+        return env && *env ? env : KDL_EXAMPLE_DIR;
+}
+
+void kdl__report_progress(struct kdl__report *r, const char *what)
+{
+        if (r->o->progress)
+                r->o->progress(r->o->ctx, r->done, r->total, what);
+        r->done++;
+}
+
+/* A student's display name: its model attribute, else the file name without .h5. */
+static char *display_name(const kdl_dump *d)
+{
+        const char *base;
+        char *s;
+        size_t n;
+
+        if (d->model && *d->model)
+                return kdl__strdup(d->model);
+        base = strrchr(d->path, '/');
+        base = base ? base + 1 : d->path;
+        s = kdl__strdup(base);
+        if (s && (n = strlen(s)) > 3 && strcmp(s + n - 3, ".h5") == 0)
+                s[n - 3] = '\0';
+        return s;
+}
+
+/* The longest prefix ending in '_', '-' or '.' that every name has (none for one student). */
+static size_t common_prefix(char *const *names, size_t n)
+{
+        size_t best = 0;
+
+        if (n < 2)
+                return 0;
+        for (size_t i = 0; names[0][i]; i++) {
+                for (size_t k = 1; k < n; k++)
+                        if (names[k][i] != names[0][i] || !names[k][i + 1])
+                                return best;
+                if (strchr("_-.", names[0][i]))
+                        best = i + 1;
+        }
+        return best;
+}
+
+/* ---- computing: one stream per checkpoint for every analysis ---------------------- */
+
+/* The begun analyses of the report. */
+struct runs {
+        struct kdl__kl_run *kl;
+        struct kdl__split_run *split;
+        struct kdl__dims_run *dims;
+        struct kdl_cka_run_opts cka; /* each student checkpoint begins a CKA run with these */
+        kdl_table *passes;
+};
+
+/* Run @jobs on one stream over student @k's pair (or the teacher alone when @k is
+ * SIZE_MAX) and add a row to the passes table. */
+static int run_jobs(struct kdl__report *r, struct runs *rs, size_t k, const char *checkpoint,
+                    kdl__job *jobs, size_t n)
+{
+        const kdl_pair *pair = k == SIZE_MAX ? NULL : r->in->pairs[k];
+        size_t rows = pair ? pair->n : kdl_h5_dump(r->in->teacher)->n;
+        kdl_stream *s = NULL;
+        unsigned passes = 0;
+        int err;
+
+        err = kdl_stream_new(rows, pair, NULL, &s);
+        err = err ?: kdl__jobs_run(s, jobs, n, &passes);
+        if (!err && (err = kdl_table_add_row(rs->passes)) > 0)
+                err = 0; /* the row's index */
+        err = err
+                      ?: kdl_table_put_str(rs->passes, "model",
+                                           k == SIZE_MAX ? r->o->teacher : r->o->students[k]);
+        err = err ?: kdl_table_put_str(rs->passes, "checkpoint", checkpoint);
+        err = err ?: kdl_table_put_int(rs->passes, "analyses", (long long) n);
+        err = err ?: kdl_table_put_int(rs->passes, "datasets", (long long) kdl_stream_count(s));
+        err = err ?: kdl_table_put_int(rs->passes, "passes", (long long) passes);
+        err = err
+                      ?: kdl_table_put_int(rs->passes, "values_read",
+                                           (long long) kdl_stream_values_read(s));
+        kdl_stream_free(s);
+        return err;
+}
+
+/* Student @k at checkpoint pair @cp: kl, split, dims and CKA on one stream. */
+static int student_checkpoint(struct kdl__report *r, struct runs *rs, size_t k,
+                              const struct kdl_ckpair *cp)
+{
+        struct kdl_ckpair ckp = {.main = cp->partner, .partner = cp->main};
+        /* The CKA document of this student alone, as kdlens cka -t T -s S writes it. */
+        kdl_inputs one = {.teacher = r->in->teacher,
+                          .nstudents = 1,
+                          .students = &r->in->students[k],
+                          .pairs = &r->in->pairs[k]};
+        struct kdl__cka_run *cka = NULL;
+        kdl__job jobs[4];
+        kdl_doc *d = NULL;
+        char *what = kdl__asprintf("%s at %s", kdl__report_short_name(r, k), cp->main->name);
+        int err;
+
+        if (!what)
+                return -ENOMEM;
+        kdl__report_progress(r, what);
+        free(what);
+        err = kdl_doc_new("cka", &d);
+        err = err ?: kdl__cka_begin(&one, &rs->cka, d, &cka);
+        err = err ?: kdl__kl_job(rs->kl, k, cp, &jobs[0]);
+        err = err ?: kdl__split_job(rs->split, k, cp, &jobs[1]);
+        err = err ?: kdl__dims_job(rs->dims, k, cp, &jobs[2]);
+        err = err ?: kdl__cka_job(cka, 0, &ckp, &jobs[3]);
+        err = err ?: run_jobs(r, rs, k, cp->main->name, jobs, 4);
+        if (!err) {
+                err = kdl__cka_end(cka);
+                cka = NULL;
+        }
+        if (!err)
+                r->cka[r->ncka++] = d;
+        else
+                kdl_doc_free(d);
+        kdl__cka_abort(cka);
+        return err;
+}
+
+/* End the begun analyses (their documents complete) and note how the dumps were read. */
+static int end_runs(struct kdl__report *r, struct runs *rs)
+{
+        int err;
+
+        err = kdl__kl_end(rs->kl);
+        rs->kl = NULL;
+        if (!err) {
+                err = kdl__split_end(rs->split);
+                rs->split = NULL;
+        }
+        if (!err) {
+                err = kdl__dims_end(rs->dims);
+                rs->dims = NULL;
+        }
+        err = err
+                      ?: kdl_doc_add_note(r->passes,
+                                          "each student checkpoint is read on one stream shared "
+                                          "by kl, split, dims and cka: a dataset two analyses "
+                                          "need is read once per pass, and a later pass reads "
+                                          "only what the analyses still running need");
+        if (!err) {
+                err = kdl_doc_add_table(r->passes, rs->passes);
+                rs->passes = NULL;
+        }
+        return err;
+}
+
+/* The begun analyses' jobs: the teacher's own dimensions, one pass per checkpoint; then
+ * each student checkpoint against the trained teacher, all analyses on one stream. */
+static int stream_checkpoints(struct kdl__report *r, struct runs *rs)
+{
+        const kdl_dump *td = kdl_h5_dump(r->in->teacher);
+        int err = 0;
+
+        kdl__report_progress(r, "teacher: dimensions");
+        for (size_t c = 0; c < td->ncheckpoints && !err; c++) {
+                kdl__job job;
+
+                err = kdl__dims_teacher_job(rs->dims, &td->checkpoints[c], &job);
+                err = err ?: run_jobs(r, rs, SIZE_MAX, td->checkpoints[c].name, &job, 1);
+        }
+        for (size_t k = 0; k < r->in->nstudents && !err; k++) {
+                struct kdl_ckpair *cks = NULL;
+                size_t nck = 0;
+
+                err = kdl_select_checkpoints(r->in->students[k], r->in->teacher, "all", NULL, &cks,
+                                             &nck);
+                for (size_t c = 0; c < nck && !err; c++)
+                        err = student_checkpoint(r, rs, k, &cks[c]);
+                free(cks);
+        }
+        return err ?: end_runs(r, rs);
+}
+
+/* The empty documents of every analysis, the CKA ones to come, and the passes table. */
+static int docs_new(struct kdl__report *r, struct runs *rs)
+{
+        size_t ncka = 0;
+        int err;
+
+        for (size_t k = 0; k < r->in->nstudents; k++)
+                ncka += kdl_h5_dump(r->in->students[k])->ncheckpoints;
+        r->cka = kdl_new(kdl_doc *, ncka ? ncka : 1);
+        if (!r->cka)
+                return -ENOMEM;
+        err = kdl_doc_new("inspect", &r->inspect);
+        err = err ?: kdl_doc_new("kl", &r->kl);
+        err = err ?: kdl_doc_new("split", &r->split);
+        err = err ?: kdl_doc_new("dims", &r->dims);
+        err = err ?: kdl_doc_new("layers", &r->layers);
+        err = err ?: kdl_doc_new("passes", &r->passes);
+        err = err ?: kdl_table_new("passes", "How the dumps were read", &rs->passes);
+        return err;
+}
+
+/* Layers to recommend: 4, but recommending 4 of a 4-layer teacher says nothing, so at most
+ * half of its layers. */
+static size_t layers_to_recommend(const kdl_h5file *teacher)
+{
+        const kdl_dump *td = kdl_h5_dump(teacher);
+        size_t nl = td->checkpoints[td->ncheckpoints - 1].nlayers;
+
+        return nl >= 8 ? 4 : (nl + 1) / 2;
+}
+
+/*
+ * Every analysis of the report, each with its options filled here and nowhere else:
+ * inspect and layers run whole; kl, split and dims begin here and take one job per
+ * checkpoint on the shared streams; CKA begins once per student checkpoint with rs.cka.
+ */
+static int compute(struct kdl__report *r)
+{
+        struct kdl_inspect_opts io = {.scan_values = false};
+        struct kdl_kl_run_opts klo = {.checkpoint = "all", .ntau = 1, .tau = &r->tau};
+        struct kdl_split_run_opts so;
+        struct kdl_dims_opts dio = KDL_DIMS_OPTS_DEFAULT;
+        struct kdl_layers_opts lo = {.k = layers_to_recommend(r->in->teacher)};
+        kdl_inputs teacher_only = *r->in;
+        struct runs rs = {.cka = {0}};
+        size_t nprob = 0;
+        int err;
+
+        kdl_split_run_opts_init(&so);
+        so.checkpoint = "all";
+        so.long_tables = true;
+        so.metric.ntaus = 1;
+        so.metric.taus[0] = r->tau;
+        dio.checkpoint = "all";
+        dio.tau = r->tau;
+        teacher_only.nstudents = 0;
+        err = docs_new(r, &rs);
+        if (!err)
+                kdl__report_progress(r, "inputs");
+        err = err ?: kdl_inspect(r->inputs, r->in->nstudents + 1, &io, r->inspect, &nprob);
+        err = err ?: kdl__kl_begin(r->in, &klo, r->kl, &rs.kl);
+        err = err ?: kdl__split_begin(r->in, &so, r->split, &rs.split);
+        err = err ?: kdl__dims_begin(r->in, &dio, r->dims, &rs.dims);
+        err = err ?: stream_checkpoints(r, &rs);
+        if (!err)
+                kdl__report_progress(r, "layers: teacher layer quality");
+        err = err ?: kdl_layers_run(&teacher_only, &lo, r->layers);
+        kdl__kl_abort(rs.kl);
+        kdl__split_abort(rs.split);
+        kdl__dims_abort(rs.dims);
+        kdl_table_free(rs.passes);
+        return err;
+}
+
+/* ---- the run ----------------------------------------------------------------------- */
+
+/* Open the inputs and name the students; @r->total counts the stages to come. */
+static int run_open(struct kdl__report *r, const struct kdl_report_opts *o)
+{
+        int err;
+
+        /* inputs, the teacher, layers, the kl, split, dims and cka figures, the index; + the
+         * student checkpoints */
+        r->total = 8;
+        err = kdl_inputs_open(o->teacher, o->students, o->nstudents, &r->in);
+        if (err < 0)
+                return err;
+        r->names = kdl_new(char *, o->nstudents ? o->nstudents : 1);
+        r->inputs = kdl_new(const char *, o->nstudents + 1);
+        if (!r->names || !r->inputs)
+                return -ENOMEM;
+        r->inputs[0] = o->teacher;
+        for (size_t k = 0; k < o->nstudents; k++) {
+                r->inputs[k + 1] = o->students[k];
+                r->names[k] = display_name(kdl_h5_dump(r->in->students[k]));
+                if (!r->names[k])
+                        return -ENOMEM;
+                r->total += kdl_h5_dump(r->in->students[k])->ncheckpoints;
+        }
+        r->prefix = common_prefix(r->names, o->nstudents);
+        return 0;
+}
+
+/* Free what run_open() and compute() made; the site is committed or aborted already. */
+static void run_release(struct kdl__report *r)
+{
+        kdl_doc_free(r->passes);
+        kdl_doc_free(r->layers);
+        kdl_doc_free(r->dims);
+        kdl_doc_free(r->split);
+        kdl_doc_free(r->kl);
+        kdl_doc_free(r->inspect);
+        for (size_t i = 0; i < r->ncka; i++)
+                kdl_doc_free(r->cka[i]);
+        free(r->cka);
+        for (size_t k = 0; r->names && k < r->o->nstudents; k++)
+                free(r->names[k]);
+        free(r->names);
+        free(r->inputs);
+        kdl_inputs_free(r->in);
+}
+
+int kdl_report_run(const struct kdl_report_opts *o)
+{
+        struct kdl__report r = {.o = o, .tau = o->tau > 0.0 ? o->tau : 4.0};
+        int err;
+
+        err = run_open(&r, o);
+        err = err ?: kdl_site_open(o->out_dir, &r.site);
+        err = err ?: compute(&r);
+        err = err ?: kdl__report_section_inspect(&r);
+        err = err ?: kdl__report_section_kl(&r);
+        err = err ?: kdl__report_section_split(&r);
+        err = err ?: kdl__report_section_dims(&r);
+        err = err ?: kdl__report_section_layers(&r);
+        err = err ?: kdl__report_section_cka(&r);
+        err = err ?: kdl__report_section_passes(&r);
+        if (!err) {
+                kdl__report_progress(&r, "index");
+                err = kdl_site_commit(r.site, o->command, r.inputs, o->nstudents + 1);
+                r.site = NULL;
+        }
+        kdl_site_abort(r.site);
+        run_release(&r);
+        return err;
+}

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/* What every section of the report uses: reading the analyses' tables,
+ * showing figures and tables. */
+#include <math.h>
+
+#include "reports/plot.h"
+#include "reports/site.h"
+#include "analysis/report/report-internal.h"
+#include "metrics/base/banned.h"
+
+/* ---- reading the analyses' tables ----------------------------------------- */
+
+/* Cell @key of row @i; NULL when @t has no column @key. */
+static const kdl_cell *cell_at(const kdl_table *t, size_t i, const char *key)
+{
+        int j = kdl_table_find(t, key);
+
+        return j < 0 ? NULL : kdl_table_cell(t, i, (size_t) j);
+}
+
+double kdl__report_real(const kdl_table *t, size_t i, const char *key)
+{
+        const kdl_cell *c = cell_at(t, i, key);
+
+        if (c && c->type == KDL_CELL_REAL)
+                return c->v.r;
+        if (c && c->type == KDL_CELL_INT)
+                return (double) c->v.i;
+        return NAN;
+}
+
+const char *kdl__report_str(const kdl_table *t, size_t i, const char *key)
+{
+        const kdl_cell *c = cell_at(t, i, key);
+
+        return c && c->type == KDL_CELL_STR ? c->v.s : "";
+}
+
+bool kdl__report_bool(const kdl_table *t, size_t i, const char *key)
+{
+        const kdl_cell *c = cell_at(t, i, key);
+
+        return c && c->type == KDL_CELL_BOOL && c->v.b;
+}
+
+bool kdl__report_same_tau(double a, double b)
+{
+        return fabs(a - b) <= 1e-12 * fabs(b);
+}
+
+/* A student's name in crowded figure labels: without the prefix all share. */
+const char *kdl__report_short_name(const struct kdl__report *r, size_t k)
+{
+        return r->names[k] + r->prefix;
+}
+
+const char *kdl__report_last_checkpoint(const kdl_h5file *f)
+{
+        const kdl_dump *d = kdl_h5_dump(f);
+
+        return d->checkpoints[d->ncheckpoints - 1].name;
+}
+
+/* Render figure @name in every format and show it with @caption. */
+int kdl__report_show(struct kdl__report *r, const char *name, const char *caption)
+{
+        int err = kdl_fig_render(kdl_site_path(r->site), name, r->o->gnuplot, KDL_FIG_ALL);
+
+        return err ? err : kdl_site_figure(r->site, name, caption);
+}
+
+/* Table @table of @d, when it has rows, as a table of the report written to tables/@file. */
+int kdl__report_show_table(struct kdl__report *r, const kdl_doc *d, const char *table,
+                           const char *file, const char *caption)
+{
+        const kdl_table *t = kdl_doc_find_table(d, table);
+
+        if (!t || kdl_table_rows(t) == 0)
+                return 0;
+        return kdl_site_table(r->site, t, file, caption);
+}
