@@ -15,19 +15,17 @@
 #include "loaders/h5-internal.h"
 #include "metrics/base/banned.h"
 
-static bool link_exists(hid_t loc, const char *path)
+/*
+ * 1 if every link of @path exists, 0 if one does not, -ENOMEM.  H5Lexists
+ * fails on intermediate missing groups; walk the path component by component.
+ */
+static int link_exists(kdl_h5file *f, const char *path)
 {
-        return kdl__h5_path_valid(loc, path);
-}
-
-/* H5Lexists fails on intermediate missing groups; walk the path component by component. */
-bool kdl__h5_path_valid(hid_t loc, const char *path)
-{
-        char *copy = strdup(path), *p, *slash;
-        bool ok = true;
+        char *copy = kdl__strdup(path), *p, *slash;
+        int ok = 1;
 
         if (!copy)
-                return false;
+                return kdl__h5_nomem(f->dump.path, NULL);
         p = copy;
         if (*p == '/')
                 p++;
@@ -35,7 +33,7 @@ bool kdl__h5_path_valid(hid_t loc, const char *path)
                 slash = strchr(p, '/');
                 if (slash)
                         *slash = '\0';
-                ok = H5Lexists(loc, copy, H5P_DEFAULT) > 0;
+                ok = H5Lexists(f->fid, copy, H5P_DEFAULT) > 0;
                 if (ok && !slash)
                         break;
                 if (slash) {
@@ -49,23 +47,25 @@ bool kdl__h5_path_valid(hid_t loc, const char *path)
         return ok;
 }
 
-static H5O_type_t object_type(hid_t loc, const char *path)
+/* 1 if @path names an object of @kind, 0 if not (or nothing), -ENOMEM. */
+static int object_is(kdl_h5file *f, const char *path, H5O_type_t kind)
 {
         H5O_info_t info;
+        int r = link_exists(f, path);
 
-        if (!link_exists(loc, path) || H5Oget_info_by_name(loc, path, &info, H5P_DEFAULT) < 0)
-                return H5O_TYPE_UNKNOWN;
-        return info.type;
+        if (r <= 0)
+                return r;
+        return H5Oget_info_by_name(f->fid, path, &info, H5P_DEFAULT) >= 0 && info.type == kind;
 }
 
-bool kdl__h5_is_group(hid_t loc, const char *path)
+int kdl__h5_is_group(kdl_h5file *f, const char *path)
 {
-        return object_type(loc, path) == H5O_TYPE_GROUP;
+        return object_is(f, path, H5O_TYPE_GROUP);
 }
 
-bool kdl__h5_is_dataset(hid_t loc, const char *path)
+int kdl__h5_is_dataset(kdl_h5file *f, const char *path)
 {
-        return object_type(loc, path) == H5O_TYPE_DATASET;
+        return object_is(f, path, H5O_TYPE_DATASET);
 }
 
 char *kdl__h5_join(const char *group, const char *name)
@@ -75,25 +75,30 @@ char *kdl__h5_join(const char *group, const char *name)
         return kdl__asprintf("%s/%s", group, name);
 }
 
-/* Attribute readers: 0 on success, -1 when absent or of the wrong kind. */
-int kdl__h5_attr_int(hid_t loc, const char *obj, const char *name, int64_t *ret, bool *ret_present)
+/* Attribute @name of @obj, or a negative id when it is absent or cannot be opened. */
+static hid_t open_attr(kdl_h5file *f, const char *obj, const char *name, bool *ret_present)
 {
-        hid_t a, type, space;
-        long long v;
-        int r = -1;
-
-        *ret_present = H5Aexists_by_name(loc, obj, name, H5P_DEFAULT) > 0;
+        *ret_present = H5Aexists_by_name(f->fid, obj, name, H5P_DEFAULT) > 0;
         if (!*ret_present)
-                return -1;
-        a = H5Aopen_by_name(loc, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+                return H5I_INVALID_HID;
+        return H5Aopen_by_name(f->fid, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+}
+
+int kdl__h5_attr_int(kdl_h5file *f, const char *obj, const char *name, int64_t *ret,
+                     bool *ret_present)
+{
+        hid_t a = open_attr(f, obj, name, ret_present), type, space;
+        long long v;
+        int r = 0;
+
         if (a < 0)
-                return -1;
+                return 0;
         type = H5Aget_type(a);
         space = H5Aget_space(a);
         if (H5Tget_class(type) == H5T_INTEGER && H5Sget_simple_extent_npoints(space) == 1 &&
             H5Aread(a, H5T_NATIVE_LLONG, &v) >= 0) {
                 *ret = v;
-                r = 0;
+                r = 1;
         }
         H5Sclose(space);
         H5Tclose(type);
@@ -101,49 +106,62 @@ int kdl__h5_attr_int(hid_t loc, const char *obj, const char *name, int64_t *ret,
         return r;
 }
 
-int kdl__h5_attr_string(hid_t loc, const char *obj, const char *name, char **ret, bool *ret_present)
+/* A variable-length string attribute @a of file type @type: 1, 0, -ENOMEM. */
+static int read_vlen_string(kdl_h5file *f, hid_t a, hid_t type, char **ret)
 {
-        hid_t a, type, mem = -1, space;
-        int r = -1;
+        hid_t mem = H5Tcopy(H5T_C_S1);
+        char *v = NULL;
+        int r = 0;
 
-        *ret_present = H5Aexists_by_name(loc, obj, name, H5P_DEFAULT) > 0;
-        if (!*ret_present)
-                return -1;
-        a = H5Aopen_by_name(loc, obj, name, H5P_DEFAULT, H5P_DEFAULT);
-        if (a < 0)
-                return -1;
-        type = H5Aget_type(a);
-        space = H5Aget_space(a);
-        if (H5Tget_class(type) != H5T_STRING || H5Sget_simple_extent_npoints(space) != 1)
-                goto out;
-        if (H5Tis_variable_str(type) > 0) {
-                char *v = NULL;
-
-                mem = H5Tcopy(H5T_C_S1);
-                H5Tset_size(mem, H5T_VARIABLE);
-                H5Tset_cset(mem, H5Tget_cset(type));
-                if (H5Aread(a, mem, &v) >= 0 && v) {
-                        *ret = kdl__strdup(v);
-                        r = *ret ? 0 : -1;
-                        H5free_memory(v);
-                }
-        } else {
-                size_t n = H5Tget_size(type);
-                char *v = kdl_new(char, n + 1);
-
-                mem = H5Tcopy(H5T_C_S1);
-                H5Tset_size(mem, n + 1);
-                H5Tset_strpad(mem, H5T_STR_NULLTERM);
-                if (v && H5Aread(a, mem, v) >= 0) {
-                        *ret = v;
-                        r = 0;
-                } else {
-                        free(v);
-                }
+        H5Tset_size(mem, H5T_VARIABLE);
+        H5Tset_cset(mem, H5Tget_cset(type));
+        if (H5Aread(a, mem, &v) >= 0 && v) {
+                *ret = kdl__strdup(v);
+                r = *ret ? 1 : kdl__h5_nomem(f->dump.path, NULL);
+                H5free_memory(v);
         }
-out:
         if (mem >= 0)
                 H5Tclose(mem);
+        return r;
+}
+
+/* A fixed-length string attribute @a of file type @type: 1, 0, -ENOMEM. */
+static int read_fixed_string(kdl_h5file *f, hid_t a, hid_t type, char **ret)
+{
+        size_t n = H5Tget_size(type);
+        char *v = kdl_new(char, n + 1);
+        hid_t mem;
+        int r = 0;
+
+        if (!v)
+                return kdl__h5_nomem(f->dump.path, NULL);
+        mem = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mem, n + 1);
+        H5Tset_strpad(mem, H5T_STR_NULLTERM);
+        if (H5Aread(a, mem, v) >= 0) {
+                *ret = v;
+                v = NULL;
+                r = 1;
+        }
+        free(v);
+        if (mem >= 0)
+                H5Tclose(mem);
+        return r;
+}
+
+int kdl__h5_attr_string(kdl_h5file *f, const char *obj, const char *name, char **ret,
+                        bool *ret_present)
+{
+        hid_t a = open_attr(f, obj, name, ret_present), type, space;
+        int r = 0;
+
+        if (a < 0)
+                return 0;
+        type = H5Aget_type(a);
+        space = H5Aget_space(a);
+        if (H5Tget_class(type) == H5T_STRING && H5Sget_simple_extent_npoints(space) == 1)
+                r = H5Tis_variable_str(type) > 0 ? read_vlen_string(f, a, type, ret)
+                                                 : read_fixed_string(f, a, type, ret);
         H5Sclose(space);
         H5Tclose(type);
         H5Aclose(a);
@@ -201,45 +219,37 @@ void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len)
                 snprintf(buf + used, len - used, "]");
 }
 
-/*
- * Describe dataset @path.  Return 0 when it is a dataset we can describe,
- * -1 (problem recorded) otherwise.  @ret->path is owned by the catalogue.
- */
-int kdl__h5_describe(kdl_h5file *f, const char *path, kdl_dsinfo *ret)
+/* The shape and type of dataset @did into @ds. */
+static void read_shape_type(hid_t did, kdl_dsinfo *ds)
 {
-        hsize_t dims[H5S_MAX_RANK], chunk[H5S_MAX_RANK];
-        hid_t did, space, type, plist;
-        kdl_dsinfo ds = {0};
-        size_t bytes = 8;
-        int rank;
+        hsize_t dims[H5S_MAX_RANK];
+        hid_t space = H5Dget_space(did), type = H5Dget_type(did);
+        int rank = H5Sget_simple_extent_ndims(space);
 
-        did = H5Dopen2(f->fid, path, H5P_DEFAULT);
-        if (did < 0) {
-                char buf[256];
-
-                kdl__h5_problem(f, "%s: cannot open dataset: %s", path, kdl__h5_last_error(buf));
-                return -1;
-        }
-        space = H5Dget_space(did);
-        rank = H5Sget_simple_extent_ndims(space);
         if (rank < 0)
                 rank = 0;
         H5Sget_simple_extent_dims(space, dims, NULL);
-        ds.ndim = (size_t) rank;
+        ds->ndim = (size_t) rank;
         for (int k = 0; k < rank && k < KDL_MAX_DIMS; k++)
-                ds.shape[k] = (size_t) dims[k];
+                ds->shape[k] = (size_t) dims[k];
+        ds->dtype = type_name(type, &ds->is_float, &ds->is_integer);
+        H5Tclose(type);
+        H5Sclose(space);
+}
 
-        type = H5Dget_type(did);
-        ds.dtype = type_name(type, &ds.is_float, &ds.is_integer);
+/* The storage of dataset @did (chunks, filters) into @ds. */
+static void read_layout(hid_t did, kdl_dsinfo *ds)
+{
+        hsize_t chunk[H5S_MAX_RANK];
+        hid_t plist = H5Dget_create_plist(did);
 
-        plist = H5Dget_create_plist(did);
-        ds.gzip = -1;
+        ds->gzip = -1;
         if (H5Pget_layout(plist) == H5D_CHUNKED) {
                 int cr = H5Pget_chunk(plist, H5S_MAX_RANK, chunk);
 
-                ds.chunked = true;
+                ds->chunked = true;
                 for (int k = 0; k < cr && k < KDL_MAX_DIMS; k++)
-                        ds.chunk[k] = (size_t) chunk[k];
+                        ds->chunk[k] = (size_t) chunk[k];
         }
         for (int k = 0, nf = H5Pget_nfilters(plist); k < nf; k++) {
                 unsigned flags, cd[8];
@@ -248,50 +258,63 @@ int kdl__h5_describe(kdl_h5file *f, const char *path, kdl_dsinfo *ret)
                         H5Pget_filter2(plist, (unsigned) k, &flags, &ncd, cd, 0, NULL, NULL);
 
                 if (id == H5Z_FILTER_DEFLATE)
-                        ds.gzip = ncd > 0 ? (int) cd[0] : 6;
+                        ds->gzip = ncd > 0 ? (int) cd[0] : 6;
                 else if (id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_FLETCHER32)
-                        ds.other_filter = true;
+                        ds->other_filter = true;
         }
         H5Pclose(plist);
-        H5Tclose(type);
-        H5Sclose(space);
-        H5Dclose(did);
+}
 
-        /* Checks that hold for every dataset: size arithmetic and emptiness. */
-        for (size_t k = 0; k < ds.ndim && k < KDL_MAX_DIMS; k++) {
-                if (__builtin_mul_overflow(bytes, ds.shape[k], &bytes)) {
-                        char s[160];
+/*
+ * Checks that hold for every dataset: size arithmetic, emptiness and rank.
+ * 1 when they hold, else kdl__h5_problem()'s result.
+ */
+static int check_size(kdl_h5file *f, const char *path, const kdl_dsinfo *ds)
+{
+        size_t bytes = 8;
+        char s[160];
 
-                        kdl__h5_shape_text(&ds, s, sizeof(s));
-                        kdl__h5_problem(
+        kdl__h5_shape_text(ds, s, sizeof(s));
+        for (size_t k = 0; k < ds->ndim && k < KDL_MAX_DIMS; k++)
+                if (__builtin_mul_overflow(bytes, ds->shape[k], &bytes))
+                        return kdl__h5_problem(
                                 f,
                                 "%s: expected a size that fits in memory arithmetic, found %s "
                                 "whose element count overflows",
                                 path, s);
-                        return -1;
-                }
-        }
-        for (size_t k = 0; k < ds.ndim && k < KDL_MAX_DIMS; k++)
-                if (ds.shape[k] == 0) {
-                        char s[160];
+        for (size_t k = 0; k < ds->ndim && k < KDL_MAX_DIMS; k++)
+                if (ds->shape[k] == 0)
+                        return kdl__h5_problem(f, "%s: expected a non-empty dataset, found %s",
+                                               path, s);
+        if (ds->ndim > KDL_MAX_DIMS)
+                return kdl__h5_problem(f, "%s: expected at most %d dimensions, found %s", path,
+                                       KDL_MAX_DIMS, s);
+        return 1;
+}
 
-                        kdl__h5_shape_text(&ds, s, sizeof(s));
-                        kdl__h5_problem(f, "%s: expected a non-empty dataset, found %s", path, s);
-                        return -1;
-                }
-        if (ds.ndim > KDL_MAX_DIMS) {
-                char s[160];
+int kdl__h5_describe(kdl_h5file *f, const char *path, kdl_dsinfo *ret)
+{
+        hid_t did = H5Dopen2(f->fid, path, H5P_DEFAULT);
+        kdl_dsinfo ds = {0};
+        int r;
 
-                kdl__h5_shape_text(&ds, s, sizeof(s));
-                kdl__h5_problem(f, "%s: expected at most %d dimensions, found %s", path,
-                                KDL_MAX_DIMS, s);
-                return -1;
+        if (did < 0) {
+                char buf[256];
+
+                return kdl__h5_problem(f, "%s: cannot open dataset: %s", path,
+                                       kdl__h5_last_error(buf));
         }
+        read_shape_type(did, &ds);
+        read_layout(did, &ds);
+        H5Dclose(did);
+        r = check_size(f, path, &ds);
+        if (r <= 0)
+                return r;
         ds.path = kdl__strdup(path);
         if (!ds.path)
-                return -1;
+                return kdl__h5_nomem(f->dump.path, NULL);
         *ret = ds;
-        return 0;
+        return 1;
 }
 
 void kdl__h5_dsinfo_release(kdl_dsinfo *ds)
@@ -306,37 +329,48 @@ void kdl__h5_dsinfo_free(kdl_dsinfo *ds)
         free(ds);
 }
 
-/* Describe an optional dataset into a new heap dsinfo; NULL if absent or unusable. */
-kdl_dsinfo *kdl__h5_describe_new(kdl_h5file *f, const char *path)
+int kdl__h5_describe_new(kdl_h5file *f, const char *path, kdl_dsinfo **ret)
 {
         kdl_dsinfo *ds;
+        int r = kdl__h5_is_dataset(f, path);
 
-        if (!kdl__h5_is_dataset(f->fid, path))
-                return NULL;
+        if (r <= 0)
+                return r;
         ds = kdl_new(kdl_dsinfo, 1);
         if (!ds)
-                return NULL;
-        if (kdl__h5_describe(f, path, ds) < 0) {
-                kdl__h5_dsinfo_free(ds);
-                return NULL;
+                return kdl__h5_nomem(f->dump.path, NULL);
+        r = kdl__h5_describe(f, path, ds);
+        if (r <= 0) {
+                free(ds); /* kdl__h5_describe() left it empty */
+                return r;
         }
-        return ds;
+        *ret = ds;
+        return 1;
 }
+
+/* kdl__h5_list_group()'s walk: the names so far, and whether memory ran out. */
+struct collect {
+        struct kdl__h5_names *ns;
+        bool nomem;
+};
+
 static herr_t collect_name(hid_t g, const char *name, const H5L_info_t *info, void *data)
 {
-        struct kdl__h5_names *ns = data;
-        char **grown;
+        struct collect *c = data;
+        char **grown, *copy = NULL;
 
         (void) g;
         (void) info;
-        grown = realloc(ns->v, (ns->n + 1) * sizeof(*grown));
-        if (!grown)
-                return -1;
-        ns->v = grown;
-        ns->v[ns->n] = strdup(name);
-        if (!ns->v[ns->n])
-                return -1;
-        ns->n++;
+        grown = kdl__realloc(c->ns->v, c->ns->n + 1, sizeof(*grown));
+        if (grown) {
+                c->ns->v = grown;
+                copy = kdl__strdup(name);
+        }
+        if (!copy) {
+                c->nomem = true;
+                return -1; /* stops the walk */
+        }
+        c->ns->v[c->ns->n++] = copy;
         return 0;
 }
 
@@ -349,14 +383,17 @@ void kdl__h5_names_release(struct kdl__h5_names *ns)
         ns->v = NULL;
 }
 
-int kdl__h5_list_group(hid_t fid, const char *path, struct kdl__h5_names *ret)
+int kdl__h5_list_group(kdl_h5file *f, const char *path, struct kdl__h5_names *ret)
 {
-        hid_t g = H5Gopen2(fid, path, H5P_DEFAULT);
+        struct collect c = {.ns = ret};
+        hid_t g = H5Gopen2(f->fid, path, H5P_DEFAULT);
         herr_t r;
 
         if (g < 0)
-                return -1;
-        r = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, collect_name, ret);
+                return 0;
+        r = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, collect_name, &c);
         H5Gclose(g);
-        return r < 0 ? -1 : 0;
+        if (c.nomem)
+                return kdl__h5_nomem(f->dump.path, path);
+        return r >= 0;
 }

@@ -43,29 +43,34 @@ const char *kdl__h5_last_error(char buf[static 256])
         return buf[0] ? buf : "unknown HDF5 error";
 }
 
-void kdl__h5_problem(kdl_h5file *f, const char *fmt, ...)
+int kdl__h5_nomem(const char *file, const char *obj)
+{
+        if (obj)
+                return kdl_error(-ENOMEM, "'%s': %s: out of memory", file, obj);
+        return kdl_error(-ENOMEM, "'%s': out of memory", file);
+}
+
+int kdl__h5_problem(kdl_h5file *f, const char *fmt, ...)
 {
         kdl_dump *d = &f->dump;
-        char **grown, *msg, *line;
+        char **grown = NULL, *msg, *line = NULL;
         va_list ap;
-        int n;
 
         va_start(ap, fmt);
-        n = vasprintf(&msg, fmt, ap);
+        msg = kdl__vasprintf(fmt, ap);
         va_end(ap);
-        if (n < 0)
-                return;
-        line = kdl__asprintf("'%s': %s", d->path, msg);
+        if (msg)
+                line = kdl__asprintf("'%s': %s", d->path, msg);
         free(msg);
-        if (!line)
-                return;
-        grown = realloc(d->problems, (d->nproblems + 1) * sizeof(*grown));
+        if (line)
+                grown = kdl__realloc(d->problems, d->nproblems + 1, sizeof(*grown));
         if (!grown) {
                 free(line);
-                return;
+                return kdl__h5_nomem(d->path, NULL);
         }
         d->problems = grown;
         d->problems[d->nproblems++] = line;
+        return 0;
 }
 
 int kdl_h5_open(const char *path, kdl_h5file **ret)
@@ -75,6 +80,7 @@ int kdl_h5_open(const char *path, kdl_h5file **ret)
         struct stat st;
         htri_t is;
         hid_t fapl;
+        int err;
 
         assert(path && ret);
         kdl__h5_init();
@@ -88,12 +94,11 @@ int kdl_h5_open(const char *path, kdl_h5file **ret)
                 return kdl_error(-KDL_EHDF5, "'%s': expected an HDF5 file, found %s", path,
                                  is == 0 ? "another kind of file" : "a file HDF5 cannot read");
         f = kdl_new(kdl_h5file, 1);
-        if (!f)
-                return -ENOMEM;
-        f->dump.path = kdl__strdup(path);
-        if (!f->dump.path) {
+        if (f)
+                f->dump.path = kdl__strdup(path);
+        if (!f || !f->dump.path) {
                 free(f);
-                return -ENOMEM;
+                return kdl__h5_nomem(path, NULL);
         }
         fapl = H5Pcreate(H5P_FILE_ACCESS);
         /* Close every object with the file, so a failed read never leaks handles. */
@@ -101,18 +106,20 @@ int kdl_h5_open(const char *path, kdl_h5file **ret)
         f->fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
         if (f->fid < 0) {
                 /* Read the stack before any other HDF5 call clears it. */
-                int err = kdl_error(-KDL_EHDF5,
-                                    "'%s': cannot open as HDF5 (truncated or damaged "
-                                    "file?): %s",
-                                    path, kdl__h5_last_error(buf));
-
+                err = kdl_error(-KDL_EHDF5,
+                                "'%s': cannot open as HDF5 (truncated or damaged file?): %s", path,
+                                kdl__h5_last_error(buf));
                 H5Pclose(fapl);
                 free(f->dump.path);
                 free(f);
                 return err;
         }
         H5Pclose(fapl);
-        kdl__h5_catalog(f);
+        err = kdl__h5_catalog(f);
+        if (err < 0) {
+                kdl_h5_close(f);
+                return err;
+        }
         *ret = f;
         return 0;
 }
