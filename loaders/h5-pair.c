@@ -30,7 +30,7 @@ static int sorted_ids(kdl_h5file *f, int64_t **ret)
         pairs = kdl__malloc(n, 2 * sizeof(int64_t));
         if (!pairs) {
                 free(ids);
-                return -ENOMEM;
+                return kdl__h5_nomem(f->dump.path, f->dump.sample_ids->path);
         }
         for (size_t i = 0; i < n; i++) {
                 pairs[2 * i] = ids[i];
@@ -53,31 +53,79 @@ static int sorted_ids(kdl_h5file *f, int64_t **ret)
         return 0;
 }
 
+static bool has_ids(const kdl_dump *d)
+{
+        return d->sample_ids && d->sample_ids->ndim == 1 && d->sample_ids->is_integer;
+}
+
+static int pair_nomem(const kdl_dump *dt, const kdl_dump *ds)
+{
+        return kdl_error(-ENOMEM, "'%s' and '%s': out of memory pairing their samples", dt->path,
+                         ds->path);
+}
+
+/* Without ids on both sides: the same samples in the same order. */
+static int pair_in_order(const kdl_dump *dt, const kdl_dump *ds, kdl_pair **ret)
+{
+        kdl_pair *p;
+
+        if (dt->n != ds->n)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "'%s' has %zu samples and '%s' has %zu: expected the same "
+                                 "samples in the same order (or /sample_ids in both to "
+                                 "join them)",
+                                 dt->path, dt->n, ds->path, ds->n);
+        p = kdl_new(kdl_pair, 1);
+        if (!p)
+                return pair_nomem(dt, ds);
+        p->n = dt->n;
+        *ret = p;
+        return 0;
+}
+
+/*
+ * Merge the sorted (id, row) lists @tp (p->n of them) and @sp (@ns) into
+ * p->student_rows.  Return: 1 when every student row is its teacher row,
+ * 0 otherwise; -KDL_EMISMATCH unless the ids are the same set.
+ */
+static int join_ids(const kdl_dump *dt, const kdl_dump *ds, const int64_t *tp, const int64_t *sp,
+                    size_t ns, kdl_pair *p)
+{
+        size_t j = 0, matched = 0, missing_t = 0, missing_s;
+        int identity = 1;
+
+        for (size_t i = 0; i < p->n; i++) {
+                while (j < ns && sp[2 * j] < tp[2 * i])
+                        j++;
+                if (j < ns && sp[2 * j] == tp[2 * i]) {
+                        p->student_rows[tp[2 * i + 1]] = (size_t) sp[2 * j + 1];
+                        if (tp[2 * i + 1] != sp[2 * j + 1])
+                                identity = 0;
+                        matched++;
+                } else {
+                        missing_t++;
+                }
+        }
+        missing_s = ns - matched;
+        if (missing_t || missing_s)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "'%s' and '%s': /sample_ids: %zu samples differ (%zu of the "
+                                 "teacher's are not in the student, %zu of the student's not in "
+                                 "the teacher)",
+                                 dt->path, ds->path, missing_t + missing_s, missing_t, missing_s);
+        return identity;
+}
+
 int kdl_h5_pair(kdl_h5file *t, kdl_h5file *s, kdl_pair **ret)
 {
         const kdl_dump *dt = &t->dump, *ds = &s->dump;
         int64_t *tp = NULL, *sp = NULL;
         kdl_pair *p = NULL;
-        size_t missing_t = 0, missing_s, identity = 1;
         int err;
 
         assert(t && s && ret);
-        if (!dt->sample_ids || !ds->sample_ids || dt->sample_ids->ndim != 1 ||
-            ds->sample_ids->ndim != 1 || !dt->sample_ids->is_integer ||
-            !ds->sample_ids->is_integer) {
-                if (dt->n != ds->n)
-                        return kdl_error(-KDL_EMISMATCH,
-                                         "'%s' has %zu samples and '%s' has %zu: expected the same "
-                                         "samples in the same order (or /sample_ids in both to "
-                                         "join them)",
-                                         dt->path, dt->n, ds->path, ds->n);
-                p = kdl_new(kdl_pair, 1);
-                if (!p)
-                        return -ENOMEM;
-                p->n = dt->n;
-                *ret = p;
-                return 0;
-        }
+        if (!has_ids(dt) || !has_ids(ds))
+                return pair_in_order(dt, ds, ret);
 
         err = sorted_ids(t, &tp);
         if (err < 0)
@@ -86,45 +134,19 @@ int kdl_h5_pair(kdl_h5file *t, kdl_h5file *s, kdl_pair **ret)
         if (err < 0)
                 goto out;
         p = kdl_new(kdl_pair, 1);
-        if (!p) {
-                err = -ENOMEM;
+        if (p) {
+                p->n = dt->sample_ids->shape[0];
+                p->joined = true;
+                p->student_rows = kdl_new(size_t, p->n);
+        }
+        if (!p || !p->student_rows) {
+                err = pair_nomem(dt, ds);
                 goto out;
         }
-        p->n = dt->sample_ids->shape[0];
-        p->joined = true;
-        p->student_rows = kdl_new(size_t, p->n);
-        if (!p->student_rows) {
-                err = -ENOMEM;
+        err = join_ids(dt, ds, tp, sp, ds->sample_ids->shape[0], p);
+        if (err < 0)
                 goto out;
-        }
-        /* Merge the two sorted id lists. */
-        {
-                size_t i = 0, j = 0, nt = p->n, ns = ds->sample_ids->shape[0], matched = 0;
-
-                while (i < nt) {
-                        while (j < ns && sp[2 * j] < tp[2 * i])
-                                j++;
-                        if (j < ns && sp[2 * j] == tp[2 * i]) {
-                                p->student_rows[tp[2 * i + 1]] = (size_t) sp[2 * j + 1];
-                                if (tp[2 * i + 1] != sp[2 * j + 1])
-                                        identity = 0;
-                                matched++;
-                        } else {
-                                missing_t++;
-                        }
-                        i++;
-                }
-                missing_s = ns - matched;
-        }
-        if (missing_t || missing_s) {
-                err = kdl_error(-KDL_EMISMATCH,
-                                "'%s' and '%s': /sample_ids: %zu samples differ (%zu of the "
-                                "teacher's are not in the student, %zu of the student's not in the "
-                                "teacher)",
-                                dt->path, ds->path, missing_t + missing_s, missing_t, missing_s);
-                goto out;
-        }
-        if (identity) {
+        if (err > 0) { /* the identity: no row map */
                 free(p->student_rows);
                 p->student_rows = NULL;
         }

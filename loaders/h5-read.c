@@ -60,7 +60,7 @@ int kdl__h5_read_int64(kdl_h5file *f, const kdl_dsinfo *ds, int64_t **ret)
                                  f->dump.path, ds->path, ds->ndim, ds->dtype);
         v = kdl_new(int64_t, ds->shape[0]);
         if (!v)
-                return -ENOMEM;
+                return kdl__h5_nomem(f->dump.path, ds->path);
         did = H5Dopen2(f->fid, ds->path, H5P_DEFAULT);
         if (did < 0 || H5Dread(did, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) {
                 int err = kdl_error(-KDL_EHDF5, "'%s': %s: cannot read: %s", f->dump.path, ds->path,
@@ -137,7 +137,7 @@ int kdl_h5_reader_open(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rul
                                  f->dump.path, ds->path, ds->ndim, ds->dtype);
         r = kdl_new(kdl_h5reader, 1);
         if (!r)
-                return -ENOMEM;
+                return kdl__h5_nomem(f->dump.path, ds->path);
         r->f = f;
         r->ds = ds;
         r->rule = rule;
@@ -268,17 +268,21 @@ static void reduce_row(const kdl_h5reader *r, const double *src, double *dst)
         }
 }
 
+const char *kdl__h5_nonfinite_kind(const double *row, size_t n)
+{
+        for (size_t e = 0; e < n; e++)
+                if (isnan(row[e]))
+                        return "NaN";
+        return "Inf";
+}
+
 static int nonfinite_error(const kdl_h5reader *r, const double *row, size_t stored_row)
 {
-        const char *what = "Inf";
-
-        for (size_t e = 0; e < r->inner; e++)
-                if (isnan(row[e]))
-                        what = "NaN";
         return kdl_error(-KDL_ENONFINITE,
                          "'%s': %s: expected finite values, found %s at sample "
                          "%zu",
-                         r->f->dump.path, r->ds->path, what, stored_row);
+                         r->f->dump.path, r->ds->path, kdl__h5_nonfinite_kind(row, r->inner),
+                         stored_row);
 }
 
 bool kdl__h5_row_finite(const double *row, size_t n)
@@ -289,6 +293,58 @@ bool kdl__h5_row_finite(const double *row, size_t n)
         for (size_t e = 0; e < n; e++)
                 acc += row[e] * 0.0;
         return !isnan(acc);
+}
+
+/* Room for @m raw rows (and, with a row map, @m sort pairs). */
+static int grow_scratch(kdl_h5reader *r, size_t m)
+{
+        if (m > r->raw_rows) {
+                double *raw = kdl__malloc(m, r->inner * sizeof(double));
+
+                if (!raw)
+                        return kdl__h5_nomem(r->f->dump.path, r->ds->path);
+                free(r->raw);
+                r->raw = raw;
+                r->raw_rows = m;
+        }
+        if (r->map && 2 * m > r->order_cap) {
+                size_t *o = kdl_new(size_t, 2 * m);
+
+                if (!o)
+                        return kdl__h5_nomem(r->f->dump.path, r->ds->path);
+                free(r->order);
+                r->order = o;
+                r->order_cap = 2 * m;
+        }
+        return 0;
+}
+
+/*
+ * Logical rows [@r0, @r0 + @m) into r->raw in stored order, r->order their
+ * (stored row, logical row) pairs.  Sort the pairs, read runs of consecutive
+ * stored rows, then scatter: few reads when the map is nearly in order.
+ */
+static int read_mapped(kdl_h5reader *r, size_t r0, size_t m)
+{
+        int err;
+
+        for (size_t i = 0; i < m; i++) {
+                r->order[2 * i] = r->map[r0 + i];
+                r->order[2 * i + 1] = i;
+        }
+        qsort(r->order, m, 2 * sizeof(size_t), cmp_size);
+        for (size_t i = 0; i < m;) {
+                size_t j = i + 1;
+
+                while (j < m && r->order[2 * j] == r->order[2 * (j - 1)] + 1)
+                        j++;
+                err = read_stored(r, r->order[2 * i], r->order[2 * i] + (j - i),
+                                  r->raw + i * r->inner);
+                if (err < 0)
+                        return err;
+                i = j;
+        }
+        return 0;
 }
 
 int kdl_h5_reader_read(kdl_h5reader *r, size_t r0, size_t r1, double *out)
@@ -314,49 +370,17 @@ int kdl_h5_reader_read(kdl_h5reader *r, size_t r0, size_t r1, double *out)
                 return 0;
         }
 
-        if (m > r->raw_rows) {
-                double *raw = kdl__malloc(m, r->inner * sizeof(double));
-
-                if (!raw)
-                        return -ENOMEM;
-                free(r->raw);
-                r->raw = raw;
-                r->raw_rows = m;
-        }
+        err = grow_scratch(r, m);
+        if (err < 0)
+                return err;
         if (r->map) {
-                /* Sort (stored row, logical row) pairs, read runs of consecutive
-                 * stored rows, then scatter: few reads when the map is nearly in order. */
-                if (2 * m > r->order_cap) {
-                        size_t *o = kdl_new(size_t, 2 * m);
-
-                        if (!o)
-                                return -ENOMEM;
-                        free(r->order);
-                        r->order = o;
-                        r->order_cap = 2 * m;
-                }
-                for (size_t i = 0; i < m; i++) {
-                        r->order[2 * i] = r->map[r0 + i];
-                        r->order[2 * i + 1] = i;
-                }
-                qsort(r->order, m, 2 * sizeof(size_t), cmp_size);
-                for (size_t i = 0; i < m;) {
-                        size_t j = i + 1;
-
-                        while (j < m && r->order[2 * j] == r->order[2 * (j - 1)] + 1)
-                                j++;
-                        err = read_stored(r, r->order[2 * i], r->order[2 * i] + (j - i),
-                                          r->raw + i * r->inner);
-                        if (err < 0)
-                                return err;
-                        i = j;
-                }
+                err = read_mapped(r, r0, m);
                 stored = r->order;
         } else {
                 err = read_stored(r, r0, r1, r->raw);
-                if (err < 0)
-                        return err;
         }
+        if (err < 0)
+                return err;
         for (size_t k = 0; k < m; k++) {
                 size_t dest = stored ? stored[2 * k + 1] : k;
 

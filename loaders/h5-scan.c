@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 /* The value scan: every floating-point dataset of a dump read once for NaN/Inf. */
-#include <math.h>
 #include <stdlib.h>
 
 #include <hdf5.h>
@@ -10,12 +9,22 @@
 #include "loaders/h5-internal.h"
 #include "metrics/base/banned.h"
 
+/* The first of @m rows of @n values in @buf that holds NaN/Inf, or @m. */
+static size_t first_nonfinite(const double *buf, size_t m, size_t n)
+{
+        for (size_t i = 0; i < m; i++)
+                if (!kdl__h5_row_finite(buf + i * n, n))
+                        return i;
+        return m;
+}
+
+/* Read @ds (if a float dataset) in blocks; 1 if a problem was added for a NaN/Inf. */
 static int scan_dataset(kdl_h5file *f, const kdl_dsinfo *ds, const char *unit)
 {
         kdl_h5reader *r = NULL;
         double *buf = NULL;
         size_t block, rows, inner;
-        int err, found = 0;
+        int err;
 
         if (!ds || !ds->is_float || ds->ndim < 1 || ds->ndim > KDL_MAX_DIMS)
                 return 0;
@@ -33,32 +42,22 @@ static int scan_dataset(kdl_h5file *f, const kdl_dsinfo *ds, const char *unit)
                 block = rows;
         buf = kdl__malloc(block, inner * sizeof(double));
         if (!buf) {
-                err = -ENOMEM;
+                err = kdl__h5_nomem(f->dump.path, ds->path);
                 goto out;
         }
-        for (size_t r0 = 0; r0 < rows && !found; r0 += block) {
-                size_t r1 = r0 + block < rows ? r0 + block : rows;
+        for (size_t r0 = 0; r0 < rows && err == 0; r0 += block) {
+                size_t r1 = r0 + block < rows ? r0 + block : rows, i;
 
                 err = kdl_h5_reader_read(r, r0, r1, buf);
                 if (err < 0)
                         goto out;
-                for (size_t i = 0; i < r1 - r0; i++) {
-                        const double *row = buf + i * inner;
-
-                        if (!kdl__h5_row_finite(row, inner)) {
-                                const char *what = "Inf";
-
-                                for (size_t e = 0; e < inner; e++)
-                                        if (isnan(row[e]))
-                                                what = "NaN";
-                                kdl__h5_problem(f, "%s: expected finite values, found %s at %s %zu",
-                                                ds->path, what, unit, r0 + i);
-                                found = 1;
-                                break;
-                        }
-                }
+                i = first_nonfinite(buf, r1 - r0, inner);
+                if (i < r1 - r0)
+                        err = kdl__h5_problem(
+                                      f, "%s: expected finite values, found %s at %s %zu", ds->path,
+                                      kdl__h5_nonfinite_kind(buf + i * inner, inner), unit, r0 + i)
+                                      ?: 1;
         }
-        err = found;
 out:
         free(buf);
         kdl_h5_reader_close(r);
