@@ -86,6 +86,50 @@ int kdl_h5_read_labels(kdl_h5file *f, int64_t **ret)
         return kdl__h5_read_int64(f, f->dump.labels, ret);
 }
 
+/* The error of a dataset that is not the [@rows, @cols] matrix expected (0: any). */
+static int matrix_error(const kdl_h5file *f, const kdl_dsinfo *ds, size_t rows, size_t cols)
+{
+        static const char *const at_least[2][2] = {{" with C, D >= 1", " with C >= 1"},
+                                                   {" with D >= 1", ""}};
+        char r[24] = "C", c[24] = "D", s[160];
+
+        if (rows)
+                snprintf(r, sizeof(r), "%zu", rows);
+        if (cols)
+                snprintf(c, sizeof(c), "%zu", cols);
+        kdl__h5_shape_text(ds, s, sizeof(s));
+        return kdl_error(-KDL_ESCHEMA, "'%s': %s: expected [%s, %s]%s, found %s %s", f->dump.path,
+                         ds->path, r, c, at_least[rows != 0][cols != 0], s, ds->dtype);
+}
+
+int kdl_h5_read_matrix(kdl_h5file *f, const kdl_dsinfo *ds, size_t rows, size_t cols,
+                       kdl_tensor **ret)
+{
+        kdl_h5reader *r = NULL;
+        kdl_tensor *t = NULL;
+        int err;
+
+        assert(f && ds && ret);
+        if (ds->ndim != 2 || ds->shape[0] == 0 || ds->shape[1] == 0 ||
+            (rows && ds->shape[0] != rows) || (cols && ds->shape[1] != cols))
+                return matrix_error(f, ds, rows, cols);
+        err = kdl_h5_reader_open(f, ds, KDL_SPATIAL_AVG, &r);
+        if (err < 0)
+                return err;
+        err = kdl_tensor_new2(ds->shape[0], ds->shape[1], &t);
+        if (err == -ENOMEM)
+                err = kdl__h5_nomem(f->dump.path, ds->path);
+        if (err == 0)
+                err = kdl_h5_reader_read(r, 0, ds->shape[0], t->data);
+        kdl_h5_reader_close(r);
+        if (err < 0) {
+                kdl_tensor_free(t);
+                return err;
+        }
+        *ret = t;
+        return 0;
+}
+
 struct kdl_h5reader {
         kdl_h5file *f;
         const kdl_dsinfo *ds;

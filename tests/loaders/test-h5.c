@@ -379,6 +379,56 @@ static void test_labels(void **state)
         kdl_h5_close(f);
 }
 
+static void expect_matrix_error(kdl_h5file *f, const kdl_dsinfo *ds, size_t rows, size_t cols,
+                                int code, const char *needle)
+{
+        kdl_tensor *w = (kdl_tensor *) 0x1;
+
+        assert_int_equal(kdl_h5_read_matrix(f, ds, rows, cols, &w), code);
+        if (!strstr(kdl_errmsg(), needle) || !strstr(kdl_errmsg(), kdl_h5_dump(f)->path))
+                fail_msg("expected '%s' naming the file, got '%s'", needle, kdl_errmsg());
+        assert_true(w == (kdl_tensor *) 0x1); /* never clobbered */
+}
+
+/* A whole head weight, checked as the analyses check it. */
+static void test_read_matrix(void **state)
+{
+        kdl_h5file *f = open_fixture("teacher.h5"), *bad = open_fixture("bad/nan.h5");
+        const kdl_checkpoint *ck = kdl_h5_checkpoint(f, "final");
+        kdl_h5reader *r = NULL;
+        kdl_tensor *w = NULL;
+        double ref[5 * 8];
+
+        (void) state;
+        assert_int_equal(kdl_h5_reader_open(f, ck->head_weight, KDL_SPATIAL_AVG, &r), 0);
+        assert_int_equal(kdl_h5_reader_read(r, 0, 5, ref), 0);
+        kdl_h5_reader_close(r);
+        assert_int_equal(kdl_h5_read_matrix(f, ck->head_weight, 5, 0, &w), 0);
+        assert_int_equal(w->ndim, 2);
+        assert_int_equal(w->shape[0], 5);
+        assert_int_equal(w->shape[1], 8);
+        assert_true(kdl_tensor_is_contiguous(w));
+        assert_memory_equal(w->data, ref, sizeof(ref));
+        kdl_tensor_free(w);
+        w = NULL;
+        assert_int_equal(kdl_h5_read_matrix(f, ck->head_weight, 0, 8, &w), 0);
+        kdl_tensor_free(w);
+
+        expect_matrix_error(f, ck->head_weight, 4, 0, -KDL_ESCHEMA,
+                            "/checkpoints/final/head/weight: expected [4, D] with D >= 1, found "
+                            "2-D [5, 8] float");
+        expect_matrix_error(f, ck->head_weight, 5, 7, -KDL_ESCHEMA,
+                            "expected [5, 7], found 2-D [5, 8]");
+        expect_matrix_error(f, ck->head_weight, 0, 7, -KDL_ESCHEMA,
+                            "expected [C, 7] with C >= 1, found 2-D [5, 8]");
+        expect_matrix_error(f, ck->head_bias, 0, 0, -KDL_ESCHEMA,
+                            "head/bias: expected [C, D] with C, D >= 1, found 1-D [5]");
+        expect_matrix_error(bad, &kdl_h5_checkpoint(bad, "final")->layers[2].feature, 0, 0,
+                            -KDL_ENONFINITE, "NaN at sample 17");
+        kdl_h5_close(bad);
+        kdl_h5_close(f);
+}
+
 /* ---- out of memory ---------------------------------------------------------- */
 
 static void assert_same_str(const char *a, const char *b)
@@ -543,7 +593,7 @@ static void test_scan_out_of_memory(void **state)
         }
 }
 
-/* ... over the pairing and the row-block reader (a row map, a spatial rule). */
+/* ... over the pairing, the row-block reader (a row map, a spatial rule), a whole matrix. */
 static void test_pair_read_out_of_memory(void **state)
 {
         kdl_h5file *t = open_fixture("teacher.h5"), *s = open_fixture("student.h5");
@@ -584,6 +634,18 @@ static void test_pair_read_out_of_memory(void **state)
                         assert_nomem(err, fired, kdl_h5_dump(s)->path, NULL, NULL, NULL);
                 kdl_h5_reader_close(r);
         }
+        fired = true;
+        for (long k = 0; fired; k++) {
+                kdl_tensor *w = (kdl_tensor *) 0x1;
+
+                kdl__alloc_fail_after(k);
+                err = kdl_h5_read_matrix(s, kdl_h5_checkpoint(s, "final")->head_weight, 0, 0, &w);
+                fired = kdl__alloc_fail_after(-1) < 0;
+                if (err == 0)
+                        kdl_tensor_free(w);
+                else
+                        assert_nomem(err, fired, kdl_h5_dump(s)->path, NULL, w, (kdl_tensor *) 0x1);
+        }
         kdl_pair_free(p);
         free(rows);
         kdl_h5_close(t);
@@ -602,6 +664,7 @@ int main(void)
                 cmocka_unit_test(test_open_failures),
                 cmocka_unit_test(test_pair_mismatches),
                 cmocka_unit_test(test_labels),
+                cmocka_unit_test(test_read_matrix),
                 cmocka_unit_test(test_open_out_of_memory),
                 cmocka_unit_test(test_scan_out_of_memory),
                 cmocka_unit_test(test_pair_read_out_of_memory),
