@@ -397,29 +397,17 @@ static int scan_checkpoint(kdl_h5file *f, kdl_checkpoint *ck, bool root)
         return err;
 }
 
-static int check_labels(kdl_h5file *f, const kdl_dsinfo *y)
+/* A 1-D integer dataset: @expected names the rank, @what the values. */
+static int expect_integers(kdl_h5file *f, const kdl_dsinfo *ds, const char *expected,
+                           const char *what)
 {
-        int r = expect_rank(f, y, 1, 1, "1-D [N] integer labels");
+        int r = expect_rank(f, ds, 1, 1, expected);
 
         if (r <= 0)
                 return r;
-        if (!y->is_integer)
-                return kdl__h5_problem(f, "/labels: expected integer class labels, found %s",
-                                       y->dtype);
-        f->dump.n = y->shape[0];
+        if (!ds->is_integer)
+                return kdl__h5_problem(f, "%s: expected %s, found %s", ds->path, what, ds->dtype);
         return 1;
-}
-
-static int check_ids(kdl_h5file *f, const kdl_dsinfo *ids)
-{
-        int r = expect_rank(f, ids, 1, 1, "1-D [N] integer ids");
-
-        if (r <= 0)
-                return r;
-        if (!ids->is_integer)
-                return kdl__h5_problem(f, "/sample_ids: expected integer ids, found %s",
-                                       ids->dtype);
-        return check_rows(f, ids, "as /labels");
 }
 
 static int scan_labels(kdl_h5file *f)
@@ -429,10 +417,17 @@ static int scan_labels(kdl_h5file *f)
 
         if (err >= 0)
                 err = kdl__h5_describe_new(f, "/sample_ids", &d->sample_ids);
-        if (err >= 0 && d->labels)
-                err = check_labels(f, d->labels);
-        if (err >= 0 && d->sample_ids)
-                err = check_ids(f, d->sample_ids);
+        if (err >= 0 && d->labels) {
+                err = expect_integers(f, d->labels, "1-D [N] integer labels",
+                                      "integer class labels");
+                if (err > 0)
+                        d->n = d->labels->shape[0];
+        }
+        if (err >= 0 && d->sample_ids) {
+                err = expect_integers(f, d->sample_ids, "1-D [N] integer ids", "integer ids");
+                if (err > 0)
+                        err = check_rows(f, d->sample_ids, "as /labels");
+        }
         /* The label range needs C, known only after the checkpoints: check_label_range(). */
         return err < 0 ? err : 0;
 }
