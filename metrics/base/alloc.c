@@ -84,22 +84,6 @@ void *kdl__calloc(size_t n, size_t size)
         return p;
 }
 
-void *kdl__malloc(size_t n, size_t size)
-{
-        size_t total;
-        void *p;
-
-        if (kdl_mul_size(n, size, &total) < 0)
-                return NULL;
-        if (injected_failure())
-                return nomem(total);
-        p = malloc(total ? total : 1);
-        if (!p)
-                return nomem(total);
-        advise_huge(p, total);
-        return p;
-}
-
 void *kdl__realloc(void *p, size_t n, size_t size)
 {
         size_t total;
@@ -114,6 +98,15 @@ void *kdl__realloc(void *p, size_t n, size_t size)
         if (!r)
                 return nomem(total);
         return r;
+}
+
+void *kdl__malloc(size_t n, size_t size)
+{
+        void *p = kdl__realloc(NULL, n, size);
+
+        if (p)
+                advise_huge(p, n * size); /* kdl__realloc() checked the product */
+        return p;
 }
 
 char *kdl__strdup(const char *s)
