@@ -76,40 +76,15 @@ static size_t ck_index(const kdl_h5file *f, const kdl_checkpoint *ck)
 static int head_rank(const struct kdl__dims_run *c, kdl_h5file *f, const kdl_checkpoint *ck,
                      size_t *ret_rank, size_t *ret_width)
 {
-        kdl_h5reader *r = NULL;
-        double *w = NULL;
-        size_t rows, cols, nel;
-        kdl_tensor t;
+        kdl_tensor *w = NULL;
         int err;
 
-        err = kdl_h5_reader_open(f, ck->head_weight, KDL_SPATIAL_AVG, &r);
-        if (err < 0)
-                return err;
-        rows = kdl_h5_reader_rows(r);
-        cols = kdl_h5_reader_cols(r);
-        if (ck->head_weight->ndim != 2 || rows == 0 || cols == 0) {
-                err = kdl_error(-KDL_ESCHEMA, "'%s': %s: expected [C, D], found %zu-D",
-                                kdl_h5_dump(f)->path, ck->head_weight->path, ck->head_weight->ndim);
-                goto out;
-        }
-        err = kdl_mul_size(rows, cols, &nel);
-        if (err < 0)
-                goto out;
-        w = kdl__malloc(nel, sizeof(double));
-        if (!w) {
-                err = -ENOMEM;
-                goto out;
-        }
-        err = kdl_h5_reader_read(r, 0, rows, w);
-        if (err < 0)
-                goto out;
-        t = kdl_tensor_wrap(w, 2, (size_t[]){rows, cols});
-        err = kdl_spectral_head_rank(&t, c->o->rank_rtol, ret_rank);
+        err = kdl_h5_read_matrix(f, ck->head_weight, 0, 0, &w);
         if (err == 0)
-                *ret_width = cols;
-out:
-        free(w);
-        kdl_h5_reader_close(r);
+                err = kdl_spectral_head_rank(w, c->o->rank_rtol, ret_rank);
+        if (err == 0)
+                *ret_width = w->shape[1];
+        kdl_tensor_free(w);
         return err;
 }
 

@@ -184,24 +184,19 @@ out:
 /* The whole teacher head weight [c, d_t]. */
 static int read_head(const struct sources *x, double **ret)
 {
-        kdl_h5reader *r = NULL;
+        kdl_tensor *t = NULL;
         double *w;
-        size_t n;
         int err;
 
-        err = kdl_mul_size(x->c, x->d_t, &n);
+        err = kdl_h5_read_matrix(x->tf, x->wt, x->c, x->d_t, &t);
         if (err < 0)
                 return err;
-        w = kdl__malloc(n, sizeof(double));
+        w = kdl__malloc(kdl_tensor_size(t), sizeof(double));
+        if (w)
+                memcpy(w, t->data, kdl_tensor_size(t) * sizeof(double));
+        kdl_tensor_free(t);
         if (!w)
                 return -ENOMEM;
-        err = kdl_h5_reader_open(x->tf, x->wt, KDL_SPATIAL_AVG, &r);
-        err = err ?: kdl_h5_reader_read(r, 0, x->c, w);
-        kdl_h5_reader_close(r);
-        if (err < 0) {
-                free(w);
-                return err;
-        }
         *ret = w;
         return 0;
 }

@@ -293,28 +293,10 @@ static int emit(const struct job *j, const kdl_split_result *r, size_t skipped)
 
 static int read_head(kdl_h5file *f, const kdl_checkpoint *ck, size_t c, kdl_tensor **ret)
 {
-        const kdl_dsinfo *ds = ck->head_weight;
-        kdl_h5reader *r = NULL;
-        kdl_tensor *w = NULL;
-        int err;
-
         *ret = NULL;
-        if (!ds)
+        if (!ck->head_weight)
                 return 0;
-        if (ds->ndim != 2 || ds->shape[0] != c || ds->shape[1] < 1)
-                return kdl_error(-KDL_ESCHEMA, "'%s': %s: expected [%zu, D] with D >= 1, found %s",
-                                 kdl_h5_dump(f)->path, ds->path, c,
-                                 ds->ndim == 2 ? "another shape" : "another rank");
-        err = kdl_h5_reader_open(f, ds, KDL_SPATIAL_AVG, &r);
-        err = err ?: kdl_tensor_new2(ds->shape[0], ds->shape[1], &w);
-        err = err ?: kdl_h5_reader_read(r, 0, ds->shape[0], w->data);
-        kdl_h5_reader_close(r);
-        if (err < 0) {
-                kdl_tensor_free(w);
-                return err;
-        }
-        *ret = w;
-        return 0;
+        return kdl_h5_read_matrix(f, ck->head_weight, c, 0, ret);
 }
 
 static int grow(struct job *j, size_t rows)

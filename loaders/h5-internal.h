@@ -3,12 +3,27 @@
 #define KDL_LOADERS_H5_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include <hdf5.h>
 
+#include "metrics/base/error.h"
 #include "loaders/h5.h"
 
-/* Internals shared by the files of loaders/ (reader and writer). */
+/*
+ * Internals shared by the files of loaders/: h5.c (the file object),
+ * h5-describe.c (HDF5 objects), h5-catalog.c (the schema walk), h5-read.c
+ * (reading data), h5-scan.c (the value scan), h5-pair.c (alignment), and
+ * the writer.
+ */
+
+struct kdl_h5file {
+        hid_t fid;
+        kdl_dump dump;
+};
+
+/* ---- h5.c ----------------------------------------------------------------- */
 
 /** kdl__h5_init() - silence HDF5's own error printing (idempotent). */
 void kdl__h5_init(void);
@@ -16,10 +31,125 @@ void kdl__h5_init(void);
 /** kdl__h5_last_error() - the innermost description on HDF5's error stack, in @buf. */
 const char *kdl__h5_last_error(char buf[static 256]);
 
-/** kdl__h5_path_valid() - true if every link of @path exists under @loc. */
-bool kdl__h5_path_valid(hid_t loc, const char *path);
-
 /** kdl__h5_fid() - the HDF5 file id of @f (borrowed). */
 hid_t kdl__h5_fid(const kdl_h5file *f);
+
+/**
+ * kdl__h5_nomem() - record that memory ran out working on @file (and object
+ * @obj, when not NULL).  Every allocation failure in loaders/ ends here.
+ * Return: -ENOMEM.
+ */
+int kdl__h5_nomem(const char *file, const char *obj);
+
+/**
+ * kdl__h5_problem() - add a schema problem to @f's catalogue, prefixed with
+ * the file's name.  Problems are one line each; the first one also becomes
+ * kdl_h5_check()'s error.
+ * Return: 0; -ENOMEM (the problem is then lost, and so is the catalogue).
+ */
+int kdl__h5_problem(kdl_h5file *f, const char *fmt, ...) KDL_PRINTF(2, 3);
+
+/* ---- h5-describe.c -------------------------------------------------------- */
+
+/*
+ * The lookups below return 1 when they find what they look for, 0 when it
+ * is absent or not of the kind asked (a problem is recorded only where
+ * said), and -ENOMEM (message recorded): a catalogue is complete or not made.
+ */
+
+/** kdl__h5_is_group() - whether @path of @f is a group: 1, 0 or -ENOMEM. */
+int kdl__h5_is_group(kdl_h5file *f, const char *path);
+
+/** kdl__h5_is_dataset() - whether @path of @f is a dataset: 1, 0 or -ENOMEM. */
+int kdl__h5_is_dataset(kdl_h5file *f, const char *path);
+
+/** kdl__h5_join() - "@group/@name" ("/@name" under the root); caller frees; NULL on ENOMEM. */
+char *kdl__h5_join(const char *group, const char *name);
+
+/**
+ * kdl__h5_attr_int() - the scalar integer attribute @name of object @obj.
+ * @ret:         set when read.
+ * @ret_present: whether the attribute exists at all.
+ * Return: 1 when read; 0 when absent or of another kind (never fails).
+ */
+int kdl__h5_attr_int(kdl_h5file *f, const char *obj, const char *name, int64_t *ret,
+                     bool *ret_present);
+
+/**
+ * kdl__h5_attr_string() - the scalar string attribute @name of object @obj.
+ * @ret:         set when read; caller frees.
+ * @ret_present: whether the attribute exists at all.
+ * Return: 1 when read; 0 when absent or of another kind; -ENOMEM.
+ */
+int kdl__h5_attr_string(kdl_h5file *f, const char *obj, const char *name, char **ret,
+                        bool *ret_present);
+
+/** kdl__h5_shape_text() - "2-D [60, 5]" for @ds, in @buf of @len bytes. */
+void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len);
+
+/**
+ * kdl__h5_describe() - describe dataset @path of @f into @ret.
+ * @ret: set when described; ret->path is owned by the catalogue.
+ * Return: 1; 0 when it cannot be described (cannot be opened, overflowing,
+ * empty or of too high a rank: problem recorded); -ENOMEM.
+ */
+int kdl__h5_describe(kdl_h5file *f, const char *path, kdl_dsinfo *ret);
+
+/**
+ * kdl__h5_describe_new() - describe an optional dataset @path into a new
+ * heap dsinfo.
+ * @ret: set when described; free with kdl__h5_dsinfo_free().
+ * Return: 1; 0 when absent, or when unusable (problem recorded); -ENOMEM.
+ */
+int kdl__h5_describe_new(kdl_h5file *f, const char *path, kdl_dsinfo **ret);
+
+/** kdl__h5_dsinfo_release() - free what @ds owns, not @ds.  NULL is a no-op. */
+void kdl__h5_dsinfo_release(kdl_dsinfo *ds);
+
+/** kdl__h5_dsinfo_free() - free a heap @ds.  NULL is a no-op. */
+void kdl__h5_dsinfo_free(kdl_dsinfo *ds);
+
+/* The names of a group's links, in name order. */
+struct kdl__h5_names {
+        size_t n;
+        char **v;
+};
+
+/**
+ * kdl__h5_list_group() - the links of group @path of @f, appended to @ret.
+ * Return: 1; 0 when HDF5 cannot list them; -ENOMEM.  @ret may hold names
+ * on any return: release it with kdl__h5_names_release().
+ */
+int kdl__h5_list_group(kdl_h5file *f, const char *path, struct kdl__h5_names *ret);
+
+/** kdl__h5_names_release() - free the names and empty @ns. */
+void kdl__h5_names_release(struct kdl__h5_names *ns);
+
+/* ---- h5-catalog.c --------------------------------------------------------- */
+
+/**
+ * kdl__h5_catalog() - fill @f's catalogue from its file (kdl_h5_open()).
+ * Return: 0, the schema problems listed in the catalogue; -ENOMEM, the
+ * catalogue then half-built: free it with kdl__h5_dump_release().
+ */
+int kdl__h5_catalog(kdl_h5file *f);
+
+/** kdl__h5_dump_release() - free everything @d owns (a half-built @d too). */
+void kdl__h5_dump_release(kdl_dump *d);
+
+/* ---- h5-read.c ------------------------------------------------------------ */
+
+/**
+ * kdl__h5_read_int64() - the whole 1-D integer dataset @ds of @f.
+ * @ret: set on success only, caller frees with free().
+ * Return: 0; -KDL_ESCHEMA if @ds is not 1-D integers; -KDL_EHDF5; -ENOMEM.
+ */
+int kdl__h5_read_int64(kdl_h5file *f, const kdl_dsinfo *ds, int64_t **ret);
+
+/** kdl__h5_row_finite() - true if none of the @n values of @row is NaN or Inf. */
+bool kdl__h5_row_finite(const double *row, size_t n);
+
+/** kdl__h5_nonfinite_kind() - "NaN" if one of the @n values of @row is NaN, else "Inf". */
+const char *kdl__h5_nonfinite_kind(const double *row, size_t n);
 
 #endif

@@ -140,6 +140,26 @@ KDL_API size_t kdl_dsinfo_width(const kdl_dsinfo *ds, enum kdl_spatial rule);
  */
 KDL_API int kdl_h5_read_labels(kdl_h5file *f, int64_t **ret);
 
+/**
+ * kdl_h5_read_matrix() - a whole small 2-D dataset of @f, such as a
+ * checkpoint's head/weight [C, D], as doubles.  Features and logits are
+ * read in row blocks with a kdl_h5reader instead.
+ * @ds:   a dataset of @f's catalogue; borrowed.
+ * @rows: the rows expected, 0 for any.
+ * @cols: the columns expected, 0 for any.
+ * @ret:  set on success only: a new contiguous [rows, cols] tensor; caller
+ *        frees with kdl_tensor_free().
+ *
+ * Memory: the whole dataset.
+ * Return: 0; -KDL_ESCHEMA if @ds is not 2-D of the expected rows and
+ * columns, at least 1 each ("'file': /path: expected [10, D] with D >= 1,
+ * found 2-D [11, 4] float32"); -KDL_ESHAPE if it is not numeric;
+ * -KDL_ENONFINITE naming the first row (as "sample") with NaN/Inf;
+ * -KDL_EHDF5; -ENOMEM.
+ */
+KDL_API int kdl_h5_read_matrix(kdl_h5file *f, const kdl_dsinfo *ds, size_t rows, size_t cols,
+                               kdl_tensor **ret);
+
 /* ---- Row-block reading ---------------------------------------------------- */
 
 typedef struct kdl_h5reader kdl_h5reader;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "metrics/base/alloc.h"
+#include "loaders/h5-internal.h"
 #include "loaders/h5out.h"
 #include "loaders/h5write.h"
 #include "metrics/base/banned.h"
@@ -65,12 +66,12 @@ int kdl_h5out_open(const char *path, kdl_h5out **ret)
         assert(path && ret);
         o = kdl_new(kdl_h5out, 1);
         if (!o)
-                return -ENOMEM;
+                return kdl__h5_nomem(path, NULL);
         o->path = kdl__strdup(path);
         o->tmp = kdl__asprintf("%s.tmp-XXXXXX", path);
         if (!o->path || !o->tmp) {
                 kdl_h5out_abort(o);
-                return -ENOMEM;
+                return kdl__h5_nomem(path, NULL);
         }
         /* A unique name next to the target, so that the rename is atomic. */
         fd = mkstemp(o->tmp);
@@ -106,13 +107,13 @@ int kdl_h5out_dataset(kdl_h5out *o, const char *name, size_t rows, size_t cols, 
         int err;
 
         assert(o && name);
-        grown = realloc(o->ds, (o->nds + 1) * sizeof(*grown));
+        grown = kdl__realloc(o->ds, o->nds + 1, sizeof(*grown));
         if (!grown)
-                return kdl_error(-ENOMEM, "out of memory");
+                return kdl__h5_nomem(o->path, name);
         o->ds = grown;
-        ints = realloc(o->integer, (o->nds + 1) * sizeof(*ints));
+        ints = kdl__realloc(o->integer, o->nds + 1, sizeof(*ints));
         if (!ints)
-                return kdl_error(-ENOMEM, "out of memory");
+                return kdl__h5_nomem(o->path, name);
         o->integer = ints;
         err = kdl_h5w_dataset_open(o->w, name, cols ? 2 : 1, shape,
                                    integer ? KDL_STORE_I64 : KDL_STORE_F64, 0, -1, &o->ds[o->nds]);

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdbool.h>
@@ -15,6 +14,7 @@
 #include "metrics/base/error.h"
 #include "loaders/h5-internal.h"
 #include "loaders/h5write.h"
+#include "loaders/h5write-internal.h"
 #include "metrics/base/banned.h"
 
 struct kdl_h5w {
@@ -42,105 +42,24 @@ struct kdl_h5wds {
 #define MIN_CACHE_BYTES ((size_t) 1 << 20)
 #define MAX_CACHE_BYTES ((size_t) 256 << 20)
 
-static const char *const store_names[KDL_STORE_COUNT_] = {
-        [KDL_STORE_F16] = "float16", [KDL_STORE_F32] = "float32", [KDL_STORE_F64] = "float64",
-        [KDL_STORE_I64] = "int64",   [KDL_STORE_I32] = "int32",   [KDL_STORE_U8] = "uint8",
-};
-
-const char *kdl_store_name(enum kdl_store store)
-{
-        assert(store < KDL_STORE_COUNT_);
-        return store_names[store];
-}
-
-int kdl_store_parse(const char *s, enum kdl_store *ret)
-{
-        static const char *const short_names[] = {"f16", "f32", "f64"};
-
-        for (size_t i = 0; i < KDL_STORE_COUNT_; i++) {
-                if (strcmp(s, store_names[i]) == 0 || (i < 3 && strcmp(s, short_names[i]) == 0)) {
-                        *ret = (enum kdl_store) i;
-                        return 0;
-                }
-        }
-        return kdl_error(-KDL_EUSAGE,
-                         "unknown storage type '%s' (expected float16, float32, float64, int64, "
-                         "int32 or uint8)",
-                         s);
-}
-
-static bool store_is_float(enum kdl_store store)
-{
-        return store <= KDL_STORE_F64;
-}
-
-static size_t store_bytes(enum kdl_store store)
-{
-        static const size_t bytes[KDL_STORE_COUNT_] = {2, 4, 8, 8, 4, 1};
-
-        return bytes[store];
-}
-
-static uint16_t f16_bits(double x);
-
 /* Record a failure of HDF5 on @obj of @file (the message names both and
  * what was being done) and return -KDL_EHDF5. */
 static int h5fail(const char *file, const char *obj, const char *fmt, ...) KDL_PRINTF(3, 4);
 
 static int h5fail(const char *file, const char *obj, const char *fmt, ...)
 {
-        char buf[256], *what = NULL;
+        char buf[256], *what;
         va_list ap;
         int err;
 
+        /* Out of memory for the message only: HDF5's failure is the error. */
         va_start(ap, fmt);
-        if (vasprintf(&what, fmt, ap) < 0)
-                what = NULL;
+        what = kdl__vasprintf(fmt, ap);
         va_end(ap);
         err = kdl_error(-KDL_EHDF5, "'%s': %s: %s (HDF5: %s)", file, obj, what ? what : fmt,
                         kdl__h5_last_error(buf));
         free(what);
         return err;
-}
-
-/* The IEEE binary16 type as h5py defines it, in the byte order of @base (a
- * float32 type): HDF5 1.10 has no predefined half-precision type, so derive
- * one from float32 (sign bit 15, exponent bits 10..14 with bias 15, mantissa
- * bits 0..9). */
-static hid_t float16_type(hid_t base)
-{
-        hid_t t = H5Tcopy(base);
-
-        if (t < 0)
-                return t;
-        if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 ||
-            H5Tset_ebias(t, 15) < 0 || H5Tset_precision(t, 16) < 0 || H5Tset_offset(t, 0) < 0) {
-                H5Tclose(t);
-                return H5I_INVALID_HID;
-        }
-        return t;
-}
-
-/* A new type id for @store; the caller closes it with H5Tclose(). */
-static hid_t file_type(enum kdl_store store)
-{
-        switch (store) {
-        case KDL_STORE_F16:
-                return float16_type(H5T_IEEE_F32LE);
-        case KDL_STORE_F32:
-                return H5Tcopy(H5T_IEEE_F32LE);
-        case KDL_STORE_F64:
-                return H5Tcopy(H5T_IEEE_F64LE);
-        case KDL_STORE_I64:
-                return H5Tcopy(H5T_STD_I64LE);
-        case KDL_STORE_I32:
-                return H5Tcopy(H5T_STD_I32LE);
-        case KDL_STORE_U8:
-                return H5Tcopy(H5T_STD_U8LE);
-        case KDL_STORE_COUNT_:
-                break;
-        }
-        return H5I_INVALID_HID;
 }
 
 /* Paths are absolute, without empty components or a trailing slash
@@ -230,7 +149,7 @@ static int walk_groups(kdl_h5w *w, const char *path, bool parents_only, bool cre
 
         p = kdl__strdup(path);
         if (!p)
-                return -ENOMEM;
+                return kdl__h5_nomem(w->path, path);
         for (size_t i = 1; i <= len && r > 0 && len > 1; i++) {
                 bool last = i == len;
 
@@ -324,11 +243,11 @@ static int create(const char *path, kdl_h5w **ret)
 
         w = kdl_new(kdl_h5w, 1);
         if (!w)
-                return -ENOMEM;
+                return kdl__h5_nomem(path, NULL);
         w->file = H5I_INVALID_HID;
         w->path = kdl__strdup(path);
         if (!w->path) {
-                err = -ENOMEM;
+                err = kdl__h5_nomem(path, NULL);
                 goto out;
         }
 
@@ -414,20 +333,12 @@ int kdl_h5w_group_new(kdl_h5w *w, const char *path)
         return err < 0 ? err : 0;
 }
 
-int kdl_h5w_dataset_open(kdl_h5w *w, const char *path, size_t ndim, const size_t *shape,
-                         enum kdl_store store, size_t chunk_rows, int gzip, kdl_h5wds **ret)
+/* The arguments of kdl_h5w_dataset_open() that the caller chose. */
+static int check_dataset_args(const kdl_h5w *w, const char *path, size_t ndim, enum kdl_store store,
+                              size_t chunk_rows, int gzip)
 {
-        hid_t dcpl = H5I_INVALID_HID, dapl = H5I_INVALID_HID;
-        hid_t space = H5I_INVALID_HID, type = H5I_INVALID_HID;
-        hsize_t chunk[4];
-        kdl_h5wds *d = NULL;
-        size_t rowelems = 1, rowbytes, chunk_bytes = 0, total;
-        bool empty;
-        int err = 0;
+        int err = check_path(w, path);
 
-        assert(w && path && shape && ret);
-
-        err = check_path(w, path);
         if (err < 0)
                 return err;
         if (strcmp(path, "/") == 0)
@@ -444,36 +355,59 @@ int kdl_h5w_dataset_open(kdl_h5w *w, const char *path, size_t ndim, const size_t
         if (gzip >= 0 && chunk_rows == 0)
                 return kdl_error(-KDL_EUSAGE, "'%s': %s: gzip needs chunked storage", w->path,
                                  path);
+        return 0;
+}
+
+/*
+ * The elements of a row, and the rows and bytes of a chunk: *@chunk_rows
+ * is clamped to the rows, and 0 (contiguous) when the dataset is empty.
+ */
+static int dataset_sizes(const kdl_h5w *w, const char *path, size_t ndim, const size_t *shape,
+                         enum kdl_store store, size_t *chunk_rows, size_t *ret_rowelems,
+                         size_t *ret_chunk_bytes)
+{
+        size_t rowelems = 1, rowbytes, chunk_bytes = 0, total;
+
         for (size_t k = 1; k < ndim; k++)
                 if (kdl_mul_size(rowelems, shape[k], &rowelems) < 0)
                         return -KDL_EOVERFLOW;
-        if (kdl_mul_size(rowelems, store_bytes(store), &rowbytes) < 0 ||
+        if (kdl_mul_size(rowelems, kdl__h5w_store_bytes(store), &rowbytes) < 0 ||
             kdl_mul_size(rowbytes, shape[0], &total) < 0)
                 return -KDL_EOVERFLOW;
 
         /* Chunks may not be empty nor larger than a fixed-size dataset: an
          * empty dataset is stored contiguous (there is nothing to compress). */
-        empty = total == 0;
-        if (chunk_rows > 0 && !empty) {
-                if (chunk_rows > shape[0])
-                        chunk_rows = shape[0];
-                if (kdl_mul_size(chunk_rows, rowbytes, &chunk_bytes) < 0 ||
+        if (total == 0)
+                *chunk_rows = 0;
+        if (*chunk_rows > 0) {
+                if (*chunk_rows > shape[0])
+                        *chunk_rows = shape[0];
+                if (kdl_mul_size(*chunk_rows, rowbytes, &chunk_bytes) < 0 ||
                     chunk_bytes > MAX_CHUNK_BYTES)
                         return kdl_error(-KDL_EOVERFLOW,
                                          "'%s': %s: a chunk of %zu rows of %zu bytes exceeds "
                                          "HDF5's 4 GiB limit",
-                                         w->path, path, chunk_rows, rowbytes);
+                                         w->path, path, *chunk_rows, rowbytes);
         }
+        *ret_rowelems = rowelems;
+        *ret_chunk_bytes = chunk_bytes;
+        return 0;
+}
 
-        d = kdl_new(kdl_h5wds, 1);
+/* A dataset handle, not yet created in the file. */
+static int wds_new(kdl_h5w *w, const char *path, size_t ndim, const size_t *shape,
+                   enum kdl_store store, size_t rowelems, kdl_h5wds **ret)
+{
+        kdl_h5wds *d = kdl_new(kdl_h5wds, 1);
+
         if (!d)
-                return -ENOMEM;
+                return kdl__h5_nomem(w->path, path);
         d->dset = H5I_INVALID_HID;
         d->memtype16 = H5I_INVALID_HID;
         d->path = kdl__strdup(path);
         if (!d->path) {
-                err = -ENOMEM;
-                goto out;
+                free(d);
+                return kdl__h5_nomem(w->path, path);
         }
         d->w = w;
         d->store = store;
@@ -481,62 +415,69 @@ int kdl_h5w_dataset_open(kdl_h5w *w, const char *path, size_t ndim, const size_t
         d->rowelems = rowelems;
         for (size_t k = 0; k < ndim; k++)
                 d->shape[k] = shape[k];
+        *ret = d;
+        return 0;
+}
 
-        err = walk_groups(w, path, true, true);
-        if (err < 0)
-                goto out;
-        err = 0;
+/* Chunks of @chunk_rows rows (@chunk_bytes bytes), a cache for two, deflate at @gzip. */
+static int set_chunking(const kdl_h5wds *d, hid_t dcpl, hid_t dapl, size_t chunk_rows,
+                        size_t chunk_bytes, int gzip)
+{
+        size_t cache = 2 * chunk_bytes;
+        hsize_t chunk[4];
 
-        type = file_type(store);
-        space = H5Screate_simple((int) ndim, d->shape, NULL);
-        dcpl = untimed_plist(H5P_DATASET_CREATE);
-        dapl = H5Pcreate(H5P_DATASET_ACCESS);
+        chunk[0] = chunk_rows;
+        for (size_t k = 1; k < d->ndim; k++)
+                chunk[k] = d->shape[k];
+        if (cache < MIN_CACHE_BYTES)
+                cache = MIN_CACHE_BYTES;
+        if (cache > MAX_CACHE_BYTES)
+                cache = MAX_CACHE_BYTES;
+        if (H5Pset_chunk(dcpl, (int) d->ndim, chunk) < 0 ||
+            H5Pset_chunk_cache(dapl, H5D_CHUNK_CACHE_NSLOTS_DEFAULT, cache,
+                               H5D_CHUNK_CACHE_W0_DEFAULT) < 0)
+                return h5fail(d->w->path, d->path, "cannot set chunking");
+        if (gzip < 0)
+                return 0;
+        if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0)
+                return kdl_error(-KDL_EHDF5, "'%s': %s: this HDF5 has no deflate filter",
+                                 d->w->path, d->path);
+        if (H5Pset_deflate(dcpl, (unsigned) gzip) < 0)
+                return h5fail(d->w->path, d->path, "cannot set gzip compression");
+        return 0;
+}
+
+/* Create @d's dataset in the file (its groups exist). */
+static int create_dataset(kdl_h5wds *d, size_t chunk_rows, size_t chunk_bytes, int gzip)
+{
+        const char *file = d->w->path;
+        hid_t type = kdl__h5w_file_type(d->store),
+              space = H5Screate_simple((int) d->ndim, d->shape, NULL);
+        hid_t dcpl = untimed_plist(H5P_DATASET_CREATE), dapl = H5Pcreate(H5P_DATASET_ACCESS);
+        int err = 0;
+
         if (type < 0 || space < 0 || dcpl < 0 || dapl < 0) {
-                err = h5fail(w->path, path, "cannot make the dataset's type or properties");
+                err = h5fail(file, d->path, "cannot make the dataset's type or properties");
                 goto out;
         }
-        if (store == KDL_STORE_F16) {
-                d->memtype16 = float16_type(H5T_NATIVE_FLOAT);
+        if (d->store == KDL_STORE_F16) {
+                d->memtype16 = kdl__h5w_float16_type(H5T_NATIVE_FLOAT);
                 if (d->memtype16 < 0) {
-                        err = h5fail(w->path, path, "cannot make the float16 type");
+                        err = h5fail(file, d->path, "cannot make the float16 type");
                         goto out;
                 }
         }
-        if (chunk_rows > 0 && !empty) {
-                size_t cache = 2 * chunk_bytes;
-
-                chunk[0] = chunk_rows;
-                for (size_t k = 1; k < ndim; k++)
-                        chunk[k] = shape[k];
-                if (cache < MIN_CACHE_BYTES)
-                        cache = MIN_CACHE_BYTES;
-                if (cache > MAX_CACHE_BYTES)
-                        cache = MAX_CACHE_BYTES;
-                if (H5Pset_chunk(dcpl, (int) ndim, chunk) < 0 ||
-                    H5Pset_chunk_cache(dapl, H5D_CHUNK_CACHE_NSLOTS_DEFAULT, cache,
-                                       H5D_CHUNK_CACHE_W0_DEFAULT) < 0) {
-                        err = h5fail(w->path, path, "cannot set chunking");
+        if (chunk_rows > 0) {
+                err = set_chunking(d, dcpl, dapl, chunk_rows, chunk_bytes, gzip);
+                if (err < 0)
                         goto out;
-                }
-                if (gzip >= 0) {
-                        if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0) {
-                                err = kdl_error(-KDL_EHDF5,
-                                                "'%s': %s: this HDF5 has no deflate filter",
-                                                w->path, path);
-                                goto out;
-                        }
-                        if (H5Pset_deflate(dcpl, (unsigned) gzip) < 0) {
-                                err = h5fail(w->path, path, "cannot set gzip compression");
-                                goto out;
-                        }
-                }
         }
-        d->dset = H5Dcreate2(w->file, path, type, space, H5P_DEFAULT, dcpl, dapl);
+        d->dset = H5Dcreate2(d->w->file, d->path, type, space, H5P_DEFAULT, dcpl, dapl);
         if (d->dset < 0) {
-                err = h5fail(w->path, path, "cannot create the dataset");
+                err = h5fail(file, d->path, "cannot create the dataset");
                 goto out;
         }
-        w->open_datasets++;
+        d->w->open_datasets++;
 out:
         if (dapl >= 0)
                 H5Pclose(dapl);
@@ -546,6 +487,30 @@ out:
                 H5Sclose(space);
         if (type >= 0)
                 H5Tclose(type);
+        return err;
+}
+
+int kdl_h5w_dataset_open(kdl_h5w *w, const char *path, size_t ndim, const size_t *shape,
+                         enum kdl_store store, size_t chunk_rows, int gzip, kdl_h5wds **ret)
+{
+        kdl_h5wds *d = NULL;
+        size_t rowelems = 0, chunk_bytes = 0;
+        int err;
+
+        assert(w && path && shape && ret);
+
+        err = check_dataset_args(w, path, ndim, store, chunk_rows, gzip);
+        if (err < 0)
+                return err;
+        err = dataset_sizes(w, path, ndim, shape, store, &chunk_rows, &rowelems, &chunk_bytes);
+        if (err < 0)
+                return err;
+        err = wds_new(w, path, ndim, shape, store, rowelems, &d);
+        if (err < 0)
+                return err;
+        err = walk_groups(w, path, true, true);
+        if (err >= 0)
+                err = create_dataset(d, chunk_rows, chunk_bytes, gzip);
         if (err < 0) {
                 kdl_h5w_dataset_close(d);
                 return err;
@@ -600,7 +565,7 @@ int kdl_h5w_write_rows(kdl_h5wds *d, size_t r0, size_t r1, const double *rows)
         err = check_rows(d, r0, r1);
         if (err < 0)
                 return err;
-        if (!store_is_float(d->store))
+        if (!kdl__h5w_store_is_float(d->store))
                 return kdl_error(-KDL_EUSAGE,
                                  "'%s': %s: doubles written to an integer (%s) dataset", d->w->path,
                                  d->path, kdl_store_name(d->store));
@@ -613,9 +578,9 @@ int kdl_h5w_write_rows(kdl_h5wds *d, size_t r0, size_t r1, const double *rows)
                 uint16_t *h = kdl__malloc(n, sizeof(*h));
 
                 if (!h)
-                        return -ENOMEM;
+                        return kdl__h5_nomem(d->w->path, d->path);
                 for (size_t i = 0; i < n; i++)
-                        h[i] = f16_bits(rows[i]);
+                        h[i] = kdl__h5w_f16_bits(rows[i]);
                 err = write_block(d, r0, r1, d->memtype16, h);
                 free(h);
                 return err;
@@ -634,7 +599,7 @@ int kdl_h5w_write_rows_i64(kdl_h5wds *d, size_t r0, size_t r1, const int64_t *ro
         err = check_rows(d, r0, r1);
         if (err < 0)
                 return err;
-        if (store_is_float(d->store))
+        if (kdl__h5w_store_is_float(d->store))
                 return kdl_error(-KDL_EUSAGE,
                                  "'%s': %s: integers written to a floating-point (%s) dataset",
                                  d->w->path, d->path, kdl_store_name(d->store));
@@ -711,58 +676,4 @@ int kdl_h5w_attr_string(kdl_h5w *w, const char *path, const char *name, const ch
 {
         assert(value);
         return set_attr(w, path, name, value, 0);
-}
-
-double kdl_h5w_round_f16(double x)
-{
-        double a = fabs(x), r;
-        int e, q;
-
-        if (!isfinite(x) || !(a > 0.0))
-                return x;
-        /* 65504 is the largest float16; halfway to the next binade (65520)
-         * rounds to even, i.e. up, i.e. to infinity. */
-        if (a >= 65520.0)
-                return copysign(INFINITY, x);
-        /* a = f * 2^e with f in [0.5, 1): 11 significant bits leave a
-         * quantum of 2^(e - 11); subnormals share the quantum 2^-24. */
-        frexp(a, &e);
-        q = e - 11;
-        if (q < -24)
-                q = -24;
-        r = nearbyint(ldexp(a, -q)); /* exact scaling; ties to even */
-        return copysign(ldexp(r, q), x);
-}
-
-/* The IEEE binary16 bits of @x rounded as kdl_h5w_round_f16(). */
-static uint16_t f16_bits(double x)
-{
-        uint16_t sign = signbit(x) ? 0x8000 : 0;
-        double r;
-        int e;
-
-        if (isnan(x))
-                return sign | 0x7e00;
-        r = fabs(kdl_h5w_round_f16(x));
-        if (isinf(r))
-                return sign | 0x7c00;
-        if (!(r > 0.0))
-                return sign;
-        frexp(r, &e);    /* r = f * 2^e, f in [0.5, 1) */
-        if (e - 1 < -14) /* subnormal: a multiple of 2^-24 below 2^-14 */
-                return sign | (uint16_t) ldexp(r, 24);
-        /* normal: biased exponent e - 1 + 15, 10 mantissa bits */
-        return sign | (uint16_t) ((e + 14) << 10) | (uint16_t) (ldexp(r, 11 - e) - 1024.0);
-}
-
-double kdl_h5w_round(double x, enum kdl_store store)
-{
-        switch (store) {
-        case KDL_STORE_F16:
-                return kdl_h5w_round_f16(x);
-        case KDL_STORE_F32:
-                return (double) (float) x;
-        default:
-                return x;
-        }
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
+#include "loaders/h5-internal.h"
 #include "loaders/stream.h"
 #include "metrics/base/banned.h"
 
@@ -96,10 +97,10 @@ int kdl_stream_add(kdl_stream *s, kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_
                 return err;
         }
         kdl_h5_reader_allow_nonfinite(r, s->o.skip_nonfinite);
-        grown = realloc(s->src, (s->nsrc + 1) * sizeof(*grown));
+        grown = kdl__realloc(s->src, s->nsrc + 1, sizeof(*grown));
         if (!grown) {
                 kdl_h5_reader_close(r);
-                return kdl_error(-ENOMEM, "out of memory");
+                return kdl__h5_nomem(kdl_h5_dump(f)->path, ds->path);
         }
         s->src = grown;
         s->src[s->nsrc] = (struct source){.r = r,
@@ -145,7 +146,7 @@ static int allocate(kdl_stream *s)
         for (size_t k = 0; k < s->nsrc; k++) {
                 s->src[k].buf = kdl__malloc(s->block, s->src[k].cols * sizeof(double));
                 if (!s->src[k].buf)
-                        return -ENOMEM;
+                        return kdl__h5_nomem(kdl_h5_dump(s->src[k].f)->path, s->src[k].ds->path);
         }
         s->label_buf = kdl_new(int64_t, s->block);
         s->samples = kdl_new(size_t, s->block);

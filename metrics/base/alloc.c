@@ -31,6 +31,31 @@ static void advise_huge(void *p, size_t total)
 #endif
 }
 
+/* kdl__alloc_fail_after()'s countdown: thread-local, as the error message. */
+static _Thread_local long fail_countdown = -1;
+
+long kdl__alloc_fail_after(long n)
+{
+        long prev = fail_countdown;
+
+        fail_countdown = n < 0 ? -1 : n;
+        return prev;
+}
+
+/* True when the test hook makes this allocation fail. */
+static bool injected_failure(void)
+{
+        if (fail_countdown < 0)
+                return false;
+        return fail_countdown-- == 0;
+}
+
+static void *nomem(size_t total)
+{
+        kdl_error(-ENOMEM, "out of memory allocating %zu bytes", total);
+        return NULL;
+}
+
 int kdl_mul_size(size_t a, size_t b, size_t *ret)
 {
         size_t r;
@@ -48,37 +73,59 @@ void *kdl__calloc(size_t n, size_t size)
 
         if (kdl_mul_size(n, size, &total) < 0)
                 return NULL;
+        if (injected_failure())
+                return nomem(total);
         /* A large block is usually a fresh mmap that calloc leaves
          * untouched, so the advice comes before its first fault. */
         p = calloc(total ? n : 1, total ? size : 1);
-        if (p)
-                advise_huge(p, total);
-        else
-                kdl_error(-ENOMEM, "out of memory allocating %zu bytes", total);
+        if (!p)
+                return nomem(total);
+        advise_huge(p, total);
         return p;
+}
+
+void *kdl__realloc(void *p, size_t n, size_t size)
+{
+        size_t total;
+        void *r;
+
+        if (kdl_mul_size(n, size, &total) < 0)
+                return NULL;
+        if (injected_failure())
+                return nomem(total);
+        /* realloc(p, 0) may free p: keep at least one byte. */
+        r = realloc(p, total ? total : 1);
+        if (!r)
+                return nomem(total);
+        return r;
 }
 
 void *kdl__malloc(size_t n, size_t size)
 {
-        size_t total;
-        void *p;
+        void *p = kdl__realloc(NULL, n, size);
 
-        if (kdl_mul_size(n, size, &total) < 0)
-                return NULL;
-        p = malloc(total ? total : 1);
         if (p)
-                advise_huge(p, total);
-        else
-                kdl_error(-ENOMEM, "out of memory allocating %zu bytes", total);
+                advise_huge(p, n * size); /* kdl__realloc() checked the product */
         return p;
 }
 
 char *kdl__strdup(const char *s)
 {
-        char *r = strdup(s);
+        char *r = injected_failure() ? NULL : strdup(s);
 
         if (!r)
                 kdl_error(-ENOMEM, "out of memory");
+        return r;
+}
+
+char *kdl__vasprintf(const char *fmt, va_list ap)
+{
+        char *r;
+
+        if (injected_failure() || vasprintf(&r, fmt, ap) < 0) {
+                kdl_error(-ENOMEM, "out of memory");
+                return NULL;
+        }
         return r;
 }
 
@@ -86,15 +133,10 @@ char *kdl__asprintf(const char *fmt, ...)
 {
         va_list ap;
         char *r;
-        int n;
 
         va_start(ap, fmt);
-        n = vasprintf(&r, fmt, ap);
+        r = kdl__vasprintf(fmt, ap);
         va_end(ap);
-        if (n < 0) {
-                kdl_error(-ENOMEM, "out of memory");
-                return NULL;
-        }
         return r;
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tests/lib/kdl-test.h"
+#include "metrics/base/alloc.h"
 #include "loaders/h5.h"
 #include "loaders/stream.h"
 
@@ -378,6 +379,279 @@ static void test_labels(void **state)
         kdl_h5_close(f);
 }
 
+static void expect_matrix_error(kdl_h5file *f, const kdl_dsinfo *ds, size_t rows, size_t cols,
+                                int code, const char *needle)
+{
+        kdl_tensor *w = (kdl_tensor *) 0x1;
+
+        assert_int_equal(kdl_h5_read_matrix(f, ds, rows, cols, &w), code);
+        if (!strstr(kdl_errmsg(), needle) || !strstr(kdl_errmsg(), kdl_h5_dump(f)->path))
+                fail_msg("expected '%s' naming the file, got '%s'", needle, kdl_errmsg());
+        assert_true(w == (kdl_tensor *) 0x1); /* never clobbered */
+}
+
+/* A whole head weight, checked as the analyses check it. */
+static void test_read_matrix(void **state)
+{
+        kdl_h5file *f = open_fixture("teacher.h5"), *bad = open_fixture("bad/nan.h5");
+        const kdl_checkpoint *ck = kdl_h5_checkpoint(f, "final");
+        kdl_h5reader *r = NULL;
+        kdl_tensor *w = NULL;
+        double ref[5 * 8];
+
+        (void) state;
+        assert_int_equal(kdl_h5_reader_open(f, ck->head_weight, KDL_SPATIAL_AVG, &r), 0);
+        assert_int_equal(kdl_h5_reader_read(r, 0, 5, ref), 0);
+        kdl_h5_reader_close(r);
+        assert_int_equal(kdl_h5_read_matrix(f, ck->head_weight, 5, 0, &w), 0);
+        assert_int_equal(w->ndim, 2);
+        assert_int_equal(w->shape[0], 5);
+        assert_int_equal(w->shape[1], 8);
+        assert_true(kdl_tensor_is_contiguous(w));
+        assert_memory_equal(w->data, ref, sizeof(ref));
+        kdl_tensor_free(w);
+        w = NULL;
+        assert_int_equal(kdl_h5_read_matrix(f, ck->head_weight, 0, 8, &w), 0);
+        kdl_tensor_free(w);
+
+        expect_matrix_error(f, ck->head_weight, 4, 0, -KDL_ESCHEMA,
+                            "/checkpoints/final/head/weight: expected [4, D] with D >= 1, found "
+                            "2-D [5, 8] float");
+        expect_matrix_error(f, ck->head_weight, 5, 7, -KDL_ESCHEMA,
+                            "expected [5, 7], found 2-D [5, 8]");
+        expect_matrix_error(f, ck->head_weight, 0, 7, -KDL_ESCHEMA,
+                            "expected [C, 7] with C >= 1, found 2-D [5, 8]");
+        expect_matrix_error(f, ck->head_bias, 0, 0, -KDL_ESCHEMA,
+                            "head/bias: expected [C, D] with C, D >= 1, found 1-D [5]");
+        expect_matrix_error(bad, &kdl_h5_checkpoint(bad, "final")->layers[2].feature, 0, 0,
+                            -KDL_ENONFINITE, "NaN at sample 17");
+        kdl_h5_close(bad);
+        kdl_h5_close(f);
+}
+
+/* ---- out of memory ---------------------------------------------------------- */
+
+static void assert_same_str(const char *a, const char *b)
+{
+        if (!a || !b)
+                assert_true(a == b);
+        else
+                assert_string_equal(a, b);
+}
+
+static void assert_same_dsinfo(const kdl_dsinfo *a, const kdl_dsinfo *b)
+{
+        if (!a || !b) {
+                assert_true(a == b);
+                return;
+        }
+        assert_string_equal(a->path, b->path);
+        assert_int_equal(a->ndim, b->ndim);
+        assert_memory_equal(a->shape, b->shape, sizeof(a->shape));
+        assert_string_equal(a->dtype, b->dtype);
+        assert_int_equal(a->is_float, b->is_float);
+        assert_int_equal(a->is_integer, b->is_integer);
+        assert_int_equal(a->chunked, b->chunked);
+        assert_memory_equal(a->chunk, b->chunk, sizeof(a->chunk));
+        assert_int_equal(a->gzip, b->gzip);
+        assert_int_equal(a->other_filter, b->other_filter);
+}
+
+static void assert_same_checkpoint(const kdl_checkpoint *a, const kdl_checkpoint *b)
+{
+        assert_string_equal(a->name, b->name);
+        assert_string_equal(a->group, b->group);
+        assert_int_equal(a->step, b->step);
+        assert_int_equal(a->has_epoch, b->has_epoch);
+        assert_int_equal(a->epoch, b->epoch);
+        assert_same_dsinfo(a->logits, b->logits);
+        assert_same_dsinfo(a->grad_logits, b->grad_logits);
+        assert_int_equal(a->nlayers, b->nlayers);
+        for (size_t k = 0; k < a->nlayers; k++) {
+                assert_string_equal(a->layers[k].name, b->layers[k].name);
+                assert_int_equal(a->layers[k].depth, b->layers[k].depth);
+                assert_same_dsinfo(&a->layers[k].feature, &b->layers[k].feature);
+                assert_same_dsinfo(a->layers[k].gradient, b->layers[k].gradient);
+        }
+        assert_same_dsinfo(a->head_weight, b->head_weight);
+        assert_same_dsinfo(a->head_bias, b->head_bias);
+        assert_same_str(a->head_input, b->head_input);
+}
+
+/* Everything a catalogue holds, field by field. */
+static void assert_same_dump(const kdl_dump *a, const kdl_dump *b)
+{
+        assert_string_equal(a->path, b->path);
+        assert_int_equal(a->format, b->format);
+        assert_same_str(a->role, b->role);
+        assert_same_str(a->model, b->model);
+        assert_int_equal(a->n, b->n);
+        assert_int_equal(a->c, b->c);
+        assert_same_dsinfo(a->labels, b->labels);
+        assert_same_dsinfo(a->sample_ids, b->sample_ids);
+        assert_int_equal(a->label_min, b->label_min);
+        assert_int_equal(a->label_max, b->label_max);
+        assert_int_equal(a->ncheckpoints, b->ncheckpoints);
+        for (size_t k = 0; k < a->ncheckpoints; k++)
+                assert_same_checkpoint(&a->checkpoints[k], &b->checkpoints[k]);
+        assert_int_equal(a->nproblems, b->nproblems);
+        for (size_t k = 0; k < a->nproblems; k++)
+                assert_string_equal(a->problems[k], b->problems[k]);
+}
+
+/*
+ * A failure the hook injected: -ENOMEM, a message naming @path (or @alt,
+ * when not NULL), nothing returned.
+ */
+static void assert_nomem(int err, bool fired, const char *path, const char *alt, const void *ret,
+                         const void *unset)
+{
+        const char *msg = kdl_errmsg();
+
+        if (err != -ENOMEM || !fired)
+                fail_msg("expected -ENOMEM from the injected failure, got %d (%s), fired %d", err,
+                         msg, fired);
+        if (!strstr(msg, "out of memory") || !(strstr(msg, path) || (alt && strstr(msg, alt))))
+                fail_msg("expected an out-of-memory message naming '%s', got '%s'", path, msg);
+        assert_true(ret == unset); /* never clobbered */
+}
+
+/*
+ * Fail the k-th allocation of kdl_h5_open() for k = 0, 1, ... until the
+ * open needs no more than k: each run fails with -ENOMEM, or succeeds with
+ * the whole catalogue (never a shorter one).  Return the runs.
+ */
+static long open_under_failure(const char *name)
+{
+        kdl_h5file *ref = open_fixture(name), *unset = (kdl_h5file *) 0x1;
+        char *p = fixture(name);
+        bool fired = true;
+        long k;
+
+        for (k = 0; fired; k++) {
+                kdl_h5file *f = unset;
+                int err;
+
+                kdl__alloc_fail_after(k);
+                err = kdl_h5_open(p, &f);
+                fired = kdl__alloc_fail_after(-1) < 0;
+                if (err == 0) {
+                        assert_same_dump(kdl_h5_dump(f), kdl_h5_dump(ref));
+                        kdl_h5_close(f);
+                } else {
+                        assert_nomem(err, fired, p, NULL, f, unset);
+                }
+        }
+        kdl_h5_close(ref);
+        free(p);
+        return k;
+}
+
+static void test_open_out_of_memory(void **state)
+{
+        static const char *const names[] = {
+                "teacher.h5",
+                "student.h5",
+                "bad/label-range.h5",
+                "bad/no-logits.h5",
+                "bad/zero-size.h5",
+                "bad/overflow.h5",
+                "bad/wrong-rank.h5",
+                "bad/n-mismatch.h5",
+                "bad/unknown-format.h5",
+                "bad/student-dup-ids.h5",
+        };
+
+        (void) state;
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+                assert_true(open_under_failure(names[i]) > 1);
+        /* The teacher's catalogue takes many allocations: every one was failed. */
+        assert_true(open_under_failure("teacher.h5") > 100);
+}
+
+/* The same walk over the value scan (a problem added, or -ENOMEM). */
+static void test_scan_out_of_memory(void **state)
+{
+        bool fired = true;
+
+        (void) state;
+        for (long k = 0; fired; k++) {
+                kdl_h5file *f = open_fixture("bad/nan.h5");
+                int err;
+
+                kdl__alloc_fail_after(k);
+                err = kdl_h5_scan_values(f);
+                fired = kdl__alloc_fail_after(-1) < 0;
+                if (err >= 0) {
+                        assert_int_equal(err, 1);
+                        assert_int_equal(kdl_h5_dump(f)->nproblems, 1);
+                        assert_non_null(strstr(kdl_h5_dump(f)->problems[0], "NaN at sample 17"));
+                } else {
+                        assert_nomem(err, fired, kdl_h5_dump(f)->path, NULL, NULL, NULL);
+                }
+                kdl_h5_close(f);
+        }
+}
+
+/* ... over the pairing, the row-block reader (a row map, a spatial rule), a whole matrix. */
+static void test_pair_read_out_of_memory(void **state)
+{
+        kdl_h5file *t = open_fixture("teacher.h5"), *s = open_fixture("student.h5");
+        const kdl_dsinfo *conv = &kdl_h5_checkpoint(s, "final")->layers[0].feature;
+        kdl_pair *p = NULL, *unset = (kdl_pair *) 0x1;
+        double *rows = calloc(60 * 3, sizeof(double));
+        bool fired = true;
+        int err;
+
+        (void) state;
+        for (long k = 0; fired; k++) {
+                kdl_pair *q = unset;
+
+                kdl__alloc_fail_after(k);
+                err = kdl_h5_pair(t, s, &q);
+                fired = kdl__alloc_fail_after(-1) < 0;
+                if (err == 0) {
+                        assert_true(q->joined && q->n == 60 && q->student_rows);
+                        kdl_pair_free(q);
+                } else {
+                        assert_nomem(err, fired, kdl_h5_dump(s)->path, kdl_h5_dump(t)->path, q,
+                                     unset);
+                }
+        }
+        assert_int_equal(kdl_h5_pair(t, s, &p), 0);
+        fired = true;
+        for (long k = 0; fired; k++) {
+                kdl_h5reader *r = NULL;
+
+                kdl__alloc_fail_after(k);
+                err = kdl_h5_reader_open(s, conv, KDL_SPATIAL_AVG, &r);
+                if (err == 0) {
+                        kdl_h5_reader_set_rows(r, p->student_rows, p->n);
+                        err = kdl_h5_reader_read(r, 0, 60, rows);
+                }
+                fired = kdl__alloc_fail_after(-1) < 0;
+                if (err < 0)
+                        assert_nomem(err, fired, kdl_h5_dump(s)->path, NULL, NULL, NULL);
+                kdl_h5_reader_close(r);
+        }
+        fired = true;
+        for (long k = 0; fired; k++) {
+                kdl_tensor *w = (kdl_tensor *) 0x1;
+
+                kdl__alloc_fail_after(k);
+                err = kdl_h5_read_matrix(s, kdl_h5_checkpoint(s, "final")->head_weight, 0, 0, &w);
+                fired = kdl__alloc_fail_after(-1) < 0;
+                if (err == 0)
+                        kdl_tensor_free(w);
+                else
+                        assert_nomem(err, fired, kdl_h5_dump(s)->path, NULL, w, (kdl_tensor *) 0x1);
+        }
+        kdl_pair_free(p);
+        free(rows);
+        kdl_h5_close(t);
+        kdl_h5_close(s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -390,6 +664,10 @@ int main(void)
                 cmocka_unit_test(test_open_failures),
                 cmocka_unit_test(test_pair_mismatches),
                 cmocka_unit_test(test_labels),
+                cmocka_unit_test(test_read_matrix),
+                cmocka_unit_test(test_open_out_of_memory),
+                cmocka_unit_test(test_scan_out_of_memory),
+                cmocka_unit_test(test_pair_read_out_of_memory),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

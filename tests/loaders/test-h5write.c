@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "tests/lib/kdl-test.h"
+#include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "loaders/h5out.h"
 #include "loaders/h5write.h"
 
 /*
@@ -357,6 +359,86 @@ static int remove_tmpdir(void **state)
         return 0;
 }
 
+/* A dump with a float16 dataset under new groups, two rows, an attribute. */
+static int write_dump(const char *path)
+{
+        double rows[6] = {0.25, -1.5, 3.0e-6, 7.0, 65504.0, -0.125};
+        kdl_h5w *w = NULL;
+        kdl_h5wds *d = NULL;
+        int err, e;
+
+        err = kdl_h5w_open(path, "teacher", "oom", &w);
+        if (err < 0)
+                return err;
+        err = kdl_h5w_dataset_open(w, "/checkpoints/final/logits", 2, (size_t[]){2, 3},
+                                   KDL_STORE_F16, 1, 4, &d);
+        if (err == 0) {
+                err = kdl_h5w_write_rows(d, 0, 2, rows);
+                e = kdl_h5w_dataset_close(d);
+                err = err ? err : e;
+        }
+        if (err == 0)
+                err = kdl_h5w_attr_int(w, "/checkpoints/final", "step", 100);
+        e = kdl_h5w_close(w);
+        return err ? err : e;
+}
+
+/* A per-sample file: one dataset, its rows, an attribute, then the rename. */
+static int write_out(const char *path)
+{
+        double rows[4] = {1.0, 2.0, 3.0, 4.0};
+        kdl_h5out *o = NULL;
+        int err, k;
+
+        err = kdl_h5out_open(path, &o);
+        if (err < 0)
+                return err;
+        k = kdl_h5out_dataset(o, "/values/kl", 2, 2, false);
+        err = k < 0 ? k : kdl_h5out_write(o, k, 0, 2, rows);
+        if (err == 0)
+                err = kdl_h5out_attr(o, "/values", "unit", "nats");
+        if (err < 0) {
+                kdl_h5out_abort(o);
+                return err;
+        }
+        return kdl_h5out_commit(o);
+}
+
+/*
+ * Fail each allocation of @session in turn: it fails with -ENOMEM and a
+ * message naming the file, or succeeds.
+ */
+static void walk_out_of_memory(int (*session)(const char *), const char *name)
+{
+        char *path = tmpfile_path(name);
+        bool fired = true;
+        long k;
+
+        for (k = 0; fired; k++) {
+                int err;
+
+                kdl__alloc_fail_after(k);
+                err = session(path);
+                fired = kdl__alloc_fail_after(-1) < 0;
+                if (err == 0)
+                        continue;
+                if (err != -ENOMEM || !fired || !strstr(kdl_errmsg(), "out of memory") ||
+                    !strstr(kdl_errmsg(), path))
+                        fail_msg("allocation %ld: expected -ENOMEM naming '%s', got %d (%s)", k,
+                                 path, err, kdl_errmsg());
+        }
+        assert_true(k > 3);
+        assert_int_equal(session(path), 0);
+        free(path);
+}
+
+static void test_out_of_memory(void **state)
+{
+        (void) state;
+        walk_out_of_memory(write_dump, "oom.h5");
+        walk_out_of_memory(write_out, "oom-out.h5");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -365,6 +447,7 @@ int main(void)
                 cmocka_unit_test(test_open_unwritable),
                 cmocka_unit_test(test_dataset_errors),
                 cmocka_unit_test(test_roundtrip_with_h5py),
+                cmocka_unit_test(test_out_of_memory),
         };
         return cmocka_run_group_tests(tests, NULL, remove_tmpdir);
 }
