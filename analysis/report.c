@@ -1145,7 +1145,7 @@ int kdl_report_run(const struct kdl_report_opts *o)
         r.prefix = common_prefix(r.names, o->nstudents);
         for (size_t k = 0; k < o->nstudents; k++)
                 r.total += kdl_h5_dump(r.in->students[k])->ncheckpoints;
-        err = kdl_site_open(o->out_dir, &r.site);
+        err = kdl_site_open(o->out_dir, 0, &r.site);
         err = err ?: section_inputs(&r);
         err = err ?: compute(&r);
         err = err ?: section_kl(&r);
