@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/base/outfile.h"
 #include "loaders/h5-internal.h"
 #include "loaders/h5out.h"
 #include "loaders/h5write.h"
@@ -58,6 +60,29 @@ void kdl_h5out_abort(kdl_h5out *o)
         free_out(o);
 }
 
+/* kdl_out_sweep() callback: a killed run's temporary, if it is a regular HDF5 file. */
+static int remove_stale(const char *path, void *arg)
+{
+        static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+        unsigned char head[8];
+        struct stat st;
+        bool hdf5 = false;
+        int fd;
+
+        (void) arg;
+        if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode))
+                return 0;
+        if (st.st_size == 0) /* killed between mkstemp() and the HDF5 header */
+                return unlink(path) == 0;
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return 0;
+        hdf5 = read(fd, head, sizeof(head)) == (ssize_t) sizeof(head) &&
+               memcmp(head, sig, sizeof(sig)) == 0;
+        close(fd);
+        return hdf5 && unlink(path) == 0;
+}
+
 int kdl_h5out_open(const char *path, kdl_h5out **ret)
 {
         kdl_h5out *o;
@@ -67,8 +92,16 @@ int kdl_h5out_open(const char *path, kdl_h5out **ret)
         o = kdl_new(kdl_h5out, 1);
         if (!o)
                 return kdl__h5_nomem(path, NULL);
+        /* Never rename over a link, a FIFO or a directory; clear a killed run's leftovers. */
+        err = kdl_out_check(path, KDL_OUT_FILE, NULL, 0);
+        if (!err)
+                err = kdl_out_sweep(path, remove_stale, NULL);
+        if (err < 0) {
+                free(o);
+                return err;
+        }
         o->path = kdl__strdup(path);
-        o->tmp = kdl__asprintf("%s.tmp-XXXXXX", path);
+        o->tmp = kdl_out_tmpname(path);
         if (!o->path || !o->tmp) {
                 kdl_h5out_abort(o);
                 return kdl__h5_nomem(path, NULL);

@@ -10,6 +10,7 @@
 
 #include "kdl-config.h"
 #include "metrics/base/alloc.h"
+#include "metrics/base/outfile.h"
 #include "reports/plot.h"
 #include "reports/site.h"
 #include "reports/table-internal.h"
@@ -45,16 +46,86 @@ static void remove_tree(const char *path)
         nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int kdl_site_open(const char *dir, kdl_site **ret)
+/* Whether @dir holds kdlens's stamp, i.e. is a report (or a report's temporary). */
+static bool stamped(const char *dir)
 {
-        kdl_site *s = kdl_new(kdl_site, 1);
+        char *p = kdl__asprintf("%s/" KDL_SITE_STAMP, dir);
+        struct stat st;
+        bool yes = p && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+
+        free(p);
+        return yes;
+}
+
+/* kdl_out_sweep() callback: a killed run's temporary report goes, nothing else. */
+static int remove_stale(const char *path, void *arg)
+{
+        struct stat st;
+
+        (void) arg;
+        if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode) || !stamped(path))
+                return 0;
+        remove_tree(path);
+        return 1;
+}
+
+/* Refuse to replace anything at @dir that kdlens did not write, unless forced. */
+static int check_target(const char *dir, unsigned flags)
+{
+        struct stat st;
+
+        if (lstat(dir, &st) < 0)
+                return errno == ENOENT
+                               ? 0
+                               : kdl_error(-errno, "cannot examine '%s': %s", dir, strerror(errno));
+        if (S_ISDIR(st.st_mode) && stamped(dir))
+                return 0;
+        if (flags & KDL_SITE_FORCE)
+                return 0;
+        return kdl_error(-KDL_EUSAGE,
+                         "'%s' exists and is not a kdlens report (%s): refusing to replace "
+                         "it (--force replaces it)",
+                         dir,
+                         S_ISDIR(st.st_mode) ? "no " KDL_SITE_STAMP " in it" : "not a directory");
+}
+
+static int write_stamp(const char *dir)
+{
+        char *p = kdl__asprintf("%s/" KDL_SITE_STAMP, dir);
+        FILE *fp;
+        int err = 0;
+
+        if (!p)
+                return -ENOMEM;
+        fp = fopen(p, "w");
+        if (!fp)
+                err = kdl_error(-errno, "cannot write '%s': %s", p, strerror(errno));
+        else {
+                fprintf(fp, "kdlens %s report; pid %ld\n", KDL_VERSION, (long) getpid());
+                if (ferror(fp) | (fclose(fp) != 0))
+                        err = kdl_error(-EIO, "cannot write '%s'", p);
+        }
+        free(p);
+        return err;
+}
+
+int kdl_site_open(const char *dir, unsigned flags, kdl_site **ret)
+{
+        kdl_site *s;
         int err;
 
+        err = check_target(dir, flags);
+        if (err < 0)
+                return err;
+        err = kdl_out_sweep(dir, remove_stale, NULL);
+        if (err < 0)
+                return err;
+        s = kdl_new(kdl_site, 1);
         if (!s)
                 return -ENOMEM;
         s->dir = kdl__strdup(dir);
         /* A sibling, so the final rename stays on one file system. */
-        s->tmp = kdl__asprintf("%s.tmp-XXXXXX", dir);
+        s->tmp = kdl_out_tmpname(dir);
         if (!s->dir || !s->tmp) {
                 kdl_site_abort(s);
                 return -ENOMEM;
@@ -68,7 +139,9 @@ int kdl_site_open(const char *dir, kdl_site **ret)
                 return err;
         }
         chmod(s->tmp, 0755);
-        err = kdl_fig_dirs(s->tmp);
+        err = write_stamp(s->tmp);
+        if (!err)
+                err = kdl_fig_dirs(s->tmp);
         if (!err) {
                 char *tables = kdl__asprintf("%s/tables", s->tmp);
 

@@ -20,13 +20,28 @@
 
 typedef struct kdl_site kdl_site;
 
+/* The stamp file that marks a directory as a kdlens report. */
+#define KDL_SITE_STAMP ".kdlens-report"
+
+/* Flags of kdl_site_open(). */
+enum {
+        KDL_SITE_FORCE = 1u << 0, /* replace @dir even if it is not a kdlens report */
+};
+
 /**
  * kdl_site_open() - start a report that will become @dir.
+ * @flags: KDL_SITE_FORCE or 0.
  * @ret: caller finishes with kdl_site_commit() or kdl_site_abort().
- * Return: 0; -errno when the temporary directory cannot be made (the
- * message names it); -ENOMEM.
+ *
+ * An existing @dir is replaced at commit only when it is a previous report
+ * (it holds KDL_SITE_STAMP) or with KDL_SITE_FORCE; anything else is
+ * refused here, before any work.  Temporary reports that a killed run left
+ * next to @dir (stamped, named for a process that is gone) are removed.
+ *
+ * Return: 0; -KDL_EUSAGE for a target that is not a report; -errno when the
+ * temporary directory cannot be made (the message names it); -ENOMEM.
  */
-KDL_API int kdl_site_open(const char *dir, kdl_site **ret);
+KDL_API int kdl_site_open(const char *dir, unsigned flags, kdl_site **ret);
 
 /** kdl_site_path() - the temporary directory to write figures into (borrowed). */
 KDL_API const char *kdl_site_path(const kdl_site *s);

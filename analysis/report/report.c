@@ -328,7 +328,7 @@ int kdl_report_run(const struct kdl_report_opts *o)
         int err;
 
         err = run_open(&r, o);
-        err = err ?: kdl_site_open(o->out_dir, &r.site);
+        err = err ?: kdl_site_open(o->out_dir, 0, &r.site);
         err = err ?: compute(&r);
         err = err ?: kdl__report_section_inspect(&r);
         err = err ?: kdl__report_section_kl(&r);

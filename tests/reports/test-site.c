@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tests/lib/kdl-test.h"
 #include "reports/plot.h"
@@ -65,7 +67,7 @@ static void build(const char *marker, bool commit)
         struct kdl_fig f = {.xlabel = "x"};
         const char *inputs[] = {"t.h5", "s.h5"};
 
-        assert_int_equal(kdl_site_open(dir, &s), 0);
+        assert_int_equal(kdl_site_open(dir, 0, &s), 0);
         assert_int_equal(kdl_site_section(s, "Knowledge sources", marker), 0);
         assert_int_equal(kdl_fig_lines(kdl_site_path(s), "curve", &f, NULL, NULL, 3, ser, 1), 0);
         if (getenv("KDL_GNUPLOT") && *getenv("KDL_GNUPLOT"))
@@ -128,9 +130,96 @@ static void test_open_fails_cleanly(void **state)
         kdl_site *s = (kdl_site *) 0x1;
 
         (void) state;
-        assert_int_equal(kdl_site_open("/nonexistent/dir/report", &s), -ENOENT);
+        assert_int_equal(kdl_site_open("/nonexistent/dir/report", 0, &s), -ENOENT);
         assert_non_null(strstr(kdl_errmsg(), "/nonexistent/dir/report"));
         assert_true(s == (kdl_site *) 0x1);
+}
+
+static void touch(const char *rel, const char *text)
+{
+        char *p = path(rel);
+        FILE *fp = fopen(p, "w");
+
+        assert_non_null(fp);
+        fputs(text, fp);
+        fclose(fp);
+        free(p);
+}
+
+/* A pid that no process has: a child that has been reaped. */
+static long gone_pid(void)
+{
+        pid_t pid = fork();
+
+        assert_true(pid >= 0);
+        if (pid == 0)
+                _exit(0);
+        waitpid(pid, NULL, 0);
+        return (long) pid;
+}
+
+/* An existing directory that is not a report is never replaced without --force. */
+static void test_unrelated_directory_kept(void **state)
+{
+        char *dir = path("mine");
+        kdl_site *s = (kdl_site *) 0x1;
+        char *text;
+
+        (void) state;
+        assert_int_equal(mkdir(dir, 0755), 0);
+        touch("mine/thesis.tex", "precious");
+        assert_int_equal(kdl_site_open(dir, 0, &s), -KDL_EUSAGE);
+        assert_non_null(strstr(kdl_errmsg(), "is not a kdlens report"));
+        assert_non_null(strstr(kdl_errmsg(), "--force"));
+        assert_true(s == (kdl_site *) 0x1);
+        text = slurp("mine/thesis.tex");
+        assert_string_equal(text, "precious");
+        free(text);
+
+        /* A regular file in its place is refused too. */
+        touch("afile", "also precious");
+        free(dir);
+        dir = path("afile");
+        assert_int_equal(kdl_site_open(dir, 0, &s), -KDL_EUSAGE);
+        assert_non_null(strstr(kdl_errmsg(), "not a directory"));
+
+        /* --force replaces it, and the result is stamped as a report. */
+        assert_int_equal(kdl_site_open(dir, KDL_SITE_FORCE, &s), 0);
+        assert_int_equal(kdl_site_commit(s, "kdlens report", NULL, 0), 0);
+        assert_true(exists("afile/" KDL_SITE_STAMP));
+        assert_int_equal(kdl_site_open(dir, 0, &s), 0); /* now it is a report */
+        kdl_site_abort(s);
+        free(dir);
+}
+
+/* What a killed run left next to the target goes; a live run's and a stranger's stay. */
+static void test_stale_temporaries_swept(void **state)
+{
+        char *dir = path("swept"), *stale, *live, *alien, *cmd;
+        struct stat st;
+        kdl_site *s;
+
+        (void) state;
+        assert_true(asprintf(&stale, "%s.tmp-%ld-abcDEF", dir, gone_pid()) > 0);
+        assert_true(asprintf(&live, "%s.tmp-%ld-abcDEF", dir, (long) getppid()) > 0);
+        assert_true(asprintf(&alien, "%s.tmp-%ld-xyzXYZ", dir, gone_pid()) > 0);
+        assert_int_equal(mkdir(stale, 0755), 0);
+        assert_int_equal(mkdir(live, 0755), 0);
+        assert_int_equal(mkdir(alien, 0755), 0); /* no stamp: not ours */
+        assert_true(asprintf(&cmd, "touch '%s/" KDL_SITE_STAMP "' '%s/" KDL_SITE_STAMP "'", stale,
+                             live) > 0);
+        assert_int_equal(system(cmd), 0);
+        free(cmd);
+
+        assert_int_equal(kdl_site_open(dir, 0, &s), 0);
+        kdl_site_abort(s);
+        assert_int_equal(stat(stale, &st), -1);
+        assert_int_equal(stat(live, &st), 0);
+        assert_int_equal(stat(alien, &st), 0);
+        free(stale);
+        free(live);
+        free(alien);
+        free(dir);
 }
 
 int main(void)
@@ -138,6 +227,8 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_report_written_and_replaced),
                 cmocka_unit_test(test_open_fails_cleanly),
+                cmocka_unit_test(test_unrelated_directory_kept),
+                cmocka_unit_test(test_stale_temporaries_swept),
         };
         int r;
 
