@@ -98,7 +98,7 @@ int kdl_h5out_open(const char *path, kdl_h5out **ret)
                 err = kdl_out_sweep(path, remove_stale, NULL);
         if (err < 0) {
                 free(o);
-                return err;
+                return err == -ENOMEM ? kdl__h5_nomem(path, NULL) : err;
         }
         o->path = kdl__strdup(path);
         o->tmp = kdl_out_tmpname(path);
