@@ -13,6 +13,7 @@
 
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "metrics/base/rng.h"
 #include "loaders/h5write.h"
 #include "datasets/synth.h"
 #include "metrics/base/banned.h"
@@ -52,24 +53,17 @@ enum param {
         PARAM_SHEAD,     /* student head perturbation, b = checkpoint */
 };
 
-static uint64_t mix64(uint64_t z)
-{
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        return z ^ (z >> 31);
-}
-
 static uint64_t splitmix64(uint64_t *x)
 {
-        return mix64(*x += 0x9e3779b97f4a7c15ULL);
+        return kdl__rng_mix64(*x += KDL_RNG_GAMMA);
 }
 
 static void rng_init(struct rng *r, uint64_t seed, enum stream kind, uint64_t a, uint64_t b)
 {
-        uint64_t x = mix64(seed + 0x9e3779b97f4a7c15ULL * (uint64_t) kind);
+        uint64_t x = kdl__rng_mix64(seed + KDL_RNG_GAMMA * (uint64_t) kind);
 
-        x = mix64(x ^ (a + 0x632be59bd9b4e019ULL));
-        x = mix64(x ^ (b + 0x85157af5b2c3a8d1ULL));
+        x = kdl__rng_mix64(x ^ (a + 0x632be59bd9b4e019ULL));
+        x = kdl__rng_mix64(x ^ (b + 0x85157af5b2c3a8d1ULL));
         for (int i = 0; i < 4; i++)
                 r->s[i] = splitmix64(&x);
         r->has_spare = false;

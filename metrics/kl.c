@@ -10,6 +10,7 @@
 
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "metrics/base/rng.h"
 #include "metrics/kl.h"
 #include "metrics/base/banned.h"
 
@@ -756,16 +757,9 @@ nomem:
         return kdl_error(-ENOMEM, "out of memory growing the Spearman reservoir");
 }
 
-static uint64_t mix64(uint64_t z)
-{
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        return z ^ (z >> 31);
-}
-
 static uint64_t sample_key(uint64_t seed, size_t idx)
 {
-        return mix64(mix64((uint64_t) idx + 0x9e3779b97f4a7c15ULL) ^ seed);
+        return kdl__rng_mix64(kdl__rng_mix64((uint64_t) idx + KDL_RNG_GAMMA) ^ seed);
 }
 
 /* Order of the heap: (key, idx) lexicographic. */
