@@ -12,6 +12,7 @@
 #include "metrics/base/error.h"
 #include "metrics/base/rng.h"
 #include "metrics/kl.h"
+#include "metrics/moments.h"
 #include "metrics/base/banned.h"
 
 #define NV   KDL_KL_VALUE_COUNT_
@@ -1262,63 +1263,6 @@ void kdl_kl_result_free(kdl_kl_result *r)
         free(r);
 }
 
-struct ranked {
-        double x;
-        size_t i;
-};
-
-static int cmp_ranked(const void *pa, const void *pb)
-{
-        const struct ranked *a = pa, *b = pb;
-
-        if (a->x < b->x)
-                return -1;
-        if (a->x > b->x)
-                return 1;
-        return (a->i > b->i) - (a->i < b->i);
-}
-
-/* Average ranks (1-based, ties share their mean rank) of x[n] into rk. */
-static void average_ranks(const double *x, size_t n, struct ranked *tmp, double *rk)
-{
-        for (size_t i = 0; i < n; i++) {
-                tmp[i].x = x[i];
-                tmp[i].i = i;
-        }
-        qsort(tmp, n, sizeof(*tmp), cmp_ranked);
-        for (size_t i = 0; i < n;) {
-                size_t j = i + 1;
-                double r;
-
-                while (j < n && !(tmp[j].x > tmp[i].x))
-                        j++;
-                r = 0.5 * (double) (i + 1 + j); /* mean of ranks i+1 .. j */
-                for (size_t k = i; k < j; k++)
-                        rk[tmp[k].i] = r;
-                i = j;
-        }
-}
-
-static double pearson(const double *a, const double *b, size_t n)
-{
-        double ma = 0.0, mb = 0.0, saa = 0.0, sbb = 0.0, sab = 0.0;
-
-        for (size_t i = 0; i < n; i++) {
-                ma += a[i];
-                mb += b[i];
-        }
-        ma /= (double) n;
-        mb /= (double) n;
-        for (size_t i = 0; i < n; i++) {
-                saa += (a[i] - ma) * (a[i] - ma);
-                sbb += (b[i] - mb) * (b[i] - mb);
-                sab += (a[i] - ma) * (b[i] - mb);
-        }
-        if (!(saa > 0.0 && sbb > 0.0))
-                return DNAN;
-        return sab / (sqrt(saa) * sqrt(sbb));
-}
-
 struct slot_order {
         size_t idx, slot;
 };
@@ -1337,14 +1281,14 @@ static int spearman(const kdl_kl_state *s, kdl_kl_result *r)
         size_t n = s->rn, ntv = s->ntau * NV;
         struct slot_order *order = NULL;
         double *x = NULL, *rk = NULL, *ra = NULL;
-        struct ranked *tmp = NULL;
+        kdl_ranked *tmp = NULL;
         int err = -ENOMEM;
 
         order = kdl_new(struct slot_order, n);
         x = kdl_new(double, n);
         rk = kdl_new(double, n);
         ra = kdl_new(double, n);
-        tmp = kdl_new(struct ranked, n);
+        tmp = kdl_new(kdl_ranked, n);
         if (!order || !x || !rk || !ra || !tmp)
                 goto out;
         for (size_t k = 0; k < n; k++) {
@@ -1355,14 +1299,14 @@ static int spearman(const kdl_kl_state *s, kdl_kl_result *r)
         for (size_t it = 0; it < s->ntau; it++) {
                 for (size_t k = 0; k < n; k++)
                         x[k] = s->rval[order[k].slot * ntv + it * NV + KDL_KL_EXACT];
-                average_ranks(x, n, tmp, rk);
+                kdl_ranks(x, n, tmp, rk);
                 for (int v = 0; v < NV; v++) {
                         if (!s->avail[v])
                                 continue;
                         for (size_t k = 0; k < n; k++)
                                 x[k] = s->rval[order[k].slot * ntv + it * NV + v];
-                        average_ranks(x, n, tmp, ra);
-                        r->tau[it].v[v].spearman = pearson(ra, rk, n);
+                        kdl_ranks(x, n, tmp, ra);
+                        r->tau[it].v[v].spearman = kdl_pearson(ra, rk, n);
                 }
         }
         err = 0;

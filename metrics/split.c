@@ -8,6 +8,7 @@
 
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "metrics/moments.h"
 #include "metrics/split.h"
 #include "metrics/base/banned.h"
 
@@ -249,11 +250,10 @@ double kdl_split_weight(double pt_rest, double qs_rest, double pt_mean, double l
 
 /* ---- Running distributions ------------------------------------------------- */
 
-/* A scalar's count, mean, sum of squared deviations (Welford; merged with
- * Chan et al.'s pairwise update), range and histogram counts. */
+/* A scalar's moments, range and histogram counts. */
 struct dist_acc {
-        size_t n;
-        double mean, m2, min, max;
+        kdl_moments m;
+        double min, max;
         size_t *count; /* nbins (linear) or W_SLOTS (log) */
 };
 
@@ -306,14 +306,14 @@ static void geom_edges(const struct geom *g, const struct dist_acc *d, size_t k,
                 return;
         }
         if (k == 0) {
-                *ret_lo = d->n && d->min < 0.0 ? d->min : 0.0;
+                *ret_lo = d->m.n && d->min < 0.0 ? d->min : 0.0;
                 *ret_hi = 0.0;
         } else if (k == 1) {
                 *ret_lo = 0.0;
                 *ret_hi = exp2(KDL_SPLIT_W_LOG2_MIN);
         } else if (k == W_SLOTS - 1) {
                 *ret_lo = exp2(KDL_SPLIT_W_LOG2_MAX);
-                *ret_hi = d->n && d->max > *ret_lo ? d->max : *ret_lo;
+                *ret_hi = d->m.n && d->max > *ret_lo ? d->max : *ret_lo;
         } else {
                 *ret_lo = exp2(KDL_SPLIT_W_LOG2_MIN + span * (double) (k - 2) / W_NB);
                 *ret_hi = exp2(KDL_SPLIT_W_LOG2_MIN + span * (double) (k - 1) / W_NB);
@@ -323,8 +323,7 @@ static void geom_edges(const struct geom *g, const struct dist_acc *d, size_t k,
 
 static int dist_init(struct dist_acc *d, const struct geom *g)
 {
-        d->n = 0;
-        d->mean = d->m2 = 0.0;
+        d->m = (kdl_moments){0};
         d->min = INFINITY;
         d->max = -INFINITY;
         d->count = kdl_new(size_t, geom_slots(g));
@@ -333,11 +332,7 @@ static int dist_init(struct dist_acc *d, const struct geom *g)
 
 static void dist_add(struct dist_acc *d, const struct geom *g, double x)
 {
-        double delta = x - d->mean;
-
-        d->n++;
-        d->mean += delta / (double) d->n;
-        d->m2 += delta * (x - d->mean);
+        kdl_moments_add(&d->m, x);
         if (x < d->min)
                 d->min = x;
         if (x > d->max)
@@ -347,64 +342,17 @@ static void dist_add(struct dist_acc *d, const struct geom *g, double x)
 
 static void dist_merge(struct dist_acc *into, const struct dist_acc *from, const struct geom *g)
 {
-        size_t n = into->n + from->n, slots = geom_slots(g);
-        double delta;
+        size_t slots = geom_slots(g);
 
-        if (from->n == 0)
+        if (from->m.n == 0)
                 return;
-        delta = from->mean - into->mean;
-        into->mean += delta * (double) from->n / (double) n;
-        into->m2 += from->m2 + delta * delta * (double) into->n * (double) from->n / (double) n;
-        into->n = n;
+        kdl_moments_merge(&into->m, &from->m);
         if (from->min < into->min)
                 into->min = from->min;
         if (from->max > into->max)
                 into->max = from->max;
         for (size_t k = 0; k < slots; k++)
                 into->count[k] += from->count[k];
-}
-
-/* Co-moments of a pair of scalars (Pearson), same updates as dist_acc. */
-struct comoment {
-        size_t n;
-        double mx, my, sxx, syy, sxy;
-};
-
-static void comoment_add(struct comoment *m, double x, double y)
-{
-        double dx = x - m->mx, dy = y - m->my;
-
-        m->n++;
-        m->mx += dx / (double) m->n;
-        m->my += dy / (double) m->n;
-        m->sxx += dx * (x - m->mx);
-        m->syy += dy * (y - m->my);
-        m->sxy += dx * (y - m->my);
-}
-
-static void comoment_merge(struct comoment *into, const struct comoment *from)
-{
-        size_t n = into->n + from->n;
-        double dx, dy, f;
-
-        if (from->n == 0)
-                return;
-        dx = from->mx - into->mx;
-        dy = from->my - into->my;
-        f = (double) into->n * (double) from->n / (double) n;
-        into->mx += dx * (double) from->n / (double) n;
-        into->my += dy * (double) from->n / (double) n;
-        into->sxx += from->sxx + dx * dx * f;
-        into->syy += from->syy + dy * dy * f;
-        into->sxy += from->sxy + dx * dy * f;
-        into->n = n;
-}
-
-static double corr_from(double sxx, double syy, double sxy)
-{
-        double d = sqrt(sxx) * sqrt(syy);
-
-        return d > 0.0 ? sxy / d : (double) NAN;
 }
 
 /* ---- Pass 1 ---------------------------------------------------------------- */
@@ -643,8 +591,8 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
 struct inst_acc {
         double pt_mean;
         struct dist_acc w;
-        struct comoment wp;    /* (w_n, p^t_y) */
-        struct comoment wp_ok; /* the same over unguarded samples */
+        kdl_comoments wp;    /* (w_n, p^t_y) */
+        kdl_comoments wp_ok; /* the same over unguarded samples */
         size_t guarded, above_one;
 };
 
@@ -678,7 +626,7 @@ int kdl_split_instance_state_new(const kdl_split_state *pass1, kdl_split_instanc
         s->c = pass1->c;
         s->o = pass1->o;
         for (size_t k = 0; k < s->o.ntaus; k++) {
-                s->t[k].pt_mean = pass1->t[k].d[D_PT].mean;
+                s->t[k].pt_mean = pass1->t[k].d[D_PT].m.mean;
                 if (dist_init(&s->t[k].w, &w_geom) < 0) {
                         kdl_split_instance_state_free(s);
                         return -ENOMEM;
@@ -719,9 +667,9 @@ int kdl_split_instance_accumulate(kdl_split_instance_state *s, const kdl_tensor 
                                              &guarded);
                         dist_add(&t->w, &w_geom, w);
                         pt_y = exp(rt[(ptrdiff_t) y * zt->stride[1]] / tau - all_t);
-                        comoment_add(&t->wp, w, pt_y);
+                        kdl_comoments_add(&t->wp, w, pt_y);
                         if (!guarded)
-                                comoment_add(&t->wp_ok, w, pt_y);
+                                kdl_comoments_add(&t->wp_ok, w, pt_y);
                         t->guarded += guarded;
                         t->above_one += w > 1.0;
                         if (ret_w)
@@ -747,8 +695,8 @@ int kdl_split_instance_merge(kdl_split_instance_state *into, const kdl_split_ins
                 const struct inst_acc *b = &from->t[k];
 
                 dist_merge(&a->w, &b->w, &w_geom);
-                comoment_merge(&a->wp, &b->wp);
-                comoment_merge(&a->wp_ok, &b->wp_ok);
+                kdl_comoments_merge(&a->wp, &b->wp);
+                kdl_comoments_merge(&a->wp_ok, &b->wp_ok);
                 a->guarded += b->guarded;
                 a->above_one += b->above_one;
         }
@@ -758,45 +706,17 @@ int kdl_split_instance_merge(kdl_split_instance_state *into, const kdl_split_ins
 
 /* ---- Finalize -------------------------------------------------------------- */
 
-static double hist_quantile(const struct geom *g, const struct dist_acc *d, double q)
-{
-        size_t slots = geom_slots(g);
-        double r = q * (double) d->n, cum = 0.0, x = d->max;
-
-        for (size_t k = 0; k < slots; k++) {
-                double lo, hi, f;
-                bool lg;
-
-                if (d->count[k] == 0)
-                        continue;
-                if (cum + (double) d->count[k] >= r) {
-                        f = (r - cum) / (double) d->count[k];
-                        geom_edges(g, d, k, &lo, &hi, &lg);
-                        x = lg ? exp2(log2(lo) + f * (log2(hi) - log2(lo))) : lo + f * (hi - lo);
-                        break;
-                }
-                cum += (double) d->count[k];
-        }
-        if (x < d->min)
-                x = d->min;
-        if (x > d->max)
-                x = d->max;
-        return x;
-}
-
 static int dist_result(const struct geom *g, const struct dist_acc *d, kdl_split_dist *ret)
 {
-        size_t slots = geom_slots(g);
+        size_t slots = geom_slots(g), n = d->m.n;
         kdl_split_hist *h = &ret->hist;
+        kdl_hist_view v = {.nbins = slots, .count = d->count, .n = n, .min = d->min, .max = d->max};
 
-        ret->n = d->n;
-        ret->mean = d->n ? d->mean : (double) NAN;
-        ret->std = d->n ? sqrt(d->m2 / (double) d->n) : (double) NAN;
-        ret->min = d->n ? d->min : (double) NAN;
-        ret->max = d->n ? d->max : (double) NAN;
-        for (int q = 0; q < KDL_SPLIT_NQUANTILES; q++)
-                ret->quantile[q] =
-                        d->n ? hist_quantile(g, d, kdl_split_quantile_levels[q]) : (double) NAN;
+        ret->n = n;
+        ret->mean = n ? d->m.mean : (double) NAN;
+        ret->std = n ? sqrt(d->m.m2 / (double) n) : (double) NAN;
+        ret->min = n ? d->min : (double) NAN;
+        ret->max = n ? d->max : (double) NAN;
         h->nbins = slots;
         h->lo = kdl_new(double, slots);
         h->hi = kdl_new(double, slots);
@@ -808,7 +728,16 @@ static int dist_result(const struct geom *g, const struct dist_acc *d, kdl_split
 
                 geom_edges(g, d, k, &h->lo[k], &h->hi[k], &lg);
                 h->count[k] = d->count[k];
+                if (lg && v.log_end == 0)
+                        v.log_first = k;
+                if (lg)
+                        v.log_end = k + 1;
         }
+        v.lo = h->lo;
+        v.hi = h->hi;
+        for (int q = 0; q < KDL_SPLIT_NQUANTILES; q++)
+                ret->quantile[q] =
+                        n ? kdl_quantile_hist(&v, kdl_split_quantile_levels[q]) : (double) NAN;
         return 0;
 }
 
@@ -918,44 +847,25 @@ out:
 
 /* Pearson correlation over the pairs i < j of two C x C matrices; @x is
  * symmetrised ((x_ij + x_ji)/2); pairs are kept where @keep is NULL or
- * keep[i] && keep[j].  Two passes (exact on small data). */
+ * keep[i] && keep[j].  @buf: room for C (C - 1) doubles. */
 static double pairs_pearson(const double *x, const double *y, size_t c, const size_t *keep,
-                            size_t *ret_npairs)
+                            double *buf)
 {
-        double mx = 0.0, my = 0.0, sxx = 0.0, syy = 0.0, sxy = 0.0;
+        double *px = buf, *py = buf + c * (c - 1) / 2;
         size_t n = 0;
 
-#define KEPT(i, j) (!keep || (keep[i] && keep[j]))
-#define XS(i, j)   (0.5 * (x[(i) *c + (j)] + x[(j) *c + (i)]))
         for (size_t i = 0; i < c; i++)
                 for (size_t j = i + 1; j < c; j++)
-                        if (KEPT(i, j)) {
-                                mx += XS(i, j);
-                                my += y[i * c + j];
+                        if (!keep || (keep[i] && keep[j])) {
+                                px[n] = 0.5 * (x[i * c + j] + x[j * c + i]);
+                                py[n] = y[i * c + j];
                                 n++;
                         }
-        if (ret_npairs)
-                *ret_npairs = n;
-        if (n < 2)
-                return (double) NAN;
-        mx /= (double) n;
-        my /= (double) n;
-        for (size_t i = 0; i < c; i++)
-                for (size_t j = i + 1; j < c; j++)
-                        if (KEPT(i, j)) {
-                                double dx = XS(i, j) - mx, dy = y[i * c + j] - my;
-
-                                sxx += dx * dx;
-                                syy += dy * dy;
-                                sxy += dx * dy;
-                        }
-#undef XS
-#undef KEPT
-        return corr_from(sxx, syy, sxy);
+        return kdl_pearson(px, py, n);
 }
 
 static int finalize_heads(const kdl_split_state *s, const kdl_tensor *wt, const kdl_tensor *ws,
-                          kdl_split_result *r)
+                          double *pairs, kdl_split_result *r)
 {
         size_t c = s->c;
         double *gt = NULL, *gs = NULL;
@@ -992,7 +902,7 @@ static int finalize_heads(const kdl_split_state *s, const kdl_tensor *wt, const 
         if (wt && ws) {
                 double kl = 0.0, kk = 0.0, ll = 0.0, den;
 
-                r->pearson_heads = pairs_pearson(r->cos_teacher, r->cos_student, c, NULL, NULL);
+                r->pearson_heads = pairs_pearson(r->cos_teacher, r->cos_student, c, NULL, pairs);
                 for (size_t e = 0; e < c * c; e++) {
                         kl += gt[e] * gs[e];
                         kk += gt[e] * gt[e];
@@ -1011,6 +921,7 @@ int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state 
                        const kdl_tensor *wt, const kdl_tensor *ws, kdl_split_result **ret)
 {
         kdl_split_result *r = NULL;
+        double *pairs = NULL;
         size_t c, n, npresent = 0;
         int err;
 
@@ -1025,8 +936,8 @@ int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state 
                 bool same = inst->c == c && opts_equal(&inst->o, &s->o) && inst->n == n;
 
                 for (size_t k = 0; same && k < s->o.ntaus; k++)
-                        same = memcmp(&inst->t[k].pt_mean, &s->t[k].d[D_PT].mean, sizeof(double)) ==
-                               0;
+                        same = memcmp(&inst->t[k].pt_mean, &s->t[k].d[D_PT].m.mean,
+                                      sizeof(double)) == 0;
                 if (!same)
                         return kdl_error(-KDL_EMISMATCH,
                                          "split: the second pass does not match the first (%zu "
@@ -1055,12 +966,13 @@ int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state 
         r->student_correct = s->student_correct;
         r->class_count = kdl_new(size_t, c);
         r->tau = kdl_new(kdl_split_tau_result, s->o.ntaus);
-        if (!r->class_count || !r->tau)
+        pairs = kdl_new(double, c *(c - 1));
+        if (!r->class_count || !r->tau || !pairs)
                 goto out;
         r->ntaus = s->o.ntaus;
         memcpy(r->class_count, s->class_count, c * sizeof(*r->class_count));
 
-        err = finalize_heads(s, wt, ws, r);
+        err = finalize_heads(s, wt, ws, pairs, r);
         if (err < 0)
                 goto out;
 
@@ -1106,12 +1018,12 @@ int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state 
                 t->confusion_pairs = npresent * (npresent - 1) / 2;
                 if (r->cos_teacher)
                         t->pearson_confusion_teacher = pairs_pearson(t->confusion, r->cos_teacher,
-                                                                     c, s->class_count, NULL);
+                                                                     c, s->class_count, pairs);
                 if (r->cos_student)
                         t->pearson_confusion_student = pairs_pearson(t->confusion, r->cos_student,
-                                                                     c, s->class_count, NULL);
+                                                                     c, s->class_count, pairs);
 
-                t->pt_mean = a->d[D_PT].mean;
+                t->pt_mean = a->d[D_PT].m.mean;
                 t->pearson_w_pt = (double) NAN;
                 t->w_unguarded = (double) NAN;
                 t->w_std_unguarded = (double) NAN;
@@ -1123,12 +1035,11 @@ int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state 
                         if (err < 0)
                                 goto out;
                         t->has_instance = true;
-                        t->pearson_w_pt = corr_from(b->wp.sxx, b->wp.syy, b->wp.sxy);
+                        t->pearson_w_pt = kdl_comoments_pearson(&b->wp);
                         t->w_unguarded = b->wp_ok.n ? b->wp_ok.mx : (double) NAN;
                         t->w_std_unguarded = b->wp_ok.n ? sqrt(b->wp_ok.sxx / (double) b->wp_ok.n)
                                                         : (double) NAN;
-                        t->pearson_w_pt_unguarded =
-                                corr_from(b->wp_ok.sxx, b->wp_ok.syy, b->wp_ok.sxy);
+                        t->pearson_w_pt_unguarded = kdl_comoments_pearson(&b->wp_ok);
                         t->w_guarded = b->guarded;
                         t->w_above_one = b->above_one;
                 }
@@ -1137,6 +1048,7 @@ int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state 
         r = NULL;
         err = 0;
 out:
+        free(pairs);
         kdl_split_result_free(r);
         return err;
 }
