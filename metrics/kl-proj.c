@@ -213,7 +213,7 @@ int kdl_kl_proj_merge(kdl_kl_proj_state *into, const kdl_kl_proj_state *from)
 
         assert(into && from);
         if (into->d_s != from->d_s || into->d_t != from->d_t)
-                return kdl_error(-KDL_ESHAPE, "projector merge: widths %zu->%zu and %zu->%zu",
+                return kdl_error(-KDL_EMISMATCH, "projector merge: widths %zu->%zu and %zu->%zu",
                                  into->d_s, into->d_t, from->d_s, from->d_t);
         if (from->n == 0)
                 return 0;
@@ -315,6 +315,8 @@ int kdl_kl_proj_finalize(const kdl_kl_proj_state *s, kdl_kl_projector **ret)
         int err, bs, bt;
 
         assert(s && ret);
+        if (s->n == 0)
+                return kdl_error(-KDL_EMISSING, "projector: no samples were accumulated");
         if (s->n < 2)
                 return kdl_error(-KDL_ESHAPE, "projector: needs at least 2 samples, got %zu", s->n);
         if ((err = kdl__blas_int(d_s, &bs)) < 0 || (err = kdl__blas_int(d_t, &bt)) < 0)

@@ -124,6 +124,14 @@ struct kdl_kl_state {
         struct kdl__kl_scratch w;
 };
 
+void kdl_kl_opts_init(kdl_kl_opts *o)
+{
+        assert(o);
+        memset(o, 0, sizeof(*o));
+        o->reservoir = KDL_KL_RESERVOIR_DEFAULT;
+        o->seed = 0;
+}
+
 /* Everything kdl_kl_state_new() refuses, before it allocates. */
 static int check_opts(const kdl_kl_opts *o)
 {
@@ -134,6 +142,8 @@ static int check_opts(const kdl_kl_opts *o)
                 return kdl_error(-KDL_ESHAPE, "KL needs at least 2 classes, got %zu", o->c);
         if (o->ntau == 0)
                 return kdl_error(-KDL_ESHAPE, "KL needs at least one temperature");
+        if (o->reservoir == 0)
+                return kdl_error(-KDL_ERANGE, "KL: a Spearman reservoir of 0 samples");
         for (size_t i = 0; i < o->ntau; i++)
                 if (!(isfinite(o->tau[i]) && o->tau[i] > 0.0))
                         return kdl_error(-KDL_ERANGE, "temperature %g is not finite and > 0",
@@ -355,8 +365,7 @@ int kdl_kl_state_new(const kdl_kl_opts *o, kdl_kl_state **ret)
         if ((err = config_init(&s->cfg, o)) < 0 || (err = stats_init(&s->st, &s->cfg)) < 0 ||
             (err = scratch_init(&s->w, &s->cfg)) < 0)
                 goto out;
-        kdl__kl_reservoir_init(&s->res, o->reservoir ? o->reservoir : KDL_KL_RESERVOIR_DEFAULT,
-                               o->seed, o->ntau * NV);
+        kdl__kl_reservoir_init(&s->res, o->reservoir, o->seed, o->ntau * NV);
         *ret = s;
         s = NULL;
 out:
@@ -651,7 +660,7 @@ int kdl_kl_finalize(const kdl_kl_state *s, kdl_kl_result **ret)
 
         assert(s && ret);
         if (s->st.n == 0)
-                return kdl_error(-KDL_ESHAPE, "KL: no samples were accumulated");
+                return kdl_error(-KDL_EMISSING, "KL: no samples were accumulated");
         r = kdl_new(kdl_kl_result, 1);
         if (!r)
                 goto out;
