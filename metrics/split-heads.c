@@ -113,6 +113,19 @@ double kdl__split_pairs_pearson(const double *x, const double *y, size_t c, cons
         return kdl_pearson(px, py, n);
 }
 
+/* The cosine matrix of head @w into a new *@ret_cos and the Gram matrix of
+ * its class-centred rows into a new *@ret_gram (caller frees both, also
+ * after a failure). */
+static int one_head(const kdl_tensor *w, size_t c, double cos_eps, double **ret_cos,
+                    double **ret_gram)
+{
+        *ret_cos = kdl_new(double, c *c);
+        *ret_gram = kdl_new(double, c *c);
+        if (!*ret_cos || !*ret_gram)
+                return -ENOMEM;
+        return head_mats(w, cos_eps, *ret_cos, *ret_gram);
+}
+
 int kdl__split_heads(size_t c, double cos_eps, const kdl_tensor *wt, const kdl_tensor *ws,
                      double *pairs, kdl_split_result *r)
 {
@@ -122,26 +135,14 @@ int kdl__split_heads(size_t c, double cos_eps, const kdl_tensor *wt, const kdl_t
         r->pearson_heads = (double) NAN;
         r->cka_heads = (double) NAN;
         if (wt) {
-                r->cos_teacher = kdl_new(double, c *c);
-                gt = kdl_new(double, c *c);
-                if (!r->cos_teacher || !gt) {
-                        err = -ENOMEM;
-                        goto out;
-                }
-                err = head_mats(wt, cos_eps, r->cos_teacher, gt);
+                err = one_head(wt, c, cos_eps, &r->cos_teacher, &gt);
                 if (err < 0)
                         goto out;
                 r->has_head_teacher = true;
                 r->d_teacher = wt->shape[1];
         }
         if (ws) {
-                r->cos_student = kdl_new(double, c *c);
-                gs = kdl_new(double, c *c);
-                if (!r->cos_student || !gs) {
-                        err = -ENOMEM;
-                        goto out;
-                }
-                err = head_mats(ws, cos_eps, r->cos_student, gs);
+                err = one_head(ws, c, cos_eps, &r->cos_student, &gs);
                 if (err < 0)
                         goto out;
                 r->has_head_student = true;

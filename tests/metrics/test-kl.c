@@ -1184,7 +1184,7 @@ static void test_contract(void **unused)
 {
         const double tau[2] = {1.0, 3.0};
         struct data d = data_random(31, 40, 5, 3, 4, 1.5, 0.7);
-        kdl_kl_opts o, o4;
+        kdl_kl_opts o;
         kdl_kl_state *s, *other, *keep = (kdl_kl_state *) &o;
         kdl_kl_result *r = NULL, *r1, *r2;
         kdl_kl_proj_state *p, *p2;
@@ -1212,26 +1212,17 @@ static void test_contract(void **unused)
         feed(s, &o, &d, 0, d.n, 9, NULL);
         r1 = result(s);
         /* Other classes, temperatures, reservoir or seed: refused, s unchanged. */
-        o4 = o;
-        o4.c = 4;
-        other = state(&o4);
-        assert_int_equal(kdl_kl_merge(s, other), -KDL_EMISMATCH);
-        kdl_kl_state_free(other);
-        o4 = o;
-        o4.ntau = 1;
-        other = state(&o4);
-        assert_int_equal(kdl_kl_merge(s, other), -KDL_EMISMATCH);
-        kdl_kl_state_free(other);
-        o4 = o;
-        o4.reservoir = 17;
-        other = state(&o4);
-        assert_int_equal(kdl_kl_merge(s, other), -KDL_EMISMATCH);
-        kdl_kl_state_free(other);
-        o4 = o;
-        o4.seed = 5;
-        other = state(&o4);
-        assert_int_equal(kdl_kl_merge(s, other), -KDL_EMISMATCH);
-        kdl_kl_state_free(other);
+        for (int k = 0; k < 4; k++) {
+                kdl_kl_opts o4 = o;
+
+                o4.c = k == 0 ? 4 : o.c;
+                o4.ntau = k == 1 ? 1 : o.ntau;
+                o4.reservoir = k == 2 ? 17 : o.reservoir;
+                o4.seed = k == 3 ? 5 : o.seed;
+                other = state(&o4);
+                assert_int_equal(kdl_kl_merge(s, other), -KDL_EMISMATCH);
+                kdl_kl_state_free(other);
+        }
         r2 = result(s);
         assert_int_equal(r2->n, r1->n);
         assert_int_equal(r2->spearman_n, r1->spearman_n);
