@@ -416,21 +416,24 @@ static int measure_begin(struct kl_job *j, size_t n)
         const struct sources *x = &j->x;
         const struct kdl_kl_run_opts *o = &j->r->o;
         kdl_tensor wt = kdl_tensor_wrap(j->w, 2, (size_t[]){x->c, x->d_t});
-        kdl_kl_opts ko = {.c = x->c,
-                          .ntau = o->ntau,
-                          .tau = o->tau,
-                          .d_s = x->feat ? x->d_s : 0,
-                          .d_t = x->feat ? x->d_t : 0,
-                          .w_t = j->w ? &wt : NULL,
-                          .proj = j->proj,
-                          .grad_feature = j->ix.gt >= 0,
-                          .grad_logits = j->ix.gzt >= 0,
-                          .reservoir = o->reservoir,
-                          .seed = o->seed};
+        kdl_kl_opts ko;
         kdl_h5out *out = j->r->out;
         char tb[32];
         int err, r;
 
+        kdl_kl_opts_init(&ko);
+        ko.c = x->c;
+        ko.ntau = o->ntau;
+        ko.tau = o->tau;
+        ko.d_s = x->feat ? x->d_s : 0;
+        ko.d_t = x->feat ? x->d_t : 0;
+        ko.w_t = j->w ? &wt : NULL;
+        ko.proj = j->proj;
+        ko.grad_feature = j->ix.gt >= 0;
+        ko.grad_logits = j->ix.gzt >= 0;
+        if (o->reservoir) /* 0: the metric's default */
+                ko.reservoir = o->reservoir;
+        ko.seed = o->seed;
         err = kdl_kl_state_new(&ko, &j->s);
         if (err < 0 || !out)
                 return err;

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,97 +112,116 @@ static int parse_size(const char *opt, const char *s, size_t *ret)
         return 0;
 }
 
-static int parse_args(int argc, char **argv, struct kdl_synth_opts *o)
+static int parse_gzip(const char *s, int *ret)
 {
-        size_t v;
-        uint64_t u;
+        size_t v = 0;
+        int err = parse_size("gzip", s, &v);
+
+        if (err == 0 && v > 9)
+                err = kdl_error(-KDL_EUSAGE, "--gzip: level %zu is not 0..9", v);
+        if (err == 0)
+                *ret = (int) v;
+        return err;
+}
+
+static int parse_noise(const char *s, double *ret)
+{
         double d;
         char *end;
-        int c, err = 0;
+
+        errno = 0;
+        d = strtod(s, &end);
+        if (errno || *end || end == s || !isfinite(d) || d < 0.0)
+                return kdl_error(-KDL_EUSAGE, "--noise: '%s' is not a non-negative number", s);
+        *ret = d;
+        return 0;
+}
+
+static int parse_seed(const char *s, uint64_t *ret)
+{
+        uint64_t u;
+
+        if (parse_u64(s, &u) < 0)
+                return kdl_error(-KDL_EUSAGE, "--seed: '%s' is not a non-negative integer", s);
+        *ret = u;
+        return 0;
+}
+
+/* Set the flag option @c; false if @c is not a flag. */
+static bool set_flag(int c, struct kdl_synth_opts *o)
+{
+        switch (c) {
+        case OPT_SPATIAL:
+                o->spatial = true;
+                return true;
+        case OPT_TOKENS:
+                o->tokens = true;
+                return true;
+        case OPT_PERMUTE:
+                o->permute_student = true;
+                return true;
+        case OPT_NO_IDS:
+                o->sample_ids = false;
+                return true;
+        case OPT_FLAT:
+                o->flat_teacher = true;
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* The option @c with the value @arg. */
+static int parse_value(int c, const char *arg, struct kdl_synth_opts *o)
+{
+        switch (c) {
+        case OPT_N:
+                return parse_size("n", arg, &o->n);
+        case OPT_CLASSES:
+                return parse_size("classes", arg, &o->c);
+        case OPT_TWIDTHS:
+                return kdl_synth_parse_widths(arg, o->teacher_widths, &o->teacher_nlayers);
+        case OPT_SWIDTHS:
+                return kdl_synth_parse_widths(arg, o->student_widths, &o->student_nlayers);
+        case OPT_DTYPE:
+                return kdl_store_parse(arg, &o->dtype);
+        case OPT_CHUNK:
+                return parse_size("chunk-rows", arg, &o->chunk_rows);
+        case OPT_GZIP:
+                return parse_gzip(arg, &o->gzip);
+        case OPT_PLANTED:
+                return kdl_synth_parse_planted(arg, &o->planted_layer, &o->planted_rank);
+        case OPT_CHECKPOINTS:
+                return parse_size("checkpoints", arg, &o->ncheckpoints);
+        case OPT_SUPER:
+                return parse_size("superclasses", arg, &o->superclasses);
+        case OPT_NOISE:
+                return parse_noise(arg, &o->noise);
+        case OPT_SEED:
+                return parse_seed(arg, &o->seed);
+        case OPT_BLOCK:
+                return parse_size("block-rows", arg, &o->block_rows);
+        default:
+                return 1;
+        }
+}
+
+static int parse_args(int argc, char **argv, struct kdl_synth_opts *o)
+{
+        int c, err;
 
         opterr = 0; /* one message, ours */
         while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
-                switch (c) {
-                case OPT_N:
-                        err = parse_size("n", optarg, &o->n);
-                        break;
-                case OPT_CLASSES:
-                        err = parse_size("classes", optarg, &o->c);
-                        break;
-                case OPT_TWIDTHS:
-                        err = kdl_synth_parse_widths(optarg, o->teacher_widths,
-                                                     &o->teacher_nlayers);
-                        break;
-                case OPT_SWIDTHS:
-                        err = kdl_synth_parse_widths(optarg, o->student_widths,
-                                                     &o->student_nlayers);
-                        break;
-                case OPT_DTYPE:
-                        err = kdl_store_parse(optarg, &o->dtype);
-                        break;
-                case OPT_CHUNK:
-                        err = parse_size("chunk-rows", optarg, &o->chunk_rows);
-                        break;
-                case OPT_GZIP:
-                        err = parse_size("gzip", optarg, &v);
-                        if (err == 0 && v > 9)
-                                err = kdl_error(-KDL_EUSAGE, "--gzip: level %zu is not 0..9", v);
-                        if (err == 0)
-                                o->gzip = (int) v;
-                        break;
-                case OPT_SPATIAL:
-                        o->spatial = true;
-                        break;
-                case OPT_TOKENS:
-                        o->tokens = true;
-                        break;
-                case OPT_PERMUTE:
-                        o->permute_student = true;
-                        break;
-                case OPT_NO_IDS:
-                        o->sample_ids = false;
-                        break;
-                case OPT_FLAT:
-                        o->flat_teacher = true;
-                        break;
-                case OPT_PLANTED:
-                        err = kdl_synth_parse_planted(optarg, &o->planted_layer, &o->planted_rank);
-                        break;
-                case OPT_CHECKPOINTS:
-                        err = parse_size("checkpoints", optarg, &o->ncheckpoints);
-                        break;
-                case OPT_SUPER:
-                        err = parse_size("superclasses", optarg, &o->superclasses);
-                        break;
-                case OPT_NOISE:
-                        errno = 0;
-                        d = strtod(optarg, &end);
-                        if (errno || *end || end == optarg || !isfinite(d) || d < 0.0)
-                                err = kdl_error(-KDL_EUSAGE,
-                                                "--noise: '%s' is not a non-negative number",
-                                                optarg);
-                        else
-                                o->noise = d;
-                        break;
-                case OPT_SEED:
-                        if (parse_u64(optarg, &u) < 0)
-                                err = kdl_error(-KDL_EUSAGE,
-                                                "--seed: '%s' is not a non-negative integer",
-                                                optarg);
-                        else
-                                o->seed = u;
-                        break;
-                case OPT_BLOCK:
-                        err = parse_size("block-rows", optarg, &o->block_rows);
-                        break;
-                case 'h':
+                if (c == 'h')
                         return 1;
-                case ':':
+                if (c == ':')
                         return kdl_error(-KDL_EUSAGE, "option '%s' needs a value",
                                          argv[optind - 1]);
-                default:
+                if (set_flag(c, o))
+                        continue;
+                err = parse_value(c, optarg, o);
+                if (err > 0)
                         return kdl_error(-KDL_EUSAGE, "unknown option '%s'", argv[optind - 1]);
-                }
                 if (err < 0)
                         return err;
         }

@@ -101,7 +101,7 @@ enum kdl_kl_value {
         KDL_KL_VALUE_COUNT_
 };
 
-/* Default and hard cap of the Spearman reservoir (samples). */
+/* The Spearman reservoir kdl_kl_opts_init() sets (samples). */
 #define KDL_KL_RESERVOIR_DEFAULT ((size_t) 1 << 16)
 
 /** kdl_kl_name() - the MATH.md §11.1 name of @v ("kl" for the exact value). */
@@ -158,14 +158,16 @@ KDL_API int kdl_kl_proj_accumulate(kdl_kl_proj_state *s, const kdl_tensor *hs,
 /**
  * kdl_kl_proj_merge() - add the samples of @from to @into (Chan's pairwise
  * update of the centred moments; equal to sequential accumulation up to
- * rounding).  Return: 0; -KDL_ESHAPE if the widths differ.
+ * rounding).  @from unchanged; on failure @into is unchanged.
+ * Return: 0; -KDL_EMISMATCH if the widths differ; -ENOMEM.
  */
 KDL_API int kdl_kl_proj_merge(kdl_kl_proj_state *into, const kdl_kl_proj_state *from);
 
 /**
  * kdl_kl_proj_finalize() - solve for P (see the header comment).
  * @ret: set on success only; caller frees with kdl_kl_projector_free().
- * Return: 0; -KDL_ESHAPE with fewer than 2 samples; -KDL_ESINGULAR when the
+ * Return: 0; -KDL_EMISSING if no sample was accumulated; -KDL_ESHAPE with
+ * a single sample; -KDL_ESINGULAR when the
  * student features have no variance at all; -KDL_ENOCONV if the
  * eigensolver fails; -ENOMEM.
  */
@@ -182,8 +184,10 @@ KDL_API void kdl_kl_projector_free(kdl_kl_projector *p);
 typedef struct kdl_kl_state kdl_kl_state;
 
 /*
- * What the blocks will carry.  Everything is copied by kdl_kl_state_new();
- * nothing needs to outlive the call.
+ * What the blocks will carry.  kdl_kl_opts_init() sets every default (the
+ * reservoir and seed below, no features, no head, no gradients, no
+ * projector); the caller then sets at least c, ntau and tau.  Everything is
+ * copied by kdl_kl_state_new(); nothing needs to outlive the call.
  */
 typedef struct kdl_kl_opts {
         size_t c;                     /* classes, >= 2 */
@@ -194,9 +198,12 @@ typedef struct kdl_kl_opts {
         const kdl_kl_projector *proj; /* fitted P, required iff d_s != d_t; NULL: identity */
         bool grad_feature;            /* blocks carry g^t [m, d_t] (needs features) */
         bool grad_logits;             /* blocks carry g^s_z and g^t_z [m, c] */
-        size_t reservoir;             /* Spearman reservoir cap; 0: KDL_KL_RESERVOIR_DEFAULT */
-        uint64_t seed;                /* reservoir keys */
+        size_t reservoir;             /* Spearman reservoir cap, >= 1 (KDL_KL_RESERVOIR_DEFAULT) */
+        uint64_t seed;                /* reservoir keys (0) */
 } kdl_kl_opts;
+
+/** kdl_kl_opts_init() - the defaults above; the shape fields 0 and NULL. */
+KDL_API void kdl_kl_opts_init(kdl_kl_opts *o);
 
 /*
  * One row block of m aligned samples.  Tensors are borrowed, 2-D, any
@@ -249,21 +256,24 @@ typedef struct kdl_kl_result {
 
 /**
  * kdl_kl_state_new() - an empty state for blocks described by @o.
+ * @o:   borrowed; start from kdl_kl_opts_init().
  * @ret: set on success only; caller frees with kdl_kl_state_free().
  *
  * Takes the SVD of W_t (when given) once, here.
  * Return: 0; -KDL_ESHAPE (C < 2, ntau == 0, W_t not [c, d_t], a projector of
  * the wrong widths, d_s != d_t without a fitted projector, grad_feature
  * without features); -KDL_ERANGE for a temperature that is not finite and
- * > 0; -KDL_ENONFINITE for NaN/Inf in W_t; -KDL_ENOCONV if the SVD fails;
- * -KDL_EOVERFLOW; -ENOMEM.
+ * > 0, or a reservoir of 0; -KDL_ENONFINITE for NaN/Inf in W_t;
+ * -KDL_ENOCONV if the SVD fails; -KDL_EOVERFLOW; -ENOMEM.
  */
 KDL_API int kdl_kl_state_new(const kdl_kl_opts *o, kdl_kl_state **ret);
 
 /**
  * kdl_kl_accumulate() - compute the per-sample values of @b and add them.
  *
- * All inputs are checked first; on failure @s is unchanged.
+ * All inputs are checked first; on failure the statistics and the
+ * reservoir of @s are unchanged, but the per-sample values of the previous
+ * block may be lost (kdl_kl_values() then returns NULL).
  * Return: 0; -KDL_ESHAPE if a tensor is missing, unannounced, not 2-D or of
  * the wrong size; -KDL_ENONFINITE naming the input and sample index
  * on NaN/Inf in the input, or a value that overflowed; -KDL_EOVERFLOW;
@@ -282,16 +292,18 @@ KDL_API const double *kdl_kl_values(const kdl_kl_state *s, size_t itau, enum kdl
 
 /**
  * kdl_kl_merge() - add the samples of @from to @into.  Exact up to rounding;
- * the reservoir is exactly that of sequential accumulation.
- * Return: 0; -KDL_EMISMATCH if the states were made with different options;
- * -ENOMEM.
+ * the reservoir is exactly that of sequential accumulation.  @from
+ * unchanged; on failure @into is unchanged.
+ * Return: 0; -KDL_EMISMATCH if the states were made with different options
+ * (or shapes); -ENOMEM.
  */
 KDL_API int kdl_kl_merge(kdl_kl_state *into, const kdl_kl_state *from);
 
 /**
  * kdl_kl_finalize() - the fidelity statistics (ranks of the reservoir here).
+ * @s:   not modified.
  * @ret: set on success only; caller frees with kdl_kl_result_free().
- * Return: 0; -KDL_ESHAPE if no sample was accumulated; -ENOMEM.
+ * Return: 0; -KDL_EMISSING if no sample was accumulated; -ENOMEM.
  */
 KDL_API int kdl_kl_finalize(const kdl_kl_state *s, kdl_kl_result **ret);
 

@@ -4,23 +4,21 @@
 
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "metrics/base/rng.h"
 #include "metrics/sample.h"
 #include "metrics/base/banned.h"
 
-/* The splitmix64 finaliser (Steele, Lea & Flood 2014): a bijection on 64-bit
- * words with good avalanche, so chaining it over the inputs gives a
- * counter-based generator (as Random123's idea, much simpler). */
-static uint64_t mix64(uint64_t z)
+/* One splitmix64 step on z: the finaliser is a bijection on 64-bit words with
+ * good avalanche, so chaining it over the inputs gives a counter-based
+ * generator (as Random123's idea, much simpler). */
+static uint64_t step(uint64_t z)
 {
-        z += 0x9e3779b97f4a7c15ULL;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        return z ^ (z >> 31);
+        return kdl__rng_mix64(z + KDL_RNG_GAMMA);
 }
 
 uint64_t kdl_sample_hash(uint64_t seed, uint64_t id, uint64_t stream)
 {
-        return mix64(mix64(mix64(seed) ^ id) ^ (stream * 0xd1b54a32d192ed03ULL));
+        return step(step(step(seed) ^ id) ^ (stream * 0xd1b54a32d192ed03ULL));
 }
 
 double kdl_sample_uniform(uint64_t seed, uint64_t id, uint64_t stream)

@@ -11,7 +11,9 @@
  * Seeded, counter-based randomness for metrics that subsample or resample.
  * Every draw is a pure function of (seed, sample id, stream), so results do
  * not depend on block sizes, on the order in which blocks arrive, or on how
- * the samples are split between merged states.
+ * the samples are split between merged states.  There is no state and no
+ * options: every function here is pure, or sets its outputs on success
+ * only.
  */
 
 /**

@@ -4,17 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "metrics/moments.h"
 #include "metrics/split.h"
+#include "metrics/split-internal.h"
 #include "metrics/base/banned.h"
 
 const double kdl_split_quantile_levels[KDL_SPLIT_NQUANTILES] = {0.05, 0.25, 0.5, 0.75, 0.95};
-
-#define W_NB    KDL_SPLIT_W_BINS
-#define W_SLOTS (KDL_SPLIT_W_BINS + 3) /* w <= 0, underflow, log bins, overflow */
 
 void kdl_split_opts_init(kdl_split_opts *o)
 {
@@ -68,352 +65,13 @@ static bool opts_equal(const kdl_split_opts *a, const kdl_split_opts *b)
                memcmp(&a->cos_eps, &b->cos_eps, sizeof(double)) == 0;
 }
 
-/* ---- Per-sample numerics ---------------------------------------------------- */
-
-static double logaddexp(double a, double b)
-{
-        double m = a > b ? a : b;
-
-        if (isinf(m) && m < 0.0)
-                return m;
-        return m + log1p(exp(-fabs(a - b)));
-}
-
-/* Log-sum-exp of z/τ over the non-target classes (*ret_rest) and over all
- * classes (*ret_all), both with the maximum subtracted (§1.2). */
-static void lse_split(const double *z, ptrdiff_t st, size_t c, size_t y, double tau,
-                      double *ret_rest, double *ret_all)
-{
-        double m = -INFINITY, sum = 0.0;
-
-        for (size_t j = 0; j < c; j++) {
-                double a = z[(ptrdiff_t) j * st] / tau;
-
-                if (j != y && a > m)
-                        m = a;
-        }
-        for (size_t j = 0; j < c; j++)
-                if (j != y)
-                        sum += exp(z[(ptrdiff_t) j * st] / tau - m);
-        *ret_rest = m + log(sum);
-        *ret_all = logaddexp(z[(ptrdiff_t) y * st] / tau, *ret_rest);
-}
-
-/* Everything of kdl_split_sample at one τ; if @add_pt is not NULL, p^t is
- * added into it (a row of the confusion sums).  Inputs are valid. */
-static void eval_one(const double *zt, ptrdiff_t st, const double *zs, ptrdiff_t ss, size_t c,
-                     size_t y, double tau, double lambda, double omega_max, kdl_split_sample *r,
-                     double *add_pt)
-{
-        double rest_t, all_t, rest_s, all_s;
-        double lpt_y, lpt_r, lps_y, lps_r, pt_y, pt_r, ps_y, lratio;
-        double kl = 0.0, nckd = 0.0, ent = 0.0, tckd, tau2 = tau * tau;
-
-        lse_split(zt, st, c, y, tau, &rest_t, &all_t);
-        lse_split(zs, ss, c, y, tau, &rest_s, &all_s);
-        lpt_y = zt[(ptrdiff_t) y * st] / tau - all_t;
-        lpt_r = rest_t - all_t; /* log(1 - p^t_y), exact even when p^t_y rounds to 1 */
-        lps_y = zs[(ptrdiff_t) y * ss] / tau - all_s;
-        lps_r = rest_s - all_s;
-        pt_y = exp(lpt_y);
-        pt_r = exp(lpt_r);
-        ps_y = exp(lps_y);
-
-        /* Binary KL in the log domain (§6.4), not log of probabilities. */
-        tckd = pt_y * (lpt_y - lps_y) + pt_r * (lpt_r - lps_r);
-
-        for (size_t j = 0; j < c; j++) {
-                double a, b, lpt, lps, pt, lht, lhs, ht;
-
-                if (j == y)
-                        continue;
-                a = zt[(ptrdiff_t) j * st] / tau;
-                b = zs[(ptrdiff_t) j * ss] / tau;
-                lpt = a - all_t;
-                lps = b - all_s;
-                pt = exp(lpt);
-                kl += pt * (lpt - lps);
-                lht = a - rest_t; /* exact exclusion of the target */
-                lhs = b - rest_s;
-                ht = exp(lht);
-                nckd += ht * (lht - lhs);
-                ent -= ht * lht;
-                if (add_pt)
-                        add_pt[j] += pt;
-        }
-        kl += pt_y * (lpt_y - lps_y);
-        if (add_pt)
-                add_pt[y] += pt_y;
-
-        r->kl = tau2 * kl;
-        r->tckd = tau2 * tckd;
-        r->nckd = tau2 * nckd;
-        r->residual = r->kl - r->tckd - pt_r * r->nckd;
-        r->pt_y = pt_y;
-        r->ps_y = ps_y;
-        r->pt_rest = pt_r;
-        r->gap = fabs(pt_y - ps_y);
-        lratio = lpt_y - lps_y;
-        r->omega_clipped = lratio > log(omega_max);
-        r->omega = r->omega_clipped ? omega_max : exp(lratio);
-        r->eps = lambda * pt_r * (double) c / (double) (c - 1);
-        r->nt_entropy = c > 2 ? ent / log((double) (c - 1)) : 1.0;
-}
-
-static int check_vec(const double *z, size_t c, const char *who)
-{
-        for (size_t j = 0; j < c; j++)
-                if (!isfinite(z[j]))
-                        return kdl_error(-KDL_ENONFINITE, "split: %s logit %zu is %g", who, j,
-                                         z[j]);
-        return 0;
-}
-
-static int check_sample_args(const double *zt, const double *zs, size_t c, size_t y, double tau)
-{
-        int err;
-
-        if (c < 2)
-                return kdl_error(-KDL_ESHAPE, "split: %zu classes, expected at least 2", c);
-        if (y >= c)
-                return kdl_error(-KDL_ERANGE, "split: label %zu outside [0, %zu)", y, c);
-        if (!(isfinite(tau) && tau > 0.0))
-                return kdl_error(-KDL_ERANGE, "split: temperature %g is not a positive number",
-                                 tau);
-        err = check_vec(zt, c, "teacher");
-        if (err < 0)
-                return err;
-        return check_vec(zs, c, "student");
-}
-
-int kdl_split_eval(const double *zt, const double *zs, size_t c, size_t y, double tau,
-                   const kdl_split_opts *o, kdl_split_sample *ret)
-{
-        kdl_split_sample r;
-        int err;
-
-        assert(zt && zs && o && ret);
-        err = check_sample_args(zt, zs, c, y, tau);
-        if (err < 0)
-                return err;
-        eval_one(zt, 1, zs, 1, c, y, tau, o->lambda, o->omega_max, &r, NULL);
-        *ret = r;
-        return 0;
-}
-
-int kdl_split_nckd_masked(const double *zt, const double *zs, size_t c, size_t y, double tau,
-                          double *ret)
-{
-        double mt = -INFINITY, ms = -INFINITY, sumt = 0.0, sums = 0.0, lset, lses, kl = 0.0;
-        int err;
-
-        assert(zt && zs && ret);
-        err = check_sample_args(zt, zs, c, y, tau);
-        if (err < 0)
-                return err;
-                /* softmax(z/τ - 1000 e_y) over all C classes, as mdistiller's DKD.py. */
-#define MASKED(z, j) ((z)[j] / tau - ((j) == y ? 1000.0 : 0.0))
-        for (size_t j = 0; j < c; j++) {
-                mt = fmax(mt, MASKED(zt, j));
-                ms = fmax(ms, MASKED(zs, j));
-        }
-        for (size_t j = 0; j < c; j++) {
-                sumt += exp(MASKED(zt, j) - mt);
-                sums += exp(MASKED(zs, j) - ms);
-        }
-        lset = mt + log(sumt);
-        lses = ms + log(sums);
-        for (size_t j = 0; j < c; j++) {
-                double lpt = MASKED(zt, j) - lset, lps = MASKED(zs, j) - lses;
-
-                kl += exp(lpt) * (lpt - lps);
-        }
-#undef MASKED
-        *ret = tau * tau * kl;
-        return 0;
-}
-
-double kdl_split_weight(double pt_rest, double qs_rest, double pt_mean, double lambda, double eps,
-                        bool *ret_guarded)
-{
-        double num = qs_rest - lambda * pt_rest;
-        double den = qs_rest - lambda * (1.0 - pt_mean);
-        bool guarded = !(den >= eps);
-
-        if (guarded)
-                den = eps;
-        if (ret_guarded)
-                *ret_guarded = guarded;
-        return num / den;
-}
-
-/* ---- Running distributions ------------------------------------------------- */
-
-/* A scalar's count, mean, sum of squared deviations (Welford; merged with
- * Chan et al.'s pairwise update), range and histogram counts. */
-struct dist_acc {
-        size_t n;
-        double mean, m2, min, max;
-        size_t *count; /* nbins (linear) or W_SLOTS (log) */
-};
-
-/* Where a histogram's bins are. */
-struct geom {
-        bool log;      /* the w_n layout; lo/hi unused */
-        size_t nbins;  /* linear bins */
-        double lo, hi; /* linear range */
-};
-
-static size_t geom_slots(const struct geom *g)
-{
-        return g->log ? (size_t) W_SLOTS : g->nbins;
-}
-
-static size_t geom_bin(const struct geom *g, double x)
-{
-        double t;
-
-        if (g->log) {
-                if (!(x > 0.0))
-                        return 0;
-                t = log2(x);
-                if (t < KDL_SPLIT_W_LOG2_MIN)
-                        return 1;
-                if (t >= KDL_SPLIT_W_LOG2_MAX)
-                        return W_SLOTS - 1;
-                t = (t - KDL_SPLIT_W_LOG2_MIN) / (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN) *
-                    (double) W_NB;
-                return 2 + (t >= (double) W_NB ? W_NB - 1 : (size_t) t);
-        }
-        t = (x - g->lo) / (g->hi - g->lo) * (double) g->nbins;
-        if (!(t > 0.0))
-                return 0;
-        if (t >= (double) g->nbins)
-                return g->nbins - 1;
-        return (size_t) t;
-}
-
-/* Bin @k's edges; *@ret_log: interpolate linearly in log2 inside it. */
-static void geom_edges(const struct geom *g, const struct dist_acc *d, size_t k, double *ret_lo,
-                       double *ret_hi, bool *ret_log)
-{
-        const double span = KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN;
-
-        *ret_log = false;
-        if (!g->log) {
-                *ret_lo = g->lo + (g->hi - g->lo) * (double) k / (double) g->nbins;
-                *ret_hi = g->lo + (g->hi - g->lo) * (double) (k + 1) / (double) g->nbins;
-                return;
-        }
-        if (k == 0) {
-                *ret_lo = d->n && d->min < 0.0 ? d->min : 0.0;
-                *ret_hi = 0.0;
-        } else if (k == 1) {
-                *ret_lo = 0.0;
-                *ret_hi = exp2(KDL_SPLIT_W_LOG2_MIN);
-        } else if (k == W_SLOTS - 1) {
-                *ret_lo = exp2(KDL_SPLIT_W_LOG2_MAX);
-                *ret_hi = d->n && d->max > *ret_lo ? d->max : *ret_lo;
-        } else {
-                *ret_lo = exp2(KDL_SPLIT_W_LOG2_MIN + span * (double) (k - 2) / W_NB);
-                *ret_hi = exp2(KDL_SPLIT_W_LOG2_MIN + span * (double) (k - 1) / W_NB);
-                *ret_log = true;
-        }
-}
-
-static int dist_init(struct dist_acc *d, const struct geom *g)
-{
-        d->n = 0;
-        d->mean = d->m2 = 0.0;
-        d->min = INFINITY;
-        d->max = -INFINITY;
-        d->count = kdl_new(size_t, geom_slots(g));
-        return d->count ? 0 : -ENOMEM;
-}
-
-static void dist_add(struct dist_acc *d, const struct geom *g, double x)
-{
-        double delta = x - d->mean;
-
-        d->n++;
-        d->mean += delta / (double) d->n;
-        d->m2 += delta * (x - d->mean);
-        if (x < d->min)
-                d->min = x;
-        if (x > d->max)
-                d->max = x;
-        d->count[geom_bin(g, x)]++;
-}
-
-static void dist_merge(struct dist_acc *into, const struct dist_acc *from, const struct geom *g)
-{
-        size_t n = into->n + from->n, slots = geom_slots(g);
-        double delta;
-
-        if (from->n == 0)
-                return;
-        delta = from->mean - into->mean;
-        into->mean += delta * (double) from->n / (double) n;
-        into->m2 += from->m2 + delta * delta * (double) into->n * (double) from->n / (double) n;
-        into->n = n;
-        if (from->min < into->min)
-                into->min = from->min;
-        if (from->max > into->max)
-                into->max = from->max;
-        for (size_t k = 0; k < slots; k++)
-                into->count[k] += from->count[k];
-}
-
-/* Co-moments of a pair of scalars (Pearson), same updates as dist_acc. */
-struct comoment {
-        size_t n;
-        double mx, my, sxx, syy, sxy;
-};
-
-static void comoment_add(struct comoment *m, double x, double y)
-{
-        double dx = x - m->mx, dy = y - m->my;
-
-        m->n++;
-        m->mx += dx / (double) m->n;
-        m->my += dy / (double) m->n;
-        m->sxx += dx * (x - m->mx);
-        m->syy += dy * (y - m->my);
-        m->sxy += dx * (y - m->my);
-}
-
-static void comoment_merge(struct comoment *into, const struct comoment *from)
-{
-        size_t n = into->n + from->n;
-        double dx, dy, f;
-
-        if (from->n == 0)
-                return;
-        dx = from->mx - into->mx;
-        dy = from->my - into->my;
-        f = (double) into->n * (double) from->n / (double) n;
-        into->mx += dx * (double) from->n / (double) n;
-        into->my += dy * (double) from->n / (double) n;
-        into->sxx += from->sxx + dx * dx * f;
-        into->syy += from->syy + dy * dy * f;
-        into->sxy += from->sxy + dx * dy * f;
-        into->n = n;
-}
-
-static double corr_from(double sxx, double syy, double sxy)
-{
-        double d = sqrt(sxx) * sqrt(syy);
-
-        return d > 0.0 ? sxy / d : (double) NAN;
-}
-
 /* ---- Pass 1 ---------------------------------------------------------------- */
 
 enum { D_PT, D_PS, D_GAP, D_OMEGA, D_EPS, D_ENT, D_COUNT_ };
 
 struct tau_acc {
         double sum_kl, sum_tckd, sum_nckd, sum_coupled, residual_max;
-        struct dist_acc d[D_COUNT_];
+        struct kdl__split_dist d[D_COUNT_];
         size_t omega_clipped;
         double *msum; /* C x C: row i sums p^t over the samples of class i */
 };
@@ -427,9 +85,9 @@ struct kdl_split_state {
         struct tau_acc t[KDL_SPLIT_MAX_TAUS];
 };
 
-static struct geom dist_geom(const kdl_split_state *s, int which)
+static struct kdl__split_geom dist_geom(const kdl_split_state *s, int which)
 {
-        struct geom g = {.log = false, .nbins = s->o.nbins, .lo = 0.0, .hi = 1.0};
+        struct kdl__split_geom g = {.log = false, .nbins = s->o.nbins, .lo = 0.0, .hi = 1.0};
 
         if (which == D_OMEGA)
                 g.hi = s->o.omega_max;
@@ -441,7 +99,7 @@ static struct geom dist_geom(const kdl_split_state *s, int which)
         return g;
 }
 
-static const struct geom w_geom = {.log = true};
+static const struct kdl__split_geom w_geom = {.log = true};
 
 void kdl_split_state_free(kdl_split_state *s)
 {
@@ -449,7 +107,7 @@ void kdl_split_state_free(kdl_split_state *s)
                 return;
         for (size_t k = 0; k < KDL_SPLIT_MAX_TAUS; k++) {
                 for (int d = 0; d < D_COUNT_; d++)
-                        free(s->t[k].d[d].count);
+                        kdl__split_dist_release(&s->t[k].d[d]);
                 free(s->t[k].msum);
         }
         free(s->class_count);
@@ -486,9 +144,9 @@ int kdl_split_state_new(size_t c, const kdl_split_opts *o, kdl_split_state **ret
                 if (!s->t[k].msum)
                         goto out;
                 for (int d = 0; d < D_COUNT_; d++) {
-                        struct geom g = dist_geom(s, d);
+                        struct kdl__split_geom g = dist_geom(s, d);
 
-                        if (dist_init(&s->t[k].d[d], &g) < 0)
+                        if (kdl__split_dist_init(&s->t[k].d[d], &g) < 0)
                                 goto out;
                 }
         }
@@ -548,6 +206,30 @@ static size_t argmax(const double *z, ptrdiff_t st, size_t c)
         return best;
 }
 
+/* Add the sample @r (of label @y) at temperature @k. */
+static void tau_add(kdl_split_state *s, size_t k, const kdl_split_sample *r)
+{
+        struct tau_acc *t = &s->t[k];
+        const double v[D_COUNT_] = {
+                [D_PT] = r->pt_y,     [D_PS] = r->ps_y, [D_GAP] = r->gap,
+                [D_OMEGA] = r->omega, [D_EPS] = r->eps, [D_ENT] = r->nt_entropy,
+        };
+        double ar = fabs(r->residual);
+
+        t->sum_kl += r->kl;
+        t->sum_tckd += r->tckd;
+        t->sum_nckd += r->nckd;
+        t->sum_coupled += r->pt_rest * r->nckd;
+        if (ar > t->residual_max)
+                t->residual_max = ar;
+        t->omega_clipped += r->omega_clipped;
+        for (int d = 0; d < D_COUNT_; d++) {
+                struct kdl__split_geom g = dist_geom(s, d);
+
+                kdl__split_dist_add(&t->d[d], &g, v[d]);
+        }
+}
+
 int kdl_split_accumulate(kdl_split_state *s, const kdl_tensor *zt, const kdl_tensor *zs,
                          const int64_t *labels)
 {
@@ -569,33 +251,12 @@ int kdl_split_accumulate(kdl_split_state *s, const kdl_tensor *zt, const kdl_ten
                 s->teacher_correct += argmax(rt, zt->stride[1], c) == y;
                 s->student_correct += argmax(rs, zs->stride[1], c) == y;
                 for (size_t k = 0; k < s->o.ntaus; k++) {
-                        struct tau_acc *t = &s->t[k];
                         kdl_split_sample r;
-                        double ar;
 
-                        eval_one(rt, zt->stride[1], rs, zs->stride[1], c, y, s->o.taus[k],
-                                 s->o.lambda, s->o.omega_max, &r, t->msum + y * c);
-                        t->sum_kl += r.kl;
-                        t->sum_tckd += r.tckd;
-                        t->sum_nckd += r.nckd;
-                        t->sum_coupled += r.pt_rest * r.nckd;
-                        ar = fabs(r.residual);
-                        if (ar > t->residual_max)
-                                t->residual_max = ar;
-                        t->omega_clipped += r.omega_clipped;
-                        {
-                                const double v[D_COUNT_] = {
-                                        [D_PT] = r.pt_y, [D_PS] = r.ps_y,
-                                        [D_GAP] = r.gap, [D_OMEGA] = r.omega,
-                                        [D_EPS] = r.eps, [D_ENT] = r.nt_entropy,
-                                };
-
-                                for (int d = 0; d < D_COUNT_; d++) {
-                                        struct geom g = dist_geom(s, d);
-
-                                        dist_add(&t->d[d], &g, v[d]);
-                                }
-                        }
+                        kdl__split_eval_one(rt, zt->stride[1], rs, zs->stride[1], c, y,
+                                            s->o.taus[k], s->o.lambda, s->o.omega_max, &r,
+                                            s->t[k].msum + y * c);
+                        tau_add(s, k, &r);
                 }
         }
         s->n += zt->shape[0];
@@ -627,9 +288,9 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
                         a->residual_max = b->residual_max;
                 a->omega_clipped += b->omega_clipped;
                 for (int d = 0; d < D_COUNT_; d++) {
-                        struct geom g = dist_geom(into, d);
+                        struct kdl__split_geom g = dist_geom(into, d);
 
-                        dist_merge(&a->d[d], &b->d[d], &g);
+                        kdl__split_dist_merge(&a->d[d], &b->d[d], &g);
                 }
                 for (size_t e = 0; e < c * c; e++)
                         a->msum[e] += b->msum[e];
@@ -642,9 +303,9 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
 
 struct inst_acc {
         double pt_mean;
-        struct dist_acc w;
-        struct comoment wp;    /* (w_n, p^t_y) */
-        struct comoment wp_ok; /* the same over unguarded samples */
+        struct kdl__split_dist w;
+        kdl_comoments wp;    /* (w_n, p^t_y) */
+        kdl_comoments wp_ok; /* the same over unguarded samples */
         size_t guarded, above_one;
 };
 
@@ -660,7 +321,7 @@ void kdl_split_instance_state_free(kdl_split_instance_state *s)
         if (!s)
                 return;
         for (size_t k = 0; k < KDL_SPLIT_MAX_TAUS; k++)
-                free(s->t[k].w.count);
+                kdl__split_dist_release(&s->t[k].w);
         free(s);
 }
 
@@ -678,8 +339,8 @@ int kdl_split_instance_state_new(const kdl_split_state *pass1, kdl_split_instanc
         s->c = pass1->c;
         s->o = pass1->o;
         for (size_t k = 0; k < s->o.ntaus; k++) {
-                s->t[k].pt_mean = pass1->t[k].d[D_PT].mean;
-                if (dist_init(&s->t[k].w, &w_geom) < 0) {
+                s->t[k].pt_mean = pass1->t[k].d[D_PT].m.mean;
+                if (kdl__split_dist_init(&s->t[k].w, &w_geom) < 0) {
                         kdl_split_instance_state_free(s);
                         return -ENOMEM;
                 }
@@ -688,15 +349,37 @@ int kdl_split_instance_state_new(const kdl_split_state *pass1, kdl_split_instanc
         return 0;
 }
 
+/* w_n of the sample (@rt, @rs) of label @y at temperature @k, added to the
+ * second pass. */
+static double inst_add(kdl_split_instance_state *s, size_t k, const double *rt, ptrdiff_t st,
+                       const double *rs, ptrdiff_t ss, size_t y)
+{
+        struct inst_acc *t = &s->t[k];
+        double tau = s->o.taus[k], rest_t, all_t, rest_s, all_s, pt_r, qs_r, pt_y, w;
+        bool guarded;
+
+        kdl__split_lse(rt, st, s->c, y, tau, &rest_t, &all_t);
+        kdl__split_lse(rs, ss, s->c, y, tau, &rest_s, &all_s);
+        pt_r = exp(rest_t - all_t);
+        qs_r = exp(rest_s - all_s);
+        w = kdl_split_weight(pt_r, qs_r, t->pt_mean, s->o.lambda, s->o.w_eps, &guarded);
+        kdl__split_dist_add(&t->w, &w_geom, w);
+        pt_y = exp(rt[(ptrdiff_t) y * st] / tau - all_t);
+        kdl_comoments_add(&t->wp, w, pt_y);
+        if (!guarded)
+                kdl_comoments_add(&t->wp_ok, w, pt_y);
+        t->guarded += guarded;
+        t->above_one += w > 1.0;
+        return w;
+}
+
 int kdl_split_instance_accumulate(kdl_split_instance_state *s, const kdl_tensor *zt,
                                   const kdl_tensor *zs, const int64_t *labels, double *ret_w)
 {
-        size_t c;
         int err;
 
         assert(s && zt && zs && (labels || zt->shape[0] == 0));
-        c = s->c;
-        err = check_block(c, zt, zs, labels);
+        err = check_block(s->c, zt, zs, labels);
         if (err < 0)
                 return err;
 
@@ -706,24 +389,8 @@ int kdl_split_instance_accumulate(kdl_split_instance_state *s, const kdl_tensor 
                 size_t y = (size_t) labels[i];
 
                 for (size_t k = 0; k < s->o.ntaus; k++) {
-                        struct inst_acc *t = &s->t[k];
-                        double tau = s->o.taus[k], rest_t, all_t, rest_s, all_s, pt_r, qs_r, pt_y,
-                               w;
-                        bool guarded;
+                        double w = inst_add(s, k, rt, zt->stride[1], rs, zs->stride[1], y);
 
-                        lse_split(rt, zt->stride[1], c, y, tau, &rest_t, &all_t);
-                        lse_split(rs, zs->stride[1], c, y, tau, &rest_s, &all_s);
-                        pt_r = exp(rest_t - all_t);
-                        qs_r = exp(rest_s - all_s);
-                        w = kdl_split_weight(pt_r, qs_r, t->pt_mean, s->o.lambda, s->o.w_eps,
-                                             &guarded);
-                        dist_add(&t->w, &w_geom, w);
-                        pt_y = exp(rt[(ptrdiff_t) y * zt->stride[1]] / tau - all_t);
-                        comoment_add(&t->wp, w, pt_y);
-                        if (!guarded)
-                                comoment_add(&t->wp_ok, w, pt_y);
-                        t->guarded += guarded;
-                        t->above_one += w > 1.0;
                         if (ret_w)
                                 ret_w[i * s->o.ntaus + k] = w;
                 }
@@ -746,9 +413,9 @@ int kdl_split_instance_merge(kdl_split_instance_state *into, const kdl_split_ins
                 struct inst_acc *a = &into->t[k];
                 const struct inst_acc *b = &from->t[k];
 
-                dist_merge(&a->w, &b->w, &w_geom);
-                comoment_merge(&a->wp, &b->wp);
-                comoment_merge(&a->wp_ok, &b->wp_ok);
+                kdl__split_dist_merge(&a->w, &b->w, &w_geom);
+                kdl_comoments_merge(&a->wp, &b->wp);
+                kdl_comoments_merge(&a->wp_ok, &b->wp_ok);
                 a->guarded += b->guarded;
                 a->above_one += b->above_one;
         }
@@ -758,67 +425,6 @@ int kdl_split_instance_merge(kdl_split_instance_state *into, const kdl_split_ins
 
 /* ---- Finalize -------------------------------------------------------------- */
 
-static double hist_quantile(const struct geom *g, const struct dist_acc *d, double q)
-{
-        size_t slots = geom_slots(g);
-        double r = q * (double) d->n, cum = 0.0, x = d->max;
-
-        for (size_t k = 0; k < slots; k++) {
-                double lo, hi, f;
-                bool lg;
-
-                if (d->count[k] == 0)
-                        continue;
-                if (cum + (double) d->count[k] >= r) {
-                        f = (r - cum) / (double) d->count[k];
-                        geom_edges(g, d, k, &lo, &hi, &lg);
-                        x = lg ? exp2(log2(lo) + f * (log2(hi) - log2(lo))) : lo + f * (hi - lo);
-                        break;
-                }
-                cum += (double) d->count[k];
-        }
-        if (x < d->min)
-                x = d->min;
-        if (x > d->max)
-                x = d->max;
-        return x;
-}
-
-static int dist_result(const struct geom *g, const struct dist_acc *d, kdl_split_dist *ret)
-{
-        size_t slots = geom_slots(g);
-        kdl_split_hist *h = &ret->hist;
-
-        ret->n = d->n;
-        ret->mean = d->n ? d->mean : (double) NAN;
-        ret->std = d->n ? sqrt(d->m2 / (double) d->n) : (double) NAN;
-        ret->min = d->n ? d->min : (double) NAN;
-        ret->max = d->n ? d->max : (double) NAN;
-        for (int q = 0; q < KDL_SPLIT_NQUANTILES; q++)
-                ret->quantile[q] =
-                        d->n ? hist_quantile(g, d, kdl_split_quantile_levels[q]) : (double) NAN;
-        h->nbins = slots;
-        h->lo = kdl_new(double, slots);
-        h->hi = kdl_new(double, slots);
-        h->count = kdl_new(size_t, slots);
-        if (!h->lo || !h->hi || !h->count)
-                return -ENOMEM;
-        for (size_t k = 0; k < slots; k++) {
-                bool lg;
-
-                geom_edges(g, d, k, &h->lo[k], &h->hi[k], &lg);
-                h->count[k] = d->count[k];
-        }
-        return 0;
-}
-
-static void dist_free(kdl_split_dist *d)
-{
-        free(d->hist.lo);
-        free(d->hist.hi);
-        free(d->hist.count);
-}
-
 void kdl_split_result_free(kdl_split_result *r)
 {
         if (!r)
@@ -826,13 +432,13 @@ void kdl_split_result_free(kdl_split_result *r)
         for (size_t k = 0; r->tau && k < r->ntaus; k++) {
                 kdl_split_tau_result *t = &r->tau[k];
 
-                dist_free(&t->pt_y);
-                dist_free(&t->ps_y);
-                dist_free(&t->gap);
-                dist_free(&t->omega);
-                dist_free(&t->eps);
-                dist_free(&t->nt_entropy);
-                dist_free(&t->w);
+                kdl__split_dist_result_free(&t->pt_y);
+                kdl__split_dist_result_free(&t->ps_y);
+                kdl__split_dist_result_free(&t->gap);
+                kdl__split_dist_result_free(&t->omega);
+                kdl__split_dist_result_free(&t->eps);
+                kdl__split_dist_result_free(&t->nt_entropy);
+                kdl__split_dist_result_free(&t->w);
                 free(t->confusion);
         }
         free(r->tau);
@@ -842,301 +448,193 @@ void kdl_split_result_free(kdl_split_result *r)
         free(r);
 }
 
-static int check_head(const kdl_tensor *w, size_t c, const char *who)
+/* Whether @inst is the second pass of @s. */
+static int check_instance(const kdl_split_state *s, const kdl_split_instance_state *inst)
 {
-        size_t row;
+        bool same = inst->c == s->c && opts_equal(&inst->o, &s->o) && inst->n == s->n;
 
-        if (w->ndim != 2 || w->shape[0] != c || w->shape[1] < 1)
-                return kdl_error(-KDL_ESHAPE,
-                                 "split: %s head weight must be [%zu, d] with d >= 1, got %zu-D "
-                                 "[%zu, %zu]",
-                                 who, c, w->ndim, w->shape[0], w->ndim > 1 ? w->shape[1] : 0);
-        if (kdl_tensor_check_finite(w, &row) < 0)
-                return kdl_error(-KDL_ENONFINITE, "split: non-finite %s head weight in row %zu",
-                                 who, row);
+        for (size_t k = 0; same && k < s->o.ntaus; k++)
+                same = memcmp(&inst->t[k].pt_mean, &s->t[k].d[D_PT].m.mean, sizeof(double)) == 0;
+        if (!same)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "split: the second pass does not match the first (%zu "
+                                 "vs %zu samples, or other options)",
+                                 inst->n, s->n);
         return 0;
 }
 
-/* K = A A^T (C x C, full) for a contiguous [C, d] matrix A. */
-static int gram(const double *a, size_t c, size_t d, double *k)
+/* Everything kdl_split_finalize() refuses, before it allocates. */
+static int check_finalize(const kdl_split_state *s, const kdl_split_instance_state *inst,
+                          const kdl_tensor *wt, const kdl_tensor *ws)
 {
-        int ic, id, err;
+        int err;
 
-        err = kdl__blas_int(c, &ic);
-        if (err < 0)
-                return err;
-        err = kdl__blas_int(d, &id);
-        if (err < 0)
-                return err;
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, ic, id, 1.0, a, id, 0.0, k, ic);
-        for (size_t i = 0; i < c; i++)
-                for (size_t j = 0; j < i; j++)
-                        k[i * c + j] = k[j * c + i];
-        return 0;
-}
-
-/* The cosine matrix of @w's rows, and the Gram matrix of its class-centred
- * rows (for CKA), both C x C. */
-static int head_mats(const kdl_tensor *w, double cos_eps, double *ret_cos, double *ret_gram)
-{
-        size_t c = w->shape[0], d = w->shape[1];
-        double *a = kdl_new(double, c *d), *mean = kdl_new(double, d);
-        int err = -ENOMEM;
-
-        if (!a || !mean)
-                goto out;
-        for (size_t i = 0; i < c; i++) {
-                double nrm = 0.0;
-
-                for (size_t j = 0; j < d; j++) {
-                        double v = KDL_AT2(w, i, j);
-
-                        nrm += v * v;
-                }
-                nrm = fmax(sqrt(nrm), cos_eps);
-                for (size_t j = 0; j < d; j++)
-                        a[i * d + j] = KDL_AT2(w, i, j) / nrm;
-        }
-        err = gram(a, c, d, ret_cos);
-        if (err < 0)
-                goto out;
-
-        for (size_t i = 0; i < c; i++)
-                for (size_t j = 0; j < d; j++)
-                        mean[j] += KDL_AT2(w, i, j);
-        for (size_t j = 0; j < d; j++)
-                mean[j] /= (double) c;
-        for (size_t i = 0; i < c; i++)
-                for (size_t j = 0; j < d; j++)
-                        a[i * d + j] = KDL_AT2(w, i, j) - mean[j];
-        err = gram(a, c, d, ret_gram);
-out:
-        free(mean);
-        free(a);
-        return err;
-}
-
-/* Pearson correlation over the pairs i < j of two C x C matrices; @x is
- * symmetrised ((x_ij + x_ji)/2); pairs are kept where @keep is NULL or
- * keep[i] && keep[j].  Two passes (exact on small data). */
-static double pairs_pearson(const double *x, const double *y, size_t c, const size_t *keep,
-                            size_t *ret_npairs)
-{
-        double mx = 0.0, my = 0.0, sxx = 0.0, syy = 0.0, sxy = 0.0;
-        size_t n = 0;
-
-#define KEPT(i, j) (!keep || (keep[i] && keep[j]))
-#define XS(i, j)   (0.5 * (x[(i) *c + (j)] + x[(j) *c + (i)]))
-        for (size_t i = 0; i < c; i++)
-                for (size_t j = i + 1; j < c; j++)
-                        if (KEPT(i, j)) {
-                                mx += XS(i, j);
-                                my += y[i * c + j];
-                                n++;
-                        }
-        if (ret_npairs)
-                *ret_npairs = n;
-        if (n < 2)
-                return (double) NAN;
-        mx /= (double) n;
-        my /= (double) n;
-        for (size_t i = 0; i < c; i++)
-                for (size_t j = i + 1; j < c; j++)
-                        if (KEPT(i, j)) {
-                                double dx = XS(i, j) - mx, dy = y[i * c + j] - my;
-
-                                sxx += dx * dx;
-                                syy += dy * dy;
-                                sxy += dx * dy;
-                        }
-#undef XS
-#undef KEPT
-        return corr_from(sxx, syy, sxy);
-}
-
-static int finalize_heads(const kdl_split_state *s, const kdl_tensor *wt, const kdl_tensor *ws,
-                          kdl_split_result *r)
-{
-        size_t c = s->c;
-        double *gt = NULL, *gs = NULL;
-        int err = 0;
-
-        r->pearson_heads = (double) NAN;
-        r->cka_heads = (double) NAN;
-        if (wt) {
-                r->cos_teacher = kdl_new(double, c *c);
-                gt = kdl_new(double, c *c);
-                if (!r->cos_teacher || !gt) {
-                        err = -ENOMEM;
-                        goto out;
-                }
-                err = head_mats(wt, s->o.cos_eps, r->cos_teacher, gt);
+        if (s->n == 0)
+                return kdl_error(-KDL_EMISSING, "split: no samples were accumulated");
+        if (inst) {
+                err = check_instance(s, inst);
                 if (err < 0)
-                        goto out;
-                r->has_head_teacher = true;
-                r->d_teacher = wt->shape[1];
+                        return err;
+        }
+        if (wt) {
+                err = kdl__split_check_head(wt, s->c, "teacher");
+                if (err < 0)
+                        return err;
         }
         if (ws) {
-                r->cos_student = kdl_new(double, c *c);
-                gs = kdl_new(double, c *c);
-                if (!r->cos_student || !gs) {
-                        err = -ENOMEM;
-                        goto out;
-                }
-                err = head_mats(ws, s->o.cos_eps, r->cos_student, gs);
+                err = kdl__split_check_head(ws, s->c, "student");
                 if (err < 0)
-                        goto out;
-                r->has_head_student = true;
-                r->d_student = ws->shape[1];
+                        return err;
         }
-        if (wt && ws) {
-                double kl = 0.0, kk = 0.0, ll = 0.0, den;
+        return 0;
+}
 
-                r->pearson_heads = pairs_pearson(r->cos_teacher, r->cos_student, c, NULL, NULL);
-                for (size_t e = 0; e < c * c; e++) {
-                        kl += gt[e] * gs[e];
-                        kk += gt[e] * gt[e];
-                        ll += gs[e] * gs[e];
-                }
-                den = sqrt(kk) * sqrt(ll);
-                r->cka_heads = den > 0.0 ? kl / den : (double) NAN;
+/* Explicit vs implicit and the distributions at temperature @k. */
+static int tau_explicit(const kdl_split_state *s, size_t k, kdl_split_tau_result *t)
+{
+        const struct tau_acc *a = &s->t[k];
+        kdl_split_dist *dst[D_COUNT_] = {
+                [D_PT] = &t->pt_y,     [D_PS] = &t->ps_y, [D_GAP] = &t->gap,
+                [D_OMEGA] = &t->omega, [D_EPS] = &t->eps, [D_ENT] = &t->nt_entropy,
+        };
+        double n = (double) s->n, mkl;
+        int err;
+
+        t->tau = s->o.taus[k];
+        t->kl = a->sum_kl / n;
+        t->tckd = a->sum_tckd / n;
+        t->nckd = a->sum_nckd / n;
+        t->nckd_coupled = a->sum_coupled / n;
+        t->residual_max = a->residual_max;
+        mkl = t->kl;
+        t->explicit_share = fabs(mkl) > 0.0 ? t->tckd / mkl : (double) NAN;
+        t->implicit_share = fabs(mkl) > 0.0 ? t->nckd_coupled / mkl : (double) NAN;
+        t->omega_clipped = a->omega_clipped;
+        for (int d = 0; d < D_COUNT_; d++) {
+                struct kdl__split_geom g = dist_geom(s, d);
+
+                err = kdl__split_dist_result(&g, &a->d[d], dst[d]);
+                if (err < 0)
+                        return err;
         }
-out:
-        free(gs);
-        free(gt);
-        return err;
+        return 0;
+}
+
+/* The soft confusion matrix at temperature @k and its agreement with the
+ * heads' cosines; @pairs: scratch for kdl__split_pairs_pearson(). */
+static int tau_domain(const kdl_split_state *s, size_t k, const kdl_split_result *r, double *pairs,
+                      kdl_split_tau_result *t)
+{
+        const struct tau_acc *a = &s->t[k];
+        size_t c = s->c, npresent = 0;
+
+        for (size_t y = 0; y < c; y++)
+                npresent += s->class_count[y] > 0;
+        t->confusion = kdl_new(double, c *c);
+        if (!t->confusion)
+                return -ENOMEM;
+        for (size_t i = 0; i < c; i++)
+                for (size_t j = 0; j < c; j++)
+                        t->confusion[i * c + j] =
+                                s->class_count[i] ? a->msum[i * c + j] / (double) s->class_count[i]
+                                                  : (double) NAN;
+        t->pearson_confusion_teacher = (double) NAN;
+        t->pearson_confusion_student = (double) NAN;
+        t->confusion_pairs = npresent * (npresent - 1) / 2;
+        if (r->cos_teacher)
+                t->pearson_confusion_teacher = kdl__split_pairs_pearson(
+                        t->confusion, r->cos_teacher, c, s->class_count, pairs);
+        if (r->cos_student)
+                t->pearson_confusion_student = kdl__split_pairs_pearson(
+                        t->confusion, r->cos_student, c, s->class_count, pairs);
+        return 0;
+}
+
+/* The instance weights at temperature @k (@inst may be NULL). */
+static int tau_instance(const kdl_split_state *s, const kdl_split_instance_state *inst, size_t k,
+                        kdl_split_tau_result *t)
+{
+        const struct inst_acc *b;
+        int err;
+
+        t->pt_mean = s->t[k].d[D_PT].m.mean;
+        t->pearson_w_pt = (double) NAN;
+        t->w_unguarded = (double) NAN;
+        t->w_std_unguarded = (double) NAN;
+        t->pearson_w_pt_unguarded = (double) NAN;
+        if (!inst)
+                return 0;
+        b = &inst->t[k];
+        err = kdl__split_dist_result(&w_geom, &b->w, &t->w);
+        if (err < 0)
+                return err;
+        t->has_instance = true;
+        t->pearson_w_pt = kdl_comoments_pearson(&b->wp);
+        t->w_unguarded = b->wp_ok.n ? b->wp_ok.mx : (double) NAN;
+        t->w_std_unguarded = b->wp_ok.n ? sqrt(b->wp_ok.sxx / (double) b->wp_ok.n) : (double) NAN;
+        t->pearson_w_pt_unguarded = kdl_comoments_pearson(&b->wp_ok);
+        t->w_guarded = b->guarded;
+        t->w_above_one = b->above_one;
+        return 0;
+}
+
+/* A result with the counts of @s and room for its temperatures. */
+static int result_new(const kdl_split_state *s, kdl_split_result **ret)
+{
+        kdl_split_result *r = kdl_new(kdl_split_result, 1);
+
+        if (!r)
+                return -ENOMEM;
+        r->c = s->c;
+        r->n = s->n;
+        r->opts = s->o;
+        r->teacher_correct = s->teacher_correct;
+        r->student_correct = s->student_correct;
+        r->class_count = kdl_new(size_t, s->c);
+        r->tau = kdl_new(kdl_split_tau_result, s->o.ntaus);
+        if (!r->class_count || !r->tau) {
+                kdl_split_result_free(r);
+                return -ENOMEM;
+        }
+        r->ntaus = s->o.ntaus;
+        memcpy(r->class_count, s->class_count, s->c * sizeof(*r->class_count));
+        *ret = r;
+        return 0;
 }
 
 int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state *inst,
                        const kdl_tensor *wt, const kdl_tensor *ws, kdl_split_result **ret)
 {
         kdl_split_result *r = NULL;
-        size_t c, n, npresent = 0;
+        double *pairs = NULL;
         int err;
 
         assert(s && ret);
-        c = s->c;
-        n = s->n;
-        for (size_t y = 0; y < c; y++)
-                npresent += s->class_count[y] > 0;
-        if (n == 0)
-                return kdl_error(-KDL_EMISSING, "split: no samples were accumulated");
-        if (inst) {
-                bool same = inst->c == c && opts_equal(&inst->o, &s->o) && inst->n == n;
-
-                for (size_t k = 0; same && k < s->o.ntaus; k++)
-                        same = memcmp(&inst->t[k].pt_mean, &s->t[k].d[D_PT].mean, sizeof(double)) ==
-                               0;
-                if (!same)
-                        return kdl_error(-KDL_EMISMATCH,
-                                         "split: the second pass does not match the first (%zu "
-                                         "vs %zu samples, or other options)",
-                                         inst->n, n);
-        }
-        if (wt) {
-                err = check_head(wt, c, "teacher");
-                if (err < 0)
-                        return err;
-        }
-        if (ws) {
-                err = check_head(ws, c, "student");
-                if (err < 0)
-                        return err;
-        }
-
-        err = -ENOMEM;
-        r = kdl_new(kdl_split_result, 1);
-        if (!r)
+        err = check_finalize(s, inst, wt, ws);
+        if (err < 0)
+                return err;
+        err = result_new(s, &r);
+        if (err < 0)
+                return err;
+        pairs = kdl_new(double, s->c *(s->c - 1));
+        if (!pairs) {
+                err = -ENOMEM;
                 goto out;
-        r->c = c;
-        r->n = n;
-        r->opts = s->o;
-        r->teacher_correct = s->teacher_correct;
-        r->student_correct = s->student_correct;
-        r->class_count = kdl_new(size_t, c);
-        r->tau = kdl_new(kdl_split_tau_result, s->o.ntaus);
-        if (!r->class_count || !r->tau)
-                goto out;
-        r->ntaus = s->o.ntaus;
-        memcpy(r->class_count, s->class_count, c * sizeof(*r->class_count));
-
-        err = finalize_heads(s, wt, ws, r);
+        }
+        err = kdl__split_heads(s->c, s->o.cos_eps, wt, ws, pairs, r);
+        for (size_t k = 0; err >= 0 && k < s->o.ntaus; k++) {
+                err = tau_explicit(s, k, &r->tau[k]);
+                if (err >= 0)
+                        err = tau_domain(s, k, r, pairs, &r->tau[k]);
+                if (err >= 0)
+                        err = tau_instance(s, inst, k, &r->tau[k]);
+        }
         if (err < 0)
                 goto out;
-
-        for (size_t k = 0; k < s->o.ntaus; k++) {
-                const struct tau_acc *a = &s->t[k];
-                kdl_split_tau_result *t = &r->tau[k];
-                kdl_split_dist *dst[D_COUNT_] = {
-                        [D_PT] = &t->pt_y,     [D_PS] = &t->ps_y, [D_GAP] = &t->gap,
-                        [D_OMEGA] = &t->omega, [D_EPS] = &t->eps, [D_ENT] = &t->nt_entropy,
-                };
-                double mkl;
-
-                t->tau = s->o.taus[k];
-                t->kl = a->sum_kl / (double) n;
-                t->tckd = a->sum_tckd / (double) n;
-                t->nckd = a->sum_nckd / (double) n;
-                t->nckd_coupled = a->sum_coupled / (double) n;
-                t->residual_max = a->residual_max;
-                mkl = t->kl;
-                t->explicit_share = fabs(mkl) > 0.0 ? t->tckd / mkl : (double) NAN;
-                t->implicit_share = fabs(mkl) > 0.0 ? t->nckd_coupled / mkl : (double) NAN;
-                t->omega_clipped = a->omega_clipped;
-                for (int d = 0; d < D_COUNT_; d++) {
-                        struct geom g = dist_geom(s, d);
-
-                        err = dist_result(&g, &a->d[d], dst[d]);
-                        if (err < 0)
-                                goto out;
-                }
-
-                err = -ENOMEM;
-                t->confusion = kdl_new(double, c *c);
-                if (!t->confusion)
-                        goto out;
-                for (size_t i = 0; i < c; i++)
-                        for (size_t j = 0; j < c; j++)
-                                t->confusion[i * c + j] =
-                                        s->class_count[i]
-                                                ? a->msum[i * c + j] / (double) s->class_count[i]
-                                                : (double) NAN;
-                t->pearson_confusion_teacher = (double) NAN;
-                t->pearson_confusion_student = (double) NAN;
-                t->confusion_pairs = npresent * (npresent - 1) / 2;
-                if (r->cos_teacher)
-                        t->pearson_confusion_teacher = pairs_pearson(t->confusion, r->cos_teacher,
-                                                                     c, s->class_count, NULL);
-                if (r->cos_student)
-                        t->pearson_confusion_student = pairs_pearson(t->confusion, r->cos_student,
-                                                                     c, s->class_count, NULL);
-
-                t->pt_mean = a->d[D_PT].mean;
-                t->pearson_w_pt = (double) NAN;
-                t->w_unguarded = (double) NAN;
-                t->w_std_unguarded = (double) NAN;
-                t->pearson_w_pt_unguarded = (double) NAN;
-                if (inst) {
-                        const struct inst_acc *b = &inst->t[k];
-
-                        err = dist_result(&w_geom, &b->w, &t->w);
-                        if (err < 0)
-                                goto out;
-                        t->has_instance = true;
-                        t->pearson_w_pt = corr_from(b->wp.sxx, b->wp.syy, b->wp.sxy);
-                        t->w_unguarded = b->wp_ok.n ? b->wp_ok.mx : (double) NAN;
-                        t->w_std_unguarded = b->wp_ok.n ? sqrt(b->wp_ok.sxx / (double) b->wp_ok.n)
-                                                        : (double) NAN;
-                        t->pearson_w_pt_unguarded =
-                                corr_from(b->wp_ok.sxx, b->wp_ok.syy, b->wp_ok.sxy);
-                        t->w_guarded = b->guarded;
-                        t->w_above_one = b->above_one;
-                }
-        }
         *ret = r;
         r = NULL;
-        err = 0;
 out:
+        free(pairs);
         kdl_split_result_free(r);
         return err;
 }

@@ -97,7 +97,8 @@ KDL_API extern const double
 
 #define KDL_SPLIT_MAX_TAUS 16
 
-/* Options; copied into the state. */
+/* Options; copied into the state.  kdl_split_opts_init() sets every
+ * default (the KDL_SPLIT_DEFAULT_* values above). */
 typedef struct kdl_split_opts {
         size_t ntaus;                    /* 1..KDL_SPLIT_MAX_TAUS */
         double taus[KDL_SPLIT_MAX_TAUS]; /* each finite and > 0 */
@@ -108,7 +109,8 @@ typedef struct kdl_split_opts {
         size_t nbins;                    /* bins of the bounded histograms, >= 1 */
 } kdl_split_opts;
 
-/** kdl_split_opts_init() - the defaults above, with the single τ = 4. */
+/** kdl_split_opts_init() - the defaults above, with the single τ = 4: the
+ * only source of defaults (no field means "default" when zero). */
 KDL_API void kdl_split_opts_init(kdl_split_opts *o);
 
 /* ---- Per sample ----------------------------------------------------------- */
@@ -172,7 +174,7 @@ typedef struct kdl_split_state kdl_split_state;
 /**
  * kdl_split_state_new() - an empty first-pass state.
  * @c:   classes, >= 2.
- * @o:   copied.
+ * @o:   copied; start from kdl_split_opts_init().
  * @ret: set on success only; caller frees with kdl_split_state_free().
  *
  * Memory: O(ntaus (C² + nbins)) doubles.
@@ -200,7 +202,7 @@ KDL_API int kdl_split_accumulate(kdl_split_state *s, const kdl_tensor *zt, const
 
 /**
  * kdl_split_merge() - add the samples of @from to @into (exact: sums,
- * counts, maxima, pairwise variance updates).
+ * counts, maxima, pairwise variance updates).  @from unchanged.
  * Return: 0; -KDL_EMISMATCH if C or the options differ (@into unchanged).
  */
 KDL_API int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from);
@@ -237,7 +239,8 @@ KDL_API int kdl_split_instance_accumulate(kdl_split_instance_state *s, const kdl
 
 /**
  * kdl_split_instance_merge() - as kdl_split_merge(); both states must come
- * from the same first pass (same p̄^t_y), else -KDL_EMISMATCH.
+ * from the same first pass (same p̄^t_y), else -KDL_EMISMATCH (@into
+ * unchanged).
  */
 KDL_API int kdl_split_instance_merge(kdl_split_instance_state *into,
                                      const kdl_split_instance_state *from);
@@ -325,6 +328,7 @@ typedef struct kdl_split_result {
  * kdl_split_finalize() - the results of a first pass @s, the optional
  * second pass @inst (NULL: has_instance is false) and the optional head
  * weights @wt [C, d_t] and @ws [C, d_s] (NULL: that head is absent).
+ * Nothing is modified; everything is borrowed.
  *
  * Linear CKA of the heads centres the columns over the C classes and uses
  * the Gram form <K, L>_F / (|K|_F |L|_F), K = W_t W_t^T, L = W_s W_s^T

@@ -9,6 +9,7 @@
 #include "tests/lib/kdl-test.h"
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "metrics/base/rng.h"
 #include "metrics/base/tensor.h"
 
 static void test_error_records_message_once(void **state)
@@ -140,6 +141,27 @@ static void test_check_finite_names_row(void **state)
         assert_int_equal(kdl_tensor_check_finite(&t, &row), 0);
 }
 
+/* splitmix64 built on kdl__rng_mix64() reproduces the published outputs of
+ * Vigna's reference splitmix64.c (seed 0, and the seed 1234567 test vector). */
+static void test_rng_mix64_is_splitmix64(void **state)
+{
+        static const uint64_t seed0[3] = {0xe220a8397b1dcdafULL, 0x6e789e6aa1b965f4ULL,
+                                          0x06c45d188009454fULL};
+        static const uint64_t seed1234567[5] = {6457827717110365317ULL, 3203168211198807973ULL,
+                                                9817491932198370423ULL, 4593380528125082431ULL,
+                                                16408922859458223821ULL};
+        uint64_t x = 0;
+
+        (void) state;
+        for (size_t i = 0; i < 3; i++)
+                assert_true(kdl__rng_mix64(x += KDL_RNG_GAMMA) == seed0[i]);
+        x = 1234567;
+        for (size_t i = 0; i < 5; i++)
+                assert_true(kdl__rng_mix64(x += KDL_RNG_GAMMA) == seed1234567[i]);
+        /* A bijection fixes 0 (no constant is added before mixing). */
+        assert_true(kdl__rng_mix64(0) == 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -150,6 +172,7 @@ int main(void)
                 cmocka_unit_test(test_tensor_views_share_data),
                 cmocka_unit_test(test_tensor_new_rejects_overflow),
                 cmocka_unit_test(test_check_finite_names_row),
+                cmocka_unit_test(test_rng_mix64_is_splitmix64),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

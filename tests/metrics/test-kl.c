@@ -123,6 +123,25 @@ static void feed(kdl_kl_state *s, const kdl_kl_opts *o, const struct data *d, si
         }
 }
 
+/* kdl_kl_opts_init()'s options with the shape fields of @shape (given as a
+ * designated initialiser) copied over. */
+static kdl_kl_opts with_defaults(kdl_kl_opts shape)
+{
+        kdl_kl_opts o;
+
+        kdl_kl_opts_init(&o);
+        o.c = shape.c;
+        o.ntau = shape.ntau;
+        o.tau = shape.tau;
+        o.d_s = shape.d_s;
+        o.d_t = shape.d_t;
+        o.w_t = shape.w_t;
+        o.proj = shape.proj;
+        o.grad_feature = shape.grad_feature;
+        o.grad_logits = shape.grad_logits;
+        return o;
+}
+
 static kdl_kl_state *state(const kdl_kl_opts *o)
 {
         kdl_kl_state *s = NULL;
@@ -217,7 +236,7 @@ static void test_kl_matches_naive_reference_and_is_nonnegative(void **unused)
 {
         const double taus[] = {1.0, 4.0, 0.7};
         struct data d = data_random(11, 257, 13, 6, 6, 2.0, 1.0);
-        kdl_kl_opts o = {.c = 13, .ntau = 3, .tau = taus};
+        kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = 13, .ntau = 3, .tau = taus});
         double *vals = calloc(3 * NV * d.n, sizeof(double));
         kdl_kl_state *s = state(&o);
 
@@ -242,13 +261,13 @@ static void test_student_equal_teacher_gives_exact_zero(void **unused)
 {
         const double taus[] = {0.5, 1.0, 4.0, 20.0};
         struct data d = data_random(12, 64, 9, 5, 5, 30.0, 0.0);
-        kdl_kl_opts o = {.c = 9,
-                         .ntau = 4,
-                         .tau = taus,
-                         .d_s = 5,
-                         .d_t = 5,
-                         .grad_feature = true,
-                         .grad_logits = true};
+        kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = 9,
+                                                    .ntau = 4,
+                                                    .tau = taus,
+                                                    .d_s = 5,
+                                                    .d_t = 5,
+                                                    .grad_feature = true,
+                                                    .grad_logits = true});
         kdl_tensor w;
         double *vals = calloc(4 * NV * d.n, sizeof(double));
         kdl_kl_state *s;
@@ -286,7 +305,7 @@ static void test_logit_fisher_second_order(void **unused)
         (void) unused;
         for (int e = 0; e < 2; e++) {
                 struct data d = data_random(13, 40, 17, 0, 0, 1.5, 1.0);
-                kdl_kl_opts o = {.c = 17, .ntau = 2, .tau = taus};
+                kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = 17, .ntau = 2, .tau = taus});
                 double *vals = calloc(2 * NV * d.n, sizeof(double));
                 kdl_kl_state *s;
 
@@ -335,7 +354,7 @@ static void test_fisher_quadratic_form_equals_variance(void **unused)
 {
         const double taus[] = {0.5, 2.0, 9.0};
         struct data d = data_random(14, 50, 23, 0, 0, 3.0, 2.0);
-        kdl_kl_opts o = {.c = 23, .ntau = 3, .tau = taus};
+        kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = 23, .ntau = 3, .tau = taus});
         double *vals = calloc(3 * NV * d.n, sizeof(double)), p[23], u[23];
         kdl_kl_state *s = state(&o);
 
@@ -359,7 +378,7 @@ static void test_high_tau_limit(void **unused)
 {
         const double taus[] = {1e2, 1e3, 1e4, 1e5, 1e6};
         struct data d = data_random(15, 30, 11, 0, 0, 1.0, 0.5);
-        kdl_kl_opts o = {.c = 11, .ntau = 5, .tau = taus};
+        kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = 11, .ntau = 5, .tau = taus});
         double *vals = calloc(5 * NV * d.n, sizeof(double)), err[5] = {0};
         kdl_kl_state *s = state(&o);
 
@@ -398,7 +417,8 @@ static void test_shift_invariance(void **unused)
         double a[7];
         kdl_tensor w1 = kdl_tensor_wrap(d.w, 2, (size_t[]){10, 7});
         kdl_tensor w2 = kdl_tensor_wrap(d2.w, 2, (size_t[]){10, 7});
-        kdl_kl_opts o1 = {.c = 10, .ntau = 2, .tau = taus, .d_s = 7, .d_t = 7, .w_t = &w1};
+        kdl_kl_opts o1 = with_defaults(
+                (kdl_kl_opts){.c = 10, .ntau = 2, .tau = taus, .d_s = 7, .d_t = 7, .w_t = &w1});
         kdl_kl_opts o2 = o1;
         kdl_kl_state *s1, *s2;
         const int inv[] = {KDL_KL_EXACT, KDL_KL_LOGIT_FISHER, KDL_KL_LOGIT_CENTERED_L2,
@@ -450,7 +470,8 @@ static void test_gradient_fisher_through_linear_head(void **unused)
         kdl_test_rng rng = {5};
         double bias[12], *vals = calloc(2 * NV * n, sizeof(double));
         kdl_tensor w = kdl_tensor_wrap(d.w, 2, (size_t[]){c, dd});
-        kdl_kl_opts o = {.c = c, .ntau = 2, .tau = taus, .d_s = dd, .d_t = dd, .w_t = &w};
+        kdl_kl_opts o = with_defaults(
+                (kdl_kl_opts){.c = c, .ntau = 2, .tau = taus, .d_s = dd, .d_t = dd, .w_t = &w});
         kdl_kl_state *s;
 
         (void) unused;
@@ -493,7 +514,7 @@ static void test_stable_with_large_logits(void **unused)
 {
         const double taus[] = {0.5, 1.0, 2.0, 4.0, 8.0, 20.0};
         struct data d = data_random(18, 120, 50, 0, 0, 100.0, 100.0);
-        kdl_kl_opts o = {.c = 50, .ntau = 6, .tau = taus};
+        kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = 50, .ntau = 6, .tau = taus});
         double *vals = calloc(6 * NV * d.n, sizeof(double));
         kdl_kl_state *s = state(&o);
         kdl_kl_result *r;
@@ -554,7 +575,7 @@ static void test_saturated_reference_values(void **unused)
                 {1.7670360888015883e-43, 1.7358836196782887e-21, 2.2258140675482091e-10,
                  9.433367565646499e-5, 6.609816013382693e-2, 3.0398776504531505},
         };
-        kdl_kl_opts o = {.c = 4, .ntau = 6, .tau = taus};
+        kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = 4, .ntau = 6, .tau = taus});
         kdl_kl_state *s = state(&o);
         kdl_tensor a = kdl_tensor_wrap((double *) zt, 2, (size_t[]){3, 4});
         kdl_tensor b = kdl_tensor_wrap((double *) zs, 2, (size_t[]){3, 4});
@@ -579,14 +600,14 @@ static void test_values_and_statistics(void **unused)
         const size_t n = 301, c = 8, dd = 5;
         struct data d = data_random(19, n, c, dd, dd, 2.0, 1.5);
         kdl_tensor w = kdl_tensor_wrap(d.w, 2, (size_t[]){c, dd});
-        kdl_kl_opts o = {.c = c,
-                         .ntau = 2,
-                         .tau = taus,
-                         .d_s = dd,
-                         .d_t = dd,
-                         .w_t = &w,
-                         .grad_feature = true,
-                         .grad_logits = true};
+        kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = c,
+                                                    .ntau = 2,
+                                                    .tau = taus,
+                                                    .d_s = dd,
+                                                    .d_t = dd,
+                                                    .w_t = &w,
+                                                    .grad_feature = true,
+                                                    .grad_logits = true});
         double *vals = calloc(2 * NV * n, sizeof(double)), pt[8], ps[8];
         kdl_kl_state *s = state(&o);
         kdl_kl_result *r;
@@ -728,16 +749,14 @@ static void test_merge_equals_sequential(void **unused)
         kdl_tensor w = kdl_tensor_wrap(d.w, 2, (size_t[]){c, d_t});
         kdl_kl_proj_state *p = NULL;
         kdl_kl_projector *proj = NULL;
-        kdl_kl_opts o = {.c = c,
-                         .ntau = 3,
-                         .tau = taus,
-                         .d_s = d_s,
-                         .d_t = d_t,
-                         .w_t = &w,
-                         .grad_feature = true,
-                         .grad_logits = true,
-                         .reservoir = 64,
-                         .seed = 42};
+        kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = c,
+                                                    .ntau = 3,
+                                                    .tau = taus,
+                                                    .d_s = d_s,
+                                                    .d_t = d_t,
+                                                    .w_t = &w,
+                                                    .grad_feature = true,
+                                                    .grad_logits = true});
         kdl_kl_state *seq, *a, *b, *cc;
         kdl_kl_result *r1, *r2, *r3;
         kdl_tensor hs = view(d.hs, 0, n, d_s), ht = view(d.ht, 0, n, d_t);
@@ -747,6 +766,8 @@ static void test_merge_equals_sequential(void **unused)
         assert_int_equal(kdl_kl_proj_accumulate(p, &hs, &ht), 0);
         assert_int_equal(kdl_kl_proj_finalize(p, &proj), 0);
         o.proj = proj;
+        o.reservoir = 64;
+        o.seed = 42;
 
         seq = state(&o);
         feed(seq, &o, &d, 0, n, 50, NULL);
@@ -859,8 +880,8 @@ static void test_projector(void **unused)
         {
                 const double tau = 1.0;
                 double *zt = calloc(n * 3, sizeof(double)), *zs = calloc(n * 3, sizeof(double));
-                kdl_kl_opts o = {
-                        .c = 3, .ntau = 1, .tau = &tau, .d_s = d_s, .d_t = d_t, .proj = q1};
+                kdl_kl_opts o = with_defaults((kdl_kl_opts){
+                        .c = 3, .ntau = 1, .tau = &tau, .d_s = d_s, .d_t = d_t, .proj = q1});
                 kdl_kl_state *s = state(&o);
                 kdl_kl_result *r;
                 kdl_tensor z1 = view(zt, 0, n, 3), z2 = view(zs, 0, n, 3);
@@ -920,7 +941,8 @@ static void test_visible_share(void **unused)
         const size_t n = 40, c = 3, dd = 8;
         struct data d = data_random(23, n, c, dd, dd, 1.0, 0.5);
         kdl_tensor w = kdl_tensor_wrap(d.w, 2, (size_t[]){c, dd});
-        kdl_kl_opts o = {.c = c, .ntau = 1, .tau = &tau, .d_s = dd, .d_t = dd, .w_t = &w};
+        kdl_kl_opts o = with_defaults(
+                (kdl_kl_opts){.c = c, .ntau = 1, .tau = &tau, .d_s = dd, .d_t = dd, .w_t = &w});
         kdl_test_rng rng = {7};
 
         (void) unused;
@@ -1020,7 +1042,7 @@ static void test_spearman_ties(void **unused)
          * logit_l2 too; two equal gaps make a tie in both. */
         double zt[12] = {0}, zs[12] = {0};
         const double gap[6] = {0.1, 0.5, 0.5, 1.0, 2.0, 3.0};
-        kdl_kl_opts o = {.c = c, .ntau = 1, .tau = &tau};
+        kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = c, .ntau = 1, .tau = &tau});
         kdl_kl_state *s = state(&o);
         kdl_kl_result *r;
         kdl_tensor a = view(zt, 0, n, c), b = view(zs, 0, n, c);
@@ -1042,7 +1064,7 @@ static void test_error_paths(void **unused)
         const double tau = 1.0, bad_tau[] = {1.0, 0.0}, nan_tau = NAN;
         double zt[12], zs[12], big[12];
         kdl_tensor a, b3, bx, bb;
-        kdl_kl_opts o = {.c = 3, .ntau = 1, .tau = &tau};
+        kdl_kl_opts o = with_defaults((kdl_kl_opts){.c = 3, .ntau = 1, .tau = &tau});
         kdl_kl_state *s = NULL, *keep = (kdl_kl_state *) &o;
         kdl_kl_result *r = NULL;
         kdl_kl_proj_state *p = NULL;
@@ -1128,14 +1150,14 @@ static void test_error_paths(void **unused)
         }
         /* Nothing was added by the failures. */
         assert_null(kdl_kl_values(s, 0, KDL_KL_EXACT, &m));
-        assert_int_equal(kdl_kl_finalize(s, &r), -KDL_ESHAPE);
+        assert_int_equal(kdl_kl_finalize(s, &r), -KDL_EMISSING);
         assert_null(r);
         kdl_kl_state_free(s);
 
         /* Projector: < 2 samples; no variance; width mismatch in merge. */
         assert_int_equal(kdl_kl_proj_state_new(0, 3, &p), -KDL_ESHAPE);
         assert_int_equal(kdl_kl_proj_state_new(2, 3, &p), 0);
-        assert_int_equal(kdl_kl_proj_finalize(p, &q), -KDL_ESHAPE);
+        assert_int_equal(kdl_kl_proj_finalize(p, &q), -KDL_EMISSING);
         {
                 double hs[8] = {1, 2, 1, 2, 1, 2, 1, 2}, ht[12] = {0};
                 kdl_tensor vs = view(hs, 0, 4, 2), vt = view(ht, 0, 4, 3), vt2 = view(ht, 0, 4, 2);
@@ -1149,10 +1171,91 @@ static void test_error_paths(void **unused)
                 hs[3] = NAN;
                 assert_int_equal(kdl_kl_proj_accumulate(p, &vs, &vt), -KDL_ENONFINITE);
                 assert_int_equal(kdl_kl_proj_state_new(3, 3, &p2), 0);
-                assert_int_equal(kdl_kl_proj_merge(p, p2), -KDL_ESHAPE);
+                assert_int_equal(kdl_kl_proj_merge(p, p2), -KDL_EMISMATCH);
                 kdl_kl_proj_state_free(p2);
         }
         kdl_kl_proj_state_free(p);
+}
+
+/* The metric contract: kdl_kl_opts_init() is the one source of defaults;
+ * finalize of an empty state is -KDL_EMISSING; merging states of other
+ * shapes or options is -KDL_EMISMATCH and leaves @into as it was. */
+static void test_contract(void **unused)
+{
+        const double tau[2] = {1.0, 3.0};
+        struct data d = data_random(31, 40, 5, 3, 4, 1.5, 0.7);
+        kdl_kl_opts o;
+        kdl_kl_state *s, *other, *keep = (kdl_kl_state *) &o;
+        kdl_kl_result *r = NULL, *r1, *r2;
+        kdl_kl_proj_state *p, *p2;
+        kdl_kl_projector *q = NULL, *q1, *q2;
+        kdl_tensor hs = view(d.hs, 0, d.n, 3);
+        kdl_tensor hs1 = view(d.hs, 0, 1, 3), ht1 = view(d.ht, 0, 1, 4);
+
+        (void) unused;
+        kdl_kl_opts_init(&o);
+        assert_int_equal(o.reservoir, KDL_KL_RESERVOIR_DEFAULT);
+        assert_true(o.seed == 0 && o.c == 0 && o.ntau == 0 && !o.tau && !o.w_t && !o.proj);
+        assert_true(o.d_s == 0 && o.d_t == 0 && !o.grad_feature && !o.grad_logits);
+        o.c = 5;
+        o.ntau = 2;
+        o.tau = tau;
+        /* Zero is not "the default": a reservoir of 0 is refused. */
+        o.reservoir = 0;
+        assert_int_equal(kdl_kl_state_new(&o, &keep), -KDL_ERANGE);
+        assert_true(keep == (kdl_kl_state *) &o);
+        o.reservoir = 16;
+
+        s = state(&o);
+        assert_int_equal(kdl_kl_finalize(s, &r), -KDL_EMISSING);
+        assert_null(r);
+        feed(s, &o, &d, 0, d.n, 9, NULL);
+        r1 = result(s);
+        /* Other classes, temperatures, reservoir or seed: refused, s unchanged. */
+        for (int k = 0; k < 4; k++) {
+                kdl_kl_opts o4 = o;
+
+                o4.c = k == 0 ? 4 : o.c;
+                o4.ntau = k == 1 ? 1 : o.ntau;
+                o4.reservoir = k == 2 ? 17 : o.reservoir;
+                o4.seed = k == 3 ? 5 : o.seed;
+                other = state(&o4);
+                assert_int_equal(kdl_kl_merge(s, other), -KDL_EMISMATCH);
+                kdl_kl_state_free(other);
+        }
+        r2 = result(s);
+        assert_int_equal(r2->n, r1->n);
+        assert_int_equal(r2->spearman_n, r1->spearman_n);
+        for (size_t it = 0; it < 2; it++)
+                for (int v = 0; v < NV; v++)
+                        assert_memory_equal(&r2->tau[it].v[v], &r1->tau[it].v[v],
+                                            sizeof(kdl_kl_fidelity));
+        kdl_kl_result_free(r2);
+        kdl_kl_result_free(r1);
+        kdl_kl_state_free(s);
+
+        /* The projector: empty, one sample, other widths. */
+        assert_int_equal(kdl_kl_proj_state_new(3, 4, &p), 0);
+        assert_int_equal(kdl_kl_proj_finalize(p, &q), -KDL_EMISSING);
+        assert_int_equal(kdl_kl_proj_accumulate(p, &hs1, &ht1), 0);
+        assert_int_equal(kdl_kl_proj_finalize(p, &q), -KDL_ESHAPE);
+        assert_null(q);
+        hs1 = view(d.hs, 1, d.n - 1, 3);
+        ht1 = view(d.ht, 1, d.n - 1, 4);
+        assert_int_equal(kdl_kl_proj_accumulate(p, &hs1, &ht1), 0);
+        assert_int_equal(kdl_kl_proj_finalize(p, &q1), 0);
+        assert_int_equal(kdl_kl_proj_state_new(3, 3, &p2), 0);
+        assert_int_equal(kdl_kl_proj_accumulate(p2, &hs, &hs), 0);
+        assert_int_equal(kdl_kl_proj_merge(p, p2), -KDL_EMISMATCH);
+        assert_int_equal(kdl_kl_proj_finalize(p, &q2), 0);
+        assert_int_equal(q2->n, q1->n);
+        assert_memory_equal(q2->pt, q1->pt, 3 * 4 * sizeof(double));
+        assert_memory_equal(q2->b, q1->b, 4 * sizeof(double));
+        kdl_kl_projector_free(q2);
+        kdl_kl_projector_free(q1);
+        kdl_kl_proj_state_free(p2);
+        kdl_kl_proj_state_free(p);
+        data_free(&d);
 }
 
 int main(void)
@@ -1174,6 +1277,7 @@ int main(void)
                 cmocka_unit_test(test_visible_share),
                 cmocka_unit_test(test_spearman_ties),
                 cmocka_unit_test(test_error_paths),
+                cmocka_unit_test(test_contract),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -943,6 +943,83 @@ static void test_errors(void **state)
         kdl_split_result_free(NULL);
 }
 
+/* The state's results as bytes that must not move. */
+static void assert_results_identical(const kdl_split_result *a, const kdl_split_result *b)
+{
+        assert_int_equal(a->n, b->n);
+        for (size_t k = 0; k < a->ntaus; k++) {
+                const kdl_split_tau_result *x = &a->tau[k], *y = &b->tau[k];
+
+                assert_memory_equal(&x->kl, &y->kl, sizeof(double));
+                assert_memory_equal(&x->nckd, &y->nckd, sizeof(double));
+                assert_memory_equal(&x->pt_y.mean, &y->pt_y.mean, sizeof(double));
+                assert_memory_equal(&x->pt_y.std, &y->pt_y.std, sizeof(double));
+                assert_memory_equal(x->pt_y.quantile, y->pt_y.quantile, sizeof(x->pt_y.quantile));
+                assert_memory_equal(&x->w.mean, &y->w.mean, sizeof(double));
+                assert_memory_equal(&x->pearson_w_pt, &y->pearson_w_pt, sizeof(double));
+        }
+}
+
+/* The metric contract: kdl_split_opts_init() sets every default; finalize
+ * of an empty state is -KDL_EMISSING; a merge of states of other classes,
+ * options or first passes is -KDL_EMISMATCH and leaves @into as it was. */
+static void test_contract(void **state)
+{
+        double zt[N_ * C_], zs[N_ * C_];
+        int64_t y[N_];
+        kdl_split_opts o, o2;
+        kdl_split_state *s, *other, *half;
+        kdl_split_instance_state *inst, *inst_other;
+        kdl_split_result *r = NULL, *r1, *r2;
+
+        (void) state;
+        kdl_split_opts_init(&o);
+        assert_int_equal(o.ntaus, 1);
+        assert_close(o.taus[0], 4.0, 0.0, 0.0);
+        assert_close(o.lambda, 0.9, 0.0, 0.0);
+        assert_close(o.omega_max, 10.0, 0.0, 0.0);
+        assert_close(o.w_eps, 1e-3, 0.0, 0.0);
+        assert_close(o.cos_eps, 1e-12, 0.0, 0.0);
+        assert_int_equal(o.nbins, 1000);
+
+        o = opts_all_taus();
+        make_data(41, N_, C_, zt, zs, y);
+        assert_int_equal(kdl_split_state_new(C_, &o, &s), 0);
+        assert_int_equal(kdl_split_finalize(s, NULL, NULL, NULL, &r), -KDL_EMISSING);
+        assert_null(r);
+        accumulate_blocks(s, NULL, zt, zs, y, 0, N_, 50, C_);
+        assert_int_equal(kdl_split_instance_state_new(s, &inst), 0);
+        accumulate_blocks(NULL, inst, zt, zs, y, 0, N_, 64, C_);
+        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, &r1), 0);
+
+        /* Other options, other classes: refused, nothing moves. */
+        o2 = o;
+        o2.nbins = 999;
+        assert_int_equal(kdl_split_state_new(C_, &o2, &other), 0);
+        accumulate_blocks(other, NULL, zt, zs, y, 0, 20, 20, C_);
+        assert_int_equal(kdl_split_merge(s, other), -KDL_EMISMATCH);
+        kdl_split_state_free(other);
+        assert_int_equal(kdl_split_state_new(C_ + 1, &o, &other), 0);
+        assert_int_equal(kdl_split_merge(s, other), -KDL_EMISMATCH);
+        kdl_split_state_free(other);
+
+        /* A second pass of another first pass (another p̄^t_y). */
+        assert_int_equal(kdl_split_state_new(C_, &o, &half), 0);
+        accumulate_blocks(half, NULL, zt, zs, y, 0, N_ / 2, 50, C_);
+        assert_int_equal(kdl_split_instance_state_new(half, &inst_other), 0);
+        accumulate_blocks(NULL, inst_other, zt, zs, y, 0, N_ / 2, 50, C_);
+        assert_int_equal(kdl_split_instance_merge(inst, inst_other), -KDL_EMISMATCH);
+        kdl_split_instance_state_free(inst_other);
+        kdl_split_state_free(half);
+
+        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, &r2), 0);
+        assert_results_identical(r1, r2);
+        kdl_split_result_free(r2);
+        kdl_split_result_free(r1);
+        kdl_split_instance_state_free(inst);
+        kdl_split_state_free(s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -958,6 +1035,7 @@ int main(void)
                 cmocka_unit_test(test_heads_and_agreement),
                 cmocka_unit_test(test_universe_entropy),
                 cmocka_unit_test(test_errors),
+                cmocka_unit_test(test_contract),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

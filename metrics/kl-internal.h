@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_METRICS_KL_INTERNAL_H
+#define KDL_METRICS_KL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics/base/tensor.h"
+#include "metrics/kl.h"
+#include "metrics/moments.h"
+
+/*
+ * The parts of the KL metric (metrics/kl.h) shared by its files:
+ *   kl.c            the state's lifecycle, its statistics, merge, finalize;
+ *   kl-values.c     the per-sample values of a block (the KL and its
+ *                   approximations);
+ *   kl-reservoir.c  the Spearman reservoir and the rank correlations;
+ *   kl-proj.c       pass 1, the least-squares projector.
+ */
+
+#define KDL__KL_NV KDL_KL_VALUE_COUNT_
+
+/* What the blocks carry; fixed by kdl_kl_state_new(). */
+struct kdl__kl_config {
+        size_t c, ntau, d_s, d_t;
+        double *tau; /* [ntau] */
+        bool feat, head, gradf, gradz, fitted;
+        bool avail[KDL__KL_NV];
+        double *w;        /* [c, d_t] W_t when head */
+        double *pt, *b;   /* projector [d_s, d_t], [d_t] when fitted */
+        size_t proj_rank; /* rank of the fitted projector; d_s for the identity */
+        double *q;        /* [d_t, rank] orthonormal basis of the row space of W_t */
+        size_t rank;
+};
+
+/* The sufficient statistics of a set of samples (a state's, or one block's). */
+struct kdl__kl_stats {
+        size_t n;
+        kdl_comoments *v; /* [ntau * NV] of (A_v, K) at each temperature */
+        double *sabs;     /* [ntau * NV] Σ|A_v - K| */
+        double esq, vsq;  /* Σ‖e‖², Σ‖Qᵀe‖² */
+        double *mu_t;     /* [d_t] teacher feature mean */
+        double sst_t;     /* Σ‖h^t - μ_t‖² */
+};
+
+/* The Spearman reservoir: the @cap samples of smallest key
+ * hash(seed, sample index), each with @width values; a max-heap of slots
+ * finds the largest key kept. */
+struct kdl__kl_reservoir {
+        size_t cap;
+        uint64_t seed;
+        size_t width;
+        size_t n, alloc; /* items held, room */
+        uint64_t *key;   /* [alloc] */
+        size_t *idx;     /* [alloc] sample indices */
+        double *val;     /* [alloc, width] */
+        size_t *heap;    /* [alloc] slots, largest (key, idx) first */
+};
+
+/* Scratch of a state; its sizes follow the largest block seen. */
+struct kdl__kl_scratch {
+        size_t rows;             /* blocks of this many rows fit */
+        size_t vm;               /* rows of the last block's values in @vals; 0: none */
+        double *vals;            /* [ntau * NV, vm] values of the last block */
+        double *e, *u, *y, *hsp; /* [rows, d_t], [rows, c], [rows, rank], [rows, d_s] */
+        double *lpt, *lps, *pr;  /* [c] */
+        double *delta;           /* [d_t] mean differences of a merge */
+        struct kdl__kl_stats block;
+};
+
+/* ---- kl.c ---- */
+
+/* The index of row @r of block @b. */
+size_t kdl__kl_sample_index(const kdl_kl_block *b, size_t r);
+
+/* -KDL_ESHAPE (message names @what) unless @t is 2-D [@m, @cols]. */
+int kdl__kl_check_tensor(const kdl_tensor *t, const char *what, size_t m, size_t cols);
+
+/* -KDL_ENONFINITE naming @what and the sample (of @b when not NULL, else
+ * the row) of the first NaN/Inf in @t. */
+int kdl__kl_check_finite(const kdl_tensor *t, const char *what, const kdl_kl_block *b);
+
+/* Grow *@p to hold @n doubles (contents not kept).  Return: 0; -ENOMEM. */
+int kdl__kl_grow(double **p, size_t n);
+
+/* ---- kl-values.c ---- */
+
+/*
+ * kdl__kl_block_values() - the per-sample values of the @m rows of @b, at
+ * every temperature, into @w->vals[(itau * NV + v) * m + r] (NaN for the
+ * values that are unavailable), and Σ‖e‖², Σ‖Qᵀe‖² into @w->block.
+ * @b was checked; @w has room for @m rows.
+ * Return: 0; -KDL_ENONFINITE naming the value, τ and sample when a value
+ * overflowed; -KDL_EOVERFLOW.
+ */
+int kdl__kl_block_values(const struct kdl__kl_config *cfg, struct kdl__kl_scratch *w,
+                         const kdl_kl_block *b, size_t m);
+
+/* ---- kl-reservoir.c ---- */
+
+/* An empty reservoir of at most @cap items of @width doubles (no memory yet). */
+void kdl__kl_reservoir_init(struct kdl__kl_reservoir *r, size_t cap, uint64_t seed, size_t width);
+
+/* Free @r's memory. */
+void kdl__kl_reservoir_release(struct kdl__kl_reservoir *r);
+
+/* Room for min(@n, cap) items, so that adding that many cannot fail.
+ * Return: 0; -KDL_EOVERFLOW; -ENOMEM (@r unchanged). */
+int kdl__kl_reservoir_reserve(struct kdl__kl_reservoir *r, size_t n);
+
+/* Offer the @m samples of @b, whose values are @vals[i * m + row]
+ * (i < width).  Room was reserved. */
+void kdl__kl_reservoir_add_block(struct kdl__kl_reservoir *r, const double *vals, size_t m,
+                                 const kdl_kl_block *b);
+
+/* Offer every item of @from to @into (same cap, seed and width); room was
+ * reserved for @into->n + @from->n. */
+void kdl__kl_reservoir_merge(struct kdl__kl_reservoir *into, const struct kdl__kl_reservoir *from);
+
+/*
+ * kdl__kl_spearman() - the Spearman correlation of every available value
+ * with K at every temperature, on the reservoir's items in sample order,
+ * into @ret->tau[it].v[v].spearman.
+ * Return: 0; -ENOMEM.
+ */
+int kdl__kl_spearman(const struct kdl__kl_reservoir *r, const struct kdl__kl_config *cfg,
+                     kdl_kl_result *ret);
+
+#endif

@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <stdlib.h>
+
+#include <cblas.h>
+
+#include "metrics/base/alloc.h"
+#include "metrics/base/error.h"
+#include "metrics/kl.h"
+#include "metrics/kl-internal.h"
+#include "metrics/base/banned.h"
+
+/*
+ * The per-sample values of the KL metric: the exact KD criterion K_n and
+ * each approximation A_n of the table in metrics/kl.h, for one row block.
+ */
+
+#define NV   KDL__KL_NV
+#define DNAN ((double) NAN)
+
+/* φ(v) = e^v - 1 - v ≥ 0.  For |v| < 0.1 its Taylor series (to v^12, relative
+ * error < 1e-20); otherwise expm1(v) - v, whose cancellation costs at most a
+ * factor 2/|v| <= 20 ulps there. */
+static double phi(double v)
+{
+        static const double inv_fact[] = {
+                1.0 / 2,       1.0 / 6,        1.0 / 24,        1.0 / 120,
+                1.0 / 720,     1.0 / 5040,     1.0 / 40320,     1.0 / 362880,
+                1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600,
+        };
+        size_t k = sizeof(inv_fact) / sizeof(inv_fact[0]);
+        double r;
+
+        if (fabs(v) >= 0.1)
+                return expm1(v) - v;
+        r = inv_fact[--k];
+        while (k-- > 0)
+                r = r * v + inv_fact[k];
+        return v * v * r;
+}
+
+/* log-softmax of x/tau (x strided by sx) into out[c]; returns the argmax.
+ * The log-normaliser is max + log1p(Σ_{k != argmax} e^{x_k - max}), so that
+ * log p of a saturated class keeps its tiny value instead of rounding to 0. */
+static size_t log_softmax(const double *x, ptrdiff_t sx, size_t c, double tau, double *out)
+{
+        double mx = -INFINITY, rest = 0.0, lse;
+        size_t am = 0;
+
+        for (size_t k = 0; k < c; k++) {
+                out[k] = x[(ptrdiff_t) k * sx] / tau;
+                if (out[k] > mx) {
+                        mx = out[k];
+                        am = k;
+                }
+        }
+        for (size_t k = 0; k < c; k++)
+                if (k != am)
+                        rest += exp(out[k] - mx);
+        lse = mx + log1p(rest);
+        for (size_t k = 0; k < c; k++)
+                out[k] -= lse;
+        return am;
+}
+
+/* p = exp(lpt) into @p, and ‖p^s - p^t‖².  At the teacher's argmax @am use
+ * -Σ_{k != am}(p^s_k - p^t_k) (both sum to 1), which keeps a saturated
+ * class's difference that 1 - 1 would round away. */
+static double prob_sq_dist(const double *lpt, const double *lps, size_t c, size_t am, double *p)
+{
+        double pl2 = 0.0, dsum = 0.0;
+
+        for (size_t k = 0; k < c; k++) {
+                p[k] = exp(lpt[k]);
+                if (k != am) {
+                        double dp = exp(lps[k]) - p[k];
+
+                        pl2 += dp * dp;
+                        dsum += dp;
+                }
+        }
+        return pl2 + dsum * dsum;
+}
+
+/* v_k = w_k - E_p[w] with w = (z^s - z^t)/τ into @v; *@ret_mx =
+ * max_k(log p_k + v_k).  Return: Var_p(w) = E_p[v²]. */
+static double centred_diff(const double *zt, ptrdiff_t szt, const double *zs, ptrdiff_t szs,
+                           size_t c, double tau, const double *p, const double *lpt, double *v,
+                           double *ret_mx)
+{
+        double mw = 0.0, mx = -INFINITY, fis = 0.0;
+
+        for (size_t k = 0; k < c; k++) {
+                v[k] = (zs[(ptrdiff_t) k * szs] - zt[(ptrdiff_t) k * szt]) / tau;
+                mw += p[k] * v[k];
+        }
+        for (size_t k = 0; k < c; k++) {
+                v[k] -= mw;
+                fis += p[k] * v[k] * v[k];
+                if (lpt[k] + v[k] > mx)
+                        mx = lpt[k] + v[k];
+        }
+        *ret_mx = mx;
+        return fis;
+}
+
+/* KL = log E_p[e^v] (E_p[v] = 0): with all p_k e^{v_k} <= e use log1p of
+ * the non-negative Σ p φ(v); otherwise KL >= mx > 1 and log-sum-exp has no
+ * cancellation to fear. */
+static double kl_of(const double *lpt, const double *v, const double *p, size_t c, double mx)
+{
+        double sum = 0.0;
+
+        if (mx > 1.0) {
+                for (size_t k = 0; k < c; k++)
+                        sum += exp(lpt[k] + v[k] - mx);
+                return mx + log(sum);
+        }
+        for (size_t k = 0; k < c; k++) {
+                if (v[k] > 1.0)
+                        sum += exp(lpt[k] + v[k]) - p[k] * (1.0 + v[k]);
+                else
+                        sum += p[k] * phi(v[k]);
+        }
+        return log1p(sum);
+}
+
+/* Var_{k~p}(u_k). */
+static double var_p(const double *p, const double *u, size_t c)
+{
+        double mu = 0.0, var = 0.0;
+
+        for (size_t k = 0; k < c; k++)
+                mu += p[k] * u[k];
+        for (size_t k = 0; k < c; k++)
+                var += p[k] * (u[k] - mu) * (u[k] - mu);
+        return var;
+}
+
+/* Values of one sample at every temperature: logit part.  Writes K, logit_fisher, prob_l2 (and
+ * gradient_fisher from @u when given) into out[itau * NV + v] with stride @os. */
+static void sample_logits(const struct kdl__kl_config *cfg, struct kdl__kl_scratch *w,
+                          const double *zt, ptrdiff_t szt, const double *zs, ptrdiff_t szs,
+                          const double *u, double *out, size_t os)
+{
+        size_t c = cfg->c;
+        double *lpt = w->lpt, *lps = w->lps, *p = w->pr;
+
+        for (size_t it = 0; it < cfg->ntau; it++) {
+                double tau = cfg->tau[it], mx, fis, pl2, *o = out + it * NV * os;
+                size_t am = log_softmax(zt, szt, c, tau, lpt);
+
+                (void) log_softmax(zs, szs, c, tau, lps);
+                pl2 = prob_sq_dist(lpt, lps, c, am, p);
+                /* lps is reused for v. */
+                fis = centred_diff(zt, szt, zs, szs, c, tau, p, lpt, lps, &mx);
+                o[KDL_KL_EXACT * os] = tau * tau * kl_of(lpt, lps, p, c, mx);
+                o[KDL_KL_LOGIT_FISHER * os] = 0.5 * tau * tau * fis;
+                o[KDL_KL_PROB_L2 * os] = 0.5 * tau * tau * pl2;
+                if (u)
+                        o[KDL_KL_GRADIENT_FISHER * os] = 0.5 * var_p(p, u, c);
+        }
+}
+
+/* e = P h^s - h^t, u = W_t e, y = Qᵀ e for the block (BLAS level 3). */
+static int block_features(const struct kdl__kl_config *cfg, struct kdl__kl_scratch *w,
+                          const kdl_kl_block *b, size_t m)
+{
+        size_t d_s = cfg->d_s, d_t = cfg->d_t;
+        int err, bm, bs, bt, bc, br;
+
+        if ((err = kdl__blas_int(m, &bm)) < 0 || (err = kdl__blas_int(d_s, &bs)) < 0 ||
+            (err = kdl__blas_int(d_t, &bt)) < 0 || (err = kdl__blas_int(cfg->c, &bc)) < 0 ||
+            (err = kdl__blas_int(cfg->rank, &br)) < 0)
+                return err;
+        if (cfg->fitted) {
+                for (size_t r = 0; r < m; r++)
+                        for (size_t i = 0; i < d_s; i++)
+                                w->hsp[r * d_s + i] = KDL_AT2(b->hs, r, i);
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bm, bt, bs, 1.0, w->hsp, bs,
+                            cfg->pt, bt, 0.0, w->e, bt);
+                for (size_t r = 0; r < m; r++)
+                        for (size_t j = 0; j < d_t; j++)
+                                w->e[r * d_t + j] += cfg->b[j] - KDL_AT2(b->ht, r, j);
+        } else {
+                for (size_t r = 0; r < m; r++)
+                        for (size_t j = 0; j < d_t; j++)
+                                w->e[r * d_t + j] = KDL_AT2(b->hs, r, j) - KDL_AT2(b->ht, r, j);
+        }
+        if (cfg->head) {
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bm, bc, bt, 1.0, w->e, bt,
+                            cfg->w, bt, 0.0, w->u, bc);
+                if (cfg->rank > 0)
+                        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bm, br, bt, 1.0,
+                                    w->e, bt, cfg->q, br, 0.0, w->y, br);
+        }
+        return 0;
+}
+
+/* The τ-independent values of one sample. */
+struct row_values {
+        double logit_l2, centered_l2, feature_l2, feature_head, grad_empirical, grad_logit_l2;
+};
+
+/* ‖d‖²/(2C) and ‖d - mean(d)‖²/(2C) for d = z^s - z^t. */
+static void logit_l2(const double *zt, ptrdiff_t szt, const double *zs, ptrdiff_t szs, size_t c,
+                     struct row_values *rv)
+{
+        double dsum = 0.0, dsq = 0.0, csq = 0.0;
+
+        for (size_t k = 0; k < c; k++) {
+                double d = zs[(ptrdiff_t) k * szs] - zt[(ptrdiff_t) k * szt];
+
+                dsum += d;
+                dsq += d * d;
+        }
+        for (size_t k = 0; k < c; k++) {
+                double d = zs[(ptrdiff_t) k * szs] - zt[(ptrdiff_t) k * szt] - dsum / (double) c;
+
+                csq += d * d;
+        }
+        rv->centered_l2 = csq / (2.0 * (double) c);
+        rv->logit_l2 = dsq / (2.0 * (double) c);
+}
+
+/* The feature and gradient values of row @r (e, u, y of the block are
+ * known); Σ‖e‖² and Σ‖Qᵀe‖² grow into @w->block. */
+static void row_features(const struct kdl__kl_config *cfg, struct kdl__kl_scratch *w,
+                         const kdl_kl_block *b, size_t r, struct row_values *rv)
+{
+        size_t c = cfg->c, d_t = cfg->d_t;
+
+        if (cfg->feat) {
+                const double *e = w->e + r * d_t;
+                double ee = 0.0, ge_dot = 0.0;
+
+                for (size_t j = 0; j < d_t; j++)
+                        ee += e[j] * e[j];
+                w->block.esq += ee;
+                rv->feature_l2 = ee / (2.0 * (double) d_t);
+                if (cfg->gradf) {
+                        for (size_t j = 0; j < d_t; j++)
+                                ge_dot += KDL_AT2(b->gt, r, j) * e[j];
+                        rv->grad_empirical = 0.5 * ge_dot * ge_dot;
+                }
+        }
+        if (cfg->head) {
+                double uu = 0.0, yy = 0.0;
+
+                for (size_t k = 0; k < c; k++)
+                        uu += w->u[r * c + k] * w->u[r * c + k];
+                rv->feature_head = uu / (2.0 * (double) c);
+                for (size_t k = 0; k < cfg->rank; k++)
+                        yy += w->y[r * cfg->rank + k] * w->y[r * cfg->rank + k];
+                w->block.vsq += yy;
+        }
+}
+
+/* ½ ‖g^s_z - g^t_z‖² of row @r. */
+static double grad_logit_l2(const kdl_kl_block *b, size_t r, size_t c)
+{
+        double gg = 0.0;
+
+        for (size_t k = 0; k < c; k++) {
+                double d = KDL_AT2(b->gzs, r, k) - KDL_AT2(b->gzt, r, k);
+
+                gg += d * d;
+        }
+        return 0.5 * gg;
+}
+
+/* All values of row @r into vals[(itau * NV + v) * m + r]. */
+static void row_values(const struct kdl__kl_config *cfg, struct kdl__kl_scratch *w,
+                       const kdl_kl_block *b, size_t r, size_t m)
+{
+        const double *zt = b->zt->data + (ptrdiff_t) r * b->zt->stride[0];
+        const double *zs = b->zs->data + (ptrdiff_t) r * b->zs->stride[0];
+        ptrdiff_t szt = b->zt->stride[1], szs = b->zs->stride[1];
+        struct row_values rv = {.feature_l2 = DNAN,
+                                .feature_head = DNAN,
+                                .grad_empirical = DNAN,
+                                .grad_logit_l2 = DNAN};
+        size_t c = cfg->c;
+
+        sample_logits(cfg, w, zt, szt, zs, szs, cfg->head ? w->u + r * c : NULL, w->vals + r, m);
+        logit_l2(zt, szt, zs, szs, c, &rv);
+        row_features(cfg, w, b, r, &rv);
+        if (cfg->gradz)
+                rv.grad_logit_l2 = grad_logit_l2(b, r, c);
+        for (size_t it = 0; it < cfg->ntau; it++) {
+                double *o = w->vals + it * NV * m + r;
+
+                o[KDL_KL_LOGIT_CENTERED_L2 * m] = rv.centered_l2;
+                o[KDL_KL_LOGIT_L2 * m] = rv.logit_l2;
+                o[KDL_KL_FEATURE_L2 * m] = rv.feature_l2;
+                o[KDL_KL_FEATURE_HEAD * m] = rv.feature_head;
+                o[KDL_KL_GRADIENT_EMPIRICAL * m] = rv.grad_empirical;
+                o[KDL_KL_GRADIENT_LOGIT_L2 * m] = rv.grad_logit_l2;
+                if (!cfg->head)
+                        o[KDL_KL_GRADIENT_FISHER * m] = DNAN;
+        }
+}
+
+int kdl__kl_block_values(const struct kdl__kl_config *cfg, struct kdl__kl_scratch *w,
+                         const kdl_kl_block *b, size_t m)
+{
+        size_t ntv = cfg->ntau * NV;
+        int err;
+
+        w->block.esq = w->block.vsq = 0.0;
+        if (cfg->feat) {
+                err = block_features(cfg, w, b, m);
+                if (err < 0)
+                        return err;
+        }
+        for (size_t r = 0; r < m; r++)
+                row_values(cfg, w, b, r, m);
+        /* Values that overflowed (inputs near DBL_MAX) are an error, not a NaN
+         * in a table. */
+        for (size_t i = 0; i < ntv; i++) {
+                if (!cfg->avail[i % NV])
+                        continue;
+                for (size_t r = 0; r < m; r++)
+                        if (!isfinite(w->vals[i * m + r]))
+                                return kdl_error(-KDL_ENONFINITE,
+                                                 "%s at tau %g: non-finite value at sample %zu "
+                                                 "(inputs too large)",
+                                                 kdl_kl_name(i % NV), cfg->tau[i / NV],
+                                                 kdl__kl_sample_index(b, r));
+        }
+        return 0;
+}
