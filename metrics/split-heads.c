@@ -8,6 +8,7 @@
 
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "metrics/cka.h"
 #include "metrics/moments.h"
 #include "metrics/split.h"
 #include "metrics/split-internal.h"
@@ -53,16 +54,15 @@ static int gram(const double *a, size_t c, size_t d, double *k)
         return 0;
 }
 
-/* The cosine matrix of @w's rows, and the Gram matrix of its class-centred
- * rows (for CKA), both C x C. */
-static int head_mats(const kdl_tensor *w, double cos_eps, double *ret_cos, double *ret_gram)
+/* The cosine matrix of @w's rows, C x C. */
+static int head_cos(const kdl_tensor *w, double cos_eps, double *ret_cos)
 {
         size_t c = w->shape[0], d = w->shape[1];
-        double *a = kdl_new(double, c *d), *mean = kdl_new(double, d);
-        int err = -ENOMEM;
+        double *a = kdl_new(double, c *d);
+        int err;
 
-        if (!a || !mean)
-                goto out;
+        if (!a)
+                return -ENOMEM;
         for (size_t i = 0; i < c; i++) {
                 double nrm = 0.0;
 
@@ -76,20 +76,6 @@ static int head_mats(const kdl_tensor *w, double cos_eps, double *ret_cos, doubl
                         a[i * d + j] = KDL_AT2(w, i, j) / nrm;
         }
         err = gram(a, c, d, ret_cos);
-        if (err < 0)
-                goto out;
-
-        for (size_t i = 0; i < c; i++)
-                for (size_t j = 0; j < d; j++)
-                        mean[j] += KDL_AT2(w, i, j);
-        for (size_t j = 0; j < d; j++)
-                mean[j] /= (double) c;
-        for (size_t i = 0; i < c; i++)
-                for (size_t j = 0; j < d; j++)
-                        a[i * d + j] = KDL_AT2(w, i, j) - mean[j];
-        err = gram(a, c, d, ret_gram);
-out:
-        free(mean);
         free(a);
         return err;
 }
@@ -113,62 +99,58 @@ double kdl__split_pairs_pearson(const double *x, const double *y, size_t c, cons
         return kdl_pearson(px, py, n);
 }
 
-/* The cosine matrix of head @w into a new *@ret_cos and the Gram matrix of
- * its class-centred rows into a new *@ret_gram (caller frees both, also
+/* The cosine matrix of head @w into a new *@ret_cos (caller frees it, also
  * after a failure). */
-static int one_head(const kdl_tensor *w, size_t c, double cos_eps, double **ret_cos,
-                    double **ret_gram)
+static int one_head(const kdl_tensor *w, size_t c, double cos_eps, double **ret_cos)
 {
         *ret_cos = kdl_new(double, c *c);
-        *ret_gram = kdl_new(double, c *c);
-        if (!*ret_cos || !*ret_gram)
+        if (!*ret_cos)
                 return -ENOMEM;
-        return head_mats(w, cos_eps, *ret_cos, *ret_gram);
+        return head_cos(w, cos_eps, *ret_cos);
+}
+
+/* Linear CKA of the two heads with the classes as examples (kdl_cka_gram()'s
+ * biased estimate: the Gram matrices of the class-centred rows). */
+static int heads_cka(const kdl_tensor *wt, const kdl_tensor *ws, double *ret)
+{
+        kdl_tensor heads[2] = {*wt, *ws};
+        kdl_cka_matrix *m = NULL;
+        int err;
+
+        heads[0].owner = heads[1].owner = false; /* borrowed views */
+        err = kdl_cka_gram(heads, 2, KDL_CKA_LINEAR, 0.0, &m);
+        if (err < 0)
+                return err;
+        *ret = m->biased[1];
+        kdl_cka_matrix_free(m);
+        return 0;
 }
 
 int kdl__split_heads(size_t c, double cos_eps, const kdl_tensor *wt, const kdl_tensor *ws,
                      double *pairs, kdl_split_result *r)
 {
-        double *gt = NULL, *gs = NULL;
         int err = 0;
 
         r->pearson_heads = (double) NAN;
         r->cka_heads = (double) NAN;
         if (wt) {
-                err = one_head(wt, c, cos_eps, &r->cos_teacher, &gt);
+                err = one_head(wt, c, cos_eps, &r->cos_teacher);
                 if (err < 0)
-                        goto out;
+                        return err;
                 r->has_head_teacher = true;
                 r->d_teacher = wt->shape[1];
         }
         if (ws) {
-                err = one_head(ws, c, cos_eps, &r->cos_student, &gs);
+                err = one_head(ws, c, cos_eps, &r->cos_student);
                 if (err < 0)
-                        goto out;
+                        return err;
                 r->has_head_student = true;
                 r->d_student = ws->shape[1];
         }
-        /* Linear CKA with the classes as examples: <K, L>_F / (|K|_F |L|_F) of
-         * the Gram matrices of the class-centred heads.  NEEDSWORK:
-         * kdl_cka_gram() computes the same value (HKH centring, one dsyrk, one
-         * square root), but its rounding differs in the last bits (up to
-         * 3.3e-16 on the bundled example), so this stays until an output
-         * change is acceptable. */
         if (wt && ws) {
-                double kl = 0.0, kk = 0.0, ll = 0.0, den;
-
                 r->pearson_heads =
                         kdl__split_pairs_pearson(r->cos_teacher, r->cos_student, c, NULL, pairs);
-                for (size_t e = 0; e < c * c; e++) {
-                        kl += gt[e] * gs[e];
-                        kk += gt[e] * gt[e];
-                        ll += gs[e] * gs[e];
-                }
-                den = sqrt(kk) * sqrt(ll);
-                r->cka_heads = den > 0.0 ? kl / den : (double) NAN;
+                err = heads_cka(wt, ws, &r->cka_heads);
         }
-out:
-        free(gs);
-        free(gt);
         return err;
 }
