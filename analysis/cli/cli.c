@@ -222,12 +222,14 @@ int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format for
         return err < 0 ? kdl_cli_fail(cli, err) : KDL_EXIT_OK;
 }
 
-void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o)
+void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o,
+                         const struct kdl_run_common *run)
 {
-        *o = (struct kdl_cli_common){.format = kdl_cli_default_format(cli),
-                                     .temps = {4.0},
-                                     .ntemps = 1,
-                                     .spatial = KDL_SPATIAL_AVG};
+        *o = (struct kdl_cli_common){.format = kdl_cli_default_format(cli)};
+        if (run)
+                o->run = *run;
+        else
+                kdl_run_common_init(&o->run);
 }
 
 int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
@@ -246,37 +248,37 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
                 o->students[o->nstudents++] = arg;
                 return KDL_CLI_OPT_TAKEN;
         case 'c':
-                o->checkpoint = arg;
+                o->run.checkpoint = arg;
                 return KDL_CLI_OPT_TAKEN;
         case 'f':
                 if (kdl_format_parse(arg, &o->format) < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
                 return KDL_CLI_OPT_TAKEN;
         case 'T':
-                n = kdl_parse_reals(arg, "--temperature", o->temps, KDL_CLI_MAX_TEMPS);
+                n = kdl_parse_reals(arg, "--temperature", o->run.tau, KDL_RUN_MAX_TAUS);
                 if (n < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
-                o->ntemps = (size_t) n;
+                o->run.ntau = (size_t) n;
                 o->temps_given = true;
                 return KDL_CLI_OPT_TAKEN;
         case KDL_OPT_SPATIAL:
-                if (kdl_spatial_parse(arg, &o->spatial) < 0)
+                if (kdl_spatial_parse(arg, &o->run.spatial) < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
                 return KDL_CLI_OPT_TAKEN;
         case KDL_OPT_NONFINITE:
                 if (strcmp(arg, "skip") != 0 && strcmp(arg, "error") != 0)
                         return kdl_cli_usage(cli, "--nonfinite: expected error or skip, found '%s'",
                                              arg);
-                o->skip_nonfinite = strcmp(arg, "skip") == 0;
+                o->run.skip_nonfinite = strcmp(arg, "skip") == 0;
                 return KDL_CLI_OPT_TAKEN;
         case KDL_OPT_PER_SAMPLE:
-                o->per_sample = arg;
+                o->run.per_sample = arg;
                 return KDL_CLI_OPT_TAKEN;
         case KDL_OPT_TEACHER_CHECKPOINT:
-                o->teacher_checkpoint = arg;
+                o->run.teacher_checkpoint = arg;
                 return KDL_CLI_OPT_TAKEN;
         case KDL_OPT_BLOCK_ROWS:
-                n = kdl_cli_parse_count(cli, "--block-rows", arg, &o->block_rows);
+                n = kdl_cli_parse_count(cli, "--block-rows", arg, &o->run.block_rows);
                 return n ? n : KDL_CLI_OPT_TAKEN;
         case 'h':
                 return kdl_cli_help(cli);
@@ -338,9 +340,9 @@ int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned
 {
         if ((what & KDL_CLI_NO_TEMPERATURE) && o->temps_given)
                 return kdl_cli_usage(cli, "-T/--temperature: %s has no temperature", cli->verb);
-        if ((what & KDL_CLI_NO_PER_SAMPLE) && o->per_sample)
+        if ((what & KDL_CLI_NO_PER_SAMPLE) && o->run.per_sample)
                 return kdl_cli_usage(cli, "--per-sample: %s has no per-sample values", cli->verb);
-        if ((what & KDL_CLI_NO_TEACHER_CHECKPOINT) && o->teacher_checkpoint)
+        if ((what & KDL_CLI_NO_TEACHER_CHECKPOINT) && o->run.teacher_checkpoint)
                 return kdl_cli_usage(cli, "--teacher-checkpoint: %s pairs checkpoints by name",
                                      cli->verb);
         return 0;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "analysis/inputs.h"
 #include "loaders/h5.h"
 #include "reports/table.h"
 
@@ -66,25 +67,20 @@ int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format for
 /*
  * Options shared by the analysis verbs.  A verb lists KDL_CLI_COMMON_LONGOPTS
  * in its getopt_long table (plus its own), passes every option to
- * kdl_cli_common_option() first, and handles what that leaves.
+ * kdl_cli_common_option() first, and handles what that leaves.  What the
+ * analysis is asked goes straight into @run, which the verb copies into its
+ * options once (o.common = c.run).
  */
 #define KDL_CLI_MAX_STUDENTS 16
-#define KDL_CLI_MAX_TEMPS    16
 
 struct kdl_cli_common {
         const char *teacher;                        /* -t, --teacher */
         const char *students[KDL_CLI_MAX_STUDENTS]; /* -s, --student (repeatable) */
         size_t nstudents;
-        const char *checkpoint;          /* -c, --checkpoint NAME|all; NULL = last */
-        enum kdl_format format;          /* -f, --format */
-        double temps[KDL_CLI_MAX_TEMPS]; /* -T, --temperature 1,2,4 (default 4) */
-        size_t ntemps;
-        bool temps_given;               /* -T was on the command line */
-        enum kdl_spatial spatial;       /* --spatial avg|max|flatten */
-        bool skip_nonfinite;            /* --nonfinite error|skip */
-        const char *per_sample;         /* --per-sample OUT.h5 */
-        size_t block_rows;              /* --block-rows N; 0 = the memory budget */
-        const char *teacher_checkpoint; /* --teacher-checkpoint NAME|same; NULL = the last */
+        enum kdl_format format;    /* -f, --format */
+        bool temps_given;          /* -T was on the command line */
+        struct kdl_run_common run; /* -c, -T, --spatial, --nonfinite, --per-sample,
+                                      --block-rows, --teacher-checkpoint */
 };
 
 enum {
@@ -112,8 +108,13 @@ enum {
                 "help", no_argument, NULL, 'h'                                                     \
         }
 
-/** kdl_cli_common_init() - the defaults: τ = 4, avg pooling, NaN/Inf is an error. */
-void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o);
+/**
+ * kdl_cli_common_init() - no inputs, the default format, and @run (the
+ * verb's defaults, from its kdl_run_<verb>_opts_init()) copied; NULL @run:
+ * kdl_run_common_init()'s.
+ */
+void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o,
+                         const struct kdl_run_common *run);
 
 /* kdl_cli_common_option() results besides an exit status. */
 enum { KDL_CLI_OPT_TAKEN = -1, KDL_CLI_OPT_NOT_MINE = -2 };

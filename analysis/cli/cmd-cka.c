@@ -42,7 +42,7 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
         uint64_t v;
         int c, err, st, npos;
 
-        kdl_cli_common_init(cli, &co);
+        kdl_cli_common_init(cli, &co, NULL);
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
                 st = kdl_cli_common_option(cli, &co, c, optarg, argv);
                 if (st == KDL_CLI_OPT_TAKEN)
@@ -91,16 +91,16 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                         return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
                 }
         }
-        if (co.teacher || co.nstudents || co.per_sample)
+        if (co.teacher || co.nstudents || co.run.per_sample)
                 return kdl_cli_usage(cli, "the dumps are arguments: kdlens cka A.h5 [B.h5]");
         npos = argc - optind;
         st = kdl_cli_positional(cli, npos);
         st = st ?: kdl_cli_reject(cli, &co, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
         if (st)
                 return st;
-        o.checkpoint = co.checkpoint;
-        o.spatial = co.spatial;
-        o.skip_nonfinite = co.skip_nonfinite;
+        o.checkpoint = co.run.checkpoint;
+        o.spatial = co.run.spatial;
+        o.skip_nonfinite = co.run.skip_nonfinite;
 
         err = kdl_inputs_open(argv[optind], (const char *const *) argv + optind + 1,
                               (size_t) (npos - 1), &in);

@@ -38,7 +38,7 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
         bool curves = false;
         int c, r, err, status;
 
-        kdl_cli_common_init(cli, &co);
+        kdl_cli_common_init(cli, &co, NULL);
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
                 r = kdl_cli_common_option(cli, &co, c, optarg, argv);
                 if (r == KDL_CLI_OPT_TAKEN)
@@ -76,17 +76,17 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
                 return status;
         if (!co.teacher && co.nstudents == 0)
                 return kdl_cli_usage(cli, "expected a teacher (-t) and/or students (-s)");
-        if (co.ntemps != 1)
+        if (co.run.ntau != 1)
                 return kdl_cli_usage(cli, "--temperature: dims takes one temperature");
         status = kdl_cli_reject(cli, &co, KDL_CLI_NO_PER_SAMPLE);
         if (status)
                 return status;
-        o.checkpoint = co.checkpoint;
-        o.teacher_checkpoint = co.teacher_checkpoint;
-        o.block_rows = co.block_rows;
-        o.tau = co.temps[0];
-        o.spatial = co.spatial;
-        o.skip_nonfinite = co.skip_nonfinite;
+        o.checkpoint = co.run.checkpoint;
+        o.teacher_checkpoint = co.run.teacher_checkpoint;
+        o.block_rows = co.run.block_rows;
+        o.tau = co.run.tau[0];
+        o.spatial = co.run.spatial;
+        o.skip_nonfinite = co.run.skip_nonfinite;
         /* Every eigenvalue of every layer buries the summary on a terminal. */
         o.spectrum = curves || co.format != KDL_FORMAT_TABLE;
 

@@ -26,7 +26,7 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
         kdl_doc *doc = NULL;
         int c, err, status;
 
-        kdl_cli_common_init(cli, &co);
+        kdl_cli_common_init(cli, &co, NULL);
         o.reservoir = KDL_KL_RESERVOIR_DEFAULT;
         o.seed = 1;
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
@@ -63,14 +63,14 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
         if (!co.teacher || co.nstudents == 0)
                 return kdl_cli_usage(cli, "expected a teacher (-t) and at least one student (-s)");
 
-        o.checkpoint = co.checkpoint;
-        o.teacher_checkpoint = co.teacher_checkpoint;
-        o.ntau = co.ntemps;
-        o.tau = co.temps;
-        o.spatial = co.spatial;
-        o.skip_nonfinite = co.skip_nonfinite;
-        o.per_sample = co.per_sample;
-        o.block_rows = co.block_rows;
+        o.checkpoint = co.run.checkpoint;
+        o.teacher_checkpoint = co.run.teacher_checkpoint;
+        o.ntau = co.run.ntau;
+        o.tau = co.run.tau;
+        o.spatial = co.run.spatial;
+        o.skip_nonfinite = co.run.skip_nonfinite;
+        o.per_sample = co.run.per_sample;
+        o.block_rows = co.run.block_rows;
 
         err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
         err = err ?: kdl_doc_new("kl", &doc);

@@ -34,7 +34,7 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
         uint64_t v;
         int c, err, st;
 
-        kdl_cli_common_init(cli, &co);
+        kdl_cli_common_init(cli, &co, NULL);
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS "k:", longopts, NULL)) != -1) {
                 st = kdl_cli_common_option(cli, &co, c, optarg, argv);
                 if (st == KDL_CLI_OPT_TAKEN)
@@ -78,11 +78,11 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                 return kdl_cli_usage(cli, "a teacher dump is required (-t T.h5)");
         if (co.nstudents > 1)
                 return kdl_cli_usage(cli, "expected at most one student (-s S.h5)");
-        if (co.per_sample)
+        if (co.run.per_sample)
                 return kdl_cli_usage(cli, "--per-sample is not available for layers");
-        o.checkpoint = co.checkpoint;
-        o.spatial = co.spatial;
-        o.skip_nonfinite = co.skip_nonfinite;
+        o.checkpoint = co.run.checkpoint;
+        o.spatial = co.run.spatial;
+        o.skip_nonfinite = co.run.skip_nonfinite;
 
         err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
         err = err ?: kdl_doc_new("layers", &doc);

@@ -89,7 +89,7 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         char *cmd;
         int c, r;
 
-        kdl_cli_common_init(cli, &co);
+        kdl_cli_common_init(cli, &co, NULL);
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS "o:", longopts, NULL)) != -1) {
                 r = kdl_cli_common_option(cli, &co, c, optarg, argv);
                 if (r == KDL_CLI_OPT_TAKEN)
@@ -112,12 +112,12 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         if (!co.teacher || co.nstudents == 0 || !o.out_dir)
                 return kdl_cli_usage(cli, "expected -t TEACHER.h5, at least one -s STUDENT.h5 "
                                           "and -o DIR");
-        if (co.ntemps != 1)
+        if (co.run.ntau != 1)
                 return kdl_cli_usage(cli, "-T: expected one temperature for the report");
         o.teacher = co.teacher;
         o.students = co.students;
         o.nstudents = co.nstudents;
-        o.tau = co.temps[0];
+        o.tau = co.run.tau[0];
         cmd = command_line(argc, argv);
         if (!cmd)
                 return kdl_cli_fail(cli, -ENOMEM);

@@ -10,7 +10,7 @@
 #include "analysis/split.h"
 #include "metrics/base/banned.h"
 
-_Static_assert(KDL_CLI_MAX_TEMPS <= KDL_SPLIT_MAX_TAUS, "every -T temperature fits the metric");
+_Static_assert(KDL_RUN_MAX_TAUS <= KDL_SPLIT_MAX_TAUS, "every -T temperature fits the metric");
 
 int cmd_split(int argc, char **argv, struct kdl_cli *cli)
 {
@@ -34,7 +34,7 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
         kdl_doc *doc = NULL;
         int c, r, err;
 
-        kdl_cli_common_init(cli, &co);
+        kdl_cli_common_init(cli, &co, NULL);
         kdl_split_run_opts_init(&o);
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
                 r = kdl_cli_common_option(cli, &co, c, optarg, argv);
@@ -78,13 +78,13 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
         if (co.nstudents == 0)
                 return kdl_cli_usage(cli, "a student dump is required (-s FILE)");
 
-        o.checkpoint = co.checkpoint;
-        o.teacher_checkpoint = co.teacher_checkpoint;
-        o.block_rows = co.block_rows;
-        o.metric.ntaus = co.ntemps;
-        memcpy(o.metric.taus, co.temps, co.ntemps * sizeof(double));
-        o.skip_nonfinite = co.skip_nonfinite;
-        o.per_sample = co.per_sample;
+        o.checkpoint = co.run.checkpoint;
+        o.teacher_checkpoint = co.run.teacher_checkpoint;
+        o.block_rows = co.run.block_rows;
+        o.metric.ntaus = co.run.ntau;
+        memcpy(o.metric.taus, co.run.tau, co.run.ntau * sizeof(double));
+        o.skip_nonfinite = co.run.skip_nonfinite;
+        o.per_sample = co.run.per_sample;
         o.long_tables = co.format == KDL_FORMAT_JSON || co.format == KDL_FORMAT_CSV;
 
         err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
