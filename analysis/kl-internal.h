@@ -18,9 +18,9 @@
 struct kdl__kl_run; /* one kl document being filled: its tables, options, per-sample file */
 
 /* kdl__kl_begin() - check the inputs, create the tables, describe the inputs in @doc and
- * open the per-sample file.  @in, @o (copied; its tau array borrowed) and @doc must outlive
- * the run.  Return: 0; -KDL_EUSAGE without a teacher and a student; errors of the file. */
-int kdl__kl_begin(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc,
+ * open the per-sample file.  @o is copied; @in and @doc must outlive the run.  Return: 0;
+ * -KDL_EUSAGE without a teacher and a student; errors of the file. */
+int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc,
                   struct kdl__kl_run **ret);
 
 /* kdl__kl_job() - the job of student @k at checkpoint pair @cp (cp->main the student's,

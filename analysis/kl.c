@@ -286,18 +286,18 @@ static int put_keys(kdl_table *t, const struct sources *x, const char *student)
 }
 
 static int fill_tables(kdl_table *kt, kdl_table *ft, const struct sources *x, const char *student,
-                       const struct kdl_kl_run_opts *o, const kdl_kl_result *r)
+                       const struct kdl_run_kl_opts *o, const kdl_kl_result *r)
 {
         int err = 0;
 
-        for (size_t it = 0; it < o->ntau && !err; it++) {
+        for (size_t it = 0; it < o->common.ntau && !err; it++) {
                 for (int v = 0; v < NV && !err; v++) {
                         const kdl_kl_fidelity *f = &r->tau[it].v[v];
                         bool avail = !x->need[v];
 
                         assert(avail == f->available);
                         err = put_keys(kt, x, student);
-                        err = err ?: kdl_table_put_real(kt, "tau", o->tau[it]);
+                        err = err ?: kdl_table_put_real(kt, "tau", o->common.tau[it]);
                         err = err ?: kdl_table_put_str(kt, "source", kdl_kl_source(v));
                         err = err ?: kdl_table_put_str(kt, "approximation", kdl_kl_name(v));
                         err = err ?: kdl_table_put_bool(kt, "available", avail);
@@ -350,11 +350,17 @@ static int fill_tables(kdl_table *kt, kdl_table *ft, const struct sources *x, co
         return err;
 }
 
+void kdl_run_kl_opts_init(struct kdl_run_kl_opts *o)
+{
+        *o = (struct kdl_run_kl_opts){.reservoir = KDL_KL_RESERVOIR_DEFAULT, .seed = 1};
+        kdl_run_common_init(&o->common);
+}
+
 /* ---- one student checkpoint as a job --------------------------------------------- */
 
 struct kdl__kl_run {
         const kdl_inputs *in;
-        struct kdl_kl_run_opts o;
+        struct kdl_run_kl_opts o;
         kdl_doc *doc;
         kdl_table *kt, *ft;
         kdl_h5out *out;
@@ -398,7 +404,7 @@ static int kl_attach(kdl__job *job, kdl_stream *st)
 {
         struct kl_job *j = job->ctx;
         const struct sources *x = &j->x;
-        enum kdl_spatial rule = j->r->o.spatial;
+        enum kdl_spatial rule = j->r->o.common.spatial;
         struct streamed *ix = &j->ix;
         int err;
 
@@ -419,11 +425,11 @@ static int kl_attach(kdl__job *job, kdl_stream *st)
 static int measure_begin(struct kl_job *j, size_t n)
 {
         const struct sources *x = &j->x;
-        const struct kdl_kl_run_opts *o = &j->r->o;
+        const struct kdl_run_kl_opts *o = &j->r->o;
         kdl_tensor wt = kdl_tensor_wrap(j->w, 2, (size_t[]){x->c, x->d_t});
         kdl_kl_opts ko = {.c = x->c,
-                          .ntau = o->ntau,
-                          .tau = o->tau,
+                          .ntau = o->common.ntau,
+                          .tau = o->common.tau,
                           .d_s = x->feat ? x->d_s : 0,
                           .d_t = x->feat ? x->d_t : 0,
                           .w_t = j->w ? &wt : NULL,
@@ -440,17 +446,17 @@ static int measure_begin(struct kl_job *j, size_t n)
         if (err < 0 || !out)
                 return err;
         j->group = kdl__asprintf("/students/%zu/checkpoints/%s", j->k, x->cs->name);
-        j->ids = kdl_new(int, o->ntau *NV);
+        j->ids = kdl_new(int, o->common.ntau *NV);
         if (!j->group || !j->ids)
                 return -ENOMEM;
         err = kdl_h5out_attr(out, j->group, "teacher_checkpoint", x->ct->name);
-        for (size_t it = 0; it < o->ntau && !err; it++) {
-                char *g = kdl__asprintf("%s/tau_%s", j->group, tau_name(o->tau[it], tb));
+        for (size_t it = 0; it < o->common.ntau && !err; it++) {
+                char *g = kdl__asprintf("%s/tau_%s", j->group, tau_name(o->common.tau[it], tb));
                 char val[32];
 
                 if (!g)
                         return -ENOMEM;
-                snprintf(val, sizeof(val), "%.17g", o->tau[it]);
+                snprintf(val, sizeof(val), "%.17g", o->common.tau[it]);
                 err = kdl_h5out_attr(out, g, "tau", val);
                 for (int v = 0; v < NV && !err; v++) {
                         char *p;
@@ -511,8 +517,8 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
         }
         err = kdl_kl_accumulate(j->s, &b);
         if (!err && j->r->out)
-                err = write_values(j->r->out, j->ids, j->r->o.ntau, j->s, b.samples, m, &j->next,
-                                   &j->buf, &j->nbuf);
+                err = write_values(j->r->out, j->ids, j->r->o.common.ntau, j->s, b.samples, m,
+                                   &j->next, &j->buf, &j->nbuf);
         return err;
 }
 
@@ -533,7 +539,7 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
         /* Every sample skipped, or a block of them at the end. */
         err = j->s ? 0 : measure_begin(j, kdl_stream_n(st));
         if (!err && r->out && j->next < kdl_stream_n(st))
-                err = write_values(r->out, j->ids, r->o.ntau, NULL, NULL, kdl_stream_n(st),
+                err = write_values(r->out, j->ids, r->o.common.ntau, NULL, NULL, kdl_stream_n(st),
                                    &j->next, &j->buf, &j->nbuf);
         err = err ?: kdl_kl_finalize(j->s, &res);
         err = err ?: fill_tables(r->kt, r->ft, &j->x, student, &r->o, res);
@@ -565,7 +571,7 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
         j->k = k;
         j->x = (struct sources){
                 .tf = r->in->teacher, .sf = r->in->students[k], .ct = cp->partner, .cs = cp->main};
-        err = find_sources(&j->x, r->o.spatial);
+        err = find_sources(&j->x, r->o.common.spatial);
         if (!err && j->x.wt)
                 err = read_head(&j->x, &j->w);
         if (!err && j->x.feat && j->x.d_s != j->x.d_t) {
@@ -578,13 +584,13 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
         return 0;
 }
 
-int kdl__kl_begin(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc,
+int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc,
                   struct kdl__kl_run **ret)
 {
         struct kdl__kl_run *r;
         int err;
 
-        assert(in && o && doc && o->ntau >= 1);
+        assert(in && o && doc && o->common.ntau >= 1);
         if (!in->teacher || in->nstudents == 0)
                 return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
         r = kdl_new(struct kdl__kl_run, 1);
@@ -598,8 +604,8 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc
                       ?: kdl_table_new("kl_features",
                                        "Feature matching: projector and KL-visible share", &r->ft);
         err = err ?: kdl_inputs_describe(in, doc);
-        if (!err && o->per_sample) {
-                err = kdl_h5out_open(o->per_sample, &r->out);
+        if (!err && o->common.per_sample) {
+                err = kdl_h5out_open(o->common.per_sample, &r->out);
                 err = err ?: kdl_h5out_attr(r->out, "/", "command", "kl");
                 err = err ?: kdl_h5out_attr(r->out, "/", "teacher", kdl_h5_dump(in->teacher)->path);
         }
@@ -662,20 +668,20 @@ int kdl__kl_end(struct kdl__kl_run *r)
         return err;
 }
 
-int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc)
+int kdl_run_kl(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc)
 {
         struct kdl__kl_run *r = NULL;
         int err;
 
         err = kdl__kl_begin(in, o, doc, &r);
         for (size_t k = 0; !err && k < in->nstudents; k++) {
-                struct kdl_stream_opts so = {.block_rows = o->block_rows,
-                                             .skip_nonfinite = o->skip_nonfinite};
+                struct kdl_stream_opts so = {.block_rows = o->common.block_rows,
+                                             .skip_nonfinite = o->common.skip_nonfinite};
                 struct kdl_ckpair *cks = NULL;
                 size_t nck = 0;
 
-                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint,
-                                             o->teacher_checkpoint, &cks, &nck);
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
+                                             o->common.teacher_checkpoint, &cks, &nck);
                 for (size_t c = 0; c < nck && !err; c++) {
                         kdl_stream *st = NULL;
                         kdl__job job;

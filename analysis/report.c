@@ -1041,13 +1041,17 @@ static int student_checkpoint(struct run *r, struct runs *rs, size_t k, const st
 static int compute(struct run *r)
 {
         const kdl_dump *td = kdl_h5_dump(r->in->teacher);
-        struct kdl_kl_run_opts klo = {.checkpoint = "all", .ntau = 1, .tau = &r->tau};
+        struct kdl_run_kl_opts klo;
         struct kdl_split_run_opts so;
         struct kdl_dims_opts dio = KDL_DIMS_OPTS_DEFAULT;
         struct runs rs = {0};
         size_t ncka = 0;
         int err;
 
+        kdl_run_kl_opts_init(&klo);
+        klo.common.checkpoint = "all";
+        klo.common.tau[0] = r->tau;
+        klo.seed = 0; /* the report has always drawn its Spearman subsample with seed 0 */
         kdl_split_run_opts_init(&so);
         so.checkpoint = "all";
         so.long_tables = true;

@@ -6,7 +6,6 @@
 #include "analysis/cli/cli.h"
 #include "analysis/inputs.h"
 #include "analysis/kl.h"
-#include "metrics/kl.h"
 #include "metrics/base/banned.h"
 
 enum { OPT_SPEARMAN = KDL_OPT_FIRST_FREE_, OPT_SEED };
@@ -20,15 +19,14 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common co;
-        struct kdl_kl_run_opts o = {0};
+        struct kdl_run_kl_opts o;
         size_t u;
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
         int c, err, status;
 
-        kdl_cli_common_init(cli, &co, NULL);
-        o.reservoir = KDL_KL_RESERVOIR_DEFAULT;
-        o.seed = 1;
+        kdl_run_kl_opts_init(&o);
+        kdl_cli_common_init(cli, &co, &o.common);
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
                 status = kdl_cli_common_option(cli, &co, c, optarg, argv);
                 if (status == KDL_CLI_OPT_TAKEN)
@@ -63,18 +61,11 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
         if (!co.teacher || co.nstudents == 0)
                 return kdl_cli_usage(cli, "expected a teacher (-t) and at least one student (-s)");
 
-        o.checkpoint = co.run.checkpoint;
-        o.teacher_checkpoint = co.run.teacher_checkpoint;
-        o.ntau = co.run.ntau;
-        o.tau = co.run.tau;
-        o.spatial = co.run.spatial;
-        o.skip_nonfinite = co.run.skip_nonfinite;
-        o.per_sample = co.run.per_sample;
-        o.block_rows = co.run.block_rows;
+        o.common = co.run;
 
         err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
         err = err ?: kdl_doc_new("kl", &doc);
-        err = err ?: kdl_kl_run(in, &o, doc);
+        err = err ?: kdl_run_kl(in, &o, doc);
         status = err < 0 ? kdl_cli_fail(cli, err) : kdl_cli_write_doc(cli, doc, co.format);
         kdl_doc_free(doc);
         kdl_inputs_free(in);
