@@ -1042,7 +1042,7 @@ static int compute(struct run *r)
 {
         const kdl_dump *td = kdl_h5_dump(r->in->teacher);
         struct kdl_run_kl_opts klo;
-        struct kdl_split_run_opts so;
+        struct kdl_run_split_opts so;
         struct kdl_dims_opts dio = KDL_DIMS_OPTS_DEFAULT;
         struct runs rs = {0};
         size_t ncka = 0;
@@ -1052,11 +1052,10 @@ static int compute(struct run *r)
         klo.common.checkpoint = "all";
         klo.common.tau[0] = r->tau;
         klo.seed = 0; /* the report has always drawn its Spearman subsample with seed 0 */
-        kdl_split_run_opts_init(&so);
-        so.checkpoint = "all";
+        kdl_run_split_opts_init(&so);
+        so.common.checkpoint = "all";
+        so.common.tau[0] = r->tau;
         so.long_tables = true;
-        so.metric.ntaus = 1;
-        so.metric.taus[0] = r->tau;
         dio.checkpoint = "all";
         dio.tau = r->tau;
         for (size_t k = 0; k < r->in->nstudents; k++)

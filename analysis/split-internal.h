@@ -11,7 +11,7 @@
 
 /*
  * The split analysis of one student checkpoint as a kdl__job, so that the
- * report can run it with other analyses on one stream.  kdl_split_run() is
+ * report can run it with other analyses on one stream.  kdl_run_split() is
  *
  *      kdl__split_begin(in, o, doc, &r);
  *      for each student k, each selected checkpoint pair cp:
@@ -31,15 +31,16 @@ struct kdl__split_run;
 
 /**
  * kdl__split_begin() - check the options, create the tables, describe the
- * inputs in @doc and open the per-sample file (as kdl_split_run() does).
- * @in, @o, @doc: borrowed, must outlive @ret.
+ * inputs in @doc and open the per-sample file (as kdl_run_split() does).
+ * @o:           copied.
+ * @in, @doc:     borrowed, must outlive @ret.
  * @ret:          set on success only; kdl__split_end() or kdl__split_abort()
  *                frees it.
  * Return: 0; -KDL_EUSAGE without a teacher or a student or for bad
  * options; -KDL_ESCHEMA for fewer than 2 classes; errors of opening the
  * per-sample file; -ENOMEM.
  */
-int kdl__split_begin(const kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc,
+int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc,
                      struct kdl__split_run **ret);
 
 /**
@@ -52,7 +53,7 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_split_run_opts *o, k
  * @cp:  borrowed, its checkpoints must outlive the job.
  * @ret: set on success only.
  * Return: 0; -KDL_EMISSING when @cp has no teacher checkpoint.  The job
- * itself fails with the errors of kdl_split_run().
+ * itself fails with the errors of kdl_run_split().
  */
 int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret);
 

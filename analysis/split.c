@@ -11,10 +11,13 @@
 #include "analysis/split-internal.h"
 #include "metrics/base/banned.h"
 
-void kdl_split_run_opts_init(struct kdl_split_run_opts *o)
+_Static_assert(KDL_RUN_MAX_TAUS <= KDL_SPLIT_MAX_TAUS, "every temperature fits the metric");
+
+void kdl_run_split_opts_init(struct kdl_run_split_opts *o)
 {
         assert(o);
         memset(o, 0, sizeof(*o));
+        kdl_run_common_init(&o->common);
         kdl_split_opts_init(&o->metric);
         o->hist_bins = 20;
 }
@@ -62,7 +65,7 @@ struct sources {
 struct job {
         const kdl_inputs *in;
         size_t k; /* the student */
-        const struct kdl_split_run_opts *o;
+        const struct kdl_run_split_opts *o;
         const kdl_checkpoint *cks, *ckt;
         const char *student, *teacher; /* paths */
         size_t c;
@@ -87,7 +90,7 @@ struct job {
 
 struct kdl__split_run {
         const kdl_inputs *in;
-        const struct kdl_split_run_opts *o;
+        struct kdl_run_split_opts o; /* metric.taus set from common.tau */
         kdl_doc *doc;
         kdl_table *t[T_COUNT_];
         kdl_h5out *out; /* NULL without --per-sample */
@@ -578,7 +581,7 @@ static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
         return err < 0 ? err : 1;
 }
 
-static int add_notes(const struct kdl_split_run_opts *o, kdl_doc *doc)
+static int add_notes(const struct kdl_run_split_opts *o, kdl_doc *doc)
 {
         int err = kdl_doc_add_note(
                 doc, "KL, TCKD and NCKD are tau^2 KL(...) as in mdistiller; NCKD excludes the "
@@ -625,13 +628,13 @@ void kdl__split_abort(struct kdl__split_run *r)
         free(r);
 }
 
-int kdl__split_begin(const kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc,
+int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc,
                      struct kdl__split_run **ret)
 {
         struct kdl__split_run *r;
         int err = 0;
 
-        assert(in && o && doc && ret);
+        assert(in && o && doc && ret && o->common.ntau <= KDL_RUN_MAX_TAUS);
         if (!in->teacher)
                 return kdl_error(-KDL_EUSAGE, "a teacher dump is required (-t FILE)");
         if (in->nstudents == 0)
@@ -647,13 +650,15 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_split_run_opts *o, k
         if (!r)
                 return kdl_error(-ENOMEM, "out of memory");
         r->in = in;
-        r->o = o;
+        r->o = *o;
+        r->o.metric.ntaus = o->common.ntau;
+        memcpy(r->o.metric.taus, o->common.tau, o->common.ntau * sizeof(double));
         r->doc = doc;
         for (int k = 0; k < T_COUNT_ && !err; k++)
                 err = kdl_table_new(table_names[k][0], table_names[k][1], &r->t[k]);
         err = err ?: kdl_inputs_describe(in, doc);
-        if (!err && o->per_sample)
-                err = kdl_h5out_open(o->per_sample, &r->out);
+        if (!err && o->common.per_sample)
+                err = kdl_h5out_open(o->common.per_sample, &r->out);
         err = err ?: (r->out ? kdl_h5out_attr(r->out, "/", "command", "split") : 0);
         if (err < 0) {
                 kdl__split_abort(r);
@@ -676,7 +681,7 @@ int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *
         r->job = (struct job){
                 .in = in,
                 .k = k,
-                .o = r->o,
+                .o = &r->o,
                 .cks = cp->main,
                 .ckt = cp->partner,
                 .student = kdl_h5_dump(in->students[k])->path,
@@ -696,7 +701,7 @@ int kdl__split_end(struct kdl__split_run *r)
 
         assert(r);
         job_release(&r->job);
-        err = add_notes(r->o, r->doc);
+        err = add_notes(&r->o, r->doc);
         if (err < 0)
                 goto out;
         if (r->out) {
@@ -722,7 +727,7 @@ out:
         return err;
 }
 
-int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc)
+int kdl_run_split(kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc)
 {
         struct kdl_stream_opts so;
         struct kdl__split_run *r = NULL;
@@ -731,14 +736,14 @@ int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *d
         int err;
 
         assert(in && o && doc);
-        so = (struct kdl_stream_opts){.block_rows = o->block_rows,
-                                      .skip_nonfinite = o->skip_nonfinite};
+        so = (struct kdl_stream_opts){.block_rows = o->common.block_rows,
+                                      .skip_nonfinite = o->common.skip_nonfinite};
         err = kdl__split_begin(in, o, doc, &r);
         if (err < 0)
                 return err;
         for (size_t k = 0; k < in->nstudents; k++) {
-                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint,
-                                             o->teacher_checkpoint, &cks, &ncks);
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
+                                             o->common.teacher_checkpoint, &cks, &ncks);
                 if (err < 0)
                         goto out;
                 for (size_t q = 0; q < ncks; q++) {

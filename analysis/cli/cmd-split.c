@@ -10,8 +10,6 @@
 #include "analysis/split.h"
 #include "metrics/base/banned.h"
 
-_Static_assert(KDL_RUN_MAX_TAUS <= KDL_SPLIT_MAX_TAUS, "every -T temperature fits the metric");
-
 int cmd_split(int argc, char **argv, struct kdl_cli *cli)
 {
         enum {
@@ -29,13 +27,13 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common co;
-        struct kdl_split_run_opts o;
+        struct kdl_run_split_opts o;
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
         int c, r, err;
 
-        kdl_cli_common_init(cli, &co, NULL);
-        kdl_split_run_opts_init(&o);
+        kdl_run_split_opts_init(&o);
+        kdl_cli_common_init(cli, &co, &o.common);
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
                 r = kdl_cli_common_option(cli, &co, c, optarg, argv);
                 if (r == KDL_CLI_OPT_TAKEN)
@@ -78,18 +76,12 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
         if (co.nstudents == 0)
                 return kdl_cli_usage(cli, "a student dump is required (-s FILE)");
 
-        o.checkpoint = co.run.checkpoint;
-        o.teacher_checkpoint = co.run.teacher_checkpoint;
-        o.block_rows = co.run.block_rows;
-        o.metric.ntaus = co.run.ntau;
-        memcpy(o.metric.taus, co.run.tau, co.run.ntau * sizeof(double));
-        o.skip_nonfinite = co.run.skip_nonfinite;
-        o.per_sample = co.run.per_sample;
+        o.common = co.run;
         o.long_tables = co.format == KDL_FORMAT_JSON || co.format == KDL_FORMAT_CSV;
 
         err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
         err = err ?: kdl_doc_new("split", &doc);
-        err = err ?: kdl_split_run(in, &o, doc);
+        err = err ?: kdl_run_split(in, &o, doc);
         if (err < 0) {
                 kdl_doc_free(doc);
                 kdl_inputs_free(in);
