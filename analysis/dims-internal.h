@@ -34,13 +34,13 @@ struct kdl__dims_run; /* one dims document being filled: its tables and options 
 
 /**
  * kdl__dims_begin() - check the options, create the tables, describe the
- * inputs in @doc (as kdl_dims() does).
+ * inputs in @doc (as kdl_run_dims() does).
  * @in, @o, @doc: borrowed, must outlive @ret.
  * @ret:          free with kdl__dims_end() or kdl__dims_abort().
  * Return: 0; -KDL_EUSAGE for bad options, no inputs or a --layer no input
  * has; -ENOMEM.
  */
-int kdl__dims_begin(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc,
+int kdl__dims_begin(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc,
                     struct kdl__dims_run **ret);
 
 /**

@@ -52,7 +52,7 @@ struct job {
 
 struct kdl__dims_run {
         const kdl_inputs *in;
-        const struct kdl_dims_opts *o;
+        const struct kdl_run_dims_opts *o;
         kdl_doc *doc;
         kdl_table *dims, *heads, *verdict, *curve, *spec;
         kdl_spectral_result **tlog; /* per teacher checkpoint: centred-logit spectrum, or NULL */
@@ -61,6 +61,15 @@ struct kdl__dims_run {
         size_t layer_rows; /* feature-layer rows written */
         struct job job;    /* the current job */
 };
+
+void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o)
+{
+        *o = (struct kdl_run_dims_opts){.tolerance = 0.01,
+                                        .rank_rtol = KDL_SPECTRAL_RANK_RTOL,
+                                        .ridge_lambda = -1.0,
+                                        .spectrum = true};
+        kdl_run_common_init(&o->common);
+}
 
 static const char *model_name(const kdl_dump *d)
 {
@@ -202,11 +211,11 @@ static size_t student_width(const struct kdl__dims_run *c, const kdl_checkpoint 
         }
         if (ck->head_input && (l = kdl_h5_layer(ck, ck->head_input))) {
                 *ret_from = "head input layer";
-                return kdl_dsinfo_width(&l->feature, c->o->spatial);
+                return kdl_dsinfo_width(&l->feature, c->o->common.spatial);
         }
         if (ck->nlayers) {
                 *ret_from = "deepest layer";
-                return kdl_dsinfo_width(&ck->layers[ck->nlayers - 1].feature, c->o->spatial);
+                return kdl_dsinfo_width(&ck->layers[ck->nlayers - 1].feature, c->o->common.spatial);
         }
         return 0;
 }
@@ -316,7 +325,7 @@ static void job_release(struct job *j)
 static int job_attach(kdl__job *kj, kdl_stream *s)
 {
         struct job *j = kj->ctx;
-        const struct kdl_dims_opts *o = j->r->o;
+        const struct kdl_run_dims_opts *o = j->r->o;
         size_t dy = 0;
         int err;
 
@@ -325,12 +334,12 @@ static int job_attach(kdl__job *kj, kdl_stream *s)
         for (size_t a = 0; a < j->nacc; a++) {
                 struct acc *x = &j->acc[a];
 
-                x->ix = err = kdl__job_add(kj, s, j->f, x->x, o->spatial, j->student);
+                x->ix = err = kdl__job_add(kj, s, j->f, x->x, o->common.spatial, j->student);
                 if (err < 0)
                         return err;
                 if (a == 0 && j->tck) {
                         j->iy = err = kdl__job_add(kj, s, j->r->in->teacher, j->tck->logits,
-                                                   o->spatial, false);
+                                                   o->common.spatial, false);
                         if (err < 0)
                                 return err;
                         dy = kdl_stream_cols(s, j->iy);
@@ -350,7 +359,7 @@ static int job_attach(kdl__job *kj, kdl_stream *s)
 static int job_block(kdl__job *kj, kdl_stream *s, unsigned pass)
 {
         struct job *j = kj->ctx;
-        const struct kdl_dims_opts *o = j->r->o;
+        const struct kdl_run_dims_opts *o = j->r->o;
         kdl_tensor yb = {0};
         int err = 0;
 
@@ -365,8 +374,8 @@ static int job_block(kdl__job *kj, kdl_stream *s, unsigned pass)
                 if (!err && a == 0 && j->support) {
                         double sum;
 
-                        err = kdl_spectral_support_rank(&xb, o->tau, o->rank_rtol, j->head_rank,
-                                                        &sum);
+                        err = kdl_spectral_support_rank(&xb, o->common.tau[0], o->rank_rtol,
+                                                        j->head_rank, &sum);
                         j->support_sum += sum;
                 }
         }
@@ -375,7 +384,7 @@ static int job_block(kdl__job *kj, kdl_stream *s, unsigned pass)
 
 static int finalize(struct job *j, struct acc *x)
 {
-        const struct kdl_dims_opts *o = j->r->o;
+        const struct kdl_run_dims_opts *o = j->r->o;
         kdl_spectral_opts sopt = {.rank_rtol = o->rank_rtol, .ridge_lambda = o->ridge_lambda};
 
         if (kdl_spectral_count(x->st) < 2)
@@ -397,7 +406,7 @@ static int heads_row(struct job *j, const kdl_spectral_result *lres)
         err = err ?: kdl_table_put_int(t, "classes", (long long) lres->d);
         err = err ?: kdl_table_put_int(t, "wfw_rank", (long long) j->head_rank);
         err = err ?: kdl_table_put_int(t, "kl_blind_dims", (long long) (j->hwidth - j->head_rank));
-        err = err ?: kdl_table_put_real(t, "tau", j->r->o->tau);
+        err = err ?: kdl_table_put_real(t, "tau", j->r->o->common.tau[0]);
         err = err
                       ?: kdl_table_put_real(t, "wfw_support_rank_mean",
                                             j->support_sum / (double) lres->n);
@@ -585,7 +594,7 @@ static int label_columns(kdl_table *t, const char *const (*labels)[2], size_t n)
         return err;
 }
 
-static int check_opts(const kdl_inputs *in, const struct kdl_dims_opts *o)
+static int check_opts(const kdl_inputs *in, const struct kdl_run_dims_opts *o)
 {
         if (!in->teacher && in->nstudents == 0)
                 return kdl_error(-KDL_EUSAGE, "expected a teacher (-t) and/or students (-s)");
@@ -596,9 +605,11 @@ static int check_opts(const kdl_inputs *in, const struct kdl_dims_opts *o)
         if (!(o->rank_rtol >= 0.0 && o->rank_rtol < 1.0))
                 return kdl_error(-KDL_EUSAGE, "--rank-rtol: expected a value in [0, 1), found %g",
                                  o->rank_rtol);
-        if (!(o->tau > 0.0) || !isfinite(o->tau))
+        if (o->common.ntau != 1)
+                return kdl_error(-KDL_EUSAGE, "--temperature: dims takes one temperature");
+        if (!(o->common.tau[0] > 0.0) || !isfinite(o->common.tau[0]))
                 return kdl_error(-KDL_EUSAGE, "--temperature: expected a positive number, found %g",
-                                 o->tau);
+                                 o->common.tau[0]);
         return 0;
 }
 
@@ -616,7 +627,7 @@ static int add_table(kdl_doc *doc, kdl_table **t)
 
 static int notes(struct kdl__dims_run *c)
 {
-        const struct kdl_dims_opts *o = c->o;
+        const struct kdl_run_dims_opts *o = c->o;
         int err;
 
         err = kdl_doc_add_note(c->doc,
@@ -643,7 +654,7 @@ static int notes(struct kdl__dims_run *c)
                                        "wfw_rank = rank(H_C W) = rank(W^T F(z) W) for every "
                                        "sample; wfw_support_rank_mean counts per sample the "
                                        "classes with p >= %g p_max at tau = %g (generic heads)",
-                                       o->rank_rtol, o->tau);
+                                       o->rank_rtol, o->common.tau[0]);
         if (!err && !c->in->teacher)
                 err = kdl_doc_add_note(c->doc, "no teacher (-t): no residual curve, ridge R^2 "
                                                "or verdict");
@@ -688,7 +699,7 @@ void kdl__dims_abort(struct kdl__dims_run *r)
                 run_free(r);
 }
 
-int kdl__dims_begin(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc,
+int kdl__dims_begin(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc,
                     struct kdl__dims_run **ret)
 {
         struct kdl__dims_run *c;
@@ -738,7 +749,7 @@ int kdl__dims_begin(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc
 
 int kdl__dims_end(struct kdl__dims_run *r)
 {
-        const struct kdl_dims_opts *o = r->o;
+        const struct kdl_run_dims_opts *o = r->o;
         int err = 0;
 
         job_release(&r->job);
@@ -758,10 +769,10 @@ int kdl__dims_end(struct kdl__dims_run *r)
 }
 
 /* Run @job alone on a stream over @n samples through @pair (NULL: one file). */
-static int run_job(const struct kdl_dims_opts *o, size_t n, const kdl_pair *pair, kdl__job *job)
+static int run_job(const struct kdl_run_dims_opts *o, size_t n, const kdl_pair *pair, kdl__job *job)
 {
-        struct kdl_stream_opts so = {.block_rows = o->block_rows,
-                                     .skip_nonfinite = o->skip_nonfinite};
+        struct kdl_stream_opts so = {.block_rows = o->common.block_rows,
+                                     .skip_nonfinite = o->common.skip_nonfinite};
         kdl_stream *s = NULL;
         int err;
 
@@ -784,7 +795,7 @@ static int ensure_teacher(struct kdl__dims_run *r, const kdl_checkpoint *tck)
         return err ?: run_job(r->o, kdl_h5_dump(tf)->n, NULL, &job);
 }
 
-int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
+int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc)
 {
         struct kdl__dims_run *r = NULL;
         struct kdl_ckpair *sel = NULL;
@@ -797,7 +808,8 @@ int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
         if (in->teacher) {
                 /* A checkpoint that only the students have is fine: the
                  * teacher then contributes the partners of theirs. */
-                err = kdl_select_checkpoints(in->teacher, NULL, o->checkpoint, NULL, &sel, &nsel);
+                err = kdl_select_checkpoints(in->teacher, NULL, o->common.checkpoint, NULL, &sel,
+                                             &nsel);
                 if (err == -KDL_EUSAGE && in->nstudents) {
                         kdl_error_clear();
                         err = 0;
@@ -813,8 +825,8 @@ int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
                 const kdl_pair *pair = in->pairs[s];
                 size_t n = pair ? pair->n : kdl_h5_dump(in->students[s])->n;
 
-                err = kdl_select_checkpoints(in->students[s], in->teacher, o->checkpoint,
-                                             o->teacher_checkpoint, &sel, &nsel);
+                err = kdl_select_checkpoints(in->students[s], in->teacher, o->common.checkpoint,
+                                             o->common.teacher_checkpoint, &sel, &nsel);
                 for (size_t k = 0; k < nsel && !err; k++) {
                         kdl__job job;
 

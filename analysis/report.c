@@ -1043,7 +1043,7 @@ static int compute(struct run *r)
         const kdl_dump *td = kdl_h5_dump(r->in->teacher);
         struct kdl_run_kl_opts klo;
         struct kdl_run_split_opts so;
-        struct kdl_dims_opts dio = KDL_DIMS_OPTS_DEFAULT;
+        struct kdl_run_dims_opts dio;
         struct runs rs = {0};
         size_t ncka = 0;
         int err;
@@ -1056,8 +1056,9 @@ static int compute(struct run *r)
         so.common.checkpoint = "all";
         so.common.tau[0] = r->tau;
         so.long_tables = true;
-        dio.checkpoint = "all";
-        dio.tau = r->tau;
+        kdl_run_dims_opts_init(&dio);
+        dio.common.checkpoint = "all";
+        dio.common.tau[0] = r->tau;
         for (size_t k = 0; k < r->in->nstudents; k++)
                 ncka += kdl_h5_dump(r->in->students[k])->ncheckpoints;
         r->cka = kdl_new(kdl_doc *, ncka ? ncka : 1);

@@ -31,14 +31,15 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
                 {"curves", no_argument, NULL, OPT_CURVES},
                 {NULL, 0, NULL, 0},
         };
-        struct kdl_dims_opts o = KDL_DIMS_OPTS_DEFAULT;
+        struct kdl_run_dims_opts o;
         struct kdl_cli_common co;
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
         bool curves = false;
         int c, r, err, status;
 
-        kdl_cli_common_init(cli, &co, NULL);
+        kdl_run_dims_opts_init(&o);
+        kdl_cli_common_init(cli, &co, &o.common);
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
                 r = kdl_cli_common_option(cli, &co, c, optarg, argv);
                 if (r == KDL_CLI_OPT_TAKEN)
@@ -81,18 +82,13 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
         status = kdl_cli_reject(cli, &co, KDL_CLI_NO_PER_SAMPLE);
         if (status)
                 return status;
-        o.checkpoint = co.run.checkpoint;
-        o.teacher_checkpoint = co.run.teacher_checkpoint;
-        o.block_rows = co.run.block_rows;
-        o.tau = co.run.tau[0];
-        o.spatial = co.run.spatial;
-        o.skip_nonfinite = co.run.skip_nonfinite;
+        o.common = co.run;
         /* Every eigenvalue of every layer buries the summary on a terminal. */
         o.spectrum = curves || co.format != KDL_FORMAT_TABLE;
 
         err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
         err = err ?: kdl_doc_new("dims", &doc);
-        err = err ?: kdl_dims(in, &o, doc);
+        err = err ?: kdl_run_dims(in, &o, doc);
         if (!err && !o.spectrum)
                 err = kdl_doc_add_note(doc, "the spectrum table (every eigenvalue) is left out "
                                             "of the terminal table: --curves adds it");
