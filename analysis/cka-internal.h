@@ -149,7 +149,7 @@ struct kdl__cka_run; /* one cka document being filled: its tables, options, last
 /* kdl__cka_begin() - check the options, create the tables, describe the
  * inputs in @doc (borrowed, as @in; both must outlive the run).
  * Return: 0; -KDL_EUSAGE for an impossible combination of options; -ENOMEM. */
-int kdl__cka_begin(kdl_inputs *in, const struct kdl_cka_run_opts *o, kdl_doc *doc,
+int kdl__cka_begin(kdl_inputs *in, const struct kdl_run_cka_opts *o, kdl_doc *doc,
                    struct kdl__cka_run **ret);
 
 /* Job comparing A = in->teacher at cp->main with B = in->students[k] at cp->partner (through

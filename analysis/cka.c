@@ -251,27 +251,27 @@ void kdl__feed_release(struct kdl__feed *f)
 
 /* ---- kdlens cka ------------------------------------------------------------------------ */
 
-static const char *const estimator_names[KDL_CKA_ESTIMATOR_COUNT_] = {"biased", "debiased",
-                                                                      "minibatch"};
+static const char *const estimator_names[KDL_RUN_CKA_ESTIMATOR_COUNT_] = {"biased", "debiased",
+                                                                          "minibatch"};
 
-const char *kdl_cka_estimator_name(enum kdl_cka_estimator e)
+const char *kdl_run_cka_estimator_name(enum kdl_run_cka_estimator e)
 {
-        assert(e < KDL_CKA_ESTIMATOR_COUNT_);
+        assert(e < KDL_RUN_CKA_ESTIMATOR_COUNT_);
         return estimator_names[e];
 }
 
-int kdl_cka_estimator_parse(const char *s, enum kdl_cka_estimator *ret)
+int kdl_run_cka_estimator_parse(const char *s, enum kdl_run_cka_estimator *ret)
 {
-        for (int e = 0; e < KDL_CKA_ESTIMATOR_COUNT_; e++)
+        for (int e = 0; e < KDL_RUN_CKA_ESTIMATOR_COUNT_; e++)
                 if (strcmp(s, estimator_names[e]) == 0) {
-                        *ret = (enum kdl_cka_estimator) e;
+                        *ret = (enum kdl_run_cka_estimator) e;
                         return 0;
                 }
         return kdl_error(-KDL_EUSAGE,
                          "--estimator: expected biased, debiased or minibatch, found '%s'", s);
 }
 
-int kdl_cka_kernel_parse(const char *s, enum kdl_cka_kernel *ret)
+int kdl_run_cka_kernel_parse(const char *s, enum kdl_cka_kernel *ret)
 {
         for (int k = 0; k < KDL_CKA_KERNEL_COUNT_; k++)
                 if (strcmp(s, kdl_cka_kernel_name((enum kdl_cka_kernel) k)) == 0) {
@@ -281,19 +281,17 @@ int kdl_cka_kernel_parse(const char *s, enum kdl_cka_kernel *ret)
         return kdl_error(-KDL_EUSAGE, "--kernel: expected linear or rbf, found '%s'", s);
 }
 
-static void resolve(const struct kdl_cka_run_opts *in, struct kdl_cka_run_opts *o)
+void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o)
 {
-        *o = *in;
-        if (!o->subsample)
-                o->subsample = DEFAULT_SUBSAMPLE;
-        if (!o->batch)
-                o->batch = DEFAULT_BATCH;
-        if (fpclassify(o->theta) == FP_ZERO)
-                o->theta = DEFAULT_THETA;
-        if (fpclassify(o->robust) == FP_ZERO)
-                o->robust = DEFAULT_ROBUST;
-        if (!o->max_bytes)
-                o->max_bytes = DEFAULT_MAX_BYTES;
+        *o = (struct kdl_run_cka_opts){.kernel = KDL_CKA_LINEAR,
+                                       .estimator = KDL_RUN_CKA_BIASED,
+                                       .subsample = DEFAULT_SUBSAMPLE,
+                                       .batch = DEFAULT_BATCH,
+                                       .theta = DEFAULT_THETA,
+                                       .robust = DEFAULT_ROBUST,
+                                       .max_bytes = DEFAULT_MAX_BYTES,
+                                       .precision = KDL_CKA_PRECISION_DOUBLE};
+        kdl_run_common_init(&o->common);
 }
 
 /* The tables one run fills, across checkpoints. */
@@ -591,7 +589,7 @@ static int put_depth(kdl_table *t, const char *key, const struct kdl__src *s)
 }
 
 static int emit_pair(kdl_table *t, const struct kdl__cka_results *res,
-                     const struct kdl_cka_run_opts *o, const struct kdl__srcs *l, size_t a,
+                     const struct kdl_run_cka_opts *o, const struct kdl__srcs *l, size_t a,
                      size_t b)
 {
         const kdl_cka_matrix *lin = res->lin;
@@ -638,20 +636,20 @@ static int emit_pair(kdl_table *t, const struct kdl__cka_results *res,
 }
 
 /* The value the matrix table shows. */
-static double shown(const struct kdl__cka_results *res, const struct kdl_cka_run_opts *o, size_t a,
+static double shown(const struct kdl__cka_results *res, const struct kdl_run_cka_opts *o, size_t a,
                     size_t b)
 {
-        if (o->estimator == KDL_CKA_MINIBATCH)
+        if (o->estimator == KDL_RUN_CKA_MINIBATCH)
                 return at(res->mb, res->mb->minibatch, a, b);
         if (o->kernel == KDL_CKA_RBF)
-                return o->estimator == KDL_CKA_DEBIASED ? at(res->rbf, res->rbf->debiased, a, b)
-                                                        : at(res->rbf, res->rbf->biased, a, b);
-        return o->estimator == KDL_CKA_DEBIASED ? at(res->lin, res->lin->debiased, a, b)
-                                                : at(res->lin, res->lin->biased, a, b);
+                return o->estimator == KDL_RUN_CKA_DEBIASED ? at(res->rbf, res->rbf->debiased, a, b)
+                                                            : at(res->rbf, res->rbf->biased, a, b);
+        return o->estimator == KDL_RUN_CKA_DEBIASED ? at(res->lin, res->lin->debiased, a, b)
+                                                    : at(res->lin, res->lin->biased, a, b);
 }
 
 static int emit(struct tables *tb, const struct kdl__cka_results *res,
-                const struct kdl_cka_run_opts *o, const struct kdl__srcs *l,
+                const struct kdl_run_cka_opts *o, const struct kdl__srcs *l,
                 const struct kdl_ckpair *ck, bool two, long long logits, long long labels)
 {
         int err = 0;
@@ -727,7 +725,7 @@ static int emit(struct tables *tb, const struct kdl__cka_results *res,
 struct kdl__cka_run {
         kdl_inputs *in; /* borrowed */
         kdl_doc *doc;   /* borrowed */
-        struct kdl_cka_run_opts o;
+        struct kdl_run_cka_opts o;
         size_t nclasses;
         struct tables tb;
         struct kdl__cka_results last; /* the last job's */
@@ -766,17 +764,17 @@ void kdl__cka_abort(struct kdl__cka_run *r)
         free(r);
 }
 
-int kdl__cka_begin(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *doc,
+int kdl__cka_begin(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc *doc,
                    struct kdl__cka_run **ret)
 {
         struct kdl__cka_run *r;
-        struct kdl_cka_run_opts o;
+        struct kdl_run_cka_opts o;
         char *title;
         int err;
 
         assert(in && in->teacher && opts && doc && ret);
-        resolve(opts, &o);
-        if (o.estimator == KDL_CKA_MINIBATCH && o.kernel != KDL_CKA_LINEAR)
+        o = *opts;
+        if (o.estimator == KDL_RUN_CKA_MINIBATCH && o.kernel != KDL_CKA_LINEAR)
                 return kdl_error(-KDL_EUSAGE, "minibatch CKA uses the linear kernel: "
                                               "--estimator minibatch needs --kernel linear");
         if (o.batch < 4)
@@ -792,7 +790,7 @@ int kdl__cka_begin(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc 
         r->o = o;
         r->nclasses = kdl__classes(kdl_h5_dump(in->teacher));
         title = kdl__asprintf("CKA (%s kernel, %s)", kdl_cka_kernel_name(o.kernel),
-                              kdl_cka_estimator_name(o.estimator));
+                              kdl_run_cka_estimator_name(o.estimator));
         err = title ? kdl_table_new("cka", title, &r->tb.matrix) : -ENOMEM;
         free(title);
         err = err ?: kdl_table_new("cka_pairs", "CKA of every layer pair", &r->tb.pairs);
@@ -841,7 +839,7 @@ static int cka_end(kdl__job *j, kdl_stream *s, unsigned pass)
 
 int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
 {
-        const struct kdl_cka_run_opts *o = &r->o;
+        const struct kdl_run_cka_opts *o = &r->o;
         kdl_inputs *in = r->in;
         kdl_h5file *fb;
         const kdl_pair *pair;
@@ -860,9 +858,9 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
         r->logits = -1;
         r->labels = -1;
 
-        err = kdl__srcs_add_checkpoint(&r->l, cp->main, 0, o->spatial);
+        err = kdl__srcs_add_checkpoint(&r->l, cp->main, 0, o->common.spatial);
         if (!err && r->two)
-                err = kdl__srcs_add_checkpoint(&r->l, cp->partner, 1, o->spatial);
+                err = kdl__srcs_add_checkpoint(&r->l, cp->partner, 1, o->common.spatial);
         for (size_t i = 0; i < r->l.n; i++)
                 if (r->l.v[i].model == 0 && strcmp(r->l.v[i].name, "logits") == 0 &&
                     !r->l.v[i].has_depth)
@@ -877,14 +875,14 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
                                            &r->sub, &r->nsub);
         if (!err) {
                 struct kdl__cka_compute_opts co = {
-                        .spatial = o->spatial,
-                        .skip_nonfinite = o->skip_nonfinite,
+                        .spatial = o->common.spatial,
+                        .skip_nonfinite = o->common.skip_nonfinite,
                         .labels = r->nclasses > 0,
                         .bootstrap = o->bootstrap,
                         .seed = o->seed,
                         .rbf = o->kernel == KDL_CKA_RBF,
                         .theta = o->theta,
-                        .batch = o->estimator == KDL_CKA_MINIBATCH ? o->batch : 0,
+                        .batch = o->estimator == KDL_RUN_CKA_MINIBATCH ? o->batch : 0,
                         .robust = o->robust,
                         .max_bytes = o->max_bytes,
                         .pairs = r->mask,
@@ -902,7 +900,7 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
 }
 
 static int add_notes(kdl_doc *doc, const struct kdl__cka_results *last,
-                     const struct kdl_cka_run_opts *o)
+                     const struct kdl_run_cka_opts *o)
 {
         int err;
 
@@ -928,7 +926,7 @@ static int add_notes(kdl_doc *doc, const struct kdl__cka_results *last,
                                           100.0 * o->robust);
         err = err
                       ?: kdl_doc_add_note(doc, "features of rank 3 and 4 reduced by '%s'",
-                                          kdl_spatial_name(o->spatial));
+                                          kdl_spatial_name(o->common.spatial));
         if (!err && o->kernel == KDL_CKA_RBF)
                 err = kdl_doc_add_note(doc,
                                        "RBF kernel on the same subsample, sigma^2 = %g^2 x median "
@@ -969,12 +967,12 @@ int kdl__cka_end(struct kdl__cka_run *r)
         return err;
 }
 
-int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *doc)
+int kdl_run_cka(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc *doc)
 {
         kdl_h5file *fb = in->nstudents ? in->students[0] : NULL;
         const kdl_pair *pair = fb ? in->pairs[0] : NULL;
         size_t n = pair ? pair->n : kdl_h5_dump(in->teacher)->n, nck = 0;
-        struct kdl_stream_opts so = {.skip_nonfinite = opts->skip_nonfinite};
+        struct kdl_stream_opts so = {.skip_nonfinite = opts->common.skip_nonfinite};
         struct kdl_ckpair *cks = NULL;
         struct kdl__cka_run *r = NULL;
         int err;
@@ -984,7 +982,7 @@ int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *opts, kdl_doc *do
         /* Two dumps compared layer by layer: B at the checkpoint of the same name
          * unless a partner checkpoint is named. */
         err = err
-                      ?: kdl_select_checkpoints(in->teacher, fb, opts->checkpoint,
+                      ?: kdl_select_checkpoints(in->teacher, fb, opts->common.checkpoint,
                                                 opts->partner_checkpoint ? opts->partner_checkpoint
                                                                          : "same",
                                                 &cks, &nck);

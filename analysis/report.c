@@ -870,7 +870,7 @@ static int section_layers(struct run *r)
         return err;
 }
 
-/* The teacher x student matrix of one run of kdl_cka_run() as a heatmap. */
+/* The teacher x student matrix of one run of kdl_run_cka() as a heatmap. */
 static int cka_heatmap(struct run *r, const kdl_doc *d, size_t k, const char *tck, const char *sck)
 {
         const kdl_table *t = kdl_doc_find_table(d, "cka");
@@ -1002,7 +1002,7 @@ static int run_jobs(struct run *r, struct runs *rs, size_t k, const char *checkp
 /* Student @k at checkpoint pair @cp: kl, split, dims and CKA on one stream. */
 static int student_checkpoint(struct run *r, struct runs *rs, size_t k, const struct kdl_ckpair *cp)
 {
-        struct kdl_cka_run_opts co = {0};
+        struct kdl_run_cka_opts co;
         struct kdl_ckpair ckp = {.main = cp->partner, .partner = cp->main};
         /* The CKA document of this student alone, as kdlens cka -t T -s S writes it. */
         kdl_inputs one = {.teacher = r->in->teacher,
@@ -1019,6 +1019,7 @@ static int student_checkpoint(struct run *r, struct runs *rs, size_t k, const st
                 return -ENOMEM;
         progress(r, what);
         free(what);
+        kdl_run_cka_opts_init(&co);
         err = kdl_doc_new("cka", &d);
         err = err ?: kdl__cka_begin(&one, &co, d, &cka);
         err = err ?: kdl__kl_job(rs->kl, k, cp, &jobs[0]);

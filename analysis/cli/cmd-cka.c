@@ -36,13 +36,14 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common co;
-        struct kdl_cka_run_opts o = {0};
+        struct kdl_run_cka_opts o;
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
         uint64_t v;
         int c, err, st, npos;
 
-        kdl_cli_common_init(cli, &co, NULL);
+        kdl_run_cka_opts_init(&o);
+        kdl_cli_common_init(cli, &co, &o.common);
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
                 st = kdl_cli_common_option(cli, &co, c, optarg, argv);
                 if (st == KDL_CLI_OPT_TAKEN)
@@ -51,11 +52,11 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                         return st;
                 switch (c) {
                 case OPT_KERNEL:
-                        if (kdl_cka_kernel_parse(optarg, &o.kernel) < 0)
+                        if (kdl_run_cka_kernel_parse(optarg, &o.kernel) < 0)
                                 return kdl_cli_usage(cli, "%s", kdl_errmsg());
                         break;
                 case OPT_ESTIMATOR:
-                        if (kdl_cka_estimator_parse(optarg, &o.estimator) < 0)
+                        if (kdl_run_cka_estimator_parse(optarg, &o.estimator) < 0)
                                 return kdl_cli_usage(cli, "%s", kdl_errmsg());
                         break;
                 case OPT_BOOTSTRAP:
@@ -98,14 +99,12 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
         st = st ?: kdl_cli_reject(cli, &co, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
         if (st)
                 return st;
-        o.checkpoint = co.run.checkpoint;
-        o.spatial = co.run.spatial;
-        o.skip_nonfinite = co.run.skip_nonfinite;
+        o.common = co.run;
 
         err = kdl_inputs_open(argv[optind], (const char *const *) argv + optind + 1,
                               (size_t) (npos - 1), &in);
         err = err ?: kdl_doc_new("cka", &doc);
-        err = err ?: kdl_cka_run(in, &o, doc);
+        err = err ?: kdl_run_cka(in, &o, doc);
         if (err < 0) {
                 kdl_doc_free(doc);
                 kdl_inputs_free(in);
