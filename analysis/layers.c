@@ -35,6 +35,16 @@ struct row {
         double cka_student_best;
 };
 
+void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o)
+{
+        *o = (struct kdl_run_layers_opts){.k = DEFAULT_K,
+                                          .subsample = DEFAULT_SUBSAMPLE,
+                                          .per_class = DEFAULT_PER_CLASS,
+                                          .variant = KDL_QUALITY_CODE,
+                                          .max_bytes = DEFAULT_MAX_BYTES};
+        kdl_run_common_init(&o->common);
+}
+
 static double entry(const kdl_cka_matrix *m, const double *v, size_t i, long long j)
 {
         return m && v && j >= 0 ? v[i * m->nlayers + (size_t) j] : (double) NAN;
@@ -42,12 +52,12 @@ static double entry(const kdl_cka_matrix *m, const double *v, size_t i, long lon
 
 /* Gather the rows @want of source @k only (its class-spectra subsample). */
 static int gather_layer(kdl_inputs *in, const struct kdl__srcs *all, size_t k, size_t n,
-                        const size_t *want, size_t nwant, const struct kdl_layers_opts *o,
+                        const size_t *want, size_t nwant, const struct kdl_run_layers_opts *o,
                         struct kdl__srcs *one, struct kdl__gather *g)
 {
-        struct kdl_stream_opts so = {.skip_nonfinite = o->skip_nonfinite};
+        struct kdl_stream_opts so = {.skip_nonfinite = o->common.skip_nonfinite};
         struct kdl__feed f = {
-                .l = one, .fa = in->teacher, .rule = o->spatial, .labels = true, .g = g};
+                .l = one, .fa = in->teacher, .rule = o->common.spatial, .labels = true, .g = g};
         kdl__job job = kdl__feed_job(&f);
         kdl_stream *s = NULL;
         int r;
@@ -216,7 +226,7 @@ static int emit_cka(kdl_table *t, const struct kdl__srcs *l, const struct kdl__c
 }
 
 static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int64_t *labels,
-                          size_t n, size_t nclasses, const struct kdl_layers_opts *o,
+                          size_t n, size_t nclasses, const struct kdl_run_layers_opts *o,
                           struct tables *tb, struct kdl__cka_results *res)
 {
         bool student = in->nstudents > 0;
@@ -228,9 +238,9 @@ static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int
         long long logits = -1, lab;
         int err;
 
-        err = kdl__srcs_add_checkpoint(&l, ck->main, 0, o->spatial);
+        err = kdl__srcs_add_checkpoint(&l, ck->main, 0, o->common.spatial);
         if (!err && student)
-                err = kdl__srcs_add_checkpoint(&l, ck->partner, 1, o->spatial);
+                err = kdl__srcs_add_checkpoint(&l, ck->partner, 1, o->common.spatial);
         for (size_t k = 0; k < l.n; k++)
                 if (l.v[k].model == 0 && !l.v[k].has_depth)
                         logits = (long long) k;
@@ -252,8 +262,8 @@ static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int
         if (err)
                 goto out;
         {
-                struct kdl__cka_compute_opts co = {.spatial = o->spatial,
-                                                   .skip_nonfinite = o->skip_nonfinite,
+                struct kdl__cka_compute_opts co = {.spatial = o->common.spatial,
+                                                   .skip_nonfinite = o->common.skip_nonfinite,
                                                    .labels = true,
                                                    .seed = o->seed,
                                                    .robust = ROBUST_FRACTION,
@@ -311,7 +321,7 @@ static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int
                 kdl__gather_release(&gc, one.n);
                 kdl__srcs_release(&one);
         }
-        err = err ?: emit(tb, &l, rows, nrows, ck, student, o->k ? o->k : DEFAULT_K);
+        err = err ?: emit(tb, &l, rows, nrows, ck, student, o->k);
         if (!err && student)
                 err = emit_cka(tb->cka, &l, res, ck);
 out:
@@ -324,9 +334,9 @@ out:
         return err;
 }
 
-int kdl_layers_run(kdl_inputs *in, const struct kdl_layers_opts *opts, kdl_doc *doc)
+int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *opts, kdl_doc *doc)
 {
-        struct kdl_layers_opts o = *opts;
+        struct kdl_run_layers_opts o = *opts;
         const kdl_dump *dt;
         struct kdl_ckpair *cks = NULL;
         struct tables tb = {0};
@@ -337,14 +347,6 @@ int kdl_layers_run(kdl_inputs *in, const struct kdl_layers_opts *opts, kdl_doc *
 
         assert(in && in->teacher && opts && doc);
         dt = kdl_h5_dump(in->teacher);
-        if (!o.k)
-                o.k = DEFAULT_K;
-        if (!o.subsample)
-                o.subsample = DEFAULT_SUBSAMPLE;
-        if (!o.per_class)
-                o.per_class = DEFAULT_PER_CLASS;
-        if (!o.max_bytes)
-                o.max_bytes = DEFAULT_MAX_BYTES;
         nclasses = kdl__classes(dt);
         if (!nclasses)
                 return kdl_error(-KDL_EMISSING,
@@ -359,7 +361,7 @@ int kdl_layers_run(kdl_inputs *in, const struct kdl_layers_opts *opts, kdl_doc *
         err = kdl_h5_read_labels(in->teacher, &labels);
         err = err
                       ?: kdl_select_checkpoints(in->teacher, in->nstudents ? in->students[0] : NULL,
-                                                o.checkpoint, "same", &cks, &nck);
+                                                o.common.checkpoint, "same", &cks, &nck);
         err = err
                       ?: kdl_table_new("layers", "Teacher layers ranked by knowledge quality Q",
                                        &tb.ranked);
@@ -400,7 +402,7 @@ int kdl_layers_run(kdl_inputs *in, const struct kdl_layers_opts *opts, kdl_doc *
                                          res.n, res.gram ? "Gram" : "feature");
                 err = err
                               ?: kdl_doc_add_note(doc, "features of rank 3 and 4 reduced by '%s'",
-                                                  kdl_spatial_name(o.spatial));
+                                                  kdl_spatial_name(o.common.spatial));
         }
         if (!err) {
                 err = kdl_doc_add_table(doc, tb.ranked);

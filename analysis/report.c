@@ -837,13 +837,14 @@ out:
 
 static int section_layers(struct run *r)
 {
-        struct kdl_layers_opts o = {0};
+        struct kdl_run_layers_opts o;
         kdl_inputs teacher_only = *r->in;
         kdl_doc *d = NULL;
         int err;
 
         progress(r, "layers: teacher layer quality");
         teacher_only.nstudents = 0;
+        kdl_run_layers_opts_init(&o);
         /* Recommending 4 of a 4-layer teacher says nothing: at most half of them. */
         {
                 const kdl_dump *td = kdl_h5_dump(r->in->teacher);
@@ -852,7 +853,7 @@ static int section_layers(struct run *r)
                 o.k = nl >= 8 ? 4 : (nl + 1) / 2;
         }
         err = kdl_doc_new("layers", &d);
-        err = err ?: kdl_layers_run(&teacher_only, &o, d);
+        err = err ?: kdl_run_layers(&teacher_only, &o, d);
         err = err
                       ?: kdl_site_section(
                                  r->site, "Teacher layers",

@@ -28,13 +28,14 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common co;
-        struct kdl_layers_opts o = {0};
+        struct kdl_run_layers_opts o;
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
         uint64_t v;
         int c, err, st;
 
-        kdl_cli_common_init(cli, &co, NULL);
+        kdl_run_layers_opts_init(&o);
+        kdl_cli_common_init(cli, &co, &o.common);
         while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS "k:", longopts, NULL)) != -1) {
                 st = kdl_cli_common_option(cli, &co, c, optarg, argv);
                 if (st == KDL_CLI_OPT_TAKEN)
@@ -80,13 +81,11 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                 return kdl_cli_usage(cli, "expected at most one student (-s S.h5)");
         if (co.run.per_sample)
                 return kdl_cli_usage(cli, "--per-sample is not available for layers");
-        o.checkpoint = co.run.checkpoint;
-        o.spatial = co.run.spatial;
-        o.skip_nonfinite = co.run.skip_nonfinite;
+        o.common = co.run;
 
         err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
         err = err ?: kdl_doc_new("layers", &doc);
-        err = err ?: kdl_layers_run(in, &o, doc);
+        err = err ?: kdl_run_layers(in, &o, doc);
         if (err < 0) {
                 kdl_doc_free(doc);
                 kdl_inputs_free(in);
