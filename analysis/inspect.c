@@ -7,6 +7,11 @@
 #include "analysis/inspect.h"
 #include "metrics/base/banned.h"
 
+void kdl_run_inspect_opts_init(struct kdl_run_inspect_opts *o)
+{
+        *o = (struct kdl_run_inspect_opts){.scan_values = true};
+}
+
 static char *shape_string(const kdl_dsinfo *ds)
 {
         char *s = kdl__strdup("["), *t;
@@ -202,8 +207,8 @@ static int align(kdl_h5file **files, size_t n, kdl_table *al, kdl_table *probs, 
         return err;
 }
 
-int kdl_inspect(const char *const *paths, size_t n, const struct kdl_inspect_opts *o, kdl_doc *doc,
-                size_t *ret_problems)
+int kdl_run_inspect(const char *const *paths, size_t n, const struct kdl_run_inspect_opts *o,
+                    kdl_doc *doc, size_t *ret_problems)
 {
         kdl_table *files = NULL, *cks = NULL, *sets = NULL, *al = NULL, *probs = NULL;
         kdl_h5file **fs = kdl_new(kdl_h5file *, n ? n : 1);

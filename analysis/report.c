@@ -154,7 +154,7 @@ static int show_table(struct run *r, const kdl_doc *d, const char *table, const 
 
 static int section_inputs(struct run *r)
 {
-        struct kdl_inspect_opts io = {.scan_values = false};
+        struct kdl_run_inspect_opts io = {.scan_values = false};
         const char **paths = kdl_new(const char *, r->in->nstudents + 1);
         kdl_doc *d = NULL;
         size_t nprob = 0;
@@ -167,7 +167,7 @@ static int section_inputs(struct run *r)
         for (size_t k = 0; k < r->in->nstudents; k++)
                 paths[k + 1] = kdl_h5_dump(r->in->students[k])->path;
         err = kdl_doc_new("inspect", &d);
-        err = err ?: kdl_inspect(paths, r->in->nstudents + 1, &io, d, &nprob);
+        err = err ?: kdl_run_inspect(paths, r->in->nstudents + 1, &io, d, &nprob);
         err = err
                       ?: kdl_site_section(
                                  r->site, "Inputs",
