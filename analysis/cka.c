@@ -16,240 +16,9 @@
 #define DEFAULT_ROBUST    0.01
 #define DEFAULT_MAX_BYTES ((size_t) 8 << 30)
 
-/* Streams of kdl_sample_*: the subsample and the minibatch order. */
+/* The stream of kdl_sample_select() that draws the subsample (the
+ * minibatch order is stream 3, in cka-compute.c). */
 #define STREAM_SUBSAMPLE 1
-#define STREAM_BATCHES   3
-
-/* ---- shared with layers.c ---------------------------------------------------------- */
-
-int kdl__srcs_add(struct kdl__srcs *l, const char *name, bool has_depth, long long depth, int model,
-                  const kdl_dsinfo *ds, size_t width)
-{
-        if (l->n == l->cap) {
-                size_t cap = l->cap ? 2 * l->cap : 16;
-                struct kdl__src *v = kdl_new(struct kdl__src, cap);
-
-                if (!v)
-                        return -ENOMEM;
-                if (l->n)
-                        memcpy(v, l->v, l->n * sizeof(*v));
-                free(l->v);
-                l->v = v;
-                l->cap = cap;
-        }
-        l->v[l->n++] = (struct kdl__src){.name = name,
-                                         .has_depth = has_depth,
-                                         .depth = depth,
-                                         .model = model,
-                                         .ds = ds,
-                                         .width = width,
-                                         .idx = -1};
-        return 0;
-}
-
-int kdl__srcs_add_checkpoint(struct kdl__srcs *l, const kdl_checkpoint *ck, int model,
-                             enum kdl_spatial rule)
-{
-        int err = 0;
-
-        for (size_t k = 0; k < ck->nlayers && !err; k++) {
-                const kdl_layer *ly = &ck->layers[k];
-
-                err = kdl__srcs_add(l, ly->name, true, (long long) ly->depth, model, &ly->feature,
-                                    kdl_dsinfo_width(&ly->feature, rule));
-        }
-        if (!err && ck->logits)
-                err = kdl__srcs_add(l, "logits", false, 0, model, ck->logits,
-                                    kdl_dsinfo_width(ck->logits, rule));
-        return err;
-}
-
-void kdl__srcs_release(struct kdl__srcs *l)
-{
-        free(l->v);
-        *l = (struct kdl__srcs){0};
-}
-
-int kdl__gather_init(struct kdl__gather *g, const struct kdl__srcs *l, const size_t *want,
-                     size_t nwant)
-{
-        *g = (struct kdl__gather){.want = want, .nwant = nwant};
-        g->ids = kdl_new(size_t, nwant);
-        g->labels = kdl_new(int64_t, nwant);
-        g->data = kdl_new(double *, l->n);
-        if (!g->ids || !g->labels || !g->data)
-                return -ENOMEM;
-        for (size_t k = 0; k < l->n; k++) {
-                g->data[k] = kdl__malloc(nwant ? nwant : 1, l->v[k].width * sizeof(double));
-                if (!g->data[k])
-                        return -ENOMEM;
-        }
-        return 0;
-}
-
-void kdl__gather_release(struct kdl__gather *g, size_t nsrc)
-{
-        if (g->data)
-                for (size_t k = 0; k < nsrc; k++)
-                        free(g->data[k]);
-        free(g->data);
-        free(g->labels);
-        free(g->ids);
-        *g = (struct kdl__gather){0};
-}
-
-kdl_tensor kdl__gather_tensor(const struct kdl__gather *g, const struct kdl__srcs *l, size_t k)
-{
-        return kdl_tensor_wrap(g->data[k], 2, (size_t[]){g->n, l->v[k].width});
-}
-
-int kdl__pairs_needed(const struct kdl__srcs *l, bool two, long long logits, long long labels,
-                      bool **ret)
-{
-        bool *m;
-
-        *ret = NULL;
-        if (!two)
-                return 0;
-        m = kdl_new(bool, l->n * l->n);
-        if (!m)
-                return -ENOMEM;
-        for (size_t i = 0; i < l->n; i++)
-                for (size_t j = 0; j < l->n; j++)
-                        m[i * l->n + j] = i == j || l->v[i].model != l->v[j].model ||
-                                          (long long) i == logits || (long long) j == logits ||
-                                          (long long) i == labels || (long long) j == labels;
-        *ret = m;
-        return 0;
-}
-
-size_t kdl__classes(const kdl_dump *d)
-{
-        size_t c = d->c;
-
-        if (!d->labels)
-                return 0;
-        if (d->label_max >= 0 && (size_t) d->label_max + 1 > c)
-                c = (size_t) d->label_max + 1;
-        return c;
-}
-
-static int feed_attach(struct kdl__feed *f, kdl__job *j, kdl_stream *s)
-{
-        int r = 0;
-
-        free(f->blocks);
-        f->blocks = kdl_new(kdl_tensor, f->l->n ? f->l->n : 1);
-        if (!f->blocks)
-                return -ENOMEM;
-        for (size_t k = 0; r >= 0 && k < f->l->n; k++) {
-                struct kdl__src *src = &f->l->v[k];
-
-                if (!src->ds)
-                        continue;
-                assert(src->model == 0 || f->fb);
-                r = kdl__job_add(j, s, src->model ? f->fb : f->fa, src->ds, f->rule,
-                                 src->model == 1);
-                src->idx = r;
-        }
-        if (r >= 0 && f->labels)
-                r = kdl__job_add_labels(j, s, f->fa);
-        return r < 0 ? r : 0;
-}
-
-/* The one-hot labels of the current block in f->onehot. */
-static int feed_onehot(struct kdl__feed *f, size_t rows, const size_t *ids, const int64_t *lab)
-{
-        size_t c = f->nclasses;
-
-        if (rows > f->cap) {
-                free(f->onehot);
-                f->cap = 0;
-                f->onehot = kdl__malloc(rows, c * sizeof(double));
-                if (!f->onehot)
-                        return -ENOMEM;
-                f->cap = rows;
-        }
-        memset(f->onehot, 0, rows * c * sizeof(double));
-        for (size_t i = 0; i < rows; i++) {
-                if (lab[i] < 0 || (uint64_t) lab[i] >= c)
-                        return kdl_error(-KDL_ERANGE,
-                                         "/labels: label %lld of sample %zu is outside 0..%zu",
-                                         (long long) lab[i], ids[i], c - 1);
-                f->onehot[i * c + (size_t) lab[i]] = 1.0;
-        }
-        return 0;
-}
-
-static int feed_block(struct kdl__feed *f, kdl_stream *s)
-{
-        const struct kdl__srcs *l = f->l;
-        struct kdl__gather *g = f->g;
-        size_t rows = kdl_stream_rows(s);
-        const size_t *ids = kdl_stream_samples(s);
-        const int64_t *lab = f->labels ? kdl_stream_labels(s) : NULL;
-        kdl_tensor *blocks = f->blocks;
-        bool need_onehot = false;
-        int r = 0;
-
-        if (rows == 0)
-                return 0;
-        for (size_t k = 0; k < l->n; k++)
-                need_onehot |= !l->v[k].ds;
-        assert(lab || !need_onehot);
-        if (need_onehot && (r = feed_onehot(f, rows, ids, lab)) < 0)
-                return r;
-        for (size_t k = 0; k < l->n; k++)
-                blocks[k] = l->v[k].ds
-                                    ? kdl_stream_block(s, l->v[k].idx)
-                                    : kdl_tensor_wrap(f->onehot, 2, (size_t[]){rows, f->nclasses});
-        if (f->state)
-                r = kdl_cka_accumulate(f->state, blocks, ids);
-        for (size_t i = 0; r >= 0 && g && i < rows; i++) {
-                while (g->next < g->nwant && g->want[g->next] < ids[i])
-                        g->next++;
-                if (g->next == g->nwant || g->want[g->next] != ids[i])
-                        continue;
-                for (size_t k = 0; k < l->n; k++) {
-                        double *dst = g->data[k] + g->n * l->v[k].width;
-
-                        for (size_t j = 0; j < l->v[k].width; j++)
-                                dst[j] = KDL_AT2(&blocks[k], i, j);
-                }
-                g->ids[g->n] = ids[i];
-                g->labels[g->n] = lab ? lab[i] : 0;
-                g->n++;
-                g->next++;
-        }
-        return r < 0 ? r : 0;
-}
-
-static int feed_job_attach(kdl__job *j, kdl_stream *s)
-{
-        return feed_attach(j->ctx, j, s);
-}
-
-static int feed_job_block(kdl__job *j, kdl_stream *s, unsigned pass)
-{
-        (void) pass;
-        return feed_block(j->ctx, s);
-}
-
-kdl__job kdl__feed_job(struct kdl__feed *f)
-{
-        return (kdl__job){.ctx = f, .attach = feed_job_attach, .block = feed_job_block};
-}
-
-void kdl__feed_release(struct kdl__feed *f)
-{
-        free(f->blocks);
-        free(f->onehot);
-        f->blocks = NULL;
-        f->onehot = NULL;
-        f->cap = 0;
-}
-
-/* ---- kdlens cka ------------------------------------------------------------------------ */
 
 static const char *const estimator_names[KDL_RUN_CKA_ESTIMATOR_COUNT_] = {"biased", "debiased",
                                                                           "minibatch"};
@@ -298,285 +67,6 @@ void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o)
 struct tables {
         kdl_table *matrix, *pairs, *targets;
 };
-
-void kdl__cka_results_release(struct kdl__cka_results *r)
-{
-        kdl_cka_matrix_free(r->mb);
-        kdl_cka_matrix_free(r->rbf);
-        kdl_cka_matrix_free(r->robust);
-        kdl_cka_matrix_free(r->lin);
-        *r = (struct kdl__cka_results){0};
-}
-
-/* The rows of @from whose ids are in the sorted @want, as a new gather. */
-static int gather_subset(const struct kdl__gather *from, const struct kdl__srcs *l,
-                         const size_t *want, size_t nwant, struct kdl__gather *to)
-{
-        int r = kdl__gather_init(to, l, want, nwant);
-
-        for (size_t i = 0, w = 0; r >= 0 && i < from->n; i++) {
-                while (w < nwant && want[w] < from->ids[i])
-                        w++;
-                if (w == nwant || want[w] != from->ids[i])
-                        continue;
-                for (size_t k = 0; k < l->n; k++)
-                        memcpy(to->data[k] + to->n * l->v[k].width,
-                               from->data[k] + i * l->v[k].width, l->v[k].width * sizeof(double));
-                to->ids[to->n] = from->ids[i];
-                to->labels[to->n] = from->labels[i];
-                to->n++;
-        }
-        return r;
-}
-
-struct keyed {
-        uint64_t key;
-        size_t row;
-};
-
-static int cmp_keyed(const void *a, const void *b)
-{
-        const struct keyed *x = a, *y = b;
-
-        return x->key < y->key ? -1 : x->key > y->key;
-}
-
-/* Minibatch CKA over the subsample in a seeded order, batches of m; the
- * remainder (fewer than m rows) is left out. */
-static int minibatch(const struct kdl__gather *g, const struct kdl__srcs *l, size_t m,
-                     uint64_t seed, kdl_cka_matrix **ret)
-{
-        size_t *widths = kdl_new(size_t, l->n), nb = g->n / m;
-        struct keyed *order = kdl_new(struct keyed, g->n ? g->n : 1);
-        double **buf = kdl_new(double *, l->n);
-        kdl_tensor *t = kdl_new(kdl_tensor, l->n);
-        kdl_cka_mb_state *s = NULL;
-        int r = 0;
-
-        if (!widths || !order || !buf || !t) {
-                r = -ENOMEM;
-                goto out;
-        }
-        if (nb == 0) {
-                r = kdl_error(-KDL_EUSAGE,
-                              "minibatch CKA: the subsample has %zu samples, fewer than one "
-                              "batch of %zu (see --subsample and --batch)",
-                              g->n, m);
-                goto out;
-        }
-        for (size_t k = 0; k < l->n; k++) {
-                widths[k] = l->v[k].width;
-                buf[k] = kdl__malloc(m, widths[k] * sizeof(double));
-                if (!buf[k]) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-                t[k] = kdl_tensor_wrap(buf[k], 2, (size_t[]){m, widths[k]});
-        }
-        for (size_t i = 0; i < g->n; i++)
-                order[i] = (struct keyed){kdl_sample_hash(seed, g->ids[i], STREAM_BATCHES), i};
-        qsort(order, g->n, sizeof(*order), cmp_keyed);
-        r = kdl_cka_mb_state_new(l->n, widths, m, &s);
-        for (size_t b = 0; r >= 0 && b < nb; b++) {
-                for (size_t k = 0; k < l->n; k++)
-                        for (size_t i = 0; i < m; i++)
-                                memcpy(buf[k] + i * widths[k],
-                                       g->data[k] + order[b * m + i].row * widths[k],
-                                       widths[k] * sizeof(double));
-                r = kdl_cka_mb_accumulate(s, t);
-        }
-        if (r >= 0)
-                r = kdl_cka_mb_finalize(s, ret);
-out:
-        kdl_cka_mb_state_free(s);
-        for (size_t k = 0; buf && k < l->n; k++)
-                free(buf[k]);
-        free(t);
-        free(buf);
-        free(order);
-        free(widths);
-        return r;
-}
-
-/* One kdl__cka_compute() as the state of a job: the pass over the sources,
- * then linear CKA (feature or Gram space) and the subsample's robust, RBF
- * and minibatch CKA. */
-struct compute {
-        struct kdl__feed feed; /* feeds state or g */
-        const struct kdl__srcs *l;
-        struct kdl__cka_compute_opts o;
-        const size_t *sub; /* borrowed */
-        size_t nsub;
-        size_t *all;          /* Gram space: every sample, wanted by g */
-        kdl_cka_state *state; /* feature space */
-        struct kdl__gather g; /* Gram space: every sample; else the subsample */
-        struct kdl__cka_results *res;
-        struct kdl__gather *ret_sub; /* NULL, or receives the subsample */
-};
-
-static void compute_release(struct compute *c)
-{
-        kdl__feed_release(&c->feed);
-        kdl_cka_state_free(c->state);
-        kdl__gather_release(&c->g, c->l ? c->l->n : 0);
-        free(c->all);
-        *c = (struct compute){0};
-}
-
-/* Everything a pass over @n samples of @l needs; c->res gets n, maxw, gram. */
-static int compute_init(struct compute *c, kdl_h5file *fa, kdl_h5file *fb, size_t n,
-                        const struct kdl__srcs *l, size_t nclasses,
-                        const struct kdl__cka_compute_opts *o, const size_t *sub, size_t nsub,
-                        struct kdl__cka_results *res, struct kdl__gather *ret_sub)
-{
-        size_t *widths = kdl_new(size_t, l->n), totalw = 0;
-        int r;
-
-        *c = (struct compute){
-                .feed = {.l = l,
-                         .fa = fa,
-                         .fb = fb,
-                         .rule = o->spatial,
-                         .nclasses = nclasses,
-                         .labels = o->labels},
-                .l = l,
-                .o = *o,
-                .sub = sub,
-                .nsub = nsub,
-                .res = res,
-                .ret_sub = ret_sub,
-        };
-        if (!widths)
-                return -ENOMEM;
-        res->n = n;
-        res->maxw = 0;
-        for (size_t k = 0; k < l->n; k++) {
-                widths[k] = l->v[k].width;
-                totalw += widths[k];
-                res->maxw = widths[k] > res->maxw ? widths[k] : res->maxw;
-        }
-        res->gram = res->maxw > n;
-        if (res->gram) {
-                c->all = kdl_new(size_t, n ? n : 1);
-                if (!c->all) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-                for (size_t i = 0; i < n; i++)
-                        c->all[i] = i;
-                r = kdl__gather_init(&c->g, l, c->all, n);
-        } else {
-                kdl_cka_opts co = {.bootstrap = o->bootstrap,
-                                   .seed = o->seed,
-                                   .pairs = o->pairs,
-                                   .precision = o->precision};
-                size_t bytes = kdl_cka_state_bytes(l->n, widths, &co);
-
-                if (bytes > o->max_bytes) {
-                        r = kdl_error(-KDL_ERANGE,
-                                      "CKA of %zu layers of total width %zu needs %.1f GiB "
-                                      "(%zu bootstrap replicates), more than the %.1f GiB "
-                                      "allowed: use fewer replicates or --spatial avg",
-                                      l->n, totalw, (double) bytes / 1073741824.0, o->bootstrap,
-                                      (double) o->max_bytes / 1073741824.0);
-                        goto out;
-                }
-                r = kdl_cka_state_new(l->n, widths, &co, &c->state);
-                if (r >= 0)
-                        r = kdl__gather_init(&c->g, l, sub, nsub);
-        }
-        c->feed.state = c->state;
-        c->feed.g = &c->g;
-out:
-        free(widths);
-        return r < 0 ? r : 0;
-}
-
-/* After the pass: c->res from c->state or the gathered rows. */
-static int compute_finish(struct compute *c)
-{
-        const struct kdl__srcs *l = c->l;
-        struct kdl__cka_results *res = c->res;
-        struct kdl__gather gs = {0};
-        kdl_tensor *t = kdl_new(kdl_tensor, l->n);
-        int r;
-
-        if (!t)
-                return -ENOMEM;
-        if (res->gram) {
-                for (size_t k = 0; k < l->n; k++)
-                        t[k] = kdl__gather_tensor(&c->g, l, k);
-                r = kdl_cka_gram(t, l->n, KDL_CKA_LINEAR, 0.0, &res->lin);
-                if (r >= 0)
-                        r = gather_subset(&c->g, l, c->sub, c->nsub, &gs);
-        } else {
-                r = kdl_cka_finalize(c->state, &res->lin);
-                gs = c->g;
-                c->g = (struct kdl__gather){0};
-        }
-        if (r < 0)
-                goto out;
-        res->nsub = gs.n;
-        for (size_t k = 0; k < l->n; k++)
-                t[k] = kdl__gather_tensor(&gs, l, k);
-        if (gs.n >= 2)
-                r = kdl_cka_robust(t, l->n, c->o.robust, &res->robust);
-        if (r >= 0 && c->o.rbf)
-                r = kdl_cka_gram(t, l->n, KDL_CKA_RBF, c->o.theta, &res->rbf);
-        if (r >= 0 && c->o.batch)
-                r = minibatch(&gs, l, c->o.batch, c->o.seed, &res->mb);
-        if (r >= 0 && c->ret_sub) {
-                *c->ret_sub = gs;
-                gs = (struct kdl__gather){0};
-        }
-out:
-        kdl__gather_release(&gs, l->n);
-        free(t);
-        return r < 0 ? r : 0;
-}
-
-static int compute_attach(kdl__job *j, kdl_stream *s)
-{
-        struct compute *c = j->ctx;
-
-        return feed_attach(&c->feed, j, s);
-}
-
-static int compute_block(kdl__job *j, kdl_stream *s, unsigned pass)
-{
-        struct compute *c = j->ctx;
-
-        (void) pass;
-        return feed_block(&c->feed, s);
-}
-
-static int compute_end(kdl__job *j, kdl_stream *s, unsigned pass)
-{
-        (void) s;
-        (void) pass;
-        return compute_finish(j->ctx);
-}
-
-int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__srcs *l,
-                     size_t nclasses, const struct kdl__cka_compute_opts *o, const size_t *sub,
-                     size_t nsub, struct kdl__cka_results *res, struct kdl__gather *ret_sub)
-{
-        kdl_h5file *fa = in->teacher, *fb = in->nstudents ? in->students[0] : NULL;
-        size_t n = pair ? pair->n : kdl_h5_dump(fa)->n;
-        struct kdl_stream_opts so = {.skip_nonfinite = o->skip_nonfinite};
-        struct compute c;
-        kdl__job job = {
-                .ctx = &c, .attach = compute_attach, .block = compute_block, .end = compute_end};
-        kdl_stream *s = NULL;
-        int r;
-
-        r = compute_init(&c, fa, fb, n, l, nclasses, o, sub, nsub, res, ret_sub);
-        r = r ?: kdl_stream_new(n, pair, &so, &s);
-        r = r ?: kdl__jobs_run(s, &job, 1, NULL);
-        kdl_stream_free(s);
-        compute_release(&c);
-        return r;
-}
 
 static double at(const kdl_cka_matrix *m, const double *v, size_t i, size_t j)
 {
@@ -737,13 +227,13 @@ struct kdl__cka_run {
         long long logits, labels; /* source indices, -1 when absent */
         bool *mask;
         size_t *sub, nsub;
-        struct compute c;
+        struct kdl__cka_pass c;
 };
 
 /* Drop the current job's state (the last results stay). */
 static void job_release(struct kdl__cka_run *r)
 {
-        compute_release(&r->c);
+        kdl__cka_pass_release(&r->c);
         free(r->sub);
         free(r->mask);
         kdl__srcs_release(&r->l);
@@ -811,7 +301,7 @@ static int cka_attach(kdl__job *j, kdl_stream *s)
 {
         struct kdl__cka_run *r = j->ctx;
 
-        return feed_attach(&r->c.feed, j, s);
+        return kdl__feed_attach(&r->c.feed, j, s);
 }
 
 static int cka_block(kdl__job *j, kdl_stream *s, unsigned pass)
@@ -819,7 +309,7 @@ static int cka_block(kdl__job *j, kdl_stream *s, unsigned pass)
         struct kdl__cka_run *r = j->ctx;
 
         (void) pass;
-        return feed_block(&r->c.feed, s);
+        return kdl__feed_block(&r->c.feed, s);
 }
 
 /* The end of the job's only pass: its results, its rows; its state goes. */
@@ -830,7 +320,7 @@ static int cka_end(kdl__job *j, kdl_stream *s, unsigned pass)
 
         (void) s;
         (void) pass;
-        err = compute_finish(&r->c);
+        err = kdl__cka_pass_finish(&r->c);
         err = err ?: emit(&r->tb, &r->last, &r->o, &r->l, &r->cp, r->two, r->logits, r->labels);
         if (err >= 0)
                 job_release(r);
@@ -888,8 +378,8 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
                         .pairs = r->mask,
                         .precision = o->precision};
 
-                err = compute_init(&r->c, in->teacher, fb, n, &r->l, r->nclasses, &co, r->sub,
-                                   r->nsub, &r->last, NULL);
+                err = kdl__cka_pass_init(&r->c, in->teacher, fb, n, &r->l, r->nclasses, &co, r->sub,
+                                         r->nsub, &r->last, NULL);
         }
         if (err < 0) {
                 job_release(r);
