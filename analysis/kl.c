@@ -88,12 +88,10 @@ static int head_layer(kdl_h5file *f, const kdl_checkpoint *ck, const kdl_layer *
         return err;
 }
 
-/* Find every source, check the shapes of those present, and say what is missing. */
-static int find_sources(struct sources *x, enum kdl_spatial rule)
+/* Both logits, with the teacher's class count: x->c. */
+static int find_logits(struct sources *x)
 {
         const char *tp = kdl_h5_dump(x->tf)->path, *sp = kdl_h5_dump(x->sf)->path;
-        char *feat = NULL, *head = NULL, *grad = NULL, *gz = NULL;
-        int err;
 
         if (!x->ct->logits || !x->cs->logits)
                 return kdl_error(-KDL_EMISSING, "'%s': %s/logits: expected [N, C], found none",
@@ -105,7 +103,80 @@ static int find_sources(struct sources *x, enum kdl_spatial rule)
                                  "'%s': %s: expected %zu classes as the teacher, found %zu", sp,
                                  x->cs->logits->path, x->c,
                                  x->cs->logits->ndim == 2 ? x->cs->logits->shape[1] : 0);
+        return 0;
+}
 
+/* The teacher's head weight x->wt, [C, d_t] when its head input is there; *@head
+ * extended when it is missing. */
+static int find_head(struct sources *x, char **head)
+{
+        x->wt = x->ct->head_weight;
+        if (!x->wt)
+                return append(head, where(x->tf, x->ct, "head/weight"));
+        if (x->lt && (x->wt->ndim != 2 || x->wt->shape[0] != x->c || x->wt->shape[1] != x->d_t))
+                return kdl_error(-KDL_ESCHEMA,
+                                 "'%s': %s: expected [%zu, %zu] (classes x width of '%s'), "
+                                 "found %zu-D [%zu, %zu]",
+                                 kdl_h5_dump(x->tf)->path, x->wt->path, x->c, x->d_t, x->lt->name,
+                                 x->wt->ndim, x->wt->shape[0],
+                                 x->wt->ndim > 1 ? x->wt->shape[1] : 0);
+        return 0;
+}
+
+/* The teacher's feature gradient x->gt at its head input, of width d_t; *@grad
+ * extended when it is missing. */
+static int find_gradient(struct sources *x, enum kdl_spatial rule, char **grad)
+{
+        char *rel;
+        int err;
+
+        x->gt = x->lt ? x->lt->gradient : NULL;
+        if (x->gt && kdl_dsinfo_width(x->gt, rule) != x->d_t)
+                return kdl_error(-KDL_ESCHEMA,
+                                 "'%s': %s: expected width %zu as its feature, found %zu",
+                                 kdl_h5_dump(x->tf)->path, x->gt->path, x->d_t,
+                                 kdl_dsinfo_width(x->gt, rule));
+        if (x->gt)
+                return 0;
+        rel = kdl__asprintf("gradients/features/%s",
+                            x->ct->head_input ? x->ct->head_input : "<head input>");
+        err = rel ? append(grad, where(x->tf, x->ct, rel)) : -ENOMEM;
+        free(rel);
+        return err;
+}
+
+/* Both logit gradients x->gzt and x->gzs, C columns each; *@gz extended for
+ * each one missing. */
+static int find_logit_gradients(struct sources *x, enum kdl_spatial rule, char **gz)
+{
+        int err;
+
+        x->gzt = x->ct->grad_logits;
+        x->gzs = x->cs->grad_logits;
+        if (!x->gzt && (err = append(gz, where(x->tf, x->ct, "gradients/logits"))))
+                return err;
+        if (!x->gzs && (err = append(gz, where(x->sf, x->cs, "gradients/logits"))))
+                return err;
+        for (int k = 0; k < 2; k++) {
+                const kdl_dsinfo *g = k ? x->gzs : x->gzt;
+
+                if (g && kdl_dsinfo_width(g, rule) != x->c)
+                        return kdl_error(-KDL_ESCHEMA, "'%s': %s: expected %zu columns, found %zu",
+                                         kdl_h5_dump(k ? x->sf : x->tf)->path, g->path, x->c,
+                                         kdl_dsinfo_width(g, rule));
+        }
+        return 0;
+}
+
+/* Find every source, check the shapes of those present, and say what is missing. */
+static int find_sources(struct sources *x, enum kdl_spatial rule)
+{
+        char *feat = NULL, *head = NULL, *grad = NULL, *gz = NULL;
+        int err;
+
+        err = find_logits(x);
+        if (err)
+                return err;
         err = head_layer(x->tf, x->ct, &x->lt, &feat);
         err = err ?: head_layer(x->sf, x->cs, &x->ls, &feat);
         if (err)
@@ -115,51 +186,11 @@ static int find_sources(struct sources *x, enum kdl_spatial rule)
                 x->d_t = kdl_dsinfo_width(&x->lt->feature, rule);
         if (x->ls)
                 x->d_s = kdl_dsinfo_width(&x->ls->feature, rule);
-
-        x->wt = x->ct->head_weight;
-        if (!x->wt && (err = append(&head, where(x->tf, x->ct, "head/weight"))))
+        err = find_head(x, &head);
+        err = err ?: find_gradient(x, rule, &grad);
+        err = err ?: find_logit_gradients(x, rule, &gz);
+        if (err)
                 goto out;
-        if (x->wt && x->lt &&
-            (x->wt->ndim != 2 || x->wt->shape[0] != x->c || x->wt->shape[1] != x->d_t)) {
-                err = kdl_error(-KDL_ESCHEMA,
-                                "'%s': %s: expected [%zu, %zu] (classes x width of '%s'), "
-                                "found %zu-D [%zu, %zu]",
-                                tp, x->wt->path, x->c, x->d_t, x->lt->name, x->wt->ndim,
-                                x->wt->shape[0], x->wt->ndim > 1 ? x->wt->shape[1] : 0);
-                goto out;
-        }
-
-        x->gt = x->lt ? x->lt->gradient : NULL;
-        if (!x->gt) {
-                char *rel = kdl__asprintf("gradients/features/%s",
-                                          x->ct->head_input ? x->ct->head_input : "<head input>");
-
-                err = rel ? append(&grad, where(x->tf, x->ct, rel)) : -ENOMEM;
-                free(rel);
-                if (err)
-                        goto out;
-        } else if (kdl_dsinfo_width(x->gt, rule) != x->d_t) {
-                err = kdl_error(-KDL_ESCHEMA,
-                                "'%s': %s: expected width %zu as its feature, found %zu", tp,
-                                x->gt->path, x->d_t, kdl_dsinfo_width(x->gt, rule));
-                goto out;
-        }
-
-        x->gzt = x->ct->grad_logits;
-        x->gzs = x->cs->grad_logits;
-        if (!x->gzt && (err = append(&gz, where(x->tf, x->ct, "gradients/logits"))))
-                goto out;
-        if (!x->gzs && (err = append(&gz, where(x->sf, x->cs, "gradients/logits"))))
-                goto out;
-        for (int k = 0; k < 2; k++) {
-                const kdl_dsinfo *g = k ? x->gzs : x->gzt;
-
-                if (g && kdl_dsinfo_width(g, rule) != x->c) {
-                        err = kdl_error(-KDL_ESCHEMA, "'%s': %s: expected %zu columns, found %zu",
-                                        k ? sp : tp, g->path, x->c, kdl_dsinfo_width(g, rule));
-                        goto out;
-                }
-        }
         /* Read only what a value can use. */
         if (gz)
                 x->gzt = x->gzs = NULL;
@@ -285,43 +316,40 @@ static int put_keys(kdl_table *t, const struct sources *x, const char *student)
         return err;
 }
 
-static int fill_tables(kdl_table *kt, kdl_table *ft, const struct sources *x, const char *student,
-                       const struct kdl_run_kl_opts *o, const kdl_kl_result *r)
+/* The "kl" row of value @v at temperature @tau. */
+static int kl_row(kdl_table *kt, const struct sources *x, const char *student, double tau, int v,
+                  const kdl_kl_fidelity *f, const kdl_kl_result *r)
 {
-        int err = 0;
+        bool avail = !x->need[v];
+        int err;
 
-        for (size_t it = 0; it < o->common.ntau && !err; it++) {
-                for (int v = 0; v < NV && !err; v++) {
-                        const kdl_kl_fidelity *f = &r->tau[it].v[v];
-                        bool avail = !x->need[v];
-
-                        assert(avail == f->available);
-                        err = put_keys(kt, x, student);
-                        err = err ?: kdl_table_put_real(kt, "tau", o->common.tau[it]);
-                        err = err ?: kdl_table_put_str(kt, "source", kdl_kl_source(v));
-                        err = err ?: kdl_table_put_str(kt, "approximation", kdl_kl_name(v));
-                        err = err ?: kdl_table_put_bool(kt, "available", avail);
-                        if (!err && (avail || x->lt || v < KDL_KL_FEATURE_L2 ||
-                                     v == KDL_KL_GRADIENT_LOGIT_L2))
-                                err = kdl_table_put_int(kt, "dim",
-                                                        (long long) kdl_kl_dim(v, x->c, x->d_t));
-                        if (!err && avail) {
-                                err = kdl_table_put_real(kt, "mean", f->mean);
-                                err = err ?: kdl_table_put_real(kt, "ratio", f->ratio);
-                                err = err ?: kdl_table_put_real(kt, "pearson", f->pearson);
-                                err = err ?: kdl_table_put_real(kt, "spearman", f->spearman);
-                                err = err ?: kdl_table_put_real(kt, "relerr", f->relerr);
-                                err = err ?: kdl_table_put_int(kt, "samples", (long long) r->n);
-                                err = err
-                                              ?: kdl_table_put_int(kt, "spearman_samples",
-                                                                   (long long) r->spearman_n);
-                        }
-                        if (!err && !avail)
-                                err = kdl_table_put_str(kt, "needs", x->need[v]);
-                }
+        assert(avail == f->available);
+        err = put_keys(kt, x, student);
+        err = err ?: kdl_table_put_real(kt, "tau", tau);
+        err = err ?: kdl_table_put_str(kt, "source", kdl_kl_source(v));
+        err = err ?: kdl_table_put_str(kt, "approximation", kdl_kl_name(v));
+        err = err ?: kdl_table_put_bool(kt, "available", avail);
+        if (!err && (avail || x->lt || v < KDL_KL_FEATURE_L2 || v == KDL_KL_GRADIENT_LOGIT_L2))
+                err = kdl_table_put_int(kt, "dim", (long long) kdl_kl_dim(v, x->c, x->d_t));
+        if (!err && avail) {
+                err = kdl_table_put_real(kt, "mean", f->mean);
+                err = err ?: kdl_table_put_real(kt, "ratio", f->ratio);
+                err = err ?: kdl_table_put_real(kt, "pearson", f->pearson);
+                err = err ?: kdl_table_put_real(kt, "spearman", f->spearman);
+                err = err ?: kdl_table_put_real(kt, "relerr", f->relerr);
+                err = err ?: kdl_table_put_int(kt, "samples", (long long) r->n);
+                err = err ?: kdl_table_put_int(kt, "spearman_samples", (long long) r->spearman_n);
         }
-        if (err)
-                return err;
+        if (!err && !avail)
+                err = kdl_table_put_str(kt, "needs", x->need[v]);
+        return err;
+}
+
+/* The "kl_features" row: widths, projector, R², KL-visible share. */
+static int features_row(kdl_table *ft, const struct sources *x, const char *student,
+                        const kdl_kl_result *r)
+{
+        int err;
 
         err = put_keys(ft, x, student);
         err = err ?: kdl_table_put_int(ft, "classes", (long long) x->c);
@@ -348,6 +376,17 @@ static int fill_tables(kdl_table *kt, kdl_table *ft, const struct sources *x, co
         if (!err && x->need[KDL_KL_FEATURE_HEAD])
                 err = kdl_table_put_str(ft, "needs", x->need[KDL_KL_FEATURE_HEAD]);
         return err;
+}
+
+static int fill_tables(kdl_table *kt, kdl_table *ft, const struct sources *x, const char *student,
+                       const struct kdl_run_kl_opts *o, const kdl_kl_result *r)
+{
+        int err = 0;
+
+        for (size_t it = 0; it < o->common.ntau && !err; it++)
+                for (int v = 0; v < NV && !err; v++)
+                        err = kl_row(kt, x, student, o->common.tau[it], v, &r->tau[it].v[v], r);
+        return err ?: features_row(ft, x, student, r);
 }
 
 void kdl_run_kl_opts_init(struct kdl_run_kl_opts *o)
