@@ -67,4 +67,40 @@ int kdl__split_end(struct kdl__split_run *r);
 /** kdl__split_abort() - free @r after a failure (NULL: no-op); nothing is committed. */
 void kdl__split_abort(struct kdl__split_run *r);
 
+/*
+ * The tables of a split document (analysis/split-tables.c): rows from the
+ * results of each job, and the notes.
+ */
+#define KDL__SPLIT_NTABLES 9
+
+/* kdl__split_tables_new() - the empty tables into @t[KDL__SPLIT_NTABLES]
+ * (release them whatever it returns).  Return: 0; -ENOMEM. */
+int kdl__split_tables_new(kdl_table **t);
+
+/* kdl__split_tables_commit() - the tables with rows into @doc, in order; every
+ * table leaves @t.  Return: 0; -ENOMEM. */
+int kdl__split_tables_commit(kdl_table **t, kdl_doc *doc);
+
+/* kdl__split_tables_release() - free the tables still in @t. */
+void kdl__split_tables_release(kdl_table **t);
+
+/* Who one job's rows are about, and the tables they go to. */
+struct kdl__split_rows {
+        kdl_table *const *t; /* [KDL__SPLIT_NTABLES] */
+        const struct kdl_run_split_opts *o;
+        const kdl_checkpoint *cks, *ckt; /* the student's and the teacher's */
+        const char *student, *teacher;   /* paths */
+        size_t c;                        /* classes */
+};
+
+/* kdl__split_emit() - every row of the results @r of one job (@skipped: the
+ * samples dropped for NaN/Inf).  Return: 0; -ENOMEM. */
+int kdl__split_emit(const struct kdl__split_rows *w, const kdl_split_result *r, size_t skipped);
+
+/* kdl__split_note_heads() - a note for each missing head weight. */
+int kdl__split_note_heads(const struct kdl__split_rows *w, const kdl_split_result *r, kdl_doc *doc);
+
+/* kdl__split_notes() - the notes of the document. */
+int kdl__split_notes(const struct kdl_run_split_opts *o, kdl_doc *doc);
+
 #endif
