@@ -120,6 +120,41 @@ void kdl__cka_pass_release(struct kdl__cka_pass *c)
         *c = (struct kdl__cka_pass){0};
 }
 
+/* Gram space: every sample is gathered. */
+static int gram_init(struct kdl__cka_pass *c, size_t n)
+{
+        c->all = kdl_new(size_t, n ? n : 1);
+        if (!c->all)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                c->all[i] = i;
+        return kdl__gather_init(&c->g, c->l, c->all, n);
+}
+
+/* Feature space: the CKA state of the sources (@widths, @totalw in all), refused
+ * above o.max_bytes, and the subsample gathered. */
+static int feature_init(struct kdl__cka_pass *c, const size_t *widths, size_t totalw)
+{
+        const struct kdl__cka_compute_opts *o = &c->o;
+        const struct kdl__srcs *l = c->l;
+        kdl_cka_opts co = {.bootstrap = o->bootstrap,
+                           .seed = o->seed,
+                           .pairs = o->pairs,
+                           .precision = o->precision};
+        size_t bytes = kdl_cka_state_bytes(l->n, widths, &co);
+        int r;
+
+        if (bytes > o->max_bytes)
+                return kdl_error(-KDL_ERANGE,
+                                 "CKA of %zu layers of total width %zu needs %.1f GiB "
+                                 "(%zu bootstrap replicates), more than the %.1f GiB "
+                                 "allowed: use fewer replicates or --spatial avg",
+                                 l->n, totalw, (double) bytes / 1073741824.0, o->bootstrap,
+                                 (double) o->max_bytes / 1073741824.0);
+        r = kdl_cka_state_new(l->n, widths, &co, &c->state);
+        return r < 0 ? r : kdl__gather_init(&c->g, l, c->sub, c->nsub);
+}
+
 int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, size_t n,
                        const struct kdl__srcs *l, size_t nclasses,
                        const struct kdl__cka_compute_opts *o, const size_t *sub, size_t nsub,
@@ -152,38 +187,9 @@ int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, 
                 res->maxw = widths[k] > res->maxw ? widths[k] : res->maxw;
         }
         res->gram = res->maxw > n;
-        if (res->gram) {
-                c->all = kdl_new(size_t, n ? n : 1);
-                if (!c->all) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-                for (size_t i = 0; i < n; i++)
-                        c->all[i] = i;
-                r = kdl__gather_init(&c->g, l, c->all, n);
-        } else {
-                kdl_cka_opts co = {.bootstrap = o->bootstrap,
-                                   .seed = o->seed,
-                                   .pairs = o->pairs,
-                                   .precision = o->precision};
-                size_t bytes = kdl_cka_state_bytes(l->n, widths, &co);
-
-                if (bytes > o->max_bytes) {
-                        r = kdl_error(-KDL_ERANGE,
-                                      "CKA of %zu layers of total width %zu needs %.1f GiB "
-                                      "(%zu bootstrap replicates), more than the %.1f GiB "
-                                      "allowed: use fewer replicates or --spatial avg",
-                                      l->n, totalw, (double) bytes / 1073741824.0, o->bootstrap,
-                                      (double) o->max_bytes / 1073741824.0);
-                        goto out;
-                }
-                r = kdl_cka_state_new(l->n, widths, &co, &c->state);
-                if (r >= 0)
-                        r = kdl__gather_init(&c->g, l, sub, nsub);
-        }
+        r = res->gram ? gram_init(c, n) : feature_init(c, widths, totalw);
         c->feed.state = c->state;
         c->feed.g = &c->g;
-out:
         free(widths);
         return r < 0 ? r : 0;
 }

@@ -138,77 +138,87 @@ static double shown(const struct kdl__cka_results *res, const struct kdl_run_cka
                                                     : at(res->lin, res->lin->biased, a, b);
 }
 
+/* The "cka" row of A's source @a (a column per source of B) and a "cka_pairs"
+ * row per pair. */
+static int matrix_row(struct tables *tb, const struct kdl__cka_results *res,
+                      const struct kdl_run_cka_opts *o, const struct kdl__srcs *l,
+                      const struct kdl_ckpair *ck, bool two, size_t a)
+{
+        int err;
+
+        if (kdl_table_add_row(tb->matrix) < 0)
+                return -ENOMEM;
+        err = kdl_table_put_str(tb->matrix, "checkpoint", ck->main->name);
+        if (!err && two)
+                err = kdl_table_put_str(tb->matrix, "checkpoint_b", ck->partner->name);
+        err = err ?: kdl_table_put_str(tb->matrix, "layer", l->v[a].name);
+        for (size_t b = 0; b < l->n && !err; b++) {
+                if (l->v[b].model != (two ? 1 : 0) || !l->v[b].ds)
+                        continue;
+                err = kdl_table_put_real(tb->matrix, l->v[b].name, shown(res, o, a, b));
+                if (err)
+                        break;
+                if (kdl_table_add_row(tb->pairs) < 0)
+                        return -ENOMEM;
+                err = kdl_table_put_str(tb->pairs, "checkpoint", ck->main->name);
+                if (!err && two)
+                        err = kdl_table_put_str(tb->pairs, "checkpoint_b", ck->partner->name);
+                err = err ?: emit_pair(tb->pairs, res, o, l, a, b);
+        }
+        return err;
+}
+
+static const char *const logits_keys[3] = {"cka_logits", "cka_logits_debiased",
+                                           "cka_logits_robust"};
+static const char *const labels_keys[3] = {"cka_labels", "cka_labels_debiased",
+                                           "cka_labels_robust"};
+
+/* Source @a against the target source @z: biased, debiased and robust linear CKA. */
+static int target_columns(kdl_table *t, const struct kdl__cka_results *res, size_t a, size_t z,
+                          const char *const key[3])
+{
+        const kdl_cka_matrix *lin = res->lin, *rob = res->robust;
+        int err;
+
+        err = kdl_table_put_real(t, key[0], at(lin, lin->biased, a, z));
+        err = err ?: kdl_table_put_real(t, key[1], at(lin, lin->debiased, a, z));
+        err = err ?: kdl_table_put_real(t, key[2], rob ? at(rob, rob->biased, a, z) : (double) NAN);
+        return err;
+}
+
+/* The "cka_targets" row of source @a: against A's logits and the labels. */
+static int target_row(kdl_table *t, const struct kdl__cka_results *res, const struct kdl__srcs *l,
+                      const struct kdl_ckpair *ck, size_t a, long long logits, long long labels)
+{
+        int err;
+
+        if (kdl_table_add_row(t) < 0)
+                return -ENOMEM;
+        err = kdl_table_put_str(t, "model", l->v[a].model ? "b" : "a");
+        err = err
+                      ?: kdl_table_put_str(t, "checkpoint",
+                                           l->v[a].model ? ck->partner->name : ck->main->name);
+        err = err ?: kdl_table_put_str(t, "layer", l->v[a].name);
+        err = err ?: put_depth(t, "depth", &l->v[a]);
+        if (!err && logits >= 0)
+                err = target_columns(t, res, a, (size_t) logits, logits_keys);
+        if (!err && labels >= 0)
+                err = target_columns(t, res, a, (size_t) labels, labels_keys);
+        return err;
+}
+
 static int emit(struct tables *tb, const struct kdl__cka_results *res,
                 const struct kdl_run_cka_opts *o, const struct kdl__srcs *l,
                 const struct kdl_ckpair *ck, bool two, long long logits, long long labels)
 {
         int err = 0;
 
-        for (size_t a = 0; a < l->n && !err; a++) {
-                if (l->v[a].model != 0 || !l->v[a].ds)
-                        continue;
-                if (kdl_table_add_row(tb->matrix) < 0)
-                        return -ENOMEM;
-                err = kdl_table_put_str(tb->matrix, "checkpoint", ck->main->name);
-                if (!err && two)
-                        err = kdl_table_put_str(tb->matrix, "checkpoint_b", ck->partner->name);
-                err = err ?: kdl_table_put_str(tb->matrix, "layer", l->v[a].name);
-                for (size_t b = 0; b < l->n && !err; b++) {
-                        if (l->v[b].model != (two ? 1 : 0) || !l->v[b].ds)
-                                continue;
-                        err = kdl_table_put_real(tb->matrix, l->v[b].name, shown(res, o, a, b));
-                        if (err)
-                                break;
-                        if (kdl_table_add_row(tb->pairs) < 0)
-                                return -ENOMEM;
-                        err = kdl_table_put_str(tb->pairs, "checkpoint", ck->main->name);
-                        if (!err && two)
-                                err = kdl_table_put_str(tb->pairs, "checkpoint_b",
-                                                        ck->partner->name);
-                        err = err ?: emit_pair(tb->pairs, res, o, l, a, b);
-                }
-        }
-        for (size_t a = 0; a < l->n && !err && (logits >= 0 || labels >= 0); a++) {
-                const kdl_cka_matrix *lin = res->lin, *rob = res->robust;
-
-                if (!l->v[a].ds)
-                        continue;
-                if (kdl_table_add_row(tb->targets) < 0)
-                        return -ENOMEM;
-                err = kdl_table_put_str(tb->targets, "model", l->v[a].model ? "b" : "a");
-                err = err
-                              ?: kdl_table_put_str(tb->targets, "checkpoint",
-                                                   l->v[a].model ? ck->partner->name
-                                                                 : ck->main->name);
-                err = err ?: kdl_table_put_str(tb->targets, "layer", l->v[a].name);
-                err = err ?: put_depth(tb->targets, "depth", &l->v[a]);
-                if (!err && logits >= 0) {
-                        size_t z = (size_t) logits;
-
-                        err = kdl_table_put_real(tb->targets, "cka_logits",
-                                                 at(lin, lin->biased, a, z));
-                        err = err
-                                      ?: kdl_table_put_real(tb->targets, "cka_logits_debiased",
-                                                            at(lin, lin->debiased, a, z));
-                        err = err
-                                      ?: kdl_table_put_real(tb->targets, "cka_logits_robust",
-                                                            rob ? at(rob, rob->biased, a, z)
-                                                                : (double) NAN);
-                }
-                if (!err && labels >= 0) {
-                        size_t y = (size_t) labels;
-
-                        err = kdl_table_put_real(tb->targets, "cka_labels",
-                                                 at(lin, lin->biased, a, y));
-                        err = err
-                                      ?: kdl_table_put_real(tb->targets, "cka_labels_debiased",
-                                                            at(lin, lin->debiased, a, y));
-                        err = err
-                                      ?: kdl_table_put_real(tb->targets, "cka_labels_robust",
-                                                            rob ? at(rob, rob->biased, a, y)
-                                                                : (double) NAN);
-                }
-        }
+        for (size_t a = 0; a < l->n && !err; a++)
+                if (l->v[a].model == 0 && l->v[a].ds)
+                        err = matrix_row(tb, res, o, l, ck, two, a);
+        for (size_t a = 0; a < l->n && !err && (logits >= 0 || labels >= 0); a++)
+                if (l->v[a].ds)
+                        err = target_row(tb->targets, res, l, ck, a, logits, labels);
         return err;
 }
 
@@ -327,9 +337,51 @@ static int cka_end(kdl__job *j, kdl_stream *s, unsigned pass)
         return err;
 }
 
-int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
+/* The sources of the job at @cp (A's layers and logits, B's, the labels), the
+ * indices of A's logits and of the labels, and the pairs the tables need. */
+static int job_sources(struct kdl__cka_run *r, const struct kdl_ckpair *cp)
+{
+        enum kdl_spatial rule = r->o.common.spatial;
+        int err;
+
+        r->logits = -1;
+        r->labels = -1;
+        err = kdl__srcs_add_checkpoint(&r->l, cp->main, 0, rule);
+        if (!err && r->two)
+                err = kdl__srcs_add_checkpoint(&r->l, cp->partner, 1, rule);
+        for (size_t i = 0; i < r->l.n; i++)
+                if (r->l.v[i].model == 0 && strcmp(r->l.v[i].name, "logits") == 0 &&
+                    !r->l.v[i].has_depth)
+                        r->logits = (long long) i;
+        if (!err && r->nclasses) {
+                r->labels = (long long) r->l.n;
+                err = kdl__srcs_add(&r->l, "labels", false, 0, 0, NULL, r->nclasses);
+        }
+        return err ?: kdl__pairs_needed(&r->l, r->two, r->logits, r->labels, &r->mask);
+}
+
+/* What the pass of a job computes, as the command's options ask. */
+static struct kdl__cka_compute_opts compute_opts(const struct kdl__cka_run *r)
 {
         const struct kdl_run_cka_opts *o = &r->o;
+
+        return (struct kdl__cka_compute_opts){
+                .spatial = o->common.spatial,
+                .skip_nonfinite = o->common.skip_nonfinite,
+                .labels = r->nclasses > 0,
+                .bootstrap = o->bootstrap,
+                .seed = o->seed,
+                .rbf = o->kernel == KDL_CKA_RBF,
+                .theta = o->theta,
+                .batch = o->estimator == KDL_RUN_CKA_MINIBATCH ? o->batch : 0,
+                .robust = o->robust,
+                .max_bytes = o->max_bytes,
+                .pairs = r->mask,
+                .precision = o->precision};
+}
+
+int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
+{
         kdl_inputs *in = r->in;
         kdl_h5file *fb;
         const kdl_pair *pair;
@@ -345,38 +397,13 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
         pair = r->two ? in->pairs[k] : NULL;
         n = pair ? pair->n : kdl_h5_dump(in->teacher)->n;
         r->cp = *cp;
-        r->logits = -1;
-        r->labels = -1;
 
-        err = kdl__srcs_add_checkpoint(&r->l, cp->main, 0, o->common.spatial);
-        if (!err && r->two)
-                err = kdl__srcs_add_checkpoint(&r->l, cp->partner, 1, o->common.spatial);
-        for (size_t i = 0; i < r->l.n; i++)
-                if (r->l.v[i].model == 0 && strcmp(r->l.v[i].name, "logits") == 0 &&
-                    !r->l.v[i].has_depth)
-                        r->logits = (long long) i;
-        if (!err && r->nclasses) {
-                r->labels = (long long) r->l.n;
-                err = kdl__srcs_add(&r->l, "labels", false, 0, 0, NULL, r->nclasses);
-        }
-        err = err ?: kdl__pairs_needed(&r->l, r->two, r->logits, r->labels, &r->mask);
+        err = job_sources(r, cp);
         err = err
-                      ?: kdl_sample_select(n, NULL, 0, o->subsample, o->seed, STREAM_SUBSAMPLE,
+                      ?: kdl_sample_select(n, NULL, 0, r->o.subsample, r->o.seed, STREAM_SUBSAMPLE,
                                            &r->sub, &r->nsub);
         if (!err) {
-                struct kdl__cka_compute_opts co = {
-                        .spatial = o->common.spatial,
-                        .skip_nonfinite = o->common.skip_nonfinite,
-                        .labels = r->nclasses > 0,
-                        .bootstrap = o->bootstrap,
-                        .seed = o->seed,
-                        .rbf = o->kernel == KDL_CKA_RBF,
-                        .theta = o->theta,
-                        .batch = o->estimator == KDL_RUN_CKA_MINIBATCH ? o->batch : 0,
-                        .robust = o->robust,
-                        .max_bytes = o->max_bytes,
-                        .pairs = r->mask,
-                        .precision = o->precision};
+                struct kdl__cka_compute_opts co = compute_opts(r);
 
                 err = kdl__cka_pass_init(&r->c, in->teacher, fb, n, &r->l, r->nclasses, &co, r->sub,
                                          r->nsub, &r->last, NULL);
