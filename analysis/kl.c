@@ -302,93 +302,6 @@ static int write_values(kdl_h5out *out, const int *ids, size_t ntau, const kdl_k
         return err;
 }
 
-/* Common leading cells of both tables. */
-static int put_keys(kdl_table *t, const struct sources *x, const char *student)
-{
-        int err;
-
-        if (kdl_table_add_row(t) < 0)
-                return -ENOMEM;
-        err = kdl_table_put_str(t, "student", student);
-        err = err ?: kdl_table_put_str(t, "checkpoint", x->cs->name);
-        err = err ?: kdl_table_put_int(t, "step", x->cs->step);
-        err = err ?: kdl_table_put_str(t, "teacher_checkpoint", x->ct->name);
-        return err;
-}
-
-/* The "kl" row of value @v at temperature @tau. */
-static int kl_row(kdl_table *kt, const struct sources *x, const char *student, double tau, int v,
-                  const kdl_kl_fidelity *f, const kdl_kl_result *r)
-{
-        bool avail = !x->need[v];
-        int err;
-
-        assert(avail == f->available);
-        err = put_keys(kt, x, student);
-        err = err ?: kdl_table_put_real(kt, "tau", tau);
-        err = err ?: kdl_table_put_str(kt, "source", kdl_kl_source(v));
-        err = err ?: kdl_table_put_str(kt, "approximation", kdl_kl_name(v));
-        err = err ?: kdl_table_put_bool(kt, "available", avail);
-        if (!err && (avail || x->lt || v < KDL_KL_FEATURE_L2 || v == KDL_KL_GRADIENT_LOGIT_L2))
-                err = kdl_table_put_int(kt, "dim", (long long) kdl_kl_dim(v, x->c, x->d_t));
-        if (!err && avail) {
-                err = kdl_table_put_real(kt, "mean", f->mean);
-                err = err ?: kdl_table_put_real(kt, "ratio", f->ratio);
-                err = err ?: kdl_table_put_real(kt, "pearson", f->pearson);
-                err = err ?: kdl_table_put_real(kt, "spearman", f->spearman);
-                err = err ?: kdl_table_put_real(kt, "relerr", f->relerr);
-                err = err ?: kdl_table_put_int(kt, "samples", (long long) r->n);
-                err = err ?: kdl_table_put_int(kt, "spearman_samples", (long long) r->spearman_n);
-        }
-        if (!err && !avail)
-                err = kdl_table_put_str(kt, "needs", x->need[v]);
-        return err;
-}
-
-/* The "kl_features" row: widths, projector, R², KL-visible share. */
-static int features_row(kdl_table *ft, const struct sources *x, const char *student,
-                        const kdl_kl_result *r)
-{
-        int err;
-
-        err = put_keys(ft, x, student);
-        err = err ?: kdl_table_put_int(ft, "classes", (long long) x->c);
-        err = err ?: kdl_table_put_bool(ft, "available", r->features);
-        if (!err && x->lt)
-                err = kdl_table_put_str(ft, "teacher_layer", x->lt->name);
-        if (!err && x->ls)
-                err = kdl_table_put_str(ft, "student_layer", x->ls->name);
-        if (!err && r->features) {
-                err = kdl_table_put_int(ft, "d_t", (long long) r->d_t);
-                err = err ?: kdl_table_put_int(ft, "d_s", (long long) r->d_s);
-                err = err
-                              ?: kdl_table_put_str(ft, "projector",
-                                                   r->projector_fitted ? "least_squares"
-                                                                       : "identity");
-                err = err ?: kdl_table_put_int(ft, "projector_rank", (long long) r->projector_rank);
-                err = err ?: kdl_table_put_real(ft, "r2", r->r2);
-                err = err ?: kdl_table_put_real(ft, "mean_sq_mismatch", r->feature_sq);
-                if (!err && r->head) {
-                        err = kdl_table_put_int(ft, "head_rank", (long long) r->head_rank);
-                        err = err ?: kdl_table_put_real(ft, "kl_visible_share", r->visible_share);
-                }
-        }
-        if (!err && x->need[KDL_KL_FEATURE_HEAD])
-                err = kdl_table_put_str(ft, "needs", x->need[KDL_KL_FEATURE_HEAD]);
-        return err;
-}
-
-static int fill_tables(kdl_table *kt, kdl_table *ft, const struct sources *x, const char *student,
-                       const struct kdl_run_kl_opts *o, const kdl_kl_result *r)
-{
-        int err = 0;
-
-        for (size_t it = 0; it < o->common.ntau && !err; it++)
-                for (int v = 0; v < NV && !err; v++)
-                        err = kl_row(kt, x, student, o->common.tau[it], v, &r->tau[it].v[v], r);
-        return err ?: features_row(ft, x, student, r);
-}
-
 void kdl_run_kl_opts_init(struct kdl_run_kl_opts *o)
 {
         *o = (struct kdl_run_kl_opts){.reservoir = KDL_KL_RESERVOIR_DEFAULT, .seed = 1};
@@ -565,6 +478,13 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
 {
         struct kl_job *j = job->ctx;
         struct kdl__kl_run *r = j->r;
+        const struct kdl__kl_rows rows = {.cs = j->x.cs,
+                                          .ct = j->x.ct,
+                                          .lt = j->x.lt,
+                                          .ls = j->x.ls,
+                                          .c = j->x.c,
+                                          .d_t = j->x.d_t,
+                                          .need = j->x.need};
         const char *student = kdl_h5_dump(j->x.sf)->path;
         kdl_kl_result *res = NULL;
         int err;
@@ -581,7 +501,9 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
                 err = write_values(r->out, j->ids, r->o.common.ntau, NULL, NULL, kdl_stream_n(st),
                                    &j->next, &j->buf, &j->nbuf);
         err = err ?: kdl_kl_finalize(j->s, &res);
-        err = err ?: fill_tables(r->kt, r->ft, &j->x, student, &r->o, res);
+        err = err
+                      ?: kdl__kl_fill_tables(r->kt, r->ft, &rows, student, r->o.common.ntau,
+                                             r->o.common.tau, res);
         if (!err && kdl_stream_skipped(st))
                 err = kdl_doc_add_note(r->doc,
                                        "'%s' checkpoint %s: %zu samples with NaN/Inf skipped",
