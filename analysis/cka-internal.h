@@ -11,83 +11,13 @@
 #include "loaders/stream.h"
 #include "analysis/cka.h"
 #include "analysis/pass.h"
+#include "analysis/sources.h"
 #include "metrics/cka.h"
 
-/* Shared by the cka and layers pipelines: the layers stacked into one CKA
- * state, one stream pass that feeds it and gathers seeded subsamples. */
-
-struct kdl__src {
-        const char *name; /* layer name, "logits" or "labels"; borrowed */
-        bool has_depth;
-        long long depth;
-        int model;            /* 0: A (teacher), 1: B (student) */
-        const kdl_dsinfo *ds; /* NULL: the one-hot labels */
-        size_t width;
-        int idx; /* the stream's dataset index */
-};
-
-struct kdl__srcs {
-        size_t n, cap;
-        struct kdl__src *v;
-};
-
-/* kdl__srcs_add() - append a source; -ENOMEM. */
-int kdl__srcs_add(struct kdl__srcs *l, const char *name, bool has_depth, long long depth, int model,
-                  const kdl_dsinfo *ds, size_t width);
-
-/* kdl__srcs_add_checkpoint() - the features of @ck in depth order, then its
- * logits (when present), all of model @model. */
-int kdl__srcs_add_checkpoint(struct kdl__srcs *l, const kdl_checkpoint *ck, int model,
-                             enum kdl_spatial rule);
-
-void kdl__srcs_release(struct kdl__srcs *l);
-
-/* Rows of a seeded subsample kept in memory, one matrix per source. */
-struct kdl__gather {
-        const size_t *want; /* sorted logical samples wanted; borrowed */
-        size_t nwant;
-        size_t n;        /* gathered (a sample skipped for NaN/Inf is missing) */
-        size_t *ids;     /* [nwant] the samples gathered */
-        double **data;   /* per source [nwant * width] */
-        int64_t *labels; /* [nwant] when the stream has labels */
-        size_t next;     /* cursor into @want */
-};
-
-int kdl__gather_init(struct kdl__gather *g, const struct kdl__srcs *l, const size_t *want,
-                     size_t nwant);
-void kdl__gather_release(struct kdl__gather *g, size_t nsrc);
-
-/* kdl__gather_tensor() - source @k of @g as an [n, width] tensor (borrowed). */
-kdl_tensor kdl__gather_tensor(const struct kdl__gather *g, const struct kdl__srcs *l, size_t k);
-
 /*
- * One pass of the sources as a job (kdl__feed_job()): attach adds every
- * source with a dataset (setting its idx: A's from @fa, B's from @fb as the
- * stream's student rows) and, with @labels, the labels of @fa; every block of
- * every source then goes to @state (may be NULL) and the wanted rows to @g
- * (may be NULL).  The block may be any size (other jobs share the stream).
+ * CKA of stacked sources (analysis/sources.h) in one pass, shared by the cka
+ * and layers commands (analysis/cka-compute.c).
  */
-struct kdl__feed {
-        const struct kdl__srcs *l; /* borrowed; their idx is set by attach */
-        kdl_h5file *fa, *fb;       /* borrowed; @fb NULL without B */
-        enum kdl_spatial rule;
-        size_t nclasses;       /* width of the one-hot labels (a label outside is an error) */
-        bool labels;           /* the stream reads /labels (needed by one-hot sources; the
-                                  gathered labels are 0 otherwise) */
-        kdl_cka_state *state;  /* borrowed, or NULL */
-        struct kdl__gather *g; /* borrowed, or NULL */
-        /* private: the blocks of a pass, the one-hot block */
-        kdl_tensor *blocks;
-        double *onehot;
-        size_t cap;
-};
-
-/* kdl__feed_job() - @f as a one-pass job (ctx = @f, no end); its block()
- * fails with -KDL_ERANGE for a label, -ENOMEM or the metric's errors. */
-kdl__job kdl__feed_job(struct kdl__feed *f);
-
-/* kdl__feed_release() - free the private part of @f. */
-void kdl__feed_release(struct kdl__feed *f);
 
 struct kdl__cka_compute_opts {
         enum kdl_spatial spatial;
@@ -103,13 +33,6 @@ struct kdl__cka_compute_opts {
         const bool *pairs; /* [L*L] pairs needed (kdl_cka_opts.pairs); NULL: all */
         enum kdl_cka_precision precision; /* of the feature-space products */
 };
-
-/* kdl__pairs_needed() - a mask [l*l] (caller frees) of the pairs the tables
- * show: every pair across the two models, and every source against A's
- * logits @logits and the labels @labels (indices, -1 when absent); with one
- * model, NULL: all pairs. */
-int kdl__pairs_needed(const struct kdl__srcs *l, bool two, long long logits, long long labels,
-                      bool **ret);
 
 /* What kdl__cka_compute() finds for one set of stacked sources. */
 struct kdl__cka_results {
@@ -136,9 +59,40 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
                      size_t nclasses, const struct kdl__cka_compute_opts *o, const size_t *sub,
                      size_t nsub, struct kdl__cka_results *res, struct kdl__gather *ret_sub);
 
-/* kdl__classes() - the number of classes of a dump: max(C of the logits,
- * largest label + 1); 0 without labels. */
-size_t kdl__classes(const kdl_dump *d);
+/*
+ * kdl__cka_compute()'s pass as the state of a job, for a job of one's own
+ * (the cka command's): init, then kdl__feed_attach() and kdl__feed_block() on
+ * @feed as the job's attach and block, then finish at the end of the pass.
+ * The fields are private.
+ */
+struct kdl__cka_pass {
+        struct kdl__feed feed; /* feeds state or g */
+        const struct kdl__srcs *l;
+        struct kdl__cka_compute_opts o;
+        const size_t *sub; /* borrowed */
+        size_t nsub;
+        size_t *all;          /* Gram space: every sample, wanted by g */
+        kdl_cka_state *state; /* feature space */
+        struct kdl__gather g; /* Gram space: every sample; else the subsample */
+        struct kdl__cka_results *res;
+        struct kdl__gather *ret_sub; /* NULL, or receives the subsample */
+};
+
+/* kdl__cka_pass_init() - everything a pass over @n samples of @l (A from @fa,
+ * B from @fb or NULL) needs, as kdl__cka_compute() takes them; @res gets n,
+ * maxw and gram now, the rest from finish.  Release @c whatever it returns.
+ * Return: 0; -KDL_ERANGE when the state would exceed o->max_bytes; -ENOMEM. */
+int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, size_t n,
+                       const struct kdl__srcs *l, size_t nclasses,
+                       const struct kdl__cka_compute_opts *o, const size_t *sub, size_t nsub,
+                       struct kdl__cka_results *res, struct kdl__gather *ret_sub);
+
+/* kdl__cka_pass_finish() - after the pass: the results from the state or the
+ * gathered rows.  Return: 0; the metrics' errors; -ENOMEM. */
+int kdl__cka_pass_finish(struct kdl__cka_pass *c);
+
+/* kdl__cka_pass_release() - free what @c holds (not the results). */
+void kdl__cka_pass_release(struct kdl__cka_pass *c);
 
 /*
  * The cka command as jobs (see analysis/pass.h), so that the report runs it on
@@ -149,7 +103,7 @@ struct kdl__cka_run; /* one cka document being filled: its tables, options, last
 /* kdl__cka_begin() - check the options, create the tables, describe the
  * inputs in @doc (borrowed, as @in; both must outlive the run).
  * Return: 0; -KDL_EUSAGE for an impossible combination of options; -ENOMEM. */
-int kdl__cka_begin(kdl_inputs *in, const struct kdl_cka_run_opts *o, kdl_doc *doc,
+int kdl__cka_begin(kdl_inputs *in, const struct kdl_run_cka_opts *o, kdl_doc *doc,
                    struct kdl__cka_run **ret);
 
 /* Job comparing A = in->teacher at cp->main with B = in->students[k] at cp->partner (through

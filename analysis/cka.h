@@ -18,42 +18,48 @@
  * one-hot labels.
  */
 
-enum kdl_cka_estimator {
-        KDL_CKA_BIASED,    /* Kornblith et al. 2019 */
-        KDL_CKA_DEBIASED,  /* unbiased HSIC */
-        KDL_CKA_MINIBATCH, /* Nguyen et al. 2021, linear kernel */
-        KDL_CKA_ESTIMATOR_COUNT_
+/* Which CKA estimator the "cka" matrix shows (every one is in "cka_pairs"). */
+enum kdl_run_cka_estimator {
+        KDL_RUN_CKA_BIASED,    /* Kornblith et al. 2019 */
+        KDL_RUN_CKA_DEBIASED,  /* unbiased HSIC */
+        KDL_RUN_CKA_MINIBATCH, /* Nguyen et al. 2021, linear kernel */
+        KDL_RUN_CKA_ESTIMATOR_COUNT_
 };
 
-/** kdl_cka_estimator_name() - "biased", "debiased" or "minibatch". */
-KDL_API const char *kdl_cka_estimator_name(enum kdl_cka_estimator e);
+/** kdl_run_cka_estimator_name() - "biased", "debiased" or "minibatch". */
+KDL_API const char *kdl_run_cka_estimator_name(enum kdl_run_cka_estimator e);
 
-/** kdl_cka_estimator_parse() - the estimator named @s; -KDL_EUSAGE otherwise. */
-KDL_API int kdl_cka_estimator_parse(const char *s, enum kdl_cka_estimator *ret);
+/** kdl_run_cka_estimator_parse() - the estimator named @s; -KDL_EUSAGE otherwise. */
+KDL_API int kdl_run_cka_estimator_parse(const char *s, enum kdl_run_cka_estimator *ret);
 
-/** kdl_cka_kernel_parse() - "linear" or "rbf"; -KDL_EUSAGE otherwise. */
-KDL_API int kdl_cka_kernel_parse(const char *s, enum kdl_cka_kernel *ret);
+/** kdl_run_cka_kernel_parse() - "linear" or "rbf" (for --kernel); -KDL_EUSAGE otherwise. */
+KDL_API int kdl_run_cka_kernel_parse(const char *s, enum kdl_cka_kernel *ret);
 
-struct kdl_cka_run_opts {
-        enum kdl_cka_kernel kernel;       /* selects the matrix shown; default linear */
-        enum kdl_cka_estimator estimator; /* selects the matrix shown; default biased */
-        const char *checkpoint;           /* NULL: last; "all"; a name */
-        const char *partner_checkpoint;   /* B's: NULL the one of the same name, else
-                                             its last; or a name for every checkpoint */
-        enum kdl_spatial spatial;
-        bool skip_nonfinite;
-        size_t bootstrap; /* Poisson bootstrap replicates of linear CKA; 0: none */
-        uint64_t seed;    /* subsamples, bootstrap weights, minibatch order */
-        size_t subsample; /* rows for RBF, minibatch and the robust column; 0: 2048 */
-        size_t batch;     /* minibatch size m; 0: 256 */
-        double theta;     /* RBF bandwidth fraction; 0: 0.5 */
-        double robust;    /* outlier fraction of the robust column; 0: 0.01 */
-        size_t max_bytes; /* refuse a feature-space state above this; 0: 8 GiB */
-        enum kdl_cka_precision precision; /* feature-space products; default double */
+struct kdl_run_cka_opts {
+        struct kdl_run_common common;         /* reads checkpoint (A's), spatial, skip_nonfinite */
+        enum kdl_cka_kernel kernel;           /* selects the matrix shown */
+        enum kdl_run_cka_estimator estimator; /* selects the matrix shown */
+        const char *partner_checkpoint;       /* B's: NULL the one of the same name, else
+                                                 its last; or a name for every checkpoint */
+        size_t bootstrap;                 /* Poisson bootstrap replicates of linear CKA; 0: none */
+        uint64_t seed;                    /* subsamples, bootstrap weights, minibatch order */
+        size_t subsample;                 /* rows for RBF, minibatch and the robust column */
+        size_t batch;                     /* minibatch size m, >= 4 */
+        double theta;                     /* RBF bandwidth fraction, > 0 */
+        double robust;                    /* outlier fraction of the robust column, in [0, 0.5) */
+        size_t max_bytes;                 /* refuse a feature-space state above this */
+        enum kdl_cka_precision precision; /* feature-space products */
 };
 
 /**
- * kdl_cka_run() - compute and add the tables "cka" (the matrix of the
+ * kdl_run_cka_opts_init() - common defaults, the linear kernel, the biased
+ * estimator, no bootstrap, seed 0, a subsample of 2048, batches of 256,
+ * theta 0.5, a 1 % robust fraction, 8 GiB at most, double precision.
+ */
+KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
+
+/**
+ * kdl_run_cka() - compute and add the tables "cka" (the matrix of the
  * selected kernel and estimator: a row per layer of A, a column per layer of
  * B), "cka_pairs" (one record per pair with every value computed) and
  * "cka_targets" (each layer against A's logits and the labels) to @doc.
@@ -69,6 +75,6 @@ struct kdl_cka_run_opts {
  * impossible combination (minibatch with the RBF kernel); -KDL_ERANGE when
  * the state would exceed @o->max_bytes; the loader's and metrics' errors.
  */
-KDL_API int kdl_cka_run(kdl_inputs *in, const struct kdl_cka_run_opts *o, kdl_doc *doc);
+KDL_API int kdl_run_cka(kdl_inputs *in, const struct kdl_run_cka_opts *o, kdl_doc *doc);
 
 #endif

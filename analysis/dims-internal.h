@@ -2,12 +2,14 @@
 #ifndef KDL_ANALYSIS_DIMS_INTERNAL_H
 #define KDL_ANALYSIS_DIMS_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "analysis/dims.h"
 #include "analysis/inputs.h"
 #include "analysis/pass.h"
 #include "loaders/h5.h"
+#include "metrics/spectral.h"
 #include "reports/table.h"
 
 /*
@@ -34,13 +36,13 @@ struct kdl__dims_run; /* one dims document being filled: its tables and options 
 
 /**
  * kdl__dims_begin() - check the options, create the tables, describe the
- * inputs in @doc (as kdl_dims() does).
+ * inputs in @doc (as kdl_run_dims() does).
  * @in, @o, @doc: borrowed, must outlive @ret.
  * @ret:          free with kdl__dims_end() or kdl__dims_abort().
  * Return: 0; -KDL_EUSAGE for bad options, no inputs or a --layer no input
  * has; -ENOMEM.
  */
-int kdl__dims_begin(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc,
+int kdl__dims_begin(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc,
                     struct kdl__dims_run **ret);
 
 /**
@@ -78,5 +80,71 @@ int kdl__dims_end(struct kdl__dims_run *r);
 
 /** kdl__dims_abort() - free @r after a failure (NULL: no-op); nothing more goes into the doc. */
 void kdl__dims_abort(struct kdl__dims_run *r);
+
+/*
+ * The tables of a dims document (analysis/dims-tables.c): rows from the
+ * spectral results, column labels and notes, for dims.c's jobs and run.
+ */
+struct kdl__dims_tables {
+        kdl_table *dims, *heads, *verdict, *curve, *spec;
+};
+
+/* kdl__dims_tables_new() - the empty tables, columns labelled (release them
+ * whatever it returns).  Return: 0; -ENOMEM. */
+int kdl__dims_tables_new(struct kdl__dims_tables *t);
+
+/* kdl__dims_tables_commit() - the tables with rows into @doc, in order; every
+ * table leaves @t.  Return: 0; -ENOMEM. */
+int kdl__dims_tables_commit(struct kdl__dims_tables *t, kdl_doc *doc);
+
+/* kdl__dims_tables_release() - free the tables still in @t. */
+void kdl__dims_tables_release(struct kdl__dims_tables *t);
+
+/* kdl__dims_model_name() - the model's name, else its path. */
+const char *kdl__dims_model_name(const kdl_dump *d);
+
+/* kdl__dims_put_model() - a new row of @t starting with model, role, checkpoint, step. */
+int kdl__dims_put_model(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck);
+
+/* kdl__dims_row() - a "dims" row of @layer (NULL: the centred logits) of @d at
+ * @ck; @tres, the teacher's centred-logit result or NULL, gives its residual. */
+int kdl__dims_row(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck, const kdl_layer *layer,
+                  const kdl_spectral_result *r, const kdl_spectral_result *tres);
+
+/* kdl__dims_spectrum_rows() - a "spectrum" row per eigenvalue of @r. */
+int kdl__dims_spectrum_rows(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck,
+                            const char *layer, const kdl_spectral_result *r);
+
+/* A student checkpoint judged against its teacher checkpoint. */
+struct kdl__dims_verdict {
+        const kdl_checkpoint *tck;       /* the teacher's checkpoint */
+        const kdl_spectral_result *tres; /* its centred logits */
+        size_t d_s;                      /* the student's width */
+        const char *d_s_from;            /* where the width was found */
+        unsigned why;                    /* KDL_DIMS_NARROW | KDL_DIMS_RESIDUAL; 0: sufficient */
+        double residual;                 /* of the teacher's centred logits at d_s */
+        double tolerance;                /* residual fraction above which d_s is insufficient */
+        double head_r2;                  /* ridge R^2 of the head input layer; NaN: none */
+};
+
+/* kdl__dims_verdict_row() - the "verdict" row of @v for @d at @ck. */
+int kdl__dims_verdict_row(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck,
+                          const struct kdl__dims_verdict *v);
+
+/* A student width to mark on its teacher checkpoint's residual curve. */
+struct kdl__dims_mark {
+        size_t tck; /* index of the teacher checkpoint */
+        size_t d_s;
+        char *label; /* "model@checkpoint" */
+};
+
+/* kdl__dims_curve_rows() - the "logit_residual" rows of every teacher
+ * checkpoint k of @td with a result @tlog[k], the @nmark @mark at their widths. */
+int kdl__dims_curve_rows(kdl_table *curve, const kdl_dump *td, kdl_spectral_result *const *tlog,
+                         const struct kdl__dims_mark *mark, size_t nmark);
+
+/* kdl__dims_notes() - the notes of the document (@heads: the heads table has rows). */
+int kdl__dims_notes(kdl_doc *doc, const struct kdl_run_dims_opts *o, const kdl_inputs *in,
+                    bool heads);
 
 #endif

@@ -13,13 +13,6 @@
 #include "analysis/pass.h"
 #include "metrics/base/banned.h"
 
-/* A student width to mark on its teacher checkpoint's residual curve. */
-struct mark {
-        size_t tck; /* index of the teacher checkpoint */
-        size_t d_s;
-        char *label; /* "model@checkpoint" */
-};
-
 /* One spectral state the blocks feed: a selected layer's features, or the logits. */
 struct acc {
         const kdl_layer *layer; /* NULL: the model's row-centred logits */
@@ -52,19 +45,23 @@ struct job {
 
 struct kdl__dims_run {
         const kdl_inputs *in;
-        const struct kdl_dims_opts *o;
+        const struct kdl_run_dims_opts *o;
         kdl_doc *doc;
-        kdl_table *dims, *heads, *verdict, *curve, *spec;
+        struct kdl__dims_tables tb;
         kdl_spectral_result **tlog; /* per teacher checkpoint: centred-logit spectrum, or NULL */
-        struct mark *marks;
+        struct kdl__dims_mark *marks;
         size_t nmarks;
         size_t layer_rows; /* feature-layer rows written */
         struct job job;    /* the current job */
 };
 
-static const char *model_name(const kdl_dump *d)
+void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o)
 {
-        return d->model ? d->model : d->path;
+        *o = (struct kdl_run_dims_opts){.tolerance = 0.01,
+                                        .rank_rtol = KDL_SPECTRAL_RANK_RTOL,
+                                        .ridge_lambda = -1.0,
+                                        .spectrum = true};
+        kdl_run_common_init(&o->common);
 }
 
 static size_t ck_index(const kdl_h5file *f, const kdl_checkpoint *ck)
@@ -88,76 +85,6 @@ static int head_rank(const struct kdl__dims_run *c, kdl_h5file *f, const kdl_che
         return err;
 }
 
-static int put_model(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck)
-{
-        int err = kdl_table_add_row(t);
-
-        if (err < 0)
-                return err;
-        err = kdl_table_put_str(t, "model", model_name(d));
-        err = err ?: kdl_table_put_str(t, "role", d->role ? d->role : "-");
-        err = err ?: kdl_table_put_str(t, "checkpoint", ck->name);
-        err = err ?: kdl_table_put_int(t, "step", ck->step);
-        return err;
-}
-
-/* One "dims" row; tres is the teacher's centred-logit result (or NULL). */
-static int dims_row(struct kdl__dims_run *c, const kdl_dump *d, const kdl_checkpoint *ck,
-                    const kdl_layer *layer, const kdl_spectral_result *r,
-                    const kdl_spectral_result *tres)
-{
-        kdl_table *t = c->dims;
-        const kdl_spectral_summary *s = &r->sum;
-        int err = put_model(t, d, ck);
-
-        err = err ?: kdl_table_put_str(t, "layer", layer ? layer->name : "logits");
-        err = err ?: kdl_table_put_str(t, "kind", layer ? "features" : "centred logits");
-        if (!err && layer)
-                err = kdl_table_put_int(t, "depth", layer->depth);
-        err = err
-                      ?: kdl_table_put_bool(t, "head_input",
-                                            layer && ck->head_input &&
-                                                    strcmp(layer->name, ck->head_input) == 0);
-        err = err ?: kdl_table_put_int(t, "width", (long long) r->d);
-        err = err ?: kdl_table_put_int(t, "samples", (long long) r->n);
-        err = err ?: kdl_table_put_int(t, "numerical_rank", (long long) s->rank);
-        err = err ?: kdl_table_put_real(t, "effective_rank", s->effective_rank);
-        err = err ?: kdl_table_put_real(t, "participation_ratio", s->participation_ratio);
-        err = err ?: kdl_table_put_int(t, "dims_90", (long long) s->dims90);
-        err = err ?: kdl_table_put_int(t, "dims_95", (long long) s->dims95);
-        err = err ?: kdl_table_put_int(t, "dims_99", (long long) s->dims99);
-        err = err ?: kdl_table_put_real(t, "total_variance", s->total);
-        err = err ?: kdl_table_put_real(t, "top_eigenvalue", r->d ? r->eig[0] : 0.0);
-        if (!err && layer && tres)
-                err = kdl_table_put_real(t, "logit_residual_at_width",
-                                         tres->tail[r->d < tres->d ? r->d : tres->d]);
-        if (!err && r->has_ridge) {
-                err = kdl_table_put_real(t, "ridge_r2", r->ridge.r2);
-                err = err ?: kdl_table_put_real(t, "ridge_r2_gcv", r->ridge.r2_gcv);
-                err = err ?: kdl_table_put_real(t, "ridge_lambda", r->ridge.lambda);
-                err = err
-                              ?: kdl_table_put_str(t, "ridge_lambda_by",
-                                                   r->ridge.by_gcv ? "gcv" : "given");
-                err = err ?: kdl_table_put_real(t, "ridge_df", r->ridge.df);
-        }
-        return err;
-}
-
-static int spectrum_rows(struct kdl__dims_run *c, const kdl_dump *d, const kdl_checkpoint *ck,
-                         const char *layer, const kdl_spectral_result *r)
-{
-        int err = 0;
-
-        for (size_t k = 0; c->o->spectrum && k < r->d && !err; k++) {
-                err = put_model(c->spec, d, ck);
-                err = err ?: kdl_table_put_str(c->spec, "layer", layer);
-                err = err ?: kdl_table_put_int(c->spec, "k", (long long) k + 1);
-                err = err ?: kdl_table_put_real(c->spec, "eigenvalue", r->eig[k]);
-                err = err ?: kdl_table_put_real(c->spec, "explained", 1.0 - r->tail[k + 1]);
-        }
-        return err;
-}
-
 static bool layer_selected(const struct kdl__dims_run *c, const kdl_layer *l)
 {
         const char *want = c->o->layer;
@@ -177,11 +104,11 @@ static size_t student_width(const struct kdl__dims_run *c, const kdl_checkpoint 
         }
         if (ck->head_input && (l = kdl_h5_layer(ck, ck->head_input))) {
                 *ret_from = "head input layer";
-                return kdl_dsinfo_width(&l->feature, c->o->spatial);
+                return kdl_dsinfo_width(&l->feature, c->o->common.spatial);
         }
         if (ck->nlayers) {
                 *ret_from = "deepest layer";
-                return kdl_dsinfo_width(&ck->layers[ck->nlayers - 1].feature, c->o->spatial);
+                return kdl_dsinfo_width(&ck->layers[ck->nlayers - 1].feature, c->o->common.spatial);
         }
         return 0;
 }
@@ -189,43 +116,21 @@ static size_t student_width(const struct kdl__dims_run *c, const kdl_checkpoint 
 static int verdict_row(struct kdl__dims_run *c, const kdl_dump *d, const kdl_checkpoint *ck,
                        const kdl_checkpoint *tck, double head_r2)
 {
-        const kdl_spectral_result *tres = c->tlog[ck_index(c->in->teacher, tck)];
-        kdl_table *t = c->verdict;
-        const char *from = NULL, *reason;
-        struct mark *grown;
-        size_t ds = student_width(c, ck, &from);
-        unsigned why = 0;
-        double res = 0.0;
+        struct kdl__dims_verdict v = {.tck = tck,
+                                      .tres = c->tlog[ck_index(c->in->teacher, tck)],
+                                      .tolerance = c->o->tolerance,
+                                      .head_r2 = head_r2};
+        struct kdl__dims_mark *grown;
         int err;
 
-        if (ds == 0)
+        v.d_s = student_width(c, ck, &v.d_s_from);
+        if (v.d_s == 0)
                 return kdl_doc_add_note(c->doc,
                                         "'%s': checkpoint %s: no head and no feature layer, "
                                         "no width to judge",
                                         d->path, ck->name);
-        err = kdl_spectral_verdict(tres, ds, c->o->tolerance, &why, &res);
-        if (err < 0)
-                return err;
-        reason = why == (KDL_DIMS_NARROW | KDL_DIMS_RESIDUAL) ? "d_s < C-1; residual > tolerance"
-                 : why == KDL_DIMS_NARROW                     ? "d_s < C-1"
-                 : why == KDL_DIMS_RESIDUAL                   ? "residual > tolerance"
-                                                              : "";
-        err = put_model(t, d, ck);
-        err = err ?: kdl_table_put_str(t, "teacher_checkpoint", tck->name);
-        err = err ?: kdl_table_put_int(t, "d_s", (long long) ds);
-        err = err ?: kdl_table_put_str(t, "d_s_from", from);
-        err = err ?: kdl_table_put_int(t, "classes", (long long) tres->d);
-        err = err ?: kdl_table_put_int(t, "c_minus_1", (long long) tres->d - 1);
-        err = err ?: kdl_table_put_real(t, "residual_at_d_s", res);
-        err = err ?: kdl_table_put_real(t, "tolerance", c->o->tolerance);
-        err = err ?: kdl_table_put_str(t, "verdict", why ? "insufficient" : "sufficient");
-        err = err ?: kdl_table_put_str(t, "reason", reason);
-        if (!err && !isnan(head_r2))
-                err = kdl_table_put_real(t, "ridge_r2", head_r2);
-        err = err ?: kdl_table_put_int(t, "teacher_logit_rank", (long long) tres->sum.rank);
-        err = err
-                      ?: kdl_table_put_real(t, "teacher_logit_effective_rank",
-                                            tres->sum.effective_rank);
+        err = kdl_spectral_verdict(v.tres, v.d_s, v.tolerance, &v.why, &v.residual);
+        err = err ?: kdl__dims_verdict_row(c->tb.verdict, d, ck, &v);
         if (err < 0)
                 return err;
 
@@ -233,48 +138,13 @@ static int verdict_row(struct kdl__dims_run *c, const kdl_dump *d, const kdl_che
         if (!grown)
                 return kdl_error(-ENOMEM, "out of memory");
         c->marks = grown;
-        c->marks[c->nmarks].label = kdl__asprintf("%s@%s", model_name(d), ck->name);
+        c->marks[c->nmarks].label = kdl__asprintf("%s@%s", kdl__dims_model_name(d), ck->name);
         if (!c->marks[c->nmarks].label)
                 return -ENOMEM;
         c->marks[c->nmarks].tck = ck_index(c->in->teacher, tck);
-        c->marks[c->nmarks].d_s = ds;
+        c->marks[c->nmarks].d_s = v.d_s;
         c->nmarks++;
         return 0;
-}
-
-/* The residual curve of each analysed teacher checkpoint, widths marked. */
-static int curve_rows(struct kdl__dims_run *c)
-{
-        const kdl_dump *td = kdl_h5_dump(c->in->teacher);
-        int err = 0;
-
-        for (size_t k = 0; k < td->ncheckpoints && !err; k++) {
-                const kdl_spectral_result *r = c->tlog[k];
-
-                for (size_t dd = 1; r && dd <= r->d && !err; dd++) {
-                        char *marks = NULL, *t;
-
-                        for (size_t m = 0; m < c->nmarks; m++) {
-                                size_t at = c->marks[m].d_s < r->d ? c->marks[m].d_s : r->d;
-
-                                if (c->marks[m].tck != k || at != dd)
-                                        continue;
-                                t = kdl__asprintf("%s%s%s", marks ? marks : "", marks ? ", " : "",
-                                                  c->marks[m].label);
-                                free(marks);
-                                marks = t;
-                                if (!marks)
-                                        return -ENOMEM;
-                        }
-                        err = put_model(c->curve, td, &td->checkpoints[k]);
-                        err = err ?: kdl_table_put_int(c->curve, "d", (long long) dd);
-                        err = err ?: kdl_table_put_real(c->curve, "residual", r->tail[dd]);
-                        err = err ?: kdl_table_put_real(c->curve, "explained", 1.0 - r->tail[dd]);
-                        err = err ?: kdl_table_put_str(c->curve, "students", marks ? marks : "");
-                        free(marks);
-                }
-        }
-        return err;
 }
 
 /* Free the state of the current job (rows already written stay). */
@@ -291,7 +161,7 @@ static void job_release(struct job *j)
 static int job_attach(kdl__job *kj, kdl_stream *s)
 {
         struct job *j = kj->ctx;
-        const struct kdl_dims_opts *o = j->r->o;
+        const struct kdl_run_dims_opts *o = j->r->o;
         size_t dy = 0;
         int err;
 
@@ -300,12 +170,12 @@ static int job_attach(kdl__job *kj, kdl_stream *s)
         for (size_t a = 0; a < j->nacc; a++) {
                 struct acc *x = &j->acc[a];
 
-                x->ix = err = kdl__job_add(kj, s, j->f, x->x, o->spatial, j->student);
+                x->ix = err = kdl__job_add(kj, s, j->f, x->x, o->common.spatial, j->student);
                 if (err < 0)
                         return err;
                 if (a == 0 && j->tck) {
                         j->iy = err = kdl__job_add(kj, s, j->r->in->teacher, j->tck->logits,
-                                                   o->spatial, false);
+                                                   o->common.spatial, false);
                         if (err < 0)
                                 return err;
                         dy = kdl_stream_cols(s, j->iy);
@@ -325,7 +195,7 @@ static int job_attach(kdl__job *kj, kdl_stream *s)
 static int job_block(kdl__job *kj, kdl_stream *s, unsigned pass)
 {
         struct job *j = kj->ctx;
-        const struct kdl_dims_opts *o = j->r->o;
+        const struct kdl_run_dims_opts *o = j->r->o;
         kdl_tensor yb = {0};
         int err = 0;
 
@@ -340,8 +210,8 @@ static int job_block(kdl__job *kj, kdl_stream *s, unsigned pass)
                 if (!err && a == 0 && j->support) {
                         double sum;
 
-                        err = kdl_spectral_support_rank(&xb, o->tau, o->rank_rtol, j->head_rank,
-                                                        &sum);
+                        err = kdl_spectral_support_rank(&xb, o->common.tau[0], o->rank_rtol,
+                                                        j->head_rank, &sum);
                         j->support_sum += sum;
                 }
         }
@@ -350,9 +220,12 @@ static int job_block(kdl__job *kj, kdl_stream *s, unsigned pass)
 
 static int finalize(struct job *j, struct acc *x)
 {
-        const struct kdl_dims_opts *o = j->r->o;
-        kdl_spectral_opts sopt = {.rank_rtol = o->rank_rtol, .ridge_lambda = o->ridge_lambda};
+        const struct kdl_run_dims_opts *o = j->r->o;
+        kdl_spectral_opts sopt;
 
+        kdl_spectral_opts_init(&sopt);
+        sopt.rank_rtol = o->rank_rtol;
+        sopt.ridge_lambda = o->ridge_lambda;
         if (kdl_spectral_count(x->st) < 2)
                 return kdl_error(-KDL_ESHAPE,
                                  "'%s': %s: expected at least 2 usable samples, found %zu",
@@ -362,8 +235,8 @@ static int finalize(struct job *j, struct acc *x)
 
 static int heads_row(struct job *j, const kdl_spectral_result *lres)
 {
-        kdl_table *t = j->r->heads;
-        int err = put_model(t, kdl_h5_dump(j->f), j->ck);
+        kdl_table *t = j->r->tb.heads;
+        int err = kdl__dims_put_model(t, kdl_h5_dump(j->f), j->ck);
 
         err = err
                       ?: kdl_table_put_str(t, "head_input",
@@ -372,7 +245,7 @@ static int heads_row(struct job *j, const kdl_spectral_result *lres)
         err = err ?: kdl_table_put_int(t, "classes", (long long) lres->d);
         err = err ?: kdl_table_put_int(t, "wfw_rank", (long long) j->head_rank);
         err = err ?: kdl_table_put_int(t, "kl_blind_dims", (long long) (j->hwidth - j->head_rank));
-        err = err ?: kdl_table_put_real(t, "tau", j->r->o->tau);
+        err = err ?: kdl_table_put_real(t, "tau", j->r->o->common.tau[0]);
         err = err
                       ?: kdl_table_put_real(t, "wfw_support_rank_mean",
                                             j->support_sum / (double) lres->n);
@@ -420,8 +293,9 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
                 const kdl_layer *l = j->acc[a].layer;
                 const kdl_spectral_result *res = j->acc[a].res;
 
-                err = dims_row(c, d, ck, l, res, tres);
-                err = err ?: spectrum_rows(c, d, ck, l->name, res);
+                err = kdl__dims_row(c->tb.dims, d, ck, l, res, tres);
+                if (!err && c->o->spectrum)
+                        err = kdl__dims_spectrum_rows(c->tb.spec, d, ck, l->name, res);
                 if (!err && res->has_ridge && ck->head_input &&
                     strcmp(l->name, ck->head_input) == 0)
                         head_r2 = res->ridge.r2;
@@ -429,8 +303,9 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
         }
 
         /* The logits last, as the network's last layer. */
-        err = err ?: dims_row(c, d, ck, NULL, j->acc[0].res, NULL);
-        err = err ?: spectrum_rows(c, d, ck, "logits", j->acc[0].res);
+        err = err ?: kdl__dims_row(c->tb.dims, d, ck, NULL, j->acc[0].res, NULL);
+        if (!err && c->o->spectrum)
+                err = kdl__dims_spectrum_rows(c->tb.spec, d, ck, "logits", j->acc[0].res);
         if (!err && ck->head_weight)
                 err = heads_row(j, j->acc[0].res);
         if (!err && j->teacher) {
@@ -504,63 +379,7 @@ int kdl__dims_job(struct kdl__dims_run *r, size_t k, const struct kdl_ckpair *cp
         return job_new(r, r->in->students[k], true, cp->main, cp->partner, false, ret);
 }
 
-/* Column order and terminal labels (JSON keys are the first of each pair). */
-static const char *const dims_labels[][2] = {
-        {"model", "model"},
-        {"role", "role"},
-        {"checkpoint", "checkpoint"},
-        {"step", "step"},
-        {"layer", "layer"},
-        {"kind", "kind"},
-        {"depth", "depth"},
-        {"head_input", "head in"},
-        {"width", "D"},
-        {"samples", "N"},
-        {"numerical_rank", "rank"},
-        {"effective_rank", "eff rank"},
-        {"participation_ratio", "PR"},
-        {"dims_90", "d90"},
-        {"dims_95", "d95"},
-        {"dims_99", "d99"},
-        {"total_variance", "tr cov"},
-        {"top_eigenvalue", "lambda1"},
-        {"logit_residual_at_width", "resid@D"},
-        {"ridge_r2", "ridge R2"},
-        {"ridge_r2_gcv", "R2 gcv"},
-        {"ridge_lambda", "lambda"},
-        {"ridge_lambda_by", "by"},
-        {"ridge_df", "df"},
-};
-
-static const char *const verdict_labels[][2] = {
-        {"model", "model"},
-        {"role", "role"},
-        {"checkpoint", "checkpoint"},
-        {"step", "step"},
-        {"teacher_checkpoint", "teacher ckpt"},
-        {"d_s", "d_s"},
-        {"d_s_from", "d_s from"},
-        {"classes", "C"},
-        {"c_minus_1", "C-1"},
-        {"residual_at_d_s", "resid@d_s"},
-        {"tolerance", "tol"},
-        {"verdict", "verdict"},
-        {"reason", "reason"},
-        {"ridge_r2", "ridge R2"},
-        {"teacher_logit_rank", "T logit rank"},
-        {"teacher_logit_effective_rank", "T logit eff rank"},
-};
-
-static int label_columns(kdl_table *t, const char *const (*labels)[2], size_t n)
-{
-        int err = 0;
-
-        for (size_t k = 0; k < n && !err; k++)
-                err = kdl_table_set_label(t, labels[k][0], labels[k][1]);
-        return err;
-}
-
-static int check_opts(const kdl_inputs *in, const struct kdl_dims_opts *o)
+static int check_opts(const kdl_inputs *in, const struct kdl_run_dims_opts *o)
 {
         if (!in->teacher && in->nstudents == 0)
                 return kdl_error(-KDL_EUSAGE, "expected a teacher (-t) and/or students (-s)");
@@ -571,58 +390,12 @@ static int check_opts(const kdl_inputs *in, const struct kdl_dims_opts *o)
         if (!(o->rank_rtol >= 0.0 && o->rank_rtol < 1.0))
                 return kdl_error(-KDL_EUSAGE, "--rank-rtol: expected a value in [0, 1), found %g",
                                  o->rank_rtol);
-        if (!(o->tau > 0.0) || !isfinite(o->tau))
+        if (o->common.ntau != 1)
+                return kdl_error(-KDL_EUSAGE, "--temperature: dims takes one temperature");
+        if (!(o->common.tau[0] > 0.0) || !isfinite(o->common.tau[0]))
                 return kdl_error(-KDL_EUSAGE, "--temperature: expected a positive number, found %g",
-                                 o->tau);
+                                 o->common.tau[0]);
         return 0;
-}
-
-static int add_table(kdl_doc *doc, kdl_table **t)
-{
-        kdl_table *x = *t;
-
-        *t = NULL;
-        if (kdl_table_rows(x) == 0) {
-                kdl_table_free(x);
-                return 0;
-        }
-        return kdl_doc_add_table(doc, x);
-}
-
-static int notes(struct kdl__dims_run *c)
-{
-        const struct kdl_dims_opts *o = c->o;
-        int err;
-
-        err = kdl_doc_add_note(c->doc,
-                               "spectra of the sample covariance (1/(N-1)); numerical rank counts "
-                               "eigenvalues above %g x the largest; effective rank "
-                               "exp(H(lambda/sum lambda)) (Roy & Vetterli)",
-                               o->rank_rtol);
-        if (!err && c->in->teacher)
-                err = kdl_doc_add_note(
-                        c->doc,
-                        "ridge_r2: teacher's row-centred logits from the layer's features, "
-                        "pooled over classes, intercept unpenalised, lambda %s (sum-of-squares "
-                        "units, as scikit-learn's alpha); ridge_r2_gcv is GCV's out-of-sample "
-                        "estimate",
-                        isfinite(o->ridge_lambda) && o->ridge_lambda >= 0.0 ? "given" : "by GCV");
-        if (!err && c->in->teacher && c->in->nstudents)
-                err = kdl_doc_add_note(c->doc,
-                                       "verdict: insufficient when d_s < C-1 or the residual "
-                                       "fraction of the teacher's centred logits at d_s exceeds "
-                                       "%g (MATH 2.3)",
-                                       o->tolerance);
-        if (!err && kdl_table_rows(c->heads))
-                err = kdl_doc_add_note(c->doc,
-                                       "wfw_rank = rank(H_C W) = rank(W^T F(z) W) for every "
-                                       "sample; wfw_support_rank_mean counts per sample the "
-                                       "classes with p >= %g p_max at tau = %g (generic heads)",
-                                       o->rank_rtol, o->tau);
-        if (!err && !c->in->teacher)
-                err = kdl_doc_add_note(c->doc, "no teacher (-t): no residual curve, ridge R^2 "
-                                               "or verdict");
-        return err;
 }
 
 /* Does any checkpoint of any input have a layer called name? */
@@ -649,11 +422,7 @@ static void run_free(struct kdl__dims_run *c)
         for (size_t m = 0; m < c->nmarks; m++)
                 free(c->marks[m].label);
         free(c->marks);
-        kdl_table_free(c->spec);
-        kdl_table_free(c->curve);
-        kdl_table_free(c->verdict);
-        kdl_table_free(c->heads);
-        kdl_table_free(c->dims);
+        kdl__dims_tables_release(&c->tb);
         free(c);
 }
 
@@ -663,7 +432,7 @@ void kdl__dims_abort(struct kdl__dims_run *r)
                 run_free(r);
 }
 
-int kdl__dims_begin(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc,
+int kdl__dims_begin(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc,
                     struct kdl__dims_run **ret)
 {
         struct kdl__dims_run *c;
@@ -680,22 +449,7 @@ int kdl__dims_begin(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc
                 return kdl_error(-ENOMEM, "out of memory");
         *c = (struct kdl__dims_run){.in = in, .o = o, .doc = doc};
         err = kdl_inputs_describe(in, doc);
-        err = err ?: kdl_table_new("dims", "Feature dimensions per layer", &c->dims);
-        err = err
-                      ?: kdl_table_new("heads", "Rank of W^T F W (feature directions the KL sees)",
-                                       &c->heads);
-        err = err ?: kdl_table_new("verdict", "Is the student wide enough?", &c->verdict);
-        err = err
-                      ?: kdl_table_new("logit_residual",
-                                       "Residual of the teacher's centred logits at width d",
-                                       &c->curve);
-        err = err ?: kdl_table_new("spectrum", "Covariance spectra", &c->spec);
-        err = err
-                      ?: label_columns(c->dims, dims_labels,
-                                       sizeof(dims_labels) / sizeof(*dims_labels));
-        err = err
-                      ?: label_columns(c->verdict, verdict_labels,
-                                       sizeof(verdict_labels) / sizeof(*verdict_labels));
+        err = err ?: kdl__dims_tables_new(&c->tb);
         if (!err && in->teacher) {
                 const kdl_dump *td = kdl_h5_dump(in->teacher);
 
@@ -713,7 +467,7 @@ int kdl__dims_begin(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc
 
 int kdl__dims_end(struct kdl__dims_run *r)
 {
-        const struct kdl_dims_opts *o = r->o;
+        const struct kdl_run_dims_opts *o = r->o;
         int err = 0;
 
         job_release(&r->job);
@@ -721,22 +475,19 @@ int kdl__dims_end(struct kdl__dims_run *r)
                 err = kdl_error(-KDL_EUSAGE, "--layer: no selected checkpoint has a layer '%s'",
                                 o->layer);
         if (!err && r->in->teacher)
-                err = curve_rows(r);
-        err = err ?: notes(r);
-        err = err ?: add_table(r->doc, &r->dims);
-        err = err ?: add_table(r->doc, &r->heads);
-        err = err ?: add_table(r->doc, &r->verdict);
-        err = err ?: add_table(r->doc, &r->curve);
-        err = err ?: add_table(r->doc, &r->spec);
+                err = kdl__dims_curve_rows(r->tb.curve, kdl_h5_dump(r->in->teacher), r->tlog,
+                                           r->marks, r->nmarks);
+        err = err ?: kdl__dims_notes(r->doc, o, r->in, kdl_table_rows(r->tb.heads) > 0);
+        err = err ?: kdl__dims_tables_commit(&r->tb, r->doc);
         run_free(r);
         return err;
 }
 
 /* Run @job alone on a stream over @n samples through @pair (NULL: one file). */
-static int run_job(const struct kdl_dims_opts *o, size_t n, const kdl_pair *pair, kdl__job *job)
+static int run_job(const struct kdl_run_dims_opts *o, size_t n, const kdl_pair *pair, kdl__job *job)
 {
-        struct kdl_stream_opts so = {.block_rows = o->block_rows,
-                                     .skip_nonfinite = o->skip_nonfinite};
+        struct kdl_stream_opts so = {.block_rows = o->common.block_rows,
+                                     .skip_nonfinite = o->common.skip_nonfinite};
         kdl_stream *s = NULL;
         int err;
 
@@ -759,7 +510,7 @@ static int ensure_teacher(struct kdl__dims_run *r, const kdl_checkpoint *tck)
         return err ?: run_job(r->o, kdl_h5_dump(tf)->n, NULL, &job);
 }
 
-int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
+int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc)
 {
         struct kdl__dims_run *r = NULL;
         struct kdl_ckpair *sel = NULL;
@@ -772,7 +523,8 @@ int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
         if (in->teacher) {
                 /* A checkpoint that only the students have is fine: the
                  * teacher then contributes the partners of theirs. */
-                err = kdl_select_checkpoints(in->teacher, NULL, o->checkpoint, NULL, &sel, &nsel);
+                err = kdl_select_checkpoints(in->teacher, NULL, o->common.checkpoint, NULL, &sel,
+                                             &nsel);
                 if (err == -KDL_EUSAGE && in->nstudents) {
                         kdl_error_clear();
                         err = 0;
@@ -788,8 +540,8 @@ int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc)
                 const kdl_pair *pair = in->pairs[s];
                 size_t n = pair ? pair->n : kdl_h5_dump(in->students[s])->n;
 
-                err = kdl_select_checkpoints(in->students[s], in->teacher, o->checkpoint,
-                                             o->teacher_checkpoint, &sel, &nsel);
+                err = kdl_select_checkpoints(in->students[s], in->teacher, o->common.checkpoint,
+                                             o->common.teacher_checkpoint, &sel, &nsel);
                 for (size_t k = 0; k < nsel && !err; k++) {
                         kdl__job job;
 

@@ -15,31 +15,23 @@
  * the teacher's knowledge (MATH.md §2.3, §11.2)?  Metrics: metrics/spectral.h.
  */
 
-struct kdl_dims_opts {
-        const char *checkpoint; /* NULL: the last; "all"; or a name (kdl_select_checkpoints()) */
-        const char *teacher_checkpoint; /* a student's partner: NULL last, "same", a name */
-        const char *layer;              /* NULL or "all": every feature layer; else one name */
-        double tolerance;               /* residual fraction above which a width is insufficient */
-        double rank_rtol;               /* numerical-rank tolerance (variance units) */
-        double ridge_lambda; /* finite >= 0: the ridge penalty; otherwise chosen by GCV */
-        double tau;          /* temperature of the per-sample support of W^T F W */
-        enum kdl_spatial spatial;
-        bool skip_nonfinite; /* drop samples with NaN/Inf (counted in a note) */
-        bool spectrum;       /* add the "spectrum" table (every eigenvalue) */
-        size_t block_rows;   /* rows per block; 0 = the stream's memory budget */
+struct kdl_run_dims_opts {
+        struct kdl_run_common common; /* reads checkpoint, teacher_checkpoint, one
+                                         temperature (of the per-sample support of
+                                         W^T F W), spatial, skip_nonfinite (counted in
+                                         a note), block_rows; not per_sample */
+        const char *layer;            /* NULL or "all": every feature layer; else one name */
+        double tolerance;             /* residual fraction above which a width is insufficient */
+        double rank_rtol;             /* numerical-rank tolerance (variance units) */
+        double ridge_lambda;          /* finite >= 0: the ridge penalty; otherwise chosen by GCV */
+        bool spectrum;                /* add the "spectrum" table (every eigenvalue) */
 };
 
-/** KDL_DIMS_OPTS_DEFAULT - last checkpoint, every layer, 1 %, GCV, tau = 4. */
-#define KDL_DIMS_OPTS_DEFAULT                                                                      \
-        ((struct kdl_dims_opts){.tolerance = 0.01,                                                 \
-                                .rank_rtol = KDL_SPECTRAL_RANK_RTOL,                               \
-                                .ridge_lambda = -1.0,                                              \
-                                .tau = 4.0,                                                        \
-                                .spatial = KDL_SPATIAL_AVG,                                        \
-                                .spectrum = true})
+/** kdl_run_dims_opts_init() - common defaults, every layer, 1 %, GCV, the spectrum table. */
+KDL_API void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o);
 
 /**
- * kdl_dims() - the dims analysis of @in into @doc.
+ * kdl_run_dims() - the dims analysis of @in into @doc.
  * @in:  a teacher and/or students (kdl_inputs_open()); borrowed.
  * @o:   options; borrowed.
  * @doc: receives the tables (keys as in MATH.md §11.2):
@@ -62,9 +54,10 @@ struct kdl_dims_opts {
  * states, O(sum of D^2), whatever N.  With skip_nonfinite a sample with
  * NaN/Inf in any dataset of the checkpoint is dropped for all of them.
  *
- * Return: 0; -KDL_EUSAGE for bad options, no inputs, a checkpoint or layer
- * that no input has; errors of reading (NaN/Inf, HDF5) and of the metrics.
+ * Return: 0; -KDL_EUSAGE for bad options (more than one temperature), no
+ * inputs, a checkpoint or layer that no input has; errors of reading (NaN/Inf, HDF5) and of the
+ * metrics.
  */
-KDL_API int kdl_dims(const kdl_inputs *in, const struct kdl_dims_opts *o, kdl_doc *doc);
+KDL_API int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc);
 
 #endif

@@ -91,6 +91,11 @@ int kdl_inputs_describe(const kdl_inputs *in, kdl_doc *doc)
         return err;
 }
 
+void kdl_run_common_init(struct kdl_run_common *c)
+{
+        *c = (struct kdl_run_common){.ntau = 1, .tau = {4.0}, .spatial = KDL_SPATIAL_AVG};
+}
+
 static const kdl_checkpoint *last(const kdl_h5file *f)
 {
         const kdl_dump *d = kdl_h5_dump(f);

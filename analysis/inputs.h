@@ -38,6 +38,34 @@ KDL_API void kdl_inputs_free(kdl_inputs *in);
 /** kdl_inputs_describe() - add every input path to @doc's inputs. */
 KDL_API int kdl_inputs_describe(const kdl_inputs *in, kdl_doc *doc);
 
+/* The most temperatures a command takes (-T 1,2,4,...). */
+#define KDL_RUN_MAX_TAUS 16
+
+/*
+ * What every analysis command is asked, whatever it computes.  Each
+ * struct kdl_run_<verb>_opts embeds one as its first member, common, which
+ * kdl_run_<verb>_opts_init() sets; the verb's header says which fields it
+ * reads (the others are ignored).
+ */
+struct kdl_run_common {
+        const char *checkpoint;         /* NULL: the last; "all"; or a name */
+        const char *teacher_checkpoint; /* a student checkpoint's teacher: NULL the teacher's
+                                           last; "same"; or a name (kdl_select_checkpoints()) */
+        size_t ntau;                    /* temperatures, 1..KDL_RUN_MAX_TAUS */
+        double tau[KDL_RUN_MAX_TAUS];   /* each finite and > 0 */
+        enum kdl_spatial spatial;       /* reduction of rank-3/4 features */
+        bool skip_nonfinite;            /* drop samples with NaN/Inf instead of failing */
+        const char *per_sample;         /* NULL, or the HDF5 file for the per-sample values */
+        size_t block_rows;              /* rows per block; 0: from the stream's memory budget */
+};
+
+/**
+ * kdl_run_common_init() - the defaults: the last checkpoint of each model,
+ * compared with the teacher's last; the single temperature 4; avg pooling;
+ * NaN/Inf is an error; no per-sample file; blocks from the memory budget.
+ */
+KDL_API void kdl_run_common_init(struct kdl_run_common *c);
+
 /* A checkpoint of the analysed model and the partner checkpoint it is compared with. */
 struct kdl_ckpair {
         const kdl_checkpoint *main;    /* from the model the selection names */

@@ -7,6 +7,11 @@
 #include "analysis/inspect.h"
 #include "metrics/base/banned.h"
 
+void kdl_run_inspect_opts_init(struct kdl_run_inspect_opts *o)
+{
+        *o = (struct kdl_run_inspect_opts){.scan_values = true};
+}
+
 static char *shape_string(const kdl_dsinfo *ds)
 {
         char *s = kdl__strdup("["), *t;
@@ -69,7 +74,8 @@ out:
         return err;
 }
 
-static int describe_file(kdl_table *files, kdl_table *cks, kdl_table *sets, const kdl_dump *d)
+/* The "files" row of @d. */
+static int file_row(kdl_table *files, const kdl_dump *d)
 {
         int err;
 
@@ -87,63 +93,80 @@ static int describe_file(kdl_table *files, kdl_table *cks, kdl_table *sets, cons
         err = err ?: kdl_table_put_bool(files, "labels", d->labels != NULL);
         err = err ?: kdl_table_put_bool(files, "sample_ids", d->sample_ids != NULL);
         err = err ?: kdl_table_put_int(files, "problems", (long long) d->nproblems);
+        return err;
+}
+
+/* The "checkpoints" row of @ck: the knowledge sources it holds. */
+static int checkpoint_row(kdl_table *cks, const kdl_dump *d, const kdl_checkpoint *ck)
+{
+        size_t ngrad = 0;
+        int err;
+
+        for (size_t j = 0; j < ck->nlayers; j++)
+                ngrad += ck->layers[j].gradient != NULL;
+        if (kdl_table_add_row(cks) < 0)
+                return -ENOMEM;
+        err = kdl_table_put_str(cks, "file", d->path);
+        err = err ?: kdl_table_put_str(cks, "checkpoint", ck->name);
+        err = err ?: kdl_table_put_int(cks, "step", ck->step);
+        err = err
+                      ?: (ck->has_epoch ? kdl_table_put_int(cks, "epoch", ck->epoch)
+                                        : kdl_table_put_str(cks, "epoch", "-"));
+        err = err ?: kdl_table_put_bool(cks, "logits", ck->logits != NULL);
+        err = err ?: kdl_table_put_int(cks, "feature_layers", (long long) ck->nlayers);
+        err = err ?: kdl_table_put_bool(cks, "logit_gradients", ck->grad_logits != NULL);
+        err = err ?: kdl_table_put_int(cks, "feature_gradients", (long long) ngrad);
+        err = err
+                      ?: kdl_table_put_bool(cks, "head",
+                                            ck->head_weight && ck->head_bias && ck->head_input);
+        err = err ?: kdl_table_put_str(cks, "head_input", ck->head_input ? ck->head_input : "-");
+        return err;
+}
+
+/* The "datasets" rows of @ck's datasets. */
+static int checkpoint_datasets(kdl_table *sets, const kdl_dump *d, const kdl_checkpoint *ck)
+{
+        int err;
+
+        if (ck->logits && (err = dataset_row(sets, d, ck, "logits", NULL, ck->logits, false, 0)))
+                return err;
+        for (size_t j = 0; j < ck->nlayers; j++) {
+                const kdl_layer *l = &ck->layers[j];
+
+                err = dataset_row(sets, d, ck, "feature", l->name, &l->feature, true, l->depth);
+                if (!err && l->gradient)
+                        err = dataset_row(sets, d, ck, "feature_gradient", l->name, l->gradient,
+                                          true, l->depth);
+                if (err)
+                        return err;
+        }
+        if (ck->grad_logits &&
+            (err = dataset_row(sets, d, ck, "logit_gradient", NULL, ck->grad_logits, false, 0)))
+                return err;
+        if (ck->head_weight &&
+            (err = dataset_row(sets, d, ck, "head_weight", NULL, ck->head_weight, false, 0)))
+                return err;
+        if (ck->head_bias &&
+            (err = dataset_row(sets, d, ck, "head_bias", NULL, ck->head_bias, false, 0)))
+                return err;
+        return 0;
+}
+
+static int describe_file(kdl_table *files, kdl_table *cks, kdl_table *sets, const kdl_dump *d)
+{
+        int err = file_row(files, d);
+
         if (err)
                 return err;
-
         if (d->labels && (err = dataset_row(sets, d, NULL, "labels", NULL, d->labels, false, 0)))
                 return err;
         if (d->sample_ids &&
             (err = dataset_row(sets, d, NULL, "sample_ids", NULL, d->sample_ids, false, 0)))
                 return err;
         for (size_t k = 0; k < d->ncheckpoints; k++) {
-                const kdl_checkpoint *ck = &d->checkpoints[k];
-                size_t ngrad = 0;
-
-                for (size_t j = 0; j < ck->nlayers; j++)
-                        ngrad += ck->layers[j].gradient != NULL;
-                if (kdl_table_add_row(cks) < 0)
-                        return -ENOMEM;
-                err = kdl_table_put_str(cks, "file", d->path);
-                err = err ?: kdl_table_put_str(cks, "checkpoint", ck->name);
-                err = err ?: kdl_table_put_int(cks, "step", ck->step);
-                err = err
-                              ?: (ck->has_epoch ? kdl_table_put_int(cks, "epoch", ck->epoch)
-                                                : kdl_table_put_str(cks, "epoch", "-"));
-                err = err ?: kdl_table_put_bool(cks, "logits", ck->logits != NULL);
-                err = err ?: kdl_table_put_int(cks, "feature_layers", (long long) ck->nlayers);
-                err = err ?: kdl_table_put_bool(cks, "logit_gradients", ck->grad_logits != NULL);
-                err = err ?: kdl_table_put_int(cks, "feature_gradients", (long long) ngrad);
-                err = err
-                              ?: kdl_table_put_bool(cks, "head",
-                                                    ck->head_weight && ck->head_bias &&
-                                                            ck->head_input);
-                err = err
-                              ?: kdl_table_put_str(cks, "head_input",
-                                                   ck->head_input ? ck->head_input : "-");
+                err = checkpoint_row(cks, d, &d->checkpoints[k]);
+                err = err ?: checkpoint_datasets(sets, d, &d->checkpoints[k]);
                 if (err)
-                        return err;
-                if (ck->logits &&
-                    (err = dataset_row(sets, d, ck, "logits", NULL, ck->logits, false, 0)))
-                        return err;
-                for (size_t j = 0; j < ck->nlayers; j++) {
-                        const kdl_layer *l = &ck->layers[j];
-
-                        err = dataset_row(sets, d, ck, "feature", l->name, &l->feature, true,
-                                          l->depth);
-                        if (!err && l->gradient)
-                                err = dataset_row(sets, d, ck, "feature_gradient", l->name,
-                                                  l->gradient, true, l->depth);
-                        if (err)
-                                return err;
-                }
-                if (ck->grad_logits && (err = dataset_row(sets, d, ck, "logit_gradient", NULL,
-                                                          ck->grad_logits, false, 0)))
-                        return err;
-                if (ck->head_weight && (err = dataset_row(sets, d, ck, "head_weight", NULL,
-                                                          ck->head_weight, false, 0)))
-                        return err;
-                if (ck->head_bias &&
-                    (err = dataset_row(sets, d, ck, "head_bias", NULL, ck->head_bias, false, 0)))
                         return err;
         }
         return 0;
@@ -202,67 +225,92 @@ static int align(kdl_h5file **files, size_t n, kdl_table *al, kdl_table *probs, 
         return err;
 }
 
-int kdl_inspect(const char *const *paths, size_t n, const struct kdl_inspect_opts *o, kdl_doc *doc,
-                size_t *ret_problems)
+struct tables {
+        kdl_table *files, *cks, *sets, *al, *probs;
+};
+
+static int tables_new(struct tables *tb)
 {
-        kdl_table *files = NULL, *cks = NULL, *sets = NULL, *al = NULL, *probs = NULL;
+        int err;
+
+        err = kdl_table_new("files", "Files", &tb->files);
+        err = err ?: kdl_table_new("checkpoints", "Checkpoints and knowledge sources", &tb->cks);
+        err = err ?: kdl_table_new("datasets", "Datasets", &tb->sets);
+        err = err ?: kdl_table_new("alignment", "Teacher/student alignment", &tb->al);
+        err = err ?: kdl_table_new("problems", "Problems", &tb->probs);
+        return err;
+}
+
+/* The tables into @doc: alignment when a pair was tried, problems when there are. */
+static void tables_commit(struct tables *tb, kdl_doc *doc, size_t nprob, bool scanned)
+{
+        kdl_table_set_label(tb->sets, "width", "width (avg)");
+        if (!scanned)
+                kdl_doc_add_note(doc, "values not scanned for NaN/Inf (--quick)");
+        kdl_doc_add_table(doc, tb->files);
+        kdl_doc_add_table(doc, tb->cks);
+        kdl_doc_add_table(doc, tb->sets);
+        tb->files = tb->cks = tb->sets = NULL;
+        if (kdl_table_rows(tb->al)) {
+                kdl_doc_add_table(doc, tb->al);
+                tb->al = NULL;
+        }
+        if (nprob) {
+                kdl_doc_add_table(doc, tb->probs);
+                tb->probs = NULL;
+        }
+}
+
+static void tables_free(struct tables *tb)
+{
+        kdl_table_free(tb->files);
+        kdl_table_free(tb->cks);
+        kdl_table_free(tb->sets);
+        kdl_table_free(tb->al);
+        kdl_table_free(tb->probs);
+}
+
+/* Open the @n @paths into @fs, and with @scan read every value (a NaN or Inf
+ * is a problem of the file, not an error). */
+static int open_files(const char *const *paths, size_t n, bool scan, kdl_h5file **fs)
+{
+        int err = 0;
+
+        for (size_t k = 0; k < n && !err; k++)
+                err = kdl_h5_open(paths[k], &fs[k]);
+        for (size_t k = 0; k < n && scan && err >= 0; k++)
+                err = kdl_h5_scan_values(fs[k]);
+        return err < 0 ? err : 0;
+}
+
+int kdl_run_inspect(const char *const *paths, size_t n, const struct kdl_run_inspect_opts *o,
+                    kdl_doc *doc, size_t *ret_problems)
+{
+        struct tables tb = {0};
         kdl_h5file **fs = kdl_new(kdl_h5file *, n ? n : 1);
         size_t nprob = 0;
-        int err = 0;
+        int err;
 
         if (!fs)
                 return -ENOMEM;
-        for (size_t k = 0; k < n && !err; k++)
-                err = kdl_h5_open(paths[k], &fs[k]);
-        if (err < 0)
-                goto out;
-        for (size_t k = 0; k < n && o->scan_values; k++) {
-                err = kdl_h5_scan_values(fs[k]);
-                if (err < 0)
-                        goto out;
-        }
-        err = kdl_table_new("files", "Files", &files);
-        err = err ?: kdl_table_new("checkpoints", "Checkpoints and knowledge sources", &cks);
-        err = err ?: kdl_table_new("datasets", "Datasets", &sets);
-        err = err ?: kdl_table_new("alignment", "Teacher/student alignment", &al);
-        err = err ?: kdl_table_new("problems", "Problems", &probs);
-        if (err)
-                goto out;
+        err = open_files(paths, n, o->scan_values, fs);
+        err = err ?: tables_new(&tb);
         for (size_t k = 0; k < n && !err; k++) {
                 const kdl_dump *d = kdl_h5_dump(fs[k]);
 
-                err = describe_file(files, cks, sets, d);
+                err = describe_file(tb.files, tb.cks, tb.sets, d);
                 for (size_t j = 0; j < d->nproblems && !err; j++)
-                        err = add_problem(probs, d->path, d->problems[j]);
+                        err = add_problem(tb.probs, d->path, d->problems[j]);
                 nprob += d->nproblems;
         }
-        err = err ?: align(fs, n, al, probs, &nprob);
+        err = err ?: align(fs, n, tb.al, tb.probs, &nprob);
         for (size_t k = 0; k < n && !err; k++)
                 err = kdl_doc_add_input(doc, paths[k]);
-        if (err)
-                goto out;
-        kdl_table_set_label(sets, "width", "width (avg)");
-        if (!o->scan_values)
-                kdl_doc_add_note(doc, "values not scanned for NaN/Inf (--quick)");
-        kdl_doc_add_table(doc, files);
-        kdl_doc_add_table(doc, cks);
-        kdl_doc_add_table(doc, sets);
-        files = cks = sets = NULL;
-        if (kdl_table_rows(al)) {
-                kdl_doc_add_table(doc, al);
-                al = NULL;
+        if (!err) {
+                tables_commit(&tb, doc, nprob, o->scan_values);
+                *ret_problems = nprob;
         }
-        if (nprob) {
-                kdl_doc_add_table(doc, probs);
-                probs = NULL;
-        }
-        *ret_problems = nprob;
-out:
-        kdl_table_free(files);
-        kdl_table_free(cks);
-        kdl_table_free(sets);
-        kdl_table_free(al);
-        kdl_table_free(probs);
+        tables_free(&tb);
         for (size_t k = 0; k < n; k++)
                 kdl_h5_close(fs[k]);
         free(fs);

@@ -7,12 +7,16 @@
 
 #include "reports/table.h"
 
-struct kdl_inspect_opts {
+/* No struct kdl_run_common: inspect reads files, not a teacher and its students. */
+struct kdl_run_inspect_opts {
         bool scan_values; /* read every float dataset and report NaN/Inf */
 };
 
+/** kdl_run_inspect_opts_init() - the default: scan every value. */
+KDL_API void kdl_run_inspect_opts_init(struct kdl_run_inspect_opts *o);
+
 /**
- * kdl_inspect() - describe dumps: files, checkpoints, datasets (shape,
+ * kdl_run_inspect() - describe dumps: files, checkpoints, datasets (shape,
  * stored type, chunking, compression), the knowledge sources present, the
  * teacher/student alignment, and every schema problem found.
  * @paths: @n files, borrowed.
@@ -23,7 +27,8 @@ struct kdl_inspect_opts {
  * Return: 0 (problems are results, not errors); a negative code when a file
  * cannot be opened at all (missing, not HDF5, truncated), with no table added.
  */
-KDL_API int kdl_inspect(const char *const *paths, size_t n, const struct kdl_inspect_opts *o,
-                        kdl_doc *doc, size_t *ret_problems);
+KDL_API int kdl_run_inspect(const char *const *paths, size_t n,
+                            const struct kdl_run_inspect_opts *o, kdl_doc *doc,
+                            size_t *ret_problems);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include "analysis/kl.h"
 #include "analysis/pass.h"
+#include "metrics/kl.h"
 
 /*
  * kdlens kl as jobs (analysis/pass.h), so that the report runs it on the
@@ -18,9 +19,9 @@
 struct kdl__kl_run; /* one kl document being filled: its tables, options, per-sample file */
 
 /* kdl__kl_begin() - check the inputs, create the tables, describe the inputs in @doc and
- * open the per-sample file.  @in, @o (copied; its tau array borrowed) and @doc must outlive
- * the run.  Return: 0; -KDL_EUSAGE without a teacher and a student; errors of the file. */
-int kdl__kl_begin(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc,
+ * open the per-sample file.  @o is copied; @in and @doc must outlive the run.  Return: 0;
+ * -KDL_EUSAGE without a teacher and a student; errors of the file. */
+int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc,
                   struct kdl__kl_run **ret);
 
 /* kdl__kl_job() - the job of student @k at checkpoint pair @cp (cp->main the student's,
@@ -36,5 +37,20 @@ int kdl__kl_end(struct kdl__kl_run *r);
 
 /* kdl__kl_abort() - free @r after a failure (NULL: no-op); nothing is committed. */
 void kdl__kl_abort(struct kdl__kl_run *r);
+
+/* What the rows of one comparison say about it (analysis/kl-tables.c). */
+struct kdl__kl_rows {
+        const kdl_checkpoint *cs, *ct; /* the student's and the teacher's */
+        const kdl_layer *lt, *ls;      /* head-input layers; NULL when missing */
+        size_t c, d_t;                 /* classes; width of the teacher's head input */
+        char *const *need; /* [KDL_KL_VALUE_COUNT_] missing datasets per value; NULL: there */
+};
+
+/* kdl__kl_fill_tables() - the @kt rows ("kl": one per temperature of @tau[@ntau]
+ * and value) and the @ft row ("kl_features") of @student's comparison @x with
+ * results @r.  Return: 0; -ENOMEM. */
+int kdl__kl_fill_tables(kdl_table *kt, kdl_table *ft, const struct kdl__kl_rows *x,
+                        const char *student, size_t ntau, const double *tau,
+                        const kdl_kl_result *r);
 
 #endif

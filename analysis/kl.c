@@ -88,12 +88,10 @@ static int head_layer(kdl_h5file *f, const kdl_checkpoint *ck, const kdl_layer *
         return err;
 }
 
-/* Find every source, check the shapes of those present, and say what is missing. */
-static int find_sources(struct sources *x, enum kdl_spatial rule)
+/* Both logits, with the teacher's class count: x->c. */
+static int find_logits(struct sources *x)
 {
         const char *tp = kdl_h5_dump(x->tf)->path, *sp = kdl_h5_dump(x->sf)->path;
-        char *feat = NULL, *head = NULL, *grad = NULL, *gz = NULL;
-        int err;
 
         if (!x->ct->logits || !x->cs->logits)
                 return kdl_error(-KDL_EMISSING, "'%s': %s/logits: expected [N, C], found none",
@@ -105,7 +103,80 @@ static int find_sources(struct sources *x, enum kdl_spatial rule)
                                  "'%s': %s: expected %zu classes as the teacher, found %zu", sp,
                                  x->cs->logits->path, x->c,
                                  x->cs->logits->ndim == 2 ? x->cs->logits->shape[1] : 0);
+        return 0;
+}
 
+/* The teacher's head weight x->wt, [C, d_t] when its head input is there; *@head
+ * extended when it is missing. */
+static int find_head(struct sources *x, char **head)
+{
+        x->wt = x->ct->head_weight;
+        if (!x->wt)
+                return append(head, where(x->tf, x->ct, "head/weight"));
+        if (x->lt && (x->wt->ndim != 2 || x->wt->shape[0] != x->c || x->wt->shape[1] != x->d_t))
+                return kdl_error(-KDL_ESCHEMA,
+                                 "'%s': %s: expected [%zu, %zu] (classes x width of '%s'), "
+                                 "found %zu-D [%zu, %zu]",
+                                 kdl_h5_dump(x->tf)->path, x->wt->path, x->c, x->d_t, x->lt->name,
+                                 x->wt->ndim, x->wt->shape[0],
+                                 x->wt->ndim > 1 ? x->wt->shape[1] : 0);
+        return 0;
+}
+
+/* The teacher's feature gradient x->gt at its head input, of width d_t; *@grad
+ * extended when it is missing. */
+static int find_gradient(struct sources *x, enum kdl_spatial rule, char **grad)
+{
+        char *rel;
+        int err;
+
+        x->gt = x->lt ? x->lt->gradient : NULL;
+        if (x->gt && kdl_dsinfo_width(x->gt, rule) != x->d_t)
+                return kdl_error(-KDL_ESCHEMA,
+                                 "'%s': %s: expected width %zu as its feature, found %zu",
+                                 kdl_h5_dump(x->tf)->path, x->gt->path, x->d_t,
+                                 kdl_dsinfo_width(x->gt, rule));
+        if (x->gt)
+                return 0;
+        rel = kdl__asprintf("gradients/features/%s",
+                            x->ct->head_input ? x->ct->head_input : "<head input>");
+        err = rel ? append(grad, where(x->tf, x->ct, rel)) : -ENOMEM;
+        free(rel);
+        return err;
+}
+
+/* Both logit gradients x->gzt and x->gzs, C columns each; *@gz extended for
+ * each one missing. */
+static int find_logit_gradients(struct sources *x, enum kdl_spatial rule, char **gz)
+{
+        int err;
+
+        x->gzt = x->ct->grad_logits;
+        x->gzs = x->cs->grad_logits;
+        if (!x->gzt && (err = append(gz, where(x->tf, x->ct, "gradients/logits"))))
+                return err;
+        if (!x->gzs && (err = append(gz, where(x->sf, x->cs, "gradients/logits"))))
+                return err;
+        for (int k = 0; k < 2; k++) {
+                const kdl_dsinfo *g = k ? x->gzs : x->gzt;
+
+                if (g && kdl_dsinfo_width(g, rule) != x->c)
+                        return kdl_error(-KDL_ESCHEMA, "'%s': %s: expected %zu columns, found %zu",
+                                         kdl_h5_dump(k ? x->sf : x->tf)->path, g->path, x->c,
+                                         kdl_dsinfo_width(g, rule));
+        }
+        return 0;
+}
+
+/* Find every source, check the shapes of those present, and say what is missing. */
+static int find_sources(struct sources *x, enum kdl_spatial rule)
+{
+        char *feat = NULL, *head = NULL, *grad = NULL, *gz = NULL;
+        int err;
+
+        err = find_logits(x);
+        if (err)
+                return err;
         err = head_layer(x->tf, x->ct, &x->lt, &feat);
         err = err ?: head_layer(x->sf, x->cs, &x->ls, &feat);
         if (err)
@@ -115,51 +186,11 @@ static int find_sources(struct sources *x, enum kdl_spatial rule)
                 x->d_t = kdl_dsinfo_width(&x->lt->feature, rule);
         if (x->ls)
                 x->d_s = kdl_dsinfo_width(&x->ls->feature, rule);
-
-        x->wt = x->ct->head_weight;
-        if (!x->wt && (err = append(&head, where(x->tf, x->ct, "head/weight"))))
+        err = find_head(x, &head);
+        err = err ?: find_gradient(x, rule, &grad);
+        err = err ?: find_logit_gradients(x, rule, &gz);
+        if (err)
                 goto out;
-        if (x->wt && x->lt &&
-            (x->wt->ndim != 2 || x->wt->shape[0] != x->c || x->wt->shape[1] != x->d_t)) {
-                err = kdl_error(-KDL_ESCHEMA,
-                                "'%s': %s: expected [%zu, %zu] (classes x width of '%s'), "
-                                "found %zu-D [%zu, %zu]",
-                                tp, x->wt->path, x->c, x->d_t, x->lt->name, x->wt->ndim,
-                                x->wt->shape[0], x->wt->ndim > 1 ? x->wt->shape[1] : 0);
-                goto out;
-        }
-
-        x->gt = x->lt ? x->lt->gradient : NULL;
-        if (!x->gt) {
-                char *rel = kdl__asprintf("gradients/features/%s",
-                                          x->ct->head_input ? x->ct->head_input : "<head input>");
-
-                err = rel ? append(&grad, where(x->tf, x->ct, rel)) : -ENOMEM;
-                free(rel);
-                if (err)
-                        goto out;
-        } else if (kdl_dsinfo_width(x->gt, rule) != x->d_t) {
-                err = kdl_error(-KDL_ESCHEMA,
-                                "'%s': %s: expected width %zu as its feature, found %zu", tp,
-                                x->gt->path, x->d_t, kdl_dsinfo_width(x->gt, rule));
-                goto out;
-        }
-
-        x->gzt = x->ct->grad_logits;
-        x->gzs = x->cs->grad_logits;
-        if (!x->gzt && (err = append(&gz, where(x->tf, x->ct, "gradients/logits"))))
-                goto out;
-        if (!x->gzs && (err = append(&gz, where(x->sf, x->cs, "gradients/logits"))))
-                goto out;
-        for (int k = 0; k < 2; k++) {
-                const kdl_dsinfo *g = k ? x->gzs : x->gzt;
-
-                if (g && kdl_dsinfo_width(g, rule) != x->c) {
-                        err = kdl_error(-KDL_ESCHEMA, "'%s': %s: expected %zu columns, found %zu",
-                                        k ? sp : tp, g->path, x->c, kdl_dsinfo_width(g, rule));
-                        goto out;
-                }
-        }
         /* Read only what a value can use. */
         if (gz)
                 x->gzt = x->gzs = NULL;
@@ -184,19 +215,24 @@ out:
 /* The whole teacher head weight [c, d_t]. */
 static int read_head(const struct sources *x, double **ret)
 {
-        kdl_tensor *t = NULL;
+        kdl_h5reader *r = NULL;
         double *w;
+        size_t n;
         int err;
 
-        err = kdl_h5_read_matrix(x->tf, x->wt, x->c, x->d_t, &t);
+        err = kdl_mul_size(x->c, x->d_t, &n);
         if (err < 0)
                 return err;
-        w = kdl__malloc(kdl_tensor_size(t), sizeof(double));
-        if (w)
-                memcpy(w, t->data, kdl_tensor_size(t) * sizeof(double));
-        kdl_tensor_free(t);
+        w = kdl__malloc(n, sizeof(double));
         if (!w)
                 return -ENOMEM;
+        err = kdl_h5_reader_open(x->tf, x->wt, KDL_SPATIAL_AVG, &r);
+        err = err ?: kdl_h5_reader_read(r, 0, x->c, w);
+        kdl_h5_reader_close(r);
+        if (err < 0) {
+                free(w);
+                return err;
+        }
         *ret = w;
         return 0;
 }
@@ -266,90 +302,17 @@ static int write_values(kdl_h5out *out, const int *ids, size_t ntau, const kdl_k
         return err;
 }
 
-/* Common leading cells of both tables. */
-static int put_keys(kdl_table *t, const struct sources *x, const char *student)
+void kdl_run_kl_opts_init(struct kdl_run_kl_opts *o)
 {
-        int err;
-
-        if (kdl_table_add_row(t) < 0)
-                return -ENOMEM;
-        err = kdl_table_put_str(t, "student", student);
-        err = err ?: kdl_table_put_str(t, "checkpoint", x->cs->name);
-        err = err ?: kdl_table_put_int(t, "step", x->cs->step);
-        err = err ?: kdl_table_put_str(t, "teacher_checkpoint", x->ct->name);
-        return err;
-}
-
-static int fill_tables(kdl_table *kt, kdl_table *ft, const struct sources *x, const char *student,
-                       const struct kdl_kl_run_opts *o, const kdl_kl_result *r)
-{
-        int err = 0;
-
-        for (size_t it = 0; it < o->ntau && !err; it++) {
-                for (int v = 0; v < NV && !err; v++) {
-                        const kdl_kl_fidelity *f = &r->tau[it].v[v];
-                        bool avail = !x->need[v];
-
-                        assert(avail == f->available);
-                        err = put_keys(kt, x, student);
-                        err = err ?: kdl_table_put_real(kt, "tau", o->tau[it]);
-                        err = err ?: kdl_table_put_str(kt, "source", kdl_kl_source(v));
-                        err = err ?: kdl_table_put_str(kt, "approximation", kdl_kl_name(v));
-                        err = err ?: kdl_table_put_bool(kt, "available", avail);
-                        if (!err && (avail || x->lt || v < KDL_KL_FEATURE_L2 ||
-                                     v == KDL_KL_GRADIENT_LOGIT_L2))
-                                err = kdl_table_put_int(kt, "dim",
-                                                        (long long) kdl_kl_dim(v, x->c, x->d_t));
-                        if (!err && avail) {
-                                err = kdl_table_put_real(kt, "mean", f->mean);
-                                err = err ?: kdl_table_put_real(kt, "ratio", f->ratio);
-                                err = err ?: kdl_table_put_real(kt, "pearson", f->pearson);
-                                err = err ?: kdl_table_put_real(kt, "spearman", f->spearman);
-                                err = err ?: kdl_table_put_real(kt, "relerr", f->relerr);
-                                err = err ?: kdl_table_put_int(kt, "samples", (long long) r->n);
-                                err = err
-                                              ?: kdl_table_put_int(kt, "spearman_samples",
-                                                                   (long long) r->spearman_n);
-                        }
-                        if (!err && !avail)
-                                err = kdl_table_put_str(kt, "needs", x->need[v]);
-                }
-        }
-        if (err)
-                return err;
-
-        err = put_keys(ft, x, student);
-        err = err ?: kdl_table_put_int(ft, "classes", (long long) x->c);
-        err = err ?: kdl_table_put_bool(ft, "available", r->features);
-        if (!err && x->lt)
-                err = kdl_table_put_str(ft, "teacher_layer", x->lt->name);
-        if (!err && x->ls)
-                err = kdl_table_put_str(ft, "student_layer", x->ls->name);
-        if (!err && r->features) {
-                err = kdl_table_put_int(ft, "d_t", (long long) r->d_t);
-                err = err ?: kdl_table_put_int(ft, "d_s", (long long) r->d_s);
-                err = err
-                              ?: kdl_table_put_str(ft, "projector",
-                                                   r->projector_fitted ? "least_squares"
-                                                                       : "identity");
-                err = err ?: kdl_table_put_int(ft, "projector_rank", (long long) r->projector_rank);
-                err = err ?: kdl_table_put_real(ft, "r2", r->r2);
-                err = err ?: kdl_table_put_real(ft, "mean_sq_mismatch", r->feature_sq);
-                if (!err && r->head) {
-                        err = kdl_table_put_int(ft, "head_rank", (long long) r->head_rank);
-                        err = err ?: kdl_table_put_real(ft, "kl_visible_share", r->visible_share);
-                }
-        }
-        if (!err && x->need[KDL_KL_FEATURE_HEAD])
-                err = kdl_table_put_str(ft, "needs", x->need[KDL_KL_FEATURE_HEAD]);
-        return err;
+        *o = (struct kdl_run_kl_opts){.reservoir = KDL_KL_RESERVOIR_DEFAULT, .seed = 1};
+        kdl_run_common_init(&o->common);
 }
 
 /* ---- one student checkpoint as a job --------------------------------------------- */
 
 struct kdl__kl_run {
         const kdl_inputs *in;
-        struct kdl_kl_run_opts o;
+        struct kdl_run_kl_opts o;
         kdl_doc *doc;
         kdl_table *kt, *ft;
         kdl_h5out *out;
@@ -393,7 +356,7 @@ static int kl_attach(kdl__job *job, kdl_stream *st)
 {
         struct kl_job *j = job->ctx;
         const struct sources *x = &j->x;
-        enum kdl_spatial rule = j->r->o.spatial;
+        enum kdl_spatial rule = j->r->o.common.spatial;
         struct streamed *ix = &j->ix;
         int err;
 
@@ -414,7 +377,7 @@ static int kl_attach(kdl__job *job, kdl_stream *st)
 static int measure_begin(struct kl_job *j, size_t n)
 {
         const struct sources *x = &j->x;
-        const struct kdl_kl_run_opts *o = &j->r->o;
+        const struct kdl_run_kl_opts *o = &j->r->o;
         kdl_tensor wt = kdl_tensor_wrap(j->w, 2, (size_t[]){x->c, x->d_t});
         kdl_kl_opts ko;
         kdl_h5out *out = j->r->out;
@@ -423,32 +386,31 @@ static int measure_begin(struct kl_job *j, size_t n)
 
         kdl_kl_opts_init(&ko);
         ko.c = x->c;
-        ko.ntau = o->ntau;
-        ko.tau = o->tau;
+        ko.ntau = o->common.ntau;
+        ko.tau = o->common.tau;
         ko.d_s = x->feat ? x->d_s : 0;
         ko.d_t = x->feat ? x->d_t : 0;
         ko.w_t = j->w ? &wt : NULL;
         ko.proj = j->proj;
         ko.grad_feature = j->ix.gt >= 0;
         ko.grad_logits = j->ix.gzt >= 0;
-        if (o->reservoir) /* 0: the metric's default */
-                ko.reservoir = o->reservoir;
+        ko.reservoir = o->reservoir;
         ko.seed = o->seed;
         err = kdl_kl_state_new(&ko, &j->s);
         if (err < 0 || !out)
                 return err;
         j->group = kdl__asprintf("/students/%zu/checkpoints/%s", j->k, x->cs->name);
-        j->ids = kdl_new(int, o->ntau *NV);
+        j->ids = kdl_new(int, o->common.ntau *NV);
         if (!j->group || !j->ids)
                 return -ENOMEM;
         err = kdl_h5out_attr(out, j->group, "teacher_checkpoint", x->ct->name);
-        for (size_t it = 0; it < o->ntau && !err; it++) {
-                char *g = kdl__asprintf("%s/tau_%s", j->group, tau_name(o->tau[it], tb));
+        for (size_t it = 0; it < o->common.ntau && !err; it++) {
+                char *g = kdl__asprintf("%s/tau_%s", j->group, tau_name(o->common.tau[it], tb));
                 char val[32];
 
                 if (!g)
                         return -ENOMEM;
-                snprintf(val, sizeof(val), "%.17g", o->tau[it]);
+                snprintf(val, sizeof(val), "%.17g", o->common.tau[it]);
                 err = kdl_h5out_attr(out, g, "tau", val);
                 for (int v = 0; v < NV && !err; v++) {
                         char *p;
@@ -509,8 +471,8 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
         }
         err = kdl_kl_accumulate(j->s, &b);
         if (!err && j->r->out)
-                err = write_values(j->r->out, j->ids, j->r->o.ntau, j->s, b.samples, m, &j->next,
-                                   &j->buf, &j->nbuf);
+                err = write_values(j->r->out, j->ids, j->r->o.common.ntau, j->s, b.samples, m,
+                                   &j->next, &j->buf, &j->nbuf);
         return err;
 }
 
@@ -518,6 +480,13 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
 {
         struct kl_job *j = job->ctx;
         struct kdl__kl_run *r = j->r;
+        const struct kdl__kl_rows rows = {.cs = j->x.cs,
+                                          .ct = j->x.ct,
+                                          .lt = j->x.lt,
+                                          .ls = j->x.ls,
+                                          .c = j->x.c,
+                                          .d_t = j->x.d_t,
+                                          .need = j->x.need};
         const char *student = kdl_h5_dump(j->x.sf)->path;
         kdl_kl_result *res = NULL;
         int err;
@@ -531,10 +500,12 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
         /* Every sample skipped, or a block of them at the end. */
         err = j->s ? 0 : measure_begin(j, kdl_stream_n(st));
         if (!err && r->out && j->next < kdl_stream_n(st))
-                err = write_values(r->out, j->ids, r->o.ntau, NULL, NULL, kdl_stream_n(st),
+                err = write_values(r->out, j->ids, r->o.common.ntau, NULL, NULL, kdl_stream_n(st),
                                    &j->next, &j->buf, &j->nbuf);
         err = err ?: kdl_kl_finalize(j->s, &res);
-        err = err ?: fill_tables(r->kt, r->ft, &j->x, student, &r->o, res);
+        err = err
+                      ?: kdl__kl_fill_tables(r->kt, r->ft, &rows, student, r->o.common.ntau,
+                                             r->o.common.tau, res);
         if (!err && kdl_stream_skipped(st))
                 err = kdl_doc_add_note(r->doc,
                                        "'%s' checkpoint %s: %zu samples with NaN/Inf skipped",
@@ -563,7 +534,7 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
         j->k = k;
         j->x = (struct sources){
                 .tf = r->in->teacher, .sf = r->in->students[k], .ct = cp->partner, .cs = cp->main};
-        err = find_sources(&j->x, r->o.spatial);
+        err = find_sources(&j->x, r->o.common.spatial);
         if (!err && j->x.wt)
                 err = read_head(&j->x, &j->w);
         if (!err && j->x.feat && j->x.d_s != j->x.d_t) {
@@ -576,13 +547,13 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
         return 0;
 }
 
-int kdl__kl_begin(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc,
+int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc,
                   struct kdl__kl_run **ret)
 {
         struct kdl__kl_run *r;
         int err;
 
-        assert(in && o && doc && o->ntau >= 1);
+        assert(in && o && doc && o->common.ntau >= 1);
         if (!in->teacher || in->nstudents == 0)
                 return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
         r = kdl_new(struct kdl__kl_run, 1);
@@ -596,8 +567,8 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc
                       ?: kdl_table_new("kl_features",
                                        "Feature matching: projector and KL-visible share", &r->ft);
         err = err ?: kdl_inputs_describe(in, doc);
-        if (!err && o->per_sample) {
-                err = kdl_h5out_open(o->per_sample, &r->out);
+        if (!err && o->common.per_sample) {
+                err = kdl_h5out_open(o->common.per_sample, &r->out);
                 err = err ?: kdl_h5out_attr(r->out, "/", "command", "kl");
                 err = err ?: kdl_h5out_attr(r->out, "/", "teacher", kdl_h5_dump(in->teacher)->path);
         }
@@ -660,20 +631,20 @@ int kdl__kl_end(struct kdl__kl_run *r)
         return err;
 }
 
-int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc)
+int kdl_run_kl(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc)
 {
         struct kdl__kl_run *r = NULL;
         int err;
 
         err = kdl__kl_begin(in, o, doc, &r);
         for (size_t k = 0; !err && k < in->nstudents; k++) {
-                struct kdl_stream_opts so = {.block_rows = o->block_rows,
-                                             .skip_nonfinite = o->skip_nonfinite};
+                struct kdl_stream_opts so = {.block_rows = o->common.block_rows,
+                                             .skip_nonfinite = o->common.skip_nonfinite};
                 struct kdl_ckpair *cks = NULL;
                 size_t nck = 0;
 
-                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint,
-                                             o->teacher_checkpoint, &cks, &nck);
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
+                                             o->common.teacher_checkpoint, &cks, &nck);
                 for (size_t c = 0; c < nck && !err; c++) {
                         kdl_stream *st = NULL;
                         kdl__job job;

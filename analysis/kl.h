@@ -28,21 +28,17 @@
  * the head-input widths differ, a first pass fits the projector P.
  */
 
-struct kdl_kl_run_opts {
-        const char *checkpoint;         /* NULL: each student's last; "all"; or a checkpoint name */
-        const char *teacher_checkpoint; /* NULL: the teacher's last; "same"; or a name */
-        size_t ntau;                    /* >= 1 */
-        const double *tau;              /* [ntau] */
-        enum kdl_spatial spatial;       /* reduction of rank-3/4 features */
-        bool skip_nonfinite;            /* drop samples with NaN/Inf instead of failing */
-        const char *per_sample;         /* NULL, or the HDF5 file for the per-sample values */
-        size_t reservoir;               /* Spearman subsample cap; 0: the default (2^16) */
-        uint64_t seed;                  /* of the Spearman subsample */
-        size_t block_rows;              /* rows per block; 0: from the stream's memory budget */
+struct kdl_run_kl_opts {
+        struct kdl_run_common common; /* reads every field */
+        size_t reservoir;             /* Spearman subsample cap */
+        uint64_t seed;                /* of the Spearman subsample */
 };
 
+/** kdl_run_kl_opts_init() - common defaults, a KDL_KL_RESERVOIR_DEFAULT reservoir, seed 1. */
+KDL_API void kdl_run_kl_opts_init(struct kdl_run_kl_opts *o);
+
 /**
- * kdl_kl_run() - compute the tables "kl" (one row per student, checkpoint,
+ * kdl_run_kl() - compute the tables "kl" (one row per student, checkpoint,
  * temperature and value) and "kl_features" (one row per student and
  * checkpoint: widths, projector, R², KL-visible share) into @doc.
  * @in: a teacher and at least one student, opened and paired.
@@ -58,6 +54,6 @@ struct kdl_kl_run_opts {
  * -KDL_ESCHEMA for a head weight or gradient whose shape does not fit its
  * feature; -KDL_ENONFINITE naming the dataset and sample; I/O codes.
  */
-KDL_API int kdl_kl_run(const kdl_inputs *in, const struct kdl_kl_run_opts *o, kdl_doc *doc);
+KDL_API int kdl_run_kl(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc);
 
 #endif

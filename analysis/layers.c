@@ -35,6 +35,16 @@ struct row {
         double cka_student_best;
 };
 
+void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o)
+{
+        *o = (struct kdl_run_layers_opts){.k = DEFAULT_K,
+                                          .subsample = DEFAULT_SUBSAMPLE,
+                                          .per_class = DEFAULT_PER_CLASS,
+                                          .variant = KDL_QUALITY_CODE,
+                                          .max_bytes = DEFAULT_MAX_BYTES};
+        kdl_run_common_init(&o->common);
+}
+
 static double entry(const kdl_cka_matrix *m, const double *v, size_t i, long long j)
 {
         return m && v && j >= 0 ? v[i * m->nlayers + (size_t) j] : (double) NAN;
@@ -42,12 +52,12 @@ static double entry(const kdl_cka_matrix *m, const double *v, size_t i, long lon
 
 /* Gather the rows @want of source @k only (its class-spectra subsample). */
 static int gather_layer(kdl_inputs *in, const struct kdl__srcs *all, size_t k, size_t n,
-                        const size_t *want, size_t nwant, const struct kdl_layers_opts *o,
+                        const size_t *want, size_t nwant, const struct kdl_run_layers_opts *o,
                         struct kdl__srcs *one, struct kdl__gather *g)
 {
-        struct kdl_stream_opts so = {.skip_nonfinite = o->skip_nonfinite};
+        struct kdl_stream_opts so = {.skip_nonfinite = o->common.skip_nonfinite};
         struct kdl__feed f = {
-                .l = one, .fa = in->teacher, .rule = o->spatial, .labels = true, .g = g};
+                .l = one, .fa = in->teacher, .rule = o->common.spatial, .labels = true, .g = g};
         kdl__job job = kdl__feed_job(&f);
         kdl_stream *s = NULL;
         int r;
@@ -93,77 +103,85 @@ static int cmp_depth(const void *a, const void *b, void *ctx)
         return x->src < y->src ? -1 : x->src > y->src;
 }
 
-static int emit(struct tables *tb, const struct kdl__srcs *l, struct row *rows, size_t nrows,
-                const struct kdl_ckpair *ck, bool student, size_t k)
+/* Row @rank (from 1) of the "layers" table. */
+static int ranked_row(kdl_table *t, size_t rank, const struct kdl_ckpair *ck,
+                      const struct kdl__srcs *l, const struct row *r, bool recommended,
+                      bool student)
 {
-        struct row **rec = kdl_new(struct row *, nrows ? nrows : 1);
-        size_t nrec = nrows < k ? nrows : k;
+        const struct kdl__src *s = &l->v[r->src];
+        int err;
+
+        if (kdl_table_add_row(t) < 0)
+                return -ENOMEM;
+        err = kdl_table_put_int(t, "rank", (long long) rank);
+        err = err ?: kdl_table_put_str(t, "checkpoint", ck->main->name);
+        err = err ?: kdl_table_put_str(t, "layer", s->name);
+        err = err ?: kdl_table_put_int(t, "depth", s->depth);
+        err = err ?: kdl_table_put_int(t, "width", (long long) s->width);
+        err = err ?: kdl_table_put_real(t, "q", r->q.q);
+        err = err ?: kdl_table_put_real(t, "s", r->q.s);
+        err = err ?: kdl_table_put_real(t, "i", r->q.i);
+        err = err ?: kdl_table_put_real(t, "e", r->q.e);
+        err = err ?: kdl_table_put_bool(t, "recommended", recommended);
+        err = err ?: kdl_table_put_real(t, "cka_logits", r->cka_logits);
+        err = err ?: kdl_table_put_real(t, "cka_labels", r->cka_labels);
+        err = err ?: kdl_table_put_real(t, "cka_logits_robust", r->cka_logits_rob);
+        err = err ?: kdl_table_put_real(t, "ncm_accuracy", r->q.ncm_accuracy);
+        err = err ?: kdl_table_put_real(t, "nc1", r->q.nc1);
+        err = err ?: kdl_table_put_real(t, "effective_rank", r->q.effective_rank);
+        if (!err && student) {
+                err = kdl_table_put_str(t, "student_best",
+                                        r->student_best >= 0 ? l->v[r->student_best].name : "-");
+                err = err ?: kdl_table_put_real(t, "cka_student_best", r->cka_student_best);
+        }
+        return err;
+}
+
+/* The row of the "layers_detail" table: the parts of Q. */
+static int detail_row(kdl_table *t, const struct kdl_ckpair *ck, const struct kdl__src *s,
+                      const struct row *r)
+{
+        int err;
+
+        if (kdl_table_add_row(t) < 0)
+                return -ENOMEM;
+        err = kdl_table_put_str(t, "checkpoint", ck->main->name);
+        err = err ?: kdl_table_put_str(t, "layer", s->name);
+        err = err ?: kdl_table_put_int(t, "depth", s->depth);
+        err = err ?: kdl_table_put_real(t, "intra", r->q.intra);
+        err = err ?: kdl_table_put_real(t, "inter", r->q.inter);
+        err = err ?: kdl_table_put_real(t, "min_intra", r->q.min_intra);
+        err = err ?: kdl_table_put_real(t, "entropy", r->q.entropy);
+        err = err ?: kdl_table_put_real(t, "entropy_norm", r->q.entropy_norm);
+        err = err ?: kdl_table_put_int(t, "k_sum", (long long) r->q.k_sum);
+        err = err ?: kdl_table_put_real(t, "k_mean", r->q.k_mean);
+        err = err ?: kdl_table_put_real(t, "dmin", r->q.dmin);
+        err = err ?: kdl_table_put_real(t, "norm", r->q.norm);
+        err = err ?: kdl_table_put_real(t, "packing", r->q.packing);
+        err = err ?: kdl_table_put_int(t, "r", (long long) r->q.r);
+        err = err ?: kdl_table_put_int(t, "n", (long long) r->q.n);
+        err = err ?: kdl_table_put_int(t, "classes", (long long) r->q.nclasses);
+        err = err ?: kdl_table_put_int(t, "spectra", (long long) r->q.nspectra);
+        err = err ?: kdl_table_put_int(t, "zero_rows", (long long) r->q.nzero);
+        err = err ?: kdl_table_put_real(t, "cka_logits_debiased", r->cka_logits_deb);
+        err = err ?: kdl_table_put_real(t, "cka_labels_debiased", r->cka_labels_deb);
+        err = err ?: kdl_table_put_real(t, "cka_labels_robust", r->cka_labels_rob);
+        return err;
+}
+
+/* The "layers_recommended" rows: the first @nrec of the ranked @rows, in depth order. */
+static int recommended_rows(kdl_table *t, const struct kdl_ckpair *ck, const struct kdl__srcs *l,
+                            struct row *rows, size_t nrec)
+{
+        struct row **rec = kdl_new(struct row *, nrec ? nrec : 1);
         int err = 0;
 
         if (!rec)
                 return -ENOMEM;
-        qsort_r(rows, nrows, sizeof(*rows), cmp_rows, (void *) l);
-        for (size_t i = 0; i < nrows && !err; i++) {
-                const struct row *r = &rows[i];
-                const struct kdl__src *s = &l->v[r->src];
-                kdl_table *t = tb->ranked;
-
-                if (kdl_table_add_row(t) < 0 || kdl_table_add_row(tb->detail) < 0) {
-                        err = -ENOMEM;
-                        break;
-                }
-                err = kdl_table_put_int(t, "rank", (long long) i + 1);
-                err = err ?: kdl_table_put_str(t, "checkpoint", ck->main->name);
-                err = err ?: kdl_table_put_str(t, "layer", s->name);
-                err = err ?: kdl_table_put_int(t, "depth", s->depth);
-                err = err ?: kdl_table_put_int(t, "width", (long long) s->width);
-                err = err ?: kdl_table_put_real(t, "q", r->q.q);
-                err = err ?: kdl_table_put_real(t, "s", r->q.s);
-                err = err ?: kdl_table_put_real(t, "i", r->q.i);
-                err = err ?: kdl_table_put_real(t, "e", r->q.e);
-                err = err ?: kdl_table_put_bool(t, "recommended", i < nrec);
-                err = err ?: kdl_table_put_real(t, "cka_logits", r->cka_logits);
-                err = err ?: kdl_table_put_real(t, "cka_labels", r->cka_labels);
-                err = err ?: kdl_table_put_real(t, "cka_logits_robust", r->cka_logits_rob);
-                err = err ?: kdl_table_put_real(t, "ncm_accuracy", r->q.ncm_accuracy);
-                err = err ?: kdl_table_put_real(t, "nc1", r->q.nc1);
-                err = err ?: kdl_table_put_real(t, "effective_rank", r->q.effective_rank);
-                if (!err && student) {
-                        err = kdl_table_put_str(t, "student_best",
-                                                r->student_best >= 0 ? l->v[r->student_best].name
-                                                                     : "-");
-                        err = err ?: kdl_table_put_real(t, "cka_student_best", r->cka_student_best);
-                }
-
-                t = tb->detail;
-                err = err ?: kdl_table_put_str(t, "checkpoint", ck->main->name);
-                err = err ?: kdl_table_put_str(t, "layer", s->name);
-                err = err ?: kdl_table_put_int(t, "depth", s->depth);
-                err = err ?: kdl_table_put_real(t, "intra", r->q.intra);
-                err = err ?: kdl_table_put_real(t, "inter", r->q.inter);
-                err = err ?: kdl_table_put_real(t, "min_intra", r->q.min_intra);
-                err = err ?: kdl_table_put_real(t, "entropy", r->q.entropy);
-                err = err ?: kdl_table_put_real(t, "entropy_norm", r->q.entropy_norm);
-                err = err ?: kdl_table_put_int(t, "k_sum", (long long) r->q.k_sum);
-                err = err ?: kdl_table_put_real(t, "k_mean", r->q.k_mean);
-                err = err ?: kdl_table_put_real(t, "dmin", r->q.dmin);
-                err = err ?: kdl_table_put_real(t, "norm", r->q.norm);
-                err = err ?: kdl_table_put_real(t, "packing", r->q.packing);
-                err = err ?: kdl_table_put_int(t, "r", (long long) r->q.r);
-                err = err ?: kdl_table_put_int(t, "n", (long long) r->q.n);
-                err = err ?: kdl_table_put_int(t, "classes", (long long) r->q.nclasses);
-                err = err ?: kdl_table_put_int(t, "spectra", (long long) r->q.nspectra);
-                err = err ?: kdl_table_put_int(t, "zero_rows", (long long) r->q.nzero);
-                err = err ?: kdl_table_put_real(t, "cka_logits_debiased", r->cka_logits_deb);
-                err = err ?: kdl_table_put_real(t, "cka_labels_debiased", r->cka_labels_deb);
-                err = err ?: kdl_table_put_real(t, "cka_labels_robust", r->cka_labels_rob);
-        }
         for (size_t i = 0; i < nrec; i++)
                 rec[i] = &rows[i];
         qsort_r(rec, nrec, sizeof(*rec), cmp_depth, (void *) l);
         for (size_t i = 0; i < nrec && !err; i++) {
-                kdl_table *t = tb->recommended;
-
                 if (kdl_table_add_row(t) < 0) {
                         err = -ENOMEM;
                         break;
@@ -177,6 +195,21 @@ static int emit(struct tables *tb, const struct kdl__srcs *l, struct row *rows, 
         }
         free(rec);
         return err;
+}
+
+/* The rows of one checkpoint: ranked by Q (sorts @rows), the top @k recommended. */
+static int emit(struct tables *tb, const struct kdl__srcs *l, struct row *rows, size_t nrows,
+                const struct kdl_ckpair *ck, bool student, size_t k)
+{
+        size_t nrec = nrows < k ? nrows : k;
+        int err = 0;
+
+        qsort_r(rows, nrows, sizeof(*rows), cmp_rows, (void *) l);
+        for (size_t i = 0; i < nrows && !err; i++) {
+                err = ranked_row(tb->ranked, i + 1, ck, l, &rows[i], i < nrec, student);
+                err = err ?: detail_row(tb->detail, ck, &l->v[rows[i].src], &rows[i]);
+        }
+        return err ?: recommended_rows(tb->recommended, ck, l, rows, nrec);
 }
 
 static int emit_cka(kdl_table *t, const struct kdl__srcs *l, const struct kdl__cka_results *res,
@@ -215,109 +248,146 @@ static int emit_cka(kdl_table *t, const struct kdl__srcs *l, const struct kdl__c
         return err;
 }
 
-static int one_checkpoint(kdl_inputs *in, const struct kdl_ckpair *ck, const int64_t *labels,
-                          size_t n, size_t nclasses, const struct kdl_layers_opts *o,
-                          struct tables *tb, struct kdl__cka_results *res)
+/* One layers run: what the analysis of every checkpoint reads, and the tables it fills. */
+struct run {
+        kdl_inputs *in;
+        const struct kdl_run_layers_opts *o;
+        int64_t *labels; /* the teacher's [N] */
+        size_t n, nclasses;
+        bool student;                /* teacher x student CKA too */
+        struct tables tb;            /* across checkpoints */
+        struct kdl__cka_results res; /* the last checkpoint's */
+};
+
+/* The sources of checkpoint pair @ck: the teacher's layers and logits, the
+ * student's when there is one, the one-hot labels last; and the pairs the
+ * tables need.  Sets *@ret_logits and *@ret_labels to their indices. */
+static int checkpoint_sources(const struct run *r, const struct kdl_ckpair *ck, struct kdl__srcs *l,
+                              long long *ret_logits, long long *ret_labels, bool **ret_mask)
 {
-        bool student = in->nstudents > 0;
-        struct kdl__srcs l = {0};
-        struct kdl__gather gx = {0};
-        struct row *rows = NULL;
-        size_t nrows = 0, *xr = NULL, nx = 0, *cr = NULL, ncr = 0, pc;
-        bool *mask = NULL;
         long long logits = -1, lab;
         int err;
 
-        err = kdl__srcs_add_checkpoint(&l, ck->main, 0, o->spatial);
-        if (!err && student)
-                err = kdl__srcs_add_checkpoint(&l, ck->partner, 1, o->spatial);
-        for (size_t k = 0; k < l.n; k++)
-                if (l.v[k].model == 0 && !l.v[k].has_depth)
+        err = kdl__srcs_add_checkpoint(l, ck->main, 0, r->o->common.spatial);
+        if (!err && r->student)
+                err = kdl__srcs_add_checkpoint(l, ck->partner, 1, r->o->common.spatial);
+        for (size_t k = 0; k < l->n; k++)
+                if (l->v[k].model == 0 && !l->v[k].has_depth)
                         logits = (long long) k;
-        lab = (long long) l.n;
-        err = err ?: kdl__srcs_add(&l, "labels", false, 0, 0, NULL, nclasses);
+        lab = (long long) l->n;
+        err = err ?: kdl__srcs_add(l, "labels", false, 0, 0, NULL, r->nclasses);
         /* Teacher layers against the logits, the labels and the student's
          * layers; no teacher x teacher blocks. */
-        err = err ?: kdl__pairs_needed(&l, true, logits, lab, &mask);
-        if (err)
-                goto out;
+        err = err ?: kdl__pairs_needed(l, true, logits, lab, ret_mask);
+        *ret_logits = logits;
+        *ret_labels = lab;
+        return err;
+}
 
+/* The CKA columns of teacher layer @k from the results of its checkpoint. */
+static void cka_columns(struct row *row, const struct kdl__srcs *l,
+                        const struct kdl__cka_results *res, size_t k, long long logits,
+                        long long lab)
+{
+        const double *rob = res->robust ? res->robust->biased : NULL;
+
+        row->src = k;
+        row->cka_logits = entry(res->lin, res->lin->biased, k, logits);
+        row->cka_logits_deb = entry(res->lin, res->lin->debiased, k, logits);
+        row->cka_labels = entry(res->lin, res->lin->biased, k, lab);
+        row->cka_labels_deb = entry(res->lin, res->lin->debiased, k, lab);
+        row->cka_logits_rob = entry(res->robust, rob, k, logits);
+        row->cka_labels_rob = entry(res->robust, rob, k, lab);
+        row->student_best = -1;
+        row->cka_student_best = NAN;
+        for (size_t b = 0; b < l->n; b++) {
+                double v = entry(res->lin, res->lin->biased, k, (long long) b);
+
+                if (l->v[b].model == 1 && l->v[b].has_depth &&
+                    (row->student_best < 0 || v > row->cka_student_best)) {
+                        row->student_best = (long long) b;
+                        row->cka_student_best = v;
+                }
+        }
+}
+
+/* The knowledge quality of source @k: S and E on its rows of @gx, the class
+ * spectra on its rows @cr, gathered in a pass of its own. */
+static int quality(const struct run *r, const struct kdl__srcs *l, size_t k,
+                   const struct kdl__gather *gx, const size_t *cr, size_t ncr, kdl_quality *ret)
+{
+        struct kdl__srcs one = {0};
+        struct kdl__gather gc = {0};
+        kdl_quality_opts qo;
+        kdl_tensor x, xc;
+        int err;
+
+        kdl_quality_opts_init(&qo);
+        qo.variant = r->o->variant;
+        qo.population = (double) r->n;
+        err = gather_layer(r->in, l, k, r->n, cr, ncr, r->o, &one, &gc);
+        if (!err) {
+                x = kdl__gather_tensor(gx, l, k);
+                xc = kdl__gather_tensor(&gc, &one, 0);
+                err = kdl_quality_compute(&x, gx->labels, &xc, gc.labels, r->nclasses, &qo, ret);
+        }
+        kdl__gather_release(&gc, one.n);
+        kdl__srcs_release(&one);
+        return err;
+}
+
+/* Rows per class of the class spectra: min(per_class, N / C). */
+static size_t per_class(const struct run *r)
+{
+        size_t most = r->n / r->nclasses;
+
+        return r->o->per_class < most ? r->o->per_class : most;
+}
+
+/* Checkpoint pair @ck: one CKA pass over every sample, then each teacher
+ * layer's quality; its rows go to the tables and its CKA results to r->res. */
+static int one_checkpoint(struct run *r, const struct kdl_ckpair *ck)
+{
+        const struct kdl_run_layers_opts *o = r->o;
+        struct kdl__srcs l = {0};
+        struct kdl__gather gx = {0};
+        struct row *rows = NULL;
+        size_t nrows = 0, *xr = NULL, nx = 0, *cr = NULL, ncr = 0, pc = per_class(r);
+        bool *mask = NULL;
+        long long logits, lab;
+        int err;
+
+        err = checkpoint_sources(r, ck, &l, &logits, &lab, &mask);
         /* X: subsample / C rows of each class; X_c: min(per_class, N / C). */
-        pc = o->per_class < n / nclasses ? o->per_class : n / nclasses;
-        err = kdl_sample_select(n, labels, nclasses, o->subsample / nclasses, o->seed, STREAM_X,
-                                &xr, &nx);
         err = err
-                      ?: kdl_sample_select(n, labels, nclasses, pc ? pc : 1, o->seed, STREAM_XC,
-                                           &cr, &ncr);
-        if (err)
-                goto out;
-        {
-                struct kdl__cka_compute_opts co = {.spatial = o->spatial,
-                                                   .skip_nonfinite = o->skip_nonfinite,
+                      ?: kdl_sample_select(r->n, r->labels, r->nclasses, o->subsample / r->nclasses,
+                                           o->seed, STREAM_X, &xr, &nx);
+        err = err
+                      ?: kdl_sample_select(r->n, r->labels, r->nclasses, pc ? pc : 1, o->seed,
+                                           STREAM_XC, &cr, &ncr);
+        if (!err) {
+                struct kdl__cka_compute_opts co = {.spatial = o->common.spatial,
+                                                   .skip_nonfinite = o->common.skip_nonfinite,
                                                    .labels = true,
                                                    .seed = o->seed,
                                                    .robust = ROBUST_FRACTION,
                                                    .max_bytes = o->max_bytes,
                                                    .pairs = mask};
 
-                err = kdl__cka_compute(in, student ? in->pairs[0] : NULL, &l, nclasses, &co, xr, nx,
-                                       res, &gx);
-                if (err)
-                        goto out;
+                err = kdl__cka_compute(r->in, r->student ? r->in->pairs[0] : NULL, &l, r->nclasses,
+                                       &co, xr, nx, &r->res, &gx);
         }
-
-        rows = kdl_new(struct row, l.n);
-        if (!rows) {
+        if (!err && !(rows = kdl_new(struct row, l.n)))
                 err = -ENOMEM;
-                goto out;
-        }
         for (size_t k = 0; k < l.n && !err; k++) {
-                struct kdl__srcs one = {0};
-                struct kdl__gather gc = {0};
-                struct row *r;
-                kdl_quality_opts qo;
-                kdl_tensor x, xc;
-
                 if (l.v[k].model != 0 || !l.v[k].has_depth)
                         continue;
-                r = &rows[nrows++];
-                r->src = k;
-                r->cka_logits = entry(res->lin, res->lin->biased, k, logits);
-                r->cka_logits_deb = entry(res->lin, res->lin->debiased, k, logits);
-                r->cka_labels = entry(res->lin, res->lin->biased, k, lab);
-                r->cka_labels_deb = entry(res->lin, res->lin->debiased, k, lab);
-                r->cka_logits_rob =
-                        entry(res->robust, res->robust ? res->robust->biased : NULL, k, logits);
-                r->cka_labels_rob =
-                        entry(res->robust, res->robust ? res->robust->biased : NULL, k, lab);
-                r->student_best = -1;
-                r->cka_student_best = NAN;
-                for (size_t b = 0; b < l.n; b++) {
-                        double v = entry(res->lin, res->lin->biased, k, (long long) b);
-
-                        if (l.v[b].model == 1 && l.v[b].has_depth &&
-                            (r->student_best < 0 || v > r->cka_student_best)) {
-                                r->student_best = (long long) b;
-                                r->cka_student_best = v;
-                        }
-                }
-                kdl_quality_opts_init(&qo);
-                qo.variant = o->variant;
-                qo.population = (double) n;
-                err = gather_layer(in, &l, k, n, cr, ncr, o, &one, &gc);
-                if (!err) {
-                        x = kdl__gather_tensor(&gx, &l, k);
-                        xc = kdl__gather_tensor(&gc, &one, 0);
-                        err = kdl_quality_compute(&x, gx.labels, &xc, gc.labels, nclasses, &qo,
-                                                  &r->q);
-                }
-                kdl__gather_release(&gc, one.n);
-                kdl__srcs_release(&one);
+                cka_columns(&rows[nrows], &l, &r->res, k, logits, lab);
+                err = quality(r, &l, k, &gx, cr, ncr, &rows[nrows++].q);
         }
-        err = err ?: emit(tb, &l, rows, nrows, ck, student, o->k ? o->k : DEFAULT_K);
-        if (!err && student)
-                err = emit_cka(tb->cka, &l, res, ck);
-out:
+        err = err ?: emit(&r->tb, &l, rows, nrows, ck, r->student, o->k);
+        if (!err && r->student)
+                err = emit_cka(r->tb.cka, &l, &r->res, ck);
         free(mask);
         free(rows);
         free(cr);
@@ -327,102 +397,112 @@ out:
         return err;
 }
 
-int kdl_layers_run(kdl_inputs *in, const struct kdl_layers_opts *opts, kdl_doc *doc)
+static int tables_new(struct tables *tb)
 {
-        struct kdl_layers_opts o = *opts;
-        const kdl_dump *dt;
-        struct kdl_ckpair *cks = NULL;
-        struct tables tb = {0};
-        struct kdl__cka_results res = {0};
-        int64_t *labels = NULL;
-        size_t nck = 0, n, nclasses;
         int err;
 
-        assert(in && in->teacher && opts && doc);
+        err = kdl_table_new("layers", "Teacher layers ranked by knowledge quality Q", &tb->ranked);
+        err = err ?: kdl_table_new("layers_detail", "Parts of S, I and E", &tb->detail);
+        err = err
+                      ?: kdl_table_new("layers_recommended", "Recommended layers, in depth order",
+                                       &tb->recommended);
+        err = err ?: kdl_table_new("layers_cka", "Teacher x student linear CKA", &tb->cka);
+        return err;
+}
+
+/* The tables into @doc (layers_cka only with a student); every table leaves @tb. */
+static int tables_commit(struct tables *tb, kdl_doc *doc, bool student)
+{
+        int err;
+
+        kdl_table_set_label(tb->ranked, "q", "Q");
+        kdl_table_set_label(tb->ranked, "s", "S");
+        kdl_table_set_label(tb->ranked, "i", "I");
+        kdl_table_set_label(tb->ranked, "e", "E");
+        err = kdl_doc_add_table(doc, tb->ranked);
+        tb->ranked = NULL;
+        err = err ?: kdl_doc_add_table(doc, tb->recommended);
+        tb->recommended = NULL;
+        err = err ?: kdl_doc_add_table(doc, tb->detail);
+        tb->detail = NULL;
+        if (!err && student) {
+                err = kdl_doc_add_table(doc, tb->cka);
+                tb->cka = NULL;
+        }
+        return err;
+}
+
+static void tables_release(struct tables *tb)
+{
+        kdl_table_free(tb->cka);
+        kdl_table_free(tb->detail);
+        kdl_table_free(tb->recommended);
+        kdl_table_free(tb->ranked);
+}
+
+/* How the columns were computed (from the last checkpoint's results). */
+static int add_notes(const struct run *r, kdl_doc *doc)
+{
+        const struct kdl_run_layers_opts *o = r->o;
+        int err;
+
+        err = kdl_doc_add_note(doc,
+                               "Q = S + sqrt(I*E) as in Cooper et al.'s code (%s variant): S, E "
+                               "and the class-geometry columns on a class-balanced seeded "
+                               "subsample of %zu samples (up to %zu per class, seed %llu), class "
+                               "spectra on another of up to %zu per class; N = %zu in "
+                               "(N/pi)^(1/r)",
+                               kdl_quality_variant_name(o->variant), r->res.nsub,
+                               o->subsample / r->nclasses, (unsigned long long) o->seed,
+                               per_class(r), r->n);
+        err = err
+                      ?: kdl_doc_add_note(doc,
+                                          "cka_logits, cka_labels: linear CKA over all %zu "
+                                          "samples (%s space); robust: on the subsample without "
+                                          "each layer's 1 %% largest centred norms",
+                                          r->res.n, r->res.gram ? "Gram" : "feature");
+        err = err
+                      ?: kdl_doc_add_note(doc, "features of rank 3 and 4 reduced by '%s'",
+                                          kdl_spatial_name(o->common.spatial));
+        return err;
+}
+
+int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc)
+{
+        struct run r = {.in = in, .o = o, .student = in->nstudents > 0};
+        const kdl_dump *dt;
+        struct kdl_ckpair *cks = NULL;
+        size_t nck = 0;
+        int err;
+
+        assert(in && in->teacher && o && doc);
         dt = kdl_h5_dump(in->teacher);
-        if (!o.k)
-                o.k = DEFAULT_K;
-        if (!o.subsample)
-                o.subsample = DEFAULT_SUBSAMPLE;
-        if (!o.per_class)
-                o.per_class = DEFAULT_PER_CLASS;
-        if (!o.max_bytes)
-                o.max_bytes = DEFAULT_MAX_BYTES;
-        nclasses = kdl__classes(dt);
-        if (!nclasses)
+        r.nclasses = kdl__classes(dt);
+        if (!r.nclasses)
                 return kdl_error(-KDL_EMISSING,
                                  "'%s': /labels: layer quality needs class labels, found none",
                                  dt->path);
-        n = in->nstudents ? in->pairs[0]->n : dt->n;
-        if (o.subsample / nclasses < 2)
+        r.n = r.student ? in->pairs[0]->n : dt->n;
+        if (o->subsample / r.nclasses < 2)
                 return kdl_error(-KDL_EUSAGE,
                                  "--subsample %zu leaves fewer than 2 samples for each of the %zu "
                                  "classes",
-                                 o.subsample, nclasses);
-        err = kdl_h5_read_labels(in->teacher, &labels);
+                                 o->subsample, r.nclasses);
+        err = kdl_h5_read_labels(in->teacher, &r.labels);
         err = err
-                      ?: kdl_select_checkpoints(in->teacher, in->nstudents ? in->students[0] : NULL,
-                                                o.checkpoint, "same", &cks, &nck);
-        err = err
-                      ?: kdl_table_new("layers", "Teacher layers ranked by knowledge quality Q",
-                                       &tb.ranked);
-        err = err ?: kdl_table_new("layers_detail", "Parts of S, I and E", &tb.detail);
-        err = err
-                      ?: kdl_table_new("layers_recommended", "Recommended layers, in depth order",
-                                       &tb.recommended);
-        err = err ?: kdl_table_new("layers_cka", "Teacher x student linear CKA", &tb.cka);
+                      ?: kdl_select_checkpoints(in->teacher, r.student ? in->students[0] : NULL,
+                                                o->common.checkpoint, "same", &cks, &nck);
+        err = err ?: tables_new(&r.tb);
         err = err ?: kdl_inputs_describe(in, doc);
         for (size_t c = 0; c < nck && !err; c++) {
-                kdl__cka_results_release(&res);
-                err = one_checkpoint(in, &cks[c], labels, n, nclasses, &o, &tb, &res);
+                kdl__cka_results_release(&r.res);
+                err = one_checkpoint(&r, &cks[c]);
         }
-        if (!err) {
-                kdl_table_set_label(tb.ranked, "q", "Q");
-                kdl_table_set_label(tb.ranked, "s", "S");
-                kdl_table_set_label(tb.ranked, "i", "I");
-                kdl_table_set_label(tb.ranked, "e", "E");
-        }
-        if (!err) {
-                size_t pc = o.per_class < n / nclasses ? o.per_class : n / nclasses;
-
-                err = kdl_doc_add_note(
-                        doc,
-                        "Q = S + sqrt(I*E) as in Cooper et al.'s code (%s variant): S, E and the "
-                        "class-geometry columns on a class-balanced seeded subsample of %zu "
-                        "samples (up to %zu per class, seed %llu), class spectra on another of up "
-                        "to %zu per class; N = %zu in (N/pi)^(1/r)",
-                        kdl_quality_variant_name(o.variant), res.nsub, o.subsample / nclasses,
-                        (unsigned long long) o.seed, pc, n);
-                err = err
-                              ?: kdl_doc_add_note(
-                                         doc,
-                                         "cka_logits, cka_labels: linear CKA over all %zu samples "
-                                         "(%s space); robust: on the subsample without each "
-                                         "layer's "
-                                         "1 %% largest centred norms",
-                                         res.n, res.gram ? "Gram" : "feature");
-                err = err
-                              ?: kdl_doc_add_note(doc, "features of rank 3 and 4 reduced by '%s'",
-                                                  kdl_spatial_name(o.spatial));
-        }
-        if (!err) {
-                err = kdl_doc_add_table(doc, tb.ranked);
-                tb.ranked = NULL;
-                err = err ?: kdl_doc_add_table(doc, tb.recommended);
-                tb.recommended = NULL;
-                err = err ?: kdl_doc_add_table(doc, tb.detail);
-                tb.detail = NULL;
-                if (!err && in->nstudents) {
-                        err = kdl_doc_add_table(doc, tb.cka);
-                        tb.cka = NULL;
-                }
-        }
-        kdl__cka_results_release(&res);
-        kdl_table_free(tb.cka);
-        kdl_table_free(tb.detail);
-        kdl_table_free(tb.recommended);
-        kdl_table_free(tb.ranked);
+        err = err ?: add_notes(&r, doc);
+        err = err ?: tables_commit(&r.tb, doc, r.student);
+        kdl__cka_results_release(&r.res);
+        tables_release(&r.tb);
         free(cks);
-        free(labels);
+        free(r.labels);
         return err;
 }

@@ -18,22 +18,27 @@
  * ranked by Q, with the top k recommended in depth order.
  */
 
-struct kdl_layers_opts {
-        const char *checkpoint; /* teacher checkpoint: NULL last, "all", a name */
-        enum kdl_spatial spatial;
-        bool skip_nonfinite;
-        size_t k;         /* layers to recommend; 0: 4 */
-        size_t subsample; /* class-balanced rows for S, E and the extra columns
-                             (subsample / C per class); 0: 5000 */
-        size_t per_class; /* rows per class for the class spectra, at most N / C;
-                             0: 500 */
+struct kdl_run_layers_opts {
+        struct kdl_run_common common; /* reads checkpoint (the teacher's), spatial,
+                                         skip_nonfinite */
+        size_t k;                     /* layers to recommend */
+        size_t subsample;             /* class-balanced rows for S, E and the extra columns
+                                         (subsample / C per class) */
+        size_t per_class;             /* rows per class for the class spectra, at most N / C */
         enum kdl_quality_variant variant;
         uint64_t seed;
-        size_t max_bytes; /* largest CKA state; 0: 8 GiB */
+        size_t max_bytes; /* largest CKA state */
 };
 
 /**
- * kdl_layers_run() - add the tables "layers" (ranked by Q, ties by depth),
+ * kdl_run_layers_opts_init() - common defaults, 4 layers recommended, a
+ * subsample of 5000, 500 per class, the authors' code variant, seed 0,
+ * 8 GiB at most.
+ */
+KDL_API void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o);
+
+/**
+ * kdl_run_layers() - add the tables "layers" (ranked by Q, ties by depth),
  * "layers_detail" (the parts of S, I, E and the debiased CKAs),
  * "layers_recommended" (the top k in depth order) and, with a student,
  * "layers_cka" (teacher × student linear CKA) to @doc.
@@ -49,6 +54,6 @@ struct kdl_layers_opts {
  * -KDL_ERANGE when the CKA state would exceed @o->max_bytes; the loader's
  * and metrics' errors.
  */
-KDL_API int kdl_layers_run(kdl_inputs *in, const struct kdl_layers_opts *o, kdl_doc *doc);
+KDL_API int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc);
 
 #endif

@@ -11,7 +11,7 @@
 
 /*
  * The split analysis of one student checkpoint as a kdl__job, so that the
- * report can run it with other analyses on one stream.  kdl_split_run() is
+ * report can run it with other analyses on one stream.  kdl_run_split() is
  *
  *      kdl__split_begin(in, o, doc, &r);
  *      for each student k, each selected checkpoint pair cp:
@@ -31,15 +31,16 @@ struct kdl__split_run;
 
 /**
  * kdl__split_begin() - check the options, create the tables, describe the
- * inputs in @doc and open the per-sample file (as kdl_split_run() does).
- * @in, @o, @doc: borrowed, must outlive @ret.
+ * inputs in @doc and open the per-sample file (as kdl_run_split() does).
+ * @o:           copied.
+ * @in, @doc:     borrowed, must outlive @ret.
  * @ret:          set on success only; kdl__split_end() or kdl__split_abort()
  *                frees it.
  * Return: 0; -KDL_EUSAGE without a teacher or a student or for bad
  * options; -KDL_ESCHEMA for fewer than 2 classes; errors of opening the
  * per-sample file; -ENOMEM.
  */
-int kdl__split_begin(const kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc,
+int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc,
                      struct kdl__split_run **ret);
 
 /**
@@ -52,7 +53,7 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_split_run_opts *o, k
  * @cp:  borrowed, its checkpoints must outlive the job.
  * @ret: set on success only.
  * Return: 0; -KDL_EMISSING when @cp has no teacher checkpoint.  The job
- * itself fails with the errors of kdl_split_run().
+ * itself fails with the errors of kdl_run_split().
  */
 int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret);
 
@@ -65,5 +66,41 @@ int kdl__split_end(struct kdl__split_run *r);
 
 /** kdl__split_abort() - free @r after a failure (NULL: no-op); nothing is committed. */
 void kdl__split_abort(struct kdl__split_run *r);
+
+/*
+ * The tables of a split document (analysis/split-tables.c): rows from the
+ * results of each job, and the notes.
+ */
+#define KDL__SPLIT_NTABLES 9
+
+/* kdl__split_tables_new() - the empty tables into @t[KDL__SPLIT_NTABLES]
+ * (release them whatever it returns).  Return: 0; -ENOMEM. */
+int kdl__split_tables_new(kdl_table **t);
+
+/* kdl__split_tables_commit() - the tables with rows into @doc, in order; every
+ * table leaves @t.  Return: 0; -ENOMEM. */
+int kdl__split_tables_commit(kdl_table **t, kdl_doc *doc);
+
+/* kdl__split_tables_release() - free the tables still in @t. */
+void kdl__split_tables_release(kdl_table **t);
+
+/* Who one job's rows are about, and the tables they go to. */
+struct kdl__split_rows {
+        kdl_table *const *t; /* [KDL__SPLIT_NTABLES] */
+        const struct kdl_run_split_opts *o;
+        const kdl_checkpoint *cks, *ckt; /* the student's and the teacher's */
+        const char *student, *teacher;   /* paths */
+        size_t c;                        /* classes */
+};
+
+/* kdl__split_emit() - every row of the results @r of one job (@skipped: the
+ * samples dropped for NaN/Inf).  Return: 0; -ENOMEM. */
+int kdl__split_emit(const struct kdl__split_rows *w, const kdl_split_result *r, size_t skipped);
+
+/* kdl__split_note_heads() - a note for each missing head weight. */
+int kdl__split_note_heads(const struct kdl__split_rows *w, const kdl_split_result *r, kdl_doc *doc);
+
+/* kdl__split_notes() - the notes of the document. */
+int kdl__split_notes(const struct kdl_run_split_opts *o, kdl_doc *doc);
 
 #endif

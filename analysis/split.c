@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
-#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,40 +11,16 @@
 #include "analysis/split-internal.h"
 #include "metrics/base/banned.h"
 
-void kdl_split_run_opts_init(struct kdl_split_run_opts *o)
+_Static_assert(KDL_RUN_MAX_TAUS <= KDL_SPLIT_MAX_TAUS, "every temperature fits the metric");
+
+void kdl_run_split_opts_init(struct kdl_run_split_opts *o)
 {
         assert(o);
         memset(o, 0, sizeof(*o));
+        kdl_run_common_init(&o->common);
         kdl_split_opts_init(&o->metric);
         o->hist_bins = 20;
 }
-
-/* ---- Tables --------------------------------------------------------------- */
-
-enum {
-        T_SPLIT,
-        T_UNIVERSE,
-        T_DOMAIN,
-        T_INSTANCE,
-        T_DIST,
-        T_HIST,
-        T_CONF,
-        T_COS_T,
-        T_COS_S,
-        T_COUNT_
-};
-
-static const char *const table_names[T_COUNT_][2] = {
-        {"split", "Explicit vs implicit knowledge (TCKD / NCKD, AEKT weight)"},
-        {"universe", "Universe knowledge: label-smoothing equivalent"},
-        {"domain", "Domain knowledge: class relations of teacher and student"},
-        {"instance", "Instance knowledge: Tang et al.'s rescaling weights w_n"},
-        {"distributions", "Per-sample distributions"},
-        {"histograms", "Histograms"},
-        {"confusion_teacher", "Teacher soft confusion M (row i = true class)"},
-        {"head_cosine_teacher", "Teacher head-weight cosines"},
-        {"head_cosine_student", "Student head-weight cosines"},
-};
 
 /* The per-sample fields written by --per-sample, in file order. */
 enum { F_KL, F_TCKD, F_NCKD, F_RES, F_PT, F_PS, F_GAP, F_OMEGA, F_EPS, F_ENT, F_W, F_COUNT_ };
@@ -62,7 +38,7 @@ struct sources {
 struct job {
         const kdl_inputs *in;
         size_t k; /* the student */
-        const struct kdl_split_run_opts *o;
+        const struct kdl_run_split_opts *o;
         const kdl_checkpoint *cks, *ckt;
         const char *student, *teacher; /* paths */
         size_t c;
@@ -87,207 +63,12 @@ struct job {
 
 struct kdl__split_run {
         const kdl_inputs *in;
-        const struct kdl_split_run_opts *o;
+        struct kdl_run_split_opts o; /* metric.taus set from common.tau */
         kdl_doc *doc;
-        kdl_table *t[T_COUNT_];
+        kdl_table *t[KDL__SPLIT_NTABLES];
         kdl_h5out *out; /* NULL without --per-sample */
         struct job job; /* the current job */
 };
-
-static int put_keys(const struct job *j, kdl_table *t, bool with_tau, double tau)
-{
-        int err = kdl_table_add_row(t);
-
-        if (err < 0)
-                return err;
-        err = kdl_table_put_str(t, "student", j->student);
-        err = err ?: kdl_table_put_str(t, "checkpoint", j->cks->name);
-        err = err ?: kdl_table_put_int(t, "step", (long long) j->cks->step);
-        err = err ?: kdl_table_put_str(t, "teacher_checkpoint", j->ckt->name);
-        if (!err && with_tau)
-                err = kdl_table_put_real(t, "tau", tau);
-        return err;
-}
-
-static const char *dist_method(const struct job *j, int which, char *buf, size_t size)
-{
-        if (which < 0) {
-                snprintf(buf, size,
-                         "histogram: %d log2 bins on [2^%d, 2^%d) (1/%d octave) + "
-                         "w<=0, underflow, overflow",
-                         KDL_SPLIT_W_BINS, KDL_SPLIT_W_LOG2_MIN, KDL_SPLIT_W_LOG2_MAX,
-                         KDL_SPLIT_W_BINS / (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN));
-                return buf;
-        }
-        snprintf(buf, size, "histogram: %zu equal bins", j->o->metric.nbins);
-        return buf;
-}
-
-static int emit_dist(const struct job *j, double tau, const char *name, const kdl_split_dist *d,
-                     bool log)
-{
-        kdl_table *t = j->t[T_DIST];
-        static const char *const qkeys[KDL_SPLIT_NQUANTILES] = {"p05", "p25", "p50", "p75", "p95"};
-        char buf[160];
-        int err = put_keys(j, t, true, tau);
-
-        err = err ?: kdl_table_put_str(t, "quantity", name);
-        err = err ?: kdl_table_put_int(t, "n", (long long) d->n);
-        err = err ?: kdl_table_put_real(t, "mean", d->mean);
-        err = err ?: kdl_table_put_real(t, "std", d->std);
-        err = err ?: kdl_table_put_real(t, "min", d->min);
-        for (int q = 0; q < KDL_SPLIT_NQUANTILES && !err; q++)
-                err = kdl_table_put_real(t, qkeys[q], d->quantile[q]);
-        err = err ?: kdl_table_put_real(t, "max", d->max);
-        if (!err)
-                err = kdl_table_put_str(t, "quantile_method",
-                                        dist_method(j, log ? -1 : 0, buf, sizeof(buf)));
-        if (err || !j->o->long_tables)
-                return err;
-
-        /* Histogram, coarsened for output: bounded ones to hist_bins equal
-         * bins; w_n to 2 bins per octave, its three special bins kept. */
-        t = j->t[T_HIST];
-        {
-                const kdl_split_hist *h = &d->hist;
-                size_t first = log ? 2 : 0, last = log ? h->nbins - 1 : h->nbins;
-                size_t group =
-                        log ? KDL_SPLIT_W_BINS / (2 * (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN))
-                            : h->nbins / j->o->hist_bins;
-                size_t bin = 0;
-
-                for (size_t a = 0; a < h->nbins && !err;) {
-                        size_t b = (a < first || a >= last) ? a + 1 : a + group;
-                        long long count = 0;
-
-                        for (size_t e = a; e < b; e++)
-                                count += (long long) h->count[e];
-                        err = put_keys(j, t, true, tau);
-                        err = err ?: kdl_table_put_str(t, "quantity", name);
-                        err = err ?: kdl_table_put_int(t, "bin", (long long) bin++);
-                        err = err ?: kdl_table_put_real(t, "lo", h->lo[a]);
-                        err = err ?: kdl_table_put_real(t, "hi", h->hi[b - 1]);
-                        err = err ?: kdl_table_put_int(t, "count", count);
-                        a = b;
-                }
-        }
-        return err;
-}
-
-static int emit_matrix(const struct job *j, kdl_table *t, bool with_tau, double tau,
-                       const double *m, const size_t *class_count)
-{
-        int err = 0;
-
-        for (size_t a = 0; a < j->c && !err; a++)
-                for (size_t b = 0; b < j->c && !err; b++) {
-                        err = put_keys(j, t, with_tau, tau);
-                        err = err ?: kdl_table_put_int(t, "i", (long long) a);
-                        err = err ?: kdl_table_put_int(t, "j", (long long) b);
-                        if (!err && class_count)
-                                err = kdl_table_put_int(t, "samples_i", (long long) class_count[a]);
-                        err = err ?: kdl_table_put_real(t, "value", m[a * j->c + b]);
-                }
-        return err;
-}
-
-/* A row's values, put in order: reals, or integers (counts, exact in a double). */
-struct col {
-        const char *key;
-        double v;
-        bool integer;
-};
-#define REAL(k, x)                                                                                 \
-        {                                                                                          \
-                (k), (x), false                                                                    \
-        }
-#define INT(k, x)                                                                                  \
-        {                                                                                          \
-                (k), (double) (x), true                                                            \
-        }
-
-static int put_cols(const struct job *j, kdl_table *t, double tau, const struct col *c, size_t n)
-{
-        int err = put_keys(j, t, true, tau);
-
-        for (size_t k = 0; k < n && !err; k++)
-                err = c[k].integer && isfinite(c[k].v)
-                              ? kdl_table_put_int(t, c[k].key, (long long) c[k].v)
-                              : kdl_table_put_real(t, c[k].key, c[k].v);
-        return err;
-}
-
-#define PUT_COLS(t, ...)                                                                           \
-        put_cols(j, (t), tau, (const struct col[]){__VA_ARGS__},                                   \
-                 sizeof((const struct col[]){__VA_ARGS__}) / sizeof(struct col))
-
-static int emit(const struct job *j, const kdl_split_result *r, size_t skipped)
-{
-        kdl_table **t = j->t;
-        double n = (double) r->n;
-        int err = 0;
-
-        for (size_t k = 0; k < r->ntaus && !err; k++) {
-                const kdl_split_tau_result *x = &r->tau[k];
-                double tau = x->tau;
-
-                err = PUT_COLS(t[T_SPLIT], INT("samples", r->n), INT("skipped", skipped),
-                               REAL("kl", x->kl), REAL("tckd", x->tckd), REAL("nckd", x->nckd),
-                               REAL("nckd_coupled", x->nckd_coupled),
-                               REAL("identity_residual", x->residual_max),
-                               REAL("explicit_share", x->explicit_share),
-                               REAL("implicit_share", x->implicit_share),
-                               REAL("pt_y", x->pt_y.mean), REAL("ps_y", x->ps_y.mean),
-                               REAL("gap", x->gap.mean), REAL("omega", x->omega.mean),
-                               INT("omega_clipped", x->omega_clipped),
-                               REAL("teacher_top1", (double) r->teacher_correct / n),
-                               REAL("student_top1", (double) r->student_correct / n));
-                if (!err)
-                        err = PUT_COLS(t[T_UNIVERSE], REAL("lambda", r->opts.lambda),
-                                       REAL("eps", x->eps.mean),
-                                       REAL("eps_p50", x->eps.quantile[2]),
-                                       REAL("nt_entropy", x->nt_entropy.mean),
-                                       REAL("nt_entropy_p50", x->nt_entropy.quantile[2]));
-                if (!err)
-                        err = PUT_COLS(
-                                t[T_DOMAIN], INT("confusion_pairs", x->confusion_pairs),
-                                REAL("pearson_confusion_student", x->pearson_confusion_student),
-                                REAL("pearson_confusion_teacher", x->pearson_confusion_teacher),
-                                REAL("pearson_heads", r->pearson_heads),
-                                REAL("cka_heads", r->cka_heads),
-                                /* null when that head is absent */
-                                INT("d_teacher",
-                                    r->has_head_teacher ? (double) r->d_teacher : (double) NAN),
-                                INT("d_student",
-                                    r->has_head_student ? (double) r->d_student : (double) NAN));
-                if (!err)
-                        err = PUT_COLS(
-                                t[T_INSTANCE], REAL("lambda", r->opts.lambda),
-                                REAL("pt_mean", x->pt_mean), REAL("w", x->w.mean),
-                                REAL("w_std", x->w.std), REAL("w_p05", x->w.quantile[0]),
-                                REAL("w_p50", x->w.quantile[2]), REAL("w_p95", x->w.quantile[4]),
-                                REAL("pearson_w_pt", x->pearson_w_pt),
-                                INT("w_above_one", x->w_above_one), INT("w_guarded", x->w_guarded),
-                                REAL("w_unguarded", x->w_unguarded),
-                                REAL("w_std_unguarded", x->w_std_unguarded),
-                                REAL("pearson_w_pt_unguarded", x->pearson_w_pt_unguarded));
-
-                err = err ?: emit_dist(j, tau, "pt_y", &x->pt_y, false);
-                err = err ?: emit_dist(j, tau, "ps_y", &x->ps_y, false);
-                err = err ?: emit_dist(j, tau, "gap", &x->gap, false);
-                err = err ?: emit_dist(j, tau, "omega", &x->omega, false);
-                err = err ?: emit_dist(j, tau, "eps", &x->eps, false);
-                err = err ?: emit_dist(j, tau, "nt_entropy", &x->nt_entropy, false);
-                err = err ?: emit_dist(j, tau, "w", &x->w, true);
-                if (!err && j->o->long_tables)
-                        err = emit_matrix(j, t[T_CONF], true, tau, x->confusion, r->class_count);
-        }
-        if (!err && j->o->long_tables && r->cos_teacher)
-                err = emit_matrix(j, t[T_COS_T], false, 0.0, r->cos_teacher, NULL);
-        if (!err && j->o->long_tables && r->cos_student)
-                err = emit_matrix(j, t[T_COS_S], false, 0.0, r->cos_student, NULL);
-        return err;
-}
 
 /* ---- Reading ---------------------------------------------------------------- */
 
@@ -461,23 +242,6 @@ static int per_sample_open(struct job *j, size_t n, int *ids)
         return err < 0 ? err : 0;
 }
 
-static int note_heads(const struct job *j, const kdl_split_result *r, kdl_doc *doc)
-{
-        int err = 0;
-
-        if (!r->has_head_teacher)
-                err = kdl_doc_add_note(doc,
-                                       "'%s': no %s/head/weight: teacher head cosines and "
-                                       "their agreement are unavailable",
-                                       j->teacher, j->ckt->group);
-        if (!err && !r->has_head_student)
-                err = kdl_doc_add_note(doc,
-                                       "'%s': no %s/head/weight: student head cosines and "
-                                       "their agreement are unavailable",
-                                       j->student, j->cks->group);
-        return err;
-}
-
 static void job_release(struct job *j)
 {
         kdl_split_instance_state_free(j->inst);
@@ -523,6 +287,13 @@ static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
 /* Pass 1 done: the results, their rows and notes. */
 static int job_finish(struct job *j)
 {
+        const struct kdl__split_rows w = {.t = j->t,
+                                          .o = j->o,
+                                          .cks = j->cks,
+                                          .ckt = j->ckt,
+                                          .student = j->student,
+                                          .teacher = j->teacher,
+                                          .c = j->c};
         kdl_tensor *wt = NULL, *ws = NULL;
         kdl_split_result *r = NULL;
         int err;
@@ -530,8 +301,8 @@ static int job_finish(struct job *j)
         err = read_head(j->in->teacher, j->ckt, j->c, &wt);
         err = err ?: read_head(j->in->students[j->k], j->cks, j->c, &ws);
         err = err ?: kdl_split_finalize(j->st, j->inst, wt, ws, &r);
-        err = err ?: emit(j, r, j->skipped);
-        err = err ?: note_heads(j, r, j->doc);
+        err = err ?: kdl__split_emit(&w, r, j->skipped);
+        err = err ?: kdl__split_note_heads(&w, r, j->doc);
         kdl_split_result_free(r);
         kdl_tensor_free(ws);
         kdl_tensor_free(wt);
@@ -560,40 +331,6 @@ static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
         return err < 0 ? err : 1;
 }
 
-static int add_notes(const struct kdl_split_run_opts *o, kdl_doc *doc)
-{
-        int err = kdl_doc_add_note(
-                doc, "KL, TCKD and NCKD are tau^2 KL(...) as in mdistiller; NCKD excludes the "
-                     "target exactly (log-sum-exp over the other classes); KL = TCKD + "
-                     "(1 - p^t_y) NCKD, identity_residual is its largest violation");
-        if (!err)
-                err = kdl_doc_add_note(doc,
-                                       "omega = clip(p^t_y / p^s_y, 0, %g) (AEKT weight, MATH "
-                                       "5.3 stand-in); "
-                                       "eps = lambda (1 - p^t_y) C/(C-1) and w_n (MATH 3.3, "
-                                       "3.4) with lambda = %g, "
-                                       "w_n denominator guarded at %g; all from the "
-                                       "distributions at temperature "
-                                       "tau",
-                                       o->metric.omega_max, o->metric.lambda, o->metric.w_eps);
-        if (!err)
-                err = kdl_doc_add_note(doc,
-                                       "quantiles: from fixed-bin histograms (%zu bins on "
-                                       "bounded ranges, "
-                                       "1/%d-octave log2 bins for w), error at most one bin; "
-                                       "means, std, min, max "
-                                       "and correlations are exact; w_n needs the mean teacher "
-                                       "confidence, so the "
-                                       "logits are read twice",
-                                       o->metric.nbins,
-                                       KDL_SPLIT_W_BINS /
-                                               (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN));
-        if (!err && !o->long_tables)
-                err = kdl_doc_add_note(doc, "histograms and the C x C matrices (soft confusion, "
-                                            "head cosines): --format json or csv");
-        return err;
-}
-
 /* ---- The run ---------------------------------------------------------------- */
 
 void kdl__split_abort(struct kdl__split_run *r)
@@ -602,18 +339,17 @@ void kdl__split_abort(struct kdl__split_run *r)
                 return;
         job_release(&r->job);
         kdl_h5out_abort(r->out);
-        for (int k = 0; k < T_COUNT_; k++)
-                kdl_table_free(r->t[k]);
+        kdl__split_tables_release(r->t);
         free(r);
 }
 
-int kdl__split_begin(const kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc,
+int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc,
                      struct kdl__split_run **ret)
 {
         struct kdl__split_run *r;
         int err = 0;
 
-        assert(in && o && doc && ret);
+        assert(in && o && doc && ret && o->common.ntau <= KDL_RUN_MAX_TAUS);
         if (!in->teacher)
                 return kdl_error(-KDL_EUSAGE, "a teacher dump is required (-t FILE)");
         if (in->nstudents == 0)
@@ -629,13 +365,14 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_split_run_opts *o, k
         if (!r)
                 return kdl_error(-ENOMEM, "out of memory");
         r->in = in;
-        r->o = o;
+        r->o = *o;
+        r->o.metric.ntaus = o->common.ntau;
+        memcpy(r->o.metric.taus, o->common.tau, o->common.ntau * sizeof(double));
         r->doc = doc;
-        for (int k = 0; k < T_COUNT_ && !err; k++)
-                err = kdl_table_new(table_names[k][0], table_names[k][1], &r->t[k]);
+        err = kdl__split_tables_new(r->t);
         err = err ?: kdl_inputs_describe(in, doc);
-        if (!err && o->per_sample)
-                err = kdl_h5out_open(o->per_sample, &r->out);
+        if (!err && o->common.per_sample)
+                err = kdl_h5out_open(o->common.per_sample, &r->out);
         err = err ?: (r->out ? kdl_h5out_attr(r->out, "/", "command", "split") : 0);
         if (err < 0) {
                 kdl__split_abort(r);
@@ -658,7 +395,7 @@ int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *
         r->job = (struct job){
                 .in = in,
                 .k = k,
-                .o = r->o,
+                .o = &r->o,
                 .cks = cp->main,
                 .ckt = cp->partner,
                 .student = kdl_h5_dump(in->students[k])->path,
@@ -678,7 +415,7 @@ int kdl__split_end(struct kdl__split_run *r)
 
         assert(r);
         job_release(&r->job);
-        err = add_notes(r->o, r->doc);
+        err = kdl__split_notes(&r->o, r->doc);
         if (err < 0)
                 goto out;
         if (r->out) {
@@ -687,24 +424,13 @@ int kdl__split_end(struct kdl__split_run *r)
                 if (err < 0)
                         goto out;
         }
-        for (int k = 0; k < T_COUNT_; k++) {
-                if (kdl_table_rows(r->t[k]) == 0) {
-                        kdl_table_free(r->t[k]);
-                } else {
-                        err = kdl_doc_add_table(r->doc, r->t[k]);
-                        if (err < 0) {
-                                r->t[k] = NULL;
-                                goto out;
-                        }
-                }
-                r->t[k] = NULL;
-        }
+        err = kdl__split_tables_commit(r->t, r->doc);
 out:
         kdl__split_abort(r);
         return err;
 }
 
-int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc)
+int kdl_run_split(kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc)
 {
         struct kdl_stream_opts so;
         struct kdl__split_run *r = NULL;
@@ -713,14 +439,14 @@ int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *d
         int err;
 
         assert(in && o && doc);
-        so = (struct kdl_stream_opts){.block_rows = o->block_rows,
-                                      .skip_nonfinite = o->skip_nonfinite};
+        so = (struct kdl_stream_opts){.block_rows = o->common.block_rows,
+                                      .skip_nonfinite = o->common.skip_nonfinite};
         err = kdl__split_begin(in, o, doc, &r);
         if (err < 0)
                 return err;
         for (size_t k = 0; k < in->nstudents; k++) {
-                err = kdl_select_checkpoints(in->students[k], in->teacher, o->checkpoint,
-                                             o->teacher_checkpoint, &cks, &ncks);
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
+                                             o->common.teacher_checkpoint, &cks, &ncks);
                 if (err < 0)
                         goto out;
                 for (size_t q = 0; q < ncks; q++) {

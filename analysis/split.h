@@ -36,25 +36,24 @@
  *   head_cosine_teacher, head_cosine_student (i, j = classes).
  */
 
-struct kdl_split_run_opts {
-        const char *checkpoint;         /* NULL: the student's last; "all"; or a name */
-        const char *teacher_checkpoint; /* NULL: the teacher's last; "same"; or a name */
-        kdl_split_opts metric;          /* temperatures, λ, ω_max, guards, bins */
-        bool skip_nonfinite;            /* drop samples with NaN/Inf and count them */
-        bool long_tables;               /* add histograms and C x C matrices */
-        size_t hist_bins;       /* output bins of the bounded histograms; divides metric.nbins */
-        size_t block_rows;      /* rows per block; 0 = the stream's memory budget */
-        const char *per_sample; /* NULL, or an HDF5 file for per-sample values */
+struct kdl_run_split_opts {
+        struct kdl_run_common common; /* reads checkpoint, teacher_checkpoint, the
+                                         temperatures, skip_nonfinite, per_sample,
+                                         block_rows (the logits are 2-D: no spatial) */
+        kdl_split_opts metric;        /* λ, ω_max, guards, bins; its temperatures are
+                                         common's (the run sets them) */
+        bool long_tables;             /* add histograms and C x C matrices */
+        size_t hist_bins; /* output bins of the bounded histograms; divides metric.nbins */
 };
 
-/** kdl_split_run_opts_init() - defaults: metric defaults, 20 output bins. */
-KDL_API void kdl_split_run_opts_init(struct kdl_split_run_opts *o);
+/** kdl_run_split_opts_init() - defaults: common's, the metric's, 20 output bins. */
+KDL_API void kdl_run_split_opts_init(struct kdl_run_split_opts *o);
 
 /**
- * kdl_split_run() - run the split analysis on @in (teacher and at least one
+ * kdl_run_split() - run the split analysis on @in (teacher and at least one
  * student) and add its tables to @doc.
  *
- * Per-sample file layout (@o->per_sample): group /student<k>/<checkpoint>
+ * Per-sample file layout (@o->common.per_sample): group /student<k>/<checkpoint>
  * with string attributes student, teacher, checkpoint, teacher_checkpoint
  * and taus; datasets sample (int64 [n], the teacher's row), label (int64
  * [n]) and, as float64 [n, ntaus], kl, tckd, nckd, residual, pt_y, ps_y,
@@ -67,6 +66,6 @@ KDL_API void kdl_split_run_opts_init(struct kdl_split_run_opts *o);
  * that is not [C, D]; errors of reading (-KDL_ENONFINITE naming the
  * dataset and sample, -KDL_EHDF5) and of writing the per-sample file.
  */
-KDL_API int kdl_split_run(kdl_inputs *in, const struct kdl_split_run_opts *o, kdl_doc *doc);
+KDL_API int kdl_run_split(kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc);
 
 #endif

@@ -222,62 +222,70 @@ int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format for
         return err < 0 ? kdl_cli_fail(cli, err) : KDL_EXIT_OK;
 }
 
-void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o)
+void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o,
+                         const struct kdl_run_common *run)
 {
-        *o = (struct kdl_cli_common){.format = kdl_cli_default_format(cli),
-                                     .temps = {4.0},
-                                     .ntemps = 1,
-                                     .spatial = KDL_SPATIAL_AVG};
+        *o = (struct kdl_cli_common){.format = kdl_cli_default_format(cli)};
+        if (run)
+                o->run = *run;
+        else
+                kdl_run_common_init(&o->run);
 }
 
-int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
-                          char **argv)
+/* common_option() results besides an exit status and KDL_CLI_OPT_NOT_MINE. */
+enum { OPT_TAKEN = -1 };
+
+/* Getopt result @c with argument @arg into @o: OPT_TAKEN; KDL_CLI_OPT_NOT_MINE
+ * for the verb's own options; or an exit status (0 after -h, 2 after a usage
+ * error, printed, also for unknown options). */
+static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
+                         char **argv)
 {
         int n;
 
         switch (c) {
         case 't':
                 o->teacher = arg;
-                return KDL_CLI_OPT_TAKEN;
+                return OPT_TAKEN;
         case 's':
                 if (o->nstudents == KDL_CLI_MAX_STUDENTS)
                         return kdl_cli_usage(cli, "expected at most %d students",
                                              KDL_CLI_MAX_STUDENTS);
                 o->students[o->nstudents++] = arg;
-                return KDL_CLI_OPT_TAKEN;
+                return OPT_TAKEN;
         case 'c':
-                o->checkpoint = arg;
-                return KDL_CLI_OPT_TAKEN;
+                o->run.checkpoint = arg;
+                return OPT_TAKEN;
         case 'f':
                 if (kdl_format_parse(arg, &o->format) < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
-                return KDL_CLI_OPT_TAKEN;
+                return OPT_TAKEN;
         case 'T':
-                n = kdl_parse_reals(arg, "--temperature", o->temps, KDL_CLI_MAX_TEMPS);
+                n = kdl_parse_reals(arg, "--temperature", o->run.tau, KDL_RUN_MAX_TAUS);
                 if (n < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
-                o->ntemps = (size_t) n;
+                o->run.ntau = (size_t) n;
                 o->temps_given = true;
-                return KDL_CLI_OPT_TAKEN;
+                return OPT_TAKEN;
         case KDL_OPT_SPATIAL:
-                if (kdl_spatial_parse(arg, &o->spatial) < 0)
+                if (kdl_spatial_parse(arg, &o->run.spatial) < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
-                return KDL_CLI_OPT_TAKEN;
+                return OPT_TAKEN;
         case KDL_OPT_NONFINITE:
                 if (strcmp(arg, "skip") != 0 && strcmp(arg, "error") != 0)
                         return kdl_cli_usage(cli, "--nonfinite: expected error or skip, found '%s'",
                                              arg);
-                o->skip_nonfinite = strcmp(arg, "skip") == 0;
-                return KDL_CLI_OPT_TAKEN;
+                o->run.skip_nonfinite = strcmp(arg, "skip") == 0;
+                return OPT_TAKEN;
         case KDL_OPT_PER_SAMPLE:
-                o->per_sample = arg;
-                return KDL_CLI_OPT_TAKEN;
+                o->run.per_sample = arg;
+                return OPT_TAKEN;
         case KDL_OPT_TEACHER_CHECKPOINT:
-                o->teacher_checkpoint = arg;
-                return KDL_CLI_OPT_TAKEN;
+                o->run.teacher_checkpoint = arg;
+                return OPT_TAKEN;
         case KDL_OPT_BLOCK_ROWS:
-                n = kdl_cli_parse_count(cli, "--block-rows", arg, &o->block_rows);
-                return n ? n : KDL_CLI_OPT_TAKEN;
+                n = kdl_cli_parse_count(cli, "--block-rows", arg, &o->run.block_rows);
+                return n ? n : OPT_TAKEN;
         case 'h':
                 return kdl_cli_help(cli);
         case '?':
@@ -288,6 +296,44 @@ int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, 
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
+}
+
+int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shortopts,
+                  const struct option *longopts, struct kdl_cli_common *c, kdl_cli_option_fn *own,
+                  void *ctx)
+{
+        int opt, st;
+
+        while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+                st = common_option(cli, c, opt, optarg, argv);
+                if (st == KDL_CLI_OPT_NOT_MINE) {
+                        st = own(cli, opt, optarg, ctx);
+                        if (st == KDL_CLI_OPT_NOT_MINE)
+                                return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
+                        if (st)
+                                return st;
+                } else if (st != OPT_TAKEN) {
+                        return st; /* after -h, or a usage error */
+                }
+        }
+        return KDL_CLI_PARSED;
+}
+
+int kdl_cli_analyse(struct kdl_cli *cli, const char *teacher, const char *const *students, size_t n,
+                    const char *name, kdl_cli_analysis_fn *fn, const void *opts,
+                    enum kdl_format format)
+{
+        kdl_inputs *in = NULL;
+        kdl_doc *doc = NULL;
+        int err, status;
+
+        err = kdl_inputs_open(teacher, students, n, &in);
+        err = err ?: kdl_doc_new(name, &doc);
+        err = err ?: fn(in, opts, doc);
+        status = err < 0 ? kdl_cli_fail(cli, err) : kdl_cli_write_doc(cli, doc, format);
+        kdl_doc_free(doc);
+        kdl_inputs_free(in);
+        return status;
 }
 
 int kdl_cli_parse_real(struct kdl_cli *cli, const char *what, const char *arg, double lo, double hi,
@@ -324,23 +370,29 @@ int kdl_cli_parse_uint(struct kdl_cli *cli, const char *what, const char *arg, u
         return 0;
 }
 
-int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret)
+int kdl_cli_parse_size(struct kdl_cli *cli, const char *what, const char *arg, size_t min,
+                       size_t max, size_t *ret)
 {
         uint64_t v;
-        int r = kdl_cli_parse_uint(cli, what, arg, 1, SIZE_MAX, &v);
+        int r = kdl_cli_parse_uint(cli, what, arg, min, max, &v);
 
         if (r == 0)
                 *ret = (size_t) v;
         return r;
 }
 
+int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret)
+{
+        return kdl_cli_parse_size(cli, what, arg, 1, SIZE_MAX, ret);
+}
+
 int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned what)
 {
         if ((what & KDL_CLI_NO_TEMPERATURE) && o->temps_given)
                 return kdl_cli_usage(cli, "-T/--temperature: %s has no temperature", cli->verb);
-        if ((what & KDL_CLI_NO_PER_SAMPLE) && o->per_sample)
+        if ((what & KDL_CLI_NO_PER_SAMPLE) && o->run.per_sample)
                 return kdl_cli_usage(cli, "--per-sample: %s has no per-sample values", cli->verb);
-        if ((what & KDL_CLI_NO_TEACHER_CHECKPOINT) && o->teacher_checkpoint)
+        if ((what & KDL_CLI_NO_TEACHER_CHECKPOINT) && o->run.teacher_checkpoint)
                 return kdl_cli_usage(cli, "--teacher-checkpoint: %s pairs checkpoints by name",
                                      cli->verb);
         return 0;

@@ -2,11 +2,13 @@
 #ifndef KDL_ANALYSIS_CLI_CLI_H
 #define KDL_ANALYSIS_CLI_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
+#include "analysis/inputs.h"
 #include "loaders/h5.h"
 #include "reports/table.h"
 
@@ -65,26 +67,21 @@ int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format for
 
 /*
  * Options shared by the analysis verbs.  A verb lists KDL_CLI_COMMON_LONGOPTS
- * in its getopt_long table (plus its own), passes every option to
- * kdl_cli_common_option() first, and handles what that leaves.
+ * in its getopt_long table (plus its own) and parses with kdl_cli_parse(),
+ * which handles these and hands it the rest.  What the analysis is asked
+ * goes straight into @run, which the verb copies into its options once
+ * (o.common = c.run).
  */
 #define KDL_CLI_MAX_STUDENTS 16
-#define KDL_CLI_MAX_TEMPS    16
 
 struct kdl_cli_common {
         const char *teacher;                        /* -t, --teacher */
         const char *students[KDL_CLI_MAX_STUDENTS]; /* -s, --student (repeatable) */
         size_t nstudents;
-        const char *checkpoint;          /* -c, --checkpoint NAME|all; NULL = last */
-        enum kdl_format format;          /* -f, --format */
-        double temps[KDL_CLI_MAX_TEMPS]; /* -T, --temperature 1,2,4 (default 4) */
-        size_t ntemps;
-        bool temps_given;               /* -T was on the command line */
-        enum kdl_spatial spatial;       /* --spatial avg|max|flatten */
-        bool skip_nonfinite;            /* --nonfinite error|skip */
-        const char *per_sample;         /* --per-sample OUT.h5 */
-        size_t block_rows;              /* --block-rows N; 0 = the memory budget */
-        const char *teacher_checkpoint; /* --teacher-checkpoint NAME|same; NULL = the last */
+        enum kdl_format format;    /* -f, --format */
+        bool temps_given;          /* -T was on the command line */
+        struct kdl_run_common run; /* -c, -T, --spatial, --nonfinite, --per-sample,
+                                      --block-rows, --teacher-checkpoint */
 };
 
 enum {
@@ -112,20 +109,49 @@ enum {
                 "help", no_argument, NULL, 'h'                                                     \
         }
 
-/** kdl_cli_common_init() - the defaults: τ = 4, avg pooling, NaN/Inf is an error. */
-void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o);
+/**
+ * kdl_cli_common_init() - no inputs, the default format, and @run (the
+ * verb's defaults, from its kdl_run_<verb>_opts_init()) copied; NULL @run:
+ * kdl_run_common_init()'s.
+ */
+void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o,
+                         const struct kdl_run_common *run);
 
-/* kdl_cli_common_option() results besides an exit status. */
-enum { KDL_CLI_OPT_TAKEN = -1, KDL_CLI_OPT_NOT_MINE = -2 };
+/* kdl_cli_parse() results besides an exit status. */
+enum { KDL_CLI_OPT_NOT_MINE = -2, KDL_CLI_PARSED = -3 };
+
+/*
+ * kdl_cli_option_fn - a verb's own options for kdl_cli_parse(): getopt
+ * result @opt with argument @arg into @ctx.
+ * Return: 0; an exit status to return at once (a usage error, printed); or
+ * KDL_CLI_OPT_NOT_MINE for an option it does not know.
+ */
+typedef int kdl_cli_option_fn(struct kdl_cli *cli, int opt, const char *arg, void *ctx);
 
 /**
- * kdl_cli_common_option() - handle getopt result @c with argument @arg.
- * Return: KDL_CLI_OPT_TAKEN; KDL_CLI_OPT_NOT_MINE for the verb's own options;
- * or an exit status to return at once (0 after -h; 2 after a usage error,
- * printed, also for unknown options).
+ * kdl_cli_parse() - getopt_long over @argv with @shortopts and @longopts
+ * (the common ones and the verb's): the common options into @c, every other
+ * one to @own with @ctx.
+ * Return: KDL_CLI_PARSED (the positional arguments start at optind); or an
+ * exit status to return at once (0 after -h; 2 after a usage error, printed,
+ * also for unknown options).
  */
-int kdl_cli_common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
-                          char **argv);
+int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shortopts,
+                  const struct option *longopts, struct kdl_cli_common *c, kdl_cli_option_fn *own,
+                  void *ctx);
+
+/* kdl_cli_analysis_fn - an analysis as kdl_cli_analyse() runs it: kdl_run_<verb>(). */
+typedef int kdl_cli_analysis_fn(kdl_inputs *in, const void *opts, kdl_doc *doc);
+
+/**
+ * kdl_cli_analyse() - the rest of an analysis verb: open @teacher (may be
+ * NULL) and the @n @students, run @fn with @opts into a new document called
+ * @name, and print that in @format.
+ * Return: the exit status (0; otherwise the error is printed).
+ */
+int kdl_cli_analyse(struct kdl_cli *cli, const char *teacher, const char *const *students, size_t n,
+                    const char *name, kdl_cli_analysis_fn *fn, const void *opts,
+                    enum kdl_format format);
 
 /**
  * kdl_cli_parse_real() - @arg as a finite number in [@lo, @hi] for option @what.
@@ -137,6 +163,10 @@ int kdl_cli_parse_real(struct kdl_cli *cli, const char *what, const char *arg, d
 /** kdl_cli_parse_uint() - @arg as a whole number in [@min, @max]; as kdl_cli_parse_real(). */
 int kdl_cli_parse_uint(struct kdl_cli *cli, const char *what, const char *arg, uint64_t min,
                        uint64_t max, uint64_t *ret);
+
+/** kdl_cli_parse_size() - @arg as a whole number in [@min, @max] into a size_t. */
+int kdl_cli_parse_size(struct kdl_cli *cli, const char *what, const char *arg, size_t min,
+                       size_t max, size_t *ret);
 
 /** kdl_cli_parse_count() - @arg as a positive integer that fits size_t. */
 int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret);

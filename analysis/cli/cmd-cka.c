@@ -1,9 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-#include <errno.h>
 #include <float.h>
 #include <getopt.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stdint.h>
 
 #include "analysis/cli/cli.h"
 #include "analysis/cka.h"
@@ -21,6 +19,43 @@ enum {
         OPT_PRECISION,
 };
 
+static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
+{
+        struct kdl_run_cka_opts *o = ctx;
+
+        switch (opt) {
+        case OPT_KERNEL:
+                if (kdl_run_cka_kernel_parse(arg, &o->kernel) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return 0;
+        case OPT_ESTIMATOR:
+                if (kdl_run_cka_estimator_parse(arg, &o->estimator) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return 0;
+        case OPT_BOOTSTRAP:
+                return kdl_cli_parse_size(cli, "--bootstrap", arg, 0, 100000, &o->bootstrap);
+        case OPT_SEED:
+                return kdl_cli_parse_uint(cli, "--seed", arg, 0, UINT64_MAX, &o->seed);
+        case OPT_SUBSAMPLE:
+                return kdl_cli_parse_size(cli, "--subsample", arg, 4, 46340, &o->subsample);
+        case OPT_BATCH:
+                return kdl_cli_parse_size(cli, "--batch", arg, 4, 46340, &o->batch);
+        case OPT_THETA:
+                return kdl_cli_parse_real(cli, "--theta", arg, DBL_MIN, 1e300, &o->theta);
+        case OPT_PRECISION:
+                if (kdl_cka_precision_parse(arg, &o->precision) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return 0;
+        default:
+                return KDL_CLI_OPT_NOT_MINE;
+        }
+}
+
+static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
+{
+        return kdl_run_cka(in, o, doc);
+}
+
 int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -35,84 +70,23 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                 {"precision", required_argument, NULL, OPT_PRECISION},
                 {NULL, 0, NULL, 0},
         };
-        struct kdl_cli_common co;
-        struct kdl_cka_run_opts o = {0};
-        kdl_inputs *in = NULL;
-        kdl_doc *doc = NULL;
-        uint64_t v;
-        int c, err, st, npos;
+        struct kdl_cli_common c;
+        struct kdl_run_cka_opts o;
+        int st, npos;
 
-        kdl_cli_common_init(cli, &co);
-        while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-                st = kdl_cli_common_option(cli, &co, c, optarg, argv);
-                if (st == KDL_CLI_OPT_TAKEN)
-                        continue;
-                if (st != KDL_CLI_OPT_NOT_MINE)
-                        return st;
-                switch (c) {
-                case OPT_KERNEL:
-                        if (kdl_cka_kernel_parse(optarg, &o.kernel) < 0)
-                                return kdl_cli_usage(cli, "%s", kdl_errmsg());
-                        break;
-                case OPT_ESTIMATOR:
-                        if (kdl_cka_estimator_parse(optarg, &o.estimator) < 0)
-                                return kdl_cli_usage(cli, "%s", kdl_errmsg());
-                        break;
-                case OPT_BOOTSTRAP:
-                        if ((st = kdl_cli_parse_uint(cli, "--bootstrap", optarg, 0, 100000, &v)))
-                                return st;
-                        o.bootstrap = (size_t) v;
-                        break;
-                case OPT_SEED:
-                        if ((st = kdl_cli_parse_uint(cli, "--seed", optarg, 0, UINT64_MAX, &v)))
-                                return st;
-                        o.seed = v;
-                        break;
-                case OPT_SUBSAMPLE:
-                        if ((st = kdl_cli_parse_uint(cli, "--subsample", optarg, 4, 46340, &v)))
-                                return st;
-                        o.subsample = (size_t) v;
-                        break;
-                case OPT_BATCH:
-                        if ((st = kdl_cli_parse_uint(cli, "--batch", optarg, 4, 46340, &v)))
-                                return st;
-                        o.batch = (size_t) v;
-                        break;
-                case OPT_THETA:
-                        if ((st = kdl_cli_parse_real(cli, "--theta", optarg, DBL_MIN, 1e300,
-                                                     &o.theta)))
-                                return st;
-                        break;
-                case OPT_PRECISION:
-                        if (kdl_cka_precision_parse(optarg, &o.precision) < 0)
-                                return kdl_cli_usage(cli, "%s", kdl_errmsg());
-                        break;
-                default:
-                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
-                }
-        }
-        if (co.teacher || co.nstudents || co.per_sample)
+        kdl_run_cka_opts_init(&o);
+        kdl_cli_common_init(cli, &c, &o.common);
+        st = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, &c, option, &o);
+        if (st != KDL_CLI_PARSED)
+                return st;
+        if (c.teacher || c.nstudents || c.run.per_sample)
                 return kdl_cli_usage(cli, "the dumps are arguments: kdlens cka A.h5 [B.h5]");
         npos = argc - optind;
         st = kdl_cli_positional(cli, npos);
-        st = st ?: kdl_cli_reject(cli, &co, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
+        st = st ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
         if (st)
                 return st;
-        o.checkpoint = co.checkpoint;
-        o.spatial = co.spatial;
-        o.skip_nonfinite = co.skip_nonfinite;
-
-        err = kdl_inputs_open(argv[optind], (const char *const *) argv + optind + 1,
-                              (size_t) (npos - 1), &in);
-        err = err ?: kdl_doc_new("cka", &doc);
-        err = err ?: kdl_cka_run(in, &o, doc);
-        if (err < 0) {
-                kdl_doc_free(doc);
-                kdl_inputs_free(in);
-                return kdl_cli_fail(cli, err);
-        }
-        st = kdl_cli_write_doc(cli, doc, co.format);
-        kdl_doc_free(doc);
-        kdl_inputs_free(in);
-        return st;
+        o.common = c.run;
+        return kdl_cli_analyse(cli, argv[optind], (const char *const *) argv + optind + 1,
+                               (size_t) (npos - 1), "cka", run, &o, c.format);
 }

@@ -1,9 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-#include <errno.h>
 #include <float.h>
 #include <getopt.h>
-#include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "analysis/cli/cli.h"
@@ -19,7 +16,43 @@ enum {
         OPT_CURVES,
 };
 
-/* A number in [lo, hi] from @arg, or a usage error naming @what. */
+static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
+{
+        struct kdl_run_dims_opts *o = ctx;
+
+        switch (opt) {
+        case OPT_LAYER:
+                o->layer = arg;
+                return 0;
+        case OPT_TOLERANCE:
+                return kdl_cli_parse_real(cli, "--tolerance", arg, 0.0, 1.0, &o->tolerance);
+        case OPT_RANK_RTOL:
+                return kdl_cli_parse_real(cli, "--rank-rtol", arg, 0.0, 0.5, &o->rank_rtol);
+        case OPT_LAMBDA:
+                if (strcmp(arg, "gcv") != 0)
+                        return kdl_cli_parse_real(cli, "--lambda", arg, 0.0, DBL_MAX,
+                                                  &o->ridge_lambda);
+                o->ridge_lambda = -1.0;
+                return 0;
+        case OPT_CURVES:
+                o->spectrum = true;
+                return 0;
+        default:
+                return KDL_CLI_OPT_NOT_MINE;
+        }
+}
+
+static int run(kdl_inputs *in, const void *opts, kdl_doc *doc)
+{
+        const struct kdl_run_dims_opts *o = opts;
+        int err = kdl_run_dims(in, o, doc);
+
+        if (!err && !o->spectrum)
+                err = kdl_doc_add_note(doc, "the spectrum table (every eigenvalue) is left out "
+                                            "of the terminal table: --curves adds it");
+        return err;
+}
+
 int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -31,78 +64,28 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
                 {"curves", no_argument, NULL, OPT_CURVES},
                 {NULL, 0, NULL, 0},
         };
-        struct kdl_dims_opts o = KDL_DIMS_OPTS_DEFAULT;
-        struct kdl_cli_common co;
-        kdl_inputs *in = NULL;
-        kdl_doc *doc = NULL;
-        bool curves = false;
-        int c, r, err, status;
+        struct kdl_run_dims_opts o;
+        struct kdl_cli_common c;
+        int st;
 
-        kdl_cli_common_init(cli, &co);
-        while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-                r = kdl_cli_common_option(cli, &co, c, optarg, argv);
-                if (r == KDL_CLI_OPT_TAKEN)
-                        continue;
-                if (r != KDL_CLI_OPT_NOT_MINE)
-                        return r;
-                switch (c) {
-                case OPT_LAYER:
-                        o.layer = optarg;
-                        break;
-                case OPT_TOLERANCE:
-                        r = kdl_cli_parse_real(cli, "--tolerance", optarg, 0.0, 1.0, &o.tolerance);
-                        break;
-                case OPT_RANK_RTOL:
-                        r = kdl_cli_parse_real(cli, "--rank-rtol", optarg, 0.0, 0.5, &o.rank_rtol);
-                        break;
-                case OPT_LAMBDA:
-                        if (strcmp(optarg, "gcv") == 0)
-                                o.ridge_lambda = -1.0;
-                        else
-                                r = kdl_cli_parse_real(cli, "--lambda", optarg, 0.0, DBL_MAX,
-                                                       &o.ridge_lambda);
-                        break;
-                case OPT_CURVES:
-                        curves = true;
-                        break;
-                default:
-                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
-                }
-                if (r > 0)
-                        return r;
-        }
-        status = kdl_cli_positional(cli, argc - optind);
-        if (status)
-                return status;
-        if (!co.teacher && co.nstudents == 0)
+        kdl_run_dims_opts_init(&o);
+        kdl_cli_common_init(cli, &c, &o.common);
+        o.spectrum = false; /* set by --curves */
+        st = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, &c, option, &o);
+        if (st != KDL_CLI_PARSED)
+                return st;
+        st = kdl_cli_positional(cli, argc - optind);
+        if (st)
+                return st;
+        if (!c.teacher && c.nstudents == 0)
                 return kdl_cli_usage(cli, "expected a teacher (-t) and/or students (-s)");
-        if (co.ntemps != 1)
+        if (c.run.ntau != 1)
                 return kdl_cli_usage(cli, "--temperature: dims takes one temperature");
-        status = kdl_cli_reject(cli, &co, KDL_CLI_NO_PER_SAMPLE);
-        if (status)
-                return status;
-        o.checkpoint = co.checkpoint;
-        o.teacher_checkpoint = co.teacher_checkpoint;
-        o.block_rows = co.block_rows;
-        o.tau = co.temps[0];
-        o.spatial = co.spatial;
-        o.skip_nonfinite = co.skip_nonfinite;
+        st = kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE);
+        if (st)
+                return st;
+        o.common = c.run;
         /* Every eigenvalue of every layer buries the summary on a terminal. */
-        o.spectrum = curves || co.format != KDL_FORMAT_TABLE;
-
-        err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
-        err = err ?: kdl_doc_new("dims", &doc);
-        err = err ?: kdl_dims(in, &o, doc);
-        if (!err && !o.spectrum)
-                err = kdl_doc_add_note(doc, "the spectrum table (every eigenvalue) is left out "
-                                            "of the terminal table: --curves adds it");
-        if (err < 0) {
-                status = kdl_cli_fail(cli, err);
-                goto out;
-        }
-        status = kdl_cli_write_doc(cli, doc, co.format);
-out:
-        kdl_doc_free(doc);
-        kdl_inputs_free(in);
-        return status;
+        o.spectrum = o.spectrum || c.format != KDL_FORMAT_TABLE;
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "dims", run, &o, c.format);
 }

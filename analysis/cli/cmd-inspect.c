@@ -14,12 +14,13 @@ int cmd_inspect(int argc, char **argv, struct kdl_cli *cli)
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
-        struct kdl_inspect_opts o = {.scan_values = true};
+        struct kdl_run_inspect_opts o;
         enum kdl_format format = kdl_cli_default_format(cli);
         kdl_doc *doc = NULL;
         size_t nprob = 0;
         int c, err, status;
 
+        kdl_run_inspect_opts_init(&o);
         while ((c = getopt_long(argc, argv, "hf:", longopts, NULL)) != -1) {
                 switch (c) {
                 case 'Q':
@@ -41,8 +42,8 @@ int cmd_inspect(int argc, char **argv, struct kdl_cli *cli)
 
         err = kdl_doc_new("inspect", &doc);
         if (err == 0)
-                err = kdl_inspect((const char *const *) argv + optind, (size_t) (argc - optind), &o,
-                                  doc, &nprob);
+                err = kdl_run_inspect((const char *const *) argv + optind, (size_t) (argc - optind),
+                                      &o, doc, &nprob);
         if (err < 0) {
                 kdl_doc_free(doc);
                 return kdl_cli_fail(cli, err);

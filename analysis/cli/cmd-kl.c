@@ -1,15 +1,42 @@
 /* SPDX-License-Identifier: MIT */
 #include <getopt.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "analysis/cli/cli.h"
 #include "analysis/inputs.h"
 #include "analysis/kl.h"
-#include "metrics/kl.h"
 #include "metrics/base/banned.h"
 
 enum { OPT_SPEARMAN = KDL_OPT_FIRST_FREE_, OPT_SEED };
+
+static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
+{
+        struct kdl_run_kl_opts *o = ctx;
+        size_t u;
+        int st;
+
+        switch (opt) {
+        case OPT_SPEARMAN:
+                st = kdl_cli_parse_count(cli, "--spearman-samples", arg, &u);
+                if (!st && u < 2)
+                        st = kdl_cli_usage(
+                                cli, "--spearman-samples: expected at least 2, found '%s'", arg);
+                if (!st)
+                        o->reservoir = u;
+                return st;
+        case OPT_SEED:
+                st = kdl_cli_parse_count(cli, "--seed", arg, &u);
+                if (!st)
+                        o->seed = u;
+                return st;
+        default:
+                return KDL_CLI_OPT_NOT_MINE;
+        }
+}
+
+static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
+{
+        return kdl_run_kl(in, o, doc);
+}
 
 int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
 {
@@ -19,64 +46,20 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
                 {"seed", required_argument, NULL, OPT_SEED},
                 {NULL, 0, NULL, 0},
         };
-        struct kdl_cli_common co;
-        struct kdl_kl_run_opts o = {0};
-        size_t u;
-        kdl_inputs *in = NULL;
-        kdl_doc *doc = NULL;
-        int c, err, status;
+        struct kdl_cli_common c;
+        struct kdl_run_kl_opts o;
+        int st;
 
-        kdl_cli_common_init(cli, &co);
-        o.reservoir = KDL_KL_RESERVOIR_DEFAULT;
-        o.seed = 1;
-        while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-                status = kdl_cli_common_option(cli, &co, c, optarg, argv);
-                if (status == KDL_CLI_OPT_TAKEN)
-                        continue;
-                if (status != KDL_CLI_OPT_NOT_MINE)
-                        return status;
-                status = 0;
-                switch (c) {
-                case OPT_SPEARMAN:
-                        status = kdl_cli_parse_count(cli, "--spearman-samples", optarg, &u);
-                        if (!status && u < 2)
-                                status = kdl_cli_usage(cli,
-                                                       "--spearman-samples: expected at least 2, "
-                                                       "found '%s'",
-                                                       optarg);
-                        o.reservoir = u;
-                        break;
-                case OPT_SEED:
-                        status = kdl_cli_parse_count(cli, "--seed", optarg, &u);
-                        o.seed = u;
-                        break;
-                default:
-                        status = kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
-                        break;
-                }
-                if (status)
-                        return status;
-        }
-        status = kdl_cli_positional(cli, argc - optind);
-        if (status)
-                return status;
-        if (!co.teacher || co.nstudents == 0)
+        kdl_run_kl_opts_init(&o);
+        kdl_cli_common_init(cli, &c, &o.common);
+        st = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, &c, option, &o);
+        if (st != KDL_CLI_PARSED)
+                return st;
+        st = kdl_cli_positional(cli, argc - optind);
+        if (st)
+                return st;
+        if (!c.teacher || c.nstudents == 0)
                 return kdl_cli_usage(cli, "expected a teacher (-t) and at least one student (-s)");
-
-        o.checkpoint = co.checkpoint;
-        o.teacher_checkpoint = co.teacher_checkpoint;
-        o.ntau = co.ntemps;
-        o.tau = co.temps;
-        o.spatial = co.spatial;
-        o.skip_nonfinite = co.skip_nonfinite;
-        o.per_sample = co.per_sample;
-        o.block_rows = co.block_rows;
-
-        err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
-        err = err ?: kdl_doc_new("kl", &doc);
-        err = err ?: kdl_kl_run(in, &o, doc);
-        status = err < 0 ? kdl_cli_fail(cli, err) : kdl_cli_write_doc(cli, doc, co.format);
-        kdl_doc_free(doc);
-        kdl_inputs_free(in);
-        return status;
+        o.common = c.run;
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "kl", run, &o, c.format);
 }

@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-#include <errno.h>
 #include <getopt.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stdint.h>
 
 #include "analysis/cli/cli.h"
 #include "analysis/inputs.h"
@@ -16,6 +14,33 @@ enum {
         OPT_SEED,
 };
 
+static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
+{
+        struct kdl_run_layers_opts *o = ctx;
+
+        switch (opt) {
+        case 'k':
+                return kdl_cli_parse_size(cli, "-k", arg, 1, 100000, &o->k);
+        case OPT_SUBSAMPLE:
+                return kdl_cli_parse_size(cli, "--subsample", arg, 4, 46340, &o->subsample);
+        case OPT_PER_CLASS:
+                return kdl_cli_parse_size(cli, "--per-class", arg, 2, 1000000, &o->per_class);
+        case OPT_VARIANT:
+                if (kdl_quality_variant_parse(arg, &o->variant) < 0)
+                        return kdl_cli_usage(cli, "--variant: %s", kdl_errmsg());
+                return 0;
+        case OPT_SEED:
+                return kdl_cli_parse_uint(cli, "--seed", arg, 0, UINT64_MAX, &o->seed);
+        default:
+                return KDL_CLI_OPT_NOT_MINE;
+        }
+}
+
+static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
+{
+        return kdl_run_layers(in, o, doc);
+}
+
 int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -27,73 +52,27 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                 {"seed", required_argument, NULL, OPT_SEED},
                 {NULL, 0, NULL, 0},
         };
-        struct kdl_cli_common co;
-        struct kdl_layers_opts o = {0};
-        kdl_inputs *in = NULL;
-        kdl_doc *doc = NULL;
-        uint64_t v;
-        int c, err, st;
+        struct kdl_cli_common c;
+        struct kdl_run_layers_opts o;
+        int st;
 
-        kdl_cli_common_init(cli, &co);
-        while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS "k:", longopts, NULL)) != -1) {
-                st = kdl_cli_common_option(cli, &co, c, optarg, argv);
-                if (st == KDL_CLI_OPT_TAKEN)
-                        continue;
-                if (st != KDL_CLI_OPT_NOT_MINE)
-                        return st;
-                switch (c) {
-                case 'k':
-                        if ((st = kdl_cli_parse_uint(cli, "-k", optarg, 1, 100000, &v)))
-                                return st;
-                        o.k = (size_t) v;
-                        break;
-                case OPT_SUBSAMPLE:
-                        if ((st = kdl_cli_parse_uint(cli, "--subsample", optarg, 4, 46340, &v)))
-                                return st;
-                        o.subsample = (size_t) v;
-                        break;
-                case OPT_PER_CLASS:
-                        if ((st = kdl_cli_parse_uint(cli, "--per-class", optarg, 2, 1000000, &v)))
-                                return st;
-                        o.per_class = (size_t) v;
-                        break;
-                case OPT_VARIANT:
-                        if (kdl_quality_variant_parse(optarg, &o.variant) < 0)
-                                return kdl_cli_usage(cli, "--variant: %s", kdl_errmsg());
-                        break;
-                case OPT_SEED:
-                        if ((st = kdl_cli_parse_uint(cli, "--seed", optarg, 0, UINT64_MAX, &v)))
-                                return st;
-                        o.seed = v;
-                        break;
-                default:
-                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
-                }
-        }
+        kdl_run_layers_opts_init(&o);
+        kdl_cli_common_init(cli, &c, &o.common);
+        st = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS "k:", longopts, &c, option,
+                           &o);
+        if (st != KDL_CLI_PARSED)
+                return st;
         st = kdl_cli_positional(cli, argc - optind);
-        st = st ?: kdl_cli_reject(cli, &co, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
+        st = st ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
         if (st)
                 return st;
-        if (!co.teacher)
+        if (!c.teacher)
                 return kdl_cli_usage(cli, "a teacher dump is required (-t T.h5)");
-        if (co.nstudents > 1)
+        if (c.nstudents > 1)
                 return kdl_cli_usage(cli, "expected at most one student (-s S.h5)");
-        if (co.per_sample)
+        if (c.run.per_sample)
                 return kdl_cli_usage(cli, "--per-sample is not available for layers");
-        o.checkpoint = co.checkpoint;
-        o.spatial = co.spatial;
-        o.skip_nonfinite = co.skip_nonfinite;
-
-        err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
-        err = err ?: kdl_doc_new("layers", &doc);
-        err = err ?: kdl_layers_run(in, &o, doc);
-        if (err < 0) {
-                kdl_doc_free(doc);
-                kdl_inputs_free(in);
-                return kdl_cli_fail(cli, err);
-        }
-        st = kdl_cli_write_doc(cli, doc, co.format);
-        kdl_doc_free(doc);
-        kdl_inputs_free(in);
-        return st;
+        o.common = c.run;
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "layers", run, &o,
+                               c.format);
 }

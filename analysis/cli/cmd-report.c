@@ -74,6 +74,28 @@ static int run(struct kdl_cli *cli, struct kdl_report_opts *o, bool quiet)
 
 enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT };
 
+/* What report and demo are asked besides the dumps. */
+struct report_args {
+        struct kdl_report_opts o;
+        bool quiet;
+};
+
+static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
+{
+        struct report_args *a = ctx;
+
+        (void) cli;
+        if (opt == 'o')
+                a->o.out_dir = arg;
+        else if (opt == OPT_QUIET)
+                a->quiet = true;
+        else if (opt == OPT_GNUPLOT)
+                a->o.gnuplot = arg;
+        else
+                return KDL_CLI_OPT_NOT_MINE;
+        return 0;
+}
+
 int cmd_report(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -83,46 +105,33 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
                 {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
                 {NULL, 0, NULL, 0},
         };
-        struct kdl_cli_common co;
-        struct kdl_report_opts o = {0};
-        bool quiet = false;
+        struct kdl_cli_common c;
+        struct report_args a = {0};
         char *cmd;
-        int c, r;
+        int r;
 
-        kdl_cli_common_init(cli, &co);
-        while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS "o:", longopts, NULL)) != -1) {
-                r = kdl_cli_common_option(cli, &co, c, optarg, argv);
-                if (r == KDL_CLI_OPT_TAKEN)
-                        continue;
-                if (r != KDL_CLI_OPT_NOT_MINE)
-                        return r;
-                if (c == 'o')
-                        o.out_dir = optarg;
-                else if (c == OPT_QUIET)
-                        quiet = true;
-                else if (c == OPT_GNUPLOT)
-                        o.gnuplot = optarg;
-                else
-                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
-        }
+        kdl_cli_common_init(cli, &c, NULL);
+        r = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS "o:", longopts, &c, option, &a);
+        if (r != KDL_CLI_PARSED)
+                return r;
         r = kdl_cli_positional(cli, argc - optind);
-        r = r ?: kdl_cli_reject(cli, &co, KDL_CLI_NO_PER_SAMPLE | KDL_CLI_NO_TEACHER_CHECKPOINT);
+        r = r ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE | KDL_CLI_NO_TEACHER_CHECKPOINT);
         if (r)
                 return r;
-        if (!co.teacher || co.nstudents == 0 || !o.out_dir)
+        if (!c.teacher || c.nstudents == 0 || !a.o.out_dir)
                 return kdl_cli_usage(cli, "expected -t TEACHER.h5, at least one -s STUDENT.h5 "
                                           "and -o DIR");
-        if (co.ntemps != 1)
+        if (c.run.ntau != 1)
                 return kdl_cli_usage(cli, "-T: expected one temperature for the report");
-        o.teacher = co.teacher;
-        o.students = co.students;
-        o.nstudents = co.nstudents;
-        o.tau = co.temps[0];
+        a.o.teacher = c.teacher;
+        a.o.students = c.students;
+        a.o.nstudents = c.nstudents;
+        a.o.tau = c.run.tau[0];
         cmd = command_line(argc, argv);
         if (!cmd)
                 return kdl_cli_fail(cli, -ENOMEM);
-        o.command = cmd;
-        r = run(cli, &o, quiet);
+        a.o.command = cmd;
+        r = run(cli, &a.o, a.quiet);
         free(cmd);
         return r;
 }
@@ -132,45 +141,18 @@ static int cmp_str(const void *a, const void *b)
         return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-int cmd_demo(int argc, char **argv, struct kdl_cli *cli)
+/* teacher.h5 and the student*.h5 (sorted, at most KDL_CLI_MAX_STUDENTS) of the
+ * bundled example in @dir; the caller frees *@ret_teacher and @students[0..*@ret_n). */
+static int example_dumps(const char *dir, char **ret_teacher, char **students, size_t *ret_n)
 {
-        static const struct option longopts[] = {
-                {"output", required_argument, NULL, 'o'},
-                {"quiet", no_argument, NULL, OPT_QUIET},
-                {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
-                {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
-        };
-        const char *dir = kdl_report_example_dir();
-        struct kdl_report_opts o = {.out_dir = "kdlens-demo"};
-        char *teacher = NULL, *students[KDL_CLI_MAX_STUDENTS], *cmd = NULL;
+        char *teacher = NULL;
         size_t ns = 0;
-        bool quiet = false;
         struct dirent *e;
-        DIR *d;
-        int c, r;
+        DIR *d = opendir(dir);
 
-        while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
-                if (c == 'o')
-                        o.out_dir = optarg;
-                else if (c == OPT_QUIET)
-                        quiet = true;
-                else if (c == OPT_GNUPLOT)
-                        o.gnuplot = optarg;
-                else if (c == 'h')
-                        return kdl_cli_help(cli);
-                else
-                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
-        }
-        r = kdl_cli_positional(cli, argc - optind);
-        if (r)
-                return r;
-        d = opendir(dir);
         if (!d)
-                return kdl_cli_fail(cli, kdl_error(-errno,
-                                                   "cannot open the bundled example "
-                                                   "'%s': %s",
-                                                   dir, strerror(errno)));
+                return kdl_error(-errno, "cannot open the bundled example '%s': %s", dir,
+                                 strerror(errno));
         while ((e = readdir(d)) && ns < KDL_CLI_MAX_STUDENTS) {
                 size_t n = strlen(e->d_name);
 
@@ -183,19 +165,49 @@ int cmd_demo(int argc, char **argv, struct kdl_cli *cli)
         }
         closedir(d);
         qsort(students, ns, sizeof(*students), cmp_str);
-        if (!teacher || ns == 0) {
-                r = kdl_cli_fail(cli, kdl_error(-KDL_EMISSING,
-                                                "'%s': expected teacher.h5 and "
-                                                "student*.h5, found %s",
-                                                dir, teacher ? "no student" : "no teacher"));
+        *ret_teacher = teacher;
+        *ret_n = ns;
+        if (!teacher || ns == 0)
+                return kdl_error(-KDL_EMISSING,
+                                 "'%s': expected teacher.h5 and student*.h5, found %s", dir,
+                                 teacher ? "no student" : "no teacher");
+        return 0;
+}
+
+int cmd_demo(int argc, char **argv, struct kdl_cli *cli)
+{
+        static const struct option longopts[] = {
+                {"output", required_argument, NULL, 'o'},
+                {"quiet", no_argument, NULL, OPT_QUIET},
+                {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
+                {"help", no_argument, NULL, 'h'},
+                {NULL, 0, NULL, 0},
+        };
+        struct report_args a = {.o = {.out_dir = "kdlens-demo"}};
+        char *teacher = NULL, *students[KDL_CLI_MAX_STUDENTS], *cmd = NULL;
+        size_t ns = 0;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+                if (c == 'h')
+                        return kdl_cli_help(cli);
+                if (option(cli, c, optarg, &a) == KDL_CLI_OPT_NOT_MINE)
+                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
+        }
+        r = kdl_cli_positional(cli, argc - optind);
+        if (r)
+                return r;
+        r = example_dumps(kdl_report_example_dir(), &teacher, students, &ns);
+        if (r < 0) {
+                r = kdl_cli_fail(cli, r);
                 goto out;
         }
-        o.teacher = teacher;
-        o.students = (const char *const *) students;
-        o.nstudents = ns;
+        a.o.teacher = teacher;
+        a.o.students = (const char *const *) students;
+        a.o.nstudents = ns;
         cmd = command_line(argc, argv);
-        o.command = cmd ? cmd : "kdlens demo";
-        r = run(cli, &o, quiet);
+        a.o.command = cmd ? cmd : "kdlens demo";
+        r = run(cli, &a.o, a.quiet);
 out:
         free(cmd);
         free(teacher);

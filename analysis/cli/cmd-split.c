@@ -1,25 +1,50 @@
 /* SPDX-License-Identifier: MIT */
-#include <errno.h>
 #include <float.h>
 #include <getopt.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "analysis/cli/cli.h"
 #include "analysis/inputs.h"
 #include "analysis/split.h"
 #include "metrics/base/banned.h"
 
-_Static_assert(KDL_CLI_MAX_TEMPS <= KDL_SPLIT_MAX_TAUS, "every -T temperature fits the metric");
+enum {
+        OPT_LAMBDA = KDL_OPT_FIRST_FREE_,
+        OPT_OMEGA_MAX,
+        OPT_W_EPS,
+        OPT_BINS,
+};
+
+static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
+{
+        struct kdl_run_split_opts *o = ctx;
+        int st;
+
+        switch (opt) {
+        case OPT_LAMBDA:
+                return kdl_cli_parse_real(cli, "--lambda", arg, DBL_MIN, 1.0, &o->metric.lambda);
+        case OPT_OMEGA_MAX:
+                return kdl_cli_parse_real(cli, "--omega-max", arg, DBL_MIN, DBL_MAX,
+                                          &o->metric.omega_max);
+        case OPT_W_EPS:
+                return kdl_cli_parse_real(cli, "--w-eps", arg, DBL_MIN, DBL_MAX, &o->metric.w_eps);
+        case OPT_BINS:
+                st = kdl_cli_parse_count(cli, "--bins", arg, &o->hist_bins);
+                if (!st && o->metric.nbins % o->hist_bins != 0)
+                        st = kdl_cli_usage(cli, "--bins: expected a divisor of %zu, found '%s'",
+                                           o->metric.nbins, arg);
+                return st;
+        default:
+                return KDL_CLI_OPT_NOT_MINE;
+        }
+}
+
+static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
+{
+        return kdl_run_split(in, o, doc);
+}
 
 int cmd_split(int argc, char **argv, struct kdl_cli *cli)
 {
-        enum {
-                OPT_LAMBDA = KDL_OPT_FIRST_FREE_,
-                OPT_OMEGA_MAX,
-                OPT_W_EPS,
-                OPT_BINS,
-        };
         static const struct option longopts[] = {
                 KDL_CLI_COMMON_LONGOPTS,
                 {"lambda", required_argument, NULL, OPT_LAMBDA},
@@ -28,75 +53,23 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
                 {"bins", required_argument, NULL, OPT_BINS},
                 {NULL, 0, NULL, 0},
         };
-        struct kdl_cli_common co;
-        struct kdl_split_run_opts o;
-        kdl_inputs *in = NULL;
-        kdl_doc *doc = NULL;
-        int c, r, err;
+        struct kdl_cli_common c;
+        struct kdl_run_split_opts o;
+        int st;
 
-        kdl_cli_common_init(cli, &co);
-        kdl_split_run_opts_init(&o);
-        while ((c = getopt_long(argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-                r = kdl_cli_common_option(cli, &co, c, optarg, argv);
-                if (r == KDL_CLI_OPT_TAKEN)
-                        continue;
-                if (r != KDL_CLI_OPT_NOT_MINE)
-                        return r;
-                switch (c) {
-                case OPT_LAMBDA:
-                        r = kdl_cli_parse_real(cli, "--lambda", optarg, DBL_MIN, 1.0,
-                                               &o.metric.lambda);
-                        break;
-                case OPT_OMEGA_MAX:
-                        r = kdl_cli_parse_real(cli, "--omega-max", optarg, DBL_MIN, DBL_MAX,
-                                               &o.metric.omega_max);
-                        break;
-                case OPT_W_EPS:
-                        r = kdl_cli_parse_real(cli, "--w-eps", optarg, DBL_MIN, DBL_MAX,
-                                               &o.metric.w_eps);
-                        break;
-                case OPT_BINS:
-                        r = kdl_cli_parse_count(cli, "--bins", optarg, &o.hist_bins);
-                        if (!r && o.metric.nbins % o.hist_bins != 0)
-                                r = kdl_cli_usage(cli,
-                                                  "--bins: expected a divisor of %zu, found "
-                                                  "'%s'",
-                                                  o.metric.nbins, optarg);
-                        break;
-                default:
-                        r = kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
-                        break;
-                }
-                if (r)
-                        return r;
-        }
-        r = kdl_cli_positional(cli, argc - optind);
-        if (r)
-                return r;
-        if (!co.teacher)
+        kdl_run_split_opts_init(&o);
+        kdl_cli_common_init(cli, &c, &o.common);
+        st = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, &c, option, &o);
+        if (st != KDL_CLI_PARSED)
+                return st;
+        st = kdl_cli_positional(cli, argc - optind);
+        if (st)
+                return st;
+        if (!c.teacher)
                 return kdl_cli_usage(cli, "a teacher dump is required (-t FILE)");
-        if (co.nstudents == 0)
+        if (c.nstudents == 0)
                 return kdl_cli_usage(cli, "a student dump is required (-s FILE)");
-
-        o.checkpoint = co.checkpoint;
-        o.teacher_checkpoint = co.teacher_checkpoint;
-        o.block_rows = co.block_rows;
-        o.metric.ntaus = co.ntemps;
-        memcpy(o.metric.taus, co.temps, co.ntemps * sizeof(double));
-        o.skip_nonfinite = co.skip_nonfinite;
-        o.per_sample = co.per_sample;
-        o.long_tables = co.format == KDL_FORMAT_JSON || co.format == KDL_FORMAT_CSV;
-
-        err = kdl_inputs_open(co.teacher, co.students, co.nstudents, &in);
-        err = err ?: kdl_doc_new("split", &doc);
-        err = err ?: kdl_split_run(in, &o, doc);
-        if (err < 0) {
-                kdl_doc_free(doc);
-                kdl_inputs_free(in);
-                return kdl_cli_fail(cli, err);
-        }
-        r = kdl_cli_write_doc(cli, doc, co.format);
-        kdl_doc_free(doc);
-        kdl_inputs_free(in);
-        return r;
+        o.common = c.run;
+        o.long_tables = c.format == KDL_FORMAT_JSON || c.format == KDL_FORMAT_CSV;
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "split", run, &o, c.format);
 }

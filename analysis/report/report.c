@@ -73,7 +73,7 @@ struct runs {
         struct kdl__kl_run *kl;
         struct kdl__split_run *split;
         struct kdl__dims_run *dims;
-        struct kdl_cka_run_opts cka; /* each student checkpoint begins a CKA run with these */
+        struct kdl_run_cka_opts cka; /* each student checkpoint begins a CKA run with these */
         kdl_table *passes;
 };
 
@@ -238,35 +238,42 @@ static size_t layers_to_recommend(const kdl_h5file *teacher)
  */
 static int compute(struct kdl__report *r)
 {
-        struct kdl_inspect_opts io = {.scan_values = false};
-        struct kdl_kl_run_opts klo = {.checkpoint = "all", .ntau = 1, .tau = &r->tau};
-        struct kdl_split_run_opts so;
-        struct kdl_dims_opts dio = KDL_DIMS_OPTS_DEFAULT;
-        struct kdl_layers_opts lo = {.k = layers_to_recommend(r->in->teacher)};
+        struct kdl_run_inspect_opts io = {.scan_values = false};
+        struct kdl_run_kl_opts klo;
+        struct kdl_run_split_opts so;
+        struct kdl_run_dims_opts dio;
+        struct kdl_run_layers_opts lo;
         kdl_inputs teacher_only = *r->in;
-        struct runs rs = {.cka = {0}};
+        struct runs rs = {0};
         size_t nprob = 0;
         int err;
 
-        kdl_split_run_opts_init(&so);
-        so.checkpoint = "all";
+        kdl_run_kl_opts_init(&klo);
+        klo.common.checkpoint = "all";
+        klo.common.tau[0] = r->tau;
+        klo.seed = 0; /* the report has always drawn its Spearman subsample with seed 0 */
+        kdl_run_split_opts_init(&so);
+        so.common.checkpoint = "all";
+        so.common.tau[0] = r->tau;
         so.long_tables = true;
-        so.metric.ntaus = 1;
-        so.metric.taus[0] = r->tau;
-        dio.checkpoint = "all";
-        dio.tau = r->tau;
+        kdl_run_dims_opts_init(&dio);
+        dio.common.checkpoint = "all";
+        dio.common.tau[0] = r->tau;
+        kdl_run_layers_opts_init(&lo);
+        lo.k = layers_to_recommend(r->in->teacher);
+        kdl_run_cka_opts_init(&rs.cka);
         teacher_only.nstudents = 0;
         err = docs_new(r, &rs);
         if (!err)
                 kdl__report_progress(r, "inputs");
-        err = err ?: kdl_inspect(r->inputs, r->in->nstudents + 1, &io, r->inspect, &nprob);
+        err = err ?: kdl_run_inspect(r->inputs, r->in->nstudents + 1, &io, r->inspect, &nprob);
         err = err ?: kdl__kl_begin(r->in, &klo, r->kl, &rs.kl);
         err = err ?: kdl__split_begin(r->in, &so, r->split, &rs.split);
         err = err ?: kdl__dims_begin(r->in, &dio, r->dims, &rs.dims);
         err = err ?: stream_checkpoints(r, &rs);
         if (!err)
                 kdl__report_progress(r, "layers: teacher layer quality");
-        err = err ?: kdl_layers_run(&teacher_only, &lo, r->layers);
+        err = err ?: kdl_run_layers(&teacher_only, &lo, r->layers);
         kdl__kl_abort(rs.kl);
         kdl__split_abort(rs.split);
         kdl__dims_abort(rs.dims);

@@ -8,7 +8,7 @@
 #include "analysis/report/report-internal.h"
 #include "metrics/base/banned.h"
 
-/* The teacher x student matrix of one run of kdl_cka_run() as a heatmap. */
+/* The teacher x student matrix of one run of kdl_run_cka() as a heatmap. */
 static int cka_heatmap(struct kdl__report *r, const kdl_doc *d, size_t k, const char *tck,
                        const char *sck)
 {

@@ -45,25 +45,32 @@ static void assert_docs_close(const kdl_doc *a, const kdl_doc *b, double rtol)
 /*
  * Two cka runs with different options (RBF kernel and bootstrap; minibatch)
  * and a third job, all on one stream of small blocks per checkpoint, give
- * the rows kdl_cka_run() gives for each run alone, in one pass that reads
+ * the rows kdl_run_cka() gives for each run alone, in one pass that reads
  * each dataset once for all of them.
  */
 static void run_shared(bool student)
 {
         kdl_inputs *in = kdl_test_fixture_inputs(student);
         kdl_h5file *fb = student ? in->students[0] : NULL;
-        struct kdl_cka_run_opts o[2] = {
-                {.checkpoint = "all", .kernel = KDL_CKA_RBF, .bootstrap = 5, .seed = 3},
-                {.checkpoint = "all", .estimator = KDL_CKA_MINIBATCH, .batch = 8, .seed = 7},
-        };
+        struct kdl_run_cka_opts o[2];
         kdl_doc *alone[2] = {NULL, NULL}, *shared[2] = {NULL, NULL};
         struct kdl__cka_run *r[2] = {NULL, NULL};
         struct kdl_ckpair *cks = NULL;
         size_t nck = 0, n = student ? in->pairs[0]->n : kdl_h5_dump(in->teacher)->n;
 
+        kdl_run_cka_opts_init(&o[0]);
+        o[0].common.checkpoint = "all";
+        o[0].kernel = KDL_CKA_RBF;
+        o[0].bootstrap = 5;
+        o[0].seed = 3;
+        kdl_run_cka_opts_init(&o[1]);
+        o[1].common.checkpoint = "all";
+        o[1].estimator = KDL_RUN_CKA_MINIBATCH;
+        o[1].batch = 8;
+        o[1].seed = 7;
         for (int k = 0; k < 2; k++) {
                 assert_int_equal(kdl_doc_new("cka", &alone[k]), 0);
-                assert_int_equal(kdl_cka_run(in, &o[k], alone[k]), 0);
+                assert_int_equal(kdl_run_cka(in, &o[k], alone[k]), 0);
                 assert_int_equal(kdl_doc_new("cka", &shared[k]), 0);
                 assert_int_equal(kdl__cka_begin(in, &o[k], shared[k], &r[k]), 0);
         }
@@ -119,8 +126,7 @@ static void test_jobs_share_stream_one_model(void **state)
 static void test_job_errors(void **state)
 {
         kdl_inputs *in = kdl_test_fixture_inputs(true);
-        struct kdl_cka_run_opts o = {.bootstrap = 5, .max_bytes = 1};
-        struct kdl_cka_run_opts bad = {.kernel = KDL_CKA_RBF, .estimator = KDL_CKA_MINIBATCH};
+        struct kdl_run_cka_opts o, bad;
         struct kdl__cka_run *r = NULL, *never = NULL;
         struct kdl_ckpair *cks = NULL;
         size_t nck = 0;
@@ -128,6 +134,12 @@ static void test_job_errors(void **state)
         kdl__job job;
 
         (void) state;
+        kdl_run_cka_opts_init(&o);
+        o.bootstrap = 5;
+        o.max_bytes = 1;
+        kdl_run_cka_opts_init(&bad);
+        bad.kernel = KDL_CKA_RBF;
+        bad.estimator = KDL_RUN_CKA_MINIBATCH;
         assert_int_equal(kdl_doc_new("cka", &doc), 0);
         assert_int_equal(kdl__cka_begin(in, &bad, doc, &never), -KDL_EUSAGE);
         assert_null(never);

@@ -37,7 +37,7 @@ static void run_on_stream(size_t n, const kdl_pair *pair, size_t block_rows, kdl
 /*
  * The dims jobs of the teacher and the student at "final", each run with
  * another job on its stream (one that wants two passes, reads a dataset dims
- * does not, in smaller blocks), give the same document as kdl_dims() with
+ * does not, in smaller blocks), give the same document as kdl_run_dims() with
  * the same blocks; the dims job alone makes one pass reading each dataset
  * once.
  */
@@ -47,7 +47,7 @@ static void test_jobs_with_others_match_the_command(void **state)
         kdl_h5file *tf = in->teacher, *sf = in->students[0];
         const kdl_checkpoint *tck = kdl_h5_checkpoint(tf, "final"),
                              *sck = kdl_h5_checkpoint(sf, "final");
-        struct kdl_dims_opts o = KDL_DIMS_OPTS_DEFAULT;
+        struct kdl_run_dims_opts o;
         struct kdl_ckpair cp = {.main = sck, .partner = tck};
         struct kdl_test_probe ot = {.f = tf, .ds = tck->grad_logits, .passes = 2},
                               os = {.f = sf, .ds = sck->grad_logits, .student = true, .passes = 2};
@@ -58,10 +58,11 @@ static void test_jobs_with_others_match_the_command(void **state)
         char *a, *b;
 
         (void) state;
-        o.checkpoint = "final";
-        o.block_rows = 7;
+        kdl_run_dims_opts_init(&o);
+        o.common.checkpoint = "final";
+        o.common.block_rows = 7;
         assert_int_equal(kdl_doc_new("dims", &alone), 0);
-        assert_int_equal(kdl_dims(in, &o, alone), 0);
+        assert_int_equal(kdl_run_dims(in, &o, alone), 0);
 
         assert_int_equal(kdl_doc_new("dims", &together), 0);
         assert_int_equal(kdl__dims_begin(in, &o, together, &r), 0);
@@ -85,7 +86,7 @@ static void test_jobs_with_others_match_the_command(void **state)
         /* Alone, in the default blocks: one pass, every dataset read once
          * (the teacher's logits are X of the logits and Y of its layers). */
         assert_int_equal(kdl_doc_new("dims", &together), 0);
-        o.block_rows = 0;
+        o.common.block_rows = 0;
         assert_int_equal(kdl__dims_begin(in, &o, together, &r), 0);
         assert_int_equal(kdl__dims_teacher_job(r, tck, &jobs[0]), 0);
         run_on_stream(kdl_h5_dump(tf)->n, NULL, 0, jobs, 1, 1,
@@ -109,12 +110,13 @@ static void test_job_order(void **state)
         const kdl_checkpoint *tck = kdl_h5_checkpoint(in->teacher, "final");
         struct kdl_ckpair cp = {.main = kdl_h5_checkpoint(in->students[0], "final"),
                                 .partner = tck};
-        struct kdl_dims_opts o = KDL_DIMS_OPTS_DEFAULT;
+        struct kdl_run_dims_opts o;
         struct kdl__dims_run *r = NULL;
         kdl_doc *doc = NULL;
         kdl__job job;
 
         (void) state;
+        kdl_run_dims_opts_init(&o);
         assert_int_equal(kdl_doc_new("dims", &doc), 0);
         assert_int_equal(kdl__dims_begin(in, &o, doc, &r), 0);
         assert_int_equal(kdl__dims_job(r, 0, &cp, &job), -KDL_EUSAGE);

@@ -9,23 +9,23 @@
 #include "tests/lib/kdl-test-job.h"
 #include "analysis/split-internal.h"
 
-static void opts_init(struct kdl_split_run_opts *o)
+static void opts_init(struct kdl_run_split_opts *o)
 {
-        kdl_split_run_opts_init(o);
-        o->checkpoint = "all";
-        o->metric.ntaus = 2;
-        o->metric.taus[0] = 1.5;
-        o->metric.taus[1] = 4.0;
+        kdl_run_split_opts_init(o);
+        o->common.checkpoint = "all";
+        o->common.ntau = 2;
+        o->common.tau[0] = 1.5;
+        o->common.tau[1] = 4.0;
         o->long_tables = true;
 }
 
-static char *run_alone(kdl_inputs *in, const struct kdl_split_run_opts *o)
+static char *run_alone(kdl_inputs *in, const struct kdl_run_split_opts *o)
 {
         kdl_doc *d = NULL;
         char *json;
 
         assert_int_equal(kdl_doc_new("split", &d), 0);
-        assert_int_equal(kdl_split_run(in, o, d), 0);
+        assert_int_equal(kdl_run_split(in, o, d), 0);
         json = kdl_test_doc_json(d);
         kdl_doc_free(d);
         return json;
@@ -33,12 +33,12 @@ static char *run_alone(kdl_inputs *in, const struct kdl_split_run_opts *o)
 
 /* Two split runs and two other jobs (one that stops after pass 0, one that
  * wants three passes, one sharing the teacher's logits) on one stream with
- * other block sizes: each split document is the one kdl_split_run() makes
+ * other block sizes: each split document is the one kdl_run_split() makes
  * alone, and the other jobs see every sample in each of their passes. */
 static void test_jobs_with_others_match_run(void **state)
 {
         kdl_inputs *in = kdl_test_fixture_inputs(true);
-        struct kdl_split_run_opts o;
+        struct kdl_run_split_opts o;
         struct kdl__split_run *r1 = NULL, *r2 = NULL;
         kdl_doc *d1 = NULL, *d2 = NULL;
         struct kdl_ckpair *cks = NULL;
@@ -49,7 +49,7 @@ static void test_jobs_with_others_match_run(void **state)
         opts_init(&o);
         alone = run_alone(in, &o);
 
-        o.block_rows = 7;
+        o.common.block_rows = 7;
         assert_int_equal(kdl_doc_new("split", &d1), 0);
         assert_int_equal(kdl_doc_new("split", &d2), 0);
         assert_int_equal(kdl__split_begin(in, &o, d1, &r1), 0);
@@ -106,7 +106,7 @@ static void test_jobs_with_others_match_run(void **state)
 static void test_job_lifecycle(void **state)
 {
         kdl_inputs *in = kdl_test_fixture_inputs(true);
-        struct kdl_split_run_opts o;
+        struct kdl_run_split_opts o;
         struct kdl__split_run *r = NULL;
         struct kdl_ckpair *cks = NULL;
         size_t ncks = 0;
@@ -118,7 +118,7 @@ static void test_job_lifecycle(void **state)
         (void) state;
         opts_init(&o);
         assert_true(asprintf(&path, "%s/ps.h5", dir) > 0);
-        o.per_sample = path;
+        o.common.per_sample = path;
         assert_int_equal(
                 kdl_select_checkpoints(in->students[0], in->teacher, "all", NULL, &cks, &ncks), 0);
 
@@ -146,7 +146,7 @@ static void test_job_lifecycle(void **state)
         assert_int_equal(kdl__split_job(r, 0, &cks[0], &job), 0);
         assert_int_equal(kdl__split_end(r), 0);
         assert_int_equal(access(path, F_OK), 0);
-        assert_int_equal(kdl_table_rows(kdl_doc_find_table(d, "split")), ncks * o.metric.ntaus);
+        assert_int_equal(kdl_table_rows(kdl_doc_find_table(d, "split")), ncks * o.common.ntau);
         kdl_doc_free(d);
 
         unlink(path);

@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/base/alloc.h"
+#include "metrics/sample.h"
+#include "analysis/cka-internal.h"
+#include "metrics/base/banned.h"
+
+/* The kdl_sample_hash() stream that orders the minibatches; the cka command
+ * draws its subsample from stream 1. */
+#define STREAM_BATCHES 3
+
+void kdl__cka_results_release(struct kdl__cka_results *r)
+{
+        kdl_cka_matrix_free(r->mb);
+        kdl_cka_matrix_free(r->rbf);
+        kdl_cka_matrix_free(r->robust);
+        kdl_cka_matrix_free(r->lin);
+        *r = (struct kdl__cka_results){0};
+}
+
+/* The rows of @from whose ids are in the sorted @want, as a new gather. */
+static int gather_subset(const struct kdl__gather *from, const struct kdl__srcs *l,
+                         const size_t *want, size_t nwant, struct kdl__gather *to)
+{
+        int r = kdl__gather_init(to, l, want, nwant);
+
+        for (size_t i = 0, w = 0; r >= 0 && i < from->n; i++) {
+                while (w < nwant && want[w] < from->ids[i])
+                        w++;
+                if (w == nwant || want[w] != from->ids[i])
+                        continue;
+                for (size_t k = 0; k < l->n; k++)
+                        memcpy(to->data[k] + to->n * l->v[k].width,
+                               from->data[k] + i * l->v[k].width, l->v[k].width * sizeof(double));
+                to->ids[to->n] = from->ids[i];
+                to->labels[to->n] = from->labels[i];
+                to->n++;
+        }
+        return r;
+}
+
+struct keyed {
+        uint64_t key;
+        size_t row;
+};
+
+static int cmp_keyed(const void *a, const void *b)
+{
+        const struct keyed *x = a, *y = b;
+
+        return x->key < y->key ? -1 : x->key > y->key;
+}
+
+/* Minibatch CKA over the subsample in a seeded order, batches of m; the
+ * remainder (fewer than m rows) is left out. */
+static int minibatch(const struct kdl__gather *g, const struct kdl__srcs *l, size_t m,
+                     uint64_t seed, kdl_cka_matrix **ret)
+{
+        size_t *widths = kdl_new(size_t, l->n), nb = g->n / m;
+        struct keyed *order = kdl_new(struct keyed, g->n ? g->n : 1);
+        double **buf = kdl_new(double *, l->n);
+        kdl_tensor *t = kdl_new(kdl_tensor, l->n);
+        kdl_cka_mb_state *s = NULL;
+        int r = 0;
+
+        if (!widths || !order || !buf || !t) {
+                r = -ENOMEM;
+                goto out;
+        }
+        if (nb == 0) {
+                r = kdl_error(-KDL_EUSAGE,
+                              "minibatch CKA: the subsample has %zu samples, fewer than one "
+                              "batch of %zu (see --subsample and --batch)",
+                              g->n, m);
+                goto out;
+        }
+        for (size_t k = 0; k < l->n; k++) {
+                widths[k] = l->v[k].width;
+                buf[k] = kdl__malloc(m, widths[k] * sizeof(double));
+                if (!buf[k]) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                t[k] = kdl_tensor_wrap(buf[k], 2, (size_t[]){m, widths[k]});
+        }
+        for (size_t i = 0; i < g->n; i++)
+                order[i] = (struct keyed){kdl_sample_hash(seed, g->ids[i], STREAM_BATCHES), i};
+        qsort(order, g->n, sizeof(*order), cmp_keyed);
+        r = kdl_cka_mb_state_new(l->n, widths, m, &s);
+        for (size_t b = 0; r >= 0 && b < nb; b++) {
+                for (size_t k = 0; k < l->n; k++)
+                        for (size_t i = 0; i < m; i++)
+                                memcpy(buf[k] + i * widths[k],
+                                       g->data[k] + order[b * m + i].row * widths[k],
+                                       widths[k] * sizeof(double));
+                r = kdl_cka_mb_accumulate(s, t);
+        }
+        if (r >= 0)
+                r = kdl_cka_mb_finalize(s, ret);
+out:
+        kdl_cka_mb_state_free(s);
+        for (size_t k = 0; buf && k < l->n; k++)
+                free(buf[k]);
+        free(t);
+        free(buf);
+        free(order);
+        free(widths);
+        return r;
+}
+
+void kdl__cka_pass_release(struct kdl__cka_pass *c)
+{
+        kdl__feed_release(&c->feed);
+        kdl_cka_state_free(c->state);
+        kdl__gather_release(&c->g, c->l ? c->l->n : 0);
+        free(c->all);
+        *c = (struct kdl__cka_pass){0};
+}
+
+/* Gram space: every sample is gathered. */
+static int gram_init(struct kdl__cka_pass *c, size_t n)
+{
+        c->all = kdl_new(size_t, n ? n : 1);
+        if (!c->all)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                c->all[i] = i;
+        return kdl__gather_init(&c->g, c->l, c->all, n);
+}
+
+/* Feature space: the CKA state of the sources (@widths, @totalw in all), refused
+ * above o.max_bytes, and the subsample gathered. */
+static int feature_init(struct kdl__cka_pass *c, const size_t *widths, size_t totalw)
+{
+        const struct kdl__cka_compute_opts *o = &c->o;
+        const struct kdl__srcs *l = c->l;
+        kdl_cka_opts co;
+        size_t bytes;
+        int r;
+
+        kdl_cka_opts_init(&co);
+        co.bootstrap = o->bootstrap;
+        co.seed = o->seed;
+        co.pairs = o->pairs;
+        co.precision = o->precision;
+        bytes = kdl_cka_state_bytes(l->n, widths, &co);
+        if (bytes > o->max_bytes)
+                return kdl_error(-KDL_ERANGE,
+                                 "CKA of %zu layers of total width %zu needs %.1f GiB "
+                                 "(%zu bootstrap replicates), more than the %.1f GiB "
+                                 "allowed: use fewer replicates or --spatial avg",
+                                 l->n, totalw, (double) bytes / 1073741824.0, o->bootstrap,
+                                 (double) o->max_bytes / 1073741824.0);
+        r = kdl_cka_state_new(l->n, widths, &co, &c->state);
+        return r < 0 ? r : kdl__gather_init(&c->g, l, c->sub, c->nsub);
+}
+
+int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, size_t n,
+                       const struct kdl__srcs *l, size_t nclasses,
+                       const struct kdl__cka_compute_opts *o, const size_t *sub, size_t nsub,
+                       struct kdl__cka_results *res, struct kdl__gather *ret_sub)
+{
+        size_t *widths = kdl_new(size_t, l->n), totalw = 0;
+        int r;
+
+        *c = (struct kdl__cka_pass){
+                .feed = {.l = l,
+                         .fa = fa,
+                         .fb = fb,
+                         .rule = o->spatial,
+                         .nclasses = nclasses,
+                         .labels = o->labels},
+                .l = l,
+                .o = *o,
+                .sub = sub,
+                .nsub = nsub,
+                .res = res,
+                .ret_sub = ret_sub,
+        };
+        if (!widths)
+                return -ENOMEM;
+        res->n = n;
+        res->maxw = 0;
+        for (size_t k = 0; k < l->n; k++) {
+                widths[k] = l->v[k].width;
+                totalw += widths[k];
+                res->maxw = widths[k] > res->maxw ? widths[k] : res->maxw;
+        }
+        res->gram = res->maxw > n;
+        r = res->gram ? gram_init(c, n) : feature_init(c, widths, totalw);
+        c->feed.state = c->state;
+        c->feed.g = &c->g;
+        free(widths);
+        return r < 0 ? r : 0;
+}
+
+int kdl__cka_pass_finish(struct kdl__cka_pass *c)
+{
+        const struct kdl__srcs *l = c->l;
+        struct kdl__cka_results *res = c->res;
+        struct kdl__gather gs = {0};
+        kdl_tensor *t = kdl_new(kdl_tensor, l->n);
+        int r;
+
+        if (!t)
+                return -ENOMEM;
+        if (res->gram) {
+                for (size_t k = 0; k < l->n; k++)
+                        t[k] = kdl__gather_tensor(&c->g, l, k);
+                r = kdl_cka_gram(t, l->n, KDL_CKA_LINEAR, 0.0, &res->lin);
+                if (r >= 0)
+                        r = gather_subset(&c->g, l, c->sub, c->nsub, &gs);
+        } else {
+                r = kdl_cka_finalize(c->state, &res->lin);
+                gs = c->g;
+                c->g = (struct kdl__gather){0};
+        }
+        if (r < 0)
+                goto out;
+        res->nsub = gs.n;
+        for (size_t k = 0; k < l->n; k++)
+                t[k] = kdl__gather_tensor(&gs, l, k);
+        if (gs.n >= 2)
+                r = kdl_cka_robust(t, l->n, c->o.robust, &res->robust);
+        if (r >= 0 && c->o.rbf)
+                r = kdl_cka_gram(t, l->n, KDL_CKA_RBF, c->o.theta, &res->rbf);
+        if (r >= 0 && c->o.batch)
+                r = minibatch(&gs, l, c->o.batch, c->o.seed, &res->mb);
+        if (r >= 0 && c->ret_sub) {
+                *c->ret_sub = gs;
+                gs = (struct kdl__gather){0};
+        }
+out:
+        kdl__gather_release(&gs, l->n);
+        free(t);
+        return r < 0 ? r : 0;
+}
+
+static int compute_attach(kdl__job *j, kdl_stream *s)
+{
+        struct kdl__cka_pass *c = j->ctx;
+
+        return kdl__feed_attach(&c->feed, j, s);
+}
+
+static int compute_block(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        struct kdl__cka_pass *c = j->ctx;
+
+        (void) pass;
+        return kdl__feed_block(&c->feed, s);
+}
+
+static int compute_end(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        (void) s;
+        (void) pass;
+        return kdl__cka_pass_finish(j->ctx);
+}
+
+int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__srcs *l,
+                     size_t nclasses, const struct kdl__cka_compute_opts *o, const size_t *sub,
+                     size_t nsub, struct kdl__cka_results *res, struct kdl__gather *ret_sub)
+{
+        kdl_h5file *fa = in->teacher, *fb = in->nstudents ? in->students[0] : NULL;
+        size_t n = pair ? pair->n : kdl_h5_dump(fa)->n;
+        struct kdl_stream_opts so = {.skip_nonfinite = o->skip_nonfinite};
+        struct kdl__cka_pass c;
+        kdl__job job = {
+                .ctx = &c, .attach = compute_attach, .block = compute_block, .end = compute_end};
+        kdl_stream *s = NULL;
+        int r;
+
+        r = kdl__cka_pass_init(&c, fa, fb, n, l, nclasses, o, sub, nsub, res, ret_sub);
+        r = r ?: kdl_stream_new(n, pair, &so, &s);
+        r = r ?: kdl__jobs_run(s, &job, 1, NULL);
+        kdl_stream_free(s);
+        kdl__cka_pass_release(&c);
+        return r;
+}
