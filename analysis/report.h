@@ -12,7 +12,7 @@
  * data behind them (reports/site.h), put in place atomically.
  */
 
-struct kdl_report_opts {
+struct kdl_run_report_opts {
         const char *teacher;
         const char *const *students; /* @nstudents paths */
         size_t nstudents;
@@ -26,11 +26,11 @@ struct kdl_report_opts {
 };
 
 /**
- * kdl_report_run() - write the report.
+ * kdl_run_report() - write the report.
  * Return: 0; the first error of any analysis (nothing is put in place then);
  * -KDL_EPLOT when gnuplot fails; -errno for the directory.
  */
-KDL_API int kdl_report_run(const struct kdl_report_opts *o);
+KDL_API int kdl_run_report(const struct kdl_run_report_opts *o);
 
 /** kdl_report_example_dir() - the bundled example's directory (KDL_EXAMPLE_DIR overrides). */
 KDL_API const char *kdl_report_example_dir(void);

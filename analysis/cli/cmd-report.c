@@ -53,7 +53,7 @@ static void bar(void *ctx, size_t done, size_t total, const char *what)
         fflush(err);
 }
 
-static int run(struct kdl_cli *cli, struct kdl_report_opts *o, bool quiet)
+static int run(struct kdl_cli *cli, struct kdl_run_report_opts *o, bool quiet)
 {
         int err;
 
@@ -61,7 +61,7 @@ static int run(struct kdl_cli *cli, struct kdl_report_opts *o, bool quiet)
                 o->progress = bar;
                 o->ctx = cli->err;
         }
-        err = kdl_report_run(o);
+        err = kdl_run_report(o);
         if (o->progress)
                 fputs("\r\033[K", cli->err);
         if (err < 0)
@@ -76,7 +76,7 @@ enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT };
 
 /* What report and demo are asked besides the dumps. */
 struct report_args {
-        struct kdl_report_opts o;
+        struct kdl_run_report_opts o;
         bool quiet;
 };
 

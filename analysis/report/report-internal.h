@@ -17,9 +17,9 @@
  * they share.
  */
 
-/* One run of kdl_report_run(). */
+/* One run of kdl_run_report(). */
 struct kdl__report {
-        const struct kdl_report_opts *o;
+        const struct kdl_run_report_opts *o;
         kdl_inputs *in;
         const char **inputs; /* the teacher's path, then the students', as given */
         kdl_site *site;

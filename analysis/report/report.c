@@ -284,7 +284,7 @@ static int compute(struct kdl__report *r)
 /* ---- the run ----------------------------------------------------------------------- */
 
 /* Open the inputs and name the students; @r->total counts the stages to come. */
-static int run_open(struct kdl__report *r, const struct kdl_report_opts *o)
+static int run_open(struct kdl__report *r, const struct kdl_run_report_opts *o)
 {
         int err;
 
@@ -329,7 +329,7 @@ static void run_release(struct kdl__report *r)
         kdl_inputs_free(r->in);
 }
 
-int kdl_report_run(const struct kdl_report_opts *o)
+int kdl_run_report(const struct kdl_run_report_opts *o)
 {
         struct kdl__report r = {.o = o, .tau = o->tau > 0.0 ? o->tau : 4.0};
         int err;

@@ -45,6 +45,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--over", type=int, default=600)
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 when a file is over 800 lines or a function over 120")
     a = ap.parse_args()
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
     files, funcs = [], []
@@ -65,6 +67,13 @@ def main():
           f"over 120: {sum(n > 120 for n, *_ in funcs)}")
     for n, name, f in funcs[:a.top]:
         print(f"  {n:5d}  {name} ({f})")
+    if a.check:
+        bad = [f"{f}: {n} lines (limit 800)" for n, f in files if n > 800]
+        bad += [f"{name} ({f}): {n} lines (limit 120)" for n, name, f in funcs if n > 120]
+        for b in bad:
+            print("over the limit:", b)
+        print(f"{1 if not bad else 0} passed, {1 if bad else 0} failed")
+        raise SystemExit(1 if bad else 0)
 
 
 main()
