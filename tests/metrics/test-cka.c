@@ -10,6 +10,7 @@
 #include "metrics/base/error.h"
 #include "metrics/base/tensor.h"
 #include "metrics/cka.h"
+#include "metrics/cka-internal.h"
 #include "metrics/sample.h"
 
 /* ---- helpers ------------------------------------------------------------------- */
@@ -1220,6 +1221,145 @@ static void test_mixed_names_and_bytes(void **state)
                          (KDL_CKA_MIXED_ROWS * 77 + 60 * 60) * sizeof(float) + 3 * sizeof(int));
 }
 
+/* ---- bootstrap intervals ------------------------------------------------------------ */
+
+static void test_probit(void **state)
+{
+        /* Python's statistics.NormalDist().inv_cdf, printed with repr(). */
+        static const double p[7] = {0.025, 0.975, 0.3, 0.02425, 0.9999, 1e-10, 1e-300};
+        static const double z[7] = {-1.9599639845400538, 1.9599639845400536, -0.5244005127080407,
+                                    -1.9729610513118845, 3.7190164854557084, -6.361340902404056,
+                                    -37.0470962993612};
+
+        (void) state;
+        for (int i = 0; i < 7; i++)
+                assert_close(kdl__cka_probit(p[i]), z[i], 1e-14, 0.0);
+        assert_close(kdl__cka_probit(0.5), 0.0, 0.0, 1e-16);
+}
+
+/* The three intervals, the standard deviation and the bias of twelve
+ * replicates (one tied with the point value 0.48) and six jackknife
+ * values, against numpy and statistics.NormalDist (the reference values
+ * printed with repr()). */
+static void test_interval_formulas(void **state)
+{
+        static double rep[12] = {0.41, 0.47, 0.52, 0.38, 0.55, 0.49,
+                                 0.44, 0.60, 0.51, 0.46, 0.48, 0.53};
+        static double jack[6] = {0.47, 0.49, 0.485, 0.46, 0.50, 0.478};
+        static const double want[2][3][2] = {
+                {{0.38825, 0.5862499999999999},
+                 {0.37375, 0.57175},
+                 {0.3853526233166187, 0.5791668958484648}},
+                {{0.39649999999999996, 0.5725},
+                 {0.38749999999999996, 0.5635},
+                 {0.39103899767444283, 0.5597796980818551}},
+        };
+        double est = 0.48;
+
+        (void) state;
+        for (int lv = 0; lv < 2; lv++)
+                for (int iv = 0; iv < KDL_CKA_INTERVAL_COUNT_; iv++) {
+                        kdl_cka_matrix m = {.nlayers = 1,
+                                            .biased = &est,
+                                            .debiased = &est,
+                                            .bootstrap = 12,
+                                            .level = lv ? 0.9 : 0.95,
+                                            .interval = (enum kdl_cka_interval) iv,
+                                            .ngroups = 6,
+                                            .biased_rep = rep,
+                                            .debiased_rep = rep,
+                                            .biased_jack = jack,
+                                            .debiased_jack = jack};
+
+                        assert_int_equal(kdl__cka_intervals(&m), 0);
+                        assert_close(m.biased_lo[0], want[lv][iv][0], 1e-14, 0.0);
+                        assert_close(m.biased_hi[0], want[lv][iv][1], 1e-14, 0.0);
+                        assert_close(m.debiased_hi[0], want[lv][iv][1], 1e-14, 0.0);
+                        assert_close(m.biased_se[0], 0.060952042747979454, 1e-14, 0.0);
+                        assert_close(m.biased_bias[0], 0.006666666666666765, 1e-12, 0.0);
+                        free(m.biased_lo);
+                        free(m.biased_hi);
+                        free(m.biased_se);
+                        free(m.biased_bias);
+                        free(m.debiased_lo);
+                        free(m.debiased_hi);
+                        free(m.debiased_se);
+                        free(m.debiased_bias);
+                }
+}
+
+/* BCa is undefined (NaN) when the point value is beyond every replicate or
+ * the jackknife has fewer than two values; percentile and basic are not. */
+static void test_bca_undefined(void **state)
+{
+        static double rep[4] = {0.61, 0.65, 0.70, 0.63};
+        static double jack[3] = {0.5, NAN, NAN};
+        double est = 0.6;
+
+        (void) state;
+        for (int c = 0; c < 2; c++) {
+                kdl_cka_matrix m = {.nlayers = 1,
+                                    .biased = &est,
+                                    .debiased = &est,
+                                    .bootstrap = 4,
+                                    .level = 0.95,
+                                    .interval = KDL_CKA_INTERVAL_BCA,
+                                    .ngroups = 3,
+                                    .biased_rep = rep,
+                                    .debiased_rep = rep,
+                                    .biased_jack = jack,
+                                    .debiased_jack = jack};
+
+                est = c ? 0.64 : 0.6; /* beyond every replicate; inside, one jackknife value */
+                assert_int_equal(kdl__cka_intervals(&m), 0);
+                assert_true(isnan(m.biased_lo[0]) && isnan(m.biased_hi[0]));
+                assert_true(isfinite(m.biased_se[0]) && isfinite(m.biased_bias[0]));
+                free(m.biased_lo);
+                free(m.biased_hi);
+                free(m.biased_se);
+                free(m.biased_bias);
+                free(m.debiased_lo);
+                free(m.debiased_hi);
+                free(m.debiased_se);
+                free(m.debiased_bias);
+        }
+}
+
+/* The interval option: default, names, parse; BCa's jackknife sums cost
+ * memory; states of other intervals do not merge. */
+static void test_interval_option(void **state)
+{
+        size_t w[2] = {3, 2};
+        kdl_cka_opts o = opts(0, 5, 1), basic, bca;
+        kdl_cka_state *s, *t, *u;
+        enum kdl_cka_interval iv = KDL_CKA_INTERVAL_BASIC;
+
+        (void) state;
+        assert_int_equal(o.interval, KDL_CKA_INTERVAL_PERCENTILE);
+        assert_string_equal(kdl_cka_interval_name(KDL_CKA_INTERVAL_PERCENTILE), "percentile");
+        assert_string_equal(kdl_cka_interval_name(KDL_CKA_INTERVAL_BASIC), "basic");
+        assert_string_equal(kdl_cka_interval_name(KDL_CKA_INTERVAL_BCA), "bca");
+        assert_int_equal(kdl_cka_interval_parse("bca", &iv), 0);
+        assert_int_equal(iv, KDL_CKA_INTERVAL_BCA);
+        assert_int_equal(kdl_cka_interval_parse("studentized", &iv), -KDL_EUSAGE);
+        assert_non_null(strstr(kdl_errmsg(), "percentile, basic or bca"));
+        assert_int_equal(iv, KDL_CKA_INTERVAL_BCA);
+        basic = bca = o;
+        basic.interval = KDL_CKA_INTERVAL_BASIC;
+        bca.interval = KDL_CKA_INTERVAL_BCA;
+        assert_int_equal(kdl_cka_state_bytes(2, w, &basic), kdl_cka_state_bytes(2, w, &o));
+        assert_true(kdl_cka_state_bytes(2, w, &bca) > kdl_cka_state_bytes(2, w, &o));
+        assert_int_equal(kdl_cka_state_new(2, w, &o, &s), 0);
+        assert_int_equal(kdl_cka_state_new(2, w, &basic, &t), 0);
+        assert_int_equal(kdl_cka_state_new(2, w, &bca, &u), 0);
+        assert_int_equal(kdl_cka_merge(s, t), -KDL_EMISMATCH);
+        assert_int_equal(kdl_cka_merge(s, u), -KDL_EMISMATCH);
+        assert_int_equal(kdl_cka_merge(u, s), -KDL_EMISMATCH);
+        kdl_cka_state_free(u);
+        kdl_cka_state_free(t);
+        kdl_cka_state_free(s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -1246,6 +1386,10 @@ int main(void)
                 cmocka_unit_test(test_mixed_rounds_products_to_float),
                 cmocka_unit_test(test_mixed_merge),
                 cmocka_unit_test(test_mixed_names_and_bytes),
+                cmocka_unit_test(test_probit),
+                cmocka_unit_test(test_interval_formulas),
+                cmocka_unit_test(test_bca_undefined),
+                cmocka_unit_test(test_interval_option),
         };
         return cmocka_run_group_tests(tests, setup_ids, NULL);
 }
