@@ -10,8 +10,9 @@
 /*
  * Shared by the CKA files, not part of the API: cka.c builds the
  * feature-space state and cka-shift.c merges and finalizes it; cka-gram.c
- * (Gram space, robust) and cka-minibatch.c use the helpers below;
- * cka-interval.c summarises the bootstrap replicates.
+ * (Gram space, robust), cka-weighted.c (weighted Gram space and its
+ * bootstrap) and cka-minibatch.c use the helpers below; cka-interval.c
+ * summarises the replicates of both bootstraps.
  */
 
 /*
@@ -85,6 +86,20 @@ int kdl__cka_kernel_matrix(const kdl_tensor *x, enum kdl_cka_kernel kernel, doub
 
 /* U-centring of the n×n @k into @out (n >= 3); @rm: n doubles of scratch. */
 void kdl__cka_centre_unbiased(const double *k, size_t n, double *rm, double *out);
+
+/* HKH of the n×n @k into @out (may be @k); @rm: n doubles of scratch. */
+void kdl__cka_centre_biased(const double *k, size_t n, double *rm, double *out);
+
+/* Check in-memory layers for the Gram forms: 2-D, the same n >= @min_n rows,
+ * nonzero widths, finite, n² within BLAS.  Return: 0; -KDL_ESHAPE;
+ * -KDL_ENONFINITE; -KDL_EOVERFLOW. */
+int kdl__cka_check_layers(const kdl_tensor *layers, size_t nlayers, size_t min_n);
+
+/* kdl_cka_gram()'s work; with @ret_kc not NULL, also hands over the L
+ * kernel matrices centred by H (HKH, [l*n*n]; caller frees): every weighted
+ * centring of HKH equals that of K, and the data's mean is gone. */
+int kdl__cka_gram_centred(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel,
+                          double theta, kdl_cka_matrix **ret, double **ret_kc);
 
 /* Φ⁻¹(@p) for p in (0, 1), to full double precision. */
 double kdl__cka_probit(double p);

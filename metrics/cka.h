@@ -65,7 +65,8 @@ typedef struct kdl_cka_matrix {
         double *debiased;  /* CKA with unbiased HSIC (Song et al. 2012) */
         double *minibatch; /* minibatch CKA (Nguyen et al. 2021) */
         size_t nbatches;   /* minibatch: batches averaged */
-        /* Bootstrap (feature-space state only), NULL without: the interval of the requested
+        /* Bootstrap (linear CKA: the feature-space state and
+         * kdl_cka_gram_linear()), NULL without: the interval of the requested
          * type and level, the standard deviation of the replicates (ddof 1)
          * and their bias (mean of the replicates minus the point value), for
          * biased and debiased; each replicate's values [bootstrap * L*L]
@@ -276,6 +277,54 @@ KDL_API const char *kdl_cka_kernel_name(enum kdl_cka_kernel k);
  */
 KDL_API int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel,
                          double theta, kdl_cka_matrix **ret);
+
+/**
+ * kdl_cka_gram_weighted() - biased and debiased linear CKA of every pair of
+ * in-memory layers with sample weights @w (n of them, finite, >= 0), through
+ * the n×n Gram matrices K, L.  With W = diag(w), N = Σ w and the weighted
+ * centring H_w = I - 1 wᵀ/N:
+ *
+ *   biased:   HSIC_w(K, L) = tr(W K_w W L_w), K_w = H_w K H_wᵀ;
+ *   debiased: Σᵢⱼ ωᵢⱼ Mᴷᵢⱼ Mᴸᵢⱼ with ωᵢⱼ = wᵢ wⱼ (i ≠ j), wᵢ(wᵢ - 1)
+ *             (i = j), Mᵢⱼ = Kᵢⱼ - (rᵢ + rⱼ)/(N - 2) + Σₖ wₖ rₖ/((N-1)(N-2)),
+ *             rᵢ = Σⱼ wⱼ Kᵢⱼ - Kᵢᵢ;
+ *
+ * normalised as CKA.  For integer weights both equal the unweighted values
+ * of the data with sample i repeated wᵢ times (that is how they are
+ * derived: the debiased one is the U-centred inner product of the repeated
+ * data, whose copies of one sample are distinct samples), which is what
+ * makes a Gram-space bootstrap replicate equal the feature-space one.  All
+ * weights 1 give kdl_cka_gram()'s linear values.
+ * @layers: @nlayers tensors [n, D_ℓ] with the same n >= 2; borrowed.
+ * @ret:    set on success only (@n = N); caller frees with
+ *          kdl_cka_matrix_free().
+ *
+ * Memory: 2 L m² doubles, m the samples of positive weight.  A value is NaN
+ * when N <= 0 (debiased: N < 4) or a layer has no weighted variance.
+ * Return: as kdl_cka_gram(); -KDL_ERANGE for a negative or non-finite weight.
+ */
+KDL_API int kdl_cka_gram_weighted(const kdl_tensor *layers, size_t nlayers, const double *w,
+                                  kdl_cka_matrix **ret);
+
+/**
+ * kdl_cka_gram_linear() - linear CKA in Gram space with the feature-space
+ * state's bootstrap: the point values of kdl_cka_gram(), and with
+ * @o->bootstrap = B the replicates whose sample weights are
+ * kdl_sample_poisson1(@o->seed, @ids[i], b), as kdl_cka_gram_weighted()
+ * computes them, so that a replicate equals the feature-space state's
+ * replicate b of the same samples; then the same summary as
+ * kdl_cka_finalize() (@o->level, @o->interval; for BCa the same seeded
+ * jackknife groups).  @o->block_rows, @o->precision and @o->pairs are not
+ * used (every pair is computed).
+ * @ids: n sample ids, unique (borrowed); may be NULL without bootstrap.
+ * @o:   NULL for kdl_cka_opts_init()'s.
+ * @ret: set on success only; caller frees with kdl_cka_matrix_free().
+ *
+ * Time: O((1 + B + G) L² n²); memory 2 L n² doubles and the replicates.
+ * Return: as kdl_cka_gram(); -KDL_ERANGE for a level outside (0, 1).
+ */
+KDL_API int kdl_cka_gram_linear(const kdl_tensor *layers, size_t nlayers, const size_t *ids,
+                                const kdl_cka_opts *o, kdl_cka_matrix **ret);
 
 /**
  * kdl_cka_robust() - biased linear CKA of every pair after removing
