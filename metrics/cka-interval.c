@@ -190,23 +190,17 @@ int kdl__cka_intervals(kdl_cka_matrix *m)
 {
         size_t ll = m->nlayers * m->nlayers;
         double *buf;
+        double **out[8] = {&m->biased_lo,   &m->biased_hi,   &m->biased_se,   &m->biased_bias,
+                           &m->debiased_lo, &m->debiased_hi, &m->debiased_se, &m->debiased_bias};
 
         assert(m->interval < KDL_CKA_INTERVAL_COUNT_);
         assert(m->interval != KDL_CKA_INTERVAL_BCA || (m->biased_jack && m->debiased_jack));
+        for (int i = 0; i < 8; i++)
+                if (!(*out[i] = kdl_new(double, ll)))
+                        return -ENOMEM;
         buf = kdl_new(double, m->bootstrap ? m->bootstrap : 1);
-        m->biased_lo = kdl_new(double, ll);
-        m->biased_hi = kdl_new(double, ll);
-        m->biased_se = kdl_new(double, ll);
-        m->biased_bias = kdl_new(double, ll);
-        m->debiased_lo = kdl_new(double, ll);
-        m->debiased_hi = kdl_new(double, ll);
-        m->debiased_se = kdl_new(double, ll);
-        m->debiased_bias = kdl_new(double, ll);
-        if (!buf || !m->biased_lo || !m->biased_hi || !m->biased_se || !m->biased_bias ||
-            !m->debiased_lo || !m->debiased_hi || !m->debiased_se || !m->debiased_bias) {
-                free(buf);
+        if (!buf)
                 return -ENOMEM;
-        }
         summarise(m, m->biased, m->biased_rep, m->biased_jack, buf, m->biased_lo, m->biased_hi,
                   m->biased_se, m->biased_bias);
         summarise(m, m->debiased, m->debiased_rep, m->debiased_jack, buf, m->debiased_lo,

@@ -63,6 +63,17 @@ static void wwork_release(struct wwork *ww)
         free(ww->stack);
 }
 
+/* Σ_b w_b K_ab over the @m kept rows: row a of the n×n @k times the weights. */
+static double weighted_row(const double *k, size_t n, const struct wwork *ww, size_t m, size_t a)
+{
+        const double *row = k + ww->idx[a] * n;
+        double s = 0.0;
+
+        for (size_t b = 0; b < m; b++)
+                s += ww->wk[b] * row[ww->idx[b]];
+        return s;
+}
+
 /* Biased: sqrt(wₐ w_b) (K_w)ₐ_b of the @m kept rows of the n×n @k into @out
  * [m*m], K_w = H_w K H_wᵀ. */
 static void centre_weighted(const double *k, size_t n, const struct wwork *ww, size_t m, double nw,
@@ -72,11 +83,7 @@ static void centre_weighted(const double *k, size_t n, const struct wwork *ww, s
         double t = 0.0;
 
         for (size_t a = 0; a < m; a++) {
-                double s = 0.0;
-
-                for (size_t b = 0; b < m; b++)
-                        s += ww->wk[b] * k[idx[a] * n + idx[b]];
-                ww->r[a] = s / nw;
+                ww->r[a] = weighted_row(k, n, ww, m, a) / nw;
                 t += ww->wk[a] * ww->r[a];
         }
         t /= nw;
@@ -95,11 +102,7 @@ static void ucentre_weighted(const double *k, size_t n, const struct wwork *ww, 
         double c = 0.0;
 
         for (size_t a = 0; a < m; a++) {
-                double s = 0.0;
-
-                for (size_t b = 0; b < m; b++)
-                        s += ww->wk[b] * k[idx[a] * n + idx[b]];
-                ww->r[a] = s - k[idx[a] * n + idx[a]];
+                ww->r[a] = weighted_row(k, n, ww, m, a) - k[idx[a] * n + idx[a]];
                 c += ww->wk[a] * ww->r[a];
         }
         c /= (nw - 1.0) * (nw - 2.0);

@@ -1429,6 +1429,40 @@ static void test_gram_replicates_and_jackknife_values(void **state)
         fixture_free(&f);
 }
 
+static double *dup_array(const double *x, size_t n)
+{
+        double *d = malloc((n ? n : 1) * sizeof(double));
+
+        assert_non_null(d);
+        memcpy(d, x, n * sizeof(double));
+        return d;
+}
+
+/* kdl__cka_intervals() of one pair of value @est (biased and debiased alike)
+ * with the replicates @rep [nrep] and, when @ng, the jackknife values @jack;
+ * caller frees with kdl_cka_matrix_free(). */
+static kdl_cka_matrix *summary_of(double est, const double *rep, size_t nrep, const double *jack,
+                                  size_t ng, double level, enum kdl_cka_interval iv)
+{
+        kdl_cka_matrix *m;
+
+        assert_int_equal(kdl__cka_matrix_new(1, &m), 0);
+        m->biased = dup_array(&est, 1);
+        m->debiased = dup_array(&est, 1);
+        m->biased_rep = dup_array(rep, nrep);
+        m->debiased_rep = dup_array(rep, nrep);
+        if (ng) {
+                m->biased_jack = dup_array(jack, ng);
+                m->debiased_jack = dup_array(jack, ng);
+        }
+        m->bootstrap = nrep;
+        m->level = level;
+        m->interval = iv;
+        m->ngroups = ng;
+        assert_int_equal(kdl__cka_intervals(m), 0);
+        return m;
+}
+
 static void test_probit(void **state)
 {
         /* Python's statistics.NormalDist().inv_cdf, printed with repr(). */
@@ -1449,9 +1483,9 @@ static void test_probit(void **state)
  * printed with repr()). */
 static void test_interval_formulas(void **state)
 {
-        static double rep[12] = {0.41, 0.47, 0.52, 0.38, 0.55, 0.49,
-                                 0.44, 0.60, 0.51, 0.46, 0.48, 0.53};
-        static double jack[6] = {0.47, 0.49, 0.485, 0.46, 0.50, 0.478};
+        static const double rep[12] = {0.41, 0.47, 0.52, 0.38, 0.55, 0.49,
+                                       0.44, 0.60, 0.51, 0.46, 0.48, 0.53};
+        static const double jack[6] = {0.47, 0.49, 0.485, 0.46, 0.50, 0.478};
         static const double want[2][3][2] = {
                 {{0.38825, 0.5862499999999999},
                  {0.37375, 0.57175},
@@ -1460,37 +1494,19 @@ static void test_interval_formulas(void **state)
                  {0.38749999999999996, 0.5635},
                  {0.39103899767444283, 0.5597796980818551}},
         };
-        double est = 0.48;
 
         (void) state;
         for (int lv = 0; lv < 2; lv++)
                 for (int iv = 0; iv < KDL_CKA_INTERVAL_COUNT_; iv++) {
-                        kdl_cka_matrix m = {.nlayers = 1,
-                                            .biased = &est,
-                                            .debiased = &est,
-                                            .bootstrap = 12,
-                                            .level = lv ? 0.9 : 0.95,
-                                            .interval = (enum kdl_cka_interval) iv,
-                                            .ngroups = 6,
-                                            .biased_rep = rep,
-                                            .debiased_rep = rep,
-                                            .biased_jack = jack,
-                                            .debiased_jack = jack};
+                        kdl_cka_matrix *m = summary_of(0.48, rep, 12, jack, 6, lv ? 0.9 : 0.95,
+                                                       (enum kdl_cka_interval) iv);
 
-                        assert_int_equal(kdl__cka_intervals(&m), 0);
-                        assert_close(m.biased_lo[0], want[lv][iv][0], 1e-14, 0.0);
-                        assert_close(m.biased_hi[0], want[lv][iv][1], 1e-14, 0.0);
-                        assert_close(m.debiased_hi[0], want[lv][iv][1], 1e-14, 0.0);
-                        assert_close(m.biased_se[0], 0.060952042747979454, 1e-14, 0.0);
-                        assert_close(m.biased_bias[0], 0.006666666666666765, 1e-12, 0.0);
-                        free(m.biased_lo);
-                        free(m.biased_hi);
-                        free(m.biased_se);
-                        free(m.biased_bias);
-                        free(m.debiased_lo);
-                        free(m.debiased_hi);
-                        free(m.debiased_se);
-                        free(m.debiased_bias);
+                        assert_close(m->biased_lo[0], want[lv][iv][0], 1e-14, 0.0);
+                        assert_close(m->biased_hi[0], want[lv][iv][1], 1e-14, 0.0);
+                        assert_close(m->debiased_hi[0], want[lv][iv][1], 1e-14, 0.0);
+                        assert_close(m->biased_se[0], 0.060952042747979454, 1e-14, 0.0);
+                        assert_close(m->biased_bias[0], 0.006666666666666765, 1e-12, 0.0);
+                        kdl_cka_matrix_free(m);
                 }
 }
 
@@ -1498,37 +1514,22 @@ static void test_interval_formulas(void **state)
  * the jackknife has fewer than two values; percentile and basic are not. */
 static void test_bca_undefined(void **state)
 {
-        static double rep[4] = {0.61, 0.65, 0.70, 0.63};
-        static double jack[3] = {0.5, NAN, NAN};
-        double est = 0.6;
+        static const double rep[4] = {0.61, 0.65, 0.70, 0.63};
+        static const double jack[3] = {0.5, NAN, NAN};
 
         (void) state;
-        for (int c = 0; c < 2; c++) {
-                kdl_cka_matrix m = {.nlayers = 1,
-                                    .biased = &est,
-                                    .debiased = &est,
-                                    .bootstrap = 4,
-                                    .level = 0.95,
-                                    .interval = KDL_CKA_INTERVAL_BCA,
-                                    .ngroups = 3,
-                                    .biased_rep = rep,
-                                    .debiased_rep = rep,
-                                    .biased_jack = jack,
-                                    .debiased_jack = jack};
+        /* 0.6: beyond every replicate; 0.64: inside, but one jackknife value. */
+        for (int c = 0; c < 2; c++)
+                for (int iv = 0; iv < KDL_CKA_INTERVAL_COUNT_; iv++) {
+                        kdl_cka_matrix *m = summary_of(c ? 0.64 : 0.6, rep, 4, jack, 3, 0.95,
+                                                       (enum kdl_cka_interval) iv);
+                        bool bca = iv == KDL_CKA_INTERVAL_BCA;
 
-                est = c ? 0.64 : 0.6; /* beyond every replicate; inside, one jackknife value */
-                assert_int_equal(kdl__cka_intervals(&m), 0);
-                assert_true(isnan(m.biased_lo[0]) && isnan(m.biased_hi[0]));
-                assert_true(isfinite(m.biased_se[0]) && isfinite(m.biased_bias[0]));
-                free(m.biased_lo);
-                free(m.biased_hi);
-                free(m.biased_se);
-                free(m.biased_bias);
-                free(m.debiased_lo);
-                free(m.debiased_hi);
-                free(m.debiased_se);
-                free(m.debiased_bias);
-        }
+                        assert_true(bca == isnan(m->biased_lo[0]));
+                        assert_true(bca == isnan(m->debiased_hi[0]));
+                        assert_true(isfinite(m->biased_se[0]) && isfinite(m->biased_bias[0]));
+                        kdl_cka_matrix_free(m);
+                }
 }
 
 /* The interval option: default, names, parse; BCa's jackknife sums cost
