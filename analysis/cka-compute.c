@@ -143,6 +143,7 @@ static int feature_init(struct kdl__cka_pass *c, const size_t *widths, size_t to
 
         kdl_cka_opts_init(&co);
         co.bootstrap = o->bootstrap;
+        co.interval = o->interval;
         co.seed = o->seed;
         co.pairs = o->pairs;
         co.precision = o->precision;
@@ -189,7 +190,7 @@ int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, 
                 totalw += widths[k];
                 res->maxw = widths[k] > res->maxw ? widths[k] : res->maxw;
         }
-        res->gram = res->maxw > n;
+        res->gram = o->gram || res->maxw > n;
         r = res->gram ? gram_init(c, n) : feature_init(c, widths, totalw);
         c->feed.state = c->state;
         c->feed.g = &c->g;
@@ -208,9 +209,17 @@ int kdl__cka_pass_finish(struct kdl__cka_pass *c)
         if (!t)
                 return -ENOMEM;
         if (res->gram) {
+                kdl_cka_opts co;
+
+                /* The feature-space state's bootstrap: the same Poisson
+                 * weights of the same sample ids, weighted HSIC. */
+                kdl_cka_opts_init(&co);
+                co.bootstrap = c->o.bootstrap;
+                co.interval = c->o.interval;
+                co.seed = c->o.seed;
                 for (size_t k = 0; k < l->n; k++)
                         t[k] = kdl__gather_tensor(&c->g, l, k);
-                r = kdl_cka_gram(t, l->n, KDL_CKA_LINEAR, 0.0, &res->lin);
+                r = kdl_cka_gram_linear(t, l->n, c->g.ids, &co, &res->lin);
                 if (r >= 0)
                         r = gather_subset(&c->g, l, c->sub, c->nsub, &gs);
         } else {

@@ -22,8 +22,9 @@
 struct kdl__cka_compute_opts {
         enum kdl_spatial spatial;
         bool skip_nonfinite;
-        bool labels;      /* the stream reads /labels (one-hot sources need them) */
-        size_t bootstrap; /* replicates; 0: none */
+        bool labels;                    /* the stream reads /labels (one-hot sources need them) */
+        size_t bootstrap;               /* replicates; 0: none */
+        enum kdl_cka_interval interval; /* of the bootstrap; 0: percentile */
         uint64_t seed;
         bool rbf; /* RBF CKA on the subsample */
         double theta;
@@ -32,11 +33,12 @@ struct kdl__cka_compute_opts {
         size_t max_bytes;  /* largest feature-space state allowed */
         const bool *pairs; /* [L*L] pairs needed (kdl_cka_opts.pairs); NULL: all */
         enum kdl_cka_precision precision; /* of the feature-space products */
+        bool gram; /* Gram space even when no source is wider than the sample count (tests) */
 };
 
 /* What kdl__cka_compute() finds for one set of stacked sources. */
 struct kdl__cka_results {
-        bool gram; /* Gram space (a source wider than the sample count) */
+        bool gram; /* Gram space (a source wider than the sample count, or asked) */
         size_t n, nsub, maxw;
         kdl_cka_matrix *lin;    /* linear, all samples: biased, debiased, bootstrap */
         kdl_cka_matrix *robust; /* subsample, outliers removed */
@@ -50,7 +52,8 @@ void kdl__cka_results_release(struct kdl__cka_results *r);
  * kdl__cka_compute() - one pass over every sample of the sources @l (A =
  * @in->teacher, B = @in->students[0] through @pair): linear CKA of all pairs
  * (feature space, or Gram space when a source is wider than the sample
- * count), and on the rows @sub (sorted, gathered in the same pass) the
+ * count or @o->gram; either way with the bootstrap @o asks for), and on the
+ * rows @sub (sorted, gathered in the same pass) the
  * robust column, RBF and minibatch CKA as @o asks.
  * @ret_sub: NULL, or receives the gathered subsample (release it with
  *           kdl__gather_release()).

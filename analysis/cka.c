@@ -66,6 +66,11 @@ void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o)
 /* The tables one run fills, across checkpoints. */
 struct tables {
         kdl_table *matrix, *pairs, *targets;
+        /* Bootstrap intervals of "cka_pairs" across the checkpoints: how
+         * many, how many miss their own point value or are undefined, and
+         * the first of each (notes; caller frees). */
+        size_t nint, nmiss, nundef;
+        char *first_miss, *first_undef;
 };
 
 static double at(const kdl_cka_matrix *m, const double *v, size_t i, size_t j)
@@ -76,6 +81,33 @@ static double at(const kdl_cka_matrix *m, const double *v, size_t i, size_t j)
 static int put_depth(kdl_table *t, const char *key, const struct kdl__src *s)
 {
         return s->has_depth ? kdl_table_put_int(t, key, s->depth) : 0;
+}
+
+/* The bootstrap columns of estimator @e (0 biased, 1 debiased) and their
+ * values in the matrix @m. */
+static const char *const boot_keys[2][4] = {
+        {"cka_linear_lo", "cka_linear_hi", "cka_linear_se", "cka_linear_bias"},
+        {"cka_linear_debiased_lo", "cka_linear_debiased_hi", "cka_linear_debiased_se",
+         "cka_linear_debiased_bias"},
+};
+
+static void boot_values(const kdl_cka_matrix *m, int e, size_t a, size_t b, double v[4])
+{
+        v[0] = at(m, e ? m->debiased_lo : m->biased_lo, a, b);
+        v[1] = at(m, e ? m->debiased_hi : m->biased_hi, a, b);
+        v[2] = at(m, e ? m->debiased_se : m->biased_se, a, b);
+        v[3] = at(m, e ? m->debiased_bias : m->biased_bias, a, b);
+}
+
+static int boot_columns(kdl_table *t, const kdl_cka_matrix *m, int e, size_t a, size_t b)
+{
+        double v[4];
+        int err = 0;
+
+        boot_values(m, e, a, b, v);
+        for (int k = 0; k < 4 && !err; k++)
+                err = kdl_table_put_real(t, boot_keys[e][k], v[k]);
+        return err;
 }
 
 static int emit_pair(kdl_table *t, const struct kdl__cka_results *res,
@@ -93,20 +125,8 @@ static int emit_pair(kdl_table *t, const struct kdl__cka_results *res,
         err = err ?: kdl_table_put_int(t, "n", (long long) lin->n);
         err = err ?: kdl_table_put_real(t, "cka_linear", at(lin, lin->biased, a, b));
         err = err ?: kdl_table_put_real(t, "cka_linear_debiased", at(lin, lin->debiased, a, b));
-        if (!err && lin->bootstrap) {
-                err = kdl_table_put_real(t, "cka_linear_lo", at(lin, lin->biased_lo, a, b));
-                err = err ?: kdl_table_put_real(t, "cka_linear_hi", at(lin, lin->biased_hi, a, b));
-                err = err ?: kdl_table_put_real(t, "cka_linear_se", at(lin, lin->biased_se, a, b));
-                err = err
-                              ?: kdl_table_put_real(t, "cka_linear_debiased_lo",
-                                                    at(lin, lin->debiased_lo, a, b));
-                err = err
-                              ?: kdl_table_put_real(t, "cka_linear_debiased_hi",
-                                                    at(lin, lin->debiased_hi, a, b));
-                err = err
-                              ?: kdl_table_put_real(t, "cka_linear_debiased_se",
-                                                    at(lin, lin->debiased_se, a, b));
-        }
+        for (int e = 0; e < 2 && !err && lin->bootstrap; e++)
+                err = boot_columns(t, lin, e, a, b);
         err = err ?: kdl_table_put_int(t, "subsample", (long long) res->nsub);
         if (!err && res->robust)
                 err = kdl_table_put_real(t, "cka_linear_robust",
@@ -138,6 +158,41 @@ static double shown(const struct kdl__cka_results *res, const struct kdl_run_cka
                                                     : at(res->lin, res->lin->biased, a, b);
 }
 
+/* An interval misses its point value when the value lies outside it by more
+ * than rounding (CKA is within [-1, 1]). */
+#define MISS_TOL 1e-12
+
+/* Count the bootstrap intervals of the pair (@a, @b), both estimators, that
+ * miss their point value or are undefined (NaN for a finite value), and
+ * describe the first of each for the notes. */
+static int check_intervals(struct tables *tb, const kdl_cka_matrix *m, const struct kdl__srcs *l,
+                           const struct kdl_ckpair *ck, size_t a, size_t b)
+{
+        for (int e = 0; e < 2; e++) {
+                double est = at(m, e ? m->debiased : m->biased, a, b), v[4];
+                bool undef, miss;
+                char **first;
+
+                boot_values(m, e, a, b, v);
+                if (!isfinite(est))
+                        continue;
+                tb->nint++;
+                undef = isnan(v[0]) || isnan(v[1]);
+                miss = !undef && (est < v[0] - MISS_TOL || est > v[1] + MISS_TOL);
+                tb->nundef += undef;
+                tb->nmiss += miss;
+                first = undef ? &tb->first_undef : &tb->first_miss;
+                if ((!undef && !miss) || *first)
+                        continue;
+                *first = kdl__asprintf("checkpoint %s, %s x %s, %s %.4g, interval [%.4g, %.4g]",
+                                       ck->main->name, l->v[a].name, l->v[b].name,
+                                       e ? "debiased" : "biased", est, v[0], v[1]);
+                if (!*first)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 /* The "cka" row of A's source @a (a column per source of B) and a "cka_pairs"
  * row per pair. */
 static int matrix_row(struct tables *tb, const struct kdl__cka_results *res,
@@ -164,6 +219,9 @@ static int matrix_row(struct tables *tb, const struct kdl__cka_results *res,
                 if (!err && two)
                         err = kdl_table_put_str(tb->pairs, "checkpoint_b", ck->partner->name);
                 err = err ?: emit_pair(tb->pairs, res, o, l, a, b);
+                /* With one dump each pair is listed in both orders: count it once. */
+                if (!err && res->lin->bootstrap && (two || a < b))
+                        err = check_intervals(tb, res->lin, l, ck, a, b);
         }
         return err;
 }
@@ -261,6 +319,8 @@ void kdl__cka_abort(struct kdl__cka_run *r)
         kdl_table_free(r->tb.targets);
         kdl_table_free(r->tb.pairs);
         kdl_table_free(r->tb.matrix);
+        free(r->tb.first_undef);
+        free(r->tb.first_miss);
         free(r);
 }
 
@@ -370,6 +430,7 @@ static struct kdl__cka_compute_opts compute_opts(const struct kdl__cka_run *r)
                 .skip_nonfinite = o->common.skip_nonfinite,
                 .labels = r->nclasses > 0,
                 .bootstrap = o->bootstrap,
+                .interval = o->interval,
                 .seed = o->seed,
                 .rbf = o->kernel == KDL_CKA_RBF,
                 .theta = o->theta,
@@ -416,8 +477,57 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
         return 0;
 }
 
+/* Fewer replicates than this: a note says the intervals are unreliable
+ * (about 200 give a standard error; percentile-type intervals need of the
+ * order of 1000, Efron & Tibshirani 1993). */
+#define BOOTSTRAP_FEW 200
+
+/* What the bootstrap did, and every warning about its intervals. */
+static int bootstrap_notes(kdl_doc *doc, const struct kdl__cka_results *last,
+                           const struct kdl_run_cka_opts *o, const struct tables *tb)
+{
+        int err;
+
+        err = kdl_doc_add_note(
+                doc,
+                "bootstrap: %zu Poisson(1) replicates (seed %llu), %s 95 %% intervals; "
+                "columns *_lo, *_hi, *_se (sd of the replicates) and *_bias (their mean minus "
+                "the point value)%s",
+                o->bootstrap, (unsigned long long) o->seed, kdl_cka_interval_name(o->interval),
+                last->gram ? "; in Gram space by weighted HSIC with the same weights" : "");
+        if (!err && o->interval == KDL_CKA_INTERVAL_BCA)
+                err = kdl_doc_add_note(doc,
+                                       "BCa: bias correction from the replicates, acceleration "
+                                       "from a delete-a-group jackknife over %d seeded groups of "
+                                       "the samples",
+                                       KDL_CKA_JACKKNIFE_GROUPS);
+        if (!err && o->bootstrap < BOOTSTRAP_FEW)
+                err = kdl_doc_add_note(doc,
+                                       "warning: only %zu bootstrap replicates (fewer than %d): "
+                                       "the intervals, standard errors and biases are "
+                                       "unreliable; use --bootstrap 1000 or more for intervals",
+                                       o->bootstrap, BOOTSTRAP_FEW);
+        if (!err && tb->nmiss)
+                err = kdl_doc_add_note(
+                        doc,
+                        "warning: %zu of %zu bootstrap intervals do not contain their own point "
+                        "value (first: %s): the replicates are shifted from it (*_bias; repeated "
+                        "samples in a resample inflate CKA, the more so for layers wide compared "
+                        "with the samples), so these are not reliable confidence intervals; "
+                        "--interval bca corrects a moderate shift, not one larger than the "
+                        "spread of the replicates",
+                        tb->nmiss, tb->nint, tb->first_miss);
+        if (!err && tb->nundef)
+                err = kdl_doc_add_note(doc,
+                                       "warning: %zu of %zu bootstrap intervals are undefined "
+                                       "(NaN; first: %s): too few finite replicates, or for BCa "
+                                       "the point value is beyond every replicate",
+                                       tb->nundef, tb->nint, tb->first_undef);
+        return err;
+}
+
 static int add_notes(kdl_doc *doc, const struct kdl__cka_results *last,
-                     const struct kdl_run_cka_opts *o)
+                     const struct kdl_run_cka_opts *o, const struct tables *tb)
 {
         int err;
 
@@ -454,14 +564,7 @@ static int add_notes(kdl_doc *doc, const struct kdl__cka_results *last,
                                        "minibatch CKA: %zu batches of %zu from the subsample in a "
                                        "seeded order (remainder left out)",
                                        last->mb->nbatches, o->batch);
-        if (!err && o->bootstrap && last->gram)
-                err = kdl_doc_add_note(doc, "bootstrap intervals are not available in Gram space");
-        else if (!err && o->bootstrap)
-                err = kdl_doc_add_note(doc,
-                                       "bootstrap: %zu Poisson(1) replicates (seed %llu), "
-                                       "percentile 95 %% intervals",
-                                       o->bootstrap, (unsigned long long) o->seed);
-        return err;
+        return err ?: (o->bootstrap ? bootstrap_notes(doc, last, o, tb) : 0);
 }
 
 int kdl__cka_end(struct kdl__cka_run *r)
@@ -469,7 +572,7 @@ int kdl__cka_end(struct kdl__cka_run *r)
         int err;
 
         assert(r);
-        err = add_notes(r->doc, &r->last, &r->o);
+        err = add_notes(r->doc, &r->last, &r->o, &r->tb);
         if (!err) {
                 err = kdl_doc_add_table(r->doc, r->tb.matrix);
                 r->tb.matrix = NULL;

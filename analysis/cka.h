@@ -42,6 +42,7 @@ struct kdl_run_cka_opts {
         const char *partner_checkpoint;       /* B's: NULL the one of the same name, else
                                                  its last; or a name for every checkpoint */
         size_t bootstrap;                 /* Poisson bootstrap replicates of linear CKA; 0: none */
+        enum kdl_cka_interval interval;   /* bootstrap interval (percentile, basic, bca) */
         uint64_t seed;                    /* subsamples, bootstrap weights, minibatch order */
         size_t subsample;                 /* rows for RBF, minibatch and the robust column */
         size_t batch;                     /* minibatch size m, >= 4 */
@@ -53,8 +54,9 @@ struct kdl_run_cka_opts {
 
 /**
  * kdl_run_cka_opts_init() - common defaults, the linear kernel, the biased
- * estimator, no bootstrap, seed 0, a subsample of 2048, batches of 256,
- * theta 0.5, a 1 % robust fraction, 8 GiB at most, double precision.
+ * estimator, no bootstrap (percentile intervals when asked), seed 0, a
+ * subsample of 2048, batches of 256, theta 0.5, a 1 % robust fraction,
+ * 8 GiB at most, double precision.
  */
 KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
 
@@ -67,9 +69,12 @@ KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
  *
  * Linear and debiased linear CKA stream over every sample in one pass
  * (feature space; Gram space when a layer is wider than the number of
- * samples, chosen automatically and reported in the "method" column).  RBF,
- * minibatch and the robust column use a seeded subsample gathered in the
- * same pass.
+ * samples, chosen automatically and reported in the "method" column), with
+ * @o->bootstrap replicates either way (the same Poisson weights of the same
+ * samples, so both spaces give the same intervals): columns *_lo, *_hi, *_se
+ * and *_bias, and notes when B < 200 or an interval misses its own point
+ * value.  RBF, minibatch and the robust column use a seeded subsample
+ * gathered in the same pass.
  *
  * Return: 0; -KDL_EUSAGE for a checkpoint that does not exist or an
  * impossible combination (minibatch with the RBF kernel); -KDL_ERANGE when

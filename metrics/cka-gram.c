@@ -180,8 +180,9 @@ static double row_means(const double *k, size_t n, double *rm)
         return total / (double) (n * n);
 }
 
-/* HKH into @out (Kornblith's center_gram, biased); @rm: n scratch. */
-static void centre_biased(const double *k, size_t n, double *rm, double *out)
+/* HKH into @out (Kornblith's center_gram, biased); @rm: n scratch.  Each
+ * entry reads only itself once the means are known, so @out may be @k. */
+void kdl__cka_centre_biased(const double *k, size_t n, double *rm, double *out)
 {
         double total = row_means(k, n, rm);
 
@@ -214,7 +215,7 @@ void kdl__cka_centre_unbiased(const double *k, size_t n, double *rm, double *out
                         out[i * n + j] = i == j ? 0.0 : k[i * n + j] - rm[i] - rm[j];
 }
 
-static int check_layers(const kdl_tensor *layers, size_t nlayers, size_t min_n)
+int kdl__cka_check_layers(const kdl_tensor *layers, size_t nlayers, size_t min_n)
 {
         size_t n, bad;
         int bi;
@@ -296,8 +297,8 @@ static void centred_alignment(const double *k, size_t n, size_t l,
         kdl__cka_normalise_upper(h, l, out);
 }
 
-int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel, double theta,
-                 kdl_cka_matrix **ret)
+int kdl__cka_gram_centred(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel,
+                          double theta, kdl_cka_matrix **ret, double **ret_kc)
 {
         size_t n, l = nlayers;
         double *k = NULL, *stack = NULL, *h = NULL, *rm = NULL;
@@ -306,7 +307,7 @@ int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel k
         int r;
 
         assert(layers && ret && kernel < KDL_CKA_KERNEL_COUNT_);
-        r = check_layers(layers, nlayers, 2);
+        r = kdl__cka_check_layers(layers, nlayers, 2);
         if (r < 0)
                 return r;
         if (kernel == KDL_CKA_RBF && !(theta > 0.0 && isfinite(theta)))
@@ -330,7 +331,7 @@ int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel k
                 r = -ENOMEM;
                 goto out;
         }
-        centred_alignment(k, n, l, centre_biased, stack, h, rm, m->biased);
+        centred_alignment(k, n, l, kdl__cka_centre_biased, stack, h, rm, m->biased);
         if (n >= 4)
                 centred_alignment(k, n, l, kdl__cka_centre_unbiased, stack, h, rm, m->debiased);
         for (size_t i = 0; i < l; i++)
@@ -339,6 +340,12 @@ int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel k
                                 m->biased[i * l + j] = m->biased[j * l + i] = NAN;
                                 m->debiased[i * l + j] = m->debiased[j * l + i] = NAN;
                         }
+        if (ret_kc) {
+                for (size_t i = 0; i < l; i++)
+                        kdl__cka_centre_biased(k + i * n * n, n, rm, k + i * n * n);
+                *ret_kc = k;
+                k = NULL;
+        }
         *ret = m;
         m = NULL;
 out:
@@ -349,6 +356,12 @@ out:
         free(bad);
         free(k);
         return r;
+}
+
+int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel, double theta,
+                 kdl_cka_matrix **ret)
+{
+        return kdl__cka_gram_centred(layers, nlayers, kernel, theta, ret, NULL);
 }
 
 struct ranked {
@@ -450,7 +463,7 @@ int kdl_cka_robust(const kdl_tensor *layers, size_t nlayers, double frac, kdl_ck
         int r;
 
         assert(layers && ret);
-        r = check_layers(layers, nlayers, 2);
+        r = kdl__cka_check_layers(layers, nlayers, 2);
         if (r < 0)
                 return r;
         if (!(frac >= 0.0 && frac < 0.5))

@@ -10,7 +10,9 @@
 /*
  * Shared by the CKA files, not part of the API: cka.c builds the
  * feature-space state and cka-shift.c merges and finalizes it; cka-gram.c
- * (Gram space, robust) and cka-minibatch.c use the helpers below.
+ * (Gram space, robust), cka-weighted.c (weighted Gram space and its
+ * bootstrap) and cka-minibatch.c use the helpers below; cka-interval.c
+ * summarises the replicates of both bootstraps.
  */
 
 /*
@@ -40,18 +42,27 @@ struct kdl_cka_state {
         long *blk;       /* [l*l] block of a pair (either order), -1 when not needed */
         kdl_cka_opts o;
         bool shifted;
-        double *shift; /* [dt] K */
-        size_t nstats; /* 1 + bootstrap */
+        double *shift;  /* [dt] K */
+        size_t nstats;  /* 1 + nrep + ngroups */
+        size_t nrep;    /* bootstrap replicates: st[1 .. nrep] */
+        size_t ngroups; /* BCa jackknife groups: st[1 + nrep + g] sums group g */
         struct kdl__cka_stats *st;
         double *z, *a;       /* [block_rows*dt], [block_rows*l] */
         double *zw, *aw, *v; /* replicate copies and sqrt weights; NULL without bootstrap */
         double *ones;        /* [block_rows] */
+        double *wb;          /* [block_rows] a replicate's weights; NULL without bootstrap */
+        size_t *grp;         /* [block_rows] jackknife group of each row; NULL without */
         /* Mixed precision only, else NULL: the scaled float copy of at most
          * KDL_CKA_MIXED_ROWS rows of a block, one float product (the largest
          * needed pair), and each layer's power-of-two exponent. */
         float *zf, *gf; /* [mixed_rows*dt], [max D_j D_k] */
         int *fexp;      /* [l] */
 };
+
+/* A zeroed statistics set shaped for @s; release it with
+ * kdl__cka_stats_release() whatever this returns.  Return: 0; -ENOMEM. */
+int kdl__cka_stats_init(struct kdl__cka_stats *t, const kdl_cka_state *s);
+void kdl__cka_stats_release(struct kdl__cka_stats *t, size_t nblk);
 
 /* An empty kdl_cka_matrix for @nlayers layers (every array NULL); caller
  * frees with kdl_cka_matrix_free().  Return: 0; -ENOMEM. */
@@ -75,5 +86,30 @@ int kdl__cka_kernel_matrix(const kdl_tensor *x, enum kdl_cka_kernel kernel, doub
 
 /* U-centring of the n×n @k into @out (n >= 3); @rm: n doubles of scratch. */
 void kdl__cka_centre_unbiased(const double *k, size_t n, double *rm, double *out);
+
+/* HKH of the n×n @k into @out (may be @k); @rm: n doubles of scratch. */
+void kdl__cka_centre_biased(const double *k, size_t n, double *rm, double *out);
+
+/* Check in-memory layers for the Gram forms: 2-D, the same n >= @min_n rows,
+ * nonzero widths, finite, n² within BLAS.  Return: 0; -KDL_ESHAPE;
+ * -KDL_ENONFINITE; -KDL_EOVERFLOW. */
+int kdl__cka_check_layers(const kdl_tensor *layers, size_t nlayers, size_t min_n);
+
+/* kdl_cka_gram()'s work; with @ret_kc not NULL, also hands over the L
+ * kernel matrices centred by H (HKH, [l*n*n]; caller frees): every weighted
+ * centring of HKH equals that of K, and the data's mean is gone. */
+int kdl__cka_gram_centred(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel,
+                          double theta, kdl_cka_matrix **ret, double **ret_kc);
+
+/* Φ⁻¹(@p) for p in (0, 1), to full double precision. */
+double kdl__cka_probit(double p);
+
+/* The bootstrap summary of @m from its point values (biased, debiased),
+ * its replicates (biased_rep, debiased_rep: bootstrap of them) and for BCa
+ * its jackknife values (biased_jack, debiased_jack: ngroups of them), at
+ * @m->level with @m->interval: allocates and fills the lo, hi, se and bias
+ * arrays.  Return: 0; -ENOMEM (@m's summary arrays may then be partly
+ * allocated; kdl_cka_matrix_free() frees them). */
+int kdl__cka_intervals(kdl_cka_matrix *m);
 
 #endif

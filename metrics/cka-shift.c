@@ -161,10 +161,11 @@ int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from)
             memcmp(from->blk, into->blk, l * l * sizeof(long)) != 0)
                 return kdl_error(-KDL_EMISMATCH,
                                  "cannot merge CKA states of different layers or pairs");
-        /* The level only matters to the replicates' intervals. */
-        if (from->nstats != into->nstats ||
-            (into->nstats > 1 &&
-             (from->o.seed != into->o.seed || islessgreater(from->o.level, into->o.level))))
+        /* The level and interval only matter to the replicates' intervals. */
+        if (from->nrep != into->nrep || from->ngroups != into->ngroups ||
+            (into->nrep &&
+             (from->o.seed != into->o.seed || islessgreater(from->o.level, into->o.level) ||
+              from->o.interval != into->o.interval)))
                 return kdl_error(-KDL_EMISMATCH,
                                  "cannot merge CKA states with different bootstrap options");
         if (from->o.precision != into->o.precision)
@@ -255,86 +256,85 @@ static void stats_cka(const kdl_cka_state *s, const struct kdl__cka_stats *t, do
         }
 }
 
-static int cmp_double(const void *a, const void *b)
+/* @d = @a - @b, sets of the same state and shift: the sums of the samples of
+ * @a that are not in @b (a jackknife group's complement). */
+static void stats_sub(const kdl_cka_state *s, const struct kdl__cka_stats *a,
+                      const struct kdl__cka_stats *b, struct kdl__cka_stats *d)
 {
-        double x = *(const double *) a, y = *(const double *) b;
+        size_t l = s->l, dt = s->dt;
 
-        return x < y ? -1 : x > y;
+        d->n = a->n - b->n;
+        for (size_t i = 0; i < dt; i++)
+                d->m[i] = a->m[i] - b->m[i];
+        for (size_t k = 0; k < s->nblk; k++)
+                for (size_t i = 0; i < s->width[s->bj[k]] * s->width[s->bk[k]]; i++)
+                        d->g[k][i] = a->g[k][i] - b->g[k][i];
+        for (size_t i = 0; i < dt * l; i++)
+                d->u[i] = a->u[i] - b->u[i];
+        for (size_t i = 0; i < l * l; i++)
+                d->p[i] = a->p[i] - b->p[i];
+        for (size_t i = 0; i < l; i++)
+                d->sa[i] = a->sa[i] - b->sa[i];
 }
 
-/* numpy's default ("linear") quantile of sorted @x[0..k-1]. */
-static double quantile_sorted(const double *x, size_t k, double q)
+/* Each jackknife group's delete-a-group values into m->*_jack (NaN for an
+ * empty group); @f, @sdiag, @mu and @w: stats_cka()'s scratch. */
+static int finalize_jackknife(const kdl_cka_state *s, double *f, double *sdiag, double *mu,
+                              struct shiftw *w, kdl_cka_matrix *m)
 {
-        double h = q * (double) (k - 1);
-        size_t lo = (size_t) floor(h);
+        size_t ll = s->l * s->l;
+        struct kdl__cka_stats d = {0};
+        int r;
 
-        if (lo + 1 >= k)
-                return x[k - 1];
-        return x[lo] + (h - (double) lo) * (x[lo + 1] - x[lo]);
-}
+        m->ngroups = s->ngroups;
+        m->biased_jack = kdl_new(double, s->ngroups *ll);
+        m->debiased_jack = kdl_new(double, s->ngroups *ll);
+        r = kdl__cka_stats_init(&d, s);
+        if (r < 0 || !m->biased_jack || !m->debiased_jack) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t g = 0; g < s->ngroups; g++) {
+                const struct kdl__cka_stats *grp = &s->st[1 + s->nrep + g];
+                double *lin = m->biased_jack + g * ll, *deb = m->debiased_jack + g * ll;
 
-/* Percentile interval and standard deviation (ddof 1) over the finite
- * replicate values reps[b * ll + i]; NaN when fewer than 2 are finite. */
-static void bootstrap_summary(const double *reps, size_t nrep, size_t ll, double level, double *buf,
-                              double *lo, double *hi, double *se)
-{
-        for (size_t i = 0; i < ll; i++) {
-                size_t k = 0;
-                double mean = 0.0, ss = 0.0;
-
-                for (size_t b = 0; b < nrep; b++)
-                        if (isfinite(reps[b * ll + i]))
-                                buf[k++] = reps[b * ll + i];
-                if (k < 2) {
-                        lo[i] = hi[i] = se[i] = NAN;
+                if (!(grp->n > 0.0)) {
+                        for (size_t i = 0; i < ll; i++)
+                                lin[i] = deb[i] = NAN;
                         continue;
                 }
-                qsort(buf, k, sizeof(double), cmp_double);
-                lo[i] = quantile_sorted(buf, k, (1.0 - level) / 2.0);
-                hi[i] = quantile_sorted(buf, k, 1.0 - (1.0 - level) / 2.0);
-                for (size_t b = 0; b < k; b++)
-                        mean += buf[b];
-                mean /= (double) k;
-                for (size_t b = 0; b < k; b++)
-                        ss += (buf[b] - mean) * (buf[b] - mean);
-                se[i] = sqrt(ss / (double) (k - 1));
+                stats_sub(s, &s->st[0], grp, &d);
+                stats_cka(s, &d, f, sdiag, mu, w, lin, deb);
         }
+out:
+        kdl__cka_stats_release(&d, s->nblk);
+        return r;
 }
 
-/* The replicates' CKA values and their intervals and standard errors into
+/* The replicates' CKA values, the jackknife's (BCa) and the summary into
  * @m; @f, @sdiag, @mu and @w: stats_cka()'s scratch. */
 static int finalize_bootstrap(const kdl_cka_state *s, double *f, double *sdiag, double *mu,
                               struct shiftw *w, kdl_cka_matrix *m)
 {
-        size_t ll = s->l * s->l, nrep = s->nstats - 1;
-        double *rl, *rd, *buf;
-        int r = -ENOMEM;
+        size_t ll = s->l * s->l, nrep = s->nrep;
+        int r;
 
-        rl = kdl_new(double, nrep *ll);
-        rd = kdl_new(double, nrep *ll);
-        buf = kdl_new(double, nrep);
-        m->biased_lo = kdl_new(double, ll);
-        m->biased_hi = kdl_new(double, ll);
-        m->biased_se = kdl_new(double, ll);
-        m->debiased_lo = kdl_new(double, ll);
-        m->debiased_hi = kdl_new(double, ll);
-        m->debiased_se = kdl_new(double, ll);
-        if (!rl || !rd || !buf || !m->biased_lo || !m->biased_hi || !m->biased_se ||
-            !m->debiased_lo || !m->debiased_hi || !m->debiased_se)
-                goto out;
-        for (size_t b = 0; b < nrep; b++)
-                stats_cka(s, &s->st[b + 1], f, sdiag, mu, w, rl + b * ll, rd + b * ll);
         m->bootstrap = nrep;
         m->level = s->o.level;
-        bootstrap_summary(rl, nrep, ll, s->o.level, buf, m->biased_lo, m->biased_hi, m->biased_se);
-        bootstrap_summary(rd, nrep, ll, s->o.level, buf, m->debiased_lo, m->debiased_hi,
-                          m->debiased_se);
-        r = 0;
-out:
-        free(buf);
-        free(rd);
-        free(rl);
-        return r;
+        m->interval = s->o.interval;
+        m->biased_rep = kdl_new(double, nrep *ll);
+        m->debiased_rep = kdl_new(double, nrep *ll);
+        if (!m->biased_rep || !m->debiased_rep)
+                return -ENOMEM;
+        for (size_t b = 0; b < nrep; b++)
+                stats_cka(s, &s->st[b + 1], f, sdiag, mu, w, m->biased_rep + b * ll,
+                          m->debiased_rep + b * ll);
+        if (s->ngroups) {
+                r = finalize_jackknife(s, f, sdiag, mu, w, m);
+                if (r < 0)
+                        return r;
+        }
+        return kdl__cka_intervals(m);
 }
 
 int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
@@ -360,7 +360,7 @@ int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
         if (!m->biased || !m->debiased)
                 goto nomem;
         stats_cka(s, &s->st[0], f, sdiag, mu, &w, m->biased, m->debiased);
-        if (s->nstats > 1) {
+        if (s->nrep) {
                 r = finalize_bootstrap(s, f, sdiag, mu, &w, m);
                 if (r < 0)
                         goto out;

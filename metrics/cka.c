@@ -32,9 +32,15 @@ void kdl_cka_matrix_free(kdl_cka_matrix *m)
         free(m->biased_lo);
         free(m->biased_hi);
         free(m->biased_se);
+        free(m->biased_bias);
         free(m->debiased_lo);
         free(m->debiased_hi);
         free(m->debiased_se);
+        free(m->debiased_bias);
+        free(m->biased_rep);
+        free(m->debiased_rep);
+        free(m->biased_jack);
+        free(m->debiased_jack);
         free(m);
 }
 
@@ -105,6 +111,7 @@ void kdl_cka_opts_init(kdl_cka_opts *o)
                 .seed = 0,
                 .level = DEFAULT_LEVEL,
                 .precision = KDL_CKA_PRECISION_DOUBLE,
+                .interval = KDL_CKA_INTERVAL_PERCENTILE,
         };
 }
 
@@ -125,6 +132,13 @@ static void opts_resolve(const kdl_cka_opts *in, size_t l, const size_t *widths,
                 o->block_rows = o->block_rows < MIN_BLOCK_ROWS ? MIN_BLOCK_ROWS : o->block_rows;
         }
         assert(o->precision < KDL_CKA_PRECISION_COUNT_);
+        assert(o->interval < KDL_CKA_INTERVAL_COUNT_);
+}
+
+/* Jackknife groups of a state with options @o: BCa intervals need them. */
+static size_t jackknife_groups(const kdl_cka_opts *o)
+{
+        return o->bootstrap && o->interval == KDL_CKA_INTERVAL_BCA ? KDL_CKA_JACKKNIFE_GROUPS : 0;
 }
 
 /* Rows of one float product in mixed precision. */
@@ -161,8 +175,9 @@ static bool state_sizes(size_t l, const size_t *widths, const kdl_cka_opts *o, s
                 return false;
         if (__builtin_add_overflow(dt, l, &k) || __builtin_mul_overflow(k, o->block_rows, &scr))
                 return false;
+        /* zw, aw; v, wb and grp (a size_t per row, counted as a double). */
         if (o->bootstrap && (__builtin_mul_overflow(scr, 2, &scr) ||
-                             __builtin_add_overflow(scr, o->block_rows, &scr)))
+                             __builtin_add_overflow(scr, 3 * o->block_rows, &scr)))
                 return false;
         if (__builtin_add_overflow(scr, o->block_rows + dt, &scr))
                 return false;
@@ -188,7 +203,7 @@ size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_o
         opts_resolve(opts, nlayers, widths, &o);
         if (!state_sizes(nlayers, widths, &o, &s, &scr, &fb, &gmax))
                 return SIZE_MAX;
-        if (__builtin_mul_overflow(s, o.bootstrap + 1, &total) ||
+        if (__builtin_mul_overflow(s, o.bootstrap + 1 + jackknife_groups(&o), &total) ||
             __builtin_add_overflow(total, scr, &total) ||
             __builtin_mul_overflow(total, sizeof(double), &total) ||
             __builtin_add_overflow(total, fb, &total))
@@ -196,7 +211,7 @@ size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_o
         return total;
 }
 
-static void stats_release(struct kdl__cka_stats *t, size_t nblk)
+void kdl__cka_stats_release(struct kdl__cka_stats *t, size_t nblk)
 {
         free(t->m);
         if (t->g)
@@ -208,7 +223,7 @@ static void stats_release(struct kdl__cka_stats *t, size_t nblk)
         free(t->sa);
 }
 
-static int stats_init(struct kdl__cka_stats *t, const kdl_cka_state *s)
+int kdl__cka_stats_init(struct kdl__cka_stats *t, const kdl_cka_state *s)
 {
         t->n = 0.0;
         t->m = kdl_new(double, s->dt);
@@ -232,7 +247,7 @@ void kdl_cka_state_free(kdl_cka_state *s)
                 return;
         if (s->st)
                 for (size_t i = 0; i < s->nstats; i++)
-                        stats_release(&s->st[i], s->nblk);
+                        kdl__cka_stats_release(&s->st[i], s->nblk);
         free(s->st);
         free(s->width);
         free(s->off);
@@ -246,6 +261,8 @@ void kdl_cka_state_free(kdl_cka_state *s)
         free(s->aw);
         free(s->v);
         free(s->ones);
+        free(s->wb);
+        free(s->grp);
         free(s->zf);
         free(s->gf);
         free(s->fexp);
@@ -277,7 +294,7 @@ static int state_check(size_t nlayers, const size_t *widths, const kdl_cka_opts 
         if (r < 0)
                 return r;
         if (!state_sizes(nlayers, widths, o, &ns, &nscr, &nfb, &gmax) ||
-            __builtin_add_overflow(o->bootstrap, 1, &nb))
+            __builtin_add_overflow(o->bootstrap, 1 + jackknife_groups(o), &nb))
                 return kdl_error(-KDL_EOVERFLOW, "CKA state for total width %zu overflows", dt);
         *ret_dt = dt;
         *ret_gmax = gmax;
@@ -335,7 +352,9 @@ static int scratch_init(kdl_cka_state *s, size_t gmax)
                 s->zw = kdl_new(double, br *dt);
                 s->aw = kdl_new(double, br *l);
                 s->v = kdl_new(double, br);
-                if (!s->zw || !s->aw || !s->v)
+                s->wb = kdl_new(double, br);
+                s->grp = kdl_new(size_t, br);
+                if (!s->zw || !s->aw || !s->v || !s->wb || !s->grp)
                         return -ENOMEM;
         }
         if (s->o.precision == KDL_CKA_PRECISION_MIXED) {
@@ -367,7 +386,9 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
         s->dt = dt;
         s->o = o;
         s->o.pairs = NULL; /* borrowed only here: the blocks remember the mask */
-        s->nstats = o.bootstrap + 1;
+        s->nrep = o.bootstrap;
+        s->ngroups = jackknife_groups(&o);
+        s->nstats = 1 + s->nrep + s->ngroups;
         r = layout_init(s, widths, &o);
         if (r < 0)
                 goto out;
@@ -380,7 +401,7 @@ int kdl_cka_state_new(size_t nlayers, const size_t *widths, const kdl_cka_opts *
                 goto out;
         }
         for (size_t i = 0; i < s->nstats; i++) {
-                r = stats_init(&s->st[i], s);
+                r = kdl__cka_stats_init(&s->st[i], s);
                 if (r < 0)
                         goto out;
         }
@@ -525,32 +546,47 @@ static void stack_rows(kdl_cka_state *s, const kdl_tensor *blocks, size_t r0, si
         }
 }
 
+/* The rows of s->z and s->a whose weight @w[i] (@nb of them) is positive,
+ * scaled by sqrt(w) so that one product gives Σ w z zᵀ, into @t; rows of
+ * weight 0 are dropped. */
+static void add_weighted(kdl_cka_state *s, struct kdl__cka_stats *t, const double *w, size_t nb)
+{
+        size_t l = s->l, dt = s->dt, kept = 0;
+
+        for (size_t i = 0; i < nb; i++) {
+                double sw;
+
+                if (!(w[i] > 0.0))
+                        continue;
+                sw = sqrt(w[i]);
+                for (size_t c = 0; c < dt; c++)
+                        s->zw[kept * dt + c] = sw * s->z[i * dt + c];
+                for (size_t j = 0; j < l; j++)
+                        s->aw[kept * l + j] = sw * s->a[i * l + j];
+                s->v[kept] = sw;
+                kept++;
+        }
+        stats_add_block(s, t, s->zw, s->aw, s->v, kept);
+}
+
 /* The @nb stacked rows of s->z and s->a, samples @ids, into every bootstrap
- * replicate with its Poisson weights. */
+ * replicate with its Poisson weights, and (BCa) into the sums of their
+ * jackknife groups. */
 static void add_replicates(kdl_cka_state *s, const size_t *ids, size_t nb)
 {
-        size_t l = s->l, dt = s->dt;
-
-        for (size_t b = 1; b < s->nstats; b++) {
-                size_t kept = 0;
-
-                /* Rows with weight 0 are dropped; the others are
-                 * scaled by sqrt(w) so that one product gives Σ w z zᵀ. */
-                for (size_t i = 0; i < nb; i++) {
-                        unsigned w = kdl_sample_poisson1(s->o.seed, ids[i], b - 1);
-                        double sw;
-
-                        if (!w)
-                                continue;
-                        sw = sqrt((double) w);
-                        for (size_t c = 0; c < dt; c++)
-                                s->zw[kept * dt + c] = sw * s->z[i * dt + c];
-                        for (size_t j = 0; j < l; j++)
-                                s->aw[kept * l + j] = sw * s->a[i * l + j];
-                        s->v[kept] = sw;
-                        kept++;
-                }
-                stats_add_block(s, &s->st[b], s->zw, s->aw, s->v, kept);
+        for (size_t b = 0; b < s->nrep; b++) {
+                for (size_t i = 0; i < nb; i++)
+                        s->wb[i] = (double) kdl_sample_poisson1(s->o.seed, ids[i], b);
+                add_weighted(s, &s->st[1 + b], s->wb, nb);
+        }
+        if (!s->ngroups)
+                return;
+        for (size_t i = 0; i < nb; i++)
+                s->grp[i] = kdl_sample_group(s->o.seed, ids[i], s->ngroups);
+        for (size_t g = 0; g < s->ngroups; g++) {
+                for (size_t i = 0; i < nb; i++)
+                        s->wb[i] = s->grp[i] == g ? 1.0 : 0.0;
+                add_weighted(s, &s->st[1 + s->nrep + g], s->wb, nb);
         }
 }
 
@@ -574,7 +610,7 @@ int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t 
 
                 stack_rows(s, blocks, r0, nb);
                 stats_add_block(s, &s->st[0], s->z, s->a, s->ones, nb);
-                if (s->nstats > 1)
+                if (s->nrep)
                         add_replicates(s, ids + r0, nb);
         }
         return 0;

@@ -20,6 +20,40 @@
  * layer is the same sample.
  */
 
+/*
+ * Bootstrap confidence intervals (Efron & Tibshirani 1993).  With θ̂ the
+ * point value, θ*_b the B replicates (Poisson(1) weights), q(p) numpy's
+ * linear quantile of the finite replicates and α = 1 - level:
+ *
+ * KDL_CKA_INTERVAL_PERCENTILE: [q(α/2), q(1 - α/2)] (their ch. 13).
+ * KDL_CKA_INTERVAL_BASIC: [2θ̂ - q(1 - α/2), 2θ̂ - q(α/2)] (the "basic" or
+ *   reverse-percentile interval, Davison & Hinkley 1997 ch. 5).
+ * KDL_CKA_INTERVAL_BCA: [q(α₁), q(α₂)], αᵢ = Φ(z₀ + (z₀ + zᵢ)/(1 - a(z₀ + zᵢ)))
+ *   with z₁ = Φ⁻¹(α/2), z₂ = Φ⁻¹(1 - α/2) (their ch. 14): the bias
+ *   correction z₀ = Φ⁻¹(p₀), p₀ the share of replicates below θ̂ (ties count
+ *   half, as scipy.stats.bootstrap); the acceleration
+ *   a = Σ d_g³ / (6 (Σ d_g²)^(3/2)), d_g = mean(θ₍.₎) - θ₍g₎, from a
+ *   delete-a-group jackknife: the samples are split into
+ *   KDL_CKA_JACKKNIFE_GROUPS seeded groups (kdl_sample_group()) and θ₍g₎ is
+ *   the value without group g, computed exactly from the streamed sums (the
+ *   whole minus the group's).  NaN where undefined: p₀ = 0 or 1, fewer than
+ *   two jackknife values, or a denominator 1 - a(z₀ + zᵢ) <= 0.
+ */
+enum kdl_cka_interval {
+        KDL_CKA_INTERVAL_PERCENTILE, /* "percentile" (the default) */
+        KDL_CKA_INTERVAL_BASIC,      /* "basic" */
+        KDL_CKA_INTERVAL_BCA,        /* "bca" */
+        KDL_CKA_INTERVAL_COUNT_
+};
+
+#define KDL_CKA_JACKKNIFE_GROUPS 50 /* groups of the BCa acceleration's jackknife */
+
+/** kdl_cka_interval_name() - "percentile", "basic" or "bca". */
+KDL_API const char *kdl_cka_interval_name(enum kdl_cka_interval i);
+
+/** kdl_cka_interval_parse() - the interval named @s; -KDL_EUSAGE otherwise. */
+KDL_API int kdl_cka_interval_parse(const char *s, enum kdl_cka_interval *ret);
+
 /* A matrix of CKA values between layers, as filled by one of the estimators
  * below.  Entries are row-major [nlayers * nlayers], symmetric, NaN where the
  * value is undefined (a layer with no variance, or n < 4 for the debiased
@@ -31,13 +65,21 @@ typedef struct kdl_cka_matrix {
         double *debiased;  /* CKA with unbiased HSIC (Song et al. 2012) */
         double *minibatch; /* minibatch CKA (Nguyen et al. 2021) */
         size_t nbatches;   /* minibatch: batches averaged */
-        /* Bootstrap (feature-space state only), NULL without: percentile
-         * interval at the requested level and the standard deviation of the
-         * replicates, for biased and debiased. */
+        /* Bootstrap (linear CKA: the feature-space state and
+         * kdl_cka_gram_linear()), NULL without: the interval of the requested
+         * type and level, the standard deviation of the replicates (ddof 1)
+         * and their bias (mean of the replicates minus the point value), for
+         * biased and debiased; each replicate's values [bootstrap * L*L]
+         * and, for BCa, each jackknife value [ngroups * L*L] (NaN for an
+         * empty group). */
         size_t bootstrap; /* replicates B */
         double level;     /* e.g. 0.95 */
-        double *biased_lo, *biased_hi, *biased_se;
-        double *debiased_lo, *debiased_hi, *debiased_se;
+        enum kdl_cka_interval interval;
+        size_t ngroups; /* jackknife groups (BCa), else 0 */
+        double *biased_lo, *biased_hi, *biased_se, *biased_bias;
+        double *debiased_lo, *debiased_hi, *debiased_se, *debiased_bias;
+        double *biased_rep, *debiased_rep;
+        double *biased_jack, *debiased_jack;
 } kdl_cka_matrix;
 
 /** kdl_cka_matrix_free() - free @m and its arrays.  NULL is a no-op. */
@@ -106,12 +148,14 @@ typedef struct kdl_cka_opts {
                               default 0 */
         double level;      /* confidence level of the intervals, in (0, 1); default 0.95 */
         enum kdl_cka_precision precision; /* default KDL_CKA_PRECISION_DOUBLE */
+        enum kdl_cka_interval interval;   /* default KDL_CKA_INTERVAL_PERCENTILE; BCa adds
+                                             KDL_CKA_JACKKNIFE_GROUPS sets of sums */
 } kdl_cka_opts;
 
 /**
  * kdl_cka_opts_init() - set every field of @o to its default: automatic
- * block rows, all pairs, no bootstrap, seed 0, level 0.95, double precision.
- * A NULL options pointer means these.
+ * block rows, all pairs, no bootstrap, seed 0, level 0.95, double precision,
+ * percentile intervals.  A NULL options pointer means these.
  */
 KDL_API void kdl_cka_opts_init(kdl_cka_opts *o);
 
@@ -144,9 +188,11 @@ KDL_API size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const k
  *
  * With @o->bootstrap = B, B replicate states are accumulated in the same
  * pass with Poisson(1) weights of each sample (seeded, counter-based on the
- * sample id and the replicate, so independent of block sizes and merges).
+ * sample id and the replicate, so independent of block sizes and merges);
+ * with BCa intervals also G = KDL_CKA_JACKKNIFE_GROUPS sets of the sums of
+ * each jackknife group's samples.
  *
- * Memory: (1 + B) * Σ over needed pairs of D_i D_j doubles (the upper
+ * Memory: (1 + B + G) * Σ over needed pairs of D_i D_j doubles (the upper
  * triangle of (ΣD)² with every pair) plus a block of @o->block_rows rows;
  * mixed precision adds a float copy of min(block_rows, KDL_CKA_MIXED_ROWS)
  * rows of the block and one float D_i x D_j product (the largest needed
@@ -179,14 +225,15 @@ KDL_API int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const
  * shifts are reconciled analytically, Chan et al.'s idea).  @from unchanged;
  * it may be empty.  Of the options, only @block_rows may differ.
  * Return: 0; -KDL_EMISMATCH if the layers, pairs, replicates, precisions or
- * (with replicates) seeds or levels differ; -ENOMEM.  On failure @into is
- * unchanged.
+ * (with replicates) seeds, levels or intervals differ; -ENOMEM.  On failure
+ * @into is unchanged.
  */
 KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
 
 /**
  * kdl_cka_finalize() - biased and debiased linear CKA for all pairs, with
- * bootstrap intervals when the state has replicates.
+ * the bootstrap replicates, their intervals (of @o->interval), standard
+ * deviations and biases when the state has replicates.
  *
  * Feature-space forms (MATH §7.2, §7.3): with centred layers,
  * CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) and the debiased form through
@@ -230,6 +277,54 @@ KDL_API const char *kdl_cka_kernel_name(enum kdl_cka_kernel k);
  */
 KDL_API int kdl_cka_gram(const kdl_tensor *layers, size_t nlayers, enum kdl_cka_kernel kernel,
                          double theta, kdl_cka_matrix **ret);
+
+/**
+ * kdl_cka_gram_weighted() - biased and debiased linear CKA of every pair of
+ * in-memory layers with sample weights @w (n of them, finite, >= 0), through
+ * the n×n Gram matrices K, L.  With W = diag(w), N = Σ w and the weighted
+ * centring H_w = I - 1 wᵀ/N:
+ *
+ *   biased:   HSIC_w(K, L) = tr(W K_w W L_w), K_w = H_w K H_wᵀ;
+ *   debiased: Σᵢⱼ ωᵢⱼ Mᴷᵢⱼ Mᴸᵢⱼ with ωᵢⱼ = wᵢ wⱼ (i ≠ j), wᵢ(wᵢ - 1)
+ *             (i = j), Mᵢⱼ = Kᵢⱼ - (rᵢ + rⱼ)/(N - 2) + Σₖ wₖ rₖ/((N-1)(N-2)),
+ *             rᵢ = Σⱼ wⱼ Kᵢⱼ - Kᵢᵢ;
+ *
+ * normalised as CKA.  For integer weights both equal the unweighted values
+ * of the data with sample i repeated wᵢ times (that is how they are
+ * derived: the debiased one is the U-centred inner product of the repeated
+ * data, whose copies of one sample are distinct samples), which is what
+ * makes a Gram-space bootstrap replicate equal the feature-space one.  All
+ * weights 1 give kdl_cka_gram()'s linear values.
+ * @layers: @nlayers tensors [n, D_ℓ] with the same n >= 2; borrowed.
+ * @ret:    set on success only (@n = N); caller frees with
+ *          kdl_cka_matrix_free().
+ *
+ * Memory: 2 L m² doubles, m the samples of positive weight.  A value is NaN
+ * when N <= 0 (debiased: N < 4) or a layer has no weighted variance.
+ * Return: as kdl_cka_gram(); -KDL_ERANGE for a negative or non-finite weight.
+ */
+KDL_API int kdl_cka_gram_weighted(const kdl_tensor *layers, size_t nlayers, const double *w,
+                                  kdl_cka_matrix **ret);
+
+/**
+ * kdl_cka_gram_linear() - linear CKA in Gram space with the feature-space
+ * state's bootstrap: the point values of kdl_cka_gram(), and with
+ * @o->bootstrap = B the replicates whose sample weights are
+ * kdl_sample_poisson1(@o->seed, @ids[i], b), as kdl_cka_gram_weighted()
+ * computes them, so that a replicate equals the feature-space state's
+ * replicate b of the same samples; then the same summary as
+ * kdl_cka_finalize() (@o->level, @o->interval; for BCa the same seeded
+ * jackknife groups).  @o->block_rows, @o->precision and @o->pairs are not
+ * used (every pair is computed).
+ * @ids: n sample ids, unique (borrowed); may be NULL without bootstrap.
+ * @o:   NULL for kdl_cka_opts_init()'s.
+ * @ret: set on success only; caller frees with kdl_cka_matrix_free().
+ *
+ * Time: O((1 + B + G) L² n²); memory 2 L n² doubles and the replicates.
+ * Return: as kdl_cka_gram(); -KDL_ERANGE for a level outside (0, 1).
+ */
+KDL_API int kdl_cka_gram_linear(const kdl_tensor *layers, size_t nlayers, const size_t *ids,
+                                const kdl_cka_opts *o, kdl_cka_matrix **ret);
 
 /**
  * kdl_cka_robust() - biased linear CKA of every pair after removing

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -40,6 +41,14 @@ unsigned kdl_sample_poisson1(uint64_t seed, uint64_t id, uint64_t replicate)
                 cdf += p;
         }
         return k;
+}
+
+size_t kdl_sample_group(uint64_t seed, uint64_t id, size_t ngroups)
+{
+        /* Stream 2^62: apart from the subsample streams and the bootstrap's
+         * 2^63 + replicate.  The modulo bias is below ngroups / 2^64. */
+        assert(ngroups >= 1);
+        return (size_t) (kdl_sample_hash(seed, id, UINT64_C(1) << 62) % ngroups);
 }
 
 struct keyed {

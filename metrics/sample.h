@@ -34,6 +34,14 @@ KDL_API double kdl_sample_uniform(uint64_t seed, uint64_t id, uint64_t stream);
 KDL_API unsigned kdl_sample_poisson1(uint64_t seed, uint64_t id, uint64_t replicate);
 
 /**
+ * kdl_sample_group() - the group, in 0..@ngroups-1, of sample @id in a
+ * seeded split of the samples into @ngroups groups (@ngroups >= 1):
+ * kdl_sample_hash(@seed, @id, 2^62) modulo @ngroups.  The delete-a-group
+ * jackknife of the CKA bootstrap's BCa interval deletes one group at a time.
+ */
+KDL_API size_t kdl_sample_group(uint64_t seed, uint64_t id, size_t ngroups);
+
+/**
  * kdl_sample_select() - a seeded subsample of the rows 0..@n-1.
  * @n:         rows to choose from.
  * @labels:    NULL for a plain subsample; otherwise @n class labels in

@@ -55,13 +55,16 @@ static const struct kdl_cmd commands[] = {
          "A source whose data are missing is listed as unavailable with what it needs.\n"},
         {"cka", cmd_cka, 1, 2, "centred kernel alignment between the layers of one or two dumps",
          "kdlens cka A.h5 [B.h5] [--kernel linear|rbf] [--estimator biased|debiased|minibatch] "
-         "[--checkpoint NAME|all] [--bootstrap B] [--precision double|mixed] "
-         "[--format table|md|csv|tex|json]",
+         "[--checkpoint NAME|all] [--bootstrap B] [--interval percentile|basic|bca] "
+         "[--precision double|mixed] [--format table|md|csv|tex|json]",
          "  --kernel K         linear (default) or rbf (sigma^2 = theta^2 x median squared "
          "distance)\n"
          "  --estimator E      biased (default), debiased or minibatch: the matrix shown\n"
          "  -c, --checkpoint C a checkpoint of A (B's of the same name, else its last), or all\n"
-         "  --bootstrap B      B Poisson bootstrap replicates: 95 % intervals of linear CKA\n"
+         "  --bootstrap B      B Poisson bootstrap replicates: 95 % intervals, sd and bias\n"
+         "                     of linear CKA (feature or Gram space); use B >= 1000\n"
+         "  --interval I       percentile (default), basic or bca (bias-corrected and\n"
+         "                     accelerated)\n"
          "  --subsample N      seeded subsample for RBF, minibatch and the robust column "
          "(2048)\n"
          "  --batch M          minibatch size (256)\n"

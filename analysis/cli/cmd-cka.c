@@ -12,6 +12,7 @@ enum {
         OPT_KERNEL = KDL_OPT_FIRST_FREE_,
         OPT_ESTIMATOR,
         OPT_BOOTSTRAP,
+        OPT_INTERVAL,
         OPT_SEED,
         OPT_SUBSAMPLE,
         OPT_BATCH,
@@ -34,6 +35,10 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
                 return 0;
         case OPT_BOOTSTRAP:
                 return kdl_cli_parse_size(cli, "--bootstrap", arg, 0, 100000, &o->bootstrap);
+        case OPT_INTERVAL:
+                if (kdl_cka_interval_parse(arg, &o->interval) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return 0;
         case OPT_SEED:
                 return kdl_cli_parse_uint(cli, "--seed", arg, 0, UINT64_MAX, &o->seed);
         case OPT_SUBSAMPLE:
@@ -63,6 +68,7 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                 {"kernel", required_argument, NULL, OPT_KERNEL},
                 {"estimator", required_argument, NULL, OPT_ESTIMATOR},
                 {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
+                {"interval", required_argument, NULL, OPT_INTERVAL},
                 {"seed", required_argument, NULL, OPT_SEED},
                 {"subsample", required_argument, NULL, OPT_SUBSAMPLE},
                 {"batch", required_argument, NULL, OPT_BATCH},

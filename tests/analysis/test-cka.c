@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,12 +157,86 @@ static void test_job_errors(void **state)
         kdl_inputs_free(in);
 }
 
+/* @n entries of @a and @b within @atol (both NaN counts as agreeing). */
+static void assert_arrays_close(const double *a, const double *b, size_t n, double atol)
+{
+        for (size_t i = 0; i < n; i++)
+                if (!(isnan(a[i]) && isnan(b[i])))
+                        assert_close(a[i], b[i], 0.0, atol);
+}
+
+/*
+ * A bootstrap is never lost to Gram space: with every source narrower than
+ * the samples, the pass forced into Gram space gives the feature-space
+ * pass's bootstrap, replicate by replicate within 1e-10, for every interval
+ * type (teacher and student, the student stored in another order and joined
+ * on /sample_ids).
+ */
+static void test_gram_bootstrap_equals_feature(void **state)
+{
+        kdl_inputs *in = kdl_test_fixture_inputs(true);
+        struct kdl_ckpair *cks = NULL;
+        struct kdl__srcs l = {0};
+        size_t nck = 0, sub[4] = {0, 1, 2, 3}, ll;
+
+        (void) state;
+        assert_int_equal(
+                kdl_select_checkpoints(in->teacher, in->students[0], NULL, "same", &cks, &nck), 0);
+        assert_int_equal(kdl__srcs_add_checkpoint(&l, cks[0].main, 0, KDL_SPATIAL_AVG), 0);
+        assert_int_equal(kdl__srcs_add_checkpoint(&l, cks[0].partner, 1, KDL_SPATIAL_AVG), 0);
+        ll = l.n * l.n;
+        for (int iv = 0; iv < KDL_CKA_INTERVAL_COUNT_; iv++) {
+                struct kdl__cka_results res[2] = {{0}, {0}};
+                const kdl_cka_matrix *f, *g;
+
+                for (int k = 0; k < 2; k++) {
+                        struct kdl__cka_compute_opts o = {.spatial = KDL_SPATIAL_AVG,
+                                                          .bootstrap = 25,
+                                                          .interval = (enum kdl_cka_interval) iv,
+                                                          .seed = 4,
+                                                          .robust = 0.01,
+                                                          .max_bytes = SIZE_MAX,
+                                                          .gram = k == 1};
+
+                        assert_int_equal(kdl__cka_compute(in, in->pairs[0], &l, 0, &o, sub, 4,
+                                                          &res[k], NULL),
+                                         0);
+                }
+                f = res[0].lin;
+                g = res[1].lin;
+                assert_false(res[0].gram);
+                assert_true(res[1].gram);
+                assert_int_equal(g->bootstrap, 25);
+                assert_int_equal(g->ngroups, f->ngroups);
+                assert_arrays_close(f->biased, g->biased, ll, 1e-12);
+                assert_arrays_close(f->biased_rep, g->biased_rep, 25 * ll, 1e-10);
+                assert_arrays_close(f->debiased_rep, g->debiased_rep, 25 * ll, 1e-10);
+                if (f->ngroups)
+                        assert_arrays_close(f->debiased_jack, g->debiased_jack, f->ngroups * ll,
+                                            1e-10);
+                assert_arrays_close(f->biased_lo, g->biased_lo, ll, 1e-10);
+                assert_arrays_close(f->biased_hi, g->biased_hi, ll, 1e-10);
+                assert_arrays_close(f->debiased_lo, g->debiased_lo, ll, 1e-10);
+                assert_arrays_close(f->debiased_hi, g->debiased_hi, ll, 1e-10);
+                assert_arrays_close(f->debiased_se, g->debiased_se, ll, 1e-10);
+                assert_arrays_close(f->biased_bias, g->biased_bias, ll, 1e-10);
+                /* Pairs across the models have finite intervals. */
+                assert_true(isfinite(g->biased_lo[l.n - 1]) && isfinite(g->debiased_hi[l.n - 1]));
+                kdl__cka_results_release(&res[1]);
+                kdl__cka_results_release(&res[0]);
+        }
+        kdl__srcs_release(&l);
+        free(cks);
+        kdl_inputs_free(in);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_jobs_share_stream),
                 cmocka_unit_test(test_jobs_share_stream_one_model),
                 cmocka_unit_test(test_job_errors),
+                cmocka_unit_test(test_gram_bootstrap_equals_feature),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

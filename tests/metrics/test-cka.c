@@ -10,6 +10,7 @@
 #include "metrics/base/error.h"
 #include "metrics/base/tensor.h"
 #include "metrics/cka.h"
+#include "metrics/cka-internal.h"
 #include "metrics/sample.h"
 
 /* ---- helpers ------------------------------------------------------------------- */
@@ -1220,6 +1221,352 @@ static void test_mixed_names_and_bytes(void **state)
                          (KDL_CKA_MIXED_ROWS * 77 + 60 * 60) * sizeof(float) + 3 * sizeof(int));
 }
 
+/* ---- bootstrap in Gram space; the intervals ---------------------------------------- */
+
+/* The data of @f with row i repeated @w[i] times; returns the rows. */
+static size_t repeat_rows(const struct fixture *f, const double *w, double **d, kdl_tensor *t)
+{
+        size_t wd[3] = {5, 12, 60}, rows = 0;
+
+        for (size_t i = 0; i < 3; i++) {
+                d[i] = malloc(f->n * 4 * wd[i] * sizeof(double));
+                assert_non_null(d[i]);
+        }
+        for (size_t r = 0; r < f->n; r++)
+                for (unsigned k = (unsigned) w[r]; k > 0; k--, rows++)
+                        for (size_t i = 0; i < 3; i++)
+                                memcpy(d[i] + rows * wd[i], f->d[i] + r * wd[i],
+                                       wd[i] * sizeof(double));
+        for (size_t i = 0; i < 3; i++)
+                t[i] = wrap(d[i], rows, wd[i]);
+        return rows;
+}
+
+/* Integer weights are repeated samples: weighted Gram-space CKA with w equals
+ * CKA of the data with row i repeated wᵢ times (the library's Gram form and
+ * the naive trace formulas), biased and debiased; weights 1 are
+ * kdl_cka_gram(); a negative or NaN weight is refused. */
+static void test_gram_weights_are_repeated_samples(void **state)
+{
+        struct fixture f;
+        double w[40], ones[40], *d[3], b, db;
+        kdl_tensor t[3];
+        kdl_cka_matrix *wm, *rm, *um, *gm, *keep = (kdl_cka_matrix *) 0x1;
+        size_t rows, nw = 0;
+
+        (void) state;
+        fixture_make(&f, 31);
+        for (size_t i = 0; i < 40; i++) {
+                w[i] = (double) ((i * 7 + 3) % 4); /* 0..3: dropped, once, repeated */
+                ones[i] = 1.0;
+                nw += (size_t) w[i];
+        }
+        rows = repeat_rows(&f, w, d, t);
+        assert_int_equal(rows, nw);
+        assert_int_equal(kdl_cka_gram_weighted(f.t, 3, w, &wm), 0);
+        assert_int_equal(kdl_cka_gram(t, 3, KDL_CKA_LINEAR, 0.0, &rm), 0);
+        assert_close(wm->n, (double) nw, 0.0, 0.0);
+        for (size_t i = 0; i < 9; i++) {
+                assert_close(wm->biased[i], rm->biased[i], 1e-11, 1e-14);
+                assert_close(wm->debiased[i], rm->debiased[i], 1e-11, 1e-14);
+        }
+        naive_cka(&t[0], &t[2], 0, 0.0, &b, &db);
+        assert_close(wm->biased[2], b, 1e-10, 0.0);
+        assert_close(wm->debiased[2], db, 1e-10, 0.0);
+        /* Repeats change the debiased value (copies are distinct samples). */
+        assert_int_equal(kdl_cka_gram(f.t, 3, KDL_CKA_LINEAR, 0.0, &gm), 0);
+        assert_true(fabs(wm->debiased[1] - gm->debiased[1]) > 1e-6);
+        assert_int_equal(kdl_cka_gram_weighted(f.t, 3, ones, &um), 0);
+        for (size_t i = 0; i < 9; i++) {
+                assert_close(um->biased[i], gm->biased[i], 1e-12, 1e-14);
+                assert_close(um->debiased[i], gm->debiased[i], 1e-12, 1e-14);
+        }
+        w[5] = -1.0;
+        assert_int_equal(kdl_cka_gram_weighted(f.t, 3, w, &keep), -KDL_ERANGE);
+        w[5] = NAN;
+        assert_int_equal(kdl_cka_gram_weighted(f.t, 3, w, &keep), -KDL_ERANGE);
+        assert_true(keep == (kdl_cka_matrix *) 0x1);
+        kdl_cka_matrix_free(um);
+        kdl_cka_matrix_free(gm);
+        kdl_cka_matrix_free(rm);
+        kdl_cka_matrix_free(wm);
+        for (size_t i = 0; i < 3; i++)
+                free(d[i]);
+        fixture_free(&f);
+}
+
+/* @n entries of @a and @b agree within @atol (both NaN counts as agreeing). */
+static void assert_arrays_close(const double *a, const double *b, size_t n, double atol)
+{
+        for (size_t i = 0; i < n; i++) {
+                if (isnan(a[i]) && isnan(b[i]))
+                        continue;
+                assert_close(a[i], b[i], 0.0, atol);
+        }
+}
+
+/* The feature-space state of @f's rows fed in a scrambled order, with the
+ * ids 1000 + row, in blocks of 13. */
+static kdl_cka_matrix *stream_scrambled(const struct fixture *f, const kdl_cka_opts *o)
+{
+        size_t wd[3] = {5, 12, 60}, pid[40];
+        double *pd[3];
+        kdl_tensor pt[3], v[3];
+        kdl_cka_state *s;
+        kdl_cka_matrix *m;
+
+        for (size_t i = 0; i < 3; i++) {
+                pd[i] = malloc(40 * wd[i] * sizeof(double));
+                assert_non_null(pd[i]);
+        }
+        for (size_t p = 0; p < 40; p++) {
+                size_t r = (p * 17 + 5) % 40;
+
+                pid[p] = 1000 + r;
+                for (size_t i = 0; i < 3; i++)
+                        memcpy(pd[i] + p * wd[i], f->d[i] + r * wd[i], wd[i] * sizeof(double));
+        }
+        for (size_t i = 0; i < 3; i++)
+                pt[i] = wrap(pd[i], 40, wd[i]);
+        assert_int_equal(kdl_cka_state_new(3, wd, o, &s), 0);
+        for (size_t r0 = 0; r0 < 40; r0 += 13) {
+                view_rows(pt, 3, r0, r0 + 13 < 40 ? r0 + 13 : 40, v);
+                assert_int_equal(kdl_cka_accumulate(s, v, pid + r0), 0);
+        }
+        assert_int_equal(kdl_cka_finalize(s, &m), 0);
+        kdl_cka_state_free(s);
+        for (size_t i = 0; i < 3; i++)
+                free(pd[i]);
+        return m;
+}
+
+/* The Gram-space bootstrap is the feature-space one: the same Poisson
+ * weights of the same sample ids (not rows: the state reads the rows in
+ * another order), weighted HSIC, so every replicate, jackknife value and
+ * summary agrees to 1e-10, for every interval type. */
+static void test_gram_bootstrap_equals_feature(void **state)
+{
+        struct fixture f;
+        size_t gid[40];
+
+        (void) state;
+        fixture_make(&f, 32);
+        for (size_t i = 0; i < 40; i++)
+                gid[i] = 1000 + i;
+        for (int iv = 0; iv < KDL_CKA_INTERVAL_COUNT_; iv++) {
+                kdl_cka_opts o = opts(7, 30, 9);
+                kdl_cka_matrix *fm, *gm;
+
+                o.interval = (enum kdl_cka_interval) iv;
+                fm = stream_scrambled(&f, &o);
+                assert_int_equal(kdl_cka_gram_linear(f.t, 3, gid, &o, &gm), 0);
+                assert_int_equal(gm->bootstrap, 30);
+                assert_int_equal(gm->interval, iv);
+                assert_int_equal(fm->interval, iv);
+                assert_int_equal(gm->ngroups, iv == KDL_CKA_INTERVAL_BCA ? 50 : 0);
+                assert_int_equal(fm->ngroups, gm->ngroups);
+                assert_arrays_close(fm->biased, gm->biased, 9, 1e-12);
+                assert_arrays_close(fm->biased_rep, gm->biased_rep, 30 * 9, 1e-10);
+                assert_arrays_close(fm->debiased_rep, gm->debiased_rep, 30 * 9, 1e-10);
+                if (gm->ngroups) {
+                        assert_arrays_close(fm->biased_jack, gm->biased_jack, 50 * 9, 1e-10);
+                        assert_arrays_close(fm->debiased_jack, gm->debiased_jack, 50 * 9, 1e-10);
+                } else {
+                        assert_null(gm->biased_jack);
+                        assert_null(fm->debiased_jack);
+                }
+                assert_arrays_close(fm->biased_lo, gm->biased_lo, 9, 1e-10);
+                assert_arrays_close(fm->biased_hi, gm->biased_hi, 9, 1e-10);
+                assert_arrays_close(fm->debiased_lo, gm->debiased_lo, 9, 1e-10);
+                assert_arrays_close(fm->debiased_hi, gm->debiased_hi, 9, 1e-10);
+                assert_arrays_close(fm->biased_se, gm->biased_se, 9, 1e-10);
+                assert_arrays_close(fm->debiased_bias, gm->debiased_bias, 9, 1e-10);
+                /* Replicates differ from each other and from the point value. */
+                assert_true(fabs(gm->biased_rep[1] - gm->biased_rep[10]) > 1e-6);
+                assert_true(isfinite(gm->biased_lo[1]) && gm->biased_lo[1] < gm->biased_hi[1]);
+                kdl_cka_matrix_free(gm);
+                kdl_cka_matrix_free(fm);
+        }
+        fixture_free(&f);
+}
+
+/* A replicate is the weighted CKA with its Poisson weights, and a jackknife
+ * value the CKA of the samples outside its group. */
+static void test_gram_replicates_and_jackknife_values(void **state)
+{
+        struct fixture f;
+        size_t gid[40];
+        double w[40], *d[3];
+        kdl_cka_opts o = opts(0, 4, 11);
+        kdl_cka_matrix *gm, *wm, *sub;
+        kdl_tensor t[3];
+        size_t g, rows;
+
+        (void) state;
+        fixture_make(&f, 33);
+        o.interval = KDL_CKA_INTERVAL_BCA;
+        for (size_t i = 0; i < 40; i++)
+                gid[i] = 77 * i + 5;
+        assert_int_equal(kdl_cka_gram_linear(f.t, 3, gid, &o, &gm), 0);
+        for (size_t i = 0; i < 40; i++)
+                w[i] = (double) kdl_sample_poisson1(11, gid[i], 3);
+        assert_int_equal(kdl_cka_gram_weighted(f.t, 3, w, &wm), 0);
+        assert_arrays_close(gm->biased_rep + 3 * 9, wm->biased, 9, 1e-13);
+        assert_arrays_close(gm->debiased_rep + 3 * 9, wm->debiased, 9, 1e-13);
+        g = kdl_sample_group(11, gid[0], KDL_CKA_JACKKNIFE_GROUPS);
+        for (size_t i = 0; i < 40; i++)
+                w[i] = kdl_sample_group(11, gid[i], KDL_CKA_JACKKNIFE_GROUPS) == g ? 0.0 : 1.0;
+        rows = repeat_rows(&f, w, d, t);
+        assert_true(rows < 40);
+        assert_int_equal(kdl_cka_gram(t, 3, KDL_CKA_LINEAR, 0.0, &sub), 0);
+        assert_arrays_close(gm->biased_jack + g * 9, sub->biased, 9, 1e-11);
+        assert_arrays_close(gm->debiased_jack + g * 9, sub->debiased, 9, 1e-11);
+        kdl_cka_matrix_free(sub);
+        kdl_cka_matrix_free(wm);
+        kdl_cka_matrix_free(gm);
+        for (size_t i = 0; i < 3; i++)
+                free(d[i]);
+        fixture_free(&f);
+}
+
+static double *dup_array(const double *x, size_t n)
+{
+        double *d = malloc((n ? n : 1) * sizeof(double));
+
+        assert_non_null(d);
+        memcpy(d, x, n * sizeof(double));
+        return d;
+}
+
+/* kdl__cka_intervals() of one pair of value @est (biased and debiased alike)
+ * with the replicates @rep [nrep] and, when @ng, the jackknife values @jack;
+ * caller frees with kdl_cka_matrix_free(). */
+static kdl_cka_matrix *summary_of(double est, const double *rep, size_t nrep, const double *jack,
+                                  size_t ng, double level, enum kdl_cka_interval iv)
+{
+        kdl_cka_matrix *m;
+
+        assert_int_equal(kdl__cka_matrix_new(1, &m), 0);
+        m->biased = dup_array(&est, 1);
+        m->debiased = dup_array(&est, 1);
+        m->biased_rep = dup_array(rep, nrep);
+        m->debiased_rep = dup_array(rep, nrep);
+        if (ng) {
+                m->biased_jack = dup_array(jack, ng);
+                m->debiased_jack = dup_array(jack, ng);
+        }
+        m->bootstrap = nrep;
+        m->level = level;
+        m->interval = iv;
+        m->ngroups = ng;
+        assert_int_equal(kdl__cka_intervals(m), 0);
+        return m;
+}
+
+static void test_probit(void **state)
+{
+        /* Python's statistics.NormalDist().inv_cdf, printed with repr(). */
+        static const double p[7] = {0.025, 0.975, 0.3, 0.02425, 0.9999, 1e-10, 1e-300};
+        static const double z[7] = {-1.9599639845400538, 1.9599639845400536, -0.5244005127080407,
+                                    -1.9729610513118845, 3.7190164854557084, -6.361340902404056,
+                                    -37.0470962993612};
+
+        (void) state;
+        for (int i = 0; i < 7; i++)
+                assert_close(kdl__cka_probit(p[i]), z[i], 1e-14, 0.0);
+        assert_close(kdl__cka_probit(0.5), 0.0, 0.0, 1e-16);
+}
+
+/* The three intervals, the standard deviation and the bias of twelve
+ * replicates (one tied with the point value 0.48) and six jackknife
+ * values, against numpy and statistics.NormalDist (the reference values
+ * printed with repr()). */
+static void test_interval_formulas(void **state)
+{
+        static const double rep[12] = {0.41, 0.47, 0.52, 0.38, 0.55, 0.49,
+                                       0.44, 0.60, 0.51, 0.46, 0.48, 0.53};
+        static const double jack[6] = {0.47, 0.49, 0.485, 0.46, 0.50, 0.478};
+        static const double want[2][3][2] = {
+                {{0.38825, 0.5862499999999999},
+                 {0.37375, 0.57175},
+                 {0.3853526233166187, 0.5791668958484648}},
+                {{0.39649999999999996, 0.5725},
+                 {0.38749999999999996, 0.5635},
+                 {0.39103899767444283, 0.5597796980818551}},
+        };
+
+        (void) state;
+        for (int lv = 0; lv < 2; lv++)
+                for (int iv = 0; iv < KDL_CKA_INTERVAL_COUNT_; iv++) {
+                        kdl_cka_matrix *m = summary_of(0.48, rep, 12, jack, 6, lv ? 0.9 : 0.95,
+                                                       (enum kdl_cka_interval) iv);
+
+                        assert_close(m->biased_lo[0], want[lv][iv][0], 1e-14, 0.0);
+                        assert_close(m->biased_hi[0], want[lv][iv][1], 1e-14, 0.0);
+                        assert_close(m->debiased_hi[0], want[lv][iv][1], 1e-14, 0.0);
+                        assert_close(m->biased_se[0], 0.060952042747979454, 1e-14, 0.0);
+                        assert_close(m->biased_bias[0], 0.006666666666666765, 1e-12, 0.0);
+                        kdl_cka_matrix_free(m);
+                }
+}
+
+/* BCa is undefined (NaN) when the point value is beyond every replicate or
+ * the jackknife has fewer than two values; percentile and basic are not. */
+static void test_bca_undefined(void **state)
+{
+        static const double rep[4] = {0.61, 0.65, 0.70, 0.63};
+        static const double jack[3] = {0.5, NAN, NAN};
+
+        (void) state;
+        /* 0.6: beyond every replicate; 0.64: inside, but one jackknife value. */
+        for (int c = 0; c < 2; c++)
+                for (int iv = 0; iv < KDL_CKA_INTERVAL_COUNT_; iv++) {
+                        kdl_cka_matrix *m = summary_of(c ? 0.64 : 0.6, rep, 4, jack, 3, 0.95,
+                                                       (enum kdl_cka_interval) iv);
+                        bool bca = iv == KDL_CKA_INTERVAL_BCA;
+
+                        assert_true(bca == isnan(m->biased_lo[0]));
+                        assert_true(bca == isnan(m->debiased_hi[0]));
+                        assert_true(isfinite(m->biased_se[0]) && isfinite(m->biased_bias[0]));
+                        kdl_cka_matrix_free(m);
+                }
+}
+
+/* The interval option: default, names, parse; BCa's jackknife sums cost
+ * memory; states of other intervals do not merge. */
+static void test_interval_option(void **state)
+{
+        size_t w[2] = {3, 2};
+        kdl_cka_opts o = opts(0, 5, 1), basic, bca;
+        kdl_cka_state *s, *t, *u;
+        enum kdl_cka_interval iv = KDL_CKA_INTERVAL_BASIC;
+
+        (void) state;
+        assert_int_equal(o.interval, KDL_CKA_INTERVAL_PERCENTILE);
+        assert_string_equal(kdl_cka_interval_name(KDL_CKA_INTERVAL_PERCENTILE), "percentile");
+        assert_string_equal(kdl_cka_interval_name(KDL_CKA_INTERVAL_BASIC), "basic");
+        assert_string_equal(kdl_cka_interval_name(KDL_CKA_INTERVAL_BCA), "bca");
+        assert_int_equal(kdl_cka_interval_parse("bca", &iv), 0);
+        assert_int_equal(iv, KDL_CKA_INTERVAL_BCA);
+        assert_int_equal(kdl_cka_interval_parse("studentized", &iv), -KDL_EUSAGE);
+        assert_non_null(strstr(kdl_errmsg(), "percentile, basic or bca"));
+        assert_int_equal(iv, KDL_CKA_INTERVAL_BCA);
+        basic = bca = o;
+        basic.interval = KDL_CKA_INTERVAL_BASIC;
+        bca.interval = KDL_CKA_INTERVAL_BCA;
+        assert_int_equal(kdl_cka_state_bytes(2, w, &basic), kdl_cka_state_bytes(2, w, &o));
+        assert_true(kdl_cka_state_bytes(2, w, &bca) > kdl_cka_state_bytes(2, w, &o));
+        assert_int_equal(kdl_cka_state_new(2, w, &o, &s), 0);
+        assert_int_equal(kdl_cka_state_new(2, w, &basic, &t), 0);
+        assert_int_equal(kdl_cka_state_new(2, w, &bca, &u), 0);
+        assert_int_equal(kdl_cka_merge(s, t), -KDL_EMISMATCH);
+        assert_int_equal(kdl_cka_merge(s, u), -KDL_EMISMATCH);
+        assert_int_equal(kdl_cka_merge(u, s), -KDL_EMISMATCH);
+        kdl_cka_state_free(u);
+        kdl_cka_state_free(t);
+        kdl_cka_state_free(s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -1246,6 +1593,13 @@ int main(void)
                 cmocka_unit_test(test_mixed_rounds_products_to_float),
                 cmocka_unit_test(test_mixed_merge),
                 cmocka_unit_test(test_mixed_names_and_bytes),
+                cmocka_unit_test(test_gram_weights_are_repeated_samples),
+                cmocka_unit_test(test_gram_bootstrap_equals_feature),
+                cmocka_unit_test(test_gram_replicates_and_jackknife_values),
+                cmocka_unit_test(test_probit),
+                cmocka_unit_test(test_interval_formulas),
+                cmocka_unit_test(test_bca_undefined),
+                cmocka_unit_test(test_interval_option),
         };
         return cmocka_run_group_tests(tests, setup_ids, NULL);
 }

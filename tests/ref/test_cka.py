@@ -5,6 +5,8 @@ independent numpy float64 implementation of MATH.md §7 (Gram form)."""
 import os
 import sys
 
+from statistics import NormalDist
+
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -254,13 +256,235 @@ def test_gram_path_when_wider_than_samples():
     path = os.path.join(TMP, "gram.h5")
     write_dump(path, {"final": (0, {"x": (x, 0), "y": (y, 1)}, rng.standard_normal((n, 4)))},
                labels)
-    doc = run_json("cka", path, "--bootstrap", "3")
+    doc = run_json("cka", path)
     r = pair(doc, "x", "y")
     assert r["method"] == "gram"
     assert_close(r["cka_linear"], cka(gram_linear(x), gram_linear(y)), 1e-10)
     assert_close(r["cka_linear_debiased"], cka(gram_linear(x), gram_linear(y), True), 1e-9)
     assert any("Gram space" in n for n in doc["notes"])
-    assert "cka_linear_lo" not in r
+    assert "cka_linear_lo" not in r  # no bootstrap asked
+
+
+# ---- bootstrap: Gram space too, three intervals, warnings ---------------------------
+
+GROUPS = 50  # KDL_CKA_JACKKNIFE_GROUPS
+ND = NormalDist()
+
+
+def real(v):
+    return float("nan") if v is None else v
+
+
+def close_or_nan(actual, expected, atol, what):
+    if np.isnan(expected):
+        assert np.isnan(real(actual)), f"{what}: got {actual!r}, expected NaN"
+    else:
+        assert_close(actual, expected, 0, atol, what)
+
+
+def boot_reference(x, y, seed, B, kind, level=0.95):
+    """Every replicate rebuilt from its Poisson(1) counts by repeating rows, the
+    delete-a-group jackknife from kdl_sample_group()'s hash, then the interval
+    formulas (numpy linear quantiles, NormalDist for BCa).  Returns
+    {debiased: (lo, hi, se, bias)}."""
+    n = len(x)
+    ids = np.arange(n)  # one dump: the sample id is the row
+    reps = {False: [], True: []}
+    for b in range(B):
+        rows = np.repeat(ids, poisson1(seed, ids, b))
+        gx, gy = gram_linear(x[rows]), gram_linear(y[rows])
+        for deb in (False, True):
+            reps[deb].append(cka(gx, gy, deb))
+    jack = {False: [], True: []}
+    grp = (khash(seed, ids, 1 << 62) % np.uint64(GROUPS)).astype(np.int64)
+    for g in range(GROUPS if kind == "bca" else 0):
+        keep = grp != g
+        if keep.all():
+            continue  # an empty group has no jackknife value
+        gx, gy = gram_linear(x[keep]), gram_linear(y[keep])
+        for deb in (False, True):
+            jack[deb].append(cka(gx, gy, deb))
+    out = {}
+    for deb in (False, True):
+        est = cka(gram_linear(x), gram_linear(y), deb)
+        out[deb] = interval(est, np.array(reps[deb]), np.array(jack[deb]), kind, level)
+    return out
+
+
+def interval(est, reps, jack, kind, level):
+    reps = reps[np.isfinite(reps)]
+    al = 1 - level
+
+    def q(p):
+        return np.quantile(reps, p)
+
+    se, bias = np.std(reps, ddof=1), reps.mean() - est
+    if kind == "percentile":
+        return q(al / 2), q(1 - al / 2), se, bias
+    if kind == "basic":
+        return 2 * est - q(1 - al / 2), 2 * est - q(al / 2), se, bias
+    nan = float("nan")
+    p0 = (np.sum(reps < est) + 0.5 * np.sum(reps == est)) / len(reps)
+    jack = jack[np.isfinite(jack)]
+    if not 0 < p0 < 1 or len(jack) < 2:
+        return nan, nan, se, bias
+    z0 = ND.inv_cdf(p0)
+    d = jack.mean() - jack
+    a = np.sum(d ** 3) / (6 * np.sum(d ** 2) ** 1.5) if np.sum(d ** 2) > 0 else 0.0
+
+    def lev(z):
+        den = 1 - a * (z0 + z)
+        return ND.cdf(z0 + (z0 + z) / den) if den > 0 else nan
+
+    l1, l2 = lev(ND.inv_cdf(al / 2)), lev(ND.inv_cdf(1 - al / 2))
+    if np.isnan(l1) or np.isnan(l2):
+        return nan, nan, se, bias
+    return q(l1), q(l2), se, bias
+
+
+def narrow_dump():
+    """Feature space: every layer narrower than the 150 samples, all related
+    (a pair near CKA 0 has a skewed bootstrap whose intervals can miss)."""
+    rng = np.random.default_rng(12)
+    n = 150
+    x = rng.standard_normal((n, 6)) + 4.0
+    y = x[:, :3] @ rng.standard_normal((3, 5)) + 1.5 * rng.standard_normal((n, 5))
+    logits = x[:, :4] + rng.standard_normal((n, 4))
+    path = os.path.join(TMP, "boot-narrow.h5")
+    write_dump(path, {"final": (0, {"x": (x, 0), "y": (y, 1)}, logits)}, np.arange(n) % 4)
+    return path, x, y
+
+
+def wide_dump():
+    """Gram space: a layer of width 90 on 40 samples."""
+    rng = np.random.default_rng(13)
+    n = 40
+    x = rng.standard_normal((n, 90))
+    y = x[:, :30] @ rng.standard_normal((30, 12)) + rng.standard_normal((n, 12))
+    path = os.path.join(TMP, "boot-wide.h5")
+    write_dump(path, {"final": (0, {"x": (x, 0), "y": (y, 1)}, rng.standard_normal((n, 4)))},
+               np.arange(n) % 4)
+    return path, x, y
+
+
+def shifted_dump():
+    """Feature space, layers of widths 30 and 20 on 80 samples: the example of
+    docs/cka.md whose replicates are shifted beyond their spread."""
+    rng = np.random.default_rng(14)
+    n = 80
+    x = rng.standard_normal((n, 30))
+    y = x[:, :10] @ rng.standard_normal((10, 20)) + 3 * rng.standard_normal((n, 20))
+    path = os.path.join(TMP, "boot-shifted.h5")
+    write_dump(path, {"final": (0, {"x": (x, 0), "y": (y, 1)},
+                                x[:, :4] + rng.standard_normal((n, 4)))}, np.arange(n) % 4)
+    return path
+
+
+def check_boot(r, ref, what):
+    for deb, key in ((False, "cka_linear"), (True, "cka_linear_debiased")):
+        for k, name in enumerate(("lo", "hi", "se", "bias")):
+            close_or_nan(r[f"{key}_{name}"], ref[deb][k], 1e-9, f"{what} {key}_{name}")
+
+
+def test_wide_layer_gets_bootstrap_intervals():
+    """Issue 16 item 3: a layer wider than N sent every pair to Gram space and
+    --bootstrap gave no interval (exit 0, a footnote).  Now the Gram form has
+    them, from the same Poisson weights (weighted HSIC)."""
+    path, x, y = wide_dump()
+    doc = run_json("cka", path, "--bootstrap", "60", "--seed", "5")
+    r = pair(doc, "x", "y")
+    assert r["method"] == "gram"
+    for key in ("cka_linear", "cka_linear_debiased"):
+        assert np.isfinite(real(r[key + "_lo"])) and real(r[key + "_lo"]) < real(r[key + "_hi"])
+    check_boot(r, boot_reference(x, y, 5, 60, "percentile"), "gram percentile")
+    assert any("Gram space by weighted HSIC" in n for n in doc["notes"]), doc["notes"]
+    assert not any("not available" in n for n in doc["notes"]), doc["notes"]
+
+
+def test_small_bootstrap_is_flagged():
+    """Issue 16 item 9: B = 10 gave intervals with no word of warning."""
+    path, _, _ = narrow_dump()
+    doc = run_json("cka", path, "--bootstrap", "10")
+    few = [n for n in doc["notes"] if "only 10 bootstrap replicates" in n]
+    assert few and "fewer than 200" in few[0] and "unreliable" in few[0], doc["notes"]
+    st, out, _ = run("cka", path, "--bootstrap", "10")  # the table's footnotes too
+    assert st == 0 and "only 10 bootstrap replicates" in out
+    doc = run_json("cka", path, "--bootstrap", "200")
+    assert not any("fewer than 200" in n for n in doc["notes"]), doc["notes"]
+
+
+def misses(doc):
+    """Pairs (a < b by position, both estimators) whose interval misses the value."""
+    count = 0
+    for r in records(doc, "cka_pairs"):
+        if r["layer_a"] >= r["layer_b"]:
+            continue
+        for key in ("cka_linear", "cka_linear_debiased"):
+            lo, hi = real(r[key + "_lo"]), real(r[key + "_hi"])
+            count += bool(r[key] < lo - 1e-12 or r[key] > hi + 1e-12)
+    return count
+
+
+def test_interval_missing_its_point_value_is_flagged():
+    """Issue 16 item 9: the point value 0.3578 lay outside its own interval
+    [0.3593, 0.3890], and nothing said so.  The note counts such intervals."""
+    for path in (shifted_dump(), wide_dump()[0]):  # feature space, Gram space
+        doc = run_json("cka", path, "--bootstrap", "10")
+        k = misses(doc)
+        assert k > 0
+        note = [n for n in doc["notes"] if "do not contain their own point value" in n]
+        assert note and note[0].startswith(f"warning: {k} of 6 bootstrap"), (k, doc["notes"])
+        assert "--interval bca" in note[0]
+    # No such note when every interval holds its value.
+    path, _, _ = narrow_dump()
+    doc = run_json("cka", path, "--bootstrap", "300", "--interval", "basic")
+    assert misses(doc) == 0
+    assert not any("own point value" in n for n in doc["notes"]), doc["notes"]
+
+
+def test_intervals_against_numpy():
+    """Percentile, basic and BCa intervals, sd and bias of the replicates, in
+    feature space and in Gram space, against numpy recomputing every
+    replicate from the same Poisson weights and the jackknife from the same
+    groups."""
+    for dump, B in ((narrow_dump, 200), (wide_dump, 120)):
+        path, x, y = dump()
+        for kind in ("percentile", "basic", "bca"):
+            doc = run_json("cka", path, "--bootstrap", str(B), "--seed", "3", "--interval", kind)
+            r = pair(doc, "x", "y")
+            check_boot(r, boot_reference(x, y, 3, B, kind), f"{r['method']} {kind}")
+            assert any(f"{kind} 95 % intervals" in n for n in doc["notes"]), doc["notes"]
+            assert (kind == "bca") == any("jackknife over 50" in n for n in doc["notes"])
+    # The three differ.
+    path, _, _ = narrow_dump()
+    los = {kind: pair(run_json("cka", path, "--bootstrap", "50", "--interval", kind), "x", "y")
+           ["cka_linear_lo"] for kind in ("percentile", "basic", "bca")}
+    assert len(set(los.values())) == 3, los
+
+
+def test_docs_example_of_a_shifted_bootstrap():
+    """The numbers docs/cka.md quotes: replicates shifted beyond their spread,
+    and no interval type holding the debiased value."""
+    path = shifted_dump()
+    r = {kind: pair(run_json("cka", path, "--bootstrap", "1000", "--interval", kind), "x", "y")
+         for kind in ("percentile", "basic", "bca")}
+    p = r["percentile"]
+    for key, want in (("cka_linear", 0.439), ("cka_linear_debiased", 0.298),
+                      ("cka_linear_bias", 0.090), ("cka_linear_debiased_bias", 0.140),
+                      ("cka_linear_lo", 0.472), ("cka_linear_hi", 0.593),
+                      ("cka_linear_debiased_lo", 0.365), ("cka_linear_debiased_hi", 0.517)):
+        assert_close(p[key], want, 0, 5e-4, key)
+    for kind, v in r.items():
+        lo, hi = real(v["cka_linear_debiased_lo"]), real(v["cka_linear_debiased_hi"])
+        assert not lo <= v["cka_linear_debiased"] <= hi, (kind, lo, hi)
+
+
+def test_bad_interval():
+    path, _, _ = narrow_dump()
+    st, _, err = run("cka", path, "--bootstrap", "20", "--interval", "studentized")
+    assert st == 2
+    first = err.splitlines()[0]
+    assert "'studentized'" in first and "percentile, basic or bca" in first, err
 
 
 def test_mixed_precision_agrees_with_numpy():
