@@ -30,7 +30,10 @@ static const struct kdl_cmd commands[] = {
          "kdlens inspect FILE... [--quick] [--format table|md|csv|tex|json]",
          "  --quick            check the structure only; skip the NaN/Inf scan of every value\n"
          "  --format FMT       table (default), md, csv, tex or json\n"
-         "Exit status 1 when any file has a schema problem (each printed on stderr).\n"},
+         "  --join strict|inner  join students on /sample_ids as the analyses do (strict)\n"
+         "Each student is paired with the teacher and their /labels compared row by row.\n"
+         "Exit status 1 when any file has a schema problem or a pair's labels differ (each\n"
+         "printed on stderr).\n"},
         {"kl", cmd_kl, 0, 0, "how well each knowledge source approximates the KD criterion",
          "kdlens kl -t TEACHER.h5 -s STUDENT.h5... [-T 1,2,4,8] [--checkpoint NAME|all] "
          "[--per-sample OUT.h5] [--format table|md|csv|tex|json]",

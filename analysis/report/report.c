@@ -239,7 +239,7 @@ static size_t layers_to_recommend(const kdl_h5file *teacher)
  */
 static int compute(struct kdl__report *r)
 {
-        struct kdl_run_inspect_opts io = {.scan_values = false};
+        struct kdl_run_inspect_opts io = {.scan_values = false, .join = r->o->inputs.join};
         struct kdl_run_kl_opts klo;
         struct kdl_run_split_opts so;
         struct kdl_run_dims_opts dio;
