@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,13 +24,111 @@ static int open_checked(const char *path, kdl_h5file **ret)
         return 0;
 }
 
-int kdl_inputs_open(const char *teacher, const char *const *students, size_t n, kdl_inputs **ret)
+int kdl_join_parse(const char *s, enum kdl_join *ret)
+{
+        if (strcmp(s, "strict") == 0)
+                *ret = KDL_JOIN_STRICT;
+        else if (strcmp(s, "inner") == 0)
+                *ret = KDL_JOIN_INNER;
+        else
+                return kdl_error(-KDL_EUSAGE, "--join: expected strict or inner, found '%s'", s);
+        return 0;
+}
+
+static bool has_role(const kdl_dump *d, const char *role)
+{
+        return d && d->role && strcmp(d->role, role) == 0;
+}
+
+/* "role \"student\"" or "no role attribute" for @d; caller frees; NULL on ENOMEM. */
+static char *role_text(const kdl_dump *d)
+{
+        return d->role ? kdl__asprintf("role \"%s\"", d->role) : kdl__strdup("no role attribute");
+}
+
+/* The teacher @dt (may be NULL) and the student @ds (may be NULL) given against their roles. */
+static int roles_error(const kdl_dump *dt, const kdl_dump *ds)
+{
+        char *rt = dt ? role_text(dt) : NULL, *rs = ds ? role_text(ds) : NULL;
+        int err;
+
+        if ((dt && !rt) || (ds && !rs))
+                err = kdl_error(-ENOMEM, "out of memory");
+        else if (!ds)
+                err = kdl_error(-KDL_EUSAGE,
+                                "-t '%s' has %s (its root attribute role): expected the teacher's "
+                                "dump; pass --ignore-roles to analyse it as the teacher anyway",
+                                dt->path, rt);
+        else if (!dt)
+                err = kdl_error(-KDL_EUSAGE,
+                                "-s '%s' has %s (its root attribute role): expected a student's "
+                                "dump; pass --ignore-roles to analyse it as a student anyway",
+                                ds->path, rs);
+        else
+                err = kdl_error(-KDL_EUSAGE,
+                                "-t '%s' has %s and -s '%s' has %s (the dumps' root attribute "
+                                "role): expected the teacher's dump after -t and a student's "
+                                "after -s; swap them, or pass --ignore-roles to analyse them as "
+                                "given",
+                                dt->path, rt, ds->path, rs);
+        free(rt);
+        free(rs);
+        return err;
+}
+
+/* A teacher that says it is a student, or a student that says it is a teacher. */
+static int check_roles(const kdl_inputs *in)
+{
+        const kdl_dump *dt = in->teacher ? kdl_h5_dump(in->teacher) : NULL;
+        const kdl_dump *first = in->nstudents ? kdl_h5_dump(in->students[0]) : NULL;
+
+        if (has_role(dt, "student"))
+                return roles_error(dt, first);
+        for (size_t k = 0; k < in->nstudents; k++)
+                if (has_role(kdl_h5_dump(in->students[k]), "teacher"))
+                        return roles_error(dt, kdl_h5_dump(in->students[k]));
+        return 0;
+}
+
+/* The inner join needs a teacher, a student, and /sample_ids in both. */
+static int check_inner(const kdl_inputs *in)
+{
+        if (!in->teacher || !in->nstudents)
+                return kdl_error(-KDL_EUSAGE, "--join inner: expected a teacher and a student to "
+                                              "join on /sample_ids, found one dump");
+        for (size_t k = 0; k <= in->nstudents; k++) {
+                int err = kdl__join_check(k ? in->students[k - 1] : in->teacher);
+
+                if (err < 0)
+                        return err;
+        }
+        return 0;
+}
+
+/* Pair student @k with the teacher. */
+static int pair_student(kdl_inputs *in, size_t k)
+{
+        const kdl_dump *dt = kdl_h5_dump(in->teacher);
+        const kdl_dump *ds = kdl_h5_dump(in->students[k]);
+
+        if (dt->c && ds->c && dt->c != ds->c)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "'%s' has %zu classes and '%s' has %zu: expected the same classes",
+                                 dt->path, dt->c, ds->path, ds->c);
+        return kdl_h5_pair_join(in->teacher, in->students[k], in->opts.join == KDL_JOIN_INNER,
+                                &in->pairs[k]);
+}
+
+int kdl_inputs_open_with(const char *teacher, const char *const *students, size_t n,
+                         const struct kdl_inputs_opts *o, kdl_inputs **ret)
 {
         kdl_inputs *in = kdl_new(kdl_inputs, 1);
         int err = 0;
 
         if (!in)
                 return -ENOMEM;
+        if (o)
+                in->opts = *o;
         in->students = kdl_new(kdl_h5file *, n ? n : 1);
         in->pairs = kdl_new(kdl_pair *, n ? n : 1);
         if (!in->students || !in->pairs) {
@@ -43,27 +142,25 @@ int kdl_inputs_open(const char *teacher, const char *const *students, size_t n, 
                 in->nstudents = k + 1;
                 if (err < 0)
                         goto out;
-                if (in->teacher) {
-                        const kdl_dump *dt = kdl_h5_dump(in->teacher);
-                        const kdl_dump *ds = kdl_h5_dump(in->students[k]);
-
-                        if (dt->c && ds->c && dt->c != ds->c) {
-                                err = kdl_error(-KDL_EMISMATCH,
-                                                "'%s' has %zu classes and '%s' has %zu: expected "
-                                                "the same classes",
-                                                dt->path, dt->c, ds->path, ds->c);
-                                goto out;
-                        }
-                        err = kdl_h5_pair(in->teacher, in->students[k], &in->pairs[k]);
-                        if (err < 0)
-                                goto out;
-                }
         }
+        /* Roles first: a swapped pair fails its labels too, for a reason said here. */
+        if (in->opts.roles == KDL_ROLES_CHECK && (err = check_roles(in)) < 0)
+                goto out;
+        if (in->opts.join == KDL_JOIN_INNER && (err = check_inner(in)) < 0)
+                goto out;
+        for (size_t k = 0; k < n && in->teacher; k++)
+                if ((err = pair_student(in, k)) < 0)
+                        goto out;
         *ret = in;
         return 0;
 out:
         kdl_inputs_free(in);
         return err;
+}
+
+int kdl_inputs_open(const char *teacher, const char *const *students, size_t n, kdl_inputs **ret)
+{
+        return kdl_inputs_open_with(teacher, students, n, NULL, ret);
 }
 
 void kdl_inputs_free(kdl_inputs *in)
@@ -80,6 +177,116 @@ void kdl_inputs_free(kdl_inputs *in)
         free(in);
 }
 
+/* The note of pair @p when its rows are paired in order and no labels can check that. */
+static int unchecked_note(const kdl_pair *p, kdl_doc *doc)
+{
+        const kdl_dump *dt = kdl_h5_dump(p->teacher), *ds = kdl_h5_dump(p->student);
+        char *who;
+        int err;
+
+        if (p->joined || (dt->labels && ds->labels))
+                return 0;
+        who = !dt->labels && !ds->labels
+                      ? kdl__strdup("neither dump has")
+                      : kdl__asprintf("'%s' has no", (dt->labels ? ds : dt)->path);
+        if (!who)
+                return kdl_error(-ENOMEM, "out of memory");
+        err = kdl_doc_add_note(doc,
+                               "'%s' is paired with the teacher '%s' by row order, unchecked: %s "
+                               "/labels to compare row by row (write /labels, or /sample_ids in "
+                               "both dumps)",
+                               ds->path, dt->path, who);
+        free(who);
+        return err;
+}
+
+/* The inner join's counts of pair @p: a note, and a row of @join unless NULL. */
+static int inner_join_counts(const kdl_pair *p, kdl_table *join, kdl_doc *doc)
+{
+        const kdl_dump *dt = kdl_h5_dump(p->teacher), *ds = kdl_h5_dump(p->student);
+        size_t nt = dt->sample_ids->shape[0], ns = ds->sample_ids->shape[0];
+        int err = join && kdl_table_add_row(join) < 0 ? -ENOMEM : 0;
+
+        if (join) {
+                err = err ?: kdl_table_put_str(join, "student", ds->path);
+                err = err ?: kdl_table_put_int(join, "teacher_samples", (long long) nt);
+                err = err ?: kdl_table_put_int(join, "student_samples", (long long) ns);
+                err = err ?: kdl_table_put_int(join, "shared_samples", (long long) p->n);
+        }
+        return err
+                       ?: kdl_doc_add_note(doc,
+                                           "--join inner: the teacher '%s' has %zu samples, '%s' "
+                                           "%zu; the %zu sample ids they share are those compared "
+                                           "(what describes the teacher alone uses all its "
+                                           "samples)%s",
+                                           dt->path, nt, ds->path, ns, p->n,
+                                           join ? " (table join)" : "");
+}
+
+int kdl__pair_describe(const kdl_pair *p, enum kdl_join join, kdl_table *t, kdl_doc *doc)
+{
+        int err = unchecked_note(p, doc);
+
+        if (!err && join == KDL_JOIN_INNER && p->joined)
+                err = inner_join_counts(p, t, doc);
+        return err;
+}
+
+int kdl__join_check(const kdl_h5file *f)
+{
+        const kdl_dump *d = kdl_h5_dump(f);
+
+        if (d->sample_ids)
+                return 0;
+        return kdl_error(-KDL_EUSAGE,
+                         "--join inner: '%s' has no /sample_ids: the inner join pairs samples by "
+                         "id, in both dumps (without ids, rows are paired in order and all must "
+                         "be there)",
+                         d->path);
+}
+
+/* Every pair's notes; with the inner join, the table "join" too. */
+static int pairing_notes(const kdl_inputs *in, kdl_doc *doc)
+{
+        kdl_table *t = NULL;
+        int err = 0;
+
+        if (in->opts.join == KDL_JOIN_INNER)
+                err = kdl_table_new("join", "Samples joined on /sample_ids (--join inner)", &t);
+        for (size_t k = 0; k < in->nstudents && !err; k++)
+                err = kdl__pair_describe(in->pairs[k], in->opts.join, t, doc);
+        if (err || !t) {
+                kdl_table_free(t);
+                return err;
+        }
+        return kdl_doc_add_table(doc, t);
+}
+
+/* With --ignore-roles, the roles the dumps state, as given. */
+static int ignored_roles_note(const kdl_inputs *in, kdl_doc *doc)
+{
+        char *list = kdl__strdup(""), *t;
+        int err;
+
+        for (size_t k = 0; list && k <= in->nstudents; k++) {
+                kdl_h5file *f = k ? in->students[k - 1] : in->teacher;
+                const kdl_dump *d = f ? kdl_h5_dump(f) : NULL;
+
+                if (!d)
+                        continue;
+                t = kdl__asprintf("%s%s%s '%s' (role %s)", list, list[0] ? ", " : "",
+                                  k ? "-s" : "-t", d->path, d->role ? d->role : "not stated");
+                free(list);
+                list = t;
+        }
+        if (!list)
+                return kdl_error(-ENOMEM, "out of memory");
+        err = kdl_doc_add_note(
+                doc, "--ignore-roles: the dumps' roles were not checked; as given: %s", list);
+        free(list);
+        return err;
+}
+
 int kdl_inputs_describe(const kdl_inputs *in, kdl_doc *doc)
 {
         int err = 0;
@@ -88,7 +295,35 @@ int kdl_inputs_describe(const kdl_inputs *in, kdl_doc *doc)
                 err = kdl_doc_add_input(doc, kdl_h5_dump(in->teacher)->path);
         for (size_t k = 0; k < in->nstudents && !err; k++)
                 err = kdl_doc_add_input(doc, kdl_h5_dump(in->students[k])->path);
+        if (!err && in->teacher && in->nstudents)
+                err = pairing_notes(in, doc);
+        if (!err && in->opts.roles == KDL_ROLES_IGNORE)
+                err = ignored_roles_note(in, doc);
         return err;
+}
+
+int kdl_inputs_teacher_labels(const kdl_inputs *in, const kdl_pair *pair, int64_t **ret)
+{
+        int64_t *all = NULL, *v;
+        int err = kdl_h5_read_labels(in->teacher, &all);
+
+        if (err < 0)
+                return err;
+        if (!pair || !pair->teacher_rows) {
+                *ret = all;
+                return 0;
+        }
+        v = kdl_new(int64_t, pair->n ? pair->n : 1);
+        if (!v) {
+                free(all);
+                return kdl_error(-ENOMEM, "'%s': /labels: out of memory",
+                                 kdl_h5_dump(in->teacher)->path);
+        }
+        for (size_t i = 0; i < pair->n; i++)
+                v[i] = all[pair->teacher_rows[i]];
+        free(all);
+        *ret = v;
+        return 0;
 }
 
 void kdl_run_common_init(struct kdl_run_common *c)

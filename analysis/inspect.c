@@ -4,12 +4,13 @@
 
 #include "metrics/base/alloc.h"
 #include "loaders/h5.h"
+#include "loaders/stream.h"
 #include "analysis/inspect.h"
 #include "metrics/base/banned.h"
 
 void kdl_run_inspect_opts_init(struct kdl_run_inspect_opts *o)
 {
-        *o = (struct kdl_run_inspect_opts){.scan_values = true};
+        *o = (struct kdl_run_inspect_opts){.scan_values = true, .join = KDL_JOIN_STRICT};
 }
 
 static char *shape_string(const kdl_dsinfo *ds)
@@ -182,8 +183,26 @@ static int add_problem(kdl_table *t, const char *file, const char *msg)
         return err ?: kdl_table_put_str(t, "problem", msg);
 }
 
-/* Pair every student with the (first) teacher, as the analysis commands will. */
-static int align(kdl_h5file **files, size_t n, kdl_table *al, kdl_table *probs, size_t *nprob)
+/* Read the labels of both dumps of @p in blocks: the stream compares them row
+ * by row.  Return: 0; -KDL_EMISMATCH on the first row where they differ. */
+static int check_labels(const kdl_pair *p)
+{
+        kdl_stream *s = NULL;
+        int err;
+
+        if (!kdl_h5_dump(p->teacher)->labels || !kdl_h5_dump(p->student)->labels)
+                return 0;
+        err = kdl_stream_new(p->n, p, NULL, &s);
+        while (err == 0 && (err = kdl_stream_next(s)) > 0)
+                err = 0;
+        kdl_stream_free(s);
+        return err;
+}
+
+/* Pair every student with the (first) teacher, as the analysis commands will,
+ * and check the pairs' labels agree row by row. */
+static int align(kdl_h5file **files, size_t n, const struct kdl_run_inspect_opts *o, kdl_doc *doc,
+                 kdl_table *al, kdl_table *probs, size_t *nprob)
 {
         kdl_h5file *teacher = NULL;
         int err = 0;
@@ -203,10 +222,16 @@ static int align(kdl_h5file **files, size_t n, kdl_table *al, kdl_table *probs, 
 
                 if (!d->role || strcmp(d->role, "student") != 0)
                         continue;
-                r = kdl_h5_pair(teacher, files[k], &p);
-                if (kdl_table_add_row(al) < 0)
-                        return -ENOMEM;
-                err = kdl_table_put_str(al, "teacher", kdl_h5_dump(teacher)->path);
+                if (o->join == KDL_JOIN_INNER &&
+                    ((r = kdl__join_check(teacher)) < 0 || (r = kdl__join_check(files[k])) < 0))
+                        return r;
+                r = kdl_h5_pair_join(teacher, files[k], o->join == KDL_JOIN_INNER, &p);
+                if (r == 0 && (r = check_labels(p)) < 0 && r != -KDL_EMISMATCH) {
+                        kdl_pair_free(p);
+                        return r;
+                }
+                err = kdl_table_add_row(al) < 0 ? -ENOMEM : 0;
+                err = err ?: kdl_table_put_str(al, "teacher", kdl_h5_dump(teacher)->path);
                 err = err ?: kdl_table_put_str(al, "student", d->path);
                 if (r < 0) {
                         err = err ?: kdl_table_put_str(al, "status", "mismatch");
@@ -219,6 +244,7 @@ static int align(kdl_h5file **files, size_t n, kdl_table *al, kdl_table *probs, 
                                       ?: kdl_table_put_str(al, "aligned_by",
                                                            p->joined ? "sample_ids" : "row order");
                         err = err ?: kdl_table_put_bool(al, "reordered", p->student_rows != NULL);
+                        err = err ?: kdl__pair_describe(p, o->join, NULL, doc);
                 }
                 kdl_pair_free(p);
         }
@@ -303,7 +329,7 @@ int kdl_run_inspect(const char *const *paths, size_t n, const struct kdl_run_ins
                         err = add_problem(tb.probs, d->path, d->problems[j]);
                 nprob += d->nproblems;
         }
-        err = err ?: align(fs, n, tb.al, tb.probs, &nprob);
+        err = err ?: align(fs, n, o, doc, tb.al, tb.probs, &nprob);
         for (size_t k = 0; k < n && !err; k++)
                 err = kdl_doc_add_input(doc, paths[k]);
         if (!err) {

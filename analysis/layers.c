@@ -66,7 +66,7 @@ static int gather_layer(kdl_inputs *in, const struct kdl__srcs *all, size_t k, s
         r = kdl__srcs_add(one, all->v[k].name, all->v[k].has_depth, all->v[k].depth, 0,
                           all->v[k].ds, all->v[k].width);
         r = r ?: kdl__gather_init(g, one, want, nwant);
-        r = r ?: kdl_stream_new(n, NULL, &so, &s);
+        r = r ?: kdl_stream_new(n, in->nstudents ? in->pairs[0] : NULL, &so, &s);
         r = r ?: kdl__jobs_run(s, &job, 1, NULL);
         kdl_stream_free(s);
         kdl__feed_release(&f);
@@ -488,7 +488,7 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
                                  "--subsample %zu leaves fewer than 2 samples for each of the %zu "
                                  "classes",
                                  o->subsample, r.nclasses);
-        err = kdl_h5_read_labels(in->teacher, &r.labels);
+        err = kdl_inputs_teacher_labels(in, r.student ? in->pairs[0] : NULL, &r.labels);
         err = err
                       ?: kdl_select_checkpoints(in->teacher, r.student ? in->students[0] : NULL,
                                                 o->common.checkpoint, "same", &cks, &nck);

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "analysis/inputs.h"
 #include "metrics/base/error.h"
 
 /*
@@ -23,6 +24,8 @@ struct kdl_run_report_opts {
         /* Progress, for the CLI's bar: stage @done of @total is @what. NULL = none. */
         void (*progress)(void *ctx, size_t done, size_t total, const char *what);
         void *ctx;
+        /* How the dumps are paired (--join, --ignore-roles); all zero: the defaults. */
+        struct kdl_inputs_opts inputs;
 };
 
 /**

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Teacher/student alignment: joining two dumps' samples on /sample_ids. */
 #include <assert.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include <hdf5.h>
@@ -84,49 +85,90 @@ static int pair_in_order(const kdl_dump *dt, const kdl_dump *ds, kdl_pair **ret)
 }
 
 /*
- * Merge the sorted (id, row) lists @tp (p->n of them) and @sp (@ns) into
- * p->student_rows.  Return: 1 when every student row is its teacher row,
- * 0 otherwise; -KDL_EMISMATCH unless the ids are the same set.
+ * Merge the sorted (id, row) lists @tp (@nt of them) and @sp (@ns) into
+ * @srow: the student row of each teacher row, SIZE_MAX where the student
+ * lacks the teacher's id.  Return: the number of ids both hold.
  */
-static int join_ids(const kdl_dump *dt, const kdl_dump *ds, const int64_t *tp, const int64_t *sp,
-                    size_t ns, kdl_pair *p)
+static size_t merge_ids(const int64_t *tp, size_t nt, const int64_t *sp, size_t ns, size_t *srow)
 {
-        size_t j = 0, matched = 0, missing_t = 0, missing_s;
-        int identity = 1;
+        size_t j = 0, shared = 0;
 
-        for (size_t i = 0; i < p->n; i++) {
+        for (size_t i = 0; i < nt; i++) {
                 while (j < ns && sp[2 * j] < tp[2 * i])
                         j++;
+                srow[tp[2 * i + 1]] = SIZE_MAX;
                 if (j < ns && sp[2 * j] == tp[2 * i]) {
-                        p->student_rows[tp[2 * i + 1]] = (size_t) sp[2 * j + 1];
-                        if (tp[2 * i + 1] != sp[2 * j + 1])
-                                identity = 0;
-                        matched++;
-                } else {
-                        missing_t++;
+                        srow[tp[2 * i + 1]] = (size_t) sp[2 * j + 1];
+                        shared++;
                 }
         }
-        missing_s = ns - matched;
-        if (missing_t || missing_s)
+        return shared;
+}
+
+/* The strict join needs the same ids on both sides; the inner one, at least one shared. */
+static int check_shared(const kdl_dump *dt, const kdl_dump *ds, size_t nt, size_t ns, size_t shared,
+                        bool inner)
+{
+        if (inner && shared == 0)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "'%s' and '%s': /sample_ids: no id in common (%zu in the teacher, "
+                                 "%zu in the student)",
+                                 dt->path, ds->path, nt, ns);
+        if (!inner && (shared != nt || shared != ns))
                 return kdl_error(-KDL_EMISMATCH,
                                  "'%s' and '%s': /sample_ids: %zu samples differ (%zu of the "
                                  "teacher's are not in the student, %zu of the student's not in "
-                                 "the teacher)",
-                                 dt->path, ds->path, missing_t + missing_s, missing_t, missing_s);
-        return identity;
+                                 "the teacher); --join inner analyses the %zu they share",
+                                 dt->path, ds->path, nt - shared + ns - shared, nt - shared,
+                                 ns - shared, shared);
+        return 0;
 }
 
-int kdl_h5_pair(kdl_h5file *t, kdl_h5file *s, kdl_pair **ret)
+/* Keep the @p->n teacher rows whose id the student holds, in teacher row order:
+ * p->teacher_rows, unless that is every one of the @nt rows. */
+static int keep_shared(kdl_pair *p, size_t nt)
+{
+        size_t m = 0;
+
+        if (p->n == nt)
+                return 0;
+        p->teacher_rows = kdl_new(size_t, p->n);
+        if (!p->teacher_rows)
+                return -ENOMEM;
+        for (size_t i = 0; i < nt; i++)
+                if (p->student_rows[i] != SIZE_MAX) {
+                        p->teacher_rows[m] = i;
+                        p->student_rows[m++] = p->student_rows[i];
+                }
+        return 0;
+}
+
+/* Whether the student's rows are the logical rows, all of them. */
+static bool student_identity(const kdl_pair *p, size_t ns)
+{
+        if (p->n != ns)
+                return false;
+        for (size_t i = 0; i < p->n; i++)
+                if (p->student_rows[i] != i)
+                        return false;
+        return true;
+}
+
+int kdl_h5_pair_join(kdl_h5file *t, kdl_h5file *s, bool inner, kdl_pair **ret)
 {
         const kdl_dump *dt = &t->dump, *ds = &s->dump;
         int64_t *tp = NULL, *sp = NULL;
         kdl_pair *p = NULL;
+        size_t nt, ns;
         int err;
 
         assert(t && s && ret);
-        if (!has_ids(dt) || !has_ids(ds))
-                return pair_in_order(dt, ds, ret);
-
+        if (!has_ids(dt) || !has_ids(ds)) {
+                err = pair_in_order(dt, ds, &p);
+                goto done;
+        }
+        nt = dt->sample_ids->shape[0];
+        ns = ds->sample_ids->shape[0];
         err = sorted_ids(t, &tp);
         if (err < 0)
                 goto out;
@@ -135,24 +177,32 @@ int kdl_h5_pair(kdl_h5file *t, kdl_h5file *s, kdl_pair **ret)
                 goto out;
         p = kdl_new(kdl_pair, 1);
         if (p) {
-                p->n = dt->sample_ids->shape[0];
                 p->joined = true;
-                p->student_rows = kdl_new(size_t, p->n);
+                p->student_rows = kdl_new(size_t, nt ? nt : 1);
         }
         if (!p || !p->student_rows) {
                 err = pair_nomem(dt, ds);
                 goto out;
         }
-        err = join_ids(dt, ds, tp, sp, ds->sample_ids->shape[0], p);
+        p->n = merge_ids(tp, nt, sp, ns, p->student_rows);
+        err = check_shared(dt, ds, nt, ns, p->n, inner);
         if (err < 0)
                 goto out;
-        if (err > 0) { /* the identity: no row map */
+        if (keep_shared(p, nt) < 0) {
+                err = pair_nomem(dt, ds);
+                goto out;
+        }
+        if (student_identity(p, ns)) { /* no row map */
                 free(p->student_rows);
                 p->student_rows = NULL;
         }
-        *ret = p;
-        p = NULL;
-        err = 0;
+done:
+        if (err == 0) {
+                p->teacher = t;
+                p->student = s;
+                *ret = p;
+                p = NULL;
+        }
 out:
         kdl_pair_free(p);
         free(tp);
@@ -160,10 +210,16 @@ out:
         return err;
 }
 
+int kdl_h5_pair(kdl_h5file *t, kdl_h5file *s, kdl_pair **ret)
+{
+        return kdl_h5_pair_join(t, s, false, ret);
+}
+
 void kdl_pair_free(kdl_pair *p)
 {
         if (!p)
                 return;
         free(p->student_rows);
+        free(p->teacher_rows);
         free(p);
 }

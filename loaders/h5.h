@@ -211,9 +211,13 @@ KDL_API int kdl_h5_reader_read(kdl_h5reader *r, size_t r0, size_t r1, double *ou
 /* ---- Teacher/student alignment -------------------------------------------- */
 
 typedef struct kdl_pair {
-        size_t n;             /* aligned samples */
+        size_t n;             /* aligned samples (logical rows) */
         bool joined;          /* aligned through /sample_ids */
-        size_t *student_rows; /* student stored row of teacher row i; NULL = identity */
+        size_t *student_rows; /* student stored row of logical row i; NULL = identity */
+        size_t *teacher_rows; /* teacher stored row of logical row i; NULL = identity (every
+                                 teacher row; only an inner join leaves some out) */
+        kdl_h5file *teacher;  /* the files paired; borrowed, must outlive the pair */
+        kdl_h5file *student;
 } kdl_pair;
 
 /**
@@ -228,6 +232,14 @@ typedef struct kdl_pair {
  * for duplicate ids; -KDL_EHDF5; -ENOMEM.
  */
 KDL_API int kdl_h5_pair(kdl_h5file *teacher, kdl_h5file *student, kdl_pair **ret);
+
+/**
+ * kdl_h5_pair_join() - kdl_h5_pair(), or with @inner and /sample_ids in both
+ * dumps, the inner join: only the ids both hold, in the teacher's row order
+ * (teacher_rows says which).  Without ids in both, @inner changes nothing.
+ * Return: as kdl_h5_pair(); with @inner, -KDL_EMISMATCH when no id is shared.
+ */
+KDL_API int kdl_h5_pair_join(kdl_h5file *teacher, kdl_h5file *student, bool inner, kdl_pair **ret);
 
 /** kdl_pair_free() - free @p.  NULL is a no-op. */
 KDL_API void kdl_pair_free(kdl_pair *p);

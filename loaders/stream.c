@@ -38,6 +38,12 @@ struct kdl_stream {
          * that a later pass reading fewer datasets drops the same samples. */
         uint8_t *dropped;
         uint64_t values; /* values read from the files, every pass */
+        /* The pairing check: the teacher's and the student's labels (in that
+         * order), read beside the datasets until a whole pass has compared
+         * them; NULL readers when there is no pair or a dump has no labels. */
+        kdl_h5reader *check[2];
+        double *check_buf[2];
+        bool checked;
 };
 
 int kdl_stream_new(size_t n, const kdl_pair *pair, const struct kdl_stream_opts *o,
@@ -67,6 +73,10 @@ void kdl_stream_free(kdl_stream *s)
                 free(s->src[k].buf);
         }
         free(s->src);
+        for (int k = 0; k < 2; k++) {
+                kdl_h5_reader_close(s->check[k]);
+                free(s->check_buf[k]);
+        }
         free(s->dropped);
         free(s->label_buf);
         free(s->samples);
@@ -90,6 +100,8 @@ int kdl_stream_add(kdl_stream *s, kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_
                 return err;
         if (student && s->pair && s->pair->student_rows)
                 kdl_h5_reader_set_rows(r, s->pair->student_rows, s->pair->n);
+        if (!student && s->pair && s->pair->teacher_rows)
+                kdl_h5_reader_set_rows(r, s->pair->teacher_rows, s->pair->n);
         if (kdl_h5_reader_rows(r) != s->n) {
                 err = kdl_error(-KDL_EMISMATCH, "'%s': %s: expected %zu samples, found %zu",
                                 kdl_h5_dump(f)->path, ds->path, s->n, kdl_h5_reader_rows(r));
@@ -130,12 +142,53 @@ int kdl_stream_add_labels(kdl_stream *s, kdl_h5file *f)
         return idx;
 }
 
+/* A reader of @f's /labels in the pair's logical order (@rows: the row map or NULL). */
+static int open_labels(kdl_stream *s, kdl_h5file *f, const size_t *rows, kdl_h5reader **ret)
+{
+        const kdl_dump *d = kdl_h5_dump(f);
+        int err = kdl_h5_reader_open(f, d->labels, KDL_SPATIAL_FLATTEN, ret);
+
+        if (err < 0)
+                return err; /* *ret stays NULL */
+        if (rows)
+                kdl_h5_reader_set_rows(*ret, rows, s->pair->n);
+        if (kdl_h5_reader_rows(*ret) != s->n || kdl_h5_reader_cols(*ret) != 1)
+                return kdl_error(-KDL_EMISMATCH, "'%s': %s: expected %zu labels, found %zu",
+                                 d->path, d->labels->path, s->n,
+                                 kdl_h5_reader_rows(*ret) * kdl_h5_reader_cols(*ret));
+        return 0;
+}
+
+/* The readers of the pairing check, when both dumps of the pair have labels. */
+static int check_open(kdl_stream *s)
+{
+        const kdl_pair *p = s->pair;
+        int err;
+
+        if (!p || !p->teacher || !p->student || s->check[0] || !kdl_h5_dump(p->teacher)->labels ||
+            !kdl_h5_dump(p->student)->labels)
+                return 0;
+        err = open_labels(s, p->teacher, p->teacher_rows, &s->check[0]);
+        err = err ?: open_labels(s, p->student, p->student_rows, &s->check[1]);
+        if (err < 0)
+                for (int k = 0; k < 2; k++) {
+                        kdl_h5_reader_close(s->check[k]);
+                        s->check[k] = NULL;
+                }
+        return err;
+}
+
 static int allocate(kdl_stream *s)
 {
         size_t cols = 0;
+        int err = check_open(s);
 
+        if (err < 0)
+                return err;
         for (size_t k = 0; k < s->nsrc; k++)
                 cols += s->src[k].cols;
+        if (s->check[0])
+                cols += 2;
         s->block = s->o.block_rows;
         if (!s->block)
                 s->block = s->o.budget_bytes / (sizeof(double) * (cols ? cols : 1));
@@ -148,12 +201,72 @@ static int allocate(kdl_stream *s)
                 if (!s->src[k].buf)
                         return kdl__h5_nomem(kdl_h5_dump(s->src[k].f)->path, s->src[k].ds->path);
         }
+        for (int k = 0; k < 2 && s->check[k]; k++) {
+                s->check_buf[k] = kdl_new(double, s->block);
+                if (!s->check_buf[k])
+                        return kdl__h5_nomem(
+                                kdl_h5_dump(k ? s->pair->student : s->pair->teacher)->path,
+                                "/labels");
+        }
         s->label_buf = kdl_new(int64_t, s->block);
         s->samples = kdl_new(size_t, s->block);
         if (!s->label_buf || !s->samples)
                 return -ENOMEM;
         if (s->o.skip_nonfinite && !(s->dropped = kdl_new(uint8_t, s->n / 8 + 1)))
                 return -ENOMEM;
+        return 0;
+}
+
+/* The error for logical row @i, whose labels @yt (teacher) and @ys (student) differ. */
+static int label_mismatch(const kdl_stream *s, size_t i, long long yt, long long ys)
+{
+        const kdl_pair *p = s->pair;
+        const kdl_dump *dt = kdl_h5_dump(p->teacher), *ds = kdl_h5_dump(p->student);
+        size_t rt = p->teacher_rows ? p->teacher_rows[i] : i;
+        size_t rs = p->student_rows ? p->student_rows[i] : i;
+        int64_t *ids = NULL;
+        int err;
+
+        if (!p->joined)
+                return kdl_error(-KDL_EMISMATCH,
+                                 "'%s': /labels: row %zu has label %lld where the teacher '%s' has "
+                                 "%lld: the rows are not the teacher's samples in the teacher's "
+                                 "order (write /sample_ids in both dumps to pair them by id)",
+                                 ds->path, rs, ys, dt->path, yt);
+        /* Only now, on the way out, read the ids to name the sample. */
+        if (kdl__h5_read_int64(p->teacher, dt->sample_ids, &ids) < 0)
+                ids = NULL;
+        if (ids)
+                err = kdl_error(-KDL_EMISMATCH,
+                                "'%s': /labels: row %zu (sample id %lld) has label %lld where the "
+                                "teacher '%s' has %lld (row %zu) for that id",
+                                ds->path, rs, (long long) ids[rt], ys, dt->path, yt, rt);
+        else
+                err = kdl_error(-KDL_EMISMATCH,
+                                "'%s': /labels: row %zu has label %lld where the teacher '%s' has "
+                                "%lld (row %zu) for the same sample id",
+                                ds->path, rs, ys, dt->path, yt, rt);
+        free(ids);
+        return err;
+}
+
+/* Compare the labels of logical rows [@r0, @r0 + @m): the first that differ is an error. */
+static int check_block(kdl_stream *s, size_t r0, size_t m)
+{
+        int err;
+
+        for (int k = 0; k < 2; k++) {
+                err = kdl_h5_reader_read(s->check[k], r0, r0 + m, s->check_buf[k]);
+                if (err < 0)
+                        return err;
+        }
+        s->values += 2 * (uint64_t) m;
+        for (size_t i = 0; i < m; i++) {
+                long long yt = (long long) s->check_buf[0][i], ys = (long long) s->check_buf[1][i];
+
+                if (yt != ys)
+                        return label_mismatch(s, r0 + i, yt, ys);
+        }
         return 0;
 }
 
@@ -174,9 +287,12 @@ int kdl_stream_next(kdl_stream *s)
                 return err;
         if (r0 >= s->n) {
                 s->rows = 0;
+                s->checked = true;
                 return 0;
         }
         m = r0 + s->block <= s->n ? s->block : s->n - r0;
+        if (s->check[0] && !s->checked && (err = check_block(s, r0, m)) < 0)
+                return err;
         for (size_t k = 0; k < s->nsrc; k++) {
                 if (!s->src[k].used)
                         continue;

@@ -15,6 +15,16 @@
  * kdl_stream_rewind() starts a second pass when a metric needs one.
  * Memory: one block per dataset, sized by a byte budget, independent of N.
  *
+ * Pairing check: a stream over a pair whose two dumps both have /labels also
+ * reads the teacher's and the student's labels, in the pair's row order, in
+ * every block of the first pass, and fails on the first row where they
+ * differ (-KDL_EMISMATCH naming the student file, its row, the sample id
+ * when the pair is joined on ids, and both labels), before any dataset of
+ * that block is handed out.  So no metric ever sees misaligned rows, whether
+ * the pair is by row order or by /sample_ids.  Those labels count in
+ * kdl_stream_values_read(), not in kdl_stream_count().  When a dump has no
+ * labels the check cannot run; saying so is the caller's (analysis/inputs.h).
+ *
  *      kdl_stream_new(n, pair, &opts, &s);
  *      zt = kdl_stream_add(s, teacher, ck_t->logits, KDL_SPATIAL_AVG, false);
  *      zs = kdl_stream_add(s, student, ck_s->logits, KDL_SPATIAL_AVG, true);
@@ -35,6 +45,8 @@ typedef struct kdl_stream kdl_stream;
 /**
  * kdl_stream_new() - a stream over @n logical samples.
  * @pair: borrowed, must outlive the stream; NULL when only one file is read.
+ *        Student datasets follow pair->student_rows, the others (the
+ *        teacher's) pair->teacher_rows; the pairing check is on.
  * @o:    NULL for the defaults.
  * @ret:  caller frees with kdl_stream_free().
  */
@@ -66,7 +78,8 @@ KDL_API int kdl_stream_add_labels(kdl_stream *s, kdl_h5file *f);
 /**
  * kdl_stream_next() - read the next block of every dataset.
  * Return: 1 when a block is ready; 0 at the end; a negative code on error
- * (NaN/Inf without skip_nonfinite: the message names the dataset and sample).
+ * (NaN/Inf without skip_nonfinite: the message names the dataset and sample;
+ * -KDL_EMISMATCH from the pairing check).
  */
 KDL_API int kdl_stream_next(kdl_stream *s);
 
@@ -89,7 +102,7 @@ KDL_API void kdl_stream_use(kdl_stream *s, const bool *use);
 KDL_API size_t kdl_stream_count(const kdl_stream *s);
 
 /** kdl_stream_values_read() - values read from the files so far, over every pass (after the
- * spatial rule: one per column of each block row read). */
+ * spatial rule: one per column of each block row read), with the pairing check's labels. */
 KDL_API uint64_t kdl_stream_values_read(const kdl_stream *s);
 
 /** kdl_stream_rows() - rows of the current block (after any skipped samples). */

@@ -30,7 +30,10 @@ static const struct kdl_cmd commands[] = {
          "kdlens inspect FILE... [--quick] [--format table|md|csv|tex|json]",
          "  --quick            check the structure only; skip the NaN/Inf scan of every value\n"
          "  --format FMT       table (default), md, csv, tex or json\n"
-         "Exit status 1 when any file has a schema problem (each printed on stderr).\n"},
+         "  --join strict|inner  join students on /sample_ids as the analyses do (strict)\n"
+         "Each student is paired with the teacher and their /labels compared row by row.\n"
+         "Exit status 1 when any file has a schema problem or a pair's labels differ (each\n"
+         "printed on stderr).\n"},
         {"kl", cmd_kl, 0, 0, "how well each knowledge source approximates the KD criterion",
          "kdlens kl -t TEACHER.h5 -s STUDENT.h5... [-T 1,2,4,8] [--checkpoint NAME|all] "
          "[--per-sample OUT.h5] [--format table|md|csv|tex|json]",
@@ -48,6 +51,10 @@ static const struct kdl_cmd commands[] = {
          "  --block-rows N            rows per block (default: from a 64 MiB budget)\n"
          "  --spearman-samples N      Spearman on at most N samples (default 65536)\n"
          "  --seed N                  seed of the Spearman subsample (default 1)\n"
+         "  --join strict|inner       with /sample_ids in both dumps: the same ids in both\n"
+         "                            (strict, default) or only the ids both hold (inner)\n"
+         "  --ignore-roles            accept a -t dump whose role is student or a -s dump\n"
+         "                            whose role is teacher (exit 2 otherwise); said in a note\n"
          "\nOne row per student, checkpoint, temperature and value: the exact\n"
          "tau^2 KL(p_t || p_s) ('kl') and each approximation of MATH.md 11.1, with\n"
          "mean, ratio to the exact mean, Pearson and Spearman correlation with the\n"
@@ -75,6 +82,8 @@ static const struct kdl_cmd commands[] = {
          "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
          "  -f, --format FMT   table (default), md, csv, tex or json\n"
+         "  --join J           strict (default) or inner: with /sample_ids in both dumps,\n"
+         "                     the same ids in both, or only the ids both hold\n"
          "Without B, A is compared with itself.  The logits count as a layer; every layer is\n"
          "also compared with A's logits and the one-hot labels (table cka_targets).\n"},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
@@ -92,7 +101,11 @@ static const struct kdl_cmd commands[] = {
          "  -c, --checkpoint C a teacher checkpoint, or all\n"
          "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
-         "  -f, --format FMT   table (default), md, csv, tex or json\n"},
+         "  -f, --format FMT   table (default), md, csv, tex or json\n"
+         "  --join J           strict (default) or inner: with /sample_ids in both dumps,\n"
+         "                     the same ids in both, or only the ids both hold\n"
+         "  --ignore-roles     accept a -t dump whose role is student or a -s dump\n"
+         "                     whose role is teacher (exit 2 otherwise); said in a note\n"},
         {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
          "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
          "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
@@ -114,6 +127,10 @@ static const struct kdl_cmd commands[] = {
          "                          formats always have the spectrum table)\n"
          "      --block-rows R      rows read per block (default: a 64 MiB budget)\n"
          "  -f, --format FMT        table (default), md, csv, tex or json\n"
+         "      --join strict|inner with /sample_ids in both dumps: the same ids in both\n"
+         "                          (strict, default) or only the ids both hold (inner)\n"
+         "      --ignore-roles      accept a -t dump whose role is student or a -s dump\n"
+         "                          whose role is teacher (exit 2 otherwise); said in a note\n"
          "Tables: dims (one row per model, checkpoint and layer), heads, verdict,\n"
          "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n"},
         {"split", cmd_split, 0, 0,
@@ -134,13 +151,21 @@ static const struct kdl_cmd commands[] = {
          "  --w-eps E            guard of the w_n denominator (default 1e-3)\n"
          "  --bins B             output bins of the [0,1] histograms, divides 1000 (default 20)\n"
          "  --block-rows R       rows read per block (default: a 64 MiB budget)\n"
-         "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"},
+         "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"
+         "  --join strict|inner  with /sample_ids in both dumps: the same ids in both\n"
+         "                       (strict, default) or only the ids both hold (inner)\n"
+         "  --ignore-roles       accept a -t dump whose role is student or a -s dump\n"
+         "                       whose role is teacher (exit 2 otherwise); said in a note\n"},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
          "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [-T TAU] [--quiet]",
          "  -t, --teacher FILE   the teacher's dump\n"
          "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
          "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
          "  -T, --temperature T  temperature of the KD criterion (default 4)\n"
+         "  --join strict|inner  with /sample_ids in both dumps: the same ids in both\n"
+         "                       (strict, default) or only the ids both hold (inner)\n"
+         "  --ignore-roles       accept a -t dump whose role is student or a -s dump\n"
+         "                       whose role is teacher (exit 2 otherwise); said in a note\n"
          "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
          "  --quiet              no progress bar and no closing line\n"},
         {"demo", cmd_demo, 0, 0, "write the report of the bundled Fashion-MNIST example",
@@ -286,6 +311,13 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
         case KDL_OPT_TEACHER_CHECKPOINT:
                 o->run.teacher_checkpoint = arg;
                 return OPT_TAKEN;
+        case KDL_OPT_JOIN:
+                if (kdl_join_parse(arg, &o->inputs.join) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return OPT_TAKEN;
+        case KDL_OPT_IGNORE_ROLES:
+                o->inputs.roles = KDL_ROLES_IGNORE;
+                return OPT_TAKEN;
         case KDL_OPT_BLOCK_ROWS:
                 n = kdl_cli_parse_count(cli, "--block-rows", arg, &o->run.block_rows);
                 return n ? n : OPT_TAKEN;
@@ -324,16 +356,16 @@ int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shorto
 
 int kdl_cli_analyse(struct kdl_cli *cli, const char *teacher, const char *const *students, size_t n,
                     const char *name, kdl_cli_analysis_fn *fn, const void *opts,
-                    enum kdl_format format)
+                    const struct kdl_cli_common *c)
 {
         kdl_inputs *in = NULL;
         kdl_doc *doc = NULL;
         int err, status;
 
-        err = kdl_inputs_open(teacher, students, n, &in);
+        err = kdl_inputs_open_with(teacher, students, n, &c->inputs, &in);
         err = err ?: kdl_doc_new(name, &doc);
         err = err ?: fn(in, opts, doc);
-        status = err < 0 ? kdl_cli_fail(cli, err) : kdl_cli_write_doc(cli, doc, format);
+        status = err < 0 ? kdl_cli_fail(cli, err) : kdl_cli_write_doc(cli, doc, c->format);
         kdl_doc_free(doc);
         kdl_inputs_free(in);
         return status;

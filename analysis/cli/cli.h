@@ -78,10 +78,11 @@ struct kdl_cli_common {
         const char *teacher;                        /* -t, --teacher */
         const char *students[KDL_CLI_MAX_STUDENTS]; /* -s, --student (repeatable) */
         size_t nstudents;
-        enum kdl_format format;    /* -f, --format */
-        bool temps_given;          /* -T was on the command line */
-        struct kdl_run_common run; /* -c, -T, --spatial, --nonfinite, --per-sample,
-                                      --block-rows, --teacher-checkpoint */
+        enum kdl_format format;        /* -f, --format */
+        bool temps_given;              /* -T was on the command line */
+        struct kdl_run_common run;     /* -c, -T, --spatial, --nonfinite, --per-sample,
+                                          --block-rows, --teacher-checkpoint */
+        struct kdl_inputs_opts inputs; /* --join, --ignore-roles: how the dumps are paired */
 };
 
 enum {
@@ -90,6 +91,8 @@ enum {
         KDL_OPT_PER_SAMPLE,
         KDL_OPT_BLOCK_ROWS,
         KDL_OPT_TEACHER_CHECKPOINT,
+        KDL_OPT_JOIN,
+        KDL_OPT_IGNORE_ROLES,
         KDL_OPT_FIRST_FREE_
 };
 
@@ -105,6 +108,8 @@ enum {
                 {"per-sample", required_argument, NULL, KDL_OPT_PER_SAMPLE},                       \
                 {"block-rows", required_argument, NULL, KDL_OPT_BLOCK_ROWS},                       \
                 {"teacher-checkpoint", required_argument, NULL, KDL_OPT_TEACHER_CHECKPOINT},       \
+                {"join", required_argument, NULL, KDL_OPT_JOIN},                                   \
+                {"ignore-roles", no_argument, NULL, KDL_OPT_IGNORE_ROLES},                         \
         {                                                                                          \
                 "help", no_argument, NULL, 'h'                                                     \
         }
@@ -145,13 +150,13 @@ typedef int kdl_cli_analysis_fn(kdl_inputs *in, const void *opts, kdl_doc *doc);
 
 /**
  * kdl_cli_analyse() - the rest of an analysis verb: open @teacher (may be
- * NULL) and the @n @students, run @fn with @opts into a new document called
- * @name, and print that in @format.
+ * NULL) and the @n @students as @c->inputs says, run @fn with @opts into a
+ * new document called @name, and print that in @c->format.
  * Return: the exit status (0; otherwise the error is printed).
  */
 int kdl_cli_analyse(struct kdl_cli *cli, const char *teacher, const char *const *students, size_t n,
                     const char *name, kdl_cli_analysis_fn *fn, const void *opts,
-                    enum kdl_format format);
+                    const struct kdl_cli_common *c);
 
 /**
  * kdl_cli_parse_real() - @arg as a finite number in [@lo, @hi] for option @what.

@@ -92,7 +92,11 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
         st = st ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
         if (st)
                 return st;
+        if (c.inputs.roles == KDL_ROLES_IGNORE)
+                return kdl_cli_usage(cli, "--ignore-roles: cka takes A.h5 and B.h5 as they come, "
+                                          "whatever their roles");
+        c.inputs.roles = KDL_ROLES_NONE;
         o.common = c.run;
         return kdl_cli_analyse(cli, argv[optind], (const char *const *) argv + optind + 1,
-                               (size_t) (npos - 1), "cka", run, &o, c.format);
+                               (size_t) (npos - 1), "cka", run, &o, &c);
 }

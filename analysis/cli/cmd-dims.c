@@ -87,5 +87,5 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
         o.common = c.run;
         /* Every eigenvalue of every layer buries the summary on a terminal. */
         o.spectrum = o.spectrum || c.format != KDL_FORMAT_TABLE;
-        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "dims", run, &o, c.format);
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "dims", run, &o, &c);
 }

@@ -10,6 +10,7 @@ int cmd_inspect(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
                 {"quick", no_argument, NULL, 'Q'},
+                {"join", required_argument, NULL, 'J'},
                 {"format", required_argument, NULL, 'f'},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
@@ -25,6 +26,10 @@ int cmd_inspect(int argc, char **argv, struct kdl_cli *cli)
                 switch (c) {
                 case 'Q':
                         o.scan_values = false;
+                        break;
+                case 'J':
+                        if (kdl_join_parse(optarg, &o.join) < 0)
+                                return kdl_cli_usage(cli, "%s", kdl_errmsg());
                         break;
                 case 'f':
                         if (kdl_format_parse(optarg, &format) < 0)

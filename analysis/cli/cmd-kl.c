@@ -61,5 +61,5 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
         if (!c.teacher || c.nstudents == 0)
                 return kdl_cli_usage(cli, "expected a teacher (-t) and at least one student (-s)");
         o.common = c.run;
-        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "kl", run, &o, c.format);
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "kl", run, &o, &c);
 }

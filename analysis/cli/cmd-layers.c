@@ -73,6 +73,5 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
         if (c.run.per_sample)
                 return kdl_cli_usage(cli, "--per-sample is not available for layers");
         o.common = c.run;
-        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "layers", run, &o,
-                               c.format);
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "layers", run, &o, &c);
 }

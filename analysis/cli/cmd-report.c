@@ -127,6 +127,7 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         a.o.students = c.students;
         a.o.nstudents = c.nstudents;
         a.o.tau = c.run.tau[0];
+        a.o.inputs = c.inputs;
         cmd = command_line(argc, argv);
         if (!cmd)
                 return kdl_cli_fail(cli, -ENOMEM);

@@ -71,5 +71,5 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
                 return kdl_cli_usage(cli, "a student dump is required (-s FILE)");
         o.common = c.run;
         o.long_tables = c.format == KDL_FORMAT_JSON || c.format == KDL_FORMAT_CSV;
-        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "split", run, &o, c.format);
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "split", run, &o, &c);
 }

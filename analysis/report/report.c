@@ -115,7 +115,8 @@ static int student_checkpoint(struct kdl__report *r, struct runs *rs, size_t k,
         kdl_inputs one = {.teacher = r->in->teacher,
                           .nstudents = 1,
                           .students = &r->in->students[k],
-                          .pairs = &r->in->pairs[k]};
+                          .pairs = &r->in->pairs[k],
+                          .opts = r->in->opts};
         struct kdl__cka_run *cka = NULL;
         kdl__job jobs[4];
         kdl_doc *d = NULL;
@@ -238,7 +239,7 @@ static size_t layers_to_recommend(const kdl_h5file *teacher)
  */
 static int compute(struct kdl__report *r)
 {
-        struct kdl_run_inspect_opts io = {.scan_values = false};
+        struct kdl_run_inspect_opts io = {.scan_values = false, .join = r->o->inputs.join};
         struct kdl_run_kl_opts klo;
         struct kdl_run_split_opts so;
         struct kdl_run_dims_opts dio;
@@ -291,7 +292,7 @@ static int run_open(struct kdl__report *r, const struct kdl_run_report_opts *o)
         /* inputs, the teacher, layers, the kl, split, dims and cka figures, the index; + the
          * student checkpoints */
         r->total = 8;
-        err = kdl_inputs_open(o->teacher, o->students, o->nstudents, &r->in);
+        err = kdl_inputs_open_with(o->teacher, o->students, o->nstudents, &o->inputs, &r->in);
         if (err < 0)
                 return err;
         r->names = kdl_new(char *, o->nstudents ? o->nstudents : 1);

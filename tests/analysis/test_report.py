@@ -115,19 +115,20 @@ def test_analyses_share_one_stream_and_match_the_commands():
             sc = "/checkpoints/" + r["checkpoint"]
             tf, sf = list(t[last + "/features"]), list(s[sc + "/features"])
             # Pass 0, every dataset once although analyses share them: all features
-            # (cka, dims, kl), logits (all four), the gradients kl uses, labels (split).
+            # (cka, dims, kl), logits (all four), the gradients kl uses, the teacher's
+            # labels (split), and both dumps' labels for the pairing check (pass 0 only).
             pass0 = (sum(columns(t, f"{last}/features/{l}") for l in tf)
                      + sum(columns(s, f"{sc}/features/{l}") for l in sf)
                      + columns(t, last + "/logits") + columns(s, sc + "/logits")
                      + columns(t, last + "/gradients/features/pen")
                      + columns(t, last + "/gradients/logits")
-                     + columns(s, sc + "/gradients/logits") + 2)
+                     + columns(s, sc + "/gradients/logits") + 1 + 2)
             # Pass 1 only what is still running: split (w_n) and kl, whose projector
             # (head widths 8 and 4) was fitted in pass 0; not cka's or dims' layers.
             assert columns(t, last + "/features/pen") != columns(s, sc + "/features/pen")
             pass1 = pass0 - sum(columns(t, f"{last}/features/{l}") for l in tf if l != "pen") \
-                - sum(columns(s, f"{sc}/features/{l}") for l in sf if l != "pen")
-            assert (r["analyses"], r["datasets"], r["passes"]) == (4, 13, 2), r
+                - sum(columns(s, f"{sc}/features/{l}") for l in sf if l != "pen") - 2
+            assert (r["analyses"], r["datasets"], r["passes"]) == (4, 12, 2), r
             assert r["values_read"] == n * (pass0 + pass1), (r, n, pass0, pass1)
     common = ("-t", T, "-s", S, "-c", "all", "-T", "4")
     for name, args in (("kl", ("kl",) + common), ("split", ("split",) + common),

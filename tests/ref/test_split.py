@@ -455,7 +455,7 @@ def test_bad_inputs():
         tp, sp = write_dumps(os.path.join(d, "disagree"), y, teacher, students, s_label_edit=77)
         st, out, err = kt.run(*args(tp, sp))
         assert st == 1 and out == ""
-        kt.one_line_error(err, "kdlens split:", "/labels", "sample 77")
+        kt.one_line_error(err, "kdlens split:", "/labels", "(row 77) for that id")
 
         os.mkdir(os.path.join(d, "ok"))
         tp, sp = write_dumps(os.path.join(d, "ok"), y, teacher, students)
