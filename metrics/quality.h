@@ -18,22 +18,31 @@
  */
 
 enum kdl_quality_variant {
-        /* The authors' code, quirks included: class spectra truncated to
-         * K = Σ_c k_c entries (the summed 95 % counts), mean entropy divided
-         * by ln 5.  Zeros in a truncated spectrum are floored at 1e-127 as
-         * MATH.md §4.4 states.  NEEDSWORK: in the authors' float32 tensors
-         * that floor underflows to 0, so a class whose K-truncated spectrum
-         * contains zero padding (K > min(n_c, D)) gets entropy NaN -> 0
-         * there; kdlens does not copy this accident (it zeroes I for narrow
-         * layers, D < K). */
+        /* The authors' code, quirks included.  Its within-class mean indexes
+         * the class's |cos| block with torch.triu_indices(n_c, n_c, 1) as a
+         * single index, which selects whole rows (each row n_c - 1 times),
+         * so it averages the whole n_c x n_c block, diagonal of ones
+         * included: intra_c = intra_pairs_c + (1 - intra_pairs_c) / n_c.
+         * Class spectra truncated to K = Σ_c k_c entries (the summed 95 %
+         * counts), mean entropy divided by ln 5.  Zeros in a truncated
+         * spectrum are floored at 1e-127 as the code states.  NEEDSWORK: in
+         * the authors' float32 tensors that floor underflows to 0, so a
+         * class whose K-truncated spectrum contains zero padding
+         * (K > min(n_c, D)) gets entropy NaN -> 0 there; kdlens does not
+         * copy this accident (it zeroes I for narrow layers, D < K). */
         KDL_QUALITY_CODE,
-        /* kdlens's documented variant: each class's spectrum truncated to
-         * its own k_c and its entropy divided by ln k_c (0 when k_c <= 1). */
+        /* The code's variant with the within-class mean over the strict
+         * pairs a < b, as its indexing evidently meant; I and E as in
+         * KDL_QUALITY_CODE. */
+        KDL_QUALITY_PAIRS,
+        /* kdlens's documented variant: strict pairs, and each class's
+         * spectrum truncated to its own k_c and its entropy divided by
+         * ln k_c (0 when k_c <= 1). */
         KDL_QUALITY_PER_CLASS,
         KDL_QUALITY_VARIANT_COUNT_
 };
 
-/** kdl_quality_variant_name() - "code" or "per-class". */
+/** kdl_quality_variant_name() - "code", "pairs" or "per-class". */
 KDL_API const char *kdl_quality_variant_name(enum kdl_quality_variant v);
 
 /** kdl_quality_variant_parse() - the variant named @s; -KDL_EUSAGE otherwise. */
@@ -60,12 +69,14 @@ KDL_API void kdl_quality_opts_init(kdl_quality_opts *o);
 
 typedef struct kdl_quality {
         double q, s, i, e; /* Q = S + sqrt(I·E) */
-        /* S = intra - inter, mean absolute cosine within / between classes. */
+        /* S = intra - inter, mean absolute cosine within (the variant's mean:
+         * the whole block for code, the pairs a < b otherwise) / between
+         * classes. */
         double intra, inter;
         /* I = (1 - min_intra) · entropy / entropy_norm. */
         double min_intra;    /* mean over classes of the smallest within-class |cos| */
         double entropy;      /* mean class spectral entropy (variant: of H_c / ln k_c) */
-        double entropy_norm; /* ln 5 (code) or 1 (per-class) */
+        double entropy_norm; /* ln 5 (code, pairs) or 1 (per-class) */
         size_t k_sum;        /* Σ_c k_c, the summed 95 % counts */
         double k_mean;       /* k_sum / classes with a spectrum */
         /* E = 2 dmin / norm · packing. */
