@@ -246,6 +246,8 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
         for (size_t c = 0; c < nclasses; c++) {
                 if (start[c + 1] - start[c] < 2)
                         continue;
+                if (used == 0 || start[c + 1] - start[c] < q->spectra_rows_min)
+                        q->spectra_rows_min = start[c + 1] - start[c];
                 r = class_spectrum(xs + start[c] * d, start[c + 1] - start[c], d, ncols,
                                    o->var_threshold, work, lam + c * (kmax + 1), &len[c], &kc[c],
                                    &degenerate[c]);
@@ -415,6 +417,8 @@ static void class_averages(const struct geometry *gm, const double *xs, size_t d
 
                 if (nc < 2)
                         continue;
+                if (q->class_rows_min == 0 || nc < q->class_rows_min)
+                        q->class_rows_min = nc;
                 if (block)
                         intra += (2.0 * gm->sum_intra[c] + gm->sum_diag[c]) /
                                  ((double) nc * (double) nc);
@@ -472,6 +476,26 @@ static int geometry(const double *xs, size_t n, size_t d, const size_t *start, s
 out:
         geometry_release(&gm);
         return r;
+}
+
+/* @v in [0, 1] (so not NaN). */
+static bool unit(double v)
+{
+        return v >= 0.0 && v <= 1.0;
+}
+
+unsigned kdl_quality_range(const kdl_quality *q, size_t min_per_class)
+{
+        unsigned out = 0;
+
+        assert(q);
+        if (!unit(q->i))
+                out |= KDL_QUALITY_I_OUT;
+        if (!unit(q->e))
+                out |= KDL_QUALITY_E_OUT;
+        if (q->class_rows_min < min_per_class || q->spectra_rows_min < min_per_class)
+                out |= KDL_QUALITY_FEW;
+        return out;
 }
 
 void kdl_quality_opts_init(kdl_quality_opts *o)

@@ -379,6 +379,41 @@ static void test_missing_class_is_left_out(void **state)
         assert_true(isfinite(q.q));
 }
 
+/* Q's design range: I and E in [0, 1], enough samples per class in both subsamples. */
+static void test_range(void **state)
+{
+        struct data d;
+        kdl_quality q, t;
+
+        (void) state;
+        make_data(&d, 0.8, 14);
+        compute(&d, NULL, &q);
+        /* Classes of 6, 7 and 5 rows. */
+        assert_int_equal(q.class_rows_min, 5);
+        assert_int_equal(q.spectra_rows_min, 5);
+        assert_int_equal(kdl_quality_range(&q, KDL_QUALITY_MIN_PER_CLASS) & KDL_QUALITY_FEW,
+                         KDL_QUALITY_FEW);
+        t = q;
+        t.i = 0.5;
+        t.e = 0.25;
+        assert_int_equal(kdl_quality_range(&t, 5), 0);
+        assert_int_equal(kdl_quality_range(&t, 6), KDL_QUALITY_FEW);
+        t.spectra_rows_min = 4;
+        assert_int_equal(kdl_quality_range(&t, 5), KDL_QUALITY_FEW);
+        t.spectra_rows_min = 5;
+        t.i = 1.36;
+        assert_int_equal(kdl_quality_range(&t, 5), KDL_QUALITY_I_OUT);
+        t.i = 1.0;
+        t.e = NAN;
+        assert_int_equal(kdl_quality_range(&t, 5), KDL_QUALITY_E_OUT);
+        t.e = -1e-3;
+        t.i = INFINITY;
+        assert_int_equal(kdl_quality_range(&t, 5), KDL_QUALITY_I_OUT | KDL_QUALITY_E_OUT);
+        t.e = 0.0;
+        t.i = 0.0;
+        assert_int_equal(kdl_quality_range(&t, 5), 0);
+}
+
 static void test_error_paths(void **state)
 {
         struct data d;
@@ -460,6 +495,7 @@ int main(void)
                 cmocka_unit_test(test_zero_padding_keeps_geometry),
                 cmocka_unit_test(test_zero_vector_is_guarded),
                 cmocka_unit_test(test_missing_class_is_left_out),
+                cmocka_unit_test(test_range),
                 cmocka_unit_test(test_error_paths),
                 cmocka_unit_test(test_contract),
         };

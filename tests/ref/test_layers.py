@@ -160,6 +160,15 @@ def test_quality_on_all_rows():
         assert_close(r["cka_labels"], cka(v[name], onehot), 1e-10)
     # Planted: the nearly collapsed layer has I ~ 0 and Q ~ S; noise has S ~ 0.
     assert rows["late"]["i"] < 1e-2 and abs(rows["noise"]["s"]) < 0.05
+    # 60 samples per class: in range exactly when I and E are in [0, 1].
+    for name, r in rows.items():
+        assert det[name]["class_rows_min"] == PER and det[name]["spectra_rows_min"] == PER
+        assert r["in_range"] == (0 <= r["i"] <= 1 and 0 <= r["e"] <= 1), r
+        notes = [f"{k} = {r[k.lower()]:.3g} outside [0, 1]" for k in ("I", "E")
+                 if not 0 <= r[k.lower()] <= 1]
+        assert r["range_note"] == "; ".join(notes), r
+    # Isotropic noise spreads every class over all its dimensions: I > 1 with ln 5.
+    assert rows["noise"]["i"] > 1 and not rows["noise"]["in_range"]
 
 
 def test_quality_on_seeded_subsamples_and_variant():
@@ -209,6 +218,38 @@ def test_code_variant_reproduces_the_authors_indexing():
         assert_close(got["code"][k] - got["pairs"][k], gap, 1e-10, 0, f"code - pairs {k}")
     for k in ("i", "e"):
         assert got["code"][k] == got["pairs"][k], k
+
+
+def test_range_notes_at_30_samples_per_class():
+    """Q was designed for I, E in [0, 1] and the authors' subsample sizes: with 30 samples
+    per class every layer is flagged (in the table, the JSON, the notes), and a layer with
+    I > 1 says so too.  kdlens used to give the ranking without a word."""
+    per = 30
+    rng = np.random.default_rng(12)
+    y = np.repeat(np.arange(C), per)
+    rng.shuffle(y)
+    centres = rng.standard_normal((C, 12)) * 3
+    layers = {"noise": (rng.standard_normal((C * per, 40)), 0),
+              "mid": (centres[y] + 1.5 * rng.standard_normal((C * per, 12)), 1)}
+    path = os.path.join(TMP, "thirty.h5")
+    write_dump(path, {"final": (0, layers, centres[y][:, :C])}, y)
+    doc = run_json("layers", "-t", path)
+    rows, det = by_layer(doc, "layers"), by_layer(doc, "layers_detail")
+    few = ("fewer than 50 samples per class (smallest class: 30 in the subsample, 30 in the "
+           "class spectra)")
+    for name, r in rows.items():
+        x = layers[name][0]
+        ref = quality(x, y, x, y, C * per)
+        assert_close(r["i"], ref["i"], 1e-9, 1e-12, "I")
+        assert det[name]["class_rows_min"] == per and det[name]["spectra_rows_min"] == per
+        assert r["in_range"] is False, r
+        notes = [f"{k} = {ref[k.lower()]:.3g} outside [0, 1]" for k in ("I", "E")
+                 if not 0 <= ref[k.lower()] <= 1]
+        assert r["range_note"] == "; ".join(notes + [few]), r
+    assert rows["noise"]["i"] > 1 and rows["noise"]["range_note"].startswith("I = "), rows
+    assert all(r["in_range"] is False for r in records(doc, "layers_recommended"))
+    assert any("outside its design range for 2 of 2 layer rows" in n for n in doc["notes"]), \
+        doc["notes"]
 
 
 def test_ranking_and_recommendation():
