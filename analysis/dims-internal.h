@@ -121,10 +121,10 @@ struct kdl__dims_verdict {
         const kdl_spectral_result *tres; /* its centred logits */
         size_t d_s;                      /* the student's width */
         const char *d_s_from;            /* where the width was found */
-        unsigned why;                    /* KDL_DIMS_NARROW | KDL_DIMS_RESIDUAL; 0: sufficient */
-        double residual;                 /* of the teacher's centred logits at d_s */
-        double tolerance;                /* residual fraction above which d_s is insufficient */
-        double head_r2;                  /* ridge R^2 of the head input layer; NaN: none */
+        const char *r2_layer;            /* the layer of @r2; NULL: none */
+        double r2;                       /* ridge R^2 of the teacher's centred logits; NaN: none */
+        double tolerance;                /* share of the variance a student may leave out */
+        kdl_spectral_verdict_result v;   /* the two answers */
 };
 
 /* kdl__dims_verdict_row() - the "verdict" row of @v for @d at @ck. */

@@ -83,34 +83,81 @@ int kdl__dims_spectrum_rows(kdl_table *t, const kdl_dump *d, const kdl_checkpoin
         return err;
 }
 
+/* The verdict in words: "sufficient", or which of the two tests fail. */
+static const char *verdict_text(const kdl_spectral_verdict_result *v)
+{
+        switch (v->fails) {
+        case KDL_DIMS_ARCHITECTURAL | KDL_DIMS_REALISED:
+                return "insufficient (architectural, realised)";
+        case KDL_DIMS_ARCHITECTURAL:
+                return "insufficient (architectural)";
+        case KDL_DIMS_REALISED:
+                return "insufficient (realised)";
+        default:
+                return v->realised ? "sufficient" : "sufficient (architectural only)";
+        }
+}
+
+/* Why, with the numbers: each failed test, and a realised test that could not run.
+ * Return: the text, which the caller frees; NULL on ENOMEM. */
+static char *verdict_reason(const struct kdl__dims_verdict *v)
+{
+        const kdl_spectral_verdict_result *r = &v->v;
+        char *arch = NULL, *real = NULL, *out;
+
+        if (r->fails & KDL_DIMS_ARCHITECTURAL)
+                arch = kdl__asprintf("d_s = %zu < d_needed = %zu (residual %.3g > %g)", v->d_s,
+                                     r->d_needed, r->residual, v->tolerance);
+        if (r->fails & KDL_DIMS_REALISED)
+                real = kdl__asprintf("R2 = %.3g < %g", v->r2, 1.0 - v->tolerance);
+        else if (!r->realised && v->r2_layer)
+                real = kdl__asprintf("realised untested: layer '%s' not analysed", v->r2_layer);
+        else if (!r->realised)
+                real = kdl__asprintf("realised untested: the dump names no head input layer");
+        out = kdl__asprintf("%s%s%s", arch ? arch : "", arch && real ? "; " : "", real ? real : "");
+        free(real);
+        free(arch);
+        return out;
+}
+
 int kdl__dims_verdict_row(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck,
                           const struct kdl__dims_verdict *v)
 {
         const kdl_spectral_result *tres = v->tres;
-        unsigned why = v->why;
-        const char *reason;
+        const kdl_spectral_verdict_result *r = &v->v;
+        char *reason = verdict_reason(v);
         int err;
 
-        reason = why == (KDL_DIMS_NARROW | KDL_DIMS_RESIDUAL) ? "d_s < C-1; residual > tolerance"
-                 : why == KDL_DIMS_NARROW                     ? "d_s < C-1"
-                 : why == KDL_DIMS_RESIDUAL                   ? "residual > tolerance"
-                                                              : "";
+        if (!reason)
+                return -ENOMEM;
         err = kdl__dims_put_model(t, d, ck);
         err = err ?: kdl_table_put_str(t, "teacher_checkpoint", v->tck->name);
         err = err ?: kdl_table_put_int(t, "d_s", (long long) v->d_s);
         err = err ?: kdl_table_put_str(t, "d_s_from", v->d_s_from);
         err = err ?: kdl_table_put_int(t, "classes", (long long) tres->d);
         err = err ?: kdl_table_put_int(t, "c_minus_1", (long long) tres->d - 1);
-        err = err ?: kdl_table_put_real(t, "residual_at_d_s", v->residual);
         err = err ?: kdl_table_put_real(t, "tolerance", v->tolerance);
-        err = err ?: kdl_table_put_str(t, "verdict", why ? "insufficient" : "sufficient");
+        err = err ?: kdl_table_put_real(t, "residual_at_d_s", r->residual);
+        err = err ?: kdl_table_put_int(t, "d_needed", (long long) r->d_needed);
+        err = err
+                      ?: kdl_table_put_str(t, "architectural",
+                                           r->fails & KDL_DIMS_ARCHITECTURAL ? "insufficient"
+                                                                             : "sufficient");
+        if (!err && r->realised)
+                err = kdl_table_put_real(t, "ridge_r2", v->r2);
+        err = err ?: kdl_table_put_str(t, "r2_layer", v->r2_layer ? v->r2_layer : "-");
+        err = err
+                      ?: kdl_table_put_str(t, "realised",
+                                           !r->realised                   ? "untested"
+                                           : r->fails & KDL_DIMS_REALISED ? "insufficient"
+                                                                          : "sufficient");
+        err = err ?: kdl_table_put_str(t, "verdict", verdict_text(r));
         err = err ?: kdl_table_put_str(t, "reason", reason);
-        if (!err && !isnan(v->head_r2))
-                err = kdl_table_put_real(t, "ridge_r2", v->head_r2);
         err = err ?: kdl_table_put_int(t, "teacher_logit_rank", (long long) tres->sum.rank);
         err = err
                       ?: kdl_table_put_real(t, "teacher_logit_effective_rank",
                                             tres->sum.effective_rank);
+        free(reason);
         return err;
 }
 
@@ -186,11 +233,15 @@ static const char *const verdict_labels[][2] = {
         {"d_s_from", "d_s from"},
         {"classes", "C"},
         {"c_minus_1", "C-1"},
-        {"residual_at_d_s", "resid@d_s"},
         {"tolerance", "tol"},
+        {"residual_at_d_s", "resid@d_s"},
+        {"d_needed", "d_needed"},
+        {"architectural", "architectural"},
+        {"ridge_r2", "ridge R2"},
+        {"r2_layer", "R2 layer"},
+        {"realised", "realised"},
         {"verdict", "verdict"},
         {"reason", "reason"},
-        {"ridge_r2", "ridge R2"},
         {"teacher_logit_rank", "T logit rank"},
         {"teacher_logit_effective_rank", "T logit eff rank"},
 };
@@ -281,11 +332,14 @@ int kdl__dims_notes(kdl_doc *doc, const struct kdl_run_dims_opts *o, const kdl_i
                         "estimate",
                         isfinite(o->ridge_lambda) && o->ridge_lambda >= 0.0 ? "given" : "by GCV");
         if (!err && in->teacher && in->nstudents)
-                err = kdl_doc_add_note(doc,
-                                       "verdict: insufficient when d_s < C-1 or the residual "
-                                       "fraction of the teacher's centred logits at d_s exceeds "
-                                       "%g (MATH 2.3)",
-                                       o->tolerance);
+                err = kdl_doc_add_note(
+                        doc,
+                        "verdict at tolerance %g: architectural insufficient when d_s < "
+                        "d_needed, the least d whose best d-dimensional fit leaves at most %g of "
+                        "the teacher's centred-logit variance; realised insufficient when the "
+                        "ridge R2 of those logits from the student's head-input features is "
+                        "below %g",
+                        o->tolerance, o->tolerance, 1.0 - o->tolerance);
         if (!err && heads)
                 err = kdl_doc_add_note(doc,
                                        "wfw_rank = rank(H_C W) = rank(W^T F(z) W) for every "

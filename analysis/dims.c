@@ -92,34 +92,47 @@ static bool layer_selected(const struct kdl__dims_run *c, const kdl_layer *l)
         return !want || strcmp(want, "all") == 0 || strcmp(want, l->name) == 0;
 }
 
+/*
+ * The layer a student's logits are computed from: its head input, else (no
+ * head weight) its deepest layer; NULL when the dump does not say.
+ */
+static const kdl_layer *width_layer(const kdl_checkpoint *ck)
+{
+        const kdl_layer *l = ck->head_input ? kdl_h5_layer(ck, ck->head_input) : NULL;
+
+        if (!l && !ck->head_weight && ck->nlayers)
+                l = &ck->layers[ck->nlayers - 1];
+        return l;
+}
+
 /* The width a student's logits are computed from, and where it was found. */
 static size_t student_width(const struct kdl__dims_run *c, const kdl_checkpoint *ck,
                             const char **ret_from)
 {
-        const kdl_layer *l;
+        const kdl_layer *l = width_layer(ck);
 
         if (ck->head_weight && ck->head_weight->ndim == 2) {
                 *ret_from = "head/weight";
                 return ck->head_weight->shape[1];
         }
-        if (ck->head_input && (l = kdl_h5_layer(ck, ck->head_input))) {
-                *ret_from = "head input layer";
+        if (l) {
+                *ret_from = ck->head_input && strcmp(l->name, ck->head_input) == 0
+                                    ? "head input layer"
+                                    : "deepest layer";
                 return kdl_dsinfo_width(&l->feature, c->o->common.spatial);
-        }
-        if (ck->nlayers) {
-                *ret_from = "deepest layer";
-                return kdl_dsinfo_width(&ck->layers[ck->nlayers - 1].feature, c->o->common.spatial);
         }
         return 0;
 }
 
+/* @r2: the ridge R^2 of the width layer (@r2_layer), NaN when it was not analysed. */
 static int verdict_row(struct kdl__dims_run *c, const kdl_dump *d, const kdl_checkpoint *ck,
-                       const kdl_checkpoint *tck, double head_r2)
+                       const kdl_checkpoint *tck, const char *r2_layer, double r2)
 {
         struct kdl__dims_verdict v = {.tck = tck,
                                       .tres = c->tlog[ck_index(c->in->teacher, tck)],
-                                      .tolerance = c->o->tolerance,
-                                      .head_r2 = head_r2};
+                                      .r2_layer = r2_layer,
+                                      .r2 = r2,
+                                      .tolerance = c->o->tolerance};
         struct kdl__dims_mark *grown;
         int err;
 
@@ -129,7 +142,7 @@ static int verdict_row(struct kdl__dims_run *c, const kdl_dump *d, const kdl_che
                                         "'%s': checkpoint %s: no head and no feature layer, "
                                         "no width to judge",
                                         d->path, ck->name);
-        err = kdl_spectral_verdict(v.tres, v.d_s, v.tolerance, &v.why, &v.residual);
+        err = kdl_spectral_verdict(v.tres, v.d_s, v.r2, v.tolerance, &v.v);
         err = err ?: kdl__dims_verdict_row(c->tb.verdict, d, ck, &v);
         if (err < 0)
                 return err;
@@ -265,7 +278,8 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
         const kdl_dump *d = kdl_h5_dump(j->f);
         const kdl_checkpoint *ck = j->ck;
         const kdl_spectral_result *tres = NULL;
-        double head_r2 = NAN;
+        const kdl_layer *wl = width_layer(ck);
+        double r2 = NAN;
         int err = 0;
 
         (void) pass;
@@ -296,9 +310,8 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
                 err = kdl__dims_row(c->tb.dims, d, ck, l, res, tres);
                 if (!err && c->o->spectrum)
                         err = kdl__dims_spectrum_rows(c->tb.spec, d, ck, l->name, res);
-                if (!err && res->has_ridge && ck->head_input &&
-                    strcmp(l->name, ck->head_input) == 0)
-                        head_r2 = res->ridge.r2;
+                if (!err && res->has_ridge && l == wl)
+                        r2 = res->ridge.r2;
                 c->layer_rows++;
         }
 
@@ -312,7 +325,7 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
                 c->tlog[ck_index(j->f, ck)] = j->acc[0].res;
                 j->acc[0].res = NULL;
         } else if (!err && j->tck) {
-                err = verdict_row(c, d, ck, j->tck, head_r2);
+                err = verdict_row(c, d, ck, j->tck, wl ? wl->name : NULL, r2);
         }
         return err;
 }

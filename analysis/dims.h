@@ -21,13 +21,15 @@ struct kdl_run_dims_opts {
                                          W^T F W), spatial, skip_nonfinite (counted in
                                          a note), block_rows; not per_sample */
         const char *layer;            /* NULL or "all": every feature layer; else one name */
-        double tolerance;             /* residual fraction above which a width is insufficient */
+        double tolerance;             /* share of the teacher's centred-logit variance a student
+                                         may leave out: d_needed and 1 - R^2 of the verdict */
         double rank_rtol;             /* numerical-rank tolerance (variance units) */
         double ridge_lambda;          /* finite >= 0: the ridge penalty; otherwise chosen by GCV */
         bool spectrum;                /* add the "spectrum" table (every eigenvalue) */
 };
 
-/** kdl_run_dims_opts_init() - common defaults, every layer, 1 %, GCV, the spectrum table. */
+/** kdl_run_dims_opts_init() - common defaults, every layer, tolerance 1 %, GCV, the spectrum
+ * table. */
 KDL_API void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o);
 
 /**
@@ -43,8 +45,13 @@ KDL_API void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o);
  *            are a row too (kind "logits").
  *   "heads"  one row per (model, checkpoint) with a head: rank of W^T F W
  *            and the feature directions the KL cannot see.
- *   "verdict" one row per (student, checkpoint): d_s, C - 1, the residual at
- *            d_s, sufficient/insufficient and the reason.
+ *   "verdict" one row per (student, checkpoint), two answers at
+ *            o->tolerance: architectural (d_s against d_needed, the least
+ *            width whose best fit leaves at most the tolerance of the
+ *            teacher's centred-logit variance) and realised (the ridge R^2
+ *            of those logits from the student's head-input layer against
+ *            1 - tolerance); the verdict names the failed ones, the reason
+ *            gives the numbers.
  *   "logit_residual" the teacher's residual curve over d = 1..C, with the
  *            students' widths marked.
  *   "spectrum" every eigenvalue of every layer (when @o->spectrum).

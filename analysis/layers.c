@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,16 +104,56 @@ static int cmp_depth(const void *a, const void *b, void *ctx)
         return x->src < y->src ? -1 : x->src > y->src;
 }
 
+/* @note, "; " when it is not empty, then the formatted text; frees @note.
+ * Return: the longer note; NULL on ENOMEM (also when @note is NULL). */
+static char *KDL_PRINTF(2, 3) append(char *note, const char *fmt, ...)
+{
+        char *more = NULL, *out = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (note)
+                more = kdl__vasprintf(fmt, ap);
+        va_end(ap);
+        if (more)
+                out = kdl__asprintf("%s%s%s", note, *note ? "; " : "", more);
+        free(more);
+        free(note);
+        return out;
+}
+
+/* Why @q is outside Q's design range ("" when it is not), with the numbers.
+ * Return: the text, which the caller frees; NULL on ENOMEM. */
+static char *range_note(const kdl_quality *q)
+{
+        unsigned out = kdl_quality_range(q, KDL_QUALITY_MIN_PER_CLASS);
+        char *note = kdl__asprintf("%s", "");
+
+        if (out & KDL_QUALITY_I_OUT)
+                note = append(note, "I = %.3g outside [0, 1]", q->i);
+        if (out & KDL_QUALITY_E_OUT)
+                note = append(note, "E = %.3g outside [0, 1]", q->e);
+        if (out & KDL_QUALITY_FEW)
+                note = append(note,
+                              "fewer than %d samples per class (smallest class: %zu in the "
+                              "subsample, %zu in the class spectra)",
+                              KDL_QUALITY_MIN_PER_CLASS, q->class_rows_min, q->spectra_rows_min);
+        return note;
+}
+
 /* Row @rank (from 1) of the "layers" table. */
 static int ranked_row(kdl_table *t, size_t rank, const struct kdl_ckpair *ck,
                       const struct kdl__srcs *l, const struct row *r, bool recommended,
                       bool student)
 {
         const struct kdl__src *s = &l->v[r->src];
+        char *note = range_note(&r->q);
         int err;
 
-        if (kdl_table_add_row(t) < 0)
+        if (!note || kdl_table_add_row(t) < 0) {
+                free(note);
                 return -ENOMEM;
+        }
         err = kdl_table_put_int(t, "rank", (long long) rank);
         err = err ?: kdl_table_put_str(t, "checkpoint", ck->main->name);
         err = err ?: kdl_table_put_str(t, "layer", s->name);
@@ -123,6 +164,8 @@ static int ranked_row(kdl_table *t, size_t rank, const struct kdl_ckpair *ck,
         err = err ?: kdl_table_put_real(t, "i", r->q.i);
         err = err ?: kdl_table_put_real(t, "e", r->q.e);
         err = err ?: kdl_table_put_bool(t, "recommended", recommended);
+        err = err ?: kdl_table_put_bool(t, "in_range", *note == '\0');
+        err = err ?: kdl_table_put_str(t, "range_note", note);
         err = err ?: kdl_table_put_real(t, "cka_logits", r->cka_logits);
         err = err ?: kdl_table_put_real(t, "cka_labels", r->cka_labels);
         err = err ?: kdl_table_put_real(t, "cka_logits_robust", r->cka_logits_rob);
@@ -134,6 +177,7 @@ static int ranked_row(kdl_table *t, size_t rank, const struct kdl_ckpair *ck,
                                         r->student_best >= 0 ? l->v[r->student_best].name : "-");
                 err = err ?: kdl_table_put_real(t, "cka_student_best", r->cka_student_best);
         }
+        free(note);
         return err;
 }
 
@@ -162,6 +206,8 @@ static int detail_row(kdl_table *t, const struct kdl_ckpair *ck, const struct kd
         err = err ?: kdl_table_put_int(t, "n", (long long) r->q.n);
         err = err ?: kdl_table_put_int(t, "classes", (long long) r->q.nclasses);
         err = err ?: kdl_table_put_int(t, "spectra", (long long) r->q.nspectra);
+        err = err ?: kdl_table_put_int(t, "class_rows_min", (long long) r->q.class_rows_min);
+        err = err ?: kdl_table_put_int(t, "spectra_rows_min", (long long) r->q.spectra_rows_min);
         err = err ?: kdl_table_put_int(t, "zero_rows", (long long) r->q.nzero);
         err = err ?: kdl_table_put_real(t, "cka_logits_debiased", r->cka_logits_deb);
         err = err ?: kdl_table_put_real(t, "cka_labels_debiased", r->cka_labels_deb);
@@ -192,6 +238,11 @@ static int recommended_rows(kdl_table *t, const struct kdl_ckpair *ck, const str
                 err = err ?: kdl_table_put_int(t, "depth", l->v[rec[i]->src].depth);
                 err = err ?: kdl_table_put_real(t, "q", rec[i]->q.q);
                 err = err ?: kdl_table_put_int(t, "rank", (long long) (rec[i] - rows) + 1);
+                err = err
+                              ?: kdl_table_put_bool(
+                                         t, "in_range",
+                                         kdl_quality_range(&rec[i]->q, KDL_QUALITY_MIN_PER_CLASS) ==
+                                                 0);
         }
         free(rec);
         return err;
@@ -256,6 +307,7 @@ struct run {
         size_t n, nclasses;
         bool student;                /* teacher x student CKA too */
         struct tables tb;            /* across checkpoints */
+        size_t nrows, nout;          /* layer rows, and those outside Q's design range */
         struct kdl__cka_results res; /* the last checkpoint's */
 };
 
@@ -383,7 +435,10 @@ static int one_checkpoint(struct run *r, const struct kdl_ckpair *ck)
                 if (l.v[k].model != 0 || !l.v[k].has_depth)
                         continue;
                 cka_columns(&rows[nrows], &l, &r->res, k, logits, lab);
-                err = quality(r, &l, k, &gx, cr, ncr, &rows[nrows++].q);
+                err = quality(r, &l, k, &gx, cr, ncr, &rows[nrows].q);
+                r->nout += !err && kdl_quality_range(&rows[nrows].q, KDL_QUALITY_MIN_PER_CLASS);
+                r->nrows += !err;
+                nrows++;
         }
         err = err ?: emit(&r->tb, &l, rows, nrows, ck, r->student, o->k);
         if (!err && r->student)
@@ -464,6 +519,13 @@ static int add_notes(const struct run *r, kdl_doc *doc)
         err = err
                       ?: kdl_doc_add_note(doc, "features of rank 3 and 4 reduced by '%s'",
                                           kdl_spatial_name(o->common.spatial));
+        if (!err && r->nout)
+                err = kdl_doc_add_note(doc,
+                                       "Q is outside its design range for %zu of %zu layer rows "
+                                       "(I or E outside [0, 1], or fewer than %d samples per "
+                                       "class; in_range false, see range_note): their ranking is "
+                                       "not a reliable guide to which layers to distil from",
+                                       r->nout, r->nrows, KDL_QUALITY_MIN_PER_CLASS);
         return err;
 }
 

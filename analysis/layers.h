@@ -38,7 +38,9 @@ struct kdl_run_layers_opts {
 KDL_API void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o);
 
 /**
- * kdl_run_layers() - add the tables "layers" (ranked by Q, ties by depth),
+ * kdl_run_layers() - add the tables "layers" (ranked by Q, ties by depth;
+ * in_range false and range_note for a layer outside Q's design range,
+ * kdl_quality_range() with KDL_QUALITY_MIN_PER_CLASS, counted in a note),
  * "layers_detail" (the parts of S, I, E and the debiased CKAs),
  * "layers_recommended" (the top k in depth order) and, with a student,
  * "layers_cka" (teacher × student linear CKA) to @doc.

@@ -22,7 +22,7 @@
  * logs (TPlotClassificationEfficiency). */
 #define SPECTRUM_FLOOR 1e-127
 
-static const char *const variant_names[KDL_QUALITY_VARIANT_COUNT_] = {"code", "per-class"};
+static const char *const variant_names[KDL_QUALITY_VARIANT_COUNT_] = {"code", "pairs", "per-class"};
 
 const char *kdl_quality_variant_name(enum kdl_quality_variant v)
 {
@@ -37,8 +37,8 @@ int kdl_quality_variant_parse(const char *s, enum kdl_quality_variant *ret)
                         *ret = (enum kdl_quality_variant) v;
                         return 0;
                 }
-        return kdl_error(-KDL_EUSAGE, "unknown quality variant '%s' (expected code or per-class)",
-                         s);
+        return kdl_error(-KDL_EUSAGE,
+                         "unknown quality variant '%s' (expected code, pairs or per-class)", s);
 }
 
 static int check_input(const kdl_tensor *x, const int64_t *labels, size_t nclasses,
@@ -246,6 +246,8 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
         for (size_t c = 0; c < nclasses; c++) {
                 if (start[c + 1] - start[c] < 2)
                         continue;
+                if (used == 0 || start[c + 1] - start[c] < q->spectra_rows_min)
+                        q->spectra_rows_min = start[c + 1] - start[c];
                 r = class_spectrum(xs + start[c] * d, start[c + 1] - start[c], d, ncols,
                                    o->var_threshold, work, lam + c * (kmax + 1), &len[c], &kc[c],
                                    &degenerate[c]);
@@ -263,13 +265,13 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
 
                 if (start[c + 1] - start[c] < 2 || degenerate[c])
                         continue;
-                if (o->variant == KDL_QUALITY_CODE)
+                if (o->variant != KDL_QUALITY_PER_CLASS)
                         hsum += floored_entropy(lc, len[c], ksum < ncols ? ksum : ncols);
                 else if (kc[c] > 1)
                         hsum += floored_entropy(lc, len[c], kc[c]) / log((double) kc[c]);
         }
         q->entropy = hsum / (double) used;
-        q->entropy_norm = o->variant == KDL_QUALITY_CODE ? log(5.0) : 1.0;
+        q->entropy_norm = o->variant != KDL_QUALITY_PER_CLASS ? log(5.0) : 1.0;
         q->k_sum = ksum;
         q->k_mean = (double) ksum / (double) used;
         q->nspectra = used;
@@ -287,8 +289,9 @@ out:
 /* Sums over the pairs of rows of the subsample's Gram matrix, per class. */
 struct geometry {
         double *nrm, *inv; /* [n] ‖f‖, and 1/‖f‖ (0 for a feature that counts as zero) */
-        double *sum_intra; /* [C] Σ |cos| over the pairs within a class */
-        double *min_intra; /* [C] the smallest of them */
+        double *sum_intra; /* [C] Σ |cos| over the pairs a < b within a class */
+        double *sum_diag;  /* [C] Σ |cos(f_a, f_a)| (1, or 0 for a zero feature), when wanted */
+        double *min_intra; /* [C] the smallest of them (the diagonal's too, when wanted) */
         double *sum_inter; /* [C*C] Σ |cos| over the pairs of classes c < c2 */
         double *mind2;     /* [C] the smallest squared distance to another class */
         size_t *ea, *eb;   /* [C] the two rows at that distance: own, other */
@@ -301,6 +304,7 @@ static void geometry_release(struct geometry *gm)
         free(gm->mind2);
         free(gm->sum_inter);
         free(gm->min_intra);
+        free(gm->sum_diag);
         free(gm->sum_intra);
         free(gm->inv);
         free(gm->nrm);
@@ -311,13 +315,14 @@ static int geometry_init(struct geometry *gm, size_t n, size_t nclasses)
         gm->nrm = kdl_new(double, n);
         gm->inv = kdl_new(double, n);
         gm->sum_intra = kdl_new(double, nclasses);
+        gm->sum_diag = kdl_new(double, nclasses);
         gm->min_intra = kdl_new(double, nclasses);
         gm->sum_inter = kdl_new(double, nclasses *nclasses);
         gm->mind2 = kdl_new(double, nclasses);
         gm->ea = kdl_new(size_t, nclasses);
         gm->eb = kdl_new(size_t, nclasses);
-        if (!gm->nrm || !gm->inv || !gm->sum_intra || !gm->min_intra || !gm->sum_inter ||
-            !gm->mind2 || !gm->ea || !gm->eb)
+        if (!gm->nrm || !gm->inv || !gm->sum_intra || !gm->sum_diag || !gm->min_intra ||
+            !gm->sum_inter || !gm->mind2 || !gm->ea || !gm->eb)
                 return -ENOMEM;
         for (size_t c = 0; c < nclasses; c++) {
                 gm->min_intra[c] = INFINITY;
@@ -346,9 +351,10 @@ static size_t gram_norms(const double *g, size_t n, double eps, struct geometry 
 
 /* Every cosine and distance from the upper triangle of the Gram @g [n, n]
  * of class-sorted rows (@start), so that a class pair is a block; classes
- * with fewer than 2 rows are left out. */
+ * with fewer than 2 rows are left out.  With @diagonal the within-class
+ * blocks include their diagonal (sum_diag, and the minimum). */
 static void gram_pairs(const double *g, size_t n, const size_t *start, size_t nclasses,
-                       struct geometry *gm)
+                       bool diagonal, struct geometry *gm)
 {
         for (size_t c = 0; c < nclasses; c++) {
                 if (start[c + 1] - start[c] < 2)
@@ -358,12 +364,16 @@ static void gram_pairs(const double *g, size_t n, const size_t *start, size_t nc
                                 continue;
                         for (size_t a = start[c]; a < start[c + 1]; a++) {
                                 const double *ga = g + a * n;
-                                size_t b0 = c2 == c ? a + 1 : start[c2];
+                                size_t b0 = c2 == c ? a + !diagonal : start[c2];
 
                                 for (size_t b = b0; b < start[c2 + 1]; b++) {
                                         double cosv = fabs(ga[b]) * gm->inv[a] * gm->inv[b];
 
-                                        if (c2 == c) {
+                                        if (b == a) {
+                                                gm->sum_diag[c] += cosv;
+                                                if (cosv < gm->min_intra[c])
+                                                        gm->min_intra[c] = cosv;
+                                        } else if (c2 == c) {
                                                 gm->sum_intra[c] += cosv;
                                                 if (cosv < gm->min_intra[c])
                                                         gm->min_intra[c] = cosv;
@@ -391,9 +401,12 @@ static void gram_pairs(const double *g, size_t n, const size_t *start, size_t nc
 
 /* The class averages of S, the within-class minima and E from the pair
  * sums @gm, over the @used classes with 2 rows or more: q's intra, inter,
- * min_intra, dmin and norm. */
+ * min_intra, dmin and norm.  With @block the within-class mean is over the
+ * whole n_c x n_c block (2 Σ_{a<b} + Σ_a diagonal) / n_c², as the authors'
+ * code averages it; otherwise over the n_c (n_c - 1) / 2 pairs a < b. */
 static void class_averages(const struct geometry *gm, const double *xs, size_t d,
-                           const size_t *start, size_t nclasses, size_t used, kdl_quality *q)
+                           const size_t *start, size_t nclasses, size_t used, bool block,
+                           kdl_quality *q)
 {
         double intra = 0.0, inter = 0.0, mi = 0.0, dmin = 0.0, norm = 0.0;
         size_t npairs = 0;
@@ -404,7 +417,13 @@ static void class_averages(const struct geometry *gm, const double *xs, size_t d
 
                 if (nc < 2)
                         continue;
-                intra += gm->sum_intra[c] / ((double) nc * (double) (nc - 1) / 2.0);
+                if (q->class_rows_min == 0 || nc < q->class_rows_min)
+                        q->class_rows_min = nc;
+                if (block)
+                        intra += (2.0 * gm->sum_intra[c] + gm->sum_diag[c]) /
+                                 ((double) nc * (double) nc);
+                else
+                        intra += gm->sum_intra[c] / ((double) nc * (double) (nc - 1) / 2.0);
                 mi += gm->min_intra[c];
                 for (size_t c2 = c + 1; c2 < nclasses; c2++) {
                         size_t n2 = start[c2 + 1] - start[c2];
@@ -447,8 +466,8 @@ static int geometry(const double *xs, size_t n, size_t d, const size_t *start, s
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) n, (int) d, 1.0, xs, (int) d,
                     0.0, g, (int) n);
         q->nzero = gram_norms(g, n, o->eps, &gm);
-        gram_pairs(g, n, start, nclasses, &gm);
-        class_averages(&gm, xs, d, start, nclasses, used, q);
+        gram_pairs(g, n, start, nclasses, o->variant == KDL_QUALITY_CODE, &gm);
+        class_averages(&gm, xs, d, start, nclasses, used, o->variant == KDL_QUALITY_CODE, q);
         q->s = q->intra - q->inter;
         q->r = n < d ? n : d;
         q->packing =
@@ -457,6 +476,26 @@ static int geometry(const double *xs, size_t n, size_t d, const size_t *start, s
 out:
         geometry_release(&gm);
         return r;
+}
+
+/* @v in [0, 1] (so not NaN). */
+static bool unit(double v)
+{
+        return v >= 0.0 && v <= 1.0;
+}
+
+unsigned kdl_quality_range(const kdl_quality *q, size_t min_per_class)
+{
+        unsigned out = 0;
+
+        assert(q);
+        if (!unit(q->i))
+                out |= KDL_QUALITY_I_OUT;
+        if (!unit(q->e))
+                out |= KDL_QUALITY_E_OUT;
+        if (q->class_rows_min < min_per_class || q->spectra_rows_min < min_per_class)
+                out |= KDL_QUALITY_FEW;
+        return out;
 }
 
 void kdl_quality_opts_init(kdl_quality_opts *o)

@@ -538,24 +538,27 @@ void kdl_spectral_result_free(kdl_spectral_result *r)
         free(r);
 }
 
-int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, double tolerance,
-                         unsigned *ret_reasons, double *ret_residual)
+int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, double r2, double tolerance,
+                         kdl_spectral_verdict_result *ret)
 {
+        kdl_spectral_verdict_result v = {.realised = !isnan(r2)};
         size_t c;
-        unsigned reasons = 0;
-        double res;
 
-        assert(logits && ret_reasons && ret_residual);
+        assert(logits && ret);
         if (!(tolerance >= 0.0 && tolerance <= 1.0))
                 return kdl_error(-KDL_ERANGE, "tolerance %g is not in [0, 1]", tolerance);
+        if (isinf(r2))
+                return kdl_error(-KDL_ERANGE, "R^2 %g is not finite", r2);
         c = logits->d;
-        res = logits->tail[d_s < c ? d_s : c];
-        if (d_s + 1 < c)
-                reasons |= KDL_DIMS_NARROW;
-        if (res > tolerance)
-                reasons |= KDL_DIMS_RESIDUAL;
-        *ret_reasons = reasons;
-        *ret_residual = res;
+        /* tail[c] = 0, so the search ends by d = C. */
+        while (v.d_needed < c && logits->tail[v.d_needed] > tolerance)
+                v.d_needed++;
+        v.residual = logits->tail[d_s < c ? d_s : c];
+        if (d_s < v.d_needed)
+                v.fails |= KDL_DIMS_ARCHITECTURAL;
+        if (v.realised && r2 < 1.0 - tolerance)
+                v.fails |= KDL_DIMS_REALISED;
+        *ret = v;
         return 0;
 }
 

@@ -216,30 +216,52 @@ KDL_API int kdl_spectral_finalize(const kdl_spectral_state *s, const kdl_spectra
 /** kdl_spectral_result_free() - free @r.  NULL is a no-op. */
 KDL_API void kdl_spectral_result_free(kdl_spectral_result *r);
 
-/* Reasons for an "insufficient" verdict (bit flags; 0 means sufficient). */
-enum kdl_dims_reason {
-        KDL_DIMS_NARROW = 1u << 0,   /* d_s < C - 1 */
-        KDL_DIMS_RESIDUAL = 1u << 1, /* residual(d_s) > tolerance */
+/* The tests a student width fails (bit flags; 0 means sufficient). */
+enum kdl_dims_fail {
+        KDL_DIMS_ARCHITECTURAL = 1u << 0, /* d_s < d_needed */
+        KDL_DIMS_REALISED = 1u << 1,      /* ridge R^2 < 1 - tolerance */
 };
 
+/* The two answers of kdl_spectral_verdict() for one student. */
+typedef struct kdl_spectral_verdict_result {
+        size_t d_needed; /* least d with residual(d) <= tolerance, in [0, C] */
+        double residual; /* residual fraction at min(d_s, C) */
+        bool realised;   /* the realised test ran (an R^2 was given) */
+        unsigned fails;  /* or of enum kdl_dims_fail */
+} kdl_spectral_verdict_result;
+
 /**
- * kdl_spectral_verdict() - is a student width enough for the teacher's logits?
+ * kdl_spectral_verdict() - is a student width enough for the teacher's
+ * logits, and do the student's features carry them?
  * @logits:    the result of a state over the teacher's logits (dx = C, flag
- *             KDL_SPECTRAL_CENTER_ROWS_X): its tail is the residual curve of
- *             MATH §2.3.3.  Borrowed.
+ *             KDL_SPECTRAL_CENTER_ROWS_X): its tail is the Eckart-Young
+ *             residual curve residual(d).  Borrowed.
  * @d_s:       the student's feature width (the input of its head).
- * @tolerance: in [0, 1]; MATH §11.2's default is 0.01.
- * @ret_reasons:  set on success to the or of enum kdl_dims_reason.
- * @ret_residual: set on success to the residual fraction at min(d_s, C).
+ * @r2:        the ridge R^2 of the teacher's centred logits from the
+ *             student's head-input features; NaN when there is none (the
+ *             realised test is then not run).
+ * @tolerance: in [0, 1]: the share of the teacher's centred-logit variance a
+ *             student may leave out (0.01 in kdlens dims).
+ * @ret:       set on success only.
  *
- * The student's centred logits lie in an affine subspace of dimension at most
- * d_s, so its smallest achievable centred-logit error is at least this
- * fraction of the teacher's centred-logit variance (MATH §2.3.2).
+ * Two answers, both driven by @tolerance:
+ *  - architectural: d_needed is the least d whose best d-dimensional affine
+ *    fit leaves at most @tolerance of the teacher's centred-logit variance.
+ *    A student's centred logits lie in an affine subspace of dimension at
+ *    most d_s, so when d_s < d_needed no training can bring its
+ *    centred-logit error below @tolerance (KDL_DIMS_ARCHITECTURAL), whatever
+ *    the number of classes.
+ *  - realised: the student's features explain R^2 of that variance by a
+ *    linear read-out; it fails when R^2 < 1 - @tolerance
+ *    (KDL_DIMS_REALISED).  A linear read-out of d_s features has rank at
+ *    most d_s, so R^2 <= 1 - residual(d_s): a width that fails the first
+ *    test fails the second whenever R^2 is measured on the d_s features.
  *
- * Return: 0; -KDL_ERANGE if @tolerance is outside [0, 1] or NaN.
+ * Return: 0; -KDL_ERANGE if @tolerance is outside [0, 1] or NaN, or @r2 is
+ * infinite.
  */
-KDL_API int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, double tolerance,
-                                 unsigned *ret_reasons, double *ret_residual);
+KDL_API int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, double r2,
+                                 double tolerance, kdl_spectral_verdict_result *ret);
 
 /**
  * kdl_spectral_head_rank() - rank of W^T F(z) W for a head W [C, d], the same

@@ -12,6 +12,8 @@
 
 #define DIMS_MAX_SERIES     17 /* the teacher and up to 16 students */
 #define RESIDUAL_MAX_SERIES 8  /* teacher checkpoints drawn */
+/* Shares below this are zero to double precision: not drawn on the log axis. */
+#define SHARE_FLOOR 1e-12
 
 /* The series and marks of a lines figure, with the strings they own. */
 struct lines {
@@ -32,13 +34,19 @@ static void lines_release(struct lines *l)
         free(l->marks);
 }
 
+/* @share, or NaN (not drawn) when it is zero to double precision. */
+static double drawn(double share)
+{
+        return share > SHARE_FLOOR ? share : (double) NAN;
+}
+
 /* One series per teacher checkpoint of "logit_residual" (rows come in blocks of @c), drawn
  * from @y. */
 static int residual_series(struct lines *l, const kdl_table *t, size_t c, double *y)
 {
         for (size_t i = 0; i + c <= kdl_table_rows(t) && l->ns < RESIDUAL_MAX_SERIES; i += c) {
                 for (size_t k = 0; k < c; k++)
-                        y[i + k] = kdl__report_real(t, i + k, "residual");
+                        y[i + k] = drawn(kdl__report_real(t, i + k, "residual"));
                 l->names[l->ns] =
                         kdl__asprintf("teacher at %s", kdl__report_str(t, i, "checkpoint"));
                 if (!l->names[l->ns])
@@ -49,8 +57,25 @@ static int residual_series(struct lines *l, const kdl_table *t, size_t c, double
         return 0;
 }
 
-/* The students' widths at their last checkpoint (from "verdict", @v), as marks at most @c. */
-static int width_marks(struct lines *l, const kdl_table *v, size_t c)
+/* @model's name in the figure: without the prefix all students share. */
+static const char *short_model(const struct kdl__report *r, const char *model)
+{
+        for (size_t k = 0; k < r->o->nstudents; k++)
+                if (strcmp(r->names[k], model) == 0)
+                        return kdl__report_short_name(r, k);
+        return model;
+}
+
+/* Row @i of "verdict" (@v) is its student's last checkpoint. */
+static bool last_verdict(const kdl_table *v, size_t i)
+{
+        return i + 1 == kdl_table_rows(v) ||
+               strcmp(kdl__report_str(v, i + 1, "model"), kdl__report_str(v, i, "model")) != 0;
+}
+
+/* The students' widths at their last checkpoint (from "verdict", @v), as marks at most @c;
+ * students of one width share a mark. */
+static int width_marks(const struct kdl__report *r, struct lines *l, const kdl_table *v, size_t c)
 {
         size_t n = v ? kdl_table_rows(v) : 0;
 
@@ -59,28 +84,96 @@ static int width_marks(struct lines *l, const kdl_table *v, size_t c)
         if (!l->marks || !l->labels)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                const char *model = kdl__report_str(v, i, "model");
-                bool last = i + 1 == n || strcmp(kdl__report_str(v, i + 1, "model"), model) != 0;
+                const char *model = short_model(r, kdl__report_str(v, i, "model"));
+                double d_s = kdl__report_real(v, i, "d_s"), at = fmin(d_s, (double) c);
+                char *width, *label, *open = NULL;
+                size_t m = 0;
 
-                if (!last)
+                if (!last_verdict(v, i))
                         continue;
-                l->marks[l->nm] = fmin(kdl__report_real(v, i, "d_s"), (double) c);
-                l->labels[l->nm] =
-                        kdl__asprintf("%s (d_s = %.0f)", model, kdl__report_real(v, i, "d_s"));
-                if (!l->labels[l->nm])
+                while (m < l->nm && !(fabs(l->marks[m] - at) < 0.5))
+                        m++;
+                if (m < l->nm)
+                        open = strrchr(l->labels[m], '(');
+                width = kdl__asprintf("(d_s = %.0f)", d_s);
+                if (!width)
                         return -ENOMEM;
-                l->nm++;
+                if (m == l->nm) /* a new mark */
+                        label = kdl__asprintf("%s %s", model, width);
+                else if (open && strcmp(open, width) == 0) /* "a (d_s = 32)": "a, b (d_s = 32)" */
+                        label = kdl__asprintf("%.*s, %s %s", (int) (open - l->labels[m] - 1),
+                                              l->labels[m], model, width);
+                else
+                        label = kdl__asprintf("%s, %s %s", l->labels[m], model, width);
+                free(width);
+                if (!label)
+                        return -ENOMEM;
+                if (m == l->nm)
+                        l->marks[l->nm++] = at;
+                else
+                        free(l->labels[m]);
+                l->labels[m] = label;
         }
         return 0;
 }
 
-/* The teacher's logit residual curve per checkpoint, the students' widths marked. */
+/* A series named @name (owned by @l from now on; NULL: out of memory) drawn from @y. */
+static int add_series(struct lines *l, char *name, const double *y)
+{
+        if (!name)
+                return -ENOMEM;
+        l->names[l->ns] = name;
+        l->s[l->ns] = (struct kdl_series){.name = name, .y = y};
+        l->ns++;
+        return 0;
+}
+
+/*
+ * The tolerance as a level line, and each student's realised share 1 - R^2 (last
+ * checkpoint, from "verdict", @v) as one point at its width (at most @c): the two tests
+ * of the verdict drawn against the residual curve.  @y: room for (1 + rows of @v) x @c.
+ */
+static int verdict_series(const struct kdl__report *r, struct lines *l, const kdl_table *v,
+                          size_t c, double *y)
+{
+        double tol = kdl__report_real(v, 0, "tolerance");
+        size_t used = 1;
+
+        for (size_t k = 0; k < c; k++)
+                y[k] = drawn(tol);
+        if (add_series(l, kdl__asprintf("tolerance %g", tol), y) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < kdl_table_rows(v) && l->ns < DIMS_MAX_SERIES; i++) {
+                double r2 = kdl__report_real(v, i, "ridge_r2");
+                double at = fmin(kdl__report_real(v, i, "d_s"), (double) c);
+                double *p = y + used * c;
+
+                if (!last_verdict(v, i) || isnan(r2) || !(at >= 1.0))
+                        continue;
+                for (size_t k = 0; k < c; k++)
+                        p[k] = NAN;
+                p[(size_t) at - 1] = drawn(1.0 - r2);
+                used++;
+                if (add_series(l,
+                               kdl__asprintf("%s: 1 - R^2",
+                                             short_model(r, kdl__report_str(v, i, "model"))),
+                               p) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+/*
+ * The teacher's logit residual curve per checkpoint, the tolerance and each student's
+ * realised share 1 - R^2 at its width; the students' widths marked.
+ */
 static int dims_residual_figure(struct kdl__report *r, const kdl_doc *d)
 {
         const kdl_table *t = kdl_doc_find_table(d, "logit_residual");
+        const kdl_table *v = kdl_doc_find_table(d, "verdict");
         struct lines l = {0};
-        double *x = NULL, *y = NULL;
-        size_t c = 0, nrows;
+        double *x = NULL, *y = NULL, *yv = NULL;
+        size_t c = 0, nrows, nv = v ? kdl_table_rows(v) : 0;
         int err;
 
         if (!t || (nrows = kdl_table_rows(t)) == 0)
@@ -90,14 +183,18 @@ static int dims_residual_figure(struct kdl__report *r, const kdl_doc *d)
                 c++;
         x = kdl_new(double, c);
         y = kdl_new(double, nrows);
-        err = x && y ? 0 : -ENOMEM;
+        yv = kdl_new(double, (nv + 1) * c);
+        err = x && y && yv ? 0 : -ENOMEM;
         for (size_t k = 0; !err && k < c; k++)
                 x[k] = (double) (k + 1);
         err = err ?: residual_series(&l, t, c, y);
-        err = err ?: width_marks(&l, kdl_doc_find_table(d, "verdict"), c);
+        if (!err && nv)
+                err = verdict_series(r, &l, v, c, yv);
+        err = err ?: width_marks(r, &l, v, c);
         if (!err) {
                 struct kdl_fig f = {.xlabel = "feature dimension d",
-                                    .ylabel = "residual share of centred-logit variance",
+                                    .ylabel = "share left out",
+                                    .logy = true,
                                     .nmarks = l.nm,
                                     .marks = l.marks,
                                     .mark_labels = (const char *const *) l.labels};
@@ -106,12 +203,20 @@ static int dims_residual_figure(struct kdl__report *r, const kdl_doc *d)
                                     l.ns);
         }
         err = err
-                      ?: kdl__report_show(r, "dims_residual",
-                                          "Share of the teacher's row-centred logit variance that "
-                                          "no d-dimensional student can represent (Eckart-Young "
-                                          "residual, MATH 2.3); vertical lines mark the students' "
-                                          "widths.");
+                      ?: kdl__report_show(
+                                 r, "dims_residual",
+                                 "Lines: the share of the teacher's row-centred logit variance "
+                                 "that no d-dimensional student can represent (Eckart-Young "
+                                 "residual), per teacher checkpoint, and the tolerance; the "
+                                 "curve falls to the tolerance at d_needed. Points: each "
+                                 "student's realised share, 1 - ridge R^2 of the teacher's "
+                                 "centred logits from its head-input features, at its width "
+                                 "(vertical lines; last checkpoint). A student fails the "
+                                 "architectural test when the curve at its width is above the "
+                                 "tolerance, the realised test when its point is. Log scale: "
+                                 "shares of 0 (to double precision) are not drawn.");
         lines_release(&l);
+        free(yv);
         free(y);
         free(x);
         return err;
@@ -220,22 +325,62 @@ static int dims_spectrum_figure(struct kdl__report *r, const kdl_doc *d)
         return err;
 }
 
+/* The verdicts in words: each student's at its last checkpoint, with its numbers. */
+static int verdict_paragraph(struct kdl__report *r, const kdl_table *v)
+{
+        char *text = kdl__asprintf("At tolerance %g:", kdl__report_real(v, 0, "tolerance"));
+        int err;
+
+        for (size_t i = 0; text && i < kdl_table_rows(v); i++) {
+                double r2 = kdl__report_real(v, i, "ridge_r2");
+                char *r2s = isnan(r2) ? kdl__asprintf("%s", "") : kdl__asprintf(", R^2 = %.3g", r2);
+                char *t = NULL;
+
+                if (r2s && last_verdict(v, i))
+                        t = kdl__asprintf("%s %s (d_s = %.0f, d_needed = %.0f%s): %s.", text,
+                                          kdl__report_str(v, i, "model"),
+                                          kdl__report_real(v, i, "d_s"),
+                                          kdl__report_real(v, i, "d_needed"), r2s,
+                                          kdl__report_str(v, i, "verdict"));
+                else if (r2s)
+                        t = kdl__asprintf("%s", text);
+                free(r2s);
+                free(text);
+                text = t;
+        }
+        if (!text)
+                return -ENOMEM;
+        err = kdl_site_paragraph(r->site, text);
+        free(text);
+        return err;
+}
+
 int kdl__report_section_dims(struct kdl__report *r)
 {
         const kdl_doc *d = r->dims;
+        const kdl_table *v = kdl_doc_find_table(d, "verdict");
         int err;
 
         kdl__report_progress(r, "dims: figures");
-        err = kdl_site_section(r->site, "Feature dimensions",
-                               "Does each student have enough feature dimensions to take up the "
-                               "teacher's logit knowledge (Hsu et al. 2022; MATH 2.3)? A student "
-                               "narrower than C-1, or one whose width leaves more than 1 % of "
-                               "the teacher's centred-logit variance unexplained, is flagged.");
+        err = kdl_site_section(
+                r->site, "Feature dimensions",
+                "Does each student have enough feature dimensions to take up the teacher's logit "
+                "knowledge (Hsu et al. 2022)? Two answers per student, both at the verdict's "
+                "tolerance. Architectural: does its width d_s reach d_needed, the fewest "
+                "dimensions whose best fit leaves at most the tolerance of the teacher's "
+                "centred-logit variance out? A narrower student cannot match the teacher's "
+                "logits, whatever it learns. Realised: do its head-input features explain at "
+                "least 1 - tolerance of that variance by a linear read-out (ridge R^2)? A "
+                "student can be wide enough and still not have taken the knowledge up.");
+        if (!err && v && kdl_table_rows(v))
+                err = verdict_paragraph(r, v);
         err = err ?: dims_residual_figure(r, d);
         err = err ?: dims_spectrum_figure(r, d);
         err = err
                       ?: kdl__report_show_table(r, d, "verdict", "dims_verdict",
-                                                "Is each student wide enough?");
+                                                "Is each student wide enough (architectural), and "
+                                                "do its features carry the teacher's logits "
+                                                "(realised)?");
         err = err ?: kdl__report_show_table(r, d, "dims", "dims_layers", "Spectra of every layer");
         err = err
                       ?: kdl__report_show_table(r, d, "heads", "dims_heads",

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* "Teacher layers": which teacher layers are worth distilling from (kdlens layers). */
+/* "Teacher layers": which teacher layers are worth distilling from (kdlens layers), when Q
+ * is in its design range. */
 #include <stdlib.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/quality.h"
 #include "reports/plot.h"
 #include "reports/site.h"
 #include "analysis/report/report-internal.h"
@@ -22,25 +24,29 @@ static int cmp_depth_row(const void *a, const void *b)
         return x->row < y->row ? -1 : x->row > y->row;
 }
 
-/* Q, S, I and E of every teacher layer along depth, the recommended ones marked. */
-static int layers_figure(struct kdl__report *r, const kdl_doc *d)
+/*
+ * Q, S, I and E of every teacher layer along depth, the recommended ones marked; when
+ * @nout layers are outside Q's design range, the top of the range of I and E (1) too.
+ */
+static int layers_figure(struct kdl__report *r, const kdl_doc *d, size_t nout)
 {
         static const char *const keys[4] = {"q", "s", "i", "e"};
-        static const char *const names[4] = {"Q = S + sqrt(I E)", "S (separation)",
-                                             "I (information)", "E (efficiency)"};
+        static const char *const names[5] = {"Q = S + sqrt(I E)", "S (separation)",
+                                             "I (information)", "E (efficiency)",
+                                             "1: top of the design range of I and E"};
         const kdl_table *t = kdl_doc_find_table(d, "layers");
         struct depth_row *order = NULL;
         const char **tics = NULL;
         double *y = NULL, *marks = NULL;
-        struct kdl_series s[4];
-        size_t n, nm = 0;
+        struct kdl_series s[5];
+        size_t n, nm = 0, ns = nout ? 5 : 4;
         int err = -ENOMEM;
 
         if (!t || (n = kdl_table_rows(t)) == 0)
                 return 0;
         order = kdl_new(struct depth_row, n);
         tics = kdl_new(const char *, n);
-        y = kdl_new(double, 4 * n);
+        y = kdl_new(double, 5 * n);
         marks = kdl_new(double, n);
         if (!order || !tics || !y || !marks)
                 goto out;
@@ -53,10 +59,11 @@ static int layers_figure(struct kdl__report *r, const kdl_doc *d)
                 tics[i] = kdl__report_str(t, row, "layer");
                 for (size_t k = 0; k < 4; k++)
                         y[k * n + i] = kdl__report_real(t, row, keys[k]);
+                y[4 * n + i] = 1.0;
                 if (kdl__report_bool(t, row, "recommended"))
                         marks[nm++] = (double) i;
         }
-        for (size_t k = 0; k < 4; k++)
+        for (size_t k = 0; k < ns; k++)
                 s[k] = (struct kdl_series){.name = names[k], .y = y + k * n};
         {
                 struct kdl_fig f = {.xlabel = "teacher layer (by depth)",
@@ -65,15 +72,22 @@ static int layers_figure(struct kdl__report *r, const kdl_doc *d)
                                     .marks = marks};
 
                 err = kdl_fig_lines(kdl_site_path(r->site), "layers_quality", &f, NULL, tics, n, s,
-                                    4);
+                                    ns);
         }
         err = err
                       ?: kdl__report_show(
                                  r, "layers_quality",
-                                 "Cooper et al.'s knowledge quality Q = S + sqrt(I E) of every "
-                                 "teacher layer along depth (MATH 4.4, the authors' code); "
-                                 "vertical "
-                                 "lines mark the recommended layers.");
+                                 nout ? "Cooper et al.'s knowledge quality Q = S + sqrt(I E) of "
+                                        "every teacher layer along depth (the authors' code); "
+                                        "vertical lines mark the top of the ranking. Layers "
+                                        "outside Q's design range (I or E above the line at 1, or "
+                                        "too few samples per class; see range_note) make the "
+                                        "ranking unreliable."
+                                      : "Cooper et al.'s knowledge quality Q = S + sqrt(I E) of "
+                                        "every teacher layer along depth (MATH 4.4, the authors' "
+                                        "code); "
+                                        "vertical "
+                                        "lines mark the recommended layers.");
 out:
         free(marks);
         free(y);
@@ -82,17 +96,45 @@ out:
         return err;
 }
 
+/* Rows of "layers" (@t) outside Q's design range (in_range false). */
+static size_t out_of_range(const kdl_table *t)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; t && i < kdl_table_rows(t); i++)
+                n += !kdl__report_bool(t, i, "in_range");
+        return n;
+}
+
 int kdl__report_section_layers(struct kdl__report *r)
 {
         const kdl_doc *d = r->layers;
+        const kdl_table *t = kdl_doc_find_table(d, "layers");
+        size_t nout = out_of_range(t);
+        char *text = NULL;
         int err;
 
-        err = kdl_site_section(r->site, "Teacher layers",
-                               "Which teacher layers are worth distilling from, decided before "
-                               "training from the teacher alone: Cooper et al.'s knowledge "
-                               "quality on a class-balanced subsample, with linear CKA against "
-                               "the teacher's logits and the labels and class-geometry columns.");
-        err = err ?: layers_figure(r, d);
+        if (nout == 0)
+                text = kdl__asprintf(
+                        "%s", "Which teacher layers are worth distilling from, decided before "
+                              "training from the teacher alone: Cooper et al.'s knowledge quality "
+                              "on a class-balanced subsample, with linear CKA against the "
+                              "teacher's logits and the labels and class-geometry columns.");
+        else
+                text = kdl__asprintf(
+                        "Cooper et al.'s knowledge quality of each teacher layer on a "
+                        "class-balanced subsample, with linear CKA against the teacher's logits "
+                        "and the labels and class-geometry columns. Q is outside its design range "
+                        "for %zu of %zu layer rows (I or E outside [0, 1], or fewer than %d "
+                        "samples per class; column range_note says which): the ranking below is "
+                        "not a reliable guide to which layers are worth distilling from, and the "
+                        "recommended layers are only the top of that ranking.",
+                        nout, kdl_table_rows(t), KDL_QUALITY_MIN_PER_CLASS);
+        if (!text)
+                return -ENOMEM;
+        err = kdl_site_section(r->site, "Teacher layers", text);
+        free(text);
+        err = err ?: layers_figure(r, d, nout);
         err = err
                       ?: kdl__report_show_table(r, d, "layers_recommended", "layers_recommended",
                                                 "Recommended teacher layers, in depth order");

@@ -43,10 +43,14 @@ static void eig2(double a, double b, double c, double *l1, double *l2)
 /*
  * Independent reference of MATH §4.4 and §11.3 for D = 2: cosines and
  * distances straight from the coordinates, class spectra, effective rank and
- * NC1 in closed form (Σ_B is invertible for three generic class means).
+ * NC1 in closed form (Σ_B is invertible for three generic class means).  The
+ * within-class mean of variant code is over the whole block, diagonal
+ * included; of the others over the pairs a < b.
  */
-static void naive(const struct data *d, double population, int per_class, kdl_quality *q)
+static void naive(const struct data *d, double population, enum kdl_quality_variant variant,
+                  kdl_quality *q)
 {
+        const int per_class = variant == KDL_QUALITY_PER_CLASS;
         size_t cnt[NC] = {0}, ncols = 0, k[NC], ksum = 0;
         double mu[NC][2] = {{0}}, mg[2] = {0}, intra = 0, inter = 0, mi = 0, dmin = 0, nrm = 0;
         double lam[NC][2], hsum = 0, sw[3] = {0}, sb[3] = {0}, cov[3] = {0};
@@ -65,7 +69,7 @@ static void naive(const struct data *d, double population, int per_class, kdl_qu
                 ncols = cnt[c] > ncols ? cnt[c] : ncols;
         }
         for (size_t c = 0; c < NC; c++) {
-                double sum = 0, mn = INFINITY, dm = INFINITY, ns = 0, s[3] = {0};
+                double sum = 0, block = 0, mn = INFINITY, dm = INFINITY, ns = 0, s[3] = {0};
                 size_t pairs = 0;
 
                 for (size_t a = 0; a < NS; a++) {
@@ -82,6 +86,8 @@ static void naive(const struct data *d, double population, int per_class, kdl_qu
                                 double cs = fabs(xa[0] * xb[0] + xa[1] * xb[1]) /
                                             (hypot(xa[0], xa[1]) * hypot(xb[0], xb[1]));
 
+                                if ((size_t) d->y[b] == c)
+                                        block += cs;
                                 if ((size_t) d->y[b] == c && b > a) {
                                         sum += cs;
                                         pairs++;
@@ -93,7 +99,9 @@ static void naive(const struct data *d, double population, int per_class, kdl_qu
                                 }
                         }
                 }
-                intra += sum / (double) pairs / NC;
+                intra += (variant == KDL_QUALITY_CODE ? block / ((double) cnt[c] * (double) cnt[c])
+                                                      : sum / (double) pairs) /
+                         NC;
                 mi += mn / NC;
                 dmin += dm / NC;
                 nrm += ns / (double) cnt[c] / NC;
@@ -191,7 +199,7 @@ static void test_matches_naive_reference(void **state)
         o.population = 50000;
         make_data(&d, 0.9, 5);
         compute(&d, &o, &q);
-        naive(&d, 50000, 0, &ref);
+        naive(&d, 50000, KDL_QUALITY_CODE, &ref);
         assert_close(q.s, ref.s, 1e-12, 1e-14);
         assert_close(q.i, ref.i, 1e-12, 1e-14);
         assert_close(q.e, ref.e, 1e-12, 0.0);
@@ -208,12 +216,62 @@ static void test_matches_naive_reference(void **state)
         assert_close(q.entropy_norm, log(5.0), 1e-15, 0.0);
         assert_true(q.i > 0.01 && q.s > -1.0 && q.s < 1.0);
 
-        o.variant = KDL_QUALITY_PER_CLASS;
-        compute(&d, &o, &q);
-        naive(&d, 50000, 1, &ref);
-        assert_close(q.i, ref.i, 1e-12, 1e-14);
-        assert_close(q.q, ref.q, 1e-12, 0.0);
-        assert_close(q.entropy_norm, 1.0, 0.0, 0.0);
+        /* The other variants: strict pairs, and per-class normalised entropies. */
+        for (int v = KDL_QUALITY_PAIRS; v < KDL_QUALITY_VARIANT_COUNT_; v++) {
+                o.variant = (enum kdl_quality_variant) v;
+                compute(&d, &o, &q);
+                naive(&d, 50000, o.variant, &ref);
+                assert_close(q.s, ref.s, 1e-12, 1e-14);
+                assert_close(q.i, ref.i, 1e-12, 1e-14);
+                assert_close(q.q, ref.q, 1e-12, 0.0);
+                assert_close(q.entropy_norm, v == KDL_QUALITY_PER_CLASS ? 1.0 : log(5.0), 1e-15,
+                             0.0);
+        }
+}
+
+/* The authors' within-class mean covers the whole block, diagonal of ones
+ * included: per class intra_pairs + (1 - intra_pairs) / n_c, so S and Q of
+ * code exceed those of pairs by the mean of that over the classes, and
+ * nothing else moves. */
+static void test_code_variant_averages_the_whole_block(void **state)
+{
+        struct data d;
+        kdl_quality code, pairs;
+        kdl_quality_opts o;
+        double want = 0.0;
+
+        (void) state;
+        kdl_quality_opts_init(&o);
+        make_data(&d, 1.1, 13);
+        compute(&d, &o, &code);
+        o.variant = KDL_QUALITY_PAIRS;
+        compute(&d, &o, &pairs);
+        for (size_t c = 0; c < NC; c++) {
+                double sum = 0.0, nc = 0.0;
+                size_t np = 0;
+
+                for (size_t a = 0; a < NS; a++)
+                        nc += (size_t) d.y[a] == c;
+                for (size_t a = 0; a < NS; a++)
+                        for (size_t b = a + 1; b < NS; b++) {
+                                const double *xa = d.x + a * 2, *xb = d.x + b * 2;
+
+                                if ((size_t) d.y[a] != c || (size_t) d.y[b] != c)
+                                        continue;
+                                sum += fabs(xa[0] * xb[0] + xa[1] * xb[1]) /
+                                       (hypot(xa[0], xa[1]) * hypot(xb[0], xb[1]));
+                                np++;
+                        }
+                want += (1.0 - sum / (double) np) / nc / NC;
+        }
+        assert_true(want > 1e-3);
+        assert_close(code.intra - pairs.intra, want, 1e-12, 0.0);
+        assert_close(code.s - pairs.s, want, 1e-12, 0.0);
+        assert_close(code.q - pairs.q, want, 1e-12, 0.0);
+        assert_close(code.i, pairs.i, 0.0, 0.0);
+        assert_close(code.e, pairs.e, 0.0, 0.0);
+        assert_close(code.inter, pairs.inter, 0.0, 0.0);
+        assert_close(code.min_intra, pairs.min_intra, 0.0, 0.0);
 }
 
 static void test_scale_invariance(void **state)
@@ -317,6 +375,41 @@ static void test_missing_class_is_left_out(void **state)
         assert_true(isfinite(q.q));
 }
 
+/* Q's design range: I and E in [0, 1], enough samples per class in both subsamples. */
+static void test_range(void **state)
+{
+        struct data d;
+        kdl_quality q, t;
+
+        (void) state;
+        make_data(&d, 0.8, 14);
+        compute(&d, NULL, &q);
+        /* Classes of 6, 7 and 5 rows. */
+        assert_int_equal(q.class_rows_min, 5);
+        assert_int_equal(q.spectra_rows_min, 5);
+        assert_int_equal(kdl_quality_range(&q, KDL_QUALITY_MIN_PER_CLASS) & KDL_QUALITY_FEW,
+                         KDL_QUALITY_FEW);
+        t = q;
+        t.i = 0.5;
+        t.e = 0.25;
+        assert_int_equal(kdl_quality_range(&t, 5), 0);
+        assert_int_equal(kdl_quality_range(&t, 6), KDL_QUALITY_FEW);
+        t.spectra_rows_min = 4;
+        assert_int_equal(kdl_quality_range(&t, 5), KDL_QUALITY_FEW);
+        t.spectra_rows_min = 5;
+        t.i = 1.36;
+        assert_int_equal(kdl_quality_range(&t, 5), KDL_QUALITY_I_OUT);
+        t.i = 1.0;
+        t.e = NAN;
+        assert_int_equal(kdl_quality_range(&t, 5), KDL_QUALITY_E_OUT);
+        t.e = -1e-3;
+        t.i = INFINITY;
+        assert_int_equal(kdl_quality_range(&t, 5), KDL_QUALITY_I_OUT | KDL_QUALITY_E_OUT);
+        t.e = 0.0;
+        t.i = 0.0;
+        assert_int_equal(kdl_quality_range(&t, 5), 0);
+}
+
 static void test_error_paths(void **state)
 {
         struct data d;
@@ -343,6 +436,9 @@ static void test_error_paths(void **state)
         assert_close(q.q, -7.0, 0.0, 0.0);
         assert_int_equal(kdl_quality_variant_parse("per-class", &v), 0);
         assert_int_equal(v, KDL_QUALITY_PER_CLASS);
+        assert_int_equal(kdl_quality_variant_parse("pairs", &v), 0);
+        assert_int_equal(v, KDL_QUALITY_PAIRS);
+        assert_string_equal(kdl_quality_variant_name(KDL_QUALITY_PAIRS), "pairs");
         assert_int_equal(kdl_quality_variant_parse("paper", &v), -KDL_EUSAGE);
         assert_string_equal(kdl_quality_variant_name(KDL_QUALITY_CODE), "code");
 }
@@ -389,11 +485,13 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_matches_naive_reference),
+                cmocka_unit_test(test_code_variant_averages_the_whole_block),
                 cmocka_unit_test(test_scale_invariance),
                 cmocka_unit_test(test_collapse_sends_information_to_zero),
                 cmocka_unit_test(test_zero_padding_keeps_geometry),
                 cmocka_unit_test(test_zero_vector_is_guarded),
                 cmocka_unit_test(test_missing_class_is_left_out),
+                cmocka_unit_test(test_range),
                 cmocka_unit_test(test_error_paths),
                 cmocka_unit_test(test_contract),
         };

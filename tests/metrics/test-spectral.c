@@ -379,36 +379,71 @@ static void test_residual_curve_identities(void **state)
         free(z);
 }
 
+/* The verdict of width @d_s (R^2 @r2) at tolerance @tol. */
+static kdl_spectral_verdict_result verdict(const kdl_spectral_result *res, size_t d_s, double r2,
+                                           double tol)
+{
+        kdl_spectral_verdict_result v;
+
+        assert_int_equal(kdl_spectral_verdict(res, d_s, r2, tol, &v), 0);
+        return v;
+}
+
 static void test_verdict(void **state)
 {
         kdl_test_rng rng = {14};
         const size_t n = 500, c = 10;
-        double *z = planted(&rng, n, c, 3, 1e-5, 0.0), res_at;
+        double *z = planted(&rng, n, c, 3, 1e-5, 0.0);
         kdl_spectral_state *s = NULL;
         kdl_spectral_result *res;
-        unsigned why = 99;
+        kdl_spectral_verdict_result v;
 
         (void) state;
         assert_int_equal(kdl_spectral_state_new(c, 0, KDL_SPECTRAL_CENTER_ROWS_X, &s), 0);
         feed(s, z, c, NULL, 0, 0, n, 128);
         res = finalize(s, -1.0);
+        /* The planted logits span 3 centred directions: both of the
+         * first two leave more than 1 %, the third almost nothing. */
+        assert_true(res->tail[2] > 0.01 && res->tail[3] < 1e-6);
 
-        /* Narrower than C - 1 but wider than the logits' span: the reason is
-         * the width alone. */
-        assert_int_equal(kdl_spectral_verdict(res, 5, 0.01, &why, &res_at), 0);
-        assert_int_equal(why, KDL_DIMS_NARROW);
-        assert_true(res_at < 1e-6);
-        assert_close(res_at, res->tail[5], 0, 0);
-        /* Narrower than the span: both reasons. */
-        assert_int_equal(kdl_spectral_verdict(res, 2, 0.01, &why, &res_at), 0);
-        assert_int_equal(why, KDL_DIMS_NARROW | KDL_DIMS_RESIDUAL);
-        assert_true(res_at > 0.01);
-        /* C - 1 and wider are sufficient. */
-        assert_int_equal(kdl_spectral_verdict(res, c - 1, 0.01, &why, &res_at), 0);
-        assert_int_equal(why, 0);
-        assert_int_equal(kdl_spectral_verdict(res, 512, 0.01, &why, &res_at), 0);
-        assert_int_equal(why, 0);
-        assert_close(res_at, 0.0, 0, 0);
+        /* Narrower than C - 1 but as wide as the logits' span: sufficient
+         * (the old test, d_s < C - 1, called it insufficient). */
+        v = verdict(res, 5, 0.995, 0.01);
+        assert_int_equal(v.d_needed, 3);
+        assert_int_equal(v.fails, 0);
+        assert_true(v.realised);
+        assert_close(v.residual, res->tail[5], 0, 0);
+        v = verdict(res, 3, NAN, 0.01);
+        assert_int_equal(v.fails, 0);
+        assert_false(v.realised);
+        /* Narrower than the span: architectural. */
+        v = verdict(res, 2, NAN, 0.01);
+        assert_int_equal(v.fails, KDL_DIMS_ARCHITECTURAL);
+        assert_close(v.residual, res->tail[2], 0, 0);
+        /* The tolerance decides: width 1 leaves tail[1] out. */
+        v = verdict(res, 1, NAN, res->tail[1] * (1 - 1e-9));
+        assert_int_equal(v.d_needed, 2);
+        assert_int_equal(v.fails, KDL_DIMS_ARCHITECTURAL);
+        v = verdict(res, 1, NAN, res->tail[1]);
+        assert_int_equal(v.d_needed, 1);
+        assert_int_equal(v.fails, 0);
+        assert_int_equal(verdict(res, 0, NAN, 1.0).d_needed, 0);
+        assert_int_equal(verdict(res, 0, NAN, 0.0).fails, KDL_DIMS_ARCHITECTURAL);
+        /* d_needed is the least d with tail[d] <= tol, for every tolerance. */
+        for (double tol = 0.0; tol <= 1.0; tol += 0.0625) {
+                size_t want = 0;
+
+                while (res->tail[want] > tol)
+                        want++;
+                assert_int_equal(verdict(res, c, NAN, tol).d_needed, want);
+        }
+        /* Wide enough but the features explain 90 %: realised, at 1 % only. */
+        v = verdict(res, 512, 0.9, 0.01);
+        assert_int_equal(v.fails, KDL_DIMS_REALISED);
+        assert_close(v.residual, 0.0, 0, 0);
+        assert_int_equal(verdict(res, 512, 0.9, 0.1).fails, 0);
+        assert_int_equal(verdict(res, 2, 0.5, 0.01).fails,
+                         KDL_DIMS_ARCHITECTURAL | KDL_DIMS_REALISED);
         kdl_spectral_result_free(res);
         kdl_spectral_state_free(s);
         free(z);
@@ -653,7 +688,7 @@ static void test_errors_leave_state_and_outputs(void **state)
         kdl_spectral_opts o;
         size_t rank = 77;
         double sum = -1;
-        unsigned why = 77;
+        kdl_spectral_verdict_result why = {.d_needed = 77};
 
         (void) state;
         kdl_spectral_opts_init(&o);
@@ -695,10 +730,10 @@ static void test_errors_leave_state_and_outputs(void **state)
         o.rank_rtol = NAN;
         assert_int_equal(kdl_spectral_finalize(s, &o, &r2), -KDL_ERANGE);
         assert_true(r2 == (kdl_spectral_result *) 0x1);
-        assert_int_equal(kdl_spectral_verdict(r, 1, 1.5, &why, &sum), -KDL_ERANGE);
-        assert_int_equal(kdl_spectral_verdict(r, 1, NAN, &why, &sum), -KDL_ERANGE);
-        assert_int_equal(why, 77);
-        assert_close(sum, -1, 0, 0);
+        assert_int_equal(kdl_spectral_verdict(r, 1, 0.5, 1.5, &why), -KDL_ERANGE);
+        assert_int_equal(kdl_spectral_verdict(r, 1, 0.5, NAN, &why), -KDL_ERANGE);
+        assert_int_equal(kdl_spectral_verdict(r, 1, INFINITY, 0.01, &why), -KDL_ERANGE);
+        assert_int_equal(why.d_needed, 77);
         kdl_spectral_result_free(r);
 
         /* Merging states of other shapes or flags. */

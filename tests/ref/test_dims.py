@@ -185,19 +185,92 @@ def test_residual_curve_matches_svd():
         assert marks[C] == "wide@" + ck, marks  # wider than C: marked at C
 
 
+def expected_verdict(s2, d_s, r2, tol):
+    """The two answers from numpy: d_needed from the singular values s2 of the
+    teacher's doubly centred logits, realised from the ridge R2."""
+    tail = [s2[d:].sum() / s2.sum() for d in range(len(s2) + 1)]
+    d_needed = next(d for d, t in enumerate(tail) if t <= tol)
+    fails = [name for name, bad in (("architectural", d_s < d_needed),
+                                    ("realised", r2 is not None and r2 < 1 - tol)) if bad]
+    if fails:
+        verdict = "insufficient (" + ", ".join(fails) + ")"
+    else:
+        verdict = "sufficient" if r2 is not None else "sufficient (architectural only)"
+    return d_needed, verdict
+
+
+def check_verdict(v, z_teacher, x_student, tol):
+    """Row v of "verdict" against numpy: d_needed, the residual, R2 at the
+    row's GCV lambda (closed form) and the verdict text."""
+    s2 = np.linalg.svd(centred_logits(z_teacher), compute_uv=False) ** 2
+    d_s = x_student.shape[1]
+    assert v["d_s"] == d_s and v["tolerance"] == tol, v
+    kt.assert_close(v["residual_at_d_s"], s2[min(d_s, len(s2)):].sum() / s2.sum(), rtol=1e-9,
+                    atol=1e-15, what="residual at d_s")
+    r2 = v["ridge_r2"]
+    d_needed, verdict = expected_verdict(s2, d_s, r2, tol)
+    assert v["d_needed"] == d_needed, (v, d_needed)
+    assert v["verdict"] == verdict, (v, verdict)
+    assert v["architectural"] == ("insufficient" if d_s < d_needed else "sufficient"), v
+    assert v["realised"] == ("insufficient" if r2 < 1 - tol else "sufficient"), v
+    return d_needed
+
+
 def test_narrow_student_is_flagged_with_reason():
     for ck in ("early", "final"):
-        zc = centred_logits(DATA[("teacher", ck)]["z"])
-        s2 = np.linalg.svd(zc, compute_uv=False) ** 2
         nar = one("verdict", model="narrow", checkpoint=ck)
-        assert nar["d_s"] == WIDTHS["narrow"] and nar["c_minus_1"] == C - 1
-        assert nar["verdict"] == "insufficient", nar
-        assert nar["reason"] == "d_s < C-1; residual > tolerance", nar
-        kt.assert_close(nar["residual_at_d_s"], s2[WIDTHS["narrow"]:].sum() / s2.sum(),
-                        rtol=1e-9, what="residual at d_s")
+        assert nar["c_minus_1"] == C - 1 and nar["r2_layer"] == "pen"
+        assert nar["ridge_r2"] == one("dims", model="narrow", checkpoint=ck, layer="pen")["ridge_r2"]
+        d_needed = check_verdict(nar, DATA[("teacher", ck)]["z"], DATA[("narrow", ck)]["pen"],
+                                 0.01)
+        assert d_needed > WIDTHS["narrow"], d_needed
+        assert nar["verdict"].startswith("insufficient (architectural"), nar
+        assert nar["reason"].startswith(f"d_s = {WIDTHS['narrow']} < d_needed = {d_needed}"), nar
         wide = one("verdict", model="wide", checkpoint=ck)
-        assert wide["verdict"] == "sufficient" and wide["reason"] == "", wide
-        assert wide["teacher_checkpoint"] == ck
+        check_verdict(wide, DATA[("teacher", ck)]["z"], DATA[("wide", ck)]["pen"], 0.01)
+        assert wide["architectural"] == "sufficient" and wide["teacher_checkpoint"] == ck
+
+
+def test_tolerance_changes_the_verdict():
+    """The width verdict used to be "d_s >= C-1" whatever the tolerance."""
+    seen = set()
+    for tol in (0.01, 0.3, 0.99):
+        doc = kt.run_json("dims", "-t", T, "-s", NARROW, "-s", WIDE, "--tolerance", str(tol))
+        for v in kt.records(doc, "verdict"):
+            check_verdict(v, DATA[("teacher", "final")]["z"], DATA[(v["model"], "final")]["pen"],
+                          tol)
+            seen.add((v["model"], v["verdict"]))
+        assert any(f"at tolerance {tol:g}" in n for n in doc["notes"]), doc["notes"]
+    # The narrow student (d_s = 4 < C-1 = 9) is insufficient at 1 % and sufficient at 99 %.
+    assert ("narrow", "sufficient") in seen and \
+        ("narrow", "insufficient (architectural, realised)") in seen, seen
+
+
+def test_wide_student_with_poor_features_is_insufficient_realised():
+    """d_s >= C-1, so the old verdict said sufficient; its features explain
+    little of the teacher's logits (the ridge R2), so it is insufficient (realised)."""
+    path = os.path.join(TMP, "poor.h5")
+    width = C + 2
+    tpen = DATA[("teacher", "final")]["pen"]
+    rng = np.random.default_rng(7)
+    h = 0.3 * np.tanh(tpen @ rng.standard_normal((D_T, width)) / 5.0) \
+        + rng.standard_normal((N, width))
+    w = rng.standard_normal((C, width))
+    write(path, "student", "poor",
+          {"final": dict(step=0, w=w, b=np.zeros(C), logits=h @ w.T, head_input="pen",
+                         layers={"pen": (h, 0, np.float64)})})
+    doc = kt.run_json("dims", "-t", T, "-s", path, "--lambda", "0")
+    v = kt.records(doc, "verdict")[0]
+    r2, _, _ = ridge(h, DATA[("teacher", "final")]["z"], 0.0)
+    assert 0.05 < r2 < 0.9, r2
+    kt.assert_close(v["ridge_r2"], r2, rtol=1e-9, what="R2 of the poor student")
+    assert v["d_s"] >= C - 1 and v["architectural"] == "sufficient", v
+    assert v["verdict"] == "insufficient (realised)", v
+    assert v["reason"] == f"R2 = {r2:.3g} < 0.99", v
+    check_verdict(v, DATA[("teacher", "final")]["z"], h, 0.01)
+    # At a tolerance above 1 - R2 it passes.
+    doc = kt.run_json("dims", "-t", T, "-s", path, "--lambda", "0", "--tolerance", "0.95")
+    assert kt.records(doc, "verdict")[0]["verdict"] == "sufficient"
 
 
 def test_default_partner_is_the_teachers_last_checkpoint():
@@ -206,11 +279,9 @@ def test_default_partner_is_the_teachers_last_checkpoint():
     verdicts = kt.records(doc, "verdict")
     assert {r["checkpoint"] for r in verdicts} == {"early", "final"}, verdicts
     assert all(r["teacher_checkpoint"] == "final" for r in verdicts), verdicts
-    zc = centred_logits(DATA[("teacher", "final")]["z"])
-    s2 = np.linalg.svd(zc, compute_uv=False) ** 2
     for r in verdicts:
-        kt.assert_close(r["residual_at_d_s"], s2[WIDTHS["narrow"]:].sum() / s2.sum(),
-                        rtol=1e-9, what="residual at d_s against the final teacher")
+        check_verdict(r, DATA[("teacher", "final")]["z"], DATA[("narrow", r["checkpoint"])]["pen"],
+                      0.01)
 
 
 def test_ridge_given_lambda_matches_closed_form():
@@ -265,7 +336,7 @@ def test_default_is_last_checkpoint_and_terminal_output():
     doc = kt.run_json("dims", "-t", T, "-s", NARROW)
     assert {r["checkpoint"] for r in kt.records(doc, "dims")} == {"final"}
     _, out, _ = kt.run("dims", "-t", T, "-s", NARROW, check=0)
-    assert "insufficient" in out and "d_s < C-1" in out
+    assert "insufficient (architectural" in out and "< d_needed" in out
     assert "--curves adds it" in out and "Covariance spectra" not in out
     _, out, _ = kt.run("dims", "-t", T, "--curves", check=0)
     assert "Covariance spectra" in out
@@ -358,7 +429,15 @@ def test_student_without_head_is_judged_by_its_deepest_layer():
     doc = kt.run_json("dims", "-t", T, "-s", path)
     v = [r for r in kt.records(doc, "verdict") if r["model"] == "headless"]
     assert len(v) == 1 and v[0]["d_s"] == 12 and v[0]["d_s_from"] == "deepest layer", v
-    assert v[0]["verdict"] == "sufficient"
+    # The realised test reads the same layer.
+    assert v[0]["r2_layer"] == "b", v
+    check_verdict(v[0], DATA[("teacher", "final")]["z"], h[:, :12], 0.01)
+    assert v[0]["architectural"] == "sufficient"
+    doc = kt.run_json("dims", "-t", T, "-s", path, "--layer", "a")
+    v = [r for r in kt.records(doc, "verdict") if r["model"] == "headless"][0]
+    assert v["realised"] == "untested" and "ridge_r2" not in v, v
+    assert v["verdict"] in ("sufficient (architectural only)", "insufficient (architectural)")
+    assert v["reason"].endswith("realised untested: layer 'b' not analysed"), v
     assert not [r for r in kt.records(doc, "heads") if r["model"] == "headless"]
 
 
@@ -382,8 +461,9 @@ def test_report_has_the_dims_section():
             assert os.path.getsize(os.path.join(out, "figures", f"{name}.{ext}")) > 0
     import json
     doc = json.load(open(os.path.join(out, "data", "dims.json")))
-    v = {(r["model"], r["checkpoint"]): r["verdict"] for r in kt.records(doc, "verdict")}
-    assert v[("narrow", "final")] == "insufficient" and v[("wide", "final")] == "sufficient"
+    v = {(r["model"], r["checkpoint"]): r for r in kt.records(doc, "verdict")}
+    assert v[("narrow", "final")]["architectural"] == "insufficient"
+    assert v[("wide", "final")]["architectural"] == "sufficient"
     script = open(os.path.join(out, "scripts", "dims_residual.gp")).read()
     assert f"set arrow from {WIDTHS['narrow']}, graph 0" in script, script
     assert "Feature dimensions" in open(os.path.join(out, "index.md")).read()

@@ -3,7 +3,8 @@
 """kdlens layers against an independent numpy float64 implementation of
 Cooper et al.'s Q = S + sqrt(I*E) (MATH.md §4.4, written from the authors'
 TPlotClassificationEfficiency / ComputeClassPCAID / IComputePCAID), NCM
-accuracy, NC1 and effective rank (§11.3)."""
+accuracy, NC1 and effective rank (§11.3).  The within-class mean of variant
+code re-expresses the authors' indexing (KD_wo_CE, Analysis.py) in numpy."""
 import os
 import sys
 
@@ -20,6 +21,20 @@ C, PER = 4, 60
 N = C * PER
 
 
+def within(blk, variant):
+    """The |cos| of a class's block @blk that its within-class mean and minimum cover.
+
+    The authors' code indexes the block with torch.triu_indices(n, n, offset=1), a 2 x M
+    tensor, used as one index: that selects whole rows (row i once for every pair it is
+    in, n - 1 times in all), not the entries (i, j), so the mean covers the whole block,
+    diagonal included.  numpy does the same with one integer array; variant code is that.
+    The strict pairs i < j (variants pairs and per-class) are the tuple index."""
+    n = len(blk)
+    if variant == "code":
+        return blk[np.array(np.triu_indices(n, 1))]
+    return blk[np.triu_indices(n, 1)]
+
+
 def quality(x, y, xc, yc, npop, variant="code"):
     """S, I, E, Q as the authors' code computes them (float64, exact SVDs)."""
     n, d = x.shape
@@ -31,7 +46,7 @@ def quality(x, y, xc, yc, npop, variant="code"):
     idx = {c: np.where(y == c)[0] for c in cls}
     intra, mins, inter, dmin, norms = [], [], [], [], []
     for c in cls:
-        sub = a[np.ix_(idx[c], idx[c])][np.triu_indices(len(idx[c]), 1)]
+        sub = within(a[np.ix_(idx[c], idx[c])], variant)
         intra.append(sub.mean())
         mins.append(sub.min())
         norms.append(nrm[idx[c]].mean())
@@ -56,7 +71,7 @@ def quality(x, y, xc, yc, npop, variant="code"):
         rows.append(row)
         ks.append(cnt)
     rows = np.array(rows)
-    if variant == "code":
+    if variant in ("code", "pairs"):
         t = rows[:, :int(sum(ks))]
         t = np.where(t == 0, 1e-127, t)
         t = t / t.sum(1, keepdims=True)
@@ -71,7 +86,7 @@ def quality(x, y, xc, yc, npop, variant="code"):
             hs.append(-(t * np.log(t)).sum() / np.log(k) if k > 1 else 0.0)
         ent = np.mean(hs)
     i = (1 - np.mean(mins)) * ent
-    return dict(q=s + np.sqrt(i * e), s=s, i=i, e=e, k_sum=int(sum(ks)))
+    return dict(q=s + np.sqrt(i * e), s=s, i=i, e=e, k_sum=int(sum(ks)), intra=np.mean(intra))
 
 
 def extra(x, y):
@@ -145,6 +160,15 @@ def test_quality_on_all_rows():
         assert_close(r["cka_labels"], cka(v[name], onehot), 1e-10)
     # Planted: the nearly collapsed layer has I ~ 0 and Q ~ S; noise has S ~ 0.
     assert rows["late"]["i"] < 1e-2 and abs(rows["noise"]["s"]) < 0.05
+    # 60 samples per class: in range exactly when I and E are in [0, 1].
+    for name, r in rows.items():
+        assert det[name]["class_rows_min"] == PER and det[name]["spectra_rows_min"] == PER
+        assert r["in_range"] == (0 <= r["i"] <= 1 and 0 <= r["e"] <= 1), r
+        notes = [f"{k} = {r[k.lower()]:.3g} outside [0, 1]" for k in ("I", "E")
+                 if not 0 <= r[k.lower()] <= 1]
+        assert r["range_note"] == "; ".join(notes), r
+    # Isotropic noise spreads every class over all its dimensions: I > 1 with ln 5.
+    assert rows["noise"]["i"] > 1 and not rows["noise"]["in_range"]
 
 
 def test_quality_on_seeded_subsamples_and_variant():
@@ -152,7 +176,7 @@ def test_quality_on_seeded_subsamples_and_variant():
     y, layers, logits, v = make_teacher(rng)
     path = os.path.join(TMP, "t2.h5")
     write_dump(path, {"final": (0, layers, logits)}, y)
-    for variant in ("code", "per-class"):
+    for variant in ("code", "pairs", "per-class"):
         doc = run_json("layers", "-t", path, "--subsample", "100", "--per-class", "30",
                        "--seed", "4", "--variant", variant)
         xr = select(N, 25, 4, 1, labels=y, nclasses=C)
@@ -164,6 +188,68 @@ def test_quality_on_seeded_subsamples_and_variant():
             assert det[name]["n"] == 100
         assert_close(det["mid"]["entropy_norm"], 1.0 if variant == "per-class" else np.log(5),
                      1e-15)
+
+
+def test_code_variant_reproduces_the_authors_indexing():
+    """At 10 samples per class the whole-block mean of the authors' code and the strict
+    pairs differ by mean_c (1 - intra_c) / n_c, about 0.03 in S and Q: variant code is
+    the former, diagonal included; variant pairs the latter."""
+    per = 10
+    rng = np.random.default_rng(11)
+    y = np.repeat(np.arange(C), per)
+    rng.shuffle(y)
+    centres = rng.standard_normal((C, 8)) * 2
+    x = centres[y] + 1.2 * rng.standard_normal((C * per, 8))
+    path = os.path.join(TMP, "small.h5")
+    write_dump(path, {"final": (0, {"f": (x, 0)}, centres[y][:, :C])}, y)
+    got = {}
+    for variant in ("code", "pairs"):
+        doc = run_json("layers", "-t", path, "--variant", variant)
+        got[variant] = by_layer(doc, "layers")["f"]
+        det = by_layer(doc, "layers_detail")["f"]
+        ref = quality(x, y, x, y, C * per, variant)
+        check_layer(got[variant], det, x, y, x, y, C * per, variant, rtol=1e-12)
+        assert_close(det["intra"], ref["intra"], 1e-12, 0, f"{variant} intra")
+    nrm = x / np.linalg.norm(x, axis=1)[:, None]
+    gap = np.mean([(1 - np.abs(nrm[y == c] @ nrm[y == c].T)[np.triu_indices(per, 1)].mean()) / per
+                   for c in range(C)])
+    assert gap > 0.01, gap
+    for k in ("q", "s"):
+        assert_close(got["code"][k] - got["pairs"][k], gap, 1e-10, 0, f"code - pairs {k}")
+    for k in ("i", "e"):
+        assert got["code"][k] == got["pairs"][k], k
+
+
+def test_range_notes_at_30_samples_per_class():
+    """Q was designed for I, E in [0, 1] and the authors' subsample sizes: with 30 samples
+    per class every layer is flagged (in the table, the JSON, the notes), and a layer with
+    I > 1 says so too.  kdlens used to give the ranking without a word."""
+    per = 30
+    rng = np.random.default_rng(12)
+    y = np.repeat(np.arange(C), per)
+    rng.shuffle(y)
+    centres = rng.standard_normal((C, 12)) * 3
+    layers = {"noise": (rng.standard_normal((C * per, 40)), 0),
+              "mid": (centres[y] + 1.5 * rng.standard_normal((C * per, 12)), 1)}
+    path = os.path.join(TMP, "thirty.h5")
+    write_dump(path, {"final": (0, layers, centres[y][:, :C])}, y)
+    doc = run_json("layers", "-t", path)
+    rows, det = by_layer(doc, "layers"), by_layer(doc, "layers_detail")
+    few = ("fewer than 50 samples per class (smallest class: 30 in the subsample, 30 in the "
+           "class spectra)")
+    for name, r in rows.items():
+        x = layers[name][0]
+        ref = quality(x, y, x, y, C * per)
+        assert_close(r["i"], ref["i"], 1e-9, 1e-12, "I")
+        assert det[name]["class_rows_min"] == per and det[name]["spectra_rows_min"] == per
+        assert r["in_range"] is False, r
+        notes = [f"{k} = {ref[k.lower()]:.3g} outside [0, 1]" for k in ("I", "E")
+                 if not 0 <= ref[k.lower()] <= 1]
+        assert r["range_note"] == "; ".join(notes + [few]), r
+    assert rows["noise"]["i"] > 1 and rows["noise"]["range_note"].startswith("I = "), rows
+    assert all(r["in_range"] is False for r in records(doc, "layers_recommended"))
+    assert any("outside its design range for 2 of 2 layer rows" in n for n in doc["notes"]), \
+        doc["notes"]
 
 
 def test_ranking_and_recommendation():
