@@ -87,7 +87,7 @@ static const struct kdl_cmd commands[] = {
          "Without B, A is compared with itself.  The logits count as a layer; every layer is\n"
          "also compared with A's logits and the one-hot labels (table cka_targets).\n"},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
-         "kdlens layers -t T.h5 [-s S.h5] [-k 4] [--subsample 5000] [--variant code|per-class] "
+         "kdlens layers -t T.h5 [-s S.h5] [-k 4] [--subsample 5000] [--variant code|pairs|per-class] "
          "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
          "  -t, --teacher T    the teacher dump (required)\n"
          "  -s, --student S    a student dump: adds teacher x student CKA\n"
@@ -95,8 +95,10 @@ static const struct kdl_cmd commands[] = {
          "  --subsample N      class-balanced subsample for S, E, NCM, NC1 (N/C per class; "
          "5000)\n"
          "  --per-class M      samples per class for the class spectra of I (500, at most N/C)\n"
-         "  --variant V        code (default: the authors' code, ln 5 and the summed 95 %\n"
-         "                     count) or per-class (each class's own count k_c, ln k_c)\n"
+         "  --variant V        code (default: the authors' code, whole-block within-class\n"
+         "                     mean, ln 5 and the summed 95 % count), pairs (the same over\n"
+         "                     the strict pairs a < b) or per-class (strict pairs, each\n"
+         "                     class's own count k_c, ln k_c)\n"
          "  --seed S           seed of the subsamples (0)\n"
          "  -c, --checkpoint C a teacher checkpoint, or all\n"
          "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
@@ -115,8 +117,8 @@ static const struct kdl_cmd commands[] = {
          "      --teacher-checkpoint NAME  the teacher's checkpoint each student checkpoint\n"
          "                          is judged against (default: its last; 'same')\n"
          "      --layer NAME        one feature layer, or all (default)\n"
-         "      --tolerance F       residual fraction above which a width is insufficient\n"
-         "                          (default 0.01)\n"
+         "      --tolerance F       share of the teacher's centred-logit variance a student\n"
+         "                          may leave out (default 0.01): d_needed and R^2 >= 1 - F\n"
          "      --rank-rtol F       numerical rank counts eigenvalues above F x the largest\n"
          "                          (default 1e-06)\n"
          "      --lambda X|gcv      ridge penalty in sum-of-squares units, or gcv (default)\n"
