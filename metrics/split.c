@@ -83,6 +83,7 @@ struct kdl_split_state {
         size_t *class_count;
         size_t teacher_correct, student_correct;
         struct tau_acc t[KDL_SPLIT_MAX_TAUS];
+        double *work; /* KDL_SPLIT_EVAL_WORK(c) */
 };
 
 static struct kdl__split_geom dist_geom(const kdl_split_state *s, int which)
@@ -110,6 +111,7 @@ void kdl_split_state_free(kdl_split_state *s)
                         kdl__split_dist_release(&s->t[k].d[d]);
                 free(s->t[k].msum);
         }
+        free(s->work);
         free(s->class_count);
         free(s);
 }
@@ -137,7 +139,8 @@ int kdl_split_state_new(size_t c, const kdl_split_opts *o, kdl_split_state **ret
         s->o = *o;
         err = -ENOMEM;
         s->class_count = kdl_new(size_t, c);
-        if (!s->class_count)
+        s->work = kdl__malloc(KDL_SPLIT_EVAL_WORK(c), sizeof(double));
+        if (!s->class_count || !s->work)
                 goto out;
         for (size_t k = 0; k < o->ntaus; k++) {
                 s->t[k].msum = kdl_new(double, cc);
@@ -254,7 +257,7 @@ int kdl_split_accumulate(kdl_split_state *s, const kdl_tensor *zt, const kdl_ten
                         kdl_split_sample r;
 
                         kdl__split_eval_one(rt, zt->stride[1], rs, zs->stride[1], c, y,
-                                            s->o.taus[k], s->o.lambda, s->o.omega_max, &r,
+                                            s->o.taus[k], s->o.lambda, s->o.omega_max, s->work, &r,
                                             s->t[k].msum + y * c);
                         tau_add(s, k, &r);
                 }
@@ -355,16 +358,18 @@ static double inst_add(kdl_split_instance_state *s, size_t k, const double *rt, 
                        const double *rs, ptrdiff_t ss, size_t y)
 {
         struct inst_acc *t = &s->t[k];
-        double tau = s->o.taus[k], rest_t, all_t, rest_s, all_s, pt_r, qs_r, pt_y, w;
+        double tau = s->o.taus[k], dt, ds, pt_r, qs_r, pt_y, w;
         bool guarded;
 
-        kdl__split_lse(rt, st, s->c, y, tau, &rest_t, &all_t);
-        kdl__split_lse(rs, ss, s->c, y, tau, &rest_s, &all_s);
-        pt_r = exp(rest_t - all_t);
-        qs_r = exp(rest_s - all_s);
+        /* As kdl__split_eval_one(): from the log-odds, so that 1 - p_y keeps
+         * its digits near p_y = 1. */
+        dt = kdl__split_log_odds(rt, st, s->c, y, tau);
+        ds = kdl__split_log_odds(rs, ss, s->c, y, tau);
+        pt_r = exp(-kdl__split_softplus(dt));
+        qs_r = exp(-kdl__split_softplus(ds));
         w = kdl_split_weight(pt_r, qs_r, t->pt_mean, s->o.lambda, s->o.w_eps, &guarded);
         kdl__split_dist_add(&t->w, &w_geom, w);
-        pt_y = exp(rt[(ptrdiff_t) y * st] / tau - all_t);
+        pt_y = exp(-kdl__split_softplus(-dt));
         kdl_comoments_add(&t->wp, w, pt_y);
         if (!guarded)
                 kdl_comoments_add(&t->wp_ok, w, pt_y);

@@ -19,9 +19,17 @@
  *   KL = TCKD + (1 - p^t_y) NCKD exactly (§6.1); every KL-type quantity
  *   carries the factor τ², as mdistiller does (§1.1, §6.2).
  *   The non-target softmax is computed by exact exclusion (log-sum-exp over
- *   j != y), never by masking; every log-probability comes from a
- *   log-sum-exp, so a certain teacher (p^t_y == 1 in double) gives finite
- *   values (§6.4).
+ *   j != y), never by masking.
+ *   Precision.  The three KLs are the kl metric's exact KL
+ *   log E_p[e^v] = log1p(Σ p_k φ(v_k)), φ(v) = e^v - 1 - v, with v the
+ *   centred logit difference (metrics/kl.h), so that KL here equals
+ *   kdlens kl's to the last bit.  The target enters through its log-odds
+ *   d = z_y/τ - LSE_{k≠y}(z_k/τ): log p_y = -log1p(e^{-d}),
+ *   log(1 - p_y) = -log1p(e^{d}), and d^s - d^t from the logit differences;
+ *   TCKD is the same exact KL on the two classes [y, rest].  So every value
+ *   keeps its relative precision (about 1e-14) when both models are
+ *   near-certain (KL ~ 1e-15), and a certain teacher (p^t_y == 1 in double)
+ *   gives finite values.
  *   AEKT weight ω = clip(p^t_y / p^s_y, 0, ω_max), computed as
  *   exp(min(log p^t_y - log p^s_y, log ω_max)) so that p^s_y -> 0 is safe.
  *
@@ -130,6 +138,9 @@ typedef struct kdl_split_sample {
         double nt_entropy;  /* H(p̂^t) / ln(C-1); 1 for C = 2 */
 } kdl_split_sample;
 
+/* Doubles of scratch kdl_split_eval() needs for @c classes. */
+#define KDL_SPLIT_EVAL_WORK(c) (3 * (size_t) (c))
+
 /**
  * kdl_split_eval() - the split quantities of one sample.
  * @zt, @zs: teacher and student logits, @c entries each (borrowed), finite.
@@ -137,13 +148,15 @@ typedef struct kdl_split_sample {
  * @y:       the label, < @c.
  * @tau:     temperature, > 0.
  * @o:       λ and ω_max are used.
+ * @work:    KDL_SPLIT_EVAL_WORK(@c) doubles of scratch (the caller's; any
+ *           contents, overwritten).
  * @ret:     set on success only.
  *
  * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE if @y >= @c or @tau is not
  * finite and positive; -KDL_ENONFINITE if a logit is NaN/Inf.
  */
 KDL_API int kdl_split_eval(const double *zt, const double *zs, size_t c, size_t y, double tau,
-                           const kdl_split_opts *o, kdl_split_sample *ret);
+                           const kdl_split_opts *o, double *work, kdl_split_sample *ret);
 
 /**
  * kdl_split_nckd_masked() - NCKD as mdistiller computes it (§6.2): subtract
