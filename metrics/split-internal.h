@@ -18,9 +18,6 @@
  *   split-heads.c  the head cosines and the domain-level agreement.
  */
 
-/* Slots of the w_n histogram: w <= 0, underflow, log bins, overflow. */
-#define KDL__SPLIT_W_SLOTS (KDL_SPLIT_W_BINS + 3)
-
 /* ---- split-eval.c ---- */
 
 /* The log-odds of class @y against the others, z_y/τ - LSE_{k≠y}(z_k/τ)
@@ -45,7 +42,7 @@ void kdl__split_eval_one(const double *zt, ptrdiff_t st, const double *zs, ptrdi
 
 /* Where a histogram's bins are. */
 struct kdl__split_geom {
-        bool log;      /* the w_n layout; lo/hi unused */
+        bool log;      /* the signed log layout of w_n; lo/hi unused */
         size_t nbins;  /* linear bins */
         double lo, hi; /* linear range */
 };
@@ -54,7 +51,7 @@ struct kdl__split_geom {
 struct kdl__split_dist {
         kdl_moments m;
         double min, max;
-        size_t *count; /* nbins (linear) or KDL__SPLIT_W_SLOTS (log) */
+        size_t *count; /* nbins (linear) or KDL_SPLIT_W_SLOTS (log) */
 };
 
 /* The number of histogram slots of @g. */

@@ -307,9 +307,10 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
 struct inst_acc {
         double pt_mean;
         struct kdl__split_dist w;
-        kdl_comoments wp;    /* (w_n, p^t_y) */
-        kdl_comoments wp_ok; /* the same over unguarded samples */
-        size_t guarded, above_one;
+        struct kdl__split_dist w_ok; /* w_n of the unguarded samples */
+        kdl_comoments wp;            /* (w_n, p^t_y) */
+        kdl_comoments wp_ok;         /* the same over unguarded samples */
+        size_t guarded, nonpositive, above_one;
 };
 
 struct kdl_split_instance_state {
@@ -323,8 +324,10 @@ void kdl_split_instance_state_free(kdl_split_instance_state *s)
 {
         if (!s)
                 return;
-        for (size_t k = 0; k < KDL_SPLIT_MAX_TAUS; k++)
+        for (size_t k = 0; k < KDL_SPLIT_MAX_TAUS; k++) {
                 kdl__split_dist_release(&s->t[k].w);
+                kdl__split_dist_release(&s->t[k].w_ok);
+        }
         free(s);
 }
 
@@ -343,7 +346,8 @@ int kdl_split_instance_state_new(const kdl_split_state *pass1, kdl_split_instanc
         s->o = pass1->o;
         for (size_t k = 0; k < s->o.ntaus; k++) {
                 s->t[k].pt_mean = pass1->t[k].d[D_PT].m.mean;
-                if (kdl__split_dist_init(&s->t[k].w, &w_geom) < 0) {
+                if (kdl__split_dist_init(&s->t[k].w, &w_geom) < 0 ||
+                    kdl__split_dist_init(&s->t[k].w_ok, &w_geom) < 0) {
                         kdl_split_instance_state_free(s);
                         return -ENOMEM;
                 }
@@ -371,9 +375,12 @@ static double inst_add(kdl_split_instance_state *s, size_t k, const double *rt, 
         kdl__split_dist_add(&t->w, &w_geom, w);
         pt_y = exp(-kdl__split_softplus(-dt));
         kdl_comoments_add(&t->wp, w, pt_y);
-        if (!guarded)
+        if (!guarded) {
+                kdl__split_dist_add(&t->w_ok, &w_geom, w);
                 kdl_comoments_add(&t->wp_ok, w, pt_y);
+        }
         t->guarded += guarded;
+        t->nonpositive += w <= 0.0;
         t->above_one += w > 1.0;
         return w;
 }
@@ -419,9 +426,11 @@ int kdl_split_instance_merge(kdl_split_instance_state *into, const kdl_split_ins
                 const struct inst_acc *b = &from->t[k];
 
                 kdl__split_dist_merge(&a->w, &b->w, &w_geom);
+                kdl__split_dist_merge(&a->w_ok, &b->w_ok, &w_geom);
                 kdl_comoments_merge(&a->wp, &b->wp);
                 kdl_comoments_merge(&a->wp_ok, &b->wp_ok);
                 a->guarded += b->guarded;
+                a->nonpositive += b->nonpositive;
                 a->above_one += b->above_one;
         }
         into->n += from->n;
@@ -444,6 +453,7 @@ void kdl_split_result_free(kdl_split_result *r)
                 kdl__split_dist_result_free(&t->eps);
                 kdl__split_dist_result_free(&t->nt_entropy);
                 kdl__split_dist_result_free(&t->w);
+                kdl__split_dist_result_free(&t->w_unguarded_dist);
                 free(t->confusion);
         }
         free(r->tau);
@@ -571,6 +581,7 @@ static int tau_instance(const kdl_split_state *s, const kdl_split_instance_state
                 return 0;
         b = &inst->t[k];
         err = kdl__split_dist_result(&w_geom, &b->w, &t->w);
+        err = err ?: kdl__split_dist_result(&w_geom, &b->w_ok, &t->w_unguarded_dist);
         if (err < 0)
                 return err;
         t->has_instance = true;
@@ -579,6 +590,7 @@ static int tau_instance(const kdl_split_state *s, const kdl_split_instance_state
         t->w_std_unguarded = b->wp_ok.n ? sqrt(b->wp_ok.sxx / (double) b->wp_ok.n) : (double) NAN;
         t->pearson_w_pt_unguarded = kdl_comoments_pearson(&b->wp_ok);
         t->w_guarded = b->guarded;
+        t->w_nonpositive = b->nonpositive;
         t->w_above_one = b->above_one;
         return 0;
 }

@@ -516,6 +516,14 @@ static void test_merge_equals_sequential(void **state)
                 assert_close(q->pearson_w_pt, p->pearson_w_pt, 1e-9, 1e-14);
                 assert_int_equal(q->w_guarded, p->w_guarded);
                 assert_int_equal(q->w_above_one, p->w_above_one);
+                assert_int_equal(q->w_nonpositive, p->w_nonpositive);
+                assert_int_equal(q->w_unguarded_dist.n, N_ - q->w_guarded);
+                assert_int_equal(p->w_unguarded_dist.n, N_ - p->w_guarded);
+                for (int i = 0; i < KDL_SPLIT_NQUANTILES; i++) {
+                        assert_close(q->w.quantile[i], p->w.quantile[i], 1e-9, 1e-12);
+                        assert_close(q->w_unguarded_dist.quantile[i],
+                                     p->w_unguarded_dist.quantile[i], 1e-9, 1e-12);
+                }
         }
 
         kdl_split_result_free(r1);
@@ -535,7 +543,9 @@ static int cmp_double(const void *a, const void *b)
         return (x > y) - (x < y);
 }
 
-/* The histogram quantile lies in the bin of the ceil(q n)-th smallest value. */
+/* The histogram quantile lies in the bin of the ceil(q n)-th smallest value:
+ * within @lin_width of it (linear bins), or for w_n (@lin_width 0) within
+ * the bound metrics/split.h states: 2^(1/64) - 1 relative, 2^(L+1) absolute. */
 static void assert_quantiles(const kdl_split_dist *d, double *v, size_t n, double lin_width)
 {
         qsort(v, n, sizeof(*v), cmp_double);
@@ -545,8 +555,9 @@ static void assert_quantiles(const kdl_split_dist *d, double *v, size_t n, doubl
 
                 if (lin_width > 0.0)
                         assert_close(d->quantile[q], exact, 0.0, lin_width);
-                else if (exact > 0.00390625 && exact < 256.0)
-                        assert_close(log2(d->quantile[q]), log2(exact), 0.0, 1.0 / 32.0);
+                else
+                        assert_close(d->quantile[q], exact, exp2(1.0 / 64.0) - 1.0,
+                                     exp2(KDL_SPLIT_W_LOG2_MIN + 1));
         }
 }
 
@@ -584,7 +595,7 @@ static void test_accumulate_matches_per_sample(void **state)
         for (size_t k = 0; k < 2; k++) {
                 const kdl_split_tau_result *t = &r->tau[k];
                 double tau = o.taus[k], mw = 0.0, mp = 0.0, sww = 0.0, spp = 0.0, swp = 0.0;
-                size_t above = 0, guarded = 0;
+                size_t above = 0, guarded = 0, nonpositive = 0;
 
                 skl = stckd = scoup = spt = 0.0;
                 memset(conf, 0, sizeof(conf));
@@ -621,6 +632,7 @@ static void test_accumulate_matches_per_sample(void **state)
                         w[i] = num / den;
                         assert_close(wout[i * 2 + k], w[i], 1e-9, 1e-12);
                         above += w[i] > 1.0;
+                        nonpositive += w[i] <= 0.0;
                         /* w_n > 1 exactly when p^t_y > p̄^t_y (§3.4), unguarded. */
                         if (den > o.w_eps)
                                 assert_true((w[i] > 1.0) == (p[y[i]] > spt / N));
@@ -654,6 +666,8 @@ static void test_accumulate_matches_per_sample(void **state)
                 assert_true(t->has_instance);
                 assert_int_equal(t->w_guarded, guarded);
                 assert_int_equal(t->w_above_one, above);
+                assert_int_equal(t->w_nonpositive, nonpositive);
+                assert_true(nonpositive > N / 20); /* negative w_n occur */
                 assert_close(t->w.mean, mw, 1e-9, 1e-12);
                 assert_close(t->w.std, sqrt(sww / N), 1e-9, 1e-12);
                 assert_close(t->pearson_w_pt, swp / sqrt(sww * spp), 1e-9, 0.0);
@@ -693,7 +707,11 @@ static void test_accumulate_matches_per_sample(void **state)
                         for (size_t b = 0; b < t->w.hist.nbins; b++)
                                 total += t->w.hist.count[b];
                         assert_int_equal(total, N);
-                        assert_int_equal(t->w.hist.nbins, KDL_SPLIT_W_BINS + 3);
+                        assert_int_equal(t->w.hist.nbins, KDL_SPLIT_W_SLOTS);
+                        for (size_t b = 0; b < t->w.hist.nbins; b++)
+                                assert_true(t->w.hist.lo[b] <= t->w.hist.hi[b] &&
+                                            (b == 0 || !(t->w.hist.lo[b] < t->w.hist.hi[b - 1] ||
+                                                         t->w.hist.lo[b] > t->w.hist.hi[b - 1])));
                 }
         }
         assert_true(r->teacher_correct > N / 2);
@@ -1054,6 +1072,10 @@ static void assert_results_identical(const kdl_split_result *a, const kdl_split_
                 assert_memory_equal(&x->pt_y.std, &y->pt_y.std, sizeof(double));
                 assert_memory_equal(x->pt_y.quantile, y->pt_y.quantile, sizeof(x->pt_y.quantile));
                 assert_memory_equal(&x->w.mean, &y->w.mean, sizeof(double));
+                assert_memory_equal(x->w.quantile, y->w.quantile, sizeof(x->w.quantile));
+                assert_memory_equal(x->w_unguarded_dist.quantile, y->w_unguarded_dist.quantile,
+                                    sizeof(x->w.quantile));
+                assert_int_equal(x->w_nonpositive, y->w_nonpositive);
                 assert_memory_equal(&x->pearson_w_pt, &y->pearson_w_pt, sizeof(double));
         }
 }
