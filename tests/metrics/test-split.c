@@ -356,7 +356,8 @@ static long double kl_ld(const long double *lp, const long double *lq, size_t c,
  * Against a long double reference (64-bit significand: 3 more digits than
  * double) every KL-type value keeps 12 digits, and the identity
  * KL = TCKD + (1 - p^t_y) NCKD holds to 1e-12 of KL.  Forming log p_y as
- * z_y/τ - LSE(z/τ) (in double) misses KL and TCKD by factors of 8 and 100. */
+ * z_y/τ - LSE(z/τ) in double fails here (KL twice its value on the first
+ * sample). */
 static void test_near_certain_identity(void **state)
 {
         kdl_test_rng rng = {17};
