@@ -264,10 +264,10 @@ static char *w_caption(const struct kdl__report *r, size_t k, const char *ck, do
                 "Tang et al.'s instance weights w_n of %s at checkpoint %s (tau = %g), every "
                 "sample shown: the fraction of samples in bands a factor 4 wide on either side "
                 "of w_n = 0 (the middle one: |w_n| < 1/16), split by whether the denominator was "
-                "floored at eps_w = %g (%.0f of "
-                "%.0f samples; there |w_n| reaches 1/eps_w). Median %.3g, quartiles %.3g and %.3g "
-                "(over the samples not floored: median %.3g, quartiles %.3g and %.3g). %.0f samples "
-                "(%.1f %%) have w_n <= 0: the student's q_y already exceeds the KD target "
+                "floored at eps_w = %g (%.0f of %.0f samples; there |w_n| reaches 1/eps_w). "
+                "Median %.3g, quartiles %.3g and %.3g (over the samples not floored: median "
+                "%.3g, quartiles %.3g and %.3g). %.0f samples (%.1f %%) have w_n <= 0: the "
+                "student's q_y already exceeds the KD target "
                 "1 - lambda (1 - p^t_y), and KD lowers its target logit. The mean, %.3g (sd %.3g), "
                 "is not robust: the floored samples dominate it.",
                 r->names[k], ck, r->tau, kdl__report_real(t, i, "w_eps"),
