@@ -87,18 +87,77 @@ static int put_keys(const struct kdl__split_rows *w, kdl_table *t, bool with_tau
         return err;
 }
 
+/* Output bins of w_n: 2 per octave (groups of W_GROUP log bins); its middle
+ * and two outer bins kept. */
+#define W_GROUP (KDL_SPLIT_W_BINS / (2 * (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN)))
+#define W_MID   ((size_t) KDL_SPLIT_W_BINS + 1)
+
 static const char *dist_method(const struct kdl__split_rows *w, int which, char *buf, size_t size)
 {
         if (which < 0) {
                 snprintf(buf, size,
-                         "histogram: %d log2 bins on [2^%d, 2^%d) (1/%d octave) + "
-                         "w<=0, underflow, overflow",
+                         "histogram: %d log2 bins per sign on 2^%d <= |w| < 2^%d (1/%d octave), "
+                         "one for |w| < 2^%d, two outer; error < %.2g relative (< %.2g near 0)",
                          KDL_SPLIT_W_BINS, KDL_SPLIT_W_LOG2_MIN, KDL_SPLIT_W_LOG2_MAX,
-                         KDL_SPLIT_W_BINS / (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN));
+                         KDL_SPLIT_W_BINS / (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN),
+                         KDL_SPLIT_W_LOG2_MIN,
+                         exp2(1.0 /
+                              (KDL_SPLIT_W_BINS / (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN))) -
+                                 1.0,
+                         exp2(KDL_SPLIT_W_LOG2_MIN + 1));
                 return buf;
         }
         snprintf(buf, size, "histogram: %zu equal bins", w->o->metric.nbins);
         return buf;
+}
+
+/* The end of the output bin that starts at slot @a of @h. */
+static size_t out_bin_end(const struct kdl__split_rows *w, const kdl_split_hist *h, size_t a,
+                          bool log)
+{
+        if (!log)
+                return a + h->nbins / w->o->hist_bins;
+        if (a == 0 || a == W_MID || a + 1 == h->nbins)
+                return a + 1;
+        return a + W_GROUP;
+}
+
+static long long out_bin_count(const kdl_split_hist *h, size_t a, size_t b)
+{
+        long long count = 0;
+
+        for (size_t e = a; e < b; e++)
+                count += (long long) h->count[e];
+        return count;
+}
+
+/* The histogram of @name, coarsened for output: bounded ones to hist_bins
+ * equal bins; w_n to 2 bins per octave (its middle and outer bins kept),
+ * from the first bin with a sample to the last. */
+static int emit_hist(const struct kdl__split_rows *w, double tau, const char *name,
+                     const kdl_split_hist *h, bool log)
+{
+        kdl_table *t = w->t[T_HIST];
+        size_t first = h->nbins, last = 0, bin = 0;
+        int err = 0;
+
+        for (size_t a = 0, b; a < h->nbins; a = b) {
+                b = out_bin_end(w, h, a, log);
+                if (!log || out_bin_count(h, a, b) > 0) {
+                        first = first < a ? first : a;
+                        last = b;
+                }
+        }
+        for (size_t a = first, b; a < last && !err; a = b) {
+                b = out_bin_end(w, h, a, log);
+                err = put_keys(w, t, true, tau);
+                err = err ?: kdl_table_put_str(t, "quantity", name);
+                err = err ?: kdl_table_put_int(t, "bin", (long long) bin++);
+                err = err ?: kdl_table_put_real(t, "lo", h->lo[a]);
+                err = err ?: kdl_table_put_real(t, "hi", h->hi[b - 1]);
+                err = err ?: kdl_table_put_int(t, "count", out_bin_count(h, a, b));
+        }
+        return err;
 }
 
 static int emit_dist(const struct kdl__split_rows *w, double tau, const char *name,
@@ -106,7 +165,7 @@ static int emit_dist(const struct kdl__split_rows *w, double tau, const char *na
 {
         kdl_table *t = w->t[T_DIST];
         static const char *const qkeys[KDL_SPLIT_NQUANTILES] = {"p05", "p25", "p50", "p75", "p95"};
-        char buf[160];
+        char buf[200];
         int err = put_keys(w, t, true, tau);
 
         err = err ?: kdl_table_put_str(t, "quantity", name);
@@ -122,34 +181,7 @@ static int emit_dist(const struct kdl__split_rows *w, double tau, const char *na
                                         dist_method(w, log ? -1 : 0, buf, sizeof(buf)));
         if (err || !w->o->long_tables)
                 return err;
-
-        /* Histogram, coarsened for output: bounded ones to hist_bins equal
-         * bins; w_n to 2 bins per octave, its three special bins kept. */
-        t = w->t[T_HIST];
-        {
-                const kdl_split_hist *h = &d->hist;
-                size_t first = log ? 2 : 0, last = log ? h->nbins - 1 : h->nbins;
-                size_t group =
-                        log ? KDL_SPLIT_W_BINS / (2 * (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN))
-                            : h->nbins / w->o->hist_bins;
-                size_t bin = 0;
-
-                for (size_t a = 0; a < h->nbins && !err;) {
-                        size_t b = (a < first || a >= last) ? a + 1 : a + group;
-                        long long count = 0;
-
-                        for (size_t e = a; e < b; e++)
-                                count += (long long) h->count[e];
-                        err = put_keys(w, t, true, tau);
-                        err = err ?: kdl_table_put_str(t, "quantity", name);
-                        err = err ?: kdl_table_put_int(t, "bin", (long long) bin++);
-                        err = err ?: kdl_table_put_real(t, "lo", h->lo[a]);
-                        err = err ?: kdl_table_put_real(t, "hi", h->hi[b - 1]);
-                        err = err ?: kdl_table_put_int(t, "count", count);
-                        a = b;
-                }
-        }
-        return err;
+        return emit_hist(w, tau, name, &d->hist, log);
 }
 
 static int emit_matrix(const struct kdl__split_rows *w, kdl_table *t, bool with_tau, double tau,
@@ -234,16 +266,24 @@ static int summary_rows(const struct kdl__split_rows *w, const kdl_split_result 
                                    r->has_head_teacher ? (double) r->d_teacher : (double) NAN),
                                INT("d_student",
                                    r->has_head_student ? (double) r->d_student : (double) NAN));
+        /* w_n: the robust summaries first; the mean and std, which a few
+         * floored denominators can dominate, after them. */
         if (!err)
-                err = PUT_COLS(t[T_INSTANCE], REAL("lambda", r->opts.lambda),
-                               REAL("pt_mean", x->pt_mean), REAL("w", x->w.mean),
-                               REAL("w_std", x->w.std), REAL("w_p05", x->w.quantile[0]),
-                               REAL("w_p50", x->w.quantile[2]), REAL("w_p95", x->w.quantile[4]),
-                               REAL("pearson_w_pt", x->pearson_w_pt),
-                               INT("w_above_one", x->w_above_one), INT("w_guarded", x->w_guarded),
-                               REAL("w_unguarded", x->w_unguarded),
-                               REAL("w_std_unguarded", x->w_std_unguarded),
-                               REAL("pearson_w_pt_unguarded", x->pearson_w_pt_unguarded));
+                err = PUT_COLS(
+                        t[T_INSTANCE], REAL("lambda", r->opts.lambda), REAL("pt_mean", x->pt_mean),
+                        REAL("w_p05", x->w.quantile[0]), REAL("w_p25", x->w.quantile[1]),
+                        REAL("w_p50", x->w.quantile[2]), REAL("w_p75", x->w.quantile[3]),
+                        REAL("w_p95", x->w.quantile[4]), INT("w_nonpositive", x->w_nonpositive),
+                        REAL("w_nonpositive_share", (double) x->w_nonpositive / n),
+                        INT("w_guarded", x->w_guarded), REAL("w_eps", r->opts.w_eps),
+                        REAL("w", x->w.mean), REAL("w_std", x->w.std),
+                        INT("w_above_one", x->w_above_one), REAL("pearson_w_pt", x->pearson_w_pt),
+                        REAL("w_p25_unguarded", x->w_unguarded_dist.quantile[1]),
+                        REAL("w_p50_unguarded", x->w_unguarded_dist.quantile[2]),
+                        REAL("w_p75_unguarded", x->w_unguarded_dist.quantile[3]),
+                        REAL("w_unguarded", x->w_unguarded),
+                        REAL("w_std_unguarded", x->w_std_unguarded),
+                        REAL("pearson_w_pt_unguarded", x->pearson_w_pt_unguarded));
         return err;
 }
 
@@ -260,6 +300,7 @@ static int dist_rows(const struct kdl__split_rows *w, const kdl_split_tau_result
         err = err ?: emit_dist(w, tau, "eps", &x->eps, false);
         err = err ?: emit_dist(w, tau, "nt_entropy", &x->nt_entropy, false);
         err = err ?: emit_dist(w, tau, "w", &x->w, true);
+        err = err ?: emit_dist(w, tau, "w_unguarded", &x->w_unguarded_dist, true);
         return err;
 }
 
@@ -317,17 +358,29 @@ int kdl__split_notes(const struct kdl_run_split_opts *o, kdl_doc *doc)
                                        "tau",
                                        o->metric.omega_max, o->metric.lambda, o->metric.w_eps);
         if (!err)
-                err = kdl_doc_add_note(doc,
-                                       "quantiles: from fixed-bin histograms (%zu bins on "
-                                       "bounded ranges, "
-                                       "1/%d-octave log2 bins for w), error at most one bin; "
-                                       "means, std, min, max "
-                                       "and correlations are exact; w_n needs the mean teacher "
-                                       "confidence, so the "
-                                       "logits are read twice",
-                                       o->metric.nbins,
-                                       KDL_SPLIT_W_BINS /
-                                               (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN));
+                err = kdl_doc_add_note(
+                        doc,
+                        "quantiles: from fixed-bin histograms (%zu bins on bounded ranges; "
+                        "1/%d-octave log2 bins of |w| on either side of 0 for w), error at most "
+                        "one bin (for w below %.2g relative, %.2g absolute near 0); means, std, "
+                        "min, max, correlations and counts are exact; w_n needs the mean "
+                        "teacher confidence, so the logits are read twice",
+                        o->metric.nbins,
+                        KDL_SPLIT_W_BINS / (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN),
+                        exp2(1.0 /
+                             (KDL_SPLIT_W_BINS / (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN))) -
+                                1.0,
+                        exp2(KDL_SPLIT_W_LOG2_MIN + 1));
+        if (!err)
+                err = kdl_doc_add_note(
+                        doc,
+                        "w_n: read its median and quartiles (w_p25, w_p50, w_p75; over the "
+                        "samples whose denominator was not floored: *_unguarded) and "
+                        "w_nonpositive_share; its mean w and w_std are not robust: the samples "
+                        "whose denominator was floored at w_eps (w_guarded) reach |w_n| up to "
+                        "1/w_eps and can dominate them.  w_n <= 0 where the student's q_y already "
+                        "exceeds the KD target 1 - lambda (1 - p^t_y): KD lowers the target "
+                        "logit there");
         if (!err && !o->long_tables)
                 err = kdl_doc_add_note(doc, "histograms and the C x C matrices (soft confusion, "
                                             "head cosines): --format json or csv");

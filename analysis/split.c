@@ -56,6 +56,7 @@ struct job {
 
         /* Block buffers. */
         size_t cap;
+        double *work; /* KDL_SPLIT_EVAL_WORK(c) */
         int64_t *labels;
         double *fields[F_COUNT_];
         int64_t *sample;
@@ -174,7 +175,7 @@ static int write_block(struct job *j, kdl_stream *s, const struct sources *src, 
 
                         err = kdl_split_eval(zt.data + i * j->c, zs.data + i * j->c, j->c,
                                              (size_t) j->labels[i], j->o->metric.taus[k],
-                                             &j->o->metric, &v);
+                                             &j->o->metric, j->work, &v);
                         if (err < 0)
                                 break;
                         j->fields[F_KL][e] = v.kl;
@@ -235,6 +236,7 @@ static void job_release(struct job *j)
 {
         kdl_split_instance_state_free(j->inst);
         kdl_split_state_free(j->st);
+        free(j->work);
         free(j->labels);
         free(j->sample);
         for (int f = 0; f < F_COUNT_; f++)
@@ -247,6 +249,11 @@ static int job_attach(kdl__job *job, kdl_stream *s)
         struct job *j = job->ctx;
         int err = add_sources(j, job, s, &j->src);
 
+        if (!err && j->out) {
+                j->work = kdl__malloc(KDL_SPLIT_EVAL_WORK(j->c), sizeof(double));
+                if (!j->work)
+                        return -ENOMEM;
+        }
         return err ?: kdl_split_state_new(j->c, &j->o->metric, &j->st);
 }
 

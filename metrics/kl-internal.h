@@ -14,7 +14,8 @@
  * The parts of the KL metric (metrics/kl.h) shared by its files:
  *   kl.c            the state's lifecycle, its statistics, merge, finalize;
  *   kl-values.c     the per-sample values of a block (the KL and its
- *                   approximations);
+ *                   approximations), and the exact KL the split metric
+ *                   shares;
  *   kl-reservoir.c  the Spearman reservoir and the rank correlations;
  *   kl-proj.c       pass 1, the least-squares projector.
  */
@@ -85,6 +86,35 @@ int kdl__kl_check_finite(const kdl_tensor *t, const char *what, const kdl_kl_blo
 int kdl__kl_grow(double **p, size_t n);
 
 /* ---- kl-values.c ---- */
+
+/*
+ * The exact KL, shared with the split metric (metrics/split-eval.c), so that
+ * both compute the same numbers the same way.
+ *
+ * kdl__kl_log_softmax() - log-softmax of x/τ over the classes k != @skip
+ * (@skip >= @c: every class) into @out, in class order without @skip (@c - 1
+ * values, else @c); @out may be NULL when only the normaliser is wanted.  The
+ * normaliser is max + log1p(Σ_{k != argmax} e^{x_k/τ - max}), so that log p
+ * of a class far below the maximum keeps its digits.
+ * @x:       @c values, stride @sx (borrowed); finite.
+ * @ret_lse: if not NULL, the normaliser log Σ_{k != skip} e^{x_k/τ}.
+ * Return: the (first) argmax among the classes kept.
+ */
+size_t kdl__kl_log_softmax(const double *x, ptrdiff_t sx, size_t c, size_t skip, double tau,
+                           double *out, double *ret_lse);
+
+/*
+ * kdl__kl_tilt() - KL(p ‖ q) for the q of log q_k = log p_k + w_k - log E_p[e^w]
+ * (q = softmax(b) and p = softmax(a) give w = b - a), in the form that keeps
+ * its digits when p and q nearly agree or p is near-certain:
+ * KL = log E_p[e^v] with v = w - E_p[w], as log1p(Σ_k p_k φ(v_k)),
+ * φ(v) = e^v - 1 - v >= 0 (or a log-sum-exp once some p_k e^{v_k} > e).
+ * @lp, @p: log p and p = exp(lp), @c values each (borrowed).
+ * @v:        in: w; out: v = w - E_p[w].
+ * @ret_mean: if not NULL, E_p[w].
+ * Return: the KL, >= 0.
+ */
+double kdl__kl_tilt(const double *lp, const double *p, double *v, size_t c, double *ret_mean);
 
 /*
  * kdl__kl_block_values() - the per-sample values of the @m rows of @b, at

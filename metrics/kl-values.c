@@ -39,27 +39,29 @@ static double phi(double v)
         return v * v * r;
 }
 
-/* log-softmax of x/tau (x strided by sx) into out[c]; returns the argmax.
- * The log-normaliser is max + log1p(Σ_{k != argmax} e^{x_k - max}), so that
- * log p of a saturated class keeps its tiny value instead of rounding to 0. */
-static size_t log_softmax(const double *x, ptrdiff_t sx, size_t c, double tau, double *out)
+size_t kdl__kl_log_softmax(const double *x, ptrdiff_t sx, size_t c, size_t skip, double tau,
+                           double *out, double *ret_lse)
 {
         double mx = -INFINITY, rest = 0.0, lse;
         size_t am = 0;
 
         for (size_t k = 0; k < c; k++) {
-                out[k] = x[(ptrdiff_t) k * sx] / tau;
-                if (out[k] > mx) {
-                        mx = out[k];
+                double a = x[(ptrdiff_t) k * sx] / tau;
+
+                if (k != skip && a > mx) {
+                        mx = a;
                         am = k;
                 }
         }
         for (size_t k = 0; k < c; k++)
-                if (k != am)
-                        rest += exp(out[k] - mx);
+                if (k != am && k != skip)
+                        rest += exp(x[(ptrdiff_t) k * sx] / tau - mx);
         lse = mx + log1p(rest);
-        for (size_t k = 0; k < c; k++)
-                out[k] -= lse;
+        for (size_t k = 0, i = 0; out && k < c; k++)
+                if (k != skip)
+                        out[i++] = x[(ptrdiff_t) k * sx] / tau - lse;
+        if (ret_lse)
+                *ret_lse = lse;
         return am;
 }
 
@@ -82,28 +84,6 @@ static double prob_sq_dist(const double *lpt, const double *lps, size_t c, size_
         return pl2 + dsum * dsum;
 }
 
-/* v_k = w_k - E_p[w] with w = (z^s - z^t)/τ into @v; *@ret_mx =
- * max_k(log p_k + v_k).  Return: Var_p(w) = E_p[v²]. */
-static double centred_diff(const double *zt, ptrdiff_t szt, const double *zs, ptrdiff_t szs,
-                           size_t c, double tau, const double *p, const double *lpt, double *v,
-                           double *ret_mx)
-{
-        double mw = 0.0, mx = -INFINITY, fis = 0.0;
-
-        for (size_t k = 0; k < c; k++) {
-                v[k] = (zs[(ptrdiff_t) k * szs] - zt[(ptrdiff_t) k * szt]) / tau;
-                mw += p[k] * v[k];
-        }
-        for (size_t k = 0; k < c; k++) {
-                v[k] -= mw;
-                fis += p[k] * v[k] * v[k];
-                if (lpt[k] + v[k] > mx)
-                        mx = lpt[k] + v[k];
-        }
-        *ret_mx = mx;
-        return fis;
-}
-
 /* KL = log E_p[e^v] (E_p[v] = 0): with all p_k e^{v_k} <= e use log1p of
  * the non-negative Σ p φ(v); otherwise KL >= mx > 1 and log-sum-exp has no
  * cancellation to fear. */
@@ -123,6 +103,22 @@ static double kl_of(const double *lpt, const double *v, const double *p, size_t 
                         sum += p[k] * phi(v[k]);
         }
         return log1p(sum);
+}
+
+double kdl__kl_tilt(const double *lp, const double *p, double *v, size_t c, double *ret_mean)
+{
+        double mw = 0.0, mx = -INFINITY;
+
+        for (size_t k = 0; k < c; k++)
+                mw += p[k] * v[k];
+        for (size_t k = 0; k < c; k++) {
+                v[k] -= mw;
+                if (lp[k] + v[k] > mx)
+                        mx = lp[k] + v[k];
+        }
+        if (ret_mean)
+                *ret_mean = mw;
+        return kl_of(lp, v, p, c, mx);
 }
 
 /* Var_{k~p}(u_k). */
@@ -147,14 +143,18 @@ static void sample_logits(const struct kdl__kl_config *cfg, struct kdl__kl_scrat
         double *lpt = w->lpt, *lps = w->lps, *p = w->pr;
 
         for (size_t it = 0; it < cfg->ntau; it++) {
-                double tau = cfg->tau[it], mx, fis, pl2, *o = out + it * NV * os;
-                size_t am = log_softmax(zt, szt, c, tau, lpt);
+                double tau = cfg->tau[it], fis = 0.0, pl2, kl, *o = out + it * NV * os;
+                size_t am = kdl__kl_log_softmax(zt, szt, c, SIZE_MAX, tau, lpt, NULL);
 
-                (void) log_softmax(zs, szs, c, tau, lps);
+                (void) kdl__kl_log_softmax(zs, szs, c, SIZE_MAX, tau, lps, NULL);
                 pl2 = prob_sq_dist(lpt, lps, c, am, p);
-                /* lps is reused for v. */
-                fis = centred_diff(zt, szt, zs, szs, c, tau, p, lpt, lps, &mx);
-                o[KDL_KL_EXACT * os] = tau * tau * kl_of(lpt, lps, p, c, mx);
+                /* lps is reused for w = (z^s - z^t)/τ, then its centred v. */
+                for (size_t k = 0; k < c; k++)
+                        lps[k] = (zs[(ptrdiff_t) k * szs] - zt[(ptrdiff_t) k * szt]) / tau;
+                kl = kdl__kl_tilt(lpt, p, lps, c, NULL);
+                for (size_t k = 0; k < c; k++)
+                        fis += p[k] * lps[k] * lps[k];
+                o[KDL_KL_EXACT * os] = tau * tau * kl;
                 o[KDL_KL_LOGIT_FISHER * os] = 0.5 * tau * tau * fis;
                 o[KDL_KL_PROB_L2 * os] = 0.5 * tau * tau * pl2;
                 if (u)

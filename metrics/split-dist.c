@@ -14,33 +14,66 @@
 /*
  * The running distributions of the split metric: exact moments and range,
  * and fixed-bin histogram counts that merge exactly, on a linear range or
- * on the log2 layout of w_n (metrics/split.h says which).
+ * on the signed log2 layout of w_n (metrics/split.h says which).
  */
 
-#define W_NB    KDL_SPLIT_W_BINS
-#define W_SLOTS KDL__SPLIT_W_SLOTS
+#define W_NB    ((size_t) KDL_SPLIT_W_BINS)
+#define W_SLOTS ((size_t) KDL_SPLIT_W_SLOTS)
+#define W_L     ((double) KDL_SPLIT_W_LOG2_MIN)
+#define W_H     ((double) KDL_SPLIT_W_LOG2_MAX)
+
+/* Slots of the w_n layout, in increasing order of w. */
+#define W_NEG_OUT ((size_t) 0)   /* w < -2^H */
+#define W_NEG     ((size_t) 1)   /* + i: [-e(NB - i), -e(NB - i - 1)) */
+#define W_MID     (W_NB + 1)     /* (-2^L, 2^L), and -2^L */
+#define W_POS     (W_NB + 2)     /* + i: [e(i), e(i + 1)) */
+#define W_POS_OUT (2 * W_NB + 2) /* w >= 2^H */
 
 size_t kdl__split_geom_slots(const struct kdl__split_geom *g)
 {
-        return g->log ? (size_t) W_SLOTS : g->nbins;
+        return g->log ? W_SLOTS : g->nbins;
+}
+
+/* The log edge e(j) = 2^(L + (H - L) j / NB), j = 0..NB. */
+static double w_edge(size_t j)
+{
+        return exp2(W_L + (W_H - W_L) * (double) j / (double) W_NB);
+}
+
+/* The index of a log bin from its position @u in bins (u >= 0). */
+static size_t w_index(double u)
+{
+        return u >= (double) W_NB ? W_NB - 1 : (size_t) u;
+}
+
+static size_t w_bin(double x)
+{
+        double t;
+
+        if (x > 0.0) {
+                t = log2(x);
+                if (t < W_L)
+                        return W_MID;
+                if (t >= W_H)
+                        return W_POS_OUT;
+                return W_POS + w_index((t - W_L) / (W_H - W_L) * (double) W_NB);
+        }
+        if (!(x < 0.0))
+                return W_MID;
+        t = log2(-x);
+        if (t <= W_L)
+                return W_MID;
+        if (t > W_H)
+                return W_NEG_OUT;
+        return W_NEG + w_index((W_H - t) / (W_H - W_L) * (double) W_NB);
 }
 
 static size_t geom_bin(const struct kdl__split_geom *g, double x)
 {
         double t;
 
-        if (g->log) {
-                if (!(x > 0.0))
-                        return 0;
-                t = log2(x);
-                if (t < KDL_SPLIT_W_LOG2_MIN)
-                        return 1;
-                if (t >= KDL_SPLIT_W_LOG2_MAX)
-                        return W_SLOTS - 1;
-                t = (t - KDL_SPLIT_W_LOG2_MIN) / (KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN) *
-                    (double) W_NB;
-                return 2 + (t >= (double) W_NB ? W_NB - 1 : (size_t) t);
-        }
+        if (g->log)
+                return w_bin(x);
         t = (x - g->lo) / (g->hi - g->lo) * (double) g->nbins;
         if (!(t > 0.0))
                 return 0;
@@ -49,31 +82,28 @@ static size_t geom_bin(const struct kdl__split_geom *g, double x)
         return (size_t) t;
 }
 
-/* Bin @k's edges; *@ret_log: interpolate linearly in log2 inside it. */
+/* Bin @k's edges; the outer bins of w_n reach to the data's min and max. */
 static void geom_edges(const struct kdl__split_geom *g, const struct kdl__split_dist *d, size_t k,
-                       double *ret_lo, double *ret_hi, bool *ret_log)
+                       double *ret_lo, double *ret_hi)
 {
-        const double span = KDL_SPLIT_W_LOG2_MAX - KDL_SPLIT_W_LOG2_MIN;
-
-        *ret_log = false;
         if (!g->log) {
                 *ret_lo = g->lo + (g->hi - g->lo) * (double) k / (double) g->nbins;
                 *ret_hi = g->lo + (g->hi - g->lo) * (double) (k + 1) / (double) g->nbins;
-                return;
-        }
-        if (k == 0) {
-                *ret_lo = d->m.n && d->min < 0.0 ? d->min : 0.0;
-                *ret_hi = 0.0;
-        } else if (k == 1) {
-                *ret_lo = 0.0;
-                *ret_hi = exp2(KDL_SPLIT_W_LOG2_MIN);
-        } else if (k == W_SLOTS - 1) {
-                *ret_lo = exp2(KDL_SPLIT_W_LOG2_MAX);
-                *ret_hi = d->m.n && d->max > *ret_lo ? d->max : *ret_lo;
+        } else if (k == W_NEG_OUT) {
+                *ret_hi = -w_edge(W_NB);
+                *ret_lo = d->m.n && d->min < *ret_hi ? d->min : *ret_hi;
+        } else if (k < W_MID) {
+                *ret_lo = -w_edge(W_NB - (k - W_NEG));
+                *ret_hi = -w_edge(W_NB - (k - W_NEG) - 1);
+        } else if (k == W_MID) {
+                *ret_lo = -w_edge(0);
+                *ret_hi = w_edge(0);
+        } else if (k < W_POS_OUT) {
+                *ret_lo = w_edge(k - W_POS);
+                *ret_hi = w_edge(k - W_POS + 1);
         } else {
-                *ret_lo = exp2(KDL_SPLIT_W_LOG2_MIN + span * (double) (k - 2) / W_NB);
-                *ret_hi = exp2(KDL_SPLIT_W_LOG2_MIN + span * (double) (k - 1) / W_NB);
-                *ret_log = true;
+                *ret_lo = w_edge(W_NB);
+                *ret_hi = d->m.n && d->max > *ret_lo ? d->max : *ret_lo;
         }
 }
 
@@ -137,14 +167,8 @@ int kdl__split_dist_result(const struct kdl__split_geom *g, const struct kdl__sp
         if (!h->lo || !h->hi || !h->count)
                 return -ENOMEM;
         for (size_t k = 0; k < slots; k++) {
-                bool lg;
-
-                geom_edges(g, d, k, &h->lo[k], &h->hi[k], &lg);
+                geom_edges(g, d, k, &h->lo[k], &h->hi[k]);
                 h->count[k] = d->count[k];
-                if (lg && v.log_end == 0)
-                        v.log_first = k;
-                if (lg)
-                        v.log_end = k + 1;
         }
         v.lo = h->lo;
         v.hi = h->hi;

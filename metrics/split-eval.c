@@ -5,103 +5,118 @@
 #include <string.h>
 
 #include "metrics/base/error.h"
+#include "metrics/kl-internal.h"
 #include "metrics/split.h"
 #include "metrics/split-internal.h"
 #include "metrics/base/banned.h"
 
 /*
  * The split quantities of one sample (metrics/split.h): KL, TCKD, NCKD by
- * exact exclusion, the AEKT weight, ε_n and the non-target entropy, all
- * from log-sum-exps; mdistiller's masked NCKD; Tang et al.'s w_n.
+ * exact exclusion, the AEKT weight, ε_n and the non-target entropy; the
+ * KL-type terms all with the exact KL of the kl metric
+ * (kdl__kl_tilt()); mdistiller's masked NCKD; Tang et al.'s w_n.
+ *
+ * Near certainty.  When p_y is within 1e-13 of 1, log p_y is a tiny number
+ * next to z_y/τ, and z_y/τ - LSE(z/τ) keeps none of its digits.  So nothing
+ * here is formed that way: the target enters through its log-odds against
+ * the other classes, d = z_y/τ - LSE_{k≠y}(z_k/τ), from which
+ * log p_y = -log1p(e^{-d}) and log(1 - p_y) = -log1p(e^{d}) keep their
+ * relative precision, and TCKD is the exact KL on the two classes [y, rest].
  */
 
-static double logaddexp(double a, double b)
+double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau)
 {
-        double m = a > b ? a : b;
+        double rest;
 
-        if (isinf(m) && m < 0.0)
-                return m;
-        return m + log1p(exp(-fabs(a - b)));
+        (void) kdl__kl_log_softmax(z, st, c, y, tau, NULL, &rest);
+        return z[(ptrdiff_t) y * st] / tau - rest;
 }
 
-/* Log-sum-exp of z/τ over the non-target classes (*ret_rest) and over all
- * classes (*ret_all), both with the maximum subtracted (§1.2). */
-void kdl__split_lse(const double *z, ptrdiff_t st, size_t c, size_t y, double tau, double *ret_rest,
-                    double *ret_all)
+/* The non-target part: NCKD/τ² = KL(p̂^t || p̂^s) over the classes k != y,
+ * the teacher's non-target entropy *@ret_ent, and the log-odds d^t
+ * (*@ret_dt) and the difference d^s - d^t (*@ret_dd), the latter from the
+ * differences of the logits rather than from two log-sum-exps:
+ *   d^s - d^t = (w_y - E_p̂t[w]) - KL(p̂^t || p̂^s),  w = (z^s - z^t)/τ,
+ * as log(Σ_{k≠y} e^{b_k} / Σ_{k≠y} e^{a_k}) = log E_p̂t[e^w]
+ *                                          = E_p̂t[w] + KL(p̂^t || p̂^s). */
+static double non_target(const double *zt, ptrdiff_t st, const double *zs, ptrdiff_t ss, size_t c,
+                         size_t y, double tau, double *work, double *ret_ent, double *ret_dt,
+                         double *ret_dd)
 {
-        double m = -INFINITY, sum = 0.0;
+        double *lp = work, *p = work + c, *v = work + 2 * c;
+        double rest, mw, ent = 0.0, kl, wy;
 
-        for (size_t j = 0; j < c; j++) {
-                double a = z[(ptrdiff_t) j * st] / tau;
-
-                if (j != y && a > m)
-                        m = a;
-        }
-        for (size_t j = 0; j < c; j++)
-                if (j != y)
-                        sum += exp(z[(ptrdiff_t) j * st] / tau - m);
-        *ret_rest = m + log(sum);
-        *ret_all = logaddexp(z[(ptrdiff_t) y * st] / tau, *ret_rest);
-}
-
-/* Everything of kdl_split_sample at one τ; if @add_pt is not NULL, p^t is
- * added into it (a row of the confusion sums).  Inputs are valid. */
-void kdl__split_eval_one(const double *zt, ptrdiff_t st, const double *zs, ptrdiff_t ss, size_t c,
-                         size_t y, double tau, double lambda, double omega_max, kdl_split_sample *r,
-                         double *add_pt)
-{
-        double rest_t, all_t, rest_s, all_s;
-        double lpt_y, lpt_r, lps_y, lps_r, pt_y, pt_r, ps_y, lratio;
-        double kl = 0.0, nckd = 0.0, ent = 0.0, tckd, tau2 = tau * tau;
-
-        kdl__split_lse(zt, st, c, y, tau, &rest_t, &all_t);
-        kdl__split_lse(zs, ss, c, y, tau, &rest_s, &all_s);
-        lpt_y = zt[(ptrdiff_t) y * st] / tau - all_t;
-        lpt_r = rest_t - all_t; /* log(1 - p^t_y), exact even when p^t_y rounds to 1 */
-        lps_y = zs[(ptrdiff_t) y * ss] / tau - all_s;
-        lps_r = rest_s - all_s;
-        pt_y = exp(lpt_y);
-        pt_r = exp(lpt_r);
-        ps_y = exp(lps_y);
-
-        /* Binary KL in the log domain (§6.4), not log of probabilities. */
-        tckd = pt_y * (lpt_y - lps_y) + pt_r * (lpt_r - lps_r);
-
-        for (size_t j = 0; j < c; j++) {
-                double a, b, lpt, lps, pt, lht, lhs, ht;
-
-                if (j == y)
+        (void) kdl__kl_log_softmax(zt, st, c, y, tau, lp, &rest);
+        for (size_t k = 0, i = 0; k < c; k++) {
+                if (k == y)
                         continue;
-                a = zt[(ptrdiff_t) j * st] / tau;
-                b = zs[(ptrdiff_t) j * ss] / tau;
-                lpt = a - all_t;
-                lps = b - all_s;
-                pt = exp(lpt);
-                kl += pt * (lpt - lps);
-                lht = a - rest_t; /* exact exclusion of the target */
-                lhs = b - rest_s;
-                ht = exp(lht);
-                nckd += ht * (lht - lhs);
-                ent -= ht * lht;
-                if (add_pt)
-                        add_pt[j] += pt;
+                p[i] = exp(lp[i]);
+                ent -= p[i] * lp[i];
+                v[i] = (zs[(ptrdiff_t) k * ss] - zt[(ptrdiff_t) k * st]) / tau;
+                i++;
         }
-        kl += pt_y * (lpt_y - lps_y);
-        if (add_pt)
-                add_pt[y] += pt_y;
+        kl = kdl__kl_tilt(lp, p, v, c - 1, &mw);
+        wy = (zs[(ptrdiff_t) y * ss] - zt[(ptrdiff_t) y * st]) / tau;
+        *ret_ent = ent;
+        *ret_dt = zt[(ptrdiff_t) y * st] / tau - rest;
+        *ret_dd = (wy - mw) - kl;
+        return kl;
+}
+
+/* KL(p^t || p^s)/τ² over all classes, as kdlens kl computes it; p^t is added
+ * into @add_pt when not NULL. */
+static double full_kl(const double *zt, ptrdiff_t st, const double *zs, ptrdiff_t ss, size_t c,
+                      double tau, double *work, double *add_pt)
+{
+        double *lp = work, *p = work + c, *v = work + 2 * c;
+
+        (void) kdl__kl_log_softmax(zt, st, c, SIZE_MAX, tau, lp, NULL);
+        for (size_t k = 0; k < c; k++) {
+                p[k] = exp(lp[k]);
+                v[k] = (zs[(ptrdiff_t) k * ss] - zt[(ptrdiff_t) k * st]) / tau;
+                if (add_pt)
+                        add_pt[k] += p[k];
+        }
+        return kdl__kl_tilt(lp, p, v, c, NULL);
+}
+
+void kdl__split_eval_one(const double *zt, ptrdiff_t st, const double *zs, ptrdiff_t ss, size_t c,
+                         size_t y, double tau, double lambda, double omega_max, double *work,
+                         kdl_split_sample *r, double *add_pt)
+{
+        double dt, dd, ds, ent, nckd, tckd, kl, lratio, tau2 = tau * tau;
+        double lb[2], b[2], v[2];
+
+        nckd = non_target(zt, st, zs, ss, c, y, tau, work, &ent, &dt, &dd);
+        ds = dt + dd;
+        /* The binary distributions [p_y, 1 - p_y] from the log-odds, and
+         * TCKD as the same exact KL on two classes whose log-odds differ by
+         * dd = d^s - d^t. */
+        lb[0] = -kdl__split_softplus(-dt);
+        lb[1] = -kdl__split_softplus(dt);
+        b[0] = exp(lb[0]);
+        b[1] = exp(lb[1]);
+        v[0] = dd;
+        v[1] = 0.0;
+        tckd = kdl__kl_tilt(lb, b, v, 2, NULL);
+        kl = full_kl(zt, st, zs, ss, c, tau, work, add_pt);
 
         r->kl = tau2 * kl;
         r->tckd = tau2 * tckd;
         r->nckd = tau2 * nckd;
-        r->residual = r->kl - r->tckd - pt_r * r->nckd;
-        r->pt_y = pt_y;
-        r->ps_y = ps_y;
-        r->pt_rest = pt_r;
-        r->gap = fabs(pt_y - ps_y);
-        lratio = lpt_y - lps_y;
+        r->pt_y = b[0];
+        r->pt_rest = b[1];
+        r->ps_y = exp(-kdl__split_softplus(-ds));
+        r->residual = r->kl - r->tckd - r->pt_rest * r->nckd;
+        /* |p^t_y - p^s_y| = p^t_y (1 - p^s_y) |e^{dd} - 1|
+         *                 = p^s_y (1 - p^t_y) |e^{-dd} - 1|: no cancellation
+         * near p_y = 1, expm1 of a non-positive number only. */
+        r->gap = dd < 0.0 ? r->pt_y * exp(-kdl__split_softplus(ds)) * -expm1(dd)
+                          : r->ps_y * r->pt_rest * -expm1(-dd);
+        lratio = kdl__split_softplus(-ds) - kdl__split_softplus(-dt); /* log p^t_y - log p^s_y */
         r->omega_clipped = lratio > log(omega_max);
         r->omega = r->omega_clipped ? omega_max : exp(lratio);
-        r->eps = lambda * pt_r * (double) c / (double) (c - 1);
+        r->eps = lambda * r->pt_rest * (double) c / (double) (c - 1);
         r->nt_entropy = c > 2 ? ent / log((double) (c - 1)) : 1.0;
 }
 
@@ -132,16 +147,16 @@ static int check_sample_args(const double *zt, const double *zs, size_t c, size_
 }
 
 int kdl_split_eval(const double *zt, const double *zs, size_t c, size_t y, double tau,
-                   const kdl_split_opts *o, kdl_split_sample *ret)
+                   const kdl_split_opts *o, double *work, kdl_split_sample *ret)
 {
         kdl_split_sample r;
         int err;
 
-        assert(zt && zs && o && ret);
+        assert(zt && zs && o && work && ret);
         err = check_sample_args(zt, zs, c, y, tau);
         if (err < 0)
                 return err;
-        kdl__split_eval_one(zt, 1, zs, 1, c, y, tau, o->lambda, o->omega_max, &r, NULL);
+        kdl__split_eval_one(zt, 1, zs, 1, c, y, tau, o->lambda, o->omega_max, work, &r, NULL);
         *ret = r;
         return 0;
 }

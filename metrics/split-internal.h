@@ -2,6 +2,7 @@
 #ifndef KDL_METRICS_SPLIT_INTERNAL_H
 #define KDL_METRICS_SPLIT_INTERNAL_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -17,27 +18,31 @@
  *   split-heads.c  the head cosines and the domain-level agreement.
  */
 
-/* Slots of the w_n histogram: w <= 0, underflow, log bins, overflow. */
-#define KDL__SPLIT_W_SLOTS (KDL_SPLIT_W_BINS + 3)
-
 /* ---- split-eval.c ---- */
 
-/* Log-sum-exp of z/τ over the non-target classes (*ret_rest) and over all
- * classes (*ret_all), both with the maximum subtracted. */
-void kdl__split_lse(const double *z, ptrdiff_t st, size_t c, size_t y, double tau, double *ret_rest,
-                    double *ret_all);
+/* The log-odds of class @y against the others, z_y/τ - LSE_{k≠y}(z_k/τ)
+ * (log p_y - log(1 - p_y), with all its digits even when p_y rounds to 1). */
+double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau);
+
+/* log(1 + e^x) without overflow: for the log-odds d of p_y,
+ * log p_y = -softplus(-d) and log(1 - p_y) = -softplus(d). */
+static inline double kdl__split_softplus(double x)
+{
+        return x > 0.0 ? x + log1p(exp(-x)) : log1p(exp(x));
+}
 
 /* Everything of kdl_split_sample at one τ into *@r; if @add_pt is not NULL,
- * p^t is added into it (a row of the confusion sums).  Inputs are valid. */
+ * p^t is added into it (a row of the confusion sums).  Inputs are valid;
+ * @work: KDL_SPLIT_EVAL_WORK(@c) doubles. */
 void kdl__split_eval_one(const double *zt, ptrdiff_t st, const double *zs, ptrdiff_t ss, size_t c,
-                         size_t y, double tau, double lambda, double omega_max, kdl_split_sample *r,
-                         double *add_pt);
+                         size_t y, double tau, double lambda, double omega_max, double *work,
+                         kdl_split_sample *r, double *add_pt);
 
 /* ---- split-dist.c ---- */
 
 /* Where a histogram's bins are. */
 struct kdl__split_geom {
-        bool log;      /* the w_n layout; lo/hi unused */
+        bool log;      /* the signed log layout of w_n; lo/hi unused */
         size_t nbins;  /* linear bins */
         double lo, hi; /* linear range */
 };
@@ -46,7 +51,7 @@ struct kdl__split_geom {
 struct kdl__split_dist {
         kdl_moments m;
         double min, max;
-        size_t *count; /* nbins (linear) or KDL__SPLIT_W_SLOTS (log) */
+        size_t *count; /* nbins (linear) or KDL_SPLIT_W_SLOTS (log) */
 };
 
 /* The number of histogram slots of @g. */

@@ -83,6 +83,7 @@ struct kdl_split_state {
         size_t *class_count;
         size_t teacher_correct, student_correct;
         struct tau_acc t[KDL_SPLIT_MAX_TAUS];
+        double *work; /* KDL_SPLIT_EVAL_WORK(c) */
 };
 
 static struct kdl__split_geom dist_geom(const kdl_split_state *s, int which)
@@ -110,6 +111,7 @@ void kdl_split_state_free(kdl_split_state *s)
                         kdl__split_dist_release(&s->t[k].d[d]);
                 free(s->t[k].msum);
         }
+        free(s->work);
         free(s->class_count);
         free(s);
 }
@@ -137,7 +139,8 @@ int kdl_split_state_new(size_t c, const kdl_split_opts *o, kdl_split_state **ret
         s->o = *o;
         err = -ENOMEM;
         s->class_count = kdl_new(size_t, c);
-        if (!s->class_count)
+        s->work = kdl__malloc(KDL_SPLIT_EVAL_WORK(c), sizeof(double));
+        if (!s->class_count || !s->work)
                 goto out;
         for (size_t k = 0; k < o->ntaus; k++) {
                 s->t[k].msum = kdl_new(double, cc);
@@ -254,7 +257,7 @@ int kdl_split_accumulate(kdl_split_state *s, const kdl_tensor *zt, const kdl_ten
                         kdl_split_sample r;
 
                         kdl__split_eval_one(rt, zt->stride[1], rs, zs->stride[1], c, y,
-                                            s->o.taus[k], s->o.lambda, s->o.omega_max, &r,
+                                            s->o.taus[k], s->o.lambda, s->o.omega_max, s->work, &r,
                                             s->t[k].msum + y * c);
                         tau_add(s, k, &r);
                 }
@@ -304,9 +307,10 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
 struct inst_acc {
         double pt_mean;
         struct kdl__split_dist w;
-        kdl_comoments wp;    /* (w_n, p^t_y) */
-        kdl_comoments wp_ok; /* the same over unguarded samples */
-        size_t guarded, above_one;
+        struct kdl__split_dist w_ok; /* w_n of the unguarded samples */
+        kdl_comoments wp;            /* (w_n, p^t_y) */
+        kdl_comoments wp_ok;         /* the same over unguarded samples */
+        size_t guarded, nonpositive, above_one;
 };
 
 struct kdl_split_instance_state {
@@ -320,8 +324,10 @@ void kdl_split_instance_state_free(kdl_split_instance_state *s)
 {
         if (!s)
                 return;
-        for (size_t k = 0; k < KDL_SPLIT_MAX_TAUS; k++)
+        for (size_t k = 0; k < KDL_SPLIT_MAX_TAUS; k++) {
                 kdl__split_dist_release(&s->t[k].w);
+                kdl__split_dist_release(&s->t[k].w_ok);
+        }
         free(s);
 }
 
@@ -340,7 +346,8 @@ int kdl_split_instance_state_new(const kdl_split_state *pass1, kdl_split_instanc
         s->o = pass1->o;
         for (size_t k = 0; k < s->o.ntaus; k++) {
                 s->t[k].pt_mean = pass1->t[k].d[D_PT].m.mean;
-                if (kdl__split_dist_init(&s->t[k].w, &w_geom) < 0) {
+                if (kdl__split_dist_init(&s->t[k].w, &w_geom) < 0 ||
+                    kdl__split_dist_init(&s->t[k].w_ok, &w_geom) < 0) {
                         kdl_split_instance_state_free(s);
                         return -ENOMEM;
                 }
@@ -355,20 +362,25 @@ static double inst_add(kdl_split_instance_state *s, size_t k, const double *rt, 
                        const double *rs, ptrdiff_t ss, size_t y)
 {
         struct inst_acc *t = &s->t[k];
-        double tau = s->o.taus[k], rest_t, all_t, rest_s, all_s, pt_r, qs_r, pt_y, w;
+        double tau = s->o.taus[k], dt, ds, pt_r, qs_r, pt_y, w;
         bool guarded;
 
-        kdl__split_lse(rt, st, s->c, y, tau, &rest_t, &all_t);
-        kdl__split_lse(rs, ss, s->c, y, tau, &rest_s, &all_s);
-        pt_r = exp(rest_t - all_t);
-        qs_r = exp(rest_s - all_s);
+        /* As kdl__split_eval_one(): from the log-odds, so that 1 - p_y keeps
+         * its digits near p_y = 1. */
+        dt = kdl__split_log_odds(rt, st, s->c, y, tau);
+        ds = kdl__split_log_odds(rs, ss, s->c, y, tau);
+        pt_r = exp(-kdl__split_softplus(dt));
+        qs_r = exp(-kdl__split_softplus(ds));
         w = kdl_split_weight(pt_r, qs_r, t->pt_mean, s->o.lambda, s->o.w_eps, &guarded);
         kdl__split_dist_add(&t->w, &w_geom, w);
-        pt_y = exp(rt[(ptrdiff_t) y * st] / tau - all_t);
+        pt_y = exp(-kdl__split_softplus(-dt));
         kdl_comoments_add(&t->wp, w, pt_y);
-        if (!guarded)
+        if (!guarded) {
+                kdl__split_dist_add(&t->w_ok, &w_geom, w);
                 kdl_comoments_add(&t->wp_ok, w, pt_y);
+        }
         t->guarded += guarded;
+        t->nonpositive += w <= 0.0;
         t->above_one += w > 1.0;
         return w;
 }
@@ -414,9 +426,11 @@ int kdl_split_instance_merge(kdl_split_instance_state *into, const kdl_split_ins
                 const struct inst_acc *b = &from->t[k];
 
                 kdl__split_dist_merge(&a->w, &b->w, &w_geom);
+                kdl__split_dist_merge(&a->w_ok, &b->w_ok, &w_geom);
                 kdl_comoments_merge(&a->wp, &b->wp);
                 kdl_comoments_merge(&a->wp_ok, &b->wp_ok);
                 a->guarded += b->guarded;
+                a->nonpositive += b->nonpositive;
                 a->above_one += b->above_one;
         }
         into->n += from->n;
@@ -439,6 +453,7 @@ void kdl_split_result_free(kdl_split_result *r)
                 kdl__split_dist_result_free(&t->eps);
                 kdl__split_dist_result_free(&t->nt_entropy);
                 kdl__split_dist_result_free(&t->w);
+                kdl__split_dist_result_free(&t->w_unguarded_dist);
                 free(t->confusion);
         }
         free(r->tau);
@@ -566,6 +581,7 @@ static int tau_instance(const kdl_split_state *s, const kdl_split_instance_state
                 return 0;
         b = &inst->t[k];
         err = kdl__split_dist_result(&w_geom, &b->w, &t->w);
+        err = err ?: kdl__split_dist_result(&w_geom, &b->w_ok, &t->w_unguarded_dist);
         if (err < 0)
                 return err;
         t->has_instance = true;
@@ -574,6 +590,7 @@ static int tau_instance(const kdl_split_state *s, const kdl_split_instance_state
         t->w_std_unguarded = b->wp_ok.n ? sqrt(b->wp_ok.sxx / (double) b->wp_ok.n) : (double) NAN;
         t->pearson_w_pt_unguarded = kdl_comoments_pearson(&b->wp_ok);
         t->w_guarded = b->guarded;
+        t->w_nonpositive = b->nonpositive;
         t->w_above_one = b->above_one;
         return 0;
 }

@@ -19,9 +19,17 @@
  *   KL = TCKD + (1 - p^t_y) NCKD exactly (§6.1); every KL-type quantity
  *   carries the factor τ², as mdistiller does (§1.1, §6.2).
  *   The non-target softmax is computed by exact exclusion (log-sum-exp over
- *   j != y), never by masking; every log-probability comes from a
- *   log-sum-exp, so a certain teacher (p^t_y == 1 in double) gives finite
- *   values (§6.4).
+ *   j != y), never by masking.
+ *   Precision.  The three KLs are the kl metric's exact KL
+ *   log E_p[e^v] = log1p(Σ p_k φ(v_k)), φ(v) = e^v - 1 - v, with v the
+ *   centred logit difference (metrics/kl.h), so that KL here equals
+ *   kdlens kl's to the last bit.  The target enters through its log-odds
+ *   d = z_y/τ - LSE_{k≠y}(z_k/τ): log p_y = -log1p(e^{-d}),
+ *   log(1 - p_y) = -log1p(e^{d}), and d^s - d^t from the logit differences;
+ *   TCKD is the same exact KL on the two classes [y, rest].  So every value
+ *   keeps its relative precision (about 1e-14) when both models are
+ *   near-certain (KL ~ 1e-15), and a certain teacher (p^t_y == 1 in double)
+ *   gives finite values.
  *   AEKT weight ω = clip(p^t_y / p^s_y, 0, ω_max), computed as
  *   exp(min(log p^t_y - log p^s_y, log ω_max)) so that p^s_y -> 0 is safe.
  *
@@ -40,7 +48,11 @@
  *             S^s, and linear CKA of W_t and W_s with the classes as examples
  *             (MATH §3.5, a kdlens proposal);
  *   instance: w_n = (1 - q_y - λ(1 - p^t_y)) / max(1 - q_y - λ(1 - p̄^t_y), eps_w)
- *             (§3.4), its distribution and its Pearson correlation with p^t_y.
+ *             (§3.4), its distribution (median and quartiles, the count of
+ *             w_n <= 0 and of floored denominators; mean and spread, which a
+ *             few floored denominators can dominate) and its Pearson
+ *             correlation with p^t_y.  The numerator is in [-1, 1] and the
+ *             denominator at least eps_w, so |w_n| <= 1/eps_w.
  *
  * Temperature.  Every quantity is computed from the tempered distributions
  * p^t_τ = softmax(z^t/τ), q = p^s_τ = softmax(z^s/τ), for each τ of the
@@ -66,15 +78,22 @@
  *   - probabilities and other bounded values: opts.nbins equal bins on their
  *     range ([0,1] for p^t_y, p^s_y, the gap and the relative entropy;
  *     [0, ω_max] for ω; [0, λC/(C-1)] for ε_n);
- *   - w_n (unbounded, either sign): one bin for w <= 0, one for
- *     0 < w < 2^KDL_SPLIT_W_LOG2_MIN, KDL_SPLIT_W_BINS equal bins in log2(w)
- *     on [KDL_SPLIT_W_LOG2_MIN, KDL_SPLIT_W_LOG2_MAX) (width 1/32 octave, a
- *     factor 1.022), and one for w >= 2^KDL_SPLIT_W_LOG2_MAX.
+ *   - w_n (either sign), symmetric log bins: with L = KDL_SPLIT_W_LOG2_MIN,
+ *     H = KDL_SPLIT_W_LOG2_MAX and B = KDL_SPLIT_W_BINS, in increasing order
+ *     one bin for w < -2^H, B bins equal in log2|w| for -2^H <= w <= -2^L,
+ *     one bin for -2^L < w < 2^L, B bins equal in log2 w for 2^L <= w < 2^H,
+ *     and one for w >= 2^H: KDL_SPLIT_W_SLOTS in all.  A log bin is
+ *     1/64 octave wide, a factor 2^(1/64) = 1.011.
  * A quantile at level q is the value at rank q*n of the histogram's CDF,
- * interpolated within its bin (linearly, or linearly in log2 for the log
- * bins), then clamped to the exact [min, max].  Its error is at most one bin
- * width.  Means, standard deviations (population, divided by n), minima,
- * maxima and correlations are exact.
+ * interpolated linearly within its bin, then clamped to the exact [min, max]
+ * (kdl_quantile_hist()).  The exact order statistic of rank ceil(q*n) lies
+ * in the same bin, so the error is at most one bin width: 1/nbins of the
+ * range for the bounded values; for w_n a relative error below
+ * 2^(1/64) - 1 = 1.09 % where |w| >= 2^L, an absolute one below
+ * 2^(L+1) = 3.1e-5 nearer 0, and no bound in the two outer bins, which stay
+ * empty while eps_w > 2^-H (|w_n| <= 1/eps_w).  Means, standard deviations
+ * (population, divided by n), minima, maxima, correlations and counts are
+ * exact.
  */
 
 /* Quantile levels reported for every distribution. */
@@ -82,10 +101,12 @@
 KDL_API extern const double
         kdl_split_quantile_levels[KDL_SPLIT_NQUANTILES]; /* .05 .25 .5 .75 .95 */
 
-/* The log2 histogram of w_n. */
-#define KDL_SPLIT_W_LOG2_MIN (-8)
-#define KDL_SPLIT_W_LOG2_MAX 8
-#define KDL_SPLIT_W_BINS     512
+/* The signed log2 histogram of w_n: KDL_SPLIT_W_BINS bins per sign on
+ * 2^KDL_SPLIT_W_LOG2_MIN <= |w| < 2^KDL_SPLIT_W_LOG2_MAX (64 per octave). */
+#define KDL_SPLIT_W_LOG2_MIN (-16)
+#define KDL_SPLIT_W_LOG2_MAX 16
+#define KDL_SPLIT_W_BINS     2048
+#define KDL_SPLIT_W_SLOTS    (2 * KDL_SPLIT_W_BINS + 3)
 
 /* Defaults of kdl_split_opts_init(). */
 #define KDL_SPLIT_DEFAULT_TAU       4.0   /* mdistiller's T */
@@ -130,6 +151,9 @@ typedef struct kdl_split_sample {
         double nt_entropy;  /* H(p̂^t) / ln(C-1); 1 for C = 2 */
 } kdl_split_sample;
 
+/* Doubles of scratch kdl_split_eval() needs for @c classes. */
+#define KDL_SPLIT_EVAL_WORK(c) (3 * (size_t) (c))
+
 /**
  * kdl_split_eval() - the split quantities of one sample.
  * @zt, @zs: teacher and student logits, @c entries each (borrowed), finite.
@@ -137,13 +161,15 @@ typedef struct kdl_split_sample {
  * @y:       the label, < @c.
  * @tau:     temperature, > 0.
  * @o:       λ and ω_max are used.
+ * @work:    KDL_SPLIT_EVAL_WORK(@c) doubles of scratch (the caller's; any
+ *           contents, overwritten).
  * @ret:     set on success only.
  *
  * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE if @y >= @c or @tau is not
  * finite and positive; -KDL_ENONFINITE if a logit is NaN/Inf.
  */
 KDL_API int kdl_split_eval(const double *zt, const double *zs, size_t c, size_t y, double tau,
-                           const kdl_split_opts *o, kdl_split_sample *ret);
+                           const kdl_split_opts *o, double *work, kdl_split_sample *ret);
 
 /**
  * kdl_split_nckd_masked() - NCKD as mdistiller computes it (§6.2): subtract
@@ -292,15 +318,18 @@ typedef struct kdl_split_tau_result {
 
         /* Instance (when a second pass was given). */
         bool has_instance;
-        double pt_mean;      /* p̄^t_y used by w_n */
-        kdl_split_dist w;    /* w_n, log2 histogram (see above) */
-        double pearson_w_pt; /* Pearson(w_n, p^t_y) */
-        size_t w_guarded;    /* samples whose denominator was raised to eps_w */
-        size_t w_above_one;  /* samples with w_n > 1 */
+        double pt_mean;       /* p̄^t_y used by w_n */
+        kdl_split_dist w;     /* w_n, signed log2 histogram (see above); its mean
+                                 and std are not robust (floored denominators) */
+        double pearson_w_pt;  /* Pearson(w_n, p^t_y) */
+        size_t w_guarded;     /* samples whose denominator was raised to eps_w */
+        size_t w_nonpositive; /* samples with w_n <= 0 */
+        size_t w_above_one;   /* samples with w_n > 1 */
         /* The same over the unguarded samples only, where w_n is a ratio of
          * two same-sign gradients and w_n > 1 exactly when p^t_y > p̄^t_y. */
-        double w_unguarded;     /* mean */
-        double w_std_unguarded; /* population standard deviation */
+        kdl_split_dist w_unguarded_dist; /* n = samples - w_guarded */
+        double w_unguarded;              /* mean */
+        double w_std_unguarded;          /* population standard deviation */
         double pearson_w_pt_unguarded;
 } kdl_split_tau_result;
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/split.h"
 #include "reports/plot.h"
 #include "reports/site.h"
 #include "analysis/report/report-internal.h"
@@ -186,31 +187,167 @@ static int confidence_figure(struct kdl__report *r, const kdl_table *h, size_t k
         return err;
 }
 
-/* Student @k's instance weights w_n at its last checkpoint (log bins, w_n > 0). */
-static int instance_weight_figure(struct kdl__report *r, const kdl_table *h, size_t k)
+/*
+ * The instance weights w_n, whole range: the fraction of samples in bands a
+ * factor 4 wide on either side of 0, |w| in [4^k, 4^(k+1)) for
+ * k = W_KLO..W_KHI (the last one open above), and a middle band for
+ * |w| < 4^W_KLO = 1/16; the output histogram's half-octave bins fall in
+ * exactly one band each.  Band b: the negative bands first (the most
+ * negative at 0), the middle one at W_MIDDLE, then the positive ones.
+ */
+#define W_KLO    (-2)
+#define W_KHI    8 /* 4^9 = 2^18 > 2^KDL_SPLIT_W_LOG2_MAX: every value has a band */
+#define W_MIDDLE ((size_t) (W_KHI - W_KLO + 1))
+#define W_NBANDS (2 * W_MIDDLE + 1)
+
+static size_t w_band(double lo, double hi)
+{
+        double m = 0.5 * (lo + hi);
+        int k;
+
+        if (!(fabs(m) >= exp2(2.0 * W_KLO)))
+                return W_MIDDLE;
+        k = (int) floor(log2(fabs(m)) / 2.0);
+        k = k > W_KHI ? W_KHI : k;
+        return m < 0.0 ? (size_t) (W_KHI - k) : W_MIDDLE + 1 + (size_t) (k - W_KLO);
+}
+
+/* The label of band @b: its edges in w. */
+static char *w_band_label(size_t b)
+{
+        int k;
+
+        if (b == W_MIDDLE)
+                return kdl__asprintf("%g..%g", -exp2(2.0 * W_KLO), exp2(2.0 * W_KLO));
+        if (b < W_MIDDLE) {
+                k = W_KHI - (int) b;
+                return kdl__asprintf("%g..%g", -exp2(2.0 * (k + 1)), -exp2(2.0 * k));
+        }
+        k = (int) (b - W_MIDDLE - 1) + W_KLO;
+        return kdl__asprintf("%g..%g", exp2(2.0 * k), exp2(2.0 * (k + 1)));
+}
+
+/* The counts of @quantity's histogram rows for student @path at @checkpoint, by band. */
+static void w_bands(const kdl_table *t, const char *path, const char *checkpoint, double tau,
+                    const char *quantity, double *count)
+{
+        static const char *const keys[] = {"student", "checkpoint", "quantity"};
+        const char *const want[] = {path, checkpoint, quantity};
+
+        for (int i = -1; (i = kdl_table_find_row(t, (size_t) (i + 1), 3, keys, want)) >= 0;)
+                if (kdl__report_same_tau(kdl__report_real(t, i, "tau"), tau))
+                        count[w_band(kdl__report_real(t, i, "lo"), kdl__report_real(t, i, "hi"))] +=
+                                kdl__report_real(t, i, "count");
+}
+
+/* The row of table @name of @d for student @path at @checkpoint and @tau; -1: none. */
+static int tau_row(const kdl_doc *d, const char *name, const char *path, const char *checkpoint,
+                   double tau, const kdl_table **ret)
+{
+        static const char *const keys[] = {"student", "checkpoint"};
+        const char *const want[] = {path, checkpoint};
+        const kdl_table *t = kdl_doc_find_table(d, name);
+
+        *ret = t;
+        for (int i = -1; t && (i = kdl_table_find_row(t, (size_t) (i + 1), 2, keys, want)) >= 0;)
+                if (kdl__report_same_tau(kdl__report_real(t, i, "tau"), tau))
+                        return i;
+        return -1;
+}
+
+/* The caption of the w_n figure of student @k at @ck (@n samples): the robust
+ * summaries from row @i of the instance table @t. */
+static char *w_caption(const struct kdl__report *r, size_t k, const char *ck, double n,
+                       const kdl_table *t, int i)
+{
+        return kdl__asprintf(
+                "Tang et al.'s instance weights w_n of %s at checkpoint %s (tau = %g), every "
+                "sample shown: the fraction of samples in bands a factor 4 wide on either side "
+                "of w_n = 0 (the middle one: |w_n| < 1/16), split by whether the denominator was "
+                "floored at eps_w = %g (%.0f of %.0f samples; there |w_n| reaches 1/eps_w). "
+                "Median %.3g, quartiles %.3g and %.3g (over the samples not floored: median "
+                "%.3g, quartiles %.3g and %.3g). %.0f samples (%.1f %%) have w_n <= 0: the "
+                "student's q_y already exceeds the KD target "
+                "1 - lambda (1 - p^t_y), and KD lowers its target logit. The mean, %.3g (sd %.3g), "
+                "is not robust: the floored samples dominate it.",
+                r->names[k], ck, r->tau, kdl__report_real(t, i, "w_eps"),
+                kdl__report_real(t, i, "w_guarded"), n, kdl__report_real(t, i, "w_p50"),
+                kdl__report_real(t, i, "w_p25"), kdl__report_real(t, i, "w_p75"),
+                kdl__report_real(t, i, "w_p50_unguarded"),
+                kdl__report_real(t, i, "w_p25_unguarded"),
+                kdl__report_real(t, i, "w_p75_unguarded"), kdl__report_real(t, i, "w_nonpositive"),
+                100.0 * kdl__report_real(t, i, "w_nonpositive_share"), kdl__report_real(t, i, "w"),
+                kdl__report_real(t, i, "w_std"));
+}
+
+/* The bands from the first with a sample to the last, as categories and the two
+ * stacked series (fractions of the @total samples); @mark: x of w = 0 and
+ * w = 1.  Return: the number of bands. */
+static size_t w_bars(const double *all, const double *ok, double total, const char **cats,
+                     char **owned, double *floored, double *unfloored, double *mark)
+{
+        size_t first = W_NBANDS, last = 0, nb = 0;
+
+        for (size_t b = 0; b < W_NBANDS; b++) {
+                if (all[b] > 0.0) {
+                        first = first < b ? first : b;
+                        last = b + 1;
+                }
+        }
+        mark[0] = mark[1] = NAN;
+        for (size_t b = first; b < last; b++, nb++) {
+                owned[nb] = w_band_label(b);
+                cats[nb] = owned[nb] ? owned[nb] : "";
+                unfloored[nb] = ok[b] / total;
+                floored[nb] = (all[b] - ok[b]) / total;
+                if (b == W_MIDDLE)
+                        mark[0] = (double) nb;
+                if (b == W_MIDDLE + 1 - W_KLO) /* [1, 4) */
+                        mark[1] = (double) nb - 0.5;
+        }
+        return nb;
+}
+
+/* Student @k's instance weights w_n at its last checkpoint, every value. */
+static int instance_weight_figure(struct kdl__report *r, const kdl_doc *d, const kdl_table *h,
+                                  size_t k)
 {
         const char *path = kdl_h5_dump(r->in->students[k])->path;
         const char *ck = kdl__report_last_checkpoint(r->in->students[k]);
-        double e[HIST_MAX_BINS + 1], d[HIST_MAX_BINS];
-        size_t n = histogram(h, path, ck, r->tau, "w", e, d, HIST_MAX_BINS, true);
-        struct kdl_series s[] = {{"w_n", d}};
-        struct kdl_fig f = {.xlabel = "instance weight w_n (KD / label smoothing)",
+        double all[W_NBANDS] = {0}, ok[W_NBANDS] = {0}, floored[W_NBANDS], unfloored[W_NBANDS];
+        double mark[2], marks[2], n = 0.0;
+        const char *cats[W_NBANDS], *mark_labels[2];
+        char *owned[W_NBANDS] = {0}, *name = NULL, *cap = NULL;
+        struct kdl_series s[] = {{"denominator not floored", unfloored},
+                                 {"denominator floored at eps_w", floored}};
+        struct kdl_fig f = {.xlabel = "instance weight w_n (KD / label smoothing), by band",
                             .ylabel = "fraction of samples",
-                            .logx = true,
-                            .nmarks = 1,
-                            .marks = (double[]){1.0},
-                            .mark_labels = (const char *[]){"w = 1"}};
-        char *name, *cap;
-        int err;
+                            .marks = marks,
+                            .mark_labels = mark_labels};
+        const kdl_table *t;
+        int i = tau_row(d, "instance", path, ck, r->tau, &t), err = 0;
+        size_t nb;
 
-        if (!n)
-                return 0;
-        name = kdl__asprintf("instance_w_s%zu", k + 1);
-        cap = kdl__asprintf("Tang et al.'s instance weights w_n of %s at checkpoint %s: KD "
-                            "up-weights samples with w_n > 1 (w_n <= 0 not shown)",
-                            r->names[k], ck);
-        err = name && cap ? kdl_fig_hist(kdl_site_path(r->site), name, &f, e, n, s, 1) : -ENOMEM;
-        err = err ?: kdl__report_show(r, name, cap);
+        w_bands(h, path, ck, r->tau, "w", all);
+        w_bands(h, path, ck, r->tau, "w_unguarded", ok);
+        for (size_t b = 0; b < W_NBANDS; b++)
+                n += all[b];
+        nb = w_bars(all, ok, n, cats, owned, floored, unfloored, mark);
+        for (int m = 0; m < 2; m++)
+                if (isfinite(mark[m])) {
+                        marks[f.nmarks] = mark[m];
+                        mark_labels[f.nmarks++] = m ? "w = 1" : "w = 0";
+                }
+        if (nb && i >= 0) {
+                name = kdl__asprintf("instance_w_s%zu", k + 1);
+                cap = w_caption(r, k, ck, n, t, i);
+                err = name && cap
+                              ? kdl_fig_bars(kdl_site_path(r->site), name, &f, cats, nb, s, 2, true)
+                              : -ENOMEM;
+                err = err ?: kdl__report_show(r, name, cap);
+        }
+        for (size_t b = 0; b < nb; b++)
+                free(owned[b]);
         free(cap);
         free(name);
         return err;
@@ -292,7 +429,7 @@ static int split_figures(struct kdl__report *r, const kdl_doc *d)
 
         for (size_t k = 0; k < r->in->nstudents && !err && h; k++) {
                 err = confidence_figure(r, h, k);
-                err = err ?: instance_weight_figure(r, h, k);
+                err = err ?: instance_weight_figure(r, d, h, k);
         }
         return err ?: class_figures(r, d);
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -20,6 +21,9 @@
 
 static const double taus[] = {0.5, 1.0, 2.0, 4.0, 8.0};
 #define NTAUS (sizeof(taus) / sizeof(taus[0]))
+
+/* Scratch of kdl_split_eval() for up to C_ classes. */
+static double work[KDL_SPLIT_EVAL_WORK(C_)];
 
 static void softmax(const double *z, size_t c, double tau, double *p)
 {
@@ -130,7 +134,7 @@ static void test_identity_and_reference(void **state)
                         kdl_split_sample r;
                         double rkl, rtckd, rnckd, rpty;
 
-                        assert_int_equal(kdl_split_eval(zt, zs, C_, y, taus[k], &o, &r), 0);
+                        assert_int_equal(kdl_split_eval(zt, zs, C_, y, taus[k], &o, work, &r), 0);
                         reference(zt, zs, C_, y, taus[k], &rkl, &rtckd, &rnckd, &rpty);
                         /* KL = TCKD + (1 - p^t_y) NCKD, per sample, to 1e-12. */
                         assert_close(r.kl, r.tckd + r.pt_rest * r.nckd, 1e-12, 1e-12);
@@ -161,7 +165,7 @@ static void test_dkd_alpha1_beta_pt_equals_kd(void **state)
                         kdl_split_sample r;
                         double rkl, rtckd, rnckd, rpty, beta, dkd;
 
-                        assert_int_equal(kdl_split_eval(zt, zs, C_, y, taus[k], &o, &r), 0);
+                        assert_int_equal(kdl_split_eval(zt, zs, C_, y, taus[k], &o, work, &r), 0);
                         reference(zt, zs, C_, y, taus[k], &rkl, &rtckd, &rnckd, &rpty);
                         /* L_DKD = α TCKD + β NCKD with α = 1, β_n = 1 - p^t_y (from the
                          * reference softmax) is Hinton's KD. */
@@ -185,11 +189,11 @@ static void test_nckd_ignores_target_logit(void **state)
         for (size_t k = 0; k < NTAUS; k++) {
                 kdl_split_sample a, b, c;
 
-                assert_int_equal(kdl_split_eval(zt, zs, C_, 2, taus[k], &o, &a), 0);
+                assert_int_equal(kdl_split_eval(zt, zs, C_, 2, taus[k], &o, work, &a), 0);
                 zt[2] += 7.25;
-                assert_int_equal(kdl_split_eval(zt, zs, C_, 2, taus[k], &o, &b), 0);
+                assert_int_equal(kdl_split_eval(zt, zs, C_, 2, taus[k], &o, work, &b), 0);
                 zs[2] -= 3.5;
-                assert_int_equal(kdl_split_eval(zt, zs, C_, 2, taus[k], &o, &c), 0);
+                assert_int_equal(kdl_split_eval(zt, zs, C_, 2, taus[k], &o, work, &c), 0);
                 zt[2] -= 7.25;
                 zs[2] += 3.5;
                 assert_close(b.nckd, a.nckd, 1e-14, 0.0);
@@ -219,7 +223,7 @@ static void test_tckd_zero_when_confidences_equal(void **state)
         for (size_t k = 0; k < NTAUS; k++) {
                 kdl_split_sample r;
 
-                assert_int_equal(kdl_split_eval(zt, zs, C_, 4, taus[k], &o, &r), 0);
+                assert_int_equal(kdl_split_eval(zt, zs, C_, 4, taus[k], &o, work, &r), 0);
                 assert_close(r.ps_y, r.pt_y, 1e-14, 0.0);
                 assert_close(r.tckd, 0.0, 0.0, 1e-14);
                 assert_close(r.gap, 0.0, 0.0, 1e-15);
@@ -246,7 +250,7 @@ static void test_masked_nckd_agrees_with_exact(void **state)
                         kdl_split_sample r;
                         double masked = -1.0;
 
-                        assert_int_equal(kdl_split_eval(zt, zs, C_, y, taus[k], &o, &r), 0);
+                        assert_int_equal(kdl_split_eval(zt, zs, C_, y, taus[k], &o, work, &r), 0);
                         assert_int_equal(kdl_split_nckd_masked(zt, zs, C_, y, taus[k], &masked), 0);
                         assert_close(masked, r.nckd, 1e-10, 1e-14);
                 }
@@ -275,9 +279,9 @@ static void test_certain_teacher_is_finite(void **state)
                                 kdl_split_sample r;
                                 double masked, vals[10];
 
-                                assert_int_equal(
-                                        kdl_split_eval(zt, students[st], C_, 3, taus[k], &o, &r),
-                                        0);
+                                assert_int_equal(kdl_split_eval(zt, students[st], C_, 3, taus[k],
+                                                                &o, work, &r),
+                                                 0);
                                 vals[0] = r.kl;
                                 vals[1] = r.tckd;
                                 vals[2] = r.nckd;
@@ -309,6 +313,101 @@ static void test_certain_teacher_is_finite(void **state)
                                         assert_true(isfinite(masked));
                                 }
                         }
+                }
+        }
+}
+
+/* ---- Near certainty ------------------------------------------------------------ */
+
+/* log-softmax of z/τ over the classes j != @skip (@skip >= @c: all) in long
+ * double, into out[c] (out[skip] unused): the normaliser is max +
+ * log1pl(Σ_{j != argmax} e^(z_j/τ - max)), so that log p of the argmax is
+ * -log1pl(...) itself, not a difference of two numbers near z/τ. */
+static void log_softmax_ld(const double *z, size_t c, size_t skip, double tau, long double *out)
+{
+        long double m = -INFINITY, rest = 0.0L;
+        size_t am = SIZE_MAX;
+
+        for (size_t j = 0; j < c; j++)
+                if (j != skip && (am == SIZE_MAX || (long double) z[j] / tau > m)) {
+                        m = (long double) z[j] / tau;
+                        am = j;
+                }
+        for (size_t j = 0; j < c; j++)
+                if (j != skip && j != am)
+                        rest += expl((long double) z[j] / tau - m);
+        for (size_t j = 0; j < c; j++)
+                out[j] = j == am ? -log1pl(rest) : ((long double) z[j] / tau - m) - log1pl(rest);
+}
+
+/* Σ p (log p - log q) over j != @skip, the textbook form, in long double. */
+static long double kl_ld(const long double *lp, const long double *lq, size_t c, size_t skip)
+{
+        long double r = 0.0L;
+
+        for (size_t j = 0; j < c; j++)
+                if (j != skip)
+                        r += expl(lp[j]) * (lp[j] - lq[j]);
+        return r;
+}
+
+/* Both models near-certain: a target margin of 20..40 in z/τ, the student
+ * within about 0.5 of the teacher in every logit, so KL is 1e-8..1e-18.
+ * Against a long double reference (64-bit significand: 3 more digits than
+ * double) every KL-type value keeps 12 digits, and the identity
+ * KL = TCKD + (1 - p^t_y) NCKD holds to 1e-12 of KL.  Forming log p_y as
+ * z_y/τ - LSE(z/τ) in double fails here (KL twice its value on the first
+ * sample). */
+static void test_near_certain_identity(void **state)
+{
+        kdl_test_rng rng = {17};
+        kdl_split_opts o;
+        double zt[C_], zs[C_];
+
+        (void) state;
+        if (LDBL_MANT_DIG < 64)
+                skip(); /* no reference more precise than double */
+        kdl_split_opts_init(&o);
+        for (int rep = 0; rep < 200; rep++) {
+                size_t y = (size_t) rep % C_;
+                double tau = rep % 2 ? 4.0 : 1.0, top = -INFINITY;
+
+                for (size_t j = 0; j < C_; j++) {
+                        zt[j] = kdl_test_normal(&rng);
+                        top = fmax(top, zt[j]);
+                }
+                zt[y] = top + 20.0 + 20.0 * kdl_test_uniform(&rng);
+                for (size_t j = 0; j < C_; j++) {
+                        zt[j] *= tau;
+                        zs[j] = zt[j] + 0.5 * tau * kdl_test_normal(&rng);
+                }
+                {
+                        long double lpt[C_], lps[C_], lht[C_], lhs[C_], rt = 0.0L, rs = 0.0L;
+                        long double rkl, rtckd, rnckd;
+                        kdl_split_sample r;
+
+                        log_softmax_ld(zt, C_, SIZE_MAX, tau, lpt);
+                        log_softmax_ld(zs, C_, SIZE_MAX, tau, lps);
+                        log_softmax_ld(zt, C_, y, tau, lht);
+                        log_softmax_ld(zs, C_, y, tau, lhs);
+                        for (size_t j = 0; j < C_; j++)
+                                if (j != y) {
+                                        rt += expl(lpt[j]);
+                                        rs += expl(lps[j]);
+                                }
+                        rkl = kl_ld(lpt, lps, C_, SIZE_MAX);
+                        rtckd = expl(lpt[y]) * (lpt[y] - lps[y]) + rt * (logl(rt) - logl(rs));
+                        rnckd = kl_ld(lht, lhs, C_, y);
+
+                        assert_int_equal(kdl_split_eval(zt, zs, C_, y, tau, &o, work, &r), 0);
+                        assert_true(r.kl > 0.0 && r.kl < 1e-7 * tau * tau);
+                        assert_close(r.kl, (double) (tau * tau * rkl), 1e-12, 0.0);
+                        assert_close(r.tckd, (double) (tau * tau * rtckd), 1e-12, 0.0);
+                        assert_close(r.nckd, (double) (tau * tau * rnckd), 1e-12, 0.0);
+                        assert_close(r.pt_rest, (double) rt, 1e-12, 0.0);
+                        assert_close(r.gap, (double) fabsl(rs - rt), 1e-12, 0.0);
+                        assert_true(fabs(r.residual) <= 1e-12 * r.kl);
+                        assert_close(r.kl, r.tckd + r.pt_rest * r.nckd, 1e-12, 0.0);
                 }
         }
 }
@@ -418,6 +517,14 @@ static void test_merge_equals_sequential(void **state)
                 assert_close(q->pearson_w_pt, p->pearson_w_pt, 1e-9, 1e-14);
                 assert_int_equal(q->w_guarded, p->w_guarded);
                 assert_int_equal(q->w_above_one, p->w_above_one);
+                assert_int_equal(q->w_nonpositive, p->w_nonpositive);
+                assert_int_equal(q->w_unguarded_dist.n, N_ - q->w_guarded);
+                assert_int_equal(p->w_unguarded_dist.n, N_ - p->w_guarded);
+                for (int i = 0; i < KDL_SPLIT_NQUANTILES; i++) {
+                        assert_close(q->w.quantile[i], p->w.quantile[i], 1e-9, 1e-12);
+                        assert_close(q->w_unguarded_dist.quantile[i],
+                                     p->w_unguarded_dist.quantile[i], 1e-9, 1e-12);
+                }
         }
 
         kdl_split_result_free(r1);
@@ -437,7 +544,9 @@ static int cmp_double(const void *a, const void *b)
         return (x > y) - (x < y);
 }
 
-/* The histogram quantile lies in the bin of the ceil(q n)-th smallest value. */
+/* The histogram quantile lies in the bin of the ceil(q n)-th smallest value:
+ * within @lin_width of it (linear bins), or for w_n (@lin_width 0) within
+ * the bound metrics/split.h states: 2^(1/64) - 1 relative, 2^(L+1) absolute. */
 static void assert_quantiles(const kdl_split_dist *d, double *v, size_t n, double lin_width)
 {
         qsort(v, n, sizeof(*v), cmp_double);
@@ -447,8 +556,9 @@ static void assert_quantiles(const kdl_split_dist *d, double *v, size_t n, doubl
 
                 if (lin_width > 0.0)
                         assert_close(d->quantile[q], exact, 0.0, lin_width);
-                else if (exact > 0.00390625 && exact < 256.0)
-                        assert_close(log2(d->quantile[q]), log2(exact), 0.0, 1.0 / 32.0);
+                else
+                        assert_close(d->quantile[q], exact, exp2(1.0 / 64.0) - 1.0,
+                                     exp2(KDL_SPLIT_W_LOG2_MIN + 1));
         }
 }
 
@@ -486,7 +596,7 @@ static void test_accumulate_matches_per_sample(void **state)
         for (size_t k = 0; k < 2; k++) {
                 const kdl_split_tau_result *t = &r->tau[k];
                 double tau = o.taus[k], mw = 0.0, mp = 0.0, sww = 0.0, spp = 0.0, swp = 0.0;
-                size_t above = 0, guarded = 0;
+                size_t above = 0, guarded = 0, nonpositive = 0;
 
                 skl = stckd = scoup = spt = 0.0;
                 memset(conf, 0, sizeof(conf));
@@ -523,6 +633,7 @@ static void test_accumulate_matches_per_sample(void **state)
                         w[i] = num / den;
                         assert_close(wout[i * 2 + k], w[i], 1e-9, 1e-12);
                         above += w[i] > 1.0;
+                        nonpositive += w[i] <= 0.0;
                         /* w_n > 1 exactly when p^t_y > p̄^t_y (§3.4), unguarded. */
                         if (den > o.w_eps)
                                 assert_true((w[i] > 1.0) == (p[y[i]] > spt / N));
@@ -556,6 +667,8 @@ static void test_accumulate_matches_per_sample(void **state)
                 assert_true(t->has_instance);
                 assert_int_equal(t->w_guarded, guarded);
                 assert_int_equal(t->w_above_one, above);
+                assert_int_equal(t->w_nonpositive, nonpositive);
+                assert_true(nonpositive > N / 20); /* negative w_n occur */
                 assert_close(t->w.mean, mw, 1e-9, 1e-12);
                 assert_close(t->w.std, sqrt(sww / N), 1e-9, 1e-12);
                 assert_close(t->pearson_w_pt, swp / sqrt(sww * spp), 1e-9, 0.0);
@@ -595,7 +708,11 @@ static void test_accumulate_matches_per_sample(void **state)
                         for (size_t b = 0; b < t->w.hist.nbins; b++)
                                 total += t->w.hist.count[b];
                         assert_int_equal(total, N);
-                        assert_int_equal(t->w.hist.nbins, KDL_SPLIT_W_BINS + 3);
+                        assert_int_equal(t->w.hist.nbins, KDL_SPLIT_W_SLOTS);
+                        for (size_t b = 0; b < t->w.hist.nbins; b++)
+                                assert_true(t->w.hist.lo[b] <= t->w.hist.hi[b] &&
+                                            (b == 0 || !(t->w.hist.lo[b] < t->w.hist.hi[b - 1] ||
+                                                         t->w.hist.lo[b] > t->w.hist.hi[b - 1])));
                 }
         }
         assert_true(r->teacher_correct > N / 2);
@@ -788,14 +905,14 @@ static void test_universe_entropy(void **state)
 
         (void) state;
         kdl_split_opts_init(&o);
-        assert_int_equal(kdl_split_eval(zt, zs, 4, 0, 2.0, &o, &r), 0);
+        assert_int_equal(kdl_split_eval(zt, zs, 4, 0, 2.0, &o, work, &r), 0);
         assert_close(r.nt_entropy, 1.0, 1e-14, 0.0);
         assert_close(r.eps, 0.9 * r.pt_rest * 4.0 / 3.0, 1e-15, 0.0);
         zt[1] = 40.0; /* the non-target mass concentrates on class 1 */
-        assert_int_equal(kdl_split_eval(zt, zs, 4, 0, 1.0, &o, &r), 0);
+        assert_int_equal(kdl_split_eval(zt, zs, 4, 0, 1.0, &o, work, &r), 0);
         assert_true(r.nt_entropy < 1e-12);
         /* C = 2: NCKD is 0 and the relative entropy is defined as 1. */
-        assert_int_equal(kdl_split_eval(two_t, two_s, 2, 1, 1.5, &o, &r), 0);
+        assert_int_equal(kdl_split_eval(two_t, two_s, 2, 1, 1.5, &o, work, &r), 0);
         assert_close(r.nckd, 0.0, 0.0, 0.0);
         assert_close(r.nt_entropy, 1.0, 0.0, 0.0);
         assert_close(r.kl, r.tckd, 1e-15, 0.0);
@@ -869,7 +986,7 @@ static void test_errors(void **state)
         zs[3 * C_ + 2] = NAN;
         assert_int_equal(kdl_split_accumulate(s, &tt, &ts, y), -KDL_ENONFINITE);
         assert_non_null(strstr(kdl_errmsg(), "student logit in block row 3"));
-        assert_int_equal(kdl_split_eval(zt + 3 * C_, zs + 3 * C_, C_, 0, 1.0, &o, &smp),
+        assert_int_equal(kdl_split_eval(zt + 3 * C_, zs + 3 * C_, C_, 0, 1.0, &o, work, &smp),
                          -KDL_ENONFINITE);
         assert_int_equal(kdl_split_nckd_masked(zt + 3 * C_, zs + 3 * C_, C_, 0, 1.0, &masked),
                          -KDL_ENONFINITE);
@@ -882,9 +999,9 @@ static void test_errors(void **state)
         assert_close(masked, -7.0, 0.0, 0.0);
 
         /* Per-sample arguments. */
-        assert_int_equal(kdl_split_eval(zt, zs, C_, C_, 1.0, &o, &smp), -KDL_ERANGE);
-        assert_int_equal(kdl_split_eval(zt, zs, C_, 0, -1.0, &o, &smp), -KDL_ERANGE);
-        assert_int_equal(kdl_split_eval(zt, zs, 1, 0, 1.0, &o, &smp), -KDL_ESHAPE);
+        assert_int_equal(kdl_split_eval(zt, zs, C_, C_, 1.0, &o, work, &smp), -KDL_ERANGE);
+        assert_int_equal(kdl_split_eval(zt, zs, C_, 0, -1.0, &o, work, &smp), -KDL_ERANGE);
+        assert_int_equal(kdl_split_eval(zt, zs, 1, 0, 1.0, &o, work, &smp), -KDL_ESHAPE);
         assert_close(smp.kl, -7.0, 0.0, 0.0);
 
         /* Empty states. */
@@ -956,6 +1073,10 @@ static void assert_results_identical(const kdl_split_result *a, const kdl_split_
                 assert_memory_equal(&x->pt_y.std, &y->pt_y.std, sizeof(double));
                 assert_memory_equal(x->pt_y.quantile, y->pt_y.quantile, sizeof(x->pt_y.quantile));
                 assert_memory_equal(&x->w.mean, &y->w.mean, sizeof(double));
+                assert_memory_equal(x->w.quantile, y->w.quantile, sizeof(x->w.quantile));
+                assert_memory_equal(x->w_unguarded_dist.quantile, y->w_unguarded_dist.quantile,
+                                    sizeof(x->w.quantile));
+                assert_int_equal(x->w_nonpositive, y->w_nonpositive);
                 assert_memory_equal(&x->pearson_w_pt, &y->pearson_w_pt, sizeof(double));
         }
 }
@@ -1029,6 +1150,7 @@ int main(void)
                 cmocka_unit_test(test_tckd_zero_when_confidences_equal),
                 cmocka_unit_test(test_masked_nckd_agrees_with_exact),
                 cmocka_unit_test(test_certain_teacher_is_finite),
+                cmocka_unit_test(test_near_certain_identity),
                 cmocka_unit_test(test_merge_equals_sequential),
                 cmocka_unit_test(test_accumulate_matches_per_sample),
                 cmocka_unit_test(test_weight_guard),

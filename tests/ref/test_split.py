@@ -4,7 +4,8 @@
 
 Dumps are generated here (h5py, seeded): a teacher with one checkpoint and a
 head of width 16, a student with two checkpoints, a head of width 3, stored
-in another order and joined on /sample_ids.  Every number of the JSON
+in another order and joined on /sample_ids; and one whose instance weights
+w_n take either sign, with floored denominators.  Every number of the JSON
 document is recomputed from the stored values with numpy (MATH.md §3, §5,
 §6, §11.4) and compared with relative error <= 1e-9; histogram counts and
 the quantiles derived from them are recomputed with the binning rule that
@@ -24,7 +25,9 @@ import kdltest as kt  # noqa: E402
 N, C, DT, DS = 500, 6, 16, 3
 TAUS = [1.0, 2.5, 4.0]
 LAMBDA, OMEGA_MAX, W_EPS, NBINS, OUT_BINS = 0.9, 10.0, 1e-3, 1000, 20
-W_LO, W_HI, W_NB = -8, 8, 512
+W_LO, W_HI, W_NB = -16, 16, 2048   # signed log2 bins of w: 2048 per sign, 1/64 octave
+W_MID = W_NB + 1                     # the slot of -2^W_LO <= w < 2^W_LO
+W_REL, W_ABS = 2.0 ** (1 / 64) - 1, 2.0 ** (W_LO + 1)   # the stated quantile error bound
 QLEVELS = [0.05, 0.25, 0.5, 0.75, 0.95]
 RTOL = 1e-9
 
@@ -140,19 +143,35 @@ def lin_hist(x, lo, hi):
 
 
 def w_hist(x):
-    l2 = np.log2(np.where(x > 0, x, 1.0))
-    t = (l2 - W_LO) / (W_HI - W_LO) * W_NB
-    k = np.where(~(x > 0), 0, np.where(l2 < W_LO, 1, np.where(
-        l2 >= W_HI, W_NB + 2, 2 + np.minimum(np.floor(np.maximum(t, 0)), W_NB - 1))))
-    counts = np.bincount(k.astype(int), minlength=W_NB + 3)
-    ks = np.arange(W_NB)
-    span = float(W_HI - W_LO)
-    lo = np.concatenate([[min(x.min(), 0.0), 0.0], np.exp2(W_LO + span * ks / W_NB),
-                         [2.0 ** W_HI]])
-    hi = np.concatenate([[0.0, 2.0 ** W_LO], np.exp2(W_LO + span * (ks + 1) / W_NB),
-                         [max(x.max(), 2.0 ** W_HI)]])
-    lg = np.concatenate([[False, False], np.ones(W_NB, bool), [False]])
-    return counts, lo, hi, lg
+    """The signed log layout of metrics/split.h: w < -2^H, NB bins in log2|w| for
+    -2^H <= w <= -2^L, the middle -2^L < w < 2^L (and -2^L), NB bins in log2 w
+    for 2^L <= w < 2^H, w >= 2^H."""
+    k = np.full(len(x), W_MID)
+    pos, neg = x > 0, x < 0
+    t = np.log2(np.where(pos, x, 1.0))
+    u = (t - W_LO) / (W_HI - W_LO) * W_NB
+    k = np.where(pos & (t >= W_LO), W_NB + 2 + np.minimum(np.floor(np.maximum(u, 0)), W_NB - 1), k)
+    k = np.where(pos & (t >= W_HI), 2 * W_NB + 2, k)
+    t = np.log2(np.where(neg, -x, 1.0))
+    u = (W_HI - t) / (W_HI - W_LO) * W_NB
+    k = np.where(neg & (t > W_LO), 1 + np.minimum(np.floor(np.maximum(u, 0)), W_NB - 1), k)
+    k = np.where(neg & (t > W_HI), 0, k)
+    counts = np.bincount(k.astype(int), minlength=2 * W_NB + 3)
+    e = np.exp2(W_LO + float(W_HI - W_LO) * np.arange(W_NB + 1) / W_NB)
+    lo = np.concatenate([[min(x.min(), -e[-1])], -e[:0:-1], [-e[0]], e[:-1], [e[-1]]])
+    hi = np.concatenate([[-e[-1]], -e[-2::-1], [e[0]], e[1:], [max(x.max(), e[-1])]])
+    return counts, lo, hi, np.zeros(2 * W_NB + 3, bool)
+
+
+def w_groups(counts):
+    """The output bins of w: 2 per octave, the middle and outer slots alone,
+    from the first with a sample to the last."""
+    g = W_NB // (2 * (W_HI - W_LO))
+    groups = [[0]] + [list(range(1 + g * i, 1 + g * i + g)) for i in range(W_NB // g)] + \
+        [[W_MID]] + [list(range(W_MID + 1 + g * i, W_MID + 1 + g * i + g))
+                     for i in range(W_NB // g)] + [[2 * W_NB + 2]]
+    full = [i for i, gr in enumerate(groups) if counts[gr].sum() > 0]
+    return groups[full[0]:full[-1] + 1]
 
 
 def hist_quantiles(x, hist):
@@ -239,11 +258,14 @@ def check_document(doc, y, teacher, students, skip=None):
                          omega=lin_hist(ref["omega"], 0.0, OMEGA_MAX),
                          eps=lin_hist(ref["eps"], 0.0, LAMBDA * C / (C - 1)),
                          nt_entropy=lin_hist(ref["nt_entropy"], 0.0, 1.0), w=w_hist(ref["w"]))
+            ok = ~ref["guarded"]
+            ref["w_unguarded"] = ref["w"][ok]
+            hists["w_unguarded"] = w_hist(ref["w"][ok])
             quants = {}
             for q, h in hists.items():
                 x = ref[q]
                 d = one(doc, "distributions", quantity=q, **key)
-                assert d["n"] == n
+                assert d["n"] == len(x)
                 close(d["mean"], x.mean(), f"{q} mean")
                 close(d["std"], x.std(), f"{q} std", rtol=1e-8)
                 close(d["min"], x.min(), f"{q} min")
@@ -254,21 +276,21 @@ def check_document(doc, y, teacher, students, skip=None):
                 for lvl, name_q, v in zip(QLEVELS, ("p05", "p25", "p50", "p75", "p95"), qs):
                     close(d[name_q], v, f"{q} {name_q}", atol=1e-12)
                     # and within one bin of the exact order statistic
-                    exact = srt[int(np.ceil(lvl * n)) - 1]
-                    if q != "w":
+                    exact = srt[int(np.ceil(lvl * len(x))) - 1]
+                    if not q.startswith("w"):
                         width = (OMEGA_MAX if q == "omega" else
                                  LAMBDA * C / (C - 1) if q == "eps" else 1.0) / NBINS
                         assert abs(d[name_q] - exact) <= width * (1 + 1e-9), (q, lvl)
-                    elif 2.0 ** W_LO < exact < 2.0 ** W_HI:
-                        assert abs(np.log2(d[name_q]) - np.log2(exact)) <= 1 / 32 + 1e-12
+                    else:
+                        assert abs(d[name_q] - exact) <= W_REL * abs(exact) + W_ABS, \
+                            (q, lvl, d[name_q], exact, srt[:5])
                 # coarse output histogram
                 counts, lo, hi, _ = h
                 recs = sorted((x for x in kt.records(doc, "histograms")
                                if x["quantity"] == q and x["checkpoint"] == name
                                and x["tau"] == tau), key=lambda x: x["bin"])
-                if q == "w":
-                    groups = [[0], [1]] + [list(range(2 + 16 * g, 18 + 16 * g))
-                                           for g in range(32)] + [[W_NB + 2]]
+                if q.startswith("w"):
+                    groups = w_groups(counts)
                 else:
                     g = NBINS // OUT_BINS
                     groups = [list(range(g * b, g * b + g)) for b in range(OUT_BINS)]
@@ -294,8 +316,8 @@ def check_document(doc, y, teacher, students, skip=None):
             assert (dm["d_teacher"], dm["d_student"]) == (DT, DS)
 
             ins = one(doc, "instance", **key)
-            ok = ~ref["guarded"]
             close(ins["pt_mean"], ref["pbar"], "pt_mean")
+            check_w_summaries(ins, ref, quants, n)
             close(ins["w"], ref["w"].mean(), "w mean")
             close(ins["w_std"], ref["w"].std(), "w std", rtol=1e-8)
             close(ins["pearson_w_pt"], pearson(ref["w"], ref["pt_y"]), "pearson_w_pt")
@@ -319,6 +341,20 @@ def check_document(doc, y, teacher, students, skip=None):
             assert len(cells) == C * C and all("tau" not in x for x in cells)
             for x in cells:
                 close(x["value"], mat[x["i"], x["j"]], table, atol=1e-14)
+
+
+def check_w_summaries(ins, ref, quants, n):
+    """The robust summaries of w_n in the instance table: the quantiles of the
+    distributions table, the counts of w <= 0 and of floored denominators."""
+    for i, lvl in enumerate(("p05", "p25", "p50", "p75", "p95")):
+        close(ins["w_" + lvl], quants["w"][i], f"w_{lvl}", atol=1e-12)
+    for i, lvl in ((1, "p25"), (2, "p50"), (3, "p75")):
+        close(ins[f"w_{lvl}_unguarded"], quants["w_unguarded"][i], f"w_{lvl}_unguarded",
+              atol=1e-12)
+    assert ins["w_nonpositive"] == int((ref["w"] <= 0).sum())
+    close(ins["w_nonpositive_share"], (ref["w"] <= 0).mean(), "w_nonpositive_share")
+    assert ins["w_guarded"] == int(ref["guarded"].sum())
+    close(ins["w_eps"], W_EPS, "w_eps")
 
 
 def args(tp, sp, *extra):
@@ -393,6 +429,54 @@ def test_certain_teacher_is_finite():
         one1 = one(doc, "split", checkpoint="final", tau=1.0)
         assert one1["pt_y"] == 1.0 and one1["identity_residual"] < 1e-12
         check_document(doc, y, teacher, students)
+    finally:
+        shutil.rmtree(d)
+
+
+def test_w_negative_and_floored():
+    """w_n of either sign, with floored denominators: a student more confident
+    than its teacher on a third of the samples (w_n <= 0, many floored), as
+    confident on a third, less on the rest.  The median, quartiles, the share
+    of w_n <= 0 and the floored count against numpy, the quantiles within the
+    stated bound of numpy's exact order statistics, and the output histogram
+    covers the negative values."""
+    d = kt.tmpdir()
+    try:
+        y, teacher, students = make_data(12)
+        rng = np.random.default_rng(13)
+        zt = teacher["z"].astype(np.float32).astype(np.float64)
+        boost = np.select([np.arange(N) % 3 == 0, np.arange(N) % 3 == 1], [6.0, 0.0], -2.0)
+        zs = zt + 0.3 * rng.standard_normal((N, C))
+        zs[np.arange(N), y] += boost
+        students = {"final": dict(step=10, z=zs, w=students["final"]["w"])}
+        tp, sp = write_dumps(d, y, teacher, students)
+        doc = kt.run_json(*args(tp, sp))
+        check_document(doc, y, teacher, students)
+        for tau in TAUS:
+            ref = reference(zt, zs, y, tau)
+            w, g = ref["w"], ref["guarded"]
+            # the data has what the test is about
+            assert (w <= 0).sum() > N // 10 and (g & (w <= 0)).any() and (~g & (w <= 0)).any()
+            assert g.sum() > 10 and (w > 1).sum() > 10, (tau, g.sum())
+            ins = one(doc, "instance", checkpoint="final", tau=tau)
+            srt, srt_ok = np.sort(w), np.sort(w[~g])
+            for lvl, q in ((0.25, "p25"), (0.5, "p50"), (0.75, "p75")):
+                exact = srt[int(np.ceil(lvl * N)) - 1]
+                assert abs(ins["w_" + q] - exact) <= W_REL * abs(exact) + W_ABS, (tau, q)
+                exact = srt_ok[int(np.ceil(lvl * len(srt_ok))) - 1]
+                got = ins[f"w_{q}_unguarded"]
+                assert abs(got - exact) <= W_REL * abs(exact) + W_ABS, (tau, q)
+            assert ins["w_nonpositive"] == int((w <= 0).sum())
+            close(ins["w_nonpositive_share"], (w <= 0).mean(), "w_nonpositive_share")
+            assert ins["w_guarded"] == int(g.sum())
+            hist = [x for x in kt.records(doc, "histograms")
+                    if x["quantity"] == "w" and x["tau"] == tau]
+            assert sum(x["count"] for x in hist) == N
+            # from the bin of the smallest value to that of the largest
+            assert hist[0]["lo"] <= w.min() < hist[0]["hi"]
+            assert hist[-1]["lo"] <= w.max() < hist[-1]["hi"]
+            assert sum(x["count"] for x in hist if x["hi"] <= 0) == int((w < 0).sum()) - int(
+                ((w < 0) & (w > -(2.0 ** W_LO))).sum())
     finally:
         shutil.rmtree(d)
 
