@@ -265,7 +265,6 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
                 if (n < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
                 o->run.ntau = (size_t) n;
-                o->temps_given = true;
                 return OPT_TAKEN;
         case KDL_OPT_SPATIAL:
                 if (kdl_spatial_parse(arg, &o->run.spatial) < 0)
@@ -298,6 +297,31 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
         }
 }
 
+/* The KDL_CLI_NO_* flag of common option @opt (a getopt result); 0 for the others. */
+static unsigned given_flag(int opt)
+{
+        switch (opt) {
+        case 'c':
+                return KDL_CLI_NO_CHECKPOINT;
+        case 'f':
+                return KDL_CLI_NO_FORMAT;
+        case 'T':
+                return KDL_CLI_NO_TEMPERATURE;
+        case KDL_OPT_SPATIAL:
+                return KDL_CLI_NO_SPATIAL;
+        case KDL_OPT_NONFINITE:
+                return KDL_CLI_NO_NONFINITE;
+        case KDL_OPT_PER_SAMPLE:
+                return KDL_CLI_NO_PER_SAMPLE;
+        case KDL_OPT_BLOCK_ROWS:
+                return KDL_CLI_NO_BLOCK_ROWS;
+        case KDL_OPT_TEACHER_CHECKPOINT:
+                return KDL_CLI_NO_TEACHER_CHECKPOINT;
+        default:
+                return 0;
+        }
+}
+
 int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shortopts,
                   const struct option *longopts, struct kdl_cli_common *c, kdl_cli_option_fn *own,
                   void *ctx)
@@ -306,6 +330,8 @@ int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shorto
 
         while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
                 st = common_option(cli, c, opt, optarg, argv);
+                if (st == OPT_TAKEN)
+                        c->given |= given_flag(opt);
                 if (st == KDL_CLI_OPT_NOT_MINE) {
                         st = own(cli, opt, optarg, ctx);
                         if (st == KDL_CLI_OPT_NOT_MINE)
@@ -388,13 +414,29 @@ int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, 
 
 int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned what)
 {
-        if ((what & KDL_CLI_NO_TEMPERATURE) && o->temps_given)
-                return kdl_cli_usage(cli, "-T/--temperature: %s has no temperature", cli->verb);
-        if ((what & KDL_CLI_NO_PER_SAMPLE) && o->run.per_sample)
-                return kdl_cli_usage(cli, "--per-sample: %s has no per-sample values", cli->verb);
-        if ((what & KDL_CLI_NO_TEACHER_CHECKPOINT) && o->run.teacher_checkpoint)
-                return kdl_cli_usage(cli, "--teacher-checkpoint: %s pairs checkpoints by name",
-                                     cli->verb);
+        /* "OPTION: VERB WHY" */
+        static const struct {
+                unsigned flag;
+                const char *option, *why;
+        } refused[] = {
+                {KDL_CLI_NO_TEMPERATURE, "-T/--temperature", "has no temperature"},
+                {KDL_CLI_NO_PER_SAMPLE, "--per-sample", "has no per-sample values"},
+                {KDL_CLI_NO_TEACHER_CHECKPOINT, "--teacher-checkpoint",
+                 "pairs checkpoints by name"},
+                {KDL_CLI_NO_CHECKPOINT, "-c/--checkpoint", "has no checkpoint to choose"},
+                {KDL_CLI_NO_SPATIAL, "--spatial",
+                 "reads only logits and labels: no feature to reduce"},
+                {KDL_CLI_NO_NONFINITE, "--nonfinite", "reads no values"},
+                {KDL_CLI_NO_BLOCK_ROWS, "--block-rows",
+                 "sizes its blocks from its memory budget, not by rows"},
+                {KDL_CLI_NO_FORMAT, "-f/--format",
+                 "writes every format (HTML, Markdown, LaTeX, CSV, JSON)"},
+        };
+
+        for (size_t k = 0; k < sizeof(refused) / sizeof(refused[0]); k++)
+                if (what & o->given & refused[k].flag)
+                        return kdl_cli_usage(cli, "%s: %s %s", refused[k].option, cli->verb,
+                                             refused[k].why);
         return 0;
 }
 

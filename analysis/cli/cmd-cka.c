@@ -83,7 +83,10 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                 return kdl_cli_usage(cli, "the dumps are arguments: kdlens cka A.h5 [B.h5]");
         npos = argc - optind;
         st = kdl_cli_positional(cli, npos);
-        st = st ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
+        st = st
+                     ?: kdl_cli_reject(cli, &c,
+                                       KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT |
+                                               KDL_CLI_NO_BLOCK_ROWS);
         if (st)
                 return st;
         o.common = c.run;

@@ -63,6 +63,7 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
         if (st != KDL_CLI_PARSED)
                 return st;
         st = kdl_cli_positional(cli, argc - optind);
+        st = st ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_SPATIAL);
         if (st)
                 return st;
         if (!c.teacher)
