@@ -133,11 +133,21 @@ static const struct kdl_cmd commands[] = {
          "  --block-rows R       rows read per block (default: a 64 MiB budget)\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
-         "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [-T TAU] [--quiet]",
+         "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [-T TAU] "
+         "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [--quiet]",
          "  -t, --teacher FILE   the teacher's dump\n"
          "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
          "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
          "  -T, --temperature T  temperature of the KD criterion (default 4)\n"
+         "  -c, --checkpoint C   the student checkpoints analysed: all (default) or a name\n"
+         "  --teacher-checkpoint C  the teacher's checkpoint each is compared with and whose\n"
+         "                       layers are ranked (default: its last; 'same': the one of\n"
+         "                       the same name)\n"
+
+         "  --spatial RULE       avg (default), max or flatten for rank-3/4 features\n"
+         "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"
+         "  --block-rows R       rows per block of the streams every checkpoint is read on\n"
+         "                       (default: a 64 MiB budget; the layers section sizes its own)\n"
          "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
          "  --quiet              no progress bar and no closing line\n"},
         {"demo", cmd_demo, 0, 0, "write the report of the bundled Fashion-MNIST example",

@@ -110,12 +110,13 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         char *cmd;
         int r;
 
-        kdl_cli_common_init(cli, &c, NULL);
+        kdl_run_report_opts_init(&a.o);
+        kdl_cli_common_init(cli, &c, &a.o.common);
         r = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS "o:", longopts, &c, option, &a);
         if (r != KDL_CLI_PARSED)
                 return r;
         r = kdl_cli_positional(cli, argc - optind);
-        r = r ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE | KDL_CLI_NO_TEACHER_CHECKPOINT);
+        r = r ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE | KDL_CLI_NO_FORMAT);
         if (r)
                 return r;
         if (!c.teacher || c.nstudents == 0 || !a.o.out_dir)
@@ -123,10 +124,10 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
                                           "and -o DIR");
         if (c.run.ntau != 1)
                 return kdl_cli_usage(cli, "-T: expected one temperature for the report");
+        a.o.common = c.run;
         a.o.teacher = c.teacher;
         a.o.students = c.students;
         a.o.nstudents = c.nstudents;
-        a.o.tau = c.run.tau[0];
         cmd = command_line(argc, argv);
         if (!cmd)
                 return kdl_cli_fail(cli, -ENOMEM);
@@ -183,10 +184,13 @@ int cmd_demo(int argc, char **argv, struct kdl_cli *cli)
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
-        struct report_args a = {.o = {.out_dir = "kdlens-demo"}};
+        struct report_args a = {0};
         char *teacher = NULL, *students[KDL_CLI_MAX_STUDENTS], *cmd = NULL;
         size_t ns = 0;
         int c, r;
+
+        kdl_run_report_opts_init(&a.o);
+        a.o.out_dir = "kdlens-demo";
 
         while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
                 if (c == 'h')
