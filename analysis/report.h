@@ -26,6 +26,7 @@ struct kdl_run_report_opts {
         const char *const *students; /* @nstudents paths */
         size_t nstudents;
         const char *out_dir;
+        size_t k;            /* teacher layers to recommend; 0: kdl_layers_default_k() */
         const char *command; /* the exact command line, shown in the report */
         const char *gnuplot; /* program to run; NULL = "gnuplot" from PATH */
         /* Progress, for the CLI's bar: stage @done of @total is @what. NULL = none. */
@@ -35,8 +36,8 @@ struct kdl_run_report_opts {
 
 /**
  * kdl_run_report_opts_init() - the defaults: kdl_run_common_init()'s but every
- * student checkpoint ("all"); no inputs, no directory; gnuplot from PATH; no
- * progress.
+ * student checkpoint ("all"); no inputs, no directory; k from the
+ * teacher (kdl_layers_default_k()); gnuplot from PATH; no progress.
  */
 KDL_API void kdl_run_report_opts_init(struct kdl_run_report_opts *o);
 
@@ -44,9 +45,19 @@ KDL_API void kdl_run_report_opts_init(struct kdl_run_report_opts *o);
  * kdl_run_report() - write the report.
  * Return: 0; the first error of any analysis (nothing is put in place then);
  * -KDL_EUSAGE for an option that cannot apply or a checkpoint no student
- * has; -KDL_EPLOT when gnuplot fails; -errno for the directory.
+ * has; -KDL_EPLOT when gnuplot fails; -errno for the
+ * directory.
  */
 KDL_API int kdl_run_report(const struct kdl_run_report_opts *o);
+
+/**
+ * kdl_layers_default_k() - how many teacher layers `kdlens layers` and the
+ * report recommend unless told: min(4, ceil(n / 2)) of the n feature layers
+ * of @teacher's checkpoint @checkpoint (its last for NULL, "all" or a name it
+ * does not have), at least 1.  Recommending every layer of a small teacher
+ * would say nothing.
+ */
+KDL_API size_t kdl_layers_default_k(const kdl_h5file *teacher, const char *checkpoint);
 
 /** kdl_report_example_dir() - the bundled example's directory (KDL_EXAMPLE_DIR overrides). */
 KDL_API const char *kdl_report_example_dir(void);

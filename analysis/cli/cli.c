@@ -75,11 +75,12 @@ static const struct kdl_cmd commands[] = {
          "Without B, A is compared with itself.  The logits count as a layer; every layer is\n"
          "also compared with A's logits and the one-hot labels (table cka_targets).\n"},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
-         "kdlens layers -t T.h5 [-s S.h5] [-k 4] [--subsample 5000] [--variant code|per-class] "
+         "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--variant code|per-class] "
          "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
          "  -t, --teacher T    the teacher dump (required)\n"
          "  -s, --student S    a student dump: adds teacher x student CKA\n"
-         "  -k, --top K        layers to recommend (4), listed in depth order\n"
+         "  -k, --top K        layers to recommend, listed in depth order (default\n"
+         "                     min(4, ceil(n/2)) of the teacher's n feature layers)\n"
          "  --subsample N      class-balanced subsample for S, E, NCM, NC1 (N/C per class; "
          "5000)\n"
          "  --per-class M      samples per class for the class spectra of I (500, at most N/C)\n"
@@ -134,7 +135,7 @@ static const struct kdl_cmd commands[] = {
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
          "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [-T TAU] "
-         "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [--quiet]",
+         "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] [--quiet]",
          "  -t, --teacher FILE   the teacher's dump\n"
          "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
          "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
@@ -143,7 +144,8 @@ static const struct kdl_cmd commands[] = {
          "  --teacher-checkpoint C  the teacher's checkpoint each is compared with and whose\n"
          "                       layers are ranked (default: its last; 'same': the one of\n"
          "                       the same name)\n"
-
+         "  -k, --top K          teacher layers to recommend (default min(4, ceil(n/2)) of\n"
+         "                       its n feature layers, as kdlens layers)\n"
          "  --spatial RULE       avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"
          "  --block-rows R       rows per block of the streams every checkpoint is read on\n"

@@ -80,6 +80,7 @@ struct report_args {
         bool quiet;
 };
 
+/* The options report and demo share. */
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 {
         struct report_args *a = ctx;
@@ -96,11 +97,22 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
         return 0;
 }
 
+/* report's own: -k besides what it shares with demo. */
+static int report_option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
+{
+        struct report_args *a = ctx;
+
+        if (opt == 'k')
+                return kdl_cli_parse_size(cli, "-k", arg, 1, 100000, &a->o.k);
+        return option(cli, opt, arg, ctx);
+}
+
 int cmd_report(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
                 KDL_CLI_COMMON_LONGOPTS,
                 {"output", required_argument, NULL, 'o'},
+                {"top", required_argument, NULL, 'k'},
                 {"quiet", no_argument, NULL, OPT_QUIET},
                 {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
                 {NULL, 0, NULL, 0},
@@ -112,7 +124,8 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
 
         kdl_run_report_opts_init(&a.o);
         kdl_cli_common_init(cli, &c, &a.o.common);
-        r = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS "o:", longopts, &c, option, &a);
+        r = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS "o:k:", longopts, &c,
+                          report_option, &a);
         if (r != KDL_CLI_PARSED)
                 return r;
         r = kdl_cli_positional(cli, argc - optind);

@@ -31,6 +31,7 @@ struct kdl__report {
         size_t prefix; /* length of a prefix all names share ("student_"), left out in figures */
         size_t done, total;
         double tau;
+        size_t k; /* teacher layers recommended */
         /* The analyses, computed before any section is written. */
         kdl_doc *inspect, *kl, *split, *dims, *layers;
         kdl_doc **cka; /* [ncka] one per student checkpoint, student-major */

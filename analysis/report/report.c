@@ -242,14 +242,17 @@ static int docs_new(struct kdl__report *r, struct runs *rs)
         return err;
 }
 
-/* Layers to recommend: 4, but recommending 4 of a 4-layer teacher says nothing, so at most
- * half of its layers. */
-static size_t layers_to_recommend(const kdl_h5file *teacher)
+size_t kdl_layers_default_k(const kdl_h5file *teacher, const char *checkpoint)
 {
         const kdl_dump *td = kdl_h5_dump(teacher);
-        size_t nl = td->checkpoints[td->ncheckpoints - 1].nlayers;
+        const kdl_checkpoint *ck = checkpoint ? kdl_h5_checkpoint(teacher, checkpoint) : NULL;
+        size_t half;
 
-        return nl >= 8 ? 4 : (nl + 1) / 2;
+        if (!ck && td->ncheckpoints == 0)
+                return 1;
+        ck = ck ? ck : &td->checkpoints[td->ncheckpoints - 1];
+        half = (ck->nlayers + 1) / 2;
+        return half < 1 ? 1 : half > 4 ? 4 : half;
 }
 
 /* The teacher checkpoint whose layers the report ranks: the one the first student's last
@@ -293,7 +296,8 @@ static int compute(struct kdl__report *r)
         lo.common = r->o->common;
         lo.common.checkpoint = layers_checkpoint(r);
         lo.common.teacher_checkpoint = NULL;
-        lo.k = layers_to_recommend(r->in->teacher);
+        lo.k = r->o->k ? r->o->k : kdl_layers_default_k(r->in->teacher, lo.common.checkpoint);
+        r->k = lo.k;
         teacher_only.nstudents = 0;
         err = docs_new(r, &rs);
         if (!err)

@@ -85,13 +85,21 @@ out:
 int kdl__report_section_layers(struct kdl__report *r)
 {
         const kdl_doc *d = r->layers;
+        const struct kdl_ckpair *cp = kdl__report_last_pair(r, 0);
+        char *text = kdl__asprintf(
+                "Which teacher layers are worth distilling from, decided before training from "
+                "the teacher alone: Cooper et al.'s knowledge quality on a class-balanced "
+                "subsample, with linear CKA against the teacher's logits and the labels and "
+                "class-geometry columns; at the teacher's checkpoint %s, the one the students "
+                "are compared with. The top k = %zu of its %zu feature layers by Q are "
+                "recommended: %s.",
+                cp->partner->name, r->k, cp->partner->nlayers,
+                r->o->k ? "as -k asked"
+                        : "by default min(4, ceil(n/2)) of n layers, as kdlens layers does");
         int err;
 
-        err = kdl_site_section(r->site, "Teacher layers",
-                               "Which teacher layers are worth distilling from, decided before "
-                               "training from the teacher alone: Cooper et al.'s knowledge "
-                               "quality on a class-balanced subsample, with linear CKA against "
-                               "the teacher's logits and the labels and class-geometry columns.");
+        err = text ? kdl_site_section(r->site, "Teacher layers", text) : -ENOMEM;
+        free(text);
         err = err ?: layers_figure(r, d);
         err = err
                       ?: kdl__report_show_table(r, d, "layers_recommended", "layers_recommended",
