@@ -26,6 +26,7 @@ struct kdl_run_report_opts {
         const char *const *students; /* @nstudents paths */
         size_t nstudents;
         const char *out_dir;
+        bool force;          /* replace an @out_dir that is not a kdlens report */
         size_t k;            /* teacher layers to recommend; 0: kdl_layers_default_k() */
         const char *command; /* the exact command line, shown in the report */
         const char *gnuplot; /* program to run; NULL = "gnuplot" from PATH */
@@ -36,7 +37,7 @@ struct kdl_run_report_opts {
 
 /**
  * kdl_run_report_opts_init() - the defaults: kdl_run_common_init()'s but every
- * student checkpoint ("all"); no inputs, no directory; k from the
+ * student checkpoint ("all"); no inputs, no directory, no force; k from the
  * teacher (kdl_layers_default_k()); gnuplot from PATH; no progress.
  */
 KDL_API void kdl_run_report_opts_init(struct kdl_run_report_opts *o);
@@ -44,8 +45,9 @@ KDL_API void kdl_run_report_opts_init(struct kdl_run_report_opts *o);
 /**
  * kdl_run_report() - write the report.
  * Return: 0; the first error of any analysis (nothing is put in place then);
- * -KDL_EUSAGE for an option that cannot apply or a checkpoint no student
- * has; -KDL_EPLOT when gnuplot fails; -errno for the
+ * -KDL_EUSAGE for a directory that is an input, holds one, or exists and is
+ * not a kdlens report (without force), for an option that cannot apply, or
+ * a checkpoint no student has; -KDL_EPLOT when gnuplot fails; -errno for the
  * directory.
  */
 KDL_API int kdl_run_report(const struct kdl_run_report_opts *o);

@@ -134,11 +134,12 @@ static const struct kdl_cmd commands[] = {
          "  --block-rows R       rows read per block (default: a 64 MiB budget)\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
-         "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [-T TAU] "
+         "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [--force] [-T TAU] "
          "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] [--quiet]",
          "  -t, --teacher FILE   the teacher's dump\n"
          "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
          "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
+         "  --force              replace DIR even when it is not a previous kdlens report\n"
          "  -T, --temperature T  temperature of the KD criterion (default 4)\n"
          "  -c, --checkpoint C   the student checkpoints analysed: all (default) or a name\n"
          "  --teacher-checkpoint C  the teacher's checkpoint each is compared with and whose\n"
@@ -151,10 +152,13 @@ static const struct kdl_cmd commands[] = {
          "  --block-rows R       rows per block of the streams every checkpoint is read on\n"
          "                       (default: a 64 MiB budget; the layers section sizes its own)\n"
          "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
-         "  --quiet              no progress bar and no closing line\n"},
+         "  --quiet              no progress bar and no closing line\n"
+         "DIR may not be an input or a directory holding one; an existing DIR that is not\n"
+         "a kdlens report is refused unless --force.\n"},
         {"demo", cmd_demo, 0, 0, "write the report of the bundled Fashion-MNIST example",
-         "kdlens demo [-o DIR] [--quiet]",
+         "kdlens demo [-o DIR] [--force] [--quiet]",
          "  -o, --output DIR     the report directory (default kdlens-demo)\n"
+         "  --force              replace DIR even when it is not a previous kdlens report\n"
          "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
          "  --quiet              no progress bar and no closing line\n"
          "The example is read from KDL_EXAMPLE_DIR when set.\n"},

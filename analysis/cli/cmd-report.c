@@ -72,7 +72,7 @@ static int run(struct kdl_cli *cli, struct kdl_run_report_opts *o, bool quiet)
         return KDL_EXIT_OK;
 }
 
-enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT };
+enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT, OPT_FORCE };
 
 /* What report and demo are asked besides the dumps. */
 struct report_args {
@@ -92,6 +92,8 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
                 a->quiet = true;
         else if (opt == OPT_GNUPLOT)
                 a->o.gnuplot = arg;
+        else if (opt == OPT_FORCE)
+                a->o.force = true;
         else
                 return KDL_CLI_OPT_NOT_MINE;
         return 0;
@@ -113,6 +115,7 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
                 KDL_CLI_COMMON_LONGOPTS,
                 {"output", required_argument, NULL, 'o'},
                 {"top", required_argument, NULL, 'k'},
+                {"force", no_argument, NULL, OPT_FORCE},
                 {"quiet", no_argument, NULL, OPT_QUIET},
                 {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
                 {NULL, 0, NULL, 0},
@@ -192,6 +195,7 @@ int cmd_demo(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
                 {"output", required_argument, NULL, 'o'},
+                {"force", no_argument, NULL, OPT_FORCE},
                 {"quiet", no_argument, NULL, OPT_QUIET},
                 {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
                 {"help", no_argument, NULL, 'h'},

@@ -8,6 +8,7 @@
 
 #include "kdl-config.h"
 #include "metrics/base/alloc.h"
+#include "metrics/base/outfile.h"
 #include "analysis/cka-internal.h"
 #include "analysis/dims-internal.h"
 #include "analysis/inspect.h"
@@ -342,7 +343,7 @@ static int check_opts(const struct kdl_run_report_opts *o)
 }
 
 /* Open the inputs, select each student's checkpoints and name the students; @r->total
- * counts the stages to come. */
+ * counts the stages to come.  A directory that is an input or holds one is refused first. */
 static int run_open(struct kdl__report *r, const struct kdl_run_report_opts *o)
 {
         const char *tc = o->common.teacher_checkpoint;
@@ -357,7 +358,8 @@ static int run_open(struct kdl__report *r, const struct kdl_run_report_opts *o)
         r->inputs[0] = o->teacher;
         for (size_t k = 0; k < o->nstudents; k++)
                 r->inputs[k + 1] = o->students[k];
-        err = kdl_inputs_open(o->teacher, o->students, o->nstudents, &r->in);
+        err = kdl_out_check(o->out_dir, KDL_OUT_DIR, r->inputs, o->nstudents + 1);
+        err = err ?: kdl_inputs_open(o->teacher, o->students, o->nstudents, &r->in);
         if (err < 0)
                 return err;
         r->names = kdl_new(char *, o->nstudents);
@@ -414,7 +416,7 @@ int kdl_run_report(const struct kdl_run_report_opts *o)
 
         err = check_opts(o);
         err = err ?: run_open(&r, o);
-        err = err ?: kdl_site_open(o->out_dir, 0, &r.site);
+        err = err ?: kdl_site_open(o->out_dir, o->force ? KDL_SITE_FORCE : 0, &r.site);
         err = err ?: compute(&r);
         err = err ?: kdl__report_section_inspect(&r);
         err = err ?: kdl__report_section_kl(&r);
