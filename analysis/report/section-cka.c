@@ -68,13 +68,16 @@ int kdl__report_section_cka(struct kdl__report *r)
         for (size_t k = 0; k < r->in->nstudents && !err; k++) {
                 for (size_t c = 0; c < r->nsel[k] && !err; c++, i++) {
                         const struct kdl_ckpair *cp = &r->sel[k][c];
-                        char *file = kdl__asprintf("cka_s%zu_%s", k + 1, cp->main->name);
+                        /* Any checkpoint name a dump may hold makes a file name. */
+                        char *slug = kdl_fig_slug(cp->main->name, KDL_FIG_NAME_MAX - 16);
+                        char *file = slug ? kdl__asprintf("cka_s%zu_%s", k + 1, slug) : NULL;
 
                         err = file ? cka_heatmap(r, r->cka[i], file, k, cp->partner->name,
                                                  cp->main->name)
                                    : -ENOMEM;
                         err = err ?: kdl_site_json(r->site, r->cka[i], file);
                         free(file);
+                        free(slug);
                 }
         }
         return err;
