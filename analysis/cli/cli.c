@@ -64,8 +64,9 @@ static const struct kdl_cmd commands[] = {
          "  --bootstrap B      B Poisson bootstrap replicates: 95 % intervals of linear CKA\n"
          "  --subsample N      seeded subsample for RBF, minibatch and the robust column "
          "(2048)\n"
-         "  --batch M          minibatch size (256)\n"
-         "  --theta T          RBF bandwidth as a fraction of the median distance (0.5)\n"
+         "  --batch M          minibatch size (256; with --estimator minibatch)\n"
+         "  --theta T          RBF bandwidth as a fraction of the median distance (0.5;\n"
+         "                     with --kernel rbf)\n"
          "  --seed S           seed of subsamples, bootstrap and batch order (0)\n"
          "  --precision P      double (default) or mixed: float products, double sums,\n"
          "                     linear CKA within 1e-6 of double\n"
@@ -130,7 +131,8 @@ static const struct kdl_cmd commands[] = {
          "  --lambda L           KD weight for eps_n and w_n (default 0.9, mdistiller's)\n"
          "  --omega-max W        clip of the AEKT weight p^t_y/p^s_y (default 10)\n"
          "  --w-eps E            guard of the w_n denominator (default 1e-3)\n"
-         "  --bins B             output bins of the [0,1] histograms, divides 1000 (default 20)\n"
+         "  --bins B             output bins of the [0,1] histograms, divides 1000 (default 20;\n"
+         "                       json and csv only)\n"
          "  --block-rows R       rows read per block (default: a 64 MiB budget)\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
