@@ -132,13 +132,39 @@ static int script_after_data(const char *dir, const char *name, FILE *dat, FILE 
         return err < 0 ? err : open_out(dir, "scripts", name, "gp", ret_gp);
 }
 
+/* The most characters of a tick label: a longer one keeps its start and its end around an
+ * ellipsis (names often differ only at the end), so that the plot keeps its room; the data
+ * file and the tables have it whole. */
+#define TIC_MAX 20
+
+/* UTF-8 characters of @s: the bytes that are not a character's continuation. */
+static size_t utf8_chars(const char *s)
+{
+        size_t n = 0;
+
+        for (; s && *s; s++)
+                n += ((unsigned char) *s & 0xC0) != 0x80;
+        return n;
+}
+
 /* A gnuplot single-quoted string (no escapes but a quote written twice); in a tick label,
- * which gnuplot reads as a format for the tick's value, '%' is written twice too.  Control
- * characters (line breaks) become spaces. */
+ * which gnuplot reads as a format for the tick's value, '%' is written twice too, and a
+ * label of more than TIC_MAX characters is shortened.  Control characters (line breaks)
+ * become spaces. */
 static void gp_quoted(FILE *fp, const char *s, bool tic)
 {
+        size_t n = utf8_chars(s), head = SIZE_MAX, tail = 0, k = 0;
+
+        if (tic && n > TIC_MAX) {
+                head = (TIC_MAX - 1) / 2;
+                tail = n - (TIC_MAX - 1 - head); /* the first character of the end kept */
+        }
         fputc('\'', fp);
         for (; s && *s; s++) {
+                if (((unsigned char) *s & 0xC0) != 0x80 && k++ == head)
+                        fputs("\xE2\x80\xA6", fp); /* an ellipsis */
+                if (k > head && k <= tail)
+                        continue;
                 if (*s == '\'' || (tic && *s == '%'))
                         fputc(*s, fp);
                 fputc((unsigned char) *s < 0x20 ? ' ' : *s, fp);
@@ -331,6 +357,8 @@ int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, co
         }
         if (!x)
                 fprintf(gp, "set xrange [-0.3:%zu.3]\n", n - 1);
+        if (xtics && crowded(xtics, n, 48))
+                fputs("set xtics rotate by 30 right\n", gp);
         if (xtics)
                 tics(gp, "x", xtics, x, n);
         fputs("plot \\\n", gp);
@@ -492,6 +520,28 @@ int kdl_fig_hist(const char *dir, const char *name, const struct kdl_fig *f, con
         return close_out(gp, name);
 }
 
+/* Whether gnuplot's stderr @msg holds warnings only ("FILE" line N: warning: ...), such as
+ * long tick labels it had to crowd: the figure is drawn. */
+static bool only_warnings(const char *msg)
+{
+        bool any = false;
+
+        for (const char *line = msg; *line;) {
+                const char *nl = strchr(line, '\n');
+                size_t len = nl ? (size_t) (nl - line) : strlen(line);
+
+                if (strspn(line, " \t") < len) {
+                        const char *w = strstr(line, ": warning: ");
+
+                        if (!w || w >= line + len)
+                                return false;
+                        any = true;
+                }
+                line += len + (nl != NULL);
+        }
+        return any;
+}
+
 /* Run gnuplot once with its working directory in @dir; first stderr line on failure.
  * The child's arguments live on the stack: a child whose exec fails _exits
  * without freeing, and may not call free() (other threads, e.g. BLAS's, held
@@ -536,7 +586,7 @@ static int run_gnuplot(const char *dir, const char *name, const char *gnuplot, c
         msg[got] = '\0';
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
                 ;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got > 0) {
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || (got > 0 && !only_warnings(msg))) {
                 /* gnuplot reports script errors on stderr, sometimes with exit 0. */
                 char *line = msg, *nl;
 
