@@ -195,6 +195,13 @@ static int end_runs(struct kdl__report *r, struct runs *rs)
                                           "by kl, split, dims and cka: a dataset two analyses "
                                           "need is read once per pass, and a later pass reads "
                                           "only what the analyses still running need");
+        if (!err && r->o->common.skip_nonfinite)
+                err = kdl_doc_add_note(r->passes,
+                                       "--nonfinite skip: a sample with NaN/Inf in any dataset "
+                                       "read on a checkpoint's stream is dropped from every "
+                                       "analysis of that checkpoint (column skipped), so that "
+                                       "all sections describe the same samples; a command run "
+                                       "alone drops only those of the datasets it reads");
         if (!err) {
                 err = kdl_doc_add_table(r->passes, rs->passes);
                 rs->passes = NULL;
