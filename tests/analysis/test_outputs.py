@@ -5,22 +5,19 @@
 --per-sample OUT of kl and split, and report -o DIR, are refused (exit 2, one
 line) when they would replace an input, a directory holding one, a symbolic
 link, a FIFO or a directory kdlens did not write (the last unless --force);
-after each refusal every input is byte for byte what it was.  A report killed
-with SIGKILL leaves its DIR.tmp-<pid>-XXXXXX, which the next run into the same
-DIR removes.
+after each refusal every input is byte for byte what it was.  (A killed
+report's temporary directory: test_report.py.)
 """
 import hashlib
 import os
-import signal
 import stat
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.dirname(__file__))
 import kdltest as kt  # noqa: E402
-from test_options import GNUPLOT, S, T, write_dump  # noqa: E402
+from test_options import GNUPLOT, write_dump  # noqa: E402
 
 DIR = kt.tmpdir()
 # The inputs in a directory of their own, so that "the directory holding the inputs" is it.
@@ -122,34 +119,6 @@ def test_report_never_replaces_an_input_or_a_strangers_directory():
     st, _, err = report(stranger)
     assert st == 0 and os.path.getmtime(os.path.join(stranger, "index.html")) > before, err
     assert not [f for f in os.listdir(DIR) if ".tmp-" in f], os.listdir(DIR)
-
-
-def test_killed_report_leaves_a_temporary_the_next_run_removes():
-    if not GNUPLOT:
-        return
-    base = kt.tmpdir()
-    out = os.path.join(base, "rep")
-    slow = os.path.join(base, "slow-gnuplot")
-    with open(slow, "w") as fh:
-        fh.write(f"#!/bin/sh\nsleep 30\nexec {GNUPLOT} \"$@\"\n")
-    os.chmod(slow, 0o755)
-    p = subprocess.Popen([kt.KDLENS, "report", "-t", T, "-s", S, "-o", out, "--quiet",
-                          "--gnuplot", slow], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
-    prefix = f"rep.tmp-{p.pid}-"
-    for _ in range(1200):  # until the temporary exists and is stamped as kdlens's
-        left = [f for f in os.listdir(base) if f.startswith(prefix)]
-        if left and os.path.exists(os.path.join(base, left[0], ".kdlens-report")):
-            break
-        time.sleep(0.05)
-    assert left and p.poll() is None, (os.listdir(base), p.poll())
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    assert os.path.isdir(os.path.join(base, left[0])) and not os.path.exists(out)
-    assert len(left[0]) == len(prefix) + 6
-    st, _, err = report(out, t=T, s=S)
-    assert st == 0, err
-    assert sorted(os.listdir(base)) == ["rep", "slow-gnuplot"], os.listdir(base)
 
 
 if __name__ == "__main__":

@@ -139,25 +139,52 @@ def test_analyses_share_one_stream_and_match_the_commands():
         assert alone["notes"] == shared["notes"], name
 
 
+def start_slow_report(base, out):
+    """kdlens report into @out with a gnuplot that hangs, so that it is surely killed
+    mid-way; in a session of its own (os.killpg)."""
+    slow = os.path.join(base, "slow-gnuplot")
+    with open(slow, "w") as fh:
+        fh.write(f"#!/bin/sh\nsleep 30\nexec {GNUPLOT} \"$@\"\n")
+    os.chmod(slow, 0o755)
+    return subprocess.Popen([kt.KDLENS, "report", "-t", T, "-s", S, "-o", out, "--quiet",
+                             "--gnuplot", slow], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def test_killed_report_leaves_previous_intact():
     base = kt.tmpdir()
     out = os.path.join(base, "rep")
     st, _, err = make_report(out)
     assert st == 0, err
     before = tree_digest(out)
-    # A gnuplot that hangs, so the second run is surely killed mid-way.
-    slow = os.path.join(base, "slow-gnuplot")
-    with open(slow, "w") as fh:
-        fh.write(f"#!/bin/sh\nsleep 30\nexec {GNUPLOT} \"$@\"\n")
-    os.chmod(slow, 0o755)
-    p = subprocess.Popen([kt.KDLENS, "report", "-t", T, "-s", S, "-o", out, "--quiet",
-                          "--gnuplot", slow], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = start_slow_report(base, out)
     time.sleep(1.0)
     assert p.poll() is None, "the report finished before it could be interrupted"
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     assert tree_digest(out) == before, "the interrupted run changed the previous report"
+
+
+def test_killed_report_leaves_a_temporary_the_next_run_removes():
+    """kill -9 leaves DIR.tmp-<pid>-XXXXXX (stamped); the next run into DIR removes it
+    (issue #22)."""
+    base = kt.tmpdir()
+    out = os.path.join(base, "rep")
+    p = start_slow_report(base, out)
+    prefix = f"rep.tmp-{p.pid}-"
+    for _ in range(1200):  # until the temporary exists and is stamped as kdlens's
+        left = [f for f in os.listdir(base) if f.startswith(prefix)]
+        if left and os.path.exists(os.path.join(base, left[0], ".kdlens-report")):
+            break
+        time.sleep(0.05)
+    assert left and p.poll() is None, (os.listdir(base), p.poll())
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert os.path.isdir(os.path.join(base, left[0])) and not os.path.exists(out)
+    assert len(left[0]) == len(prefix) + 6
+    st, _, err = make_report(out)
+    assert st == 0, err
+    assert sorted(os.listdir(base)) == ["rep", "slow-gnuplot"], os.listdir(base)
 
 
 def test_failed_gnuplot_is_one_line_and_keeps_previous():
