@@ -2,25 +2,34 @@
 #ifndef KDL_ANALYSIS_REPORT_H
 #define KDL_ANALYSIS_REPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "analysis/inputs.h"
+#include "loaders/h5.h"
 #include "metrics/base/error.h"
 
 /*
- * kdlens report: every analysis on every checkpoint of a teacher and one or
- * more students, side by side, as a directory of figures, tables and the
- * data behind them (reports/site.h), put in place atomically.
+ * kdlens report: every analysis on the selected checkpoints of a teacher and
+ * one or more students, side by side, as a directory of figures, tables and
+ * the data behind them (reports/site.h), put in place atomically.
  */
 
 struct kdl_run_report_opts {
+        /* Passed to every analysis: checkpoint (the students' checkpoints analysed:
+         * "all", the default, or a name), teacher_checkpoint (the one each is compared
+         * with, and the one whose layers are ranked), one temperature, spatial,
+         * skip_nonfinite, block_rows (of the stream each student checkpoint is read
+         * on; the teacher's layers section sizes its blocks itself); not per_sample. */
+        struct kdl_run_common common;
         const char *teacher;
         const char *const *students; /* @nstudents paths */
         size_t nstudents;
         const char *out_dir;
+        bool force;          /* replace an @out_dir that is not a kdlens report */
+        size_t k;            /* teacher layers to recommend; 0: kdl_layers_default_k() */
         const char *command; /* the exact command line, shown in the report */
         const char *gnuplot; /* program to run; NULL = "gnuplot" from PATH */
-        double tau;          /* temperature of the KD criterion; 0 = 4 */
         /* Progress, for the CLI's bar: stage @done of @total is @what. NULL = none. */
         void (*progress)(void *ctx, size_t done, size_t total, const char *what);
         void *ctx;
@@ -29,11 +38,30 @@ struct kdl_run_report_opts {
 };
 
 /**
+ * kdl_run_report_opts_init() - the defaults: kdl_run_common_init()'s but every
+ * student checkpoint ("all"); no inputs, no directory, no force; k from the
+ * teacher (kdl_layers_default_k()); gnuplot from PATH; no progress.
+ */
+KDL_API void kdl_run_report_opts_init(struct kdl_run_report_opts *o);
+
+/**
  * kdl_run_report() - write the report.
  * Return: 0; the first error of any analysis (nothing is put in place then);
- * -KDL_EPLOT when gnuplot fails; -errno for the directory.
+ * -KDL_EUSAGE for a directory that is an input, holds one, or exists and is
+ * not a kdlens report (without force), for an option that cannot apply, or
+ * a checkpoint no student has; -KDL_EPLOT when gnuplot fails; -errno for the
+ * directory.
  */
 KDL_API int kdl_run_report(const struct kdl_run_report_opts *o);
+
+/**
+ * kdl_layers_default_k() - how many teacher layers `kdlens layers` and the
+ * report recommend unless told: min(4, ceil(n / 2)) of the n feature layers
+ * of @teacher's checkpoint @checkpoint (its last for NULL, "all" or a name it
+ * does not have), at least 1.  Recommending every layer of a small teacher
+ * would say nothing.
+ */
+KDL_API size_t kdl_layers_default_k(const kdl_h5file *teacher, const char *checkpoint);
 
 /** kdl_report_example_dir() - the bundled example's directory (KDL_EXAMPLE_DIR overrides). */
 KDL_API const char *kdl_report_example_dir(void);

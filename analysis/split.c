@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/base/outfile.h"
 #include "loaders/h5out.h"
 #include "loaders/stream.h"
 #include "analysis/split.h"
@@ -367,6 +368,13 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, k
         r->doc = doc;
         err = kdl__split_tables_new(r->t);
         err = err ?: kdl_inputs_describe(in, doc);
+        /* The per-sample file never replaces an input (its temporary is renamed over it). */
+        for (size_t k = 0; k <= in->nstudents && !err && o->common.per_sample; k++) {
+                const kdl_dump *d = kdl_h5_dump(k ? in->students[k - 1] : in->teacher);
+
+                err = kdl_out_check(o->common.per_sample, KDL_OUT_FILE,
+                                    (const char *const *) &d->path, 1);
+        }
         if (!err && o->common.per_sample)
                 err = kdl_h5out_open(o->common.per_sample, &r->out);
         err = err ?: (r->out ? kdl_h5out_attr(r->out, "/", "command", "split") : 0);

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include <unistd.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/sample.h"
 #include "reports/plot.h"
 #include "metrics/base/banned.h"
 
@@ -18,20 +21,52 @@ static const char *const palette[] = {"#0072B2", "#D55E00", "#009E73", "#E69F00"
 #define NPALETTE (sizeof(palette) / sizeof(palette[0]))
 static const int point_types[] = {7, 5, 9, 11, 13, 15, 4, 6};
 
+/* A character a slug keeps as it is. */
+static bool plain(char c)
+{
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '-' || c == '.';
+}
+
 /* 0 for a figure name as plot.h describes; -KDL_EUSAGE (message recorded) otherwise. */
 static int check_name(const char *name)
 {
         bool ok = *name && strlen(name) <= KDL_FIG_NAME_MAX;
 
         for (const char *p = name; ok && *p; p++)
-                ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                     (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.';
+                ok = plain(*p) || *p == '~';
         if (!ok)
                 return kdl_error(-KDL_EUSAGE,
-                                 "figure name '%s': expected 1 to %d letters, digits, '_', '-' "
-                                 "or '.'",
+                                 "figure name '%s': expected 1 to %d letters, digits, '_', '-', "
+                                 "'.' or '~'",
                                  name, KDL_FIG_NAME_MAX);
         return 0;
+}
+
+char *kdl_fig_slug(const char *s, size_t max)
+{
+        size_t len = strlen(s), n = 0, cut = 0;
+        uint64_t h = 0;
+        char *out;
+
+        assert(max >= 24);
+        out = kdl_new(char, 3 * len + 1);
+        if (!out)
+                return NULL;
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+                if (n <= max - 17)
+                        cut = n; /* the escapes written so far fit beside the hash */
+                if (plain((char) *p))
+                        out[n++] = (char) *p;
+                else
+                        n += (size_t) snprintf(out + n, 4, "~%02X", *p);
+                h = kdl_sample_hash(h, *p, 0);
+        }
+        if (n <= max - 17)
+                cut = n;
+        if (n > max)
+                snprintf(out + cut, 18, "~%016llx", (unsigned long long) h);
+        return out;
 }
 
 int kdl_fig_dirs(const char *dir)
@@ -97,17 +132,49 @@ static int script_after_data(const char *dir, const char *name, FILE *dat, FILE 
         return err < 0 ? err : open_out(dir, "scripts", name, "gp", ret_gp);
 }
 
-/* A gnuplot single-quoted string: a quote is written twice. */
-static void gp_string(FILE *fp, const char *s)
+/* The most characters of a tick label: a longer one keeps its start and its end around an
+ * ellipsis (names often differ only at the end), so that the plot keeps its room; the data
+ * file and the tables have it whole. */
+#define TIC_MAX 20
+
+/* UTF-8 characters of @s: the bytes that are not a character's continuation. */
+static size_t utf8_chars(const char *s)
 {
-        fputc('\'', fp);
-        for (; s && *s; s++) {
-                if (*s == '\'')
-                        fputc('\'', fp);
-                if (*s != '\n')
-                        fputc(*s, fp);
+        size_t n = 0;
+
+        for (; s && *s; s++)
+                n += ((unsigned char) *s & 0xC0) != 0x80;
+        return n;
+}
+
+/* A gnuplot single-quoted string (no escapes but a quote written twice); in a tick label,
+ * which gnuplot reads as a format for the tick's value, '%' is written twice too, and a
+ * label of more than TIC_MAX characters is shortened.  Control characters (line breaks)
+ * become spaces. */
+static void gp_quoted(FILE *fp, const char *s, bool tic)
+{
+        size_t n = utf8_chars(s), head = SIZE_MAX, tail = 0, k = 0;
+
+        if (tic && n > TIC_MAX) {
+                head = (TIC_MAX - 1) / 2;
+                tail = n - (TIC_MAX - 1 - head); /* the first character of the end kept */
         }
         fputc('\'', fp);
+        for (; s && *s; s++) {
+                if (((unsigned char) *s & 0xC0) != 0x80 && k++ == head)
+                        fputs("\xE2\x80\xA6", fp); /* an ellipsis */
+                if (k > head && k <= tail)
+                        continue;
+                if (*s == '\'' || (tic && *s == '%'))
+                        fputc(*s, fp);
+                fputc((unsigned char) *s < 0x20 ? ' ' : *s, fp);
+        }
+        fputc('\'', fp);
+}
+
+static void gp_string(FILE *fp, const char *s)
+{
+        gp_quoted(fp, s, false);
 }
 
 /* A label in a data file: double-quoted, no embedded double quotes. */
@@ -208,6 +275,20 @@ static void plot_source(FILE *gp, const char *name, size_t k)
                 fputs("  ''", gp);
 }
 
+/* Tick labels @labels on @axis at @at (NULL: 0, 1, ...), in the script: a label in a data
+ * file could not hold a double quote. */
+static void tics(FILE *gp, const char *axis, const char *const *labels, const double *at, size_t n)
+{
+        fprintf(gp, "set %stics (", axis);
+        for (size_t i = 0; i < n; i++) {
+                if (i)
+                        fputs(", ", gp);
+                gp_quoted(gp, labels[i], true);
+                fprintf(gp, " %.10g", at ? at[i] : (double) i);
+        }
+        fputs(")\n", gp);
+}
+
 /* Rotate category labels when they would collide: their total width beats the axis. */
 static bool crowded(const char *const *labels, size_t n, size_t room)
 {
@@ -276,12 +357,16 @@ int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, co
         }
         if (!x)
                 fprintf(gp, "set xrange [-0.3:%zu.3]\n", n - 1);
+        if (xtics && crowded(xtics, n, 48))
+                fputs("set xtics rotate by 30 right\n", gp);
+        if (xtics)
+                tics(gp, "x", xtics, x, n);
         fputs("plot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);
                 /* Past the palette, the colours repeat with a dash pattern. */
-                fprintf(gp, " using 1:%zu%s with linespoints ls %zu dt %zu title ", k + 3,
-                        xtics && k == 0 ? ":xtic(2)" : "", k % NPALETTE + 1, k / NPALETTE + 1);
+                fprintf(gp, " using 1:%zu with linespoints ls %zu dt %zu title ", k + 3,
+                        k % NPALETTE + 1, k / NPALETTE + 1);
                 gp_string(gp, series_name(s, k));
                 fputs(k + 1 < ns ? ", \\\n" : "\n", gp);
         }
@@ -331,27 +416,15 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
                 fputs("set xzeroaxis lt -1 lw 1.5\n", gp);
         if (crowded(categories, ncat, 48))
                 fputs("set xtics rotate by 30 right\n", gp);
+        tics(gp, "x", categories, NULL, ncat);
         fputs("plot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);
-                fprintf(gp, " using %zu%s ls %zu title ", k + 2, k == 0 ? ":xtic(1)" : "",
-                        k % NPALETTE + 1);
+                fprintf(gp, " using %zu ls %zu title ", k + 2, k % NPALETTE + 1);
                 gp_string(gp, series_name(s, k));
                 fputs(k + 1 < ns ? ", \\\n" : "\n", gp);
         }
         return close_out(gp, name);
-}
-
-static void tics(FILE *gp, const char *axis, const char *const *labels, size_t n)
-{
-        fprintf(gp, "set %stics (", axis);
-        for (size_t i = 0; i < n; i++) {
-                if (i)
-                        fputs(", ", gp);
-                gp_string(gp, labels[i]);
-                fprintf(gp, " %zu", i);
-        }
-        fputs(")\n", gp);
 }
 
 int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f, const double *m,
@@ -397,8 +470,8 @@ int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f, 
         fprintf(gp, "set size ratio %.6g\n", (double) rows / (double) cols);
         if (crowded(col_labels, cols, 24))
                 fputs("set xtics rotate by 40 right\n", gp);
-        tics(gp, "x", col_labels, cols);
-        tics(gp, "y", row_labels, rows);
+        tics(gp, "x", col_labels, NULL, cols);
+        tics(gp, "y", row_labels, NULL, rows);
         fprintf(gp, "zmid = %.10g\n", zmin + 0.6 * (zmax - zmin));
         fprintf(gp, "plot 'data/%s.dat' using 1:2:3 with image", name);
         if (annotate && rows * cols <= 400)
@@ -447,6 +520,28 @@ int kdl_fig_hist(const char *dir, const char *name, const struct kdl_fig *f, con
         return close_out(gp, name);
 }
 
+/* Whether gnuplot's stderr @msg holds warnings only ("FILE" line N: warning: ...), such as
+ * long tick labels it had to crowd: the figure is drawn. */
+static bool only_warnings(const char *msg)
+{
+        bool any = false;
+
+        for (const char *line = msg; *line;) {
+                const char *nl = strchr(line, '\n');
+                size_t len = nl ? (size_t) (nl - line) : strlen(line);
+
+                if (strspn(line, " \t") < len) {
+                        const char *w = strstr(line, ": warning: ");
+
+                        if (!w || w >= line + len)
+                                return false;
+                        any = true;
+                }
+                line += len + (nl != NULL);
+        }
+        return any;
+}
+
 /* Run gnuplot once with its working directory in @dir; first stderr line on failure.
  * The child's arguments live on the stack: a child whose exec fails _exits
  * without freeing, and may not call free() (other threads, e.g. BLAS's, held
@@ -491,7 +586,7 @@ static int run_gnuplot(const char *dir, const char *name, const char *gnuplot, c
         msg[got] = '\0';
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
                 ;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got > 0) {
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || (got > 0 && !only_warnings(msg))) {
                 /* gnuplot reports script errors on stderr, sometimes with exit 0. */
                 char *line = msg, *nl;
 

@@ -15,10 +15,25 @@
  *      cd DIR && gnuplot -e "fmt='png'" scripts/NAME.gp
  * for fmt in pdf (pdfcairo), png (pngcairo) and svg, writing DIR/figures/NAME.FMT.
  * Users restyle a figure by editing its script and running that line.
- * NAME is 1 to KDL_FIG_NAME_MAX letters, digits, '_', '-' or '.'; any other
- * name is refused with -KDL_EUSAGE.
+ * NAME is 1 to KDL_FIG_NAME_MAX letters, digits, '_', '-', '.' or '~'; any
+ * other name is refused with -KDL_EUSAGE: make one from a name of the data
+ * (a checkpoint, a layer) with kdl_fig_slug().
+ *
+ * Text (titles, labels, legend entries, tick labels) may be any UTF-8: it
+ * is quoted for gnuplot, so quotes, backslashes and '%' show as they are and
+ * never run as gnuplot commands; line breaks show as spaces.
  */
 #define KDL_FIG_NAME_MAX 200
+
+/**
+ * kdl_fig_slug() - @s as figure-name characters: ASCII letters, digits, '_',
+ * '-' and '.' stay, every other byte becomes "~XX" (its value in hex), so two
+ * names never share a slug.  When that is longer than @max (>= 24), its first
+ * @max - 17 characters (never half an escape) and "~" plus 16 hex digits of a
+ * hash of @s are kept instead.
+ * Return: a string the caller frees; NULL on ENOMEM.
+ */
+KDL_API char *kdl_fig_slug(const char *s, size_t max);
 
 struct kdl_series {
         const char *name; /* legend entry */

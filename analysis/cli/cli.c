@@ -74,8 +74,9 @@ static const struct kdl_cmd commands[] = {
          "                     accelerated)\n"
          "  --subsample N      seeded subsample for RBF, minibatch and the robust column "
          "(2048)\n"
-         "  --batch M          minibatch size (256)\n"
-         "  --theta T          RBF bandwidth as a fraction of the median distance (0.5)\n"
+         "  --batch M          minibatch size (256; with --estimator minibatch)\n"
+         "  --theta T          RBF bandwidth as a fraction of the median distance (0.5;\n"
+         "                     with --kernel rbf)\n"
          "  --seed S           seed of subsamples, bootstrap and batch order (0)\n"
          "  --precision P      double (default) or mixed: float products, double sums,\n"
          "                     linear CKA within 1e-6 of double\n"
@@ -87,11 +88,13 @@ static const struct kdl_cmd commands[] = {
          "Without B, A is compared with itself.  The logits count as a layer; every layer is\n"
          "also compared with A's logits and the one-hot labels (table cka_targets).\n"},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
-         "kdlens layers -t T.h5 [-s S.h5] [-k 4] [--subsample 5000] [--variant code|pairs|per-class] "
+         "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--variant "
+         "code|pairs|per-class] "
          "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
          "  -t, --teacher T    the teacher dump (required)\n"
          "  -s, --student S    a student dump: adds teacher x student CKA\n"
-         "  -k, --top K        layers to recommend (4), listed in depth order\n"
+         "  -k, --top K        layers to recommend, listed in depth order (default\n"
+         "                     min(4, ceil(n/2)) of the teacher's n feature layers)\n"
          "  --subsample N      class-balanced subsample for S, E, NCM, NC1 (N/C per class; "
          "5000)\n"
          "  --per-class M      samples per class for the class spectra of I (500, at most N/C)\n"
@@ -151,7 +154,8 @@ static const struct kdl_cmd commands[] = {
          "  --lambda L           KD weight for eps_n and w_n (default 0.9, mdistiller's)\n"
          "  --omega-max W        clip of the AEKT weight p^t_y/p^s_y (default 10)\n"
          "  --w-eps E            guard of the w_n denominator (default 1e-3)\n"
-         "  --bins B             output bins of the [0,1] histograms, divides 1000 (default 20)\n"
+         "  --bins B             output bins of the [0,1] histograms, divides 1000 (default 20;\n"
+         "                       json and csv only)\n"
          "  --block-rows R       rows read per block (default: a 64 MiB budget)\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"
          "  --join strict|inner  with /sample_ids in both dumps: the same ids in both\n"
@@ -159,20 +163,35 @@ static const struct kdl_cmd commands[] = {
          "  --ignore-roles       accept a -t dump whose role is student or a -s dump\n"
          "                       whose role is teacher (exit 2 otherwise); said in a note\n"},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
-         "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [-T TAU] [--quiet]",
+         "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [--force] [-T TAU] "
+         "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] [--quiet]",
          "  -t, --teacher FILE   the teacher's dump\n"
          "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
          "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
+         "  --force              replace DIR even when it is not a previous kdlens report\n"
          "  -T, --temperature T  temperature of the KD criterion (default 4)\n"
+         "  -c, --checkpoint C   the student checkpoints analysed: all (default) or a name\n"
+         "  --teacher-checkpoint C  the teacher's checkpoint each is compared with and whose\n"
+         "                       layers are ranked (default: its last; 'same': the one of\n"
+         "                       the same name)\n"
+         "  -k, --top K          teacher layers to recommend (default min(4, ceil(n/2)) of\n"
+         "                       its n feature layers, as kdlens layers)\n"
+         "  --spatial RULE       avg (default), max or flatten for rank-3/4 features\n"
+         "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"
+         "  --block-rows R       rows per block of the streams every checkpoint is read on\n"
+         "                       (default: a 64 MiB budget; the layers section sizes its own)\n"
          "  --join strict|inner  with /sample_ids in both dumps: the same ids in both\n"
          "                       (strict, default) or only the ids both hold (inner)\n"
          "  --ignore-roles       accept a -t dump whose role is student or a -s dump\n"
          "                       whose role is teacher (exit 2 otherwise); said in a note\n"
          "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
-         "  --quiet              no progress bar and no closing line\n"},
+         "  --quiet              no progress bar and no closing line\n"
+         "DIR may not be an input or a directory holding one; an existing DIR that is not\n"
+         "a kdlens report is refused unless --force.\n"},
         {"demo", cmd_demo, 0, 0, "write the report of the bundled Fashion-MNIST example",
-         "kdlens demo [-o DIR] [--quiet]",
+         "kdlens demo [-o DIR] [--force] [--quiet]",
          "  -o, --output DIR     the report directory (default kdlens-demo)\n"
+         "  --force              replace DIR even when it is not a previous kdlens report\n"
          "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
          "  --quiet              no progress bar and no closing line\n"
          "The example is read from KDL_EXAMPLE_DIR when set.\n"},
@@ -295,7 +314,6 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
                 if (n < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
                 o->run.ntau = (size_t) n;
-                o->temps_given = true;
                 return OPT_TAKEN;
         case KDL_OPT_SPATIAL:
                 if (kdl_spatial_parse(arg, &o->run.spatial) < 0)
@@ -335,6 +353,31 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
         }
 }
 
+/* The KDL_CLI_NO_* flag of common option @opt (a getopt result); 0 for the others. */
+static unsigned given_flag(int opt)
+{
+        switch (opt) {
+        case 'c':
+                return KDL_CLI_NO_CHECKPOINT;
+        case 'f':
+                return KDL_CLI_NO_FORMAT;
+        case 'T':
+                return KDL_CLI_NO_TEMPERATURE;
+        case KDL_OPT_SPATIAL:
+                return KDL_CLI_NO_SPATIAL;
+        case KDL_OPT_NONFINITE:
+                return KDL_CLI_NO_NONFINITE;
+        case KDL_OPT_PER_SAMPLE:
+                return KDL_CLI_NO_PER_SAMPLE;
+        case KDL_OPT_BLOCK_ROWS:
+                return KDL_CLI_NO_BLOCK_ROWS;
+        case KDL_OPT_TEACHER_CHECKPOINT:
+                return KDL_CLI_NO_TEACHER_CHECKPOINT;
+        default:
+                return 0;
+        }
+}
+
 int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shortopts,
                   const struct option *longopts, struct kdl_cli_common *c, kdl_cli_option_fn *own,
                   void *ctx)
@@ -343,6 +386,8 @@ int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shorto
 
         while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
                 st = common_option(cli, c, opt, optarg, argv);
+                if (st == OPT_TAKEN)
+                        c->given |= given_flag(opt);
                 if (st == KDL_CLI_OPT_NOT_MINE) {
                         st = own(cli, opt, optarg, ctx);
                         if (st == KDL_CLI_OPT_NOT_MINE)
@@ -425,13 +470,29 @@ int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, 
 
 int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned what)
 {
-        if ((what & KDL_CLI_NO_TEMPERATURE) && o->temps_given)
-                return kdl_cli_usage(cli, "-T/--temperature: %s has no temperature", cli->verb);
-        if ((what & KDL_CLI_NO_PER_SAMPLE) && o->run.per_sample)
-                return kdl_cli_usage(cli, "--per-sample: %s has no per-sample values", cli->verb);
-        if ((what & KDL_CLI_NO_TEACHER_CHECKPOINT) && o->run.teacher_checkpoint)
-                return kdl_cli_usage(cli, "--teacher-checkpoint: %s pairs checkpoints by name",
-                                     cli->verb);
+        /* "OPTION: VERB WHY" */
+        static const struct {
+                unsigned flag;
+                const char *option, *why;
+        } refused[] = {
+                {KDL_CLI_NO_TEMPERATURE, "-T/--temperature", "has no temperature"},
+                {KDL_CLI_NO_PER_SAMPLE, "--per-sample", "has no per-sample values"},
+                {KDL_CLI_NO_TEACHER_CHECKPOINT, "--teacher-checkpoint",
+                 "pairs checkpoints by name"},
+                {KDL_CLI_NO_CHECKPOINT, "-c/--checkpoint", "has no checkpoint to choose"},
+                {KDL_CLI_NO_SPATIAL, "--spatial",
+                 "reads only logits and labels: no feature to reduce"},
+                {KDL_CLI_NO_NONFINITE, "--nonfinite", "reads no values"},
+                {KDL_CLI_NO_BLOCK_ROWS, "--block-rows",
+                 "sizes its blocks from its memory budget, not by rows"},
+                {KDL_CLI_NO_FORMAT, "-f/--format",
+                 "writes every format (HTML, Markdown, LaTeX, CSV, JSON)"},
+        };
+
+        for (size_t k = 0; k < sizeof(refused) / sizeof(refused[0]); k++)
+                if (what & o->given & refused[k].flag)
+                        return kdl_cli_usage(cli, "%s: %s %s", refused[k].option, cli->verb,
+                                             refused[k].why);
         return 0;
 }
 

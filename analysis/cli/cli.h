@@ -78,10 +78,10 @@ struct kdl_cli_common {
         const char *teacher;                        /* -t, --teacher */
         const char *students[KDL_CLI_MAX_STUDENTS]; /* -s, --student (repeatable) */
         size_t nstudents;
-        enum kdl_format format;        /* -f, --format */
-        bool temps_given;              /* -T was on the command line */
-        struct kdl_run_common run;     /* -c, -T, --spatial, --nonfinite, --per-sample,
-                                          --block-rows, --teacher-checkpoint */
+        enum kdl_format format;    /* -f, --format */
+        unsigned given;            /* the KDL_CLI_NO_* flag of each option on the command line */
+        struct kdl_run_common run; /* -c, -T, --spatial, --nonfinite, --per-sample,
+                                      --block-rows, --teacher-checkpoint */
         struct kdl_inputs_opts inputs; /* --join, --ignore-roles: how the dumps are paired */
 };
 
@@ -176,16 +176,25 @@ int kdl_cli_parse_size(struct kdl_cli *cli, const char *what, const char *arg, s
 /** kdl_cli_parse_count() - @arg as a positive integer that fits size_t. */
 int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret);
 
-/* What a verb does not use, for kdl_cli_reject(). */
+/*
+ * The common options, as flags: what a verb does not use, for kdl_cli_reject(),
+ * and what was on the command line (struct kdl_cli_common's given).
+ */
 enum {
         KDL_CLI_NO_TEMPERATURE = 1u << 0,
         KDL_CLI_NO_PER_SAMPLE = 1u << 1,
         KDL_CLI_NO_TEACHER_CHECKPOINT = 1u << 2,
+        KDL_CLI_NO_CHECKPOINT = 1u << 3,
+        KDL_CLI_NO_SPATIAL = 1u << 4,
+        KDL_CLI_NO_NONFINITE = 1u << 5,
+        KDL_CLI_NO_BLOCK_ROWS = 1u << 6,
+        KDL_CLI_NO_FORMAT = 1u << 7,
 };
 
 /**
- * kdl_cli_reject() - a usage error for a common option the verb would
- * otherwise ignore silently (@what: KDL_CLI_NO_* flags).
+ * kdl_cli_reject() - a usage error for a common option on the command line
+ * that the verb would otherwise ignore silently (@what: KDL_CLI_NO_* flags):
+ * every option a verb accepts changes its result.
  * Return: 0, or the usage exit status (message printed).
  */
 int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned what);

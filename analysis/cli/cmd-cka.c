@@ -20,10 +20,19 @@ enum {
         OPT_PRECISION,
 };
 
+/* What cka is asked: the options, and those that only some kernels and estimators use. */
+struct cka_args {
+        struct kdl_run_cka_opts o;
+        bool theta_given, batch_given;
+};
+
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 {
-        struct kdl_run_cka_opts *o = ctx;
+        struct cka_args *a = ctx;
+        struct kdl_run_cka_opts *o = &a->o;
 
+        a->theta_given = a->theta_given || opt == OPT_THETA;
+        a->batch_given = a->batch_given || opt == OPT_BATCH;
         switch (opt) {
         case OPT_KERNEL:
                 if (kdl_run_cka_kernel_parse(arg, &o->kernel) < 0)
@@ -77,26 +86,36 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;
-        struct kdl_run_cka_opts o;
+        struct cka_args a = {0};
+        struct kdl_run_cka_opts *o = &a.o;
         int st, npos;
 
-        kdl_run_cka_opts_init(&o);
-        kdl_cli_common_init(cli, &c, &o.common);
-        st = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, &c, option, &o);
+        kdl_run_cka_opts_init(o);
+        kdl_cli_common_init(cli, &c, &o->common);
+        st = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, &c, option, &a);
         if (st != KDL_CLI_PARSED)
                 return st;
         if (c.teacher || c.nstudents || c.run.per_sample)
                 return kdl_cli_usage(cli, "the dumps are arguments: kdlens cka A.h5 [B.h5]");
         npos = argc - optind;
         st = kdl_cli_positional(cli, npos);
-        st = st ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
+        st = st
+                     ?: kdl_cli_reject(cli, &c,
+                                       KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT |
+                                               KDL_CLI_NO_BLOCK_ROWS);
         if (st)
                 return st;
         if (c.inputs.roles == KDL_ROLES_IGNORE)
                 return kdl_cli_usage(cli, "--ignore-roles: cka takes A.h5 and B.h5 as they come, "
                                           "whatever their roles");
         c.inputs.roles = KDL_ROLES_NONE;
-        o.common = c.run;
+        if (a.theta_given && o->kernel != KDL_CKA_RBF)
+                return kdl_cli_usage(cli, "--theta: the bandwidth of the RBF kernel needs "
+                                          "--kernel rbf");
+        if (a.batch_given && o->estimator != KDL_RUN_CKA_MINIBATCH)
+                return kdl_cli_usage(cli, "--batch: the minibatch size needs --estimator "
+                                          "minibatch");
+        o->common = c.run;
         return kdl_cli_analyse(cli, argv[optind], (const char *const *) argv + optind + 1,
-                               (size_t) (npos - 1), "cka", run, &o, &c);
+                               (size_t) (npos - 1), "cka", run, o, &c);
 }

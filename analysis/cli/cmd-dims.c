@@ -84,6 +84,9 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
         st = kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE);
         if (st)
                 return st;
+        if (o.spectrum && c.format != KDL_FORMAT_TABLE)
+                return kdl_cli_usage(cli, "--curves: only the table format leaves the spectrum "
+                                          "out; the others always have it");
         o.common = c.run;
         /* Every eigenvalue of every layer buries the summary on a terminal. */
         o.spectrum = o.spectrum || c.format != KDL_FORMAT_TABLE;

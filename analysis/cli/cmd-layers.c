@@ -5,6 +5,7 @@
 #include "analysis/cli/cli.h"
 #include "analysis/inputs.h"
 #include "analysis/layers.h"
+#include "analysis/report.h"
 #include "metrics/base/banned.h"
 
 enum {
@@ -14,12 +15,20 @@ enum {
         OPT_SEED,
 };
 
+/* What layers is asked: the options, and whether -k chose k. */
+struct layers_args {
+        struct kdl_run_layers_opts o;
+        bool k_given;
+};
+
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 {
-        struct kdl_run_layers_opts *o = ctx;
+        struct layers_args *a = ctx;
+        struct kdl_run_layers_opts *o = &a->o;
 
         switch (opt) {
         case 'k':
+                a->k_given = true;
                 return kdl_cli_parse_size(cli, "-k", arg, 1, 100000, &o->k);
         case OPT_SUBSAMPLE:
                 return kdl_cli_parse_size(cli, "--subsample", arg, 4, 46340, &o->subsample);
@@ -36,9 +45,15 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
         }
 }
 
-static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
+/* Without -k, the k the report recommends too (kdl_layers_default_k()). */
+static int run(kdl_inputs *in, const void *args, kdl_doc *doc)
 {
-        return kdl_run_layers(in, o, doc);
+        const struct layers_args *a = args;
+        struct kdl_run_layers_opts o = a->o;
+
+        if (!a->k_given)
+                o.k = kdl_layers_default_k(in->teacher, o.common.checkpoint);
+        return kdl_run_layers(in, &o, doc);
 }
 
 int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
@@ -53,17 +68,20 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;
-        struct kdl_run_layers_opts o;
+        struct layers_args a = {0};
         int st;
 
-        kdl_run_layers_opts_init(&o);
-        kdl_cli_common_init(cli, &c, &o.common);
+        kdl_run_layers_opts_init(&a.o);
+        kdl_cli_common_init(cli, &c, &a.o.common);
         st = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS "k:", longopts, &c, option,
-                           &o);
+                           &a);
         if (st != KDL_CLI_PARSED)
                 return st;
         st = kdl_cli_positional(cli, argc - optind);
-        st = st ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT);
+        st = st
+                     ?: kdl_cli_reject(cli, &c,
+                                       KDL_CLI_NO_TEMPERATURE | KDL_CLI_NO_TEACHER_CHECKPOINT |
+                                               KDL_CLI_NO_BLOCK_ROWS);
         if (st)
                 return st;
         if (!c.teacher)
@@ -72,6 +90,6 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                 return kdl_cli_usage(cli, "expected at most one student (-s S.h5)");
         if (c.run.per_sample)
                 return kdl_cli_usage(cli, "--per-sample is not available for layers");
-        o.common = c.run;
-        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "layers", run, &o, &c);
+        a.o.common = c.run;
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "layers", run, &a, &c);
 }

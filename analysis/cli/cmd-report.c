@@ -72,7 +72,7 @@ static int run(struct kdl_cli *cli, struct kdl_run_report_opts *o, bool quiet)
         return KDL_EXIT_OK;
 }
 
-enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT };
+enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT, OPT_FORCE };
 
 /* What report and demo are asked besides the dumps. */
 struct report_args {
@@ -80,6 +80,7 @@ struct report_args {
         bool quiet;
 };
 
+/* The options report and demo share. */
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 {
         struct report_args *a = ctx;
@@ -91,9 +92,21 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
                 a->quiet = true;
         else if (opt == OPT_GNUPLOT)
                 a->o.gnuplot = arg;
+        else if (opt == OPT_FORCE)
+                a->o.force = true;
         else
                 return KDL_CLI_OPT_NOT_MINE;
         return 0;
+}
+
+/* report's own: -k besides what it shares with demo. */
+static int report_option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
+{
+        struct report_args *a = ctx;
+
+        if (opt == 'k')
+                return kdl_cli_parse_size(cli, "-k", arg, 1, 100000, &a->o.k);
+        return option(cli, opt, arg, ctx);
 }
 
 int cmd_report(int argc, char **argv, struct kdl_cli *cli)
@@ -101,6 +114,8 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         static const struct option longopts[] = {
                 KDL_CLI_COMMON_LONGOPTS,
                 {"output", required_argument, NULL, 'o'},
+                {"top", required_argument, NULL, 'k'},
+                {"force", no_argument, NULL, OPT_FORCE},
                 {"quiet", no_argument, NULL, OPT_QUIET},
                 {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
                 {NULL, 0, NULL, 0},
@@ -110,12 +125,14 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         char *cmd;
         int r;
 
-        kdl_cli_common_init(cli, &c, NULL);
-        r = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS "o:", longopts, &c, option, &a);
+        kdl_run_report_opts_init(&a.o);
+        kdl_cli_common_init(cli, &c, &a.o.common);
+        r = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS "o:k:", longopts, &c,
+                          report_option, &a);
         if (r != KDL_CLI_PARSED)
                 return r;
         r = kdl_cli_positional(cli, argc - optind);
-        r = r ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE | KDL_CLI_NO_TEACHER_CHECKPOINT);
+        r = r ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE | KDL_CLI_NO_FORMAT);
         if (r)
                 return r;
         if (!c.teacher || c.nstudents == 0 || !a.o.out_dir)
@@ -123,10 +140,10 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
                                           "and -o DIR");
         if (c.run.ntau != 1)
                 return kdl_cli_usage(cli, "-T: expected one temperature for the report");
+        a.o.common = c.run;
         a.o.teacher = c.teacher;
         a.o.students = c.students;
         a.o.nstudents = c.nstudents;
-        a.o.tau = c.run.tau[0];
         a.o.inputs = c.inputs;
         cmd = command_line(argc, argv);
         if (!cmd)
@@ -179,15 +196,19 @@ int cmd_demo(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
                 {"output", required_argument, NULL, 'o'},
+                {"force", no_argument, NULL, OPT_FORCE},
                 {"quiet", no_argument, NULL, OPT_QUIET},
                 {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
-        struct report_args a = {.o = {.out_dir = "kdlens-demo"}};
+        struct report_args a = {0};
         char *teacher = NULL, *students[KDL_CLI_MAX_STUDENTS], *cmd = NULL;
         size_t ns = 0;
         int c, r;
+
+        kdl_run_report_opts_init(&a.o);
+        a.o.out_dir = "kdlens-demo";
 
         while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
                 if (c == 'h')

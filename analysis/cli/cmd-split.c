@@ -14,9 +14,17 @@ enum {
         OPT_BINS,
 };
 
+/* What split is asked: the options, and whether --bins was (its histograms are in json and
+ * csv only). */
+struct split_args {
+        struct kdl_run_split_opts o;
+        bool bins_given;
+};
+
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 {
-        struct kdl_run_split_opts *o = ctx;
+        struct split_args *a = ctx;
+        struct kdl_run_split_opts *o = &a->o;
         int st;
 
         switch (opt) {
@@ -28,6 +36,7 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
         case OPT_W_EPS:
                 return kdl_cli_parse_real(cli, "--w-eps", arg, DBL_MIN, DBL_MAX, &o->metric.w_eps);
         case OPT_BINS:
+                a->bins_given = true;
                 st = kdl_cli_parse_count(cli, "--bins", arg, &o->hist_bins);
                 if (!st && o->metric.nbins % o->hist_bins != 0)
                         st = kdl_cli_usage(cli, "--bins: expected a divisor of %zu, found '%s'",
@@ -54,22 +63,27 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;
-        struct kdl_run_split_opts o;
+        struct split_args a = {0};
+        struct kdl_run_split_opts *o = &a.o;
         int st;
 
-        kdl_run_split_opts_init(&o);
-        kdl_cli_common_init(cli, &c, &o.common);
-        st = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, &c, option, &o);
+        kdl_run_split_opts_init(o);
+        kdl_cli_common_init(cli, &c, &o->common);
+        st = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS, longopts, &c, option, &a);
         if (st != KDL_CLI_PARSED)
                 return st;
         st = kdl_cli_positional(cli, argc - optind);
+        st = st ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_SPATIAL);
         if (st)
                 return st;
         if (!c.teacher)
                 return kdl_cli_usage(cli, "a teacher dump is required (-t FILE)");
         if (c.nstudents == 0)
                 return kdl_cli_usage(cli, "a student dump is required (-s FILE)");
-        o.common = c.run;
-        o.long_tables = c.format == KDL_FORMAT_JSON || c.format == KDL_FORMAT_CSV;
-        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "split", run, &o, &c);
+        o->common = c.run;
+        o->long_tables = c.format == KDL_FORMAT_JSON || c.format == KDL_FORMAT_CSV;
+        if (a.bins_given && !o->long_tables)
+                return kdl_cli_usage(cli, "--bins: the histograms are in the json and csv "
+                                          "formats only");
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "split", run, o, &c);
 }

@@ -23,10 +23,15 @@ struct kdl__report {
         kdl_inputs *in;
         const char **inputs; /* the teacher's path, then the students', as given */
         kdl_site *site;
-        char **names;  /* display name of each student */
+        struct kdl_ckpair **sel; /* [nstudents] each student's checkpoints analysed, each with
+                                    the teacher's it is compared with (in @in) */
+        size_t *nsel;            /* [nstudents] their counts, each >= 1 */
+        char *partner_text; /* for kdl__report_partner_text() with a named teacher checkpoint */
+        char **names;       /* display name of each student */
         size_t prefix; /* length of a prefix all names share ("student_"), left out in figures */
         size_t done, total;
         double tau;
+        size_t k; /* teacher layers recommended */
         /* The analyses, computed before any section is written. */
         kdl_doc *inspect, *kl, *split, *dims, *layers;
         kdl_doc **cka; /* [ncka] one per student checkpoint, student-major */
@@ -56,8 +61,12 @@ bool kdl__report_same_tau(double a, double b);
 /* Student @k's name in crowded figure labels: without the prefix all share.  Borrowed. */
 const char *kdl__report_short_name(const struct kdl__report *r, size_t k);
 
-/* The name of @f's last checkpoint.  Borrowed from @f. */
-const char *kdl__report_last_checkpoint(const kdl_h5file *f);
+/* Student @k's last checkpoint analysed and the teacher's it is compared with.  Borrowed. */
+const struct kdl_ckpair *kdl__report_last_pair(const struct kdl__report *r, size_t k);
+
+/* Which teacher checkpoint each student checkpoint is compared with, as a phrase
+ * ("the teacher's last checkpoint", ...).  Static storage or @r's options. */
+const char *kdl__report_partner_text(const struct kdl__report *r);
 
 /* kdl__report_show() - render figure @name in every format and show it with @caption. */
 int kdl__report_show(struct kdl__report *r, const char *name, const char *caption);

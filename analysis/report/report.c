@@ -2,11 +2,13 @@
 /* kdlens report: compute every analysis (one stream per student checkpoint
  * shared by all), then write the sections (section-*.c) into a site put in
  * place atomically. */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kdl-config.h"
 #include "metrics/base/alloc.h"
+#include "metrics/base/outfile.h"
 #include "analysis/cka-internal.h"
 #include "analysis/dims-internal.h"
 #include "analysis/inspect.h"
@@ -77,19 +79,44 @@ struct runs {
         kdl_table *passes;
 };
 
+/* A job that reads nothing and counts the blocks of the first pass. */
+static int count_block(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        (void) s;
+        *(size_t *) j->ctx += pass == 0;
+        return 0;
+}
+
+static int attach_nothing(kdl__job *j, kdl_stream *s)
+{
+        (void) j;
+        (void) s;
+        return 0;
+}
+
+/* The most jobs run_jobs() runs on one stream (kl, split, dims, cka). */
+#define MAX_JOBS 4
+
 /* Run @jobs on one stream over student @k's pair (or the teacher alone when @k is
- * SIZE_MAX) and add a row to the passes table. */
+ * SIZE_MAX), read in the report's blocks and NaN/Inf policy, and add a row to the passes
+ * table. */
 static int run_jobs(struct kdl__report *r, struct runs *rs, size_t k, const char *checkpoint,
-                    kdl__job *jobs, size_t n)
+                    const kdl__job *jobs, size_t n)
 {
         const kdl_pair *pair = k == SIZE_MAX ? NULL : r->in->pairs[k];
-        size_t rows = pair ? pair->n : kdl_h5_dump(r->in->teacher)->n;
+        size_t rows = pair ? pair->n : kdl_h5_dump(r->in->teacher)->n, blocks = 0;
+        struct kdl_stream_opts so = {.block_rows = r->o->common.block_rows,
+                                     .skip_nonfinite = r->o->common.skip_nonfinite};
+        kdl__job all[MAX_JOBS + 1];
         kdl_stream *s = NULL;
         unsigned passes = 0;
         int err;
 
-        err = kdl_stream_new(rows, pair, NULL, &s);
-        err = err ?: kdl__jobs_run(s, jobs, n, &passes);
+        assert(n <= MAX_JOBS);
+        memcpy(all, jobs, n * sizeof(*jobs));
+        all[n] = (kdl__job){.ctx = &blocks, .attach = attach_nothing, .block = count_block};
+        err = kdl_stream_new(rows, pair, &so, &s);
+        err = err ?: kdl__jobs_run(s, all, n + 1, &passes);
         if (!err && (err = kdl_table_add_row(rs->passes)) > 0)
                 err = 0; /* the row's index */
         err = err
@@ -99,6 +126,8 @@ static int run_jobs(struct kdl__report *r, struct runs *rs, size_t k, const char
         err = err ?: kdl_table_put_int(rs->passes, "analyses", (long long) n);
         err = err ?: kdl_table_put_int(rs->passes, "datasets", (long long) kdl_stream_count(s));
         err = err ?: kdl_table_put_int(rs->passes, "passes", (long long) passes);
+        err = err ?: kdl_table_put_int(rs->passes, "blocks", (long long) blocks);
+        err = err ?: kdl_table_put_int(rs->passes, "skipped", (long long) kdl_stream_skipped(s));
         err = err
                       ?: kdl_table_put_int(rs->passes, "values_read",
                                            (long long) kdl_stream_values_read(s));
@@ -118,7 +147,7 @@ static int student_checkpoint(struct kdl__report *r, struct runs *rs, size_t k,
                           .pairs = &r->in->pairs[k],
                           .opts = r->in->opts};
         struct kdl__cka_run *cka = NULL;
-        kdl__job jobs[4];
+        kdl__job jobs[MAX_JOBS];
         kdl_doc *d = NULL;
         char *what = kdl__asprintf("%s at %s", kdl__report_short_name(r, k), cp->main->name);
         int err;
@@ -133,7 +162,7 @@ static int student_checkpoint(struct kdl__report *r, struct runs *rs, size_t k,
         err = err ?: kdl__split_job(rs->split, k, cp, &jobs[1]);
         err = err ?: kdl__dims_job(rs->dims, k, cp, &jobs[2]);
         err = err ?: kdl__cka_job(cka, 0, &ckp, &jobs[3]);
-        err = err ?: run_jobs(r, rs, k, cp->main->name, jobs, 4);
+        err = err ?: run_jobs(r, rs, k, cp->main->name, jobs, MAX_JOBS);
         if (!err) {
                 err = kdl__cka_end(cka);
                 cka = NULL;
@@ -167,6 +196,13 @@ static int end_runs(struct kdl__report *r, struct runs *rs)
                                           "by kl, split, dims and cka: a dataset two analyses "
                                           "need is read once per pass, and a later pass reads "
                                           "only what the analyses still running need");
+        if (!err && r->o->common.skip_nonfinite)
+                err = kdl_doc_add_note(r->passes,
+                                       "--nonfinite skip: a sample with NaN/Inf in any dataset "
+                                       "read on a checkpoint's stream is dropped from every "
+                                       "analysis of that checkpoint (column skipped), so that "
+                                       "all sections describe the same samples; a command run "
+                                       "alone drops only those of the datasets it reads");
         if (!err) {
                 err = kdl_doc_add_table(r->passes, rs->passes);
                 rs->passes = NULL;
@@ -188,16 +224,9 @@ static int stream_checkpoints(struct kdl__report *r, struct runs *rs)
                 err = kdl__dims_teacher_job(rs->dims, &td->checkpoints[c], &job);
                 err = err ?: run_jobs(r, rs, SIZE_MAX, td->checkpoints[c].name, &job, 1);
         }
-        for (size_t k = 0; k < r->in->nstudents && !err; k++) {
-                struct kdl_ckpair *cks = NULL;
-                size_t nck = 0;
-
-                err = kdl_select_checkpoints(r->in->students[k], r->in->teacher, "all", NULL, &cks,
-                                             &nck);
-                for (size_t c = 0; c < nck && !err; c++)
-                        err = student_checkpoint(r, rs, k, &cks[c]);
-                free(cks);
-        }
+        for (size_t k = 0; k < r->in->nstudents && !err; k++)
+                for (size_t c = 0; c < r->nsel[k] && !err; c++)
+                        err = student_checkpoint(r, rs, k, &r->sel[k][c]);
         return err ?: end_runs(r, rs);
 }
 
@@ -208,7 +237,7 @@ static int docs_new(struct kdl__report *r, struct runs *rs)
         int err;
 
         for (size_t k = 0; k < r->in->nstudents; k++)
-                ncka += kdl_h5_dump(r->in->students[k])->ncheckpoints;
+                ncka += r->nsel[k];
         r->cka = kdl_new(kdl_doc *, ncka ? ncka : 1);
         if (!r->cka)
                 return -ENOMEM;
@@ -222,20 +251,33 @@ static int docs_new(struct kdl__report *r, struct runs *rs)
         return err;
 }
 
-/* Layers to recommend: 4, but recommending 4 of a 4-layer teacher says nothing, so at most
- * half of its layers. */
-static size_t layers_to_recommend(const kdl_h5file *teacher)
+size_t kdl_layers_default_k(const kdl_h5file *teacher, const char *checkpoint)
 {
         const kdl_dump *td = kdl_h5_dump(teacher);
-        size_t nl = td->checkpoints[td->ncheckpoints - 1].nlayers;
+        const kdl_checkpoint *ck = checkpoint ? kdl_h5_checkpoint(teacher, checkpoint) : NULL;
+        size_t half;
 
-        return nl >= 8 ? 4 : (nl + 1) / 2;
+        if (!ck && td->ncheckpoints == 0)
+                return 1;
+        ck = ck ? ck : &td->checkpoints[td->ncheckpoints - 1];
+        half = (ck->nlayers + 1) / 2;
+        return half < 1 ? 1 : half > 4 ? 4 : half;
+}
+
+/* The teacher checkpoint whose layers the report ranks: the one the first student's last
+ * checkpoint analysed is compared with. */
+static const char *layers_checkpoint(const struct kdl__report *r)
+{
+        const kdl_checkpoint *ck = kdl__report_last_pair(r, 0)->partner;
+
+        return ck ? ck->name : NULL;
 }
 
 /*
- * Every analysis of the report, each with its options filled here and nowhere else:
- * inspect and layers run whole; kl, split and dims begin here and take one job per
- * checkpoint on the shared streams; CKA begins once per student checkpoint with rs.cka.
+ * Every analysis of the report, each with its options filled here and nowhere else, all
+ * from the report's common options: inspect and layers run whole; kl, split and dims begin
+ * here and take one job per selected checkpoint on the shared streams; CKA begins once per
+ * student checkpoint with rs.cka.
  */
 static int compute(struct kdl__report *r)
 {
@@ -250,19 +292,21 @@ static int compute(struct kdl__report *r)
         int err;
 
         kdl_run_kl_opts_init(&klo);
-        klo.common.checkpoint = "all";
-        klo.common.tau[0] = r->tau;
+        klo.common = r->o->common;
         klo.seed = 0; /* the report has always drawn its Spearman subsample with seed 0 */
         kdl_run_split_opts_init(&so);
-        so.common.checkpoint = "all";
-        so.common.tau[0] = r->tau;
+        so.common = r->o->common;
         so.long_tables = true;
         kdl_run_dims_opts_init(&dio);
-        dio.common.checkpoint = "all";
-        dio.common.tau[0] = r->tau;
-        kdl_run_layers_opts_init(&lo);
-        lo.k = layers_to_recommend(r->in->teacher);
+        dio.common = r->o->common;
         kdl_run_cka_opts_init(&rs.cka);
+        rs.cka.common = r->o->common;
+        kdl_run_layers_opts_init(&lo);
+        lo.common = r->o->common;
+        lo.common.checkpoint = layers_checkpoint(r);
+        lo.common.teacher_checkpoint = NULL;
+        lo.k = r->o->k ? r->o->k : kdl_layers_default_k(r->in->teacher, lo.common.checkpoint);
+        r->k = lo.k;
         teacher_only.nstudents = 0;
         err = docs_new(r, &rs);
         if (!err)
@@ -284,28 +328,66 @@ static int compute(struct kdl__report *r)
 
 /* ---- the run ----------------------------------------------------------------------- */
 
-/* Open the inputs and name the students; @r->total counts the stages to come. */
+void kdl_run_report_opts_init(struct kdl_run_report_opts *o)
+{
+        *o = (struct kdl_run_report_opts){0};
+        kdl_run_common_init(&o->common);
+        o->common.checkpoint = "all";
+}
+
+/* What the options ask that the report cannot do, before any work. */
+static int check_opts(const struct kdl_run_report_opts *o)
+{
+        if (o->common.ntau != 1)
+                return kdl_error(-KDL_EUSAGE,
+                                 "-T: expected one temperature for the report, found %zu",
+                                 o->common.ntau);
+        if (o->common.per_sample)
+                return kdl_error(-KDL_EUSAGE, "--per-sample: report has no per-sample values");
+        if (!o->teacher || o->nstudents == 0 || !o->out_dir)
+                return kdl_error(-KDL_EUSAGE, "expected a teacher, at least one student and a "
+                                              "directory");
+        return 0;
+}
+
+/* Open the inputs, select each student's checkpoints and name the students; @r->total
+ * counts the stages to come.  A directory that is an input or holds one is refused first. */
 static int run_open(struct kdl__report *r, const struct kdl_run_report_opts *o)
 {
+        const char *tc = o->common.teacher_checkpoint;
         int err;
 
         /* inputs, the teacher, layers, the kl, split, dims and cka figures, the index; + the
          * student checkpoints */
         r->total = 8;
-        err = kdl_inputs_open_with(o->teacher, o->students, o->nstudents, &o->inputs, &r->in);
-        if (err < 0)
-                return err;
-        r->names = kdl_new(char *, o->nstudents ? o->nstudents : 1);
         r->inputs = kdl_new(const char *, o->nstudents + 1);
-        if (!r->names || !r->inputs)
+        if (!r->inputs)
                 return -ENOMEM;
         r->inputs[0] = o->teacher;
-        for (size_t k = 0; k < o->nstudents; k++) {
+        for (size_t k = 0; k < o->nstudents; k++)
                 r->inputs[k + 1] = o->students[k];
+        err = kdl_out_check(o->out_dir, KDL_OUT_DIR, r->inputs, o->nstudents + 1);
+        err = err
+                      ?: kdl_inputs_open_with(o->teacher, o->students, o->nstudents, &o->inputs,
+                                              &r->in);
+        if (err < 0)
+                return err;
+        r->names = kdl_new(char *, o->nstudents);
+        r->sel = kdl_new(struct kdl_ckpair *, o->nstudents);
+        r->nsel = kdl_new(size_t, o->nstudents);
+        if (tc && strcmp(tc, "same") != 0)
+                r->partner_text = kdl__asprintf("the teacher's checkpoint %s", tc);
+        if (!r->names || !r->sel || !r->nsel || (tc && strcmp(tc, "same") != 0 && !r->partner_text))
+                return -ENOMEM;
+        for (size_t k = 0; k < o->nstudents; k++) {
+                err = kdl_select_checkpoints(r->in->students[k], r->in->teacher,
+                                             o->common.checkpoint, tc, &r->sel[k], &r->nsel[k]);
+                if (err < 0)
+                        return err;
                 r->names[k] = display_name(kdl_h5_dump(r->in->students[k]));
                 if (!r->names[k])
                         return -ENOMEM;
-                r->total += kdl_h5_dump(r->in->students[k])->ncheckpoints;
+                r->total += r->nsel[k];
         }
         r->prefix = common_prefix(r->names, o->nstudents);
         return 0;
@@ -323,20 +405,28 @@ static void run_release(struct kdl__report *r)
         for (size_t i = 0; i < r->ncka; i++)
                 kdl_doc_free(r->cka[i]);
         free(r->cka);
-        for (size_t k = 0; r->names && k < r->o->nstudents; k++)
-                free(r->names[k]);
+        for (size_t k = 0; k < r->o->nstudents; k++) {
+                if (r->names)
+                        free(r->names[k]);
+                if (r->sel)
+                        free(r->sel[k]);
+        }
         free(r->names);
+        free(r->sel);
+        free(r->nsel);
+        free(r->partner_text);
         free(r->inputs);
         kdl_inputs_free(r->in);
 }
 
 int kdl_run_report(const struct kdl_run_report_opts *o)
 {
-        struct kdl__report r = {.o = o, .tau = o->tau > 0.0 ? o->tau : 4.0};
+        struct kdl__report r = {.o = o, .tau = o->common.tau[0]};
         int err;
 
-        err = run_open(&r, o);
-        err = err ?: kdl_site_open(o->out_dir, 0, &r.site);
+        err = check_opts(o);
+        err = err ?: run_open(&r, o);
+        err = err ?: kdl_site_open(o->out_dir, o->force ? KDL_SITE_FORCE : 0, &r.site);
         err = err ?: compute(&r);
         err = err ?: kdl__report_section_inspect(&r);
         err = err ?: kdl__report_section_kl(&r);

@@ -8,14 +8,14 @@
 #include "analysis/report/report-internal.h"
 #include "metrics/base/banned.h"
 
-/* The teacher x student matrix of one run of kdl_run_cka() as a heatmap. */
-static int cka_heatmap(struct kdl__report *r, const kdl_doc *d, size_t k, const char *tck,
-                       const char *sck)
+/* The teacher x student matrix of one run of kdl_run_cka() as heatmap @name. */
+static int cka_heatmap(struct kdl__report *r, const kdl_doc *d, const char *name, size_t k,
+                       const char *tck, const char *sck)
 {
         const kdl_table *t = kdl_doc_find_table(d, "cka");
         const char **rows = NULL, **cols = NULL;
         double *m = NULL;
-        char *name = NULL, *caption = NULL;
+        char *caption = NULL;
         size_t nr, nc = 0, first = 3;
         int err = -ENOMEM;
 
@@ -25,12 +25,11 @@ static int cka_heatmap(struct kdl__report *r, const kdl_doc *d, size_t k, const 
         rows = kdl_new(const char *, nr);
         cols = kdl_new(const char *, nc);
         m = kdl_new(double, nr *nc);
-        name = kdl__asprintf("cka_s%zu_%s", k + 1, sck);
         caption = kdl__asprintf("Linear CKA between the layers of the teacher at %s (rows) and "
                                 "of %s at %s (columns), all samples (Kornblith et al. 2019; "
                                 "MATH 7.2)",
                                 tck, r->names[k], sck);
-        if (!rows || !cols || !m || !name || !caption)
+        if (!rows || !cols || !m || !caption)
                 goto out;
         for (size_t j = 0; j < nc; j++)
                 cols[j] = kdl_table_key(t, first + j);
@@ -48,7 +47,6 @@ static int cka_heatmap(struct kdl__report *r, const kdl_doc *d, size_t k, const 
         err = err ?: kdl__report_show(r, name, caption);
 out:
         free(caption);
-        free(name);
         free(m);
         free(cols);
         free(rows);
@@ -57,25 +55,29 @@ out:
 
 int kdl__report_section_cka(struct kdl__report *r)
 {
-        const char *tck = kdl__report_last_checkpoint(r->in->teacher);
+        char *text = kdl__asprintf("How similar each student's layers are to the teacher's: "
+                                   "linear CKA over every sample, streamed in feature space, "
+                                   "each student checkpoint against %s.",
+                                   kdl__report_partner_text(r));
         size_t i = 0;
         int err;
 
         kdl__report_progress(r, "cka: figures");
-        err = kdl_site_section(r->site, "Teacher x student CKA",
-                               "How similar each student's layers are to the teacher's: linear "
-                               "CKA over every sample, streamed in feature space.");
+        err = text ? kdl_site_section(r->site, "Teacher x student CKA", text) : -ENOMEM;
+        free(text);
         for (size_t k = 0; k < r->in->nstudents && !err; k++) {
-                const kdl_dump *sd = kdl_h5_dump(r->in->students[k]);
+                for (size_t c = 0; c < r->nsel[k] && !err; c++, i++) {
+                        const struct kdl_ckpair *cp = &r->sel[k][c];
+                        /* Any checkpoint name a dump may hold makes a file name. */
+                        char *slug = kdl_fig_slug(cp->main->name, KDL_FIG_NAME_MAX - 16);
+                        char *file = slug ? kdl__asprintf("cka_s%zu_%s", k + 1, slug) : NULL;
 
-                /* The trained teacher against each checkpoint of the student. */
-                for (size_t c = 0; c < sd->ncheckpoints && !err; c++, i++) {
-                        const char *sck = sd->checkpoints[c].name;
-                        char *file = kdl__asprintf("cka_s%zu_%s", k + 1, sck);
-
-                        err = file ? cka_heatmap(r, r->cka[i], k, tck, sck) : -ENOMEM;
+                        err = file ? cka_heatmap(r, r->cka[i], file, k, cp->partner->name,
+                                                 cp->main->name)
+                                   : -ENOMEM;
                         err = err ?: kdl_site_json(r->site, r->cka[i], file);
                         free(file);
+                        free(slug);
                 }
         }
         return err;

@@ -37,7 +37,7 @@ static int kl_sources_figure(struct kdl__report *r, const kdl_table *t, const ch
 
         for (size_t k = 0; k < ns && !err; k++) {
                 const char *path = kdl_h5_dump(r->in->students[k])->path;
-                const char *ck = kdl__report_last_checkpoint(r->in->students[k]);
+                const char *ck = kdl__report_last_pair(r, k)->main->name;
 
                 for (size_t a = 1; a < NKL; a++)
                         y[k * NKL + a - 1] =
@@ -51,8 +51,9 @@ static int kl_sources_figure(struct kdl__report *r, const kdl_table *t, const ch
                       ?: kdl__report_show(r, "kl_sources",
                                           "How well each knowledge source tracks the KD criterion "
                                           "tau^2 KL(p_t || p_s) at each student's last "
-                                          "checkpoint: correlation over samples (1 = a perfect "
-                                          "proxy; missing bars: source unavailable in the dumps)");
+                                          "checkpoint analysed: correlation over samples "
+                                          "(1 = a perfect proxy; missing bars: source "
+                                          "unavailable in the dumps)");
         free(s);
         free(y);
         return err;
@@ -63,7 +64,7 @@ static int kl_curves_figure(struct kdl__report *r, const kdl_table *t, size_t k,
                             const char *const *names)
 {
         const kdl_dump *dd = kdl_h5_dump(r->in->students[k]);
-        size_t nck = dd->ncheckpoints;
+        size_t nck = r->nsel[k];
         double *v = kdl_new(double, NKL *nck);
         const char **ticks = kdl_new(const char *, nck);
         char *name = kdl__asprintf("kl_curves_s%zu", k + 1);
@@ -76,7 +77,7 @@ static int kl_curves_figure(struct kdl__report *r, const kdl_table *t, size_t k,
         int err = v && ticks && name && cap ? 0 : -ENOMEM;
 
         for (size_t c = 0; c < nck && !err; c++) {
-                ticks[c] = dd->checkpoints[c].name;
+                ticks[c] = r->sel[k][c].main->name;
                 for (size_t a = 0; a < NKL; a++) {
                         double m =
                                 kl_value(r, t, dd->path, ticks[c], (enum kdl_kl_value) a, "mean");
@@ -114,15 +115,16 @@ static int kl_figures(struct kdl__report *r, const kdl_doc *d)
 int kdl__report_section_kl(struct kdl__report *r)
 {
         const kdl_doc *d = r->kl;
+        char *text = kdl__asprintf("How well each knowledge source (logits, probabilities, "
+                                   "features, gradients) approximates the KD criterion "
+                                   "tau^2 KL(p_t || p_s) (Hsu et al. 2022; MATH 2 and 11.1), per "
+                                   "student and checkpoint, each compared with %s.",
+                                   kdl__report_partner_text(r));
         int err;
 
         kdl__report_progress(r, "kl: figures");
-        err = kdl_site_section(r->site, "Knowledge sources",
-                               "How well each knowledge source (logits, probabilities, "
-                               "features, gradients) approximates the KD criterion "
-                               "tau^2 KL(p_t || p_s) (Hsu et al. 2022; MATH 2 and 11.1), per "
-                               "student and checkpoint, each compared with the teacher's last "
-                               "checkpoint.");
+        err = text ? kdl_site_section(r->site, "Knowledge sources", text) : -ENOMEM;
+        free(text);
         err = err ?: kl_figures(r, d);
         err = err
                       ?: kdl__report_show_table(r, d, "kl", "kl",

@@ -109,27 +109,36 @@ static size_t out_of_range(const kdl_table *t)
 int kdl__report_section_layers(struct kdl__report *r)
 {
         const kdl_doc *d = r->layers;
+        const struct kdl_ckpair *cp = kdl__report_last_pair(r, 0);
         const kdl_table *t = kdl_doc_find_table(d, "layers");
         size_t nout = out_of_range(t);
+        const char *how =
+                r->o->k ? "as -k asked"
+                        : "by default min(4, ceil(n/2)) of n layers, as kdlens layers does";
         char *text = NULL;
         int err;
 
         if (nout == 0)
                 text = kdl__asprintf(
-                        "%s", "Which teacher layers are worth distilling from, decided before "
-                              "training from the teacher alone: Cooper et al.'s knowledge quality "
-                              "on a class-balanced subsample, with linear CKA against the "
-                              "teacher's logits and the labels and class-geometry columns.");
+                        "Which teacher layers are worth distilling from, decided before training "
+                        "from the teacher alone: Cooper et al.'s knowledge quality on a "
+                        "class-balanced subsample, with linear CKA against the teacher's logits "
+                        "and the labels and class-geometry columns; at the teacher's checkpoint "
+                        "%s, the one the students are compared with. The top k = %zu of its %zu "
+                        "feature layers by Q are recommended: %s.",
+                        cp->partner->name, r->k, cp->partner->nlayers, how);
         else
                 text = kdl__asprintf(
                         "Cooper et al.'s knowledge quality of each teacher layer on a "
                         "class-balanced subsample, with linear CKA against the teacher's logits "
-                        "and the labels and class-geometry columns. Q is outside its design range "
+                        "and the labels and class-geometry columns; at the teacher's checkpoint "
+                        "%s, the one the students are compared with. Q is outside its design range "
                         "for %zu of %zu layer rows (I or E outside [0, 1], or fewer than %d "
                         "samples per class; column range_note says which): the ranking below is "
                         "not a reliable guide to which layers are worth distilling from, and the "
-                        "recommended layers are only the top of that ranking.",
-                        nout, kdl_table_rows(t), KDL_QUALITY_MIN_PER_CLASS);
+                        "k = %zu recommended layers (%s) are only the top of that ranking.",
+                        cp->partner->name, nout, kdl_table_rows(t), KDL_QUALITY_MIN_PER_CLASS, r->k,
+                        how);
         if (!text)
                 return -ENOMEM;
         err = kdl_site_section(r->site, "Teacher layers", text);

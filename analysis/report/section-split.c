@@ -165,7 +165,7 @@ static int split_bars(struct kdl__report *r, const kdl_table *t)
 static int confidence_figure(struct kdl__report *r, const kdl_table *h, size_t k)
 {
         const char *path = kdl_h5_dump(r->in->students[k])->path;
-        const char *ck = kdl__report_last_checkpoint(r->in->students[k]);
+        const char *ck = kdl__report_last_pair(r, k)->main->name;
         double e1[HIST_MAX_BINS + 1], d1[HIST_MAX_BINS], e2[HIST_MAX_BINS + 1], d2[HIST_MAX_BINS];
         size_t n1 = histogram(h, path, ck, r->tau, "pt_y", e1, d1, HIST_MAX_BINS, false);
         size_t n2 = histogram(h, path, ck, r->tau, "ps_y", e2, d2, HIST_MAX_BINS, false);
@@ -313,7 +313,7 @@ static int instance_weight_figure(struct kdl__report *r, const kdl_doc *d, const
                                   size_t k)
 {
         const char *path = kdl_h5_dump(r->in->students[k])->path;
-        const char *ck = kdl__report_last_checkpoint(r->in->students[k]);
+        const char *ck = kdl__report_last_pair(r, k)->main->name;
         double all[W_NBANDS] = {0}, ok[W_NBANDS] = {0}, floored[W_NBANDS], unfloored[W_NBANDS];
         double mark[2], marks[2], n = 0.0;
         const char *cats[W_NBANDS], *mark_labels[2];
@@ -399,7 +399,7 @@ static int class_figures(struct kdl__report *r, const kdl_doc *d)
                         err = -ENOMEM;
         for (size_t k = 0; k < r->in->nstudents && !err; k++) {
                 const char *path = kdl_h5_dump(r->in->students[k])->path;
-                const char *ck = kdl__report_last_checkpoint(r->in->students[k]);
+                const char *ck = kdl__report_last_pair(r, k)->main->name;
                 char *name, *cap;
 
                 if (k == 0)

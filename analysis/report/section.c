@@ -2,6 +2,7 @@
 /* What every section of the report uses: reading the analyses' tables,
  * showing figures and tables. */
 #include <math.h>
+#include <string.h>
 
 #include "reports/plot.h"
 #include "reports/site.h"
@@ -54,11 +55,20 @@ const char *kdl__report_short_name(const struct kdl__report *r, size_t k)
         return r->names[k] + r->prefix;
 }
 
-const char *kdl__report_last_checkpoint(const kdl_h5file *f)
+const struct kdl_ckpair *kdl__report_last_pair(const struct kdl__report *r, size_t k)
 {
-        const kdl_dump *d = kdl_h5_dump(f);
+        return &r->sel[k][r->nsel[k] - 1];
+}
 
-        return d->checkpoints[d->ncheckpoints - 1].name;
+const char *kdl__report_partner_text(const struct kdl__report *r)
+{
+        const char *tc = r->o->common.teacher_checkpoint;
+
+        if (!tc)
+                return "the teacher's last checkpoint";
+        if (strcmp(tc, "same") == 0)
+                return "the teacher's checkpoint of the same name (else its last)";
+        return r->partner_text;
 }
 
 /* Render figure @name in every format and show it with @caption. */

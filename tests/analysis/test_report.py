@@ -140,25 +140,52 @@ def test_analyses_share_one_stream_and_match_the_commands():
         assert alone["notes"] == shared["notes"], name
 
 
+def start_slow_report(base, out):
+    """kdlens report into @out with a gnuplot that hangs, so that it is surely killed
+    mid-way; in a session of its own (os.killpg)."""
+    slow = os.path.join(base, "slow-gnuplot")
+    with open(slow, "w") as fh:
+        fh.write(f"#!/bin/sh\nsleep 30\nexec {GNUPLOT} \"$@\"\n")
+    os.chmod(slow, 0o755)
+    return subprocess.Popen([kt.KDLENS, "report", "-t", T, "-s", S, "-o", out, "--quiet",
+                             "--gnuplot", slow], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def test_killed_report_leaves_previous_intact():
     base = kt.tmpdir()
     out = os.path.join(base, "rep")
     st, _, err = make_report(out)
     assert st == 0, err
     before = tree_digest(out)
-    # A gnuplot that hangs, so the second run is surely killed mid-way.
-    slow = os.path.join(base, "slow-gnuplot")
-    with open(slow, "w") as fh:
-        fh.write(f"#!/bin/sh\nsleep 30\nexec {GNUPLOT} \"$@\"\n")
-    os.chmod(slow, 0o755)
-    p = subprocess.Popen([kt.KDLENS, "report", "-t", T, "-s", S, "-o", out, "--quiet",
-                          "--gnuplot", slow], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = start_slow_report(base, out)
     time.sleep(1.0)
     assert p.poll() is None, "the report finished before it could be interrupted"
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     assert tree_digest(out) == before, "the interrupted run changed the previous report"
+
+
+def test_killed_report_leaves_a_temporary_the_next_run_removes():
+    """kill -9 leaves DIR.tmp-<pid>-XXXXXX (stamped); the next run into DIR removes it
+    (issue #22)."""
+    base = kt.tmpdir()
+    out = os.path.join(base, "rep")
+    p = start_slow_report(base, out)
+    prefix = f"rep.tmp-{p.pid}-"
+    for _ in range(1200):  # until the temporary exists and is stamped as kdlens's
+        left = [f for f in os.listdir(base) if f.startswith(prefix)]
+        if left and os.path.exists(os.path.join(base, left[0], ".kdlens-report")):
+            break
+        time.sleep(0.05)
+    assert left and p.poll() is None, (os.listdir(base), p.poll())
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert os.path.isdir(os.path.join(base, left[0])) and not os.path.exists(out)
+    assert len(left[0]) == len(prefix) + 6
+    st, _, err = make_report(out)
+    assert st == 0, err
+    assert sorted(os.listdir(base)) == ["rep", "slow-gnuplot"], os.listdir(base)
 
 
 def test_failed_gnuplot_is_one_line_and_keeps_previous():
@@ -184,6 +211,76 @@ def test_report_usage_and_bad_inputs():
     st, _, err = kt.run("report", "-t", T, "-s", S, "-o", "/nonexistent/dir/rep")
     assert st == 1
     kt.one_line_error(err, "/nonexistent/dir/rep")
+
+
+# Names a dump may hold: spaces, non-ASCII letters (a Cyrillic o in the second), '%',
+# quotes, and attempts at gnuplot and HTML injection.
+ODD_CKS = ["init 0", "épоque", "50%", "a\"b'c", "<img src=x onerror=alert(1)>"]
+ODD_LAYERS = ["init 0", "épоque", "50%", "a\"b'c", "q'.system('touch PWNED').'"]
+
+
+def write_odd_dump(path, role, seed, width):
+    import h5py
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    n, c = 80, 4
+    y = np.arange(n) % c
+    with h5py.File(path, "w") as f:
+        f.attrs["kdlens_format"] = 1
+        f.attrs["role"] = role
+        f.attrs["model"] = role + " 50% é"
+        f["labels"] = y
+        for step, ck in enumerate(ODD_CKS):
+            g = f.create_group("checkpoints/" + ck)
+            g.attrs["step"] = np.int64(step)
+            for depth, name in enumerate(ODD_LAYERS):
+                x = rng.standard_normal((n, width)) + (depth + 1) * np.eye(c, width)[y]
+                g.create_dataset("features/" + name, data=x).attrs["depth"] = depth
+            w = rng.standard_normal((c, width))
+            g["logits"] = x @ w.T
+            g["head/weight"] = w
+            g["head/bias"] = np.zeros(c)
+            g["head"].attrs["input"] = ODD_LAYERS[-1]
+
+
+def test_any_name_a_dump_may_hold():
+    """Checkpoint and layer names with spaces, non-ASCII letters, '%' and quotes work in
+    every command and in the report (issue #22): names round-trip exactly through the
+    JSON, every figure renders, labels are escaped, nothing is injected."""
+    import html
+    base = kt.tmpdir()
+    t, s = os.path.join(base, "t.h5"), os.path.join(base, "s.h5")
+    write_odd_dump(t, "teacher", 1, 6)
+    write_odd_dump(s, "student", 2, 5)
+    doc = kt.run_json("kl", "-t", t, "-s", s, "-c", "all")
+    assert [r["checkpoint"] for r in kt.records(doc, "kl_features")] == ODD_CKS
+    doc = kt.run_json("cka", t, s, "-c", "all")
+    pairs = kt.records(doc, "cka_pairs")
+    assert sorted({r["checkpoint"] for r in pairs}) == sorted(ODD_CKS)
+    assert {r["layer_a"] for r in pairs} == set(ODD_LAYERS) | {"logits"}
+    doc = kt.run_json("layers", "-t", t, "-s", s, "-c", "all")
+    assert {r["layer"] for r in kt.records(doc, "layers")} == set(ODD_LAYERS)
+    assert {r["checkpoint"] for r in kt.records(doc, "layers")} == set(ODD_CKS)
+    out = os.path.join(base, "rep")
+    p = subprocess.run([kt.KDLENS, "report", "-t", t, "-s", s, "-o", out, "--quiet",
+                        "--gnuplot", GNUPLOT], capture_output=True, text=True, cwd=base)
+    assert p.returncode == 0, p.stderr
+    assert not os.path.exists(os.path.join(base, "PWNED"))
+    assert not os.path.exists(os.path.join(out, "PWNED"))
+    page = open(os.path.join(out, "index.html"), encoding="utf-8").read()
+    figs = re.findall(r'<img src="figures/([^"]+)\.png"', page)
+    assert len([f for f in figs if f.startswith("cka_s1_")]) == len(ODD_CKS), figs
+    for name in figs:
+        png = os.path.join(out, "figures", name + ".png")
+        assert open(png, "rb").read(4) == b"\x89PNG", png
+    for name in ODD_CKS + ODD_LAYERS:
+        assert html.escape(name, quote=True).replace("&#x27;", "'") in page, name
+    assert "<img src=x" not in page
+    for ck in ODD_CKS:
+        cka = [f for f in os.listdir(os.path.join(out, "data")) if f.startswith("cka_s1_")
+               and f.endswith(".json") and json.load(open(os.path.join(out, "data", f)))
+               ["results"][0]["checkpoint_b"] == ck]
+        assert len(cka) == 1, (ck, cka)
 
 
 if __name__ == "__main__":
