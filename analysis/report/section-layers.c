@@ -132,13 +132,13 @@ int kdl__report_section_layers(struct kdl__report *r)
                         "Cooper et al.'s knowledge quality of each teacher layer on a "
                         "class-balanced subsample, with linear CKA against the teacher's logits "
                         "and the labels and class-geometry columns; at the teacher's checkpoint "
-                        "%s, the one the students are compared with. Q is outside its design range "
-                        "for %zu of %zu layer rows (I or E outside [0, 1], or fewer than %d "
+                        "%s, the one the students are compared with. The top k = %zu of its %zu "
+                        "feature layers by Q are recommended (%s), but Q is outside its design "
+                        "range for %zu of %zu layer rows (I or E outside [0, 1], or fewer than %d "
                         "samples per class; column range_note says which): the ranking below is "
-                        "not a reliable guide to which layers are worth distilling from, and the "
-                        "k = %zu recommended layers (%s) are only the top of that ranking.",
-                        cp->partner->name, nout, kdl_table_rows(t), KDL_QUALITY_MIN_PER_CLASS, r->k,
-                        how);
+                        "not a reliable guide to which layers are worth distilling from.",
+                        cp->partner->name, r->k, cp->partner->nlayers, how, nout, kdl_table_rows(t),
+                        KDL_QUALITY_MIN_PER_CLASS);
         if (!text)
                 return -ENOMEM;
         err = kdl_site_section(r->site, "Teacher layers", text);
