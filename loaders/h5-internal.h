@@ -137,6 +137,62 @@ int kdl__h5_catalog(kdl_h5file *f);
 /** kdl__h5_dump_release() - free everything @d owns (a half-built @d too). */
 void kdl__h5_dump_release(kdl_dump *d);
 
+/* ---- h5-convert.c --------------------------------------------------------- */
+
+/* A stored numeric type that kdlens converts itself. */
+struct kdl__h5_num {
+        size_t size;    /* bytes: 1, 2, 4 or 8 */
+        bool is_float;  /* IEEE 754 binary16, 32 or 64; else an integer */
+        bool is_signed; /* integers: two's complement, else unsigned */
+        bool swap;      /* stored in the other byte order than this machine's */
+};
+
+/* What reads convert into: 8-byte elements either way. */
+enum kdl__h5_to { KDL__H5_TO_DOUBLE, KDL__H5_TO_INT64 };
+
+/**
+ * kdl__h5_num_of() - describe the HDF5 datatype @type into @ret.
+ * Return: 1; 0 when it is not IEEE binary16/32/64 nor a plain 8- to 64-bit
+ * integer (other bit layouts, padding, VAX order, other classes).
+ */
+int kdl__h5_num_of(hid_t type, struct kdl__h5_num *ret);
+
+/**
+ * kdl__h5_convert() - @n values of type @t at @src into doubles or int64 at
+ * @dst (KDL__H5_TO_INT64 only from integers; uint64 above INT64_MAX
+ * saturates).  Exact for every float16, NaN payloads included; int64 and
+ * uint64 round to the nearest double.  Safe on any thread.
+ */
+void kdl__h5_convert(const struct kdl__h5_num *t, enum kdl__h5_to to, const void *src, size_t n,
+                     void *dst);
+
+/**
+ * kdl__h5_convert_tail() - kdl__h5_convert() in place: @buf holds 8 * @n
+ * bytes, the @n stored values in its last @n * size bytes.
+ */
+void kdl__h5_convert_tail(const struct kdl__h5_num *t, enum kdl__h5_to to, void *buf, size_t n);
+
+/**
+ * kdl__h5_convert_box() - convert the box of shape @count at @src_start of
+ * the row-major array @src (shape @src_shape, type @t) into the box at
+ * @dst_start of the row-major array @dst of 8-byte elements (shape
+ * @dst_shape).  @ndim is 1..KDL_MAX_DIMS.
+ */
+void kdl__h5_convert_box(const struct kdl__h5_num *t, enum kdl__h5_to to, size_t ndim,
+                         const void *src, const size_t *src_shape, const size_t *src_start,
+                         void *dst, const size_t *dst_shape, const size_t *dst_start,
+                         const size_t *count);
+
+/* How float16 is converted (a test hook: both ways must agree with numpy). */
+enum kdl__h5_half {
+        KDL__H5_HALF_AUTO,  /* F16C when the CPU has it, else the table */
+        KDL__H5_HALF_TABLE, /* the 65,536-entry table */
+        KDL__H5_HALF_F16C,  /* F16C */
+};
+
+/** kdl__h5_half_use() - convert float16 @how from now on; false if the CPU cannot. */
+bool kdl__h5_half_use(enum kdl__h5_half how);
+
 /* ---- h5-read.c ------------------------------------------------------------ */
 
 /**
