@@ -625,6 +625,20 @@ static void run_window(struct window *w)
                 pthread_join(hs[k].tid, NULL);
 }
 
+/* At least @need bytes at *@buf (*@cap of them now; contents not kept); 0 or -ENOMEM. */
+static int reserve(const kdl__h5_chunks *c, unsigned char **buf, size_t *cap, size_t need)
+{
+        if (*cap >= need)
+                return 0;
+        free(*buf);
+        *cap = 0;
+        *buf = kdl__malloc(need, 1);
+        if (!*buf)
+                return kdl__h5_nomem(c->file, c->path);
+        *cap = need;
+        return 0;
+}
+
 /*
  * Plan job @j at grid position j->g for the box @start/@count: its part of
  * the box, the cache, the chunk's stored size, its buffers.  Return: 0; an
@@ -675,14 +689,8 @@ static int plan(kdl__h5_chunks *c, struct job *j, const size_t *start, const siz
         if (pipeline(c, j, NULL) < 0)
                 return j->err;
         j->decoded = NULL;
-        if (j->raw_cap < j->raw_len) {
-                free(j->raw);
-                j->raw_cap = 0;
-                j->raw = kdl__malloc(j->raw_len, 1);
-                if (!j->raw)
-                        return kdl__h5_nomem(c->file, c->path);
-                j->raw_cap = j->raw_len;
-        }
+        if (reserve(c, &j->raw, &j->raw_cap, j->raw_len) < 0)
+                return -ENOMEM;
         /* A chunk to keep decodes into its own buffer, which the cache takes. */
         if (j->keep && j->dec_len && !(j->dec = kdl__malloc(j->dec_len, 1)))
                 return kdl__h5_nomem(c->file, c->path);
@@ -706,21 +714,10 @@ static int grow_scratch(kdl__h5_chunks *c, const struct window *w)
         }
         for (unsigned t = 0; t < w->threads; t++) {
                 struct scratch *s = &c->th[t];
+                int err = reserve(c, &s->dec, &s->dec_cap, dec);
 
-                if (s->dec_cap < dec) {
-                        free(s->dec);
-                        s->dec_cap = 0;
-                        if (!(s->dec = kdl__malloc(dec, 1)))
-                                return kdl__h5_nomem(c->file, c->path);
-                        s->dec_cap = dec;
-                }
-                if (s->tmp_cap < tmp) {
-                        free(s->tmp);
-                        s->tmp_cap = 0;
-                        if (!(s->tmp = kdl__malloc(tmp, 1)))
-                                return kdl__h5_nomem(c->file, c->path);
-                        s->tmp_cap = tmp;
-                }
+                if (err < 0 || (err = reserve(c, &s->tmp, &s->tmp_cap, tmp)) < 0)
+                        return err;
         }
         return 0;
 }
