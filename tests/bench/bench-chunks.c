@@ -149,66 +149,95 @@ out:
 
 /* ---- run ------------------------------------------------------------------------ */
 
-/* What the old reader did: H5Dread() of rows [a, b) to double, chunk cache of two bands. */
-static int old_read(kdl_h5file *f, const kdl_dsinfo *ds, size_t block, double *buf, double *sum)
+/* One dataset open for reading by one of the readers. */
+struct source {
+        enum reader how;
+        const kdl_dsinfo *ds;
+        kdl_h5reader *r;   /* kdlens */
+        hid_t did, fspace; /* HDF5 */
+};
+
+static int source_open(kdl_h5file *f, const kdl_dsinfo *ds, enum reader how, struct source *s)
 {
-        size_t band, inner = 1;
-        hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS), did, fspace;
+        struct kdl__h5_read_opts o;
         const char *digits = ds->dtype + strcspn(ds->dtype, "0123456789");
-        int err = 0;
+        size_t band = 2 * (ds->chunked ? ds->chunk[0] : 1) * (size_t) (atoi(digits) / 8);
+        hid_t dapl;
+        int err;
+
+        *s = (struct source){.how = how, .ds = ds, .did = -1, .fspace = -1};
+        if (how != OLD) {
+                kdl__h5_read_opts_init(&o);
+                o.threads = how == NEW1 ? 1 : 2;
+                err = kdl__h5_reader_open_opts(f, ds, KDL_SPATIAL_FLATTEN, &o, &s->r);
+                if (err == 0)
+                        kdl_h5_reader_allow_nonfinite(s->r, true);
+                return err;
+        }
+        /* What the old reader did: a chunk cache of two bands of chunks. */
+        for (size_t k = 1; k < ds->ndim; k++)
+                band *= ds->shape[k];
+        band = band < (1u << 20) ? 1u << 20 : band > (64u << 20) ? 64u << 20 : band;
+        dapl = H5Pcreate(H5P_DATASET_ACCESS);
+        if (ds->chunked)
+                H5Pset_chunk_cache(dapl, 12421, band, 1.0);
+        s->did = H5Dopen2(kdl__h5_fid(f), ds->path, dapl);
+        H5Pclose(dapl);
+        s->fspace = H5Dget_space(s->did);
+        return s->did < 0 ? kdl_error(-KDL_EHDF5, "%s: cannot open", ds->path) : 0;
+}
+
+/* Rows [@r0, @r1) into @buf as doubles; the old reader: H5Dread(), HDF5 converting. */
+static int source_read(struct source *s, size_t r0, size_t r1, double *buf)
+{
+        hsize_t start[KDL_MAX_DIMS] = {r0}, count[KDL_MAX_DIMS] = {r1 - r0};
+        hid_t ms;
+        herr_t st;
+
+        if (s->how != OLD)
+                return kdl_h5_reader_read(s->r, r0, r1, buf);
+        for (size_t k = 1; k < s->ds->ndim; k++)
+                count[k] = s->ds->shape[k];
+        H5Sselect_hyperslab(s->fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+        ms = H5Screate_simple((int) s->ds->ndim, count, NULL);
+        st = H5Dread(s->did, H5T_NATIVE_DOUBLE, ms, s->fspace, H5P_DEFAULT, buf);
+        H5Sclose(ms);
+        return st < 0 ? kdl_error(-KDL_EHDF5, "%s: H5Dread failed", s->ds->path) : 0;
+}
+
+static void source_close(struct source *s)
+{
+        kdl_h5_reader_close(s->r);
+        if (s->fspace >= 0)
+                H5Sclose(s->fspace);
+        if (s->did >= 0)
+                H5Dclose(s->did);
+}
+
+/* All of @ds with @how, in row blocks of 64 MiB of doubles; its values added to *@sum. */
+static int read_dataset(kdl_h5file *f, const kdl_dsinfo *ds, enum reader how, double *sum)
+{
+        size_t inner = 1, block;
+        struct source s;
+        double *buf = NULL;
+        int err;
 
         for (size_t k = 1; k < ds->ndim; k++)
                 inner *= ds->shape[k];
-        band = 2 * (ds->chunked ? ds->chunk[0] : 1) * inner * (size_t) (atoi(digits) / 8);
-        band = band < (1u << 20) ? 1u << 20 : band > (64u << 20) ? 64u << 20 : band;
-        if (ds->chunked)
-                H5Pset_chunk_cache(dapl, 12421, band, 1.0);
-        did = H5Dopen2(kdl__h5_fid(f), ds->path, dapl);
-        H5Pclose(dapl);
-        fspace = H5Dget_space(did);
-        for (size_t r0 = 0; r0 < ds->shape[0] && err == 0; r0 += block) {
-                hsize_t start[KDL_MAX_DIMS] = {r0}, count[KDL_MAX_DIMS];
-                hid_t ms;
-
-                count[0] = ds->shape[0] - r0 < block ? ds->shape[0] - r0 : block;
-                for (size_t k = 1; k < ds->ndim; k++)
-                        count[k] = ds->shape[k];
-                H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
-                ms = H5Screate_simple((int) ds->ndim, count, NULL);
-                if (H5Dread(did, H5T_NATIVE_DOUBLE, ms, fspace, H5P_DEFAULT, buf) < 0)
-                        err = kdl_error(-KDL_EHDF5, "%s: H5Dread failed", ds->path);
-                H5Sclose(ms);
-                for (size_t i = 0; i < count[0] * inner; i++)
-                        *sum += buf[i];
-        }
-        H5Sclose(fspace);
-        H5Dclose(did);
-        return err;
-}
-
-static int new_read(kdl_h5file *f, const kdl_dsinfo *ds, unsigned threads, size_t block,
-                    double *buf, double *sum)
-{
-        struct kdl__h5_read_opts o;
-        kdl_h5reader *r = NULL;
-        size_t cols;
-        int err;
-
-        kdl__h5_read_opts_init(&o);
-        o.threads = threads;
-        err = kdl__h5_reader_open_opts(f, ds, KDL_SPATIAL_FLATTEN, &o, &r);
-        if (err < 0)
-                return err;
-        kdl_h5_reader_allow_nonfinite(r, true);
-        cols = kdl_h5_reader_cols(r);
+        block = ((size_t) 64 << 20) / (8 * inner);
+        block = block ? block : 1;
+        err = source_open(f, ds, how, &s);
+        if (err == 0 && !(buf = malloc(block * inner * sizeof(double))))
+                err = kdl_error(-ENOMEM, "out of memory");
         for (size_t r0 = 0; r0 < ds->shape[0] && err == 0; r0 += block) {
                 size_t r1 = ds->shape[0] - r0 < block ? ds->shape[0] : r0 + block;
 
-                err = kdl_h5_reader_read(r, r0, r1, buf);
-                for (size_t i = 0; err == 0 && i < (r1 - r0) * cols; i++)
+                err = source_read(&s, r0, r1, buf);
+                for (size_t i = 0; err == 0 && i < (r1 - r0) * inner; i++)
                         *sum += buf[i];
         }
-        kdl_h5_reader_close(r);
+        free(buf);
+        source_close(&s);
         return err;
 }
 
@@ -253,25 +282,14 @@ static int read_all(char **files, int n, enum reader how, double *ret_s, double 
                         break;
                 nds = datasets(kdl_h5_dump(f), v, 256);
                 for (size_t k = 0; k < nds && err == 0; k++) {
-                        size_t inner = 1, block, elem;
-                        double *buf;
+                        size_t values = 1;
 
-                        for (size_t j = 1; j < v[k]->ndim; j++)
-                                inner *= v[k]->shape[j];
-                        elem = strcmp(v[k]->dtype, "float16") == 0   ? 2
-                               : strcmp(v[k]->dtype, "float32") == 0 ? 4
-                                                                     : 8;
-                        block = ((size_t) 64 << 20) / (8 * inner);
-                        block = block ? block : 1;
-                        buf = malloc(block * inner * sizeof(double));
-                        if (!buf) {
-                                err = kdl_error(-ENOMEM, "out of memory");
-                                break;
-                        }
-                        err = how == OLD ? old_read(f, v[k], block, buf, &sum)
-                                         : new_read(f, v[k], how == NEW1 ? 1 : 2, block, buf, &sum);
-                        bytes += (double) (v[k]->shape[0] * inner * elem);
-                        free(buf);
+                        for (size_t j = 0; j < v[k]->ndim; j++)
+                                values *= v[k]->shape[j];
+                        bytes += (double) values * (strcmp(v[k]->dtype, "float16") == 0   ? 2
+                                                    : strcmp(v[k]->dtype, "float32") == 0 ? 4
+                                                                                          : 8);
+                        err = read_dataset(f, v[k], how, &sum);
                 }
                 kdl_h5_close(f);
         }

@@ -21,16 +21,13 @@
  * every float16 against numpy ($KDL_PYTHON).
  */
 
-static const char *dir;
+static const char *dir; /* made by setup(), removed by teardown() */
 
 static char *tmp_path(const char *name)
 {
-        char *p;
+        char *p = NULL;
 
-        if (!dir)
-                dir = kdl_test_tmpdir();
-        if (asprintf(&p, "%s/%s", dir, name) < 0)
-                fail_msg("asprintf");
+        assert_true(asprintf(&p, "%s/%s", dir, name) > 0);
         return p;
 }
 
@@ -46,7 +43,7 @@ static hid_t half_type(H5T_order_t order)
         return t;
 }
 
-enum { SHUFFLE = 1u, DEFLATE = 2u, FLETCHER = 4u, LATE = 8u };
+enum { SHUFFLE = 1u, DEFLATE = 2u, FLETCHER = 4u, NBIT = 8u, LATE = 16u };
 
 /* Dataset @name of @fid: @chunk NULL for contiguous; filters in h5py's order. */
 static hid_t make_ds(hid_t fid, const char *name, hid_t type, int ndim, const hsize_t *dims,
@@ -64,6 +61,8 @@ static hid_t make_ds(hid_t fid, const char *name, hid_t type, int ndim, const hs
                 assert_true(H5Pset_deflate(dcpl, 4) >= 0);
         if (filters & FLETCHER)
                 assert_true(H5Pset_fletcher32(dcpl) >= 0);
+        if (filters & NBIT)
+                assert_true(H5Pset_nbit(dcpl) >= 0);
         if (filters & LATE)
                 assert_true(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_LATE) >= 0);
         did = H5Dcreate2(fid, name, type, space, lcpl, dcpl, H5P_DEFAULT);
@@ -71,6 +70,25 @@ static hid_t make_ds(hid_t fid, const char *name, hid_t type, int ndim, const hs
         H5Pclose(lcpl);
         H5Pclose(dcpl);
         H5Sclose(space);
+        return did;
+}
+
+/* Write @buf (memory type @mtype) into the first @rows rows of @did, all of it when 0. */
+static hid_t fill(hid_t did, hid_t mtype, hsize_t rows, const void *buf)
+{
+        hid_t fs = H5Dget_space(did), ms = H5S_ALL;
+        hsize_t dims[H5S_MAX_RANK], start[H5S_MAX_RANK] = {0};
+        int ndim = H5Sget_simple_extent_dims(fs, dims, NULL);
+
+        if (rows) {
+                dims[0] = rows;
+                H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, dims, NULL);
+                ms = H5Screate_simple(ndim, dims, NULL);
+        }
+        assert_true(H5Dwrite(did, mtype, ms, rows ? fs : H5S_ALL, H5P_DEFAULT, buf) >= 0);
+        if (rows)
+                H5Sclose(ms);
+        H5Sclose(fs);
         return did;
 }
 
@@ -171,13 +189,13 @@ static char *hostile_file(const char *name, const void *chunk1, size_t len, unsi
 {
         char *path = tmp_path(name);
         hsize_t dims[2] = {ROWS, COLS}, chunk[2] = {CROWS, COLS};
-        hid_t fid = create_file(path);
-        hid_t did = make_ds(fid, "/x", H5T_IEEE_F32LE, 2, dims, chunk, DEFLATE);
+        hid_t fid = create_file(path), did;
         float v[ROWS * COLS];
 
         for (size_t i = 0; i < ROWS * COLS; i++)
                 v[i] = (float) (i / COLS) + (float) (i % COLS) / 8.0f;
-        assert_true(H5Dwrite(did, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+        did = fill(make_ds(fid, "/x", H5T_IEEE_F32LE, 2, dims, chunk, DEFLATE), H5T_NATIVE_FLOAT, 0,
+                   v);
         if (chunk1)
                 write_chunk(did, mask, CROWS, 0, chunk1, len);
         H5Dclose(did);
@@ -307,9 +325,8 @@ static void test_unwritten_chunks(void **state)
         char *path = tmp_path("unwritten.h5");
         hsize_t dims[2] = {ROWS, COLS}, chunk[2] = {CROWS, COLS};
         hsize_t huge[2] = {(hsize_t) 1 << 40, 1}, hchunk[2] = {1024, 1};
-        hsize_t start[2] = {0, 0}, count[2] = {CROWS, COLS};
         float v[CROWS * COLS] = {0};
-        hid_t fid = create_file(path), did, ms;
+        hid_t fid = create_file(path);
         kdl_dsinfo ds = dsinfo("/x", 2, (size_t[]){ROWS, COLS}, true);
         kdl_dsinfo hc = dsinfo("/huge_chunked", 2, (size_t[]){(size_t) 1 << 40, 1}, true);
         kdl_dsinfo hp = dsinfo("/huge_plain", 2, (size_t[]){(size_t) 1 << 40, 1}, true);
@@ -319,17 +336,8 @@ static void test_unwritten_chunks(void **state)
 
         (void) state;
         /* Rows 0..15 only: chunks 1..3 are declared, never written. */
-        did = make_ds(fid, "/x", H5T_IEEE_F32LE, 2, dims, chunk, SHUFFLE | DEFLATE);
-        ms = H5Screate_simple(2, count, NULL);
-        {
-                hid_t fs = H5Dget_space(did);
-
-                H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-                assert_true(H5Dwrite(did, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, v) >= 0);
-                H5Sclose(fs);
-        }
-        H5Sclose(ms);
-        H5Dclose(did);
+        H5Dclose(fill(make_ds(fid, "/x", H5T_IEEE_F32LE, 2, dims, chunk, SHUFFLE | DEFLATE),
+                      H5T_NATIVE_FLOAT, CROWS, v));
         H5Dclose(make_ds(fid, "/huge_chunked", H5T_IEEE_F32LE, 2, huge, hchunk, DEFLATE));
         H5Dclose(make_ds(fid, "/huge_plain", H5T_IEEE_F32LE, 2, huge, NULL, LATE));
         H5Fclose(fid);
@@ -365,8 +373,8 @@ static void test_first_error_whatever_the_threads(void **state)
         kdl_h5file *f;
 
         (void) state;
-        did = make_ds(fid, "/x", H5T_IEEE_F32LE, 2, dims, chunk, DEFLATE);
-        assert_true(H5Dwrite(did, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+        did = fill(make_ds(fid, "/x", H5T_IEEE_F32LE, 2, dims, chunk, DEFLATE), H5T_NATIVE_FLOAT, 0,
+                   v);
         memset(junk, 0xff, sizeof(junk));
         write_chunk(did, 0, 36, 0, junk, sizeof(junk));
         write_chunk(did, 0, 20, 0, junk, sizeof(junk));
@@ -386,7 +394,7 @@ static void test_unsupported_filter_and_fletcher(void **state)
 {
         char *path = tmp_path("filters.h5");
         hsize_t dims[2] = {ROWS, COLS}, chunk[2] = {CROWS, COLS}, off[2] = {CROWS, 0};
-        hid_t fid = create_file(path), did, dcpl, space;
+        hid_t fid = create_file(path), did;
         float v[ROWS * COLS];
         double *out = calloc(ROWS * COLS, sizeof(double));
         kdl_dsinfo nb = dsinfo("/nbit", 2, (size_t[]){ROWS, COLS}, false);
@@ -400,19 +408,10 @@ static void test_unsupported_filter_and_fletcher(void **state)
         (void) state;
         for (size_t i = 0; i < ROWS * COLS; i++)
                 v[i] = (float) i * 0.25f;
-        space = H5Screate_simple(2, dims, NULL);
-        dcpl = H5Pcreate(H5P_DATASET_CREATE);
-        H5Pset_chunk(dcpl, 2, chunk);
-        H5Pset_nbit(dcpl);
-        did = H5Dcreate2(fid, "/nbit", H5T_STD_I32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-        assert_true(did >= 0);
-        H5Dclose(did);
-        H5Pclose(dcpl);
-        H5Sclose(space);
-        did = make_ds(fid, "/fletcher", H5T_IEEE_F32LE, 2, dims, chunk,
-                      SHUFFLE | DEFLATE | FLETCHER);
-        assert_true(H5Dwrite(did, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
-        H5Dclose(did);
+        H5Dclose(make_ds(fid, "/nbit", H5T_STD_I32LE, 2, dims, chunk, NBIT));
+        H5Dclose(fill(make_ds(fid, "/fletcher", H5T_IEEE_F32LE, 2, dims, chunk,
+                              SHUFFLE | DEFLATE | FLETCHER),
+                      H5T_NATIVE_FLOAT, 0, v));
         H5Fclose(fid);
 
         f = open_file(path);
@@ -503,18 +502,15 @@ static void test_round_trips_equal_h5dread(void **state)
 
         (void) state;
         for (size_t k = 0; k < sizeof(ls) / sizeof(ls[0]); k++) {
-                hid_t did = make_ds(fid, ls[k].name, ls[k].type, 4, dims,
-                                    ls[k].chunked ? chunk : NULL, ls[k].filters);
-
                 for (size_t i = 0; i < n; i++)
                         v[i] = ls[k].is_float ? kdl_test_normal(&rng) * 100.0
                                               : floor(kdl_test_uniform(&rng) * 120.0);
                 if (strstr(ls[k].name, "64") && !ls[k].is_float)
                         for (size_t i = 0; i < n; i += 7)
                                 v[i] = 9.0e18 + 2048.0 * (double) i; /* above 2^53 */
-                assert_true(H5Dwrite(did, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >=
-                            0);
-                H5Dclose(did);
+                H5Dclose(fill(make_ds(fid, ls[k].name, ls[k].type, 4, dims,
+                                      ls[k].chunked ? chunk : NULL, ls[k].filters),
+                              H5T_NATIVE_DOUBLE, 0, v));
         }
         H5Fclose(fid);
         /* HDF5's values first: the file cannot be open twice with two close degrees. */
@@ -573,9 +569,8 @@ static void test_big_endian(void **state)
                 hid_t did = make_ds(fid, names[k], k < 2 ? H5T_IEEE_F32BE : H5T_STD_I16BE, 2, dims,
                                     k % 2 ? NULL : chunk, k % 2 ? 0 : SHUFFLE | DEFLATE);
 
-                assert_true(H5Dwrite(did, k < 2 ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT16, H5S_ALL,
-                                     H5S_ALL, H5P_DEFAULT, k < 2 ? (void *) fv : (void *) iv) >= 0);
-                H5Dclose(did);
+                H5Dclose(fill(did, k < 2 ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT16, 0,
+                              k < 2 ? (void *) fv : (void *) iv));
         }
         H5Fclose(fid);
         f = open_file(path);
@@ -672,8 +667,7 @@ static void test_every_float16_as_numpy(void **state)
                 hid_t did = make_ds(fid, names[k], type, 2, dims, k == 1 ? NULL : chunk,
                                     k == 1 ? 0 : SHUFFLE | DEFLATE);
 
-                assert_true(H5Dwrite(did, h16, H5S_ALL, H5S_ALL, H5P_DEFAULT, bits) >= 0);
-                H5Dclose(did);
+                H5Dclose(fill(did, h16, 0, bits));
         }
         H5Fclose(fid);
         f = open_file(path);
@@ -712,7 +706,7 @@ static void attr_int(hid_t obj, const char *name, int64_t v)
 /* A dump of @n samples and 2 classes: /labels, checkpoint "final" with logits; open groups. */
 static hid_t dump_file(const char *path, size_t n, hid_t *ret_ck)
 {
-        hid_t fid = create_file(path), lcpl = H5Pcreate(H5P_LINK_CREATE), ck, did;
+        hid_t fid = create_file(path), lcpl = H5Pcreate(H5P_LINK_CREATE), ck;
         hsize_t dn = n, dz[2] = {n, 2};
         int64_t *y = calloc(n, sizeof(int64_t));
         double *z = calloc(2 * n, sizeof(double));
@@ -723,17 +717,29 @@ static hid_t dump_file(const char *path, size_t n, hid_t *ret_ck)
         H5Gclose(ck);
         ck = H5Gopen2(fid, "/checkpoints/final", H5P_DEFAULT);
         attr_int(ck, "step", 1);
-        did = make_ds(fid, "/labels", H5T_STD_I64LE, 1, &dn, NULL, 0);
-        assert_true(H5Dwrite(did, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, y) >= 0);
-        H5Dclose(did);
-        did = make_ds(fid, "/checkpoints/final/logits", H5T_IEEE_F32LE, 2, dz, NULL, 0);
-        assert_true(H5Dwrite(did, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, z) >= 0);
-        H5Dclose(did);
+        H5Dclose(fill(make_ds(fid, "/labels", H5T_STD_I64LE, 1, &dn, NULL, 0), H5T_NATIVE_INT64, 0,
+                      y));
+        H5Dclose(fill(make_ds(fid, "/checkpoints/final/logits", H5T_IEEE_F32LE, 2, dz, NULL, 0),
+                      H5T_NATIVE_DOUBLE, 0, z));
         H5Pclose(lcpl);
         free(y);
         free(z);
         *ret_ck = ck;
         return fid;
+}
+
+/* Feature layer @name of depth @depth in @fid's checkpoint "final", [N, D]. */
+static hid_t feature(hid_t fid, const char *name, int64_t depth, hid_t type, const hsize_t *dims,
+                     const hsize_t *chunk, unsigned filters)
+{
+        char *path = NULL;
+        hid_t did;
+
+        assert_true(asprintf(&path, "/checkpoints/final/features/%s", name) > 0);
+        did = make_ds(fid, path, type, 2, dims, chunk, filters);
+        attr_int(did, "depth", depth);
+        free(path);
+        return did;
 }
 
 static size_t problems_with(const kdl_dump *d, const char *needle)
@@ -749,29 +755,19 @@ static size_t problems_with(const kdl_dump *d, const char *needle)
 static void test_scan_goes_on_after_a_bad_dataset(void **state)
 {
         char *path = tmp_path("scan.h5");
-        hsize_t dims[2] = {40, 4}, chunk[2] = {8, 4}, start[2] = {0, 0}, cnt[2] = {8, 4};
-        hid_t ck, fid = dump_file(path, 40, &ck), did, fs, ms;
+        hsize_t dims[2] = {40, 4}, chunk[2] = {8, 4};
+        hid_t ck, fid = dump_file(path, 40, &ck);
         double v[160] = {0};
         kdl_h5file *f;
         const kdl_dump *d;
 
         (void) state;
-        did = make_ds(fid, "/checkpoints/final/features/a", H5T_IEEE_F32LE, 2, dims, chunk,
-                      DEFLATE);
-        attr_int(did, "depth", 0);
-        fs = H5Dget_space(did);
-        ms = H5Screate_simple(2, cnt, NULL);
-        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL);
-        assert_true(H5Dwrite(did, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, v) >= 0);
-        H5Sclose(ms);
-        H5Sclose(fs);
-        H5Dclose(did);
-        did = make_ds(fid, "/checkpoints/final/features/b", H5T_IEEE_F32LE, 2, dims, chunk,
-                      SHUFFLE | DEFLATE);
-        attr_int(did, "depth", 1);
+        /* Layer a: rows 0..7 only.  Layer b: an Inf in sample 27. */
+        H5Dclose(fill(feature(fid, "a", 0, H5T_IEEE_F32LE, dims, chunk, DEFLATE), H5T_NATIVE_DOUBLE,
+                      8, v));
         v[4 * 27 + 3] = INFINITY;
-        assert_true(H5Dwrite(did, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
-        H5Dclose(did);
+        H5Dclose(fill(feature(fid, "b", 1, H5T_IEEE_F32LE, dims, chunk, SHUFFLE | DEFLATE),
+                      H5T_NATIVE_DOUBLE, 0, v));
         H5Gclose(ck);
         H5Fclose(fid);
 
@@ -819,8 +815,7 @@ static void test_scan_wide_rows_in_pieces(void **state)
         int status;
 
         (void) state;
-        did = make_ds(fid, "/checkpoints/final/features/wide", h16, 2, dims, chunk, DEFLATE);
-        attr_int(did, "depth", 0);
+        did = feature(fid, "wide", 0, h16, dims, chunk, DEFLATE);
         for (size_t r = 0; r < 2; r++)
                 for (size_t k = 0; k < wide / cw; k++)
                         write_chunk(did, 0, r, k * cw, zero, len);
@@ -870,7 +865,7 @@ static void test_chunked_labels(void **state)
 {
         char *path = tmp_path("labels.h5");
         hsize_t n = 1000, chunk = 64;
-        hid_t ck, fid = dump_file(path, 1000, &ck), did;
+        hid_t ck, fid = dump_file(path, 1000, &ck);
         int16_t y[1000];
         int64_t *got = NULL;
         kdl_h5file *f;
@@ -879,9 +874,8 @@ static void test_chunked_labels(void **state)
         H5Ldelete(fid, "/labels", H5P_DEFAULT);
         for (int i = 0; i < 1000; i++)
                 y[i] = (int16_t) (i % 2);
-        did = make_ds(fid, "/labels", H5T_STD_I16BE, 1, &n, &chunk, SHUFFLE | DEFLATE);
-        assert_true(H5Dwrite(did, H5T_NATIVE_INT16, H5S_ALL, H5S_ALL, H5P_DEFAULT, y) >= 0);
-        H5Dclose(did);
+        H5Dclose(fill(make_ds(fid, "/labels", H5T_STD_I16BE, 1, &n, &chunk, SHUFFLE | DEFLATE),
+                      H5T_NATIVE_INT16, 0, y));
         H5Gclose(ck);
         H5Fclose(fid);
         f = open_file(path);
@@ -892,6 +886,14 @@ static void test_chunked_labels(void **state)
         free(got);
         kdl_h5_close(f);
         free(path);
+}
+
+static int setup(void **state)
+{
+        (void) state;
+        dir = kdl_test_tmpdir();
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        return 0;
 }
 
 static int teardown(void **state)
@@ -926,6 +928,5 @@ int main(void)
                 cmocka_unit_test(test_chunked_labels),
         };
 
-        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-        return cmocka_run_group_tests(tests, NULL, teardown);
+        return cmocka_run_group_tests(tests, setup, teardown);
 }
