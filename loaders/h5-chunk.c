@@ -122,6 +122,7 @@ void kdl__h5_read_opts_init(struct kdl__h5_read_opts *o)
 
         o->chunk_max = (size_t) 256 << 20;
         o->cache_max = (size_t) 64 << 20;
+        o->thread_work = (size_t) 512 << 10;
         o->threads = cpus < 1 ? 1 : cpus > 4 ? 4 : (unsigned) cpus;
 }
 
@@ -743,13 +744,15 @@ static unsigned threads_max(const kdl__h5_chunks *c)
         return fit < 1 ? 1 : fit < c->o.threads ? (unsigned) fit : c->o.threads;
 }
 
-/* Threads for window @w: no more than chunks to decode. */
+/* Threads for window @w: one per chunk to decode at most, and per o.thread_work bytes. */
 static unsigned threads_for(const kdl__h5_chunks *c, const struct window *w)
 {
-        size_t work = 0, t = threads_max(c);
+        size_t work = 0, t = threads_max(c), worth;
 
         for (size_t k = 0; k < w->n; k++)
                 work += !w->jobs[k].cached && !w->jobs[k].err;
+        worth = c->o.thread_work ? 1 + work * c->bytes / c->o.thread_work : t;
+        t = worth < t ? worth : t;
         return work < 1 ? 1 : work < t ? (unsigned) work : (unsigned) t;
 }
 

@@ -197,9 +197,10 @@ bool kdl__h5_half_use(enum kdl__h5_half how);
 
 /* Limits and threads of reading. */
 struct kdl__h5_read_opts {
-        size_t chunk_max; /* bytes: a chunk larger, stored or decoded, is refused (256 MiB) */
-        size_t cache_max; /* bytes of decoded chunks kept between reads (64 MiB) */
-        unsigned threads; /* threads decoding chunks, the caller's included (CPUs, at most 4) */
+        size_t chunk_max;   /* bytes: a chunk larger, stored or decoded, is refused (256 MiB) */
+        size_t cache_max;   /* bytes of decoded chunks kept between reads (64 MiB) */
+        unsigned threads;   /* threads decoding chunks, the caller's included (CPUs, at most 4) */
+        size_t thread_work; /* decoded bytes worth one more thread (512 KiB); 0: one per chunk */
 };
 
 /** kdl__h5_read_opts_init() - the defaults above. */

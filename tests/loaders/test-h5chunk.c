@@ -143,7 +143,8 @@ static kdl_h5file *open_file(const char *path)
         return f;
 }
 
-/* Read all of @ds in blocks of @block rows with @threads threads into @out; the first error. */
+/* Read all of @ds in blocks of @block rows with @threads threads (however small the
+ * chunks) into @out; the first error. */
 static int read_blocks(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rule, unsigned threads,
                        size_t block, double *out)
 {
@@ -154,6 +155,7 @@ static int read_blocks(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rul
 
         kdl__h5_read_opts_init(&o);
         o.threads = threads;
+        o.thread_work = 0;
         err = kdl__h5_reader_open_opts(f, ds, rule, &o, &r);
         if (err < 0)
                 return err;
