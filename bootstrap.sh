@@ -10,7 +10,7 @@ mode=${1:-demo}
 case $mode in demo|test|build) ;; *) echo "usage: ./bootstrap.sh [demo|test|build]" >&2; exit 2;; esac
 
 pkgs=(gcc pkg-config meson ninja-build libhdf5-dev hdf5-tools libopenblas-dev liblapacke-dev
-      libcmocka-dev gnuplot-nox fonts-liberation python3-numpy python3-h5py)
+      libdeflate-dev libcmocka-dev gnuplot-nox fonts-liberation python3-numpy python3-h5py)
 if [ "$mode" = test ]; then
         pkgs+=(python3-torch dataset-fashion-mnist chromium poppler-utils valgrind)
 fi

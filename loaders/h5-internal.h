@@ -137,6 +137,112 @@ int kdl__h5_catalog(kdl_h5file *f);
 /** kdl__h5_dump_release() - free everything @d owns (a half-built @d too). */
 void kdl__h5_dump_release(kdl_dump *d);
 
+/* ---- h5-convert.c --------------------------------------------------------- */
+
+/* A stored numeric type that kdlens converts itself. */
+struct kdl__h5_num {
+        size_t size;    /* bytes: 1, 2, 4 or 8 */
+        bool is_float;  /* IEEE 754 binary16, 32 or 64; else an integer */
+        bool is_signed; /* integers: two's complement, else unsigned */
+        bool swap;      /* stored in the other byte order than this machine's */
+};
+
+/* What reads convert into: 8-byte elements either way. */
+enum kdl__h5_to { KDL__H5_TO_DOUBLE, KDL__H5_TO_INT64 };
+
+/**
+ * kdl__h5_num_of() - describe the HDF5 datatype @type into @ret.
+ * Return: 1; 0 when it is not IEEE binary16/32/64 nor a plain 8- to 64-bit
+ * integer (other bit layouts, padding, VAX order, other classes).
+ */
+int kdl__h5_num_of(hid_t type, struct kdl__h5_num *ret);
+
+/**
+ * kdl__h5_convert() - @n values of type @t at @src into doubles or int64 at
+ * @dst (KDL__H5_TO_INT64 only from integers; uint64 above INT64_MAX
+ * saturates).  Exact for every float16, NaN payloads included; int64 and
+ * uint64 round to the nearest double.  Safe on any thread.
+ */
+void kdl__h5_convert(const struct kdl__h5_num *t, enum kdl__h5_to to, const void *src, size_t n,
+                     void *dst);
+
+/**
+ * kdl__h5_convert_tail() - kdl__h5_convert() in place: @buf holds 8 * @n
+ * bytes, the @n stored values in its last @n * size bytes.
+ */
+void kdl__h5_convert_tail(const struct kdl__h5_num *t, enum kdl__h5_to to, void *buf, size_t n);
+
+/**
+ * kdl__h5_convert_box() - convert the box of shape @count at @src_start of
+ * the row-major array @src (shape @src_shape, type @t) into the box at
+ * @dst_start of the row-major array @dst of 8-byte elements (shape
+ * @dst_shape).  @ndim is 1..KDL_MAX_DIMS.
+ */
+void kdl__h5_convert_box(const struct kdl__h5_num *t, enum kdl__h5_to to, size_t ndim,
+                         const void *src, const size_t *src_shape, const size_t *src_start,
+                         void *dst, const size_t *dst_shape, const size_t *dst_start,
+                         const size_t *count);
+
+/* How float16 is converted (a test hook: both ways must agree with numpy). */
+enum kdl__h5_half {
+        KDL__H5_HALF_AUTO,  /* F16C when the CPU has it, else the table */
+        KDL__H5_HALF_TABLE, /* the 65,536-entry table */
+        KDL__H5_HALF_F16C,  /* F16C */
+};
+
+/** kdl__h5_half_use() - convert float16 @how from now on; false if the CPU cannot. */
+bool kdl__h5_half_use(enum kdl__h5_half how);
+
+/* ---- h5-chunk.c ----------------------------------------------------------- */
+
+/* Limits and threads of reading. */
+struct kdl__h5_read_opts {
+        size_t chunk_max;   /* bytes: a chunk larger, stored or decoded, is refused (256 MiB) */
+        size_t cache_max;   /* bytes of decoded chunks kept between reads (64 MiB) */
+        unsigned threads;   /* threads decoding chunks, the caller's included (CPUs, at most 4) */
+        size_t thread_work; /* decoded bytes worth one more thread (512 KiB); 0: one per chunk */
+};
+
+/** kdl__h5_read_opts_init() - the defaults above. */
+void kdl__h5_read_opts_init(struct kdl__h5_read_opts *o);
+
+/* A chunked dataset read chunk by chunk, filters undone by kdlens. */
+typedef struct kdl__h5_chunks kdl__h5_chunks;
+
+/**
+ * kdl__h5_chunks_open() - prepare to read dataset @did (of file @fid) of
+ * stored type @t by chunks.
+ * @file, @path: for messages; borrowed, must outlive the result, as @did.
+ * @ret: set when 1 is returned; close with kdl__h5_chunks_close().
+ *
+ * Return: 1; 0 when the dataset is not chunked (read it with H5Dread());
+ * -KDL_EHDF5 for a filter other than deflate, shuffle and fletcher32, for
+ * chunks larger than @o->chunk_max, or a layout HDF5 cannot describe;
+ * -ENOMEM.  Messages name the file, the dataset and the filter.
+ */
+int kdl__h5_chunks_open(const char *file, const char *path, hid_t fid, hid_t did,
+                        const struct kdl__h5_num *t, const struct kdl__h5_read_opts *o,
+                        kdl__h5_chunks **ret);
+
+/** kdl__h5_chunks_close() - free @c and its cache.  NULL is a no-op. */
+void kdl__h5_chunks_close(kdl__h5_chunks *c);
+
+/**
+ * kdl__h5_chunks_read() - the box @start/@count (within the dataset, every
+ * count >= 1) into @out, row-major of shape @count, converted @to.
+ *
+ * Each chunk's stored size, filters and decoded size are checked; @out's
+ * contents are unspecified on failure.  Memory: the chunks in flight
+ * (about 64 MiB, or three chunks per thread when more) and the cache.
+ * Return: 0; -KDL_EHDF5 naming the file, dataset and chunk for a chunk
+ * declared but not written, stored past the end of the file or larger than
+ * the limit, a deflate stream that is corrupt or inflates to another size
+ * than the chunk's, a fletcher32 mismatch, or an HDF5 failure; -ENOMEM.
+ * The error is the first in chunk order, whatever the threads.
+ */
+int kdl__h5_chunks_read(kdl__h5_chunks *c, const size_t *start, const size_t *count,
+                        enum kdl__h5_to to, void *out);
+
 /* ---- h5-read.c ------------------------------------------------------------ */
 
 /**
@@ -145,6 +251,21 @@ void kdl__h5_dump_release(kdl_dump *d);
  * Return: 0; -KDL_ESCHEMA if @ds is not 1-D integers; -KDL_EHDF5; -ENOMEM.
  */
 int kdl__h5_read_int64(kdl_h5file *f, const kdl_dsinfo *ds, int64_t **ret);
+
+/**
+ * kdl__h5_reader_open_opts() - kdl_h5_reader_open() with limits and threads
+ * @o (NULL: kdl__h5_read_opts_init()'s); @o is copied.
+ */
+int kdl__h5_reader_open_opts(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rule,
+                             const struct kdl__h5_read_opts *o, kdl_h5reader **ret);
+
+/**
+ * kdl__h5_reader_read_box() - the box @start/@count of @r's dataset as
+ * stored (no row map, no spatial rule, no check for NaN/Inf) into @out,
+ * row-major of shape @count.  Memory: none beyond @out and the chunk cache.
+ * Return: 0; -KDL_EHDF5; -ENOMEM.
+ */
+int kdl__h5_reader_read_box(kdl_h5reader *r, const size_t *start, const size_t *count, double *out);
 
 /** kdl__h5_row_finite() - true if none of the @n values of @row is NaN or Inf. */
 bool kdl__h5_row_finite(const double *row, size_t n);

@@ -49,11 +49,153 @@ size_t kdl_dsinfo_width(const kdl_dsinfo *ds, enum kdl_spatial rule)
         return ds->ndim == 4 ? ds->shape[1] : ds->shape[2];
 }
 
+/*
+ * A dataset opened for reading its stored values, converted by kdlens:
+ * chunks by kdl__h5_chunks, contiguous and compact data by H5Dread() in
+ * the stored type.
+ */
+struct source {
+        kdl_h5file *f;
+        const char *path;
+        hid_t did, fspace, ftype;
+        struct kdl__h5_num t;
+        kdl__h5_chunks *chunks; /* NULL: read with H5Dread() */
+};
+
+static void source_close(struct source *s)
+{
+        kdl__h5_chunks_close(s->chunks);
+        if (s->ftype >= 0)
+                H5Tclose(s->ftype);
+        if (s->fspace >= 0)
+                H5Sclose(s->fspace);
+        if (s->did >= 0)
+                H5Dclose(s->did);
+        *s = (struct source){.did = -1, .fspace = -1, .ftype = -1};
+}
+
+/* Whether the file's dataspace of @s is the catalogue's shape of @ds. */
+static bool same_extent(const struct source *s, const kdl_dsinfo *ds)
+{
+        hsize_t dims[H5S_MAX_RANK];
+        int rank = H5Sget_simple_extent_dims(s->fspace, dims, NULL);
+
+        if (rank < 0 || (size_t) rank != ds->ndim)
+                return false;
+        for (size_t k = 0; k < ds->ndim; k++)
+                if (dims[k] != ds->shape[k])
+                        return false;
+        return true;
+}
+
+/* Contiguous or compact data that exists: never read fill values for a
+ * declared size nothing was written to. */
+static int check_plain(const struct source *s)
+{
+        hid_t dcpl = H5Dget_create_plist(s->did);
+        H5D_layout_t layout = dcpl < 0 ? H5D_LAYOUT_ERROR : H5Pget_layout(dcpl);
+        H5D_space_status_t st = H5D_SPACE_STATUS_ERROR;
+
+        if (dcpl >= 0)
+                H5Pclose(dcpl);
+        if (layout == H5D_COMPACT)
+                return 0;
+        if (layout != H5D_CONTIGUOUS)
+                return kdl_error(-KDL_EHDF5,
+                                 "'%s': %s: expected a contiguous, compact or chunked dataset, "
+                                 "found another layout",
+                                 s->f->dump.path, s->path);
+        if (H5Dget_space_status(s->did, &st) < 0 || st != H5D_SPACE_STATUS_ALLOCATED)
+                return kdl_error(-KDL_EHDF5, "'%s': %s: declared but not written (no storage)",
+                                 s->f->dump.path, s->path);
+        return 0;
+}
+
+static int source_open(kdl_h5file *f, const kdl_dsinfo *ds, const struct kdl__h5_read_opts *o,
+                       struct source *ret)
+{
+        struct source s = {.f = f, .path = ds->path, .fspace = -1, .ftype = -1};
+        hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+        char buf[256];
+        int err = 0;
+
+        /* Chunks never go through HDF5's chunk cache: no room for it. */
+        H5Pset_chunk_cache(dapl, H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT);
+        s.did = H5Dopen2(f->fid, ds->path, dapl);
+        H5Pclose(dapl);
+        if (s.did < 0)
+                return kdl_error(-KDL_EHDF5, "'%s': %s: cannot open: %s", f->dump.path, ds->path,
+                                 kdl__h5_last_error(buf));
+        s.fspace = H5Dget_space(s.did);
+        s.ftype = H5Dget_type(s.did);
+        if (s.fspace < 0 || s.ftype < 0)
+                err = kdl_error(-KDL_EHDF5, "'%s': %s: cannot read the shape and type: %s",
+                                f->dump.path, ds->path, kdl__h5_last_error(buf));
+        else if (!same_extent(&s, ds))
+                err = kdl_error(-KDL_ESHAPE, "'%s': %s: the file's shape is not the catalogue's",
+                                f->dump.path, ds->path);
+        else if (!kdl__h5_num_of(s.ftype, &s.t))
+                err = kdl_error(-KDL_ESHAPE,
+                                "'%s': %s: expected IEEE float16, float32, float64 or 8- to "
+                                "64-bit integers, found %s of another bit layout",
+                                f->dump.path, ds->path, ds->dtype);
+        else
+                err = kdl__h5_chunks_open(f->dump.path, ds->path, f->fid, s.did, &s.t, o,
+                                          &s.chunks);
+        if (err == 0)
+                err = check_plain(&s);
+        if (err < 0) {
+                source_close(&s);
+                return err;
+        }
+        *ret = s;
+        return 0;
+}
+
+/* The box @start/@count of @s into @out (row-major of shape @count), converted @to. */
+static int source_read(struct source *s, const size_t *start, const size_t *count,
+                       enum kdl__h5_to to, void *out)
+{
+        hsize_t hstart[KDL_MAX_DIMS], hcount[KDL_MAX_DIMS];
+        int ndim = H5Sget_simple_extent_ndims(s->fspace);
+        size_t n = 1;
+        hid_t mspace;
+        herr_t st;
+        char buf[256];
+
+        if (s->chunks)
+                return kdl__h5_chunks_read(s->chunks, start, count, to, out);
+        for (int k = 0; k < ndim; k++) {
+                hstart[k] = start[k];
+                hcount[k] = count[k];
+                n *= count[k];
+        }
+        if (H5Sselect_hyperslab(s->fspace, H5S_SELECT_SET, hstart, NULL, hcount, NULL) < 0)
+                return kdl_error(-KDL_EHDF5, "'%s': %s: cannot select rows %zu..%zu",
+                                 s->f->dump.path, s->path, start[0], start[0] + count[0]);
+        /* The memory space takes the selection's own shape: with a 1-D one,
+         * HDF5 1.10 maps element by element (H5S_select_iterate), and
+         * reading 1 GiB of float32 took seconds of CPU instead of a fraction.
+         * The values arrive as stored, in the tail of @out; kdlens converts. */
+        mspace = H5Screate_simple(ndim, hcount, NULL);
+        st = H5Dread(s->did, s->ftype, mspace, s->fspace, H5P_DEFAULT,
+                     (unsigned char *) out + n * (8 - s->t.size));
+        H5Sclose(mspace);
+        if (st < 0)
+                return kdl_error(-KDL_EHDF5, "'%s': %s: cannot read rows %zu..%zu: %s",
+                                 s->f->dump.path, s->path, start[0], start[0] + count[0],
+                                 kdl__h5_last_error(buf));
+        kdl__h5_convert_tail(&s->t, to, out, n);
+        return 0;
+}
+
 int kdl__h5_read_int64(kdl_h5file *f, const kdl_dsinfo *ds, int64_t **ret)
 {
+        struct kdl__h5_read_opts o;
+        struct source s;
+        size_t start = 0;
         int64_t *v;
-        hid_t did;
-        char buf[256];
+        int err;
 
         if (ds->ndim != 1 || !ds->is_integer)
                 return kdl_error(-KDL_ESCHEMA, "'%s': %s: expected 1-D integers, found %zu-D %s",
@@ -61,17 +203,20 @@ int kdl__h5_read_int64(kdl_h5file *f, const kdl_dsinfo *ds, int64_t **ret)
         v = kdl_new(int64_t, ds->shape[0]);
         if (!v)
                 return kdl__h5_nomem(f->dump.path, ds->path);
-        did = H5Dopen2(f->fid, ds->path, H5P_DEFAULT);
-        if (did < 0 || H5Dread(did, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) {
-                int err = kdl_error(-KDL_EHDF5, "'%s': %s: cannot read: %s", f->dump.path, ds->path,
-                                    kdl__h5_last_error(buf));
-
-                if (did >= 0)
-                        H5Dclose(did);
+        kdl__h5_read_opts_init(&o);
+        err = source_open(f, ds, &o, &s);
+        if (err == 0) {
+                if (s.t.is_float)
+                        err = kdl_error(-KDL_ESCHEMA, "'%s': %s: expected integers, found %s",
+                                        f->dump.path, ds->path, ds->dtype);
+                else
+                        err = source_read(&s, &start, ds->shape, KDL__H5_TO_INT64, v);
+                source_close(&s);
+        }
+        if (err < 0) {
                 free(v);
                 return err;
         }
-        H5Dclose(did);
         *ret = v;
         return 0;
 }
@@ -133,7 +278,7 @@ int kdl_h5_read_matrix(kdl_h5file *f, const kdl_dsinfo *ds, size_t rows, size_t 
 struct kdl_h5reader {
         kdl_h5file *f;
         const kdl_dsinfo *ds;
-        hid_t did, fspace;
+        struct source src;
         size_t stored_rows; /* rows in the file */
         size_t rows;        /* logical rows */
         size_t inner;       /* stored elements per row */
@@ -152,26 +297,12 @@ struct kdl_h5reader {
         size_t order_cap;
 };
 
-/* Bytes of two row-bands of chunks of @ds, within [1 MiB, 64 MiB]. */
-static size_t cache_bytes(const kdl_dsinfo *ds)
+int kdl__h5_reader_open_opts(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rule,
+                             const struct kdl__h5_read_opts *o, kdl_h5reader **ret)
 {
-        const char *digits = ds->dtype + strcspn(ds->dtype, "0123456789");
-        size_t elem = *digits ? (size_t) atoi(digits) / 8 : 8, band = 2 * ds->chunk[0];
-
-        for (size_t k = 1; k < ds->ndim; k++)
-                band *= ds->shape[k];
-        band *= elem ? elem : 1;
-        if (band < (1u << 20))
-                return 1u << 20;
-        return band > (64u << 20) ? 64u << 20 : band;
-}
-
-int kdl_h5_reader_open(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rule,
-                       kdl_h5reader **ret)
-{
+        struct kdl__h5_read_opts defaults;
         kdl_h5reader *r;
-        hid_t dapl;
-        char buf[256];
+        int err;
 
         assert(f && ds && ret && rule < KDL_SPATIAL_COUNT_);
         if (ds->ndim < 1 || ds->ndim > KDL_MAX_DIMS || !(ds->is_float || ds->is_integer))
@@ -179,6 +310,10 @@ int kdl_h5_reader_open(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rul
                                  "'%s': %s: expected numeric data of rank 1 to 4, "
                                  "found %zu-D %s",
                                  f->dump.path, ds->path, ds->ndim, ds->dtype);
+        if (!o) {
+                kdl__h5_read_opts_init(&defaults);
+                o = &defaults;
+        }
         r = kdl_new(kdl_h5reader, 1);
         if (!r)
                 return kdl__h5_nomem(f->dump.path, ds->path);
@@ -205,35 +340,26 @@ int kdl_h5_reader_open(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rul
                 }
                 r->cols = r->groups;
         }
-        /* A chunk cache that holds two bands of chunks across all columns, so
-         * a block boundary inside a chunk does not decompress it twice, and
-         * no more: a flat 64 MiB per dataset grew the memory of a command
-         * reading seven datasets by hundreds of MiB. */
-        dapl = H5Pcreate(H5P_DATASET_ACCESS);
-        if (ds->chunked)
-                H5Pset_chunk_cache(dapl, 12421, cache_bytes(ds), 1.0);
-        r->did = H5Dopen2(f->fid, ds->path, dapl);
-        H5Pclose(dapl);
-        if (r->did < 0) {
-                int err = kdl_error(-KDL_EHDF5, "'%s': %s: cannot open: %s", f->dump.path, ds->path,
-                                    kdl__h5_last_error(buf));
-
+        err = source_open(f, ds, o, &r->src);
+        if (err < 0) {
                 free(r);
                 return err;
         }
-        r->fspace = H5Dget_space(r->did);
         *ret = r;
         return 0;
+}
+
+int kdl_h5_reader_open(kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_spatial rule,
+                       kdl_h5reader **ret)
+{
+        return kdl__h5_reader_open_opts(f, ds, rule, NULL, ret);
 }
 
 void kdl_h5_reader_close(kdl_h5reader *r)
 {
         if (!r)
                 return;
-        if (r->fspace >= 0)
-                H5Sclose(r->fspace);
-        if (r->did >= 0)
-                H5Dclose(r->did);
+        source_close(&r->src);
         free(r->raw);
         free(r->order);
         free(r);
@@ -263,28 +389,18 @@ void kdl_h5_reader_allow_nonfinite(kdl_h5reader *r, bool allow)
 /* Stored rows [a, b) into @dst (b - a rows of r->inner doubles). */
 static int read_stored(kdl_h5reader *r, size_t a, size_t b, double *dst)
 {
-        hsize_t start[KDL_MAX_DIMS] = {0}, count[KDL_MAX_DIMS];
-        hid_t mspace;
-        herr_t st;
-        char buf[256];
+        size_t start[KDL_MAX_DIMS] = {a}, count[KDL_MAX_DIMS] = {b - a};
 
-        start[0] = a;
-        count[0] = b - a;
         for (size_t k = 1; k < r->ds->ndim; k++)
                 count[k] = r->ds->shape[k];
-        if (H5Sselect_hyperslab(r->fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0)
-                return kdl_error(-KDL_EHDF5, "'%s': %s: cannot select rows %zu..%zu",
-                                 r->f->dump.path, r->ds->path, a, b);
-        /* The memory space takes the selection's own shape: with a 1-D one,
-         * HDF5 1.10 maps chunks element by element (H5S_select_iterate), and
-         * reading 1 GiB of float32 took seconds of CPU instead of a fraction. */
-        mspace = H5Screate_simple((int) r->ds->ndim, count, NULL);
-        st = H5Dread(r->did, H5T_NATIVE_DOUBLE, mspace, r->fspace, H5P_DEFAULT, dst);
-        H5Sclose(mspace);
-        if (st < 0)
-                return kdl_error(-KDL_EHDF5, "'%s': %s: cannot read rows %zu..%zu: %s",
-                                 r->f->dump.path, r->ds->path, a, b, kdl__h5_last_error(buf));
-        return 0;
+        return source_read(&r->src, start, count, KDL__H5_TO_DOUBLE, dst);
+}
+
+int kdl__h5_reader_read_box(kdl_h5reader *r, const size_t *start, const size_t *count, double *out)
+{
+        for (size_t k = 0; k < r->ds->ndim; k++)
+                assert(count[k] > 0 && start[k] + count[k] <= r->ds->shape[k]);
+        return source_read(&r->src, start, count, KDL__H5_TO_DOUBLE, out);
 }
 
 static int cmp_size(const void *a, const void *b)
