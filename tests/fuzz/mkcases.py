@@ -123,6 +123,27 @@ def dump(path, role="teacher", libver=None, userblock=0, **kw):
         fill(f, role, **kw)
 
 
+def replaced(path, name, new, role="teacher"):
+    """A valid dump whose object @name is replaced by @new: a value or link
+    to store there, or a function (file, name) that makes the object."""
+    with h5py.File(path, "w") as f:
+        fill(f, role)
+        del f[name]
+        if callable(new):
+            new(f, name)
+        else:
+            f[name] = new
+
+
+def poked(path, name, at, value, role="teacher", **kw):
+    """A valid dump with @value written into dataset @name at index @at."""
+    with h5py.File(path, "w") as f:
+        fill(f, role, **kw)
+        v = f[name][...]
+        v[at] = value
+        f[name][...] = v
+
+
 # ---- byte patching ---------------------------------------------------------------
 
 
@@ -181,6 +202,14 @@ def dataspace_msg(path, dims, start=0):
     raise SystemExit("mkcases: no dataspace message with dims %r" % (dims,))
 
 
+def patch_dims(path, dims, new, start=0):
+    """Give the first dataspace with @dims at or after @start the dims @new
+    (and the same max dims, when it stores them)."""
+    at, flags = dataspace_msg(path, dims, start)
+    body = struct.pack("<%dQ" % len(new), *new)
+    patch(path, at + 8, body + (body if flags & 1 else b""))
+
+
 def attr_msg(path, name):
     """(message start, version, name offset) of the attribute message called @name."""
     data = read(path)
@@ -237,10 +266,21 @@ def zeros_stream(nbytes, rounds=1):
     return raw
 
 
+def bare(f):
+    """The root attributes and an empty checkpoint "final": a dump to add
+    datasets of any declared size to, by hand."""
+    f.attrs["kdlens_format"] = 1
+    f.attrs["role"] = "teacher"
+    g = f.create_group("checkpoints/final")
+    g.attrs["step"] = np.int64(1)
+    return g
+
+
 def new_dataset(f, path, shape, dtype, chunks=None, filters=(), fill=None):
     """A dataset created through the low-level API (several deflate filters,
     early allocation off), never written."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_obj_track_times(False)  # the same bytes on every run
     if chunks:
         dcpl.set_chunk(chunks)
     for level in filters:
@@ -258,6 +298,7 @@ def new_dataset(f, path, shape, dtype, chunks=None, filters=(), fill=None):
 # ---- the cases -------------------------------------------------------------------
 
 LOGITS = "checkpoints/final/logits"
+HEAD_W = "checkpoints/final/head/weight"
 
 
 @case("base-teacher", "nothing: the valid teacher every case is paired with", expect=0,
@@ -365,10 +406,7 @@ def _(p):
       partner="self")
 def _(p):
     with h5py.File(p, "w") as f:
-        f.attrs["kdlens_format"] = 1
-        f.attrs["role"] = "teacher"
-        g = f.create_group("checkpoints/final")
-        g.attrs["step"] = np.int64(1)
+        bare(f)
         new_dataset(f, LOGITS, (1 << 40, 1 << 20), "f4", chunks=(1, 1 << 16))
 
 
@@ -377,14 +415,8 @@ def _(p):
       partner="self")
 def _(p):
     with h5py.File(p, "w") as f:
-        f.attrs["kdlens_format"] = 1
-        f.attrs["role"] = "teacher"
-        g = f.create_group("checkpoints/final")
-        g.attrs["step"] = np.int64(1)
-        g.create_dataset("logits", data=np.ones((N, C), "f4"))
-    at, flags = dataspace_msg(p, (N, C))
-    big = struct.pack("<QQ", 1 << 40, 1 << 20)
-    patch(p, at + 8, big + (big if flags & 1 else b""))
+        bare(f).create_dataset("logits", data=np.ones((N, C), "f4"))
+    patch_dims(p, (N, C), (1 << 40, 1 << 20))
 
 
 @case("rows-2e40-consistent",
@@ -393,11 +425,8 @@ def _(p):
 def _(p):
     n = 1 << 40
     with h5py.File(p, "w") as f:
-        f.attrs["kdlens_format"] = 1
-        f.attrs["role"] = "teacher"
+        g = bare(f)
         new_dataset(f, "labels", (n,), "i1", chunks=(1 << 20,))
-        g = f.create_group("checkpoints/final")
-        g.attrs["step"] = np.int64(1)
         new_dataset(f, LOGITS, (n, C), "f4", chunks=(1 << 16, C))
         for k, w in enumerate(TEACHER_WIDTHS):
             d = new_dataset(f, "checkpoints/final/features/layer%d" % (k + 1), (n, w), "f4",
@@ -439,9 +468,7 @@ def _(p):
         fill(f, "teacher")
         d = f.create_dataset("checkpoints/final/features/conv", data=np.ones((N, 3, 5, 7), "f4"))
         d.attrs["depth"] = np.int64(5)
-    at, flags = dataspace_msg(p, (N, 3, 5, 7))
-    big = struct.pack("<4Q", N, 1 << 32, 1 << 32, 2)
-    patch(p, at + 8, big + (big if flags & 1 else b""))
+    patch_dims(p, (N, 3, 5, 7), (N, 1 << 32, 1 << 32, 2))
 
 
 @case("dataspace-rank-33", "the logits' dataspace message claims rank 33 (HDF5 allows 32)")
@@ -523,8 +550,7 @@ def _(p):
     with h5py.File(p, "w") as f:
         fill(f, "teacher")
         f["checkpoints/final"].attrs["step"] = np.array([10], dtype=np.int64)
-    at, flags = dataspace_msg(p, (1,), object_addr(p, "checkpoints/final"))
-    patch(p, at + 8, struct.pack("<Q", 1 << 25) * (2 if flags & 1 else 1))
+    patch_dims(p, (1,), (1 << 25,), object_addr(p, "checkpoints/final"))
 
 
 @case("attr-step-string", "attribute step is a string, attribute kdlens_format a float")
@@ -538,51 +564,31 @@ def _(p):
 # -- floating-point datatypes --
 
 
-def f16_teacher(p):
-    dump(p, "teacher", dtype="f2")
-    # Every float16 dataset shares the message bytes: patch the logits' copy only.
-    with h5py.File(p, "r") as f:
-        addr = h5py.h5o.get_info(f[LOGITS].id).addr
-    data = read(p)
-    return data.find(F16, addr)
+def float_type_patched(dtype, proto, offset, value):
+    """A writer: a dump stored as @dtype whose logits' datatype message
+    (@proto: the bytes HDF5 writes for the type) gets @value at @offset.
+    Each dataset holds its own copy of the message: only the logits' changes."""
+    def writer(p):
+        dump(p, "teacher", dtype=dtype)
+        at = read(p).find(proto, object_addr(p, LOGITS))
+        patch(p, at + offset, value)
+    return writer
 
 
-@case("float16-mantissa-overlap",
-      "the logits' float16 type says mantissa bits 0..13 (they overlap the exponent)")
-def _(p):
-    at = f16_teacher(p)
-    patch(p, at + 15, b"\x0e")
-
-
-@case("float16-exponent-zero", "the logits' float16 type has a 0-bit exponent")
-def _(p):
-    at = f16_teacher(p)
-    patch(p, at + 13, b"\x00")
-
-
-@case("float16-exponent-huge",
-      "the logits' float16 type has a 64-bit exponent at bit 60 of a 16-bit value")
-def _(p):
-    at = f16_teacher(p)
-    patch(p, at + 12, b"\x3c\x40")
-
-
-@case("float-size-absurd", "the logits' float32 type claims to be 2^30 bytes wide")
-def _(p):
-    dump(p, "teacher")
-    with h5py.File(p, "r") as f:
-        addr = h5py.h5o.get_info(f[LOGITS].id).addr
-    at = read(p).find(F32, addr)
-    patch(p, at + 4, struct.pack("<I", 1 << 30))
-
-
-@case("float-precision-absurd", "the logits' float32 type claims a precision of 60000 bits")
-def _(p):
-    dump(p, "teacher")
-    with h5py.File(p, "r") as f:
-        addr = h5py.h5o.get_info(f[LOGITS].id).addr
-    at = read(p).find(F32, addr)
-    patch(p, at + 10, struct.pack("<H", 60000))
+# Offsets in a float datatype message: 4 size, 10 precision, 12 exponent
+# location, 13 exponent size, 15 mantissa size.
+for _name, _dtype, _proto, _at, _value, _what in [
+        ("float16-mantissa-overlap", "f2", F16, 15, b"\x0e",
+         "the logits' float16 type says mantissa bits 0..13 (they overlap the exponent)"),
+        ("float16-exponent-zero", "f2", F16, 13, b"\x00",
+         "the logits' float16 type has a 0-bit exponent"),
+        ("float16-exponent-huge", "f2", F16, 12, b"\x3c\x40",
+         "the logits' float16 type has a 64-bit exponent at bit 60 of a 16-bit value"),
+        ("float-size-absurd", "f4", F32, 4, struct.pack("<I", 1 << 30),
+         "the logits' float32 type claims to be 2^30 bytes wide"),
+        ("float-precision-absurd", "f4", F32, 10, struct.pack("<H", 60000),
+         "the logits' float32 type claims a precision of 60000 bits")]:
+    case(_name, _what)(float_type_patched(_dtype, _proto, _at, _value))
 
 
 # -- optional objects that exist but cannot be used --
@@ -620,44 +626,29 @@ def _(p):
 
 @case("sample-ids-dangling", "/sample_ids is a soft link to a path that does not exist")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["sample_ids"]
-        f["sample_ids"] = h5py.SoftLink("/nowhere")
+    replaced(p, "sample_ids", h5py.SoftLink("/nowhere"))
 
 
 @case("gradients-dangling", "gradients is a soft link to a path that does not exist")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["checkpoints/final/gradients"]
-        f["checkpoints/final/gradients"] = h5py.SoftLink("/nowhere/gradients")
+    replaced(p, "checkpoints/final/gradients", h5py.SoftLink("/nowhere/gradients"))
 
 
 @case("head-weight-external-missing",
       "head/weight is an external link to a file that does not exist")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["checkpoints/final/head/weight"]
-        f["checkpoints/final/head/weight"] = h5py.ExternalLink("no-such-file.h5", "/weight")
+    replaced(p, HEAD_W, h5py.ExternalLink("no-such-file.h5", "/weight"))
 
 
 @case("head-weight-external-fifo",
       "head/weight is an external link into a FIFO nobody writes (run-cases.py makes it)")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["checkpoints/final/head/weight"]
-        f["checkpoints/final/head/weight"] = h5py.ExternalLink("hostile-fifo", "/weight")
+    replaced(p, HEAD_W, h5py.ExternalLink("hostile-fifo", "/weight"))
 
 
 @case("labels-soft-loop", "/labels is a soft link to itself")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["labels"]
-        f["labels"] = h5py.SoftLink("/labels")
+    replaced(p, "labels", h5py.SoftLink("/labels"))
 
 
 @case("features-hard-cycle", "features/ holds a hard link to its own group (a cycle)")
@@ -673,84 +664,54 @@ def _(p):
 
 @case("labels-group", "/labels is a group, not a dataset")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["labels"]
-        f.create_group("labels")
+    replaced(p, "labels", lambda f, name: f.create_group(name))
 
 
 @case("labels-string", "/labels is a dataset of strings")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["labels"]
-        f["labels"] = np.array([b"cat"] * N)
+    replaced(p, "labels", np.array([b"cat"] * N))
 
 
 @case("labels-enum", "/labels is an HDF5 enum (integer base type)")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["labels"]
-        dt = h5py.enum_dtype({"a": 0, "b": 1, "c": 2, "d": 3}, basetype="i1")
-        f.create_dataset("labels", data=(np.arange(N) % C).astype("i1"), dtype=dt)
+    dt = h5py.enum_dtype({"a": 0, "b": 1, "c": 2, "d": 3}, basetype="i1")
+    replaced(p, "labels", lambda f, name: f.create_dataset(
+        name, data=(np.arange(N) % C).astype("i1"), dtype=dt))
 
 
 @case("labels-scalar", "/labels is a scalar dataset")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["labels"]
-        f["labels"] = np.int32(3)
+    replaced(p, "labels", np.int32(3))
 
 
 @case("labels-out-of-range", "/labels holds class 4 of classes 0..3 and -1")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        lab = f["labels"][...]
-        lab[5], lab[9] = C, -1
-        f["labels"][...] = lab
+    poked(p, "labels", [5, 9], [C, -1])
 
 
 @case("head-dataset", "head is a dataset, not a group")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["checkpoints/final/head"]
-        f["checkpoints/final/head"] = np.ones((C, TEACHER_WIDTHS[-1]), "f4")
+    replaced(p, "checkpoints/final/head", np.ones((C, TEACHER_WIDTHS[-1]), "f4"))
 
 
 @case("head-weight-string", "head/weight is a dataset of strings")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["checkpoints/final/head/weight"]
-        f["checkpoints/final/head/weight"] = np.array([[b"w"] * TEACHER_WIDTHS[-1]] * C)
+    replaced(p, HEAD_W, np.array([[b"w"] * TEACHER_WIDTHS[-1]] * C))
 
 
 @case("logits-group", "the logits are a group, not a dataset")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f[LOGITS]
-        f.create_group(LOGITS)
+    replaced(p, LOGITS, lambda f, name: f.create_group(name))
 
 
 @case("logits-compound", "the logits are a compound type of two floats")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f[LOGITS]
-        f[LOGITS] = np.zeros((N, C), dtype=[("re", "f4"), ("im", "f4")])
+    replaced(p, LOGITS, np.zeros((N, C), dtype=[("re", "f4"), ("im", "f4")]))
 
 
 @case("checkpoints-dataset", "/checkpoints is a dataset, not a group")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        del f["checkpoints"]
-        f["checkpoints"] = np.ones(3)
+    replaced(p, "checkpoints", np.ones(3))
 
 
 @case("logits-empty", "the logits are [0, 4]; /labels [0]")
@@ -771,11 +732,7 @@ def _(p):
 
 @case("sample-ids-duplicate", "/sample_ids holds one id twice", role="student")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "student")
-        ids = f["sample_ids"][...]
-        ids[7] = ids[3]
-        f["sample_ids"][...] = ids
+    poked(p, "sample_ids", 7, 100 + 3, role="student")  # the id of sample 3
 
 
 # -- whole-file damage --
@@ -844,41 +801,25 @@ def _(p):
 
 @case("nan-logits", "a NaN in the teacher's logits")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        z = f[LOGITS][...]
-        z[17, 2] = np.nan
-        f[LOGITS][...] = z
+    poked(p, LOGITS, (17, 2), np.nan)
 
 
 @case("inf-feature", "an Inf in the student's last feature layer (the head's input)",
       role="student")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "student")
-        h = f["checkpoints/final/features/layer2"][...]
-        h[30, 1] = -np.inf
-        f["checkpoints/final/features/layer2"][...] = h
+    poked(p, "checkpoints/final/features/layer2", (30, 1), -np.inf, role="student")
 
 
 @case("nan-float16-head", "a NaN in a float16 head weight (cka does not read the head)",
       expect={"inspect": 1, "kl": 1, "cka": 0})
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher", dtype="f2")
-        w = f["checkpoints/final/head/weight"][...]
-        w[1, 1] = np.nan
-        f["checkpoints/final/head/weight"][...] = w
+    poked(p, HEAD_W, (1, 1), np.nan, dtype="f2")
 
 
 @case("nan-gradient", "a NaN in the logit gradients (cka does not read them)",
       expect={"inspect": 1, "kl": 1, "cka": 0})
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        g = f["checkpoints/final/gradients/logits"][...]
-        g[0, 0] = np.nan
-        f["checkpoints/final/gradients/logits"][...] = g
+    poked(p, "checkpoints/final/gradients/logits", (0, 0), np.nan)
 
 
 # -- valid but odd --
@@ -898,14 +839,10 @@ def _(p):
          checkpoints=(("ep 1 %s", 1), ("ep 2 'ü'", 2), ("ep \"3\" %n", 3)))
 
 
-@case("odd-name-nan", "a NaN in a file whose name has spaces, non-ASCII, '%' and quotes",
-      file="odd ü %s%n \"nan\" 'x'.h5")
+@case("odd-name-inf", "an Inf in a file whose name has spaces, non-ASCII, '%' and quotes",
+      file="odd ü %s%n \"inf\" 'x'.h5")
 def _(p):
-    with h5py.File(p, "w") as f:
-        fill(f, "teacher")
-        z = f[LOGITS][...]
-        z[3, 3] = np.inf
-        f[LOGITS][...] = z
+    poked(p, LOGITS, (3, 3), np.inf)
 
 
 @case("long-names", "a 300-byte student checkpoint name and 300-byte layer names", expect=0,
