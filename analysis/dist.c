@@ -96,6 +96,19 @@ int kdl__dist_sum(double *x, size_t n)
         return 0;
 }
 
+/* Collective: @state packed when @me (MPI counts are ints: at most 2 GiB),
+ * then every rank's status. */
+static int pack_checked(bool me, const void *state, const struct kdl__dist_ops *ops, void **buf,
+                        size_t *len)
+{
+        int err = me ? ops->pack(state, buf, len) : 0;
+
+        if (!err && *len > INT32_MAX)
+                err = kdl_error(-KDL_EOVERFLOW, "MPI: a packed state of %zu bytes (at most 2 GiB)",
+                                *len);
+        return kdl__dist_status(err);
+}
+
 /* Rank 0 merges the packed states of the other ranks in rank order. */
 static int gather_merge(void *state, const struct kdl__dist_ops *ops)
 {
@@ -105,12 +118,7 @@ static int gather_merge(void *state, const struct kdl__dist_ops *ops)
         int *counts = NULL, *displs = NULL, err = 0;
         char *all = NULL;
 
-        if (rank != 0)
-                err = ops->pack(state, &mine, &len);
-        if (len > INT32_MAX)
-                err = kdl_error(-KDL_EOVERFLOW, "MPI: a packed state of %zu bytes (at most 2 GiB)",
-                                len);
-        if ((err = kdl__dist_status(err)) < 0)
+        if ((err = pack_checked(rank != 0, state, ops, &mine, &len)) < 0)
                 goto out;
         n = (long long) len;
         if (rank == 0) {
@@ -162,12 +170,7 @@ static int broadcast(void *state, const struct kdl__dist_ops *ops)
         long long n;
         int err = 0;
 
-        if (rank == 0)
-                err = ops->pack(state, &buf, &len);
-        if (len > INT32_MAX)
-                err = kdl_error(-KDL_EOVERFLOW, "MPI: a packed state of %zu bytes (at most 2 GiB)",
-                                len);
-        if ((err = kdl__dist_status(err)) < 0)
+        if ((err = pack_checked(rank == 0, state, ops, &buf, &len)) < 0)
                 goto out;
         n = (long long) len;
         MPI_Bcast(&n, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
