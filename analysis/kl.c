@@ -10,6 +10,7 @@
 #include "metrics/kl.h"
 #include "loaders/h5out.h"
 #include "loaders/stream.h"
+#include "analysis/dist.h"
 #include "analysis/kl-internal.h"
 #include "metrics/base/banned.h"
 
@@ -521,6 +522,48 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
         return err;
 }
 
+static int kl_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_kl_state_pack(s, buf, len);
+}
+
+static int kl_merge_packed(void *s, const void *buf, size_t len)
+{
+        return kdl_kl_state_merge_packed(s, buf, len);
+}
+
+static int proj_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_kl_proj_state_pack(s, buf, len);
+}
+
+static int proj_merge_packed(void *s, const void *buf, size_t len)
+{
+        return kdl_kl_proj_state_merge_packed(s, buf, len);
+}
+
+static int proj_load_packed(void *s, const void *buf, size_t len)
+{
+        return kdl_kl_proj_state_load_packed(s, buf, len);
+}
+
+/* Under MPI: the projector's sums go to every rank (each fits the same
+ * projector for the measuring pass); the measures to rank 0 only. */
+static int kl_combine(kdl__job *job, kdl_stream *st, unsigned pass)
+{
+        static const struct kdl__dist_ops proj_ops = {proj_pack, proj_merge_packed,
+                                                      proj_load_packed};
+        static const struct kdl__dist_ops kl_ops = {kl_pack, kl_merge_packed, NULL};
+        struct kl_job *j = job->ctx;
+        int err = 0;
+
+        if (pass < j->measure_pass)
+                return kdl__dist_combine(j->ps, &proj_ops);
+        if (!j->s)
+                err = measure_begin(j, kdl_stream_n(st));
+        return kdl__dist_status(err) ?: kdl__dist_combine(j->s, &kl_ops);
+}
+
 int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
 {
         struct kl_job *j;
@@ -544,7 +587,11 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
         }
         if (err < 0)
                 return err;
-        *ret = (kdl__job){.ctx = j, .attach = kl_attach, .block = kl_block, .end = kl_end};
+        *ret = (kdl__job){.ctx = j,
+                          .attach = kl_attach,
+                          .block = kl_block,
+                          .end = kl_end,
+                          .combine = kl_combine};
         return 0;
 }
 

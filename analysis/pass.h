@@ -34,6 +34,12 @@ struct kdl__job {
         /* The end of pass @pass: 1 to take part in another pass, 0 when
          * done, a negative code on error.  May be NULL: done after pass 0. */
         int (*end)(kdl__job *j, kdl_stream *s, unsigned pass);
+        /* Under MPI with more than one process (analysis/dist.h): combine
+         * the states of every rank after pass @pass's blocks, before end()
+         * (kdl__dist_combine()); end() then runs on every rank, but only
+         * rank 0's results are complete and written.  NULL: the job cannot
+         * run on more than one process (refused, on every rank alike). */
+        int (*combine)(kdl__job *j, kdl_stream *s, unsigned pass);
 
         /* The runner's; zero-initialise. */
         bool *uses;   /* [kdl_stream_count()] datasets this job reads */
@@ -58,6 +64,10 @@ int kdl__job_add_labels(kdl__job *j, kdl_stream *s, kdl_h5file *f);
  * and reads the datasets of, only the jobs whose end() asked for it.
  * @s:          a fresh stream (no dataset added, no block read); borrowed.
  * @ret_passes: NULL, or set to the passes made.
+ * Under MPI (analysis/dist.h) each rank reads its own contiguous part of the
+ * rows (kdl_stream_part()) and the jobs' combine() merges the states after
+ * every pass; the status of every rank is checked before each collective, so
+ * an error on one rank is the error of all.
  * Return: 0; the first error of a job or of the stream (the jobs' results
  * are then incomplete).  The jobs' uses arrays are freed either way.
  */

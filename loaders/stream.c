@@ -44,6 +44,8 @@ struct kdl_stream {
         kdl_h5reader *check[2];
         double *check_buf[2];
         bool checked;
+        unsigned part, nparts; /* kdl_stream_part(); nparts 0: the whole */
+        size_t lo, hi;         /* this part's logical rows, set with the block size */
 };
 
 int kdl_stream_new(size_t n, const kdl_pair *pair, const struct kdl_stream_opts *o,
@@ -196,6 +198,15 @@ static int allocate(kdl_stream *s)
                 s->block = 1;
         if (s->block > s->n)
                 s->block = s->n ? s->n : 1;
+        s->hi = s->n;
+        if (s->nparts > 1) {
+                size_t nb = (s->n + s->block - 1) / s->block;
+
+                s->lo = s->block * (nb * s->part / s->nparts);
+                s->hi = s->block * (nb * (s->part + 1) / s->nparts);
+                s->hi = s->hi < s->n ? s->hi : s->n;
+                s->next = s->lo;
+        }
         for (size_t k = 0; k < s->nsrc; k++) {
                 s->src[k].buf = kdl__malloc(s->block, s->src[k].cols * sizeof(double));
                 if (!s->src[k].buf)
@@ -280,17 +291,18 @@ static bool finite_row(const double *row, size_t n)
 
 int kdl_stream_next(kdl_stream *s)
 {
-        size_t r0 = s->next, m, kept = 0;
+        size_t r0, m, kept = 0;
         int err;
 
         if (!s->block && (err = allocate(s)) < 0)
                 return err;
-        if (r0 >= s->n) {
+        r0 = s->next; /* allocate() places a part's start */
+        if (r0 >= s->hi) {
                 s->rows = 0;
                 s->checked = true;
                 return 0;
         }
-        m = r0 + s->block <= s->n ? s->block : s->n - r0;
+        m = r0 + s->block <= s->hi ? s->block : s->hi - r0;
         if (s->check[0] && !s->checked && (err = check_block(s, r0, m)) < 0)
                 return err;
         for (size_t k = 0; k < s->nsrc; k++) {
@@ -332,9 +344,16 @@ int kdl_stream_next(kdl_stream *s)
         return 1;
 }
 
+void kdl_stream_part(kdl_stream *s, unsigned part, unsigned nparts)
+{
+        assert(!s->block && part < nparts);
+        s->part = part;
+        s->nparts = nparts;
+}
+
 void kdl_stream_rewind(kdl_stream *s)
 {
-        s->next = 0;
+        s->next = s->lo;
         s->rows = 0;
         s->skipped = 0;
 }

@@ -98,6 +98,17 @@ KDL_API void kdl_stream_rewind(kdl_stream *s);
  */
 KDL_API void kdl_stream_use(kdl_stream *s, const bool *use);
 
+/**
+ * kdl_stream_part() - from now on, read only part @part of @nparts of the
+ * rows: the blocks of a one-part stream cut into @nparts contiguous runs
+ * (block k in part floor(k * nparts / nblocks)... i.e. part p holds blocks
+ * [p * nblocks / nparts, (p + 1) * nblocks / nparts)), so every part reads
+ * whole blocks, the very blocks a one-part stream reads; a part may be
+ * empty when there are fewer blocks than parts.  Sample indices stay
+ * global.  Call before the first kdl_stream_next(); (0, 1) is the default.
+ */
+KDL_API void kdl_stream_part(kdl_stream *s, unsigned part, unsigned nparts);
+
 /** kdl_stream_count() - datasets added (distinct ones). */
 KDL_API size_t kdl_stream_count(const kdl_stream *s);
 

@@ -70,6 +70,26 @@ struct kdl__kl_scratch {
         struct kdl__kl_stats block;
 };
 
+/* A state (kl.c; packed by kl-pack.c). */
+struct kdl_kl_state {
+        struct kdl__kl_config cfg;
+        struct kdl__kl_stats st;
+        struct kdl__kl_reservoir res;
+        struct kdl__kl_scratch w;
+};
+
+/* Pass 1's state (kl-proj.c; packed by kl-pack.c). */
+struct kdl_kl_proj_state {
+        size_t d_s, d_t;
+        size_t n;
+        double *mu_s, *mu_t; /* [d_s], [d_t] running means */
+        double *mss;         /* [d_s, d_s] upper triangle (row-major) of Σ s_c s_cᵀ */
+        double *mst;         /* [d_s, d_t] Σ s_c t_cᵀ */
+        double sst;          /* Σ ‖t_c‖² */
+        double *work;        /* centred block [rows, d_s + d_t] + block means */
+        size_t work_rows;
+};
+
 /* ---- kl.c ---- */
 
 /* The index of row @r of block @b. */

@@ -21,17 +21,6 @@
  * metrics/kl.h says what it solves).
  */
 
-struct kdl_kl_proj_state {
-        size_t d_s, d_t;
-        size_t n;
-        double *mu_s, *mu_t; /* [d_s], [d_t] running means */
-        double *mss;         /* [d_s, d_s] upper triangle (row-major) of Σ s_c s_cᵀ */
-        double *mst;         /* [d_s, d_t] Σ s_c t_cᵀ */
-        double sst;          /* Σ ‖t_c‖² */
-        double *work;        /* centred block [rows, d_s + d_t] + block means */
-        size_t work_rows;
-};
-
 int kdl_kl_proj_state_new(size_t d_s, size_t d_t, kdl_kl_proj_state **ret)
 {
         kdl_kl_proj_state *s;

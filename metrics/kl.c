@@ -117,13 +117,6 @@ int kdl__kl_grow(double **p, size_t n)
 
 /* ---- The state --------------------------------------------------------------- */
 
-struct kdl_kl_state {
-        struct kdl__kl_config cfg;
-        struct kdl__kl_stats st;
-        struct kdl__kl_reservoir res;
-        struct kdl__kl_scratch w;
-};
-
 void kdl_kl_opts_init(kdl_kl_opts *o)
 {
         assert(o);

@@ -310,6 +310,28 @@ KDL_API int kdl_kl_finalize(const kdl_kl_state *s, kdl_kl_result **ret);
 /** kdl_kl_result_free() - free @r.  NULL is a no-op. */
 KDL_API void kdl_kl_result_free(kdl_kl_result *r);
 
+/*
+ * The states as bytes, for the processes of one MPI run (analysis/dist.h):
+ * the sums, the comoments and the reservoir's items (its keys, sample
+ * indices and values), in host layout, readable by the same build only.
+ * A packed state is O(ntau·NV + d_t + reservoir·(2 + ntau·NV)) doubles; a
+ * packed projector state O(d_s² + d_s·d_t).
+ *
+ * kdl_kl_state_pack() / kdl_kl_proj_state_pack() - @s as bytes; *@buf
+ * malloc'd, the caller frees.  Return: 0; -ENOMEM.
+ * kdl_kl_state_merge_packed() / kdl_kl_proj_state_merge_packed() - add the
+ * samples of a packed state (made with the same options) to @s, as
+ * kdl_kl_merge() / kdl_kl_proj_merge().
+ * kdl_kl_proj_state_load_packed() - @s becomes the packed state.
+ * Return: 0; -KDL_ESCHEMA when @len is not a packed state's; -ENOMEM; the
+ * codes of the merges.
+ */
+KDL_API int kdl_kl_state_pack(const kdl_kl_state *s, void **buf, size_t *len);
+KDL_API int kdl_kl_state_merge_packed(kdl_kl_state *s, const void *buf, size_t len);
+KDL_API int kdl_kl_proj_state_pack(const kdl_kl_proj_state *s, void **buf, size_t *len);
+KDL_API int kdl_kl_proj_state_merge_packed(kdl_kl_proj_state *s, const void *buf, size_t len);
+KDL_API int kdl_kl_proj_state_load_packed(kdl_kl_proj_state *s, const void *buf, size_t len);
+
 /** kdl_kl_state_free() - free @s.  NULL is a no-op. */
 KDL_API void kdl_kl_state_free(kdl_kl_state *s);
 

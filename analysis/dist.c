@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kdl-config.h"
+#include "metrics/base/error.h"
+#include "analysis/dist.h"
+#if KDL_HAVE_MPI
+#include <mpi.h>
+#endif
+#include "metrics/base/banned.h"
+
+static int rank, size = 1;
+static size_t moved; /* bytes sent and received by kdl__dist_combine() */
+
+int kdl__dist_rank(void)
+{
+        return rank;
+}
+
+int kdl__dist_size(void)
+{
+        return size;
+}
+
+size_t kdl__dist_bytes(void)
+{
+        return moved;
+}
+
+#if KDL_HAVE_MPI
+
+static bool started_by_mpirun(void)
+{
+        return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+}
+
+int kdl__dist_init(int *argc, char ***argv)
+{
+        if (!started_by_mpirun())
+                return 0;
+        if (MPI_Init(argc, argv) != MPI_SUCCESS)
+                return kdl_error(-KDL_EUSAGE, "MPI could not start");
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &size);
+        return 0;
+}
+
+int kdl__dist_finish(int rc)
+{
+        int all = rc, up = 0;
+
+        MPI_Initialized(&up);
+        if (!up)
+                return rc;
+        MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (getenv("KDL_MPI_BYTES"))
+                fprintf(stderr, "kdlens: rank %d moved %zu bytes\n", rank, moved);
+        MPI_Finalize();
+        return all;
+}
+
+int kdl__dist_status(int err)
+{
+        int mine[2] = {err < 0 ? 0 : 1, rank}, first[2];
+        char msg[1024];
+        int code = err;
+
+        if (size == 1)
+                return err;
+        /* The lowest rank with an error, or (1, x) when none has. */
+        MPI_Allreduce(mine, first, 1, MPI_2INT, MPI_MINLOC, MPI_COMM_WORLD);
+        if (first[0] == 1)
+                return 0;
+        if (rank == first[1])
+                snprintf(msg, sizeof(msg), "%s", kdl_errmsg());
+        MPI_Bcast(&code, 1, MPI_INT, first[1], MPI_COMM_WORLD);
+        MPI_Bcast(msg, sizeof(msg), MPI_CHAR, first[1], MPI_COMM_WORLD);
+        if (rank != first[1])
+                kdl_error(code, "%s", msg);
+        return code;
+}
+
+int kdl__dist_sum(double *x, size_t n)
+{
+        if (size == 1)
+                return 0;
+        if (n > INT32_MAX)
+                return kdl_error(-KDL_EOVERFLOW, "MPI: %zu values to sum", n);
+        MPI_Allreduce(MPI_IN_PLACE, x, (int) n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        moved += 2 * n * sizeof(double);
+        return 0;
+}
+
+/* Collective: @state packed when @me (MPI counts are ints: at most 2 GiB),
+ * then every rank's status. */
+static int pack_checked(bool me, const void *state, const struct kdl__dist_ops *ops, void **buf,
+                        size_t *len)
+{
+        int err = me ? ops->pack(state, buf, len) : 0;
+
+        if (!err && *len > INT32_MAX)
+                err = kdl_error(-KDL_EOVERFLOW, "MPI: a packed state of %zu bytes (at most 2 GiB)",
+                                *len);
+        return kdl__dist_status(err);
+}
+
+/* Rank 0 merges the packed states of the other ranks in rank order. */
+static int gather_merge(void *state, const struct kdl__dist_ops *ops)
+{
+        void *mine = NULL;
+        size_t len = 0;
+        long long n, *lens = NULL;
+        int *counts = NULL, *displs = NULL, err = 0;
+        char *all = NULL;
+
+        if ((err = pack_checked(rank != 0, state, ops, &mine, &len)) < 0)
+                goto out;
+        n = (long long) len;
+        if (rank == 0) {
+                lens = calloc((size_t) size, sizeof(*lens));
+                counts = calloc((size_t) size, sizeof(*counts));
+                displs = calloc((size_t) size, sizeof(*displs));
+                if (!lens || !counts || !displs)
+                        err = -ENOMEM;
+        }
+        if ((err = kdl__dist_status(err)) < 0)
+                goto out;
+        MPI_Gather(&n, 1, MPI_LONG_LONG, lens, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+        if (rank == 0) {
+                long long total = 0;
+
+                for (int r = 0; r < size; r++) {
+                        counts[r] = (int) lens[r];
+                        displs[r] = (int) total;
+                        total += lens[r];
+                }
+                if (total > INT32_MAX)
+                        err = kdl_error(-KDL_EOVERFLOW, "MPI: packed states of %lld bytes", total);
+                else if (!(all = malloc(total ? (size_t) total : 1)))
+                        err = -ENOMEM;
+        }
+        if ((err = kdl__dist_status(err)) < 0)
+                goto out;
+        MPI_Gatherv(mine, (int) len, MPI_BYTE, all, counts, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
+        moved += len;
+        for (int r = 1; rank == 0 && r < size && !err; r++) {
+                moved += (size_t) counts[r];
+                err = ops->merge(state, all + displs[r], (size_t) counts[r]);
+        }
+        err = kdl__dist_status(err);
+out:
+        free(mine);
+        free(lens);
+        free(counts);
+        free(displs);
+        free(all);
+        return err;
+}
+
+/* Rank 0's state to every rank. */
+static int broadcast(void *state, const struct kdl__dist_ops *ops)
+{
+        void *buf = NULL;
+        size_t len = 0;
+        long long n;
+        int err = 0;
+
+        if ((err = pack_checked(rank == 0, state, ops, &buf, &len)) < 0)
+                goto out;
+        n = (long long) len;
+        MPI_Bcast(&n, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+        if (rank != 0 && !(buf = malloc(n ? (size_t) n : 1)))
+                err = -ENOMEM;
+        if ((err = kdl__dist_status(err)) < 0)
+                goto out;
+        MPI_Bcast(buf, (int) n, MPI_BYTE, 0, MPI_COMM_WORLD);
+        moved += (size_t) n * (rank == 0 ? (size_t) size - 1 : 1);
+        if (rank != 0)
+                err = ops->load(state, buf, (size_t) n);
+        err = kdl__dist_status(err);
+out:
+        free(buf);
+        return err;
+}
+
+int kdl__dist_combine(void *state, const struct kdl__dist_ops *ops)
+{
+        int err;
+
+        if (size == 1)
+                return 0;
+        err = gather_merge(state, ops);
+        if (!err && ops->load)
+                err = broadcast(state, ops);
+        return err;
+}
+
+#else /* one process */
+
+int kdl__dist_init(int *argc, char ***argv)
+{
+        (void) argc;
+        (void) argv;
+        return 0;
+}
+
+int kdl__dist_finish(int rc)
+{
+        return rc;
+}
+
+int kdl__dist_status(int err)
+{
+        return err;
+}
+
+int kdl__dist_sum(double *x, size_t n)
+{
+        (void) x;
+        (void) n;
+        return 0;
+}
+
+int kdl__dist_combine(void *state, const struct kdl__dist_ops *ops)
+{
+        (void) state;
+        (void) ops;
+        return 0;
+}
+
+#endif

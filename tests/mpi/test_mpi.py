@@ -1,0 +1,189 @@
+# SPDX-License-Identifier: MIT
+"""kdlens under mpirun gives the single-process answer (docs/mpi.md).
+
+Every covered command runs on the bundled example and on a kdl-synth pair
+with P = 1, 2, 3, 4 processes; its JSON document is compared with the one
+of a run without mpirun: numbers within 1e-12 relative (sums merged in rank
+order), everything else (table names, rows, strings, subsample-based numbers
+are numbers too, but see test_spearman_exact) identical.  The commands not
+yet covered must be refused the same way on every rank.
+Needs MPIRUN (the mpirun program) in the environment; registered only in an
+MPI build.
+"""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import kdltest as kt  # noqa: E402
+
+MPIRUN = os.environ.get("MPIRUN", "mpirun")
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "datasets", "example")
+SYNTH = os.environ.get("KDL_SYNTH", "kdl-synth")
+RTOL = 1e-12
+PS = (1, 2, 3, 4)
+COVERED = ("kl",)
+REFUSED = ("split", "cka", "dims", "layers")
+_work = kt.tmpdir()
+
+
+def mpirun(p, *args):
+    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(p), kt.KDLENS,
+           *map(str, args)]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_MCA_btl="self,vader")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    return r.returncode, r.stdout, r.stderr
+
+
+def ours(stderr):
+    """stderr without mpirun's own framed notices (a non-zero exit is reported
+    by mpirun between lines of dashes): what kdlens wrote."""
+    keep, framed = [], False
+    for line in stderr.splitlines():
+        if line.startswith("-----"):
+            framed = not framed
+            continue
+        if not framed:
+            keep.append(line)
+    return "\n".join(l for l in keep if l.strip())
+
+
+def synth_pair():
+    t, s = os.path.join(_work, "t.h5"), os.path.join(_work, "s.h5")
+    if not os.path.exists(s):
+        subprocess.run([SYNTH, "--n", "1000", "--chunk-rows", "64", "--checkpoints", "1",
+                        "--teacher-widths", "32,48", "--student-widths", "16,24", t, s],
+                       check=True, capture_output=True)
+    return t, s
+
+
+def inputs():
+    yield "example", ["-t", os.path.join(EXAMPLE, "teacher.h5"),
+                      "-s", os.path.join(EXAMPLE, "student_kd.h5"),
+                      "-s", os.path.join(EXAMPLE, "student_narrow.h5")]
+    t, s = synth_pair()
+    yield "synth", ["-t", t, "-s", s]
+
+
+def same(a, b, path="$"):
+    """Raise unless the documents agree: numbers within RTOL, all else equal."""
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or a is None:
+        if a != b:
+            raise AssertionError(f"{path}: {a!r} != {b!r}")
+    elif isinstance(a, (int, float)):
+        if not isinstance(b, (int, float)):
+            raise AssertionError(f"{path}: {a!r} vs {b!r}")
+        if isinstance(a, float) and math.isnan(a):
+            if not math.isnan(b):
+                raise AssertionError(f"{path}: NaN vs {b!r}")
+        elif not abs(a - b) <= RTOL * max(abs(a), abs(b)):
+            raise AssertionError(f"{path}: {a!r} vs {b!r} (relative {RTOL})")
+    elif isinstance(a, list):
+        if not isinstance(b, list) or len(a) != len(b):
+            raise AssertionError(f"{path}: lists of different lengths")
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, f"{path}[{i}]")
+    elif isinstance(a, dict):
+        if not isinstance(b, dict) or list(a) != list(b):
+            raise AssertionError(f"{path}: keys {list(a)} vs {list(b) if isinstance(b, dict) else b}")
+        for k in a:
+            same(a[k], b[k], f"{path}.{k}")
+    else:
+        raise AssertionError(f"{path}: unexpected {a!r}")
+
+
+def check_command(verb, extra=()):
+    for name, args in inputs():
+        # Small blocks, so that every rank has some of the rows.
+        full = [verb, *args, "--block-rows", "37", *extra, "--format", "json"]
+        one = json.loads(kt.run(*full, check=0)[1])
+        for p in PS:
+            st, out, err = mpirun(p, *full)
+            if st != 0:
+                raise AssertionError(f"{verb} {name} P={p}: exit {st}\n{err[-2000:]}")
+            try:
+                same(one, json.loads(out))
+            except AssertionError as e:
+                raise AssertionError(f"{verb} {name} P={p}: {e}") from None
+            if err.strip():
+                raise AssertionError(f"{verb} {name} P={p}: stderr {err!r}")
+
+
+def test_kl():
+    check_command("kl")
+
+
+def test_kl_small_reservoir():
+    """Spearman on a subsample: the reservoir keeps the samples of smallest
+    hash(seed, sample index), so the same ones whatever P: exact."""
+    for name, args in inputs():
+        full = ["kl", *args, "--block-rows", "37", "--spearman-samples", "50", "--seed", "7",
+                "--format", "json"]
+        one = json.loads(kt.run(*full, check=0)[1])
+        for p in PS:
+            st, out, err = mpirun(p, *full)
+            assert st == 0, err
+            two = json.loads(out)
+            for a, b in zip(kt.records(one, "kl"), kt.records(two, "kl")):
+                sa, sb = a.get("spearman"), b.get("spearman")
+                assert sa == sb or (sa is None and sb is None) or (
+                    isinstance(sa, float) and math.isnan(sa) and math.isnan(sb)), \
+                    f"{name} P={p}: spearman {sa!r} vs {sb!r}"
+
+
+def test_uncovered_refused():
+    """Until they combine their states, the other analyses are refused on
+    more than one process: one line, the same exit status on every rank."""
+    t, s = synth_pair()
+    for verb in REFUSED:
+        args = [t, s] if verb == "cka" else ["-t", t, "-s", s]
+        st, out, err = mpirun(2, verb, *args)
+        assert st == 2, f"{verb}: exit {st}: {err}"
+        kt.one_line_error(ours(err), "more than one MPI process")
+        assert out == "", out
+
+
+def test_more_ranks_than_rows():
+    t = os.path.join(_work, "tiny-t.h5")
+    s = os.path.join(_work, "tiny-s.h5")
+    subprocess.run([SYNTH, "--n", "3", "--checkpoints", "1", "--chunk-rows", "1", t, s],
+                   check=True, capture_output=True)
+    st, _, err = mpirun(4, "kl", "-t", t, "-s", s)
+    assert st == 2, f"exit {st}: {err}"
+    kt.one_line_error(ours(err), "4 MPI processes for 3 samples")
+
+
+def test_error_on_one_rank():
+    """A NaN only the last rank reads: every rank stops, one line, exit 1."""
+    import h5py
+    t, s = synth_pair()
+    bad = os.path.join(_work, "bad.h5")
+    shutil.copy(s, bad)
+    with h5py.File(bad, "r+") as f:
+        names = []
+        f.visit(lambda n: names.append(n) if n.endswith("logits") and
+                isinstance(f[n], h5py.Dataset) and f[n].ndim == 2 else None)
+        ds = f[names[0]]
+        row = ds[-1]
+        row[0] = float("nan")
+        ds[-1] = row
+    st1, _, err1 = kt.run("kl", "-t", t, "-s", bad, "--block-rows", "37")
+    assert st1 == 1, err1
+    for p in (2, 3):
+        st, out, err = mpirun(p, "kl", "-t", t, "-s", bad, "--block-rows", "37")
+        assert st == 1, f"P={p}: exit {st}: {err}"
+        kt.one_line_error(ours(err))
+        assert ours(err) == err1.strip(), f"P={p}: {err!r} vs {err1!r}"
+
+
+def test_per_sample_refused():
+    _, args = next(inputs())
+    st, _, err = mpirun(2, "kl", *args, "--per-sample", os.path.join(_work, "ps.h5"))
+    assert st == 2, err
+    assert "--per-sample" in err
+
+
+kt.main(globals())
