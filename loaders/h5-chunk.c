@@ -26,72 +26,16 @@
 #include <unistd.h>
 
 #include <hdf5.h>
-#include <libdeflate.h>
 
 #include "metrics/base/alloc.h"
 #include "loaders/h5-internal.h"
+#include "loaders/h5-chunk-internal.h"
 #include "metrics/base/banned.h"
 
 #define WINDOW_JOBS  256u        /* chunks handled per window, at most */
 #define WINDOW_BYTES (8u << 20)  /* stored bytes of a window, unless threads need more */
 #define THREAD_BYTES (64u << 20) /* threads decode in parallel only while this holds them */
 #define RETAIN_BYTES (16u << 20) /* buffers kept from one read to the next, at most */
-#define MAX_THREADS  64u
-
-struct filter {
-        H5Z_filter_t id;
-        size_t elem; /* shuffle: bytes per element */
-};
-
-/* A decoded chunk in the cache. */
-struct entry {
-        uint64_t key; /* position in its row of chunks */
-        unsigned char *buf;
-};
-
-/* What one thread decodes with. */
-struct scratch {
-        struct libdeflate_decompressor *inflater;
-        unsigned char *dec, *tmp; /* the last stage's output, the one before */
-        size_t dec_cap, tmp_cap;
-};
-
-/* One chunk of a read. */
-struct job {
-        size_t g[KDL_MAX_DIMS]; /* grid coordinates */
-        uint64_t key;
-        size_t src_start[KDL_MAX_DIMS], dst_start[KDL_MAX_DIMS], count[KDL_MAX_DIMS];
-        const unsigned char *cached; /* the decoded chunk, from the cache */
-        unsigned mask;               /* filters skipped when it was written */
-        size_t raw_len, dec_len, tmp_len;
-        unsigned char *raw; /* the stored bytes; kept for the next job in this slot */
-        size_t raw_cap;
-        unsigned char *dec;           /* a chunk to keep: its own output buffer */
-        const unsigned char *decoded; /* raw, dec or a scratch buffer, once done */
-        bool keep;                    /* into the cache afterwards */
-        int err;
-        char msg[200];
-};
-
-struct kdl__h5_chunks {
-        const char *file, *path; /* borrowed, for messages */
-        hid_t did;               /* borrowed */
-        struct kdl__h5_num t;
-        struct kdl__h5_read_opts o;
-        size_t ndim;
-        size_t shape[KDL_MAX_DIMS], chunk[KDL_MAX_DIMS], grid[KDL_MAX_DIMS];
-        size_t bytes; /* of a decoded chunk */
-        hsize_t eof;  /* the file's size */
-        size_t nfilters;
-        struct filter filters[H5Z_MAX_NFILTERS];
-        bool edge_plain; /* partial edge chunks are stored unfiltered */
-        struct scratch th[MAX_THREADS];
-        struct job *jobs; /* WINDOW_JOBS slots */
-        /* The cache: decoded chunks of row of chunks @band, sorted by key. */
-        size_t band;
-        struct entry *cache;
-        size_t ncache, cache_cap, cache_bytes;
-};
 
 /* Chunks being read: what the threads share. */
 struct window {
@@ -126,10 +70,8 @@ void kdl__h5_read_opts_init(struct kdl__h5_read_opts *o)
         o->threads = cpus < 1 ? 1 : cpus > 4 ? 4 : (unsigned) cpus;
 }
 
-static int job_error(struct job *j, int err, const char *fmt, ...) KDL_PRINTF(3, 4);
-
 /* Record a failure of @j in the job itself (helpers have no kdl_error()). */
-static int job_error(struct job *j, int err, const char *fmt, ...)
+int kdl__h5_job_error(struct job *j, int err, const char *fmt, ...)
 {
         va_list ap;
 
@@ -279,170 +221,6 @@ void kdl__h5_chunks_close(kdl__h5_chunks *c)
         free(c);
 }
 
-/* ---- the filters -------------------------------------------------------------- */
-
-/* Fletcher-32 as HDF5 computes it: 16-bit big-endian words, sums from 0. */
-static uint32_t fletcher32(const unsigned char *p, size_t len)
-{
-        uint32_t a = 0, b = 0;
-
-        for (size_t words = len / 2; words > 0;) {
-                size_t n = words > 360 ? 360 : words;
-
-                words -= n;
-                for (; n > 0; n--, p += 2) {
-                        a += (uint32_t) p[0] << 8 | p[1];
-                        b += a;
-                }
-                a = (a & 0xffff) + (a >> 16);
-                b = (b & 0xffff) + (b >> 16);
-        }
-        if (len % 2) {
-                a += (uint32_t) p[0] << 8;
-                b += a;
-                a = (a & 0xffff) + (a >> 16);
-                b = (b & 0xffff) + (b >> 16);
-        }
-        a = (a & 0xffff) + (a >> 16);
-        b = (b & 0xffff) + (b >> 16);
-        return b << 16 | a;
-}
-
-static bool fletcher32_ok(const unsigned char *p, size_t len)
-{
-        uint32_t sum = fletcher32(p, len), stored, swapped;
-
-        stored = (uint32_t) p[len] | (uint32_t) p[len + 1] << 8 | (uint32_t) p[len + 2] << 16 |
-                 (uint32_t) p[len + 3] << 24;
-        /* HDF5 before 1.6.3 wrote the bytes of each half swapped; it still accepts both. */
-        swapped = (sum & 0x00ff00ffu) << 8 | (sum & 0xff00ff00u) >> 8;
-        return stored == sum || stored == swapped;
-}
-
-/* Undo HDF5's shuffle: byte b of element i is at b * n + i. */
-static void unshuffle(const unsigned char *src, size_t len, size_t elem, unsigned char *dst)
-{
-        size_t n = elem > 1 ? len / elem : 0;
-
-        if (elem == 2) { /* float16, int16: the common case, written so that it vectorises */
-                for (size_t i = 0; i < n; i++) {
-                        dst[2 * i] = src[i];
-                        dst[2 * i + 1] = src[n + i];
-                }
-        } else if (elem == 4) {
-                for (size_t i = 0; i < n; i++)
-                        for (size_t b = 0; b < 4; b++)
-                                dst[4 * i + b] = src[b * n + i];
-        } else {
-                for (size_t b = 0; b < elem && n > 0; b++)
-                        for (size_t i = 0; i < n; i++)
-                                dst[i * elem + b] = src[b * n + i];
-        }
-        memcpy(dst + n * elem, src + n * elem, len - n * elem); /* the leftover bytes */
-}
-
-static bool is_edge(const kdl__h5_chunks *c, const size_t *g)
-{
-        for (size_t k = 0; k < c->ndim; k++)
-                if ((g[k] + 1) * c->chunk[k] > c->shape[k])
-                        return true;
-        return false;
-}
-
-/* Whether filter @k applies to the chunk of @j. */
-static bool active(const kdl__h5_chunks *c, const struct job *j, size_t k)
-{
-        return !(j->mask & (1u << k)) && !(c->edge_plain && is_edge(c, j->g));
-}
-
-/*
- * The filters of @j undone, last written first.  With @s NULL, only plan:
- * set j->dec_len and j->tmp_len, the buffers the stages need (the last
- * stage writes j->dec or s->dec, the one before s->tmp, and so on).
- * Otherwise run them in @s's buffers and set j->decoded.
- * Return: 0 or an error recorded in @j.
- */
-static int pipeline(const kdl__h5_chunks *c, struct job *j, const struct scratch *s)
-{
-        struct libdeflate_decompressor *dec = s ? s->inflater : NULL;
-        size_t want[H5Z_MAX_NFILTERS], size = c->bytes, len = j->raw_len, stages = 0;
-        const unsigned char *cur = j->raw;
-        unsigned char *bufs[2] = {j->dec ? j->dec : s ? s->dec : NULL, s ? s->tmp : NULL};
-        size_t lens[2] = {0, 0};
-        bool known = true; /* the stored size follows from the chunk's */
-
-        /* Forward, as written: the size each filter was given. */
-        for (size_t k = 0; k < c->nfilters; k++) {
-                want[k] = size;
-                if (!active(c, j, k))
-                        continue;
-                if (c->filters[k].id == H5Z_FILTER_FLETCHER32) {
-                        size += 4;
-                        continue;
-                }
-                stages++;
-                if (c->filters[k].id == H5Z_FILTER_DEFLATE)
-                        known = false; /* compressed: the file says how long */
-        }
-        if (known && len != size)
-                return job_error(j, -KDL_EHDF5, "stored %zu bytes, expected %zu", len, size);
-        for (size_t k = c->nfilters; k-- > 0;) {
-                const struct filter *f = &c->filters[k];
-                unsigned char *out;
-
-                if (!active(c, j, k))
-                        continue;
-                if (f->id == H5Z_FILTER_FLETCHER32) {
-                        if (len < 4)
-                                return job_error(j, -KDL_EHDF5,
-                                                 "fletcher32: %zu bytes hold no checksum", len);
-                        len -= 4;
-                        if (dec && !fletcher32_ok(cur, len))
-                                return job_error(j, -KDL_EHDF5,
-                                                 "fletcher32 checksum does not match the data");
-                        continue;
-                }
-                stages--;
-                out = bufs[stages % 2];
-                if (f->id == H5Z_FILTER_DEFLATE) {
-                        /* want[k] is known: one deflate at most (read_filters()). */
-                        if (dec) {
-                                enum libdeflate_result r = libdeflate_zlib_decompress(
-                                        dec, cur, len, out, want[k], NULL);
-
-                                if (r == LIBDEFLATE_SHORT_OUTPUT)
-                                        return job_error(j, -KDL_EHDF5,
-                                                         "deflate stream inflates to fewer "
-                                                         "than the %zu bytes expected",
-                                                         want[k]);
-                                if (r == LIBDEFLATE_INSUFFICIENT_SPACE)
-                                        return job_error(j, -KDL_EHDF5,
-                                                         "deflate stream inflates to more "
-                                                         "than the %zu bytes expected",
-                                                         want[k]);
-                                if (r != LIBDEFLATE_SUCCESS)
-                                        return job_error(j, -KDL_EHDF5,
-                                                         "deflate stream of %zu bytes is "
-                                                         "corrupt or truncated",
-                                                         len);
-                        }
-                        len = want[k];
-                } else if (dec) {
-                        unshuffle(cur, len, f->elem, out);
-                }
-                if (len > lens[stages % 2])
-                        lens[stages % 2] = len;
-                cur = out;
-        }
-        if (len != c->bytes)
-                return job_error(j, -KDL_EHDF5, "decodes to %zu bytes, expected %zu", len,
-                                 c->bytes);
-        j->dec_len = lens[0];
-        j->tmp_len = lens[1];
-        j->decoded = cur;
-        return 0;
-}
-
 /* ---- the cache ---------------------------------------------------------------- */
 
 /* The position of cache entry @key, or where it would go. */
@@ -516,7 +294,7 @@ static void decode(struct window *w, struct job *j, const struct scratch *s)
         const unsigned char *src = j->cached;
 
         if (!src) {
-                if (pipeline(c, j, s) < 0)
+                if (kdl__h5_pipeline(c, j, s) < 0)
                         return;
                 src = j->decoded;
         }
@@ -565,10 +343,10 @@ static int fetch(const kdl__h5_chunks *c, struct job *j)
         for (size_t k = 0; k < c->ndim; k++)
                 off[k] = (hsize_t) (j->g[k] * c->chunk[k]);
         if (H5Dread_chunk(c->did, H5P_DEFAULT, off, &mask, j->raw) < 0)
-                return job_error(j, -KDL_EHDF5, "cannot read its %zu stored bytes: %s", j->raw_len,
-                                 kdl__h5_last_error(buf));
+                return kdl__h5_job_error(j, -KDL_EHDF5, "cannot read its %zu stored bytes: %s",
+                                         j->raw_len, kdl__h5_last_error(buf));
         if (mask != j->mask)
-                return job_error(j, -KDL_EHDF5, "filter mask changed while reading");
+                return kdl__h5_job_error(j, -KDL_EHDF5, "filter mask changed while reading");
         return 0;
 }
 
@@ -672,22 +450,25 @@ static int plan(kdl__h5_chunks *c, struct job *j, const size_t *start, const siz
                 return 0;
         j->keep = !whole && j->g[0] == (start[0] + count[0] - 1) / c->chunk[0];
         if (H5Dget_chunk_info_by_coord(c->did, off, &mask, &addr, &size) < 0)
-                return job_error(j, -KDL_EHDF5, "cannot look it up: %s", kdl__h5_last_error(buf));
+                return kdl__h5_job_error(j, -KDL_EHDF5, "cannot look it up: %s",
+                                         kdl__h5_last_error(buf));
         if (size == 0 || addr == HADDR_UNDEF)
-                return job_error(j, -KDL_EHDF5, "declared but not written (no chunk stored)");
+                return kdl__h5_job_error(j, -KDL_EHDF5,
+                                         "declared but not written (no chunk stored)");
         if (size > c->o.chunk_max)
-                return job_error(j, -KDL_EHDF5,
-                                 "stored size %llu bytes exceeds the limit of %zu bytes",
-                                 (unsigned long long) size, c->o.chunk_max);
+                return kdl__h5_job_error(j, -KDL_EHDF5,
+                                         "stored size %llu bytes exceeds the limit of %zu bytes",
+                                         (unsigned long long) size, c->o.chunk_max);
         if (addr > c->eof || size > c->eof - addr)
-                return job_error(j, -KDL_EHDF5,
-                                 "stored at bytes %llu..%llu, past the end of the file (%llu "
-                                 "bytes)",
-                                 (unsigned long long) addr, (unsigned long long) (addr + size),
-                                 (unsigned long long) c->eof);
+                return kdl__h5_job_error(
+                        j, -KDL_EHDF5,
+                        "stored at bytes %llu..%llu, past the end of the file (%llu "
+                        "bytes)",
+                        (unsigned long long) addr, (unsigned long long) (addr + size),
+                        (unsigned long long) c->eof);
         j->mask = mask;
         j->raw_len = (size_t) size;
-        if (pipeline(c, j, NULL) < 0)
+        if (kdl__h5_pipeline(c, j, NULL) < 0)
                 return j->err;
         j->decoded = NULL;
         if (reserve(c, &j->raw, &j->raw_cap, j->raw_len) < 0)
