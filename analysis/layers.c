@@ -9,6 +9,7 @@
 #include "metrics/sample.h"
 #include "analysis/cka-internal.h"
 #include "analysis/layers.h"
+#include "analysis/layers-internal.h"
 #include "metrics/base/banned.h"
 
 #define DEFAULT_K         4
@@ -42,7 +43,10 @@ void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o)
                                           .subsample = DEFAULT_SUBSAMPLE,
                                           .per_class = DEFAULT_PER_CLASS,
                                           .variant = KDL_QUALITY_CODE,
-                                          .max_bytes = DEFAULT_MAX_BYTES};
+                                          .max_bytes = DEFAULT_MAX_BYTES,
+                                          .classes = KDL_LAYERS_CLASSES_AUTO,
+                                          .min_per_class = 0,
+                                          .class_rule = KDL_SAMPLE_FREQUENT};
         kdl_run_common_init(&o->common);
 }
 
@@ -305,10 +309,11 @@ struct run {
         const struct kdl_run_layers_opts *o;
         int64_t *labels; /* the teacher's [N] */
         size_t n, nclasses;
-        bool student;                /* teacher x student CKA too */
-        struct tables tb;            /* across checkpoints */
-        size_t nrows, nout;          /* layer rows, and those outside Q's design range */
-        struct kdl__cka_results res; /* the last checkpoint's */
+        struct kdl__layers_classes cls; /* the classes Q is computed on */
+        bool student;                   /* teacher x student CKA too */
+        struct tables tb;               /* across checkpoints */
+        size_t nrows, nout;             /* layer rows, and those outside Q's design range */
+        struct kdl__cka_results res;    /* the last checkpoint's */
 };
 
 /* The sources of checkpoint pair @ck: the teacher's layers and logits, the
@@ -376,7 +381,7 @@ static int quality(const struct run *r, const struct kdl__srcs *l, size_t k,
 
         kdl_quality_opts_init(&qo);
         qo.variant = r->o->variant;
-        qo.population = (double) r->n;
+        qo.population = (double) r->cls.n_kept;
         err = gather_layer(r->in, l, k, r->n, cr, ncr, r->o, &one, &gc);
         if (!err) {
                 x = kdl__gather_tensor(gx, l, k);
@@ -388,14 +393,6 @@ static int quality(const struct run *r, const struct kdl__srcs *l, size_t k,
         return err;
 }
 
-/* Rows per class of the class spectra: min(per_class, N / C). */
-static size_t per_class(const struct run *r)
-{
-        size_t most = r->n / r->nclasses;
-
-        return r->o->per_class < most ? r->o->per_class : most;
-}
-
 /* Checkpoint pair @ck: one CKA pass over every sample, then each teacher
  * layer's quality; its rows go to the tables and its CKA results to r->res. */
 static int one_checkpoint(struct run *r, const struct kdl_ckpair *ck)
@@ -404,19 +401,21 @@ static int one_checkpoint(struct run *r, const struct kdl_ckpair *ck)
         struct kdl__srcs l = {0};
         struct kdl__gather gx = {0};
         struct row *rows = NULL;
-        size_t nrows = 0, *xr = NULL, nx = 0, *cr = NULL, ncr = 0, pc = per_class(r);
+        size_t nrows = 0, *xr = NULL, nx = 0, *cr = NULL, ncr = 0;
         bool *mask = NULL;
         long long logits, lab;
         int err;
 
         err = checkpoint_sources(r, ck, &l, &logits, &lab, &mask);
-        /* X: subsample / C rows of each class; X_c: min(per_class, N / C). */
+        /* X: subsample / K rows of each kept class; X_c: min(per_class,
+         * the kept samples / K) (with every class kept, subsample / C and
+         * min(per_class, N / C)). */
         err = err
-                      ?: kdl_sample_select(r->n, r->labels, r->nclasses, o->subsample / r->nclasses,
-                                           o->seed, STREAM_X, &xr, &nx);
+                      ?: kdl_sample_select_counts(r->n, r->labels, r->nclasses, r->cls.want_x,
+                                                  o->seed, STREAM_X, &xr, &nx);
         err = err
-                      ?: kdl_sample_select(r->n, r->labels, r->nclasses, pc ? pc : 1, o->seed,
-                                           STREAM_XC, &cr, &ncr);
+                      ?: kdl_sample_select_counts(r->n, r->labels, r->nclasses, r->cls.want_c,
+                                                  o->seed, STREAM_XC, &cr, &ncr);
         if (!err) {
                 struct kdl__cka_compute_opts co = {.spatial = o->common.spatial,
                                                    .skip_nonfinite = o->common.skip_nonfinite,
@@ -507,9 +506,9 @@ static int add_notes(const struct run *r, kdl_doc *doc)
                                "subsample of %zu samples (up to %zu per class, seed %llu), class "
                                "spectra on another of up to %zu per class; N = %zu in "
                                "(N/pi)^(1/r)",
-                               kdl_quality_variant_name(o->variant), r->res.nsub,
-                               o->subsample / r->nclasses, (unsigned long long) o->seed,
-                               per_class(r), r->n);
+                               kdl_quality_variant_name(o->variant), r->res.nsub, r->cls.per_x,
+                               (unsigned long long) o->seed, r->cls.per_c, r->cls.n_kept);
+        err = err ?: kdl__layers_classes_note(&r->cls, o, doc);
         err = err
                       ?: kdl_doc_add_note(doc,
                                           "cka_logits, cka_labels: linear CKA over all %zu "
@@ -545,12 +544,8 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
                                  "'%s': /labels: layer quality needs class labels, found none",
                                  dt->path);
         r.n = r.student ? in->pairs[0]->n : dt->n;
-        if (o->subsample / r.nclasses < 2)
-                return kdl_error(-KDL_EUSAGE,
-                                 "--subsample %zu leaves fewer than 2 samples for each of the %zu "
-                                 "classes",
-                                 o->subsample, r.nclasses);
         err = kdl_inputs_teacher_labels(in, r.student ? in->pairs[0] : NULL, &r.labels);
+        err = err ?: kdl__layers_classes_init(r.labels, r.n, r.nclasses, o, &r.cls);
         err = err
                       ?: kdl_select_checkpoints(in->teacher, r.student ? in->students[0] : NULL,
                                                 o->common.checkpoint, "same", &cks, &nck);
@@ -562,6 +557,8 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
         }
         err = err ?: add_notes(&r, doc);
         err = err ?: tables_commit(&r.tb, doc, r.student);
+        err = err ?: kdl__layers_classes_tables(&r.cls, doc);
+        kdl__layers_classes_release(&r.cls);
         kdl__cka_results_release(&r.res);
         tables_release(&r.tb);
         free(cks);

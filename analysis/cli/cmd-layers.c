@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <getopt.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "analysis/cli/cli.h"
 #include "analysis/inputs.h"
@@ -12,6 +13,9 @@ enum {
         OPT_PER_CLASS,
         OPT_VARIANT,
         OPT_SEED,
+        OPT_CLASSES,
+        OPT_MIN_PER_CLASS,
+        OPT_CLASS_RULE,
 };
 
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
@@ -31,6 +35,34 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
                 return 0;
         case OPT_SEED:
                 return kdl_cli_parse_uint(cli, "--seed", arg, 0, UINT64_MAX, &o->seed);
+        case OPT_CLASSES:
+                if (strcmp(arg, "auto") == 0 || strcmp(arg, "all") == 0) {
+                        o->classes =
+                                arg[1] == 'u' ? KDL_LAYERS_CLASSES_AUTO : KDL_LAYERS_CLASSES_ALL;
+                        return 0;
+                }
+                if (*arg < '0' || *arg > '9')
+                        return kdl_cli_usage(cli,
+                                             "--classes: expected auto, all or a number of "
+                                             "classes (2 or more), found '%s'",
+                                             arg);
+                return kdl_cli_parse_size(cli, "--classes", arg, 2, 1000000000, &o->classes);
+        case OPT_MIN_PER_CLASS:
+                if (strcmp(arg, "auto") == 0) {
+                        o->min_per_class = 0;
+                        return 0;
+                }
+                if (*arg < '0' || *arg > '9')
+                        return kdl_cli_usage(cli,
+                                             "--min-per-class: expected auto or a number of "
+                                             "samples (2 or more), found '%s'",
+                                             arg);
+                return kdl_cli_parse_size(cli, "--min-per-class", arg, 2, 1000000000,
+                                          &o->min_per_class);
+        case OPT_CLASS_RULE:
+                if (kdl_sample_class_rule_parse(arg, &o->class_rule) < 0)
+                        return kdl_cli_usage(cli, "--class-rule: %s", kdl_errmsg());
+                return 0;
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
@@ -50,6 +82,9 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                 {"per-class", required_argument, NULL, OPT_PER_CLASS},
                 {"variant", required_argument, NULL, OPT_VARIANT},
                 {"seed", required_argument, NULL, OPT_SEED},
+                {"classes", required_argument, NULL, OPT_CLASSES},
+                {"min-per-class", required_argument, NULL, OPT_MIN_PER_CLASS},
+                {"class-rule", required_argument, NULL, OPT_CLASS_RULE},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;
