@@ -16,7 +16,10 @@
 #define DEFAULT_SUBSAMPLE 5000
 #define DEFAULT_PER_CLASS 500
 #define DEFAULT_MAX_BYTES ((size_t) 8 << 30)
-#define ROBUST_FRACTION   0.01
+/* The logits and one-hot labels CKA needs min(N, C)² doubles per pair (the
+ * feature-space C x C products, or the N x N Grams): 128 MiB at 4096. */
+#define DEFAULT_CKA_MAX_WIDTH 4096
+#define ROBUST_FRACTION       0.01
 
 /* kdl_sample_select() streams: the quality subsample X and the class
  * spectra subsample X_c are drawn independently, as the authors' code does. */
@@ -46,7 +49,8 @@ void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o)
                                           .max_bytes = DEFAULT_MAX_BYTES,
                                           .classes = KDL_LAYERS_CLASSES_AUTO,
                                           .min_per_class = 0,
-                                          .class_rule = KDL_SAMPLE_FREQUENT};
+                                          .class_rule = KDL_SAMPLE_FREQUENT,
+                                          .cka_max_width = DEFAULT_CKA_MAX_WIDTH};
         kdl_run_common_init(&o->common);
 }
 
@@ -310,15 +314,28 @@ struct run {
         int64_t *labels; /* the teacher's [N] */
         size_t n, nclasses;
         struct kdl__layers_classes cls; /* the classes Q is computed on */
+        bool wide;                      /* the logits and labels CKA (min(N, C) small enough) */
         bool student;                   /* teacher x student CKA too */
         struct tables tb;               /* across checkpoints */
         size_t nrows, nout;             /* layer rows, and those outside Q's design range */
         struct kdl__cka_results res;    /* the last checkpoint's */
 };
 
+/* Only the feature layers of @l: the logits (C wide) left out. */
+static void features_only(struct kdl__srcs *l)
+{
+        size_t m = 0;
+
+        for (size_t k = 0; k < l->n; k++)
+                if (l->v[k].has_depth)
+                        l->v[m++] = l->v[k];
+        l->n = m;
+}
+
 /* The sources of checkpoint pair @ck: the teacher's layers and logits, the
- * student's when there is one, the one-hot labels last; and the pairs the
- * tables need.  Sets *@ret_logits and *@ret_labels to their indices. */
+ * student's when there is one, the one-hot labels last (the logits and
+ * labels only when r->wide); and the pairs the tables need.  Sets
+ * *@ret_logits and *@ret_labels to their indices (-1 when left out). */
 static int checkpoint_sources(const struct run *r, const struct kdl_ckpair *ck, struct kdl__srcs *l,
                               long long *ret_logits, long long *ret_labels, bool **ret_mask)
 {
@@ -328,11 +345,14 @@ static int checkpoint_sources(const struct run *r, const struct kdl_ckpair *ck, 
         err = kdl__srcs_add_checkpoint(l, ck->main, 0, r->o->common.spatial);
         if (!err && r->student)
                 err = kdl__srcs_add_checkpoint(l, ck->partner, 1, r->o->common.spatial);
+        if (!r->wide)
+                features_only(l);
         for (size_t k = 0; k < l->n; k++)
                 if (l->v[k].model == 0 && !l->v[k].has_depth)
                         logits = (long long) k;
-        lab = (long long) l->n;
-        err = err ?: kdl__srcs_add(l, "labels", false, 0, 0, NULL, r->nclasses);
+        lab = r->wide ? (long long) l->n : -1;
+        if (r->wide)
+                err = err ?: kdl__srcs_add(l, "labels", false, 0, 0, NULL, r->nclasses);
         /* Teacher layers against the logits, the labels and the student's
          * layers; no teacher x teacher blocks. */
         err = err ?: kdl__pairs_needed(l, true, logits, lab, ret_mask);
@@ -494,6 +514,11 @@ static void tables_release(struct tables *tb)
         kdl_table_free(tb->ranked);
 }
 
+static size_t min_n_c(const struct run *r)
+{
+        return r->n < r->nclasses ? r->n : r->nclasses;
+}
+
 /* How the columns were computed (from the last checkpoint's results). */
 static int add_notes(const struct run *r, kdl_doc *doc)
 {
@@ -509,12 +534,21 @@ static int add_notes(const struct run *r, kdl_doc *doc)
                                kdl_quality_variant_name(o->variant), r->res.nsub, r->cls.per_x,
                                (unsigned long long) o->seed, r->cls.per_c, r->cls.n_kept);
         err = err ?: kdl__layers_classes_note(&r->cls, o, doc);
-        err = err
-                      ?: kdl_doc_add_note(doc,
-                                          "cka_logits, cka_labels: linear CKA over all %zu "
-                                          "samples (%s space); robust: on the subsample without "
-                                          "each layer's 1 %% largest centred norms",
-                                          r->res.n, r->res.gram ? "Gram" : "feature");
+        if (!err && r->wide)
+                err = kdl_doc_add_note(doc,
+                                       "cka_logits, cka_labels: linear CKA over all %zu "
+                                       "samples (%s space); robust: on the subsample without "
+                                       "each layer's 1 %% largest centred norms",
+                                       r->res.n, r->res.gram ? "Gram" : "feature");
+        else if (!err)
+                err = kdl_doc_add_note(
+                        doc,
+                        "cka_logits, cka_labels and their debiased and robust columns not "
+                        "computed (NaN), nor the student's logits in layers_cka: "
+                        "min(N, C) = %zu is above %zu, and the CKA of C-wide logits or "
+                        "labels needs min(N, C)^2 doubles per pair (%.1f GiB)",
+                        min_n_c(r), o->cka_max_width,
+                        (double) min_n_c(r) * (double) min_n_c(r) * 8.0 / 1073741824.0);
         err = err
                       ?: kdl_doc_add_note(doc, "features of rank 3 and 4 reduced by '%s'",
                                           kdl_spatial_name(o->common.spatial));
@@ -544,6 +578,7 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
                                  "'%s': /labels: layer quality needs class labels, found none",
                                  dt->path);
         r.n = r.student ? in->pairs[0]->n : dt->n;
+        r.wide = min_n_c(&r) <= o->cka_max_width;
         err = kdl_inputs_teacher_labels(in, r.student ? in->pairs[0] : NULL, &r.labels);
         err = err ?: kdl__layers_classes_init(r.labels, r.n, r.nclasses, o, &r.cls);
         err = err

@@ -41,6 +41,9 @@ struct kdl_run_layers_opts {
          * docs/layers.md). */
         size_t min_per_class;
         enum kdl_sample_class_rule class_rule; /* which eligible classes a subset keeps */
+        /* cka_logits and cka_labels (and the student's logits in layers_cka)
+         * need min(N, C)² doubles per pair: computed when min(N, C) <= this. */
+        size_t cka_max_width;
 };
 
 #define KDL_LAYERS_CLASSES_AUTO ((size_t) 0)
@@ -50,7 +53,7 @@ struct kdl_run_layers_opts {
  * kdl_run_layers_opts_init() - common defaults, 4 layers recommended, a
  * subsample of 5000, 500 per class, the authors' code variant, seed 0,
  * 8 GiB at most; classes auto, minimum per class auto, the most frequent
- * classes first.
+ * classes first; logits and labels CKA up to min(N, C) = 4096.
  */
 KDL_API void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o);
 

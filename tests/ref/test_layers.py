@@ -436,6 +436,19 @@ def test_every_class_is_still_the_default_path():
     assert not any(x.startswith("class subset") for x in auto["notes"])
 
 
+def test_vocabulary_sized_logits_leave_their_cka_out():
+    """min(N, C) above 4096: Q still on a class subset, the logits and labels CKA columns
+    NaN with a note saying why, instead of C x C products (7.6 GiB at C = 32,000)."""
+    ncls, n = 4200, 4300
+    path = os.path.join(TMP, "vocab.h5")
+    y, views, _ = zipf_dump(path, ncls, n, 24, logits_dtype=np.float16)
+    doc = run_json("layers", "-t", path)
+    check_subset(doc, y, ncls, views, class_subset(y, ncls, 5000), 0)
+    for r in records(doc, "layers"):
+        assert r["cka_logits"] is None and r["cka_labels"] is None, r
+    assert any("min(N, C) = 4200 is above 4096" in x for x in doc["notes"]), doc["notes"]
+
+
 def test_bad_requests():
     rng = np.random.default_rng(5)
     y, layers, logits, _ = make_teacher(rng)
