@@ -130,17 +130,13 @@ int kdl__layers_classes_init(const int64_t *labels, size_t n, size_t nclasses,
                                           .rule = o->class_rule,
                                           .nkept = nclasses,
                                           .n_kept = n};
-        c->count = kdl_new(size_t, nclasses);
+        r = kdl_sample_class_counts(n, labels, nclasses, &c->count);
+        if (r < 0)
+                return r;
         c->want_x = kdl_new(size_t, nclasses);
         c->want_c = kdl_new(size_t, nclasses);
-        if (!c->count || !c->want_x || !c->want_c)
+        if (!c->want_x || !c->want_c)
                 return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                if (labels[i] < 0 || (uint64_t) labels[i] >= nclasses)
-                        return kdl_error(-KDL_ERANGE, "label %lld of row %zu is outside 0..%zu",
-                                         (long long) labels[i], i, nclasses - 1);
-                c->count[labels[i]]++;
-        }
         if (o->classes == KDL_LAYERS_CLASSES_ALL && o->min_per_class)
                 return kdl_error(-KDL_EUSAGE, "--min-per-class chooses the classes of a subset: "
                                               "it does not go with --classes all");

@@ -73,6 +73,16 @@ static int cmp_size(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
+/* Every label in 0..@nclasses-1, or the error naming the first that is not. */
+static int check_labels(size_t n, const int64_t *labels, size_t nclasses)
+{
+        for (size_t i = 0; i < n; i++)
+                if (labels[i] < 0 || (uint64_t) labels[i] >= nclasses)
+                        return kdl_error(-KDL_ERANGE, "label %lld of row %zu is outside 0..%zu",
+                                         (long long) labels[i], i, nclasses ? nclasses - 1 : 0);
+        return 0;
+}
+
 /* kdl_sample_select() and kdl_sample_select_counts(): @counts [nclasses],
  * or @count for every class (and, without labels, in all). */
 static int select_rows(size_t n, const int64_t *labels, size_t nclasses, size_t count,
@@ -83,13 +93,8 @@ static int select_rows(size_t n, const int64_t *labels, size_t nclasses, size_t 
         size_t *rows = NULL, *taken = NULL, m = 0;
         int r = 0;
 
-        if (labels)
-                for (size_t i = 0; i < n; i++)
-                        if (labels[i] < 0 || (uint64_t) labels[i] >= nclasses)
-                                return kdl_error(
-                                        -KDL_ERANGE, "label %lld of row %zu is outside 0..%zu",
-                                        (long long) labels[i], i, nclasses ? nclasses - 1 : 0);
-
+        if (labels && (r = check_labels(n, labels, nclasses)) < 0)
+                return r;
         k = kdl_new(struct keyed, n);
         rows = kdl_new(size_t, n);
         if (labels)
@@ -142,6 +147,22 @@ int kdl_sample_select_counts(size_t n, const int64_t *labels, size_t nclasses, c
 {
         assert(labels && counts);
         return select_rows(n, labels, nclasses, 0, counts, seed, stream, ret_rows, ret_count);
+}
+
+int kdl_sample_class_counts(size_t n, const int64_t *labels, size_t nclasses, size_t **ret_counts)
+{
+        size_t *counts;
+        int r = check_labels(n, labels, nclasses);
+
+        if (r < 0)
+                return r;
+        counts = kdl_new(size_t, nclasses ? nclasses : 1);
+        if (!counts)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                counts[labels[i]]++;
+        *ret_counts = counts;
+        return 0;
 }
 
 static const char *const rule_names[KDL_SAMPLE_CLASS_RULE_COUNT_] = {"frequent", "seeded"};

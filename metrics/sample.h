@@ -78,6 +78,16 @@ KDL_API int kdl_sample_select_counts(size_t n, const int64_t *labels, size_t ncl
                                      const size_t *counts, uint64_t seed, uint64_t stream,
                                      size_t **ret_rows, size_t *ret_count);
 
+/**
+ * kdl_sample_class_counts() - the samples of each class among the @n
+ * @labels (borrowed) in 0..@nclasses-1.
+ * @ret_counts: set on success only: [@nclasses]; caller frees with free().
+ * Return: 0; -KDL_ERANGE naming the first row whose label is out of range;
+ * -ENOMEM.
+ */
+KDL_API int kdl_sample_class_counts(size_t n, const int64_t *labels, size_t nclasses,
+                                    size_t **ret_counts);
+
 /* Which classes kdl_sample_classes() keeps when more are eligible than wanted. */
 enum kdl_sample_class_rule {
         KDL_SAMPLE_FREQUENT, /* the classes with the most samples; ties to the lower class */

@@ -18,6 +18,22 @@ enum {
         OPT_CLASS_RULE,
 };
 
+/* @arg as a whole number >= 2 into *@ret, or the word @w0 (*@ret = @v0) or
+ * @w1 (*@ret = @v1; NULL: no second word); @expected names them all. */
+static int count_or_word(struct kdl_cli *cli, const char *what, const char *arg,
+                         const char *expected, const char *w0, size_t v0, const char *w1, size_t v1,
+                         size_t *ret)
+{
+        if (strcmp(arg, w0) == 0 || (w1 && strcmp(arg, w1) == 0)) {
+                *ret = strcmp(arg, w0) == 0 ? v0 : v1;
+                return 0;
+        }
+        if (*arg < '0' || *arg > '9')
+                return kdl_cli_usage(cli, "%s: expected %s (2 or more), found '%s'", what, expected,
+                                     arg);
+        return kdl_cli_parse_size(cli, what, arg, 2, 1000000000, ret);
+}
+
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 {
         struct kdl_run_layers_opts *o = ctx;
@@ -36,29 +52,12 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
         case OPT_SEED:
                 return kdl_cli_parse_uint(cli, "--seed", arg, 0, UINT64_MAX, &o->seed);
         case OPT_CLASSES:
-                if (strcmp(arg, "auto") == 0 || strcmp(arg, "all") == 0) {
-                        o->classes =
-                                arg[1] == 'u' ? KDL_LAYERS_CLASSES_AUTO : KDL_LAYERS_CLASSES_ALL;
-                        return 0;
-                }
-                if (*arg < '0' || *arg > '9')
-                        return kdl_cli_usage(cli,
-                                             "--classes: expected auto, all or a number of "
-                                             "classes (2 or more), found '%s'",
-                                             arg);
-                return kdl_cli_parse_size(cli, "--classes", arg, 2, 1000000000, &o->classes);
+                return count_or_word(cli, "--classes", arg, "auto, all or a number of classes",
+                                     "auto", KDL_LAYERS_CLASSES_AUTO, "all", KDL_LAYERS_CLASSES_ALL,
+                                     &o->classes);
         case OPT_MIN_PER_CLASS:
-                if (strcmp(arg, "auto") == 0) {
-                        o->min_per_class = 0;
-                        return 0;
-                }
-                if (*arg < '0' || *arg > '9')
-                        return kdl_cli_usage(cli,
-                                             "--min-per-class: expected auto or a number of "
-                                             "samples (2 or more), found '%s'",
-                                             arg);
-                return kdl_cli_parse_size(cli, "--min-per-class", arg, 2, 1000000000,
-                                          &o->min_per_class);
+                return count_or_word(cli, "--min-per-class", arg, "auto or a number of samples",
+                                     "auto", 0, NULL, 0, &o->min_per_class);
         case OPT_CLASS_RULE:
                 if (kdl_sample_class_rule_parse(arg, &o->class_rule) < 0)
                         return kdl_cli_usage(cli, "--class-rule: %s", kdl_errmsg());

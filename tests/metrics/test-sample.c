@@ -171,6 +171,26 @@ static void test_classes_frequent_and_seeded(void **state)
         free(cls);
 }
 
+static void test_class_counts(void **state)
+{
+        int64_t labels[6] = {2, 0, 2, 2, 4, 0};
+        size_t *counts = NULL, *keep = (size_t *) 0x1;
+
+        (void) state;
+        assert_int_equal(kdl_sample_class_counts(6, labels, 5, &counts), 0);
+        assert_int_equal(counts[0], 2);
+        assert_int_equal(counts[1], 0);
+        assert_int_equal(counts[2], 3);
+        assert_int_equal(counts[3], 0);
+        assert_int_equal(counts[4], 1);
+        free(counts);
+        assert_int_equal(kdl_sample_class_counts(6, labels, 4, &keep), -KDL_ERANGE);
+        assert_true(keep == (size_t *) 0x1);
+        labels[1] = -1;
+        assert_int_equal(kdl_sample_class_counts(6, labels, 5, &keep), -KDL_ERANGE);
+        assert_true(keep == (size_t *) 0x1);
+}
+
 static void test_class_rule_names(void **state)
 {
         enum kdl_sample_class_rule r = KDL_SAMPLE_FREQUENT;
@@ -193,6 +213,7 @@ int main(void)
                 cmocka_unit_test(test_select_rejects_bad_label),
                 cmocka_unit_test(test_select_counts_per_class),
                 cmocka_unit_test(test_classes_frequent_and_seeded),
+                cmocka_unit_test(test_class_counts),
                 cmocka_unit_test(test_class_rule_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
