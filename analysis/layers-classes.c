@@ -207,8 +207,7 @@ int kdl__layers_classes_note(const struct kdl__layers_classes *c,
                                "class subset (%s): Q, S, I, E and the class-geometry columns are "
                                "computed on %zu of the %zu classes, %s of the %zu with at least "
                                "%zu samples (--min-per-class %s, --class-rule %s), which hold %zu "
-                               "of the %zu samples (%.1f %%); tables layers_class_subset and "
-                               "layers_classes",
+                               "of the %zu samples (%.1f %%); table layers_class_subset",
                                why, c->nkept, c->nclasses, how, c->eligible, c->min_per_class,
                                c->min_auto ? "auto" : "given", kdl_sample_class_rule_name(c->rule),
                                c->n_kept, c->n,
@@ -221,7 +220,13 @@ int kdl__layers_classes_note(const struct kdl__layers_classes *c,
 /* The one row of "layers_class_subset". */
 static int summary_row(kdl_table *t, const struct kdl__layers_classes *c)
 {
+        size_t lo = SIZE_MAX, hi = 0;
         int err = kdl_table_add_row(t) < 0 ? -ENOMEM : 0;
+
+        for (size_t i = 0; i < c->nkept; i++) {
+                lo = min_size(lo, c->count[c->kept[i]]);
+                hi = c->count[c->kept[i]] > hi ? c->count[c->kept[i]] : hi;
+        }
 
         err = err ?: kdl_table_put_str(t, "rule", kdl_sample_class_rule_name(c->rule));
         err = err ?: kdl_table_put_int(t, "classes", (long long) c->nclasses);
@@ -230,43 +235,26 @@ static int summary_row(kdl_table *t, const struct kdl__layers_classes *c)
         err = err ?: kdl_table_put_int(t, "min_per_class", (long long) c->min_per_class);
         err = err ?: kdl_table_put_int(t, "samples", (long long) c->n);
         err = err ?: kdl_table_put_int(t, "samples_kept", (long long) c->n_kept);
+        err = err ?: kdl_table_put_int(t, "kept_class_min", (long long) lo);
+        err = err ?: kdl_table_put_int(t, "kept_class_max", (long long) hi);
         err = err ?: kdl_table_put_int(t, "subsample_per_class", (long long) c->per_x);
         err = err ?: kdl_table_put_int(t, "spectra_per_class", (long long) c->per_c);
         return err;
 }
 
-int kdl__layers_classes_tables(const struct kdl__layers_classes *c, kdl_doc *doc)
+int kdl__layers_classes_table(const struct kdl__layers_classes *c, kdl_doc *doc)
 {
-        kdl_table *sum = NULL, *per = NULL;
+        kdl_table *t = NULL;
         int err;
 
         if (!c->subset)
                 return 0;
-        err = kdl_table_new("layers_class_subset", "Classes Q is computed on", &sum);
-        err = err ?: summary_row(sum, c);
-        err = err ?: kdl_table_new("layers_classes", "Kept classes", &per);
-        for (size_t i = 0; !err && i < c->nkept; i++) {
-                size_t k = c->kept[i];
-
-                err = kdl_table_add_row(per) < 0 ? -ENOMEM : 0;
-                err = err ?: kdl_table_put_int(per, "class", (long long) k);
-                err = err ?: kdl_table_put_int(per, "samples", (long long) c->count[k]);
-                err = err
-                              ?: kdl_table_put_int(per, "subsample",
-                                                   (long long) min_size(c->count[k], c->per_x));
-                err = err
-                              ?: kdl_table_put_int(per, "spectra",
-                                                   (long long) min_size(c->count[k], c->per_c));
-        }
+        err = kdl_table_new("layers_class_subset", "Classes Q is computed on", &t);
+        err = err ?: summary_row(t, c);
         if (!err) {
-                err = kdl_doc_add_table(doc, sum);
-                sum = NULL;
+                err = kdl_doc_add_table(doc, t);
+                t = NULL;
         }
-        if (!err) {
-                err = kdl_doc_add_table(doc, per);
-                per = NULL;
-        }
-        kdl_table_free(per);
-        kdl_table_free(sum);
+        kdl_table_free(t);
         return err;
 }

@@ -47,8 +47,8 @@ void kdl__layers_classes_release(struct kdl__layers_classes *c);
 int kdl__layers_classes_note(const struct kdl__layers_classes *c,
                              const struct kdl_run_layers_opts *o, kdl_doc *doc);
 
-/* kdl__layers_classes_tables() - with a subset, "layers_class_subset" and
- * "layers_classes" into @doc. */
-int kdl__layers_classes_tables(const struct kdl__layers_classes *c, kdl_doc *doc);
+/* kdl__layers_classes_table() - with a subset, the one-row table
+ * "layers_class_subset" into @doc. */
+int kdl__layers_classes_table(const struct kdl__layers_classes *c, kdl_doc *doc);
 
 #endif

@@ -592,7 +592,7 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
         }
         err = err ?: add_notes(&r, doc);
         err = err ?: tables_commit(&r.tb, doc, r.student);
-        err = err ?: kdl__layers_classes_tables(&r.cls, doc);
+        err = err ?: kdl__layers_classes_table(&r.cls, doc);
         kdl__layers_classes_release(&r.cls);
         kdl__cka_results_release(&r.res);
         tables_release(&r.tb);

@@ -66,10 +66,10 @@ KDL_API void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o);
  * "layers_cka" (teacher × student linear CKA) to @doc.
  * @in: the teacher, and at most one student (paired).
  *
- * With a class subset (many classes, or @o->classes), Q and the
- * class-geometry columns are computed on the kept classes only, a note says
- * which and why, and the tables "layers_class_subset" (one row: the rule,
- * the counts) and "layers_classes" (the kept classes) are added.
+ * With a class subset (many classes, or @o->classes, @o->min_per_class),
+ * Q and the class-geometry columns are computed on the kept classes only, a
+ * note says which and why, and the one-row table "layers_class_subset"
+ * (the rule and the counts) is added.
  *
  * One streaming pass gives the linear CKAs over every sample and gathers the
  * class-balanced subsample of every layer; one more pass per layer gathers
