@@ -9,13 +9,17 @@
 #include "metrics/sample.h"
 #include "analysis/cka-internal.h"
 #include "analysis/layers.h"
+#include "analysis/layers-internal.h"
 #include "metrics/base/banned.h"
 
 #define DEFAULT_K         4
 #define DEFAULT_SUBSAMPLE 5000
 #define DEFAULT_PER_CLASS 500
 #define DEFAULT_MAX_BYTES ((size_t) 8 << 30)
-#define ROBUST_FRACTION   0.01
+/* The logits and one-hot labels CKA needs min(N, C)² doubles per pair (the
+ * feature-space C x C products, or the N x N Grams): 128 MiB at 4096. */
+#define DEFAULT_CKA_MAX_WIDTH 4096
+#define ROBUST_FRACTION       0.01
 
 /* kdl_sample_select() streams: the quality subsample X and the class
  * spectra subsample X_c are drawn independently, as the authors' code does. */
@@ -42,7 +46,11 @@ void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o)
                                           .subsample = DEFAULT_SUBSAMPLE,
                                           .per_class = DEFAULT_PER_CLASS,
                                           .variant = KDL_QUALITY_CODE,
-                                          .max_bytes = DEFAULT_MAX_BYTES};
+                                          .max_bytes = DEFAULT_MAX_BYTES,
+                                          .classes = KDL_LAYERS_CLASSES_AUTO,
+                                          .min_per_class = 0,
+                                          .class_rule = KDL_SAMPLE_FREQUENT,
+                                          .cka_max_width = DEFAULT_CKA_MAX_WIDTH};
         kdl_run_common_init(&o->common);
 }
 
@@ -305,15 +313,29 @@ struct run {
         const struct kdl_run_layers_opts *o;
         int64_t *labels; /* the teacher's [N] */
         size_t n, nclasses;
-        bool student;                /* teacher x student CKA too */
-        struct tables tb;            /* across checkpoints */
-        size_t nrows, nout;          /* layer rows, and those outside Q's design range */
-        struct kdl__cka_results res; /* the last checkpoint's */
+        struct kdl__layers_classes cls; /* the classes Q is computed on */
+        bool wide;                      /* the logits and labels CKA (min(N, C) small enough) */
+        bool student;                   /* teacher x student CKA too */
+        struct tables tb;               /* across checkpoints */
+        size_t nrows, nout;             /* layer rows, and those outside Q's design range */
+        struct kdl__cka_results res;    /* the last checkpoint's */
 };
 
+/* Only the feature layers of @l: the logits (C wide) left out. */
+static void features_only(struct kdl__srcs *l)
+{
+        size_t m = 0;
+
+        for (size_t k = 0; k < l->n; k++)
+                if (l->v[k].has_depth)
+                        l->v[m++] = l->v[k];
+        l->n = m;
+}
+
 /* The sources of checkpoint pair @ck: the teacher's layers and logits, the
- * student's when there is one, the one-hot labels last; and the pairs the
- * tables need.  Sets *@ret_logits and *@ret_labels to their indices. */
+ * student's when there is one, the one-hot labels last (the logits and
+ * labels only when r->wide); and the pairs the tables need.  Sets
+ * *@ret_logits and *@ret_labels to their indices (-1 when left out). */
 static int checkpoint_sources(const struct run *r, const struct kdl_ckpair *ck, struct kdl__srcs *l,
                               long long *ret_logits, long long *ret_labels, bool **ret_mask)
 {
@@ -323,11 +345,14 @@ static int checkpoint_sources(const struct run *r, const struct kdl_ckpair *ck, 
         err = kdl__srcs_add_checkpoint(l, ck->main, 0, r->o->common.spatial);
         if (!err && r->student)
                 err = kdl__srcs_add_checkpoint(l, ck->partner, 1, r->o->common.spatial);
+        if (!r->wide)
+                features_only(l);
         for (size_t k = 0; k < l->n; k++)
                 if (l->v[k].model == 0 && !l->v[k].has_depth)
                         logits = (long long) k;
-        lab = (long long) l->n;
-        err = err ?: kdl__srcs_add(l, "labels", false, 0, 0, NULL, r->nclasses);
+        lab = r->wide ? (long long) l->n : -1;
+        if (r->wide)
+                err = err ?: kdl__srcs_add(l, "labels", false, 0, 0, NULL, r->nclasses);
         /* Teacher layers against the logits, the labels and the student's
          * layers; no teacher x teacher blocks. */
         err = err ?: kdl__pairs_needed(l, true, logits, lab, ret_mask);
@@ -376,7 +401,7 @@ static int quality(const struct run *r, const struct kdl__srcs *l, size_t k,
 
         kdl_quality_opts_init(&qo);
         qo.variant = r->o->variant;
-        qo.population = (double) r->n;
+        qo.population = (double) r->cls.n_kept;
         err = gather_layer(r->in, l, k, r->n, cr, ncr, r->o, &one, &gc);
         if (!err) {
                 x = kdl__gather_tensor(gx, l, k);
@@ -388,14 +413,6 @@ static int quality(const struct run *r, const struct kdl__srcs *l, size_t k,
         return err;
 }
 
-/* Rows per class of the class spectra: min(per_class, N / C). */
-static size_t per_class(const struct run *r)
-{
-        size_t most = r->n / r->nclasses;
-
-        return r->o->per_class < most ? r->o->per_class : most;
-}
-
 /* Checkpoint pair @ck: one CKA pass over every sample, then each teacher
  * layer's quality; its rows go to the tables and its CKA results to r->res. */
 static int one_checkpoint(struct run *r, const struct kdl_ckpair *ck)
@@ -404,19 +421,21 @@ static int one_checkpoint(struct run *r, const struct kdl_ckpair *ck)
         struct kdl__srcs l = {0};
         struct kdl__gather gx = {0};
         struct row *rows = NULL;
-        size_t nrows = 0, *xr = NULL, nx = 0, *cr = NULL, ncr = 0, pc = per_class(r);
+        size_t nrows = 0, *xr = NULL, nx = 0, *cr = NULL, ncr = 0;
         bool *mask = NULL;
         long long logits, lab;
         int err;
 
         err = checkpoint_sources(r, ck, &l, &logits, &lab, &mask);
-        /* X: subsample / C rows of each class; X_c: min(per_class, N / C). */
+        /* X: subsample / K rows of each kept class; X_c: min(per_class,
+         * the kept samples / K) (with every class kept, subsample / C and
+         * min(per_class, N / C)). */
         err = err
-                      ?: kdl_sample_select(r->n, r->labels, r->nclasses, o->subsample / r->nclasses,
-                                           o->seed, STREAM_X, &xr, &nx);
+                      ?: kdl_sample_select_counts(r->n, r->labels, r->nclasses, r->cls.want_x,
+                                                  o->seed, STREAM_X, &xr, &nx);
         err = err
-                      ?: kdl_sample_select(r->n, r->labels, r->nclasses, pc ? pc : 1, o->seed,
-                                           STREAM_XC, &cr, &ncr);
+                      ?: kdl_sample_select_counts(r->n, r->labels, r->nclasses, r->cls.want_c,
+                                                  o->seed, STREAM_XC, &cr, &ncr);
         if (!err) {
                 struct kdl__cka_compute_opts co = {.spatial = o->common.spatial,
                                                    .skip_nonfinite = o->common.skip_nonfinite,
@@ -495,6 +514,11 @@ static void tables_release(struct tables *tb)
         kdl_table_free(tb->ranked);
 }
 
+static size_t min_n_c(const struct run *r)
+{
+        return r->n < r->nclasses ? r->n : r->nclasses;
+}
+
 /* How the columns were computed (from the last checkpoint's results). */
 static int add_notes(const struct run *r, kdl_doc *doc)
 {
@@ -507,15 +531,24 @@ static int add_notes(const struct run *r, kdl_doc *doc)
                                "subsample of %zu samples (up to %zu per class, seed %llu), class "
                                "spectra on another of up to %zu per class; N = %zu in "
                                "(N/pi)^(1/r)",
-                               kdl_quality_variant_name(o->variant), r->res.nsub,
-                               o->subsample / r->nclasses, (unsigned long long) o->seed,
-                               per_class(r), r->n);
-        err = err
-                      ?: kdl_doc_add_note(doc,
-                                          "cka_logits, cka_labels: linear CKA over all %zu "
-                                          "samples (%s space); robust: on the subsample without "
-                                          "each layer's 1 %% largest centred norms",
-                                          r->res.n, r->res.gram ? "Gram" : "feature");
+                               kdl_quality_variant_name(o->variant), r->res.nsub, r->cls.per_x,
+                               (unsigned long long) o->seed, r->cls.per_c, r->cls.n_kept);
+        err = err ?: kdl__layers_classes_note(&r->cls, o, doc);
+        if (!err && r->wide)
+                err = kdl_doc_add_note(doc,
+                                       "cka_logits, cka_labels: linear CKA over all %zu "
+                                       "samples (%s space); robust: on the subsample without "
+                                       "each layer's 1 %% largest centred norms",
+                                       r->res.n, r->res.gram ? "Gram" : "feature");
+        else if (!err)
+                err = kdl_doc_add_note(
+                        doc,
+                        "cka_logits, cka_labels and their debiased and robust columns not "
+                        "computed (NaN), nor the student's logits in layers_cka: "
+                        "min(N, C) = %zu is above %zu, and the CKA of C-wide logits or "
+                        "labels needs min(N, C)^2 doubles per pair (%.1f GiB)",
+                        min_n_c(r), o->cka_max_width,
+                        (double) min_n_c(r) * (double) min_n_c(r) * 8.0 / 1073741824.0);
         err = err
                       ?: kdl_doc_add_note(doc, "features of rank 3 and 4 reduced by '%s'",
                                           kdl_spatial_name(o->common.spatial));
@@ -545,12 +578,9 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
                                  "'%s': /labels: layer quality needs class labels, found none",
                                  dt->path);
         r.n = r.student ? in->pairs[0]->n : dt->n;
-        if (o->subsample / r.nclasses < 2)
-                return kdl_error(-KDL_EUSAGE,
-                                 "--subsample %zu leaves fewer than 2 samples for each of the %zu "
-                                 "classes",
-                                 o->subsample, r.nclasses);
+        r.wide = min_n_c(&r) <= o->cka_max_width;
         err = kdl_inputs_teacher_labels(in, r.student ? in->pairs[0] : NULL, &r.labels);
+        err = err ?: kdl__layers_classes_init(r.labels, r.n, r.nclasses, o, &r.cls);
         err = err
                       ?: kdl_select_checkpoints(in->teacher, r.student ? in->students[0] : NULL,
                                                 o->common.checkpoint, "same", &cks, &nck);
@@ -562,6 +592,8 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
         }
         err = err ?: add_notes(&r, doc);
         err = err ?: tables_commit(&r.tb, doc, r.student);
+        err = err ?: kdl__layers_classes_table(&r.cls, doc);
+        kdl__layers_classes_release(&r.cls);
         kdl__cka_results_release(&r.res);
         tables_release(&r.tb);
         free(cks);

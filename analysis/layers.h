@@ -9,6 +9,7 @@
 #include "analysis/inputs.h"
 #include "loaders/h5.h"
 #include "metrics/quality.h"
+#include "metrics/sample.h"
 #include "reports/table.h"
 
 /*
@@ -23,17 +24,36 @@ struct kdl_run_layers_opts {
                                          skip_nonfinite */
         size_t k;                     /* layers to recommend */
         size_t subsample;             /* class-balanced rows for S, E and the extra columns
-                                         (subsample / C per class) */
-        size_t per_class;             /* rows per class for the class spectra, at most N / C */
+                                         (subsample / C per class; subsample / K with a
+                                         class subset of K classes) */
+        size_t per_class;             /* rows per class for the class spectra, at most N / C
+                                         (the kept samples / K with a class subset) */
         enum kdl_quality_variant variant;
         uint64_t seed;
         size_t max_bytes; /* largest CKA state */
+        /* Which classes Q is computed on: KDL_LAYERS_CLASSES_AUTO (every class
+         * when subsample / C >= 2 and min_per_class is 0, else a subset),
+         * KDL_LAYERS_CLASSES_ALL (every class; refused when subsample / C < 2),
+         * or a subset of at most this many classes (>= 2). */
+        size_t classes;
+        /* A subset keeps classes with at least this many samples in the dump
+         * (>= 2; asks for a subset); 0: chosen from the label counts (see
+         * docs/layers.md). */
+        size_t min_per_class;
+        enum kdl_sample_class_rule class_rule; /* which eligible classes a subset keeps */
+        /* cka_logits and cka_labels (and the student's logits in layers_cka)
+         * need min(N, C)² doubles per pair: computed when min(N, C) <= this. */
+        size_t cka_max_width;
 };
+
+#define KDL_LAYERS_CLASSES_AUTO ((size_t) 0)
+#define KDL_LAYERS_CLASSES_ALL  SIZE_MAX
 
 /**
  * kdl_run_layers_opts_init() - common defaults, 4 layers recommended, a
  * subsample of 5000, 500 per class, the authors' code variant, seed 0,
- * 8 GiB at most.
+ * 8 GiB at most; classes auto, minimum per class auto, the most frequent
+ * classes first; logits and labels CKA up to min(N, C) = 4096.
  */
 KDL_API void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o);
 
@@ -46,13 +66,21 @@ KDL_API void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o);
  * "layers_cka" (teacher × student linear CKA) to @doc.
  * @in: the teacher, and at most one student (paired).
  *
+ * With a class subset (many classes, or @o->classes, @o->min_per_class),
+ * Q and the class-geometry columns are computed on the kept classes only, a
+ * note says which and why, and the one-row table "layers_class_subset"
+ * (the rule and the counts) is added.
+ *
  * One streaming pass gives the linear CKAs over every sample and gathers the
  * class-balanced subsample of every layer; one more pass per layer gathers
  * its class-spectra subsample.  Memory: the CKA state plus
- * subsample × Σ widths, plus one layer's class-spectra rows.
+ * subsample × Σ widths, plus one layer's class-spectra rows, plus O(C)
+ * counters (nothing C × C or C × D beyond the kept classes).
  *
  * Return: 0; -KDL_EMISSING when the teacher has no labels; -KDL_EUSAGE for a
- * missing checkpoint or a subsample smaller than the number of classes;
+ * missing checkpoint, a subsample smaller than twice the number of classes
+ * with KDL_LAYERS_CLASSES_ALL, or a minimum per class that leaves fewer than
+ * two classes; -KDL_ESHAPE when fewer than two classes have two samples;
  * -KDL_ERANGE when the CKA state would exceed @o->max_bytes; the loader's
  * and metrics' errors.
  */

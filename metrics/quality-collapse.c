@@ -153,11 +153,17 @@ out:
 int kdl__quality_class_means_stats(double *xs, size_t n, size_t d, const size_t *start,
                                    size_t nclasses, double rtol, kdl_quality *q)
 {
-        size_t cp, *cls = kdl_new(size_t, nclasses);
-        double *mu = kdl_new(double, nclasses *d), *mg = kdl_new(double, d);
-        double *musq = kdl_new(double, nclasses);
+        size_t cp = 0, *cls = NULL;
+        double *mu = NULL, *mg = NULL, *musq = NULL;
         int r = -ENOMEM;
 
+        /* Means of the classes present only: memory in them, not in @nclasses. */
+        for (size_t c = 0; c < nclasses; c++)
+                cp += start[c + 1] > start[c];
+        cls = kdl_new(size_t, cp + 1);
+        mu = kdl_new(double, cp *d + 1);
+        mg = kdl_new(double, d);
+        musq = kdl_new(double, cp + 1);
         if (!cls || !mu || !mg || !musq)
                 goto out;
         cp = class_means(xs, n, d, start, nclasses, mu, musq, mg, cls);

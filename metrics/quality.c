@@ -223,8 +223,8 @@ static size_t largest_class(const size_t *start, size_t nclasses)
 static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t nclasses,
                          const kdl_quality_opts *o, kdl_quality *q)
 {
-        size_t d = xc->shape[1], ncols, kmax, used = 0, ksum = 0;
-        size_t *start = kdl_new(size_t, nclasses + 1), *kc = NULL, *len = NULL;
+        size_t d = xc->shape[1], ncols, kmax, used = 0, ksum = 0, nwith = 0;
+        size_t *start = kdl_new(size_t, nclasses + 1), *kc = NULL, *len = NULL, *slot = NULL;
         double *xs = NULL, *work = NULL, *lam = NULL, hsum = 0.0;
         bool *degenerate = NULL;
         int r = 0;
@@ -235,11 +235,17 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
         kc = kdl_new(size_t, nclasses);
         len = kdl_new(size_t, nclasses);
         degenerate = kdl_new(bool, nclasses);
+        slot = kdl_new(size_t, nclasses);
         ncols = largest_class(start, nclasses);
         kmax = ncols < d ? ncols : d;
+        /* A spectrum per class with two rows or more: memory in the classes
+         * present, not in @nclasses. */
+        for (size_t c = 0; slot && c < nclasses; c++)
+                if (start[c + 1] - start[c] >= 2)
+                        slot[c] = nwith++;
         work = kdl__malloc(kmax * kmax + 1, sizeof(double));
-        lam = kdl__malloc(nclasses * (kmax + 1), sizeof(double));
-        if (!xs || !kc || !len || !degenerate || !work || !lam) {
+        lam = kdl__malloc(nwith * (kmax + 1) + 1, sizeof(double));
+        if (!xs || !kc || !len || !degenerate || !slot || !work || !lam) {
                 r = -ENOMEM;
                 goto out;
         }
@@ -249,8 +255,8 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
                 if (used == 0 || start[c + 1] - start[c] < q->spectra_rows_min)
                         q->spectra_rows_min = start[c + 1] - start[c];
                 r = class_spectrum(xs + start[c] * d, start[c + 1] - start[c], d, ncols,
-                                   o->var_threshold, work, lam + c * (kmax + 1), &len[c], &kc[c],
-                                   &degenerate[c]);
+                                   o->var_threshold, work, lam + slot[c] * (kmax + 1), &len[c],
+                                   &kc[c], &degenerate[c]);
                 if (r < 0)
                         goto out;
                 used++;
@@ -261,10 +267,11 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
                 goto out;
         }
         for (size_t c = 0; c < nclasses; c++) {
-                const double *lc = lam + c * (kmax + 1);
+                const double *lc;
 
                 if (start[c + 1] - start[c] < 2 || degenerate[c])
                         continue;
+                lc = lam + slot[c] * (kmax + 1);
                 if (o->variant != KDL_QUALITY_PER_CLASS)
                         hsum += floored_entropy(lc, len[c], ksum < ncols ? ksum : ncols);
                 else if (kc[c] > 1)
@@ -278,6 +285,7 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
 out:
         free(lam);
         free(work);
+        free(slot);
         free(degenerate);
         free(len);
         free(kc);
@@ -292,7 +300,8 @@ struct geometry {
         double *sum_intra; /* [C] Σ |cos| over the pairs a < b within a class */
         double *sum_diag;  /* [C] Σ |cos(f_a, f_a)| (1, or 0 for a zero feature), when wanted */
         double *min_intra; /* [C] the smallest of them (the diagonal's too, when wanted) */
-        double *sum_inter; /* [C*C] Σ |cos| over the pairs of classes c < c2 */
+        double inter;      /* Σ over the pairs of classes c < c2 of their mean |cos| */
+        size_t npairs;     /* and the number of such pairs */
         double *mind2;     /* [C] the smallest squared distance to another class */
         size_t *ea, *eb;   /* [C] the two rows at that distance: own, other */
 };
@@ -302,7 +311,6 @@ static void geometry_release(struct geometry *gm)
         free(gm->eb);
         free(gm->ea);
         free(gm->mind2);
-        free(gm->sum_inter);
         free(gm->min_intra);
         free(gm->sum_diag);
         free(gm->sum_intra);
@@ -317,12 +325,11 @@ static int geometry_init(struct geometry *gm, size_t n, size_t nclasses)
         gm->sum_intra = kdl_new(double, nclasses);
         gm->sum_diag = kdl_new(double, nclasses);
         gm->min_intra = kdl_new(double, nclasses);
-        gm->sum_inter = kdl_new(double, nclasses *nclasses);
         gm->mind2 = kdl_new(double, nclasses);
         gm->ea = kdl_new(size_t, nclasses);
         gm->eb = kdl_new(size_t, nclasses);
         if (!gm->nrm || !gm->inv || !gm->sum_intra || !gm->sum_diag || !gm->min_intra ||
-            !gm->sum_inter || !gm->mind2 || !gm->ea || !gm->eb)
+            !gm->mind2 || !gm->ea || !gm->eb)
                 return -ENOMEM;
         for (size_t c = 0; c < nclasses; c++) {
                 gm->min_intra[c] = INFINITY;
@@ -352,7 +359,9 @@ static size_t gram_norms(const double *g, size_t n, double eps, struct geometry 
 /* Every cosine and distance from the upper triangle of the Gram @g [n, n]
  * of class-sorted rows (@start), so that a class pair is a block; classes
  * with fewer than 2 rows are left out.  With @diagonal the within-class
- * blocks include their diagonal (sum_diag, and the minimum). */
+ * blocks include their diagonal (sum_diag, and the minimum).  A pair of
+ * classes is one block, so its mean |cos| is added to gm->inter when the
+ * block is done: no C x C table, whatever the number of classes. */
 static void gram_pairs(const double *g, size_t n, const size_t *start, size_t nclasses,
                        bool diagonal, struct geometry *gm)
 {
@@ -360,6 +369,8 @@ static void gram_pairs(const double *g, size_t n, const size_t *start, size_t nc
                 if (start[c + 1] - start[c] < 2)
                         continue;
                 for (size_t c2 = c; c2 < nclasses; c2++) {
+                        double blk = 0.0;
+
                         if (start[c2 + 1] - start[c2] < 2)
                                 continue;
                         for (size_t a = start[c]; a < start[c + 1]; a++) {
@@ -381,7 +392,7 @@ static void gram_pairs(const double *g, size_t n, const size_t *start, size_t nc
                                                 double d2 = ga[a] + g[b * n + b] - 2.0 * ga[b];
 
                                                 d2 = d2 > 0.0 ? d2 : 0.0;
-                                                gm->sum_inter[c * nclasses + c2] += cosv;
+                                                blk += cosv;
                                                 if (d2 < gm->mind2[c]) {
                                                         gm->mind2[c] = d2;
                                                         gm->ea[c] = a;
@@ -394,6 +405,11 @@ static void gram_pairs(const double *g, size_t n, const size_t *start, size_t nc
                                                 }
                                         }
                                 }
+                        }
+                        if (c2 != c) {
+                                gm->inter += blk / ((double) (start[c + 1] - start[c]) *
+                                                    (double) (start[c2 + 1] - start[c2]));
+                                gm->npairs++;
                         }
                 }
         }
@@ -408,8 +424,7 @@ static void class_averages(const struct geometry *gm, const double *xs, size_t d
                            const size_t *start, size_t nclasses, size_t used, bool block,
                            kdl_quality *q)
 {
-        double intra = 0.0, inter = 0.0, mi = 0.0, dmin = 0.0, norm = 0.0;
-        size_t npairs = 0;
+        double intra = 0.0, mi = 0.0, dmin = 0.0, norm = 0.0;
 
         for (size_t c = 0; c < nclasses; c++) {
                 size_t nc = start[c + 1] - start[c];
@@ -425,14 +440,6 @@ static void class_averages(const struct geometry *gm, const double *xs, size_t d
                 else
                         intra += gm->sum_intra[c] / ((double) nc * (double) (nc - 1) / 2.0);
                 mi += gm->min_intra[c];
-                for (size_t c2 = c + 1; c2 < nclasses; c2++) {
-                        size_t n2 = start[c2 + 1] - start[c2];
-
-                        if (n2 < 2)
-                                continue;
-                        inter += gm->sum_inter[c * nclasses + c2] / ((double) nc * (double) n2);
-                        npairs++;
-                }
                 /* The nearest enemy again, from the features: the
                  * Gram form loses digits for close pairs. */
                 for (size_t j = 0; j < d; j++) {
@@ -446,7 +453,7 @@ static void class_averages(const struct geometry *gm, const double *xs, size_t d
                 norm += ns / (double) nc;
         }
         q->intra = intra / (double) used;
-        q->inter = inter / (double) npairs;
+        q->inter = gm->inter / (double) gm->npairs;
         q->min_intra = mi / (double) used;
         q->dmin = dmin / (double) used;
         q->norm = norm / (double) used;
@@ -527,7 +534,7 @@ static int resolve_opts(const kdl_quality_opts *in, kdl_quality_opts *o)
 static int check_subsamples(const kdl_tensor *x, const int64_t *labels, const kdl_tensor *xc,
                             const int64_t *labels_c, size_t nclasses)
 {
-        size_t n, d, nn, cc;
+        size_t n, d, nn;
         int bi, r;
 
         r = check_input(x, labels, nclasses, "quality subsample");
@@ -542,7 +549,7 @@ static int check_subsamples(const kdl_tensor *x, const int64_t *labels, const kd
                 return kdl_error(-KDL_ESHAPE, "quality: subsamples have widths %zu and %zu", d,
                                  xc->shape[1]);
         if (kdl__blas_int(d, &bi) < 0 || kdl__blas_int(n, &bi) < 0 ||
-            __builtin_mul_overflow(n, n, &nn) || __builtin_mul_overflow(nclasses, nclasses, &cc))
+            __builtin_mul_overflow(n, n, &nn))
                 return kdl_error(-KDL_EOVERFLOW, "quality: %zu x %zu subsample overflows", n, d);
         return 0;
 }

@@ -115,7 +115,10 @@ typedef struct kdl_quality {
  * authors' code assumes none); @ret says how many classes were used.
  * Cosines and distances come from one n×n Gram matrix in float64, distances
  * as sqrt(max(0, ‖a‖² + ‖b‖² - 2aᵀb)); each class's nearest-enemy distance
- * is then recomputed from the features.  Memory: n² + 2 n D doubles.
+ * is then recomputed from the features.  Memory: n² + 2 n D doubles, the
+ * class spectra and means of the classes present, and a few counters per
+ * class of @nclasses (no table grows as @nclasses², so a subsample of a few
+ * classes out of a vocabulary of labels costs what its rows cost).
  *
  * Return: 0; -KDL_ESHAPE (widths differ, fewer than two classes with two
  * rows); -KDL_ERANGE (a label, an option); -KDL_ENONFINITE; -KDL_ENOCONV

@@ -2,6 +2,7 @@
 #include <assert.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
@@ -72,20 +73,28 @@ static int cmp_size(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
-int kdl_sample_select(size_t n, const int64_t *labels, size_t nclasses, size_t count, uint64_t seed,
-                      uint64_t stream, size_t **ret_rows, size_t *ret_count)
+/* Every label in 0..@nclasses-1, or the error naming the first that is not. */
+static int check_labels(size_t n, const int64_t *labels, size_t nclasses)
+{
+        for (size_t i = 0; i < n; i++)
+                if (labels[i] < 0 || (uint64_t) labels[i] >= nclasses)
+                        return kdl_error(-KDL_ERANGE, "label %lld of row %zu is outside 0..%zu",
+                                         (long long) labels[i], i, nclasses ? nclasses - 1 : 0);
+        return 0;
+}
+
+/* kdl_sample_select() and kdl_sample_select_counts(): @counts [nclasses],
+ * or @count for every class (and, without labels, in all). */
+static int select_rows(size_t n, const int64_t *labels, size_t nclasses, size_t count,
+                       const size_t *counts, uint64_t seed, uint64_t stream, size_t **ret_rows,
+                       size_t *ret_count)
 {
         struct keyed *k = NULL;
         size_t *rows = NULL, *taken = NULL, m = 0;
         int r = 0;
 
-        if (labels)
-                for (size_t i = 0; i < n; i++)
-                        if (labels[i] < 0 || (uint64_t) labels[i] >= nclasses)
-                                return kdl_error(
-                                        -KDL_ERANGE, "label %lld of row %zu is outside 0..%zu",
-                                        (long long) labels[i], i, nclasses ? nclasses - 1 : 0);
-
+        if (labels && (r = check_labels(n, labels, nclasses)) < 0)
+                return r;
         k = kdl_new(struct keyed, n);
         rows = kdl_new(size_t, n);
         if (labels)
@@ -107,7 +116,7 @@ int kdl_sample_select(size_t n, const int64_t *labels, size_t nclasses, size_t c
                 if (labels) {
                         size_t c = (size_t) labels[row];
 
-                        if (taken[c] >= count)
+                        if (taken[c] >= (counts ? counts[c] : count))
                                 continue;
                         taken[c]++;
                 } else if (m >= count) {
@@ -125,4 +134,86 @@ out:
         free(rows);
         free(k);
         return r;
+}
+
+int kdl_sample_select(size_t n, const int64_t *labels, size_t nclasses, size_t count, uint64_t seed,
+                      uint64_t stream, size_t **ret_rows, size_t *ret_count)
+{
+        return select_rows(n, labels, nclasses, count, NULL, seed, stream, ret_rows, ret_count);
+}
+
+int kdl_sample_select_counts(size_t n, const int64_t *labels, size_t nclasses, const size_t *counts,
+                             uint64_t seed, uint64_t stream, size_t **ret_rows, size_t *ret_count)
+{
+        assert(labels && counts);
+        return select_rows(n, labels, nclasses, 0, counts, seed, stream, ret_rows, ret_count);
+}
+
+int kdl_sample_class_counts(size_t n, const int64_t *labels, size_t nclasses, size_t **ret_counts)
+{
+        size_t *counts;
+        int r = check_labels(n, labels, nclasses);
+
+        if (r < 0)
+                return r;
+        counts = kdl_new(size_t, nclasses ? nclasses : 1);
+        if (!counts)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                counts[labels[i]]++;
+        *ret_counts = counts;
+        return 0;
+}
+
+static const char *const rule_names[KDL_SAMPLE_CLASS_RULE_COUNT_] = {"frequent", "seeded"};
+
+const char *kdl_sample_class_rule_name(enum kdl_sample_class_rule rule)
+{
+        assert(rule < KDL_SAMPLE_CLASS_RULE_COUNT_);
+        return rule_names[rule];
+}
+
+int kdl_sample_class_rule_parse(const char *s, enum kdl_sample_class_rule *ret)
+{
+        for (int v = 0; v < KDL_SAMPLE_CLASS_RULE_COUNT_; v++)
+                if (strcmp(s, rule_names[v]) == 0) {
+                        *ret = (enum kdl_sample_class_rule) v;
+                        return 0;
+                }
+        return kdl_error(-KDL_EUSAGE, "unknown class rule '%s' (expected frequent or seeded)", s);
+}
+
+int kdl_sample_classes(const size_t *counts, size_t nclasses, size_t min_count, size_t kmax,
+                       enum kdl_sample_class_rule rule, uint64_t seed, uint64_t stream,
+                       size_t **ret_classes, size_t *ret_count)
+{
+        struct keyed *k = kdl_new(struct keyed, nclasses ? nclasses : 1);
+        size_t *out = NULL, m = 0, e = 0;
+
+        assert(rule < KDL_SAMPLE_CLASS_RULE_COUNT_);
+        if (!k)
+                return -ENOMEM;
+        /* Eligible classes keyed so that the wanted ones sort first: the
+         * complement of the count (most samples first), or the hash; ties
+         * (equal counts) go to the lower class through cmp_keyed. */
+        for (size_t c = 0; c < nclasses; c++)
+                if (counts[c] >= min_count)
+                        k[e++] = (struct keyed){rule == KDL_SAMPLE_FREQUENT
+                                                        ? ~(uint64_t) counts[c]
+                                                        : kdl_sample_hash(seed, c, stream),
+                                                c};
+        qsort(k, e, sizeof(*k), cmp_keyed);
+        m = e < kmax ? e : kmax;
+        out = kdl_new(size_t, m ? m : 1);
+        if (!out) {
+                free(k);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < m; i++)
+                out[i] = k[i].row;
+        qsort(out, m, sizeof(*out), cmp_size);
+        free(k);
+        *ret_classes = out;
+        *ret_count = m;
+        return 0;
 }

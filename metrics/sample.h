@@ -65,4 +65,58 @@ KDL_API size_t kdl_sample_group(uint64_t seed, uint64_t id, size_t ngroups);
 KDL_API int kdl_sample_select(size_t n, const int64_t *labels, size_t nclasses, size_t count,
                               uint64_t seed, uint64_t stream, size_t **ret_rows, size_t *ret_count);
 
+/**
+ * kdl_sample_select_counts() - kdl_sample_select() with its own count for
+ * each class: @counts [@nclasses] (borrowed) rows of class c, or all of its
+ * rows when it has fewer; 0 leaves the class out.  A class's rows are the
+ * same as kdl_sample_select() with @labels and the count @counts[c] chooses
+ * (the choice within a class does not depend on the other classes).
+ * Memory: O(@n).
+ * Return: as kdl_sample_select().
+ */
+KDL_API int kdl_sample_select_counts(size_t n, const int64_t *labels, size_t nclasses,
+                                     const size_t *counts, uint64_t seed, uint64_t stream,
+                                     size_t **ret_rows, size_t *ret_count);
+
+/**
+ * kdl_sample_class_counts() - the samples of each class among the @n
+ * @labels (borrowed) in 0..@nclasses-1.
+ * @ret_counts: set on success only: [@nclasses]; caller frees with free().
+ * Return: 0; -KDL_ERANGE naming the first row whose label is out of range;
+ * -ENOMEM.
+ */
+KDL_API int kdl_sample_class_counts(size_t n, const int64_t *labels, size_t nclasses,
+                                    size_t **ret_counts);
+
+/* Which classes kdl_sample_classes() keeps when more are eligible than wanted. */
+enum kdl_sample_class_rule {
+        KDL_SAMPLE_FREQUENT, /* the classes with the most samples; ties to the lower class */
+        KDL_SAMPLE_SEEDED,   /* the classes with the smallest kdl_sample_hash(seed, class,
+                                stream): a seeded subset, the same whatever the row order */
+        KDL_SAMPLE_CLASS_RULE_COUNT_
+};
+
+/** kdl_sample_class_rule_name() - "frequent" or "seeded". */
+KDL_API const char *kdl_sample_class_rule_name(enum kdl_sample_class_rule rule);
+
+/** kdl_sample_class_rule_parse() - the rule named @s; -KDL_EUSAGE otherwise. */
+KDL_API int kdl_sample_class_rule_parse(const char *s, enum kdl_sample_class_rule *ret);
+
+/**
+ * kdl_sample_classes() - at most @kmax of the classes that have at least
+ * @min_count samples.
+ * @counts:      [@nclasses] samples of each class; borrowed.
+ * @rule:        which of them when more than @kmax are eligible.
+ * @seed, @stream: of KDL_SAMPLE_SEEDED (ignored by KDL_SAMPLE_FREQUENT).
+ * @ret_classes: set on success only: the chosen classes in increasing order
+ *               (caller frees with free()); not NULL even when none is chosen.
+ * @ret_count:   set on success only: how many.
+ *
+ * Memory: O(@nclasses).
+ * Return: 0; -ENOMEM.
+ */
+KDL_API int kdl_sample_classes(const size_t *counts, size_t nclasses, size_t min_count, size_t kmax,
+                               enum kdl_sample_class_rule rule, uint64_t seed, uint64_t stream,
+                               size_t **ret_classes, size_t *ret_count);
+
 #endif

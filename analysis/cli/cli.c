@@ -89,9 +89,9 @@ static const struct kdl_cmd commands[] = {
          "Without B, A is compared with itself.  The logits count as a layer; every layer is\n"
          "also compared with A's logits and the one-hot labels (table cka_targets).\n"},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
-         "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--variant "
-         "code|pairs|per-class] "
-         "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
+         "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--classes auto|all|K] "
+         "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--format "
+         "table|md|csv|tex|json]",
          "  -t, --teacher T    the teacher dump (required)\n"
          "  -s, --student S    a student dump: adds teacher x student CKA\n"
          "  -k, --top K        layers to recommend, listed in depth order (default\n"
@@ -99,6 +99,13 @@ static const struct kdl_cmd commands[] = {
          "  --subsample N      class-balanced subsample for S, E, NCM, NC1 (N/C per class; "
          "5000)\n"
          "  --per-class M      samples per class for the class spectra of I (500, at most N/C)\n"
+         "  --classes R        auto (default): every class when --subsample leaves 2 per\n"
+         "                     class, else a subset; all; or a subset of at most K classes\n"
+         "  --min-per-class M  a subset keeps classes with M samples or more; giving M\n"
+         "                     asks for a subset (auto: the most, up to 50, that keep 10\n"
+         "                     classes)\n"
+         "  --class-rule R     which eligible classes a subset keeps: frequent (default,\n"
+         "                     the most samples) or seeded (by class id and --seed)\n"
          "  --variant V        code (default: the authors' code, whole-block within-class\n"
          "                     mean, ln 5 and the summed 95 % count), pairs (the same over\n"
          "                     the strict pairs a < b) or per-class (strict pairs, each\n"

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <getopt.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "analysis/cli/cli.h"
 #include "analysis/inputs.h"
@@ -13,6 +14,9 @@ enum {
         OPT_PER_CLASS,
         OPT_VARIANT,
         OPT_SEED,
+        OPT_CLASSES,
+        OPT_MIN_PER_CLASS,
+        OPT_CLASS_RULE,
 };
 
 /* What layers is asked: the options, and whether -k chose k. */
@@ -20,6 +24,22 @@ struct layers_args {
         struct kdl_run_layers_opts o;
         bool k_given;
 };
+
+/* @arg as a whole number >= 2 into *@ret, or the word @w0 (*@ret = @v0) or
+ * @w1 (*@ret = @v1; NULL: no second word); @expected names them all. */
+static int count_or_word(struct kdl_cli *cli, const char *what, const char *arg,
+                         const char *expected, const char *w0, size_t v0, const char *w1, size_t v1,
+                         size_t *ret)
+{
+        if (strcmp(arg, w0) == 0 || (w1 && strcmp(arg, w1) == 0)) {
+                *ret = strcmp(arg, w0) == 0 ? v0 : v1;
+                return 0;
+        }
+        if (*arg < '0' || *arg > '9')
+                return kdl_cli_usage(cli, "%s: expected %s (2 or more), found '%s'", what, expected,
+                                     arg);
+        return kdl_cli_parse_size(cli, what, arg, 2, 1000000000, ret);
+}
 
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 {
@@ -40,6 +60,17 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
                 return 0;
         case OPT_SEED:
                 return kdl_cli_parse_uint(cli, "--seed", arg, 0, UINT64_MAX, &o->seed);
+        case OPT_CLASSES:
+                return count_or_word(cli, "--classes", arg, "auto, all or a number of classes",
+                                     "auto", KDL_LAYERS_CLASSES_AUTO, "all", KDL_LAYERS_CLASSES_ALL,
+                                     &o->classes);
+        case OPT_MIN_PER_CLASS:
+                return count_or_word(cli, "--min-per-class", arg, "auto or a number of samples",
+                                     "auto", 0, NULL, 0, &o->min_per_class);
+        case OPT_CLASS_RULE:
+                if (kdl_sample_class_rule_parse(arg, &o->class_rule) < 0)
+                        return kdl_cli_usage(cli, "--class-rule: %s", kdl_errmsg());
+                return 0;
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
@@ -65,6 +96,9 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                 {"per-class", required_argument, NULL, OPT_PER_CLASS},
                 {"variant", required_argument, NULL, OPT_VARIANT},
                 {"seed", required_argument, NULL, OPT_SEED},
+                {"classes", required_argument, NULL, OPT_CLASSES},
+                {"min-per-class", required_argument, NULL, OPT_MIN_PER_CLASS},
+                {"class-rule", required_argument, NULL, OPT_CLASS_RULE},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;

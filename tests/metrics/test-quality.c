@@ -375,6 +375,36 @@ static void test_missing_class_is_left_out(void **state)
         assert_true(isfinite(q.q));
 }
 
+/* Labels of a few classes out of a vocabulary: the same result as with the
+ * classes numbered 0..2, in memory that does not grow as C² (200,000² doubles
+ * would be 320 GB) nor as C·D. */
+static void test_few_classes_of_a_vocabulary(void **state)
+{
+        enum { VOCAB = 200000 };
+        static const int64_t id[NC] = {7, 100000, VOCAB - 1};
+        struct data d;
+        int64_t y[NS];
+        kdl_quality a, b;
+        kdl_tensor t;
+
+        (void) state;
+        make_data(&d, 0.8, 12);
+        for (size_t i = 0; i < NS; i++)
+                y[i] = id[d.y[i]];
+        t = kdl_tensor_wrap(d.x, 2, (size_t[]){NS, 2});
+        for (int v = 0; v < KDL_QUALITY_VARIANT_COUNT_; v++) {
+                kdl_quality_opts o;
+
+                kdl_quality_opts_init(&o);
+                o.variant = (enum kdl_quality_variant) v;
+                assert_int_equal(kdl_quality_compute(&t, d.y, &t, d.y, NC, &o, &a), 0);
+                assert_int_equal(kdl_quality_compute(&t, y, &t, y, VOCAB, &o, &b), 0);
+                /* The order of the classes is kept, so every sum is the same. */
+                assert_true(memcmp(&a, &b, sizeof(a)) == 0);
+                assert_int_equal(b.nclasses, NC);
+        }
+}
+
 /* Q's design range: I and E in [0, 1], enough samples per class in both subsamples. */
 static void test_range(void **state)
 {
@@ -491,6 +521,7 @@ int main(void)
                 cmocka_unit_test(test_zero_padding_keeps_geometry),
                 cmocka_unit_test(test_zero_vector_is_guarded),
                 cmocka_unit_test(test_missing_class_is_left_out),
+                cmocka_unit_test(test_few_classes_of_a_vocabulary),
                 cmocka_unit_test(test_range),
                 cmocka_unit_test(test_error_paths),
                 cmocka_unit_test(test_contract),

@@ -96,6 +96,113 @@ static void test_select_rejects_bad_label(void **state)
         assert_int_equal(kdl_sample_select(4, labels, 3, 1, 0, 0, &rows, &n), -KDL_ERANGE);
 }
 
+static void test_select_counts_per_class(void **state)
+{
+        int64_t labels[300];
+        size_t *rows = NULL, *ref = NULL, n, nref, counts[3] = {25, 0, 100};
+
+        (void) state;
+        for (size_t i = 0; i < 300; i++)
+                labels[i] = (int64_t) ((i * 7) % 3);
+        assert_int_equal(kdl_sample_select_counts(300, labels, 3, counts, 5, 2, &rows, &n), 0);
+        /* Class 1 left out, class 2 has 100 rows: all of them. */
+        assert_int_equal(n, 125);
+        for (size_t c = 0; c < 3; c++) {
+                size_t got = 0, j = 0;
+
+                /* A class's rows are kdl_sample_select()'s with its count. */
+                assert_int_equal(kdl_sample_select(300, labels, 3, counts[c], 5, 2, &ref, &nref),
+                                 0);
+                for (size_t i = 0; i < nref; i++) {
+                        if ((size_t) labels[ref[i]] != c)
+                                continue;
+                        while (j < n && rows[j] < ref[i])
+                                j++;
+                        assert_true(j < n && rows[j] == ref[i]);
+                        got++;
+                }
+                assert_int_equal(got, counts[c] < 100 ? counts[c] : 100);
+                free(ref);
+        }
+        free(rows);
+}
+
+static void test_classes_frequent_and_seeded(void **state)
+{
+        size_t counts[8] = {5, 9, 1, 9, 3, 7, 0, 4}, *cls = NULL, n;
+        uint64_t h[8];
+
+        (void) state;
+        /* The 3 most frequent of those with >= 3: 9, 9 (classes 1, 3), then 7 (5). */
+        assert_int_equal(kdl_sample_classes(counts, 8, 3, 3, KDL_SAMPLE_FREQUENT, 0, 0, &cls, &n),
+                         0);
+        assert_int_equal(n, 3);
+        assert_int_equal(cls[0], 1);
+        assert_int_equal(cls[1], 3);
+        assert_int_equal(cls[2], 5);
+        free(cls);
+        /* Ties to the lower class: 9 and 9, one wanted. */
+        assert_int_equal(kdl_sample_classes(counts, 8, 3, 1, KDL_SAMPLE_FREQUENT, 0, 0, &cls, &n),
+                         0);
+        assert_int_equal(n, 1);
+        assert_int_equal(cls[0], 1);
+        free(cls);
+        /* Fewer eligible than wanted: all of them (5 classes with >= 4). */
+        assert_int_equal(kdl_sample_classes(counts, 8, 4, 100, KDL_SAMPLE_SEEDED, 7, 4, &cls, &n),
+                         0);
+        assert_int_equal(n, 5);
+        assert_int_equal(cls[0], 0);
+        assert_int_equal(cls[4], 7);
+        free(cls);
+        /* Seeded: the two eligible classes of smallest hash, in class order. */
+        for (size_t c = 0; c < 8; c++)
+                h[c] = counts[c] >= 4 ? kdl_sample_hash(7, c, 4) : UINT64_MAX;
+        assert_int_equal(kdl_sample_classes(counts, 8, 4, 2, KDL_SAMPLE_SEEDED, 7, 4, &cls, &n), 0);
+        assert_int_equal(n, 2);
+        assert_true(cls[0] < cls[1]);
+        for (size_t c = 0; c < 8; c++)
+                if (c != cls[0] && c != cls[1])
+                        assert_true(h[c] > h[cls[0]] && h[c] > h[cls[1]]);
+        free(cls);
+        /* None eligible. */
+        assert_int_equal(kdl_sample_classes(counts, 8, 10, 2, KDL_SAMPLE_FREQUENT, 0, 0, &cls, &n),
+                         0);
+        assert_int_equal(n, 0);
+        free(cls);
+}
+
+static void test_class_counts(void **state)
+{
+        int64_t labels[6] = {2, 0, 2, 2, 4, 0};
+        size_t *counts = NULL, *keep = (size_t *) 0x1;
+
+        (void) state;
+        assert_int_equal(kdl_sample_class_counts(6, labels, 5, &counts), 0);
+        assert_int_equal(counts[0], 2);
+        assert_int_equal(counts[1], 0);
+        assert_int_equal(counts[2], 3);
+        assert_int_equal(counts[3], 0);
+        assert_int_equal(counts[4], 1);
+        free(counts);
+        assert_int_equal(kdl_sample_class_counts(6, labels, 4, &keep), -KDL_ERANGE);
+        assert_true(keep == (size_t *) 0x1);
+        labels[1] = -1;
+        assert_int_equal(kdl_sample_class_counts(6, labels, 5, &keep), -KDL_ERANGE);
+        assert_true(keep == (size_t *) 0x1);
+}
+
+static void test_class_rule_names(void **state)
+{
+        enum kdl_sample_class_rule r = KDL_SAMPLE_FREQUENT;
+
+        (void) state;
+        assert_int_equal(kdl_sample_class_rule_parse("seeded", &r), 0);
+        assert_int_equal(r, KDL_SAMPLE_SEEDED);
+        assert_string_equal(kdl_sample_class_rule_name(r), "seeded");
+        assert_int_equal(kdl_sample_class_rule_parse("random", &r), -KDL_EUSAGE);
+        assert_int_equal(r, KDL_SAMPLE_SEEDED);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -104,6 +211,10 @@ int main(void)
                 cmocka_unit_test(test_select_plain_and_nested),
                 cmocka_unit_test(test_select_class_balanced),
                 cmocka_unit_test(test_select_rejects_bad_label),
+                cmocka_unit_test(test_select_counts_per_class),
+                cmocka_unit_test(test_classes_frequent_and_seeded),
+                cmocka_unit_test(test_class_counts),
+                cmocka_unit_test(test_class_rule_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

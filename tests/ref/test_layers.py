@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.dirname(__file__))
 import kdltest  # noqa: E402
 from kdltest import assert_close, records, run, run_json, one_line_error  # noqa: E402
-from refcommon import select, write_dump  # noqa: E402
+from refcommon import khash, select, write_dump  # noqa: E402
 
 TMP = kdltest.tmpdir()
 C, PER = 4, 60
@@ -42,7 +42,7 @@ def quality(x, y, xc, yc, npop, variant="code"):
     f = x / nrm[:, None]
     a = np.abs(f @ f.T)
     dist = np.sqrt(np.maximum(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1), 0))
-    cls = [c for c in range(C) if np.sum(y == c) >= 2]
+    cls = [c for c in np.unique(y) if np.sum(y == c) >= 2]
     idx = {c: np.where(y == c)[0] for c in cls}
     intra, mins, inter, dmin, norms = [], [], [], [], []
     for c in cls:
@@ -56,7 +56,7 @@ def quality(x, y, xc, yc, npop, variant="code"):
     r = min(n, d)
     e = 2 * np.mean(dmin) / np.mean(norms) * (npop / np.pi) ** (1.0 / r)
 
-    ccls = [c for c in range(C) if np.sum(yc == c) >= 2]
+    ccls = [c for c in np.unique(yc) if np.sum(yc == c) >= 2]
     ncols = max(np.sum(yc == c) for c in ccls)
     rows, ks = [], []
     for c in ccls:
@@ -90,7 +90,7 @@ def quality(x, y, xc, yc, npop, variant="code"):
 
 
 def extra(x, y):
-    present = [c for c in range(C) if np.any(y == c)]
+    present = list(np.unique(y))
     mu = np.array([x[y == c].mean(0) for c in present])
     pred = np.argmin(((x[:, None, :] - mu[None]) ** 2).sum(-1), 1)
     acc = np.mean(np.array(present)[pred] == y)
@@ -290,6 +290,161 @@ def test_with_a_student():
     assert_close(late["cka_student_best"], best[0], 1e-10)
 
 
+def class_subset(y, ncls, subsample, per_class=500, classes="auto", min_per_class=None,
+                 rule="frequent", seed=0):
+    """The classes layers keeps and its per-class sizes, re-expressed from docs/layers.md:
+    None for every class; else (kept, M, rows per class of X and of X_c, kept samples)."""
+    count = np.bincount(y, minlength=ncls)
+    if classes == "all" or (classes == "auto" and min_per_class is None
+                            and subsample // ncls >= 2):
+        return None
+
+    def at_least(m):
+        return int((count >= m).sum())
+    m = min_per_class
+    if m is None:
+        t = min(10 if classes == "auto" else classes, at_least(2), subsample // 2)
+        m = next((m for m in range(50, 2, -1) if at_least(m) >= t and subsample // m >= t), 2)
+    kmax = subsample // m if classes == "auto" else min(subsample // m, classes)
+    elig = np.flatnonzero(count >= m)
+    if rule == "frequent":
+        order = elig[np.lexsort((elig, -count[elig]))]
+    else:
+        order = elig[np.lexsort((elig, khash(seed, elig, 4)))]
+    kept = np.sort(order[:kmax])
+    n_kept = int(count[kept].sum())
+    per_c = max(1, min(per_class, n_kept // len(kept)))
+    return kept, m, subsample // len(kept), per_c, n_kept
+
+
+def subset_rows(y, ncls, kept, per, seed, stream):
+    """kdl_sample_select_counts(): a class's rows are those kdl_sample_select() picks."""
+    rows = select(len(y), per, seed, stream, labels=y, nclasses=ncls)
+    return rows[np.isin(y[rows], kept)]
+
+
+def zipf_dump(path, ncls, n, seed, logits_dtype=np.float64):
+    """Labels with a Zipf-like law over @ncls classes (many rare, some absent); a clustered
+    layer, a noise layer and a nearly collapsed one."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, ncls + 1) ** 1.1
+    y = rng.permutation(ncls)[rng.choice(ncls, size=n, p=p / p.sum())]
+    centres = rng.standard_normal((ncls, 12)) * 3
+    layers = {"noise": (rng.standard_normal((n, 10)), 0),
+              "mid": (centres[y] + 1.5 * rng.standard_normal((n, 12)), 1),
+              "late": (np.abs(centres[y][:, :6]) + 0.05 * rng.standard_normal((n, 6)), 2)}
+    logits = (centres[y] @ rng.standard_normal((12, ncls))).astype(logits_dtype)
+    write_dump(path, {"final": (0, layers, logits)}, y)
+    return y, {k: v for k, (v, _) in layers.items()}, logits
+
+
+def check_subset(doc, y, ncls, views, sel, seed, variant="code"):
+    """Q, S, I, E, the parts and the class-geometry columns on exactly the kept classes'
+    rows, and the tables that name them."""
+    kept, m, per_x, per_c, n_kept = sel
+    xr = subset_rows(y, ncls, kept, per_x, seed, 1)
+    cr = subset_rows(y, ncls, kept, per_c, seed, 2)
+    rows, det = by_layer(doc, "layers"), by_layer(doc, "layers_detail")
+    for name, r in rows.items():
+        x = views[name]
+        ref = quality(x[xr], y[xr], x[cr], y[cr], n_kept, variant)
+        for k in ("q", "s", "i", "e"):
+            assert_close(r[k], ref[k], 1e-10, 1e-12, f"{name} {k}")
+        assert det[name]["k_sum"] == ref["k_sum"]
+        assert det[name]["n"] == len(xr) and det[name]["classes"] == len(kept), det[name]
+        ex = extra(x[xr], y[xr])
+        assert_close(r["ncm_accuracy"], ex["ncm_accuracy"], 0, 1e-15, "ncm")
+        assert_close(r["nc1"], ex["nc1"], 1e-7, 0, f"{name} nc1")
+        assert_close(r["effective_rank"], ex["effective_rank"], 1e-9, 0, "effective rank")
+        assert_close(det[name]["packing"], (n_kept / np.pi) ** (1 / min(len(xr), x.shape[1])),
+                     1e-14)
+    count = np.bincount(y, minlength=ncls)
+    (summary,) = records(doc, "layers_class_subset")
+    assert summary == dict(summary, classes=ncls, kept=len(kept), min_per_class=m,
+                           eligible=int((count >= m).sum()), samples=len(y),
+                           samples_kept=n_kept, kept_class_min=count[kept].min(),
+                           kept_class_max=count[kept].max(), subsample_per_class=per_x,
+                           spectra_per_class=per_c), summary
+
+
+def test_class_subset_when_classes_outnumber_the_subsample():
+    """--subsample 200 leaves fewer than 2 samples for each of 120 classes: kdlens used to
+    refuse; it now keeps the most frequent classes with enough samples, says so, and Q
+    is the numpy Q of exactly those classes' rows."""
+    ncls, n = 120, 2400
+    path = os.path.join(TMP, "zipf.h5")
+    y, views, logits = zipf_dump(path, ncls, n, 21)
+    count = np.bincount(y, minlength=ncls)
+    assert (count == 0).any() and (count == 1).any() and (count >= 20).sum() >= 10
+    for variant in ("code", "pairs", "per-class"):
+        doc = run_json("layers", "-t", path, "--subsample", "200", "--variant", variant)
+        sel = class_subset(y, ncls, 200)
+        # 10 classes (the authors' fewest) of 20 samples (as many as 200 rows hold).
+        assert sel[1] == 20 and len(sel[0]) == 10, sel
+        assert list(sel[0]) == sorted(np.argsort(-count, kind="stable")[:10])
+        check_subset(doc, y, ncls, views, sel, 0, variant)
+    notes = [x for x in doc["notes"] if x.startswith("class subset")]
+    assert len(notes) == 1 and "10 of the 120 classes, the 10 most frequent" in notes[0], notes
+    assert f"hold {sel[4]} of the {n} samples" in notes[0], notes
+    # The CKA columns still use every sample and every class.
+    onehot = np.eye(ncls)[y]
+    for name, r in by_layer(doc, "layers").items():
+        assert_close(r["cka_logits"], cka(views[name], logits), 1e-10)
+        assert_close(r["cka_labels"], cka(views[name], onehot), 1e-10)
+
+
+def test_class_subset_forced_seeded_and_given_minimum():
+    """--classes K forces the subset at any C (the large-C path on a small dump);
+    --class-rule seeded keeps the eligible classes of smallest hash of (seed, class id),
+    whatever the row order; --min-per-class sets M."""
+    ncls, n = 60, 1500
+    path = os.path.join(TMP, "zipf60.h5")
+    y, views, _ = zipf_dump(path, ncls, n, 22)
+    for args, kw in ((["--classes", "7", "--class-rule", "seeded", "--min-per-class", "6"],
+                      dict(classes=7, min_per_class=6, rule="seeded")),
+                     (["--classes", "30"], dict(classes=30)),
+                     (["--classes", "12", "--subsample", "1000", "--per-class", "40"],
+                      dict(classes=12, per_class=40)),
+                     (["--min-per-class", "30"], dict(min_per_class=30))):
+        sub = int(args[args.index("--subsample") + 1]) if "--subsample" in args else 5000
+        doc = run_json("layers", "-t", path, "--seed", "3", *args)
+        sel = class_subset(y, ncls, sub, seed=3, **kw)
+        check_subset(doc, y, ncls, views, sel, 3)
+    # --classes 30: M comes down until 30 classes qualify.
+    count = np.bincount(y, minlength=ncls)
+    m = class_subset(y, ncls, 5000, classes=30)[1]
+    assert (count >= m).sum() >= 30 > (count >= m + 1).sum(), m
+    # The seeded subset is not the most frequent one.
+    seeded = class_subset(y, ncls, 5000, classes=7, min_per_class=6, rule="seeded", seed=3)[0]
+    frequent = class_subset(y, ncls, 5000, classes=7, min_per_class=6, seed=3)[0]
+    assert list(seeded) != list(frequent)
+
+
+def test_every_class_is_still_the_default_path():
+    """With 2 samples per class or more in --subsample, no subset: no note, no table, and
+    --classes all is the same document."""
+    ncls, n = 60, 1500
+    path = os.path.join(TMP, "zipf60b.h5")
+    y, views, _ = zipf_dump(path, ncls, n, 23)
+    auto = run_json("layers", "-t", path, "--subsample", "120")
+    assert auto == run_json("layers", "-t", path, "--subsample", "120", "--classes", "all")
+    assert not records(auto, "layers_class_subset")
+    assert not any(x.startswith("class subset") for x in auto["notes"])
+
+
+def test_vocabulary_sized_logits_leave_their_cka_out():
+    """min(N, C) above 4096: Q still on a class subset, the logits and labels CKA columns
+    NaN with a note saying why, instead of C x C products (7.6 GiB at C = 32,000)."""
+    ncls, n = 4200, 4300
+    path = os.path.join(TMP, "vocab.h5")
+    y, views, _ = zipf_dump(path, ncls, n, 24, logits_dtype=np.float16)
+    doc = run_json("layers", "-t", path)
+    check_subset(doc, y, ncls, views, class_subset(y, ncls, 5000), 0)
+    for r in records(doc, "layers"):
+        assert r["cka_logits"] is None and r["cka_labels"] is None, r
+    assert any("min(N, C) = 4200 is above 4096" in x for x in doc["notes"]), doc["notes"]
+
+
 def test_bad_requests():
     rng = np.random.default_rng(5)
     y, layers, logits, _ = make_teacher(rng)
@@ -304,9 +459,28 @@ def test_bad_requests():
     assert st == 2 and "teacher" in err.splitlines()[0]  # usage errors add the usage line
     st, _, err = run("layers", "-t", good, "--variant", "paper")
     assert st == 2
-    st, _, err = run("layers", "-t", good, "--subsample", "6")
+    st, _, err = run("layers", "-t", good, "--subsample", "6", "--classes", "all")
     assert st == 2
     one_line_error(err, "subsample")
+    st, _, err = run("layers", "-t", good, "--min-per-class", "61", "--classes", "3")
+    assert st == 2
+    one_line_error(err, "--min-per-class 61")
+    st, _, err = run("layers", "-t", good, "--min-per-class", "2600")
+    assert st == 2  # no room for 2 classes of 2600 in --subsample 5000
+    one_line_error(err, "--min-per-class 2600")
+    st, _, err = run("layers", "-t", good, "--min-per-class", "5", "--classes", "all")
+    assert st == 2
+    one_line_error(err, "--classes all")
+    for bad in (["--classes", "1"], ["--classes", "some"], ["--class-rule", "random"],
+                ["--min-per-class", "1"]):
+        st, _, err = run("layers", "-t", good, *bad)
+        assert st == 2, bad
+    single = os.path.join(TMP, "single.h5")
+    write_dump(single, {"final": (0, {"f": (rng.standard_normal((5, 3)), 0)},
+                                  rng.standard_normal((5, 5)))}, np.arange(5))
+    st, _, err = run("layers", "-t", single)
+    assert st == 1
+    one_line_error(err, "two classes with two samples")
     st, _, err = run("layers", "-t", good, "-k", "0")
     assert st == 2
 

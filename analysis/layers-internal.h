@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_LAYERS_INTERNAL_H
+#define KDL_ANALYSIS_LAYERS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "analysis/layers.h"
+#include "metrics/sample.h"
+#include "reports/table.h"
+
+/*
+ * Internal to the layers command (analysis/layers-classes.c): which classes
+ * Q is computed on, and how many rows of each its two subsamples take.
+ */
+
+struct kdl__layers_classes {
+        size_t nclasses; /* C */
+        size_t n;        /* samples in the dump (paired with the student) */
+        size_t *count;   /* [C] samples of each class */
+        bool subset;     /* false: every class, as the authors' code */
+        size_t why;      /* subset: the option that asked for it (KDL_LAYERS_CLASSES_*, K) */
+        size_t min_per_class, eligible; /* subset: M, and the classes with >= M samples */
+        bool min_auto;                  /* M chosen from the counts */
+        enum kdl_sample_class_rule rule;
+        size_t *kept;            /* subset: [nkept] kept classes, increasing */
+        size_t nkept;            /* K; C without a subset */
+        size_t n_kept;           /* samples of the kept classes; n without a subset */
+        size_t per_x;            /* rows per class of the subsample X */
+        size_t per_c;            /* rows per class of the class-spectra subsample X_c */
+        size_t *want_x, *want_c; /* [C] per_x and per_c for the kept classes, 0 otherwise */
+};
+
+/*
+ * kdl__layers_classes_init() - the classes of @o's rule from the @n labels
+ * @labels (borrowed) in 0..@nclasses-1.  Release @ret whatever it returns.
+ * Return: 0; -KDL_EUSAGE (an option leaves fewer than two classes);
+ * -KDL_ESHAPE (fewer than two classes have two samples); -ENOMEM.
+ */
+int kdl__layers_classes_init(const int64_t *labels, size_t n, size_t nclasses,
+                             const struct kdl_run_layers_opts *o, struct kdl__layers_classes *ret);
+
+void kdl__layers_classes_release(struct kdl__layers_classes *c);
+
+/* kdl__layers_classes_note() - with a subset, the note saying which classes and why. */
+int kdl__layers_classes_note(const struct kdl__layers_classes *c,
+                             const struct kdl_run_layers_opts *o, kdl_doc *doc);
+
+/* kdl__layers_classes_table() - with a subset, the one-row table
+ * "layers_class_subset" into @doc. */
+int kdl__layers_classes_table(const struct kdl__layers_classes *c, kdl_doc *doc);
+
+#endif
