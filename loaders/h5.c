@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,22 +74,70 @@ int kdl__h5_problem(kdl_h5file *f, const char *fmt, ...)
         return 0;
 }
 
+/* What a file that is not a regular file is, for messages. */
+static const char *file_kind(mode_t m)
+{
+        if (S_ISDIR(m))
+                return "a directory";
+        if (S_ISFIFO(m))
+                return "a FIFO (named pipe)";
+        if (S_ISCHR(m))
+                return "a character device";
+        if (S_ISBLK(m))
+                return "a block device";
+        if (S_ISSOCK(m))
+                return "a socket";
+        return "not a regular file";
+}
+
+/*
+ * Only a non-empty regular file (after symbolic links) is opened: a FIFO
+ * would block HDF5 forever, a device could be endless.  stat() names the
+ * kind without opening it; the open that follows cannot block (O_NONBLOCK)
+ * and fstat() checks what it opened, so that a FIFO put in its place in
+ * between is caught too.  *@ret_size: its size in bytes.
+ */
+static int check_input(const char *path, uint64_t *ret_size)
+{
+        struct stat st, st2;
+        int fd, e;
+
+        if (stat(path, &st) < 0)
+                return kdl_error(-errno, "cannot open '%s': %s", path, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return kdl_error(-KDL_EHDF5, "'%s': expected a regular file, found %s", path,
+                                 file_kind(st.st_mode));
+        fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0)
+                return kdl_error(-errno, "cannot open '%s': %s", path, strerror(errno));
+        e = fstat(fd, &st2) < 0 ? errno : 0;
+        close(fd);
+        if (e)
+                return kdl_error(-e, "cannot open '%s': %s", path, strerror(e));
+        if (!S_ISREG(st2.st_mode))
+                return kdl_error(-KDL_EHDF5, "'%s': expected a regular file, found %s", path,
+                                 file_kind(st2.st_mode));
+        if (st2.st_size == 0)
+                return kdl_error(-KDL_EHDF5, "'%s': expected an HDF5 file, found an empty file",
+                                 path);
+        *ret_size = (uint64_t) st2.st_size;
+        return 0;
+}
+
 int kdl_h5_open(const char *path, kdl_h5file **ret)
 {
         kdl_h5file *f;
+        uint64_t size;
         char buf[256];
-        struct stat st;
         htri_t is;
         hid_t fapl;
         int err;
 
         assert(path && ret);
         kdl__h5_init();
-        if (access(path, R_OK) < 0)
-                return kdl_error(-errno, "cannot open '%s': %s", path, strerror(errno));
-        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0)
-                return kdl_error(-KDL_EHDF5, "'%s': expected an HDF5 file, found an empty file",
-                                 path);
+        err = check_input(path, &size);
+        if (err < 0)
+                return err;
         is = H5Fis_hdf5(path);
         if (is <= 0)
                 return kdl_error(-KDL_EHDF5, "'%s': expected an HDF5 file, found %s", path,

@@ -85,7 +85,7 @@ typedef struct kdl_h5file kdl_h5file;
 
 /**
  * kdl_h5_open() - open a dump read-only and catalogue it.
- * @path: borrowed.
+ * @path: borrowed; a regular file (after symbolic links).
  * @ret:  set on success only; caller closes with kdl_h5_close().
  *
  * Schema problems do not make the open fail: they are listed in the
@@ -93,8 +93,9 @@ typedef struct kdl_h5file kdl_h5file;
  * into an error.  Labels are read once to check their range.
  *
  * Return: 0; -ENOENT (or another -errno) if the file cannot be read;
- * -KDL_EHDF5 if it is not an HDF5 file or HDF5 cannot open it (truncated,
- * damaged); -ENOMEM.
+ * -KDL_EHDF5 if it is not a regular file (a FIFO, a directory, a device:
+ * named in the message), not an HDF5 file, or HDF5 cannot open it
+ * (truncated, damaged); -ENOMEM.
  */
 KDL_API int kdl_h5_open(const char *path, kdl_h5file **ret);
 
