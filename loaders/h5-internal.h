@@ -28,7 +28,12 @@ struct kdl_h5file {
 /** kdl__h5_init() - silence HDF5's own error printing (idempotent). */
 void kdl__h5_init(void);
 
-/** kdl__h5_last_error() - the innermost description on HDF5's error stack, in @buf. */
+/**
+ * kdl__h5_last_error() - why the HDF5 call that just failed failed: the
+ * innermost description on HDF5's error stack, in @buf.  Call it at the
+ * point of failure, before any other HDF5 call (closing a handle clears the
+ * stack).  Never empty: an empty stack says so.
+ */
 const char *kdl__h5_last_error(char buf[static 256]);
 
 /** kdl__h5_fid() - the HDF5 file id of @f (borrowed). */

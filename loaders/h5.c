@@ -20,7 +20,7 @@
 #include "loaders/h5-internal.h"
 #include "metrics/base/banned.h"
 
-/* Walk callback: keep the innermost (most specific) HDF5 error description. */
+/* Walk callback: keep the innermost (most specific) description of the stack. */
 static herr_t last_error(unsigned n, const H5E_error2_t *e, void *data)
 {
         char *buf = data;
@@ -41,7 +41,7 @@ const char *kdl__h5_last_error(char buf[static 256])
 {
         buf[0] = '\0';
         H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, last_error, buf);
-        return buf[0] ? buf : "unknown HDF5 error";
+        return buf[0] ? buf : "HDF5 gave no reason (its error stack is empty)";
 }
 
 int kdl__h5_nomem(const char *file, const char *obj)

@@ -65,10 +65,22 @@ static void test_inputs_only_regular_files(void **state)
         free(link);
 }
 
+/* 6. HDF5's own reason, read where the call failed: never "unknown HDF5 error". */
+static void test_error_text(void **state)
+{
+        char buf[256];
+
+        (void) state;
+        H5Eclear2(H5E_DEFAULT);
+        assert_string_equal(kdl__h5_last_error(buf),
+                            "HDF5 gave no reason (its error stack is empty)");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_inputs_only_regular_files),
+                cmocka_unit_test(test_error_text),
         };
 
         kdl__h5_init();
