@@ -109,11 +109,7 @@ static int scan_layer(kdl_h5file *f, kdl_checkpoint *ck, const char *fgroup, con
 
         if (!path)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        r = kdl__h5_is_dataset(f, path);
-        if (r == 0)
-                r = kdl__h5_problem(f, "%s: expected a feature dataset, found a group", path);
-        else if (r > 0)
-                r = kdl__h5_describe(f, path, &l->feature);
+        r = kdl__h5_describe(f, path, "a feature dataset", &l->feature);
         free(path);
         if (r <= 0)
                 return r;
@@ -138,16 +134,14 @@ static int scan_features(kdl_h5file *f, kdl_checkpoint *ck)
 {
         char *fgroup = kdl__h5_join(ck->group, "features");
         struct kdl__h5_names ns = {0};
+        bool present;
         int err;
 
         if (!fgroup)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        err = kdl__h5_is_group(f, fgroup);
-        if (err > 0) {
+        err = kdl__h5_find(f, fgroup, H5O_TYPE_GROUP, "a group of feature layers", &present);
+        if (err > 0)
                 err = kdl__h5_list_group(f, fgroup, &ns);
-                if (err == 0)
-                        err = kdl__h5_problem(f, "%s: cannot list the feature layers", fgroup);
-        }
         if (err <= 0)
                 goto out;
         ck->layers = kdl_new(kdl_layer, ns.n ? ns.n : 1);
@@ -168,7 +162,7 @@ out:
 /* gradients/logits (@gl), optional: the shape of the logits. */
 static int scan_grad_logits(kdl_h5file *f, kdl_checkpoint *ck, const char *gl)
 {
-        int r = kdl__h5_describe_new(f, gl, &ck->grad_logits);
+        int r = kdl__h5_describe_new(f, gl, "the logit gradients [N, C]", false, &ck->grad_logits);
 
         if (r <= 0)
                 return r;
@@ -194,7 +188,7 @@ static int scan_grad_feature(kdl_h5file *f, kdl_checkpoint *ck, const char *gf, 
                                     "%s: expected a gradient of a feature layer, found no layer "
                                     "'%s' under features/",
                                     path, name);
-        else if ((r = kdl__h5_describe_new(f, path, &l->gradient)) > 0)
+        else if ((r = kdl__h5_describe_new(f, path, "a feature gradient", false, &l->gradient)) > 0)
                 r = same_shape(l->gradient, &l->feature)
                             ? expect_float(f, l->gradient)
                             : shape_problem(f, path, "the feature", &l->feature, l->gradient);
@@ -204,26 +198,32 @@ static int scan_grad_feature(kdl_h5file *f, kdl_checkpoint *ck, const char *gf, 
 
 static int scan_gradients(kdl_h5file *f, kdl_checkpoint *ck)
 {
+        char *g = kdl__h5_join(ck->group, "gradients");
         char *gl = kdl__h5_join(ck->group, "gradients/logits");
         char *gf = kdl__h5_join(ck->group, "gradients/features");
         struct kdl__h5_names ns = {0};
+        bool present;
         int err;
 
-        if (!gl || !gf) {
+        if (!g || !gl || !gf) {
                 err = kdl__h5_nomem(f->dump.path, NULL);
                 goto out;
         }
+        err = kdl__h5_find(f, g, H5O_TYPE_GROUP, "a group of gradients", &present);
+        if (err <= 0)
+                goto out; /* no gradients, or a problem */
         err = scan_grad_logits(f, ck, gl);
         if (err >= 0)
-                err = kdl__h5_is_group(f, gf);
+                err = kdl__h5_find(f, gf, H5O_TYPE_GROUP, "a group of feature gradients", &present);
         if (err > 0)
                 err = kdl__h5_list_group(f, gf, &ns);
         if (err <= 0)
-                goto out; /* no gradients of features, or they cannot be listed */
+                goto out; /* no gradients of features, or a problem */
         for (size_t k = 0; k < ns.n && err >= 0; k++)
                 err = scan_grad_feature(f, ck, gf, ns.v[k]);
 out:
         kdl__h5_names_release(&ns);
+        free(g);
         free(gl);
         free(gf);
         return err < 0 ? err : 0;
@@ -232,14 +232,10 @@ out:
 /* head/weight (@hw) and head/bias (@hb): both expected. */
 static int describe_head(kdl_h5file *f, kdl_checkpoint *ck, const char *hw, const char *hb)
 {
-        int r = kdl__h5_describe_new(f, hw, &ck->head_weight);
+        int r = kdl__h5_describe_new(f, hw, "the head weight [C, D]", true, &ck->head_weight);
 
         if (r >= 0)
-                r = kdl__h5_describe_new(f, hb, &ck->head_bias);
-        if (r >= 0 && !ck->head_weight)
-                r = kdl__h5_problem(f, "%s: expected the head weight [C, D], found none", hw);
-        if (r >= 0 && !ck->head_bias)
-                r = kdl__h5_problem(f, "%s: expected the head bias [C], found none", hb);
+                r = kdl__h5_describe_new(f, hb, "the head bias [C]", true, &ck->head_bias);
         return r;
 }
 
@@ -309,11 +305,13 @@ static int scan_head(kdl_h5file *f, kdl_checkpoint *ck)
         char *hg = kdl__h5_join(ck->group, "head");
         char *hw = NULL, *hb = NULL;
         const kdl_layer *in = NULL;
+        bool present;
         int err;
 
         if (!hg)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        err = kdl__h5_is_group(f, hg);
+        err = kdl__h5_find(f, hg, H5O_TYPE_GROUP, "the head group (weight, bias, attribute input)",
+                           &present);
         if (err <= 0)
                 goto out;
         hw = kdl__h5_join(hg, "weight");
@@ -363,14 +361,9 @@ static int scan_logits(kdl_h5file *f, kdl_checkpoint *ck)
 
         if (!lp)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        r = kdl__h5_describe_new(f, lp, &ck->logits);
-        if (r == 0) {
-                r = kdl__h5_is_dataset(f, lp); /* else unusable: a problem is recorded */
-                if (r == 0)
-                        r = kdl__h5_problem(f, "%s: expected the logits [N, C], found none", lp);
-        } else if (r > 0) {
+        r = kdl__h5_describe_new(f, lp, "the logits [N, C]", true, &ck->logits);
+        if (r > 0)
                 r = check_logits(f, lp, ck->logits);
-        }
         free(lp);
         return r < 0 ? r : 0;
 }
@@ -413,10 +406,11 @@ static int expect_integers(kdl_h5file *f, const kdl_dsinfo *ds, const char *expe
 static int scan_labels(kdl_h5file *f)
 {
         kdl_dump *d = &f->dump;
-        int err = kdl__h5_describe_new(f, "/labels", &d->labels);
+        int err = kdl__h5_describe_new(f, "/labels", "integer class labels [N]", false, &d->labels);
 
         if (err >= 0)
-                err = kdl__h5_describe_new(f, "/sample_ids", &d->sample_ids);
+                err = kdl__h5_describe_new(f, "/sample_ids", "integer sample ids [N]", false,
+                                           &d->sample_ids);
         if (err >= 0 && d->labels) {
                 err = expect_integers(f, d->labels, "1-D [N] integer labels",
                                       "integer class labels");
@@ -504,13 +498,12 @@ static int scan_checkpoint_group(kdl_h5file *f, const char *name)
         kdl_dump *d = &f->dump;
         kdl_checkpoint *ck = &d->checkpoints[d->ncheckpoints];
         char *group = kdl__asprintf("/checkpoints/%s", name);
+        bool present;
         int r;
 
         if (!group)
                 return kdl__h5_nomem(d->path, NULL);
-        r = kdl__h5_is_group(f, group);
-        if (r == 0)
-                r = kdl__h5_problem(f, "%s: expected a checkpoint group, found a dataset", group);
+        r = kdl__h5_find(f, group, H5O_TYPE_GROUP, "a checkpoint group", &present);
         if (r <= 0) {
                 free(group);
                 return r;
@@ -546,14 +539,14 @@ static int scan_checkpoints(kdl_h5file *f)
 {
         kdl_dump *d = &f->dump;
         struct kdl__h5_names ns = {0};
-        int err = kdl__h5_is_group(f, "/checkpoints");
+        bool present;
+        int err =
+                kdl__h5_find(f, "/checkpoints", H5O_TYPE_GROUP, "a group of checkpoints", &present);
 
-        if (err == 0)
+        if (err == 0 && !present)
                 return scan_root_checkpoint(f) ?: 1;
         if (err > 0)
                 err = kdl__h5_list_group(f, "/checkpoints", &ns);
-        if (err == 0)
-                err = kdl__h5_problem(f, "/checkpoints: cannot list the checkpoints");
         if (err <= 0)
                 goto out;
         d->checkpoints = kdl_new(kdl_checkpoint, ns.n ? ns.n : 1);

@@ -2,7 +2,13 @@
 /*
  * Describing HDF5 objects: links and their kinds, attributes, group
  * listings, and a dataset's shape, type and storage as a kdl_dsinfo.
+ *
+ * Everything here reads a file that may be damaged or hostile: an object is
+ * reported absent only when its link is missing; a link that leads nowhere
+ * or elsewhere, an object of another kind, a type that is not a standard
+ * number and a size the file cannot hold are problems naming the object.
  */
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,57 +21,144 @@
 #include "loaders/h5-internal.h"
 #include "metrics/base/banned.h"
 
-/*
- * 1 if every link of @path exists, 0 if one does not, -ENOMEM.  H5Lexists
- * fails on intermediate missing groups; walk the path component by component.
- */
-static int link_exists(kdl_h5file *f, const char *path)
-{
-        char *copy = kdl__strdup(path), *p, *slash;
-        int ok = 1;
+/* A dangling or looping link, an external link... : the text of a problem. */
+struct why {
+        char text[1024];
+};
 
+static const char *kind_name(H5O_type_t t)
+{
+        switch (t) {
+        case H5O_TYPE_GROUP:
+                return "a group";
+        case H5O_TYPE_DATASET:
+                return "a dataset";
+        case H5O_TYPE_NAMED_DATATYPE:
+                return "a named datatype";
+        default:
+                return "an object of unknown type";
+        }
+}
+
+/* "an external link to 'file:/obj' (links to other files are not followed)" into @w. */
+static void external_link(kdl_h5file *f, const char *p, size_t size, struct why *w)
+{
+        char val[256];
+        const char *file = NULL, *obj = NULL;
+
+        if (size <= sizeof(val) && H5Lget_val(f->fid, p, val, size, f->lapl) >= 0 &&
+            H5Lunpack_elink_val(val, size, NULL, &file, &obj) >= 0 && file && obj)
+                snprintf(w->text, sizeof(w->text),
+                         "an external link to '%s:%s' (links to other files are not followed)",
+                         file, obj);
+        else
+                snprintf(w->text, sizeof(w->text),
+                         "an external link (links to other files are not followed)");
+}
+
+/* "a soft link to '/x' that leads to no object (@reason)" into @w. */
+static void dangling_link(kdl_h5file *f, const char *p, size_t size, const char *reason,
+                          struct why *w)
+{
+        char val[256]; /* a longer target is cut short */
+
+        if (size > sizeof(val))
+                size = sizeof(val);
+        if (size && H5Lget_val(f->fid, p, val, size, f->lapl) >= 0) {
+                val[size - 1] = '\0';
+                snprintf(w->text, sizeof(w->text),
+                         "a soft link to '%s' that leads to no object (%s)", val, reason);
+        } else {
+                snprintf(w->text, sizeof(w->text), "a soft link that leads to no object (%s)",
+                         reason);
+        }
+}
+
+enum link_state { LINK_ABSENT, LINK_OK, LINK_BAD };
+
+/*
+ * The link @p, whose parent group is known to be reachable: absent, or
+ * leading to an object whose kind is *@ret_type, or unusable (@w says why:
+ * a link or object header HDF5 cannot read, a dangling or looping soft
+ * link, an external or user-defined link).  The reason is read from HDF5's
+ * error stack at each failing call, before any other call clears it.
+ */
+static enum link_state follow(kdl_h5file *f, const char *p, H5O_type_t *ret_type, struct why *w)
+{
+        char reason[256];
+        H5L_info_t li;
+        H5O_info_t oi;
+        htri_t e = H5Lexists(f->fid, p, f->lapl);
+
+        if (e == 0)
+                return LINK_ABSENT;
+        if (e < 0 || H5Lget_info(f->fid, p, &li, f->lapl) < 0) {
+                snprintf(w->text, sizeof(w->text), "a link HDF5 cannot read (%s)",
+                         kdl__h5_last_error(reason));
+                return LINK_BAD;
+        }
+        if (li.type == H5L_TYPE_EXTERNAL) {
+                external_link(f, p, li.u.val_size, w);
+                return LINK_BAD;
+        }
+        if (li.type != H5L_TYPE_HARD && li.type != H5L_TYPE_SOFT) {
+                snprintf(w->text, sizeof(w->text), "a user-defined link of type %d", li.type);
+                return LINK_BAD;
+        }
+        if (H5Oget_info_by_name2(f->fid, p, &oi, H5O_INFO_BASIC, f->lapl) < 0) {
+                kdl__h5_last_error(reason);
+                if (li.type == H5L_TYPE_SOFT)
+                        dangling_link(f, p, li.u.val_size, reason, w);
+                else
+                        snprintf(w->text, sizeof(w->text),
+                                 "an object HDF5 cannot read (damaged object header: %s)", reason);
+                return LINK_BAD;
+        }
+        *ret_type = oi.type;
+        return LINK_OK;
+}
+
+int kdl__h5_find(kdl_h5file *f, const char *path, H5O_type_t want, const char *what,
+                 bool *ret_present)
+{
+        char *copy = kdl__strdup(path), *slash = NULL;
+        H5O_type_t type = H5O_TYPE_UNKNOWN;
+        enum link_state st;
+        struct why w;
+        int r;
+
+        *ret_present = false;
         if (!copy)
-                return kdl__h5_nomem(f->dump.path, NULL);
-        p = copy;
-        if (*p == '/')
-                p++;
-        while (ok && *p) {
-                slash = strchr(p, '/');
-                if (slash)
-                        *slash = '\0';
-                ok = H5Lexists(f->fid, copy, H5P_DEFAULT) > 0;
-                if (ok && !slash)
+                return kdl__h5_nomem(f->dump.path, path);
+        /* Walk the components: a missing one means absent; every one on the
+         * way must be a group. */
+        while ((slash = strchr(slash ? slash + 1 : copy + 1, '/'))) {
+                *slash = '\0';
+                st = follow(f, copy, &type, &w);
+                if (st == LINK_OK && type != H5O_TYPE_GROUP) {
+                        snprintf(w.text, sizeof(w.text), "%s", kind_name(type));
+                        st = LINK_BAD;
+                }
+                if (st != LINK_OK)
                         break;
-                if (slash) {
-                        *slash = '/';
-                        p = slash + 1;
-                } else {
-                        break;
+                *slash = '/';
+        }
+        if (!slash) {
+                st = follow(f, copy, &type, &w);
+                if (st == LINK_OK && type != want) {
+                        snprintf(w.text, sizeof(w.text), "%s", kind_name(type));
+                        st = LINK_BAD;
                 }
         }
+        *ret_present = st != LINK_ABSENT;
+        r = st == LINK_OK;
+        if (st == LINK_BAD && slash)
+                r = kdl__h5_problem(f, "%s: expected a group (on the way to %s), found %s", copy,
+                                    path, w.text);
+        else if (st == LINK_BAD)
+                r = kdl__h5_problem(f, "%s: expected %s, found %s", path, what, w.text);
         free(copy);
-        return ok;
-}
-
-/* 1 if @path names an object of @kind, 0 if not (or nothing), -ENOMEM. */
-static int object_is(kdl_h5file *f, const char *path, H5O_type_t kind)
-{
-        H5O_info_t info;
-        int r = link_exists(f, path);
-
-        if (r <= 0)
-                return r;
-        return H5Oget_info_by_name(f->fid, path, &info, H5P_DEFAULT) >= 0 && info.type == kind;
-}
-
-int kdl__h5_is_group(kdl_h5file *f, const char *path)
-{
-        return object_is(f, path, H5O_TYPE_GROUP);
-}
-
-int kdl__h5_is_dataset(kdl_h5file *f, const char *path)
-{
-        return object_is(f, path, H5O_TYPE_DATASET);
+        return r;
 }
 
 char *kdl__h5_join(const char *group, const char *name)
@@ -292,18 +385,21 @@ static int check_size(kdl_h5file *f, const char *path, const kdl_dsinfo *ds)
         return 1;
 }
 
-int kdl__h5_describe(kdl_h5file *f, const char *path, kdl_dsinfo *ret)
+/* kdl__h5_describe(), and whether anything is at @path (*@ret_present). */
+static int describe(kdl_h5file *f, const char *path, const char *what, kdl_dsinfo *ret,
+                    bool *ret_present)
 {
-        hid_t did = H5Dopen2(f->fid, path, H5P_DEFAULT);
         kdl_dsinfo ds = {0};
-        int r;
+        char reason[256];
+        hid_t did;
+        int r = kdl__h5_find(f, path, H5O_TYPE_DATASET, what, ret_present);
 
-        if (did < 0) {
-                char buf[256];
-
-                return kdl__h5_problem(f, "%s: cannot open dataset: %s", path,
-                                       kdl__h5_last_error(buf));
-        }
+        if (r <= 0)
+                return r;
+        did = H5Dopen2(f->fid, path, f->dapl);
+        if (did < 0)
+                return kdl__h5_problem(f, "%s: expected %s, found a damaged dataset: %s", path,
+                                       what, kdl__h5_last_error(reason));
         read_shape_type(did, &ds);
         read_layout(did, &ds);
         H5Dclose(did);
@@ -315,6 +411,13 @@ int kdl__h5_describe(kdl_h5file *f, const char *path, kdl_dsinfo *ret)
                 return kdl__h5_nomem(f->dump.path, NULL);
         *ret = ds;
         return 1;
+}
+
+int kdl__h5_describe(kdl_h5file *f, const char *path, const char *what, kdl_dsinfo *ret)
+{
+        bool present;
+
+        return describe(f, path, what, ret, &present);
 }
 
 void kdl__h5_dsinfo_release(kdl_dsinfo *ds)
@@ -329,19 +432,20 @@ void kdl__h5_dsinfo_free(kdl_dsinfo *ds)
         free(ds);
 }
 
-int kdl__h5_describe_new(kdl_h5file *f, const char *path, kdl_dsinfo **ret)
+int kdl__h5_describe_new(kdl_h5file *f, const char *path, const char *what, bool required,
+                         kdl_dsinfo **ret)
 {
-        kdl_dsinfo *ds;
-        int r = kdl__h5_is_dataset(f, path);
+        kdl_dsinfo *ds = kdl_new(kdl_dsinfo, 1);
+        bool present = true;
+        int r;
 
-        if (r <= 0)
-                return r;
-        ds = kdl_new(kdl_dsinfo, 1);
         if (!ds)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        r = kdl__h5_describe(f, path, ds);
+        r = describe(f, path, what, ds, &present);
         if (r <= 0) {
                 free(ds); /* kdl__h5_describe() left it empty */
+                if (r == 0 && !present && required)
+                        r = kdl__h5_problem(f, "%s: expected %s, found none", path, what);
                 return r;
         }
         *ret = ds;
@@ -383,17 +487,48 @@ void kdl__h5_names_release(struct kdl__h5_names *ns)
         ns->v = NULL;
 }
 
+/* Drop the names HDF5 paths cannot hold ("", ".", with a '/'): one problem each. */
+static int drop_bad_names(kdl_h5file *f, const char *path, struct kdl__h5_names *ns)
+{
+        size_t kept = 0;
+        int r = 0;
+
+        for (size_t k = 0; k < ns->n; k++) {
+                const char *s = ns->v[k];
+
+                if (r >= 0 && s[0] && strcmp(s, ".") != 0 && !strchr(s, '/')) {
+                        ns->v[kept++] = ns->v[k];
+                        continue;
+                }
+                if (r >= 0)
+                        r = kdl__h5_problem(
+                                f, "%s: expected link names, found '%s' (damaged group)", path, s);
+                free(ns->v[k]);
+        }
+        ns->n = kept;
+        return r;
+}
+
 int kdl__h5_list_group(kdl_h5file *f, const char *path, struct kdl__h5_names *ret)
 {
         struct collect c = {.ns = ret};
-        hid_t g = H5Gopen2(f->fid, path, H5P_DEFAULT);
+        hid_t g = H5Gopen2(f->fid, path, f->gapl);
+        char reason[256];
         herr_t r;
+        int err = 0;
 
         if (g < 0)
-                return 0;
+                return kdl__h5_problem(f, "%s: expected a group, found a damaged group: %s", path,
+                                       kdl__h5_last_error(reason));
         r = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, collect_name, &c);
+        if (r < 0 && !c.nomem)
+                err = kdl__h5_problem(f, "%s: expected a group, found a damaged group: %s", path,
+                                      kdl__h5_last_error(reason));
         H5Gclose(g);
         if (c.nomem)
                 return kdl__h5_nomem(f->dump.path, path);
-        return r >= 0;
+        if (r < 0)
+                return err;
+        err = drop_bad_names(f, path, ret);
+        return err < 0 ? err : 1;
 }

@@ -20,6 +20,7 @@
 
 struct kdl_h5file {
         hid_t fid;
+        hid_t lapl, gapl, dapl; /* link, group, dataset access: external links refused */
         kdl_dump dump;
 };
 
@@ -57,16 +58,24 @@ int kdl__h5_problem(kdl_h5file *f, const char *fmt, ...) KDL_PRINTF(2, 3);
 /* ---- h5-describe.c -------------------------------------------------------- */
 
 /*
- * The lookups below return 1 when they find what they look for, 0 when it
- * is absent or not of the kind asked (a problem is recorded only where
- * said), and -ENOMEM (message recorded): a catalogue is complete or not made.
+ * The lookups below return 1 when they find what they look for, and 0 when
+ * they do not: either nothing is there (the link is absent; nothing is
+ * recorded) or something is there that cannot be used (a damaged object, one
+ * of another kind, a dangling, looping or external link: a problem naming
+ * the object is recorded).  Only a missing link is absent.  -ENOMEM
+ * (message recorded): a catalogue is complete or not made.
  */
 
-/** kdl__h5_is_group() - whether @path of @f is a group: 1, 0 or -ENOMEM. */
-int kdl__h5_is_group(kdl_h5file *f, const char *path);
-
-/** kdl__h5_is_dataset() - whether @path of @f is a dataset: 1, 0 or -ENOMEM. */
-int kdl__h5_is_dataset(kdl_h5file *f, const char *path);
+/**
+ * kdl__h5_find() - object @path of @f, expected to be a @want
+ * (H5O_TYPE_GROUP or H5O_TYPE_DATASET) holding @what ("the logits [N, C]",
+ * for messages).  Every group on the way must be a group.  Links to other
+ * files are never followed.
+ * @ret_present: whether anything is at @path (false: absent).
+ * Return: 1, 0 or -ENOMEM as above.
+ */
+int kdl__h5_find(kdl_h5file *f, const char *path, H5O_type_t want, const char *what,
+                 bool *ret_present);
 
 /** kdl__h5_join() - "@group/@name" ("/@name" under the root); caller frees; NULL on ENOMEM. */
 char *kdl__h5_join(const char *group, const char *name);
@@ -93,20 +102,23 @@ int kdl__h5_attr_string(kdl_h5file *f, const char *obj, const char *name, char *
 void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len);
 
 /**
- * kdl__h5_describe() - describe dataset @path of @f into @ret.
+ * kdl__h5_describe() - describe dataset @path of @f, holding @what (for
+ * messages), into @ret.
  * @ret: set when described; ret->path is owned by the catalogue.
- * Return: 1; 0 when it cannot be described (cannot be opened, overflowing,
- * empty or of too high a rank: problem recorded); -ENOMEM.
+ * Return: 1; 0 when absent, or when it cannot be used (problem recorded:
+ * damaged, of another kind, overflowing, empty or of too high a rank);
+ * -ENOMEM.
  */
-int kdl__h5_describe(kdl_h5file *f, const char *path, kdl_dsinfo *ret);
+int kdl__h5_describe(kdl_h5file *f, const char *path, const char *what, kdl_dsinfo *ret);
 
 /**
- * kdl__h5_describe_new() - describe an optional dataset @path into a new
- * heap dsinfo.
+ * kdl__h5_describe_new() - kdl__h5_describe() into a new heap dsinfo.
+ * @required: when absent, record "expected @what, found none".
  * @ret: set when described; free with kdl__h5_dsinfo_free().
- * Return: 1; 0 when absent, or when unusable (problem recorded); -ENOMEM.
+ * Return: 1; 0 when absent or unusable; -ENOMEM.
  */
-int kdl__h5_describe_new(kdl_h5file *f, const char *path, kdl_dsinfo **ret);
+int kdl__h5_describe_new(kdl_h5file *f, const char *path, const char *what, bool required,
+                         kdl_dsinfo **ret);
 
 /** kdl__h5_dsinfo_release() - free what @ds owns, not @ds.  NULL is a no-op. */
 void kdl__h5_dsinfo_release(kdl_dsinfo *ds);
@@ -121,9 +133,12 @@ struct kdl__h5_names {
 };
 
 /**
- * kdl__h5_list_group() - the links of group @path of @f, appended to @ret.
- * Return: 1; 0 when HDF5 cannot list them; -ENOMEM.  @ret may hold names
- * on any return: release it with kdl__h5_names_release().
+ * kdl__h5_list_group() - the links of group @path of @f (found with
+ * kdl__h5_find()), appended to @ret.  Names no HDF5 path can hold ("",
+ * ".", with a '/') are problems, left out.
+ * Return: 1; 0 when HDF5 cannot list them (a damaged group: problem
+ * recorded); -ENOMEM.  @ret may hold names on any return: release it with
+ * kdl__h5_names_release().
  */
 int kdl__h5_list_group(kdl_h5file *f, const char *path, struct kdl__h5_names *ret);
 

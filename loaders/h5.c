@@ -124,6 +124,33 @@ static int check_input(const char *path, uint64_t *ret_size)
         return 0;
 }
 
+/* HDF5's external link callback: never open another file (a FIFO, a device...). */
+static herr_t refuse_external(const char *parent_file, const char *parent_group,
+                              const char *child_file, const char *child_object, unsigned *flags,
+                              hid_t fapl, void *data)
+{
+        (void) parent_file;
+        (void) parent_group;
+        (void) child_file;
+        (void) child_object;
+        (void) flags;
+        (void) fapl;
+        (void) data;
+        return -1;
+}
+
+/* An access property list of @cls that refuses to follow external links. */
+static hid_t no_external(hid_t cls)
+{
+        hid_t pl = H5Pcreate(cls);
+
+        if (pl >= 0 && H5Pset_elink_cb(pl, refuse_external, NULL) < 0) {
+                H5Pclose(pl);
+                return H5I_INVALID_HID;
+        }
+        return pl;
+}
+
 int kdl_h5_open(const char *path, kdl_h5file **ret)
 {
         kdl_h5file *f;
@@ -143,24 +170,30 @@ int kdl_h5_open(const char *path, kdl_h5file **ret)
                 return kdl_error(-KDL_EHDF5, "'%s': expected an HDF5 file, found %s", path,
                                  is == 0 ? "another kind of file" : "a file HDF5 cannot read");
         f = kdl_new(kdl_h5file, 1);
-        if (f)
+        if (f) {
+                f->fid = f->lapl = f->gapl = f->dapl = H5I_INVALID_HID;
                 f->dump.path = kdl__strdup(path);
+        }
         if (!f || !f->dump.path) {
                 free(f);
                 return kdl__h5_nomem(path, NULL);
         }
+        f->lapl = no_external(H5P_LINK_ACCESS);
+        f->gapl = no_external(H5P_GROUP_ACCESS);
+        f->dapl = no_external(H5P_DATASET_ACCESS);
         fapl = H5Pcreate(H5P_FILE_ACCESS);
         /* Close every object with the file, so a failed read never leaks handles. */
-        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
-        f->fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+        if (fapl >= 0 && H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0 && f->lapl >= 0 &&
+            f->gapl >= 0 && f->dapl >= 0)
+                f->fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
         if (f->fid < 0) {
                 /* Read the stack before any other HDF5 call clears it. */
                 err = kdl_error(-KDL_EHDF5,
                                 "'%s': cannot open as HDF5 (truncated or damaged file?): %s", path,
                                 kdl__h5_last_error(buf));
-                H5Pclose(fapl);
-                free(f->dump.path);
-                free(f);
+                if (fapl >= 0)
+                        H5Pclose(fapl);
+                kdl_h5_close(f);
                 return err;
         }
         H5Pclose(fapl);
@@ -180,6 +213,12 @@ void kdl_h5_close(kdl_h5file *f)
         kdl__h5_dump_release(&f->dump);
         if (f->fid >= 0)
                 H5Fclose(f->fid);
+        if (f->dapl >= 0)
+                H5Pclose(f->dapl);
+        if (f->gapl >= 0)
+                H5Pclose(f->gapl);
+        if (f->lapl >= 0)
+                H5Pclose(f->lapl);
         free(f);
 }
 

@@ -15,6 +15,16 @@
 #include "loaders/h5.h"
 #include "loaders/h5-internal.h"
 
+static char *fixture(const char *name)
+{
+        const char *dir = getenv("KDL_FIXTURES");
+        char *p;
+
+        assert_non_null(dir);
+        assert_true(asprintf(&p, "%s/hostile/%s", dir, name) > 0);
+        return p;
+}
+
 /* The recorded message is one line holding every one of @needles (NULL-terminated). */
 static void assert_message(const char *what, const char *const *needles)
 {
@@ -38,6 +48,21 @@ static void expect_open_error(const char *path, int code, const char *needle)
                 fail_msg("%s: expected %d, got %d (%s)", path, code, err, kdl_errmsg());
         assert_message(path, (const char *const[]){path, needle, NULL});
         assert_true(f == (kdl_h5file *) 0x1); /* never clobbered */
+}
+
+/* Fixture @name opens; its first problem names it, @object and says @needle. */
+static void expect_problem(const char *name, const char *object, const char *needle)
+{
+        char *p = fixture(name);
+        kdl_h5file *f = NULL;
+        int err = kdl_h5_open(p, &f);
+
+        if (err != 0)
+                fail_msg("%s: expected to open, got %d (%s)", name, err, kdl_errmsg());
+        assert_int_equal(kdl_h5_check(f), -KDL_ESCHEMA);
+        assert_message(name, (const char *const[]){p, object, needle, NULL});
+        kdl_h5_close(f);
+        free(p);
 }
 
 /* 1. Only regular files: a FIFO would block HDF5 forever, a device be endless. */
@@ -65,7 +90,31 @@ static void test_inputs_only_regular_files(void **state)
         free(link);
 }
 
-/* 6. HDF5's own reason, read where the call failed: never "unknown HDF5 error". */
+/* 2. An object that exists but cannot be used is a problem, never "absent". */
+static void test_damaged_is_not_absent(void **state)
+{
+        (void) state;
+        expect_problem("damaged-sample-ids.h5", "/sample_ids",
+                       "expected integer sample ids [N], found an object HDF5 cannot read "
+                       "(damaged object header: bad object header version number)");
+        expect_problem("damaged-head.h5", "/checkpoints/final/head",
+                       "found an object HDF5 cannot read (damaged object header");
+        /* Not "found a dataset": nothing says what it was. */
+        expect_problem("damaged-checkpoint.h5", "/checkpoints/final",
+                       "expected a checkpoint group, found an object HDF5 cannot read");
+        expect_problem("dangling-gradients.h5", "/checkpoints/final/gradients/logits",
+                       "found a soft link to '/nowhere/logits' that leads to no object");
+        expect_problem("external-head-weight.h5", "/checkpoints/final/head/weight",
+                       "found an external link to 'no-such-file.h5:/weight' (links to other "
+                       "files are not followed)");
+        expect_problem("labels-group.h5", "/labels",
+                       "expected integer class labels [N], found a group");
+        expect_problem("head-dataset.h5", "/checkpoints/final/head",
+                       "expected the head group (weight, bias, attribute input), found a "
+                       "dataset");
+}
+
+/* 6. HDF5's own reason, read where the call failed; a damaged group is one. */
 static void test_error_text(void **state)
 {
         char buf[256];
@@ -74,12 +123,16 @@ static void test_error_text(void **state)
         H5Eclear2(H5E_DEFAULT);
         assert_string_equal(kdl__h5_last_error(buf),
                             "HDF5 gave no reason (its error stack is empty)");
+        expect_problem("damaged-features.h5", "/checkpoints/final/features",
+                       "expected a group, found a damaged group: bad local heap signature");
+        expect_problem("damaged-sample-ids.h5", "/sample_ids", "bad object header version number");
 }
 
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_inputs_only_regular_files),
+                cmocka_unit_test(test_damaged_is_not_absent),
                 cmocka_unit_test(test_error_text),
         };
 
