@@ -168,6 +168,114 @@ char *kdl__h5_join(const char *group, const char *name)
         return kdl__asprintf("%s/%s", group, name);
 }
 
+/* ---- Numbers -------------------------------------------------------------- */
+
+/* The IEEE 754 binary formats HDF5 can describe, field by field. */
+static const struct ieee {
+        size_t size, spos, epos, esize, mpos, msize, ebias;
+        const char *name;
+} ieee[] = {
+        {2, 15, 10, 5, 0, 10, 15, "float16"},
+        {4, 31, 23, 8, 0, 23, 127, "float32"},
+        {8, 63, 52, 11, 0, 52, 1023, "float64"},
+};
+
+static const char *order_name(H5T_order_t o)
+{
+        return o == H5T_ORDER_LE   ? "little-endian"
+               : o == H5T_ORDER_BE ? "big-endian"
+                                   : "mixed-endian";
+}
+
+/* The name of @type if it is an IEEE binary16/32/64 float in little or big
+ * endian order, else NULL and what it is in @w. */
+static const char *ieee_float(hid_t type, struct why *w)
+{
+        size_t size = H5Tget_size(type), prec = H5Tget_precision(type), spos, epos, esize, mpos,
+               msize, ebias = H5Tget_ebias(type);
+        int off = H5Tget_offset(type);
+        H5T_order_t order = H5Tget_order(type);
+        H5T_norm_t norm = H5Tget_norm(type);
+
+        if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) {
+                snprintf(w->text, sizeof(w->text), "a float whose fields HDF5 cannot read");
+                return NULL;
+        }
+        for (size_t k = 0; k < sizeof(ieee) / sizeof(ieee[0]); k++) {
+                const struct ieee *e = &ieee[k];
+
+                if (size == e->size && prec == 8 * size && off == 0 && spos == e->spos &&
+                    epos == e->epos && esize == e->esize && mpos == e->mpos && msize == e->msize &&
+                    ebias == e->ebias && norm == H5T_NORM_IMPLIED &&
+                    (order == H5T_ORDER_LE || order == H5T_ORDER_BE))
+                        return e->name;
+        }
+        snprintf(w->text, sizeof(w->text),
+                 "a %zu-byte float that is not IEEE binary16/32/64 (precision %zu, offset %d, "
+                 "sign bit %zu, exponent %zu bits at %zu with bias %zu, mantissa %zu bits at %zu, "
+                 "%s mantissa, %s)",
+                 size, prec, off, spos, esize, epos, ebias, msize, mpos,
+                 norm == H5T_NORM_IMPLIED  ? "implied-bit"
+                 : norm == H5T_NORM_MSBSET ? "msb-set"
+                                           : "unnormalised",
+                 order_name(order));
+        return NULL;
+}
+
+/* The name of @type if it is a whole-byte integer of 1, 2, 4 or 8 bytes,
+ * little or big endian; else NULL and what it is in @w. */
+static const char *std_integer(hid_t type, struct why *w)
+{
+        static const char *const names[2][4] = {{"uint8", "uint16", "uint32", "uint64"},
+                                                {"int8", "int16", "int32", "int64"}};
+        size_t size = H5Tget_size(type), prec = H5Tget_precision(type);
+        int off = H5Tget_offset(type), k = size == 1 ? 0 : size == 2 ? 1 : size == 4 ? 2 : 3;
+        H5T_order_t order = H5Tget_order(type);
+        H5T_sign_t sign = H5Tget_sign(type);
+
+        if ((size == 1 || size == 2 || size == 4 || size == 8) && prec == 8 * size && off == 0 &&
+            (order == H5T_ORDER_LE || order == H5T_ORDER_BE) &&
+            (sign == H5T_SGN_NONE || sign == H5T_SGN_2))
+                return names[sign == H5T_SGN_2][k];
+        snprintf(w->text, sizeof(w->text),
+                 "a %zu-byte integer that is not a standard one (precision %zu, offset %d, %s, %s)",
+                 size, prec, off, order_name(order),
+                 sign == H5T_SGN_2      ? "signed"
+                 : sign == H5T_SGN_NONE ? "unsigned"
+                                        : "bad sign");
+        return NULL;
+}
+
+static const char *class_name(H5T_class_t c)
+{
+        switch (c) {
+        case H5T_INTEGER:
+                return "integer";
+        case H5T_FLOAT:
+                return "float";
+        case H5T_STRING:
+                return "string";
+        case H5T_COMPOUND:
+                return "compound";
+        case H5T_ENUM:
+                return "enum";
+        case H5T_ARRAY:
+                return "array";
+        case H5T_VLEN:
+                return "vlen";
+        case H5T_BITFIELD:
+                return "bitfield";
+        case H5T_OPAQUE:
+                return "opaque";
+        case H5T_REFERENCE:
+                return "reference";
+        default:
+                return "other";
+        }
+}
+
+/* ---- Attributes ----------------------------------------------------------- */
+
 /* Attribute @name of @obj, or a negative id when it is absent or cannot be opened. */
 static hid_t open_attr(kdl_h5file *f, const char *obj, const char *name, bool *ret_present)
 {
@@ -261,42 +369,7 @@ int kdl__h5_attr_string(kdl_h5file *f, const char *obj, const char *name, char *
         return r;
 }
 
-static const char *type_name(hid_t type, bool *ret_float, bool *ret_int)
-{
-        size_t size = H5Tget_size(type);
-
-        *ret_float = false;
-        *ret_int = false;
-        switch (H5Tget_class(type)) {
-        case H5T_FLOAT:
-                *ret_float = true;
-                return size == 2   ? "float16"
-                       : size == 4 ? "float32"
-                       : size == 8 ? "float64"
-                                   : "float";
-        case H5T_INTEGER: {
-                bool sgn = H5Tget_sign(type) == H5T_SGN_2;
-
-                *ret_int = true;
-                switch (size) {
-                case 1:
-                        return sgn ? "int8" : "uint8";
-                case 2:
-                        return sgn ? "int16" : "uint16";
-                case 4:
-                        return sgn ? "int32" : "uint32";
-                case 8:
-                        return sgn ? "int64" : "uint64";
-                default:
-                        return "integer";
-                }
-        }
-        case H5T_STRING:
-                return "string";
-        default:
-                return "other";
-        }
-}
+/* ---- Datasets ------------------------------------------------------------- */
 
 void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len)
 {
@@ -312,59 +385,90 @@ void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len)
                 snprintf(buf + used, len - used, "]");
 }
 
-/* The shape and type of dataset @did into @ds. */
-static void read_shape_type(hid_t did, kdl_dsinfo *ds)
+/* An open dataset being described: its handles, and the element size. */
+struct dset {
+        const char *path;
+        hid_t did, type, space, dcpl;
+        size_t elem;
+};
+
+/* The type of @d into @ds: numbers must be standard; other classes are named. */
+static int read_type(kdl_h5file *f, struct dset *d, kdl_dsinfo *ds)
+{
+        H5T_class_t c = H5Tget_class(d->type);
+        struct why w;
+        const char *name = NULL;
+
+        d->elem = H5Tget_size(d->type);
+        if (c == H5T_FLOAT) {
+                name = ieee_float(d->type, &w);
+                ds->is_float = name != NULL;
+        } else if (c == H5T_INTEGER) {
+                name = std_integer(d->type, &w);
+                ds->is_integer = name != NULL;
+        } else {
+                ds->dtype = class_name(c);
+                return 1; /* not numbers: refused where numbers are expected */
+        }
+        if (!name)
+                return kdl__h5_problem(f, "%s: expected %s, found %s", d->path,
+                                       c == H5T_FLOAT ? "IEEE binary16, binary32 or binary64 values"
+                                                      : "integers of 1, 2, 4 or 8 bytes",
+                                       w.text);
+        ds->dtype = name;
+        return 1;
+}
+
+/* The shape of @d into @ds. */
+static int read_shape(kdl_h5file *f, struct dset *d, kdl_dsinfo *ds)
 {
         hsize_t dims[H5S_MAX_RANK];
-        hid_t space = H5Dget_space(did), type = H5Dget_type(did);
-        int rank = H5Sget_simple_extent_ndims(space);
+        int rank = H5Sget_simple_extent_ndims(d->space);
+        char reason[256];
 
-        if (rank < 0)
-                rank = 0;
-        H5Sget_simple_extent_dims(space, dims, NULL);
+        if (rank < 0 || H5Sget_simple_extent_dims(d->space, dims, NULL) < 0)
+                return kdl__h5_problem(f, "%s: expected a dataspace, found a damaged one: %s",
+                                       d->path, kdl__h5_last_error(reason));
         ds->ndim = (size_t) rank;
         for (int k = 0; k < rank && k < KDL_MAX_DIMS; k++)
                 ds->shape[k] = (size_t) dims[k];
-        ds->dtype = type_name(type, &ds->is_float, &ds->is_integer);
-        H5Tclose(type);
-        H5Sclose(space);
+        return 1;
 }
 
-/* The storage of dataset @did (chunks, filters) into @ds. */
-static void read_layout(hid_t did, kdl_dsinfo *ds)
+/* The storage of @d (chunks, filters) into @ds. */
+static void read_layout(struct dset *d, kdl_dsinfo *ds)
 {
         hsize_t chunk[H5S_MAX_RANK];
-        hid_t plist = H5Dget_create_plist(did);
 
         ds->gzip = -1;
-        if (H5Pget_layout(plist) == H5D_CHUNKED) {
-                int cr = H5Pget_chunk(plist, H5S_MAX_RANK, chunk);
+        if (H5Pget_layout(d->dcpl) == H5D_CHUNKED) {
+                int cr = H5Pget_chunk(d->dcpl, H5S_MAX_RANK, chunk);
 
                 ds->chunked = true;
                 for (int k = 0; k < cr && k < KDL_MAX_DIMS; k++)
                         ds->chunk[k] = (size_t) chunk[k];
         }
-        for (int k = 0, nf = H5Pget_nfilters(plist); k < nf; k++) {
+        for (int k = 0, nf = H5Pget_nfilters(d->dcpl); k < nf; k++) {
                 unsigned flags, cd[8];
                 size_t ncd = 8;
                 H5Z_filter_t id =
-                        H5Pget_filter2(plist, (unsigned) k, &flags, &ncd, cd, 0, NULL, NULL);
+                        H5Pget_filter2(d->dcpl, (unsigned) k, &flags, &ncd, cd, 0, NULL, NULL);
 
                 if (id == H5Z_FILTER_DEFLATE)
                         ds->gzip = ncd > 0 ? (int) cd[0] : 6;
                 else if (id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_FLETCHER32)
                         ds->other_filter = true;
         }
-        H5Pclose(plist);
 }
 
 /*
- * Checks that hold for every dataset: size arithmetic, emptiness and rank.
- * 1 when they hold, else kdl__h5_problem()'s result.
+ * Checks that hold for every dataset: size arithmetic (as doubles, the
+ * reader's unit), emptiness and rank.  1 when they hold, else
+ * kdl__h5_problem()'s result.
  */
 static int check_size(kdl_h5file *f, const char *path, const kdl_dsinfo *ds)
 {
-        size_t bytes = 8;
+        size_t bytes = sizeof(double);
         char s[160];
 
         kdl__h5_shape_text(ds, s, sizeof(s));
@@ -385,25 +489,58 @@ static int check_size(kdl_h5file *f, const char *path, const kdl_dsinfo *ds)
         return 1;
 }
 
+/* The open dataset @d into @ds: 1, 0 (problem recorded) or -ENOMEM. */
+static int describe_open(kdl_h5file *f, struct dset *d, kdl_dsinfo *ds)
+{
+        char reason[256];
+        int r;
+
+        d->type = H5Dget_type(d->did);
+        if (d->type >= 0)
+                d->space = H5Dget_space(d->did);
+        if (d->space >= 0)
+                d->dcpl = H5Dget_create_plist(d->did);
+        if (d->dcpl < 0)
+                return kdl__h5_problem(f, "%s: expected a dataset, found a damaged one: %s",
+                                       d->path, kdl__h5_last_error(reason));
+        r = read_type(f, d, ds);
+        if (r > 0)
+                r = read_shape(f, d, ds);
+        if (r <= 0)
+                return r;
+        read_layout(d, ds);
+        return check_size(f, d->path, ds);
+}
+
 /* kdl__h5_describe(), and whether anything is at @path (*@ret_present). */
 static int describe(kdl_h5file *f, const char *path, const char *what, kdl_dsinfo *ret,
                     bool *ret_present)
 {
+        struct dset d = {.path = path,
+                         .did = H5I_INVALID_HID,
+                         .type = H5I_INVALID_HID,
+                         .space = H5I_INVALID_HID,
+                         .dcpl = H5I_INVALID_HID};
         kdl_dsinfo ds = {0};
         char reason[256];
-        hid_t did;
         int r = kdl__h5_find(f, path, H5O_TYPE_DATASET, what, ret_present);
 
         if (r <= 0)
                 return r;
-        did = H5Dopen2(f->fid, path, f->dapl);
-        if (did < 0)
-                return kdl__h5_problem(f, "%s: expected %s, found a damaged dataset: %s", path,
-                                       what, kdl__h5_last_error(reason));
-        read_shape_type(did, &ds);
-        read_layout(did, &ds);
-        H5Dclose(did);
-        r = check_size(f, path, &ds);
+        d.did = H5Dopen2(f->fid, path, f->dapl);
+        if (d.did < 0)
+                r = kdl__h5_problem(f, "%s: expected %s, found a damaged dataset: %s", path, what,
+                                    kdl__h5_last_error(reason));
+        else
+                r = describe_open(f, &d, &ds);
+        if (d.dcpl >= 0)
+                H5Pclose(d.dcpl);
+        if (d.space >= 0)
+                H5Sclose(d.space);
+        if (d.type >= 0)
+                H5Tclose(d.type);
+        if (d.did >= 0)
+                H5Dclose(d.did);
         if (r <= 0)
                 return r;
         ds.path = kdl__strdup(path);
@@ -451,6 +588,8 @@ int kdl__h5_describe_new(kdl_h5file *f, const char *path, const char *what, bool
         *ret = ds;
         return 1;
 }
+
+/* ---- Groups --------------------------------------------------------------- */
 
 /* kdl__h5_list_group()'s walk: the names so far, and whether memory ran out. */
 struct collect {

@@ -103,11 +103,13 @@ void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len);
 
 /**
  * kdl__h5_describe() - describe dataset @path of @f, holding @what (for
- * messages), into @ret.
+ * messages), into @ret.  Numbers must be IEEE binary16/32/64 floats or
+ * standard integers; other classes (strings, compounds...) are described,
+ * with is_float and is_integer false, and never read.
  * @ret: set when described; ret->path is owned by the catalogue.
  * Return: 1; 0 when absent, or when it cannot be used (problem recorded:
- * damaged, of another kind, overflowing, empty or of too high a rank);
- * -ENOMEM.
+ * damaged, of another kind, a non-standard number, overflowing, empty or of
+ * too high a rank); -ENOMEM.
  */
 int kdl__h5_describe(kdl_h5file *f, const char *path, const char *what, kdl_dsinfo *ret);
 

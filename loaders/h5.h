@@ -34,7 +34,8 @@ typedef struct kdl_dsinfo {
         char *path;  /* absolute, e.g. "/checkpoints/final/logits" */
         size_t ndim; /* 1..KDL_MAX_DIMS (larger ranks are a problem) */
         size_t shape[KDL_MAX_DIMS];
-        const char *dtype; /* "float16", "float32", "float64", "int8".."uint64", "other" */
+        const char *dtype; /* "float16", "float32", "float64", "int8".."uint64"; not numbers:
+                              "string", "compound", "enum", ..., "other" */
         bool is_float;
         bool is_integer;
         bool chunked;

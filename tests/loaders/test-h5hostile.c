@@ -112,6 +112,21 @@ static void test_damaged_is_not_absent(void **state)
         expect_problem("head-dataset.h5", "/checkpoints/final/head",
                        "expected the head group (weight, bias, attribute input), found a "
                        "dataset");
+        expect_problem("logits-compound.h5", "/checkpoints/final/logits",
+                       "expected floating-point values, found compound");
+}
+
+/* 3. Floats are IEEE binary16/32/64, integers whole bytes: anything else is refused. */
+static void test_standard_numbers(void **state)
+{
+        (void) state;
+        expect_problem("float16-overlap.h5", "/checkpoints/final/features/conv1",
+                       "expected IEEE binary16, binary32 or binary64 values, found a 2-byte "
+                       "float that is not IEEE binary16/32/64 (precision 16, offset 0, sign bit "
+                       "15, exponent 5 bits at 10 with bias 15, mantissa 14 bits at 0");
+        expect_problem("labels-12-bit.h5", "/labels",
+                       "expected integers of 1, 2, 4 or 8 bytes, found a 4-byte integer that "
+                       "is not a standard one (precision 12");
 }
 
 /* 6. HDF5's own reason, read where the call failed; a damaged group is one. */
@@ -133,6 +148,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_inputs_only_regular_files),
                 cmocka_unit_test(test_damaged_is_not_absent),
+                cmocka_unit_test(test_standard_numbers),
                 cmocka_unit_test(test_error_text),
         };
 
