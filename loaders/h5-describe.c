@@ -473,7 +473,7 @@ static int check_size(kdl_h5file *f, const char *path, const kdl_dsinfo *ds)
 
         kdl__h5_shape_text(ds, s, sizeof(s));
         for (size_t k = 0; k < ds->ndim && k < KDL_MAX_DIMS; k++)
-                if (__builtin_mul_overflow(bytes, ds->shape[k], &bytes))
+                if (kdl_mul_size(bytes, ds->shape[k], &bytes) < 0)
                         return kdl__h5_problem(
                                 f,
                                 "%s: expected a size that fits in memory arithmetic, found %s "
@@ -487,6 +487,93 @@ static int check_size(kdl_h5file *f, const char *path, const kdl_dsinfo *ds)
                 return kdl__h5_problem(f, "%s: expected at most %d dimensions, found %s", path,
                                        KDL_MAX_DIMS, s);
         return 1;
+}
+
+/* Chunked @d: every chunk its extent needs is written. */
+static int check_chunks(kdl_h5file *f, struct dset *d, const kdl_dsinfo *ds, const char *s)
+{
+        size_t need = 1;
+        hsize_t have = 0;
+        char reason[256];
+
+        for (size_t k = 0; k < ds->ndim; k++) {
+                if (ds->chunk[k] == 0)
+                        return kdl__h5_problem(f,
+                                               "%s: expected chunks of at least 1 element, "
+                                               "found a chunk dimension of 0",
+                                               d->path);
+                if (kdl_mul_size(need,
+                                 ds->shape[k] / ds->chunk[k] + !!(ds->shape[k] % ds->chunk[k]),
+                                 &need) < 0)
+                        return kdl__h5_problem(f,
+                                               "%s: expected a number of chunks that fits in "
+                                               "memory arithmetic, found %s in chunks of %zu",
+                                               d->path, s, ds->chunk[0]);
+        }
+        if (H5Dget_num_chunks(d->did, d->space, &have) < 0)
+                return kdl__h5_problem(f, "%s: expected a chunk index, found a damaged one: %s",
+                                       d->path, kdl__h5_last_error(reason));
+        if (have < need)
+                return kdl__h5_problem(f,
+                                       "%s: expected the %zu chunks %s needs, found %llu written "
+                                       "(declared but not written)",
+                                       d->path, need, s, (unsigned long long) have);
+        return 1;
+}
+
+/*
+ * The data @ds declares are in the file: contiguous data within its size,
+ * every chunk written, compact data in the header.  Data in other files
+ * (external storage, virtual datasets) are refused.
+ */
+static int check_storage(kdl_h5file *f, struct dset *d, const kdl_dsinfo *ds)
+{
+        H5D_layout_t layout = H5Pget_layout(d->dcpl);
+        size_t n = d->elem;
+        haddr_t addr;
+        hsize_t stored;
+        char s[160];
+
+        kdl__h5_shape_text(ds, s, sizeof(s));
+        for (size_t k = 0; k < ds->ndim; k++)
+                if (kdl_mul_size(n, ds->shape[k], &n) < 0)
+                        return kdl__h5_problem(f,
+                                               "%s: expected a size that fits in memory "
+                                               "arithmetic, found %s of %zu-byte values",
+                                               d->path, s, d->elem);
+        if (H5Pget_external_count(d->dcpl) > 0)
+                return kdl__h5_problem(f,
+                                       "%s: expected data stored in the file, found data in "
+                                       "external files (not read)",
+                                       d->path);
+        switch (layout) {
+        case H5D_COMPACT:
+                return 1;
+        case H5D_CHUNKED:
+                return check_chunks(f, d, ds, s);
+        case H5D_CONTIGUOUS:
+                addr = H5Dget_offset(d->did);
+                stored = H5Dget_storage_size(d->did);
+                if (addr == HADDR_UNDEF)
+                        return kdl__h5_problem(f,
+                                               "%s: expected the %zu bytes %s declares, found "
+                                               "none written (declared but not written)",
+                                               d->path, n, s);
+                if (stored < n || addr > f->size || n > f->size - addr)
+                        return kdl__h5_problem(f,
+                                               "%s: expected the %zu bytes %s declares, found "
+                                               "%llu stored at byte %llu of a %llu-byte file",
+                                               d->path, n, s, (unsigned long long) stored,
+                                               (unsigned long long) addr,
+                                               (unsigned long long) f->size);
+                return 1;
+        default:
+                return kdl__h5_problem(f,
+                                       "%s: expected contiguous, chunked or compact storage, "
+                                       "found layout %d (data in other datasets or files are "
+                                       "not read)",
+                                       d->path, (int) layout);
+        }
 }
 
 /* The open dataset @d into @ds: 1, 0 (problem recorded) or -ENOMEM. */
@@ -509,7 +596,11 @@ static int describe_open(kdl_h5file *f, struct dset *d, kdl_dsinfo *ds)
         if (r <= 0)
                 return r;
         read_layout(d, ds);
-        return check_size(f, d->path, ds);
+        r = check_size(f, d->path, ds);
+        /* Non-numbers are never read: their storage does not matter. */
+        if (r > 0 && (ds->is_float || ds->is_integer))
+                r = check_storage(f, d, ds);
+        return r;
 }
 
 /* kdl__h5_describe(), and whether anything is at @path (*@ret_present). */

@@ -21,6 +21,7 @@
 struct kdl_h5file {
         hid_t fid;
         hid_t lapl, gapl, dapl; /* link, group, dataset access: external links refused */
+        uint64_t size;          /* bytes of the file, from fstat() at open */
         kdl_dump dump;
 };
 
@@ -104,12 +105,14 @@ void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len);
 /**
  * kdl__h5_describe() - describe dataset @path of @f, holding @what (for
  * messages), into @ret.  Numbers must be IEEE binary16/32/64 floats or
- * standard integers; other classes (strings, compounds...) are described,
- * with is_float and is_integer false, and never read.
+ * standard integers; the data a numeric dataset declares must be in the
+ * file (contiguous data within its size, every chunk written, compact data)
+ * before anything reads it; other classes (strings, compounds...) are
+ * described, with is_float and is_integer false, and never read.
  * @ret: set when described; ret->path is owned by the catalogue.
  * Return: 1; 0 when absent, or when it cannot be used (problem recorded:
- * damaged, of another kind, a non-standard number, overflowing, empty or of
- * too high a rank); -ENOMEM.
+ * damaged, of another kind, a non-standard number, overflowing, empty, of
+ * too high a rank, not backed by data); -ENOMEM.
  */
 int kdl__h5_describe(kdl_h5file *f, const char *path, const char *what, kdl_dsinfo *ret);
 

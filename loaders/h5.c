@@ -154,7 +154,7 @@ static hid_t no_external(hid_t cls)
 int kdl_h5_open(const char *path, kdl_h5file **ret)
 {
         kdl_h5file *f;
-        uint64_t size;
+        uint64_t size = 0;
         char buf[256];
         htri_t is;
         hid_t fapl;
@@ -172,6 +172,7 @@ int kdl_h5_open(const char *path, kdl_h5file **ret)
         f = kdl_new(kdl_h5file, 1);
         if (f) {
                 f->fid = f->lapl = f->gapl = f->dapl = H5I_INVALID_HID;
+                f->size = size;
                 f->dump.path = kdl__strdup(path);
         }
         if (!f || !f->dump.path) {

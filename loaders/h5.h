@@ -13,6 +13,14 @@
  * that includes hdf5.h.  Opening a dump scans its whole structure into a
  * transparent, read-only catalogue (kdl_dump) and records every schema
  * problem it finds; the data are read later, in row blocks, by kdl_h5reader.
+ *
+ * A dump may be damaged or hostile.  Every numeric dataset the catalogue
+ * holds can be read safely: its values are IEEE binary16/32/64 floats or
+ * whole-byte integers, the data it declares are stored in the file
+ * (contiguous data within the file, every chunk written), and it was reached
+ * through no link to another file.  Datasets of other types (strings,
+ * compounds) are catalogued for their problems and never read.  Anything
+ * else is a problem naming the object, left out of the catalogue.
  */
 
 /* How [N, Ch, H, W] and [N, T, D] features become [N, width] rows. */

@@ -129,6 +129,28 @@ static void test_standard_numbers(void **state)
                        "is not a standard one (precision 12");
 }
 
+/* 4. What a dataset declares must be in the file before anything reads it. */
+static void test_declared_sizes(void **state)
+{
+        char *p = fixture("labels-unwritten.h5");
+        kdl_h5file *f = NULL;
+
+        (void) state;
+        expect_problem("huge-chunked.h5", "/checkpoints/final/logits",
+                       "expected the 17592186044416 chunks 2-D [1099511627776, 1048576] needs, "
+                       "found 0 written (declared but not written)");
+        expect_problem("huge-contiguous.h5", "/checkpoints/final/logits",
+                       "expected the 4611686018427387904 bytes 2-D [1099511627776, 1048576] "
+                       "declares, found 1200 stored");
+        expect_problem("labels-unwritten.h5", "/labels",
+                       "expected the 256 chunks 1-D [16777216] needs, found 0 written");
+        /* Refused before being read: not catalogued, so nothing reads it. */
+        assert_int_equal(kdl_h5_open(p, &f), 0);
+        assert_null(kdl_h5_dump(f)->labels);
+        kdl_h5_close(f);
+        free(p);
+}
+
 /* 6. HDF5's own reason, read where the call failed; a damaged group is one. */
 static void test_error_text(void **state)
 {
@@ -149,6 +171,7 @@ int main(void)
                 cmocka_unit_test(test_inputs_only_regular_files),
                 cmocka_unit_test(test_damaged_is_not_absent),
                 cmocka_unit_test(test_standard_numbers),
+                cmocka_unit_test(test_declared_sizes),
                 cmocka_unit_test(test_error_text),
         };
 
