@@ -104,7 +104,7 @@ static int scan_layer(kdl_h5file *f, kdl_checkpoint *ck, const char *fgroup, con
 {
         kdl_layer *l = &ck->layers[ck->nlayers];
         char *path = kdl__h5_join(fgroup, name);
-        bool present;
+        bool present = true;
         int r;
 
         if (!path)
@@ -119,10 +119,12 @@ static int scan_layer(kdl_h5file *f, kdl_checkpoint *ck, const char *fgroup, con
                 return kdl__h5_nomem(f->dump.path, NULL);
         }
         ck->nlayers++; /* the catalogue owns it now */
-        r = kdl__h5_attr_int(f, l->feature.path, "depth", &l->depth, &present);
-        if (r == 0)
-                r = kdl__h5_problem(f, "%s: expected an integer attribute 'depth', found %s",
-                                    l->feature.path, present ? "another type" : "none");
+        r = kdl__h5_check_attrs(f, l->feature.path);
+        if (r > 0)
+                r = kdl__h5_attr_int(f, l->feature.path, "depth", &l->depth, &present);
+        if (r == 0 && !present)
+                r = kdl__h5_problem(f, "%s: expected an integer attribute 'depth', found none",
+                                    l->feature.path);
         if (r >= 0)
                 r = expect_float_rank(f, &l->feature, 2, 4, "[N, D], [N, T, D] or [N, Ch, H, W]");
         if (r > 0)
@@ -242,15 +244,17 @@ static int describe_head(kdl_h5file *f, kdl_checkpoint *ck, const char *hw, cons
 /* The head's attribute "input" (group @hg) names a feature layer: *@ret_in. */
 static int head_input(kdl_h5file *f, kdl_checkpoint *ck, const char *hg, const kdl_layer **ret_in)
 {
-        bool present;
-        int r = kdl__h5_attr_string(f, hg, "input", &ck->head_input, &present);
+        bool present = true;
+        int r = kdl__h5_check_attrs(f, hg);
 
-        if (r == 0)
+        if (r > 0)
+                r = kdl__h5_attr_string(f, hg, "input", &ck->head_input, &present);
+        if (r == 0 && !present)
                 return kdl__h5_problem(f,
                                        "%s: expected a string attribute 'input' naming a feature "
-                                       "layer, found %s",
-                                       hg, present ? "another type" : "none");
-        if (r < 0)
+                                       "layer, found none",
+                                       hg);
+        if (r <= 0)
                 return r;
         *ret_in = kdl_h5_layer(ck, ck->head_input);
         if (!*ret_in)
@@ -370,19 +374,23 @@ static int scan_logits(kdl_h5file *f, kdl_checkpoint *ck)
 
 static int scan_checkpoint(kdl_h5file *f, kdl_checkpoint *ck, bool root)
 {
-        bool present;
-        int err = kdl__h5_attr_int(f, ck->group, "step", &ck->step, &present);
+        bool present = true;
+        int err = root ? 1 : kdl__h5_check_attrs(f, ck->group); /* the root's: scan_root() */
 
+        if (err > 0)
+                err = kdl__h5_attr_int(f, ck->group, "step", &ck->step, &present);
         if (err == 0) {
                 ck->step = 0;
-                if (!root || present)
-                        err = kdl__h5_problem(f,
-                                              "%s: expected an integer attribute 'step', found %s",
-                                              ck->group, present ? "another type" : "none");
+                if (!root && !present)
+                        err = kdl__h5_problem(
+                                f, "%s: expected an integer attribute 'step', found none",
+                                ck->group);
         }
+        if (err > 0)
+                err = kdl__h5_attr_int(f, ck->group, "epoch", &ck->epoch, &present);
         if (err < 0)
                 return err;
-        ck->has_epoch = kdl__h5_attr_int(f, ck->group, "epoch", &ck->epoch, &present) > 0;
+        ck->has_epoch = err > 0;
         err = scan_logits(f, ck);
         err = err ?: scan_features(f, ck);
         err = err ?: scan_gradients(f, ck);
@@ -463,14 +471,20 @@ static int check_label_range(kdl_h5file *f)
 static int scan_root(kdl_h5file *f)
 {
         kdl_dump *d = &f->dump;
-        bool present;
-        int r = kdl__h5_attr_int(f, "/", "kdlens_format", &d->format, &present);
+        bool present = true;
+        int r = kdl__h5_check_attrs(f, "/");
 
+        if (r <= 0) {
+                d->format = -1;
+                return r; /* the format cannot be known: do not guess at the layout */
+        }
+        r = kdl__h5_attr_int(f, "/", "kdlens_format", &d->format, &present);
         if (r == 0) {
                 d->format = -1;
-                r = kdl__h5_problem(f, "/: expected attribute kdlens_format=1, found %s",
-                                    present ? "a non-integer value" : "none (not a kdlens dump?)");
-        } else if (d->format != 1) {
+                if (!present)
+                        r = kdl__h5_problem(f, "/: expected attribute kdlens_format=1, found none "
+                                               "(not a kdlens dump?)");
+        } else if (r > 0 && d->format != 1) {
                 r = kdl__h5_problem(f,
                                     "/: expected attribute kdlens_format=1, found %lld (a newer "
                                     "kdlens may read it)",
@@ -485,8 +499,6 @@ static int scan_root(kdl_h5file *f)
                                     "/: attribute role: expected \"teacher\" or \"student\", "
                                     "found \"%s\"",
                                     d->role);
-        else if (r == 0 && present)
-                r = kdl__h5_problem(f, "/: attribute role: expected a string, found another type");
         if (r >= 0)
                 r = kdl__h5_attr_string(f, "/", "model", &d->model, &present);
         return r < 0 ? r : 1;

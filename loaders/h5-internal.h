@@ -25,6 +25,9 @@ struct kdl_h5file {
         kdl_dump dump;
 };
 
+/* The longest string attribute read (role, model, the head's input). */
+#define KDL__H5_ATTR_MAX 4096
+
 /* ---- h5.c ----------------------------------------------------------------- */
 
 /** kdl__h5_init() - silence HDF5's own error printing (idempotent). */
@@ -62,9 +65,9 @@ int kdl__h5_problem(kdl_h5file *f, const char *fmt, ...) KDL_PRINTF(2, 3);
  * The lookups below return 1 when they find what they look for, and 0 when
  * they do not: either nothing is there (the link is absent; nothing is
  * recorded) or something is there that cannot be used (a damaged object, one
- * of another kind, a dangling, looping or external link: a problem naming
- * the object is recorded).  Only a missing link is absent.  -ENOMEM
- * (message recorded): a catalogue is complete or not made.
+ * of another kind, a dangling, looping or external link, a value of another
+ * type: a problem naming the object is recorded).  Only a missing link is
+ * absent.  -ENOMEM (message recorded): a catalogue is complete or not made.
  */
 
 /**
@@ -82,19 +85,30 @@ int kdl__h5_find(kdl_h5file *f, const char *path, H5O_type_t want, const char *w
 char *kdl__h5_join(const char *group, const char *name);
 
 /**
- * kdl__h5_attr_int() - the scalar integer attribute @name of object @obj.
+ * kdl__h5_check_attrs() - check that no attribute of object @obj holds more
+ * data than the file (a damaged attribute message); call it before reading
+ * attributes of @obj.
+ * Return: 1, 0 (problem recorded) or -ENOMEM.
+ */
+int kdl__h5_check_attrs(kdl_h5file *f, const char *obj);
+
+/**
+ * kdl__h5_attr_int() - the attribute @name of object @obj: one integer of a
+ * standard type (1, 2, 4 or 8 bytes).
  * @ret:         set when read.
  * @ret_present: whether the attribute exists at all.
- * Return: 1 when read; 0 when absent or of another kind (never fails).
+ * Return: 1 when read; 0 when absent, or unusable (another type or shape,
+ * damaged: a problem recorded); -ENOMEM.
  */
 int kdl__h5_attr_int(kdl_h5file *f, const char *obj, const char *name, int64_t *ret,
                      bool *ret_present);
 
 /**
- * kdl__h5_attr_string() - the scalar string attribute @name of object @obj.
+ * kdl__h5_attr_string() - the attribute @name of object @obj: one string,
+ * fixed or variable length, of at most KDL__H5_ATTR_MAX bytes.
  * @ret:         set when read; caller frees.
  * @ret_present: whether the attribute exists at all.
- * Return: 1 when read; 0 when absent or of another kind; -ENOMEM.
+ * Return: 1 when read; 0 when absent or unusable (a problem recorded); -ENOMEM.
  */
 int kdl__h5_attr_string(kdl_h5file *f, const char *obj, const char *name, char **ret,
                         bool *ret_present);

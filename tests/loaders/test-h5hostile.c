@@ -151,6 +151,17 @@ static void test_declared_sizes(void **state)
         free(p);
 }
 
+/* 5. Attributes: their type, shape and size checked before reading. */
+static void test_attributes(void **state)
+{
+        (void) state;
+        expect_problem("model-5000.h5", "/: attribute 'model'",
+                       "expected a string of at most 4096 bytes, found one of 5000");
+        expect_problem("format-4-bit.h5", "/: attribute 'kdlens_format'",
+                       "expected one integer, found a 4-byte integer that is not a standard one "
+                       "(precision 4");
+}
+
 /* 6. HDF5's own reason, read where the call failed; a damaged group is one. */
 static void test_error_text(void **state)
 {
@@ -172,6 +183,7 @@ int main(void)
                 cmocka_unit_test(test_damaged_is_not_absent),
                 cmocka_unit_test(test_standard_numbers),
                 cmocka_unit_test(test_declared_sizes),
+                cmocka_unit_test(test_attributes),
                 cmocka_unit_test(test_error_text),
         };
 
