@@ -8,7 +8,6 @@
  * or elsewhere, an object of another kind, a type that is not a standard
  * number and a size the file cannot hold are problems naming the object.
  */
-
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,6 +271,19 @@ static const char *class_name(H5T_class_t c)
         default:
                 return "other";
         }
+}
+
+const char *kdl__h5_dtype(const char *name)
+{
+        static const char *const all[] = {"float16", "float32",  "float64",  "int8",      "int16",
+                                          "int32",   "int64",    "uint8",    "uint16",    "uint32",
+                                          "uint64",  "string",   "compound", "enum",      "array",
+                                          "vlen",    "bitfield", "opaque",   "reference", "other"};
+
+        for (size_t k = 0; k < sizeof(all) / sizeof(all[0]); k++)
+                if (strcmp(all[k], name) == 0)
+                        return all[k];
+        return "other";
 }
 
 /* ---- Attributes ----------------------------------------------------------- */

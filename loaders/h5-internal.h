@@ -41,6 +41,15 @@ void kdl__h5_init(void);
  */
 const char *kdl__h5_last_error(char buf[static 256]);
 
+/**
+ * kdl__h5_isolate() - whether kdl_h5_open() catalogues a file in a child
+ * process first (the default), so that a crash or a hang of libhdf5 on a
+ * damaged file becomes an error.  Tests and fuzzers of the catalogue turn it
+ * off to see crashes in kdlens's own code.  Not thread-safe: set it before
+ * opening files.
+ */
+void kdl__h5_isolate(bool on);
+
 /** kdl__h5_fid() - the HDF5 file id of @f (borrowed). */
 hid_t kdl__h5_fid(const kdl_h5file *f);
 
@@ -113,6 +122,9 @@ int kdl__h5_attr_int(kdl_h5file *f, const char *obj, const char *name, int64_t *
 int kdl__h5_attr_string(kdl_h5file *f, const char *obj, const char *name, char **ret,
                         bool *ret_present);
 
+/** kdl__h5_dtype() - the catalogue's (static) spelling of dtype @name; "other" if unknown. */
+const char *kdl__h5_dtype(const char *name);
+
 /** kdl__h5_shape_text() - "2-D [60, 5]" for @ds, in @buf of @len bytes. */
 void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len);
 
@@ -167,11 +179,37 @@ void kdl__h5_names_release(struct kdl__h5_names *ns);
 /* ---- h5-catalog.c --------------------------------------------------------- */
 
 /**
- * kdl__h5_catalog() - fill @f's catalogue from its file (kdl_h5_open()).
+ * kdl__h5_catalog() - fill @f's catalogue from the structure of its file
+ * (kdl_h5_open()); reads no dataset.
  * Return: 0, the schema problems listed in the catalogue; -ENOMEM, the
  * catalogue then half-built: free it with kdl__h5_dump_release().
  */
 int kdl__h5_catalog(kdl_h5file *f);
+
+/**
+ * kdl__h5_check_labels() - read @f's /labels (when catalogued as 1-D
+ * integers), set the dump's label range and add a problem for a label
+ * outside [0, C).
+ * Return: 0; -ENOMEM.
+ */
+int kdl__h5_check_labels(kdl_h5file *f);
+
+/**
+ * kdl__h5_dump_pack() - @d as bytes for kdl__h5_dump_unpack() in another
+ * process; with @d NULL, the error @err and kdl_errmsg() instead.
+ * @ret, @ret_len: set on success; caller frees @ret.
+ * Return: 0; -ENOMEM.
+ */
+int kdl__h5_dump_pack(const kdl_dump *d, int err, char **ret, size_t *ret_len);
+
+/**
+ * kdl__h5_dump_unpack() - fill the empty @d (its path set) from @len bytes
+ * at @buf made by kdl__h5_dump_pack().
+ * Return: 1; 0 when @buf is cut short or malformed (its writer died); the
+ * packed error (its message recorded); -ENOMEM.  On any return but 1, @d
+ * may be half-built: release it with kdl__h5_dump_release().
+ */
+int kdl__h5_dump_unpack(kdl_dump *d, const char *buf, size_t len);
 
 /** kdl__h5_dump_release() - free everything @d owns (a half-built @d too). */
 void kdl__h5_dump_release(kdl_dump *d);

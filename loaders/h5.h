@@ -101,10 +101,16 @@ typedef struct kdl_h5file kdl_h5file;
  * catalogue (kdl_h5_dump()->problems) and kdl_h5_check() turns the first
  * into an error.  Labels are read once to check their range.
  *
+ * The structure is read in a short-lived child process (fork()), with a
+ * time and a memory limit, which sends the catalogue back: libhdf5 does not
+ * check all it reads, and a damaged file can crash it, hang it or make it
+ * allocate gigabytes.  Call it when no other thread is inside HDF5.
+ *
  * Return: 0; -ENOENT (or another -errno) if the file cannot be read;
  * -KDL_EHDF5 if it is not a regular file (a FIFO, a directory, a device:
- * named in the message), not an HDF5 file, or HDF5 cannot open it
- * (truncated, damaged); -ENOMEM.
+ * named in the message), not an HDF5 file, or HDF5 cannot open or read its
+ * structure (truncated, damaged: crashed or out of time in the child);
+ * -ENOMEM.
  */
 KDL_API int kdl_h5_open(const char *path, kdl_h5file **ret);
 

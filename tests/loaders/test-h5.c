@@ -7,6 +7,7 @@
 #include "tests/lib/kdl-test.h"
 #include "metrics/base/alloc.h"
 #include "loaders/h5.h"
+#include "loaders/h5-internal.h"
 #include "loaders/stream.h"
 
 /* Fixtures come from tests/fixtures/mkfixtures.py (numpy float64 references). */
@@ -563,10 +564,51 @@ static void test_open_out_of_memory(void **state)
         };
 
         (void) state;
+        /* Made in this process, the allocations are those of making the
+         * catalogue.  The teacher's takes many: every one was failed. */
+        kdl__h5_isolate(false);
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
                 assert_true(open_under_failure(names[i]) > 1);
-        /* The teacher's catalogue takes many allocations: every one was failed. */
         assert_true(open_under_failure("teacher.h5") > 100);
+        /* Made in a child (the default), they are those of unpacking it and
+         * of reading the labels here (a process each: a few files only). */
+        kdl__h5_isolate(true);
+        assert_true(open_under_failure("bad/unknown-format.h5") > 1);
+        assert_true(open_under_failure("bad/label-range.h5") > 60);
+        assert_true(open_under_failure("teacher.h5") > 60);
+}
+
+/* The catalogue made in a child process and sent back equals the one made here. */
+static void test_isolated_same_catalogue(void **state)
+{
+        static const char *const names[] = {
+                "teacher.h5",
+                "student.h5",
+                "bad/label-range.h5",
+                "bad/no-logits.h5",
+                "bad/overflow.h5",
+                "bad/unknown-format.h5",
+                "hostile/damaged-features.h5",
+                "hostile/dangling-gradients.h5",
+                "hostile/external-head-weight.h5",
+                "hostile/float16-overlap.h5",
+                "hostile/huge-contiguous.h5",
+                "hostile/labels-unwritten.h5",
+                "hostile/model-5000.h5",
+        };
+
+        (void) state;
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+                kdl_h5file *here, *child;
+
+                kdl__h5_isolate(false);
+                here = open_fixture(names[i]);
+                kdl__h5_isolate(true);
+                child = open_fixture(names[i]);
+                assert_same_dump(kdl_h5_dump(child), kdl_h5_dump(here));
+                kdl_h5_close(here);
+                kdl_h5_close(child);
+        }
 }
 
 /* The same walk over the value scan (a problem added, or -ENOMEM). */
@@ -666,6 +708,7 @@ int main(void)
                 cmocka_unit_test(test_labels),
                 cmocka_unit_test(test_read_matrix),
                 cmocka_unit_test(test_open_out_of_memory),
+                cmocka_unit_test(test_isolated_same_catalogue),
                 cmocka_unit_test(test_scan_out_of_memory),
                 cmocka_unit_test(test_pair_read_out_of_memory),
         };
