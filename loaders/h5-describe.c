@@ -76,22 +76,20 @@ static void dangling_link(kdl_h5file *f, const char *p, size_t size, const char 
 enum link_state { LINK_ABSENT, LINK_OK, LINK_BAD };
 
 /*
- * The link @p, whose parent group is known to be reachable: absent, or
- * leading to an object whose kind is *@ret_type, or unusable (@w says why:
- * a link or object header HDF5 cannot read, a dangling or looping soft
- * link, an external or user-defined link).  The reason is read from HDF5's
- * error stack at each failing call, before any other call clears it.
+ * The link @p, known to exist, whose parent group is reachable: leading to
+ * an object whose kind is *@ret_type, or unusable (@w says why: a link or
+ * object header HDF5 cannot read, a dangling or looping soft link, an
+ * external or user-defined link).  The reason is read from HDF5's error
+ * stack at each failing call, before any other call clears it.
  */
-static enum link_state follow(kdl_h5file *f, const char *p, H5O_type_t *ret_type, struct why *w)
+static enum link_state follow_link(kdl_h5file *f, const char *p, H5O_type_t *ret_type,
+                                   struct why *w)
 {
         char reason[256];
         H5L_info_t li;
         H5O_info_t oi;
-        htri_t e = H5Lexists(f->fid, p, f->lapl);
 
-        if (e == 0)
-                return LINK_ABSENT;
-        if (e < 0 || H5Lget_info(f->fid, p, &li, f->lapl) < 0) {
+        if (H5Lget_info(f->fid, p, &li, f->lapl) < 0) {
                 snprintf(w->text, sizeof(w->text), "a link HDF5 cannot read (%s)",
                          kdl__h5_last_error(reason));
                 return LINK_BAD;
@@ -117,20 +115,45 @@ static enum link_state follow(kdl_h5file *f, const char *p, H5O_type_t *ret_type
         return LINK_OK;
 }
 
+/* follow_link() for a link @p that may be absent. */
+static enum link_state follow(kdl_h5file *f, const char *p, H5O_type_t *ret_type, struct why *w)
+{
+        char reason[256];
+        htri_t e = H5Lexists(f->fid, p, f->lapl);
+
+        if (e == 0)
+                return LINK_ABSENT;
+        if (e < 0) {
+                snprintf(w->text, sizeof(w->text), "a link HDF5 cannot read (%s)",
+                         kdl__h5_last_error(reason));
+                return LINK_BAD;
+        }
+        return follow_link(f, p, ret_type, w);
+}
+
 int kdl__h5_find(kdl_h5file *f, const char *path, H5O_type_t want, const char *what,
                  bool *ret_present)
 {
-        char *copy = kdl__strdup(path), *slash = NULL;
+        char *copy = NULL, *slash = NULL;
         H5O_type_t type = H5O_TYPE_UNKNOWN;
         enum link_state st;
         struct why w;
+        htri_t e;
         int r;
 
         *ret_present = false;
+        /* Usually every group on the way is sound: HDF5 reaches the last
+         * link, and only that one needs looking at. */
+        e = H5Lexists(f->fid, path, f->lapl);
+        if (e >= 0) {
+                st = e == 0 ? LINK_ABSENT : follow_link(f, path, &type, &w);
+                goto last;
+        }
+        /* Else walk the components: a missing one means absent; every one
+         * on the way must be a group. */
+        copy = kdl__strdup(path);
         if (!copy)
                 return kdl__h5_nomem(f->dump.path, path);
-        /* Walk the components: a missing one means absent; every one on the
-         * way must be a group. */
         while ((slash = strchr(slash ? slash + 1 : copy + 1, '/'))) {
                 *slash = '\0';
                 st = follow(f, copy, &type, &w);
@@ -142,12 +165,12 @@ int kdl__h5_find(kdl_h5file *f, const char *path, H5O_type_t want, const char *w
                         break;
                 *slash = '/';
         }
-        if (!slash) {
+        if (!slash)
                 st = follow(f, copy, &type, &w);
-                if (st == LINK_OK && type != want) {
-                        snprintf(w.text, sizeof(w.text), "%s", kind_name(type));
-                        st = LINK_BAD;
-                }
+last:
+        if (st == LINK_OK && !slash && type != want) {
+                snprintf(w.text, sizeof(w.text), "%s", kind_name(type));
+                st = LINK_BAD;
         }
         *ret_present = st != LINK_ABSENT;
         r = st == LINK_OK;
