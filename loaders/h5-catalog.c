@@ -835,6 +835,33 @@ static int get_ds_fields(struct unpack *u, kdl_dsinfo *ds)
         return err;
 }
 
+/*
+ * A count, then room for that many zeroed entries of @size bytes (each
+ * takes at least a byte of the stream: a larger count is a bad stream).
+ * Return: the entries, *@ret_n of them; NULL with *@ret_n 0 on a bad stream
+ * or when *@err is set, to -ENOMEM by this call if memory runs out.
+ */
+static void *get_array(struct unpack *u, size_t size, size_t *ret_n, int *err)
+{
+        size_t n = get_u64(u);
+        void *v;
+
+        *ret_n = 0;
+        if (*err)
+                return NULL;
+        if (u->bad || n > (size_t) (u->end - u->p)) {
+                u->bad = true;
+                return NULL;
+        }
+        v = kdl__calloc(n ? n : 1, size);
+        if (!v) {
+                *err = kdl__h5_nomem(u->file, NULL);
+                return NULL;
+        }
+        *ret_n = n;
+        return v;
+}
+
 /* An optional dataset into a new *@ret: 0, or -ENOMEM. */
 static int get_ds(struct unpack *u, kdl_dsinfo **ret)
 {
@@ -849,20 +876,13 @@ static int get_ds(struct unpack *u, kdl_dsinfo **ret)
 static int get_checkpoint(struct unpack *u, kdl_checkpoint *ck)
 {
         int err = get_str(u, &ck->name) ?: get_str(u, &ck->group);
-        size_t n;
 
         ck->step = (int64_t) get_u64(u);
         ck->has_epoch = get_u64(u);
         ck->epoch = (int64_t) get_u64(u);
         err = err ?: get_ds(u, &ck->logits) ?: get_ds(u, &ck->grad_logits);
-        n = get_u64(u);
-        if (err || u->bad || n > (size_t) (u->end - u->p))
-                return err;
-        ck->layers = kdl_new(kdl_layer, n ? n : 1);
-        if (!ck->layers)
-                return kdl__h5_nomem(u->file, NULL);
-        ck->nlayers = n;
-        for (size_t j = 0; j < n && !err && !u->bad; j++) {
+        ck->layers = get_array(u, sizeof(*ck->layers), &ck->nlayers, &err);
+        for (size_t j = 0; j < ck->nlayers && !err && !u->bad; j++) {
                 err = get_str(u, &ck->layers[j].name);
                 ck->layers[j].depth = (int64_t) get_u64(u);
                 if (!err && !get_u64(u))
@@ -877,30 +897,17 @@ static int get_checkpoint(struct unpack *u, kdl_checkpoint *ck)
 static int get_dump(struct unpack *u, kdl_dump *d)
 {
         int err;
-        size_t n;
 
         d->format = (int64_t) get_u64(u);
         err = get_str(u, &d->role) ?: get_str(u, &d->model);
         d->n = get_u64(u);
         d->c = get_u64(u);
         err = err ?: get_ds(u, &d->labels) ?: get_ds(u, &d->sample_ids);
-        n = get_u64(u);
-        if (err || u->bad || n > (size_t) (u->end - u->p))
-                return err;
-        d->checkpoints = kdl_new(kdl_checkpoint, n ? n : 1);
-        if (!d->checkpoints)
-                return kdl__h5_nomem(u->file, NULL);
-        d->ncheckpoints = n;
-        for (size_t k = 0; k < n && !err && !u->bad; k++)
+        d->checkpoints = get_array(u, sizeof(*d->checkpoints), &d->ncheckpoints, &err);
+        for (size_t k = 0; k < d->ncheckpoints && !err && !u->bad; k++)
                 err = get_checkpoint(u, &d->checkpoints[k]);
-        n = get_u64(u);
-        if (err || u->bad || n > (size_t) (u->end - u->p))
-                return err;
-        d->problems = kdl_new(char *, n ? n : 1);
-        if (!d->problems)
-                return kdl__h5_nomem(u->file, NULL);
-        d->nproblems = n;
-        for (size_t k = 0; k < n && !err && !u->bad; k++)
+        d->problems = get_array(u, sizeof(*d->problems), &d->nproblems, &err);
+        for (size_t k = 0; k < d->nproblems && !err && !u->bad; k++)
                 err = get_str(u, &d->problems[k]);
         return err;
 }
