@@ -4,6 +4,7 @@
  * their layers, gradients and head), checked against schema v1 with a
  * problem recorded for every departure.
  */
+#include <limits.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,16 +105,12 @@ static int scan_layer(kdl_h5file *f, kdl_checkpoint *ck, const char *fgroup, con
 {
         kdl_layer *l = &ck->layers[ck->nlayers];
         char *path = kdl__h5_join(fgroup, name);
-        bool present;
+        bool present = true;
         int r;
 
         if (!path)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        r = kdl__h5_is_dataset(f, path);
-        if (r == 0)
-                r = kdl__h5_problem(f, "%s: expected a feature dataset, found a group", path);
-        else if (r > 0)
-                r = kdl__h5_describe(f, path, &l->feature);
+        r = kdl__h5_describe(f, path, "a feature dataset", &l->feature);
         free(path);
         if (r <= 0)
                 return r;
@@ -123,10 +120,12 @@ static int scan_layer(kdl_h5file *f, kdl_checkpoint *ck, const char *fgroup, con
                 return kdl__h5_nomem(f->dump.path, NULL);
         }
         ck->nlayers++; /* the catalogue owns it now */
-        r = kdl__h5_attr_int(f, l->feature.path, "depth", &l->depth, &present);
-        if (r == 0)
-                r = kdl__h5_problem(f, "%s: expected an integer attribute 'depth', found %s",
-                                    l->feature.path, present ? "another type" : "none");
+        r = kdl__h5_check_attrs(f, l->feature.path);
+        if (r > 0)
+                r = kdl__h5_attr_int(f, l->feature.path, "depth", &l->depth, &present);
+        if (r == 0 && !present)
+                r = kdl__h5_problem(f, "%s: expected an integer attribute 'depth', found none",
+                                    l->feature.path);
         if (r >= 0)
                 r = expect_float_rank(f, &l->feature, 2, 4, "[N, D], [N, T, D] or [N, Ch, H, W]");
         if (r > 0)
@@ -138,16 +137,14 @@ static int scan_features(kdl_h5file *f, kdl_checkpoint *ck)
 {
         char *fgroup = kdl__h5_join(ck->group, "features");
         struct kdl__h5_names ns = {0};
+        bool present;
         int err;
 
         if (!fgroup)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        err = kdl__h5_is_group(f, fgroup);
-        if (err > 0) {
+        err = kdl__h5_find(f, fgroup, H5O_TYPE_GROUP, "a group of feature layers", &present);
+        if (err > 0)
                 err = kdl__h5_list_group(f, fgroup, &ns);
-                if (err == 0)
-                        err = kdl__h5_problem(f, "%s: cannot list the feature layers", fgroup);
-        }
         if (err <= 0)
                 goto out;
         ck->layers = kdl_new(kdl_layer, ns.n ? ns.n : 1);
@@ -168,7 +165,7 @@ out:
 /* gradients/logits (@gl), optional: the shape of the logits. */
 static int scan_grad_logits(kdl_h5file *f, kdl_checkpoint *ck, const char *gl)
 {
-        int r = kdl__h5_describe_new(f, gl, &ck->grad_logits);
+        int r = kdl__h5_describe_new(f, gl, "the logit gradients [N, C]", false, &ck->grad_logits);
 
         if (r <= 0)
                 return r;
@@ -194,7 +191,7 @@ static int scan_grad_feature(kdl_h5file *f, kdl_checkpoint *ck, const char *gf, 
                                     "%s: expected a gradient of a feature layer, found no layer "
                                     "'%s' under features/",
                                     path, name);
-        else if ((r = kdl__h5_describe_new(f, path, &l->gradient)) > 0)
+        else if ((r = kdl__h5_describe_new(f, path, "a feature gradient", false, &l->gradient)) > 0)
                 r = same_shape(l->gradient, &l->feature)
                             ? expect_float(f, l->gradient)
                             : shape_problem(f, path, "the feature", &l->feature, l->gradient);
@@ -204,26 +201,32 @@ static int scan_grad_feature(kdl_h5file *f, kdl_checkpoint *ck, const char *gf, 
 
 static int scan_gradients(kdl_h5file *f, kdl_checkpoint *ck)
 {
+        char *g = kdl__h5_join(ck->group, "gradients");
         char *gl = kdl__h5_join(ck->group, "gradients/logits");
         char *gf = kdl__h5_join(ck->group, "gradients/features");
         struct kdl__h5_names ns = {0};
+        bool present;
         int err;
 
-        if (!gl || !gf) {
+        if (!g || !gl || !gf) {
                 err = kdl__h5_nomem(f->dump.path, NULL);
                 goto out;
         }
+        err = kdl__h5_find(f, g, H5O_TYPE_GROUP, "a group of gradients", &present);
+        if (err <= 0)
+                goto out; /* no gradients, or a problem */
         err = scan_grad_logits(f, ck, gl);
         if (err >= 0)
-                err = kdl__h5_is_group(f, gf);
+                err = kdl__h5_find(f, gf, H5O_TYPE_GROUP, "a group of feature gradients", &present);
         if (err > 0)
                 err = kdl__h5_list_group(f, gf, &ns);
         if (err <= 0)
-                goto out; /* no gradients of features, or they cannot be listed */
+                goto out; /* no gradients of features, or a problem */
         for (size_t k = 0; k < ns.n && err >= 0; k++)
                 err = scan_grad_feature(f, ck, gf, ns.v[k]);
 out:
         kdl__h5_names_release(&ns);
+        free(g);
         free(gl);
         free(gf);
         return err < 0 ? err : 0;
@@ -232,29 +235,27 @@ out:
 /* head/weight (@hw) and head/bias (@hb): both expected. */
 static int describe_head(kdl_h5file *f, kdl_checkpoint *ck, const char *hw, const char *hb)
 {
-        int r = kdl__h5_describe_new(f, hw, &ck->head_weight);
+        int r = kdl__h5_describe_new(f, hw, "the head weight [C, D]", true, &ck->head_weight);
 
         if (r >= 0)
-                r = kdl__h5_describe_new(f, hb, &ck->head_bias);
-        if (r >= 0 && !ck->head_weight)
-                r = kdl__h5_problem(f, "%s: expected the head weight [C, D], found none", hw);
-        if (r >= 0 && !ck->head_bias)
-                r = kdl__h5_problem(f, "%s: expected the head bias [C], found none", hb);
+                r = kdl__h5_describe_new(f, hb, "the head bias [C]", true, &ck->head_bias);
         return r;
 }
 
 /* The head's attribute "input" (group @hg) names a feature layer: *@ret_in. */
 static int head_input(kdl_h5file *f, kdl_checkpoint *ck, const char *hg, const kdl_layer **ret_in)
 {
-        bool present;
-        int r = kdl__h5_attr_string(f, hg, "input", &ck->head_input, &present);
+        bool present = true;
+        int r = kdl__h5_check_attrs(f, hg);
 
-        if (r == 0)
+        if (r > 0)
+                r = kdl__h5_attr_string(f, hg, "input", &ck->head_input, &present);
+        if (r == 0 && !present)
                 return kdl__h5_problem(f,
                                        "%s: expected a string attribute 'input' naming a feature "
-                                       "layer, found %s",
-                                       hg, present ? "another type" : "none");
-        if (r < 0)
+                                       "layer, found none",
+                                       hg);
+        if (r <= 0)
                 return r;
         *ret_in = kdl_h5_layer(ck, ck->head_input);
         if (!*ret_in)
@@ -309,11 +310,13 @@ static int scan_head(kdl_h5file *f, kdl_checkpoint *ck)
         char *hg = kdl__h5_join(ck->group, "head");
         char *hw = NULL, *hb = NULL;
         const kdl_layer *in = NULL;
+        bool present;
         int err;
 
         if (!hg)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        err = kdl__h5_is_group(f, hg);
+        err = kdl__h5_find(f, hg, H5O_TYPE_GROUP, "the head group (weight, bias, attribute input)",
+                           &present);
         if (err <= 0)
                 goto out;
         hw = kdl__h5_join(hg, "weight");
@@ -363,33 +366,32 @@ static int scan_logits(kdl_h5file *f, kdl_checkpoint *ck)
 
         if (!lp)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        r = kdl__h5_describe_new(f, lp, &ck->logits);
-        if (r == 0) {
-                r = kdl__h5_is_dataset(f, lp); /* else unusable: a problem is recorded */
-                if (r == 0)
-                        r = kdl__h5_problem(f, "%s: expected the logits [N, C], found none", lp);
-        } else if (r > 0) {
+        r = kdl__h5_describe_new(f, lp, "the logits [N, C]", true, &ck->logits);
+        if (r > 0)
                 r = check_logits(f, lp, ck->logits);
-        }
         free(lp);
         return r < 0 ? r : 0;
 }
 
 static int scan_checkpoint(kdl_h5file *f, kdl_checkpoint *ck, bool root)
 {
-        bool present;
-        int err = kdl__h5_attr_int(f, ck->group, "step", &ck->step, &present);
+        bool present = true;
+        int err = root ? 1 : kdl__h5_check_attrs(f, ck->group); /* the root's: scan_root() */
 
+        if (err > 0)
+                err = kdl__h5_attr_int(f, ck->group, "step", &ck->step, &present);
         if (err == 0) {
                 ck->step = 0;
-                if (!root || present)
-                        err = kdl__h5_problem(f,
-                                              "%s: expected an integer attribute 'step', found %s",
-                                              ck->group, present ? "another type" : "none");
+                if (!root && !present)
+                        err = kdl__h5_problem(
+                                f, "%s: expected an integer attribute 'step', found none",
+                                ck->group);
         }
+        if (err > 0)
+                err = kdl__h5_attr_int(f, ck->group, "epoch", &ck->epoch, &present);
         if (err < 0)
                 return err;
-        ck->has_epoch = kdl__h5_attr_int(f, ck->group, "epoch", &ck->epoch, &present) > 0;
+        ck->has_epoch = err > 0;
         err = scan_logits(f, ck);
         err = err ?: scan_features(f, ck);
         err = err ?: scan_gradients(f, ck);
@@ -413,10 +415,11 @@ static int expect_integers(kdl_h5file *f, const kdl_dsinfo *ds, const char *expe
 static int scan_labels(kdl_h5file *f)
 {
         kdl_dump *d = &f->dump;
-        int err = kdl__h5_describe_new(f, "/labels", &d->labels);
+        int err = kdl__h5_describe_new(f, "/labels", "integer class labels [N]", false, &d->labels);
 
         if (err >= 0)
-                err = kdl__h5_describe_new(f, "/sample_ids", &d->sample_ids);
+                err = kdl__h5_describe_new(f, "/sample_ids", "integer sample ids [N]", false,
+                                           &d->sample_ids);
         if (err >= 0 && d->labels) {
                 err = expect_integers(f, d->labels, "1-D [N] integer labels",
                                       "integer class labels");
@@ -428,11 +431,11 @@ static int scan_labels(kdl_h5file *f)
                 if (err > 0)
                         err = check_rows(f, d->sample_ids, "as /labels");
         }
-        /* The label range needs C, known only after the checkpoints: check_label_range(). */
+        /* The label range needs C, known only after the checkpoints: kdl__h5_check_labels(). */
         return err < 0 ? err : 0;
 }
 
-static int check_label_range(kdl_h5file *f)
+int kdl__h5_check_labels(kdl_h5file *f)
 {
         kdl_dump *d = &f->dump;
         int64_t *v = NULL;
@@ -469,14 +472,20 @@ static int check_label_range(kdl_h5file *f)
 static int scan_root(kdl_h5file *f)
 {
         kdl_dump *d = &f->dump;
-        bool present;
-        int r = kdl__h5_attr_int(f, "/", "kdlens_format", &d->format, &present);
+        bool present = true;
+        int r = kdl__h5_check_attrs(f, "/");
 
+        if (r <= 0) {
+                d->format = -1;
+                return r; /* the format cannot be known: do not guess at the layout */
+        }
+        r = kdl__h5_attr_int(f, "/", "kdlens_format", &d->format, &present);
         if (r == 0) {
                 d->format = -1;
-                r = kdl__h5_problem(f, "/: expected attribute kdlens_format=1, found %s",
-                                    present ? "a non-integer value" : "none (not a kdlens dump?)");
-        } else if (d->format != 1) {
+                if (!present)
+                        r = kdl__h5_problem(f, "/: expected attribute kdlens_format=1, found none "
+                                               "(not a kdlens dump?)");
+        } else if (r > 0 && d->format != 1) {
                 r = kdl__h5_problem(f,
                                     "/: expected attribute kdlens_format=1, found %lld (a newer "
                                     "kdlens may read it)",
@@ -491,8 +500,6 @@ static int scan_root(kdl_h5file *f)
                                     "/: attribute role: expected \"teacher\" or \"student\", "
                                     "found \"%s\"",
                                     d->role);
-        else if (r == 0 && present)
-                r = kdl__h5_problem(f, "/: attribute role: expected a string, found another type");
         if (r >= 0)
                 r = kdl__h5_attr_string(f, "/", "model", &d->model, &present);
         return r < 0 ? r : 1;
@@ -504,13 +511,12 @@ static int scan_checkpoint_group(kdl_h5file *f, const char *name)
         kdl_dump *d = &f->dump;
         kdl_checkpoint *ck = &d->checkpoints[d->ncheckpoints];
         char *group = kdl__asprintf("/checkpoints/%s", name);
+        bool present;
         int r;
 
         if (!group)
                 return kdl__h5_nomem(d->path, NULL);
-        r = kdl__h5_is_group(f, group);
-        if (r == 0)
-                r = kdl__h5_problem(f, "%s: expected a checkpoint group, found a dataset", group);
+        r = kdl__h5_find(f, group, H5O_TYPE_GROUP, "a checkpoint group", &present);
         if (r <= 0) {
                 free(group);
                 return r;
@@ -546,14 +552,14 @@ static int scan_checkpoints(kdl_h5file *f)
 {
         kdl_dump *d = &f->dump;
         struct kdl__h5_names ns = {0};
-        int err = kdl__h5_is_group(f, "/checkpoints");
+        bool present;
+        int err =
+                kdl__h5_find(f, "/checkpoints", H5O_TYPE_GROUP, "a group of checkpoints", &present);
 
-        if (err == 0)
+        if (err == 0 && !present)
                 return scan_root_checkpoint(f) ?: 1;
         if (err > 0)
                 err = kdl__h5_list_group(f, "/checkpoints", &ns);
-        if (err == 0)
-                err = kdl__h5_problem(f, "/checkpoints: cannot list the checkpoints");
         if (err <= 0)
                 goto out;
         d->checkpoints = kdl_new(kdl_checkpoint, ns.n ? ns.n : 1);
@@ -586,7 +592,7 @@ int kdl__h5_catalog(kdl_h5file *f)
         if (err <= 0)
                 return err;
         qsort(d->checkpoints, d->ncheckpoints, sizeof(*d->checkpoints), checkpoint_cmp);
-        return check_label_range(f);
+        return 0;
 }
 
 static void checkpoint_release(kdl_checkpoint *ck)
@@ -635,4 +641,297 @@ const kdl_layer *kdl_h5_layer(const kdl_checkpoint *ck, const char *name)
                 if (strcmp(ck->layers[k].name, name) == 0)
                         return &ck->layers[k];
         return NULL;
+}
+
+/* ---- The catalogue between processes -------------------------------------- */
+
+/*
+ * kdl__h5_dump_pack() writes a catalogue (or an error) as a byte stream for
+ * kdl__h5_dump_unpack() in the parent process: fields in a fixed order,
+ * integers as 8 native bytes, strings as their size with the NUL (0 for
+ * NULL) then the bytes, an optional dataset as a presence flag then its
+ * fields.  A stream that ends early or lacks the end mark is a child that
+ * died writing it.
+ */
+enum { PACK_MAGIC = 0x314c444b /* "KDL1" */, PACK_END = 0x444e45 /* "END" */ };
+enum { PACK_DUMP, PACK_ERROR };
+
+struct pack {
+        char *p;
+        size_t n, cap;
+        bool nomem;
+};
+
+static void put(struct pack *b, const void *v, size_t n)
+{
+        char *grown;
+        size_t cap = b->cap ? b->cap : 4096;
+
+        if (b->nomem)
+                return;
+        while (cap - b->n < n)
+                cap *= 2;
+        if (cap != b->cap) {
+                grown = kdl__realloc(b->p, cap, 1);
+                if (!grown) {
+                        b->nomem = true;
+                        return;
+                }
+                b->p = grown;
+                b->cap = cap;
+        }
+        memcpy(b->p + b->n, v, n);
+        b->n += n;
+}
+
+static void put_u64(struct pack *b, uint64_t v)
+{
+        put(b, &v, sizeof(v));
+}
+
+static void put_str(struct pack *b, const char *s)
+{
+        put_u64(b, s ? strlen(s) + 1 : 0);
+        if (s)
+                put(b, s, strlen(s) + 1);
+}
+
+static void put_ds(struct pack *b, const kdl_dsinfo *ds)
+{
+        put_u64(b, ds != NULL);
+        if (!ds)
+                return;
+        put_str(b, ds->path);
+        put_u64(b, ds->ndim);
+        for (size_t k = 0; k < KDL_MAX_DIMS; k++) {
+                put_u64(b, ds->shape[k]);
+                put_u64(b, ds->chunk[k]);
+        }
+        put_str(b, ds->dtype);
+        put_u64(b, (uint64_t) ds->is_float | (uint64_t) ds->is_integer << 1 |
+                           (uint64_t) ds->chunked << 2 | (uint64_t) ds->other_filter << 3);
+        put_u64(b, (uint64_t) (int64_t) ds->gzip);
+}
+
+static void put_checkpoint(struct pack *b, const kdl_checkpoint *ck)
+{
+        put_str(b, ck->name);
+        put_str(b, ck->group);
+        put_u64(b, (uint64_t) ck->step);
+        put_u64(b, ck->has_epoch);
+        put_u64(b, (uint64_t) ck->epoch);
+        put_ds(b, ck->logits);
+        put_ds(b, ck->grad_logits);
+        put_u64(b, ck->nlayers);
+        for (size_t j = 0; j < ck->nlayers; j++) {
+                put_str(b, ck->layers[j].name);
+                put_u64(b, (uint64_t) ck->layers[j].depth);
+                put_ds(b, &ck->layers[j].feature);
+                put_ds(b, ck->layers[j].gradient);
+        }
+        put_ds(b, ck->head_weight);
+        put_ds(b, ck->head_bias);
+        put_str(b, ck->head_input);
+}
+
+int kdl__h5_dump_pack(const kdl_dump *d, int err, char **ret, size_t *ret_len)
+{
+        struct pack b = {0};
+
+        put_u64(&b, PACK_MAGIC);
+        put_u64(&b, d ? PACK_DUMP : PACK_ERROR);
+        if (!d) {
+                put_u64(&b, (uint64_t) (int64_t) err);
+                put_str(&b, kdl_errmsg());
+        } else {
+                put_u64(&b, (uint64_t) d->format);
+                put_str(&b, d->role);
+                put_str(&b, d->model);
+                put_u64(&b, d->n);
+                put_u64(&b, d->c);
+                put_ds(&b, d->labels);
+                put_ds(&b, d->sample_ids);
+                put_u64(&b, d->ncheckpoints);
+                for (size_t k = 0; k < d->ncheckpoints; k++)
+                        put_checkpoint(&b, &d->checkpoints[k]);
+                put_u64(&b, d->nproblems);
+                for (size_t k = 0; k < d->nproblems; k++)
+                        put_str(&b, d->problems[k]);
+        }
+        put_u64(&b, PACK_END);
+        if (b.nomem) {
+                free(b.p);
+                return -ENOMEM;
+        }
+        *ret = b.p;
+        *ret_len = b.n;
+        return 0;
+}
+
+/* Reading a stream: where we are, and whether it was cut short. */
+struct unpack {
+        const char *p, *end;
+        const char *file; /* for out-of-memory messages */
+        bool bad;
+};
+
+static uint64_t get_u64(struct unpack *u)
+{
+        uint64_t v = 0;
+
+        if ((size_t) (u->end - u->p) < sizeof(v)) {
+                u->bad = true;
+                return 0;
+        }
+        memcpy(&v, u->p, sizeof(v));
+        u->p += sizeof(v);
+        return v;
+}
+
+/* A string into *@ret (NULL for NULL): 0, or -ENOMEM. */
+static int get_str(struct unpack *u, char **ret)
+{
+        uint64_t n = get_u64(u);
+
+        *ret = NULL;
+        if (n == 0 || u->bad)
+                return 0;
+        if (n > (uint64_t) (u->end - u->p) || u->p[n - 1] != '\0') {
+                u->bad = true;
+                return 0;
+        }
+        *ret = kdl__malloc(n, 1);
+        if (!*ret)
+                return kdl__h5_nomem(u->file, NULL);
+        memcpy(*ret, u->p, n);
+        u->p += n;
+        return 0;
+}
+
+/* A dataset into *@ds (already allocated): 0, or -ENOMEM. */
+static int get_ds_fields(struct unpack *u, kdl_dsinfo *ds)
+{
+        char *dtype = NULL;
+        uint64_t flags;
+        int err = get_str(u, &ds->path);
+
+        ds->ndim = get_u64(u);
+        for (size_t k = 0; k < KDL_MAX_DIMS; k++) {
+                ds->shape[k] = get_u64(u);
+                ds->chunk[k] = get_u64(u);
+        }
+        if (err == 0)
+                err = get_str(u, &dtype);
+        ds->dtype = kdl__h5_dtype(dtype ? dtype : "other");
+        free(dtype);
+        flags = get_u64(u);
+        ds->is_float = flags & 1;
+        ds->is_integer = flags & 2;
+        ds->chunked = flags & 4;
+        ds->other_filter = flags & 8;
+        ds->gzip = (int) (int64_t) get_u64(u);
+        if (!u->bad && !ds->path)
+                u->bad = true;
+        return err;
+}
+
+/*
+ * A count, then room for that many zeroed entries of @size bytes (each
+ * takes at least a byte of the stream: a larger count is a bad stream).
+ * Return: the entries, *@ret_n of them; NULL with *@ret_n 0 on a bad stream
+ * or when *@err is set, to -ENOMEM by this call if memory runs out.
+ */
+static void *get_array(struct unpack *u, size_t size, size_t *ret_n, int *err)
+{
+        size_t n = get_u64(u);
+        void *v;
+
+        *ret_n = 0;
+        if (*err)
+                return NULL;
+        if (u->bad || n > (size_t) (u->end - u->p)) {
+                u->bad = true;
+                return NULL;
+        }
+        v = kdl__calloc(n ? n : 1, size);
+        if (!v) {
+                *err = kdl__h5_nomem(u->file, NULL);
+                return NULL;
+        }
+        *ret_n = n;
+        return v;
+}
+
+/* An optional dataset into a new *@ret: 0, or -ENOMEM. */
+static int get_ds(struct unpack *u, kdl_dsinfo **ret)
+{
+        if (!get_u64(u))
+                return 0;
+        *ret = kdl_new(kdl_dsinfo, 1);
+        if (!*ret)
+                return kdl__h5_nomem(u->file, NULL);
+        return get_ds_fields(u, *ret);
+}
+
+static int get_checkpoint(struct unpack *u, kdl_checkpoint *ck)
+{
+        int err = get_str(u, &ck->name) ?: get_str(u, &ck->group);
+
+        ck->step = (int64_t) get_u64(u);
+        ck->has_epoch = get_u64(u);
+        ck->epoch = (int64_t) get_u64(u);
+        err = err ?: get_ds(u, &ck->logits) ?: get_ds(u, &ck->grad_logits);
+        ck->layers = get_array(u, sizeof(*ck->layers), &ck->nlayers, &err);
+        for (size_t j = 0; j < ck->nlayers && !err && !u->bad; j++) {
+                err = get_str(u, &ck->layers[j].name);
+                ck->layers[j].depth = (int64_t) get_u64(u);
+                if (!err && !get_u64(u))
+                        u->bad = true; /* a layer always has its feature */
+                err = err ?: get_ds_fields(u, &ck->layers[j].feature);
+                err = err ?: get_ds(u, &ck->layers[j].gradient);
+        }
+        err = err ?: get_ds(u, &ck->head_weight) ?: get_ds(u, &ck->head_bias);
+        return err ?: get_str(u, &ck->head_input);
+}
+
+static int get_dump(struct unpack *u, kdl_dump *d)
+{
+        int err;
+
+        d->format = (int64_t) get_u64(u);
+        err = get_str(u, &d->role) ?: get_str(u, &d->model);
+        d->n = get_u64(u);
+        d->c = get_u64(u);
+        err = err ?: get_ds(u, &d->labels) ?: get_ds(u, &d->sample_ids);
+        d->checkpoints = get_array(u, sizeof(*d->checkpoints), &d->ncheckpoints, &err);
+        for (size_t k = 0; k < d->ncheckpoints && !err && !u->bad; k++)
+                err = get_checkpoint(u, &d->checkpoints[k]);
+        d->problems = get_array(u, sizeof(*d->problems), &d->nproblems, &err);
+        for (size_t k = 0; k < d->nproblems && !err && !u->bad; k++)
+                err = get_str(u, &d->problems[k]);
+        return err;
+}
+
+int kdl__h5_dump_unpack(kdl_dump *d, const char *buf, size_t len)
+{
+        struct unpack u = {.p = buf, .end = buf + len, .file = d->path};
+        char *msg = NULL;
+        int64_t code;
+        int err;
+
+        if (!buf || get_u64(&u) != PACK_MAGIC)
+                return 0;
+        if (get_u64(&u) == PACK_ERROR) {
+                code = (int64_t) get_u64(&u);
+                err = get_str(&u, &msg);
+                if (err == 0 && !u.bad && get_u64(&u) == PACK_END && !u.bad && code < 0 &&
+                    code > INT_MIN)
+                        err = kdl_error((int) code, "%s", msg ? msg : "");
+                free(msg);
+                return err;
+        }
+        err = get_dump(&u, d);
+        if (err < 0)
+                return err;
+        return !u.bad && get_u64(&u) == PACK_END && !u.bad && u.p == u.end;
 }

@@ -2,6 +2,11 @@
 /*
  * Describing HDF5 objects: links and their kinds, attributes, group
  * listings, and a dataset's shape, type and storage as a kdl_dsinfo.
+ *
+ * Everything here reads a file that may be damaged or hostile: an object is
+ * reported absent only when its link is missing; a link that leads nowhere
+ * or elsewhere, an object of another kind, a type that is not a standard
+ * number and a size the file cannot hold are problems naming the object.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,57 +20,167 @@
 #include "loaders/h5-internal.h"
 #include "metrics/base/banned.h"
 
-/*
- * 1 if every link of @path exists, 0 if one does not, -ENOMEM.  H5Lexists
- * fails on intermediate missing groups; walk the path component by component.
- */
-static int link_exists(kdl_h5file *f, const char *path)
-{
-        char *copy = kdl__strdup(path), *p, *slash;
-        int ok = 1;
+/* A dangling or looping link, an external link... : the text of a problem. */
+struct why {
+        char text[1024];
+};
 
-        if (!copy)
-                return kdl__h5_nomem(f->dump.path, NULL);
-        p = copy;
-        if (*p == '/')
-                p++;
-        while (ok && *p) {
-                slash = strchr(p, '/');
-                if (slash)
-                        *slash = '\0';
-                ok = H5Lexists(f->fid, copy, H5P_DEFAULT) > 0;
-                if (ok && !slash)
-                        break;
-                if (slash) {
-                        *slash = '/';
-                        p = slash + 1;
-                } else {
-                        break;
-                }
+static const char *kind_name(H5O_type_t t)
+{
+        switch (t) {
+        case H5O_TYPE_GROUP:
+                return "a group";
+        case H5O_TYPE_DATASET:
+                return "a dataset";
+        case H5O_TYPE_NAMED_DATATYPE:
+                return "a named datatype";
+        default:
+                return "an object of unknown type";
         }
+}
+
+/* "an external link to 'file:/obj' (links to other files are not followed)" into @w. */
+static void external_link(kdl_h5file *f, const char *p, size_t size, struct why *w)
+{
+        char val[256];
+        const char *file = NULL, *obj = NULL;
+
+        if (size <= sizeof(val) && H5Lget_val(f->fid, p, val, size, f->lapl) >= 0 &&
+            H5Lunpack_elink_val(val, size, NULL, &file, &obj) >= 0 && file && obj)
+                snprintf(w->text, sizeof(w->text),
+                         "an external link to '%s:%s' (links to other files are not followed)",
+                         file, obj);
+        else
+                snprintf(w->text, sizeof(w->text),
+                         "an external link (links to other files are not followed)");
+}
+
+/* "a soft link to '/x' that leads to no object (@reason)" into @w. */
+static void dangling_link(kdl_h5file *f, const char *p, size_t size, const char *reason,
+                          struct why *w)
+{
+        char val[256]; /* a longer target is cut short */
+
+        if (size > sizeof(val))
+                size = sizeof(val);
+        if (size && H5Lget_val(f->fid, p, val, size, f->lapl) >= 0) {
+                val[size - 1] = '\0';
+                snprintf(w->text, sizeof(w->text),
+                         "a soft link to '%s' that leads to no object (%s)", val, reason);
+        } else {
+                snprintf(w->text, sizeof(w->text), "a soft link that leads to no object (%s)",
+                         reason);
+        }
+}
+
+enum link_state { LINK_ABSENT, LINK_OK, LINK_BAD };
+
+/*
+ * The link @p, known to exist, whose parent group is reachable: leading to
+ * an object whose kind is *@ret_type, or unusable (@w says why: a link or
+ * object header HDF5 cannot read, a dangling or looping soft link, an
+ * external or user-defined link).  The reason is read from HDF5's error
+ * stack at each failing call, before any other call clears it.
+ */
+static enum link_state follow_link(kdl_h5file *f, const char *p, H5O_type_t *ret_type,
+                                   struct why *w)
+{
+        char reason[256];
+        H5L_info_t li;
+        H5O_info_t oi;
+
+        if (H5Lget_info(f->fid, p, &li, f->lapl) < 0) {
+                snprintf(w->text, sizeof(w->text), "a link HDF5 cannot read (%s)",
+                         kdl__h5_last_error(reason));
+                return LINK_BAD;
+        }
+        if (li.type == H5L_TYPE_EXTERNAL) {
+                external_link(f, p, li.u.val_size, w);
+                return LINK_BAD;
+        }
+        if (li.type != H5L_TYPE_HARD && li.type != H5L_TYPE_SOFT) {
+                snprintf(w->text, sizeof(w->text), "a user-defined link of type %d", li.type);
+                return LINK_BAD;
+        }
+        if (H5Oget_info_by_name2(f->fid, p, &oi, H5O_INFO_BASIC, f->lapl) < 0) {
+                kdl__h5_last_error(reason);
+                if (li.type == H5L_TYPE_SOFT)
+                        dangling_link(f, p, li.u.val_size, reason, w);
+                else
+                        snprintf(w->text, sizeof(w->text),
+                                 "an object HDF5 cannot read (damaged object header: %s)", reason);
+                return LINK_BAD;
+        }
+        *ret_type = oi.type;
+        return LINK_OK;
+}
+
+/* follow_link() for a link @p that may be absent. */
+static enum link_state follow(kdl_h5file *f, const char *p, H5O_type_t *ret_type, struct why *w)
+{
+        char reason[256];
+        htri_t e = H5Lexists(f->fid, p, f->lapl);
+
+        if (e == 0)
+                return LINK_ABSENT;
+        if (e < 0) {
+                snprintf(w->text, sizeof(w->text), "a link HDF5 cannot read (%s)",
+                         kdl__h5_last_error(reason));
+                return LINK_BAD;
+        }
+        return follow_link(f, p, ret_type, w);
+}
+
+int kdl__h5_find(kdl_h5file *f, const char *path, H5O_type_t want, const char *what,
+                 bool *ret_present)
+{
+        char *copy = NULL, *slash = NULL;
+        H5O_type_t type = H5O_TYPE_UNKNOWN;
+        enum link_state st;
+        struct why w;
+        htri_t e;
+        int r;
+
+        *ret_present = false;
+        /* Usually every group on the way is sound: HDF5 reaches the last
+         * link, and only that one needs looking at. */
+        e = H5Lexists(f->fid, path, f->lapl);
+        if (e >= 0) {
+                st = e == 0 ? LINK_ABSENT : follow_link(f, path, &type, &w);
+                goto last;
+        }
+        /* Else walk the components: a missing one means absent; every one
+         * on the way must be a group. */
+        copy = kdl__strdup(path);
+        if (!copy)
+                return kdl__h5_nomem(f->dump.path, path);
+        while ((slash = strchr(slash ? slash + 1 : copy + 1, '/'))) {
+                *slash = '\0';
+                st = follow(f, copy, &type, &w);
+                if (st == LINK_OK && type != H5O_TYPE_GROUP) {
+                        snprintf(w.text, sizeof(w.text), "%s", kind_name(type));
+                        st = LINK_BAD;
+                }
+                if (st != LINK_OK)
+                        break;
+                *slash = '/';
+        }
+        if (!slash)
+                st = follow(f, copy, &type, &w);
+last:
+        if (st == LINK_OK && !slash && type != want) {
+                snprintf(w.text, sizeof(w.text), "%s", kind_name(type));
+                st = LINK_BAD;
+        }
+        *ret_present = st != LINK_ABSENT;
+        r = st == LINK_OK;
+        if (st == LINK_BAD && slash)
+                r = kdl__h5_problem(f, "%s: expected a group (on the way to %s), found %s", copy,
+                                    path, w.text);
+        else if (st == LINK_BAD)
+                r = kdl__h5_problem(f, "%s: expected %s, found %s", path, what, w.text);
         free(copy);
-        return ok;
-}
-
-/* 1 if @path names an object of @kind, 0 if not (or nothing), -ENOMEM. */
-static int object_is(kdl_h5file *f, const char *path, H5O_type_t kind)
-{
-        H5O_info_t info;
-        int r = link_exists(f, path);
-
-        if (r <= 0)
-                return r;
-        return H5Oget_info_by_name(f->fid, path, &info, H5P_DEFAULT) >= 0 && info.type == kind;
-}
-
-int kdl__h5_is_group(kdl_h5file *f, const char *path)
-{
-        return object_is(f, path, H5O_TYPE_GROUP);
-}
-
-int kdl__h5_is_dataset(kdl_h5file *f, const char *path)
-{
-        return object_is(f, path, H5O_TYPE_DATASET);
+        return r;
 }
 
 char *kdl__h5_join(const char *group, const char *name)
@@ -75,73 +190,320 @@ char *kdl__h5_join(const char *group, const char *name)
         return kdl__asprintf("%s/%s", group, name);
 }
 
-/* Attribute @name of @obj, or a negative id when it is absent or cannot be opened. */
-static hid_t open_attr(kdl_h5file *f, const char *obj, const char *name, bool *ret_present)
+/* ---- Numbers -------------------------------------------------------------- */
+
+/* The IEEE 754 binary formats HDF5 can describe, field by field. */
+static const struct ieee {
+        size_t size, spos, epos, esize, mpos, msize, ebias;
+        const char *name;
+} ieee[] = {
+        {2, 15, 10, 5, 0, 10, 15, "float16"},
+        {4, 31, 23, 8, 0, 23, 127, "float32"},
+        {8, 63, 52, 11, 0, 52, 1023, "float64"},
+};
+
+static const char *order_name(H5T_order_t o)
 {
-        *ret_present = H5Aexists_by_name(f->fid, obj, name, H5P_DEFAULT) > 0;
-        if (!*ret_present)
-                return H5I_INVALID_HID;
-        return H5Aopen_by_name(f->fid, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+        return o == H5T_ORDER_LE   ? "little-endian"
+               : o == H5T_ORDER_BE ? "big-endian"
+                                   : "mixed-endian";
+}
+
+/* The name of @type if it is an IEEE binary16/32/64 float in little or big
+ * endian order, else NULL and what it is in @w. */
+static const char *ieee_float(hid_t type, struct why *w)
+{
+        size_t size = H5Tget_size(type), prec = H5Tget_precision(type), spos, epos, esize, mpos,
+               msize, ebias = H5Tget_ebias(type);
+        int off = H5Tget_offset(type);
+        H5T_order_t order = H5Tget_order(type);
+        H5T_norm_t norm = H5Tget_norm(type);
+
+        if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) {
+                snprintf(w->text, sizeof(w->text), "a float whose fields HDF5 cannot read");
+                return NULL;
+        }
+        for (size_t k = 0; k < sizeof(ieee) / sizeof(ieee[0]); k++) {
+                const struct ieee *e = &ieee[k];
+
+                if (size == e->size && prec == 8 * size && off == 0 && spos == e->spos &&
+                    epos == e->epos && esize == e->esize && mpos == e->mpos && msize == e->msize &&
+                    ebias == e->ebias && norm == H5T_NORM_IMPLIED &&
+                    (order == H5T_ORDER_LE || order == H5T_ORDER_BE))
+                        return e->name;
+        }
+        snprintf(w->text, sizeof(w->text),
+                 "a %zu-byte float that is not IEEE binary16/32/64 (precision %zu, offset %d, "
+                 "sign bit %zu, exponent %zu bits at %zu with bias %zu, mantissa %zu bits at %zu, "
+                 "%s mantissa, %s)",
+                 size, prec, off, spos, esize, epos, ebias, msize, mpos,
+                 norm == H5T_NORM_IMPLIED  ? "implied-bit"
+                 : norm == H5T_NORM_MSBSET ? "msb-set"
+                                           : "unnormalised",
+                 order_name(order));
+        return NULL;
+}
+
+/* The name of @type if it is a whole-byte integer of 1, 2, 4 or 8 bytes,
+ * little or big endian; else NULL and what it is in @w. */
+static const char *std_integer(hid_t type, struct why *w)
+{
+        static const char *const names[2][4] = {{"uint8", "uint16", "uint32", "uint64"},
+                                                {"int8", "int16", "int32", "int64"}};
+        size_t size = H5Tget_size(type), prec = H5Tget_precision(type);
+        int off = H5Tget_offset(type), k = size == 1 ? 0 : size == 2 ? 1 : size == 4 ? 2 : 3;
+        H5T_order_t order = H5Tget_order(type);
+        H5T_sign_t sign = H5Tget_sign(type);
+
+        if ((size == 1 || size == 2 || size == 4 || size == 8) && prec == 8 * size && off == 0 &&
+            (order == H5T_ORDER_LE || order == H5T_ORDER_BE) &&
+            (sign == H5T_SGN_NONE || sign == H5T_SGN_2))
+                return names[sign == H5T_SGN_2][k];
+        snprintf(w->text, sizeof(w->text),
+                 "a %zu-byte integer that is not a standard one (precision %zu, offset %d, %s, %s)",
+                 size, prec, off, order_name(order),
+                 sign == H5T_SGN_2      ? "signed"
+                 : sign == H5T_SGN_NONE ? "unsigned"
+                                        : "bad sign");
+        return NULL;
+}
+
+static const char *class_name(H5T_class_t c)
+{
+        switch (c) {
+        case H5T_INTEGER:
+                return "integer";
+        case H5T_FLOAT:
+                return "float";
+        case H5T_STRING:
+                return "string";
+        case H5T_COMPOUND:
+                return "compound";
+        case H5T_ENUM:
+                return "enum";
+        case H5T_ARRAY:
+                return "array";
+        case H5T_VLEN:
+                return "vlen";
+        case H5T_BITFIELD:
+                return "bitfield";
+        case H5T_OPAQUE:
+                return "opaque";
+        case H5T_REFERENCE:
+                return "reference";
+        default:
+                return "other";
+        }
+}
+
+const char *kdl__h5_dtype(const char *name)
+{
+        static const char *const all[] = {"float16", "float32",  "float64",  "int8",      "int16",
+                                          "int32",   "int64",    "uint8",    "uint16",    "uint32",
+                                          "uint64",  "string",   "compound", "enum",      "array",
+                                          "vlen",    "bitfield", "opaque",   "reference", "other"};
+
+        for (size_t k = 0; k < sizeof(all) / sizeof(all[0]); k++)
+                if (strcmp(all[k], name) == 0)
+                        return all[k];
+        return "other";
+}
+
+/* ---- Attributes ----------------------------------------------------------- */
+
+static int attr_problem(kdl_h5file *f, const char *obj, const char *name, const char *expected,
+                        const char *found)
+{
+        return kdl__h5_problem(f, "%s: attribute '%s': expected %s, found %s", obj, name, expected,
+                               found);
+}
+
+/* kdl__h5_check_attrs()'s walk: the first attribute larger than the file. */
+struct attr_walk {
+        uint64_t limit;
+        char name[128];
+        hsize_t size;
+};
+
+static herr_t attr_size(hid_t loc, const char *name, const H5A_info_t *info, void *data)
+{
+        struct attr_walk *a = data;
+
+        (void) loc;
+        if (info->data_size <= a->limit)
+                return 0;
+        snprintf(a->name, sizeof(a->name), "%s", name);
+        a->size = info->data_size;
+        return 1; /* stops the walk */
+}
+
+int kdl__h5_check_attrs(kdl_h5file *f, const char *obj)
+{
+        struct attr_walk a = {.limit = f->size};
+        char reason[256];
+        herr_t r = H5Aiterate_by_name(f->fid, obj, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, attr_size,
+                                      &a, f->lapl);
+
+        if (r < 0)
+                return kdl__h5_problem(f,
+                                       "%s: expected readable attributes, found damaged ones: %s",
+                                       obj, kdl__h5_last_error(reason));
+        if (r > 0)
+                return kdl__h5_problem(f,
+                                       "%s: attribute '%s': expected at most the file's %llu bytes "
+                                       "of data, found %llu (a damaged attribute)",
+                                       obj, a.name, (unsigned long long) f->size,
+                                       (unsigned long long) a.size);
+        return 1;
+}
+
+/*
+ * Attribute @name of @obj, open in *@ret, holding one value (scalar, or a
+ * simple dataspace of one element) whose type is in *@ret_type.  Return: 1;
+ * 0 when absent (*@ret_present false) or unusable (a problem recorded with
+ * @expected); -ENOMEM.
+ */
+static int open_attr(kdl_h5file *f, const char *obj, const char *name, const char *expected,
+                     hid_t *ret, hid_t *ret_type, bool *ret_present)
+{
+        htri_t e = H5Aexists_by_name(f->fid, obj, name, f->lapl);
+        hid_t a = H5I_INVALID_HID, space = H5I_INVALID_HID, type = H5I_INVALID_HID;
+        char reason[256], found[64];
+        hssize_t n;
+        int r;
+
+        *ret_present = e != 0;
+        if (e == 0)
+                return 0;
+        if (e > 0)
+                a = H5Aopen_by_name(f->fid, obj, name, H5P_DEFAULT, f->lapl);
+        if (a >= 0)
+                space = H5Aget_space(a);
+        if (space >= 0)
+                type = H5Aget_type(a);
+        if (type < 0) {
+                r = kdl__h5_problem(f,
+                                    "%s: attribute '%s': expected %s, found a damaged "
+                                    "attribute: %s",
+                                    obj, name, expected, kdl__h5_last_error(reason));
+                goto out;
+        }
+        n = H5Sget_simple_extent_npoints(space);
+        if (n != 1) {
+                snprintf(found, sizeof(found), "%lld values", (long long) n);
+                r = attr_problem(f, obj, name, expected, found);
+                goto out;
+        }
+        *ret = a;
+        *ret_type = type;
+        a = type = H5I_INVALID_HID;
+        r = 1;
+out:
+        if (type >= 0)
+                H5Tclose(type);
+        if (space >= 0)
+                H5Sclose(space);
+        if (a >= 0)
+                H5Aclose(a);
+        return r;
 }
 
 int kdl__h5_attr_int(kdl_h5file *f, const char *obj, const char *name, int64_t *ret,
                      bool *ret_present)
 {
-        hid_t a = open_attr(f, obj, name, ret_present), type, space;
+        static const char expected[] = "one integer";
+        hid_t a, type;
+        struct why w;
         long long v;
-        int r = 0;
+        char reason[256];
+        int r = open_attr(f, obj, name, expected, &a, &type, ret_present);
 
-        if (a < 0)
-                return 0;
-        type = H5Aget_type(a);
-        space = H5Aget_space(a);
-        if (H5Tget_class(type) == H5T_INTEGER && H5Sget_simple_extent_npoints(space) == 1 &&
-            H5Aread(a, H5T_NATIVE_LLONG, &v) >= 0) {
+        if (r <= 0)
+                return r;
+        if (H5Tget_class(type) != H5T_INTEGER) {
+                snprintf(w.text, sizeof(w.text), "a %s value", class_name(H5Tget_class(type)));
+                r = attr_problem(f, obj, name, expected, w.text);
+        } else if (!std_integer(type, &w)) {
+                r = attr_problem(f, obj, name, expected, w.text);
+        } else if (H5Aread(a, H5T_NATIVE_LLONG, &v) < 0) {
+                r = kdl__h5_problem(f, "%s: attribute '%s': cannot read: %s", obj, name,
+                                    kdl__h5_last_error(reason));
+        } else {
                 *ret = v;
-                r = 1;
         }
-        H5Sclose(space);
         H5Tclose(type);
         H5Aclose(a);
         return r;
 }
 
-/* A variable-length string attribute @a of file type @type: 1, 0, -ENOMEM. */
-static int read_vlen_string(kdl_h5file *f, hid_t a, hid_t type, char **ret)
+/* A variable-length string attribute @a of file type @type: 1, 0 (problem), -ENOMEM. */
+static int read_vlen_string(kdl_h5file *f, const char *obj, const char *name, hid_t a, hid_t type,
+                            char **ret)
 {
         hid_t mem = H5Tcopy(H5T_C_S1);
-        char *v = NULL;
-        int r = 0;
+        char *v = NULL, reason[256];
+        hsize_t stored = H5Aget_storage_size(a);
+        int r;
 
-        H5Tset_size(mem, H5T_VARIABLE);
-        H5Tset_cset(mem, H5Tget_cset(type));
-        if (H5Aread(a, mem, &v) >= 0 && v) {
-                *ret = kdl__strdup(v);
-                r = *ret ? 1 : kdl__h5_nomem(f->dump.path, NULL);
-                H5free_memory(v);
+        /* One variable-length string is a 16-byte reference into the global heap. */
+        if (stored == 0 || stored > 64) {
+                r = kdl__h5_problem(f,
+                                    "%s: attribute '%s': expected one variable-length string, "
+                                    "found %llu bytes of references",
+                                    obj, name, (unsigned long long) stored);
+                goto out;
         }
+        if (mem < 0 || H5Tset_size(mem, H5T_VARIABLE) < 0 ||
+            H5Tset_cset(mem, H5Tget_cset(type)) < 0 || H5Aread(a, mem, &v) < 0) {
+                r = kdl__h5_problem(f, "%s: attribute '%s': cannot read the string: %s", obj, name,
+                                    kdl__h5_last_error(reason));
+                goto out;
+        }
+        if (!v) {
+                r = attr_problem(f, obj, name, "a string", "a null string");
+        } else if (strnlen(v, KDL__H5_ATTR_MAX + 1) > KDL__H5_ATTR_MAX) {
+                r = kdl__h5_problem(f,
+                                    "%s: attribute '%s': expected a string of at most %d bytes, "
+                                    "found a longer one",
+                                    obj, name, KDL__H5_ATTR_MAX);
+        } else {
+                *ret = kdl__strdup(v);
+                r = *ret ? 1 : kdl__h5_nomem(f->dump.path, obj);
+        }
+out:
+        if (v)
+                H5free_memory(v);
         if (mem >= 0)
                 H5Tclose(mem);
         return r;
 }
 
-/* A fixed-length string attribute @a of file type @type: 1, 0, -ENOMEM. */
-static int read_fixed_string(kdl_h5file *f, hid_t a, hid_t type, char **ret)
+/* A fixed-length string attribute @a of file type @type: 1, 0 (problem), -ENOMEM. */
+static int read_fixed_string(kdl_h5file *f, const char *obj, const char *name, hid_t a, hid_t type,
+                             char **ret)
 {
         size_t n = H5Tget_size(type);
-        char *v = kdl_new(char, n + 1);
+        char *v, reason[256];
         hid_t mem;
-        int r = 0;
+        int r = 1;
 
+        if (n == 0 || n > KDL__H5_ATTR_MAX)
+                return kdl__h5_problem(f,
+                                       "%s: attribute '%s': expected a string of at most %d "
+                                       "bytes, found one of %zu",
+                                       obj, name, KDL__H5_ATTR_MAX, n);
+        v = kdl_new(char, n + 1);
         if (!v)
-                return kdl__h5_nomem(f->dump.path, NULL);
+                return kdl__h5_nomem(f->dump.path, obj);
         mem = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mem, n + 1);
-        H5Tset_strpad(mem, H5T_STR_NULLTERM);
-        if (H5Aread(a, mem, v) >= 0) {
+        if (mem < 0 || H5Tset_size(mem, n + 1) < 0 || H5Tset_strpad(mem, H5T_STR_NULLTERM) < 0 ||
+            H5Aread(a, mem, v) < 0)
+                r = kdl__h5_problem(f, "%s: attribute '%s': cannot read the string: %s", obj, name,
+                                    kdl__h5_last_error(reason));
+        if (r > 0) {
+                v[n] = '\0';
                 *ret = v;
                 v = NULL;
-                r = 1;
         }
         free(v);
         if (mem >= 0)
@@ -152,58 +514,27 @@ static int read_fixed_string(kdl_h5file *f, hid_t a, hid_t type, char **ret)
 int kdl__h5_attr_string(kdl_h5file *f, const char *obj, const char *name, char **ret,
                         bool *ret_present)
 {
-        hid_t a = open_attr(f, obj, name, ret_present), type, space;
-        int r = 0;
+        hid_t a, type;
+        char found[64];
+        htri_t vlen;
+        int r = open_attr(f, obj, name, "one string", &a, &type, ret_present);
 
-        if (a < 0)
-                return 0;
-        type = H5Aget_type(a);
-        space = H5Aget_space(a);
-        if (H5Tget_class(type) == H5T_STRING && H5Sget_simple_extent_npoints(space) == 1)
-                r = H5Tis_variable_str(type) > 0 ? read_vlen_string(f, a, type, ret)
-                                                 : read_fixed_string(f, a, type, ret);
-        H5Sclose(space);
+        if (r <= 0)
+                return r;
+        if (H5Tget_class(type) != H5T_STRING) {
+                snprintf(found, sizeof(found), "a %s value", class_name(H5Tget_class(type)));
+                r = attr_problem(f, obj, name, "a string", found);
+        } else if ((vlen = H5Tis_variable_str(type)) > 0) {
+                r = read_vlen_string(f, obj, name, a, type, ret);
+        } else {
+                r = read_fixed_string(f, obj, name, a, type, ret);
+        }
         H5Tclose(type);
         H5Aclose(a);
         return r;
 }
 
-static const char *type_name(hid_t type, bool *ret_float, bool *ret_int)
-{
-        size_t size = H5Tget_size(type);
-
-        *ret_float = false;
-        *ret_int = false;
-        switch (H5Tget_class(type)) {
-        case H5T_FLOAT:
-                *ret_float = true;
-                return size == 2   ? "float16"
-                       : size == 4 ? "float32"
-                       : size == 8 ? "float64"
-                                   : "float";
-        case H5T_INTEGER: {
-                bool sgn = H5Tget_sign(type) == H5T_SGN_2;
-
-                *ret_int = true;
-                switch (size) {
-                case 1:
-                        return sgn ? "int8" : "uint8";
-                case 2:
-                        return sgn ? "int16" : "uint16";
-                case 4:
-                        return sgn ? "int32" : "uint32";
-                case 8:
-                        return sgn ? "int64" : "uint64";
-                default:
-                        return "integer";
-                }
-        }
-        case H5T_STRING:
-                return "string";
-        default:
-                return "other";
-        }
-}
+/* ---- Datasets ------------------------------------------------------------- */
 
 void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len)
 {
@@ -219,64 +550,95 @@ void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len)
                 snprintf(buf + used, len - used, "]");
 }
 
-/* The shape and type of dataset @did into @ds. */
-static void read_shape_type(hid_t did, kdl_dsinfo *ds)
+/* An open dataset being described: its handles, and the element size. */
+struct dset {
+        const char *path;
+        hid_t did, type, space, dcpl;
+        size_t elem;
+};
+
+/* The type of @d into @ds: numbers must be standard; other classes are named. */
+static int read_type(kdl_h5file *f, struct dset *d, kdl_dsinfo *ds)
+{
+        H5T_class_t c = H5Tget_class(d->type);
+        struct why w;
+        const char *name = NULL;
+
+        d->elem = H5Tget_size(d->type);
+        if (c == H5T_FLOAT) {
+                name = ieee_float(d->type, &w);
+                ds->is_float = name != NULL;
+        } else if (c == H5T_INTEGER) {
+                name = std_integer(d->type, &w);
+                ds->is_integer = name != NULL;
+        } else {
+                ds->dtype = class_name(c);
+                return 1; /* not numbers: refused where numbers are expected */
+        }
+        if (!name)
+                return kdl__h5_problem(f, "%s: expected %s, found %s", d->path,
+                                       c == H5T_FLOAT ? "IEEE binary16, binary32 or binary64 values"
+                                                      : "integers of 1, 2, 4 or 8 bytes",
+                                       w.text);
+        ds->dtype = name;
+        return 1;
+}
+
+/* The shape of @d into @ds. */
+static int read_shape(kdl_h5file *f, struct dset *d, kdl_dsinfo *ds)
 {
         hsize_t dims[H5S_MAX_RANK];
-        hid_t space = H5Dget_space(did), type = H5Dget_type(did);
-        int rank = H5Sget_simple_extent_ndims(space);
+        int rank = H5Sget_simple_extent_ndims(d->space);
+        char reason[256];
 
-        if (rank < 0)
-                rank = 0;
-        H5Sget_simple_extent_dims(space, dims, NULL);
+        if (rank < 0 || H5Sget_simple_extent_dims(d->space, dims, NULL) < 0)
+                return kdl__h5_problem(f, "%s: expected a dataspace, found a damaged one: %s",
+                                       d->path, kdl__h5_last_error(reason));
         ds->ndim = (size_t) rank;
         for (int k = 0; k < rank && k < KDL_MAX_DIMS; k++)
                 ds->shape[k] = (size_t) dims[k];
-        ds->dtype = type_name(type, &ds->is_float, &ds->is_integer);
-        H5Tclose(type);
-        H5Sclose(space);
+        return 1;
 }
 
-/* The storage of dataset @did (chunks, filters) into @ds. */
-static void read_layout(hid_t did, kdl_dsinfo *ds)
+/* The storage of @d (chunks, filters) into @ds. */
+static void read_layout(struct dset *d, kdl_dsinfo *ds)
 {
         hsize_t chunk[H5S_MAX_RANK];
-        hid_t plist = H5Dget_create_plist(did);
 
         ds->gzip = -1;
-        if (H5Pget_layout(plist) == H5D_CHUNKED) {
-                int cr = H5Pget_chunk(plist, H5S_MAX_RANK, chunk);
+        if (H5Pget_layout(d->dcpl) == H5D_CHUNKED) {
+                int cr = H5Pget_chunk(d->dcpl, H5S_MAX_RANK, chunk);
 
                 ds->chunked = true;
                 for (int k = 0; k < cr && k < KDL_MAX_DIMS; k++)
                         ds->chunk[k] = (size_t) chunk[k];
         }
-        for (int k = 0, nf = H5Pget_nfilters(plist); k < nf; k++) {
+        for (int k = 0, nf = H5Pget_nfilters(d->dcpl); k < nf; k++) {
                 unsigned flags, cd[8];
                 size_t ncd = 8;
                 H5Z_filter_t id =
-                        H5Pget_filter2(plist, (unsigned) k, &flags, &ncd, cd, 0, NULL, NULL);
+                        H5Pget_filter2(d->dcpl, (unsigned) k, &flags, &ncd, cd, 0, NULL, NULL);
 
                 if (id == H5Z_FILTER_DEFLATE)
                         ds->gzip = ncd > 0 ? (int) cd[0] : 6;
                 else if (id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_FLETCHER32)
                         ds->other_filter = true;
         }
-        H5Pclose(plist);
 }
 
 /*
- * Checks that hold for every dataset: size arithmetic, emptiness and rank.
- * 1 when they hold, else kdl__h5_problem()'s result.
+ * Checks that hold for every dataset: size arithmetic (as doubles, the
+ * reader's unit), emptiness and rank.  1 when they hold, else
+ * kdl__h5_problem()'s result.
  */
 static int check_size(kdl_h5file *f, const char *path, const kdl_dsinfo *ds)
 {
-        size_t bytes = 8;
+        size_t bytes = sizeof(double);
         char s[160];
 
         kdl__h5_shape_text(ds, s, sizeof(s));
         for (size_t k = 0; k < ds->ndim && k < KDL_MAX_DIMS; k++)
-                if (__builtin_mul_overflow(bytes, ds->shape[k], &bytes))
+                if (kdl_mul_size(bytes, ds->shape[k], &bytes) < 0)
                         return kdl__h5_problem(
                                 f,
                                 "%s: expected a size that fits in memory arithmetic, found %s "
@@ -292,22 +654,149 @@ static int check_size(kdl_h5file *f, const char *path, const kdl_dsinfo *ds)
         return 1;
 }
 
-int kdl__h5_describe(kdl_h5file *f, const char *path, kdl_dsinfo *ret)
+/* Chunked @d: every chunk its extent needs is written. */
+static int check_chunks(kdl_h5file *f, struct dset *d, const kdl_dsinfo *ds, const char *s)
 {
-        hid_t did = H5Dopen2(f->fid, path, H5P_DEFAULT);
-        kdl_dsinfo ds = {0};
+        size_t need = 1;
+        hsize_t have = 0;
+        char reason[256];
+
+        for (size_t k = 0; k < ds->ndim; k++) {
+                if (ds->chunk[k] == 0)
+                        return kdl__h5_problem(f,
+                                               "%s: expected chunks of at least 1 element, "
+                                               "found a chunk dimension of 0",
+                                               d->path);
+                if (kdl_mul_size(need,
+                                 ds->shape[k] / ds->chunk[k] + !!(ds->shape[k] % ds->chunk[k]),
+                                 &need) < 0)
+                        return kdl__h5_problem(f,
+                                               "%s: expected a number of chunks that fits in "
+                                               "memory arithmetic, found %s in chunks of %zu",
+                                               d->path, s, ds->chunk[0]);
+        }
+        if (H5Dget_num_chunks(d->did, d->space, &have) < 0)
+                return kdl__h5_problem(f, "%s: expected a chunk index, found a damaged one: %s",
+                                       d->path, kdl__h5_last_error(reason));
+        if (have < need)
+                return kdl__h5_problem(f,
+                                       "%s: expected the %zu chunks %s needs, found %llu written "
+                                       "(declared but not written)",
+                                       d->path, need, s, (unsigned long long) have);
+        return 1;
+}
+
+/*
+ * The data @ds declares are in the file: contiguous data within its size,
+ * every chunk written, compact data in the header.  Data in other files
+ * (external storage, virtual datasets) are refused.
+ */
+static int check_storage(kdl_h5file *f, struct dset *d, const kdl_dsinfo *ds)
+{
+        H5D_layout_t layout = H5Pget_layout(d->dcpl);
+        size_t n = d->elem;
+        haddr_t addr;
+        hsize_t stored;
+        char s[160];
+
+        kdl__h5_shape_text(ds, s, sizeof(s));
+        for (size_t k = 0; k < ds->ndim; k++)
+                if (kdl_mul_size(n, ds->shape[k], &n) < 0)
+                        return kdl__h5_problem(f,
+                                               "%s: expected a size that fits in memory "
+                                               "arithmetic, found %s of %zu-byte values",
+                                               d->path, s, d->elem);
+        if (H5Pget_external_count(d->dcpl) > 0)
+                return kdl__h5_problem(f,
+                                       "%s: expected data stored in the file, found data in "
+                                       "external files (not read)",
+                                       d->path);
+        switch (layout) {
+        case H5D_COMPACT:
+                return 1;
+        case H5D_CHUNKED:
+                return check_chunks(f, d, ds, s);
+        case H5D_CONTIGUOUS:
+                addr = H5Dget_offset(d->did);
+                stored = H5Dget_storage_size(d->did);
+                if (addr == HADDR_UNDEF)
+                        return kdl__h5_problem(f,
+                                               "%s: expected the %zu bytes %s declares, found "
+                                               "none written (declared but not written)",
+                                               d->path, n, s);
+                if (stored < n || addr > f->size || n > f->size - addr)
+                        return kdl__h5_problem(f,
+                                               "%s: expected the %zu bytes %s declares, found "
+                                               "%llu stored at byte %llu of a %llu-byte file",
+                                               d->path, n, s, (unsigned long long) stored,
+                                               (unsigned long long) addr,
+                                               (unsigned long long) f->size);
+                return 1;
+        default:
+                return kdl__h5_problem(f,
+                                       "%s: expected contiguous, chunked or compact storage, "
+                                       "found layout %d (data in other datasets or files are "
+                                       "not read)",
+                                       d->path, (int) layout);
+        }
+}
+
+/* The open dataset @d into @ds: 1, 0 (problem recorded) or -ENOMEM. */
+static int describe_open(kdl_h5file *f, struct dset *d, kdl_dsinfo *ds)
+{
+        char reason[256];
         int r;
 
-        if (did < 0) {
-                char buf[256];
+        d->type = H5Dget_type(d->did);
+        if (d->type >= 0)
+                d->space = H5Dget_space(d->did);
+        if (d->space >= 0)
+                d->dcpl = H5Dget_create_plist(d->did);
+        if (d->dcpl < 0)
+                return kdl__h5_problem(f, "%s: expected a dataset, found a damaged one: %s",
+                                       d->path, kdl__h5_last_error(reason));
+        r = read_type(f, d, ds);
+        if (r > 0)
+                r = read_shape(f, d, ds);
+        if (r <= 0)
+                return r;
+        read_layout(d, ds);
+        r = check_size(f, d->path, ds);
+        /* Non-numbers are never read: their storage does not matter. */
+        if (r > 0 && (ds->is_float || ds->is_integer))
+                r = check_storage(f, d, ds);
+        return r;
+}
 
-                return kdl__h5_problem(f, "%s: cannot open dataset: %s", path,
-                                       kdl__h5_last_error(buf));
-        }
-        read_shape_type(did, &ds);
-        read_layout(did, &ds);
-        H5Dclose(did);
-        r = check_size(f, path, &ds);
+/* kdl__h5_describe(), and whether anything is at @path (*@ret_present). */
+static int describe(kdl_h5file *f, const char *path, const char *what, kdl_dsinfo *ret,
+                    bool *ret_present)
+{
+        struct dset d = {.path = path,
+                         .did = H5I_INVALID_HID,
+                         .type = H5I_INVALID_HID,
+                         .space = H5I_INVALID_HID,
+                         .dcpl = H5I_INVALID_HID};
+        kdl_dsinfo ds = {0};
+        char reason[256];
+        int r = kdl__h5_find(f, path, H5O_TYPE_DATASET, what, ret_present);
+
+        if (r <= 0)
+                return r;
+        d.did = H5Dopen2(f->fid, path, f->dapl);
+        if (d.did < 0)
+                r = kdl__h5_problem(f, "%s: expected %s, found a damaged dataset: %s", path, what,
+                                    kdl__h5_last_error(reason));
+        else
+                r = describe_open(f, &d, &ds);
+        if (d.dcpl >= 0)
+                H5Pclose(d.dcpl);
+        if (d.space >= 0)
+                H5Sclose(d.space);
+        if (d.type >= 0)
+                H5Tclose(d.type);
+        if (d.did >= 0)
+                H5Dclose(d.did);
         if (r <= 0)
                 return r;
         ds.path = kdl__strdup(path);
@@ -315,6 +804,13 @@ int kdl__h5_describe(kdl_h5file *f, const char *path, kdl_dsinfo *ret)
                 return kdl__h5_nomem(f->dump.path, NULL);
         *ret = ds;
         return 1;
+}
+
+int kdl__h5_describe(kdl_h5file *f, const char *path, const char *what, kdl_dsinfo *ret)
+{
+        bool present;
+
+        return describe(f, path, what, ret, &present);
 }
 
 void kdl__h5_dsinfo_release(kdl_dsinfo *ds)
@@ -329,24 +825,27 @@ void kdl__h5_dsinfo_free(kdl_dsinfo *ds)
         free(ds);
 }
 
-int kdl__h5_describe_new(kdl_h5file *f, const char *path, kdl_dsinfo **ret)
+int kdl__h5_describe_new(kdl_h5file *f, const char *path, const char *what, bool required,
+                         kdl_dsinfo **ret)
 {
-        kdl_dsinfo *ds;
-        int r = kdl__h5_is_dataset(f, path);
+        kdl_dsinfo *ds = kdl_new(kdl_dsinfo, 1);
+        bool present = true;
+        int r;
 
-        if (r <= 0)
-                return r;
-        ds = kdl_new(kdl_dsinfo, 1);
         if (!ds)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        r = kdl__h5_describe(f, path, ds);
+        r = describe(f, path, what, ds, &present);
         if (r <= 0) {
                 free(ds); /* kdl__h5_describe() left it empty */
+                if (r == 0 && !present && required)
+                        r = kdl__h5_problem(f, "%s: expected %s, found none", path, what);
                 return r;
         }
         *ret = ds;
         return 1;
 }
+
+/* ---- Groups --------------------------------------------------------------- */
 
 /* kdl__h5_list_group()'s walk: the names so far, and whether memory ran out. */
 struct collect {
@@ -383,17 +882,48 @@ void kdl__h5_names_release(struct kdl__h5_names *ns)
         ns->v = NULL;
 }
 
+/* Drop the names HDF5 paths cannot hold ("", ".", with a '/'): one problem each. */
+static int drop_bad_names(kdl_h5file *f, const char *path, struct kdl__h5_names *ns)
+{
+        size_t kept = 0;
+        int r = 0;
+
+        for (size_t k = 0; k < ns->n; k++) {
+                const char *s = ns->v[k];
+
+                if (r >= 0 && s[0] && strcmp(s, ".") != 0 && !strchr(s, '/')) {
+                        ns->v[kept++] = ns->v[k];
+                        continue;
+                }
+                if (r >= 0)
+                        r = kdl__h5_problem(
+                                f, "%s: expected link names, found '%s' (damaged group)", path, s);
+                free(ns->v[k]);
+        }
+        ns->n = kept;
+        return r;
+}
+
 int kdl__h5_list_group(kdl_h5file *f, const char *path, struct kdl__h5_names *ret)
 {
         struct collect c = {.ns = ret};
-        hid_t g = H5Gopen2(f->fid, path, H5P_DEFAULT);
+        hid_t g = H5Gopen2(f->fid, path, f->gapl);
+        char reason[256];
         herr_t r;
+        int err = 0;
 
         if (g < 0)
-                return 0;
+                return kdl__h5_problem(f, "%s: expected a group, found a damaged group: %s", path,
+                                       kdl__h5_last_error(reason));
         r = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, collect_name, &c);
+        if (r < 0 && !c.nomem)
+                err = kdl__h5_problem(f, "%s: expected a group, found a damaged group: %s", path,
+                                      kdl__h5_last_error(reason));
         H5Gclose(g);
         if (c.nomem)
                 return kdl__h5_nomem(f->dump.path, path);
-        return r >= 0;
+        if (r < 0)
+                return err;
+        err = drop_bad_names(f, path, ret);
+        return err < 0 ? err : 1;
 }

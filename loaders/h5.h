@@ -13,6 +13,14 @@
  * that includes hdf5.h.  Opening a dump scans its whole structure into a
  * transparent, read-only catalogue (kdl_dump) and records every schema
  * problem it finds; the data are read later, in row blocks, by kdl_h5reader.
+ *
+ * A dump may be damaged or hostile.  Every numeric dataset the catalogue
+ * holds can be read safely: its values are IEEE binary16/32/64 floats or
+ * whole-byte integers, the data it declares are stored in the file
+ * (contiguous data within the file, every chunk written), and it was reached
+ * through no link to another file.  Datasets of other types (strings,
+ * compounds) are catalogued for their problems and never read.  Anything
+ * else is a problem naming the object, left out of the catalogue.
  */
 
 /* How [N, Ch, H, W] and [N, T, D] features become [N, width] rows. */
@@ -34,7 +42,8 @@ typedef struct kdl_dsinfo {
         char *path;  /* absolute, e.g. "/checkpoints/final/logits" */
         size_t ndim; /* 1..KDL_MAX_DIMS (larger ranks are a problem) */
         size_t shape[KDL_MAX_DIMS];
-        const char *dtype; /* "float16", "float32", "float64", "int8".."uint64", "other" */
+        const char *dtype; /* "float16", "float32", "float64", "int8".."uint64"; not numbers:
+                              "string", "compound", "enum", ..., "other" */
         bool is_float;
         bool is_integer;
         bool chunked;
@@ -85,16 +94,23 @@ typedef struct kdl_h5file kdl_h5file;
 
 /**
  * kdl_h5_open() - open a dump read-only and catalogue it.
- * @path: borrowed.
+ * @path: borrowed; a regular file (after symbolic links).
  * @ret:  set on success only; caller closes with kdl_h5_close().
  *
  * Schema problems do not make the open fail: they are listed in the
  * catalogue (kdl_h5_dump()->problems) and kdl_h5_check() turns the first
  * into an error.  Labels are read once to check their range.
  *
+ * The structure is read in a short-lived child process (fork()), with a
+ * time and a memory limit, which sends the catalogue back: libhdf5 does not
+ * check all it reads, and a damaged file can crash it, hang it or make it
+ * allocate gigabytes.  Call it when no other thread is inside HDF5.
+ *
  * Return: 0; -ENOENT (or another -errno) if the file cannot be read;
- * -KDL_EHDF5 if it is not an HDF5 file or HDF5 cannot open it (truncated,
- * damaged); -ENOMEM.
+ * -KDL_EHDF5 if it is not a regular file (a FIFO, a directory, a device:
+ * named in the message), not an HDF5 file, or HDF5 cannot open or read its
+ * structure (truncated, damaged: crashed or out of time in the child);
+ * -ENOMEM.
  */
 KDL_API int kdl_h5_open(const char *path, kdl_h5file **ret);
 
