@@ -548,15 +548,99 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
         return 0;
 }
 
+/* ---- what kl needs ------------------------------------------------------------------ */
+
+/* The job of @x (on @pair) as kl_attach() reads it, for its need. */
+static int job_need(const struct sources *x, const kdl_pair *pair, const struct kdl_run_kl_opts *o,
+                    kdl__need *ret)
+{
+        const kdl_dsinfo *ds[] = {x->ct->logits,
+                                  x->cs->logits,
+                                  x->feat ? &x->lt->feature : NULL,
+                                  x->feat ? &x->ls->feature : NULL,
+                                  x->gt,
+                                  x->gzt,
+                                  x->gzs};
+        const bool student[] = {false, true, false, true, false, false, true};
+        struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
+        struct kdl__kl_shape sh = {.n = pair->n,
+                                   .c = x->c,
+                                   .d_s = x->feat ? x->d_s : 0,
+                                   .d_t = x->feat ? x->d_t : 0,
+                                   .ntau = o->common.ntau,
+                                   .reservoir = o->reservoir,
+                                   .feat = x->feat,
+                                   .head = x->wt != NULL,
+                                   .fitted = x->feat && x->d_s != x->d_t};
+        struct kdl_stream_cost c;
+
+        kdl_stream_cost_init(&c, pair);
+        for (size_t i = 0; i < sizeof(ds) / sizeof(ds[0]); i++)
+                if (ds[i]) {
+                        kdl_stream_cost_add(&c, ds[i], o->common.spatial, student[i]);
+                        sh.ndatasets++;
+                }
+        sh.rows = kdl_stream_cost_rows(&c, pair->n, &so);
+        sh.stream_bytes = kdl_stream_cost_bytes(&c, pair->n, &so);
+        return kdl__kl_shape_need(&sh, ret);
+}
+
+int kdl__kl_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl__need *ret)
+{
+        int err = 0;
+
+        for (size_t k = 0; !err && k < in->nstudents; k++) {
+                struct kdl_ckpair *cks = NULL;
+                size_t nck = 0;
+
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
+                                             o->common.teacher_checkpoint, &cks, &nck);
+                for (size_t c = 0; c < nck && !err; c++) {
+                        struct sources x = {.tf = in->teacher,
+                                            .sf = in->students[k],
+                                            .ct = cks[c].partner,
+                                            .cs = cks[c].main};
+
+                        err = find_sources(&x, o->common.spatial);
+                        err = err ?: job_need(&x, in->pairs[k], o, ret);
+                        sources_release(&x);
+                }
+                free(cks);
+        }
+        return err;
+}
+
+int kdl_run_kl_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc)
+{
+        kdl__need nd = {.analysis = "kl"};
+        int err;
+
+        assert(in && o && doc);
+        if (!in->teacher || in->nstudents == 0)
+                return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
+        err = kdl_inputs_describe(in, doc);
+        err = err ?: kdl__kl_need(in, o, &nd);
+        err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL_KL_LEVERS, doc);
+        kdl__need_release(&nd);
+        return err;
+}
+
 int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc,
                   struct kdl__kl_run **ret)
 {
+        kdl__need nd = {.analysis = "kl"};
         struct kdl__kl_run *r;
         int err;
 
         assert(in && o && doc && o->common.ntau >= 1);
         if (!in->teacher || in->nstudents == 0)
                 return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
+        /* Before anything is allocated: what the largest job needs. */
+        err = kdl__kl_need(in, o, &nd);
+        err = err ?: kdl__need_check(&nd, o->common.memory, KDL_KL_LEVERS);
+        kdl__need_release(&nd);
+        if (err < 0)
+                return err;
         r = kdl_new(struct kdl__kl_run, 1);
         if (!r)
                 return -ENOMEM;
@@ -646,8 +730,7 @@ int kdl_run_kl(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *d
 
         err = kdl__kl_begin(in, o, doc, &r);
         for (size_t k = 0; !err && k < in->nstudents; k++) {
-                struct kdl_stream_opts so = {.block_rows = o->common.block_rows,
-                                             .skip_nonfinite = o->common.skip_nonfinite};
+                struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
                 struct kdl_ckpair *cks = NULL;
                 size_t nck = 0;
 
