@@ -49,20 +49,26 @@ struct kdl_stream {
 
 /* ---- what a stream will hold ------------------------------------------------------ */
 
-/* The chunk cache kdl_h5_reader_open() gives chunked @ds: two row bands of
- * chunks of the stored type, within [1 MiB, 64 MiB].  NEEDSWORK: the same
- * rule as h5-read.c's cache_bytes(); take it from there once it is exported. */
+/* What the chunk cache kdl_h5_reader_open() gives chunked @ds holds at most:
+ * two row bands of chunks of the stored type, within [1 MiB, 64 MiB], and
+ * never more than the whole dataset.  NEEDSWORK: the same rule as
+ * h5-read.c's cache_bytes(); take it from there once it is exported. */
 static size_t chunk_cache(const kdl_dsinfo *ds)
 {
         const char *digits = ds->dtype + strcspn(ds->dtype, "0123456789");
-        size_t elem = *digits ? (size_t) atoi(digits) / 8 : 8, band = 2 * ds->chunk[0];
+        size_t elem = *digits ? (size_t) atoi(digits) / 8 : 8, band = 2 * ds->chunk[0], all;
 
         if (!ds->chunked)
                 return 0;
-        for (size_t k = 1; k < ds->ndim; k++)
+        all = ds->ndim ? ds->shape[0] : 1;
+        for (size_t k = 1; k < ds->ndim; k++) {
                 band = kdl_sat_mul(band, ds->shape[k]);
+                all = kdl_sat_mul(all, ds->shape[k]);
+        }
         band = kdl_sat_mul(band, elem ? elem : 1);
-        return band < ((size_t) 1 << 20) ? (size_t) 1 << 20 : band > (64u << 20) ? 64u << 20 : band;
+        all = kdl_sat_mul(all, elem ? elem : 1);
+        band = band < ((size_t) 1 << 20) ? (size_t) 1 << 20 : band > (64u << 20) ? 64u << 20 : band;
+        return band < all ? band : all;
 }
 
 /* Bytes per block row of @ds read with @rule, through a row map when @mapped:
