@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* What one kl job holds at its peak (analysis/kl-internal.h), from the shapes alone. */
+#include <assert.h>
+#include <stdlib.h>
+
 #include "metrics/base/budget.h"
 #include "analysis/kl-internal.h"
 #include "metrics/base/banned.h"
@@ -115,5 +118,55 @@ int kdl__kl_shape_need(const struct kdl__kl_shape *sh, kdl__need *ret)
                 kdl__need_max(ret, &nd);
         kdl__need_release(&nd);
         kdl__need_release(&fit);
+        return err;
+}
+
+int kdl__kl_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl__need *ret)
+{
+        struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
+        int err = 0;
+
+        for (size_t k = 0; !err && k < in->nstudents; k++) {
+                size_t n = in->pairs[k]->n, nck = 0;
+                struct kdl_ckpair *cks = NULL;
+
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
+                                             o->common.teacher_checkpoint, &cks, &nck);
+                for (size_t c = 0; c < nck && err >= 0; c++) {
+                        kdl__need nd = {.analysis = ret->analysis}, job = nd;
+                        struct kdl_stream_cost sc;
+                        size_t rows;
+
+                        kdl_stream_cost_init(&sc, in->pairs[k]);
+                        err = kdl__kl_job_cost(in, o, k, &cks[c], &sc);
+                        rows = kdl_stream_cost_rows(&sc, n, &so);
+                        if (err >= 0)
+                                err = kdl__need_add(&nd, kdl_stream_cost_bytes(&sc, n, &so),
+                                                    KDL_LEVER_BLOCK_ROWS,
+                                                    "blocks of %zu rows of %d datasets", rows, err);
+                        err = err ?: kdl__kl_job_need(in, o, k, &cks[c], rows, &job);
+                        err = err ?: kdl__need_append(&nd, &job);
+                        if (!err)
+                                kdl__need_max(ret, &nd);
+                        kdl__need_release(&job);
+                        kdl__need_release(&nd);
+                }
+                free(cks);
+        }
+        return err < 0 ? err : 0;
+}
+
+int kdl_run_kl_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc)
+{
+        kdl__need nd = {.analysis = "kl"};
+        int err;
+
+        assert(in && o && doc);
+        if (!in->teacher || in->nstudents == 0)
+                return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
+        err = kdl_inputs_describe(in, doc);
+        err = err ?: kdl__kl_need(in, o, &nd);
+        err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL_KL_LEVERS, doc);
+        kdl__need_release(&nd);
         return err;
 }

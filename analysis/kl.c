@@ -550,9 +550,18 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
 
 /* ---- what kl needs ------------------------------------------------------------------ */
 
-/* The job of @x (on @pair) as kl_attach() reads it, for its need. */
-static int job_need(const struct sources *x, const kdl_pair *pair, const struct kdl_run_kl_opts *o,
-                    kdl__need *ret)
+/* The sources of student @k's job at @cp, as kdl__kl_job() finds them; release with
+ * sources_release() whatever it returns. */
+static int job_sources(const kdl_inputs *in, enum kdl_spatial rule, size_t k,
+                       const struct kdl_ckpair *cp, struct sources *x)
+{
+        *x = (struct sources){
+                .tf = in->teacher, .sf = in->students[k], .ct = cp->partner, .cs = cp->main};
+        return find_sources(x, rule);
+}
+
+/* The datasets kl_attach() adds for @x into @c; returns their count. */
+static size_t job_cost(const struct sources *x, enum kdl_spatial rule, struct kdl_stream_cost *c)
 {
         const kdl_dsinfo *ds[] = {x->ct->logits,
                                   x->cs->logits,
@@ -562,66 +571,54 @@ static int job_need(const struct sources *x, const kdl_pair *pair, const struct 
                                   x->gzt,
                                   x->gzs};
         const bool student[] = {false, true, false, true, false, false, true};
-        struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
-        struct kdl__kl_shape sh = {.n = pair->n,
-                                   .c = x->c,
-                                   .d_s = x->feat ? x->d_s : 0,
-                                   .d_t = x->feat ? x->d_t : 0,
-                                   .ntau = o->common.ntau,
-                                   .reservoir = o->reservoir,
-                                   .feat = x->feat,
-                                   .head = x->wt != NULL,
-                                   .fitted = x->feat && x->d_s != x->d_t};
-        struct kdl_stream_cost c;
+        size_t n = 0;
 
-        kdl_stream_cost_init(&c, pair);
         for (size_t i = 0; i < sizeof(ds) / sizeof(ds[0]); i++)
                 if (ds[i]) {
-                        kdl_stream_cost_add(&c, ds[i], o->common.spatial, student[i]);
-                        sh.ndatasets++;
+                        kdl_stream_cost_add(c, ds[i], rule, student[i]);
+                        n++;
                 }
-        sh.rows = kdl_stream_cost_rows(&c, pair->n, &so);
-        sh.stream_bytes = kdl_stream_cost_bytes(&c, pair->n, &so);
-        return kdl__kl_shape_need(&sh, ret);
+        return n;
 }
 
-int kdl__kl_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl__need *ret)
+/* The shape of @x's job on @n samples in blocks of @rows rows. */
+static struct kdl__kl_shape job_shape(const struct sources *x, size_t n, size_t rows,
+                                      const struct kdl_run_kl_opts *o)
 {
-        int err = 0;
+        return (struct kdl__kl_shape){.n = n,
+                                      .c = x->c,
+                                      .d_s = x->feat ? x->d_s : 0,
+                                      .d_t = x->feat ? x->d_t : 0,
+                                      .ntau = o->common.ntau,
+                                      .reservoir = o->reservoir,
+                                      .rows = rows,
+                                      .feat = x->feat,
+                                      .head = x->wt != NULL,
+                                      .fitted = x->feat && x->d_s != x->d_t};
+}
 
-        for (size_t k = 0; !err && k < in->nstudents; k++) {
-                struct kdl_ckpair *cks = NULL;
-                size_t nck = 0;
+int kdl__kl_job_cost(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
+                     const struct kdl_ckpair *cp, struct kdl_stream_cost *c)
+{
+        struct sources x;
+        int err = job_sources(in, o->common.spatial, k, cp, &x);
 
-                err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
-                                             o->common.teacher_checkpoint, &cks, &nck);
-                for (size_t c = 0; c < nck && !err; c++) {
-                        struct sources x = {.tf = in->teacher,
-                                            .sf = in->students[k],
-                                            .ct = cks[c].partner,
-                                            .cs = cks[c].main};
-
-                        err = find_sources(&x, o->common.spatial);
-                        err = err ?: job_need(&x, in->pairs[k], o, ret);
-                        sources_release(&x);
-                }
-                free(cks);
-        }
+        if (!err)
+                err = (int) job_cost(&x, o->common.spatial, c);
+        sources_release(&x);
         return err;
 }
 
-int kdl_run_kl_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc)
+int kdl__kl_job_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
+                     const struct kdl_ckpair *cp, size_t rows, kdl__need *ret)
 {
-        kdl__need nd = {.analysis = "kl"};
-        int err;
+        struct sources x;
+        struct kdl__kl_shape sh;
+        int err = job_sources(in, o->common.spatial, k, cp, &x);
 
-        assert(in && o && doc);
-        if (!in->teacher || in->nstudents == 0)
-                return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
-        err = kdl_inputs_describe(in, doc);
-        err = err ?: kdl__kl_need(in, o, &nd);
-        err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL_KL_LEVERS, doc);
-        kdl__need_release(&nd);
+        sh = job_shape(&x, in->pairs[k]->n, rows, o);
+        err = err ?: kdl__kl_shape_need(&sh, ret);
+        sources_release(&x);
         return err;
 }
 
