@@ -137,10 +137,16 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
          KDL_LEVER_BATCH)
 
 /* kdl__cka_job_need() - keep in @ret the larger of @ret and the need of the job
- * kdl__cka_job(@r, @k, @cp) would make (its stream and its pass), from the shapes alone; the
- * run's current job is dropped.  Return: 0; the errors of finding the sources; -ENOMEM. */
-int kdl__cka_job_need(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp,
+ * kdl__cka_job(@r, @k, @cp) would make, from the shapes alone: its pass in blocks of @rows
+ * rows of a stream others count (the report's), or with @rows 0 its pass and its own stream.
+ * The run's current job is dropped.  Return: 0; the errors of finding the sources; -ENOMEM. */
+int kdl__cka_job_need(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, size_t rows,
                       kdl__need *ret);
+
+/* kdl__cka_job_cost() - the datasets that job reads, into the cost @c of its stream.  Return:
+ * as kdl__cka_job_need(). */
+int kdl__cka_job_cost(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp,
+                      struct kdl_stream_cost *c);
 
 /* kdl__cka_end() - notes from the last job's results, tables into the doc; frees @r
  * whatever happens.  Return: 0; -ENOMEM. */

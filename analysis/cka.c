@@ -441,22 +441,25 @@ static struct kdl__cka_compute_opts compute_opts(const struct kdl__cka_run *r)
 }
 
 /* What the job of student @k (r->two: with one) needs, its sources r->l found by
- * job_sources(): its stream and its pass, into @ret. */
-static int job_need(struct kdl__cka_run *r, size_t k, kdl__need *ret)
+ * job_sources(), into @ret: its pass in blocks of @rows rows, or with @rows 0 on a stream of
+ * its own, counted too. */
+static int job_need(struct kdl__cka_run *r, size_t k, size_t rows, kdl__need *ret)
 {
         const kdl_pair *pair = r->two ? r->in->pairs[k] : NULL;
-        size_t n = pair ? pair->n : kdl_h5_dump(r->in->teacher)->n, rows;
+        size_t n = pair ? pair->n : kdl_h5_dump(r->in->teacher)->n;
         size_t nsub = r->o.subsample < n ? r->o.subsample : n;
         struct kdl_stream_opts so = kdl_run_stream_opts(&r->o.common);
         struct kdl__cka_compute_opts co = compute_opts(r);
         struct kdl_stream_cost c;
-        int err;
+        int err = 0;
 
-        kdl_stream_cost_init(&c, pair);
-        kdl__feed_cost(&r->l, r->in->teacher, co.spatial, co.labels, &c);
-        rows = kdl_stream_cost_rows(&c, n, &so);
-        err = kdl__need_add(ret, kdl_stream_cost_bytes(&c, n, &so), 0,
-                            "blocks of %zu rows of %zu sources", rows, r->l.n);
+        if (rows == 0) {
+                kdl_stream_cost_init(&c, pair);
+                kdl__feed_cost(&r->l, r->in->teacher, co.spatial, co.labels, &c);
+                rows = kdl_stream_cost_rows(&c, n, &so);
+                err = kdl__need_add(ret, kdl_stream_cost_bytes(&c, n, &so), 0,
+                                    "blocks of %zu rows of %zu sources", rows, r->l.n);
+        }
         return err ?: kdl__cka_pass_need(&r->l, n, nsub, rows, r->nclasses, &co, ret);
 }
 
@@ -470,13 +473,25 @@ static int job_start(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *
         return job_sources(r, cp);
 }
 
-int kdl__cka_job_need(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__need *ret)
+int kdl__cka_job_cost(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp,
+                      struct kdl_stream_cost *c)
+{
+        int err = job_start(r, k, cp);
+
+        if (!err)
+                kdl__feed_cost(&r->l, r->in->teacher, r->o.common.spatial, r->nclasses > 0, c);
+        job_release(r);
+        return err;
+}
+
+int kdl__cka_job_need(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, size_t rows,
+                      kdl__need *ret)
 {
         kdl__need nd = {.analysis = ret->analysis};
         int err;
 
         err = job_start(r, k, cp);
-        err = err ?: job_need(r, k, &nd);
+        err = err ?: job_need(r, k, rows, &nd);
         if (!err)
                 kdl__need_max(ret, &nd);
         kdl__need_release(&nd);
@@ -502,7 +517,7 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
         if (!err) {
                 kdl__need nd = {.analysis = "cka"};
 
-                err = job_need(r, k, &nd);
+                err = job_need(r, k, 0, &nd);
                 err = err ?: kdl__need_check(&nd, r->o.common.memory, KDL_CKA_LEVERS);
                 kdl__need_release(&nd);
         }
@@ -655,7 +670,7 @@ int kdl_run_cka_plan(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_do
         err = kdl__cka_begin(in, opts, doc, &r);
         err = err ?: select_checkpoints(in, opts, &cks, &nck);
         for (size_t c = 0; c < nck && !err; c++)
-                err = kdl__cka_job_need(r, 0, &cks[c], &nd);
+                err = kdl__cka_job_need(r, 0, &cks[c], 0, &nd);
         err = err ?: kdl__need_doc(&nd, 1, opts->common.memory, KDL_CKA_LEVERS, doc);
         kdl__need_release(&nd);
         kdl__cka_abort(r);
