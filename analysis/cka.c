@@ -658,6 +658,16 @@ static int select_checkpoints(kdl_inputs *in, const struct kdl_run_cka_opts *o,
                 o->partner_checkpoint ? o->partner_checkpoint : "same", ret, ret_n);
 }
 
+/* The largest need of the jobs at the @n checkpoints @cks, into @ret. */
+static int run_need(struct kdl__cka_run *r, const struct kdl_ckpair *cks, size_t n, kdl__need *ret)
+{
+        int err = 0;
+
+        for (size_t c = 0; c < n && !err; c++)
+                err = kdl__cka_job_need(r, 0, &cks[c], 0, ret);
+        return err;
+}
+
 int kdl_run_cka_plan(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc *doc)
 {
         kdl__need nd = {.analysis = "cka"};
@@ -669,8 +679,7 @@ int kdl_run_cka_plan(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_do
         assert(in && in->teacher && opts && doc);
         err = kdl__cka_begin(in, opts, doc, &r);
         err = err ?: select_checkpoints(in, opts, &cks, &nck);
-        for (size_t c = 0; c < nck && !err; c++)
-                err = kdl__cka_job_need(r, 0, &cks[c], 0, &nd);
+        err = err ?: run_need(r, cks, nck, &nd);
         err = err ?: kdl__need_doc(&nd, 1, opts->common.memory, KDL_CKA_LEVERS, doc);
         kdl__need_release(&nd);
         kdl__cka_abort(r);
@@ -684,6 +693,7 @@ int kdl_run_cka(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc *do
         const kdl_pair *pair = fb ? in->pairs[0] : NULL;
         size_t n = pair ? pair->n : kdl_h5_dump(in->teacher)->n, nck = 0;
         struct kdl_stream_opts so = kdl_run_stream_opts(&opts->common);
+        kdl__need nd = {.analysis = "cka"};
         struct kdl_ckpair *cks = NULL;
         struct kdl__cka_run *r = NULL;
         int err;
@@ -691,6 +701,10 @@ int kdl_run_cka(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc *do
         assert(in && in->teacher && opts && doc);
         err = kdl__cka_begin(in, opts, doc, &r);
         err = err ?: select_checkpoints(in, opts, &cks, &nck);
+        /* Before the first checkpoint is computed: what the largest one needs. */
+        err = err ?: run_need(r, cks, nck, &nd);
+        err = err ?: kdl__need_check(&nd, opts->common.memory, KDL_CKA_LEVERS);
+        kdl__need_release(&nd);
         for (size_t c = 0; c < nck && !err; c++) {
                 kdl_stream *s = NULL;
                 kdl__job job;
