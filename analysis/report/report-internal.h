@@ -54,6 +54,10 @@ struct kdl__report_opts {
         struct kdl_run_layers_opts layers;
 };
 
+/* kdl__report_one() - the teacher and student @k of r->in alone (borrowed from r->in), as
+ * the CKA of that student reads them (kdlens cka -t T -s S). */
+kdl_inputs kdl__report_one(const struct kdl__report *r, size_t k);
+
 /* kdl__report_opts() - fill @a from the report's options (r->o) and inputs (r->in). */
 void kdl__report_opts(const struct kdl__report *r, struct kdl__report_opts *a);
 

@@ -57,11 +57,7 @@ int kdl__report_need(struct kdl__report *r, kdl__need *ret)
         kdl__report_opts(r, &a);
         for (size_t k = 0; k < r->in->nstudents && !err; k++) {
                 /* The CKA of this student alone, as student_checkpoint() begins it. */
-                kdl_inputs one = {.teacher = r->in->teacher,
-                                  .nstudents = 1,
-                                  .students = &r->in->students[k],
-                                  .pairs = &r->in->pairs[k],
-                                  .opts = r->in->opts};
+                kdl_inputs one = kdl__report_one(r, k);
                 struct kdl__cka_run *cka = NULL;
                 kdl_doc *scratch = NULL;
 

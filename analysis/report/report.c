@@ -134,17 +134,22 @@ static int run_jobs(struct kdl__report *r, struct runs *rs, size_t k, const char
         return err;
 }
 
+kdl_inputs kdl__report_one(const struct kdl__report *r, size_t k)
+{
+        return (kdl_inputs){.teacher = r->in->teacher,
+                            .nstudents = 1,
+                            .students = &r->in->students[k],
+                            .pairs = &r->in->pairs[k],
+                            .opts = r->in->opts};
+}
+
 /* Student @k at checkpoint pair @cp: kl, split, dims and CKA on one stream. */
 static int student_checkpoint(struct kdl__report *r, struct runs *rs, size_t k,
                               const struct kdl_ckpair *cp)
 {
         struct kdl_ckpair ckp = {.main = cp->partner, .partner = cp->main};
         /* The CKA document of this student alone, as kdlens cka -t T -s S writes it. */
-        kdl_inputs one = {.teacher = r->in->teacher,
-                          .nstudents = 1,
-                          .students = &r->in->students[k],
-                          .pairs = &r->in->pairs[k],
-                          .opts = r->in->opts};
+        kdl_inputs one = kdl__report_one(r, k);
         struct kdl__cka_run *cka = NULL;
         kdl__job jobs[MAX_JOBS];
         kdl_doc *d = NULL;

@@ -30,12 +30,9 @@ DIR = kt.tmpdir()
 def write_dump(path, role, seed, n, c, widths, head=True, nan=False):
     """Features l0.. of @widths (the last is the head input), logits [n, c] (from a head
     when @head), labels; @nan: the logits are NaN, which only a run that reads them sees."""
-    rng = np.random.default_rng(seed)
-    y = (np.arange(n) % c).astype(np.int64)
+    rng, y = np.random.default_rng(seed), (np.arange(n) % c).astype(np.int64)
     with h5py.File(path, "w") as f:
-        f.attrs["kdlens_format"] = 1
-        f.attrs["role"] = role
-        f.attrs["model"] = role
+        f.attrs.update(kdlens_format=1, role=role, model=role)
         f["labels"] = y
         g = f.create_group("checkpoints/final")
         g.attrs["step"] = np.int64(1)
