@@ -44,11 +44,11 @@ static const struct kdl_cmd commands[] = {
          "  --quick            check the structure only; skip the NaN/Inf scan of every value\n"
          "  --format FMT       table (default), md, csv, tex or json\n"
          "  --join strict|inner  join students on /sample_ids as the analyses do (strict)\n"
+         "  --memory LIMIT     the most memory the value scan may use: 512M, 4G, 1.5G or 50%\n"
+         "                     of physical memory (default: half of it)\n"
          "Each student is paired with the teacher and their /labels compared row by row.\n"
          "Exit status 1 when any file has a schema problem or a pair's labels differ (each\n"
-         "printed on stderr).\n"
-         "  --memory LIMIT     the most memory the value scan may use: 512M, 4G, 1.5G or 50%\n"
-         "                     of physical memory (default: half of it)\n",
+         "printed on stderr).\n",
          CMD_MEMORY},
         {"kl", cmd_kl, 0, 0, "how well each knowledge source approximates the KD criterion",
          "kdlens kl -t TEACHER.h5 -s STUDENT.h5... [-T 1,2,4,8] [--checkpoint NAME|all] "
