@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/base/budget.h"
 #include "metrics/sample.h"
 #include "analysis/cka-internal.h"
 #include "metrics/base/banned.h"
@@ -131,6 +132,130 @@ static int gram_init(struct kdl__cka_pass *c, size_t n)
         return kdl__gather_init(&c->g, c->l, c->all, n);
 }
 
+/* ---- what a pass needs ------------------------------------------------------------------ */
+
+/* The options of the feature-space state kdl__cka_pass_init() makes from @o. */
+static kdl_cka_opts state_opts(const struct kdl__cka_compute_opts *o)
+{
+        kdl_cka_opts co;
+
+        kdl_cka_opts_init(&co);
+        co.bootstrap = o->bootstrap;
+        co.interval = o->interval;
+        co.seed = o->seed;
+        co.pairs = o->pairs;
+        co.precision = o->precision;
+        return co;
+}
+
+/* The largest of what runs in memory on @m gathered rows of @l after the pass, one after the
+ * other: robust linear CKA (L m² doubles), RBF (2 L m² + m²/2) and minibatch ((L + 1) b² + b
+ * max D, the batch's copy of every source and the order), at @sub (the subsample). */
+static int after_pass(const struct kdl__srcs *l, size_t m, const struct kdl__cka_compute_opts *o,
+                      kdl__need *nd)
+{
+        size_t mm = kdl_sat_mul(m, m), lmm = kdl_sat_mul(l->n, mm), big = lmm, b = o->batch;
+        size_t maxw = 0, mb = 0;
+        unsigned lever = KDL_LEVER_SUBSAMPLE;
+
+        for (size_t k = 0; k < l->n; k++)
+                maxw = l->v[k].width > maxw ? l->v[k].width : maxw;
+        if (o->rbf)
+                big = kdl_sat_add(kdl_sat_mul(2, lmm), mm / 2);
+        if (b)
+                mb = kdl_sat_add(kdl_sat_mul(l->n + 1, kdl_sat_mul(b, b)), kdl_sat_mul(b, maxw));
+        if (mb > big) {
+                big = mb;
+                lever = KDL_LEVER_BATCH;
+        }
+        big = kdl_sat_add(kdl_sat_mul(big, sizeof(double)), b ? kdl__gather_bytes(l, b) : 0);
+        return kdl__need_add(nd, big, lever,
+                             "the in-memory CKA of the %zu-row subsample (%zu sources x %zu^2)", m,
+                             l->n, m);
+}
+
+/* Whether a source of @l is a flattened rank-3/4 feature (--spatial avg narrows it). */
+static bool flattened(const struct kdl__srcs *l, enum kdl_spatial rule)
+{
+        for (size_t k = 0; k < l->n; k++)
+                if (rule == KDL_SPATIAL_FLATTEN && l->v[k].ds && l->v[k].ds->ndim >= 3)
+                        return true;
+        return false;
+}
+
+/* Gram space: every sample gathered, then the n x n Gram matrices of every source (twice:
+ * kernels and their centred copies), then the subsample gathered from it and its estimators. */
+static int gram_need(const struct kdl__srcs *l, size_t n, size_t nsub,
+                     const struct kdl__cka_compute_opts *o, unsigned spatial, kdl__need *nd)
+{
+        size_t gram = kdl_sat_mul(kdl_sat_mul(2 * sizeof(double), l->n), kdl_sat_mul(n, n));
+        kdl__need sub = {.analysis = nd->analysis}, g = {.analysis = nd->analysis};
+        int err;
+
+        err = kdl__need_add(nd, kdl_sat_add(kdl__gather_bytes(l, n), n * sizeof(size_t)), spatial,
+                            "every sample of %zu sources (Gram space: a source is wider than the "
+                            "%zu samples)",
+                            l->n, n);
+        err = err
+                      ?: kdl__need_add(&g, gram, 0, "the %zu x %zu Gram matrices of %zu sources", n,
+                                       n, l->n);
+        err = err
+                      ?: kdl__need_add(&sub, kdl__gather_bytes(l, nsub), KDL_LEVER_SUBSAMPLE,
+                                       "the subsample of %zu rows of every source", nsub);
+        err = err ?: after_pass(l, nsub, o, &sub);
+        if (!err)
+                kdl__need_max(&g, &sub);
+        err = err ?: kdl__need_append(nd, &g);
+        kdl__need_release(&g);
+        kdl__need_release(&sub);
+        return err;
+}
+
+int kdl__cka_pass_need(const struct kdl__srcs *l, size_t n, size_t nsub, size_t rows,
+                       size_t nclasses, const struct kdl__cka_compute_opts *o, kdl__need *nd)
+{
+        size_t *widths = kdl_new(size_t, l->n ? l->n : 1), maxw = 0, totalw = 0, ll;
+        unsigned spatial = flattened(l, o->spatial) ? KDL_LEVER_SPATIAL : 0;
+        kdl_cka_opts co = state_opts(o);
+        int err;
+
+        if (!widths)
+                return -ENOMEM;
+        for (size_t k = 0; k < l->n; k++) {
+                widths[k] = l->v[k].width;
+                totalw = kdl_sat_add(totalw, widths[k]);
+                maxw = widths[k] > maxw ? widths[k] : maxw;
+        }
+        err = kdl__need_add(nd, kdl__feed_bytes(l, nclasses, rows), 0,
+                            "the one-hot labels of blocks of %zu rows", rows);
+        if (!err && (o->gram || maxw > n)) {
+                err = gram_need(l, n, nsub, o, spatial, nd);
+        } else if (!err) {
+                err = kdl__need_add(
+                        nd, kdl_cka_state_bytes(l->n, widths, &co),
+                        spatial | (o->bootstrap ? KDL_LEVER_BOOTSTRAP : 0) |
+                                (o->interval == KDL_CKA_INTERVAL_BCA ? KDL_LEVER_INTERVAL : 0),
+                        "the feature-space state of %zu sources of total width %zu", l->n, totalw);
+                err = err
+                              ?: kdl__need_add(nd, kdl__gather_bytes(l, nsub), KDL_LEVER_SUBSAMPLE,
+                                               "the subsample of %zu rows of every source", nsub);
+                err = err ?: after_pass(l, nsub, o, nd);
+        }
+        /* The replicates of the result: 2 B (+ 2 G for BCa) matrices of L x L. */
+        ll = kdl_sat_mul(l->n, l->n);
+        err = err
+                      ?: kdl__need_add(nd,
+                                       kdl_sat_mul(kdl_sat_mul(2 * sizeof(double), ll),
+                                                   o->bootstrap == 0 ? 0
+                                                   : o->interval == KDL_CKA_INTERVAL_BCA
+                                                           ? o->bootstrap + KDL_CKA_JACKKNIFE_GROUPS
+                                                           : o->bootstrap),
+                                       KDL_LEVER_BOOTSTRAP, "the %zu bootstrap replicates",
+                                       o->bootstrap);
+        free(widths);
+        return err;
+}
+
 /* Feature space: the CKA state of the sources (@widths, @totalw in all), refused
  * above o.max_bytes, and the subsample gathered. */
 static int feature_init(struct kdl__cka_pass *c, const size_t *widths, size_t totalw)
@@ -141,20 +266,14 @@ static int feature_init(struct kdl__cka_pass *c, const size_t *widths, size_t to
         size_t bytes;
         int r;
 
-        kdl_cka_opts_init(&co);
-        co.bootstrap = o->bootstrap;
-        co.interval = o->interval;
-        co.seed = o->seed;
-        co.pairs = o->pairs;
-        co.precision = o->precision;
+        co = state_opts(o);
         bytes = kdl_cka_state_bytes(l->n, widths, &co);
-        if (bytes > o->max_bytes)
-                return kdl_error(-KDL_ERANGE,
-                                 "CKA of %zu layers of total width %zu needs %.1f GiB "
-                                 "(%zu bootstrap replicates), more than the %.1f GiB "
-                                 "allowed: use fewer replicates or --spatial avg",
-                                 l->n, totalw, (double) bytes / 1073741824.0, o->bootstrap,
-                                 (double) o->max_bytes / 1073741824.0);
+        r = kdl_budget_check(bytes, o->max_bytes, o->analysis ? o->analysis : "cka",
+                             o->bootstrap ? "--bootstrap or --spatial avg" : "--spatial avg",
+                             "the feature-space state of %zu layers of total width %zu", l->n,
+                             totalw);
+        if (r < 0)
+                return r;
         r = kdl_cka_state_new(l->n, widths, &co, &c->state);
         return r < 0 ? r : kdl__gather_init(&c->g, l, c->sub, c->nsub);
 }

@@ -10,6 +10,7 @@
 #include "analysis/inputs.h"
 #include "loaders/stream.h"
 #include "analysis/cka.h"
+#include "analysis/need.h"
 #include "analysis/pass.h"
 #include "analysis/sources.h"
 #include "metrics/cka.h"
@@ -30,11 +31,24 @@ struct kdl__cka_compute_opts {
         double theta;
         size_t batch;      /* minibatch CKA on the subsample with this batch; 0: none */
         double robust;     /* outlier fraction of the robust column */
-        size_t max_bytes;  /* largest feature-space state allowed */
+        size_t max_bytes;  /* the memory budget of the state: a larger one is refused with
+                              kdl_budget_check()'s message (-KDL_EBUDGET) */
         const bool *pairs; /* [L*L] pairs needed (kdl_cka_opts.pairs); NULL: all */
         enum kdl_cka_precision precision; /* of the feature-space products */
         bool gram; /* Gram space even when no source is wider than the sample count (tests) */
+        const char *analysis; /* who asks, for the refusal: NULL is "cka" */
 };
+
+/*
+ * kdl__cka_pass_need() - what kdl__cka_pass_init() and its pass allocate for @n samples of
+ * the sources @l with @o, a subsample of @nsub rows and stream blocks of @rows rows, besides
+ * the stream: in feature space the state, the subsample and the largest of the in-memory
+ * estimators run on it after the pass (robust, RBF, minibatch); in Gram space every sample
+ * and the n x n Gram matrices of every source.  The parts go into @nd.
+ * Return: 0; -ENOMEM.
+ */
+int kdl__cka_pass_need(const struct kdl__srcs *l, size_t n, size_t nsub, size_t rows,
+                       size_t nclasses, const struct kdl__cka_compute_opts *o, kdl__need *nd);
 
 /* What kdl__cka_compute() finds for one set of stacked sources. */
 struct kdl__cka_results {
@@ -84,7 +98,7 @@ struct kdl__cka_pass {
 /* kdl__cka_pass_init() - everything a pass over @n samples of @l (A from @fa,
  * B from @fb or NULL) needs, as kdl__cka_compute() takes them; @res gets n,
  * maxw and gram now, the rest from finish.  Release @c whatever it returns.
- * Return: 0; -KDL_ERANGE when the state would exceed o->max_bytes; -ENOMEM. */
+ * Return: 0; -KDL_EBUDGET when the state would exceed o->max_bytes; -ENOMEM. */
 int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, size_t n,
                        const struct kdl__srcs *l, size_t nclasses,
                        const struct kdl__cka_compute_opts *o, const size_t *sub, size_t nsub,
@@ -113,8 +127,26 @@ int kdl__cka_begin(kdl_inputs *in, const struct kdl_run_cka_opts *o, kdl_doc *do
  * in->pairs[k]); with no student, A alone at cp->main (stream over A: pair NULL, n = A's N).
  * One pass; its rows are added to the tables at the end of it.  The job's state belongs to
  * @r: one job at a time (a new call drops the previous one).  @cp is copied.
- * Return: 0; -KDL_ERANGE when the feature-space state would exceed max_bytes; -ENOMEM. */
+ * Return: 0; -KDL_EBUDGET when the job needs more than the options' common.memory (nothing is
+ * allocated then); -ENOMEM. */
 int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret);
+
+/* The options of the cka command that lower its need. */
+#define KDL_CKA_LEVERS                                                                             \
+        (KDL_LEVER_SPATIAL | KDL_LEVER_SUBSAMPLE | KDL_LEVER_BOOTSTRAP | KDL_LEVER_INTERVAL |      \
+         KDL_LEVER_BATCH)
+
+/* kdl__cka_job_need() - keep in @ret the larger of @ret and the need of the job
+ * kdl__cka_job(@r, @k, @cp) would make, from the shapes alone: its pass in blocks of @rows
+ * rows of a stream others count (the report's), or with @rows 0 its pass and its own stream.
+ * The run's current job is dropped.  Return: 0; the errors of finding the sources; -ENOMEM. */
+int kdl__cka_job_need(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, size_t rows,
+                      kdl__need *ret);
+
+/* kdl__cka_job_cost() - the datasets that job reads, into the cost @c of its stream.  Return:
+ * as kdl__cka_job_need(). */
+int kdl__cka_job_cost(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp,
+                      struct kdl_stream_cost *c);
 
 /* kdl__cka_end() - notes from the last job's results, tables into the doc; frees @r
  * whatever happens.  Return: 0; -ENOMEM. */

@@ -14,7 +14,6 @@
 #define DEFAULT_BATCH     256
 #define DEFAULT_THETA     0.5
 #define DEFAULT_ROBUST    0.01
-#define DEFAULT_MAX_BYTES ((size_t) 8 << 30)
 
 /* The stream of kdl_sample_select() that draws the subsample (the
  * minibatch order is stream 3, in cka-compute.c). */
@@ -58,7 +57,6 @@ void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o)
                                        .batch = DEFAULT_BATCH,
                                        .theta = DEFAULT_THETA,
                                        .robust = DEFAULT_ROBUST,
-                                       .max_bytes = DEFAULT_MAX_BYTES,
                                        .precision = KDL_CKA_PRECISION_DOUBLE};
         kdl_run_common_init(&o->common);
 }
@@ -436,9 +434,69 @@ static struct kdl__cka_compute_opts compute_opts(const struct kdl__cka_run *r)
                 .theta = o->theta,
                 .batch = o->estimator == KDL_RUN_CKA_MINIBATCH ? o->batch : 0,
                 .robust = o->robust,
-                .max_bytes = o->max_bytes,
+                .max_bytes = o->common.memory,
                 .pairs = r->mask,
-                .precision = o->precision};
+                .precision = o->precision,
+                .analysis = "cka"};
+}
+
+/* What the job of student @k (r->two: with one) needs, its sources r->l found by
+ * job_sources(), into @ret: its pass in blocks of @rows rows, or with @rows 0 on a stream of
+ * its own, counted too. */
+static int job_need(struct kdl__cka_run *r, size_t k, size_t rows, kdl__need *ret)
+{
+        const kdl_pair *pair = r->two ? r->in->pairs[k] : NULL;
+        size_t n = pair ? pair->n : kdl_h5_dump(r->in->teacher)->n;
+        size_t nsub = r->o.subsample < n ? r->o.subsample : n;
+        struct kdl_stream_opts so = kdl_run_stream_opts(&r->o.common);
+        struct kdl__cka_compute_opts co = compute_opts(r);
+        struct kdl_stream_cost c;
+        int err = 0;
+
+        if (rows == 0) {
+                kdl_stream_cost_init(&c, pair);
+                kdl__feed_cost(&r->l, r->in->teacher, co.spatial, co.labels, &c);
+                rows = kdl_stream_cost_rows(&c, n, &so);
+                err = kdl__need_add(ret, kdl_stream_cost_bytes(&c, n, &so), 0,
+                                    "blocks of %zu rows of %zu sources", rows, r->l.n);
+        }
+        return err ?: kdl__cka_pass_need(&r->l, n, nsub, rows, r->nclasses, &co, ret);
+}
+
+/* The state of a job at @cp of student @k dropped; r->two, r->cp and the sources set. */
+static int job_start(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp)
+{
+        job_release(r);
+        r->two = r->in->nstudents > 0;
+        assert(!r->two || (k < r->in->nstudents && cp->partner));
+        r->cp = *cp;
+        return job_sources(r, cp);
+}
+
+int kdl__cka_job_cost(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp,
+                      struct kdl_stream_cost *c)
+{
+        int err = job_start(r, k, cp);
+
+        if (!err)
+                kdl__feed_cost(&r->l, r->in->teacher, r->o.common.spatial, r->nclasses > 0, c);
+        job_release(r);
+        return err;
+}
+
+int kdl__cka_job_need(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, size_t rows,
+                      kdl__need *ret)
+{
+        kdl__need nd = {.analysis = ret->analysis};
+        int err;
+
+        err = job_start(r, k, cp);
+        err = err ?: job_need(r, k, rows, &nd);
+        if (!err)
+                kdl__need_max(ret, &nd);
+        kdl__need_release(&nd);
+        job_release(r);
+        return err;
 }
 
 int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
@@ -450,16 +508,19 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
         int err;
 
         assert(cp && cp->main && ret);
-        job_release(r);
         kdl__cka_results_release(&r->last);
-        r->two = in->nstudents > 0;
-        assert(!r->two || (k < in->nstudents && cp->partner));
+        err = job_start(r, k, cp);
         fb = r->two ? in->students[k] : NULL;
         pair = r->two ? in->pairs[k] : NULL;
         n = pair ? pair->n : kdl_h5_dump(in->teacher)->n;
-        r->cp = *cp;
+        /* Before the subsample and the state are allocated: what the job needs. */
+        if (!err) {
+                kdl__need nd = {.analysis = "cka"};
 
-        err = job_sources(r, cp);
+                err = job_need(r, k, 0, &nd);
+                err = err ?: kdl__need_check(&nd, r->o.common.memory, KDL_CKA_LEVERS);
+                kdl__need_release(&nd);
+        }
         err = err
                       ?: kdl_sample_select(n, NULL, 0, r->o.subsample, r->o.seed, STREAM_SUBSAMPLE,
                                            &r->sub, &r->nsub);
@@ -587,25 +648,63 @@ int kdl__cka_end(struct kdl__cka_run *r)
         return err;
 }
 
+/* The checkpoints of A the command compares: B at the checkpoint of the same name unless a
+ * partner checkpoint is named. */
+static int select_checkpoints(kdl_inputs *in, const struct kdl_run_cka_opts *o,
+                              struct kdl_ckpair **ret, size_t *ret_n)
+{
+        return kdl_select_checkpoints(
+                in->teacher, in->nstudents ? in->students[0] : NULL, o->common.checkpoint,
+                o->partner_checkpoint ? o->partner_checkpoint : "same", ret, ret_n);
+}
+
+/* The largest need of the jobs at the @n checkpoints @cks, into @ret. */
+static int run_need(struct kdl__cka_run *r, const struct kdl_ckpair *cks, size_t n, kdl__need *ret)
+{
+        int err = 0;
+
+        for (size_t c = 0; c < n && !err; c++)
+                err = kdl__cka_job_need(r, 0, &cks[c], 0, ret);
+        return err;
+}
+
+int kdl_run_cka_plan(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc *doc)
+{
+        kdl__need nd = {.analysis = "cka"};
+        struct kdl_ckpair *cks = NULL;
+        struct kdl__cka_run *r = NULL;
+        size_t nck = 0;
+        int err;
+
+        assert(in && in->teacher && opts && doc);
+        err = kdl__cka_begin(in, opts, doc, &r);
+        err = err ?: select_checkpoints(in, opts, &cks, &nck);
+        err = err ?: run_need(r, cks, nck, &nd);
+        err = err ?: kdl__need_doc(&nd, 1, opts->common.memory, KDL_CKA_LEVERS, doc);
+        kdl__need_release(&nd);
+        kdl__cka_abort(r);
+        free(cks);
+        return err;
+}
+
 int kdl_run_cka(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc *doc)
 {
         kdl_h5file *fb = in->nstudents ? in->students[0] : NULL;
         const kdl_pair *pair = fb ? in->pairs[0] : NULL;
         size_t n = pair ? pair->n : kdl_h5_dump(in->teacher)->n, nck = 0;
-        struct kdl_stream_opts so = {.skip_nonfinite = opts->common.skip_nonfinite};
+        struct kdl_stream_opts so = kdl_run_stream_opts(&opts->common);
+        kdl__need nd = {.analysis = "cka"};
         struct kdl_ckpair *cks = NULL;
         struct kdl__cka_run *r = NULL;
         int err;
 
         assert(in && in->teacher && opts && doc);
         err = kdl__cka_begin(in, opts, doc, &r);
-        /* Two dumps compared layer by layer: B at the checkpoint of the same name
-         * unless a partner checkpoint is named. */
-        err = err
-                      ?: kdl_select_checkpoints(in->teacher, fb, opts->common.checkpoint,
-                                                opts->partner_checkpoint ? opts->partner_checkpoint
-                                                                         : "same",
-                                                &cks, &nck);
+        err = err ?: select_checkpoints(in, opts, &cks, &nck);
+        /* Before the first checkpoint is computed: what the largest one needs. */
+        err = err ?: run_need(r, cks, nck, &nd);
+        err = err ?: kdl__need_check(&nd, opts->common.memory, KDL_CKA_LEVERS);
+        kdl__need_release(&nd);
         for (size_t c = 0; c < nck && !err; c++) {
                 kdl_stream *s = NULL;
                 kdl__job job;

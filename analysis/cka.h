@@ -36,8 +36,8 @@ KDL_API int kdl_run_cka_estimator_parse(const char *s, enum kdl_run_cka_estimato
 KDL_API int kdl_run_cka_kernel_parse(const char *s, enum kdl_cka_kernel *ret);
 
 struct kdl_run_cka_opts {
-        struct kdl_run_common common;         /* reads checkpoint (A's), spatial, skip_nonfinite */
-        enum kdl_cka_kernel kernel;           /* selects the matrix shown */
+        struct kdl_run_common common; /* reads checkpoint (A's), spatial, skip_nonfinite, memory */
+        enum kdl_cka_kernel kernel;   /* selects the matrix shown */
         enum kdl_run_cka_estimator estimator; /* selects the matrix shown */
         const char *partner_checkpoint;       /* B's: NULL the one of the same name, else
                                                  its last; or a name for every checkpoint */
@@ -48,7 +48,6 @@ struct kdl_run_cka_opts {
         size_t batch;                     /* minibatch size m, >= 4 */
         double theta;                     /* RBF bandwidth fraction, > 0 */
         double robust;                    /* outlier fraction of the robust column, in [0, 0.5) */
-        size_t max_bytes;                 /* refuse a feature-space state above this */
         enum kdl_cka_precision precision; /* feature-space products */
 };
 
@@ -56,7 +55,7 @@ struct kdl_run_cka_opts {
  * kdl_run_cka_opts_init() - common defaults, the linear kernel, the biased
  * estimator, no bootstrap (percentile intervals when asked), seed 0, a
  * subsample of 2048, batches of 256, theta 0.5, a 1 % robust fraction,
- * 8 GiB at most, double precision.
+ * double precision.
  */
 KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
 
@@ -76,10 +75,25 @@ KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
  * value.  RBF, minibatch and the robust column use a seeded subsample
  * gathered in the same pass.
  *
+ * Memory: each checkpoint's job states what it needs (its blocks, the
+ * state or, in Gram space, every sample and the n x n Gram matrices, the
+ * subsample and what runs on it) before allocating it, and refuses a need
+ * above @o->common.memory.
+ *
  * Return: 0; -KDL_EUSAGE for a checkpoint that does not exist or an
- * impossible combination (minibatch with the RBF kernel); -KDL_ERANGE when
- * the state would exceed @o->max_bytes; the loader's and metrics' errors.
+ * impossible combination (minibatch with the RBF kernel); -KDL_EBUDGET when
+ * a checkpoint needs more than @o->common.memory (the message names the
+ * size, what it is for and the option that lowers it); the loader's and
+ * metrics' errors.
  */
 KDL_API int kdl_run_cka(kdl_inputs *in, const struct kdl_run_cka_opts *o, kdl_doc *doc);
+
+/**
+ * kdl_run_cka_plan() - what kdl_run_cka() would need with @in and @o (the
+ * largest checkpoint), from the shapes alone: the tables "plan" and
+ * "plan_parts" into @doc, as kdl_run_kl_plan().
+ * Return: 0; the errors of finding the checkpoints and sources; -ENOMEM.
+ */
+KDL_API int kdl_run_cka_plan(kdl_inputs *in, const struct kdl_run_cka_opts *o, kdl_doc *doc);
 
 #endif

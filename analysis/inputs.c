@@ -328,7 +328,23 @@ int kdl_inputs_teacher_labels(const kdl_inputs *in, const kdl_pair *pair, int64_
 
 void kdl_run_common_init(struct kdl_run_common *c)
 {
-        *c = (struct kdl_run_common){.ntau = 1, .tau = {4.0}, .spatial = KDL_SPATIAL_AVG};
+        *c = (struct kdl_run_common){.ntau = 1,
+                                     .tau = {4.0},
+                                     .spatial = KDL_SPATIAL_AVG,
+                                     .memory = kdl_memory_default()};
+}
+
+struct kdl_stream_opts kdl_run_stream_opts(const struct kdl_run_common *c)
+{
+        size_t share = c->memory / 16;
+
+        /* Never 0: the stream would take that for its default. */
+        share = share < 1 ? 1 : share;
+        return (struct kdl_stream_opts){.block_rows = c->block_rows,
+                                        .budget_bytes = share < KDL_STREAM_BUDGET_DEFAULT
+                                                                ? share
+                                                                : KDL_STREAM_BUDGET_DEFAULT,
+                                        .skip_nonfinite = c->skip_nonfinite};
 }
 
 static const kdl_checkpoint *last(const kdl_h5file *f)

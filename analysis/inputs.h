@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #include "loaders/h5.h"
+#include "loaders/stream.h"
+#include "metrics/base/budget.h"
 #include "reports/table.h"
 
 /*
@@ -119,14 +121,26 @@ struct kdl_run_common {
         bool skip_nonfinite;            /* drop samples with NaN/Inf instead of failing */
         const char *per_sample;         /* NULL, or the HDF5 file for the per-sample values */
         size_t block_rows;              /* rows per block; 0: from the stream's memory budget */
+        size_t memory; /* bytes the analysis may allocate (--memory); KDL_MEMORY_UNLIMITED: no
+                          limit.  Each analysis states its need from the shapes before it
+                          allocates and refuses (-KDL_EBUDGET) a need above this */
 };
 
 /**
  * kdl_run_common_init() - the defaults: the last checkpoint of each model,
  * compared with the teacher's last; the single temperature 4; avg pooling;
- * NaN/Inf is an error; no per-sample file; blocks from the memory budget.
+ * NaN/Inf is an error; no per-sample file; blocks from the memory budget;
+ * kdl_memory_default() as the budget (half of the physical memory).
  */
 KDL_API void kdl_run_common_init(struct kdl_run_common *c);
+
+/**
+ * kdl_run_stream_opts() - the options of a stream read as @c asks: its block
+ * rows, its NaN/Inf policy, and a block budget under @c->memory: 64 MiB, or
+ * a sixteenth of the budget when that is less (a small --memory reads
+ * smaller blocks).
+ */
+KDL_API struct kdl_stream_opts kdl_run_stream_opts(const struct kdl_run_common *c);
 
 /* A checkpoint of the analysed model and the partner checkpoint it is compared with. */
 struct kdl_ckpair {

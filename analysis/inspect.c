@@ -6,11 +6,13 @@
 #include "loaders/h5.h"
 #include "loaders/stream.h"
 #include "analysis/inspect.h"
+#include "analysis/need.h"
 #include "metrics/base/banned.h"
 
 void kdl_run_inspect_opts_init(struct kdl_run_inspect_opts *o)
 {
-        *o = (struct kdl_run_inspect_opts){.scan_values = true, .join = KDL_JOIN_STRICT};
+        *o = (struct kdl_run_inspect_opts){
+                .scan_values = true, .join = KDL_JOIN_STRICT, .memory = kdl_memory_default()};
 }
 
 static char *shape_string(const kdl_dsinfo *ds)
@@ -296,15 +298,77 @@ static void tables_free(struct tables *tb)
         kdl_table_free(tb->probs);
 }
 
-/* Open the @n @paths into @fs, and with @scan read every value (a NaN or Inf
- * is a problem of the file, not an error). */
-static int open_files(const char *const *paths, size_t n, bool scan, kdl_h5file **fs)
+/* The largest of what kdl_h5_scan_values() holds while it scans @ds of @f (a
+ * floating-point one) into @nd: a block of 4 Mi doubles (32 MiB, at least one
+ * row) and the dataset's chunk cache.  NEEDSWORK: h5-scan.c's block, stated
+ * here; take it from there once the scan takes a budget. */
+static int scan_need(const kdl_h5file *f, const kdl_dsinfo *ds, kdl__need *nd)
 {
+        kdl__need one = {.analysis = nd->analysis};
+        struct kdl_stream_cost c;
+        size_t inner = 1, rows;
+        int err;
+
+        if (!ds || !ds->is_float || ds->ndim < 1 || ds->ndim > KDL_MAX_DIMS)
+                return 0;
+        for (size_t k = 1; k < ds->ndim; k++)
+                inner = kdl_sat_mul(inner, ds->shape[k]);
+        rows = ((size_t) 4 << 20) / inner;
+        rows = rows < 1 ? 1 : rows > ds->shape[0] ? ds->shape[0] : rows;
+        kdl_stream_cost_init(&c, NULL);
+        kdl_stream_cost_add(&c, ds, KDL_SPATIAL_FLATTEN, false);
+        err = kdl__need_add(
+                &one,
+                kdl_sat_add(kdl_sat_mul(kdl_sat_mul(rows, inner), sizeof(double)), c.fixed_bytes),
+                KDL_LEVER_QUICK, "the NaN/Inf scan of '%s': %s in blocks of %zu rows",
+                kdl_h5_dump(f)->path, ds->path, rows);
+        if (!err)
+                kdl__need_max(nd, &one);
+        kdl__need_release(&one);
+        return err;
+}
+
+/* The need of scanning every file of @fs, one dataset at a time, as kdl_h5_scan_values(). */
+static int scan_needs(kdl_h5file *const *fs, size_t n, kdl__need *nd)
+{
+        int err = 0;
+
+        for (size_t k = 0; k < n && !err; k++) {
+                const kdl_dump *d = kdl_h5_dump(fs[k]);
+
+                for (size_t c = 0; c < d->ncheckpoints && !err; c++) {
+                        const kdl_checkpoint *ck = &d->checkpoints[c];
+                        const kdl_dsinfo *list[] = {ck->logits, ck->grad_logits, ck->head_weight,
+                                                    ck->head_bias};
+
+                        for (size_t j = 0; j < sizeof(list) / sizeof(list[0]) && !err; j++)
+                                err = scan_need(fs[k], list[j], nd);
+                        for (size_t j = 0; j < ck->nlayers && !err; j++) {
+                                err = scan_need(fs[k], &ck->layers[j].feature, nd);
+                                err = err ?: scan_need(fs[k], ck->layers[j].gradient, nd);
+                        }
+                }
+        }
+        return err;
+}
+
+/* Open the @n @paths into @fs, and with o->scan_values read every value (a
+ * NaN or Inf is a problem of the file, not an error) once its need fits
+ * o->memory. */
+static int open_files(const char *const *paths, size_t n, const struct kdl_run_inspect_opts *o,
+                      kdl_h5file **fs)
+{
+        kdl__need nd = {.analysis = "inspect"};
         int err = 0;
 
         for (size_t k = 0; k < n && !err; k++)
                 err = kdl_h5_open(paths[k], &fs[k]);
-        for (size_t k = 0; k < n && scan && err >= 0; k++)
+        if (!err && o->scan_values) {
+                err = scan_needs(fs, n, &nd);
+                err = err ?: kdl__need_check(&nd, o->memory, KDL_LEVER_QUICK);
+                kdl__need_release(&nd);
+        }
+        for (size_t k = 0; k < n && o->scan_values && err >= 0; k++)
                 err = kdl_h5_scan_values(fs[k]);
         return err < 0 ? err : 0;
 }
@@ -319,7 +383,7 @@ int kdl_run_inspect(const char *const *paths, size_t n, const struct kdl_run_ins
 
         if (!fs)
                 return -ENOMEM;
-        err = open_files(paths, n, o->scan_values, fs);
+        err = open_files(paths, n, o, fs);
         err = err ?: tables_new(&tb);
         for (size_t k = 0; k < n && !err; k++) {
                 const kdl_dump *d = kdl_h5_dump(fs[k]);

@@ -12,9 +12,11 @@
 struct kdl_run_inspect_opts {
         bool scan_values;   /* read every float dataset and report NaN/Inf */
         enum kdl_join join; /* how students are joined with the teacher on /sample_ids */
+        size_t memory;      /* bytes the scan may take (--memory); see kdl_run_common */
 };
 
-/** kdl_run_inspect_opts_init() - the defaults: scan every value; the strict join. */
+/** kdl_run_inspect_opts_init() - the defaults: scan every value; the strict join;
+ * kdl_memory_default() as the budget. */
 KDL_API void kdl_run_inspect_opts_init(struct kdl_run_inspect_opts *o);
 
 /**
@@ -34,6 +36,7 @@ KDL_API void kdl_run_inspect_opts_init(struct kdl_run_inspect_opts *o);
  *
  * Return: 0 (problems are results, not errors); a negative code when a file
  * cannot be opened at all (missing, not HDF5, truncated), with no table added;
+ * -KDL_EBUDGET when the scan of a dataset would need more than @o->memory;
  * -KDL_EUSAGE for the inner join of a pair without /sample_ids in both.
  */
 KDL_API int kdl_run_inspect(const char *const *paths, size_t n,

@@ -3,6 +3,7 @@
 #define KDL_ANALYSIS_KL_INTERNAL_H
 
 #include "analysis/kl.h"
+#include "analysis/need.h"
 #include "analysis/pass.h"
 #include "metrics/kl.h"
 
@@ -37,6 +38,39 @@ int kdl__kl_end(struct kdl__kl_run *r);
 
 /* kdl__kl_abort() - free @r after a failure (NULL: no-op); nothing is committed. */
 void kdl__kl_abort(struct kdl__kl_run *r);
+
+/* The options of the kl command that lower its need. */
+#define KDL_KL_LEVERS (KDL_LEVER_BLOCK_ROWS | KDL_LEVER_SPEARMAN)
+
+/* kdl__kl_need() - into @ret, the largest need of kl's jobs on @in with @o (one per student
+ * and checkpoint pair, one at a time): the job at its peak and its stream.  Reads nothing but
+ * the shapes.  Return: 0; the errors of finding the sources (as the run); -ENOMEM. */
+int kdl__kl_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl__need *ret);
+
+/* kdl__kl_job_cost() - the datasets kdl__kl_job() of student @k at @cp reads, into the cost
+ * @c of a stream over in->pairs[k] (the report's, shared).  Return: as kdl__kl_need(). */
+int kdl__kl_job_cost(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
+                     const struct kdl_ckpair *cp, struct kdl_stream_cost *c);
+
+/* kdl__kl_job_need() - keep in @ret the larger of @ret and what that job holds besides its
+ * stream, read in blocks of @rows rows.  Return: as kdl__kl_need(). */
+int kdl__kl_job_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
+                     const struct kdl_ckpair *cp, size_t rows, kdl__need *ret);
+
+/* The shapes of one kl job, for its need (analysis/kl-need.c). */
+struct kdl__kl_shape {
+        size_t n;                     /* samples */
+        size_t c, d_s, d_t;           /* classes, head-input widths */
+        size_t ntau, reservoir, rows; /* temperatures, Spearman cap, block rows */
+        bool feat, head, fitted;      /* features, W_t, a fitted projector */
+        size_t stream_bytes;          /* kdl_stream_cost_bytes() of its datasets; 0: a shared
+                                         stream the caller counts */
+        size_t ndatasets;
+};
+
+/* kdl__kl_shape_need() - keep in @ret the larger of @ret and the need of the job @sh: its
+ * stream, and the larger of the projector fit and the measuring pass.  Return: 0; -ENOMEM. */
+int kdl__kl_shape_need(const struct kdl__kl_shape *sh, kdl__need *ret);
 
 /* What the rows of one comparison say about it (analysis/kl-tables.c). */
 struct kdl__kl_rows {

@@ -595,15 +595,96 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
         return 0;
 }
 
+/* ---- what kl needs ------------------------------------------------------------------ */
+
+/* The sources of student @k's job at @cp, as kdl__kl_job() finds them; release with
+ * sources_release() whatever it returns. */
+static int job_sources(const kdl_inputs *in, enum kdl_spatial rule, size_t k,
+                       const struct kdl_ckpair *cp, struct sources *x)
+{
+        *x = (struct sources){
+                .tf = in->teacher, .sf = in->students[k], .ct = cp->partner, .cs = cp->main};
+        return find_sources(x, rule);
+}
+
+/* The datasets kl_attach() adds for @x into @c; returns their count. */
+static size_t job_cost(const struct sources *x, enum kdl_spatial rule, struct kdl_stream_cost *c)
+{
+        const kdl_dsinfo *ds[] = {x->ct->logits,
+                                  x->cs->logits,
+                                  x->feat ? &x->lt->feature : NULL,
+                                  x->feat ? &x->ls->feature : NULL,
+                                  x->gt,
+                                  x->gzt,
+                                  x->gzs};
+        const bool student[] = {false, true, false, true, false, false, true};
+        size_t n = 0;
+
+        for (size_t i = 0; i < sizeof(ds) / sizeof(ds[0]); i++)
+                if (ds[i]) {
+                        kdl_stream_cost_add(c, ds[i], rule, student[i]);
+                        n++;
+                }
+        return n;
+}
+
+/* The shape of @x's job on @n samples in blocks of @rows rows. */
+static struct kdl__kl_shape job_shape(const struct sources *x, size_t n, size_t rows,
+                                      const struct kdl_run_kl_opts *o)
+{
+        return (struct kdl__kl_shape){.n = n,
+                                      .c = x->c,
+                                      .d_s = x->feat ? x->d_s : 0,
+                                      .d_t = x->feat ? x->d_t : 0,
+                                      .ntau = o->common.ntau,
+                                      .reservoir = o->reservoir,
+                                      .rows = rows,
+                                      .feat = x->feat,
+                                      .head = x->wt != NULL,
+                                      .fitted = x->feat && x->d_s != x->d_t};
+}
+
+int kdl__kl_job_cost(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
+                     const struct kdl_ckpair *cp, struct kdl_stream_cost *c)
+{
+        struct sources x;
+        int err = job_sources(in, o->common.spatial, k, cp, &x);
+
+        if (!err)
+                err = (int) job_cost(&x, o->common.spatial, c);
+        sources_release(&x);
+        return err;
+}
+
+int kdl__kl_job_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
+                     const struct kdl_ckpair *cp, size_t rows, kdl__need *ret)
+{
+        struct sources x;
+        struct kdl__kl_shape sh;
+        int err = job_sources(in, o->common.spatial, k, cp, &x);
+
+        sh = job_shape(&x, in->pairs[k]->n, rows, o);
+        err = err ?: kdl__kl_shape_need(&sh, ret);
+        sources_release(&x);
+        return err;
+}
+
 int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc,
                   struct kdl__kl_run **ret)
 {
+        kdl__need nd = {.analysis = "kl"};
         struct kdl__kl_run *r;
         int err;
 
         assert(in && o && doc && o->common.ntau >= 1);
         if (!in->teacher || in->nstudents == 0)
                 return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
+        /* Before anything is allocated: what the largest job needs. */
+        err = kdl__kl_need(in, o, &nd);
+        err = err ?: kdl__need_check(&nd, o->common.memory, KDL_KL_LEVERS);
+        kdl__need_release(&nd);
+        if (err < 0)
+                return err;
         r = kdl_new(struct kdl__kl_run, 1);
         if (!r)
                 return -ENOMEM;
@@ -693,8 +774,7 @@ int kdl_run_kl(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *d
 
         err = kdl__kl_begin(in, o, doc, &r);
         for (size_t k = 0; !err && k < in->nstudents; k++) {
-                struct kdl_stream_opts so = {.block_rows = o->common.block_rows,
-                                             .skip_nonfinite = o->common.skip_nonfinite};
+                struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
                 struct kdl_ckpair *cks = NULL;
                 size_t nck = 0;
 

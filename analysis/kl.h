@@ -52,8 +52,19 @@ KDL_API void kdl_run_kl_opts_init(struct kdl_run_kl_opts *o);
  * teacher_checkpoint, the teacher) has;
  * -KDL_EMISMATCH when teacher and student class counts differ;
  * -KDL_ESCHEMA for a head weight or gradient whose shape does not fit its
- * feature; -KDL_ENONFINITE naming the dataset and sample; I/O codes.
+ * feature; -KDL_EBUDGET when it needs more than o->common.memory (nothing
+ * is computed); -KDL_ENONFINITE naming the dataset and sample; I/O codes.
  */
 KDL_API int kdl_run_kl(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc);
+
+/**
+ * kdl_run_kl_plan() - what kdl_run_kl() would need with @in and @o, from the
+ * shapes alone (no data is read): the tables "plan" (the need, the budget
+ * o->common.memory, whether it fits) and "plan_parts" (what the memory is
+ * for) into @doc.  kdl_run_kl() refuses (-KDL_EBUDGET) a need that does not
+ * fit before it allocates anything.
+ * Return: 0; the errors of finding the sources, as kdl_run_kl(); -ENOMEM.
+ */
+KDL_API int kdl_run_kl_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc);
 
 #endif

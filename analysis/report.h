@@ -7,6 +7,7 @@
 
 #include "analysis/inputs.h"
 #include "loaders/h5.h"
+#include "reports/table.h"
 #include "metrics/base/error.h"
 
 /*
@@ -20,7 +21,9 @@ struct kdl_run_report_opts {
          * "all", the default, or a name), teacher_checkpoint (the one each is compared
          * with, and the one whose layers are ranked), one temperature, spatial,
          * skip_nonfinite, block_rows (of the stream each student checkpoint is read
-         * on; the teacher's layers section sizes its blocks itself); not per_sample. */
+         * on; the teacher's layers section sizes its blocks itself), memory (the
+         * budget of the whole report: the analyses of a checkpoint run together, so
+         * their needs add up); not per_sample. */
         struct kdl_run_common common;
         const char *teacher;
         const char *const *students; /* @nstudents paths */
@@ -47,12 +50,27 @@ KDL_API void kdl_run_report_opts_init(struct kdl_run_report_opts *o);
 /**
  * kdl_run_report() - write the report.
  * Return: 0; the first error of any analysis (nothing is put in place then);
+ * -KDL_EBUDGET when the report needs more than o->common.memory (before
+ * anything is computed);
  * -KDL_EUSAGE for a directory that is an input, holds one, or exists and is
  * not a kdlens report (without force), for an option that cannot apply, or
  * a checkpoint no student has; -KDL_EPLOT when gnuplot fails; -errno for the
  * directory.
  */
 KDL_API int kdl_run_report(const struct kdl_run_report_opts *o);
+
+/**
+ * kdl_run_report_plan() - what kdl_run_report() would need with @o, from the
+ * dumps' shapes alone (@o->out_dir may be NULL; nothing is read or written):
+ * the tables "plan" and "plan_parts" (analysis/need.h) into @doc.  The
+ * analyses of a student checkpoint run together on one stream, so the need
+ * is the sum of theirs and of that stream, for the largest checkpoint.
+ * kdl_run_report() refuses (-KDL_EBUDGET) a need over @o->common.memory
+ * before it computes or writes anything.
+ * Return: 0; the errors of opening the inputs and choosing the checkpoints;
+ * -ENOMEM.
+ */
+KDL_API int kdl_run_report_plan(const struct kdl_run_report_opts *o, kdl_doc *doc);
 
 /**
  * kdl_layers_default_k() - how many teacher layers `kdlens layers` and the

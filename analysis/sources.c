@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/base/budget.h"
 #include "analysis/sources.h"
 #include "metrics/base/banned.h"
 
@@ -83,6 +84,15 @@ void kdl__gather_release(struct kdl__gather *g, size_t nsrc)
         *g = (struct kdl__gather){0};
 }
 
+size_t kdl__gather_bytes(const struct kdl__srcs *l, size_t nwant)
+{
+        size_t row = sizeof(size_t) + sizeof(int64_t);
+
+        for (size_t k = 0; k < l->n; k++)
+                row = kdl_sat_add(row, kdl_sat_mul(l->v[k].width, sizeof(double)));
+        return kdl_sat_mul(row, nwant);
+}
+
 kdl_tensor kdl__gather_tensor(const struct kdl__gather *g, const struct kdl__srcs *l, size_t k)
 {
         return kdl_tensor_wrap(g->data[k], 2, (size_t[]){g->n, l->v[k].width});
@@ -140,6 +150,24 @@ int kdl__feed_attach(struct kdl__feed *f, kdl__job *j, kdl_stream *s)
         if (r >= 0 && f->labels)
                 r = kdl__job_add_labels(j, s, f->fa);
         return r < 0 ? r : 0;
+}
+
+void kdl__feed_cost(const struct kdl__srcs *l, kdl_h5file *fa, enum kdl_spatial rule, bool labels,
+                    struct kdl_stream_cost *c)
+{
+        for (size_t k = 0; k < l->n; k++)
+                if (l->v[k].ds)
+                        kdl_stream_cost_add(c, l->v[k].ds, rule, l->v[k].model == 1);
+        if (labels && kdl_h5_dump(fa)->labels)
+                kdl_stream_cost_add(c, kdl_h5_dump(fa)->labels, KDL_SPATIAL_FLATTEN, false);
+}
+
+size_t kdl__feed_bytes(const struct kdl__srcs *l, size_t nclasses, size_t rows)
+{
+        for (size_t k = 0; k < l->n; k++)
+                if (!l->v[k].ds)
+                        return kdl_sat_mul(kdl_sat_mul(rows, nclasses), sizeof(double));
+        return 0;
 }
 
 /* The one-hot labels of the current block in f->onehot. */

@@ -59,6 +59,9 @@ int kdl__gather_init(struct kdl__gather *g, const struct kdl__srcs *l, const siz
                      size_t nwant);
 void kdl__gather_release(struct kdl__gather *g, size_t nsrc);
 
+/* kdl__gather_bytes() - what kdl__gather_init() allocates for @nwant rows of @l (saturating). */
+size_t kdl__gather_bytes(const struct kdl__srcs *l, size_t nwant);
+
 /* kdl__gather_tensor() - source @k of @g as an [n, width] tensor (borrowed). */
 kdl_tensor kdl__gather_tensor(const struct kdl__gather *g, const struct kdl__srcs *l, size_t k);
 
@@ -97,6 +100,16 @@ int kdl__feed_block(struct kdl__feed *f, kdl_stream *s);
 /* kdl__feed_job() - @f as a one-pass job (ctx = @f, no end) made of the two
  * above. */
 kdl__job kdl__feed_job(struct kdl__feed *f);
+
+/* kdl__feed_cost() - the datasets kdl__feed_attach() adds for the sources @l (A's from
+ * @fa, B's through the pair as student rows) and, with @labels, @fa's labels, into the
+ * stream cost @c. */
+void kdl__feed_cost(const struct kdl__srcs *l, kdl_h5file *fa, enum kdl_spatial rule, bool labels,
+                    struct kdl_stream_cost *c);
+
+/* kdl__feed_bytes() - what kdl__feed_block() keeps for blocks of @rows rows of @l: the
+ * one-hot labels when a source is the labels (@nclasses wide) (saturating). */
+size_t kdl__feed_bytes(const struct kdl__srcs *l, size_t nclasses, size_t rows);
 
 /* kdl__feed_release() - free the private part of @f. */
 void kdl__feed_release(struct kdl__feed *f);

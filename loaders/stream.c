@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/base/budget.h"
 #include "loaders/h5-internal.h"
 #include "loaders/stream.h"
 #include "metrics/base/banned.h"
@@ -48,6 +49,104 @@ struct kdl_stream {
         size_t lo, hi;         /* this part's logical rows, set with the block size */
 };
 
+/* ---- what a stream will hold ------------------------------------------------------ */
+
+/* What the chunk cache kdl_h5_reader_open() gives chunked @ds holds at most:
+ * two row bands of chunks of the stored type, within [1 MiB, 64 MiB], and
+ * never more than the whole dataset.  NEEDSWORK: the same rule as
+ * h5-read.c's cache_bytes(); take it from there once it is exported. */
+static size_t chunk_cache(const kdl_dsinfo *ds)
+{
+        const char *digits = ds->dtype + strcspn(ds->dtype, "0123456789");
+        size_t elem = *digits ? (size_t) atoi(digits) / 8 : 8, band = 2 * ds->chunk[0], all;
+
+        if (!ds->chunked)
+                return 0;
+        all = ds->ndim ? ds->shape[0] : 1;
+        for (size_t k = 1; k < ds->ndim; k++) {
+                band = kdl_sat_mul(band, ds->shape[k]);
+                all = kdl_sat_mul(all, ds->shape[k]);
+        }
+        band = kdl_sat_mul(band, elem ? elem : 1);
+        all = kdl_sat_mul(all, elem ? elem : 1);
+        band = band < ((size_t) 1 << 20) ? (size_t) 1 << 20 : band > (64u << 20) ? 64u << 20 : band;
+        return band < all ? band : all;
+}
+
+/* Bytes per block row of @ds read with @rule, through a row map when @mapped:
+ * its block row, and the reader's scratch row of every stored value (with
+ * the sort pair of the row map) when it reduces or maps. */
+static size_t row_cost(const kdl_dsinfo *ds, enum kdl_spatial rule, bool mapped)
+{
+        size_t inner = 1, cols = ds->ndim <= 1 ? 1 : kdl_dsinfo_width(ds, rule);
+        bool reduce = ds->ndim >= 3 && rule != KDL_SPATIAL_FLATTEN;
+
+        for (size_t k = 1; k < ds->ndim; k++)
+                inner = kdl_sat_mul(inner, ds->shape[k]);
+        return kdl_sat_add(kdl_sat_mul(cols, sizeof(double)),
+                           (reduce || mapped ? kdl_sat_mul(inner, sizeof(double)) : 0) +
+                                   (mapped ? 2 * sizeof(size_t) : 0));
+}
+
+static bool mapped(const kdl_pair *p, bool student)
+{
+        return p && (student ? p->student_rows : p->teacher_rows);
+}
+
+/* The pairing check runs: a pair whose two dumps both have labels. */
+static bool pair_checked(const kdl_pair *p)
+{
+        return p && p->teacher && p->student && kdl_h5_dump(p->teacher)->labels &&
+               kdl_h5_dump(p->student)->labels;
+}
+
+void kdl_stream_cost_init(struct kdl_stream_cost *c, const kdl_pair *pair)
+{
+        *c = (struct kdl_stream_cost){.pair = pair,
+                                      /* the samples and the labels of a block */
+                                      .row_bytes = sizeof(size_t) + sizeof(int64_t)};
+        if (pair_checked(pair))
+                for (int k = 0; k < 2; k++) {
+                        const kdl_dsinfo *l =
+                                kdl_h5_dump(k ? pair->student : pair->teacher)->labels;
+
+                        c->row_bytes += sizeof(double) +
+                                        row_cost(l, KDL_SPATIAL_FLATTEN, mapped(pair, k == 1));
+                        c->fixed_bytes = kdl_sat_add(c->fixed_bytes, chunk_cache(l));
+                }
+}
+
+void kdl_stream_cost_add(struct kdl_stream_cost *c, const kdl_dsinfo *ds, enum kdl_spatial rule,
+                         bool student)
+{
+        c->row_bytes = kdl_sat_add(c->row_bytes, row_cost(ds, rule, mapped(c->pair, student)));
+        c->fixed_bytes = kdl_sat_add(c->fixed_bytes, chunk_cache(ds));
+}
+
+size_t kdl_stream_cost_rows(const struct kdl_stream_cost *c, size_t n,
+                            const struct kdl_stream_opts *o)
+{
+        size_t budget = o && o->budget_bytes ? o->budget_bytes : KDL_STREAM_BUDGET_DEFAULT;
+        size_t rows =
+                o && o->block_rows ? o->block_rows : budget / (c->row_bytes ? c->row_bytes : 1);
+
+        if (rows == 0)
+                rows = 1;
+        return rows > n ? (n ? n : 1) : rows;
+}
+
+size_t kdl_stream_cost_bytes(const struct kdl_stream_cost *c, size_t n,
+                             const struct kdl_stream_opts *o)
+{
+        size_t b = kdl_sat_mul(kdl_stream_cost_rows(c, n, o), c->row_bytes);
+
+        if (o && o->skip_nonfinite)
+                b = kdl_sat_add(b, n / 8 + 1);
+        return kdl_sat_add(b, c->fixed_bytes);
+}
+
+/* ---- the stream ---------------------------------------------------------------------- */
+
 int kdl_stream_new(size_t n, const kdl_pair *pair, const struct kdl_stream_opts *o,
                    kdl_stream **ret)
 {
@@ -59,8 +158,6 @@ int kdl_stream_new(size_t n, const kdl_pair *pair, const struct kdl_stream_opts 
         s->pair = pair;
         if (o)
                 s->o = *o;
-        if (!s->o.budget_bytes)
-                s->o.budget_bytes = 64u << 20;
         s->labels = -1;
         *ret = s;
         return 0;
@@ -167,8 +264,7 @@ static int check_open(kdl_stream *s)
         const kdl_pair *p = s->pair;
         int err;
 
-        if (!p || !p->teacher || !p->student || s->check[0] || !kdl_h5_dump(p->teacher)->labels ||
-            !kdl_h5_dump(p->student)->labels)
+        if (!pair_checked(p) || s->check[0])
                 return 0;
         err = open_labels(s, p->teacher, p->teacher_rows, &s->check[0]);
         err = err ?: open_labels(s, p->student, p->student_rows, &s->check[1]);
@@ -180,24 +276,18 @@ static int check_open(kdl_stream *s)
         return err;
 }
 
+/* The blocks, as many rows as the budget holds (struct kdl_stream_cost). */
 static int allocate(kdl_stream *s)
 {
-        size_t cols = 0;
+        struct kdl_stream_cost c;
         int err = check_open(s);
 
         if (err < 0)
                 return err;
+        kdl_stream_cost_init(&c, s->pair);
         for (size_t k = 0; k < s->nsrc; k++)
-                cols += s->src[k].cols;
-        if (s->check[0])
-                cols += 2;
-        s->block = s->o.block_rows;
-        if (!s->block)
-                s->block = s->o.budget_bytes / (sizeof(double) * (cols ? cols : 1));
-        if (s->block == 0)
-                s->block = 1;
-        if (s->block > s->n)
-                s->block = s->n ? s->n : 1;
+                kdl_stream_cost_add(&c, s->src[k].ds, s->src[k].rule, s->src[k].student);
+        s->block = kdl_stream_cost_rows(&c, s->n, &s->o);
         s->hi = s->n;
         if (s->nparts > 1) {
                 size_t nb = (s->n + s->block - 1) / s->block;

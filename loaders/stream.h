@@ -13,7 +13,8 @@
  * teacher's and the student's (student rows mapped through a kdl_pair), and
  * the labels.  One pass over the stream serves every metric of a pipeline;
  * kdl_stream_rewind() starts a second pass when a metric needs one.
- * Memory: one block per dataset, sized by a byte budget, independent of N.
+ * Memory: one block per dataset, sized by a byte budget, independent of N
+ * (struct kdl_stream_cost says how much).
  *
  * Pairing check: a stream over a pair whose two dumps both have /labels also
  * reads the teacher's and the student's labels, in the pair's row order, in
@@ -36,9 +37,53 @@
 
 struct kdl_stream_opts {
         size_t block_rows;   /* rows per block; 0 = from budget_bytes */
-        size_t budget_bytes; /* 0 = 64 MiB for all the blocks together */
+        size_t budget_bytes; /* what the blocks of every dataset and their readers' scratch
+                                may take together (struct kdl_stream_cost); 0 = 64 MiB */
         bool skip_nonfinite; /* drop samples with NaN/Inf in any dataset, count them */
 };
+
+/* The block budget a zero budget_bytes means. */
+#define KDL_STREAM_BUDGET_DEFAULT ((size_t) 64 << 20)
+
+/*
+ * What a stream will hold, known from the datasets' shapes before one is
+ * made or read: per block row, each dataset's row of doubles after the
+ * spatial rule, its reader's scratch row of every stored value when the rule
+ * reduces or the rows go through a row map, and the pairing check's labels;
+ * besides the block, each chunked dataset's HDF5 chunk cache (two row bands
+ * of chunks, 1 to 64 MiB) and the skip bitmap.  A stream picks its block
+ * rows from the same numbers (budget_bytes / row_bytes), so that
+ * kdl_stream_cost_bytes() is what it allocates, up to the HDF5 library's own
+ * small buffers.  A dataset added twice (several jobs reading it) counts
+ * twice here, so the sum is an upper bound for a shared stream.
+ *
+ *      struct kdl_stream_cost c;
+ *      kdl_stream_cost_init(&c, pair);
+ *      kdl_stream_cost_add(&c, ck_t->logits, KDL_SPATIAL_AVG, false);
+ *      bytes = kdl_stream_cost_bytes(&c, n, &opts);
+ */
+struct kdl_stream_cost {
+        const kdl_pair *pair; /* borrowed, as the stream's */
+        size_t row_bytes;     /* per block row */
+        size_t fixed_bytes;   /* chunk caches */
+};
+
+/** kdl_stream_cost_init() - the cost of a stream over @pair (NULL: one file) before any dataset. */
+KDL_API void kdl_stream_cost_init(struct kdl_stream_cost *c, const kdl_pair *pair);
+
+/** kdl_stream_cost_add() - the cost of kdl_stream_add() of @ds, @rule, @student too. */
+KDL_API void kdl_stream_cost_add(struct kdl_stream_cost *c, const kdl_dsinfo *ds,
+                                 enum kdl_spatial rule, bool student);
+
+/** kdl_stream_cost_rows() - the block rows a stream over @n samples with options @o (NULL:
+ * the defaults) reads for cost @c: o->block_rows, else the budget over row_bytes; 1 to @n. */
+KDL_API size_t kdl_stream_cost_rows(const struct kdl_stream_cost *c, size_t n,
+                                    const struct kdl_stream_opts *o);
+
+/** kdl_stream_cost_bytes() - the bytes of such a stream: its blocks, the readers' scratch,
+ * the chunk caches, the skip bitmap (saturating at SIZE_MAX). */
+KDL_API size_t kdl_stream_cost_bytes(const struct kdl_stream_cost *c, size_t n,
+                                     const struct kdl_stream_opts *o);
 
 typedef struct kdl_stream kdl_stream;
 

@@ -13,6 +13,7 @@
 #include "analysis/dist.h"
 #include "analysis/cli/cli.h"
 #include "analysis/inputs.h"
+#include "metrics/base/budget.h"
 #include "metrics/base/banned.h"
 
 struct kdl_cmd {
@@ -23,21 +24,36 @@ struct kdl_cmd {
         const char *summary;
         const char *usage; /* the synopsis, as in README.md */
         const char *help;  /* options, one per line */
+        unsigned budget;   /* CMD_MEMORY: takes --memory; CMD_PLAN: --plan */
 };
+
+enum { CMD_MEMORY = 1u << 0, CMD_PLAN = 1u << 1 };
+
+/* The help of --memory and --plan, for the verbs that take them. */
+#define HELP_MEMORY(pad)                                                                           \
+        "  --memory LIMIT     " pad "the most memory the analyses may use: 512M, 4G, 1.5G\n"       \
+        "                     " pad "(binary units) or 50% of physical memory (default: half\n"    \
+        "                     " pad "of it; an analysis that needs more stops, exit status 1)\n"
+#define HELP_PLAN(pad)                                                                             \
+        "  --plan             " pad "print the memory each analysis needs and whether it\n"        \
+        "                     " pad "fits --memory, without reading any data\n"
 
 /* The explicit, greppable command table (git). */
 static const struct kdl_cmd commands[] = {
         {"inspect", cmd_inspect, 1, INT32_MAX, "list the checkpoints, layers and sources of dumps",
-         "kdlens inspect FILE... [--quick] [--format table|md|csv|tex|json]",
+         "kdlens inspect FILE... [--quick] [--memory LIMIT] [--format table|md|csv|tex|json]",
          "  --quick            check the structure only; skip the NaN/Inf scan of every value\n"
          "  --format FMT       table (default), md, csv, tex or json\n"
          "  --join strict|inner  join students on /sample_ids as the analyses do (strict)\n"
+         "  --memory LIMIT     the most memory the value scan may use: 512M, 4G, 1.5G or 50%\n"
+         "                     of physical memory (default: half of it)\n"
          "Each student is paired with the teacher and their /labels compared row by row.\n"
          "Exit status 1 when any file has a schema problem or a pair's labels differ (each\n"
-         "printed on stderr).\n"},
+         "printed on stderr).\n",
+         CMD_MEMORY},
         {"kl", cmd_kl, 0, 0, "how well each knowledge source approximates the KD criterion",
          "kdlens kl -t TEACHER.h5 -s STUDENT.h5... [-T 1,2,4,8] [--checkpoint NAME|all] "
-         "[--per-sample OUT.h5] [--format table|md|csv|tex|json]",
+         "[--per-sample OUT.h5] [--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
          "  -t, --teacher FILE        the teacher's dump\n"
          "  -s, --student FILE        a student's dump (repeatable)\n"
          "  -T, --temperature LIST    temperatures, e.g. 1,2,4,8 (default 4)\n"
@@ -49,22 +65,29 @@ static const struct kdl_cmd commands[] = {
          "  --per-sample OUT.h5       also write every per-sample value to OUT.h5\n"
          "  --spatial RULE            avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite error|skip    fail on NaN/Inf (default) or drop those samples\n"
-         "  --block-rows N            rows per block (default: from a 64 MiB budget)\n"
+         "  --block-rows N            rows per block (default: from a 64 MiB budget, less\n"
+         "                            under a --memory below 1 GiB)\n"
          "  --spearman-samples N      Spearman on at most N samples (default 65536)\n"
          "  --seed N                  seed of the Spearman subsample (default 1)\n"
          "  --join strict|inner       with /sample_ids in both dumps: the same ids in both\n"
          "                            (strict, default) or only the ids both hold (inner)\n"
          "  --ignore-roles            accept a -t dump whose role is student or a -s dump\n"
-         "                            whose role is teacher (exit 2 otherwise); said in a note\n"
-         "\nOne row per student, checkpoint, temperature and value: the exact\n"
-         "tau^2 KL(p_t || p_s) ('kl') and each approximation of MATH.md 11.1, with\n"
-         "mean, ratio to the exact mean, Pearson and Spearman correlation with the\n"
-         "per-sample KL, relative error and the numbers per sample the source needs.\n"
-         "A source whose data are missing is listed as unavailable with what it needs.\n"},
+         "                            whose role is teacher (exit 2 otherwise); said in a "
+         "note\n" HELP_MEMORY("       ") HELP_PLAN(
+                 "       ") "\nOne row per student, checkpoint, temperature and value: the exact\n"
+                            "tau^2 KL(p_t || p_s) ('kl') and each approximation of MATH.md 11.1, "
+                            "with\n"
+                            "mean, ratio to the exact mean, Pearson and Spearman correlation with "
+                            "the\n"
+                            "per-sample KL, relative error and the numbers per sample the source "
+                            "needs.\n"
+                            "A source whose data are missing is listed as unavailable with what it "
+                            "needs.\n",
+         CMD_MEMORY | CMD_PLAN},
         {"cka", cmd_cka, 1, 2, "centred kernel alignment between the layers of one or two dumps",
          "kdlens cka A.h5 [B.h5] [--kernel linear|rbf] [--estimator biased|debiased|minibatch] "
          "[--checkpoint NAME|all] [--bootstrap B] [--interval percentile|basic|bca] "
-         "[--precision double|mixed] [--format table|md|csv|tex|json]",
+         "[--precision double|mixed] [--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
          "  --kernel K         linear (default) or rbf (sigma^2 = theta^2 x median squared "
          "distance)\n"
          "  --estimator E      biased (default), debiased or minibatch: the matrix shown\n"
@@ -85,9 +108,12 @@ static const struct kdl_cmd commands[] = {
          "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
          "  -f, --format FMT   table (default), md, csv, tex or json\n"
          "  --join J           strict (default) or inner: with /sample_ids in both dumps,\n"
-         "                     the same ids in both, or only the ids both hold\n"
-         "Without B, A is compared with itself.  The logits count as a layer; every layer is\n"
-         "also compared with A's logits and the one-hot labels (table cka_targets).\n"},
+         "                     the same ids in both, or only the ids both hold\n" HELP_MEMORY("")
+                 HELP_PLAN("") "Without B, A is compared with itself.  The logits count as a "
+                               "layer; every layer is\n"
+                               "also compared with A's logits and the one-hot labels (table "
+                               "cka_targets).\n",
+         CMD_MEMORY | CMD_PLAN},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
          "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--classes auto|all|K] "
          "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--format "
@@ -118,7 +144,8 @@ static const struct kdl_cmd commands[] = {
          "  --join J           strict (default) or inner: with /sample_ids in both dumps,\n"
          "                     the same ids in both, or only the ids both hold\n"
          "  --ignore-roles     accept a -t dump whose role is student or a -s dump\n"
-         "                     whose role is teacher (exit 2 otherwise); said in a note\n"},
+         "                     whose role is teacher (exit 2 otherwise); said in a note\n",
+         0},
         {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
          "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
          "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
@@ -145,7 +172,8 @@ static const struct kdl_cmd commands[] = {
          "      --ignore-roles      accept a -t dump whose role is student or a -s dump\n"
          "                          whose role is teacher (exit 2 otherwise); said in a note\n"
          "Tables: dims (one row per model, checkpoint and layer), heads, verdict,\n"
-         "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n"},
+         "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n",
+         0},
         {"split", cmd_split, 0, 0,
          "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
          "kdlens split -t TEACHER.h5 -s STUDENT.h5... [-T TAUS] [--checkpoint NAME|all] "
@@ -169,10 +197,12 @@ static const struct kdl_cmd commands[] = {
          "  --join strict|inner  with /sample_ids in both dumps: the same ids in both\n"
          "                       (strict, default) or only the ids both hold (inner)\n"
          "  --ignore-roles       accept a -t dump whose role is student or a -s dump\n"
-         "                       whose role is teacher (exit 2 otherwise); said in a note\n"},
+         "                       whose role is teacher (exit 2 otherwise); said in a note\n",
+         0},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
          "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [--force] [-T TAU] "
-         "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] [--quiet]",
+         "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] [--memory LIMIT] "
+         "[--plan] [--quiet]",
          "  -t, --teacher FILE   the teacher's dump\n"
          "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
          "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
@@ -187,23 +217,32 @@ static const struct kdl_cmd commands[] = {
          "  --spatial RULE       avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"
          "  --block-rows R       rows per block of the streams every checkpoint is read on\n"
-         "                       (default: a 64 MiB budget; the layers section sizes its own)\n"
+         "                       (default: a 64 MiB budget, less under a --memory below\n"
+         "                       1 GiB; the layers section sizes its own)\n"
          "  --join strict|inner  with /sample_ids in both dumps: the same ids in both\n"
          "                       (strict, default) or only the ids both hold (inner)\n"
          "  --ignore-roles       accept a -t dump whose role is student or a -s dump\n"
          "                       whose role is teacher (exit 2 otherwise); said in a note\n"
          "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
          "  --quiet              no progress bar and no closing line\n"
+         "  --memory LIMIT       the most memory the report may use: 512M, 4G, 1.5G (binary\n"
+         "                       units) or 50% of physical memory (default: half of it); the\n"
+         "                       analyses of a checkpoint run together, so their needs add up\n"
+         "  --plan               print what each analysis needs and whether their sum fits\n"
+         "                       --memory, without reading any data (no -o; -f as the\n"
+         "                       commands: table, md, csv, tex or json)\n"
          "DIR may not be an input or a directory holding one; an existing DIR that is not\n"
-         "a kdlens report is refused unless --force.\n"},
+         "a kdlens report is refused unless --force.\n",
+         CMD_MEMORY | CMD_PLAN},
         {"demo", cmd_demo, 0, 0, "write the report of the bundled Fashion-MNIST example",
          "kdlens demo [-o DIR] [--force] [--quiet]",
          "  -o, --output DIR     the report directory (default kdlens-demo)\n"
          "  --force              replace DIR even when it is not a previous kdlens report\n"
          "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
          "  --quiet              no progress bar and no closing line\n"
-         "The example is read from KDL_EXAMPLE_DIR when set.\n"},
-        {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", ""},
+         "The example is read from KDL_EXAMPLE_DIR when set.\n",
+         0},
+        {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", "", 0},
 };
 
 static const struct kdl_cmd *find(const char *name)
@@ -239,7 +278,14 @@ int kdl_cli_usage(struct kdl_cli *cli, const char *fmt, ...)
 
 static void print_help(FILE *out, const struct kdl_cmd *c)
 {
+        char b[KDL_MEMORY_FMT], p[KDL_MEMORY_FMT];
+
         fprintf(out, "usage: %s\n\n%s.\n\n%s", c->usage, c->summary, c->help);
+        if (c->budget & CMD_MEMORY)
+                fprintf(out,
+                        "\nThe default --memory is %s here: half of the %s of physical memory.\n",
+                        kdl_memory_format(kdl_memory_default(), b),
+                        kdl_memory_format(kdl_memory_physical(), p));
 }
 
 int kdl_cli_help(struct kdl_cli *cli)
@@ -353,6 +399,15 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
         case KDL_OPT_BLOCK_ROWS:
                 n = kdl_cli_parse_count(cli, "--block-rows", arg, &o->run.block_rows);
                 return n ? n : OPT_TAKEN;
+        case KDL_OPT_MEMORY:
+                n = kdl_cli_parse_memory(cli, arg, &o->run.memory);
+                return n ? n : OPT_TAKEN;
+        case KDL_OPT_PLAN:
+                if (!(find(cli->verb)->budget & CMD_PLAN))
+                        return kdl_cli_usage(cli, "--plan: %s does not state its memory needs yet",
+                                             cli->verb);
+                o->plan = true;
+                return OPT_TAKEN;
         case 'h':
                 return kdl_cli_help(cli);
         case '?':
@@ -478,6 +533,18 @@ int kdl_cli_parse_size(struct kdl_cli *cli, const char *what, const char *arg, s
 int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret)
 {
         return kdl_cli_parse_size(cli, what, arg, 1, SIZE_MAX, ret);
+}
+
+int kdl_cli_parse_memory(struct kdl_cli *cli, const char *arg, size_t *ret)
+{
+        const struct kdl_cmd *c = find(cli->verb);
+
+        if (!c || !(c->budget & CMD_MEMORY))
+                return kdl_cli_usage(cli, "--memory: %s does not state its memory needs yet",
+                                     cli->verb);
+        if (kdl_memory_parse(arg, kdl_memory_physical(), ret) < 0)
+                return kdl_cli_usage(cli, "%s", kdl_errmsg());
+        return 0;
 }
 
 int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned what)

@@ -81,8 +81,9 @@ struct kdl_cli_common {
         enum kdl_format format;    /* -f, --format */
         unsigned given;            /* the KDL_CLI_NO_* flag of each option on the command line */
         struct kdl_run_common run; /* -c, -T, --spatial, --nonfinite, --per-sample,
-                                      --block-rows, --teacher-checkpoint */
+                                      --block-rows, --teacher-checkpoint, --memory */
         struct kdl_inputs_opts inputs; /* --join, --ignore-roles: how the dumps are paired */
+        bool plan; /* --plan: print what the analysis needs (run.memory: --memory) instead */
 };
 
 enum {
@@ -93,6 +94,8 @@ enum {
         KDL_OPT_TEACHER_CHECKPOINT,
         KDL_OPT_JOIN,
         KDL_OPT_IGNORE_ROLES,
+        KDL_OPT_MEMORY,
+        KDL_OPT_PLAN,
         KDL_OPT_FIRST_FREE_
 };
 
@@ -110,6 +113,8 @@ enum {
                 {"teacher-checkpoint", required_argument, NULL, KDL_OPT_TEACHER_CHECKPOINT},       \
                 {"join", required_argument, NULL, KDL_OPT_JOIN},                                   \
                 {"ignore-roles", no_argument, NULL, KDL_OPT_IGNORE_ROLES},                         \
+                {"memory", required_argument, NULL, KDL_OPT_MEMORY},                               \
+                {"plan", no_argument, NULL, KDL_OPT_PLAN},                                         \
         {                                                                                          \
                 "help", no_argument, NULL, 'h'                                                     \
         }
@@ -175,6 +180,14 @@ int kdl_cli_parse_size(struct kdl_cli *cli, const char *what, const char *arg, s
 
 /** kdl_cli_parse_count() - @arg as a positive integer that fits size_t. */
 int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret);
+
+/**
+ * kdl_cli_parse_memory() - @arg as a --memory budget (kdl_memory_parse():
+ * 512M, 4G, 1.5G, 50%...); refused (usage, printed) for a verb whose
+ * analyses do not state their needs.
+ * Return: 0 with *@ret set; the usage exit status otherwise.
+ */
+int kdl_cli_parse_memory(struct kdl_cli *cli, const char *arg, size_t *ret);
 
 /*
  * The common options, as flags: what a verb does not use, for kdl_cli_reject(),

@@ -70,6 +70,11 @@ static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
         return kdl_run_cka(in, o, doc);
 }
 
+static int plan(kdl_inputs *in, const void *o, kdl_doc *doc)
+{
+        return kdl_run_cka_plan(in, o, doc);
+}
+
 int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -117,5 +122,5 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                                           "minibatch");
         o->common = c.run;
         return kdl_cli_analyse(cli, argv[optind], (const char *const *) argv + optind + 1,
-                               (size_t) (npos - 1), "cka", run, o, &c);
+                               (size_t) (npos - 1), "cka", c.plan ? plan : run, o, &c);
 }

@@ -9,11 +9,9 @@
 int cmd_inspect(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
-                {"quick", no_argument, NULL, 'Q'},
-                {"join", required_argument, NULL, 'J'},
-                {"format", required_argument, NULL, 'f'},
-                {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
+                {"quick", no_argument, NULL, 'Q'},        {"join", required_argument, NULL, 'J'},
+                {"format", required_argument, NULL, 'f'}, {"memory", required_argument, NULL, 'M'},
+                {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
         };
         struct kdl_run_inspect_opts o;
         enum kdl_format format = kdl_cli_default_format(cli);
@@ -34,6 +32,11 @@ int cmd_inspect(int argc, char **argv, struct kdl_cli *cli)
                 case 'f':
                         if (kdl_format_parse(optarg, &format) < 0)
                                 return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                        break;
+                case 'M':
+                        status = kdl_cli_parse_memory(cli, optarg, &o.memory);
+                        if (status)
+                                return status;
                         break;
                 case 'h':
                         return kdl_cli_help(cli);

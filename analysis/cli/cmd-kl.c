@@ -38,6 +38,11 @@ static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
         return kdl_run_kl(in, o, doc);
 }
 
+static int plan(kdl_inputs *in, const void *o, kdl_doc *doc)
+{
+        return kdl_run_kl_plan(in, o, doc);
+}
+
 int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -61,5 +66,6 @@ int cmd_kl(int argc, char **argv, struct kdl_cli *cli)
         if (!c.teacher || c.nstudents == 0)
                 return kdl_cli_usage(cli, "expected a teacher (-t) and at least one student (-s)");
         o.common = c.run;
-        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "kl", run, &o, &c);
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "kl", c.plan ? plan : run,
+                               &o, &c);
 }

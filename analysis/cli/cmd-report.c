@@ -72,6 +72,19 @@ static int run(struct kdl_cli *cli, struct kdl_run_report_opts *o, bool quiet)
         return KDL_EXIT_OK;
 }
 
+/* --plan: what the report would need, printed as the commands print. */
+static int plan(struct kdl_cli *cli, const struct kdl_run_report_opts *o, enum kdl_format format)
+{
+        kdl_doc *doc = NULL;
+        int err, st;
+
+        err = kdl_doc_new("report", &doc);
+        err = err ?: kdl_run_report_plan(o, doc);
+        st = err < 0 ? kdl_cli_fail(cli, err) : kdl_cli_write_doc(cli, doc, format);
+        kdl_doc_free(doc);
+        return st;
+}
+
 enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT, OPT_FORCE };
 
 /* What report and demo are asked besides the dumps. */
@@ -132,10 +145,11 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         if (r != KDL_CLI_PARSED)
                 return r;
         r = kdl_cli_positional(cli, argc - optind);
-        r = r ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE | KDL_CLI_NO_FORMAT);
+        /* The plan is printed in any format; the report writes them all. */
+        r = r ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE | (c.plan ? 0 : KDL_CLI_NO_FORMAT));
         if (r)
                 return r;
-        if (!c.teacher || c.nstudents == 0 || !a.o.out_dir)
+        if (!c.teacher || c.nstudents == 0 || (!a.o.out_dir && !c.plan))
                 return kdl_cli_usage(cli, "expected -t TEACHER.h5, at least one -s STUDENT.h5 "
                                           "and -o DIR");
         if (c.run.ntau != 1)
@@ -145,6 +159,8 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         a.o.students = c.students;
         a.o.nstudents = c.nstudents;
         a.o.inputs = c.inputs;
+        if (c.plan)
+                return plan(cli, &a.o, c.format);
         cmd = command_line(argc, argv);
         if (!cmd)
                 return kdl_cli_fail(cli, -ENOMEM);

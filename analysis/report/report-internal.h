@@ -5,8 +5,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "analysis/cka.h"
+#include "analysis/dims.h"
 #include "analysis/inputs.h"
+#include "analysis/kl.h"
+#include "analysis/layers.h"
+#include "analysis/need.h"
 #include "analysis/report.h"
+#include "analysis/split.h"
 #include "reports/site.h"
 #include "reports/table.h"
 
@@ -38,6 +44,38 @@ struct kdl__report {
         size_t ncka;
         kdl_doc *passes; /* how the dumps were read */
 };
+
+/* The options the report gives each analysis, all from its own (kdl__report_opts()). */
+struct kdl__report_opts {
+        struct kdl_run_kl_opts kl;
+        struct kdl_run_split_opts split;
+        struct kdl_run_dims_opts dims;
+        struct kdl_run_cka_opts cka;
+        struct kdl_run_layers_opts layers;
+};
+
+/* kdl__report_one() - the teacher and student @k of r->in alone (borrowed from r->in), as
+ * the CKA of that student reads them (kdlens cka -t T -s S). */
+kdl_inputs kdl__report_one(const struct kdl__report *r, size_t k);
+
+/* kdl__report_opts() - fill @a from the report's options (r->o) and inputs (r->in). */
+void kdl__report_opts(const struct kdl__report *r, struct kdl__report_opts *a);
+
+/* ---- report-need.c: what the report needs --------------------------------------- */
+
+/* The report's options that lower a need. */
+#define KDL__REPORT_LEVERS (KDL_LEVER_BLOCK_ROWS | KDL_LEVER_SPATIAL)
+
+/* What the report's need leaves out, for the plan's notes. */
+extern const char kdl__report_need_note[];
+
+/*
+ * kdl__report_need() - into @ret, what the report holds at its peak: the analyses of one
+ * student checkpoint run together on one stream, so their needs add up; the largest
+ * checkpoint counts.  Reads nothing but the shapes (r->in open, r->sel chosen).
+ * Return: 0; the analyses' errors of finding their sources; -ENOMEM.
+ */
+int kdl__report_need(struct kdl__report *r, kdl__need *ret);
 
 /* kdl__report_progress() - tell the caller stage @what begins. */
 void kdl__report_progress(struct kdl__report *r, const char *what);

@@ -105,8 +105,7 @@ static int run_jobs(struct kdl__report *r, struct runs *rs, size_t k, const char
 {
         const kdl_pair *pair = k == SIZE_MAX ? NULL : r->in->pairs[k];
         size_t rows = pair ? pair->n : kdl_h5_dump(r->in->teacher)->n, blocks = 0;
-        struct kdl_stream_opts so = {.block_rows = r->o->common.block_rows,
-                                     .skip_nonfinite = r->o->common.skip_nonfinite};
+        struct kdl_stream_opts so = kdl_run_stream_opts(&r->o->common);
         kdl__job all[MAX_JOBS + 1];
         kdl_stream *s = NULL;
         unsigned passes = 0;
@@ -135,17 +134,22 @@ static int run_jobs(struct kdl__report *r, struct runs *rs, size_t k, const char
         return err;
 }
 
+kdl_inputs kdl__report_one(const struct kdl__report *r, size_t k)
+{
+        return (kdl_inputs){.teacher = r->in->teacher,
+                            .nstudents = 1,
+                            .students = &r->in->students[k],
+                            .pairs = &r->in->pairs[k],
+                            .opts = r->in->opts};
+}
+
 /* Student @k at checkpoint pair @cp: kl, split, dims and CKA on one stream. */
 static int student_checkpoint(struct kdl__report *r, struct runs *rs, size_t k,
                               const struct kdl_ckpair *cp)
 {
         struct kdl_ckpair ckp = {.main = cp->partner, .partner = cp->main};
         /* The CKA document of this student alone, as kdlens cka -t T -s S writes it. */
-        kdl_inputs one = {.teacher = r->in->teacher,
-                          .nstudents = 1,
-                          .students = &r->in->students[k],
-                          .pairs = &r->in->pairs[k],
-                          .opts = r->in->opts};
+        kdl_inputs one = kdl__report_one(r, k);
         struct kdl__cka_run *cka = NULL;
         kdl__job jobs[MAX_JOBS];
         kdl_doc *d = NULL;
@@ -279,46 +283,51 @@ static const char *layers_checkpoint(const struct kdl__report *r)
  * here and take one job per selected checkpoint on the shared streams; CKA begins once per
  * student checkpoint with rs.cka.
  */
+void kdl__report_opts(const struct kdl__report *r, struct kdl__report_opts *a)
+{
+        kdl_run_kl_opts_init(&a->kl);
+        a->kl.common = r->o->common;
+        a->kl.seed = 0; /* the report has always drawn its Spearman subsample with seed 0 */
+        kdl_run_split_opts_init(&a->split);
+        a->split.common = r->o->common;
+        a->split.long_tables = true;
+        kdl_run_dims_opts_init(&a->dims);
+        a->dims.common = r->o->common;
+        kdl_run_cka_opts_init(&a->cka);
+        a->cka.common = r->o->common;
+        kdl_run_layers_opts_init(&a->layers);
+        a->layers.common = r->o->common;
+        a->layers.common.checkpoint = layers_checkpoint(r);
+        a->layers.common.teacher_checkpoint = NULL;
+        a->layers.k = r->o->k ? r->o->k
+                              : kdl_layers_default_k(r->in->teacher, a->layers.common.checkpoint);
+}
+
 static int compute(struct kdl__report *r)
 {
-        struct kdl_run_inspect_opts io = {.scan_values = false, .join = r->o->inputs.join};
-        struct kdl_run_kl_opts klo;
-        struct kdl_run_split_opts so;
-        struct kdl_run_dims_opts dio;
-        struct kdl_run_layers_opts lo;
+        struct kdl_run_inspect_opts io = {
+                .scan_values = false, .join = r->o->inputs.join, .memory = r->o->common.memory};
+        struct kdl__report_opts a;
         kdl_inputs teacher_only = *r->in;
         struct runs rs = {0};
         size_t nprob = 0;
         int err;
 
-        kdl_run_kl_opts_init(&klo);
-        klo.common = r->o->common;
-        klo.seed = 0; /* the report has always drawn its Spearman subsample with seed 0 */
-        kdl_run_split_opts_init(&so);
-        so.common = r->o->common;
-        so.long_tables = true;
-        kdl_run_dims_opts_init(&dio);
-        dio.common = r->o->common;
-        kdl_run_cka_opts_init(&rs.cka);
-        rs.cka.common = r->o->common;
-        kdl_run_layers_opts_init(&lo);
-        lo.common = r->o->common;
-        lo.common.checkpoint = layers_checkpoint(r);
-        lo.common.teacher_checkpoint = NULL;
-        lo.k = r->o->k ? r->o->k : kdl_layers_default_k(r->in->teacher, lo.common.checkpoint);
-        r->k = lo.k;
+        kdl__report_opts(r, &a);
+        rs.cka = a.cka;
+        r->k = a.layers.k;
         teacher_only.nstudents = 0;
         err = docs_new(r, &rs);
         if (!err)
                 kdl__report_progress(r, "inputs");
         err = err ?: kdl_run_inspect(r->inputs, r->in->nstudents + 1, &io, r->inspect, &nprob);
-        err = err ?: kdl__kl_begin(r->in, &klo, r->kl, &rs.kl);
-        err = err ?: kdl__split_begin(r->in, &so, r->split, &rs.split);
-        err = err ?: kdl__dims_begin(r->in, &dio, r->dims, &rs.dims);
+        err = err ?: kdl__kl_begin(r->in, &a.kl, r->kl, &rs.kl);
+        err = err ?: kdl__split_begin(r->in, &a.split, r->split, &rs.split);
+        err = err ?: kdl__dims_begin(r->in, &a.dims, r->dims, &rs.dims);
         err = err ?: stream_checkpoints(r, &rs);
         if (!err)
                 kdl__report_progress(r, "layers: teacher layer quality");
-        err = err ?: kdl_run_layers(&teacher_only, &lo, r->layers);
+        err = err ?: kdl_run_layers(&teacher_only, &a.layers, r->layers);
         kdl__kl_abort(rs.kl);
         kdl__split_abort(rs.split);
         kdl__dims_abort(rs.dims);
@@ -335,8 +344,9 @@ void kdl_run_report_opts_init(struct kdl_run_report_opts *o)
         o->common.checkpoint = "all";
 }
 
-/* What the options ask that the report cannot do, before any work. */
-static int check_opts(const struct kdl_run_report_opts *o)
+/* What the options ask that the report cannot do, before any work; a plan needs no
+ * directory. */
+static int check_opts(const struct kdl_run_report_opts *o, bool plan)
 {
         if (o->common.ntau != 1)
                 return kdl_error(-KDL_EUSAGE,
@@ -344,7 +354,7 @@ static int check_opts(const struct kdl_run_report_opts *o)
                                  o->common.ntau);
         if (o->common.per_sample)
                 return kdl_error(-KDL_EUSAGE, "--per-sample: report has no per-sample values");
-        if (!o->teacher || o->nstudents == 0 || !o->out_dir)
+        if (!o->teacher || o->nstudents == 0 || (!o->out_dir && !plan))
                 return kdl_error(-KDL_EUSAGE, "expected a teacher, at least one student and a "
                                               "directory");
         return 0;
@@ -366,7 +376,7 @@ static int run_open(struct kdl__report *r, const struct kdl_run_report_opts *o)
         r->inputs[0] = o->teacher;
         for (size_t k = 0; k < o->nstudents; k++)
                 r->inputs[k + 1] = o->students[k];
-        err = kdl_out_check(o->out_dir, KDL_OUT_DIR, r->inputs, o->nstudents + 1);
+        err = o->out_dir ? kdl_out_check(o->out_dir, KDL_OUT_DIR, r->inputs, o->nstudents + 1) : 0;
         err = err
                       ?: kdl_inputs_open_with(o->teacher, o->students, o->nstudents, &o->inputs,
                                               &r->in);
@@ -419,13 +429,43 @@ static void run_release(struct kdl__report *r)
         kdl_inputs_free(r->in);
 }
 
+int kdl_run_report_plan(const struct kdl_run_report_opts *o, kdl_doc *doc)
+{
+        struct kdl__report r = {.o = o, .tau = o->common.tau[0]};
+        kdl__need nd = {.analysis = "report"};
+        int err;
+
+        err = check_opts(o, true);
+        err = err ?: run_open(&r, o);
+        err = err ?: kdl_inputs_describe(r.in, doc);
+        err = err ?: kdl__report_need(&r, &nd);
+        err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL__REPORT_LEVERS, doc);
+        err = err ?: kdl_doc_add_note(doc, "%s", kdl__report_need_note);
+        kdl__need_release(&nd);
+        run_release(&r);
+        return err;
+}
+
+/* Before anything is computed or written: what the report needs at its peak. */
+static int check_need(struct kdl__report *r)
+{
+        kdl__need nd = {.analysis = "report"};
+        int err;
+
+        err = kdl__report_need(r, &nd);
+        err = err ?: kdl__need_check(&nd, r->o->common.memory, KDL__REPORT_LEVERS);
+        kdl__need_release(&nd);
+        return err;
+}
+
 int kdl_run_report(const struct kdl_run_report_opts *o)
 {
         struct kdl__report r = {.o = o, .tau = o->common.tau[0]};
         int err;
 
-        err = check_opts(o);
+        err = check_opts(o, false);
         err = err ?: run_open(&r, o);
+        err = err ?: check_need(&r);
         err = err ?: kdl_site_open(o->out_dir, o->force ? KDL_SITE_FORCE : 0, &r.site);
         err = err ?: compute(&r);
         err = err ?: kdl__report_section_inspect(&r);

@@ -45,6 +45,7 @@ const char *kdl_strerror(int err)
                 [KDL_EMISSING - KDL_EFIRST] = "missing dataset",
                 [KDL_EPLOT - KDL_EFIRST] = "gnuplot failed",
                 [KDL_EUSAGE - KDL_EFIRST] = "usage error",
+                [KDL_EBUDGET - KDL_EFIRST] = "over the memory budget",
         };
         int e = -err;
 

@@ -33,6 +33,7 @@ enum {
         KDL_EMISSING,   /* a dataset or group the request needs is absent */
         KDL_EPLOT,      /* gnuplot failed */
         KDL_EUSAGE,     /* a bad argument from the user (CLI maps it to exit 2) */
+        KDL_EBUDGET,    /* an analysis would need more memory than the budget (--memory) */
         KDL_ELAST_
 };
 

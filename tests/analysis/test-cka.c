@@ -122,8 +122,9 @@ static void test_jobs_share_stream_one_model(void **state)
         run_shared(false);
 }
 
-/* A job that cannot start (the state would exceed max_bytes) says so, and
- * the run is freed by abort; impossible options fail in begin. */
+/* A job that cannot start (it needs more than --memory) says so in one line
+ * naming the analysis, the size and the option, and the run is freed by
+ * abort; impossible options fail in begin. */
 static void test_job_errors(void **state)
 {
         kdl_inputs *in = kdl_test_fixture_inputs(true);
@@ -137,7 +138,7 @@ static void test_job_errors(void **state)
         (void) state;
         kdl_run_cka_opts_init(&o);
         o.bootstrap = 5;
-        o.max_bytes = 1;
+        o.common.memory = 1;
         kdl_run_cka_opts_init(&bad);
         bad.kernel = KDL_CKA_RBF;
         bad.estimator = KDL_RUN_CKA_MINIBATCH;
@@ -147,8 +148,10 @@ static void test_job_errors(void **state)
         assert_int_equal(kdl__cka_begin(in, &o, doc, &r), 0);
         assert_int_equal(
                 kdl_select_checkpoints(in->teacher, in->students[0], NULL, "same", &cks, &nck), 0);
-        assert_int_equal(kdl__cka_job(r, 0, &cks[0], &job), -KDL_ERANGE);
-        assert_non_null(strstr(kdl_errmsg(), "allowed"));
+        assert_int_equal(kdl__cka_job(r, 0, &cks[0], &job), -KDL_EBUDGET);
+        assert_non_null(strstr(kdl_errmsg(), "cka needs "));
+        assert_non_null(strstr(kdl_errmsg(), "(--memory is 1 B): lower it with "));
+        assert_null(strchr(kdl_errmsg(), '\n'));
         kdl__cka_abort(r);
         kdl__cka_abort(NULL);
         assert_int_equal(kdl_doc_ntables(doc), 0);

@@ -314,6 +314,44 @@ static void test_inner_join_needs_a_shared_id(void **state)
         kdl_h5_close(t);
 }
 
+/* The stream's blocks hold what its budget allows by the cost it states beforehand. */
+static void test_cost_is_what_the_blocks_take(void **state)
+{
+        struct dump td = {"t.h5", "teacher", N, NULL, true, true, N};
+        struct dump sd = {"s.h5", "student", N, shuffled(), true, true, N};
+        /* Per row: the samples and labels (16); the check's teacher labels (8 + 8) and
+         * student labels through the row map (8 + 8 + 8 + 16); the teacher's logits (3 x 8)
+         * and the student's through the row map (3 x 8 + 3 x 8 + 16). */
+        const size_t row = 16 + 16 + 40 + 24 + 64;
+        struct kdl_stream_opts o = {.budget_bytes = 7 * row + row - 1};
+        struct kdl_stream_cost c;
+        struct paired p;
+        int r;
+
+        (void) state;
+        pair_open(&td, &sd, 7, &p);
+        kdl_stream_free(p.st);
+        assert_int_equal(kdl_stream_new(p.p->n, p.p, &o, &p.st), 0);
+        kdl_stream_cost_init(&c, p.p);
+        kdl_stream_cost_add(&c, logits(p.t), KDL_SPATIAL_AVG, false);
+        kdl_stream_cost_add(&c, logits(p.s), KDL_SPATIAL_AVG, true);
+        assert_int_equal(c.row_bytes, row);
+        assert_int_equal(kdl_stream_cost_rows(&c, N, &o), 7);
+        assert_int_equal(kdl_stream_cost_bytes(&c, N, &o), 7 * row + c.fixed_bytes);
+        assert_int_equal(kdl_stream_cost_rows(&c, 5, &o), 5); /* never more than the samples */
+        assert_int_equal(kdl_stream_cost_rows(&c, N, &(struct kdl_stream_opts){.budget_bytes = 1}),
+                         1); /* at least one row */
+        o.skip_nonfinite = true;
+        assert_int_equal(kdl_stream_cost_bytes(&c, N, &o), 7 * row + c.fixed_bytes + N / 8 + 1);
+        assert_true(kdl_stream_add(p.st, p.t, logits(p.t), KDL_SPATIAL_AVG, false) >= 0);
+        assert_true(kdl_stream_add(p.st, p.s, logits(p.s), KDL_SPATIAL_AVG, true) >= 0);
+        assert_int_equal(kdl_stream_next(p.st), 1);
+        assert_int_equal(kdl_stream_rows(p.st), 7);
+        assert_int_equal(drain(p.st, &r), (N - 7 + 6) / 7);
+        assert_int_equal(r, 0);
+        pair_close(&p);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -323,6 +361,7 @@ int main(void)
                 cmocka_unit_test(test_without_labels_nothing_is_checked),
                 cmocka_unit_test(test_inner_join_reads_the_shared_rows),
                 cmocka_unit_test(test_inner_join_needs_a_shared_id),
+                cmocka_unit_test(test_cost_is_what_the_blocks_take),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

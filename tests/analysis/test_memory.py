@@ -1,0 +1,237 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""The memory budget: --memory LIMIT bounds kl, cka, report and inspect; --plan says what
+each analysis needs without reading data.
+
+A need over the budget is one line on stderr naming the analysis, the size and the option
+that lowers it, exit status 1, with nothing written; a malformed LIMIT is a usage error
+(exit 2); the default is half of the physical memory (MemTotal, or a smaller cgroup limit).
+The plan is checked against the peak resident memory of the run it describes, measured
+with os.wait4() on mid-size dumps: plan <= peak <= plan + OVERHEAD, where OVERHEAD is what
+no option changes (the program, HDF5, BLAS, the result tables; 15 to 25 MiB measured here).
+"""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import kdltest as kt  # noqa: E402
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+MIB = 1 << 20
+OVERHEAD = 64 * MIB
+GNUPLOT = os.environ.get("KDL_GNUPLOT", "")
+DIR = kt.tmpdir()
+
+
+def write_dump(path, role, seed, n, c, widths, head=True, nan=False):
+    """Features l0.. of @widths (the last is the head input), logits [n, c] (from a head
+    when @head), labels; @nan: the logits are NaN, which only a run that reads them sees."""
+    rng, y = np.random.default_rng(seed), (np.arange(n) % c).astype(np.int64)
+    with h5py.File(path, "w") as f:
+        f.attrs.update(kdlens_format=1, role=role, model=role)
+        f["labels"] = y
+        g = f.create_group("checkpoints/final")
+        g.attrs["step"] = np.int64(1)
+        x = None
+        for d, w in enumerate(widths):
+            x = rng.standard_normal((n, w)).astype("f4")
+            x[:, :min(w, c)] += 2 * np.eye(c, w, dtype="f4")[y][:, :min(w, c)]
+            g.create_dataset(f"features/l{d}", data=x).attrs["depth"] = d
+        if head:
+            w = rng.standard_normal((c, widths[-1])).astype("f4")
+            z = x @ w.T
+            h = g.create_group("head")
+            h["weight"] = w
+            h["bias"] = np.zeros(c, "f4")
+            h.attrs["input"] = f"l{len(widths) - 1}"
+        else:
+            z = rng.standard_normal((n, c)).astype("f4")
+        g["logits"] = np.full_like(z, np.nan) if nan else z
+
+
+# Small dumps for the refusals; mid-size ones for the peak: CKA of 7 sources (its robust
+# column is 7 x 2000^2 doubles, 224 MB) and kl over 60000 samples of 200 classes (64 MiB
+# of blocks, a 65536-sample Spearman reservoir).
+T, S = os.path.join(DIR, "t.h5"), os.path.join(DIR, "s.h5")
+CT, CS = os.path.join(DIR, "ct.h5"), os.path.join(DIR, "cs.h5")
+KT, KS = os.path.join(DIR, "kt.h5"), os.path.join(DIR, "ks.h5")
+TNAN = os.path.join(DIR, "tnan.h5")
+write_dump(T, "teacher", 1, 300, 5, (8, 12))
+write_dump(S, "student", 2, 300, 5, (6, 12))
+write_dump(TNAN, "teacher", 1, 300, 5, (8, 12), nan=True)
+write_dump(CT, "teacher", 3, 2000, 10, (64, 256))
+write_dump(CS, "student", 4, 2000, 10, (32, 128))
+write_dump(KT, "teacher", 5, 60000, 200, (16,), head=False)
+write_dump(KS, "student", 6, 60000, 200, (16,), head=False)
+
+
+def plan(*args):
+    """The plan document of kdlens ARGS --plan: (the "plan" row, the "plan_parts" rows)."""
+    d = kt.run_json(*args, "--plan")
+    (row,) = kt.records(d, "plan")
+    return row, kt.records(d, "plan_parts")
+
+
+# A bare interpreter between this one and kdlens: a child's peak RSS keeps the peak of the
+# process it was forked from (Linux carries it across exec), and this one holds numpy, h5py
+# and the dumps' arrays; the probe holds about 10 MiB, less than kdlens itself.
+PROBE = ("import resource, subprocess, sys\n"
+         "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+         "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def peak_rss(*args):
+    """The peak resident memory of kdlens ARGS in bytes, from resource.getrusage() of the
+    child (exit status 0 required)."""
+    p = subprocess.run([sys.executable, "-S", "-c", PROBE, kt.KDLENS, *args],
+                       capture_output=True, text=True, timeout=600)
+    status, kib = map(int, p.stdout.split())
+    assert status == 0, (args, p.stderr)
+    return kib * 1024  # kilobytes on Linux
+
+
+def cgroup_limit():
+    """The smallest memory limit of this process's cgroups, or None (as kdlens reads it)."""
+    paths = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+    try:
+        for line in open("/proc/self/cgroup"):
+            _, ctl, path = line.rstrip("\n").split(":", 2)
+            if ctl == "":
+                paths.append(f"/sys/fs/cgroup{path}/memory.max")
+            elif ctl == "memory":
+                paths.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+    except OSError:
+        pass
+    found = []
+    for p in paths:
+        try:
+            v = open(p).read().strip()
+        except OSError:
+            continue
+        if v.isdigit() and int(v) > 0:
+            found.append(int(v))
+    return min(found) if found else None
+
+
+def test_default_is_half_of_physical_memory():
+    total = None
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            total = int(line.split()[1]) * 1024
+    lim = cgroup_limit()
+    phys = min(total, lim) if lim else total
+    row, _ = plan("kl", "-t", T, "-s", S)
+    assert row["budget_bytes"] == phys // 2, (row["budget_bytes"], phys)
+    _, out, _ = kt.run("kl", "-h", check=0)
+    assert "The default --memory is " + row["budget"] + " here: half of the " in out, out
+
+
+def test_bad_limits_are_usage_errors():
+    for v in ("0", "0M", "-1G", "1.5X", "", "abc", "101%", "0%", "1e3", "0x10M", "4 G",
+              "1.5", "99999999999999999999T"):
+        st, out, err = kt.run("kl", "-t", T, "-s", S, "--memory", v)
+        assert st == 2 and out == "", (v, st, out, err)
+        assert err.splitlines()[0].startswith("kdlens kl: --memory: "), (v, err)
+    for v in ("512M", "1.5G", "4GiB", "50%", "100%", "300000000"):
+        kt.run("kl", "-t", T, "-s", S, "--memory", v, check=0)
+    st, _, err = kt.run("inspect", T, "--memory", "nope")
+    assert st == 2 and "--memory" in err, err
+
+
+def refused(args, analysis):
+    """kdlens ARGS --memory 1M: exit 1, one line naming @analysis, the size, the budget and
+    what to do; nothing on stdout."""
+    st, out, err = kt.run(*args, "--memory", "1M")
+    assert st == 1 and out == "", (args, st, out, err)
+    kt.one_line_error(err, f"kdlens {args[0]}: {analysis} needs ", " for ",
+                      "(--memory is 1 MiB): ")
+    line = err.strip()
+    assert "lower it with --" in line or line.endswith(": raise --memory"), line
+    return line
+
+
+def test_small_budgets_are_refused_in_one_line():
+    out = os.path.join(DIR, "per-sample.h5")
+    line = refused(("kl", "-t", KT, "-s", KS, "--per-sample", out), "kl")
+    assert not os.path.exists(out), "the per-sample file was made"
+    # Under a small budget the blocks shrink; the Spearman reservoir is what is left.
+    assert "Spearman reservoir" in line and "lower it with --spearman-samples, or raise" in line
+    line = refused(("cka", CT, CS), "cka")
+    assert "the in-memory CKA of the 2000-row subsample" in line and "--subsample" in line
+    rep = os.path.join(DIR, "rep")
+    line = refused(("report", "-t", CT, "-s", CS, "-o", rep, "--quiet"), "report")
+    assert "cka: " in line and line.endswith(": raise --memory"), line
+    assert not os.path.exists(rep), "the report directory was made"
+    line = refused(("inspect", KT), "inspect")
+    assert "lower it with --quick" in line
+    kt.run("inspect", "--quick", KT, "--memory", "1M", check=0)
+
+
+def test_plan_reads_no_data():
+    """The logits are NaN: a run fails on them, the plan never reads them."""
+    st, _, err = kt.run("kl", "-t", TNAN, "-s", S)
+    assert st == 1 and "NaN" in err, err
+    row, parts = plan("kl", "-t", TNAN, "-s", S)
+    assert row["analysis"] == "kl" and row["fits"] is True
+    assert row["need_bytes"] == sum(p["bytes"] for p in parts)
+    row, _ = plan("kl", "-t", TNAN, "-s", S, "--memory", "64K")
+    assert row["fits"] is False and row["budget"] == "64 KiB", row
+    # The same with the other formats, and the need equals its parts for cka too.
+    assert "fits" in kt.run("cka", TNAN, S, "--plan", check=0)[1]
+    row, parts = plan("cka", T, S)
+    assert row["need_bytes"] == sum(p["bytes"] for p in parts)
+
+
+def test_report_plan_adds_the_analyses_of_a_checkpoint():
+    """The report's need is one checkpoint's kl and cka jobs and their shared stream, and
+    it needs no directory."""
+    row, parts = plan("report", "-t", CT, "-s", CS)
+    names = [p["part"] for p in parts]
+    assert any(n.startswith("kl: ") for n in names) and any(n.startswith("cka: ") for n in
+                                                               names), names
+    assert row["need_bytes"] == sum(p["bytes"] for p in parts)
+    kl, _ = plan("kl", "-t", CT, "-s", CS)
+    cka, _ = plan("cka", CT, CS)
+    # Two streams' blocks become one: no more than the two alone, more than either.
+    assert max(kl["need_bytes"], cka["need_bytes"]) < row["need_bytes"] <= \
+        kl["need_bytes"] + cka["need_bytes"], (row, kl, cka)
+    st, _, err = kt.run("report", "-t", CT, "-s", CS, "-f", "json")
+    assert st == 2 and "-f/--format" in err, err
+
+
+def test_plan_is_the_measured_peak():
+    """plan <= peak RSS <= plan + OVERHEAD, for cka (the in-memory CKA of its subsample
+    dominates) and kl (blocks and the Spearman reservoir)."""
+    for args in (("cka", CT, CS), ("kl", "-t", KT, "-s", KS)):
+        row, _ = plan(*args)
+        rss = peak_rss(*args, "--format", "json")
+        print(f"  {args[0]}: plan {row['need_bytes'] / MIB:.1f} MiB, peak RSS "
+              f"{rss / MIB:.1f} MiB, difference {(rss - row['need_bytes']) / MIB:.1f} MiB")
+        assert row["need_bytes"] > 3 * OVERHEAD / 4, row  # the test measures something
+        assert row["need_bytes"] <= rss <= row["need_bytes"] + OVERHEAD, (args, row, rss)
+
+
+def test_small_budget_reads_smaller_blocks_same_numbers():
+    """Under 1 GiB the blocks take a sixteenth of --memory: more, smaller blocks, the same
+    results up to the order of the sums."""
+    big, parts = plan("kl", "-t", KT, "-s", KS)
+    small, sparts = plan("kl", "-t", KT, "-s", KS, "--memory", "64M")
+    blocks = lambda ps: next(p for p in ps if p["part"].startswith("blocks of "))
+    assert blocks(sparts)["bytes"] < blocks(parts)["bytes"] and small["fits"]
+    assert blocks(sparts)["bytes"] <= 4 * MIB + 2 * MIB  # 64M / 16 and the chunk caches
+    a = kt.run_json("kl", "-t", KT, "-s", KS)
+    b = kt.run_json("kl", "-t", KT, "-s", KS, "--memory", "64M")
+    for x, y in zip(kt.records(a, "kl"), kt.records(b, "kl")):
+        for k, v in x.items():
+            if isinstance(v, float):
+                kt.assert_close(y[k], v, rtol=1e-9, atol=1e-12, what=k)
+            else:
+                assert y[k] == v, (k, v, y[k])
+
+
+if __name__ == "__main__":
+    kt.main(globals())
