@@ -47,7 +47,6 @@ static int reserve(kdl_spectral_state *s, size_t need)
 int kdl__spectral_gram_accumulate(kdl_spectral_state *s, const kdl_tensor *x)
 {
         size_t m = x->shape[0], d = s->dx;
-        bool center = s->flags & KDL_SPECTRAL_CENTER_ROWS_X;
         double *dst;
         int err;
 
@@ -56,30 +55,12 @@ int kdl__spectral_gram_accumulate(kdl_spectral_state *s, const kdl_tensor *x)
                 return err;
         /* Rows past s->n are not part of the state yet: a failure leaves it. */
         dst = s->rows + s->n * d;
-        for (size_t i = 0; i < m; i++) {
-                double *row = dst + i * d, rm = 0.0;
-
-                for (size_t j = 0; j < d; j++) {
-                        row[j] = KDL_AT2(x, i, j);
-                        if (!isfinite(row[j]))
-                                return kdl_error(-KDL_ENONFINITE,
-                                                 "feature block: row %zu holds NaN or Inf", i);
-                        rm += row[j];
-                }
-                if (center) {
-                        rm /= (double) d;
-                        for (size_t j = 0; j < d; j++)
-                                row[j] -= rm;
-                }
-        }
-        if (s->n == 0) {
-                memset(s->shift, 0, d * sizeof(double));
-                for (size_t i = 0; i < m; i++)
-                        for (size_t j = 0; j < d; j++)
-                                s->shift[j] += dst[i * d + j];
-                for (size_t j = 0; j < d; j++)
-                        s->shift[j] /= (double) m;
-        }
+        err = kdl__spectral_copy_rows(x, s->flags & KDL_SPECTRAL_CENTER_ROWS_X, "feature", dst,
+                                      s->bmx);
+        if (err < 0)
+                return err;
+        if (s->n == 0)
+                memcpy(s->shift, s->bmx, d * sizeof(double));
         for (size_t i = 0; i < m; i++)
                 for (size_t j = 0; j < d; j++)
                         dst[i * d + j] -= s->shift[j];

@@ -41,10 +41,14 @@ struct kdl_spectral_state {
         double trace;
 };
 
-/* kdl__spectral_copy_centred() - copy the [m, d] block @t into @dst
- * (row-major), centring each row when @center_rows, then centre the columns
- * on their mean, returned in @mean.  Return: 0; -KDL_ENONFINITE naming the
- * row (@what: "feature" or "target"). */
+/* kdl__spectral_copy_rows() - copy the [m, d] block @t into @dst (row-major),
+ * centring each row when @center_rows; the mean of its rows into @mean.
+ * Return: 0; -KDL_ENONFINITE naming the row (@what: "feature" or "target"). */
+int kdl__spectral_copy_rows(const kdl_tensor *t, bool center_rows, const char *what, double *dst,
+                            double *mean);
+
+/* kdl__spectral_copy_centred() - kdl__spectral_copy_rows(), then the columns
+ * of @dst centred on @mean. */
 int kdl__spectral_copy_centred(const kdl_tensor *t, bool center_rows, const char *what, double *dst,
                                double *mean);
 

@@ -243,8 +243,8 @@ size_t kdl_spectral_count(const kdl_spectral_state *s)
         return s->n;
 }
 
-int kdl__spectral_copy_centred(const kdl_tensor *t, bool center_rows, const char *what, double *dst,
-                               double *mean)
+int kdl__spectral_copy_rows(const kdl_tensor *t, bool center_rows, const char *what, double *dst,
+                            double *mean)
 {
         size_t m = t->shape[0], d = t->shape[1];
 
@@ -269,6 +269,17 @@ int kdl__spectral_copy_centred(const kdl_tensor *t, bool center_rows, const char
         }
         for (size_t j = 0; j < d; j++)
                 mean[j] /= (double) m;
+        return 0;
+}
+
+int kdl__spectral_copy_centred(const kdl_tensor *t, bool center_rows, const char *what, double *dst,
+                               double *mean)
+{
+        size_t m = t->shape[0], d = t->shape[1];
+        int err = kdl__spectral_copy_rows(t, center_rows, what, dst, mean);
+
+        if (err < 0)
+                return err;
         for (size_t i = 0; i < m; i++)
                 for (size_t j = 0; j < d; j++)
                         dst[i * d + j] -= mean[j];

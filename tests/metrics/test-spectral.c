@@ -931,6 +931,24 @@ static void check_within_bounds(const kdl_spectral_result *sk, const kdl_spectra
         assert_true(isnan(sk->sum.participation_ratio));
 }
 
+/* The exact (covariance) and the sketched results of the row-centred @z
+ * [n, c] fed in blocks of 50; the caller frees both. */
+static void sketch_and_exact(double *z, size_t n, size_t c, size_t r, size_t p, uint64_t seed,
+                             kdl_spectral_result **ret_exact, kdl_spectral_result **ret_sketch)
+{
+        unsigned fl = KDL_SPECTRAL_CENTER_ROWS_X;
+        kdl_spectral_state *f = plan_state(c, fl, KDL_SPECTRAL_EXACT_FEATURES, 0, 0, 0, 0);
+        kdl_spectral_state *sk = plan_state(c, fl, KDL_SPECTRAL_SKETCH, r, p, seed, 0);
+
+        feed(f, z, c, NULL, 0, 0, n, 50);
+        feed(sk, z, c, NULL, 0, 0, n, 50);
+        *ret_exact = finalize(f, -1.0);
+        *ret_sketch = finalize(sk, -1.0);
+        check_within_bounds(*ret_sketch, *ret_exact);
+        kdl_spectral_state_free(sk);
+        kdl_spectral_state_free(f);
+}
+
 /* The sketch's top eigenvalues lie within their bound of the exact ones; the
  * total variance is exact; a sketch wider than the rank is exact. */
 static void test_sketch_within_bound(void **state)
@@ -942,20 +960,12 @@ static void test_sketch_within_bound(void **state)
         for (size_t t = 0; t < 3; t++) {
                 kdl_test_rng rng = {41};
                 double *z = wide_logits(&rng, n, c, 12);
-                unsigned fl = KDL_SPECTRAL_CENTER_ROWS_X;
-                kdl_spectral_state *f, *sk;
                 kdl_spectral_result *rf, *rs;
                 size_t r = ranks[t][0], p = ranks[t][1];
 
-                f = plan_state(c, fl, KDL_SPECTRAL_EXACT_FEATURES, 0, 0, 0, 0);
-                sk = plan_state(c, fl, KDL_SPECTRAL_SKETCH, r, p, 7 + t, 0);
-                feed(f, z, c, NULL, 0, 0, n, 64);
-                feed(sk, z, c, NULL, 0, 0, n, 37);
-                rf = finalize(f, -1.0);
-                rs = finalize(sk, -1.0);
+                sketch_and_exact(z, n, c, r, p, 7 + t, &rf, &rs);
                 assert_int_equal(rs->neig, r);
                 assert_int_equal(rs->sketch_k, r + p);
-                check_within_bounds(rs, rf);
                 if (r + p >= 40) {
                         /* k beyond the rank-12 signal plus the tail's share:
                          * the bound is a sliver of the top eigenvalue. */
@@ -965,8 +975,6 @@ static void test_sketch_within_bound(void **state)
                 }
                 kdl_spectral_result_free(rs);
                 kdl_spectral_result_free(rf);
-                kdl_spectral_state_free(sk);
-                kdl_spectral_state_free(f);
                 free(z);
         }
 }
@@ -978,18 +986,11 @@ static void test_sketch_exact_on_low_rank(void **state)
         kdl_test_rng rng = {43};
         const size_t n = 300, c = 120;
         double *z = planted(&rng, n, c, 9, 0.0, 3.0);
-        unsigned fl = KDL_SPECTRAL_CENTER_ROWS_X;
-        kdl_spectral_state *f = plan_state(c, fl, KDL_SPECTRAL_EXACT_FEATURES, 0, 0, 0, 0);
-        kdl_spectral_state *sk = plan_state(c, fl, KDL_SPECTRAL_SKETCH, 10, 6, 1, 0);
         kdl_spectral_result *rf, *rs;
         kdl_spectral_verdict_result ve, vs;
 
         (void) state;
-        feed(f, z, c, NULL, 0, 0, n, 50);
-        feed(sk, z, c, NULL, 0, 0, n, 50);
-        rf = finalize(f, -1.0);
-        rs = finalize(sk, -1.0);
-        check_within_bounds(rs, rf);
+        sketch_and_exact(z, n, c, 10, 6, 1, &rf, &rs);
         assert_true(rs->bound < 1e-9 * rf->eig[0]);
         for (size_t i = 0; i < 9; i++)
                 assert_close(rs->eig[i], rf->eig[i], 1e-9, 0);
@@ -1003,8 +1004,6 @@ static void test_sketch_exact_on_low_rank(void **state)
         }
         kdl_spectral_result_free(rs);
         kdl_spectral_result_free(rf);
-        kdl_spectral_state_free(sk);
-        kdl_spectral_state_free(f);
         free(z);
 }
 
