@@ -111,7 +111,12 @@ int kdl__dims_put_model(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *c
 int kdl__dims_row(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck, const kdl_layer *layer,
                   const kdl_spectral_result *r, const kdl_spectral_result *tres);
 
-/* kdl__dims_spectrum_rows() - a "spectrum" row per eigenvalue of @r. */
+/* kdl__dims_put_method() - the method of @r (not exact features) into the last row of @t:
+ * spectrum_method and, for a sketch, its rank, columns, bound and top upper bound. */
+int kdl__dims_put_method(kdl_table *t, const kdl_spectral_result *r);
+
+/* kdl__dims_spectrum_rows() - a "spectrum" row per eigenvalue of @r (r->neig of them;
+ * from a sketch with the upper ends eigenvalue_hi, explained_hi). */
 int kdl__dims_spectrum_rows(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck,
                             const char *layer, const kdl_spectral_result *r);
 
@@ -143,8 +148,9 @@ struct kdl__dims_mark {
 int kdl__dims_curve_rows(kdl_table *curve, const kdl_dump *td, kdl_spectral_result *const *tlog,
                          const struct kdl__dims_mark *mark, size_t nmark);
 
-/* kdl__dims_notes() - the notes of the document (@heads: the heads table has rows). */
+/* kdl__dims_notes() - the notes of the document (@heads: the heads table has rows; @methods:
+ * bit 1u << m for each enum kdl_spectral_method m of a centred-logit spectrum). */
 int kdl__dims_notes(kdl_doc *doc, const struct kdl_run_dims_opts *o, const kdl_inputs *in,
-                    bool heads);
+                    bool heads, unsigned methods);
 
 #endif

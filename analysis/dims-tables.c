@@ -45,9 +45,12 @@ int kdl__dims_row(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck, con
                                                     strcmp(layer->name, ck->head_input) == 0);
         err = err ?: kdl_table_put_int(t, "width", (long long) r->d);
         err = err ?: kdl_table_put_int(t, "samples", (long long) r->n);
-        err = err ?: kdl_table_put_int(t, "numerical_rank", (long long) s->rank);
-        err = err ?: kdl_table_put_real(t, "effective_rank", s->effective_rank);
-        err = err ?: kdl_table_put_real(t, "participation_ratio", s->participation_ratio);
+        /* A sketch does not see the whole spectrum these need. */
+        if (!err && r->method != KDL_SPECTRAL_SKETCH) {
+                err = kdl_table_put_int(t, "numerical_rank", (long long) s->rank);
+                err = err ?: kdl_table_put_real(t, "effective_rank", s->effective_rank);
+                err = err ?: kdl_table_put_real(t, "participation_ratio", s->participation_ratio);
+        }
         err = err ?: kdl_table_put_int(t, "dims_90", (long long) s->dims90);
         err = err ?: kdl_table_put_int(t, "dims_95", (long long) s->dims95);
         err = err ?: kdl_table_put_int(t, "dims_99", (long long) s->dims99);
@@ -56,6 +59,11 @@ int kdl__dims_row(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck, con
         if (!err && layer && tres)
                 err = kdl_table_put_real(t, "logit_residual_at_width",
                                          tres->tail[r->d < tres->d ? r->d : tres->d]);
+        if (!err && layer && tres && tres->tail_lo)
+                err = kdl_table_put_real(t, "logit_residual_at_width_lo",
+                                         tres->tail_lo[r->d < tres->d ? r->d : tres->d]);
+        if (!err && r->method != KDL_SPECTRAL_EXACT_FEATURES)
+                err = kdl__dims_put_method(t, r);
         if (!err && r->has_ridge) {
                 err = kdl_table_put_real(t, "ridge_r2", r->ridge.r2);
                 err = err ?: kdl_table_put_real(t, "ridge_r2_gcv", r->ridge.r2_gcv);
@@ -73,19 +81,43 @@ int kdl__dims_spectrum_rows(kdl_table *t, const kdl_dump *d, const kdl_checkpoin
 {
         int err = 0;
 
-        for (size_t k = 0; k < r->d && !err; k++) {
+        for (size_t k = 0; k < r->neig && !err; k++) {
                 err = kdl__dims_put_model(t, d, ck);
                 err = err ?: kdl_table_put_str(t, "layer", layer);
                 err = err ?: kdl_table_put_int(t, "k", (long long) k + 1);
                 err = err ?: kdl_table_put_real(t, "eigenvalue", r->eig[k]);
                 err = err ?: kdl_table_put_real(t, "explained", 1.0 - r->tail[k + 1]);
+                /* A sketch's eigenvalue and explained share are the lower ends. */
+                if (!err && r->eig_hi)
+                        err = kdl_table_put_real(t, "eigenvalue_hi", r->eig_hi[k]);
+                if (!err && r->tail_lo)
+                        err = kdl_table_put_real(t, "explained_hi", 1.0 - r->tail_lo[k + 1]);
         }
         return err;
 }
 
-/* The verdict in words: "sufficient", or which of the two tests fail. */
+int kdl__dims_put_method(kdl_table *t, const kdl_spectral_result *r)
+{
+        int err = kdl_table_put_str(t, "spectrum_method", kdl_spectral_method_name(r->method));
+
+        if (!err && r->method == KDL_SPECTRAL_SKETCH) {
+                err = kdl_table_put_int(t, "sketch_rank", (long long) r->neig);
+                err = err ?: kdl_table_put_int(t, "sketch_columns", (long long) r->sketch_k);
+                err = err ?: kdl_table_put_real(t, "eigenvalue_bound", r->bound);
+                err = err ?: kdl_table_put_real(t, "top_eigenvalue_hi", r->eig_hi[0]);
+        }
+        return err;
+}
+
+/* The verdict in words: "sufficient", or which of the two tests fail; from a
+ * sketch, "unresolved" when its bounds cannot tell the architectural answer. */
 static const char *verdict_text(const kdl_spectral_verdict_result *v)
 {
+        if (v->unresolved)
+                return v->fails & KDL_DIMS_REALISED ? "insufficient (realised), architectural "
+                                                      "unresolved"
+                       : v->realised                ? "unresolved (architectural)"
+                                                    : "unresolved (architectural only)";
         switch (v->fails) {
         case KDL_DIMS_ARCHITECTURAL | KDL_DIMS_REALISED:
                 return "insufficient (architectural, realised)";
@@ -105,9 +137,20 @@ static char *verdict_reason(const struct kdl__dims_verdict *v)
         const kdl_spectral_verdict_result *r = &v->v;
         char *arch = NULL, *real = NULL, *out;
 
-        if (r->fails & KDL_DIMS_ARCHITECTURAL)
+        if ((r->fails & KDL_DIMS_ARCHITECTURAL) && r->d_needed_lo != r->d_needed)
+                arch = kdl__asprintf("d_s = %zu < d_needed in [%zu, %zu] (residual in [%.3g, "
+                                     "%.3g] > %g)",
+                                     v->d_s, r->d_needed_lo, r->d_needed, r->residual_lo,
+                                     r->residual, v->tolerance);
+        else if (r->fails & KDL_DIMS_ARCHITECTURAL)
                 arch = kdl__asprintf("d_s = %zu < d_needed = %zu (residual %.3g > %g)", v->d_s,
                                      r->d_needed, r->residual, v->tolerance);
+        else if (r->unresolved)
+                arch = kdl__asprintf("d_needed in [%zu, %zu] by the sketch's bounds, d_s = %zu "
+                                     "(residual in [%.3g, %.3g], tolerance %g): a larger "
+                                     "--sketch-rank narrows them",
+                                     r->d_needed_lo, r->d_needed, v->d_s, r->residual_lo,
+                                     r->residual, v->tolerance);
         if (r->fails & KDL_DIMS_REALISED)
                 real = kdl__asprintf("R2 = %.3g < %g", v->r2, 1.0 - v->tolerance);
         else if (!r->realised && v->r2_layer)
@@ -142,6 +185,7 @@ int kdl__dims_verdict_row(kdl_table *t, const kdl_dump *d, const kdl_checkpoint 
         err = err
                       ?: kdl_table_put_str(t, "architectural",
                                            r->fails & KDL_DIMS_ARCHITECTURAL ? "insufficient"
+                                           : r->unresolved                   ? "unresolved"
                                                                              : "sufficient");
         if (!err && r->realised)
                 err = kdl_table_put_real(t, "ridge_r2", v->r2);
@@ -153,10 +197,20 @@ int kdl__dims_verdict_row(kdl_table *t, const kdl_dump *d, const kdl_checkpoint 
                                                                           : "sufficient");
         err = err ?: kdl_table_put_str(t, "verdict", verdict_text(r));
         err = err ?: kdl_table_put_str(t, "reason", reason);
-        err = err ?: kdl_table_put_int(t, "teacher_logit_rank", (long long) tres->sum.rank);
-        err = err
-                      ?: kdl_table_put_real(t, "teacher_logit_effective_rank",
-                                            tres->sum.effective_rank);
+        if (!err && tres->method != KDL_SPECTRAL_SKETCH) {
+                err = kdl_table_put_int(t, "teacher_logit_rank", (long long) tres->sum.rank);
+                err = err
+                              ?: kdl_table_put_real(t, "teacher_logit_effective_rank",
+                                                    tres->sum.effective_rank);
+        }
+        /* From a sketch's bounds: the other ends, and the method. */
+        if (!err && tres->tail_lo) {
+                err = kdl_table_put_int(t, "d_needed_lo", (long long) r->d_needed_lo);
+                err = err ?: kdl_table_put_real(t, "residual_at_d_s_lo", r->residual_lo);
+        }
+        if (!err && tres->method != KDL_SPECTRAL_EXACT_FEATURES)
+                err = kdl_table_put_str(t, "spectrum_method",
+                                        kdl_spectral_method_name(tres->method));
         free(reason);
         return err;
 }
@@ -189,6 +243,9 @@ int kdl__dims_curve_rows(kdl_table *curve, const kdl_dump *td, kdl_spectral_resu
                         err = err ?: kdl_table_put_real(curve, "residual", r->tail[dd]);
                         err = err ?: kdl_table_put_real(curve, "explained", 1.0 - r->tail[dd]);
                         err = err ?: kdl_table_put_str(curve, "students", marks ? marks : "");
+                        /* A sketch's residual is the upper end. */
+                        if (!err && r->tail_lo)
+                                err = kdl_table_put_real(curve, "residual_lo", r->tail_lo[dd]);
                         free(marks);
                 }
         }
@@ -314,7 +371,7 @@ void kdl__dims_tables_release(struct kdl__dims_tables *t)
 }
 
 int kdl__dims_notes(kdl_doc *doc, const struct kdl_run_dims_opts *o, const kdl_inputs *in,
-                    bool heads)
+                    bool heads, unsigned methods)
 {
         int err;
 
@@ -349,5 +406,27 @@ int kdl__dims_notes(kdl_doc *doc, const struct kdl_run_dims_opts *o, const kdl_i
         if (!err && !in->teacher)
                 err = kdl_doc_add_note(doc, "no teacher (-t): no residual curve, ridge R^2 "
                                             "or verdict");
+        if (!err && (methods & (1u << KDL_SPECTRAL_EXACT_GRAM)))
+                err = kdl_doc_add_note(doc,
+                                       "centred logits with spectrum_method exact-gram: the "
+                                       "eigenvalues of the N x N Gram matrix of the centred "
+                                       "logits, the nonzero ones of the C x C covariance (exact; "
+                                       "chosen when N < C, N <= %zu and it fits the memory "
+                                       "budget)",
+                                       o->exact_max);
+        if (!err && (methods & (1u << KDL_SPECTRAL_SKETCH)))
+                err = kdl_doc_add_note(
+                        doc,
+                        "centred logits with spectrum_method sketch: a single-pass Nystrom "
+                        "sketch of the covariance by a Gaussian test matrix of %zu + %zu columns "
+                        "(seed %llu; Tropp, Yurtsever, Udell & Cevher 2017), the top %zu "
+                        "eigenvalues with certified bounds: eigenvalue <= lambda_k <= "
+                        "eigenvalue_hi = eigenvalue + eigenvalue_bound; the residual curve "
+                        "between residual_lo and residual, d_needed between d_needed_lo and "
+                        "d_needed, dims_90/95/99 their upper ends; the total variance is "
+                        "exact; no numerical or effective rank or participation ratio (they "
+                        "need the whole spectrum)",
+                        o->sketch_rank, o->sketch_oversample, (unsigned long long) o->seed,
+                        o->sketch_rank);
         return err;
 }

@@ -17,7 +17,8 @@
 struct acc {
         const kdl_layer *layer; /* NULL: the model's row-centred logits */
         const kdl_dsinfo *x;
-        int ix; /* the stream's index of x */
+        kdl_spectral_plan plan; /* the logits' method; exact features for a layer */
+        int ix;                 /* the stream's index of x */
         kdl_spectral_state *st;
         kdl_spectral_result *res;
 };
@@ -52,6 +53,7 @@ struct kdl__dims_run {
         struct kdl__dims_mark *marks;
         size_t nmarks;
         size_t layer_rows; /* feature-layer rows written */
+        unsigned methods;  /* 1u << the method of each centred-logit spectrum */
         struct job job;    /* the current job */
 };
 
@@ -60,7 +62,12 @@ void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o)
         *o = (struct kdl_run_dims_opts){.tolerance = 0.01,
                                         .rank_rtol = KDL_SPECTRAL_RANK_RTOL,
                                         .ridge_lambda = -1.0,
-                                        .spectrum = true};
+                                        .spectrum = true,
+                                        .logit_method = KDL_DIMS_LOGITS_AUTO,
+                                        .exact_max = KDL_DIMS_EXACT_MAX,
+                                        .sketch_rank = KDL_SPECTRAL_SKETCH_RANK,
+                                        .sketch_oversample = KDL_SPECTRAL_SKETCH_OVERSAMPLE,
+                                        .max_bytes = KDL_DIMS_MAX_BYTES};
         kdl_run_common_init(&o->common);
 }
 
@@ -194,11 +201,11 @@ static int job_attach(kdl__job *kj, kdl_stream *s)
                         dy = kdl_stream_cols(s, j->iy);
                 }
                 /* The logits are row-centred X; a layer fits the row-centred Y. */
-                err = kdl_spectral_state_new(kdl_stream_cols(s, x->ix), x->layer ? dy : 0,
-                                             !x->layer ? KDL_SPECTRAL_CENTER_ROWS_X
-                                             : dy      ? KDL_SPECTRAL_CENTER_ROWS_Y
-                                                       : 0,
-                                             &x->st);
+                err = kdl_spectral_state_new_plan(kdl_stream_cols(s, x->ix), x->layer ? dy : 0,
+                                                  !x->layer ? KDL_SPECTRAL_CENTER_ROWS_X
+                                                  : dy      ? KDL_SPECTRAL_CENTER_ROWS_Y
+                                                            : 0,
+                                                  &x->plan, &x->st);
                 if (err < 0)
                         return err;
         }
@@ -316,6 +323,8 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
         }
 
         /* The logits last, as the network's last layer. */
+        if (!err)
+                c->methods |= 1u << j->acc[0].res->method;
         err = err ?: kdl__dims_row(c->tb.dims, d, ck, NULL, j->acc[0].res, NULL);
         if (!err && c->o->spectrum)
                 err = kdl__dims_spectrum_rows(c->tb.spec, d, ck, "logits", j->acc[0].res);
@@ -330,9 +339,83 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
         return err;
 }
 
-/* Set up the job of checkpoint @ck of @f (@tck: the teacher's checkpoint it fits, or NULL). */
+/* The stream's default budget for all its blocks together (loaders/stream.h). */
+#define STREAM_BLOCK_BYTES ((size_t) 64 << 20)
+
+static double gib(size_t bytes)
+{
+        return (double) bytes / 1073741824.0;
+}
+
+/*
+ * The logits' method (j->acc[0].plan) and the job's memory need, checked
+ * against the budget before anything is allocated: every layer's state, the
+ * stream's blocks, then the logits' state by the method asked for, or the
+ * one kdl_spectral_plan_choose() finds in what is left.
+ */
+static int plan_job(struct job *j, size_t n)
+{
+        const struct kdl_run_dims_opts *o = j->r->o;
+        const kdl_dump *d = kdl_h5_dump(j->f);
+        enum kdl_spatial sp = o->common.spatial;
+        size_t c = kdl_dsinfo_width(j->ck->logits, sp);
+        size_t dy = j->tck ? kdl_dsinfo_width(j->tck->logits, sp) : 0;
+        size_t cols = c + dy, rows, rest, need, lbytes;
+        kdl_spectral_plan *p = &j->acc[0].plan;
+
+        for (size_t a = 1; a < j->nacc; a++)
+                cols += kdl_dsinfo_width(j->acc[a].x, sp);
+        rows = o->common.block_rows ? o->common.block_rows
+                                    : STREAM_BLOCK_BYTES / (sizeof(double) * cols);
+        rows = rows ? rows : 1;
+        rest = rows < n ? rows * cols * sizeof(double) : n * cols * sizeof(double);
+        for (size_t a = 1; a < j->nacc; a++) {
+                size_t b = kdl_spectral_bytes(&j->acc[a].plan, n, kdl_dsinfo_width(j->acc[a].x, sp),
+                                              dy, rows);
+
+                rest = b > SIZE_MAX - rest ? SIZE_MAX : rest + b;
+        }
+        if (rest > o->max_bytes)
+                return kdl_error(-KDL_ERANGE,
+                                 "'%s': checkpoint %s: the feature layers need %.2f GiB (with the "
+                                 "blocks read), more than the %.2f GiB allowed: select fewer "
+                                 "layers (--layer) or lower --block-rows",
+                                 d->path, j->ck->name, gib(rest), gib(o->max_bytes));
+        kdl_spectral_plan_init(p);
+        p->rank = o->sketch_rank;
+        p->oversample = o->sketch_oversample;
+        p->seed = o->seed;
+        p->method = o->logit_method == KDL_DIMS_LOGITS_AUTO
+                            ? KDL_SPECTRAL_SKETCH
+                            : (enum kdl_spectral_method) o->logit_method;
+        p->rows = p->method == KDL_SPECTRAL_EXACT_GRAM ? n : 0;
+        /* Auto falls back on the sketch: when that fits, so does its choice. */
+        lbytes = kdl_spectral_bytes(p, n, c, 0, rows);
+        need = lbytes > SIZE_MAX - rest ? SIZE_MAX : lbytes + rest;
+        if (need > o->max_bytes && p->method == KDL_SPECTRAL_SKETCH)
+                return kdl_error(-KDL_ERANGE,
+                                 "'%s': checkpoint %s: the centred logits (C = %zu, N = %zu) need "
+                                 "%.2f GiB sketched at rank %zu + %zu, the layers and blocks "
+                                 "%.2f GiB: more than the %.2f GiB allowed: lower --sketch-rank",
+                                 d->path, j->ck->name, c, n, gib(lbytes), p->rank, p->oversample,
+                                 gib(rest), gib(o->max_bytes));
+        if (need > o->max_bytes)
+                return kdl_error(-KDL_ERANGE,
+                                 "'%s': checkpoint %s: the centred logits (C = %zu, N = %zu) need "
+                                 "%.2f GiB by %s, the layers and blocks %.2f GiB: more than the "
+                                 "%.2f GiB allowed: --logit-spectrum auto chooses a method that "
+                                 "fits",
+                                 d->path, j->ck->name, c, n, gib(lbytes),
+                                 kdl_spectral_method_name(p->method), gib(rest), gib(o->max_bytes));
+        if (o->logit_method == KDL_DIMS_LOGITS_AUTO)
+                return kdl_spectral_plan_choose(n, c, o->max_bytes - rest, o->exact_max, rows, p);
+        return 0;
+}
+
+/* Set up the job of checkpoint @ck of @f over @n samples (@tck: the teacher's checkpoint it
+ * fits, or NULL). */
 static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const kdl_checkpoint *ck,
-                   const kdl_checkpoint *tck, bool teacher, kdl__job *ret)
+                   const kdl_checkpoint *tck, bool teacher, size_t n, kdl__job *ret)
 {
         struct job *j = &c->job;
         const kdl_dump *d = kdl_h5_dump(f);
@@ -363,10 +446,16 @@ static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const k
                 return -ENOMEM;
         j->acc[0] = (struct acc){.x = ck->logits, .ix = -1};
         j->nacc = 1;
-        for (size_t l = 0; l < ck->nlayers; l++)
-                if (layer_selected(c, &ck->layers[l]))
-                        j->acc[j->nacc++] = (struct acc){
-                                .layer = &ck->layers[l], .x = &ck->layers[l].feature, .ix = -1};
+        for (size_t l = 0; l < ck->nlayers; l++) {
+                if (!layer_selected(c, &ck->layers[l]))
+                        continue;
+                j->acc[j->nacc] = (struct acc){
+                        .layer = &ck->layers[l], .x = &ck->layers[l].feature, .ix = -1};
+                kdl_spectral_plan_init(&j->acc[j->nacc++].plan);
+        }
+        err = plan_job(j, n);
+        if (err < 0)
+                return err;
         *ret = (kdl__job){.ctx = j, .attach = job_attach, .block = job_block, .end = job_end};
         return 0;
 }
@@ -379,7 +468,7 @@ int kdl__dims_teacher_job(struct kdl__dims_run *r, const kdl_checkpoint *tck, kd
         if (r->tlog[ck_index(tf, tck)])
                 return kdl_error(-KDL_EUSAGE, "internal: teacher checkpoint %s analysed twice",
                                  tck->name);
-        return job_new(r, tf, false, tck, tck, true, ret);
+        return job_new(r, tf, false, tck, tck, true, kdl_h5_dump(tf)->n, ret);
 }
 
 int kdl__dims_job(struct kdl__dims_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
@@ -389,7 +478,9 @@ int kdl__dims_job(struct kdl__dims_run *r, size_t k, const struct kdl_ckpair *cp
         if (cp->partner && !r->tlog[ck_index(r->in->teacher, cp->partner)])
                 return kdl_error(-KDL_EUSAGE, "internal: teacher checkpoint %s first",
                                  cp->partner->name);
-        return job_new(r, r->in->students[k], true, cp->main, cp->partner, false, ret);
+        return job_new(r, r->in->students[k], true, cp->main, cp->partner, false,
+                       r->in->pairs[k] ? r->in->pairs[k]->n : kdl_h5_dump(r->in->students[k])->n,
+                       ret);
 }
 
 static int check_opts(const kdl_inputs *in, const struct kdl_run_dims_opts *o)
@@ -403,6 +494,12 @@ static int check_opts(const kdl_inputs *in, const struct kdl_run_dims_opts *o)
         if (!(o->rank_rtol >= 0.0 && o->rank_rtol < 1.0))
                 return kdl_error(-KDL_EUSAGE, "--rank-rtol: expected a value in [0, 1), found %g",
                                  o->rank_rtol);
+        if (o->logit_method != KDL_DIMS_LOGITS_AUTO &&
+            (o->logit_method < 0 || o->logit_method >= KDL_SPECTRAL_METHOD_COUNT_))
+                return kdl_error(-KDL_EUSAGE, "--logit-spectrum: %d is not a method",
+                                 o->logit_method);
+        if (o->sketch_rank == 0)
+                return kdl_error(-KDL_EUSAGE, "--sketch-rank: expected at least 1");
         if (o->common.ntau != 1)
                 return kdl_error(-KDL_EUSAGE, "--temperature: dims takes one temperature");
         if (!(o->common.tau[0] > 0.0) || !isfinite(o->common.tau[0]))
@@ -490,7 +587,7 @@ int kdl__dims_end(struct kdl__dims_run *r)
         if (!err && r->in->teacher)
                 err = kdl__dims_curve_rows(r->tb.curve, kdl_h5_dump(r->in->teacher), r->tlog,
                                            r->marks, r->nmarks);
-        err = err ?: kdl__dims_notes(r->doc, o, r->in, kdl_table_rows(r->tb.heads) > 0);
+        err = err ?: kdl__dims_notes(r->doc, o, r->in, kdl_table_rows(r->tb.heads) > 0, r->methods);
         err = err ?: kdl__dims_tables_commit(&r->tb, r->doc);
         run_free(r);
         return err;

@@ -10,20 +10,8 @@
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
 #include "metrics/spectral.h"
+#include "metrics/spectral-internal.h"
 #include "metrics/base/banned.h"
-
-struct kdl_spectral_state {
-        size_t dx, dy;
-        unsigned flags;
-        size_t n;
-        double *mx, *my;   /* sample means */
-        double *sxx;       /* dx x dx scatter, upper triangle (row-major) */
-        double *sxy;       /* dx x dy cross scatter (row-major) */
-        double tss;        /* trace of the Y scatter */
-        double *bmx, *bmy; /* block means (scratch) */
-        double *work;      /* centred copy of a block, work_rows x (dx + dy) */
-        size_t work_rows;
-};
 
 /* GCV grid: lambda / s_1 = 10^(GRID_LO + k (GRID_HI - GRID_LO) / GRID_STEPS). */
 #define GRID_LO     (-10.0)
@@ -31,13 +19,129 @@ struct kdl_spectral_state {
 #define GRID_STEPS  300
 #define GOLDEN_ITER 60
 
+void kdl_spectral_plan_init(kdl_spectral_plan *p)
+{
+        assert(p);
+        *p = (kdl_spectral_plan){.method = KDL_SPECTRAL_EXACT_FEATURES,
+                                 .rank = KDL_SPECTRAL_SKETCH_RANK,
+                                 .oversample = KDL_SPECTRAL_SKETCH_OVERSAMPLE};
+}
+
+const char *kdl_spectral_method_name(enum kdl_spectral_method m)
+{
+        static const char *const names[KDL_SPECTRAL_METHOD_COUNT_] = {
+                [KDL_SPECTRAL_EXACT_FEATURES] = "exact-features",
+                [KDL_SPECTRAL_EXACT_GRAM] = "exact-gram",
+                [KDL_SPECTRAL_SKETCH] = "sketch",
+        };
+
+        return (unsigned) m < KDL_SPECTRAL_METHOD_COUNT_ ? names[m] : "?";
+}
+
+/* Columns of the sketch's Omega. */
+static size_t sketch_cols(const kdl_spectral_plan *p, size_t dx)
+{
+        size_t k = p->rank + p->oversample;
+
+        return k < p->rank || k > dx ? dx : k;
+}
+
+size_t kdl_spectral_bytes(const kdl_spectral_plan *p, size_t n, size_t dx, size_t dy,
+                          size_t block_rows)
+{
+        enum kdl_spectral_method m = p ? p->method : KDL_SPECTRAL_EXACT_FEATURES;
+        double x = (double) dx, y = (double) dy, nn = (double) n, dbl;
+        double rows = (double) (block_rows < n ? block_rows : n);
+        double k = p ? (double) sketch_cols(p, dx) : 0.0, ints = 0.0;
+
+        /* Every method: means, block means, the result (eig, tail). */
+        dbl = 4.0 * (x + y) + 2.0 * x + 1.0;
+        switch (m) {
+        case KDL_SPECTRAL_EXACT_GRAM:
+                /* rows kept, shift; at the end G, mean, v, dsyevd's 2n + 1 */
+                dbl += nn * x + x + nn * nn + x + nn + 2.0 * nn + 1.0;
+                break;
+        case KDL_SPECTRAL_SKETCH:
+                /* Omega, Y, the block and Z_b Omega; at the end Y + nu Omega, B,
+                 * sigma, bounds, and LAPACK workspaces (QR, SVD: O(k nb)) */
+                dbl += 2.0 * x * k + rows * (x + k) + x * k + k * k + 3.0 * k + x + k * (k + 256.0);
+                ints += 8.0 * k;
+                break;
+        default:
+                /* Sxx, Sxy, the block; at the end a copy of Sxx, w, dsyevd's
+                 * workspace ('V' with a target), the ridge's V^T Sxy */
+                dbl += x * x + x * y + rows * (x + y) + x * x + x;
+                if (dy) {
+                        dbl += 1.0 + 6.0 * x + 2.0 * x * x + x * y + x;
+                        ints += 3.0 + 5.0 * x;
+                } else {
+                        dbl += 2.0 * x + 1.0;
+                }
+                break;
+        }
+        dbl = dbl * (double) sizeof(double) + ints * (double) sizeof(int);
+        return dbl < (double) SIZE_MAX / 2 ? (size_t) dbl : SIZE_MAX;
+}
+
+int kdl_spectral_plan_choose(size_t n, size_t dx, size_t budget, size_t exact_max,
+                             size_t block_rows, kdl_spectral_plan *p)
+{
+        kdl_spectral_plan f = *p, g = *p, sk = *p;
+        size_t bs;
+        bool ok_f, ok_g;
+
+        assert(p);
+        f.method = KDL_SPECTRAL_EXACT_FEATURES;
+        g.method = KDL_SPECTRAL_EXACT_GRAM;
+        g.rows = n;
+        sk.method = KDL_SPECTRAL_SKETCH;
+        ok_f = dx <= exact_max && kdl_spectral_bytes(&f, n, dx, 0, block_rows) <= budget;
+        ok_g = n <= exact_max && kdl_spectral_bytes(&g, n, dx, 0, block_rows) <= budget;
+        if (ok_f && (!ok_g || dx <= n)) {
+                *p = f;
+                return 0;
+        }
+        if (ok_g) {
+                *p = g;
+                return 0;
+        }
+        bs = kdl_spectral_bytes(&sk, n, dx, 0, block_rows);
+        if (bs > budget)
+                return kdl_error(-KDL_ERANGE,
+                                 "the spectrum of %zu columns needs %.2f GiB sketched at rank %zu "
+                                 "(oversample %zu), more than the %.2f GiB allowed",
+                                 dx, (double) bs / 1073741824.0, p->rank, p->oversample,
+                                 (double) budget / 1073741824.0);
+        *p = sk;
+        return 0;
+}
+
 int kdl_spectral_state_new(size_t dx, size_t dy, unsigned flags, kdl_spectral_state **ret)
 {
+        return kdl_spectral_state_new_plan(dx, dy, flags, NULL, ret);
+}
+
+int kdl_spectral_state_new_plan(size_t dx, size_t dy, unsigned flags, const kdl_spectral_plan *p,
+                                kdl_spectral_state **ret)
+{
         kdl_spectral_state *s = NULL;
-        size_t nxx, nxy;
+        kdl_spectral_plan plan;
+        size_t nxx = 0, nxy = 0;
         int bi, err;
 
         assert(ret);
+        if (p)
+                plan = *p;
+        else
+                kdl_spectral_plan_init(&plan);
+        if ((unsigned) plan.method >= KDL_SPECTRAL_METHOD_COUNT_)
+                return kdl_error(-KDL_ERANGE, "spectral state: method %d is not a method",
+                                 (int) plan.method);
+        if (plan.method == KDL_SPECTRAL_SKETCH && plan.rank == 0)
+                return kdl_error(-KDL_ERANGE, "spectral state: a sketch of rank 0");
+        if (plan.method != KDL_SPECTRAL_EXACT_FEATURES && dy)
+                return kdl_error(-KDL_ESHAPE, "spectral state: %s takes no target block",
+                                 kdl_spectral_method_name(plan.method));
         if (dx == 0)
                 return kdl_error(-KDL_ESHAPE, "spectral state: feature block has no columns");
         if (((flags & KDL_SPECTRAL_CENTER_ROWS_X) && dx < 2) ||
@@ -45,13 +149,20 @@ int kdl_spectral_state_new(size_t dx, size_t dy, unsigned flags, kdl_spectral_st
                 return kdl_error(-KDL_ESHAPE,
                                  "spectral state: centring the rows of a one-column block "
                                  "leaves nothing");
-        /* dx^2 and dx*dy are passed to BLAS as lengths (daxpy in merge). */
-        err = kdl_mul_size(dx, dx, &nxx);
-        if (err < 0)
-                return err;
-        err = kdl_mul_size(dx, dy, &nxy);
-        if (err < 0)
-                return err;
+        /* dx^2 and dx*dy are passed to BLAS as lengths (daxpy in merge); for
+         * the sketch, dx*k. */
+        if (plan.method == KDL_SPECTRAL_EXACT_FEATURES) {
+                err = kdl_mul_size(dx, dx, &nxx);
+                if (err < 0)
+                        return err;
+                err = kdl_mul_size(dx, dy, &nxy);
+                if (err < 0)
+                        return err;
+        } else if (plan.method == KDL_SPECTRAL_SKETCH) {
+                err = kdl_mul_size(dx, sketch_cols(&plan, dx), &nxx);
+                if (err < 0)
+                        return err;
+        }
         err = kdl__blas_int(nxx, &bi);
         if (err < 0)
                 return err;
@@ -68,24 +179,55 @@ int kdl_spectral_state_new(size_t dx, size_t dy, unsigned flags, kdl_spectral_st
         s->dx = dx;
         s->dy = dy;
         s->flags = flags;
+        s->plan = plan;
         s->mx = kdl_new(double, dx);
         s->my = kdl_new(double, dy);
         s->bmx = kdl_new(double, dx);
         s->bmy = kdl_new(double, dy);
-        s->sxx = kdl_new(double, nxx);
-        s->sxy = kdl_new(double, nxy);
-        if (!s->mx || !s->my || !s->bmx || !s->bmy || !s->sxx || !s->sxy) {
-                kdl_spectral_state_free(s);
-                return -ENOMEM;
+        if (!s->mx || !s->my || !s->bmx || !s->bmy)
+                goto nomem;
+        switch (plan.method) {
+        case KDL_SPECTRAL_EXACT_FEATURES:
+                s->sxx = kdl_new(double, nxx);
+                s->sxy = kdl_new(double, nxy);
+                if (!s->sxx || !s->sxy)
+                        goto nomem;
+                break;
+        case KDL_SPECTRAL_EXACT_GRAM:
+                s->shift = kdl_new(double, dx);
+                if (!s->shift)
+                        goto nomem;
+                break;
+        default:
+                s->k = sketch_cols(&plan, dx);
+                s->omega = kdl__malloc(nxx, sizeof(double));
+                s->ys = kdl_new(double, nxx);
+                s->kv = kdl_new(double, s->k);
+                if (!s->omega || !s->ys || !s->kv)
+                        goto nomem;
+                err = kdl__spectral_sketch_init(s);
+                if (err < 0) {
+                        kdl_spectral_state_free(s);
+                        return err;
+                }
+                break;
         }
         *ret = s;
         return 0;
+nomem:
+        kdl_spectral_state_free(s);
+        return -ENOMEM;
 }
 
 void kdl_spectral_state_free(kdl_spectral_state *s)
 {
         if (!s)
                 return;
+        free(s->kv);
+        free(s->ys);
+        free(s->omega);
+        free(s->shift);
+        free(s->rows);
         free(s->work);
         free(s->sxy);
         free(s->sxx);
@@ -101,11 +243,8 @@ size_t kdl_spectral_count(const kdl_spectral_state *s)
         return s->n;
 }
 
-/* Copy a [m, d] block of any strides into dst (row-major), centring each row
- * if asked, then centre the columns on their mean (returned in mean).
- * Return: 0, or -KDL_ENONFINITE with the message naming the row. */
-static int copy_centred(const kdl_tensor *t, bool center_rows, const char *what, double *dst,
-                        double *mean)
+int kdl__spectral_copy_rows(const kdl_tensor *t, bool center_rows, const char *what, double *dst,
+                            double *mean)
 {
         size_t m = t->shape[0], d = t->shape[1];
 
@@ -130,6 +269,17 @@ static int copy_centred(const kdl_tensor *t, bool center_rows, const char *what,
         }
         for (size_t j = 0; j < d; j++)
                 mean[j] /= (double) m;
+        return 0;
+}
+
+int kdl__spectral_copy_centred(const kdl_tensor *t, bool center_rows, const char *what, double *dst,
+                               double *mean)
+{
+        size_t m = t->shape[0], d = t->shape[1];
+        int err = kdl__spectral_copy_rows(t, center_rows, what, dst, mean);
+
+        if (err < 0)
+                return err;
         for (size_t i = 0; i < m; i++)
                 for (size_t j = 0; j < d; j++)
                         dst[i * d + j] -= mean[j];
@@ -160,7 +310,10 @@ static void combine_means(kdl_spectral_state *s, size_t nb, double *bmx, double 
                 bmx[j] -= s->mx[j];
         for (size_t j = 0; j < s->dy; j++)
                 bmy[j] -= s->my[j];
-        cblas_dsyr(CblasRowMajor, CblasUpper, dx, f, bmx, 1, s->sxx, dx);
+        if (s->plan.method == KDL_SPECTRAL_SKETCH)
+                kdl__spectral_sketch_cross(s, f, bmx);
+        else
+                cblas_dsyr(CblasRowMajor, CblasUpper, dx, f, bmx, 1, s->sxx, dx);
         if (dy) {
                 cblas_dger(CblasRowMajor, dx, dy, f, bmx, 1, bmy, 1, s->sxy, dy);
                 s->tss += f * cblas_ddot(dy, bmy, 1, bmy, 1);
@@ -193,11 +346,14 @@ int kdl_spectral_accumulate(kdl_spectral_state *s, const kdl_tensor *x, const kd
                 return err;
         dx = (int) s->dx;
         dy = (int) s->dy;
+        if (s->plan.method == KDL_SPECTRAL_EXACT_GRAM)
+                return kdl__spectral_gram_accumulate(s, x);
 
         if (m > s->work_rows) {
                 double *w;
 
-                err = kdl_mul_size(m, s->dx + s->dy, &need);
+                /* The sketch's Z_b Omega [m, k] follows the block. */
+                err = kdl_mul_size(m, s->dx + s->dy + s->k, &need);
                 if (err < 0)
                         return err;
                 w = kdl__malloc(need, sizeof(double));
@@ -209,16 +365,23 @@ int kdl_spectral_accumulate(kdl_spectral_state *s, const kdl_tensor *x, const kd
         }
         xc = s->work;
         yc = s->work + m * s->dx;
-        err = copy_centred(x, s->flags & KDL_SPECTRAL_CENTER_ROWS_X, "feature", xc, s->bmx);
+        err = kdl__spectral_copy_centred(x, s->flags & KDL_SPECTRAL_CENTER_ROWS_X, "feature", xc,
+                                         s->bmx);
         if (err < 0)
                 return err;
         if (y) {
-                err = copy_centred(y, s->flags & KDL_SPECTRAL_CENTER_ROWS_Y, "target", yc, s->bmy);
+                err = kdl__spectral_copy_centred(y, s->flags & KDL_SPECTRAL_CENTER_ROWS_Y, "target",
+                                                 yc, s->bmy);
                 if (err < 0)
                         return err;
         }
 
         /* Nothing fails from here on: the state changes only now. */
+        if (s->plan.method == KDL_SPECTRAL_SKETCH) {
+                kdl__spectral_sketch_block(s, xc, m, yc);
+                combine_means(s, m, s->bmx, s->bmy);
+                return 0;
+        }
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dx, mi, 1.0, xc, dx, 1.0, s->sxx, dx);
         if (y) {
                 size_t my = m * s->dy;
@@ -240,8 +403,27 @@ int kdl_spectral_merge(kdl_spectral_state *into, const kdl_spectral_state *from)
                                  from->dx, from->dy, into->dx, into->dy);
         if (into->flags != from->flags)
                 return kdl_error(-KDL_EMISMATCH, "spectral merge: states centre rows differently");
+        if (into->plan.method != from->plan.method ||
+            (into->plan.method == KDL_SPECTRAL_SKETCH &&
+             (into->k != from->k || into->plan.rank != from->plan.rank ||
+              into->plan.seed != from->plan.seed)))
+                return kdl_error(-KDL_EMISMATCH,
+                                 "spectral merge: %s into %s (a sketch merges only with one of the "
+                                 "same rank, oversample and seed)",
+                                 kdl_spectral_method_name(from->plan.method),
+                                 kdl_spectral_method_name(into->plan.method));
         if (from->n == 0)
                 return 0;
+        if (into->plan.method == KDL_SPECTRAL_EXACT_GRAM)
+                return kdl__spectral_gram_merge(into, from);
+        if (into->plan.method == KDL_SPECTRAL_SKETCH) {
+                /* Same Omega: the sketches add like the scatters they sketch. */
+                cblas_daxpy((int) (into->dx * into->k), 1.0, from->ys, 1, into->ys, 1);
+                into->trace += from->trace;
+                memcpy(into->bmx, from->mx, into->dx * sizeof(double));
+                combine_means(into, from->n, into->bmx, into->bmy);
+                return 0;
+        }
 
         /* Sizes were checked against the BLAS integer at kdl_spectral_state_new(). */
         cblas_daxpy((int) (into->dx * into->dx), 1.0, from->sxx, 1, into->sxx, 1);
@@ -418,8 +600,7 @@ static int covariance_eigen(const kdl_spectral_state *s, double *a, double *w, d
         return 0;
 }
 
-/* The Eckart–Young residual curve of @r's spectrum into r->tail. */
-static void tail_curve(kdl_spectral_result *r)
+void kdl__spectral_tail_curve(kdl_spectral_result *r)
 {
         size_t dx = r->d;
         double t = 0.0, total;
@@ -500,28 +681,44 @@ int kdl_spectral_finalize(const kdl_spectral_state *s, const kdl_spectral_opts *
                 goto out;
         r->n = s->n;
         r->d = dx;
+        r->method = s->plan.method;
+        r->neig = dx;
         r->eig = kdl_new(double, dx);
         r->tail = kdl_new(double, dx + 1);
-        a = kdl__malloc(dx * dx, sizeof(double));
-        w = kdl_new(double, dx);
-        if (!r->eig || !r->tail || !a || !w)
+        if (!r->eig || !r->tail)
                 goto out;
-
-        err = covariance_eigen(s, a, w, r->eig);
+        if (s->plan.method == KDL_SPECTRAL_SKETCH) {
+                err = kdl__spectral_sketch_finalize(s, r);
+                r->sum.rank_rtol = opt->rank_rtol;
+                goto done;
+        }
+        if (s->plan.method == KDL_SPECTRAL_EXACT_GRAM) {
+                r->neig = s->n < dx ? s->n : dx;
+                err = kdl__spectral_gram_eigen(s, r->eig);
+        } else {
+                a = kdl__malloc(dx * dx, sizeof(double));
+                w = kdl_new(double, dx);
+                if (!a || !w)
+                        goto out;
+                err = covariance_eigen(s, a, w, r->eig);
+        }
         if (err < 0)
                 goto out;
         err = kdl_spectral_summarize(r->eig, dx, opt->rank_rtol, &r->sum);
         if (err < 0)
                 goto out;
-        tail_curve(r);
+        kdl__spectral_tail_curve(r);
         if (s->dy) {
                 err = ridge_fit(s, opt, a, w, r);
                 if (err < 0)
                         goto out;
         }
-        *ret = r;
-        r = NULL;
         err = 0;
+done:
+        if (err == 0) {
+                *ret = r;
+                r = NULL;
+        }
 out:
         free(w);
         free(a);
@@ -533,6 +730,8 @@ void kdl_spectral_result_free(kdl_spectral_result *r)
 {
         if (!r)
                 return;
+        free(r->tail_lo);
+        free(r->eig_hi);
         free(r->tail);
         free(r->eig);
         free(r);
@@ -542,6 +741,7 @@ int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, double r
                          kdl_spectral_verdict_result *ret)
 {
         kdl_spectral_verdict_result v = {.realised = !isnan(r2)};
+        const double *lo;
         size_t c;
 
         assert(logits && ret);
@@ -550,12 +750,19 @@ int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, double r
         if (isinf(r2))
                 return kdl_error(-KDL_ERANGE, "R^2 %g is not finite", r2);
         c = logits->d;
+        lo = logits->tail_lo ? logits->tail_lo : logits->tail;
         /* tail[c] = 0, so the search ends by d = C. */
         while (v.d_needed < c && logits->tail[v.d_needed] > tolerance)
                 v.d_needed++;
+        while (v.d_needed_lo < c && lo[v.d_needed_lo] > tolerance)
+                v.d_needed_lo++;
         v.residual = logits->tail[d_s < c ? d_s : c];
-        if (d_s < v.d_needed)
+        v.residual_lo = lo[d_s < c ? d_s : c];
+        /* From bounds: the true d_needed is in [d_needed_lo, d_needed]. */
+        if (d_s < v.d_needed_lo)
                 v.fails |= KDL_DIMS_ARCHITECTURAL;
+        else if (d_s < v.d_needed)
+                v.unresolved = true;
         if (v.realised && r2 < 1.0 - tolerance)
                 v.fails |= KDL_DIMS_REALISED;
         *ret = v;

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "metrics/base/tensor.h"
 
@@ -74,6 +75,92 @@ typedef struct kdl_spectral_state kdl_spectral_state;
  */
 KDL_API int kdl_spectral_state_new(size_t dx, size_t dy, unsigned flags, kdl_spectral_state **ret);
 
+/*
+ * How the spectrum of a state is computed.  The covariance is the default and
+ * the only method with a target block; the other two exist for a wide X with
+ * no target (a model's C-wide logits), where a dx x dx matrix does not fit.
+ */
+enum kdl_spectral_method {
+        /* Exact, from the dx x dx scatter: memory O(dx^2), time O(n dx^2 + dx^3). */
+        KDL_SPECTRAL_EXACT_FEATURES,
+        /* Exact, from the n x n Gram matrix of the rows, which the state keeps:
+         * memory O(n dx + n^2), time O(n^2 dx + n^3).  The nonzero eigenvalues of
+         * Xc^T Xc and Xc Xc^T are the same. */
+        KDL_SPECTRAL_EXACT_GRAM,
+        /* The top eigenvalues, with bounds, from a single-pass Nystrom sketch
+         * S Omega of the scatter S by a seeded Gaussian test matrix Omega of
+         * rank + oversample columns; tr(S) exact (see kdl_spectral_finalize()):
+         * memory O(dx (rank + oversample)), time O(n dx (rank + oversample)). */
+        KDL_SPECTRAL_SKETCH,
+        KDL_SPECTRAL_METHOD_COUNT_
+};
+
+/* Defaults of kdl_spectral_plan_init(). */
+#define KDL_SPECTRAL_SKETCH_RANK       256
+#define KDL_SPECTRAL_SKETCH_OVERSAMPLE 16
+
+/* A method and its parameters; kdl_spectral_plan_init() gives the defaults. */
+typedef struct kdl_spectral_plan {
+        enum kdl_spectral_method method; /* default KDL_SPECTRAL_EXACT_FEATURES */
+        size_t rows;                     /* exact-gram: rows reserved at the first block (the
+                                          * samples expected); 0: grown as blocks come */
+        size_t rank;                     /* sketch: r, the eigenvalues reported, >= 1 */
+        size_t oversample;               /* sketch: p; Omega has k = min(r + p, dx) columns */
+        uint64_t seed; /* sketch: seed of Omega (a pure function of seed, row, column) */
+} kdl_spectral_plan;
+
+/**
+ * kdl_spectral_plan_init() - exact features; for the sketch rank
+ * KDL_SPECTRAL_SKETCH_RANK, oversample KDL_SPECTRAL_SKETCH_OVERSAMPLE, seed 0.
+ */
+KDL_API void kdl_spectral_plan_init(kdl_spectral_plan *p);
+
+/** kdl_spectral_method_name() - "exact-features", "exact-gram" or "sketch".  Static. */
+KDL_API const char *kdl_spectral_method_name(enum kdl_spectral_method m);
+
+/**
+ * kdl_spectral_bytes() - the peak memory of a state with plan @p (NULL: exact
+ * features) over @n samples of [@dx | @dy] columns fed in blocks of at most
+ * @block_rows rows, finalize included, so that a caller can choose a method or
+ * refuse before allocating.
+ * Return: the bytes, or SIZE_MAX if the sizes overflow.
+ */
+KDL_API size_t kdl_spectral_bytes(const kdl_spectral_plan *p, size_t n, size_t dx, size_t dy,
+                                  size_t block_rows);
+
+/**
+ * kdl_spectral_plan_choose() - the method for a state over @n samples of @dx
+ * columns with no target that fits @budget bytes.
+ * @exact_max:  the largest side an exact method may solve: dx for the
+ *              features, n for the Gram.
+ * @block_rows: as for kdl_spectral_bytes().
+ * @p:          in: the sketch's parameters (kept); out: method (and rows)
+ *              set, on success only.
+ *
+ * The exact method with the smaller side (the features on a tie) when that
+ * side is at most @exact_max and its kdl_spectral_bytes() at most @budget;
+ * else the other exact one on the same terms; else the sketch.
+ *
+ * Return: 0; -KDL_ERANGE when even the sketch needs more than @budget (the
+ * message gives both sizes).
+ */
+KDL_API int kdl_spectral_plan_choose(size_t n, size_t dx, size_t budget, size_t exact_max,
+                                     size_t block_rows, kdl_spectral_plan *p);
+
+/**
+ * kdl_spectral_state_new_plan() - kdl_spectral_state_new() with a method.
+ * @p: borrowed (copied); NULL: exact features.
+ *
+ * Memory: kdl_spectral_bytes().  The sketch draws Omega here ([dx, k],
+ * orthonormalised).
+ *
+ * Return: as kdl_spectral_state_new(); -KDL_ERANGE if @p->method is not a
+ * method, or the sketch's rank is 0; -KDL_ESHAPE if a method other than the
+ * features is given a target block (@dy > 0).
+ */
+KDL_API int kdl_spectral_state_new_plan(size_t dx, size_t dy, unsigned flags,
+                                        const kdl_spectral_plan *p, kdl_spectral_state **ret);
+
 /** kdl_spectral_state_free() - free @s.  NULL is a no-op. */
 KDL_API void kdl_spectral_state_free(kdl_spectral_state *s);
 
@@ -96,11 +183,13 @@ KDL_API int kdl_spectral_accumulate(kdl_spectral_state *s, const kdl_tensor *x,
                                     const kdl_tensor *y);
 
 /**
- * kdl_spectral_merge() - add the samples of @from to @into (exact).
+ * kdl_spectral_merge() - add the samples of @from to @into (exact; for the
+ * sketch, the sketch of the union).
  * @from: borrowed, not modified; may be empty.
  *
- * Return: 0; -KDL_EMISMATCH if dx, dy or the flags differ.  On failure @into
- * is unchanged.
+ * Return: 0; -KDL_EMISMATCH if dx, dy, the flags or the plans differ (for the
+ * sketch: rank, oversample and seed; the Gram's reserved rows may differ);
+ * -ENOMEM.  On failure @into is unchanged.
  */
 KDL_API int kdl_spectral_merge(kdl_spectral_state *into, const kdl_spectral_state *from);
 
@@ -170,17 +259,31 @@ typedef struct kdl_spectral_opts {
 KDL_API void kdl_spectral_opts_init(kdl_spectral_opts *o);
 
 typedef struct kdl_spectral_result {
-        size_t n;     /* samples */
-        size_t d;     /* dx */
-        double *eig;  /* d eigenvalues of the sample covariance Sxx / (n - 1),
-                       * descending, rounding negatives set to 0 */
-        double *tail; /* d + 1 entries: tail[k] = sum_{j > k} lambda_j / total,
-                       * the share of the variance outside the best k-dimensional
-                       * affine fit (Eckart–Young); tail[0] = 1, tail[d] = 0.
-                       * All 0 when total == 0. */
-        kdl_spectral_summary sum;
+        size_t n;                 /* samples */
+        size_t d;                 /* dx */
+        double *eig;              /* d eigenvalues of the sample covariance Sxx / (n - 1),
+                                   * descending, rounding negatives set to 0.  Sketch: the
+                                   * first neig are lower bounds, the rest 0 (unknown). */
+        double *tail;             /* d + 1 entries: tail[k] = sum_{j > k} lambda_j / total,
+                                   * the share of the variance outside the best k-dimensional
+                                   * affine fit (Eckart–Young); tail[0] = 1, tail[d] = 0.
+                                   * All 0 when total == 0.  Sketch: an upper bound. */
+        kdl_spectral_summary sum; /* sketch: total exact, dims90/95/99 the least k
+                                   * whose upper bound tail[k] is <= 0.10 / 0.05 /
+                                   * 0.01; rank 0, effective rank and participation
+                                   * ratio NaN (they need the whole spectrum) */
         bool has_ridge;           /* dy > 0 */
         kdl_spectral_ridge ridge; /* valid when has_ridge */
+
+        enum kdl_spectral_method method;
+        size_t neig;     /* eigenvalues worth listing: d (features), min(n, d) (Gram:
+                          * the rest are 0), the sketch's rank r */
+        size_t sketch_k; /* sketch: columns of Omega; 0 otherwise */
+        double *eig_hi;  /* sketch: neig upper bounds, eig[i] <= lambda_i <= eig_hi[i]
+                          * (up to rounding); NULL when exact */
+        double *tail_lo; /* sketch: d + 1 lower bounds of tail; NULL when exact */
+        double bound;    /* sketch: t / (n - 1), the trace of the residual: eig_hi[i] -
+                          * eig[i] <= bound for every i (= for i = 0); 0 when exact */
 } kdl_spectral_result;
 
 /**
@@ -206,6 +309,33 @@ typedef struct kdl_spectral_result {
  * with s_i <= rank_rtol * s_1 dropped).  Memory: about 3 dx^2 + dx dy doubles
  * at the peak (the copy of Sxx and the LAPACK workspace).
  *
+ * Exact Gram: the rows kept are centred on their mean, G = Xc Xc^T [n, n] and
+ * its eigenvalues (dsyevd) are those of Sxx, padded with zeros.
+ *
+ * Sketch (k = columns of Omega, orthonormal; Y = S Omega accumulated in the
+ * pass with the same exact pairwise centring as Sxx): the stabilised Nystrom
+ * approximation of Tropp, Yurtsever, Udell & Cevher (2017, Alg. 3), with
+ * shift nu = sqrt(dx) eps ||Y||_F: B = Omega^T (Y + nu Omega) = U^T U
+ * (Cholesky), E = (Y + nu Omega) U^-1, sigma = svd(E), lo_i = max(sigma_i^2 -
+ * nu, 0).  Since the Nystrom approximation A of S + nu I satisfies A <= S +
+ * nu I, the residual R = S - (A - nu I) is positive semi-definite with the
+ * exact trace t = tr(S) - sum sigma_i^2 + dx nu, so by Weyl's and Ky Fan's
+ * inequalities (lambda_b(R) <= t / b), with L_d = sum_{j<=d} lo_j and H_d =
+ * sum_{j<=d} hi_j, for every i, d <= k,
+ *
+ *     lo_i <= lambda_i(S) <= hi_i = min_{a<=i} lo_a + t / (i - a + 1)  (<= lo_i + t),
+ *     max(0, tr(S) - t - L_d, tr(S) - H_d) <= residual(d) <= tr(S) - L_d
+ *
+ * (residual(d) = sum_{j>d} lambda_j(S)).  Beyond k the eigenvalues are
+ * unknown but descending, so residual(d) <=
+ * residual(k) (R - d) / (R - k) for k <= d <= R = the largest possible rank
+ * (min(n - 1, dx), dx - 1 with row centring).  The bound t is a posteriori
+ * and deterministic (given the sketch); its expectation over Omega is at most
+ * (1 + q / (k - q - 1)) sum_{j>q} lambda_j for any 2 <= q <= k - 2 (Halko,
+ * Martinsson & Tropp 2011, Thm 10.5, applied to S^(1/2)): small when the
+ * spectrum beyond about k/2 holds little variance.  Memory at the peak:
+ * about 3 dx k doubles.
+ *
  * Return: 0; -KDL_EMISSING if no sample was accumulated; -KDL_ESHAPE if
  * only one was; -KDL_ERANGE if @opt->rank_rtol is negative or NaN;
  * -KDL_ENOCONV if the eigensolver fails; -ENOMEM.
@@ -222,12 +352,20 @@ enum kdl_dims_fail {
         KDL_DIMS_REALISED = 1u << 1,      /* ridge R^2 < 1 - tolerance */
 };
 
-/* The two answers of kdl_spectral_verdict() for one student. */
+/* The two answers of kdl_spectral_verdict() for one student.  From an exact
+ * spectrum the _lo fields equal their partners; from a sketch's bounds the
+ * true values lie between them. */
 typedef struct kdl_spectral_verdict_result {
-        size_t d_needed; /* least d with residual(d) <= tolerance, in [0, C] */
-        double residual; /* residual fraction at min(d_s, C) */
-        bool realised;   /* the realised test ran (an R^2 was given) */
-        unsigned fails;  /* or of enum kdl_dims_fail */
+        size_t d_needed;    /* least d with residual(d) <= tolerance, in [0, C];
+                             * sketch: with its upper bound <= tolerance (a width
+                             * that surely suffices) */
+        size_t d_needed_lo; /* sketch: least d with its lower bound <= tolerance */
+        double residual;    /* residual fraction at min(d_s, C); sketch: upper bound */
+        double residual_lo; /* sketch: its lower bound */
+        bool realised;      /* the realised test ran (an R^2 was given) */
+        bool unresolved;    /* sketch: d_needed_lo <= d_s < d_needed, the bounds
+                             * cannot tell the architectural answer (not a failure) */
+        unsigned fails;     /* or of enum kdl_dims_fail */
 } kdl_spectral_verdict_result;
 
 /**
@@ -247,6 +385,8 @@ typedef struct kdl_spectral_verdict_result {
  * Two answers, both driven by @tolerance:
  *  - architectural: d_needed is the least d whose best d-dimensional affine
  *    fit leaves at most @tolerance of the teacher's centred-logit variance.
+ *    From a sketch (@logits->tail_lo set), it fails only when d_s <
+ *    d_needed_lo, and is unresolved when d_needed_lo <= d_s < d_needed.
  *    A student's centred logits lie in an affine subspace of dimension at
  *    most d_s, so when d_s < d_needed no training can bring its
  *    centred-logit error below @tolerance (KDL_DIMS_ARCHITECTURAL), whatever

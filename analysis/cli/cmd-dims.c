@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 #include <float.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "analysis/cli/cli.h"
 #include "analysis/dims.h"
 #include "analysis/inputs.h"
+#include "metrics/spectral.h"
 #include "metrics/base/banned.h"
 
 enum {
@@ -14,7 +16,30 @@ enum {
         OPT_RANK_RTOL,
         OPT_LAMBDA,
         OPT_CURVES,
+        OPT_LOGIT_SPECTRUM,
+        OPT_EXACT_MAX,
+        OPT_SKETCH_RANK,
+        OPT_SKETCH_OVERSAMPLE,
+        OPT_SEED,
 };
+
+/* --logit-spectrum: auto, or a method by its name. */
+static int parse_method(struct kdl_cli *cli, const char *arg, int *ret)
+{
+        if (strcmp(arg, "auto") == 0) {
+                *ret = KDL_DIMS_LOGITS_AUTO;
+                return 0;
+        }
+        for (int m = 0; m < KDL_SPECTRAL_METHOD_COUNT_; m++)
+                if (strcmp(arg, kdl_spectral_method_name((enum kdl_spectral_method) m)) == 0) {
+                        *ret = m;
+                        return 0;
+                }
+        return kdl_cli_usage(cli,
+                             "--logit-spectrum: expected auto, exact-features, exact-gram or "
+                             "sketch, found '%s'",
+                             arg);
+}
 
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 {
@@ -37,6 +62,17 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
         case OPT_CURVES:
                 o->spectrum = true;
                 return 0;
+        case OPT_LOGIT_SPECTRUM:
+                return parse_method(cli, arg, &o->logit_method);
+        case OPT_EXACT_MAX:
+                return kdl_cli_parse_size(cli, "--exact-max", arg, 0, SIZE_MAX, &o->exact_max);
+        case OPT_SKETCH_RANK:
+                return kdl_cli_parse_count(cli, "--sketch-rank", arg, &o->sketch_rank);
+        case OPT_SKETCH_OVERSAMPLE:
+                return kdl_cli_parse_size(cli, "--sketch-oversample", arg, 0, SIZE_MAX,
+                                          &o->sketch_oversample);
+        case OPT_SEED:
+                return kdl_cli_parse_uint(cli, "--seed", arg, 0, UINT64_MAX, &o->seed);
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
@@ -62,6 +98,11 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
                 {"rank-rtol", required_argument, NULL, OPT_RANK_RTOL},
                 {"lambda", required_argument, NULL, OPT_LAMBDA},
                 {"curves", no_argument, NULL, OPT_CURVES},
+                {"logit-spectrum", required_argument, NULL, OPT_LOGIT_SPECTRUM},
+                {"exact-max", required_argument, NULL, OPT_EXACT_MAX},
+                {"sketch-rank", required_argument, NULL, OPT_SKETCH_RANK},
+                {"sketch-oversample", required_argument, NULL, OPT_SKETCH_OVERSAMPLE},
+                {"seed", required_argument, NULL, OPT_SEED},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_run_dims_opts o;

@@ -134,11 +134,140 @@ static void test_job_order(void **state)
         kdl_inputs_free(in);
 }
 
+/* The document of kdl_run_dims() on the fixture with @o (every checkpoint). */
+static kdl_doc *run_dims(kdl_inputs *in, const struct kdl_run_dims_opts *o)
+{
+        kdl_doc *doc = NULL;
+
+        assert_int_equal(kdl_doc_new("dims", &doc), 0);
+        assert_int_equal(kdl_run_dims(in, o, doc), 0);
+        return doc;
+}
+
+/* Cell @key of row @i of @t as a number (an integer too). */
+static double num(const kdl_table *t, int i, const char *key)
+{
+        int c = kdl_table_find(t, key);
+        const kdl_cell *x;
+
+        assert_true(c >= 0 && i >= 0);
+        x = kdl_table_cell(t, (size_t) i, (size_t) c);
+        assert_true(x->type == KDL_CELL_REAL || x->type == KDL_CELL_INT);
+        return x->type == KDL_CELL_REAL ? x->v.r : (double) x->v.i;
+}
+
+static const char *str(const kdl_table *t, int i, const char *key)
+{
+        int c = kdl_table_find(t, key);
+        const kdl_cell *x;
+
+        assert_true(c >= 0 && i >= 0);
+        x = kdl_table_cell(t, (size_t) i, (size_t) c);
+        assert_int_equal(x->type, KDL_CELL_STR);
+        return x->v.s;
+}
+
+/* The rows of @t with layer "logits", in order, into @rows (at most 8). */
+static size_t logit_rows(const kdl_table *t, int *rows)
+{
+        const char *const keys[] = {"layer"}, *const vals[] = {"logits"};
+        size_t n = 0;
+
+        for (int i = kdl_table_find_row(t, 0, 1, keys, vals); i >= 0 && n < 8;
+             i = kdl_table_find_row(t, (size_t) i + 1, 1, keys, vals))
+                rows[n++] = i;
+        return n;
+}
+
+/*
+ * The centred-logit spectrum by every method: the exact Gram equals the
+ * covariance, a sketch as wide as C is exact and says so; auto with
+ * --exact-max 0 sketches; the default (exact features) adds no column; a
+ * budget too small is refused before a pass.
+ */
+static void test_logit_methods_and_budget(void **state)
+{
+        kdl_inputs *in = kdl_test_fixture_inputs(true);
+        struct kdl_run_dims_opts o;
+        kdl_doc *ref, *doc;
+        const kdl_table *rt, *t, *rv, *v;
+        int rr[8], rm[8];
+        size_t nr, nm;
+
+        (void) state;
+        kdl_run_dims_opts_init(&o);
+        o.common.checkpoint = "all";
+        ref = run_dims(in, &o);
+        rt = kdl_doc_find_table(ref, "dims");
+        rv = kdl_doc_find_table(ref, "verdict");
+        assert_true(kdl_table_find(rt, "spectrum_method") < 0);
+        assert_true(kdl_table_find(rv, "spectrum_method") < 0);
+        nr = logit_rows(rt, rr);
+        assert_true(nr >= 3);
+
+        for (int m = KDL_SPECTRAL_EXACT_GRAM; m <= KDL_SPECTRAL_SKETCH + 1; m++) {
+                const char *want =
+                        m <= KDL_SPECTRAL_SKETCH ? kdl_spectral_method_name(m) : "sketch";
+
+                kdl_run_dims_opts_init(&o);
+                o.common.checkpoint = "all";
+                if (m <= KDL_SPECTRAL_SKETCH)
+                        o.logit_method = m;
+                else
+                        o.exact_max = 0; /* auto, nothing exact */
+                o.sketch_rank = 5;       /* = C: the sketch is exact */
+                o.sketch_oversample = 3;
+                doc = run_dims(in, &o);
+                t = kdl_doc_find_table(doc, "dims");
+                v = kdl_doc_find_table(doc, "verdict");
+                nm = logit_rows(t, rm);
+                assert_int_equal(nm, nr);
+                for (size_t k = 0; k < nr; k++) {
+                        double tot = num(rt, rr[k], "total_variance");
+
+                        assert_string_equal(str(t, rm[k], "spectrum_method"), want);
+                        assert_close(num(t, rm[k], "total_variance"), tot, 1e-12, 0);
+                        assert_close(num(t, rm[k], "top_eigenvalue"),
+                                     num(rt, rr[k], "top_eigenvalue"), 1e-9, 0);
+                        assert_close(num(t, rm[k], "dims_99"), num(rt, rr[k], "dims_99"), 0, 0);
+                        if (m == KDL_SPECTRAL_EXACT_GRAM)
+                                assert_close(num(t, rm[k], "effective_rank"),
+                                             num(rt, rr[k], "effective_rank"), 1e-10, 0);
+                        else
+                                assert_true(num(t, rm[k], "eigenvalue_bound") < 1e-9 * tot);
+                }
+                for (size_t i = 0; i < kdl_table_rows(rv); i++) {
+                        assert_close(num(v, (int) i, "d_needed"), num(rv, (int) i, "d_needed"), 0,
+                                     0);
+                        assert_close(num(v, (int) i, "residual_at_d_s"),
+                                     num(rv, (int) i, "residual_at_d_s"), 0, 1e-10);
+                        assert_string_equal(str(v, (int) i, "verdict"),
+                                            str(rv, (int) i, "verdict"));
+                        if (m != KDL_SPECTRAL_EXACT_GRAM)
+                                assert_close(num(v, (int) i, "d_needed_lo"),
+                                             num(rv, (int) i, "d_needed"), 0, 0);
+                }
+                kdl_doc_free(doc);
+        }
+
+        /* Too small a budget: refused, with the sizes and the way out. */
+        kdl_run_dims_opts_init(&o);
+        o.max_bytes = 4096;
+        assert_int_equal(kdl_doc_new("dims", &doc), 0);
+        assert_int_equal(kdl_run_dims(in, &o, doc), -KDL_ERANGE);
+        assert_non_null(strstr(kdl_errmsg(), "GiB allowed"));
+        assert_int_equal(kdl_doc_ntables(doc), 0);
+        kdl_doc_free(doc);
+        kdl_doc_free(ref);
+        kdl_inputs_free(in);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_jobs_with_others_match_the_command),
                 cmocka_unit_test(test_job_order),
+                cmocka_unit_test(test_logit_methods_and_budget),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -814,6 +814,358 @@ static void test_contract(void **state)
         kdl_spectral_state_free(s);
 }
 
+/* ---- wide X: the exact Gram and the sketch -------------------------------- */
+
+static kdl_spectral_state *plan_state(size_t dx, unsigned flags, enum kdl_spectral_method m,
+                                      size_t rank, size_t oversample, uint64_t seed, size_t rows)
+{
+        kdl_spectral_plan p;
+        kdl_spectral_state *s = NULL;
+
+        kdl_spectral_plan_init(&p);
+        p.method = m;
+        p.rank = rank;
+        p.oversample = oversample;
+        p.seed = seed;
+        p.rows = rows;
+        assert_int_equal(kdl_spectral_state_new_plan(dx, 0, flags, &p, &s), 0);
+        return s;
+}
+
+/* Logit-like data: a few strong directions with a decaying tail, per-class
+ * offsets and per-row shifts (which row centring removes). */
+static double *wide_logits(kdl_test_rng *rng, size_t n, size_t c, size_t r)
+{
+        double *z = planted(rng, n, c, r, 0.0, 0.0);
+
+        for (size_t i = 0; i < n; i++) {
+                double shift = 10.0 * kdl_test_normal(rng);
+
+                for (size_t j = 0; j < c; j++)
+                        z[i * c + j] += shift + 0.3 * (double) (j % 7) +
+                                        0.05 * exp(-(double) j / 20.0) * kdl_test_normal(rng);
+        }
+        return z;
+}
+
+/* The Gram side equals the covariance side, with the samples fewer and more
+ * than the columns, reserved or grown, merged or fed in one go. */
+static void test_gram_equals_features(void **state)
+{
+        const size_t shapes[][2] = {{60, 90}, {150, 40}};
+
+        (void) state;
+        for (size_t t = 0; t < 2; t++) {
+                kdl_test_rng rng = {31 + t};
+                size_t n = shapes[t][0], c = shapes[t][1];
+                double *z = wide_logits(&rng, n, c, 6);
+                unsigned fl = KDL_SPECTRAL_CENTER_ROWS_X;
+                kdl_spectral_state *f, *g0, *g1, *a, *b;
+                kdl_spectral_result *rf, *rg[3];
+
+                f = plan_state(c, fl, KDL_SPECTRAL_EXACT_FEATURES, 0, 0, 0, 0);
+                g0 = plan_state(c, fl, KDL_SPECTRAL_EXACT_GRAM, 0, 0, 0, 0);
+                g1 = plan_state(c, fl, KDL_SPECTRAL_EXACT_GRAM, 0, 0, 0, n);
+                a = plan_state(c, fl, KDL_SPECTRAL_EXACT_GRAM, 0, 0, 0, 0);
+                b = plan_state(c, fl, KDL_SPECTRAL_EXACT_GRAM, 0, 0, 0, 7);
+                feed(f, z, c, NULL, 0, 0, n, 32);
+                feed(g0, z, c, NULL, 0, 0, n, 13);
+                feed(g1, z, c, NULL, 0, 0, n, n);
+                feed(a, z, c, NULL, 0, 0, n / 3, 5);
+                feed(b, z, c, NULL, 0, n / 3, n, 64);
+                assert_int_equal(kdl_spectral_merge(a, b), 0);
+                assert_int_equal(kdl_spectral_count(a), n);
+                rf = finalize(f, -1.0);
+                rg[0] = finalize(g0, -1.0);
+                rg[1] = finalize(g1, -1.0);
+                rg[2] = finalize(a, -1.0);
+                for (size_t m = 0; m < 3; m++) {
+                        assert_int_equal(rg[m]->method, KDL_SPECTRAL_EXACT_GRAM);
+                        assert_int_equal(rg[m]->neig, n < c ? n : c);
+                        assert_null(rg[m]->eig_hi);
+                        assert_null(rg[m]->tail_lo);
+                        for (size_t k = 0; k < c; k++)
+                                assert_close(rg[m]->eig[k], rf->eig[k], 0, 1e-12 * rf->eig[0]);
+                        for (size_t k = 0; k <= c; k++)
+                                assert_close(rg[m]->tail[k], rf->tail[k], 0, 1e-12);
+                        assert_close(rg[m]->sum.total, rf->sum.total, 1e-12, 0);
+                        assert_int_equal(rg[m]->sum.rank, rf->sum.rank);
+                        assert_int_equal(rg[m]->sum.dims99, rf->sum.dims99);
+                        kdl_spectral_result_free(rg[m]);
+                }
+                assert_int_equal(rf->method, KDL_SPECTRAL_EXACT_FEATURES);
+                assert_int_equal(rf->neig, c);
+                kdl_spectral_result_free(rf);
+                kdl_spectral_state_free(b);
+                kdl_spectral_state_free(a);
+                kdl_spectral_state_free(g1);
+                kdl_spectral_state_free(g0);
+                kdl_spectral_state_free(f);
+                free(z);
+        }
+}
+
+/* Check the sketch @sk against the exact result @ex: eigenvalues and the
+ * residual curve within the stated bounds (plus rounding), the total exact. */
+static void check_within_bounds(const kdl_spectral_result *sk, const kdl_spectral_result *ex)
+{
+        double eps = 1e-10 * ex->sum.total;
+
+        assert_int_equal(sk->method, KDL_SPECTRAL_SKETCH);
+        assert_close(sk->sum.total, ex->sum.total, 1e-12, 0);
+        assert_true(sk->bound >= 0.0);
+        for (size_t i = 0; i < sk->neig; i++) {
+                assert_true(sk->eig[i] <= ex->eig[i] + eps);
+                assert_true(ex->eig[i] <= sk->eig_hi[i] + eps);
+                assert_true(sk->eig_hi[i] - sk->eig[i] <= sk->bound + 1e-12 * ex->eig[0]);
+                if (i == 0)
+                        assert_close(sk->eig_hi[0] - sk->eig[0], sk->bound, 0, 1e-12 * ex->eig[0]);
+        }
+        for (size_t d = 0; d <= ex->d; d++) {
+                assert_true(sk->tail_lo[d] <= ex->tail[d] + 1e-10);
+                assert_true(ex->tail[d] <= sk->tail[d] + 1e-10);
+                if (d)
+                        assert_true(sk->tail[d] <= sk->tail[d - 1]);
+        }
+        assert_true(isnan(sk->sum.effective_rank));
+        assert_true(isnan(sk->sum.participation_ratio));
+}
+
+/* The exact (covariance) and the sketched results of the row-centred @z
+ * [n, c] fed in blocks of 50; the caller frees both. */
+static void sketch_and_exact(double *z, size_t n, size_t c, size_t r, size_t p, uint64_t seed,
+                             kdl_spectral_result **ret_exact, kdl_spectral_result **ret_sketch)
+{
+        unsigned fl = KDL_SPECTRAL_CENTER_ROWS_X;
+        kdl_spectral_state *f = plan_state(c, fl, KDL_SPECTRAL_EXACT_FEATURES, 0, 0, 0, 0);
+        kdl_spectral_state *sk = plan_state(c, fl, KDL_SPECTRAL_SKETCH, r, p, seed, 0);
+
+        feed(f, z, c, NULL, 0, 0, n, 50);
+        feed(sk, z, c, NULL, 0, 0, n, 50);
+        *ret_exact = finalize(f, -1.0);
+        *ret_sketch = finalize(sk, -1.0);
+        check_within_bounds(*ret_sketch, *ret_exact);
+        kdl_spectral_state_free(sk);
+        kdl_spectral_state_free(f);
+}
+
+/* The sketch's top eigenvalues lie within their bound of the exact ones; the
+ * total variance is exact; a sketch wider than the rank is exact. */
+static void test_sketch_within_bound(void **state)
+{
+        const size_t n = 500, c = 200;
+        const size_t ranks[][2] = {{8, 8}, {20, 10}, {40, 30}};
+
+        (void) state;
+        for (size_t t = 0; t < 3; t++) {
+                kdl_test_rng rng = {41};
+                double *z = wide_logits(&rng, n, c, 12);
+                kdl_spectral_result *rf, *rs;
+                size_t r = ranks[t][0], p = ranks[t][1];
+
+                sketch_and_exact(z, n, c, r, p, 7 + t, &rf, &rs);
+                assert_int_equal(rs->neig, r);
+                assert_int_equal(rs->sketch_k, r + p);
+                if (r + p >= 40) {
+                        /* k beyond the rank-12 signal plus the tail's share:
+                         * the bound is a sliver of the top eigenvalue. */
+                        assert_true(rs->bound < 1e-2 * rf->eig[0]);
+                        for (size_t i = 0; i < 5; i++)
+                                assert_close(rs->eig[i], rf->eig[i], 2e-2, 0);
+                }
+                kdl_spectral_result_free(rs);
+                kdl_spectral_result_free(rf);
+                free(z);
+        }
+}
+
+/* Exactly low rank (no tail): the sketch recovers the spectrum and its bound
+ * is rounding; d_needed is resolved and equals the exact one. */
+static void test_sketch_exact_on_low_rank(void **state)
+{
+        kdl_test_rng rng = {43};
+        const size_t n = 300, c = 120;
+        double *z = planted(&rng, n, c, 9, 0.0, 3.0);
+        kdl_spectral_result *rf, *rs;
+        kdl_spectral_verdict_result ve, vs;
+
+        (void) state;
+        sketch_and_exact(z, n, c, 10, 6, 1, &rf, &rs);
+        assert_true(rs->bound < 1e-9 * rf->eig[0]);
+        for (size_t i = 0; i < 9; i++)
+                assert_close(rs->eig[i], rf->eig[i], 1e-9, 0);
+        for (double tol = 1e-6; tol < 1.0; tol *= 3.0) {
+                ve = verdict(rf, 5, NAN, tol);
+                vs = verdict(rs, 5, NAN, tol);
+                assert_int_equal(vs.d_needed, ve.d_needed);
+                assert_int_equal(vs.d_needed_lo, ve.d_needed);
+                assert_int_equal(vs.fails, ve.fails);
+                assert_false(vs.unresolved);
+        }
+        kdl_spectral_result_free(rs);
+        kdl_spectral_result_free(rf);
+        free(z);
+}
+
+/* A sketch merges like the scatter it sketches; the same seed gives the same
+ * sketch, whatever the blocks; another seed or rank does not merge. */
+static void test_sketch_merge_and_seed(void **state)
+{
+        kdl_test_rng rng = {47};
+        const size_t n = 240, c = 80;
+        double *z = wide_logits(&rng, n, c, 5);
+        unsigned fl = KDL_SPECTRAL_CENTER_ROWS_X;
+        kdl_spectral_state *all = plan_state(c, fl, KDL_SPECTRAL_SKETCH, 6, 4, 3, 0);
+        kdl_spectral_state *a = plan_state(c, fl, KDL_SPECTRAL_SKETCH, 6, 4, 3, 0);
+        kdl_spectral_state *b = plan_state(c, fl, KDL_SPECTRAL_SKETCH, 6, 4, 3, 0);
+        kdl_spectral_state *other = plan_state(c, fl, KDL_SPECTRAL_SKETCH, 6, 4, 4, 0);
+        kdl_spectral_state *wider = plan_state(c, fl, KDL_SPECTRAL_SKETCH, 6, 5, 3, 0);
+        kdl_spectral_state *feat = plan_state(c, fl, KDL_SPECTRAL_EXACT_FEATURES, 0, 0, 0, 0);
+        kdl_spectral_result *ra, *rm, *ro;
+
+        (void) state;
+        /* B's samples sit far from A's: the cross term matters. */
+        for (size_t i = 100; i < n; i++)
+                for (size_t j = 0; j < c; j++)
+                        z[i * c + j] += (double) (j % 5);
+        feed(all, z, c, NULL, 0, 0, n, 64);
+        feed(a, z, c, NULL, 0, 0, 100, 9);
+        feed(b, z, c, NULL, 0, 100, n, 1);
+        feed(other, z, c, NULL, 0, 0, n, 64);
+        assert_int_equal(kdl_spectral_merge(a, other), -KDL_EMISMATCH);
+        assert_int_equal(kdl_spectral_merge(a, wider), -KDL_EMISMATCH);
+        assert_int_equal(kdl_spectral_merge(a, feat), -KDL_EMISMATCH);
+        assert_int_equal(kdl_spectral_merge(feat, a), -KDL_EMISMATCH);
+        assert_int_equal(kdl_spectral_merge(a, b), 0);
+        ra = finalize(all, -1.0);
+        rm = finalize(a, -1.0);
+        ro = finalize(other, -1.0);
+        assert_close(rm->sum.total, ra->sum.total, 1e-12, 0);
+        assert_close(rm->bound, ra->bound, 1e-8, 1e-12 * ra->sum.total);
+        for (size_t i = 0; i < ra->neig; i++)
+                assert_close(rm->eig[i], ra->eig[i], 1e-9, 0);
+        /* Another seed: another (valid) approximation. */
+        assert_true(fabs(ro->eig[5] - ra->eig[5]) > 1e-12 * ra->eig[0]);
+        kdl_spectral_result_free(ro);
+        kdl_spectral_result_free(rm);
+        kdl_spectral_result_free(ra);
+        kdl_spectral_state_free(feat);
+        kdl_spectral_state_free(wider);
+        kdl_spectral_state_free(other);
+        kdl_spectral_state_free(b);
+        kdl_spectral_state_free(a);
+        kdl_spectral_state_free(all);
+        free(z);
+}
+
+/* From bounds the verdict fails only below d_needed_lo and is unresolved in
+ * between. */
+static void test_verdict_from_bounds(void **state)
+{
+        double eig[4] = {4, 2, 1, 0}, hi[4] = {5, 3, 2, 1};
+        double tail[5] = {1, 0.6, 0.3, 0.1, 0}, lo[5] = {1, 0.4, 0.1, 0.0, 0};
+        kdl_spectral_result r = {.n = 10,
+                                 .d = 4,
+                                 .eig = eig,
+                                 .tail = tail,
+                                 .method = KDL_SPECTRAL_SKETCH,
+                                 .neig = 2,
+                                 .eig_hi = hi,
+                                 .tail_lo = lo};
+        kdl_spectral_verdict_result v;
+
+        (void) state;
+        v = verdict(&r, 1, NAN, 0.2);
+        assert_int_equal(v.d_needed_lo, 2);
+        assert_int_equal(v.d_needed, 3);
+        assert_int_equal(v.fails, KDL_DIMS_ARCHITECTURAL);
+        assert_false(v.unresolved);
+        assert_close(v.residual, 0.6, 0, 0);
+        assert_close(v.residual_lo, 0.4, 0, 0);
+        v = verdict(&r, 2, 0.5, 0.2);
+        assert_true(v.unresolved);
+        assert_int_equal(v.fails, KDL_DIMS_REALISED);
+        v = verdict(&r, 3, NAN, 0.2);
+        assert_false(v.unresolved);
+        assert_int_equal(v.fails, 0);
+}
+
+/* The plan: the smaller exact side that fits, else the sketch; the bytes
+ * grow with what they count; the errors of a bad plan. */
+static void test_plan_choose_and_errors(void **state)
+{
+        kdl_spectral_plan p, q;
+        kdl_spectral_state *s = (kdl_spectral_state *) 0x1;
+        const size_t big = (size_t) 1 << 40;
+        double bad[6] = {0.3, -1.2, 2.5, NAN, -0.4, 1.9}, good[6] = {0.3, -1.2, 2.5, 0.7, 0.4, 1};
+        kdl_tensor gb = kdl_tensor_wrap(good, 2, (size_t[]){2, 3});
+        kdl_tensor bb = kdl_tensor_wrap(bad, 2, (size_t[]){2, 3});
+        kdl_spectral_result *r;
+
+        (void) state;
+        kdl_spectral_plan_init(&p);
+        assert_int_equal(p.method, KDL_SPECTRAL_EXACT_FEATURES);
+        assert_int_equal(p.rank, KDL_SPECTRAL_SKETCH_RANK);
+        assert_int_equal(p.oversample, KDL_SPECTRAL_SKETCH_OVERSAMPLE);
+        assert_string_equal(kdl_spectral_method_name(KDL_SPECTRAL_EXACT_GRAM), "exact-gram");
+
+        q = p;
+        assert_int_equal(kdl_spectral_plan_choose(1000, 200, big, 4096, 64, &q), 0);
+        assert_int_equal(q.method, KDL_SPECTRAL_EXACT_FEATURES);
+        q = p;
+        assert_int_equal(kdl_spectral_plan_choose(500, 32000, big, 4096, 64, &q), 0);
+        assert_int_equal(q.method, KDL_SPECTRAL_EXACT_GRAM);
+        assert_int_equal(q.rows, 500);
+        q = p;
+        assert_int_equal(kdl_spectral_plan_choose(200000, 32000, big, 4096, 64, &q), 0);
+        assert_int_equal(q.method, KDL_SPECTRAL_SKETCH);
+        /* Features at C = 3000 need ~144 MB: a budget of 100 MB sketches. */
+        q = p;
+        assert_int_equal(kdl_spectral_plan_choose(100000, 3000, 100u << 20, 4096, 64, &q), 0);
+        assert_int_equal(q.method, KDL_SPECTRAL_SKETCH);
+        q = p;
+        assert_int_equal(kdl_spectral_plan_choose(1000, 200, big, 0, 64, &q), 0);
+        assert_int_equal(q.method, KDL_SPECTRAL_SKETCH);
+        q = p;
+        assert_int_equal(kdl_spectral_plan_choose(200000, 32000, 1u << 20, 4096, 64, &q),
+                         -KDL_ERANGE);
+        assert_int_equal(q.method, KDL_SPECTRAL_EXACT_FEATURES); /* unchanged */
+
+        q = p;
+        q.method = KDL_SPECTRAL_SKETCH;
+        assert_true(kdl_spectral_bytes(&q, 1000, 32000, 0, 64) <
+                    kdl_spectral_bytes(NULL, 1000, 32000, 0, 64) / 50);
+        assert_true(kdl_spectral_bytes(NULL, 1000, 4000, 0, 64) > 2 * 4000 * 4000 * 8);
+        assert_int_equal(kdl_spectral_bytes(NULL, 10, SIZE_MAX / 4, 0, 64), SIZE_MAX);
+
+        q.method = KDL_SPECTRAL_EXACT_GRAM;
+        assert_int_equal(kdl_spectral_state_new_plan(3, 2, 0, &q, &s), -KDL_ESHAPE);
+        q.method = KDL_SPECTRAL_SKETCH;
+        q.rank = 0;
+        assert_int_equal(kdl_spectral_state_new_plan(3, 0, 0, &q, &s), -KDL_ERANGE);
+        q.method = KDL_SPECTRAL_METHOD_COUNT_;
+        assert_int_equal(kdl_spectral_state_new_plan(3, 0, 0, &q, &s), -KDL_ERANGE);
+        assert_true(s == (kdl_spectral_state *) 0x1);
+
+        /* NaN leaves a Gram or a sketch state as it was. */
+        for (int m = KDL_SPECTRAL_EXACT_GRAM; m <= KDL_SPECTRAL_SKETCH; m++) {
+                s = plan_state(3, 0, (enum kdl_spectral_method) m, 2, 0, 0, 0);
+                assert_int_equal(kdl_spectral_accumulate(s, &bb, NULL), -KDL_ENONFINITE);
+                assert_int_equal(kdl_spectral_count(s), 0);
+                assert_int_equal(kdl_spectral_accumulate(s, &gb, NULL), 0);
+                assert_int_equal(kdl_spectral_accumulate(s, &bb, NULL), -KDL_ENONFINITE);
+                assert_int_equal(kdl_spectral_count(s), 2);
+                r = finalize(s, -1.0);
+                assert_close(r->sum.total,
+                             ((0.3 - 0.7) * (0.3 - 0.7) + (-1.2 - 0.4) * (-1.2 - 0.4) +
+                              (2.5 - 1.0) * (2.5 - 1.0)) /
+                                     2.0,
+                             1e-12, 0);
+                kdl_spectral_result_free(r);
+                kdl_spectral_state_free(s);
+        }
+}
+
 /* ---- W^T F W ------------------------------------------------------------- */
 
 /* Numerical rank of W^T F(p) W formed explicitly (d x d; fine in a test). */
@@ -905,6 +1257,12 @@ int main(void)
                 cmocka_unit_test(test_merge_equals_sequential),
                 cmocka_unit_test(test_errors_leave_state_and_outputs),
                 cmocka_unit_test(test_contract),
+                cmocka_unit_test(test_gram_equals_features),
+                cmocka_unit_test(test_sketch_within_bound),
+                cmocka_unit_test(test_sketch_exact_on_low_rank),
+                cmocka_unit_test(test_sketch_merge_and_seed),
+                cmocka_unit_test(test_verdict_from_bounds),
+                cmocka_unit_test(test_plan_choose_and_errors),
                 cmocka_unit_test(test_head_rank_is_rank_of_wfw),
                 cmocka_unit_test(test_support_rank),
         };

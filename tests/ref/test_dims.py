@@ -469,5 +469,148 @@ def test_report_has_the_dims_section():
     assert "Feature dimensions" in open(os.path.join(out, "index.md")).read()
 
 
+# ---- wide logits: exact features, exact Gram and the sketch -----------------
+
+WN, WC, W_RANK, W_S = 1000, 200, 24, 16
+
+
+def build_wide():
+    """A teacher with C = 200 classes whose centred logits hold W_RANK strong
+    directions and a decaying tail over all C - 1 (so every method has work),
+    a student of width W_S; and a 120-sample teacher (N < C)."""
+    h = RNG.standard_normal((WN, W_RANK)) * np.linspace(3.0, 0.5, W_RANK)
+    w = RNG.standard_normal((WC, W_RANK))
+    tail = RNG.standard_normal((WN, WC)) * (0.3 * np.exp(-np.arange(WC) / 40.0))
+    z = h @ w.T + tail + 5.0 * RNG.standard_normal((WN, 1)) + np.arange(WC) / 50.0
+    hs = (h[:, :W_S] + 0.1 * RNG.standard_normal((WN, W_S))).astype(np.float64)
+    ws = RNG.standard_normal((WC, W_S))
+    zs = hs @ ws.T
+    write(os.path.join(TMP, "wide_t.h5"), "teacher", "WT",
+          {"final": dict(step=1, logits=z, layers={"pen": (h, 1, np.float64)})})
+    write(os.path.join(TMP, "wide_s.h5"), "student", "WS",
+          {"final": dict(step=1, logits=zs, w=ws, b=np.zeros(WC), head_input="pen",
+                         layers={"pen": (hs, 1, np.float64)})})
+    write(os.path.join(TMP, "few_t.h5"), "teacher", "FT",
+          {"final": dict(step=1, logits=z[:120], layers={"pen": (h[:120], 1, np.float64)})})
+    return z
+
+
+WZ = build_wide()
+WT, WS, FT = (os.path.join(TMP, n) for n in ("wide_t.h5", "wide_s.h5", "few_t.h5"))
+
+
+def wide_doc(*opts, teacher=None):
+    """dims on the wide teacher and its student, or on @teacher alone."""
+    return kt.run_json("dims", "-t", teacher or WT, *(() if teacher else ("-s", WS)), *opts)
+
+
+def logit_spectrum(doc, model="WT"):
+    return [r for r in kt.records(doc, "spectrum") if r["model"] == model and r["layer"] == "logits"]
+
+
+def numpy_curve(z):
+    s2 = np.linalg.svd(centred_logits(z), compute_uv=False) ** 2
+    lam = s2 / (z.shape[0] - 1)
+    lam = np.concatenate([lam, np.zeros(z.shape[1] - len(lam))])
+    tail = np.array([lam[d:].sum() / lam.sum() for d in range(len(lam) + 1)])
+    return lam, tail
+
+
+def test_wide_exact_paths_equal_numpy():
+    """exact-features = exact-gram = numpy to 1e-10, with N > C and N < C."""
+    for teacher, n in ((WT, WN), (FT, 120)):
+        lam, tail = numpy_curve(WZ[:n])
+        docs = {m: wide_doc("--logit-spectrum", m, teacher=teacher)
+                for m in ("exact-features", "exact-gram")}
+        docs["auto"] = wide_doc(teacher=teacher)
+        for m, doc in docs.items():
+            lrow = one_of(doc, "dims", layer="logits", role="teacher")
+            method = lrow.get("spectrum_method", "exact-features")
+            want = m if m != "auto" else ("exact-gram" if n < WC else "exact-features")
+            assert method == want, (m, n, method)
+            kt.assert_close(lrow["total_variance"], lam.sum(), rtol=1e-12, what="total")
+            # The Gram lists its min(N, C) eigenvalues (the rest are 0).
+            spec = logit_spectrum(doc, "WT" if n == WN else "FT")
+            assert len(spec) == (WC if method == "exact-features" else min(n, WC)), (m, len(spec))
+            for r in spec:
+                kt.assert_close(r["eigenvalue"], lam[r["k"] - 1], rtol=0, atol=1e-10 * lam[0],
+                                what=f"{m} N={n} eig {r['k']}")
+            for r in kt.records(doc, "logit_residual"):
+                kt.assert_close(r["residual"], tail[r["d"]], rtol=0, atol=1e-10,
+                                what=f"{m} residual({r['d']})")
+            for v in kt.records(doc, "verdict"):
+                assert v["d_needed"] == next(d for d, t in enumerate(tail) if t <= 0.01), v
+        # The default (exact features) says nothing new; the Gram says so.
+        assert "spectrum_method" not in one_of(docs["exact-features"], "dims", layer="logits",
+                                               role="teacher")
+        assert any("exact-gram" in x for x in docs["exact-gram"]["notes"])
+
+
+def one_of(doc, table, **match):
+    r = [x for x in kt.records(doc, table) if all(x.get(k) == v for k, v in match.items())]
+    assert len(r) == 1, (table, match, len(r))
+    return r[0]
+
+
+def check_sketch(doc, lam, tail, r, k):
+    """Every bound the sketch states holds against numpy; the total is exact."""
+    tr = lam.sum()
+    eps = 1e-10 * tr
+    row = one_of(doc, "dims", layer="logits", role="teacher")
+    assert row["spectrum_method"] == "sketch" and row["sketch_rank"] == r, row
+    assert row["sketch_columns"] == k, row
+    kt.assert_close(row["total_variance"], tr, rtol=1e-12, what="sketch total variance")
+    assert "effective_rank" not in row and "numerical_rank" not in row
+    spec = logit_spectrum(doc)
+    assert [x["k"] for x in spec] == list(range(1, r + 1))
+    for x in spec:
+        i = x["k"] - 1
+        assert x["eigenvalue"] <= lam[i] + eps and lam[i] <= x["eigenvalue_hi"] + eps, (x, lam[i])
+        assert x["eigenvalue_hi"] - x["eigenvalue"] <= row["eigenvalue_bound"] + eps, x
+    for x in kt.records(doc, "logit_residual"):
+        assert x["residual_lo"] - 1e-10 <= tail[x["d"]] <= x["residual"] + 1e-10, (x, tail[x["d"]])
+    v = kt.records(doc, "verdict")[0]
+    d_needed = next(d for d, t in enumerate(tail) if t <= v["tolerance"])
+    assert v["d_needed_lo"] <= d_needed <= v["d_needed"], (v, d_needed)
+    assert v["residual_at_d_s_lo"] - 1e-10 <= tail[W_S] <= v["residual_at_d_s"] + 1e-10, v
+    return v, d_needed
+
+
+def test_wide_sketch_within_its_bounds():
+    """Forced sketches of several ranks and seeds: the top eigenvalues within
+    their stated bound, the total variance exact, the curve and d_needed
+    between their bounds; resolved, d_needed and the verdict are numpy's."""
+    lam, tail = numpy_curve(WZ)
+    exact = kt.records(wide_doc(), "verdict")[0]
+    for r, p, seed in ((8, 4, 0), (20, 10, 1), (40, 10, 2), (40, 10, 3)):
+        doc = wide_doc("--logit-spectrum", "sketch", "--sketch-rank", r, "--sketch-oversample", p,
+                       "--seed", seed)
+        v, d_needed = check_sketch(doc, lam, tail, r, r + p)
+        assert any("sketch" in x and f"seed {seed}" in x for x in doc["notes"]), doc["notes"]
+        if r + p > 2 * W_RANK:
+            # Well past the 24 strong directions: resolved.
+            assert v["d_needed_lo"] == v["d_needed"], v
+        elif r + p < W_RANK:
+            assert v["d_needed_lo"] < v["d_needed"], v
+        if v["d_needed_lo"] == v["d_needed"]:
+            assert v["d_needed"] == d_needed == exact["d_needed"], v
+            assert v["verdict"] == exact["verdict"] and v["architectural"] == exact["architectural"]
+    # Auto with nothing exact allowed: the sketch at the default rank 256, here all C = 200.
+    doc = wide_doc("--exact-max", 0)
+    check_sketch(doc, lam, tail, WC, WC)
+
+
+def test_wide_sketch_unresolved_verdict():
+    """A sketch too small to tell: 'unresolved', with both ends in the reason."""
+    lam, tail = numpy_curve(WZ)
+    doc = wide_doc("--logit-spectrum", "sketch", "--sketch-rank", 6, "--sketch-oversample", 2,
+                   "--tolerance", 0.1)
+    v, _ = check_sketch(doc, lam, tail, 6, 8)
+    assert v["d_needed_lo"] <= W_S < v["d_needed"], v
+    assert v["architectural"] == "unresolved" and v["verdict"] == "unresolved (architectural)", v
+    assert v["reason"].startswith(f"d_needed in [{v['d_needed_lo']}, {v['d_needed']}]"), v
+    assert "--sketch-rank" in v["reason"], v
+
+
 if __name__ == "__main__":
     kt.main(globals())
