@@ -9,6 +9,7 @@
 #include "metrics/spectral.h"
 #include "loaders/stream.h"
 #include "analysis/dims.h"
+#include "metrics/base/budget.h"
 #include "analysis/dims-internal.h"
 #include "analysis/pass.h"
 #include "metrics/base/banned.h"
@@ -66,8 +67,7 @@ void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o)
                                         .logit_method = KDL_DIMS_LOGITS_AUTO,
                                         .exact_max = KDL_DIMS_EXACT_MAX,
                                         .sketch_rank = KDL_SPECTRAL_SKETCH_RANK,
-                                        .sketch_oversample = KDL_SPECTRAL_SKETCH_OVERSAMPLE,
-                                        .max_bytes = KDL_DIMS_MAX_BYTES};
+                                        .sketch_oversample = KDL_SPECTRAL_SKETCH_OVERSAMPLE};
         kdl_run_common_init(&o->common);
 }
 
@@ -342,11 +342,6 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
 /* The stream's default budget for all its blocks together (loaders/stream.h). */
 #define STREAM_BLOCK_BYTES ((size_t) 64 << 20)
 
-static double gib(size_t bytes)
-{
-        return (double) bytes / 1073741824.0;
-}
-
 /*
  * The logits' method (j->acc[0].plan) and the job's memory need, checked
  * against the budget before anything is allocated: every layer's state, the
@@ -361,6 +356,7 @@ static int plan_job(struct job *j, size_t n)
         size_t c = kdl_dsinfo_width(j->ck->logits, sp);
         size_t dy = j->tck ? kdl_dsinfo_width(j->tck->logits, sp) : 0;
         size_t cols = c + dy, rows, rest, need, lbytes;
+        int err;
         kdl_spectral_plan *p = &j->acc[0].plan;
 
         for (size_t a = 1; a < j->nacc; a++)
@@ -375,12 +371,11 @@ static int plan_job(struct job *j, size_t n)
 
                 rest = b > SIZE_MAX - rest ? SIZE_MAX : rest + b;
         }
-        if (rest > o->max_bytes)
-                return kdl_error(-KDL_ERANGE,
-                                 "'%s': checkpoint %s: the feature layers need %.2f GiB (with the "
-                                 "blocks read), more than the %.2f GiB allowed: select fewer "
-                                 "layers (--layer) or lower --block-rows",
-                                 d->path, j->ck->name, gib(rest), gib(o->max_bytes));
+        err = kdl_budget_check(rest, o->common.memory, "dims", "--layer or --block-rows",
+                               "the feature layers of '%s' at checkpoint %s, with the blocks read",
+                               d->path, j->ck->name);
+        if (err < 0)
+                return err;
         kdl_spectral_plan_init(p);
         p->rank = o->sketch_rank;
         p->oversample = o->sketch_oversample;
@@ -392,23 +387,23 @@ static int plan_job(struct job *j, size_t n)
         /* Auto falls back on the sketch: when that fits, so does its choice. */
         lbytes = kdl_spectral_bytes(p, n, c, 0, rows);
         need = lbytes > SIZE_MAX - rest ? SIZE_MAX : lbytes + rest;
-        if (need > o->max_bytes && p->method == KDL_SPECTRAL_SKETCH)
-                return kdl_error(-KDL_ERANGE,
-                                 "'%s': checkpoint %s: the centred logits (C = %zu, N = %zu) need "
-                                 "%.2f GiB sketched at rank %zu + %zu, the layers and blocks "
-                                 "%.2f GiB: more than the %.2f GiB allowed: lower --sketch-rank",
-                                 d->path, j->ck->name, c, n, gib(lbytes), p->rank, p->oversample,
-                                 gib(rest), gib(o->max_bytes));
-        if (need > o->max_bytes)
-                return kdl_error(-KDL_ERANGE,
-                                 "'%s': checkpoint %s: the centred logits (C = %zu, N = %zu) need "
-                                 "%.2f GiB by %s, the layers and blocks %.2f GiB: more than the "
-                                 "%.2f GiB allowed: --logit-spectrum auto chooses a method that "
-                                 "fits",
-                                 d->path, j->ck->name, c, n, gib(lbytes),
-                                 kdl_spectral_method_name(p->method), gib(rest), gib(o->max_bytes));
+        if (p->method == KDL_SPECTRAL_SKETCH)
+                err = kdl_budget_check(
+                        need, o->common.memory, "dims", "--sketch-rank",
+                        "the centred logits of '%s' at checkpoint %s (C = %zu, N = "
+                        "%zu) sketched at rank %zu + %zu, with the layers and blocks",
+                        d->path, j->ck->name, c, n, p->rank, p->oversample);
+        else
+                err = kdl_budget_check(need, o->common.memory, "dims", "--logit-spectrum auto",
+                                       "the centred logits of '%s' at checkpoint %s (C = %zu, N = "
+                                       "%zu) by %s, with the layers and blocks",
+                                       d->path, j->ck->name, c, n,
+                                       kdl_spectral_method_name(p->method));
+        if (err < 0)
+                return err;
         if (o->logit_method == KDL_DIMS_LOGITS_AUTO)
-                return kdl_spectral_plan_choose(n, c, o->max_bytes - rest, o->exact_max, rows, p);
+                return kdl_spectral_plan_choose(n, c, o->common.memory - rest, o->exact_max, rows,
+                                                p);
         return 0;
 }
 

@@ -36,19 +36,15 @@ struct kdl_run_dims_opts {
         size_t sketch_rank;       /* r: the sketch's eigenvalues */
         size_t sketch_oversample; /* p: Omega has r + p columns */
         uint64_t seed;            /* of the sketch's test matrix */
-        size_t max_bytes;         /* memory budget of one checkpoint's analysis (its spectral
-                                     states and its stream blocks); a need above it is an
-                                     error before anything is allocated */
 };
 
 #define KDL_DIMS_LOGITS_AUTO (-1)
 #define KDL_DIMS_EXACT_MAX   4096
-#define KDL_DIMS_MAX_BYTES   ((size_t) 4 << 30)
 
 /** kdl_run_dims_opts_init() - common defaults, every layer, tolerance 1 %, GCV, the spectrum
  * table; logit spectra by KDL_DIMS_LOGITS_AUTO up to KDL_DIMS_EXACT_MAX, the sketch at
- * KDL_SPECTRAL_SKETCH_RANK + KDL_SPECTRAL_SKETCH_OVERSAMPLE, seed 0; a budget of
- * KDL_DIMS_MAX_BYTES (4 GiB). */
+ * KDL_SPECTRAL_SKETCH_RANK + KDL_SPECTRAL_SKETCH_OVERSAMPLE, seed 0; the budget of
+ * common.memory (--memory: half of the physical memory by default). */
 KDL_API void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o);
 
 /**
@@ -80,13 +76,13 @@ KDL_API void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o);
  * states, O(sum of D^2 + D C) whatever N, plus the logits' state: O(C^2)
  * (exact features), O(N C + N^2) (exact Gram) or O(C (r + p)) (sketch).
  * Before a checkpoint is analysed its need (kdl_spectral_bytes() of every
- * state, and the stream's blocks) is checked against @o->max_bytes.  With
+ * state, and the stream's blocks) is checked against @o->common.memory (--memory).  With
  * skip_nonfinite a sample with NaN/Inf in any dataset of the checkpoint is
  * dropped for all of them.
  *
  * Return: 0; -KDL_EUSAGE for bad options (more than one temperature), no
  * inputs, a checkpoint or layer that no input has; -KDL_ERANGE when a
- * checkpoint needs more than @o->max_bytes; errors of reading (NaN/Inf, HDF5)
+ * checkpoint needs more than @o->common.memory (--memory); errors of reading (NaN/Inf, HDF5)
  * and of the metrics.
  */
 KDL_API int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc);

@@ -148,7 +148,7 @@ static const struct kdl_cmd commands[] = {
          0},
         {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
          "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
-         "[--checkpoint NAME|all] [--format table|md|csv|tex|json]",
+         "[--checkpoint NAME|all] [--memory LIMIT] [--format table|md|csv|tex|json]",
          "  -t, --teacher FILE      the teacher's dump: residual curve, ridge targets, verdicts\n"
          "  -s, --student FILE      a student's dump; repeat for several\n"
          "  -c, --checkpoint NAME   a checkpoint, or all (default: the last)\n"
@@ -177,10 +177,12 @@ static const struct kdl_cmd commands[] = {
          "      --join strict|inner with /sample_ids in both dumps: the same ids in both\n"
          "                          (strict, default) or only the ids both hold (inner)\n"
          "      --ignore-roles      accept a -t dump whose role is student or a -s dump\n"
-         "                          whose role is teacher (exit 2 otherwise); said in a note\n"
-         "Tables: dims (one row per model, checkpoint and layer), heads, verdict,\n"
-         "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n",
-         0},
+         "                          whose role is teacher (exit 2 otherwise); said in a "
+         "note\n" HELP_MEMORY(
+                 "     ") "Tables: dims (one row per model, checkpoint and layer), heads, "
+                          "verdict,\n"
+                          "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n",
+         CMD_MEMORY},
         {"split", cmd_split, 0, 0,
          "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
          "kdlens split -t TEACHER.h5 -s STUDENT.h5... [-T TAUS] [--checkpoint NAME|all] "

@@ -252,10 +252,11 @@ static void test_logit_methods_and_budget(void **state)
 
         /* Too small a budget: refused, with the sizes and the way out. */
         kdl_run_dims_opts_init(&o);
-        o.max_bytes = 4096;
+        o.common.memory = 4096;
         assert_int_equal(kdl_doc_new("dims", &doc), 0);
-        assert_int_equal(kdl_run_dims(in, &o, doc), -KDL_ERANGE);
-        assert_non_null(strstr(kdl_errmsg(), "GiB allowed"));
+        assert_int_equal(kdl_run_dims(in, &o, doc), -KDL_EBUDGET);
+        assert_non_null(strstr(kdl_errmsg(), "dims needs "));
+        assert_non_null(strstr(kdl_errmsg(), "(--memory is 4 KiB): lower it with --layer"));
         assert_int_equal(kdl_doc_ntables(doc), 0);
         kdl_doc_free(doc);
         kdl_doc_free(ref);
