@@ -468,6 +468,54 @@ int kdl__h5_check_labels(kdl_h5file *f)
         return err;
 }
 
+static int int64_cmp(const void *a, const void *b)
+{
+        const int64_t *x = a, *y = b;
+
+        return *x < *y ? -1 : *x > *y;
+}
+
+int kdl__h5_check_ids(kdl_h5file *f)
+{
+        const kdl_dsinfo *ds = f->dump.sample_ids;
+        int64_t *v = NULL, *s = NULL;
+        size_t n, i, a = 0, b;
+        int err;
+
+        if (!ds || !ds->is_integer || ds->ndim != 1)
+                return 0;
+        err = kdl__h5_read_int64(f, ds, &v);
+        if (err == -ENOMEM)
+                return err;
+        if (err < 0)
+                return kdl__h5_problem(f, "/sample_ids: cannot read: %s", kdl_errmsg());
+        n = ds->shape[0];
+        s = kdl_new(int64_t, n ? n : 1);
+        if (!s) {
+                err = kdl__h5_nomem(f->dump.path, ds->path);
+                goto out;
+        }
+        /* A sorted copy puts equal ids side by side: O(N log N) time. */
+        memcpy(s, v, n * sizeof(*s));
+        qsort(s, n, sizeof(*s), int64_cmp);
+        for (i = 1; i < n && s[i] != s[i - 1]; i++)
+                ;
+        if (i < n) {
+                while (v[a] != s[i])
+                        a++;
+                for (b = a + 1; v[b] != s[i]; b++)
+                        ;
+                err = kdl__h5_problem(f,
+                                      "/sample_ids: expected unique ids, found %lld at rows %zu "
+                                      "and %zu",
+                                      (long long) s[i], a, b);
+        }
+out:
+        free(s);
+        free(v);
+        return err;
+}
+
 /* The root's attributes: 1 to go on, 0 for a format not to read further, -ENOMEM. */
 static int scan_root(kdl_h5file *f)
 {

@@ -223,6 +223,14 @@ int kdl__h5_catalog(kdl_h5file *f);
  */
 int kdl__h5_check_labels(kdl_h5file *f);
 
+/**
+ * kdl__h5_check_ids() - read @f's /sample_ids (when catalogued as 1-D
+ * integers) and add a problem for an id held by two rows: the smallest such
+ * id, at the first two rows holding it.  Memory: two copies of the ids.
+ * Return: 0; -ENOMEM.
+ */
+int kdl__h5_check_ids(kdl_h5file *f);
+
 /** kdl__h5_dump_release() - free everything @d owns (a half-built @d too). */
 void kdl__h5_dump_release(kdl_dump *d);
 
