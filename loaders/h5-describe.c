@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Describing HDF5 objects: links and their kinds, attributes, group
- * listings, and a dataset's shape, type and storage as a kdl_dsinfo.
+ * Describing HDF5 objects: links and their kinds, group listings, and a
+ * dataset's shape, type and storage as a kdl_dsinfo (numbers: h5-types.c;
+ * attributes: h5-attr.c).
  *
  * Everything here reads a file that may be damaged or hostile: an object is
  * reported absent only when its link is missing; a link that leads nowhere
@@ -20,11 +21,6 @@
 #include "loaders/h5-internal.h"
 #include "metrics/base/banned.h"
 
-/* A dangling or looping link, an external link... : the text of a problem. */
-struct why {
-        char text[1024];
-};
-
 static const char *kind_name(H5O_type_t t)
 {
         switch (t) {
@@ -40,7 +36,7 @@ static const char *kind_name(H5O_type_t t)
 }
 
 /* "an external link to 'file:/obj' (links to other files are not followed)" into @w. */
-static void external_link(kdl_h5file *f, const char *p, size_t size, struct why *w)
+static void external_link(kdl_h5file *f, const char *p, size_t size, struct kdl__h5_why *w)
 {
         char val[256];
         const char *file = NULL, *obj = NULL;
@@ -57,7 +53,7 @@ static void external_link(kdl_h5file *f, const char *p, size_t size, struct why 
 
 /* "a soft link to '/x' that leads to no object (@reason)" into @w. */
 static void dangling_link(kdl_h5file *f, const char *p, size_t size, const char *reason,
-                          struct why *w)
+                          struct kdl__h5_why *w)
 {
         char val[256]; /* a longer target is cut short */
 
@@ -83,7 +79,7 @@ enum link_state { LINK_ABSENT, LINK_OK, LINK_BAD };
  * stack at each failing call, before any other call clears it.
  */
 static enum link_state follow_link(kdl_h5file *f, const char *p, H5O_type_t *ret_type,
-                                   struct why *w)
+                                   struct kdl__h5_why *w)
 {
         char reason[256];
         H5L_info_t li;
@@ -116,7 +112,8 @@ static enum link_state follow_link(kdl_h5file *f, const char *p, H5O_type_t *ret
 }
 
 /* follow_link() for a link @p that may be absent. */
-static enum link_state follow(kdl_h5file *f, const char *p, H5O_type_t *ret_type, struct why *w)
+static enum link_state follow(kdl_h5file *f, const char *p, H5O_type_t *ret_type,
+                              struct kdl__h5_why *w)
 {
         char reason[256];
         htri_t e = H5Lexists(f->fid, p, f->lapl);
@@ -137,7 +134,7 @@ int kdl__h5_find(kdl_h5file *f, const char *path, H5O_type_t want, const char *w
         char *copy = NULL, *slash = NULL;
         H5O_type_t type = H5O_TYPE_UNKNOWN;
         enum link_state st;
-        struct why w;
+        struct kdl__h5_why w;
         htri_t e;
         int r;
 
@@ -190,350 +187,6 @@ char *kdl__h5_join(const char *group, const char *name)
         return kdl__asprintf("%s/%s", group, name);
 }
 
-/* ---- Numbers -------------------------------------------------------------- */
-
-/* The IEEE 754 binary formats HDF5 can describe, field by field. */
-static const struct ieee {
-        size_t size, spos, epos, esize, mpos, msize, ebias;
-        const char *name;
-} ieee[] = {
-        {2, 15, 10, 5, 0, 10, 15, "float16"},
-        {4, 31, 23, 8, 0, 23, 127, "float32"},
-        {8, 63, 52, 11, 0, 52, 1023, "float64"},
-};
-
-static const char *order_name(H5T_order_t o)
-{
-        return o == H5T_ORDER_LE   ? "little-endian"
-               : o == H5T_ORDER_BE ? "big-endian"
-                                   : "mixed-endian";
-}
-
-/* The name of @type if it is an IEEE binary16/32/64 float in little or big
- * endian order, else NULL and what it is in @w. */
-static const char *ieee_float(hid_t type, struct why *w)
-{
-        size_t size = H5Tget_size(type), prec = H5Tget_precision(type), spos, epos, esize, mpos,
-               msize, ebias = H5Tget_ebias(type);
-        int off = H5Tget_offset(type);
-        H5T_order_t order = H5Tget_order(type);
-        H5T_norm_t norm = H5Tget_norm(type);
-
-        if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) {
-                snprintf(w->text, sizeof(w->text), "a float whose fields HDF5 cannot read");
-                return NULL;
-        }
-        for (size_t k = 0; k < sizeof(ieee) / sizeof(ieee[0]); k++) {
-                const struct ieee *e = &ieee[k];
-
-                if (size == e->size && prec == 8 * size && off == 0 && spos == e->spos &&
-                    epos == e->epos && esize == e->esize && mpos == e->mpos && msize == e->msize &&
-                    ebias == e->ebias && norm == H5T_NORM_IMPLIED &&
-                    (order == H5T_ORDER_LE || order == H5T_ORDER_BE))
-                        return e->name;
-        }
-        snprintf(w->text, sizeof(w->text),
-                 "a %zu-byte float that is not IEEE binary16/32/64 (precision %zu, offset %d, "
-                 "sign bit %zu, exponent %zu bits at %zu with bias %zu, mantissa %zu bits at %zu, "
-                 "%s mantissa, %s)",
-                 size, prec, off, spos, esize, epos, ebias, msize, mpos,
-                 norm == H5T_NORM_IMPLIED  ? "implied-bit"
-                 : norm == H5T_NORM_MSBSET ? "msb-set"
-                                           : "unnormalised",
-                 order_name(order));
-        return NULL;
-}
-
-/* The name of @type if it is a whole-byte integer of 1, 2, 4 or 8 bytes,
- * little or big endian; else NULL and what it is in @w. */
-static const char *std_integer(hid_t type, struct why *w)
-{
-        static const char *const names[2][4] = {{"uint8", "uint16", "uint32", "uint64"},
-                                                {"int8", "int16", "int32", "int64"}};
-        size_t size = H5Tget_size(type), prec = H5Tget_precision(type);
-        int off = H5Tget_offset(type), k = size == 1 ? 0 : size == 2 ? 1 : size == 4 ? 2 : 3;
-        H5T_order_t order = H5Tget_order(type);
-        H5T_sign_t sign = H5Tget_sign(type);
-
-        if ((size == 1 || size == 2 || size == 4 || size == 8) && prec == 8 * size && off == 0 &&
-            (order == H5T_ORDER_LE || order == H5T_ORDER_BE) &&
-            (sign == H5T_SGN_NONE || sign == H5T_SGN_2))
-                return names[sign == H5T_SGN_2][k];
-        snprintf(w->text, sizeof(w->text),
-                 "a %zu-byte integer that is not a standard one (precision %zu, offset %d, %s, %s)",
-                 size, prec, off, order_name(order),
-                 sign == H5T_SGN_2      ? "signed"
-                 : sign == H5T_SGN_NONE ? "unsigned"
-                                        : "bad sign");
-        return NULL;
-}
-
-static const char *class_name(H5T_class_t c)
-{
-        switch (c) {
-        case H5T_INTEGER:
-                return "integer";
-        case H5T_FLOAT:
-                return "float";
-        case H5T_STRING:
-                return "string";
-        case H5T_COMPOUND:
-                return "compound";
-        case H5T_ENUM:
-                return "enum";
-        case H5T_ARRAY:
-                return "array";
-        case H5T_VLEN:
-                return "vlen";
-        case H5T_BITFIELD:
-                return "bitfield";
-        case H5T_OPAQUE:
-                return "opaque";
-        case H5T_REFERENCE:
-                return "reference";
-        default:
-                return "other";
-        }
-}
-
-const char *kdl__h5_dtype(const char *name)
-{
-        static const char *const all[] = {"float16", "float32",  "float64",  "int8",      "int16",
-                                          "int32",   "int64",    "uint8",    "uint16",    "uint32",
-                                          "uint64",  "string",   "compound", "enum",      "array",
-                                          "vlen",    "bitfield", "opaque",   "reference", "other"};
-
-        for (size_t k = 0; k < sizeof(all) / sizeof(all[0]); k++)
-                if (strcmp(all[k], name) == 0)
-                        return all[k];
-        return "other";
-}
-
-/* ---- Attributes ----------------------------------------------------------- */
-
-static int attr_problem(kdl_h5file *f, const char *obj, const char *name, const char *expected,
-                        const char *found)
-{
-        return kdl__h5_problem(f, "%s: attribute '%s': expected %s, found %s", obj, name, expected,
-                               found);
-}
-
-/* kdl__h5_check_attrs()'s walk: the first attribute larger than the file. */
-struct attr_walk {
-        uint64_t limit;
-        char name[128];
-        hsize_t size;
-};
-
-static herr_t attr_size(hid_t loc, const char *name, const H5A_info_t *info, void *data)
-{
-        struct attr_walk *a = data;
-
-        (void) loc;
-        if (info->data_size <= a->limit)
-                return 0;
-        snprintf(a->name, sizeof(a->name), "%s", name);
-        a->size = info->data_size;
-        return 1; /* stops the walk */
-}
-
-int kdl__h5_check_attrs(kdl_h5file *f, const char *obj)
-{
-        struct attr_walk a = {.limit = f->size};
-        char reason[256];
-        herr_t r = H5Aiterate_by_name(f->fid, obj, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, attr_size,
-                                      &a, f->lapl);
-
-        if (r < 0)
-                return kdl__h5_problem(f,
-                                       "%s: expected readable attributes, found damaged ones: %s",
-                                       obj, kdl__h5_last_error(reason));
-        if (r > 0)
-                return kdl__h5_problem(f,
-                                       "%s: attribute '%s': expected at most the file's %llu bytes "
-                                       "of data, found %llu (a damaged attribute)",
-                                       obj, a.name, (unsigned long long) f->size,
-                                       (unsigned long long) a.size);
-        return 1;
-}
-
-/*
- * Attribute @name of @obj, open in *@ret, holding one value (scalar, or a
- * simple dataspace of one element) whose type is in *@ret_type.  Return: 1;
- * 0 when absent (*@ret_present false) or unusable (a problem recorded with
- * @expected); -ENOMEM.
- */
-static int open_attr(kdl_h5file *f, const char *obj, const char *name, const char *expected,
-                     hid_t *ret, hid_t *ret_type, bool *ret_present)
-{
-        htri_t e = H5Aexists_by_name(f->fid, obj, name, f->lapl);
-        hid_t a = H5I_INVALID_HID, space = H5I_INVALID_HID, type = H5I_INVALID_HID;
-        char reason[256], found[64];
-        hssize_t n;
-        int r;
-
-        *ret_present = e != 0;
-        if (e == 0)
-                return 0;
-        if (e > 0)
-                a = H5Aopen_by_name(f->fid, obj, name, H5P_DEFAULT, f->lapl);
-        if (a >= 0)
-                space = H5Aget_space(a);
-        if (space >= 0)
-                type = H5Aget_type(a);
-        if (type < 0) {
-                r = kdl__h5_problem(f,
-                                    "%s: attribute '%s': expected %s, found a damaged "
-                                    "attribute: %s",
-                                    obj, name, expected, kdl__h5_last_error(reason));
-                goto out;
-        }
-        n = H5Sget_simple_extent_npoints(space);
-        if (n != 1) {
-                snprintf(found, sizeof(found), "%lld values", (long long) n);
-                r = attr_problem(f, obj, name, expected, found);
-                goto out;
-        }
-        *ret = a;
-        *ret_type = type;
-        a = type = H5I_INVALID_HID;
-        r = 1;
-out:
-        if (type >= 0)
-                H5Tclose(type);
-        if (space >= 0)
-                H5Sclose(space);
-        if (a >= 0)
-                H5Aclose(a);
-        return r;
-}
-
-int kdl__h5_attr_int(kdl_h5file *f, const char *obj, const char *name, int64_t *ret,
-                     bool *ret_present)
-{
-        static const char expected[] = "one integer";
-        hid_t a, type;
-        struct why w;
-        long long v;
-        char reason[256];
-        int r = open_attr(f, obj, name, expected, &a, &type, ret_present);
-
-        if (r <= 0)
-                return r;
-        if (H5Tget_class(type) != H5T_INTEGER) {
-                snprintf(w.text, sizeof(w.text), "a %s value", class_name(H5Tget_class(type)));
-                r = attr_problem(f, obj, name, expected, w.text);
-        } else if (!std_integer(type, &w)) {
-                r = attr_problem(f, obj, name, expected, w.text);
-        } else if (H5Aread(a, H5T_NATIVE_LLONG, &v) < 0) {
-                r = kdl__h5_problem(f, "%s: attribute '%s': cannot read: %s", obj, name,
-                                    kdl__h5_last_error(reason));
-        } else {
-                *ret = v;
-        }
-        H5Tclose(type);
-        H5Aclose(a);
-        return r;
-}
-
-/* A variable-length string attribute @a of file type @type: 1, 0 (problem), -ENOMEM. */
-static int read_vlen_string(kdl_h5file *f, const char *obj, const char *name, hid_t a, hid_t type,
-                            char **ret)
-{
-        hid_t mem = H5Tcopy(H5T_C_S1);
-        char *v = NULL, reason[256];
-        hsize_t stored = H5Aget_storage_size(a);
-        int r;
-
-        /* One variable-length string is a 16-byte reference into the global heap. */
-        if (stored == 0 || stored > 64) {
-                r = kdl__h5_problem(f,
-                                    "%s: attribute '%s': expected one variable-length string, "
-                                    "found %llu bytes of references",
-                                    obj, name, (unsigned long long) stored);
-                goto out;
-        }
-        if (mem < 0 || H5Tset_size(mem, H5T_VARIABLE) < 0 ||
-            H5Tset_cset(mem, H5Tget_cset(type)) < 0 || H5Aread(a, mem, &v) < 0) {
-                r = kdl__h5_problem(f, "%s: attribute '%s': cannot read the string: %s", obj, name,
-                                    kdl__h5_last_error(reason));
-                goto out;
-        }
-        if (!v) {
-                r = attr_problem(f, obj, name, "a string", "a null string");
-        } else if (strnlen(v, KDL__H5_ATTR_MAX + 1) > KDL__H5_ATTR_MAX) {
-                r = kdl__h5_problem(f,
-                                    "%s: attribute '%s': expected a string of at most %d bytes, "
-                                    "found a longer one",
-                                    obj, name, KDL__H5_ATTR_MAX);
-        } else {
-                *ret = kdl__strdup(v);
-                r = *ret ? 1 : kdl__h5_nomem(f->dump.path, obj);
-        }
-out:
-        if (v)
-                H5free_memory(v);
-        if (mem >= 0)
-                H5Tclose(mem);
-        return r;
-}
-
-/* A fixed-length string attribute @a of file type @type: 1, 0 (problem), -ENOMEM. */
-static int read_fixed_string(kdl_h5file *f, const char *obj, const char *name, hid_t a, hid_t type,
-                             char **ret)
-{
-        size_t n = H5Tget_size(type);
-        char *v, reason[256];
-        hid_t mem;
-        int r = 1;
-
-        if (n == 0 || n > KDL__H5_ATTR_MAX)
-                return kdl__h5_problem(f,
-                                       "%s: attribute '%s': expected a string of at most %d "
-                                       "bytes, found one of %zu",
-                                       obj, name, KDL__H5_ATTR_MAX, n);
-        v = kdl_new(char, n + 1);
-        if (!v)
-                return kdl__h5_nomem(f->dump.path, obj);
-        mem = H5Tcopy(H5T_C_S1);
-        if (mem < 0 || H5Tset_size(mem, n + 1) < 0 || H5Tset_strpad(mem, H5T_STR_NULLTERM) < 0 ||
-            H5Aread(a, mem, v) < 0)
-                r = kdl__h5_problem(f, "%s: attribute '%s': cannot read the string: %s", obj, name,
-                                    kdl__h5_last_error(reason));
-        if (r > 0) {
-                v[n] = '\0';
-                *ret = v;
-                v = NULL;
-        }
-        free(v);
-        if (mem >= 0)
-                H5Tclose(mem);
-        return r;
-}
-
-int kdl__h5_attr_string(kdl_h5file *f, const char *obj, const char *name, char **ret,
-                        bool *ret_present)
-{
-        hid_t a, type;
-        char found[64];
-        htri_t vlen;
-        int r = open_attr(f, obj, name, "one string", &a, &type, ret_present);
-
-        if (r <= 0)
-                return r;
-        if (H5Tget_class(type) != H5T_STRING) {
-                snprintf(found, sizeof(found), "a %s value", class_name(H5Tget_class(type)));
-                r = attr_problem(f, obj, name, "a string", found);
-        } else if ((vlen = H5Tis_variable_str(type)) > 0) {
-                r = read_vlen_string(f, obj, name, a, type, ret);
-        } else {
-                r = read_fixed_string(f, obj, name, a, type, ret);
-        }
-        H5Tclose(type);
-        H5Aclose(a);
-        return r;
-}
-
 /* ---- Datasets ------------------------------------------------------------- */
 
 void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len)
@@ -561,18 +214,18 @@ struct dset {
 static int read_type(kdl_h5file *f, struct dset *d, kdl_dsinfo *ds)
 {
         H5T_class_t c = H5Tget_class(d->type);
-        struct why w;
+        struct kdl__h5_why w;
         const char *name = NULL;
 
         d->elem = H5Tget_size(d->type);
         if (c == H5T_FLOAT) {
-                name = ieee_float(d->type, &w);
+                name = kdl__h5_ieee_float(d->type, &w);
                 ds->is_float = name != NULL;
         } else if (c == H5T_INTEGER) {
-                name = std_integer(d->type, &w);
+                name = kdl__h5_std_integer(d->type, &w);
                 ds->is_integer = name != NULL;
         } else {
-                ds->dtype = class_name(c);
+                ds->dtype = kdl__h5_class_name(c);
                 return 1; /* not numbers: refused where numbers are expected */
         }
         if (!name)

@@ -13,9 +13,10 @@
 
 /*
  * Internals shared by the files of loaders/: h5.c (the file object),
- * h5-describe.c (HDF5 objects), h5-catalog.c (the schema walk), h5-read.c
- * (reading data), h5-scan.c (the value scan), h5-pair.c (alignment), and
- * the writer.
+ * h5-describe.c (HDF5 objects), h5-types.c (numbers), h5-attr.c
+ * (attributes), h5-catalog.c (the schema walk), h5-pack.c (the catalogue
+ * between processes), h5-read.c (reading data), h5-scan.c (the value
+ * scan), h5-pair.c (alignment), and the writer.
  */
 
 struct kdl_h5file {
@@ -93,38 +94,6 @@ int kdl__h5_find(kdl_h5file *f, const char *path, H5O_type_t want, const char *w
 /** kdl__h5_join() - "@group/@name" ("/@name" under the root); caller frees; NULL on ENOMEM. */
 char *kdl__h5_join(const char *group, const char *name);
 
-/**
- * kdl__h5_check_attrs() - check that no attribute of object @obj holds more
- * data than the file (a damaged attribute message); call it before reading
- * attributes of @obj.
- * Return: 1, 0 (problem recorded) or -ENOMEM.
- */
-int kdl__h5_check_attrs(kdl_h5file *f, const char *obj);
-
-/**
- * kdl__h5_attr_int() - the attribute @name of object @obj: one integer of a
- * standard type (1, 2, 4 or 8 bytes).
- * @ret:         set when read.
- * @ret_present: whether the attribute exists at all.
- * Return: 1 when read; 0 when absent, or unusable (another type or shape,
- * damaged: a problem recorded); -ENOMEM.
- */
-int kdl__h5_attr_int(kdl_h5file *f, const char *obj, const char *name, int64_t *ret,
-                     bool *ret_present);
-
-/**
- * kdl__h5_attr_string() - the attribute @name of object @obj: one string,
- * fixed or variable length, of at most KDL__H5_ATTR_MAX bytes.
- * @ret:         set when read; caller frees.
- * @ret_present: whether the attribute exists at all.
- * Return: 1 when read; 0 when absent or unusable (a problem recorded); -ENOMEM.
- */
-int kdl__h5_attr_string(kdl_h5file *f, const char *obj, const char *name, char **ret,
-                        bool *ret_present);
-
-/** kdl__h5_dtype() - the catalogue's (static) spelling of dtype @name; "other" if unknown. */
-const char *kdl__h5_dtype(const char *name);
-
 /** kdl__h5_shape_text() - "2-D [60, 5]" for @ds, in @buf of @len bytes. */
 void kdl__h5_shape_text(const kdl_dsinfo *ds, char *buf, size_t len);
 
@@ -176,6 +145,66 @@ int kdl__h5_list_group(kdl_h5file *f, const char *path, struct kdl__h5_names *re
 /** kdl__h5_names_release() - free the names and empty @ns. */
 void kdl__h5_names_release(struct kdl__h5_names *ns);
 
+/* ---- h5-types.c ----------------------------------------------------------- */
+
+/* What a thing found is, when it is not what was expected: the text of a problem. */
+struct kdl__h5_why {
+        char text[1024];
+};
+
+/**
+ * kdl__h5_ieee_float() - the name of float type @type ("float32") if it is
+ * an IEEE binary16/32/64 float in little or big endian order; else NULL,
+ * and what it is in @w.
+ */
+const char *kdl__h5_ieee_float(hid_t type, struct kdl__h5_why *w);
+
+/**
+ * kdl__h5_std_integer() - the name of integer type @type ("int64") if it is
+ * a whole-byte integer of 1, 2, 4 or 8 bytes, little or big endian; else
+ * NULL, and what it is in @w.
+ */
+const char *kdl__h5_std_integer(hid_t type, struct kdl__h5_why *w);
+
+/** kdl__h5_class_name() - the (static) name of type class @c ("string", "other"...). */
+const char *kdl__h5_class_name(H5T_class_t c);
+
+/** kdl__h5_dtype() - the catalogue's (static) spelling of dtype @name; "other" if unknown. */
+const char *kdl__h5_dtype(const char *name);
+
+/* ---- h5-attr.c ------------------------------------------------------------ */
+
+/* The attribute readers return 1, 0 or -ENOMEM as h5-describe.c's lookups. */
+
+/**
+ * kdl__h5_check_attrs() - check that no attribute of object @obj holds more
+ * data than the file (a damaged attribute message); call it before reading
+ * attributes of @obj.
+ * Return: 1, 0 (problem recorded) or -ENOMEM.
+ */
+int kdl__h5_check_attrs(kdl_h5file *f, const char *obj);
+
+/**
+ * kdl__h5_attr_int() - the attribute @name of object @obj: one integer of a
+ * standard type (1, 2, 4 or 8 bytes).
+ * @ret:         set when read.
+ * @ret_present: whether the attribute exists at all.
+ * Return: 1 when read; 0 when absent, or unusable (another type or shape,
+ * damaged: a problem recorded); -ENOMEM.
+ */
+int kdl__h5_attr_int(kdl_h5file *f, const char *obj, const char *name, int64_t *ret,
+                     bool *ret_present);
+
+/**
+ * kdl__h5_attr_string() - the attribute @name of object @obj: one string,
+ * fixed or variable length, of at most KDL__H5_ATTR_MAX bytes.
+ * @ret:         set when read; caller frees.
+ * @ret_present: whether the attribute exists at all.
+ * Return: 1 when read; 0 when absent or unusable (a problem recorded); -ENOMEM.
+ */
+int kdl__h5_attr_string(kdl_h5file *f, const char *obj, const char *name, char **ret,
+                        bool *ret_present);
+
 /* ---- h5-catalog.c --------------------------------------------------------- */
 
 /**
@@ -195,6 +224,19 @@ int kdl__h5_catalog(kdl_h5file *f);
 int kdl__h5_check_labels(kdl_h5file *f);
 
 /**
+ * kdl__h5_check_ids() - read @f's /sample_ids (when catalogued as 1-D
+ * integers) and add a problem for an id held by two rows: the smallest such
+ * id, at the first two rows holding it.  Memory: two copies of the ids.
+ * Return: 0; -ENOMEM.
+ */
+int kdl__h5_check_ids(kdl_h5file *f);
+
+/** kdl__h5_dump_release() - free everything @d owns (a half-built @d too). */
+void kdl__h5_dump_release(kdl_dump *d);
+
+/* ---- h5-pack.c ------------------------------------------------------------ */
+
+/**
  * kdl__h5_dump_pack() - @d as bytes for kdl__h5_dump_unpack() in another
  * process; with @d NULL, the error @err and kdl_errmsg() instead.
  * @ret, @ret_len: set on success; caller frees @ret.
@@ -210,9 +252,6 @@ int kdl__h5_dump_pack(const kdl_dump *d, int err, char **ret, size_t *ret_len);
  * may be half-built: release it with kdl__h5_dump_release().
  */
 int kdl__h5_dump_unpack(kdl_dump *d, const char *buf, size_t len);
-
-/** kdl__h5_dump_release() - free everything @d owns (a half-built @d too). */
-void kdl__h5_dump_release(kdl_dump *d);
 
 /* ---- h5-convert.c --------------------------------------------------------- */
 

@@ -442,9 +442,9 @@ int kdl_h5_open(const char *path, kdl_h5file **ret)
                 err = in_process ? 1 : isolated(path, size, &f);
         if (err > 0)
                 err = open_file(path, size, &f) ?: kdl__h5_catalog(f);
-        /* The labels are data: read here, after the child checked their storage. */
+        /* The labels and ids are data: read here, after the child checked their storage. */
         if (err == 0)
-                err = kdl__h5_check_labels(f);
+                err = kdl__h5_check_labels(f) ?: kdl__h5_check_ids(f);
         if (err < 0) {
                 kdl_h5_close(f);
                 return err;

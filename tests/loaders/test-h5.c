@@ -505,6 +505,8 @@ static void test_hostile_error_text(void **state)
                        "/checkpoints/final/features: expected a group, found a damaged group: bad "
                        "local heap signature");
         expect_problem("hostile/damaged-sample-ids.h5", "bad object header version number");
+        expect_problem("bad/student-dup-ids.h5",
+                       "/sample_ids: expected unique ids, found 1037 at rows 4 and 5");
 }
 
 static void test_pair_mismatches(void **state)
