@@ -224,6 +224,15 @@ static int align(kdl_h5file **files, size_t n, const struct kdl_run_inspect_opts
 
                 if (!d->role || strcmp(d->role, "student") != 0)
                         continue;
+                /* A damaged dump's problems are already listed: pairing it would only
+                 * say the same again, or pair rows the damage makes meaningless. */
+                if (d->nproblems || kdl_h5_dump(teacher)->nproblems) {
+                        err = kdl_table_add_row(al) < 0 ? -ENOMEM : 0;
+                        err = err ?: kdl_table_put_str(al, "teacher", kdl_h5_dump(teacher)->path);
+                        err = err ?: kdl_table_put_str(al, "student", d->path);
+                        err = err ?: kdl_table_put_str(al, "status", "not paired: schema problems");
+                        continue;
+                }
                 if (o->join == KDL_JOIN_INNER &&
                     ((r = kdl__join_check(teacher)) < 0 || (r = kdl__join_check(files[k])) < 0))
                         return r;
