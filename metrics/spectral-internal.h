@@ -86,4 +86,7 @@ void kdl__spectral_sketch_cross(kdl_spectral_state *s, double f, const double *d
  * Return: 0; -KDL_ENOCONV; -ENOMEM. */
 int kdl__spectral_sketch_finalize(const kdl_spectral_state *s, kdl_spectral_result *r);
 
+/* kdl__spectral_check_rtol() - 0 for a finite rank tolerance >= 0; -KDL_ERANGE otherwise. */
+int kdl__spectral_check_rtol(double rtol);
+
 #endif
