@@ -297,7 +297,7 @@ static int job_finish(struct job *j)
 
         err = read_head(j->in->teacher, j->ckt, j->c, &wt);
         err = err ?: read_head(j->in->students[j->k], j->cks, j->c, &ws);
-        err = err ?: kdl_split_finalize(j->st, j->inst, wt, ws, &r);
+        err = err ?: kdl_split_finalize(j->st, j->inst, NULL, wt, ws, &r);
         err = err ?: kdl__split_emit(&w, r, j->skipped);
         err = err ?: kdl__split_note_heads(&w, r, j->doc);
         kdl_split_result_free(r);
