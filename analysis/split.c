@@ -58,7 +58,10 @@ int kdl_run_split_plan(size_t c, size_t d_teacher, size_t d_student,
 {
         size_t own = own_bytes(c, d_teacher, d_student, o);
         kdl_split_opts m = metric_opts(own, o);
+        const char *what = "", *lower = "raise --memory";
+        char blocks[100];
         kdl_split_plan p;
+        size_t need;
         int err;
 
         assert(o && ret && o->common.ntau <= KDL_RUN_MAX_TAUS);
@@ -73,27 +76,25 @@ int kdl_run_split_plan(size_t c, size_t d_teacher, size_t d_student,
         *ret = p;
         if (p.fits)
                 return 0;
-        if (p.domain == KDL_SPLIT_DOMAIN_FULL)
-                return kdl_error(-KDL_ERANGE,
-                                 "split needs %.2f GiB for the C x C matrices of its domain level "
-                                 "(C = %zu, %zu temperature%s), more than the memory budget of "
-                                 "%.2f GiB: --domain blocked or --domain off lowers it, or raise "
-                                 "--memory",
-                                 (double) p.bytes / GIB, c, m.ntaus, m.ntaus > 1 ? "s" : "",
-                                 (double) o->memory / GIB);
-        if (p.domain == KDL_SPLIT_DOMAIN_BLOCKED)
-                return kdl_error(-KDL_ERANGE,
-                                 "split needs at least %.2f GiB for its domain level in blocks of "
-                                 "classes (C = %zu, %zu temperature%s, at most %d passes over the "
-                                 "logits), more than the memory budget of %.2f GiB: --domain off "
-                                 "lowers it, or raise --memory",
-                                 (double) p.least_bytes / GIB, c, m.ntaus, m.ntaus > 1 ? "s" : "",
-                                 KDL_SPLIT_MAX_BLOCKS, (double) o->memory / GIB);
+        need = p.bytes;
+        if (p.domain == KDL_SPLIT_DOMAIN_FULL) {
+                what = " for the C x C matrices of its domain level";
+                lower = "--domain blocked or --domain off lowers it, or raise --memory";
+        } else if (p.domain == KDL_SPLIT_DOMAIN_BLOCKED) {
+                snprintf(blocks, sizeof(blocks),
+                         " for its domain level in blocks of classes, in at most %d passes over "
+                         "the logits",
+                         KDL_SPLIT_MAX_BLOCKS);
+                what = blocks;
+                lower = "--domain off lowers it, or raise --memory";
+                need = p.least_bytes;
+        }
         return kdl_error(-KDL_ERANGE,
-                         "split needs %.2f GiB (C = %zu, %zu temperature%s), more than the memory "
-                         "budget of %.2f GiB: raise --memory",
-                         (double) p.bytes / GIB, c, m.ntaus, m.ntaus > 1 ? "s" : "",
-                         (double) o->memory / GIB);
+                         "split needs %s%.2f GiB%s (C = %zu, %zu temperature%s), more than the "
+                         "memory budget of %.2f GiB: %s",
+                         p.domain == KDL_SPLIT_DOMAIN_BLOCKED ? "at least " : "",
+                         (double) need / GIB, what, c, m.ntaus, m.ntaus > 1 ? "s" : "",
+                         (double) o->memory / GIB, lower);
 }
 
 /* The per-sample fields written by --per-sample, in file order. */
