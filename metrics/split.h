@@ -269,7 +269,8 @@ typedef struct kdl_split_state kdl_split_state;
  * Memory: O(ntaus (C² + nbins)) doubles in the full domain mode,
  * O(C + ntaus nbins) otherwise.
  * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE for an option out of range
- * (message names it); -KDL_EOVERFLOW; -ENOMEM.
+ * (message names it) or a full domain mode over @o->memory; -KDL_EOVERFLOW;
+ * -ENOMEM.
  */
 KDL_API int kdl_split_state_new(size_t c, const kdl_split_opts *o, kdl_split_state **ret);
 
@@ -375,9 +376,9 @@ typedef struct kdl_split_blocks kdl_split_blocks;
  * with kdl_split_blocks_next(); repeat while it returns 1.
  * @o:   copied; its domain mode must be blocked.
  * @ret: set on success only; caller frees with kdl_split_blocks_free().
- * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE for an option out of range
- * or a domain mode other than blocked; -ENOMEM when the plan does not fit
- * @o->memory (the message says how much it needs), or memory is exhausted.
+ * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE for an option out of range,
+ * a domain mode other than blocked, or a plan that does not fit @o->memory
+ * (the message says how much it needs); -ENOMEM.
  */
 KDL_API int kdl_split_blocks_new(size_t c, size_t d_teacher, size_t d_student,
                                  const kdl_split_opts *o, kdl_split_blocks **ret);
