@@ -380,8 +380,8 @@ static int domain_notes(const struct kdl_run_split_opts *o, const kdl_split_plan
                 return 0;
         err = kdl_doc_add_note(
                 doc,
-                "domain level without any C x C matrix (C = %zu, %s): %zu blocks of classes, the "
-                "logits read %zu times; each block sums p^t over the samples of its classes "
+                "domain level without any C x C matrix (C = %zu, %s): %zu block%s of classes, "
+                "the logits read %zu times; each block sums p^t over the samples of its classes "
                 "(rows of the soft confusion M from its first class on) and over every sample for "
                 "its columns, so it holds M_ij and M_ji of every pair with a class in it, and "
                 "forms (M + M^T)/2 and both heads' cosines for those pairs; "
@@ -390,7 +390,8 @@ static int domain_notes(const struct kdl_run_split_opts *o, const kdl_split_plan
                 "(sum_{i<j} S^t_ij S^s_ij = (|W_t^T W_s|_F^2 - sum_i |w_t,i|^2 |w_s,i|^2) / 2 "
                 "and the like), cka_heads in feature space: the full computation's values up "
                 "to rounding",
-                c, why, plan->nblocks, plan->nblocks > 2 ? plan->nblocks : 2);
+                c, why, plan->nblocks, plan->nblocks > 1 ? "s" : "",
+                plan->nblocks > 2 ? plan->nblocks : 2);
         if (!err && o->metric.top_pairs)
                 err = kdl_doc_add_note(
                         doc,
