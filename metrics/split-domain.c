@@ -525,7 +525,7 @@ static int block_agreement(kdl_split_blocks *d, const size_t *count, const kdl_t
                            const kdl_tensor *ws)
 {
         size_t s = d->start[d->q], e = d->start[d->q + 1], c = d->c;
-        struct block_head h[2];
+        struct block_head h[2] = {{0}}; /* released even when not made */
         double *x = kdl__malloc(3 * c, sizeof(double)), *y[2] = {x + c, x + 2 * c};
         int err;
 

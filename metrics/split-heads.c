@@ -281,7 +281,7 @@ static int heads_pearson_traces(const kdl_tensor *wt, const kdl_tensor *ws, doub
                                 double *ret)
 {
         size_t c = wt->shape[0], dt = wt->shape[1], ds = ws->shape[1];
-        struct head_sums t, s;
+        struct head_sums t = {0}, s = {0}; /* released even when not made */
         double *gts = NULL, sab = 0.0, n, st, ss, ctt, css, cts;
         int idt, ids, err;
 

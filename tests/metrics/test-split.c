@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tests/lib/kdl-test.h"
+#include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
 #include "metrics/base/tensor.h"
 #include "metrics/split.h"
@@ -1083,6 +1084,52 @@ static void test_confused_pairs_ties(void **state)
         }
 }
 
+/* Fail the k-th allocation of the blocked mode (its blocks, every block's
+ * end, finalize with both heads) for k = 0, 1, ... until none fails: each
+ * run ends in -ENOMEM, cleanly, or succeeds. */
+static void test_blocked_out_of_memory(void **state)
+{
+        enum { C = 30, N = 200, DT = 4, DS = 3 };
+        static double zt[N * C], zs[N * C], wt[C * DT], ws[C * DS];
+        static int64_t y[N];
+        kdl_tensor tw = kdl_tensor_wrap(wt, 2, (size_t[]){C, DT});
+        kdl_tensor sw = kdl_tensor_wrap(ws, 2, (size_t[]){C, DS});
+        kdl_tensor tt = kdl_tensor_wrap(zt, 2, (size_t[]){N, C});
+        kdl_split_opts o = blocked_opts(C, DT, DS, 2);
+        kdl_split_state *s = NULL;
+        kdl_test_rng rng = {77};
+        bool fired = true;
+        long k;
+
+        (void) state;
+        make_data(78, N, C, zt, zs, y);
+        fill_logits(&rng, wt, C * DT, 1.0);
+        fill_logits(&rng, ws, C * DS, 1.0);
+        assert_int_equal(kdl_split_state_new(C, &o, &s), 0);
+        accumulate_blocks(s, NULL, zt, zs, y, 0, N, 64, C);
+        for (k = 0; fired; k++) {
+                kdl_split_blocks *b = NULL;
+                kdl_split_result *r = NULL;
+                int err, more = 1;
+
+                kdl__alloc_fail_after(k);
+                err = kdl_split_blocks_new(C, DT, DS, &o, &b);
+                while (!err && more > 0) {
+                        err = kdl_split_blocks_accumulate(b, &tt, y);
+                        more = err ?: kdl_split_blocks_next(b, s, &tw, &sw);
+                        err = more < 0 ? more : 0;
+                }
+                err = err ?: kdl_split_finalize(s, NULL, b, &tw, &sw, &r);
+                fired = kdl__alloc_fail_after(-1) < 0;
+                assert_int_equal(err, fired ? -ENOMEM : 0);
+                assert_true(fired || (r && isfinite(r->cka_heads) && r->tau[0].ntop == 37));
+                kdl_split_result_free(r);
+                kdl_split_blocks_free(b);
+        }
+        assert_true(k > 10);
+        kdl_split_state_free(s);
+}
+
 /* The plan: auto is full up to domain_max_c and within the budget, else
  * blocked; bytes grow with C; too small a budget does not fit; and the
  * errors of the blocks. */
@@ -1470,6 +1517,7 @@ int main(void)
                 cmocka_unit_test(test_heads_and_agreement),
                 cmocka_unit_test(test_blocked_equals_full),
                 cmocka_unit_test(test_confused_pairs_ties),
+                cmocka_unit_test(test_blocked_out_of_memory),
                 cmocka_unit_test(test_plan_and_blocks_errors),
                 cmocka_unit_test(test_universe_entropy),
                 cmocka_unit_test(test_errors),
