@@ -23,7 +23,8 @@
  *
  * The job takes two passes: pass 0 accumulates everything but w_n, pass 1
  * w_n (it needs the mean teacher confidence of pass 0) and the per-sample
- * values.
+ * values.  A domain level in blocks of classes feeds one block per pass, so
+ * with more than two blocks the job asks for one more pass per block.
  */
 
 /* One split document being filled: its tables, options, per-sample file. */
