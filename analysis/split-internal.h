@@ -23,7 +23,8 @@
  *
  * The job takes two passes: pass 0 accumulates everything but w_n, pass 1
  * w_n (it needs the mean teacher confidence of pass 0) and the per-sample
- * values.
+ * values.  A domain level in blocks of classes feeds one block per pass, so
+ * with more than two blocks the job asks for one more pass per block.
  */
 
 /* One split document being filled: its tables, options, per-sample file. */
@@ -71,7 +72,7 @@ void kdl__split_abort(struct kdl__split_run *r);
  * The tables of a split document (analysis/split-tables.c): rows from the
  * results of each job, and the notes.
  */
-#define KDL__SPLIT_NTABLES 9
+#define KDL__SPLIT_NTABLES 10
 
 /* kdl__split_tables_new() - the empty tables into @t[KDL__SPLIT_NTABLES]
  * (release them whatever it returns).  Return: 0; -ENOMEM. */
@@ -100,7 +101,9 @@ int kdl__split_emit(const struct kdl__split_rows *w, const kdl_split_result *r, 
 /* kdl__split_note_heads() - a note for each missing head weight. */
 int kdl__split_note_heads(const struct kdl__split_rows *w, const kdl_split_result *r, kdl_doc *doc);
 
-/* kdl__split_notes() - the notes of the document. */
-int kdl__split_notes(const struct kdl_run_split_opts *o, kdl_doc *doc);
+/* kdl__split_notes() - the notes of the document, whose domain level took
+ * the plan @plan for @c classes when asked for the mode @asked. */
+int kdl__split_notes(const struct kdl_run_split_opts *o, const kdl_split_plan *plan,
+                     enum kdl_split_domain asked, size_t c, kdl_doc *doc);
 
 #endif

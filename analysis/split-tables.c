@@ -13,6 +13,7 @@ enum {
         T_SPLIT,
         T_UNIVERSE,
         T_DOMAIN,
+        T_PAIRS,
         T_INSTANCE,
         T_DIST,
         T_HIST,
@@ -26,6 +27,7 @@ static const char *const table_names[T_COUNT_][2] = {
         {"split", "Explicit vs implicit knowledge (TCKD / NCKD, AEKT weight)"},
         {"universe", "Universe knowledge: label-smoothing equivalent"},
         {"domain", "Domain knowledge: class relations of teacher and student"},
+        {"confused_pairs", "The teacher's most confused class pairs (soft counts)"},
         {"instance", "Instance knowledge: Tang et al.'s rescaling weights w_n"},
         {"distributions", "Per-sample distributions"},
         {"histograms", "Histograms"},
@@ -255,7 +257,7 @@ static int summary_rows(const struct kdl__split_rows *w, const kdl_split_result 
                                REAL("eps", x->eps.mean), REAL("eps_p50", x->eps.quantile[2]),
                                REAL("nt_entropy", x->nt_entropy.mean),
                                REAL("nt_entropy_p50", x->nt_entropy.quantile[2]));
-        if (!err)
+        if (!err && r->opts.domain != KDL_SPLIT_DOMAIN_OFF)
                 err = PUT_COLS(t[T_DOMAIN], INT("confusion_pairs", x->confusion_pairs),
                                REAL("pearson_confusion_student", x->pearson_confusion_student),
                                REAL("pearson_confusion_teacher", x->pearson_confusion_teacher),
@@ -304,6 +306,24 @@ static int dist_rows(const struct kdl__split_rows *w, const kdl_split_tau_result
         return err;
 }
 
+/* The most confused pairs at one temperature (the blocked mode: the full
+ * one lists every cell of M in its long tables). */
+static int pair_rows(const struct kdl__split_rows *w, const kdl_split_result *r,
+                     const kdl_split_tau_result *x)
+{
+        double tau = x->tau;
+        int err = 0;
+
+        for (size_t q = 0; q < x->ntop && !err; q++) {
+                const kdl_split_pair *p = &x->top[q];
+
+                err = PUT_COLS(w->t[T_PAIRS], INT("rank", q + 1), INT("i", p->i), INT("j", p->j),
+                               INT("samples_i", r->class_count[p->i]), REAL("mass", p->mass),
+                               REAL("confusion", p->confusion));
+        }
+        return err;
+}
+
 int kdl__split_emit(const struct kdl__split_rows *w, const kdl_split_result *r, size_t skipped)
 {
         kdl_table *const *t = w->t;
@@ -313,8 +333,10 @@ int kdl__split_emit(const struct kdl__split_rows *w, const kdl_split_result *r, 
                 const kdl_split_tau_result *x = &r->tau[k];
 
                 err = summary_rows(w, r, x, skipped);
+                if (!err && r->opts.domain == KDL_SPLIT_DOMAIN_BLOCKED)
+                        err = pair_rows(w, r, x);
                 err = err ?: dist_rows(w, x);
-                if (!err && w->o->long_tables)
+                if (!err && w->o->long_tables && x->confusion)
                         err = emit_matrix(w, t[T_CONF], true, x->tau, x->confusion, r->class_count);
         }
         if (!err && w->o->long_tables && r->cos_teacher)
@@ -341,7 +363,49 @@ int kdl__split_note_heads(const struct kdl__split_rows *w, const kdl_split_resul
         return err;
 }
 
-int kdl__split_notes(const struct kdl_run_split_opts *o, kdl_doc *doc)
+/* How the domain level was computed, unless in full; @asked: the mode asked. */
+static int domain_notes(const struct kdl_run_split_opts *o, const kdl_split_plan *plan,
+                        enum kdl_split_domain asked, size_t c, kdl_doc *doc)
+{
+        const char *why = asked == KDL_SPLIT_DOMAIN_BLOCKED ? "--domain blocked"
+                          : c > o->metric.domain_max_c      ? "C above --domain-max-c"
+                                                            : "the C x C matrices over the memory "
+                                                              "budget";
+        int err;
+
+        if (plan->domain == KDL_SPLIT_DOMAIN_OFF)
+                return kdl_doc_add_note(doc, "domain level off (--domain off): no domain table, "
+                                             "no soft confusion, head cosines or confused pairs");
+        if (plan->domain != KDL_SPLIT_DOMAIN_BLOCKED)
+                return 0;
+        err = kdl_doc_add_note(
+                doc,
+                "domain level without any C x C matrix (C = %zu, %s): %zu block%s of classes, "
+                "the logits read %zu times; each block sums p^t over the samples of its classes "
+                "(rows of the soft confusion M from its first class on) and over every sample for "
+                "its columns, so it holds M_ij and M_ji of every pair with a class in it, and "
+                "forms (M + M^T)/2 and both heads' cosines for those pairs; "
+                "pearson_confusion_* are over the same pairs as the full C x C computation, "
+                "pearson_heads from traces of d x d products of the unit-norm head rows "
+                "(sum_{i<j} S^t_ij S^s_ij = (|W_t^T W_s|_F^2 - sum_i |w_t,i|^2 |w_s,i|^2) / 2 "
+                "and the like), cka_heads in feature space: the full computation's values up "
+                "to rounding",
+                c, why, plan->nblocks, plan->nblocks > 1 ? "s" : "",
+                plan->nblocks > 2 ? plan->nblocks : 2);
+        if (!err && o->metric.top_pairs)
+                err = kdl_doc_add_note(
+                        doc,
+                        "confused_pairs: the %zu ordered class pairs (i, j), i != j, of the "
+                        "largest soft count mass = sum of p^t_tau,j over the samples of true class "
+                        "i (confusion = mass / samples_i, the cell M_ij), ties by the smaller i, "
+                        "then j; exact: each pair's sum is formed once, in one block, and the "
+                        "largest are kept (--top-pairs)",
+                        o->metric.top_pairs);
+        return err;
+}
+
+int kdl__split_notes(const struct kdl_run_split_opts *o, const kdl_split_plan *plan,
+                     enum kdl_split_domain asked, size_t c, kdl_doc *doc)
 {
         int err = kdl_doc_add_note(
                 doc, "KL, TCKD and NCKD are tau^2 KL(...) as in mdistiller; NCKD excludes the "
@@ -381,8 +445,12 @@ int kdl__split_notes(const struct kdl_run_split_opts *o, kdl_doc *doc)
                         "1/w_eps and can dominate them.  w_n <= 0 where the student's q_y already "
                         "exceeds the KD target 1 - lambda (1 - p^t_y): KD lowers the target "
                         "logit there");
+        err = err ?: domain_notes(o, plan, asked, c, doc);
         if (!err && !o->long_tables)
-                err = kdl_doc_add_note(doc, "histograms and the C x C matrices (soft confusion, "
-                                            "head cosines): --format json or csv");
+                err = kdl_doc_add_note(doc, plan->domain == KDL_SPLIT_DOMAIN_FULL
+                                                    ? "histograms and the C x C matrices (soft "
+                                                      "confusion, head cosines): --format json "
+                                                      "or csv"
+                                                    : "histograms: --format json or csv");
         return err;
 }

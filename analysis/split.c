@@ -23,6 +23,79 @@ void kdl_run_split_opts_init(struct kdl_run_split_opts *o)
         o->hist_bins = 20;
 }
 
+#define GIB 1073741824.0
+
+static size_t add_bytes(size_t a, size_t b)
+{
+        return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
+/* What the analysis holds besides the metric: the head weights (read unless
+ * the domain level is off) and one sample's scratch (--per-sample). */
+static size_t own_bytes(size_t c, size_t dt, size_t ds, const struct kdl_run_split_opts *o)
+{
+        double b = (double) c * (double) KDL_SPLIT_EVAL_WORK(1) * 8.0;
+
+        if (o->metric.domain != KDL_SPLIT_DOMAIN_OFF)
+                b += (double) c * (double) (dt + ds) * 8.0;
+        return b < (double) SIZE_MAX ? (size_t) b : SIZE_MAX;
+}
+
+/* The metric's options of a run: common's temperatures, the budget left by the analysis. */
+static kdl_split_opts metric_opts(size_t own, const struct kdl_run_split_opts *o)
+{
+        kdl_split_opts m = o->metric;
+
+        m.ntaus = o->common.ntau;
+        memcpy(m.taus, o->common.tau, o->common.ntau * sizeof(double));
+        m.memory = o->common.memory > own ? o->common.memory - own : 0;
+        return m;
+}
+
+int kdl_run_split_plan(size_t c, size_t d_teacher, size_t d_student,
+                       const struct kdl_run_split_opts *o, kdl_split_plan *ret)
+{
+        size_t own = own_bytes(c, d_teacher, d_student, o);
+        kdl_split_opts m = metric_opts(own, o);
+        const char *what = "", *lower = "raise --memory";
+        char blocks[100];
+        kdl_split_plan p;
+        size_t need;
+        int err;
+
+        assert(o && ret && o->common.ntau <= KDL_RUN_MAX_TAUS);
+        err = kdl_split_plan_init(&p, c, d_teacher, d_student, &m);
+        if (err < 0) {
+                *ret = p;
+                return err;
+        }
+        p.bytes = add_bytes(p.bytes, own);
+        p.least_bytes = add_bytes(p.least_bytes, own);
+        p.fits = p.fits && p.bytes <= o->common.memory;
+        *ret = p;
+        if (p.fits)
+                return 0;
+        need = p.bytes;
+        if (p.domain == KDL_SPLIT_DOMAIN_FULL) {
+                what = " for the C x C matrices of its domain level";
+                lower = "--domain blocked or --domain off lowers it, or raise --memory";
+        } else if (p.domain == KDL_SPLIT_DOMAIN_BLOCKED) {
+                snprintf(blocks, sizeof(blocks),
+                         " for its domain level in blocks of classes, in at most %d passes over "
+                         "the logits",
+                         KDL_SPLIT_MAX_BLOCKS);
+                what = blocks;
+                lower = "--domain off lowers it, or raise --memory";
+                need = p.least_bytes;
+        }
+        return kdl_error(-KDL_EBUDGET,
+                         "split needs %s%.2f GiB%s (C = %zu, %zu temperature%s), more than the "
+                         "memory budget of %.2f GiB (--memory): %s",
+                         p.domain == KDL_SPLIT_DOMAIN_BLOCKED ? "at least " : "",
+                         (double) need / GIB, what, c, m.ntaus, m.ntaus > 1 ? "s" : "",
+                         (double) o->common.memory / GIB, lower);
+}
+
 /* The per-sample fields written by --per-sample, in file order. */
 enum { F_KL, F_TCKD, F_NCKD, F_RES, F_PT, F_PS, F_GAP, F_OMEGA, F_EPS, F_ENT, F_W, F_COUNT_ };
 static const char *const field_names[F_COUNT_] = {
@@ -51,9 +124,12 @@ struct job {
         struct sources src;
         kdl_split_state *st;
         kdl_split_instance_state *inst;
-        int ids[F_COUNT_ + 2]; /* per-sample datasets */
-        size_t skipped;        /* samples dropped in pass 0 */
-        size_t r0;             /* rows of pass 1 so far */
+        kdl_split_blocks *blocks; /* the blocked domain level, NULL otherwise */
+        bool block_open;          /* a block of classes takes this pass's samples */
+        kdl_tensor *wt, *ws;      /* the heads, read before pass 0 when blocked */
+        int ids[F_COUNT_ + 2];    /* per-sample datasets */
+        size_t skipped;           /* samples dropped in pass 0 */
+        size_t r0;                /* rows of pass 1 so far */
 
         /* Block buffers. */
         size_t cap;
@@ -65,7 +141,10 @@ struct job {
 
 struct kdl__split_run {
         const kdl_inputs *in;
-        struct kdl_run_split_opts o; /* metric.taus set from common.tau */
+        struct kdl_run_split_opts o; /* metric: taus from common.tau, the domain mode and
+                                        budget from plan */
+        kdl_split_plan plan;
+        enum kdl_split_domain asked; /* the domain mode asked for */
         kdl_doc *doc;
         kdl_table *t[KDL__SPLIT_NTABLES];
         kdl_h5out *out; /* NULL without --per-sample */
@@ -235,6 +314,9 @@ static int per_sample_open(struct job *j, size_t n, int *ids)
 
 static void job_release(struct job *j)
 {
+        kdl_split_blocks_free(j->blocks);
+        kdl_tensor_free(j->wt);
+        kdl_tensor_free(j->ws);
         kdl_split_instance_state_free(j->inst);
         kdl_split_state_free(j->st);
         free(j->work);
@@ -243,6 +325,22 @@ static void job_release(struct job *j)
         for (int f = 0; f < F_COUNT_; f++)
                 free(j->fields[f]);
         memset(j, 0, sizeof(*j));
+}
+
+/* The blocked domain level of the job: its heads now (every block's end
+ * needs them), and its blocks of classes. */
+static int blocks_new(struct job *j)
+{
+        int err;
+
+        err = read_head(j->in->teacher, j->ckt, j->c, &j->wt);
+        err = err ?: read_head(j->in->students[j->k], j->cks, j->c, &j->ws);
+        err = err
+                      ?: kdl_split_blocks_new(j->c, j->wt ? j->wt->shape[1] : 0,
+                                              j->ws ? j->ws->shape[1] : 0, &j->o->metric,
+                                              &j->blocks);
+        j->block_open = !err;
+        return err;
 }
 
 static int job_attach(kdl__job *job, kdl_stream *s)
@@ -255,7 +353,23 @@ static int job_attach(kdl__job *job, kdl_stream *s)
                 if (!j->work)
                         return -ENOMEM;
         }
+        if (!err && j->o->metric.domain == KDL_SPLIT_DOMAIN_BLOCKED)
+                err = blocks_new(j);
         return err ?: kdl_split_state_new(j->c, &j->o->metric, &j->st);
+}
+
+/* The end of a pass that fed the open block of classes: close it. */
+static int block_end(struct job *j)
+{
+        int more;
+
+        if (!j->block_open)
+                return 0;
+        more = kdl_split_blocks_next(j->blocks, j->st, j->wt, j->ws);
+        if (more < 0)
+                return more;
+        j->block_open = more > 0;
+        return 0;
 }
 
 static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
@@ -265,23 +379,24 @@ static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
         size_t rows = kdl_stream_rows(s);
         int err = block_labels(j, s, &j->src);
 
-        if (err < 0)
-                return err;
-        /* Pass 0: everything but w_n. */
-        if (pass == 0)
-                return kdl_split_accumulate(j->st, &zt, &zs, j->labels);
-        /* Pass 1: w_n, which needs the mean teacher confidence of pass 0. */
-        err = kdl_split_instance_accumulate(j->inst, &zt, &zs, j->labels,
-                                            j->out ? j->fields[F_W] : NULL);
-        if (!err && j->out)
-                err = write_block(j, s, &j->src, j->ids, j->r0);
-        if (err < 0)
-                return err;
-        j->r0 += rows;
-        return 0;
+        /* Pass 0: everything but w_n.  Pass 1: w_n, which needs the mean
+         * teacher confidence of pass 0.  Every pass: the open block of
+         * classes (later passes only that). */
+        if (!err && pass == 0)
+                err = kdl_split_accumulate(j->st, &zt, &zs, j->labels);
+        if (!err && pass == 1) {
+                err = kdl_split_instance_accumulate(j->inst, &zt, &zs, j->labels,
+                                                    j->out ? j->fields[F_W] : NULL);
+                if (!err && j->out)
+                        err = write_block(j, s, &j->src, j->ids, j->r0);
+                j->r0 += rows;
+        }
+        if (!err && j->block_open)
+                err = kdl_split_blocks_accumulate(j->blocks, &zt, j->labels);
+        return err;
 }
 
-/* Pass 1 done: the results, their rows and notes. */
+/* The last pass done: the results, their rows and notes. */
 static int job_finish(struct job *j)
 {
         const struct kdl__split_rows w = {.t = j->t,
@@ -291,18 +406,19 @@ static int job_finish(struct job *j)
                                           .student = j->student,
                                           .teacher = j->teacher,
                                           .c = j->c};
-        kdl_tensor *wt = NULL, *ws = NULL;
         kdl_split_result *r = NULL;
-        int err;
+        int err = 0;
 
-        err = read_head(j->in->teacher, j->ckt, j->c, &wt);
-        err = err ?: read_head(j->in->students[j->k], j->cks, j->c, &ws);
-        err = err ?: kdl_split_finalize(j->st, j->inst, wt, ws, &r);
+        /* The full mode reads the heads now; blocked has them; off needs none. */
+        if (j->o->metric.domain == KDL_SPLIT_DOMAIN_FULL) {
+                err = read_head(j->in->teacher, j->ckt, j->c, &j->wt);
+                err = err ?: read_head(j->in->students[j->k], j->cks, j->c, &j->ws);
+        }
+        err = err ?: kdl_split_finalize(j->st, j->inst, j->blocks, j->wt, j->ws, &r);
         err = err ?: kdl__split_emit(&w, r, j->skipped);
-        err = err ?: kdl__split_note_heads(&w, r, j->doc);
+        if (!err && j->o->metric.domain != KDL_SPLIT_DOMAIN_OFF)
+                err = kdl__split_note_heads(&w, r, j->doc);
         kdl_split_result_free(r);
-        kdl_tensor_free(ws);
-        kdl_tensor_free(wt);
         return err;
 }
 
@@ -312,7 +428,10 @@ static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
         int err;
 
         if (pass > 0) {
-                err = job_finish(j);
+                err = block_end(j);
+                if (!err && j->block_open) /* another block of classes: another pass */
+                        return 1;
+                err = err ?: job_finish(j);
                 job_release(j);
                 return err;
         }
@@ -321,7 +440,8 @@ static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
                 return kdl_error(-KDL_EMISSING,
                                  "'%s': %s: expected samples with finite values, found none",
                                  j->student, j->cks->logits->path);
-        err = kdl_split_instance_state_new(j->st, &j->inst);
+        err = block_end(j);
+        err = err ?: kdl_split_instance_state_new(j->st, &j->inst);
         if (!err && j->out)
                 err = per_sample_open(j, kdl_split_state_count(j->st), j->ids);
         j->r0 = 0;
@@ -338,6 +458,42 @@ void kdl__split_abort(struct kdl__split_run *r)
         kdl_h5out_abort(r->out);
         kdl__split_tables_release(r->t);
         free(r);
+}
+
+/* The widest head weight of @f's checkpoints; 0 without any. */
+static size_t widest_head(const kdl_h5file *f)
+{
+        const kdl_dump *d = kdl_h5_dump(f);
+        size_t w = 0;
+
+        for (size_t q = 0; q < d->ncheckpoints; q++) {
+                const kdl_dsinfo *h = d->checkpoints[q].head_weight;
+
+                if (h && h->ndim == 2 && h->shape[1] > w)
+                        w = h->shape[1];
+        }
+        return w;
+}
+
+/* The plan of the run (its metric options resolved into @r->o), from the
+ * widest heads there are. */
+static int run_plan(struct kdl__split_run *r)
+{
+        const kdl_inputs *in = r->in;
+        size_t c = kdl_h5_dump(in->teacher)->c, dt = widest_head(in->teacher), ds = 0;
+        int err;
+
+        for (size_t k = 0; k < in->nstudents; k++) {
+                size_t w = widest_head(in->students[k]);
+
+                ds = w > ds ? w : ds;
+        }
+        err = kdl_run_split_plan(c, dt, ds, &r->o, &r->plan);
+        if (err < 0)
+                return err;
+        r->o.metric = metric_opts(own_bytes(c, dt, ds, &r->o), &r->o);
+        r->o.metric.domain = r->plan.domain;
+        return 0;
 }
 
 int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc,
@@ -363,10 +519,10 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, k
                 return kdl_error(-ENOMEM, "out of memory");
         r->in = in;
         r->o = *o;
-        r->o.metric.ntaus = o->common.ntau;
-        memcpy(r->o.metric.taus, o->common.tau, o->common.ntau * sizeof(double));
+        r->asked = o->metric.domain;
         r->doc = doc;
-        err = kdl__split_tables_new(r->t);
+        err = run_plan(r);
+        err = err ?: kdl__split_tables_new(r->t);
         err = err ?: kdl_inputs_describe(in, doc);
         /* The per-sample file never replaces an input (its temporary is renamed over it). */
         for (size_t k = 0; k <= in->nstudents && !err && o->common.per_sample; k++) {
@@ -419,7 +575,7 @@ int kdl__split_end(struct kdl__split_run *r)
 
         assert(r);
         job_release(&r->job);
-        err = kdl__split_notes(&r->o, r->doc);
+        err = kdl__split_notes(&r->o, &r->plan, r->asked, kdl_h5_dump(r->in->teacher)->c, r->doc);
         if (err < 0)
                 goto out;
         if (r->out) {

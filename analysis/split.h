@@ -28,26 +28,55 @@
  *                  mean (1-p^t_y) NCKD, identity_residual (max), shares,
  *                  mean confidences, gap and ω, top-1 accuracies;
  *   universe       ε_n and the relative non-target entropy;
- *   domain         agreement of the soft confusion and the heads;
+ *   domain         agreement of the soft confusion and the heads (not with
+ *                  the domain mode off);
+ *   confused_pairs the most confused class pairs, when the domain level
+ *                  is computed in blocks (no C x C matrix to list);
  *   instance       w_n: p̄^t_y, mean, spread, quantiles, correlation;
  *   distributions  every per-sample scalar: n, mean, std, min, p05..p95, max;
  * and, when long_tables is set (JSON and CSV), one record per cell:
- *   histograms, confusion_teacher (i = true class, j = class),
- *   head_cosine_teacher, head_cosine_student (i, j = classes).
+ *   histograms, and in the full domain mode confusion_teacher (i = true
+ *   class, j = class), head_cosine_teacher, head_cosine_student (i, j =
+ *   classes).
+ *
+ * Memory.  The domain level is the only part that grows faster than C
+ * (metrics/split.h): kdl_run_split_plan() chooses its mode (auto: the C x C
+ * matrices up to metric.domain_max_c classes when they fit, else blocks of
+ * classes, each one more pass over the logits when there are more than two)
+ * within the memory budget, before anything is read.
  */
 
 struct kdl_run_split_opts {
         struct kdl_run_common common; /* reads checkpoint, teacher_checkpoint, the
                                          temperatures, skip_nonfinite, per_sample,
-                                         block_rows (the logits are 2-D: no spatial) */
+                                         block_rows and memory: what split may hold
+                                         besides the stream's read buffers (the metric,
+                                         the head weights, the per-sample buffers; the
+                                         logits are 2-D: no spatial) */
         kdl_split_opts metric;        /* λ, ω_max, guards, bins; its temperatures are
                                          common's (the run sets them) */
         bool long_tables;             /* add histograms and C x C matrices */
         size_t hist_bins; /* output bins of the bounded histograms; divides metric.nbins */
 };
 
-/** kdl_run_split_opts_init() - defaults: common's, the metric's, 20 output bins. */
+/** kdl_run_split_opts_init() - defaults: common's (its memory budget too), the metric's, 20 output
+ * bins. */
 KDL_API void kdl_run_split_opts_init(struct kdl_run_split_opts *o);
+
+/**
+ * kdl_run_split_plan() - what split does and holds for @c classes and head
+ * widths @d_teacher, @d_student (0: absent; the widest of the checkpoints
+ * analysed) under @o (its temperatures are common's): the domain mode auto
+ * resolves to, its blocks (passes over the logits when more than two), and
+ * the bytes, the metric's (kdl_split_plan_init()) plus the head weights and
+ * the per-sample buffers; the stream's read buffers are not counted.
+ * @ret: always set; ret->fits says whether the bytes fit @o->common.memory.
+ * Return: 0; -KDL_EUSAGE for an option out of range; -KDL_EBUDGET when the
+ * plan does not fit @o->common.memory, with a message naming split, the size
+ * asked, the budget and the options that lower it.
+ */
+KDL_API int kdl_run_split_plan(size_t c, size_t d_teacher, size_t d_student,
+                               const struct kdl_run_split_opts *o, kdl_split_plan *ret);
 
 /**
  * kdl_run_split() - run the split analysis on @in (teacher and at least one

@@ -15,8 +15,29 @@
  *   split.c        options, the two streaming passes, finalize;
  *   split-eval.c   the split quantities of one sample;
  *   split-dist.c   the running distributions (moments, range, histogram);
- *   split-heads.c  the head cosines and the domain-level agreement.
+ *   split-heads.c  the head cosines and the domain-level agreement;
+ *   split-domain.c the memory plan, the blocked domain level and the top
+ *                  confused pairs.
  */
+
+/* ---- split.c ---- */
+
+/* -KDL_ERANGE (message naming the option) unless every option of @o is in range. */
+int kdl__split_check_opts(const kdl_split_opts *o);
+
+/* Whether states of the options @a and @b may be merged or combined: the
+ * same temperatures, λ, guards, bins, domain mode and top pairs. */
+bool kdl__split_opts_equal(const kdl_split_opts *a, const kdl_split_opts *b);
+
+/* Check a block completely before anything is added: 2-D logits of @c
+ * classes (@zs may be NULL), the same rows, labels in [0, @c), finite. */
+int kdl__split_check_block(size_t c, const kdl_tensor *zt, const kdl_tensor *zs,
+                           const int64_t *labels);
+
+/* The samples per class of the first pass @s (borrowed), C of them into
+ * *@ret_c when not NULL; and its options. */
+const size_t *kdl__split_state_counts(const kdl_split_state *s, size_t *ret_c);
+const kdl_split_opts *kdl__split_state_opts(const kdl_split_state *s);
 
 /* ---- split-eval.c ---- */
 
@@ -97,5 +118,69 @@ double kdl__split_pairs_pearson(const double *x, const double *y, size_t c, cons
  */
 int kdl__split_heads(size_t c, double cos_eps, const kdl_tensor *wt, const kdl_tensor *ws,
                      double *pairs, kdl_split_result *r);
+
+/*
+ * kdl__split_heads_traces() - the head fields of @r without C x C matrices
+ * (the blocked mode): pearson_heads from traces of d x d products and
+ * cka_heads in feature space (metrics/split.h); no cosine matrix.
+ * Return: 0; -KDL_EOVERFLOW; -ENOMEM.
+ */
+int kdl__split_heads_traces(double cos_eps, const kdl_tensor *wt, const kdl_tensor *ws,
+                            kdl_split_result *r);
+
+/* Which heads @r has and their widths, with pearson_heads and cka_heads NaN. */
+void kdl__split_heads_given(const kdl_tensor *wt, const kdl_tensor *ws, kdl_split_result *r);
+
+/* Bytes kdl__split_heads_traces() allocates for @c classes, head widths @dt, @ds. */
+size_t kdl__split_heads_traces_bytes(size_t c, size_t dt, size_t ds);
+
+/*
+ * The rows [@i0, @i1) of the cosine matrix of head @w against its rows
+ * [@i0, C): @ret[(i - i0) (C - i0) + (j - i0)] = cos(w_i, w_j), from the
+ * inverse floored norms @inv (C of them).  @rows: @w's rows, contiguous
+ * with row stride @ld.  Return: 0; -KDL_EOVERFLOW.
+ */
+int kdl__split_cos_rows(const double *rows, size_t ld, size_t c, size_t d, const double *inv,
+                        size_t i0, size_t i1, double *ret);
+
+/* 1 / max(|w_i|, @cos_eps) for each row of @w into @ret (C doubles). */
+void kdl__split_inv_norms(const kdl_tensor *w, double cos_eps, double *ret);
+
+/* ---- split-domain.c ---- */
+
+/* The K best confused pairs seen so far: a heap whose root is the worst. */
+struct kdl__split_top {
+        size_t k, n;
+        kdl_split_pair *heap; /* k entries */
+};
+
+/* An empty heap of @k pairs.  Return: 0; -ENOMEM. */
+int kdl__split_top_init(struct kdl__split_top *t, size_t k);
+
+void kdl__split_top_release(struct kdl__split_top *t);
+
+/* Offer the pair (@i, @j) of soft count @mass. */
+void kdl__split_top_add(struct kdl__split_top *t, size_t i, size_t j, double mass);
+
+/* Whether a pair of soft count @mass may enter the heap (a quick test
+ * before kdl__split_top_add()). */
+static inline bool kdl__split_top_wants(const struct kdl__split_top *t, double mass)
+{
+        return t->n < t->k || mass >= t->heap[0].mass;
+}
+
+/* The pairs of @t, most confused first, with M_ij from @count, into
+ * @r->top and @r->ntop.  Return: 0; -ENOMEM. */
+int kdl__split_top_result(const struct kdl__split_top *t, const size_t *count,
+                          kdl_split_tau_result *r);
+
+/* Check that the complete blocked domain @d goes with the first pass @s.
+ * Return: 0; -KDL_EMISSING with a block still open; -KDL_EMISMATCH. */
+int kdl__split_blocks_check(const kdl_split_blocks *d, const kdl_split_state *s);
+
+/* The domain values of @d at temperature @k into @t (pearson_confusion_*,
+ * the confused pairs).  Return: 0; -ENOMEM. */
+int kdl__split_blocks_tau(const kdl_split_blocks *d, size_t k, const size_t *count,
+                          kdl_split_tau_result *t);
 
 #endif

@@ -24,9 +24,13 @@ void kdl_split_opts_init(kdl_split_opts *o)
         o->w_eps = KDL_SPLIT_DEFAULT_W_EPS;
         o->cos_eps = KDL_SPLIT_DEFAULT_COS_EPS;
         o->nbins = KDL_SPLIT_DEFAULT_NBINS;
+        o->domain = KDL_SPLIT_DOMAIN_AUTO;
+        o->domain_max_c = KDL_SPLIT_DEFAULT_DOMAIN_MAX_C;
+        o->top_pairs = KDL_SPLIT_DEFAULT_TOP_PAIRS;
+        o->memory = KDL_SPLIT_DEFAULT_MEMORY;
 }
 
-static int check_opts(const kdl_split_opts *o)
+int kdl__split_check_opts(const kdl_split_opts *o)
 {
         if (o->ntaus < 1 || o->ntaus > KDL_SPLIT_MAX_TAUS)
                 return kdl_error(-KDL_ERANGE, "split: %zu temperatures, expected 1..%d", o->ntaus,
@@ -49,12 +53,18 @@ static int check_opts(const kdl_split_opts *o)
         if (o->nbins < 1 || o->nbins > ((size_t) 1 << 24))
                 return kdl_error(-KDL_ERANGE, "split: %zu histogram bins, expected 1..%zu",
                                  o->nbins, (size_t) 1 << 24);
+        if ((unsigned) o->domain >= KDL_SPLIT_DOMAIN_COUNT_)
+                return kdl_error(-KDL_ERANGE, "split: domain mode %d unknown", (int) o->domain);
+        if (o->top_pairs > KDL_SPLIT_MAX_TOP_PAIRS)
+                return kdl_error(-KDL_ERANGE, "split: %zu top pairs, expected 0..%zu", o->top_pairs,
+                                 (size_t) KDL_SPLIT_MAX_TOP_PAIRS);
         return 0;
 }
 
-static bool opts_equal(const kdl_split_opts *a, const kdl_split_opts *b)
+bool kdl__split_opts_equal(const kdl_split_opts *a, const kdl_split_opts *b)
 {
-        if (a->ntaus != b->ntaus || a->nbins != b->nbins)
+        if (a->ntaus != b->ntaus || a->nbins != b->nbins || a->domain != b->domain ||
+            a->top_pairs != b->top_pairs)
                 return false;
         for (size_t k = 0; k < a->ntaus; k++)
                 if (memcmp(&a->taus[k], &b->taus[k], sizeof(double)) != 0)
@@ -73,7 +83,7 @@ struct tau_acc {
         double sum_kl, sum_tckd, sum_nckd, sum_coupled, residual_max;
         struct kdl__split_dist d[D_COUNT_];
         size_t omega_clipped;
-        double *msum; /* C x C: row i sums p^t over the samples of class i */
+        double *msum; /* C x C: row i sums p^t over the samples of class i (full mode) */
 };
 
 struct kdl_split_state {
@@ -119,32 +129,40 @@ void kdl_split_state_free(kdl_split_state *s)
 int kdl_split_state_new(size_t c, const kdl_split_opts *o, kdl_split_state **ret)
 {
         kdl_split_state *s = NULL;
-        size_t cc;
+        kdl_split_plan plan;
+        size_t cc = 0;
         int err;
 
         assert(o && ret);
-        if (c < 2)
-                return kdl_error(-KDL_ESHAPE, "split: %zu classes, expected at least 2", c);
-        err = check_opts(o);
+        err = kdl_split_plan_init(&plan, c, 0, 0, o);
         if (err < 0)
                 return err;
-        err = kdl_mul_size(c, c, &cc);
-        if (err < 0)
-                return err;
+        if (plan.domain == KDL_SPLIT_DOMAIN_FULL && !plan.fits)
+                return kdl_error(-KDL_ERANGE,
+                                 "split: the full domain level of %zu classes needs %.2f GiB, "
+                                 "more than its budget of %.2f GiB",
+                                 c, (double) plan.bytes / 1073741824.0,
+                                 (double) o->memory / 1073741824.0);
+        if (plan.domain == KDL_SPLIT_DOMAIN_FULL) {
+                err = kdl_mul_size(c, c, &cc);
+                if (err < 0)
+                        return err;
+        }
 
         s = kdl_new(kdl_split_state, 1);
         if (!s)
                 return -ENOMEM;
         s->c = c;
         s->o = *o;
+        s->o.domain = plan.domain;
         err = -ENOMEM;
         s->class_count = kdl_new(size_t, c);
         s->work = kdl__malloc(KDL_SPLIT_EVAL_WORK(c), sizeof(double));
         if (!s->class_count || !s->work)
                 goto out;
         for (size_t k = 0; k < o->ntaus; k++) {
-                s->t[k].msum = kdl_new(double, cc);
-                if (!s->t[k].msum)
+                s->t[k].msum = cc ? kdl_new(double, cc) : NULL;
+                if (cc && !s->t[k].msum)
                         goto out;
                 for (int d = 0; d < D_COUNT_; d++) {
                         struct kdl__split_geom g = dist_geom(s, d);
@@ -167,24 +185,36 @@ size_t kdl_split_state_count(const kdl_split_state *s)
         return s->n;
 }
 
-/* Check a block completely before anything is added. */
-static int check_block(size_t c, const kdl_tensor *zt, const kdl_tensor *zs, const int64_t *labels)
+const size_t *kdl__split_state_counts(const kdl_split_state *s, size_t *ret_c)
+{
+        if (ret_c)
+                *ret_c = s->c;
+        return s->class_count;
+}
+
+const kdl_split_opts *kdl__split_state_opts(const kdl_split_state *s)
+{
+        return &s->o;
+}
+
+int kdl__split_check_block(size_t c, const kdl_tensor *zt, const kdl_tensor *zs,
+                           const int64_t *labels)
 {
         size_t rows, row;
 
-        if (zt->ndim != 2 || zs->ndim != 2)
+        if (zt->ndim != 2 || (zs && zs->ndim != 2))
                 return kdl_error(-KDL_ESHAPE,
                                  "split: logits must be 2-D blocks, got %zu-D and %zu-D", zt->ndim,
-                                 zs->ndim);
+                                 zs ? zs->ndim : 2);
         rows = zt->shape[0];
-        if (zs->shape[0] != rows)
+        if (zs && zs->shape[0] != rows)
                 return kdl_error(-KDL_ESHAPE,
                                  "split: teacher block has %zu rows, student block %zu", rows,
                                  zs->shape[0]);
-        if (zt->shape[1] != c || zs->shape[1] != c)
+        if (zt->shape[1] != c || (zs && zs->shape[1] != c))
                 return kdl_error(-KDL_ESHAPE,
                                  "split: expected %zu classes, teacher has %zu, student %zu", c,
-                                 zt->shape[1], zs->shape[1]);
+                                 zt->shape[1], zs ? zs->shape[1] : c);
         for (size_t i = 0; i < rows; i++)
                 if (labels[i] < 0 || (uint64_t) labels[i] >= c)
                         return kdl_error(-KDL_ERANGE,
@@ -193,7 +223,7 @@ static int check_block(size_t c, const kdl_tensor *zt, const kdl_tensor *zs, con
         if (kdl_tensor_check_finite(zt, &row) < 0)
                 return kdl_error(-KDL_ENONFINITE,
                                  "split: non-finite teacher logit in block row %zu", row);
-        if (kdl_tensor_check_finite(zs, &row) < 0)
+        if (zs && kdl_tensor_check_finite(zs, &row) < 0)
                 return kdl_error(-KDL_ENONFINITE,
                                  "split: non-finite student logit in block row %zu", row);
         return 0;
@@ -241,7 +271,7 @@ int kdl_split_accumulate(kdl_split_state *s, const kdl_tensor *zt, const kdl_ten
 
         assert(s && zt && zs && (labels || zt->shape[0] == 0));
         c = s->c;
-        err = check_block(c, zt, zs, labels);
+        err = kdl__split_check_block(c, zt, zs, labels);
         if (err < 0)
                 return err;
 
@@ -258,7 +288,7 @@ int kdl_split_accumulate(kdl_split_state *s, const kdl_tensor *zt, const kdl_ten
 
                         kdl__split_eval_one(rt, zt->stride[1], rs, zs->stride[1], c, y,
                                             s->o.taus[k], s->o.lambda, s->o.omega_max, s->work, &r,
-                                            s->t[k].msum + y * c);
+                                            s->t[k].msum ? s->t[k].msum + y * c : NULL);
                         tau_add(s, k, &r);
                 }
         }
@@ -271,7 +301,7 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
         size_t c;
 
         assert(into && from);
-        if (into->c != from->c || !opts_equal(&into->o, &from->o))
+        if (into->c != from->c || !kdl__split_opts_equal(&into->o, &from->o))
                 return kdl_error(-KDL_EMISMATCH,
                                  "split: cannot merge states of different classes or options");
         c = into->c;
@@ -295,7 +325,7 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
 
                         kdl__split_dist_merge(&a->d[d], &b->d[d], &g);
                 }
-                for (size_t e = 0; e < c * c; e++)
+                for (size_t e = 0; a->msum && e < c * c; e++)
                         a->msum[e] += b->msum[e];
         }
         into->n += from->n;
@@ -391,7 +421,7 @@ int kdl_split_instance_accumulate(kdl_split_instance_state *s, const kdl_tensor 
         int err;
 
         assert(s && zt && zs && (labels || zt->shape[0] == 0));
-        err = check_block(s->c, zt, zs, labels);
+        err = kdl__split_check_block(s->c, zt, zs, labels);
         if (err < 0)
                 return err;
 
@@ -414,7 +444,7 @@ int kdl_split_instance_accumulate(kdl_split_instance_state *s, const kdl_tensor 
 int kdl_split_instance_merge(kdl_split_instance_state *into, const kdl_split_instance_state *from)
 {
         assert(into && from);
-        if (into->c != from->c || !opts_equal(&into->o, &from->o))
+        if (into->c != from->c || !kdl__split_opts_equal(&into->o, &from->o))
                 return kdl_error(-KDL_EMISMATCH,
                                  "split: cannot merge states of different classes or options");
         for (size_t k = 0; k < into->o.ntaus; k++)
@@ -455,6 +485,7 @@ void kdl_split_result_free(kdl_split_result *r)
                 kdl__split_dist_result_free(&t->w);
                 kdl__split_dist_result_free(&t->w_unguarded_dist);
                 free(t->confusion);
+                free(t->top);
         }
         free(r->tau);
         free(r->cos_teacher);
@@ -466,7 +497,7 @@ void kdl_split_result_free(kdl_split_result *r)
 /* Whether @inst is the second pass of @s. */
 static int check_instance(const kdl_split_state *s, const kdl_split_instance_state *inst)
 {
-        bool same = inst->c == s->c && opts_equal(&inst->o, &s->o) && inst->n == s->n;
+        bool same = inst->c == s->c && kdl__split_opts_equal(&inst->o, &s->o) && inst->n == s->n;
 
         for (size_t k = 0; same && k < s->o.ntaus; k++)
                 same = memcmp(&inst->t[k].pt_mean, &s->t[k].d[D_PT].m.mean, sizeof(double)) == 0;
@@ -480,7 +511,7 @@ static int check_instance(const kdl_split_state *s, const kdl_split_instance_sta
 
 /* Everything kdl_split_finalize() refuses, before it allocates. */
 static int check_finalize(const kdl_split_state *s, const kdl_split_instance_state *inst,
-                          const kdl_tensor *wt, const kdl_tensor *ws)
+                          const kdl_split_blocks *dom, const kdl_tensor *wt, const kdl_tensor *ws)
 {
         int err;
 
@@ -488,6 +519,15 @@ static int check_finalize(const kdl_split_state *s, const kdl_split_instance_sta
                 return kdl_error(-KDL_EMISSING, "split: no samples were accumulated");
         if (inst) {
                 err = check_instance(s, inst);
+                if (err < 0)
+                        return err;
+        }
+        if (s->o.domain == KDL_SPLIT_DOMAIN_BLOCKED && !dom)
+                return kdl_error(-KDL_EMISSING,
+                                 "split: the blocked domain level needs its blocks (a "
+                                 "kdl_split_blocks)");
+        if (dom) {
+                err = kdl__split_blocks_check(dom, s);
                 if (err < 0)
                         return err;
         }
@@ -535,16 +575,17 @@ static int tau_explicit(const kdl_split_state *s, size_t k, kdl_split_tau_result
         return 0;
 }
 
-/* The soft confusion matrix at temperature @k and its agreement with the
- * heads' cosines; @pairs: scratch for kdl__split_pairs_pearson(). */
-static int tau_domain(const kdl_split_state *s, size_t k, const kdl_split_result *r, double *pairs,
-                      kdl_split_tau_result *t)
+/* The soft confusion matrix at temperature @k (full mode), its agreement with
+ * the heads' cosines and its most confused pairs; @pairs: scratch for
+ * kdl__split_pairs_pearson(). */
+static int tau_domain_full(const kdl_split_state *s, size_t k, const kdl_split_result *r,
+                           double *pairs, kdl_split_tau_result *t)
 {
         const struct tau_acc *a = &s->t[k];
-        size_t c = s->c, npresent = 0;
+        size_t c = s->c;
+        struct kdl__split_top top;
+        int err;
 
-        for (size_t y = 0; y < c; y++)
-                npresent += s->class_count[y] > 0;
         t->confusion = kdl_new(double, c *c);
         if (!t->confusion)
                 return -ENOMEM;
@@ -553,16 +594,42 @@ static int tau_domain(const kdl_split_state *s, size_t k, const kdl_split_result
                         t->confusion[i * c + j] =
                                 s->class_count[i] ? a->msum[i * c + j] / (double) s->class_count[i]
                                                   : (double) NAN;
-        t->pearson_confusion_teacher = (double) NAN;
-        t->pearson_confusion_student = (double) NAN;
-        t->confusion_pairs = npresent * (npresent - 1) / 2;
         if (r->cos_teacher)
                 t->pearson_confusion_teacher = kdl__split_pairs_pearson(
                         t->confusion, r->cos_teacher, c, s->class_count, pairs);
         if (r->cos_student)
                 t->pearson_confusion_student = kdl__split_pairs_pearson(
                         t->confusion, r->cos_student, c, s->class_count, pairs);
-        return 0;
+        err = kdl__split_top_init(&top, s->o.top_pairs);
+        for (size_t i = 0; i < c && !err; i++)
+                for (size_t j = 0; j < c && s->class_count[i]; j++)
+                        if (j != i && kdl__split_top_wants(&top, a->msum[i * c + j]))
+                                kdl__split_top_add(&top, i, j, a->msum[i * c + j]);
+        err = err ?: kdl__split_top_result(&top, s->class_count, t);
+        kdl__split_top_release(&top);
+        return err;
+}
+
+/* The domain level at temperature @k in the mode of @s. */
+static int tau_domain(const kdl_split_state *s, const kdl_split_blocks *dom, size_t k,
+                      const kdl_split_result *r, double *pairs, kdl_split_tau_result *t)
+{
+        size_t npresent = 0;
+
+        for (size_t y = 0; y < s->c; y++)
+                npresent += s->class_count[y] > 0;
+        t->pearson_confusion_teacher = (double) NAN;
+        t->pearson_confusion_student = (double) NAN;
+        switch (s->o.domain) {
+        case KDL_SPLIT_DOMAIN_FULL:
+                t->confusion_pairs = npresent * (npresent - 1) / 2;
+                return tau_domain_full(s, k, r, pairs, t);
+        case KDL_SPLIT_DOMAIN_BLOCKED:
+                t->confusion_pairs = npresent * (npresent - 1) / 2;
+                return kdl__split_blocks_tau(dom, k, s->class_count, t);
+        default:
+                return 0;
+        }
 }
 
 /* The instance weights at temperature @k (@inst may be NULL). */
@@ -619,30 +686,49 @@ static int result_new(const kdl_split_state *s, kdl_split_result **ret)
         return 0;
 }
 
+/* The head fields of @r in the mode of @s; @pairs: scratch of the full mode. */
+static int heads(const kdl_split_state *s, const kdl_tensor *wt, const kdl_tensor *ws,
+                 double *pairs, kdl_split_result *r)
+{
+        switch (s->o.domain) {
+        case KDL_SPLIT_DOMAIN_FULL:
+                return kdl__split_heads(s->c, s->o.cos_eps, wt, ws, pairs, r);
+        case KDL_SPLIT_DOMAIN_BLOCKED:
+                return kdl__split_heads_traces(s->o.cos_eps, wt, ws, r);
+        default: /* off: which heads there are, no value */
+                kdl__split_heads_given(wt, ws, r);
+                return 0;
+        }
+}
+
 int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state *inst,
-                       const kdl_tensor *wt, const kdl_tensor *ws, kdl_split_result **ret)
+                       const kdl_split_blocks *dom, const kdl_tensor *wt, const kdl_tensor *ws,
+                       kdl_split_result **ret)
 {
         kdl_split_result *r = NULL;
         double *pairs = NULL;
         int err;
 
         assert(s && ret);
-        err = check_finalize(s, inst, wt, ws);
+        err = check_finalize(s, inst, dom, wt, ws);
         if (err < 0)
                 return err;
         err = result_new(s, &r);
         if (err < 0)
                 return err;
-        pairs = kdl_new(double, s->c *(s->c - 1));
-        if (!pairs) {
-                err = -ENOMEM;
-                goto out;
+        r->domain_blocks = dom ? kdl_split_blocks_count(dom) : 0;
+        if (s->o.domain == KDL_SPLIT_DOMAIN_FULL) {
+                pairs = kdl_new(double, s->c *(s->c - 1));
+                if (!pairs) {
+                        err = -ENOMEM;
+                        goto out;
+                }
         }
-        err = kdl__split_heads(s->c, s->o.cos_eps, wt, ws, pairs, r);
+        err = heads(s, wt, ws, pairs, r);
         for (size_t k = 0; err >= 0 && k < s->o.ntaus; k++) {
                 err = tau_explicit(s, k, &r->tau[k]);
                 if (err >= 0)
-                        err = tau_domain(s, k, r, pairs, &r->tau[k]);
+                        err = tau_domain(s, dom, k, r, pairs, &r->tau[k]);
                 if (err >= 0)
                         err = tau_instance(s, inst, k, &r->tau[k]);
         }

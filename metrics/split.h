@@ -62,7 +62,8 @@
  * tempered student).  Include τ = 1 to get §3.3/§3.4 literally.
  *
  * Streaming and the two passes.  kdl_split_state holds sums, per-class sums
- * (the C x C matrix M per τ) and fixed-bin histograms: memory
+ * (the C x C matrix M per τ, in the full domain mode only: see "The domain
+ * level at large C" below) and fixed-bin histograms: memory
  * O(ntaus (C² + nbins)), independent of N, and merge is exact (sums; max;
  * Chan et al.'s pairwise update for variances).  The weight w_n needs the
  * mean teacher confidence p̄^t_y of the whole data first, and its mean,
@@ -94,6 +95,37 @@
  * empty while eps_w > 2^-H (|w_n| <= 1/eps_w).  Means, standard deviations
  * (population, divided by n), minima, maxima, correlations and counts are
  * exact.
+ *
+ * The domain level at large C.  The full mode (KDL_SPLIT_DOMAIN_FULL) holds
+ * M per τ in the state and forms M and S^t, S^s as C x C matrices at
+ * finalize.  The blocked mode (KDL_SPLIT_DOMAIN_BLOCKED) computes the same
+ * values without any C x C matrix:
+ *   - pearson_confusion_*: the classes are cut into blocks I = [s, e), one
+ *     per pass over the teacher's logits (kdl_split_blocks).  In its pass a
+ *     block sums p^t over the samples of its classes for the columns j >= s
+ *     (rows of A = Σ_{n: y_n = i} p^t(x_n)) and, over the samples of the
+ *     classes j >= e, its own columns: so it holds A_ij and A_ji for every
+ *     pair with min(i, j) in I, each unordered pair in exactly one block
+ *     (memory 2b(C - s) - b² doubles per τ for b classes).  At the end of
+ *     the block, (M + M^T)/2 = (A_ij/n_i + A_ji/n_j)/2 is formed for its
+ *     pairs i < j and S for the same pairs from the head rows (a BLAS
+ *     product of row chunks), and their co-moments merged (Chan et al.).
+ *     The values are the full mode's up to the order of summation; A is
+ *     summed in the same order and M is bit-identical.
+ *   - pearson_heads from traces: over the pairs i < j, with ŵ the rows
+ *     scaled to unit norm (norm floored at cos_eps), a_i = |ŵ_i|²,
+ *       Σ S^t_ij = (|Σ_i ŵt_i|² - Σ a^t_i) / 2,
+ *       Σ S^t_ij² = (|Ŵ_tᵀ Ŵ_t|²_F - Σ (a^t_i)²) / 2,
+ *       Σ S^t_ij S^s_ij = (|Ŵ_tᵀ Ŵ_s|²_F - Σ a^t_i a^s_i) / 2,
+ *     d x d products accumulated over row chunks;
+ *   - cka_heads in feature space (the cka metric's streaming state, whose
+ *     linear value equals the Gram form's).
+ *   - the confused pairs (both modes): the opts.top_pairs ordered pairs
+ *     (i, j), i != j, n_i > 0, of the largest soft count A_ij, ties by the
+ *     smaller i then j; exact, since every A_ij is formed once (in one
+ *     block) and a heap keeps the best.
+ * kdl_split_plan_init() chooses the mode and the blocks from a byte budget
+ * (opts.memory) and says how much memory either needs.
  */
 
 /* Quantile levels reported for every distribution. */
@@ -109,14 +141,37 @@ KDL_API extern const double
 #define KDL_SPLIT_W_SLOTS    (2 * KDL_SPLIT_W_BINS + 3)
 
 /* Defaults of kdl_split_opts_init(). */
-#define KDL_SPLIT_DEFAULT_TAU       4.0   /* mdistiller's T */
-#define KDL_SPLIT_DEFAULT_LAMBDA    0.9   /* mdistiller's KD weight (cfg.py) */
-#define KDL_SPLIT_DEFAULT_OMEGA_MAX 10.0  /* kdlens's choice; AEKT's is not known */
-#define KDL_SPLIT_DEFAULT_W_EPS     1e-3  /* guard on the w_n denominator (§3.6) */
-#define KDL_SPLIT_DEFAULT_COS_EPS   1e-12 /* floor on head-row norms (§3.6) */
-#define KDL_SPLIT_DEFAULT_NBINS     1000
+#define KDL_SPLIT_DEFAULT_TAU          4.0   /* mdistiller's T */
+#define KDL_SPLIT_DEFAULT_LAMBDA       0.9   /* mdistiller's KD weight (cfg.py) */
+#define KDL_SPLIT_DEFAULT_OMEGA_MAX    10.0  /* kdlens's choice; AEKT's is not known */
+#define KDL_SPLIT_DEFAULT_W_EPS        1e-3  /* guard on the w_n denominator (§3.6) */
+#define KDL_SPLIT_DEFAULT_COS_EPS      1e-12 /* floor on head-row norms (§3.6) */
+#define KDL_SPLIT_DEFAULT_NBINS        1000
+#define KDL_SPLIT_DEFAULT_DOMAIN_MAX_C ((size_t) 4096) /* largest C of the full mode (auto) */
+#define KDL_SPLIT_DEFAULT_TOP_PAIRS    ((size_t) 100)
+#define KDL_SPLIT_DEFAULT_MEMORY       ((size_t) 4 << 30) /* bytes: 4 GiB */
 
-#define KDL_SPLIT_MAX_TAUS 16
+/* The most blocks (passes over the data) of the blocked domain mode. */
+#define KDL_SPLIT_MAX_BLOCKS 8
+
+/* How the domain level is computed (see "The domain level at large C"). */
+enum kdl_split_domain {
+        KDL_SPLIT_DOMAIN_AUTO,    /* "auto": full when C <= domain_max_c and it fits
+                                     memory, else blocked */
+        KDL_SPLIT_DOMAIN_FULL,    /* "full": the C x C matrices */
+        KDL_SPLIT_DOMAIN_BLOCKED, /* "blocked": blocks of classes, no C x C matrix */
+        KDL_SPLIT_DOMAIN_OFF,     /* "off": no domain level */
+        KDL_SPLIT_DOMAIN_COUNT_
+};
+
+/** kdl_split_domain_name() - "auto", "full", "blocked" or "off". */
+KDL_API const char *kdl_split_domain_name(enum kdl_split_domain d);
+
+/** kdl_split_domain_parse() - the mode named @s; -KDL_EUSAGE (message recorded) otherwise. */
+KDL_API int kdl_split_domain_parse(const char *s, enum kdl_split_domain *ret);
+
+#define KDL_SPLIT_MAX_TAUS      16
+#define KDL_SPLIT_MAX_TOP_PAIRS ((size_t) 1 << 20) /* the most top_pairs */
 
 /* Options; copied into the state.  kdl_split_opts_init() sets every
  * default (the KDL_SPLIT_DEFAULT_* values above). */
@@ -128,6 +183,10 @@ typedef struct kdl_split_opts {
         double w_eps;                    /* > 0 */
         double cos_eps;                  /* > 0 */
         size_t nbins;                    /* bins of the bounded histograms, >= 1 */
+        enum kdl_split_domain domain;    /* the domain level's mode */
+        size_t domain_max_c;             /* auto: the full mode up to this C */
+        size_t top_pairs;                /* confused pairs kept per τ (0: none) */
+        size_t memory;                   /* bytes the metric may hold (kdl_split_plan_init()) */
 } kdl_split_opts;
 
 /** kdl_split_opts_init() - the defaults above, with the single τ = 4: the
@@ -203,9 +262,15 @@ typedef struct kdl_split_state kdl_split_state;
  * @o:   copied; start from kdl_split_opts_init().
  * @ret: set on success only; caller frees with kdl_split_state_free().
  *
- * Memory: O(ntaus (C² + nbins)) doubles.
+ * The domain mode auto is resolved here, by kdl_split_plan_init() without
+ * heads (callers with heads resolve it first, with their widths); the
+ * state's options hold the resolved mode.
+ *
+ * Memory: O(ntaus (C² + nbins)) doubles in the full domain mode,
+ * O(C + ntaus nbins) otherwise.
  * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE for an option out of range
- * (message names it); -KDL_EOVERFLOW; -ENOMEM.
+ * (message names it) or a full domain mode over @o->memory; -KDL_EOVERFLOW;
+ * -ENOMEM.
  */
 KDL_API int kdl_split_state_new(size_t c, const kdl_split_opts *o, kdl_split_state **ret);
 
@@ -271,7 +336,92 @@ KDL_API int kdl_split_instance_accumulate(kdl_split_instance_state *s, const kdl
 KDL_API int kdl_split_instance_merge(kdl_split_instance_state *into,
                                      const kdl_split_instance_state *from);
 
+/* ---- Memory plan and the blocked domain level ------------------------------ */
+
+/* What the options ask for, and the memory it takes. */
+typedef struct kdl_split_plan {
+        enum kdl_split_domain domain; /* full, blocked or off: the mode auto resolves to */
+        size_t nblocks;               /* blocked: blocks of classes (passes over the data) */
+        size_t bytes;                 /* the most the metric holds at once: the states, the
+                                         blocks, finalize and its result */
+        size_t least_bytes;           /* the smallest opts.memory with which @domain fits
+                                         (blocked: in KDL_SPLIT_MAX_BLOCKS blocks at most);
+                                         SIZE_MAX when none does */
+        bool fits;                    /* bytes <= opts.memory */
+} kdl_split_plan;
+
+/**
+ * kdl_split_plan_init() - the domain mode, blocks and memory of the split
+ * metric for @c classes, head widths @d_teacher and @d_student (0: that
+ * head is absent) and the options @o (its memory the budget).  Auto is the
+ * full mode when @c <= @o->domain_max_c and it fits, else the blocked mode.
+ * The blocked mode takes the largest blocks the budget allows, so its
+ * bytes are near the budget.  The head weights themselves and the caller's
+ * read buffers are not counted.
+ * @ret: always set.
+ * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE for an option out of range.
+ * A plan that does not fit is not an error here (@ret->fits is false).
+ */
+KDL_API int kdl_split_plan_init(kdl_split_plan *ret, size_t c, size_t d_teacher, size_t d_student,
+                                const kdl_split_opts *o);
+
+typedef struct kdl_split_blocks kdl_split_blocks;
+
+/**
+ * kdl_split_blocks_new() - the blocked domain level: a pass over the data
+ * per block of classes (kdl_split_plan_init() chooses them from @o->memory
+ * and the head widths @d_teacher, @d_student, 0 when absent).  Feed every
+ * block the samples of the first pass with kdl_split_blocks_accumulate(),
+ * in any pass (the first block may share the first pass), then close it
+ * with kdl_split_blocks_next(); repeat while it returns 1.
+ * @o:   copied; its domain mode must be blocked.
+ * @ret: set on success only; caller frees with kdl_split_blocks_free().
+ * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE for an option out of range,
+ * a domain mode other than blocked, or a plan that does not fit @o->memory
+ * (the message says how much it needs); -ENOMEM.
+ */
+KDL_API int kdl_split_blocks_new(size_t c, size_t d_teacher, size_t d_student,
+                                 const kdl_split_opts *o, kdl_split_blocks **ret);
+
+/** kdl_split_blocks_free() - free @d.  NULL is a no-op. */
+KDL_API void kdl_split_blocks_free(kdl_split_blocks *d);
+
+/** kdl_split_blocks_count() - the blocks (passes over the data) of @d. */
+KDL_API size_t kdl_split_blocks_count(const kdl_split_blocks *d);
+
+/**
+ * kdl_split_blocks_accumulate() - add a block of samples (teacher logits
+ * and labels, as kdl_split_accumulate(); the student's are not needed) to
+ * the current block of classes.  Checked as kdl_split_accumulate(); on
+ * failure @d is unchanged.
+ * Return: 0; the codes of kdl_split_accumulate(); -KDL_ERANGE when every
+ * block is closed.
+ */
+KDL_API int kdl_split_blocks_accumulate(kdl_split_blocks *d, const kdl_tensor *zt,
+                                        const int64_t *labels);
+
+/**
+ * kdl_split_blocks_next() - close the current block: its pairs' agreement
+ * with the heads @wt, @ws (either may be NULL; of the widths given to
+ * kdl_split_blocks_new(), whose memory plan counts them) and its confused
+ * pairs, with the class counts of the complete first pass @s (the same
+ * samples, else -KDL_EMISMATCH).  Everything is borrowed.
+ * Return: 1 when another block follows (accumulate the samples again); 0
+ * when every block is closed; -KDL_ERANGE when none was open;
+ * -KDL_EMISMATCH; -KDL_ESHAPE if a head is not [C, d]; -KDL_ENONFINITE for
+ * a NaN/Inf head weight; -KDL_EOVERFLOW; -ENOMEM.
+ */
+KDL_API int kdl_split_blocks_next(kdl_split_blocks *d, const kdl_split_state *s,
+                                  const kdl_tensor *wt, const kdl_tensor *ws);
+
 /* ---- Results -------------------------------------------------------------- */
+
+/* A confused pair of classes at one τ. */
+typedef struct kdl_split_pair {
+        size_t i, j;      /* true class i, class j != i */
+        double mass;      /* A_ij = Σ_{n: y_n = i} p^t_τ,j(x_n), the soft count */
+        double confusion; /* M_ij = A_ij / n_i */
+} kdl_split_pair;
 
 /* A histogram: bin k covers [lo[k], hi[k]) (the last bin is closed). */
 typedef struct kdl_split_hist {
@@ -310,11 +460,15 @@ typedef struct kdl_split_tau_result {
         kdl_split_dist eps;        /* ε_n */
         kdl_split_dist nt_entropy; /* H(p̂^t) / ln(C-1) */
 
-        /* Domain. */
-        double *confusion;      /* C x C row-major M; rows of classes without samples are NaN */
-        size_t confusion_pairs; /* pairs i < j whose classes both have samples */
+        /* Domain (opts.domain says how: the blocked mode has no C x C matrix, the
+         * off mode no domain value). */
+        double *confusion;                /* C x C row-major M, NULL unless full; rows of classes
+                                             without samples are NaN */
+        size_t confusion_pairs;           /* pairs i < j whose classes both have samples */
         double pearson_confusion_teacher; /* (M + M^T)/2 vs S^t over those pairs */
         double pearson_confusion_student; /* (M + M^T)/2 vs S^s over those pairs */
+        size_t ntop;                      /* confused pairs: min(top_pairs, pairs there are) */
+        kdl_split_pair *top;              /* ntop, most confused first; NULL when none or off */
 
         /* Instance (when a second pass was given). */
         bool has_instance;
@@ -336,7 +490,8 @@ typedef struct kdl_split_tau_result {
 typedef struct kdl_split_result {
         size_t c;
         size_t n;
-        kdl_split_opts opts;
+        kdl_split_opts opts;    /* its domain the mode used: full, blocked or off */
+        size_t domain_blocks;   /* blocked: the blocks of classes (passes) */
         size_t *class_count;    /* C samples per class */
         size_t teacher_correct; /* argmax z^t == y (first maximum) */
         size_t student_correct;
@@ -344,8 +499,8 @@ typedef struct kdl_split_result {
         /* Head weights (domain); absent when the head was not given. */
         bool has_head_teacher, has_head_student;
         size_t d_teacher, d_student;
-        double *cos_teacher;  /* C x C, S^t; NULL when absent */
-        double *cos_student;  /* C x C, S^s; NULL when absent */
+        double *cos_teacher;  /* C x C, S^t; NULL when absent or not full */
+        double *cos_student;  /* C x C, S^s; NULL when absent or not full */
         double pearson_heads; /* off-diagonal pairs of S^t vs S^s; NaN unless both */
         double cka_heads;     /* linear CKA(W_t, W_s), classes as examples; NaN unless both */
 
@@ -355,23 +510,28 @@ typedef struct kdl_split_result {
 
 /**
  * kdl_split_finalize() - the results of a first pass @s, the optional
- * second pass @inst (NULL: has_instance is false) and the optional head
- * weights @wt [C, d_t] and @ws [C, d_s] (NULL: that head is absent).
- * Nothing is modified; everything is borrowed.
+ * second pass @inst (NULL: has_instance is false), the blocked domain level
+ * @dom (blocked mode: required, every block closed; otherwise NULL) and the
+ * optional head weights @wt [C, d_t] and @ws [C, d_s] (NULL: that head is
+ * absent; blocked: the heads @dom was closed with).  Nothing is modified;
+ * everything is borrowed.
  *
  * Linear CKA of the heads centres the columns over the C classes and uses
  * the Gram form <K, L>_F / (|K|_F |L|_F), K = W_t W_t^T, L = W_s W_s^T
- * (MATH §7.1), which works for any d_t, d_s.  Cosines divide by
- * max(|w_i|, cos_eps) max(|w_j|, cos_eps).
+ * (MATH §7.1), which works for any d_t, d_s; the blocked mode the feature
+ * form, the same value.  Cosines divide by max(|w_i|, cos_eps)
+ * max(|w_j|, cos_eps).
  *
  * @ret: set on success only; caller frees with kdl_split_result_free().
- * Return: 0; -KDL_EMISSING if @s holds no samples; -KDL_EMISMATCH if @inst
- * did not come from @s's options or holds a different number of samples;
+ * Return: 0; -KDL_EMISSING if @s holds no samples, or in the blocked mode
+ * without @dom or with a block still open; -KDL_EMISMATCH if @inst or @dom
+ * did not come from @s's options or hold a different number of samples;
  * -KDL_ESHAPE if a head is not [C, d] with d >= 1; -KDL_ENONFINITE for a
  * NaN/Inf head weight; -KDL_EOVERFLOW; -ENOMEM.
  */
 KDL_API int kdl_split_finalize(const kdl_split_state *s, const kdl_split_instance_state *inst,
-                               const kdl_tensor *wt, const kdl_tensor *ws, kdl_split_result **ret);
+                               const kdl_split_blocks *dom, const kdl_tensor *wt,
+                               const kdl_tensor *ws, kdl_split_result **ret);
 
 /** kdl_split_result_free() - free @r.  NULL is a no-op. */
 KDL_API void kdl_split_result_free(kdl_split_result *r);

@@ -186,7 +186,8 @@ static const struct kdl_cmd commands[] = {
         {"split", cmd_split, 0, 0,
          "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
          "kdlens split -t TEACHER.h5 -s STUDENT.h5... [-T TAUS] [--checkpoint NAME|all] "
-         "[--format table|md|csv|tex|json] [--per-sample OUT.h5]",
+         "[--format table|md|csv|tex|json] [--per-sample OUT.h5] [--domain auto|full|blocked|off] "
+         "[--top-pairs K] [--memory LIMIT]",
          "  -t, --teacher FILE   the teacher dump (with /labels, or the student has them)\n"
          "  -s, --student FILE   a student dump (repeatable)\n"
          "  -T, --temperature L  temperatures, e.g. 1,4 (default 4); KL terms carry tau^2\n"
@@ -206,8 +207,14 @@ static const struct kdl_cmd commands[] = {
          "  --join strict|inner  with /sample_ids in both dumps: the same ids in both\n"
          "                       (strict, default) or only the ids both hold (inner)\n"
          "  --ignore-roles       accept a -t dump whose role is student or a -s dump\n"
-         "                       whose role is teacher (exit 2 otherwise); said in a note\n",
-         0},
+         "                       whose role is teacher (exit 2 otherwise); said in a note\n"
+         "  --domain MODE        the domain level: auto (default: the C x C matrices up to\n"
+         "                       --domain-max-c classes and within --memory, blocks of\n"
+         "                       classes beyond), full, blocked or off\n"
+         "  --domain-max-c N     auto's largest C for the C x C matrices (4096)\n"
+         "  --top-pairs K        most confused class pairs listed in blocked mode "
+         "(100)\n" HELP_MEMORY(""),
+         CMD_MEMORY},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
          "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [--force] [-T TAU] "
          "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] [--memory LIMIT] "

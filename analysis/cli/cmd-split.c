@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <float.h>
 #include <getopt.h>
+#include <stdint.h>
 
 #include "analysis/cli/cli.h"
 #include "analysis/inputs.h"
@@ -12,6 +13,9 @@ enum {
         OPT_OMEGA_MAX,
         OPT_W_EPS,
         OPT_BINS,
+        OPT_DOMAIN,
+        OPT_DOMAIN_MAX_C,
+        OPT_TOP_PAIRS,
 };
 
 /* What split is asked: the options, and whether --bins was (its histograms are in json and
@@ -42,6 +46,16 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
                         st = kdl_cli_usage(cli, "--bins: expected a divisor of %zu, found '%s'",
                                            o->metric.nbins, arg);
                 return st;
+        case OPT_DOMAIN:
+                if (kdl_split_domain_parse(arg, &o->metric.domain) < 0)
+                        return kdl_cli_usage(cli, "--domain: %s", kdl_errmsg());
+                return 0;
+        case OPT_DOMAIN_MAX_C:
+                return kdl_cli_parse_size(cli, "--domain-max-c", arg, 0, SIZE_MAX,
+                                          &o->metric.domain_max_c);
+        case OPT_TOP_PAIRS:
+                return kdl_cli_parse_size(cli, "--top-pairs", arg, 0, KDL_SPLIT_MAX_TOP_PAIRS,
+                                          &o->metric.top_pairs);
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
@@ -60,6 +74,9 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
                 {"omega-max", required_argument, NULL, OPT_OMEGA_MAX},
                 {"w-eps", required_argument, NULL, OPT_W_EPS},
                 {"bins", required_argument, NULL, OPT_BINS},
+                {"domain", required_argument, NULL, OPT_DOMAIN},
+                {"domain-max-c", required_argument, NULL, OPT_DOMAIN_MAX_C},
+                {"top-pairs", required_argument, NULL, OPT_TOP_PAIRS},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;

@@ -389,10 +389,19 @@ static int teacher_class_figures(struct kdl__report *r, const kdl_doc *d, const 
 static int class_figures(struct kdl__report *r, const kdl_doc *d)
 {
         size_t c = kdl_h5_dump(r->in->teacher)->c;
-        double *m = kdl_new(double, c > 0 ? c * c : 1);
-        char **labels = kdl_new(char *, c ? c : 1);
+        double *m;
+        char **labels;
         struct kdl_fig f = {.xlabel = "class", .ylabel = "class"};
-        int err = m && labels ? 0 : -ENOMEM;
+        int err;
+
+        /* Split's domain level in blocks of classes has no C x C table to draw. */
+        if (!kdl_doc_find_table(d, "confusion_teacher") &&
+            !kdl_doc_find_table(d, "head_cosine_teacher") &&
+            !kdl_doc_find_table(d, "head_cosine_student"))
+                return 0;
+        m = kdl_new(double, c > 0 ? c * c : 1);
+        labels = kdl_new(char *, c ? c : 1);
+        err = m && labels ? 0 : -ENOMEM;
 
         for (size_t k = 0; k < c && !err; k++)
                 if (!(labels[k] = kdl__asprintf("%zu", k)))
@@ -453,6 +462,10 @@ int kdl__report_section_split(struct kdl__report *r)
         err = err
                       ?: kdl__report_show_table(r, d, "domain", "split_domain",
                                                 "Domain knowledge: agreement of class relations");
+        err = err
+                      ?: kdl__report_show_table(r, d, "confused_pairs", "split_confused_pairs",
+                                                "The teacher's most confused class pairs by soft "
+                                                "count (the domain level in blocks of classes)");
         err = err
                       ?: kdl__report_show_table(r, d, "instance", "split_instance",
                                                 "Instance knowledge: rescaling weights w_n");

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tests/lib/kdl-test.h"
+#include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
 #include "metrics/base/tensor.h"
 #include "metrics/split.h"
@@ -480,10 +481,10 @@ static void test_merge_equals_sequential(void **state)
         accumulate_blocks(NULL, ib, zt, zs, y, 0, 150, 64, C_);
         assert_int_equal(kdl_split_instance_merge(ia, ib), 0);
 
-        assert_int_equal(kdl_split_finalize(all, iall, &tw, &sw, &r1), 0);
+        assert_int_equal(kdl_split_finalize(all, iall, NULL, &tw, &sw, &r1), 0);
         /* p̄^t_y of the merged first pass may differ from the sequential one
          * in the last bit; each second pass must pair with its own first. */
-        assert_int_equal(kdl_split_finalize(a, ia, &tw, &sw, &r2), 0);
+        assert_int_equal(kdl_split_finalize(a, ia, NULL, &tw, &sw, &r2), 0);
 
         assert_int_equal(r1->n, N_);
         assert_memory_equal(r1->class_count, r2->class_count, C_ * sizeof(size_t));
@@ -589,7 +590,7 @@ static void test_accumulate_matches_per_sample(void **state)
 
                 assert_int_equal(kdl_split_instance_accumulate(inst, &tt, &ts, y, wout), 0);
         }
-        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, &r), 0);
+        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, NULL, &r), 0);
         assert_false(r->has_head_teacher);
         assert_true(isnan(r->cka_heads));
 
@@ -835,7 +836,7 @@ static void test_heads_and_agreement(void **state)
 
         assert_int_equal(kdl_split_state_new(C, &o, &s), 0);
         accumulate_blocks(s, NULL, zt, zs, y, 0, N_, 100, C);
-        assert_int_equal(kdl_split_finalize(s, NULL, &tw, &sw, &r), 0);
+        assert_int_equal(kdl_split_finalize(s, NULL, NULL, &tw, &sw, &r), 0);
         assert_true(r->has_head_teacher && r->has_head_student);
         assert_int_equal(r->d_teacher, DT);
         assert_int_equal(r->d_student, DS);
@@ -888,11 +889,370 @@ static void test_heads_and_agreement(void **state)
         {
                 kdl_tensor rw = kdl_tensor_wrap(rot, 2, (size_t[]){C, DT});
 
-                assert_int_equal(kdl_split_finalize(s, NULL, &tw, &rw, &r), 0);
+                assert_int_equal(kdl_split_finalize(s, NULL, NULL, &tw, &rw, &r), 0);
                 assert_close(r->cka_heads, 1.0, 1e-13, 0.0);
                 assert_close(r->pearson_heads, 1.0, 1e-13, 0.0);
                 kdl_split_result_free(r);
         }
+        kdl_split_state_free(s);
+}
+
+/* ---- Domain: without C x C matrices -------------------------------------------- */
+
+/* The blocks of a blocked state over the samples @zt, @y (@n of them): the
+ * first block fed with pass 0, the others one pass each, in row blocks of 53. */
+static kdl_split_blocks *run_blocks(const kdl_split_opts *o, const kdl_split_state *s,
+                                    const double *zt, const int64_t *y, size_t n, size_t c,
+                                    const kdl_tensor *wt, const kdl_tensor *ws)
+{
+        kdl_split_blocks *b = NULL;
+        int more;
+
+        assert_int_equal(
+                kdl_split_blocks_new(c, wt ? wt->shape[1] : 0, ws ? ws->shape[1] : 0, o, &b), 0);
+        do {
+                for (size_t a = 0; a < n; a += 53) {
+                        size_t e = a + 53 < n ? a + 53 : n;
+                        kdl_tensor tt =
+                                kdl_tensor_wrap((double *) zt + a * c, 2, (size_t[]){e - a, c});
+
+                        assert_int_equal(kdl_split_blocks_accumulate(b, &tt, y + a), 0);
+                }
+                more = kdl_split_blocks_next(b, s, wt, ws);
+                assert_true(more == 0 || more == 1);
+        } while (more);
+        return b;
+}
+
+/* The options of a blocked run whose budget leaves @nblocks blocks or more. */
+static kdl_split_opts blocked_opts(size_t c, size_t dt, size_t ds, size_t nblocks)
+{
+        kdl_split_opts o = opts_all_taus();
+        kdl_split_plan p;
+
+        o.ntaus = 2;
+        o.taus[0] = 1.0;
+        o.taus[1] = 4.0;
+        o.top_pairs = 37;
+        o.domain = KDL_SPLIT_DOMAIN_BLOCKED;
+        assert_int_equal(kdl_split_plan_init(&p, c, dt, ds, &o), 0);
+        assert_true(p.fits && p.nblocks == 1);
+        o.memory = p.least_bytes; /* the fewest bytes: KDL_SPLIT_MAX_BLOCKS blocks or near */
+        assert_int_equal(kdl_split_plan_init(&p, c, dt, ds, &o), 0);
+        assert_true(p.fits && p.nblocks >= nblocks && p.nblocks <= KDL_SPLIT_MAX_BLOCKS);
+        assert_true(p.bytes <= o.memory);
+        o.memory--;
+        assert_int_equal(kdl_split_plan_init(&p, c, dt, ds, &o), 0);
+        assert_false(p.fits);
+        o.memory++;
+        return o;
+}
+
+/* The blocked mode against the full one on the same samples (C = 40..200,
+ * a class without samples, heads of other widths): every domain value to
+ * 1e-10, the confused pairs bit for bit (both sum p^t in the same order),
+ * and the pairs against a sort of every cell of the full sums. */
+static void test_blocked_equals_full(void **state)
+{
+        static const size_t cs[] = {40, 97, 200};
+        enum { N = 700, DT = 9, DS = 5 };
+
+        (void) state;
+        for (size_t q = 0; q < sizeof(cs) / sizeof(cs[0]); q++) {
+                size_t c = cs[q];
+                double *zt = malloc(N * c * sizeof(double)), *zs = malloc(N * c * sizeof(double));
+                double *wt = malloc(c * DT * sizeof(double)), *ws = malloc(c * DS * sizeof(double));
+                int64_t *y = malloc(N * sizeof(int64_t));
+                kdl_tensor tw = kdl_tensor_wrap(wt, 2, (size_t[]){c, DT});
+                kdl_tensor sw = kdl_tensor_wrap(ws, 2, (size_t[]){c, DS});
+                kdl_split_opts ob = blocked_opts(c, DT, DS, 3), of = ob;
+                kdl_split_state *sf = NULL, *sb = NULL;
+                kdl_split_blocks *b;
+                kdl_split_result *rf = NULL, *rb = NULL;
+                kdl_test_rng rng = {40 + q};
+
+                make_data(31 + q, N, c, zt, zs, y);
+                for (size_t i = 0; i < N; i++) /* class 3 has no sample */
+                        if (y[i] == 3)
+                                y[i] = 4;
+                fill_logits(&rng, wt, c * DT, 1.0);
+                fill_logits(&rng, ws, c * DS, 1.0);
+                for (size_t i = 0; i < c; i++) /* a shared direction: cosines of mean 0.3 */
+                        wt[i * DT] += 1.5;
+                of.domain = KDL_SPLIT_DOMAIN_FULL;
+                of.memory = KDL_SPLIT_DEFAULT_MEMORY;
+
+                assert_int_equal(kdl_split_state_new(c, &of, &sf), 0);
+                assert_int_equal(kdl_split_state_new(c, &ob, &sb), 0);
+                accumulate_blocks(sf, NULL, zt, zs, y, 0, N, 61, c);
+                accumulate_blocks(sb, NULL, zt, zs, y, 0, N, 61, c);
+                b = run_blocks(&ob, sb, zt, y, N, c, &tw, &sw);
+                assert_true(kdl_split_blocks_count(b) >= 3);
+                assert_int_equal(kdl_split_finalize(sf, NULL, NULL, &tw, &sw, &rf), 0);
+                assert_int_equal(kdl_split_finalize(sb, NULL, b, &tw, &sw, &rb), 0);
+
+                assert_int_equal(rf->opts.domain, KDL_SPLIT_DOMAIN_FULL);
+                assert_int_equal(rb->opts.domain, KDL_SPLIT_DOMAIN_BLOCKED);
+                assert_int_equal(rb->domain_blocks, kdl_split_blocks_count(b));
+                assert_null(rb->cos_teacher);
+                assert_null(rb->cos_student);
+                assert_close(rb->pearson_heads, rf->pearson_heads, 0.0, 1e-10);
+                assert_close(rb->cka_heads, rf->cka_heads, 0.0, 1e-10);
+                for (size_t k = 0; k < 2; k++) {
+                        const kdl_split_tau_result *f = &rf->tau[k], *x = &rb->tau[k];
+                        double *cells = malloc(c * c * sizeof(double));
+                        size_t ncells = 0;
+
+                        assert_null(x->confusion);
+                        assert_int_equal(x->confusion_pairs, f->confusion_pairs);
+                        assert_close(x->pearson_confusion_teacher, f->pearson_confusion_teacher,
+                                     0.0, 1e-10);
+                        assert_close(x->pearson_confusion_student, f->pearson_confusion_student,
+                                     0.0, 1e-10);
+                        assert_int_equal(x->ntop, 37);
+                        assert_int_equal(f->ntop, 37);
+                        assert_memory_equal(x->top, f->top, 37 * sizeof(kdl_split_pair));
+                        /* Against every off-diagonal soft count n_i M_ij, sorted. */
+                        for (size_t i = 0; i < c; i++)
+                                for (size_t j = 0; j < c; j++)
+                                        if (j != i && rf->class_count[i])
+                                                cells[ncells++] = f->confusion[i * c + j] *
+                                                                  (double) rf->class_count[i];
+                        qsort(cells, ncells, sizeof(double), cmp_double);
+                        for (size_t t = 0; t < 37; t++) {
+                                assert_true(x->top[t].i != x->top[t].j);
+                                assert_close(x->top[t].mass, cells[ncells - 1 - t], 1e-14, 0.0);
+                                assert_close(x->top[t].confusion,
+                                             f->confusion[x->top[t].i * c + x->top[t].j], 1e-15,
+                                             0.0);
+                        }
+                        free(cells);
+                }
+                kdl_split_result_free(rf);
+                kdl_split_result_free(rb);
+                kdl_split_blocks_free(b);
+                kdl_split_state_free(sf);
+                kdl_split_state_free(sb);
+                free(zt);
+                free(zs);
+                free(wt);
+                free(ws);
+                free(y);
+        }
+}
+
+/* Ties in the soft counts: a uniform teacher gives every cell of a row the
+ * same mass; the pairs then come by the smaller i, then j, in both modes. */
+static void test_confused_pairs_ties(void **state)
+{
+        enum { C = 12, N = 90 };
+        static double zt[N * C], zs[N * C];
+        static int64_t y[N];
+        kdl_split_opts o = opts_all_taus();
+        kdl_split_state *s = NULL;
+        kdl_split_blocks *b;
+        kdl_split_result *r = NULL;
+
+        (void) state;
+        for (size_t i = 0; i < N; i++) /* class 7: 30 samples, 2: 25, 8 to 11: 8 or 9 */
+                y[i] = i < 30 ? 7 : i < 55 ? 2 : (int64_t) (8 + i % 4);
+        for (size_t i = 0; i < N * C; i++)
+                zs[i] = (double) (i % 7);
+        o.ntaus = 1;
+        o.top_pairs = 15;
+        for (int mode = 0; mode < 2; mode++) {
+                o.domain = mode ? KDL_SPLIT_DOMAIN_BLOCKED : KDL_SPLIT_DOMAIN_FULL;
+                o.memory = mode ? blocked_opts(C, 0, 0, 2).memory : KDL_SPLIT_DEFAULT_MEMORY;
+                assert_int_equal(kdl_split_state_new(C, &o, &s), 0);
+                accumulate_blocks(s, NULL, zt, zs, y, 0, N, 17, C);
+                b = mode ? run_blocks(&o, s, zt, y, N, C, NULL, NULL) : NULL;
+                assert_int_equal(kdl_split_finalize(s, NULL, b, NULL, NULL, &r), 0);
+                assert_int_equal(r->tau[0].ntop, 15);
+                for (size_t t = 0; t < 15; t++) {
+                        /* row 7 (30 samples), then row 2 (25), j ascending without i */
+                        size_t i = t < 11 ? 7 : 2,
+                               j = t < 11 ? (t < 7 ? t : t + 1) : (t < 13 ? t - 11 : t - 10);
+
+                        assert_int_equal(r->tau[0].top[t].i, i);
+                        assert_int_equal(r->tau[0].top[t].j, j);
+                        assert_close(r->tau[0].top[t].confusion, 1.0 / C, 1e-15, 0.0);
+                }
+                assert_true(isnan(r->tau[0].pearson_confusion_teacher));
+                kdl_split_result_free(r);
+                kdl_split_blocks_free(b);
+                kdl_split_state_free(s);
+        }
+}
+
+/* Fail the k-th allocation of the blocked mode (its blocks, every block's
+ * end, finalize with both heads) for k = 0, 1, ... until none fails: each
+ * run ends in -ENOMEM, cleanly, or succeeds. */
+static void test_blocked_out_of_memory(void **state)
+{
+        enum { C = 30, N = 200, DT = 4, DS = 3 };
+        static double zt[N * C], zs[N * C], wt[C * DT], ws[C * DS];
+        static int64_t y[N];
+        kdl_tensor tw = kdl_tensor_wrap(wt, 2, (size_t[]){C, DT});
+        kdl_tensor sw = kdl_tensor_wrap(ws, 2, (size_t[]){C, DS});
+        kdl_tensor tt = kdl_tensor_wrap(zt, 2, (size_t[]){N, C});
+        kdl_split_opts o = blocked_opts(C, DT, DS, 2);
+        kdl_split_state *s = NULL;
+        kdl_test_rng rng = {77};
+        bool fired = true;
+        long k;
+
+        (void) state;
+        make_data(78, N, C, zt, zs, y);
+        fill_logits(&rng, wt, C * DT, 1.0);
+        fill_logits(&rng, ws, C * DS, 1.0);
+        assert_int_equal(kdl_split_state_new(C, &o, &s), 0);
+        accumulate_blocks(s, NULL, zt, zs, y, 0, N, 64, C);
+        for (k = 0; fired; k++) {
+                kdl_split_blocks *b = NULL;
+                kdl_split_result *r = NULL;
+                int err, more = 1;
+
+                kdl__alloc_fail_after(k);
+                err = kdl_split_blocks_new(C, DT, DS, &o, &b);
+                while (!err && more > 0) {
+                        err = kdl_split_blocks_accumulate(b, &tt, y);
+                        more = err ?: kdl_split_blocks_next(b, s, &tw, &sw);
+                        err = more < 0 ? more : 0;
+                }
+                err = err ?: kdl_split_finalize(s, NULL, b, &tw, &sw, &r);
+                fired = kdl__alloc_fail_after(-1) < 0;
+                assert_int_equal(err, fired ? -ENOMEM : 0);
+                assert_true(fired || (r && isfinite(r->cka_heads) && r->tau[0].ntop == 37));
+                kdl_split_result_free(r);
+                kdl_split_blocks_free(b);
+        }
+        assert_true(k > 10);
+        kdl_split_state_free(s);
+}
+
+/* The plan: auto is full up to domain_max_c and within the budget, else
+ * blocked; bytes grow with C; too small a budget does not fit; and the
+ * errors of the blocks. */
+static void test_plan_and_blocks_errors(void **state)
+{
+        double zt[N_ * C_], zs[N_ * C_];
+        int64_t y[N_];
+        kdl_split_opts o;
+        kdl_split_plan p, p2;
+        kdl_split_state *s = NULL, *other = NULL;
+        kdl_split_blocks *b = NULL;
+        kdl_split_result *r = NULL;
+        kdl_tensor tt = kdl_tensor_wrap(zt, 2, (size_t[]){N_, C_});
+
+        (void) state;
+        kdl_split_opts_init(&o);
+        assert_int_equal(o.domain, KDL_SPLIT_DOMAIN_AUTO);
+        assert_int_equal(o.domain_max_c, 4096);
+        assert_int_equal(o.top_pairs, 100);
+        assert_int_equal(o.memory, (size_t) 4 << 30);
+        assert_int_equal(kdl_split_plan_init(&p, 4096, 512, 256, &o), 0);
+        assert_int_equal(p.domain, KDL_SPLIT_DOMAIN_FULL);
+        assert_true(p.fits && p.bytes > (size_t) 8 * 4096 * 4096 * 8);
+        assert_int_equal(kdl_split_plan_init(&p, 4097, 512, 256, &o), 0);
+        assert_int_equal(p.domain, KDL_SPLIT_DOMAIN_BLOCKED);
+        assert_true(p.fits && p.nblocks == 1);
+        /* C = 32,000 within 4 GiB: two blocks (the two passes split reads anyway). */
+        assert_int_equal(kdl_split_plan_init(&p, 32000, 256, 128, &o), 0);
+        assert_true(p.fits && p.nblocks == 2 && p.bytes <= o.memory);
+        assert_true(p.least_bytes < p.bytes);
+        /* C = 152,000 does not fit 4 GiB in 8 passes. */
+        assert_int_equal(kdl_split_plan_init(&p, 152000, 0, 0, &o), 0);
+        assert_int_equal(p.domain, KDL_SPLIT_DOMAIN_BLOCKED);
+        assert_false(p.fits);
+        assert_true(p.least_bytes > o.memory && p.nblocks == KDL_SPLIT_MAX_BLOCKS);
+        o.memory = p.least_bytes;
+        assert_int_equal(kdl_split_plan_init(&p2, 152000, 0, 0, &o), 0);
+        assert_true(p2.fits && p2.bytes == p.least_bytes);
+        /* Over budget, full at C = 4096 falls to blocked; forced full does not fit. */
+        o.memory = (size_t) 100 << 20;
+        assert_int_equal(kdl_split_plan_init(&p, 4096, 0, 0, &o), 0);
+        assert_int_equal(p.domain, KDL_SPLIT_DOMAIN_BLOCKED);
+        assert_true(p.fits && p.nblocks > 1);
+        o.domain = KDL_SPLIT_DOMAIN_FULL;
+        assert_int_equal(kdl_split_plan_init(&p, 4096, 0, 0, &o), 0);
+        assert_int_equal(p.domain, KDL_SPLIT_DOMAIN_FULL);
+        assert_false(p.fits);
+        assert_int_equal(kdl_split_state_new(4096, &o, &s), -KDL_ERANGE);
+        assert_non_null(strstr(kdl_errmsg(), "GiB"));
+        o.domain = KDL_SPLIT_DOMAIN_OFF;
+        assert_int_equal(kdl_split_plan_init(&p, 1000000, 4096, 4096, &o), 0);
+        assert_true(p.fits && p.bytes < ((size_t) 100 << 20));
+        assert_int_equal(kdl_split_plan_init(&p, 1, 0, 0, &o), -KDL_ESHAPE);
+        o.domain = (enum kdl_split_domain) 9;
+        assert_int_equal(kdl_split_plan_init(&p, 10, 0, 0, &o), -KDL_ERANGE);
+
+        /* Names. */
+        for (int d = 0; d < KDL_SPLIT_DOMAIN_COUNT_; d++) {
+                enum kdl_split_domain back;
+
+                assert_int_equal(kdl_split_domain_parse(kdl_split_domain_name(d), &back), 0);
+                assert_int_equal(back, d);
+        }
+        assert_int_equal(kdl_split_domain_parse("blocks", &o.domain), -KDL_EUSAGE);
+
+        /* Blocks refused in other modes and over budget. */
+        kdl_split_opts_init(&o);
+        o.domain = KDL_SPLIT_DOMAIN_FULL;
+        assert_int_equal(kdl_split_blocks_new(C_, 0, 0, &o, &b), -KDL_ERANGE);
+        o.domain = KDL_SPLIT_DOMAIN_BLOCKED;
+        o.memory = 1000;
+        assert_int_equal(kdl_split_blocks_new(C_, 0, 0, &o, &b), -KDL_ERANGE);
+        assert_non_null(strstr(kdl_errmsg(), "passes"));
+        assert_null(b);
+
+        /* A blocked state needs its blocks, all closed, of the same samples. */
+        o = blocked_opts(C_, 0, 0, 2);
+        make_data(5, N_, C_, zt, zs, y);
+        assert_int_equal(kdl_split_state_new(C_, &o, &s), 0);
+        accumulate_blocks(s, NULL, zt, zs, y, 0, N_, 50, C_);
+        assert_int_equal(kdl_split_finalize(s, NULL, NULL, NULL, NULL, &r), -KDL_EMISSING);
+        assert_int_equal(kdl_split_blocks_new(C_, 0, 0, &o, &b), 0);
+        assert_int_equal(kdl_split_blocks_accumulate(b, &tt, y), 0);
+        assert_int_equal(kdl_split_finalize(s, NULL, b, NULL, NULL, &r), -KDL_EMISSING);
+        assert_int_equal(kdl_split_state_new(C_, &o, &other), 0); /* no sample */
+        assert_int_equal(kdl_split_blocks_next(b, other, NULL, NULL), -KDL_EMISMATCH);
+        y[3] = C_;
+        assert_int_equal(kdl_split_blocks_accumulate(b, &tt, y), -KDL_ERANGE);
+        y[3] = 0;
+        zt[5] = NAN;
+        assert_int_equal(kdl_split_blocks_accumulate(b, &tt, y), -KDL_ENONFINITE);
+        zt[5] = 0.0;
+        kdl_split_blocks_free(b);
+        b = run_blocks(&o, s, zt, y, N_, C_, NULL, NULL);
+        assert_int_equal(kdl_split_blocks_accumulate(b, &tt, y), -KDL_ERANGE);
+        assert_int_equal(kdl_split_blocks_next(b, s, NULL, NULL), -KDL_ERANGE);
+        assert_int_equal(kdl_split_finalize(other, NULL, b, NULL, NULL, &r), -KDL_EMISSING);
+        assert_int_equal(kdl_split_finalize(s, NULL, b, NULL, NULL, &r), 0);
+        assert_true(isnan(r->pearson_heads) && !r->has_head_teacher);
+        kdl_split_result_free(r);
+        kdl_split_blocks_free(b);
+        kdl_split_blocks_free(NULL);
+        kdl_split_state_free(other);
+        kdl_split_state_free(s);
+
+        /* Off: no domain value, no matrix, the heads only counted. */
+        kdl_split_opts_init(&o);
+        o.domain = KDL_SPLIT_DOMAIN_OFF;
+        assert_int_equal(kdl_split_state_new(C_, &o, &s), 0);
+        accumulate_blocks(s, NULL, zt, zs, y, 0, N_, 50, C_);
+        {
+                double w[C_ * 2] = {0};
+                kdl_tensor tw = kdl_tensor_wrap(w, 2, (size_t[]){C_, 2});
+
+                w[0] = 1.0;
+                assert_int_equal(kdl_split_finalize(s, NULL, NULL, &tw, NULL, &r), 0);
+        }
+        assert_true(r->has_head_teacher && r->d_teacher == 2 && !r->has_head_student);
+        assert_null(r->cos_teacher);
+        assert_null(r->tau[0].confusion);
+        assert_null(r->tau[0].top);
+        assert_true(isnan(r->tau[0].pearson_confusion_teacher) && isnan(r->pearson_heads));
+        kdl_split_result_free(r);
         kdl_split_state_free(s);
 }
 
@@ -1005,7 +1365,7 @@ static void test_errors(void **state)
         assert_close(smp.kl, -7.0, 0.0, 0.0);
 
         /* Empty states. */
-        assert_int_equal(kdl_split_finalize(s, NULL, NULL, NULL, &r), -KDL_EMISSING);
+        assert_int_equal(kdl_split_finalize(s, NULL, NULL, NULL, NULL, &r), -KDL_EMISSING);
         assert_int_equal(kdl_split_instance_state_new(s, &inst), -KDL_EMISSING);
         assert_null(inst);
 
@@ -1025,7 +1385,7 @@ static void test_errors(void **state)
 
         /* A second pass that does not match the first. */
         assert_int_equal(kdl_split_instance_state_new(s, &inst), 0);
-        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, &r), -KDL_EMISMATCH);
+        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, NULL, &r), -KDL_EMISMATCH);
         {
                 kdl_tensor t5 = kdl_tensor_wrap(zt, 2, (size_t[]){5, C_});
                 kdl_tensor s5 = kdl_tensor_wrap(zs, 2, (size_t[]){5, C_});
@@ -1038,16 +1398,16 @@ static void test_errors(void **state)
                 y[2] = 1;
                 assert_int_equal(kdl_split_instance_accumulate(inst, &t5, &s5, y, wbuf), 0);
         }
-        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, &r), -KDL_EMISMATCH);
+        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, NULL, &r), -KDL_EMISMATCH);
 
         /* Heads of the wrong shape, or with NaN. */
-        assert_int_equal(kdl_split_finalize(s, NULL, &head_bad, NULL, &r), -KDL_ESHAPE);
-        assert_int_equal(kdl_split_finalize(s, NULL, NULL, &flat, &r), -KDL_ESHAPE);
+        assert_int_equal(kdl_split_finalize(s, NULL, NULL, &head_bad, NULL, &r), -KDL_ESHAPE);
+        assert_int_equal(kdl_split_finalize(s, NULL, NULL, NULL, &flat, &r), -KDL_ESHAPE);
         w[3] = NAN;
-        assert_int_equal(kdl_split_finalize(s, NULL, &head, NULL, &r), -KDL_ENONFINITE);
+        assert_int_equal(kdl_split_finalize(s, NULL, NULL, &head, NULL, &r), -KDL_ENONFINITE);
         w[3] = 0.0;
         assert_true(r == (kdl_split_result *) 0x1);
-        assert_int_equal(kdl_split_finalize(s, NULL, &head, NULL, &r), 0);
+        assert_int_equal(kdl_split_finalize(s, NULL, NULL, &head, NULL, &r), 0);
         assert_true(r->has_head_teacher && !r->has_head_student);
         assert_true(isnan(r->pearson_heads));
         kdl_split_result_free(r);
@@ -1106,12 +1466,12 @@ static void test_contract(void **state)
         o = opts_all_taus();
         make_data(41, N_, C_, zt, zs, y);
         assert_int_equal(kdl_split_state_new(C_, &o, &s), 0);
-        assert_int_equal(kdl_split_finalize(s, NULL, NULL, NULL, &r), -KDL_EMISSING);
+        assert_int_equal(kdl_split_finalize(s, NULL, NULL, NULL, NULL, &r), -KDL_EMISSING);
         assert_null(r);
         accumulate_blocks(s, NULL, zt, zs, y, 0, N_, 50, C_);
         assert_int_equal(kdl_split_instance_state_new(s, &inst), 0);
         accumulate_blocks(NULL, inst, zt, zs, y, 0, N_, 64, C_);
-        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, &r1), 0);
+        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, NULL, &r1), 0);
 
         /* Other options, other classes: refused, nothing moves. */
         o2 = o;
@@ -1133,7 +1493,7 @@ static void test_contract(void **state)
         kdl_split_instance_state_free(inst_other);
         kdl_split_state_free(half);
 
-        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, &r2), 0);
+        assert_int_equal(kdl_split_finalize(s, inst, NULL, NULL, NULL, &r2), 0);
         assert_results_identical(r1, r2);
         kdl_split_result_free(r2);
         kdl_split_result_free(r1);
@@ -1155,6 +1515,10 @@ int main(void)
                 cmocka_unit_test(test_accumulate_matches_per_sample),
                 cmocka_unit_test(test_weight_guard),
                 cmocka_unit_test(test_heads_and_agreement),
+                cmocka_unit_test(test_blocked_equals_full),
+                cmocka_unit_test(test_confused_pairs_ties),
+                cmocka_unit_test(test_blocked_out_of_memory),
+                cmocka_unit_test(test_plan_and_blocks_errors),
                 cmocka_unit_test(test_universe_entropy),
                 cmocka_unit_test(test_errors),
                 cmocka_unit_test(test_contract),

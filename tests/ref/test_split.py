@@ -569,5 +569,135 @@ def test_bad_inputs():
         shutil.rmtree(d)
 
 
+# ---- the domain level at large C ------------------------------------------------
+
+def write_plain(d, y, zt, zs, wt=None, ws=None, dtype=np.float64):
+    """A teacher and a student of one checkpoint each, heads when given."""
+    paths = []
+    for role, z, w in (("teacher", zt, wt), ("student", zs, ws)):
+        p = os.path.join(d, role + ".h5")
+        with h5py.File(p, "w") as f:
+            f.attrs["kdlens_format"] = 1
+            f.attrs["role"] = role
+            f["labels"] = y.astype(np.int64)
+            g = f.create_group("checkpoints/final")
+            g.attrs["step"] = np.int64(1)
+            g["logits"] = z.astype(dtype)
+            if w is not None:   # the schema's head: weight, bias and its input layer
+                g["head/weight"] = w
+                g["head/bias"] = np.zeros(len(w))
+                g["head"].attrs["input"] = "pen"
+                g["features/pen"] = np.zeros((len(y), w.shape[1]))
+                g["features/pen"].attrs["depth"] = 1
+        paths.append(p)
+    return paths
+
+
+def top_pairs(pt, y, c, k):
+    """The k ordered pairs (i, j), i != j, n_i > 0, of the largest soft count
+    A_ij = sum of p^t_j over the samples of class i; ties by i, then j."""
+    a = np.zeros((c, c))
+    np.add.at(a, y, pt)
+    n = np.bincount(y, minlength=c)
+    i, j = np.meshgrid(np.arange(c), np.arange(c), indexing="ij")
+    ok = (i != j) & (n[:, None] > 0)
+    order = np.lexsort((j[ok], i[ok], -a[ok]))[:k]
+    return [(int(i[ok][q]), int(j[ok][q]), a[ok][q], a[ok][q] / n[i[ok][q]]) for q in order]
+
+
+def test_blocked_domain_against_numpy():
+    """C = 60 above --domain-max-c 40: the domain level in blocks, without any
+    C x C table; its Pearson and CKA values against numpy (1e-9) and the full
+    computation (1e-10); the confused pairs exactly numpy's; --domain off."""
+    d = kt.tmpdir()
+    c, n, dt, ds, k = 60, 1500, 16, 3, 25
+    rng = np.random.default_rng(21)
+    y = rng.integers(0, c, n)
+    y[y == 7] = 8                          # class 7 has no sample
+    wt = rng.standard_normal((c, dt)) + np.eye(1, dt, 0) * 1.2   # cosines of mean > 0
+    ws = rng.standard_normal((c, ds))
+    zt = rng.standard_normal((n, dt)) @ wt.T + 3.0 * np.eye(c)[y]
+    zs = 0.6 * zt + rng.standard_normal((n, c))
+    tp, sp = write_plain(d, y, zt, zs, wt, ws)
+    base = ["split", "-t", tp, "-s", sp, "-T", "1,4", "--block-rows", "97"]
+    blocked = kt.run_json(*base, "--domain-max-c", "40", "--top-pairs", str(k))
+    full = kt.run_json(*base, "--domain", "full")
+    forced = kt.run_json(*base, "--domain", "blocked", "--top-pairs", str(k))
+    assert not kt.records(blocked, "confusion_teacher")
+    assert not kt.records(blocked, "head_cosine_teacher")
+    assert len(kt.records(full, "confusion_teacher")) == 2 * c * c
+    assert not kt.records(full, "confused_pairs")
+    assert any("without any C x C matrix (C = 60, C above --domain-max-c)" in x
+               for x in blocked["notes"])
+    assert any("--domain blocked" in x for x in forced["notes"])
+    assert any("confused_pairs: the 25 ordered class pairs" in x for x in blocked["notes"])
+    cos_t, cos_s = cosines(wt), cosines(ws)
+    upper = np.triu_indices(c, 1)
+    present = np.bincount(y, minlength=c) > 0
+    keep = present[upper[0]] & present[upper[1]]
+    for tau in (1.0, 4.0):
+        pt = np.exp(log_softmax(zt / tau))
+        m = np.array([pt[y == i].mean(0) if (y == i).any() else np.full(c, np.nan)
+                      for i in range(c)])
+        sym = (0.5 * (m + m.T))[upper][keep]
+        for doc in (blocked, forced):
+            dm = one(doc, "domain", tau=tau)
+            fm = one(full, "domain", tau=tau)
+            assert dm["confusion_pairs"] == fm["confusion_pairs"] == int(keep.sum())
+            for key, ref in (("pearson_confusion_teacher", pearson(sym, cos_t[upper][keep])),
+                             ("pearson_confusion_student", pearson(sym, cos_s[upper][keep])),
+                             ("pearson_heads", pearson(cos_t[upper], cos_s[upper])),
+                             ("cka_heads", cka_feature(wt, ws))):
+                close(dm[key], ref, f"blocked {key} tau={tau}")
+                assert abs(dm[key] - fm[key]) <= 1e-10, (key, dm[key], fm[key])
+            got = sorted((r for r in kt.records(doc, "confused_pairs") if r["tau"] == tau),
+                         key=lambda r: r["rank"])
+            ref = top_pairs(pt, y, c, k)
+            assert [(r["i"], r["j"]) for r in got] == [(i, j) for i, j, _, _ in ref]
+            assert [r["rank"] for r in got] == list(range(1, k + 1))
+            for r, (i, j, mass, conf) in zip(got, ref):
+                close(r["mass"], mass, "mass", rtol=1e-12)
+                close(r["confusion"], conf, "confusion", rtol=1e-12)
+                close(r["confusion"], m[i, j], "confusion = M_ij", rtol=1e-12)
+                assert r["samples_i"] == int((y == i).sum())
+    # The other tables do not depend on the mode.
+    for table in ("split", "universe", "instance", "distributions"):
+        assert kt.records(blocked, table) == kt.records(full, table), table
+
+    off = kt.run_json(*base, "--domain", "off")
+    assert not kt.records(off, "domain") and not kt.records(off, "confused_pairs")
+    assert any("domain level off" in x for x in off["notes"])
+    assert kt.records(off, "split") == kt.records(full, "split")
+    _, out, _ = kt.run(*base, "--domain-max-c", "40", check=0)
+    assert "most confused class pairs" in out and "histograms: --format json or csv" in out
+    for bad, needle in ((["--domain", "blocks"], "--domain: unknown domain mode 'blocks'"),
+                        (["--top-pairs", "-1"], "--top-pairs"),
+                        (["--domain-max-c", "x"], "--domain-max-c")):
+        st, out, err = kt.run(*base, *bad)
+        assert st == 2 and out == "" and needle in err, (bad, st, err)
+
+
+def test_domain_over_budget_is_refused():
+    """Before reading anything, a domain level that cannot fit the 4 GiB
+    default budget is exit 1 with one line naming split, the size asked and
+    the option that lowers it; --domain off runs."""
+    d = kt.tmpdir()
+    for c, extra, needles in (
+            (40000, ["--domain", "full"],
+             ["split needs", "GiB for the C x C matrices", "C = 40000",
+              "budget of 4.00 GiB", "--domain blocked or --domain off"]),
+            (152000, [], ["split needs at least", "in blocks of classes", "C = 152000",
+                          "at most 8 passes", "--domain off lowers it"])):
+        rng = np.random.default_rng(c)
+        y = np.array([0, 1, c - 1, 5])
+        tp, sp = write_plain(d, y, rng.standard_normal((4, c)), rng.standard_normal((4, c)),
+                             dtype=np.float32)
+        st, out, err = kt.run("split", "-t", tp, "-s", sp, *extra)
+        assert st == 1 and out == "", (st, err)
+        kt.one_line_error(err, "kdlens split:", *needles)
+        doc = kt.run_json("split", "-t", tp, "-s", sp, "--domain", "off")
+        assert one(doc, "split", tau=4.0)["samples"] == 4
+
+
 if __name__ == "__main__":
     kt.main(globals())
