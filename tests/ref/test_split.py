@@ -678,9 +678,10 @@ def test_blocked_domain_against_numpy():
 
 
 def test_domain_over_budget_is_refused():
-    """Before reading anything, a domain level that cannot fit the 4 GiB
-    default budget is exit 1 with one line naming split, the size asked and
-    the option that lowers it; --domain off runs."""
+    """Before reading anything, a domain level that cannot fit a 4 GiB budget
+    (--memory 4G, so that the test does not depend on this machine's memory)
+    is exit 1 with one line naming split, the size asked and the option that
+    lowers it; --domain off runs."""
     d = kt.tmpdir()
     for c, extra, needles in (
             (40000, ["--domain", "full"],
@@ -692,7 +693,7 @@ def test_domain_over_budget_is_refused():
         y = np.array([0, 1, c - 1, 5])
         tp, sp = write_plain(d, y, rng.standard_normal((4, c)), rng.standard_normal((4, c)),
                              dtype=np.float32)
-        st, out, err = kt.run("split", "-t", tp, "-s", sp, *extra)
+        st, out, err = kt.run("split", "-t", tp, "-s", sp, "--memory", "4G", *extra)
         assert st == 1 and out == "", (st, err)
         kt.one_line_error(err, "kdlens split:", *needles)
         doc = kt.run_json("split", "-t", tp, "-s", sp, "--domain", "off")
