@@ -15,7 +15,6 @@
 #define DEFAULT_K         4
 #define DEFAULT_SUBSAMPLE 5000
 #define DEFAULT_PER_CLASS 500
-#define DEFAULT_MAX_BYTES ((size_t) 8 << 30)
 /* The logits and one-hot labels CKA needs min(N, C)² doubles per pair (the
  * feature-space C x C products, or the N x N Grams): 128 MiB at 4096. */
 #define DEFAULT_CKA_MAX_WIDTH 4096
@@ -46,7 +45,6 @@ void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o)
                                           .subsample = DEFAULT_SUBSAMPLE,
                                           .per_class = DEFAULT_PER_CLASS,
                                           .variant = KDL_QUALITY_CODE,
-                                          .max_bytes = DEFAULT_MAX_BYTES,
                                           .classes = KDL_LAYERS_CLASSES_AUTO,
                                           .min_per_class = 0,
                                           .class_rule = KDL_SAMPLE_FREQUENT,
@@ -442,7 +440,8 @@ static int one_checkpoint(struct run *r, const struct kdl_ckpair *ck)
                                                    .labels = true,
                                                    .seed = o->seed,
                                                    .robust = ROBUST_FRACTION,
-                                                   .max_bytes = o->max_bytes,
+                                                   .max_bytes = o->common.memory,
+                                                   .analysis = "layers",
                                                    .pairs = mask};
 
                 err = kdl__cka_compute(r->in, r->student ? r->in->pairs[0] : NULL, &l, r->nclasses,

@@ -30,7 +30,6 @@ struct kdl_run_layers_opts {
                                          (the kept samples / K with a class subset) */
         enum kdl_quality_variant variant;
         uint64_t seed;
-        size_t max_bytes; /* largest CKA state */
         /* Which classes Q is computed on: KDL_LAYERS_CLASSES_AUTO (every class
          * when subsample / C >= 2 and min_per_class is 0, else a subset),
          * KDL_LAYERS_CLASSES_ALL (every class; refused when subsample / C < 2),
@@ -81,7 +80,7 @@ KDL_API void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o);
  * missing checkpoint, a subsample smaller than twice the number of classes
  * with KDL_LAYERS_CLASSES_ALL, or a minimum per class that leaves fewer than
  * two classes; -KDL_ESHAPE when fewer than two classes have two samples;
- * -KDL_ERANGE when the CKA state would exceed @o->max_bytes; the loader's
+ * -KDL_EBUDGET when the CKA state would exceed @o->common.memory (--memory); the loader's
  * and metrics' errors.
  */
 KDL_API int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc);

@@ -116,7 +116,7 @@ static const struct kdl_cmd commands[] = {
          CMD_MEMORY | CMD_PLAN},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
          "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--classes auto|all|K] "
-         "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--format "
+         "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--memory LIMIT] [--format "
          "table|md|csv|tex|json]",
          "  -t, --teacher T    the teacher dump (required)\n"
          "  -s, --student S    a student dump: adds teacher x student CKA\n"
@@ -144,8 +144,9 @@ static const struct kdl_cmd commands[] = {
          "  --join J           strict (default) or inner: with /sample_ids in both dumps,\n"
          "                     the same ids in both, or only the ids both hold\n"
          "  --ignore-roles     accept a -t dump whose role is student or a -s dump\n"
-         "                     whose role is teacher (exit 2 otherwise); said in a note\n",
-         0},
+         "                     whose role is teacher (exit 2 otherwise); said in a "
+         "note\n" HELP_MEMORY(""),
+         CMD_MEMORY},
         {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
          "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
          "[--checkpoint NAME|all] [--memory LIMIT] [--format table|md|csv|tex|json]",

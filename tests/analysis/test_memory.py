@@ -178,6 +178,7 @@ def test_small_budgets_are_refused_in_one_line():
     assert not os.path.exists(rep), "the report directory was made"
     line = refused(("dims", "-t", KT, "-s", KS), "dims")
     assert "the feature layers of" in line and "lower it with --layer or --block-rows" in line
+    refused(("layers", "-t", CT), "layers")
     line = refused(("inspect", KT), "inspect")
     assert "lower it with --quick" in line
     kt.run("inspect", "--quick", KT, "--memory", "1M", check=0)
