@@ -12,7 +12,7 @@
 #include "reports/table.h"
 
 /*
- * `kdlens cka A.h5 [B.h5]` (MATH.md §7, §11.3): CKA between every layer of
+ * `kdlens cka A.h5 [B.h5]` (docs/cka.md, docs/layers.md): CKA between every layer of
  * dump A and every layer of dump B (A with itself without B), the logits
  * counting as one more layer, and every layer against A's logits and the
  * one-hot labels.

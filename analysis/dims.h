@@ -13,7 +13,7 @@
 
 /*
  * `kdlens dims`: does the student have enough feature dimensions to take up
- * the teacher's knowledge (MATH.md §2.3, §11.2)?  Metrics: metrics/spectral.h.
+ * the teacher's knowledge (docs/dims.md)?  Metrics: metrics/spectral.h.
  */
 
 struct kdl_run_dims_opts {
@@ -51,7 +51,7 @@ KDL_API void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o);
  * kdl_run_dims() - the dims analysis of @in into @doc.
  * @in:  a teacher and/or students (kdl_inputs_open()); borrowed.
  * @o:   options; borrowed.
- * @doc: receives the tables (keys as in MATH.md §11.2):
+ * @doc: receives the tables (keys as in docs/dims.md):
  *   "dims"   one row per (model, checkpoint, layer): width, numerical rank,
  *            effective rank, participation ratio, dimensions for 90/95/99 %
  *            of the variance; with a teacher, the teacher's centred-logit

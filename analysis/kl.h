@@ -12,7 +12,7 @@
 
 /*
  * `kdlens kl`: how well each knowledge source approximates the KD criterion
- * τ² KL(p^t_τ || p^s_τ) (MATH.md §11.1, metrics/kl.h).
+ * τ² KL(p^t_τ || p^s_τ) (docs/kl.md, metrics/kl.h).
  *
  * For every student, every selected checkpoint of that student (paired with
  * the teacher's last checkpoint, or as teacher_checkpoint says) and

@@ -13,7 +13,7 @@
 #include "reports/table.h"
 
 /*
- * `kdlens layers -t T.h5 [-s S.h5]` (MATH.md §4.4, §11.3): every teacher
+ * `kdlens layers -t T.h5 [-s S.h5]` (docs/layers.md#knowledge-quality, docs/layers.md): every teacher
  * layer with Cooper et al.'s knowledge quality Q = S + sqrt(I·E), its parts,
  * CKA against the teacher's logits and the labels, class-geometry columns;
  * ranked by Q, with the top k recommended in depth order.

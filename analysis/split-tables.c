@@ -412,15 +412,17 @@ int kdl__split_notes(const struct kdl_run_split_opts *o, const kdl_split_plan *p
                      "target exactly (log-sum-exp over the other classes); KL = TCKD + "
                      "(1 - p^t_y) NCKD, identity_residual is its largest violation");
         if (!err)
-                err = kdl_doc_add_note(doc,
-                                       "omega = clip(p^t_y / p^s_y, 0, %g) (AEKT weight, MATH "
-                                       "5.3 stand-in); "
-                                       "eps = lambda (1 - p^t_y) C/(C-1) and w_n (MATH 3.3, "
-                                       "3.4) with lambda = %g, "
-                                       "w_n denominator guarded at %g; all from the "
-                                       "distributions at temperature "
-                                       "tau",
-                                       o->metric.omega_max, o->metric.lambda, o->metric.w_eps);
+                err = kdl_doc_add_note(
+                        doc,
+                        "omega = clip(p^t_y / p^s_y, 0, %g) (AEKT weight, a "
+                        "stand-in: docs/split.md#the-aekt-weight); "
+                        "eps = lambda (1 - p^t_y) C/(C-1) and w_n "
+                        "(docs/split.md#universe-label-smoothing, "
+                        "docs/split.md#instance-rescaling-weights) with lambda = %g, "
+                        "w_n denominator guarded at %g; all from the "
+                        "distributions at temperature "
+                        "tau",
+                        o->metric.omega_max, o->metric.lambda, o->metric.w_eps);
         if (!err)
                 err = kdl_doc_add_note(
                         doc,

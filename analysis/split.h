@@ -10,7 +10,7 @@
 #include "reports/table.h"
 
 /*
- * kdlens split (MATH.md §11.4): explicit vs implicit knowledge and Tang et
+ * kdlens split (docs/split.md): explicit vs implicit knowledge and Tang et
  * al.'s universe / domain / instance levels, per student, per checkpoint,
  * per temperature.  metrics/split.h defines every quantity.
  *

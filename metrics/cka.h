@@ -10,10 +10,10 @@
 #include "metrics/base/tensor.h"
 
 /*
- * Centred kernel alignment (MATH.md §7): linear and debiased linear CKA as
+ * Centred kernel alignment (docs/cka.md): linear and debiased linear CKA as
  * streaming sufficient statistics in feature space for every pair of a list
  * of layers; the Gram-space forms (linear or RBF kernel) on in-memory data;
- * minibatch CKA (Nguyen et al. 2021); an outlier-robust linear CKA (§7.6).
+ * minibatch CKA (Nguyen et al. 2021); an outlier-robust linear CKA (docs/cka.md#robust-cka).
  *
  * A "layer" is any [n, D] block of per-sample features: a network layer, the
  * logits, the one-hot labels.  Samples are rows; the same row index of every
@@ -182,7 +182,7 @@ KDL_API size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const k
  * relative to a shift K (the mean of the first block, for accuracy): the
  * count n, the column sums m = Σ z, the needed blocks of G = Σ z zᵀ, the
  * squared row norms a_ℓ = ‖z_ℓ‖² of each layer through U = Σ z aᵀ [ΣD, L],
- * P = Σ a aᵀ [L, L] and Σ a — what the debiased form needs (MATH §7.3:
+ * P = Σ a aᵀ [L, L] and Σ a — what the debiased form needs (docs/cka.md#debiased-linear-cka:
  * Σᵢ sˣᵢ sʸᵢ is a per-sample cross term, kept per layer pair).  Centring
  * happens at finalize.
  *
@@ -235,7 +235,7 @@ KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
  * the bootstrap replicates, their intervals (of @o->interval), standard
  * deviations and biases when the state has replicates.
  *
- * Feature-space forms (MATH §7.2, §7.3): with centred layers,
+ * Feature-space forms (docs/cka.md#linear-cka, docs/cka.md#debiased-linear-cka): with centred layers,
  * CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) and the debiased form through
  * φ(a) = a - n/(n-2) sˣ·sʸ + SₓSᵧ/((n-1)(n-2)).
  * Memory: O(L ΣD) besides the result.  Pairs that were not computed are NaN.
@@ -262,7 +262,7 @@ KDL_API const char *kdl_cka_kernel_name(enum kdl_cka_kernel k);
 
 /**
  * kdl_cka_gram() - biased and debiased CKA of every pair of in-memory
- * layers through their n×n Gram matrices (MATH §7.1, §7.3: HKH centring and
+ * layers through their n×n Gram matrices (docs/cka.md#hsic-and-cka, docs/cka.md#debiased-linear-cka: HKH centring and
  * U-centring).  The linear kernel gives the same values as the feature-space
  * state (use it when D > n); the RBF kernel has bandwidth σ² = @theta² times
  * the median of the full n×n matrix of squared distances, zero diagonal
@@ -328,7 +328,7 @@ KDL_API int kdl_cka_gram_linear(const kdl_tensor *layers, size_t nlayers, const 
 
 /**
  * kdl_cka_robust() - biased linear CKA of every pair after removing
- * outliers (Davari et al. 2023, MATH §7.6): for each layer, the
+ * outliers (Davari et al. 2023, docs/cka.md#robust-cka): for each layer, the
  * ceil(@frac * n) samples farthest from the layer mean (largest centred
  * feature norm; ties to the lower row) are outliers, and the pair (ℓ, k) is
  * computed on the samples that are outliers of neither ℓ nor k (the union is
@@ -348,7 +348,7 @@ typedef struct kdl_cka_mb_state kdl_cka_mb_state;
 
 /**
  * kdl_cka_mb_state_new() - minibatch CKA (Nguyen, Raghu & Kornblith 2021,
- * MATH §7.4) of every pair of @nlayers layers, batch size @m.
+ * docs/cka.md#minibatch-cka) of every pair of @nlayers layers, batch size @m.
  * Each batch adds ⟨K̄ᵢ, K̄ⱼ⟩ of the U-centred batch Grams of every pair (one
  * dsyrk of the stacked flattened Grams); since @m is fixed the factor
  * 1/(m(m-3)) cancels.  With one batch holding all samples the value equals

@@ -10,13 +10,13 @@
 
 /*
  * The KD criterion and the knowledge sources that approximate it
- * (MATH.md §1.1, §2.2, §11.1; Hsu et al. 2022).
+ * (docs/conventions.md#the-kd-criterion-and-the-temperature, docs/kl.md#approximations, docs/kl.md; Hsu et al. 2022).
  *
  * Per sample n and temperature τ the exact reference is
  *
  *     K_n = τ² KL(p^t_τ,n || p^s_τ,n),     p_τ = softmax(z / τ),
  *
- * and every approximation A_n of §11.1 is computed beside it:
+ * and every approximation A_n of docs/kl.md is computed beside it:
  *
  *   name                 per-sample value                       dim (numbers per sample)
  *   kl                   K_n (the reference)                    C
@@ -44,9 +44,9 @@
  * max_k(log p^t_k + v_k) > 1 the KL is > 1 and is taken by log-sum-exp
  * instead, so logits of magnitude 100 at τ = 0.5 do not overflow.
  * Variances are two-pass (centred).  Nothing C×C or d×d is formed per
- * sample: the Fisher quadratic forms use u^T F u = Var_p(u) (§1.1).
+ * sample: the Fisher quadratic forms use u^T F u = Var_p(u) (docs/conventions.md#the-kd-criterion-and-the-temperature).
  *
- * Fidelity statistics, per temperature and approximation (§11.1): mean; ratio
+ * Fidelity statistics, per temperature and approximation (docs/kl.md): mean; ratio
  * mean(A)/mean(K); Pearson correlation of A_n with K_n from streaming
  * co-moments (Chan et al.'s pairwise update, so merging is exact up to
  * rounding); relative error Σ|A_n - K_n| / Σ K_n; Spearman correlation with
@@ -74,7 +74,7 @@
  * (no ridge, no arbitrary λ) and the plain solution otherwise.  The rank used
  * is reported.  The second pass (kdl_kl_accumulate) then sees P.
  *
- * The KL-visible share (§11.1, §2.3.1): Σ_n ‖Q Qᵀ e_n‖² / Σ_n ‖e_n‖², with Q
+ * The KL-visible share (docs/kl.md, docs/dims.md#directions-the-kl-cannot-see): Σ_n ‖Q Qᵀ e_n‖² / Σ_n ‖e_n‖², with Q
  * an orthonormal basis of the row space of W_t from an SVD of W_t taken once
  * in kdl_kl_state_new() (rank: singular values above
  * max(C, d_t) · DBL_EPSILON · σ_max, as numpy's matrix_rank).  It is 1 when
@@ -104,7 +104,7 @@ enum kdl_kl_value {
 /* The Spearman reservoir kdl_kl_opts_init() sets (samples). */
 #define KDL_KL_RESERVOIR_DEFAULT ((size_t) 1 << 16)
 
-/** kdl_kl_name() - the MATH.md §11.1 name of @v ("kl" for the exact value). */
+/** kdl_kl_name() - the docs/kl.md name of @v ("kl" for the exact value). */
 KDL_API const char *kdl_kl_name(enum kdl_kl_value v);
 
 /** kdl_kl_source() - "logits", "probabilities", "features" or "gradients". */

@@ -9,7 +9,7 @@
 #include "metrics/base/tensor.h"
 
 /*
- * Layer quality before distillation (MATH.md §4.4, §11.3): Cooper et al.'s
+ * Layer quality before distillation (docs/layers.md#knowledge-quality, docs/layers.md): Cooper et al.'s
  * knowledge quality Q = S + sqrt(I·E) as computed by the authors' code
  * (Thegolfingocto/KD_wo_CE, TPlotClassificationEfficiency's "Quality2"), and
  * class-geometry columns.  Everything here works on an in-memory,

@@ -9,7 +9,7 @@
 #include "metrics/base/tensor.h"
 
 /*
- * Feature-dimension sufficiency (MATH.md §2.3 and §11.2): covariance spectra,
+ * Feature-dimension sufficiency (docs/dims.md): covariance spectra,
  * their summaries (numerical rank, effective rank, participation ratio,
  * dimensions for a share of the variance), the Eckart–Young residual curve of
  * the teacher's centred logits, the ridge R² of those logits from a student's
@@ -50,7 +50,7 @@
 /* Flags of kdl_spectral_state_new(). */
 enum kdl_spectral_flag {
         /* Replace each row x of X by c(x) = x - mean_k(x_k) 1 before it is
-         * accumulated (the per-example centred logit of MATH §1.1). */
+         * accumulated (the per-example centred logit of docs/conventions.md#the-kd-criterion-and-the-temperature). */
         KDL_SPECTRAL_CENTER_ROWS_X = 1u << 0,
         /* The same for the rows of Y. */
         KDL_SPECTRAL_CENTER_ROWS_Y = 1u << 1,
@@ -217,7 +217,7 @@ typedef struct kdl_spectral_summary {
  * Roy & Vetterli's effective rank is taken of the covariance matrix, whose
  * singular values are the lambda_k: exp(-sum p_k ln p_k) with
  * p_k = lambda_k / total and 0 ln 0 = 0; this is exp(H(sigma^2 / sum
- * sigma^2)) of the centred data's singular values (MATH §11.2).  A uniform
+ * sigma^2)) of the centred data's singular values (docs/dims.md).  A uniform
  * spectrum over k directions gives effective rank = participation ratio = k.
  * A zero spectrum (no variance) gives 0 for every field.
  *
@@ -417,7 +417,7 @@ KDL_API int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, 
  * rank(G W) = rank(W) - dim(col(W) ∩ span(1)) = rank(H_C W): the affine rank
  * of the head's class rows.  It is therefore computed once, from the singular
  * values of H_C W (LAPACK dgesdd), never from a d x d matrix; generically it
- * is min(d, C - 1) (MATH §2.3.1).  d minus it is the number of feature
+ * is min(d, C - 1) (docs/dims.md#directions-the-kl-cannot-see).  d minus it is the number of feature
  * directions the KL cannot see at second order.
  *
  * Return: 0; -KDL_ESHAPE if @w is not 2-D or is empty; -KDL_ENONFINITE;

@@ -75,7 +75,7 @@ static const struct kdl_cmd commands[] = {
          "                            whose role is teacher (exit 2 otherwise); said in a "
          "note\n" HELP_MEMORY("       ") HELP_PLAN(
                  "       ") "\nOne row per student, checkpoint, temperature and value: the exact\n"
-                            "tau^2 KL(p_t || p_s) ('kl') and each approximation of MATH.md 11.1, "
+                            "tau^2 KL(p_t || p_s) ('kl') and each approximation of docs/kl.md, "
                             "with\n"
                             "mean, ratio to the exact mean, Pearson and Spearman correlation with "
                             "the\n"
@@ -601,7 +601,10 @@ static void print_overview(FILE *out)
               out);
         for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
                 fprintf(out, "  %-10s %s\n", commands[k].name, commands[k].summary);
-        fputs("\nRun 'kdlens COMMAND -h' for the options of a command.\n", out);
+        fputs("\nRun 'kdlens COMMAND -h' for the options of a command.  Every quantity the\n"
+              "commands report is defined, with its source and caveats, in the docs/ directory\n"
+              "of kdlens's source tree (docs/README.md).\n",
+              out);
 }
 
 int cmd_help(int argc, char **argv, struct kdl_cli *cli)

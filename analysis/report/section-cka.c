@@ -27,7 +27,7 @@ static int cka_heatmap(struct kdl__report *r, const kdl_doc *d, const char *name
         m = kdl_new(double, nr *nc);
         caption = kdl__asprintf("Linear CKA between the layers of the teacher at %s (rows) and "
                                 "of %s at %s (columns), all samples (Kornblith et al. 2019; "
-                                "MATH 7.2)",
+                                "docs/cka.md#linear-cka)",
                                 tck, r->names[k], sck);
         if (!rows || !cols || !m || !caption)
                 goto out;

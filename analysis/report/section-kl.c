@@ -117,7 +117,7 @@ int kdl__report_section_kl(struct kdl__report *r)
         const kdl_doc *d = r->kl;
         char *text = kdl__asprintf("How well each knowledge source (logits, probabilities, "
                                    "features, gradients) approximates the KD criterion "
-                                   "tau^2 KL(p_t || p_s) (Hsu et al. 2022; MATH 2 and 11.1), per "
+                                   "tau^2 KL(p_t || p_s) (Hsu et al. 2022; docs/kl.md), per "
                                    "student and checkpoint, each compared with %s.",
                                    kdl__report_partner_text(r));
         int err;

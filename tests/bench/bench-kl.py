@@ -10,7 +10,7 @@ features, the teacher's feature and logit gradients, the student's logit
 gradients, heads) once into DIR, then runs, --runs times each, alternating:
   * kdlens kl -t T -s S -T ... --format json
   * a numpy script that reads the same files whole and computes the same
-    table (every value of MATH.md 11.1, mean, ratio, Pearson, Spearman on the
+    table (every value of docs/kl.md, mean, ratio, Pearson, Spearman on the
     same documented subsample, relative error; the projector by lstsq when
     the widths differ).
 Each run is a child process; its wall time, CPU time (user + system) and

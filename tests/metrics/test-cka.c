@@ -95,7 +95,7 @@ static kdl_cka_matrix *stream(const kdl_tensor *layers, size_t l, size_t block, 
 
 /* Naive reference, independent of the library's algebra: explicit Gram
  * matrices, biased HSIC as tr(K H L H) with an explicit H, unbiased HSIC by
- * Song et al.'s trace formula (MATH §7.3), RBF bandwidth from a full sort. */
+ * Song et al.'s trace formula (docs/cka.md#debiased-linear-cka), RBF bandwidth from a full sort. */
 static int cmp_d(const void *a, const void *b)
 {
         double x = *(const double *) a, y = *(const double *) b;
@@ -511,7 +511,7 @@ static void test_large_offset_keeps_accuracy(void **state)
         fixture_free(&f);
 }
 
-/* MATH §7.6: translating a fraction ρ of the samples by c v, c → ∞, gives
+/* docs/cka.md#robust-cka: translating a fraction ρ of the samples by c v, c → ∞, gives
  * CKA → n ρ ‖μ_S - μ‖² / ((1-ρ) ‖X_cᵀX_c‖_F). */
 static void test_davari_subset_translation_limit(void **state)
 {

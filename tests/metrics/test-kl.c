@@ -15,7 +15,8 @@
  * References here are computed independently in the test: the exact KL
  * naively in long double (Σ p^t (log p^t - log p^s) with long-double
  * log-softmax), the Fisher form with an explicit C×C matrix, ranks by
- * counting.  The MATH.md identities (§1.1, §2.5) are checked as identities.
+ * counting.  The identities of docs/kl.md#properties and of the KD criterion
+ * (docs/conventions.md#the-kd-criterion-and-the-temperature) are checked as identities.
  */
 
 #define NV KDL_KL_VALUE_COUNT_
@@ -295,7 +296,8 @@ static void test_student_equal_teacher_gives_exact_zero(void **unused)
         data_free(&d);
 }
 
-/* §1.1 / §2.5: KL(p(z^t) || p(z^t + δ)) = ½ δᵀFδ + O(‖δ‖³): relative error O(‖δ‖). */
+/* docs/conventions.md#the-kd-criterion-and-the-temperature, docs/kl.md#properties: KL(p(z^t) ||
+ * p(z^t + δ)) = ½ δᵀFδ + O(‖δ‖³): relative error O(‖δ‖). */
 static void test_logit_fisher_second_order(void **unused)
 {
         const double taus[] = {1.0, 3.0};
@@ -342,14 +344,15 @@ static void test_logit_fisher_second_order(void **unused)
                 data_free(&d);
         }
         for (int it = 0; it < 2; it++) {
-                /* About 1e-4 at ‖δ‖ = 1e-2 (MATH.md §2.5), first order in ‖δ‖. */
+                /* About 1e-4 at ‖δ‖ = 1e-2 (docs/kl.md#properties), first order in ‖δ‖. */
                 assert_true(err[0][it] < 1e-2 / taus[it]);
                 assert_true(err[0][it] > 1e-6);
                 assert_true(err[0][it] / err[1][it] > 5.0 && err[0][it] / err[1][it] < 20.0);
         }
 }
 
-/* §1.1: u^T F u = Var_p(u), against the explicit C×C F. */
+/* docs/conventions.md#the-kd-criterion-and-the-temperature: u^T F u = Var_p(u), against the
+ * explicit C×C F. */
 static void test_fisher_quadratic_form_equals_variance(void **unused)
 {
         const double taus[] = {0.5, 2.0, 9.0};
@@ -373,7 +376,8 @@ static void test_fisher_quadratic_form_equals_variance(void **unused)
         data_free(&d);
 }
 
-/* §1.1 / §2.5: 2C τ² KL -> ‖c(z^s) - c(z^t)‖² as τ -> ∞, i.e. K -> logit_centered_l2. */
+/* docs/conventions.md#the-kd-criterion-and-the-temperature, docs/kl.md#properties: 2C τ² KL ->
+ * ‖c(z^s) - c(z^t)‖² as τ -> ∞, i.e. K -> logit_centered_l2. */
 static void test_high_tau_limit(void **unused)
 {
         const double taus[] = {1e2, 1e3, 1e4, 1e5, 1e6};
@@ -403,7 +407,7 @@ static void test_high_tau_limit(void **unused)
         data_free(&d);
 }
 
-/* §2.5: F 1 = 0, so adding a constant to every logit (a different constant
+/* docs/kl.md#properties: F 1 = 0, so adding a constant to every logit (a different constant
  * per sample) leaves K, logit_fisher, logit_centered_l2 and gradient_fisher
  * unchanged; logit_l2 is not shift invariant. */
 static void test_shift_invariance(void **unused)
@@ -460,7 +464,7 @@ static void test_shift_invariance(void **unused)
         data_free(&d2);
 }
 
-/* §2.5: through a linear head z = W h + b, gradient_fisher equals
+/* docs/kl.md#properties: through a linear head z = W h + b, gradient_fisher equals
  * logit_fisher, hence ≈ K for a small feature perturbation. */
 static void test_gradient_fisher_through_linear_head(void **unused)
 {

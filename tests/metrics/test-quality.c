@@ -41,7 +41,7 @@ static void eig2(double a, double b, double c, double *l1, double *l2)
 }
 
 /*
- * Independent reference of MATH §4.4 and §11.3 for D = 2: cosines and
+ * Independent reference of docs/layers.md#knowledge-quality, docs/layers.md for D = 2: cosines and
  * distances straight from the coordinates, class spectra, effective rank and
  * NC1 in closed form (Σ_B is invertible for three generic class means).  The
  * within-class mean of variant code is over the whole block, diagonal

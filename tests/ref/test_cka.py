@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """kdlens cka against Kornblith et al.'s published demo values and an
-independent numpy float64 implementation of MATH.md §7 (Gram form)."""
+independent numpy float64 implementation of docs/cka.md (Gram form)."""
 import os
 import sys
 
@@ -101,7 +101,7 @@ def test_kornblith_demo_values():
     path, x, y = kornblith_dump()
     lin = pair(run_json("cka", path), "x", "y")
     rbf = pair(run_json("cka", path, "--kernel", "rbf"), "x", "y")
-    # The demo notebook prints these to 5 decimals (MATH.md §7.5).
+    # The demo notebook prints these to 5 decimals (docs/cka.md#invariances-and-reference-values).
     assert_close(lin["cka_linear"], 0.55761, 0, 5e-6, "linear CKA")
     assert_close(lin["cka_linear_debiased"], 0.51346, 0, 5e-6, "debiased linear CKA")
     assert_close(rbf["cka_rbf"], 0.65483, 0, 5e-6, "RBF CKA, theta 0.5")

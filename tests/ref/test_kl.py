@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""`kdlens kl` against an independent numpy float64 computation (MATH.md §11.1).
+"""`kdlens kl` against an independent numpy float64 computation (docs/kl.md).
 
 Dumps are written here with h5py; every number of the "kl" and "kl_features"
 tables (and of --per-sample) is recomputed in numpy and compared with relative
@@ -90,7 +90,7 @@ def log_softmax(x):
 
 
 def per_sample(t, s, tau, proj, want):
-    """Every value of §11.1 per sample, in float64."""
+    """Every value of docs/kl.md per sample, in float64."""
     c = t["z"].shape[1]
     lpt, lps = log_softmax(t["z"] / tau), log_softmax(s["z"] / tau)
     pt, ps = np.exp(lpt), np.exp(lps)

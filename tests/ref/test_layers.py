@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """kdlens layers against an independent numpy float64 implementation of
-Cooper et al.'s Q = S + sqrt(I*E) (MATH.md §4.4, written from the authors'
+Cooper et al.'s Q = S + sqrt(I*E) (docs/layers.md#knowledge-quality, written from the authors'
 TPlotClassificationEfficiency / ComputeClassPCAID / IComputePCAID), NCM
-accuracy, NC1 and effective rank (§11.3).  The within-class mean of variant
+accuracy, NC1 and effective rank (docs/layers.md).  The within-class mean of variant
 code re-expresses the authors' indexing (KD_wo_CE, Analysis.py) in numpy."""
 import os
 import sys

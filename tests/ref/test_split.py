@@ -6,8 +6,7 @@ Dumps are generated here (h5py, seeded): a teacher with one checkpoint and a
 head of width 16, a student with two checkpoints, a head of width 3, stored
 in another order and joined on /sample_ids; and one whose instance weights
 w_n take either sign, with floored denominators.  Every number of the JSON
-document is recomputed from the stored values with numpy (MATH.md §3, §5,
-§6, §11.4) and compared with relative error <= 1e-9; histogram counts and
+document is recomputed from the stored values with numpy (docs/split.md#universe-domain-and-instance-knowledge, docs/split.md#the-aekt-weight, docs/split.md#explicit-and-implicit-knowledge, docs/split.md) and compared with relative error <= 1e-9; histogram counts and
 the quantiles derived from them are recomputed with the binning rule that
 metrics/split.h documents.  Bad inputs get one line on stderr.
 """
@@ -95,7 +94,7 @@ def log_softmax(a):
 
 
 def reference(zt, zs, y, tau):
-    """Per-sample values, written from the definitions (MATH §6.1, §3.3, §5.3)."""
+    """Per-sample values, written from the definitions (docs/split.md#explicit-and-implicit-knowledge, docs/split.md#universe-label-smoothing, docs/split.md#the-aekt-weight)."""
     n = len(y)
     rows = np.arange(n)
     a, b = zt / tau, zs / tau
@@ -204,7 +203,7 @@ def cosines(w):
 
 
 def cka_feature(x, y):
-    """Linear CKA in feature space (MATH §7.2); split.c uses the Gram form."""
+    """Linear CKA in feature space (docs/cka.md#linear-cka); split.c uses the Gram form."""
     x, y = x - x.mean(0), y - y.mean(0)
     return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
 
@@ -327,7 +326,7 @@ def check_document(doc, y, teacher, students, skip=None):
             close(ins["w_std_unguarded"], ref["w"][ok].std(), "w_std_unguarded", rtol=1e-8)
             close(ins["pearson_w_pt_unguarded"], pearson(ref["w"][ok], ref["pt_y"][ok]),
                   "pearson_w_pt_unguarded")
-            # §3.4: w_n > 1 exactly when p^t_y > p̄^t_y, where unguarded
+            # docs/split.md#instance-rescaling-weights: w_n > 1 exactly when p^t_y > p̄^t_y, where unguarded
             assert np.array_equal(ref["w"][ok] > 1, ref["pt_y"][ok] > ref["pbar"])
 
             cells = [x for x in kt.records(doc, "confusion_teacher")
