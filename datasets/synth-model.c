@@ -377,15 +377,16 @@ int kdl__synth_work_init(struct kdl__synth_work *w, const struct kdl__synth_mode
         w->hs = kdl__malloc(B, maxs * sizeof(double));
         w->q = kdl__malloc(B, maxq * sizeof(double));
         w->logits = kdl__malloc(B, m->C * sizeof(double));
-        w->grad = kdl__malloc(B, m->C * sizeof(double));
-        w->gfeat = kdl__malloc(B, gw * sizeof(double));
         w->noise = kdl__malloc(maxn, sizeof(double));
         w->ints = kdl__malloc(B, sizeof(int64_t));
         w->idx = kdl__malloc(B, sizeof(size_t));
-        if (!w->u || !w->z || !w->hs || !w->q || !w->logits || !w->grad || !w->gfeat || !w->noise ||
-            !w->ints || !w->idx)
+        if (!w->u || !w->z || !w->hs || !w->q || !w->logits || !w->noise || !w->ints || !w->idx)
                 return -ENOMEM;
-        return 0;
+        if (!m->o->gradients)
+                return 0;
+        w->grad = kdl__malloc(B, m->C * sizeof(double));
+        w->gfeat = kdl__malloc(B, gw * sizeof(double));
+        return w->grad && w->gfeat ? 0 : -ENOMEM;
 }
 
 /* Teacher features (before rounding to the store) of samples w->idx[0..B). */
@@ -486,6 +487,8 @@ void kdl__synth_head_outputs(const struct kdl__synth_model *m, struct kdl__synth
 
                 for (size_t c = 0; c < C; c++)
                         z[c] = kdl_h5w_round(z[c] + bias[c], st);
+                if (!m->o->gradients)
+                        continue;
                 mx = z[0];
                 for (size_t c = 1; c < C; c++)
                         mx = z[c] > mx ? z[c] : mx;
@@ -499,6 +502,8 @@ void kdl__synth_head_outputs(const struct kdl__synth_model *m, struct kdl__synth
                 for (size_t c = 0; c < C; c++)
                         g[c] = kdl_h5w_round(g[c], st);
         }
+        if (!m->o->gradients)
+                return;
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) B, (int) D, (int) C, 1.0,
                     w->grad, (int) C, W, (int) D, 0.0, w->gfeat, (int) D);
         kdl__synth_round_into(w->gfeat, w->gfeat, B * D, st);
