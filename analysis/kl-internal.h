@@ -31,6 +31,14 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc
  * Return: 0; errors of reading the head; -ENOMEM. */
 int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret);
 
+/* kdl__kl_run_checkpoint() - kdl__kl_job() run alone, as the kl command runs it: when the
+ * projector is fitted (and samples are not skipped for NaN/Inf), the fit is a pass of its
+ * own over the two head-input features only, then one pass measures.
+ * @ret_values: NULL, or the values read from the files (kdl_stream_values_read()).
+ * Return: as kdl__kl_job() and kdl__jobs_run(). */
+int kdl__kl_run_checkpoint(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp,
+                           uint64_t *ret_values);
+
 /* kdl__kl_end() - every job has run: notes and tables into the doc, the per-sample file
  * committed; frees @r whatever happens. */
 int kdl__kl_end(struct kdl__kl_run *r);
