@@ -33,6 +33,8 @@ static const char usage_text[] =
         "  --tokens                 store teacher layer L-1 as [N, 8, D]\n"
         "  --permute-student        store the student's samples in a shuffled order\n"
         "  --no-sample-ids          write no /sample_ids\n"
+        "  --no-gradients           write no gradients/ datasets (they are as big as the\n"
+        "                           logits and take most of the time at large C)\n"
         "  --flat-teacher           teacher checkpoint at the root, no /checkpoints\n"
         "  --planted-rank LAYER:R   make teacher layer LAYER (1-based) exactly rank R\n"
         "  --checkpoints K          student checkpoints, 1..16 (4)\n"
@@ -54,6 +56,7 @@ enum {
         OPT_TOKENS,
         OPT_PERMUTE,
         OPT_NO_IDS,
+        OPT_NO_GRADIENTS,
         OPT_FLAT,
         OPT_PLANTED,
         OPT_CHECKPOINTS,
@@ -75,6 +78,7 @@ static const struct option options[] = {
         {"tokens", no_argument, NULL, OPT_TOKENS},
         {"permute-student", no_argument, NULL, OPT_PERMUTE},
         {"no-sample-ids", no_argument, NULL, OPT_NO_IDS},
+        {"no-gradients", no_argument, NULL, OPT_NO_GRADIENTS},
         {"flat-teacher", no_argument, NULL, OPT_FLAT},
         {"planted-rank", required_argument, NULL, OPT_PLANTED},
         {"checkpoints", required_argument, NULL, OPT_CHECKPOINTS},
@@ -162,6 +166,9 @@ static bool set_flag(int c, struct kdl_synth_opts *o)
                 return true;
         case OPT_NO_IDS:
                 o->sample_ids = false;
+                return true;
+        case OPT_NO_GRADIENTS:
+                o->gradients = false;
                 return true;
         case OPT_FLAT:
                 o->flat_teacher = true;

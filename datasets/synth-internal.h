@@ -117,8 +117,8 @@ struct kdl__synth_work {
         double *ph[KDL_SYNTH_MAX_LAYERS]; /* student projections, rows x S_j */
         double *hs;                       /* a student feature, rows x max S */
         double *q;                        /* values as stored, rows x max stored row */
-        double *logits, *grad;            /* rows x C */
-        double *gfeat;                    /* rows x max(D_L, S_last) */
+        double *logits, *grad;            /* rows x C (grad NULL without gradients) */
+        double *gfeat;                    /* rows x max(D_L, S_last), likewise */
         double *noise;                    /* one sample's spatial/token noise */
         int64_t *ints;                    /* rows */
         size_t *idx;                      /* rows: the samples of the block */
@@ -153,7 +153,7 @@ void kdl__synth_round_into(double *q, const double *x, size_t n, enum kdl_store 
  * The head's outputs for a block whose head input, as stored, is @hq
  * (B x D): logits z = hq W^T + b into w->logits; gradients softmax(z) -
  * onehot(y) of the logits as stored into w->grad, and W^T of that into
- * w->gfeat, all as stored.
+ * w->gfeat, all as stored (only the logits without gradients).
  */
 void kdl__synth_head_outputs(const struct kdl__synth_model *m, struct kdl__synth_work *w,
                              const double *W, const double *bias, size_t D, const double *hq,

@@ -121,7 +121,7 @@ static int make_teacher_layer(struct kdl__synth_model *m, size_t l)
         const struct kdl_synth_opts *o = m->o;
         struct kdl__synth_tlayer *t = &m->t[l];
         size_t C = m->C, G = superclasses(o), r;
-        double a = G < C ? o->super_share : 0.0, *sup = NULL, *off = NULL;
+        double a = G < C ? o->super_share : 0.0, *sup = NULL;
         int err = -ENOMEM;
 
         t->width = o->teacher_widths[l];
@@ -141,18 +141,19 @@ static int make_teacher_layer(struct kdl__synth_model *m, size_t l)
         r = t->rank;
 
         /* Class means: a share of a super-class centre plus a class offset,
-         * so that classes of one super-class are similar (dark knowledge). */
+         * so that classes of one super-class are similar (dark knowledge).
+         * The offsets are drawn into the means and mixed in place: C x r
+         * doubles once, not twice (260 MB each at C = 32,000, r = 1,024). */
         sup = normals(o->seed, PARAM_SUPER, l, G * r, 1.0);
-        off = normals(o->seed, PARAM_OFFSET, l, C * r, 1.0);
-        t->means = kdl__malloc(C * r, sizeof(double));
+        t->means = normals(o->seed, PARAM_OFFSET, l, C * r, 1.0);
         t->mix = normals(o->seed, PARAM_MIX, l, r * KDL_SYNTH_LATENT,
                          1.0 / sqrt((double) KDL_SYNTH_LATENT));
-        if (!sup || !off || !t->means || !t->mix)
+        if (!sup || !t->means || !t->mix)
                 goto out;
         for (size_t c = 0; c < C; c++)
                 for (size_t q = 0; q < r; q++)
                         t->means[c * r + q] =
-                                a * sup[(c % G) * r + q] + sqrt(1.0 - a * a) * off[c * r + q];
+                                a * sup[(c % G) * r + q] + sqrt(1.0 - a * a) * t->means[c * r + q];
         if (r < t->width) {
                 t->embed = normals(o->seed, PARAM_EMBED, l, t->width * r, 1.0 / sqrt((double) r));
                 if (!t->embed)
@@ -160,7 +161,6 @@ static int make_teacher_layer(struct kdl__synth_model *m, size_t l)
         }
         err = 0;
 out:
-        free(off);
         free(sup);
         return err;
 }
@@ -377,15 +377,16 @@ int kdl__synth_work_init(struct kdl__synth_work *w, const struct kdl__synth_mode
         w->hs = kdl__malloc(B, maxs * sizeof(double));
         w->q = kdl__malloc(B, maxq * sizeof(double));
         w->logits = kdl__malloc(B, m->C * sizeof(double));
-        w->grad = kdl__malloc(B, m->C * sizeof(double));
-        w->gfeat = kdl__malloc(B, gw * sizeof(double));
         w->noise = kdl__malloc(maxn, sizeof(double));
         w->ints = kdl__malloc(B, sizeof(int64_t));
         w->idx = kdl__malloc(B, sizeof(size_t));
-        if (!w->u || !w->z || !w->hs || !w->q || !w->logits || !w->grad || !w->gfeat || !w->noise ||
-            !w->ints || !w->idx)
+        if (!w->u || !w->z || !w->hs || !w->q || !w->logits || !w->noise || !w->ints || !w->idx)
                 return -ENOMEM;
-        return 0;
+        if (!m->o->gradients)
+                return 0;
+        w->grad = kdl__malloc(B, m->C * sizeof(double));
+        w->gfeat = kdl__malloc(B, gw * sizeof(double));
+        return w->grad && w->gfeat ? 0 : -ENOMEM;
 }
 
 /* Teacher features (before rounding to the store) of samples w->idx[0..B). */
@@ -486,6 +487,8 @@ void kdl__synth_head_outputs(const struct kdl__synth_model *m, struct kdl__synth
 
                 for (size_t c = 0; c < C; c++)
                         z[c] = kdl_h5w_round(z[c] + bias[c], st);
+                if (!m->o->gradients)
+                        continue;
                 mx = z[0];
                 for (size_t c = 1; c < C; c++)
                         mx = z[c] > mx ? z[c] : mx;
@@ -499,6 +502,8 @@ void kdl__synth_head_outputs(const struct kdl__synth_model *m, struct kdl__synth
                 for (size_t c = 0; c < C; c++)
                         g[c] = kdl_h5w_round(g[c], st);
         }
+        if (!m->o->gradients)
+                return;
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) B, (int) D, (int) C, 1.0,
                     w->grad, (int) C, W, (int) D, 0.0, w->gfeat, (int) D);
         kdl__synth_round_into(w->gfeat, w->gfeat, B * D, st);

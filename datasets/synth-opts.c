@@ -31,6 +31,7 @@ void kdl_synth_opts_init(struct kdl_synth_opts *o)
         o->spatial_w = 4;
         o->tokens_t = 8;
         o->sample_ids = true;
+        o->gradients = true;
         o->ncheckpoints = 4;
         o->super_share = 0.6;
         o->seed = 1;

@@ -54,7 +54,7 @@ static int write_head_outputs(const struct kdl__synth_model *m, struct kdl__synt
 
         kdl__synth_head_outputs(m, w, W, bias, D, hq, B);
         err = kdl_h5w_write_rows(ds->logits, r0, r0 + B, w->logits);
-        if (err < 0)
+        if (err < 0 || !m->o->gradients)
                 return err;
         err = kdl_h5w_write_rows(ds->glogits, r0, r0 + B, w->grad);
         if (err < 0)
@@ -181,12 +181,30 @@ out:
         return err;
 }
 
+/* gradients/logits and gradients/features/@pen (width @Dpen) in @group. */
+static int open_gradients(const struct kdl__synth_model *m, kdl_h5w *h5, const char *group,
+                          const char *pen, size_t Dpen, struct ckds *ds)
+{
+        char *rel;
+        int err;
+
+        err = open_rows(m, h5, group, "gradients/logits", 2, &m->C, m->o->dtype, &ds->glogits);
+        if (err < 0)
+                return err;
+        rel = kdl__asprintf("gradients/features/%s", pen);
+        if (!rel)
+                return -ENOMEM;
+        err = open_rows(m, h5, group, rel, 2, &Dpen, m->o->dtype, &ds->gfeat);
+        free(rel);
+        return err;
+}
+
 /* Create the datasets of one checkpoint group @group (teacher: @teacher). */
 static int open_checkpoint(const struct kdl__synth_model *m, kdl_h5w *h5, const char *group,
                            bool teacher, size_t k, struct ckds *ds)
 {
         size_t nl = teacher ? m->L : m->Ls, C = m->C, Dpen;
-        char *rel = NULL, *pen = NULL;
+        char *pen = NULL;
         int err;
 
         err = kdl_h5w_group_new(h5, group);
@@ -198,17 +216,15 @@ static int open_checkpoint(const struct kdl__synth_model *m, kdl_h5w *h5, const 
         err = open_rows(m, h5, group, "logits", 2, &C, m->o->dtype, &ds->logits);
         if (err < 0)
                 goto out;
-        err = open_rows(m, h5, group, "gradients/logits", 2, &C, m->o->dtype, &ds->glogits);
-        if (err < 0)
-                goto out;
         err = -ENOMEM;
         pen = layer_name(nl - 1);
-        rel = pen ? kdl__asprintf("gradients/features/%s", pen) : NULL;
-        if (!rel)
+        if (!pen)
                 goto out;
-        err = open_rows(m, h5, group, rel, 2, &Dpen, m->o->dtype, &ds->gfeat);
-        if (err < 0)
-                goto out;
+        if (m->o->gradients) {
+                err = open_gradients(m, h5, group, pen, Dpen, ds);
+                if (err < 0)
+                        goto out;
+        }
         err = write_head(m, h5, strcmp(group, "/") == 0 ? "" : group, teacher ? m->tw : m->sw[k],
                          teacher ? m->tb : m->sb[k], Dpen, pen);
         if (err < 0)
@@ -221,7 +237,6 @@ static int open_checkpoint(const struct kdl__synth_model *m, kdl_h5w *h5, const 
         err = kdl_h5w_attr_int(h5, group, "epoch", (int64_t) k);
 out:
         free(pen);
-        free(rel);
         return err;
 }
 

@@ -35,6 +35,7 @@
 
 struct bench {
         size_t rows, cols, chunk_rows;
+        enum kdl_store store; /* of the big dataset: float16, float32 or float64 */
         int gzip;
         size_t blocks[MAX_BLOCKS], nblocks;
         int repeat;
@@ -164,8 +165,8 @@ static int write_file(const struct bench *b, const char *path)
                 err = write_rows_of(w, "/checkpoints/final/logits", b->rows, 10, KDL_STORE_F32, 0,
                                     -1, block, FILL_COLUMN);
         if (err == 0)
-                err = write_rows_of(w, DATASET, b->rows, b->cols, KDL_STORE_F32, b->chunk_rows,
-                                    b->gzip, block, FILL_VALUES);
+                err = write_rows_of(w, DATASET, b->rows, b->cols, b->store, b->chunk_rows, b->gzip,
+                                    block, FILL_VALUES);
         if (err == 0)
                 err = kdl_h5w_attr_int(w, DATASET, "depth", 1);
         if (err == 0)
@@ -289,6 +290,11 @@ static int measure(char *const argv[], struct run *ret)
         return 0;
 }
 
+static size_t value_bytes(enum kdl_store st)
+{
+        return st == KDL_STORE_F16 ? 2 : st == KDL_STORE_F64 ? 8 : 4;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
         double x = *(const double *) a, y = *(const double *) b;
@@ -341,11 +347,12 @@ static void print_row(const char *name, const char *block, const struct run *m, 
 static const char usage_text[] =
         "usage: bench-read [options] SCRATCH_DIR\n"
         "\n"
-        "Writes (or reuses) a float32 dump in SCRATCH_DIR and times reading its\n"
+        "Writes (or reuses) a dump in SCRATCH_DIR and times reading its big\n"
         "feature dataset with kdlens's block reader and with h5py + numpy.\n"
         "\n"
         "  --rows N             rows (131072)\n"
         "  --cols D             columns (2048): 131072 x 2048 float32 is 1 GiB\n"
+        "  --dtype TYPE         float16, float32 (default) or float64 values\n"
         "  --chunk-rows R       rows per chunk, 0 for contiguous (1024)\n"
         "  --gzip LEVEL         deflate the dataset (default: no compression)\n"
         "  --block-rows LIST    reader block sizes, comma-separated (1024,8192)\n"
@@ -360,6 +367,7 @@ static int parse_args(int argc, char **argv, struct bench *b)
         static const struct option opts[] = {
                 {"rows", required_argument, NULL, 'n'},
                 {"cols", required_argument, NULL, 'd'},
+                {"dtype", required_argument, NULL, 't'},
                 {"chunk-rows", required_argument, NULL, 'c'},
                 {"gzip", required_argument, NULL, 'z'},
                 {"block-rows", required_argument, NULL, 'b'},
@@ -390,6 +398,16 @@ static int parse_args(int argc, char **argv, struct bench *b)
                 }
                 if (c == 's') {
                         b->script = optarg;
+                        continue;
+                }
+                if (c == 't') {
+                        if (kdl_store_parse(optarg, &b->store) < 0 ||
+                            !(b->store == KDL_STORE_F16 || b->store == KDL_STORE_F32 ||
+                              b->store == KDL_STORE_F64))
+                                return kdl_error(-KDL_EUSAGE,
+                                                 "--dtype: '%s' is not float16, "
+                                                 "float32 or float64",
+                                                 optarg);
                         continue;
                 }
                 if (c == 'b') {
@@ -449,7 +467,7 @@ static int parse_args(int argc, char **argv, struct bench *b)
 static int bench(const struct bench *b)
 {
         char *path = NULL, *self = NULL;
-        char nbuf[32], gz[16] = "";
+        char nbuf[32], gz[16] = "", ty[16] = "";
         struct run runs[16], m, cref = {0};
         double lo, hi, gbytes, t0;
         struct stat st;
@@ -457,8 +475,10 @@ static int bench(const struct bench *b)
 
         if (b->gzip >= 0)
                 snprintf(gz, sizeof(gz), "-gz%d", b->gzip);
-        if (asprintf(&path, "%s/bench-%zux%zu-c%zu%s.h5", b->scratch, b->rows, b->cols,
-                     b->chunk_rows, gz) < 0)
+        if (b->store != KDL_STORE_F32) /* float32 files keep their old names */
+                snprintf(ty, sizeof(ty), "-%s", kdl_store_name(b->store));
+        if (asprintf(&path, "%s/bench-%zux%zu-c%zu%s%s.h5", b->scratch, b->rows, b->cols,
+                     b->chunk_rows, gz, ty) < 0)
                 return kdl_error(-ENOMEM, "out of memory");
         self = realpath("/proc/self/exe", NULL);
         if (!self) {
@@ -483,12 +503,13 @@ static int bench(const struct bench *b)
         if (err < 0)
                 goto out;
 
-        gbytes = (double) b->rows * (double) b->cols * 4.0 / 1e9;
-        printf("dataset %s: float32 [%zu, %zu], %s, %s;\n"
-               "%.3f GB of float32 values (GB/s counts these), file %.3f GB on disk;\n"
+        gbytes = (double) b->rows * (double) b->cols * (double) value_bytes(b->store) / 1e9;
+        printf("dataset %s: %s [%zu, %zu], %s, %s;\n"
+               "%.3f GB of %s values (GB/s counts these), file %.3f GB on disk;\n"
                "page cache warm; median of %d runs, each in a fresh process\n\n",
-               DATASET, b->rows, b->cols, b->chunk_rows ? "chunked" : "contiguous",
-               b->gzip >= 0 ? "gzip" : "no compression", gbytes,
+               DATASET, kdl_store_name(b->store), b->rows, b->cols,
+               b->chunk_rows ? "chunked" : "contiguous", b->gzip >= 0 ? "gzip" : "no compression",
+               gbytes, kdl_store_name(b->store),
                stat(path, &st) == 0 ? (double) st.st_size / 1e9 : -1.0, b->repeat);
         printf("%-34s %8s %9s %7s %10s %10s   %-12s %s\n", "reader", "block", "median_s", "GB/s",
                "peak_MiB", "+read_MiB", "min..max_s", "checksum");
@@ -524,8 +545,8 @@ static int bench(const struct bench *b)
                                 goto out;
                 }
                 m = median(runs, b->repeat, &lo, &hi);
-                print_row(mode ? "h5py whole + astype(float64)" : "h5py whole, float32", "all", &m,
-                          lo, hi, gbytes, cref.checksum);
+                print_row(mode ? "h5py whole + astype(float64)" : "h5py whole, as stored", "all",
+                          &m, lo, hi, gbytes, cref.checksum);
         }
         printf("\npeak_MiB: the process's VmHWM; +read_MiB: peak minus RSS before reading\n"
                "(interpreter and libraries excluded).  checksum: float64 sum of all values,\n"
@@ -542,6 +563,7 @@ int main(int argc, char **argv)
                 .rows = 131072,
                 .cols = 2048,
                 .chunk_rows = 1024,
+                .store = KDL_STORE_F32,
                 .gzip = -1,
                 .blocks = {1024, 8192},
                 .nblocks = 2,

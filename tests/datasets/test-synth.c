@@ -104,6 +104,7 @@ static void test_defaults_are_valid(void **state)
         assert_int_equal(o.gzip, -1);
         assert_int_equal(o.ncheckpoints, 4);
         assert_true(o.sample_ids);
+        assert_true(o.gradients);
 }
 
 /* Each case breaks one option of valid small options. */

@@ -391,6 +391,26 @@ def test_same_seed_same_bytes_different_seed_different_data():
             assert not np.array_equal(f[name][...], g[name][...]), name
 
 
+def test_no_gradients_leaves_out_only_the_gradients():
+    opts = ("--n", 300, "--classes", 12, "--dtype", "float16", "--checkpoints", 2,
+            "--permute-student", "--teacher-widths", "16,24", "--student-widths", "8,12")
+    full = dumps(*opts)
+    lean = dumps(*opts, "--no-gradients")
+    for a, b in zip(full, lean):
+        names = []
+        with h5py.File(a) as fa:
+            fa.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        with h5py.File(a) as fa, h5py.File(b) as fb:
+            kept = [n for n in names if "/gradients/" not in n]
+            assert len(kept) < len(names)
+            for n in names:
+                assert (n in fb) == (n in kept), n
+            for n in kept:
+                assert np.array_equal(fa[n][...], fb[n][...]), n
+            for _, g in checkpoints(fb):
+                assert "gradients" not in g
+
+
 def test_block_size_does_not_change_the_data():
     a = dumps("--n", 333, "--dtype", "float64", "--chunk-rows", 0)
     b = dumps("--n", 333, "--dtype", "float64", "--chunk-rows", 0, "--block-rows", 7)
