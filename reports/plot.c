@@ -275,12 +275,13 @@ static void plot_source(FILE *gp, const char *name, size_t k)
                 fputs("  ''", gp);
 }
 
-/* Tick labels @labels on @axis at @at (NULL: 0, 1, ...), in the script: a label in a data
- * file could not hold a double quote. */
-static void tics(FILE *gp, const char *axis, const char *const *labels, const double *at, size_t n)
+/* Tick labels @labels[0], @labels[step], ... on @axis at @at (NULL: 0, 1, ...), in the
+ * script: a label in a data file could not hold a double quote. */
+static void tics(FILE *gp, const char *axis, const char *const *labels, const double *at, size_t n,
+                 size_t step)
 {
         fprintf(gp, "set %stics (", axis);
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n; i += step) {
                 if (i)
                         fputs(", ", gp);
                 gp_quoted(gp, labels[i], true);
@@ -289,12 +290,35 @@ static void tics(FILE *gp, const char *axis, const char *const *labels, const do
         fputs(")\n", gp);
 }
 
-/* Rotate category labels when they would collide: their total width beats the axis. */
-static bool crowded(const char *const *labels, size_t n, size_t room)
+/* Label every how many of @n heatmap cells: 1, 2, 5, 10, 20, 50, ..., the first that leaves
+ * at most KDL_FIG_TICS_MAX labels. */
+static size_t tic_step(size_t n)
+{
+        static const size_t mant[] = {1, 2, 5};
+
+        for (size_t p = 1;; p *= 10)
+                for (size_t k = 0; k < 3; k++)
+                        if ((n + mant[k] * p - 1) / (mant[k] * p) <= KDL_FIG_TICS_MAX ||
+                            mant[k] * p >= n)
+                                return mant[k] * p;
+}
+
+/* Tick labels a heatmap axis of @n cells shows. */
+static size_t shown_tics(size_t n)
+{
+        return (n + tic_step(n) - 1) / tic_step(n);
+}
+
+/* More heatmap tick labels than this on an axis take a smaller font. */
+#define MANY_TICS 10
+
+/* Rotate category labels when they would collide: the total width of those shown (every
+ * @step-th) beats the axis. */
+static bool crowded(const char *const *labels, size_t n, size_t step, size_t room)
 {
         size_t total = 0;
 
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i += step)
                 total += strlen(labels[i]) + 2;
         return total > room;
 }
@@ -340,7 +364,7 @@ int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, co
                 return err;
         {
                 double lo = HUGE_VAL, hi = -HUGE_VAL;
-                bool integral = x != NULL;
+                bool integral = x != NULL, cut;
 
                 for (size_t i = 0; i < n; i++) {
                         double v = x ? x[i] : (double) i;
@@ -350,17 +374,21 @@ int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, co
                         if (fabs(v - floor(v)) > 0.0)
                                 integral = false;
                 }
+                cut = f->xmax > lo && f->xmax < hi;
+                hi = cut ? f->xmax : hi;
                 preamble(gp, name, f, lo, hi);
                 /* Counts (dimensions, indices) get whole-number ticks. */
                 if (integral && !f->logx && hi > lo)
                         fprintf(gp, "set xtics %.0f\n", ceil((hi - lo) / 10.0));
+                if (cut)
+                        fprintf(gp, "set xrange [*:%.10g]\n", hi);
         }
         if (!x)
                 fprintf(gp, "set xrange [-0.3:%zu.3]\n", n - 1);
-        if (xtics && crowded(xtics, n, 48))
+        if (xtics && crowded(xtics, n, 1, 48))
                 fputs("set xtics rotate by 30 right\n", gp);
         if (xtics)
-                tics(gp, "x", xtics, x, n);
+                tics(gp, "x", xtics, x, n, 1);
         fputs("plot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);
@@ -414,9 +442,9 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
                 fputs("*]\n", gp);
         if (negative)
                 fputs("set xzeroaxis lt -1 lw 1.5\n", gp);
-        if (crowded(categories, ncat, 48))
+        if (crowded(categories, ncat, 1, 48))
                 fputs("set xtics rotate by 30 right\n", gp);
-        tics(gp, "x", categories, NULL, ncat);
+        tics(gp, "x", categories, NULL, ncat, 1);
         fputs("plot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);
@@ -468,21 +496,78 @@ int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f, 
         fprintf(gp, "set cbrange [%.10g:%.10g]\n", zmin, zmax);
         fprintf(gp, "set xrange [-0.5:%zu.5]\nset yrange [%zu.5:-0.5]\n", cols - 1, rows - 1);
         fprintf(gp, "set size ratio %.6g\n", (double) rows / (double) cols);
-        if (crowded(col_labels, cols, 24))
-                fputs("set xtics rotate by 40 right\n", gp);
-        tics(gp, "x", col_labels, NULL, cols);
-        tics(gp, "y", row_labels, NULL, rows);
+        /* Many labels: a smaller font, and upright on x when they would collide. */
+        if (crowded(col_labels, cols, tic_step(cols), 24))
+                fprintf(gp, "set xtics rotate by %s right\n",
+                        shown_tics(cols) > MANY_TICS ? "90" : "40");
+        if (shown_tics(cols) > MANY_TICS)
+                fputs("set xtics font ',6'\n", gp);
+        if (shown_tics(rows) > MANY_TICS)
+                fputs("set ytics font ',6'\n", gp);
+        tics(gp, "x", col_labels, NULL, cols, tic_step(cols));
+        tics(gp, "y", row_labels, NULL, rows, tic_step(rows));
         fprintf(gp, "zmid = %.10g\n", zmin + 0.6 * (zmax - zmin));
         fprintf(gp, "plot 'data/%s.dat' using 1:2:3 with image", name);
-        if (annotate && rows * cols <= 400)
+        if (annotate && rows <= KDL_FIG_CELL_VALUES_MAX && cols <= KDL_FIG_CELL_VALUES_MAX) {
+                int pt = rows * cols > 100 ? 4 : rows * cols > 64 ? 5 : 7; /* the values' font */
+
                 fprintf(gp,
                         ", \\\n  '' using 1:2:($3 < zmid ? sprintf('%%.2f', $3) : '') "
                         "with labels tc rgb 'white' font ',%d', \\\n"
                         "  '' using 1:2:($3 >= zmid ? sprintf('%%.2f', $3) : '') "
                         "with labels tc rgb 'black' font ',%d'",
-                        rows * cols > 64 ? 5 : 7, rows * cols > 64 ? 5 : 7);
+                        pt, pt);
+        }
         fputc('\n', gp);
         return close_out(gp, name);
+}
+
+/* Scores of kdl_fig_top_classes(), best first, ties to the lower class. */
+struct scored {
+        double score;
+        size_t cls;
+};
+
+static int cmp_scored(const void *a, const void *b)
+{
+        const struct scored *x = a, *y = b;
+
+        if (x->score > y->score || x->score < y->score)
+                return x->score > y->score ? -1 : 1;
+        return x->cls < y->cls ? -1 : x->cls > y->cls;
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+        size_t x = *(const size_t *) a, y = *(const size_t *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+int kdl_fig_top_classes(const double *m, size_t c, size_t k, size_t *ret_idx)
+{
+        struct scored *s;
+
+        if (k == 0 || k > c)
+                return kdl_error(-KDL_ESHAPE, "top classes: expected 1 to %zu, found %zu", c, k);
+        s = kdl_new(struct scored, c);
+        if (!s)
+                return -ENOMEM;
+        for (size_t i = 0; i < c; i++) {
+                s[i] = (struct scored){.score = -HUGE_VAL, .cls = i};
+                for (size_t j = 0; j < c; j++) {
+                        double v = m[i * c + j] + m[j * c + i];
+
+                        if (j != i && v > s[i].score) /* false for NaN */
+                                s[i].score = v;
+                }
+        }
+        qsort(s, c, sizeof(*s), cmp_scored);
+        for (size_t i = 0; i < k; i++)
+                ret_idx[i] = s[i].cls;
+        qsort(ret_idx, k, sizeof(*ret_idx), cmp_size);
+        free(s);
+        return 0;
 }
 
 int kdl_fig_hist(const char *dir, const char *name, const struct kdl_fig *f, const double *edges,

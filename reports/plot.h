@@ -49,6 +49,9 @@ struct kdl_fig {
         /* kdl_fig_bars() only: 0 for an automatic top of the y axis, else the
          * top (1 for shares and correlations, which cannot exceed it). */
         double ymax;
+        /* kdl_fig_lines() only: 0 for the data's whole x range, else the right end of the x
+         * axis when it cuts the range short (the data file keeps every point). */
+        double xmax;
         /* Optional vertical markers (e.g. a student's width), with labels. */
         size_t nmarks;
         const double *marks;
@@ -73,15 +76,41 @@ KDL_API int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig
                          const char *const *categories, size_t ncat, const struct kdl_series *s,
                          size_t ns, bool stacked);
 
+/* Heatmaps stay readable at any size: a value is printed in each cell only when neither
+ * axis has more than KDL_FIG_CELL_VALUES_MAX cells, and an axis with more than
+ * KDL_FIG_TICS_MAX cells labels every k-th of them (k = 2, 5, 10, 20, 50, ..., the smallest
+ * that leaves at most KDL_FIG_TICS_MAX labels), the first included. */
+#define KDL_FIG_CELL_VALUES_MAX 12
+#define KDL_FIG_TICS_MAX        20
+
 /**
  * kdl_fig_heatmap() - a @rows x @cols matrix (row-major) with labelled axes
- * and, when @annotate, the value printed in each cell.
+ * and, when @annotate (and the matrix is small enough, above), the value
+ * printed in each cell.
  * @zmin/@zmax: colour range; equal values mean the data's own range.
  */
 KDL_API int kdl_fig_heatmap(const char *dir, const char *name, const struct kdl_fig *f,
                             const double *m, size_t rows, size_t cols,
                             const char *const *row_labels, const char *const *col_labels,
                             bool annotate, double zmin, double zmax);
+
+/* A class x class matrix with more classes than this is shown by its top classes
+ * (kdl_fig_top_classes()), KDL_FIG_TOP_CLASSES of them, not whole. */
+#define KDL_FIG_CLASSES_MAX 50
+#define KDL_FIG_TOP_CLASSES 20
+
+/**
+ * kdl_fig_top_classes() - the @k classes of the @c x @c class matrix @m (row-major: a
+ * confusion matrix, cosines between classes) in its strongest relations: class i scores
+ * max over j != i of m[i][j] + m[j][i] (its most confused or most similar partner; NaN
+ * entries left out), and the @k best scores are kept (ties to the lower class), so that
+ * each class shown has its strongest partner beside it unless the partner ranks k + 1 or
+ * lower.  For a heatmap of a large matrix: those rows and columns, readable, instead of
+ * every class.
+ * @ret_idx: @k entries, set in increasing class order on success.
+ * Return: 0; -KDL_ESHAPE when @k is 0 or more than @c; -ENOMEM.
+ */
+KDL_API int kdl_fig_top_classes(const double *m, size_t c, size_t k, size_t *ret_idx);
 
 /**
  * kdl_fig_hist() - histograms on shared bins: @nbins bins with @nbins + 1

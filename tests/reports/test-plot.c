@@ -189,6 +189,113 @@ static void test_heatmap_annotated(void **state)
         check_rendered("heat");
 }
 
+/* Past KDL_FIG_CELL_VALUES_MAX cells an axis has no values in its cells, and past
+ * KDL_FIG_TICS_MAX it labels every k-th cell (k = 1, 2, 5, 10, ...), in a smaller font. */
+static void test_heatmap_large_thinned(void **state)
+{
+        enum { R = 30, C = 120 };
+        static double m[R * C];
+        const char *rows[R], *cols[C];
+        char names[C][8], want[64];
+        struct kdl_fig f = {.xlabel = "class", .ylabel = "class"};
+        char *gp;
+
+        (void) state;
+        for (int k = 0; k < C; k++) {
+                snprintf(names[k], sizeof(names[k]), "c%d", k);
+                cols[k] = names[k];
+                if (k < R)
+                        rows[k] = names[k];
+        }
+        for (int k = 0; k < R * C; k++)
+                m[k] = (k * 37 % 101) / 100.0;
+        assert_int_equal(kdl_fig_heatmap(dir, "bigheat", &f, m, R, C, rows, cols, true, 0, 1), 0);
+        gp = slurp("scripts", "bigheat", "gp");
+        assert_null(strstr(gp, "with labels")); /* no values in 30 x 120 cells */
+        /* 30 rows: every 2nd (15 labels); 120 columns: every 10th (12 labels). */
+        assert_non_null(strstr(gp, "set ytics ('c0' 0, 'c2' 2, 'c4' 4,"));
+        assert_non_null(strstr(gp, ", 'c28' 28)\n"));
+        assert_non_null(strstr(gp, "set xtics ('c0' 0, 'c10' 10, 'c20' 20,"));
+        assert_non_null(strstr(gp, ", 'c110' 110)\n"));
+        assert_null(strstr(gp, "'c5' 5"));
+        assert_non_null(strstr(gp, "set xtics font ',6'"));
+        assert_non_null(strstr(gp, "set ytics font ',6'"));
+        free(gp);
+        check_rendered("bigheat");
+        /* 12 x 12: every label and every value. */
+        assert_int_equal(kdl_fig_heatmap(dir, "heat12", &f, m, 12, 12, rows, cols, true, 0, 1), 0);
+        gp = slurp("scripts", "heat12", "gp");
+        snprintf(want, sizeof(want), "'c10' 10, 'c11' 11)\n");
+        assert_non_null(strstr(gp, want));
+        assert_non_null(strstr(gp, "with labels"));
+        assert_non_null(strstr(gp, "font ',6'")); /* 12 labels: the smaller font */
+        free(gp);
+        /* 13 x 13: the labels, no values. */
+        assert_int_equal(kdl_fig_heatmap(dir, "heat13", &f, m, 13, 13, rows, cols, true, 0, 1), 0);
+        gp = slurp("scripts", "heat13", "gp");
+        assert_non_null(strstr(gp, "'c11' 11, 'c12' 12)\n"));
+        assert_null(strstr(gp, "with labels"));
+        free(gp);
+}
+
+/* The top classes of a class matrix: those of its strongest off-diagonal pairs (m_ij +
+ * m_ji), NaN left out, ties to the lower class, in increasing order. */
+static void test_top_classes(void **state)
+{
+        enum { C = 60 };
+        static double m[C * C];
+        size_t top[5];
+
+        (void) state;
+        for (size_t i = 0; i < C; i++)
+                for (size_t j = 0; j < C; j++)
+                        m[i * C + j] = i == j ? 0.9 : 0.001 * (double) ((i * 7 + j * 13) % 10);
+        m[41 * C + 7] = 0.30; /* 7 and 41: 0.30 + m[7][41] */
+        m[12 * C + 55] = 0.20;
+        m[55 * C + 12] = 0.15; /* 12 and 55: 0.35, the strongest */
+        m[3 * C + 30] = 0.25;  /* 3 and 30 */
+        m[19 * C + 19] = 5.0;  /* a large diagonal does not count */
+        m[50 * C + 44] = NAN;  /* nor does NaN */
+        assert_int_equal(kdl_fig_top_classes(m, C, 4, top), 0);
+        assert_int_equal(top[0], 7);
+        assert_int_equal(top[1], 12);
+        assert_int_equal(top[2], 41);
+        assert_int_equal(top[3], 55);
+        assert_int_equal(kdl_fig_top_classes(m, C, 5, top), 0);
+        assert_int_equal(top[0], 3); /* the pair 3 and 30 ties: the lower class first */
+        assert_int_equal(top[4], 55);
+        assert_int_equal(kdl_fig_top_classes(m, C, 0, top), -KDL_ESHAPE);
+        assert_int_equal(kdl_fig_top_classes(m, 3, 4, top), -KDL_ESHAPE);
+}
+
+/* xmax ends the x axis short of the data, which the data file keeps whole. */
+static void test_lines_xmax(void **state)
+{
+        double x[10], y[10];
+        struct kdl_series s[] = {{"residual", y}};
+        struct kdl_fig f = {.xlabel = "d", .logy = true, .xmax = 6};
+        char *gp, *dat;
+
+        (void) state;
+        for (int i = 0; i < 10; i++) {
+                x[i] = i + 1;
+                y[i] = i < 4 ? exp(-(double) i) : (double) NAN;
+        }
+        assert_int_equal(kdl_fig_lines(dir, "cut", &f, x, NULL, 10, s, 1), 0);
+        gp = slurp("scripts", "cut", "gp");
+        assert_non_null(strstr(gp, "set xrange [*:6]\n"));
+        free(gp);
+        dat = slurp("data", "cut", "dat");
+        assert_non_null(strstr(dat, "\n 10 \"\" NaN\n"));
+        free(dat);
+        check_rendered("cut");
+        f.xmax = 0; /* the default: the whole range */
+        assert_int_equal(kdl_fig_lines(dir, "cut", &f, x, NULL, 10, s, 1), 0);
+        gp = slurp("scripts", "cut", "gp");
+        assert_null(strstr(gp, "set xrange"));
+        free(gp);
+}
+
 static void test_histogram(void **state)
 {
         double edges[21], a[20], b[20];
@@ -245,6 +352,9 @@ int main(void)
                 cmocka_unit_test(test_bars_clustered_and_stacked),
                 cmocka_unit_test(test_bars_below_zero_show),
                 cmocka_unit_test(test_heatmap_annotated),
+                cmocka_unit_test(test_heatmap_large_thinned),
+                cmocka_unit_test(test_top_classes),
+                cmocka_unit_test(test_lines_xmax),
                 cmocka_unit_test(test_histogram),
                 cmocka_unit_test(test_errors),
         };
