@@ -163,6 +163,21 @@ static int verdict_series(const struct kdl__report *r, struct lines *l, const kd
         return 0;
 }
 
+/* The right end of the residual figure's x axis: with many classes the curves reach zero
+ * (are no longer drawn) long before d = C, and the widths are small beside C; then the axis
+ * ends a quarter past the last curve point or width drawn instead of at C (0: at C). */
+static double residual_xmax(const struct lines *l, size_t c, const kdl_table *t, size_t nrows)
+{
+        double last = 0.0;
+
+        for (size_t i = 0; i < nrows; i++)
+                if (!isnan(drawn(kdl__report_real(t, i, "residual"))))
+                        last = fmax(last, (double) (i % c + 1));
+        for (size_t k = 0; k < l->nm; k++)
+                last = fmax(last, l->marks[k]);
+        return ceil(1.25 * last) + 1.0 < (double) c ? ceil(1.25 * last) + 1.0 : 0.0;
+}
+
 /*
  * The teacher's logit residual curve per checkpoint, the tolerance and each student's
  * realised share 1 - R^2 at its width; the students' widths marked.
@@ -173,6 +188,7 @@ static int dims_residual_figure(struct kdl__report *r, const kdl_doc *d)
         const kdl_table *v = kdl_doc_find_table(d, "verdict");
         struct lines l = {0};
         double *x = NULL, *y = NULL, *yv = NULL;
+        char *cap = NULL;
         size_t c = 0, nrows, nv = v ? kdl_table_rows(v) : 0;
         int err;
 
@@ -195,26 +211,30 @@ static int dims_residual_figure(struct kdl__report *r, const kdl_doc *d)
                 struct kdl_fig f = {.xlabel = "feature dimension d",
                                     .ylabel = "share left out",
                                     .logy = true,
+                                    .xmax = residual_xmax(&l, c, t, nrows),
                                     .nmarks = l.nm,
                                     .marks = l.marks,
                                     .mark_labels = (const char *const *) l.labels};
 
                 err = kdl_fig_lines(kdl_site_path(r->site), "dims_residual", &f, x, NULL, c, l.s,
                                     l.ns);
+                cap = kdl__asprintf(
+                        "Lines: the share of the teacher's row-centred logit variance that no "
+                        "d-dimensional student can represent (Eckart-Young residual), per "
+                        "teacher checkpoint, and the tolerance; the curve falls to the tolerance "
+                        "at d_needed. Points: each student's realised share, 1 - ridge R^2 of "
+                        "the teacher's centred logits from its head-input features, at its "
+                        "width (vertical lines; last checkpoint). A student fails the "
+                        "architectural test when the curve at its width is above the "
+                        "tolerance, the realised test when its point is. Log scale: shares of 0 "
+                        "(to double precision) are not drawn.%s",
+                        f.xmax > 0.0 ? " The axis stops short of d = C: beyond it every share "
+                                       "is 0 to double precision (the data file holds every d)."
+                                     : "");
+                err = err ?: cap ? 0 : -ENOMEM;
         }
-        err = err
-                      ?: kdl__report_show(
-                                 r, "dims_residual",
-                                 "Lines: the share of the teacher's row-centred logit variance "
-                                 "that no d-dimensional student can represent (Eckart-Young "
-                                 "residual), per teacher checkpoint, and the tolerance; the "
-                                 "curve falls to the tolerance at d_needed. Points: each "
-                                 "student's realised share, 1 - ridge R^2 of the teacher's "
-                                 "centred logits from its head-input features, at its width "
-                                 "(vertical lines; last checkpoint). A student fails the "
-                                 "architectural test when the curve at its width is above the "
-                                 "tolerance, the realised test when its point is. Log scale: "
-                                 "shares of 0 (to double precision) are not drawn.");
+        err = err ?: kdl__report_show(r, "dims_residual", cap);
+        free(cap);
         lines_release(&l);
         free(yv);
         free(y);

@@ -67,7 +67,7 @@ static int layers_figure(struct kdl__report *r, const kdl_doc *d, size_t nout)
                 s[k] = (struct kdl_series){.name = names[k], .y = y + k * n};
         {
                 struct kdl_fig f = {.xlabel = "teacher layer (by depth)",
-                                    .ylabel = "knowledge quality and its parts",
+                                    .ylabel = "Q and its parts",
                                     .nmarks = nm,
                                     .marks = marks};
 

@@ -353,45 +353,99 @@ static int instance_weight_figure(struct kdl__report *r, const kdl_doc *d, const
         return err;
 }
 
-/* The C x C class matrix @m as heatmap @name, classes labelled, shown with @caption. */
-static int class_heatmap(struct kdl__report *r, const char *name, const struct kdl_fig *f,
-                         const double *m, size_t c, char *const *labels, double zmin, double zmax,
-                         const char *caption)
-{
-        int err = kdl_fig_heatmap(kdl_site_path(r->site), name, f, m, c, c,
-                                  (const char *const *) labels, (const char *const *) labels,
-                                  c <= 20, zmin, zmax);
+/* Class figures: the labels of every class, and the classes shown when the matrices are too
+ * large to show whole. */
+struct classes {
+        size_t c;           /* classes of the matrices */
+        char **labels;      /* [c] each class's index */
+        double *sub;        /* [KDL_FIG_TOP_CLASSES^2] the matrix shown */
+        const char **shown; /* [KDL_FIG_TOP_CLASSES] labels of the classes shown */
+        size_t top[KDL_FIG_TOP_CLASSES];
+};
 
-        return err ?: kdl__report_show(r, name, caption);
+/* The C x C class matrix @m as heatmap @name, shown with @caption.  Up to
+ * KDL_FIG_CLASSES_MAX classes it is whole; beyond, only its top classes: those of
+ * kdl_fig_top_classes() on @m when @pick, else the ones picked last (so that the heads of
+ * the teacher and of a student show the same classes), said in the caption. */
+static int class_heatmap(struct kdl__report *r, const char *name, const struct kdl_fig *f,
+                         const double *m, struct classes *cl, bool pick, double zmin, double zmax,
+                         const char *caption, const char *relation)
+{
+        size_t c = cl->c, k = KDL_FIG_TOP_CLASSES;
+        char *cap = NULL;
+        int err;
+
+        if (c <= KDL_FIG_CLASSES_MAX) {
+                err = kdl_fig_heatmap(kdl_site_path(r->site), name, f, m, c, c,
+                                      (const char *const *) cl->labels,
+                                      (const char *const *) cl->labels, true, zmin, zmax);
+                return err ?: kdl__report_show(r, name, caption);
+        }
+        err = pick ? kdl_fig_top_classes(m, c, k, cl->top) : 0;
+        for (size_t i = 0; i < k && !err; i++) {
+                cl->shown[i] = cl->labels[cl->top[i]];
+                for (size_t j = 0; j < k; j++)
+                        cl->sub[i * k + j] = m[cl->top[i] * c + cl->top[j]];
+        }
+        if (!err)
+                cap = pick ? kdl__asprintf("%s. Only the %zu of the %zu classes with the "
+                                           "strongest %s are shown (class i ranked by the "
+                                           "largest m_ij + m_ji over the other classes j); "
+                                           "every class is in data/split.json",
+                                           caption, k, c, relation)
+                           : kdl__asprintf("%s. Only %zu of the %zu classes are shown: the "
+                                           "same as in the teacher's figure above; every class "
+                                           "is in data/split.json",
+                                           caption, k, c);
+        err = err ?: cap ? 0 : -ENOMEM;
+        err = err
+                      ?: kdl_fig_heatmap(kdl_site_path(r->site), name, f, cl->sub, k, k, cl->shown,
+                                         cl->shown, true, zmin, zmax);
+        err = err ?: kdl__report_show(r, name, cap);
+        free(cap);
+        return err;
 }
 
 /* The teacher's soft confusion and head cosines, recorded beside student @path at @ck. */
 static int teacher_class_figures(struct kdl__report *r, const kdl_doc *d, const char *path,
-                                 const char *ck, double *m, size_t c, char *const *labels)
+                                 const char *ck, double *m, struct classes *cl)
 {
         struct kdl_fig fc = {.xlabel = "predicted class (soft)", .ylabel = "true class"};
         struct kdl_fig f = {.xlabel = "class", .ylabel = "class"};
         int err = 0;
 
-        if (matrix(kdl_doc_find_table(d, "confusion_teacher"), path, ck, r->tau, m, c))
-                err = class_heatmap(r, "classes_teacher_confusion", &fc, m, c, labels, 0, 0,
+        if (matrix(kdl_doc_find_table(d, "confusion_teacher"), path, ck, r->tau, m, cl->c))
+                err = class_heatmap(r, "classes_teacher_confusion", &fc, m, cl, true, 0, 0,
                                     "The teacher's soft confusion matrix: mean p^t_tau of each "
-                                    "class over the samples of each true class");
-        if (!err && matrix(kdl_doc_find_table(d, "head_cosine_teacher"), path, ck, r->tau, m, c))
-                err = class_heatmap(r, "classes_teacher_head", &f, m, c, labels, -1, 1,
+                                    "class over the samples of each true class",
+                                    "confusion");
+        if (!err &&
+            matrix(kdl_doc_find_table(d, "head_cosine_teacher"), path, ck, r->tau, m, cl->c))
+                err = class_heatmap(r, "classes_teacher_head", &f, m, cl, true, -1, 1,
                                     "Class relations in the teacher's head: cosine of "
-                                    "head-weight rows");
+                                    "head-weight rows",
+                                    "head cosine");
         return err;
+}
+
+static void classes_release(struct classes *cl)
+{
+        for (size_t k = 0; cl->labels && k < cl->c; k++)
+                free(cl->labels[k]);
+        free(cl->labels);
+        free(cl->sub);
+        free(cl->shown);
 }
 
 /* Class relations: the teacher's soft confusion and both heads' cosines, each student at its
  * last checkpoint (the teacher's beside the first student). */
 static int class_figures(struct kdl__report *r, const kdl_doc *d)
 {
-        size_t c = kdl_h5_dump(r->in->teacher)->c;
+        size_t c = kdl_h5_dump(r->in->teacher)->c, k = KDL_FIG_TOP_CLASSES;
         double *m;
-        char **labels;
+        struct classes cl = {.c = c};
         struct kdl_fig f = {.xlabel = "class", .ylabel = "class"};
+        bool teacher_head = false;
         int err;
 
         /* Split's domain level in blocks of classes has no C x C table to draw. */
@@ -400,33 +454,38 @@ static int class_figures(struct kdl__report *r, const kdl_doc *d)
             !kdl_doc_find_table(d, "head_cosine_student"))
                 return 0;
         m = kdl_new(double, c > 0 ? c * c : 1);
-        labels = kdl_new(char *, c ? c : 1);
-        err = m && labels ? 0 : -ENOMEM;
+        cl.labels = kdl_new(char *, c ? c : 1);
+        cl.sub = kdl_new(double, k *k);
+        cl.shown = kdl_new(const char *, k);
+        err = m && cl.labels && cl.sub && cl.shown ? 0 : -ENOMEM;
 
-        for (size_t k = 0; k < c && !err; k++)
-                if (!(labels[k] = kdl__asprintf("%zu", k)))
+        for (size_t i = 0; i < c && !err; i++)
+                if (!(cl.labels[i] = kdl__asprintf("%zu", i)))
                         err = -ENOMEM;
-        for (size_t k = 0; k < r->in->nstudents && !err; k++) {
-                const char *path = kdl_h5_dump(r->in->students[k])->path;
-                const char *ck = kdl__report_last_pair(r, k)->main->name;
+        for (size_t s = 0; s < r->in->nstudents && !err; s++) {
+                const char *path = kdl_h5_dump(r->in->students[s])->path;
+                const char *ck = kdl__report_last_pair(r, s)->main->name;
                 char *name, *cap;
 
-                if (k == 0)
-                        err = teacher_class_figures(r, d, path, ck, m, c, labels);
+                if (s == 0) {
+                        err = teacher_class_figures(r, d, path, ck, m, &cl);
+                        teacher_head = matrix(kdl_doc_find_table(d, "head_cosine_teacher"), path,
+                                              ck, r->tau, m, c);
+                }
                 if (err ||
                     !matrix(kdl_doc_find_table(d, "head_cosine_student"), path, ck, r->tau, m, c))
                         continue;
-                name = kdl__asprintf("classes_s%zu_head", k + 1);
+                name = kdl__asprintf("classes_s%zu_head", s + 1);
                 cap = kdl__asprintf("Class relations in the head of %s at checkpoint %s, "
                                     "beside the teacher's",
-                                    r->names[k], ck);
-                err = name && cap ? class_heatmap(r, name, &f, m, c, labels, -1, 1, cap) : -ENOMEM;
+                                    r->names[s], ck);
+                err = name && cap ? class_heatmap(r, name, &f, m, &cl, !teacher_head, -1, 1, cap,
+                                                  "head cosine")
+                                  : -ENOMEM;
                 free(name);
                 free(cap);
         }
-        for (size_t k = 0; labels && k < c; k++)
-                free(labels[k]);
-        free(labels);
+        classes_release(&cl);
         free(m);
         return err;
 }
