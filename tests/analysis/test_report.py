@@ -140,6 +140,43 @@ def test_analyses_share_one_stream_and_match_the_commands():
         assert alone["notes"] == shared["notes"], name
 
 
+def test_report_at_100_classes_shows_the_top_classes():
+    """C = 100: the class figures show the 20 classes of the strongest relations, not the
+    whole matrix, and their captions say so; no values in the cells, every class label
+    readable; the student's head shows the teacher's head's classes."""
+    base = kt.tmpdir()
+    t, s = os.path.join(base, "t.h5"), os.path.join(base, "s.h5")
+    p = subprocess.run([os.environ.get("KDL_SYNTH", "kdl-synth"), "--n", "600", "--classes",
+                        "100", "--teacher-widths", "16,32", "--student-widths", "8,16",
+                        "--checkpoints", "1", t, s], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    out = os.path.join(base, "rep")
+    st, _, err = kt.run("report", "-t", t, "-s", s, "-o", out, "--quiet", "--gnuplot", GNUPLOT)
+    assert st == 0, err
+    md = open(os.path.join(out, "index.md")).read()
+    for name, what in (("classes_teacher_confusion", "confusion"),
+                       ("classes_teacher_head", "head cosine")):
+        cap = md[md.index(f"figures/{name}.png"):].split("\n\n")[1]
+        assert f"Only the 20 of the 100 classes with the strongest {what} are shown" in cap, cap
+        assert "every class is in data/split.json" in cap, cap
+    cap = md[md.index("figures/classes_s1_head.png"):].split("\n\n")[1]
+    assert "Only 20 of the 100 classes are shown: the same as in the teacher's" in cap, cap
+    for name in ("classes_teacher_confusion", "classes_teacher_head", "classes_s1_head"):
+        cells = [line for line in open(os.path.join(out, "data", name + ".dat"))
+                 if not line.startswith("#")]
+        assert len(cells) == 20 * 20, (name, len(cells))
+        gp = open(os.path.join(out, "scripts", name + ".gp")).read()
+        assert "with labels" not in gp
+        tics = re.search(r"set ytics \((.*)\)", gp).group(1)
+        assert tics.count(",") == 19, tics  # all 20 classes named
+    shown = lambda name: re.search(r"set ytics \((.*)\)", open(
+        os.path.join(out, "scripts", name + ".gp")).read()).group(1)
+    assert shown("classes_s1_head") == shown("classes_teacher_head")
+    # The whole matrices are in the data.
+    doc = json.load(open(os.path.join(out, "data", "split.json")))
+    assert len(kt.records(doc, "confusion_teacher")) == 100 * 100
+
+
 def start_slow_report(base, out):
     """kdlens report into @out with a gnuplot that hangs, so that it is surely killed
     mid-way; in a session of its own (os.killpg)."""
