@@ -13,10 +13,10 @@
 #include "reports/table.h"
 
 /*
- * `kdlens layers -t T.h5 [-s S.h5]` (docs/layers.md#knowledge-quality, docs/layers.md): every teacher
- * layer with Cooper et al.'s knowledge quality Q = S + sqrt(I·E), its parts,
- * CKA against the teacher's logits and the labels, class-geometry columns;
- * ranked by Q, with the top k recommended in depth order.
+ * `kdlens layers -t T.h5 [-s S.h5]` (docs/layers.md#knowledge-quality, docs/layers.md): every
+ * teacher layer with Cooper et al.'s knowledge quality Q = S + sqrt(I·E), its parts, CKA against
+ * the teacher's logits and the labels, class-geometry columns; ranked by Q, with the top k
+ * recommended in depth order.
  */
 
 struct kdl_run_layers_opts {

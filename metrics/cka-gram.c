@@ -138,7 +138,8 @@ int kdl__cka_kernel_matrix(const kdl_tensor *x, enum kdl_cka_kernel kernel, doub
                 size_t p = 0;
                 double med, s2;
 
-                /* Squared distances from the Gram, clamped at 0 (docs/layers.md#differences-from-the-authors-code). */
+                /* Squared distances from the Gram, clamped at 0
+                 * (docs/layers.md#differences-from-the-authors-code). */
                 for (size_t i = 0; i < n; i++)
                         for (size_t j = i + 1; j < n; j++) {
                                 double v = k[i * n + i] + k[j * n + j] - 2.0 * k[i * n + j];

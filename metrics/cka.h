@@ -235,10 +235,9 @@ KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
  * the bootstrap replicates, their intervals (of @o->interval), standard
  * deviations and biases when the state has replicates.
  *
- * Feature-space forms (docs/cka.md#linear-cka, docs/cka.md#debiased-linear-cka): with centred layers,
- * CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) and the debiased form through
- * φ(a) = a - n/(n-2) sˣ·sʸ + SₓSᵧ/((n-1)(n-2)).
- * Memory: O(L ΣD) besides the result.  Pairs that were not computed are NaN.
+ * Feature-space forms (docs/cka.md#linear-cka, docs/cka.md#debiased-linear-cka): with centred
+ * layers, CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) and the debiased form through φ(a) = a - n/(n-2) sˣ·sʸ
+ * + SₓSᵧ/((n-1)(n-2)). Memory: O(L ΣD) besides the result.  Pairs that were not computed are NaN.
  * @s: not modified.
  * @ret: set on success only; caller frees with kdl_cka_matrix_free().
  * Return: 0; -KDL_EMISSING if no sample was accumulated; -ENOMEM.  Undefined
@@ -262,11 +261,11 @@ KDL_API const char *kdl_cka_kernel_name(enum kdl_cka_kernel k);
 
 /**
  * kdl_cka_gram() - biased and debiased CKA of every pair of in-memory
- * layers through their n×n Gram matrices (docs/cka.md#hsic-and-cka, docs/cka.md#debiased-linear-cka: HKH centring and
- * U-centring).  The linear kernel gives the same values as the feature-space
- * state (use it when D > n); the RBF kernel has bandwidth σ² = @theta² times
- * the median of the full n×n matrix of squared distances, zero diagonal
- * included (Kornblith et al.'s demo).
+ * layers through their n×n Gram matrices (docs/cka.md#hsic-and-cka,
+ * docs/cka.md#debiased-linear-cka: HKH centring and U-centring).  The linear kernel gives the same
+ * values as the feature-space state (use it when D > n); the RBF kernel has bandwidth σ² = @theta²
+ * times the median of the full n×n matrix of squared distances, zero diagonal included (Kornblith
+ * et al.'s demo).
  * @layers: @nlayers tensors [n, D_ℓ] with the same n >= 2; borrowed.
  * @theta:  RBF only, > 0 (0.5 in the demo).
  * @ret:    set on success only; caller frees with kdl_cka_matrix_free().

@@ -10,7 +10,8 @@
 
 /*
  * The KD criterion and the knowledge sources that approximate it
- * (docs/conventions.md#the-kd-criterion-and-the-temperature, docs/kl.md#approximations, docs/kl.md; Hsu et al. 2022).
+ * (docs/conventions.md#the-kd-criterion-and-the-temperature, docs/kl.md#approximations, docs/kl.md;
+ * Hsu et al. 2022).
  *
  * Per sample n and temperature τ the exact reference is
  *
@@ -44,7 +45,8 @@
  * max_k(log p^t_k + v_k) > 1 the KL is > 1 and is taken by log-sum-exp
  * instead, so logits of magnitude 100 at τ = 0.5 do not overflow.
  * Variances are two-pass (centred).  Nothing C×C or d×d is formed per
- * sample: the Fisher quadratic forms use u^T F u = Var_p(u) (docs/conventions.md#the-kd-criterion-and-the-temperature).
+ * sample: the Fisher quadratic forms use u^T F u = Var_p(u)
+ * (docs/conventions.md#the-kd-criterion-and-the-temperature).
  *
  * Fidelity statistics, per temperature and approximation (docs/kl.md): mean; ratio
  * mean(A)/mean(K); Pearson correlation of A_n with K_n from streaming
@@ -74,11 +76,10 @@
  * (no ridge, no arbitrary λ) and the plain solution otherwise.  The rank used
  * is reported.  The second pass (kdl_kl_accumulate) then sees P.
  *
- * The KL-visible share (docs/kl.md, docs/dims.md#directions-the-kl-cannot-see): Σ_n ‖Q Qᵀ e_n‖² / Σ_n ‖e_n‖², with Q
- * an orthonormal basis of the row space of W_t from an SVD of W_t taken once
- * in kdl_kl_state_new() (rank: singular values above
- * max(C, d_t) · DBL_EPSILON · σ_max, as numpy's matrix_rank).  It is 1 when
- * W_t has full column rank (d_t <= C).
+ * The KL-visible share (docs/kl.md, docs/dims.md#directions-the-kl-cannot-see): Σ_n ‖Q Qᵀ e_n‖² /
+ * Σ_n ‖e_n‖², with Q an orthonormal basis of the row space of W_t from an SVD of W_t taken once in
+ * kdl_kl_state_new() (rank: singular values above max(C, d_t) · DBL_EPSILON · σ_max, as numpy's
+ * matrix_rank).  It is 1 when W_t has full column rank (d_t <= C).
  *
  * Memory of a state: O(ntau + C·d_t + d_s·d_t) plus the reservoir and a
  * scratch that grows to the largest block passed to kdl_kl_accumulate()

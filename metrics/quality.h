@@ -9,8 +9,8 @@
 #include "metrics/base/tensor.h"
 
 /*
- * Layer quality before distillation (docs/layers.md#knowledge-quality, docs/layers.md): Cooper et al.'s
- * knowledge quality Q = S + sqrt(I·E) as computed by the authors' code
+ * Layer quality before distillation (docs/layers.md#knowledge-quality, docs/layers.md): Cooper et
+ * al.'s knowledge quality Q = S + sqrt(I·E) as computed by the authors' code
  * (Thegolfingocto/KD_wo_CE, TPlotClassificationEfficiency's "Quality2"), and
  * class-geometry columns.  Everything here works on an in-memory,
  * class-balanced subsample (the pipeline draws it with kdl_sample_select());

@@ -50,7 +50,8 @@
 /* Flags of kdl_spectral_state_new(). */
 enum kdl_spectral_flag {
         /* Replace each row x of X by c(x) = x - mean_k(x_k) 1 before it is
-         * accumulated (the per-example centred logit of docs/conventions.md#the-kd-criterion-and-the-temperature). */
+         * accumulated (the per-example centred logit of
+         * docs/conventions.md#the-kd-criterion-and-the-temperature). */
         KDL_SPECTRAL_CENTER_ROWS_X = 1u << 0,
         /* The same for the rows of Y. */
         KDL_SPECTRAL_CENTER_ROWS_Y = 1u << 1,
@@ -417,8 +418,8 @@ KDL_API int kdl_spectral_verdict(const kdl_spectral_result *logits, size_t d_s, 
  * rank(G W) = rank(W) - dim(col(W) ∩ span(1)) = rank(H_C W): the affine rank
  * of the head's class rows.  It is therefore computed once, from the singular
  * values of H_C W (LAPACK dgesdd), never from a d x d matrix; generically it
- * is min(d, C - 1) (docs/dims.md#directions-the-kl-cannot-see).  d minus it is the number of feature
- * directions the KL cannot see at second order.
+ * is min(d, C - 1) (docs/dims.md#directions-the-kl-cannot-see).  d minus it is the number of
+ * feature directions the KL cannot see at second order.
  *
  * Return: 0; -KDL_ESHAPE if @w is not 2-D or is empty; -KDL_ENONFINITE;
  * -KDL_ERANGE for a bad @rank_rtol; -KDL_ENOCONV; -KDL_EOVERFLOW; -ENOMEM.

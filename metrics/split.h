@@ -9,17 +9,18 @@
 #include "metrics/base/tensor.h"
 
 /*
- * Knowledge splits (docs/split.md#universe-domain-and-instance-knowledge, docs/split.md#the-aekt-weight, docs/split.md#explicit-and-implicit-knowledge, docs/split.md): what kind of knowledge a
- * teacher's soft labels carry, per sample and per temperature.
+ * Knowledge splits (docs/split.md#universe-domain-and-instance-knowledge,
+ * docs/split.md#the-aekt-weight, docs/split.md#explicit-and-implicit-knowledge, docs/split.md):
+ * what kind of knowledge a teacher's soft labels carry, per sample and per temperature.
  *
  * Explicit vs implicit (DKD, AEKT):
  *   KL   = τ² KL(p^t_τ || p^s_τ)
  *   TCKD = τ² KL(b^t || b^s),  b = [p_y, 1 - p_y]
  *   NCKD = τ² KL(p̂^t || p̂^s),  p̂ the softmax over the C-1 non-target classes
- *   KL = TCKD + (1 - p^t_y) NCKD exactly (docs/split.md#explicit-and-implicit-knowledge); every KL-type quantity
- *   carries the factor τ², as mdistiller does (docs/conventions.md#the-kd-criterion-and-the-temperature, docs/split.md#numerics).
- *   The non-target softmax is computed by exact exclusion (log-sum-exp over
- *   j != y), never by masking.
+ *   KL = TCKD + (1 - p^t_y) NCKD exactly (docs/split.md#explicit-and-implicit-knowledge); every
+ * KL-type quantity carries the factor τ², as mdistiller does
+ * (docs/conventions.md#the-kd-criterion-and-the-temperature, docs/split.md#numerics). The
+ * non-target softmax is computed by exact exclusion (log-sum-exp over j != y), never by masking.
  *   Precision.  The three KLs are the kl metric's exact KL
  *   log E_p[e^v] = log1p(Σ p_k φ(v_k)), φ(v) = e^v - 1 - v, with v the
  *   centred logit difference (metrics/kl.h), so that KL here equals
@@ -35,31 +36,27 @@
  *
  * Tang et al. levels (docs/split.md#universe-domain-and-instance-knowledge):
  *   universe: ε_n = λ (1 - p^t_y) C/(C-1), the label-smoothing equivalent of
- *             the KD target (docs/split.md#universe-label-smoothing), and H(p̂^t)/ln(C-1), the teacher's
- *             non-target entropy relative to its maximum (1 = the non-target
- *             mass is spread uniformly, pure label smoothing; defined as 1
- *             for C = 2, where the single non-target class is trivially
- *             uniform);
- *   domain:   the teacher's soft confusion matrix
- *             M_ij = mean_{n: y_n = i} p^t_{τ,j}(x_n)   (C x C),
- *             the head-weight cosine matrices S_ij = cos(w_i, w_j) of teacher
- *             and student, and their agreement: Pearson correlation of the
- *             pairs i < j of (M + M^T)/2 with S^s (and with S^t), of S^t with
- *             S^s, and linear CKA of W_t and W_s with the classes as examples
+ *             the KD target (docs/split.md#universe-label-smoothing), and H(p̂^t)/ln(C-1), the
+ * teacher's non-target entropy relative to its maximum (1 = the non-target mass is spread
+ * uniformly, pure label smoothing; defined as 1 for C = 2, where the single non-target class is
+ * trivially uniform); domain:   the teacher's soft confusion matrix M_ij = mean_{n: y_n = i}
+ * p^t_{τ,j}(x_n)   (C x C), the head-weight cosine matrices S_ij = cos(w_i, w_j) of teacher and
+ * student, and their agreement: Pearson correlation of the pairs i < j of (M + M^T)/2 with S^s (and
+ * with S^t), of S^t with S^s, and linear CKA of W_t and W_s with the classes as examples
  *             (docs/split.md#domain-class-relations, a kdlens proposal);
  *   instance: w_n = (1 - q_y - λ(1 - p^t_y)) / max(1 - q_y - λ(1 - p̄^t_y), eps_w)
- *             (docs/split.md#instance-rescaling-weights), its distribution (median and quartiles, the count of
- *             w_n <= 0 and of floored denominators; mean and spread, which a
- *             few floored denominators can dominate) and its Pearson
- *             correlation with p^t_y.  The numerator is in [-1, 1] and the
- *             denominator at least eps_w, so |w_n| <= 1/eps_w.
+ *             (docs/split.md#instance-rescaling-weights), its distribution (median and quartiles,
+ * the count of w_n <= 0 and of floored denominators; mean and spread, which a few floored
+ * denominators can dominate) and its Pearson correlation with p^t_y.  The numerator is in [-1, 1]
+ * and the denominator at least eps_w, so |w_n| <= 1/eps_w.
  *
  * Temperature.  Every quantity is computed from the tempered distributions
  * p^t_τ = softmax(z^t/τ), q = p^s_τ = softmax(z^s/τ), for each τ of the
- * options.  docs/split.md#universe-label-smoothing, docs/split.md#instance-rescaling-weights are derived at τ = 1; at τ != 1 kdlens applies the
- * same formulas to the tempered distributions, which is exact for the
- * objective (1-λ) CE(e_y, q_τ) + λ CE(p^t_τ, q_τ) (both terms on the
- * tempered student).  Include τ = 1 to get docs/split.md#universe-label-smoothing, docs/split.md#instance-rescaling-weights literally.
+ * options.  docs/split.md#universe-label-smoothing, docs/split.md#instance-rescaling-weights are
+ * derived at τ = 1; at τ != 1 kdlens applies the same formulas to the tempered distributions, which
+ * is exact for the objective (1-λ) CE(e_y, q_τ) + λ CE(p^t_τ, q_τ) (both terms on the tempered
+ * student).  Include τ = 1 to get docs/split.md#universe-label-smoothing,
+ * docs/split.md#instance-rescaling-weights literally.
  *
  * Streaming and the two passes.  kdl_split_state holds sums, per-class sums
  * (the C x C matrix M per τ, in the full domain mode only: see "The domain
@@ -141,10 +138,10 @@ KDL_API extern const double
 #define KDL_SPLIT_W_SLOTS    (2 * KDL_SPLIT_W_BINS + 3)
 
 /* Defaults of kdl_split_opts_init(). */
-#define KDL_SPLIT_DEFAULT_TAU          4.0   /* mdistiller's T */
-#define KDL_SPLIT_DEFAULT_LAMBDA       0.9   /* mdistiller's KD weight (cfg.py) */
-#define KDL_SPLIT_DEFAULT_OMEGA_MAX    10.0  /* kdlens's choice; AEKT's is not known */
-#define KDL_SPLIT_DEFAULT_W_EPS        1e-3  /* guard on the w_n denominator (docs/split.md#numerics) */
+#define KDL_SPLIT_DEFAULT_TAU          4.0  /* mdistiller's T */
+#define KDL_SPLIT_DEFAULT_LAMBDA       0.9  /* mdistiller's KD weight (cfg.py) */
+#define KDL_SPLIT_DEFAULT_OMEGA_MAX    10.0 /* kdlens's choice; AEKT's is not known */
+#define KDL_SPLIT_DEFAULT_W_EPS        1e-3 /* guard on the w_n denominator (docs/split.md#numerics) */
 #define KDL_SPLIT_DEFAULT_COS_EPS      1e-12 /* floor on head-row norms (docs/split.md#numerics) */
 #define KDL_SPLIT_DEFAULT_NBINS        1000
 #define KDL_SPLIT_DEFAULT_DOMAIN_MAX_C ((size_t) 4096) /* largest C of the full mode (auto) */
@@ -241,8 +238,9 @@ KDL_API int kdl_split_nckd_masked(const double *zt, const double *zs, size_t c, 
                                   double tau, double *ret);
 
 /**
- * kdl_split_weight() - Tang et al.'s rescaling weight w_n (docs/split.md#instance-rescaling-weights):
- * (1 - q_y - λ(1 - pt_y)) / max(1 - q_y - λ(1 - pt_mean), eps).
+ * kdl_split_weight() - Tang et al.'s rescaling weight w_n
+ * (docs/split.md#instance-rescaling-weights): (1 - q_y - λ(1 - pt_y)) / max(1 - q_y - λ(1 -
+ * pt_mean), eps).
  * @pt_rest:  1 - p^t_y of the sample.
  * @qs_rest:  1 - q_y (student, same τ).
  * @pt_mean:  p̄^t_y, the mean teacher confidence of the data.

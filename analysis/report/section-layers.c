@@ -84,7 +84,8 @@ static int layers_figure(struct kdl__report *r, const kdl_doc *d, size_t nout)
                                         "too few samples per class; see range_note) make the "
                                         "ranking unreliable."
                                       : "Cooper et al.'s knowledge quality Q = S + sqrt(I E) of "
-                                        "every teacher layer along depth (docs/layers.md#knowledge-quality, the authors' "
+                                        "every teacher layer along depth "
+                                        "(docs/layers.md#knowledge-quality, the authors' "
                                         "code); "
                                         "vertical "
                                         "lines mark the recommended layers.");
