@@ -14,7 +14,8 @@
 /*
  * References here are written independently of metrics/split.c: plain
  * softmax (max subtracted) and KL as sum p (log p - log q), the textbook
- * forms of docs/split.md#explicit-and-implicit-knowledge, valid for the moderate logits they are used on.
+ * forms of docs/split.md#explicit-and-implicit-knowledge, valid for the moderate logits they are
+ * used on.
  */
 
 #define C_ 7
@@ -116,7 +117,8 @@ static kdl_split_opts opts_all_taus(void)
         return o;
 }
 
-/* ---- Identities of docs/split.md#explicit-and-implicit-knowledge -------------------------------------------------------- */
+/* ---- Identities of docs/split.md#explicit-and-implicit-knowledge
+ * -------------------------------------------------------- */
 
 static void test_identity_and_reference(void **state)
 {
@@ -635,7 +637,8 @@ static void test_accumulate_matches_per_sample(void **state)
                         assert_close(wout[i * 2 + k], w[i], 1e-9, 1e-12);
                         above += w[i] > 1.0;
                         nonpositive += w[i] <= 0.0;
-                        /* w_n > 1 exactly when p^t_y > p̄^t_y (docs/split.md#instance-rescaling-weights), unguarded. */
+                        /* w_n > 1 exactly when p^t_y > p̄^t_y
+                         * (docs/split.md#instance-rescaling-weights), unguarded. */
                         if (den > o.w_eps)
                                 assert_true((w[i] > 1.0) == (p[y[i]] > spt / N));
                         mw += w[i];
