@@ -289,7 +289,7 @@ def _loader_batches(loader, pos, batch_size):
     for index, batch in indexed:
         rows = row_of[index.numpy()]
         if not np.array_equal(rows, np.arange(rows[0], rows[0] + rows.shape[0])):
-            raise RuntimeError("kdl_export: a batch's samples are not consecutive rows")
+            raise RuntimeError("kdlens.export: a batch's samples are not consecutive rows")
         x, y = _split_batch(batch)
         yield int(rows[0]), x, y
 
