@@ -32,8 +32,8 @@ fi
 here=$(/usr/bin/python3 -c 'import kdlens; print(kdlens.__file__)' 2>/dev/null || true)
 if [ "$here" != "$PWD/python/kdlens/__init__.py" ]; then
         user=--user; [ "$(id -u)" -eq 0 ] && user=
-        PIP_BREAK_SYSTEM_PACKAGES=1 /usr/bin/python3 -m pip install -q --no-index --no-deps \
-                --no-build-isolation $user -e ./python
+        PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore /usr/bin/python3 -m pip install -q \
+                --no-index --no-deps --no-build-isolation $user -e ./python
 fi
 
 if [ "$mode" = test ]; then
