@@ -83,6 +83,18 @@ def _double(x: np.ndarray, spatial: str) -> np.ndarray:
     return x.astype(np.float64)
 
 
+def _layers(layers: Sequence[ArrayLike], what: str) -> Tuple[List[np.ndarray], int]:
+    """@layers as arrays (:func:`_array`) and their common row count."""
+    xs = [_array(a, f"layer {k}") for k, a in enumerate(layers)]
+    if not xs:
+        raise ValueError(f"{what}: no layers")
+    rows = xs[0].shape[0]
+    for k, x in enumerate(xs):
+        if x.shape[0] != rows:
+            raise ValueError(f"layer {k}: {x.shape[0]} rows, layer 0 has {rows}")
+    return xs, rows
+
+
 def _tensor(x: np.ndarray) -> _lib.Tensor:
     """A kdl_tensor view of the 2-D float64 @x (borrowed: keep @x alive)."""
     t = _lib.Tensor()
@@ -154,13 +166,7 @@ class CKAState:
 
     def update(self, *layers: ArrayLike) -> None:
         """Add one row block: one array per layer, the same layers in every call."""
-        xs = [_array(a, f"layer {k}") for k, a in enumerate(layers)]
-        if not xs:
-            raise ValueError("update: no layers")
-        rows = xs[0].shape[0]
-        for k, x in enumerate(xs):
-            if x.shape[0] != rows:
-                raise ValueError(f"layer {k}: {x.shape[0]} rows, layer 0 has {rows}")
+        xs, rows = _layers(layers, "update")
         widths = tuple(_width(x, self.spatial) for x in xs)
         if self.widths is None:
             self._create(widths)
@@ -271,13 +277,7 @@ def cka_matrix(layers: Sequence[ArrayLike], *, kernel: str = "linear",
     if estimator == "minibatch" and kernel != "linear":
         raise ValueError("minibatch CKA uses the linear kernel: estimator='minibatch' "
                          "needs kernel='linear'")
-    xs = [_array(a, f"layer {k}") for k, a in enumerate(layers)]
-    if not xs:
-        raise ValueError("cka_matrix: no layers")
-    n = xs[0].shape[0]
-    for k, x in enumerate(xs):
-        if x.shape[0] != n:
-            raise ValueError(f"layer {k}: {x.shape[0]} rows, layer 0 has {n}")
+    xs, n = _layers(layers, "cka_matrix")
     widths = [_width(x, spatial) for x in xs]
     if kernel == "linear" and estimator != "minibatch" and max(widths) <= n:
         state = CKAState(spatial=spatial, block_rows=block_rows)
@@ -323,7 +323,7 @@ def cka_stream(blocks: Iterable[Sequence[ArrayLike]], *, estimator: str = "biase
     _check_choice("spatial", spatial, SPATIAL)
     mb = None
     for pair in blocks:
-        xs = [_double(_array(a, f"layer {k}"), spatial) for k, a in enumerate(_pair(pair))]
+        xs = [_double(x, spatial) for x in _layers(_pair(pair), "cka_stream")[0]]
         if mb is None:
             mb = _MinibatchState([x.shape[1] for x in xs], xs[0].shape[0])
         mb.update(xs)
