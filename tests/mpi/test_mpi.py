@@ -26,7 +26,7 @@ SYNTH = os.environ.get("KDL_SYNTH", "kdl-synth")
 RTOL = 1e-12
 PS = (1, 2, 3, 4)
 COVERED = ("kl",)
-REFUSED = ("split", "cka", "dims", "layers")
+REFUSED = ("split", "layers")
 _work = kt.tmpdir()
 
 
