@@ -3,13 +3,14 @@
 """Strong scaling of kdlens under mpirun on one machine (docs/mpi.md).
 
     nice -n 10 /usr/bin/python3 tests/bench/bench-mpi.py BUILD_DIR [--n 200000] [--repeat 3]
+        [--commands kl,cka,dims]
 
 Generates a kdl-synth pair of N samples in /work/bench-mpi (once), then for
 each command runs: one process with 2 BLAS threads; mpirun -np 1 and -np 2
 with one BLAS thread per rank.  Prints the median wall time of --repeat runs,
-the load average before and after, and the bytes each rank moved
-(KDL_MPI_BYTES=1: kdlens prints them at exit).  Commands that do not run
-under MPI yet are timed on one process only.
+the load average before and after each command, and the bytes each rank
+moved (KDL_MPI_BYTES=1: kdlens prints them at exit).  A command that does
+not run under MPI is reported with its one-line refusal.
 """
 import argparse
 import os
@@ -23,6 +24,7 @@ ap.add_argument("build")
 ap.add_argument("--n", type=int, default=200000)
 ap.add_argument("--repeat", type=int, default=3)
 ap.add_argument("--dir", default="/work/bench-mpi")
+ap.add_argument("--commands", default="kl,cka,dims")
 a = ap.parse_args()
 kdlens = os.path.join(a.build, "analysis", "kdlens")
 synth = os.path.join(a.build, "datasets", "kdl-synth")
@@ -45,9 +47,10 @@ def timed(cmd, env):
 
 
 MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np"]
+ARGS = {"kl": ["-t", t, "-s", s], "cka": [t, s], "dims": ["-t", t, "-s", s]}
 print(f"N = {a.n}; load average before: {os.getloadavg()}")
-for verb, args in (("kl", ["-t", t, "-s", s]), ("cka", [t, s])):
-    base = [kdlens, verb, *args, "--format", "json"]
+for verb in a.commands.split(","):
+    base = [kdlens, verb, *ARGS[verb], "--format", "json"]
     runs = [("1 process, 2 BLAS threads", base, {"OPENBLAS_NUM_THREADS": "2"})]
     for p in (1, 2):
         runs.append((f"mpirun -np {p}, 1 BLAS thread", MPI + [str(p)] + base,
@@ -58,4 +61,4 @@ for verb, args in (("kl", ["-t", t, "-s", s]), ("cka", [t, s])):
             print(f"{verb:4} {name:30} not run: {moved}")
         else:
             print(f"{verb:4} {name:30} median {sec:7.2f} s  bytes moved per rank {moved}")
-print(f"load average after: {os.getloadavg()}")
+    print(f"load average after {verb}: {os.getloadavg()}")
