@@ -2,6 +2,7 @@
 /* The spectral state as bytes, for the processes of an MPI run (metrics/spectral.h). */
 #include <assert.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,39 +131,42 @@ static int view(const kdl_spectral_state *s, const void *buf, size_t len, struct
         return 0;
 }
 
-int kdl_spectral_state_merge_packed(kdl_spectral_state *s, const void *buf, size_t len)
+/* Empty @s: a merge into an empty state copies the other's means, sums and
+ * rows exactly. */
+static void clear(kdl_spectral_state *s)
+{
+        s->n = 0;
+        s->tss = 0.0;
+        s->trace = 0.0;
+        if (s->sxx)
+                memset(s->sxx, 0, s->dx * s->dx * sizeof(double));
+        if (s->sxy)
+                memset(s->sxy, 0, s->dx * s->dy * sizeof(double));
+        if (s->ys)
+                memset(s->ys, 0, s->dx * s->k * sizeof(double));
+}
+
+/* The packed samples merged into @s, or with @load into @s emptied first. */
+static int unpack(kdl_spectral_state *s, const void *buf, size_t len, bool load)
 {
         struct view v;
         int err;
 
         assert(s && buf);
         err = view(s, buf, len, &v);
+        if (!err && load)
+                clear(s);
         err = err ?: kdl_spectral_merge(s, &v.from);
         view_release(&v);
         return err;
 }
 
+int kdl_spectral_state_merge_packed(kdl_spectral_state *s, const void *buf, size_t len)
+{
+        return unpack(s, buf, len, false);
+}
+
 int kdl_spectral_state_load_packed(kdl_spectral_state *s, const void *buf, size_t len)
 {
-        struct view v;
-        int err;
-
-        assert(s && buf);
-        err = view(s, buf, len, &v);
-        if (!err) {
-                /* Empty, then the packed samples: a merge into an empty state
-                 * copies the other's means, sums and rows exactly. */
-                s->n = 0;
-                s->tss = 0.0;
-                s->trace = 0.0;
-                if (s->sxx)
-                        memset(s->sxx, 0, s->dx * s->dx * sizeof(double));
-                if (s->sxy)
-                        memset(s->sxy, 0, s->dx * s->dy * sizeof(double));
-                if (s->ys)
-                        memset(s->ys, 0, s->dx * s->k * sizeof(double));
-                err = kdl_spectral_merge(s, &v.from);
-        }
-        view_release(&v);
-        return err;
+        return unpack(s, buf, len, true);
 }
