@@ -23,8 +23,8 @@ differently from run to run of the same product):
   degrees of freedom are only checked finite, and R^2 within 1e-8; with a
   given --lambda every ridge column is held to 1e-12 (test_dims_fixed_lambda).
 
-Needs MPIRUN (the mpirun program) in the environment; registered only in an
-MPI build.
+Needs MPIRUN (the mpirun program) in the environment (tests/mpi/mpitest.py);
+registered only in an MPI build.
 """
 import json
 import math
@@ -35,13 +35,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import kdltest as kt  # noqa: E402
+from mpitest import ENV, EXAMPLE, PS, SYNTH, mpirun, ours  # noqa: E402
 
-MPIRUN = os.environ.get("MPIRUN", "mpirun")
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "datasets", "example")
-SYNTH = os.environ.get("KDL_SYNTH", "kdl-synth")
 RTOL = 1e-12
-PS = (1, 2, 3, 4)
-ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_MCA_btl="self,vader")
 # Columns computed once from the gathered subsample: equal bit for bit.
 EXACT = {"cka_linear_robust", "cka_logits_robust", "cka_labels_robust", "cka_rbf",
          "cka_rbf_debiased", "cka_minibatch", "batches", "subsample"}
@@ -56,24 +52,6 @@ def one(*args):
                        timeout=600, env=ENV)
     assert r.returncode == 0, f"kdlens {' '.join(map(str, args))}: exit {r.returncode}\n{r.stderr}"
     return json.loads(r.stdout)
-
-
-def mpirun(p, *args):
-    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(p), kt.KDLENS,
-           *map(str, args)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
-    return r.returncode, r.stdout, r.stderr
-
-
-def ours(stderr):
-    """stderr without mpirun's framed notices (between lines of dashes)."""
-    keep, framed = [], False
-    for line in stderr.splitlines():
-        if line.startswith("-----"):
-            framed = not framed
-        elif not framed and line.strip():
-            keep.append(line)
-    return "\n".join(keep)
 
 
 def synth(name, *opts):
