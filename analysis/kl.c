@@ -504,7 +504,11 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
         if (!err && r->out && j->next < kdl_stream_n(st))
                 err = write_values(r->out, j->ids, r->o.common.ntau, NULL, NULL, kdl_stream_n(st),
                                    &j->next, &j->buf, &j->nbuf);
-        err = err ?: kdl_kl_finalize(j->s, &res);
+        /* Under MPI the merged state is rank 0's (kl_combine()); another rank's
+         * own rows may be none at all, and it writes nothing. */
+        if (err || kdl__dist_rank() > 0)
+                return err;
+        err = kdl_kl_finalize(j->s, &res);
         err = err
                       ?: kdl__kl_fill_tables(r->kt, r->ft, &rows, student, r->o.common.ntau,
                                              r->o.common.tau, res);

@@ -111,6 +111,18 @@ def test_kl_small_reservoir():
                     f"{name} P={p}: spearman {sa!r} vs {sb!r}"
 
 
+def test_kl_rank_without_rows():
+    """Blocks of 1000 rows over 1000 samples: ranks 1..3 read nothing, and
+    the answer is still the one-process one."""
+    t, s = synth_pair()
+    full = ["kl", "-t", t, "-s", s, "--block-rows", "1000", "--format", "json"]
+    one = json.loads(kt.run(*full, check=0)[1])
+    for p in (2, 4):
+        st, out, err = mpirun(p, *full)
+        assert st == 0, f"P={p}: exit {st}: {err}"
+        same(one, json.loads(out))
+
+
 def test_uncovered_refused():
     """Until they combine their states, the other analyses are refused on
     more than one process: one line, the same exit status on every rank."""
