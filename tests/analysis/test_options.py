@@ -156,7 +156,7 @@ def test_kl_options():
     out = os.path.join(DIR, "kl-per-sample.h5")
     doc(*base, "--per-sample", out)
     with h5py.File(out) as f:
-        assert f["students/0/checkpoints/c2/tau_4/kl"].shape == (N,)
+        assert f["students/0/checkpoints/c2/kl"].shape == (N, 1)
     block_rows_change_nothing(base)
 
 
@@ -173,7 +173,7 @@ def test_split_options():
     out = os.path.join(DIR, "split-per-sample.h5")
     doc(*base, "--per-sample", out)
     with h5py.File(out) as f:
-        assert f["student0/c2/kl"].shape == (N, 1), list(f)
+        assert f["students/0/checkpoints/c2/kl"].shape == (N, 1), list(f)
     block_rows_change_nothing(base)
 
 
