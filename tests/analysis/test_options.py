@@ -263,13 +263,16 @@ def test_inspect_options():
     assert st == 1 and "NaN" in err, err
     st, _, _ = kt.run("inspect", "--quick", SN)
     assert st == 0
-    assert kt.run("inspect", "-f", "csv", S, check=0)[1] != kt.run("inspect", S, check=0)[1]
+    assert kt.run("inspect", "-f", "csv", "--table", "files", S, check=0)[1] != \
+        kt.run("inspect", "--table", "files", S, check=0)[1]
 
 
 def test_every_format_is_taken():
     for base in (("kl", "-t", T, "-s", S), ("split", "-t", T, "-s", S),
                  ("dims", "-t", T, "-s", S), ("cka", T, S), ("layers", "-t", T)):
-        outs = {f: kt.run(*base, "-f", f, check=0)[1] for f in ("table", "md", "csv", "tex")}
+        outs = {f: kt.run(*base, "-f", f, check=0)[1] for f in ("table", "md", "tex")}
+        first = kt.run_json(*base)["results"][0]["table"]  # CSV on stdout is one table
+        outs["csv"] = kt.run(*base, "-f", "csv", "--table", first, check=0)[1]
         assert len(set(outs.values())) == 4, base
         assert "\\toprule" in outs["tex"] and outs["md"].startswith("### "), base
 
