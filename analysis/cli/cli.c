@@ -247,8 +247,19 @@ static const struct kdl_cmd commands[] = {
          "  --quiet              no progress bar and no closing line\n"
          "The example is read from KDL_EXAMPLE_DIR when set.\n",
          0},
-        {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", "", 0},
+        {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [--man] [COMMAND]",
+         "  --man              print the man page of kdlens, or of COMMAND, in roff (the\n"
+         "                     build installs them: man kdlens, man kdlens-COMMAND)\n",
+         0},
 };
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+const struct kdl_cmd *kdl__cli_commands(size_t *ret_n)
+{
+        *ret_n = NCOMMANDS;
+        return commands;
+}
 
 static const struct kdl_cmd *find(const char *name)
 {
@@ -256,6 +267,11 @@ static const struct kdl_cmd *find(const char *name)
                 if (strcmp(commands[k].name, name) == 0)
                         return &commands[k];
         return NULL;
+}
+
+const struct kdl_cmd *kdl__cli_find(const char *name)
+{
+        return find(name);
 }
 
 /* The output options a command takes: --table, and -o DIR for one CSV per table. */
@@ -282,6 +298,18 @@ const char *kdl__cli_output_help(const struct kdl_cmd *c)
                 return "  --table NAME       with --plan: print only the table NAME (plan\n"
                        "                     or plan_parts); -f csv needs it\n";
         return "";
+}
+
+static const struct kdl_cli_global globals[] = {
+        {"--version", "print the version of kdlens and exit"},
+        {"-h, --help", "print the list of commands and exit"},
+        {"-q, --quiet", "no progress bar and no closing line (report, demo)"},
+};
+
+const struct kdl_cli_global *kdl__cli_globals(size_t *ret_n)
+{
+        *ret_n = sizeof(globals) / sizeof(globals[0]);
+        return globals;
 }
 
 /* "; did you mean 'x'?" for the command @typed, into @buf; "" when none is close. */
@@ -618,17 +646,30 @@ int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned
 
 static void print_overview(FILE *out)
 {
-        fputs("usage: kdlens [--version] [--help] COMMAND [ARGS]\n\n"
-              "kdlens analyses knowledge distillation from HDF5 dumps of a teacher and a "
-              "student.\n\n"
-              "Commands:\n",
-              out);
+        fputs("usage: " KDL_CLI_USAGE "\n\n" KDL_CLI_ABOUT "\n\nCommands:\n", out);
         for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
                 fprintf(out, "  %-10s %s\n", commands[k].name, commands[k].summary);
-        fputs("\nRun 'kdlens COMMAND -h' for the options of a command.  Every quantity the\n"
-              "commands report is defined, with its source and caveats, in the docs/ directory\n"
-              "of kdlens's source tree (docs/README.md).\n",
-              out);
+        fputs("\nOptions:\n", out);
+        for (size_t k = 0; k < sizeof(globals) / sizeof(globals[0]); k++)
+                fprintf(out, "  %-12s %s\n", globals[k].spec, globals[k].help);
+        fputs("\nRun 'kdlens COMMAND -h' for the options of a command.  " KDL_CLI_DOCS "\n", out);
+}
+
+/* help --man [COMMAND]: the man page of kdlens or of COMMAND, in roff. */
+static int man(struct kdl_cli *cli, int argc, char **argv)
+{
+        const struct kdl_cmd *c = argc > 1 ? find(argv[1]) : NULL;
+        char hint[128];
+
+        if (argc > 2)
+                return kdl_cli_usage(cli, "--man: expected at most one command, found %d",
+                                     argc - 1);
+        if (argc > 1 && !c)
+                return kdl_cli_usage(cli, "--man: unknown command '%s'%s", argv[1],
+                                     verb_hint(argv[1], hint, sizeof(hint)));
+        if (kdl__cli_man(cli->out, c) < 0 || fflush(cli->out) != 0)
+                return kdl_cli_fail(cli, kdl_error(-EIO, "cannot write the man page"));
+        return KDL_EXIT_OK;
 }
 
 int cmd_help(int argc, char **argv, struct kdl_cli *cli)
@@ -639,6 +680,8 @@ int cmd_help(int argc, char **argv, struct kdl_cli *cli)
 
         if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0))
                 return kdl_cli_help(cli);
+        if (argc > 1 && strcmp(argv[1], "--man") == 0)
+                return man(cli, argc - 1, argv + 1);
         r = kdl_cli_positional(cli, argc - 1);
         if (r)
                 return r;
@@ -683,6 +726,8 @@ int kdl_cli_run(int argc, char **argv, FILE *out, FILE *err)
                 print_overview(err);
                 return KDL_EXIT_USAGE;
         }
+        if (strcmp(argv[i], "__complete") == 0) /* the bash completion's helper */
+                return kdl__cli_complete(argc - i - 1, argv + i + 1, &cli);
         c = find(argv[i]);
         if (!c) {
                 fprintf(err, "kdlens: '%s' is not a kdlens command%s (see 'kdlens help')\n",

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* "Did you mean ...": the names closest to a mistyped one. */
+/* "Did you mean ...": the names closest to a mistyped one, and the grammar of
+ * the help texts that the man pages and the completion read. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,48 @@ const char *kdl__cli_did_you_mean(const char *typed, const char *prefix, const c
         if (len < size)
                 snprintf(buf + len, size - len, "?");
         return buf;
+}
+
+/* ---- the grammar of a help text ----------------------------------------------------- */
+
+const char *kdl__cli_line_end(const char *line)
+{
+        const char *e = strchr(line, '\n');
+
+        return e ? e : line + strlen(line);
+}
+
+enum kdl_cli_help_line kdl__cli_help_line(const char *line, struct kdl_cli_optspec *ret)
+{
+        const char *end = kdl__cli_line_end(line), *p = line;
+        size_t blanks = strspn(line, " ");
+
+        if (line[blanks] == '\n' || line[blanks] == '\0')
+                return KDL_HELP_BLANK;
+        if (blanks == 0)
+                return KDL_HELP_TEXT;
+        if (blanks > 8 || line[blanks] != '-')
+                return KDL_HELP_MORE;
+        p += blanks;
+        *ret = (struct kdl_cli_optspec){.names = p};
+        /* The names: words that start with '-', each but the last ending in ','. */
+        for (;;) {
+                p += strcspn(p, " \n");
+                ret->names_len = (size_t) (p - ret->names);
+                if (p[-1] != ',' || *p != ' ' || p[1] != '-')
+                        break;
+                p++;
+        }
+        /* One blank then a word: the argument.  Two blanks or more: the description. */
+        if (*p == ' ' && p[1] != ' ' && p < end) {
+                ret->arg = ++p;
+                p += strcspn(p, " \n");
+                ret->arg_len = (size_t) (p - ret->arg);
+        }
+        p += strspn(p, " ");
+        ret->desc = p < end ? p : end;
+        ret->desc_len = (size_t) (end - ret->desc);
+        return KDL_HELP_OPTION;
 }
 
 /* ---- options getopt_long() refused ------------------------------------------------- */
