@@ -6,12 +6,11 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
-#include "metrics/base/outfile.h"
 #include "metrics/kl.h"
-#include "loaders/h5out.h"
 #include "loaders/stream.h"
 #include "analysis/dist.h"
 #include "analysis/kl-internal.h"
+#include "analysis/per-sample.h"
 #include "metrics/base/banned.h"
 
 #define NV KDL_KL_VALUE_COUNT_
@@ -259,51 +258,6 @@ static int add(kdl__job *j, kdl_stream *st, kdl_h5file *f, const kdl_dsinfo *ds,
         return 0;
 }
 
-static const char *tau_name(double tau, char buf[static 32])
-{
-        snprintf(buf, 32, "%g", tau);
-        return buf;
-}
-
-/*
- * Write the values of the block just accumulated in @s, for samples
- * [*next, samples[m-1] + 1): samples skipped for NaN/Inf in that range get
- * NaN (the writer would leave zeros).  With @s NULL, write NaN up to sample @m.
- */
-static int write_values(kdl_h5out *out, const int *ids, size_t ntau, const kdl_kl_state *s,
-                        const size_t *samples, size_t m, size_t *next, double **buf, size_t *nbuf)
-{
-        size_t end = s ? samples[m - 1] + 1 : m, len = end - *next;
-        int err = 0;
-
-        if (len > *nbuf) {
-                double *g = kdl__malloc(len, sizeof(double));
-
-                if (!g)
-                        return -ENOMEM;
-                free(*buf);
-                *buf = g;
-                *nbuf = len;
-        }
-        for (size_t i = 0; i < ntau * NV && !err; i++) {
-                const double *v;
-
-                if (ids[i] < 0)
-                        continue;
-                for (size_t j = 0; j < len; j++)
-                        (*buf)[j] = (double) NAN;
-                if (s) {
-                        v = kdl_kl_values(s, i / NV, i % NV, NULL);
-                        for (size_t j = 0; j < m; j++)
-                                (*buf)[samples[j] - *next] = v[j];
-                }
-                err = kdl_h5out_write(out, ids[i], *next, end, *buf);
-        }
-        if (!err)
-                *next = end;
-        return err;
-}
-
 void kdl_run_kl_opts_init(struct kdl_run_kl_opts *o)
 {
         *o = (struct kdl_run_kl_opts){.reservoir = KDL_KL_RESERVOIR_DEFAULT, .seed = 1};
@@ -317,8 +271,8 @@ struct kdl__kl_run {
         struct kdl_run_kl_opts o;
         kdl_doc *doc;
         kdl_table *kt, *ft;
-        kdl_h5out *out;
-        struct kl_job *job; /* the current one */
+        kdl__per_sample *ps; /* NULL without --per-sample */
+        struct kl_job *job;  /* the current one */
 };
 
 /* Student k at one checkpoint pair: pass 0 fits the projector when the head-input widths
@@ -328,24 +282,19 @@ struct kl_job {
         size_t k;
         struct sources x;
         struct streamed ix;
-        double *w;              /* the teacher's head [C, d_t], or NULL */
-        kdl_kl_proj_state *ps;  /* while fitting */
-        kdl_kl_projector *proj; /* fitted, or NULL for the identity */
-        kdl_kl_state *s;        /* while measuring */
-        unsigned measure_pass;  /* the pass that measures: 0, or 1 after a fit */
-        char *group;            /* per-sample group */
-        int *ids;               /* per-sample dataset ids [ntau * NV], -1 when not written */
-        size_t next, nbuf;      /* first sample not yet written; scratch size */
-        double *buf;
+        double *w;                  /* the teacher's head [C, d_t], or NULL */
+        kdl_kl_proj_state *ps;      /* while fitting */
+        kdl_kl_projector *proj;     /* fitted, or NULL for the identity */
+        kdl_kl_state *s;            /* while measuring */
+        unsigned measure_pass;      /* the pass that measures: 0, or 1 after a fit */
+        enum kdl_kl_value vals[NV]; /* the values in the per-sample file, in its order */
+        size_t nvals;
 };
 
 static void kl_job_free(struct kl_job *j)
 {
         if (!j)
                 return;
-        free(j->buf);
-        free(j->ids);
-        free(j->group);
         kdl_kl_state_free(j->s);
         kdl_kl_proj_state_free(j->ps);
         kdl_kl_projector_free(j->proj);
@@ -376,15 +325,14 @@ static int kl_attach(kdl__job *job, kdl_stream *st)
 }
 
 /* The state of the measuring pass, and the per-sample datasets when asked for. */
-static int measure_begin(struct kl_job *j, size_t n)
+static int measure_begin(struct kl_job *j)
 {
         const struct sources *x = &j->x;
         const struct kdl_run_kl_opts *o = &j->r->o;
         kdl_tensor wt = kdl_tensor_wrap(j->w, 2, (size_t[]){x->c, x->d_t});
         kdl_kl_opts ko;
-        kdl_h5out *out = j->r->out;
-        char tb[32];
-        int err, r;
+        const char *names[NV];
+        int err;
 
         kdl_kl_opts_init(&ko);
         ko.c = x->c;
@@ -399,38 +347,24 @@ static int measure_begin(struct kl_job *j, size_t n)
         ko.reservoir = o->reservoir;
         ko.seed = o->seed;
         err = kdl_kl_state_new(&ko, &j->s);
-        if (err < 0 || !out)
+        if (err < 0 || !j->r->ps)
                 return err;
-        j->group = kdl__asprintf("/students/%zu/checkpoints/%s", j->k, x->cs->name);
-        j->ids = kdl_new(int, o->common.ntau *NV);
-        if (!j->group || !j->ids)
-                return -ENOMEM;
-        err = kdl_h5out_attr(out, j->group, "teacher_checkpoint", x->ct->name);
-        for (size_t it = 0; it < o->common.ntau && !err; it++) {
-                char *g = kdl__asprintf("%s/tau_%s", j->group, tau_name(o->common.tau[it], tb));
-                char val[32];
-
-                if (!g)
-                        return -ENOMEM;
-                snprintf(val, sizeof(val), "%.17g", o->common.tau[it]);
-                err = kdl_h5out_attr(out, g, "tau", val);
-                for (int v = 0; v < NV && !err; v++) {
-                        char *p;
-
-                        j->ids[it * NV + v] = -1;
-                        if (x->need[v])
-                                continue;
-                        p = kdl__asprintf("%s/%s", g, kdl_kl_name(v));
-                        r = p ? kdl_h5out_dataset(out, p, n, 0, false) : -ENOMEM;
-                        free(p);
-                        if (r < 0)
-                                err = r;
-                        else
-                                j->ids[it * NV + v] = r;
+        j->nvals = 0;
+        for (int v = 0; v < NV; v++)
+                if (!x->need[v]) {
+                        names[j->nvals] = kdl_kl_name(v);
+                        j->vals[j->nvals++] = (enum kdl_kl_value) v;
                 }
-                free(g);
-        }
-        return err;
+        return kdl__per_sample_begin(j->r->ps, j->k, x->cs->name, x->ct->name, names, j->nvals);
+}
+
+/* Value @v of the per-sample file (j->vals[v]) at temperature @t, of the block just
+ * accumulated. */
+static struct kdl__per_sample_col value_col(void *ctx, size_t v, size_t t)
+{
+        const struct kl_job *j = ctx;
+
+        return (struct kdl__per_sample_col){kdl_kl_values(j->s, t, j->vals[v], NULL), 1};
 }
 
 static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
@@ -449,7 +383,7 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
                 ht = kdl_stream_block(st, ix->ht);
                 return kdl_kl_proj_accumulate(j->ps, &hs, &ht);
         }
-        if (!j->s && (err = measure_begin(j, kdl_stream_n(st))) < 0)
+        if (!j->s && (err = measure_begin(j)) < 0)
                 return err;
         zt = kdl_stream_block(st, ix->zt);
         zs = kdl_stream_block(st, ix->zs);
@@ -472,9 +406,8 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
                 b.gzs = &gzs;
         }
         err = kdl_kl_accumulate(j->s, &b);
-        if (!err && j->r->out)
-                err = write_values(j->r->out, j->ids, j->r->o.common.ntau, j->s, b.samples, m,
-                                   &j->next, &j->buf, &j->nbuf);
+        if (!err && j->r->ps)
+                err = kdl__per_sample_write(j->r->ps, b.samples, m, value_col, j);
         return err;
 }
 
@@ -500,10 +433,9 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
                 return err < 0 ? err : 1;
         }
         /* Every sample skipped, or a block of them at the end. */
-        err = j->s ? 0 : measure_begin(j, kdl_stream_n(st));
-        if (!err && r->out && j->next < kdl_stream_n(st))
-                err = write_values(r->out, j->ids, r->o.common.ntau, NULL, NULL, kdl_stream_n(st),
-                                   &j->next, &j->buf, &j->nbuf);
+        err = j->s ? 0 : measure_begin(j);
+        if (!err && r->ps)
+                err = kdl__per_sample_end(r->ps);
         /* Under MPI the merged state is rank 0's (kl_combine()); another rank's
          * own rows may be none at all, and it writes nothing. */
         if (err || kdl__dist_rank() > 0)
@@ -561,10 +493,11 @@ static int kl_combine(kdl__job *job, kdl_stream *st, unsigned pass)
         struct kl_job *j = job->ctx;
         int err = 0;
 
+        (void) st;
         if (pass < j->measure_pass)
                 return kdl__dist_combine(j->ps, &proj_ops);
         if (!j->s)
-                err = measure_begin(j, kdl_stream_n(st));
+                err = measure_begin(j);
         return kdl__dist_status(err) ?: kdl__dist_combine(j->s, &kl_ops);
 }
 
@@ -700,25 +633,9 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc
                       ?: kdl_table_new("kl_features",
                                        "Feature matching: projector and KL-visible share", &r->ft);
         err = err ?: kdl_inputs_describe(in, doc);
-        /* The per-sample file never replaces an input (its temporary is renamed over it). */
-        for (size_t k = 0; k <= in->nstudents && !err && o->common.per_sample; k++) {
-                const kdl_dump *d = kdl_h5_dump(k ? in->students[k - 1] : in->teacher);
-
-                err = kdl_out_check(o->common.per_sample, KDL_OUT_FILE,
-                                    (const char *const *) &d->path, 1);
-        }
-        if (!err && o->common.per_sample) {
-                err = kdl_h5out_open(o->common.per_sample, &r->out);
-                err = err ?: kdl_h5out_attr(r->out, "/", "command", "kl");
-                err = err ?: kdl_h5out_attr(r->out, "/", "teacher", kdl_h5_dump(in->teacher)->path);
-        }
-        for (size_t k = 0; k < in->nstudents && !err && r->out; k++) {
-                char *g = kdl__asprintf("/students/%zu", k);
-
-                err = g ? kdl_h5out_attr(r->out, g, "path", kdl_h5_dump(in->students[k])->path)
-                        : -ENOMEM;
-                free(g);
-        }
+        if (!err && o->common.per_sample)
+                err = kdl__per_sample_open(o->common.per_sample, "kl", in, r->o.common.tau,
+                                           r->o.common.ntau, &r->ps);
         if (err < 0) {
                 kdl__kl_abort(r);
                 return err;
@@ -732,7 +649,7 @@ void kdl__kl_abort(struct kdl__kl_run *r)
         if (!r)
                 return;
         kl_job_free(r->job);
-        kdl_h5out_abort(r->out);
+        kdl__per_sample_abort(r->ps);
         kdl_table_free(r->kt);
         kdl_table_free(r->ft);
         free(r);
@@ -755,9 +672,9 @@ int kdl__kl_end(struct kdl__kl_run *r)
                                           "features: P = identity when the head-input widths are "
                                           "equal, else the affine least-squares map fitted on the "
                                           "same samples (see kl_features)");
-        if (!err && r->out) {
-                err = kdl_h5out_commit(r->out);
-                r->out = NULL;
+        if (!err && r->ps) {
+                err = kdl__per_sample_commit(r->ps);
+                r->ps = NULL;
         }
         if (!err) {
                 err = kdl_doc_add_table(doc, r->kt);

@@ -5,11 +5,10 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
-#include "metrics/base/outfile.h"
-#include "loaders/h5out.h"
 #include "loaders/stream.h"
 #include "analysis/split.h"
 #include "analysis/split-internal.h"
+#include "analysis/per-sample.h"
 #include "metrics/base/banned.h"
 
 _Static_assert(KDL_RUN_MAX_TAUS <= KDL_SPLIT_MAX_TAUS, "every temperature fits the metric");
@@ -99,7 +98,8 @@ int kdl_run_split_plan(size_t c, size_t d_teacher, size_t d_student,
 /* The per-sample fields written by --per-sample, in file order. */
 enum { F_KL, F_TCKD, F_NCKD, F_RES, F_PT, F_PS, F_GAP, F_OMEGA, F_EPS, F_ENT, F_W, F_COUNT_ };
 static const char *const field_names[F_COUNT_] = {
-        "kl", "tckd", "nckd", "residual", "pt_y", "ps_y", "gap", "omega", "eps", "nt_entropy", "w",
+        "kl",  "tckd",  "nckd", "identity_residual", "pt_y", "ps_y",
+        "gap", "omega", "eps",  "nt_entropy",        "w",
 };
 
 struct sources {
@@ -118,7 +118,7 @@ struct job {
         size_t c;
         kdl_table **t;
         kdl_doc *doc;
-        kdl_h5out *out; /* NULL without --per-sample */
+        kdl__per_sample *ps; /* NULL without --per-sample */
 
         /* The passes. */
         struct sources src;
@@ -127,16 +127,13 @@ struct job {
         kdl_split_blocks *blocks; /* the blocked domain level, NULL otherwise */
         bool block_open;          /* a block of classes takes this pass's samples */
         kdl_tensor *wt, *ws;      /* the heads, read before pass 0 when blocked */
-        int ids[F_COUNT_ + 2];    /* per-sample datasets */
         size_t skipped;           /* samples dropped in pass 0 */
-        size_t r0;                /* rows of pass 1 so far */
 
         /* Block buffers. */
         size_t cap;
         double *work; /* KDL_SPLIT_EVAL_WORK(c) */
         int64_t *labels;
-        double *fields[F_COUNT_];
-        int64_t *sample;
+        double *fields[F_COUNT_]; /* rows x ntaus each */
 };
 
 struct kdl__split_run {
@@ -147,8 +144,8 @@ struct kdl__split_run {
         enum kdl_split_domain asked; /* the domain mode asked for */
         kdl_doc *doc;
         kdl_table *t[KDL__SPLIT_NTABLES];
-        kdl_h5out *out; /* NULL without --per-sample */
-        struct job job; /* the current job */
+        kdl__per_sample *ps; /* NULL without --per-sample */
+        struct job job;      /* the current job */
 };
 
 /* ---- Reading ---------------------------------------------------------------- */
@@ -168,10 +165,8 @@ static int grow(struct job *j, size_t rows)
         if (rows <= j->cap)
                 return 0;
         free(j->labels);
-        free(j->sample);
         j->labels = kdl_new(int64_t, rows);
-        j->sample = kdl_new(int64_t, rows);
-        if (!j->labels || !j->sample)
+        if (!j->labels)
                 return -ENOMEM;
         for (int f = 0; f < F_COUNT_; f++) {
                 free(j->fields[f]);
@@ -238,17 +233,22 @@ static int add_sources(struct job *j, kdl__job *job, kdl_stream *s, struct sourc
         return 0;
 }
 
+/* Field @f of the per-sample file at temperature column @t, of the current block. */
+static struct kdl__per_sample_col field_col(void *ctx, size_t f, size_t t)
+{
+        const struct job *j = ctx;
+
+        return (struct kdl__per_sample_col){j->fields[f] + t, (ptrdiff_t) j->o->metric.ntaus};
+}
+
 /* Per-sample values of the current block (second pass) into the file. */
-static int write_block(struct job *j, kdl_stream *s, const struct sources *src, const int *ids,
-                       size_t r0)
+static int write_block(struct job *j, kdl_stream *s, const struct sources *src)
 {
         size_t rows = kdl_stream_rows(s), nt = j->o->metric.ntaus;
-        const size_t *samples = kdl_stream_samples(s);
         kdl_tensor zt = kdl_stream_block(s, src->zt), zs = kdl_stream_block(s, src->zs);
         int err = 0;
 
         for (size_t i = 0; i < rows && !err; i++) {
-                j->sample[i] = (int64_t) samples[i];
                 for (size_t k = 0; k < nt && !err; k++) {
                         kdl_split_sample v;
                         size_t e = i * nt + k;
@@ -270,46 +270,7 @@ static int write_block(struct job *j, kdl_stream *s, const struct sources *src, 
                         j->fields[F_ENT][e] = v.nt_entropy;
                 }
         }
-        err = err ?: kdl_h5out_write_i64(j->out, ids[F_COUNT_], r0, r0 + rows, j->sample);
-        err = err ?: kdl_h5out_write_i64(j->out, ids[F_COUNT_ + 1], r0, r0 + rows, j->labels);
-        for (int f = 0; f < F_COUNT_ && !err; f++)
-                err = kdl_h5out_write(j->out, ids[f], r0, r0 + rows, j->fields[f]);
-        return err;
-}
-
-static int per_sample_open(struct job *j, size_t n, int *ids)
-{
-        char *group = kdl__asprintf("/student%zu/%s", j->k, j->cks->name), *name = NULL;
-        char taus[KDL_SPLIT_MAX_TAUS * 32] = "";
-        size_t nt = j->o->metric.ntaus, len = 0;
-        int err = 0;
-
-        if (!group)
-                return -ENOMEM;
-        for (size_t k = 0; k < nt; k++)
-                len += (size_t) snprintf(taus + len, sizeof(taus) - len, "%s%.17g", k ? "," : "",
-                                         j->o->metric.taus[k]);
-        err = kdl_h5out_attr(j->out, group, "student", j->student);
-        err = err ?: kdl_h5out_attr(j->out, group, "teacher", j->teacher);
-        err = err ?: kdl_h5out_attr(j->out, group, "checkpoint", j->cks->name);
-        err = err ?: kdl_h5out_attr(j->out, group, "teacher_checkpoint", j->ckt->name);
-        err = err ?: kdl_h5out_attr(j->out, group, "taus", taus);
-        for (int f = 0; f < F_COUNT_ + 2 && err >= 0; f++) {
-                const char *field = f < F_COUNT_    ? field_names[f]
-                                    : f == F_COUNT_ ? "sample"
-                                                    : "label";
-
-                name = kdl__asprintf("%s/%s", group, field);
-                if (!name) {
-                        err = -ENOMEM;
-                        break;
-                }
-                err = kdl_h5out_dataset(j->out, name, n, f < F_COUNT_ ? nt : 0, f >= F_COUNT_);
-                ids[f] = err;
-                free(name);
-        }
-        free(group);
-        return err < 0 ? err : 0;
+        return err ?: kdl__per_sample_write(j->ps, kdl_stream_samples(s), rows, field_col, j);
 }
 
 static void job_release(struct job *j)
@@ -321,7 +282,6 @@ static void job_release(struct job *j)
         kdl_split_state_free(j->st);
         free(j->work);
         free(j->labels);
-        free(j->sample);
         for (int f = 0; f < F_COUNT_; f++)
                 free(j->fields[f]);
         memset(j, 0, sizeof(*j));
@@ -348,7 +308,7 @@ static int job_attach(kdl__job *job, kdl_stream *s)
         struct job *j = job->ctx;
         int err = add_sources(j, job, s, &j->src);
 
-        if (!err && j->out) {
+        if (!err && j->ps) {
                 j->work = kdl__malloc(KDL_SPLIT_EVAL_WORK(j->c), sizeof(double));
                 if (!j->work)
                         return -ENOMEM;
@@ -376,7 +336,6 @@ static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
 {
         struct job *j = job->ctx;
         kdl_tensor zt = kdl_stream_block(s, j->src.zt), zs = kdl_stream_block(s, j->src.zs);
-        size_t rows = kdl_stream_rows(s);
         int err = block_labels(j, s, &j->src);
 
         /* Pass 0: everything but w_n.  Pass 1: w_n, which needs the mean
@@ -386,10 +345,9 @@ static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
                 err = kdl_split_accumulate(j->st, &zt, &zs, j->labels);
         if (!err && pass == 1) {
                 err = kdl_split_instance_accumulate(j->inst, &zt, &zs, j->labels,
-                                                    j->out ? j->fields[F_W] : NULL);
-                if (!err && j->out)
-                        err = write_block(j, s, &j->src, j->ids, j->r0);
-                j->r0 += rows;
+                                                    j->ps ? j->fields[F_W] : NULL);
+                if (!err && j->ps)
+                        err = write_block(j, s, &j->src);
         }
         if (!err && j->block_open)
                 err = kdl_split_blocks_accumulate(j->blocks, &zt, j->labels);
@@ -428,7 +386,9 @@ static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
         int err;
 
         if (pass > 0) {
-                err = block_end(j);
+                /* Pass 1 wrote the per-sample values; the later ones feed blocks of classes. */
+                err = pass == 1 && j->ps ? kdl__per_sample_end(j->ps) : 0;
+                err = err ?: block_end(j);
                 if (!err && j->block_open) /* another block of classes: another pass */
                         return 1;
                 err = err ?: job_finish(j);
@@ -442,9 +402,9 @@ static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
                                  j->student, j->cks->logits->path);
         err = block_end(j);
         err = err ?: kdl_split_instance_state_new(j->st, &j->inst);
-        if (!err && j->out)
-                err = per_sample_open(j, kdl_split_state_count(j->st), j->ids);
-        j->r0 = 0;
+        if (!err && j->ps)
+                err = kdl__per_sample_begin(j->ps, j->k, j->cks->name, j->ckt->name, field_names,
+                                            F_COUNT_);
         return err < 0 ? err : 1;
 }
 
@@ -455,7 +415,7 @@ void kdl__split_abort(struct kdl__split_run *r)
         if (!r)
                 return;
         job_release(&r->job);
-        kdl_h5out_abort(r->out);
+        kdl__per_sample_abort(r->ps);
         kdl__split_tables_release(r->t);
         free(r);
 }
@@ -524,16 +484,10 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, k
         err = run_plan(r);
         err = err ?: kdl__split_tables_new(r->t);
         err = err ?: kdl_inputs_describe(in, doc);
-        /* The per-sample file never replaces an input (its temporary is renamed over it). */
-        for (size_t k = 0; k <= in->nstudents && !err && o->common.per_sample; k++) {
-                const kdl_dump *d = kdl_h5_dump(k ? in->students[k - 1] : in->teacher);
-
-                err = kdl_out_check(o->common.per_sample, KDL_OUT_FILE,
-                                    (const char *const *) &d->path, 1);
-        }
         if (!err && o->common.per_sample)
-                err = kdl_h5out_open(o->common.per_sample, &r->out);
-        err = err ?: (r->out ? kdl_h5out_attr(r->out, "/", "command", "split") : 0);
+                err = kdl__per_sample_open(o->common.per_sample, "split", in, r->o.metric.taus,
+                                           r->o.metric.ntaus, &r->ps);
+
         if (err < 0) {
                 kdl__split_abort(r);
                 return err;
@@ -563,7 +517,7 @@ int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *
                 .c = kdl_h5_dump(in->teacher)->c,
                 .t = r->t,
                 .doc = r->doc,
-                .out = r->out,
+                .ps = r->ps,
         };
         *ret = (kdl__job){.ctx = &r->job, .attach = job_attach, .block = job_block, .end = job_end};
         return 0;
@@ -578,9 +532,9 @@ int kdl__split_end(struct kdl__split_run *r)
         err = kdl__split_notes(&r->o, &r->plan, r->asked, kdl_h5_dump(r->in->teacher)->c, r->doc);
         if (err < 0)
                 goto out;
-        if (r->out) {
-                err = kdl_h5out_commit(r->out);
-                r->out = NULL;
+        if (r->ps) {
+                err = kdl__per_sample_commit(r->ps);
+                r->ps = NULL;
                 if (err < 0)
                         goto out;
         }
