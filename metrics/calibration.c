@@ -19,16 +19,19 @@
  * Every statistic is a sum over samples, so the state holds sums: counts
  * as doubles (exact up to 2^53 samples) and sums of probabilities; ECE and
  * classwise ECE are |Σ hits - Σ probabilities| per bin, which is the same
- * number as |B|/N |acc - conf| without a division per bin.
+ * number as |B|/N |acc - conf| without a division per bin.  Each sum adds
+ * the samples one by one in their order, so that the results do not depend
+ * on how the rows were cut into blocks (the KL too: its per-sample values,
+ * not the KL state's own block-wise moments).
  */
 struct kdl_calibration_state {
         kdl_calibration_opts o;
         size_t n, correct, agree;
-        double nll, conf; /* Σ -log p_y, Σ c_n */
-        double *bin;      /* [3, bins]: samples, correct, Σ c_n of each confidence bin */
-        double *cls;      /* [2, c, bins]: per class j and bin of p_j: Σ 1[y = j], Σ p_j */
-        double *lp;       /* [c] log p of one sample */
-        kdl_kl_state *kl; /* with a teacher */
+        double nll, conf, kl; /* Σ -log p_y, Σ c_n, Σ τ² KL */
+        double *bin;          /* [3, bins]: samples, correct, Σ c_n of each confidence bin */
+        double *cls;          /* [2, c, bins]: per class j and bin of p_j: Σ 1[y = j], Σ p_j */
+        double *lp;           /* [c] log p of one sample */
+        kdl_kl_state *klst;   /* with a teacher: the per-sample KL of a block */
 };
 
 void kdl_calibration_opts_init(kdl_calibration_opts *o)
@@ -64,7 +67,7 @@ void kdl_calibration_state_free(kdl_calibration_state *s)
 {
         if (!s)
                 return;
-        kdl_kl_state_free(s->kl);
+        kdl_kl_state_free(s->klst);
         free(s->lp);
         free(s->cls);
         free(s->bin);
@@ -112,7 +115,7 @@ int kdl_calibration_state_new(const kdl_calibration_opts *o, kdl_calibration_sta
         s->lp = kdl_new(double, o->c);
         err = s->bin && s->cls && s->lp ? 0 : -ENOMEM;
         if (!err && o->teacher)
-                err = kl_new(o, &s->kl);
+                err = kl_new(o, &s->klst);
         if (err < 0) {
                 kdl_calibration_state_free(s);
                 return err;
@@ -177,9 +180,8 @@ static int check_block(const kdl_calibration_state *s, const kdl_calibration_blo
         return 0;
 }
 
-/* Add sample @r of @b, of label @y, to @s's sums; the block's NLL to *@nll. */
-static void add_sample(kdl_calibration_state *s, const kdl_calibration_block *b, size_t r, size_t y,
-                       double *nll)
+/* Add sample @r of @b, of label @y, to @s's sums. */
+static void add_sample(kdl_calibration_state *s, const kdl_calibration_block *b, size_t r, size_t y)
 {
         size_t c = s->o.c, nb = s->o.bins, am, k;
         const kdl_tensor *z = b->z;
@@ -193,7 +195,7 @@ static void add_sample(kdl_calibration_state *s, const kdl_calibration_block *b,
         s->bin[2 * nb + k] += conf;
         s->correct += am == y;
         s->conf += conf;
-        *nll -= lp[y];
+        s->nll -= lp[y];
         if (b->zt)
                 s->agree += argmax(b->zt, r) == am;
         for (size_t j = 0; j < c; j++) {
@@ -208,26 +210,29 @@ static void add_sample(kdl_calibration_state *s, const kdl_calibration_block *b,
 
 int kdl_calibration_accumulate(kdl_calibration_state *s, const kdl_calibration_block *b)
 {
+        const double *kl = NULL;
         size_t m = 0;
-        double nll = 0.0;
         int err;
 
         assert(s && b);
         err = check_block(s, b, &m);
         if (err < 0 || m == 0)
                 return err;
-        if (s->kl) {
+        if (s->klst) {
                 const kdl_kl_block kb = {
                         .row0 = b->row0, .samples = b->samples, .zt = b->zt, .zs = b->z};
 
-                err = kdl_kl_accumulate(s->kl, &kb);
+                err = kdl_kl_accumulate(s->klst, &kb);
                 if (err < 0)
                         return err;
+                kl = kdl_kl_values(s->klst, 0, KDL_KL_EXACT, NULL);
         }
         /* Nothing below fails. */
-        for (size_t r = 0; r < m; r++)
-                add_sample(s, b, r, (size_t) b->labels[r], &nll);
-        s->nll += nll;
+        for (size_t r = 0; r < m; r++) {
+                add_sample(s, b, r, (size_t) b->labels[r]);
+                if (kl)
+                        s->kl += kl[r];
+        }
         s->n += m;
         return 0;
 }
@@ -241,19 +246,11 @@ static bool same_options(const kdl_calibration_opts *a, const kdl_calibration_op
 int kdl_calibration_merge(kdl_calibration_state *into, const kdl_calibration_state *from)
 {
         size_t nb = into->o.bins, ncls = 2 * into->o.c * nb;
-        int err;
 
         assert(into && from);
         if (!same_options(&into->o, &from->o))
                 return kdl_error(-KDL_EMISMATCH,
                                  "calibration merge: the states have different options");
-        if (from->n == 0)
-                return 0;
-        if (into->kl) {
-                err = kdl_kl_merge(into->kl, from->kl);
-                if (err < 0)
-                        return err;
-        }
         for (size_t i = 0; i < 3 * nb; i++)
                 into->bin[i] += from->bin[i];
         for (size_t i = 0; i < ncls; i++)
@@ -263,6 +260,7 @@ int kdl_calibration_merge(kdl_calibration_state *into, const kdl_calibration_sta
         into->agree += from->agree;
         into->nll += from->nll;
         into->conf += from->conf;
+        into->kl += from->kl;
         return 0;
 }
 
@@ -304,39 +302,33 @@ static void binned(const kdl_calibration_state *s, kdl_calibration_result *r)
 
 int kdl_calibration_finalize(const kdl_calibration_state *s, kdl_calibration_result **ret)
 {
-        kdl_calibration_result *r = NULL;
-        kdl_kl_result *kr = NULL;
-        int err = -ENOMEM;
+        double n = (double) s->n;
+        kdl_calibration_result *r;
 
         assert(s && ret);
         if (s->n == 0)
                 return kdl_error(-KDL_EMISSING, "calibration: no samples were accumulated");
         r = kdl_new(kdl_calibration_result, 1);
         if (!r)
-                goto out;
+                return -ENOMEM;
         r->bin_count = kdl_new(size_t, s->o.bins);
         r->bin_accuracy = kdl_new(double, s->o.bins);
         r->bin_confidence = kdl_new(double, s->o.bins);
-        if (!r->bin_count || !r->bin_accuracy || !r->bin_confidence)
-                goto out;
-        if (s->kl && (err = kdl_kl_finalize(s->kl, &kr)) < 0)
-                goto out;
+        if (!r->bin_count || !r->bin_accuracy || !r->bin_confidence) {
+                kdl_calibration_result_free(r);
+                return -ENOMEM;
+        }
         r->n = s->n;
         r->c = s->o.c;
         r->bins = s->o.bins;
         r->teacher = s->o.teacher;
         r->tau = s->o.tau;
-        r->accuracy = (double) s->correct / (double) s->n;
-        r->fidelity = kr ? (double) s->agree / (double) s->n : DNAN;
-        r->kl = kr ? kr->tau[0].v[KDL_KL_EXACT].mean : DNAN;
-        r->nll = s->nll / (double) s->n;
-        r->confidence = s->conf / (double) s->n;
+        r->accuracy = (double) s->correct / n;
+        r->fidelity = s->o.teacher ? (double) s->agree / n : DNAN;
+        r->kl = s->o.teacher ? s->kl / n : DNAN;
+        r->nll = s->nll / n;
+        r->confidence = s->conf / n;
         binned(s, r);
         *ret = r;
-        r = NULL;
-        err = 0;
-out:
-        kdl_kl_result_free(kr);
-        kdl_calibration_result_free(r);
-        return err;
+        return 0;
 }

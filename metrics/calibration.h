@@ -28,13 +28,17 @@
  *
  * The KL is the kl metric's own per-sample exact KL (metrics/kl.h: a
  * kdl_kl_state at the one temperature τ, its Spearman reservoir one sample),
- * so it equals `kdlens kl`'s mean `kl`.  log p comes from the kl metric's
- * log-softmax, whose normaliser keeps the digits of a near-certain class.
+ * so its mean is `kdlens kl`'s mean `kl` up to rounding.  log p comes from
+ * the kl metric's log-softmax, whose normaliser keeps the digits of a
+ * near-certain class.
+ *
+ * Every sum adds the samples one at a time in the order they are given, so
+ * the results are the same to the last bit however the rows are cut into
+ * blocks; a merge adds the sums of two states (equal up to rounding).
  *
  * Memory of a state: (3 B + 2 C B + C) doubles (B = 15 and C = 32,000: 7.9 MB),
  * plus, with a teacher, the KL state's (O(C) and a scratch of the largest
- * block's rows, metrics/kl.h); independent of N.  Counts and sums merge
- * exactly (sums of doubles: up to rounding).
+ * block's rows, metrics/kl.h); independent of N.
  */
 
 /* The confidence bins kdl_calibration_opts_init() sets (Guo et al. 2017). */
@@ -118,8 +122,7 @@ KDL_API int kdl_calibration_accumulate(kdl_calibration_state *s, const kdl_calib
 /**
  * kdl_calibration_merge() - add the samples of @from to @into.  @from
  * unchanged; on failure @into is unchanged.
- * Return: 0; -KDL_EMISMATCH if the states were made with different options;
- * -ENOMEM.
+ * Return: 0; -KDL_EMISMATCH if the states were made with different options.
  */
 KDL_API int kdl_calibration_merge(kdl_calibration_state *into, const kdl_calibration_state *from);
 

@@ -252,7 +252,7 @@ static void test_bin_edges(void **state)
         kdl_calibration_result_free(r);
 }
 
-/* Random data of 7 classes against the references; strided views. */
+/* Random data of 7 classes against the references; strided views in other blocks. */
 static void test_against_reference(void **state)
 {
         enum { N = 301, C = 7 };
@@ -292,10 +292,12 @@ static void test_against_reference(void **state)
                 assert_int_equal(kdl_calibration_accumulate(s, &b), 0);
         }
         assert_int_equal(kdl_calibration_finalize(s, &r2), 0);
-        assert_close(r2->ece, r->ece, 1e-14, 1e-17);
-        assert_close(r2->classwise_ece, r->classwise_ece, 1e-14, 1e-17);
-        assert_close(r2->nll, r->nll, 1e-14, 0.0);
-        assert_close(r2->kl, r->kl, 1e-14, 0.0);
+        /* Other blocks, the same sums in the same order: the same bits. */
+        assert_close(r2->ece, r->ece, 0.0, 0.0);
+        assert_close(r2->classwise_ece, r->classwise_ece, 0.0, 0.0);
+        assert_close(r2->nll, r->nll, 0.0, 0.0);
+        assert_close(r2->kl, r->kl, 0.0, 0.0);
+        assert_close(r2->confidence, r->confidence, 0.0, 0.0);
         kdl_calibration_result_free(r2);
         kdl_calibration_state_free(s);
         kdl_calibration_result_free(r);
@@ -304,7 +306,8 @@ static void test_against_reference(void **state)
         free(z);
 }
 
-/* The KL is the kl metric's own: the same mean as a kdl_kl_state fed the same blocks. */
+/* The KL is the kl metric's own: the mean of a kdl_kl_state fed the same blocks, up to the
+ * order of the sums. */
 static void test_kl_is_the_kl_metrics(void **state)
 {
         enum { N = 120, C = 5 };
@@ -332,7 +335,7 @@ static void test_kl_is_the_kl_metrics(void **state)
                 assert_int_equal(kdl_kl_accumulate(ks, &b), 0);
         }
         assert_int_equal(kdl_kl_finalize(ks, &kr), 0);
-        assert_close(r->kl, kr->tau[0].v[KDL_KL_EXACT].mean, 0.0, 0.0);
+        assert_close(r->kl, kr->tau[0].v[KDL_KL_EXACT].mean, 1e-14, 0.0);
         kdl_kl_result_free(kr);
         kdl_kl_state_free(ks);
         kdl_calibration_result_free(r);
