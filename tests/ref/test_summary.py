@@ -251,8 +251,8 @@ def test_group_of_three_seeds():
     cell = "%.6g ± %.2g" % (g["accuracy_mean"], g["accuracy_sd"])
     line = [l for l in out.splitlines() if l.startswith("seeds") and cks[-1] in l][0]
     assert cell in line and " 3 " in line, (cell, line)
-    _, out, _ = kt.run(*args, "--format", "csv", check=0)
-    assert "accuracy_mean,accuracy_sd" in out
+    _, out, _ = kt.run(*args, "--format", "csv", "--table", "summary_groups", check=0)
+    assert out.startswith("group,") and "accuracy_mean,accuracy_sd" in out.splitlines()[0]
 
     # the default checkpoint: each run's last
     doc = kt.run_json("summary", "-t", t, *sum((["-s", s] for s in seeds), []),
