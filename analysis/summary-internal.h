@@ -3,6 +3,7 @@
 #define KDL_ANALYSIS_SUMMARY_INTERNAL_H
 
 #include "metrics/calibration.h"
+#include "analysis/need.h"
 #include "analysis/pass.h"
 #include "analysis/summary.h"
 
@@ -52,6 +53,23 @@ int kdl__summary_end(struct kdl__summary_run *r);
 
 /* kdl__summary_abort() - free @r after a failure (NULL: no-op). */
 void kdl__summary_abort(struct kdl__summary_run *r);
+
+/* ---- what a job needs, for the report's need (the report shares its streams) ---- */
+
+/* kdl__summary_job_cost() - the datasets kdl__summary_job() of student @k at @cp reads, into
+ * the cost @c of a stream over in->pairs[k].  Return: 0; the errors of kdl__summary_job(). */
+int kdl__summary_job_cost(const kdl_inputs *in, const struct kdl_run_summary_opts *o, size_t k,
+                          const struct kdl_ckpair *cp, struct kdl_stream_cost *c);
+
+/* kdl__summary_job_need() - keep in @ret the larger of @ret and what that job holds besides
+ * its stream, read in blocks of @rows rows.  Return: as kdl__summary_job_cost(); -ENOMEM. */
+int kdl__summary_job_need(const kdl_inputs *in, const struct kdl_run_summary_opts *o, size_t k,
+                          const struct kdl_ckpair *cp, size_t rows, kdl__need *ret);
+
+/* kdl__summary_teacher_need() - keep in @ret the larger of @ret and the need of the teacher's
+ * job at @ck, its stream included.  Return: the errors of kdl__summary_teacher_job(). */
+int kdl__summary_teacher_need(const kdl_inputs *in, const struct kdl_run_summary_opts *o,
+                              const kdl_checkpoint *ck, kdl__need *ret);
 
 /* ---- the tables (analysis/summary-tables.c) ---- */
 

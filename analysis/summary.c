@@ -319,29 +319,27 @@ static int select_all(const kdl_inputs *in, const struct kdl_run_common *c, stru
 
 /* ---- what summary needs ------------------------------------------------------------ */
 
-/* The need of a job reading @x with @o: its stream, its sums, the KL state's. */
-static int job_need(const struct sources *x, const struct kdl_run_summary_opts *o, kdl__need *ret)
+/* The datasets of a job reading @x, into the cost @sc of its stream. */
+static void job_cost(const struct sources *x, struct kdl_stream_cost *sc)
 {
-        struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
+        for (size_t i = 0; i < x->nds; i++)
+                kdl_stream_cost_add(sc, x->ds[i], KDL_SPATIAL_FLATTEN, x->student[i]);
+}
+
+/* What a job reading @x with @o holds besides its stream, in blocks of @rows rows: the labels
+ * of a block, its sums, the KL state's; added to @nd. */
+static int job_state_need(const struct sources *x, const struct kdl_run_summary_opts *o,
+                          size_t rows, kdl__need *nd)
+{
         bool teacher = x->nds > DS_TEACHER;
         kdl_calibration_opts mo = metric_opts(o, x->c, teacher);
-        kdl__need nd = {.analysis = ret->analysis}, kn = nd;
-        struct kdl_stream_cost sc;
-        size_t rows;
+        kdl__need kn = {.analysis = nd->analysis};
         int err;
 
-        kdl_stream_cost_init(&sc, x->pair);
-        for (size_t i = 0; i < x->nds; i++)
-                kdl_stream_cost_add(&sc, x->ds[i], KDL_SPATIAL_FLATTEN, x->student[i]);
-        rows = kdl_stream_cost_rows(&sc, x->n, &so);
-        err = kdl__need_add(&nd, kdl_stream_cost_bytes(&sc, x->n, &so), KDL_LEVER_BLOCK_ROWS,
-                            "blocks of %zu rows of %zu datasets", rows, x->nds);
+        err = kdl__need_add(nd, kdl_sat_mul(rows, sizeof(int64_t)), KDL_LEVER_BLOCK_ROWS,
+                            "the labels of a block of %zu rows", rows);
         err = err
-                      ?: kdl__need_add(&nd, kdl_sat_mul(rows, sizeof(int64_t)),
-                                       KDL_LEVER_BLOCK_ROWS, "the labels of a block of %zu rows",
-                                       rows);
-        err = err
-                      ?: kdl__need_add(&nd, kdl_calibration_state_bytes(&mo), 0,
+                      ?: kdl__need_add(nd, kdl_calibration_state_bytes(&mo), 0,
                                        "the sums of %zu classes x %zu bins", x->c, o->bins);
         if (teacher) {
                 struct kdl__kl_shape sh = {
@@ -350,14 +348,67 @@ static int job_need(const struct sources *x, const struct kdl_run_summary_opts *
                 /* kl's own account of its state, as one part. */
                 err = err ?: kdl__kl_shape_need(&sh, &kn);
                 err = err
-                              ?: kdl__need_add(&nd, kdl__need_total(&kn), KDL_LEVER_BLOCK_ROWS,
+                              ?: kdl__need_add(nd, kdl__need_total(&kn), KDL_LEVER_BLOCK_ROWS,
                                                "the KL state of blocks of %zu rows", rows);
         }
+        kdl__need_release(&kn);
+        return err;
+}
+
+/* The need of a job reading @x with @o: its stream, its sums, the KL state's. */
+static int job_need(const struct sources *x, const struct kdl_run_summary_opts *o, kdl__need *ret)
+{
+        struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
+        kdl__need nd = {.analysis = ret->analysis};
+        struct kdl_stream_cost sc;
+        size_t rows;
+        int err;
+
+        kdl_stream_cost_init(&sc, x->pair);
+        job_cost(x, &sc);
+        rows = kdl_stream_cost_rows(&sc, x->n, &so);
+        err = kdl__need_add(&nd, kdl_stream_cost_bytes(&sc, x->n, &so), KDL_LEVER_BLOCK_ROWS,
+                            "blocks of %zu rows of %zu datasets", rows, x->nds);
+        err = err ?: job_state_need(x, o, rows, &nd);
         if (!err)
                 kdl__need_max(ret, &nd);
-        kdl__need_release(&kn);
         kdl__need_release(&nd);
         return err;
+}
+
+int kdl__summary_job_cost(const kdl_inputs *in, const struct kdl_run_summary_opts *o, size_t k,
+                          const struct kdl_ckpair *cp, struct kdl_stream_cost *c)
+{
+        struct sources x;
+        int err = student_sources(in, k, cp, &x);
+
+        (void) o;
+        if (!err)
+                job_cost(&x, c);
+        return err;
+}
+
+int kdl__summary_job_need(const kdl_inputs *in, const struct kdl_run_summary_opts *o, size_t k,
+                          const struct kdl_ckpair *cp, size_t rows, kdl__need *ret)
+{
+        kdl__need nd = {.analysis = ret->analysis};
+        struct sources x;
+        int err = student_sources(in, k, cp, &x);
+
+        err = err ?: job_state_need(&x, o, rows, &nd);
+        if (!err)
+                kdl__need_max(ret, &nd);
+        kdl__need_release(&nd);
+        return err;
+}
+
+int kdl__summary_teacher_need(const kdl_inputs *in, const struct kdl_run_summary_opts *o,
+                              const kdl_checkpoint *ck, kdl__need *ret)
+{
+        struct sources x;
+        int err = teacher_sources(in, ck, &x);
+
+        return err ?: job_need(&x, o, ret);
 }
 
 /* The largest need of summary's jobs on @in with @o (one at a time). */

@@ -16,6 +16,7 @@
 #include "analysis/layers.h"
 #include "analysis/pass.h"
 #include "analysis/split-internal.h"
+#include "analysis/summary-internal.h"
 #include "reports/site.h"
 #include "analysis/report/report-internal.h"
 #include "metrics/base/banned.h"
@@ -75,6 +76,7 @@ struct runs {
         struct kdl__kl_run *kl;
         struct kdl__split_run *split;
         struct kdl__dims_run *dims;
+        struct kdl__summary_run *summary;
         struct kdl_run_cka_opts cka; /* each student checkpoint begins a CKA run with these */
         kdl_table *passes;
 };
@@ -94,8 +96,8 @@ static int attach_nothing(kdl__job *j, kdl_stream *s)
         return 0;
 }
 
-/* The most jobs run_jobs() runs on one stream (kl, split, dims, cka). */
-#define MAX_JOBS 4
+/* The most jobs run_jobs() runs on one stream (kl, split, dims, cka, summary). */
+#define MAX_JOBS 5
 
 /* Run @jobs on one stream over student @k's pair (or the teacher alone when @k is
  * SIZE_MAX), read in the report's blocks and NaN/Inf policy, and add a row to the passes
@@ -166,6 +168,7 @@ static int student_checkpoint(struct kdl__report *r, struct runs *rs, size_t k,
         err = err ?: kdl__split_job(rs->split, k, cp, &jobs[1]);
         err = err ?: kdl__dims_job(rs->dims, k, cp, &jobs[2]);
         err = err ?: kdl__cka_job(cka, 0, &ckp, &jobs[3]);
+        err = err ?: kdl__summary_job(rs->summary, k, cp, &jobs[4]);
         err = err ?: run_jobs(r, rs, k, cp->main->name, jobs, MAX_JOBS);
         if (!err) {
                 err = kdl__cka_end(cka);
@@ -193,6 +196,10 @@ static int end_runs(struct kdl__report *r, struct runs *rs)
         if (!err) {
                 err = kdl__dims_end(rs->dims);
                 rs->dims = NULL;
+        }
+        if (!err) {
+                err = kdl__summary_end(rs->summary);
+                rs->summary = NULL;
         }
         err = err
                       ?: kdl_doc_add_note(r->passes,
@@ -223,10 +230,17 @@ static int stream_checkpoints(struct kdl__report *r, struct runs *rs)
 
         kdl__report_progress(r, "teacher: dimensions");
         for (size_t c = 0; c < td->ncheckpoints && !err; c++) {
-                kdl__job job;
+                const kdl_checkpoint *ck = &td->checkpoints[c];
+                size_t k = SIZE_MAX; /* the summary's stream: the teacher's own */
+                kdl__job jobs[2];
+                int n;
 
-                err = kdl__dims_teacher_job(rs->dims, &td->checkpoints[c], &job);
-                err = err ?: run_jobs(r, rs, SIZE_MAX, td->checkpoints[c].name, &job, 1);
+                err = kdl__dims_teacher_job(rs->dims, ck, &jobs[0]);
+                n = err ?: kdl__report_summary_teacher_job(r, rs->summary, ck, &jobs[1], &k);
+                err = n < 0 ? n
+                            : run_jobs(r, rs, SIZE_MAX, ck->name, jobs, k == SIZE_MAX ? 1 + n : 1);
+                if (!err && n && k != SIZE_MAX)
+                        err = run_jobs(r, rs, k, ck->name, &jobs[1], 1);
         }
         for (size_t k = 0; k < r->in->nstudents && !err; k++)
                 for (size_t c = 0; c < r->nsel[k] && !err; c++)
@@ -250,6 +264,7 @@ static int docs_new(struct kdl__report *r, struct runs *rs)
         err = err ?: kdl_doc_new("split", &r->split);
         err = err ?: kdl_doc_new("dims", &r->dims);
         err = err ?: kdl_doc_new("layers", &r->layers);
+        err = err ?: kdl_doc_new("summary", &r->summary);
         err = err ?: kdl_doc_new("passes", &r->passes);
         err = err ?: kdl_table_new("passes", "How the dumps were read", &rs->passes);
         return err;
@@ -301,6 +316,8 @@ void kdl__report_opts(const struct kdl__report *r, struct kdl__report_opts *a)
         a->layers.common.teacher_checkpoint = NULL;
         a->layers.k = r->o->k ? r->o->k
                               : kdl_layers_default_k(r->in->teacher, a->layers.common.checkpoint);
+        kdl_run_summary_opts_init(&a->summary);
+        a->summary.common = r->o->common;
 }
 
 static int compute(struct kdl__report *r)
@@ -324,6 +341,7 @@ static int compute(struct kdl__report *r)
         err = err ?: kdl__kl_begin(r->in, &a.kl, r->kl, &rs.kl);
         err = err ?: kdl__split_begin(r->in, &a.split, r->split, &rs.split);
         err = err ?: kdl__dims_begin(r->in, &a.dims, r->dims, &rs.dims);
+        err = err ?: kdl__summary_begin(r->in, &a.summary, r->summary, &rs.summary);
         err = err ?: stream_checkpoints(r, &rs);
         if (!err)
                 kdl__report_progress(r, "layers: teacher layer quality");
@@ -331,6 +349,7 @@ static int compute(struct kdl__report *r)
         kdl__kl_abort(rs.kl);
         kdl__split_abort(rs.split);
         kdl__dims_abort(rs.dims);
+        kdl__summary_abort(rs.summary);
         kdl_table_free(rs.passes);
         return err;
 }
@@ -407,6 +426,7 @@ static int run_open(struct kdl__report *r, const struct kdl_run_report_opts *o)
 static void run_release(struct kdl__report *r)
 {
         kdl_doc_free(r->passes);
+        kdl_doc_free(r->summary);
         kdl_doc_free(r->layers);
         kdl_doc_free(r->dims);
         kdl_doc_free(r->split);
@@ -468,6 +488,7 @@ int kdl_run_report(const struct kdl_run_report_opts *o)
         err = err ?: check_need(&r);
         err = err ?: kdl_site_open(o->out_dir, o->force ? KDL_SITE_FORCE : 0, &r.site);
         err = err ?: compute(&r);
+        err = err ?: kdl__report_section_summary(&r);
         err = err ?: kdl__report_section_inspect(&r);
         err = err ?: kdl__report_section_kl(&r);
         err = err ?: kdl__report_section_split(&r);
