@@ -202,11 +202,12 @@ static int end_runs(struct kdl__report *r, struct runs *rs)
                 rs->summary = NULL;
         }
         err = err
-                      ?: kdl_doc_add_note(r->passes,
-                                          "each student checkpoint is read on one stream shared "
-                                          "by kl, split, dims and cka: a dataset two analyses "
-                                          "need is read once per pass, and a later pass reads "
-                                          "only what the analyses still running need");
+                      ?: kdl_doc_add_note(
+                                 r->passes,
+                                 "each student checkpoint is read on one stream shared "
+                                 "by kl, split, dims, cka and summary: a dataset two analyses "
+                                 "need is read once per pass, and a later pass reads "
+                                 "only what the analyses still running need");
         if (!err && r->o->common.skip_nonfinite)
                 err = kdl_doc_add_note(r->passes,
                                        "--nonfinite skip: a sample with NaN/Inf in any dataset "

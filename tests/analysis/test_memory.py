@@ -201,18 +201,19 @@ def test_plan_reads_no_data():
 
 
 def test_report_plan_adds_the_analyses_of_a_checkpoint():
-    """The report's need is one checkpoint's kl and cka jobs and their shared stream, and
-    it needs no directory."""
+    """The report's need is one checkpoint's kl, cka and summary jobs and their shared
+    stream, and it needs no directory."""
     row, parts = plan("report", "-t", CT, "-s", CS)
     names = [p["part"] for p in parts]
-    assert any(n.startswith("kl: ") for n in names) and any(n.startswith("cka: ") for n in
-                                                               names), names
+    for analysis in ("kl", "cka", "summary"):
+        assert any(n.startswith(analysis + ": ") for n in names), (analysis, names)
     assert row["need_bytes"] == sum(p["bytes"] for p in parts)
     kl, _ = plan("kl", "-t", CT, "-s", CS)
     cka, _ = plan("cka", CT, CS)
-    # Two streams' blocks become one: no more than the two alone, more than either.
-    assert max(kl["need_bytes"], cka["need_bytes"]) < row["need_bytes"] <= \
-        kl["need_bytes"] + cka["need_bytes"], (row, kl, cka)
+    sm, _ = plan("summary", "-t", CT, "-s", CS)
+    # Three streams' blocks become one: no more than the three alone, more than any.
+    assert max(kl["need_bytes"], cka["need_bytes"], sm["need_bytes"]) < row["need_bytes"] <= \
+        kl["need_bytes"] + cka["need_bytes"] + sm["need_bytes"], (row, kl, cka, sm)
     st, _, err = kt.run("report", "-t", CT, "-s", CS, "-f", "json")
     assert st == 2 and "-f/--format" in err, err
 

@@ -46,7 +46,7 @@ def test_report_is_complete_and_links_resolve():
     assert len(links) > 20, links
     for rel in links:
         assert os.path.isfile(os.path.join(out, rel)), f"index.html references missing {rel}"
-    for rel in re.findall(r"\]\(([^)]+)\)", md):
+    for rel in re.findall(r"\]\(([^)#][^)]*)\)", md):  # in-page anchors: test_summary_...
         assert os.path.isfile(os.path.join(out, rel)), f"index.md references missing {rel}"
     figs = re.findall(r'<img src="figures/([^"]+)\.png"', html)
     for want in ("split_stacked", "confidence_s1", "kl_sources", "kl_curves_s1", "dims_residual",
