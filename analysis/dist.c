@@ -200,6 +200,72 @@ int kdl__dist_combine(void *state, const struct kdl__dist_ops *ops)
         return err;
 }
 
+int kdl__dist_broadcast(void *state, const struct kdl__dist_ops *ops)
+{
+        return size == 1 ? 0 : broadcast(state, ops);
+}
+
+/* MPI counts are ints: a message goes in pieces of at most 1 GiB. */
+#define PIECE ((size_t) 1 << 30)
+
+static void send_all(const void *buf, size_t len)
+{
+        for (size_t at = 0; at < len; at += PIECE) {
+                size_t k = len - at < PIECE ? len - at : PIECE;
+
+                MPI_Send((const char *) buf + at, (int) k, MPI_BYTE, 0, 0, MPI_COMM_WORLD);
+        }
+}
+
+static void recv_all(void *buf, size_t len, int from)
+{
+        for (size_t at = 0; at < len; at += PIECE) {
+                size_t k = len - at < PIECE ? len - at : PIECE;
+
+                MPI_Recv((char *) buf + at, (int) k, MPI_BYTE, from, 0, MPI_COMM_WORLD,
+                         MPI_STATUS_IGNORE);
+        }
+}
+
+int kdl__dist_funnel(const void *buf, size_t len,
+                     int (*take)(void *ctx, const void *buf, size_t len), void *ctx)
+{
+        unsigned long long n = len, *lens = NULL, most = 0;
+        char *in = NULL;
+        int err = 0;
+
+        if (size == 1)
+                return 0;
+        if (rank == 0 && !(lens = calloc((size_t) size, sizeof(*lens))))
+                err = -ENOMEM;
+        if ((err = kdl__dist_status(err)) < 0)
+                goto out;
+        MPI_Gather(&n, 1, MPI_UNSIGNED_LONG_LONG, lens, 1, MPI_UNSIGNED_LONG_LONG, 0,
+                   MPI_COMM_WORLD);
+        for (int r = 1; rank == 0 && r < size; r++)
+                most = lens[r] > most ? lens[r] : most;
+        /* Room for the largest before anyone sends, so that rank 0 takes every message. */
+        if (rank == 0 && !(in = malloc(most ? (size_t) most : 1)))
+                err = -ENOMEM;
+        if ((err = kdl__dist_status(err)) < 0)
+                goto out;
+        if (rank != 0) {
+                send_all(buf, len);
+                moved += len;
+        }
+        for (int r = 1; rank == 0 && r < size; r++) {
+                recv_all(in, (size_t) lens[r], r);
+                moved += (size_t) lens[r];
+                if (!err)
+                        err = take(ctx, in, (size_t) lens[r]);
+        }
+        err = kdl__dist_status(err);
+out:
+        free(in);
+        free(lens);
+        return err;
+}
+
 #else /* one process */
 
 int kdl__dist_init(int *argc, char ***argv)
@@ -230,6 +296,23 @@ int kdl__dist_combine(void *state, const struct kdl__dist_ops *ops)
 {
         (void) state;
         (void) ops;
+        return 0;
+}
+
+int kdl__dist_broadcast(void *state, const struct kdl__dist_ops *ops)
+{
+        (void) state;
+        (void) ops;
+        return 0;
+}
+
+int kdl__dist_funnel(const void *buf, size_t len,
+                     int (*take)(void *ctx, const void *buf, size_t len), void *ctx)
+{
+        (void) buf;
+        (void) len;
+        (void) take;
+        (void) ctx;
         return 0;
 }
 
