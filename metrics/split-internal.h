@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "metrics/base/tensor.h"
 #include "metrics/moments.h"
@@ -109,7 +110,8 @@ struct kdl__split_tau_acc {
         double sum_kl, sum_tckd, sum_nckd, sum_coupled, residual_max;
         struct kdl__split_dist d[KDL__SPLIT_NDIST];
         size_t omega_clipped;
-        double *msum; /* C x C: row i sums p^t over the samples of class i (full mode) */
+        uint64_t pt_hi, pt_lo; /* Σ p^t_y exactly, in units of 2^-63 (split.c: pt_add()) */
+        double *msum;          /* C x C: row i sums p^t over the samples of class i (full mode) */
 };
 
 struct kdl_split_state {

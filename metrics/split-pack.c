@@ -95,6 +95,8 @@ int kdl_split_state_pack(const kdl_split_state *s, void **buf, size_t *len)
                 kdl__pack(&p, &t->sum_coupled, sizeof(t->sum_coupled));
                 kdl__pack(&p, &t->residual_max, sizeof(t->residual_max));
                 kdl__pack(&p, &t->omega_clipped, sizeof(t->omega_clipped));
+                kdl__pack(&p, &t->pt_hi, sizeof(t->pt_hi));
+                kdl__pack(&p, &t->pt_lo, sizeof(t->pt_lo));
                 for (int d = 0; d < KDL__SPLIT_NDIST; d++)
                         pack_dist(&p, &t->d[d], slots);
                 if (t->msum)
@@ -137,6 +139,8 @@ static int unpack_state(struct kdl__unpacker *u, kdl_split_state *from)
                 err = err ?: kdl__unpack_get(u, &t->sum_coupled, sizeof(double), WHAT);
                 err = err ?: kdl__unpack_get(u, &t->residual_max, sizeof(double), WHAT);
                 err = err ?: kdl__unpack_get(u, &t->omega_clipped, sizeof(size_t), WHAT);
+                err = err ?: kdl__unpack_get(u, &t->pt_hi, sizeof(t->pt_hi), WHAT);
+                err = err ?: kdl__unpack_get(u, &t->pt_lo, sizeof(t->pt_lo), WHAT);
                 for (int d = 0; d < KDL__SPLIT_NDIST && !err; d++)
                         err = unpack_dist(u, &t->d[d], slots);
                 if (!err && from->o.domain == KDL_SPLIT_DOMAIN_FULL)

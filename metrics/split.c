@@ -96,6 +96,29 @@ static struct kdl__split_geom dist_geom(const kdl_split_state *s, int which)
 
 static const struct kdl__split_geom w_geom = {.log = true};
 
+/* p^t_y summed in units of 2^-63, truncated (p in [0, 1] fits 64 bits, the
+ * sum 128): an exact sum, so p̄^t_y is the same however the samples are
+ * grouped and merged (one process or several), and so is every w_n. */
+static void pt_add(struct kdl__split_tau_acc *t, double p)
+{
+        uint64_t x = (uint64_t) ldexp(p, 63);
+
+        t->pt_lo += x;
+        t->pt_hi += t->pt_lo < x;
+}
+
+static void pt_merge(struct kdl__split_tau_acc *into, const struct kdl__split_tau_acc *from)
+{
+        into->pt_lo += from->pt_lo;
+        into->pt_hi += from->pt_hi + (into->pt_lo < from->pt_lo);
+}
+
+/* p̄^t_y of @n samples: (2^64 hi + lo) 2^-63 / n. */
+static double pt_mean(const struct kdl__split_tau_acc *t, size_t n)
+{
+        return (ldexp((double) t->pt_hi, 1) + ldexp((double) t->pt_lo, -63)) / (double) n;
+}
+
 void kdl_split_state_free(kdl_split_state *s)
 {
         if (!s)
@@ -240,6 +263,7 @@ static void tau_add(kdl_split_state *s, size_t k, const kdl_split_sample *r)
         if (ar > t->residual_max)
                 t->residual_max = ar;
         t->omega_clipped += r->omega_clipped;
+        pt_add(t, r->pt_y);
         for (int d = 0; d < D_COUNT_; d++) {
                 struct kdl__split_geom g = dist_geom(s, d);
 
@@ -304,6 +328,7 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
                 if (b->residual_max > a->residual_max)
                         a->residual_max = b->residual_max;
                 a->omega_clipped += b->omega_clipped;
+                pt_merge(a, b);
                 for (int d = 0; d < D_COUNT_; d++) {
                         struct kdl__split_geom g = dist_geom(into, d);
 
@@ -343,7 +368,7 @@ int kdl_split_instance_state_new(const kdl_split_state *pass1, kdl_split_instanc
         s->c = pass1->c;
         s->o = pass1->o;
         for (size_t k = 0; k < s->o.ntaus; k++) {
-                s->t[k].pt_mean = pass1->t[k].d[D_PT].m.mean;
+                s->t[k].pt_mean = pt_mean(&pass1->t[k], pass1->n);
                 if (kdl__split_dist_init(&s->t[k].w, &w_geom) < 0 ||
                     kdl__split_dist_init(&s->t[k].w_ok, &w_geom) < 0) {
                         kdl_split_instance_state_free(s);
@@ -468,7 +493,8 @@ static int check_instance(const kdl_split_state *s, const kdl_split_instance_sta
         bool same = inst->c == s->c && kdl__split_opts_equal(&inst->o, &s->o) && inst->n == s->n;
 
         for (size_t k = 0; same && k < s->o.ntaus; k++)
-                same = memcmp(&inst->t[k].pt_mean, &s->t[k].d[D_PT].m.mean, sizeof(double)) == 0;
+                same = memcmp(&inst->t[k].pt_mean, &(double){pt_mean(&s->t[k], s->n)},
+                              sizeof(double)) == 0;
         if (!same)
                 return kdl_error(-KDL_EMISMATCH,
                                  "split: the second pass does not match the first (%zu "
@@ -607,7 +633,7 @@ static int tau_instance(const kdl_split_state *s, const kdl_split_instance_state
         const struct kdl__split_inst_acc *b;
         int err;
 
-        t->pt_mean = s->t[k].d[D_PT].m.mean;
+        t->pt_mean = pt_mean(&s->t[k], s->n);
         t->pearson_w_pt = (double) NAN;
         t->w_unguarded = (double) NAN;
         t->w_std_unguarded = (double) NAN;

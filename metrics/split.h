@@ -69,7 +69,10 @@
  * denominator moves with p̄^t_y).  So w_n is a second pass: after the first
  * pass is complete (and merged), kdl_split_instance_state_new() takes p̄^t_y
  * from it, and the same logits are accumulated again into the instance
- * state.  The second pass reads only logits and labels.
+ * state.  The second pass reads only logits and labels.  p̄^t_y is an
+ * exact sum (of p^t_y truncated to units of 2^-63, in 128 bits) over the
+ * count, so it is the same to the last bit however the samples were
+ * grouped and merged, and so are w_n and its histogram.
  *
  * Distributions.  Quantiles come from fixed-bin histograms, which merge
  * exactly (counts add):
@@ -422,7 +425,7 @@ KDL_API int kdl_split_blocks_next(kdl_split_blocks *d, const kdl_split_state *s,
  * pairs are formed when it closes, by the process that merged the sums).
  * After a header of the classes and options (8 + sizeof(kdl_split_opts)
  * bytes, 216 on x86-64), a packed first pass is
- * 8 (C + 3 + ntaus (6 nbins + 36 + C²)) bytes in the full mode (no C²
+ * 8 (C + 3 + ntaus (6 nbins + 38 + C²)) bytes in the full mode (no C²
  * otherwise), a packed second pass 8 (1 + ntaus (2 KDL_SPLIT_W_SLOTS + 26))
  * bytes (65.8 kB per τ), a packed open block of b classes from class s
  * 8 (2 + ntaus b (2 (C - s) - b)) bytes.

@@ -129,7 +129,7 @@ static void assert_same(const kdl_split_result *a, const kdl_split_result *b)
 static void check_passes(enum kdl_split_domain domain)
 {
         kdl_split_opts o = two_taus(domain);
-        kdl_split_state *a = NULL, *b = NULL, *a2 = NULL;
+        kdl_split_state *a = NULL, *b = NULL, *a2 = NULL, *one = NULL;
         kdl_split_instance_state *ia = NULL, *ib = NULL, *ia2 = NULL, *copy = NULL;
         kdl_split_result *r1 = NULL, *r2 = NULL;
         bool full = domain == KDL_SPLIT_DOMAIN_FULL;
@@ -145,7 +145,7 @@ static void check_passes(enum kdl_split_domain domain)
         assert_int_equal(kdl_split_merge(a, b), 0);
         assert_int_equal(kdl_split_state_pack(b, &buf, &len), 0);
         /* The sizes metrics/split.h gives. */
-        assert_int_equal(len, HEADER + 8 * (C_ + 3 + 2 * (6 * 40 + 36 + (full ? C_ * C_ : 0))));
+        assert_int_equal(len, HEADER + 8 * (C_ + 3 + 2 * (6 * 40 + 38 + (full ? C_ * C_ : 0))));
         assert_int_equal(kdl_split_state_merge_packed(a2, buf, len), 0);
         free(buf);
 
@@ -170,6 +170,16 @@ static void check_passes(enum kdl_split_domain domain)
         assert_same(r1, r2);
         assert_int_equal(r1->n, N_);
         assert_true(r1->tau[1].has_instance);
+
+        /* p̄^t_y of the merged first pass is that of one pass over every row,
+         * to the bit: an exact sum. */
+        kdl_split_result_free(r2);
+        assert_int_equal(kdl_split_state_new(C_, &o, &one), 0);
+        first(one, 0, N_);
+        assert_int_equal(kdl_split_finalize(one, NULL, NULL, NULL, NULL, &r2), 0);
+        for (size_t k = 0; k < o.ntaus; k++)
+                assert_memory_equal(&r1->tau[k].pt_mean, &r2->tau[k].pt_mean, sizeof(double));
+        kdl_split_state_free(one);
 
         kdl_split_result_free(r1);
         kdl_split_result_free(r2);
