@@ -8,6 +8,8 @@
 #include "metrics/base/outfile.h"
 #include "loaders/h5out.h"
 #include "loaders/stream.h"
+#include "analysis/dist.h"
+#include "analysis/rows.h"
 #include "analysis/split.h"
 #include "analysis/split-internal.h"
 #include "metrics/base/banned.h"
@@ -128,8 +130,10 @@ struct job {
         bool block_open;          /* a block of classes takes this pass's samples */
         kdl_tensor *wt, *ws;      /* the heads, read before pass 0 when blocked */
         int ids[F_COUNT_ + 2];    /* per-sample datasets */
-        size_t skipped;           /* samples dropped in pass 0 */
-        size_t r0;                /* rows of pass 1 so far */
+        size_t width[F_COUNT_ + 2];
+        bool integer[F_COUNT_ + 2];
+        struct kdl__rows rows; /* the per-sample rows of pass 1 */
+        size_t skipped;        /* samples dropped in pass 0 */
 
         /* Block buffers. */
         size_t cap;
@@ -239,12 +243,12 @@ static int add_sources(struct job *j, kdl__job *job, kdl_stream *s, struct sourc
 }
 
 /* Per-sample values of the current block (second pass) into the file. */
-static int write_block(struct job *j, kdl_stream *s, const struct sources *src, const int *ids,
-                       size_t r0)
+static int write_block(struct job *j, kdl_stream *s, const struct sources *src)
 {
         size_t rows = kdl_stream_rows(s), nt = j->o->metric.ntaus;
         const size_t *samples = kdl_stream_samples(s);
         kdl_tensor zt = kdl_stream_block(s, src->zt), zs = kdl_stream_block(s, src->zs);
+        const void *cols[F_COUNT_ + 2];
         int err = 0;
 
         for (size_t i = 0; i < rows && !err; i++) {
@@ -270,20 +274,37 @@ static int write_block(struct job *j, kdl_stream *s, const struct sources *src, 
                         j->fields[F_ENT][e] = v.nt_entropy;
                 }
         }
-        err = err ?: kdl_h5out_write_i64(j->out, ids[F_COUNT_], r0, r0 + rows, j->sample);
-        err = err ?: kdl_h5out_write_i64(j->out, ids[F_COUNT_ + 1], r0, r0 + rows, j->labels);
-        for (int f = 0; f < F_COUNT_ && !err; f++)
-                err = kdl_h5out_write(j->out, ids[f], r0, r0 + rows, j->fields[f]);
-        return err;
+        if (err < 0)
+                return err;
+        for (int f = 0; f < F_COUNT_; f++)
+                cols[f] = j->fields[f];
+        cols[F_COUNT_] = j->sample;
+        cols[F_COUNT_ + 1] = j->labels;
+        return kdl__rows_add(&j->rows, rows, NULL, cols);
 }
 
-static int per_sample_open(struct job *j, size_t n, int *ids)
+/* The per-sample columns of the job (rows of pass 1): on rank 0 the file's
+ * datasets of @n rows, elsewhere rows to send it (analysis/rows.h). */
+static int per_sample_open(struct job *j, size_t n)
 {
-        char *group = kdl__asprintf("/student%zu/%s", j->k, j->cks->name), *name = NULL;
+        char *group = NULL, *name = NULL;
         char taus[KDL_SPLIT_MAX_TAUS * 32] = "";
         size_t nt = j->o->metric.ntaus, len = 0;
-        int err = 0;
+        int *ids = j->ids, err = 0;
 
+        for (int f = 0; f < F_COUNT_ + 2; f++) {
+                j->width[f] = f < F_COUNT_ ? nt : 1;
+                j->integer[f] = f >= F_COUNT_;
+                ids[f] = 0;
+        }
+        j->rows = (struct kdl__rows){.out = j->out,
+                                     .ncols = F_COUNT_ + 2,
+                                     .ids = ids,
+                                     .width = j->width,
+                                     .integer = j->integer};
+        if (!j->out)
+                return 0;
+        group = kdl__asprintf("/student%zu/%s", j->k, j->cks->name);
         if (!group)
                 return -ENOMEM;
         for (size_t k = 0; k < nt; k++)
@@ -319,6 +340,7 @@ static void job_release(struct job *j)
         kdl_tensor_free(j->ws);
         kdl_split_instance_state_free(j->inst);
         kdl_split_state_free(j->st);
+        kdl__rows_release(&j->rows);
         free(j->work);
         free(j->labels);
         free(j->sample);
@@ -348,7 +370,7 @@ static int job_attach(kdl__job *job, kdl_stream *s)
         struct job *j = job->ctx;
         int err = add_sources(j, job, s, &j->src);
 
-        if (!err && j->out) {
+        if (!err && j->o->common.per_sample) {
                 j->work = kdl__malloc(KDL_SPLIT_EVAL_WORK(j->c), sizeof(double));
                 if (!j->work)
                         return -ENOMEM;
@@ -376,7 +398,6 @@ static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
 {
         struct job *j = job->ctx;
         kdl_tensor zt = kdl_stream_block(s, j->src.zt), zs = kdl_stream_block(s, j->src.zs);
-        size_t rows = kdl_stream_rows(s);
         int err = block_labels(j, s, &j->src);
 
         /* Pass 0: everything but w_n.  Pass 1: w_n, which needs the mean
@@ -386,10 +407,10 @@ static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
                 err = kdl_split_accumulate(j->st, &zt, &zs, j->labels);
         if (!err && pass == 1) {
                 err = kdl_split_instance_accumulate(j->inst, &zt, &zs, j->labels,
-                                                    j->out ? j->fields[F_W] : NULL);
-                if (!err && j->out)
-                        err = write_block(j, s, &j->src, j->ids, j->r0);
-                j->r0 += rows;
+                                                    j->o->common.per_sample ? j->fields[F_W]
+                                                                            : NULL);
+                if (!err && j->o->common.per_sample)
+                        err = write_block(j, s, &j->src);
         }
         if (!err && j->block_open)
                 err = kdl_split_blocks_accumulate(j->blocks, &zt, j->labels);
@@ -422,11 +443,31 @@ static int job_finish(struct job *j)
         return err;
 }
 
+/* A rank other than 0 under MPI: its states hold its own rows (rank 0 merged
+ * them all and writes every result), so it only closes the open block of
+ * classes (its values are rank 0's) and takes the passes rank 0 takes. */
+static int follow_end(struct job *j, unsigned pass)
+{
+        int more = j->block_open ? kdl_split_blocks_next(j->blocks, j->st, NULL, NULL) : 0;
+
+        if (more < 0)
+                return more;
+        j->block_open = more > 0;
+        if (pass == 0 && j->o->common.per_sample)
+                more = per_sample_open(j, 0);
+        if (more < 0 || pass == 0 || j->block_open)
+                return more < 0 ? more : 1;
+        job_release(j);
+        return 0;
+}
+
 static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
 {
         struct job *j = job->ctx;
         int err;
 
+        if (kdl__dist_rank() != 0)
+                return follow_end(j, pass);
         if (pass > 0) {
                 err = block_end(j);
                 if (!err && j->block_open) /* another block of classes: another pass */
@@ -435,17 +476,105 @@ static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
                 job_release(j);
                 return err;
         }
-        j->skipped = kdl_stream_skipped(s);
+        if (kdl__dist_size() == 1) /* else summed over the ranks by job_combine() */
+                j->skipped = kdl_stream_skipped(s);
         if (kdl_split_state_count(j->st) == 0)
                 return kdl_error(-KDL_EMISSING,
                                  "'%s': %s: expected samples with finite values, found none",
                                  j->student, j->cks->logits->path);
         err = block_end(j);
-        err = err ?: kdl_split_instance_state_new(j->st, &j->inst);
-        if (!err && j->out)
-                err = per_sample_open(j, kdl_split_state_count(j->st), j->ids);
-        j->r0 = 0;
+        if (!err && !j->inst) /* under MPI job_combine() made it */
+                err = kdl_split_instance_state_new(j->st, &j->inst);
+        if (!err && j->o->common.per_sample)
+                err = per_sample_open(j, kdl_split_state_count(j->st));
         return err < 0 ? err : 1;
+}
+
+/* ---- Under MPI (analysis/dist.h) ------------------------------------------- */
+
+static int state_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_state_pack(s, buf, len);
+}
+
+static int state_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_split_state_merge_packed(s, buf, len);
+}
+
+static int inst_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_instance_state_pack(s, buf, len);
+}
+
+static int inst_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_split_instance_state_merge_packed(s, buf, len);
+}
+
+/* The second pass's state by reference: every rank gets rank 0's. */
+static int inst_ref_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_instance_state_pack(*(kdl_split_instance_state *const *) s, buf, len);
+}
+
+static int inst_ref_load(void *s, const void *buf, size_t len)
+{
+        kdl_split_instance_state **into = s, *t = NULL;
+        int err = kdl_split_instance_state_new_packed(buf, len, &t);
+
+        if (err < 0)
+                return err;
+        kdl_split_instance_state_free(*into);
+        *into = t;
+        return 0;
+}
+
+static int blocks_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_blocks_pack(s, buf, len);
+}
+
+static int blocks_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_split_blocks_merge_packed(s, buf, len);
+}
+
+/*
+ * The states of every rank into rank 0's after pass @pass: the first pass
+ * (and the count of samples skipped, summed) after pass 0, and then the
+ * second pass's empty state made by rank 0 to every rank, so that all
+ * compute w_n with the same mean teacher confidence; the second pass and
+ * the per-sample rows after pass 1; the open block of classes after every
+ * pass that fed it.  job_end() runs next, rank 0's on the merged states.
+ */
+static int job_combine(kdl__job *job, kdl_stream *s, unsigned pass)
+{
+        static const struct kdl__dist_ops first = {state_pack, state_merge, NULL};
+        static const struct kdl__dist_ops second = {inst_pack, inst_merge, NULL};
+        static const struct kdl__dist_ops fresh = {inst_ref_pack, NULL, inst_ref_load};
+        static const struct kdl__dist_ops block = {blocks_pack, blocks_merge, NULL};
+        struct job *j = job->ctx;
+        double v[2] = {(double) kdl_stream_skipped(s), (double) kdl_split_state_count(j->st)};
+        int err = 0;
+
+        if (pass == 0) {
+                err = kdl__dist_sum(v, 2);
+                j->skipped = (size_t) v[0];
+                err = err ?: kdl__dist_combine(j->st, &first);
+        } else if (pass == 1) {
+                err = j->o->common.per_sample ? kdl__rows_combine(&j->rows) : 0;
+                err = err ?: kdl__dist_combine(j->inst, &second);
+        }
+        if (!err && j->block_open)
+                err = kdl__dist_combine(j->blocks, &block);
+        /* No sample at all: rank 0's job_end() says so. */
+        if (!err && pass == 0 && v[1] > 0) {
+                if (kdl__dist_rank() == 0)
+                        err = kdl_split_instance_state_new(j->st, &j->inst);
+                err = kdl__dist_status(err) ?: kdl__dist_broadcast(&j->inst, &fresh);
+        }
+        return err;
 }
 
 /* ---- The run ---------------------------------------------------------------- */
@@ -531,9 +660,11 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, k
                 err = kdl_out_check(o->common.per_sample, KDL_OUT_FILE,
                                     (const char *const *) &d->path, 1);
         }
-        if (!err && o->common.per_sample)
+        /* Under MPI rank 0 alone writes it, and its errors stop every rank. */
+        if (!err && o->common.per_sample && kdl__dist_rank() == 0)
                 err = kdl_h5out_open(o->common.per_sample, &r->out);
         err = err ?: (r->out ? kdl_h5out_attr(r->out, "/", "command", "split") : 0);
+        err = kdl__dist_status(err);
         if (err < 0) {
                 kdl__split_abort(r);
                 return err;
@@ -565,7 +696,11 @@ int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *
                 .doc = r->doc,
                 .out = r->out,
         };
-        *ret = (kdl__job){.ctx = &r->job, .attach = job_attach, .block = job_block, .end = job_end};
+        *ret = (kdl__job){.ctx = &r->job,
+                          .attach = job_attach,
+                          .block = job_block,
+                          .end = job_end,
+                          .combine = job_combine};
         return 0;
 }
 
