@@ -12,6 +12,7 @@
 #include "loaders/stream.h"
 #include "analysis/dist.h"
 #include "analysis/kl-internal.h"
+#include "analysis/rows.h"
 #include "metrics/base/banned.h"
 
 #define NV KDL_KL_VALUE_COUNT_
@@ -265,45 +266,6 @@ static const char *tau_name(double tau, char buf[static 32])
         return buf;
 }
 
-/*
- * Write the values of the block just accumulated in @s, for samples
- * [*next, samples[m-1] + 1): samples skipped for NaN/Inf in that range get
- * NaN (the writer would leave zeros).  With @s NULL, write NaN up to sample @m.
- */
-static int write_values(kdl_h5out *out, const int *ids, size_t ntau, const kdl_kl_state *s,
-                        const size_t *samples, size_t m, size_t *next, double **buf, size_t *nbuf)
-{
-        size_t end = s ? samples[m - 1] + 1 : m, len = end - *next;
-        int err = 0;
-
-        if (len > *nbuf) {
-                double *g = kdl__malloc(len, sizeof(double));
-
-                if (!g)
-                        return -ENOMEM;
-                free(*buf);
-                *buf = g;
-                *nbuf = len;
-        }
-        for (size_t i = 0; i < ntau * NV && !err; i++) {
-                const double *v;
-
-                if (ids[i] < 0)
-                        continue;
-                for (size_t j = 0; j < len; j++)
-                        (*buf)[j] = (double) NAN;
-                if (s) {
-                        v = kdl_kl_values(s, i / NV, i % NV, NULL);
-                        for (size_t j = 0; j < m; j++)
-                                (*buf)[samples[j] - *next] = v[j];
-                }
-                err = kdl_h5out_write(out, ids[i], *next, end, *buf);
-        }
-        if (!err)
-                *next = end;
-        return err;
-}
-
 void kdl_run_kl_opts_init(struct kdl_run_kl_opts *o)
 {
         *o = (struct kdl_run_kl_opts){.reservoir = KDL_KL_RESERVOIR_DEFAULT, .seed = 1};
@@ -335,15 +297,17 @@ struct kl_job {
         unsigned measure_pass;  /* the pass that measures: 0, or 1 after a fit */
         char *group;            /* per-sample group */
         int *ids;               /* per-sample dataset ids [ntau * NV], -1 when not written */
-        size_t next, nbuf;      /* first sample not yet written; scratch size */
-        double *buf;
+        const void **cols;      /* [ntau * NV] a block's values */
+        struct kdl__rows rows;  /* the per-sample rows, by sample */
+        size_t skipped;         /* under MPI: samples skipped by every rank */
 };
 
 static void kl_job_free(struct kl_job *j)
 {
         if (!j)
                 return;
-        free(j->buf);
+        kdl__rows_release(&j->rows);
+        free(j->cols);
         free(j->ids);
         free(j->group);
         kdl_kl_state_free(j->s);
@@ -399,13 +363,17 @@ static int measure_begin(struct kl_job *j, size_t n)
         ko.reservoir = o->reservoir;
         ko.seed = o->seed;
         err = kdl_kl_state_new(&ko, &j->s);
-        if (err < 0 || !out)
+        if (err < 0 || !o->common.per_sample)
                 return err;
+        /* Under MPI rank 0 alone has the file (analysis/rows.h). */
         j->group = kdl__asprintf("/students/%zu/checkpoints/%s", j->k, x->cs->name);
         j->ids = kdl_new(int, o->common.ntau *NV);
-        if (!j->group || !j->ids)
+        j->cols = kdl_new(const void *, o->common.ntau *NV);
+        if (!j->group || !j->ids || !j->cols)
                 return -ENOMEM;
-        err = kdl_h5out_attr(out, j->group, "teacher_checkpoint", x->ct->name);
+        j->rows = (struct kdl__rows){
+                .out = out, .ncols = o->common.ntau * NV, .ids = j->ids, .by_sample = true};
+        err = out ? kdl_h5out_attr(out, j->group, "teacher_checkpoint", x->ct->name) : 0;
         for (size_t it = 0; it < o->common.ntau && !err; it++) {
                 char *g = kdl__asprintf("%s/tau_%s", j->group, tau_name(o->common.tau[it], tb));
                 char val[32];
@@ -413,7 +381,7 @@ static int measure_begin(struct kl_job *j, size_t n)
                 if (!g)
                         return -ENOMEM;
                 snprintf(val, sizeof(val), "%.17g", o->common.tau[it]);
-                err = kdl_h5out_attr(out, g, "tau", val);
+                err = out ? kdl_h5out_attr(out, g, "tau", val) : 0;
                 for (int v = 0; v < NV && !err; v++) {
                         char *p;
 
@@ -421,7 +389,7 @@ static int measure_begin(struct kl_job *j, size_t n)
                         if (x->need[v])
                                 continue;
                         p = kdl__asprintf("%s/%s", g, kdl_kl_name(v));
-                        r = p ? kdl_h5out_dataset(out, p, n, 0, false) : -ENOMEM;
+                        r = !p ? -ENOMEM : out ? kdl_h5out_dataset(out, p, n, 0, false) : 0;
                         free(p);
                         if (r < 0)
                                 err = r;
@@ -472,10 +440,9 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
                 b.gzs = &gzs;
         }
         err = kdl_kl_accumulate(j->s, &b);
-        if (!err && j->r->out)
-                err = write_values(j->r->out, j->ids, j->r->o.common.ntau, j->s, b.samples, m,
-                                   &j->next, &j->buf, &j->nbuf);
-        return err;
+        for (size_t i = 0; !err && j->ids && i < j->rows.ncols; i++)
+                j->cols[i] = j->ids[i] < 0 ? NULL : kdl_kl_values(j->s, i / NV, i % NV, NULL);
+        return err || !j->ids ? err : kdl__rows_add(&j->rows, m, b.samples, j->cols);
 }
 
 static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
@@ -501,17 +468,17 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
         }
         /* Every sample skipped, or a block of them at the end. */
         err = j->s ? 0 : measure_begin(j, kdl_stream_n(st));
-        if (!err && r->out && j->next < kdl_stream_n(st))
-                err = write_values(r->out, j->ids, r->o.common.ntau, NULL, NULL, kdl_stream_n(st),
-                                   &j->next, &j->buf, &j->nbuf);
+        err = err ?: kdl__rows_fill(&j->rows, kdl_stream_n(st));
         err = err ?: kdl_kl_finalize(j->s, &res);
         err = err
                       ?: kdl__kl_fill_tables(r->kt, r->ft, &rows, student, r->o.common.ntau,
                                              r->o.common.tau, res);
-        if (!err && kdl_stream_skipped(st))
+        if (kdl__dist_size() == 1) /* else summed over the ranks by kl_combine() */
+                j->skipped = kdl_stream_skipped(st);
+        if (!err && j->skipped)
                 err = kdl_doc_add_note(r->doc,
                                        "'%s' checkpoint %s: %zu samples with NaN/Inf skipped",
-                                       student, j->x.cs->name, kdl_stream_skipped(st));
+                                       student, j->x.cs->name, j->skipped);
         if (!err && !res->spearman_exact)
                 err = kdl_doc_add_note(r->doc,
                                        "'%s' checkpoint %s: spearman on a uniform subsample of "
@@ -548,20 +515,25 @@ static int proj_load_packed(void *s, const void *buf, size_t len)
 }
 
 /* Under MPI: the projector's sums go to every rank (each fits the same
- * projector for the measuring pass); the measures to rank 0 only. */
+ * projector for the measuring pass); the measures, the count of samples
+ * skipped and the per-sample rows to rank 0 only. */
 static int kl_combine(kdl__job *job, kdl_stream *st, unsigned pass)
 {
         static const struct kdl__dist_ops proj_ops = {proj_pack, proj_merge_packed,
                                                       proj_load_packed};
         static const struct kdl__dist_ops kl_ops = {kl_pack, kl_merge_packed, NULL};
         struct kl_job *j = job->ctx;
+        double skipped = (double) kdl_stream_skipped(st);
         int err = 0;
 
         if (pass < j->measure_pass)
                 return kdl__dist_combine(j->ps, &proj_ops);
         if (!j->s)
                 err = measure_begin(j, kdl_stream_n(st));
-        return kdl__dist_status(err) ?: kdl__dist_combine(j->s, &kl_ops);
+        err = kdl__dist_status(err) ?: kdl__dist_sum(&skipped, 1);
+        j->skipped = (size_t) skipped;
+        err = err ?: (j->ids ? kdl__rows_combine(&j->rows) : 0);
+        return err ?: kdl__dist_combine(j->s, &kl_ops);
 }
 
 int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
@@ -703,7 +675,8 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc
                 err = kdl_out_check(o->common.per_sample, KDL_OUT_FILE,
                                     (const char *const *) &d->path, 1);
         }
-        if (!err && o->common.per_sample) {
+        /* Under MPI rank 0 alone writes it, and its errors stop every rank. */
+        if (!err && o->common.per_sample && kdl__dist_rank() == 0) {
                 err = kdl_h5out_open(o->common.per_sample, &r->out);
                 err = err ?: kdl_h5out_attr(r->out, "/", "command", "kl");
                 err = err ?: kdl_h5out_attr(r->out, "/", "teacher", kdl_h5_dump(in->teacher)->path);
@@ -715,6 +688,7 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc
                         : -ENOMEM;
                 free(g);
         }
+        err = kdl__dist_status(err);
         if (err < 0) {
                 kdl__kl_abort(r);
                 return err;
