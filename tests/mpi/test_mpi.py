@@ -26,7 +26,7 @@ SYNTH = os.environ.get("KDL_SYNTH", "kdl-synth")
 RTOL = 1e-12
 PS = (1, 2, 3, 4)
 COVERED = ("kl",)
-REFUSED = ("split", "cka", "dims", "layers")
+REFUSED = ("cka", "dims", "layers")  # split: tests/mpi/test_mpi_split_layers.py
 _work = kt.tmpdir()
 
 
@@ -177,13 +177,6 @@ def test_error_on_one_rank():
         assert st == 1, f"P={p}: exit {st}: {err}"
         kt.one_line_error(ours(err))
         assert ours(err) == err1.strip(), f"P={p}: {err!r} vs {err1!r}"
-
-
-def test_per_sample_refused():
-    _, args = next(inputs())
-    st, _, err = mpirun(2, "kl", *args, "--per-sample", os.path.join(_work, "ps.h5"))
-    assert st == 2, err
-    assert "--per-sample" in err
 
 
 kt.main(globals())
