@@ -245,6 +245,26 @@ KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
  */
 KDL_API int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret);
 
+/*
+ * The state as bytes, for the processes of one MPI run (analysis/dist.h):
+ * the shift and every statistics set (the sums, the replicates, the
+ * jackknife groups), in host layout, readable by the same build only.  A
+ * packed state is 1 + D + (1 + B + G) (1 + D + Σ D_i D_j + D L + L² + L)
+ * doubles (D = ΣD_ℓ, the sum over the needed pairs i <= j).
+ *
+ * kdl_cka_state_pack() - @s as bytes; *@buf malloc'd, the caller frees.
+ * Return: 0; -ENOMEM.
+ * kdl_cka_state_merge_packed() - add the samples of a packed state (made
+ * with the same layers and options as @s) to @s, as kdl_cka_merge().
+ * kdl_cka_state_load_packed() - @s becomes the packed state (exactly).
+ * Return: 0; -KDL_ESCHEMA when @len is not the size of a state shaped as @s;
+ * -ENOMEM; the codes of kdl_cka_merge().  On failure @s is unchanged, except
+ * after -ENOMEM from kdl_cka_state_load_packed() (free it then).
+ */
+KDL_API int kdl_cka_state_pack(const kdl_cka_state *s, void **buf, size_t *len);
+KDL_API int kdl_cka_state_merge_packed(kdl_cka_state *s, const void *buf, size_t len);
+KDL_API int kdl_cka_state_load_packed(kdl_cka_state *s, const void *buf, size_t len);
+
 /** kdl_cka_state_free() - free @s.  NULL is a no-op. */
 KDL_API void kdl_cka_state_free(kdl_cka_state *s);
 
