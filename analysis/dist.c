@@ -8,7 +8,9 @@
 
 #include "kdl-config.h"
 #include "metrics/base/error.h"
+#include "metrics/pack.h"
 #include "analysis/dist.h"
+#include "analysis/sources.h"
 #if KDL_HAVE_MPI
 #include <mpi.h>
 #endif
@@ -317,3 +319,78 @@ int kdl__dist_funnel(const void *buf, size_t len,
 }
 
 #endif
+
+/* ---- gathered rows -------------------------------------------------------------------- */
+
+/* The state kdl__dist_gather() combines: a gather and its sources. */
+struct gathered {
+        struct kdl__gather *g;
+        const struct kdl__srcs *l;
+};
+
+/* n, ids[n], labels[n], then each source's n rows. */
+static int rows_pack(const void *state, void **buf, size_t *len)
+{
+        const struct gathered *x = state;
+        const struct kdl__gather *g = x->g;
+        struct kdl__packer p = {0};
+
+        kdl__pack(&p, &g->n, sizeof(g->n));
+        kdl__pack(&p, g->ids, g->n * sizeof(*g->ids));
+        kdl__pack(&p, g->labels, g->n * sizeof(*g->labels));
+        for (size_t k = 0; k < x->l->n; k++)
+                kdl__pack(&p, g->data[k], g->n * x->l->v[k].width * sizeof(double));
+        return kdl__pack_done(&p, buf, len);
+}
+
+static int take(struct kdl__unpacker *u, void *to, size_t bytes)
+{
+        const void *at = kdl__unpack(u, bytes);
+
+        if (!at)
+                return kdl_error(-KDL_ESCHEMA, "MPI: gathered rows of the wrong size");
+        memcpy(to, at, bytes);
+        return 0;
+}
+
+/* The packed rows after those of x->g (which has room for g->nwant). */
+static int rows_merge(void *state, const void *buf, size_t len)
+{
+        struct gathered *x = state;
+        struct kdl__gather *g = x->g;
+        struct kdl__unpacker u = {buf, len, 0};
+        size_t m = 0;
+        int err;
+
+        err = take(&u, &m, sizeof(m));
+        if (!err && m > g->nwant - g->n)
+                err = kdl_error(-KDL_ESCHEMA, "MPI: %zu gathered rows after %zu of %zu wanted", m,
+                                g->n, g->nwant);
+        err = err ?: take(&u, g->ids + g->n, m * sizeof(*g->ids));
+        err = err ?: take(&u, g->labels + g->n, m * sizeof(*g->labels));
+        for (size_t k = 0; k < x->l->n && !err; k++) {
+                size_t w = x->l->v[k].width;
+
+                err = take(&u, g->data[k] + g->n * w, m * w * sizeof(double));
+        }
+        err = err ?: kdl__unpack_end(&u, "MPI: gathered rows");
+        if (!err)
+                g->n += m;
+        return err;
+}
+
+static int rows_load(void *state, const void *buf, size_t len)
+{
+        struct gathered *x = state;
+
+        x->g->n = 0;
+        return rows_merge(state, buf, len);
+}
+
+int kdl__dist_gather(struct kdl__gather *g, const struct kdl__srcs *l)
+{
+        static const struct kdl__dist_ops ops = {rows_pack, rows_merge, rows_load};
+        struct gathered x = {g, l};
+
+        return kdl__dist_combine(&x, &ops);
+}

@@ -95,6 +95,23 @@ int kdl__dist_broadcast(void *state, const struct kdl__dist_ops *ops);
 int kdl__dist_funnel(const void *buf, size_t len,
                      int (*take)(void *ctx, const void *buf, size_t len), void *ctx);
 
+struct kdl__gather;
+struct kdl__srcs;
+
+/**
+ * kdl__dist_gather() - collective: the rows every rank gathered into @g (its
+ * own rows of the sorted samples @g->want, analysis/sources.h) appended to
+ * rank 0's in rank order, then sent to every rank.  The ranks read contiguous
+ * runs of rows in rank order, so every rank then holds the rows one process
+ * gathers, in the same order, bit for bit: what is computed from them (a
+ * subsample's CKA, its quantiles) is the one-process value exactly.
+ * @l: the sources of @g (their widths); borrowed.
+ * One process: nothing to do.
+ * Return: 0; -KDL_ESCHEMA when the rows exceed @g->nwant; the first error of
+ * any rank (as kdl__dist_combine()).
+ */
+int kdl__dist_gather(struct kdl__gather *g, const struct kdl__srcs *l);
+
 /** kdl__dist_bytes() - bytes this rank has sent and received so far in the collectives that
  * carry data (not in the status exchanges); printed to stderr at exit when KDL_MPI_BYTES is set in
  * the environment. */
