@@ -42,13 +42,17 @@ EXACT = {"p05", "p25", "p50", "p75", "p95", "min", "max", "eps_p50", "nt_entropy
          "cka_logits_robust", "cka_labels_robust", "cka_linear_robust"}
 # kl's per-sample values through the fitted projector (when the widths differ).
 PROJECTED = ("feature_l2", "feature_head", "gradient_fisher", "gradient_empirical")
+# One BLAS thread in every run, the one process's too: OpenBLAS's order of
+# summation depends on its threads, and so would the last bits of the
+# subsamples' products.
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
 _work = kt.tmpdir()
 
 
 def mpirun(p, *args):
     cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(p), kt.KDLENS,
            *map(str, args)]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_MCA_btl="self,vader")
+    env = dict(os.environ, OMPI_MCA_btl="self,vader")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     return r.returncode, r.stdout, r.stderr
 
@@ -223,6 +227,23 @@ def test_kl_spearman_subsample():
             "--spearman-samples", "50", "--seed", "7"]
     doc = check("kl", "spearman", args)
     assert any("spearman on a uniform subsample of 50" in n for n in doc["notes"])
+
+
+def test_layers():
+    """One CKA pass over every sample (its sums merged in rank order, sent
+    back to every rank), then per teacher layer its class-balanced subsamples,
+    chosen by sample id and seed and gathered in sample order on every rank:
+    Q and its parts exactly, the CKA columns within 1e-12.  layers sizes its
+    blocks from a 64 MiB budget, so the example is one block (rank 0 reads
+    every row); the synthetic teacher's first layer is stored [N, 512, 4, 4]
+    and averaged, 70 kB a row for the stream, so its 3000 samples take four
+    blocks and every rank reads some."""
+    check("layers", "example", ["-t", os.path.join(EXAMPLE, "teacher.h5"),
+                                "-s", os.path.join(EXAMPLE, "student_kd.h5")])
+    t, s = synth("spatial", "--n", "3000", "--spatial", "--teacher-widths", "512,16",
+                 "--student-widths", "8,12", "--dtype", "float16", "--no-gradients")
+    doc = check("layers", "spatial", ["-t", t, "-s", s, "--subsample", "600"])
+    assert kt.records(doc, "layers") and kt.records(doc, "layers_cka")
 
 
 def test_per_sample_error_on_every_rank():
