@@ -20,35 +20,12 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import kdltest as kt  # noqa: E402
 
-MPIRUN = os.environ.get("MPIRUN", "mpirun")
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "datasets", "example")
-SYNTH = os.environ.get("KDL_SYNTH", "kdl-synth")
+from mpitest import EXAMPLE, PS, SYNTH, mpirun, ours  # noqa: E402
+
 RTOL = 1e-12
-PS = (1, 2, 3, 4)
 COVERED = ("kl",)
 REFUSED = ("cka", "dims")  # split, layers: tests/mpi/test_mpi_split_layers.py
 _work = kt.tmpdir()
-
-
-def mpirun(p, *args):
-    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(p), kt.KDLENS,
-           *map(str, args)]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_MCA_btl="self,vader")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    return r.returncode, r.stdout, r.stderr
-
-
-def ours(stderr):
-    """stderr without mpirun's own framed notices (a non-zero exit is reported
-    by mpirun between lines of dashes): what kdlens wrote."""
-    keep, framed = [], False
-    for line in stderr.splitlines():
-        if line.startswith("-----"):
-            framed = not framed
-            continue
-        if not framed:
-            keep.append(line)
-    return "\n".join(l for l in keep if l.strip())
 
 
 def synth_pair():

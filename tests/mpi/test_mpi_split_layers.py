@@ -27,11 +27,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import kdltest as kt  # noqa: E402
 
-MPIRUN = os.environ.get("MPIRUN", "mpirun")
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "datasets", "example")
-SYNTH = os.environ.get("KDL_SYNTH", "kdl-synth")
+from mpitest import EXAMPLE, PS, SYNTH, mpirun  # noqa: E402
+
 RTOL = 1e-12
-PS = (1, 2, 3, 4)
 # Columns that are not sums: equal to the bit whatever P.
 EXACT = {"p05", "p25", "p50", "p75", "p95", "min", "max", "eps_p50", "nt_entropy_p50",
          "w_p05", "w_p25", "w_p50", "w_p75", "w_p95", "w_p25_unguarded", "w_p50_unguarded",
@@ -42,19 +40,11 @@ EXACT = {"p05", "p25", "p50", "p75", "p95", "min", "max", "eps_p50", "nt_entropy
          "cka_logits_robust", "cka_labels_robust", "cka_linear_robust"}
 # kl's per-sample values through the fitted projector (when the widths differ).
 PROJECTED = ("feature_l2", "feature_head", "gradient_fisher", "gradient_empirical")
-# One BLAS thread in every run, the one process's too: OpenBLAS's order of
-# summation depends on its threads, and so would the last bits of the
-# subsamples' products.
+# One BLAS thread in the one-process runs too, as mpitest's mpirun() has:
+# OpenBLAS's order of summation depends on its threads, and so would the
+# last bits of the subsamples' products.
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 _work = kt.tmpdir()
-
-
-def mpirun(p, *args):
-    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(p), kt.KDLENS,
-           *map(str, args)]
-    env = dict(os.environ, OMPI_MCA_btl="self,vader")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    return r.returncode, r.stdout, r.stderr
 
 
 def synth(name, *opts):
@@ -65,10 +55,16 @@ def synth(name, *opts):
     return t, s
 
 
+def example(*students):
+    """The bundled example's teacher and its students student_NAME.h5."""
+    args = ["-t", os.path.join(EXAMPLE, "teacher.h5")]
+    for name in students:
+        args += ["-s", os.path.join(EXAMPLE, f"student_{name}.h5")]
+    return args
+
+
 def inputs():
-    yield "example", ["-t", os.path.join(EXAMPLE, "teacher.h5"),
-                      "-s", os.path.join(EXAMPLE, "student_kd.h5"),
-                      "-s", os.path.join(EXAMPLE, "student_narrow.h5")]
+    yield "example", example("kd", "narrow")
     t, s = synth("pair", "--n", "1000", "--teacher-widths", "32,48", "--student-widths", "16,24")
     yield "synth", ["-t", t, "-s", s]
 
@@ -86,7 +82,7 @@ def nonfinite():
                     row = ds[r]
                     row[r % ds.shape[1]] = math.nan if r % 2 else math.inf
                     ds[r] = row
-    return ["-t", os.path.join(EXAMPLE, "teacher.h5"), "-s", bad]
+    return [*example(), "-s", bad]
 
 
 def real(x):
@@ -98,7 +94,8 @@ def same(a, b, path="$", key=None):
     everything else equal."""
     if isinstance(a, dict):
         if not isinstance(b, dict) or list(a) != list(b):
-            raise AssertionError(f"{path}: keys {list(a)} vs {b if not isinstance(b, dict) else list(b)}")
+            got = list(b) if isinstance(b, dict) else b
+            raise AssertionError(f"{path}: keys {list(a)} vs {got}")
         for k in a:
             same(a[k], b[k], f"{path}.{k}", k)
     elif isinstance(a, list):
@@ -238,8 +235,7 @@ def test_layers():
     every row); the synthetic teacher's first layer is stored [N, 512, 4, 4]
     and averaged, 70 kB a row for the stream, so its 3000 samples take four
     blocks and every rank reads some."""
-    check("layers", "example", ["-t", os.path.join(EXAMPLE, "teacher.h5"),
-                                "-s", os.path.join(EXAMPLE, "student_kd.h5")])
+    check("layers", "example", example("kd"))
     t, s = synth("spatial", "--n", "3000", "--spatial", "--teacher-widths", "512,16",
                  "--student-widths", "8,12", "--dtype", "float16", "--no-gradients")
     doc = check("layers", "spatial", ["-t", t, "-s", s, "--subsample", "600"])
