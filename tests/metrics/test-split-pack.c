@@ -125,6 +125,19 @@ static void assert_same(const kdl_split_result *a, const kdl_split_result *b)
         }
 }
 
+/* Two "processes": *@a and its twin *@a2 with the rows [0, CUT), *@b with
+ * [CUT, N_), all first passes of the options @o. */
+static void two_processes(const kdl_split_opts *o, kdl_split_state **a, kdl_split_state **a2,
+                          kdl_split_state **b)
+{
+        assert_int_equal(kdl_split_state_new(C_, o, a), 0);
+        assert_int_equal(kdl_split_state_new(C_, o, a2), 0);
+        assert_int_equal(kdl_split_state_new(C_, o, b), 0);
+        first(*a, 0, CUT);
+        first(*a2, 0, CUT);
+        first(*b, CUT, N_);
+}
+
 /* Both passes on two "processes": merged as states, and as packed states. */
 static void check_passes(enum kdl_split_domain domain)
 {
@@ -136,12 +149,7 @@ static void check_passes(enum kdl_split_domain domain)
         void *buf = NULL;
         size_t len = 0;
 
-        assert_int_equal(kdl_split_state_new(C_, &o, &a), 0);
-        assert_int_equal(kdl_split_state_new(C_, &o, &a2), 0);
-        assert_int_equal(kdl_split_state_new(C_, &o, &b), 0);
-        first(a, 0, CUT);
-        first(a2, 0, CUT);
-        first(b, CUT, N_);
+        two_processes(&o, &a, &a2, &b);
         assert_int_equal(kdl_split_merge(a, b), 0);
         assert_int_equal(kdl_split_state_pack(b, &buf, &len), 0);
         /* The sizes metrics/split.h gives. */
@@ -296,13 +304,8 @@ static void test_errors(void **state)
 
         (void) state;
         other.lambda = 0.5;
-        assert_int_equal(kdl_split_state_new(C_, &o, &a), 0);
-        assert_int_equal(kdl_split_state_new(C_, &o, &x), 0);
-        assert_int_equal(kdl_split_state_new(C_, &o, &b), 0);
+        two_processes(&o, &a, &x, &b);
         assert_int_equal(kdl_split_state_new(C_, &other, &c), 0);
-        first(a, 0, CUT);
-        first(x, 0, CUT);
-        first(b, CUT, N_);
         first(c, CUT, N_);
         assert_int_equal(kdl_split_state_pack(b, &p, &len), 0);
         buf = p;
