@@ -466,6 +466,10 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
                 j->ps = NULL;
                 return err < 0 ? err : 1;
         }
+        /* Under MPI its state holds its own rows (none, when it read no
+         * block): rank 0's has them all and makes the results. */
+        if (kdl__dist_rank() != 0)
+                return 0;
         /* Every sample skipped, or a block of them at the end. */
         err = j->s ? 0 : measure_begin(j, kdl_stream_n(st));
         err = err ?: kdl__rows_fill(&j->rows, kdl_stream_n(st));
