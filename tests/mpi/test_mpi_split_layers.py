@@ -206,6 +206,14 @@ def test_kl_per_sample():
         check("kl", name, [*args, "--block-rows", "37"], per_sample=True)
 
 
+def test_ranks_without_rows():
+    """Two blocks of 1500 rows: with P = 3 and 4 some ranks read nothing, and
+    kl and split (their per-sample files too) are still one process's."""
+    for verb in ("kl", "split"):
+        check(verb, "two-blocks", [*example("kd", "narrow"), "--block-rows", "1500"],
+              per_sample=True)
+
+
 def test_nonfinite_skip():
     """--nonfinite skip on a dump with NaN/Inf rows on every rank: the same
     samples skipped, counted over every rank (the note and the tables), and
