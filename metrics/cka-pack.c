@@ -2,6 +2,7 @@
 /* The feature-space CKA state as bytes, for the processes of an MPI run (metrics/cka.h). */
 #include <assert.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,42 +113,45 @@ static int view(const kdl_cka_state *s, const void *buf, size_t len, struct view
         return 0;
 }
 
-int kdl_cka_state_merge_packed(kdl_cka_state *s, const void *buf, size_t len)
+/* Empty @s: a merge into an empty state takes the other's shift, so it
+ * copies the sums exactly. */
+static void clear(kdl_cka_state *s)
+{
+        s->shifted = false;
+        for (size_t t = 0; t < s->nstats; t++) {
+                struct kdl__cka_stats *st = &s->st[t];
+
+                st->n = 0.0;
+                memset(st->m, 0, s->dt * sizeof(double));
+                for (size_t b = 0; b < s->nblk; b++)
+                        memset(st->g[b], 0, block_len(s, b) * sizeof(double));
+                memset(st->u, 0, s->dt * s->l * sizeof(double));
+                memset(st->p, 0, s->l * s->l * sizeof(double));
+                memset(st->sa, 0, s->l * sizeof(double));
+        }
+}
+
+/* The packed samples merged into @s, or with @load into @s emptied first. */
+static int unpack(kdl_cka_state *s, const void *buf, size_t len, bool load)
 {
         struct view v;
         int err;
 
         assert(s && buf);
         err = view(s, buf, len, &v);
+        if (!err && load)
+                clear(s);
         err = err ?: kdl_cka_merge(s, &v.from);
         view_release(&v);
         return err;
 }
 
+int kdl_cka_state_merge_packed(kdl_cka_state *s, const void *buf, size_t len)
+{
+        return unpack(s, buf, len, false);
+}
+
 int kdl_cka_state_load_packed(kdl_cka_state *s, const void *buf, size_t len)
 {
-        struct view v;
-        int err;
-
-        assert(s && buf);
-        err = view(s, buf, len, &v);
-        if (!err) {
-                /* Empty, then the packed samples: a merge into an empty state
-                 * takes the other's shift, so it copies the sums exactly. */
-                s->shifted = false;
-                for (size_t t = 0; t < s->nstats; t++) {
-                        struct kdl__cka_stats *st = &s->st[t];
-
-                        st->n = 0.0;
-                        memset(st->m, 0, s->dt * sizeof(double));
-                        for (size_t b = 0; b < s->nblk; b++)
-                                memset(st->g[b], 0, block_len(s, b) * sizeof(double));
-                        memset(st->u, 0, s->dt * s->l * sizeof(double));
-                        memset(st->p, 0, s->l * s->l * sizeof(double));
-                        memset(st->sa, 0, s->l * sizeof(double));
-                }
-                err = kdl_cka_merge(s, &v.from);
-        }
-        view_release(&v);
-        return err;
+        return unpack(s, buf, len, true);
 }
