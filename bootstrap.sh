@@ -10,7 +10,8 @@ mode=${1:-demo}
 case $mode in demo|test|build) ;; *) echo "usage: ./bootstrap.sh [demo|test|build]" >&2; exit 2;; esac
 
 pkgs=(gcc pkg-config meson ninja-build libhdf5-dev hdf5-tools libopenblas-dev liblapacke-dev
-      libdeflate-dev libcmocka-dev gnuplot-nox fonts-liberation python3-numpy python3-h5py)
+      libdeflate-dev libcmocka-dev gnuplot-nox fonts-liberation python3-numpy python3-h5py
+      python3-pandas python3-pip python3-setuptools python3-wheel)
 if [ "$mode" = test ]; then
         pkgs+=(python3-torch dataset-fashion-mnist chromium poppler-utils valgrind
                libopenmpi-dev openmpi-bin)
@@ -24,6 +25,15 @@ if [ ${#missing[@]} -gt 0 ]; then
         sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
         $sudo apt-get update -q
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The Python package in place (python/README.md): /usr/bin/python3 imports this checkout's
+# python/kdlens, which finds build/analysis/.  Into /usr/local as root, else the user's site.
+here=$(/usr/bin/python3 -c 'import kdlens; print(kdlens.__file__)' 2>/dev/null || true)
+if [ "$here" != "$PWD/python/kdlens/__init__.py" ]; then
+        user=--user; [ "$(id -u)" -eq 0 ] && user=
+        PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore /usr/bin/python3 -m pip install -q \
+                --no-index --no-deps --no-build-isolation $user -e ./python
 fi
 
 if [ "$mode" = test ]; then

@@ -8,6 +8,7 @@
 #include "metrics/sample.h"
 #include "analysis/cka.h"
 #include "analysis/cka-internal.h"
+#include "analysis/dist.h"
 #include "metrics/base/banned.h"
 
 #define DEFAULT_SUBSAMPLE 2048
@@ -395,6 +396,39 @@ static int cka_end(kdl__job *j, kdl_stream *s, unsigned pass)
         return err;
 }
 
+static int state_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_cka_state_pack(s, buf, len);
+}
+
+static int state_merge_packed(void *s, const void *buf, size_t len)
+{
+        return kdl_cka_state_merge_packed(s, buf, len);
+}
+
+static int state_load_packed(void *s, const void *buf, size_t len)
+{
+        return kdl_cka_state_load_packed(s, buf, len);
+}
+
+/* Under MPI: the feature-space sums merged in rank order, and the gathered
+ * rows (the subsample, or in Gram space every sample) in sample order, each
+ * sent back to every rank, so that every rank's end finishes the one-process
+ * computation (the bootstrap weights are a function of the sample id and the
+ * seed, the subsample of the seed: neither depends on the rank). */
+static int cka_combine(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        static const struct kdl__dist_ops ops = {state_pack, state_merge_packed, state_load_packed};
+        struct kdl__cka_run *r = j->ctx;
+        int err = 0;
+
+        (void) s;
+        (void) pass;
+        if (r->c.state)
+                err = kdl__dist_combine(r->c.state, &ops);
+        return err ?: kdl__dist_gather(&r->c.g, &r->l);
+}
+
 /* The sources of the job at @cp (A's layers and logits, B's, the labels), the
  * indices of A's logits and of the labels, and the pairs the tables need. */
 static int job_sources(struct kdl__cka_run *r, const struct kdl_ckpair *cp)
@@ -534,7 +568,11 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
                 job_release(r);
                 return err;
         }
-        *ret = (kdl__job){.ctx = r, .attach = cka_attach, .block = cka_block, .end = cka_end};
+        *ret = (kdl__job){.ctx = r,
+                          .attach = cka_attach,
+                          .block = cka_block,
+                          .end = cka_end,
+                          .combine = cka_combine};
         return 0;
 }
 

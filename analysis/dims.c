@@ -12,6 +12,7 @@
 #include "metrics/base/budget.h"
 #include "analysis/dims-internal.h"
 #include "analysis/pass.h"
+#include "analysis/dist.h"
 #include "metrics/base/banned.h"
 
 /* One spectral state the blocks feed: a selected layer's features, or the logits. */
@@ -43,6 +44,8 @@ struct job {
         double support_sum;
         struct acc *acc; /* [nacc] the logits, then the selected layers in order */
         size_t nacc;
+        bool combined;  /* under MPI: the states are every rank's (job_combine()) */
+        size_t skipped; /* then the samples every rank skipped */
 };
 
 struct kdl__dims_run {
@@ -286,17 +289,18 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
         const kdl_checkpoint *ck = j->ck;
         const kdl_spectral_result *tres = NULL;
         const kdl_layer *wl = width_layer(ck);
+        size_t skipped = j->combined ? j->skipped : kdl_stream_skipped(s);
         double r2 = NAN;
         int err = 0;
 
         (void) pass;
-        if (kdl_stream_skipped(s)) {
+        if (skipped) {
                 err = kdl_doc_add_note(c->doc,
                                        "'%s': checkpoint %s: %zu samples with NaN/Inf skipped, "
                                        "for every layer and the logits (one pass reads them all: "
                                        "NaN/Inf in any dataset read with them%s drops the "
                                        "sample)",
-                                       d->path, ck->name, kdl_stream_skipped(s),
+                                       d->path, ck->name, skipped,
                                        j->tck && !j->teacher ? ", the teacher's logits included"
                                                              : "");
                 if (err < 0)
@@ -336,6 +340,45 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
         } else if (!err && j->tck) {
                 err = verdict_row(c, d, ck, j->tck, wl ? wl->name : NULL, r2);
         }
+        return err;
+}
+
+/* ---- under MPI ------------------------------------------------------------------------ */
+
+static int state_pack(const void *st, void **buf, size_t *len)
+{
+        return kdl_spectral_state_pack(st, buf, len);
+}
+
+static int state_merge_packed(void *st, const void *buf, size_t len)
+{
+        return kdl_spectral_state_merge_packed(st, buf, len);
+}
+
+static int state_load_packed(void *st, const void *buf, size_t len)
+{
+        return kdl_spectral_state_load_packed(st, buf, len);
+}
+
+/* Under MPI: every state merged in rank order and sent back to every rank,
+ * so that every rank's end computes the one-process spectra (the sketch's
+ * test matrix is a function of the seed, the same on every rank); the
+ * support ranks and the samples skipped are counts, summed exactly in any
+ * order. */
+static int job_combine(kdl__job *kj, kdl_stream *s, unsigned pass)
+{
+        static const struct kdl__dist_ops ops = {state_pack, state_merge_packed, state_load_packed};
+        struct job *j = kj->ctx;
+        double sum[2] = {j->support_sum, (double) kdl_stream_skipped(s)};
+        int err = 0;
+
+        (void) pass;
+        for (size_t a = 0; a < j->nacc && !err; a++)
+                err = kdl__dist_combine(j->acc[a].st, &ops);
+        err = err ?: kdl__dist_sum(sum, 2);
+        j->support_sum = sum[0];
+        j->skipped = (size_t) sum[1];
+        j->combined = true;
         return err;
 }
 
@@ -451,7 +494,11 @@ static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const k
         err = plan_job(j, n);
         if (err < 0)
                 return err;
-        *ret = (kdl__job){.ctx = j, .attach = job_attach, .block = job_block, .end = job_end};
+        *ret = (kdl__job){.ctx = j,
+                          .attach = job_attach,
+                          .block = job_block,
+                          .end = job_end,
+                          .combine = job_combine};
         return 0;
 }
 

@@ -47,7 +47,8 @@ static int fit_phase(const struct kdl__kl_shape *sh, kdl__need *nd)
  * row-space coordinates) and the Spearman reservoir with its ranking. */
 static size_t values_bytes(const struct kdl__kl_shape *sh, size_t k)
 {
-        size_t per_row = sh->ntau * KDL_KL_VALUE_COUNT_ + 1; /* + the per-sample writer's */
+        /* + the per-sample writer's window: one value at every temperature */
+        size_t per_row = sh->ntau * KDL_KL_VALUE_COUNT_ + sh->ntau;
         size_t slots = reservoir_slots(sh->n, sh->reservoir);
         size_t res = kdl_sat_mul(slots, 3 * sizeof(uint64_t) + sh->ntau * KDL_KL_VALUE_COUNT_ * D);
 

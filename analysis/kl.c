@@ -6,13 +6,11 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
-#include "metrics/base/outfile.h"
 #include "metrics/kl.h"
-#include "loaders/h5out.h"
 #include "loaders/stream.h"
 #include "analysis/dist.h"
 #include "analysis/kl-internal.h"
-#include "analysis/rows.h"
+#include "analysis/per-sample.h"
 #include "metrics/base/banned.h"
 
 #define NV KDL_KL_VALUE_COUNT_
@@ -260,12 +258,6 @@ static int add(kdl__job *j, kdl_stream *st, kdl_h5file *f, const kdl_dsinfo *ds,
         return 0;
 }
 
-static const char *tau_name(double tau, char buf[static 32])
-{
-        snprintf(buf, 32, "%g", tau);
-        return buf;
-}
-
 void kdl_run_kl_opts_init(struct kdl_run_kl_opts *o)
 {
         *o = (struct kdl_run_kl_opts){.reservoir = KDL_KL_RESERVOIR_DEFAULT, .seed = 1};
@@ -279,8 +271,8 @@ struct kdl__kl_run {
         struct kdl_run_kl_opts o;
         kdl_doc *doc;
         kdl_table *kt, *ft;
-        kdl_h5out *out;
-        struct kl_job *job; /* the current one */
+        kdl__per_sample *ps; /* NULL without --per-sample */
+        struct kl_job *job;  /* the current one */
 };
 
 /* Student k at one checkpoint pair: pass 0 fits the projector when the head-input widths
@@ -290,26 +282,20 @@ struct kl_job {
         size_t k;
         struct sources x;
         struct streamed ix;
-        double *w;              /* the teacher's head [C, d_t], or NULL */
-        kdl_kl_proj_state *ps;  /* while fitting */
-        kdl_kl_projector *proj; /* fitted, or NULL for the identity */
-        kdl_kl_state *s;        /* while measuring */
-        unsigned measure_pass;  /* the pass that measures: 0, or 1 after a fit */
-        char *group;            /* per-sample group */
-        int *ids;               /* per-sample dataset ids [ntau * NV], -1 when not written */
-        const void **cols;      /* [ntau * NV] a block's values */
-        struct kdl__rows rows;  /* the per-sample rows, by sample */
-        size_t skipped;         /* under MPI: samples skipped by every rank */
+        double *w;                  /* the teacher's head [C, d_t], or NULL */
+        kdl_kl_proj_state *ps;      /* while fitting */
+        kdl_kl_projector *proj;     /* fitted, or NULL for the identity */
+        kdl_kl_state *s;            /* while measuring */
+        unsigned measure_pass;      /* the pass that measures: 0, or 1 after a fit */
+        enum kdl_kl_value vals[NV]; /* the values in the per-sample file, in its order */
+        size_t nvals;
+        size_t skipped; /* under MPI: samples skipped by every rank */
 };
 
 static void kl_job_free(struct kl_job *j)
 {
         if (!j)
                 return;
-        kdl__rows_release(&j->rows);
-        free(j->cols);
-        free(j->ids);
-        free(j->group);
         kdl_kl_state_free(j->s);
         kdl_kl_proj_state_free(j->ps);
         kdl_kl_projector_free(j->proj);
@@ -340,15 +326,14 @@ static int kl_attach(kdl__job *job, kdl_stream *st)
 }
 
 /* The state of the measuring pass, and the per-sample datasets when asked for. */
-static int measure_begin(struct kl_job *j, size_t n)
+static int measure_begin(struct kl_job *j)
 {
         const struct sources *x = &j->x;
         const struct kdl_run_kl_opts *o = &j->r->o;
         kdl_tensor wt = kdl_tensor_wrap(j->w, 2, (size_t[]){x->c, x->d_t});
         kdl_kl_opts ko;
-        kdl_h5out *out = j->r->out;
-        char tb[32];
-        int err, r;
+        const char *names[NV];
+        int err;
 
         kdl_kl_opts_init(&ko);
         ko.c = x->c;
@@ -363,42 +348,24 @@ static int measure_begin(struct kl_job *j, size_t n)
         ko.reservoir = o->reservoir;
         ko.seed = o->seed;
         err = kdl_kl_state_new(&ko, &j->s);
-        if (err < 0 || !o->common.per_sample)
+        if (err < 0 || !j->r->ps)
                 return err;
-        /* Under MPI rank 0 alone has the file (analysis/rows.h). */
-        j->group = kdl__asprintf("/students/%zu/checkpoints/%s", j->k, x->cs->name);
-        j->ids = kdl_new(int, o->common.ntau *NV);
-        j->cols = kdl_new(const void *, o->common.ntau *NV);
-        if (!j->group || !j->ids || !j->cols)
-                return -ENOMEM;
-        j->rows = (struct kdl__rows){
-                .out = out, .ncols = o->common.ntau * NV, .ids = j->ids, .by_sample = true};
-        err = out ? kdl_h5out_attr(out, j->group, "teacher_checkpoint", x->ct->name) : 0;
-        for (size_t it = 0; it < o->common.ntau && !err; it++) {
-                char *g = kdl__asprintf("%s/tau_%s", j->group, tau_name(o->common.tau[it], tb));
-                char val[32];
-
-                if (!g)
-                        return -ENOMEM;
-                snprintf(val, sizeof(val), "%.17g", o->common.tau[it]);
-                err = out ? kdl_h5out_attr(out, g, "tau", val) : 0;
-                for (int v = 0; v < NV && !err; v++) {
-                        char *p;
-
-                        j->ids[it * NV + v] = -1;
-                        if (x->need[v])
-                                continue;
-                        p = kdl__asprintf("%s/%s", g, kdl_kl_name(v));
-                        r = !p ? -ENOMEM : out ? kdl_h5out_dataset(out, p, n, 0, false) : 0;
-                        free(p);
-                        if (r < 0)
-                                err = r;
-                        else
-                                j->ids[it * NV + v] = r;
+        j->nvals = 0;
+        for (int v = 0; v < NV; v++)
+                if (!x->need[v]) {
+                        names[j->nvals] = kdl_kl_name(v);
+                        j->vals[j->nvals++] = (enum kdl_kl_value) v;
                 }
-                free(g);
-        }
-        return err;
+        return kdl__per_sample_begin(j->r->ps, j->k, x->cs->name, x->ct->name, names, j->nvals);
+}
+
+/* Value @v of the per-sample file (j->vals[v]) at temperature @t, of the block just
+ * accumulated. */
+static struct kdl__per_sample_col value_col(void *ctx, size_t v, size_t t)
+{
+        const struct kl_job *j = ctx;
+
+        return (struct kdl__per_sample_col){kdl_kl_values(j->s, t, j->vals[v], NULL), 1};
 }
 
 static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
@@ -417,7 +384,7 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
                 ht = kdl_stream_block(st, ix->ht);
                 return kdl_kl_proj_accumulate(j->ps, &hs, &ht);
         }
-        if (!j->s && (err = measure_begin(j, kdl_stream_n(st))) < 0)
+        if (!j->s && (err = measure_begin(j)) < 0)
                 return err;
         zt = kdl_stream_block(st, ix->zt);
         zs = kdl_stream_block(st, ix->zs);
@@ -440,9 +407,9 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
                 b.gzs = &gzs;
         }
         err = kdl_kl_accumulate(j->s, &b);
-        for (size_t i = 0; !err && j->ids && i < j->rows.ncols; i++)
-                j->cols[i] = j->ids[i] < 0 ? NULL : kdl_kl_values(j->s, i / NV, i % NV, NULL);
-        return err || !j->ids ? err : kdl__rows_add(&j->rows, m, b.samples, j->cols);
+        if (!err && j->r->ps)
+                err = kdl__per_sample_write(j->r->ps, b.samples, m, value_col, j);
+        return err;
 }
 
 static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
@@ -466,14 +433,15 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
                 j->ps = NULL;
                 return err < 0 ? err : 1;
         }
-        /* Under MPI its state holds its own rows (none, when it read no
-         * block): rank 0's has them all and makes the results. */
-        if (kdl__dist_rank() != 0)
-                return 0;
         /* Every sample skipped, or a block of them at the end. */
-        err = j->s ? 0 : measure_begin(j, kdl_stream_n(st));
-        err = err ?: kdl__rows_fill(&j->rows, kdl_stream_n(st));
-        err = err ?: kdl_kl_finalize(j->s, &res);
+        err = j->s ? 0 : measure_begin(j);
+        if (!err && r->ps)
+                err = kdl__per_sample_end(r->ps);
+        /* Under MPI the merged state is rank 0's (kl_combine()); another rank's
+         * own rows may be none at all, and it writes nothing. */
+        if (err || kdl__dist_rank() > 0)
+                return err;
+        err = kdl_kl_finalize(j->s, &res);
         err = err
                       ?: kdl__kl_fill_tables(r->kt, r->ft, &rows, student, r->o.common.ntau,
                                              r->o.common.tau, res);
@@ -533,10 +501,10 @@ static int kl_combine(kdl__job *job, kdl_stream *st, unsigned pass)
         if (pass < j->measure_pass)
                 return kdl__dist_combine(j->ps, &proj_ops);
         if (!j->s)
-                err = measure_begin(j, kdl_stream_n(st));
+                err = measure_begin(j);
         err = kdl__dist_status(err) ?: kdl__dist_sum(&skipped, 1);
         j->skipped = (size_t) skipped;
-        err = err ?: (j->ids ? kdl__rows_combine(&j->rows) : 0);
+        err = err ?: (j->r->ps ? kdl__per_sample_combine(j->r->ps) : 0);
         return err ?: kdl__dist_combine(j->s, &kl_ops);
 }
 
@@ -672,26 +640,10 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc
                       ?: kdl_table_new("kl_features",
                                        "Feature matching: projector and KL-visible share", &r->ft);
         err = err ?: kdl_inputs_describe(in, doc);
-        /* The per-sample file never replaces an input (its temporary is renamed over it). */
-        for (size_t k = 0; k <= in->nstudents && !err && o->common.per_sample; k++) {
-                const kdl_dump *d = kdl_h5_dump(k ? in->students[k - 1] : in->teacher);
-
-                err = kdl_out_check(o->common.per_sample, KDL_OUT_FILE,
-                                    (const char *const *) &d->path, 1);
-        }
+        if (!err && o->common.per_sample)
+                err = kdl__per_sample_open(o->common.per_sample, "kl", in, r->o.common.tau,
+                                           r->o.common.ntau, &r->ps);
         /* Under MPI rank 0 alone writes it, and its errors stop every rank. */
-        if (!err && o->common.per_sample && kdl__dist_rank() == 0) {
-                err = kdl_h5out_open(o->common.per_sample, &r->out);
-                err = err ?: kdl_h5out_attr(r->out, "/", "command", "kl");
-                err = err ?: kdl_h5out_attr(r->out, "/", "teacher", kdl_h5_dump(in->teacher)->path);
-        }
-        for (size_t k = 0; k < in->nstudents && !err && r->out; k++) {
-                char *g = kdl__asprintf("/students/%zu", k);
-
-                err = g ? kdl_h5out_attr(r->out, g, "path", kdl_h5_dump(in->students[k])->path)
-                        : -ENOMEM;
-                free(g);
-        }
         err = kdl__dist_status(err);
         if (err < 0) {
                 kdl__kl_abort(r);
@@ -706,7 +658,7 @@ void kdl__kl_abort(struct kdl__kl_run *r)
         if (!r)
                 return;
         kl_job_free(r->job);
-        kdl_h5out_abort(r->out);
+        kdl__per_sample_abort(r->ps);
         kdl_table_free(r->kt);
         kdl_table_free(r->ft);
         free(r);
@@ -729,9 +681,9 @@ int kdl__kl_end(struct kdl__kl_run *r)
                                           "features: P = identity when the head-input widths are "
                                           "equal, else the affine least-squares map fitted on the "
                                           "same samples (see kl_features)");
-        if (!err && r->out) {
-                err = kdl_h5out_commit(r->out);
-                r->out = NULL;
+        if (!err && r->ps) {
+                err = kdl__per_sample_commit(r->ps);
+                r->ps = NULL;
         }
         if (!err) {
                 err = kdl_doc_add_table(doc, r->kt);

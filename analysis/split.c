@@ -5,13 +5,11 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
-#include "metrics/base/outfile.h"
-#include "loaders/h5out.h"
 #include "loaders/stream.h"
 #include "analysis/dist.h"
-#include "analysis/rows.h"
 #include "analysis/split.h"
 #include "analysis/split-internal.h"
+#include "analysis/per-sample.h"
 #include "metrics/base/banned.h"
 
 _Static_assert(KDL_RUN_MAX_TAUS <= KDL_SPLIT_MAX_TAUS, "every temperature fits the metric");
@@ -101,7 +99,8 @@ int kdl_run_split_plan(size_t c, size_t d_teacher, size_t d_student,
 /* The per-sample fields written by --per-sample, in file order. */
 enum { F_KL, F_TCKD, F_NCKD, F_RES, F_PT, F_PS, F_GAP, F_OMEGA, F_EPS, F_ENT, F_W, F_COUNT_ };
 static const char *const field_names[F_COUNT_] = {
-        "kl", "tckd", "nckd", "residual", "pt_y", "ps_y", "gap", "omega", "eps", "nt_entropy", "w",
+        "kl",  "tckd",  "nckd", "identity_residual", "pt_y", "ps_y",
+        "gap", "omega", "eps",  "nt_entropy",        "w",
 };
 
 struct sources {
@@ -120,7 +119,7 @@ struct job {
         size_t c;
         kdl_table **t;
         kdl_doc *doc;
-        kdl_h5out *out; /* NULL without --per-sample */
+        kdl__per_sample *ps; /* NULL without --per-sample */
 
         /* The passes. */
         struct sources src;
@@ -129,18 +128,13 @@ struct job {
         kdl_split_blocks *blocks; /* the blocked domain level, NULL otherwise */
         bool block_open;          /* a block of classes takes this pass's samples */
         kdl_tensor *wt, *ws;      /* the heads, read before pass 0 when blocked */
-        int ids[F_COUNT_ + 2];    /* per-sample datasets */
-        size_t width[F_COUNT_ + 2];
-        bool integer[F_COUNT_ + 2];
-        struct kdl__rows rows; /* the per-sample rows of pass 1 */
-        size_t skipped;        /* samples dropped in pass 0 */
+        size_t skipped;           /* samples dropped in pass 0 */
 
         /* Block buffers. */
         size_t cap;
         double *work; /* KDL_SPLIT_EVAL_WORK(c) */
         int64_t *labels;
-        double *fields[F_COUNT_];
-        int64_t *sample;
+        double *fields[F_COUNT_]; /* rows x ntaus each */
 };
 
 struct kdl__split_run {
@@ -151,8 +145,8 @@ struct kdl__split_run {
         enum kdl_split_domain asked; /* the domain mode asked for */
         kdl_doc *doc;
         kdl_table *t[KDL__SPLIT_NTABLES];
-        kdl_h5out *out; /* NULL without --per-sample */
-        struct job job; /* the current job */
+        kdl__per_sample *ps; /* NULL without --per-sample */
+        struct job job;      /* the current job */
 };
 
 /* ---- Reading ---------------------------------------------------------------- */
@@ -172,10 +166,8 @@ static int grow(struct job *j, size_t rows)
         if (rows <= j->cap)
                 return 0;
         free(j->labels);
-        free(j->sample);
         j->labels = kdl_new(int64_t, rows);
-        j->sample = kdl_new(int64_t, rows);
-        if (!j->labels || !j->sample)
+        if (!j->labels)
                 return -ENOMEM;
         for (int f = 0; f < F_COUNT_; f++) {
                 free(j->fields[f]);
@@ -242,17 +234,22 @@ static int add_sources(struct job *j, kdl__job *job, kdl_stream *s, struct sourc
         return 0;
 }
 
+/* Field @f of the per-sample file at temperature column @t, of the current block. */
+static struct kdl__per_sample_col field_col(void *ctx, size_t f, size_t t)
+{
+        const struct job *j = ctx;
+
+        return (struct kdl__per_sample_col){j->fields[f] + t, (ptrdiff_t) j->o->metric.ntaus};
+}
+
 /* Per-sample values of the current block (second pass) into the file. */
 static int write_block(struct job *j, kdl_stream *s, const struct sources *src)
 {
         size_t rows = kdl_stream_rows(s), nt = j->o->metric.ntaus;
-        const size_t *samples = kdl_stream_samples(s);
         kdl_tensor zt = kdl_stream_block(s, src->zt), zs = kdl_stream_block(s, src->zs);
-        const void *cols[F_COUNT_ + 2];
         int err = 0;
 
         for (size_t i = 0; i < rows && !err; i++) {
-                j->sample[i] = (int64_t) samples[i];
                 for (size_t k = 0; k < nt && !err; k++) {
                         kdl_split_sample v;
                         size_t e = i * nt + k;
@@ -274,63 +271,7 @@ static int write_block(struct job *j, kdl_stream *s, const struct sources *src)
                         j->fields[F_ENT][e] = v.nt_entropy;
                 }
         }
-        if (err < 0)
-                return err;
-        for (int f = 0; f < F_COUNT_; f++)
-                cols[f] = j->fields[f];
-        cols[F_COUNT_] = j->sample;
-        cols[F_COUNT_ + 1] = j->labels;
-        return kdl__rows_add(&j->rows, rows, NULL, cols);
-}
-
-/* The per-sample columns of the job (rows of pass 1): on rank 0 the file's
- * datasets of @n rows, elsewhere rows to send it (analysis/rows.h). */
-static int per_sample_open(struct job *j, size_t n)
-{
-        char *group = NULL, *name = NULL;
-        char taus[KDL_SPLIT_MAX_TAUS * 32] = "";
-        size_t nt = j->o->metric.ntaus, len = 0;
-        int *ids = j->ids, err = 0;
-
-        for (int f = 0; f < F_COUNT_ + 2; f++) {
-                j->width[f] = f < F_COUNT_ ? nt : 1;
-                j->integer[f] = f >= F_COUNT_;
-                ids[f] = 0;
-        }
-        j->rows = (struct kdl__rows){.out = j->out,
-                                     .ncols = F_COUNT_ + 2,
-                                     .ids = ids,
-                                     .width = j->width,
-                                     .integer = j->integer};
-        if (!j->out)
-                return 0;
-        group = kdl__asprintf("/student%zu/%s", j->k, j->cks->name);
-        if (!group)
-                return -ENOMEM;
-        for (size_t k = 0; k < nt; k++)
-                len += (size_t) snprintf(taus + len, sizeof(taus) - len, "%s%.17g", k ? "," : "",
-                                         j->o->metric.taus[k]);
-        err = kdl_h5out_attr(j->out, group, "student", j->student);
-        err = err ?: kdl_h5out_attr(j->out, group, "teacher", j->teacher);
-        err = err ?: kdl_h5out_attr(j->out, group, "checkpoint", j->cks->name);
-        err = err ?: kdl_h5out_attr(j->out, group, "teacher_checkpoint", j->ckt->name);
-        err = err ?: kdl_h5out_attr(j->out, group, "taus", taus);
-        for (int f = 0; f < F_COUNT_ + 2 && err >= 0; f++) {
-                const char *field = f < F_COUNT_    ? field_names[f]
-                                    : f == F_COUNT_ ? "sample"
-                                                    : "label";
-
-                name = kdl__asprintf("%s/%s", group, field);
-                if (!name) {
-                        err = -ENOMEM;
-                        break;
-                }
-                err = kdl_h5out_dataset(j->out, name, n, f < F_COUNT_ ? nt : 0, f >= F_COUNT_);
-                ids[f] = err;
-                free(name);
-        }
-        free(group);
-        return err < 0 ? err : 0;
+        return err ?: kdl__per_sample_write(j->ps, kdl_stream_samples(s), rows, field_col, j);
 }
 
 static void job_release(struct job *j)
@@ -340,10 +281,8 @@ static void job_release(struct job *j)
         kdl_tensor_free(j->ws);
         kdl_split_instance_state_free(j->inst);
         kdl_split_state_free(j->st);
-        kdl__rows_release(&j->rows);
         free(j->work);
         free(j->labels);
-        free(j->sample);
         for (int f = 0; f < F_COUNT_; f++)
                 free(j->fields[f]);
         memset(j, 0, sizeof(*j));
@@ -370,7 +309,7 @@ static int job_attach(kdl__job *job, kdl_stream *s)
         struct job *j = job->ctx;
         int err = add_sources(j, job, s, &j->src);
 
-        if (!err && j->o->common.per_sample) {
+        if (!err && j->ps) {
                 j->work = kdl__malloc(KDL_SPLIT_EVAL_WORK(j->c), sizeof(double));
                 if (!j->work)
                         return -ENOMEM;
@@ -407,9 +346,8 @@ static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
                 err = kdl_split_accumulate(j->st, &zt, &zs, j->labels);
         if (!err && pass == 1) {
                 err = kdl_split_instance_accumulate(j->inst, &zt, &zs, j->labels,
-                                                    j->o->common.per_sample ? j->fields[F_W]
-                                                                            : NULL);
-                if (!err && j->o->common.per_sample)
+                                                    j->ps ? j->fields[F_W] : NULL);
+                if (!err && j->ps)
                         err = write_block(j, s, &j->src);
         }
         if (!err && j->block_open)
@@ -453,8 +391,11 @@ static int follow_end(struct job *j, unsigned pass)
         if (more < 0)
                 return more;
         j->block_open = more > 0;
-        if (pass == 0 && j->o->common.per_sample)
-                more = per_sample_open(j, 0);
+        if (pass == 0 && j->ps) /* its rows of pass 1 are held for rank 0 */
+                more = kdl__per_sample_begin(j->ps, j->k, j->cks->name, j->ckt->name, field_names,
+                                             F_COUNT_);
+        else if (pass == 1 && j->ps)
+                more = kdl__per_sample_end(j->ps);
         if (more < 0 || pass == 0 || j->block_open)
                 return more < 0 ? more : 1;
         job_release(j);
@@ -469,7 +410,9 @@ static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
         if (kdl__dist_rank() != 0)
                 return follow_end(j, pass);
         if (pass > 0) {
-                err = block_end(j);
+                /* Pass 1 wrote the per-sample values; the later ones feed blocks of classes. */
+                err = pass == 1 && j->ps ? kdl__per_sample_end(j->ps) : 0;
+                err = err ?: block_end(j);
                 if (!err && j->block_open) /* another block of classes: another pass */
                         return 1;
                 err = err ?: job_finish(j);
@@ -485,8 +428,9 @@ static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
         err = block_end(j);
         if (!err && !j->inst) /* under MPI job_combine() made it */
                 err = kdl_split_instance_state_new(j->st, &j->inst);
-        if (!err && j->o->common.per_sample)
-                err = per_sample_open(j, kdl_split_state_count(j->st));
+        if (!err && j->ps)
+                err = kdl__per_sample_begin(j->ps, j->k, j->cks->name, j->ckt->name, field_names,
+                                            F_COUNT_);
         return err < 0 ? err : 1;
 }
 
@@ -563,7 +507,7 @@ static int job_combine(kdl__job *job, kdl_stream *s, unsigned pass)
                 j->skipped = (size_t) v[0];
                 err = err ?: kdl__dist_combine(j->st, &first);
         } else if (pass == 1) {
-                err = j->o->common.per_sample ? kdl__rows_combine(&j->rows) : 0;
+                err = j->ps ? kdl__per_sample_combine(j->ps) : 0;
                 err = err ?: kdl__dist_combine(j->inst, &second);
         }
         if (!err && j->block_open)
@@ -584,7 +528,7 @@ void kdl__split_abort(struct kdl__split_run *r)
         if (!r)
                 return;
         job_release(&r->job);
-        kdl_h5out_abort(r->out);
+        kdl__per_sample_abort(r->ps);
         kdl__split_tables_release(r->t);
         free(r);
 }
@@ -653,17 +597,10 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, k
         err = run_plan(r);
         err = err ?: kdl__split_tables_new(r->t);
         err = err ?: kdl_inputs_describe(in, doc);
-        /* The per-sample file never replaces an input (its temporary is renamed over it). */
-        for (size_t k = 0; k <= in->nstudents && !err && o->common.per_sample; k++) {
-                const kdl_dump *d = kdl_h5_dump(k ? in->students[k - 1] : in->teacher);
-
-                err = kdl_out_check(o->common.per_sample, KDL_OUT_FILE,
-                                    (const char *const *) &d->path, 1);
-        }
+        if (!err && o->common.per_sample)
+                err = kdl__per_sample_open(o->common.per_sample, "split", in, r->o.metric.taus,
+                                           r->o.metric.ntaus, &r->ps);
         /* Under MPI rank 0 alone writes it, and its errors stop every rank. */
-        if (!err && o->common.per_sample && kdl__dist_rank() == 0)
-                err = kdl_h5out_open(o->common.per_sample, &r->out);
-        err = err ?: (r->out ? kdl_h5out_attr(r->out, "/", "command", "split") : 0);
         err = kdl__dist_status(err);
         if (err < 0) {
                 kdl__split_abort(r);
@@ -694,7 +631,7 @@ int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *
                 .c = kdl_h5_dump(in->teacher)->c,
                 .t = r->t,
                 .doc = r->doc,
-                .out = r->out,
+                .ps = r->ps,
         };
         *ret = (kdl__job){.ctx = &r->job,
                           .attach = job_attach,
@@ -713,9 +650,9 @@ int kdl__split_end(struct kdl__split_run *r)
         err = kdl__split_notes(&r->o, &r->plan, r->asked, kdl_h5_dump(r->in->teacher)->c, r->doc);
         if (err < 0)
                 goto out;
-        if (r->out) {
-                err = kdl_h5out_commit(r->out);
-                r->out = NULL;
+        if (r->ps) {
+                err = kdl__per_sample_commit(r->ps);
+                r->ps = NULL;
                 if (err < 0)
                         goto out;
         }

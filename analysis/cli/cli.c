@@ -11,22 +11,10 @@
 
 #include "kdl-config.h"
 #include "analysis/cli/cli.h"
+#include "analysis/cli/cli-internal.h"
 #include "analysis/inputs.h"
 #include "metrics/base/budget.h"
 #include "metrics/base/banned.h"
-
-struct kdl_cmd {
-        const char *name;
-        int (*fn)(int argc, char **argv, struct kdl_cli *cli);
-        int min_args; /* positional arguments, checked by kdl_cli_positional() */
-        int max_args;
-        const char *summary;
-        const char *usage; /* the synopsis, as in README.md */
-        const char *help;  /* options, one per line */
-        unsigned budget;   /* CMD_MEMORY: takes --memory; CMD_PLAN: --plan */
-};
-
-enum { CMD_MEMORY = 1u << 0, CMD_PLAN = 1u << 1 };
 
 /* The help of --memory and --plan, for the verbs that take them. */
 #define HELP_MEMORY(pad)                                                                           \
@@ -258,8 +246,19 @@ static const struct kdl_cmd commands[] = {
          "  --quiet              no progress bar and no closing line\n"
          "The example is read from KDL_EXAMPLE_DIR when set.\n",
          0},
-        {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", "", 0},
+        {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [--man] [COMMAND]",
+         "  --man              print the man page of kdlens, or of COMMAND, in roff (the\n"
+         "                     build installs them: man kdlens, man kdlens-COMMAND)\n",
+         0},
 };
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+const struct kdl_cmd *kdl__cli_commands(size_t *ret_n)
+{
+        *ret_n = NCOMMANDS;
+        return commands;
+}
 
 static const struct kdl_cmd *find(const char *name)
 {
@@ -267,6 +266,60 @@ static const struct kdl_cmd *find(const char *name)
                 if (strcmp(commands[k].name, name) == 0)
                         return &commands[k];
         return NULL;
+}
+
+const struct kdl_cmd *kdl__cli_find(const char *name)
+{
+        return find(name);
+}
+
+/* The output options a command takes: --table, and -o DIR for one CSV per table. */
+enum { OUT_TABLE = 1u << 0, OUT_DIR = 1u << 1 };
+
+static unsigned output_options(const struct kdl_cmd *c)
+{
+        if (strstr(c->usage, "--format")) /* the commands that print their tables */
+                return OUT_TABLE | OUT_DIR;
+        return c->budget & CMD_PLAN ? OUT_TABLE : 0; /* report --plan */
+}
+
+const char *kdl__cli_output_help(const struct kdl_cmd *c)
+{
+        unsigned out = output_options(c);
+
+        if (out & OUT_DIR)
+                return "  --table NAME       print only the table NAME (each command's tables:\n"
+                       "                     docs/README.md#tables-by-command); -f csv on\n"
+                       "                     standard output needs it: CSV holds one table\n"
+                       "  -o, --output DIR   write each table (or the --table one) to the\n"
+                       "                     CSV file DIR/NAME.csv (DIR made when missing)\n";
+        if (out & OUT_TABLE)
+                return "  --table NAME       with --plan: print only the table NAME (plan\n"
+                       "                     or plan_parts); -f csv needs it\n";
+        return "";
+}
+
+static const struct kdl_cli_global globals[] = {
+        {"--version", "print the version of kdlens and exit"},
+        {"-h, --help", "print the list of commands and exit"},
+        {"-q, --quiet", "no progress bar and no closing line (report, demo)"},
+};
+
+const struct kdl_cli_global *kdl__cli_globals(size_t *ret_n)
+{
+        *ret_n = sizeof(globals) / sizeof(globals[0]);
+        return globals;
+}
+
+/* "; did you mean 'x'?" for the command @typed, into @buf; "" when none is close. */
+static const char *verb_hint(const char *typed, char *buf, size_t size)
+{
+        const char *names[sizeof(commands) / sizeof(commands[0])];
+
+        for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
+                names[k] = commands[k].name;
+        return kdl__cli_did_you_mean(typed, "", names, sizeof(commands) / sizeof(commands[0]), buf,
+                                     size);
 }
 
 int kdl_cli_fail(struct kdl_cli *cli, int err)
@@ -297,6 +350,8 @@ static void print_help(FILE *out, const struct kdl_cmd *c)
         char b[KDL_MEMORY_FMT], p[KDL_MEMORY_FMT];
 
         fprintf(out, "usage: %s\n\n%s.\n\n%s", c->usage, c->summary, c->help);
+        if (*kdl__cli_output_help(c))
+                fprintf(out, "\nOutput:\n%s", kdl__cli_output_help(c));
         if (c->budget & CMD_MEMORY)
                 fprintf(out,
                         "\nThe default --memory is %s here: half of the %s of physical memory.\n",
@@ -332,15 +387,6 @@ enum kdl_format kdl_cli_default_format(const struct kdl_cli *cli)
         return KDL_FORMAT_TABLE;
 }
 
-int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format format)
-{
-        int err = kdl_doc_write(d, cli->out, format);
-
-        if (err == 0 && fflush(cli->out) != 0)
-                err = kdl_error(-EIO, "cannot write the output");
-        return err < 0 ? kdl_cli_fail(cli, err) : KDL_EXIT_OK;
-}
-
 void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o,
                          const struct kdl_run_common *run)
 {
@@ -356,9 +402,8 @@ enum { OPT_TAKEN = -1 };
 
 /* Getopt result @c with argument @arg into @o: OPT_TAKEN; KDL_CLI_OPT_NOT_MINE
  * for the verb's own options; or an exit status (0 after -h, 2 after a usage
- * error, printed, also for unknown options). */
-static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
-                         char **argv)
+ * error, printed). */
+static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg)
 {
         int n;
 
@@ -401,6 +446,12 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
         case KDL_OPT_TEACHER_CHECKPOINT:
                 o->run.teacher_checkpoint = arg;
                 return OPT_TAKEN;
+        case KDL_OPT_TABLE:
+                o->table = arg;
+                return OPT_TAKEN;
+        case 'o':
+                o->output = arg;
+                return OPT_TAKEN;
         case KDL_OPT_JOIN:
                 if (kdl_join_parse(arg, &o->inputs.join) < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
@@ -422,11 +473,6 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
                 return OPT_TAKEN;
         case 'h':
                 return kdl_cli_help(cli);
-        case '?':
-        case ':':
-                return kdl_cli_usage(cli, "%s '%s'",
-                                     c == ':' ? "missing argument to" : "unknown option",
-                                     argv[optind - 1]);
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
@@ -464,7 +510,9 @@ int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shorto
         int opt, st;
 
         while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
-                st = common_option(cli, c, opt, optarg, argv);
+                if (opt == '?' || opt == ':')
+                        return kdl_cli_bad_option(cli, opt, argv, longopts);
+                st = common_option(cli, c, opt, optarg);
                 if (st == OPT_TAKEN)
                         c->given |= given_flag(opt);
                 if (st == KDL_CLI_OPT_NOT_MINE) {
@@ -477,7 +525,10 @@ int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shorto
                         return st; /* after -h, or a usage error */
                 }
         }
-        return KDL_CLI_PARSED;
+        /* report's -o is its directory, not one of CSV files. */
+        st = kdl_cli_output_check(cli, &c->format, c->given & KDL_CLI_NO_FORMAT, c->table,
+                                  output_options(find(cli->verb)) & OUT_DIR ? c->output : NULL);
+        return st ? st : KDL_CLI_PARSED;
 }
 
 int kdl_cli_analyse(struct kdl_cli *cli, const char *teacher, const char *const *students, size_t n,
@@ -491,7 +542,8 @@ int kdl_cli_analyse(struct kdl_cli *cli, const char *teacher, const char *const 
         err = kdl_inputs_open_with(teacher, students, n, &c->inputs, &in);
         err = err ?: kdl_doc_new(name, &doc);
         err = err ?: fn(in, opts, doc);
-        status = err < 0 ? kdl_cli_fail(cli, err) : kdl_cli_write_doc(cli, doc, c->format);
+        status = err < 0 ? kdl_cli_fail(cli, err)
+                         : kdl_cli_write_doc(cli, doc, c->format, c->table, c->output);
         kdl_doc_free(doc);
         kdl_inputs_free(in);
         return status;
@@ -589,26 +641,42 @@ int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned
 
 static void print_overview(FILE *out)
 {
-        fputs("usage: kdlens [--version] [--help] COMMAND [ARGS]\n\n"
-              "kdlens analyses knowledge distillation from HDF5 dumps of a teacher and a "
-              "student.\n\n"
-              "Commands:\n",
-              out);
+        fputs("usage: " KDL_CLI_USAGE "\n\n" KDL_CLI_ABOUT "\n\nCommands:\n", out);
         for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
                 fprintf(out, "  %-10s %s\n", commands[k].name, commands[k].summary);
-        fputs("\nRun 'kdlens COMMAND -h' for the options of a command.  Every quantity the\n"
-              "commands report is defined, with its source and caveats, in the docs/ directory\n"
-              "of kdlens's source tree (docs/README.md).\n",
-              out);
+        fputs("\nOptions:\n", out);
+        for (size_t k = 0; k < sizeof(globals) / sizeof(globals[0]); k++)
+                fprintf(out, "  %-12s %s\n", globals[k].spec, globals[k].help);
+        fputs("\nRun 'kdlens COMMAND -h' for the options of a command.  " KDL_CLI_DOCS "\n", out);
+}
+
+/* help --man [COMMAND]: the man page of kdlens or of COMMAND, in roff. */
+static int man(struct kdl_cli *cli, int argc, char **argv)
+{
+        const struct kdl_cmd *c = argc > 1 ? find(argv[1]) : NULL;
+        char hint[128];
+
+        if (argc > 2)
+                return kdl_cli_usage(cli, "--man: expected at most one command, found %d",
+                                     argc - 1);
+        if (argc > 1 && !c)
+                return kdl_cli_usage(cli, "--man: unknown command '%s'%s", argv[1],
+                                     verb_hint(argv[1], hint, sizeof(hint)));
+        if (kdl__cli_man(cli->out, c) < 0 || fflush(cli->out) != 0)
+                return kdl_cli_fail(cli, kdl_error(-EIO, "cannot write the man page"));
+        return KDL_EXIT_OK;
 }
 
 int cmd_help(int argc, char **argv, struct kdl_cli *cli)
 {
         const struct kdl_cmd *c;
+        char hint[128];
         int r;
 
         if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0))
                 return kdl_cli_help(cli);
+        if (argc > 1 && strcmp(argv[1], "--man") == 0)
+                return man(cli, argc - 1, argv + 1);
         r = kdl_cli_positional(cli, argc - 1);
         if (r)
                 return r;
@@ -618,7 +686,8 @@ int cmd_help(int argc, char **argv, struct kdl_cli *cli)
         }
         c = find(argv[1]);
         if (!c)
-                return kdl_cli_usage(cli, "unknown command '%s' (see 'kdlens help')", argv[1]);
+                return kdl_cli_usage(cli, "unknown command '%s'%s (see 'kdlens help')", argv[1],
+                                     verb_hint(argv[1], hint, sizeof(hint)));
         print_help(cli->out, c);
         return KDL_EXIT_OK;
 }
@@ -627,6 +696,7 @@ int kdl_cli_run(int argc, char **argv, FILE *out, FILE *err)
 {
         struct kdl_cli cli = {.out = out, .err = err, .verb = "", .verbosity = 0};
         const struct kdl_cmd *c;
+        char hint[128];
         int i = 1;
 
         /* Global options before the verb, by hand (git's handle_options). */
@@ -651,9 +721,12 @@ int kdl_cli_run(int argc, char **argv, FILE *out, FILE *err)
                 print_overview(err);
                 return KDL_EXIT_USAGE;
         }
+        if (strcmp(argv[i], "__complete") == 0) /* the bash completion's helper */
+                return kdl__cli_complete(argc - i - 1, argv + i + 1, &cli);
         c = find(argv[i]);
         if (!c) {
-                fprintf(err, "kdlens: '%s' is not a kdlens command (see 'kdlens help')\n", argv[i]);
+                fprintf(err, "kdlens: '%s' is not a kdlens command%s (see 'kdlens help')\n",
+                        argv[i], verb_hint(argv[i], hint, sizeof(hint)));
                 return KDL_EXIT_USAGE;
         }
         cli.verb = c->name;

@@ -24,7 +24,8 @@ from mpitest import EXAMPLE, PS, SYNTH, mpirun, ours  # noqa: E402
 
 RTOL = 1e-12
 COVERED = ("kl",)
-REFUSED = ("cka", "dims")  # split, layers: tests/mpi/test_mpi_split_layers.py
+# cka, dims: test_mpi_cka_dims.py; split, layers, --per-sample: test_mpi_split_layers.py
+REFUSED = ("report",)
 _work = kt.tmpdir()
 
 
@@ -116,11 +117,12 @@ def test_uncovered_refused():
     more than one process: one line, the same exit status on every rank."""
     t, s = synth_pair()
     for verb in REFUSED:
-        args = [t, s] if verb == "cka" else ["-t", t, "-s", s]
-        st, out, err = mpirun(2, verb, *args)
+        out_dir = os.path.join(_work, verb)
+        st, out, err = mpirun(2, verb, "-t", t, "-s", s, "-o", out_dir)
         assert st == 2, f"{verb}: exit {st}: {err}"
         kt.one_line_error(ours(err), "more than one MPI process")
         assert out == "", out
+        assert not os.path.exists(out_dir), f"{verb}: {out_dir} was written"
 
 
 def test_more_ranks_than_rows():

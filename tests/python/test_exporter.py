@@ -1,4 +1,4 @@
-"""Tests of datasets/kdl_export.py; run as ``/usr/bin/python3 tests/python/test_exporter.py``.
+"""Tests of kdlens.export; run as ``/usr/bin/python3 tests/python/test_exporter.py``.
 
 Plain script, no pytest: every ``test_*`` function runs in a fresh temporary
 directory, and the script prints ``N passed, M failed`` and exits non-zero on
@@ -24,8 +24,8 @@ except ImportError:  # CI installs python3-torch; elsewhere this test is skipped
     print("python3-torch is not installed: skipped")
     sys.exit(77)
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "datasets"))
-import kdl_export  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from kdlens import export as kdl_export  # noqa: E402
 
 N, C = 9, 4
 SAMPLE_IDS = np.arange(100, 100 + N)
