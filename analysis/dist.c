@@ -4,7 +4,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "kdl-config.h"
 #include "metrics/base/error.h"
@@ -17,7 +16,7 @@
 #include "metrics/base/banned.h"
 
 static int rank, size = 1;
-static size_t moved; /* bytes sent and received by kdl__dist_combine() */
+static size_t moved; /* bytes sent and received in the collectives that carry data */
 
 int kdl__dist_rank(void)
 {
@@ -343,37 +342,28 @@ static int rows_pack(const void *state, void **buf, size_t *len)
         return kdl__pack_done(&p, buf, len);
 }
 
-static int take(struct kdl__unpacker *u, void *to, size_t bytes)
-{
-        const void *at = kdl__unpack(u, bytes);
-
-        if (!at)
-                return kdl_error(-KDL_ESCHEMA, "MPI: gathered rows of the wrong size");
-        memcpy(to, at, bytes);
-        return 0;
-}
-
 /* The packed rows after those of x->g (which has room for g->nwant). */
 static int rows_merge(void *state, const void *buf, size_t len)
 {
         struct gathered *x = state;
         struct kdl__gather *g = x->g;
         struct kdl__unpacker u = {buf, len, 0};
+        static const char what[] = "MPI: gathered rows";
         size_t m = 0;
         int err;
 
-        err = take(&u, &m, sizeof(m));
+        err = kdl__unpack_get(&u, &m, sizeof(m), what);
         if (!err && m > g->nwant - g->n)
                 err = kdl_error(-KDL_ESCHEMA, "MPI: %zu gathered rows after %zu of %zu wanted", m,
                                 g->n, g->nwant);
-        err = err ?: take(&u, g->ids + g->n, m * sizeof(*g->ids));
-        err = err ?: take(&u, g->labels + g->n, m * sizeof(*g->labels));
+        err = err ?: kdl__unpack_get(&u, g->ids + g->n, m * sizeof(*g->ids), what);
+        err = err ?: kdl__unpack_get(&u, g->labels + g->n, m * sizeof(*g->labels), what);
         for (size_t k = 0; k < x->l->n && !err; k++) {
                 size_t w = x->l->v[k].width;
 
-                err = take(&u, g->data[k] + g->n * w, m * w * sizeof(double));
+                err = kdl__unpack_get(&u, g->data[k] + g->n * w, m * w * sizeof(double), what);
         }
-        err = err ?: kdl__unpack_end(&u, "MPI: gathered rows");
+        err = err ?: kdl__unpack_end(&u, what);
         if (!err)
                 g->n += m;
         return err;
