@@ -10,7 +10,8 @@ classes, whatever a subsample gives (layers' Q and its parts, the robust
 CKA, kl's Spearman), and every string, count and table row.  The --per-sample
 files hold the same datasets, attributes and rows: split's values to the bit,
 kl's to the bit except the values of the feature sources, which go through a
-projector fitted on merged sums (1e-12 of the dataset's largest value).
+projector fitted on merged sums (1e-12 of the dataset's largest value);
+both in the one per-sample layout of every command.
 Needs MPIRUN (the mpirun program) in the environment; registered only in an
 MPI build.
 """
@@ -127,9 +128,15 @@ def h5_contents(path):
 
 def same_file(one, two, what):
     """The per-sample files: the same datasets, attributes, NaN rows; values
-    equal, those through kl's projector within 1e-12 of their largest."""
+    equal, those through kl's projector within 1e-12 of their largest.  Both
+    in the one layout (docs/conventions.md#per-sample-files): /sample_ids,
+    /tau, and every value [N, T] under /students/<k>/checkpoints/<ck>."""
     a, b = h5_contents(one), h5_contents(two)
     assert list(a) == list(b), f"{what}: {sorted(set(a) ^ set(b))}"
+    n, t = len(a["sample_ids"][0]), len(a["tau"][0])
+    values = [k for k in a if k.startswith("students/") and a[k][0] is not None]
+    assert values and all(k.split("/")[2] == "checkpoints" and a[k][0].shape == (n, t)
+                          for k in values), f"{what}: not the per-sample layout"
     for name in a:
         if name == "/":
             assert a[name] == b[name], what
@@ -211,6 +218,33 @@ def test_ranks_without_rows():
     kl and split (their per-sample files too) are still one process's."""
     for verb in ("kl", "split"):
         check(verb, "two-blocks", [*example("kd", "narrow"), "--block-rows", "1500"],
+              per_sample=True)
+
+
+def test_inner_join_per_sample():
+    """A student without some of the teacher's ids, on several ranks: the
+    per-sample rows are still the teacher's, NaN where the student has no
+    sample, as one process writes them."""
+    part = os.path.join(_work, "student-part.h5")
+    if not os.path.exists(part):
+        gone = [0, 5, 36, 600, 1001, 1500, 1999]
+        with h5py.File(os.path.join(EXAMPLE, "student_kd.h5"), "r") as f, \
+                h5py.File(part, "w") as g:
+            n = f["sample_ids"].shape[0]
+            keep = np.setdiff1d(np.arange(n), gone)
+
+            def copy(name, obj):
+                target = g.require_group(name) if isinstance(obj, h5py.Group) else None
+                if target is None:
+                    data = obj[...]
+                    g[name] = data[keep] if data.ndim and data.shape[0] == n else data
+                    target = g[name]
+                for k, v in obj.attrs.items():
+                    target.attrs[k] = v
+            g.attrs.update(dict(f.attrs))
+            f.visititems(copy)
+    for verb in ("kl", "split"):
+        check(verb, "inner", [*example(), "-s", part, "--join", "inner", "--block-rows", "37"],
               per_sample=True)
 
 
