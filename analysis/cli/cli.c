@@ -203,6 +203,39 @@ static const struct kdl_cmd commands[] = {
          "  --top-pairs K        most confused class pairs listed in blocked mode "
          "(100)\n" HELP_MEMORY(""),
          CMD_MEMORY},
+        {"summary", cmd_summary, 0, 0,
+         "accuracy, fidelity to the teacher, calibration (ECE), NLL and KL per checkpoint",
+         "kdlens summary -t TEACHER.h5 -s STUDENT.h5... [--checkpoint NAME|all] [-T TAU] "
+         "[--bins 15] [--group NAME=FILE,FILE,...] [--memory LIMIT] [--plan] [--format "
+         "table|md|csv|tex|json]",
+         "  -t, --teacher FILE        the teacher's dump\n"
+         "  -s, --student FILE        a student's dump (repeatable)\n"
+         "  -c, --checkpoint NAME     a student checkpoint, or 'all' (default: the last)\n"
+         "  --teacher-checkpoint NAME the teacher checkpoint every student checkpoint is\n"
+         "                            compared with (default: the teacher's last; 'same':\n"
+         "                            the one of the same name)\n"
+         "  -T, --temperature TAU     the one temperature of the KL (default 4)\n"
+         "  --bins B                  equal-width confidence bins of ECE and classwise ECE\n"
+         "                            (default 15)\n"
+         "  --group NAME=FILE,...     students that are repeats of one configuration (seeds):\n"
+         "                            mean and sd over them, table summary_groups (repeatable)\n"
+         "  -f, --format FMT          table (default), md, csv, tex or json\n"
+         "  --nonfinite error|skip    fail on NaN/Inf (default) or drop those samples\n"
+         "  --block-rows N            rows per block (default: from a 64 MiB budget)\n"
+         "  --join strict|inner       with /sample_ids in both dumps: the same ids in both\n"
+         "                            (strict, default) or only the ids both hold (inner)\n"
+         "  --ignore-roles            accept a -t dump whose role is student or a -s dump\n"
+         "                            whose role is teacher (exit 2 otherwise); said in a "
+         "note\n" HELP_MEMORY("       ") HELP_PLAN(
+                 "       ") "\nTable summary: one row for the teacher at each checkpoint a "
+                            "student is\n"
+                            "compared with, then one per student and checkpoint: samples, "
+                            "accuracy,\n"
+                            "fidelity (top-1 agreement with the teacher), ece, classwise_ece, "
+                            "kl (the\n"
+                            "mean tau^2 KL(p_t || p_s), as kl's) and nll; definitions in "
+                            "docs/summary.md.\n",
+         CMD_MEMORY | CMD_PLAN},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
          "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [--force] [-T TAU] "
          "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] [--memory LIMIT] "

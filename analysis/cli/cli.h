@@ -248,6 +248,7 @@ int cmd_inspect(int argc, char **argv, struct kdl_cli *cli);
 int cmd_dims(int argc, char **argv, struct kdl_cli *cli);
 int cmd_split(int argc, char **argv, struct kdl_cli *cli);
 int cmd_kl(int argc, char **argv, struct kdl_cli *cli);
+int cmd_summary(int argc, char **argv, struct kdl_cli *cli);
 int cmd_help(int argc, char **argv, struct kdl_cli *cli);
 int cmd_cka(int argc, char **argv, struct kdl_cli *cli);
 int cmd_layers(int argc, char **argv, struct kdl_cli *cli);

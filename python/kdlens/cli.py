@@ -161,7 +161,7 @@ def _text(value: Any) -> Any:
 class PerSample:
     """A ``--per-sample`` file: ``attrs`` (the root's attributes),
     ``sample_ids`` (``/sample_ids``, or None without it), ``datasets``
-    (every dataset by its path, e.g. ``"students/0/checkpoints/final/tau_4/kl"``)
+    (every dataset by its path, e.g. ``"students/0/checkpoints/final/kl"``, [N, T])
     and ``groups`` (each group's attributes by its path)."""
 
     def __init__(self, path: str, attrs: Dict[str, Any], datasets: Dict[str, Any],
@@ -173,64 +173,48 @@ class PerSample:
         ids = datasets.get("sample_ids")
         self.sample_ids = ids if ids is not None and getattr(ids, "ndim", 0) == 1 else None
 
-    def _columns(self, group: str) -> Dict[str, Any]:
-        """The datasets directly in @group that have a row per sample (the
-        first dimension of the group's first 1-D or 2-D dataset): [N] as
-        they are, [N, k] as k columns ``name[0]`` ... (one for k = 1)."""
-        prefix = group + "/" if group else ""
-        cols: Dict[str, Any] = {}
-        n = None
-        for path, value in self.datasets.items():
-            name = path[len(prefix):]
-            ndim = getattr(value, "ndim", 0)
-            if (not path.startswith(prefix) or "/" in name or path == "sample_ids"
-                    or ndim not in (1, 2)):
-                continue
-            n = value.shape[0] if n is None else n
-            if value.shape[0] != n:
-                continue
-            if ndim == 1:
-                cols[name] = value
-            elif value.shape[1] == 1:
-                cols[name] = value[:, 0]
-            else:
-                cols.update({f"{name}[{j}]": value[:, j] for j in range(value.shape[1])})
-        return cols
-
-    def _attrs_of(self, group: str) -> Dict[str, Any]:
-        """The scalar attributes of @group and its ancestors (nearest wins)."""
-        out: Dict[str, Any] = {}
-        parts = group.split("/") if group else []
-        for i in range(len(parts) + 1):
-            for k, v in self.groups.get("/".join(parts[:i]), {}).items():
-                if not isinstance(v, list):
-                    out[k] = v
-        return out
-
     def table(self) -> Union["pandas.DataFrame", Rows]:
-        """One row per sample of every group that holds per-sample datasets:
-        the group's path (``group``), its and its ancestors' scalar
-        attributes, ``sample_id`` (from ``/sample_ids`` when it has as many
-        rows, else ``row``, the row number) and one column per dataset.  A
-        pandas DataFrame, or a list of dicts without pandas."""
-        parts = []
+        """The file as one tidy table (docs/conventions.md, "Per-sample
+        files"): a row per sample, student checkpoint and temperature, with
+        the checkpoint group's attributes (``student``, ``checkpoint``,
+        ``teacher_checkpoint``), ``tau``, ``sample_id``, ``label`` (when the
+        file has ``/labels``) and one column per value.  A pandas DataFrame,
+        or a list of dicts without pandas."""
+        ids = self.datasets.get("sample_ids")
+        labels = self.datasets.get("labels")
+        taus = self.datasets.get("tau")
+        rows: Rows = []
+        frames = []
         for group in sorted(self.groups):
-            cols = self._columns(group)
-            if not cols:
+            parts = group.split("/")
+            if len(parts) != 4 or parts[0] != "students" or parts[2] != "checkpoints":
                 continue
-            n = len(next(iter(cols.values())))
-            ids = self.sample_ids
-            key, ids = ("sample_id", ids) if ids is not None and len(ids) == n else ("row", None)
-            head = {"group": group, **self._attrs_of(group)}
-            parts.append((head, key, ids if ids is not None else np.arange(n), cols, n))
+            values = {path[len(group) + 1:]: v for path, v in self.datasets.items()
+                      if path.startswith(group + "/") and "/" not in path[len(group) + 1:]}
+            if not values:
+                continue
+            head = {k: v for k, v in self.groups[group].items() if not isinstance(v, list)}
+            for j, tau in enumerate(taus if taus is not None else [None]):
+                cols = {"tau": tau, "sample_id": ids}
+                if labels is not None:
+                    cols["label"] = labels
+                cols.update({name: v[:, j] for name, v in values.items()})
+                frames.append((head, cols))
         try:
             import pandas
         except ImportError:
-            return [{**head, key: int(ids[i]), **{c: _text(v[i]) for c, v in cols.items()}}
-                    for head, key, ids, cols, n in parts for i in range(n)]
-        frames = [pandas.DataFrame({**{k: [v] * n for k, v in head.items()}, key: ids, **cols})
-                  for head, key, ids, cols, n in parts]
-        return pandas.concat(frames, ignore_index=True) if frames else pandas.DataFrame()
+            for head, cols in frames:
+                n = len(cols["sample_id"])
+                rows += [{**head, **{c: _text(v if c == "tau" else v[i]) for c, v in cols.items()}}
+                         for i in range(n)]
+            return rows
+        dfs = []
+        for head, cols in frames:
+            n = len(cols["sample_id"])
+            dfs.append(pandas.DataFrame({**{k: [v] * n for k, v in head.items()},
+                                         **{c: ([v] * n if c == "tau" else v)
+                                            for c, v in cols.items()}}))
+        return pandas.concat(dfs, ignore_index=True) if dfs else pandas.DataFrame()
 
     def __repr__(self) -> str:
         return f"PerSample({self.path!r}, {len(self.datasets)} datasets)"

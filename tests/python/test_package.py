@@ -201,7 +201,7 @@ def test_kl_equals_the_command():
     file = kdlens.read_per_sample(per)
     for itau, tau in enumerate((1, 4)):
         for name, values in ours.per_sample.items():
-            stored = file.datasets[f"students/0/checkpoints/root/tau_{tau}/{name}"]
+            stored = file.datasets[f"students/0/checkpoints/root/{name}"][:, itau]
             np.testing.assert_allclose(values[:, itau], stored, rtol=TOL, atol=TOL)
 
 
@@ -323,10 +323,16 @@ def test_read_per_sample_of_split():
     t = write_dump(os.path.join(d, "t.h5"), {}, zt, labels, role="teacher")
     s = write_dump(os.path.join(d, "s.h5"), {}, zs, labels, role="student")
     per = os.path.join(d, "split.h5")
-    kdlens.run("split", teacher=t, students=[s], per_sample=per)
-    table = kdlens.read_per_sample(per).table()
-    if len(table) != 50 or "kl" not in table.columns:
+    kdlens.run("split", teacher=t, students=[s], T=[1, 4], per_sample=per)
+    file = kdlens.read_per_sample(per)
+    table = file.table()
+    if len(table) != 100 or "kl" not in table.columns or sorted(set(table["tau"])) != [1, 4]:
         raise AssertionError(f"unexpected per-sample table {table!r}")
+    # one row per sample and temperature, the file's values in its order
+    four = table[table["tau"] == 4]
+    np.testing.assert_array_equal(four["kl"].to_numpy(),
+                                  file.datasets["students/0/checkpoints/root/kl"][:, 1])
+    np.testing.assert_array_equal(four["label"].to_numpy(), labels)
 
 
 # ---- the package itself --------------------------------------------------------------------
