@@ -7,6 +7,7 @@
 #include "metrics/base/budget.h"
 #include "metrics/sample.h"
 #include "analysis/cka-internal.h"
+#include "analysis/dist.h"
 #include "metrics/base/banned.h"
 
 /* The kdl_sample_hash() stream that orders the minibatches; the cka command
@@ -367,6 +368,36 @@ out:
         return r < 0 ? r : 0;
 }
 
+static int state_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_cka_state_pack(s, buf, len);
+}
+
+static int state_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_cka_state_merge_packed(s, buf, len);
+}
+
+static int state_load(void *s, const void *buf, size_t len)
+{
+        return kdl_cka_state_load_packed(s, buf, len);
+}
+
+int kdl__cka_pass_combine(struct kdl__cka_pass *c)
+{
+        static const struct kdl__dist_ops ops = {state_pack, state_merge, state_load};
+        int err = c->state ? kdl__dist_combine(c->state, &ops) : 0;
+
+        return err ?: kdl__dist_gather(&c->g, c->l);
+}
+
+static int compute_combine(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        (void) s;
+        (void) pass;
+        return kdl__cka_pass_combine(j->ctx);
+}
+
 static int compute_attach(kdl__job *j, kdl_stream *s)
 {
         struct kdl__cka_pass *c = j->ctx;
@@ -397,8 +428,11 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
         size_t n = pair ? pair->n : kdl_h5_dump(fa)->n;
         struct kdl_stream_opts so = {.skip_nonfinite = o->skip_nonfinite};
         struct kdl__cka_pass c;
-        kdl__job job = {
-                .ctx = &c, .attach = compute_attach, .block = compute_block, .end = compute_end};
+        kdl__job job = {.ctx = &c,
+                        .attach = compute_attach,
+                        .block = compute_block,
+                        .end = compute_end,
+                        .combine = compute_combine};
         kdl_stream *s = NULL;
         int r;
 

@@ -104,6 +104,13 @@ int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, 
                        const struct kdl__cka_compute_opts *o, const size_t *sub, size_t nsub,
                        struct kdl__cka_results *res, struct kdl__gather *ret_sub);
 
+/* kdl__cka_pass_combine() - collective, under MPI (analysis/dist.h), after the
+ * pass: the feature-space sums of every rank merged in rank order, and the
+ * gathered rows (the subsample, or in Gram space every row) in sample order,
+ * both on every rank, so that every rank's finish computes what one process
+ * does.  Return: 0; the first error of any rank. */
+int kdl__cka_pass_combine(struct kdl__cka_pass *c);
+
 /* kdl__cka_pass_finish() - after the pass: the results from the state or the
  * gathered rows.  Return: 0; the metrics' errors; -ENOMEM. */
 int kdl__cka_pass_finish(struct kdl__cka_pass *c);

@@ -8,7 +8,6 @@
 #include "metrics/sample.h"
 #include "analysis/cka.h"
 #include "analysis/cka-internal.h"
-#include "analysis/dist.h"
 #include "metrics/base/banned.h"
 
 #define DEFAULT_SUBSAMPLE 2048
@@ -396,21 +395,6 @@ static int cka_end(kdl__job *j, kdl_stream *s, unsigned pass)
         return err;
 }
 
-static int state_pack(const void *s, void **buf, size_t *len)
-{
-        return kdl_cka_state_pack(s, buf, len);
-}
-
-static int state_merge_packed(void *s, const void *buf, size_t len)
-{
-        return kdl_cka_state_merge_packed(s, buf, len);
-}
-
-static int state_load_packed(void *s, const void *buf, size_t len)
-{
-        return kdl_cka_state_load_packed(s, buf, len);
-}
-
 /* Under MPI: the feature-space sums merged in rank order, and the gathered
  * rows (the subsample, or in Gram space every sample) in sample order, each
  * sent back to every rank, so that every rank's end finishes the one-process
@@ -418,15 +402,11 @@ static int state_load_packed(void *s, const void *buf, size_t len)
  * seed, the subsample of the seed: neither depends on the rank). */
 static int cka_combine(kdl__job *j, kdl_stream *s, unsigned pass)
 {
-        static const struct kdl__dist_ops ops = {state_pack, state_merge_packed, state_load_packed};
         struct kdl__cka_run *r = j->ctx;
-        int err = 0;
 
         (void) s;
         (void) pass;
-        if (r->c.state)
-                err = kdl__dist_combine(r->c.state, &ops);
-        return err ?: kdl__dist_gather(&r->c.g, &r->l);
+        return kdl__cka_pass_combine(&r->c);
 }
 
 /* The sources of the job at @cp (A's layers and logits, B's, the labels), the

@@ -289,6 +289,7 @@ struct kl_job {
         unsigned measure_pass;      /* the pass that measures: 0, or 1 after a fit */
         enum kdl_kl_value vals[NV]; /* the values in the per-sample file, in its order */
         size_t nvals;
+        size_t skipped; /* under MPI: samples skipped by every rank */
 };
 
 static void kl_job_free(struct kl_job *j)
@@ -444,10 +445,12 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
         err = err
                       ?: kdl__kl_fill_tables(r->kt, r->ft, &rows, student, r->o.common.ntau,
                                              r->o.common.tau, res);
-        if (!err && kdl_stream_skipped(st))
+        if (kdl__dist_size() == 1) /* else summed over the ranks by kl_combine() */
+                j->skipped = kdl_stream_skipped(st);
+        if (!err && j->skipped)
                 err = kdl_doc_add_note(r->doc,
                                        "'%s' checkpoint %s: %zu samples with NaN/Inf skipped",
-                                       student, j->x.cs->name, kdl_stream_skipped(st));
+                                       student, j->x.cs->name, j->skipped);
         if (!err && !res->spearman_exact)
                 err = kdl_doc_add_note(r->doc,
                                        "'%s' checkpoint %s: spearman on a uniform subsample of "
@@ -484,21 +487,25 @@ static int proj_load_packed(void *s, const void *buf, size_t len)
 }
 
 /* Under MPI: the projector's sums go to every rank (each fits the same
- * projector for the measuring pass); the measures to rank 0 only. */
+ * projector for the measuring pass); the measures, the count of samples
+ * skipped and the per-sample rows to rank 0 only. */
 static int kl_combine(kdl__job *job, kdl_stream *st, unsigned pass)
 {
         static const struct kdl__dist_ops proj_ops = {proj_pack, proj_merge_packed,
                                                       proj_load_packed};
         static const struct kdl__dist_ops kl_ops = {kl_pack, kl_merge_packed, NULL};
         struct kl_job *j = job->ctx;
+        double skipped = (double) kdl_stream_skipped(st);
         int err = 0;
 
-        (void) st;
         if (pass < j->measure_pass)
                 return kdl__dist_combine(j->ps, &proj_ops);
         if (!j->s)
                 err = measure_begin(j);
-        return kdl__dist_status(err) ?: kdl__dist_combine(j->s, &kl_ops);
+        err = kdl__dist_status(err) ?: kdl__dist_sum(&skipped, 1);
+        j->skipped = (size_t) skipped;
+        err = err ?: (j->r->ps ? kdl__per_sample_combine(j->r->ps) : 0);
+        return err ?: kdl__dist_combine(j->s, &kl_ops);
 }
 
 int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
@@ -636,6 +643,8 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc
         if (!err && o->common.per_sample)
                 err = kdl__per_sample_open(o->common.per_sample, "kl", in, r->o.common.tau,
                                            r->o.common.ntau, &r->ps);
+        /* Under MPI rank 0 alone writes it, and its errors stop every rank. */
+        err = kdl__dist_status(err);
         if (err < 0) {
                 kdl__kl_abort(r);
                 return err;

@@ -8,6 +8,7 @@
 #include "metrics/base/alloc.h"
 #include "metrics/sample.h"
 #include "analysis/cka-internal.h"
+#include "analysis/dist.h"
 #include "analysis/layers.h"
 #include "analysis/layers-internal.h"
 #include "metrics/base/banned.h"
@@ -57,6 +58,16 @@ static double entry(const kdl_cka_matrix *m, const double *v, size_t i, long lon
         return m && v && j >= 0 ? v[i * m->nlayers + (size_t) j] : (double) NAN;
 }
 
+/* Under MPI: every rank's rows of the subsample, in sample order on every rank. */
+static int gather_combine(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        struct kdl__feed *f = j->ctx;
+
+        (void) s;
+        (void) pass;
+        return kdl__dist_gather(f->g, f->l);
+}
+
 /* Gather the rows @want of source @k only (its class-spectra subsample). */
 static int gather_layer(kdl_inputs *in, const struct kdl__srcs *all, size_t k, size_t n,
                         const size_t *want, size_t nwant, const struct kdl_run_layers_opts *o,
@@ -69,6 +80,7 @@ static int gather_layer(kdl_inputs *in, const struct kdl__srcs *all, size_t k, s
         kdl_stream *s = NULL;
         int r;
 
+        job.combine = gather_combine;
         *one = (struct kdl__srcs){0};
         r = kdl__srcs_add(one, all->v[k].name, all->v[k].has_depth, all->v[k].depth, 0,
                           all->v[k].ds, all->v[k].width);

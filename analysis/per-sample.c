@@ -9,7 +9,9 @@
 #include "kdl-config.h"
 #include "metrics/base/alloc.h"
 #include "metrics/base/outfile.h"
+#include "metrics/pack.h"
 #include "loaders/h5out.h"
+#include "analysis/dist.h"
 #include "analysis/per-sample.h"
 #include "metrics/base/banned.h"
 
@@ -17,7 +19,7 @@
 #define WINDOW_ROWS 4096
 
 struct kdl__per_sample {
-        kdl_h5out *out;
+        kdl_h5out *out; /* NULL under MPI on the ranks other than 0 */
         const kdl_inputs *in;
         size_t n; /* the teacher's samples: the rows of every dataset */
         const double *tau;
@@ -31,6 +33,11 @@ struct kdl__per_sample {
 
         double *buf; /* window rows x ntau */
         size_t window;
+
+        /* Under MPI on a rank other than 0: the group's blocks since the last
+         * kdl__per_sample_combine(), each its m, its m samples, then each
+         * value's m rows at each temperature (8 bytes each). */
+        struct kdl__packer held;
 };
 
 /* @n int64 values into the 1-D dataset @name: @v, or 0..n-1 when @v is NULL
@@ -110,8 +117,10 @@ int kdl__per_sample_open(const char *path, const char *command, const kdl_inputs
                 return -ENOMEM;
         *ps = (kdl__per_sample){
                 .in = in, .n = kdl_h5_dump(in->teacher)->n, .tau = tau, .ntau = ntau};
-        err = kdl_h5out_open(path, &ps->out);
-        err = err ?: write_root(ps, command);
+        if (kdl__dist_rank() == 0) {
+                err = kdl_h5out_open(path, &ps->out);
+                err = err ?: write_root(ps, command);
+        }
         if (err < 0) {
                 kdl__per_sample_abort(ps);
                 return err;
@@ -136,6 +145,10 @@ int kdl__per_sample_begin(kdl__per_sample *ps, size_t k, const char *checkpoint,
         ps->pair = ps->in->pairs[k];
         ps->nvalues = nvalues;
         ps->next = 0;
+        if (!ps->out) { /* under MPI, a rank other than 0 */
+                free(g);
+                return 0;
+        }
         err = kdl_h5out_attr(ps->out, g, "student", student);
         err = err ?: kdl_h5out_attr(ps->out, g, "checkpoint", checkpoint);
         err = err ?: kdl_h5out_attr(ps->out, g, "teacher_checkpoint", teacher_checkpoint);
@@ -205,17 +218,91 @@ static int write_rows(kdl__per_sample *ps, size_t end, const size_t *samples, si
         return err;
 }
 
+/* Under MPI on a rank other than 0: the block's rows into ps->held. */
+static int hold(kdl__per_sample *ps, const size_t *samples, size_t m, kdl__per_sample_col_fn *col,
+                void *ctx)
+{
+        uint64_t m64 = m;
+        int err = window(ps, m);
+
+        kdl__pack(&ps->held, &m64, sizeof(m64));
+        kdl__pack(&ps->held, samples, m * sizeof(*samples));
+        for (size_t v = 0; v < ps->nvalues && !err; v++)
+                for (size_t t = 0; t < ps->ntau; t++) {
+                        struct kdl__per_sample_col c = col(ctx, v, t);
+
+                        for (size_t i = 0; i < m; i++)
+                                ps->buf[i] = c.p[(ptrdiff_t) i * c.stride];
+                        kdl__pack(&ps->held, ps->buf, m * sizeof(double));
+                }
+        if (!err && ps->held.err)
+                err = kdl_error(ps->held.err, "out of memory holding %zu bytes of per-sample rows",
+                                ps->held.len);
+        return err;
+}
+
 int kdl__per_sample_write(kdl__per_sample *ps, const size_t *samples, size_t m,
                           kdl__per_sample_col_fn *col, void *ctx)
 {
         if (m == 0)
                 return 0;
+        if (!ps->out)
+                return hold(ps, samples, m, col, ctx);
         return write_rows(ps, teacher_row(ps, samples[m - 1]) + 1, samples, m, col, ctx);
+}
+
+/* A block another rank held: its values, each m rows of each temperature. */
+struct held_block {
+        const double *v;
+        size_t m, ntau;
+};
+
+static struct kdl__per_sample_col held_col(void *ctx, size_t v, size_t t)
+{
+        const struct held_block *b = ctx;
+
+        return (struct kdl__per_sample_col){b->v + (v * b->ntau + t) * b->m, 1};
+}
+
+/* kdl__dist_funnel()'s take on rank 0: the blocks of one other rank, written.
+ * Every field is 8 bytes, at an 8-byte offset of a malloc'd buffer, so the
+ * samples and values are read in place. */
+static int take(void *ctx, const void *buf, size_t len)
+{
+        static const char what[] = "MPI: per-sample rows";
+        kdl__per_sample *ps = ctx;
+        struct kdl__unpacker u = {buf, len, 0};
+        int err = 0;
+
+        while (!err && u.off < u.len) {
+                struct held_block b = {.ntau = ps->ntau};
+                const size_t *samples = NULL;
+                uint64_t m = 0;
+
+                err = kdl__unpack_get(&u, &m, sizeof(m), what);
+                b.m = (size_t) m;
+                /* Too short: bytes are left unread, which kdl__unpack_end() reports. */
+                if (!err &&
+                    (!(samples = kdl__unpack(&u, b.m * sizeof(*samples))) ||
+                     !(b.v = kdl__unpack(&u, b.m * ps->nvalues * ps->ntau * sizeof(double)))))
+                        err = kdl__unpack_end(&u, what);
+                err = err ?: kdl__per_sample_write(ps, samples, b.m, held_col, &b);
+        }
+        return err;
+}
+
+int kdl__per_sample_combine(kdl__per_sample *ps)
+{
+        int err = kdl__dist_funnel(ps->held.buf, ps->held.len, take, ps);
+
+        free(ps->held.buf);
+        ps->held = (struct kdl__packer){0};
+        return err;
 }
 
 int kdl__per_sample_end(kdl__per_sample *ps)
 {
-        int err = write_rows(ps, ps->n, NULL, 0, NULL, NULL);
+        int err = ps->out ? write_rows(ps, ps->n, NULL, 0, NULL, NULL) : 0;
 
         free(ps->ids);
         ps->ids = NULL;
@@ -228,7 +315,7 @@ int kdl__per_sample_commit(kdl__per_sample *ps)
 
         ps->out = NULL;
         kdl__per_sample_abort(ps);
-        return kdl_h5out_commit(out);
+        return out ? kdl_h5out_commit(out) : 0;
 }
 
 void kdl__per_sample_abort(kdl__per_sample *ps)
@@ -238,5 +325,6 @@ void kdl__per_sample_abort(kdl__per_sample *ps)
         kdl_h5out_abort(ps->out);
         free(ps->ids);
         free(ps->buf);
+        free(ps->held.buf);
         free(ps);
 }

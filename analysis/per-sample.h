@@ -28,6 +28,13 @@
  * the attributes are columns of every table, a value is named as the
  * command's tables name it.  The file is written under a temporary name and
  * renamed into place by kdl__per_sample_commit().
+ *
+ * Under MPI (analysis/dist.h) only rank 0 has the file: it writes its own
+ * rows as one process does, every other rank keeps the rows of the group
+ * in memory, and kdl__per_sample_combine(), at the end of the pass that
+ * wrote them, sends them to rank 0 one rank at a time in rank order (which
+ * is sample order), where they are written after its own (docs/mpi.md,
+ * "Per-sample files").
  */
 
 typedef struct kdl__per_sample kdl__per_sample;
@@ -36,6 +43,8 @@ typedef struct kdl__per_sample kdl__per_sample;
  * kdl__per_sample_open() - start the file @path for @command on @in's
  * teacher, with the @ntau temperatures @tau: refused when it would replace
  * an input; the root, /sample_ids, /labels, /tau and each student's group.
+ * Under MPI only rank 0 opens the file, and its errors are its own: follow
+ * with kdl__dist_status().
  * @in, @tau: borrowed, must outlive the writer.
  * @ret: set on success only; finish with kdl__per_sample_commit() or
  *       kdl__per_sample_abort().
@@ -68,18 +77,27 @@ typedef struct kdl__per_sample_col kdl__per_sample_col_fn(void *ctx, size_t v, s
  * pair's logical samples @samples (ascending, after those of the blocks
  * before; kdl_stream_samples()): value v at temperature t of row i is
  * @col(@ctx, v, t).p[i * stride].  The teacher rows between them and the
- * rows before get NaN.
+ * rows before get NaN.  Under MPI a rank other than 0 keeps them.
  * Return: 0; -KDL_EHDF5; -ENOMEM.
  */
 int kdl__per_sample_write(kdl__per_sample *ps, const size_t *samples, size_t m,
                           kdl__per_sample_col_fn *col, void *ctx);
 
+/**
+ * kdl__per_sample_combine() - collective, under MPI, at the end of the pass
+ * that wrote the current group's rows (before kdl__per_sample_end()): the
+ * rows every rank but 0 kept are written by rank 0, in rank order after its
+ * own, and forgotten.  One process: nothing to do.
+ * Return: 0; the first error of any rank (as kdl__dist_status()).
+ */
+int kdl__per_sample_combine(kdl__per_sample *ps);
+
 /** kdl__per_sample_end() - NaN in the rows of the group not written; the group is done. */
 int kdl__per_sample_end(kdl__per_sample *ps);
 
 /**
- * kdl__per_sample_commit() - close the file and rename it into place; @ps
- * is freed in every case.
+ * kdl__per_sample_commit() - close the file and rename it into place (under
+ * MPI on rank 0; the others have nothing to do); @ps is freed in every case.
  * Return: 0; the errors of kdl_h5out_commit().
  */
 int kdl__per_sample_commit(kdl__per_sample *ps);

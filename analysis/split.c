@@ -6,6 +6,7 @@
 
 #include "metrics/base/alloc.h"
 #include "loaders/stream.h"
+#include "analysis/dist.h"
 #include "analysis/split.h"
 #include "analysis/split-internal.h"
 #include "analysis/per-sample.h"
@@ -380,11 +381,34 @@ static int job_finish(struct job *j)
         return err;
 }
 
+/* A rank other than 0 under MPI: its states hold its own rows (rank 0 merged
+ * them all and writes every result), so it only closes the open block of
+ * classes (its values are rank 0's) and takes the passes rank 0 takes. */
+static int follow_end(struct job *j, unsigned pass)
+{
+        int more = j->block_open ? kdl_split_blocks_next(j->blocks, j->st, NULL, NULL) : 0;
+
+        if (more < 0)
+                return more;
+        j->block_open = more > 0;
+        if (pass == 0 && j->ps) /* its rows of pass 1 are held for rank 0 */
+                more = kdl__per_sample_begin(j->ps, j->k, j->cks->name, j->ckt->name, field_names,
+                                             F_COUNT_);
+        else if (pass == 1 && j->ps)
+                more = kdl__per_sample_end(j->ps);
+        if (more < 0 || pass == 0 || j->block_open)
+                return more < 0 ? more : 1;
+        job_release(j);
+        return 0;
+}
+
 static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
 {
         struct job *j = job->ctx;
         int err;
 
+        if (kdl__dist_rank() != 0)
+                return follow_end(j, pass);
         if (pass > 0) {
                 /* Pass 1 wrote the per-sample values; the later ones feed blocks of classes. */
                 err = pass == 1 && j->ps ? kdl__per_sample_end(j->ps) : 0;
@@ -395,17 +419,106 @@ static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
                 job_release(j);
                 return err;
         }
-        j->skipped = kdl_stream_skipped(s);
+        if (kdl__dist_size() == 1) /* else summed over the ranks by job_combine() */
+                j->skipped = kdl_stream_skipped(s);
         if (kdl_split_state_count(j->st) == 0)
                 return kdl_error(-KDL_EMISSING,
                                  "'%s': %s: expected samples with finite values, found none",
                                  j->student, j->cks->logits->path);
         err = block_end(j);
-        err = err ?: kdl_split_instance_state_new(j->st, &j->inst);
+        if (!err && !j->inst) /* under MPI job_combine() made it */
+                err = kdl_split_instance_state_new(j->st, &j->inst);
         if (!err && j->ps)
                 err = kdl__per_sample_begin(j->ps, j->k, j->cks->name, j->ckt->name, field_names,
                                             F_COUNT_);
         return err < 0 ? err : 1;
+}
+
+/* ---- Under MPI (analysis/dist.h) ------------------------------------------- */
+
+static int state_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_state_pack(s, buf, len);
+}
+
+static int state_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_split_state_merge_packed(s, buf, len);
+}
+
+static int inst_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_instance_state_pack(s, buf, len);
+}
+
+static int inst_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_split_instance_state_merge_packed(s, buf, len);
+}
+
+/* The second pass's state by reference: every rank gets rank 0's. */
+static int inst_ref_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_instance_state_pack(*(kdl_split_instance_state *const *) s, buf, len);
+}
+
+static int inst_ref_load(void *s, const void *buf, size_t len)
+{
+        kdl_split_instance_state **into = s, *t = NULL;
+        int err = kdl_split_instance_state_new_packed(buf, len, &t);
+
+        if (err < 0)
+                return err;
+        kdl_split_instance_state_free(*into);
+        *into = t;
+        return 0;
+}
+
+static int blocks_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_blocks_pack(s, buf, len);
+}
+
+static int blocks_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_split_blocks_merge_packed(s, buf, len);
+}
+
+/*
+ * The states of every rank into rank 0's after pass @pass: the first pass
+ * (and the count of samples skipped, summed) after pass 0, and then the
+ * second pass's empty state made by rank 0 to every rank, so that all
+ * compute w_n with the same mean teacher confidence; the second pass and
+ * the per-sample rows after pass 1; the open block of classes after every
+ * pass that fed it.  job_end() runs next, rank 0's on the merged states.
+ */
+static int job_combine(kdl__job *job, kdl_stream *s, unsigned pass)
+{
+        static const struct kdl__dist_ops first = {state_pack, state_merge, NULL};
+        static const struct kdl__dist_ops second = {inst_pack, inst_merge, NULL};
+        static const struct kdl__dist_ops fresh = {inst_ref_pack, NULL, inst_ref_load};
+        static const struct kdl__dist_ops block = {blocks_pack, blocks_merge, NULL};
+        struct job *j = job->ctx;
+        double v[2] = {(double) kdl_stream_skipped(s), (double) kdl_split_state_count(j->st)};
+        int err = 0;
+
+        if (pass == 0) {
+                err = kdl__dist_sum(v, 2);
+                j->skipped = (size_t) v[0];
+                err = err ?: kdl__dist_combine(j->st, &first);
+        } else if (pass == 1) {
+                err = j->ps ? kdl__per_sample_combine(j->ps) : 0;
+                err = err ?: kdl__dist_combine(j->inst, &second);
+        }
+        if (!err && j->block_open)
+                err = kdl__dist_combine(j->blocks, &block);
+        /* No sample at all: rank 0's job_end() says so. */
+        if (!err && pass == 0 && v[1] > 0) {
+                if (kdl__dist_rank() == 0)
+                        err = kdl_split_instance_state_new(j->st, &j->inst);
+                err = kdl__dist_status(err) ?: kdl__dist_broadcast(&j->inst, &fresh);
+        }
+        return err;
 }
 
 /* ---- The run ---------------------------------------------------------------- */
@@ -487,7 +600,8 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, k
         if (!err && o->common.per_sample)
                 err = kdl__per_sample_open(o->common.per_sample, "split", in, r->o.metric.taus,
                                            r->o.metric.ntaus, &r->ps);
-
+        /* Under MPI rank 0 alone writes it, and its errors stop every rank. */
+        err = kdl__dist_status(err);
         if (err < 0) {
                 kdl__split_abort(r);
                 return err;
@@ -519,7 +633,11 @@ int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *
                 .doc = r->doc,
                 .ps = r->ps,
         };
-        *ret = (kdl__job){.ctx = &r->job, .attach = job_attach, .block = job_block, .end = job_end};
+        *ret = (kdl__job){.ctx = &r->job,
+                          .attach = job_attach,
+                          .block = job_block,
+                          .end = job_end,
+                          .combine = job_combine};
         return 0;
 }
 

@@ -299,21 +299,6 @@ int kdl__split_top_result(const struct kdl__split_top *t, const size_t *count,
 
 /* ---- The blocked domain level ---------------------------------------------- */
 
-struct kdl_split_blocks {
-        size_t c;
-        kdl_split_opts o;
-        size_t nblocks, q; /* the blocks; the open one (nblocks: every block closed) */
-        size_t start[KDL_SPLIT_MAX_BLOCKS + 1];
-        size_t n, nfirst; /* samples of the open block; of the first */
-        /* The open block [s, e), l = C - s, b = e - s, per τ: A_ij for its
-         * classes i and j >= s (b x l, row-major), then A_ji for j >= e and
-         * its classes i ((C - e) x b). */
-        double *acc[KDL_SPLIT_MAX_TAUS];
-        size_t acc_size;                               /* doubles of each acc */
-        kdl_comoments agree[KDL_SPLIT_MAX_TAUS][2];    /* ((M + Mᵀ)/2, S^t), (.., S^s) */
-        struct kdl__split_top top[KDL_SPLIT_MAX_TAUS]; /* confused pairs */
-};
-
 void kdl_split_blocks_free(kdl_split_blocks *d)
 {
         if (!d)

@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "kdl-config.h"
-#include "analysis/dist.h"
 #include "analysis/cli/cli.h"
 #include "analysis/cli/cli-internal.h"
 #include "analysis/inputs.h"
@@ -475,10 +474,6 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
                 o->run.skip_nonfinite = strcmp(arg, "skip") == 0;
                 return OPT_TAKEN;
         case KDL_OPT_PER_SAMPLE:
-                /* Rows are per rank under MPI; one file would need parallel HDF5. */
-                if (kdl__dist_size() > 1)
-                        return kdl_cli_usage(cli, "--per-sample: not under mpirun with more than "
-                                                  "one process (run it without mpirun)");
                 o->run.per_sample = arg;
                 return OPT_TAKEN;
         case KDL_OPT_TEACHER_CHECKPOINT:

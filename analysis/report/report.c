@@ -11,6 +11,7 @@
 #include "metrics/base/outfile.h"
 #include "analysis/cka-internal.h"
 #include "analysis/dims-internal.h"
+#include "analysis/dist.h"
 #include "analysis/inspect.h"
 #include "analysis/kl-internal.h"
 #include "analysis/layers.h"
@@ -365,9 +366,14 @@ void kdl_run_report_opts_init(struct kdl_run_report_opts *o)
 }
 
 /* What the options ask that the report cannot do, before any work; a plan needs no
- * directory. */
+ * directory.  Under mpirun the report is refused (docs/mpi.md): its count of
+ * the blocks and samples each stream read is one rank's, and every rank would
+ * write the directory. */
 static int check_opts(const struct kdl_run_report_opts *o, bool plan)
 {
+        if (!plan && kdl__dist_size() > 1)
+                return kdl_error(-KDL_EUSAGE, "does not run on more than one MPI process yet (run "
+                                              "it without mpirun)");
         if (o->common.ntau != 1)
                 return kdl_error(-KDL_EUSAGE,
                                  "-T: expected one temperature for the report, found %zu",

@@ -24,7 +24,8 @@ from mpitest import EXAMPLE, PS, SYNTH, mpirun, ours  # noqa: E402
 
 RTOL = 1e-12
 COVERED = ("kl",)
-REFUSED = ("split", "layers")
+# cka, dims: test_mpi_cka_dims.py; split, layers, --per-sample: test_mpi_split_layers.py
+REFUSED = ("summary", "report")
 _work = kt.tmpdir()
 
 
@@ -111,28 +112,18 @@ def test_kl_small_reservoir():
                     f"{name} P={p}: spearman {sa!r} vs {sb!r}"
 
 
-def test_kl_rank_without_rows():
-    """Blocks of 1000 rows over 1000 samples: ranks 1..3 read nothing, and
-    the answer is still the one-process one."""
-    t, s = synth_pair()
-    full = ["kl", "-t", t, "-s", s, "--block-rows", "1000", "--format", "json"]
-    one = json.loads(kt.run(*full, check=0)[1])
-    for p in (2, 4):
-        st, out, err = mpirun(p, *full)
-        assert st == 0, f"P={p}: exit {st}: {err}"
-        same(one, json.loads(out))
-
-
 def test_uncovered_refused():
     """Until they combine their states, the other analyses are refused on
     more than one process: one line, the same exit status on every rank."""
     t, s = synth_pair()
     for verb in REFUSED:
-        args = [t, s] if verb == "cka" else ["-t", t, "-s", s]
-        st, out, err = mpirun(2, verb, *args)
+        out_dir = os.path.join(_work, verb)
+        extra = ["-o", out_dir] if verb == "report" else []
+        st, out, err = mpirun(2, verb, "-t", t, "-s", s, *extra)
         assert st == 2, f"{verb}: exit {st}: {err}"
         kt.one_line_error(ours(err), "more than one MPI process")
         assert out == "", out
+        assert not os.path.exists(out_dir), f"{verb}: {out_dir} was written"
 
 
 def test_more_ranks_than_rows():
@@ -166,13 +157,6 @@ def test_error_on_one_rank():
         assert st == 1, f"P={p}: exit {st}: {err}"
         kt.one_line_error(ours(err))
         assert ours(err) == err1.strip(), f"P={p}: {err!r} vs {err1!r}"
-
-
-def test_per_sample_refused():
-    _, args = next(inputs())
-    st, _, err = mpirun(2, "kl", *args, "--per-sample", os.path.join(_work, "ps.h5"))
-    assert st == 2, err
-    assert "--per-sample" in err
 
 
 kt.main(globals())
