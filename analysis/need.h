@@ -38,7 +38,9 @@ enum kdl__lever {
         KDL_LEVER_BATCH = 1u << 5,      /* --batch */
         KDL_LEVER_SPEARMAN = 1u << 6,   /* --spearman-samples */
         KDL_LEVER_QUICK = 1u << 7,      /* --quick (inspect: no value scan) */
-        KDL_LEVER_COUNT_ = 8
+        KDL_LEVER_WIDE_MAX = 1u << 8,   /* --wide-max (cka: narrower sources count as wide) */
+        KDL_LEVER_WIDE_RANK = 1u << 9,  /* --wide-rank (cka: fewer columns per sketch) */
+        KDL_LEVER_COUNT_ = 10
 };
 
 #define KDL_NEED_PARTS 16

@@ -87,7 +87,8 @@ static const struct kdl_cmd commands[] = {
         {"cka", cmd_cka, 1, 2, "centred kernel alignment between the layers of one or two dumps",
          "kdlens cka A.h5 [B.h5] [--kernel linear|rbf] [--estimator biased|debiased|minibatch] "
          "[--checkpoint NAME|all] [--bootstrap B] [--interval percentile|basic|bca] "
-         "[--precision double|mixed] [--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
+         "[--precision double|mixed] [--wide sketch|exact] [--wide-max D] [--wide-rank R] "
+         "[--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
          "  --kernel K         linear (default) or rbf (sigma^2 = theta^2 x median squared "
          "distance)\n"
          "  --estimator E      biased (default), debiased or minibatch: the matrix shown\n"
@@ -104,6 +105,14 @@ static const struct kdl_cmd commands[] = {
          "  --seed S           seed of subsamples, bootstrap and batch order (0)\n"
          "  --precision P      double (default) or mixed: float products, double sums,\n"
          "                     linear CKA within 1e-6 of double\n"
+         "  --wide-max D       a layer is wide when its width and the sample count both\n"
+         "                     exceed D (4096; 0: none is): wide labels are kept as class\n"
+         "                     sums (exact), other wide layers as --wide says\n"
+         "  --wide W           sketch (default): a seeded Gaussian sketch of each wide\n"
+         "                     layer, one pass, an estimate with its standard error\n"
+         "                     (method sketch); exact: their products in column strips\n"
+         "                     within half of --memory, more passes (method strips)\n"
+         "  --wide-rank R      columns of each sketch (1024, at most --wide-max)\n"
          "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
          "  -f, --format FMT   table (default), md, csv, tex or json\n"
