@@ -110,7 +110,9 @@ int kdl__cka_wide_how(const struct kdl__cka_wide *w, size_t nsrc, bool gram, uns
                 for (size_t k = 0; k < nsrc; k++) {
                         unsigned char h = KDL__CKA_EXACT;
 
-                        if (w->ext && w->ext[j * nsrc + k])
+                        /* In exact mode every pair with a wide source rests on the strips
+                         * (at least its own term). */
+                        if (w->ext && (w->wide[j] || w->wide[k]))
                                 h = KDL__CKA_STRIPS;
                         else if (w->kinds[j] == KDL_CKA_LAYER_SKETCH ||
                                  w->kinds[k] == KDL_CKA_LAYER_SKETCH)
@@ -257,8 +259,8 @@ int kdl__cka_wide_notes(kdl_doc *doc, const struct kdl__cka_results *last,
                         doc,
                         "%zu wide source%s (width and sample count above --wide-max %zu): kept "
                         "whole, their products with each other and with the labels computed "
-                        "exactly in column strips over %zu more passes (method 'strips'; no "
-                        "bootstrap replicates for those pairs)",
+                        "exactly in column strips over %zu more passes (method 'strips' for "
+                        "every pair with a wide source; no bootstrap replicates for those)",
                         last->nwide, last->nwide > 1 ? "s" : "", o->wide_max, last->strips);
         if (!err && last->hot)
                 err = kdl_doc_add_note(doc,
