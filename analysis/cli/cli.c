@@ -125,8 +125,8 @@ static const struct kdl_cmd commands[] = {
          CMD_MEMORY | CMD_PLAN},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
          "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--classes auto|all|K] "
-         "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--memory LIMIT] [--format "
-         "table|md|csv|tex|json]",
+         "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--memory LIMIT] [--plan] "
+         "[--format table|md|csv|tex|json]",
          "  -t, --teacher T    the teacher dump (required)\n"
          "  -s, --student S    a student dump: adds teacher x student CKA\n"
          "  -k, --top K        layers to recommend, listed in depth order (default\n"
@@ -154,11 +154,11 @@ static const struct kdl_cmd commands[] = {
          "                     the same ids in both, or only the ids both hold\n"
          "  --ignore-roles     accept a -t dump whose role is student or a -s dump\n"
          "                     whose role is teacher (exit 2 otherwise); said in a "
-         "note\n" HELP_MEMORY(""),
-         CMD_MEMORY},
+         "note\n" HELP_MEMORY("") HELP_PLAN(""),
+         CMD_MEMORY | CMD_PLAN},
         {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
          "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
-         "[--checkpoint NAME|all] [--memory LIMIT] [--format table|md|csv|tex|json]",
+         "[--checkpoint NAME|all] [--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
          "  -t, --teacher FILE      the teacher's dump: residual curve, ridge targets, verdicts\n"
          "  -s, --student FILE      a student's dump; repeat for several\n"
          "  -c, --checkpoint NAME   a checkpoint, or all (default: the last)\n"
@@ -188,16 +188,16 @@ static const struct kdl_cmd commands[] = {
          "                          (strict, default) or only the ids both hold (inner)\n"
          "      --ignore-roles      accept a -t dump whose role is student or a -s dump\n"
          "                          whose role is teacher (exit 2 otherwise); said in a "
-         "note\n" HELP_MEMORY(
+         "note\n" HELP_MEMORY("     ") HELP_PLAN(
                  "     ") "Tables: dims (one row per model, checkpoint and layer), heads, "
                           "verdict,\n"
                           "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n",
-         CMD_MEMORY},
+         CMD_MEMORY | CMD_PLAN},
         {"split", cmd_split, 0, 0,
          "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
          "kdlens split -t TEACHER.h5 -s STUDENT.h5... [-T TAUS] [--checkpoint NAME|all] "
          "[--format table|md|csv|tex|json] [--per-sample OUT.h5] [--domain auto|full|blocked|off] "
-         "[--top-pairs K] [--memory LIMIT]",
+         "[--top-pairs K] [--memory LIMIT] [--plan]",
          "  -t, --teacher FILE   the teacher dump (with /labels, or the student has them)\n"
          "  -s, --student FILE   a student dump (repeatable)\n"
          "  -T, --temperature L  temperatures, e.g. 1,4 (default 4); KL terms carry tau^2\n"
@@ -223,8 +223,8 @@ static const struct kdl_cmd commands[] = {
          "                       classes beyond), full, blocked or off\n"
          "  --domain-max-c N     auto's largest C for the C x C matrices (4096)\n"
          "  --top-pairs K        most confused class pairs listed in blocked mode "
-         "(100)\n" HELP_MEMORY(""),
-         CMD_MEMORY},
+         "(100)\n" HELP_MEMORY("") HELP_PLAN(""),
+         CMD_MEMORY | CMD_PLAN},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
          "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [--force] [-T TAU] "
          "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] [--memory LIMIT] "
