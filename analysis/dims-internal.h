@@ -82,6 +82,12 @@ int kdl__dims_end(struct kdl__dims_run *r);
 /** kdl__dims_abort() - free @r after a failure (NULL: no-op); nothing more goes into the doc. */
 void kdl__dims_abort(struct kdl__dims_run *r);
 
+/* kdl__dims_teacher_checkpoints() - the teacher's checkpoints @o selects, into *@ret (caller
+ * frees; none when only the students have the checkpoint asked for).
+ * Return: 0; the errors of kdl_select_checkpoints(). */
+int kdl__dims_teacher_checkpoints(const kdl_inputs *in, const struct kdl_run_dims_opts *o,
+                                  struct kdl_ckpair **ret, size_t *ret_n);
+
 /* The options of the dims command that lower its need. */
 #define KDL_DIMS_LEVERS (KDL_LEVER_BLOCK_ROWS | KDL_LEVER_LAYER | KDL_LEVER_SKETCH_RANK)
 

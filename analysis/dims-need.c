@@ -20,12 +20,7 @@ int kdl_run_dims_plan(const kdl_inputs *in, const struct kdl_run_dims_opts *o, k
         err = kdl__dims_begin(in, o, doc, &r);
         /* The jobs run one at a time: the teacher's checkpoints, then each student's. */
         if (!err && in->teacher) {
-                err = kdl_select_checkpoints(in->teacher, NULL, o->common.checkpoint, NULL, &sel,
-                                             &nsel);
-                if (err == -KDL_EUSAGE && in->nstudents) {
-                        kdl_error_clear();
-                        err = 0;
-                }
+                err = kdl__dims_teacher_checkpoints(in, o, &sel, &nsel);
                 for (size_t k = 0; k < nsel && !err; k++)
                         err = kdl__dims_job_need(r, in->teacher, sel[k].main, sel[k].main,
                                                  kdl_h5_dump(in->teacher)->n, NULL, &nd);

@@ -716,6 +716,23 @@ static int ensure_teacher(struct kdl__dims_run *r, const kdl_checkpoint *tck)
         return err ?: run_job(r->o, kdl_h5_dump(tf)->n, NULL, &job);
 }
 
+int kdl__dims_teacher_checkpoints(const kdl_inputs *in, const struct kdl_run_dims_opts *o,
+                                  struct kdl_ckpair **ret, size_t *ret_n)
+{
+        int err;
+
+        /* A checkpoint that only the students have is fine: the teacher then
+         * contributes the partners of theirs. */
+        *ret = NULL;
+        *ret_n = 0;
+        err = kdl_select_checkpoints(in->teacher, NULL, o->common.checkpoint, NULL, ret, ret_n);
+        if (err == -KDL_EUSAGE && in->nstudents) {
+                kdl_error_clear();
+                err = 0;
+        }
+        return err;
+}
+
 int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc)
 {
         struct kdl__dims_run *r = NULL;
@@ -727,14 +744,7 @@ int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_do
         if (err < 0)
                 return err;
         if (in->teacher) {
-                /* A checkpoint that only the students have is fine: the
-                 * teacher then contributes the partners of theirs. */
-                err = kdl_select_checkpoints(in->teacher, NULL, o->common.checkpoint, NULL, &sel,
-                                             &nsel);
-                if (err == -KDL_EUSAGE && in->nstudents) {
-                        kdl_error_clear();
-                        err = 0;
-                }
+                err = kdl__dims_teacher_checkpoints(in, o, &sel, &nsel);
                 for (size_t k = 0; k < nsel && !err; k++)
                         err = ensure_teacher(r, sel[k].main);
                 free(sel);
