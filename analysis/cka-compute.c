@@ -272,16 +272,18 @@ int kdl__cka_pass_need(const struct kdl__srcs *l, size_t n, size_t nsub, size_t 
         unsigned spatial = flattened(l, o->spatial) ? KDL_LEVER_SPATIAL : 0;
         struct kdl__cka_wide w;
         size_t ll;
-        bool gram;
+        bool gram, sketched;
         int err;
 
         err = layout(l, n, o, &w, &gram);
+        sketched = w.nwide && o->wide == KDL_RUN_CKA_WIDE_SKETCH;
         err = err
                       ?: kdl__need_add(nd, kdl__feed_bytes(l, w.kinds, w.sw, nclasses, rows),
-                                       w.nwide ? KDL_LEVER_WIDE_RANK : 0,
-                                       w.nwide ? "the labels and the sketched sources of blocks "
-                                                 "of %zu rows"
-                                               : "the one-hot labels of blocks of %zu rows",
+                                       sketched ? KDL_LEVER_WIDE_RANK : 0,
+                                       sketched ? "the labels and the sketched sources of "
+                                                  "blocks of %zu rows"
+                                       : w.hot  ? "the labels' classes of blocks of %zu rows"
+                                                : "the one-hot labels of blocks of %zu rows",
                                        rows);
         if (!err && gram)
                 err = gram_need(l, n, nsub, o, spatial, nd);
