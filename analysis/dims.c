@@ -10,6 +10,7 @@
 #include "loaders/stream.h"
 #include "analysis/dims.h"
 #include "metrics/base/budget.h"
+#include "analysis/need.h"
 #include "analysis/dims-internal.h"
 #include "analysis/pass.h"
 #include "analysis/dist.h"
@@ -391,34 +392,35 @@ static int job_combine(kdl__job *kj, kdl_stream *s, unsigned pass)
  * stream's blocks, then the logits' state by the method asked for, or the
  * one kdl_spectral_plan_choose() finds in what is left.
  */
-static int plan_job(struct job *j, size_t n)
+/* The rows of the job's blocks, their bytes (@ret_blocks) and the selected layers' states
+ * (@ret_layers), over @n samples. */
+static size_t layers_bytes(const struct job *j, size_t n, size_t rows_read, size_t *ret_blocks,
+                           size_t *ret_layers)
 {
         const struct kdl_run_dims_opts *o = j->r->o;
-        const kdl_dump *d = kdl_h5_dump(j->f);
         enum kdl_spatial sp = o->common.spatial;
-        size_t c = kdl_dsinfo_width(j->ck->logits, sp);
         size_t dy = j->tck ? kdl_dsinfo_width(j->tck->logits, sp) : 0;
-        size_t cols = c + dy, rows, rest, need, lbytes;
-        int err;
-        kdl_spectral_plan *p = &j->acc[0].plan;
+        size_t cols = kdl_dsinfo_width(j->ck->logits, sp) + dy, rows, layers = 0;
 
         for (size_t a = 1; a < j->nacc; a++)
                 cols += kdl_dsinfo_width(j->acc[a].x, sp);
         rows = o->common.block_rows ? o->common.block_rows
                                     : STREAM_BLOCK_BYTES / (sizeof(double) * cols);
-        rows = rows ? rows : 1;
-        rest = rows < n ? rows * cols * sizeof(double) : n * cols * sizeof(double);
-        for (size_t a = 1; a < j->nacc; a++) {
-                size_t b = kdl_spectral_bytes(&j->acc[a].plan, n, kdl_dsinfo_width(j->acc[a].x, sp),
-                                              dy, rows);
+        /* The rows the stream reads, when known (--plan): the states copy their blocks. */
+        rows = rows_read ? rows_read : rows ? rows : 1;
+        *ret_blocks = rows < n ? rows * cols * sizeof(double) : n * cols * sizeof(double);
+        for (size_t a = 1; a < j->nacc; a++)
+                layers = kdl_sat_add(layers, kdl_spectral_bytes(&j->acc[a].plan, n,
+                                                                kdl_dsinfo_width(j->acc[a].x, sp),
+                                                                dy, rows));
+        *ret_layers = layers;
+        return rows;
+}
 
-                rest = b > SIZE_MAX - rest ? SIZE_MAX : rest + b;
-        }
-        err = kdl_budget_check(rest, o->common.memory, "dims", "--layer or --block-rows",
-                               "the feature layers of '%s' at checkpoint %s, with the blocks read",
-                               d->path, j->ck->name);
-        if (err < 0)
-                return err;
+/* The logits' plan @p as asked: the method (auto: the sketch, which bounds its choice) and
+ * the sketch's parameters. */
+static void logits_plan(const struct kdl_run_dims_opts *o, size_t n, kdl_spectral_plan *p)
+{
         kdl_spectral_plan_init(p);
         p->rank = o->sketch_rank;
         p->oversample = o->sketch_oversample;
@@ -427,6 +429,25 @@ static int plan_job(struct job *j, size_t n)
                             ? KDL_SPECTRAL_SKETCH
                             : (enum kdl_spectral_method) o->logit_method;
         p->rows = p->method == KDL_SPECTRAL_EXACT_GRAM ? n : 0;
+}
+
+static int plan_job(struct job *j, size_t n)
+{
+        const struct kdl_run_dims_opts *o = j->r->o;
+        const kdl_dump *d = kdl_h5_dump(j->f);
+        size_t c = kdl_dsinfo_width(j->ck->logits, o->common.spatial);
+        size_t rows, rest, layers, need, lbytes;
+        int err;
+        kdl_spectral_plan *p = &j->acc[0].plan;
+
+        rows = layers_bytes(j, n, 0, &rest, &layers);
+        rest = kdl_sat_add(rest, layers);
+        err = kdl_budget_check(rest, o->common.memory, "dims", "--layer or --block-rows",
+                               "the feature layers of '%s' at checkpoint %s, with the blocks read",
+                               d->path, j->ck->name);
+        if (err < 0)
+                return err;
+        logits_plan(o, n, p);
         /* Auto falls back on the sketch: when that fits, so does its choice. */
         lbytes = kdl_spectral_bytes(p, n, c, 0, rows);
         need = lbytes > SIZE_MAX - rest ? SIZE_MAX : lbytes + rest;
@@ -450,6 +471,100 @@ static int plan_job(struct job *j, size_t n)
         return 0;
 }
 
+/* The accumulators of job @j: its logits, then its selected layers. */
+static int job_layers(struct job *j)
+{
+        const kdl_checkpoint *ck = j->ck;
+        size_t nacc = 1;
+
+        for (size_t l = 0; l < ck->nlayers; l++)
+                nacc += layer_selected(j->r, &ck->layers[l]);
+        j->acc = kdl_new(struct acc, nacc);
+        if (!j->acc)
+                return -ENOMEM;
+        j->acc[0] = (struct acc){.x = ck->logits, .ix = -1};
+        j->nacc = 1;
+        for (size_t l = 0; l < ck->nlayers; l++) {
+                if (!layer_selected(j->r, &ck->layers[l]))
+                        continue;
+                j->acc[j->nacc] = (struct acc){
+                        .layer = &ck->layers[l], .x = &ck->layers[l].feature, .ix = -1};
+                kdl_spectral_plan_init(&j->acc[j->nacc++].plan);
+        }
+        return 0;
+}
+
+/* The stream job @j reads over @n samples through @pair (NULL: one file): its bytes, and
+ * its rows into @ret_rows. */
+static size_t stream_bytes(const struct job *j, const kdl_pair *pair, size_t n, size_t *ret_rows)
+{
+        const struct kdl_run_dims_opts *o = j->r->o;
+        struct kdl_stream_opts so = {.block_rows = o->common.block_rows,
+                                     .skip_nonfinite = o->common.skip_nonfinite};
+        struct kdl_stream_cost sc;
+
+        kdl_stream_cost_init(&sc, pair);
+        for (size_t a = 0; a < j->nacc; a++)
+                kdl_stream_cost_add(&sc, j->acc[a].x, o->common.spatial, pair != NULL);
+        /* The teacher's own job reads its logits once, as X and as Y. */
+        if (j->tck && j->tck != j->ck)
+                kdl_stream_cost_add(&sc, j->tck->logits, o->common.spatial, false);
+        *ret_rows = kdl_stream_cost_rows(&sc, n, &so);
+        return kdl_stream_cost_bytes(&sc, n, &so);
+}
+
+int kdl__dims_job_need(struct kdl__dims_run *r, kdl_h5file *f, const kdl_checkpoint *ck,
+                       const kdl_checkpoint *tck, size_t n, const kdl_pair *pair, kdl__need *ret)
+{
+        const struct kdl_run_dims_opts *o = r->o;
+        struct job j = {.r = r, .f = f, .ck = ck, .tck = tck};
+        kdl__need nd = {.analysis = ret->analysis}, head = {.analysis = ret->analysis};
+        kdl_spectral_plan p;
+        size_t c, rows, blocks, layers, lbytes, srows = 0, sbytes = 0;
+        int err;
+
+        if (!ck->logits || ck->logits->ndim != 2 || ck->logits->shape[1] < 2)
+                return kdl_error(-KDL_ESCHEMA, "'%s': %s/logits: expected [N, C] with C >= 2",
+                                 kdl_h5_dump(f)->path, ck->group);
+        c = kdl_dsinfo_width(ck->logits, o->common.spatial);
+        err = job_layers(&j);
+        if (!err)
+                sbytes = stream_bytes(&j, pair, n, &srows);
+        rows = err ? 0 : layers_bytes(&j, n, srows, &blocks, &layers);
+        logits_plan(o, n, &p);
+        /* Auto: the method chosen in what the rest leaves. */
+        if (!err && o->logit_method == KDL_DIMS_LOGITS_AUTO &&
+            kdl_sat_add(blocks, layers) < o->common.memory &&
+            kdl_spectral_plan_choose(n, c, o->common.memory - blocks - layers, o->exact_max, rows,
+                                     &p) < 0)
+                kdl_error_clear(); /* the sketch, refused at the run */
+        lbytes = kdl_spectral_bytes(&p, n, c, 0, rows);
+        err = err
+                      ?: kdl__need_add(&nd, sbytes, KDL_LEVER_BLOCK_ROWS,
+                                       "blocks of %zu rows at checkpoint %s", srows, ck->name);
+        err = err
+                      ?: kdl__need_add(&nd, layers, KDL_LEVER_LAYER | KDL_LEVER_BLOCK_ROWS,
+                                       "the spectra of %zu feature layers", j.nacc - 1);
+        err = err
+                      ?: kdl__need_add(&nd, lbytes, KDL_LEVER_SKETCH_RANK,
+                                       "the centred logits (C = %zu, N = %zu) by %s", c, n,
+                                       kdl_spectral_method_name(p.method));
+        /* The head weight and its centred copy, read and factored before the pass. */
+        if (!err && ck->head_weight && ck->head_weight->ndim == 2)
+                err = kdl__need_add(
+                        &head,
+                        kdl_sat_mul(kdl_sat_mul(4 * sizeof(double), c), ck->head_weight->shape[1]),
+                        0, "the head weight [%zu, %zu] and its SVD", c, ck->head_weight->shape[1]);
+        if (!err) {
+                kdl__need_max(&nd, &head);
+                kdl__need_max(ret, &nd);
+        }
+        kdl__need_release(&head);
+        kdl__need_release(&nd);
+        job_release(&j);
+        return err;
+}
+
 /* Set up the job of checkpoint @ck of @f over @n samples (@tck: the teacher's checkpoint it
  * fits, or NULL). */
 static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const kdl_checkpoint *ck,
@@ -457,7 +572,6 @@ static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const k
 {
         struct job *j = &c->job;
         const kdl_dump *d = kdl_h5_dump(f);
-        size_t nacc = 1;
         int err;
 
         job_release(j);
@@ -477,21 +591,8 @@ static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const k
                         return err;
                 j->support = true;
         }
-        for (size_t l = 0; l < ck->nlayers; l++)
-                nacc += layer_selected(c, &ck->layers[l]);
-        j->acc = kdl_new(struct acc, nacc);
-        if (!j->acc)
-                return -ENOMEM;
-        j->acc[0] = (struct acc){.x = ck->logits, .ix = -1};
-        j->nacc = 1;
-        for (size_t l = 0; l < ck->nlayers; l++) {
-                if (!layer_selected(c, &ck->layers[l]))
-                        continue;
-                j->acc[j->nacc] = (struct acc){
-                        .layer = &ck->layers[l], .x = &ck->layers[l].feature, .ix = -1};
-                kdl_spectral_plan_init(&j->acc[j->nacc++].plan);
-        }
-        err = plan_job(j, n);
+        err = job_layers(j);
+        err = err ?: plan_job(j, n);
         if (err < 0)
                 return err;
         *ret = (kdl__job){.ctx = j,
@@ -662,6 +763,23 @@ static int ensure_teacher(struct kdl__dims_run *r, const kdl_checkpoint *tck)
         return err ?: run_job(r->o, kdl_h5_dump(tf)->n, NULL, &job);
 }
 
+int kdl__dims_teacher_checkpoints(const kdl_inputs *in, const struct kdl_run_dims_opts *o,
+                                  struct kdl_ckpair **ret, size_t *ret_n)
+{
+        int err;
+
+        /* A checkpoint that only the students have is fine: the teacher then
+         * contributes the partners of theirs. */
+        *ret = NULL;
+        *ret_n = 0;
+        err = kdl_select_checkpoints(in->teacher, NULL, o->common.checkpoint, NULL, ret, ret_n);
+        if (err == -KDL_EUSAGE && in->nstudents) {
+                kdl_error_clear();
+                err = 0;
+        }
+        return err;
+}
+
 int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc)
 {
         struct kdl__dims_run *r = NULL;
@@ -673,14 +791,7 @@ int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_do
         if (err < 0)
                 return err;
         if (in->teacher) {
-                /* A checkpoint that only the students have is fine: the
-                 * teacher then contributes the partners of theirs. */
-                err = kdl_select_checkpoints(in->teacher, NULL, o->common.checkpoint, NULL, &sel,
-                                             &nsel);
-                if (err == -KDL_EUSAGE && in->nstudents) {
-                        kdl_error_clear();
-                        err = 0;
-                }
+                err = kdl__dims_teacher_checkpoints(in, o, &sel, &nsel);
                 for (size_t k = 0; k < nsel && !err; k++)
                         err = ensure_teacher(r, sel[k].main);
                 free(sel);

@@ -10,6 +10,7 @@
 #include "analysis/split.h"
 #include "analysis/split-internal.h"
 #include "analysis/per-sample.h"
+#include "metrics/base/budget.h"
 #include "metrics/base/banned.h"
 
 _Static_assert(KDL_RUN_MAX_TAUS <= KDL_SPLIT_MAX_TAUS, "every temperature fits the metric");
@@ -567,6 +568,101 @@ static int run_plan(struct kdl__split_run *r)
         r->o.metric = metric_opts(own_bytes(c, dt, ds, &r->o), &r->o);
         r->o.metric.domain = r->plan.domain;
         return 0;
+}
+
+/* ---- --plan --------------------------------------------------------------------- */
+
+/* The stream and the block buffers of the job of student @k at @cp, the larger into @ret. */
+static int job_need(const kdl_inputs *in, const struct kdl_run_split_opts *o, size_t k,
+                    const struct kdl_ckpair *cp, kdl__need *ret)
+{
+        struct kdl_stream_opts so = {.block_rows = o->common.block_rows,
+                                     .skip_nonfinite = o->common.skip_nonfinite};
+        const kdl_dump *dt = kdl_h5_dump(in->teacher), *ds = kdl_h5_dump(in->students[k]);
+        kdl__need nd = {.analysis = ret->analysis};
+        struct kdl_stream_cost c;
+        size_t n = in->pairs[k]->n, rows, row;
+        int err;
+
+        if (!cp->main->logits || !cp->partner || !cp->partner->logits)
+                return 0; /* refused by the run, with its message */
+        kdl_stream_cost_init(&c, in->pairs[k]);
+        kdl_stream_cost_add(&c, cp->partner->logits, KDL_SPATIAL_AVG, false);
+        kdl_stream_cost_add(&c, cp->main->logits, KDL_SPATIAL_AVG, true);
+        if (dt->labels || ds->labels)
+                kdl_stream_cost_add(&c, dt->labels ? dt->labels : ds->labels, KDL_SPATIAL_FLATTEN,
+                                    !dt->labels);
+        rows = kdl_stream_cost_rows(&c, n, &so);
+        /* A block's labels and sample ids, and its per-sample values (grow()). */
+        row = 2 * sizeof(int64_t) + F_COUNT_ * o->common.ntau * sizeof(double);
+        err = kdl__need_add(&nd, kdl_stream_cost_bytes(&c, n, &so), KDL_LEVER_BLOCK_ROWS,
+                            "blocks of %zu rows", rows);
+        err = err
+                      ?: kdl__need_add(&nd, kdl_sat_mul(rows, row), KDL_LEVER_BLOCK_ROWS,
+                                       "the labels and per-sample values of a block");
+        if (!err)
+                kdl__need_max(ret, &nd);
+        kdl__need_release(&nd);
+        return err;
+}
+
+int kdl__split_need(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl__need *ret)
+{
+        size_t c = kdl_h5_dump(in->teacher)->c, dt = widest_head(in->teacher), ds = 0, own;
+        kdl__need jobs = {.analysis = ret->analysis};
+        struct kdl_ckpair *cks = NULL;
+        kdl_split_plan p;
+        size_t ncks = 0;
+        int err;
+
+        for (size_t k = 0; k < in->nstudents; k++)
+                ds = widest_head(in->students[k]) > ds ? widest_head(in->students[k]) : ds;
+        own = own_bytes(c, dt, ds, o);
+        /* A plan that does not fit is what --plan is for: its size, not its refusal. */
+        err = kdl_run_split_plan(c, dt, ds, o, &p);
+        if (err == -KDL_EBUDGET) {
+                kdl_error_clear();
+                err = 0;
+        }
+        for (size_t k = 0; k < in->nstudents && !err; k++) {
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
+                                             o->common.teacher_checkpoint, &cks, &ncks);
+                for (size_t q = 0; q < ncks && !err; q++)
+                        err = job_need(in, o, k, &cks[q], &jobs);
+                free(cks);
+                cks = NULL;
+        }
+        err = err ?: kdl__need_append(ret, &jobs);
+        err = err
+                      ?: kdl__need_add(ret, p.bytes > own ? p.bytes - own : 0,
+                                       p.domain == KDL_SPLIT_DOMAIN_OFF ? 0 : KDL_LEVER_DOMAIN,
+                                       "the split states, domain level %s (C = %zu%s)",
+                                       kdl_split_domain_name(p.domain), c,
+                                       p.domain == KDL_SPLIT_DOMAIN_BLOCKED
+                                               ? ", blocks of classes over more passes"
+                                               : "");
+        err = err
+                      ?: kdl__need_add(ret, own,
+                                       o->metric.domain == KDL_SPLIT_DOMAIN_OFF ? 0
+                                                                                : KDL_LEVER_DOMAIN,
+                                       "the head weights and a sample's scratch");
+        kdl__need_release(&jobs);
+        return err;
+}
+
+int kdl_run_split_memory_plan(kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc)
+{
+        kdl__need nd = {.analysis = "split"};
+        int err;
+
+        assert(in && o && doc);
+        if (!in->teacher || in->nstudents == 0)
+                return kdl_error(-KDL_EUSAGE, "split needs a teacher (-t) and a student (-s)");
+        err = kdl_inputs_describe(in, doc);
+        err = err ?: kdl__split_need(in, o, &nd);
+        err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL_SPLIT_LEVERS, doc);
+        kdl__need_release(&nd);
+        return err;
 }
 
 int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc,

@@ -74,7 +74,8 @@ static const struct kdl_cmd commands[] = {
         {"cka", cmd_cka, 1, 2, "centred kernel alignment between the layers of one or two dumps",
          "kdlens cka A.h5 [B.h5] [--kernel linear|rbf] [--estimator biased|debiased|minibatch] "
          "[--checkpoint NAME|all] [--bootstrap B] [--interval percentile|basic|bca] "
-         "[--precision double|mixed] [--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
+         "[--precision double|mixed] [--wide sketch|exact] [--wide-max D] [--wide-rank R] "
+         "[--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
          "  --kernel K         linear (default) or rbf (sigma^2 = theta^2 x median squared "
          "distance)\n"
          "  --estimator E      biased (default), debiased or minibatch: the matrix shown\n"
@@ -91,6 +92,14 @@ static const struct kdl_cmd commands[] = {
          "  --seed S           seed of subsamples, bootstrap and batch order (0)\n"
          "  --precision P      double (default) or mixed: float products, double sums,\n"
          "                     linear CKA within 1e-6 of double\n"
+         "  --wide-max D       a layer is wide when its width and the sample count both\n"
+         "                     exceed D (4096; 0: none is): wide labels are kept as class\n"
+         "                     sums (exact), other wide layers as --wide says\n"
+         "  --wide W           sketch (default): a seeded Gaussian sketch of each wide\n"
+         "                     layer, one pass, an estimate with its standard error\n"
+         "                     (method sketch); exact: their products in column strips\n"
+         "                     within half of --memory, more passes (method strips)\n"
+         "  --wide-rank R      columns of each sketch (1024, at most --wide-max)\n"
          "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
          "  -f, --format FMT   table (default), md, csv, tex or json\n"
@@ -103,8 +112,8 @@ static const struct kdl_cmd commands[] = {
          CMD_MEMORY | CMD_PLAN},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
          "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--classes auto|all|K] "
-         "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--memory LIMIT] [--format "
-         "table|md|csv|tex|json]",
+         "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--memory LIMIT] [--plan] "
+         "[--format table|md|csv|tex|json]",
          "  -t, --teacher T    the teacher dump (required)\n"
          "  -s, --student S    a student dump: adds teacher x student CKA\n"
          "  -k, --top K        layers to recommend, listed in depth order (default\n"
@@ -132,11 +141,11 @@ static const struct kdl_cmd commands[] = {
          "                     the same ids in both, or only the ids both hold\n"
          "  --ignore-roles     accept a -t dump whose role is student or a -s dump\n"
          "                     whose role is teacher (exit 2 otherwise); said in a "
-         "note\n" HELP_MEMORY(""),
-         CMD_MEMORY},
+         "note\n" HELP_MEMORY("") HELP_PLAN(""),
+         CMD_MEMORY | CMD_PLAN},
         {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
          "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
-         "[--checkpoint NAME|all] [--memory LIMIT] [--format table|md|csv|tex|json]",
+         "[--checkpoint NAME|all] [--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
          "  -t, --teacher FILE      the teacher's dump: residual curve, ridge targets, verdicts\n"
          "  -s, --student FILE      a student's dump; repeat for several\n"
          "  -c, --checkpoint NAME   a checkpoint, or all (default: the last)\n"
@@ -166,16 +175,16 @@ static const struct kdl_cmd commands[] = {
          "                          (strict, default) or only the ids both hold (inner)\n"
          "      --ignore-roles      accept a -t dump whose role is student or a -s dump\n"
          "                          whose role is teacher (exit 2 otherwise); said in a "
-         "note\n" HELP_MEMORY(
+         "note\n" HELP_MEMORY("     ") HELP_PLAN(
                  "     ") "Tables: dims (one row per model, checkpoint and layer), heads, "
                           "verdict,\n"
                           "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n",
-         CMD_MEMORY},
+         CMD_MEMORY | CMD_PLAN},
         {"split", cmd_split, 0, 0,
          "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
          "kdlens split -t TEACHER.h5 -s STUDENT.h5... [-T TAUS] [--checkpoint NAME|all] "
          "[--format table|md|csv|tex|json] [--per-sample OUT.h5] [--domain auto|full|blocked|off] "
-         "[--top-pairs K] [--memory LIMIT]",
+         "[--top-pairs K] [--memory LIMIT] [--plan]",
          "  -t, --teacher FILE   the teacher dump (with /labels, or the student has them)\n"
          "  -s, --student FILE   a student dump (repeatable)\n"
          "  -T, --temperature L  temperatures, e.g. 1,4 (default 4); KL terms carry tau^2\n"
@@ -201,8 +210,8 @@ static const struct kdl_cmd commands[] = {
          "                       classes beyond), full, blocked or off\n"
          "  --domain-max-c N     auto's largest C for the C x C matrices (4096)\n"
          "  --top-pairs K        most confused class pairs listed in blocked mode "
-         "(100)\n" HELP_MEMORY(""),
-         CMD_MEMORY},
+         "(100)\n" HELP_MEMORY("") HELP_PLAN(""),
+         CMD_MEMORY | CMD_PLAN},
         {"summary", cmd_summary, 0, 0,
          "accuracy, fidelity to the teacher, calibration (ECE), NLL and KL per checkpoint",
          "kdlens summary -t TEACHER.h5 -s STUDENT.h5... [--checkpoint NAME|all] [-T TAU] "

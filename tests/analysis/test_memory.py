@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""The memory budget: --memory LIMIT bounds kl, cka, report and inspect; --plan says what
-each analysis needs without reading data.
+"""The memory budget: --memory LIMIT bounds every analysis; --plan says what kl, cka, split,
+dims, layers and the report need without reading data.
 
 A need over the budget is one line on stderr naming the analysis, the size and the option
 that lowers it, exit status 1, with nothing written; a malformed LIMIT is a usage error
@@ -198,6 +198,16 @@ def test_plan_reads_no_data():
     assert "fits" in kt.run("cka", TNAN, S, "--plan", check=0)[1]
     row, parts = plan("cka", T, S)
     assert row["need_bytes"] == sum(p["bytes"] for p in parts)
+    # split, dims and layers plan the dump whose logits a run fails on.
+    for args in (("split", "-t", TNAN, "-s", S), ("dims", "-t", TNAN, "-s", S),
+                 ("layers", "-t", TNAN, "-s", S)):
+        st, _, err = kt.run(*args)
+        assert st == 1 and "NaN" in err, (args, err)
+        row, parts = plan(*args)
+        assert row["analysis"] == args[0] and row["fits"] is True, row
+        assert row["need_bytes"] == sum(p["bytes"] for p in parts) > 0, (row, parts)
+        row, _ = plan(*args, "--memory", "64K")
+        assert row["fits"] is False, row
 
 
 def test_report_plan_adds_the_analyses_of_a_checkpoint():
@@ -220,8 +230,13 @@ def test_report_plan_adds_the_analyses_of_a_checkpoint():
 
 def test_plan_is_the_measured_peak():
     """plan <= peak RSS <= plan + OVERHEAD, for cka (the in-memory CKA of its subsample
-    dominates) and kl (blocks and the Spearman reservoir)."""
-    for args in (("cka", CT, CS), ("kl", "-t", KT, "-s", KS)):
+    dominates; with wide layers sketched, or in column strips over more passes), kl (blocks
+    and the Spearman reservoir), split and dims (their blocks and states over 60,000 samples)
+    and layers (its CKA, then the quality of each layer)."""
+    for args in (("cka", CT, CS), ("cka", CT, CS, "--wide-max", "100"),
+                 ("cka", CT, CS, "--wide-max", "100", "--wide", "exact"),
+                 ("kl", "-t", KT, "-s", KS), ("split", "-t", KT, "-s", KS),
+                 ("dims", "-t", KT, "-s", KS), ("layers", "-t", CT, "-s", CS)):
         row, _ = plan(*args)
         rss = peak_rss(*args, "--format", "json")
         print(f"  {args[0]}: plan {row['need_bytes'] / MIB:.1f} MiB, peak RSS "
