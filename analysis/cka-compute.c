@@ -495,7 +495,15 @@ static int state_load(void *s, const void *buf, size_t len)
 int kdl__cka_pass_combine(struct kdl__cka_pass *c)
 {
         static const struct kdl__dist_ops ops = {state_pack, state_merge, state_load};
-        int err = c->state ? kdl__dist_combine(c->state, &ops) : 0;
+        int err;
+
+        /* Every rank has the same sources, so every rank stops here with this line. */
+        if (c->wide.ext)
+                return kdl_error(
+                        -KDL_EUSAGE,
+                        "--wide exact: the column strips of wide sources do not run on "
+                        "more than one MPI process yet (use --wide sketch, or one process)");
+        err = c->state ? kdl__dist_combine(c->state, &ops) : 0;
 
         return err ?: kdl__dist_gather(&c->g, c->l);
 }
