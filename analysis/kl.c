@@ -595,6 +595,59 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
         return 0;
 }
 
+/* The fit alone, on a stream of its own: only the two head-input features. */
+static int fit_attach(kdl__job *job, kdl_stream *st)
+{
+        struct kl_job *j = job->ctx;
+        enum kdl_spatial rule = j->r->o.common.spatial;
+        int err;
+
+        err = add(job, st, j->x.tf, &j->x.lt->feature, rule, false, &j->ix.ht);
+        return err ?: add(job, st, j->x.sf, &j->x.ls->feature, rule, true, &j->ix.hs);
+}
+
+static int fit_end(kdl__job *job, kdl_stream *st, unsigned pass)
+{
+        struct kl_job *j = job->ctx;
+        int err = kl_end(job, st, pass);
+
+        j->measure_pass = 0; /* the measuring job's first pass measures */
+        return err < 0 ? err : 0;
+}
+
+/* Student @k at @cp as the kl command runs it: when the projector is fitted (and samples are
+ * not skipped for NaN/Inf), the fit is a pass of its own over the two head-input features
+ * only, then one pass measures. */
+static int run_checkpoint(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp)
+{
+        struct kdl_stream_opts so = kdl_run_stream_opts(&r->o.common);
+        const kdl_pair *pair = r->in->pairs[k];
+        kdl_stream *st = NULL;
+        kdl__job job, fit;
+        int err;
+
+        err = kdl__kl_job(r, k, cp, &job);
+        /* The logits (and gradients) are C wide, the features d wide: a fit
+         * pass that reads them all costs as much as the measuring pass at
+         * C = 32,000.  Under --nonfinite skip the fit must drop the samples
+         * a NaN in any dataset drops, so it stays the job's first pass. */
+        if (!err && r->job->ps && !so.skip_nonfinite) {
+                fit = (kdl__job){.ctx = r->job,
+                                 .attach = fit_attach,
+                                 .block = kl_block,
+                                 .end = fit_end,
+                                 .combine = kl_combine};
+                err = kdl_stream_new(pair->n, pair, &so, &st);
+                err = err ?: kdl__jobs_run(st, &fit, 1, NULL);
+                kdl_stream_free(st);
+                st = NULL;
+        }
+        err = err ?: kdl_stream_new(pair->n, pair, &so, &st);
+        err = err ?: kdl__jobs_run(st, &job, 1, NULL);
+        kdl_stream_free(st);
+        return err;
+}
+
 /* ---- what kl needs ------------------------------------------------------------------ */
 
 /* The sources of student @k's job at @cp, as kdl__kl_job() finds them; release with
@@ -774,21 +827,13 @@ int kdl_run_kl(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *d
 
         err = kdl__kl_begin(in, o, doc, &r);
         for (size_t k = 0; !err && k < in->nstudents; k++) {
-                struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
                 struct kdl_ckpair *cks = NULL;
                 size_t nck = 0;
 
                 err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
                                              o->common.teacher_checkpoint, &cks, &nck);
-                for (size_t c = 0; c < nck && !err; c++) {
-                        kdl_stream *st = NULL;
-                        kdl__job job;
-
-                        err = kdl__kl_job(r, k, &cks[c], &job);
-                        err = err ?: kdl_stream_new(in->pairs[k]->n, in->pairs[k], &so, &st);
-                        err = err ?: kdl__jobs_run(st, &job, 1, NULL);
-                        kdl_stream_free(st);
-                }
+                for (size_t c = 0; c < nck && !err; c++)
+                        err = run_checkpoint(r, k, &cks[c]);
                 free(cks);
         }
         if (err) {
