@@ -272,9 +272,10 @@ KDL_API int kdl_kl_state_new(const kdl_kl_opts *o, kdl_kl_state **ret);
 /**
  * kdl_kl_accumulate() - compute the per-sample values of @b and add them.
  *
- * All inputs are checked first; on failure the statistics and the
- * reservoir of @s are unchanged, but the per-sample values of the previous
- * block may be lost (kdl_kl_values() then returns NULL).
+ * All inputs are checked before anything is added (the C-wide ones through
+ * the values they give); on failure the statistics and the reservoir of @s
+ * are unchanged, but the per-sample values of the previous block may be lost
+ * (kdl_kl_values() then returns NULL).
  * Return: 0; -KDL_ESHAPE if a tensor is missing, unannounced, not 2-D or of
  * the wrong size; -KDL_ENONFINITE naming the input and sample index
  * on NaN/Inf in the input, or a value that overflowed; -KDL_EOVERFLOW;
