@@ -99,6 +99,10 @@ size_t kdl__kl_sample_index(const kdl_kl_block *b, size_t r);
 /* -KDL_ESHAPE (message names @what) unless @t is 2-D [@m, @cols]. */
 int kdl__kl_check_tensor(const kdl_tensor *t, const char *what, size_t m, size_t cols);
 
+/* kdl_tensor_check_finite() (no message) in one pass of four independent sums per row when
+ * the rows are contiguous. */
+int kdl__kl_rows_finite(const kdl_tensor *t, size_t *ret_row);
+
 /* -KDL_ENONFINITE naming @what and the sample (of @b when not NULL, else
  * the row) of the first NaN/Inf in @t. */
 int kdl__kl_check_finite(const kdl_tensor *t, const char *what, const kdl_kl_block *b);

@@ -8,6 +8,7 @@
 #include "metrics/base/error.h"
 #include "metrics/moments.h"
 #include "metrics/split.h"
+#include "metrics/kl-internal.h"
 #include "metrics/split-internal.h"
 #include "metrics/base/banned.h"
 
@@ -220,23 +221,35 @@ int kdl__split_check_block(size_t c, const kdl_tensor *zt, const kdl_tensor *zs,
                         return kdl_error(-KDL_ERANGE,
                                          "split: label %lld of block row %zu outside [0, %zu)",
                                          (long long) labels[i], i, c);
-        if (kdl_tensor_check_finite(zt, &row) < 0)
+        if (kdl__kl_rows_finite(zt, &row) < 0)
                 return kdl_error(-KDL_ENONFINITE,
                                  "split: non-finite teacher logit in block row %zu", row);
-        if (zs && kdl_tensor_check_finite(zs, &row) < 0)
+        if (zs && kdl__kl_rows_finite(zs, &row) < 0)
                 return kdl_error(-KDL_ENONFINITE,
                                  "split: non-finite student logit in block row %zu", row);
         return 0;
 }
 
+/* The first index of the largest of @c finite values: the maximum in two
+ * chains, then where it first occurs (a loop that kept the best index
+ * reloaded its value, one dependent load and compare per class). */
 static size_t argmax(const double *z, ptrdiff_t st, size_t c)
 {
-        size_t best = 0;
+        double m0 = z[0], m1 = z[0], mx;
+        size_t j = 1;
 
-        for (size_t j = 1; j < c; j++)
-                if (z[(ptrdiff_t) j * st] > z[(ptrdiff_t) best * st])
-                        best = j;
-        return best;
+        for (; j + 1 < c; j += 2) {
+                double a = z[(ptrdiff_t) j * st], b = z[(ptrdiff_t) (j + 1) * st];
+
+                m0 = a > m0 ? a : m0;
+                m1 = b > m1 ? b : m1;
+        }
+        if (j < c && z[(ptrdiff_t) j * st] > m0)
+                m0 = z[(ptrdiff_t) j * st];
+        mx = m1 > m0 ? m1 : m0;
+        for (j = 0; j + 1 < c && z[(ptrdiff_t) j * st] < mx; j++)
+                ;
+        return j;
 }
 
 /* Add the sample @r (of label @y) at temperature @k. */

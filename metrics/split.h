@@ -208,7 +208,7 @@ typedef struct kdl_split_sample {
 } kdl_split_sample;
 
 /* Doubles of scratch kdl_split_eval() needs for @c classes. */
-#define KDL_SPLIT_EVAL_WORK(c) (3 * (size_t) (c))
+#define KDL_SPLIT_EVAL_WORK(c) (6 * (size_t) (c))
 
 /**
  * kdl_split_eval() - the split quantities of one sample.
