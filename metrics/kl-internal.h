@@ -64,7 +64,8 @@ struct kdl__kl_scratch {
         size_t rows;             /* blocks of this many rows fit */
         size_t vm;               /* rows of the last block's values in @vals; 0: none */
         double *vals;            /* [ntau * NV, vm] values of the last block */
-        double *e, *u, *y, *hsp; /* [rows, d_t], [rows, c], [rows, rank], [rows, d_s] */
+        double *e, *u, *y, *hsp; /* [rows, d_t], [rows, c], [rows, rank] (rank < d_t only),
+                                    [rows, d_s] */
         double *lpt, *lps, *pr;  /* [c]: log p^t_τ (first z^t/τ), z^s/τ, p^t_τ (first e^t) */
         double *qs, *v, *d;      /* [c]: p^s_τ (first e^s), (z^s - z^t)/τ, z^s - z^t */
         double *delta;           /* [d_t] mean differences of a merge */

@@ -233,7 +233,8 @@ static int block_features(const struct kdl__kl_config *cfg, struct kdl__kl_scrat
         if (cfg->head) {
                 cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bm, bc, bt, 1.0, w->e, bt,
                             cfg->w, bt, 0.0, w->u, bc);
-                if (cfg->rank > 0)
+                /* Q square (W_t of full column rank): ‖Qᵀe‖ = ‖e‖, no product. */
+                if (cfg->rank > 0 && cfg->rank < d_t)
                         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bm, br, bt, 1.0,
                                     w->e, bt, cfg->q, br, 0.0, w->y, br);
         }
@@ -272,10 +273,11 @@ static void row_features(const struct kdl__kl_config *cfg, struct kdl__kl_scratc
                          const kdl_kl_block *b, size_t r, struct row_values *rv)
 {
         size_t c = cfg->c, d_t = cfg->d_t;
+        double ee = 0.0;
 
         if (cfg->feat) {
                 const double *e = w->e + r * d_t;
-                double ee = 0.0, ge_dot = 0.0;
+                double ge_dot = 0.0;
 
                 for (size_t j = 0; j < d_t; j++)
                         ee += e[j] * e[j];
@@ -293,8 +295,11 @@ static void row_features(const struct kdl__kl_config *cfg, struct kdl__kl_scratc
                 for (size_t k = 0; k < c; k++)
                         uu += w->u[r * c + k] * w->u[r * c + k];
                 rv->feature_head = uu / (2.0 * (double) c);
-                for (size_t k = 0; k < cfg->rank; k++)
-                        yy += w->y[r * cfg->rank + k] * w->y[r * cfg->rank + k];
+                if (cfg->rank == d_t)
+                        yy = ee;
+                else
+                        for (size_t k = 0; k < cfg->rank; k++)
+                                yy += w->y[r * cfg->rank + k] * w->y[r * cfg->rank + k];
                 w->block.vsq += yy;
         }
 }

@@ -428,8 +428,8 @@ static int ensure_scratch(kdl_kl_state *s, size_t m)
         if (cfg->head) {
                 if ((err = kdl_mul_size(m, cfg->c, &n)) < 0 || (err = kdl__kl_grow(&w->u, n)) < 0)
                         return err;
-                if ((err = kdl_mul_size(m, cfg->rank, &n)) < 0 ||
-                    (err = kdl__kl_grow(&w->y, n)) < 0)
+                if (cfg->rank < cfg->d_t && ((err = kdl_mul_size(m, cfg->rank, &n)) < 0 ||
+                                             (err = kdl__kl_grow(&w->y, n)) < 0))
                         return err;
         }
         w->rows = m;

@@ -1035,6 +1035,24 @@ static void test_visible_share(void **unused)
                 kdl_kl_state_free(s);
         }
         data_free(&d);
+
+        /* W_t of full column rank (d_t <= C): every e is visible, exactly. */
+        {
+                struct data t = data_random(29, n, 6, 4, 4, 1.0, 0.5);
+                kdl_tensor wt = kdl_tensor_wrap(t.w, 2, (size_t[]){6, 4});
+                kdl_kl_opts ot = with_defaults((kdl_kl_opts){
+                        .c = 6, .ntau = 1, .tau = &tau, .d_s = 4, .d_t = 4, .w_t = &wt});
+                kdl_kl_state *s = state(&ot);
+                kdl_kl_result *r;
+
+                feed(s, &ot, &t, 0, n, 7, NULL);
+                r = result(s);
+                assert_int_equal(r->head_rank, 4);
+                assert_close(r->visible_share, 1.0, 0.0, 0.0);
+                kdl_kl_result_free(r);
+                kdl_kl_state_free(s);
+                data_free(&t);
+        }
 }
 
 /* Ties get average ranks: a constant-in-blocks approximation. */
