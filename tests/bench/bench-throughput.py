@@ -14,9 +14,10 @@ printed at the start and the end):
    --repeat times with kdlens's block reader into float64, each time in a
    fresh process (`bench-read --read-once`): wall and CPU seconds, and GB/s
    of stored values, median of the repeats.
-2. Each command (--only, default kl,split) on the dump, once, under nice
-   --nice: wall and CPU seconds (user + system, all threads), peak RSS, the
-   bytes it read (rchar, over all its passes, as bench-scale.py counts them).
+2. Each command (--only, default kl,split) on the dump, once, as
+   bench-scale.py runs them (nice 10, RLIMIT_AS 20 GiB; output and stderr in
+   --scratch): wall and CPU seconds (user + system, all threads), peak RSS,
+   the bytes it read (rchar, over all its passes).
 
 GB counts stored bytes.  A command's input is one pass over the datasets it
 needs, from the dump's shapes and element types: kl the logits and the head
@@ -31,68 +32,46 @@ own work (the per-sample kernels; kl's head product is a GEMM).
 Options:
   --only LIST       commands (kl,split); each run as `kdlens CMD -t T -s S`
   --args "..."      extra arguments for every command (e.g. "-T 1,4")
-  --scratch DIR     where bench-read keeps its dump ($TMPDIR or /tmp)
+  --scratch DIR     bench-read's dump, the commands' output ($TMPDIR or /tmp)
   --read-rows R     rows of bench-read's dump at most (262144)
   --block-rows R    bench-read's block rows (4096)
   --repeat K        bench-read runs (3)
-  --nice N          niceness of every run (10)
   --timeout S       seconds per command (3600); a timeout is recorded
   --json FILE       also write the figures as JSON
 """
+import importlib.util
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import h5py
 import numpy as np
 
 OPTS = {"--only": "kl,split", "--args": "", "--scratch": "", "--read-rows": "262144",
-        "--block-rows": "4096", "--repeat": "3", "--nice": "10", "--timeout": "3600",
-        "--json": ""}
+        "--block-rows": "4096", "--repeat": "3", "--timeout": "3600", "--json": ""}
+CAP_GIB = 20
 
 
-def rchar():
-    """Bytes read by this process and the children it has waited for."""
-    with open("/proc/self/io") as f:
-        return next(int(ln.split()[1]) for ln in f if ln.startswith("rchar:"))
+def load_bench_scale():
+    """bench-scale.py (beside this file) as a module: its measure() runs the commands."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench-scale.py")
+    spec = importlib.util.spec_from_file_location("bench_scale", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def run(argv, niceness, timeout, stdout=subprocess.DEVNULL):
-    """Run @argv in a fresh process group; its wall and CPU seconds, peak RSS, rchar, status."""
-    r0 = rchar()
-    t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                         preexec_fn=lambda: os.nice(niceness), start_new_session=True)
-    killed = False
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() - t0 > timeout:
-            os.killpg(p.pid, signal.SIGKILL)
-            killed = True
-            pid, status, ru = os.wait4(p.pid, 0)
-            break
-        time.sleep(0.1)
-    wall = time.monotonic() - t0
-    err = p.stderr.read().decode(errors="replace").strip()
-    p.stderr.close()
-    p.returncode = 0  # reaped above
-    if killed:
-        state = "timeout %d s" % timeout
-    elif os.WIFSIGNALED(status):
-        state = "signal %d" % os.WTERMSIG(status)
-    else:
-        state = "exit %d" % os.WEXITSTATUS(status)
-    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "user_s": ru.ru_utime,
-            "sys_s": ru.ru_stime, "peak_mib": ru.ru_maxrss / 1024.0,
-            "read_gb": (rchar() - r0) / 1e9, "status": state,
-            "stderr": err.splitlines()[0] if err else ""}
+BS = load_bench_scale()
+
+
+def run(argv, out_dir, name, timeout):
+    """bench-scale.py's measure(): wall and CPU seconds, peak RSS, rchar, status, under nice 10
+    and RLIMIT_AS CAP_GIB; stdout and stderr go to OUT_DIR/NAME.out and .err."""
+    base = os.path.join(out_dir, name)
+    return BS.measure(argv, base + ".out", base + ".err", timeout, CAP_GIB << 30)
 
 
 def last_checkpoint(f):
@@ -128,10 +107,9 @@ def inputs(tpath, spath):
     return {"kl": kl, "split": split}, layout
 
 
-def raw_read(bench_read, layout, o):
+def raw_read(bench_read, layout, scratch, o):
     """bench-read's rate on a dump shaped like the logits: medians of wall and CPU seconds."""
     rows = min(layout["n"], int(o["--read-rows"]))
-    scratch = o["--scratch"] or tempfile.gettempdir()
     if layout["dtype"] not in ("float16", "float32", "float64"):
         raise SystemExit("bench-throughput: logits of type %s; bench-read takes float16, "
                          "float32 or float64" % layout["dtype"])
@@ -144,8 +122,9 @@ def raw_read(bench_read, layout, o):
     path = next(ln.split()[1] for ln in out.splitlines() if ln.startswith(("wrote ", "reusing ")))
     gb = rows * layout["c"] * np.dtype(layout["dtype"]).itemsize / 1e9
     runs = []
-    for _ in range(int(o["--repeat"])):
-        r = run([bench_read, "--read-once", path, o["--block-rows"]], int(o["--nice"]), 3600)
+    for i in range(int(o["--repeat"])):
+        r = run([bench_read, "--read-once", path, o["--block-rows"]], scratch, "read-%d" % i,
+                3600)
         if r["status"] != "exit 0":
             raise SystemExit("bench-throughput: %s --read-once failed: %s" % (bench_read,
                                                                              r["stderr"]))
@@ -180,7 +159,8 @@ def main(argv):
     print("dump: %s, %s: N = %s, C = %s, logits %s in chunks of %d rows" % (
         tpath, spath, "{:,}".format(layout["n"]), "{:,}".format(layout["c"]), layout["dtype"],
         layout["chunk_rows"]))
-    raw = raw_read(bench_read, layout, o)
+    scratch = o["--scratch"] or tempfile.gettempdir()
+    raw = raw_read(bench_read, layout, scratch, o)
     raw_wall, raw_cpu = raw["gb"] / raw["wall_s"], raw["gb"] / raw["cpu_s"]
     print("raw read: bench-read, %s [%s, %d], blocks of %s rows, median of %s: %.3f GB in "
           "%.2f s wall, %.2f s CPU: %.3f GB/s wall, %.3f GB/s CPU\n" % (
@@ -192,7 +172,7 @@ def main(argv):
     rows = []
     extra = shlex.split(o["--args"])
     for verb in verbs:
-        r = run([kdlens, verb, "-t", tpath, "-s", spath] + extra, int(o["--nice"]),
+        r = run([kdlens, verb, "-t", tpath, "-s", spath] + extra, scratch, verb,
                 float(o["--timeout"]))
         r.update(command=verb, input_gb=need[verb], load=os.getloadavg()[0])
         r["gbs_wall"] = r["input_gb"] / r["wall_s"]
