@@ -47,6 +47,10 @@
  * Variances are two-pass (centred).  Nothing C×C or d×d is formed per
  * sample: the Fisher quadratic forms use u^T F u = Var_p(u)
  * (docs/conventions.md#the-kd-criterion-and-the-temperature).
+ * Cost per sample and τ: two exponentials per class (the two softmaxes;
+ * p = e/Σe), the φ of the KL, and with the head u = W_t e, C·d_t
+ * multiply-adds a sample in a block GEMM, the larger part at C = 1,000,
+ * d_t = 512; these, not the reading, bound the pass.
  *
  * Fidelity statistics, per temperature and approximation (docs/kl.md): mean; ratio
  * mean(A)/mean(K); Pearson correlation of A_n with K_n from streaming
