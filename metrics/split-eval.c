@@ -24,44 +24,41 @@
  * relative precision, and TCKD is the exact KL on the two classes [y, rest].
  */
 
-/* Σ exp(z_k/τ - @mx) over k in [@k0, @k1), in class order. */
-static double exp_sum(const double *z, ptrdiff_t st, size_t k0, size_t k1, double tau, double mx)
+/* Σ exp(a_k - @mx) over k in [@k0, @k1), in class order. */
+static double exp_sum(const double *a, size_t k0, size_t k1, double mx)
 {
         double s = 0.0;
 
         for (size_t k = k0; k < k1; k++)
-                s += exp(z[(ptrdiff_t) k * st] / tau - mx);
+                s += exp(a[k] - mx);
         return s;
 }
 
-double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau)
+double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau, double *a)
 {
         double m0 = -INFINITY, m1 = -INFINITY, mx, rest;
         size_t am = y ? 0 : 1, lo, hi;
 
-        /* kdl__kl_log_softmax(z, st, c, y, tau, NULL, &lse) with the maximum
-         * over k != y in two chains, then its first index, and the sum
-         * without y and the argmax in class order: the same bits. */
-        for (size_t k = 0; k < c; k++) {
-                double a = z[(ptrdiff_t) k * st] / tau;
-
-                if (k == y)
-                        continue;
-                if (k % 2)
-                        m1 = a > m1 ? a : m1;
-                else
-                        m0 = a > m0 ? a : m0;
-        }
+        /* kdl__kl_log_softmax(z, st, c, y, tau, NULL, &lse) with each z_k/τ
+         * formed once, the maximum over k != y in two chains, then its first
+         * index, and the sum without y and the argmax in class order: the
+         * same bits. */
+        for (size_t k = 0; k < c; k++)
+                a[k] = z[(ptrdiff_t) k * st] / tau;
+        for (size_t k = 0; k < y; k++)
+                m0 = a[k] > m0 ? a[k] : m0;
+        for (size_t k = y + 1; k < c; k++)
+                m1 = a[k] > m1 ? a[k] : m1;
         mx = m1 > m0 ? m1 : m0;
-        while (am + 1 < c && (am == y || z[(ptrdiff_t) am * st] / tau < mx))
+        while (am + 1 < c && (am == y || a[am] < mx))
                 am++;
-        mx = z[(ptrdiff_t) am * st] / tau;
+        mx = a[am];
         lo = am < y ? am : y;
         hi = am < y ? y : am;
-        rest = exp_sum(z, st, 0, lo, tau, mx);
-        rest += exp_sum(z, st, lo + 1, hi, tau, mx);
-        rest += exp_sum(z, st, hi + 1, c, tau, mx);
-        return z[(ptrdiff_t) y * st] / tau - (mx + log1p(rest));
+        rest = exp_sum(a, 0, lo, mx);
+        rest += exp_sum(a, lo + 1, hi, mx);
+        rest += exp_sum(a, hi + 1, c, mx);
+        return a[y] - (mx + log1p(rest));
 }
 
 /* A gap between the two largest teacher logits (tempered) up to which the non-target

@@ -42,8 +42,10 @@ const kdl_split_opts *kdl__split_state_opts(const kdl_split_state *s);
 /* ---- split-eval.c ---- */
 
 /* The log-odds of class @y against the others, z_y/τ - LSE_{k≠y}(z_k/τ)
- * (log p_y - log(1 - p_y), with all its digits even when p_y rounds to 1). */
-double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau);
+ * (log p_y - log(1 - p_y), with all its digits even when p_y rounds to 1);
+ * @a: @c doubles of scratch. */
+double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau,
+                           double *a);
 
 /* log(1 + e^x) without overflow: for the log-odds d of p_y,
  * log p_y = -softplus(-d) and log(1 - p_y) = -softplus(d). */

@@ -361,6 +361,7 @@ struct kdl_split_instance_state {
         kdl_split_opts o;
         size_t n;
         struct inst_acc t[KDL_SPLIT_MAX_TAUS];
+        double *work; /* [C] the log-odds' z/τ */
 };
 
 void kdl_split_instance_state_free(kdl_split_instance_state *s)
@@ -371,6 +372,7 @@ void kdl_split_instance_state_free(kdl_split_instance_state *s)
                 kdl__split_dist_release(&s->t[k].w);
                 kdl__split_dist_release(&s->t[k].w_ok);
         }
+        free(s->work);
         free(s);
 }
 
@@ -387,6 +389,11 @@ int kdl_split_instance_state_new(const kdl_split_state *pass1, kdl_split_instanc
                 return -ENOMEM;
         s->c = pass1->c;
         s->o = pass1->o;
+        s->work = kdl_new(double, s->c);
+        if (!s->work) {
+                kdl_split_instance_state_free(s);
+                return -ENOMEM;
+        }
         for (size_t k = 0; k < s->o.ntaus; k++) {
                 s->t[k].pt_mean = pass1->t[k].d[D_PT].m.mean;
                 if (kdl__split_dist_init(&s->t[k].w, &w_geom) < 0 ||
@@ -410,8 +417,8 @@ static double inst_add(kdl_split_instance_state *s, size_t k, const double *rt, 
 
         /* As kdl__split_eval_one(): from the log-odds, so that 1 - p_y keeps
          * its digits near p_y = 1. */
-        dt = kdl__split_log_odds(rt, st, s->c, y, tau);
-        ds = kdl__split_log_odds(rs, ss, s->c, y, tau);
+        dt = kdl__split_log_odds(rt, st, s->c, y, tau, s->work);
+        ds = kdl__split_log_odds(rs, ss, s->c, y, tau, s->work);
         pt_r = exp(-kdl__split_softplus(dt));
         qs_r = exp(-kdl__split_softplus(ds));
         w = kdl_split_weight(pt_r, qs_r, t->pt_mean, s->o.lambda, s->o.w_eps, &guarded);
