@@ -122,24 +122,11 @@ int kdl__kl_grow(double **p, size_t n);
  * The exact KL, shared with the split metric (metrics/split-eval.c), so that
  * both compute the same numbers the same way.
  *
- * kdl__kl_log_softmax() - log-softmax of x/τ over the classes k != @skip
- * (@skip >= @c: every class) into @out, in class order without @skip (@c - 1
- * values, else @c); @out may be NULL when only the normaliser is wanted.  The
- * normaliser is max + log1p(Σ_{k != argmax} e^{x_k/τ - max}), so that log p
- * of a class far below the maximum keeps its digits.
- * @x:       @c values, stride @sx (borrowed); finite.
- * @ret_lse: if not NULL, the normaliser log Σ_{k != skip} e^{x_k/τ}.
- * Return: the (first) argmax among the classes kept.
- */
-size_t kdl__kl_log_softmax(const double *x, ptrdiff_t sx, size_t c, size_t skip, double tau,
-                           double *out, double *ret_lse);
-
-/*
  * kdl__kl_softmax() - the softmax of x/τ as scaled exponentials: a_k = x_k/τ into @a and
  * e_k = exp(a_k - a_max) into @e for the @c classes, and *@ret_rest = Σ_{k != argmax} e_k in
- * class order.  The normaliser is then a_max + log1p(rest), with the bits of
- * kdl__kl_log_softmax()'s (the same quotients and exponentials, summed in the same order),
- * and p_k = e_k / (1 + rest): one exponential per class for both.
+ * class order.  The normaliser is then a_max + log1p(rest), so that log p of a class far below
+ * the maximum keeps its digits, and p_k = e_k / (1 + rest): one exponential per class for
+ * both.
  * @x: @c values, stride @sx (borrowed); finite.  @a, @e: @c doubles each.
  * Return: the (first) argmax.
  */

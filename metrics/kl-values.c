@@ -43,40 +43,13 @@ static inline double phi(double v)
         return v * v * r;
 }
 
-size_t kdl__kl_log_softmax(const double *x, ptrdiff_t sx, size_t c, size_t skip, double tau,
-                           double *out, double *ret_lse)
-{
-        double mx = -INFINITY, rest = 0.0, lse;
-        size_t am = 0;
-
-        for (size_t k = 0; k < c; k++) {
-                double a = x[(ptrdiff_t) k * sx] / tau;
-
-                if (k != skip && a > mx) {
-                        mx = a;
-                        am = k;
-                }
-        }
-        for (size_t k = 0; k < c; k++)
-                if (k != am && k != skip)
-                        rest += exp(x[(ptrdiff_t) k * sx] / tau - mx);
-        lse = mx + log1p(rest);
-        for (size_t k = 0, i = 0; out && k < c; k++)
-                if (k != skip)
-                        out[i++] = x[(ptrdiff_t) k * sx] / tau - lse;
-        if (ret_lse)
-                *ret_lse = lse;
-        return am;
-}
-
 size_t kdl__kl_softmax(const double *x, ptrdiff_t sx, size_t c, double tau, double *a, double *e,
                        double *ret_rest)
 {
         double m0, m1, mx, rest = 0.0;
         size_t am = 0, k;
 
-        /* One division per value (the loops below reuse a_k), the same
-         * quotient kdl__kl_log_softmax() forms. */
+        /* One division per value: the loops below reuse a_k. */
         for (k = 0; k < c; k++)
                 a[k] = x[(ptrdiff_t) k * sx] / tau;
         /* The maximum in two chains, then its first index: the argmax of a
@@ -92,8 +65,7 @@ size_t kdl__kl_softmax(const double *x, ptrdiff_t sx, size_t c, double tau, doub
         while (am + 1 < c && a[am] < mx)
                 am++;
         mx = a[am];
-        /* The exponentials, summed in class order without the argmax as
-         * kdl__kl_log_softmax() sums them. */
+        /* The exponentials, summed in class order without the argmax. */
         for (k = 0; k < am; k++) {
                 e[k] = exp(a[k] - mx);
                 rest += e[k];

@@ -39,10 +39,9 @@ double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, do
         double m0 = -INFINITY, m1 = -INFINITY, mx, rest;
         size_t am = y ? 0 : 1, lo, hi;
 
-        /* kdl__kl_log_softmax(z, st, c, y, tau, NULL, &lse) with each z_k/τ
-         * formed once, the maximum over k != y in two chains, then its first
-         * index, and the sum without y and the argmax in class order: the
-         * same bits. */
+        /* LSE_{k≠y} as max + log1p(Σ_{k ∉ {y, argmax}} e^{a_k - max}), the
+         * sum in class order, with each a_k = z_k/τ formed once and the
+         * maximum over k != y in two loops, then its first index. */
         for (size_t k = 0; k < c; k++)
                 a[k] = z[(ptrdiff_t) k * st] / tau;
         for (size_t k = 0; k < y; k++)
@@ -86,8 +85,8 @@ static double non_target_softmax(const double *a, const double *e, const double 
                                 am2 = k;
                 scale = a[am] - a[am2] <= NT_GAP_MAX ? exp(a[am] - a[am2]) : 0.0;
         }
-        /* Σ_{k ∉ {y, am2}} e^{a_k - a_am2} in class order (the bits of
-         * kdl__kl_log_softmax() when y is not the argmax). */
+        /* Σ_{k ∉ {y, am2}} e^{a_k - a_am2} in class order (when y is not the
+         * argmax, the full softmax's own exponentials, unscaled). */
         if (scale > 0.0) {
                 for (size_t k = 0; k < c; k++)
                         if (k != y && k != am2)
