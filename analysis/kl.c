@@ -15,20 +15,7 @@
 
 #define NV KDL_KL_VALUE_COUNT_
 
-/* What one comparison (a student checkpoint against a teacher checkpoint) reads. */
-struct sources {
-        kdl_h5file *tf, *sf;
-        const kdl_checkpoint *ct, *cs;
-        const kdl_layer *lt, *ls;    /* head-input layers; NULL when missing */
-        bool feat;                   /* both head-input layers are there */
-        const kdl_dsinfo *wt;        /* teacher head weight; NULL when missing or unused */
-        const kdl_dsinfo *gt;        /* teacher feature gradient at the head input */
-        const kdl_dsinfo *gzt, *gzs; /* logit gradients; both or neither */
-        size_t c, d_s, d_t;
-        char *need[NV]; /* missing datasets per value; NULL when available */
-};
-
-static void sources_release(struct sources *x)
+void kdl__kl_sources_release(struct kdl__kl_sources *x)
 {
         for (int v = 0; v < NV; v++)
                 free(x->need[v]);
@@ -90,7 +77,7 @@ static int head_layer(kdl_h5file *f, const kdl_checkpoint *ck, const kdl_layer *
 }
 
 /* Both logits, with the teacher's class count: x->c. */
-static int find_logits(struct sources *x)
+static int find_logits(struct kdl__kl_sources *x)
 {
         const char *tp = kdl_h5_dump(x->tf)->path, *sp = kdl_h5_dump(x->sf)->path;
 
@@ -109,7 +96,7 @@ static int find_logits(struct sources *x)
 
 /* The teacher's head weight x->wt, [C, d_t] when its head input is there; *@head
  * extended when it is missing. */
-static int find_head(struct sources *x, char **head)
+static int find_head(struct kdl__kl_sources *x, char **head)
 {
         x->wt = x->ct->head_weight;
         if (!x->wt)
@@ -126,7 +113,7 @@ static int find_head(struct sources *x, char **head)
 
 /* The teacher's feature gradient x->gt at its head input, of width d_t; *@grad
  * extended when it is missing. */
-static int find_gradient(struct sources *x, enum kdl_spatial rule, char **grad)
+static int find_gradient(struct kdl__kl_sources *x, enum kdl_spatial rule, char **grad)
 {
         char *rel;
         int err;
@@ -148,7 +135,7 @@ static int find_gradient(struct sources *x, enum kdl_spatial rule, char **grad)
 
 /* Both logit gradients x->gzt and x->gzs, C columns each; *@gz extended for
  * each one missing. */
-static int find_logit_gradients(struct sources *x, enum kdl_spatial rule, char **gz)
+static int find_logit_gradients(struct kdl__kl_sources *x, enum kdl_spatial rule, char **gz)
 {
         int err;
 
@@ -169,8 +156,7 @@ static int find_logit_gradients(struct sources *x, enum kdl_spatial rule, char *
         return 0;
 }
 
-/* Find every source, check the shapes of those present, and say what is missing. */
-static int find_sources(struct sources *x, enum kdl_spatial rule)
+int kdl__kl_find_sources(struct kdl__kl_sources *x, enum kdl_spatial rule)
 {
         char *feat = NULL, *head = NULL, *grad = NULL, *gz = NULL;
         int err;
@@ -214,7 +200,7 @@ out:
 }
 
 /* The whole teacher head weight [c, d_t]. */
-static int read_head(const struct sources *x, double **ret)
+static int read_head(const struct kdl__kl_sources *x, double **ret)
 {
         kdl_h5reader *r = NULL;
         double *w;
@@ -280,7 +266,7 @@ struct kdl__kl_run {
 struct kl_job {
         struct kdl__kl_run *r;
         size_t k;
-        struct sources x;
+        struct kdl__kl_sources x;
         struct streamed ix;
         double *w;                  /* the teacher's head [C, d_t], or NULL */
         kdl_kl_proj_state *ps;      /* while fitting */
@@ -300,14 +286,14 @@ static void kl_job_free(struct kl_job *j)
         kdl_kl_proj_state_free(j->ps);
         kdl_kl_projector_free(j->proj);
         free(j->w);
-        sources_release(&j->x);
+        kdl__kl_sources_release(&j->x);
         free(j);
 }
 
 static int kl_attach(kdl__job *job, kdl_stream *st)
 {
         struct kl_job *j = job->ctx;
-        const struct sources *x = &j->x;
+        const struct kdl__kl_sources *x = &j->x;
         enum kdl_spatial rule = j->r->o.common.spatial;
         struct streamed *ix = &j->ix;
         int err;
@@ -328,7 +314,7 @@ static int kl_attach(kdl__job *job, kdl_stream *st)
 /* The state of the measuring pass, and the per-sample datasets when asked for. */
 static int measure_begin(struct kl_job *j)
 {
-        const struct sources *x = &j->x;
+        const struct kdl__kl_sources *x = &j->x;
         const struct kdl_run_kl_opts *o = &j->r->o;
         kdl_tensor wt = kdl_tensor_wrap(j->w, 2, (size_t[]){x->c, x->d_t});
         kdl_kl_opts ko;
@@ -520,9 +506,9 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
                 return -ENOMEM;
         j->r = r;
         j->k = k;
-        j->x = (struct sources){
+        j->x = (struct kdl__kl_sources){
                 .tf = r->in->teacher, .sf = r->in->students[k], .ct = cp->partner, .cs = cp->main};
-        err = find_sources(&j->x, r->o.common.spatial);
+        err = kdl__kl_find_sources(&j->x, r->o.common.spatial);
         if (!err && j->x.wt)
                 err = read_head(&j->x, &j->w);
         if (!err && j->x.feat && j->x.d_s != j->x.d_t) {
@@ -539,77 +525,56 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
         return 0;
 }
 
-/* ---- what kl needs ------------------------------------------------------------------ */
-
-/* The sources of student @k's job at @cp, as kdl__kl_job() finds them; release with
- * sources_release() whatever it returns. */
-static int job_sources(const kdl_inputs *in, enum kdl_spatial rule, size_t k,
-                       const struct kdl_ckpair *cp, struct sources *x)
+/* The fit alone, on a stream of its own: only the two head-input features. */
+static int fit_attach(kdl__job *job, kdl_stream *st)
 {
-        *x = (struct sources){
-                .tf = in->teacher, .sf = in->students[k], .ct = cp->partner, .cs = cp->main};
-        return find_sources(x, rule);
+        struct kl_job *j = job->ctx;
+        enum kdl_spatial rule = j->r->o.common.spatial;
+        int err;
+
+        err = add(job, st, j->x.tf, &j->x.lt->feature, rule, false, &j->ix.ht);
+        return err ?: add(job, st, j->x.sf, &j->x.ls->feature, rule, true, &j->ix.hs);
 }
 
-/* The datasets kl_attach() adds for @x into @c; returns their count. */
-static size_t job_cost(const struct sources *x, enum kdl_spatial rule, struct kdl_stream_cost *c)
+static int fit_end(kdl__job *job, kdl_stream *st, unsigned pass)
 {
-        const kdl_dsinfo *ds[] = {x->ct->logits,
-                                  x->cs->logits,
-                                  x->feat ? &x->lt->feature : NULL,
-                                  x->feat ? &x->ls->feature : NULL,
-                                  x->gt,
-                                  x->gzt,
-                                  x->gzs};
-        const bool student[] = {false, true, false, true, false, false, true};
-        size_t n = 0;
+        struct kl_job *j = job->ctx;
+        int err = kl_end(job, st, pass);
 
-        for (size_t i = 0; i < sizeof(ds) / sizeof(ds[0]); i++)
-                if (ds[i]) {
-                        kdl_stream_cost_add(c, ds[i], rule, student[i]);
-                        n++;
-                }
-        return n;
+        j->measure_pass = 0; /* the measuring job's first pass measures */
+        return err < 0 ? err : 0;
 }
 
-/* The shape of @x's job on @n samples in blocks of @rows rows. */
-static struct kdl__kl_shape job_shape(const struct sources *x, size_t n, size_t rows,
-                                      const struct kdl_run_kl_opts *o)
+/* Student @k at @cp as the kl command runs it: when the projector is fitted (and samples are
+ * not skipped for NaN/Inf), the fit is a pass of its own over the two head-input features
+ * only, then one pass measures. */
+static int run_checkpoint(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp)
 {
-        return (struct kdl__kl_shape){.n = n,
-                                      .c = x->c,
-                                      .d_s = x->feat ? x->d_s : 0,
-                                      .d_t = x->feat ? x->d_t : 0,
-                                      .ntau = o->common.ntau,
-                                      .reservoir = o->reservoir,
-                                      .rows = rows,
-                                      .feat = x->feat,
-                                      .head = x->wt != NULL,
-                                      .fitted = x->feat && x->d_s != x->d_t};
-}
+        struct kdl_stream_opts so = kdl_run_stream_opts(&r->o.common);
+        const kdl_pair *pair = r->in->pairs[k];
+        kdl_stream *st = NULL;
+        kdl__job job, fit;
+        int err;
 
-int kdl__kl_job_cost(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
-                     const struct kdl_ckpair *cp, struct kdl_stream_cost *c)
-{
-        struct sources x;
-        int err = job_sources(in, o->common.spatial, k, cp, &x);
-
-        if (!err)
-                err = (int) job_cost(&x, o->common.spatial, c);
-        sources_release(&x);
-        return err;
-}
-
-int kdl__kl_job_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
-                     const struct kdl_ckpair *cp, size_t rows, kdl__need *ret)
-{
-        struct sources x;
-        struct kdl__kl_shape sh;
-        int err = job_sources(in, o->common.spatial, k, cp, &x);
-
-        sh = job_shape(&x, in->pairs[k]->n, rows, o);
-        err = err ?: kdl__kl_shape_need(&sh, ret);
-        sources_release(&x);
+        err = kdl__kl_job(r, k, cp, &job);
+        /* The logits (and gradients) are C wide, the features d wide: a fit
+         * pass that reads them all costs as much as the measuring pass at
+         * C = 32,000.  Under --nonfinite skip the fit must drop the samples
+         * a NaN in any dataset drops, so it stays the job's first pass. */
+        if (!err && r->job->ps && !so.skip_nonfinite) {
+                fit = (kdl__job){.ctx = r->job,
+                                 .attach = fit_attach,
+                                 .block = kl_block,
+                                 .end = fit_end,
+                                 .combine = kl_combine};
+                err = kdl_stream_new(pair->n, pair, &so, &st);
+                err = err ?: kdl__jobs_run(st, &fit, 1, NULL);
+                kdl_stream_free(st);
+                st = NULL;
+        }
+        err = err ?: kdl_stream_new(pair->n, pair, &so, &st);
+        err = err ?: kdl__jobs_run(st, &job, 1, NULL);
+        kdl_stream_free(st);
         return err;
 }
 
@@ -704,21 +669,13 @@ int kdl_run_kl(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *d
 
         err = kdl__kl_begin(in, o, doc, &r);
         for (size_t k = 0; !err && k < in->nstudents; k++) {
-                struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
                 struct kdl_ckpair *cks = NULL;
                 size_t nck = 0;
 
                 err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
                                              o->common.teacher_checkpoint, &cks, &nck);
-                for (size_t c = 0; c < nck && !err; c++) {
-                        kdl_stream *st = NULL;
-                        kdl__job job;
-
-                        err = kdl__kl_job(r, k, &cks[c], &job);
-                        err = err ?: kdl_stream_new(in->pairs[k]->n, in->pairs[k], &so, &st);
-                        err = err ?: kdl__jobs_run(st, &job, 1, NULL);
-                        kdl_stream_free(st);
-                }
+                for (size_t c = 0; c < nck && !err; c++)
+                        err = run_checkpoint(r, k, &cks[c]);
                 free(cks);
         }
         if (err) {

@@ -44,8 +44,10 @@ const kdl_split_opts *kdl__split_state_opts(const kdl_split_state *s);
 /* ---- split-eval.c ---- */
 
 /* The log-odds of class @y against the others, z_y/τ - LSE_{k≠y}(z_k/τ)
- * (log p_y - log(1 - p_y), with all its digits even when p_y rounds to 1). */
-double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau);
+ * (log p_y - log(1 - p_y), with all its digits even when p_y rounds to 1);
+ * @a: @c doubles of scratch. */
+double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau,
+                           double *a);
 
 /* log(1 + e^x) without overflow: for the log-odds d of p_y,
  * log p_y = -softplus(-d) and log(1 - p_y) = -softplus(d). */
@@ -138,6 +140,7 @@ struct kdl_split_instance_state {
         kdl_split_opts o;
         size_t n;
         struct kdl__split_inst_acc t[KDL_SPLIT_MAX_TAUS];
+        double *work; /* [C] the log-odds' z/τ */
 };
 
 /* ---- split-heads.c ---- */
@@ -229,6 +232,7 @@ struct kdl_split_blocks {
         size_t acc_size;                               /* doubles of each acc */
         kdl_comoments agree[KDL_SPLIT_MAX_TAUS][2];    /* ((M + Mᵀ)/2, S^t), (.., S^s) */
         struct kdl__split_top top[KDL_SPLIT_MAX_TAUS]; /* confused pairs */
+        double *work;                                  /* [2C] one sample's softmax */
 };
 
 /* Check that the complete blocked domain @d goes with the first pass @s.

@@ -208,6 +208,9 @@ int kdl_split_instance_state_new_packed(const void *buf, size_t len, kdl_split_i
         if (!s)
                 return -ENOMEM;
         err = unpack_config(&u, &s->c, &s->o, 0, NULL);
+        /* The scratch of a state that goes on accumulating (not packed). */
+        if (!err && !(s->work = kdl_new(double, s->c)))
+                err = -ENOMEM;
         err = err ?: kdl__unpack_get(&u, &s->n, sizeof(s->n), WHAT);
         for (size_t k = 0; k < s->o.ntaus && !err; k++) {
                 struct kdl__split_inst_acc *t = &s->t[k];

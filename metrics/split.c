@@ -8,6 +8,7 @@
 #include "metrics/base/error.h"
 #include "metrics/moments.h"
 #include "metrics/split.h"
+#include "metrics/kl-internal.h"
 #include "metrics/split-internal.h"
 #include "metrics/base/banned.h"
 
@@ -227,23 +228,35 @@ int kdl__split_check_block(size_t c, const kdl_tensor *zt, const kdl_tensor *zs,
                         return kdl_error(-KDL_ERANGE,
                                          "split: label %lld of block row %zu outside [0, %zu)",
                                          (long long) labels[i], i, c);
-        if (kdl_tensor_check_finite(zt, &row) < 0)
+        if (kdl__kl_rows_finite(zt, &row) < 0)
                 return kdl_error(-KDL_ENONFINITE,
                                  "split: non-finite teacher logit in block row %zu", row);
-        if (zs && kdl_tensor_check_finite(zs, &row) < 0)
+        if (zs && kdl__kl_rows_finite(zs, &row) < 0)
                 return kdl_error(-KDL_ENONFINITE,
                                  "split: non-finite student logit in block row %zu", row);
         return 0;
 }
 
+/* The first index of the largest of @c finite values: the maximum in two
+ * chains, then where it first occurs (a loop that kept the best index
+ * reloaded its value, one dependent load and compare per class). */
 static size_t argmax(const double *z, ptrdiff_t st, size_t c)
 {
-        size_t best = 0;
+        double m0 = z[0], m1 = z[0], mx;
+        size_t j = 1;
 
-        for (size_t j = 1; j < c; j++)
-                if (z[(ptrdiff_t) j * st] > z[(ptrdiff_t) best * st])
-                        best = j;
-        return best;
+        for (; j + 1 < c; j += 2) {
+                double a = z[(ptrdiff_t) j * st], b = z[(ptrdiff_t) (j + 1) * st];
+
+                m0 = a > m0 ? a : m0;
+                m1 = b > m1 ? b : m1;
+        }
+        if (j < c && z[(ptrdiff_t) j * st] > m0)
+                m0 = z[(ptrdiff_t) j * st];
+        mx = m1 > m0 ? m1 : m0;
+        for (j = 0; j + 1 < c && z[(ptrdiff_t) j * st] < mx; j++)
+                ;
+        return j;
 }
 
 /* Add the sample @r (of label @y) at temperature @k. */
@@ -351,6 +364,7 @@ void kdl_split_instance_state_free(kdl_split_instance_state *s)
                 kdl__split_dist_release(&s->t[k].w);
                 kdl__split_dist_release(&s->t[k].w_ok);
         }
+        free(s->work);
         free(s);
 }
 
@@ -367,6 +381,11 @@ int kdl_split_instance_state_new(const kdl_split_state *pass1, kdl_split_instanc
                 return -ENOMEM;
         s->c = pass1->c;
         s->o = pass1->o;
+        s->work = kdl_new(double, s->c);
+        if (!s->work) {
+                kdl_split_instance_state_free(s);
+                return -ENOMEM;
+        }
         for (size_t k = 0; k < s->o.ntaus; k++) {
                 s->t[k].pt_mean = pt_mean(&pass1->t[k], pass1->n);
                 if (kdl__split_dist_init(&s->t[k].w, &w_geom) < 0 ||
@@ -390,8 +409,8 @@ static double inst_add(kdl_split_instance_state *s, size_t k, const double *rt, 
 
         /* As kdl__split_eval_one(): from the log-odds, so that 1 - p_y keeps
          * its digits near p_y = 1. */
-        dt = kdl__split_log_odds(rt, st, s->c, y, tau);
-        ds = kdl__split_log_odds(rs, ss, s->c, y, tau);
+        dt = kdl__split_log_odds(rt, st, s->c, y, tau, s->work);
+        ds = kdl__split_log_odds(rs, ss, s->c, y, tau, s->work);
         pt_r = exp(-kdl__split_softplus(dt));
         qs_r = exp(-kdl__split_softplus(ds));
         w = kdl_split_weight(pt_r, qs_r, t->pt_mean, s->o.lambda, s->o.w_eps, &guarded);

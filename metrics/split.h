@@ -31,6 +31,11 @@
  *   keeps its relative precision (about 1e-14) when both models are
  *   near-certain (KL ~ 1e-15), and a certain teacher (p^t_y == 1 in double)
  *   gives finite values.
+ *   Cost per sample and τ: the first pass takes one exponential per class
+ *   (the teacher's softmax, whose exponentials the non-target softmax
+ *   reuses), plus the φ of the two KLs (a polynomial where |v| < 0.1); the
+ *   second pass two (the log-odds of teacher and student).  That work, not
+ *   the reading, bounds both passes.
  *   AEKT weight ω = clip(p^t_y / p^s_y, 0, ω_max), computed as
  *   exp(min(log p^t_y - log p^s_y, log ω_max)) so that p^s_y -> 0 is safe.
  *
@@ -211,7 +216,7 @@ typedef struct kdl_split_sample {
 } kdl_split_sample;
 
 /* Doubles of scratch kdl_split_eval() needs for @c classes. */
-#define KDL_SPLIT_EVAL_WORK(c) (3 * (size_t) (c))
+#define KDL_SPLIT_EVAL_WORK(c) (6 * (size_t) (c))
 
 /**
  * kdl_split_eval() - the split quantities of one sample.

@@ -255,6 +255,33 @@ def test_different_widths_fit_the_projector():
         assert fr["projector_rank"] == d_s
 
 
+def rchar():
+    """Bytes read by this process and the children it has waited for."""
+    with open("/proc/self/io") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("rchar:"))
+
+
+def test_projector_fit_reads_only_the_features():
+    # C-wide logits and gradients, narrow features: the fit pass must not
+    # read the C-wide datasets (at C = 32,000 that doubled kl's reading).
+    tm, sm, labels = setup(n=1500, c=1200, d_t=9, d_s=4, s_cks=("final",), seed=21)
+    d = kt.tmpdir()
+    tp, sp = os.path.join(d, "t.h5"), os.path.join(d, "s.h5")
+    write_dump(tp, "teacher", tm, labels)
+    write_dump(sp, "student", sm, labels)
+    one_pass = os.path.getsize(tp) + os.path.getsize(sp)  # more than one pass reads
+    before = rchar()
+    doc = kt.run_json("kl", "-t", tp, "-s", sp)
+    read = rchar() - before
+    assert read < 1.2 * one_pass, (read, one_pass)
+    check_doc(doc, tm, sm, [4.0], [("final", "final")], ALL, sp, True)
+    assert kt.records(doc, "kl_features")[0]["projector_rank"] == 4
+    # Under --nonfinite skip the fit stays in the shared stream (two passes).
+    before = rchar()
+    assert kt.run_json("kl", "-t", tp, "-s", sp, "--nonfinite", "skip") == doc
+    assert rchar() - before > 1.5 * one_pass
+
+
 def test_teacher_checkpoint_pins_the_partner():
     tm, sm, labels = setup(t_cks=("init", "final"), s_cks=("init", "middle", "final"), seed=11)
     d = kt.tmpdir()
