@@ -30,7 +30,7 @@ struct kdl_calibration_state {
         double nll, conf, kl; /* Σ -log p_y, Σ c_n, Σ τ² KL */
         double *bin;          /* [3, bins]: samples, correct, Σ c_n of each confidence bin */
         double *cls;          /* [2, c, bins]: per class j and bin of p_j: Σ 1[y = j], Σ p_j */
-        double *lp;           /* [c] log p of one sample */
+        double *lp;           /* [2, c]: z and exp(z - max z) of one sample */
         kdl_kl_state *klst;   /* with a teacher: the per-sample KL of a block */
 };
 
@@ -48,9 +48,9 @@ static size_t state_doubles(const kdl_calibration_opts *o)
         size_t cb, n;
 
         if (kdl_mul_size(o->c, o->bins, &cb) < 0 || kdl_mul_size(cb, 2, &cb) < 0 ||
-            kdl_mul_size(o->bins, 3, &n) < 0 || cb > SIZE_MAX - n || o->c > SIZE_MAX - n - cb)
+            kdl_mul_size(o->bins, 3, &n) < 0 || cb > SIZE_MAX - n || o->c > (SIZE_MAX - n - cb) / 2)
                 return 0;
-        return n + cb + o->c;
+        return n + cb + 2 * o->c;
 }
 
 size_t kdl_calibration_state_bytes(const kdl_calibration_opts *o)
@@ -112,7 +112,7 @@ int kdl_calibration_state_new(const kdl_calibration_opts *o, kdl_calibration_sta
         s->o = *o;
         s->bin = kdl_new(double, 3 * o->bins);
         s->cls = kdl_new(double, 2 * cb);
-        s->lp = kdl_new(double, o->c);
+        s->lp = kdl_new(double, 2 * o->c);
         err = s->bin && s->cls && s->lp ? 0 : -ENOMEM;
         if (!err && o->teacher)
                 err = kl_new(o, &s->klst);
@@ -185,21 +185,23 @@ static void add_sample(kdl_calibration_state *s, const kdl_calibration_block *b,
 {
         size_t c = s->o.c, nb = s->o.bins, am, k;
         const kdl_tensor *z = b->z;
-        double *lp = s->lp, conf, *hits = s->cls, *psum = s->cls + c * nb;
+        double *a = s->lp, *e = s->lp + c, rest, lse, conf, *hits = s->cls, *psum = s->cls + c * nb;
 
-        am = kdl__kl_log_softmax(&KDL_AT2(z, r, 0), z->stride[1], c, SIZE_MAX, 1.0, lp, NULL);
-        conf = exp(lp[am]);
+        /* p_j = e_j / (1 + rest), log p_j = a_j - (a_max + log1p(rest)) */
+        am = kdl__kl_softmax(&KDL_AT2(z, r, 0), z->stride[1], c, 1.0, a, e, &rest);
+        lse = a[am] + log1p(rest);
+        conf = 1.0 / (1.0 + rest);
         k = bin_of(conf, nb);
         s->bin[k] += 1.0;
         s->bin[nb + k] += am == y ? 1.0 : 0.0;
         s->bin[2 * nb + k] += conf;
         s->correct += am == y;
         s->conf += conf;
-        s->nll -= lp[y];
+        s->nll += lse - a[y];
         if (b->zt)
                 s->agree += argmax(b->zt, r) == am;
         for (size_t j = 0; j < c; j++) {
-                double p = exp(lp[j]);
+                double p = e[j] / (1.0 + rest);
 
                 k = bin_of(p, nb);
                 psum[j * nb + k] += p;

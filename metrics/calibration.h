@@ -36,7 +36,7 @@
  * the results are the same to the last bit however the rows are cut into
  * blocks; a merge adds the sums of two states (equal up to rounding).
  *
- * Memory of a state: (3 B + 2 C B + C) doubles (B = 15 and C = 32,000: 7.9 MB),
+ * Memory of a state: (3 B + 2 C B + 2 C) doubles (B = 15 and C = 32,000: 8.2 MB),
  * plus, with a teacher, the KL state's (O(C) and a scratch of the largest
  * block's rows, metrics/kl.h); independent of N.
  */
