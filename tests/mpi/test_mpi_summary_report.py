@@ -22,7 +22,9 @@ P = 1, 2, 3 against one process:
 - index.md and index.html identical but for the line naming the time and
   the command's directory, and the rounded tables' numbers in them (one unit
   of the last digit; dims' GCV penalty and its degrees of freedom anywhere); the same files, and nothing else beside the directory (only
-  rank 0 makes the temporary directory and renames it).
+  rank 0 makes the temporary directory and renames it);
+- a NaN only the last rank reads stops every rank with one process's
+  message, exit 1, and leaves no directory.
 Needs MPIRUN (tests/mpi/mpitest.py); registered only in an MPI build.
 """
 import csv
@@ -35,7 +37,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import kdltest as kt  # noqa: E402
-from mpitest import ENV, EXAMPLE, PS, mpirun  # noqa: E402
+from mpitest import ENV, EXAMPLE, PS, mpirun, ours  # noqa: E402
 
 import test_mpi_cka_dims as cd  # noqa: E402
 import test_mpi_split_layers as sl  # noqa: E402
@@ -145,6 +147,31 @@ def test_report():
         same_site(one, two, p)
         assert sorted(os.listdir(_work)) == sorted(["one", *(f"p{q}" for q in range(1, p + 1))]), \
             f"P={p}: stray entries {os.listdir(_work)}"
+
+
+
+def test_report_error_on_one_rank():
+    """A NaN only the last rank reads: every rank stops with one process's
+    one-line message, exit 1, and no directory is left."""
+    import h5py
+    import shutil
+    work = kt.tmpdir()
+    bad = os.path.join(work, "bad.h5")
+    shutil.copy(os.path.join(EXAMPLE, "student_kd.h5"), bad)
+    with h5py.File(bad, "r+") as f:
+        ds = f["checkpoints/middle/logits"]
+        row = ds[-1]
+        row[0] = float("nan")
+        ds[-1] = row
+    args = ["report", "-t", os.path.join(EXAMPLE, "teacher.h5"), "-s", bad, "--block-rows",
+            "300", "--quiet"]
+    st1, _, err1 = kt.run(*args, "-o", os.path.join(work, "one"))
+    assert st1 == 1, err1
+    st, out, err = mpirun(2, *args, "-o", os.path.join(work, "two"))
+    assert st == 1, f"exit {st}: {err}"
+    kt.one_line_error(ours(err))
+    assert ours(err) == err1.strip(), f"{err!r} vs {err1!r}"
+    assert os.listdir(work) == ["bad.h5"], os.listdir(work)
 
 
 if __name__ == "__main__":
