@@ -10,6 +10,7 @@
 #include "metrics/base/budget.h"
 #include "metrics/calibration.h"
 #include "loaders/stream.h"
+#include "analysis/dist.h"
 #include "analysis/kl-internal.h"
 #include "analysis/need.h"
 #include "analysis/summary-internal.h"
@@ -149,6 +150,7 @@ struct summary_job {
         kdl_calibration_state *s;
         int64_t *y; /* the labels of a block */
         size_t cap;
+        size_t skipped; /* samples with NaN/Inf: this rank's, or every rank's (job_combine()) */
 };
 
 static void job_free(struct summary_job *j)
@@ -219,16 +221,22 @@ static int job_end(kdl__job *job, kdl_stream *st, unsigned pass)
         int err;
 
         (void) pass;
+        /* Under MPI the merged state is rank 0's (job_combine()); another rank's
+         * own rows may be none at all, and it writes nothing. */
+        if (kdl__dist_rank() > 0)
+                return 0;
+        if (kdl__dist_size() == 1) /* else summed over the ranks by job_combine() */
+                j->skipped = kdl_stream_skipped(st);
         if (kdl_calibration_count(j->s) == 0)
                 return kdl_error(-KDL_EMISSING,
                                  "'%s': %s: expected samples with finite values, found none", path,
                                  x->ds[DS_LOGITS]->path);
         err = kdl_calibration_finalize(j->s, &res);
         err = err ?: kdl__summary_put_row(&r->tb, r->in, &r->o, &row, res);
-        if (!err && kdl_stream_skipped(st))
+        if (!err && j->skipped)
                 err = kdl_doc_add_note(r->doc,
                                        "'%s' checkpoint %s: %zu samples with NaN/Inf skipped", path,
-                                       x->ck->name, kdl_stream_skipped(st));
+                                       x->ck->name, j->skipped);
         if (!err && x->k == SIZE_MAX && x->pair)
                 err = kdl_doc_add_note(r->doc,
                                        "'%s' has no /labels: its rows use those of '%s', on the "
@@ -236,6 +244,32 @@ static int job_end(kdl__job *job, kdl_stream *st, unsigned pass)
                                        path, kdl_h5_dump(x->f[DS_LABELS])->path, x->n);
         kdl_calibration_result_free(res);
         return err;
+}
+
+static int calibration_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_calibration_state_pack(s, buf, len);
+}
+
+static int calibration_merge_packed(void *s, const void *buf, size_t len)
+{
+        return kdl_calibration_state_merge_packed(s, buf, len);
+}
+
+/* Under MPI: the sums and the count of samples skipped to rank 0, which
+ * merges them in rank order (its partial sums, so the last digits may differ
+ * from one process's, docs/mpi.md). */
+static int job_combine(kdl__job *job, kdl_stream *st, unsigned pass)
+{
+        static const struct kdl__dist_ops ops = {calibration_pack, calibration_merge_packed, NULL};
+        struct summary_job *j = job->ctx;
+        double skipped = (double) kdl_stream_skipped(st);
+        int err;
+
+        (void) pass;
+        err = kdl__dist_sum(&skipped, 1);
+        j->skipped = (size_t) skipped;
+        return err ?: kdl__dist_combine(j->s, &ops);
 }
 
 /* A job of @r reading @x. */
@@ -249,7 +283,11 @@ static int job_new(struct kdl__summary_run *r, const struct sources *x, kdl__job
                 return -ENOMEM;
         j->r = r;
         j->x = *x;
-        *ret = (kdl__job){.ctx = j, .attach = job_attach, .block = job_block, .end = job_end};
+        *ret = (kdl__job){.ctx = j,
+                          .attach = job_attach,
+                          .block = job_block,
+                          .end = job_end,
+                          .combine = job_combine};
         return 0;
 }
 

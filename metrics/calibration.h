@@ -140,6 +140,21 @@ KDL_API int kdl_calibration_finalize(const kdl_calibration_state *s, kdl_calibra
 /** kdl_calibration_result_free() - free @r.  NULL is a no-op. */
 KDL_API void kdl_calibration_result_free(kdl_calibration_result *r);
 
+/*
+ * The state as bytes, for the processes of one MPI run (analysis/dist.h): its
+ * sums, (6 + 3 B + 2 C B) numbers in host layout, readable by the same build
+ * only (the KL state is a per-block scratch and does not travel).
+ *
+ * kdl_calibration_state_pack() - @s as bytes; *@buf malloc'd, the caller
+ * frees.  Return: 0; -ENOMEM.
+ * kdl_calibration_state_merge_packed() - add the samples of a packed state
+ * (made with the same options) to @s, as kdl_calibration_merge().
+ * Return: 0; -KDL_ESCHEMA when @len is not a packed state's; -ENOMEM.
+ */
+KDL_API int kdl_calibration_state_pack(const kdl_calibration_state *s, void **buf, size_t *len);
+KDL_API int kdl_calibration_state_merge_packed(kdl_calibration_state *s, const void *buf,
+                                               size_t len);
+
 /** kdl_calibration_state_free() - free @s.  NULL is a no-op. */
 KDL_API void kdl_calibration_state_free(kdl_calibration_state *s);
 

@@ -90,6 +90,20 @@ static int count_block(kdl__job *j, kdl_stream *s, unsigned pass)
         return 0;
 }
 
+/* Under MPI: the blocks of every rank summed (each reads whole blocks of one process's,
+ * kdl_stream_part(), so the sum is one process's count). */
+static int count_combine(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        double blocks = (double) *(size_t *) j->ctx;
+        int err;
+
+        (void) s;
+        (void) pass;
+        err = kdl__dist_sum(&blocks, 1);
+        *(size_t *) j->ctx = (size_t) blocks;
+        return err;
+}
+
 static int attach_nothing(kdl__job *j, kdl_stream *s)
 {
         (void) j;
@@ -112,13 +126,22 @@ static int run_jobs(struct kdl__report *r, struct runs *rs, size_t k, const char
         kdl__job all[MAX_JOBS + 1];
         kdl_stream *s = NULL;
         unsigned passes = 0;
+        double read[2] = {0}; /* samples skipped, values read: summed over the ranks */
         int err;
 
         assert(n <= MAX_JOBS);
         memcpy(all, jobs, n * sizeof(*jobs));
-        all[n] = (kdl__job){.ctx = &blocks, .attach = attach_nothing, .block = count_block};
+        all[n] = (kdl__job){.ctx = &blocks,
+                            .attach = attach_nothing,
+                            .block = count_block,
+                            .combine = count_combine};
         err = kdl_stream_new(rows, pair, &so, &s);
         err = err ?: kdl__jobs_run(s, all, n + 1, &passes);
+        if (!err) {
+                read[0] = (double) kdl_stream_skipped(s);
+                read[1] = (double) kdl_stream_values_read(s);
+        }
+        err = kdl__dist_status(err) ?: kdl__dist_sum(read, 2);
         if (!err && (err = kdl_table_add_row(rs->passes)) > 0)
                 err = 0; /* the row's index */
         err = err
@@ -129,10 +152,8 @@ static int run_jobs(struct kdl__report *r, struct runs *rs, size_t k, const char
         err = err ?: kdl_table_put_int(rs->passes, "datasets", (long long) kdl_stream_count(s));
         err = err ?: kdl_table_put_int(rs->passes, "passes", (long long) passes);
         err = err ?: kdl_table_put_int(rs->passes, "blocks", (long long) blocks);
-        err = err ?: kdl_table_put_int(rs->passes, "skipped", (long long) kdl_stream_skipped(s));
-        err = err
-                      ?: kdl_table_put_int(rs->passes, "values_read",
-                                           (long long) kdl_stream_values_read(s));
+        err = err ?: kdl_table_put_int(rs->passes, "skipped", (long long) read[0]);
+        err = err ?: kdl_table_put_int(rs->passes, "values_read", (long long) read[1]);
         kdl_stream_free(s);
         return err;
 }
@@ -341,10 +362,12 @@ static int compute(struct kdl__report *r)
                 kdl__report_progress(r, "inputs");
         err = err ?: kdl_run_inspect(r->inputs, r->in->nstudents + 1, &io, r->inspect, &nprob);
         err = err ?: kdl__kl_begin(r->in, &a.kl, r->kl, &rs.kl);
-        err = err ?: kdl__split_begin(r->in, &a.split, r->split, &rs.split);
+        /* Under MPI: every rank's errors before each collective step (kdl__dist_status()). */
+        err = kdl__dist_status(err) ?: kdl__split_begin(r->in, &a.split, r->split, &rs.split);
         err = err ?: kdl__dims_begin(r->in, &a.dims, r->dims, &rs.dims);
         err = err ?: kdl__summary_begin(r->in, &a.summary, r->summary, &rs.summary);
-        err = err ?: stream_checkpoints(r, &rs);
+        err = kdl__dist_status(err) ?: stream_checkpoints(r, &rs);
+        err = kdl__dist_status(err);
         if (!err)
                 kdl__report_progress(r, "layers: teacher layer quality");
         err = err ?: kdl_run_layers(&teacher_only, &a.layers, r->layers);
@@ -366,14 +389,9 @@ void kdl_run_report_opts_init(struct kdl_run_report_opts *o)
 }
 
 /* What the options ask that the report cannot do, before any work; a plan needs no
- * directory.  Under mpirun the report is refused (docs/mpi.md): its count of
- * the blocks and samples each stream read is one rank's, and every rank would
- * write the directory. */
+ * directory. */
 static int check_opts(const struct kdl_run_report_opts *o, bool plan)
 {
-        if (!plan && kdl__dist_size() > 1)
-                return kdl_error(-KDL_EUSAGE, "does not run on more than one MPI process yet (run "
-                                              "it without mpirun)");
         if (o->common.ntau != 1)
                 return kdl_error(-KDL_EUSAGE,
                                  "-T: expected one temperature for the report, found %zu",
@@ -493,8 +511,12 @@ int kdl_run_report(const struct kdl_run_report_opts *o)
         err = check_opts(o, false);
         err = err ?: run_open(&r, o);
         err = err ?: check_need(&r);
-        err = err ?: kdl_site_open(o->out_dir, o->force ? KDL_SITE_FORCE : 0, &r.site);
-        err = err ?: compute(&r);
+        /* Under MPI rank 0 alone makes, writes and renames the directory (docs/mpi.md). */
+        if (!err && kdl__dist_rank() == 0)
+                err = kdl_site_open(o->out_dir, o->force ? KDL_SITE_FORCE : 0, &r.site);
+        err = kdl__dist_status(err) ?: compute(&r);
+        if (!err && kdl__dist_rank() > 0)
+                goto out;
         err = err ?: kdl__report_section_summary(&r);
         err = err ?: kdl__report_section_inspect(&r);
         err = err ?: kdl__report_section_kl(&r);
@@ -508,6 +530,7 @@ int kdl_run_report(const struct kdl_run_report_opts *o)
                 err = kdl_site_commit(r.site, o->command, r.inputs, o->nstudents + 1);
                 r.site = NULL;
         }
+out:
         kdl_site_abort(r.site);
         run_release(&r);
         return err;

@@ -8,12 +8,13 @@
 #include "tests/lib/kdl-test.h"
 #include "metrics/base/error.h"
 #include "metrics/base/tensor.h"
+#include "metrics/calibration.h"
 #include "metrics/cka.h"
 #include "metrics/spectral.h"
 
 /*
- * The CKA and spectral states as bytes (metrics/cka-pack.c,
- * metrics/spectral-pack.c), as the processes of an MPI run send them: a
+ * The CKA, spectral and calibration states as bytes (metrics/cka-pack.c,
+ * metrics/spectral-pack.c, metrics/calibration-pack.c), as the processes of an MPI run send them: a
  * packed state merged is the state merged, bit for bit; a packed state loaded
  * is the state; bytes of the wrong size are refused and leave the state.
  */
@@ -207,11 +208,78 @@ static void test_spectral_packed(void **state)
         spectral_case(KDL_SPECTRAL_SKETCH);
 }
 
+/* Rows [r0, r1) of logits @z, teacher logits @zt [N, 4] and labels @y into @s. */
+static void calibration_feed(kdl_calibration_state *s, double *z, double *zt, const int64_t *y,
+                             size_t r0, size_t r1)
+{
+        kdl_tensor a = kdl_tensor_wrap(z + r0 * 4, 2, (size_t[]){r1 - r0, 4});
+        kdl_tensor b = kdl_tensor_wrap(zt + r0 * 4, 2, (size_t[]){r1 - r0, 4});
+        kdl_calibration_block blk = {.row0 = r0, .z = &a, .labels = y + r0, .zt = &b};
+
+        assert_int_equal(kdl_calibration_accumulate(s, &blk), 0);
+}
+
+static void assert_same_calibration(const kdl_calibration_state *a, const kdl_calibration_state *b)
+{
+        kdl_calibration_result *ra, *rb;
+
+        assert_int_equal(kdl_calibration_finalize(a, &ra), 0);
+        assert_int_equal(kdl_calibration_finalize(b, &rb), 0);
+        assert_int_equal(ra->n, rb->n);
+        assert_true(same(ra->accuracy, rb->accuracy) && same(ra->fidelity, rb->fidelity));
+        assert_true(same(ra->ece, rb->ece) && same(ra->classwise_ece, rb->classwise_ece));
+        assert_true(same(ra->nll, rb->nll) && same(ra->kl, rb->kl));
+        assert_true(same(ra->confidence, rb->confidence));
+        for (size_t k = 0; k < ra->bins; k++)
+                assert_int_equal(ra->bin_count[k], rb->bin_count[k]);
+        assert_same(ra->bin_accuracy, rb->bin_accuracy, ra->bins);
+        assert_same(ra->bin_confidence, rb->bin_confidence, ra->bins);
+        kdl_calibration_result_free(ra);
+        kdl_calibration_result_free(rb);
+}
+
+static void test_calibration_packed(void **state)
+{
+        kdl_test_rng g = {7};
+        double *z = randn(&g, N * 4, 0.0), *zt = randn(&g, N * 4, 0.0);
+        int64_t y[N];
+        kdl_calibration_opts o;
+        kdl_calibration_state *s[3];
+        void *buf;
+        size_t len;
+
+        (void) state;
+        for (size_t i = 0; i < N; i++)
+                y[i] = (int64_t) (i % 4);
+        kdl_calibration_opts_init(&o);
+        o.c = 4;
+        o.teacher = true;
+        for (int i = 0; i < 3; i++)
+                assert_int_equal(kdl_calibration_state_new(&o, &s[i]), 0);
+        calibration_feed(s[0], z, zt, y, 0, NA); /* A, then B merged */
+        calibration_feed(s[2], z, zt, y, 0, NA); /* A, then B packed and merged */
+        calibration_feed(s[1], z, zt, y, NA, N);
+        assert_int_equal(kdl_calibration_merge(s[0], s[1]), 0);
+        assert_int_equal(kdl_calibration_state_pack(s[1], &buf, &len), 0);
+        assert_int_equal(kdl_calibration_state_merge_packed(s[2], buf, len), 0);
+        assert_same_calibration(s[0], s[2]);
+        /* One byte or one number short: refused, the state unchanged. */
+        assert_int_equal(kdl_calibration_state_merge_packed(s[2], buf, len - 1), -KDL_ESCHEMA);
+        assert_int_equal(kdl_calibration_state_merge_packed(s[2], buf, len - 8), -KDL_ESCHEMA);
+        assert_same_calibration(s[0], s[2]);
+        free(buf);
+        for (int i = 0; i < 3; i++)
+                kdl_calibration_state_free(s[i]);
+        free(zt);
+        free(z);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_cka_packed),
                 cmocka_unit_test(test_spectral_packed),
+                cmocka_unit_test(test_calibration_packed),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,8 +5,8 @@ Every covered command runs on the bundled example and on a kdl-synth pair
 with P = 1, 2, 3, 4 processes; its JSON document is compared with the one
 of a run without mpirun: numbers within 1e-12 relative (sums merged in rank
 order), everything else (table names, rows, strings, subsample-based numbers
-are numbers too, but see test_spearman_exact) identical.  The commands not
-yet covered must be refused the same way on every rank.
+are numbers too, but see test_spearman_exact) identical.  Every command runs
+under mpirun (summary and report: test_mpi_summary_report.py).
 Needs MPIRUN (the mpirun program) in the environment; registered only in an
 MPI build.
 """
@@ -24,8 +24,8 @@ from mpitest import EXAMPLE, PS, SYNTH, mpirun, ours  # noqa: E402
 
 RTOL = 1e-12
 COVERED = ("kl",)
-# cka, dims: test_mpi_cka_dims.py; split, layers, --per-sample: test_mpi_split_layers.py
-REFUSED = ("summary", "report")
+# cka, dims: test_mpi_cka_dims.py; split, layers, --per-sample: test_mpi_split_layers.py;
+# summary, report: test_mpi_summary_report.py
 _work = kt.tmpdir()
 
 
@@ -112,20 +112,6 @@ def test_kl_small_reservoir():
                     f"{name} P={p}: spearman {sa!r} vs {sb!r}"
 
 
-def test_uncovered_refused():
-    """Until they combine their states, the other analyses are refused on
-    more than one process: one line, the same exit status on every rank."""
-    t, s = synth_pair()
-    for verb in REFUSED:
-        out_dir = os.path.join(_work, verb)
-        extra = ["-o", out_dir] if verb == "report" else []
-        st, out, err = mpirun(2, verb, "-t", t, "-s", s, *extra)
-        assert st == 2, f"{verb}: exit {st}: {err}"
-        kt.one_line_error(ours(err), "more than one MPI process")
-        assert out == "", out
-        assert not os.path.exists(out_dir), f"{verb}: {out_dir} was written"
-
-
 def test_more_ranks_than_rows():
     t = os.path.join(_work, "tiny-t.h5")
     s = os.path.join(_work, "tiny-s.h5")
@@ -159,4 +145,5 @@ def test_error_on_one_rank():
         assert ours(err) == err1.strip(), f"P={p}: {err!r} vs {err1!r}"
 
 
-kt.main(globals())
+if __name__ == "__main__":  # importable: test_mpi_summary_report.py uses inputs()
+    kt.main(globals())

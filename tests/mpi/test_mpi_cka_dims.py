@@ -266,4 +266,5 @@ def test_error_on_one_rank():
             assert out == "", out
 
 
-kt.main(globals())
+if __name__ == "__main__":  # importable: test_mpi_summary_report.py compares with same()
+    kt.main(globals())

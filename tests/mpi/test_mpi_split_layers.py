@@ -296,4 +296,5 @@ def test_per_sample_error_on_every_rank():
         assert err1.strip() in err, f"P={p}: {err!r} vs {err1!r}"
 
 
-kt.main(globals())
+if __name__ == "__main__":  # importable: test_mpi_summary_report.py compares with same()
+    kt.main(globals())
