@@ -7,7 +7,8 @@ samples one by one in their order; under MPI rank 0 adds the ranks' partial
 sums, so the numbers agree within 1e-12 relative, not bit for bit.
 
 report: the bundled example with blocks of 300 rows (every rank reads some),
-P = 1, 2, 3 against one process:
+P = 1, 2, 3 against one process, and a kdl-synth pair of two checkpoints at
+P = 2 and 4:
 - data/*.json: the rules of the commands they come from (cka_*.json and
   dims.json as test_mpi_cka_dims.py: sums within 1e-12 relative, the
   gathered subsample's columns exactly, spectra within 1e-12 of their
@@ -148,6 +149,26 @@ def test_report():
         assert sorted(os.listdir(_work)) == sorted(["one", *(f"p{q}" for q in range(1, p + 1))]), \
             f"P={p}: stray entries {os.listdir(_work)}"
 
+
+
+def test_report_synthetic_four_ranks():
+    """A kdl-synth pair (1,000 samples, 16 blocks of 64 rows), P = 2 and 4:
+    every rank reads rows, and the site is one process's."""
+    work = kt.tmpdir()
+    t, s = os.path.join(work, "t.h5"), os.path.join(work, "s.h5")
+    subprocess.run([os.environ["KDL_SYNTH"], "--n", "1000", "--chunk-rows", "64",
+                    "--checkpoints", "2", "--teacher-widths", "32,48", "--student-widths",
+                    "16,24", t, s], check=True, capture_output=True)
+    base = ["report", "-t", t, "-s", s, "--block-rows", "64", "-c", "all"]
+    one = os.path.join(work, "one")
+    r = subprocess.run([kt.KDLENS, *base, "-o", one], capture_output=True, text=True,
+                       timeout=600, env=ENV)
+    assert r.returncode == 0, r.stderr
+    for p in (2, 4):
+        other = os.path.join(work, f"p{p}")
+        st, out, err = mpirun(p, *base, "-o", other)
+        assert st == 0, f"P={p}: exit {st}\n{err[-2000:]}"
+        same_site(one, other, p)
 
 
 def test_report_error_on_one_rank():
