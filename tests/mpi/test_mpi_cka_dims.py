@@ -191,6 +191,21 @@ def test_cka_gram_space():
     assert any("Gram space" in n for n in doc["notes"]), doc["notes"]
 
 
+def test_cka_wide_sketch_and_strips():
+    """Vocabulary-wide sources forced on the example (--wide-max 12: the
+    logits, the labels and every layer are wide): the sketches and the class
+    sums merge like the state; the exact strips are refused on P > 1."""
+    doc = check("cka", [*ex("student_kd.h5"), *CKA_EXAMPLE, "--wide-max", 12,
+                        "--wide-rank", 8])
+    assert any(r.get("method") == "sketch" for r in kt.records(doc, "cka_pairs"))
+    full = ["cka", *ex("student_kd.h5"), *CKA_EXAMPLE, "--wide-max", 12, "--wide", "exact"]
+    assert one(*full, "--format", "json")
+    st, out, err = mpirun(2, *full)
+    assert st == 2, f"exit {st}: {err}"
+    kt.one_line_error(ours(err), "--wide exact")
+    assert out == "", out
+
+
 def test_dims_default():
     check("dims", ["-t", *ex(), "-s", ex("student_kd.h5")[1], "-s",
                    ex("student_narrow.h5")[1], "--block-rows", 37])
