@@ -12,8 +12,9 @@ Without --cases, mkcases.py writes the cases into a temporary directory;
 tests/fuzz/corpus/) through inspect, kl (the file as teacher and student)
 and cka, where exit 0 and exit 1 are both fine.  NAMEs run only those cases.
 
-Each command of each case (manifest.json: inspect, kl, cka, and report for
-the valid ones) runs in its own process, from the cases directory, and
+Each command of each case (manifest.json: inspect, kl, cka, and for the
+valid ones report, layers, dims and split, the last with a --per-sample file
+named like the odd inputs) runs in its own process, from the cases directory, and
 fails on any of:
   - a signal (a sanitizer report counts as one: it aborts);
   - no exit within --timeout seconds (20): killed, reported as a hang;
@@ -49,7 +50,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COMMANDS = ("inspect", "kl", "cka", "report")
+COMMANDS = ("inspect", "kl", "cka", "report", "layers", "dims", "split")
 
 
 def is_asan(exe):
@@ -87,6 +88,9 @@ def make_input(kind, cases, name):
     return name
 
 
+PER_SAMPLE = " per-sample ü %s%n \"q\" 'a'.h5"
+
+
 def command(kdlens, cmd, case, path, partner, outdir):
     role = case.get("role", "teacher")
     other = path if partner == "self" else partner
@@ -100,6 +104,10 @@ def command(kdlens, cmd, case, path, partner, outdir):
         return [kdlens, "kl", "-t", t, "-s", s] + same
     if cmd == "cka":
         return [kdlens, "cka", path]
+    if cmd in ("layers", "dims"):
+        return [kdlens, cmd, "-t", t, "-s", s] + same
+    if cmd == "split":  # and an output file whose name is as odd as the inputs'
+        return [kdlens, "split", "-t", t, "-s", s, "--per-sample", outdir + PER_SAMPLE] + same
     return [kdlens, "report", "-t", t, "-s", s, "-o", outdir, "--quiet"] + same
 
 
@@ -311,6 +319,8 @@ def main():
                                                     None if asan else cap_mib << 20,
                                                     args.backtrace)
                 shutil.rmtree(outdir, ignore_errors=True)
+                if os.path.exists(outdir + PER_SAMPLE):
+                    os.unlink(outdir + PER_SAMPLE)
                 why = check(expect, cmd, path, status, rss, stderr, args.rss_mib)
                 if why and args.backtrace and status is not None and status < 0 \
                         and not SAN.search(stderr):
