@@ -33,14 +33,17 @@ input (fuzz-file.c).
 Every find is sorted by the first frame of its report that is neither the
 sanitizer's, libFuzzer's nor libc's: kdlens, the harness, or libhdf5 (zlib
 and libdeflate count like libhdf5); a leak is kdlens's when any leaked block
-was allocated in kdlens.  Each libhdf5 find must be contained: run-cases.py
+was allocated in kdlens.  Each libhdf5 find, and each out-of-memory of the
+RSS limit (its report names no culprit), must be contained: run-cases.py
 replays it through the built kdlens (inspect, kl, cka), where the catalogue
 runs in a child process, and wants exit 0 or 1, one line naming the file,
 no sanitizer report, no hang, RSS under 512 MiB (--ci: one find per group).
-Finds are grouped by kind, owner and top frames.
+Finds are grouped by what went wrong (the sanitizer's bug type, timeout,
+...), owner and the first three named frames.
 
-Exit status with --ci: 1 when any find is kdlens's, of no known owner, or
-libhdf5's and not contained, or when libFuzzer failed to run; else 0.
+Exit status with --ci: 1 when any find is kdlens's or the harness's, of no
+known owner (an out-of-memory aside), or not contained, or when libFuzzer
+failed to run; else 0.
 Without --ci: 0 (a campaign reports; tests/fuzz/corpus/ keeps the finds).
 """
 import argparse
@@ -65,6 +68,13 @@ NOISE_FN = ("__interceptor_", "__asan", "__sanitizer", "__ubsan", "__lsan", "__i
 NOISE_LOC = ("libasan", "libclang_rt", "libc.so", "libstdc++", "libubsan", "compiler-rt")
 KINDS = ("crash", "leak", "timeout", "oom")
 THIRD_PARTY = ("libhdf5", "zlib/libdeflate")  # contained, or the find is a failure
+
+
+def judged_by_cli(f):
+    """Whether a find passes when the CLI contains it: a third party's, or an
+    out-of-memory of the RSS limit, whose report has no stack of the culprit
+    (only libFuzzer's heap profile at that moment)."""
+    return f["owner"] in THIRD_PARTY or (f["owner"] == "unknown" and f["kind"] == "oom")
 
 
 def frames(block):
@@ -96,6 +106,17 @@ def short(fn, loc):
     where = re.sub(r"\s*\(BuildId: [0-9a-f]+\)", "", loc).strip("() ")
     where = where.rsplit("/", 1)[-1]
     return "%s (%s)" % (fn or "??", where)
+
+
+def named_stack(report, kind):
+    """The first three named, non-noise frames of a find's stack: what groups
+    finds (unnamed frames differ by their offsets within one function)."""
+    if kind == "leak":
+        text = "\n".join(b for b in re.split(r"\n(?=(?:Direct|Indirect) leak of)", report)[1:2])
+        fr = frames(text)
+    else:
+        fr = first_stack(report)
+    return [f[0] for f in fr if f[0] and not noise(*f)][:3]
 
 
 def first_stack(report):
@@ -145,6 +166,21 @@ def headline(report):
     return re.sub(r"0x[0-9a-f]{6,}", "0x...", text)[:160]
 
 
+def bug(kind, report):
+    """What went wrong, in a word or two: heap-buffer-overflow, SEGV, timeout, ..."""
+    m = re.search(r"ERROR: AddressSanitizer: ([a-z-]+|SEGV|FPE|BUS|ILL|ABRT)", report)
+    if m:
+        return {"requested": "allocation-size-too-big",
+                "allocator": "allocator-out-of-memory"}.get(m.group(1), m.group(1))
+    if re.search(r"runtime error:", report):
+        return "undefined-behaviour"
+    if re.search(r"^fuzz: ", report, re.M):
+        return "identifiers-left-open"
+    if kind == "crash" and "deadly signal" in report:
+        return "deadly-signal"
+    return {"oom": "out-of-memory"}.get(kind, kind)
+
+
 def parse_log(text):
     """What one libFuzzer run did: executions, last cov/ft, the find."""
     execs = re.findall(r"stat::number_of_executed_units: (\d+)", text)
@@ -165,7 +201,8 @@ def parse_log(text):
         report = text[start[0] if start else 0:]
         owner, top = sort_find(kind, report)
         find = {"kind": kind, "artifact": path, "owner": owner,
-                "frames": [short(*f) for f in top], "headline": headline(report)}
+                "frames": [short(*f) for f in top], "headline": headline(report),
+                "bug": bug(kind, report), "where": named_stack(report, kind)}
     return {"execs": int(execs[-1]) if execs else 0,
             "cov": int(cov[-1][0]) if cov else 0, "ft": int(cov[-1][1]) if cov else 0,
             "find": find}
@@ -283,7 +320,7 @@ def fuzz(args, t, exe, seeds, tdir):
 
 def contained(args, build, finds, tmp):
     """Replay the libhdf5 finds through the CLI; set each one's "contained"."""
-    todo = [f for f in finds if f["owner"] in THIRD_PARTY and f["artifact"] and
+    todo = [f for f in finds if judged_by_cli(f) and f["artifact"] and
             os.path.exists(f["artifact"])]
     if not todo:
         return
@@ -304,8 +341,9 @@ def contained(args, build, finds, tmp):
 def group(finds):
     out = {}
     for f in finds:
-        key = (f["kind"], f["owner"], tuple(f["frames"]))
-        g = out.setdefault(key, {"kind": f["kind"], "owner": f["owner"], "frames": f["frames"],
+        key = (f["bug"], f["owner"], tuple(f["where"]))
+        g = out.setdefault(key, {"kind": f["kind"], "bug": f["bug"], "owner": f["owner"],
+                                 "where": f["where"], "frames": f["frames"],
                                  "headline": f["headline"], "count": 0, "artifacts": [],
                                  "contained": True})
         g["count"] += 1
@@ -356,7 +394,7 @@ def main():
             # --ci: one find of each group through the CLI, to keep the time bounded
             firsts = {}
             for f in r["finds"]:
-                firsts.setdefault((f["kind"], f["owner"], tuple(f["frames"])), f)
+                firsts.setdefault((f["bug"], f["owner"], tuple(f["where"])), f)
             contained(args, build, list(firsts.values()) if args.ci else r["finds"], tmp)
             r["unique"] = group(r["finds"])
             results.append(r)
@@ -365,11 +403,12 @@ def main():
                   (t, r["runs"], r["execs"], r["wall"], r["cpu"], r["execs"] / max(r["cpu"], 1),
                    r["cov"], r["ft"], r["corpus"], len(r["finds"]), len(r["unique"])))
             for g in r["unique"]:
-                ok = g["owner"] in THIRD_PARTY and g["contained"]
+                ok = judged_by_cli(g) and g["contained"]
                 bad += not ok
-                print("  %-7s x%-3d %-8s %s: %s" %
-                      (g["kind"], g["count"], g["owner"],
-                       "contained" if ok else "FAIL", g["headline"]))
+                print("  %-7s x%-3d %-8s %s: %s in %s" %
+                      (g["kind"], g["count"], g["owner"], "contained" if ok else "FAIL",
+                       g["bug"], " < ".join(g["where"]) or "?"))
+                print("      " + g["headline"])
                 for fr in g["frames"]:
                     print("      " + fr)
                 print("      e.g. " + g["artifacts"][0])
