@@ -108,14 +108,16 @@ def short(fn, loc):
     return "%s (%s)" % (fn or "??", where)
 
 
-def named_stack(report, kind):
-    """The first three named, non-noise frames of a find's stack: what groups
-    finds (unnamed frames differ by their offsets within one function)."""
+def named_stack(report, kind, owner):
+    """The first three named, non-noise frames of a find's stack (for a leak:
+    of the first leaked block @owner allocated): what groups finds (unnamed
+    frames differ by their offsets within one function)."""
+    fr = first_stack(report)
     if kind == "leak":
-        text = "\n".join(b for b in re.split(r"\n(?=(?:Direct|Indirect) leak of)", report)[1:2])
-        fr = frames(text)
-    else:
-        fr = first_stack(report)
+        for blk in re.split(r"\n(?=(?:Direct|Indirect) leak of)", report)[1:]:
+            fr = [f for f in frames(blk) if not noise(*f)]
+            if fr and whose(*fr[0]) == owner:
+                break
     return [f[0] for f in fr if f[0] and not noise(*f)][:3]
 
 
@@ -202,7 +204,7 @@ def parse_log(text):
         owner, top = sort_find(kind, report)
         find = {"kind": kind, "artifact": path, "owner": owner,
                 "frames": [short(*f) for f in top], "headline": headline(report),
-                "bug": bug(kind, report), "where": named_stack(report, kind)}
+                "bug": bug(kind, report), "where": named_stack(report, kind, owner)}
     return {"execs": int(execs[-1]) if execs else 0,
             "cov": int(cov[-1][0]) if cov else 0, "ft": int(cov[-1][1]) if cov else 0,
             "find": find}
