@@ -166,19 +166,25 @@ RUNTIME = ("__interceptor_", "__asan", "__sanitizer", "__ubsan", "__lsan", "mall
            "realloc", "free", "operator", "__libc_start", "_start")
 
 
-def frames(text, n=4):
-    """The first @n frames of the first stack in a sanitizer report."""
+def first_stack(text):
+    """[(function or "", location)] of the first stack in a sanitizer report."""
     out = []
     for line in text.splitlines():
         m = FRAME.match(line)
         if m:
             if m.group(1) == "0" and out:
                 break
-            loc = re.sub(r"\(?(/\S+/)?([^/\s]+?)(\+0x[0-9a-f]+)?\)?$", r"\2", m.group(3))
-            out.append("%s (%s)" % (m.group(2) or "??", loc))
+            out.append((m.group(2) or "", m.group(3)))
         elif out:
             break
-    return out[:n]
+    return out
+
+
+def frames(text, n=4):
+    """The first @n frames of the first stack in a sanitizer report."""
+    short = re.compile(r"\(?(/\S+/)?([^/\s]+?)(\+0x[0-9a-f]+)?\)?$")
+    return ["%s (%s)" % (fn or "??", short.sub(r"\2", re.sub(r"\s*\(BuildId: \w+\)", "", loc)))
+            for fn, loc in first_stack(text)[:n]]
 
 
 def entry(text):

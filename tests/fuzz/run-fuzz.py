@@ -50,6 +50,7 @@ Without --ci: 0 (a campaign reports; tests/fuzz/corpus/ keeps the finds).
 """
 import argparse
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -61,8 +62,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("run_cases", os.path.join(HERE, "run-cases.py"))
+run_cases = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_cases)
+first_stack = run_cases.first_stack  # the fault's frames: [(function, location)]
+FRAME = run_cases.FRAME
 TARGETS = ("catalog", "read", "join")
-FRAME = re.compile(r"^\s*#(\d+) 0x[0-9a-f]+ +(?:in (\S+) )?(.*)$")
 # Frames that say nothing about whose code failed.
 NOISE_FN = ("__interceptor_", "__asan", "__sanitizer", "__ubsan", "__lsan", "__interception",
             "fuzzer::", "malloc", "calloc", "realloc", "free", "operator ", "__libc_start",
@@ -123,20 +128,6 @@ def named_stack(report, kind, owner):
             if fr and whose(*fr[0]) == owner:
                 break
     return [f[0] for f in fr if f[0] and not noise(*f)][:3]
-
-
-def first_stack(report):
-    """The frames of the first stack trace in @report (the fault's)."""
-    out = []
-    for line in report.splitlines():
-        m = FRAME.match(line)
-        if m:
-            if m.group(1) == "0" and out:
-                break
-            out.append((m.group(2) or "", m.group(3)))
-        elif out and not line.strip():
-            break
-    return out
 
 
 def sort_leak(report):
