@@ -11,7 +11,8 @@ h5py cannot write the defect, by patching bytes of the written file.  Every
 file stays small: declared sizes are huge, stored data is not.
 
 A manifest entry says what the case provokes and what kdlens must do with it:
-"expect" maps each command (inspect, kl, cka, report) to the exit status
+"expect" maps each command (inspect, kl, cka; report, layers, dims and split
+for the valid pairs) to the exit status
 wanted; 1 means refused with one line on stderr naming the file, 0 means
 valid (odd but valid input: no output on stderr).  "role" says which side of
 kl the case takes ("teacher": kl -t CASE -s PARTNER; "student": kl -t PARTNER
@@ -46,8 +47,9 @@ def case(name, provokes, expect=1, role="teacher", partner=None, report=False, f
         e = expect if isinstance(expect, dict) else {}
         status = expect if isinstance(expect, int) else 1
         cmds = {c: e.get(c, status) for c in ("inspect", "kl", "cka")}
-        if report:
-            cmds["report"] = e.get("report", 0)
+        if report:  # a valid pair: every command
+            for c in ("report", "layers", "dims", "split"):
+                cmds[c] = e.get(c, 0)
         CASES.append({
             "name": name,
             "file": file or (name + ".h5" if not make else name),
