@@ -173,4 +173,10 @@ int kdl__dims_curve_rows(kdl_table *curve, const kdl_dump *td, kdl_spectral_resu
 int kdl__dims_notes(kdl_doc *doc, const struct kdl_run_dims_opts *o, const kdl_inputs *in,
                     bool heads, unsigned methods);
 
+/* kdl__dims_check_opts() - @o for the inputs @in: 0, or -KDL_EUSAGE with the message made. */
+int kdl__dims_check_opts(const kdl_inputs *in, const struct kdl_run_dims_opts *o);
+
+/* kdl__dims_layer_exists() - whether a checkpoint of any input of @in has a layer @name. */
+bool kdl__dims_layer_exists(const kdl_inputs *in, const char *name);
+
 #endif

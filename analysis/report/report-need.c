@@ -10,7 +10,8 @@
 #include "metrics/base/banned.h"
 
 /* NEEDSWORK: split, dims (their student and teacher jobs) and layers (run alone, after the
- * streams) do not state their needs yet; once they do, theirs join kl's, cka's and summary's here. */
+ * streams) do not state their needs yet; once they do, theirs join kl's, cka's and summary's here.
+ */
 const char kdl__report_need_note[] =
         "the need counts kl, cka, summary and the stream they share with split and dims; "
         "split, dims and layers do not state their needs yet";
