@@ -51,7 +51,7 @@ class CKAOpts(Structure):
     """kdl_cka_opts."""
     _fields_ = [("block_rows", c_size_t), ("pairs", POINTER(c_bool)), ("bootstrap", c_size_t),
                 ("seed", c_uint64), ("level", c_double), ("precision", c_int),
-                ("interval", c_int)]
+                ("interval", c_int), ("kinds", POINTER(c_int)), ("external", POINTER(c_bool))]
 
 
 _D = POINTER(c_double)
@@ -65,7 +65,8 @@ class CKAMatrix(Structure):
                 ("biased_lo", _D), ("biased_hi", _D), ("biased_se", _D), ("biased_bias", _D),
                 ("debiased_lo", _D), ("debiased_hi", _D), ("debiased_se", _D),
                 ("debiased_bias", _D), ("biased_rep", _D), ("debiased_rep", _D),
-                ("biased_jack", _D), ("debiased_jack", _D)]
+                ("biased_jack", _D), ("debiased_jack", _D), ("biased_sketch_se", _D),
+                ("debiased_sketch_se", _D)]
 
 
 class KLOpts(Structure):

@@ -29,20 +29,21 @@ static const struct field tensor[] = {
 static const struct field cka_opts[] = {
         F(kdl_cka_opts, block_rows), F(kdl_cka_opts, pairs), F(kdl_cka_opts, bootstrap),
         F(kdl_cka_opts, seed),       F(kdl_cka_opts, level), F(kdl_cka_opts, precision),
-        F(kdl_cka_opts, interval),
+        F(kdl_cka_opts, interval),   F(kdl_cka_opts, kinds), F(kdl_cka_opts, external),
 };
 static const struct field cka_matrix[] = {
-        F(kdl_cka_matrix, nlayers),     F(kdl_cka_matrix, n),
-        F(kdl_cka_matrix, biased),      F(kdl_cka_matrix, debiased),
-        F(kdl_cka_matrix, minibatch),   F(kdl_cka_matrix, nbatches),
-        F(kdl_cka_matrix, bootstrap),   F(kdl_cka_matrix, level),
-        F(kdl_cka_matrix, interval),    F(kdl_cka_matrix, ngroups),
-        F(kdl_cka_matrix, biased_lo),   F(kdl_cka_matrix, biased_hi),
-        F(kdl_cka_matrix, biased_se),   F(kdl_cka_matrix, biased_bias),
-        F(kdl_cka_matrix, debiased_lo), F(kdl_cka_matrix, debiased_hi),
-        F(kdl_cka_matrix, debiased_se), F(kdl_cka_matrix, debiased_bias),
-        F(kdl_cka_matrix, biased_rep),  F(kdl_cka_matrix, debiased_rep),
-        F(kdl_cka_matrix, biased_jack), F(kdl_cka_matrix, debiased_jack),
+        F(kdl_cka_matrix, nlayers),          F(kdl_cka_matrix, n),
+        F(kdl_cka_matrix, biased),           F(kdl_cka_matrix, debiased),
+        F(kdl_cka_matrix, minibatch),        F(kdl_cka_matrix, nbatches),
+        F(kdl_cka_matrix, bootstrap),        F(kdl_cka_matrix, level),
+        F(kdl_cka_matrix, interval),         F(kdl_cka_matrix, ngroups),
+        F(kdl_cka_matrix, biased_lo),        F(kdl_cka_matrix, biased_hi),
+        F(kdl_cka_matrix, biased_se),        F(kdl_cka_matrix, biased_bias),
+        F(kdl_cka_matrix, debiased_lo),      F(kdl_cka_matrix, debiased_hi),
+        F(kdl_cka_matrix, debiased_se),      F(kdl_cka_matrix, debiased_bias),
+        F(kdl_cka_matrix, biased_rep),       F(kdl_cka_matrix, debiased_rep),
+        F(kdl_cka_matrix, biased_jack),      F(kdl_cka_matrix, debiased_jack),
+        F(kdl_cka_matrix, biased_sketch_se), F(kdl_cka_matrix, debiased_sketch_se),
 };
 static const struct field kl_opts[] = {
         F(kdl_kl_opts, c),         F(kdl_kl_opts, ntau),         F(kdl_kl_opts, tau),
