@@ -14,7 +14,9 @@ and appends one checkpoint group to an HDF5 file::
         head/weight         float32 [C, D_pen]  attr input = <layer> on the group
         head/bias           float32 [C]
 
-Feature layers are captured with forward hooks on the given modules.  The
+Feature layers are captured with forward hooks on the given modules, whole
+or through a select function that picks part of the output (the class token
+``t[:, 0]`` of a vision transformer's ``[B, T, D]`` output).  The
 gradients are those of the plain cross-entropy with the ground-truth label at
 temperature 1, per sample, whatever loss the model was trained with, so that
 dumps from different models and training recipes are comparable.
@@ -98,14 +100,23 @@ def export_checkpoint(path, model, inputs, labels, sample_ids, layers, head,
         taken through any ``Subset`` to the underlying data set (so exports
         from a data set and from a Subset of it share ids).  An iterable
         that is not such a DataLoader cannot be given None.
-    layers : dict[str, torch.nn.Module]
+    layers : dict[str, torch.nn.Module or (torch.nn.Module, callable)]
         Feature layers, name -> module whose output is stored, in order from
         input to output: the order gives the ``depth`` attribute.  Names may
         contain dots.  A module's output must be a tensor with a leading batch
         dimension and must not be modified in place later in the forward pass.
+        A pair ``(module, select)`` stores ``select(output)`` instead: the
+        part of the module's output that is the feature, e.g. the class token
+        of a transformer, ``(model.encoder, lambda t: t[:, 0])`` for an
+        output ``[B, T, D]``.  ``select`` must keep the batch dimension and
+        only pick entries of the output (indexing, slicing, reshaping: no
+        arithmetic), which the exporter verifies on every batch; the
+        gradient of a selected layer is then the gradient with respect to
+        the picked entries.
     head : torch.nn.Linear
         The final layer, ``logits = head(h)``; its output must be the model's
-        output and its input the (flattened) output of ``head_input``.
+        output and its input the (flattened) feature ``head_input``, after
+        its ``select`` if it has one.
     head_input : str
         Name in ``layers`` of the feature that feeds ``head``.
     checkpoint : str
@@ -151,7 +162,7 @@ def export_checkpoint(path, model, inputs, labels, sample_ids, layers, head,
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if role not in ("teacher", "student"):
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
-    layers = dict(layers)
+    layers, selects = _split_layers(layers)
     grad_layers = list(grad_layers)
     for name in [checkpoint] + list(layers):
         if not name or "/" in name:
@@ -183,11 +194,27 @@ def export_checkpoint(path, model, inputs, labels, sample_ids, layers, head,
             group.attrs["step"] = np.int64(step)
             if epoch is not None:
                 group.attrs["epoch"] = int(epoch)
-            _write_checkpoint(group, model, batches, labels, sample_ids, layers, head,
-                              head_input, DTYPES[dtype], grad_layers, pools)
+            _write_checkpoint(group, model, batches, labels, sample_ids, layers, selects,
+                              head, head_input, DTYPES[dtype], grad_layers, pools)
         except BaseException:
             del ckpts[checkpoint]
             raise
+
+
+def _split_layers(layers):
+    """Split ``layers`` into name -> module and name -> select for the pairs."""
+    modules, selects = {}, {}
+    for name, value in dict(layers).items():
+        if isinstance(value, tuple):
+            if len(value) != 2 or not callable(value[1]):
+                raise ValueError(f"layer {name!r}: expected a module or a pair "
+                                 "(module, select function)")
+            value, selects[name] = value
+        if not isinstance(value, torch.nn.Module):
+            raise ValueError(f"layer {name!r}: expected a torch.nn.Module, "
+                             f"got {type(value).__name__}")
+        modules[name] = value
+    return modules, selects
 
 
 def _rows(inputs, labels, sample_ids, batch_size):
@@ -380,8 +407,8 @@ def _prepare_root(f, path, role, model_name, labels, sample_ids):
             raise ValueError(f"{path}: /{name} differs from this export's {name}")
 
 
-def _write_checkpoint(group, model, batches, labels, sample_ids, layers, head, head_input,
-                      dtype, grad_layers, pools):
+def _write_checkpoint(group, model, batches, labels, sample_ids, layers, selects, head,
+                      head_input, dtype, grad_layers, pools):
     """Run the model batch by batch and stream every dataset into ``group``.
 
     ``batches`` yields (row, x, y): the inputs of rows ``row, row + 1, ...``
@@ -399,7 +426,7 @@ def _write_checkpoint(group, model, batches, labels, sample_ids, layers, head, h
                 raise ValueError(f"inputs have more samples than the {n_total} labels")
             _check_batch_labels(y_batch, y, sample_ids[row:row + x.shape[0]])
             out = _forward_backward(model, x.to(device), torch.as_tensor(y, device=device),
-                                    layers, head, head_input, grad_layers)
+                                    layers, selects, head, head_input, grad_layers)
             for key, value in out.items():
                 name = key.rsplit("/", 1)[-1]
                 writer.write(key, value, row, pools.get(name) if "features/" in key else None)
@@ -424,9 +451,9 @@ def _write_checkpoint(group, model, batches, labels, sample_ids, layers, head, h
     hg.create_dataset("bias", data=bias.detach().cpu().numpy().astype(np.float32))
 
 
-def _forward_backward(model, x, y, layers, head, head_input, grad_layers):
+def _forward_backward(model, x, y, layers, selects, head, head_input, grad_layers):
     """One batch: logits, hooked features and per-sample CE gradients, as numpy."""
-    feats, versions, head_io = {}, {}, {}
+    feats, versions, head_io, raws, picks = {}, {}, {}, {}, {}
 
     def capture(name):
         def hook(module, args, output):
@@ -435,8 +462,11 @@ def _forward_backward(model, x, y, layers, head, head_input, grad_layers):
                                 "expected a tensor")
             if name in feats:
                 raise ValueError(f"layer {name!r} ran twice in one forward pass")
-            feats[name] = output
             versions[name] = output._version
+            if name in selects:
+                raws[name] = output
+                output, picks[name] = _select(selects[name], output, name, x.shape[0])
+            feats[name] = output
         return hook
 
     def capture_head(module, args, output):
@@ -456,19 +486,50 @@ def _forward_backward(model, x, y, layers, head, head_input, grad_layers):
     if missing:
         raise ValueError(f"layers {missing} did not run in the forward pass")
     for name, t in feats.items():
-        if t._version != versions[name]:
+        if raws.get(name, t)._version != versions[name]:
             raise ValueError(f"layer {name!r}: its output was modified in place later in "
                              "the forward pass (e.g. ReLU(inplace=True)); hook another module")
     _check_head(logits, head_io, feats[head_input], head_input)
 
-    wrt = [logits] + [feats[name] for name in grad_layers]
+    wrt = [logits] + [raws.get(name, feats[name]) for name in grad_layers]
     loss = F.cross_entropy(logits.float(), y, reduction="sum")
-    grads = torch.autograd.grad(loss, wrt)
+    grads = list(torch.autograd.grad(loss, wrt))
+    for i, name in enumerate(grad_layers, 1):
+        if name in picks:   # d loss / d (picked entries) = those entries of d loss / d output
+            grads[i] = grads[i].reshape(-1)[picks[name]]
 
     out = {"logits": logits, "gradients/logits": grads[0]}
     out.update({f"features/{name}": t for name, t in feats.items()})
     out.update({f"gradients/features/{name}": g for name, g in zip(grad_layers, grads[1:])})
     return {key: t.detach().float().cpu().numpy() for key, t in out.items()}
+
+
+def _select(select, output, name, batch):
+    """``select(output)`` and the flat indices into ``output`` of its entries.
+
+    Refuses a ``select`` that does not keep the batch dimension or that does
+    more than pick entries: applied to the entries' flat indices (an integer
+    tensor shaped like ``output``), it must give indices whose entries of
+    ``output`` are exactly ``select(output)``."""
+    feature = select(output)
+    if not isinstance(feature, torch.Tensor) or feature.ndim == 0 or feature.shape[0] != batch:
+        raise ValueError(f"layer {name!r}: its select function must return a tensor that "
+                         "keeps the batch dimension")
+    n = output.numel()
+    flat = torch.arange(n, dtype=torch.int32 if n < 2**31 else torch.int64, device=output.device)
+    try:
+        picked = select(flat.reshape(output.shape))
+    except (RuntimeError, TypeError):   # e.g. mean() of an integer tensor
+        picked = None
+    ok = isinstance(picked, torch.Tensor) and not picked.is_floating_point() and \
+        picked.shape == feature.shape and bool(torch.all((picked >= 0) & (picked < n)))
+    if ok:
+        index = picked.long()
+        ok = torch.equal(output.detach().reshape(-1)[index], feature.detach())
+    if not ok:
+        raise ValueError(f"layer {name!r}: its select function must only pick entries of the "
+                         "module's output (indexing, slicing, reshaping), not compute new values")
+    return feature, index
 
 
 def _check_head(logits, head_io, feature, head_input):
