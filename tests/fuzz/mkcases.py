@@ -626,6 +626,25 @@ def _(p):
     obj_header_version(p, LOGITS)
 
 
+@case("sample-ids-compact-short",
+      "/sample_ids is compact (in its object header), whose stored size is patched to 8 of "
+      "its 384 bytes (fuzz-join find: libhdf5 1.10's H5Dread copied past the buffer)")
+def _(p):
+    def compact(f, name):
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_layout(h5py.h5d.COMPACT)
+        dcpl.set_obj_track_times(False)
+        ids = 100 + np.arange(N, dtype=np.int64)
+        d = h5py.h5d.create(f.id, name.encode(), h5py.h5t.NATIVE_INT64,
+                            h5py.h5s.create_simple((N,)), dcpl=dcpl)
+        d.write(h5py.h5s.ALL, h5py.h5s.ALL, ids)
+    replaced(p, "sample_ids", compact)
+    # Layout message v3, class 0 (compact), then the 2-byte size of the data.
+    at = find1(read(p), struct.pack("<BBH", 3, 0, 8 * N) + struct.pack("<q", 100),
+               "compact layout of sample_ids")
+    patch(p, at + 2, struct.pack("<H", 8))
+
+
 @case("sample-ids-dangling", "/sample_ids is a soft link to a path that does not exist")
 def _(p):
     replaced(p, "sample_ids", h5py.SoftLink("/nowhere"))
