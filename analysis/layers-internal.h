@@ -53,6 +53,6 @@ int kdl__layers_classes_note(const struct kdl__layers_classes *c,
 int kdl__layers_classes_table(const struct kdl__layers_classes *c, kdl_doc *doc);
 
 /* The options of the layers command that lower its need. */
-#define KDL_LAYERS_LEVERS (KDL_LEVER_SPATIAL | KDL_LEVER_SUBSAMPLE)
+#define KDL_LAYERS_LEVERS (KDL_LEVER_SPATIAL | KDL_LEVER_SUBSAMPLE | KDL_LEVER_PER_CLASS)
 
 #endif

@@ -573,28 +573,23 @@ static int add_notes(const struct run *r, kdl_doc *doc)
         return err;
 }
 
+static int layers_setup(struct run *r, struct kdl_ckpair **ret_cks, size_t *ret_nck);
+static int layers_need(const struct run *r, const struct kdl_ckpair *cks, size_t nck,
+                       kdl__need *nd);
+
 int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc)
 {
         struct run r = {.in = in, .o = o, .student = in->nstudents > 0};
-        const kdl_dump *dt;
+        kdl__need nd = {.analysis = "layers"};
         struct kdl_ckpair *cks = NULL;
         size_t nck = 0;
         int err;
 
         assert(in && in->teacher && o && doc);
-        dt = kdl_h5_dump(in->teacher);
-        r.nclasses = kdl__classes(dt);
-        if (!r.nclasses)
-                return kdl_error(-KDL_EMISSING,
-                                 "'%s': /labels: layer quality needs class labels, found none",
-                                 dt->path);
-        r.n = r.student ? in->pairs[0]->n : dt->n;
-        r.wide = min_n_c(&r) <= o->cka_max_width;
-        err = kdl_inputs_teacher_labels(in, r.student ? in->pairs[0] : NULL, &r.labels);
-        err = err ?: kdl__layers_classes_init(r.labels, r.n, r.nclasses, o, &r.cls);
-        err = err
-                      ?: kdl_select_checkpoints(in->teacher, r.student ? in->students[0] : NULL,
-                                                o->common.checkpoint, "same", &cks, &nck);
+        err = layers_setup(&r, &cks, &nck);
+        err = err ?: layers_need(&r, cks, nck, &nd);
+        err = err ?: kdl__need_check(&nd, o->common.memory, KDL_LAYERS_LEVERS);
+        kdl__need_release(&nd);
         err = err ?: tables_new(&r.tb);
         err = err ?: kdl_inputs_describe(in, doc);
         for (size_t c = 0; c < nck && !err; c++) {
@@ -612,7 +607,7 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
         return err;
 }
 
-/* ---- --plan: what a run holds, from the shapes alone ---------------------------------- */
+/* ---- --plan and the run's check: what a run holds, from the shapes and the labels ----  */
 
 /* The quality of the widest teacher layer of @l: the subsample X of @nx rows of every
  * source (kept after the CKA pass), the class-spectra rows X_c (@ncr of one layer,
@@ -643,8 +638,9 @@ static int quality_need(const struct run *r, const struct kdl__srcs *l, size_t n
                             "the subsample X of %zu rows of every source", nx);
         err = err ?: kdl__need_add(ret, stream, 0, "the blocks of one layer's pass");
         err = err
-                      ?: kdl__need_add(ret, kdl_sat_mul(kdl_sat_mul(ncr, d + 2), sizeof(double)), 0,
-                                       "at most %zu class-spectra rows of one layer", ncr);
+                      ?: kdl__need_add(ret, kdl_sat_mul(kdl_sat_mul(ncr, d + 2), sizeof(double)),
+                                       KDL_LEVER_PER_CLASS,
+                                       "the %zu class-spectra rows of one layer", ncr);
         return err
                        ?: kdl__need_add(ret, kdl_sat_mul(q, sizeof(double)), KDL_LEVER_SUBSAMPLE,
                                         "the quality of a layer of width %zu on X", d);
@@ -692,45 +688,70 @@ static int checkpoint_need(const struct run *r, const struct kdl_ckpair *ck, siz
         return err;
 }
 
+/* The rows of a per-class subsample: min(count, @want[c]) summed over the classes. */
+static size_t chosen_rows(const struct kdl__layers_classes *cls, const size_t *want)
+{
+        size_t n = 0;
+
+        for (size_t c = 0; c < cls->nclasses; c++)
+                n += cls->count[c] < want[c] ? cls->count[c] : want[c];
+        return n;
+}
+
+/* What a run of @r (labels read, classes chosen) holds at its peak, over the checkpoints
+ * @cks: the plan and the run's check share it, so the plan says what the run does. */
+static int layers_need(const struct run *r, const struct kdl_ckpair *cks, size_t nck, kdl__need *nd)
+{
+        size_t nx = chosen_rows(&r->cls, r->cls.want_x), ncr = chosen_rows(&r->cls, r->cls.want_c);
+        int err = 0;
+
+        for (size_t c = 0; c < nck && !err; c++)
+                err = checkpoint_need(r, &cks[c], nx, ncr, nd);
+        return err
+                       ?: kdl__need_add(nd, kdl_sat_mul(r->n, 3 * sizeof(int64_t)), 0,
+                                        "the labels and the subsamples' sample lists");
+}
+
+/* @r's inputs, labels and classes, and the checkpoints to run (@ret_cks, @ret_nck). */
+static int layers_setup(struct run *r, struct kdl_ckpair **ret_cks, size_t *ret_nck)
+{
+        const kdl_dump *dt = kdl_h5_dump(r->in->teacher);
+        int err;
+
+        r->nclasses = kdl__classes(dt);
+        if (!r->nclasses)
+                return kdl_error(-KDL_EMISSING,
+                                 "'%s': /labels: layer quality needs class labels, found none",
+                                 dt->path);
+        r->n = r->student ? r->in->pairs[0]->n : dt->n;
+        r->wide = min_n_c(r) <= r->o->cka_max_width;
+        err = kdl_inputs_teacher_labels(r->in, r->student ? r->in->pairs[0] : NULL, &r->labels);
+        err = err ?: kdl__layers_classes_init(r->labels, r->n, r->nclasses, r->o, &r->cls);
+        return err
+                       ?: kdl_select_checkpoints(r->in->teacher,
+                                                 r->student ? r->in->students[0] : NULL,
+                                                 r->o->common.checkpoint, "same", ret_cks, ret_nck);
+}
+
+/* The plan reads /labels (8 bytes a sample) besides the shapes: the class rule, and so
+ * the rows of the class subsamples, depend on the counts. */
 int kdl_run_layers_plan(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc)
 {
         struct run r = {.in = in, .o = o, .student = in->nstudents > 0};
-        kdl__need nd = {.analysis = "layers"};
+        kdl__need nd = {.analysis = "layers",
+                        .reads = "the labels (the class rule depends on the counts)"};
         struct kdl_ckpair *cks = NULL;
-        size_t nck = 0, nx, ncr, kmax;
+        size_t nck = 0;
         int err;
 
         assert(in && in->teacher && o && doc);
-        r.nclasses = kdl__classes(kdl_h5_dump(in->teacher));
-        if (!r.nclasses)
-                return kdl_error(-KDL_EMISSING,
-                                 "'%s': /labels: layer quality needs class labels, found none",
-                                 kdl_h5_dump(in->teacher)->path);
-        r.n = r.student ? in->pairs[0]->n : kdl_h5_dump(in->teacher)->n;
-        r.wide = min_n_c(&r) <= o->cka_max_width;
-        /* Without the labels' counts, the bounds of the class rule: X takes at most
-         * --subsample rows; X_c at most --per-class of each kept class, every class or a
-         * subset of at most --subsample / 2 (--classes K: K). */
-        nx = o->subsample < r.n ? o->subsample : r.n;
-        kmax = o->classes == KDL_LAYERS_CLASSES_ALL ||
-                               (o->classes == KDL_LAYERS_CLASSES_AUTO && !o->min_per_class &&
-                                o->subsample / r.nclasses >= 2)
-                       ? r.nclasses
-                       : o->subsample / 2;
-        if (o->classes != KDL_LAYERS_CLASSES_AUTO && o->classes != KDL_LAYERS_CLASSES_ALL)
-                kmax = o->classes < kmax ? o->classes : kmax;
-        ncr = kdl_sat_mul(o->per_class, kmax) < r.n ? o->per_class * kmax : r.n;
-        err = kdl_inputs_describe(in, doc);
-        err = err
-                      ?: kdl_select_checkpoints(in->teacher, r.student ? in->students[0] : NULL,
-                                                o->common.checkpoint, "same", &cks, &nck);
-        for (size_t c = 0; c < nck && !err; c++)
-                err = checkpoint_need(&r, &cks[c], nx, ncr, &nd);
-        err = err
-                      ?: kdl__need_add(&nd, kdl_sat_mul(r.n, 3 * sizeof(int64_t)), 0,
-                                       "the labels and the subsamples' sample lists");
+        err = layers_setup(&r, &cks, &nck);
+        err = err ?: kdl_inputs_describe(in, doc);
+        err = err ?: layers_need(&r, cks, nck, &nd);
         err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL_LAYERS_LEVERS, doc);
         kdl__need_release(&nd);
+        kdl__layers_classes_release(&r.cls);
+        free(r.labels);
         free(cks);
         return err;
 }

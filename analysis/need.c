@@ -22,6 +22,7 @@ static const char *const lever_names[KDL_LEVER_COUNT_] = {
         "--layer",
         "--sketch-rank",
         "--domain off",
+        "--per-class",
 };
 
 int kdl__need_add(kdl__need *nd, size_t bytes, unsigned levers, const char *fmt, ...)
@@ -90,9 +91,13 @@ void kdl__need_release(kdl__need *nd)
 void kdl__need_max(kdl__need *a, kdl__need *b)
 {
         if (kdl__need_total(b) > kdl__need_total(a)) {
+                const char *analysis = a->analysis, *reads = a->reads;
+
                 kdl__need_release(a);
                 *a = *b;
-                *b = (kdl__need){.analysis = a->analysis};
+                a->analysis = analysis;
+                a->reads = reads;
+                *b = (kdl__need){.analysis = analysis};
         }
         kdl__need_release(b);
 }
@@ -182,6 +187,7 @@ int kdl__need_doc(const kdl__need *nds, size_t n, size_t budget, unsigned accept
 {
         kdl_table *plan = NULL, *parts = NULL;
         char b[KDL_MEMORY_FMT], p[KDL_MEMORY_FMT];
+        const char *reads = NULL;
         int err;
 
         err = kdl_table_new("plan", "Memory each analysis needs, and whether it fits --memory",
@@ -189,12 +195,15 @@ int kdl__need_doc(const kdl__need *nds, size_t n, size_t budget, unsigned accept
         err = err ?: kdl_table_new("plan_parts", "What the memory is for", &parts);
         for (size_t k = 0; k < n && !err; k++)
                 err = kdl__need_plan(&nds[k], budget, accepted, plan, parts);
+        for (size_t k = 0; k < n && !reads; k++)
+                reads = nds[k].reads;
         err = err
                       ?: kdl_doc_add_note(doc,
                                           "--memory is %s (%s of physical memory here); nothing "
-                                          "was read but the dumps' shapes",
+                                          "was read but the dumps' shapes%s%s",
                                           kdl_memory_format(budget, b),
-                                          kdl_memory_format(kdl_memory_physical(), p));
+                                          kdl_memory_format(kdl_memory_physical(), p),
+                                          reads ? " and " : "", reads ? reads : "");
         err = err
                       ?: kdl_doc_add_note(doc,
                                           "each need is what the analysis holds at its peak; the "

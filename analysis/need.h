@@ -43,7 +43,8 @@ enum kdl__lever {
         KDL_LEVER_LAYER = 1u << 10,       /* --layer (dims: one feature layer) */
         KDL_LEVER_SKETCH_RANK = 1u << 11, /* --sketch-rank (dims: the logits' sketch) */
         KDL_LEVER_DOMAIN = 1u << 12,      /* --domain off (split: no domain level) */
-        KDL_LEVER_COUNT_ = 13
+        KDL_LEVER_PER_CLASS = 1u << 13,   /* --per-class (layers: fewer class-spectra rows) */
+        KDL_LEVER_COUNT_ = 14
 };
 
 #define KDL_NEED_PARTS 16
@@ -57,6 +58,7 @@ struct kdl__need_part {
 /* A need; zero-initialise it with the analysis's name, release with kdl__need_release(). */
 typedef struct kdl__need {
         const char *analysis; /* "kl", "cka", ...; borrowed (a literal) */
+        const char *reads;    /* what the plan read besides the shapes ("/labels"), or NULL */
         size_t n;
         struct kdl__need_part part[KDL_NEED_PARTS];
 } kdl__need;
@@ -82,7 +84,8 @@ int kdl__need_append(kdl__need *into, const kdl__need *from);
  */
 int kdl__need_merge(kdl__need *into, const kdl__need *from);
 
-/** kdl__need_max() - keep in @a the larger total of @a and @b (@b released either way). */
+/** kdl__need_max() - keep in @a the parts of the larger total of @a and @b, under @a's
+ * analysis and reads (@b released either way). */
 void kdl__need_max(kdl__need *a, kdl__need *b);
 
 /** kdl__need_release() - free the parts' strings; @nd is empty (analysis kept). */

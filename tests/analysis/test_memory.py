@@ -252,6 +252,33 @@ def test_plan_is_the_measured_peak():
         assert row["need_bytes"] <= rss <= row["need_bytes"] + OVERHEAD, (args, row, rss)
 
 
+def test_layers_plan_counts_the_class_rows_and_the_run_checks_it():
+    """layers' class-spectra subsample takes min(count, per) rows of each class, per =
+    min(--per-class, N / C): the plan reads /labels to count them (7000, 600, 300, 100
+    samples: 2000 + 600 + 300 + 100 rows, not the 8000 a bound without the counts would
+    say), and the run refuses exactly where the plan says it does not fit."""
+    path = os.path.join(DIR, "classes.h5")
+    write_dump(path, "teacher", 7, 8000, 4, (384,), head=False)
+    with h5py.File(path, "r+") as f:
+        del f["labels"]
+        f["labels"] = np.repeat(np.arange(4), [7000, 600, 300, 100]).astype(np.int64)
+    args = ("layers", "-t", path, "--subsample", "200", "--per-class", "5000")
+    row, parts = plan(*args)
+    (part,) = [p for p in parts if "class-spectra" in p["part"]]
+    rows = sum(min(c, min(5000, 8000 // 4)) for c in (7000, 600, 300, 100))
+    assert part["part"] == f"the {rows} class-spectra rows of one layer", part
+    assert part["bytes"] == rows * (384 + 2) * 8 and part["lowered_by"] == "--per-class", part
+    need = row["need_bytes"]
+    for budget, fits in ((need - MIB, False), (need + MIB, True)):
+        row, _ = plan(*args, "--memory", str(budget))
+        assert row["fits"] is fits, (budget, row)
+        st, out, err = kt.run(*args, "--memory", str(budget), "--format", "json")
+        assert st == (0 if fits else 1), (budget, st, err)
+        if not fits:
+            kt.one_line_error(err, "kdlens layers: layers needs ", " for ", "--memory is ")
+            assert out == "", out
+
+
 def test_small_budget_reads_smaller_blocks_same_numbers():
     """Under 1 GiB the blocks take a sixteenth of --memory: more, smaller blocks, the same
     results up to the order of the sums."""
