@@ -52,6 +52,16 @@ int kdl__layers_classes_note(const struct kdl__layers_classes *c,
  * "layers_class_subset" into @doc. */
 int kdl__layers_classes_table(const struct kdl__layers_classes *c, kdl_doc *doc);
 
+/*
+ * kdl__layers_need() - what kdl_run_layers() on @in with @o holds at its peak, into the
+ * empty need @ret.  It reads the labels: the class rule depends on the counts.
+ * Return: 0; the errors of kdl_run_layers() before its first pass; -ENOMEM.
+ */
+int kdl__layers_need(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl__need *ret);
+
+/* What a plan of layers reads besides the shapes (kdl__need.reads). */
+#define KDL_LAYERS_READS "the labels (the class rule depends on the counts)"
+
 /* The options of the layers command that lower its need. */
 #define KDL_LAYERS_LEVERS (KDL_LEVER_SPATIAL | KDL_LEVER_SUBSAMPLE | KDL_LEVER_PER_CLASS)
 

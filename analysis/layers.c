@@ -733,25 +733,33 @@ static int layers_setup(struct run *r, struct kdl_ckpair **ret_cks, size_t *ret_
                                                  r->o->common.checkpoint, "same", ret_cks, ret_nck);
 }
 
-/* The plan reads /labels (8 bytes a sample) besides the shapes: the class rule, and so
- * the rows of the class subsamples, depend on the counts. */
-int kdl_run_layers_plan(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc)
+int kdl__layers_need(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl__need *ret)
 {
         struct run r = {.in = in, .o = o, .student = in->nstudents > 0};
-        kdl__need nd = {.analysis = "layers",
-                        .reads = "the labels (the class rule depends on the counts)"};
         struct kdl_ckpair *cks = NULL;
         size_t nck = 0;
         int err;
 
-        assert(in && in->teacher && o && doc);
+        assert(in && in->teacher && o && ret);
         err = layers_setup(&r, &cks, &nck);
-        err = err ?: kdl_inputs_describe(in, doc);
-        err = err ?: layers_need(&r, cks, nck, &nd);
-        err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL_LAYERS_LEVERS, doc);
-        kdl__need_release(&nd);
+        err = err ?: layers_need(&r, cks, nck, ret);
         kdl__layers_classes_release(&r.cls);
         free(r.labels);
         free(cks);
+        return err;
+}
+
+/* The plan reads /labels (8 bytes a sample) besides the shapes: the class rule, and so
+ * the rows of the class subsamples, depend on the counts. */
+int kdl_run_layers_plan(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc)
+{
+        kdl__need nd = {.analysis = "layers", .reads = KDL_LAYERS_READS};
+        int err;
+
+        assert(in && in->teacher && o && doc);
+        err = kdl_inputs_describe(in, doc);
+        err = err ?: kdl__layers_need(in, o, &nd);
+        err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL_LAYERS_LEVERS, doc);
+        kdl__need_release(&nd);
         return err;
 }
