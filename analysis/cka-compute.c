@@ -16,6 +16,7 @@
 
 void kdl__cka_results_release(struct kdl__cka_results *r)
 {
+        kdl__cka_sim_free(r->sim);
         kdl_cka_matrix_free(r->mb);
         kdl_cka_matrix_free(r->rbf);
         kdl_cka_matrix_free(r->robust);
@@ -453,6 +454,8 @@ int kdl__cka_pass_finish(struct kdl__cka_pass *c)
                         r = gather_subset(&c->g, l, c->sub, c->nsub, &gs);
         } else {
                 r = finalize(c);
+                if (r >= 0 && c->o.measures & ~(1u << KDL_RUN_CKA_MEASURE_CKA))
+                        r = kdl__cka_sim_compute(c, &res->sim);
                 gs = c->g;
                 c->g = (struct kdl__gather){0};
         }
