@@ -122,7 +122,9 @@ static bool computable(const struct kdl__cka_pass *c, size_t j, size_t k)
                 return false;
         if (c->wide.kinds[j] != KDL_CKA_LAYER_DENSE || c->wide.kinds[k] != KDL_CKA_LAYER_DENSE)
                 return false;
-        if (c->wide.ext && (c->wide.ext[j * l + k] || c->wide.ext[k * l + j]))
+        /* Strips keep no block of an external pair, nor of a wide source with itself. */
+        if (c->wide.ext && (c->wide.ext[j * l + k] || c->wide.ext[k * l + j] ||
+                            c->wide.ext[j * l + j] || c->wide.ext[k * l + k]))
                 return false;
         return j == k || !p || p[j * l + k] || p[k * l + j];
 }
