@@ -223,11 +223,15 @@ int kdl__cka_sim_columns(kdl_table *t, const struct kdl__cka_results *res, unsig
                          size_t a, size_t b);
 
 /* The matrix tables of the measures, [KDL_RUN_CKA_MEASURE_COUNT_] (NULL for cka's and the
- * measures not asked): kdl__cka_sim_tables_new() makes them, kdl__cka_sim_row() adds a row
- * to each with the @nid / 2 string cells key, value of @id (a NULL value is left empty),
- * kdl__cka_sim_cell() puts the pair (@a, @b)'s value under @key.  Return: 0; -ENOMEM. */
-int kdl__cka_sim_tables_new(unsigned measures, kdl_table **t);
-int kdl__cka_sim_row(kdl_table *const *t, const char *const *id, size_t nid);
+ * measures not asked): kdl__cka_sim_tables_new() checks @o's SVCCA share (-KDL_EUSAGE) and
+ * makes them, kdl__cka_sim_tables_free() frees them, kdl__cka_sim_tables_add() hands them
+ * to @doc, kdl__cka_sim_row() adds the row of A's layer @layer at @ck to each (@two: with
+ * checkpoint_b), kdl__cka_sim_cell() puts the pair (@a, @b)'s value under @key.
+ * Return: 0; -ENOMEM. */
+int kdl__cka_sim_tables_new(const struct kdl_run_cka_opts *o, kdl_table **t);
+void kdl__cka_sim_tables_free(kdl_table **t);
+int kdl__cka_sim_tables_add(kdl_doc *doc, kdl_table **t);
+int kdl__cka_sim_row(kdl_table *const *t, const struct kdl_ckpair *ck, bool two, const char *layer);
 int kdl__cka_sim_cell(kdl_table *const *t, const struct kdl__cka_results *res, const char *key,
                       size_t a, size_t b);
 

@@ -269,17 +269,40 @@ static const char *const titles[KDL_RUN_CKA_MEASURE_COUNT_] = {
         "PWCCA (projection-weighted mean canonical correlation)",
         "orthogonal Procrustes distance (2 - 2 nuclear norm)"};
 
-int kdl__cka_sim_tables_new(unsigned measures, kdl_table **t)
+int kdl__cka_sim_tables_new(const struct kdl_run_cka_opts *o, kdl_table **t)
 {
         int err = 0;
 
+        if (!(o->svcca_keep > 0.0 && o->svcca_keep <= 1.0))
+                return kdl_error(-KDL_EUSAGE, "--svcca-keep: a share in (0, 1], found %g",
+                                 o->svcca_keep);
         for (int m = 1; m < KDL_RUN_CKA_MEASURE_COUNT_ && !err; m++)
-                if (wants(measures, (enum kdl_run_cka_measure) m))
+                if (wants(o->measures, (enum kdl_run_cka_measure) m))
                         err = kdl_table_new(measure_names[m], titles[m], &t[m]);
         return err;
 }
 
-int kdl__cka_sim_row(kdl_table *const *t, const char *const *id, size_t nid)
+void kdl__cka_sim_tables_free(kdl_table **t)
+{
+        for (int m = 0; m < KDL_RUN_CKA_MEASURE_COUNT_; m++) {
+                kdl_table_free(t[m]);
+                t[m] = NULL;
+        }
+}
+
+int kdl__cka_sim_tables_add(kdl_doc *doc, kdl_table **t)
+{
+        int err = 0;
+
+        for (int m = 0; m < KDL_RUN_CKA_MEASURE_COUNT_ && !err; m++)
+                if (t[m]) {
+                        err = kdl_doc_add_table(doc, t[m]);
+                        t[m] = NULL;
+                }
+        return err;
+}
+
+int kdl__cka_sim_row(kdl_table *const *t, const struct kdl_ckpair *ck, bool two, const char *layer)
 {
         int err = 0;
 
@@ -288,8 +311,10 @@ int kdl__cka_sim_row(kdl_table *const *t, const char *const *id, size_t nid)
                         continue;
                 if (kdl_table_add_row(t[m]) < 0)
                         return -ENOMEM;
-                for (size_t i = 0; i + 1 < nid && !err; i += 2)
-                        err = id[i + 1] ? kdl_table_put_str(t[m], id[i], id[i + 1]) : 0;
+                err = kdl_table_put_str(t[m], "checkpoint", ck->main->name);
+                if (!err && two)
+                        err = kdl_table_put_str(t[m], "checkpoint_b", ck->partner->name);
+                err = err ?: kdl_table_put_str(t[m], "layer", layer);
         }
         return err;
 }

@@ -230,13 +230,7 @@ static int matrix_row(struct tables *tb, const struct kdl__cka_results *res,
         if (!err && two)
                 err = kdl_table_put_str(tb->matrix, "checkpoint_b", ck->partner->name);
         err = err ?: kdl_table_put_str(tb->matrix, "layer", l->v[a].name);
-        err = err
-                      ?: kdl__cka_sim_row(tb->sim,
-                                          (const char *const[]){"checkpoint", ck->main->name,
-                                                                "checkpoint_b",
-                                                                two ? ck->partner->name : NULL,
-                                                                "layer", l->v[a].name},
-                                          6);
+        err = err ?: kdl__cka_sim_row(tb->sim, ck, two, l->v[a].name);
         for (size_t b = 0; b < l->n && !err; b++) {
                 if (l->v[b].model != (two ? 1 : 0) || !l->v[b].ds)
                         continue;
@@ -352,8 +346,7 @@ void kdl__cka_abort(struct kdl__cka_run *r)
                 return;
         job_release(r);
         kdl__cka_results_release(&r->last);
-        for (int m = 0; m < KDL_RUN_CKA_MEASURE_COUNT_; m++)
-                kdl_table_free(r->tb.sim[m]);
+        kdl__cka_sim_tables_free(r->tb.sim);
         kdl_table_free(r->tb.targets);
         kdl_table_free(r->tb.pairs);
         kdl_table_free(r->tb.matrix);
@@ -386,9 +379,6 @@ int kdl__cka_begin(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc 
                                  "--wide-rank: a sketch needs 3 to --wide-max (%zu) columns, "
                                  "found %zu",
                                  o.wide_max, o.wide_rank);
-        if (!(o.svcca_keep > 0.0 && o.svcca_keep <= 1.0))
-                return kdl_error(-KDL_EUSAGE, "--svcca-keep: a share in (0, 1], found %g",
-                                 o.svcca_keep);
         r = kdl_new(struct kdl__cka_run, 1);
         if (!r)
                 return -ENOMEM;
@@ -405,7 +395,7 @@ int kdl__cka_begin(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc 
                       ?: kdl_table_new("cka_targets",
                                        "CKA against A's logits and the one-hot labels",
                                        &r->tb.targets);
-        err = err ?: kdl__cka_sim_tables_new(o.measures, r->tb.sim);
+        err = err ?: kdl__cka_sim_tables_new(&o, r->tb.sim);
         err = err ?: kdl_inputs_describe(in, doc);
         if (err < 0) {
                 kdl__cka_abort(r);
@@ -720,11 +710,7 @@ int kdl__cka_end(struct kdl__cka_run *r)
         if (!err) {
                 err = kdl_doc_add_table(r->doc, r->tb.matrix);
                 r->tb.matrix = NULL;
-                for (int m = 0; m < KDL_RUN_CKA_MEASURE_COUNT_ && !err; m++)
-                        if (r->tb.sim[m]) {
-                                err = kdl_doc_add_table(r->doc, r->tb.sim[m]);
-                                r->tb.sim[m] = NULL;
-                        }
+                err = err ?: kdl__cka_sim_tables_add(r->doc, r->tb.sim);
                 err = err ?: kdl_doc_add_table(r->doc, r->tb.pairs);
                 r->tb.pairs = NULL;
                 if (!err && kdl_table_rows(r->tb.targets)) {
