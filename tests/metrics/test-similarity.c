@@ -124,30 +124,19 @@ static void test_self_is_one(void **state)
 /* Procrustes of X and c X Q (Q orthogonal, c > 0) is 0, and CCA 1. */
 static void test_rotation_and_scale(void **state)
 {
-        double q[DX * DX], y[N * DX];
+        double q[DX * DX], y[N * DX], v[DX], vv = 0.0;
         kdl_test_rng rng = {.s = 7};
         struct kdl_similarity r;
 
         (void) state;
-        /* Q: Gram-Schmidt on a random matrix (columns). */
-        for (size_t i = 0; i < DX * DX; i++)
-                q[i] = kdl_test_normal(&rng);
-        for (size_t c = 0; c < DX; c++) {
-                double nrm = 0.0;
-
-                for (size_t p = 0; p < c; p++) {
-                        double dot = 0.0;
-
-                        for (size_t i = 0; i < DX; i++)
-                                dot += q[i * DX + c] * q[i * DX + p];
-                        for (size_t i = 0; i < DX; i++)
-                                q[i * DX + c] -= dot * q[i * DX + p];
-                }
-                for (size_t i = 0; i < DX; i++)
-                        nrm += q[i * DX + c] * q[i * DX + c];
-                for (size_t i = 0; i < DX; i++)
-                        q[i * DX + c] /= sqrt(nrm);
+        /* Q = I - 2 v vᵀ / vᵀv, a Householder reflection of a random v: orthogonal. */
+        for (size_t i = 0; i < DX; i++) {
+                v[i] = kdl_test_normal(&rng);
+                vv += v[i] * v[i];
         }
+        for (size_t i = 0; i < DX; i++)
+                for (size_t c = 0; c < DX; c++)
+                        q[i * DX + c] = (i == c ? 1.0 : 0.0) - 2.0 * v[i] * v[c] / vv;
         for (size_t i = 0; i < N; i++)
                 for (size_t c = 0; c < DX; c++) {
                         double s = 0.0;
