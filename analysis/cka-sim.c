@@ -169,6 +169,16 @@ static int pair(const struct kdl__cka_pass *c, const struct kdl_similarity_opts 
         return 0;
 }
 
+/* The metric's bits of each measure. */
+static const unsigned what_bits[KDL_RUN_CKA_MEASURE_COUNT_] = {
+        0, KDL_SIMILARITY_CCA, KDL_SIMILARITY_SVCCA, KDL_SIMILARITY_PWCCA,
+        KDL_SIMILARITY_PROCRUSTES};
+
+static bool wants(unsigned measures, enum kdl_run_cka_measure m)
+{
+        return measures & 1u << m;
+}
+
 int kdl__cka_sim_compute(const struct kdl__cka_pass *c, struct kdl__cka_sim **ret)
 {
         const struct kdl__srcs *l = c->l;
@@ -190,6 +200,10 @@ int kdl__cka_sim_compute(const struct kdl__cka_pass *c, struct kdl__cka_sim **re
         kdl_similarity_opts_init(&so);
         so.rtol = c->o.precision == KDL_CKA_PRECISION_MIXED ? RTOL_MIXED : RTOL_DOUBLE;
         so.svcca_keep = c->o.svcca_keep;
+        so.what = 0;
+        for (int m = 1; m < KDL_RUN_CKA_MEASURE_COUNT_; m++)
+                if (wants(c->o.measures, (enum kdl_run_cka_measure) m))
+                        so.what |= what_bits[m];
         if (s) {
                 s->rtol = so.rtol;
                 s->keep = so.svcca_keep;
@@ -216,11 +230,6 @@ static double value(const struct kdl__cka_results *res, enum value v, size_t a, 
         const struct kdl__cka_sim *s = res->sim;
 
         return s ? s->v[v][a * s->l + b] : (double) NAN;
-}
-
-static bool wants(unsigned measures, enum kdl_run_cka_measure m)
-{
-        return measures & 1u << m;
 }
 
 int kdl__cka_sim_columns(kdl_table *t, const struct kdl__cka_results *res, unsigned measures,

@@ -21,8 +21,11 @@
 
 #define DEFAULT_RTOL       1e-10
 #define DEFAULT_SVCCA_KEEP 0.99
+/* What needs the whitening W and the eigenvectors. */
+#define CCA_FAMILY (KDL_SIMILARITY_CCA | KDL_SIMILARITY_SVCCA | KDL_SIMILARITY_PWCCA)
 
 struct kdl_similarity_layer {
+        unsigned what;  /* KDL_SIMILARITY_* */
         size_t d, r, k; /* width, rank after the cut, SVCCA's directions */
         double trace;   /* tr S: the sum of every eigenvalue */
         double *wt;     /* [r*d] rows e_i / √λ_i: Wᵀ, the whitening */
@@ -31,7 +34,8 @@ struct kdl_similarity_layer {
 
 void kdl_similarity_opts_init(struct kdl_similarity_opts *o)
 {
-        *o = (struct kdl_similarity_opts){.rtol = DEFAULT_RTOL, .svcca_keep = DEFAULT_SVCCA_KEEP};
+        *o = (struct kdl_similarity_opts){
+                .rtol = DEFAULT_RTOL, .svcca_keep = DEFAULT_SVCCA_KEEP, .what = KDL_SIMILARITY_ALL};
 }
 
 size_t kdl_similarity_layer_rank(const kdl_similarity_layer *x)
@@ -98,6 +102,7 @@ int kdl_similarity_layer_new(size_t d, const double *saa, const struct kdl_simil
                 goto out;
         }
         x->d = d;
+        x->what = o.what;
         for (size_t i = 0; i < d; i++)
                 for (size_t j = 0; j < d; j++) {
                         double v = 0.5 * (saa[i * d + j] + saa[j * d + i]);
@@ -112,7 +117,7 @@ int kdl_similarity_layer_new(size_t d, const double *saa, const struct kdl_simil
                 }
         /* Symmetric, so row- and column-major agree; column-major output has eigenvector c
          * as column c, which read row-major is row c, in ascending order. */
-        info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'U', di, e, di, w);
+        info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, o.what & CCA_FAMILY ? 'V' : 'N', 'U', di, e, di, w);
         if (info != 0) {
                 err = kdl_error(-KDL_ENOCONV, "similarity: the eigensolver failed (info %d)", info);
                 goto out;
@@ -120,13 +125,14 @@ int kdl_similarity_layer_new(size_t d, const double *saa, const struct kdl_simil
         for (size_t i = 0; i < d; i++)
                 lam[i] = w[d - 1 - i];
         cut(x, lam, &o);
-        x->wt = kdl__malloc(x->r ? x->r : 1, d * sizeof(double));
-        x->zt = kdl__malloc(x->r ? x->r : 1, d * sizeof(double));
+        /* Procrustes alone needs the trace and, for a constant layer, the rank. */
+        x->wt = kdl__malloc(x->r && o.what & CCA_FAMILY ? x->r : 1, d * sizeof(double));
+        x->zt = kdl__malloc(x->r && o.what & CCA_FAMILY ? x->r : 1, d * sizeof(double));
         if (!x->wt || !x->zt) {
                 err = -ENOMEM;
                 goto out;
         }
-        for (size_t i = 0; i < x->r; i++) {
+        for (size_t i = 0; i < x->r && o.what & CCA_FAMILY; i++) {
                 const double *ei = e + (d - 1 - i) * d;
                 double s = sqrt(lam[i]);
 
@@ -192,25 +198,39 @@ static double mean(const double *v, size_t n, int power)
 }
 
 /* The canonical correlations of the whitened @mt [ra, rb] (its copy in @c), with PWCCA
- * and SVCCA, into @res; @u [ra*m], @vt [m*rb], @h scratch. */
-static int cca(const kdl_similarity_layer *a, const kdl_similarity_layer *b, const double *mt,
-               double *c, double *rho, double *u, double *vt, double *h, struct kdl_similarity *res)
+ * and SVCCA, as @what asks, into @res; @u [ra*m], @vt [m*rb], @h scratch. */
+static int cca(const kdl_similarity_layer *a, const kdl_similarity_layer *b, unsigned what,
+               const double *mt, double *c, double *rho, double *u, double *vt, double *h,
+               struct kdl_similarity *res)
 {
         size_t ra = a->r, rb = b->r, m = ra < rb ? ra : rb;
         bool left = ra <= rb; /* PWCCA weights the layer of lower rank */
+        bool pw = what & KDL_SIMILARITY_PWCCA, all = a->k == ra && b->k == rb;
         int err;
 
-        memcpy(c, mt, ra * rb * sizeof(double));
-        err = svd(ra, rb, c, rho, u, vt);
-        if (err < 0)
-                return err;
-        res->cca_mean_rho = mean(rho, m, 1);
-        res->cca_mean_rho2 = mean(rho, m, 2);
-        /* c (the SVD's input, now spent) takes the weights. */
-        pw_weights(left ? a : b, left ? u : vt, left ? m : rb, !left, m, h, c);
-        res->pwcca = 0.0;
-        for (size_t i = 0; i < m; i++)
-                res->pwcca += c[i] * rho[i];
+        if (what & (KDL_SIMILARITY_CCA | KDL_SIMILARITY_PWCCA) ||
+            (all && what & KDL_SIMILARITY_SVCCA)) {
+                memcpy(c, mt, ra * rb * sizeof(double));
+                err = svd(ra, rb, c, rho, pw ? u : NULL, vt);
+                if (err < 0)
+                        return err;
+                if (what & KDL_SIMILARITY_CCA) {
+                        res->cca_mean_rho = mean(rho, m, 1);
+                        res->cca_mean_rho2 = mean(rho, m, 2);
+                }
+                /* SVCCA keeping every direction is CCA. */
+                if (all && what & KDL_SIMILARITY_SVCCA)
+                        res->svcca = mean(rho, m, 1);
+        }
+        if (pw) {
+                /* c (the SVD's input, now spent) takes the weights. */
+                pw_weights(left ? a : b, left ? u : vt, left ? m : rb, !left, m, h, c);
+                res->pwcca = 0.0;
+                for (size_t i = 0; i < m; i++)
+                        res->pwcca += c[i] * rho[i];
+        }
+        if (all || !(what & KDL_SIMILARITY_SVCCA))
+                return 0;
         /* SVCCA: the corner of the top k_a x k_b directions. */
         for (size_t i = 0; i < a->k; i++)
                 memcpy(c + i * b->k, mt + i * rb, b->k * sizeof(double));
@@ -245,6 +265,7 @@ static int procrustes(const kdl_similarity_layer *a, const kdl_similarity_layer 
 int kdl_similarity_pair(const kdl_similarity_layer *a, const kdl_similarity_layer *b,
                         const double *sab, struct kdl_similarity *ret)
 {
+        unsigned what = a->what & b->what;
         size_t da, db, ra, rb, big, wide;
         double *t = NULL, *mt = NULL, *c = NULL, *rho = NULL, *u = NULL, *vt = NULL, *h = NULL;
         struct kdl_similarity res = {.cca_mean_rho = NAN,
@@ -289,13 +310,16 @@ int kdl_similarity_pair(const kdl_similarity_layer *a, const kdl_similarity_laye
                 err = -ENOMEM;
                 goto out;
         }
-        /* M = W_aᵀ S_ab W_b: T = S_ab W_b [da, rb], then W_aᵀ T. */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) da, (int) rb, (int) db, 1.0, sab,
-                    (int) db, b->wt, (int) db, 0.0, t, (int) rb);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) ra, (int) rb, (int) da, 1.0,
-                    a->wt, (int) da, t, (int) rb, 0.0, mt, (int) rb);
-        err = cca(a, b, mt, c, rho, u, vt, h, &res);
-        err = err ?: procrustes(a, b, sab, c, rho, &res);
+        if (what & CCA_FAMILY) {
+                /* M = W_aᵀ S_ab W_b: T = S_ab W_b [da, rb], then W_aᵀ T. */
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) da, (int) rb, (int) db,
+                            1.0, sab, (int) db, b->wt, (int) db, 0.0, t, (int) rb);
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) ra, (int) rb, (int) da,
+                            1.0, a->wt, (int) da, t, (int) rb, 0.0, mt, (int) rb);
+                err = cca(a, b, what, mt, c, rho, u, vt, h, &res);
+        }
+        if (!err && what & KDL_SIMILARITY_PROCRUSTES)
+                err = procrustes(a, b, sab, c, rho, &res);
         if (err >= 0)
                 *ret = res;
 out:

@@ -33,13 +33,24 @@
  * Every value is NaN when a layer has rank 0 (no variance).
  */
 
+/* The measures to compute (kdl_similarity_opts.what): the others are NaN and cost nothing. */
+enum {
+        KDL_SIMILARITY_CCA = 1u << 0,
+        KDL_SIMILARITY_SVCCA = 1u << 1,
+        KDL_SIMILARITY_PWCCA = 1u << 2,
+        KDL_SIMILARITY_PROCRUSTES = 1u << 3,
+        KDL_SIMILARITY_ALL = (1u << 4) - 1,
+};
+
 /* Options; kdl_similarity_opts_init() gives the defaults. */
 struct kdl_similarity_opts {
         double rtol;       /* rank cut, relative to the largest eigenvalue; default 1e-10 */
         double svcca_keep; /* share of a layer's variance SVCCA keeps, in (0, 1]; 0.99 */
+        unsigned what;     /* KDL_SIMILARITY_* bits; default KDL_SIMILARITY_ALL.  A pair
+                              computes what both its layers were made with */
 };
 
-/** kdl_similarity_opts_init() - rtol 1e-10, svcca_keep 0.99. */
+/** kdl_similarity_opts_init() - rtol 1e-10, svcca_keep 0.99, every measure. */
 void kdl_similarity_opts_init(struct kdl_similarity_opts *o);
 
 /* The measures of one pair of layers. */
@@ -63,7 +74,7 @@ typedef struct kdl_similarity_layer kdl_similarity_layer;
  * @saa: borrowed, not modified.
  * @ret: set on success only; caller frees with kdl_similarity_layer_free().
  *
- * Memory: 3 d² doubles.
+ * Memory: 3 d² doubles (the eigenvalues alone, d², for Procrustes alone).
  * Return: 0; -KDL_ESHAPE if @d is 0; -KDL_ERANGE for @o's rtol outside [0, 1) or
  * svcca_keep outside (0, 1]; -KDL_ENONFINITE; -KDL_ENOCONV if the eigensolver fails;
  * -KDL_EOVERFLOW; -ENOMEM.
@@ -78,9 +89,12 @@ size_t kdl_similarity_layer_rank(const kdl_similarity_layer *x);
 void kdl_similarity_layer_free(kdl_similarity_layer *x);
 
 /**
- * kdl_similarity_pair() - every measure above between layers @a and @b from their
- * cross-product @sab [D_a, D_b] (row-major; borrowed).  Scratch is allocated and freed
- * here: about 2 D_a D_b + r_a D_b + 2 r_a r_b doubles.
+ * kdl_similarity_pair() - the measures both layers' options ask between layers @a and @b
+ * from their cross-product @sab [D_a, D_b] (row-major; borrowed); the others are NaN.
+ * Scratch is allocated and freed here: about 2 D_a D_b + r_a D_b + 2 r_a r_b doubles.
+ * Time: an SVD of the r_a x r_b whitened cross-product (with singular vectors for PWCCA),
+ * one of its k_a x k_b corner for SVCCA (unless k = r on both sides) and one of S_ab for
+ * Procrustes.
  * @ret: set on success only.
  * Return: 0; -KDL_ENONFINITE; -KDL_ENOCONV if an SVD fails; -KDL_EOVERFLOW; -ENOMEM.
  */

@@ -207,6 +207,42 @@ static void test_svcca_keep(void **state)
         assert_true(fabs(r.svcca - r.cca_mean_rho) > 1e-3);
 }
 
+/* Each measure alone (opts.what) equals its value among all; the others are NaN.  SVCCA
+ * keeping every direction (svcca_keep 1) is CCA. */
+static void test_what(void **state)
+{
+        static const unsigned bits[4] = {KDL_SIMILARITY_CCA, KDL_SIMILARITY_SVCCA,
+                                         KDL_SIMILARITY_PWCCA, KDL_SIMILARITY_PROCRUSTES};
+        struct kdl_similarity_opts o;
+        struct kdl_similarity all, r;
+
+        (void) state;
+        kdl_similarity_opts_init(&o);
+        assert_int_equal(o.what, KDL_SIMILARITY_ALL);
+        o.svcca_keep = 0.9;
+        all = measure(xs, DX, zs, DZ, N, &o);
+        for (int i = 0; i < 4; i++) {
+                double got[4], want[4] = {all.cca_mean_rho, all.svcca, all.pwcca, all.procrustes};
+
+                o.what = bits[i];
+                r = measure(xs, DX, zs, DZ, N, &o);
+                got[0] = r.cca_mean_rho;
+                got[1] = r.svcca;
+                got[2] = r.pwcca;
+                got[3] = r.procrustes;
+                for (int k = 0; k < 4; k++)
+                        if (k == i)
+                                assert_close(got[k], want[k], 1e-14, 0.0);
+                        else
+                                assert_true(isnan(got[k]));
+        }
+        o.what = KDL_SIMILARITY_SVCCA;
+        o.svcca_keep = 1.0;
+        r = measure(xs, DX, zs, DZ, N, &o);
+        assert_int_equal(r.svcca_a, DX);
+        assert_close(r.svcca, all.cca_mean_rho, 1e-12, 0.0);
+}
+
 /* ---- edge cases and errors ---------------------------------------------------------- */
 
 static void test_constant_layer_is_nan(void **state)
@@ -306,6 +342,7 @@ int main(void)
                 cmocka_unit_test(test_isotropic_scaling),
                 cmocka_unit_test(test_rank_deficient),
                 cmocka_unit_test(test_svcca_keep),
+                cmocka_unit_test(test_what),
                 cmocka_unit_test(test_constant_layer_is_nan),
                 cmocka_unit_test(test_errors),
                 cmocka_unit_test(test_cka_cov),
