@@ -78,7 +78,7 @@ struct kdl__cka_results {
         kdl_cka_matrix *robust; /* subsample, outliers removed */
         kdl_cka_matrix *rbf;    /* subsample; NULL unless asked */
         kdl_cka_matrix *mb;     /* subsample; NULL unless asked */
-        /* The CCA family (--measure); NULL unless asked and in feature space. */
+        /* The CCA family (--measure); NULL unless asked. */
         struct kdl__cka_sim *sim;
 };
 
@@ -207,15 +207,19 @@ int kdl__cka_pass_finish(struct kdl__cka_pass *c);
 void kdl__cka_pass_release(struct kdl__cka_pass *c);
 
 /*
- * The CCA family and Procrustes of --measure (analysis/cka-sim.c), from the feature-space
- * state of a finished pass: every pair of a source of A with a source of A or B that the
- * state holds as two dense layers; the others (sketched, in strips) stay NaN.
+ * The CCA family and Procrustes of --measure (analysis/cka-sim.c), after a finished pass:
+ * every pair of a source of A with a source of A or B, from the feature-space state's
+ * covariances (pairs the state holds as two dense layers; sketched or strip pairs stay
+ * NaN) or, in Gram space, from the n x n centred Gram matrices of the gathered rows
+ * (PWCCA, whose weights are over the neurons, stays NaN).
  */
 struct kdl__cka_sim;
 
-/* kdl__cka_sim_compute() - after @c's pass (its state merged under MPI), into *@ret (free
- * with kdl__cka_sim_free()).  Return: 0; the metrics' errors; -ENOMEM. */
-int kdl__cka_sim_compute(const struct kdl__cka_pass *c, struct kdl__cka_sim **ret);
+/* kdl__cka_sim_compute() - after @c's pass (its state merged under MPI), from the state,
+ * or with @t (the [L] gathered rows of every sample) in Gram space, into *@ret (free with
+ * kdl__cka_sim_free()).  Return: 0; the metrics' errors; -ENOMEM. */
+int kdl__cka_sim_compute(const struct kdl__cka_pass *c, const kdl_tensor *t,
+                         struct kdl__cka_sim **ret);
 void kdl__cka_sim_free(struct kdl__cka_sim *s);
 
 /* kdl__cka_sim_columns() - the "cka_pairs" columns of @measures for the pair (@a, @b). */

@@ -2,13 +2,17 @@
 /*
  * `kdlens cka --measure`: CCA, SVCCA, PWCCA and the orthogonal Procrustes distance of the
  * layer pairs (metrics/similarity.h), from the centred cross-products the feature-space
- * pass accumulates for CKA (docs/cka.md#cca-svcca-pwcca-and-procrustes).  Under MPI the
- * state is merged before this runs, so every rank computes what one process does.
+ * pass accumulates for CKA, or in Gram space from the centred Gram matrices of the
+ * gathered rows (docs/cka.md#cca-svcca-pwcca-and-procrustes).  Under MPI the state is
+ * merged (the rows gathered) before this runs, so every rank computes what one process
+ * does.
  */
 #include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cblas.h>
 
 #include "metrics/base/alloc.h"
 #include "metrics/similarity.h"
@@ -26,6 +30,7 @@ enum value { V_RHO, V_RHO2, V_SVCCA, V_PWCCA, V_PROC, V_ANGULAR, V_COUNT_ };
 struct kdl__cka_sim {
         size_t l;
         double rtol, keep;
+        bool gram;           /* from the n x n Gram matrices (PWCCA not computed) */
         double *v[V_COUNT_]; /* [L*L], NaN where not computed */
         size_t *rank, *dims; /* [L*L] each pair's ranks and SVCCA directions of its first layer */
         bool *done;          /* [L*L] computed */
@@ -111,47 +116,102 @@ static int sim_new(size_t l, struct kdl__cka_sim **ret)
         return 0;
 }
 
-/* Whether the pass's state holds the pair (@j, @k) as two dense layers' block: needed,
- * not in column strips, neither sketched nor the labels' classes, both datasets. */
-static bool computable(const struct kdl__cka_pass *c, size_t j, size_t k)
+/* Where a run's layers and cross-products come from: the feature-space state, or in Gram
+ * space (@t, the gathered rows of every sample) the n x n centred Gram matrices K, with
+ * K_a^(1/2) K_b^(1/2) as the cross-product (kdl_similarity_layer_sqrt()). */
+struct src {
+        const struct kdl__cka_pass *c;
+        const kdl_tensor *t; /* Gram space: [L] the rows; NULL in feature space */
+        struct kdl_similarity_opts so;
+        kdl_similarity_layer **lay; /* [L] made on first use */
+        double **sq;                /* [L] Gram space: K^(1/2), n x n */
+        double *buf;                /* the largest S (feature space) or K (Gram space) */
+};
+
+/* Whether the pair (@j, @k) is computed: both datasets, a pair the tables need; in feature
+ * space two dense layers the state keeps a block of (not in column strips, neither
+ * sketched nor the labels' classes). */
+static bool computable(const struct src *q, size_t j, size_t k)
 {
+        const struct kdl__cka_pass *c = q->c;
         size_t l = c->l->n;
         const bool *p = c->o.pairs;
 
-        if (!c->state || !c->l->v[j].ds || !c->l->v[k].ds)
+        if (!c->l->v[j].ds || !c->l->v[k].ds || !(j == k || !p || p[j * l + k] || p[k * l + j]))
                 return false;
-        if (c->wide.kinds[j] != KDL_CKA_LAYER_DENSE || c->wide.kinds[k] != KDL_CKA_LAYER_DENSE)
+        if (q->t)
+                return true;
+        if (!c->state || c->wide.kinds[j] != KDL_CKA_LAYER_DENSE ||
+            c->wide.kinds[k] != KDL_CKA_LAYER_DENSE)
                 return false;
         /* Strips keep no block of an external pair, nor of a wide source with itself. */
-        if (c->wide.ext && (c->wide.ext[j * l + k] || c->wide.ext[k * l + j] ||
-                            c->wide.ext[j * l + j] || c->wide.ext[k * l + k]))
-                return false;
-        return j == k || !p || p[j * l + k] || p[k * l + j];
+        return !c->wide.ext || !(c->wide.ext[j * l + k] || c->wide.ext[k * l + j] ||
+                                 c->wide.ext[j * l + j] || c->wide.ext[k * l + k]);
 }
 
-/* Layer @j's decomposition, made on first use into @lay[j]; @buf holds D_j² doubles. */
-static int layer(const struct kdl__cka_pass *c, const struct kdl_similarity_opts *so, size_t j,
-                 double *buf, kdl_similarity_layer **lay)
+/* The centred Gram matrix of the rows @x [n, D] into @k [n*n] (full); @xc: n D scratch. */
+static void centred_gram(const kdl_tensor *x, double *xc, double *k)
 {
+        size_t n = x->shape[0], d = x->shape[1];
+
+        for (size_t c = 0; c < d; c++) {
+                double m = 0.0;
+
+                for (size_t i = 0; i < n; i++)
+                        m += KDL_AT2(x, i, c);
+                m /= (double) n;
+                for (size_t i = 0; i < n; i++)
+                        xc[i * d + c] = KDL_AT2(x, i, c) - m;
+        }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) n, (int) d, 1.0, xc, (int) d,
+                    0.0, k, (int) n);
+        for (size_t i = 0; i < n; i++)
+                for (size_t c = 0; c < i; c++)
+                        k[i * n + c] = k[c * n + i];
+}
+
+/* Layer @j's decomposition (and in Gram space its K^(1/2)), made on first use. */
+static int layer(struct src *q, size_t j)
+{
+        const kdl_tensor *x = q->t ? &q->t[j] : NULL;
+        size_t n = x ? x->shape[0] : 0;
+        double *xc;
         int err;
 
-        if (lay[j])
+        if (q->lay[j])
                 return 0;
-        err = kdl_similarity_cka_cov(c->state, j, j, buf);
-        return err ?: kdl_similarity_layer_new(c->l->v[j].width, buf, so, &lay[j]);
+        if (!x) {
+                err = kdl_similarity_cka_cov(q->c->state, j, j, q->buf);
+                return err
+                               ?: kdl_similarity_layer_new(q->c->l->v[j].width, q->buf, &q->so,
+                                                           &q->lay[j]);
+        }
+        xc = kdl__malloc(n ? n : 1, x->shape[1] * sizeof(double));
+        q->sq[j] = kdl__malloc(n ? n : 1, n * sizeof(double));
+        if (!xc || !q->sq[j]) {
+                free(xc);
+                return -ENOMEM;
+        }
+        centred_gram(x, xc, q->buf);
+        free(xc);
+        err = kdl_similarity_layer_new(n, q->buf, &q->so, &q->lay[j]);
+        return err ?: kdl_similarity_layer_sqrt(q->lay[j], q->sq[j]);
 }
 
-static int pair(const struct kdl__cka_pass *c, const struct kdl_similarity_opts *so, size_t j,
-                size_t k, double *buf, kdl_similarity_layer **lay, struct kdl__cka_sim *s)
+static int pair(struct src *q, size_t j, size_t k, struct kdl__cka_sim *s)
 {
         struct kdl_similarity r;
-        size_t l = s->l;
+        size_t l = s->l, n = q->t ? q->t[0].shape[0] : 0;
         int err;
 
-        err = layer(c, so, j, buf, lay);
-        err = err ?: layer(c, so, k, buf, lay);
-        err = err ?: kdl_similarity_cka_cov(c->state, j, k, buf);
-        err = err ?: kdl_similarity_pair(lay[j], lay[k], buf, &r);
+        err = layer(q, j);
+        err = err ?: layer(q, k);
+        if (!err && q->t)
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) n, (int) n, (int) n,
+                            1.0, q->sq[j], (int) n, q->sq[k], (int) n, 0.0, q->buf, (int) n);
+        else if (!err)
+                err = kdl_similarity_cka_cov(q->c->state, j, k, q->buf);
+        err = err ?: kdl_similarity_pair(q->lay[j], q->lay[k], q->buf, &r);
         if (err < 0)
                 return err;
         s->v[V_RHO][j * l + k] = r.cca_mean_rho;
@@ -179,44 +239,55 @@ static bool wants(unsigned measures, enum kdl_run_cka_measure m)
         return measures & 1u << m;
 }
 
-int kdl__cka_sim_compute(const struct kdl__cka_pass *c, struct kdl__cka_sim **ret)
+int kdl__cka_sim_compute(const struct kdl__cka_pass *c, const kdl_tensor *t,
+                         struct kdl__cka_sim **ret)
 {
         const struct kdl__srcs *l = c->l;
-        struct kdl_similarity_opts so;
-        kdl_similarity_layer **lay = kdl_new(kdl_similarity_layer *, l->n);
+        struct src q = {.c = c, .t = t};
         struct kdl__cka_sim *s = NULL;
-        size_t maxw = 0, cells;
-        double *buf = NULL;
+        size_t side = t ? t[0].shape[0] : 0, cells;
         int err;
 
-        for (size_t k = 0; k < l->n; k++)
-                maxw = l->v[k].width > maxw ? l->v[k].width : maxw;
-        err = lay ? kdl_mul_size(maxw, maxw, &cells) : -ENOMEM;
-        err = err ?: sim_new(l->n, &s);
-        if (!err) {
-                buf = kdl__malloc(cells ? cells : 1, sizeof(double));
-                err = buf ? 0 : -ENOMEM;
-        }
-        kdl_similarity_opts_init(&so);
-        so.rtol = c->o.precision == KDL_CKA_PRECISION_MIXED ? RTOL_MIXED : RTOL_DOUBLE;
-        so.svcca_keep = c->o.svcca_keep;
-        so.what = 0;
+        for (size_t k = 0; k < l->n && !t; k++)
+                side = l->v[k].width > side ? l->v[k].width : side;
+        kdl_similarity_opts_init(&q.so);
+        q.so.rtol = c->o.precision == KDL_CKA_PRECISION_MIXED ? RTOL_MIXED : RTOL_DOUBLE;
+        q.so.svcca_keep = c->o.svcca_keep;
+        q.so.what = 0;
         for (int m = 1; m < KDL_RUN_CKA_MEASURE_COUNT_; m++)
                 if (wants(c->o.measures, (enum kdl_run_cka_measure) m))
-                        so.what |= what_bits[m];
+                        q.so.what |= what_bits[m];
+        /* Gram space: PWCCA's weights are over the neurons, which K does not keep; K^(1/2)
+         * needs the eigenvectors whatever is asked. */
+        if (t)
+                q.so.what = (q.so.what & ~(unsigned) KDL_SIMILARITY_PWCCA) | KDL_SIMILARITY_CCA;
+        q.lay = kdl_new(kdl_similarity_layer *, l->n);
+        q.sq = kdl_new(double *, l->n);
+        err = q.lay && q.sq ? kdl_mul_size(side, side, &cells) : -ENOMEM;
+        err = err ?: sim_new(l->n, &s);
+        if (!err) {
+                q.buf = kdl__malloc(cells ? cells : 1, sizeof(double));
+                err = q.buf ? 0 : -ENOMEM;
+        }
         if (s) {
-                s->rtol = so.rtol;
-                s->keep = so.svcca_keep;
+                s->rtol = q.so.rtol;
+                s->keep = q.so.svcca_keep;
+                s->gram = t != NULL;
         }
         /* Each ordered pair the tables show: a source of A, then one of B (or of A). */
         for (size_t j = 0; j < l->n && !err; j++)
                 for (size_t k = 0; k < l->n && !err; k++)
-                        if (l->v[j].model == 0 && computable(c, j, k))
-                                err = pair(c, &so, j, k, buf, lay, s);
-        for (size_t k = 0; lay && k < l->n; k++)
-                kdl_similarity_layer_free(lay[k]);
-        free(lay);
-        free(buf);
+                        if (l->v[j].model == 0 && computable(&q, j, k))
+                                err = pair(&q, j, k, s);
+        for (size_t k = 0; k < l->n; k++) {
+                if (q.lay)
+                        kdl_similarity_layer_free(q.lay[k]);
+                if (q.sq)
+                        free(q.sq[k]);
+        }
+        free(q.sq);
+        free(q.lay);
+        free(q.buf);
         if (err < 0) {
                 kdl__cka_sim_free(s);
                 return err;
@@ -348,16 +419,20 @@ int kdl__cka_sim_notes(kdl_doc *doc, const struct kdl__cka_results *last, unsign
         if (!(measures & ~(1u << KDL_RUN_CKA_MEASURE_CKA)))
                 return 0;
         if (!s)
-                return kdl_doc_add_note(
-                        doc, "--measure: CCA, SVCCA, PWCCA and Procrustes were not computed "
-                             "(NaN): they need the feature-space pass, and this run was in Gram "
-                             "space (a layer wider than the sample count)");
+                return 0;
         err = kdl_doc_add_note(doc,
-                               "CCA, SVCCA, PWCCA and Procrustes from the centred covariances of "
-                               "the same pass; rank cut: eigenvalues below %g of a layer's "
-                               "largest dropped (cca_rank_a, cca_rank_b); SVCCA keeps the top "
-                               "directions holding %g %% of each layer's variance",
+                               "CCA, SVCCA, PWCCA and Procrustes from %s; rank cut: eigenvalues "
+                               "below %g of a layer's largest dropped (cca_rank_a, cca_rank_b); "
+                               "SVCCA keeps the top directions holding %g %% of each layer's "
+                               "variance",
+                               s->gram ? "the n x n centred Gram matrices of every sample (Gram "
+                                         "space: a layer is wider than the sample count)"
+                                       : "the centred covariances of the same pass",
                                s->rtol, 100.0 * s->keep);
+        if (!err && s->gram && measures & 1u << KDL_RUN_CKA_MEASURE_PWCCA)
+                err = kdl_doc_add_note(doc, "--measure pwcca: not computed in Gram space (NaN): "
+                                            "its weights are over the neurons, which the n x n "
+                                            "Gram matrices do not keep");
         for (size_t i = 0; i < s->l * s->l; i++)
                 few = few || (s->done[i] && s->rank[2 * i] + s->rank[2 * i + 1] >= last->n);
         if (!err && few)

@@ -151,6 +151,37 @@ out:
         return err;
 }
 
+int kdl_similarity_layer_sqrt(const kdl_similarity_layer *x, double *ret)
+{
+        size_t d = x->d;
+        double *y;
+
+        assert(x && ret);
+        if (!(x->what & CCA_FAMILY))
+                return kdl_error(-KDL_ESHAPE, "similarity: a layer without its eigenvectors");
+        memset(ret, 0, d * d * sizeof(double));
+        if (x->r == 0)
+                return 0;
+        y = kdl__malloc(x->r, d * sizeof(double));
+        if (!y)
+                return -ENOMEM;
+        /* Σ √λ e eᵀ = Yᵀ Y with rows λ^(1/4) e = z / ‖z‖^(1/2), ‖z‖ = √λ. */
+        for (size_t i = 0; i < x->r; i++) {
+                const double *z = x->zt + i * d;
+                double f = 1.0 / sqrt(cblas_dnrm2((int) d, z, 1));
+
+                for (size_t c = 0; c < d; c++)
+                        y[i * d + c] = z[c] * f;
+        }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int) d, (int) x->r, 1.0, y, (int) d,
+                    0.0, ret, (int) d);
+        for (size_t i = 0; i < d; i++)
+                for (size_t c = 0; c < i; c++)
+                        ret[i * d + c] = ret[c * d + i];
+        free(y);
+        return 0;
+}
+
 /* The singular values of the row-major [m, n] @a (overwritten) into @s, with the left
  * ([m, min]) and right ([min, n]) singular vectors into @u and @vt when @u is not NULL.
  * Return: 0; -KDL_ENOCONV. */

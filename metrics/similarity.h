@@ -102,6 +102,17 @@ int kdl_similarity_pair(const kdl_similarity_layer *a, const kdl_similarity_laye
                         const double *sab, struct kdl_similarity *ret);
 
 /**
+ * kdl_similarity_layer_sqrt() - the square root V_r Λ_r^(1/2) V_rᵀ [d, d] of the layer's S
+ * over its kept directions, into @ret (the caller's, d² doubles).  For layers made from
+ * their n x n centred Gram matrices K = X Xᵀ (layers wider than n), K_a^(1/2) K_b^(1/2)
+ * plays S_ab's part: kdl_similarity_pair() then gives the same CCA, SVCCA and Procrustes
+ * as from the covariances (its whitened cross-product is U_aᵀ U_b, the Gram space's
+ * canonical correlation matrix), but not PWCCA, whose weights are over the neurons.
+ * Return: 0; -KDL_ESHAPE for a layer made for Procrustes alone (no eigenvectors).
+ */
+int kdl_similarity_layer_sqrt(const kdl_similarity_layer *x, double *ret);
+
+/**
  * kdl_similarity_cka_cov() - the centred cross-product Σ (x_j - x̄_j)(x_k - x̄_k)ᵀ of
  * layers @j and @k of the feature-space CKA state @s over the samples it holds, full
  * [D_j, D_k] row-major into @ret (the caller's).  Both layers must be dense

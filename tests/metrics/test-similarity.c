@@ -243,6 +243,75 @@ static void test_what(void **state)
         assert_close(r.svcca, all.cca_mean_rho, 1e-12, 0.0);
 }
 
+/* K^(1/2) squared is K, and from n x n Gram matrices (K_a^(1/2) K_b^(1/2) as the cross
+ * product) CCA, SVCCA and Procrustes equal the covariances' values. */
+static void test_gram_form(void **state)
+{
+        enum { M = 9 }; /* samples: fewer than DX + DZ, more than either width */
+        double ka[M * M], kb[M * M], ha[M * M], hb[M * M], hab[M * M], back[M * M];
+        struct kdl_similarity_opts o;
+        kdl_similarity_layer *a = NULL, *b = NULL;
+        struct kdl_similarity g, f;
+
+        (void) state;
+        kdl_similarity_opts_init(&o);
+        o.what = KDL_SIMILARITY_CCA | KDL_SIMILARITY_SVCCA | KDL_SIMILARITY_PROCRUSTES;
+        o.svcca_keep = 0.9;
+        /* K = Xc Xcᵀ of the first M rows: the cross-product of the transposed data. */
+        for (size_t i = 0; i < M; i++)
+                for (size_t j = 0; j < M; j++) {
+                        double sa = 0.0, sb = 0.0;
+
+                        for (size_t c = 0; c < DX; c++) {
+                                double mc = 0.0;
+
+                                for (size_t r = 0; r < M; r++)
+                                        mc += xs[r * DX + c] / M;
+                                sa += (xs[i * DX + c] - mc) * (xs[j * DX + c] - mc);
+                        }
+                        for (size_t c = 0; c < DZ; c++) {
+                                double mc = 0.0;
+
+                                for (size_t r = 0; r < M; r++)
+                                        mc += zs[r * DZ + c] / M;
+                                sb += (zs[i * DZ + c] - mc) * (zs[j * DZ + c] - mc);
+                        }
+                        ka[i * M + j] = sa;
+                        kb[i * M + j] = sb;
+                }
+        assert_int_equal(kdl_similarity_layer_new(M, ka, &o, &a), 0);
+        assert_int_equal(kdl_similarity_layer_new(M, kb, &o, &b), 0);
+        assert_int_equal(kdl_similarity_layer_sqrt(a, ha), 0);
+        assert_int_equal(kdl_similarity_layer_sqrt(b, hb), 0);
+        for (size_t i = 0; i < M; i++)
+                for (size_t j = 0; j < M; j++) {
+                        double sq = 0.0, cr = 0.0;
+
+                        for (size_t k = 0; k < M; k++) {
+                                sq += ha[i * M + k] * ha[k * M + j];
+                                cr += ha[i * M + k] * hb[k * M + j];
+                        }
+                        back[i * M + j] = sq;
+                        hab[i * M + j] = cr;
+                }
+        for (size_t i = 0; i < M * M; i++)
+                assert_close(back[i], ka[i], 1e-9, 1e-9);
+        assert_int_equal(kdl_similarity_pair(a, b, hab, &g), 0);
+        f = measure(xs, DX, zs, DZ, M, &o);
+        assert_int_equal(g.rank_a, f.rank_a);
+        assert_int_equal(g.svcca_b, f.svcca_b);
+        assert_close(g.cca_mean_rho, f.cca_mean_rho, 1e-9, 0.0);
+        assert_close(g.svcca, f.svcca, 1e-9, 0.0);
+        assert_close(g.procrustes, f.procrustes, 1e-9, 0.0);
+        kdl_similarity_layer_free(b);
+        kdl_similarity_layer_free(a);
+        /* Procrustes alone keeps no eigenvectors, so no square root. */
+        o.what = KDL_SIMILARITY_PROCRUSTES;
+        assert_int_equal(kdl_similarity_layer_new(M, ka, &o, &a), 0);
+        assert_int_equal(kdl_similarity_layer_sqrt(a, ha), -KDL_ESHAPE);
+        kdl_similarity_layer_free(a);
+}
+
 /* ---- edge cases and errors ---------------------------------------------------------- */
 
 static void test_constant_layer_is_nan(void **state)
@@ -343,6 +412,7 @@ int main(void)
                 cmocka_unit_test(test_rank_deficient),
                 cmocka_unit_test(test_svcca_keep),
                 cmocka_unit_test(test_what),
+                cmocka_unit_test(test_gram_form),
                 cmocka_unit_test(test_constant_layer_is_nan),
                 cmocka_unit_test(test_errors),
                 cmocka_unit_test(test_cka_cov),

@@ -220,6 +220,11 @@ def test_cka_measures():
         doc = check("cka", [*args, "--measure", "all"], ps=(2, 3))
         rows = kt.records(doc, "cka_pairs")
         assert rows and all(not is_nan(r["pwcca"]) for r in rows), rows
+    # Gram space: from the rows gathered on every rank.
+    doc = check("cka", [*wide(), "--memory", "16M", "--subsample", 100, "--measure",
+                        "cca,procrustes"], ps=(2,))
+    assert any(r["method"] == "gram" and not is_nan(r["procrustes"])
+               for r in kt.records(doc, "cka_pairs"))
 
 
 def test_dims_default():

@@ -4,7 +4,8 @@
 code: svcca's cca_core (get_cca_similarity / compute_ccas), its SVCCA recipe and
 pwcca.compute_pwcca (Raghu et al. 2017, Morcos et al. 2018), and anatome's
 orthogonal_procrustes_distance with netrep's angular form (Ding et al. 2021, Williams
-et al. 2021), on dumps with a rank-deficient layer, unequal widths and N < D.
+et al. 2021), on dumps with a rank-deficient layer, unequal widths and N < D (Gram
+space, where svcca's cca_core itself refuses: it asserts fewer neurons than samples).
 
 Where kdlens states a choice (docs/cka.md#cca-svcca-pwcca-and-procrustes), the
 re-expression makes the same one: the rank cut is pinv's rcond = 1e-10 (relative) and
@@ -135,11 +136,11 @@ def pair_of_dumps(n=400, seed=5):
     return tp, sp, {"t1": t1, "t2": t2, "logits": tl}, {"s1": s1, "s2": s2, "logits": sl}
 
 
-def check_pairs(doc, a_layers, b_layers, keep=0.99, skip=()):
+def check_pairs(doc, a_layers, b_layers, keep=0.99, skip=(), method="feature"):
     rows = records(doc, "cka_pairs")
     assert len(rows) == len(a_layers) * len(b_layers), len(rows)
     for r in rows:
-        assert r["method"] == "feature", r
+        assert r["method"] == method, r
         want = reference(a_layers[r["layer_a"]], b_layers[r["layer_b"]], keep)
         what = f"{r['layer_a']} x {r['layer_b']}"
         for k, v in want.items():
@@ -203,15 +204,46 @@ def test_few_samples_per_dimension_in_feature_space():
     assert any("add up to the sample count (30)" in n for n in doc["notes"]), doc["notes"]
 
 
-def test_wider_than_samples_is_refused_as_nan():
-    """N = 15 < 20: the pass is in Gram space; every measure is NaN with a note."""
-    tp, sp, _, _ = pair_of_dumps(n=15, seed=9)
+def test_wider_than_samples_in_gram_space():
+    """N = 15 < 20: the pass is in Gram space; CCA, SVCCA and Procrustes come from the
+    centred Gram matrices and equal the references; PWCCA is NaN with a note.  With a
+    layer of rank N - 1 the canonical correlations are 1 by construction (noted)."""
+    tp, sp, ta, sb = pair_of_dumps(n=15, seed=9)
     doc = run_json("cka", tp, sp, "--measure", "all")
-    for r in records(doc, "cka_pairs"):
-        assert r["method"] == "gram", r
-        for k in MEASURES:
-            assert r[k] is None or np.isnan(r[k]), (k, r)
-    assert any("not computed" in n and "Gram space" in n for n in doc["notes"]), doc["notes"]
+    rows = check_pairs(doc, ta, sb, skip=("pwcca",), method="gram")
+    for r in rows:
+        assert r["pwcca"] is None or np.isnan(r["pwcca"]), r
+        assert r["cca_rank_a"] <= 14 and r["cca_rank_b"] <= 14, r
+    assert any("n x n centred Gram" in n for n in doc["notes"]), doc["notes"]
+    assert any("pwcca: not computed in Gram space" in n for n in doc["notes"]), doc["notes"]
+    assert any("add up to the sample count (15)" in n for n in doc["notes"]), doc["notes"]
+
+
+def test_gram_space_equals_feature_space():
+    """The Gram-space forms equal the feature-space ones where both exist: a dump whose
+    one wide layer (N = 60 < 64) forces Gram space, the other pairs against the
+    feature-space run of the same layers without it."""
+    rng = np.random.default_rng(4)
+    n = 60
+    x = rng.standard_normal((n, 9)) * np.linspace(1, 4, 9)
+    y = x[:, :5] @ rng.standard_normal((5, 6)) + rng.standard_normal((n, 6))
+    w = rng.standard_normal((n, 64))
+    logits = rng.standard_normal((n, 3))
+    labels = np.arange(n) % 3
+    gp, fp = os.path.join(TMP, "g.h5"), os.path.join(TMP, "f.h5")
+    write_dump(gp, {"final": (0, {"x": (x, 0), "y": (y, 1), "w": (w, 2)}, logits)}, labels)
+    write_dump(fp, {"final": (0, {"x": (x, 0), "y": (y, 1)}, logits)}, labels)
+    g = {(r["layer_a"], r["layer_b"]): r
+         for r in records(run_json("cka", gp, "--measure", "cca,svcca,procrustes"), "cka_pairs")}
+    f = records(run_json("cka", fp, "--measure", "cca,svcca,procrustes"), "cka_pairs")
+    for r in f:
+        assert r["method"] == "feature"
+        q = g[(r["layer_a"], r["layer_b"])]
+        assert q["method"] == "gram", q
+        for k in ("cca_mean_rho", "cca_mean_rho2", "svcca", "procrustes"):
+            assert_close(q[k], r[k], TOL, TOL, f"{r['layer_a']} x {r['layer_b']} {k}")
+        for k in ("cca_rank_a", "cca_rank_b", "svcca_dims_a", "svcca_dims_b"):
+            assert q[k] == r[k], (k, q, r)
 
 
 def test_wide_pairs_are_nan_the_others_exact():
