@@ -16,6 +16,7 @@
 
 void kdl__cka_results_release(struct kdl__cka_results *r)
 {
+        kdl__cka_sim_free(r->sim);
         kdl_cka_matrix_free(r->mb);
         kdl_cka_matrix_free(r->rbf);
         kdl_cka_matrix_free(r->robust);
@@ -449,10 +450,14 @@ int kdl__cka_pass_finish(struct kdl__cka_pass *c)
                 for (size_t k = 0; k < l->n; k++)
                         t[k] = kdl__gather_tensor(&c->g, l, k);
                 r = kdl_cka_gram_linear(t, l->n, c->g.ids, &co, &res->lin);
+                if (r >= 0 && c->o.measures & ~(1u << KDL_RUN_CKA_MEASURE_CKA))
+                        r = kdl__cka_sim_compute(c, t, &res->sim);
                 if (r >= 0)
                         r = gather_subset(&c->g, l, c->sub, c->nsub, &gs);
         } else {
                 r = finalize(c);
+                if (r >= 0 && c->o.measures & ~(1u << KDL_RUN_CKA_MEASURE_CKA))
+                        r = kdl__cka_sim_compute(c, NULL, &res->sim);
                 gs = c->g;
                 c->g = (struct kdl__gather){0};
         }

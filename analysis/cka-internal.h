@@ -44,6 +44,8 @@ struct kdl__cka_compute_opts {
         size_t wide_max;
         enum kdl_run_cka_wide wide;
         size_t wide_rank;
+        unsigned measures; /* kdl_run_cka_opts.measures: the CCA family from the state */
+        double svcca_keep;
 };
 
 /* How a pair of sources was computed (kdl__cka_results.how). */
@@ -76,6 +78,8 @@ struct kdl__cka_results {
         kdl_cka_matrix *robust; /* subsample, outliers removed */
         kdl_cka_matrix *rbf;    /* subsample; NULL unless asked */
         kdl_cka_matrix *mb;     /* subsample; NULL unless asked */
+        /* The CCA family (--measure); NULL unless asked. */
+        struct kdl__cka_sim *sim;
 };
 
 void kdl__cka_results_release(struct kdl__cka_results *r);
@@ -201,6 +205,43 @@ int kdl__cka_pass_finish(struct kdl__cka_pass *c);
 
 /* kdl__cka_pass_release() - free what @c holds (not the results). */
 void kdl__cka_pass_release(struct kdl__cka_pass *c);
+
+/*
+ * The CCA family and Procrustes of --measure (analysis/cka-sim.c), after a finished pass:
+ * every pair of a source of A with a source of A or B, from the feature-space state's
+ * covariances (pairs the state holds as two dense layers; sketched or strip pairs stay
+ * NaN) or, in Gram space, from the n x n centred Gram matrices of the gathered rows
+ * (PWCCA, whose weights are over the neurons, stays NaN).
+ */
+struct kdl__cka_sim;
+
+/* kdl__cka_sim_compute() - after @c's pass (its state merged under MPI), from the state,
+ * or with @t (the [L] gathered rows of every sample) in Gram space, into *@ret (free with
+ * kdl__cka_sim_free()).  Return: 0; the metrics' errors; -ENOMEM. */
+int kdl__cka_sim_compute(const struct kdl__cka_pass *c, const kdl_tensor *t,
+                         struct kdl__cka_sim **ret);
+void kdl__cka_sim_free(struct kdl__cka_sim *s);
+
+/* kdl__cka_sim_columns() - the "cka_pairs" columns of @measures for the pair (@a, @b). */
+int kdl__cka_sim_columns(kdl_table *t, const struct kdl__cka_results *res, unsigned measures,
+                         size_t a, size_t b);
+
+/* The matrix tables of the measures, [KDL_RUN_CKA_MEASURE_COUNT_] (NULL for cka's and the
+ * measures not asked): kdl__cka_sim_tables_new() checks @o's SVCCA share (-KDL_EUSAGE) and
+ * makes them, kdl__cka_sim_tables_free() frees them, kdl__cka_sim_tables_add() hands them
+ * to @doc, kdl__cka_sim_row() adds the row of A's layer @layer at @ck to each (@two: with
+ * checkpoint_b), kdl__cka_sim_cell() puts the pair (@a, @b)'s value under @key.
+ * Return: 0; -ENOMEM. */
+int kdl__cka_sim_tables_new(const struct kdl_run_cka_opts *o, kdl_table **t);
+void kdl__cka_sim_tables_free(kdl_table **t);
+int kdl__cka_sim_tables_add(kdl_doc *doc, kdl_table **t);
+int kdl__cka_sim_row(kdl_table *const *t, const struct kdl_ckpair *ck, bool two, const char *layer);
+int kdl__cka_sim_cell(kdl_table *const *t, const struct kdl__cka_results *res, const char *key,
+                      size_t a, size_t b);
+
+/* kdl__cka_sim_notes() - what the measures are and where they are NaN.  Return: 0;
+ * -ENOMEM. */
+int kdl__cka_sim_notes(kdl_doc *doc, const struct kdl__cka_results *last, unsigned measures);
 
 /*
  * The cka command as jobs (see analysis/pass.h), so that the report runs it on

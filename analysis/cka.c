@@ -17,6 +17,7 @@
 /* Wide sources: min(N, width) above 4096 (a 128 MiB block); sketches of 1024 columns. */
 #define DEFAULT_WIDE_MAX  4096
 #define DEFAULT_WIDE_RANK 1024
+#define DEFAULT_KEEP      0.99
 
 /* The stream of kdl_sample_select() that draws the subsample (the
  * minibatch order is stream 3, in cka-compute.c). */
@@ -63,13 +64,16 @@ void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o)
                                        .precision = KDL_CKA_PRECISION_DOUBLE,
                                        .wide_max = DEFAULT_WIDE_MAX,
                                        .wide = KDL_RUN_CKA_WIDE_SKETCH,
-                                       .wide_rank = DEFAULT_WIDE_RANK};
+                                       .wide_rank = DEFAULT_WIDE_RANK,
+                                       .measures = 1u << KDL_RUN_CKA_MEASURE_CKA,
+                                       .svcca_keep = DEFAULT_KEEP};
         kdl_run_common_init(&o->common);
 }
 
 /* The tables one run fills, across checkpoints. */
 struct tables {
         kdl_table *matrix, *pairs, *targets;
+        kdl_table *sim[KDL_RUN_CKA_MEASURE_COUNT_]; /* --measure's matrices, NULL: not asked */
         /* Bootstrap intervals of "cka_pairs" across the checkpoints: how
          * many, how many miss their own point value or are undefined, and
          * the first of each (notes; caller frees). */
@@ -161,8 +165,7 @@ static int emit_pair(kdl_table *t, const struct kdl__cka_results *res,
                 err = kdl_table_put_real(t, "cka_minibatch", at(res->mb, res->mb->minibatch, a, b));
                 err = err ?: kdl_table_put_int(t, "batches", (long long) res->mb->nbatches);
         }
-        (void) o;
-        return err;
+        return err ?: kdl__cka_sim_columns(t, res, o->measures, a, b);
 }
 
 /* The value the matrix table shows. */
@@ -227,10 +230,12 @@ static int matrix_row(struct tables *tb, const struct kdl__cka_results *res,
         if (!err && two)
                 err = kdl_table_put_str(tb->matrix, "checkpoint_b", ck->partner->name);
         err = err ?: kdl_table_put_str(tb->matrix, "layer", l->v[a].name);
+        err = err ?: kdl__cka_sim_row(tb->sim, ck, two, l->v[a].name);
         for (size_t b = 0; b < l->n && !err; b++) {
                 if (l->v[b].model != (two ? 1 : 0) || !l->v[b].ds)
                         continue;
                 err = kdl_table_put_real(tb->matrix, l->v[b].name, shown(res, o, a, b));
+                err = err ?: kdl__cka_sim_cell(tb->sim, res, l->v[b].name, a, b);
                 if (err)
                         break;
                 if (kdl_table_add_row(tb->pairs) < 0)
@@ -341,6 +346,7 @@ void kdl__cka_abort(struct kdl__cka_run *r)
                 return;
         job_release(r);
         kdl__cka_results_release(&r->last);
+        kdl__cka_sim_tables_free(r->tb.sim);
         kdl_table_free(r->tb.targets);
         kdl_table_free(r->tb.pairs);
         kdl_table_free(r->tb.matrix);
@@ -389,6 +395,7 @@ int kdl__cka_begin(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc 
                       ?: kdl_table_new("cka_targets",
                                        "CKA against A's logits and the one-hot labels",
                                        &r->tb.targets);
+        err = err ?: kdl__cka_sim_tables_new(&o, r->tb.sim);
         err = err ?: kdl_inputs_describe(in, doc);
         if (err < 0) {
                 kdl__cka_abort(r);
@@ -488,7 +495,9 @@ static struct kdl__cka_compute_opts compute_opts(const struct kdl__cka_run *r)
                 .analysis = "cka",
                 .wide_max = o->wide_max,
                 .wide = o->wide,
-                .wide_rank = o->wide_rank};
+                .wide_rank = o->wide_rank,
+                .measures = o->measures,
+                .svcca_keep = o->svcca_keep};
 }
 
 /* What the job of student @k (r->two: with one) needs, its sources r->l found by
@@ -688,6 +697,7 @@ static int add_notes(kdl_doc *doc, const struct kdl__cka_results *last,
                                        "minibatch CKA: %zu batches of %zu from the subsample in a "
                                        "seeded order (remainder left out)",
                                        last->mb->nbatches, o->batch);
+        err = err ?: kdl__cka_sim_notes(doc, last, o->measures);
         return err ?: (o->bootstrap ? bootstrap_notes(doc, last, o, tb) : 0);
 }
 
@@ -700,6 +710,7 @@ int kdl__cka_end(struct kdl__cka_run *r)
         if (!err) {
                 err = kdl_doc_add_table(r->doc, r->tb.matrix);
                 r->tb.matrix = NULL;
+                err = err ?: kdl__cka_sim_tables_add(r->doc, r->tb.sim);
                 err = err ?: kdl_doc_add_table(r->doc, r->tb.pairs);
                 r->tb.pairs = NULL;
                 if (!err && kdl_table_rows(r->tb.targets)) {

@@ -35,6 +35,24 @@ enum kdl_run_cka_wide {
         KDL_RUN_CKA_WIDE_COUNT_
 };
 
+/* The measures of --measure (docs/cka.md#cca-svcca-pwcca-and-procrustes), as bits
+ * 1u << m of kdl_run_cka_opts.measures.  CKA always is one. */
+enum kdl_run_cka_measure {
+        KDL_RUN_CKA_MEASURE_CKA,        /* "cka" */
+        KDL_RUN_CKA_MEASURE_CCA,        /* "cca": mean canonical correlation and its square */
+        KDL_RUN_CKA_MEASURE_SVCCA,      /* "svcca" (Raghu et al. 2017) */
+        KDL_RUN_CKA_MEASURE_PWCCA,      /* "pwcca" (Morcos et al. 2018) */
+        KDL_RUN_CKA_MEASURE_PROCRUSTES, /* "procrustes": orthogonal Procrustes distance */
+        KDL_RUN_CKA_MEASURE_COUNT_
+};
+
+/** kdl_run_cka_measure_name() - "cka", "cca", "svcca", "pwcca" or "procrustes". */
+KDL_API const char *kdl_run_cka_measure_name(enum kdl_run_cka_measure m);
+
+/** kdl_run_cka_measures_parse() - the bits of a comma-separated list of measure names
+ * or "all", with CKA's always set; -KDL_EUSAGE otherwise. */
+KDL_API int kdl_run_cka_measures_parse(const char *s, unsigned *ret);
+
 /** kdl_run_cka_wide_name() - "sketch" or "exact". */
 KDL_API const char *kdl_run_cka_wide_name(enum kdl_run_cka_wide w);
 
@@ -67,13 +85,16 @@ struct kdl_run_cka_opts {
         size_t wide_max;                  /* wide: min(N, width) above it; 0: none */
         enum kdl_run_cka_wide wide;       /* how pairs with a wide source are computed */
         size_t wide_rank;                 /* columns of a wide source's sketch, <= wide_max */
+        unsigned measures;                /* bits 1u << enum kdl_run_cka_measure; CKA's set */
+        double svcca_keep;                /* share of a layer's variance SVCCA keeps, (0, 1] */
 };
 
 /**
  * kdl_run_cka_opts_init() - common defaults, the linear kernel, the biased
  * estimator, no bootstrap (percentile intervals when asked), seed 0, a
  * subsample of 2048, batches of 256, theta 0.5, a 1 % robust fraction,
- * double precision, wide sources above 4096 sketched to 1024 columns.
+ * double precision, wide sources above 4096 sketched to 1024 columns, the measure
+ * CKA alone (SVCCA's share 0.99 when asked).
  */
 KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
 

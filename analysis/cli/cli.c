@@ -75,7 +75,8 @@ static const struct kdl_cmd commands[] = {
          "kdlens cka A.h5 [B.h5] [--kernel linear|rbf] [--estimator biased|debiased|minibatch] "
          "[--checkpoint NAME|all] [--bootstrap B] [--interval percentile|basic|bca] "
          "[--precision double|mixed] [--wide sketch|exact] [--wide-max D] [--wide-rank R] "
-         "[--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
+         "[--measure M] [--svcca-keep P] [--memory LIMIT] [--plan] "
+         "[--format table|md|csv|tex|json]",
          "  --kernel K         linear (default) or rbf (sigma^2 = theta^2 x median squared "
          "distance)\n"
          "  --estimator E      biased (default), debiased or minibatch: the matrix shown\n"
@@ -100,6 +101,11 @@ static const struct kdl_cmd commands[] = {
          "                     (method sketch); exact: their products in column strips\n"
          "                     within half of --memory, more passes (method strips)\n"
          "  --wide-rank R      columns of each sketch (1024, at most --wide-max)\n"
+         "  --measure M        comma-separated cka (default), cca, svcca, pwcca,\n"
+         "                     procrustes, or all: each adds its columns to cka_pairs\n"
+         "                     and a matrix table (NaN with a wide layer, and PWCCA\n"
+         "                     in Gram space)\n"
+         "  --svcca-keep P     share of each layer's variance SVCCA keeps (0.99)\n"
          "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
          "  -f, --format FMT   table (default), md, csv, tex or json\n"

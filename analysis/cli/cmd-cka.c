@@ -21,12 +21,14 @@ enum {
         OPT_WIDE,
         OPT_WIDE_MAX,
         OPT_WIDE_RANK,
+        OPT_MEASURE,
+        OPT_SVCCA_KEEP,
 };
 
 /* What cka is asked: the options, and those that only some kernels and estimators use. */
 struct cka_args {
         struct kdl_run_cka_opts o;
-        bool theta_given, batch_given, rank_given;
+        bool theta_given, batch_given, rank_given, keep_given;
 };
 
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
@@ -37,6 +39,7 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
         a->theta_given = a->theta_given || opt == OPT_THETA;
         a->batch_given = a->batch_given || opt == OPT_BATCH;
         a->rank_given = a->rank_given || opt == OPT_WIDE_RANK;
+        a->keep_given = a->keep_given || opt == OPT_SVCCA_KEEP;
         switch (opt) {
         case OPT_KERNEL:
                 if (kdl_run_cka_kernel_parse(arg, &o->kernel) < 0)
@@ -72,6 +75,12 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
                 return kdl_cli_parse_size(cli, "--wide-max", arg, 0, SIZE_MAX, &o->wide_max);
         case OPT_WIDE_RANK:
                 return kdl_cli_parse_size(cli, "--wide-rank", arg, 3, 46340, &o->wide_rank);
+        case OPT_MEASURE:
+                if (kdl_run_cka_measures_parse(arg, &o->measures) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return 0;
+        case OPT_SVCCA_KEEP:
+                return kdl_cli_parse_real(cli, "--svcca-keep", arg, DBL_MIN, 1.0, &o->svcca_keep);
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
@@ -103,6 +112,8 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                 {"wide", required_argument, NULL, OPT_WIDE},
                 {"wide-max", required_argument, NULL, OPT_WIDE_MAX},
                 {"wide-rank", required_argument, NULL, OPT_WIDE_RANK},
+                {"measure", required_argument, NULL, OPT_MEASURE},
+                {"svcca-keep", required_argument, NULL, OPT_SVCCA_KEEP},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;
@@ -135,6 +146,9 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
         if (a.batch_given && o->estimator != KDL_RUN_CKA_MINIBATCH)
                 return kdl_cli_usage(cli, "--batch: the minibatch size needs --estimator "
                                           "minibatch");
+        if (a.keep_given && !(o->measures & 1u << KDL_RUN_CKA_MEASURE_SVCCA))
+                return kdl_cli_usage(cli, "--svcca-keep: the share of SVCCA needs --measure "
+                                          "svcca (or all)");
         /* The default sketch is never wider than the wide layers. */
         if (!a.rank_given && o->wide_max && o->wide_max < o->wide_rank)
                 o->wide_rank = o->wide_max < 3 ? 3 : o->wide_max;

@@ -43,6 +43,10 @@ EXACT = {"cka_linear_robust", "cka_logits_robust", "cka_labels_robust", "cka_rbf
          "cka_rbf_debiased", "cka_minibatch", "batches", "subsample"}
 SPECTRA = {"spectrum", "logit_residual"}
 GCV = {"ridge_lambda", "ridge_df"}
+# cka --measure: from eigendecompositions and SVDs of the merged sums.
+SIM = {"cca_mean_rho", "cca_mean_rho2", "svcca", "pwcca", "procrustes", "procrustes_angular"}
+SIM_TABLES = {"cca", "svcca", "pwcca", "procrustes"}
+SIM_RTOL = 1e-9
 R2 = {"ridge_r2", "ridge_r2_gcv"}
 _work = kt.tmpdir()
 
@@ -106,6 +110,8 @@ def number(a, b, table, key, scale, exact):
         return math.isfinite(a) and math.isfinite(b)
     if key in R2:
         return abs(a - b) <= 1e-8
+    if key in SIM or table in SIM_TABLES:
+        return abs(a - b) <= SIM_RTOL * max(abs(a), abs(b), 1e-3)
     if key.endswith("_bias"):
         return abs(a - b) <= RTOL
     return abs(a - b) <= RTOL * max(abs(a), abs(b))
@@ -204,6 +210,21 @@ def test_cka_wide_sketch_and_strips():
     assert st == 2, f"exit {st}: {err}"
     kt.one_line_error(ours(err), "--wide exact")
     assert out == "", out
+
+
+def test_cka_measures():
+    """--measure all: the CCA family comes from the merged sums, like linear CKA; each rank
+    cut (an integer) the same, the values within SIM_RTOL (eigendecompositions of sums that
+    agree to rounding)."""
+    for args in ([*ex("student_kd.h5"), *CKA_EXAMPLE], [*pair(), *CKA_PAIR]):
+        doc = check("cka", [*args, "--measure", "all"], ps=(2, 3))
+        rows = kt.records(doc, "cka_pairs")
+        assert rows and all(not is_nan(r["pwcca"]) for r in rows), rows
+    # Gram space: from the rows gathered on every rank.
+    doc = check("cka", [*wide(), "--memory", "16M", "--subsample", 100, "--measure",
+                        "cca,procrustes"], ps=(2,))
+    assert any(r["method"] == "gram" and not is_nan(r["procrustes"])
+               for r in kt.records(doc, "cka_pairs"))
 
 
 def test_dims_default():
