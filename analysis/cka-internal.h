@@ -222,6 +222,12 @@ int kdl__cka_sim_compute(const struct kdl__cka_pass *c, const kdl_tensor *t,
                          struct kdl__cka_sim **ret);
 void kdl__cka_sim_free(struct kdl__cka_sim *s);
 
+/* kdl__cka_sim_need() - what kdl__cka_sim_compute() holds for @measures beyond CKA (none:
+ * nothing) on the sources @l taken as @kinds (NULL: all dense) after a pass over @n samples,
+ * in Gram space when @gram, into @nd.  Return: 0; -ENOMEM. */
+int kdl__cka_sim_need(const struct kdl__srcs *l, size_t n, bool gram,
+                      const enum kdl_cka_layer *kinds, unsigned measures, kdl__need *nd);
+
 /* kdl__cka_sim_columns() - the "cka_pairs" columns of @measures for the pair (@a, @b). */
 int kdl__cka_sim_columns(kdl_table *t, const struct kdl__cka_results *res, unsigned measures,
                          size_t a, size_t b);

@@ -239,6 +239,49 @@ static bool wants(unsigned measures, enum kdl_run_cka_measure m)
         return measures & 1u << m;
 }
 
+int kdl__cka_sim_need(const struct kdl__srcs *l, size_t n, bool gram,
+                      const enum kdl_cka_layer *kinds, unsigned measures, kdl__need *nd)
+{
+        unsigned family = 1u << KDL_RUN_CKA_MEASURE_CCA | 1u << KDL_RUN_CKA_MEASURE_SVCCA |
+                          1u << KDL_RUN_CKA_MEASURE_PWCCA;
+        /* Gram space: K^(1/2) needs the eigenvectors whatever is asked. */
+        bool vectors = gram || measures & family;
+        size_t side = 0, kept = 0, nl = 0, d;
+
+        if (!(measures & ~(1u << KDL_RUN_CKA_MEASURE_CKA)))
+                return 0;
+        for (size_t k = 0; k < l->n; k++) {
+                if (!l->v[k].ds || (!gram && kinds && kinds[k] != KDL_CKA_LAYER_DENSE))
+                        continue;
+                d = gram ? n : l->v[k].width;
+                side = d > side ? d : side;
+                /* Kept per layer with the eigenvectors: W^T and Z^T (r x d each, r at most
+                 * the width), and in Gram space K^(1/2); without them a trace and a rank. */
+                if (vectors && gram)
+                        kept = kdl_sat_add(
+                                kept,
+                                kdl_sat_mul(n, n + 2 * (l->v[k].width < n ? l->v[k].width : n)));
+                else if (vectors)
+                        kept = kdl_sat_add(kept, kdl_sat_mul(2, kdl_sat_mul(d, d)));
+                nl++;
+        }
+        /* Besides, for the largest layer (width or n = side): the scratch of its covariance
+         * or Gram, and the largest transient, a layer's eigendecomposition (its copy and
+         * dsyevd's workspace) or a pair's products, singular vectors and dgesdd's workspace:
+         * 10 side^2 with the eigenvectors, 3 side^2 without (measured: a 1,536-wide layer
+         * beside 1,024 and 768), 5 n^2 in Gram space.  In Gram space this is an upper bound:
+         * the pass's Gram matrices, counted apart, are freed before the measures. */
+        return kdl__need_add(nd,
+                             kdl_sat_mul(sizeof(double),
+                                         kdl_sat_add(kept, kdl_sat_mul(gram      ? 5
+                                                                       : vectors ? 10
+                                                                                 : 3,
+                                                                       kdl_sat_mul(side, side)))),
+                             0,
+                             "the decompositions of --measure's CCA family or Procrustes (%zu %s)",
+                             nl, gram ? "Gram matrices" : "layers");
+}
+
 int kdl__cka_sim_compute(const struct kdl__cka_pass *c, const kdl_tensor *t,
                          struct kdl__cka_sim **ret)
 {

@@ -80,6 +80,14 @@ write_dump(CT, "teacher", 3, 2000, 10, (64, 256))
 write_dump(CS, "student", 4, 2000, 10, (32, 128))
 write_dump(KT, "teacher", 5, 60000, 200, (16,), head=False)
 write_dump(KS, "student", 6, 60000, 200, (16,), head=False)
+# cka --measure: layers wide enough for their decompositions to dominate, in feature space
+# (3000 samples) and in Gram space (1200 samples, narrower than the layers).
+WT, WS = os.path.join(DIR, "wt.h5"), os.path.join(DIR, "ws.h5")
+GT, GS = os.path.join(DIR, "gt.h5"), os.path.join(DIR, "gs.h5")
+write_dump(WT, "teacher", 8, 3000, 10, (1024, 1536))
+write_dump(WS, "student", 9, 3000, 10, (768,))
+write_dump(GT, "teacher", 10, 1200, 10, (2048, 1536))
+write_dump(GS, "student", 11, 1200, 10, (1536,))
 
 
 def plan(*args):
@@ -250,6 +258,34 @@ def test_plan_is_the_measured_peak():
               f"{rss / MIB:.1f} MiB, difference {(rss - row['need_bytes']) / MIB:.1f} MiB")
         assert row["need_bytes"] > 3 * BASE_OVERHEAD / 4, row  # the test measures something
         assert row["need_bytes"] <= rss <= row["need_bytes"] + OVERHEAD, (args, row, rss)
+
+
+def test_measures_are_in_the_plan():
+    """cka --measure's decompositions are a part of the need: in feature space plan <= peak
+    <= plan + OVERHEAD (with the eigenvectors, and for Procrustes alone without them); in
+    Gram space an upper bound (the pass's Gram matrices are freed before them), never
+    below the peak; and a budget between the need without and with them refuses."""
+    base, _ = plan("cka", WT, WS, "--subsample", "200")
+    for measure in ("all", "procrustes"):
+        args = ("cka", WT, WS, "--measure", measure, "--subsample", "200")
+        row, parts = plan(*args)
+        (part,) = [p for p in parts if p["part"].startswith("the decompositions of --measure")]
+        assert row["need_bytes"] == base["need_bytes"] + part["bytes"], (row, part, base)
+        rss = peak_rss(*args, "--format", "json")
+        print(f"  --measure {measure}: plan {row['need_bytes'] / MIB:.1f} MiB, peak RSS "
+              f"{rss / MIB:.1f} MiB")
+        assert row["need_bytes"] <= rss <= row["need_bytes"] + OVERHEAD, (args, row, rss)
+    args = ("cka", GT, GS, "--measure", "all", "--subsample", "200")
+    row, parts = plan(*args)
+    assert any("(5 Gram matrices)" in p["part"] for p in parts), parts
+    rss = peak_rss(*args, "--format", "json")
+    assert rss <= row["need_bytes"] + OVERHEAD, (row, rss)
+    row, _ = plan("cka", WT, WS, "--measure", "all", "--subsample", "200")
+    budget = (base["need_bytes"] + row["need_bytes"]) // 2
+    st, out, err = kt.run("cka", WT, WS, "--measure", "all", "--subsample", "200",
+                          "--memory", str(budget))
+    assert st == 1 and out == "" and "cka needs " in err, (st, err)
+    kt.run("cka", WT, WS, "--subsample", "200", "--memory", str(budget), check=0)
 
 
 def test_layers_plan_counts_the_class_rows_and_the_run_checks_it():
