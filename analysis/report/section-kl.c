@@ -42,7 +42,7 @@ static int kl_sources_figure(struct kdl__report *r, const kdl_table *t, const ch
                 for (size_t a = 1; a < NKL; a++)
                         y[k * NKL + a - 1] =
                                 kl_value(r, t, path, ck, (enum kdl_kl_value) a, "pearson");
-                s[k] = (struct kdl_series){r->names[k], y + k * NKL};
+                s[k] = (struct kdl_series){r->names[k], y + k * NKL, NULL};
         }
         err = err
                       ?: kdl_fig_bars(kdl_site_path(r->site), "kl_sources", &f, names + 1, NKL - 1,
@@ -86,7 +86,7 @@ static int kl_curves_figure(struct kdl__report *r, const kdl_table *t, size_t k,
                 }
         }
         for (size_t a = 0; a < NKL && !err; a++)
-                s[a] = (struct kdl_series){a ? names[a] : "kl (exact)", v + a * nck};
+                s[a] = (struct kdl_series){a ? names[a] : "kl (exact)", v + a * nck, NULL};
         err = err ?: kdl_fig_lines(kdl_site_path(r->site), name, &f, NULL, ticks, nck, s, NKL);
         err = err ?: kdl__report_show(r, name, cap);
         free(cap);

@@ -123,8 +123,8 @@ static int split_bars(struct kdl__report *r, const kdl_table *t)
         int err = bars_init(&b, r, t);
 
         if (!err && b.n) {
-                struct kdl_series s[] = {{"explicit: TCKD", b.tckd},
-                                         {"implicit: (1 - p^t_y) NCKD", b.nckd}};
+                struct kdl_series s[] = {{"explicit: TCKD", b.tckd, NULL},
+                                         {"implicit: (1 - p^t_y) NCKD", b.nckd, NULL}};
                 struct kdl_fig f = {.ylabel = "tau^2 KL per sample (nats)"};
 
                 err = kdl_fig_bars(kdl_site_path(r->site), "split_stacked", &f, b.cats, b.n, s, 2,
@@ -169,7 +169,7 @@ static int confidence_figure(struct kdl__report *r, const kdl_table *h, size_t k
         double e1[HIST_MAX_BINS + 1], d1[HIST_MAX_BINS], e2[HIST_MAX_BINS + 1], d2[HIST_MAX_BINS];
         size_t n1 = histogram(h, path, ck, r->tau, "pt_y", e1, d1, HIST_MAX_BINS, false);
         size_t n2 = histogram(h, path, ck, r->tau, "ps_y", e2, d2, HIST_MAX_BINS, false);
-        struct kdl_series s[] = {{"teacher p^t_y", d1}, {"student p^s_y", d2}};
+        struct kdl_series s[] = {{"teacher p^t_y", d1, NULL}, {"student p^s_y", d2, NULL}};
         struct kdl_fig f = {.xlabel = "target-class probability at tau", .ylabel = "density"};
         char *name, *cap;
         int err;
@@ -318,8 +318,8 @@ static int instance_weight_figure(struct kdl__report *r, const kdl_doc *d, const
         double mark[2], marks[2], n = 0.0;
         const char *cats[W_NBANDS], *mark_labels[2];
         char *owned[W_NBANDS] = {0}, *name = NULL, *cap = NULL;
-        struct kdl_series s[] = {{"denominator not floored", unfloored},
-                                 {"denominator floored at eps_w", floored}};
+        struct kdl_series s[] = {{"denominator not floored", unfloored, NULL},
+                                 {"denominator floored at eps_w", floored, NULL}};
         struct kdl_fig f = {.xlabel = "instance weight w_n (KD / label smoothing), by band",
                             .ylabel = "fraction of samples",
                             .marks = marks,
