@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "analysis/cka.h"
 #include "analysis/dims.h"
@@ -111,8 +112,17 @@ const struct kdl_ckpair *kdl__report_last_pair(const struct kdl__report *r, size
  * ("the teacher's last checkpoint", ...).  Static storage or @r's options. */
 const char *kdl__report_partner_text(const struct kdl__report *r);
 
-/* kdl__report_show() - render figure @name in every format and show it with @caption. */
-int kdl__report_show(struct kdl__report *r, const char *name, const char *caption);
+/* kdl__report_command() - the command line that computes what the report shows of @verb
+ * ("summary", "kl", "split", "dims", "layers" or "cka") with the report's options: every
+ * student when @k is SIZE_MAX, else student @k alone (cka: always one).  The caller frees
+ * it; NULL on ENOMEM. */
+char *kdl__report_command(const struct kdl__report *r, const char *verb, size_t k);
+
+/* kdl__report_show() - render figure @name in every format and show it with @caption, to
+ * which the figure's data file and the command computing its values (kdl__report_command()
+ * of @verb and @k) are added. */
+int kdl__report_show(struct kdl__report *r, const char *name, const char *caption, const char *verb,
+                     size_t k);
 
 /* kdl__report_show_table() - table @table of @d, when it has rows, as a table of the
  * report written to tables/@file. */

@@ -233,7 +233,7 @@ static int dims_residual_figure(struct kdl__report *r, const kdl_doc *d)
                                      : "");
                 err = err ?: cap ? 0 : -ENOMEM;
         }
-        err = err ?: kdl__report_show(r, "dims_residual", cap);
+        err = err ?: kdl__report_show(r, "dims_residual", cap, "dims", SIZE_MAX);
         free(cap);
         lines_release(&l);
         free(yv);
@@ -337,7 +337,8 @@ static int dims_spectrum_figure(struct kdl__report *r, const kdl_doc *d)
                                          "Covariance spectra of the layer feeding each model's "
                                          "head (last checkpoint): how many feature directions "
                                          "carry the variance (eigenvalues below 1e-12 of the "
-                                         "total, zero to double precision, are not drawn).");
+                                         "total, zero to double precision, are not drawn).",
+                                         "dims", SIZE_MAX);
         }
         lines_release(&l);
         free(y);

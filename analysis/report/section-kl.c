@@ -53,7 +53,8 @@ static int kl_sources_figure(struct kdl__report *r, const kdl_table *t, const ch
                                           "tau^2 KL(p_t || p_s) at each student's last "
                                           "checkpoint analysed: correlation over samples "
                                           "(1 = a perfect proxy; missing bars: source "
-                                          "unavailable in the dumps)");
+                                          "unavailable in the dumps)",
+                                          "kl", SIZE_MAX);
         free(s);
         free(y);
         return err;
@@ -88,7 +89,7 @@ static int kl_curves_figure(struct kdl__report *r, const kdl_table *t, size_t k,
         for (size_t a = 0; a < NKL && !err; a++)
                 s[a] = (struct kdl_series){a ? names[a] : "kl (exact)", v + a * nck, NULL};
         err = err ?: kdl_fig_lines(kdl_site_path(r->site), name, &f, NULL, ticks, nck, s, NKL);
-        err = err ?: kdl__report_show(r, name, cap);
+        err = err ?: kdl__report_show(r, name, cap, "kl", k);
         free(cap);
         free(name);
         free(ticks);

@@ -134,7 +134,8 @@ static int split_bars(struct kdl__report *r, const kdl_table *t)
                                                   "KD loss split into explicit (target-class) and "
                                                   "implicit (non-target) knowledge, per student "
                                                   "and checkpoint; the bars' total is the KD loss "
-                                                  "(KL = TCKD + (1 - p^t_y) NCKD)");
+                                                  "(KL = TCKD + (1 - p^t_y) NCKD)",
+                                                  "split", SIZE_MAX);
                 /* The same as shares of the loss, readable when the untrained
                  * checkpoints' loss dwarfs the rest. */
                 for (size_t i = 0; i < b.n; i++) {
@@ -153,7 +154,8 @@ static int split_bars(struct kdl__report *r, const kdl_table *t)
                                                   "The same split as shares: how much of the KD "
                                                   "signal is the teacher's target-class "
                                                   "confidence and how much its distribution over "
-                                                  "the other classes");
+                                                  "the other classes",
+                                                  "split", SIZE_MAX);
         }
         bars_release(&b);
         return err;
@@ -181,7 +183,7 @@ static int confidence_figure(struct kdl__report *r, const kdl_table *h, size_t k
                             "(tau = %g)",
                             r->names[k], ck, r->tau);
         err = name && cap ? kdl_fig_hist(kdl_site_path(r->site), name, &f, e1, n1, s, 2) : -ENOMEM;
-        err = err ?: kdl__report_show(r, name, cap);
+        err = err ?: kdl__report_show(r, name, cap, "split", k);
         free(cap);
         free(name);
         return err;
@@ -344,7 +346,7 @@ static int instance_weight_figure(struct kdl__report *r, const kdl_doc *d, const
                 err = name && cap
                               ? kdl_fig_bars(kdl_site_path(r->site), name, &f, cats, nb, s, 2, true)
                               : -ENOMEM;
-                err = err ?: kdl__report_show(r, name, cap);
+                err = err ?: kdl__report_show(r, name, cap, "split", k);
         }
         for (size_t b = 0; b < nb; b++)
                 free(owned[b]);
@@ -379,7 +381,7 @@ static int class_heatmap(struct kdl__report *r, const char *name, const struct k
                 err = kdl_fig_heatmap(kdl_site_path(r->site), name, f, m, c, c,
                                       (const char *const *) cl->labels,
                                       (const char *const *) cl->labels, true, zmin, zmax);
-                return err ?: kdl__report_show(r, name, caption);
+                return err ?: kdl__report_show(r, name, caption, "split", SIZE_MAX);
         }
         err = pick ? kdl_fig_top_classes(m, c, k, cl->top) : 0;
         for (size_t i = 0; i < k && !err; i++) {
@@ -401,7 +403,7 @@ static int class_heatmap(struct kdl__report *r, const char *name, const struct k
         err = err
                       ?: kdl_fig_heatmap(kdl_site_path(r->site), name, f, cl->sub, k, k, cl->shown,
                                          cl->shown, true, zmin, zmax);
-        err = err ?: kdl__report_show(r, name, cap);
+        err = err ?: kdl__report_show(r, name, cap, "split", SIZE_MAX);
         free(cap);
         return err;
 }
