@@ -203,6 +203,9 @@ static void dat_value(FILE *fp, double v)
                 fputs(" NaN", fp);
 }
 
+/* The most characters of a y label at the text size: a longer one gets a smaller font. */
+#define YLABEL_CHARS 20
+
 /*
  * The house style.  Sizes: a 3.5 in column for PDF (8 pt text); PNG is the
  * same figure at 300 dpi; SVG at 96 dpi.
@@ -250,7 +253,8 @@ static void preamble(FILE *fp, const char *name, const struct kdl_fig *f, double
         if (f->ylabel) {
                 fputs("set ylabel ", fp);
                 gp_string(fp, f->ylabel);
-                fputc('\n', fp);
+                /* A rotated label longer than the plot is high was cut at the top. */
+                fputs(utf8_chars(f->ylabel) > YLABEL_CHARS ? " font ',6'\n" : "\n", fp);
         }
         if (f->logy)
                 fputs("set logscale y\nset format y '%g'\n", fp);
