@@ -149,6 +149,11 @@ int kdl__report_summary_teacher_job(struct kdl__report *r, struct kdl__summary_r
 int kdl__report_section_inspect(struct kdl__report *r);
 int kdl__report_section_kl(struct kdl__report *r);
 int kdl__report_section_split(struct kdl__report *r);
+
+/* kdl__report_split_classes() - split's per-class figure of each student at its last
+ * checkpoint (from table split_classes of @d): every class up to 20, else the 20 of the
+ * largest mean KL.  Return: 0; -KDL_EPLOT; -errno; -ENOMEM. */
+int kdl__report_split_classes(struct kdl__report *r, const kdl_doc *d);
 int kdl__report_section_dims(struct kdl__report *r);
 int kdl__report_section_layers(struct kdl__report *r);
 int kdl__report_section_cka(struct kdl__report *r);

@@ -501,6 +501,7 @@ static int split_figures(struct kdl__report *r, const kdl_doc *d)
                 err = confidence_figure(r, h, k);
                 err = err ?: instance_weight_figure(r, d, h, k);
         }
+        err = err ?: kdl__report_split_classes(r, d);
         return err ?: class_figures(r, d);
 }
 
