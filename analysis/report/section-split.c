@@ -116,7 +116,28 @@ static int bars_init(struct bars *b, const struct kdl__report *r, const kdl_tabl
         return 0;
 }
 
-/* The KD loss of every student and checkpoint split into its two parts, as nats and shares. */
+/* The loss totals of @b differ so much (a factor above this) that the small stacked bars
+ * would be unreadable beside the large: the nats figure then takes a log scale. */
+#define STACK_RANGE 10.0
+
+/* The smallest and largest positive total of @b into @lo, @hi. */
+static void bars_range(const struct bars *b, double *lo, double *hi)
+{
+        *lo = HUGE_VAL;
+        *hi = 0.0;
+        for (size_t i = 0; i < b->n; i++) {
+                double t = b->tckd[i] + b->nckd[i];
+
+                if (t > 0.0) {
+                        *lo = t < *lo ? t : *lo;
+                        *hi = t > *hi ? t : *hi;
+                }
+        }
+}
+
+/* The KD loss of every student and checkpoint split into its two parts, as nats and shares;
+ * with totals a factor STACK_RANGE apart, the nats side by side on a log scale (said in the
+ * caption). */
 static int split_bars(struct kdl__report *r, const kdl_table *t)
 {
         struct bars b;
@@ -126,16 +147,29 @@ static int split_bars(struct kdl__report *r, const kdl_table *t)
                 struct kdl_series s[] = {{"explicit: TCKD", b.tckd, NULL},
                                          {"implicit: (1 - p^t_y) NCKD", b.nckd, NULL}};
                 struct kdl_fig f = {.ylabel = "tau^2 KL per sample (nats)"};
+                double lo, hi;
+                char *cap;
 
-                err = kdl_fig_bars(kdl_site_path(r->site), "split_stacked", &f, b.cats, b.n, s, 2,
-                                   true);
-                err = err
-                              ?: kdl__report_show(r, "split_stacked",
-                                                  "KD loss split into explicit (target-class) and "
-                                                  "implicit (non-target) knowledge, per student "
-                                                  "and checkpoint; the bars' total is the KD loss "
-                                                  "(KL = TCKD + (1 - p^t_y) NCKD)",
-                                                  "split", SIZE_MAX);
+                bars_range(&b, &lo, &hi);
+                f.logy = hi > STACK_RANGE * lo;
+                cap = f.logy ? kdl__asprintf(
+                                       "KD loss split into explicit (target-class) and implicit "
+                                       "(non-target) knowledge, per student and checkpoint "
+                                       "(KL = TCKD + (1 - p^t_y) NCKD). The losses span a factor "
+                                       "%.0f (%.3g to %.3g nats), so the two parts are drawn side "
+                                       "by side on a log scale instead of stacked; the shares "
+                                       "below show the split of the small ones",
+                                       hi / lo, lo, hi)
+                             : kdl__asprintf("KD loss split into explicit (target-class) and "
+                                             "implicit (non-target) knowledge, per student and "
+                                             "checkpoint; the bars' total is the KD loss "
+                                             "(KL = TCKD + (1 - p^t_y) NCKD)");
+                err = cap ? kdl_fig_bars(kdl_site_path(r->site), "split_stacked", &f, b.cats, b.n,
+                                         s, 2, !f.logy)
+                          : -ENOMEM;
+                err = err ?: kdl__report_show(r, "split_stacked", cap, "split", SIZE_MAX);
+                free(cap);
+                f.logy = false;
                 /* The same as shares of the loss, readable when the untrained
                  * checkpoints' loss dwarfs the rest. */
                 for (size_t i = 0; i < b.n; i++) {
