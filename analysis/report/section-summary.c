@@ -303,6 +303,12 @@ int kdl__report_section_summary(struct kdl__report *r)
         err = err ?: (t && kdl_table_rows(t) ? summary_table(r, t) : 0);
         err = err ?: kdl_site_contents(r->site);
         err = err ?: kdl__report_show_table(r, r->summary, "summary", "summary", cap);
+        err = err
+                      ?: kdl__report_show_table(r, r->summary, "summary_groups", "summary_groups",
+                                                "Repeated runs (--group): the mean and sample "
+                                                "standard deviation (n - 1) of each quantity over "
+                                                "the runs of each group, per checkpoint; runs is "
+                                                "n");
         err = err ?: kdl_site_json(r->site, r->summary, "summary");
         free(cap);
         free(text);
