@@ -129,6 +129,31 @@ int kdl__report_show(struct kdl__report *r, const char *name, const char *captio
 int kdl__report_show_table(struct kdl__report *r, const kdl_doc *d, const char *table,
                            const char *file, const char *caption);
 
+/* ---- report-groups.c: repeated runs (--group) ------------------------------------ */
+
+/* The students of a figure as units: each group of runs one unit (its first run's place),
+ * each student in no group a unit of its own. */
+struct kdl__report_units {
+        size_t n;     /* units */
+        size_t *of;   /* [nstudents] the unit of each student */
+        size_t *size; /* [n] runs of each unit */
+        char **name;  /* [n] the group's name or the student's, with "(n = runs)" when there
+                         are groups */
+        bool grouped; /* some unit is a group (summary's table has a "group" column) */
+};
+
+/* kdl__report_units_init() - the units of @r's students from the groups of summary's table
+ * (a student of several groups goes with its first); release @u with
+ * kdl__report_units_release() whatever it returns.  Return: 0; -ENOMEM. */
+int kdl__report_units_init(const struct kdl__report *r, struct kdl__report_units *u);
+void kdl__report_units_release(struct kdl__report_units *u);
+
+/* kdl__report_units_stats() - per unit, the mean and the sample standard deviation (n - 1;
+ * NaN with fewer than two values) over its runs of the @ns x @n values @y (row k: student
+ * k; NaN left out) into @mean and @sd (u->n x @n each). */
+void kdl__report_units_stats(const struct kdl__report_units *u, const double *y, size_t ns,
+                             size_t n, double *mean, double *sd);
+
 /* ---- the sections, in the report's order ---------------------------------------- */
 
 /* The titles of the sections the summary links to (their anchors: kdl_site_anchor()). */

@@ -13,6 +13,11 @@
 /* The exact KL and its approximations, in the metric's order (exact first). */
 #define NKL ((size_t) KDL_KL_VALUE_COUNT_)
 
+#define KL_SOURCES_CAPTION                                                                         \
+        "How well each knowledge source tracks the KD criterion tau^2 KL(p_t || p_s) at each "     \
+        "student's last checkpoint analysed: correlation over samples (1 = a perfect proxy; "      \
+        "missing bars: source unavailable in the dumps)"
+
 /* Value @key of approximation @a for student @path at @checkpoint and the report's tau. */
 static double kl_value(const struct kdl__report *r, const kdl_table *t, const char *path,
                        const char *checkpoint, enum kdl_kl_value a, const char *key)
@@ -26,15 +31,19 @@ static double kl_value(const struct kdl__report *r, const kdl_table *t, const ch
         return NAN;
 }
 
-/* Fidelity: how closely each source tracks the exact per-sample KL, per student. */
+/* Fidelity: how closely each source tracks the exact per-sample KL, per student; a group
+ * of runs (--group) as one series of mean ± sd. */
 static int kl_sources_figure(struct kdl__report *r, const kdl_table *t, const char *const *names)
 {
         size_t ns = r->in->nstudents;
-        double *y = kdl_new(double, ns *NKL);
+        struct kdl__report_units u;
+        double *y = kdl_new(double, 3 * ns * NKL), *mean = y + ns * NKL, *sd = mean + ns * NKL;
         struct kdl_series *s = kdl_new(struct kdl_series, ns ? ns : 1);
         struct kdl_fig f = {.ylabel = "Pearson r with the exact KL", .ymax = 1.0};
-        int err = y && s ? 0 : -ENOMEM;
+        char *cap = NULL;
+        int err = kdl__report_units_init(r, &u);
 
+        err = err ?: y && s ? 0 : -ENOMEM;
         for (size_t k = 0; k < ns && !err; k++) {
                 const char *path = kdl_h5_dump(r->in->students[k])->path;
                 const char *ck = kdl__report_last_pair(r, k)->main->name;
@@ -42,19 +51,25 @@ static int kl_sources_figure(struct kdl__report *r, const kdl_table *t, const ch
                 for (size_t a = 1; a < NKL; a++)
                         y[k * NKL + a - 1] =
                                 kl_value(r, t, path, ck, (enum kdl_kl_value) a, "pearson");
-                s[k] = (struct kdl_series){r->names[k], y + k * NKL, NULL};
+                y[k * NKL + NKL - 1] = NAN;
         }
+        if (!err)
+                kdl__report_units_stats(&u, y, ns, NKL, mean, sd);
+        for (size_t i = 0; i < u.n && !err; i++)
+                s[i] = (struct kdl_series){u.name[i], mean + i * NKL,
+                                           u.size[i] > 1 ? sd + i * NKL : NULL};
+        cap = u.grouped ? kdl__asprintf("%s; a group of runs (--group) is one bar per source, "
+                                        "the mean over its n runs with an error bar of one "
+                                        "standard deviation (n - 1)",
+                                        KL_SOURCES_CAPTION)
+                        : kdl__strdup(KL_SOURCES_CAPTION);
+        err = err ?: cap ? 0 : -ENOMEM;
         err = err
                       ?: kdl_fig_bars(kdl_site_path(r->site), "kl_sources", &f, names + 1, NKL - 1,
-                                      s, ns, false);
-        err = err
-                      ?: kdl__report_show(r, "kl_sources",
-                                          "How well each knowledge source tracks the KD criterion "
-                                          "tau^2 KL(p_t || p_s) at each student's last "
-                                          "checkpoint analysed: correlation over samples "
-                                          "(1 = a perfect proxy; missing bars: source "
-                                          "unavailable in the dumps)",
-                                          "kl", SIZE_MAX);
+                                      s, u.n, false);
+        err = err ?: kdl__report_show(r, "kl_sources", cap, "kl", SIZE_MAX);
+        kdl__report_units_release(&u);
+        free(cap);
         free(s);
         free(y);
         return err;
