@@ -344,6 +344,23 @@ static void test_errors(void **state)
         assert_non_null(strstr(kdl_errmsg(), "cannot run"));
 }
 
+/* Figure @name's script holds each of the @n strings @in_gp, its data file @in_dat, and it
+ * renders. */
+static void check_script_data(const char *name, const char *const *in_gp, size_t n,
+                              const char *in_dat)
+{
+        char *gp = slurp("scripts", name, "gp"), *dat = slurp("data", name, "dat");
+
+        for (size_t k = 0; k < n; k++)
+                if (!strstr(gp, in_gp[k]))
+                        fail_msg("%s.gp lacks \"%s\"", name, in_gp[k]);
+        if (!strstr(dat, in_dat))
+                fail_msg("%s.dat lacks \"%s\"", name, in_dat);
+        check_rendered(name);
+        free(gp);
+        free(dat);
+}
+
 /* Mean ± sd: lines draw yerrorlines and side-by-side bars a histogram with errorbars, the
  * sd in a column per series after the values; stacked bars leave the sd out. */
 static void test_error_bars(void **state)
@@ -352,28 +369,15 @@ static void test_error_bars(void **state)
         double m[] = {2.5, 1.1, 0.4}, sd[] = {0.3, 0.2, 0.05}, b[] = {2.4, 1.3, 0.5};
         struct kdl_series s[] = {{"group (n = 3)", m, sd}, {"single", b, NULL}};
         struct kdl_fig f = {.ylabel = "KL (nats)"};
-        char *gp, *dat;
+        const char *lines[] = {"using 1:3:5 with yerrorlines", "using 1:4 with linespoints"};
+        const char *bars[] = {"set style histogram errorbars", "using 2:4 ", "using 3:5 "};
+        char *gp;
 
         (void) state;
         assert_int_equal(kdl_fig_lines(dir, "err_lines", &f, NULL, ck, 3, s, 2), 0);
-        gp = slurp("scripts", "err_lines", "gp");
-        assert_non_null(strstr(gp, "using 1:3:5 with yerrorlines"));
-        assert_non_null(strstr(gp, "using 1:4 with linespoints"));
-        dat = slurp("data", "err_lines", "dat");
-        assert_non_null(strstr(dat, " 2.5 2.4 0.3 NaN\n"));
-        check_rendered("err_lines");
-        free(gp);
-        free(dat);
+        check_script_data("err_lines", lines, 2, " 2.5 2.4 0.3 NaN\n");
         assert_int_equal(kdl_fig_bars(dir, "err_bars", &f, ck, 3, s, 2, false), 0);
-        gp = slurp("scripts", "err_bars", "gp");
-        assert_non_null(strstr(gp, "set style histogram errorbars"));
-        assert_non_null(strstr(gp, "using 2:4 "));
-        assert_non_null(strstr(gp, "using 3:5 "));
-        dat = slurp("data", "err_bars", "dat");
-        assert_non_null(strstr(dat, " 1.1 1.3 0.2 0\n"));
-        check_rendered("err_bars");
-        free(gp);
-        free(dat);
+        check_script_data("err_bars", bars, 3, " 1.1 1.3 0.2 0\n");
         assert_int_equal(kdl_fig_bars(dir, "err_stacked", &f, ck, 3, s, 2, true), 0);
         gp = slurp("scripts", "err_stacked", "gp");
         assert_null(strstr(gp, "errorbars"));
