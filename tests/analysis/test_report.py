@@ -230,6 +230,8 @@ def test_group_of_three_seeds_has_error_bars():
     kl = [json.load(open(os.path.join(out, "data", "kl.json")))]
     r = {(x["student"], x["approximation"]): x.get("pearson") for x in kt.records(kl[0], "kl")
          if x["checkpoint"] == "final"}
+    r2 = {(x["student"], x["checkpoint"]): x["mean"] for x in kt.records(kl[0], "kl")
+          if x["approximation"] == "kl"}
     dat = [line.split() for line in open(os.path.join(out, "data", "kl_sources.dat"))
            if not line.startswith("#")]
     for d in dat:
@@ -242,6 +244,18 @@ def test_group_of_three_seeds_has_error_bars():
     md = open(os.path.join(out, "index.md")).read()
     cap = md[md.index("figures/kl_sources.png"):].split("\n\n")[1]
     assert "the mean over its n runs with an error bar of one standard deviation" in cap, cap
+    # One curve figure for the group (named after its first run), mean ± sd per checkpoint.
+    assert not os.path.exists(os.path.join(out, "figures", "kl_curves_s2.png"))
+    gp = open(os.path.join(out, "scripts", "kl_curves_s1.gp")).read()
+    assert "using 1:3:13 with yerrorlines" in gp, gp
+    dat = [line.split() for line in open(os.path.join(out, "data", "kl_curves_s1.dat"))
+           if not line.startswith("#")]
+    for d in dat:
+        x = [r2[(q, d[1].strip('"'))] for q in seeds]
+        assert abs(float(d[2]) - np.mean(x)) <= 1e-9 * np.mean(x), (d, x)
+        assert abs(float(d[12]) - np.std(x, ddof=1)) <= 1e-8 * np.std(x, ddof=1) + 1e-12, (d, x)
+    cap = md[md.index("figures/kl_curves_s1.png"):].split("\n\n")[1]
+    assert "over the training of group seeds (n = 3)" in cap, cap
 
 
 def start_slow_report(base, out):
