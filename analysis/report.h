@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "analysis/inputs.h"
+#include "analysis/summary.h"
 #include "loaders/h5.h"
 #include "reports/table.h"
 #include "metrics/base/error.h"
@@ -38,6 +39,12 @@ struct kdl_run_report_opts {
         void *ctx;
         /* How the dumps are paired (--join, --ignore-roles); all zero: the defaults. */
         struct kdl_inputs_opts inputs;
+        /* Repeats of one configuration (seeds), "NAME=FILE,FILE,..." as kdlens summary's
+         * --group (borrowed): the summary's table summary_groups (mean ± sd and the runs),
+         * and error bars (mean ± sd over each group's runs) in the figures of per-student
+         * values that have them. */
+        size_t ngroups;
+        const char *groups[KDL_SUMMARY_MAX_GROUPS];
 };
 
 /**

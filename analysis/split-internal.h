@@ -73,7 +73,7 @@ void kdl__split_abort(struct kdl__split_run *r);
  * The tables of a split document (analysis/split-tables.c): rows from the
  * results of each job, and the notes.
  */
-#define KDL__SPLIT_NTABLES 10
+#define KDL__SPLIT_NTABLES 11
 
 /* kdl__split_tables_new() - the empty tables into @t[KDL__SPLIT_NTABLES]
  * (release them whatever it returns).  Return: 0; -ENOMEM. */

@@ -16,6 +16,7 @@ enum {
         T_PAIRS,
         T_INSTANCE,
         T_DIST,
+        T_CLASSES,
         T_HIST,
         T_CONF,
         T_COS_T,
@@ -30,6 +31,7 @@ static const char *const table_names[T_COUNT_][2] = {
         {"confused_pairs", "The teacher's most confused class pairs (soft counts)"},
         {"instance", "Instance knowledge: Tang et al.'s rescaling weights w_n"},
         {"distributions", "Per-sample distributions"},
+        {"split_classes", "Per class: mean KL, TCKD and NCKD over the samples of each label"},
         {"histograms", "Histograms"},
         {"confusion_teacher", "Teacher soft confusion M (row i = true class)"},
         {"head_cosine_teacher", "Teacher head-weight cosines"},
@@ -324,6 +326,20 @@ static int pair_rows(const struct kdl__split_rows *w, const kdl_split_result *r,
         return err;
 }
 
+/* One row per class at one temperature: the means over the samples of its label. */
+static int class_rows(const struct kdl__split_rows *w, const kdl_split_result *r,
+                      const kdl_split_tau_result *x)
+{
+        double tau = x->tau;
+        int err = 0;
+
+        for (size_t y = 0; y < r->c && !err; y++)
+                err = PUT_COLS(w->t[T_CLASSES], INT("class", y), INT("samples", r->class_count[y]),
+                               REAL("kl", x->class_kl[y]), REAL("tckd", x->class_tckd[y]),
+                               REAL("nckd", x->class_nckd[y]));
+        return err;
+}
+
 int kdl__split_emit(const struct kdl__split_rows *w, const kdl_split_result *r, size_t skipped)
 {
         kdl_table *const *t = w->t;
@@ -336,6 +352,7 @@ int kdl__split_emit(const struct kdl__split_rows *w, const kdl_split_result *r, 
                 if (!err && r->opts.domain == KDL_SPLIT_DOMAIN_BLOCKED)
                         err = pair_rows(w, r, x);
                 err = err ?: dist_rows(w, x);
+                err = err ?: class_rows(w, r, x);
                 if (!err && w->o->long_tables && x->confusion)
                         err = emit_matrix(w, t[T_CONF], true, x->tau, x->confusion, r->class_count);
         }

@@ -34,6 +34,8 @@
  *                  is computed in blocks (no C x C matrix to list);
  *   instance       w_n: p̄^t_y, mean, spread, quantiles, correlation;
  *   distributions  every per-sample scalar: n, mean, std, min, p05..p95, max;
+ *   split_classes  one row per class (the label): its samples and mean KL,
+ *                  TCKD, NCKD over them (NaN for a class without samples);
  * and, when long_tables is set (JSON and CSV), one record per cell:
  *   histograms, and in the full domain mode confusion_teacher (i = true
  *   class, j = class), head_cosine_teacher, head_cosine_student (i, j =

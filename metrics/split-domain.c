@@ -64,8 +64,9 @@ static size_t max_size(size_t a, size_t b)
 }
 
 /* What every mode holds: the two passes' states (class counts, one sample's
- * scratch in each, histogram counts), the result's counts and distributions,
- * and the confused pairs (a heap and the result's copy). */
+ * scratch in each, histogram counts, the per-class sums), the result's
+ * counts, distributions and per-class means, and the confused pairs (a heap
+ * and the result's copy). */
 static size_t base_bytes(size_t c, const kdl_split_opts *o)
 {
         size_t hist = sizeof(size_t) * 2 + sizeof(double) * 2; /* counts; result lo, hi, count */
@@ -73,6 +74,7 @@ static size_t base_bytes(size_t c, const kdl_split_opts *o)
         size_t b = sat_mul(c, 2 * sizeof(size_t) + (KDL_SPLIT_EVAL_WORK(1) + 1) * sizeof(double));
 
         per_tau = sat_add(per_tau, sat_mul(o->top_pairs, 2 * sizeof(kdl_split_pair)));
+        per_tau = sat_add(per_tau, sat_mul(c, 6 * sizeof(double)));
         return sat_add(b, sat_mul(o->ntaus, per_tau));
 }
 

@@ -114,6 +114,7 @@ struct kdl__split_tau_acc {
         size_t omega_clipped;
         uint64_t pt_hi, pt_lo; /* Σ p^t_y exactly, in units of 2^-63 (split.c: pt_add()) */
         double *msum;          /* C x C: row i sums p^t over the samples of class i (full mode) */
+        double *csum;          /* C x 3: row y sums KL, TCKD, NCKD over the samples of label y */
 };
 
 struct kdl_split_state {

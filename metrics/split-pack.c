@@ -101,6 +101,7 @@ int kdl_split_state_pack(const kdl_split_state *s, void **buf, size_t *len)
                         pack_dist(&p, &t->d[d], slots);
                 if (t->msum)
                         kdl__pack(&p, t->msum, s->c * s->c * sizeof(*t->msum));
+                kdl__pack(&p, t->csum, 3 * s->c * sizeof(*t->csum));
         }
         return kdl__pack_done(&p, buf, len);
 }
@@ -112,6 +113,7 @@ static void unpacked_release(kdl_split_state *from)
                 for (int d = 0; d < KDL__SPLIT_NDIST; d++)
                         kdl__split_dist_release(&from->t[k].d[d]);
                 free(from->t[k].msum);
+                free(from->t[k].csum);
         }
         free(from->class_count);
 }
@@ -131,7 +133,7 @@ static int unpack_state(struct kdl__unpacker *u, kdl_split_state *from)
         err = err ?: kdl__unpack_get(u, &from->student_correct, sizeof(size_t), WHAT);
         for (size_t k = 0; k < from->o.ntaus && !err; k++) {
                 struct kdl__split_tau_acc *t = &from->t[k];
-                void *msum = NULL;
+                void *msum = NULL, *csum = NULL;
 
                 err = kdl__unpack_get(u, &t->sum_kl, sizeof(double), WHAT);
                 err = err ?: kdl__unpack_get(u, &t->sum_tckd, sizeof(double), WHAT);
@@ -146,6 +148,8 @@ static int unpack_state(struct kdl__unpacker *u, kdl_split_state *from)
                 if (!err && from->o.domain == KDL_SPLIT_DOMAIN_FULL)
                         err = kdl__unpack_dup(u, cc * sizeof(double), &msum, WHAT);
                 t->msum = msum;
+                err = err ?: kdl__unpack_dup(u, 3 * from->c * sizeof(double), &csum, WHAT);
+                t->csum = csum;
         }
         return err ?: kdl__unpack_end(u, WHAT);
 }
@@ -161,6 +165,7 @@ int kdl_split_state_merge_packed(kdl_split_state *s, const void *buf, size_t len
         from.work = NULL;
         for (size_t k = 0; k < KDL_SPLIT_MAX_TAUS; k++) {
                 from.t[k].msum = NULL;
+                from.t[k].csum = NULL;
                 for (int d = 0; d < KDL__SPLIT_NDIST; d++)
                         from.t[k].d[d].count = NULL;
         }

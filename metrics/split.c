@@ -128,6 +128,7 @@ void kdl_split_state_free(kdl_split_state *s)
                 for (int d = 0; d < D_COUNT_; d++)
                         kdl__split_dist_release(&s->t[k].d[d]);
                 free(s->t[k].msum);
+                free(s->t[k].csum);
         }
         free(s->work);
         free(s->class_count);
@@ -170,8 +171,10 @@ int kdl_split_state_new(size_t c, const kdl_split_opts *o, kdl_split_state **ret
                 goto out;
         for (size_t k = 0; k < o->ntaus; k++) {
                 s->t[k].msum = cc ? kdl_new(double, cc) : NULL;
-                if (cc && !s->t[k].msum)
+                s->t[k].csum = kdl__malloc(c, 3 * sizeof(double));
+                if ((cc && !s->t[k].msum) || !s->t[k].csum)
                         goto out;
+                memset(s->t[k].csum, 0, c * 3 * sizeof(double));
                 for (int d = 0; d < D_COUNT_; d++) {
                         struct kdl__split_geom g = dist_geom(s, d);
 
@@ -260,7 +263,7 @@ static size_t argmax(const double *z, ptrdiff_t st, size_t c)
 }
 
 /* Add the sample @r (of label @y) at temperature @k. */
-static void tau_add(kdl_split_state *s, size_t k, const kdl_split_sample *r)
+static void tau_add(kdl_split_state *s, size_t k, size_t y, const kdl_split_sample *r)
 {
         struct kdl__split_tau_acc *t = &s->t[k];
         const double v[D_COUNT_] = {
@@ -273,6 +276,9 @@ static void tau_add(kdl_split_state *s, size_t k, const kdl_split_sample *r)
         t->sum_tckd += r->tckd;
         t->sum_nckd += r->nckd;
         t->sum_coupled += r->pt_rest * r->nckd;
+        t->csum[3 * y] += r->kl;
+        t->csum[3 * y + 1] += r->tckd;
+        t->csum[3 * y + 2] += r->nckd;
         if (ar > t->residual_max)
                 t->residual_max = ar;
         t->omega_clipped += r->omega_clipped;
@@ -310,7 +316,7 @@ int kdl_split_accumulate(kdl_split_state *s, const kdl_tensor *zt, const kdl_ten
                         kdl__split_eval_one(rt, zt->stride[1], rs, zs->stride[1], c, y,
                                             s->o.taus[k], s->o.lambda, s->o.omega_max, s->work, &r,
                                             s->t[k].msum ? s->t[k].msum + y * c : NULL);
-                        tau_add(s, k, &r);
+                        tau_add(s, k, y, &r);
                 }
         }
         s->n += zt->shape[0];
@@ -349,6 +355,8 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
                 }
                 for (size_t e = 0; a->msum && e < c * c; e++)
                         a->msum[e] += b->msum[e];
+                for (size_t e = 0; e < 3 * c; e++)
+                        a->csum[e] += b->csum[e];
         }
         into->n += from->n;
         return 0;
@@ -498,6 +506,9 @@ void kdl_split_result_free(kdl_split_result *r)
                 kdl__split_dist_result_free(&t->w_unguarded_dist);
                 free(t->confusion);
                 free(t->top);
+                free(t->class_kl);
+                free(t->class_tckd);
+                free(t->class_nckd);
         }
         free(r->tau);
         free(r->cos_teacher);
@@ -578,6 +589,18 @@ static int tau_explicit(const kdl_split_state *s, size_t k, kdl_split_tau_result
         t->explicit_share = fabs(mkl) > 0.0 ? t->tckd / mkl : (double) NAN;
         t->implicit_share = fabs(mkl) > 0.0 ? t->nckd_coupled / mkl : (double) NAN;
         t->omega_clipped = a->omega_clipped;
+        t->class_kl = kdl_new(double, s->c);
+        t->class_tckd = kdl_new(double, s->c);
+        t->class_nckd = kdl_new(double, s->c);
+        if (!t->class_kl || !t->class_tckd || !t->class_nckd)
+                return -ENOMEM;
+        for (size_t y = 0; y < s->c; y++) {
+                double ny = s->class_count[y] ? (double) s->class_count[y] : (double) NAN;
+
+                t->class_kl[y] = a->csum[3 * y] / ny;
+                t->class_tckd[y] = a->csum[3 * y + 1] / ny;
+                t->class_nckd[y] = a->csum[3 * y + 2] / ny;
+        }
         for (int d = 0; d < D_COUNT_; d++) {
                 struct kdl__split_geom g = dist_geom(s, d);
 

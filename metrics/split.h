@@ -64,8 +64,9 @@
  * docs/split.md#instance-rescaling-weights literally.
  *
  * Streaming and the two passes.  kdl_split_state holds sums, per-class sums
- * (the C x C matrix M per τ, in the full domain mode only: see "The domain
- * level at large C" below) and fixed-bin histograms: memory
+ * (KL, TCKD and NCKD by label, and the C x C matrix M per τ in the full
+ * domain mode only: see "The domain level at large C" below) and fixed-bin
+ * histograms: memory
  * O(ntaus (C² + nbins)), independent of N, and merge is exact (sums; max;
  * Chan et al.'s pairwise update for variances).  The weight w_n needs the
  * mean teacher confidence p̄^t_y of the whole data first, and its mean,
@@ -273,7 +274,7 @@ typedef struct kdl_split_state kdl_split_state;
  * state's options hold the resolved mode.
  *
  * Memory: O(ntaus (C² + nbins)) doubles in the full domain mode,
- * O(C + ntaus nbins) otherwise.
+ * O(ntaus (C + nbins)) otherwise (3 C doubles per τ: the per-class sums).
  * Return: 0; -KDL_ESHAPE if @c < 2; -KDL_ERANGE for an option out of range
  * (message names it) or a full domain mode over @o->memory; -KDL_EOVERFLOW;
  * -ENOMEM.
@@ -430,7 +431,7 @@ KDL_API int kdl_split_blocks_next(kdl_split_blocks *d, const kdl_split_state *s,
  * pairs are formed when it closes, by the process that merged the sums).
  * After a header of the classes and options (8 + sizeof(kdl_split_opts)
  * bytes, 216 on x86-64), a packed first pass is
- * 8 (C + 3 + ntaus (6 nbins + 38 + C²)) bytes in the full mode (no C²
+ * 8 (C + 3 + ntaus (6 nbins + 38 + 3 C + C²)) bytes in the full mode (no C²
  * otherwise), a packed second pass 8 (1 + ntaus (2 KDL_SPLIT_W_SLOTS + 26))
  * bytes (65.8 kB per τ), a packed open block of b classes from class s
  * 8 (2 + ntaus b (2 (C - s) - b)) bytes.
@@ -493,8 +494,12 @@ typedef struct kdl_split_tau_result {
 
         /* Explicit vs implicit: means over samples, τ² included. */
         double kl, tckd, nckd;
-        double nckd_coupled;   /* mean of (1 - p^t_y) NCKD, NCKD's part of KL */
-        double residual_max;   /* max_n |KL - TCKD - (1 - p^t_y) NCKD| */
+        double nckd_coupled; /* mean of (1 - p^t_y) NCKD, NCKD's part of KL */
+        double residual_max; /* max_n |KL - TCKD - (1 - p^t_y) NCKD| */
+        /* Per class: C each, the means over the samples of label y (τ² included;
+         * NaN for a class without samples).  Summed per label in the state (3 C
+         * doubles per τ), so they merge exactly as the other sums. */
+        double *class_kl, *class_tckd, *class_nckd;
         double explicit_share; /* mean TCKD / mean KL */
         double implicit_share; /* mean (1 - p^t_y) NCKD / mean KL */
         kdl_split_dist pt_y, ps_y;

@@ -21,6 +21,15 @@ static const char *const palette[] = {"#0072B2", "#D55E00", "#009E73", "#E69F00"
 #define NPALETTE (sizeof(palette) / sizeof(palette[0]))
 static const int point_types[] = {7, 5, 9, 11, 13, 15, 4, 6};
 
+/* Series @k's line style (colour and point type): past the palette the colours shift by
+ * one per round as the dash pattern changes (dt k / NPALETTE + 1), so that no two series
+ * of a figure share a colour and dash pair, nor does a dashed series take the colour of
+ * the first one (the exact KL beside the ninth source). */
+static size_t style_of(size_t k)
+{
+        return (k + k / NPALETTE) % NPALETTE + 1;
+}
+
 /* A character a slug keeps as it is. */
 static bool plain(char c)
 {
@@ -194,6 +203,9 @@ static void dat_value(FILE *fp, double v)
                 fputs(" NaN", fp);
 }
 
+/* The most characters of a y label at the text size: a longer one gets a smaller font. */
+#define YLABEL_CHARS 20
+
 /*
  * The house style.  Sizes: a 3.5 in column for PDF (8 pt text); PNG is the
  * same figure at 300 dpi; SVG at 96 dpi.
@@ -241,13 +253,28 @@ static void preamble(FILE *fp, const char *name, const struct kdl_fig *f, double
         if (f->ylabel) {
                 fputs("set ylabel ", fp);
                 gp_string(fp, f->ylabel);
-                fputc('\n', fp);
+                /* A rotated label longer than the plot is high was cut at the top. */
+                fputs(utf8_chars(f->ylabel) > YLABEL_CHARS ? " font ',6'\n" : "\n", fp);
         }
         if (f->logy)
                 fputs("set logscale y\nset format y '%g'\n", fp);
         if (f->logx)
                 fputs("set logscale x\n", fp);
         for (size_t k = 0; k < f->nmarks; k++) {
+                /* Past the right end of the axis: an arrow at the edge, labelled with the
+                 * value, never a line at the edge as if the mark were there. */
+                if (isfinite(xhi) && f->marks[k] > xhi) {
+                        double y = 0.92 - 0.08 * (double) (k % 4);
+
+                        fprintf(fp,
+                                "set arrow from graph 0.86, graph %.2f to graph 1, graph %.2f "
+                                "head filled size char 0.8,20 lw 1 lc rgb '#555555'\n",
+                                y, y);
+                        fputs("set label ", fp);
+                        gp_string(fp, f->mark_labels && f->mark_labels[k] ? f->mark_labels[k] : "");
+                        fprintf(fp, " at graph 0.85, graph %.2f right font ',7'\n", y);
+                        continue;
+                }
                 fprintf(fp,
                         "set arrow from %.10g, graph 0 to %.10g, graph 1 nohead dt 2 lw 1 "
                         "lc rgb '#555555'\n",
@@ -328,6 +355,23 @@ static const char *series_name(const struct kdl_series *s, size_t k)
         return s[k].name ? s[k].name : "";
 }
 
+/* Whether a series of @s has error bars. */
+static bool any_sd(const struct kdl_series *s, size_t ns)
+{
+        for (size_t k = 0; k < ns; k++)
+                if (s[k].sd)
+                        return true;
+        return false;
+}
+
+/* The standard deviations of row @i, one column per series after the values (@none for a
+ * series without). */
+static void dat_sd(FILE *dat, const struct kdl_series *s, size_t ns, size_t i, double none)
+{
+        for (size_t k = 0; k < ns; k++)
+                dat_value(dat, s[k].sd ? s[k].sd[i] : none);
+}
+
 /* The first line of a data file: what the leading columns hold, then the series names. */
 static void dat_header(FILE *dat, const char *lead, const struct kdl_series *s, size_t ns)
 {
@@ -357,6 +401,8 @@ int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, co
                 dat_label(dat, xtics ? xtics[i] : "");
                 for (size_t k = 0; k < ns; k++)
                         dat_value(dat, s[k].y[i]);
+                if (any_sd(s, ns))
+                        dat_sd(dat, s, ns, i, NAN);
                 fputc('\n', dat);
         }
         err = script_after_data(dir, name, dat, &gp);
@@ -392,9 +438,12 @@ int kdl_fig_lines(const char *dir, const char *name, const struct kdl_fig *f, co
         fputs("plot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);
-                /* Past the palette, the colours repeat with a dash pattern. */
-                fprintf(gp, " using 1:%zu with linespoints ls %zu dt %zu title ", k + 3,
-                        k % NPALETTE + 1, k / NPALETTE + 1);
+                if (s[k].sd) /* mean ± sd: the sd columns follow the values */
+                        fprintf(gp, " using 1:%zu:%zu with yerrorlines ls %zu dt %zu title ", k + 3,
+                                ns + 3 + k, style_of(k), k / NPALETTE + 1);
+                else
+                        fprintf(gp, " using 1:%zu with linespoints ls %zu dt %zu title ", k + 3,
+                                style_of(k), k / NPALETTE + 1);
                 gp_string(gp, series_name(s, k));
                 fputs(k + 1 < ns ? ", \\\n" : "\n", gp);
         }
@@ -406,7 +455,7 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
                  bool stacked)
 {
         FILE *dat = NULL, *gp = NULL;
-        bool negative = false;
+        bool negative = false, errors = !stacked && any_sd(s, ns);
         int err;
 
         if (ncat == 0 || ns == 0)
@@ -424,6 +473,8 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
                 dat_label(dat, categories[i]);
                 for (size_t k = 0; k < ns; k++)
                         dat_value(dat, s[k].y[i]);
+                if (errors)
+                        dat_sd(dat, s, ns, i, 0.0);
                 fputc('\n', dat);
         }
         err = script_after_data(dir, name, dat, &gp);
@@ -434,8 +485,10 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
                 "set style data histogram\nset style histogram %s\n"
                 "set style fill solid 0.9 border rgb '#333333'\nset boxwidth %s\n"
                 "set grid noxtics\nset yrange [%s:",
-                stacked ? "rowstacked" : "clustered gap 1.5", stacked ? "0.6" : "0.9",
-                negative ? "*" : "0");
+                stacked  ? "rowstacked"
+                : errors ? "errorbars gap 1.5 lw 1"
+                         : "clustered gap 1.5",
+                stacked ? "0.6" : "0.9", negative || f->logy ? "*" : "0");
         if (f->ymax > 0.0) /* exactly there: no headroom offset above it */
                 fprintf(gp, "%.17g]\nset offsets 0, 0, 0, 0\n", f->ymax);
         else
@@ -448,7 +501,10 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
         fputs("plot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);
-                fprintf(gp, " using %zu ls %zu title ", k + 2, k % NPALETTE + 1);
+                if (errors) /* mean ± sd: the sd columns follow the values */
+                        fprintf(gp, " using %zu:%zu ls %zu title ", k + 2, ns + 2 + k, style_of(k));
+                else
+                        fprintf(gp, " using %zu ls %zu title ", k + 2, style_of(k));
                 gp_string(gp, series_name(s, k));
                 fputs(k + 1 < ns ? ", \\\n" : "\n", gp);
         }
@@ -596,9 +652,8 @@ int kdl_fig_hist(const char *dir, const char *name, const struct kdl_fig *f, con
         fputs("set yrange [0:*]\nset style fill transparent solid 0.25 noborder\nplot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
                 plot_source(gp, name, k);
-                fprintf(gp, " using 1:%zu with fillsteps ls %zu notitle, \\\n", k + 2,
-                        k % NPALETTE + 1);
-                fprintf(gp, "  '' using 1:%zu with steps ls %zu title ", k + 2, k % NPALETTE + 1);
+                fprintf(gp, " using 1:%zu with fillsteps ls %zu notitle, \\\n", k + 2, style_of(k));
+                fprintf(gp, "  '' using 1:%zu with steps ls %zu title ", k + 2, style_of(k));
                 gp_string(gp, series_name(s, k));
                 fputs(k + 1 < ns ? ", \\\n" : "\n", gp);
         }

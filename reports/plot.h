@@ -38,13 +38,22 @@ KDL_API char *kdl_fig_slug(const char *s, size_t max);
 struct kdl_series {
         const char *name; /* legend entry */
         const double *y;  /* one value per x (or category); NaN = no point */
+        /* NULL, or one standard deviation per value, drawn as error bars y ± sd (a mean
+         * over repeated runs): lines with yerrorlines, side-by-side bars as a histogram
+         * with errorbars; stacked bars leave them out.  The data file holds them in
+         * one column per series after the values (NaN, in bars 0, for a series
+         * without). */
+        const double *sd;
 };
+
+/* Series k of a figure is drawn in colour (k + k / 8) mod 8 of the Okabe-Ito palette and
+ * dash pattern k / 8 + 1: every series of a figure its own colour and dash pair. */
 
 struct kdl_fig {
         const char *title;  /* NULL: none (papers put titles in captions) */
         const char *xlabel; /* with units, e.g. "dimension d" */
         const char *ylabel;
-        bool logy;
+        bool logy; /* kdl_fig_bars(): side-by-side bars only (bars rise from the bottom) */
         bool logx;
         /* kdl_fig_bars() only: 0 for an automatic top of the y axis, else the
          * top (1 for shares and correlations, which cannot exceed it). */
@@ -52,7 +61,9 @@ struct kdl_fig {
         /* kdl_fig_lines() only: 0 for the data's whole x range, else the right end of the x
          * axis when it cuts the range short (the data file keeps every point). */
         double xmax;
-        /* Optional vertical markers (e.g. a student's width), with labels. */
+        /* Optional vertical markers (e.g. a student's width), with labels.  In kdl_fig_lines()
+         * a marker past the right end of the x axis is drawn as an arrow at the edge, with
+         * its label, never as a line at the edge. */
         size_t nmarks;
         const double *marks;
         const char *const *mark_labels;

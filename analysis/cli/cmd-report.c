@@ -87,7 +87,7 @@ static int plan(struct kdl_cli *cli, const struct kdl_run_report_opts *o,
         return st;
 }
 
-enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT, OPT_FORCE };
+enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT, OPT_FORCE, OPT_GROUP };
 
 /* What report and demo are asked besides the dumps. */
 struct report_args {
@@ -121,6 +121,13 @@ static int report_option(struct kdl_cli *cli, int opt, const char *arg, void *ct
 
         if (opt == 'k')
                 return kdl_cli_parse_size(cli, "-k", arg, 1, 100000, &a->o.k);
+        if (opt == OPT_GROUP) {
+                if (a->o.ngroups == KDL_SUMMARY_MAX_GROUPS)
+                        return kdl_cli_usage(cli, "--group: at most %d groups",
+                                             KDL_SUMMARY_MAX_GROUPS);
+                a->o.groups[a->o.ngroups++] = arg;
+                return 0;
+        }
         return option(cli, opt, arg, ctx);
 }
 
@@ -132,6 +139,7 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
                 {"force", no_argument, NULL, OPT_FORCE},
                 {"quiet", no_argument, NULL, OPT_QUIET},
                 {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
+                {"group", required_argument, NULL, OPT_GROUP},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;
@@ -164,6 +172,8 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         a.o.students = c.students;
         a.o.nstudents = c.nstudents;
         a.o.inputs = c.inputs;
+        if (kdl_summary_groups_check(a.o.groups, a.o.ngroups, c.students, c.nstudents) < 0)
+                return kdl_cli_usage(cli, "%s", kdl_errmsg());
         if (c.plan)
                 return plan(cli, &a.o, &c);
         cmd = command_line(argc, argv);

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "analysis/cka.h"
 #include "analysis/dims.h"
@@ -111,13 +112,47 @@ const struct kdl_ckpair *kdl__report_last_pair(const struct kdl__report *r, size
  * ("the teacher's last checkpoint", ...).  Static storage or @r's options. */
 const char *kdl__report_partner_text(const struct kdl__report *r);
 
-/* kdl__report_show() - render figure @name in every format and show it with @caption. */
-int kdl__report_show(struct kdl__report *r, const char *name, const char *caption);
+/* kdl__report_command() - the command line that computes what the report shows of @verb
+ * ("summary", "kl", "split", "dims", "layers" or "cka") with the report's options: every
+ * student when @k is SIZE_MAX, else student @k alone (cka: always one).  The caller frees
+ * it; NULL on ENOMEM. */
+char *kdl__report_command(const struct kdl__report *r, const char *verb, size_t k);
+
+/* kdl__report_show() - render figure @name in every format and show it with @caption, to
+ * which the figure's data file and the command computing its values (kdl__report_command()
+ * of @verb and @k) are added. */
+int kdl__report_show(struct kdl__report *r, const char *name, const char *caption, const char *verb,
+                     size_t k);
 
 /* kdl__report_show_table() - table @table of @d, when it has rows, as a table of the
  * report written to tables/@file. */
 int kdl__report_show_table(struct kdl__report *r, const kdl_doc *d, const char *table,
                            const char *file, const char *caption);
+
+/* ---- report-groups.c: repeated runs (--group) ------------------------------------ */
+
+/* The students of a figure as units: each group of runs one unit (its first run's place),
+ * each student in no group a unit of its own. */
+struct kdl__report_units {
+        size_t n;     /* units */
+        size_t *of;   /* [nstudents] the unit of each student */
+        size_t *size; /* [n] runs of each unit */
+        char **name;  /* [n] the group's name or the student's, with "(n = runs)" when there
+                         are groups */
+        bool grouped; /* some unit is a group (summary's table has a "group" column) */
+};
+
+/* kdl__report_units_init() - the units of @r's students from the groups of summary's table
+ * (a student of several groups goes with its first); release @u with
+ * kdl__report_units_release() whatever it returns.  Return: 0; -ENOMEM. */
+int kdl__report_units_init(const struct kdl__report *r, struct kdl__report_units *u);
+void kdl__report_units_release(struct kdl__report_units *u);
+
+/* kdl__report_units_stats() - per unit, the mean and the sample standard deviation (n - 1;
+ * NaN with fewer than two values) over its runs of the @ns x @n values @y (row k: student
+ * k; NaN left out) into @mean and @sd (u->n x @n each). */
+void kdl__report_units_stats(const struct kdl__report_units *u, const double *y, size_t ns,
+                             size_t n, double *mean, double *sd);
 
 /* ---- the sections, in the report's order ---------------------------------------- */
 
@@ -139,6 +174,11 @@ int kdl__report_summary_teacher_job(struct kdl__report *r, struct kdl__summary_r
 int kdl__report_section_inspect(struct kdl__report *r);
 int kdl__report_section_kl(struct kdl__report *r);
 int kdl__report_section_split(struct kdl__report *r);
+
+/* kdl__report_split_classes() - split's per-class figure of each student at its last
+ * checkpoint (from table split_classes of @d): every class up to 20, else the 20 of the
+ * largest mean KL.  Return: 0; -KDL_EPLOT; -errno; -ENOMEM. */
+int kdl__report_split_classes(struct kdl__report *r, const kdl_doc *d);
 int kdl__report_section_dims(struct kdl__report *r);
 int kdl__report_section_layers(struct kdl__report *r);
 int kdl__report_section_cka(struct kdl__report *r);

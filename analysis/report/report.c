@@ -341,6 +341,8 @@ void kdl__report_opts(const struct kdl__report *r, struct kdl__report_opts *a)
                               : kdl_layers_default_k(r->in->teacher, a->layers.common.checkpoint);
         kdl_run_summary_opts_init(&a->summary);
         a->summary.common = r->o->common;
+        a->summary.ngroups = r->o->ngroups;
+        memcpy(a->summary.groups, r->o->groups, sizeof(a->summary.groups));
 }
 
 static int compute(struct kdl__report *r)
@@ -401,7 +403,7 @@ static int check_opts(const struct kdl_run_report_opts *o, bool plan)
         if (!o->teacher || o->nstudents == 0 || (!o->out_dir && !plan))
                 return kdl_error(-KDL_EUSAGE, "expected a teacher, at least one student and a "
                                               "directory");
-        return 0;
+        return kdl_summary_groups_check(o->groups, o->ngroups, o->students, o->nstudents);
 }
 
 /* Open the inputs, select each student's checkpoints and name the students; @r->total

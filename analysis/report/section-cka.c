@@ -44,7 +44,7 @@ static int cka_heatmap(struct kdl__report *r, const kdl_doc *d, const char *name
                 err = kdl_fig_heatmap(kdl_site_path(r->site), name, &f, m, nr, nc, rows, cols,
                                       nr * nc <= 144, 0.0, 1.0);
         }
-        err = err ?: kdl__report_show(r, name, caption);
+        err = err ?: kdl__report_show(r, name, caption, "cka", k);
 out:
         free(caption);
         free(m);

@@ -73,9 +73,10 @@ static bool last_verdict(const kdl_table *v, size_t i)
                strcmp(kdl__report_str(v, i + 1, "model"), kdl__report_str(v, i, "model")) != 0;
 }
 
-/* The students' widths at their last checkpoint (from "verdict", @v), as marks at most @c;
- * students of one width share a mark. */
-static int width_marks(const struct kdl__report *r, struct lines *l, const kdl_table *v, size_t c)
+/* The students' widths at their last checkpoint (from "verdict", @v), as marks; students
+ * of one width share a mark.  A width above C is past the axis: kdl_fig_lines() draws it
+ * as an arrow at the edge with its label (the width), not as a line at d = C. */
+static int width_marks(const struct kdl__report *r, struct lines *l, const kdl_table *v)
 {
         size_t n = v ? kdl_table_rows(v) : 0;
 
@@ -85,7 +86,7 @@ static int width_marks(const struct kdl__report *r, struct lines *l, const kdl_t
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 const char *model = short_model(r, kdl__report_str(v, i, "model"));
-                double d_s = kdl__report_real(v, i, "d_s"), at = fmin(d_s, (double) c);
+                double d_s = kdl__report_real(v, i, "d_s"), at = d_s;
                 char *width, *label, *open = NULL;
                 size_t m = 0;
 
@@ -206,7 +207,7 @@ static int dims_residual_figure(struct kdl__report *r, const kdl_doc *d)
         err = err ?: residual_series(&l, t, c, y);
         if (!err && nv)
                 err = verdict_series(r, &l, v, c, yv);
-        err = err ?: width_marks(r, &l, v, c);
+        err = err ?: width_marks(r, &l, v);
         if (!err) {
                 struct kdl_fig f = {.xlabel = "feature dimension d",
                                     .ylabel = "share left out",
@@ -224,7 +225,9 @@ static int dims_residual_figure(struct kdl__report *r, const kdl_doc *d)
                         "teacher checkpoint, and the tolerance; the curve falls to the tolerance "
                         "at d_needed. Points: each student's realised share, 1 - ridge R^2 of "
                         "the teacher's centred logits from its head-input features, at its "
-                        "width (vertical lines; last checkpoint). A student fails the "
+                        "width (vertical lines; last checkpoint; a width above C is an arrow at "
+                        "the right edge "
+                        "labelled with its value, its point drawn at d = C). A student fails the "
                         "architectural test when the curve at its width is above the "
                         "tolerance, the realised test when its point is. Log scale: shares of 0 "
                         "(to double precision) are not drawn.%s",
@@ -233,7 +236,7 @@ static int dims_residual_figure(struct kdl__report *r, const kdl_doc *d)
                                      : "");
                 err = err ?: cap ? 0 : -ENOMEM;
         }
-        err = err ?: kdl__report_show(r, "dims_residual", cap);
+        err = err ?: kdl__report_show(r, "dims_residual", cap, "dims", SIZE_MAX);
         free(cap);
         lines_release(&l);
         free(yv);
@@ -337,7 +340,8 @@ static int dims_spectrum_figure(struct kdl__report *r, const kdl_doc *d)
                                          "Covariance spectra of the layer feeding each model's "
                                          "head (last checkpoint): how many feature directions "
                                          "carry the variance (eigenvalues below 1e-12 of the "
-                                         "total, zero to double precision, are not drawn).");
+                                         "total, zero to double precision, are not drawn).",
+                                         "dims", SIZE_MAX);
         }
         lines_release(&l);
         free(y);

@@ -88,7 +88,8 @@ static int layers_figure(struct kdl__report *r, const kdl_doc *d, size_t nout)
                                         "(docs/layers.md#knowledge-quality, the authors' "
                                         "code); "
                                         "vertical "
-                                        "lines mark the recommended layers.");
+                                        "lines mark the recommended layers.",
+                                 "layers", SIZE_MAX);
 out:
         free(marks);
         free(y);

@@ -116,25 +116,60 @@ static int bars_init(struct bars *b, const struct kdl__report *r, const kdl_tabl
         return 0;
 }
 
-/* The KD loss of every student and checkpoint split into its two parts, as nats and shares. */
+/* The loss totals of @b differ so much (a factor above this) that the small stacked bars
+ * would be unreadable beside the large: the nats figure then takes a log scale. */
+#define STACK_RANGE 10.0
+
+/* The smallest and largest positive total of @b into @lo, @hi. */
+static void bars_range(const struct bars *b, double *lo, double *hi)
+{
+        *lo = HUGE_VAL;
+        *hi = 0.0;
+        for (size_t i = 0; i < b->n; i++) {
+                double t = b->tckd[i] + b->nckd[i];
+
+                if (t > 0.0) {
+                        *lo = t < *lo ? t : *lo;
+                        *hi = t > *hi ? t : *hi;
+                }
+        }
+}
+
+/* The KD loss of every student and checkpoint split into its two parts, as nats and shares;
+ * with totals a factor STACK_RANGE apart, the nats side by side on a log scale (said in the
+ * caption). */
 static int split_bars(struct kdl__report *r, const kdl_table *t)
 {
         struct bars b;
         int err = bars_init(&b, r, t);
 
         if (!err && b.n) {
-                struct kdl_series s[] = {{"explicit: TCKD", b.tckd},
-                                         {"implicit: (1 - p^t_y) NCKD", b.nckd}};
+                struct kdl_series s[] = {{"explicit: TCKD", b.tckd, NULL},
+                                         {"implicit: (1 - p^t_y) NCKD", b.nckd, NULL}};
                 struct kdl_fig f = {.ylabel = "tau^2 KL per sample (nats)"};
+                double lo, hi;
+                char *cap;
 
-                err = kdl_fig_bars(kdl_site_path(r->site), "split_stacked", &f, b.cats, b.n, s, 2,
-                                   true);
-                err = err
-                              ?: kdl__report_show(r, "split_stacked",
-                                                  "KD loss split into explicit (target-class) and "
-                                                  "implicit (non-target) knowledge, per student "
-                                                  "and checkpoint; the bars' total is the KD loss "
-                                                  "(KL = TCKD + (1 - p^t_y) NCKD)");
+                bars_range(&b, &lo, &hi);
+                f.logy = hi > STACK_RANGE * lo;
+                cap = f.logy ? kdl__asprintf(
+                                       "KD loss split into explicit (target-class) and implicit "
+                                       "(non-target) knowledge, per student and checkpoint "
+                                       "(KL = TCKD + (1 - p^t_y) NCKD). The losses span a factor "
+                                       "%.0f (%.3g to %.3g nats), so the two parts are drawn side "
+                                       "by side on a log scale instead of stacked; the shares "
+                                       "below show the split of the small ones",
+                                       hi / lo, lo, hi)
+                             : kdl__asprintf("KD loss split into explicit (target-class) and "
+                                             "implicit (non-target) knowledge, per student and "
+                                             "checkpoint; the bars' total is the KD loss "
+                                             "(KL = TCKD + (1 - p^t_y) NCKD)");
+                err = cap ? kdl_fig_bars(kdl_site_path(r->site), "split_stacked", &f, b.cats, b.n,
+                                         s, 2, !f.logy)
+                          : -ENOMEM;
+                err = err ?: kdl__report_show(r, "split_stacked", cap, "split", SIZE_MAX);
+                free(cap);
+                f.logy = false;
                 /* The same as shares of the loss, readable when the untrained
                  * checkpoints' loss dwarfs the rest. */
                 for (size_t i = 0; i < b.n; i++) {
@@ -153,7 +188,8 @@ static int split_bars(struct kdl__report *r, const kdl_table *t)
                                                   "The same split as shares: how much of the KD "
                                                   "signal is the teacher's target-class "
                                                   "confidence and how much its distribution over "
-                                                  "the other classes");
+                                                  "the other classes",
+                                                  "split", SIZE_MAX);
         }
         bars_release(&b);
         return err;
@@ -169,7 +205,7 @@ static int confidence_figure(struct kdl__report *r, const kdl_table *h, size_t k
         double e1[HIST_MAX_BINS + 1], d1[HIST_MAX_BINS], e2[HIST_MAX_BINS + 1], d2[HIST_MAX_BINS];
         size_t n1 = histogram(h, path, ck, r->tau, "pt_y", e1, d1, HIST_MAX_BINS, false);
         size_t n2 = histogram(h, path, ck, r->tau, "ps_y", e2, d2, HIST_MAX_BINS, false);
-        struct kdl_series s[] = {{"teacher p^t_y", d1}, {"student p^s_y", d2}};
+        struct kdl_series s[] = {{"teacher p^t_y", d1, NULL}, {"student p^s_y", d2, NULL}};
         struct kdl_fig f = {.xlabel = "target-class probability at tau", .ylabel = "density"};
         char *name, *cap;
         int err;
@@ -181,7 +217,7 @@ static int confidence_figure(struct kdl__report *r, const kdl_table *h, size_t k
                             "(tau = %g)",
                             r->names[k], ck, r->tau);
         err = name && cap ? kdl_fig_hist(kdl_site_path(r->site), name, &f, e1, n1, s, 2) : -ENOMEM;
-        err = err ?: kdl__report_show(r, name, cap);
+        err = err ?: kdl__report_show(r, name, cap, "split", k);
         free(cap);
         free(name);
         return err;
@@ -318,8 +354,8 @@ static int instance_weight_figure(struct kdl__report *r, const kdl_doc *d, const
         double mark[2], marks[2], n = 0.0;
         const char *cats[W_NBANDS], *mark_labels[2];
         char *owned[W_NBANDS] = {0}, *name = NULL, *cap = NULL;
-        struct kdl_series s[] = {{"denominator not floored", unfloored},
-                                 {"denominator floored at eps_w", floored}};
+        struct kdl_series s[] = {{"denominator not floored", unfloored, NULL},
+                                 {"denominator floored at eps_w", floored, NULL}};
         struct kdl_fig f = {.xlabel = "instance weight w_n (KD / label smoothing), by band",
                             .ylabel = "fraction of samples",
                             .marks = marks,
@@ -344,7 +380,7 @@ static int instance_weight_figure(struct kdl__report *r, const kdl_doc *d, const
                 err = name && cap
                               ? kdl_fig_bars(kdl_site_path(r->site), name, &f, cats, nb, s, 2, true)
                               : -ENOMEM;
-                err = err ?: kdl__report_show(r, name, cap);
+                err = err ?: kdl__report_show(r, name, cap, "split", k);
         }
         for (size_t b = 0; b < nb; b++)
                 free(owned[b]);
@@ -379,7 +415,7 @@ static int class_heatmap(struct kdl__report *r, const char *name, const struct k
                 err = kdl_fig_heatmap(kdl_site_path(r->site), name, f, m, c, c,
                                       (const char *const *) cl->labels,
                                       (const char *const *) cl->labels, true, zmin, zmax);
-                return err ?: kdl__report_show(r, name, caption);
+                return err ?: kdl__report_show(r, name, caption, "split", SIZE_MAX);
         }
         err = pick ? kdl_fig_top_classes(m, c, k, cl->top) : 0;
         for (size_t i = 0; i < k && !err; i++) {
@@ -401,7 +437,7 @@ static int class_heatmap(struct kdl__report *r, const char *name, const struct k
         err = err
                       ?: kdl_fig_heatmap(kdl_site_path(r->site), name, f, cl->sub, k, k, cl->shown,
                                          cl->shown, true, zmin, zmax);
-        err = err ?: kdl__report_show(r, name, cap);
+        err = err ?: kdl__report_show(r, name, cap, "split", SIZE_MAX);
         free(cap);
         return err;
 }
@@ -499,6 +535,7 @@ static int split_figures(struct kdl__report *r, const kdl_doc *d)
                 err = confidence_figure(r, h, k);
                 err = err ?: instance_weight_figure(r, d, h, k);
         }
+        err = err ?: kdl__report_split_classes(r, d);
         return err ?: class_figures(r, d);
 }
 

@@ -248,29 +248,6 @@ static int summary_table(struct kdl__report *r, const kdl_table *t)
         return err;
 }
 
-/* The command that reproduces the summary's numbers. */
-static char *summary_command(const struct kdl__report *r)
-{
-        const char *tc = r->o->common.teacher_checkpoint;
-        char *cmd = kdl__asprintf("kdlens summary -t %s", r->o->teacher);
-
-        for (size_t k = 0; cmd && k < r->o->nstudents; k++) {
-                char *u = kdl__asprintf("%s -s %s", cmd, r->o->students[k]);
-
-                free(cmd);
-                cmd = u;
-        }
-        if (cmd) {
-                char *u =
-                        kdl__asprintf("%s --checkpoint %s%s%s -T %g", cmd, r->o->common.checkpoint,
-                                      tc ? " --teacher-checkpoint " : "", tc ? tc : "", r->tau);
-
-                free(cmd);
-                cmd = u;
-        }
-        return cmd;
-}
-
 /* A student checkpoint analysed is compared with the teacher's @ck. */
 static bool compared(const struct kdl__report *r, const kdl_checkpoint *ck)
 {
@@ -303,7 +280,7 @@ int kdl__report_summary_teacher_job(struct kdl__report *r, struct kdl__summary_r
 int kdl__report_section_summary(struct kdl__report *r)
 {
         const kdl_table *t = kdl_doc_find_table(r->summary, "summary");
-        char *cmd = summary_command(r);
+        char *cmd = kdl__report_command(r, "summary", SIZE_MAX);
         char *text = kdl__asprintf(
                 "How good each model is, per student and checkpoint (each compared with %s), "
                 "beside a number from each analysis: top-1 accuracy against the labels; "
@@ -326,6 +303,12 @@ int kdl__report_section_summary(struct kdl__report *r)
         err = err ?: (t && kdl_table_rows(t) ? summary_table(r, t) : 0);
         err = err ?: kdl_site_contents(r->site);
         err = err ?: kdl__report_show_table(r, r->summary, "summary", "summary", cap);
+        err = err
+                      ?: kdl__report_show_table(r, r->summary, "summary_groups", "summary_groups",
+                                                "Repeated runs (--group): the mean and sample "
+                                                "standard deviation (n - 1) of each quantity over "
+                                                "the runs of each group, per checkpoint; runs is "
+                                                "n");
         err = err ?: kdl_site_json(r->site, r->summary, "summary");
         free(cap);
         free(text);

@@ -2,7 +2,11 @@
 /* What every section of the report uses: reading the analyses' tables,
  * showing figures and tables. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "metrics/base/alloc.h"
 
 #include "reports/plot.h"
 #include "reports/site.h"
@@ -71,12 +75,60 @@ const char *kdl__report_partner_text(const struct kdl__report *r)
         return r->partner_text;
 }
 
-/* Render figure @name in every format and show it with @caption. */
-int kdl__report_show(struct kdl__report *r, const char *name, const char *caption)
+/* @cmd, then " @flag @value"; @cmd freed (NULL stays NULL, on ENOMEM too). */
+static char *append(char *cmd, const char *flag, const char *value)
 {
-        int err = kdl_fig_render(kdl_site_path(r->site), name, r->o->gnuplot, KDL_FIG_ALL);
+        char *u = cmd ? kdl__asprintf("%s %s %s", cmd, flag, value) : NULL;
 
-        return err ? err : kdl_site_figure(r->site, name, caption);
+        free(cmd);
+        return u;
+}
+
+char *kdl__report_command(const struct kdl__report *r, const char *verb, size_t k)
+{
+        const char *tc = r->o->common.teacher_checkpoint;
+        char *cmd, num[32];
+
+        if (strcmp(verb, "cka") == 0)
+                return kdl__asprintf("kdlens cka %s %s", r->o->teacher, r->o->students[k]);
+        if (strcmp(verb, "layers") == 0) {
+                const kdl_checkpoint *ck = kdl__report_last_pair(r, 0)->partner;
+
+                snprintf(num, sizeof(num), "%zu", r->k);
+                cmd = kdl__asprintf("kdlens layers -t %s", r->o->teacher);
+                if (ck)
+                        cmd = append(cmd, "--checkpoint", ck->name);
+                return append(cmd, "-k", num);
+        }
+        cmd = kdl__asprintf("kdlens %s -t %s", verb, r->o->teacher);
+        for (size_t s = 0; s < r->o->nstudents; s++)
+                if (k == SIZE_MAX || s == k)
+                        cmd = append(cmd, "-s", r->o->students[s]);
+        if (r->o->common.checkpoint)
+                cmd = append(cmd, "--checkpoint", r->o->common.checkpoint);
+        if (tc)
+                cmd = append(cmd, "--teacher-checkpoint", tc);
+        snprintf(num, sizeof(num), "%g", r->tau);
+        return append(cmd, "-T", num);
+}
+
+/* Render figure @name in every format and show it with @caption and where its data comes
+ * from. */
+int kdl__report_show(struct kdl__report *r, const char *name, const char *caption, const char *verb,
+                     size_t k)
+{
+        size_t n = strlen(caption);
+        char *cmd = kdl__report_command(r, verb, k);
+        char *cap = cmd ? kdl__asprintf("%s%s Plotted data: data/%s.dat, computed by: %s", caption,
+                                        n && caption[n - 1] == '.' ? "" : ".", name, cmd)
+                        : NULL;
+        int err = cap ? kdl_fig_render(kdl_site_path(r->site), name, r->o->gnuplot, KDL_FIG_ALL)
+                      : -ENOMEM;
+
+        err = err ?: kdl_site_figure(r->site, name, cap);
+        free(cap);
+        free(cmd);
+        return err;
 }
 
 /* Table @table of @d, when it has rows, as a table of the report written to tables/@file. */

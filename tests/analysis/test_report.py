@@ -179,6 +179,83 @@ def test_report_at_100_classes_shows_the_top_classes():
     # The whole matrices are in the data.
     doc = json.load(open(os.path.join(out, "data", "split.json")))
     assert len(kt.records(doc, "confusion_teacher")) == 100 * 100
+    # The worst 20 classes by mean KL, worst first, from split_classes (every class there).
+    rows = [r for r in kt.records(doc, "split_classes") if r["checkpoint"] == "final"]
+    assert len(rows) == 100
+    worst = sorted(rows, key=lambda r: (-r["kl"], r["class"]))[:20]
+    dat = [line.split() for line in open(os.path.join(out, "data", "split_classes_s1.dat"))
+           if not line.startswith("#")]
+    assert [int(d[0].strip('"')) for d in dat] == [r["class"] for r in worst]
+    assert [float(d[1]) for d in dat] == [float("%.10g" % r["kl"]) for r in worst]
+    cap = md[md.index("figures/split_classes_s1.png"):].split("\n\n")[1]
+    assert "The 20 of the 100 classes whose samples carry the largest mean KD loss" in cap, cap
+    assert "computed by: kdlens split -t " in cap, cap
+
+
+def test_group_of_three_seeds_has_error_bars():
+    """--group NAME=S1,S2,S3 on three seeds of one student (kdl-synth's, its logits plus
+    seeded noise): the summary shows summary_groups, kl_sources draws the group as one
+    series of mean ± sd with error bars (the script's errorbars style, the sd column the
+    numpy sd of the three runs' Pearson r) and says so in its caption."""
+    import h5py
+    import numpy as np
+    base = kt.tmpdir()
+    t, s = os.path.join(base, "t.h5"), os.path.join(base, "s.h5")
+    p = subprocess.run([os.environ.get("KDL_SYNTH", "kdl-synth"), "--n", "600", "--classes",
+                        "10", "--checkpoints", "2", "--no-gradients", t, s],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    seeds = []
+    for seed in (1, 2, 3):
+        q = os.path.join(base, f"seed{seed}.h5")
+        shutil.copy(s, q)
+        with h5py.File(q, "r+") as f:
+            rng = np.random.default_rng(seed)
+            for ck in f["checkpoints"]:
+                z = f["checkpoints"][ck]["logits"]
+                z[...] = z[...] + 0.5 * rng.standard_normal(z.shape).astype(z.dtype)
+        seeds.append(q)
+    out = os.path.join(base, "rep")
+    st, _, err = kt.run("report", "-t", t, *sum((["-s", q] for q in seeds), []), "-o", out,
+                        "--group", "seeds=" + ",".join(seeds), "--quiet", "--gnuplot", GNUPLOT)
+    assert st == 0, err
+    doc = json.load(open(os.path.join(out, "data", "summary.json")))
+    g = [r for r in kt.records(doc, "summary_groups") if r["group"] == "seeds"]
+    assert g and all(r["runs"] == 3 for r in g), g
+    html = open(os.path.join(out, "index.html")).read()
+    assert 'id="tab-summary_groups"' in html
+    gp = open(os.path.join(out, "scripts", "kl_sources.gp")).read()
+    assert "set style histogram errorbars" in gp and "using 2:3 " in gp, gp
+    assert "'seeds (n = 3)'" in gp, gp
+    kl = [json.load(open(os.path.join(out, "data", "kl.json")))]
+    r = {(x["student"], x["approximation"]): x.get("pearson") for x in kt.records(kl[0], "kl")
+         if x["checkpoint"] == "final"}
+    r2 = {(x["student"], x["checkpoint"]): x["mean"] for x in kt.records(kl[0], "kl")
+          if x["approximation"] == "kl"}
+    dat = [line.split() for line in open(os.path.join(out, "data", "kl_sources.dat"))
+           if not line.startswith("#")]
+    for d in dat:
+        x = [r[(q, d[0].strip('"'))] for q in seeds]
+        if any(v is None for v in x):
+            assert d[1] == "NaN", d
+            continue
+        assert abs(float(d[1]) - np.mean(x)) <= 1e-9 * abs(np.mean(x)) + 1e-12, (d, x)
+        assert abs(float(d[2]) - np.std(x, ddof=1)) <= 1e-8 * np.std(x, ddof=1) + 1e-12, (d, x)
+    md = open(os.path.join(out, "index.md")).read()
+    cap = md[md.index("figures/kl_sources.png"):].split("\n\n")[1]
+    assert "the mean over its n runs with an error bar of one standard deviation" in cap, cap
+    # One curve figure for the group (named after its first run), mean ± sd per checkpoint.
+    assert not os.path.exists(os.path.join(out, "figures", "kl_curves_s2.png"))
+    gp = open(os.path.join(out, "scripts", "kl_curves_s1.gp")).read()
+    assert "using 1:3:13 with yerrorlines" in gp, gp
+    dat = [line.split() for line in open(os.path.join(out, "data", "kl_curves_s1.dat"))
+           if not line.startswith("#")]
+    for d in dat:
+        x = [r2[(q, d[1].strip('"'))] for q in seeds]
+        assert abs(float(d[2]) - np.mean(x)) <= 1e-9 * np.mean(x), (d, x)
+        assert abs(float(d[12]) - np.std(x, ddof=1)) <= 1e-8 * np.std(x, ddof=1) + 1e-12, (d, x)
+    cap = md[md.index("figures/kl_curves_s1.png"):].split("\n\n")[1]
+    assert "over the training of group seeds (n = 3)" in cap, cap
 
 
 def start_slow_report(base, out):

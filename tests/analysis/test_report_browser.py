@@ -41,10 +41,8 @@ def chromium(*args):
                           capture_output=True, text=True, timeout=120)
 
 
-def test_browser_shows_every_figure():
-    out = os.path.join(kt.tmpdir(), "rep")
-    kt.run("report", "-t", os.path.join(kt.FIXTURES, "teacher.h5"), "-s",
-           os.path.join(kt.FIXTURES, "student.h5"), "-o", out, "--quiet", check=0)
+def browse(out, teacher, students, tag):
+    """The checks on the report in @out of @teacher and @students; screenshots named @tag."""
     html = open(os.path.join(out, "index.html")).read()
     nimg = len(re.findall(r"<img ", html))
     probe = os.path.join(out, "probe.html")
@@ -56,16 +54,21 @@ def test_browser_shows_every_figure():
     assert m, p.stdout[:500] + p.stderr[-500:]
     assert int(m.group(2)) == nimg and int(m.group(1)) == nimg, m.group(0)
     # The teacher's row and one per student checkpoint; every number and the contents linked.
-    nck = len(kt.records(kt.run_json("summary", "-t", os.path.join(kt.FIXTURES, "teacher.h5"),
-                                     "-s", os.path.join(kt.FIXTURES, "student.h5"), "-c", "all"),
+    nck = len(kt.records(kt.run_json("summary", "-t", teacher,
+                                     *sum((["-s", s] for s in students), []), "-c", "all"),
                          "summary"))
     assert int(m.group(3)) == nck > 1 and int(m.group(4)) > nimg, m.group(0)
     assert int(m.group(5)) == 0, m.group(0)
+    # Every figure has a caption naming the command that computes its data.
+    caps = re.findall(r"<figcaption>(.*?)</figcaption>", html, re.S)
+    assert len(caps) == nimg, (len(caps), nimg)
+    assert all("computed by: kdlens " in c for c in caps), [c for c in caps
+                                                             if "computed by" not in c]
     # The first screen a reader sees: the summary table.
-    top = os.path.join(out, "top.png")
+    top = os.path.join(out, f"top-{tag}.png")
     chromium("--window-size=1280,1600", f"--screenshot={top}", "file://" + os.path.join(out, "index.html"))
     assert open(top, "rb").read(4) == b"\x89PNG"
-    shot = os.path.join(out, "screenshot.png")
+    shot = os.path.join(out, f"screenshot-{tag}.png")
     chromium("--window-size=1200,3000", f"--screenshot={shot}", "file://" + os.path.join(out, "index.html"))
     data = open(shot, "rb").read()
     assert data.startswith(b"\x89PNG") and len(data) > 100_000, len(data)
@@ -73,6 +76,35 @@ def test_browser_shows_every_figure():
         os.makedirs(os.environ["KDL_ARTIFACTS"], exist_ok=True)
         for f in (top, shot):
             shutil.copy(f, os.path.join(os.environ["KDL_ARTIFACTS"], "report-" + os.path.basename(f)))
+
+
+def test_browser_shows_every_figure():
+    out = os.path.join(kt.tmpdir(), "rep")
+    t, s = os.path.join(kt.FIXTURES, "teacher.h5"), os.path.join(kt.FIXTURES, "student.h5")
+    kt.run("report", "-t", t, "-s", s, "-o", out, "--quiet", check=0)
+    browse(out, t, [s], "example")
+
+
+def synth_report(c):
+    """The report of a kdl-synth pair of @c classes with three student checkpoints."""
+    base = kt.tmpdir()
+    t, s = os.path.join(base, "t.h5"), os.path.join(base, "s.h5")
+    p = subprocess.run([os.environ.get("KDL_SYNTH", "kdl-synth"), "--n", str(30 * c), "--classes",
+                        str(c), "--checkpoints", "3", "--no-gradients", t, s],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    out = os.path.join(base, "rep")
+    st, _, err = kt.run("report", "-t", t, "-s", s, "-o", out, "--quiet", check=0)
+    assert st == 0, err
+    return out, t, s
+
+
+def test_browser_at_10_and_100_classes():
+    """Synthetic dumps at C = 10 and C = 100: the same checks, and a screenshot of the top of
+    each report (report-top-c10.png, report-top-c100.png in $KDL_ARTIFACTS)."""
+    for c in (10, 100):
+        out, t, s = synth_report(c)
+        browse(out, t, [s], f"c{c}")
 
 
 if __name__ == "__main__":

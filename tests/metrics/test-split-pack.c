@@ -106,6 +106,9 @@ static void assert_same(const kdl_split_result *a, const kdl_split_result *b)
                 assert_dist_same(&p->omega, &q->omega);
                 assert_dist_same(&p->eps, &q->eps);
                 assert_dist_same(&p->nt_entropy, &q->nt_entropy);
+                assert_memory_equal(p->class_kl, q->class_kl, C_ * sizeof(double));
+                assert_memory_equal(p->class_tckd, q->class_tckd, C_ * sizeof(double));
+                assert_memory_equal(p->class_nckd, q->class_nckd, C_ * sizeof(double));
                 assert_true((p->confusion == NULL) == (q->confusion == NULL));
                 if (p->confusion)
                         assert_memory_equal(p->confusion, q->confusion, C_ * C_ * sizeof(double));
@@ -153,7 +156,8 @@ static void check_passes(enum kdl_split_domain domain)
         assert_int_equal(kdl_split_merge(a, b), 0);
         assert_int_equal(kdl_split_state_pack(b, &buf, &len), 0);
         /* The sizes metrics/split.h gives. */
-        assert_int_equal(len, HEADER + 8 * (C_ + 3 + 2 * (6 * 40 + 38 + (full ? C_ * C_ : 0))));
+        assert_int_equal(len,
+                         HEADER + 8 * (C_ + 3 + 2 * (6 * 40 + 38 + 3 * C_ + (full ? C_ * C_ : 0))));
         assert_int_equal(kdl_split_state_merge_packed(a2, buf, len), 0);
         free(buf);
 

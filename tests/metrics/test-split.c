@@ -510,6 +510,11 @@ static void test_merge_equals_sequential(void **state)
                 assert_dist_equal(&q->nt_entropy, &p->nt_entropy);
                 for (size_t e = 0; e < C_ * C_; e++)
                         assert_close(q->confusion[e], p->confusion[e], 1e-12, 1e-15);
+                for (size_t e = 0; e < C_; e++) {
+                        assert_close(q->class_kl[e], p->class_kl[e], 1e-12, 0.0);
+                        assert_close(q->class_tckd[e], p->class_tckd[e], 1e-12, 0.0);
+                        assert_close(q->class_nckd[e], p->class_nckd[e], 1e-12, 0.0);
+                }
                 assert_close(q->pearson_confusion_student, p->pearson_confusion_student, 1e-10,
                              1e-14);
                 assert_true(q->has_instance && p->has_instance);
@@ -574,7 +579,7 @@ static void test_accumulate_matches_per_sample(void **state)
         kdl_split_state *s = NULL;
         kdl_split_instance_state *inst = NULL;
         kdl_split_result *r = NULL;
-        double conf[C][C] = {{0}}, cnt[C] = {0};
+        double conf[C][C] = {{0}}, cnt[C] = {0}, ckl[C][3];
         double skl = 0.0, stckd = 0.0, scoup = 0.0, spt = 0.0;
 
         (void) state;
@@ -604,11 +609,15 @@ static void test_accumulate_matches_per_sample(void **state)
                 skl = stckd = scoup = spt = 0.0;
                 memset(conf, 0, sizeof(conf));
                 memset(cnt, 0, sizeof(cnt));
+                memset(ckl, 0, sizeof(ckl));
                 for (size_t i = 0; i < N; i++) {
                         double rkl, rtckd, rnckd, rpty, p[C], q[C];
 
                         reference(zt + i * C, zs + i * C, C, (size_t) y[i], tau, &rkl, &rtckd,
                                   &rnckd, &rpty);
+                        ckl[y[i]][0] += rkl;
+                        ckl[y[i]][1] += rtckd;
+                        ckl[y[i]][2] += rnckd;
                         skl += rkl;
                         stckd += rtckd;
                         scoup += (1.0 - rpty) * rnckd;
@@ -667,6 +676,13 @@ static void test_accumulate_matches_per_sample(void **state)
                                              1e-15);
                 assert_int_equal(t->confusion_pairs, C * (C - 1) / 2);
                 assert_true(isnan(t->pearson_confusion_student));
+                /* Per class: the means over the samples of each label. */
+                for (size_t i = 0; i < C; i++) {
+                        assert_true(cnt[i] > 0.0);
+                        assert_close(t->class_kl[i], ckl[i][0] / cnt[i], 1e-11, 0.0);
+                        assert_close(t->class_tckd[i], ckl[i][1] / cnt[i], 1e-9, 0.0);
+                        assert_close(t->class_nckd[i], ckl[i][2] / cnt[i], 1e-11, 0.0);
+                }
 
                 assert_true(t->has_instance);
                 assert_int_equal(t->w_guarded, guarded);
@@ -1183,8 +1199,10 @@ static void test_plan_and_blocks_errors(void **state)
         assert_int_equal(kdl_split_state_new(4096, &o, &s), -KDL_ERANGE);
         assert_non_null(strstr(kdl_errmsg(), "GiB"));
         o.domain = KDL_SPLIT_DOMAIN_OFF;
+        o.memory = (size_t) 200 << 20;
         assert_int_equal(kdl_split_plan_init(&p, 1000000, 4096, 4096, &o), 0);
-        assert_true(p.fits && p.bytes < ((size_t) 100 << 20));
+        /* Linear in C: about 120 bytes per class (counts, scratch, the per-class sums). */
+        assert_true(p.fits && p.bytes < ((size_t) 200 << 20));
         assert_int_equal(kdl_split_plan_init(&p, 1, 0, 0, &o), -KDL_ESHAPE);
         o.domain = (enum kdl_split_domain) 9;
         assert_int_equal(kdl_split_plan_init(&p, 10, 0, 0, &o), -KDL_ERANGE);

@@ -188,6 +188,7 @@ def test_split():
     for name, args in inputs():
         doc = check("split", name, [*args, "--block-rows", "37", "-T", "1,4"], per_sample=True)
         assert kt.records(doc, "instance") and kt.records(doc, "domain")
+        assert kt.records(doc, "split_classes")  # per-class sums merged across ranks
 
 
 def test_split_blocked():

@@ -251,6 +251,18 @@ def check_document(doc, y, teacher, students, skip=None):
             assert r["omega_clipped"] == int(ref["clipped"].sum())
             close(r["teacher_top1"], (zt.argmax(1) == yk).mean(), "teacher_top1")
             close(r["student_top1"], (zs.argmax(1) == yk).mean(), "student_top1")
+            # split_classes: one row per label, the means over its samples (null when none)
+            rows = {x["class"]: x for x in kt.records(doc, "split_classes")
+                    if x["checkpoint"] == name and x["tau"] == tau}
+            assert sorted(rows) == list(range(C))
+            for j in range(C):
+                sel = yk == j
+                assert rows[j]["samples"] == int(sel.sum())
+                for k in ("kl", "tckd", "nckd"):
+                    if sel.any():
+                        close(rows[j][k], ref[k][sel].mean(), f"split_classes {name} {j} {k}")
+                    else:
+                        assert rows[j][k] is None, rows[j]
 
             hists = dict(pt_y=lin_hist(ref["pt_y"], 0.0, 1.0), ps_y=lin_hist(ref["ps_y"], 0, 1.0),
                          gap=lin_hist(ref["gap"], 0.0, 1.0),

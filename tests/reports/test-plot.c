@@ -61,7 +61,7 @@ static void test_lines_with_marks_and_log_scale(void **state)
 {
         double x[10], a[10], b[10], mark = 4.0;
         const char *label = "student d = 4";
-        struct kdl_series s[] = {{"teacher", a}, {"student's", b}};
+        struct kdl_series s[] = {{"teacher", a, NULL}, {"student's", b, NULL}};
         struct kdl_fig f = {.xlabel = "dimension d",
                             .ylabel = "residual fraction",
                             .logy = true,
@@ -93,7 +93,7 @@ static void test_lines_over_checkpoints(void **state)
 {
         const char *ck[] = {"init", "early", "middle", "final"};
         double a[] = {2.5, 1.1, 0.6, 0.4}, b[] = {2.4, 1.3, 0.5, 0.45};
-        struct kdl_series s[] = {{"kl", a}, {"logit_fisher", b}};
+        struct kdl_series s[] = {{"kl", a, NULL}, {"logit_fisher", b, NULL}};
         struct kdl_fig f = {.xlabel = "checkpoint", .ylabel = "mean per sample (nats)"};
 
         (void) state;
@@ -105,7 +105,7 @@ static void test_bars_clustered_and_stacked(void **state)
 {
         const char *cat[] = {"init", "early", "middle", "final"};
         double a[] = {0.8, 0.5, 0.3, 0.2}, b[] = {0.4, 0.3, 0.25, 0.1};
-        struct kdl_series s[] = {{"TCKD", a}, {"(1-p) NCKD", b}};
+        struct kdl_series s[] = {{"TCKD", a, NULL}, {"(1-p) NCKD", b, NULL}};
         struct kdl_fig f = {.ylabel = "KL (nats)"};
 
         (void) state;
@@ -142,8 +142,8 @@ static void test_bars_below_zero_show(void **state)
 {
         const char *cat[] = {"logit_fisher", "logit_l2", "feature_l2"};
         double a[] = {0.9, -0.3, 0.5}, b[] = {0.8, 0.1, -0.05}, c[] = {0.7, 0.99, 0.4};
-        struct kdl_series neg[] = {{"student_ce", a}, {"student_narrow", b}};
-        struct kdl_series pos[] = {{"student_ce", c}};
+        struct kdl_series neg[] = {{"student_ce", a, NULL}, {"student_narrow", b, NULL}};
+        struct kdl_series pos[] = {{"student_ce", c, NULL}};
         struct kdl_fig f = {.ylabel = "Pearson r with the exact KL"};
         char *gp;
 
@@ -272,7 +272,7 @@ static void test_top_classes(void **state)
 static void test_lines_xmax(void **state)
 {
         double x[10], y[10];
-        struct kdl_series s[] = {{"residual", y}};
+        struct kdl_series s[] = {{"residual", y, NULL}};
         struct kdl_fig f = {.xlabel = "d", .logy = true, .xmax = 6};
         char *gp, *dat;
 
@@ -299,7 +299,7 @@ static void test_lines_xmax(void **state)
 static void test_histogram(void **state)
 {
         double edges[21], a[20], b[20];
-        struct kdl_series s[] = {{"teacher p_y", a}, {"student p_y", b}};
+        struct kdl_series s[] = {{"teacher p_y", a, NULL}, {"student p_y", b, NULL}};
         struct kdl_fig f = {.xlabel = "target confidence", .ylabel = "density"};
 
         (void) state;
@@ -316,7 +316,7 @@ static void test_histogram(void **state)
 static void test_errors(void **state)
 {
         double y[1] = {1};
-        struct kdl_series s[] = {{"a", y}};
+        struct kdl_series s[] = {{"a", y, NULL}};
         struct kdl_fig f = {0};
         char longname[KDL_FIG_NAME_MAX + 2] = "";
         FILE *fp;
@@ -344,6 +344,99 @@ static void test_errors(void **state)
         assert_non_null(strstr(kdl_errmsg(), "cannot run"));
 }
 
+/* Figure @name's script holds each of the @n strings @in_gp, its data file @in_dat, and it
+ * renders. */
+static void check_script_data(const char *name, const char *const *in_gp, size_t n,
+                              const char *in_dat)
+{
+        char *gp = slurp("scripts", name, "gp"), *dat = slurp("data", name, "dat");
+
+        for (size_t k = 0; k < n; k++)
+                if (!strstr(gp, in_gp[k]))
+                        fail_msg("%s.gp lacks \"%s\"", name, in_gp[k]);
+        if (!strstr(dat, in_dat))
+                fail_msg("%s.dat lacks \"%s\"", name, in_dat);
+        check_rendered(name);
+        free(gp);
+        free(dat);
+}
+
+/* Mean ± sd: lines draw yerrorlines and side-by-side bars a histogram with errorbars, the
+ * sd in a column per series after the values; stacked bars leave the sd out. */
+static void test_error_bars(void **state)
+{
+        const char *ck[] = {"init", "middle", "final"};
+        double m[] = {2.5, 1.1, 0.4}, sd[] = {0.3, 0.2, 0.05}, b[] = {2.4, 1.3, 0.5};
+        struct kdl_series s[] = {{"group (n = 3)", m, sd}, {"single", b, NULL}};
+        struct kdl_fig f = {.ylabel = "KL (nats)"};
+        const char *lines[] = {"using 1:3:5 with yerrorlines", "using 1:4 with linespoints"};
+        const char *bars[] = {"set style histogram errorbars", "using 2:4 ", "using 3:5 "};
+        char *gp;
+
+        (void) state;
+        assert_int_equal(kdl_fig_lines(dir, "err_lines", &f, NULL, ck, 3, s, 2), 0);
+        check_script_data("err_lines", lines, 2, " 2.5 2.4 0.3 NaN\n");
+        assert_int_equal(kdl_fig_bars(dir, "err_bars", &f, ck, 3, s, 2, false), 0);
+        check_script_data("err_bars", bars, 3, " 1.1 1.3 0.2 0\n");
+        assert_int_equal(kdl_fig_bars(dir, "err_stacked", &f, ck, 3, s, 2, true), 0);
+        gp = slurp("scripts", "err_stacked", "gp");
+        assert_null(strstr(gp, "errorbars"));
+        free(gp);
+}
+
+/* Ten series: no two share a colour and dash pair, and the ninth (dashed) does not take
+ * the first one's colour. */
+static void test_series_styles_distinct(void **state)
+{
+        double y[10][2];
+        struct kdl_series s[10];
+        struct kdl_fig f = {.ylabel = "y"};
+        char *gp, *at;
+        unsigned ls[10], dt[10];
+
+        (void) state;
+        for (int k = 0; k < 10; k++) {
+                y[k][0] = 1.0 + k;
+                y[k][1] = 2.0 + k;
+                s[k] = (struct kdl_series){"s", y[k], NULL};
+        }
+        assert_int_equal(kdl_fig_lines(dir, "styles", &f, NULL, NULL, 2, s, 10), 0);
+        gp = slurp("scripts", "styles", "gp");
+        at = gp;
+        for (int k = 0; k < 10; k++) {
+                at = strstr(at, "with linespoints ls ");
+                assert_non_null(at);
+                assert_int_equal(sscanf(at, "with linespoints ls %u dt %u", &ls[k], &dt[k]), 2);
+                at++;
+        }
+        for (int a = 0; a < 10; a++)
+                for (int b = a + 1; b < 10; b++)
+                        assert_false(ls[a] == ls[b] && dt[a] == dt[b]);
+        assert_true(ls[8] != ls[0] && dt[8] != dt[0]);
+        free(gp);
+}
+
+/* A marker past the right end of the x axis is an arrow at the edge with its label, not a
+ * line at the edge. */
+static void test_mark_beyond_range(void **state)
+{
+        double x[] = {1, 2, 3, 4}, y[] = {0.5, 0.2, 0.1, 0.01}, marks[] = {2, 128};
+        const char *labels[] = {"a (d_s = 2)", "b (d_s = 128)"};
+        struct kdl_series s[] = {{"residual", y, NULL}};
+        struct kdl_fig f = {.ylabel = "share", .nmarks = 2, .marks = marks, .mark_labels = labels};
+        char *gp;
+
+        (void) state;
+        assert_int_equal(kdl_fig_lines(dir, "beyond", &f, x, NULL, 4, s, 1), 0);
+        gp = slurp("scripts", "beyond", "gp");
+        assert_non_null(strstr(gp, "set arrow from 2, graph 0 to 2, graph 1 nohead"));
+        assert_null(strstr(gp, "set arrow from 128,"));
+        assert_non_null(strstr(gp, "to graph 1, graph 0.84 head"));
+        assert_non_null(strstr(gp, "'b (d_s = 128)' at graph 0.85, graph 0.84 right"));
+        check_rendered("beyond");
+        free(gp);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -356,6 +449,9 @@ int main(void)
                 cmocka_unit_test(test_top_classes),
                 cmocka_unit_test(test_lines_xmax),
                 cmocka_unit_test(test_histogram),
+                cmocka_unit_test(test_error_bars),
+                cmocka_unit_test(test_series_styles_distinct),
+                cmocka_unit_test(test_mark_beyond_range),
                 cmocka_unit_test(test_errors),
         };
         int r;

@@ -63,7 +63,7 @@ static void build(const char *marker, bool commit)
         kdl_site *s = NULL;
         kdl_table *t = NULL;
         double y[3] = {1, 2, 3};
-        struct kdl_series ser[] = {{"a", y}};
+        struct kdl_series ser[] = {{"a", y, NULL}};
         struct kdl_fig f = {.xlabel = "x"};
         const char *inputs[] = {"t.h5", "s.h5"};
 
