@@ -268,14 +268,15 @@ int kdl__cka_sim_need(const struct kdl__srcs *l, size_t n, bool gram,
         /* Besides, for the largest layer (width or n = side): the scratch of its covariance
          * or Gram, and the largest transient, a layer's eigendecomposition (its copy and
          * dsyevd's workspace) or a pair's products, singular vectors and dgesdd's workspace:
-         * 10 side^2 with the eigenvectors, 3 side^2 without (measured: a 1,536-wide layer
-         * beside 1,024 and 768), 5 n^2 in Gram space.  In Gram space this is an upper bound:
-         * the pass's Gram matrices, counted apart, are freed before the measures. */
+         * 12 side^2 with the eigenvectors, 8 side^2 without (measured with every allocated
+         * page touched, MALLOC_PERTURB_: a 1,536-wide layer beside 1,024 and 768; without,
+         * Procrustes alone touches 3 side^2), 5 n^2 in Gram space.  In Gram space this is an upper
+         * bound: the pass's Gram matrices, counted apart, are freed before the measures. */
         return kdl__need_add(nd,
                              kdl_sat_mul(sizeof(double),
                                          kdl_sat_add(kept, kdl_sat_mul(gram      ? 5
-                                                                       : vectors ? 10
-                                                                                 : 3,
+                                                                       : vectors ? 12
+                                                                                 : 8,
                                                                        kdl_sat_mul(side, side)))),
                              0,
                              "the decompositions of --measure's CCA family or Procrustes (%zu %s)",

@@ -261,10 +261,12 @@ def test_plan_is_the_measured_peak():
 
 
 def test_measures_are_in_the_plan():
-    """cka --measure's decompositions are a part of the need: in feature space plan <= peak
-    <= plan + OVERHEAD (with the eigenvectors, and for Procrustes alone without them); in
-    Gram space an upper bound (the pass's Gram matrices are freed before them), never
-    below the peak; and a budget between the need without and with them refuses."""
+    """cka --measure's decompositions are a part of the need: in feature space with the
+    eigenvectors plan <= peak <= plan + OVERHEAD (with or without meson's MALLOC_PERTURB_,
+    which touches every allocated page); for Procrustes alone (its buffers are allocated,
+    a third of them touched) and in Gram space (the pass's Gram matrices are freed before
+    them) an upper bound, never below the peak; and a budget between the need without and
+    with them refuses."""
     base, _ = plan("cka", WT, WS, "--subsample", "200")
     for measure in ("all", "procrustes"):
         args = ("cka", WT, WS, "--measure", measure, "--subsample", "200")
@@ -274,7 +276,8 @@ def test_measures_are_in_the_plan():
         rss = peak_rss(*args, "--format", "json")
         print(f"  --measure {measure}: plan {row['need_bytes'] / MIB:.1f} MiB, peak RSS "
               f"{rss / MIB:.1f} MiB")
-        assert row["need_bytes"] <= rss <= row["need_bytes"] + OVERHEAD, (args, row, rss)
+        assert rss <= row["need_bytes"] + OVERHEAD, (args, row, rss)
+        assert measure != "all" or row["need_bytes"] <= rss, (args, row, rss)
     args = ("cka", GT, GS, "--measure", "all", "--subsample", "200")
     row, parts = plan(*args)
     assert any("(5 Gram matrices)" in p["part"] for p in parts), parts
