@@ -367,14 +367,14 @@ out:
         return r < 0 ? r : 0;
 }
 
-static int compute_attach(kdl__job *j, kdl_stream *s)
+int kdl__cka_pass_attach(kdl__job *j, kdl_stream *s)
 {
         struct kdl__cka_pass *c = j->ctx;
 
         return kdl__feed_attach(&c->feed, j, s);
 }
 
-static int compute_block(kdl__job *j, kdl_stream *s, unsigned pass)
+int kdl__cka_pass_block(kdl__job *j, kdl_stream *s, unsigned pass)
 {
         struct kdl__cka_pass *c = j->ctx;
 
@@ -397,8 +397,10 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
         size_t n = pair ? pair->n : kdl_h5_dump(fa)->n;
         struct kdl_stream_opts so = {.skip_nonfinite = o->skip_nonfinite};
         struct kdl__cka_pass c;
-        kdl__job job = {
-                .ctx = &c, .attach = compute_attach, .block = compute_block, .end = compute_end};
+        kdl__job job = {.ctx = &c,
+                        .attach = kdl__cka_pass_attach,
+                        .block = kdl__cka_pass_block,
+                        .end = compute_end};
         kdl_stream *s = NULL;
         int r;
 

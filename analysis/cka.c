@@ -499,6 +499,57 @@ int kdl__cka_job_need(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair 
         return err;
 }
 
+int kdl__cka_job_open(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp,
+                      struct kdl__cka_job_view *ret)
+{
+        const kdl_pair *pair;
+        int err;
+
+        assert(cp && cp->main && ret);
+        kdl__cka_results_release(&r->last);
+        err = job_start(r, k, cp);
+        pair = r->two ? r->in->pairs[k] : NULL;
+        *ret = (struct kdl__cka_job_view){.fa = r->in->teacher,
+                                          .fb = r->two ? r->in->students[k] : NULL,
+                                          .pair = pair,
+                                          .so = kdl_run_stream_opts(&r->o.common),
+                                          .l = &r->l,
+                                          .mask = r->mask,
+                                          .n = pair ? pair->n : kdl_h5_dump(r->in->teacher)->n,
+                                          .nclasses = r->nclasses,
+                                          .co = compute_opts(r)};
+        err = err
+                      ?: kdl_sample_select(ret->n, NULL, 0, r->o.subsample, r->o.seed,
+                                           STREAM_SUBSAMPLE, &r->sub, &r->nsub);
+        if (err < 0) {
+                job_release(r);
+                return err;
+        }
+        ret->sub = r->sub;
+        ret->nsub = r->nsub;
+        return 0;
+}
+
+int kdl__cka_job_take(struct kdl__cka_run *r, struct kdl__cka_results *res)
+{
+        int err;
+
+        kdl__cka_results_release(&r->last);
+        r->last = *res;
+        *res = (struct kdl__cka_results){0};
+        r->last.maxw = 0;
+        for (size_t i = 0; i < r->l.n; i++)
+                r->last.maxw = r->l.v[i].width > r->last.maxw ? r->l.v[i].width : r->last.maxw;
+        err = emit(&r->tb, &r->last, &r->o, &r->l, &r->cp, r->two, r->logits, r->labels);
+        job_release(r);
+        return err;
+}
+
+void kdl__cka_job_drop(struct kdl__cka_run *r)
+{
+        job_release(r);
+}
+
 int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
 {
         kdl_inputs *in = r->in;
