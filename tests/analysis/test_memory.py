@@ -14,6 +14,7 @@ the cka case in the sanitized CI build), so OVERHEAD is larger there.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -215,6 +216,35 @@ def test_report_plan_adds_the_analyses_of_a_checkpoint():
         kl["need_bytes"] + cka["need_bytes"], (row, kl, cka)
     st, _, err = kt.run("report", "-t", CT, "-s", CS, "-f", "json")
     assert st == 2 and "-f/--format" in err, err
+
+
+def test_report_counts_the_shared_cka_pass():
+    """Two student checkpoints compared with one teacher checkpoint share one CKA pass:
+    the report's need is that pass's (the teacher's sources once, both checkpoints'
+    student sources); under a budget it does not fit but each checkpoint's pass does, the
+    report runs them apart and fits."""
+    s2 = os.path.join(DIR, "cs2.h5")
+    shutil.copy(CS, s2)
+    with h5py.File(s2, "r+") as f:
+        f.copy("checkpoints/final", "checkpoints/early")
+        f["checkpoints/early"].attrs["step"] = np.int64(0)
+    state = lambda ps: next(p["part"] for p in ps
+                            if p["part"].startswith("cka: the feature-space state of "))
+    one, oparts = plan("report", "-t", CT, "-s", CS)
+    row, parts = plan("report", "-t", CT, "-s", s2)
+    # The teacher's l0, l1, logits and the labels, and l0, l1, logits per checkpoint.
+    assert "of 7 sources" in state(oparts) and "of 10 sources" in state(parts), (oparts, parts)
+    assert row["need_bytes"] > one["need_bytes"] and row["fits"], (row, one)
+    low = str(row["need_bytes"] - 1)
+    lrow, lparts = plan("report", "-t", CT, "-s", s2, "--memory", low)
+    assert lrow["fits"] and "of 7 sources" in state(lparts), (lrow, lparts)
+    rep = os.path.join(DIR, "rep-apart")
+    st, _, err = kt.run("report", "-t", CT, "-s", s2, "-o", rep, "--quiet", "--memory", low,
+                        "--gnuplot", GNUPLOT)
+    assert st == 0, err
+    passes = json.load(open(os.path.join(rep, "data", "passes.json")))
+    assert [r["analyses"] for r in kt.records(passes, "passes") if r["model"] == s2] == [4, 4]
+    assert not any("is one pass on the stream" in n for n in passes["notes"]), passes["notes"]
 
 
 def test_plan_is_the_measured_peak():
