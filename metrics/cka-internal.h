@@ -50,6 +50,7 @@ struct kdl_cka_state {
         double *z, *a;       /* [block_rows*dt], [block_rows*l] */
         double *zw, *aw, *v; /* replicate copies and sqrt weights; NULL without bootstrap */
         double *ones;        /* [block_rows] */
+        double *gr;          /* one product of several blocks (run_end()); NULL when none is */
         double *wb;          /* [block_rows] a replicate's weights; NULL without bootstrap */
         size_t *grp;         /* [block_rows] jackknife group of each row; NULL without */
         /* Mixed precision only, else NULL: the scaled float copy of at most
