@@ -59,27 +59,34 @@ int kdl__cka_matrix_new(size_t nlayers, kdl_cka_matrix **ret)
         return 0;
 }
 
+/* Layer @l's block @b: [@rows, widths[l]], and with @values finite. */
+static int check_block(const kdl_tensor *b, size_t l, const size_t *widths, size_t rows,
+                       const size_t *ids, bool values)
+{
+        size_t bad;
+
+        if (b->ndim != 2 || b->shape[1] != widths[l])
+                return kdl_error(-KDL_ESHAPE,
+                                 "layer %zu: expected [rows, %zu], got %zu-D "
+                                 "with %zu columns",
+                                 l, widths[l], b->ndim, b->ndim == 2 ? b->shape[1] : 0);
+        if (b->shape[0] != rows)
+                return kdl_error(-KDL_ESHAPE, "layer %zu: %zu rows, layer 0 has %zu", l,
+                                 b->shape[0], rows);
+        if (values && kdl_tensor_check_finite(b, &bad) < 0)
+                return kdl_error(-KDL_ENONFINITE, "layer %zu: non-finite value at sample %zu", l,
+                                 ids ? ids[bad] : bad);
+        return 0;
+}
+
 int kdl__cka_check_blocks(const kdl_tensor *blocks, size_t nlayers, const size_t *widths,
                           size_t rows, const size_t *ids)
 {
-        for (size_t l = 0; l < nlayers; l++) {
-                const kdl_tensor *b = &blocks[l];
-                size_t bad;
+        int r = 0;
 
-                if (b->ndim != 2 || b->shape[1] != widths[l])
-                        return kdl_error(-KDL_ESHAPE,
-                                         "layer %zu: expected [rows, %zu], got %zu-D "
-                                         "with %zu columns",
-                                         l, widths[l], b->ndim, b->ndim == 2 ? b->shape[1] : 0);
-                if (b->shape[0] != rows)
-                        return kdl_error(-KDL_ESHAPE, "layer %zu: %zu rows, layer 0 has %zu", l,
-                                         b->shape[0], rows);
-                if (kdl_tensor_check_finite(b, &bad) < 0)
-                        return kdl_error(-KDL_ENONFINITE,
-                                         "layer %zu: non-finite value at sample %zu", l,
-                                         ids ? ids[bad] : bad);
-        }
-        return 0;
+        for (size_t l = 0; l < nlayers && r == 0; l++)
+                r = check_block(&blocks[l], l, widths, rows, ids, true);
+        return r;
 }
 
 /* ---- Feature-space state ----------------------------------------------------- */
@@ -691,25 +698,43 @@ static void add_replicates(kdl_cka_state *s, const size_t *ids, size_t nb)
         }
 }
 
+/* Every squared norm of the @nb rows s->a is finite (so every value of the rows is). */
+static bool stacked_finite(const kdl_cka_state *s, size_t nb)
+{
+        for (size_t i = 0; i < nb * s->l; i++)
+                if (!isfinite(s->a[i]))
+                        return false;
+        return true;
+}
+
 int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t *ids)
 {
         size_t rows, br;
-        int r;
+        bool first;
+        int r = 0;
 
         assert(s && blocks && (ids || s->nstats == 1));
         br = s->o.block_rows;
         rows = blocks[0].ndim == 2 ? blocks[0].shape[0] : 0;
-        r = kdl__cka_check_blocks(blocks, s->l, s->width, rows, ids);
-        if (r < 0)
+        /* A block of one product's rows has its values checked as they are stacked (their
+         * squared norms are finite), not in a pass of its own; a larger one first, so that
+         * nothing is added when a value is not finite. */
+        for (size_t l = 0; l < s->l && r == 0; l++)
+                r = check_block(&blocks[l], l, s->width, rows, ids, rows > br);
+        if (r < 0 || rows == 0)
                 return r;
-        if (rows == 0)
-                return 0;
-        if (!s->shifted)
+        first = !s->shifted;
+        if (first)
                 set_shift(s, blocks, rows);
         for (size_t r0 = 0; r0 < rows; r0 += br) {
                 size_t nb = rows - r0 < br ? rows - r0 : br;
 
                 stack_rows(s, blocks, r0, nb);
+                if (rows <= br && !stacked_finite(s, nb) &&
+                    (r = kdl__cka_check_blocks(blocks, s->l, s->width, rows, ids)) < 0) {
+                        s->shifted = !first; /* the shift of a block not taken */
+                        return r;
+                }
                 stats_add_block(s, &s->st[0], s->z, s->a, s->ones, nb);
                 if (s->nrep)
                         add_replicates(s, ids + r0, nb);
