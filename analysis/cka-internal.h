@@ -183,7 +183,8 @@ struct kdl__cka_shared;
  * options), run i at @cps[i] with student @k, as a job (@ret_job, its state in *@ret).
  * Return: 1; 0 (*@ret NULL, the runs' jobs dropped) when they cannot share one: fewer than
  * two, different teacher checkpoints, --nonfinite skip (each checkpoint's stream drops its
- * own samples) or Gram space (a source wider than the samples); -KDL_EBUDGET when the pass
+ * own samples), Gram space (a source wider than the samples) or more than one MPI process
+ * (the pass has no combine); -KDL_EBUDGET when the pass
  * and a stream of its own need more than common.memory; -ENOMEM.
  */
 int kdl__cka_shared_new(struct kdl__cka_run *const *runs, size_t n, size_t k,

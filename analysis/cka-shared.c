@@ -7,6 +7,7 @@
 
 #include "metrics/base/alloc.h"
 #include "analysis/cka-internal.h"
+#include "analysis/dist.h"
 #include "metrics/base/banned.h"
 
 struct kdl__cka_shared {
@@ -126,8 +127,10 @@ static int shared_setup(struct kdl__cka_shared *sh, struct kdl__cka_run *const *
         if (err < 0)
                 return err;
         sh->co = sh->v[0].co;
-        if (n < 2 || sh->co.skip_nonfinite || !sh->v[0].fb)
-                return 0; /* nothing to share; each checkpoint drops its own samples */
+        /* Nothing to share; each checkpoint drops its own samples; under MPI each job's
+         * state is combined across the ranks, which the shared pass does not do. */
+        if (n < 2 || sh->co.skip_nonfinite || !sh->v[0].fb || kdl__dist_size() > 1)
+                return 0;
         err = union_sources(sh);
         if (err <= 0)
                 return err;
