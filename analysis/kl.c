@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
-#include "metrics/base/blas.h"
 #include "metrics/base/outfile.h"
 #include "metrics/kl.h"
 #include "loaders/h5out.h"
@@ -441,7 +440,7 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
         size_t m = kdl_stream_rows(st);
         kdl_tensor zt, zs, ht, hs, gt, gzt, gzs;
         kdl_kl_block b = {.samples = kdl_stream_samples(st)};
-        int err, saved;
+        int err;
 
         if (m == 0)
                 return 0;
@@ -472,11 +471,7 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
                 b.gzt = &gzt;
                 b.gzs = &gzs;
         }
-        /* The block's head products, then its per-sample values: one BLAS thread, so
-         * that no helper spins through the values (metrics/base/blas.h). */
-        saved = kdl__blas_serial_begin();
         err = kdl_kl_accumulate(j->s, &b);
-        kdl__blas_serial_end(saved);
         if (!err && j->r->out)
                 err = write_values(j->r->out, j->ids, j->r->o.common.ntau, j->s, b.samples, m,
                                    &j->next, &j->buf, &j->nbuf);
