@@ -17,9 +17,10 @@
 
 /*
  * The cross-products are kept per needed block: block b holds Σ w z̃_j z̃_kᵀ
- * [D_j, D_k] for the pair (j, k) = (bj[b], bk[b]), j <= k, and only the
- * upper triangle of the diagonal blocks.  With every pair needed this is the
- * upper triangle of the stacked ZᵀZ.
+ * [D_j, D_k] for the pair (j, k) = (bj[b], bk[b]), j >= k (the later layer's
+ * rows), and only the upper triangle of the diagonal blocks.  The blocks are
+ * one allocation, in the order of b (k, then j), so that a layer's blocks with
+ * its partners side by side in Z are one matrix, one product (cka.c).
  */
 
 /* One set of sufficient statistics, relative to the state's shift K:
@@ -50,7 +51,6 @@ struct kdl_cka_state {
         double *z, *a;       /* [block_rows*dt], [block_rows*l] */
         double *zw, *aw, *v; /* replicate copies and sqrt weights; NULL without bootstrap */
         double *ones;        /* [block_rows] */
-        double *gr;          /* one product of several blocks (run_end()); NULL when none is */
         double *wb;          /* [block_rows] a replicate's weights; NULL without bootstrap */
         size_t *grp;         /* [block_rows] jackknife group of each row; NULL without */
         /* Mixed precision only, else NULL: the scaled float copy of at most

@@ -21,10 +21,6 @@
 #define MIN_BLOCK_ROWS 256
 #define BLOCK_BYTES    ((size_t) 256 << 20)
 #define DEFAULT_LEVEL  0.95
-/* The doubles of one product of several blocks (run_end()): a layer's needed partners that
- * sit side by side in the stacked block are one product up to this size, so that the
- * layer is packed once for all of them, not once per pair. */
-#define RUN_DOUBLES ((size_t) 4 << 20)
 
 void kdl_cka_matrix_free(kdl_cka_matrix *m)
 {
@@ -163,49 +159,6 @@ static bool pair_needed(const kdl_cka_opts *o, size_t l, size_t j, size_t k)
         return j == k || !o->pairs || o->pairs[j * l + k] || o->pairs[k * l + j];
 }
 
-/* The pair (@j, @k) is needed: by the state's blocks @blk, else by the options @o. */
-static bool needed(const long *blk, const kdl_cka_opts *o, size_t l, size_t j, size_t k)
-{
-        return blk ? blk[j * l + k] >= 0 : pair_needed(o, l, j, k);
-}
-
-/*
- * The end (exclusive) of the run of layer @j's needed partners from @k0 (needed, > j):
- * the partners k0, k0 + 1, ... are side by side in the stacked block, so Z_jᵀ of all of
- * them is one product [D_j, D_k0 + ... ] as long as it holds RUN_DOUBLES at most (one
- * partner at least).
- */
-static size_t run_end(const long *blk, const kdl_cka_opts *o, size_t l, const size_t *widths,
-                      size_t j, size_t k0)
-{
-        size_t k = k0 + 1, w = widths[k0], t;
-
-        while (k < l && needed(blk, o, l, j, k) && !__builtin_add_overflow(w, widths[k], &t) &&
-               !__builtin_mul_overflow(widths[j], t, &t) && t <= RUN_DOUBLES)
-                w += widths[k++];
-        return k;
-}
-
-/* Doubles of the largest product of several blocks (0 when every run is one block). */
-static size_t run_doubles(const long *blk, const kdl_cka_opts *o, size_t l, const size_t *widths)
-{
-        size_t most = 0;
-
-        for (size_t j = 0; j < l; j++)
-                for (size_t k = j + 1; k < l; k++) {
-                        size_t e, w = 0;
-
-                        if (!needed(blk, o, l, j, k))
-                                continue;
-                        e = run_end(blk, o, l, widths, j, k);
-                        for (size_t q = k; q < e && e - k > 1; q++)
-                                w += widths[q];
-                        most = widths[j] * w > most ? widths[j] * w : most;
-                        k = e - 1;
-                }
-        return most;
-}
-
 /* Doubles per stats set and in the scratch, bytes of the mixed-precision
  * scratch (0 in double), and the largest needed D_j D_k; false on overflow. */
 static bool state_sizes(size_t l, const size_t *widths, const kdl_cka_opts *o, size_t *ret_stats,
@@ -234,9 +187,6 @@ static bool state_sizes(size_t l, const size_t *widths, const kdl_cka_opts *o, s
                              __builtin_add_overflow(scr, 3 * o->block_rows, &scr)))
                 return false;
         if (__builtin_add_overflow(scr, o->block_rows + dt, &scr))
-                return false;
-        if (o->precision == KDL_CKA_PRECISION_DOUBLE &&
-            __builtin_add_overflow(scr, run_doubles(NULL, o, l, widths), &scr))
                 return false;
         /* zf, gf and fexp. */
         if (o->precision == KDL_CKA_PRECISION_MIXED &&
@@ -271,9 +221,8 @@ size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_o
 void kdl__cka_stats_release(struct kdl__cka_stats *t, size_t nblk)
 {
         free(t->m);
-        if (t->g)
-                for (size_t b = 0; b < nblk; b++)
-                        free(t->g[b]);
+        if (t->g && nblk)
+                free(t->g[0]); /* every block's, kdl__cka_stats_init() */
         free(t->g);
         free(t->u);
         free(t->p);
@@ -282,6 +231,8 @@ void kdl__cka_stats_release(struct kdl__cka_stats *t, size_t nblk)
 
 int kdl__cka_stats_init(struct kdl__cka_stats *t, const kdl_cka_state *s)
 {
+        size_t total = 0;
+
         t->n = 0.0;
         t->m = kdl_new(double, s->dt);
         t->g = kdl_new(double *, s->nblk);
@@ -290,11 +241,15 @@ int kdl__cka_stats_init(struct kdl__cka_stats *t, const kdl_cka_state *s)
         t->sa = kdl_new(double, s->l);
         if (!t->m || !t->g || !t->u || !t->p || !t->sa)
                 return -ENOMEM;
-        for (size_t b = 0; b < s->nblk; b++) {
-                t->g[b] = kdl_new(double, s->width[s->bj[b]] * s->width[s->bk[b]]);
-                if (!t->g[b])
-                        return -ENOMEM;
-        }
+        /* The blocks one after the other, so that those of a run (run_end()) are one
+         * matrix. */
+        for (size_t b = 0; b < s->nblk; b++)
+                total += s->width[s->bj[b]] * s->width[s->bk[b]];
+        t->g[0] = kdl_new(double, total);
+        if (!t->g[0])
+                return -ENOMEM;
+        for (size_t b = 1; b < s->nblk; b++)
+                t->g[b] = t->g[b - 1] + s->width[s->bj[b - 1]] * s->width[s->bk[b - 1]];
         return 0;
 }
 
@@ -318,7 +273,6 @@ void kdl_cka_state_free(kdl_cka_state *s)
         free(s->aw);
         free(s->v);
         free(s->ones);
-        free(s->gr);
         free(s->wb);
         free(s->grp);
         free(s->zf);
@@ -384,8 +338,8 @@ static int layout_init(kdl_cka_state *s, const size_t *widths, const kdl_cka_opt
 
                         if (pair_needed(o, l, j, k)) {
                                 b = (long) s->nblk++;
-                                s->bj[b] = j;
-                                s->bk[b] = k;
+                                s->bj[b] = k; /* the later layer's rows (run_end()) */
+                                s->bk[b] = j;
                         }
                         s->blk[j * l + k] = s->blk[k * l + j] = b;
                 }
@@ -406,12 +360,6 @@ static int scratch_init(kdl_cka_state *s, size_t gmax)
                 return -ENOMEM;
         for (size_t i = 0; i < br; i++)
                 s->ones[i] = 1.0;
-        if (s->o.precision == KDL_CKA_PRECISION_DOUBLE) {
-                size_t gr = run_doubles(s->blk, &s->o, l, s->width);
-
-                if (gr && !(s->gr = kdl_new(double, gr)))
-                        return -ENOMEM;
-        }
         if (s->o.bootstrap) {
                 s->zw = kdl_new(double, br *dt);
                 s->aw = kdl_new(double, br *l);
@@ -529,33 +477,24 @@ static void g_add_float(const kdl_cka_state *s, struct kdl__cka_stats *t, const 
         }
 }
 
-/* The blocks (@j, @q), ..., (@j, @e - 1) of @t side by side into s->gr [D_j, their
- * widths] (@in), or back from it. */
-static void run_copy(const kdl_cka_state *s, struct kdl__cka_stats *t, size_t j, size_t q, size_t e,
-                     bool in)
+/*
+ * The end (exclusive) of the run of layer @j's needed partners from @k0 (needed, > j):
+ * k0, k0 + 1, ... are side by side in the stacked block Z, and their blocks with @j
+ * (Σ z_k z_jᵀ, [D_k, D_j]) one below the other in memory (kdl__cka_stats_init()), so that
+ * the whole run is one product [D_k0 + ..., D_j] added in place.
+ */
+static size_t run_end(const kdl_cka_state *s, size_t j, size_t k0)
 {
-        size_t l = s->l, dj = s->width[j], w = s->off[e] - s->off[q];
+        size_t k = k0 + 1;
 
-        for (size_t p = q; p < e; p++) {
-                double *g = t->g[s->blk[j * l + p]], *r = s->gr + (s->off[p] - s->off[q]);
-                size_t dp = s->width[p];
-
-                for (size_t i = 0; i < dj; i++)
-                        if (in)
-                                memcpy(r + i * w, g + i * dp, dp * sizeof(double));
-                        else
-                                memcpy(g + i * dp, r + i * w, dp * sizeof(double));
-        }
+        while (k < s->l && s->blk[j * s->l + k] >= 0)
+                k++;
+        return k;
 }
 
-/*
- * The blocks of layer @j (with itself and its later partners) of @rows stacked rows @z
- * into @t: dsyrk on the diagonal, dgemm across.  A run of partners side by side
- * (run_end()) is one dgemm, so that Z_j is packed once for all of them: their blocks are
- * copied into s->gr, the product added to it, and copied back (the same sums; BLAS may
- * group them differently for a product of another shape, as it does for another
- * number of threads).
- */
+/* The blocks of layer @j (with itself and its later partners) of @rows stacked rows @z
+ * into @t: dsyrk on the diagonal, one dgemm per run of partners (run_end()), so that Z_j
+ * is packed once for all of them. */
 static void g_add_layer(const kdl_cka_state *s, struct kdl__cka_stats *t, const double *z,
                         size_t rows, size_t j)
 {
@@ -565,19 +504,14 @@ static void g_add_layer(const kdl_cka_state *s, struct kdl__cka_stats *t, const 
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int) dj, k, 1.0, z + s->off[j], n, 1.0,
                     t->g[s->blk[j * l + j]], (int) dj);
         for (size_t q = j + 1; q < l; q++) {
-                size_t e, w;
+                size_t e;
 
                 if (s->blk[j * l + q] < 0)
                         continue;
-                e = run_end(s->blk, &s->o, l, s->width, j, q);
-                w = s->off[e] - s->off[q];
-                if (e - q > 1)
-                        run_copy(s, t, j, q, e, true);
-                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) dj, (int) w, k, 1.0,
-                            z + s->off[j], n, z + s->off[q], n, 1.0,
-                            e - q > 1 ? s->gr : t->g[s->blk[j * l + q]], (int) w);
-                if (e - q > 1)
-                        run_copy(s, t, j, q, e, false);
+                e = run_end(s, j, q);
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int) (s->off[e] - s->off[q]),
+                            (int) dj, k, 1.0, z + s->off[q], n, z + s->off[j], n, 1.0,
+                            t->g[s->blk[j * l + q]], (int) dj);
                 q = e - 1;
         }
 }

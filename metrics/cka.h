@@ -178,8 +178,8 @@ KDL_API size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const k
  * The layers of each row block are stacked side by side into one matrix Z
  * [rows, ΣD]; each needed pair of layers (@o->pairs) is a BLAS-3 product
  * per block on column slices of Z (dsyrk for XᵢᵀXᵢ, dgemm for XᵢᵀXⱼ; a
- * layer's needed partners side by side in Z are one dgemm, up to 32 MiB of
- * result), so pairs nobody asked for cost neither flops nor memory.  The state holds,
+ * layer's needed partners side by side in Z are one dgemm), so pairs nobody
+ * asked for cost neither flops nor memory.  The state holds,
  * relative to a shift K (the mean of the first block, for accuracy): the
  * count n, the column sums m = Σ z, the needed blocks of G = Σ z zᵀ, the
  * squared row norms a_ℓ = ‖z_ℓ‖² of each layer through U = Σ z aᵀ [ΣD, L],
@@ -194,9 +194,8 @@ KDL_API size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const k
  * each jackknife group's samples.
  *
  * Memory: (1 + B + G) * Σ over needed pairs of D_i D_j doubles (the upper
- * triangle of (ΣD)² with every pair) plus a block of @o->block_rows rows
- * and, in double precision, the result of the largest such dgemm of several
- * partners (at most 32 MiB); mixed precision adds a float copy of min(block_rows, KDL_CKA_MIXED_ROWS)
+ * triangle of (ΣD)² with every pair) plus a block of @o->block_rows rows;
+ * mixed precision adds a float copy of min(block_rows, KDL_CKA_MIXED_ROWS)
  * rows of the block and one float D_i x D_j product (the largest needed
  * pair); independent of the number of samples.
  * kdl_cka_state_bytes() says how much.
