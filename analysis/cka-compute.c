@@ -7,6 +7,7 @@
 #include "metrics/base/budget.h"
 #include "metrics/sample.h"
 #include "analysis/cka-internal.h"
+#include "analysis/dist.h"
 #include "metrics/base/banned.h"
 
 /* The kdl_sample_hash() stream that orders the minibatches; the cka command
@@ -19,6 +20,7 @@ void kdl__cka_results_release(struct kdl__cka_results *r)
         kdl_cka_matrix_free(r->rbf);
         kdl_cka_matrix_free(r->robust);
         kdl_cka_matrix_free(r->lin);
+        free(r->how);
         *r = (struct kdl__cka_results){0};
 }
 
@@ -116,9 +118,29 @@ void kdl__cka_pass_release(struct kdl__cka_pass *c)
 {
         kdl__feed_release(&c->feed);
         kdl_cka_state_free(c->state);
+        kdl_cka_strips_free(c->strips);
+        kdl__cka_wide_sketches_free(c->sketch, c->l ? c->l->n : 0);
+        kdl__cka_wide_release(&c->wide);
         kdl__gather_release(&c->g, c->l ? c->l->n : 0);
         free(c->all);
         *c = (struct kdl__cka_pass){0};
+}
+
+int kdl__cka_pass_layout(const struct kdl__srcs *l, size_t n, const struct kdl__cka_compute_opts *o,
+                         struct kdl__cka_wide *w, bool *ret_gram)
+{
+        size_t maxw = 0;
+        int err;
+
+        for (size_t k = 0; k < l->n; k++)
+                maxw = l->v[k].width > maxw ? l->v[k].width : maxw;
+        err = kdl__cka_wide_init(w, l, n, o->gram, o);
+        *ret_gram = o->gram || (!w->nwide && !w->hot && maxw > n);
+        if (!err && *ret_gram && !o->gram) {
+                kdl__cka_wide_release(w);
+                err = kdl__cka_wide_init(w, l, n, true, o);
+        }
+        return err;
 }
 
 /* Gram space: every sample is gathered. */
@@ -135,7 +157,7 @@ static int gram_init(struct kdl__cka_pass *c, size_t n)
 /* ---- what a pass needs ------------------------------------------------------------------ */
 
 /* The options of the feature-space state kdl__cka_pass_init() makes from @o. */
-static kdl_cka_opts state_opts(const struct kdl__cka_compute_opts *o)
+static kdl_cka_opts state_opts(const struct kdl__cka_compute_opts *o, const struct kdl__cka_wide *w)
 {
         kdl_cka_opts co;
 
@@ -145,6 +167,8 @@ static kdl_cka_opts state_opts(const struct kdl__cka_compute_opts *o)
         co.seed = o->seed;
         co.pairs = o->pairs;
         co.precision = o->precision;
+        co.kinds = w->kinds;
+        co.external = w->ext;
         return co;
 }
 
@@ -211,36 +235,58 @@ static int gram_need(const struct kdl__srcs *l, size_t n, size_t nsub,
         return err;
 }
 
+/* The parts of a feature-space pass with the layout @w: the state, the sketches and column
+ * strips, the subsample and what runs on it. */
+static int feature_need(const struct kdl__srcs *l, size_t nsub, const struct kdl__cka_wide *w,
+                        const struct kdl__cka_compute_opts *o, unsigned spatial, kdl__need *nd)
+{
+        kdl_cka_opts co = state_opts(o, w);
+        size_t totalw = 0, maxd = 0, passes;
+        unsigned lever = spatial | (o->bootstrap ? KDL_LEVER_BOOTSTRAP : 0) |
+                         (o->interval == KDL_CKA_INTERVAL_BCA ? KDL_LEVER_INTERVAL : 0);
+        int err;
+
+        for (size_t k = 0; k < l->n; k++) {
+                totalw = kdl_sat_add(totalw, w->sw[k]);
+                if (w->kinds[k] == KDL_CKA_LAYER_DENSE && l->v[k].ds)
+                        maxd = w->sw[k] > maxd ? w->sw[k] : maxd;
+        }
+        /* A lower --wide-max sketches the widest dense sources. */
+        if (o->wide_max && maxd > o->wide_rank)
+                lever |= KDL_LEVER_WIDE_MAX;
+        err = kdl__need_add(nd, kdl_cka_state_bytes(l->n, w->sw, &co), lever,
+                            "the feature-space state of %zu sources of total width %zu", l->n,
+                            totalw);
+        err = err ?: kdl__cka_wide_need(w, l, o, nd, &passes);
+        err = err
+                      ?: kdl__need_add(nd, kdl__gather_bytes(l, nsub), KDL_LEVER_SUBSAMPLE,
+                                       "the subsample of %zu rows of every source", nsub);
+        return err ?: after_pass(l, nsub, o, nd);
+}
+
 int kdl__cka_pass_need(const struct kdl__srcs *l, size_t n, size_t nsub, size_t rows,
                        size_t nclasses, const struct kdl__cka_compute_opts *o, kdl__need *nd)
 {
-        size_t *widths = kdl_new(size_t, l->n ? l->n : 1), maxw = 0, totalw = 0, ll;
         unsigned spatial = flattened(l, o->spatial) ? KDL_LEVER_SPATIAL : 0;
-        kdl_cka_opts co = state_opts(o);
+        struct kdl__cka_wide w;
+        size_t ll;
+        bool gram, sketched;
         int err;
 
-        if (!widths)
-                return -ENOMEM;
-        for (size_t k = 0; k < l->n; k++) {
-                widths[k] = l->v[k].width;
-                totalw = kdl_sat_add(totalw, widths[k]);
-                maxw = widths[k] > maxw ? widths[k] : maxw;
-        }
-        err = kdl__need_add(nd, kdl__feed_bytes(l, nclasses, rows), 0,
-                            "the one-hot labels of blocks of %zu rows", rows);
-        if (!err && (o->gram || maxw > n)) {
+        err = kdl__cka_pass_layout(l, n, o, &w, &gram);
+        sketched = w.nwide && o->wide == KDL_RUN_CKA_WIDE_SKETCH;
+        err = err
+                      ?: kdl__need_add(nd, kdl__feed_bytes(l, w.kinds, w.sw, nclasses, rows),
+                                       sketched ? KDL_LEVER_WIDE_RANK : 0,
+                                       sketched ? "the labels and the sketched sources of "
+                                                  "blocks of %zu rows"
+                                       : w.hot  ? "the labels' classes of blocks of %zu rows"
+                                                : "the one-hot labels of blocks of %zu rows",
+                                       rows);
+        if (!err && gram)
                 err = gram_need(l, n, nsub, o, spatial, nd);
-        } else if (!err) {
-                err = kdl__need_add(
-                        nd, kdl_cka_state_bytes(l->n, widths, &co),
-                        spatial | (o->bootstrap ? KDL_LEVER_BOOTSTRAP : 0) |
-                                (o->interval == KDL_CKA_INTERVAL_BCA ? KDL_LEVER_INTERVAL : 0),
-                        "the feature-space state of %zu sources of total width %zu", l->n, totalw);
-                err = err
-                              ?: kdl__need_add(nd, kdl__gather_bytes(l, nsub), KDL_LEVER_SUBSAMPLE,
-                                               "the subsample of %zu rows of every source", nsub);
-                err = err ?: after_pass(l, nsub, o, nd);
-        }
+        else if (!err)
+                err = feature_need(l, nsub, &w, o, spatial, nd);
         /* The replicates of the result: 2 B (+ 2 G for BCa) matrices of L x L. */
         ll = kdl_sat_mul(l->n, l->n);
         err = err
@@ -252,29 +298,33 @@ int kdl__cka_pass_need(const struct kdl__srcs *l, size_t n, size_t nsub, size_t 
                                                            : o->bootstrap),
                                        KDL_LEVER_BOOTSTRAP, "the %zu bootstrap replicates",
                                        o->bootstrap);
-        free(widths);
+        kdl__cka_wide_release(&w);
         return err;
 }
 
-/* Feature space: the CKA state of the sources (@widths, @totalw in all), refused
- * above o.max_bytes, and the subsample gathered. */
-static int feature_init(struct kdl__cka_pass *c, const size_t *widths, size_t totalw)
+/* Feature space: the CKA state of the sources as the layout takes them, refused above
+ * o.max_bytes, the sketches, and the subsample gathered. */
+static int feature_init(struct kdl__cka_pass *c)
 {
         const struct kdl__cka_compute_opts *o = &c->o;
         const struct kdl__srcs *l = c->l;
-        kdl_cka_opts co;
-        size_t bytes;
+        kdl_cka_opts co = state_opts(o, &c->wide);
+        size_t bytes, totalw = 0;
         int r;
 
-        co = state_opts(o);
-        bytes = kdl_cka_state_bytes(l->n, widths, &co);
+        for (size_t k = 0; k < l->n; k++)
+                totalw = kdl_sat_add(totalw, c->wide.sw[k]);
+        bytes = kdl_cka_state_bytes(l->n, c->wide.sw, &co);
         r = kdl_budget_check(bytes, o->max_bytes, o->analysis ? o->analysis : "cka",
                              o->bootstrap ? "--bootstrap or --spatial avg" : "--spatial avg",
                              "the feature-space state of %zu layers of total width %zu", l->n,
                              totalw);
-        if (r < 0)
-                return r;
-        r = kdl_cka_state_new(l->n, widths, &co, &c->state);
+        r = r ?: kdl_cka_state_new(l->n, c->wide.sw, &co, &c->state);
+        if (r >= 0 && c->wide.nwide && o->wide == KDL_RUN_CKA_WIDE_SKETCH)
+                r = kdl__cka_wide_sketches(&c->wide, l, o, &c->sketch);
+        c->feed.kinds = c->wide.kinds;
+        c->feed.sketch = c->sketch;
+        c->feed.rank = o->wide_rank;
         return r < 0 ? r : kdl__gather_init(&c->g, l, c->sub, c->nsub);
 }
 
@@ -283,7 +333,6 @@ int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, 
                        const struct kdl__cka_compute_opts *o, const size_t *sub, size_t nsub,
                        struct kdl__cka_results *res, struct kdl__gather *ret_sub)
 {
-        size_t *widths = kdl_new(size_t, l->n), totalw = 0;
         int r;
 
         *c = (struct kdl__cka_pass){
@@ -300,21 +349,79 @@ int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, 
                 .res = res,
                 .ret_sub = ret_sub,
         };
-        if (!widths)
-                return -ENOMEM;
         res->n = n;
         res->maxw = 0;
-        for (size_t k = 0; k < l->n; k++) {
-                widths[k] = l->v[k].width;
-                totalw += widths[k];
-                res->maxw = widths[k] > res->maxw ? widths[k] : res->maxw;
+        for (size_t k = 0; k < l->n; k++)
+                res->maxw = l->v[k].width > res->maxw ? l->v[k].width : res->maxw;
+        r = kdl__cka_pass_layout(l, n, o, &c->wide, &res->gram);
+        if (r >= 0) {
+                res->nwide = c->wide.nwide;
+                res->hot = c->wide.hot;
+                res->rank = o->wide == KDL_RUN_CKA_WIDE_SKETCH ? o->wide_rank : 0;
+                free(res->how);
+                res->how = NULL;
+                r = kdl__cka_wide_how(&c->wide, l->n, res->gram, &res->how);
         }
-        res->gram = o->gram || res->maxw > n;
-        r = res->gram ? gram_init(c, n) : feature_init(c, widths, totalw);
+        if (r >= 0)
+                r = res->gram ? gram_init(c, n) : feature_init(c);
         c->feed.state = c->state;
         c->feed.g = &c->g;
-        free(widths);
         return r < 0 ? r : 0;
+}
+
+int kdl__cka_pass_block(struct kdl__cka_pass *c, kdl_stream *s, unsigned pass)
+{
+        const kdl_tensor *blocks;
+        int r;
+
+        if (pass == 0)
+                return kdl__feed_block(&c->feed, s);
+        if (kdl_stream_rows(s) == 0)
+                return 0;
+        r = kdl__feed_blocks(&c->feed, s, &blocks);
+        return r < 0 ? r : kdl_cka_strips_accumulate(c->strips, pass - 1, blocks);
+}
+
+int kdl__cka_pass_end(struct kdl__cka_pass *c, unsigned pass)
+{
+        int r;
+
+        if (pass == 0 && c->wide.ext) {
+                r = kdl__cka_wide_strips(&c->wide, c->l, c->state, &c->o, &c->strips);
+                if (r < 0)
+                        return r;
+                c->res->strips = kdl_cka_strips_passes(c->strips);
+                return 1;
+        }
+        if (pass > 0)
+                kdl_cka_strips_pass_end(c->strips, pass - 1);
+        if (c->strips && pass < kdl_cka_strips_passes(c->strips))
+                return 1;
+        r = kdl__cka_pass_finish(c);
+        return r < 0 ? r : 0;
+}
+
+/* The main statistics' values, with the strips' terms of the external pairs. */
+static int finalize(struct kdl__cka_pass *c)
+{
+        size_t l = c->l->n;
+        double *f, *t, *sd;
+        int r;
+
+        if (!c->strips)
+                return kdl_cka_finalize(c->state, &c->res->lin);
+        f = kdl_new(double, l *l);
+        t = kdl_new(double, l *l);
+        sd = kdl_new(double, l);
+        r = f && t && sd ? 0 : -ENOMEM;
+        if (!r) {
+                kdl_cka_strips_terms(c->strips, f, t, sd);
+                r = kdl_cka_finalize_external(c->state, f, t, sd, &c->res->lin);
+        }
+        free(sd);
+        free(t);
+        free(f);
+        return r;
 }
 
 int kdl__cka_pass_finish(struct kdl__cka_pass *c)
@@ -342,7 +449,7 @@ int kdl__cka_pass_finish(struct kdl__cka_pass *c)
                 if (r >= 0)
                         r = gather_subset(&c->g, l, c->sub, c->nsub, &gs);
         } else {
-                r = kdl_cka_finalize(c->state, &res->lin);
+                r = finalize(c);
                 gs = c->g;
                 c->g = (struct kdl__gather){0};
         }
@@ -367,26 +474,60 @@ out:
         return r < 0 ? r : 0;
 }
 
-int kdl__cka_pass_attach(kdl__job *j, kdl_stream *s)
+static int state_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_cka_state_pack(s, buf, len);
+}
+
+static int state_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_cka_state_merge_packed(s, buf, len);
+}
+
+static int state_load(void *s, const void *buf, size_t len)
+{
+        return kdl_cka_state_load_packed(s, buf, len);
+}
+
+int kdl__cka_pass_combine(struct kdl__cka_pass *c)
+{
+        static const struct kdl__dist_ops ops = {state_pack, state_merge, state_load};
+        int err;
+
+        /* Every rank has the same sources, so every rank stops here with this line. */
+        if (c->wide.ext)
+                return kdl_error(
+                        -KDL_EUSAGE,
+                        "--wide exact: the column strips of wide sources do not run on "
+                        "more than one MPI process yet (use --wide sketch, or one process)");
+        err = c->state ? kdl__dist_combine(c->state, &ops) : 0;
+
+        return err ?: kdl__dist_gather(&c->g, c->l);
+}
+
+static int compute_combine(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        (void) s;
+        (void) pass;
+        return kdl__cka_pass_combine(j->ctx);
+}
+
+int kdl__cka_pass_job_attach(kdl__job *j, kdl_stream *s)
 {
         struct kdl__cka_pass *c = j->ctx;
 
         return kdl__feed_attach(&c->feed, j, s);
 }
 
-int kdl__cka_pass_block(kdl__job *j, kdl_stream *s, unsigned pass)
+int kdl__cka_pass_job_block(kdl__job *j, kdl_stream *s, unsigned pass)
 {
-        struct kdl__cka_pass *c = j->ctx;
-
-        (void) pass;
-        return kdl__feed_block(&c->feed, s);
+        return kdl__cka_pass_block(j->ctx, s, pass);
 }
 
 static int compute_end(kdl__job *j, kdl_stream *s, unsigned pass)
 {
         (void) s;
-        (void) pass;
-        return kdl__cka_pass_finish(j->ctx);
+        return kdl__cka_pass_end(j->ctx, pass);
 }
 
 int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__srcs *l,
@@ -398,9 +539,10 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
         struct kdl_stream_opts so = {.skip_nonfinite = o->skip_nonfinite};
         struct kdl__cka_pass c;
         kdl__job job = {.ctx = &c,
-                        .attach = kdl__cka_pass_attach,
-                        .block = kdl__cka_pass_block,
-                        .end = compute_end};
+                        .attach = kdl__cka_pass_job_attach,
+                        .block = kdl__cka_pass_job_block,
+                        .end = compute_end,
+                        .combine = compute_combine};
         kdl_stream *s = NULL;
         int r;
 

@@ -37,6 +37,20 @@ struct kdl__cka_compute_opts {
         enum kdl_cka_precision precision; /* of the feature-space products */
         bool gram; /* Gram space even when no source is wider than the sample count (tests) */
         const char *analysis; /* who asks, for the refusal: NULL is "cka" */
+        /* Wide sources, min(n, width) > wide_max (0: none is; docs/cka.md#wide-layers): the
+         * labels are taken as classes (exact), another source by a Gaussian sketch of
+         * wide_rank columns (wide KDL_RUN_CKA_WIDE_SKETCH) or exactly, its products with
+         * wide sources in column strips over more passes (KDL_RUN_CKA_WIDE_EXACT). */
+        size_t wide_max;
+        enum kdl_run_cka_wide wide;
+        size_t wide_rank;
+};
+
+/* How a pair of sources was computed (kdl__cka_results.how). */
+enum kdl__cka_how {
+        KDL__CKA_EXACT,  /* the feature-space state or Gram space */
+        KDL__CKA_SKETCH, /* a wide source's sketch: an estimate with its standard error */
+        KDL__CKA_STRIPS, /* exact, the products in column strips over more passes */
 };
 
 /*
@@ -54,6 +68,10 @@ int kdl__cka_pass_need(const struct kdl__srcs *l, size_t n, size_t nsub, size_t 
 struct kdl__cka_results {
         bool gram; /* Gram space (a source wider than the sample count, or asked) */
         size_t n, nsub, maxw;
+        size_t nwide;           /* wide sources (sketched, or in strips) */
+        bool hot;               /* the labels taken as classes */
+        size_t rank, strips;    /* the sketches' columns; the passes of the strips */
+        unsigned char *how;     /* [L*L] enum kdl__cka_how of each pair */
         kdl_cka_matrix *lin;    /* linear, all samples: biased, debiased, bootstrap */
         kdl_cka_matrix *robust; /* subsample, outliers removed */
         kdl_cka_matrix *rbf;    /* subsample; NULL unless asked */
@@ -77,6 +95,66 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
                      size_t nsub, struct kdl__cka_results *res, struct kdl__gather *ret_sub);
 
 /*
+ * Wide sources (analysis/cka-wide.c, docs/cka.md#wide-layers).  A source is wide when its
+ * width and the sample count both exceed o->wide_max: the labels are then taken as classes
+ * (exact at any C), any other source by a Gaussian sketch (o->wide sketch) or at full width
+ * with its products with wide sources in column strips (exact).
+ */
+struct kdl__cka_wide {
+        enum kdl_cka_layer *kinds; /* [L] how the state takes each source */
+        size_t *sw;                /* [L] the state's width of each */
+        bool *wide;                /* [L] the wide sources (sketched or in strips) */
+        bool *ext;                 /* [L*L] exact: the pairs in column strips; else NULL */
+        size_t nwide;
+        bool hot; /* the labels as classes */
+};
+
+/* kdl__cka_pass_layout() - the layout of a pass over @n samples of @l into @w, and whether
+ * it is in Gram space: asked, or a source wider than the sample count that is not wide
+ * (o->wide_max).  Release @w whatever this returns.  Return: 0; -ENOMEM. */
+int kdl__cka_pass_layout(const struct kdl__srcs *l, size_t n, const struct kdl__cka_compute_opts *o,
+                         struct kdl__cka_wide *w, bool *ret_gram);
+
+/* kdl__cka_wide_init() - the layout of a pass over @n samples of @l with @o (no wide source
+ * in Gram space, @gram).  Release it whatever this returns.  Return: 0; -ENOMEM. */
+int kdl__cka_wide_init(struct kdl__cka_wide *w, const struct kdl__srcs *l, size_t n, bool gram,
+                       const struct kdl__cka_compute_opts *o);
+void kdl__cka_wide_release(struct kdl__cka_wide *w);
+
+/* kdl__cka_wide_need() - the parts of @w's sketches and column strips (the strips take at
+ * most half of o->max_bytes, *@ret_passes more passes), into @nd.  Return: 0; -ENOMEM. */
+int kdl__cka_wide_need(const struct kdl__cka_wide *w, const struct kdl__srcs *l,
+                       const struct kdl__cka_compute_opts *o, kdl__need *nd, size_t *ret_passes);
+
+/* kdl__cka_wide_sketches() - a sketch of every sketched source of @w, seeded by o->seed,
+ * into *@ret ([L], NULL for the others; free with kdl__cka_wide_sketches_free()).
+ * Return: 0; -ENOMEM. */
+int kdl__cka_wide_sketches(const struct kdl__cka_wide *w, const struct kdl__srcs *l,
+                           const struct kdl__cka_compute_opts *o, kdl_cka_sketch ***ret);
+void kdl__cka_wide_sketches_free(kdl_cka_sketch **k, size_t n);
+
+/* kdl__cka_wide_strips() - the column strips of @w's external pairs, centred by the means
+ * of @state (after its pass), within half of o->max_bytes.  Return: 0; -KDL_EBUDGET;
+ * -ENOMEM. */
+int kdl__cka_wide_strips(const struct kdl__cka_wide *w, const struct kdl__srcs *l,
+                         const kdl_cka_state *state, const struct kdl__cka_compute_opts *o,
+                         kdl_cka_strips **ret);
+
+/* kdl__cka_wide_how() - how each pair was computed (enum kdl__cka_how), [L*L] into *@ret
+ * (caller frees).  Return: 0; -ENOMEM. */
+int kdl__cka_wide_how(const struct kdl__cka_wide *w, size_t nsrc, bool gram, unsigned char **ret);
+
+/* kdl__cka_method() - how the pair (@a, @b) of @nsrc sources was computed, the "method"
+ * column: "feature" or "gram" (exact), "sketch" (a wide source's sketch), "strips" (exact,
+ * in column strips). */
+const char *kdl__cka_method(const struct kdl__cka_results *res, size_t nsrc, size_t a, size_t b);
+
+/* kdl__cka_wide_notes() - the notes on the wide sources and the labels of @last, when it
+ * had any.  Return: 0; -ENOMEM. */
+int kdl__cka_wide_notes(kdl_doc *doc, const struct kdl__cka_results *last,
+                        const struct kdl_run_cka_opts *o);
+
+/*
  * kdl__cka_compute()'s pass as the state of a job, for a job of one's own
  * (the cka command's): init, then kdl__feed_attach() and kdl__feed_block() on
  * @feed as the job's attach and block, then finish at the end of the pass.
@@ -88,9 +166,12 @@ struct kdl__cka_pass {
         struct kdl__cka_compute_opts o;
         const size_t *sub; /* borrowed */
         size_t nsub;
-        size_t *all;          /* Gram space: every sample, wanted by g */
-        kdl_cka_state *state; /* feature space */
-        struct kdl__gather g; /* Gram space: every sample; else the subsample */
+        size_t *all;               /* Gram space: every sample, wanted by g */
+        kdl_cka_state *state;      /* feature space */
+        struct kdl__cka_wide wide; /* how the state takes each source */
+        kdl_cka_sketch **sketch;   /* [L] the sketched sources' */
+        kdl_cka_strips *strips;    /* made after pass 0 when wide.ext */
+        struct kdl__gather g;      /* Gram space: every sample; else the subsample */
         struct kdl__cka_results *res;
         struct kdl__gather *ret_sub; /* NULL, or receives the subsample */
 };
@@ -104,14 +185,31 @@ int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, 
                        const struct kdl__cka_compute_opts *o, const size_t *sub, size_t nsub,
                        struct kdl__cka_results *res, struct kdl__gather *ret_sub);
 
-/* kdl__cka_pass_finish() - after the pass: the results from the state or the
+/* kdl__cka_pass_combine() - collective, under MPI (analysis/dist.h), after the
+ * pass: the feature-space sums of every rank merged in rank order, and the
+ * gathered rows (the subsample, or in Gram space every row) in sample order,
+ * both on every rank, so that every rank's finish computes what one process
+ * does.  Return: 0; the first error of any rank. */
+int kdl__cka_pass_combine(struct kdl__cka_pass *c);
+
+/* kdl__cka_pass_block() - block of pass @pass of such a job: pass 0 to the state and the
+ * gather, a later one to the column strips.  Return: as kdl__feed_block(). */
+int kdl__cka_pass_block(struct kdl__cka_pass *c, kdl_stream *s, unsigned pass);
+
+/* kdl__cka_pass_end() - the end of pass @pass: 1 when the column strips want another pass
+ * (the first makes them), else the results from the state or the gathered rows, 0.
+ * Return: 1; 0; -KDL_EBUDGET; the metrics' errors; -ENOMEM. */
+int kdl__cka_pass_end(struct kdl__cka_pass *c, unsigned pass);
+
+/* kdl__cka_pass_finish() - after the last pass: the results from the state or the
  * gathered rows.  Return: 0; the metrics' errors; -ENOMEM. */
 int kdl__cka_pass_finish(struct kdl__cka_pass *c);
 
-/* kdl__cka_pass_attach(), kdl__cka_pass_block() - the attach and block of a job whose ctx
- * is a struct kdl__cka_pass: kdl__feed_attach() and kdl__feed_block() on its feed. */
-int kdl__cka_pass_attach(kdl__job *j, kdl_stream *s);
-int kdl__cka_pass_block(kdl__job *j, kdl_stream *s, unsigned pass);
+/* kdl__cka_pass_job_attach(), kdl__cka_pass_job_block() - the attach and block of a job
+ * whose ctx is a struct kdl__cka_pass: kdl__feed_attach() on its feed, and
+ * kdl__cka_pass_block(). */
+int kdl__cka_pass_job_attach(kdl__job *j, kdl_stream *s);
+int kdl__cka_pass_job_block(kdl__job *j, kdl_stream *s, unsigned pass);
 
 /* kdl__cka_pass_release() - free what @c holds (not the results). */
 void kdl__cka_pass_release(struct kdl__cka_pass *c);
@@ -183,8 +281,8 @@ struct kdl__cka_shared;
  * options), run i at @cps[i] with student @k, as a job (@ret_job, its state in *@ret).
  * Return: 1; 0 (*@ret NULL, the runs' jobs dropped) when they cannot share one: fewer than
  * two, different teacher checkpoints, --nonfinite skip (each checkpoint's stream drops its
- * own samples), Gram space (a source wider than the samples) or more than one MPI process
- * (the pass has no combine); -KDL_EBUDGET when the pass
+ * own samples), Gram space (a source wider than the samples), a wide source (--wide-max)
+ * or more than one MPI process (the pass has no combine); -KDL_EBUDGET when the pass
  * and a stream of its own need more than common.memory; -ENOMEM.
  */
 int kdl__cka_shared_new(struct kdl__cka_run *const *runs, size_t n, size_t k,
@@ -211,7 +309,7 @@ int kdl__cka_shared_cost(struct kdl__cka_run *const *runs, size_t n, size_t k,
 /* The options of the cka command that lower its need. */
 #define KDL_CKA_LEVERS                                                                             \
         (KDL_LEVER_SPATIAL | KDL_LEVER_SUBSAMPLE | KDL_LEVER_BOOTSTRAP | KDL_LEVER_INTERVAL |      \
-         KDL_LEVER_BATCH)
+         KDL_LEVER_BATCH | KDL_LEVER_WIDE_MAX | KDL_LEVER_WIDE_RANK)
 
 /* kdl__cka_job_need() - keep in @ret the larger of @ret and the need of the job
  * kdl__cka_job(@r, @k, @cp) would make, from the shapes alone: its pass in blocks of @rows

@@ -11,7 +11,7 @@
 #include "metrics/base/banned.h"
 
 struct kdl__cka_shared {
-        struct kdl__cka_pass c;      /* first: the job's ctx (kdl__cka_pass_attach()) */
+        struct kdl__cka_pass c;      /* first: the job's ctx (kdl__cka_pass_job_attach()) */
         struct kdl__cka_run **runs;  /* [n] borrowed; each with its job open */
         struct kdl__cka_job_view *v; /* [n] the runs' jobs */
         size_t n;
@@ -109,7 +109,8 @@ static int union_mask(struct kdl__cka_shared *sh)
 static int shared_setup(struct kdl__cka_shared *sh, struct kdl__cka_run *const *runs, size_t n,
                         size_t k, const struct kdl_ckpair *cps)
 {
-        size_t maxw = 0;
+        struct kdl__cka_wide w;
+        bool gram;
         int err = 0;
 
         sh->runs = kdl_new(struct kdl__cka_run *, n);
@@ -134,10 +135,14 @@ static int shared_setup(struct kdl__cka_shared *sh, struct kdl__cka_run *const *
         err = union_sources(sh);
         if (err <= 0)
                 return err;
-        for (size_t i = 0; i < sh->l.n; i++)
-                maxw = sh->l.v[i].width > maxw ? sh->l.v[i].width : maxw;
-        if (sh->co.gram || maxw > sh->v[0].n)
-                return 0; /* Gram space: every sample in memory, each run on its own */
+        /* Gram space (every sample in memory) and wide sources (their sketches are seeded
+         * by a source's index, their strips take more passes): each run on its own. */
+        err = kdl__cka_pass_layout(&sh->l, sh->v[0].n, &sh->co, &w, &gram);
+        if (!err && (gram || w.nwide))
+                err = 1;
+        kdl__cka_wide_release(&w);
+        if (err)
+                return err < 0 ? err : 0;
         err = union_mask(sh);
         sh->co.pairs = sh->mask;
         return err < 0 ? err : 1;
@@ -293,6 +298,8 @@ static int slice_matrix(const kdl_cka_matrix *m, const size_t *map, size_t n, kd
         r = r ?: slice_values(m->debiased_rep, nl, b, map, n, &s->debiased_rep);
         r = r ?: slice_values(m->biased_jack, nl, g, map, n, &s->biased_jack);
         r = r ?: slice_values(m->debiased_jack, nl, g, map, n, &s->debiased_jack);
+        r = r ?: slice_values(m->biased_sketch_se, nl, 1, map, n, &s->biased_sketch_se);
+        r = r ?: slice_values(m->debiased_sketch_se, nl, 1, map, n, &s->debiased_sketch_se);
         if (r < 0) {
                 kdl_cka_matrix_free(s);
                 return r;
@@ -309,7 +316,14 @@ static int slice_results(const struct kdl__cka_shared *sh, size_t i, struct kdl_
         size_t n = sh->v[i].l->n;
         int r;
 
-        *to = (struct kdl__cka_results){.gram = from->gram, .n = from->n, .nsub = from->nsub};
+        /* how stays NULL: a shared pass has no wide source, every pair is exact. */
+        *to = (struct kdl__cka_results){.gram = from->gram,
+                                        .n = from->n,
+                                        .nsub = from->nsub,
+                                        .nwide = from->nwide,
+                                        .hot = from->hot,
+                                        .rank = from->rank,
+                                        .strips = from->strips};
         r = slice_matrix(from->lin, map, n, &to->lin);
         r = r ?: slice_matrix(from->robust, map, n, &to->robust);
         r = r ?: slice_matrix(from->rbf, map, n, &to->rbf);
@@ -327,8 +341,9 @@ static int shared_end(kdl__job *j, kdl_stream *s, unsigned pass)
         int err;
 
         (void) s;
-        (void) pass;
-        err = kdl__cka_pass_finish(&sh->c);
+        err = kdl__cka_pass_end(&sh->c, pass);
+        if (err > 0)
+                return 1; /* another pass (none without wide sources) */
         kdl__cka_pass_release(&sh->c);
         for (size_t i = 0; i < sh->n && !err; i++) {
                 struct kdl__cka_results part;
@@ -374,8 +389,8 @@ int kdl__cka_shared_new(struct kdl__cka_run *const *runs, size_t n, size_t k,
         }
         *ret = sh;
         *ret_job = (kdl__job){.ctx = &sh->c,
-                              .attach = kdl__cka_pass_attach,
-                              .block = kdl__cka_pass_block,
+                              .attach = kdl__cka_pass_job_attach,
+                              .block = kdl__cka_pass_job_block,
                               .end = shared_end};
         return 1;
 }

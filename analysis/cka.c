@@ -10,56 +10,9 @@
 #include "analysis/cka-internal.h"
 #include "metrics/base/banned.h"
 
-#define DEFAULT_SUBSAMPLE 2048
-#define DEFAULT_BATCH     256
-#define DEFAULT_THETA     0.5
-#define DEFAULT_ROBUST    0.01
-
 /* The stream of kdl_sample_select() that draws the subsample (the
  * minibatch order is stream 3, in cka-compute.c). */
 #define STREAM_SUBSAMPLE 1
-
-static const char *const estimator_names[KDL_RUN_CKA_ESTIMATOR_COUNT_] = {"biased", "debiased",
-                                                                          "minibatch"};
-
-const char *kdl_run_cka_estimator_name(enum kdl_run_cka_estimator e)
-{
-        assert(e < KDL_RUN_CKA_ESTIMATOR_COUNT_);
-        return estimator_names[e];
-}
-
-int kdl_run_cka_estimator_parse(const char *s, enum kdl_run_cka_estimator *ret)
-{
-        for (int e = 0; e < KDL_RUN_CKA_ESTIMATOR_COUNT_; e++)
-                if (strcmp(s, estimator_names[e]) == 0) {
-                        *ret = (enum kdl_run_cka_estimator) e;
-                        return 0;
-                }
-        return kdl_error(-KDL_EUSAGE,
-                         "--estimator: expected biased, debiased or minibatch, found '%s'", s);
-}
-
-int kdl_run_cka_kernel_parse(const char *s, enum kdl_cka_kernel *ret)
-{
-        for (int k = 0; k < KDL_CKA_KERNEL_COUNT_; k++)
-                if (strcmp(s, kdl_cka_kernel_name((enum kdl_cka_kernel) k)) == 0) {
-                        *ret = (enum kdl_cka_kernel) k;
-                        return 0;
-                }
-        return kdl_error(-KDL_EUSAGE, "--kernel: expected linear or rbf, found '%s'", s);
-}
-
-void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o)
-{
-        *o = (struct kdl_run_cka_opts){.kernel = KDL_CKA_LINEAR,
-                                       .estimator = KDL_RUN_CKA_BIASED,
-                                       .subsample = DEFAULT_SUBSAMPLE,
-                                       .batch = DEFAULT_BATCH,
-                                       .theta = DEFAULT_THETA,
-                                       .robust = DEFAULT_ROBUST,
-                                       .precision = KDL_CKA_PRECISION_DOUBLE};
-        kdl_run_common_init(&o->common);
-}
 
 /* The tables one run fills, across checkpoints. */
 struct tables {
@@ -108,6 +61,19 @@ static int boot_columns(kdl_table *t, const kdl_cka_matrix *m, int e, size_t a, 
         return err;
 }
 
+/* With a sketched source: the standard error the sketch adds to the pair's values (NaN for
+ * the exact pairs), under @key and @dkey. */
+static int sketch_se(kdl_table *t, const kdl_cka_matrix *lin, size_t a, size_t b, const char *key,
+                     const char *dkey)
+{
+        int err;
+
+        if (!lin->biased_sketch_se)
+                return 0;
+        err = kdl_table_put_real(t, key, at(lin, lin->biased_sketch_se, a, b));
+        return err ?: kdl_table_put_real(t, dkey, at(lin, lin->debiased_sketch_se, a, b));
+}
+
 static int emit_pair(kdl_table *t, const struct kdl__cka_results *res,
                      const struct kdl_run_cka_opts *o, const struct kdl__srcs *l, size_t a,
                      size_t b)
@@ -119,10 +85,13 @@ static int emit_pair(kdl_table *t, const struct kdl__cka_results *res,
         err = err ?: put_depth(t, "depth_a", &l->v[a]);
         err = err ?: kdl_table_put_str(t, "layer_b", l->v[b].name);
         err = err ?: put_depth(t, "depth_b", &l->v[b]);
-        err = err ?: kdl_table_put_str(t, "method", res->gram ? "gram" : "feature");
+        err = err ?: kdl_table_put_str(t, "method", kdl__cka_method(res, l->n, a, b));
         err = err ?: kdl_table_put_int(t, "n", (long long) lin->n);
         err = err ?: kdl_table_put_real(t, "cka_linear", at(lin, lin->biased, a, b));
         err = err ?: kdl_table_put_real(t, "cka_linear_debiased", at(lin, lin->debiased, a, b));
+        err = err
+                      ?: sketch_se(t, lin, a, b, "cka_linear_sketch_se",
+                                   "cka_linear_debiased_sketch_se");
         for (int e = 0; e < 2 && !err && lin->bootstrap; e++)
                 err = boot_columns(t, lin, e, a, b);
         err = err ?: kdl_table_put_int(t, "subsample", (long long) res->nsub);
@@ -224,14 +193,17 @@ static int matrix_row(struct tables *tb, const struct kdl__cka_results *res,
         return err;
 }
 
-static const char *const logits_keys[3] = {"cka_logits", "cka_logits_debiased",
-                                           "cka_logits_robust"};
-static const char *const labels_keys[3] = {"cka_labels", "cka_labels_debiased",
-                                           "cka_labels_robust"};
+static const char *const logits_keys[6] = {"cka_logits",           "cka_logits_debiased",
+                                           "cka_logits_robust",    "logits_method",
+                                           "cka_logits_sketch_se", "cka_logits_debiased_sketch_se"};
+static const char *const labels_keys[6] = {"cka_labels",           "cka_labels_debiased",
+                                           "cka_labels_robust",    "labels_method",
+                                           "cka_labels_sketch_se", "cka_labels_debiased_sketch_se"};
 
-/* Source @a against the target source @z: biased, debiased and robust linear CKA. */
-static int target_columns(kdl_table *t, const struct kdl__cka_results *res, size_t a, size_t z,
-                          const char *const key[3])
+/* Source @a against the target source @z: biased, debiased and robust linear CKA; with a
+ * wide source in the run, how the pair was computed and the sketch's standard errors. */
+static int target_columns(kdl_table *t, const struct kdl__cka_results *res,
+                          const struct kdl__srcs *l, size_t a, size_t z, const char *const key[6])
 {
         const kdl_cka_matrix *lin = res->lin, *rob = res->robust;
         int err;
@@ -239,7 +211,9 @@ static int target_columns(kdl_table *t, const struct kdl__cka_results *res, size
         err = kdl_table_put_real(t, key[0], at(lin, lin->biased, a, z));
         err = err ?: kdl_table_put_real(t, key[1], at(lin, lin->debiased, a, z));
         err = err ?: kdl_table_put_real(t, key[2], rob ? at(rob, rob->biased, a, z) : (double) NAN);
-        return err;
+        if (!err && (res->nwide || res->hot))
+                err = kdl_table_put_str(t, key[3], kdl__cka_method(res, l->n, a, z));
+        return err ?: sketch_se(t, lin, a, z, key[4], key[5]);
 }
 
 /* The "cka_targets" row of source @a: against A's logits and the labels. */
@@ -257,9 +231,9 @@ static int target_row(kdl_table *t, const struct kdl__cka_results *res, const st
         err = err ?: kdl_table_put_str(t, "layer", l->v[a].name);
         err = err ?: put_depth(t, "depth", &l->v[a]);
         if (!err && logits >= 0)
-                err = target_columns(t, res, a, (size_t) logits, logits_keys);
+                err = target_columns(t, res, l, a, (size_t) logits, logits_keys);
         if (!err && labels >= 0)
-                err = target_columns(t, res, a, (size_t) labels, labels_keys);
+                err = target_columns(t, res, l, a, (size_t) labels, labels_keys);
         return err;
 }
 
@@ -340,6 +314,12 @@ int kdl__cka_begin(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc 
                                  o.batch);
         if (!(o.theta > 0.0) || !(o.robust >= 0.0 && o.robust < 0.5))
                 return kdl_error(-KDL_EUSAGE, "--theta must be positive and --robust in [0, 0.5)");
+        if (o.wide == KDL_RUN_CKA_WIDE_SKETCH && o.wide_max &&
+            (o.wide_rank < 3 || o.wide_rank > o.wide_max))
+                return kdl_error(-KDL_EUSAGE,
+                                 "--wide-rank: a sketch needs 3 to --wide-max (%zu) columns, "
+                                 "found %zu",
+                                 o.wide_max, o.wide_rank);
         r = kdl_new(struct kdl__cka_run, 1);
         if (!r)
                 return -ENOMEM;
@@ -376,23 +356,38 @@ static int cka_block(kdl__job *j, kdl_stream *s, unsigned pass)
 {
         struct kdl__cka_run *r = j->ctx;
 
-        (void) pass;
-        return kdl__feed_block(&r->c.feed, s);
+        return kdl__cka_pass_block(&r->c, s, pass);
 }
 
-/* The end of the job's only pass: its results, its rows; its state goes. */
+/* The end of a pass: another for the column strips of wide sources, or the job's results,
+ * its rows; its state goes. */
 static int cka_end(kdl__job *j, kdl_stream *s, unsigned pass)
 {
         struct kdl__cka_run *r = j->ctx;
         int err;
 
         (void) s;
-        (void) pass;
-        err = kdl__cka_pass_finish(&r->c);
+        err = kdl__cka_pass_end(&r->c, pass);
+        if (err > 0)
+                return 1;
         err = err ?: emit(&r->tb, &r->last, &r->o, &r->l, &r->cp, r->two, r->logits, r->labels);
         if (err >= 0)
                 job_release(r);
         return err;
+}
+
+/* Under MPI: the feature-space sums merged in rank order, and the gathered
+ * rows (the subsample, or in Gram space every sample) in sample order, each
+ * sent back to every rank, so that every rank's end finishes the one-process
+ * computation (the bootstrap weights are a function of the sample id and the
+ * seed, the subsample of the seed: neither depends on the rank). */
+static int cka_combine(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        struct kdl__cka_run *r = j->ctx;
+
+        (void) s;
+        (void) pass;
+        return kdl__cka_pass_combine(&r->c);
 }
 
 /* The sources of the job at @cp (A's layers and logits, B's, the labels), the
@@ -437,7 +432,10 @@ static struct kdl__cka_compute_opts compute_opts(const struct kdl__cka_run *r)
                 .max_bytes = o->common.memory,
                 .pairs = r->mask,
                 .precision = o->precision,
-                .analysis = "cka"};
+                .analysis = "cka",
+                .wide_max = o->wide_max,
+                .wide = o->wide,
+                .wide_rank = o->wide_rank};
 }
 
 /* What the job of student @k (r->two: with one) needs, its sources r->l found by
@@ -585,7 +583,11 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
                 job_release(r);
                 return err;
         }
-        *ret = (kdl__job){.ctx = r, .attach = cka_attach, .block = cka_block, .end = cka_end};
+        *ret = (kdl__job){.ctx = r,
+                          .attach = cka_attach,
+                          .block = cka_block,
+                          .end = cka_end,
+                          .combine = cka_combine};
         return 0;
 }
 
@@ -643,12 +645,20 @@ static int add_notes(kdl_doc *doc, const struct kdl__cka_results *last,
 {
         int err;
 
-        err = kdl_doc_add_note(doc,
-                               last->gram ? "linear CKA in Gram space over all %zu samples (a "
-                                            "layer of width %zu is wider than the sample count)"
-                                          : "linear CKA in feature space over all %zu samples, "
-                                            "one pass (widest layer %zu)",
-                               last->n, last->maxw);
+        if (last->strips)
+                err = kdl_doc_add_note(doc,
+                                       "linear CKA in feature space over all %zu samples, %zu "
+                                       "passes (widest layer %zu)",
+                                       last->n, last->strips + 1, last->maxw);
+        else
+                err = kdl_doc_add_note(doc,
+                                       last->gram ? "linear CKA in Gram space over all %zu "
+                                                    "samples (a layer of width %zu is wider "
+                                                    "than the sample count)"
+                                                  : "linear CKA in feature space over all %zu "
+                                                    "samples, one pass (widest layer %zu)",
+                                       last->n, last->maxw);
+        err = err ?: kdl__cka_wide_notes(doc, last, o);
         if (!err && !last->gram && o->precision == KDL_CKA_PRECISION_MIXED)
                 err = kdl_doc_add_note(doc,
                                        "mixed precision: the feature-space products in float "

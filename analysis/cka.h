@@ -26,6 +26,21 @@ enum kdl_run_cka_estimator {
         KDL_RUN_CKA_ESTIMATOR_COUNT_
 };
 
+/* How a pair with a wide source is computed (docs/cka.md#wide-layers): a source is wide
+ * when both its width and the sample count exceed --wide-max. */
+enum kdl_run_cka_wide {
+        KDL_RUN_CKA_WIDE_SKETCH, /* "sketch": each wide source by a seeded Gaussian sketch,
+                                    one pass; an estimate with its standard error */
+        KDL_RUN_CKA_WIDE_EXACT,  /* "exact": their products in column strips, more passes */
+        KDL_RUN_CKA_WIDE_COUNT_
+};
+
+/** kdl_run_cka_wide_name() - "sketch" or "exact". */
+KDL_API const char *kdl_run_cka_wide_name(enum kdl_run_cka_wide w);
+
+/** kdl_run_cka_wide_parse() - the mode named @s; -KDL_EUSAGE otherwise. */
+KDL_API int kdl_run_cka_wide_parse(const char *s, enum kdl_run_cka_wide *ret);
+
 /** kdl_run_cka_estimator_name() - "biased", "debiased" or "minibatch". */
 KDL_API const char *kdl_run_cka_estimator_name(enum kdl_run_cka_estimator e);
 
@@ -49,13 +64,16 @@ struct kdl_run_cka_opts {
         double theta;                     /* RBF bandwidth fraction, > 0 */
         double robust;                    /* outlier fraction of the robust column, in [0, 0.5) */
         enum kdl_cka_precision precision; /* feature-space products */
+        size_t wide_max;                  /* wide: min(N, width) above it; 0: none */
+        enum kdl_run_cka_wide wide;       /* how pairs with a wide source are computed */
+        size_t wide_rank;                 /* columns of a wide source's sketch, <= wide_max */
 };
 
 /**
  * kdl_run_cka_opts_init() - common defaults, the linear kernel, the biased
  * estimator, no bootstrap (percentile intervals when asked), seed 0, a
  * subsample of 2048, batches of 256, theta 0.5, a 1 % robust fraction,
- * double precision.
+ * double precision, wide sources above 4096 sketched to 1024 columns.
  */
 KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
 
@@ -68,7 +86,9 @@ KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
  *
  * Linear and debiased linear CKA stream over every sample in one pass
  * (feature space; Gram space when a layer is wider than the number of
- * samples, chosen automatically and reported in the "method" column), with
+ * samples, chosen automatically and reported in the "method" column; for a
+ * pair with a wide source, min(N, width) > @o->wide_max, a sketch of it or
+ * column strips over more passes, method "sketch" or "strips"), with
  * @o->bootstrap replicates either way (the same Poisson weights of the same
  * samples, so both spaces give the same intervals): columns *_lo, *_hi, *_se
  * and *_bias, and notes when B < 200 or an interval misses its own point

@@ -7,6 +7,7 @@
 
 #include "analysis/dims.h"
 #include "analysis/inputs.h"
+#include "analysis/need.h"
 #include "analysis/pass.h"
 #include "loaders/h5.h"
 #include "metrics/spectral.h"
@@ -81,6 +82,25 @@ int kdl__dims_end(struct kdl__dims_run *r);
 /** kdl__dims_abort() - free @r after a failure (NULL: no-op); nothing more goes into the doc. */
 void kdl__dims_abort(struct kdl__dims_run *r);
 
+/* kdl__dims_teacher_checkpoints() - the teacher's checkpoints @o selects, into *@ret (caller
+ * frees; none when only the students have the checkpoint asked for).
+ * Return: 0; the errors of kdl_select_checkpoints(). */
+int kdl__dims_teacher_checkpoints(const kdl_inputs *in, const struct kdl_run_dims_opts *o,
+                                  struct kdl_ckpair **ret, size_t *ret_n);
+
+/* The options of the dims command that lower its need. */
+#define KDL_DIMS_LEVERS (KDL_LEVER_BLOCK_ROWS | KDL_LEVER_LAYER | KDL_LEVER_SKETCH_RANK)
+
+/*
+ * kdl__dims_job_need() - keep in @ret the larger of @ret and the need of the job of
+ * checkpoint @ck of @f over @n samples (@tck: the teacher's it fits, or NULL), read through
+ * @pair (NULL: @f alone), from the shapes alone: the stream's blocks, every selected layer's state,
+ * the centred logits' state by the method it would use, or the head weight and its SVD before the
+ * pass when that is more. Return: 0; -KDL_ESCHEMA for logits that are not [N, C >= 2]; -ENOMEM.
+ */
+int kdl__dims_job_need(struct kdl__dims_run *r, kdl_h5file *f, const kdl_checkpoint *ck,
+                       const kdl_checkpoint *tck, size_t n, const kdl_pair *pair, kdl__need *ret);
+
 /*
  * The tables of a dims document (analysis/dims-tables.c): rows from the
  * spectral results, column labels and notes, for dims.c's jobs and run.
@@ -152,5 +172,11 @@ int kdl__dims_curve_rows(kdl_table *curve, const kdl_dump *td, kdl_spectral_resu
  * bit 1u << m for each enum kdl_spectral_method m of a centred-logit spectrum). */
 int kdl__dims_notes(kdl_doc *doc, const struct kdl_run_dims_opts *o, const kdl_inputs *in,
                     bool heads, unsigned methods);
+
+/* kdl__dims_check_opts() - @o for the inputs @in: 0, or -KDL_EUSAGE with the message made. */
+int kdl__dims_check_opts(const kdl_inputs *in, const struct kdl_run_dims_opts *o);
+
+/* kdl__dims_layer_exists() - whether a checkpoint of any input of @in has a layer @name. */
+bool kdl__dims_layer_exists(const kdl_inputs *in, const char *name);
 
 #endif

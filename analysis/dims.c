@@ -10,8 +10,10 @@
 #include "loaders/stream.h"
 #include "analysis/dims.h"
 #include "metrics/base/budget.h"
+#include "analysis/need.h"
 #include "analysis/dims-internal.h"
 #include "analysis/pass.h"
+#include "analysis/dist.h"
 #include "metrics/base/banned.h"
 
 /* One spectral state the blocks feed: a selected layer's features, or the logits. */
@@ -43,6 +45,8 @@ struct job {
         double support_sum;
         struct acc *acc; /* [nacc] the logits, then the selected layers in order */
         size_t nacc;
+        bool combined;  /* under MPI: the states are every rank's (job_combine()) */
+        size_t skipped; /* then the samples every rank skipped */
 };
 
 struct kdl__dims_run {
@@ -57,19 +61,6 @@ struct kdl__dims_run {
         unsigned methods;  /* 1u << the method of each centred-logit spectrum */
         struct job job;    /* the current job */
 };
-
-void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o)
-{
-        *o = (struct kdl_run_dims_opts){.tolerance = 0.01,
-                                        .rank_rtol = KDL_SPECTRAL_RANK_RTOL,
-                                        .ridge_lambda = -1.0,
-                                        .spectrum = true,
-                                        .logit_method = KDL_DIMS_LOGITS_AUTO,
-                                        .exact_max = KDL_DIMS_EXACT_MAX,
-                                        .sketch_rank = KDL_SPECTRAL_SKETCH_RANK,
-                                        .sketch_oversample = KDL_SPECTRAL_SKETCH_OVERSAMPLE};
-        kdl_run_common_init(&o->common);
-}
 
 static size_t ck_index(const kdl_h5file *f, const kdl_checkpoint *ck)
 {
@@ -286,17 +277,18 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
         const kdl_checkpoint *ck = j->ck;
         const kdl_spectral_result *tres = NULL;
         const kdl_layer *wl = width_layer(ck);
+        size_t skipped = j->combined ? j->skipped : kdl_stream_skipped(s);
         double r2 = NAN;
         int err = 0;
 
         (void) pass;
-        if (kdl_stream_skipped(s)) {
+        if (skipped) {
                 err = kdl_doc_add_note(c->doc,
                                        "'%s': checkpoint %s: %zu samples with NaN/Inf skipped, "
                                        "for every layer and the logits (one pass reads them all: "
                                        "NaN/Inf in any dataset read with them%s drops the "
                                        "sample)",
-                                       d->path, ck->name, kdl_stream_skipped(s),
+                                       d->path, ck->name, skipped,
                                        j->tck && !j->teacher ? ", the teacher's logits included"
                                                              : "");
                 if (err < 0)
@@ -339,6 +331,45 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
         return err;
 }
 
+/* ---- under MPI ------------------------------------------------------------------------ */
+
+static int state_pack(const void *st, void **buf, size_t *len)
+{
+        return kdl_spectral_state_pack(st, buf, len);
+}
+
+static int state_merge_packed(void *st, const void *buf, size_t len)
+{
+        return kdl_spectral_state_merge_packed(st, buf, len);
+}
+
+static int state_load_packed(void *st, const void *buf, size_t len)
+{
+        return kdl_spectral_state_load_packed(st, buf, len);
+}
+
+/* Under MPI: every state merged in rank order and sent back to every rank,
+ * so that every rank's end computes the one-process spectra (the sketch's
+ * test matrix is a function of the seed, the same on every rank); the
+ * support ranks and the samples skipped are counts, summed exactly in any
+ * order. */
+static int job_combine(kdl__job *kj, kdl_stream *s, unsigned pass)
+{
+        static const struct kdl__dist_ops ops = {state_pack, state_merge_packed, state_load_packed};
+        struct job *j = kj->ctx;
+        double sum[2] = {j->support_sum, (double) kdl_stream_skipped(s)};
+        int err = 0;
+
+        (void) pass;
+        for (size_t a = 0; a < j->nacc && !err; a++)
+                err = kdl__dist_combine(j->acc[a].st, &ops);
+        err = err ?: kdl__dist_sum(sum, 2);
+        j->support_sum = sum[0];
+        j->skipped = (size_t) sum[1];
+        j->combined = true;
+        return err;
+}
+
 /* The stream's default budget for all its blocks together (loaders/stream.h). */
 #define STREAM_BLOCK_BYTES ((size_t) 64 << 20)
 
@@ -348,34 +379,35 @@ static int job_end(kdl__job *kj, kdl_stream *s, unsigned pass)
  * stream's blocks, then the logits' state by the method asked for, or the
  * one kdl_spectral_plan_choose() finds in what is left.
  */
-static int plan_job(struct job *j, size_t n)
+/* The rows of the job's blocks, their bytes (@ret_blocks) and the selected layers' states
+ * (@ret_layers), over @n samples. */
+static size_t layers_bytes(const struct job *j, size_t n, size_t rows_read, size_t *ret_blocks,
+                           size_t *ret_layers)
 {
         const struct kdl_run_dims_opts *o = j->r->o;
-        const kdl_dump *d = kdl_h5_dump(j->f);
         enum kdl_spatial sp = o->common.spatial;
-        size_t c = kdl_dsinfo_width(j->ck->logits, sp);
         size_t dy = j->tck ? kdl_dsinfo_width(j->tck->logits, sp) : 0;
-        size_t cols = c + dy, rows, rest, need, lbytes;
-        int err;
-        kdl_spectral_plan *p = &j->acc[0].plan;
+        size_t cols = kdl_dsinfo_width(j->ck->logits, sp) + dy, rows, layers = 0;
 
         for (size_t a = 1; a < j->nacc; a++)
                 cols += kdl_dsinfo_width(j->acc[a].x, sp);
         rows = o->common.block_rows ? o->common.block_rows
                                     : STREAM_BLOCK_BYTES / (sizeof(double) * cols);
-        rows = rows ? rows : 1;
-        rest = rows < n ? rows * cols * sizeof(double) : n * cols * sizeof(double);
-        for (size_t a = 1; a < j->nacc; a++) {
-                size_t b = kdl_spectral_bytes(&j->acc[a].plan, n, kdl_dsinfo_width(j->acc[a].x, sp),
-                                              dy, rows);
+        /* The rows the stream reads, when known (--plan): the states copy their blocks. */
+        rows = rows_read ? rows_read : rows ? rows : 1;
+        *ret_blocks = rows < n ? rows * cols * sizeof(double) : n * cols * sizeof(double);
+        for (size_t a = 1; a < j->nacc; a++)
+                layers = kdl_sat_add(layers, kdl_spectral_bytes(&j->acc[a].plan, n,
+                                                                kdl_dsinfo_width(j->acc[a].x, sp),
+                                                                dy, rows));
+        *ret_layers = layers;
+        return rows;
+}
 
-                rest = b > SIZE_MAX - rest ? SIZE_MAX : rest + b;
-        }
-        err = kdl_budget_check(rest, o->common.memory, "dims", "--layer or --block-rows",
-                               "the feature layers of '%s' at checkpoint %s, with the blocks read",
-                               d->path, j->ck->name);
-        if (err < 0)
-                return err;
+/* The logits' plan @p as asked: the method (auto: the sketch, which bounds its choice) and
+ * the sketch's parameters. */
+static void logits_plan(const struct kdl_run_dims_opts *o, size_t n, kdl_spectral_plan *p)
+{
         kdl_spectral_plan_init(p);
         p->rank = o->sketch_rank;
         p->oversample = o->sketch_oversample;
@@ -384,6 +416,25 @@ static int plan_job(struct job *j, size_t n)
                             ? KDL_SPECTRAL_SKETCH
                             : (enum kdl_spectral_method) o->logit_method;
         p->rows = p->method == KDL_SPECTRAL_EXACT_GRAM ? n : 0;
+}
+
+static int plan_job(struct job *j, size_t n)
+{
+        const struct kdl_run_dims_opts *o = j->r->o;
+        const kdl_dump *d = kdl_h5_dump(j->f);
+        size_t c = kdl_dsinfo_width(j->ck->logits, o->common.spatial);
+        size_t rows, rest, layers, need, lbytes;
+        int err;
+        kdl_spectral_plan *p = &j->acc[0].plan;
+
+        rows = layers_bytes(j, n, 0, &rest, &layers);
+        rest = kdl_sat_add(rest, layers);
+        err = kdl_budget_check(rest, o->common.memory, "dims", "--layer or --block-rows",
+                               "the feature layers of '%s' at checkpoint %s, with the blocks read",
+                               d->path, j->ck->name);
+        if (err < 0)
+                return err;
+        logits_plan(o, n, p);
         /* Auto falls back on the sketch: when that fits, so does its choice. */
         lbytes = kdl_spectral_bytes(p, n, c, 0, rows);
         need = lbytes > SIZE_MAX - rest ? SIZE_MAX : lbytes + rest;
@@ -407,6 +458,100 @@ static int plan_job(struct job *j, size_t n)
         return 0;
 }
 
+/* The accumulators of job @j: its logits, then its selected layers. */
+static int job_layers(struct job *j)
+{
+        const kdl_checkpoint *ck = j->ck;
+        size_t nacc = 1;
+
+        for (size_t l = 0; l < ck->nlayers; l++)
+                nacc += layer_selected(j->r, &ck->layers[l]);
+        j->acc = kdl_new(struct acc, nacc);
+        if (!j->acc)
+                return -ENOMEM;
+        j->acc[0] = (struct acc){.x = ck->logits, .ix = -1};
+        j->nacc = 1;
+        for (size_t l = 0; l < ck->nlayers; l++) {
+                if (!layer_selected(j->r, &ck->layers[l]))
+                        continue;
+                j->acc[j->nacc] = (struct acc){
+                        .layer = &ck->layers[l], .x = &ck->layers[l].feature, .ix = -1};
+                kdl_spectral_plan_init(&j->acc[j->nacc++].plan);
+        }
+        return 0;
+}
+
+/* The stream job @j reads over @n samples through @pair (NULL: one file): its bytes, and
+ * its rows into @ret_rows. */
+static size_t stream_bytes(const struct job *j, const kdl_pair *pair, size_t n, size_t *ret_rows)
+{
+        const struct kdl_run_dims_opts *o = j->r->o;
+        struct kdl_stream_opts so = {.block_rows = o->common.block_rows,
+                                     .skip_nonfinite = o->common.skip_nonfinite};
+        struct kdl_stream_cost sc;
+
+        kdl_stream_cost_init(&sc, pair);
+        for (size_t a = 0; a < j->nacc; a++)
+                kdl_stream_cost_add(&sc, j->acc[a].x, o->common.spatial, pair != NULL);
+        /* The teacher's own job reads its logits once, as X and as Y. */
+        if (j->tck && j->tck != j->ck)
+                kdl_stream_cost_add(&sc, j->tck->logits, o->common.spatial, false);
+        *ret_rows = kdl_stream_cost_rows(&sc, n, &so);
+        return kdl_stream_cost_bytes(&sc, n, &so);
+}
+
+int kdl__dims_job_need(struct kdl__dims_run *r, kdl_h5file *f, const kdl_checkpoint *ck,
+                       const kdl_checkpoint *tck, size_t n, const kdl_pair *pair, kdl__need *ret)
+{
+        const struct kdl_run_dims_opts *o = r->o;
+        struct job j = {.r = r, .f = f, .ck = ck, .tck = tck};
+        kdl__need nd = {.analysis = ret->analysis}, head = {.analysis = ret->analysis};
+        kdl_spectral_plan p;
+        size_t c, rows, blocks, layers, lbytes, srows = 0, sbytes = 0;
+        int err;
+
+        if (!ck->logits || ck->logits->ndim != 2 || ck->logits->shape[1] < 2)
+                return kdl_error(-KDL_ESCHEMA, "'%s': %s/logits: expected [N, C] with C >= 2",
+                                 kdl_h5_dump(f)->path, ck->group);
+        c = kdl_dsinfo_width(ck->logits, o->common.spatial);
+        err = job_layers(&j);
+        if (!err)
+                sbytes = stream_bytes(&j, pair, n, &srows);
+        rows = err ? 0 : layers_bytes(&j, n, srows, &blocks, &layers);
+        logits_plan(o, n, &p);
+        /* Auto: the method chosen in what the rest leaves. */
+        if (!err && o->logit_method == KDL_DIMS_LOGITS_AUTO &&
+            kdl_sat_add(blocks, layers) < o->common.memory &&
+            kdl_spectral_plan_choose(n, c, o->common.memory - blocks - layers, o->exact_max, rows,
+                                     &p) < 0)
+                kdl_error_clear(); /* the sketch, refused at the run */
+        lbytes = kdl_spectral_bytes(&p, n, c, 0, rows);
+        err = err
+                      ?: kdl__need_add(&nd, sbytes, KDL_LEVER_BLOCK_ROWS,
+                                       "blocks of %zu rows at checkpoint %s", srows, ck->name);
+        err = err
+                      ?: kdl__need_add(&nd, layers, KDL_LEVER_LAYER | KDL_LEVER_BLOCK_ROWS,
+                                       "the spectra of %zu feature layers", j.nacc - 1);
+        err = err
+                      ?: kdl__need_add(&nd, lbytes, KDL_LEVER_SKETCH_RANK,
+                                       "the centred logits (C = %zu, N = %zu) by %s", c, n,
+                                       kdl_spectral_method_name(p.method));
+        /* The head weight and its centred copy, read and factored before the pass. */
+        if (!err && ck->head_weight && ck->head_weight->ndim == 2)
+                err = kdl__need_add(
+                        &head,
+                        kdl_sat_mul(kdl_sat_mul(4 * sizeof(double), c), ck->head_weight->shape[1]),
+                        0, "the head weight [%zu, %zu] and its SVD", c, ck->head_weight->shape[1]);
+        if (!err) {
+                kdl__need_max(&nd, &head);
+                kdl__need_max(ret, &nd);
+        }
+        kdl__need_release(&head);
+        kdl__need_release(&nd);
+        job_release(&j);
+        return err;
+}
+
 /* Set up the job of checkpoint @ck of @f over @n samples (@tck: the teacher's checkpoint it
  * fits, or NULL). */
 static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const kdl_checkpoint *ck,
@@ -414,7 +559,6 @@ static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const k
 {
         struct job *j = &c->job;
         const kdl_dump *d = kdl_h5_dump(f);
-        size_t nacc = 1;
         int err;
 
         job_release(j);
@@ -434,24 +578,15 @@ static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const k
                         return err;
                 j->support = true;
         }
-        for (size_t l = 0; l < ck->nlayers; l++)
-                nacc += layer_selected(c, &ck->layers[l]);
-        j->acc = kdl_new(struct acc, nacc);
-        if (!j->acc)
-                return -ENOMEM;
-        j->acc[0] = (struct acc){.x = ck->logits, .ix = -1};
-        j->nacc = 1;
-        for (size_t l = 0; l < ck->nlayers; l++) {
-                if (!layer_selected(c, &ck->layers[l]))
-                        continue;
-                j->acc[j->nacc] = (struct acc){
-                        .layer = &ck->layers[l], .x = &ck->layers[l].feature, .ix = -1};
-                kdl_spectral_plan_init(&j->acc[j->nacc++].plan);
-        }
-        err = plan_job(j, n);
+        err = job_layers(j);
+        err = err ?: plan_job(j, n);
         if (err < 0)
                 return err;
-        *ret = (kdl__job){.ctx = j, .attach = job_attach, .block = job_block, .end = job_end};
+        *ret = (kdl__job){.ctx = j,
+                          .attach = job_attach,
+                          .block = job_block,
+                          .end = job_end,
+                          .combine = job_combine};
         return 0;
 }
 
@@ -476,45 +611,6 @@ int kdl__dims_job(struct kdl__dims_run *r, size_t k, const struct kdl_ckpair *cp
         return job_new(r, r->in->students[k], true, cp->main, cp->partner, false,
                        r->in->pairs[k] ? r->in->pairs[k]->n : kdl_h5_dump(r->in->students[k])->n,
                        ret);
-}
-
-static int check_opts(const kdl_inputs *in, const struct kdl_run_dims_opts *o)
-{
-        if (!in->teacher && in->nstudents == 0)
-                return kdl_error(-KDL_EUSAGE, "expected a teacher (-t) and/or students (-s)");
-        if (!(o->tolerance >= 0.0 && o->tolerance <= 1.0))
-                return kdl_error(-KDL_EUSAGE,
-                                 "--tolerance: expected a fraction in [0, 1], found %g",
-                                 o->tolerance);
-        if (!(o->rank_rtol >= 0.0 && o->rank_rtol < 1.0))
-                return kdl_error(-KDL_EUSAGE, "--rank-rtol: expected a value in [0, 1), found %g",
-                                 o->rank_rtol);
-        if (o->logit_method != KDL_DIMS_LOGITS_AUTO &&
-            (o->logit_method < 0 || o->logit_method >= KDL_SPECTRAL_METHOD_COUNT_))
-                return kdl_error(-KDL_EUSAGE, "--logit-spectrum: %d is not a method",
-                                 o->logit_method);
-        if (o->sketch_rank == 0)
-                return kdl_error(-KDL_EUSAGE, "--sketch-rank: expected at least 1");
-        if (o->common.ntau != 1)
-                return kdl_error(-KDL_EUSAGE, "--temperature: dims takes one temperature");
-        if (!(o->common.tau[0] > 0.0) || !isfinite(o->common.tau[0]))
-                return kdl_error(-KDL_EUSAGE, "--temperature: expected a positive number, found %g",
-                                 o->common.tau[0]);
-        return 0;
-}
-
-/* Does any checkpoint of any input have a layer called name? */
-static bool layer_exists(const kdl_inputs *in, const char *name)
-{
-        for (size_t m = 0; m <= in->nstudents; m++) {
-                kdl_h5file *f = m < in->nstudents ? in->students[m] : in->teacher;
-                const kdl_dump *d = f ? kdl_h5_dump(f) : NULL;
-
-                for (size_t k = 0; d && k < d->ncheckpoints; k++)
-                        if (kdl_h5_layer(&d->checkpoints[k], name))
-                                return true;
-        }
-        return false;
 }
 
 static void run_free(struct kdl__dims_run *c)
@@ -544,10 +640,10 @@ int kdl__dims_begin(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl
         int err;
 
         assert(in && o && doc && ret);
-        err = check_opts(in, o);
+        err = kdl__dims_check_opts(in, o);
         if (err < 0)
                 return err;
-        if (o->layer && strcmp(o->layer, "all") != 0 && !layer_exists(in, o->layer))
+        if (o->layer && strcmp(o->layer, "all") != 0 && !kdl__dims_layer_exists(in, o->layer))
                 return kdl_error(-KDL_EUSAGE, "--layer: no input has a layer '%s'", o->layer);
         c = kdl_new(struct kdl__dims_run, 1);
         if (!c)
@@ -615,6 +711,23 @@ static int ensure_teacher(struct kdl__dims_run *r, const kdl_checkpoint *tck)
         return err ?: run_job(r->o, kdl_h5_dump(tf)->n, NULL, &job);
 }
 
+int kdl__dims_teacher_checkpoints(const kdl_inputs *in, const struct kdl_run_dims_opts *o,
+                                  struct kdl_ckpair **ret, size_t *ret_n)
+{
+        int err;
+
+        /* A checkpoint that only the students have is fine: the teacher then
+         * contributes the partners of theirs. */
+        *ret = NULL;
+        *ret_n = 0;
+        err = kdl_select_checkpoints(in->teacher, NULL, o->common.checkpoint, NULL, ret, ret_n);
+        if (err == -KDL_EUSAGE && in->nstudents) {
+                kdl_error_clear();
+                err = 0;
+        }
+        return err;
+}
+
 int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc)
 {
         struct kdl__dims_run *r = NULL;
@@ -626,14 +739,7 @@ int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_do
         if (err < 0)
                 return err;
         if (in->teacher) {
-                /* A checkpoint that only the students have is fine: the
-                 * teacher then contributes the partners of theirs. */
-                err = kdl_select_checkpoints(in->teacher, NULL, o->common.checkpoint, NULL, &sel,
-                                             &nsel);
-                if (err == -KDL_EUSAGE && in->nstudents) {
-                        kdl_error_clear();
-                        err = 0;
-                }
+                err = kdl__dims_teacher_checkpoints(in, o, &sel, &nsel);
                 for (size_t k = 0; k < nsel && !err; k++)
                         err = ensure_teacher(r, sel[k].main);
                 free(sel);

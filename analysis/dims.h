@@ -87,4 +87,13 @@ KDL_API void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o);
  */
 KDL_API int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_doc *doc);
 
+/**
+ * kdl_run_dims_plan() - what kdl_run_dims() would need with @in and @o, from the shapes
+ * alone (its largest job: the jobs run one checkpoint at a time): the tables "plan" and
+ * "plan_parts" into @doc, as kdl_run_kl_plan().
+ * Return: 0; the errors of checking the options and finding the checkpoints; -ENOMEM.
+ */
+KDL_API int kdl_run_dims_plan(const kdl_inputs *in, const struct kdl_run_dims_opts *o,
+                              kdl_doc *doc);
+
 #endif

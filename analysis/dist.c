@@ -4,18 +4,19 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "kdl-config.h"
 #include "metrics/base/error.h"
+#include "metrics/pack.h"
 #include "analysis/dist.h"
+#include "analysis/sources.h"
 #if KDL_HAVE_MPI
 #include <mpi.h>
 #endif
 #include "metrics/base/banned.h"
 
 static int rank, size = 1;
-static size_t moved; /* bytes sent and received by kdl__dist_combine() */
+static size_t moved; /* bytes sent and received in the collectives that carry data */
 
 int kdl__dist_rank(void)
 {
@@ -200,6 +201,72 @@ int kdl__dist_combine(void *state, const struct kdl__dist_ops *ops)
         return err;
 }
 
+int kdl__dist_broadcast(void *state, const struct kdl__dist_ops *ops)
+{
+        return size == 1 ? 0 : broadcast(state, ops);
+}
+
+/* MPI counts are ints: a message goes in pieces of at most 1 GiB. */
+#define PIECE ((size_t) 1 << 30)
+
+static void send_all(const void *buf, size_t len)
+{
+        for (size_t at = 0; at < len; at += PIECE) {
+                size_t k = len - at < PIECE ? len - at : PIECE;
+
+                MPI_Send((const char *) buf + at, (int) k, MPI_BYTE, 0, 0, MPI_COMM_WORLD);
+        }
+}
+
+static void recv_all(void *buf, size_t len, int from)
+{
+        for (size_t at = 0; at < len; at += PIECE) {
+                size_t k = len - at < PIECE ? len - at : PIECE;
+
+                MPI_Recv((char *) buf + at, (int) k, MPI_BYTE, from, 0, MPI_COMM_WORLD,
+                         MPI_STATUS_IGNORE);
+        }
+}
+
+int kdl__dist_funnel(const void *buf, size_t len,
+                     int (*take)(void *ctx, const void *buf, size_t len), void *ctx)
+{
+        unsigned long long n = len, *lens = NULL, most = 0;
+        char *in = NULL;
+        int err = 0;
+
+        if (size == 1)
+                return 0;
+        if (rank == 0 && !(lens = calloc((size_t) size, sizeof(*lens))))
+                err = -ENOMEM;
+        if ((err = kdl__dist_status(err)) < 0)
+                goto out;
+        MPI_Gather(&n, 1, MPI_UNSIGNED_LONG_LONG, lens, 1, MPI_UNSIGNED_LONG_LONG, 0,
+                   MPI_COMM_WORLD);
+        for (int r = 1; rank == 0 && r < size; r++)
+                most = lens[r] > most ? lens[r] : most;
+        /* Room for the largest before anyone sends, so that rank 0 takes every message. */
+        if (rank == 0 && !(in = malloc(most ? (size_t) most : 1)))
+                err = -ENOMEM;
+        if ((err = kdl__dist_status(err)) < 0)
+                goto out;
+        if (rank != 0) {
+                send_all(buf, len);
+                moved += len;
+        }
+        for (int r = 1; rank == 0 && r < size; r++) {
+                recv_all(in, (size_t) lens[r], r);
+                moved += (size_t) lens[r];
+                if (!err)
+                        err = take(ctx, in, (size_t) lens[r]);
+        }
+        err = kdl__dist_status(err);
+out:
+        free(in);
+        free(lens);
+        return err;
+}
+
 #else /* one process */
 
 int kdl__dist_init(int *argc, char ***argv)
@@ -233,4 +300,87 @@ int kdl__dist_combine(void *state, const struct kdl__dist_ops *ops)
         return 0;
 }
 
+int kdl__dist_broadcast(void *state, const struct kdl__dist_ops *ops)
+{
+        (void) state;
+        (void) ops;
+        return 0;
+}
+
+int kdl__dist_funnel(const void *buf, size_t len,
+                     int (*take)(void *ctx, const void *buf, size_t len), void *ctx)
+{
+        (void) buf;
+        (void) len;
+        (void) take;
+        (void) ctx;
+        return 0;
+}
+
 #endif
+
+/* ---- gathered rows -------------------------------------------------------------------- */
+
+/* The state kdl__dist_gather() combines: a gather and its sources. */
+struct gathered {
+        struct kdl__gather *g;
+        const struct kdl__srcs *l;
+};
+
+/* n, ids[n], labels[n], then each source's n rows. */
+static int rows_pack(const void *state, void **buf, size_t *len)
+{
+        const struct gathered *x = state;
+        const struct kdl__gather *g = x->g;
+        struct kdl__packer p = {0};
+
+        kdl__pack(&p, &g->n, sizeof(g->n));
+        kdl__pack(&p, g->ids, g->n * sizeof(*g->ids));
+        kdl__pack(&p, g->labels, g->n * sizeof(*g->labels));
+        for (size_t k = 0; k < x->l->n; k++)
+                kdl__pack(&p, g->data[k], g->n * x->l->v[k].width * sizeof(double));
+        return kdl__pack_done(&p, buf, len);
+}
+
+/* The packed rows after those of x->g (which has room for g->nwant). */
+static int rows_merge(void *state, const void *buf, size_t len)
+{
+        struct gathered *x = state;
+        struct kdl__gather *g = x->g;
+        struct kdl__unpacker u = {buf, len, 0};
+        static const char what[] = "MPI: gathered rows";
+        size_t m = 0;
+        int err;
+
+        err = kdl__unpack_get(&u, &m, sizeof(m), what);
+        if (!err && m > g->nwant - g->n)
+                err = kdl_error(-KDL_ESCHEMA, "MPI: %zu gathered rows after %zu of %zu wanted", m,
+                                g->n, g->nwant);
+        err = err ?: kdl__unpack_get(&u, g->ids + g->n, m * sizeof(*g->ids), what);
+        err = err ?: kdl__unpack_get(&u, g->labels + g->n, m * sizeof(*g->labels), what);
+        for (size_t k = 0; k < x->l->n && !err; k++) {
+                size_t w = x->l->v[k].width;
+
+                err = kdl__unpack_get(&u, g->data[k] + g->n * w, m * w * sizeof(double), what);
+        }
+        err = err ?: kdl__unpack_end(&u, what);
+        if (!err)
+                g->n += m;
+        return err;
+}
+
+static int rows_load(void *state, const void *buf, size_t len)
+{
+        struct gathered *x = state;
+
+        x->g->n = 0;
+        return rows_merge(state, buf, len);
+}
+
+int kdl__dist_gather(struct kdl__gather *g, const struct kdl__srcs *l)
+{
+        static const struct kdl__dist_ops ops = {rows_pack, rows_merge, rows_load};
+        struct gathered x = {g, l};
+
+        return kdl__dist_combine(&x, &ops);
+}

@@ -75,8 +75,46 @@ struct kdl__dist_ops {
  */
 int kdl__dist_combine(void *state, const struct kdl__dist_ops *ops);
 
-/** kdl__dist_bytes() - bytes this rank has sent and received in kdl__dist_combine() so far
- * (printed to stderr at exit when KDL_MPI_BYTES is set in the environment). */
+/**
+ * kdl__dist_broadcast() - collective: rank 0's state to every rank: @ops->pack
+ * on rank 0, @ops->load on the others (@ops->merge is not used).  For what
+ * the next pass needs of a state merged on rank 0 only.  One process:
+ * nothing to do.
+ * Return: 0; the first error of any rank (as kdl__dist_status()).
+ */
+int kdl__dist_broadcast(void *state, const struct kdl__dist_ops *ops);
+
+/**
+ * kdl__dist_funnel() - collective: the @len bytes at @buf of every rank but
+ * 0 handed to @take on rank 0, one rank at a time in rank order (rank 0 holds
+ * one of them at a time, not all).  @buf and @len are not used on rank 0.
+ * For data too large to gather at once (per-sample rows); an error of @take
+ * stops the takes, not the sends.  One process: nothing to do.
+ * Return: 0; the first error of any rank (as kdl__dist_status()).
+ */
+int kdl__dist_funnel(const void *buf, size_t len,
+                     int (*take)(void *ctx, const void *buf, size_t len), void *ctx);
+
+struct kdl__gather;
+struct kdl__srcs;
+
+/**
+ * kdl__dist_gather() - collective: the rows every rank gathered into @g (its
+ * own rows of the sorted samples @g->want, analysis/sources.h) appended to
+ * rank 0's in rank order, then sent to every rank.  The ranks read contiguous
+ * runs of rows in rank order, so every rank then holds the rows one process
+ * gathers, in the same order, bit for bit: what is computed from them (a
+ * subsample's CKA, its quantiles) is the one-process value exactly.
+ * @l: the sources of @g (their widths); borrowed.
+ * One process: nothing to do.
+ * Return: 0; -KDL_ESCHEMA when the rows exceed @g->nwant; the first error of
+ * any rank (as kdl__dist_combine()).
+ */
+int kdl__dist_gather(struct kdl__gather *g, const struct kdl__srcs *l);
+
+/** kdl__dist_bytes() - bytes this rank has sent and received so far in the collectives that
+ * carry data (not in the status exchanges); printed to stderr at exit when KDL_MPI_BYTES is set in
+ * the environment. */
 size_t kdl__dist_bytes(void);
 
 #endif

@@ -39,6 +39,29 @@ int kdl__kl_end(struct kdl__kl_run *r);
 /* kdl__kl_abort() - free @r after a failure (NULL: no-op); nothing is committed. */
 void kdl__kl_abort(struct kdl__kl_run *r);
 
+/* What one comparison (a student checkpoint against a teacher checkpoint) reads. */
+struct kdl__kl_sources {
+        kdl_h5file *tf, *sf;
+        const kdl_checkpoint *ct, *cs;
+        const kdl_layer *lt, *ls;    /* head-input layers; NULL when missing */
+        bool feat;                   /* both head-input layers are there */
+        const kdl_dsinfo *wt;        /* teacher head weight; NULL when missing or unused */
+        const kdl_dsinfo *gt;        /* teacher feature gradient at the head input */
+        const kdl_dsinfo *gzt, *gzs; /* logit gradients; both or neither */
+        size_t c, d_s, d_t;
+        char *need[KDL_KL_VALUE_COUNT_]; /* missing datasets per value; NULL when available */
+};
+
+/* kdl__kl_find_sources() - the sources of the comparison @x->cs against @x->ct (the files and
+ * checkpoints of @x set, the rest zero): the logits, the head-input layers, W_t and the
+ * gradients, their shapes checked, and per value what is missing (x->need).  Release @x with
+ * kdl__kl_sources_release() whatever it returns.  Return: 0; -KDL_EMISSING without logits;
+ * -KDL_EMISMATCH, -KDL_ESCHEMA for shapes that disagree; -ENOMEM. */
+int kdl__kl_find_sources(struct kdl__kl_sources *x, enum kdl_spatial rule);
+
+/* kdl__kl_sources_release() - free what kdl__kl_find_sources() allocated in @x. */
+void kdl__kl_sources_release(struct kdl__kl_sources *x);
+
 /* The options of the kl command that lower its need. */
 #define KDL_KL_LEVERS (KDL_LEVER_BLOCK_ROWS | KDL_LEVER_SPEARMAN)
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* What one kl job holds at its peak (analysis/kl-internal.h), from the shapes alone. */
+/* What one kl job reads and holds at its peak (analysis/kl-internal.h), from the shapes alone. */
 #include <assert.h>
 #include <stdlib.h>
 
 #include "metrics/base/budget.h"
+#include "loaders/stream.h"
 #include "analysis/kl-internal.h"
 #include "metrics/base/banned.h"
 
@@ -47,7 +48,8 @@ static int fit_phase(const struct kdl__kl_shape *sh, kdl__need *nd)
  * row-space coordinates) and the Spearman reservoir with its ranking. */
 static size_t values_bytes(const struct kdl__kl_shape *sh, size_t k)
 {
-        size_t per_row = sh->ntau * KDL_KL_VALUE_COUNT_ + 1; /* + the per-sample writer's */
+        /* + the per-sample writer's window: one value at every temperature */
+        size_t per_row = sh->ntau * KDL_KL_VALUE_COUNT_ + sh->ntau;
         size_t slots = reservoir_slots(sh->n, sh->reservoir);
         size_t res = kdl_sat_mul(slots, 3 * sizeof(uint64_t) + sh->ntau * KDL_KL_VALUE_COUNT_ * D);
 
@@ -118,6 +120,81 @@ int kdl__kl_shape_need(const struct kdl__kl_shape *sh, kdl__need *ret)
                 kdl__need_max(ret, &nd);
         kdl__need_release(&nd);
         kdl__need_release(&fit);
+        return err;
+}
+
+/* ---- the datasets and the need of one job ---------------------------------------------- */
+
+/* The sources of student @k's job at @cp, as kdl__kl_job() finds them; release with
+ * kdl__kl_sources_release() whatever it returns. */
+static int job_sources(const kdl_inputs *in, enum kdl_spatial rule, size_t k,
+                       const struct kdl_ckpair *cp, struct kdl__kl_sources *x)
+{
+        *x = (struct kdl__kl_sources){
+                .tf = in->teacher, .sf = in->students[k], .ct = cp->partner, .cs = cp->main};
+        return kdl__kl_find_sources(x, rule);
+}
+
+/* The datasets kl_attach() adds for @x into @c; returns their count. */
+static size_t job_cost(const struct kdl__kl_sources *x, enum kdl_spatial rule,
+                       struct kdl_stream_cost *c)
+{
+        const kdl_dsinfo *ds[] = {x->ct->logits,
+                                  x->cs->logits,
+                                  x->feat ? &x->lt->feature : NULL,
+                                  x->feat ? &x->ls->feature : NULL,
+                                  x->gt,
+                                  x->gzt,
+                                  x->gzs};
+        const bool student[] = {false, true, false, true, false, false, true};
+        size_t n = 0;
+
+        for (size_t i = 0; i < sizeof(ds) / sizeof(ds[0]); i++)
+                if (ds[i]) {
+                        kdl_stream_cost_add(c, ds[i], rule, student[i]);
+                        n++;
+                }
+        return n;
+}
+
+/* The shape of @x's job on @n samples in blocks of @rows rows. */
+static struct kdl__kl_shape job_shape(const struct kdl__kl_sources *x, size_t n, size_t rows,
+                                      const struct kdl_run_kl_opts *o)
+{
+        return (struct kdl__kl_shape){.n = n,
+                                      .c = x->c,
+                                      .d_s = x->feat ? x->d_s : 0,
+                                      .d_t = x->feat ? x->d_t : 0,
+                                      .ntau = o->common.ntau,
+                                      .reservoir = o->reservoir,
+                                      .rows = rows,
+                                      .feat = x->feat,
+                                      .head = x->wt != NULL,
+                                      .fitted = x->feat && x->d_s != x->d_t};
+}
+
+int kdl__kl_job_cost(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
+                     const struct kdl_ckpair *cp, struct kdl_stream_cost *c)
+{
+        struct kdl__kl_sources x;
+        int err = job_sources(in, o->common.spatial, k, cp, &x);
+
+        if (!err)
+                err = (int) job_cost(&x, o->common.spatial, c);
+        kdl__kl_sources_release(&x);
+        return err;
+}
+
+int kdl__kl_job_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
+                     const struct kdl_ckpair *cp, size_t rows, kdl__need *ret)
+{
+        struct kdl__kl_sources x;
+        struct kdl__kl_shape sh;
+        int err = job_sources(in, o->common.spatial, k, cp, &x);
+
+        sh = job_shape(&x, in->pairs[k]->n, rows, o);
+        err = err ?: kdl__kl_shape_need(&sh, ret);
+        kdl__kl_sources_release(&x);
         return err;
 }
 

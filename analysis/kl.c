@@ -6,30 +6,16 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
-#include "metrics/base/outfile.h"
 #include "metrics/kl.h"
-#include "loaders/h5out.h"
 #include "loaders/stream.h"
 #include "analysis/dist.h"
 #include "analysis/kl-internal.h"
+#include "analysis/per-sample.h"
 #include "metrics/base/banned.h"
 
 #define NV KDL_KL_VALUE_COUNT_
 
-/* What one comparison (a student checkpoint against a teacher checkpoint) reads. */
-struct sources {
-        kdl_h5file *tf, *sf;
-        const kdl_checkpoint *ct, *cs;
-        const kdl_layer *lt, *ls;    /* head-input layers; NULL when missing */
-        bool feat;                   /* both head-input layers are there */
-        const kdl_dsinfo *wt;        /* teacher head weight; NULL when missing or unused */
-        const kdl_dsinfo *gt;        /* teacher feature gradient at the head input */
-        const kdl_dsinfo *gzt, *gzs; /* logit gradients; both or neither */
-        size_t c, d_s, d_t;
-        char *need[NV]; /* missing datasets per value; NULL when available */
-};
-
-static void sources_release(struct sources *x)
+void kdl__kl_sources_release(struct kdl__kl_sources *x)
 {
         for (int v = 0; v < NV; v++)
                 free(x->need[v]);
@@ -91,7 +77,7 @@ static int head_layer(kdl_h5file *f, const kdl_checkpoint *ck, const kdl_layer *
 }
 
 /* Both logits, with the teacher's class count: x->c. */
-static int find_logits(struct sources *x)
+static int find_logits(struct kdl__kl_sources *x)
 {
         const char *tp = kdl_h5_dump(x->tf)->path, *sp = kdl_h5_dump(x->sf)->path;
 
@@ -110,7 +96,7 @@ static int find_logits(struct sources *x)
 
 /* The teacher's head weight x->wt, [C, d_t] when its head input is there; *@head
  * extended when it is missing. */
-static int find_head(struct sources *x, char **head)
+static int find_head(struct kdl__kl_sources *x, char **head)
 {
         x->wt = x->ct->head_weight;
         if (!x->wt)
@@ -127,7 +113,7 @@ static int find_head(struct sources *x, char **head)
 
 /* The teacher's feature gradient x->gt at its head input, of width d_t; *@grad
  * extended when it is missing. */
-static int find_gradient(struct sources *x, enum kdl_spatial rule, char **grad)
+static int find_gradient(struct kdl__kl_sources *x, enum kdl_spatial rule, char **grad)
 {
         char *rel;
         int err;
@@ -149,7 +135,7 @@ static int find_gradient(struct sources *x, enum kdl_spatial rule, char **grad)
 
 /* Both logit gradients x->gzt and x->gzs, C columns each; *@gz extended for
  * each one missing. */
-static int find_logit_gradients(struct sources *x, enum kdl_spatial rule, char **gz)
+static int find_logit_gradients(struct kdl__kl_sources *x, enum kdl_spatial rule, char **gz)
 {
         int err;
 
@@ -170,8 +156,7 @@ static int find_logit_gradients(struct sources *x, enum kdl_spatial rule, char *
         return 0;
 }
 
-/* Find every source, check the shapes of those present, and say what is missing. */
-static int find_sources(struct sources *x, enum kdl_spatial rule)
+int kdl__kl_find_sources(struct kdl__kl_sources *x, enum kdl_spatial rule)
 {
         char *feat = NULL, *head = NULL, *grad = NULL, *gz = NULL;
         int err;
@@ -215,7 +200,7 @@ out:
 }
 
 /* The whole teacher head weight [c, d_t]. */
-static int read_head(const struct sources *x, double **ret)
+static int read_head(const struct kdl__kl_sources *x, double **ret)
 {
         kdl_h5reader *r = NULL;
         double *w;
@@ -259,51 +244,6 @@ static int add(kdl__job *j, kdl_stream *st, kdl_h5file *f, const kdl_dsinfo *ds,
         return 0;
 }
 
-static const char *tau_name(double tau, char buf[static 32])
-{
-        snprintf(buf, 32, "%g", tau);
-        return buf;
-}
-
-/*
- * Write the values of the block just accumulated in @s, for samples
- * [*next, samples[m-1] + 1): samples skipped for NaN/Inf in that range get
- * NaN (the writer would leave zeros).  With @s NULL, write NaN up to sample @m.
- */
-static int write_values(kdl_h5out *out, const int *ids, size_t ntau, const kdl_kl_state *s,
-                        const size_t *samples, size_t m, size_t *next, double **buf, size_t *nbuf)
-{
-        size_t end = s ? samples[m - 1] + 1 : m, len = end - *next;
-        int err = 0;
-
-        if (len > *nbuf) {
-                double *g = kdl__malloc(len, sizeof(double));
-
-                if (!g)
-                        return -ENOMEM;
-                free(*buf);
-                *buf = g;
-                *nbuf = len;
-        }
-        for (size_t i = 0; i < ntau * NV && !err; i++) {
-                const double *v;
-
-                if (ids[i] < 0)
-                        continue;
-                for (size_t j = 0; j < len; j++)
-                        (*buf)[j] = (double) NAN;
-                if (s) {
-                        v = kdl_kl_values(s, i / NV, i % NV, NULL);
-                        for (size_t j = 0; j < m; j++)
-                                (*buf)[samples[j] - *next] = v[j];
-                }
-                err = kdl_h5out_write(out, ids[i], *next, end, *buf);
-        }
-        if (!err)
-                *next = end;
-        return err;
-}
-
 void kdl_run_kl_opts_init(struct kdl_run_kl_opts *o)
 {
         *o = (struct kdl_run_kl_opts){.reservoir = KDL_KL_RESERVOIR_DEFAULT, .seed = 1};
@@ -317,8 +257,8 @@ struct kdl__kl_run {
         struct kdl_run_kl_opts o;
         kdl_doc *doc;
         kdl_table *kt, *ft;
-        kdl_h5out *out;
-        struct kl_job *job; /* the current one */
+        kdl__per_sample *ps; /* NULL without --per-sample */
+        struct kl_job *job;  /* the current one */
 };
 
 /* Student k at one checkpoint pair: pass 0 fits the projector when the head-input widths
@@ -326,38 +266,34 @@ struct kdl__kl_run {
 struct kl_job {
         struct kdl__kl_run *r;
         size_t k;
-        struct sources x;
+        struct kdl__kl_sources x;
         struct streamed ix;
-        double *w;              /* the teacher's head [C, d_t], or NULL */
-        kdl_kl_proj_state *ps;  /* while fitting */
-        kdl_kl_projector *proj; /* fitted, or NULL for the identity */
-        kdl_kl_state *s;        /* while measuring */
-        unsigned measure_pass;  /* the pass that measures: 0, or 1 after a fit */
-        char *group;            /* per-sample group */
-        int *ids;               /* per-sample dataset ids [ntau * NV], -1 when not written */
-        size_t next, nbuf;      /* first sample not yet written; scratch size */
-        double *buf;
+        double *w;                  /* the teacher's head [C, d_t], or NULL */
+        kdl_kl_proj_state *ps;      /* while fitting */
+        kdl_kl_projector *proj;     /* fitted, or NULL for the identity */
+        kdl_kl_state *s;            /* while measuring */
+        unsigned measure_pass;      /* the pass that measures: 0, or 1 after a fit */
+        enum kdl_kl_value vals[NV]; /* the values in the per-sample file, in its order */
+        size_t nvals;
+        size_t skipped; /* under MPI: samples skipped by every rank */
 };
 
 static void kl_job_free(struct kl_job *j)
 {
         if (!j)
                 return;
-        free(j->buf);
-        free(j->ids);
-        free(j->group);
         kdl_kl_state_free(j->s);
         kdl_kl_proj_state_free(j->ps);
         kdl_kl_projector_free(j->proj);
         free(j->w);
-        sources_release(&j->x);
+        kdl__kl_sources_release(&j->x);
         free(j);
 }
 
 static int kl_attach(kdl__job *job, kdl_stream *st)
 {
         struct kl_job *j = job->ctx;
-        const struct sources *x = &j->x;
+        const struct kdl__kl_sources *x = &j->x;
         enum kdl_spatial rule = j->r->o.common.spatial;
         struct streamed *ix = &j->ix;
         int err;
@@ -376,15 +312,14 @@ static int kl_attach(kdl__job *job, kdl_stream *st)
 }
 
 /* The state of the measuring pass, and the per-sample datasets when asked for. */
-static int measure_begin(struct kl_job *j, size_t n)
+static int measure_begin(struct kl_job *j)
 {
-        const struct sources *x = &j->x;
+        const struct kdl__kl_sources *x = &j->x;
         const struct kdl_run_kl_opts *o = &j->r->o;
         kdl_tensor wt = kdl_tensor_wrap(j->w, 2, (size_t[]){x->c, x->d_t});
         kdl_kl_opts ko;
-        kdl_h5out *out = j->r->out;
-        char tb[32];
-        int err, r;
+        const char *names[NV];
+        int err;
 
         kdl_kl_opts_init(&ko);
         ko.c = x->c;
@@ -399,38 +334,24 @@ static int measure_begin(struct kl_job *j, size_t n)
         ko.reservoir = o->reservoir;
         ko.seed = o->seed;
         err = kdl_kl_state_new(&ko, &j->s);
-        if (err < 0 || !out)
+        if (err < 0 || !j->r->ps)
                 return err;
-        j->group = kdl__asprintf("/students/%zu/checkpoints/%s", j->k, x->cs->name);
-        j->ids = kdl_new(int, o->common.ntau *NV);
-        if (!j->group || !j->ids)
-                return -ENOMEM;
-        err = kdl_h5out_attr(out, j->group, "teacher_checkpoint", x->ct->name);
-        for (size_t it = 0; it < o->common.ntau && !err; it++) {
-                char *g = kdl__asprintf("%s/tau_%s", j->group, tau_name(o->common.tau[it], tb));
-                char val[32];
-
-                if (!g)
-                        return -ENOMEM;
-                snprintf(val, sizeof(val), "%.17g", o->common.tau[it]);
-                err = kdl_h5out_attr(out, g, "tau", val);
-                for (int v = 0; v < NV && !err; v++) {
-                        char *p;
-
-                        j->ids[it * NV + v] = -1;
-                        if (x->need[v])
-                                continue;
-                        p = kdl__asprintf("%s/%s", g, kdl_kl_name(v));
-                        r = p ? kdl_h5out_dataset(out, p, n, 0, false) : -ENOMEM;
-                        free(p);
-                        if (r < 0)
-                                err = r;
-                        else
-                                j->ids[it * NV + v] = r;
+        j->nvals = 0;
+        for (int v = 0; v < NV; v++)
+                if (!x->need[v]) {
+                        names[j->nvals] = kdl_kl_name(v);
+                        j->vals[j->nvals++] = (enum kdl_kl_value) v;
                 }
-                free(g);
-        }
-        return err;
+        return kdl__per_sample_begin(j->r->ps, j->k, x->cs->name, x->ct->name, names, j->nvals);
+}
+
+/* Value @v of the per-sample file (j->vals[v]) at temperature @t, of the block just
+ * accumulated. */
+static struct kdl__per_sample_col value_col(void *ctx, size_t v, size_t t)
+{
+        const struct kl_job *j = ctx;
+
+        return (struct kdl__per_sample_col){kdl_kl_values(j->s, t, j->vals[v], NULL), 1};
 }
 
 static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
@@ -449,7 +370,7 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
                 ht = kdl_stream_block(st, ix->ht);
                 return kdl_kl_proj_accumulate(j->ps, &hs, &ht);
         }
-        if (!j->s && (err = measure_begin(j, kdl_stream_n(st))) < 0)
+        if (!j->s && (err = measure_begin(j)) < 0)
                 return err;
         zt = kdl_stream_block(st, ix->zt);
         zs = kdl_stream_block(st, ix->zs);
@@ -472,9 +393,8 @@ static int kl_block(kdl__job *job, kdl_stream *st, unsigned pass)
                 b.gzs = &gzs;
         }
         err = kdl_kl_accumulate(j->s, &b);
-        if (!err && j->r->out)
-                err = write_values(j->r->out, j->ids, j->r->o.common.ntau, j->s, b.samples, m,
-                                   &j->next, &j->buf, &j->nbuf);
+        if (!err && j->r->ps)
+                err = kdl__per_sample_write(j->r->ps, b.samples, m, value_col, j);
         return err;
 }
 
@@ -500,18 +420,23 @@ static int kl_end(kdl__job *job, kdl_stream *st, unsigned pass)
                 return err < 0 ? err : 1;
         }
         /* Every sample skipped, or a block of them at the end. */
-        err = j->s ? 0 : measure_begin(j, kdl_stream_n(st));
-        if (!err && r->out && j->next < kdl_stream_n(st))
-                err = write_values(r->out, j->ids, r->o.common.ntau, NULL, NULL, kdl_stream_n(st),
-                                   &j->next, &j->buf, &j->nbuf);
-        err = err ?: kdl_kl_finalize(j->s, &res);
+        err = j->s ? 0 : measure_begin(j);
+        if (!err && r->ps)
+                err = kdl__per_sample_end(r->ps);
+        /* Under MPI the merged state is rank 0's (kl_combine()); another rank's
+         * own rows may be none at all, and it writes nothing. */
+        if (err || kdl__dist_rank() > 0)
+                return err;
+        err = kdl_kl_finalize(j->s, &res);
         err = err
                       ?: kdl__kl_fill_tables(r->kt, r->ft, &rows, student, r->o.common.ntau,
                                              r->o.common.tau, res);
-        if (!err && kdl_stream_skipped(st))
+        if (kdl__dist_size() == 1) /* else summed over the ranks by kl_combine() */
+                j->skipped = kdl_stream_skipped(st);
+        if (!err && j->skipped)
                 err = kdl_doc_add_note(r->doc,
                                        "'%s' checkpoint %s: %zu samples with NaN/Inf skipped",
-                                       student, j->x.cs->name, kdl_stream_skipped(st));
+                                       student, j->x.cs->name, j->skipped);
         if (!err && !res->spearman_exact)
                 err = kdl_doc_add_note(r->doc,
                                        "'%s' checkpoint %s: spearman on a uniform subsample of "
@@ -548,20 +473,25 @@ static int proj_load_packed(void *s, const void *buf, size_t len)
 }
 
 /* Under MPI: the projector's sums go to every rank (each fits the same
- * projector for the measuring pass); the measures to rank 0 only. */
+ * projector for the measuring pass); the measures, the count of samples
+ * skipped and the per-sample rows to rank 0 only. */
 static int kl_combine(kdl__job *job, kdl_stream *st, unsigned pass)
 {
         static const struct kdl__dist_ops proj_ops = {proj_pack, proj_merge_packed,
                                                       proj_load_packed};
         static const struct kdl__dist_ops kl_ops = {kl_pack, kl_merge_packed, NULL};
         struct kl_job *j = job->ctx;
+        double skipped = (double) kdl_stream_skipped(st);
         int err = 0;
 
         if (pass < j->measure_pass)
                 return kdl__dist_combine(j->ps, &proj_ops);
         if (!j->s)
-                err = measure_begin(j, kdl_stream_n(st));
-        return kdl__dist_status(err) ?: kdl__dist_combine(j->s, &kl_ops);
+                err = measure_begin(j);
+        err = kdl__dist_status(err) ?: kdl__dist_sum(&skipped, 1);
+        j->skipped = (size_t) skipped;
+        err = err ?: (j->r->ps ? kdl__per_sample_combine(j->r->ps) : 0);
+        return err ?: kdl__dist_combine(j->s, &kl_ops);
 }
 
 int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
@@ -576,9 +506,9 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
                 return -ENOMEM;
         j->r = r;
         j->k = k;
-        j->x = (struct sources){
+        j->x = (struct kdl__kl_sources){
                 .tf = r->in->teacher, .sf = r->in->students[k], .ct = cp->partner, .cs = cp->main};
-        err = find_sources(&j->x, r->o.common.spatial);
+        err = kdl__kl_find_sources(&j->x, r->o.common.spatial);
         if (!err && j->x.wt)
                 err = read_head(&j->x, &j->w);
         if (!err && j->x.feat && j->x.d_s != j->x.d_t) {
@@ -595,77 +525,56 @@ int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kd
         return 0;
 }
 
-/* ---- what kl needs ------------------------------------------------------------------ */
-
-/* The sources of student @k's job at @cp, as kdl__kl_job() finds them; release with
- * sources_release() whatever it returns. */
-static int job_sources(const kdl_inputs *in, enum kdl_spatial rule, size_t k,
-                       const struct kdl_ckpair *cp, struct sources *x)
+/* The fit alone, on a stream of its own: only the two head-input features. */
+static int fit_attach(kdl__job *job, kdl_stream *st)
 {
-        *x = (struct sources){
-                .tf = in->teacher, .sf = in->students[k], .ct = cp->partner, .cs = cp->main};
-        return find_sources(x, rule);
+        struct kl_job *j = job->ctx;
+        enum kdl_spatial rule = j->r->o.common.spatial;
+        int err;
+
+        err = add(job, st, j->x.tf, &j->x.lt->feature, rule, false, &j->ix.ht);
+        return err ?: add(job, st, j->x.sf, &j->x.ls->feature, rule, true, &j->ix.hs);
 }
 
-/* The datasets kl_attach() adds for @x into @c; returns their count. */
-static size_t job_cost(const struct sources *x, enum kdl_spatial rule, struct kdl_stream_cost *c)
+static int fit_end(kdl__job *job, kdl_stream *st, unsigned pass)
 {
-        const kdl_dsinfo *ds[] = {x->ct->logits,
-                                  x->cs->logits,
-                                  x->feat ? &x->lt->feature : NULL,
-                                  x->feat ? &x->ls->feature : NULL,
-                                  x->gt,
-                                  x->gzt,
-                                  x->gzs};
-        const bool student[] = {false, true, false, true, false, false, true};
-        size_t n = 0;
+        struct kl_job *j = job->ctx;
+        int err = kl_end(job, st, pass);
 
-        for (size_t i = 0; i < sizeof(ds) / sizeof(ds[0]); i++)
-                if (ds[i]) {
-                        kdl_stream_cost_add(c, ds[i], rule, student[i]);
-                        n++;
-                }
-        return n;
+        j->measure_pass = 0; /* the measuring job's first pass measures */
+        return err < 0 ? err : 0;
 }
 
-/* The shape of @x's job on @n samples in blocks of @rows rows. */
-static struct kdl__kl_shape job_shape(const struct sources *x, size_t n, size_t rows,
-                                      const struct kdl_run_kl_opts *o)
+/* Student @k at @cp as the kl command runs it: when the projector is fitted (and samples are
+ * not skipped for NaN/Inf), the fit is a pass of its own over the two head-input features
+ * only, then one pass measures. */
+static int run_checkpoint(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp)
 {
-        return (struct kdl__kl_shape){.n = n,
-                                      .c = x->c,
-                                      .d_s = x->feat ? x->d_s : 0,
-                                      .d_t = x->feat ? x->d_t : 0,
-                                      .ntau = o->common.ntau,
-                                      .reservoir = o->reservoir,
-                                      .rows = rows,
-                                      .feat = x->feat,
-                                      .head = x->wt != NULL,
-                                      .fitted = x->feat && x->d_s != x->d_t};
-}
+        struct kdl_stream_opts so = kdl_run_stream_opts(&r->o.common);
+        const kdl_pair *pair = r->in->pairs[k];
+        kdl_stream *st = NULL;
+        kdl__job job, fit;
+        int err;
 
-int kdl__kl_job_cost(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
-                     const struct kdl_ckpair *cp, struct kdl_stream_cost *c)
-{
-        struct sources x;
-        int err = job_sources(in, o->common.spatial, k, cp, &x);
-
-        if (!err)
-                err = (int) job_cost(&x, o->common.spatial, c);
-        sources_release(&x);
-        return err;
-}
-
-int kdl__kl_job_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
-                     const struct kdl_ckpair *cp, size_t rows, kdl__need *ret)
-{
-        struct sources x;
-        struct kdl__kl_shape sh;
-        int err = job_sources(in, o->common.spatial, k, cp, &x);
-
-        sh = job_shape(&x, in->pairs[k]->n, rows, o);
-        err = err ?: kdl__kl_shape_need(&sh, ret);
-        sources_release(&x);
+        err = kdl__kl_job(r, k, cp, &job);
+        /* The logits (and gradients) are C wide, the features d wide: a fit
+         * pass that reads them all costs as much as the measuring pass at
+         * C = 32,000.  Under --nonfinite skip the fit must drop the samples
+         * a NaN in any dataset drops, so it stays the job's first pass. */
+        if (!err && r->job->ps && !so.skip_nonfinite) {
+                fit = (kdl__job){.ctx = r->job,
+                                 .attach = fit_attach,
+                                 .block = kl_block,
+                                 .end = fit_end,
+                                 .combine = kl_combine};
+                err = kdl_stream_new(pair->n, pair, &so, &st);
+                err = err ?: kdl__jobs_run(st, &fit, 1, NULL);
+                kdl_stream_free(st);
+                st = NULL;
+        }
+        err = err ?: kdl_stream_new(pair->n, pair, &so, &st);
+        err = err ?: kdl__jobs_run(st, &job, 1, NULL);
+        kdl_stream_free(st);
         return err;
 }
 
@@ -696,25 +605,11 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc
                       ?: kdl_table_new("kl_features",
                                        "Feature matching: projector and KL-visible share", &r->ft);
         err = err ?: kdl_inputs_describe(in, doc);
-        /* The per-sample file never replaces an input (its temporary is renamed over it). */
-        for (size_t k = 0; k <= in->nstudents && !err && o->common.per_sample; k++) {
-                const kdl_dump *d = kdl_h5_dump(k ? in->students[k - 1] : in->teacher);
-
-                err = kdl_out_check(o->common.per_sample, KDL_OUT_FILE,
-                                    (const char *const *) &d->path, 1);
-        }
-        if (!err && o->common.per_sample) {
-                err = kdl_h5out_open(o->common.per_sample, &r->out);
-                err = err ?: kdl_h5out_attr(r->out, "/", "command", "kl");
-                err = err ?: kdl_h5out_attr(r->out, "/", "teacher", kdl_h5_dump(in->teacher)->path);
-        }
-        for (size_t k = 0; k < in->nstudents && !err && r->out; k++) {
-                char *g = kdl__asprintf("/students/%zu", k);
-
-                err = g ? kdl_h5out_attr(r->out, g, "path", kdl_h5_dump(in->students[k])->path)
-                        : -ENOMEM;
-                free(g);
-        }
+        if (!err && o->common.per_sample)
+                err = kdl__per_sample_open(o->common.per_sample, "kl", in, r->o.common.tau,
+                                           r->o.common.ntau, &r->ps);
+        /* Under MPI rank 0 alone writes it, and its errors stop every rank. */
+        err = kdl__dist_status(err);
         if (err < 0) {
                 kdl__kl_abort(r);
                 return err;
@@ -728,7 +623,7 @@ void kdl__kl_abort(struct kdl__kl_run *r)
         if (!r)
                 return;
         kl_job_free(r->job);
-        kdl_h5out_abort(r->out);
+        kdl__per_sample_abort(r->ps);
         kdl_table_free(r->kt);
         kdl_table_free(r->ft);
         free(r);
@@ -751,9 +646,9 @@ int kdl__kl_end(struct kdl__kl_run *r)
                                           "features: P = identity when the head-input widths are "
                                           "equal, else the affine least-squares map fitted on the "
                                           "same samples (see kl_features)");
-        if (!err && r->out) {
-                err = kdl_h5out_commit(r->out);
-                r->out = NULL;
+        if (!err && r->ps) {
+                err = kdl__per_sample_commit(r->ps);
+                r->ps = NULL;
         }
         if (!err) {
                 err = kdl_doc_add_table(doc, r->kt);
@@ -774,21 +669,13 @@ int kdl_run_kl(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *d
 
         err = kdl__kl_begin(in, o, doc, &r);
         for (size_t k = 0; !err && k < in->nstudents; k++) {
-                struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
                 struct kdl_ckpair *cks = NULL;
                 size_t nck = 0;
 
                 err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
                                              o->common.teacher_checkpoint, &cks, &nck);
-                for (size_t c = 0; c < nck && !err; c++) {
-                        kdl_stream *st = NULL;
-                        kdl__job job;
-
-                        err = kdl__kl_job(r, k, &cks[c], &job);
-                        err = err ?: kdl_stream_new(in->pairs[k]->n, in->pairs[k], &so, &st);
-                        err = err ?: kdl__jobs_run(st, &job, 1, NULL);
-                        kdl_stream_free(st);
-                }
+                for (size_t c = 0; c < nck && !err; c++)
+                        err = run_checkpoint(r, k, &cks[c]);
                 free(cks);
         }
         if (err) {

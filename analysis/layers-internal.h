@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "analysis/layers.h"
+#include "analysis/need.h"
 #include "metrics/sample.h"
 #include "reports/table.h"
 
@@ -50,5 +51,8 @@ int kdl__layers_classes_note(const struct kdl__layers_classes *c,
 /* kdl__layers_classes_table() - with a subset, the one-row table
  * "layers_class_subset" into @doc. */
 int kdl__layers_classes_table(const struct kdl__layers_classes *c, kdl_doc *doc);
+
+/* The options of the layers command that lower its need. */
+#define KDL_LAYERS_LEVERS (KDL_LEVER_SPATIAL | KDL_LEVER_SUBSAMPLE)
 
 #endif

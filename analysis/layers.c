@@ -8,6 +8,7 @@
 #include "metrics/base/alloc.h"
 #include "metrics/sample.h"
 #include "analysis/cka-internal.h"
+#include "analysis/dist.h"
 #include "analysis/layers.h"
 #include "analysis/layers-internal.h"
 #include "metrics/base/banned.h"
@@ -57,6 +58,16 @@ static double entry(const kdl_cka_matrix *m, const double *v, size_t i, long lon
         return m && v && j >= 0 ? v[i * m->nlayers + (size_t) j] : (double) NAN;
 }
 
+/* Under MPI: every rank's rows of the subsample, in sample order on every rank. */
+static int gather_combine(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        struct kdl__feed *f = j->ctx;
+
+        (void) s;
+        (void) pass;
+        return kdl__dist_gather(f->g, f->l);
+}
+
 /* Gather the rows @want of source @k only (its class-spectra subsample). */
 static int gather_layer(kdl_inputs *in, const struct kdl__srcs *all, size_t k, size_t n,
                         const size_t *want, size_t nwant, const struct kdl_run_layers_opts *o,
@@ -69,6 +80,7 @@ static int gather_layer(kdl_inputs *in, const struct kdl__srcs *all, size_t k, s
         kdl_stream *s = NULL;
         int r;
 
+        job.combine = gather_combine;
         *one = (struct kdl__srcs){0};
         r = kdl__srcs_add(one, all->v[k].name, all->v[k].has_depth, all->v[k].depth, 0,
                           all->v[k].ds, all->v[k].width);
@@ -597,5 +609,128 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
         tables_release(&r.tb);
         free(cks);
         free(r.labels);
+        return err;
+}
+
+/* ---- --plan: what a run holds, from the shapes alone ---------------------------------- */
+
+/* The quality of the widest teacher layer of @l: the subsample X of @nx rows of every
+ * source (kept after the CKA pass), the class-spectra rows X_c (@ncr of one layer,
+ * gathered in a pass of its own over a stream of that layer), the n x n Gram and two
+ * copies of X of the quality, one class's D x D covariance and its eigenvectors. */
+static int quality_need(const struct run *r, const struct kdl__srcs *l, size_t nx, size_t ncr,
+                        kdl__need *ret)
+{
+        struct kdl_stream_opts so = {.skip_nonfinite = r->o->common.skip_nonfinite};
+        size_t d = 0, stream = 0, q;
+        int err;
+
+        for (size_t k = 0; k < l->n; k++) {
+                struct kdl_stream_cost c;
+
+                if (l->v[k].model != 0 || !l->v[k].has_depth)
+                        continue;
+                d = l->v[k].width > d ? l->v[k].width : d;
+                kdl_stream_cost_init(&c, r->student ? r->in->pairs[0] : NULL);
+                kdl__feed_cost(&(struct kdl__srcs){.n = 1, .v = &l->v[k]}, r->in->teacher,
+                               r->o->common.spatial, true, &c);
+                q = kdl_stream_cost_bytes(&c, r->n, &so);
+                stream = q > stream ? q : stream;
+        }
+        q = kdl_sat_add(kdl_sat_mul(nx, nx), kdl_sat_mul(2 * nx, d));
+        q = kdl_sat_add(q, kdl_sat_mul(2 * d, d));
+        err = kdl__need_add(ret, kdl__gather_bytes(l, nx), KDL_LEVER_SUBSAMPLE,
+                            "the subsample X of %zu rows of every source", nx);
+        err = err ?: kdl__need_add(ret, stream, 0, "the blocks of one layer's pass");
+        err = err
+                      ?: kdl__need_add(ret, kdl_sat_mul(kdl_sat_mul(ncr, d + 2), sizeof(double)), 0,
+                                       "at most %zu class-spectra rows of one layer", ncr);
+        return err
+                       ?: kdl__need_add(ret, kdl_sat_mul(q, sizeof(double)), KDL_LEVER_SUBSAMPLE,
+                                        "the quality of a layer of width %zu on X", d);
+}
+
+/* The larger of @ret and the need of checkpoint @ck: its CKA pass (the stream, the state, the
+ * subsample X), then the quality of its teacher layers. */
+static int checkpoint_need(const struct run *r, const struct kdl_ckpair *ck, size_t nx, size_t ncr,
+                           kdl__need *ret)
+{
+        const struct kdl_run_layers_opts *o = r->o;
+        struct kdl_stream_opts so = {.skip_nonfinite = o->common.skip_nonfinite};
+        kdl__need cka = {.analysis = ret->analysis}, q = {.analysis = ret->analysis};
+        struct kdl__srcs l = {0};
+        struct kdl_stream_cost c;
+        long long logits, lab;
+        bool *mask = NULL;
+        size_t rows;
+        int err;
+
+        err = checkpoint_sources(r, ck, &l, &logits, &lab, &mask);
+        if (!err) {
+                struct kdl__cka_compute_opts co = {.spatial = o->common.spatial,
+                                                   .labels = true,
+                                                   .robust = ROBUST_FRACTION,
+                                                   .max_bytes = o->common.memory,
+                                                   .pairs = mask};
+
+                kdl_stream_cost_init(&c, r->student ? r->in->pairs[0] : NULL);
+                kdl__feed_cost(&l, r->in->teacher, o->common.spatial, true, &c);
+                rows = kdl_stream_cost_rows(&c, r->n, &so);
+                err = kdl__need_add(&cka, kdl_stream_cost_bytes(&c, r->n, &so), 0,
+                                    "blocks of %zu rows of %zu sources", rows, l.n);
+                err = err ?: kdl__cka_pass_need(&l, r->n, nx, rows, r->nclasses, &co, &cka);
+        }
+        err = err ?: quality_need(r, &l, nx, ncr, &q);
+        if (!err) {
+                kdl__need_max(&cka, &q);
+                kdl__need_max(ret, &cka);
+        }
+        kdl__need_release(&q);
+        kdl__need_release(&cka);
+        free(mask);
+        kdl__srcs_release(&l);
+        return err;
+}
+
+int kdl_run_layers_plan(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc)
+{
+        struct run r = {.in = in, .o = o, .student = in->nstudents > 0};
+        kdl__need nd = {.analysis = "layers"};
+        struct kdl_ckpair *cks = NULL;
+        size_t nck = 0, nx, ncr, kmax;
+        int err;
+
+        assert(in && in->teacher && o && doc);
+        r.nclasses = kdl__classes(kdl_h5_dump(in->teacher));
+        if (!r.nclasses)
+                return kdl_error(-KDL_EMISSING,
+                                 "'%s': /labels: layer quality needs class labels, found none",
+                                 kdl_h5_dump(in->teacher)->path);
+        r.n = r.student ? in->pairs[0]->n : kdl_h5_dump(in->teacher)->n;
+        r.wide = min_n_c(&r) <= o->cka_max_width;
+        /* Without the labels' counts, the bounds of the class rule: X takes at most
+         * --subsample rows; X_c at most --per-class of each kept class, every class or a
+         * subset of at most --subsample / 2 (--classes K: K). */
+        nx = o->subsample < r.n ? o->subsample : r.n;
+        kmax = o->classes == KDL_LAYERS_CLASSES_ALL ||
+                               (o->classes == KDL_LAYERS_CLASSES_AUTO && !o->min_per_class &&
+                                o->subsample / r.nclasses >= 2)
+                       ? r.nclasses
+                       : o->subsample / 2;
+        if (o->classes != KDL_LAYERS_CLASSES_AUTO && o->classes != KDL_LAYERS_CLASSES_ALL)
+                kmax = o->classes < kmax ? o->classes : kmax;
+        ncr = kdl_sat_mul(o->per_class, kmax) < r.n ? o->per_class * kmax : r.n;
+        err = kdl_inputs_describe(in, doc);
+        err = err
+                      ?: kdl_select_checkpoints(in->teacher, r.student ? in->students[0] : NULL,
+                                                o->common.checkpoint, "same", &cks, &nck);
+        for (size_t c = 0; c < nck && !err; c++)
+                err = checkpoint_need(&r, &cks[c], nx, ncr, &nd);
+        err = err
+                      ?: kdl__need_add(&nd, kdl_sat_mul(r.n, 3 * sizeof(int64_t)), 0,
+                                       "the labels and the subsamples' sample lists");
+        err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL_LAYERS_LEVERS, doc);
+        kdl__need_release(&nd);
+        free(cks);
         return err;
 }

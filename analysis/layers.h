@@ -85,4 +85,13 @@ KDL_API void kdl_run_layers_opts_init(struct kdl_run_layers_opts *o);
  */
 KDL_API int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc);
 
+/**
+ * kdl_run_layers_plan() - what kdl_run_layers() would need with @in and @o, from the shapes
+ * alone (--plan; the labels are not read, so the class-spectra subsample is bounded by the
+ * class rule): the tables "plan" and "plan_parts" into @doc, as kdl_run_kl_plan().
+ * Return: 0; -KDL_EMISSING without labels; the errors of finding the checkpoints and
+ * sources; -ENOMEM.
+ */
+KDL_API int kdl_run_layers_plan(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc);
+
 #endif

@@ -9,8 +9,19 @@
 #include "metrics/base/banned.h"
 
 static const char *const lever_names[KDL_LEVER_COUNT_] = {
-        "--block-rows",          "--spatial avg", "--subsample",        "--bootstrap",
-        "--interval percentile", "--batch",       "--spearman-samples", "--quick",
+        "--block-rows",
+        "--spatial avg",
+        "--subsample",
+        "--bootstrap",
+        "--interval percentile",
+        "--batch",
+        "--spearman-samples",
+        "--quick",
+        "--wide-max",
+        "--wide-rank",
+        "--layer",
+        "--sketch-rank",
+        "--domain off",
 };
 
 int kdl__need_add(kdl__need *nd, size_t bytes, unsigned levers, const char *fmt, ...)

@@ -30,15 +30,20 @@
 
 /* The options that lower a part, as the user types them. */
 enum kdl__lever {
-        KDL_LEVER_BLOCK_ROWS = 1u << 0, /* --block-rows */
-        KDL_LEVER_SPATIAL = 1u << 1,    /* --spatial avg (rank-3/4 features flattened) */
-        KDL_LEVER_SUBSAMPLE = 1u << 2,  /* --subsample */
-        KDL_LEVER_BOOTSTRAP = 1u << 3,  /* --bootstrap (fewer replicates) */
-        KDL_LEVER_INTERVAL = 1u << 4,   /* --interval percentile (no BCa jackknife sums) */
-        KDL_LEVER_BATCH = 1u << 5,      /* --batch */
-        KDL_LEVER_SPEARMAN = 1u << 6,   /* --spearman-samples */
-        KDL_LEVER_QUICK = 1u << 7,      /* --quick (inspect: no value scan) */
-        KDL_LEVER_COUNT_ = 8
+        KDL_LEVER_BLOCK_ROWS = 1u << 0,   /* --block-rows */
+        KDL_LEVER_SPATIAL = 1u << 1,      /* --spatial avg (rank-3/4 features flattened) */
+        KDL_LEVER_SUBSAMPLE = 1u << 2,    /* --subsample */
+        KDL_LEVER_BOOTSTRAP = 1u << 3,    /* --bootstrap (fewer replicates) */
+        KDL_LEVER_INTERVAL = 1u << 4,     /* --interval percentile (no BCa jackknife sums) */
+        KDL_LEVER_BATCH = 1u << 5,        /* --batch */
+        KDL_LEVER_SPEARMAN = 1u << 6,     /* --spearman-samples */
+        KDL_LEVER_QUICK = 1u << 7,        /* --quick (inspect: no value scan) */
+        KDL_LEVER_WIDE_MAX = 1u << 8,     /* --wide-max (cka: narrower sources count as wide) */
+        KDL_LEVER_WIDE_RANK = 1u << 9,    /* --wide-rank (cka: fewer columns per sketch) */
+        KDL_LEVER_LAYER = 1u << 10,       /* --layer (dims: one feature layer) */
+        KDL_LEVER_SKETCH_RANK = 1u << 11, /* --sketch-rank (dims: the logits' sketch) */
+        KDL_LEVER_DOMAIN = 1u << 12,      /* --domain off (split: no domain level) */
+        KDL_LEVER_COUNT_ = 13
 };
 
 #define KDL_NEED_PARTS 16

@@ -162,36 +162,114 @@ void kdl__feed_cost(const struct kdl__srcs *l, kdl_h5file *fa, enum kdl_spatial 
                 kdl_stream_cost_add(c, kdl_h5_dump(fa)->labels, KDL_SPATIAL_FLATTEN, false);
 }
 
-size_t kdl__feed_bytes(const struct kdl__srcs *l, size_t nclasses, size_t rows)
+size_t kdl__feed_bytes(const struct kdl__srcs *l, const enum kdl_cka_layer *kinds, const size_t *sw,
+                       size_t nclasses, size_t rows)
 {
-        for (size_t k = 0; k < l->n; k++)
+        size_t b = 0;
+
+        for (size_t k = 0; k < l->n; k++) {
+                enum kdl_cka_layer kind = kinds ? kinds[k] : KDL_CKA_LAYER_DENSE;
+                size_t w = 0;
+
                 if (!l->v[k].ds)
-                        return kdl_sat_mul(kdl_sat_mul(rows, nclasses), sizeof(double));
+                        w = kind == KDL_CKA_LAYER_ONEHOT ? 1 : kdl_sat_add(nclasses, 1);
+                else if (kind == KDL_CKA_LAYER_SKETCH)
+                        w = sw[k];
+                b = kdl_sat_add(b, kdl_sat_mul(kdl_sat_mul(rows, w), sizeof(double)));
+        }
+        return b;
+}
+
+/* Room for blocks of @rows rows: the one-hot block (@dense_hot) and the classes, the
+ * sketched blocks. */
+static int feed_reserve(struct kdl__feed *f, size_t rows, bool dense_hot)
+{
+        const struct kdl__srcs *l = f->l;
+
+        if (rows <= f->cap)
+                return 0;
+        free(f->onehot);
+        free(f->cls);
+        f->cap = 0;
+        f->onehot = dense_hot ? kdl__malloc(rows, f->nclasses * sizeof(double)) : NULL;
+        f->cls = kdl_new(double, rows);
+        if ((dense_hot && !f->onehot) || !f->cls)
+                return -ENOMEM;
+        if (f->sketch) {
+                if (!f->proj && !(f->proj = kdl_new(double *, l->n ? l->n : 1)))
+                        return -ENOMEM;
+                for (size_t k = 0; k < l->n; k++) {
+                        free(f->proj[k]);
+                        f->proj[k] = NULL;
+                        if (f->kinds[k] == KDL_CKA_LAYER_SKETCH &&
+                            !(f->proj[k] = kdl__malloc(rows, f->rank * sizeof(double))))
+                                return -ENOMEM;
+                }
+        }
+        f->cap = rows;
         return 0;
 }
 
-/* The one-hot labels of the current block in f->onehot. */
-static int feed_onehot(struct kdl__feed *f, size_t rows, const size_t *ids, const int64_t *lab)
+/* The labels of the current block, checked, as classes in f->cls and, when @dense, one-hot
+ * rows in f->onehot. */
+static int feed_labels(struct kdl__feed *f, size_t rows, const size_t *ids, const int64_t *lab,
+                       bool dense)
 {
         size_t c = f->nclasses;
 
-        if (rows > f->cap) {
-                free(f->onehot);
-                f->cap = 0;
-                f->onehot = kdl__malloc(rows, c * sizeof(double));
-                if (!f->onehot)
-                        return -ENOMEM;
-                f->cap = rows;
-        }
-        memset(f->onehot, 0, rows * c * sizeof(double));
+        if (dense)
+                memset(f->onehot, 0, rows * c * sizeof(double));
         for (size_t i = 0; i < rows; i++) {
                 if (lab[i] < 0 || (uint64_t) lab[i] >= c)
                         return kdl_error(-KDL_ERANGE,
                                          "/labels: label %lld of sample %zu is outside 0..%zu",
                                          (long long) lab[i], ids[i], c - 1);
-                f->onehot[i * c + (size_t) lab[i]] = 1.0;
+                f->cls[i] = (double) lab[i];
+                if (dense)
+                        f->onehot[i * c + (size_t) lab[i]] = 1.0;
         }
         return 0;
+}
+
+int kdl__feed_blocks(struct kdl__feed *f, kdl_stream *s, const kdl_tensor **ret)
+{
+        const struct kdl__srcs *l = f->l;
+        size_t rows = kdl_stream_rows(s);
+        const int64_t *lab = f->labels ? kdl_stream_labels(s) : NULL;
+        bool has_labels = false, dense_hot = false;
+        int r;
+
+        *ret = f->blocks;
+        if (rows == 0)
+                return 0;
+        for (size_t k = 0; k < l->n; k++)
+                if (!l->v[k].ds) {
+                        has_labels = true;
+                        dense_hot |= !f->kinds || f->kinds[k] != KDL_CKA_LAYER_ONEHOT;
+                }
+        assert(lab || !has_labels);
+        r = feed_reserve(f, rows, dense_hot);
+        if (r >= 0 && has_labels)
+                r = feed_labels(f, rows, kdl_stream_samples(s), lab, dense_hot);
+        for (size_t k = 0; r >= 0 && k < l->n; k++) {
+                enum kdl_cka_layer kind = f->kinds ? f->kinds[k] : KDL_CKA_LAYER_DENSE;
+                kdl_tensor x;
+
+                if (!l->v[k].ds) {
+                        f->blocks[k] = kind == KDL_CKA_LAYER_ONEHOT
+                                               ? kdl_tensor_wrap(f->cls, 2, (size_t[]){rows, 1})
+                                               : kdl_tensor_wrap(f->onehot, 2,
+                                                                 (size_t[]){rows, f->nclasses});
+                        continue;
+                }
+                x = kdl_stream_block(s, l->v[k].idx);
+                f->blocks[k] = x;
+                if (kind != KDL_CKA_LAYER_SKETCH)
+                        continue;
+                f->blocks[k] = kdl_tensor_wrap(f->proj[k], 2, (size_t[]){rows, f->rank});
+                r = kdl_cka_sketch_apply(f->sketch[k], &x, &f->blocks[k]);
+        }
+        return r < 0 ? r : 0;
 }
 
 int kdl__feed_block(struct kdl__feed *f, kdl_stream *s)
@@ -201,22 +279,13 @@ int kdl__feed_block(struct kdl__feed *f, kdl_stream *s)
         size_t rows = kdl_stream_rows(s);
         const size_t *ids = kdl_stream_samples(s);
         const int64_t *lab = f->labels ? kdl_stream_labels(s) : NULL;
-        kdl_tensor *blocks = f->blocks;
-        bool need_onehot = false;
-        int r = 0;
+        const kdl_tensor *blocks;
+        int r;
 
         if (rows == 0)
                 return 0;
-        for (size_t k = 0; k < l->n; k++)
-                need_onehot |= !l->v[k].ds;
-        assert(lab || !need_onehot);
-        if (need_onehot && (r = feed_onehot(f, rows, ids, lab)) < 0)
-                return r;
-        for (size_t k = 0; k < l->n; k++)
-                blocks[k] = l->v[k].ds
-                                    ? kdl_stream_block(s, l->v[k].idx)
-                                    : kdl_tensor_wrap(f->onehot, 2, (size_t[]){rows, f->nclasses});
-        if (f->state)
+        r = kdl__feed_blocks(f, s, &blocks);
+        if (r >= 0 && f->state)
                 r = kdl_cka_accumulate(f->state, blocks, ids);
         for (size_t i = 0; r >= 0 && g && i < rows; i++) {
                 while (g->next < g->nwant && g->want[g->next] < ids[i])
@@ -225,9 +294,17 @@ int kdl__feed_block(struct kdl__feed *f, kdl_stream *s)
                         continue;
                 for (size_t k = 0; k < l->n; k++) {
                         double *dst = g->data[k] + g->n * l->v[k].width;
+                        kdl_tensor x;
 
+                        if (!l->v[k].ds) {
+                                /* One-hot rows, whatever the state takes. */
+                                memset(dst, 0, l->v[k].width * sizeof(double));
+                                dst[(size_t) lab[i]] = 1.0;
+                                continue;
+                        }
+                        x = kdl_stream_block(s, l->v[k].idx);
                         for (size_t j = 0; j < l->v[k].width; j++)
-                                dst[j] = KDL_AT2(&blocks[k], i, j);
+                                dst[j] = KDL_AT2(&x, i, j);
                 }
                 g->ids[g->n] = ids[i];
                 g->labels[g->n] = lab ? lab[i] : 0;
@@ -255,9 +332,16 @@ kdl__job kdl__feed_job(struct kdl__feed *f)
 
 void kdl__feed_release(struct kdl__feed *f)
 {
+        if (f->proj)
+                for (size_t k = 0; k < f->l->n; k++)
+                        free(f->proj[k]);
+        free(f->proj);
         free(f->blocks);
         free(f->onehot);
+        free(f->cls);
+        f->proj = NULL;
         f->blocks = NULL;
         f->onehot = NULL;
+        f->cls = NULL;
         f->cap = 0;
 }

@@ -81,10 +81,16 @@ struct kdl__feed {
                                   gathered labels are 0 otherwise) */
         kdl_cka_state *state;  /* borrowed, or NULL */
         struct kdl__gather *g; /* borrowed, or NULL */
-        /* private: the blocks of a pass, the one-hot block */
+        const enum kdl_cka_layer *kinds; /* [l->n] how @state takes each source (borrowed):
+                                            KDL_CKA_LAYER_ONEHOT the labels as classes,
+                                            KDL_CKA_LAYER_SKETCH the block times its sketch;
+                                            NULL: every block as it is, the labels one-hot */
+        kdl_cka_sketch *const *sketch;   /* [l->n] the sketched sources' (borrowed), or NULL */
+        size_t rank;                     /* the columns of every sketch */
+        /* private: the blocks of a pass, the one-hot block, the classes, the sketched blocks */
         kdl_tensor *blocks;
-        double *onehot;
-        size_t cap;
+        double *onehot, *cls, **proj;
+        size_t cap, pcap;
 };
 
 /* kdl__feed_attach() - the attach of a job @j that feeds @f: add every source
@@ -97,6 +103,13 @@ int kdl__feed_attach(struct kdl__feed *f, kdl__job *j, kdl_stream *s);
  * outside the classes; -ENOMEM; the metric's errors. */
 int kdl__feed_block(struct kdl__feed *f, kdl_stream *s);
 
+/* kdl__feed_blocks() - the current block of @s as @f's state takes it, into @ret (borrowed
+ * until the next call): each source's block, the labels' classes [rows, 1] or one-hot rows
+ * by f->kinds, a sketched source's sketch.  The gather is not fed.  Return: 0 (nothing
+ * when the block has no row); -KDL_ERANGE for a label outside the classes; -ENOMEM; the
+ * sketch's errors. */
+int kdl__feed_blocks(struct kdl__feed *f, kdl_stream *s, const kdl_tensor **ret);
+
 /* kdl__feed_job() - @f as a one-pass job (ctx = @f, no end) made of the two
  * above. */
 kdl__job kdl__feed_job(struct kdl__feed *f);
@@ -107,9 +120,12 @@ kdl__job kdl__feed_job(struct kdl__feed *f);
 void kdl__feed_cost(const struct kdl__srcs *l, kdl_h5file *fa, enum kdl_spatial rule, bool labels,
                     struct kdl_stream_cost *c);
 
-/* kdl__feed_bytes() - what kdl__feed_block() keeps for blocks of @rows rows of @l: the
- * one-hot labels when a source is the labels (@nclasses wide) (saturating). */
-size_t kdl__feed_bytes(const struct kdl__srcs *l, size_t nclasses, size_t rows);
+/* kdl__feed_bytes() - what kdl__feed_block() keeps for blocks of @rows rows of @l taken as
+ * @kinds (NULL: dense): the one-hot labels when a dense source is the labels (@nclasses
+ * wide), their classes otherwise, and each sketched source's block of @sw[k] columns
+ * (saturating). */
+size_t kdl__feed_bytes(const struct kdl__srcs *l, const enum kdl_cka_layer *kinds, const size_t *sw,
+                       size_t nclasses, size_t rows);
 
 /* kdl__feed_release() - free the private part of @f. */
 void kdl__feed_release(struct kdl__feed *f);

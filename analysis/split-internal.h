@@ -7,6 +7,7 @@
 #include "analysis/inputs.h"
 #include "analysis/pass.h"
 #include "analysis/split.h"
+#include "analysis/need.h"
 #include "reports/table.h"
 
 /*
@@ -105,5 +106,16 @@ int kdl__split_note_heads(const struct kdl__split_rows *w, const kdl_split_resul
  * the plan @plan for @c classes when asked for the mode @asked. */
 int kdl__split_notes(const struct kdl_run_split_opts *o, const kdl_split_plan *plan,
                      enum kdl_split_domain asked, size_t c, kdl_doc *doc);
+
+/* The options of the split command that lower its need. */
+#define KDL_SPLIT_LEVERS (KDL_LEVER_BLOCK_ROWS | KDL_LEVER_DOMAIN)
+
+/*
+ * kdl__split_need() - what kdl_run_split() holds at its peak, from the shapes alone, into
+ * @ret: the stream and block buffers of its largest job (the checkpoints run one at a time),
+ * the split states of the domain level it would choose, the head weights.
+ * Return: 0; the errors of finding the checkpoints; -ENOMEM.
+ */
+int kdl__split_need(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl__need *ret);
 
 #endif

@@ -5,11 +5,12 @@
 #include <string.h>
 
 #include "metrics/base/alloc.h"
-#include "metrics/base/outfile.h"
-#include "loaders/h5out.h"
 #include "loaders/stream.h"
+#include "analysis/dist.h"
 #include "analysis/split.h"
 #include "analysis/split-internal.h"
+#include "analysis/per-sample.h"
+#include "metrics/base/budget.h"
 #include "metrics/base/banned.h"
 
 _Static_assert(KDL_RUN_MAX_TAUS <= KDL_SPLIT_MAX_TAUS, "every temperature fits the metric");
@@ -99,7 +100,8 @@ int kdl_run_split_plan(size_t c, size_t d_teacher, size_t d_student,
 /* The per-sample fields written by --per-sample, in file order. */
 enum { F_KL, F_TCKD, F_NCKD, F_RES, F_PT, F_PS, F_GAP, F_OMEGA, F_EPS, F_ENT, F_W, F_COUNT_ };
 static const char *const field_names[F_COUNT_] = {
-        "kl", "tckd", "nckd", "residual", "pt_y", "ps_y", "gap", "omega", "eps", "nt_entropy", "w",
+        "kl",  "tckd",  "nckd", "identity_residual", "pt_y", "ps_y",
+        "gap", "omega", "eps",  "nt_entropy",        "w",
 };
 
 struct sources {
@@ -118,7 +120,7 @@ struct job {
         size_t c;
         kdl_table **t;
         kdl_doc *doc;
-        kdl_h5out *out; /* NULL without --per-sample */
+        kdl__per_sample *ps; /* NULL without --per-sample */
 
         /* The passes. */
         struct sources src;
@@ -127,16 +129,13 @@ struct job {
         kdl_split_blocks *blocks; /* the blocked domain level, NULL otherwise */
         bool block_open;          /* a block of classes takes this pass's samples */
         kdl_tensor *wt, *ws;      /* the heads, read before pass 0 when blocked */
-        int ids[F_COUNT_ + 2];    /* per-sample datasets */
         size_t skipped;           /* samples dropped in pass 0 */
-        size_t r0;                /* rows of pass 1 so far */
 
         /* Block buffers. */
         size_t cap;
         double *work; /* KDL_SPLIT_EVAL_WORK(c) */
         int64_t *labels;
-        double *fields[F_COUNT_];
-        int64_t *sample;
+        double *fields[F_COUNT_]; /* rows x ntaus each */
 };
 
 struct kdl__split_run {
@@ -147,8 +146,8 @@ struct kdl__split_run {
         enum kdl_split_domain asked; /* the domain mode asked for */
         kdl_doc *doc;
         kdl_table *t[KDL__SPLIT_NTABLES];
-        kdl_h5out *out; /* NULL without --per-sample */
-        struct job job; /* the current job */
+        kdl__per_sample *ps; /* NULL without --per-sample */
+        struct job job;      /* the current job */
 };
 
 /* ---- Reading ---------------------------------------------------------------- */
@@ -168,10 +167,8 @@ static int grow(struct job *j, size_t rows)
         if (rows <= j->cap)
                 return 0;
         free(j->labels);
-        free(j->sample);
         j->labels = kdl_new(int64_t, rows);
-        j->sample = kdl_new(int64_t, rows);
-        if (!j->labels || !j->sample)
+        if (!j->labels)
                 return -ENOMEM;
         for (int f = 0; f < F_COUNT_; f++) {
                 free(j->fields[f]);
@@ -238,17 +235,22 @@ static int add_sources(struct job *j, kdl__job *job, kdl_stream *s, struct sourc
         return 0;
 }
 
+/* Field @f of the per-sample file at temperature column @t, of the current block. */
+static struct kdl__per_sample_col field_col(void *ctx, size_t f, size_t t)
+{
+        const struct job *j = ctx;
+
+        return (struct kdl__per_sample_col){j->fields[f] + t, (ptrdiff_t) j->o->metric.ntaus};
+}
+
 /* Per-sample values of the current block (second pass) into the file. */
-static int write_block(struct job *j, kdl_stream *s, const struct sources *src, const int *ids,
-                       size_t r0)
+static int write_block(struct job *j, kdl_stream *s, const struct sources *src)
 {
         size_t rows = kdl_stream_rows(s), nt = j->o->metric.ntaus;
-        const size_t *samples = kdl_stream_samples(s);
         kdl_tensor zt = kdl_stream_block(s, src->zt), zs = kdl_stream_block(s, src->zs);
         int err = 0;
 
         for (size_t i = 0; i < rows && !err; i++) {
-                j->sample[i] = (int64_t) samples[i];
                 for (size_t k = 0; k < nt && !err; k++) {
                         kdl_split_sample v;
                         size_t e = i * nt + k;
@@ -270,46 +272,7 @@ static int write_block(struct job *j, kdl_stream *s, const struct sources *src, 
                         j->fields[F_ENT][e] = v.nt_entropy;
                 }
         }
-        err = err ?: kdl_h5out_write_i64(j->out, ids[F_COUNT_], r0, r0 + rows, j->sample);
-        err = err ?: kdl_h5out_write_i64(j->out, ids[F_COUNT_ + 1], r0, r0 + rows, j->labels);
-        for (int f = 0; f < F_COUNT_ && !err; f++)
-                err = kdl_h5out_write(j->out, ids[f], r0, r0 + rows, j->fields[f]);
-        return err;
-}
-
-static int per_sample_open(struct job *j, size_t n, int *ids)
-{
-        char *group = kdl__asprintf("/student%zu/%s", j->k, j->cks->name), *name = NULL;
-        char taus[KDL_SPLIT_MAX_TAUS * 32] = "";
-        size_t nt = j->o->metric.ntaus, len = 0;
-        int err = 0;
-
-        if (!group)
-                return -ENOMEM;
-        for (size_t k = 0; k < nt; k++)
-                len += (size_t) snprintf(taus + len, sizeof(taus) - len, "%s%.17g", k ? "," : "",
-                                         j->o->metric.taus[k]);
-        err = kdl_h5out_attr(j->out, group, "student", j->student);
-        err = err ?: kdl_h5out_attr(j->out, group, "teacher", j->teacher);
-        err = err ?: kdl_h5out_attr(j->out, group, "checkpoint", j->cks->name);
-        err = err ?: kdl_h5out_attr(j->out, group, "teacher_checkpoint", j->ckt->name);
-        err = err ?: kdl_h5out_attr(j->out, group, "taus", taus);
-        for (int f = 0; f < F_COUNT_ + 2 && err >= 0; f++) {
-                const char *field = f < F_COUNT_    ? field_names[f]
-                                    : f == F_COUNT_ ? "sample"
-                                                    : "label";
-
-                name = kdl__asprintf("%s/%s", group, field);
-                if (!name) {
-                        err = -ENOMEM;
-                        break;
-                }
-                err = kdl_h5out_dataset(j->out, name, n, f < F_COUNT_ ? nt : 0, f >= F_COUNT_);
-                ids[f] = err;
-                free(name);
-        }
-        free(group);
-        return err < 0 ? err : 0;
+        return err ?: kdl__per_sample_write(j->ps, kdl_stream_samples(s), rows, field_col, j);
 }
 
 static void job_release(struct job *j)
@@ -321,7 +284,6 @@ static void job_release(struct job *j)
         kdl_split_state_free(j->st);
         free(j->work);
         free(j->labels);
-        free(j->sample);
         for (int f = 0; f < F_COUNT_; f++)
                 free(j->fields[f]);
         memset(j, 0, sizeof(*j));
@@ -348,7 +310,7 @@ static int job_attach(kdl__job *job, kdl_stream *s)
         struct job *j = job->ctx;
         int err = add_sources(j, job, s, &j->src);
 
-        if (!err && j->out) {
+        if (!err && j->ps) {
                 j->work = kdl__malloc(KDL_SPLIT_EVAL_WORK(j->c), sizeof(double));
                 if (!j->work)
                         return -ENOMEM;
@@ -376,7 +338,6 @@ static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
 {
         struct job *j = job->ctx;
         kdl_tensor zt = kdl_stream_block(s, j->src.zt), zs = kdl_stream_block(s, j->src.zs);
-        size_t rows = kdl_stream_rows(s);
         int err = block_labels(j, s, &j->src);
 
         /* Pass 0: everything but w_n.  Pass 1: w_n, which needs the mean
@@ -386,10 +347,9 @@ static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
                 err = kdl_split_accumulate(j->st, &zt, &zs, j->labels);
         if (!err && pass == 1) {
                 err = kdl_split_instance_accumulate(j->inst, &zt, &zs, j->labels,
-                                                    j->out ? j->fields[F_W] : NULL);
-                if (!err && j->out)
-                        err = write_block(j, s, &j->src, j->ids, j->r0);
-                j->r0 += rows;
+                                                    j->ps ? j->fields[F_W] : NULL);
+                if (!err && j->ps)
+                        err = write_block(j, s, &j->src);
         }
         if (!err && j->block_open)
                 err = kdl_split_blocks_accumulate(j->blocks, &zt, j->labels);
@@ -422,30 +382,144 @@ static int job_finish(struct job *j)
         return err;
 }
 
+/* A rank other than 0 under MPI: its states hold its own rows (rank 0 merged
+ * them all and writes every result), so it only closes the open block of
+ * classes (its values are rank 0's) and takes the passes rank 0 takes. */
+static int follow_end(struct job *j, unsigned pass)
+{
+        int more = j->block_open ? kdl_split_blocks_next(j->blocks, j->st, NULL, NULL) : 0;
+
+        if (more < 0)
+                return more;
+        j->block_open = more > 0;
+        if (pass == 0 && j->ps) /* its rows of pass 1 are held for rank 0 */
+                more = kdl__per_sample_begin(j->ps, j->k, j->cks->name, j->ckt->name, field_names,
+                                             F_COUNT_);
+        else if (pass == 1 && j->ps)
+                more = kdl__per_sample_end(j->ps);
+        if (more < 0 || pass == 0 || j->block_open)
+                return more < 0 ? more : 1;
+        job_release(j);
+        return 0;
+}
+
 static int job_end(kdl__job *job, kdl_stream *s, unsigned pass)
 {
         struct job *j = job->ctx;
         int err;
 
+        if (kdl__dist_rank() != 0)
+                return follow_end(j, pass);
         if (pass > 0) {
-                err = block_end(j);
+                /* Pass 1 wrote the per-sample values; the later ones feed blocks of classes. */
+                err = pass == 1 && j->ps ? kdl__per_sample_end(j->ps) : 0;
+                err = err ?: block_end(j);
                 if (!err && j->block_open) /* another block of classes: another pass */
                         return 1;
                 err = err ?: job_finish(j);
                 job_release(j);
                 return err;
         }
-        j->skipped = kdl_stream_skipped(s);
+        if (kdl__dist_size() == 1) /* else summed over the ranks by job_combine() */
+                j->skipped = kdl_stream_skipped(s);
         if (kdl_split_state_count(j->st) == 0)
                 return kdl_error(-KDL_EMISSING,
                                  "'%s': %s: expected samples with finite values, found none",
                                  j->student, j->cks->logits->path);
         err = block_end(j);
-        err = err ?: kdl_split_instance_state_new(j->st, &j->inst);
-        if (!err && j->out)
-                err = per_sample_open(j, kdl_split_state_count(j->st), j->ids);
-        j->r0 = 0;
+        if (!err && !j->inst) /* under MPI job_combine() made it */
+                err = kdl_split_instance_state_new(j->st, &j->inst);
+        if (!err && j->ps)
+                err = kdl__per_sample_begin(j->ps, j->k, j->cks->name, j->ckt->name, field_names,
+                                            F_COUNT_);
         return err < 0 ? err : 1;
+}
+
+/* ---- Under MPI (analysis/dist.h) ------------------------------------------- */
+
+static int state_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_state_pack(s, buf, len);
+}
+
+static int state_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_split_state_merge_packed(s, buf, len);
+}
+
+static int inst_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_instance_state_pack(s, buf, len);
+}
+
+static int inst_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_split_instance_state_merge_packed(s, buf, len);
+}
+
+/* The second pass's state by reference: every rank gets rank 0's. */
+static int inst_ref_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_instance_state_pack(*(kdl_split_instance_state *const *) s, buf, len);
+}
+
+static int inst_ref_load(void *s, const void *buf, size_t len)
+{
+        kdl_split_instance_state **into = s, *t = NULL;
+        int err = kdl_split_instance_state_new_packed(buf, len, &t);
+
+        if (err < 0)
+                return err;
+        kdl_split_instance_state_free(*into);
+        *into = t;
+        return 0;
+}
+
+static int blocks_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_split_blocks_pack(s, buf, len);
+}
+
+static int blocks_merge(void *s, const void *buf, size_t len)
+{
+        return kdl_split_blocks_merge_packed(s, buf, len);
+}
+
+/*
+ * The states of every rank into rank 0's after pass @pass: the first pass
+ * (and the count of samples skipped, summed) after pass 0, and then the
+ * second pass's empty state made by rank 0 to every rank, so that all
+ * compute w_n with the same mean teacher confidence; the second pass and
+ * the per-sample rows after pass 1; the open block of classes after every
+ * pass that fed it.  job_end() runs next, rank 0's on the merged states.
+ */
+static int job_combine(kdl__job *job, kdl_stream *s, unsigned pass)
+{
+        static const struct kdl__dist_ops first = {state_pack, state_merge, NULL};
+        static const struct kdl__dist_ops second = {inst_pack, inst_merge, NULL};
+        static const struct kdl__dist_ops fresh = {inst_ref_pack, NULL, inst_ref_load};
+        static const struct kdl__dist_ops block = {blocks_pack, blocks_merge, NULL};
+        struct job *j = job->ctx;
+        double v[2] = {(double) kdl_stream_skipped(s), (double) kdl_split_state_count(j->st)};
+        int err = 0;
+
+        if (pass == 0) {
+                err = kdl__dist_sum(v, 2);
+                j->skipped = (size_t) v[0];
+                err = err ?: kdl__dist_combine(j->st, &first);
+        } else if (pass == 1) {
+                err = j->ps ? kdl__per_sample_combine(j->ps) : 0;
+                err = err ?: kdl__dist_combine(j->inst, &second);
+        }
+        if (!err && j->block_open)
+                err = kdl__dist_combine(j->blocks, &block);
+        /* No sample at all: rank 0's job_end() says so. */
+        if (!err && pass == 0 && v[1] > 0) {
+                if (kdl__dist_rank() == 0)
+                        err = kdl_split_instance_state_new(j->st, &j->inst);
+                err = kdl__dist_status(err) ?: kdl__dist_broadcast(&j->inst, &fresh);
+        }
+        return err;
 }
 
 /* ---- The run ---------------------------------------------------------------- */
@@ -455,7 +529,7 @@ void kdl__split_abort(struct kdl__split_run *r)
         if (!r)
                 return;
         job_release(&r->job);
-        kdl_h5out_abort(r->out);
+        kdl__per_sample_abort(r->ps);
         kdl__split_tables_release(r->t);
         free(r);
 }
@@ -496,6 +570,101 @@ static int run_plan(struct kdl__split_run *r)
         return 0;
 }
 
+/* ---- --plan --------------------------------------------------------------------- */
+
+/* The stream and the block buffers of the job of student @k at @cp, the larger into @ret. */
+static int job_need(const kdl_inputs *in, const struct kdl_run_split_opts *o, size_t k,
+                    const struct kdl_ckpair *cp, kdl__need *ret)
+{
+        struct kdl_stream_opts so = {.block_rows = o->common.block_rows,
+                                     .skip_nonfinite = o->common.skip_nonfinite};
+        const kdl_dump *dt = kdl_h5_dump(in->teacher), *ds = kdl_h5_dump(in->students[k]);
+        kdl__need nd = {.analysis = ret->analysis};
+        struct kdl_stream_cost c;
+        size_t n = in->pairs[k]->n, rows, row;
+        int err;
+
+        if (!cp->main->logits || !cp->partner || !cp->partner->logits)
+                return 0; /* refused by the run, with its message */
+        kdl_stream_cost_init(&c, in->pairs[k]);
+        kdl_stream_cost_add(&c, cp->partner->logits, KDL_SPATIAL_AVG, false);
+        kdl_stream_cost_add(&c, cp->main->logits, KDL_SPATIAL_AVG, true);
+        if (dt->labels || ds->labels)
+                kdl_stream_cost_add(&c, dt->labels ? dt->labels : ds->labels, KDL_SPATIAL_FLATTEN,
+                                    !dt->labels);
+        rows = kdl_stream_cost_rows(&c, n, &so);
+        /* A block's labels and sample ids, and its per-sample values (grow()). */
+        row = 2 * sizeof(int64_t) + F_COUNT_ * o->common.ntau * sizeof(double);
+        err = kdl__need_add(&nd, kdl_stream_cost_bytes(&c, n, &so), KDL_LEVER_BLOCK_ROWS,
+                            "blocks of %zu rows", rows);
+        err = err
+                      ?: kdl__need_add(&nd, kdl_sat_mul(rows, row), KDL_LEVER_BLOCK_ROWS,
+                                       "the labels and per-sample values of a block");
+        if (!err)
+                kdl__need_max(ret, &nd);
+        kdl__need_release(&nd);
+        return err;
+}
+
+int kdl__split_need(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl__need *ret)
+{
+        size_t c = kdl_h5_dump(in->teacher)->c, dt = widest_head(in->teacher), ds = 0, own;
+        kdl__need jobs = {.analysis = ret->analysis};
+        struct kdl_ckpair *cks = NULL;
+        kdl_split_plan p;
+        size_t ncks = 0;
+        int err;
+
+        for (size_t k = 0; k < in->nstudents; k++)
+                ds = widest_head(in->students[k]) > ds ? widest_head(in->students[k]) : ds;
+        own = own_bytes(c, dt, ds, o);
+        /* A plan that does not fit is what --plan is for: its size, not its refusal. */
+        err = kdl_run_split_plan(c, dt, ds, o, &p);
+        if (err == -KDL_EBUDGET) {
+                kdl_error_clear();
+                err = 0;
+        }
+        for (size_t k = 0; k < in->nstudents && !err; k++) {
+                err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
+                                             o->common.teacher_checkpoint, &cks, &ncks);
+                for (size_t q = 0; q < ncks && !err; q++)
+                        err = job_need(in, o, k, &cks[q], &jobs);
+                free(cks);
+                cks = NULL;
+        }
+        err = err ?: kdl__need_append(ret, &jobs);
+        err = err
+                      ?: kdl__need_add(ret, p.bytes > own ? p.bytes - own : 0,
+                                       p.domain == KDL_SPLIT_DOMAIN_OFF ? 0 : KDL_LEVER_DOMAIN,
+                                       "the split states, domain level %s (C = %zu%s)",
+                                       kdl_split_domain_name(p.domain), c,
+                                       p.domain == KDL_SPLIT_DOMAIN_BLOCKED
+                                               ? ", blocks of classes over more passes"
+                                               : "");
+        err = err
+                      ?: kdl__need_add(ret, own,
+                                       o->metric.domain == KDL_SPLIT_DOMAIN_OFF ? 0
+                                                                                : KDL_LEVER_DOMAIN,
+                                       "the head weights and a sample's scratch");
+        kdl__need_release(&jobs);
+        return err;
+}
+
+int kdl_run_split_memory_plan(kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc)
+{
+        kdl__need nd = {.analysis = "split"};
+        int err;
+
+        assert(in && o && doc);
+        if (!in->teacher || in->nstudents == 0)
+                return kdl_error(-KDL_EUSAGE, "split needs a teacher (-t) and a student (-s)");
+        err = kdl_inputs_describe(in, doc);
+        err = err ?: kdl__split_need(in, o, &nd);
+        err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL_SPLIT_LEVERS, doc);
+        kdl__need_release(&nd);
+        return err;
+}
+
 int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc,
                      struct kdl__split_run **ret)
 {
@@ -524,16 +693,11 @@ int kdl__split_begin(const kdl_inputs *in, const struct kdl_run_split_opts *o, k
         err = run_plan(r);
         err = err ?: kdl__split_tables_new(r->t);
         err = err ?: kdl_inputs_describe(in, doc);
-        /* The per-sample file never replaces an input (its temporary is renamed over it). */
-        for (size_t k = 0; k <= in->nstudents && !err && o->common.per_sample; k++) {
-                const kdl_dump *d = kdl_h5_dump(k ? in->students[k - 1] : in->teacher);
-
-                err = kdl_out_check(o->common.per_sample, KDL_OUT_FILE,
-                                    (const char *const *) &d->path, 1);
-        }
         if (!err && o->common.per_sample)
-                err = kdl_h5out_open(o->common.per_sample, &r->out);
-        err = err ?: (r->out ? kdl_h5out_attr(r->out, "/", "command", "split") : 0);
+                err = kdl__per_sample_open(o->common.per_sample, "split", in, r->o.metric.taus,
+                                           r->o.metric.ntaus, &r->ps);
+        /* Under MPI rank 0 alone writes it, and its errors stop every rank. */
+        err = kdl__dist_status(err);
         if (err < 0) {
                 kdl__split_abort(r);
                 return err;
@@ -563,9 +727,13 @@ int kdl__split_job(struct kdl__split_run *r, size_t k, const struct kdl_ckpair *
                 .c = kdl_h5_dump(in->teacher)->c,
                 .t = r->t,
                 .doc = r->doc,
-                .out = r->out,
+                .ps = r->ps,
         };
-        *ret = (kdl__job){.ctx = &r->job, .attach = job_attach, .block = job_block, .end = job_end};
+        *ret = (kdl__job){.ctx = &r->job,
+                          .attach = job_attach,
+                          .block = job_block,
+                          .end = job_end,
+                          .combine = job_combine};
         return 0;
 }
 
@@ -578,9 +746,9 @@ int kdl__split_end(struct kdl__split_run *r)
         err = kdl__split_notes(&r->o, &r->plan, r->asked, kdl_h5_dump(r->in->teacher)->c, r->doc);
         if (err < 0)
                 goto out;
-        if (r->out) {
-                err = kdl_h5out_commit(r->out);
-                r->out = NULL;
+        if (r->ps) {
+                err = kdl__per_sample_commit(r->ps);
+                r->ps = NULL;
                 if (err < 0)
                         goto out;
         }

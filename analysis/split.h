@@ -97,4 +97,13 @@ KDL_API int kdl_run_split_plan(size_t c, size_t d_teacher, size_t d_student,
  */
 KDL_API int kdl_run_split(kdl_inputs *in, const struct kdl_run_split_opts *o, kdl_doc *doc);
 
+/**
+ * kdl_run_split_memory_plan() - what kdl_run_split() would need with @in and @o, from the
+ * shapes alone (--plan): the tables "plan" and "plan_parts" into @doc, as kdl_run_kl_plan().
+ * Return: 0; -KDL_EUSAGE without a teacher and a student; the errors of finding the
+ * checkpoints; -ENOMEM.
+ */
+KDL_API int kdl_run_split_memory_plan(kdl_inputs *in, const struct kdl_run_split_opts *o,
+                                      kdl_doc *doc);
+
 #endif

@@ -341,7 +341,7 @@ static int check_chunks(kdl_h5file *f, struct dset *d, const kdl_dsinfo *ds, con
 
 /*
  * The data @ds declares are in the file: contiguous data within its size,
- * every chunk written, compact data in the header.  Data in other files
+ * every chunk written, compact data in the header at its full size.  Data in other files
  * (external storage, virtual datasets) are refused.
  */
 static int check_storage(kdl_h5file *f, struct dset *d, const kdl_dsinfo *ds)
@@ -366,6 +366,14 @@ static int check_storage(kdl_h5file *f, struct dset *d, const kdl_dsinfo *ds)
                                        d->path);
         switch (layout) {
         case H5D_COMPACT:
+                /* libhdf5 1.10 copies the declared size out of the header's buffer,
+                 * whatever that buffer's size: a short one crashes H5Dread(). */
+                stored = H5Dget_storage_size(d->did);
+                if (stored < n)
+                        return kdl__h5_problem(f,
+                                               "%s: expected the %zu bytes %s declares, found "
+                                               "%llu stored in its object header",
+                                               d->path, n, s, (unsigned long long) stored);
                 return 1;
         case H5D_CHUNKED:
                 return check_chunks(f, d, ds, s);

@@ -231,6 +231,15 @@ int kdl_h5_read_labels(kdl_h5file *f, int64_t **ret)
         return kdl__h5_read_int64(f, f->dump.labels, ret);
 }
 
+int kdl_h5_read_sample_ids(kdl_h5file *f, int64_t **ret)
+{
+        if (!f->dump.sample_ids)
+                return kdl_error(-KDL_EMISSING,
+                                 "'%s': /sample_ids: expected int64 ids [N], found none",
+                                 f->dump.path);
+        return kdl__h5_read_int64(f, f->dump.sample_ids, ret);
+}
+
 /* The error of a dataset that is not the [@rows, @cols] matrix expected (0: any). */
 static int matrix_error(const kdl_h5file *f, const kdl_dsinfo *ds, size_t rows, size_t cols)
 {

@@ -157,6 +157,14 @@ KDL_API size_t kdl_dsinfo_width(const kdl_dsinfo *ds, enum kdl_spatial rule);
 KDL_API int kdl_h5_read_labels(kdl_h5file *f, int64_t **ret);
 
 /**
+ * kdl_h5_read_sample_ids() - the whole /sample_ids dataset as int64.
+ * @ret: set on success only, N entries; caller frees with free().
+ * Return: 0; -KDL_EMISSING if there are no ids; -KDL_ESCHEMA if they are not
+ * 1-D integers; -KDL_EHDF5; -ENOMEM.
+ */
+KDL_API int kdl_h5_read_sample_ids(kdl_h5file *f, int64_t **ret);
+
+/**
  * kdl_h5_read_matrix() - a whole small 2-D dataset of @f, such as a
  * checkpoint's head/weight [C, D], as doubles.  Features and logits are
  * read in row blocks with a kdl_h5reader instead.

@@ -190,6 +190,10 @@ int kdl_stream_add(kdl_stream *s, kdl_h5file *f, const kdl_dsinfo *ds, enum kdl_
         int err;
 
         assert(s->block == 0 && "add every dataset before the first block");
+        /* A rule only changes how a dataset of 3 or more dimensions is read: the logits
+         * [N, C] that one analysis reads flattened and another averaged are one dataset. */
+        if (ds->ndim < 3)
+                rule = KDL_SPATIAL_FLATTEN;
         for (size_t k = 0; k < s->nsrc; k++)
                 if (s->src[k].f == f && s->src[k].ds == ds && s->src[k].rule == rule &&
                     s->src[k].student == (student && s->pair))

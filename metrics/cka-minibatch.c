@@ -86,7 +86,7 @@ int kdl_cka_mb_accumulate(kdl_cka_mb_state *s, const kdl_tensor *batch)
         assert(s && batch);
         if (batch[0].ndim != 2 || batch[0].shape[0] != m)
                 return kdl_error(-KDL_ESHAPE, "minibatch CKA: expected batches of %zu rows", m);
-        r = kdl__cka_check_blocks(batch, l, s->width, m, NULL);
+        r = kdl__cka_check_blocks(batch, l, s->width, NULL, m, NULL);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < l; i++) {

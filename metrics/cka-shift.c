@@ -13,6 +13,41 @@
 #include "metrics/cka-internal.h"
 #include "metrics/base/banned.h"
 
+void kdl_cka_matrix_free(kdl_cka_matrix *m)
+{
+        if (!m)
+                return;
+        free(m->biased);
+        free(m->debiased);
+        free(m->minibatch);
+        free(m->biased_lo);
+        free(m->biased_hi);
+        free(m->biased_se);
+        free(m->biased_bias);
+        free(m->debiased_lo);
+        free(m->debiased_hi);
+        free(m->debiased_se);
+        free(m->debiased_bias);
+        free(m->biased_rep);
+        free(m->debiased_rep);
+        free(m->biased_jack);
+        free(m->debiased_jack);
+        free(m->biased_sketch_se);
+        free(m->debiased_sketch_se);
+        free(m);
+}
+
+int kdl__cka_matrix_new(size_t nlayers, kdl_cka_matrix **ret)
+{
+        kdl_cka_matrix *m = kdl_new(kdl_cka_matrix, 1);
+
+        if (!m)
+                return -ENOMEM;
+        m->nlayers = nlayers;
+        *ret = m;
+        return 0;
+}
+
 /* The feature-space statistics re-expressed around another shift (Chan et al.'s
  * idea), and its two users: kdl_cka_merge() moves @from onto @into's shift,
  * kdl_cka_finalize() onto the mean for the centred and debiased forms, then
@@ -62,10 +97,21 @@ static void shift_products(const kdl_cka_state *s, const struct kdl__cka_stats *
         for (size_t j = 0; j < l; j++) {
                 w->c[j] = 0.0;
                 w->md[j] = 0.0;
-                for (size_t a = off[j]; a < off[j + 1]; a++) {
+                for (size_t a = off[j]; a < off[j] + s->width[j]; a++) {
                         w->c[j] += delta[a] * delta[a];
                         w->md[j] += t->m[a] * delta[a];
                 }
+        }
+        /* A one-hot layer's block with itself is diag(m). */
+        for (size_t q = 0; q < s->nhot; q++) {
+                size_t y = s->hot[q];
+                double v = 0.0;
+
+                for (size_t a = off[y]; a < off[y] + s->width[y]; a++) {
+                        w->gv[a * l + y] = t->m[a] * delta[a];
+                        v += t->m[a] * delta[a] * delta[a];
+                }
+                w->vgv[y * l + y] = v;
         }
         for (size_t b = 0; b < s->nblk; b++) {
                 size_t j = s->bj[b], k = s->bk[b];
@@ -88,13 +134,13 @@ static void shift_products(const kdl_cka_state *s, const struct kdl__cka_stats *
                         /* du(k, j) = δ_kᵀ U[block k, j] = Σ w a_j t_k. */
                         double du_kj = 0.0, du_jk = 0.0;
 
-                        if (s->blk[j * l + k] < 0) {
+                        if (!kdl__cka_has(s, j, k)) {
                                 w->pp[j * l + k] = t->p[j * l + k];
                                 continue;
                         }
-                        for (size_t a = off[k]; a < off[k + 1]; a++)
+                        for (size_t a = off[k]; a < off[k] + s->width[k]; a++)
                                 du_kj += delta[a] * t->u[a * l + j];
-                        for (size_t a = off[j]; a < off[j + 1]; a++)
+                        for (size_t a = off[j]; a < off[j] + s->width[j]; a++)
                                 du_jk += delta[a] * t->u[a * l + k];
                         w->pp[j * l + k] = t->p[j * l + k] - 2.0 * du_kj - 2.0 * du_jk +
                                            4.0 * w->vgv[j * l + k] + w->c[k] * t->sa[j] +
@@ -158,7 +204,9 @@ int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from)
         assert(into && from);
         if (from->l != l || from->dt != dt ||
             memcmp(from->width, into->width, l * sizeof(size_t)) != 0 ||
-            memcmp(from->blk, into->blk, l * l * sizeof(long)) != 0)
+            memcmp(from->kind, into->kind, l * sizeof(*from->kind)) != 0 ||
+            memcmp(from->blk, into->blk, l * l * sizeof(long)) != 0 || !from->ext != !into->ext ||
+            (from->ext && memcmp(from->ext, into->ext, l * l * sizeof(bool)) != 0))
                 return kdl_error(-KDL_EMISMATCH,
                                  "cannot merge CKA states of different layers or pairs");
         /* The level and interval only matter to the replicates' intervals. */
@@ -195,19 +243,22 @@ out:
 }
 
 /*
- * Biased and debiased CKA of one statistics set into @lin and @deb (L×L,
- * NaN for pairs that were not computed).  With μ = m/n the centred blocks
- * are G - m mᵀ/n; the debiased terms come from the statistics shifted by μ
- * (S_ℓ = trace of the centred diagonal block, T = Σᵢ sˣᵢ sʸᵢ = shifted P).
+ * The centred terms of one statistics set into @e: with μ = m/n the centred blocks are
+ * G - m mᵀ/n (a one-hot layer's own block diag(m) - m mᵀ/n in closed form); the
+ * debiased terms come from the statistics shifted by μ (S_ℓ = trace of the centred
+ * diagonal block, T = Σᵢ sˣᵢ sʸᵢ = shifted P).  A sketched layer's own terms are then
+ * made unbiased.  @mu, @w: scratch.
  */
-static void stats_cka(const kdl_cka_state *s, const struct kdl__cka_stats *t, double *f,
-                      double *sdiag, double *mu, struct shiftw *w, double *lin, double *deb)
+static void stats_terms(const kdl_cka_state *s, const struct kdl__cka_stats *t, double *mu,
+                        struct shiftw *w, const struct kdl__cka_terms *e)
 {
         size_t l = s->l;
         double n = t->n;
 
         for (size_t i = 0; i < l * l; i++)
-                lin[i] = deb[i] = NAN;
+                e->f[i] = e->t[i] = NAN;
+        for (size_t i = 0; i < l; i++)
+                e->sd[i] = e->ss[i] = NAN;
         if (!(n > 0.0))
                 return;
         for (size_t b = 0; b < s->nblk; b++) {
@@ -232,28 +283,73 @@ static void stats_cka(const kdl_cka_state *s, const struct kdl__cka_stats *t, do
                         }
                         sum += row;
                 }
-                f[j * l + k] = f[k * l + j] = j == k ? diag + 2.0 * sum : sum;
+                e->f[j * l + k] = e->f[k * l + j] = j == k ? diag + 2.0 * sum : sum;
                 if (j == k)
-                        sdiag[j] = tr;
+                        e->sd[j] = tr;
+        }
+        for (size_t q = 0; q < s->nhot; q++) {
+                size_t y = s->hot[q];
+                const double *my = t->m + s->off[y];
+                double s1 = 0.0, s2 = 0.0, s3 = 0.0;
+
+                /* ‖diag(m) - m mᵀ/n‖²_F = Σ m² - 2 Σ m³/n + (Σ m²)²/n². */
+                for (size_t c = 0; c < s->width[y]; c++) {
+                        s1 += my[c];
+                        s2 += my[c] * my[c];
+                        s3 += my[c] * my[c] * my[c];
+                }
+                e->f[y * l + y] = s2 - 2.0 * s3 / n + (s2 / n) * (s2 / n);
+                e->sd[y] = s1 - s2 / n;
         }
         for (size_t a = 0; a < s->dt; a++)
                 mu[a] = t->m[a] / n;
         shift_products(s, t, mu, w);
-        for (size_t b = 0; b < s->nblk; b++) {
-                size_t j = s->bj[b], k = s->bk[b];
-                double fjk = f[j * l + k], fjj = f[j * l + j], fkk = f[k * l + k];
-                double v = fjj > 0.0 && fkk > 0.0 ? fjk / sqrt(fjj * fkk) : (double) NAN;
-                double phi_jk, phi_jj, phi_kk, c = (n - 1.0) * (n - 2.0), e = n / (n - 2.0);
-
-                lin[j * l + k] = lin[k * l + j] = v;
-                if (n < 4.0)
-                        continue;
-                phi_jk = fjk - e * w->pp[j * l + k] + sdiag[j] * sdiag[k] / c;
-                phi_jj = fjj - e * w->pp[j * l + j] + sdiag[j] * sdiag[j] / c;
-                phi_kk = fkk - e * w->pp[k * l + k] + sdiag[k] * sdiag[k] / c;
-                v = phi_jj > 0.0 && phi_kk > 0.0 ? phi_jk / sqrt(phi_jj * phi_kk) : (double) NAN;
-                deb[j * l + k] = deb[k * l + j] = v;
+        for (size_t j = 0; j < l; j++)
+                for (size_t k = 0; k < l; k++)
+                        if (kdl__cka_has(s, j, k))
+                                e->t[j * l + k] = w->pp[j * l + k];
+        for (size_t j = 0; j < l; j++) {
+                e->ss[j] = e->sd[j] * e->sd[j];
+                if (s->kind[j] == KDL_CKA_LAYER_SKETCH && kdl__cka_has(s, j, j))
+                        kdl__cka_sketch_correct(s->width[j], &e->f[j * l + j], e->sd[j],
+                                                &e->t[j * l + j], &e->ss[j]);
         }
+}
+
+void kdl__cka_terms_cka(size_t l, double n, const struct kdl__cka_terms *e, double *lin,
+                        double *deb)
+{
+        double c = (n - 1.0) * (n - 2.0), r = n / (n - 2.0);
+
+        for (size_t j = 0; j < l; j++)
+                for (size_t k = j; k < l; k++) {
+                        double fjk = e->f[j * l + k], fjj = e->f[j * l + j], fkk = e->f[k * l + k];
+                        double sjk = j == k ? e->ss[j] : e->sd[j] * e->sd[k];
+                        double v = NAN, phi_jk, phi_jj, phi_kk;
+
+                        if (fjj > 0.0 && fkk > 0.0 && !isnan(fjk))
+                                v = fjk / sqrt(fjj * fkk);
+                        lin[j * l + k] = lin[k * l + j] = v;
+                        deb[j * l + k] = deb[k * l + j] = NAN;
+                        if (isnan(v) || n < 4.0)
+                                continue;
+                        phi_jk = fjk - r * e->t[j * l + k] + sjk / c;
+                        phi_jj = fjj - r * e->t[j * l + j] + e->ss[j] / c;
+                        phi_kk = fkk - r * e->t[k * l + k] + e->ss[k] / c;
+                        v = phi_jj > 0.0 && phi_kk > 0.0 ? phi_jk / sqrt(phi_jj * phi_kk)
+                                                         : (double) NAN;
+                        deb[j * l + k] = deb[k * l + j] = v;
+                }
+}
+
+/* Biased and debiased CKA of one statistics set into @lin and @deb (L×L, NaN for pairs
+ * that were not computed); @e, @mu, @w: scratch. */
+static void stats_cka(const kdl_cka_state *s, const struct kdl__cka_stats *t,
+                      const struct kdl__cka_terms *e, double *mu, struct shiftw *w, double *lin,
+                      double *deb)
+{
+        stats_terms(s, t, mu, w, e);
+        kdl__cka_terms_cka(s->l, t->n, e, lin, deb);
 }
 
 /* @d = @a - @b, sets of the same state and shift: the sums of the samples of
@@ -278,8 +374,8 @@ static void stats_sub(const kdl_cka_state *s, const struct kdl__cka_stats *a,
 }
 
 /* Each jackknife group's delete-a-group values into m->*_jack (NaN for an
- * empty group); @f, @sdiag, @mu and @w: stats_cka()'s scratch. */
-static int finalize_jackknife(const kdl_cka_state *s, double *f, double *sdiag, double *mu,
+ * empty group); @e, @mu and @w: stats_cka()'s scratch. */
+static int finalize_jackknife(const kdl_cka_state *s, const struct kdl__cka_terms *e, double *mu,
                               struct shiftw *w, kdl_cka_matrix *m)
 {
         size_t ll = s->l * s->l;
@@ -304,7 +400,7 @@ static int finalize_jackknife(const kdl_cka_state *s, double *f, double *sdiag, 
                         continue;
                 }
                 stats_sub(s, &s->st[0], grp, &d);
-                stats_cka(s, &d, f, sdiag, mu, w, lin, deb);
+                stats_cka(s, &d, e, mu, w, lin, deb);
         }
 out:
         kdl__cka_stats_release(&d, s->nblk);
@@ -312,8 +408,8 @@ out:
 }
 
 /* The replicates' CKA values, the jackknife's (BCa) and the summary into
- * @m; @f, @sdiag, @mu and @w: stats_cka()'s scratch. */
-static int finalize_bootstrap(const kdl_cka_state *s, double *f, double *sdiag, double *mu,
+ * @m; @e, @mu and @w: stats_cka()'s scratch. */
+static int finalize_bootstrap(const kdl_cka_state *s, const struct kdl__cka_terms *e, double *mu,
                               struct shiftw *w, kdl_cka_matrix *m)
 {
         size_t ll = s->l * s->l, nrep = s->nrep;
@@ -327,20 +423,49 @@ static int finalize_bootstrap(const kdl_cka_state *s, double *f, double *sdiag, 
         if (!m->biased_rep || !m->debiased_rep)
                 return -ENOMEM;
         for (size_t b = 0; b < nrep; b++)
-                stats_cka(s, &s->st[b + 1], f, sdiag, mu, w, m->biased_rep + b * ll,
+                stats_cka(s, &s->st[b + 1], e, mu, w, m->biased_rep + b * ll,
                           m->debiased_rep + b * ll);
         if (s->ngroups) {
-                r = finalize_jackknife(s, f, sdiag, mu, w, m);
+                r = finalize_jackknife(s, e, mu, w, m);
                 if (r < 0)
                         return r;
         }
         return kdl__cka_intervals(m);
 }
 
-int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
+/* The external pairs' terms @f, @t, @sdiag into @e (the main statistics'). */
+static void terms_external(const kdl_cka_state *s, const double *f, const double *t,
+                           const double *sdiag, const struct kdl__cka_terms *e)
+{
+        size_t l = s->l;
+
+        for (size_t j = 0; j < l; j++)
+                for (size_t k = 0; k < l; k++) {
+                        if (!s->ext[j * l + k])
+                                continue;
+                        e->f[j * l + k] = f[j * l + k];
+                        e->t[j * l + k] = t[j * l + k];
+                        if (j == k) {
+                                e->sd[j] = sdiag[j];
+                                e->ss[j] = sdiag[j] * sdiag[j];
+                        }
+                }
+}
+
+static bool any_sketch(const kdl_cka_state *s)
+{
+        for (size_t j = 0; j < s->l; j++)
+                if (s->kind[j] == KDL_CKA_LAYER_SKETCH)
+                        return true;
+        return false;
+}
+
+int kdl_cka_finalize_external(const kdl_cka_state *s, const double *f, const double *t,
+                              const double *sdiag, kdl_cka_matrix **ret)
 {
         size_t l = s->l, ll = l * l;
-        double *f, *sdiag, *mu;
+        struct kdl__cka_terms e = {0};
+        double *mu;
         struct shiftw w = {0};
         kdl_cka_matrix *m = NULL;
         int r;
@@ -348,23 +473,28 @@ int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
         assert(s && ret);
         if (!(s->st[0].n > 0.0))
                 return kdl_error(-KDL_EMISSING, "CKA: no samples");
-        f = kdl_new(double, ll);
-        sdiag = kdl_new(double, l);
+        e.f = kdl_new(double, ll);
+        e.t = kdl_new(double, ll);
+        e.sd = kdl_new(double, l);
+        e.ss = kdl_new(double, l);
         mu = kdl_new(double, s->dt);
         r = kdl__cka_matrix_new(l, &m);
-        if (r < 0 || !f || !sdiag || !mu || shiftw_init(&w, l, s->dt) < 0)
+        if (r < 0 || !e.f || !e.t || !e.sd || !e.ss || !mu || shiftw_init(&w, l, s->dt) < 0)
                 goto nomem;
         m->n = s->st[0].n;
         m->biased = kdl_new(double, ll);
         m->debiased = kdl_new(double, ll);
         if (!m->biased || !m->debiased)
                 goto nomem;
-        stats_cka(s, &s->st[0], f, sdiag, mu, &w, m->biased, m->debiased);
-        if (s->nrep) {
-                r = finalize_bootstrap(s, f, sdiag, mu, &w, m);
-                if (r < 0)
-                        goto out;
-        }
+        stats_terms(s, &s->st[0], mu, &w, &e);
+        if (s->ext && f && t && sdiag)
+                terms_external(s, f, t, sdiag, &e);
+        kdl__cka_terms_cka(l, m->n, &e, m->biased, m->debiased);
+        r = any_sketch(s) ? kdl__cka_sketch_se(s, &s->st[0], &e, m) : 0;
+        if (r >= 0 && s->nrep)
+                r = finalize_bootstrap(s, &e, mu, &w, m);
+        if (r < 0)
+                goto out;
         *ret = m;
         m = NULL;
         r = 0;
@@ -375,7 +505,14 @@ out:
         kdl_cka_matrix_free(m);
         shiftw_release(&w);
         free(mu);
-        free(sdiag);
-        free(f);
+        free(e.ss);
+        free(e.sd);
+        free(e.t);
+        free(e.f);
         return r;
+}
+
+int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret)
+{
+        return kdl_cka_finalize_external(s, NULL, NULL, NULL, ret);
 }

@@ -80,6 +80,10 @@ typedef struct kdl_cka_matrix {
         double *debiased_lo, *debiased_hi, *debiased_se, *debiased_bias;
         double *biased_rep, *debiased_rep;
         double *biased_jack, *debiased_jack;
+        /* Pairs with a sketched layer (KDL_CKA_LAYER_SKETCH), NULL without one: the
+         * standard error of the value that comes from the sketch (delete-one jackknife
+         * over its r columns), for biased and debiased; NaN for the exact pairs. */
+        double *biased_sketch_se, *debiased_sketch_se;
 } kdl_cka_matrix;
 
 /** kdl_cka_matrix_free() - free @m and its arrays.  NULL is a no-op. */
@@ -129,6 +133,29 @@ enum kdl_cka_precision {
         KDL_CKA_PRECISION_COUNT_
 };
 
+/*
+ * What the block of a layer holds (kdl_cka_opts.kinds), docs/cka.md#wide-layers.
+ *
+ * KDL_CKA_LAYER_DENSE: the features [rows, D] (the default).
+ * KDL_CKA_LAYER_ONEHOT: [rows, 1], the class 0..D-1 of each row (a whole number held in a
+ *   double) of a one-hot layer of width D, the labels: its product with another layer is
+ *   that layer's class sums (a D x D_k block), with itself the class counts (D numbers, no
+ *   D x D block), so every value is exact at any D for O(D_k) work per row.  Its sums are
+ *   not shifted (0/1 values do not cancel).
+ * KDL_CKA_LAYER_SKETCH: [rows, r], the Gaussian sketch X Ω / √r of features X [rows, D]
+ *   too wide to keep D x D blocks of (kdl_cka_sketch_apply(); Ω [D, r] standard normal,
+ *   independent of every other layer's).  A product with another layer is then an unbiased
+ *   estimate of the one with X; finalize corrects the layer's own terms so that they are
+ *   unbiased too (‖XᵀX‖²_F, S², Σ s²), and gives the standard error that the sketch adds
+ *   (biased_sketch_se, debiased_sketch_se).
+ */
+enum kdl_cka_layer {
+        KDL_CKA_LAYER_DENSE,
+        KDL_CKA_LAYER_ONEHOT,
+        KDL_CKA_LAYER_SKETCH,
+        KDL_CKA_LAYER_COUNT_
+};
+
 /** kdl_cka_precision_name() - "double" or "mixed". */
 KDL_API const char *kdl_cka_precision_name(enum kdl_cka_precision p);
 
@@ -150,6 +177,14 @@ typedef struct kdl_cka_opts {
         enum kdl_cka_precision precision; /* default KDL_CKA_PRECISION_DOUBLE */
         enum kdl_cka_interval interval;   /* default KDL_CKA_INTERVAL_PERCENTILE; BCa adds
                                              KDL_CKA_JACKKNIFE_GROUPS sets of sums */
+        const enum kdl_cka_layer *kinds;  /* [L] what each layer's block holds; NULL
+                                             (default): all dense.  Borrowed by
+                                             kdl_cka_state_new() only */
+        const bool *external;             /* [L*L] pairs (either order, the diagonal
+                                             included) whose terms kdl_cka_finalize_external()
+                                             is given: no block is kept for them; NULL
+                                             (default): none.  Borrowed by
+                                             kdl_cka_state_new() only */
 } kdl_cka_opts;
 
 /**
@@ -245,6 +280,45 @@ KDL_API int kdl_cka_merge(kdl_cka_state *into, const kdl_cka_state *from);
  * entries are NaN, not errors.
  */
 KDL_API int kdl_cka_finalize(const kdl_cka_state *s, kdl_cka_matrix **ret);
+
+/*
+ * The state as bytes, for the processes of one MPI run (analysis/dist.h):
+ * the shift and every statistics set (the sums, the replicates, the
+ * jackknife groups), in host layout, readable by the same build only.  A
+ * packed state is 1 + D + (1 + B + G) (1 + D + Σ D_i D_j + D L + L² + L)
+ * doubles (D = ΣD_ℓ, the sum over the needed pairs i <= j).
+ *
+ * kdl_cka_state_pack() - @s as bytes; *@buf malloc'd, the caller frees.
+ * Return: 0; -ENOMEM.
+ * kdl_cka_state_merge_packed() - add the samples of a packed state (made
+ * with the same layers and options as @s) to @s, as kdl_cka_merge().
+ * kdl_cka_state_load_packed() - @s becomes the packed state (exactly).
+ * Return: 0; -KDL_ESCHEMA when @len is not the size of a state shaped as @s;
+ * -ENOMEM; the codes of kdl_cka_merge().  On failure @s is unchanged, except
+ * after -ENOMEM from kdl_cka_state_load_packed() (free it then).
+ */
+KDL_API int kdl_cka_state_pack(const kdl_cka_state *s, void **buf, size_t *len);
+KDL_API int kdl_cka_state_merge_packed(kdl_cka_state *s, const void *buf, size_t len);
+KDL_API int kdl_cka_state_load_packed(kdl_cka_state *s, const void *buf, size_t len);
+
+/**
+ * kdl_cka_finalize_external() - kdl_cka_finalize() where the terms of the state's external
+ * pairs (kdl_cka_opts.external) are given: for each external pair (j, k), @f[j*L+k] is
+ * ‖X_jᵀX_k‖²_F and @t[j*L+k] is Σᵢ s^j_i s^k_i of the centred layers
+ * (docs/cka.md#debiased-linear-cka), and for each external diagonal @s[j] is S_j = Σᵢ s^j_i
+ * (kdl_cka_strips_terms() gives them).  The bootstrap replicates of external pairs are NaN (only
+ * the point values are given).  @f, @t, @s: borrowed; entries of other pairs are not read. Return:
+ * as kdl_cka_finalize().
+ */
+KDL_API int kdl_cka_finalize_external(const kdl_cka_state *s, const double *f, const double *t,
+                                      const double *sdiag, kdl_cka_matrix **ret);
+
+/**
+ * kdl_cka_state_mean() - the mean of layer @j over the samples accumulated so far, D_j
+ * values into @ret (for a one-hot layer, the share of each class).
+ * Return: 0; -KDL_EMISSING when no sample was accumulated.
+ */
+KDL_API int kdl_cka_state_mean(const kdl_cka_state *s, size_t j, double *ret);
 
 /** kdl_cka_state_free() - free @s.  NULL is a no-op. */
 KDL_API void kdl_cka_state_free(kdl_cka_state *s);
@@ -388,5 +462,92 @@ KDL_API int kdl_cka_mb_finalize(const kdl_cka_mb_state *s, kdl_cka_matrix **ret)
 
 /** kdl_cka_mb_state_free() - free @s.  NULL is a no-op. */
 KDL_API void kdl_cka_mb_state_free(kdl_cka_mb_state *s);
+
+/* ---- Wide layers: Gaussian sketches and column strips ------------------------------- */
+
+typedef struct kdl_cka_sketch kdl_cka_sketch;
+
+/**
+ * kdl_cka_sketch_new() - the Gaussian sketch of a layer of width @d to @r columns
+ * (KDL_CKA_LAYER_SKETCH, docs/cka.md#wide-layers): Ω [d, r] with entry (c, a) =
+ * √(-2 ln u₁) cos(2π u₂), u₁ = kdl_sample_uniform(@seed, c r + a, @stream) and u₂ the same
+ * at @stream + 1 (Box-Muller), so that a seed and a stream give one Ω everywhere.  The
+ * layers sketched for one state need independent Ωs: streams at least 2 apart.
+ * @ret: set on success only; caller frees with kdl_cka_sketch_free().
+ *
+ * Memory: kdl_cka_sketch_bytes(@d, @r), d r doubles.
+ * Return: 0; -KDL_ESHAPE if @d or @r is 0; -KDL_EOVERFLOW; -ENOMEM.
+ */
+KDL_API int kdl_cka_sketch_new(size_t d, size_t r, uint64_t seed, uint64_t stream,
+                               kdl_cka_sketch **ret);
+
+/** kdl_cka_sketch_bytes() - what kdl_cka_sketch_new() holds (saturating). */
+KDL_API size_t kdl_cka_sketch_bytes(size_t d, size_t r);
+
+/**
+ * kdl_cka_sketch_apply() - @out = @x Ω / √r, one BLAS-3 product.
+ * @x:   [rows, d], its rows in memory order (stride 1 along them); borrowed.
+ * @out: a contiguous [rows, r] tensor of the caller's.
+ * Return: 0; -KDL_ESHAPE; -KDL_EOVERFLOW.
+ */
+KDL_API int kdl_cka_sketch_apply(const kdl_cka_sketch *k, const kdl_tensor *x, kdl_tensor *out);
+
+/** kdl_cka_sketch_free() - free @k.  NULL is a no-op. */
+KDL_API void kdl_cka_sketch_free(kdl_cka_sketch *k);
+
+typedef struct kdl_cka_strips kdl_cka_strips;
+
+/**
+ * kdl_cka_strips_new() - the exact terms of the external pairs @pairs [L*L] (either order)
+ * of layers of widths @widths and kinds @kinds (NULL: all dense; a sketched layer is not
+ * allowed), in column strips over several passes (docs/cka.md#wide-layers).  The strip S
+ * of a layer X holds (X[:, S])ᵀ Y [|S|, D_Y] for every external partner Y it owns (a pair
+ * of dense layers is owned by the first, a pair with a one-hot layer by the dense one,
+ * whose products with it are its class sums), and ‖XᵀY‖²_F is the sum over the strips of
+ * their squared norms.  The layers are centred by @means (D_j values each, the exact means:
+ * kdl_cka_state_mean() after an earlier pass; only the layers in an external pair are
+ * read).  The first pass also sums Σᵢ s^j_i s^k_i of the external pairs and S_j.
+ * @max_bytes: what one pass may hold (its products, the means, a chunk's scratch): the
+ *             strips are as wide as fits.
+ * @ret: set on success only; caller frees with kdl_cka_strips_free().
+ * Return: 0; -KDL_EBUDGET (message recorded) when not even a strip of one column fits;
+ * -KDL_ESHAPE for a pair of one-hot or sketched layers; -ENOMEM.
+ */
+KDL_API int kdl_cka_strips_new(size_t nlayers, const size_t *widths,
+                               const enum kdl_cka_layer *kinds, const bool *pairs,
+                               const double *const *means, size_t max_bytes, kdl_cka_strips **ret);
+
+/**
+ * kdl_cka_strips_plan() - from the shapes alone, what kdl_cka_strips_new() with these
+ * arguments makes: the passes (strips; 0 when no pair is external, SIZE_MAX when no strip
+ * fits) and the bytes it holds.
+ */
+KDL_API void kdl_cka_strips_plan(size_t nlayers, const size_t *widths,
+                                 const enum kdl_cka_layer *kinds, const bool *pairs,
+                                 size_t max_bytes, size_t *ret_passes, size_t *ret_bytes);
+
+/** kdl_cka_strips_passes() - the passes @s needs (0 .. passes - 1). */
+KDL_API size_t kdl_cka_strips_passes(const kdl_cka_strips *s);
+
+/**
+ * kdl_cka_strips_accumulate() - one block of pass @pass: @blocks as kdl_cka_accumulate()
+ * takes them (every layer; a one-hot layer's [rows, 1] classes), any strides, borrowed.
+ * Every pass reads every sample once, the passes in order.
+ * Return: 0; -KDL_ERANGE for a class outside its layer.
+ */
+KDL_API int kdl_cka_strips_accumulate(kdl_cka_strips *s, size_t pass, const kdl_tensor *blocks);
+
+/** kdl_cka_strips_pass_end() - after the last block of pass @pass: its strip's products
+ * into the terms. */
+KDL_API void kdl_cka_strips_pass_end(kdl_cka_strips *s, size_t pass);
+
+/**
+ * kdl_cka_strips_terms() - after every pass, the terms kdl_cka_finalize_external() takes:
+ * @f, @t [L*L] and @sdiag [L], NaN where a pair (a diagonal) is not external.
+ */
+KDL_API void kdl_cka_strips_terms(const kdl_cka_strips *s, double *f, double *t, double *sdiag);
+
+/** kdl_cka_strips_free() - free @s.  NULL is a no-op. */
+KDL_API void kdl_cka_strips_free(kdl_cka_strips *s);
 
 #endif

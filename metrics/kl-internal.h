@@ -64,8 +64,10 @@ struct kdl__kl_scratch {
         size_t rows;             /* blocks of this many rows fit */
         size_t vm;               /* rows of the last block's values in @vals; 0: none */
         double *vals;            /* [ntau * NV, vm] values of the last block */
-        double *e, *u, *y, *hsp; /* [rows, d_t], [rows, c], [rows, rank], [rows, d_s] */
-        double *lpt, *lps, *pr;  /* [c] */
+        double *e, *u, *y, *hsp; /* [rows, d_t], [rows, c], [rows, rank] (rank < d_t only),
+                                    [rows, d_s] */
+        double *lpt, *lps, *pr;  /* [c]: log p^t_τ (first z^t/τ), z^s/τ, p^t_τ (first e^t) */
+        double *qs, *v, *d;      /* [c]: p^s_τ (first e^s), (z^s - z^t)/τ, z^s - z^t */
         double *delta;           /* [d_t] mean differences of a merge */
         struct kdl__kl_stats block;
 };
@@ -98,9 +100,18 @@ size_t kdl__kl_sample_index(const kdl_kl_block *b, size_t r);
 /* -KDL_ESHAPE (message names @what) unless @t is 2-D [@m, @cols]. */
 int kdl__kl_check_tensor(const kdl_tensor *t, const char *what, size_t m, size_t cols);
 
+/* kdl_tensor_check_finite() (no message) in one pass of four independent sums per row when
+ * the rows are contiguous. */
+int kdl__kl_rows_finite(const kdl_tensor *t, size_t *ret_row);
+
 /* -KDL_ENONFINITE naming @what and the sample (of @b when not NULL, else
  * the row) of the first NaN/Inf in @t. */
 int kdl__kl_check_finite(const kdl_tensor *t, const char *what, const kdl_kl_block *b);
+
+/* -KDL_ENONFINITE, as kdl__kl_check_finite(), for the first NaN/Inf in the block's tensors
+ * in their order (teacher logits, student logits, features, feature gradient, logit
+ * gradients); @b's tensors were checked for presence and shape. */
+int kdl__kl_check_block_finite(const struct kdl__kl_config *cfg, const kdl_kl_block *b);
 
 /* Grow *@p to hold @n doubles (contents not kept).  Return: 0; -ENOMEM. */
 int kdl__kl_grow(double **p, size_t n);
@@ -111,17 +122,16 @@ int kdl__kl_grow(double **p, size_t n);
  * The exact KL, shared with the split metric (metrics/split-eval.c), so that
  * both compute the same numbers the same way.
  *
- * kdl__kl_log_softmax() - log-softmax of x/τ over the classes k != @skip
- * (@skip >= @c: every class) into @out, in class order without @skip (@c - 1
- * values, else @c); @out may be NULL when only the normaliser is wanted.  The
- * normaliser is max + log1p(Σ_{k != argmax} e^{x_k/τ - max}), so that log p
- * of a class far below the maximum keeps its digits.
- * @x:       @c values, stride @sx (borrowed); finite.
- * @ret_lse: if not NULL, the normaliser log Σ_{k != skip} e^{x_k/τ}.
- * Return: the (first) argmax among the classes kept.
+ * kdl__kl_softmax() - the softmax of x/τ as scaled exponentials: a_k = x_k/τ into @a and
+ * e_k = exp(a_k - a_max) into @e for the @c classes, and *@ret_rest = Σ_{k != argmax} e_k in
+ * class order.  The normaliser is then a_max + log1p(rest), so that log p of a class far below
+ * the maximum keeps its digits, and p_k = e_k / (1 + rest): one exponential per class for
+ * both.
+ * @x: @c values, stride @sx (borrowed); finite.  @a, @e: @c doubles each.
+ * Return: the (first) argmax.
  */
-size_t kdl__kl_log_softmax(const double *x, ptrdiff_t sx, size_t c, size_t skip, double tau,
-                           double *out, double *ret_lse);
+size_t kdl__kl_softmax(const double *x, ptrdiff_t sx, size_t c, double tau, double *a, double *e,
+                       double *ret_rest);
 
 /*
  * kdl__kl_tilt() - KL(p ‖ q) for the q of log q_k = log p_k + w_k - log E_p[e^w]
@@ -135,6 +145,11 @@ size_t kdl__kl_log_softmax(const double *x, ptrdiff_t sx, size_t c, size_t skip,
  * Return: the KL, >= 0.
  */
 double kdl__kl_tilt(const double *lp, const double *p, double *v, size_t c, double *ret_mean);
+
+/* kdl__kl_tilt() with E_p[w] = @mw known: @v becomes w - @mw; *@ret_var (if not NULL) is
+ * Σ_k p_k v_k², the variance of w under p. */
+double kdl__kl_tilt_centre(const double *lp, const double *p, double *v, size_t c, double mw,
+                           double *ret_var);
 
 /*
  * kdl__kl_block_values() - the per-sample values of the @m rows of @b, at

@@ -15,26 +15,12 @@
 /* A copy of the next @bytes into a new allocation (*@ret), or an error. */
 static int take(struct kdl__unpacker *u, size_t bytes, void **ret)
 {
-        const void *at = kdl__unpack(u, bytes);
-
-        *ret = NULL;
-        if (!at)
-                return kdl_error(-KDL_ESCHEMA, "KL: a packed state of the wrong size");
-        *ret = malloc(bytes ? bytes : 1);
-        if (!*ret)
-                return -ENOMEM;
-        memcpy(*ret, at, bytes);
-        return 0;
+        return kdl__unpack_dup(u, bytes, ret, "KL");
 }
 
 static int get(struct kdl__unpacker *u, void *x, size_t bytes)
 {
-        const void *at = kdl__unpack(u, bytes);
-
-        if (!at)
-                return kdl_error(-KDL_ESCHEMA, "KL: a packed state of the wrong size");
-        memcpy(x, at, bytes);
-        return 0;
+        return kdl__unpack_get(u, x, bytes, "KL");
 }
 
 int kdl_kl_state_pack(const kdl_kl_state *s, void **buf, size_t *len)

@@ -21,144 +21,159 @@
 /* φ(v) = e^v - 1 - v ≥ 0.  For |v| < 0.1 its Taylor series (to v^12, relative
  * error < 1e-20); otherwise expm1(v) - v, whose cancellation costs at most a
  * factor 2/|v| <= 20 ulps there. */
-static double phi(double v)
+static inline double phi(double v)
 {
-        static const double inv_fact[] = {
-                1.0 / 2,       1.0 / 6,        1.0 / 24,        1.0 / 120,
-                1.0 / 720,     1.0 / 5040,     1.0 / 40320,     1.0 / 362880,
-                1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600,
-        };
-        size_t k = sizeof(inv_fact) / sizeof(inv_fact[0]);
         double r;
 
         if (fabs(v) >= 0.1)
                 return expm1(v) - v;
-        r = inv_fact[--k];
-        while (k-- > 0)
-                r = r * v + inv_fact[k];
+        /* Horner from 1/12! down to 1/2!, written out: a loop over a table
+         * kept each step waiting for the loop's branch and load. */
+        r = 1.0 / 479001600;
+        r = r * v + 1.0 / 39916800;
+        r = r * v + 1.0 / 3628800;
+        r = r * v + 1.0 / 362880;
+        r = r * v + 1.0 / 40320;
+        r = r * v + 1.0 / 5040;
+        r = r * v + 1.0 / 720;
+        r = r * v + 1.0 / 120;
+        r = r * v + 1.0 / 24;
+        r = r * v + 1.0 / 6;
+        r = r * v + 1.0 / 2;
         return v * v * r;
 }
 
-size_t kdl__kl_log_softmax(const double *x, ptrdiff_t sx, size_t c, size_t skip, double tau,
-                           double *out, double *ret_lse)
+size_t kdl__kl_softmax(const double *x, ptrdiff_t sx, size_t c, double tau, double *a, double *e,
+                       double *ret_rest)
 {
-        double mx = -INFINITY, rest = 0.0, lse;
-        size_t am = 0;
+        double m0, m1, mx, rest = 0.0;
+        size_t am = 0, k;
 
-        for (size_t k = 0; k < c; k++) {
-                double a = x[(ptrdiff_t) k * sx] / tau;
-
-                if (k != skip && a > mx) {
-                        mx = a;
-                        am = k;
-                }
+        /* One division per value: the loops below reuse a_k. */
+        for (k = 0; k < c; k++)
+                a[k] = x[(ptrdiff_t) k * sx] / tau;
+        /* The maximum in two chains, then its first index: the argmax of a
+         * scan for the first strict maximum. */
+        m0 = m1 = a[0];
+        for (k = 1; k + 1 < c; k += 2) {
+                m0 = a[k] > m0 ? a[k] : m0;
+                m1 = a[k + 1] > m1 ? a[k + 1] : m1;
         }
-        for (size_t k = 0; k < c; k++)
-                if (k != am && k != skip)
-                        rest += exp(x[(ptrdiff_t) k * sx] / tau - mx);
-        lse = mx + log1p(rest);
-        for (size_t k = 0, i = 0; out && k < c; k++)
-                if (k != skip)
-                        out[i++] = x[(ptrdiff_t) k * sx] / tau - lse;
-        if (ret_lse)
-                *ret_lse = lse;
+        if (k < c)
+                m0 = a[k] > m0 ? a[k] : m0;
+        mx = m1 > m0 ? m1 : m0;
+        while (am + 1 < c && a[am] < mx)
+                am++;
+        mx = a[am];
+        /* The exponentials, summed in class order without the argmax. */
+        for (k = 0; k < am; k++) {
+                e[k] = exp(a[k] - mx);
+                rest += e[k];
+        }
+        e[am] = 1.0;
+        for (k = am + 1; k < c; k++) {
+                e[k] = exp(a[k] - mx);
+                rest += e[k];
+        }
+        *ret_rest = rest;
         return am;
 }
 
-/* p = exp(lpt) into @p, and ‖p^s - p^t‖².  At the teacher's argmax @am use
- * -Σ_{k != am}(p^s_k - p^t_k) (both sum to 1), which keeps a saturated
- * class's difference that 1 - 1 would round away. */
-static double prob_sq_dist(const double *lpt, const double *lps, size_t c, size_t am, double *p)
+double kdl__kl_tilt_centre(const double *lp, const double *p, double *v, size_t c, double mw,
+                           double *ret_var)
 {
-        double pl2 = 0.0, dsum = 0.0;
+        double mx = -INFINITY, sum = 0.0, var = 0.0;
 
-        for (size_t k = 0; k < c; k++) {
-                p[k] = exp(lpt[k]);
-                if (k != am) {
-                        double dp = exp(lps[k]) - p[k];
-
-                        pl2 += dp * dp;
-                        dsum += dp;
-                }
-        }
-        return pl2 + dsum * dsum;
-}
-
-/* KL = log E_p[e^v] (E_p[v] = 0): with all p_k e^{v_k} <= e use log1p of
- * the non-negative Σ p φ(v); otherwise KL >= mx > 1 and log-sum-exp has no
- * cancellation to fear. */
-static double kl_of(const double *lpt, const double *v, const double *p, size_t c, double mx)
-{
-        double sum = 0.0;
-
-        if (mx > 1.0) {
-                for (size_t k = 0; k < c; k++)
-                        sum += exp(lpt[k] + v[k] - mx);
-                return mx + log(sum);
-        }
-        for (size_t k = 0; k < c; k++) {
-                if (v[k] > 1.0)
-                        sum += exp(lpt[k] + v[k]) - p[k] * (1.0 + v[k]);
-                else
-                        sum += p[k] * phi(v[k]);
-        }
-        return log1p(sum);
-}
-
-double kdl__kl_tilt(const double *lp, const double *p, double *v, size_t c, double *ret_mean)
-{
-        double mw = 0.0, mx = -INFINITY;
-
-        for (size_t k = 0; k < c; k++)
-                mw += p[k] * v[k];
+        /* KL = log E_p[e^v] (E_p[v] = 0): with all p_k e^{v_k} <= e, log1p of
+         * the non-negative Σ p φ(v), summed here with the maximum; otherwise
+         * KL >= mx > 1 and log-sum-exp has no cancellation to fear (the sum
+         * is thrown away). */
         for (size_t k = 0; k < c; k++) {
                 v[k] -= mw;
                 if (lp[k] + v[k] > mx)
                         mx = lp[k] + v[k];
+                if (v[k] > 1.0)
+                        sum += exp(lp[k] + v[k]) - p[k] * (1.0 + v[k]);
+                else
+                        sum += p[k] * phi(v[k]);
+                var += p[k] * v[k] * v[k];
         }
-        if (ret_mean)
-                *ret_mean = mw;
-        return kl_of(lp, v, p, c, mx);
+        if (ret_var)
+                *ret_var = var;
+        if (mx <= 1.0 || isnan(mx))
+                return log1p(sum);
+        sum = 0.0;
+        for (size_t k = 0; k < c; k++)
+                sum += exp(lp[k] + v[k] - mx);
+        return mx + log(sum);
 }
 
-/* Var_{k~p}(u_k). */
-static double var_p(const double *p, const double *u, size_t c)
+double kdl__kl_tilt(const double *lp, const double *p, double *v, size_t c, double *ret_mean)
 {
-        double mu = 0.0, var = 0.0;
+        double mw = 0.0;
 
         for (size_t k = 0; k < c; k++)
-                mu += p[k] * u[k];
+                mw += p[k] * v[k];
+        if (ret_mean)
+                *ret_mean = mw;
+        return kdl__kl_tilt_centre(lp, p, v, c, mw, NULL);
+}
+
+/* Var_{k~p}(u_k), E_p[u] = @mu. */
+static double var_p(const double *p, const double *u, size_t c, double mu)
+{
+        double var = 0.0;
+
         for (size_t k = 0; k < c; k++)
                 var += p[k] * (u[k] - mu) * (u[k] - mu);
         return var;
 }
 
-/* Values of one sample at every temperature: logit part.  Writes K, logit_fisher, prob_l2 (and
- * gradient_fisher from @u when given) into out[itau * NV + v] with stride @os. */
+/* Values of one sample at every temperature: logit part, from its logits and their difference
+ * @d = z^s - z^t.  Writes K, logit_fisher, prob_l2 (and gradient_fisher from @u when given) into
+ * out[itau * NV + v] with stride @os.  Two exponentials per class and temperature (the
+ * softmaxes'; p = e/Σe, not exp(log p)), the φ of the KL, and three passes over the classes
+ * after the softmaxes: the sums of one pass run side by side. */
 static void sample_logits(const struct kdl__kl_config *cfg, struct kdl__kl_scratch *w,
                           const double *zt, ptrdiff_t szt, const double *zs, ptrdiff_t szs,
-                          const double *u, double *out, size_t os)
+                          const double *d, const double *u, double *out, size_t os)
 {
         size_t c = cfg->c;
-        double *lpt = w->lpt, *lps = w->lps, *p = w->pr;
+        double *lpt = w->lpt, *p = w->pr, *b = w->lps, *q = w->qs, *v = w->v;
 
         for (size_t it = 0; it < cfg->ntau; it++) {
-                double tau = cfg->tau[it], fis = 0.0, pl2, kl, *o = out + it * NV * os;
-                size_t am = kdl__kl_log_softmax(zt, szt, c, SIZE_MAX, tau, lpt, NULL);
+                double tau = cfg->tau[it], rt, rs, lse, ipt, ips, mw = 0.0, mu = 0.0;
+                double pl2 = 0.0, dsum = 0.0, fis, kl, *o = out + it * NV * os;
+                size_t am = kdl__kl_softmax(zt, szt, c, tau, lpt, p, &rt);
 
-                (void) kdl__kl_log_softmax(zs, szs, c, SIZE_MAX, tau, lps, NULL);
-                pl2 = prob_sq_dist(lpt, lps, c, am, p);
-                /* lps is reused for w = (z^s - z^t)/τ, then its centred v. */
-                for (size_t k = 0; k < c; k++)
-                        lps[k] = (zs[(ptrdiff_t) k * szs] - zt[(ptrdiff_t) k * szt]) / tau;
-                kl = kdl__kl_tilt(lpt, p, lps, c, NULL);
-                for (size_t k = 0; k < c; k++)
-                        fis += p[k] * lps[k] * lps[k];
+                (void) kdl__kl_softmax(zs, szs, c, tau, b, q, &rs);
+                lse = lpt[am] + log1p(rt);
+                ipt = 1.0 / (1.0 + rt);
+                ips = 1.0 / (1.0 + rs);
+                for (size_t k = 0; k < c; k++) {
+                        lpt[k] -= lse;
+                        p[k] *= ipt;
+                        q[k] *= ips;
+                        v[k] = d[k] / tau;
+                        mw += p[k] * v[k];
+                        if (u)
+                                mu += p[k] * u[k];
+                        /* ‖q - p‖², at the teacher's argmax from -Σ_{k != am}(q_k - p_k)
+                         * (both sum to 1), which keeps a saturated class's difference that
+                         * 1 - 1 would round away. */
+                        if (k != am) {
+                                double dp = q[k] - p[k];
+
+                                pl2 += dp * dp;
+                                dsum += dp;
+                        }
+                }
+                kl = kdl__kl_tilt_centre(lpt, p, v, c, mw, &fis);
                 o[KDL_KL_EXACT * os] = tau * tau * kl;
                 o[KDL_KL_LOGIT_FISHER * os] = 0.5 * tau * tau * fis;
-                o[KDL_KL_PROB_L2 * os] = 0.5 * tau * tau * pl2;
+                o[KDL_KL_PROB_L2 * os] = 0.5 * tau * tau * (pl2 + dsum * dsum);
                 if (u)
-                        o[KDL_KL_GRADIENT_FISHER * os] = 0.5 * var_p(p, u, c);
+                        o[KDL_KL_GRADIENT_FISHER * os] = 0.5 * var_p(p, u, c, mu);
         }
 }
 
@@ -190,7 +205,8 @@ static int block_features(const struct kdl__kl_config *cfg, struct kdl__kl_scrat
         if (cfg->head) {
                 cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bm, bc, bt, 1.0, w->e, bt,
                             cfg->w, bt, 0.0, w->u, bc);
-                if (cfg->rank > 0)
+                /* Q square (W_t of full column rank): ‖Qᵀe‖ = ‖e‖, no product. */
+                if (cfg->rank > 0 && cfg->rank < d_t)
                         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bm, br, bt, 1.0,
                                     w->e, bt, cfg->q, br, 0.0, w->y, br);
         }
@@ -202,22 +218,22 @@ struct row_values {
         double logit_l2, centered_l2, feature_l2, feature_head, grad_empirical, grad_logit_l2;
 };
 
-/* ‖d‖²/(2C) and ‖d - mean(d)‖²/(2C) for d = z^s - z^t. */
+/* d = z^s - z^t into @d, and ‖d‖²/(2C), ‖d - mean(d)‖²/(2C).  A NaN or Inf among the logits
+ * makes ‖d‖² NaN or Inf: the check of the values finds it (kdl__kl_block_values()). */
 static void logit_l2(const double *zt, ptrdiff_t szt, const double *zs, ptrdiff_t szs, size_t c,
-                     struct row_values *rv)
+                     double *d, struct row_values *rv)
 {
         double dsum = 0.0, dsq = 0.0, csq = 0.0;
 
         for (size_t k = 0; k < c; k++) {
-                double d = zs[(ptrdiff_t) k * szs] - zt[(ptrdiff_t) k * szt];
-
-                dsum += d;
-                dsq += d * d;
+                d[k] = zs[(ptrdiff_t) k * szs] - zt[(ptrdiff_t) k * szt];
+                dsum += d[k];
+                dsq += d[k] * d[k];
         }
         for (size_t k = 0; k < c; k++) {
-                double d = zs[(ptrdiff_t) k * szs] - zt[(ptrdiff_t) k * szt] - dsum / (double) c;
+                double dc = d[k] - dsum / (double) c;
 
-                csq += d * d;
+                csq += dc * dc;
         }
         rv->centered_l2 = csq / (2.0 * (double) c);
         rv->logit_l2 = dsq / (2.0 * (double) c);
@@ -229,10 +245,11 @@ static void row_features(const struct kdl__kl_config *cfg, struct kdl__kl_scratc
                          const kdl_kl_block *b, size_t r, struct row_values *rv)
 {
         size_t c = cfg->c, d_t = cfg->d_t;
+        double ee = 0.0;
 
         if (cfg->feat) {
                 const double *e = w->e + r * d_t;
-                double ee = 0.0, ge_dot = 0.0;
+                double ge_dot = 0.0;
 
                 for (size_t j = 0; j < d_t; j++)
                         ee += e[j] * e[j];
@@ -250,8 +267,11 @@ static void row_features(const struct kdl__kl_config *cfg, struct kdl__kl_scratc
                 for (size_t k = 0; k < c; k++)
                         uu += w->u[r * c + k] * w->u[r * c + k];
                 rv->feature_head = uu / (2.0 * (double) c);
-                for (size_t k = 0; k < cfg->rank; k++)
-                        yy += w->y[r * cfg->rank + k] * w->y[r * cfg->rank + k];
+                if (cfg->rank == d_t)
+                        yy = ee;
+                else
+                        for (size_t k = 0; k < cfg->rank; k++)
+                                yy += w->y[r * cfg->rank + k] * w->y[r * cfg->rank + k];
                 w->block.vsq += yy;
         }
 }
@@ -282,8 +302,9 @@ static void row_values(const struct kdl__kl_config *cfg, struct kdl__kl_scratch 
                                 .grad_logit_l2 = DNAN};
         size_t c = cfg->c;
 
-        sample_logits(cfg, w, zt, szt, zs, szs, cfg->head ? w->u + r * c : NULL, w->vals + r, m);
-        logit_l2(zt, szt, zs, szs, c, &rv);
+        logit_l2(zt, szt, zs, szs, c, w->d, &rv);
+        sample_logits(cfg, w, zt, szt, zs, szs, w->d, cfg->head ? w->u + r * c : NULL, w->vals + r,
+                      m);
         row_features(cfg, w, b, r, &rv);
         if (cfg->gradz)
                 rv.grad_logit_l2 = grad_logit_l2(b, r, c);
@@ -315,18 +336,24 @@ int kdl__kl_block_values(const struct kdl__kl_config *cfg, struct kdl__kl_scratc
         }
         for (size_t r = 0; r < m; r++)
                 row_values(cfg, w, b, r, m);
-        /* Values that overflowed (inputs near DBL_MAX) are an error, not a NaN
-         * in a table. */
+        /* A NaN/Inf among the C-wide inputs (unchecked so far) shows here
+         * first; otherwise values that overflowed (inputs near DBL_MAX) are
+         * an error, not a NaN in a table. */
         for (size_t i = 0; i < ntv; i++) {
                 if (!cfg->avail[i % NV])
                         continue;
-                for (size_t r = 0; r < m; r++)
-                        if (!isfinite(w->vals[i * m + r]))
-                                return kdl_error(-KDL_ENONFINITE,
-                                                 "%s at tau %g: non-finite value at sample %zu "
-                                                 "(inputs too large)",
-                                                 kdl_kl_name(i % NV), cfg->tau[i / NV],
-                                                 kdl__kl_sample_index(b, r));
+                for (size_t r = 0; r < m; r++) {
+                        if (isfinite(w->vals[i * m + r]))
+                                continue;
+                        err = kdl__kl_check_block_finite(cfg, b);
+                        if (err < 0)
+                                return err;
+                        return kdl_error(-KDL_ENONFINITE,
+                                         "%s at tau %g: non-finite value at sample %zu "
+                                         "(inputs too large)",
+                                         kdl_kl_name(i % NV), cfg->tau[i / NV],
+                                         kdl__kl_sample_index(b, r));
+                }
         }
         return 0;
 }

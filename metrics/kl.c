@@ -95,11 +95,41 @@ size_t kdl__kl_sample_index(const kdl_kl_block *b, size_t r)
         return b->samples ? b->samples[r] : b->row0 + r;
 }
 
+int kdl__kl_rows_finite(const kdl_tensor *t, size_t *ret_row)
+{
+        size_t n = t->shape[1];
+
+        assert(t->ndim == 2);
+        if (t->stride[1] != 1)
+                return kdl_tensor_check_finite(t, ret_row);
+        for (size_t i = 0; i < t->shape[0]; i++) {
+                const double *x = t->data + (ptrdiff_t) i * t->stride[0];
+                double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+                size_t j = 0;
+
+                /* x * 0 is 0 for a finite x and NaN otherwise, and a NaN stays
+                 * in a sum: four sums, so that no add waits for the last. */
+                for (; j + 4 <= n; j += 4) {
+                        s0 += x[j] * 0.0;
+                        s1 += x[j + 1] * 0.0;
+                        s2 += x[j + 2] * 0.0;
+                        s3 += x[j + 3] * 0.0;
+                }
+                for (; j < n; j++)
+                        s0 += x[j] * 0.0;
+                if (isnan(s0 + s1 + s2 + s3)) {
+                        *ret_row = i;
+                        return -KDL_ENONFINITE;
+                }
+        }
+        return 0;
+}
+
 int kdl__kl_check_finite(const kdl_tensor *t, const char *what, const kdl_kl_block *b)
 {
         size_t row;
 
-        if (kdl_tensor_check_finite(t, &row) < 0)
+        if (kdl__kl_rows_finite(t, &row) < 0)
                 return kdl_error(-KDL_ENONFINITE, "%s: non-finite value at sample %zu", what,
                                  b ? kdl__kl_sample_index(b, row) : row);
         return 0;
@@ -313,6 +343,9 @@ static void scratch_release(struct kdl__kl_scratch *w)
         free(w->lpt);
         free(w->lps);
         free(w->pr);
+        free(w->qs);
+        free(w->v);
+        free(w->d);
         free(w->delta);
         stats_release(&w->block);
 }
@@ -323,7 +356,10 @@ static int scratch_init(struct kdl__kl_scratch *w, const struct kdl__kl_config *
         w->lpt = kdl_new(double, cfg->c);
         w->lps = kdl_new(double, cfg->c);
         w->pr = kdl_new(double, cfg->c);
-        if (!w->lpt || !w->lps || !w->pr)
+        w->qs = kdl_new(double, cfg->c);
+        w->v = kdl_new(double, cfg->c);
+        w->d = kdl_new(double, cfg->c);
+        if (!w->lpt || !w->lps || !w->pr || !w->qs || !w->v || !w->d)
                 return -ENOMEM;
         if (cfg->feat) {
                 w->delta = kdl_new(double, cfg->d_t);
@@ -393,8 +429,8 @@ static int ensure_scratch(kdl_kl_state *s, size_t m)
         if (cfg->head) {
                 if ((err = kdl_mul_size(m, cfg->c, &n)) < 0 || (err = kdl__kl_grow(&w->u, n)) < 0)
                         return err;
-                if ((err = kdl_mul_size(m, cfg->rank, &n)) < 0 ||
-                    (err = kdl__kl_grow(&w->y, n)) < 0)
+                if (cfg->rank < cfg->d_t && ((err = kdl_mul_size(m, cfg->rank, &n)) < 0 ||
+                                             (err = kdl__kl_grow(&w->y, n)) < 0))
                         return err;
         }
         w->rows = m;
@@ -402,30 +438,61 @@ static int ensure_scratch(kdl_kl_state *s, size_t m)
         return 0;
 }
 
-/* Check presence, shapes and values of the block's tensors. */
+/* The block's tensors in the order their NaN/Inf are reported, and whether the options
+ * announce each; @wide: the C-wide ones (logits and their gradients). */
+struct block_input {
+        const kdl_tensor *t;
+        const char *what;
+        bool want, wide;
+        size_t cols;
+};
+
+#define NIN 7
+
+static void block_inputs(const struct kdl__kl_config *cfg, const kdl_kl_block *b,
+                         struct block_input in[static NIN])
+{
+        in[0] = (struct block_input){b->zt, "teacher logits", true, true, cfg->c};
+        in[1] = (struct block_input){b->zs, "student logits", true, true, cfg->c};
+        in[2] = (struct block_input){b->ht, "teacher features", cfg->feat, false, cfg->d_t};
+        in[3] = (struct block_input){b->hs, "student features", cfg->feat, false, cfg->d_s};
+        in[4] = (struct block_input){b->gt, "teacher feature gradient", cfg->gradf, false,
+                                     cfg->d_t};
+        in[5] = (struct block_input){b->gzt, "teacher logit gradient", cfg->gradz, true, cfg->c};
+        in[6] = (struct block_input){b->gzs, "student logit gradient", cfg->gradz, true, cfg->c};
+}
+
+int kdl__kl_check_block_finite(const struct kdl__kl_config *cfg, const kdl_kl_block *b)
+{
+        struct block_input in[NIN];
+        int err;
+
+        block_inputs(cfg, b, in);
+        for (size_t i = 0; i < NIN; i++) {
+                if (!in[i].want)
+                        continue;
+                err = kdl__kl_check_finite(in[i].t, in[i].what, b);
+                if (err < 0)
+                        return err;
+        }
+        return 0;
+}
+
+/* Check presence and shapes of the block's tensors, and the values of the narrow ones: a NaN
+ * or Inf in a C-wide one makes logit_l2 or gradient_logit_l2 non-finite, which
+ * kdl__kl_block_values() checks (the messages are the same: on any finding every tensor
+ * is checked in order). */
 static int check_block(const struct kdl__kl_config *cfg, const kdl_kl_block *b, size_t *ret_m)
 {
-        struct {
-                const kdl_tensor *t;
-                const char *what;
-                bool want;
-                size_t cols;
-        } in[] = {
-                {b->zt, "teacher logits", true, cfg->c},
-                {b->zs, "student logits", true, cfg->c},
-                {b->ht, "teacher features", cfg->feat, cfg->d_t},
-                {b->hs, "student features", cfg->feat, cfg->d_s},
-                {b->gt, "teacher feature gradient", cfg->gradf, cfg->d_t},
-                {b->gzt, "teacher logit gradient", cfg->gradz, cfg->c},
-                {b->gzs, "student logit gradient", cfg->gradz, cfg->c},
-        };
+        struct block_input in[NIN];
         size_t m;
         int err;
 
         if (!b->zt || b->zt->ndim != 2)
                 return kdl_error(-KDL_ESHAPE, "teacher logits: expected a 2-D block");
         m = b->zt->shape[0];
-        for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+        block_inputs(cfg, b, in);
+        for (size_t i = 0; i < NIN; i++) {
                 if (!in[i].want) {
                         if (in[i].t)
                                 return kdl_error(-KDL_ESHAPE, "%s: given but not announced",
@@ -438,12 +505,11 @@ static int check_block(const struct kdl__kl_config *cfg, const kdl_kl_block *b, 
                 if (err < 0)
                         return err;
         }
-        for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
-                if (!in[i].want || m == 0)
+        for (size_t i = 0; i < NIN && m > 0; i++) {
+                if (!in[i].want || in[i].wide)
                         continue;
-                err = kdl__kl_check_finite(in[i].t, in[i].what, b);
-                if (err < 0)
-                        return err;
+                if (kdl__kl_check_finite(in[i].t, in[i].what, b) < 0)
+                        return kdl__kl_check_block_finite(cfg, b);
         }
         *ret_m = m;
         return 0;

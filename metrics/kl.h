@@ -47,6 +47,10 @@
  * Variances are two-pass (centred).  Nothing C×C or d×d is formed per
  * sample: the Fisher quadratic forms use u^T F u = Var_p(u)
  * (docs/conventions.md#the-kd-criterion-and-the-temperature).
+ * Cost per sample and τ: two exponentials per class (the two softmaxes;
+ * p = e/Σe), the φ of the KL, and with the head u = W_t e, C·d_t
+ * multiply-adds a sample in a block GEMM, the larger part at C = 1,000,
+ * d_t = 512; these, not the reading, bound the pass.
  *
  * Fidelity statistics, per temperature and approximation (docs/kl.md): mean; ratio
  * mean(A)/mean(K); Pearson correlation of A_n with K_n from streaming
@@ -272,9 +276,10 @@ KDL_API int kdl_kl_state_new(const kdl_kl_opts *o, kdl_kl_state **ret);
 /**
  * kdl_kl_accumulate() - compute the per-sample values of @b and add them.
  *
- * All inputs are checked first; on failure the statistics and the
- * reservoir of @s are unchanged, but the per-sample values of the previous
- * block may be lost (kdl_kl_values() then returns NULL).
+ * All inputs are checked before anything is added (the C-wide ones through
+ * the values they give); on failure the statistics and the reservoir of @s
+ * are unchanged, but the per-sample values of the previous block may be lost
+ * (kdl_kl_values() then returns NULL).
  * Return: 0; -KDL_ESHAPE if a tensor is missing, unannounced, not 2-D or of
  * the wrong size; -KDL_ENONFINITE naming the input and sample index
  * on NaN/Inf in the input, or a value that overflowed; -KDL_EOVERFLOW;

@@ -47,9 +47,36 @@ const void *kdl__unpack(struct kdl__unpacker *u, size_t bytes)
         return at;
 }
 
+static int short_state(const char *what)
+{
+        return kdl_error(-KDL_ESCHEMA, "%s: a packed state of the wrong size", what);
+}
+
+int kdl__unpack_get(struct kdl__unpacker *u, void *x, size_t bytes, const char *what)
+{
+        const void *at = kdl__unpack(u, bytes);
+
+        if (!at)
+                return short_state(what);
+        memcpy(x, at, bytes);
+        return 0;
+}
+
+int kdl__unpack_dup(struct kdl__unpacker *u, size_t bytes, void **ret, const char *what)
+{
+        const void *at = kdl__unpack(u, bytes);
+
+        *ret = NULL;
+        if (!at)
+                return short_state(what);
+        *ret = malloc(bytes ? bytes : 1);
+        if (!*ret)
+                return -ENOMEM;
+        memcpy(*ret, at, bytes);
+        return 0;
+}
+
 int kdl__unpack_end(const struct kdl__unpacker *u, const char *what)
 {
-        if (u->off != u->len)
-                return kdl_error(-KDL_ESCHEMA, "%s: a packed state of the wrong size", what);
-        return 0;
+        return u->off != u->len ? short_state(what) : 0;
 }

@@ -39,6 +39,14 @@ struct kdl__unpacker {
  * NULL when fewer are left. */
 const void *kdl__unpack(struct kdl__unpacker *u, size_t bytes);
 
+/* The next @bytes copied to @x.  Return: 0; -KDL_ESCHEMA "@what: a packed
+ * state of the wrong size" when fewer are left. */
+int kdl__unpack_get(struct kdl__unpacker *u, void *x, size_t bytes, const char *what);
+
+/* The next @bytes copied into a new allocation *@ret (the caller frees; NULL
+ * on failure).  Return: 0; -KDL_ESCHEMA as kdl__unpack_get(); -ENOMEM. */
+int kdl__unpack_dup(struct kdl__unpacker *u, size_t bytes, void **ret, const char *what);
+
 /* -KDL_ESCHEMA "@what: a packed state of the wrong size" unless every byte was read. */
 int kdl__unpack_end(const struct kdl__unpacker *u, const char *what);
 

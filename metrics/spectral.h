@@ -194,6 +194,28 @@ KDL_API int kdl_spectral_accumulate(kdl_spectral_state *s, const kdl_tensor *x,
  */
 KDL_API int kdl_spectral_merge(kdl_spectral_state *into, const kdl_spectral_state *from);
 
+/*
+ * The state as bytes, for the processes of one MPI run (analysis/dist.h), in
+ * host layout, readable by the same build only: n, the means and, by method,
+ * the upper triangle of Sxx, Sxy and tss (exact features: 2 + dx + dy +
+ * dx (dx + 1) / 2 + dx dy doubles), the shift and every row kept (exact
+ * Gram: 1 + dy + 2 dx + n dx), or Y and the trace (sketch: 2 + dx + dy +
+ * dx k, k = rank + oversample).  The sketch's Omega is not sent: it is a
+ * function of the seed.
+ *
+ * kdl_spectral_state_pack() - @s as bytes; *@buf malloc'd, the caller frees.
+ * Return: 0; -ENOMEM.
+ * kdl_spectral_state_merge_packed() - add the samples of a packed state (of
+ * the same shape, flags and plan as @s) to @s, as kdl_spectral_merge().
+ * kdl_spectral_state_load_packed() - @s becomes the packed state (exactly).
+ * Return: 0; -KDL_ESCHEMA when @len is not the size of a state shaped as @s;
+ * -ENOMEM; the codes of kdl_spectral_merge().  On failure @s is unchanged,
+ * except after -ENOMEM from kdl_spectral_state_load_packed() (free it then).
+ */
+KDL_API int kdl_spectral_state_pack(const kdl_spectral_state *s, void **buf, size_t *len);
+KDL_API int kdl_spectral_state_merge_packed(kdl_spectral_state *s, const void *buf, size_t len);
+KDL_API int kdl_spectral_state_load_packed(kdl_spectral_state *s, const void *buf, size_t len);
+
 /** kdl_spectral_count() - samples accumulated so far. */
 KDL_API size_t kdl_spectral_count(const kdl_spectral_state *s);
 

@@ -64,13 +64,13 @@ static size_t max_size(size_t a, size_t b)
 }
 
 /* What every mode holds: the two passes' states (class counts, one sample's
- * scratch, histogram counts), the result's counts and distributions, and
- * the confused pairs (a heap and the result's copy). */
+ * scratch in each, histogram counts), the result's counts and distributions,
+ * and the confused pairs (a heap and the result's copy). */
 static size_t base_bytes(size_t c, const kdl_split_opts *o)
 {
         size_t hist = sizeof(size_t) * 2 + sizeof(double) * 2; /* counts; result lo, hi, count */
         size_t per_tau = sat_add(sat_mul(6 * o->nbins, hist), 2 * KDL_SPLIT_W_SLOTS * hist);
-        size_t b = sat_mul(c, 2 * sizeof(size_t) + KDL_SPLIT_EVAL_WORK(1) * sizeof(double));
+        size_t b = sat_mul(c, 2 * sizeof(size_t) + (KDL_SPLIT_EVAL_WORK(1) + 1) * sizeof(double));
 
         per_tau = sat_add(per_tau, sat_mul(o->top_pairs, 2 * sizeof(kdl_split_pair)));
         return sat_add(b, sat_mul(o->ntaus, per_tau));
@@ -136,12 +136,12 @@ static size_t schedule(size_t c, size_t b, size_t *start, size_t *ret_most)
         return n;
 }
 
-/* The blocked mode besides its blocks: the base, and when a block closes,
- * per head its inverse norms and COS_ROWS rows of cosines, and one row of
- * pairs (x and both heads' y). */
+/* The blocked mode besides its blocks: the base, one sample's softmax, and
+ * when a block closes, per head its inverse norms and COS_ROWS rows of
+ * cosines, and one row of pairs (x and both heads' y). */
 static size_t blocked_fixed(size_t c, size_t nh, const kdl_split_opts *o)
 {
-        size_t close = sat_add(sat_mul(nh, sat_mul(c, COS_ROWS + 1)), sat_mul(3, c));
+        size_t close = sat_add(sat_mul(nh, sat_mul(c, COS_ROWS + 1)), sat_mul(3 + 2, c));
 
         return sat_add(base_bytes(c, o), sat_mul(sizeof(double), close));
 }
@@ -299,21 +299,6 @@ int kdl__split_top_result(const struct kdl__split_top *t, const size_t *count,
 
 /* ---- The blocked domain level ---------------------------------------------- */
 
-struct kdl_split_blocks {
-        size_t c;
-        kdl_split_opts o;
-        size_t nblocks, q; /* the blocks; the open one (nblocks: every block closed) */
-        size_t start[KDL_SPLIT_MAX_BLOCKS + 1];
-        size_t n, nfirst; /* samples of the open block; of the first */
-        /* The open block [s, e), l = C - s, b = e - s, per τ: A_ij for its
-         * classes i and j >= s (b x l, row-major), then A_ji for j >= e and
-         * its classes i ((C - e) x b). */
-        double *acc[KDL_SPLIT_MAX_TAUS];
-        size_t acc_size;                               /* doubles of each acc */
-        kdl_comoments agree[KDL_SPLIT_MAX_TAUS][2];    /* ((M + Mᵀ)/2, S^t), (.., S^s) */
-        struct kdl__split_top top[KDL_SPLIT_MAX_TAUS]; /* confused pairs */
-};
-
 void kdl_split_blocks_free(kdl_split_blocks *d)
 {
         if (!d)
@@ -322,6 +307,7 @@ void kdl_split_blocks_free(kdl_split_blocks *d)
                 free(d->acc[k]);
                 kdl__split_top_release(&d->top[k]);
         }
+        free(d->work);
         free(d);
 }
 
@@ -355,6 +341,11 @@ int kdl_split_blocks_new(size_t c, size_t d_teacher, size_t d_student, const kdl
         d->o = *o;
         d->nblocks = schedule(c, block_budget(c, nh, o), d->start, &d->acc_size);
         assert(d->nblocks == p.nblocks);
+        d->work = kdl_new(double, 2 * c);
+        if (!d->work) {
+                kdl_split_blocks_free(d);
+                return -ENOMEM;
+        }
         for (size_t k = 0; k < o->ntaus; k++) {
                 d->acc[k] = kdl_new(double, d->acc_size);
                 if (!d->acc[k] || kdl__split_top_init(&d->top[k], o->top_pairs) < 0) {
@@ -401,16 +392,17 @@ int kdl_split_blocks_accumulate(kdl_split_blocks *d, const kdl_tensor *zt, const
                 if (y < s) /* its pairs were in an earlier block */
                         continue;
                 for (size_t k = 0; k < d->o.ntaus; k++) {
-                        double tau = d->o.taus[k], lse;
-                        /* p^t_j = exp(z_j/τ - LSE) as kdl__split_eval_one() adds it
+                        double tau = d->o.taus[k], rest, ip;
+                        /* p^t_j = e_j / (1 + rest) as kdl__split_eval_one() adds it
                          * into M: the same bits. */
                         size_t j0 = s, j1 = y < e ? c : e;
                         double *a =
                                 y < e ? d->acc[k] + (y - s) * l : d->acc[k] + b * l + (y - e) * b;
 
-                        (void) kdl__kl_log_softmax(z, st, c, SIZE_MAX, tau, NULL, &lse);
+                        (void) kdl__kl_softmax(z, st, c, tau, d->work, d->work + c, &rest);
+                        ip = 1.0 / (1.0 + rest);
                         for (size_t j = j0; j < j1; j++)
-                                a[j - s] += exp(z[(ptrdiff_t) j * st] / tau - lse);
+                                a[j - s] += d->work[c + j] * ip;
                 }
         }
         d->n += zt->shape[0];

@@ -24,70 +24,144 @@
  * relative precision, and TCKD is the exact KL on the two classes [y, rest].
  */
 
-double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau)
+/* Σ exp(a_k - @mx) over k in [@k0, @k1), in class order. */
+static double exp_sum(const double *a, size_t k0, size_t k1, double mx)
 {
-        double rest;
+        double s = 0.0;
 
-        (void) kdl__kl_log_softmax(z, st, c, y, tau, NULL, &rest);
-        return z[(ptrdiff_t) y * st] / tau - rest;
+        for (size_t k = k0; k < k1; k++)
+                s += exp(a[k] - mx);
+        return s;
 }
 
-/* The non-target part: NCKD/τ² = KL(p̂^t || p̂^s) over the classes k != y,
- * the teacher's non-target entropy *@ret_ent, and the log-odds d^t
- * (*@ret_dt) and the difference d^s - d^t (*@ret_dd), the latter from the
- * differences of the logits rather than from two log-sum-exps:
- *   d^s - d^t = (w_y - E_p̂t[w]) - KL(p̂^t || p̂^s),  w = (z^s - z^t)/τ,
- * as log(Σ_{k≠y} e^{b_k} / Σ_{k≠y} e^{a_k}) = log E_p̂t[e^w]
- *                                          = E_p̂t[w] + KL(p̂^t || p̂^s). */
-static double non_target(const double *zt, ptrdiff_t st, const double *zs, ptrdiff_t ss, size_t c,
-                         size_t y, double tau, double *work, double *ret_ent, double *ret_dt,
-                         double *ret_dd)
+double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau, double *a)
 {
-        double *lp = work, *p = work + c, *v = work + 2 * c;
-        double rest, mw, ent = 0.0, kl, wy;
+        double m0 = -INFINITY, m1 = -INFINITY, mx, rest;
+        size_t am = y ? 0 : 1, lo, hi;
 
-        (void) kdl__kl_log_softmax(zt, st, c, y, tau, lp, &rest);
+        /* LSE_{k≠y} as max + log1p(Σ_{k ∉ {y, argmax}} e^{a_k - max}), the
+         * sum in class order, with each a_k = z_k/τ formed once and the
+         * maximum over k != y in two loops, then its first index. */
+        for (size_t k = 0; k < c; k++)
+                a[k] = z[(ptrdiff_t) k * st] / tau;
+        for (size_t k = 0; k < y; k++)
+                m0 = a[k] > m0 ? a[k] : m0;
+        for (size_t k = y + 1; k < c; k++)
+                m1 = a[k] > m1 ? a[k] : m1;
+        mx = m1 > m0 ? m1 : m0;
+        while (am + 1 < c && (am == y || a[am] < mx))
+                am++;
+        mx = a[am];
+        lo = am < y ? am : y;
+        hi = am < y ? y : am;
+        rest = exp_sum(a, 0, lo, mx);
+        rest += exp_sum(a, lo + 1, hi, mx);
+        rest += exp_sum(a, hi + 1, c, mx);
+        return a[y] - (mx + log1p(rest));
+}
+
+/* A gap between the two largest teacher logits (tempered) up to which the non-target
+ * softmax, when the label is the argmax, reuses the full softmax's exponentials scaled by
+ * e^gap: past it, classes far below the second would underflow in them, and they are taken
+ * again. */
+#define NT_GAP_MAX 36.0
+
+/* The teacher's non-target softmax: log p̂ into @lp, p̂ into @p and w = (z^s - z^t)/τ into @v
+ * (the C - 1 classes k != y, packed), from the full softmax's a = z^t/τ and e = exp(a - a_am)
+ * (kdl__kl_softmax()), @rest its sum without the argmax @am, @w the C values of w.
+ * Return: the normaliser LSE_{k≠y}(a_k); *@ret_ent is H(p̂), *@ret_mw is E_p̂[w]. */
+static double non_target_softmax(const double *a, const double *e, const double *w, size_t c,
+                                 size_t y, size_t am, double *lp, double *p, double *v,
+                                 double *ret_ent, double *ret_mw)
+{
+        size_t am2 = am;
+        double rest = 0.0, scale = 1.0, f, lse, ent = 0.0, mw = 0.0;
+
+        if (y == am) {
+                /* The maximum over k != y: scale the exponentials from a_am to it. */
+                am2 = y ? 0 : 1;
+                for (size_t k = am2 + 1; k < c; k++)
+                        if (k != y && a[k] > a[am2])
+                                am2 = k;
+                scale = a[am] - a[am2] <= NT_GAP_MAX ? exp(a[am] - a[am2]) : 0.0;
+        }
+        /* Σ_{k ∉ {y, am2}} e^{a_k - a_am2} in class order (when y is not the
+         * argmax, the full softmax's own exponentials, unscaled). */
+        if (scale > 0.0) {
+                for (size_t k = 0; k < c; k++)
+                        if (k != y && k != am2)
+                                rest += e[k];
+                rest *= scale;
+        } else {
+                for (size_t k = 0, i = 0; k < c; k++)
+                        if (k != y) {
+                                p[i] = k == am2 ? 1.0 : exp(a[k] - a[am2]);
+                                rest += k == am2 ? 0.0 : p[i];
+                                i++;
+                        }
+        }
+        lse = a[am2] + log1p(rest);
+        f = 1.0 / (1.0 + rest);
         for (size_t k = 0, i = 0; k < c; k++) {
                 if (k == y)
                         continue;
-                p[i] = exp(lp[i]);
+                lp[i] = a[k] - lse;
+                /* e^{a_k - a_am2}: exactly 1 at am2 (for C = 2 the one class is certain). */
+                if (scale > 0.0)
+                        p[i] = k == am2 ? 1.0 : e[k] * scale;
+                p[i] *= f;
+                v[i] = w[k];
                 ent -= p[i] * lp[i];
-                v[i] = (zs[(ptrdiff_t) k * ss] - zt[(ptrdiff_t) k * st]) / tau;
+                mw += p[i] * v[i];
                 i++;
         }
-        kl = kdl__kl_tilt(lp, p, v, c - 1, &mw);
-        wy = (zs[(ptrdiff_t) y * ss] - zt[(ptrdiff_t) y * st]) / tau;
         *ret_ent = ent;
-        *ret_dt = zt[(ptrdiff_t) y * st] / tau - rest;
-        *ret_dd = (wy - mw) - kl;
-        return kl;
-}
-
-/* KL(p^t || p^s)/τ² over all classes, as kdlens kl computes it; p^t is added
- * into @add_pt when not NULL. */
-static double full_kl(const double *zt, ptrdiff_t st, const double *zs, ptrdiff_t ss, size_t c,
-                      double tau, double *work, double *add_pt)
-{
-        double *lp = work, *p = work + c, *v = work + 2 * c;
-
-        (void) kdl__kl_log_softmax(zt, st, c, SIZE_MAX, tau, lp, NULL);
-        for (size_t k = 0; k < c; k++) {
-                p[k] = exp(lp[k]);
-                v[k] = (zs[(ptrdiff_t) k * ss] - zt[(ptrdiff_t) k * st]) / tau;
-                if (add_pt)
-                        add_pt[k] += p[k];
-        }
-        return kdl__kl_tilt(lp, p, v, c, NULL);
+        *ret_mw = mw;
+        return lse;
 }
 
 void kdl__split_eval_one(const double *zt, ptrdiff_t st, const double *zs, ptrdiff_t ss, size_t c,
                          size_t y, double tau, double lambda, double omega_max, double *work,
                          kdl_split_sample *r, double *add_pt)
 {
+        double *a = work, *e = work + c, *w = work + 2 * c;
+        double *lpn = work + 3 * c, *pn = work + 4 * c, *vn = work + 5 * c;
         double dt, dd, ds, ent, nckd, tckd, kl, lratio, tau2 = tau * tau;
+        double rest, lse_nt, lse, ip, mw = 0.0, mwn;
         double lb[2], b[2], v[2];
+        size_t am;
 
-        nckd = non_target(zt, st, zs, ss, c, y, tau, work, &ent, &dt, &dd);
+        /* One exponential per class: the teacher's full softmax, whose exponentials the
+         * non-target softmax reuses; the student enters through w = (z^s - z^t)/τ only. */
+        am = kdl__kl_softmax(zt, st, c, tau, a, e, &rest);
+        for (size_t k = 0; k < c; k++)
+                w[k] = (zs[(ptrdiff_t) k * ss] - zt[(ptrdiff_t) k * st]) / tau;
+
+        /* The non-target part: NCKD/τ² = KL(p̂^t || p̂^s) over the classes k != y, the
+         * log-odds d^t, and d^s - d^t from the differences of the logits rather than from
+         * two log-sum-exps:
+         *   d^s - d^t = (w_y - E_p̂t[w]) - KL(p̂^t || p̂^s),
+         * as log(Σ_{k≠y} e^{b_k} / Σ_{k≠y} e^{a_k}) = log E_p̂t[e^w]
+         *                                          = E_p̂t[w] + KL(p̂^t || p̂^s). */
+        lse_nt = non_target_softmax(a, e, w, c, y, am, lpn, pn, vn, &ent, &mwn);
+        nckd = kdl__kl_tilt_centre(lpn, pn, vn, c - 1, mwn, NULL);
+        dt = a[y] - lse_nt;
+        dd = (w[y] - mwn) - nckd;
+
+        /* KL(p^t || p^s) over all classes, as kdlens kl computes it; p^t is added into
+         * @add_pt when not NULL.  a and e become log p and p. */
+        lse = a[am] + log1p(rest);
+        ip = 1.0 / (1.0 + rest);
+        for (size_t k = 0; k < c; k++) {
+                a[k] -= lse;
+                e[k] *= ip;
+                mw += e[k] * w[k];
+        }
+        if (add_pt)
+                for (size_t k = 0; k < c; k++)
+                        add_pt[k] += e[k];
+        kl = kdl__kl_tilt_centre(a, e, w, c, mw, NULL);
+
         ds = dt + dd;
         /* The binary distributions [p_y, 1 - p_y] from the log-odds, and
          * TCKD as the same exact KL on two classes whose log-odds differ by
@@ -99,7 +173,6 @@ void kdl__split_eval_one(const double *zt, ptrdiff_t st, const double *zs, ptrdi
         v[0] = dd;
         v[1] = 0.0;
         tckd = kdl__kl_tilt(lb, b, v, 2, NULL);
-        kl = full_kl(zt, st, zs, ss, c, tau, work, add_pt);
 
         r->kl = tau2 * kl;
         r->tckd = tau2 * tckd;

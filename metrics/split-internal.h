@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "metrics/base/tensor.h"
 #include "metrics/moments.h"
@@ -17,7 +18,8 @@
  *   split-dist.c   the running distributions (moments, range, histogram);
  *   split-heads.c  the head cosines and the domain-level agreement;
  *   split-domain.c the memory plan, the blocked domain level and the top
- *                  confused pairs.
+ *                  confused pairs;
+ *   split-pack.c   the states as bytes, for the processes of an MPI run.
  */
 
 /* ---- split.c ---- */
@@ -42,8 +44,10 @@ const kdl_split_opts *kdl__split_state_opts(const kdl_split_state *s);
 /* ---- split-eval.c ---- */
 
 /* The log-odds of class @y against the others, z_y/τ - LSE_{k≠y}(z_k/τ)
- * (log p_y - log(1 - p_y), with all its digits even when p_y rounds to 1). */
-double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau);
+ * (log p_y - log(1 - p_y), with all its digits even when p_y rounds to 1);
+ * @a: @c doubles of scratch. */
+double kdl__split_log_odds(const double *z, ptrdiff_t st, size_t c, size_t y, double tau,
+                           double *a);
 
 /* log(1 + e^x) without overflow: for the log-odds d of p_y,
  * log p_y = -softplus(-d) and log(1 - p_y) = -softplus(d). */
@@ -97,6 +101,47 @@ int kdl__split_dist_result(const struct kdl__split_geom *g, const struct kdl__sp
                            kdl_split_dist *ret);
 
 void kdl__split_dist_result_free(kdl_split_dist *d);
+
+/* The states of the two passes (split.c; split-pack.c packs them). */
+
+/* The distributions of the first pass, per τ: p^t_y, p^s_y, the gap, ω, ε_n
+ * and the relative entropy, in that order. */
+#define KDL__SPLIT_NDIST 6
+
+struct kdl__split_tau_acc {
+        double sum_kl, sum_tckd, sum_nckd, sum_coupled, residual_max;
+        struct kdl__split_dist d[KDL__SPLIT_NDIST];
+        size_t omega_clipped;
+        uint64_t pt_hi, pt_lo; /* Σ p^t_y exactly, in units of 2^-63 (split.c: pt_add()) */
+        double *msum;          /* C x C: row i sums p^t over the samples of class i (full mode) */
+};
+
+struct kdl_split_state {
+        size_t c;
+        kdl_split_opts o;
+        size_t n;
+        size_t *class_count;
+        size_t teacher_correct, student_correct;
+        struct kdl__split_tau_acc t[KDL_SPLIT_MAX_TAUS];
+        double *work; /* KDL_SPLIT_EVAL_WORK(c) */
+};
+
+struct kdl__split_inst_acc {
+        double pt_mean;
+        struct kdl__split_dist w;
+        struct kdl__split_dist w_ok; /* w_n of the unguarded samples */
+        kdl_comoments wp;            /* (w_n, p^t_y) */
+        kdl_comoments wp_ok;         /* the same over unguarded samples */
+        size_t guarded, nonpositive, above_one;
+};
+
+struct kdl_split_instance_state {
+        size_t c;
+        kdl_split_opts o;
+        size_t n;
+        struct kdl__split_inst_acc t[KDL_SPLIT_MAX_TAUS];
+        double *work; /* [C] the log-odds' z/τ */
+};
 
 /* ---- split-heads.c ---- */
 
@@ -173,6 +218,22 @@ static inline bool kdl__split_top_wants(const struct kdl__split_top *t, double m
  * @r->top and @r->ntop.  Return: 0; -ENOMEM. */
 int kdl__split_top_result(const struct kdl__split_top *t, const size_t *count,
                           kdl_split_tau_result *r);
+
+struct kdl_split_blocks {
+        size_t c;
+        kdl_split_opts o;
+        size_t nblocks, q; /* the blocks; the open one (nblocks: every block closed) */
+        size_t start[KDL_SPLIT_MAX_BLOCKS + 1];
+        size_t n, nfirst; /* samples of the open block; of the first */
+        /* The open block [s, e), l = C - s, b = e - s, per τ: A_ij for its
+         * classes i and j >= s (b x l, row-major), then A_ji for j >= e and
+         * its classes i ((C - e) x b): b (2l - b) doubles. */
+        double *acc[KDL_SPLIT_MAX_TAUS];
+        size_t acc_size;                               /* doubles of each acc */
+        kdl_comoments agree[KDL_SPLIT_MAX_TAUS][2];    /* ((M + Mᵀ)/2, S^t), (.., S^s) */
+        struct kdl__split_top top[KDL_SPLIT_MAX_TAUS]; /* confused pairs */
+        double *work;                                  /* [2C] one sample's softmax */
+};
 
 /* Check that the complete blocked domain @d goes with the first pass @s.
  * Return: 0; -KDL_EMISSING with a block still open; -KDL_EMISMATCH. */

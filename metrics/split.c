@@ -8,6 +8,7 @@
 #include "metrics/base/error.h"
 #include "metrics/moments.h"
 #include "metrics/split.h"
+#include "metrics/kl-internal.h"
 #include "metrics/split-internal.h"
 #include "metrics/base/banned.h"
 
@@ -78,23 +79,7 @@ bool kdl__split_opts_equal(const kdl_split_opts *a, const kdl_split_opts *b)
 /* ---- Pass 1 ---------------------------------------------------------------- */
 
 enum { D_PT, D_PS, D_GAP, D_OMEGA, D_EPS, D_ENT, D_COUNT_ };
-
-struct tau_acc {
-        double sum_kl, sum_tckd, sum_nckd, sum_coupled, residual_max;
-        struct kdl__split_dist d[D_COUNT_];
-        size_t omega_clipped;
-        double *msum; /* C x C: row i sums p^t over the samples of class i (full mode) */
-};
-
-struct kdl_split_state {
-        size_t c;
-        kdl_split_opts o;
-        size_t n;
-        size_t *class_count;
-        size_t teacher_correct, student_correct;
-        struct tau_acc t[KDL_SPLIT_MAX_TAUS];
-        double *work; /* KDL_SPLIT_EVAL_WORK(c) */
-};
+_Static_assert(D_COUNT_ == KDL__SPLIT_NDIST, "the first pass's distributions");
 
 static struct kdl__split_geom dist_geom(const kdl_split_state *s, int which)
 {
@@ -111,6 +96,29 @@ static struct kdl__split_geom dist_geom(const kdl_split_state *s, int which)
 }
 
 static const struct kdl__split_geom w_geom = {.log = true};
+
+/* p^t_y summed in units of 2^-63, truncated (p in [0, 1] fits 64 bits, the
+ * sum 128): an exact sum, so p̄^t_y is the same however the samples are
+ * grouped and merged (one process or several), and so is every w_n. */
+static void pt_add(struct kdl__split_tau_acc *t, double p)
+{
+        uint64_t x = (uint64_t) ldexp(p, 63);
+
+        t->pt_lo += x;
+        t->pt_hi += t->pt_lo < x;
+}
+
+static void pt_merge(struct kdl__split_tau_acc *into, const struct kdl__split_tau_acc *from)
+{
+        into->pt_lo += from->pt_lo;
+        into->pt_hi += from->pt_hi + (into->pt_lo < from->pt_lo);
+}
+
+/* p̄^t_y of @n samples: (2^64 hi + lo) 2^-63 / n. */
+static double pt_mean(const struct kdl__split_tau_acc *t, size_t n)
+{
+        return (ldexp((double) t->pt_hi, 1) + ldexp((double) t->pt_lo, -63)) / (double) n;
+}
 
 void kdl_split_state_free(kdl_split_state *s)
 {
@@ -220,29 +228,41 @@ int kdl__split_check_block(size_t c, const kdl_tensor *zt, const kdl_tensor *zs,
                         return kdl_error(-KDL_ERANGE,
                                          "split: label %lld of block row %zu outside [0, %zu)",
                                          (long long) labels[i], i, c);
-        if (kdl_tensor_check_finite(zt, &row) < 0)
+        if (kdl__kl_rows_finite(zt, &row) < 0)
                 return kdl_error(-KDL_ENONFINITE,
                                  "split: non-finite teacher logit in block row %zu", row);
-        if (zs && kdl_tensor_check_finite(zs, &row) < 0)
+        if (zs && kdl__kl_rows_finite(zs, &row) < 0)
                 return kdl_error(-KDL_ENONFINITE,
                                  "split: non-finite student logit in block row %zu", row);
         return 0;
 }
 
+/* The first index of the largest of @c finite values: the maximum in two
+ * chains, then where it first occurs (a loop that kept the best index
+ * reloaded its value, one dependent load and compare per class). */
 static size_t argmax(const double *z, ptrdiff_t st, size_t c)
 {
-        size_t best = 0;
+        double m0 = z[0], m1 = z[0], mx;
+        size_t j = 1;
 
-        for (size_t j = 1; j < c; j++)
-                if (z[(ptrdiff_t) j * st] > z[(ptrdiff_t) best * st])
-                        best = j;
-        return best;
+        for (; j + 1 < c; j += 2) {
+                double a = z[(ptrdiff_t) j * st], b = z[(ptrdiff_t) (j + 1) * st];
+
+                m0 = a > m0 ? a : m0;
+                m1 = b > m1 ? b : m1;
+        }
+        if (j < c && z[(ptrdiff_t) j * st] > m0)
+                m0 = z[(ptrdiff_t) j * st];
+        mx = m1 > m0 ? m1 : m0;
+        for (j = 0; j + 1 < c && z[(ptrdiff_t) j * st] < mx; j++)
+                ;
+        return j;
 }
 
 /* Add the sample @r (of label @y) at temperature @k. */
 static void tau_add(kdl_split_state *s, size_t k, const kdl_split_sample *r)
 {
-        struct tau_acc *t = &s->t[k];
+        struct kdl__split_tau_acc *t = &s->t[k];
         const double v[D_COUNT_] = {
                 [D_PT] = r->pt_y,     [D_PS] = r->ps_y, [D_GAP] = r->gap,
                 [D_OMEGA] = r->omega, [D_EPS] = r->eps, [D_ENT] = r->nt_entropy,
@@ -256,6 +276,7 @@ static void tau_add(kdl_split_state *s, size_t k, const kdl_split_sample *r)
         if (ar > t->residual_max)
                 t->residual_max = ar;
         t->omega_clipped += r->omega_clipped;
+        pt_add(t, r->pt_y);
         for (int d = 0; d < D_COUNT_; d++) {
                 struct kdl__split_geom g = dist_geom(s, d);
 
@@ -310,8 +331,8 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
         into->teacher_correct += from->teacher_correct;
         into->student_correct += from->student_correct;
         for (size_t k = 0; k < into->o.ntaus; k++) {
-                struct tau_acc *a = &into->t[k];
-                const struct tau_acc *b = &from->t[k];
+                struct kdl__split_tau_acc *a = &into->t[k];
+                const struct kdl__split_tau_acc *b = &from->t[k];
 
                 a->sum_kl += b->sum_kl;
                 a->sum_tckd += b->sum_tckd;
@@ -320,6 +341,7 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
                 if (b->residual_max > a->residual_max)
                         a->residual_max = b->residual_max;
                 a->omega_clipped += b->omega_clipped;
+                pt_merge(a, b);
                 for (int d = 0; d < D_COUNT_; d++) {
                         struct kdl__split_geom g = dist_geom(into, d);
 
@@ -334,22 +356,6 @@ int kdl_split_merge(kdl_split_state *into, const kdl_split_state *from)
 
 /* ---- Pass 2 ---------------------------------------------------------------- */
 
-struct inst_acc {
-        double pt_mean;
-        struct kdl__split_dist w;
-        struct kdl__split_dist w_ok; /* w_n of the unguarded samples */
-        kdl_comoments wp;            /* (w_n, p^t_y) */
-        kdl_comoments wp_ok;         /* the same over unguarded samples */
-        size_t guarded, nonpositive, above_one;
-};
-
-struct kdl_split_instance_state {
-        size_t c;
-        kdl_split_opts o;
-        size_t n;
-        struct inst_acc t[KDL_SPLIT_MAX_TAUS];
-};
-
 void kdl_split_instance_state_free(kdl_split_instance_state *s)
 {
         if (!s)
@@ -358,6 +364,7 @@ void kdl_split_instance_state_free(kdl_split_instance_state *s)
                 kdl__split_dist_release(&s->t[k].w);
                 kdl__split_dist_release(&s->t[k].w_ok);
         }
+        free(s->work);
         free(s);
 }
 
@@ -374,8 +381,13 @@ int kdl_split_instance_state_new(const kdl_split_state *pass1, kdl_split_instanc
                 return -ENOMEM;
         s->c = pass1->c;
         s->o = pass1->o;
+        s->work = kdl_new(double, s->c);
+        if (!s->work) {
+                kdl_split_instance_state_free(s);
+                return -ENOMEM;
+        }
         for (size_t k = 0; k < s->o.ntaus; k++) {
-                s->t[k].pt_mean = pass1->t[k].d[D_PT].m.mean;
+                s->t[k].pt_mean = pt_mean(&pass1->t[k], pass1->n);
                 if (kdl__split_dist_init(&s->t[k].w, &w_geom) < 0 ||
                     kdl__split_dist_init(&s->t[k].w_ok, &w_geom) < 0) {
                         kdl_split_instance_state_free(s);
@@ -391,14 +403,14 @@ int kdl_split_instance_state_new(const kdl_split_state *pass1, kdl_split_instanc
 static double inst_add(kdl_split_instance_state *s, size_t k, const double *rt, ptrdiff_t st,
                        const double *rs, ptrdiff_t ss, size_t y)
 {
-        struct inst_acc *t = &s->t[k];
+        struct kdl__split_inst_acc *t = &s->t[k];
         double tau = s->o.taus[k], dt, ds, pt_r, qs_r, pt_y, w;
         bool guarded;
 
         /* As kdl__split_eval_one(): from the log-odds, so that 1 - p_y keeps
          * its digits near p_y = 1. */
-        dt = kdl__split_log_odds(rt, st, s->c, y, tau);
-        ds = kdl__split_log_odds(rs, ss, s->c, y, tau);
+        dt = kdl__split_log_odds(rt, st, s->c, y, tau, s->work);
+        ds = kdl__split_log_odds(rs, ss, s->c, y, tau, s->work);
         pt_r = exp(-kdl__split_softplus(dt));
         qs_r = exp(-kdl__split_softplus(ds));
         w = kdl_split_weight(pt_r, qs_r, t->pt_mean, s->o.lambda, s->o.w_eps, &guarded);
@@ -452,8 +464,8 @@ int kdl_split_instance_merge(kdl_split_instance_state *into, const kdl_split_ins
                         return kdl_error(-KDL_EMISMATCH,
                                          "split: second passes of different first passes");
         for (size_t k = 0; k < into->o.ntaus; k++) {
-                struct inst_acc *a = &into->t[k];
-                const struct inst_acc *b = &from->t[k];
+                struct kdl__split_inst_acc *a = &into->t[k];
+                const struct kdl__split_inst_acc *b = &from->t[k];
 
                 kdl__split_dist_merge(&a->w, &b->w, &w_geom);
                 kdl__split_dist_merge(&a->w_ok, &b->w_ok, &w_geom);
@@ -500,7 +512,8 @@ static int check_instance(const kdl_split_state *s, const kdl_split_instance_sta
         bool same = inst->c == s->c && kdl__split_opts_equal(&inst->o, &s->o) && inst->n == s->n;
 
         for (size_t k = 0; same && k < s->o.ntaus; k++)
-                same = memcmp(&inst->t[k].pt_mean, &s->t[k].d[D_PT].m.mean, sizeof(double)) == 0;
+                same = memcmp(&inst->t[k].pt_mean, &(double){pt_mean(&s->t[k], s->n)},
+                              sizeof(double)) == 0;
         if (!same)
                 return kdl_error(-KDL_EMISMATCH,
                                  "split: the second pass does not match the first (%zu "
@@ -547,7 +560,7 @@ static int check_finalize(const kdl_split_state *s, const kdl_split_instance_sta
 /* Explicit vs implicit and the distributions at temperature @k. */
 static int tau_explicit(const kdl_split_state *s, size_t k, kdl_split_tau_result *t)
 {
-        const struct tau_acc *a = &s->t[k];
+        const struct kdl__split_tau_acc *a = &s->t[k];
         kdl_split_dist *dst[D_COUNT_] = {
                 [D_PT] = &t->pt_y,     [D_PS] = &t->ps_y, [D_GAP] = &t->gap,
                 [D_OMEGA] = &t->omega, [D_EPS] = &t->eps, [D_ENT] = &t->nt_entropy,
@@ -581,7 +594,7 @@ static int tau_explicit(const kdl_split_state *s, size_t k, kdl_split_tau_result
 static int tau_domain_full(const kdl_split_state *s, size_t k, const kdl_split_result *r,
                            double *pairs, kdl_split_tau_result *t)
 {
-        const struct tau_acc *a = &s->t[k];
+        const struct kdl__split_tau_acc *a = &s->t[k];
         size_t c = s->c;
         struct kdl__split_top top;
         int err;
@@ -636,10 +649,10 @@ static int tau_domain(const kdl_split_state *s, const kdl_split_blocks *dom, siz
 static int tau_instance(const kdl_split_state *s, const kdl_split_instance_state *inst, size_t k,
                         kdl_split_tau_result *t)
 {
-        const struct inst_acc *b;
+        const struct kdl__split_inst_acc *b;
         int err;
 
-        t->pt_mean = s->t[k].d[D_PT].m.mean;
+        t->pt_mean = pt_mean(&s->t[k], s->n);
         t->pearson_w_pt = (double) NAN;
         t->w_unguarded = (double) NAN;
         t->w_std_unguarded = (double) NAN;

@@ -31,6 +31,11 @@
  *   keeps its relative precision (about 1e-14) when both models are
  *   near-certain (KL ~ 1e-15), and a certain teacher (p^t_y == 1 in double)
  *   gives finite values.
+ *   Cost per sample and τ: the first pass takes one exponential per class
+ *   (the teacher's softmax, whose exponentials the non-target softmax
+ *   reuses), plus the φ of the two KLs (a polynomial where |v| < 0.1); the
+ *   second pass two (the log-odds of teacher and student).  That work, not
+ *   the reading, bounds both passes.
  *   AEKT weight ω = clip(p^t_y / p^s_y, 0, ω_max), computed as
  *   exp(min(log p^t_y - log p^s_y, log ω_max)) so that p^s_y -> 0 is safe.
  *
@@ -69,7 +74,10 @@
  * denominator moves with p̄^t_y).  So w_n is a second pass: after the first
  * pass is complete (and merged), kdl_split_instance_state_new() takes p̄^t_y
  * from it, and the same logits are accumulated again into the instance
- * state.  The second pass reads only logits and labels.
+ * state.  The second pass reads only logits and labels.  p̄^t_y is an
+ * exact sum (of p^t_y truncated to units of 2^-63, in 128 bits) over the
+ * count, so it is the same to the last bit however the samples were
+ * grouped and merged, and so are w_n and its histogram.
  *
  * Distributions.  Quantiles come from fixed-bin histograms, which merge
  * exactly (counts add):
@@ -208,7 +216,7 @@ typedef struct kdl_split_sample {
 } kdl_split_sample;
 
 /* Doubles of scratch kdl_split_eval() needs for @c classes. */
-#define KDL_SPLIT_EVAL_WORK(c) (3 * (size_t) (c))
+#define KDL_SPLIT_EVAL_WORK(c) (6 * (size_t) (c))
 
 /**
  * kdl_split_eval() - the split quantities of one sample.
@@ -411,6 +419,46 @@ KDL_API int kdl_split_blocks_accumulate(kdl_split_blocks *d, const kdl_tensor *z
  */
 KDL_API int kdl_split_blocks_next(kdl_split_blocks *d, const kdl_split_state *s,
                                   const kdl_tensor *wt, const kdl_tensor *ws);
+
+/* ---- Several processes ---------------------------------------------------- */
+
+/*
+ * The states as bytes, for the processes of one MPI run (analysis/dist.h),
+ * in host layout, readable by the same build only: the sums, moments,
+ * extrema and histogram counts of each pass; of the blocked domain level
+ * only the open block's soft counts A (its pairs' agreement and confused
+ * pairs are formed when it closes, by the process that merged the sums).
+ * After a header of the classes and options (8 + sizeof(kdl_split_opts)
+ * bytes, 216 on x86-64), a packed first pass is
+ * 8 (C + 3 + ntaus (6 nbins + 38 + C²)) bytes in the full mode (no C²
+ * otherwise), a packed second pass 8 (1 + ntaus (2 KDL_SPLIT_W_SLOTS + 26))
+ * bytes (65.8 kB per τ), a packed open block of b classes from class s
+ * 8 (2 + ntaus b (2 (C - s) - b)) bytes.
+ *
+ * kdl_split_state_pack() / kdl_split_instance_state_pack() /
+ * kdl_split_blocks_pack() - @s as bytes; *@buf malloc'd, the caller frees.
+ * Return: 0; -ENOMEM.
+ * kdl_split_state_merge_packed() / kdl_split_instance_state_merge_packed()
+ * / kdl_split_blocks_merge_packed() - add the samples of a packed state
+ * (made with the same classes and options; for a block, the same open
+ * block) to @s, as kdl_split_merge() / kdl_split_instance_merge() /
+ * kdl_split_blocks_accumulate() would have.
+ * kdl_split_instance_state_new_packed() - a new second-pass state equal to
+ * the packed one (so that every process uses the same p̄^t_y); @ret set on
+ * success only, the caller frees with kdl_split_instance_state_free().
+ * Return: 0; -KDL_ESCHEMA when @len is not a packed state's;
+ * -KDL_EMISMATCH for other classes, options or another open block; -ENOMEM.
+ */
+KDL_API int kdl_split_state_pack(const kdl_split_state *s, void **buf, size_t *len);
+KDL_API int kdl_split_state_merge_packed(kdl_split_state *s, const void *buf, size_t len);
+KDL_API int kdl_split_instance_state_pack(const kdl_split_instance_state *s, void **buf,
+                                          size_t *len);
+KDL_API int kdl_split_instance_state_merge_packed(kdl_split_instance_state *s, const void *buf,
+                                                  size_t len);
+KDL_API int kdl_split_instance_state_new_packed(const void *buf, size_t len,
+                                                kdl_split_instance_state **ret);
+KDL_API int kdl_split_blocks_pack(const kdl_split_blocks *s, void **buf, size_t *len);
+KDL_API int kdl_split_blocks_merge_packed(kdl_split_blocks *s, const void *buf, size_t len);
 
 /* ---- Results -------------------------------------------------------------- */
 

@@ -16,14 +16,21 @@
 #include "reports/table-internal.h"
 #include "metrics/base/banned.h"
 
-enum block_kind { BLOCK_SECTION, BLOCK_PARAGRAPH, BLOCK_FIGURE, BLOCK_TABLE };
+enum block_kind {
+        BLOCK_SECTION,
+        BLOCK_PARAGRAPH,
+        BLOCK_FIGURE,
+        BLOCK_TABLE,
+        BLOCK_RAW,
+        BLOCK_CONTENTS,
+};
 
 struct block {
         enum block_kind kind;
         char *text;    /* title, paragraph or caption */
-        char *name;    /* figure or table file name */
-        char *md_body; /* a table rendered as Markdown */
-        char *html;    /* a table rendered as HTML */
+        char *name;    /* figure or table file name; a section's anchor */
+        char *md_body; /* a table rendered as Markdown; raw Markdown */
+        char *html;    /* a table rendered as HTML; raw HTML */
 };
 
 struct kdl_site {
@@ -199,13 +206,41 @@ static int push(kdl_site *s, struct block b)
         return 0;
 }
 
+char *kdl_site_anchor(const char *prefix, const char *title)
+{
+        size_t n = strlen(prefix), len = n;
+        char *id = kdl_new(char, n + strlen(title) + 1);
+
+        if (!id)
+                return NULL;
+        memcpy(id, prefix, n);
+        for (const char *c = title; *c; c++) {
+                bool word = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9');
+
+                if (*c >= 'A' && *c <= 'Z')
+                        id[len++] = (char) (*c - 'A' + 'a');
+                else if (word)
+                        id[len++] = *c;
+                else if (len > n && id[len - 1] != '-')
+                        id[len++] = '-';
+        }
+        while (len > n && id[len - 1] == '-')
+                len--;
+        id[len] = '\0';
+        return id;
+}
+
 int kdl_site_section(kdl_site *s, const char *title, const char *text)
 {
-        struct block b = {.kind = BLOCK_SECTION, .text = kdl__strdup(title)};
+        struct block b = {.kind = BLOCK_SECTION,
+                          .text = kdl__strdup(title),
+                          .name = kdl_site_anchor(KDL_SITE_SECTION_ANCHOR, title)};
         int err;
 
-        if (!b.text)
+        if (!b.text || !b.name) {
+                block_release(&b);
                 return -ENOMEM;
+        }
         err = push(s, b);
         if (!err && text)
                 err = kdl_site_paragraph(s, text);
@@ -217,6 +252,25 @@ int kdl_site_paragraph(kdl_site *s, const char *text)
         struct block b = {.kind = BLOCK_PARAGRAPH, .text = kdl__strdup(text)};
 
         return b.text ? push(s, b) : -ENOMEM;
+}
+
+int kdl_site_raw(kdl_site *s, const char *html, const char *md)
+{
+        struct block b = {.kind = BLOCK_RAW, .html = kdl__strdup(html), .md_body = kdl__strdup(md)};
+
+        if (!b.html || !b.md_body) {
+                block_release(&b);
+                return -ENOMEM;
+        }
+        return push(s, b);
+}
+
+int kdl_site_contents(kdl_site *s)
+{
+        for (size_t k = 0; k < s->nblocks; k++)
+                if (s->blocks[k].kind == BLOCK_CONTENTS)
+                        return kdl_error(-EINVAL, "the table of contents is placed already");
+        return push(s, (struct block){.kind = BLOCK_CONTENTS});
 }
 
 int kdl_site_figure(kdl_site *s, const char *name, const char *caption)
@@ -310,7 +364,7 @@ int kdl_site_json(kdl_site *s, const kdl_doc *d, const char *name)
         return write_file(s, "data", name, "json", NULL, d, KDL_FORMAT_JSON);
 }
 
-static void html_text(FILE *fp, const char *s)
+void kdl_site_html_text(FILE *fp, const char *s)
 {
         for (; *s; s++) {
                 switch (*s) {
@@ -332,10 +386,78 @@ static void html_text(FILE *fp, const char *s)
         }
 }
 
+/* The first words of @caption for the table of contents, into @buf: at most TOC_WORDS
+ * bytes, cut at a space ("..." then). */
+#define TOC_WORDS 96
+static const char *toc_words(const char *caption, char buf[TOC_WORDS + 4])
+{
+        size_t n = strlen(caption);
+        bool cut = n > TOC_WORDS;
+
+        if (cut) {
+                n = TOC_WORDS;
+                while (n > 0 && caption[n] != ' ')
+                        n--;
+                n = n ? n : TOC_WORDS;
+        }
+        while (n > 0 && strchr(" ,;:(", caption[n - 1]))
+                n--;
+        snprintf(buf, TOC_WORDS + 4, "%.*s%s", (int) n, caption, cut ? "..." : "");
+        return buf;
+}
+
+/* Whether @s places its table of contents (else it comes before the first section). */
+static bool has_contents(const kdl_site *s)
+{
+        for (size_t k = 0; k < s->nblocks; k++)
+                if (s->blocks[k].kind == BLOCK_CONTENTS)
+                        return true;
+        return false;
+}
+
+/* The table of contents: every section, and under it its figures (#fig-NAME). */
+static void write_toc(const kdl_site *s, FILE *fp, bool html)
+{
+        size_t fig = 0;
+        bool open = false;
+        char buf[TOC_WORDS + 4];
+
+        fputs(html ? "<nav id=\"contents\">\n<h3>Contents</h3>\n<ol class=\"toc\">\n"
+                   : "\n<a id=\"contents\"></a>\n\n### Contents\n\n",
+              fp);
+        for (size_t k = 0; k < s->nblocks; k++) {
+                const struct block *b = &s->blocks[k];
+
+                if (b->kind == BLOCK_SECTION) {
+                        if (html) {
+                                fputs(open ? "</ul></li>\n" : "", fp);
+                                fprintf(fp, "<li><a href=\"#%s\">", b->name);
+                                kdl_site_html_text(fp, b->text);
+                                fputs("</a><ul>\n", fp);
+                        } else
+                                fprintf(fp, "- [%s](#%s)\n", b->text, b->name);
+                        open = true;
+                } else if (b->kind == BLOCK_FIGURE) {
+                        fig++;
+                        if (html) {
+                                fprintf(fp, "<li><a href=\"#fig-%s\">Figure %zu</a>: ", b->name,
+                                        fig);
+                                kdl_site_html_text(fp, toc_words(b->text, buf));
+                                fputs("</li>\n", fp);
+                        } else
+                                fprintf(fp, "  - [Figure %zu](#fig-%s): %s\n", fig, b->name,
+                                        toc_words(b->text, buf));
+                }
+        }
+        if (html)
+                fputs(open ? "</ul></li>\n</ol>\n</nav>\n" : "</ol>\n</nav>\n", fp);
+}
+
 static void write_html(const kdl_site *s, FILE *fp, const char *command, const char *const *inputs,
                        size_t ninputs, const char *when)
 {
         bool open_section = false;
+        size_t fig = 0;
 
         fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
               "<title>kdlens report</title>\n<style>\n"
@@ -352,19 +474,26 @@ static void write_html(const kdl_site *s, FILE *fp, const char *command, const c
               "white-space:nowrap}\n"
               "th{border-bottom:2px solid #888}td.t,th.t{text-align:left}\n"
               "code{background:#f4f4f4;padding:.1em .3em}.links{font-size:.85em}\n"
+              "nav ol.toc{columns:2;font-size:.85em;padding-left:1.4em}"
+              "nav ol.toc li{break-inside:avoid}nav ol.toc ul{padding-left:1em;margin:0}\n"
+              "table.summary td a{color:inherit;text-decoration:none;"
+              "border-bottom:1px dotted #888}"
+              "table.summary th,table.summary td.w{white-space:normal}\n"
               "</style>\n</head>\n<body>\n<h1>kdlens report</h1>\n<p>kdlens ",
               fp);
         fputs(KDL_VERSION ", ", fp);
-        html_text(fp, when);
+        kdl_site_html_text(fp, when);
         fputs(". Command:<br><code>", fp);
-        html_text(fp, command);
+        kdl_site_html_text(fp, command);
         fputs("</code></p>\n<p>Inputs:</p>\n<ul>\n", fp);
         for (size_t k = 0; k < ninputs; k++) {
                 fputs("<li><code>", fp);
-                html_text(fp, inputs[k]);
+                kdl_site_html_text(fp, inputs[k]);
                 fputs("</code></li>\n", fp);
         }
         fputs("</ul>\n", fp);
+        if (!has_contents(s))
+                write_toc(s, fp, true);
         for (size_t k = 0; k < s->nblocks; k++) {
                 const struct block *b = &s->blocks[k];
 
@@ -372,22 +501,22 @@ static void write_html(const kdl_site *s, FILE *fp, const char *command, const c
                 case BLOCK_SECTION:
                         if (open_section)
                                 fputs("</section>\n", fp);
-                        fputs("<section>\n<h2>", fp);
-                        html_text(fp, b->text);
+                        fprintf(fp, "<section id=\"%s\">\n<h2>", b->name);
+                        kdl_site_html_text(fp, b->text);
                         fputs("</h2>\n", fp);
                         open_section = true;
                         break;
                 case BLOCK_PARAGRAPH:
                         fputs("<p>", fp);
-                        html_text(fp, b->text);
+                        kdl_site_html_text(fp, b->text);
                         fputs("</p>\n", fp);
                         break;
                 case BLOCK_FIGURE:
                         fprintf(fp, "<figure id=\"fig-%s\">\n<img src=\"figures/%s.png\" alt=\"",
                                 b->name, b->name);
-                        html_text(fp, b->text);
-                        fputs("\">\n<figcaption>", fp);
-                        html_text(fp, b->text);
+                        kdl_site_html_text(fp, b->text);
+                        fprintf(fp, "\">\n<figcaption><b>Figure %zu.</b> ", ++fig);
+                        kdl_site_html_text(fp, b->text);
                         fprintf(fp,
                                 " <span class=\"links\">[<a href=\"figures/%s.pdf\">PDF</a> "
                                 "<a href=\"figures/%s.svg\">SVG</a> <a "
@@ -396,9 +525,15 @@ static void write_html(const kdl_site *s, FILE *fp, const char *command, const c
                                 "</figure>\n",
                                 b->name, b->name, b->name, b->name);
                         break;
+                case BLOCK_RAW:
+                        fputs(b->html, fp);
+                        break;
+                case BLOCK_CONTENTS:
+                        write_toc(s, fp, true);
+                        break;
                 case BLOCK_TABLE:
-                        fputs("<p><b>", fp);
-                        html_text(fp, b->text);
+                        fprintf(fp, "<p id=\"tab-%s\"><b>", b->name);
+                        kdl_site_html_text(fp, b->text);
                         fprintf(fp,
                                 "</b> <span class=\"links\">[<a href=\"tables/%s.tex\">LaTeX</a> "
                                 "<a href=\"tables/%s.md\">Markdown</a> "
@@ -421,30 +556,44 @@ static void write_markdown(const kdl_site *s, FILE *fp, const char *command,
 {
         fprintf(fp, "# kdlens report\n\nkdlens %s, %s. Command:\n\n```\n%s\n```\n\nInputs:\n\n",
                 KDL_VERSION, when, command);
+        size_t fig = 0;
+
         for (size_t k = 0; k < ninputs; k++)
                 fprintf(fp, "- `%s`\n", inputs[k]);
+        if (!has_contents(s))
+                write_toc(s, fp, false);
         for (size_t k = 0; k < s->nblocks; k++) {
                 const struct block *b = &s->blocks[k];
 
                 switch (b->kind) {
                 case BLOCK_SECTION:
-                        fprintf(fp, "\n## %s\n", b->text);
+                        fprintf(fp, "\n<a id=\"%s\"></a>\n\n## %s\n", b->name, b->text);
                         break;
                 case BLOCK_PARAGRAPH:
                         fprintf(fp, "\n%s\n", b->text);
                         break;
+                case BLOCK_RAW:
+                        fprintf(fp, "\n%s", b->md_body);
+                        break;
+                case BLOCK_CONTENTS:
+                        write_toc(s, fp, false);
+                        break;
                 case BLOCK_FIGURE:
                         fprintf(fp,
-                                "\n![%s](figures/%s.png)\n\n*%s* ([PDF](figures/%s.pdf), "
+                                "\n<a id=\"fig-%s\"></a>\n\n![%s](figures/%s.png)\n\n"
+                                "*Figure %zu. %s* ([PDF](figures/%s.pdf), "
                                 "[SVG](figures/%s.svg), [data](data/%s.dat), "
                                 "[gnuplot](scripts/%s.gp))\n",
-                                b->text, b->name, b->text, b->name, b->name, b->name, b->name);
+                                b->name, b->text, b->name, ++fig, b->text, b->name, b->name,
+                                b->name, b->name);
                         break;
                 case BLOCK_TABLE:
                         /* Drop the "### title" line of the Markdown rendering: the caption replaces
                          * it. */
-                        fprintf(fp, "\n**%s** ([LaTeX](tables/%s.tex), [CSV](tables/%s.csv))\n\n%s",
-                                b->text, b->name, b->name,
+                        fprintf(fp,
+                                "\n<a id=\"tab-%s\"></a>\n\n**%s** ([LaTeX](tables/%s.tex), "
+                                "[CSV](tables/%s.csv))\n\n%s",
+                                b->name, b->text, b->name, b->name,
                                 strncmp(b->md_body, "### ", 4) == 0 && strchr(b->md_body, '\n')
                                         ? strchr(b->md_body, '\n') + 2
                                         : b->md_body);

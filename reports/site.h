@@ -3,6 +3,7 @@
 #define KDL_REPORTS_SITE_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "reports/table.h"
 
@@ -46,11 +47,43 @@ KDL_API int kdl_site_open(const char *dir, unsigned flags, kdl_site **ret);
 /** kdl_site_path() - the temporary directory to write figures into (borrowed). */
 KDL_API const char *kdl_site_path(const kdl_site *s);
 
-/** kdl_site_section() - start a section with @title and an optional paragraph @text. */
+/* The prefix of a section's anchor (kdl_site_anchor()); a figure's anchor is fig-NAME, a
+ * table's tab-NAME, the table of contents' "contents". */
+#define KDL_SITE_SECTION_ANCHOR "sec-"
+
+/**
+ * kdl_site_anchor() - the anchor of the section titled @title: @prefix, then the title in
+ * lower case with every run of other than letters and digits one '-'.  Titles of one report
+ * are distinct, so are their anchors.
+ * Return: a string the caller frees; NULL when out of memory.
+ */
+KDL_API char *kdl_site_anchor(const char *prefix, const char *title);
+
+/**
+ * kdl_site_section() - start a section with @title and an optional paragraph @text; its
+ * anchor is kdl_site_anchor(KDL_SITE_SECTION_ANCHOR, @title), listed in the table of
+ * contents with the section's figures.
+ */
 KDL_API int kdl_site_section(kdl_site *s, const char *title, const char *text);
 
 /** kdl_site_paragraph() - a paragraph of plain text in the current section. */
 KDL_API int kdl_site_paragraph(kdl_site *s, const char *text);
+
+/**
+ * kdl_site_contents() - place the table of contents here (once; without it, it comes
+ * before the first section).
+ * Return: 0; -EINVAL when placed already; -ENOMEM.
+ */
+KDL_API int kdl_site_contents(kdl_site *s);
+
+/**
+ * kdl_site_raw() - a block written as it is: @html into index.html, @md into index.md (each
+ * ending in a newline).  For what a table of cells cannot say (links in cells).
+ */
+KDL_API int kdl_site_raw(kdl_site *s, const char *html, const char *md);
+
+/** kdl_site_html_text() - @s into @fp as HTML text (<, >, & and " escaped). */
+KDL_API void kdl_site_html_text(FILE *fp, const char *s);
 
 /**
  * kdl_site_figure() - show figures/NAME.png (already rendered) with @caption,
@@ -68,7 +101,9 @@ KDL_API int kdl_site_table(kdl_site *s, const kdl_table *t, const char *name, co
 KDL_API int kdl_site_json(kdl_site *s, const kdl_doc *d, const char *name);
 
 /**
- * kdl_site_commit() - write index.html and index.md and put the report in place.
+ * kdl_site_commit() - write index.html and index.md, each with a table of contents (every
+ * section and figure, figures numbered in order; kdl_site_contents()), and put the report
+ * in place.
  * @command: the exact command line, shown in the report.
  * @inputs:  @ninputs input paths, shown in the report.
  * Frees @s in every case.

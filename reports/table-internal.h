@@ -33,4 +33,10 @@ struct kdl_doc {
 /** kdl__table_write_html() - @t as an HTML <table> (text columns left-aligned, class "t"). */
 int kdl__table_write_html(const kdl_table *t, FILE *out);
 
+/**
+ * kdl__doc_no_table() - the error for a table @name that @d does not have:
+ * -KDL_EUSAGE, the message naming the tables it has.
+ */
+int kdl__doc_no_table(const kdl_doc *d, const char *name);
+
 #endif

@@ -453,8 +453,11 @@ static void json_string_array(FILE *out, char *const *v, size_t n)
         fputc(']', out);
 }
 
-int kdl_doc_write(const kdl_doc *d, FILE *out, enum kdl_format format)
+/* @d in @format, every table or only @only (NULL: every one). */
+static int doc_write(const kdl_doc *d, const kdl_table *only, FILE *out, enum kdl_format format)
 {
+        size_t n = only ? 1 : d->ntables;
+        kdl_table *const *tables = only ? (kdl_table *const *) &only : d->tables;
         int err;
 
         if (format == KDL_FORMAT_JSON) {
@@ -467,16 +470,16 @@ int kdl_doc_write(const kdl_doc *d, FILE *out, enum kdl_format format)
                 fputs(",\n  \"notes\": ", out);
                 json_string_array(out, d->notes, d->nnotes);
                 fputs(",\n  \"results\": [", out);
-                for (size_t k = 0; k < d->ntables; k++)
-                        json_records(d->tables[k], out, &first);
+                for (size_t k = 0; k < n; k++)
+                        json_records(tables[k], out, &first);
                 fputs(first ? "]\n}\n" : "\n  ]\n}\n", out);
         } else {
-                for (size_t k = 0; k < d->ntables; k++) {
+                for (size_t k = 0; k < n; k++) {
                         if (k)
                                 fputc('\n', out);
-                        if (format == KDL_FORMAT_CSV && d->ntables > 1)
-                                fprintf(out, "# %s\n", d->tables[k]->name);
-                        err = kdl_table_write(d->tables[k], out, format);
+                        if (format == KDL_FORMAT_CSV && n > 1)
+                                fprintf(out, "# %s\n", tables[k]->name);
+                        err = kdl_table_write(tables[k], out, format);
                         if (err < 0)
                                 return err;
                 }
@@ -492,4 +495,18 @@ int kdl_doc_write(const kdl_doc *d, FILE *out, enum kdl_format format)
         if (ferror(out))
                 return kdl_error(-EIO, "cannot write the output");
         return 0;
+}
+
+int kdl_doc_write(const kdl_doc *d, FILE *out, enum kdl_format format)
+{
+        return doc_write(d, NULL, out, format);
+}
+
+int kdl_doc_write_only(const kdl_doc *d, const char *table, FILE *out, enum kdl_format format)
+{
+        const kdl_table *t = kdl_doc_find_table(d, table);
+
+        if (!t)
+                return kdl__doc_no_table(d, table);
+        return doc_write(d, t, out, format);
 }

@@ -148,10 +148,35 @@ KDL_API kdl_table *kdl_doc_find_table(const kdl_doc *d, const char *name);
  *
  * JSON: {"kdlens": version, "command": ..., "inputs": [...], "notes": [...],
  * "results": [{"table": name, key: value, ...}, ...]}; reals with %.17g.
- * CSV: each table preceded by "# name" when there is more than one.
+ * CSV: each table preceded by "# name" when there is more than one (a
+ * stream no CSV reader takes as one table: kdl_doc_write_only() and
+ * kdl_doc_write_csv_dir() give one table each).
  * Return: 0; -EIO when writing fails.
  */
 KDL_API int kdl_doc_write(const kdl_doc *d, FILE *out, enum kdl_format format);
+
+/**
+ * kdl_doc_write_only() - kdl_doc_write() of the table called @table alone
+ * (with the document's notes, and for JSON its wrapper): CSV is then one
+ * table with its header line and nothing else.
+ * Return: 0; -KDL_EUSAGE when @d has no table @table (the message lists
+ * those it has); -EIO when writing fails.
+ */
+KDL_API int kdl_doc_write_only(const kdl_doc *d, const char *table, FILE *out,
+                               enum kdl_format format);
+
+/**
+ * kdl_doc_write_csv_dir() - every table of @d (or only the one called @only,
+ * when not NULL) as the CSV file @dir/NAME.csv, NAME the table's name; @dir
+ * is created when missing (not its parents).  Each file is written under a
+ * temporary name and renamed into place, and never replaces an input of @d
+ * (kdl_out_check(): an input, a symbolic link, a FIFO or a directory there
+ * is refused).  The notes are not written.
+ * Return: 0; -KDL_EUSAGE when @dir is not a directory, a file would replace
+ * an input or what is not a regular file, or @d has no table @only; -errno
+ * when a file cannot be made; -EIO; -ENOMEM.
+ */
+KDL_API int kdl_doc_write_csv_dir(const kdl_doc *d, const char *dir, const char *only);
 
 /** kdl_table_write() - render one table (no document wrapper for JSON: an array). */
 KDL_API int kdl_table_write(const kdl_table *t, FILE *out, enum kdl_format format);

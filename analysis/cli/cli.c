@@ -10,24 +10,11 @@
 #include <unistd.h>
 
 #include "kdl-config.h"
-#include "analysis/dist.h"
 #include "analysis/cli/cli.h"
+#include "analysis/cli/cli-internal.h"
 #include "analysis/inputs.h"
 #include "metrics/base/budget.h"
 #include "metrics/base/banned.h"
-
-struct kdl_cmd {
-        const char *name;
-        int (*fn)(int argc, char **argv, struct kdl_cli *cli);
-        int min_args; /* positional arguments, checked by kdl_cli_positional() */
-        int max_args;
-        const char *summary;
-        const char *usage; /* the synopsis, as in README.md */
-        const char *help;  /* options, one per line */
-        unsigned budget;   /* CMD_MEMORY: takes --memory; CMD_PLAN: --plan */
-};
-
-enum { CMD_MEMORY = 1u << 0, CMD_PLAN = 1u << 1 };
 
 /* The help of --memory and --plan, for the verbs that take them. */
 #define HELP_MEMORY(pad)                                                                           \
@@ -87,7 +74,8 @@ static const struct kdl_cmd commands[] = {
         {"cka", cmd_cka, 1, 2, "centred kernel alignment between the layers of one or two dumps",
          "kdlens cka A.h5 [B.h5] [--kernel linear|rbf] [--estimator biased|debiased|minibatch] "
          "[--checkpoint NAME|all] [--bootstrap B] [--interval percentile|basic|bca] "
-         "[--precision double|mixed] [--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
+         "[--precision double|mixed] [--wide sketch|exact] [--wide-max D] [--wide-rank R] "
+         "[--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
          "  --kernel K         linear (default) or rbf (sigma^2 = theta^2 x median squared "
          "distance)\n"
          "  --estimator E      biased (default), debiased or minibatch: the matrix shown\n"
@@ -104,6 +92,14 @@ static const struct kdl_cmd commands[] = {
          "  --seed S           seed of subsamples, bootstrap and batch order (0)\n"
          "  --precision P      double (default) or mixed: float products, double sums,\n"
          "                     linear CKA within 1e-6 of double\n"
+         "  --wide-max D       a layer is wide when its width and the sample count both\n"
+         "                     exceed D (4096; 0: none is): wide labels are kept as class\n"
+         "                     sums (exact), other wide layers as --wide says\n"
+         "  --wide W           sketch (default): a seeded Gaussian sketch of each wide\n"
+         "                     layer, one pass, an estimate with its standard error\n"
+         "                     (method sketch); exact: their products in column strips\n"
+         "                     within half of --memory, more passes (method strips)\n"
+         "  --wide-rank R      columns of each sketch (1024, at most --wide-max)\n"
          "  --spatial R        avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite M      error (default) or skip samples with NaN/Inf\n"
          "  -f, --format FMT   table (default), md, csv, tex or json\n"
@@ -116,8 +112,8 @@ static const struct kdl_cmd commands[] = {
          CMD_MEMORY | CMD_PLAN},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
          "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--classes auto|all|K] "
-         "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--memory LIMIT] [--format "
-         "table|md|csv|tex|json]",
+         "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--memory LIMIT] [--plan] "
+         "[--format table|md|csv|tex|json]",
          "  -t, --teacher T    the teacher dump (required)\n"
          "  -s, --student S    a student dump: adds teacher x student CKA\n"
          "  -k, --top K        layers to recommend, listed in depth order (default\n"
@@ -145,11 +141,11 @@ static const struct kdl_cmd commands[] = {
          "                     the same ids in both, or only the ids both hold\n"
          "  --ignore-roles     accept a -t dump whose role is student or a -s dump\n"
          "                     whose role is teacher (exit 2 otherwise); said in a "
-         "note\n" HELP_MEMORY(""),
-         CMD_MEMORY},
+         "note\n" HELP_MEMORY("") HELP_PLAN(""),
+         CMD_MEMORY | CMD_PLAN},
         {"dims", cmd_dims, 0, 0, "does the student have enough feature dimensions?",
          "kdlens dims [-t TEACHER.h5] [-s STUDENT.h5]... [--layer NAME|all] [--tolerance 0.01] "
-         "[--checkpoint NAME|all] [--memory LIMIT] [--format table|md|csv|tex|json]",
+         "[--checkpoint NAME|all] [--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
          "  -t, --teacher FILE      the teacher's dump: residual curve, ridge targets, verdicts\n"
          "  -s, --student FILE      a student's dump; repeat for several\n"
          "  -c, --checkpoint NAME   a checkpoint, or all (default: the last)\n"
@@ -179,16 +175,16 @@ static const struct kdl_cmd commands[] = {
          "                          (strict, default) or only the ids both hold (inner)\n"
          "      --ignore-roles      accept a -t dump whose role is student or a -s dump\n"
          "                          whose role is teacher (exit 2 otherwise); said in a "
-         "note\n" HELP_MEMORY(
+         "note\n" HELP_MEMORY("     ") HELP_PLAN(
                  "     ") "Tables: dims (one row per model, checkpoint and layer), heads, "
                           "verdict,\n"
                           "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n",
-         CMD_MEMORY},
+         CMD_MEMORY | CMD_PLAN},
         {"split", cmd_split, 0, 0,
          "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
          "kdlens split -t TEACHER.h5 -s STUDENT.h5... [-T TAUS] [--checkpoint NAME|all] "
          "[--format table|md|csv|tex|json] [--per-sample OUT.h5] [--domain auto|full|blocked|off] "
-         "[--top-pairs K] [--memory LIMIT]",
+         "[--top-pairs K] [--memory LIMIT] [--plan]",
          "  -t, --teacher FILE   the teacher dump (with /labels, or the student has them)\n"
          "  -s, --student FILE   a student dump (repeatable)\n"
          "  -T, --temperature L  temperatures, e.g. 1,4 (default 4); KL terms carry tau^2\n"
@@ -214,8 +210,41 @@ static const struct kdl_cmd commands[] = {
          "                       classes beyond), full, blocked or off\n"
          "  --domain-max-c N     auto's largest C for the C x C matrices (4096)\n"
          "  --top-pairs K        most confused class pairs listed in blocked mode "
-         "(100)\n" HELP_MEMORY(""),
-         CMD_MEMORY},
+         "(100)\n" HELP_MEMORY("") HELP_PLAN(""),
+         CMD_MEMORY | CMD_PLAN},
+        {"summary", cmd_summary, 0, 0,
+         "accuracy, fidelity to the teacher, calibration (ECE), NLL and KL per checkpoint",
+         "kdlens summary -t TEACHER.h5 -s STUDENT.h5... [--checkpoint NAME|all] [-T TAU] "
+         "[--bins 15] [--group NAME=FILE,FILE,...] [--memory LIMIT] [--plan] [--format "
+         "table|md|csv|tex|json]",
+         "  -t, --teacher FILE        the teacher's dump\n"
+         "  -s, --student FILE        a student's dump (repeatable)\n"
+         "  -c, --checkpoint NAME     a student checkpoint, or 'all' (default: the last)\n"
+         "  --teacher-checkpoint NAME the teacher checkpoint every student checkpoint is\n"
+         "                            compared with (default: the teacher's last; 'same':\n"
+         "                            the one of the same name)\n"
+         "  -T, --temperature TAU     the one temperature of the KL (default 4)\n"
+         "  --bins B                  equal-width confidence bins of ECE and classwise ECE\n"
+         "                            (default 15)\n"
+         "  --group NAME=FILE,...     students that are repeats of one configuration (seeds):\n"
+         "                            mean and sd over them, table summary_groups (repeatable)\n"
+         "  -f, --format FMT          table (default), md, csv, tex or json\n"
+         "  --nonfinite error|skip    fail on NaN/Inf (default) or drop those samples\n"
+         "  --block-rows N            rows per block (default: from a 64 MiB budget)\n"
+         "  --join strict|inner       with /sample_ids in both dumps: the same ids in both\n"
+         "                            (strict, default) or only the ids both hold (inner)\n"
+         "  --ignore-roles            accept a -t dump whose role is student or a -s dump\n"
+         "                            whose role is teacher (exit 2 otherwise); said in a "
+         "note\n" HELP_MEMORY("       ") HELP_PLAN(
+                 "       ") "\nTable summary: one row for the teacher at each checkpoint a "
+                            "student is\n"
+                            "compared with, then one per student and checkpoint: samples, "
+                            "accuracy,\n"
+                            "fidelity (top-1 agreement with the teacher), ece, classwise_ece, "
+                            "kl (the\n"
+                            "mean tau^2 KL(p_t || p_s), as kl's) and nll; definitions in "
+                            "docs/summary.md.\n",
+         CMD_MEMORY | CMD_PLAN},
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
          "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [--force] [-T TAU] "
          "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] [--memory LIMIT] "
@@ -259,8 +288,19 @@ static const struct kdl_cmd commands[] = {
          "  --quiet              no progress bar and no closing line\n"
          "The example is read from KDL_EXAMPLE_DIR when set.\n",
          0},
-        {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [COMMAND]", "", 0},
+        {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [--man] [COMMAND]",
+         "  --man              print the man page of kdlens, or of COMMAND, in roff (the\n"
+         "                     build installs them: man kdlens, man kdlens-COMMAND)\n",
+         0},
 };
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+const struct kdl_cmd *kdl__cli_commands(size_t *ret_n)
+{
+        *ret_n = NCOMMANDS;
+        return commands;
+}
 
 static const struct kdl_cmd *find(const char *name)
 {
@@ -268,6 +308,60 @@ static const struct kdl_cmd *find(const char *name)
                 if (strcmp(commands[k].name, name) == 0)
                         return &commands[k];
         return NULL;
+}
+
+const struct kdl_cmd *kdl__cli_find(const char *name)
+{
+        return find(name);
+}
+
+/* The output options a command takes: --table, and -o DIR for one CSV per table. */
+enum { OUT_TABLE = 1u << 0, OUT_DIR = 1u << 1 };
+
+static unsigned output_options(const struct kdl_cmd *c)
+{
+        if (strstr(c->usage, "--format")) /* the commands that print their tables */
+                return OUT_TABLE | OUT_DIR;
+        return c->budget & CMD_PLAN ? OUT_TABLE : 0; /* report --plan */
+}
+
+const char *kdl__cli_output_help(const struct kdl_cmd *c)
+{
+        unsigned out = output_options(c);
+
+        if (out & OUT_DIR)
+                return "  --table NAME       print only the table NAME (each command's tables:\n"
+                       "                     docs/README.md#tables-by-command); -f csv on\n"
+                       "                     standard output needs it: CSV holds one table\n"
+                       "  -o, --output DIR   write each table (or the --table one) to the\n"
+                       "                     CSV file DIR/NAME.csv (DIR made when missing)\n";
+        if (out & OUT_TABLE)
+                return "  --table NAME       with --plan: print only the table NAME (plan\n"
+                       "                     or plan_parts); -f csv needs it\n";
+        return "";
+}
+
+static const struct kdl_cli_global globals[] = {
+        {"--version", "print the version of kdlens and exit"},
+        {"-h, --help", "print the list of commands and exit"},
+        {"-q, --quiet", "no progress bar and no closing line (report, demo)"},
+};
+
+const struct kdl_cli_global *kdl__cli_globals(size_t *ret_n)
+{
+        *ret_n = sizeof(globals) / sizeof(globals[0]);
+        return globals;
+}
+
+/* "; did you mean 'x'?" for the command @typed, into @buf; "" when none is close. */
+static const char *verb_hint(const char *typed, char *buf, size_t size)
+{
+        const char *names[sizeof(commands) / sizeof(commands[0])];
+
+        for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
+                names[k] = commands[k].name;
+        return kdl__cli_did_you_mean(typed, "", names, sizeof(commands) / sizeof(commands[0]), buf,
+                                     size);
 }
 
 int kdl_cli_fail(struct kdl_cli *cli, int err)
@@ -298,6 +392,8 @@ static void print_help(FILE *out, const struct kdl_cmd *c)
         char b[KDL_MEMORY_FMT], p[KDL_MEMORY_FMT];
 
         fprintf(out, "usage: %s\n\n%s.\n\n%s", c->usage, c->summary, c->help);
+        if (*kdl__cli_output_help(c))
+                fprintf(out, "\nOutput:\n%s", kdl__cli_output_help(c));
         if (c->budget & CMD_MEMORY)
                 fprintf(out,
                         "\nThe default --memory is %s here: half of the %s of physical memory.\n",
@@ -333,15 +429,6 @@ enum kdl_format kdl_cli_default_format(const struct kdl_cli *cli)
         return KDL_FORMAT_TABLE;
 }
 
-int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format format)
-{
-        int err = kdl_doc_write(d, cli->out, format);
-
-        if (err == 0 && fflush(cli->out) != 0)
-                err = kdl_error(-EIO, "cannot write the output");
-        return err < 0 ? kdl_cli_fail(cli, err) : KDL_EXIT_OK;
-}
-
 void kdl_cli_common_init(struct kdl_cli *cli, struct kdl_cli_common *o,
                          const struct kdl_run_common *run)
 {
@@ -357,9 +444,8 @@ enum { OPT_TAKEN = -1 };
 
 /* Getopt result @c with argument @arg into @o: OPT_TAKEN; KDL_CLI_OPT_NOT_MINE
  * for the verb's own options; or an exit status (0 after -h, 2 after a usage
- * error, printed, also for unknown options). */
-static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg,
-                         char **argv)
+ * error, printed). */
+static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, const char *arg)
 {
         int n;
 
@@ -397,14 +483,16 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
                 o->run.skip_nonfinite = strcmp(arg, "skip") == 0;
                 return OPT_TAKEN;
         case KDL_OPT_PER_SAMPLE:
-                /* Rows are per rank under MPI; one file would need parallel HDF5. */
-                if (kdl__dist_size() > 1)
-                        return kdl_cli_usage(cli, "--per-sample: not under mpirun with more than "
-                                                  "one process (run it without mpirun)");
                 o->run.per_sample = arg;
                 return OPT_TAKEN;
         case KDL_OPT_TEACHER_CHECKPOINT:
                 o->run.teacher_checkpoint = arg;
+                return OPT_TAKEN;
+        case KDL_OPT_TABLE:
+                o->table = arg;
+                return OPT_TAKEN;
+        case 'o':
+                o->output = arg;
                 return OPT_TAKEN;
         case KDL_OPT_JOIN:
                 if (kdl_join_parse(arg, &o->inputs.join) < 0)
@@ -427,11 +515,6 @@ static int common_option(struct kdl_cli *cli, struct kdl_cli_common *o, int c, c
                 return OPT_TAKEN;
         case 'h':
                 return kdl_cli_help(cli);
-        case '?':
-        case ':':
-                return kdl_cli_usage(cli, "%s '%s'",
-                                     c == ':' ? "missing argument to" : "unknown option",
-                                     argv[optind - 1]);
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
@@ -469,7 +552,9 @@ int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shorto
         int opt, st;
 
         while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
-                st = common_option(cli, c, opt, optarg, argv);
+                if (opt == '?' || opt == ':')
+                        return kdl_cli_bad_option(cli, opt, argv, longopts);
+                st = common_option(cli, c, opt, optarg);
                 if (st == OPT_TAKEN)
                         c->given |= given_flag(opt);
                 if (st == KDL_CLI_OPT_NOT_MINE) {
@@ -482,7 +567,10 @@ int kdl_cli_parse(struct kdl_cli *cli, int argc, char **argv, const char *shorto
                         return st; /* after -h, or a usage error */
                 }
         }
-        return KDL_CLI_PARSED;
+        /* report's -o is its directory, not one of CSV files. */
+        st = kdl_cli_output_check(cli, &c->format, c->given & KDL_CLI_NO_FORMAT, c->table,
+                                  output_options(find(cli->verb)) & OUT_DIR ? c->output : NULL);
+        return st ? st : KDL_CLI_PARSED;
 }
 
 int kdl_cli_analyse(struct kdl_cli *cli, const char *teacher, const char *const *students, size_t n,
@@ -496,7 +584,8 @@ int kdl_cli_analyse(struct kdl_cli *cli, const char *teacher, const char *const 
         err = kdl_inputs_open_with(teacher, students, n, &c->inputs, &in);
         err = err ?: kdl_doc_new(name, &doc);
         err = err ?: fn(in, opts, doc);
-        status = err < 0 ? kdl_cli_fail(cli, err) : kdl_cli_write_doc(cli, doc, c->format);
+        status = err < 0 ? kdl_cli_fail(cli, err)
+                         : kdl_cli_write_doc(cli, doc, c->format, c->table, c->output);
         kdl_doc_free(doc);
         kdl_inputs_free(in);
         return status;
@@ -594,26 +683,42 @@ int kdl_cli_reject(struct kdl_cli *cli, const struct kdl_cli_common *o, unsigned
 
 static void print_overview(FILE *out)
 {
-        fputs("usage: kdlens [--version] [--help] COMMAND [ARGS]\n\n"
-              "kdlens analyses knowledge distillation from HDF5 dumps of a teacher and a "
-              "student.\n\n"
-              "Commands:\n",
-              out);
+        fputs("usage: " KDL_CLI_USAGE "\n\n" KDL_CLI_ABOUT "\n\nCommands:\n", out);
         for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
                 fprintf(out, "  %-10s %s\n", commands[k].name, commands[k].summary);
-        fputs("\nRun 'kdlens COMMAND -h' for the options of a command.  Every quantity the\n"
-              "commands report is defined, with its source and caveats, in the docs/ directory\n"
-              "of kdlens's source tree (docs/README.md).\n",
-              out);
+        fputs("\nOptions:\n", out);
+        for (size_t k = 0; k < sizeof(globals) / sizeof(globals[0]); k++)
+                fprintf(out, "  %-12s %s\n", globals[k].spec, globals[k].help);
+        fputs("\nRun 'kdlens COMMAND -h' for the options of a command.  " KDL_CLI_DOCS "\n", out);
+}
+
+/* help --man [COMMAND]: the man page of kdlens or of COMMAND, in roff. */
+static int man(struct kdl_cli *cli, int argc, char **argv)
+{
+        const struct kdl_cmd *c = argc > 1 ? find(argv[1]) : NULL;
+        char hint[128];
+
+        if (argc > 2)
+                return kdl_cli_usage(cli, "--man: expected at most one command, found %d",
+                                     argc - 1);
+        if (argc > 1 && !c)
+                return kdl_cli_usage(cli, "--man: unknown command '%s'%s", argv[1],
+                                     verb_hint(argv[1], hint, sizeof(hint)));
+        if (kdl__cli_man(cli->out, c) < 0 || fflush(cli->out) != 0)
+                return kdl_cli_fail(cli, kdl_error(-EIO, "cannot write the man page"));
+        return KDL_EXIT_OK;
 }
 
 int cmd_help(int argc, char **argv, struct kdl_cli *cli)
 {
         const struct kdl_cmd *c;
+        char hint[128];
         int r;
 
         if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0))
                 return kdl_cli_help(cli);
+        if (argc > 1 && strcmp(argv[1], "--man") == 0)
+                return man(cli, argc - 1, argv + 1);
         r = kdl_cli_positional(cli, argc - 1);
         if (r)
                 return r;
@@ -623,7 +728,8 @@ int cmd_help(int argc, char **argv, struct kdl_cli *cli)
         }
         c = find(argv[1]);
         if (!c)
-                return kdl_cli_usage(cli, "unknown command '%s' (see 'kdlens help')", argv[1]);
+                return kdl_cli_usage(cli, "unknown command '%s'%s (see 'kdlens help')", argv[1],
+                                     verb_hint(argv[1], hint, sizeof(hint)));
         print_help(cli->out, c);
         return KDL_EXIT_OK;
 }
@@ -632,6 +738,7 @@ int kdl_cli_run(int argc, char **argv, FILE *out, FILE *err)
 {
         struct kdl_cli cli = {.out = out, .err = err, .verb = "", .verbosity = 0};
         const struct kdl_cmd *c;
+        char hint[128];
         int i = 1;
 
         /* Global options before the verb, by hand (git's handle_options). */
@@ -656,9 +763,12 @@ int kdl_cli_run(int argc, char **argv, FILE *out, FILE *err)
                 print_overview(err);
                 return KDL_EXIT_USAGE;
         }
+        if (strcmp(argv[i], "__complete") == 0) /* the bash completion's helper */
+                return kdl__cli_complete(argc - i - 1, argv + i + 1, &cli);
         c = find(argv[i]);
         if (!c) {
-                fprintf(err, "kdlens: '%s' is not a kdlens command (see 'kdlens help')\n", argv[i]);
+                fprintf(err, "kdlens: '%s' is not a kdlens command%s (see 'kdlens help')\n",
+                        argv[i], verb_hint(argv[i], hint, sizeof(hint)));
                 return KDL_EXIT_USAGE;
         }
         cli.verb = c->name;

@@ -60,10 +60,34 @@ int kdl_cli_positional(struct kdl_cli *cli, int n);
 enum kdl_format kdl_cli_default_format(const struct kdl_cli *cli);
 
 /**
- * kdl_cli_write_doc() - render @d to cli->out in @format; on failure prints
- * the error and returns 1.
+ * kdl_cli_write_doc() - render @d in @format: to cli->out, every table or
+ * only the one called @table (--table; NULL: every one), or with @dir (-o)
+ * as one CSV file per table in @dir.  On failure prints the error (a
+ * usage error for a @table that @d does not have, with the names it has).
+ * Return: the exit status.
  */
-int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format format);
+int kdl_cli_write_doc(struct kdl_cli *cli, const kdl_doc *d, enum kdl_format format,
+                      const char *table, const char *dir);
+
+/**
+ * kdl_cli_output_check() - settle the output options once parsed: -o @dir
+ * writes CSV (*@format becomes csv; another -f, @format_given, is refused),
+ * and CSV on standard output is one table, so -f csv without @table or
+ * @dir is refused with the way out.
+ * Return: 0; the usage exit status (message printed).
+ */
+int kdl_cli_output_check(struct kdl_cli *cli, enum kdl_format *format, bool format_given,
+                         const char *table, const char *dir);
+
+/**
+ * kdl_cli_bad_option() - the usage error for the option that getopt_long()
+ * just refused (@opt '?' or ':') in @argv: missing argument, an argument
+ * given to an option that takes none, an ambiguous abbreviation (the
+ * options it could be), or an unknown option with the options of @longopts
+ * it most resembles ("did you mean").
+ * Return: the usage exit status (message printed).
+ */
+int kdl_cli_bad_option(struct kdl_cli *cli, int opt, char **argv, const struct option *longopts);
 
 /*
  * Options shared by the analysis verbs.  A verb lists KDL_CLI_COMMON_LONGOPTS
@@ -79,6 +103,9 @@ struct kdl_cli_common {
         const char *students[KDL_CLI_MAX_STUDENTS]; /* -s, --student (repeatable) */
         size_t nstudents;
         enum kdl_format format;    /* -f, --format */
+        const char *table;         /* --table NAME: print that table alone */
+        const char *output;        /* -o, --output DIR: one CSV per table there (report: the
+                                      report directory) */
         unsigned given;            /* the KDL_CLI_NO_* flag of each option on the command line */
         struct kdl_run_common run; /* -c, -T, --spatial, --nonfinite, --per-sample,
                                       --block-rows, --teacher-checkpoint, --memory */
@@ -96,11 +123,12 @@ enum {
         KDL_OPT_IGNORE_ROLES,
         KDL_OPT_MEMORY,
         KDL_OPT_PLAN,
+        KDL_OPT_TABLE,
         KDL_OPT_FIRST_FREE_
 };
 
 #define KDL_CLI_COMMON_SHORTOPTS                                                                   \
-        ":t:s:c:f:T:h" /* leading colon: getopt returns ':' for a missing argument */
+        ":t:s:c:f:T:o:h" /* leading colon: getopt returns ':' for a missing argument */
 #define KDL_CLI_COMMON_LONGOPTS                                                                    \
         {"teacher", required_argument, NULL, 't'}, {"student", required_argument, NULL, 's'},      \
                 {"checkpoint", required_argument, NULL, 'c'},                                      \
@@ -115,6 +143,8 @@ enum {
                 {"ignore-roles", no_argument, NULL, KDL_OPT_IGNORE_ROLES},                         \
                 {"memory", required_argument, NULL, KDL_OPT_MEMORY},                               \
                 {"plan", no_argument, NULL, KDL_OPT_PLAN},                                         \
+                {"table", required_argument, NULL, KDL_OPT_TABLE},                                 \
+                {"output", required_argument, NULL, 'o'},                                          \
         {                                                                                          \
                 "help", no_argument, NULL, 'h'                                                     \
         }
@@ -141,7 +171,8 @@ typedef int kdl_cli_option_fn(struct kdl_cli *cli, int opt, const char *arg, voi
 /**
  * kdl_cli_parse() - getopt_long over @argv with @shortopts and @longopts
  * (the common ones and the verb's): the common options into @c, every other
- * one to @own with @ctx.
+ * one to @own with @ctx; then the output options are settled
+ * (kdl_cli_output_check(), except for report, whose -o is its directory).
  * Return: KDL_CLI_PARSED (the positional arguments start at optind); or an
  * exit status to return at once (0 after -h; 2 after a usage error, printed,
  * also for unknown options).
@@ -217,6 +248,7 @@ int cmd_inspect(int argc, char **argv, struct kdl_cli *cli);
 int cmd_dims(int argc, char **argv, struct kdl_cli *cli);
 int cmd_split(int argc, char **argv, struct kdl_cli *cli);
 int cmd_kl(int argc, char **argv, struct kdl_cli *cli);
+int cmd_summary(int argc, char **argv, struct kdl_cli *cli);
 int cmd_help(int argc, char **argv, struct kdl_cli *cli);
 int cmd_cka(int argc, char **argv, struct kdl_cli *cli);
 int cmd_layers(int argc, char **argv, struct kdl_cli *cli);

@@ -18,12 +18,15 @@ enum {
         OPT_BATCH,
         OPT_THETA,
         OPT_PRECISION,
+        OPT_WIDE,
+        OPT_WIDE_MAX,
+        OPT_WIDE_RANK,
 };
 
 /* What cka is asked: the options, and those that only some kernels and estimators use. */
 struct cka_args {
         struct kdl_run_cka_opts o;
-        bool theta_given, batch_given;
+        bool theta_given, batch_given, rank_given;
 };
 
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
@@ -33,6 +36,7 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 
         a->theta_given = a->theta_given || opt == OPT_THETA;
         a->batch_given = a->batch_given || opt == OPT_BATCH;
+        a->rank_given = a->rank_given || opt == OPT_WIDE_RANK;
         switch (opt) {
         case OPT_KERNEL:
                 if (kdl_run_cka_kernel_parse(arg, &o->kernel) < 0)
@@ -60,6 +64,14 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
                 if (kdl_cka_precision_parse(arg, &o->precision) < 0)
                         return kdl_cli_usage(cli, "%s", kdl_errmsg());
                 return 0;
+        case OPT_WIDE:
+                if (kdl_run_cka_wide_parse(arg, &o->wide) < 0)
+                        return kdl_cli_usage(cli, "%s", kdl_errmsg());
+                return 0;
+        case OPT_WIDE_MAX:
+                return kdl_cli_parse_size(cli, "--wide-max", arg, 0, SIZE_MAX, &o->wide_max);
+        case OPT_WIDE_RANK:
+                return kdl_cli_parse_size(cli, "--wide-rank", arg, 3, 46340, &o->wide_rank);
         default:
                 return KDL_CLI_OPT_NOT_MINE;
         }
@@ -88,6 +100,9 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                 {"batch", required_argument, NULL, OPT_BATCH},
                 {"theta", required_argument, NULL, OPT_THETA},
                 {"precision", required_argument, NULL, OPT_PRECISION},
+                {"wide", required_argument, NULL, OPT_WIDE},
+                {"wide-max", required_argument, NULL, OPT_WIDE_MAX},
+                {"wide-rank", required_argument, NULL, OPT_WIDE_RANK},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;
@@ -120,6 +135,14 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
         if (a.batch_given && o->estimator != KDL_RUN_CKA_MINIBATCH)
                 return kdl_cli_usage(cli, "--batch: the minibatch size needs --estimator "
                                           "minibatch");
+        /* The default sketch is never wider than the wide layers. */
+        if (!a.rank_given && o->wide_max && o->wide_max < o->wide_rank)
+                o->wide_rank = o->wide_max < 3 ? 3 : o->wide_max;
+        if (o->wide == KDL_RUN_CKA_WIDE_SKETCH && o->wide_max && o->wide_rank > o->wide_max)
+                return kdl_cli_usage(cli,
+                                     "--wide-rank: a sketch of %zu columns is not narrower "
+                                     "than --wide-max %zu",
+                                     o->wide_rank, o->wide_max);
         o->common = c.run;
         return kdl_cli_analyse(cli, argv[optind], (const char *const *) argv + optind + 1,
                                (size_t) (npos - 1), "cka", c.plan ? plan : run, o, &c);

@@ -89,6 +89,11 @@ static int run(kdl_inputs *in, const void *opts, kdl_doc *doc)
         return err;
 }
 
+static int plan(kdl_inputs *in, const void *o, kdl_doc *doc)
+{
+        return kdl_run_dims_plan(in, o, doc);
+}
+
 int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -131,5 +136,6 @@ int cmd_dims(int argc, char **argv, struct kdl_cli *cli)
         o.common = c.run;
         /* Every eigenvalue of every layer buries the summary on a terminal. */
         o.spectrum = o.spectrum || c.format != KDL_FORMAT_TABLE;
-        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "dims", run, &o, &c);
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "dims", c.plan ? plan : run,
+                               &o, &c);
 }

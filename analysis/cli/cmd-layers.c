@@ -87,6 +87,13 @@ static int run(kdl_inputs *in, const void *args, kdl_doc *doc)
         return kdl_run_layers(in, &o, doc);
 }
 
+static int plan(kdl_inputs *in, const void *args, kdl_doc *doc)
+{
+        const struct layers_args *a = args;
+
+        return kdl_run_layers_plan(in, &a->o, doc);
+}
+
 int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -125,5 +132,6 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
         if (c.run.per_sample)
                 return kdl_cli_usage(cli, "--per-sample is not available for layers");
         a.o.common = c.run;
-        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "layers", run, &a, &c);
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "layers",
+                               c.plan ? plan : run, &a, &c);
 }

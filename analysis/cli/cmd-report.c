@@ -73,14 +73,16 @@ static int run(struct kdl_cli *cli, struct kdl_run_report_opts *o, bool quiet)
 }
 
 /* --plan: what the report would need, printed as the commands print. */
-static int plan(struct kdl_cli *cli, const struct kdl_run_report_opts *o, enum kdl_format format)
+static int plan(struct kdl_cli *cli, const struct kdl_run_report_opts *o,
+                const struct kdl_cli_common *c)
 {
         kdl_doc *doc = NULL;
         int err, st;
 
         err = kdl_doc_new("report", &doc);
         err = err ?: kdl_run_report_plan(o, doc);
-        st = err < 0 ? kdl_cli_fail(cli, err) : kdl_cli_write_doc(cli, doc, format);
+        st = err < 0 ? kdl_cli_fail(cli, err)
+                     : kdl_cli_write_doc(cli, doc, c->format, c->table, NULL);
         kdl_doc_free(doc);
         return st;
 }
@@ -126,7 +128,6 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
                 KDL_CLI_COMMON_LONGOPTS,
-                {"output", required_argument, NULL, 'o'},
                 {"top", required_argument, NULL, 'k'},
                 {"force", no_argument, NULL, OPT_FORCE},
                 {"quiet", no_argument, NULL, OPT_QUIET},
@@ -140,7 +141,7 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
 
         kdl_run_report_opts_init(&a.o);
         kdl_cli_common_init(cli, &c, &a.o.common);
-        r = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS "o:k:", longopts, &c,
+        r = kdl_cli_parse(cli, argc, argv, KDL_CLI_COMMON_SHORTOPTS "k:", longopts, &c,
                           report_option, &a);
         if (r != KDL_CLI_PARSED)
                 return r;
@@ -149,6 +150,10 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         r = r ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE | (c.plan ? 0 : KDL_CLI_NO_FORMAT));
         if (r)
                 return r;
+        if (c.table && !c.plan)
+                return kdl_cli_usage(cli, "--table: report writes every table (--table chooses "
+                                          "one of what --plan prints)");
+        a.o.out_dir = c.output; /* -o, a common option */
         if (!c.teacher || c.nstudents == 0 || (!a.o.out_dir && !c.plan))
                 return kdl_cli_usage(cli, "expected -t TEACHER.h5, at least one -s STUDENT.h5 "
                                           "and -o DIR");
@@ -160,7 +165,7 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         a.o.nstudents = c.nstudents;
         a.o.inputs = c.inputs;
         if (c.plan)
-                return plan(cli, &a.o, c.format);
+                return plan(cli, &a.o, &c);
         cmd = command_line(argc, argv);
         if (!cmd)
                 return kdl_cli_fail(cli, -ENOMEM);
@@ -229,8 +234,8 @@ int cmd_demo(int argc, char **argv, struct kdl_cli *cli)
         while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
                 if (c == 'h')
                         return kdl_cli_help(cli);
-                if (option(cli, c, optarg, &a) == KDL_CLI_OPT_NOT_MINE)
-                        return kdl_cli_usage(cli, "unknown option '%s'", argv[optind - 1]);
+                if (c == '?' || c == ':' || option(cli, c, optarg, &a) == KDL_CLI_OPT_NOT_MINE)
+                        return kdl_cli_bad_option(cli, c, argv, longopts);
         }
         r = kdl_cli_positional(cli, argc - optind);
         if (r)

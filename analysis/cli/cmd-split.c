@@ -66,6 +66,11 @@ static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
         return kdl_run_split(in, o, doc);
 }
 
+static int plan(kdl_inputs *in, const void *o, kdl_doc *doc)
+{
+        return kdl_run_split_memory_plan(in, o, doc);
+}
+
 int cmd_split(int argc, char **argv, struct kdl_cli *cli)
 {
         static const struct option longopts[] = {
@@ -102,5 +107,6 @@ int cmd_split(int argc, char **argv, struct kdl_cli *cli)
         if (a.bins_given && !o->long_tables)
                 return kdl_cli_usage(cli, "--bins: the histograms are in the json and csv "
                                           "formats only");
-        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "split", run, o, &c);
+        return kdl_cli_analyse(cli, c.teacher, c.students, c.nstudents, "split",
+                               c.plan ? plan : run, o, &c);
 }

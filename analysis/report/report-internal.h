@@ -12,8 +12,10 @@
 #include "analysis/kl.h"
 #include "analysis/layers.h"
 #include "analysis/need.h"
+#include "analysis/pass.h"
 #include "analysis/report.h"
 #include "analysis/split.h"
+#include "analysis/summary.h"
 #include "reports/site.h"
 #include "reports/table.h"
 
@@ -42,19 +44,22 @@ struct kdl__report {
         double tau;
         size_t k; /* teacher layers recommended */
         /* The analyses, computed before any section is written. */
-        kdl_doc *inspect, *kl, *split, *dims, *layers;
+        kdl_doc *inspect, *kl, *split, *dims, *layers, *summary;
         kdl_doc **cka; /* [ncka] one per student checkpoint, student-major */
         size_t ncka;
         kdl_doc *passes; /* how the dumps were read */
 };
 
 /* The options the report gives each analysis, all from its own (kdl__report_opts()). */
+struct kdl__summary_run;
+
 struct kdl__report_opts {
         struct kdl_run_kl_opts kl;
         struct kdl_run_split_opts split;
         struct kdl_run_dims_opts dims;
         struct kdl_run_cka_opts cka;
         struct kdl_run_layers_opts layers;
+        struct kdl_run_summary_opts summary;
 };
 
 /* kdl__report_one() - the teacher and student @k of r->in alone (borrowed from r->in), as
@@ -164,6 +169,21 @@ int kdl__report_show_table(struct kdl__report *r, const kdl_doc *d, const char *
 
 /* ---- the sections, in the report's order ---------------------------------------- */
 
+/* The titles of the sections the summary links to (their anchors: kdl_site_anchor()). */
+#define KDL__REPORT_TITLE_SUMMARY "Summary"
+#define KDL__REPORT_TITLE_KL      "Knowledge sources"
+#define KDL__REPORT_TITLE_DIMS    "Feature dimensions"
+#define KDL__REPORT_TITLE_LAYERS  "Teacher layers"
+
+int kdl__report_section_summary(struct kdl__report *r);
+
+/* kdl__report_summary_teacher_job() - summary's job @ret of the teacher at @ck when a student
+ * checkpoint analysed is compared with @ck, and in *@ret_k the stream it runs on: SIZE_MAX the
+ * teacher's own (shared with dims), else student k's pair (a teacher without labels uses
+ * that student's).  Return: 1 with a job; 0 without (@ck compared with none); the errors of
+ * kdl__summary_teacher_job(). */
+int kdl__report_summary_teacher_job(struct kdl__report *r, struct kdl__summary_run *s,
+                                    const kdl_checkpoint *ck, kdl__job *ret, size_t *ret_k);
 int kdl__report_section_inspect(struct kdl__report *r);
 int kdl__report_section_kl(struct kdl__report *r);
 int kdl__report_section_split(struct kdl__report *r);

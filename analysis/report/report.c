@@ -11,11 +11,13 @@
 #include "metrics/base/outfile.h"
 #include "analysis/cka-internal.h"
 #include "analysis/dims-internal.h"
+#include "analysis/dist.h"
 #include "analysis/inspect.h"
 #include "analysis/kl-internal.h"
 #include "analysis/layers.h"
 #include "analysis/pass.h"
 #include "analysis/split-internal.h"
+#include "analysis/summary-internal.h"
 #include "reports/site.h"
 #include "analysis/report/report-internal.h"
 #include "metrics/base/banned.h"
@@ -75,6 +77,7 @@ struct runs {
         struct kdl__kl_run *kl;
         struct kdl__split_run *split;
         struct kdl__dims_run *dims;
+        struct kdl__summary_run *summary;
         struct kdl_run_cka_opts cka; /* each student checkpoint begins a CKA run with these */
         size_t shared;               /* CKA passes shared by several checkpoints */
         kdl_table *passes;
@@ -88,6 +91,20 @@ static int count_block(kdl__job *j, kdl_stream *s, unsigned pass)
         return 0;
 }
 
+/* Under MPI: the blocks of every rank summed (each reads whole blocks of one process's,
+ * kdl_stream_part(), so the sum is one process's count). */
+static int count_combine(kdl__job *j, kdl_stream *s, unsigned pass)
+{
+        double blocks = (double) *(size_t *) j->ctx;
+        int err;
+
+        (void) s;
+        (void) pass;
+        err = kdl__dist_sum(&blocks, 1);
+        *(size_t *) j->ctx = (size_t) blocks;
+        return err;
+}
+
 static int attach_nothing(kdl__job *j, kdl_stream *s)
 {
         (void) j;
@@ -95,8 +112,8 @@ static int attach_nothing(kdl__job *j, kdl_stream *s)
         return 0;
 }
 
-/* The most jobs run_jobs() runs on one stream (kl, split, dims, cka). */
-#define MAX_JOBS 4
+/* The most jobs run_jobs() runs on one stream (kl, split, dims, cka, summary). */
+#define MAX_JOBS 5
 
 /* Run @jobs on one stream over student @k's pair (or the teacher alone when @k is
  * SIZE_MAX), read in the report's blocks and NaN/Inf policy, and add a row to the passes
@@ -110,13 +127,22 @@ static int run_jobs(struct kdl__report *r, struct runs *rs, size_t k, const char
         kdl__job all[MAX_JOBS + 1];
         kdl_stream *s = NULL;
         unsigned passes = 0;
+        double read[2] = {0}; /* samples skipped, values read: summed over the ranks */
         int err;
 
         assert(n <= MAX_JOBS);
         memcpy(all, jobs, n * sizeof(*jobs));
-        all[n] = (kdl__job){.ctx = &blocks, .attach = attach_nothing, .block = count_block};
+        all[n] = (kdl__job){.ctx = &blocks,
+                            .attach = attach_nothing,
+                            .block = count_block,
+                            .combine = count_combine};
         err = kdl_stream_new(rows, pair, &so, &s);
         err = err ?: kdl__jobs_run(s, all, n + 1, &passes);
+        if (!err) {
+                read[0] = (double) kdl_stream_skipped(s);
+                read[1] = (double) kdl_stream_values_read(s);
+        }
+        err = kdl__dist_status(err) ?: kdl__dist_sum(read, 2);
         if (!err && (err = kdl_table_add_row(rs->passes)) > 0)
                 err = 0; /* the row's index */
         err = err
@@ -127,10 +153,8 @@ static int run_jobs(struct kdl__report *r, struct runs *rs, size_t k, const char
         err = err ?: kdl_table_put_int(rs->passes, "datasets", (long long) kdl_stream_count(s));
         err = err ?: kdl_table_put_int(rs->passes, "passes", (long long) passes);
         err = err ?: kdl_table_put_int(rs->passes, "blocks", (long long) blocks);
-        err = err ?: kdl_table_put_int(rs->passes, "skipped", (long long) kdl_stream_skipped(s));
-        err = err
-                      ?: kdl_table_put_int(rs->passes, "values_read",
-                                           (long long) kdl_stream_values_read(s));
+        err = err ?: kdl_table_put_int(rs->passes, "skipped", (long long) read[0]);
+        err = err ?: kdl_table_put_int(rs->passes, "values_read", (long long) read[1]);
         kdl_stream_free(s);
         return err;
 }
@@ -144,8 +168,8 @@ kdl_inputs kdl__report_one(const struct kdl__report *r, size_t k)
                             .opts = r->in->opts};
 }
 
-/* Student @k: kl, split and dims of each selected checkpoint on the checkpoint's stream,
- * with the CKA of it (and of the later checkpoints sharing its pass); then the CKA
+/* Student @k: kl, split, dims and summary of each selected checkpoint on the checkpoint's
+ * stream, with the CKA of it (and of the later checkpoints sharing its pass); then the CKA
  * documents in order. */
 static int student_checkpoints(struct kdl__report *r, struct runs *rs, size_t k)
 {
@@ -158,6 +182,7 @@ static int student_checkpoints(struct kdl__report *r, struct runs *rs, size_t k)
                         kdl__asprintf("%s at %s", kdl__report_short_name(r, k), cp->main->name);
                 struct kdl__cka_shared *sh = NULL;
                 kdl__job jobs[MAX_JOBS];
+                size_t n = 3;
 
                 if (!what) {
                         err = -ENOMEM;
@@ -168,10 +193,12 @@ static int student_checkpoints(struct kdl__report *r, struct runs *rs, size_t k)
                 err = kdl__kl_job(rs->kl, k, cp, &jobs[0]);
                 err = err ?: kdl__split_job(rs->split, k, cp, &jobs[1]);
                 err = err ?: kdl__dims_job(rs->dims, k, cp, &jobs[2]);
+                /* cka's job, unless an earlier checkpoint's shared pass did it */
                 err = err ?: kdl__report_cka_job(&sc, c, &sh, &jobs[3]);
                 rs->shared += sh != NULL;
-                if (err >= 0)
-                        err = run_jobs(r, rs, k, cp->main->name, jobs, err ? 4 : 3);
+                n += err > 0;
+                err = err < 0 ? err : kdl__summary_job(rs->summary, k, cp, &jobs[n++]);
+                err = err ?: run_jobs(r, rs, k, cp->main->name, jobs, n);
                 kdl__cka_shared_free(sh);
         }
         for (size_t c = 0; c < sc.n && !err; c++) {
@@ -201,12 +228,17 @@ static int end_runs(struct kdl__report *r, struct runs *rs)
                 err = kdl__dims_end(rs->dims);
                 rs->dims = NULL;
         }
+        if (!err) {
+                err = kdl__summary_end(rs->summary);
+                rs->summary = NULL;
+        }
         err = err
-                      ?: kdl_doc_add_note(r->passes,
-                                          "each student checkpoint is read on one stream shared "
-                                          "by kl, split, dims and cka: a dataset two analyses "
-                                          "need is read once per pass, and a later pass reads "
-                                          "only what the analyses still running need");
+                      ?: kdl_doc_add_note(
+                                 r->passes,
+                                 "each student checkpoint is read on one stream shared "
+                                 "by kl, split, dims, cka and summary: a dataset two analyses "
+                                 "need is read once per pass, and a later pass reads "
+                                 "only what the analyses still running need");
         if (!err && rs->shared)
                 err = kdl_doc_add_note(r->passes,
                                        "the cka of a student's checkpoints compared with one "
@@ -237,10 +269,17 @@ static int stream_checkpoints(struct kdl__report *r, struct runs *rs)
 
         kdl__report_progress(r, "teacher: dimensions");
         for (size_t c = 0; c < td->ncheckpoints && !err; c++) {
-                kdl__job job;
+                const kdl_checkpoint *ck = &td->checkpoints[c];
+                size_t k = SIZE_MAX; /* the summary's stream: the teacher's own */
+                kdl__job jobs[2];
+                int n;
 
-                err = kdl__dims_teacher_job(rs->dims, &td->checkpoints[c], &job);
-                err = err ?: run_jobs(r, rs, SIZE_MAX, td->checkpoints[c].name, &job, 1);
+                err = kdl__dims_teacher_job(rs->dims, ck, &jobs[0]);
+                n = err ?: kdl__report_summary_teacher_job(r, rs->summary, ck, &jobs[1], &k);
+                err = n < 0 ? n
+                            : run_jobs(r, rs, SIZE_MAX, ck->name, jobs, k == SIZE_MAX ? 1 + n : 1);
+                if (!err && n && k != SIZE_MAX)
+                        err = run_jobs(r, rs, k, ck->name, &jobs[1], 1);
         }
         for (size_t k = 0; k < r->in->nstudents && !err; k++)
                 err = student_checkpoints(r, rs, k);
@@ -263,6 +302,7 @@ static int docs_new(struct kdl__report *r, struct runs *rs)
         err = err ?: kdl_doc_new("split", &r->split);
         err = err ?: kdl_doc_new("dims", &r->dims);
         err = err ?: kdl_doc_new("layers", &r->layers);
+        err = err ?: kdl_doc_new("summary", &r->summary);
         err = err ?: kdl_doc_new("passes", &r->passes);
         err = err ?: kdl_table_new("passes", "How the dumps were read", &rs->passes);
         return err;
@@ -314,6 +354,8 @@ void kdl__report_opts(const struct kdl__report *r, struct kdl__report_opts *a)
         a->layers.common.teacher_checkpoint = NULL;
         a->layers.k = r->o->k ? r->o->k
                               : kdl_layers_default_k(r->in->teacher, a->layers.common.checkpoint);
+        kdl_run_summary_opts_init(&a->summary);
+        a->summary.common = r->o->common;
 }
 
 static int compute(struct kdl__report *r)
@@ -335,15 +377,19 @@ static int compute(struct kdl__report *r)
                 kdl__report_progress(r, "inputs");
         err = err ?: kdl_run_inspect(r->inputs, r->in->nstudents + 1, &io, r->inspect, &nprob);
         err = err ?: kdl__kl_begin(r->in, &a.kl, r->kl, &rs.kl);
-        err = err ?: kdl__split_begin(r->in, &a.split, r->split, &rs.split);
+        /* Under MPI: every rank's errors before each collective step (kdl__dist_status()). */
+        err = kdl__dist_status(err) ?: kdl__split_begin(r->in, &a.split, r->split, &rs.split);
         err = err ?: kdl__dims_begin(r->in, &a.dims, r->dims, &rs.dims);
-        err = err ?: stream_checkpoints(r, &rs);
+        err = err ?: kdl__summary_begin(r->in, &a.summary, r->summary, &rs.summary);
+        err = kdl__dist_status(err) ?: stream_checkpoints(r, &rs);
+        err = kdl__dist_status(err);
         if (!err)
                 kdl__report_progress(r, "layers: teacher layer quality");
         err = err ?: kdl_run_layers(&teacher_only, &a.layers, r->layers);
         kdl__kl_abort(rs.kl);
         kdl__split_abort(rs.split);
         kdl__dims_abort(rs.dims);
+        kdl__summary_abort(rs.summary);
         kdl_table_free(rs.passes);
         return err;
 }
@@ -422,6 +468,7 @@ static int run_open(struct kdl__report *r, const struct kdl_run_report_opts *o)
 static void run_release(struct kdl__report *r)
 {
         kdl_doc_free(r->passes);
+        kdl_doc_free(r->summary);
         kdl_doc_free(r->layers);
         kdl_doc_free(r->dims);
         kdl_doc_free(r->split);
@@ -482,8 +529,13 @@ int kdl_run_report(const struct kdl_run_report_opts *o)
         err = check_opts(o, false);
         err = err ?: run_open(&r, o);
         err = err ?: check_need(&r);
-        err = err ?: kdl_site_open(o->out_dir, o->force ? KDL_SITE_FORCE : 0, &r.site);
-        err = err ?: compute(&r);
+        /* Under MPI rank 0 alone makes, writes and renames the directory (docs/mpi.md). */
+        if (!err && kdl__dist_rank() == 0)
+                err = kdl_site_open(o->out_dir, o->force ? KDL_SITE_FORCE : 0, &r.site);
+        err = kdl__dist_status(err) ?: compute(&r);
+        if (!err && kdl__dist_rank() > 0)
+                goto out;
+        err = err ?: kdl__report_section_summary(&r);
         err = err ?: kdl__report_section_inspect(&r);
         err = err ?: kdl__report_section_kl(&r);
         err = err ?: kdl__report_section_split(&r);
@@ -496,6 +548,7 @@ int kdl_run_report(const struct kdl_run_report_opts *o)
                 err = kdl_site_commit(r.site, o->command, r.inputs, o->nstudents + 1);
                 r.site = NULL;
         }
+out:
         kdl_site_abort(r.site);
         run_release(&r);
         return err;

@@ -383,7 +383,7 @@ int kdl__report_section_dims(struct kdl__report *r)
 
         kdl__report_progress(r, "dims: figures");
         err = kdl_site_section(
-                r->site, "Feature dimensions",
+                r->site, KDL__REPORT_TITLE_DIMS,
                 "Does each student have enough feature dimensions to take up the teacher's logit "
                 "knowledge (Hsu et al. 2022)? Two answers per student, both at the verdict's "
                 "tolerance. Architectural: does its width d_s reach d_needed, the fewest "

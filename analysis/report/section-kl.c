@@ -123,7 +123,7 @@ int kdl__report_section_kl(struct kdl__report *r)
         int err;
 
         kdl__report_progress(r, "kl: figures");
-        err = text ? kdl_site_section(r->site, "Knowledge sources", text) : -ENOMEM;
+        err = text ? kdl_site_section(r->site, KDL__REPORT_TITLE_KL, text) : -ENOMEM;
         free(text);
         err = err ?: kl_figures(r, d);
         err = err

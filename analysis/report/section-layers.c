@@ -142,7 +142,7 @@ int kdl__report_section_layers(struct kdl__report *r)
                         KDL_QUALITY_MIN_PER_CLASS);
         if (!text)
                 return -ENOMEM;
-        err = kdl_site_section(r->site, "Teacher layers", text);
+        err = kdl_site_section(r->site, KDL__REPORT_TITLE_LAYERS, text);
         free(text);
         err = err ?: layers_figure(r, d, nout);
         err = err

@@ -10,7 +10,8 @@ int kdl__report_section_passes(struct kdl__report *r)
 
         err = kdl_site_section(r->site, "How the dumps were read",
                                "Each student checkpoint was read on one stream shared by the "
-                               "kl, split, dims and CKA analyses: every dataset once per pass, "
+                               "kl, split, dims, CKA and summary analyses: every dataset once "
+                               "per pass, "
                                "and a second pass only for the analyses that need one (split's "
                                "instance weights w_n; kl's projector when the head widths "
                                "differ), reading only their datasets.");

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""The memory budget: --memory LIMIT bounds kl, cka, report and inspect; --plan says what
-each analysis needs without reading data.
+"""The memory budget: --memory LIMIT bounds every analysis; --plan says what kl, cka, split,
+dims, layers and the report need without reading data.
 
 A need over the budget is one line on stderr naming the analysis, the size and the option
 that lowers it, exit status 1, with nothing written; a malformed LIMIT is a usage error
@@ -10,7 +10,9 @@ The plan is checked against the peak resident memory of the run it describes, me
 with os.wait4() on mid-size dumps: plan <= peak <= plan + OVERHEAD, where OVERHEAD is what
 no option changes (the program, HDF5, BLAS, the result tables; 15 to 25 MiB measured here).
 Under AddressSanitizer its shadow memory and quarantine add to the peak (69 MiB measured on
-the cka case in the sanitized CI build), so OVERHEAD is larger there.
+the cka case in the sanitized CI build; dims reached 214 MiB over its plan with ASan's
+default 256 MiB quarantine), so the measured runs get a 16 MiB quarantine and OVERHEAD is
+larger there.
 """
 import json
 import os
@@ -99,8 +101,13 @@ PROBE = ("import resource, subprocess, sys\n"
 def peak_rss(*args):
     """The peak resident memory of kdlens ARGS in bytes, from resource.getrusage() of the
     child (exit status 0 required)."""
+    env = dict(os.environ)
+    if sanitized():
+        # ASan keeps freed blocks in a quarantine (256 MiB by default) that would count as
+        # resident: a small one, so that the peak is the live memory plus shadow.
+        env["ASAN_OPTIONS"] = "quarantine_size_mb=16:" + env.get("ASAN_OPTIONS", "")
     p = subprocess.run([sys.executable, "-S", "-c", PROBE, kt.KDLENS, *args],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=env)
     status, kib = map(int, p.stdout.split())
     assert status == 0, (args, p.stderr)
     return kib * 1024  # kilobytes on Linux
@@ -199,21 +206,32 @@ def test_plan_reads_no_data():
     assert "fits" in kt.run("cka", TNAN, S, "--plan", check=0)[1]
     row, parts = plan("cka", T, S)
     assert row["need_bytes"] == sum(p["bytes"] for p in parts)
+    # split, dims and layers plan the dump whose logits a run fails on.
+    for args in (("split", "-t", TNAN, "-s", S), ("dims", "-t", TNAN, "-s", S),
+                 ("layers", "-t", TNAN, "-s", S)):
+        st, _, err = kt.run(*args)
+        assert st == 1 and "NaN" in err, (args, err)
+        row, parts = plan(*args)
+        assert row["analysis"] == args[0] and row["fits"] is True, row
+        assert row["need_bytes"] == sum(p["bytes"] for p in parts) > 0, (row, parts)
+        row, _ = plan(*args, "--memory", "64K")
+        assert row["fits"] is False, row
 
 
 def test_report_plan_adds_the_analyses_of_a_checkpoint():
-    """The report's need is one checkpoint's kl and cka jobs and their shared stream, and
-    it needs no directory."""
+    """The report's need is one checkpoint's kl, cka and summary jobs and their shared
+    stream, and it needs no directory."""
     row, parts = plan("report", "-t", CT, "-s", CS)
     names = [p["part"] for p in parts]
-    assert any(n.startswith("kl: ") for n in names) and any(n.startswith("cka: ") for n in
-                                                               names), names
+    for analysis in ("kl", "cka", "summary"):
+        assert any(n.startswith(analysis + ": ") for n in names), (analysis, names)
     assert row["need_bytes"] == sum(p["bytes"] for p in parts)
     kl, _ = plan("kl", "-t", CT, "-s", CS)
     cka, _ = plan("cka", CT, CS)
-    # Two streams' blocks become one: no more than the two alone, more than either.
-    assert max(kl["need_bytes"], cka["need_bytes"]) < row["need_bytes"] <= \
-        kl["need_bytes"] + cka["need_bytes"], (row, kl, cka)
+    sm, _ = plan("summary", "-t", CT, "-s", CS)
+    # Three streams' blocks become one: no more than the three alone, more than any.
+    assert max(kl["need_bytes"], cka["need_bytes"], sm["need_bytes"]) < row["need_bytes"] <= \
+        kl["need_bytes"] + cka["need_bytes"] + sm["need_bytes"], (row, kl, cka, sm)
     st, _, err = kt.run("report", "-t", CT, "-s", CS, "-f", "json")
     assert st == 2 and "-f/--format" in err, err
 
@@ -222,7 +240,7 @@ def test_report_counts_the_shared_cka_pass():
     """Two student checkpoints compared with one teacher checkpoint share one CKA pass:
     the report's need is that pass's (the teacher's sources once, both checkpoints'
     student sources); under a budget it does not fit but each checkpoint's pass does, the
-    report runs them apart and fits."""
+    report runs them apart and fits, and each checkpoint's CKA is the shared pass's."""
     s2 = os.path.join(DIR, "cs2.h5")
     shutil.copy(CS, s2)
     with h5py.File(s2, "r+") as f:
@@ -243,14 +261,41 @@ def test_report_counts_the_shared_cka_pass():
                         "--gnuplot", GNUPLOT)
     assert st == 0, err
     passes = json.load(open(os.path.join(rep, "data", "passes.json")))
-    assert [r["analyses"] for r in kt.records(passes, "passes") if r["model"] == s2] == [4, 4]
+    assert [r["analyses"] for r in kt.records(passes, "passes") if r["model"] == s2] == [5, 5]
     assert not any("is one pass on the stream" in n for n in passes["notes"]), passes["notes"]
+    # The shared pass gives each checkpoint the CKA its own pass gives (to rounding: the
+    # blocks of the streams differ).
+    shared = os.path.join(DIR, "rep-shared")
+    st, _, err = kt.run("report", "-t", CT, "-s", s2, "-o", shared, "--quiet",
+                        "--gnuplot", GNUPLOT)
+    assert st == 0, err
+    passes = json.load(open(os.path.join(shared, "data", "passes.json")))
+    assert [r["analyses"] for r in kt.records(passes, "passes") if r["model"] == s2] == [5, 4]
+    assert any("is one pass on the stream" in n for n in passes["notes"]), passes["notes"]
+    names = sorted(f for f in os.listdir(os.path.join(rep, "data"))
+                   if f.startswith("cka_") and f.endswith(".json"))
+    assert len(names) == 2, names
+    for name in names:
+        a, b = (json.load(open(os.path.join(d, "data", name)))["results"] for d in (rep, shared))
+        assert len(a) == len(b) and a, name
+        for ra, rb in zip(a, b):
+            assert ra.keys() == rb.keys(), (name, ra, rb)
+            for key, va in ra.items():
+                if isinstance(va, float) and isinstance(rb[key], float):
+                    assert abs(va - rb[key]) <= 1e-9 * max(1.0, abs(va)), (name, key, va, rb[key])
+                else:
+                    assert va == rb[key], (name, key, va, rb[key])
 
 
 def test_plan_is_the_measured_peak():
     """plan <= peak RSS <= plan + OVERHEAD, for cka (the in-memory CKA of its subsample
-    dominates) and kl (blocks and the Spearman reservoir)."""
-    for args in (("cka", CT, CS), ("kl", "-t", KT, "-s", KS)):
+    dominates; with wide layers sketched, or in column strips over more passes), kl (blocks
+    and the Spearman reservoir), split and dims (their blocks and states over 60,000 samples)
+    and layers (its CKA, then the quality of each layer)."""
+    for args in (("cka", CT, CS), ("cka", CT, CS, "--wide-max", "100"),
+                 ("cka", CT, CS, "--wide-max", "100", "--wide", "exact"),
+                 ("kl", "-t", KT, "-s", KS), ("split", "-t", KT, "-s", KS),
+                 ("dims", "-t", KT, "-s", KS), ("layers", "-t", CT, "-s", CS)):
         row, _ = plan(*args)
         rss = peak_rss(*args, "--format", "json")
         print(f"  {args[0]}: plan {row['need_bytes'] / MIB:.1f} MiB, peak RSS "

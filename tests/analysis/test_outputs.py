@@ -5,12 +5,15 @@
 --per-sample OUT of kl and split, and report -o DIR, are refused (exit 2, one
 line) when they would replace an input, a directory holding one, a symbolic
 link, a FIFO or a directory kdlens did not write (the last unless --force);
-after each refusal every input is byte for byte what it was.  (A killed
-report's temporary directory: test_report.py.)
+after each refusal every input is byte for byte what it was.  A killed
+--per-sample run's temporary file is removed by the next run (here); a killed
+report's temporary directory: test_report.py.
 """
 import hashlib
 import os
+import shutil
 import stat
+import subprocess
 import sys
 import time
 
@@ -86,6 +89,39 @@ def test_per_sample_never_replaces_a_link_or_a_fifo():
     st, _, err = kt.run("kl", "-t", TI, "-s", SI, "--per-sample", other)
     assert st == 0 and open(other, "rb").read(4) == b"\x89HDF", err
     assert not [f for f in os.listdir(DIR) if ".tmp-" in f], os.listdir(DIR)
+
+
+def gone_pid():
+    """The pid of a process that has exited (and been reaped)."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_per_sample_removes_a_killed_runs_temporaries():
+    """kill -9 during --per-sample leaves OUT.tmp-<pid>-XXXXXX next to OUT, an HDF5
+    file or, killed early, an empty one: the next run into OUT removes those of a
+    process that is gone, and nothing else (a live process's, one that is not HDF5)."""
+    d = os.path.join(DIR, "killed")
+    os.makedirs(d)
+    out = os.path.join(d, "per sample ü 50% 'q'.h5")
+    for verb in ("kl", "split"):
+        dead = gone_pid()
+        stale = [f"{out}.tmp-{dead}-aB3xY9", f"{out}.tmp-{dead}-aB3xY8"]
+        shutil.copyfile(SI, stale[0])
+        open(stale[1], "w").close()
+        kept = [f"{out}.tmp-{dead}-aB3xY7", f"{out}.tmp-{os.getpid()}-aB3xY6",
+                f"{out}.tmp-{dead}-aB3xY", f"{out}.bak"]
+        open(kept[0], "w").write("not HDF5: not kdlens's")
+        for k in kept[1:]:
+            shutil.copyfile(SI, k)
+        st, _, err = kt.run(verb, "-t", TI, "-s", SI, "--per-sample", out)
+        assert st == 0, (verb, err)
+        assert sorted(os.listdir(d)) == sorted(os.path.basename(p) for p in [out] + kept), \
+            (verb, os.listdir(d))
+        assert open(out, "rb").read(4) == b"\x89HDF"
+        for k in kept:
+            os.unlink(k)
 
 
 def report(out, *extra, t=TI, s=SI):

@@ -46,7 +46,7 @@ def test_report_is_complete_and_links_resolve():
     assert len(links) > 20, links
     for rel in links:
         assert os.path.isfile(os.path.join(out, rel)), f"index.html references missing {rel}"
-    for rel in re.findall(r"\]\(([^)]+)\)", md):
+    for rel in re.findall(r"\]\(([^)#][^)]*)\)", md):  # in-page anchors: test_summary_...
         assert os.path.isfile(os.path.join(out, rel)), f"index.md references missing {rel}"
     figs = re.findall(r'<img src="figures/([^"]+)\.png"', html)
     for want in ("split_stacked", "confidence_s1", "kl_sources", "kl_curves_s1", "dims_residual",
@@ -86,9 +86,9 @@ def columns(f, path):
 
 def test_analyses_share_one_stream_and_match_the_commands():
     """The report reads each student checkpoint once per pass on a stream shared by
-    kl, split, dims and cka, the cka of all the checkpoints (compared with the same
-    teacher checkpoint) in one pass on the first one's stream, and each analysis's data
-    is the document its command writes alone."""
+    kl, split, dims, cka and summary, the cka of all the checkpoints (compared with the same
+    teacher checkpoint) in one pass on the first one's stream, and each analysis's data is
+    the document its command writes alone."""
     import h5py
     import numpy as np
     out = os.path.join(kt.tmpdir(), "rep")
@@ -106,12 +106,16 @@ def test_analyses_share_one_stream_and_match_the_commands():
         first = [r for r in rows if r["model"] == S][0]["checkpoint"]
         for r in rows:
             if r["model"] == T:
-                # dims alone, one pass per checkpoint: the features and the logits
-                # (the ridge targets) of every teacher sample.
+                # dims, one pass per checkpoint: the features and the logits (the ridge
+                # targets) of every teacher sample; summary's at the checkpoint the student
+                # is compared with (the last) on the same stream: the logits and the labels.
                 ck = tc[r["checkpoint"]]
                 want = sum(columns(ck["features"], l) for l in ck["features"])
                 want += columns(ck, "logits")
-                assert (r["analyses"], r["datasets"], r["passes"]) == (1, 4, 1), r
+                summary = "/checkpoints/" + r["checkpoint"] == last
+                want += summary
+                assert (r["analyses"], r["datasets"], r["passes"]) == \
+                    (1 + summary, 4 + summary, 1), r
                 assert r["values_read"] == len(t["sample_ids"]) * want, r
                 continue
             sc = "/checkpoints/" + r["checkpoint"]
@@ -137,16 +141,16 @@ def test_analyses_share_one_stream_and_match_the_commands():
                 pass0 += sum(columns(s, f"/checkpoints/{c}/features/{l}")
                              for c in others for l in s[f"/checkpoints/{c}/features"])
                 pass0 += sum(columns(s, f"/checkpoints/{c}/logits") for c in others)
-                want = (4, 12 + len(others) * (len(sf) + 1), 2)
+                want = (5, 12 + len(others) * (len(sf) + 1), 2)
             else:
                 # No cka here: the teacher's layers are not read but for kl's "pen".
                 pass0 -= sum(columns(t, f"{last}/features/{l}") for l in tf if l != "pen")
-                want = (3, 12 - (len(tf) - 1), 2)
+                want = (4, 12 - (len(tf) - 1), 2)
             assert (r["analyses"], r["datasets"], r["passes"]) == want, r
             assert r["values_read"] == n * (pass0 + pass1), (r, n, pass0, pass1)
     common = ("-t", T, "-s", S, "-c", "all", "-T", "4")
     for name, args in (("kl", ("kl",) + common), ("split", ("split",) + common),
-                       ("dims", ("dims",) + common),
+                       ("dims", ("dims",) + common), ("summary", ("summary",) + common),
                        ("cka_s1_final", ("cka", T, S, "-c", "final"))):
         alone, shared = kt.run_json(*args), data(name)
         assert alone["results"], name
@@ -332,6 +336,82 @@ def test_any_name_a_dump_may_hold():
                and f.endswith(".json") and json.load(open(os.path.join(out, "data", f)))
                ["results"][0]["checkpoint_b"] == ck]
         assert len(cka) == 1, (ck, cka)
+
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "datasets", "example")
+
+
+def summary_cells(html):
+    """The rows of the summary table at the top of index.html: lists of (text, href)."""
+    table = re.search(r'<table class="summary">(.*?)</table>', html, re.S).group(1)
+    rows = []
+    for tr in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]:
+        cells = []
+        for td in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S):
+            m = re.match(r'<a href="#([^"]+)">(.*)</a>$', td)
+            cells.append((m.group(2), m.group(1)) if m else (td, None))
+        rows.append(cells)
+    return rows
+
+
+def test_summary_at_the_top_equals_kdlens_summary_and_links_resolve():
+    """The bundled example: the summary table at the top shows kdlens summary's numbers
+    (data/summary.json is its document), every number links to an anchor of the page, and
+    the table of contents lists every section and figure."""
+    teacher = os.path.join(EXAMPLE, "teacher.h5")
+    students = [os.path.join(EXAMPLE, f"student_{s}.h5") for s in ("kd", "ce", "narrow")]
+    out = os.path.join(kt.tmpdir(), "example")
+    args = ["-t", teacher] + [a for s in students for a in ("-s", s)]
+    st, _, err = kt.run("report", *args, "-o", out, "--quiet", "--gnuplot", GNUPLOT)
+    assert st == 0, err
+    html = open(os.path.join(out, "index.html")).read()
+    md = open(os.path.join(out, "index.md")).read()
+    alone = kt.run_json("summary", *args, "-c", "all", "-T", "4")
+    shared = json.load(open(os.path.join(out, "data", "summary.json")))
+    assert alone["results"] == shared["results"]
+    assert "kdlens summary -t " in html and os.path.getsize(os.path.join(out, "tables",
+                                                                           "summary.csv")) > 100
+    want = kt.records(alone, "summary")
+    rows = summary_cells(html)
+    assert len(rows) == len(want) == 1 + 3 * 4, (len(rows), len(want))
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"
+    for cells, w in zip(rows, want):
+        assert cells[1][0] == w["checkpoint"], (cells, w)
+        assert (cells[0][0] == "teacher") == (w["role"] == "teacher"), (cells, w)
+        for j, key in enumerate(("accuracy", "fidelity", "ece", "classwise_ece", "kl")):
+            assert cells[2 + j][0] == fmt(w.get(key)), (key, cells, w)
+    # The other analyses' numbers: the best source by Pearson r in the kl table, the verdict.
+    kl = kt.records(json.load(open(os.path.join(out, "data", "kl.json"))), "kl")
+    verdict = kt.records(json.load(open(os.path.join(out, "data", "dims.json"))), "verdict")
+    for cells, w in zip(rows[1:], want[1:]):
+        cand = [r for r in kl if r["student"] == w["model"] and r["checkpoint"] ==
+                w["checkpoint"] and r["approximation"] != "kl" and r.get("pearson") is not None]
+        best = max(cand, key=lambda r: r["pearson"])
+        assert cells[7][0] == f"{best['approximation']} (r = {best['pearson']:.3f})", cells
+        (v,) = [r for r in verdict if r["checkpoint"] == w["checkpoint"] and
+                w["model"].endswith(r["model"] + ".h5")]
+        assert cells[8][0] == v["verdict"], (cells, v)
+    rec = kt.records(json.load(open(os.path.join(out, "data", "layers.json"))),
+                     "layers_recommended")
+    assert rows[0][9][0] == ", ".join(r["layer"] for r in rec), (rows[0], rec)
+    # Every anchor linked to exists, in both pages.
+    ids = set(re.findall(r'\bid="([^"]+)"', html))
+    hrefs = set(re.findall(r'href="#([^"]+)"', html))
+    assert hrefs and hrefs <= ids, hrefs - ids
+    assert {c[1] for r in rows for c in r if c[1]} >= {"tab-summary", "sec-knowledge-sources",
+                                                       "sec-feature-dimensions",
+                                                       "fig-kl_sources", "sec-teacher-layers"}
+    md_ids = set(re.findall(r'<a id="([^"]+)"></a>', md))
+    md_hrefs = set(re.findall(r"\]\(#([^)]+)\)", md))
+    assert md_hrefs and md_hrefs <= md_ids, md_hrefs - md_ids
+    # The table of contents lists every section and every figure, in order.
+    toc = re.search(r'<nav id="contents">(.*?)</nav>', html, re.S).group(1)
+    sections = re.findall(r'<section id="([^"]+)">', html)
+    figures = re.findall(r'<figure id="([^"]+)">', html)
+    assert sections[0] == "sec-summary" and len(figures) > 20, (sections, len(figures))
+    listed = re.findall(r'href="#([^"]+)"', toc)
+    assert listed == [a for a in re.findall(r'<(?:section|figure) id="([^"]+)">', html)], listed
+    assert html.index('<table class="summary">') < html.index('<nav id="contents">')
 
 
 if __name__ == "__main__":

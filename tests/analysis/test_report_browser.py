@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""Headless Chromium loads a report's index.html: every figure image decodes,
-and a full-page screenshot is taken.  Exit 77 (skipped) without chromium."""
+"""Headless Chromium loads a report's index.html: every figure image decodes, the
+summary table at the top has a row per model and checkpoint, every in-page link
+has its anchor, and screenshots of the top of the page and of the whole page are
+taken (copied into $KDL_ARTIFACTS when set, to be looked at).  Exit 77 (skipped)
+without chromium."""
 import os
 import re
 import shutil
@@ -16,12 +19,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-# Appended to a copy of index.html: the page's title reports how many images decoded.
+# Appended to a copy of index.html: the page's title reports how many images decoded, the
+# rows of the summary table and the in-page links without an anchor.
 PROBE = """<script>
 window.addEventListener('load', function () {
   var imgs = Array.from(document.images);
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  document.title = 'images ' + ok + '/' + imgs.length;
+  var links = Array.from(document.querySelectorAll('a[href^="#"]'));
+  var missing = links.filter(function (a) {
+    return !document.getElementById(a.getAttribute('href').slice(1)); }).length;
+  var rows = document.querySelectorAll('table.summary tr').length - 1;
+  document.title = 'images ' + ok + '/' + imgs.length + ' summary ' + rows + ' links ' +
+    links.length + ' missing ' + missing;
 });
 </script>"""
 
@@ -42,13 +51,28 @@ def test_browser_shows_every_figure():
     with open(probe, "w") as fh:
         fh.write(html.replace("</body>", PROBE + "</body>"))
     p = chromium("--virtual-time-budget=10000", "--dump-dom", "file://" + probe)
-    m = re.search(r"<title>images (\d+)/(\d+)</title>", p.stdout)
+    m = re.search(r"<title>images (\d+)/(\d+) summary (\d+) links (\d+) missing (\d+)</title>",
+                  p.stdout)
     assert m, p.stdout[:500] + p.stderr[-500:]
     assert int(m.group(2)) == nimg and int(m.group(1)) == nimg, m.group(0)
+    # The teacher's row and one per student checkpoint; every number and the contents linked.
+    nck = len(kt.records(kt.run_json("summary", "-t", os.path.join(kt.FIXTURES, "teacher.h5"),
+                                     "-s", os.path.join(kt.FIXTURES, "student.h5"), "-c", "all"),
+                         "summary"))
+    assert int(m.group(3)) == nck > 1 and int(m.group(4)) > nimg, m.group(0)
+    assert int(m.group(5)) == 0, m.group(0)
+    # The first screen a reader sees: the summary table.
+    top = os.path.join(out, "top.png")
+    chromium("--window-size=1280,1600", f"--screenshot={top}", "file://" + os.path.join(out, "index.html"))
+    assert open(top, "rb").read(4) == b"\x89PNG"
     shot = os.path.join(out, "screenshot.png")
     chromium("--window-size=1200,3000", f"--screenshot={shot}", "file://" + os.path.join(out, "index.html"))
     data = open(shot, "rb").read()
     assert data.startswith(b"\x89PNG") and len(data) > 100_000, len(data)
+    if os.environ.get("KDL_ARTIFACTS"):
+        os.makedirs(os.environ["KDL_ARTIFACTS"], exist_ok=True)
+        for f in (top, shot):
+            shutil.copy(f, os.path.join(os.environ["KDL_ARTIFACTS"], "report-" + os.path.basename(f)))
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def io_counters():
 
 
 def measure(argv, out_path, err_path, timeout, cap):
-    """Run @argv; return a dict of its wall time, peak RSS, input read, status."""
+    """Run @argv; return a dict of its wall and CPU time, peak RSS, input read, status."""
     def limit():
         os.nice(10)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -128,8 +128,9 @@ def measure(argv, out_path, err_path, timeout, cap):
         state = "exit %d" % os.WEXITSTATUS(status)
     with open(err_path, errors="replace") as f:
         first = next((ln.strip() for ln in f if ln.strip()), "")
-    return {"wall_s": wall, "peak_mib": ru.ru_maxrss / 1024.0, "read_gb": (r1 - r0) / 1e9,
-            "disk_gb": (b1 - b0) / 1e9, "status": state, "stderr": first}
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_mib": ru.ru_maxrss / 1024.0,
+            "read_gb": (r1 - r0) / 1e9, "disk_gb": (b1 - b0) / 1e9, "status": state,
+            "stderr": first}
 
 
 def file_gb(d, name):

@@ -354,7 +354,7 @@ static void test_all_layouts_write(void **state)
 static void test_failures_leave_nothing(void **state)
 {
         struct kdl_synth_opts o;
-        char *sub = path_in("fail"), *t, *s, *missing, *isdir, *buf;
+        char *sub = path_in("fail"), *t = NULL, *s = NULL, *missing = NULL, *isdir = NULL, *buf;
         FILE *f;
         size_t len;
 

@@ -37,13 +37,15 @@ static void walk(kdl_h5file *f)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-        struct kdl_inspect_opts quick = {.scan_values = false};
+        struct kdl_run_inspect_opts quick;
         struct fuzz_file in;
         kdl_h5file *f = NULL;
         kdl_doc *doc = NULL;
         const char *paths[1];
         size_t nprob;
 
+        kdl_run_inspect_opts_init(&quick);
+        quick.scan_values = false;
         if (fuzz_file_open(&in, data, size) < 0)
                 return 0;
         if (kdl_h5_open(in.path, &f) == 0) {
@@ -52,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         paths[0] = in.path;
         if (kdl_doc_new("inspect", &doc) == 0)
-                (void) kdl_inspect(paths, 1, &quick, doc, &nprob);
+                (void) kdl_run_inspect(paths, 1, &quick, doc, &nprob);
         kdl_doc_free(doc);
         fuzz_file_close(&in);
         return 0;

@@ -22,11 +22,17 @@ struct fuzz_file {
 
 /**
  * fuzz_file_open() - a new file holding @data; each call gets a new name.
+ * The first call also says where kdl_h5_open() catalogues: in this process
+ * (so that libFuzzer sees the catalogue's coverage and faults), or with
+ * KDL_FUZZ_ISOLATE=1 in a child process, as the command line does.
  * Return: 0; -errno (the input is then skipped).  Remove with fuzz_file_close().
  */
 int fuzz_file_open(struct fuzz_file *f, const uint8_t *data, size_t size);
 
-/** fuzz_file_close() - remove the file of @f. */
+/**
+ * fuzz_file_close() - remove the file of @f; abort() when the input left HDF5
+ * identifiers open (more of a kind than after the first input).
+ */
 void fuzz_file_close(struct fuzz_file *f);
 
 /*

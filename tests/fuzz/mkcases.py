@@ -11,7 +11,8 @@ h5py cannot write the defect, by patching bytes of the written file.  Every
 file stays small: declared sizes are huge, stored data is not.
 
 A manifest entry says what the case provokes and what kdlens must do with it:
-"expect" maps each command (inspect, kl, cka, report) to the exit status
+"expect" maps each command (inspect, kl, cka; report, layers, dims and split
+for the valid pairs) to the exit status
 wanted; 1 means refused with one line on stderr naming the file, 0 means
 valid (odd but valid input: no output on stderr).  "role" says which side of
 kl the case takes ("teacher": kl -t CASE -s PARTNER; "student": kl -t PARTNER
@@ -46,8 +47,9 @@ def case(name, provokes, expect=1, role="teacher", partner=None, report=False, f
         e = expect if isinstance(expect, dict) else {}
         status = expect if isinstance(expect, int) else 1
         cmds = {c: e.get(c, status) for c in ("inspect", "kl", "cka")}
-        if report:
-            cmds["report"] = e.get("report", 0)
+        if report:  # a valid pair: every command
+            for c in ("report", "layers", "dims", "split"):
+                cmds[c] = e.get(c, 0)
         CASES.append({
             "name": name,
             "file": file or (name + ".h5" if not make else name),
@@ -622,6 +624,25 @@ def _(p):
 def _(p):
     dump(p, "teacher")
     obj_header_version(p, LOGITS)
+
+
+@case("sample-ids-compact-short",
+      "/sample_ids is compact (in its object header), whose stored size is patched to 8 of "
+      "its 384 bytes (fuzz-join find: libhdf5 1.10's H5Dread copied past the buffer)")
+def _(p):
+    def compact(f, name):
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_layout(h5py.h5d.COMPACT)
+        dcpl.set_obj_track_times(False)
+        ids = 100 + np.arange(N, dtype=np.int64)
+        d = h5py.h5d.create(f.id, name.encode(), h5py.h5t.NATIVE_INT64,
+                            h5py.h5s.create_simple((N,)), dcpl=dcpl)
+        d.write(h5py.h5s.ALL, h5py.h5s.ALL, ids)
+    replaced(p, "sample_ids", compact)
+    # Layout message v3, class 0 (compact), then the 2-byte size of the data.
+    at = find1(read(p), struct.pack("<BBH", 3, 0, 8 * N) + struct.pack("<q", 100),
+               "compact layout of sample_ids")
+    patch(p, at + 2, struct.pack("<H", 8))
 
 
 @case("sample-ids-dangling", "/sample_ids is a soft link to a path that does not exist")

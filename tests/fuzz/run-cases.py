@@ -3,16 +3,18 @@
 """Run kdlens on every hostile input and check that nothing crashes, hangs
 or blows up, and that each bad file is refused with one line naming it.
 
-usage: run-cases.py [--kdlens PATH] [--cases DIR] [--corpus DIR] [--timeout S]
+usage: run-cases.py [--kdlens PATH] [--cases DIR | --no-cases] [--corpus DIR] [--timeout S]
                     [--rss-mib M] [--asan | --no-asan] [--backtrace] [-v] [NAME...]
 
-Without --cases, mkcases.py writes the cases into a temporary directory.
+Without --cases, mkcases.py writes the cases into a temporary directory;
+--no-cases runs none of them (only --corpus).
 --corpus DIR also replays every file under DIR (the fuzzers' crash files,
 tests/fuzz/corpus/) through inspect, kl (the file as teacher and student)
 and cka, where exit 0 and exit 1 are both fine.  NAMEs run only those cases.
 
-Each command of each case (manifest.json: inspect, kl, cka, and report for
-the valid ones) runs in its own process, from the cases directory, and
+Each command of each case (manifest.json: inspect, kl, cka, and for the
+valid ones report, layers, dims and split, the last with a --per-sample file
+named like the odd inputs) runs in its own process, from the cases directory, and
 fails on any of:
   - a signal (a sanitizer report counts as one: it aborts);
   - no exit within --timeout seconds (20): killed, reported as a hang;
@@ -20,7 +22,8 @@ fails on any of:
   - an exit status other than the manifest's;
   - stderr: for exit 1, not exactly one line naming the input file
     (inspect lists every problem of the file, so there: one or more lines,
-    each naming it); for exit 0, anything at all.
+    each naming it), or a line without HDF5's reason ("unknown HDF5
+    error", "HDF5 gave no reason"); for exit 0, anything at all.
 Memory is also capped so that a blow-up cannot take the machine down: in a
 plain build with RLIMIT_DATA at twice --rss-mib (malloc then returns NULL,
 so a single huge request fails quietly and only its consequences show);
@@ -48,15 +51,19 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COMMANDS = ("inspect", "kl", "cka", "report")
+COMMANDS = ("inspect", "kl", "cka", "report", "layers", "dims", "split")
 
 
 def is_asan(exe):
+    """Whether @exe is built with AddressSanitizer: linked to gcc's libasan,
+    or carrying clang's (linked in statically)."""
     try:
         out = subprocess.run(["ldd", exe], capture_output=True, text=True).stdout
+        with open(exe, "rb") as fp:
+            static = b"__asan_init" in fp.read()
     except OSError:
         return False
-    return "libasan" in out or "libclang_rt.asan" in out
+    return "libasan" in out or "libclang_rt.asan" in out or static
 
 
 def make_input(kind, cases, name):
@@ -82,6 +89,9 @@ def make_input(kind, cases, name):
     return name
 
 
+PER_SAMPLE = " per-sample ü %s%n \"q\" 'a'.h5"
+
+
 def command(kdlens, cmd, case, path, partner, outdir):
     role = case.get("role", "teacher")
     other = path if partner == "self" else partner
@@ -95,6 +105,10 @@ def command(kdlens, cmd, case, path, partner, outdir):
         return [kdlens, "kl", "-t", t, "-s", s] + same
     if cmd == "cka":
         return [kdlens, "cka", path]
+    if cmd in ("layers", "dims"):
+        return [kdlens, cmd, "-t", t, "-s", s] + same
+    if cmd == "split":  # and an output file whose name is as odd as the inputs'
+        return [kdlens, "split", "-t", t, "-s", s, "--per-sample", outdir + PER_SAMPLE] + same
     return [kdlens, "report", "-t", t, "-s", s, "-o", outdir, "--quiet"] + same
 
 
@@ -152,19 +166,25 @@ RUNTIME = ("__interceptor_", "__asan", "__sanitizer", "__ubsan", "__lsan", "mall
            "realloc", "free", "operator", "__libc_start", "_start")
 
 
-def frames(text, n=4):
-    """The first @n frames of the first stack in a sanitizer report."""
+def first_stack(text):
+    """[(function or "", location)] of the first stack in a sanitizer report."""
     out = []
     for line in text.splitlines():
         m = FRAME.match(line)
         if m:
             if m.group(1) == "0" and out:
                 break
-            loc = re.sub(r"\(?(/\S+/)?([^/\s]+?)(\+0x[0-9a-f]+)?\)?$", r"\2", m.group(3))
-            out.append("%s (%s)" % (m.group(2) or "??", loc))
+            out.append((m.group(2) or "", m.group(3)))
         elif out:
             break
-    return out[:n]
+    return out
+
+
+def frames(text, n=4):
+    """The first @n frames of the first stack in a sanitizer report."""
+    short = re.compile(r"\(?(/\S+/)?([^/\s]+?)(\+0x[0-9a-f]+)?\)?$")
+    return ["%s (%s)" % (fn or "??", short.sub(r"\2", re.sub(r"\s*\(BuildId: \w+\)", "", loc)))
+            for fn, loc in first_stack(text)[:n]]
 
 
 def entry(text):
@@ -194,6 +214,10 @@ def owner(text):
     return ""
 
 
+# HDF5's error stack read too late (after a handle was closed) is empty.
+NO_REASON = re.compile(r"unknown HDF5 error|HDF5 gave no reason")
+
+
 def check(expect, cmd, path, status, rss, stderr, rss_cap):
     """Return the list of reasons this run failed (empty: passed)."""
     why = []
@@ -221,17 +245,24 @@ def check(expect, cmd, path, status, rss, stderr, rss_cap):
             why.append("%d lines on stderr, expected 1" % len(lines))
         elif any(path not in l for l in lines):
             why.append("stderr does not name %r" % path)
+        elif any(NO_REASON.search(l) for l in lines):
+            why.append("an error without HDF5's reason")
     return why
 
 
 def load_cases(args, tmp):
     cases_dir = args.cases
-    if not cases_dir:
+    if args.no_cases:
         cases_dir = os.path.join(tmp, "cases")
-        subprocess.run([sys.executable, os.path.join(HERE, "mkcases.py"), cases_dir], check=True,
-                       stdout=subprocess.DEVNULL)
-    with open(os.path.join(cases_dir, "manifest.json")) as fp:
-        cases = json.load(fp)
+        os.makedirs(cases_dir)
+        cases = []
+    else:
+        if not cases_dir:
+            cases_dir = os.path.join(tmp, "cases")
+            subprocess.run([sys.executable, os.path.join(HERE, "mkcases.py"), cases_dir],
+                           check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(cases_dir, "manifest.json")) as fp:
+            cases = json.load(fp)
     if args.corpus:
         for root, _, names in sorted(os.walk(args.corpus)):
             for n in sorted(names):
@@ -250,6 +281,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kdlens", default=os.environ.get("KDLENS", "kdlens"))
     ap.add_argument("--cases")
+    ap.add_argument("--no-cases", action="store_true")
     ap.add_argument("--corpus")
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--rss-mib", type=float, default=512.0)
@@ -300,6 +332,8 @@ def main():
                                                     None if asan else cap_mib << 20,
                                                     args.backtrace)
                 shutil.rmtree(outdir, ignore_errors=True)
+                if os.path.exists(outdir + PER_SAMPLE):
+                    os.unlink(outdir + PER_SAMPLE)
                 why = check(expect, cmd, path, status, rss, stderr, args.rss_mib)
                 if why and args.backtrace and status is not None and status < 0 \
                         and not SAN.search(stderr):

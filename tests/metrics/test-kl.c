@@ -1035,6 +1035,24 @@ static void test_visible_share(void **unused)
                 kdl_kl_state_free(s);
         }
         data_free(&d);
+
+        /* W_t of full column rank (d_t <= C): every e is visible, exactly. */
+        {
+                struct data t = data_random(29, n, 6, 4, 4, 1.0, 0.5);
+                kdl_tensor wt = kdl_tensor_wrap(t.w, 2, (size_t[]){6, 4});
+                kdl_kl_opts ot = with_defaults((kdl_kl_opts){
+                        .c = 6, .ntau = 1, .tau = &tau, .d_s = 4, .d_t = 4, .w_t = &wt});
+                kdl_kl_state *s = state(&ot);
+                kdl_kl_result *r;
+
+                feed(s, &ot, &t, 0, n, 7, NULL);
+                r = result(s);
+                assert_int_equal(r->head_rank, 4);
+                assert_close(r->visible_share, 1.0, 0.0, 0.0);
+                kdl_kl_result_free(r);
+                kdl_kl_state_free(s);
+                data_free(&t);
+        }
 }
 
 /* Ties get average ranks: a constant-in-blocks approximation. */
@@ -1060,6 +1078,55 @@ static void test_spearman_ties(void **unused)
         assert_close(r->tau[0].v[KDL_KL_LOGIT_L2].spearman, 1.0, 1e-15, 0);
         assert_close(r->tau[0].v[KDL_KL_EXACT].spearman, 1.0, 1e-15, 0);
         kdl_kl_result_free(r);
+        kdl_kl_state_free(s);
+}
+
+/* NaN/Inf in the C-wide inputs is found through the values they give, after the narrow
+ * inputs are checked: the message still names the first bad tensor in order (logits before
+ * features) and its sample, for Inf of either sign as for NaN, and nothing is added. */
+static void test_nonfinite_order(void **unused)
+{
+        const double tau = 2.0;
+        double zt[8], zs[8], ht[8], hs[8], gzt[8], gzs[8];
+        kdl_tensor a = view(zt, 0, 4, 2), b = view(zs, 0, 4, 2), e = view(ht, 0, 4, 2),
+                   f = view(hs, 0, 4, 2), g = view(gzt, 0, 4, 2), h = view(gzs, 0, 4, 2);
+        kdl_kl_opts o =
+                with_defaults((kdl_kl_opts){.c = 2, .ntau = 1, .tau = &tau, .d_s = 2, .d_t = 2});
+        kdl_kl_block bl = {
+                .row0 = 10, .zt = &a, .zs = &b, .ht = &e, .hs = &f, .gzt = &g, .gzs = &h};
+        kdl_kl_result *r = NULL;
+        kdl_kl_state *s;
+        size_t m;
+
+        (void) unused;
+        o.grad_logits = true;
+        s = state(&o);
+        for (int i = 0; i < 8; i++) {
+                zt[i] = 0.3 * i;
+                zs[i] = 0.1 * (8 - i);
+                ht[i] = hs[i] = 0.5 * i;
+                gzt[i] = gzs[i] = 0.01 * i;
+        }
+        ht[1] = NAN;      /* sample 10 */
+        zt[5] = INFINITY; /* sample 12: reported first, logits come first */
+        assert_int_equal(kdl_kl_accumulate(s, &bl), -KDL_ENONFINITE);
+        assert_non_null(strstr(kdl_errmsg(), "teacher logits: non-finite value at sample 12"));
+        zt[5] = 0.0;
+        assert_int_equal(kdl_kl_accumulate(s, &bl), -KDL_ENONFINITE);
+        assert_non_null(strstr(kdl_errmsg(), "teacher features: non-finite value at sample 10"));
+        ht[1] = 0.0;
+        zs[6] = -INFINITY;
+        assert_int_equal(kdl_kl_accumulate(s, &bl), -KDL_ENONFINITE);
+        assert_non_null(strstr(kdl_errmsg(), "student logits: non-finite value at sample 13"));
+        zs[6] = 0.0;
+        gzs[2] = -INFINITY;
+        assert_int_equal(kdl_kl_accumulate(s, &bl), -KDL_ENONFINITE);
+        assert_non_null(
+                strstr(kdl_errmsg(), "student logit gradient: non-finite value at sample 11"));
+        assert_null(kdl_kl_values(s, 0, KDL_KL_EXACT, &m));
+        assert_int_equal(kdl_kl_finalize(s, &r), -KDL_EMISSING);
+        gzs[2] = 0.0;
+        assert_int_equal(kdl_kl_accumulate(s, &bl), 0);
         kdl_kl_state_free(s);
 }
 
@@ -1281,6 +1348,7 @@ int main(void)
                 cmocka_unit_test(test_visible_share),
                 cmocka_unit_test(test_spearman_ties),
                 cmocka_unit_test(test_error_paths),
+                cmocka_unit_test(test_nonfinite_order),
                 cmocka_unit_test(test_contract),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

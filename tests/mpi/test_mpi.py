@@ -5,8 +5,8 @@ Every covered command runs on the bundled example and on a kdl-synth pair
 with P = 1, 2, 3, 4 processes; its JSON document is compared with the one
 of a run without mpirun: numbers within 1e-12 relative (sums merged in rank
 order), everything else (table names, rows, strings, subsample-based numbers
-are numbers too, but see test_spearman_exact) identical.  The commands not
-yet covered must be refused the same way on every rank.
+are numbers too, but see test_spearman_exact) identical.  Every command runs
+under mpirun (summary and report: test_mpi_summary_report.py).
 Needs MPIRUN (the mpirun program) in the environment; registered only in an
 MPI build.
 """
@@ -20,35 +20,13 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import kdltest as kt  # noqa: E402
 
-MPIRUN = os.environ.get("MPIRUN", "mpirun")
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "datasets", "example")
-SYNTH = os.environ.get("KDL_SYNTH", "kdl-synth")
+from mpitest import EXAMPLE, PS, SYNTH, mpirun, ours  # noqa: E402
+
 RTOL = 1e-12
-PS = (1, 2, 3, 4)
 COVERED = ("kl",)
-REFUSED = ("split", "cka", "dims", "layers")
+# cka, dims: test_mpi_cka_dims.py; split, layers, --per-sample: test_mpi_split_layers.py;
+# summary, report: test_mpi_summary_report.py
 _work = kt.tmpdir()
-
-
-def mpirun(p, *args):
-    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(p), kt.KDLENS,
-           *map(str, args)]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_MCA_btl="self,vader")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    return r.returncode, r.stdout, r.stderr
-
-
-def ours(stderr):
-    """stderr without mpirun's own framed notices (a non-zero exit is reported
-    by mpirun between lines of dashes): what kdlens wrote."""
-    keep, framed = [], False
-    for line in stderr.splitlines():
-        if line.startswith("-----"):
-            framed = not framed
-            continue
-        if not framed:
-            keep.append(line)
-    return "\n".join(l for l in keep if l.strip())
 
 
 def synth_pair():
@@ -134,18 +112,6 @@ def test_kl_small_reservoir():
                     f"{name} P={p}: spearman {sa!r} vs {sb!r}"
 
 
-def test_uncovered_refused():
-    """Until they combine their states, the other analyses are refused on
-    more than one process: one line, the same exit status on every rank."""
-    t, s = synth_pair()
-    for verb in REFUSED:
-        args = [t, s] if verb == "cka" else ["-t", t, "-s", s]
-        st, out, err = mpirun(2, verb, *args)
-        assert st == 2, f"{verb}: exit {st}: {err}"
-        kt.one_line_error(ours(err), "more than one MPI process")
-        assert out == "", out
-
-
 def test_more_ranks_than_rows():
     t = os.path.join(_work, "tiny-t.h5")
     s = os.path.join(_work, "tiny-s.h5")
@@ -179,11 +145,5 @@ def test_error_on_one_rank():
         assert ours(err) == err1.strip(), f"P={p}: {err!r} vs {err1!r}"
 
 
-def test_per_sample_refused():
-    _, args = next(inputs())
-    st, _, err = mpirun(2, "kl", *args, "--per-sample", os.path.join(_work, "ps.h5"))
-    assert st == 2, err
-    assert "--per-sample" in err
-
-
-kt.main(globals())
+if __name__ == "__main__":  # importable: test_mpi_summary_report.py uses inputs()
+    kt.main(globals())

@@ -1,4 +1,4 @@
-"""Tests of datasets/kdl_export.py; run as ``/usr/bin/python3 tests/python/test_exporter.py``.
+"""Tests of kdlens.export; run as ``/usr/bin/python3 tests/python/test_exporter.py``.
 
 Plain script, no pytest: every ``test_*`` function runs in a fresh temporary
 directory, and the script prints ``N passed, M failed`` and exits non-zero on
@@ -7,6 +7,7 @@ sample at a time, with our own hooks and autograd.
 """
 
 import os
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -24,8 +25,8 @@ except ImportError:  # CI installs python3-torch; elsewhere this test is skipped
     print("python3-torch is not installed: skipped")
     sys.exit(77)
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "datasets"))
-import kdl_export  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from kdlens import export as kdl_export  # noqa: E402
 
 N, C = 9, 4
 SAMPLE_IDS = np.arange(100, 100 + N)
@@ -242,6 +243,112 @@ def test_bad_models_are_refused(tmp):
     with torch.no_grad():
         model.head.weight.mul_(1e7)
     assert_raises(ValueError, lambda: export(path, model, x, labels, dtype="float16"), "overflow")
+    with h5py.File(path) as f:
+        assert len(f["checkpoints"]) == 0, "a failed export left a checkpoint behind"
+
+
+class TinyViT(nn.Module):
+    """ViT-like: 2x2 patches of [1, 4, 4] -> tokens [B, 5, D] with a class token ->
+    one attention + MLP block -> LayerNorm -> head on the class token t[:, 0]."""
+
+    def __init__(self, d=6):
+        super().__init__()
+        self.embed = nn.Linear(4, d)
+        self.cls = nn.Parameter(torch.randn(1, 1, d))
+        self.pos = nn.Parameter(torch.randn(1, 5, d))
+        self.qkv = nn.Linear(d, 3 * d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.block = nn.Identity()   # marks the block's output [B, T, D] for hooks
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, C)
+
+    def forward(self, x):
+        b = x.shape[0]
+        patches = x.unfold(2, 2, 2).unfold(3, 2, 2).reshape(b, 4, 4)
+        t = torch.cat([self.cls.expand(b, -1, -1), self.embed(patches)], 1) + self.pos
+        q, k, v = self.qkv(t).chunk(3, dim=-1)
+        a = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
+        t = self.block(t + a @ v + self.mlp(t + a @ v))
+        return self.head(self.norm(t)[:, 0])
+
+
+def cls_token(t):
+    return t[:, 0]
+
+
+def export_vit(path, model, x, labels, role="student", **kwargs):
+    args = dict(layers={"block": (model.block, cls_token), "cls": (model.norm, cls_token)},
+                head=model.head, head_input="cls", checkpoint="final", step=1, role=role,
+                model_name="vit", dtype="float32", batch_size=4, sample_ids=SAMPLE_IDS,
+                grad_layers=["block", "cls"])
+    args.update(kwargs)
+    kdl_export.export_checkpoint(path, model, x, labels, **args)
+
+
+def kdlens_binary():
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.environ.get("KDLENS") or os.path.join(here, "..", "..", "build", "analysis",
+                                                    "kdlens")
+
+
+def test_vit_head_on_a_slice_of_the_block_output(tmp):
+    x, labels = make_data()
+    torch.manual_seed(5)
+    student, teacher = TinyViT().train(), TinyViT().train()
+    path, tpath = os.path.join(tmp, "s.h5"), os.path.join(tmp, "t.h5")
+    export_vit(path, student, x, labels)
+    export_vit(tpath, teacher, x, labels, role="teacher")
+
+    student.eval()
+    inner = {}
+    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: inner.__setitem__(n, out))
+             for n, m in (("block", student.block), ("norm", student.norm))]
+    z = student(x)
+    for h in hooks:
+        h.remove()
+    loss = F.cross_entropy(z, torch.as_tensor(labels), reduction="sum")
+    g_block, g_norm = torch.autograd.grad(loss, [inner["block"], inner["norm"]])
+    z, inner = z.detach(), {k: v.detach() for k, v in inner.items()}
+    assert inner["block"].shape == (N, 5, 6), inner["block"].shape
+    with h5py.File(path) as f:
+        ck = f["checkpoints/final"]
+        assert ck["features/cls"].shape == (N, 6), ck["features/cls"].shape
+        assert_close(ck["features/cls"][()], inner["norm"][:, 0].numpy(), "features/cls")
+        assert_close(ck["features/block"][()], inner["block"][:, 0].numpy(), "features/block")
+        assert_close(ck["logits"][()], z.numpy(), "logits")
+        assert ck["head"].attrs["input"] == "cls"
+        w, b = ck["head/weight"][()], ck["head/bias"][()]
+        assert_close(ck["features/cls"][()] @ w.T + b, z.numpy(), "head(cls) = logits")
+        assert list(ck["features"]) == ["block", "cls"]
+        assert_close(ck["gradients/features/cls"][()], g_norm[:, 0].numpy(), "grad cls")
+        assert_close(ck["gradients/features/block"][()], g_block[:, 0].numpy(), "grad block")
+        assert_close(ck["gradients/features/cls"][()], ck["gradients/logits"][()] @ w,
+                     "grad cls = W^T grad logits")
+
+    kdlens = kdlens_binary()
+    for args in (["inspect", path], ["kl", "-t", tpath, "-s", path, "-c", "all"]):
+        run = subprocess.run([kdlens] + args, capture_output=True, text=True)
+        assert run.returncode == 0, f"kdlens {' '.join(args)}: {run.returncode} {run.stderr}"
+        assert run.stdout.strip(), f"kdlens {args[0]}: no output"
+    assert "cls" in subprocess.run([kdlens, "inspect", path], capture_output=True,
+                                   text=True).stdout
+
+
+def test_vit_wrong_slice_and_computing_selects_are_refused(tmp):
+    x, labels = make_data()
+    torch.manual_seed(5)
+    model = TinyViT()
+    path = os.path.join(tmp, "v.h5")
+
+    def refused(select, match):
+        layers = {"cls": model.norm if select is None else (model.norm, select)}
+        assert_raises(ValueError, lambda: export_vit(path, model, x, labels, layers=layers,
+                                                     grad_layers=[]), match)
+
+    refused(lambda t: t[:, 1], "head's input")        # the wrong token
+    refused(None, "head's input")                      # the whole [B, T, D] output
+    refused(lambda t: t.mean(1), "only pick entries")  # computes, does not pick
+    refused(lambda t: t[0], "batch dimension")
     with h5py.File(path) as f:
         assert len(f["checkpoints"]) == 0, "a failed export left a checkpoint behind"
 

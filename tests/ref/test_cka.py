@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.dirname(__file__))
 import kdltest  # noqa: E402
 from kdltest import assert_close, records, run, run_json, one_line_error  # noqa: E402
-from refcommon import poisson1, khash, write_dump  # noqa: E402
+from refcommon import poisson1, khash, uniform, write_dump  # noqa: E402
 
 TMP = kdltest.tmpdir()
 
@@ -533,6 +533,205 @@ def test_bad_requests():
     st, _, err = run("cka", path, "--estimator", "minibatch", "--batch", "500")
     assert st == 2
     one_line_error(err, "batch")
+
+
+# ---- wide layers (docs/cka.md#wide-layers) -------------------------------------------
+
+def wide_pair(n=400, c=40, seed=11):
+    """A teacher (layers of widths 24 and 9, logits [n, c]) and a student (10, 6, logits),
+    c classes; all in the dump's row order."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    base = rng.standard_normal((n, 8)) + np.eye(c)[y] @ rng.standard_normal((c, 8))
+    def model(widths, k):
+        r = np.random.default_rng(seed + k)
+        x, feats = base + 0.7 * r.standard_normal((n, 8)), {}
+        for d, w in enumerate(widths):
+            x = np.tanh(x @ r.standard_normal((x.shape[1], w)) / 2) + 3.0
+            feats[f"m{k}l{d}"] = (x, d)
+        return feats, x @ r.standard_normal((x.shape[1], c)) + 2 * np.eye(c)[y] - 5.0
+    t, tl = model((24, 9), 1)
+    s, sl = model((10, 6), 2)
+    tp, sp = os.path.join(TMP, f"wt{seed}.h5"), os.path.join(TMP, f"ws{seed}.h5")
+    write_dump(tp, {"final": (1, t, tl)}, y)
+    write_dump(sp, {"final": (1, s, sl)}, y, role="student")
+    # The sources in kdlens's order: A's layers by depth, A's logits, B's, B's logits.
+    srcs = [("m1l0", t["m1l0"][0]), ("m1l1", t["m1l1"][0]), ("logits", tl),
+            ("m2l0", s["m2l0"][0]), ("m2l1", s["m2l1"][0]), ("slogits", sl)]
+    return tp, sp, srcs, np.eye(c)[y]
+
+
+BOOT = ("_lo", "_hi", "_se", "_bias")
+
+
+def same_values(doc, ref, tables=("cka_pairs", "cka_targets"), tol=1e-10):
+    """Every number of @doc's tables equals @ref's, both runs' records in one order; the
+    bootstrap columns of a pair in column strips are NaN."""
+    for t in tables:
+        a, b = records(doc, t), records(ref, t)
+        assert len(a) == len(b) and a, t
+        for x, y in zip(a, b):
+            for k, v in y.items():
+                if not isinstance(v, float) or k not in x:
+                    continue
+                what = f"{t} {x.get('layer_a', x.get('layer'))} {k}"
+                if x.get("method") == "strips" and k.endswith(BOOT):
+                    assert x[k] is None, what
+                else:
+                    assert_close(x[k], v, tol, 1e-13, what)
+
+
+def test_wide_labels_and_strips_equal_the_materialised_values():
+    """Forced wide (--wide-max 20): labels as class sums, wide layers exact in column
+    strips over several passes, the same numbers as the one-pass materialised run."""
+    tp, sp, _, _ = wide_pair()
+    ref = run_json("cka", tp, sp, "--bootstrap", "20")
+    # The labels and the logits wide (every layer is narrower than 39).
+    doc = run_json("cka", tp, sp, "--wide-max", "39", "--wide", "exact", "--bootstrap", "20")
+    same_values(doc, ref)
+    assert {r["labels_method"] for r in records(doc, "cka_targets")} == {"feature", "strips"}
+    assert any("class sums and counts" in n for n in doc["notes"]), doc["notes"]
+    for k in ("cka_linear_lo", "cka_linear_debiased_hi", "cka_linear_se"):
+        assert all(k in r for r in records(doc, "cka_pairs")), k
+    # Logits and the teacher's first layer wide too; strips of a few columns (a 64 MiB
+    # budget gives half to the strips: every strip holds all 40 + 40 + 24 + 40 columns).
+    ref = run_json("cka", tp, sp)
+    doc = run_json("cka", tp, sp, "--wide-max", "20", "--wide", "exact")
+    same_values(doc, ref)
+    m = {(r["layer_a"], r["layer_b"]): r["method"] for r in records(doc, "cka_pairs")}
+    assert m[("logits", "logits")] == "strips" and m[("m1l0", "logits")] == "strips"
+    assert m[("m1l1", "logits")] == "strips" and m[("m1l1", "m2l0")] == "feature"
+    assert any("more passes" in n for n in doc["notes"]), doc["notes"]
+    row, parts = plan_of("cka", tp, sp, "--wide-max", "20", "--wide", "exact")
+    strips = [p for p in parts if "column strips" in p["part"]]
+    assert len(strips) == 1 and "more passes" in strips[0]["part"], parts
+
+
+def plan_of(*args):
+    d = run_json(*args, "--plan")
+    (row,) = records(d, "plan")
+    return row, records(d, "plan_parts")
+
+
+STREAM_SKETCH = 1 << 62
+
+
+def omega(seed, d, r, k):
+    """kdl_cka_sketch_new(d, r, seed, STREAM_SKETCH + 2 k): Box-Muller of two uniforms."""
+    q = np.arange(d * r)
+    u1 = uniform(seed, q, STREAM_SKETCH + 2 * k)
+    u2 = uniform(seed, q, STREAM_SKETCH + 2 * k + 1)
+    return (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).reshape(d, r)
+
+
+def side(xc, r):
+    """A layer's own terms: f = ‖XᵀX‖², S, S², T = Σ s², corrected when sketched (@r)."""
+    s = np.sum(xc * xc, 1)
+    f, sd, t = np.sum((xc.T @ xc) ** 2), s.sum(), np.sum(s * s)
+    if not r:
+        return f, sd, sd * sd, t
+    a2 = r * (r * f - sd * sd) / ((r - 1) * (r + 2))
+    return a2, sd, sd * sd - 2 * a2 / r, t / (1 + 2 / r)
+
+
+def cka_terms(n, fxy, txy, x, y):
+    (fx, sx, ssx, tx), (fy, sy, ssy, ty) = x, y
+    lin = fxy / np.sqrt(fx * fy)
+    e, c = n / (n - 2), (n - 1) * (n - 2)
+    deb = ((fxy - e * txy + sx * sy / c) /
+           np.sqrt((fx - e * tx + ssx / c) * (fy - e * ty + ssy / c)))
+    return lin, deb
+
+
+def sketch_cka(xc, rx, yc, ry):
+    """Linear and debiased CKA of centred (sketched with rx, ry columns, 0: exact) layers,
+    and the jackknife standard errors over the sketch's columns."""
+    n = len(xc)
+    sxy = np.sum(xc * xc, 1) * np.sum(yc * yc, 1)
+    fxy, txy = np.sum((xc.T @ yc) ** 2), sxy.sum()
+    px, py = side(xc, rx), side(yc, ry)
+    lin, deb = cka_terms(n, fxy, txy, px, py)
+    r = rx or ry
+    if not r:
+        return lin, deb, np.nan, np.nan
+    vals = []
+    for a in range(r):
+        sc = np.sqrt(r / (r - 1))
+        x = np.delete(xc, a, 1) * sc if rx else xc
+        y = np.delete(yc, a, 1) * sc if ry else yc
+        # Σ s² held at the full sketch's values.
+        qx = side(x, r - 1 if rx else 0)[:3] + (px[3],)
+        qy = side(y, r - 1 if ry else 0)[:3] + (py[3],)
+        vals.append(cka_terms(n, np.sum((x.T @ y) ** 2), txy, qx, qy))
+    vals = np.array(vals)
+    se = np.sqrt((r - 1) / r * np.sum((vals - vals.mean(0)) ** 2, 0))
+    return lin, deb, se[0], se[1]
+
+
+def test_sketch_matches_numpy():
+    """--wide sketch: each wide layer (the teacher's 24-wide layer, both logits) times its
+    seeded Gaussian Ω / √r, corrected self terms, the jackknife's standard errors: the same
+    numbers as this numpy implementation, to 1e-10."""
+    tp, sp, srcs, onehot = wide_pair()
+    r, seed = 8, 3
+    doc = run_json("cka", tp, sp, "--wide-max", "20", "--wide-rank", str(r), "--seed",
+                   str(seed))
+    hat = {}
+    for k, (name, x) in enumerate(srcs):
+        xc = x - x.mean(0)
+        rk = r if x.shape[1] > 20 else 0
+        hat[name] = (xc @ omega(seed, x.shape[1], r, k) / np.sqrt(r) if rk else xc, rk)
+    hat["labels"] = (onehot - onehot.mean(0), 0)  # class sums: exact
+    names = {"m1l0": "m1l0", "m1l1": "m1l1", "logits": "logits"}
+    for rec in records(doc, "cka_pairs"):
+        a = names[rec["layer_a"]]
+        b = "slogits" if rec["layer_b"] == "logits" else rec["layer_b"]
+        lin, deb, se, dse = sketch_cka(*hat[a], *hat[b])
+        what = f"{a} x {b}"
+        assert rec["method"] == ("sketch" if hat[a][1] or hat[b][1] else "feature"), what
+        assert_close(rec["cka_linear"], lin, 1e-10, 1e-12, what)
+        assert_close(rec["cka_linear_debiased"], deb, 1e-10, 1e-12, what)
+        if np.isnan(se):
+            assert rec["cka_linear_sketch_se"] is None, what
+        else:
+            assert_close(rec["cka_linear_sketch_se"], se, 1e-9, 1e-12, what)
+            assert_close(rec["cka_linear_debiased_sketch_se"], dse, 1e-9, 1e-12, what)
+    for rec in records(doc, "cka_targets"):
+        a = rec["layer"] if rec["model"] == "a" else (
+            "slogits" if rec["layer"] == "logits" else rec["layer"])
+        for tgt, key in (("logits", "cka_logits"), ("labels", "cka_labels")):
+            if a == tgt:
+                assert rec[key] == 1.0 and rec[key + "_sketch_se"] == 0.0
+                continue
+            lin, deb, se, _ = sketch_cka(*hat[a], *hat[tgt])
+            assert_close(rec[key], lin, 1e-10, 1e-12, f"{a} x {tgt}")
+            assert_close(rec[key + "_debiased"], deb, 1e-10, 1e-12, f"{a} x {tgt}")
+            if not np.isnan(se):
+                assert_close(rec[key + "_sketch_se"], se, 1e-9, 1e-12, f"{a} x {tgt}")
+    assert any("Gaussian sketch of 8 columns (seed 3)" in n for n in doc["notes"]), doc["notes"]
+    # The estimate is near the exact value: within 4 of its standard errors, or 0.05.
+    ref = run_json("cka", tp, sp)
+    for x, y in zip(records(doc, "cka_pairs"), records(ref, "cka_pairs")):
+        if x["method"] == "sketch":
+            assert abs(x["cka_linear"] - y["cka_linear"]) < max(4 * x["cka_linear_sketch_se"],
+                                                                0.05), (x, y)
+
+
+def test_wide_options():
+    tp, sp, _, _ = wide_pair()
+    for bad in (("--wide", "fast"), ("--wide-rank", "2"), ("--wide-max", "10", "--wide-rank",
+                                                              "11"), ("--wide-max", "-1")):
+        st, _, err = run("cka", tp, sp, *bad)
+        assert st == 2 and bad[0] in err.splitlines()[0], (bad, err)
+    # --wide-max 0: nothing is wide, the materialised run; a default rank follows --wide-max.
+    same_values(run_json("cka", tp, sp, "--wide-max", "0"), run_json("cka", tp, sp))
+    doc = run_json("cka", tp, sp, "--wide-max", "20")
+    assert any("sketch of 20 columns" in n for n in doc["notes"]), doc["notes"]
+    # The plan names the sketches and their lever.
+    _, parts = plan_of("cka", tp, sp, "--wide-max", "20")
+    sk = [p for p in parts if "Gaussian sketches" in p["part"]]
+    assert sk and sk[0]["lowered_by"] == "--wide-rank" and \
+        sk[0]["bytes"] == 8 * 20 * (24 + 40 + 40), parts
 
 
 kdltest.main(globals())

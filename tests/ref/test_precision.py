@@ -124,13 +124,13 @@ def check(y, zt, zs, tau, what):
     ref = reference(zt, zs, y, tau)
     worst = {}
     with h5py.File(ps, "r") as f:
-        g = f["student0/final"]
+        g = f["students/0/checkpoints/final"]
         for field in ("kl", "tckd", "nckd", "pt_y", "ps_y", "gap", "omega", "eps", "nt_entropy"):
             got = g[field][:, 0]
             errs = [relerr(v, r) for v, r in zip(got, ref[field])]
             worst[field] = max(errs)
         # the identity, relative to each sample's KL
-        res = g["residual"][:, 0]
+        res = g["identity_residual"][:, 0]
         worst["residual/kl"] = max(abs(r) / float(k) for r, k in zip(res, ref["kl"]))
     r = kt.records(doc, "split")[0]
     means = dict(kl=mean(ref["kl"]), tckd=mean(ref["tckd"]), nckd=mean(ref["nckd"]),

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tests/lib/kdl-test.h"
 #include "kdl-config.h"
@@ -124,6 +125,109 @@ static void test_json_document(void **state)
         kdl_doc_free(d);
 }
 
+/* A document "kl" of two tables, kl and other, with the input @input. */
+static kdl_doc *two_tables(const char *input)
+{
+        kdl_doc *d = NULL;
+        kdl_table *t = NULL;
+
+        assert_int_equal(kdl_doc_new("kl", &d), 0);
+        assert_int_equal(kdl_doc_add_input(d, input), 0);
+        assert_int_equal(kdl_doc_add_note(d, "a note"), 0);
+        assert_int_equal(kdl_doc_add_table(d, sample_table()), 0);
+        assert_int_equal(kdl_table_new("other", "Other", &t), 0);
+        assert_int_equal(kdl_table_add_row(t), 0);
+        assert_int_equal(kdl_table_put_int(t, "n", 7), 0);
+        assert_int_equal(kdl_doc_add_table(d, t), 0);
+        return d;
+}
+
+static char *read_file(const char *path)
+{
+        FILE *f = fopen(path, "r");
+        char *buf = calloc(1, 4096);
+
+        assert_non_null(f);
+        assert_non_null(buf);
+        assert_true(fread(buf, 1, 4095, f) > 0);
+        fclose(f);
+        return buf;
+}
+
+static void test_doc_write_only_one_table(void **state)
+{
+        kdl_doc *d = two_tables("t.h5");
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m;
+
+        (void) state;
+        /* CSV: the table alone, no "# name" line; the notes are not CSV. */
+        m = open_memstream(&buf, &len);
+        assert_int_equal(kdl_doc_write_only(d, "other", m, KDL_FORMAT_CSV), 0);
+        fclose(m);
+        assert_string_equal(buf, "n\n7\n");
+        free(buf);
+        /* JSON: the wrapper with its inputs and notes, that table's records. */
+        m = open_memstream(&buf, &len);
+        assert_int_equal(kdl_doc_write_only(d, "other", m, KDL_FORMAT_JSON), 0);
+        fclose(m);
+        assert_non_null(strstr(buf, "\"notes\": [\"a note\"]"));
+        assert_non_null(strstr(buf, "\"results\": [\n    {\"table\": \"other\", \"n\": 7}\n  ]"));
+        assert_null(strstr(buf, "logit_fisher"));
+        free(buf);
+        /* A table it does not have: nothing written, the message names those it has. */
+        m = open_memstream(&buf, &len);
+        assert_int_equal(kdl_doc_write_only(d, "kl_features", m, KDL_FORMAT_CSV), -KDL_EUSAGE);
+        fclose(m);
+        assert_int_equal(len, 0);
+        assert_string_equal(kdl_errmsg(),
+                            "no table 'kl_features' in the output of kl: expected kl or other");
+        free(buf);
+        kdl_doc_free(d);
+}
+
+static void test_doc_write_csv_dir(void **state)
+{
+        const char *dir = kdl_test_tmpdir();
+        char out[512], file[600], *s;
+        kdl_doc *d;
+
+        (void) state;
+        snprintf(out, sizeof(out), "%s/csv", dir);
+        snprintf(file, sizeof(file), "%s/kl.csv", out);
+        /* One file per table, in a directory made for them. */
+        d = two_tables("t.h5");
+        assert_int_equal(kdl_doc_write_csv_dir(d, out, NULL), 0);
+        s = read_file(file);
+        assert_string_equal(s, "source,value,dim,ok\n"
+                               "logit_fisher,0.1234567891234,10,\n"
+                               "\"a_b, \"\"c\"\"\",nan,,true\n");
+        free(s);
+        snprintf(file, sizeof(file), "%s/other.csv", out);
+        s = read_file(file);
+        assert_string_equal(s, "n\n7\n");
+        free(s);
+        /* --table: that one only; one it does not have is refused. */
+        assert_int_equal(remove(file), 0);
+        assert_int_equal(kdl_doc_write_csv_dir(d, out, "kl"), 0);
+        assert_int_not_equal(access(file, F_OK), 0);
+        assert_int_equal(kdl_doc_write_csv_dir(d, out, "nope"), -KDL_EUSAGE);
+        kdl_doc_free(d);
+        /* Never over an input: the input is the file a table would replace. */
+        snprintf(file, sizeof(file), "%s/kl.csv", out);
+        d = two_tables(file);
+        assert_int_equal(kdl_doc_write_csv_dir(d, out, NULL), -KDL_EUSAGE);
+        assert_non_null(strstr(kdl_errmsg(), "is the input"));
+        /* A file where the directory should be. */
+        assert_int_equal(kdl_doc_write_csv_dir(d, file, NULL), -KDL_EUSAGE);
+        assert_non_null(strstr(kdl_errmsg(), "is not a directory"));
+        kdl_doc_free(d);
+        assert_int_equal(remove(file), 0);
+        assert_int_equal(rmdir(out), 0);
+        assert_int_equal(rmdir(dir), 0);
+}
+
 static void test_put_needs_a_row(void **state)
 {
         kdl_table *t = NULL;
@@ -221,6 +325,8 @@ int main(void)
                 cmocka_unit_test(test_csv_is_exact_and_quoted),
                 cmocka_unit_test(test_tex_booktabs_escapes),
                 cmocka_unit_test(test_json_document),
+                cmocka_unit_test(test_doc_write_only_one_table),
+                cmocka_unit_test(test_doc_write_csv_dir),
                 cmocka_unit_test(test_put_needs_a_row),
                 cmocka_unit_test(test_find_row_matches_every_key),
                 cmocka_unit_test(test_find_row_misses),
