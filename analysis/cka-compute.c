@@ -505,7 +505,7 @@ int kdl__cka_pass_combine(struct kdl__cka_pass *c)
         return err ?: kdl__dist_gather(&c->g, c->l);
 }
 
-static int compute_combine(kdl__job *j, kdl_stream *s, unsigned pass)
+int kdl__cka_pass_job_combine(kdl__job *j, kdl_stream *s, unsigned pass)
 {
         (void) s;
         (void) pass;
@@ -542,7 +542,7 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
                         .attach = kdl__cka_pass_job_attach,
                         .block = kdl__cka_pass_job_block,
                         .end = compute_end,
-                        .combine = compute_combine};
+                        .combine = kdl__cka_pass_job_combine};
         kdl_stream *s = NULL;
         int r;
 

@@ -205,11 +205,12 @@ int kdl__cka_pass_end(struct kdl__cka_pass *c, unsigned pass);
  * gathered rows.  Return: 0; the metrics' errors; -ENOMEM. */
 int kdl__cka_pass_finish(struct kdl__cka_pass *c);
 
-/* kdl__cka_pass_job_attach(), kdl__cka_pass_job_block() - the attach and block of a job
- * whose ctx is a struct kdl__cka_pass: kdl__feed_attach() on its feed, and
- * kdl__cka_pass_block(). */
+/* kdl__cka_pass_job_attach(), kdl__cka_pass_job_block(), kdl__cka_pass_job_combine() - the
+ * attach, block and combine of a job whose ctx is a struct kdl__cka_pass: kdl__feed_attach()
+ * on its feed, kdl__cka_pass_block() and kdl__cka_pass_combine(). */
 int kdl__cka_pass_job_attach(kdl__job *j, kdl_stream *s);
 int kdl__cka_pass_job_block(kdl__job *j, kdl_stream *s, unsigned pass);
+int kdl__cka_pass_job_combine(kdl__job *j, kdl_stream *s, unsigned pass);
 
 /* kdl__cka_pass_release() - free what @c holds (not the results). */
 void kdl__cka_pass_release(struct kdl__cka_pass *c);
@@ -281,8 +282,9 @@ struct kdl__cka_shared;
  * options), run i at @cps[i] with student @k, as a job (@ret_job, its state in *@ret).
  * Return: 1; 0 (*@ret NULL, the runs' jobs dropped) when they cannot share one: fewer than
  * two, different teacher checkpoints, --nonfinite skip (each checkpoint's stream drops its
- * own samples), Gram space (a source wider than the samples), a wide source (--wide-max)
- * or more than one MPI process (the pass has no combine); -KDL_EBUDGET when the pass
+ * own samples), Gram space (a source wider than the samples) or a wide source (--wide-max);
+ * under MPI its job combines the ranks' state as kdl__cka_compute()'s; -KDL_EBUDGET when
+ * the pass
  * and a stream of its own need more than common.memory; -ENOMEM.
  */
 int kdl__cka_shared_new(struct kdl__cka_run *const *runs, size_t n, size_t k,

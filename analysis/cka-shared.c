@@ -7,7 +7,6 @@
 
 #include "metrics/base/alloc.h"
 #include "analysis/cka-internal.h"
-#include "analysis/dist.h"
 #include "metrics/base/banned.h"
 
 struct kdl__cka_shared {
@@ -128,9 +127,8 @@ static int shared_setup(struct kdl__cka_shared *sh, struct kdl__cka_run *const *
         if (err < 0)
                 return err;
         sh->co = sh->v[0].co;
-        /* Nothing to share; each checkpoint drops its own samples; under MPI each job's
-         * state is combined across the ranks, which the shared pass does not do. */
-        if (n < 2 || sh->co.skip_nonfinite || !sh->v[0].fb || kdl__dist_size() > 1)
+        /* Nothing to share; each checkpoint drops its own samples. */
+        if (n < 2 || sh->co.skip_nonfinite || !sh->v[0].fb)
                 return 0;
         err = union_sources(sh);
         if (err <= 0)
@@ -391,6 +389,7 @@ int kdl__cka_shared_new(struct kdl__cka_run *const *runs, size_t n, size_t k,
         *ret_job = (kdl__job){.ctx = &sh->c,
                               .attach = kdl__cka_pass_job_attach,
                               .block = kdl__cka_pass_job_block,
-                              .end = shared_end};
+                              .end = shared_end,
+                              .combine = kdl__cka_pass_job_combine};
         return 1;
 }
