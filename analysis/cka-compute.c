@@ -127,11 +127,8 @@ void kdl__cka_pass_release(struct kdl__cka_pass *c)
         *c = (struct kdl__cka_pass){0};
 }
 
-/* The layout of a pass over @n samples of @l, and whether it is in Gram space: asked, or a
- * source wider than the sample count that is not wide (o->wide_max).  Release @w whatever
- * this returns.  Return: 0; -ENOMEM. */
-static int layout(const struct kdl__srcs *l, size_t n, const struct kdl__cka_compute_opts *o,
-                  struct kdl__cka_wide *w, bool *ret_gram)
+int kdl__cka_pass_layout(const struct kdl__srcs *l, size_t n, const struct kdl__cka_compute_opts *o,
+                         struct kdl__cka_wide *w, bool *ret_gram)
 {
         size_t maxw = 0;
         int err;
@@ -277,7 +274,7 @@ int kdl__cka_pass_need(const struct kdl__srcs *l, size_t n, size_t nsub, size_t 
         bool gram, sketched;
         int err;
 
-        err = layout(l, n, o, &w, &gram);
+        err = kdl__cka_pass_layout(l, n, o, &w, &gram);
         sketched = w.nwide && o->wide == KDL_RUN_CKA_WIDE_SKETCH;
         err = err
                       ?: kdl__need_add(nd, kdl__feed_bytes(l, w.kinds, w.sw, nclasses, rows),
@@ -358,7 +355,7 @@ int kdl__cka_pass_init(struct kdl__cka_pass *c, kdl_h5file *fa, kdl_h5file *fb, 
         res->maxw = 0;
         for (size_t k = 0; k < l->n; k++)
                 res->maxw = l->v[k].width > res->maxw ? l->v[k].width : res->maxw;
-        r = layout(l, n, o, &c->wide, &res->gram);
+        r = kdl__cka_pass_layout(l, n, o, &c->wide, &res->gram);
         if (r >= 0) {
                 res->nwide = c->wide.nwide;
                 res->hot = c->wide.hot;
@@ -514,21 +511,21 @@ int kdl__cka_pass_combine(struct kdl__cka_pass *c)
         return err ?: kdl__dist_gather(&c->g, c->l);
 }
 
-static int compute_combine(kdl__job *j, kdl_stream *s, unsigned pass)
+int kdl__cka_pass_job_combine(kdl__job *j, kdl_stream *s, unsigned pass)
 {
         (void) s;
         (void) pass;
         return kdl__cka_pass_combine(j->ctx);
 }
 
-static int compute_attach(kdl__job *j, kdl_stream *s)
+int kdl__cka_pass_job_attach(kdl__job *j, kdl_stream *s)
 {
         struct kdl__cka_pass *c = j->ctx;
 
         return kdl__feed_attach(&c->feed, j, s);
 }
 
-static int compute_block(kdl__job *j, kdl_stream *s, unsigned pass)
+int kdl__cka_pass_job_block(kdl__job *j, kdl_stream *s, unsigned pass)
 {
         return kdl__cka_pass_block(j->ctx, s, pass);
 }
@@ -548,10 +545,10 @@ int kdl__cka_compute(kdl_inputs *in, const kdl_pair *pair, const struct kdl__src
         struct kdl_stream_opts so = {.skip_nonfinite = o->skip_nonfinite};
         struct kdl__cka_pass c;
         kdl__job job = {.ctx = &c,
-                        .attach = compute_attach,
-                        .block = compute_block,
+                        .attach = kdl__cka_pass_job_attach,
+                        .block = kdl__cka_pass_job_block,
                         .end = compute_end,
-                        .combine = compute_combine};
+                        .combine = kdl__cka_pass_job_combine};
         kdl_stream *s = NULL;
         int r;
 

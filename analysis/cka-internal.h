@@ -113,6 +113,12 @@ struct kdl__cka_wide {
         bool hot; /* the labels as classes */
 };
 
+/* kdl__cka_pass_layout() - the layout of a pass over @n samples of @l into @w, and whether
+ * it is in Gram space: asked, or a source wider than the sample count that is not wide
+ * (o->wide_max).  Release @w whatever this returns.  Return: 0; -ENOMEM. */
+int kdl__cka_pass_layout(const struct kdl__srcs *l, size_t n, const struct kdl__cka_compute_opts *o,
+                         struct kdl__cka_wide *w, bool *ret_gram);
+
 /* kdl__cka_wide_init() - the layout of a pass over @n samples of @l with @o (no wide source
  * in Gram space, @gram).  Release it whatever this returns.  Return: 0; -ENOMEM. */
 int kdl__cka_wide_init(struct kdl__cka_wide *w, const struct kdl__srcs *l, size_t n, bool gram,
@@ -203,6 +209,13 @@ int kdl__cka_pass_end(struct kdl__cka_pass *c, unsigned pass);
  * gathered rows.  Return: 0; the metrics' errors; -ENOMEM. */
 int kdl__cka_pass_finish(struct kdl__cka_pass *c);
 
+/* kdl__cka_pass_job_attach(), kdl__cka_pass_job_block(), kdl__cka_pass_job_combine() - the
+ * attach, block and combine of a job whose ctx is a struct kdl__cka_pass: kdl__feed_attach()
+ * on its feed, kdl__cka_pass_block() and kdl__cka_pass_combine(). */
+int kdl__cka_pass_job_attach(kdl__job *j, kdl_stream *s);
+int kdl__cka_pass_job_block(kdl__job *j, kdl_stream *s, unsigned pass);
+int kdl__cka_pass_job_combine(kdl__job *j, kdl_stream *s, unsigned pass);
+
 /* kdl__cka_pass_release() - free what @c holds (not the results). */
 void kdl__cka_pass_release(struct kdl__cka_pass *c);
 
@@ -268,6 +281,79 @@ int kdl__cka_begin(kdl_inputs *in, const struct kdl_run_cka_opts *o, kdl_doc *do
  * Return: 0; -KDL_EBUDGET when the job needs more than the options' common.memory (nothing is
  * allocated then); -ENOMEM. */
 int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret);
+
+/*
+ * A job's pass made by someone else (a pass shared by several runs, cka-shared.c): open
+ * the job without its pass, run a pass over its sources, give the run its results.
+ */
+struct kdl__cka_job_view {
+        kdl_h5file *fa, *fb;       /* A's and B's file (NULL: A alone); borrowed */
+        const kdl_pair *pair;      /* the stream's pair (NULL: A alone); borrowed */
+        struct kdl_stream_opts so; /* a stream of the job's own */
+        const struct kdl__srcs *l; /* the job's sources; borrowed from the run */
+        const bool *mask;          /* [l->n^2] the pairs its tables need (NULL: all); borrowed */
+        size_t n;                  /* samples of the pass */
+        size_t nclasses;           /* width of the one-hot labels; 0: none */
+        const size_t *sub;         /* [nsub] its subsample, sorted; borrowed */
+        size_t nsub;
+        struct kdl__cka_compute_opts co; /* its pass's options (co.pairs = mask) */
+};
+
+/* kdl__cka_job_open() - what kdl__cka_job(@r, @k, @cp) would pass over, without its pass
+ * or its need check: the job's sources and subsample, borrowed from @r until its job is
+ * taken or dropped.  Return: 0; -ENOMEM (nothing held then). */
+int kdl__cka_job_open(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp,
+                      struct kdl__cka_job_view *ret);
+
+/* kdl__cka_job_take() - the results of the opened job's pass (ownership taken, @res left
+ * empty; maxw set from the job's sources): its rows into the tables, as the end of
+ * kdl__cka_job()'s pass adds them; the job is dropped.  Return: 0; -ENOMEM. */
+int kdl__cka_job_take(struct kdl__cka_run *r, struct kdl__cka_results *res);
+
+/* kdl__cka_job_drop() - drop the opened (or made) job of @r; its last results stay. */
+void kdl__cka_job_drop(struct kdl__cka_run *r);
+
+/*
+ * One pass for the jobs of several runs that compare one teacher checkpoint with several
+ * checkpoints of one student (analysis/cka-shared.c): its sources are the teacher's (its
+ * layers, logits and the labels) once, and every checkpoint's student sources; a pair is
+ * formed when a run's tables need it.  So the teacher's layers are read, and their blocks
+ * with themselves and with the targets formed, once for all the checkpoints.  Each run
+ * gets the rows its kdl__cka_job() would have given: the same products of the same rows,
+ * equal up to rounding (the stream's blocks differ).
+ */
+struct kdl__cka_shared;
+
+/*
+ * kdl__cka_shared_new() - that pass for the @n runs @runs (begun on the same inputs and
+ * options), run i at @cps[i] with student @k, as a job (@ret_job, its state in *@ret).
+ * Return: 1; 0 (*@ret NULL, the runs' jobs dropped) when they cannot share one: fewer than
+ * two, different teacher checkpoints, --nonfinite skip (each checkpoint's stream drops its
+ * own samples), Gram space (a source wider than the samples) or a wide source (--wide-max);
+ * under MPI its job combines the ranks' state as kdl__cka_compute()'s; -KDL_EBUDGET when
+ * the pass
+ * and a stream of its own need more than common.memory; -ENOMEM.
+ */
+int kdl__cka_shared_new(struct kdl__cka_run *const *runs, size_t n, size_t k,
+                        const struct kdl_ckpair *cps, struct kdl__cka_shared **ret,
+                        kdl__job *ret_job);
+
+/* kdl__cka_shared_free() - after its job has run, or instead (NULL: no-op): drop the
+ * runs' jobs and free @sh. */
+void kdl__cka_shared_free(struct kdl__cka_shared *sh);
+
+/*
+ * kdl__cka_shared_need() - keep in @ret the larger of @ret and the need of the pass
+ * kdl__cka_shared_new() would make, from the shapes alone, in blocks of @rows rows of a
+ * stream others count (0: its own, counted too); when it would make none, nothing.
+ * kdl__cka_shared_cost() - the datasets that pass reads, into @c.
+ * The runs' jobs are dropped.  Return: 1 when the runs can share a pass, 0 when not; the
+ * errors of finding the sources; -ENOMEM.
+ */
+int kdl__cka_shared_need(struct kdl__cka_run *const *runs, size_t n, size_t k,
+                         const struct kdl_ckpair *cps, size_t rows, kdl__need *ret);
+int kdl__cka_shared_cost(struct kdl__cka_run *const *runs, size_t n, size_t k,
+                         const struct kdl_ckpair *cps, struct kdl_stream_cost *c);
 
 /* The options of the cka command that lower its need. */
 #define KDL_CKA_LEVERS                                                                             \

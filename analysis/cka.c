@@ -10,65 +10,9 @@
 #include "analysis/cka-internal.h"
 #include "metrics/base/banned.h"
 
-#define DEFAULT_SUBSAMPLE 2048
-#define DEFAULT_BATCH     256
-#define DEFAULT_THETA     0.5
-#define DEFAULT_ROBUST    0.01
-/* Wide sources: min(N, width) above 4096 (a 128 MiB block); sketches of 1024 columns. */
-#define DEFAULT_WIDE_MAX  4096
-#define DEFAULT_WIDE_RANK 1024
-#define DEFAULT_KEEP      0.99
-
 /* The stream of kdl_sample_select() that draws the subsample (the
  * minibatch order is stream 3, in cka-compute.c). */
 #define STREAM_SUBSAMPLE 1
-
-static const char *const estimator_names[KDL_RUN_CKA_ESTIMATOR_COUNT_] = {"biased", "debiased",
-                                                                          "minibatch"};
-
-const char *kdl_run_cka_estimator_name(enum kdl_run_cka_estimator e)
-{
-        assert(e < KDL_RUN_CKA_ESTIMATOR_COUNT_);
-        return estimator_names[e];
-}
-
-int kdl_run_cka_estimator_parse(const char *s, enum kdl_run_cka_estimator *ret)
-{
-        for (int e = 0; e < KDL_RUN_CKA_ESTIMATOR_COUNT_; e++)
-                if (strcmp(s, estimator_names[e]) == 0) {
-                        *ret = (enum kdl_run_cka_estimator) e;
-                        return 0;
-                }
-        return kdl_error(-KDL_EUSAGE,
-                         "--estimator: expected biased, debiased or minibatch, found '%s'", s);
-}
-
-int kdl_run_cka_kernel_parse(const char *s, enum kdl_cka_kernel *ret)
-{
-        for (int k = 0; k < KDL_CKA_KERNEL_COUNT_; k++)
-                if (strcmp(s, kdl_cka_kernel_name((enum kdl_cka_kernel) k)) == 0) {
-                        *ret = (enum kdl_cka_kernel) k;
-                        return 0;
-                }
-        return kdl_error(-KDL_EUSAGE, "--kernel: expected linear or rbf, found '%s'", s);
-}
-
-void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o)
-{
-        *o = (struct kdl_run_cka_opts){.kernel = KDL_CKA_LINEAR,
-                                       .estimator = KDL_RUN_CKA_BIASED,
-                                       .subsample = DEFAULT_SUBSAMPLE,
-                                       .batch = DEFAULT_BATCH,
-                                       .theta = DEFAULT_THETA,
-                                       .robust = DEFAULT_ROBUST,
-                                       .precision = KDL_CKA_PRECISION_DOUBLE,
-                                       .wide_max = DEFAULT_WIDE_MAX,
-                                       .wide = KDL_RUN_CKA_WIDE_SKETCH,
-                                       .wide_rank = DEFAULT_WIDE_RANK,
-                                       .measures = 1u << KDL_RUN_CKA_MEASURE_CKA,
-                                       .svcca_keep = DEFAULT_KEEP};
-        kdl_run_common_init(&o->common);
-}
 
 /* The tables one run fills, across checkpoints. */
 struct tables {
@@ -557,6 +501,57 @@ int kdl__cka_job_need(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair 
         kdl__need_release(&nd);
         job_release(r);
         return err;
+}
+
+int kdl__cka_job_open(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp,
+                      struct kdl__cka_job_view *ret)
+{
+        const kdl_pair *pair;
+        int err;
+
+        assert(cp && cp->main && ret);
+        kdl__cka_results_release(&r->last);
+        err = job_start(r, k, cp);
+        pair = r->two ? r->in->pairs[k] : NULL;
+        *ret = (struct kdl__cka_job_view){.fa = r->in->teacher,
+                                          .fb = r->two ? r->in->students[k] : NULL,
+                                          .pair = pair,
+                                          .so = kdl_run_stream_opts(&r->o.common),
+                                          .l = &r->l,
+                                          .mask = r->mask,
+                                          .n = pair ? pair->n : kdl_h5_dump(r->in->teacher)->n,
+                                          .nclasses = r->nclasses,
+                                          .co = compute_opts(r)};
+        err = err
+                      ?: kdl_sample_select(ret->n, NULL, 0, r->o.subsample, r->o.seed,
+                                           STREAM_SUBSAMPLE, &r->sub, &r->nsub);
+        if (err < 0) {
+                job_release(r);
+                return err;
+        }
+        ret->sub = r->sub;
+        ret->nsub = r->nsub;
+        return 0;
+}
+
+int kdl__cka_job_take(struct kdl__cka_run *r, struct kdl__cka_results *res)
+{
+        int err;
+
+        kdl__cka_results_release(&r->last);
+        r->last = *res;
+        *res = (struct kdl__cka_results){0};
+        r->last.maxw = 0;
+        for (size_t i = 0; i < r->l.n; i++)
+                r->last.maxw = r->l.v[i].width > r->last.maxw ? r->l.v[i].width : r->last.maxw;
+        err = emit(&r->tb, &r->last, &r->o, &r->l, &r->cp, r->two, r->logits, r->labels);
+        job_release(r);
+        return err;
+}
+
+void kdl__cka_job_drop(struct kdl__cka_run *r)
+{
+        job_release(r);
 }
 
 int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)

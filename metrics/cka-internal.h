@@ -17,9 +17,11 @@
 
 /*
  * The cross-products are kept per needed block: block b holds Σ w z̃_j z̃_kᵀ
- * [D_j, D_k] for the pair (j, k) = (bj[b], bk[b]), j <= k, and only the
- * upper triangle of the diagonal blocks.  With every pair needed this is the
- * upper triangle of the stacked ZᵀZ.
+ * [D_j, D_k] for the pair (j, k) = (bj[b], bk[b]): j >= k (the later layer's
+ * rows) for two stacked layers, j the one-hot layer (a row per class) for a
+ * pair with one; only the upper triangle of the diagonal blocks.  The blocks are
+ * one allocation, in the order of b (k, then j), so that a layer's blocks with
+ * its partners side by side in Z are one matrix, one product (cka.c).
  */
 
 /* One set of sufficient statistics, relative to the state's shift K:

@@ -13,6 +13,41 @@
 #include "metrics/cka-internal.h"
 #include "metrics/base/banned.h"
 
+void kdl_cka_matrix_free(kdl_cka_matrix *m)
+{
+        if (!m)
+                return;
+        free(m->biased);
+        free(m->debiased);
+        free(m->minibatch);
+        free(m->biased_lo);
+        free(m->biased_hi);
+        free(m->biased_se);
+        free(m->biased_bias);
+        free(m->debiased_lo);
+        free(m->debiased_hi);
+        free(m->debiased_se);
+        free(m->debiased_bias);
+        free(m->biased_rep);
+        free(m->debiased_rep);
+        free(m->biased_jack);
+        free(m->debiased_jack);
+        free(m->biased_sketch_se);
+        free(m->debiased_sketch_se);
+        free(m);
+}
+
+int kdl__cka_matrix_new(size_t nlayers, kdl_cka_matrix **ret)
+{
+        kdl_cka_matrix *m = kdl_new(kdl_cka_matrix, 1);
+
+        if (!m)
+                return -ENOMEM;
+        m->nlayers = nlayers;
+        *ret = m;
+        return 0;
+}
+
 /* The feature-space statistics re-expressed around another shift (Chan et al.'s
  * idea), and its two users: kdl_cka_merge() moves @from onto @into's shift,
  * kdl_cka_finalize() onto the mean for the centred and debiased forms, then

@@ -22,38 +22,25 @@
 #define BLOCK_BYTES    ((size_t) 256 << 20)
 #define DEFAULT_LEVEL  0.95
 
-void kdl_cka_matrix_free(kdl_cka_matrix *m)
+/* Layer @l's block @b: [@rows, widths[l]] (one column for a one-hot layer of @kinds), and
+ * with @values (always for a one-hot layer, whose values are not stacked) finite. */
+static int check_block(const kdl_tensor *b, size_t l, const size_t *widths,
+                       const enum kdl_cka_layer *kinds, size_t rows, const size_t *ids, bool values)
 {
-        if (!m)
-                return;
-        free(m->biased);
-        free(m->debiased);
-        free(m->minibatch);
-        free(m->biased_lo);
-        free(m->biased_hi);
-        free(m->biased_se);
-        free(m->biased_bias);
-        free(m->debiased_lo);
-        free(m->debiased_hi);
-        free(m->debiased_se);
-        free(m->debiased_bias);
-        free(m->biased_rep);
-        free(m->debiased_rep);
-        free(m->biased_jack);
-        free(m->debiased_jack);
-        free(m->biased_sketch_se);
-        free(m->debiased_sketch_se);
-        free(m);
-}
+        bool hot = kinds && kinds[l] == KDL_CKA_LAYER_ONEHOT;
+        size_t bad, w = hot ? 1 : widths[l];
 
-int kdl__cka_matrix_new(size_t nlayers, kdl_cka_matrix **ret)
-{
-        kdl_cka_matrix *m = kdl_new(kdl_cka_matrix, 1);
-
-        if (!m)
-                return -ENOMEM;
-        m->nlayers = nlayers;
-        *ret = m;
+        if (b->ndim != 2 || b->shape[1] != w)
+                return kdl_error(-KDL_ESHAPE,
+                                 "layer %zu: expected [rows, %zu], got %zu-D "
+                                 "with %zu columns",
+                                 l, w, b->ndim, b->ndim == 2 ? b->shape[1] : 0);
+        if (b->shape[0] != rows)
+                return kdl_error(-KDL_ESHAPE, "layer %zu: %zu rows, layer 0 has %zu", l,
+                                 b->shape[0], rows);
+        if ((values || hot) && kdl_tensor_check_finite(b, &bad) < 0)
+                return kdl_error(-KDL_ENONFINITE, "layer %zu: non-finite value at sample %zu", l,
+                                 ids ? ids[bad] : bad);
         return 0;
 }
 
@@ -61,21 +48,10 @@ int kdl__cka_check_blocks(const kdl_tensor *blocks, size_t nlayers, const size_t
                           const enum kdl_cka_layer *kinds, size_t rows, const size_t *ids)
 {
         for (size_t l = 0; l < nlayers; l++) {
-                const kdl_tensor *b = &blocks[l];
-                size_t bad, w = kinds && kinds[l] == KDL_CKA_LAYER_ONEHOT ? 1 : widths[l];
+                int r = check_block(&blocks[l], l, widths, kinds, rows, ids, true);
 
-                if (b->ndim != 2 || b->shape[1] != w)
-                        return kdl_error(-KDL_ESHAPE,
-                                         "layer %zu: expected [rows, %zu], got %zu-D "
-                                         "with %zu columns",
-                                         l, w, b->ndim, b->ndim == 2 ? b->shape[1] : 0);
-                if (b->shape[0] != rows)
-                        return kdl_error(-KDL_ESHAPE, "layer %zu: %zu rows, layer 0 has %zu", l,
-                                         b->shape[0], rows);
-                if (kdl_tensor_check_finite(b, &bad) < 0)
-                        return kdl_error(-KDL_ENONFINITE,
-                                         "layer %zu: non-finite value at sample %zu", l,
-                                         ids ? ids[bad] : bad);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
@@ -239,9 +215,8 @@ size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const kdl_cka_o
 void kdl__cka_stats_release(struct kdl__cka_stats *t, size_t nblk)
 {
         free(t->m);
-        if (t->g)
-                for (size_t b = 0; b < nblk; b++)
-                        free(t->g[b]);
+        if (t->g && nblk)
+                free(t->g[0]); /* every block's, kdl__cka_stats_init() */
         free(t->g);
         free(t->u);
         free(t->p);
@@ -250,6 +225,8 @@ void kdl__cka_stats_release(struct kdl__cka_stats *t, size_t nblk)
 
 int kdl__cka_stats_init(struct kdl__cka_stats *t, const kdl_cka_state *s)
 {
+        size_t total = 0;
+
         t->n = 0.0;
         t->m = kdl_new(double, s->dt);
         t->g = kdl_new(double *, s->nblk);
@@ -258,11 +235,17 @@ int kdl__cka_stats_init(struct kdl__cka_stats *t, const kdl_cka_state *s)
         t->sa = kdl_new(double, s->l);
         if (!t->m || !t->g || !t->u || !t->p || !t->sa)
                 return -ENOMEM;
-        for (size_t b = 0; b < s->nblk; b++) {
-                t->g[b] = kdl_new(double, s->width[s->bj[b]] * s->width[s->bk[b]]);
-                if (!t->g[b])
-                        return -ENOMEM;
-        }
+        if (!s->nblk)
+                return 0; /* one-hot layers alone */
+        /* The blocks one after the other, so that those of a run (run_end()) are one
+         * matrix. */
+        for (size_t b = 0; b < s->nblk; b++)
+                total += s->width[s->bj[b]] * s->width[s->bk[b]];
+        t->g[0] = kdl_new(double, total);
+        if (!t->g[0])
+                return -ENOMEM;
+        for (size_t b = 1; b < s->nblk; b++)
+                t->g[b] = t->g[b - 1] + s->width[s->bj[b - 1]] * s->width[s->bk[b - 1]];
         return 0;
 }
 
@@ -374,8 +357,9 @@ static int layout_init(kdl_cka_state *s, const size_t *widths, const kdl_cka_opt
 
                         if (pair_block(o, l, j, k)) {
                                 /* A one-hot layer's block [D_y, D_k] is its class sums of
-                                 * the other layer: a row per class, added row by row. */
-                                bool swap = is_hot(o, k) && !is_hot(o, j);
+                                 * the other layer: a row per class, added row by row.  Two
+                                 * stacked layers' has the later one's rows (run_end()). */
+                                bool swap = !is_hot(o, j);
 
                                 b = (long) s->nblk++;
                                 s->bj[b] = swap ? k : j;
@@ -537,12 +521,63 @@ static void g_add_float(const kdl_cka_state *s, struct kdl__cka_stats *t, const 
         }
 }
 
+/* Whether the pair (@j, @k) of two stacked layers (not a one-hot one) has a block. */
+static bool stacked_pair(const kdl_cka_state *s, size_t j, size_t k)
+{
+        return s->blk[j * s->l + k] >= 0 && s->kind[j] != KDL_CKA_LAYER_ONEHOT &&
+               s->kind[k] != KDL_CKA_LAYER_ONEHOT;
+}
+
+/*
+ * The end (exclusive) of the run of layer @j's needed stacked partners from @k0 (one,
+ * > j): k0, k0 + 1, ... are side by side in the stacked block Z, and their blocks with @j
+ * (Σ z_k z_jᵀ, [D_k, D_j]) one below the other in memory (kdl__cka_stats_init()), so that
+ * the whole run is one product [D_k0 + ..., D_j] added in place.
+ */
+static size_t run_end(const kdl_cka_state *s, size_t j, size_t k0)
+{
+        size_t k = k0 + 1;
+
+        while (k < s->l && stacked_pair(s, j, k))
+                k++;
+        return k;
+}
+
+/* The blocks of stacked layer @j (with itself and its later stacked partners) of @rows
+ * stacked rows @z [rows, dz] into @t: dsyrk on the diagonal, one dgemm per run of partners
+ * (run_end()), so that Z_j is packed once for all of them. */
+static void g_add_layer(const kdl_cka_state *s, struct kdl__cka_stats *t, const double *z,
+                        size_t rows, size_t j)
+{
+        size_t l = s->l, dj = s->width[j];
+        int n = (int) s->dz, k = (int) rows;
+
+        if (s->kind[j] == KDL_CKA_LAYER_ONEHOT)
+                return;
+        if (stacked_pair(s, j, j))
+                cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int) dj, k, 1.0, z + s->off[j],
+                            n, 1.0, t->g[s->blk[j * l + j]], (int) dj);
+        for (size_t q = j + 1; q < l; q++) {
+                size_t e;
+
+                if (!stacked_pair(s, j, q))
+                        continue;
+                e = run_end(s, j, q);
+                /* The run's columns: stacked layers in order are side by side. */
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans,
+                            (int) (s->off[e - 1] + s->width[e - 1] - s->off[q]), (int) dj, k, 1.0,
+                            z + s->off[q], n, z + s->off[j], n, 1.0, t->g[s->blk[j * l + q]],
+                            (int) dj);
+                q = e - 1;
+        }
+}
+
 /* Add @rows stacked rows @z [rows, dz] with squared norms @a [rows, l] and classes @cls
  * [rows, nhot] to @t; @v holds the square roots of the weights, by which @z and @a were
- * already scaled (all ones for the main statistics).  One BLAS-3 call per needed block
- * of two stacked layers: dsyrk on the diagonal, dgemm across; in mixed precision, ssyrk
- * and sgemm per KDL_CKA_MIXED_ROWS rows instead (g_add_float()).  The one-hot layers'
- * sums are class sums (kdl__cka_onehot_add()). */
+ * already scaled (all ones for the main statistics).  The blocks of two stacked layers by
+ * g_add_layer(); in mixed precision, ssyrk and sgemm per needed block and
+ * KDL_CKA_MIXED_ROWS rows instead (g_add_float()).  The one-hot layers' sums are class
+ * sums (kdl__cka_onehot_add()). */
 static void stats_add_block(const kdl_cka_state *s, struct kdl__cka_stats *t, const double *z,
                             const double *a, const double *cls, const double *v, size_t rows)
 {
@@ -556,19 +591,8 @@ static void stats_add_block(const kdl_cka_state *s, struct kdl__cka_stats *t, co
                 for (size_t r0 = 0; r0 < rows && n; r0 += pr)
                         g_add_float(s, t, z + r0 * s->dz, rows - r0 < pr ? rows - r0 : pr);
         } else {
-                for (size_t b = 0; b < s->nblk; b++) {
-                        size_t j = s->bj[b], q = s->bk[b];
-                        int dj = (int) s->width[j], dq = (int) s->width[q];
-
-                        if (!stacked_block(s, b))
-                                continue;
-                        if (j == q)
-                                cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dj, k, 1.0,
-                                            z + s->off[j], n, 1.0, t->g[b], dj);
-                        else
-                                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dj, dq, k, 1.0,
-                                            z + s->off[j], n, z + s->off[q], n, 1.0, t->g[b], dq);
-                }
+                for (size_t j = 0; j < s->l; j++)
+                        g_add_layer(s, t, z, rows, j);
         }
         if (n) {
                 cblas_dgemv(CblasRowMajor, CblasTrans, k, n, 1.0, z, n, v, 1, 1.0, t->m, 1);
@@ -686,19 +710,31 @@ static void add_replicates(kdl_cka_state *s, const size_t *ids, size_t nb)
         }
 }
 
+/* Every squared norm of the @nb rows s->a is finite (so every value of the rows is). */
+static bool stacked_finite(const kdl_cka_state *s, size_t nb)
+{
+        for (size_t i = 0; i < nb * s->l; i++)
+                if (!isfinite(s->a[i]))
+                        return false;
+        return true;
+}
+
 int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t *ids)
 {
         size_t rows, br;
-        int r;
+        bool first;
+        int r = 0;
 
         assert(s && blocks && (ids || s->nstats == 1));
         br = s->o.block_rows;
         rows = blocks[0].ndim == 2 ? blocks[0].shape[0] : 0;
-        r = kdl__cka_check_blocks(blocks, s->l, s->width, s->kind, rows, ids);
-        if (r < 0)
+        /* A block of one product's rows has its values checked as they are stacked (their
+         * squared norms are finite), not in a pass of its own; a larger one first, so that
+         * nothing is added when a value is not finite. */
+        for (size_t l = 0; l < s->l && r == 0; l++)
+                r = check_block(&blocks[l], l, s->width, s->kind, rows, ids, rows > br);
+        if (r < 0 || rows == 0)
                 return r;
-        if (rows == 0)
-                return 0;
         /* Every class first, so that a bad one leaves @s unchanged. */
         for (size_t r0 = 0; r0 < rows; r0 += br) {
                 size_t nb = rows - r0 < br ? rows - r0 : br;
@@ -709,13 +745,18 @@ int kdl_cka_accumulate(kdl_cka_state *s, const kdl_tensor *blocks, const size_t 
                                 return r;
                 }
         }
-        if (!s->shifted)
+        first = !s->shifted;
+        if (first)
                 set_shift(s, blocks, rows);
         for (size_t r0 = 0; r0 < rows; r0 += br) {
                 size_t nb = rows - r0 < br ? rows - r0 : br;
 
                 r = stack_rows(s, blocks, r0, nb, ids);
                 assert(r == 0);
+                if (rows <= br && !stacked_finite(s, nb)) {
+                        s->shifted = !first; /* the shift of a block not taken */
+                        return kdl__cka_check_blocks(blocks, s->l, s->width, s->kind, rows, ids);
+                }
                 stats_add_block(s, &s->st[0], s->z, s->a, s->cls, s->ones, nb);
                 if (s->nrep)
                         add_replicates(s, ids + r0, nb);

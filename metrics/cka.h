@@ -211,9 +211,10 @@ KDL_API size_t kdl_cka_state_bytes(size_t nlayers, const size_t *widths, const k
  * @ret: set on success only; caller frees with kdl_cka_state_free().
  *
  * The layers of each row block are stacked side by side into one matrix Z
- * [rows, ΣD]; each needed pair of layers (@o->pairs) is one BLAS-3 product
- * per block on column slices of Z (dsyrk for XᵢᵀXᵢ, dgemm for XᵢᵀXⱼ), so
- * pairs nobody asked for cost neither flops nor memory.  The state holds,
+ * [rows, ΣD]; each needed pair of layers (@o->pairs) is a BLAS-3 product
+ * per block on column slices of Z (dsyrk for XᵢᵀXᵢ, dgemm for XᵢᵀXⱼ; a
+ * layer's needed partners side by side in Z are one dgemm), so pairs nobody
+ * asked for cost neither flops nor memory.  The state holds,
  * relative to a shift K (the mean of the first block, for accuracy): the
  * count n, the column sums m = Σ z, the needed blocks of G = Σ z zᵀ, the
  * squared row norms a_ℓ = ‖z_ℓ‖² of each layer through U = Σ z aᵀ [ΣD, L],

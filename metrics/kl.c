@@ -8,6 +8,7 @@
 #include <lapacke.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/base/blas.h"
 #include "metrics/base/error.h"
 #include "metrics/kl.h"
 #include "metrics/kl-internal.h"
@@ -581,7 +582,7 @@ static void stats_merge(const struct kdl__kl_config *cfg, struct kdl__kl_stats *
 int kdl_kl_accumulate(kdl_kl_state *s, const kdl_kl_block *b)
 {
         size_t m = 0;
-        int err;
+        int err, saved;
 
         assert(s && b);
         err = check_block(&s->cfg, b, &m);
@@ -591,7 +592,11 @@ int kdl_kl_accumulate(kdl_kl_state *s, const kdl_kl_block *b)
             (err = kdl__kl_reservoir_reserve(&s->res, s->res.n + m)) < 0)
                 return err;
         s->w.vm = 0;
+        /* The head products, then the per-sample values: one BLAS thread, so that no
+         * helper spins through the values (metrics/base/blas.h). */
+        saved = kdl__blas_serial_begin();
         err = kdl__kl_block_values(&s->cfg, &s->w, b, m);
+        kdl__blas_serial_end(saved);
         if (err < 0)
                 return err;
         block_stats(&s->cfg, &s->w, b, m);

@@ -21,6 +21,9 @@
 /* The authors replace exact zeros of a class spectrum by this before taking
  * logs (TPlotClassificationEfficiency). */
 #define SPECTRUM_FLOOR 1e-127
+/* Columns centred together (kdl__quality_centred_spectrum()): a band of a row is a few
+ * cache lines. */
+#define CENTRE_COLS 64
 
 static const char *const variant_names[KDL_QUALITY_VARIANT_COUNT_] = {"code", "pairs", "per-class"};
 
@@ -58,33 +61,50 @@ static int check_input(const kdl_tensor *x, const int64_t *labels, size_t nclass
         return 0;
 }
 
+/* The rows of the @n @labels grouped by class, in row order within a class, into @order
+ * [n]; @start [C+1] gets each class's first position. */
+static void class_order(const int64_t *labels, size_t n, size_t nclasses, size_t *start,
+                        size_t *order)
+{
+        memset(start, 0, (nclasses + 1) * sizeof(size_t));
+        for (size_t i = 0; i < n; i++)
+                start[labels[i] + 1]++;
+        for (size_t c = 0; c < nclasses; c++)
+                start[c + 1] += start[c];
+        for (size_t i = 0; i < n; i++)
+                order[start[labels[i]]++] = i;
+        for (size_t c = nclasses; c > 0; c--)
+                start[c] = start[c - 1];
+        start[0] = 0;
+}
+
+/* The rows @order[0..@m-1] of @x into @out [m, D]. */
+static void copy_rows(const kdl_tensor *x, const size_t *order, size_t m, double *out)
+{
+        size_t d = x->shape[1];
+
+        for (size_t r = 0; r < m; r++)
+                for (size_t j = 0; j < d; j++)
+                        out[r * d + j] = KDL_AT2(x, order[r], j);
+}
+
 /* Rows of @x grouped by class into a contiguous copy [n, D]; @start [C+1]
  * gets each class's first row. */
 static double *sorted_copy(const kdl_tensor *x, const int64_t *labels, size_t nclasses,
                            size_t *start)
 {
         size_t n = x->shape[0], d = x->shape[1];
-        size_t *next = kdl_new(size_t, nclasses);
+        size_t *order = kdl_new(size_t, n + 1);
         double *out = kdl__malloc(n * d + 1, sizeof(double));
 
-        if (!next || !out) {
-                free(next);
+        if (!order || !out) {
+                free(order);
                 free(out);
                 return NULL;
         }
-        memset(start, 0, (nclasses + 1) * sizeof(size_t));
-        for (size_t i = 0; i < n; i++)
-                start[labels[i] + 1]++;
-        for (size_t c = 0; c < nclasses; c++)
-                start[c + 1] += start[c];
-        memcpy(next, start, nclasses * sizeof(size_t));
-        for (size_t i = 0; i < n; i++) {
-                size_t row = next[labels[i]]++;
-
-                for (size_t j = 0; j < d; j++)
-                        out[row * d + j] = KDL_AT2(x, i, j);
-        }
-        free(next);
+        class_order(labels, n, nclasses, start, order);
+        copy_rows(x, order, n, out);
+        free(order);
         return out;
 }
 
@@ -122,14 +142,20 @@ int kdl__quality_centred_spectrum(double *y, size_t m, size_t d, double *work, d
         size_t k = m < d ? m : d;
         int r;
 
-        for (size_t j = 0; j < d; j++) {
-                double mean = 0.0;
+        /* Column means a band of CENTRE_COLS columns at a time, the rows in order (the
+         * sums of a column by column loop, with the rows read along their length). */
+        for (size_t j0 = 0; j0 < d; j0 += CENTRE_COLS) {
+                size_t nj = d - j0 < CENTRE_COLS ? d - j0 : CENTRE_COLS;
+                double mean[CENTRE_COLS] = {0};
 
                 for (size_t i = 0; i < m; i++)
-                        mean += y[i * d + j];
-                mean /= (double) m;
+                        for (size_t j = 0; j < nj; j++)
+                                mean[j] += y[i * d + j0 + j];
+                for (size_t j = 0; j < nj; j++)
+                        mean[j] /= (double) m;
                 for (size_t i = 0; i < m; i++)
-                        y[i * d + j] -= mean;
+                        for (size_t j = 0; j < nj; j++)
+                                y[i * d + j0 + j] -= mean[j];
         }
         if (m <= d)
                 cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int) m, (int) d, 1.0, y,
@@ -225,13 +251,17 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
 {
         size_t d = xc->shape[1], ncols, kmax, used = 0, ksum = 0, nwith = 0;
         size_t *start = kdl_new(size_t, nclasses + 1), *kc = NULL, *len = NULL, *slot = NULL;
-        double *xs = NULL, *work = NULL, *lam = NULL, hsum = 0.0;
+        size_t *order = kdl_new(size_t, xc->shape[0] + 1);
+        double *y = NULL, *work = NULL, *lam = NULL, hsum = 0.0;
         bool *degenerate = NULL;
         int r = 0;
 
-        if (!start)
-                return -ENOMEM;
-        xs = sorted_copy(xc, labels_c, nclasses, start);
+        if (!start || !order) {
+                r = -ENOMEM;
+                goto out;
+        }
+        /* One class at a time: its rows copied into @y, as large as the largest class. */
+        class_order(labels_c, xc->shape[0], nclasses, start, order);
         kc = kdl_new(size_t, nclasses);
         len = kdl_new(size_t, nclasses);
         degenerate = kdl_new(bool, nclasses);
@@ -243,9 +273,10 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
         for (size_t c = 0; slot && c < nclasses; c++)
                 if (start[c + 1] - start[c] >= 2)
                         slot[c] = nwith++;
+        y = kdl__malloc(ncols * d + 1, sizeof(double));
         work = kdl__malloc(kmax * kmax + 1, sizeof(double));
         lam = kdl__malloc(nwith * (kmax + 1) + 1, sizeof(double));
-        if (!xs || !kc || !len || !degenerate || !slot || !work || !lam) {
+        if (!y || !kc || !len || !degenerate || !slot || !work || !lam) {
                 r = -ENOMEM;
                 goto out;
         }
@@ -254,9 +285,9 @@ static int class_entropy(const kdl_tensor *xc, const int64_t *labels_c, size_t n
                         continue;
                 if (used == 0 || start[c + 1] - start[c] < q->spectra_rows_min)
                         q->spectra_rows_min = start[c + 1] - start[c];
-                r = class_spectrum(xs + start[c] * d, start[c + 1] - start[c], d, ncols,
-                                   o->var_threshold, work, lam + slot[c] * (kmax + 1), &len[c],
-                                   &kc[c], &degenerate[c]);
+                copy_rows(xc, order + start[c], start[c + 1] - start[c], y);
+                r = class_spectrum(y, start[c + 1] - start[c], d, ncols, o->var_threshold, work,
+                                   lam + slot[c] * (kmax + 1), &len[c], &kc[c], &degenerate[c]);
                 if (r < 0)
                         goto out;
                 used++;
@@ -289,7 +320,8 @@ out:
         free(degenerate);
         free(len);
         free(kc);
-        free(xs);
+        free(y);
+        free(order);
         free(start);
         return r;
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "analysis/cka-internal.h"
 #include "analysis/cka.h"
 #include "analysis/dims.h"
 #include "analysis/inputs.h"
@@ -35,6 +36,8 @@ struct kdl__report {
         struct kdl_ckpair **sel; /* [nstudents] each student's checkpoints analysed, each with
                                     the teacher's it is compared with (in @in) */
         size_t *nsel;            /* [nstudents] their counts, each >= 1 */
+        bool *share;             /* [nstudents] the student's checkpoints share CKA passes (set by
+                                    kdl__report_need()) */
         char *partner_text; /* for kdl__report_partner_text() with a named teacher checkpoint */
         char **names;       /* display name of each student */
         size_t prefix; /* length of a prefix all names share ("student_"), left out in figures */
@@ -67,6 +70,49 @@ kdl_inputs kdl__report_one(const struct kdl__report *r, size_t k);
 /* kdl__report_opts() - fill @a from the report's options (r->o) and inputs (r->in). */
 void kdl__report_opts(const struct kdl__report *r, struct kdl__report_opts *a);
 
+/* ---- report-cka.c: each student's CKA runs ----------------------------------------- */
+
+/*
+ * The CKA runs of one student's selected checkpoints, each comparing the teacher's
+ * checkpoint (A) with the student's, as kdlens cka -t T -s S does; with @share, the
+ * checkpoints compared with one teacher checkpoint share one pass (kdl__cka_shared_new())
+ * on the stream of the first of them.
+ */
+struct kdl__report_cka {
+        kdl_inputs one;              /* the teacher and this student alone */
+        struct kdl__cka_run **runs;  /* [n] */
+        kdl_doc **docs;              /* [n] their documents */
+        struct kdl_ckpair *ckp;      /* [n] the teacher's checkpoint (main), the student's */
+        bool *done;                  /* [n] its job is made (on its stream or an earlier one) */
+        struct kdl__cka_run **group; /* [n] scratch: the runs of one pass */
+        struct kdl_ckpair *gckp;     /* [n] and their checkpoints */
+        size_t n;
+        bool share;
+};
+
+/* kdl__report_cka_begin() - begin a CKA run with @o for each selected checkpoint of
+ * student @k.  Release @sc with kdl__report_cka_release() whatever this returns.
+ * Return: 0; the errors of kdl__cka_begin(); -ENOMEM. */
+int kdl__report_cka_begin(const struct kdl__report *r, const struct kdl_run_cka_opts *o, size_t k,
+                          bool share, struct kdl__report_cka *sc);
+
+void kdl__report_cka_release(struct kdl__report_cka *sc);
+
+/*
+ * kdl__report_cka_job() - the CKA job for the stream of checkpoint @c: a pass shared with
+ * the later checkpoints compared with the same teacher checkpoint (*@ret_sh, free it with
+ * kdl__cka_shared_free() after the stream has run), or @c's alone; none when an earlier
+ * checkpoint's stream has it.  kdl__report_cka_cost() and kdl__report_cka_need() - what
+ * that job would read (into @cost) and need (kept in @ret as kdl__cka_job_need() does,
+ * in blocks of @rows rows), from the shapes alone; call the cost before the need of the
+ * same checkpoint, the need of every checkpoint in order.
+ * Return: 1 for a job, 0 for none (need: 0); the errors of the CKA jobs; -ENOMEM.
+ */
+int kdl__report_cka_job(struct kdl__report_cka *sc, size_t c, struct kdl__cka_shared **ret_sh,
+                        kdl__job *ret);
+int kdl__report_cka_cost(struct kdl__report_cka *sc, size_t c, struct kdl_stream_cost *cost);
+int kdl__report_cka_need(struct kdl__report_cka *sc, size_t c, size_t rows, kdl__need *ret);
+
 /* ---- report-need.c: what the report needs --------------------------------------- */
 
 /* The report's options that lower a need. */
@@ -78,7 +124,9 @@ extern const char kdl__report_need_note[];
 /*
  * kdl__report_need() - into @ret, what the report holds at its peak: the analyses of one
  * student checkpoint run together on one stream, so their needs add up; the largest
- * checkpoint counts.  Reads nothing but the shapes (r->in open, r->sel chosen).
+ * checkpoint counts.  Sets r->share: a student's checkpoints share CKA passes unless that
+ * alone would put its need over the budget.  Reads nothing but the shapes (r->in open,
+ * r->sel chosen).
  * Return: 0; the analyses' errors of finding their sources; -ENOMEM.
  */
 int kdl__report_need(struct kdl__report *r, kdl__need *ret);

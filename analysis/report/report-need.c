@@ -16,33 +16,32 @@ const char kdl__report_need_note[] =
         "the need counts kl, cka, summary and the stream they share with split and dims; "
         "split, dims and layers do not state their needs yet";
 
-/* What student @k's checkpoint @cp holds at once: the jobs of kl, cka and summary on the
- * stream they share with the others; @cka is a begun CKA run on the teacher and that
- * student. */
+/* What student @k's checkpoint @c holds at once: the jobs of kl, cka (of the CKA runs @sc,
+ * as its stream gets them) and summary on the stream they share with the others. */
 static int checkpoint_need(struct kdl__report *r, const struct kdl__report_opts *a,
-                           struct kdl__cka_run *cka, size_t k, const struct kdl_ckpair *cp,
-                           kdl__need *ret)
+                           struct kdl__report_cka *sc, size_t k, size_t c, kdl__need *ret)
 {
+        const struct kdl_ckpair *cp = &r->sel[k][c];
         const kdl_pair *pair = r->in->pairs[k];
-        struct kdl_ckpair ckp = {.main = cp->partner, .partner = cp->main};
         struct kdl_stream_opts so = kdl_run_stream_opts(&r->o->common);
         kdl__need nd = {.analysis = ret->analysis}, kl = {.analysis = "kl"},
                   ck = {.analysis = "cka"}, sm = {.analysis = "summary"};
-        struct kdl_stream_cost c;
+        struct kdl_stream_cost cost;
         size_t rows;
         int err;
 
-        kdl_stream_cost_init(&c, pair);
-        err = kdl__kl_job_cost(r->in, &a->kl, k, cp, &c);
-        err = err < 0 ? err : kdl__cka_job_cost(cka, 0, &ckp, &c);
-        err = err < 0 ? err : kdl__summary_job_cost(r->in, &a->summary, k, cp, &c);
-        rows = kdl_stream_cost_rows(&c, pair->n, &so);
-        err = err
-                      ?: kdl__need_add(
-                                 &nd, kdl_stream_cost_bytes(&c, pair->n, &so), KDL_LEVER_BLOCK_ROWS,
-                                 "blocks of %zu rows of the datasets of kl, cka and summary", rows);
+        kdl_stream_cost_init(&cost, pair);
+        err = kdl__kl_job_cost(r->in, &a->kl, k, cp, &cost);
+        err = err < 0 ? err : kdl__report_cka_cost(sc, c, &cost);
+        err = err < 0 ? err : kdl__summary_job_cost(r->in, &a->summary, k, cp, &cost);
+        rows = kdl_stream_cost_rows(&cost, pair->n, &so);
+        err = err < 0 ? err
+                      : kdl__need_add(&nd, kdl_stream_cost_bytes(&cost, pair->n, &so),
+                                      KDL_LEVER_BLOCK_ROWS,
+                                      "blocks of %zu rows of the datasets of kl, cka and summary",
+                                      rows);
         err = err ?: kdl__kl_job_need(r->in, &a->kl, k, cp, rows, &kl);
-        err = err ?: kdl__cka_job_need(cka, 0, &ckp, rows, &ck);
+        err = err ?: kdl__report_cka_need(sc, c, rows, &ck);
         err = err ?: kdl__summary_job_need(r->in, &a->summary, k, cp, rows, &sm);
         err = err ?: kdl__need_merge(&nd, &kl);
         err = err ?: kdl__need_merge(&nd, &ck);
@@ -56,6 +55,20 @@ static int checkpoint_need(struct kdl__report *r, const struct kdl__report_opts 
         return err;
 }
 
+/* The largest need of student @k's checkpoints, their CKA passes shared or not, into @ret. */
+static int student_need(struct kdl__report *r, const struct kdl__report_opts *a, size_t k,
+                        bool share, kdl__need *ret)
+{
+        struct kdl__report_cka sc;
+        int err;
+
+        err = kdl__report_cka_begin(r, &a->cka, k, share, &sc);
+        for (size_t c = 0; c < r->nsel[k] && !err; c++)
+                err = checkpoint_need(r, a, &sc, k, c, ret);
+        kdl__report_cka_release(&sc);
+        return err;
+}
+
 int kdl__report_need(struct kdl__report *r, kdl__need *ret)
 {
         struct kdl__report_opts a;
@@ -63,17 +76,18 @@ int kdl__report_need(struct kdl__report *r, kdl__need *ret)
 
         kdl__report_opts(r, &a);
         for (size_t k = 0; k < r->in->nstudents && !err; k++) {
-                /* The CKA of this student alone, as student_checkpoint() begins it. */
-                kdl_inputs one = kdl__report_one(r, k);
-                struct kdl__cka_run *cka = NULL;
-                kdl_doc *scratch = NULL;
+                kdl__need shared = {.analysis = ret->analysis}, alone = {.analysis = ret->analysis};
+                size_t ts, ta;
 
-                err = kdl_doc_new("cka", &scratch);
-                err = err ?: kdl__cka_begin(&one, &a.cka, scratch, &cka);
-                for (size_t c = 0; c < r->nsel[k] && !err; c++)
-                        err = checkpoint_need(r, &a, cka, k, &r->sel[k][c], ret);
-                kdl__cka_abort(cka);
-                kdl_doc_free(scratch);
+                err = student_need(r, &a, k, true, &shared);
+                err = err ?: student_need(r, &a, k, false, &alone);
+                ts = kdl__need_total(&shared);
+                ta = kdl__need_total(&alone);
+                r->share[k] = ts <= r->o->common.memory || ts <= ta;
+                if (!err)
+                        kdl__need_max(ret, r->share[k] ? &shared : &alone);
+                kdl__need_release(&alone);
+                kdl__need_release(&shared);
         }
         /* The teacher's passes, before the students': summary's job of each checkpoint a
          * student checkpoint is compared with, alone on its stream. */

@@ -79,6 +79,7 @@ struct runs {
         struct kdl__dims_run *dims;
         struct kdl__summary_run *summary;
         struct kdl_run_cka_opts cka; /* each student checkpoint begins a CKA run with these */
+        size_t shared;               /* CKA passes shared by several checkpoints */
         kdl_table *passes;
 };
 
@@ -167,40 +168,48 @@ kdl_inputs kdl__report_one(const struct kdl__report *r, size_t k)
                             .opts = r->in->opts};
 }
 
-/* Student @k at checkpoint pair @cp: kl, split, dims and CKA on one stream. */
-static int student_checkpoint(struct kdl__report *r, struct runs *rs, size_t k,
-                              const struct kdl_ckpair *cp)
+/* Student @k: kl, split, dims and summary of each selected checkpoint on the checkpoint's
+ * stream, with the CKA of it (and of the later checkpoints sharing its pass); then the CKA
+ * documents in order. */
+static int student_checkpoints(struct kdl__report *r, struct runs *rs, size_t k)
 {
-        struct kdl_ckpair ckp = {.main = cp->partner, .partner = cp->main};
-        /* The CKA document of this student alone, as kdlens cka -t T -s S writes it. */
-        kdl_inputs one = kdl__report_one(r, k);
-        struct kdl__cka_run *cka = NULL;
-        kdl__job jobs[MAX_JOBS];
-        kdl_doc *d = NULL;
-        char *what = kdl__asprintf("%s at %s", kdl__report_short_name(r, k), cp->main->name);
-        int err;
+        struct kdl__report_cka sc;
+        int err = kdl__report_cka_begin(r, &rs->cka, k, r->share[k], &sc);
 
-        if (!what)
-                return -ENOMEM;
-        kdl__report_progress(r, what);
-        free(what);
-        err = kdl_doc_new("cka", &d);
-        err = err ?: kdl__cka_begin(&one, &rs->cka, d, &cka);
-        err = err ?: kdl__kl_job(rs->kl, k, cp, &jobs[0]);
-        err = err ?: kdl__split_job(rs->split, k, cp, &jobs[1]);
-        err = err ?: kdl__dims_job(rs->dims, k, cp, &jobs[2]);
-        err = err ?: kdl__cka_job(cka, 0, &ckp, &jobs[3]);
-        err = err ?: kdl__summary_job(rs->summary, k, cp, &jobs[4]);
-        err = err ?: run_jobs(r, rs, k, cp->main->name, jobs, MAX_JOBS);
-        if (!err) {
-                err = kdl__cka_end(cka);
-                cka = NULL;
+        for (size_t c = 0; c < sc.n && !err; c++) {
+                const struct kdl_ckpair *cp = &r->sel[k][c];
+                char *what =
+                        kdl__asprintf("%s at %s", kdl__report_short_name(r, k), cp->main->name);
+                struct kdl__cka_shared *sh = NULL;
+                kdl__job jobs[MAX_JOBS];
+                size_t n = 3;
+
+                if (!what) {
+                        err = -ENOMEM;
+                        break;
+                }
+                kdl__report_progress(r, what);
+                free(what);
+                err = kdl__kl_job(rs->kl, k, cp, &jobs[0]);
+                err = err ?: kdl__split_job(rs->split, k, cp, &jobs[1]);
+                err = err ?: kdl__dims_job(rs->dims, k, cp, &jobs[2]);
+                /* cka's job, unless an earlier checkpoint's shared pass did it */
+                err = err ?: kdl__report_cka_job(&sc, c, &sh, &jobs[3]);
+                rs->shared += sh != NULL;
+                n += err > 0;
+                err = err < 0 ? err : kdl__summary_job(rs->summary, k, cp, &jobs[n++]);
+                err = err ?: run_jobs(r, rs, k, cp->main->name, jobs, n);
+                kdl__cka_shared_free(sh);
         }
-        if (!err)
-                r->cka[r->ncka++] = d;
-        else
-                kdl_doc_free(d);
-        kdl__cka_abort(cka);
+        for (size_t c = 0; c < sc.n && !err; c++) {
+                err = kdl__cka_end(sc.runs[c]);
+                sc.runs[c] = NULL;
+                if (!err) {
+                        r->cka[r->ncka++] = sc.docs[c];
+                        sc.docs[c] = NULL;
+                }
+        }
+        kdl__report_cka_release(&sc);
         return err;
 }
 
@@ -230,6 +239,13 @@ static int end_runs(struct kdl__report *r, struct runs *rs)
                                  "by kl, split, dims, cka and summary: a dataset two analyses "
                                  "need is read once per pass, and a later pass reads "
                                  "only what the analyses still running need");
+        if (!err && rs->shared)
+                err = kdl_doc_add_note(r->passes,
+                                       "the cka of a student's checkpoints compared with one "
+                                       "teacher checkpoint is one pass on the stream of the first "
+                                       "of them (analyses counts it there): the teacher's layers "
+                                       "are read, and their products formed, once for all, and "
+                                       "the later checkpoints' layers are read there too");
         if (!err && r->o->common.skip_nonfinite)
                 err = kdl_doc_add_note(r->passes,
                                        "--nonfinite skip: a sample with NaN/Inf in any dataset "
@@ -266,8 +282,7 @@ static int stream_checkpoints(struct kdl__report *r, struct runs *rs)
                         err = run_jobs(r, rs, k, ck->name, &jobs[1], 1);
         }
         for (size_t k = 0; k < r->in->nstudents && !err; k++)
-                for (size_t c = 0; c < r->nsel[k] && !err; c++)
-                        err = student_checkpoint(r, rs, k, &r->sel[k][c]);
+                err = student_checkpoints(r, rs, k);
         return err ?: end_runs(r, rs);
 }
 
@@ -431,9 +446,11 @@ static int run_open(struct kdl__report *r, const struct kdl_run_report_opts *o)
         r->names = kdl_new(char *, o->nstudents);
         r->sel = kdl_new(struct kdl_ckpair *, o->nstudents);
         r->nsel = kdl_new(size_t, o->nstudents);
+        r->share = kdl_new(bool, o->nstudents);
         if (tc && strcmp(tc, "same") != 0)
                 r->partner_text = kdl__asprintf("the teacher's checkpoint %s", tc);
-        if (!r->names || !r->sel || !r->nsel || (tc && strcmp(tc, "same") != 0 && !r->partner_text))
+        if (!r->names || !r->sel || !r->nsel || !r->share ||
+            (tc && strcmp(tc, "same") != 0 && !r->partner_text))
                 return -ENOMEM;
         for (size_t k = 0; k < o->nstudents; k++) {
                 err = kdl_select_checkpoints(r->in->students[k], r->in->teacher,
@@ -471,6 +488,7 @@ static void run_release(struct kdl__report *r)
         free(r->names);
         free(r->sel);
         free(r->nsel);
+        free(r->share);
         free(r->partner_text);
         free(r->inputs);
         kdl_inputs_free(r->in);

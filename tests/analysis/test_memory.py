@@ -16,6 +16,7 @@ larger there.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -241,6 +242,57 @@ def test_report_plan_adds_the_analyses_of_a_checkpoint():
         kl["need_bytes"] + cka["need_bytes"] + sm["need_bytes"], (row, kl, cka, sm)
     st, _, err = kt.run("report", "-t", CT, "-s", CS, "-f", "json")
     assert st == 2 and "-f/--format" in err, err
+
+
+def test_report_counts_the_shared_cka_pass():
+    """Two student checkpoints compared with one teacher checkpoint share one CKA pass:
+    the report's need is that pass's (the teacher's sources once, both checkpoints'
+    student sources); under a budget it does not fit but each checkpoint's pass does, the
+    report runs them apart and fits, and each checkpoint's CKA is the shared pass's."""
+    s2 = os.path.join(DIR, "cs2.h5")
+    shutil.copy(CS, s2)
+    with h5py.File(s2, "r+") as f:
+        f.copy("checkpoints/final", "checkpoints/early")
+        f["checkpoints/early"].attrs["step"] = np.int64(0)
+    state = lambda ps: next(p["part"] for p in ps
+                            if p["part"].startswith("cka: the feature-space state of "))
+    one, oparts = plan("report", "-t", CT, "-s", CS)
+    row, parts = plan("report", "-t", CT, "-s", s2)
+    # The teacher's l0, l1, logits and the labels, and l0, l1, logits per checkpoint.
+    assert "of 7 sources" in state(oparts) and "of 10 sources" in state(parts), (oparts, parts)
+    assert row["need_bytes"] > one["need_bytes"] and row["fits"], (row, one)
+    low = str(row["need_bytes"] - 1)
+    lrow, lparts = plan("report", "-t", CT, "-s", s2, "--memory", low)
+    assert lrow["fits"] and "of 7 sources" in state(lparts), (lrow, lparts)
+    rep = os.path.join(DIR, "rep-apart")
+    st, _, err = kt.run("report", "-t", CT, "-s", s2, "-o", rep, "--quiet", "--memory", low,
+                        "--gnuplot", GNUPLOT)
+    assert st == 0, err
+    passes = json.load(open(os.path.join(rep, "data", "passes.json")))
+    assert [r["analyses"] for r in kt.records(passes, "passes") if r["model"] == s2] == [5, 5]
+    assert not any("is one pass on the stream" in n for n in passes["notes"]), passes["notes"]
+    # The shared pass gives each checkpoint the CKA its own pass gives (to rounding: the
+    # blocks of the streams differ).
+    shared = os.path.join(DIR, "rep-shared")
+    st, _, err = kt.run("report", "-t", CT, "-s", s2, "-o", shared, "--quiet",
+                        "--gnuplot", GNUPLOT)
+    assert st == 0, err
+    passes = json.load(open(os.path.join(shared, "data", "passes.json")))
+    assert [r["analyses"] for r in kt.records(passes, "passes") if r["model"] == s2] == [5, 4]
+    assert any("is one pass on the stream" in n for n in passes["notes"]), passes["notes"]
+    names = sorted(f for f in os.listdir(os.path.join(rep, "data"))
+                   if f.startswith("cka_") and f.endswith(".json"))
+    assert len(names) == 2, names
+    for name in names:
+        a, b = (json.load(open(os.path.join(d, "data", name)))["results"] for d in (rep, shared))
+        assert len(a) == len(b) and a, name
+        for ra, rb in zip(a, b):
+            assert ra.keys() == rb.keys(), (name, ra, rb)
+            for key, va in ra.items():
+                if isinstance(va, float) and isinstance(rb[key], float):
+                    assert abs(va - rb[key]) <= 1e-9 * max(1.0, abs(va)), (name, key, va, rb[key])
+                else:
+                    assert va == rb[key], (name, key, va, rb[key])
 
 
 def test_plan_is_the_measured_peak():

@@ -86,8 +86,9 @@ def columns(f, path):
 
 def test_analyses_share_one_stream_and_match_the_commands():
     """The report reads each student checkpoint once per pass on a stream shared by
-    kl, split, dims, cka and summary, and each analysis's data is the document its command
-    writes alone."""
+    kl, split, dims, cka and summary, the cka of all the checkpoints (compared with the same
+    teacher checkpoint) in one pass on the first one's stream, and each analysis's data is
+    the document its command writes alone."""
     import h5py
     import numpy as np
     out = os.path.join(kt.tmpdir(), "rep")
@@ -102,6 +103,7 @@ def test_analyses_share_one_stream_and_match_the_commands():
         tc, last = t["checkpoints"], "/checkpoints/" + tck[-1]
         assert [r["checkpoint"] for r in rows if r["model"] == T] == tck, rows
         assert sorted(r["checkpoint"] for r in rows if r["model"] == S) == sorted(scks), rows
+        first = [r for r in rows if r["model"] == S][0]["checkpoint"]
         for r in rows:
             if r["model"] == T:
                 # dims, one pass per checkpoint: the features and the logits (the ridge
@@ -132,7 +134,19 @@ def test_analyses_share_one_stream_and_match_the_commands():
             assert columns(t, last + "/features/pen") != columns(s, sc + "/features/pen")
             pass1 = pass0 - sum(columns(t, f"{last}/features/{l}") for l in tf if l != "pen") \
                 - sum(columns(s, f"{sc}/features/{l}") for l in sf if l != "pen") - 2
-            assert (r["analyses"], r["datasets"], r["passes"]) == (5, 12, 2), r
+            if r["checkpoint"] == first:
+                # cka of every checkpoint: the other checkpoints' layers and logits are
+                # read here too.
+                others = [c for c in scks if c != first]
+                pass0 += sum(columns(s, f"/checkpoints/{c}/features/{l}")
+                             for c in others for l in s[f"/checkpoints/{c}/features"])
+                pass0 += sum(columns(s, f"/checkpoints/{c}/logits") for c in others)
+                want = (5, 12 + len(others) * (len(sf) + 1), 2)
+            else:
+                # No cka here: the teacher's layers are not read but for kl's "pen".
+                pass0 -= sum(columns(t, f"{last}/features/{l}") for l in tf if l != "pen")
+                want = (4, 12 - (len(tf) - 1), 2)
+            assert (r["analyses"], r["datasets"], r["passes"]) == want, r
             assert r["values_read"] == n * (pass0 + pass1), (r, n, pass0, pass1)
     common = ("-t", T, "-s", S, "-c", "all", "-T", "4")
     for name, args in (("kl", ("kl",) + common), ("split", ("split",) + common),

@@ -6,8 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kdl-config.h"
+
+#include <cblas.h>
+
 #include "tests/lib/kdl-test.h"
 #include "metrics/base/alloc.h"
+#include "metrics/base/blas.h"
 #include "metrics/base/error.h"
 #include "metrics/base/rng.h"
 #include "metrics/base/tensor.h"
@@ -162,6 +167,30 @@ static void test_rng_mix64_is_splitmix64(void **state)
         assert_true(kdl__rng_mix64(0) == 0);
 }
 
+/* A serial region runs on one BLAS thread and gives back the threads it found. */
+static void test_blas_serial_restores_threads(void **state)
+{
+        int saved;
+
+        (void) state;
+#if KDL_HAVE_OPENBLAS_THREADS
+        openblas_set_num_threads(3);
+        saved = kdl__blas_serial_begin();
+        assert_int_equal(saved, 3);
+        assert_int_equal(openblas_get_num_threads(), 1);
+        kdl__blas_serial_end(saved);
+        assert_int_equal(openblas_get_num_threads(), 3);
+        openblas_set_num_threads(1);
+        saved = kdl__blas_serial_begin();
+        kdl__blas_serial_end(saved);
+        assert_int_equal(openblas_get_num_threads(), 1);
+#else
+        saved = kdl__blas_serial_begin();
+        kdl__blas_serial_end(saved);
+        assert_int_equal(saved, 1);
+#endif
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -173,6 +202,7 @@ int main(void)
                 cmocka_unit_test(test_tensor_new_rejects_overflow),
                 cmocka_unit_test(test_check_finite_names_row),
                 cmocka_unit_test(test_rng_mix64_is_splitmix64),
+                cmocka_unit_test(test_blas_serial_restores_threads),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

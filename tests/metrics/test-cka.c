@@ -819,6 +819,21 @@ static void test_error_paths(void **state)
         assert_close(after->n, before->n, 0.0, 0.0);
         kdl_cka_matrix_free(after);
         kdl_cka_matrix_free(before);
+        /* A NaN in a state's first block leaves no shift behind: the next block gives
+         * what it gives a fresh state, bit for bit. */
+        assert_int_equal(kdl_cka_state_new(2, w, NULL, &s3), 0);
+        assert_int_equal(kdl_cka_accumulate(s3, t, ids + 4), -KDL_ENONFINITE);
+        e[5] = 100.0;
+        assert_int_equal(kdl_cka_accumulate(s3, t, ids + 4), 0);
+        assert_int_equal(kdl_cka_finalize(s3, &after), 0);
+        kdl_cka_state_free(s3);
+        assert_int_equal(kdl_cka_state_new(2, w, NULL, &s3), 0);
+        assert_int_equal(kdl_cka_accumulate(s3, t, ids + 4), 0);
+        assert_int_equal(kdl_cka_finalize(s3, &before), 0);
+        kdl_cka_state_free(s3);
+        assert_memory_equal(after->biased, before->biased, 4 * sizeof(double));
+        kdl_cka_matrix_free(after);
+        kdl_cka_matrix_free(before);
 
         assert_int_equal(kdl_cka_state_new(1, w, NULL, &s3), 0);
         assert_int_equal(kdl_cka_merge(s2, s3), -KDL_EMISMATCH);
