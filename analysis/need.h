@@ -47,7 +47,7 @@ enum kdl__lever {
         KDL_LEVER_COUNT_ = 14
 };
 
-#define KDL_NEED_PARTS 16
+#define KDL_NEED_PARTS 32
 
 struct kdl__need_part {
         char *what;      /* "the Spearman reservoir of 65536 samples"; owned */

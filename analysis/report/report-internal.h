@@ -38,6 +38,8 @@ struct kdl__report {
         size_t *nsel;            /* [nstudents] their counts, each >= 1 */
         bool *share;             /* [nstudents] the student's checkpoints share CKA passes (set by
                                     kdl__report_need()) */
+        size_t split_memory;     /* split's budget, what the students' passes leave of --memory
+                                    (set by kdl__report_need(); 0: not yet, the whole budget) */
         char *partner_text; /* for kdl__report_partner_text() with a named teacher checkpoint */
         char **names;       /* display name of each student */
         size_t prefix; /* length of a prefix all names share ("student_"), left out in figures */
@@ -118,15 +120,17 @@ int kdl__report_cka_need(struct kdl__report_cka *sc, size_t c, size_t rows, kdl_
 /* The report's options that lower a need. */
 #define KDL__REPORT_LEVERS (KDL_LEVER_BLOCK_ROWS | KDL_LEVER_SPATIAL)
 
-/* What the report's need leaves out, for the plan's notes. */
+/* What the report's need counts, for the plan's notes. */
 extern const char kdl__report_need_note[];
 
 /*
  * kdl__report_need() - into @ret, what the report holds at its peak: the analyses of one
  * student checkpoint run together on one stream, so their needs add up; the largest
- * checkpoint counts.  Sets r->share: a student's checkpoints share CKA passes unless that
- * alone would put its need over the budget.  Reads nothing but the shapes (r->in open,
- * r->sel chosen).
+ * checkpoint counts, and the teacher's passes and layers (run alone after them).  Sets
+ * r->share: a student's checkpoints share CKA passes unless that alone would put its need
+ * over the budget; and r->split_memory: split's domain level is planned within what the
+ * other analyses of the students' passes leave of the budget.  Reads nothing but the shapes
+ * and the labels (r->in open, r->sel chosen).
  * Return: 0; the analyses' errors of finding their sources; -ENOMEM.
  */
 int kdl__report_need(struct kdl__report *r, kdl__need *ret);

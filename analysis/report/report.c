@@ -343,6 +343,8 @@ void kdl__report_opts(const struct kdl__report *r, struct kdl__report_opts *a)
         a->kl.seed = 0; /* the report has always drawn its Spearman subsample with seed 0 */
         kdl_run_split_opts_init(&a->split);
         a->split.common = r->o->common;
+        if (r->split_memory)
+                a->split.common.memory = r->split_memory;
         a->split.long_tables = true;
         kdl_run_dims_opts_init(&a->dims);
         a->dims.common = r->o->common;
