@@ -386,8 +386,9 @@ static int domain_notes(const struct kdl_run_split_opts *o, const kdl_split_plan
 {
         const char *why = asked == KDL_SPLIT_DOMAIN_BLOCKED ? "--domain blocked"
                           : c > o->metric.domain_max_c      ? "C above --domain-max-c"
-                                                            : "the C x C matrices over the memory "
-                                                              "budget";
+                                                            : "the C x C matrices, with their "
+                                                              "tables in JSON, CSV or the "
+                                                              "report, over the memory budget";
         int err;
 
         if (plan->domain == KDL_SPLIT_DOMAIN_OFF)

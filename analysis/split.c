@@ -42,6 +42,18 @@ static size_t own_bytes(size_t c, size_t dt, size_t ds, const struct kdl_run_spl
         return b < (double) SIZE_MAX ? (size_t) b : SIZE_MAX;
 }
 
+/* The C x C tables of a full domain level with long_tables (JSON, CSV, the report):
+ * confusion_teacher, head_cosine_teacher and head_cosine_student, one row per cell, about
+ * 300 bytes a row as the document holds it (measured: 8.1 GB for C = 3,000). */
+#define LONG_TABLE_ROW_BYTES 300.0
+
+static size_t long_table_bytes(size_t c)
+{
+        double b = 3.0 * (double) c * (double) c * LONG_TABLE_ROW_BYTES;
+
+        return b < (double) SIZE_MAX ? (size_t) b : SIZE_MAX;
+}
+
 /* The metric's options of a run: common's temperatures, the budget left by the analysis. */
 static kdl_split_opts metric_opts(size_t own, const struct kdl_run_split_opts *o)
 {
@@ -72,6 +84,19 @@ int kdl_run_split_plan(size_t c, size_t d_teacher, size_t d_student,
         }
         p.bytes = add_bytes(p.bytes, own);
         p.least_bytes = add_bytes(p.least_bytes, own);
+        if (p.domain == KDL_SPLIT_DOMAIN_FULL && o->long_tables) {
+                /* auto: the tables too must fit, or the blocked mode (no C x C table). */
+                if (o->metric.domain == KDL_SPLIT_DOMAIN_AUTO &&
+                    add_bytes(p.bytes, long_table_bytes(c)) > o->common.memory) {
+                        struct kdl_run_split_opts b = *o;
+
+                        b.metric.domain = KDL_SPLIT_DOMAIN_BLOCKED;
+                        err = kdl_run_split_plan(c, d_teacher, d_student, &b, ret);
+                        return err;
+                }
+                p.bytes = add_bytes(p.bytes, long_table_bytes(c));
+                p.least_bytes = add_bytes(p.least_bytes, long_table_bytes(c));
+        }
         p.fits = p.fits && p.bytes <= o->common.memory;
         *ret = p;
         if (p.fits)
@@ -640,6 +665,8 @@ int kdl__split_need(const kdl_inputs *in, const struct kdl_run_split_opts *o, kd
                                        kdl_split_domain_name(p.domain), c,
                                        p.domain == KDL_SPLIT_DOMAIN_BLOCKED
                                                ? ", blocks of classes over more passes"
+                                       : p.domain == KDL_SPLIT_DOMAIN_FULL && o->long_tables
+                                               ? ", and its 3 C^2 table rows"
                                                : "");
         err = err
                       ?: kdl__need_add(ret, own,

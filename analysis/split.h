@@ -43,7 +43,8 @@
  *
  * Memory.  The domain level is the only part that grows faster than C
  * (metrics/split.h): kdl_run_split_plan() chooses its mode (auto: the C x C
- * matrices up to metric.domain_max_c classes when they fit, else blocks of
+ * matrices up to metric.domain_max_c classes when they fit, with long_tables
+ * their 3 C^2 table rows too (about 300 bytes each), else blocks of
  * classes, each one more pass over the logits when there are more than two)
  * within the memory budget, before anything is read.
  */
