@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KDL_ANALYSIS_KL_TOPK_H
+#define KDL_ANALYSIS_KL_TOPK_H
+
+#include <stddef.h>
+
+#include "analysis/inputs.h"
+#include "analysis/kl.h"
+#include "reports/table.h"
+
+/*
+ * `kdlens kl --topk K1,K2,...`: the kl document (analysis/kl.h) plus the table
+ * "kl_topk", how well sparse teacher targets approximate the exact KD
+ * criterion of a dense teacher (metrics/kl-topk.h, docs/lm.md): per student,
+ * checkpoint and temperature one "hard" row, then topk_renorm, topk_tail and
+ * sampled for each k.  Both analyses share one stream: the logits are read
+ * once per pass.
+ */
+
+/* The most values --topk takes. */
+#define KDL_RUN_MAX_TOPK 16
+
+/**
+ * kdl_run_kl_topk() - kdl_run_kl() with the sparse sources for the @nk values
+ * of @k (borrowed; distinct, each in [1, classes]) in the table "kl_topk".
+ * The draws of `sampled` use o->seed.
+ * Return: as kdl_run_kl(); -KDL_ESHAPE for a k above the class count; under
+ * MPI with more than one process the top-k job is refused.
+ */
+KDL_API int kdl_run_kl_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const size_t *k,
+                            size_t nk, kdl_doc *doc);
+
+#endif
