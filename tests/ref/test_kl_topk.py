@@ -1,0 +1,222 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""`kdlens kl --topk` (sparse teacher targets, docs/lm.md) against numpy float64.
+
+Dumps are written with h5py (vocabulary-like logits: a Zipf-shaped teacher and
+a student near it); every number of the "kl_topk" table is recomputed here:
+the top-k by a full lexicographic sort (kdlens uses a heap), the log-softmax
+by numpy's log-sum-exp, the draws of `sampled` from kdlens's seeded hash
+re-implemented in numpy, ranks by sorting.  Relative error <= 1e-10.  The
+sampled estimator's unbiasedness is checked over many seeds, and each bad
+--topk gets its error.
+"""
+import math
+import os
+import sys
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+sys.path.insert(0, os.path.dirname(__file__))
+import kdltest as kt  # noqa: E402
+import refcommon as rc  # noqa: E402
+
+RTOL = 1e-10
+ATOL = 1e-13  # relerr of the sources that are K up to rounding (k = C)
+SOURCES = ["topk_renorm", "topk_tail", "sampled"]
+
+
+def lm_logits(rng, n, c):
+    """Teacher logits with a heavy head (a Zipf-like prior plus noise) and a
+    student that agrees with it only in part."""
+    prior = -1.1 * np.log1p(np.arange(c))[rng.permutation(c)]
+    zt = prior + 2.0 * rng.standard_normal((n, c))
+    zs = 0.8 * zt + 1.2 * rng.standard_normal((n, c)) + 0.5
+    return zt, zs
+
+
+def write(path, role, z):
+    n = z.shape[0]
+    with h5py.File(path, "w") as f:
+        f.attrs["kdlens_format"] = 1
+        f.attrs["role"] = role
+        f.attrs["model"] = role
+        f["labels"] = np.zeros(n, dtype=np.int32)
+        g = f.create_group("checkpoints/final")
+        g.attrs["step"] = np.int64(1)
+        g.create_dataset("logits", data=z)
+
+
+def dumps(n, c, seed):
+    rng = np.random.default_rng(seed)
+    zt, zs = lm_logits(rng, n, c)
+    d = kt.tmpdir()
+    t, s = os.path.join(d, "t.h5"), os.path.join(d, "s.h5")
+    write(t, "teacher", zt)
+    write(s, "student", zs)
+    return t, s, zt, zs
+
+
+# ---- the reference ----------------------------------------------------------------
+
+def log_softmax(a):
+    m = a.max(1, keepdims=True)
+    return a - m - np.log(np.exp(a - m).sum(1, keepdims=True))
+
+
+def uniforms(seed, idx, streams):
+    """kdl_sample_uniform(seed, idx, stream) for an array of streams."""
+    with np.errstate(over="ignore"):
+        s = rc._mix64(np.uint64(seed))
+        st = np.asarray(streams, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03)
+        h = rc._mix64(rc._mix64(s ^ np.uint64(idx)) ^ st)
+    return ((h >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53
+
+
+def sampled_value(lp, lq, p, idx, it, k, seed):
+    base = (1 << 61) + (it << 40) + (k << 20)
+    e = -np.log(uniforms(seed, idx, [base + j for j in range(k + 1)]))
+    sp = np.cumsum(e)
+    cum = np.cumsum(p)
+    t = sp[:k] / sp[k] * cum[-1]
+    x = np.minimum(np.searchsorted(cum, t, side="right"), len(p) - 1)
+    return np.mean(lp[x] - lq[x])
+
+
+def reference(zt, zs, taus, ks, seed):
+    """{(tau, name, k): per-sample values}, and {tau: K}."""
+    n, c = zt.shape
+    order = np.lexsort((np.tile(np.arange(c), (n, 1)), -zt), axis=1)
+    top = order[:, :max(ks)]
+    hard = -log_softmax(zs)[np.arange(n), top[:, 0]]
+    out, exact = {}, {}
+    for it, tau in enumerate(taus):
+        lp, lq = log_softmax(zt / tau), log_softmax(zs / tau)
+        p, q = np.exp(lp), np.exp(lq)
+        t2 = tau * tau
+        exact[tau] = t2 * (p * (lp - lq)).sum(1)
+        out[(tau, "hard", 1)] = hard
+        for k in ks:
+            ren, tail, smp = np.empty(n), np.empty(n), np.empty(n)
+            for r in range(n):
+                S = top[r, :k]
+                ps = p[r, S].sum()
+                ph = p[r, S] / ps
+                ren[r] = t2 * np.sum(ph * (np.log(ph) - lq[r, S]))
+                mask = np.ones(c, dtype=bool)
+                mask[S] = False
+                tp, tq = p[r, mask].sum(), q[r, mask].sum()
+                tl = tp * math.log(tp / tq) if tp > 0 else 0.0
+                tail[r] = t2 * (np.sum(p[r, S] * (lp[r, S] - lq[r, S])) + tl)
+                smp[r] = t2 * sampled_value(lp[r], lq[r], p[r], r, it, k, seed)
+            out[(tau, "topk_renorm", k)] = ren
+            out[(tau, "topk_tail", k)] = tail
+            out[(tau, "sampled", k)] = smp
+    return out, exact
+
+
+def ranks(x):
+    o = np.argsort(x, kind="mergesort")
+    r = np.empty(len(x))
+    xs = x[o]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and xs[j + 1] == xs[i]:
+            j += 1
+        r[o[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return r
+
+
+def check_table(doc, ref, exact, taus, ks, c):
+    rows = kt.records(doc, "kl_topk")
+    assert len(rows) == len(taus) * (1 + 3 * len(ks)), len(rows)
+    seen = set()
+    for row in rows:
+        tau, name, k = row["tau"], row["approximation"], row["k"]
+        a, kv = ref[(tau, name, k)], exact[tau]
+        seen.add((tau, name, k))
+        what = f"tau {tau} {name} k {k}"
+        assert row["dim"] == (1 if name == "hard" else 2 * k), what
+        assert row["samples"] == len(a)
+        kt.assert_close(row["mean"], a.mean(), RTOL, 0, what + " mean")
+        kt.assert_close(row["ratio"], a.mean() / kv.mean(), RTOL, 0, what + " ratio")
+        kt.assert_close(row["pearson"], np.corrcoef(a, kv)[0, 1], RTOL, 0, what + " pearson")
+        kt.assert_close(row["spearman"], np.corrcoef(ranks(a), ranks(kv))[0, 1], RTOL, 0,
+                        what + " spearman")
+        kt.assert_close(row["relerr"], np.abs(a - kv).sum() / kv.sum(), RTOL, ATOL,
+                        what + " relerr")
+    assert len(seen) == len(rows)
+
+
+def run_case(n, c, taus, ks, seed=1, data_seed=3):
+    t, s, zt, zs = dumps(n, c, data_seed)
+    doc = kt.run_json("kl", "-t", t, "-s", s, "-T", ",".join(map(str, taus)),
+                      "--topk", ",".join(map(str, ks)), "--seed", seed)
+    ref, exact = reference(zt, zs, taus, ks, seed)
+    check_table(doc, ref, exact, taus, ks, c)
+    # The exact KL of the kl table is the one the ratios divide by.
+    for row in kt.records(doc, "kl"):
+        if row["approximation"] == "kl":
+            kt.assert_close(row["mean"], exact[row["tau"]].mean(), RTOL, 0, "kl mean")
+    return doc, ref, exact
+
+
+# ---- tests ------------------------------------------------------------------------
+
+def test_reference_c1000():
+    # tau 1 is among the temperatures: hard comes from its softmax.
+    run_case(300, 1000, [1.0, 4.0], [1, 8, 32, 128], seed=7)
+
+
+def test_reference_c32000():
+    # No tau of 1: hard takes a softmax of its own.
+    run_case(300, 32000, [2.0], [1, 8, 128], seed=1)
+
+
+def test_whole_vocabulary_is_exact():
+    # k = C: the renormalised and the tail sources are the exact KL.
+    doc, ref, exact = run_case(200, 50, [1.0, 3.0], [50, 5])
+    for row in kt.records(doc, "kl_topk"):
+        if row["k"] == 50 and row["approximation"] != "sampled":
+            kt.assert_close(row["ratio"], 1.0, 1e-12, 0, row["approximation"])
+            kt.assert_close(row["pearson"], 1.0, 1e-12, 0, row["approximation"])
+
+
+def test_sampled_unbiased_over_seeds():
+    # Each seed's mean over the samples is an unbiased estimate of mean(K): the
+    # mean over seeds is within 4 standard errors of it, and the spread is not 0.
+    n, c, k = 300, 1000, 8
+    t, s, zt, zs = dumps(n, c, 11)
+    means, kmean = [], None
+    for seed in range(1, 61):
+        doc = kt.run_json("kl", "-t", t, "-s", s, "-T", "2", "--topk", k, "--seed", seed)
+        for row in kt.records(doc, "kl_topk"):
+            if row["approximation"] == "sampled":
+                means.append(row["mean"])
+        kmean = [r["mean"] for r in kt.records(doc, "kl") if r["approximation"] == "kl"][0]
+    means = np.array(means)
+    se = means.std(ddof=1) / math.sqrt(len(means))
+    assert se > 0, "the draws do not depend on the seed"
+    z = (means.mean() - kmean) / se
+    assert abs(z) < 4.0, f"sampled: mean over seeds {means.mean()}, exact {kmean}, z = {z}"
+    # The top-k sources do not depend on the seed; the renormalised one is biased.
+    ren = [r["mean"] for r in kt.records(doc, "kl_topk") if r["approximation"] == "topk_renorm"]
+    assert abs(ren[0] - kmean) > 10 * se
+
+
+def test_bad_topk():
+    t, s, _, _ = dumps(20, 10, 5)
+    st, _, err = kt.run("kl", "-t", t, "-s", s, "--topk", "11")
+    assert st == 1, (st, err)
+    kt.one_line_error(err, "kdlens kl:", t, "/checkpoints/final/logits", "11")
+    for bad in ["0", "8,8", "4,,8", "x", "-3", ""]:
+        st, _, err = kt.run("kl", "-t", t, "-s", s, "--topk", bad)
+        # A usage error: its line, then the synopsis.
+        assert st == 2, (bad, st, err)
+        assert err.startswith("kdlens kl: --topk"), (bad, err)
+
+
+kt.main(globals())
