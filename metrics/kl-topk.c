@@ -21,11 +21,6 @@
 #define DNAN ((double) NAN)
 #define NSRC 3 /* sources per k */
 
-struct scored {
-        double z;
-        size_t i;
-};
-
 struct kdl_kl_topk_state {
         size_t c, ntau, nk, kmax, width;
         double *tau;
@@ -39,7 +34,7 @@ struct kdl_kl_topk_state {
         /* Scratch, reused row by row and block by block. */
         double *at, *et, *as, *es, *v; /* [c] */
         unsigned char *in;             /* [c] 1 for the top k_max classes of the row */
-        struct scored *heap;           /* [kmax] */
+        size_t *top;                   /* [kmax] the row's best classes, best first */
         double *sp, *sq, *spc;         /* [kmax + 1] tail masses; [kmax + 1] spacings */
         double *vals;                  /* [ntau * width, vrows] */
         size_t vrows;
@@ -113,7 +108,7 @@ void kdl_kl_topk_state_free(kdl_kl_topk_state *s)
         free(s->spc);
         free(s->sq);
         free(s->sp);
-        free(s->heap);
+        free(s->top);
         free(s->in);
         free(s->v);
         free(s->es);
@@ -160,12 +155,12 @@ int kdl_kl_topk_state_new(const kdl_kl_topk_opts *o, kdl_kl_topk_state **ret)
         s->es = kdl_new(double, s->c);
         s->v = kdl_new(double, s->c);
         s->in = kdl_new(unsigned char, s->c);
-        s->heap = kdl_new(struct scored, s->kmax);
+        s->top = kdl_new(size_t, s->kmax);
         s->sp = kdl_new(double, s->kmax + 1);
         s->sq = kdl_new(double, s->kmax + 1);
         s->spc = kdl_new(double, s->kmax + 1);
         if (!s->tau || !s->k || !s->cm || !s->sabs || !s->at || !s->et || !s->as || !s->es ||
-            !s->v || !s->in || !s->heap || !s->sp || !s->sq || !s->spc) {
+            !s->v || !s->in || !s->top || !s->sp || !s->sq || !s->spc) {
                 kdl_kl_topk_state_free(s);
                 return kdl_error(-ENOMEM, "top-k: out of memory for %zu classes", o->c);
         }
@@ -178,21 +173,23 @@ int kdl_kl_topk_state_new(const kdl_kl_topk_opts *o, kdl_kl_topk_state **ret)
         return 0;
 }
 
-/* a ranks below b: smaller logit, or the same logit at a larger class. */
-static bool worse(const struct scored *a, const struct scored *b)
+/* Class a ranks below class b: a smaller value, or the same value at a larger class. */
+static bool worse(const double *z, ptrdiff_t sz, size_t a, size_t b)
 {
-        return a->z < b->z || (!(a->z > b->z) && a->i > b->i);
+        double za = z[(ptrdiff_t) a * sz], zb = z[(ptrdiff_t) b * sz];
+
+        return za < zb || (!(za > zb) && a > b);
 }
 
-static void sift_down(struct scored *h, size_t n, size_t i)
+/* Restore the min-heap (the worst class on top) of @n classes @h below slot @i. */
+static void sift_down(const double *z, ptrdiff_t sz, size_t *h, size_t n, size_t i)
 {
         for (;;) {
-                size_t l = 2 * i + 1, w = i;
-                struct scored t;
+                size_t l = 2 * i + 1, w = i, t;
 
-                if (l < n && worse(&h[l], &h[w]))
+                if (l < n && worse(z, sz, h[l], h[w]))
                         w = l;
-                if (l + 1 < n && worse(&h[l + 1], &h[w]))
+                if (l + 1 < n && worse(z, sz, h[l + 1], h[w]))
                         w = l + 1;
                 if (w == i)
                         return;
@@ -203,38 +200,30 @@ static void sift_down(struct scored *h, size_t n, size_t i)
         }
 }
 
-static int cmp_best_first(const void *pa, const void *pb)
+void kdl_kl_topk_select(const double *z, ptrdiff_t sz, size_t c, size_t k, size_t *ret_idx)
 {
-        const struct scored *a = pa, *b = pb;
+        size_t *h = ret_idx;
 
-        return worse(a, b) - worse(b, a);
-}
-
-/* The @kmax best classes of the row @z into @h, best first: a min-heap of the kmax best so far
- * (the worst on top) over the C logits, then a sort of the survivors. */
-static void top_classes(const double *z, ptrdiff_t sz, size_t c, size_t kmax, struct scored *h)
-{
-        for (size_t i = 0; i < c; i++) {
-                struct scored x = {z[(ptrdiff_t) i * sz], i};
-
-                if (i < kmax) {
-                        size_t j = i;
-
-                        h[j] = x;
-                        /* Sift up. */
-                        while (j > 0 && worse(&h[j], &h[(j - 1) / 2])) {
-                                struct scored t = h[j];
-
-                                h[j] = h[(j - 1) / 2];
-                                h[(j - 1) / 2] = t;
-                                j = (j - 1) / 2;
-                        }
-                } else if (x.z > h[0].z) { /* later classes lose ties */
-                        h[0] = x;
-                        sift_down(h, kmax, 0);
+        assert(k >= 1 && k <= c);
+        /* A min-heap of the k best so far: a class enters only if it beats the worst of them
+         * (a later class loses a tie). */
+        for (size_t i = 0; i < k; i++)
+                h[i] = i;
+        for (size_t i = k / 2; i-- > 0;)
+                sift_down(z, sz, h, k, i);
+        for (size_t i = k; i < c; i++)
+                if (z[(ptrdiff_t) i * sz] > z[(ptrdiff_t) h[0] * sz]) {
+                        h[0] = i;
+                        sift_down(z, sz, h, k, 0);
                 }
+        /* Heap sort: the worst goes last, so the array ends best first. */
+        for (size_t n = k; n > 1; n--) {
+                size_t t = h[0];
+
+                h[0] = h[n - 1];
+                h[n - 1] = t;
+                sift_down(z, sz, h, n - 1, 0);
         }
-        qsort(h, kmax, sizeof(*h), cmp_best_first);
 }
 
 /* The mean of log p - log q over k draws from p (metrics/kl-topk.h), from the teacher's
@@ -276,10 +265,10 @@ static void row_values(kdl_kl_topk_state *s, const double *zt, ptrdiff_t szt, co
         size_t c = s->c, kmax = s->kmax, am;
         double *lp = s->at, *p = s->et, *as = s->as, *es = s->es, *v = s->v, hard = DNAN, rs;
 
-        top_classes(zt, szt, c, kmax, s->heap);
-        am = s->heap[0].i;
+        kdl_kl_topk_select(zt, szt, c, kmax, s->top);
+        am = s->top[0];
         for (size_t j = 0; j < kmax; j++)
-                s->in[s->heap[j].i] = 1;
+                s->in[s->top[j]] = 1;
         if (s->tau1 < 0) {
                 size_t ams = kdl__kl_softmax(zs, szs, c, 1.0, as, es, &rs);
 
@@ -314,7 +303,7 @@ static void row_values(kdl_kl_topk_state *s, const double *zt, ptrdiff_t szt, co
                 s->sp[kmax] = tp;
                 s->sq[kmax] = tq * ips;
                 for (size_t j = kmax; j-- > 0;) {
-                        size_t i = s->heap[j].i;
+                        size_t i = s->top[j];
 
                         s->sp[j] = s->sp[j + 1] + p[i];
                         s->sq[j] = s->sq[j + 1] + es[i] * ips;
@@ -324,14 +313,14 @@ static void row_values(kdl_kl_topk_state *s, const double *zt, ptrdiff_t szt, co
                         double ps = 0.0, head = 0.0, ren = 0.0, lps, tail;
 
                         for (size_t j = 0; j < k; j++) {
-                                size_t i = s->heap[j].i;
+                                size_t i = s->top[j];
 
                                 ps += p[i];
                                 head += p[i] * (lp[i] - (as[i] - lse_s));
                         }
                         lps = log(ps);
                         for (size_t j = 0; j < k; j++) {
-                                size_t i = s->heap[j].i;
+                                size_t i = s->top[j];
 
                                 ren += p[i] / ps * (lp[i] - lps - (as[i] - lse_s));
                         }
@@ -345,7 +334,7 @@ static void row_values(kdl_kl_topk_state *s, const double *zt, ptrdiff_t szt, co
         for (size_t it = 0; it < s->ntau; it++)
                 out[(it * s->width + 1) * os] = hard;
         for (size_t j = 0; j < kmax; j++)
-                s->in[s->heap[j].i] = 0;
+                s->in[s->top[j]] = 0;
 }
 
 static int check_block(const kdl_kl_topk_state *s, const kdl_kl_block *b, size_t *ret_m)

@@ -64,6 +64,14 @@ KDL_API const char *kdl_kl_topk_name(enum kdl_kl_topk_value v);
  */
 KDL_API size_t kdl_kl_topk_dim(enum kdl_kl_topk_value v, size_t k);
 
+/**
+ * kdl_kl_topk_select() - the @k largest of the @c values @z[i * @sz], best first (of equal
+ * values, the smaller index first), into @ret_idx[@k]: a min-heap of k entries over the c
+ * values, then a heap sort of those k; no sort of c, no scratch beyond @ret_idx.
+ * @k: 1..@c.  @z: finite (borrowed).
+ */
+KDL_API void kdl_kl_topk_select(const double *z, ptrdiff_t sz, size_t c, size_t k, size_t *ret_idx);
+
 typedef struct kdl_kl_topk_state kdl_kl_topk_state;
 
 /* Copied by kdl_kl_topk_state_new(); start from kdl_kl_topk_opts_init(). */

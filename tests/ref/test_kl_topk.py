@@ -48,9 +48,11 @@ def write(path, role, z):
         g.create_dataset("logits", data=z)
 
 
-def dumps(n, c, seed):
+def dumps(n, c, seed, ties=False):
     rng = np.random.default_rng(seed)
     zt, zs = lm_logits(rng, n, c)
+    if ties:  # many equal teacher logits: the smaller class goes first
+        zt = np.round(zt)
     d = kt.tmpdir()
     t, s = os.path.join(d, "t.h5"), os.path.join(d, "s.h5")
     write(t, "teacher", zt)
@@ -151,8 +153,8 @@ def check_table(doc, ref, exact, taus, ks, c):
     assert len(seen) == len(rows)
 
 
-def run_case(n, c, taus, ks, seed=1, data_seed=3):
-    t, s, zt, zs = dumps(n, c, data_seed)
+def run_case(n, c, taus, ks, seed=1, data_seed=3, ties=False):
+    t, s, zt, zs = dumps(n, c, data_seed, ties)
     doc = kt.run_json("kl", "-t", t, "-s", s, "-T", ",".join(map(str, taus)),
                       "--topk", ",".join(map(str, ks)), "--seed", seed)
     ref, exact = reference(zt, zs, taus, ks, seed)
@@ -174,6 +176,10 @@ def test_reference_c1000():
 def test_reference_c32000():
     # No tau of 1: hard takes a softmax of its own.
     run_case(300, 32000, [2.0], [1, 8, 128], seed=1)
+
+
+def test_ties_smaller_class_first():
+    run_case(200, 300, [1.0], [1, 8, 32], ties=True)
 
 
 def test_whole_vocabulary_is_exact():
