@@ -366,7 +366,7 @@ static int scan_logits(kdl_h5file *f, kdl_checkpoint *ck)
 
         if (!lp)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        r = kdl__h5_describe_new(f, lp, "the logits [N, C]", true, &ck->logits);
+        r = kdl__h5_describe_new(f, lp, "the logits [N, C]", !ck->topk_indices, &ck->logits);
         if (r > 0)
                 r = check_logits(f, lp, ck->logits);
         free(lp);
@@ -392,8 +392,9 @@ static int scan_checkpoint(kdl_h5file *f, kdl_checkpoint *ck, bool root)
         if (err < 0)
                 return err;
         ck->has_epoch = err > 0;
-        err = scan_logits(f, ck);
-        err = err ?: kdl__h5_scan_topk(f, ck);
+        /* Sparse logits first: with them, the dense logits are optional. */
+        err = kdl__h5_scan_topk(f, ck);
+        err = err ?: scan_logits(f, ck);
         err = err ?: scan_features(f, ck);
         err = err ?: scan_gradients(f, ck);
         err = err ?: scan_head(f, ck);

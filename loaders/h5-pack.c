@@ -107,6 +107,7 @@ static void put_checkpoint(struct pack *b, const kdl_checkpoint *ck)
         put_ds(b, ck->topk_values);
         put_ds(b, ck->topk_logprobs);
         put_ds(b, ck->topk_lse);
+        put_u64(b, (uint64_t) ck->topk_classes);
 }
 
 int kdl__h5_dump_pack(const kdl_dump *d, int err, char **ret, size_t *ret_len)
@@ -270,7 +271,9 @@ static int get_checkpoint(struct unpack *u, kdl_checkpoint *ck)
         err = err ?: get_ds(u, &ck->head_weight) ?: get_ds(u, &ck->head_bias);
         err = err ?: get_str(u, &ck->head_input);
         err = err ?: get_ds(u, &ck->topk_indices) ?: get_ds(u, &ck->topk_values);
-        return err ?: get_ds(u, &ck->topk_logprobs) ?: get_ds(u, &ck->topk_lse);
+        err = err ?: get_ds(u, &ck->topk_logprobs) ?: get_ds(u, &ck->topk_lse);
+        ck->topk_classes = (int64_t) get_u64(u);
+        return err;
 }
 
 static int get_dump(struct unpack *u, kdl_dump *d)

@@ -27,10 +27,9 @@ void kdl__h5_topk_release(kdl_checkpoint *ck)
         kdl__h5_dsinfo_free(ck->topk_lse);
 }
 
-/* logits_topk/indices: 2-D integers [N, k], 1 <= k <= C when C is known. */
+/* logits_topk/indices: 2-D integers [N, k], k >= 1 (k <= C: kdl__h5_check_topk()). */
 static int check_indices(kdl_h5file *f, const kdl_dsinfo *ix)
 {
-        size_t c = f->dump.c;
         int r = kdl__h5_expect_rank(f, ix, 2, 2, "2-D [N, k] class indices");
 
         if (r <= 0)
@@ -38,9 +37,8 @@ static int check_indices(kdl_h5file *f, const kdl_dsinfo *ix)
         if (!ix->is_integer)
                 return kdl__h5_problem(f, "%s: expected integer class indices, found %s", ix->path,
                                        ix->dtype);
-        if (ix->shape[1] == 0 || (c && ix->shape[1] > c))
-                return kdl__h5_problem(f, "%s: expected k in [1, %zu] (the classes), found %zu",
-                                       ix->path, c, ix->shape[1]);
+        if (ix->shape[1] == 0)
+                return kdl__h5_problem(f, "%s: expected k >= 1 columns, found 0", ix->path);
         return kdl__h5_check_rows(f, ix, "as /labels and the logits");
 }
 
@@ -88,6 +86,18 @@ int kdl__h5_scan_topk(kdl_h5file *f, kdl_checkpoint *ck)
         r = kdl__h5_find(f, g, H5O_TYPE_GROUP, "a group of sparse teacher logits", &present);
         if (r > 0)
                 r = describe_topk(f, ck, g);
+        if (r >= 0 && ck->topk_indices) {
+                bool has = false;
+                int64_t c = 0;
+
+                r = kdl__h5_attr_int(f, g, "classes", &c, &has);
+                if (r > 0 && c < 2)
+                        r = kdl__h5_problem(f,
+                                            "%s: attribute 'classes': expected 2 or more, found "
+                                            "%lld",
+                                            g, (long long) c);
+                ck->topk_classes = r > 0 ? c : 0;
+        }
         ix = ck->topk_indices;
         v = ck->topk_values ? ck->topk_values : ck->topk_logprobs;
         if (r < 0 || !ix)
@@ -191,6 +201,31 @@ out:
         return r;
 }
 
+/* C for @ck's indices: the dump's (from the logits), which the attribute 'classes' must agree
+ * with, or that attribute's when there are no dense logits.  1, 0 with a problem, -ENOMEM. */
+static int topk_classes(kdl_h5file *f, const kdl_checkpoint *ck)
+{
+        kdl_dump *d = &f->dump;
+        size_t c = (size_t) ck->topk_classes;
+
+        if (d->c == 0 && c == 0)
+                return kdl__h5_problem(f,
+                                       "%s: expected the logits [N, C] or an integer attribute "
+                                       "'classes' on logits_topk, found neither",
+                                       ck->topk_indices->path);
+        if (d->c == 0)
+                d->c = c;
+        else if (c && c != d->c)
+                return kdl__h5_problem(f,
+                                       "%s: attribute 'classes': expected %zu as the logits, "
+                                       "found %zu",
+                                       ck->topk_indices->path, d->c, c);
+        if (ck->topk_indices->shape[1] > d->c)
+                return kdl__h5_problem(f, "%s: expected k in [1, %zu] (the classes), found %zu",
+                                       ck->topk_indices->path, d->c, ck->topk_indices->shape[1]);
+        return 1;
+}
+
 int kdl__h5_check_topk(kdl_h5file *f)
 {
         int r = 1;
@@ -199,9 +234,9 @@ int kdl__h5_check_topk(kdl_h5file *f)
                 const kdl_checkpoint *ck = &f->dump.checkpoints[k];
                 const kdl_dsinfo *ix = ck->topk_indices;
 
-                /* Only indices whose shape held, of a dump whose C is known. */
-                if (ix && ix->is_integer && ix->ndim == 2 && f->dump.c && ix->shape[1] >= 1 &&
-                    ix->shape[1] <= f->dump.c)
+                /* Only indices whose shape held. */
+                if (ix && ix->is_integer && ix->ndim == 2 && ix->shape[1] >= 1 &&
+                    (r = topk_classes(f, ck)) > 0)
                         r = check_index_values(f, ix);
         }
         return r < 0 ? r : 0;

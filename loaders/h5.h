@@ -76,6 +76,7 @@ typedef struct kdl_checkpoint {
          * classes, distinct within a row), then values (logits at those indices) or logprobs
          * [N, k] (exactly one of them), logsumexp [N] (optional, the normaliser at tau 1). */
         kdl_dsinfo *topk_indices, *topk_values, *topk_logprobs, *topk_lse;
+        int64_t topk_classes; /* logits_topk attr classes (C of a dump without logits); 0: none */
 } kdl_checkpoint;
 
 typedef struct kdl_dump {
