@@ -2,6 +2,7 @@
 #ifndef KDL_ANALYSIS_KL_TOPK_H
 #define KDL_ANALYSIS_KL_TOPK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "analysis/inputs.h"
@@ -29,5 +30,19 @@
  */
 KDL_API int kdl_run_kl_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const size_t *k,
                             size_t nk, kdl_doc *doc);
+
+/** kdl_kl_teacher_sparse() - whether the teacher checkpoint the first student is compared with
+ * (as @o selects it) holds sparse logits (logits_topk/) and no dense ones. */
+KDL_API bool kdl_kl_teacher_sparse(const kdl_inputs *in, const struct kdl_run_kl_opts *o);
+
+/**
+ * kdl_run_kl_sparse() - `kdlens kl` against a sparse-only teacher: the table "kl_sparse" of
+ * what its top-k logits give exactly (metrics/kl-sparse.h) per student and checkpoint: hard,
+ * at tau 1 with the normaliser teacher_mass and topk_tail, and topk_renorm per temperature, as
+ * means and standard deviations; a note says the exact KL is not computed.
+ * Return: 0; -KDL_EUSAGE when a compared teacher checkpoint is not sparse-only; -KDL_EMISSING
+ * for a student without logits; -KDL_ERANGE for an index that is not a class; I/O codes.
+ */
+KDL_API int kdl_run_kl_sparse(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc);
 
 #endif

@@ -83,6 +83,8 @@ static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
 {
         const struct kl_cli_opts *ko = o;
 
+        if (kdl_kl_teacher_sparse(in, &ko->o))
+                return kdl_run_kl_sparse(in, &ko->o, doc);
         if (ko->nk)
                 return kdl_run_kl_topk(in, &ko->o, ko->k, ko->nk, doc);
         return kdl_run_kl(in, &ko->o, doc);
