@@ -98,6 +98,11 @@ def negative_index(f, g):
     g["logits_topk/indices"][...] = ix
 
 
+def wider(f, g):
+    set_ds("logits_topk/indices", np.tile(np.arange(C + 1), (N, 1)).astype(np.int32))(f, g)
+    set_ds("logits_topk/values", np.zeros((N, C + 1), "f4"))(f, g)
+
+
 def both(f, g):
     g["logits_topk/logprobs"] = g["logits_topk/values"][...]
 
@@ -110,8 +115,7 @@ BAD = {
     "duplicate index": (dup_row, "logits_topk/indices", "twice at sample 7"),
     "index = C": (bad_index, "logits_topk/indices", "found 50 at sample 12"),
     "negative index": (negative_index, "logits_topk/indices", "found -1 at sample 3"),
-    "k > C": (set_ds("logits_topk/indices", np.tile(np.arange(C + 1), (N, 1)).astype(np.int32)),
-              "logits_topk/indices", "expected k in [1, 50]"),
+    "k > C": (wider, "logits_topk/indices", "expected k in [1, 50]"),
     "float indices": (set_ds("logits_topk/indices", np.zeros((N, K))), "logits_topk/indices",
                       "expected integer class indices"),
     "values shape": (set_ds("logits_topk/values", np.zeros((N, K + 1))), "logits_topk/values",
@@ -135,6 +139,28 @@ def test_each_departure_is_one_problem():
         st, out, err = kt.run("kl", "-t", t, "-s", s)
         assert st == 1, (name, st, err)
         kt.one_line_error(err, t, where, needle)
+
+
+def test_sparse_only_needs_classes():
+    # Without dense logits the vocabulary comes from logits_topk's attribute 'classes'.
+    def sparse(f, g):
+        del g["logits"]
+        g["logits_topk"].attrs["classes"] = np.int64(C)
+
+    def sparse_no_classes(f, g):
+        del g["logits"]
+
+    def classes_disagree(f, g):
+        g["logits_topk"].attrs["classes"] = np.int64(C + 3)
+
+    t, s = pair(sparse)
+    kt.run("inspect", t, check=0)
+    for edit, needle in [(sparse_no_classes, "attribute 'classes' on logits_topk"),
+                         (classes_disagree, "expected 50 as the logits, found 53")]:
+        t, s = pair(edit)
+        st, out, err = kt.run("kl", "-t", t, "-s", s)
+        assert st == 1, (st, err)
+        kt.one_line_error(err, t, "logits_topk", needle)
 
 
 kt.main(globals())

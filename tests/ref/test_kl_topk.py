@@ -213,6 +213,65 @@ def test_sampled_unbiased_over_seeds():
     assert abs(ren[0] - kmean) > 10 * se
 
 
+def write_sparse(path, zt, k, kind, classes=True):
+    """A sparse-only teacher: the top-k of zt (shuffled within each row, as the schema allows
+    any order), as logits with logsumexp, logits alone, or log-probabilities."""
+    n, c = zt.shape
+    rng = np.random.default_rng(9)
+    order = np.lexsort((np.tile(np.arange(c), (n, 1)), -zt), axis=1)[:, :k]
+    order = np.take_along_axis(order, rng.permuted(np.tile(np.arange(k), (n, 1)), axis=1), 1)
+    lse = np.log(np.exp(zt - zt.max(1, keepdims=True)).sum(1)) + zt.max(1)
+    with h5py.File(path, "w") as f:
+        f.attrs["kdlens_format"] = 1
+        f.attrs["role"] = "teacher"
+        f.attrs["model"] = "teacher"
+        f["labels"] = np.zeros(n, dtype=np.int32)
+        g = f.create_group("checkpoints/final")
+        g.attrs["step"] = np.int64(1)
+        t = g.create_group("logits_topk")
+        if classes:
+            t.attrs["classes"] = np.int64(c)
+        t["indices"] = order.astype(np.int64)
+        v = np.take_along_axis(zt, order, 1)
+        if kind == "logprobs":
+            t["logprobs"] = v - lse[:, None]
+        else:
+            t["values"] = v
+        if kind == "values+lse":
+            t["logsumexp"] = lse
+
+
+def test_sparse_only_teacher():
+    # What a sparse-only teacher gives exactly equals the dense top-k values of the
+    # same k (reference: numpy), whichever way the values are stored; the exact KL is
+    # said not to be computable.
+    n, c, k, taus = 300, 1000, 16, [1.0, 3.0]
+    t, s, zt, zs = dumps(n, c, 4)
+    ref, _ = reference(zt, zs, taus, [k], 1)
+    d = kt.tmpdir()
+    for kind in ["values+lse", "logprobs", "values"]:
+        sp = os.path.join(d, kind + ".h5")
+        write_sparse(sp, zt, k, kind)
+        doc = kt.run_json("kl", "-t", sp, "-s", s, "-T", "1,3")
+        assert not kt.records(doc, "kl"), "no exact KL from a sparse teacher"
+        rows = {(r["approximation"], r["tau"]): r for r in kt.records(doc, "kl_sparse")}
+        want = {("hard", 1.0): ref[(1.0, "hard", 1)]}
+        for tau in taus:
+            want[("topk_renorm", tau)] = ref[(tau, "topk_renorm", k)]
+        if kind != "values":
+            want[("topk_tail", 1.0)] = ref[(1.0, "topk_tail", k)]
+            lp = log_softmax(zt)
+            top = np.lexsort((np.tile(np.arange(c), (n, 1)), -zt), axis=1)[:, :k]
+            want[("teacher_mass", 1.0)] = np.exp(np.take_along_axis(lp, top, 1)).sum(1)
+        assert set(rows) == set(want), (kind, sorted(rows))
+        for key, a in want.items():
+            kt.assert_close(rows[key]["mean"], a.mean(), RTOL, 0, f"{kind} {key} mean")
+            kt.assert_close(rows[key]["sd"], a.std(ddof=1), 1e-8, 0, f"{kind} {key} sd")
+            assert rows[key]["k"] == k and rows[key]["samples"] == n
+        notes = " ".join(doc.get("notes", []))
+        assert "not computed" in notes, notes
+
+
 def test_bad_topk():
     t, s, _, _ = dumps(20, 10, 5)
     st, _, err = kt.run("kl", "-t", t, "-s", s, "--topk", "11")
