@@ -8,6 +8,7 @@
 #include "metrics/kl-sparse.h"
 #include "loaders/stream.h"
 #include "analysis/kl-topk.h"
+#include "analysis/kl-topk-internal.h"
 #include "analysis/pass.h"
 #include "metrics/base/banned.h"
 
@@ -105,13 +106,7 @@ static int put_row(struct sparse_job *j, double tau, const char *name, const kdl
         kdl_table *t = j->t;
         int err;
 
-        if (kdl_table_add_row(t) < 0)
-                return -ENOMEM;
-        err = kdl_table_put_str(t, "student", kdl_h5_dump(j->sf)->path);
-        err = err ?: kdl_table_put_str(t, "checkpoint", j->cs->name);
-        err = err ?: kdl_table_put_int(t, "step", j->cs->step);
-        err = err ?: kdl_table_put_str(t, "teacher_checkpoint", j->ct->name);
-        err = err ?: kdl_table_put_real(t, "tau", tau);
+        err = kdl__kl_topk_keys(t, kdl_h5_dump(j->sf)->path, j->cs, j->ct, tau);
         err = err ?: kdl_table_put_str(t, "approximation", name);
         err = err ?: kdl_table_put_int(t, "k", (long long) j->ct->topk_indices->shape[1]);
         err = err ?: kdl_table_put_real(t, "mean", m->mean);

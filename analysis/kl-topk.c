@@ -8,6 +8,7 @@
 #include "loaders/stream.h"
 #include "analysis/kl-internal.h"
 #include "analysis/kl-topk.h"
+#include "analysis/kl-topk-internal.h"
 #include "metrics/base/banned.h"
 
 /* The top-k job runs beside kl's own job (analysis/kl.c) on one stream per
@@ -80,6 +81,20 @@ static const char *source_of(enum kdl_kl_topk_value v)
                                           : "topk_logits";
 }
 
+int kdl__kl_topk_keys(kdl_table *t, const char *student, const kdl_checkpoint *cs,
+                      const kdl_checkpoint *ct, double tau)
+{
+        int err;
+
+        if (kdl_table_add_row(t) < 0)
+                return -ENOMEM;
+        err = kdl_table_put_str(t, "student", student);
+        err = err ?: kdl_table_put_str(t, "checkpoint", cs->name);
+        err = err ?: kdl_table_put_int(t, "step", cs->step);
+        err = err ?: kdl_table_put_str(t, "teacher_checkpoint", ct->name);
+        return err ?: kdl_table_put_real(t, "tau", tau);
+}
+
 /* One "kl_topk" row. */
 static int put_row(const struct topk_job *j, const kdl_kl_topk_result *r, size_t it,
                    enum kdl_kl_topk_value v, size_t ik)
@@ -88,13 +103,7 @@ static int put_row(const struct topk_job *j, const kdl_kl_topk_result *r, size_t
         kdl_table *t = j->t;
         int err;
 
-        if (kdl_table_add_row(t) < 0)
-                return -ENOMEM;
-        err = kdl_table_put_str(t, "student", kdl_h5_dump(j->sf)->path);
-        err = err ?: kdl_table_put_str(t, "checkpoint", j->cs->name);
-        err = err ?: kdl_table_put_int(t, "step", j->cs->step);
-        err = err ?: kdl_table_put_str(t, "teacher_checkpoint", j->ct->name);
-        err = err ?: kdl_table_put_real(t, "tau", r->tau[it]);
+        err = kdl__kl_topk_keys(t, kdl_h5_dump(j->sf)->path, j->cs, j->ct, r->tau[it]);
         err = err ?: kdl_table_put_str(t, "source", source_of(v));
         err = err ?: kdl_table_put_str(t, "approximation", kdl_kl_topk_name(v));
         err = err ?: kdl_table_put_int(t, "k", (long long) (v == KDL_KL_TOPK_HARD ? 1 : r->k[ik]));

@@ -432,53 +432,31 @@ void kdl_kl_topk_result_free(kdl_kl_topk_result *r)
         free(r);
 }
 
-struct slot_order {
-        size_t idx, slot;
-};
-
-static int cmp_slot_order(const void *pa, const void *pb)
-{
-        const struct slot_order *a = pa, *b = pb;
-
-        return (a->idx > b->idx) - (a->idx < b->idx);
-}
-
 /* Spearman of every slot with the exact K at its temperature, on the reservoir's items in
  * sample order (so the result does not depend on the order of accumulation). */
 static int spearman(const kdl_kl_topk_state *s, kdl_kl_topk_result *r)
 {
         const struct kdl__kl_reservoir *res = &s->res;
-        size_t n = res->n, w = res->width;
-        struct slot_order *order = kdl_new(struct slot_order, n);
+        size_t n = res->n, w = res->width, *order = NULL;
         double *x = kdl_new(double, n), *rk = kdl_new(double, n), *ra = kdl_new(double, n);
         kdl_ranked *tmp = kdl_new(kdl_ranked, n);
         int err = -ENOMEM;
 
-        if (!order || !x || !rk || !ra || !tmp)
-                goto out;
-        for (size_t i = 0; i < n; i++)
-                order[i] = (struct slot_order){res->idx[i], i};
-        qsort(order, n, sizeof(*order), cmp_slot_order);
-        for (size_t it = 0; it < s->ntau; it++) {
-                size_t j0 = it * s->width;
-
-                for (size_t i = 0; i < n; i++)
-                        x[i] = res->val[order[i].slot * w + j0];
-                kdl_ranks(x, n, tmp, rk);
-                for (size_t j = j0; j < j0 + s->width; j++) {
+        if (x && rk && ra && tmp && kdl__kl_reservoir_order(res, &order) == 0) {
+                /* Per temperature: the ranks of K once, then each slot's against them. */
+                for (size_t j = 0; j < s->ntau * s->width; j++) {
                         for (size_t i = 0; i < n; i++)
-                                x[i] = res->val[order[i].slot * w + j];
-                        kdl_ranks(x, n, tmp, ra);
-                        r->fid[j].spearman = kdl_pearson(ra, rk, n);
+                                x[i] = res->val[order[i] * w + j];
+                        kdl_ranks(x, n, tmp, j % s->width ? ra : rk);
+                        r->fid[j].spearman = kdl_pearson(j % s->width ? ra : rk, rk, n);
                 }
+                err = 0;
         }
-        err = 0;
-out:
+        free(order);
         free(tmp);
         free(ra);
         free(rk);
         free(x);
-        free(order);
         return err ? kdl_error(err, "top-k: out of memory ranking %zu samples", n) : 0;
 }
 
