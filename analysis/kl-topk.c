@@ -137,24 +137,17 @@ static int topk_end(kdl__job *job, kdl_stream *st, unsigned pass)
         return err;
 }
 
-/* Student @k at @cp: kl's job and the top-k job on one stream. */
-static int run_checkpoint(struct kdl__kl_run *run, const kdl_inputs *in,
-                          const struct kdl_run_kl_opts *o, struct topk_job *tj, size_t k,
-                          const struct kdl_ckpair *cp)
+/* Student @k at @cp: kl's passes, the top-k job beside kl's measuring one. */
+static int run_checkpoint(struct kdl__kl_run *run, const kdl_inputs *in, struct topk_job *tj,
+                          size_t k, const struct kdl_ckpair *cp)
 {
-        struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
-        kdl_stream *st = NULL;
-        kdl__job jobs[2] = {
-                {0}, {.ctx = tj, .attach = topk_attach, .block = topk_block, .end = topk_end}};
+        kdl__job job = {.ctx = tj, .attach = topk_attach, .block = topk_block, .end = topk_end};
         int err;
 
         tj->sf = in->students[k];
         tj->cs = cp->main;
         tj->ct = cp->partner;
-        err = kdl__kl_job(run, k, cp, &jobs[0]);
-        err = err ?: kdl_stream_new(in->pairs[k]->n, in->pairs[k], &so, &st);
-        err = err ?: kdl__jobs_run(st, jobs, 2, NULL);
-        kdl_stream_free(st);
+        err = kdl__kl_run_checkpoint(run, k, cp, &job, 1);
         kdl_kl_topk_state_free(tj->s);
         tj->s = NULL;
         return err;
@@ -180,7 +173,7 @@ int kdl_run_kl_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const
                 err = kdl_select_checkpoints(in->students[s], in->teacher, o->common.checkpoint,
                                              o->common.teacher_checkpoint, &cks, &nck);
                 for (size_t c = 0; c < nck && !err; c++)
-                        err = run_checkpoint(run, in, o, &tj, s, &cks[c]);
+                        err = run_checkpoint(run, in, &tj, s, &cks[c]);
                 free(cks);
         }
         if (err) {
