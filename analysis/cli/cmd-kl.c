@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "analysis/cli/cli.h"
+#include "metrics/base/error.h"
 #include "analysis/inputs.h"
 #include "analysis/kl.h"
 #include "analysis/kl-topk.h"
@@ -83,8 +84,16 @@ static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
 {
         const struct kl_cli_opts *ko = o;
 
-        if (kdl_kl_teacher_sparse(in, &ko->o))
+        if (kdl_kl_teacher_sparse(in, &ko->o)) {
+                /* Both need the teacher's dense logits. */
+                if (ko->nk || ko->o.common.per_sample)
+                        return kdl_error(-KDL_EUSAGE,
+                                         "%s: needs the teacher's dense logits; '%s' holds only "
+                                         "sparse ones (logits_topk)",
+                                         ko->nk ? "--topk" : "--per-sample",
+                                         kdl_h5_dump(in->teacher)->path);
                 return kdl_run_kl_sparse(in, &ko->o, doc);
+        }
         if (ko->nk)
                 return kdl_run_kl_topk(in, &ko->o, ko->k, ko->nk, doc);
         return kdl_run_kl(in, &ko->o, doc);

@@ -263,6 +263,10 @@ def test_sparse_only_teacher():
             assert rows[key]["k"] == k and rows[key]["samples"] == n
         notes = " ".join(doc.get("notes", []))
         assert "not computed" in notes, notes
+    for extra in [["--topk", "8"], ["--per-sample", os.path.join(d, "ps.h5")]]:
+        st, _, err = kt.run("kl", "-t", sp, "-s", s, *extra)
+        assert st == 2 and extra[0] in err and "only sparse" in err, (st, err)
+        assert not os.path.exists(os.path.join(d, "ps.h5"))
 
 
 def test_bad_topk():
