@@ -155,6 +155,21 @@ def test_sparse_only_needs_classes():
 
     t, s = pair(sparse)
     kt.run("inspect", t, check=0)
+    doc = kt.run_json("inspect", t)
+    kinds = {r["kind"] for r in kt.records(doc, "datasets")}
+    assert {"topk_indices", "topk_values", "topk_logsumexp", "sequence_ids",
+            "positions"} <= kinds and "logits" not in kinds, kinds
+
+    def nan_value(f, g):
+        v = g["logits_topk/values"][...]
+        v[5, 2] = np.nan
+        g["logits_topk/values"][...] = v
+
+    t, s = pair(nan_value)
+    st, out, err = kt.run("inspect", t)
+    assert st == 1 and "logits_topk/values: expected finite values, found NaN at sample 5" in err
+    # kl against the dense logits does not read the sparse values.
+    kt.run("kl", "-t", t, "-s", s, "--topk", "3", check=0)
     for edit, needle in [(sparse_no_classes, "attribute 'classes' on logits_topk"),
                          (classes_disagree, "expected 50 as the logits, found 53")]:
         t, s = pair(edit)
