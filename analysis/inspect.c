@@ -126,6 +126,21 @@ static int checkpoint_row(kdl_table *cks, const kdl_dump *d, const kdl_checkpoin
         return err;
 }
 
+/* The "datasets" rows of @ck's sparse logits (logits_topk/), those there. */
+static int sparse_datasets(kdl_table *sets, const kdl_dump *d, const kdl_checkpoint *ck)
+{
+        const kdl_dsinfo *ds[] = {ck->topk_indices, ck->topk_values, ck->topk_logprobs,
+                                  ck->topk_lse};
+        static const char *const kind[] = {"topk_indices", "topk_values", "topk_logprobs",
+                                           "topk_logsumexp"};
+        int err = 0;
+
+        for (size_t i = 0; i < 4 && !err; i++)
+                if (ds[i])
+                        err = dataset_row(sets, d, ck, kind[i], NULL, ds[i], false, 0);
+        return err;
+}
+
 /* The "datasets" rows of @ck's datasets. */
 static int checkpoint_datasets(kdl_table *sets, const kdl_dump *d, const kdl_checkpoint *ck)
 {
@@ -152,7 +167,7 @@ static int checkpoint_datasets(kdl_table *sets, const kdl_dump *d, const kdl_che
         if (ck->head_bias &&
             (err = dataset_row(sets, d, ck, "head_bias", NULL, ck->head_bias, false, 0)))
                 return err;
-        return 0;
+        return sparse_datasets(sets, d, ck);
 }
 
 static int describe_file(kdl_table *files, kdl_table *cks, kdl_table *sets, const kdl_dump *d)
@@ -162,6 +177,12 @@ static int describe_file(kdl_table *files, kdl_table *cks, kdl_table *sets, cons
         if (err)
                 return err;
         if (d->labels && (err = dataset_row(sets, d, NULL, "labels", NULL, d->labels, false, 0)))
+                return err;
+        if (d->sequence_ids &&
+            (err = dataset_row(sets, d, NULL, "sequence_ids", NULL, d->sequence_ids, false, 0)))
+                return err;
+        if (d->positions &&
+            (err = dataset_row(sets, d, NULL, "positions", NULL, d->positions, false, 0)))
                 return err;
         if (d->sample_ids &&
             (err = dataset_row(sets, d, NULL, "sample_ids", NULL, d->sample_ids, false, 0)))
@@ -347,8 +368,9 @@ static int scan_needs(kdl_h5file *const *fs, size_t n, kdl__need *nd)
 
                 for (size_t c = 0; c < d->ncheckpoints && !err; c++) {
                         const kdl_checkpoint *ck = &d->checkpoints[c];
-                        const kdl_dsinfo *list[] = {ck->logits, ck->grad_logits, ck->head_weight,
-                                                    ck->head_bias};
+                        const kdl_dsinfo *list[] = {
+                                ck->logits,   ck->grad_logits, ck->topk_values, ck->topk_logprobs,
+                                ck->topk_lse, ck->head_weight, ck->head_bias};
 
                         for (size_t j = 0; j < sizeof(list) / sizeof(list[0]) && !err; j++)
                                 err = scan_need(fs[k], list[j], nd);

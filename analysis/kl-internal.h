@@ -32,6 +32,16 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc
  * Return: 0; errors of reading the head; -ENOMEM. */
 int kdl__kl_job(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret);
 
+/* The most jobs kdl__kl_run_checkpoint() runs beside kl's own. */
+#define KDL__KL_MORE_JOBS 3
+
+/* kdl__kl_run_checkpoint() - student @k at @cp as the kl command runs it: when the projector
+ * is fitted (and samples are not skipped for NaN/Inf), the fit is a pass of its own over the
+ * two head-input features only; then one stream runs kl's measuring job and the @nmore jobs
+ * @more (copied; for kl --topk), so the logits are read once.  Return: 0; the jobs' errors. */
+int kdl__kl_run_checkpoint(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp,
+                           const kdl__job *more, size_t nmore);
+
 /* kdl__kl_end() - every job has run: notes and tables into the doc, the per-sample file
  * committed; frees @r whatever happens. */
 int kdl__kl_end(struct kdl__kl_run *r);

@@ -545,18 +545,19 @@ static int fit_end(kdl__job *job, kdl_stream *st, unsigned pass)
         return err < 0 ? err : 0;
 }
 
-/* Student @k at @cp as the kl command runs it: when the projector is fitted (and samples are
- * not skipped for NaN/Inf), the fit is a pass of its own over the two head-input features
- * only, then one pass measures. */
-static int run_checkpoint(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp)
+int kdl__kl_run_checkpoint(struct kdl__kl_run *r, size_t k, const struct kdl_ckpair *cp,
+                           const kdl__job *more, size_t nmore)
 {
         struct kdl_stream_opts so = kdl_run_stream_opts(&r->o.common);
         const kdl_pair *pair = r->in->pairs[k];
         kdl_stream *st = NULL;
-        kdl__job job, fit;
+        kdl__job jobs[1 + KDL__KL_MORE_JOBS], fit;
         int err;
 
-        err = kdl__kl_job(r, k, cp, &job);
+        assert(nmore <= KDL__KL_MORE_JOBS);
+        for (size_t i = 0; i < nmore; i++)
+                jobs[1 + i] = more[i];
+        err = kdl__kl_job(r, k, cp, &jobs[0]);
         /* The logits (and gradients) are C wide, the features d wide: a fit
          * pass that reads them all costs as much as the measuring pass at
          * C = 32,000.  Under --nonfinite skip the fit must drop the samples
@@ -573,7 +574,7 @@ static int run_checkpoint(struct kdl__kl_run *r, size_t k, const struct kdl_ckpa
                 st = NULL;
         }
         err = err ?: kdl_stream_new(pair->n, pair, &so, &st);
-        err = err ?: kdl__jobs_run(st, &job, 1, NULL);
+        err = err ?: kdl__jobs_run(st, jobs, 1 + nmore, NULL);
         kdl_stream_free(st);
         return err;
 }
@@ -675,7 +676,7 @@ int kdl_run_kl(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *d
                 err = kdl_select_checkpoints(in->students[k], in->teacher, o->common.checkpoint,
                                              o->common.teacher_checkpoint, &cks, &nck);
                 for (size_t c = 0; c < nck && !err; c++)
-                        err = run_checkpoint(r, k, &cks[c]);
+                        err = kdl__kl_run_checkpoint(r, k, &cks[c], NULL, 0);
                 free(cks);
         }
         if (err) {

@@ -35,6 +35,8 @@ static const char usage_text[] =
         "  --no-sample-ids          write no /sample_ids\n"
         "  --no-gradients           write no gradients/ datasets (they are as big as the\n"
         "                           logits and take most of the time at large C)\n"
+        "  --topk K                 also write the teacher's top-K logits (logits_topk/:\n"
+        "                           indices, values, logsumexp)\n"
         "  --flat-teacher           teacher checkpoint at the root, no /checkpoints\n"
         "  --planted-rank LAYER:R   make teacher layer LAYER (1-based) exactly rank R\n"
         "  --checkpoints K          student checkpoints, 1..16 (4)\n"
@@ -57,6 +59,7 @@ enum {
         OPT_PERMUTE,
         OPT_NO_IDS,
         OPT_NO_GRADIENTS,
+        OPT_TOPK,
         OPT_FLAT,
         OPT_PLANTED,
         OPT_CHECKPOINTS,
@@ -79,6 +82,7 @@ static const struct option options[] = {
         {"permute-student", no_argument, NULL, OPT_PERMUTE},
         {"no-sample-ids", no_argument, NULL, OPT_NO_IDS},
         {"no-gradients", no_argument, NULL, OPT_NO_GRADIENTS},
+        {"topk", required_argument, NULL, OPT_TOPK},
         {"flat-teacher", no_argument, NULL, OPT_FLAT},
         {"planted-rank", required_argument, NULL, OPT_PLANTED},
         {"checkpoints", required_argument, NULL, OPT_CHECKPOINTS},
@@ -208,6 +212,8 @@ static int parse_value(int c, const char *arg, struct kdl_synth_opts *o)
                 return parse_seed(arg, &o->seed);
         case OPT_BLOCK:
                 return parse_size("block-rows", arg, &o->block_rows);
+        case OPT_TOPK:
+                return parse_size("topk", arg, &o->topk);
         default:
                 return 1;
         }

@@ -159,4 +159,29 @@ void kdl__synth_head_outputs(const struct kdl__synth_model *m, struct kdl__synth
                              const double *W, const double *bias, size_t D, const double *hq,
                              size_t B);
 
+/* The teacher's sparse logits (synth-topk.c), with --topk. */
+struct kdl__synth_topk {
+        kdl_h5wds *ix, *val, *lse; /* logits_topk/indices, values, logsumexp */
+        size_t k;
+        int64_t *ints; /* [block, k] */
+        double *vals;  /* [block, k] */
+        double *l;     /* [block] */
+        size_t *top;   /* [k] */
+};
+
+/* Create the three datasets under @group (of o->topk columns) and the scratch for a block.  On
+ * failure the caller still calls kdl__synth_topk_close().  Return: 0; the writer's errors;
+ * -ENOMEM. */
+int kdl__synth_topk_open(const struct kdl__synth_model *m, kdl_h5w *h5, const char *group,
+                         struct kdl__synth_topk *t);
+
+/* The rows [@r0, @r0 + @B) from the block's logits @z ([B, c], as stored).  Return: 0; the
+ * writer's errors. */
+int kdl__synth_topk_write(struct kdl__synth_topk *t, const double *z, size_t c, size_t r0,
+                          size_t B);
+
+/* Close the datasets and free the scratch; NULL members are skipped.  Return: 0; the first
+ * error of closing. */
+int kdl__synth_topk_close(struct kdl__synth_topk *t);
+
 #endif

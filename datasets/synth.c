@@ -284,6 +284,7 @@ static int write_teacher(const struct kdl__synth_model *m, struct kdl__synth_wor
         kdl_h5w *h5 = NULL;
         kdl_h5wds *labels = NULL, *ids = NULL;
         struct ckds ds = {0};
+        struct kdl__synth_topk tk = {0};
         size_t L = m->L;
         int err, e;
 
@@ -291,6 +292,8 @@ static int write_teacher(const struct kdl__synth_model *m, struct kdl__synth_wor
         if (err < 0)
                 goto out;
         err = open_checkpoint(m, h5, group, true, 0, &ds);
+        if (!err && o->topk)
+                err = kdl__synth_topk_open(m, h5, group, &tk);
         if (err < 0)
                 goto out;
 
@@ -314,10 +317,14 @@ static int write_teacher(const struct kdl__synth_model *m, struct kdl__synth_wor
                 }
                 /* The head input is never spread, so w->q holds it as stored. */
                 err = write_head_outputs(m, w, &ds, m->tw, m->tb, m->t[L - 1].width, w->q, r0, B);
+                if (!err && o->topk)
+                        err = kdl__synth_topk_write(&tk, w->logits, m->C, r0, B);
                 if (err < 0)
                         goto out;
         }
 out:
+        e = kdl__synth_topk_close(&tk);
+        err = err < 0 ? err : e;
         e = ckds_close(&ds);
         err = err < 0 ? err : e;
         e = kdl_h5w_dataset_close(ids);

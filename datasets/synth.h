@@ -27,6 +27,9 @@
  *   float64 rounding with float64 storage); gradients/logits =
  *   softmax(z) - onehot(y); gradients/features/<last layer> = W^T that
  *   (both left out with @gradients false).
+ *   With @topk = k: logits_topk/indices (int32 [N, k], the k largest
+ *   stored logits, best first; ties to the smaller class), values (those
+ *   logits) and logsumexp (float64 [N], of the stored logits).
  *   @spatial stores layer1 as [N, D, H, W], @tokens layer L-1 as
  *   [N, T, D]: h plus noise of zero mean over the positions (tokens), so
  *   the average over them is h again.
@@ -76,6 +79,7 @@ struct kdl_synth_opts {
         size_t tokens_t;             /* (8) */
         bool sample_ids;             /* write /sample_ids (true) */
         bool gradients;              /* write gradients/logits and gradients/features (true) */
+        size_t topk;                 /* also the teacher's top-k logits (logits_topk/); 0: no (0) */
         bool permute_student;        /* student rows in a seeded permuted order (false) */
         bool flat_teacher;           /* teacher checkpoint at the root, no /checkpoints (false) */
         size_t ncheckpoints;         /* student checkpoints 1..16 (4) */

@@ -24,7 +24,7 @@
  */
 
 /* Rows must equal N; record N from the first dataset that says. */
-static int check_rows(kdl_h5file *f, const kdl_dsinfo *ds, const char *what)
+int kdl__h5_check_rows(kdl_h5file *f, const kdl_dsinfo *ds, const char *what)
 {
         kdl_dump *d = &f->dump;
 
@@ -38,7 +38,7 @@ static int check_rows(kdl_h5file *f, const kdl_dsinfo *ds, const char *what)
         return 1;
 }
 
-static int expect_float(kdl_h5file *f, const kdl_dsinfo *ds)
+int kdl__h5_expect_float(kdl_h5file *f, const kdl_dsinfo *ds)
 {
         if (!ds->is_float)
                 return kdl__h5_problem(f, "%s: expected floating-point values, found %s", ds->path,
@@ -46,8 +46,8 @@ static int expect_float(kdl_h5file *f, const kdl_dsinfo *ds)
         return 1;
 }
 
-static int expect_rank(kdl_h5file *f, const kdl_dsinfo *ds, size_t lo, size_t hi,
-                       const char *expected)
+int kdl__h5_expect_rank(kdl_h5file *f, const kdl_dsinfo *ds, size_t lo, size_t hi,
+                        const char *expected)
 {
         char s[160];
 
@@ -57,13 +57,13 @@ static int expect_rank(kdl_h5file *f, const kdl_dsinfo *ds, size_t lo, size_t hi
         return kdl__h5_problem(f, "%s: expected %s, found %s", ds->path, expected, s);
 }
 
-/* expect_rank(), then expect_float() if the rank is right. */
+/* kdl__h5_expect_rank(), then kdl__h5_expect_float() if the rank is right. */
 static int expect_float_rank(kdl_h5file *f, const kdl_dsinfo *ds, size_t lo, size_t hi,
                              const char *expected)
 {
-        int r = expect_rank(f, ds, lo, hi, expected);
+        int r = kdl__h5_expect_rank(f, ds, lo, hi, expected);
 
-        return r > 0 ? expect_float(f, ds) : r;
+        return r > 0 ? kdl__h5_expect_float(f, ds) : r;
 }
 
 static bool same_shape(const kdl_dsinfo *a, const kdl_dsinfo *b)
@@ -129,7 +129,7 @@ static int scan_layer(kdl_h5file *f, kdl_checkpoint *ck, const char *fgroup, con
         if (r >= 0)
                 r = expect_float_rank(f, &l->feature, 2, 4, "[N, D], [N, T, D] or [N, Ch, H, W]");
         if (r > 0)
-                r = check_rows(f, &l->feature, "as /labels and the logits");
+                r = kdl__h5_check_rows(f, &l->feature, "as /labels and the logits");
         return r;
 }
 
@@ -171,7 +171,7 @@ static int scan_grad_logits(kdl_h5file *f, kdl_checkpoint *ck, const char *gl)
                 return r;
         if (ck->logits && !same_shape(ck->grad_logits, ck->logits))
                 return shape_problem(f, gl, "the logits", ck->logits, ck->grad_logits);
-        return expect_float(f, ck->grad_logits);
+        return kdl__h5_expect_float(f, ck->grad_logits);
 }
 
 /* gradients/features/@name (under @gf): the gradient of feature layer @name. */
@@ -193,7 +193,7 @@ static int scan_grad_feature(kdl_h5file *f, kdl_checkpoint *ck, const char *gf, 
                                     path, name);
         else if ((r = kdl__h5_describe_new(f, path, "a feature gradient", false, &l->gradient)) > 0)
                 r = same_shape(l->gradient, &l->feature)
-                            ? expect_float(f, l->gradient)
+                            ? kdl__h5_expect_float(f, l->gradient)
                             : shape_problem(f, path, "the feature", &l->feature, l->gradient);
         free(path);
         return r;
@@ -346,7 +346,7 @@ static int check_logits(kdl_h5file *f, const char *lp, const kdl_dsinfo *z)
 
         if (r <= 0)
                 return r;
-        r = check_rows(f, z, "as /labels");
+        r = kdl__h5_check_rows(f, z, "as /labels");
         if (r >= 0 && f->dump.c == 0)
                 f->dump.c = z->shape[1];
         else if (r >= 0 && z->shape[1] != f->dump.c)
@@ -366,7 +366,7 @@ static int scan_logits(kdl_h5file *f, kdl_checkpoint *ck)
 
         if (!lp)
                 return kdl__h5_nomem(f->dump.path, NULL);
-        r = kdl__h5_describe_new(f, lp, "the logits [N, C]", true, &ck->logits);
+        r = kdl__h5_describe_new(f, lp, "the logits [N, C]", !ck->topk_indices, &ck->logits);
         if (r > 0)
                 r = check_logits(f, lp, ck->logits);
         free(lp);
@@ -392,7 +392,9 @@ static int scan_checkpoint(kdl_h5file *f, kdl_checkpoint *ck, bool root)
         if (err < 0)
                 return err;
         ck->has_epoch = err > 0;
-        err = scan_logits(f, ck);
+        /* Sparse logits first: with them, the dense logits are optional. */
+        err = kdl__h5_scan_topk(f, ck);
+        err = err ?: scan_logits(f, ck);
         err = err ?: scan_features(f, ck);
         err = err ?: scan_gradients(f, ck);
         err = err ?: scan_head(f, ck);
@@ -400,10 +402,10 @@ static int scan_checkpoint(kdl_h5file *f, kdl_checkpoint *ck, bool root)
 }
 
 /* A 1-D integer dataset: @expected names the rank, @what the values. */
-static int expect_integers(kdl_h5file *f, const kdl_dsinfo *ds, const char *expected,
-                           const char *what)
+int kdl__h5_expect_integers(kdl_h5file *f, const kdl_dsinfo *ds, const char *expected,
+                            const char *what)
 {
-        int r = expect_rank(f, ds, 1, 1, expected);
+        int r = kdl__h5_expect_rank(f, ds, 1, 1, expected);
 
         if (r <= 0)
                 return r;
@@ -421,15 +423,16 @@ static int scan_labels(kdl_h5file *f)
                 err = kdl__h5_describe_new(f, "/sample_ids", "integer sample ids [N]", false,
                                            &d->sample_ids);
         if (err >= 0 && d->labels) {
-                err = expect_integers(f, d->labels, "1-D [N] integer labels",
-                                      "integer class labels");
+                err = kdl__h5_expect_integers(f, d->labels, "1-D [N] integer labels",
+                                              "integer class labels");
                 if (err > 0)
                         d->n = d->labels->shape[0];
         }
         if (err >= 0 && d->sample_ids) {
-                err = expect_integers(f, d->sample_ids, "1-D [N] integer ids", "integer ids");
+                err = kdl__h5_expect_integers(f, d->sample_ids, "1-D [N] integer ids",
+                                              "integer ids");
                 if (err > 0)
-                        err = check_rows(f, d->sample_ids, "as /labels");
+                        err = kdl__h5_check_rows(f, d->sample_ids, "as /labels");
         }
         /* The label range needs C, known only after the checkpoints: kdl__h5_check_labels(). */
         return err < 0 ? err : 0;
@@ -634,7 +637,7 @@ int kdl__h5_catalog(kdl_h5file *f)
 
         if (err <= 0)
                 return err;
-        err = scan_labels(f);
+        err = scan_labels(f) ?: kdl__h5_scan_tokens(f);
         if (err == 0)
                 err = scan_checkpoints(f);
         if (err <= 0)
@@ -655,6 +658,7 @@ static void checkpoint_release(kdl_checkpoint *ck)
         kdl__h5_dsinfo_free(ck->grad_logits);
         kdl__h5_dsinfo_free(ck->head_weight);
         kdl__h5_dsinfo_free(ck->head_bias);
+        kdl__h5_topk_release(ck);
         free(ck->head_input);
         free(ck->name);
         free(ck->group);
@@ -670,6 +674,8 @@ void kdl__h5_dump_release(kdl_dump *d)
         free(d->problems);
         kdl__h5_dsinfo_free(d->labels);
         kdl__h5_dsinfo_free(d->sample_ids);
+        kdl__h5_dsinfo_free(d->sequence_ids);
+        kdl__h5_dsinfo_free(d->positions);
         free(d->role);
         free(d->model);
         free(d->path);

@@ -69,6 +69,42 @@ int kdl__h5_nomem(const char *file, const char *obj);
  */
 int kdl__h5_problem(kdl_h5file *f, const char *fmt, ...) KDL_PRINTF(2, 3);
 
+/* ---- h5-catalog.c: checks shared with h5-topk.c ----------------------------- */
+
+/* These return 1 when the check holds, 0 with a problem recorded, -ENOMEM. */
+
+/* kdl__h5_check_rows() - @ds has N rows (N set by the first dataset that says); @what says
+ * as what ("as /labels"). */
+int kdl__h5_check_rows(kdl_h5file *f, const kdl_dsinfo *ds, const char *what);
+
+/* kdl__h5_expect_float() - @ds holds floating-point values. */
+int kdl__h5_expect_float(kdl_h5file *f, const kdl_dsinfo *ds);
+
+/* kdl__h5_expect_rank() - @ds has rank @lo..@hi; @expected describes it ("2-D [N, C]"). */
+int kdl__h5_expect_rank(kdl_h5file *f, const kdl_dsinfo *ds, size_t lo, size_t hi,
+                        const char *expected);
+
+/* kdl__h5_expect_integers() - @ds is 1-D (@expected) of integers (@what). */
+int kdl__h5_expect_integers(kdl_h5file *f, const kdl_dsinfo *ds, const char *expected,
+                            const char *what);
+
+/* ---- h5-topk.c: sparse teacher logits and token datasets -------------------- */
+
+/* kdl__h5_scan_topk() - logits_topk/ of @ck, when there: the shapes and types of its
+ * datasets (after the logits, so that C is known).  Return: 0; -ENOMEM. */
+int kdl__h5_scan_topk(kdl_h5file *f, kdl_checkpoint *ck);
+
+/* kdl__h5_scan_tokens() - /sequence_ids and /positions, when there: 1-D integers of N rows.
+ * Return: 0; -ENOMEM. */
+int kdl__h5_scan_tokens(kdl_h5file *f);
+
+/* kdl__h5_check_topk() - the values of every logits_topk/indices (data, read in the parent as
+ * the labels are): whole numbers in [0, C), distinct within a row; a problem for the first
+ * that is not.  Return: 0; -ENOMEM. */
+int kdl__h5_check_topk(kdl_h5file *f);
+
+void kdl__h5_topk_release(kdl_checkpoint *ck);
+
 /* ---- h5-describe.c -------------------------------------------------------- */
 
 /*

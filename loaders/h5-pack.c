@@ -103,6 +103,11 @@ static void put_checkpoint(struct pack *b, const kdl_checkpoint *ck)
         put_ds(b, ck->head_weight);
         put_ds(b, ck->head_bias);
         put_str(b, ck->head_input);
+        put_ds(b, ck->topk_indices);
+        put_ds(b, ck->topk_values);
+        put_ds(b, ck->topk_logprobs);
+        put_ds(b, ck->topk_lse);
+        put_u64(b, (uint64_t) ck->topk_classes);
 }
 
 int kdl__h5_dump_pack(const kdl_dump *d, int err, char **ret, size_t *ret_len)
@@ -122,6 +127,8 @@ int kdl__h5_dump_pack(const kdl_dump *d, int err, char **ret, size_t *ret_len)
                 put_u64(&b, d->c);
                 put_ds(&b, d->labels);
                 put_ds(&b, d->sample_ids);
+                put_ds(&b, d->sequence_ids);
+                put_ds(&b, d->positions);
                 put_u64(&b, d->ncheckpoints);
                 for (size_t k = 0; k < d->ncheckpoints; k++)
                         put_checkpoint(&b, &d->checkpoints[k]);
@@ -262,7 +269,11 @@ static int get_checkpoint(struct unpack *u, kdl_checkpoint *ck)
                 err = err ?: get_ds(u, &ck->layers[j].gradient);
         }
         err = err ?: get_ds(u, &ck->head_weight) ?: get_ds(u, &ck->head_bias);
-        return err ?: get_str(u, &ck->head_input);
+        err = err ?: get_str(u, &ck->head_input);
+        err = err ?: get_ds(u, &ck->topk_indices) ?: get_ds(u, &ck->topk_values);
+        err = err ?: get_ds(u, &ck->topk_logprobs) ?: get_ds(u, &ck->topk_lse);
+        ck->topk_classes = (int64_t) get_u64(u);
+        return err;
 }
 
 static int get_dump(struct unpack *u, kdl_dump *d)
@@ -274,6 +285,7 @@ static int get_dump(struct unpack *u, kdl_dump *d)
         d->n = get_u64(u);
         d->c = get_u64(u);
         err = err ?: get_ds(u, &d->labels) ?: get_ds(u, &d->sample_ids);
+        err = err ?: get_ds(u, &d->sequence_ids) ?: get_ds(u, &d->positions);
         d->checkpoints = get_array(u, sizeof(*d->checkpoints), &d->ncheckpoints, &err);
         for (size_t k = 0; k < d->ncheckpoints && !err && !u->bad; k++)
                 err = get_checkpoint(u, &d->checkpoints[k]);

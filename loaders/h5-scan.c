@@ -147,11 +147,13 @@ int kdl_h5_scan_values(kdl_h5file *f)
 
         for (size_t k = 0; k < f->dump.ncheckpoints; k++) {
                 const kdl_checkpoint *ck = &f->dump.checkpoints[k];
-                const kdl_dsinfo *list[] = {ck->logits, ck->grad_logits, ck->head_weight,
+                /* Per sample first, then the head's rows. */
+                const kdl_dsinfo *list[] = {ck->logits,        ck->grad_logits, ck->topk_values,
+                                            ck->topk_logprobs, ck->topk_lse,    ck->head_weight,
                                             ck->head_bias};
 
                 for (size_t j = 0; j < sizeof(list) / sizeof(list[0]); j++) {
-                        err = scan_dataset(f, list[j], j < 2 ? "sample" : "row", j < 2);
+                        err = scan_dataset(f, list[j], j < 5 ? "sample" : "row", j < 5);
                         if (err < 0)
                                 return err;
                         added += err;

@@ -444,7 +444,7 @@ int kdl_h5_open(const char *path, kdl_h5file **ret)
                 err = open_file(path, size, &f) ?: kdl__h5_catalog(f);
         /* The labels and ids are data: read here, after the child checked their storage. */
         if (err == 0)
-                err = kdl__h5_check_labels(f) ?: kdl__h5_check_ids(f);
+                err = kdl__h5_check_labels(f) ?: kdl__h5_check_ids(f) ?: kdl__h5_check_topk(f);
         if (err < 0) {
                 kdl_h5_close(f);
                 return err;

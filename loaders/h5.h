@@ -72,6 +72,11 @@ typedef struct kdl_checkpoint {
         kdl_dsinfo *head_weight; /* head/weight [C, D], NULL when absent */
         kdl_dsinfo *head_bias;   /* head/bias [C], NULL when absent */
         char *head_input;        /* head attr "input", NULL when absent */
+        /* Sparse teacher logits (logits_topk/), all NULL when absent: indices [N, k] (integer
+         * classes, distinct within a row), then values (logits at those indices) or logprobs
+         * [N, k] (exactly one of them), logsumexp [N] (optional, the normaliser at tau 1). */
+        kdl_dsinfo *topk_indices, *topk_values, *topk_logprobs, *topk_lse;
+        int64_t topk_classes; /* logits_topk attr classes (C of a dump without logits); 0: none */
 } kdl_checkpoint;
 
 typedef struct kdl_dump {
@@ -83,6 +88,8 @@ typedef struct kdl_dump {
         size_t c;                     /* classes, 0 when no logits say */
         kdl_dsinfo *labels;           /* NULL when absent */
         kdl_dsinfo *sample_ids;       /* NULL when absent */
+        kdl_dsinfo *sequence_ids;     /* int64 [N] sequence of each token; NULL when absent */
+        kdl_dsinfo *positions;        /* int32 [N] position in its sequence; NULL when absent */
         int64_t label_min, label_max; /* over /labels when present */
         size_t ncheckpoints;
         kdl_checkpoint *checkpoints; /* sorted by step, then name */

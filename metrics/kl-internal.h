@@ -183,6 +183,11 @@ void kdl__kl_reservoir_add_block(struct kdl__kl_reservoir *r, const double *vals
  * reserved for @into->n + @from->n. */
 void kdl__kl_reservoir_merge(struct kdl__kl_reservoir *into, const struct kdl__kl_reservoir *from);
 
+/* kdl__kl_reservoir_order() - the slots of @r's items in sample order into *@ret (n of them;
+ * caller frees with free()), so that rank statistics on them do not depend on the order of
+ * accumulation and merging.  Return: 0; -ENOMEM. */
+int kdl__kl_reservoir_order(const struct kdl__kl_reservoir *r, size_t **ret);
+
 /*
  * kdl__kl_spearman() - the Spearman correlation of every available value
  * with K at every temperature, on the reservoir's items in sample order,

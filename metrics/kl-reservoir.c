@@ -175,38 +175,53 @@ static int cmp_slot_order(const void *pa, const void *pb)
         return (a->idx > b->idx) - (a->idx < b->idx);
 }
 
+int kdl__kl_reservoir_order(const struct kdl__kl_reservoir *r, size_t **ret)
+{
+        size_t n = r->n, *slots = kdl_new(size_t, n ? n : 1);
+        struct slot_order *order = kdl_new(struct slot_order, n ? n : 1);
+
+        if (!slots || !order) {
+                free(order);
+                free(slots);
+                return -ENOMEM;
+        }
+        for (size_t k = 0; k < n; k++) {
+                order[k].idx = r->idx[k];
+                order[k].slot = k;
+        }
+        qsort(order, n, sizeof(*order), cmp_slot_order);
+        for (size_t k = 0; k < n; k++)
+                slots[k] = order[k].slot;
+        free(order);
+        *ret = slots;
+        return 0;
+}
+
 /* Spearman correlations on the reservoir into r (items in sample order, so
  * the result does not depend on the order of accumulation and merging). */
 int kdl__kl_spearman(const struct kdl__kl_reservoir *res, const struct kdl__kl_config *cfg,
                      kdl_kl_result *r)
 {
-        size_t n = res->n, ntv = res->width;
-        struct slot_order *order = NULL;
+        size_t n = res->n, ntv = res->width, *order = NULL;
         double *x = NULL, *rk = NULL, *ra = NULL;
         kdl_ranked *tmp = NULL;
         int err = -ENOMEM;
 
-        order = kdl_new(struct slot_order, n);
         x = kdl_new(double, n);
         rk = kdl_new(double, n);
         ra = kdl_new(double, n);
         tmp = kdl_new(kdl_ranked, n);
-        if (!order || !x || !rk || !ra || !tmp)
+        if (!x || !rk || !ra || !tmp || kdl__kl_reservoir_order(res, &order) < 0)
                 goto out;
-        for (size_t k = 0; k < n; k++) {
-                order[k].idx = res->idx[k];
-                order[k].slot = k;
-        }
-        qsort(order, n, sizeof(*order), cmp_slot_order);
         for (size_t it = 0; it < cfg->ntau; it++) {
                 for (size_t k = 0; k < n; k++)
-                        x[k] = res->val[order[k].slot * ntv + it * NV + KDL_KL_EXACT];
+                        x[k] = res->val[order[k] * ntv + it * NV + KDL_KL_EXACT];
                 kdl_ranks(x, n, tmp, rk);
                 for (int v = 0; v < NV; v++) {
                         if (!cfg->avail[v])
                                 continue;
                         for (size_t k = 0; k < n; k++)
-                                x[k] = res->val[order[k].slot * ntv + it * NV + v];
+                                x[k] = res->val[order[k] * ntv + it * NV + v];
                         kdl_ranks(x, n, tmp, ra);
                         r->tau[it].v[v].spearman = kdl_pearson(ra, rk, n);
                 }

@@ -40,7 +40,8 @@ static const struct kdl_cmd commands[] = {
          CMD_MEMORY},
         {"kl", cmd_kl, 0, 0, "how well each knowledge source approximates the KD criterion",
          "kdlens kl -t TEACHER.h5 -s STUDENT.h5... [-T 1,2,4,8] [--checkpoint NAME|all] "
-         "[--per-sample OUT.h5] [--memory LIMIT] [--plan] [--format table|md|csv|tex|json]",
+         "[--topk 1,8,32,128] [--per-sample OUT.h5] [--memory LIMIT] [--plan] [--format "
+         "table|md|csv|tex|json]",
          "  -t, --teacher FILE        the teacher's dump\n"
          "  -s, --student FILE        a student's dump (repeatable)\n"
          "  -T, --temperature LIST    temperatures, e.g. 1,2,4,8 (default 4)\n"
@@ -55,7 +56,12 @@ static const struct kdl_cmd commands[] = {
          "  --block-rows N            rows per block (default: from a 64 MiB budget, less\n"
          "                            under a --memory below 1 GiB)\n"
          "  --spearman-samples N      Spearman on at most N samples (default 65536)\n"
-         "  --seed N                  seed of the Spearman subsample (default 1)\n"
+         "  --seed N                  seed of the Spearman subsample and of the sampled\n"
+         "                            top-k draws (default 1)\n"
+         "  --topk LIST               also sparse teacher targets for each k of LIST, e.g.\n"
+         "                            1,8,32,128: table kl_topk (topk_renorm, topk_tail,\n"
+         "                            sampled, hard; see docs/lm.md); a teacher with only\n"
+         "                            sparse logits gives table kl_sparse instead\n"
          "  --join strict|inner       with /sample_ids in both dumps: the same ids in both\n"
          "                            (strict, default) or only the ids both hold (inner)\n"
          "  --ignore-roles            accept a -t dump whose role is student or a -s dump\n"

@@ -710,6 +710,19 @@ def _(p):
     poked(p, "labels", [5, 9], [C, -1])
 
 
+@case("topk-index-duplicate-huge",
+      "logits_topk/indices repeats a class within a row and holds one far beyond C")
+def _(p):
+    with h5py.File(p, "w") as f:
+        fill(f, "teacher")
+        n = f["labels"].shape[0]
+        ix = np.tile(np.arange(3, dtype=np.int64), (n, 1))
+        ix[4, 2] = ix[4, 0]
+        ix[9, 1] = 2 ** 62
+        f["checkpoints/final/logits_topk/indices"] = ix
+        f["checkpoints/final/logits_topk/values"] = np.zeros((n, 3), "f4")
+
+
 @case("head-dataset", "head is a dataset, not a group")
 def _(p):
     replaced(p, "checkpoints/final/head", np.ones((C, TEACHER_WIDTHS[-1]), "f4"))

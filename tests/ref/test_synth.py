@@ -472,5 +472,36 @@ def test_unwritable_paths_fail_cleanly():
     assert sorted(os.listdir(out)) == ["dir.h5", "t.h5"], os.listdir(out)
 
 
+def test_topk_logits():
+    # --topk K: the K largest stored logits of each row, best first (ties to the
+    # smaller class), their values exactly, and the log-normaliser of the row;
+    # the student is as without it, and kdlens reads the dump.
+    for dtype, k in [("float64", 7), ("float16", 20)]:
+        t, s = dumps("--n", 300, "--classes", 40, "--dtype", dtype, "--topk", k,
+                     "--chunk-rows", 64, "--no-gradients")
+        with h5py.File(t, "r") as f:
+            g = f["checkpoints/final"]
+            z = g["logits"][...].astype(np.float64)
+            ix = g["logits_topk/indices"][...]
+            assert ix.dtype == np.int32 and ix.shape == (300, k), (ix.dtype, ix.shape)
+            order = np.lexsort((np.tile(np.arange(40), (300, 1)), -z), axis=1)[:, :k]
+            assert (ix == order).all()
+            v = g["logits_topk/values"]
+            assert v.dtype == np.dtype(dtype)
+            assert (v[...].astype(np.float64) == np.take_along_axis(z, order, 1)).all()
+            m = z.max(1)
+            lse = m + np.log(np.exp(z - m[:, None]).sum(1))
+            kt.assert_close(np.abs(g["logits_topk/logsumexp"][...] - lse).max(), 0.0, 0,
+                            1e-12, "logsumexp")
+        t0, s0 = dumps("--n", 300, "--classes", 40, "--dtype", dtype, "--chunk-rows", 64,
+                       "--no-gradients")
+        with h5py.File(s, "r") as a, h5py.File(s0, "r") as b:
+            assert (a["checkpoints/final/logits"][...] == b["checkpoints/final/logits"][...]).all()
+        kt.run("inspect", t, check=0)
+    p = run("--classes", 10, "--topk", 11, os.path.join(TMP, "x.h5"), os.path.join(TMP, "y.h5"),
+            expect=None)
+    assert p.returncode != 0 and "--topk 11" in p.stderr, p.stderr
+
+
 if __name__ == "__main__":
     kt.main(globals())
