@@ -110,6 +110,14 @@ int kdl__split_notes(const struct kdl_run_split_opts *o, const kdl_split_plan *p
 /* The options of the split command that lower its need. */
 #define KDL_SPLIT_LEVERS (KDL_LEVER_BLOCK_ROWS | KDL_LEVER_DOMAIN)
 
+/* kdl__split_own_bytes() - what split holds besides the metric: the head weights (unless the
+ * domain level is off) and one sample's scratch (analysis/split-need.c). */
+size_t kdl__split_own_bytes(size_t c, size_t dt, size_t ds, const struct kdl_run_split_opts *o);
+
+/* kdl__split_metric_opts() - the metric's options of a run: common's temperatures, the budget
+ * left after @own bytes. */
+kdl_split_opts kdl__split_metric_opts(size_t own, const struct kdl_run_split_opts *o);
+
 /*
  * kdl__split_need() - what kdl_run_split() holds at its peak, from the shapes alone, into
  * @ret: the stream and block buffers of its largest job (the checkpoints run one at a time),
