@@ -234,7 +234,7 @@ static void preamble(FILE *fp, const char *name, const struct kdl_fig *f, double
               "set border 3 lw 0.8\n"
               "set tics nomirror out scale 0.6\n"
               "set grid ytics lc rgb '#e0e0e0' lw 0.8 dt 1\n"
-              "set key below horizontal maxrows 3 reverse Left samplen 2 spacing 1.1 height 1\n"
+              "set key below horizontal maxrows 3 reverse Left samplen 2 spacing 1.1 height 1 width 2\n"
               "set offsets 0, 0, graph 0.06, 0\n",
               fp);
         for (size_t k = 0; k < NPALETTE; k++)
@@ -495,8 +495,9 @@ int kdl_fig_bars(const char *dir, const char *name, const struct kdl_fig *f,
                 fputs("*]\n", gp);
         if (negative)
                 fputs("set xzeroaxis lt -1 lw 1.5\n", gp);
+        /* Many categories (the 20 worst classes): upright, or the rotated labels collide. */
         if (crowded(categories, ncat, 1, 48))
-                fputs("set xtics rotate by 30 right\n", gp);
+                fprintf(gp, "set xtics rotate by %s right\n", ncat > 12 ? "90" : "30");
         tics(gp, "x", categories, NULL, ncat, 1);
         fputs("plot \\\n", gp);
         for (size_t k = 0; k < ns; k++) {
