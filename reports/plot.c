@@ -234,7 +234,8 @@ static void preamble(FILE *fp, const char *name, const struct kdl_fig *f, double
               "set border 3 lw 0.8\n"
               "set tics nomirror out scale 0.6\n"
               "set grid ytics lc rgb '#e0e0e0' lw 0.8 dt 1\n"
-              "set key below horizontal maxrows 3 reverse Left samplen 2 spacing 1.1 height 1 width 2\n"
+              "set key below horizontal maxrows 3 reverse Left samplen 2 spacing 1.1 height 1 "
+              "width 2\n"
               "set offsets 0, 0, graph 0.06, 0\n",
               fp);
         for (size_t k = 0; k < NPALETTE; k++)
