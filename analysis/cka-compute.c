@@ -288,7 +288,7 @@ int kdl__cka_pass_need(const struct kdl__srcs *l, size_t n, size_t nsub, size_t 
                 err = gram_need(l, n, nsub, o, spatial, nd);
         else if (!err)
                 err = feature_need(l, nsub, &w, o, spatial, nd);
-        err = err ?: kdl__cka_sim_need(l, n, gram, w.kinds, o->measures, nd);
+        err = err ?: kdl__cka_sim_need(l, n, gram, w.kinds, o->measures, o->sim_pairs, nd);
         /* The replicates of the result: 2 B (+ 2 G for BCa) matrices of L x L. */
         ll = kdl_sat_mul(l->n, l->n);
         err = err

@@ -46,6 +46,8 @@ struct kdl__cka_compute_opts {
         size_t wide_rank;
         unsigned measures; /* kdl_run_cka_opts.measures: the CCA family from the state */
         double svcca_keep;
+        const bool *sim_pairs; /* [L*L] the pairs the measures are computed for (a pass shared
+                                  by runs not all asking them); NULL: those of pairs */
 };
 
 /* How a pair of sources was computed (kdl__cka_results.how). */
@@ -237,9 +239,16 @@ void kdl__cka_sim_free(struct kdl__cka_sim *s);
 
 /* kdl__cka_sim_need() - what kdl__cka_sim_compute() holds for @measures beyond CKA (none:
  * nothing) on the sources @l taken as @kinds (NULL: all dense) after a pass over @n samples,
- * in Gram space when @gram, into @nd.  Return: 0; -ENOMEM. */
+ * in Gram space when @gram, into @nd; with @pairs ([L*L], kdl__cka_compute_opts.sim_pairs)
+ * only the sources of those pairs count.  Return: 0; -ENOMEM. */
 int kdl__cka_sim_need(const struct kdl__srcs *l, size_t n, bool gram,
-                      const enum kdl_cka_layer *kinds, unsigned measures, kdl__need *nd);
+                      const enum kdl_cka_layer *kinds, unsigned measures, const bool *pairs,
+                      kdl__need *nd);
+
+/* kdl__cka_sim_slice() - the values of @s for the @n sources @map of its own (a run's part
+ * of a shared pass), into *@ret (free with kdl__cka_sim_free()).  Return: 0; -ENOMEM. */
+int kdl__cka_sim_slice(const struct kdl__cka_sim *s, const size_t *map, size_t n,
+                       struct kdl__cka_sim **ret);
 
 /* kdl__cka_sim_columns() - the "cka_pairs" columns of @measures for the pair (@a, @b). */
 int kdl__cka_sim_columns(kdl_table *t, const struct kdl__cka_results *res, unsigned measures,

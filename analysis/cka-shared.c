@@ -17,6 +17,7 @@ struct kdl__cka_shared {
         struct kdl__srcs l; /* the teacher's sources, every run's student sources, the labels */
         size_t *map, maxl;  /* source j of run i is source map[i * maxl + j] of l */
         bool *mask;         /* [l.n^2] the pairs some run needs */
+        bool *sim_mask;     /* [l.n^2] those of the runs asking --measure's (NULL: every run) */
         struct kdl__cka_compute_opts co;
         struct kdl__cka_results res;
 };
@@ -102,6 +103,37 @@ static int union_mask(struct kdl__cka_shared *sh)
         return 0;
 }
 
+/* --measure's beyond CKA: the pass computes them for the pairs of the runs that ask them
+ * (the report asks them of a student's last checkpoint alone), with those runs' options. */
+static int union_measures(struct kdl__cka_shared *sh)
+{
+        const unsigned cka = 1u << KDL_RUN_CKA_MEASURE_CKA;
+        size_t nl = sh->l.n, asking = 0;
+
+        for (size_t i = 0; i < sh->n; i++)
+                if (sh->v[i].co.measures & ~cka) {
+                        sh->co.measures |= sh->v[i].co.measures;
+                        sh->co.svcca_keep = sh->v[i].co.svcca_keep;
+                        asking++;
+                }
+        if (asking == 0 || asking == sh->n)
+                return 0;
+        sh->sim_mask = kdl_new(bool, nl *nl + 1);
+        if (!sh->sim_mask)
+                return -ENOMEM;
+        for (size_t i = 0; i < sh->n; i++) {
+                const struct kdl__cka_job_view *v = &sh->v[i];
+                const size_t *m = sh->map + i * sh->maxl;
+
+                for (size_t a = 0; a < v->l->n && v->co.measures & ~cka; a++)
+                        for (size_t b = 0; b < v->l->n; b++)
+                                if (!v->mask || v->mask[a * v->l->n + b])
+                                        sh->sim_mask[m[a] * nl + m[b]] = true;
+        }
+        sh->co.sim_pairs = sh->sim_mask;
+        return 0;
+}
+
 /* Open every run's job at @cps (student @k) and find the pass they share.  Return: 1; 0
  * when they cannot share one; the errors of finding the sources; -ENOMEM.  Free @sh
  * whatever this returns. */
@@ -143,6 +175,7 @@ static int shared_setup(struct kdl__cka_shared *sh, struct kdl__cka_run *const *
                 return err < 0 ? err : 0;
         err = union_mask(sh);
         sh->co.pairs = sh->mask;
+        err = err ?: union_measures(sh);
         return err < 0 ? err : 1;
 }
 
@@ -156,6 +189,7 @@ void kdl__cka_shared_free(struct kdl__cka_shared *sh)
         kdl__cka_results_release(&sh->res);
         kdl__srcs_release(&sh->l);
         free(sh->mask);
+        free(sh->sim_mask);
         free(sh->map);
         free(sh->v);
         free(sh->runs);
@@ -326,6 +360,8 @@ static int slice_results(const struct kdl__cka_shared *sh, size_t i, struct kdl_
         r = r ?: slice_matrix(from->robust, map, n, &to->robust);
         r = r ?: slice_matrix(from->rbf, map, n, &to->rbf);
         r = r ?: slice_matrix(from->mb, map, n, &to->mb);
+        if (!r && from->sim && sh->v[i].co.measures & ~(1u << KDL_RUN_CKA_MEASURE_CKA))
+                r = kdl__cka_sim_slice(from->sim, map, n, &to->sim);
         if (r < 0)
                 kdl__cka_results_release(to);
         return r;

@@ -135,7 +135,7 @@ static bool computable(const struct src *q, size_t j, size_t k)
 {
         const struct kdl__cka_pass *c = q->c;
         size_t l = c->l->n;
-        const bool *p = c->o.pairs;
+        const bool *p = c->o.sim_pairs ? c->o.sim_pairs : c->o.pairs;
 
         if (!c->l->v[j].ds || !c->l->v[k].ds || !(j == k || !p || p[j * l + k] || p[k * l + j]))
                 return false;
@@ -239,8 +239,18 @@ static bool wants(unsigned measures, enum kdl_run_cka_measure m)
         return measures & 1u << m;
 }
 
+/* Source @k is in a pair of @pairs ([n*n]). */
+static bool in_pairs(const bool *pairs, size_t n, size_t k)
+{
+        for (size_t i = 0; i < n; i++)
+                if (pairs[k * n + i] || pairs[i * n + k])
+                        return true;
+        return false;
+}
+
 int kdl__cka_sim_need(const struct kdl__srcs *l, size_t n, bool gram,
-                      const enum kdl_cka_layer *kinds, unsigned measures, kdl__need *nd)
+                      const enum kdl_cka_layer *kinds, unsigned measures, const bool *pairs,
+                      kdl__need *nd)
 {
         unsigned family = 1u << KDL_RUN_CKA_MEASURE_CCA | 1u << KDL_RUN_CKA_MEASURE_SVCCA |
                           1u << KDL_RUN_CKA_MEASURE_PWCCA;
@@ -251,7 +261,8 @@ int kdl__cka_sim_need(const struct kdl__srcs *l, size_t n, bool gram,
         if (!(measures & ~(1u << KDL_RUN_CKA_MEASURE_CKA)))
                 return 0;
         for (size_t k = 0; k < l->n; k++) {
-                if (!l->v[k].ds || (!gram && kinds && kinds[k] != KDL_CKA_LAYER_DENSE))
+                if (!l->v[k].ds || (!gram && kinds && kinds[k] != KDL_CKA_LAYER_DENSE) ||
+                    (pairs && !in_pairs(pairs, l->n, k)))
                         continue;
                 d = gram ? n : l->v[k].width;
                 side = d > side ? d : side;
@@ -337,6 +348,32 @@ int kdl__cka_sim_compute(const struct kdl__cka_pass *c, const kdl_tensor *t,
                 return err;
         }
         *ret = s;
+        return 0;
+}
+
+int kdl__cka_sim_slice(const struct kdl__cka_sim *s, const size_t *map, size_t n,
+                       struct kdl__cka_sim **ret)
+{
+        struct kdl__cka_sim *t = NULL;
+        int err = sim_new(n, &t);
+
+        if (err < 0)
+                return err;
+        t->rtol = s->rtol;
+        t->keep = s->keep;
+        t->gram = s->gram;
+        for (size_t a = 0; a < n; a++)
+                for (size_t b = 0; b < n; b++) {
+                        size_t i = a * n + b, f = map[a] * s->l + map[b];
+
+                        for (int v = 0; v < V_COUNT_; v++)
+                                t->v[v][i] = s->v[v][f];
+                        memcpy(&t->rank[2 * i], &s->rank[2 * f], 2 * sizeof(size_t));
+                        memcpy(&t->dims[2 * i], &s->dims[2 * f], 2 * sizeof(size_t));
+                        t->done[i] = s->done[f];
+                        t->ndone += s->done[f];
+                }
+        *ret = t;
         return 0;
 }
 
