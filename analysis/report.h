@@ -45,12 +45,17 @@ struct kdl_run_report_opts {
          * values that have them. */
         size_t ngroups;
         const char *groups[KDL_SUMMARY_MAX_GROUPS];
+        /* kdlens cka's --measure and --svcca-keep (kdl_run_cka_opts), for the teacher's best
+         * layers at each student's last checkpoint; CKA alone: no such section. */
+        unsigned measures;
+        double svcca_keep;
 };
 
 /**
  * kdl_run_report_opts_init() - the defaults: kdl_run_common_init()'s but every
  * student checkpoint ("all"); no inputs, no directory, no force; k from the
- * teacher (kdl_layers_default_k()); gnuplot from PATH; no progress.
+ * teacher (kdl_layers_default_k()); gnuplot from PATH; no progress; kdlens cka's
+ * measures (CKA alone).
  */
 KDL_API void kdl_run_report_opts_init(struct kdl_run_report_opts *o);
 

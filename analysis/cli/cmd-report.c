@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <dirent.h>
+#include <float.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <getopt.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "analysis/cka.h"
 #include "analysis/cli/cli.h"
 #include "analysis/report.h"
 #include "metrics/base/banned.h"
@@ -87,12 +89,13 @@ static int plan(struct kdl_cli *cli, const struct kdl_run_report_opts *o,
         return st;
 }
 
-enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT, OPT_FORCE, OPT_GROUP };
+enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT, OPT_FORCE, OPT_GROUP, OPT_MEASURE, OPT_KEEP };
 
 /* What report and demo are asked besides the dumps. */
 struct report_args {
         struct kdl_run_report_opts o;
         bool quiet;
+        bool keep_given; /* --svcca-keep */
 };
 
 /* The options report and demo share. */
@@ -128,6 +131,15 @@ static int report_option(struct kdl_cli *cli, int opt, const char *arg, void *ct
                 a->o.groups[a->o.ngroups++] = arg;
                 return 0;
         }
+        /* kdlens cka's --measure and --svcca-keep, parsed as cka parses them. */
+        if (opt == OPT_MEASURE && kdl_run_cka_measures_parse(arg, &a->o.measures) < 0)
+                return kdl_cli_usage(cli, "%s", kdl_errmsg());
+        if (opt == OPT_MEASURE)
+                return 0;
+        if (opt == OPT_KEEP) {
+                a->keep_given = true;
+                return kdl_cli_parse_real(cli, "--svcca-keep", arg, DBL_MIN, 1.0, &a->o.svcca_keep);
+        }
         return option(cli, opt, arg, ctx);
 }
 
@@ -140,6 +152,8 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
                 {"quiet", no_argument, NULL, OPT_QUIET},
                 {"gnuplot", required_argument, NULL, OPT_GNUPLOT},
                 {"group", required_argument, NULL, OPT_GROUP},
+                {"measure", required_argument, NULL, OPT_MEASURE},
+                {"svcca-keep", required_argument, NULL, OPT_KEEP},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;
@@ -158,6 +172,9 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
         r = r ?: kdl_cli_reject(cli, &c, KDL_CLI_NO_PER_SAMPLE | (c.plan ? 0 : KDL_CLI_NO_FORMAT));
         if (r)
                 return r;
+        if (a.keep_given && !(a.o.measures & 1u << KDL_RUN_CKA_MEASURE_SVCCA))
+                return kdl_cli_usage(cli, "--svcca-keep: the share of SVCCA needs --measure "
+                                          "svcca (or all)");
         if (c.table && !c.plan)
                 return kdl_cli_usage(cli, "--table: report writes every table (--table chooses "
                                           "one of what --plan prints)");

@@ -42,11 +42,16 @@ int kdl__report_cka_begin(const struct kdl__report *r, const struct kdl_run_cka_
         if (!sc->runs || !sc->docs || !sc->ckp || !sc->done || !sc->group || !sc->gckp)
                 return -ENOMEM;
         for (size_t c = 0; c < n && !err; c++) {
+                struct kdl_run_cka_opts oc = *o;
+
+                /* --measure: the last checkpoint's alone (section-measures.c). */
+                if (c + 1 < n)
+                        oc.measures = 1u << KDL_RUN_CKA_MEASURE_CKA;
                 /* The teacher's checkpoint is A, as kdlens cka -t T -s S compares them. */
                 sc->ckp[c] = (struct kdl_ckpair){.main = r->sel[k][c].partner,
                                                  .partner = r->sel[k][c].main};
                 err = kdl_doc_new("cka", &sc->docs[c]);
-                err = err ?: kdl__cka_begin(&sc->one, o, sc->docs[c], &sc->runs[c]);
+                err = err ?: kdl__cka_begin(&sc->one, &oc, sc->docs[c], &sc->runs[c]);
         }
         return err;
 }

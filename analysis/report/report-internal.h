@@ -94,7 +94,7 @@ struct kdl__report_cka {
 
 /* kdl__report_cka_begin() - begin a CKA run with @o for each selected checkpoint of
  * student @k.  Release @sc with kdl__report_cka_release() whatever this returns.
- * Return: 0; the errors of kdl__cka_begin(); -ENOMEM. */
+ * Return: 0; the errors of kdl__cka_begin(); -ENOMEM.  --measure: the last checkpoint's. */
 int kdl__report_cka_begin(const struct kdl__report *r, const struct kdl_run_cka_opts *o, size_t k,
                           bool share, struct kdl__report_cka *sc);
 
@@ -172,7 +172,7 @@ char *kdl__report_command(const struct kdl__report *r, const char *verb, size_t 
 
 /* kdl__report_show() - render figure @name in every format and show it with @caption, to
  * which the figure's data file and the command computing its values (kdl__report_command()
- * of @verb and @k) are added. */
+ * of @verb and @k; "measures": cka's with the report's --measure) are added. */
 int kdl__report_show(struct kdl__report *r, const char *name, const char *caption, const char *verb,
                      size_t k);
 
@@ -234,6 +234,8 @@ int kdl__report_split_classes(struct kdl__report *r, const kdl_doc *d);
 int kdl__report_section_dims(struct kdl__report *r);
 int kdl__report_section_layers(struct kdl__report *r);
 int kdl__report_section_cka(struct kdl__report *r);
+/* --measure's figures and table (section-measures.c); nothing without --measure. */
+int kdl__report_section_measures(struct kdl__report *r);
 int kdl__report_section_passes(struct kdl__report *r);
 
 #endif

@@ -350,6 +350,8 @@ void kdl__report_opts(const struct kdl__report *r, struct kdl__report_opts *a)
         a->dims.common = r->o->common;
         kdl_run_cka_opts_init(&a->cka);
         a->cka.common = r->o->common;
+        a->cka.measures = r->o->measures; /* the last checkpoint's (kdl__report_cka_begin()) */
+        a->cka.svcca_keep = r->o->svcca_keep;
         kdl_run_layers_opts_init(&a->layers);
         a->layers.common = r->o->common;
         a->layers.common.checkpoint = layers_checkpoint(r);
@@ -402,7 +404,10 @@ static int compute(struct kdl__report *r)
 
 void kdl_run_report_opts_init(struct kdl_run_report_opts *o)
 {
-        *o = (struct kdl_run_report_opts){0};
+        struct kdl_run_cka_opts cka;
+
+        kdl_run_cka_opts_init(&cka);
+        *o = (struct kdl_run_report_opts){.measures = cka.measures, .svcca_keep = cka.svcca_keep};
         kdl_run_common_init(&o->common);
         o->common.checkpoint = "all";
 }
@@ -546,6 +551,7 @@ int kdl_run_report(const struct kdl_run_report_opts *o)
         err = err ?: kdl__report_section_dims(&r);
         err = err ?: kdl__report_section_layers(&r);
         err = err ?: kdl__report_section_cka(&r);
+        err = err ?: kdl__report_section_measures(&r);
         err = err ?: kdl__report_section_passes(&r);
         if (!err) {
                 kdl__report_progress(&r, "index");

@@ -84,6 +84,25 @@ static char *append(char *cmd, const char *flag, const char *value)
         return u;
 }
 
+/* kdlens cka of student @k with the report's --measure and --svcca-keep. */
+static char *measures_command(const struct kdl__report *r, size_t k)
+{
+        char *cmd = kdl__asprintf("kdlens cka %s %s --measure", r->o->teacher, r->o->students[k]);
+        char num[32];
+
+        for (int m = 0, n = 0; m < KDL_RUN_CKA_MEASURE_COUNT_ && cmd; m++)
+                if (r->o->measures & 1u << m) {
+                        char *u = kdl__asprintf("%s%s%s", cmd, n++ ? "," : " ",
+                                                kdl_run_cka_measure_name(m));
+
+                        free(cmd);
+                        cmd = u;
+                }
+        snprintf(num, sizeof(num), "%g", r->o->svcca_keep);
+        return r->o->measures & 1u << KDL_RUN_CKA_MEASURE_SVCCA ? append(cmd, "--svcca-keep", num)
+                                                                : cmd;
+}
+
 char *kdl__report_command(const struct kdl__report *r, const char *verb, size_t k)
 {
         const char *tc = r->o->common.teacher_checkpoint;
@@ -91,6 +110,8 @@ char *kdl__report_command(const struct kdl__report *r, const char *verb, size_t 
 
         if (strcmp(verb, "cka") == 0)
                 return kdl__asprintf("kdlens cka %s %s", r->o->teacher, r->o->students[k]);
+        if (strcmp(verb, "measures") == 0)
+                return measures_command(r, k);
         if (strcmp(verb, "layers") == 0) {
                 const kdl_checkpoint *ck = kdl__report_last_pair(r, 0)->partner;
 
