@@ -1,0 +1,143 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""kdlens report --measure: the figure and table of the similarity measures of the teacher's
+best layers, equal to kdlens cka --measure all on the same pairs, from the report's own pass;
+absent without --measure; refused when bad; counted in --plan's need."""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import kdltest as kt  # noqa: E402
+
+GNUPLOT = os.environ.get("KDL_GNUPLOT", "")
+MATRICES = {"cka": "cka", "cca_mean_rho": "cca", "svcca": "svcca", "pwcca": "pwcca",
+            "procrustes": "procrustes"}
+_pair = []
+
+
+def pair():
+    """A small synthetic teacher (4 layers) and student (2 layers, 2 checkpoints: the
+    report's CKA of them shares one pass)."""
+    if not _pair:
+        d = kt.tmpdir()
+        t, s = os.path.join(d, "t.h5"), os.path.join(d, "s.h5")
+        p = subprocess.run([os.environ.get("KDL_SYNTH", "kdl-synth"), "--n", "400", "--classes",
+                            "5", "--teacher-widths", "12,24,16,8", "--student-widths", "6,10",
+                            "--checkpoints", "2", "--no-gradients", t, s],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        _pair.extend([d, t, s])
+    return _pair
+
+
+def report(out, *extra):
+    _, t, s = pair()
+    return kt.run("report", "-t", t, "-s", s, "-o", out, "--quiet", "--gnuplot", GNUPLOT,
+                  *extra)
+
+
+def test_values_equal_cka_measure_all():
+    d, t, s = pair()
+    out = os.path.join(d, "all")
+    st, _, err = report(out, "--measure", "all")
+    assert st == 0, err
+    rows = kt.records(json.load(open(os.path.join(out, "data", "measures.json"))), "measures")
+    assert len(rows) == 3, rows
+    cka = kt.run_json("cka", t, s, "--measure", "all")
+    ck = rows[0]["checkpoint"]
+
+    def cell(table, layer, col):
+        hits = [r for r in kt.records(cka, table)
+                if r["layer"] == layer and r["checkpoint_b"] == ck]
+        assert len(hits) == 1, (table, layer, hits)
+        return hits[0][col]
+
+    for r in rows:
+        for key, table in MATRICES.items():
+            want = cell(table, r["teacher_layer"], r["student_layer"])
+            kt.assert_close(r[key], want, rtol=0, atol=1e-10, what=f"{key} {r['teacher_layer']}")
+        kt.assert_close(r["procrustes_nuclear"], 1 - r["procrustes"] / 2, rtol=0, atol=1e-12,
+                        what="nuclear norm")
+    # The best: the 3 teacher layers (not the logits) of highest CKA with the student's last.
+    last = rows[0]["student_layer"]
+    assert last == "layer2", last
+    ranked = sorted((r for r in kt.records(cka, "cka")
+                     if r["checkpoint_b"] == ck and r["layer"] != "logits"),
+                    key=lambda r: -r[last])
+    assert [r["teacher_layer"] for r in rows] == [r["layer"] for r in ranked[:3]], rows
+
+
+def test_figure_and_tables_written():
+    d, _, _ = pair()
+    out = os.path.join(d, "fig")
+    st, _, err = report(out, "--measure", "cca,procrustes")
+    assert st == 0, err
+    for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF"), ("svg", b"<?xml")):
+        data = open(os.path.join(out, "figures", f"measures_s1.{ext}"), "rb").read()
+        assert data.startswith(magic) and len(data) > 2000, ext
+    for f in ("tables/measures.md", "tables/measures.csv", "tables/measures.tex",
+              "data/measures.json", "data/measures_s1.dat"):
+        assert os.path.isfile(os.path.join(out, f)), f
+    md = open(os.path.join(out, "index.md")).read()
+    cap = md[md.index("figures/measures_s1.png"):].split("\n\n")[1]
+    assert "highest linear CKA" in cap and "||X^T Y||_*" in cap, cap
+    assert "data/measures_s1.dat, computed by: kdlens cka " in cap, cap
+    assert "--measure cka,cca,procrustes*" in cap, cap
+    rows = kt.records(json.load(open(os.path.join(out, "data", "measures.json"))), "measures")
+    assert "svcca" not in rows[0] and "cca_mean_rho" in rows[0], rows[0]
+    html = open(os.path.join(out, "index.html")).read()
+    assert "measures_s1.png" in html and "tables/measures.csv" in html
+
+
+def test_absent_without_measure():
+    d, _, _ = pair()
+    out = os.path.join(d, "none")
+    st, _, err = report(out)
+    assert st == 0, err
+    assert not os.path.exists(os.path.join(out, "figures", "measures_s1.png"))
+    assert not os.path.exists(os.path.join(out, "tables", "measures.md"))
+    assert "Similarity measures" not in open(os.path.join(out, "index.md")).read()
+
+
+def test_bad_values_refused():
+    d, _, _ = pair()
+    for bad, needle in ((("--measure", "cka,foo"), "--measure"), (("--measure", ""), "--measure"),
+                        (("--svcca-keep", "0.9"), "--svcca-keep"),
+                        (("--measure", "svcca", "--svcca-keep", "1.5"), "--svcca-keep")):
+        out = os.path.join(d, "bad")
+        st, _, err = report(out, *bad)
+        lines = [l for l in err.splitlines() if l.startswith("kdlens report:")]
+        assert st == 2 and len(lines) == 1 and needle in lines[0], (bad, err)
+        assert not os.path.exists(out)
+
+
+def test_plan_need_grows():
+    _, t, s = pair()
+
+    def need(*extra):
+        doc = kt.run_json("report", "-t", t, "-s", s, "--plan", *extra)
+        parts = [p["part"] for p in kt.records(doc, "plan_parts")]
+        return kt.records(doc, "plan")[0]["need_bytes"], parts
+
+    base, parts = need()
+    more, parts_m = need("--measure", "all")
+    assert more > base, (base, more)
+    assert not any("--measure" in p for p in parts)
+    assert any("decompositions of --measure" in p for p in parts_m), parts_m
+    # Refused over --memory like the rest: a budget of the need without it.  (Below the
+    # shared pass's need the checkpoints each take a pass of their own: that need.)
+    base = kt.records(kt.run_json("report", "-t", t, "-s", s, "--plan", "--memory",
+                                  str(base - 1)), "plan")[0]["need_bytes"]
+    doc = kt.run_json("report", "-t", t, "-s", s, "--plan", "--memory", str(base),
+                      "--measure", "all")
+    assert kt.records(doc, "plan")[0]["fits"] is False, doc
+    out = os.path.join(pair()[0], "over")
+    st, _, err = report(out, "--memory", str(base), "--measure", "all")
+    assert st == 1 and "report needs " in err and not os.path.exists(out), (st, err)
+    st, _, err = report(out, "--memory", str(base))
+    assert st == 0, err
+
+
+kt.main(globals())
