@@ -335,7 +335,8 @@ struct kdl__cka_shared;
 
 /*
  * kdl__cka_shared_new() - that pass for the @n runs @runs (begun on the same inputs and
- * options), run i at @cps[i] with student @k, as a job (@ret_job, its state in *@ret).
+ * options, but for --measure: computed for the pairs of the runs that ask it), run i at
+ * @cps[i] with student @k, as a job (@ret_job, its state in *@ret).
  * Return: 1; 0 (*@ret NULL, the runs' jobs dropped) when they cannot share one: fewer than
  * two, different teacher checkpoints, --nonfinite skip (each checkpoint's stream drops its
  * own samples), Gram space (a source wider than the samples) or a wide source (--wide-max);

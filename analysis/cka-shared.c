@@ -83,23 +83,27 @@ static int union_sources(struct kdl__cka_shared *sh)
         return err < 0 ? err : 1;
 }
 
-/* The pairs some run needs, in the union's indices. */
-static int union_mask(struct kdl__cka_shared *sh)
+/* The pairs the runs need, in the union's indices, into *@ret: every run's, or with
+ * @measures those of the runs that ask --measure's beyond CKA. */
+static int union_pairs(struct kdl__cka_shared *sh, bool measures, bool **ret)
 {
         size_t nl = sh->l.n;
+        bool *p = kdl_new(bool, nl *nl + 1);
 
-        sh->mask = kdl_new(bool, nl *nl + 1);
-        if (!sh->mask)
+        if (!p)
                 return -ENOMEM;
         for (size_t i = 0; i < sh->n; i++) {
                 const struct kdl__cka_job_view *v = &sh->v[i];
                 const size_t *m = sh->map + i * sh->maxl;
 
+                if (measures && !(v->co.measures & ~(1u << KDL_RUN_CKA_MEASURE_CKA)))
+                        continue;
                 for (size_t a = 0; a < v->l->n; a++)
                         for (size_t b = 0; b < v->l->n; b++)
                                 if (!v->mask || v->mask[a * v->l->n + b])
-                                        sh->mask[m[a] * nl + m[b]] = true;
+                                        p[m[a] * nl + m[b]] = true;
         }
+        *ret = p;
         return 0;
 }
 
@@ -107,31 +111,20 @@ static int union_mask(struct kdl__cka_shared *sh)
  * (the report asks them of a student's last checkpoint alone), with those runs' options. */
 static int union_measures(struct kdl__cka_shared *sh)
 {
-        const unsigned cka = 1u << KDL_RUN_CKA_MEASURE_CKA;
-        size_t nl = sh->l.n, asking = 0;
+        size_t asking = 0;
+        int err;
 
         for (size_t i = 0; i < sh->n; i++)
-                if (sh->v[i].co.measures & ~cka) {
+                if (sh->v[i].co.measures & ~(1u << KDL_RUN_CKA_MEASURE_CKA)) {
                         sh->co.measures |= sh->v[i].co.measures;
                         sh->co.svcca_keep = sh->v[i].co.svcca_keep;
                         asking++;
                 }
         if (asking == 0 || asking == sh->n)
                 return 0;
-        sh->sim_mask = kdl_new(bool, nl *nl + 1);
-        if (!sh->sim_mask)
-                return -ENOMEM;
-        for (size_t i = 0; i < sh->n; i++) {
-                const struct kdl__cka_job_view *v = &sh->v[i];
-                const size_t *m = sh->map + i * sh->maxl;
-
-                for (size_t a = 0; a < v->l->n && v->co.measures & ~cka; a++)
-                        for (size_t b = 0; b < v->l->n; b++)
-                                if (!v->mask || v->mask[a * v->l->n + b])
-                                        sh->sim_mask[m[a] * nl + m[b]] = true;
-        }
+        err = union_pairs(sh, true, &sh->sim_mask);
         sh->co.sim_pairs = sh->sim_mask;
-        return 0;
+        return err;
 }
 
 /* Open every run's job at @cps (student @k) and find the pass they share.  Return: 1; 0
@@ -173,7 +166,7 @@ static int shared_setup(struct kdl__cka_shared *sh, struct kdl__cka_run *const *
         kdl__cka_wide_release(&w);
         if (err)
                 return err < 0 ? err : 0;
-        err = union_mask(sh);
+        err = union_pairs(sh, false, &sh->mask);
         sh->co.pairs = sh->mask;
         err = err ?: union_measures(sh);
         return err < 0 ? err : 1;
