@@ -260,7 +260,8 @@ static const struct kdl_cmd commands[] = {
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
          "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [--force] [-T TAU] "
          "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] "
-         "[--group NAME=FILE,FILE,...] [--memory LIMIT] [--plan] [--quiet]",
+         "[--group NAME=FILE,FILE,...] [--measure M] [--svcca-keep P] [--memory LIMIT] [--plan] "
+         "[--quiet]",
          "  -t, --teacher FILE   the teacher's dump\n"
          "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
          "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
@@ -275,6 +276,11 @@ static const struct kdl_cmd commands[] = {
          "  --group NAME=FILE,...  students that are repeats of one configuration (seeds):\n"
          "                       mean ± sd over them in the summary (summary_groups) and\n"
          "                       error bars in the figures (repeatable)\n"
+         "  --measure M          as kdlens cka's: cca, svcca, pwcca, procrustes or all add\n"
+         "                       a figure and table of them side by side for the teacher's\n"
+         "                       3 layers of highest CKA with each student's last layer, at\n"
+         "                       its last checkpoint, from the same pass (default cka: none)\n"
+         "  --svcca-keep P       share of each layer's variance SVCCA keeps (0.99)\n"
          "  --spatial RULE       avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"
          "  --block-rows R       rows per block of the streams every checkpoint is read on\n"
