@@ -39,14 +39,26 @@ def report(out, *extra):
 
 
 def test_values_equal_cka_measure_all():
+    """From the pass both checkpoints share, and from the last checkpoint's own."""
     d, t, s = pair()
-    out = os.path.join(d, "all")
-    st, _, err = report(out, "--measure", "all")
+    cka = kt.run_json("cka", t, s, "--measure", "all")
+    for i, extra in enumerate(((), ("--checkpoint", "final"))):
+        check_values(cka, os.path.join(d, f"all{i}"), extra)
+
+
+def check_values(cka, out, extra):
+    st, _, err = report(out, "--measure", "all", *extra)
     assert st == 0, err
     rows = kt.records(json.load(open(os.path.join(out, "data", "measures.json"))), "measures")
     assert len(rows) == 3, rows
-    cka = kt.run_json("cka", t, s, "--measure", "all")
     ck = rows[0]["checkpoint"]
+    # Only the last checkpoint's CKA computes the measures.
+    docs = [f for f in os.listdir(os.path.join(out, "data"))
+            if f.startswith("cka_s1_") and f.endswith(".json")]
+    assert len(docs) == (1 if extra else 2), docs
+    for f in docs:
+        doc = json.load(open(os.path.join(out, "data", f)))
+        assert bool(kt.records(doc, "cca")) == (f == f"cka_s1_{ck}.json"), f
 
     def cell(table, layer, col):
         hits = [r for r in kt.records(cka, table)
