@@ -130,10 +130,17 @@ static int figure(struct kdl__report *r, size_t k, const struct best *b)
         for (int m = 0; m < KDL_RUN_CKA_MEASURE_COUNT_; m++) {
                 if (!(r->o->measures & 1u << m))
                         continue;
-                for (size_t g = 0; g < b->n; g++)
+                bool any = false;
+
+                for (size_t g = 0; g < b->n; g++) {
                         y[ns][g] = value(b, b->row[g], m);
-                s[ns] = (struct kdl_series){.name = legend[m], .y = y[ns]};
-                ns++;
+                        any = any || !isnan(y[ns][g]);
+                }
+                /* A measure NaN in every pair (PWCCA in Gram space) has no bars at all. */
+                if (any) {
+                        s[ns] = (struct kdl_series){.name = legend[m], .y = y[ns]};
+                        ns++;
+                }
         }
         caption = kdl__asprintf(
                 "The similarity measures of --measure side by side for the teacher's best "
@@ -146,8 +153,11 @@ static int figure(struct kdl__report *r, size_t k, const struct best *b)
                 BEST, r->names[k], b->col, kdl__report_last_pair(r, k)->main->name,
                 kdl__report_last_pair(r, k)->partner->name);
         err = name && caption ? 0 : -ENOMEM;
+        if (!err && ns == 0)
+                goto out;
         err = err ?: kdl_fig_bars(kdl_site_path(r->site), name, &f, cats, b->n, s, ns, false);
         err = err ?: kdl__report_show(r, name, caption, "measures", k);
+out:
         free(caption);
         free(name);
         return err;
