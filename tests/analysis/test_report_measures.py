@@ -103,6 +103,26 @@ def test_figure_and_tables_written():
     assert "measures_s1.png" in html and "tables/measures.csv" in html
 
 
+def test_gram_space_pwcca_has_no_bars():
+    """N < width: Gram space, where kdlens cka leaves PWCCA NaN; the figure leaves it out."""
+    d = kt.tmpdir()
+    t, s = os.path.join(d, "t.h5"), os.path.join(d, "s.h5")
+    p = subprocess.run([os.environ.get("KDL_SYNTH", "kdl-synth"), "--n", "60", "--classes", "5",
+                        "--teacher-widths", "80,24,16", "--student-widths", "6,70",
+                        "--checkpoints", "2", "--no-gradients", t, s],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    out = os.path.join(d, "rep")
+    st, _, err = kt.run("report", "-t", t, "-s", s, "-o", out, "--quiet", "--gnuplot", GNUPLOT,
+                        "--measure", "all")
+    assert st == 0, err
+    head = open(os.path.join(out, "data", "measures_s1.dat")).readline()
+    assert "SVCCA" in head and "PWCCA" not in head, head
+    assert open(os.path.join(out, "figures", "measures_s1.png"), "rb").read(4) == b"\x89PNG"
+    rows = kt.records(json.load(open(os.path.join(out, "data", "measures.json"))), "measures")
+    assert len(rows) == 3 and all(r["pwcca"] is None for r in rows), rows
+
+
 def test_absent_without_measure():
     d, _, _ = pair()
     out = os.path.join(d, "none")
