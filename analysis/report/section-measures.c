@@ -128,10 +128,10 @@ static int figure(struct kdl__report *r, size_t k, const struct best *b)
         for (size_t g = 0; g < b->n; g++)
                 cats[g] = kdl__report_str(c, b->row[g], "layer");
         for (int m = 0; m < KDL_RUN_CKA_MEASURE_COUNT_; m++) {
-                if (!(r->o->measures & 1u << m))
-                        continue;
                 bool any = false;
 
+                if (!(r->o->measures & 1u << m))
+                        continue;
                 for (size_t g = 0; g < b->n; g++) {
                         y[ns][g] = value(b, b->row[g], m);
                         any = any || !isnan(y[ns][g]);
