@@ -102,7 +102,9 @@ KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
  * kdl_run_cka() - compute and add the tables "cka" (the matrix of the
  * selected kernel and estimator: a row per layer of A, a column per layer of
  * B), "cka_pairs" (one record per pair with every value computed) and
- * "cka_targets" (each layer against A's logits and the labels) to @doc.
+ * "cka_targets" (each layer against A's logits and the labels) to @doc, and with B
+ * "cka_mapping" (each layer of B's best layer of A and the monotone layer mapping of
+ * largest total CKA).
  * @in: A is @in->teacher, B is @in->students[0] when present (paired).
  *
  * Linear and debiased linear CKA stream over every sample in one pass

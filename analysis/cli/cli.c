@@ -120,7 +120,9 @@ static const struct kdl_cmd commands[] = {
                  HELP_PLAN("") "Without B, A is compared with itself.  The logits count as a "
                                "layer; every layer is\n"
                                "also compared with A's logits and the one-hot labels (table "
-                               "cka_targets).\n",
+                               "cka_targets).\nWith B, table cka_mapping gives each layer of B "
+                               "its best layer of A and the\nmonotone mapping of largest total "
+                               "CKA (layers by depth, then the logits).\n",
          CMD_MEMORY | CMD_PLAN},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
          "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--classes auto|all|K] "
