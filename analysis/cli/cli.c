@@ -224,7 +224,9 @@ static const struct kdl_cmd commands[] = {
          "                       classes beyond), full, blocked or off\n"
          "  --domain-max-c N     auto's largest C for the C x C matrices (4096)\n"
          "  --top-pairs K        most confused class pairs listed in blocked mode "
-         "(100)\n" HELP_MEMORY("") HELP_PLAN(""),
+         "(100)\n" HELP_MEMORY("")
+                 HELP_PLAN("") "A token dump with /positions adds table "
+                               "split_positions: the means\nper position (0 to 8191).\n",
          CMD_MEMORY | CMD_PLAN},
         {"summary", cmd_summary, 0, 0,
          "accuracy, fidelity to the teacher, calibration (ECE), NLL and KL per checkpoint",
