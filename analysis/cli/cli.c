@@ -192,7 +192,9 @@ static const struct kdl_cmd commands[] = {
          "note\n" HELP_MEMORY("     ") HELP_PLAN(
                  "     ") "Tables: dims (one row per model, checkpoint and layer), heads, "
                           "verdict,\n"
-                          "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n",
+                          "softmax_bottleneck (the width against the rank of the teacher's "
+                          "centred\nlog-probabilities), logit_residual (the teacher's curve "
+                          "over d = 1..C), spectrum.\n",
          CMD_MEMORY | CMD_PLAN},
         {"split", cmd_split, 0, 0,
          "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
