@@ -287,6 +287,15 @@ int kdl__cka_mapping_rows(kdl_table *t, const struct kdl__cka_results *res,
                           const struct kdl_ckpair *ck);
 int kdl__cka_mapping_add(kdl_doc *doc, kdl_table **t);
 
+/* kdl__cka_subsample() - the subsample of @o (o->subsample rows, seeded by o->seed and
+ * @stream) of the @n rows of @pair (NULL: A's, of @fa): kdl_sample_select(), or with
+ * o->sequences by sequence from A's /sequence_ids, kdl_sample_select_sequences()
+ * (analysis/cka-subsample.c).  @ret: caller frees.  Return: 0; -KDL_EUSAGE when A has no
+ * /sequence_ids; HDF5 errors; -ENOMEM. */
+int kdl__cka_subsample(kdl_h5file *fa, const kdl_pair *pair, size_t n,
+                       const struct kdl_run_cka_opts *o, uint64_t stream, size_t **ret,
+                       size_t *ret_n);
+
 /*
  * The cka command as jobs (see analysis/pass.h), so that the report runs it on
  * the stream it shares with the other analyses of a student checkpoint.

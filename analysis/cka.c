@@ -524,8 +524,8 @@ int kdl__cka_job_open(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair 
                                           .nclasses = r->nclasses,
                                           .co = compute_opts(r)};
         err = err
-                      ?: kdl_sample_select(ret->n, NULL, 0, r->o.subsample, r->o.seed,
-                                           STREAM_SUBSAMPLE, &r->sub, &r->nsub);
+                      ?: kdl__cka_subsample(r->in->teacher, pair, ret->n, &r->o, STREAM_SUBSAMPLE,
+                                            &r->sub, &r->nsub);
         if (err < 0) {
                 job_release(r);
                 return err;
@@ -578,8 +578,8 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
                 kdl__need_release(&nd);
         }
         err = err
-                      ?: kdl_sample_select(n, NULL, 0, r->o.subsample, r->o.seed, STREAM_SUBSAMPLE,
-                                           &r->sub, &r->nsub);
+                      ?: kdl__cka_subsample(in->teacher, pair, n, &r->o, STREAM_SUBSAMPLE, &r->sub,
+                                            &r->nsub);
         if (!err) {
                 struct kdl__cka_compute_opts co = compute_opts(r);
 
