@@ -92,7 +92,8 @@ static const struct kdl_cmd commands[] = {
          "  --interval I       percentile (default), basic or bca (bias-corrected and\n"
          "                     accelerated)\n"
          "  --subsample N      seeded subsample for RBF, minibatch and the robust column "
-         "(2048)\n"
+         "(2048)\n  --sequences S      draw it by A's /sequence_ids: S whole (every token of the\n"
+         "                     sequences drawn) or K (K tokens of each)\n"
          "  --batch M          minibatch size (256; with --estimator minibatch)\n"
          "  --theta T          RBF bandwidth as a fraction of the median distance (0.5;\n"
          "                     with --kernel rbf)\n"
@@ -120,9 +121,8 @@ static const struct kdl_cmd commands[] = {
                  HELP_PLAN("") "Without B, A is compared with itself.  The logits count as a "
                                "layer; every layer is\n"
                                "also compared with A's logits and the one-hot labels (table "
-                               "cka_targets).\nWith B, table cka_mapping gives each layer of B "
-                               "its best layer of A and the\nmonotone mapping of largest total "
-                               "CKA (layers by depth, then the logits).\n",
+                               "cka_targets).\nWith B, table cka_mapping: each layer of B's best "
+                               "layer of A, and the monotone map.\n",
          CMD_MEMORY | CMD_PLAN},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
          "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--classes auto|all|K] "
