@@ -271,6 +271,40 @@ int kdl__cka_sim_cell(kdl_table *const *t, const struct kdl__cka_results *res, c
  * -ENOMEM. */
 int kdl__cka_sim_notes(kdl_doc *doc, const struct kdl__cka_results *last, unsigned measures);
 
+/* kdl__cka_shown() - the value of the pair (@a, @b) that the "cka" matrix shows: the
+ * kernel and estimator @o selects (analysis/cka.c). */
+double kdl__cka_shown(const struct kdl__cka_results *res, const struct kdl_run_cka_opts *o,
+                      size_t a, size_t b);
+
+/*
+ * The "cka_mapping" table (analysis/cka-mapping.c, docs/cka.md#layer-mapping).
+ * kdl__cka_mapping_solve() - for the matrix @v ([na, nb], row j a layer of A, column i
+ * one of B, NaN: never chosen), each column's best row (the largest value, the earliest
+ * row on ties) into @ret_best and the non-decreasing map of columns to rows with the
+ * largest sum of values into @ret_map (ties: the earliest row for the last column, then
+ * for the one before, and so on); SIZE_MAX where there is none (every value NaN, or every
+ * monotone map crosses a NaN).  Return: 0; -ENOMEM; -KDL_EOVERFLOW.
+ * kdl__cka_mapping_new() creates the table, kdl__cka_mapping_rows() adds the rows of the
+ * pair of checkpoints @ck (both) from the values of @res as kdl__cka_shown() gives them,
+ * kdl__cka_mapping_add() hands *@t to @doc when it has rows, else frees it (*@t NULL).
+ */
+int kdl__cka_mapping_solve(const double *v, size_t na, size_t nb, size_t *ret_best,
+                           size_t *ret_map);
+int kdl__cka_mapping_new(kdl_table **ret);
+int kdl__cka_mapping_rows(kdl_table *t, const struct kdl__cka_results *res,
+                          const struct kdl_run_cka_opts *o, const struct kdl__srcs *l,
+                          const struct kdl_ckpair *ck);
+int kdl__cka_mapping_add(kdl_doc *doc, kdl_table **t);
+
+/* kdl__cka_subsample() - the subsample of @o (o->subsample rows, seeded by o->seed and
+ * @stream) of the @n rows of @pair (NULL: A's, of @fa): kdl_sample_select(), or with
+ * o->sequences by sequence from A's /sequence_ids, kdl_sample_select_sequences()
+ * (analysis/cka-subsample.c).  @ret: caller frees.  Return: 0; -KDL_EUSAGE when A has no
+ * /sequence_ids; HDF5 errors; -ENOMEM. */
+int kdl__cka_subsample(kdl_h5file *fa, const kdl_pair *pair, size_t n,
+                       const struct kdl_run_cka_opts *o, uint64_t stream, size_t **ret,
+                       size_t *ret_n);
+
 /*
  * The cka command as jobs (see analysis/pass.h), so that the report runs it on
  * the stream it shares with the other analyses of a student checkpoint.

@@ -16,8 +16,8 @@
 
 /* The tables one run fills, across checkpoints. */
 struct tables {
-        kdl_table *matrix, *pairs, *targets;
-        kdl_table *sim[KDL_RUN_CKA_MEASURE_COUNT_]; /* --measure's matrices, NULL: not asked */
+        kdl_table *matrix, *pairs, *targets, *mapping; /* mapping: with B (cka-mapping.c) */
+        kdl_table *sim[KDL_RUN_CKA_MEASURE_COUNT_];    /* --measure's matrices, NULL: not asked */
         /* Bootstrap intervals of "cka_pairs" across the checkpoints: how
          * many, how many miss their own point value or are undefined, and
          * the first of each (notes; caller frees). */
@@ -112,9 +112,8 @@ static int emit_pair(kdl_table *t, const struct kdl__cka_results *res,
         return err ?: kdl__cka_sim_columns(t, res, o->measures, a, b);
 }
 
-/* The value the matrix table shows. */
-static double shown(const struct kdl__cka_results *res, const struct kdl_run_cka_opts *o, size_t a,
-                    size_t b)
+double kdl__cka_shown(const struct kdl__cka_results *res, const struct kdl_run_cka_opts *o,
+                      size_t a, size_t b)
 {
         if (o->estimator == KDL_RUN_CKA_MINIBATCH)
                 return at(res->mb, res->mb->minibatch, a, b);
@@ -178,7 +177,7 @@ static int matrix_row(struct tables *tb, const struct kdl__cka_results *res,
         for (size_t b = 0; b < l->n && !err; b++) {
                 if (l->v[b].model != (two ? 1 : 0) || !l->v[b].ds)
                         continue;
-                err = kdl_table_put_real(tb->matrix, l->v[b].name, shown(res, o, a, b));
+                err = kdl_table_put_real(tb->matrix, l->v[b].name, kdl__cka_shown(res, o, a, b));
                 err = err ?: kdl__cka_sim_cell(tb->sim, res, l->v[b].name, a, b);
                 if (err)
                         break;
@@ -251,7 +250,7 @@ static int emit(struct tables *tb, const struct kdl__cka_results *res,
         for (size_t a = 0; a < l->n && !err && (logits >= 0 || labels >= 0); a++)
                 if (l->v[a].ds)
                         err = target_row(tb->targets, res, l, ck, a, logits, labels);
-        return err;
+        return err ?: (two ? kdl__cka_mapping_rows(tb->mapping, res, o, l, ck) : 0);
 }
 
 struct kdl__cka_run {
@@ -291,6 +290,7 @@ void kdl__cka_abort(struct kdl__cka_run *r)
         job_release(r);
         kdl__cka_results_release(&r->last);
         kdl__cka_sim_tables_free(r->tb.sim);
+        kdl_table_free(r->tb.mapping);
         kdl_table_free(r->tb.targets);
         kdl_table_free(r->tb.pairs);
         kdl_table_free(r->tb.matrix);
@@ -339,6 +339,7 @@ int kdl__cka_begin(kdl_inputs *in, const struct kdl_run_cka_opts *opts, kdl_doc 
                       ?: kdl_table_new("cka_targets",
                                        "CKA against A's logits and the one-hot labels",
                                        &r->tb.targets);
+        err = err ?: kdl__cka_mapping_new(&r->tb.mapping);
         err = err ?: kdl__cka_sim_tables_new(&o, r->tb.sim);
         err = err ?: kdl_inputs_describe(in, doc);
         if (err < 0) {
@@ -523,8 +524,8 @@ int kdl__cka_job_open(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair 
                                           .nclasses = r->nclasses,
                                           .co = compute_opts(r)};
         err = err
-                      ?: kdl_sample_select(ret->n, NULL, 0, r->o.subsample, r->o.seed,
-                                           STREAM_SUBSAMPLE, &r->sub, &r->nsub);
+                      ?: kdl__cka_subsample(r->in->teacher, pair, ret->n, &r->o, STREAM_SUBSAMPLE,
+                                            &r->sub, &r->nsub);
         if (err < 0) {
                 job_release(r);
                 return err;
@@ -577,8 +578,8 @@ int kdl__cka_job(struct kdl__cka_run *r, size_t k, const struct kdl_ckpair *cp, 
                 kdl__need_release(&nd);
         }
         err = err
-                      ?: kdl_sample_select(n, NULL, 0, r->o.subsample, r->o.seed, STREAM_SUBSAMPLE,
-                                           &r->sub, &r->nsub);
+                      ?: kdl__cka_subsample(in->teacher, pair, n, &r->o, STREAM_SUBSAMPLE, &r->sub,
+                                            &r->nsub);
         if (!err) {
                 struct kdl__cka_compute_opts co = compute_opts(r);
 
@@ -712,6 +713,7 @@ int kdl__cka_end(struct kdl__cka_run *r)
                         err = kdl_doc_add_table(r->doc, r->tb.targets);
                         r->tb.targets = NULL;
                 }
+                err = err ?: kdl__cka_mapping_add(r->doc, &r->tb.mapping);
         }
         kdl__cka_abort(r);
         return err;

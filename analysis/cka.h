@@ -74,13 +74,15 @@ struct kdl_run_cka_opts {
         enum kdl_run_cka_estimator estimator; /* selects the matrix shown */
         const char *partner_checkpoint;       /* B's: NULL the one of the same name, else
                                                  its last; or a name for every checkpoint */
-        size_t bootstrap;                 /* Poisson bootstrap replicates of linear CKA; 0: none */
-        enum kdl_cka_interval interval;   /* bootstrap interval (percentile, basic, bca) */
-        uint64_t seed;                    /* subsamples, bootstrap weights, minibatch order */
-        size_t subsample;                 /* rows for RBF, minibatch and the robust column */
-        size_t batch;                     /* minibatch size m, >= 4 */
-        double theta;                     /* RBF bandwidth fraction, > 0 */
-        double robust;                    /* outlier fraction of the robust column, in [0, 0.5) */
+        size_t bootstrap;               /* Poisson bootstrap replicates of linear CKA; 0: none */
+        enum kdl_cka_interval interval; /* bootstrap interval (percentile, basic, bca) */
+        uint64_t seed;                  /* subsamples, bootstrap weights, minibatch order */
+        size_t subsample;               /* rows for RBF, minibatch and the robust column */
+        bool sequences;      /* the subsample by A's /sequence_ids: sequences in a seeded order */
+        size_t per_sequence; /* with sequences: 0 every token of each, else this many */
+        size_t batch;        /* minibatch size m, >= 4 */
+        double theta;        /* RBF bandwidth fraction, > 0 */
+        double robust;       /* outlier fraction of the robust column, in [0, 0.5) */
         enum kdl_cka_precision precision; /* feature-space products */
         size_t wide_max;                  /* wide: min(N, width) above it; 0: none */
         enum kdl_run_cka_wide wide;       /* how pairs with a wide source are computed */
@@ -102,7 +104,9 @@ KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
  * kdl_run_cka() - compute and add the tables "cka" (the matrix of the
  * selected kernel and estimator: a row per layer of A, a column per layer of
  * B), "cka_pairs" (one record per pair with every value computed) and
- * "cka_targets" (each layer against A's logits and the labels) to @doc.
+ * "cka_targets" (each layer against A's logits and the labels) to @doc, and with B
+ * "cka_mapping" (each layer of B's best layer of A and the monotone layer mapping of
+ * largest total CKA).
  * @in: A is @in->teacher, B is @in->students[0] when present (paired).
  *
  * Linear and debiased linear CKA stream over every sample in one pass
@@ -114,7 +118,7 @@ KDL_API void kdl_run_cka_opts_init(struct kdl_run_cka_opts *o);
  * samples, so both spaces give the same intervals): columns *_lo, *_hi, *_se
  * and *_bias, and notes when B < 200 or an interval misses its own point
  * value.  RBF, minibatch and the robust column use a seeded subsample
- * gathered in the same pass.
+ * gathered in the same pass (drawn by A's /sequence_ids with @o->sequences).
  *
  * Memory: each checkpoint's job states what it needs (its blocks, the
  * state or, in Gram space, every sample and the n x n Gram matrices, the

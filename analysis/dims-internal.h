@@ -107,6 +107,7 @@ int kdl__dims_job_need(struct kdl__dims_run *r, kdl_h5file *f, const kdl_checkpo
  */
 struct kdl__dims_tables {
         kdl_table *dims, *heads, *verdict, *curve, *spec;
+        kdl_table *bneck; /* softmax_bottleneck (analysis/dims-bottleneck.c) */
 };
 
 /* kdl__dims_tables_new() - the empty tables, columns labelled (release them
@@ -155,6 +156,17 @@ struct kdl__dims_verdict {
 /* kdl__dims_verdict_row() - the "verdict" row of @v for @d at @ck. */
 int kdl__dims_verdict_row(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck,
                           const struct kdl__dims_verdict *v);
+
+/*
+ * The "softmax_bottleneck" table (analysis/dims-bottleneck.c, docs/dims.md#softmax-bottleneck):
+ * kdl__dims_bottleneck_new() creates it, kdl__dims_bottleneck_row() adds the row of @v (the
+ * student @d at @ck against v->tres), kdl__dims_bottleneck_commit() hands *@t with its note
+ * to @doc when it has rows, else frees it (*@t NULL either way).  Return: 0; -ENOMEM.
+ */
+int kdl__dims_bottleneck_new(kdl_table **ret);
+int kdl__dims_bottleneck_row(kdl_table *t, const kdl_dump *d, const kdl_checkpoint *ck,
+                             const struct kdl__dims_verdict *v);
+int kdl__dims_bottleneck_commit(kdl_doc *doc, kdl_table **t);
 
 /* A student width to mark on its teacher checkpoint's residual curve. */
 struct kdl__dims_mark {

@@ -339,6 +339,7 @@ int kdl__dims_tables_new(struct kdl__dims_tables *t)
                                        "Residual of the teacher's centred logits at width d",
                                        &t->curve);
         err = err ?: kdl_table_new("spectrum", "Covariance spectra", &t->spec);
+        err = err ?: kdl__dims_bottleneck_new(&t->bneck);
         err = err
                       ?: label_columns(t->dims, dims_labels,
                                        sizeof(dims_labels) / sizeof(*dims_labels));
@@ -355,6 +356,7 @@ int kdl__dims_tables_commit(struct kdl__dims_tables *t, kdl_doc *doc)
         err = add_table(doc, &t->dims);
         err = err ?: add_table(doc, &t->heads);
         err = err ?: add_table(doc, &t->verdict);
+        err = err ?: kdl__dims_bottleneck_commit(doc, &t->bneck);
         err = err ?: add_table(doc, &t->curve);
         err = err ?: add_table(doc, &t->spec);
         return err;
@@ -362,6 +364,7 @@ int kdl__dims_tables_commit(struct kdl__dims_tables *t, kdl_doc *doc)
 
 void kdl__dims_tables_release(struct kdl__dims_tables *t)
 {
+        kdl_table_free(t->bneck);
         kdl_table_free(t->spec);
         kdl_table_free(t->curve);
         kdl_table_free(t->verdict);

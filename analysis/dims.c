@@ -142,6 +142,7 @@ static int verdict_row(struct kdl__dims_run *c, const kdl_dump *d, const kdl_che
                                         d->path, ck->name);
         err = kdl_spectral_verdict(v.tres, v.d_s, v.r2, v.tolerance, &v.v);
         err = err ?: kdl__dims_verdict_row(c->tb.verdict, d, ck, &v);
+        err = err ?: kdl__dims_bottleneck_row(c->tb.bneck, d, ck, &v);
         if (err < 0)
                 return err;
 

@@ -67,6 +67,9 @@ KDL_API void kdl_run_dims_opts_init(struct kdl_run_dims_opts *o);
  *            of those logits from the student's head-input layer against
  *            1 - tolerance); the verdict names the failed ones, the reason
  *            gives the numbers.
+ *   "softmax_bottleneck" one row per (student, checkpoint) with a teacher: d_s
+ *            against the ranks holding 99 % and 99.9 % of the variance of the
+ *            teacher's centred log-probabilities and their effective rank.
  *   "logit_residual" the teacher's residual curve over d = 1..C, with the
  *            students' widths marked.
  *   "spectrum" every eigenvalue of every layer (when @o->spectrum).

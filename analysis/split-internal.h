@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "analysis/inputs.h"
+#include "analysis/dist.h"
 #include "analysis/pass.h"
 #include "analysis/split.h"
 #include "analysis/need.h"
@@ -73,7 +74,8 @@ void kdl__split_abort(struct kdl__split_run *r);
  * The tables of a split document (analysis/split-tables.c): rows from the
  * results of each job, and the notes.
  */
-#define KDL__SPLIT_NTABLES 11
+#define KDL__SPLIT_NTABLES     12
+#define KDL__SPLIT_T_POSITIONS 11 /* split_positions, the last */
 
 /* kdl__split_tables_new() - the empty tables into @t[KDL__SPLIT_NTABLES]
  * (release them whatever it returns).  Return: 0; -ENOMEM. */
@@ -98,6 +100,10 @@ struct kdl__split_rows {
 /* kdl__split_emit() - every row of the results @r of one job (@skipped: the
  * samples dropped for NaN/Inf).  Return: 0; -ENOMEM. */
 int kdl__split_emit(const struct kdl__split_rows *w, const kdl_split_result *r, size_t skipped);
+
+/* kdl__split_put_keys() - a new row of @t with the keys of @w's job (student, checkpoint,
+ * step, teacher checkpoint) and, @with_tau, @tau.  Return: 0; -ENOMEM. */
+int kdl__split_put_keys(const struct kdl__split_rows *w, kdl_table *t, bool with_tau, double tau);
 
 /* kdl__split_note_heads() - a note for each missing head weight. */
 int kdl__split_note_heads(const struct kdl__split_rows *w, const kdl_split_result *r, kdl_doc *doc);
@@ -125,5 +131,39 @@ kdl_split_opts kdl__split_metric_opts(size_t own, const struct kdl_run_split_opt
  * Return: 0; the errors of finding the checkpoints; -ENOMEM.
  */
 int kdl__split_need(const kdl_inputs *in, const struct kdl_run_split_opts *o, kdl__need *ret);
+
+/*
+ * Per position (analysis/split-positions.c, docs/split.md#per-position): with /positions
+ * in the teacher (else the student), the sums of KL, TCKD, NCKD and (1 - p^t_y) NCKD of
+ * the tokens at each position 0 .. KDL__SPLIT_MAX_POSITIONS - 1, per temperature; state
+ * O(largest position seen x temperatures).  Tokens at other positions are counted only.
+ */
+#define KDL__SPLIT_MAX_POSITIONS 8192
+
+struct kdl__split_pos;
+
+/* kdl__split_pos_new() - empty sums of @ntaus temperatures into *@ret (free with
+ * kdl__split_pos_free()).  Return: 0; -ENOMEM. */
+int kdl__split_pos_new(size_t ntaus, struct kdl__split_pos **ret);
+void kdl__split_pos_free(struct kdl__split_pos *p);
+
+/* kdl__split_pos_attach() - the positions of student @k's pair added to @s for @job, their
+ * index into *@ret_idx and new sums into *@ret; *@ret NULL when neither dump has
+ * /positions.  Return: 0; the codes of kdl__job_add(); -ENOMEM. */
+int kdl__split_pos_attach(kdl__job *job, kdl_stream *s, const kdl_inputs *in, size_t k,
+                          size_t ntaus, struct kdl__split_pos **ret, int *ret_idx);
+
+/* kdl__split_pos_add() - the values @v of one token at temperature @k (its count with
+ * k = 0) to its @position.  Return: 0; -ENOMEM. */
+int kdl__split_pos_add(struct kdl__split_pos *p, double position, size_t k,
+                       const kdl_split_sample *v);
+
+/* kdl__split_pos_emit() - a "split_positions" row per temperature and position with
+ * tokens, and a note on the tokens left out.  Return: 0; -ENOMEM. */
+int kdl__split_pos_emit(const struct kdl__split_pos *p, const struct kdl__split_rows *w,
+                        kdl_doc *doc);
+
+/* Under MPI (analysis/dist.h): the sums of every rank into rank 0's. */
+extern const struct kdl__dist_ops kdl__split_pos_ops;
 
 #endif

@@ -21,6 +21,7 @@ enum {
         T_CONF,
         T_COS_T,
         T_COS_S,
+        T_POSITIONS,
         T_COUNT_
 };
 
@@ -36,9 +37,12 @@ static const char *const table_names[T_COUNT_][2] = {
         {"confusion_teacher", "Teacher soft confusion M (row i = true class)"},
         {"head_cosine_teacher", "Teacher head-weight cosines"},
         {"head_cosine_student", "Student head-weight cosines"},
+        {"split_positions",
+         "Per position: mean KL, TCKD and NCKD over the tokens at each position"},
 };
 
 _Static_assert(T_COUNT_ == KDL__SPLIT_NTABLES, "the header knows how many tables there are");
+_Static_assert(T_POSITIONS == KDL__SPLIT_T_POSITIONS, "and which is split_positions");
 
 int kdl__split_tables_new(kdl_table **t)
 {
@@ -76,7 +80,7 @@ void kdl__split_tables_release(kdl_table **t)
         }
 }
 
-static int put_keys(const struct kdl__split_rows *w, kdl_table *t, bool with_tau, double tau)
+int kdl__split_put_keys(const struct kdl__split_rows *w, kdl_table *t, bool with_tau, double tau)
 {
         int err = kdl_table_add_row(t);
 
@@ -154,7 +158,7 @@ static int emit_hist(const struct kdl__split_rows *w, double tau, const char *na
         }
         for (size_t a = first, b; a < last && !err; a = b) {
                 b = out_bin_end(w, h, a, log);
-                err = put_keys(w, t, true, tau);
+                err = kdl__split_put_keys(w, t, true, tau);
                 err = err ?: kdl_table_put_str(t, "quantity", name);
                 err = err ?: kdl_table_put_int(t, "bin", (long long) bin++);
                 err = err ?: kdl_table_put_real(t, "lo", h->lo[a]);
@@ -170,7 +174,7 @@ static int emit_dist(const struct kdl__split_rows *w, double tau, const char *na
         kdl_table *t = w->t[T_DIST];
         static const char *const qkeys[KDL_SPLIT_NQUANTILES] = {"p05", "p25", "p50", "p75", "p95"};
         char buf[200];
-        int err = put_keys(w, t, true, tau);
+        int err = kdl__split_put_keys(w, t, true, tau);
 
         err = err ?: kdl_table_put_str(t, "quantity", name);
         err = err ?: kdl_table_put_int(t, "n", (long long) d->n);
@@ -195,7 +199,7 @@ static int emit_matrix(const struct kdl__split_rows *w, kdl_table *t, bool with_
 
         for (size_t a = 0; a < w->c && !err; a++)
                 for (size_t b = 0; b < w->c && !err; b++) {
-                        err = put_keys(w, t, with_tau, tau);
+                        err = kdl__split_put_keys(w, t, with_tau, tau);
                         err = err ?: kdl_table_put_int(t, "i", (long long) a);
                         err = err ?: kdl_table_put_int(t, "j", (long long) b);
                         if (!err && class_count)
@@ -223,7 +227,7 @@ struct col {
 static int put_cols(const struct kdl__split_rows *w, kdl_table *t, double tau, const struct col *c,
                     size_t n)
 {
-        int err = put_keys(w, t, true, tau);
+        int err = kdl__split_put_keys(w, t, true, tau);
 
         for (size_t k = 0; k < n && !err; k++)
                 err = c[k].integer && isfinite(c[k].v)

@@ -34,6 +34,7 @@ static const char *const field_names[F_COUNT_] = {
 struct sources {
         int zt, zs;
         int lt, ls; /* the teacher's labels, else the student's; -1 when not read */
+        int zp;     /* the positions, when j->pos */
 };
 
 /* One student checkpoint against its teacher checkpoint: the state of a
@@ -47,7 +48,8 @@ struct job {
         size_t c;
         kdl_table **t;
         kdl_doc *doc;
-        kdl__per_sample *ps; /* NULL without --per-sample */
+        kdl__per_sample *ps;        /* NULL without --per-sample */
+        struct kdl__split_pos *pos; /* NULL without /positions (split-positions.c) */
 
         /* The passes. */
         struct sources src;
@@ -170,11 +172,13 @@ static struct kdl__per_sample_col field_col(void *ctx, size_t f, size_t t)
         return (struct kdl__per_sample_col){j->fields[f] + t, (ptrdiff_t) j->o->metric.ntaus};
 }
 
-/* Per-sample values of the current block (second pass) into the file. */
+/* Per-sample values of the current block (second pass) into the file and the sums per
+ * position, as the job has them. */
 static int write_block(struct job *j, kdl_stream *s, const struct sources *src)
 {
         size_t rows = kdl_stream_rows(s), nt = j->o->metric.ntaus;
         kdl_tensor zt = kdl_stream_block(s, src->zt), zs = kdl_stream_block(s, src->zs);
+        kdl_tensor zp = j->pos ? kdl_stream_block(s, src->zp) : zt;
         int err = 0;
 
         for (size_t i = 0; i < rows && !err; i++) {
@@ -197,9 +201,12 @@ static int write_block(struct job *j, kdl_stream *s, const struct sources *src)
                         j->fields[F_OMEGA][e] = v.omega;
                         j->fields[F_EPS][e] = v.eps;
                         j->fields[F_ENT][e] = v.nt_entropy;
+                        err = j->pos ? kdl__split_pos_add(j->pos, zp.data[i], k, &v) : 0;
                 }
         }
-        return err ?: kdl__per_sample_write(j->ps, kdl_stream_samples(s), rows, field_col, j);
+        if (err < 0 || !j->ps)
+                return err;
+        return kdl__per_sample_write(j->ps, kdl_stream_samples(s), rows, field_col, j);
 }
 
 static void job_release(struct job *j)
@@ -209,6 +216,7 @@ static void job_release(struct job *j)
         kdl_tensor_free(j->ws);
         kdl_split_instance_state_free(j->inst);
         kdl_split_state_free(j->st);
+        kdl__split_pos_free(j->pos);
         free(j->work);
         free(j->labels);
         for (int f = 0; f < F_COUNT_; f++)
@@ -237,7 +245,10 @@ static int job_attach(kdl__job *job, kdl_stream *s)
         struct job *j = job->ctx;
         int err = add_sources(j, job, s, &j->src);
 
-        if (!err && j->ps) {
+        err = err
+                      ?: kdl__split_pos_attach(job, s, j->in, j->k, j->o->metric.ntaus, &j->pos,
+                                               &j->src.zp);
+        if (!err && (j->ps || j->pos)) {
                 j->work = kdl__malloc(KDL_SPLIT_EVAL_WORK(j->c), sizeof(double));
                 if (!j->work)
                         return -ENOMEM;
@@ -275,7 +286,7 @@ static int job_block(kdl__job *job, kdl_stream *s, unsigned pass)
         if (!err && pass == 1) {
                 err = kdl_split_instance_accumulate(j->inst, &zt, &zs, j->labels,
                                                     j->ps ? j->fields[F_W] : NULL);
-                if (!err && j->ps)
+                if (!err && (j->ps || j->pos))
                         err = write_block(j, s, &j->src);
         }
         if (!err && j->block_open)
@@ -303,6 +314,7 @@ static int job_finish(struct job *j)
         }
         err = err ?: kdl_split_finalize(j->st, j->inst, j->blocks, j->wt, j->ws, &r);
         err = err ?: kdl__split_emit(&w, r, j->skipped);
+        err = err ?: (j->pos ? kdl__split_pos_emit(j->pos, &w, j->doc) : 0);
         if (!err && j->o->metric.domain != KDL_SPLIT_DOMAIN_OFF)
                 err = kdl__split_note_heads(&w, r, j->doc);
         kdl_split_result_free(r);
@@ -437,6 +449,7 @@ static int job_combine(kdl__job *job, kdl_stream *s, unsigned pass)
         } else if (pass == 1) {
                 err = j->ps ? kdl__per_sample_combine(j->ps) : 0;
                 err = err ?: kdl__dist_combine(j->inst, &second);
+                err = err ?: (j->pos ? kdl__dist_combine(j->pos, &kdl__split_pos_ops) : 0);
         }
         if (!err && j->block_open)
                 err = kdl__dist_combine(j->blocks, &block);

@@ -36,6 +36,8 @@
  *   distributions  every per-sample scalar: n, mean, std, min, p05..p95, max;
  *   split_classes  one row per class (the label): its samples and mean KL,
  *                  TCKD, NCKD over them (NaN for a class without samples);
+ *   split_positions with /positions in a dump: one row per position with tokens (0 to
+ *                  8191): its tokens and mean KL, TCKD, NCKD, the shares;
  * and, when long_tables is set (JSON and CSV), one record per cell:
  *   histograms, and in the full domain mode confusion_teacher (i = true
  *   class, j = class), head_cosine_teacher, head_cosine_student (i, j =

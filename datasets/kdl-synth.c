@@ -37,6 +37,8 @@ static const char usage_text[] =
         "                           logits and take most of the time at large C)\n"
         "  --topk K                 also write the teacher's top-K logits (logits_topk/:\n"
         "                           indices, values, logsumexp)\n"
+        "  --sequence-length L      tokens: /sequence_ids and /positions of sequences of L\n"
+        "                           consecutive samples (the last one shorter; default none)\n"
         "  --flat-teacher           teacher checkpoint at the root, no /checkpoints\n"
         "  --planted-rank LAYER:R   make teacher layer LAYER (1-based) exactly rank R\n"
         "  --checkpoints K          student checkpoints, 1..16 (4)\n"
@@ -67,6 +69,7 @@ enum {
         OPT_NOISE,
         OPT_SEED,
         OPT_BLOCK,
+        OPT_SEQLEN,
 };
 
 static const struct option options[] = {
@@ -90,6 +93,7 @@ static const struct option options[] = {
         {"noise", required_argument, NULL, OPT_NOISE},
         {"seed", required_argument, NULL, OPT_SEED},
         {"block-rows", required_argument, NULL, OPT_BLOCK},
+        {"sequence-length", required_argument, NULL, OPT_SEQLEN},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
 };
@@ -214,6 +218,8 @@ static int parse_value(int c, const char *arg, struct kdl_synth_opts *o)
                 return parse_size("block-rows", arg, &o->block_rows);
         case OPT_TOPK:
                 return parse_size("topk", arg, &o->topk);
+        case OPT_SEQLEN:
+                return parse_size("sequence-length", arg, &o->sequence_length);
         default:
                 return 1;
         }

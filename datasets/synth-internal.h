@@ -184,4 +184,17 @@ int kdl__synth_topk_write(struct kdl__synth_topk *t, const double *z, size_t c, 
  * error of closing. */
 int kdl__synth_topk_close(struct kdl__synth_topk *t);
 
+/* Token dumps (synth-seq.c), with --sequence-length: /sequence_ids and /positions of the rows
+ * whose samples are @idx.  open does nothing without the option; on failure the caller still
+ * calls close.  Return: 0; the writer's errors; -ENOMEM. */
+struct kdl__synth_seq {
+        kdl_h5wds *seq, *pos; /* NULL without --sequence-length */
+        int64_t *ints;        /* [block] */
+};
+
+int kdl__synth_seq_open(const struct kdl__synth_model *m, kdl_h5w *h5, struct kdl__synth_seq *q);
+int kdl__synth_seq_write(const struct kdl__synth_model *m, struct kdl__synth_seq *q,
+                         const size_t *idx, size_t r0, size_t B);
+int kdl__synth_seq_close(struct kdl__synth_seq *q);
+
 #endif

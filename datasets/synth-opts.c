@@ -106,6 +106,9 @@ static int check_layout(const struct kdl_synth_opts *o)
 
         if (o->dtype != KDL_STORE_F16 && o->dtype != KDL_STORE_F32 && o->dtype != KDL_STORE_F64)
                 return kdl__synth_usage("--dtype must be float16, float32 or float64");
+        if (o->sequence_length > o->n)
+                return kdl__synth_usage("--sequence-length %zu is more than the %zu samples",
+                                        o->sequence_length, o->n);
         if (o->topk > o->c)
                 return kdl__synth_usage("--topk %zu is more than the %zu classes", o->topk, o->c);
         if (o->gzip < -1 || o->gzip > 9)

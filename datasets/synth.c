@@ -285,10 +285,12 @@ static int write_teacher(const struct kdl__synth_model *m, struct kdl__synth_wor
         kdl_h5wds *labels = NULL, *ids = NULL;
         struct ckds ds = {0};
         struct kdl__synth_topk tk = {0};
+        struct kdl__synth_seq sq = {0};
         size_t L = m->L;
         int err, e;
 
         err = open_dump(m, path, "teacher", &h5, &labels, &ids);
+        err = err ?: kdl__synth_seq_open(m, h5, &sq);
         if (err < 0)
                 goto out;
         err = open_checkpoint(m, h5, group, true, 0, &ds);
@@ -303,6 +305,7 @@ static int write_teacher(const struct kdl__synth_model *m, struct kdl__synth_wor
                 for (size_t b = 0; b < B; b++)
                         w->idx[b] = r0 + b;
                 err = write_ids(m, w, labels, ids, r0, B);
+                err = err ?: kdl__synth_seq_write(m, &sq, w->idx, r0, B);
                 if (err < 0)
                         goto out;
                 kdl__synth_gen_teacher(m, w, B);
@@ -324,6 +327,8 @@ static int write_teacher(const struct kdl__synth_model *m, struct kdl__synth_wor
         }
 out:
         e = kdl__synth_topk_close(&tk);
+        err = err < 0 ? err : e;
+        e = kdl__synth_seq_close(&sq);
         err = err < 0 ? err : e;
         e = ckds_close(&ds);
         err = err < 0 ? err : e;
@@ -382,10 +387,12 @@ static int write_student(const struct kdl__synth_model *m, struct kdl__synth_wor
         kdl_h5w *h5 = NULL;
         kdl_h5wds *labels = NULL, *ids = NULL;
         struct ckds ds[KDL_SYNTH_MAX_CHECKPOINTS];
+        struct kdl__synth_seq sq = {0};
         int err, e;
 
         memset(ds, 0, sizeof(ds));
         err = open_dump(m, path, "student", &h5, &labels, &ids);
+        err = err ?: kdl__synth_seq_open(m, h5, &sq);
         if (err < 0)
                 goto out;
         err = open_student_checkpoints(m, h5, ds);
@@ -397,6 +404,7 @@ static int write_student(const struct kdl__synth_model *m, struct kdl__synth_wor
                 for (size_t b = 0; b < B; b++)
                         w->idx[b] = m->perm ? m->perm[r0 + b] : r0 + b;
                 err = write_ids(m, w, labels, ids, r0, B);
+                err = err ?: kdl__synth_seq_write(m, &sq, w->idx, r0, B);
                 if (err < 0)
                         goto out;
                 err = write_student_block(m, w, ds, r0, B);
@@ -408,6 +416,8 @@ out:
                 e = ckds_close(&ds[k]);
                 err = err < 0 ? err : e;
         }
+        e = kdl__synth_seq_close(&sq);
+        err = err < 0 ? err : e;
         e = kdl_h5w_dataset_close(ids);
         err = err < 0 ? err : e;
         e = kdl_h5w_dataset_close(labels);

@@ -80,6 +80,8 @@ struct kdl_synth_opts {
         bool sample_ids;             /* write /sample_ids (true) */
         bool gradients;              /* write gradients/logits and gradients/features (true) */
         size_t topk;                 /* also the teacher's top-k logits (logits_topk/); 0: no (0) */
+        size_t sequence_length;      /* tokens: /sequence_ids, /positions of sequences of this
+                                        many consecutive samples; 0: none (0) */
         bool permute_student;        /* student rows in a seeded permuted order (false) */
         bool flat_teacher;           /* teacher checkpoint at the root, no /checkpoints (false) */
         size_t ncheckpoints;         /* student checkpoints 1..16 (4) */

@@ -217,3 +217,62 @@ int kdl_sample_classes(const size_t *counts, size_t nclasses, size_t min_count, 
         *ret_count = m;
         return 0;
 }
+
+/* kdl_sample_select_sequences(): the order of the rows. */
+struct seqkey {
+        uint64_t hs; /* the sequence's hash */
+        int64_t s;   /* its id */
+        uint64_t hr; /* the row's hash */
+        size_t row;
+};
+
+static int cmp_seqkey(const void *pa, const void *pb)
+{
+        const struct seqkey *a = pa, *b = pb;
+
+        if (a->hs != b->hs)
+                return a->hs < b->hs ? -1 : 1;
+        if (a->s != b->s)
+                return a->s < b->s ? -1 : 1;
+        if (a->hr != b->hr)
+                return a->hr < b->hr ? -1 : 1;
+        return a->row < b->row ? -1 : a->row > b->row;
+}
+
+int kdl_sample_select_sequences(size_t n, const int64_t *seq, size_t count, size_t per_seq,
+                                uint64_t seed, uint64_t stream, size_t **ret_rows,
+                                size_t *ret_count)
+{
+        struct seqkey *k = NULL;
+        size_t *rows = NULL, taken = 0;
+        int err = -ENOMEM;
+
+        assert(seq || n == 0);
+        assert(ret_rows && ret_count);
+        k = kdl_new(struct seqkey, n);
+        rows = kdl_new(size_t, n);
+        if (!k || !rows)
+                goto out;
+        for (size_t i = 0; i < n; i++)
+                k[i] = (struct seqkey){.hs = kdl_sample_hash(seed, (uint64_t) seq[i], stream),
+                                       .s = seq[i],
+                                       .hr = kdl_sample_hash(seed, i, stream + 1),
+                                       .row = i};
+        qsort(k, n, sizeof(*k), cmp_seqkey);
+        /* The sequences in hash order, each whole or its per_seq rows of smallest hash, until
+         * count rows are taken. */
+        for (size_t a = 0, b; a < n && taken < count; a = b) {
+                for (b = a; b < n && k[b].s == k[a].s; b++)
+                        if (!per_seq || b - a < per_seq)
+                                rows[taken++] = k[b].row;
+        }
+        qsort(rows, taken, sizeof(*rows), cmp_size);
+        *ret_rows = rows;
+        *ret_count = taken;
+        rows = NULL;
+        err = 0;
+out:
+        free(rows);
+        free(k);
+        return err;
+}

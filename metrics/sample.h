@@ -66,6 +66,25 @@ KDL_API int kdl_sample_select(size_t n, const int64_t *labels, size_t nclasses, 
                               uint64_t seed, uint64_t stream, size_t **ret_rows, size_t *ret_count);
 
 /**
+ * kdl_sample_select_sequences() - a seeded subsample of the rows 0..@n-1 of a token dump
+ * that keeps sequences together.
+ * @seq:       @n sequence ids (borrowed); a sequence's rows need not be adjacent.
+ * @count:     rows wanted: the sequences are taken in increasing kdl_sample_hash(@seed, id,
+ *             @stream) (ties: the smaller id) until at least @count rows are taken, the last
+ *             sequence as the others (all rows when @count >= @n).
+ * @per_seq:   0: every row of a sequence taken; k > 0: its k rows of smallest
+ *             kdl_sample_hash(@seed, row, @stream + 1) (all of a shorter one).
+ * @ret_rows:  set on success only: the chosen rows in increasing order; caller frees with
+ *             free().
+ * @ret_count: set on success only: the number of rows chosen.
+ *
+ * Memory: O(@n).  Return: 0; -KDL_EOVERFLOW; -ENOMEM.
+ */
+KDL_API int kdl_sample_select_sequences(size_t n, const int64_t *seq, size_t count, size_t per_seq,
+                                        uint64_t seed, uint64_t stream, size_t **ret_rows,
+                                        size_t *ret_count);
+
+/**
  * kdl_sample_select_counts() - kdl_sample_select() with its own count for
  * each class: @counts [@nclasses] (borrowed) rows of class c, or all of its
  * rows when it has fewer; 0 leaves the class out.  A class's rows are the

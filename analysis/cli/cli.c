@@ -92,7 +92,8 @@ static const struct kdl_cmd commands[] = {
          "  --interval I       percentile (default), basic or bca (bias-corrected and\n"
          "                     accelerated)\n"
          "  --subsample N      seeded subsample for RBF, minibatch and the robust column "
-         "(2048)\n"
+         "(2048)\n  --sequences S      draw it by A's /sequence_ids: S whole (every token of the\n"
+         "                     sequences drawn) or K (K tokens of each)\n"
          "  --batch M          minibatch size (256; with --estimator minibatch)\n"
          "  --theta T          RBF bandwidth as a fraction of the median distance (0.5;\n"
          "                     with --kernel rbf)\n"
@@ -120,7 +121,8 @@ static const struct kdl_cmd commands[] = {
                  HELP_PLAN("") "Without B, A is compared with itself.  The logits count as a "
                                "layer; every layer is\n"
                                "also compared with A's logits and the one-hot labels (table "
-                               "cka_targets).\n",
+                               "cka_targets).\nWith B, table cka_mapping: each layer of B's best "
+                               "layer of A, and the monotone map.\n",
          CMD_MEMORY | CMD_PLAN},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
          "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--classes auto|all|K] "
@@ -190,7 +192,9 @@ static const struct kdl_cmd commands[] = {
          "note\n" HELP_MEMORY("     ") HELP_PLAN(
                  "     ") "Tables: dims (one row per model, checkpoint and layer), heads, "
                           "verdict,\n"
-                          "logit_residual (the teacher's curve over d = 1..C) and spectrum.\n",
+                          "softmax_bottleneck (the width against the rank of the teacher's "
+                          "centred\nlog-probabilities), logit_residual (the teacher's curve "
+                          "over d = 1..C), spectrum.\n",
          CMD_MEMORY | CMD_PLAN},
         {"split", cmd_split, 0, 0,
          "explicit vs implicit knowledge (TCKD/NCKD, AEKT) and universe/domain/instance levels",
@@ -222,7 +226,9 @@ static const struct kdl_cmd commands[] = {
          "                       classes beyond), full, blocked or off\n"
          "  --domain-max-c N     auto's largest C for the C x C matrices (4096)\n"
          "  --top-pairs K        most confused class pairs listed in blocked mode "
-         "(100)\n" HELP_MEMORY("") HELP_PLAN(""),
+         "(100)\n" HELP_MEMORY("")
+                 HELP_PLAN("") "A token dump with /positions adds table "
+                               "split_positions: the means\nper position (0 to 8191).\n",
          CMD_MEMORY | CMD_PLAN},
         {"summary", cmd_summary, 0, 0,
          "accuracy, fidelity to the teacher, calibration (ECE), NLL and KL per checkpoint",

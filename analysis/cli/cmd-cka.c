@@ -2,6 +2,7 @@
 #include <float.h>
 #include <getopt.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "analysis/cli/cli.h"
 #include "analysis/cka.h"
@@ -23,6 +24,7 @@ enum {
         OPT_WIDE_RANK,
         OPT_MEASURE,
         OPT_SVCCA_KEEP,
+        OPT_SEQUENCES,
 };
 
 /* What cka is asked: the options, and those that only some kernels and estimators use. */
@@ -59,6 +61,11 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
                 return kdl_cli_parse_uint(cli, "--seed", arg, 0, UINT64_MAX, &o->seed);
         case OPT_SUBSAMPLE:
                 return kdl_cli_parse_size(cli, "--subsample", arg, 4, 46340, &o->subsample);
+        case OPT_SEQUENCES:
+                o->sequences = true;
+                if (strcmp(arg, "whole") == 0)
+                        return 0;
+                return kdl_cli_parse_size(cli, "--sequences", arg, 1, 46340, &o->per_sequence);
         case OPT_BATCH:
                 return kdl_cli_parse_size(cli, "--batch", arg, 4, 46340, &o->batch);
         case OPT_THETA:
@@ -106,6 +113,7 @@ int cmd_cka(int argc, char **argv, struct kdl_cli *cli)
                 {"interval", required_argument, NULL, OPT_INTERVAL},
                 {"seed", required_argument, NULL, OPT_SEED},
                 {"subsample", required_argument, NULL, OPT_SUBSAMPLE},
+                {"sequences", required_argument, NULL, OPT_SEQUENCES},
                 {"batch", required_argument, NULL, OPT_BATCH},
                 {"theta", required_argument, NULL, OPT_THETA},
                 {"precision", required_argument, NULL, OPT_PRECISION},

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "tests/lib/kdl-test.h"
+#include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
 #include "metrics/sample.h"
 
@@ -203,6 +204,49 @@ static void test_class_rule_names(void **state)
         assert_int_equal(r, KDL_SAMPLE_SEEDED);
 }
 
+/* Sequences: 4 of 5 rows each, interleaved (row i in sequence 10 + i % 4). */
+static void test_select_sequences(void **state)
+{
+        int64_t seq[20];
+        size_t *rows = NULL, n = 0, *more = NULL, m = 0, per[4] = {0};
+
+        (void) state;
+        for (size_t i = 0; i < 20; i++)
+                seq[i] = 10 + (int64_t) (i % 4);
+        /* 6 rows wanted: two whole sequences (10 rows), in increasing order. */
+        assert_int_equal(kdl_sample_select_sequences(20, seq, 6, 0, 7, 1, &rows, &n), 0);
+        assert_int_equal(n, 10);
+        for (size_t i = 0; i < n; i++) {
+                assert_true(i == 0 || rows[i] > rows[i - 1]);
+                per[rows[i] % 4]++;
+        }
+        for (size_t s = 0; s < 4; s++)
+                assert_true(per[s] == 0 || per[s] == 5);
+        /* More rows: the same sequences first (nested), then others. */
+        assert_int_equal(kdl_sample_select_sequences(20, seq, 11, 0, 7, 1, &more, &m), 0);
+        assert_int_equal(m, 15);
+        for (size_t i = 0, j = 0; i < n; i++) {
+                while (j < m && more[j] < rows[i])
+                        j++;
+                assert_true(j < m && more[j] == rows[i]);
+        }
+        free(more);
+        free(rows);
+        /* Two tokens of every sequence: all 4 sequences for 8 rows or more. */
+        assert_int_equal(kdl_sample_select_sequences(20, seq, 100, 2, 7, 1, &rows, &n), 0);
+        assert_int_equal(n, 8);
+        free(rows);
+        /* Every allocation failure reaches the caller, outputs untouched. */
+        for (long k = 0; k < 2; k++) {
+                rows = NULL;
+                kdl__alloc_fail_after(k);
+                assert_int_equal(kdl_sample_select_sequences(20, seq, 6, 0, 7, 1, &rows, &n),
+                                 -ENOMEM);
+                assert_null(rows);
+        }
+        kdl__alloc_fail_after(-1);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -215,6 +259,7 @@ int main(void)
                 cmocka_unit_test(test_classes_frequent_and_seeded),
                 cmocka_unit_test(test_class_counts),
                 cmocka_unit_test(test_class_rule_names),
+                cmocka_unit_test(test_select_sequences),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -66,7 +66,9 @@ def example(*students):
 
 def inputs():
     yield "example", example("kd", "narrow")
-    t, s = synth("pair", "--n", "1000", "--teacher-widths", "32,48", "--student-widths", "16,24")
+    # Tokens in sequences of 60: split's per-position sums are merged too.
+    t, s = synth("pair", "--n", "1000", "--teacher-widths", "32,48", "--student-widths", "16,24",
+                 "--sequence-length", "60")
     yield "synth", ["-t", t, "-s", s]
 
 
@@ -189,6 +191,7 @@ def test_split():
         doc = check("split", name, [*args, "--block-rows", "37", "-T", "1,4"], per_sample=True)
         assert kt.records(doc, "instance") and kt.records(doc, "domain")
         assert kt.records(doc, "split_classes")  # per-class sums merged across ranks
+        assert name != "synth" or len(kt.records(doc, "split_positions")) == 2 * 60
 
 
 def test_split_blocked():

@@ -176,7 +176,9 @@ def log_softmax(x):
 
 def teacher_alone(d):
     """dims without what describes the teacher alone, which uses all its samples."""
-    d["results"] = [r for r in d["results"] if r.get("role") != "teacher"]
+    # softmax_bottleneck is the teacher's spectrum over its samples, at the student's width.
+    d["results"] = [r for r in d["results"]
+                    if r.get("role") != "teacher" and r["table"] != "softmax_bottleneck"]
     for r in d["results"]:  # the teacher's curve and rank, at the student's width
         r.pop("teacher_logit_effective_rank", None)
         r.pop("logit_residual_at_width", None)

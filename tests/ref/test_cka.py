@@ -734,4 +734,5 @@ def test_wide_options():
         sk[0]["bytes"] == 8 * 20 * (24 + 40 + 40), parts
 
 
-kdltest.main(globals())
+if __name__ == "__main__":
+    kdltest.main(globals())

@@ -188,7 +188,8 @@ def test_default_is_cka_alone():
     tp, sp, _, _ = pair_of_dumps()
     doc = run_json("cka", tp, sp)
     assert not any(k in r for r in records(doc, "cka_pairs") for k in MEASURES)
-    assert {d["table"] for d in doc["results"]} == {"cka", "cka_pairs", "cka_targets"}
+    assert {d["table"] for d in doc["results"]} == {"cka", "cka_pairs", "cka_targets",
+                                                  "cka_mapping"}
     same = run_json("cka", tp, sp, "--measure", "cka")
     assert records(same, "cka_pairs") == records(doc, "cka_pairs")
 

@@ -503,5 +503,25 @@ def test_topk_logits():
     assert p.returncode != 0 and "--topk 11" in p.stderr, p.stderr
 
 
+
+def test_sequence_length_writes_tokens():
+    """--sequence-length L: sample i is at position i mod L of sequence i / L, in both dumps,
+    each in its own row order; without it neither dataset is written."""
+    t, s = dumps("--n", 250, "--sequence-length", 40, "--permute-student", "--no-gradients")
+    with h5py.File(t) as ft, h5py.File(s) as fs:
+        for f in (ft, fs):
+            i = (f["sample_ids"][...] - 1000) // 3  # kdl-synth's ids are 1000 + 3 i
+            assert f["sequence_ids"].dtype == np.int64 and f["positions"].dtype == np.int32
+            assert (f["sequence_ids"][...] == i // 40).all() and (f["positions"][...] == i % 40).all()
+        assert not (fs["positions"][...] == ft["positions"][...]).all()  # another row order
+        assert np.bincount(ft["sequence_ids"][...]).tolist() == [40] * 6 + [10]
+    t0, _ = dumps("--n", 50)
+    with h5py.File(t0) as f:
+        assert "positions" not in f and "sequence_ids" not in f
+    p = run("--n", 10, "--sequence-length", 11, os.path.join(TMP, "x.h5"),
+            os.path.join(TMP, "y.h5"), expect=None)
+    assert p.returncode == 2 and "--sequence-length 11" in p.stderr, p.stderr
+
+
 if __name__ == "__main__":
     kt.main(globals())
