@@ -194,7 +194,10 @@ def test_small_budgets_are_refused_in_one_line():
     assert "cka: " in line and line.endswith(": raise --memory"), line
     assert not os.path.exists(rep), "the report directory was made"
     line = refused(("dims", "-t", KT, "-s", KS), "dims")
-    assert "the feature layers of" in line and "lower it with --layer or --block-rows" in line
+    assert "the centred logits (C = 200, N = 60000) by sketch" in line, line
+    assert "lower it with --sketch-rank, or raise" in line, line
+    line = refused(("dims", "-t", CT, "--logit-spectrum", "exact-features"), "dims")
+    assert "the spectra of 2 feature layers" in line and "--block-rows or --layer" in line, line
     refused(("layers", "-t", CT), "layers")
     line = refused(("inspect", KT), "inspect")
     assert "lower it with --quick" in line
@@ -359,6 +362,25 @@ def test_layers_plan_counts_the_class_rows_and_the_run_checks_it():
         if not fits:
             kt.one_line_error(err, "kdlens layers: layers needs ", " for ", "--memory is ")
             assert out == "", out
+
+
+def test_dims_refuses_before_reading_anything():
+    """dims checks the need of all its jobs (the plan's) before the first job reads a head
+    weight or a block: on a teacher whose logits and head weight are NaN (which any read
+    fails on), a budget one byte under the plan is refused as over budget, and one at the
+    plan fails on the NaN. Before, each job checked its own share after the teacher's pass
+    and the head's SVD (23 s on the N = 200,000, C = 32,000 token dump)."""
+    t = os.path.join(DIR, "tnanhead.h5")
+    write_dump(t, "teacher", 1, 300, 5, (8, 12), nan=True)
+    with h5py.File(t, "r+") as f:
+        f["checkpoints/final/head/weight"][0, 0] = np.nan
+    for args in (("dims", "-t", t, "-s", S), ("dims", "-t", t)):
+        row, _ = plan(*args)
+        st, out, err = kt.run(*args, "--memory", str(row["need_bytes"] - 1))
+        assert st == 1 and out == "" and "NaN" not in err, (args, st, err)
+        kt.one_line_error(err, "kdlens dims: dims needs ", " for ", "--memory is ")
+        st, _, err = kt.run(*args, "--memory", str(row["need_bytes"]))
+        assert st == 1 and "NaN" in err and "needs" not in err, (args, st, err)
 
 
 def test_small_budget_reads_smaller_blocks_same_numbers():
