@@ -106,10 +106,13 @@ PROBE = ("import resource, subprocess, sys\n"
          "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 
 
-def peak_rss(*args):
+def peak_rss(*args, perturb=False):
     """The peak resident memory of kdlens ARGS in bytes, from resource.getrusage() of the
-    child (exit status 0 required)."""
+    child (exit status 0 required); @perturb: with glibc's MALLOC_PERTURB_, which touches
+    every allocated page (as meson test sets it), so that the peak is what was allocated."""
     env = dict(os.environ)
+    if perturb:
+        env["MALLOC_PERTURB_"] = "91"
     if sanitized():
         # ASan keeps freed blocks in a quarantine (256 MiB by default) that would count as
         # resident: a small one, so that the peak is the live memory plus shadow.
@@ -381,6 +384,38 @@ def test_dims_refuses_before_reading_anything():
         kt.one_line_error(err, "kdlens dims: dims needs ", " for ", "--memory is ")
         st, _, err = kt.run(*args, "--memory", str(row["need_bytes"]))
         assert st == 1 and "NaN" in err and "needs" not in err, (args, st, err)
+
+
+def test_layers_quality_step_is_in_the_plan():
+    """layers' quality of a layer holds, besides the subsample's class-sorted copy and Gram,
+    NC1's two n x K products and the K x K eigenvectors of the K classes present (with
+    LAPACKE's row-major copy and workspace), and NCM's n x K scores: with many classes they
+    are the peak. 4,100 classes, 3 samples each (a class subset of 1,666 classes, 4,998
+    rows), one feature layer of width 8, logits too wide for layers' CKA: the Gram is 191
+    MiB, the quality step 403 MiB, which the plan counts (it counted n^2 + 2 n D + 2 D^2
+    doubles, 212 MiB short here; at N = 1,000,000, C = 1,000 the run peaked 84 MiB over the
+    plan). Measured with every allocated page touched: plan <= peak <= plan + OVERHEAD."""
+    path = os.path.join(DIR, "many-classes.h5")
+    n, c = 12300, 4100
+    with h5py.File(path, "w") as f:
+        f.attrs.update(kdlens_format=1, role="teacher", model="teacher")
+        f["labels"] = (np.arange(n) % c).astype(np.int64)
+        g = f.create_group("checkpoints/final")
+        g.attrs["step"] = np.int64(1)
+        x = np.random.default_rng(14).standard_normal((n, 8)).astype("f4")
+        g.create_dataset("features/l0", data=x).attrs["depth"] = 0
+        # Never read by layers (min(N, C) > 4096): zeros, compressed to nothing.
+        g.create_dataset("logits", data=np.zeros((n, c), "f2"), chunks=(64, c),
+                         compression="gzip")
+    args = ("layers", "-t", path)
+    row, parts = plan(*args)
+    (q,) = [p for p in parts if p["part"].startswith("the quality of a layer")]
+    nx = 4998
+    assert q["bytes"] > (nx * nx + 2 * nx * 8 + 2 * 8 * 8) * 8 + 200 * MIB, q
+    rss = peak_rss(*args, "--format", "json", perturb=True)
+    print(f"  layers, 1,666 classes: plan {row['need_bytes'] / MIB:.1f} MiB, peak RSS "
+          f"{rss / MIB:.1f} MiB")
+    assert row["need_bytes"] <= rss <= row["need_bytes"] + OVERHEAD, (row, rss)
 
 
 def test_small_budget_reads_smaller_blocks_same_numbers():
