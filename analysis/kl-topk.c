@@ -153,6 +153,13 @@ static int run_checkpoint(struct kdl__kl_run *run, const kdl_inputs *in, struct 
         return err;
 }
 
+int kdl_run_kl_topk_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const size_t *k,
+                         size_t nk, kdl_doc *doc)
+{
+        assert(nk >= 1 && nk <= KDL_RUN_MAX_TOPK);
+        return kdl__kl_plan(in, o, &(struct kdl__kl_topk_ask){.k = k, .nk = nk}, doc);
+}
+
 int kdl_run_kl_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const size_t *k,
                     size_t nk, kdl_doc *doc)
 {
@@ -161,7 +168,7 @@ int kdl_run_kl_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const
         int err;
 
         assert(nk >= 1 && nk <= KDL_RUN_MAX_TOPK);
-        err = kdl__kl_begin(in, o, doc, &run);
+        err = kdl__kl_begin_topk(in, o, &(struct kdl__kl_topk_ask){.k = k, .nk = nk}, doc, &run);
         err = err
                       ?: kdl_table_new("kl_topk",
                                        "KD criterion approximated by sparse teacher targets",

@@ -174,6 +174,10 @@ void kdl__kl_reservoir_release(struct kdl__kl_reservoir *r);
  * Return: 0; -KDL_EOVERFLOW; -ENOMEM (@r unchanged). */
 int kdl__kl_reservoir_reserve(struct kdl__kl_reservoir *r, size_t n);
 
+/* The slots kdl__kl_reservoir_reserve() grows @alloc slots to for @n items under @cap
+ * (from 256, doubling, at most @cap; @alloc when they fit). */
+size_t kdl__kl_reservoir_room(size_t alloc, size_t n, size_t cap);
+
 /* Offer the @m samples of @b, whose values are @vals[i * m + row]
  * (i < width).  Room was reserved. */
 void kdl__kl_reservoir_add_block(struct kdl__kl_reservoir *r, const double *vals, size_t m,

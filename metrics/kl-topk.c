@@ -6,6 +6,7 @@
 
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "metrics/base/budget.h"
 #include "metrics/kl-internal.h"
 #include "metrics/kl-topk.h"
 #include "metrics/moments.h"
@@ -171,6 +172,34 @@ int kdl_kl_topk_state_new(const kdl_kl_topk_opts *o, kdl_kl_topk_state **ret)
                         s->tau1 = (ptrdiff_t) t;
         *ret = s;
         return 0;
+}
+
+size_t kdl_kl_topk_bytes(const kdl_kl_topk_opts *o, size_t n, size_t rows, size_t *ret_reservoir)
+{
+        size_t kmax = 0, ns, slots, fixed, res;
+
+        assert(o && ret_reservoir);
+        for (size_t i = 0; i < o->nk; i++)
+                kmax = o->k[i] > kmax ? o->k[i] : kmax;
+        ns = kdl_sat_mul(o->ntau, 2 + NSRC * o->nk);
+        slots = kdl__kl_reservoir_room(0, n, o->reservoir);
+        /* kdl_kl_topk_state_new(): the state, the statistics per slot, the scratch. */
+        fixed = sizeof(kdl_kl_topk_state) + o->ntau * sizeof(double) + o->nk * sizeof(size_t);
+        fixed = kdl_sat_add(fixed, kdl_sat_mul(ns, sizeof(kdl_comoments) + sizeof(double)));
+        fixed = kdl_sat_add(fixed, kdl_sat_mul(o->c, 5 * sizeof(double) + 1));
+        fixed = kdl_sat_add(fixed,
+                            kdl_sat_mul(kmax, sizeof(size_t)) + 3 * (kmax + 1) * sizeof(double));
+        /* A block's values, and the result of kdl_kl_topk_finalize(). */
+        fixed = kdl_sat_add(fixed, kdl_sat_mul(kdl_sat_mul(ns, rows ? rows : 1), sizeof(double)));
+        fixed = kdl_sat_add(fixed, kdl_sat_mul(ns, sizeof(kdl_kl_fidelity)));
+        /* The reservoir (keys, sample indices, heap, values), then spearman(): three columns,
+         * kdl_ranks()'s workspace and the slot order with kdl__kl_reservoir_order()'s pairs. */
+        res = kdl_sat_mul(slots, 3 * sizeof(uint64_t));
+        res = kdl_sat_add(res, kdl_sat_mul(kdl_sat_mul(slots, ns), sizeof(double)));
+        res = kdl_sat_add(res, kdl_sat_mul(slots, 3 * sizeof(double) + sizeof(kdl_ranked) +
+                                                          3 * sizeof(size_t)));
+        *ret_reservoir = res;
+        return fixed;
 }
 
 /* Class a ranks below class b: a smaller value, or the same value at a larger class. */

@@ -115,6 +115,16 @@ KDL_API const kdl_kl_fidelity *kdl_kl_topk_fidelity(const kdl_kl_topk_result *r,
 KDL_API int kdl_kl_topk_state_new(const kdl_kl_topk_opts *o, kdl_kl_topk_state **ret);
 
 /**
+ * kdl_kl_topk_bytes() - what a state of @o holds at its peak over @n samples read in blocks
+ * of at most @rows rows, in bytes (saturating), kdl_kl_topk_finalize() included: the
+ * Spearman reservoir of min(@n, o->reservoir) samples x ntau (2 + 3 nk) values and its
+ * ranking into *@ret_reservoir; the rest returned (the statistics, the scratch of C classes
+ * and k_max, a block's values, the result).
+ */
+KDL_API size_t kdl_kl_topk_bytes(const kdl_kl_topk_opts *o, size_t n, size_t rows,
+                                 size_t *ret_reservoir);
+
+/**
  * kdl_kl_topk_accumulate() - the values of the block's samples, added.
  * @b: only zt and zs (both [m, c]) are read; the other tensors must be NULL.
  * On failure @s is unchanged.

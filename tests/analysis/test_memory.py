@@ -418,6 +418,42 @@ def test_layers_quality_step_is_in_the_plan():
     assert row["need_bytes"] <= rss <= row["need_bytes"] + OVERHEAD, (row, rss)
 
 
+def test_topk_state_is_in_the_plan():
+    """kl --topk's job shares kl's stream; its state (statistics and scratch of C classes,
+    a block's values of ntau (2 + 3 nk) slots, and a Spearman reservoir of up to 65,536
+    samples of those values) is a part of kl's need: the plan grows with the number of k,
+    the run's peak is within it (12 k at 4 temperatures, 105 MiB of top-k state, more than
+    the overhead the check allows), and a budget that fits kl alone refuses --topk, naming
+    fewer --topk values."""
+    base = ("kl", "-t", KT, "-s", KS, "-T", "1,2,4,8")
+    row, parts = plan(*base)
+    assert not any("top-k" in p["part"] for p in parts), parts
+    needs = [row["need_bytes"]]
+    for ks in ("1", "1,8", "1,8,32,128"):
+        row, parts = plan(*base, "--topk", ks)
+        top = [p for p in parts if p["part"].startswith("the top-k ")]
+        assert len(top) == 2 and all("fewer --topk values" in p["lowered_by"] for p in top), top
+        assert row["need_bytes"] == sum(p["bytes"] for p in parts), (row, parts)
+        needs.append(row["need_bytes"])
+    assert needs == sorted(needs) and len(set(needs)) == len(needs), needs
+    args = base + ("--topk", ",".join(str(k) for k in range(1, 13)))
+    row, parts = plan(*args)
+    top = sum(p["bytes"] for p in parts if p["part"].startswith("the top-k "))
+    assert top > OVERHEAD, (top, parts)
+    rss = peak_rss(*args, "--format", "json", perturb=True)
+    print(f"  kl --topk (12 k, 4 temperatures): plan {row['need_bytes'] / MIB:.1f} MiB (top-k "
+          f"{top / MIB:.1f} MiB), peak RSS {rss / MIB:.1f} MiB")
+    assert row["need_bytes"] <= rss <= row["need_bytes"] + OVERHEAD, (row, rss)
+    # 100 MiB: kl alone fits (its blocks shrink to a sixteenth), the top-k reservoir does not.
+    budget = str(100 * MIB)
+    assert plan(*base, "--memory", budget)[0]["fits"] is True
+    assert plan(*args, "--memory", budget)[0]["fits"] is False
+    st, out, err = kt.run(*args, "--memory", budget, "--format", "json")
+    assert st == 1 and out == "", (st, out[:200], err)
+    kt.one_line_error(err, "kdlens kl: kl needs ", " for the top-k Spearman reservoir of ",
+                      "lower it with --spearman-samples or fewer --topk values, or raise")
+
+
 def test_small_budget_reads_smaller_blocks_same_numbers():
     """Under 1 GiB the blocks take a sixteenth of --memory: more, smaller blocks, the same
     results up to the order of the sums."""
