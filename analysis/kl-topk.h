@@ -27,8 +27,8 @@
  * The draws of `sampled` use o->seed.  The budget check (o->common.memory) counts the
  * top-k job's state beside kl's (kdl_run_kl_topk_plan()).
  * Return: as kdl_run_kl(); -KDL_EBUDGET naming fewer --topk values when its state is the
- * largest part; -KDL_ESHAPE for a k above the class count; under
- * MPI with more than one process the top-k job is refused.
+ * largest part; -KDL_ESHAPE for a k above the class count.  Under MPI the top-k job's
+ * states are merged on rank 0 as kl's (kdl_kl_topk_state_pack()).
  */
 KDL_API int kdl_run_kl_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const size_t *k,
                             size_t nk, kdl_doc *doc);

@@ -10,6 +10,7 @@
 #include "metrics/kl-internal.h"
 #include "metrics/kl-topk.h"
 #include "metrics/moments.h"
+#include "metrics/pack.h"
 #include "metrics/sample.h"
 #include "metrics/base/banned.h"
 
@@ -449,6 +450,46 @@ int kdl_kl_topk_merge(kdl_kl_topk_state *into, const kdl_kl_topk_state *from)
         kdl__kl_reservoir_merge(&into->res, &from->res);
         into->n += from->n;
         return 0;
+}
+
+int kdl_kl_topk_state_pack(const kdl_kl_topk_state *s, void **buf, size_t *len)
+{
+        const struct kdl__kl_reservoir *r = &s->res;
+        size_t ns = s->ntau * s->width;
+        struct kdl__packer p = {0};
+
+        assert(s && buf && len);
+        kdl__pack(&p, &s->n, sizeof(s->n));
+        kdl__pack(&p, s->cm, ns * sizeof(*s->cm));
+        kdl__pack(&p, s->sabs, ns * sizeof(*s->sabs));
+        kdl__kl_reservoir_pack(&p, r);
+        return kdl__pack_done(&p, buf, len);
+}
+
+int kdl_kl_topk_state_merge_packed(kdl_kl_topk_state *s, const void *buf, size_t len)
+{
+        struct kdl__unpacker u = {buf, len, 0};
+        size_t ns = s->ntau * s->width;
+        kdl_kl_topk_state from = *s; /* the same options; its own sums and reservoir */
+        void *cm = NULL, *sabs = NULL;
+        int err;
+
+        assert(s && buf);
+        kdl__kl_reservoir_init(&from.res, s->res.cap, s->res.seed, s->res.width);
+        err = kdl__unpack_get(&u, &from.n, sizeof(from.n), "top-k");
+        err = err ?: kdl__unpack_dup(&u, ns * sizeof(*from.cm), &cm, "top-k");
+        err = err ?: kdl__unpack_dup(&u, ns * sizeof(*from.sabs), &sabs, "top-k");
+        err = err ?: kdl__kl_reservoir_unpack(&u, &from.res, "top-k");
+        err = err ?: kdl__unpack_end(&u, "top-k");
+        if (!err) {
+                from.cm = cm;
+                from.sabs = sabs;
+                err = kdl_kl_topk_merge(s, &from);
+        }
+        free(sabs);
+        free(cm);
+        kdl__kl_reservoir_release(&from.res);
+        return err;
 }
 
 void kdl_kl_topk_result_free(kdl_kl_topk_result *r)

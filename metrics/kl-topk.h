@@ -141,6 +141,17 @@ KDL_API int kdl_kl_topk_accumulate(kdl_kl_topk_state *s, const kdl_kl_block *b);
 KDL_API int kdl_kl_topk_merge(kdl_kl_topk_state *into, const kdl_kl_topk_state *from);
 
 /**
+ * kdl_kl_topk_state_pack() - @s's samples as bytes, for the processes of an MPI run
+ * (O(ntau (2 + 3 nk) (1 + reservoir)) doubles); *@buf malloc'd, the caller frees.
+ * kdl_kl_topk_state_merge_packed() - add the samples of a packed state made with the same
+ * options to @s, as kdl_kl_topk_merge().  The format is private to one build.
+ * Return: 0; -KDL_ESCHEMA when @len is not a packed state's; -ENOMEM; the errors of
+ * kdl_kl_topk_merge().
+ */
+KDL_API int kdl_kl_topk_state_pack(const kdl_kl_topk_state *s, void **buf, size_t *len);
+KDL_API int kdl_kl_topk_state_merge_packed(kdl_kl_topk_state *s, const void *buf, size_t len);
+
+/**
  * kdl_kl_topk_finalize() - the fidelity statistics (as kdl_kl_finalize()'s).
  * @ret: set on success only; caller frees with kdl_kl_topk_result_free().
  * Return: 0; -KDL_EMISSING if no sample was accumulated; -ENOMEM.
