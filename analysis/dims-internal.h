@@ -102,6 +102,15 @@ int kdl__dims_job_need(struct kdl__dims_run *r, kdl_h5file *f, const kdl_checkpo
                        const kdl_checkpoint *tck, size_t n, const kdl_pair *pair, kdl__need *ret);
 
 /*
+ * kdl__dims_need() - the need of the whole run @r into @ret (an empty need): the largest
+ * of its jobs' (kdl__dims_job_need()), which run one at a time.  --plan shows it; the run
+ * checks it before its first job reads anything (a head weight or a block).
+ * Return: as kdl__dims_job_need(); an error of kdl_select_checkpoints().
+ */
+int kdl__dims_need(struct kdl__dims_run *r, const kdl_inputs *in, const struct kdl_run_dims_opts *o,
+                   kdl__need *ret);
+
+/*
  * The tables of a dims document (analysis/dims-tables.c): rows from the
  * spectral results, column labels and notes, for dims.c's jobs and run.
  */

@@ -419,46 +419,6 @@ static void logits_plan(const struct kdl_run_dims_opts *o, size_t n, kdl_spectra
         p->rows = p->method == KDL_SPECTRAL_EXACT_GRAM ? n : 0;
 }
 
-static int plan_job(struct job *j, size_t n)
-{
-        const struct kdl_run_dims_opts *o = j->r->o;
-        const kdl_dump *d = kdl_h5_dump(j->f);
-        size_t c = kdl_dsinfo_width(j->ck->logits, o->common.spatial);
-        size_t rows, rest, layers, need, lbytes;
-        int err;
-        kdl_spectral_plan *p = &j->acc[0].plan;
-
-        rows = layers_bytes(j, n, 0, &rest, &layers);
-        rest = kdl_sat_add(rest, layers);
-        err = kdl_budget_check(rest, o->common.memory, "dims", "--layer or --block-rows",
-                               "the feature layers of '%s' at checkpoint %s, with the blocks read",
-                               d->path, j->ck->name);
-        if (err < 0)
-                return err;
-        logits_plan(o, n, p);
-        /* Auto falls back on the sketch: when that fits, so does its choice. */
-        lbytes = kdl_spectral_bytes(p, n, c, 0, rows);
-        need = lbytes > SIZE_MAX - rest ? SIZE_MAX : lbytes + rest;
-        if (p->method == KDL_SPECTRAL_SKETCH)
-                err = kdl_budget_check(
-                        need, o->common.memory, "dims", "--sketch-rank",
-                        "the centred logits of '%s' at checkpoint %s (C = %zu, N = "
-                        "%zu) sketched at rank %zu + %zu, with the layers and blocks",
-                        d->path, j->ck->name, c, n, p->rank, p->oversample);
-        else
-                err = kdl_budget_check(need, o->common.memory, "dims", "--logit-spectrum auto",
-                                       "the centred logits of '%s' at checkpoint %s (C = %zu, N = "
-                                       "%zu) by %s, with the layers and blocks",
-                                       d->path, j->ck->name, c, n,
-                                       kdl_spectral_method_name(p->method));
-        if (err < 0)
-                return err;
-        if (o->logit_method == KDL_DIMS_LOGITS_AUTO)
-                return kdl_spectral_plan_choose(n, c, o->common.memory - rest, o->exact_max, rows,
-                                                p);
-        return 0;
-}
-
 /* The accumulators of job @j: its logits, then its selected layers. */
 static int job_layers(struct job *j)
 {
@@ -501,6 +461,30 @@ static size_t stream_bytes(const struct job *j, const kdl_pair *pair, size_t n, 
         return kdl_stream_cost_bytes(&sc, n, &so);
 }
 
+/*
+ * The logits' method of job @j over @n samples through @pair into @p (auto: the one
+ * kdl_spectral_plan_choose() finds in what the blocks and layers leave, else the sketch,
+ * which the need then counts and the run's check refuses), with the stream's blocks
+ * (@ret_sbytes of @ret_srows rows) and the layers' states (@ret_layers): the same for
+ * --plan and the run.  Return: the rows the states copy.
+ */
+static size_t job_plan(const struct job *j, size_t n, const kdl_pair *pair, kdl_spectral_plan *p,
+                       size_t *ret_srows, size_t *ret_sbytes, size_t *ret_layers)
+{
+        const struct kdl_run_dims_opts *o = j->r->o;
+        size_t c = kdl_dsinfo_width(j->ck->logits, o->common.spatial), rows, blocks, rest;
+
+        *ret_sbytes = stream_bytes(j, pair, n, ret_srows);
+        rows = layers_bytes(j, n, *ret_srows, &blocks, ret_layers);
+        /* What the need counts besides the logits: the stream's blocks and the layers. */
+        rest = kdl_sat_add(*ret_sbytes, *ret_layers);
+        logits_plan(o, n, p);
+        if (o->logit_method == KDL_DIMS_LOGITS_AUTO && rest < o->common.memory &&
+            kdl_spectral_plan_choose(n, c, o->common.memory - rest, o->exact_max, rows, p) < 0)
+                kdl_error_clear(); /* the sketch, refused by the run's check */
+        return rows;
+}
+
 int kdl__dims_job_need(struct kdl__dims_run *r, kdl_h5file *f, const kdl_checkpoint *ck,
                        const kdl_checkpoint *tck, size_t n, const kdl_pair *pair, kdl__need *ret)
 {
@@ -508,7 +492,7 @@ int kdl__dims_job_need(struct kdl__dims_run *r, kdl_h5file *f, const kdl_checkpo
         struct job j = {.r = r, .f = f, .ck = ck, .tck = tck};
         kdl__need nd = {.analysis = ret->analysis}, head = {.analysis = ret->analysis};
         kdl_spectral_plan p;
-        size_t c, rows, blocks, layers, lbytes, srows = 0, sbytes = 0;
+        size_t c, rows, layers = 0, lbytes, srows = 0, sbytes = 0;
         int err;
 
         if (!ck->logits || ck->logits->ndim != 2 || ck->logits->shape[1] < 2)
@@ -516,17 +500,8 @@ int kdl__dims_job_need(struct kdl__dims_run *r, kdl_h5file *f, const kdl_checkpo
                                  kdl_h5_dump(f)->path, ck->group);
         c = kdl_dsinfo_width(ck->logits, o->common.spatial);
         err = job_layers(&j);
-        if (!err)
-                sbytes = stream_bytes(&j, pair, n, &srows);
-        rows = err ? 0 : layers_bytes(&j, n, srows, &blocks, &layers);
-        logits_plan(o, n, &p);
-        /* Auto: the method chosen in what the rest leaves. */
-        if (!err && o->logit_method == KDL_DIMS_LOGITS_AUTO &&
-            kdl_sat_add(blocks, layers) < o->common.memory &&
-            kdl_spectral_plan_choose(n, c, o->common.memory - blocks - layers, o->exact_max, rows,
-                                     &p) < 0)
-                kdl_error_clear(); /* the sketch, refused at the run */
-        lbytes = kdl_spectral_bytes(&p, n, c, 0, rows);
+        rows = err ? 0 : job_plan(&j, n, pair, &p, &srows, &sbytes, &layers);
+        lbytes = err ? 0 : kdl_spectral_bytes(&p, n, c, 0, rows);
         err = err
                       ?: kdl__need_add(&nd, sbytes, KDL_LEVER_BLOCK_ROWS,
                                        "blocks of %zu rows at checkpoint %s", srows, ck->name);
@@ -553,13 +528,16 @@ int kdl__dims_job_need(struct kdl__dims_run *r, kdl_h5file *f, const kdl_checkpo
         return err;
 }
 
-/* Set up the job of checkpoint @ck of @f over @n samples (@tck: the teacher's checkpoint it
- * fits, or NULL). */
+/* Set up the job of checkpoint @ck of @f over @n samples read through @pair (NULL: @f alone;
+ * @tck: the teacher's checkpoint it fits, or NULL).  The budget is the run's to check
+ * (kdl__dims_need()) before any job reads. */
 static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const kdl_checkpoint *ck,
-                   const kdl_checkpoint *tck, bool teacher, size_t n, kdl__job *ret)
+                   const kdl_checkpoint *tck, bool teacher, size_t n, const kdl_pair *pair,
+                   kdl__job *ret)
 {
         struct job *j = &c->job;
         const kdl_dump *d = kdl_h5_dump(f);
+        size_t srows, sbytes, layers;
         int err;
 
         job_release(j);
@@ -573,14 +551,14 @@ static int job_new(struct kdl__dims_run *c, kdl_h5file *f, bool student, const k
                           .tck = tck,
                           .teacher = teacher,
                           .iy = -1};
-        if (ck->head_weight) {
-                err = head_rank(c, f, ck, &j->head_rank, &j->hwidth);
-                if (err < 0)
-                        return err;
-                j->support = true;
-        }
+        /* The logits' method as the need counted it; then the head weight, read and factored. */
         err = job_layers(j);
-        err = err ?: plan_job(j, n);
+        if (!err)
+                job_plan(j, n, pair, &j->acc[0].plan, &srows, &sbytes, &layers);
+        if (!err && ck->head_weight) {
+                err = head_rank(c, f, ck, &j->head_rank, &j->hwidth);
+                j->support = err == 0;
+        }
         if (err < 0)
                 return err;
         *ret = (kdl__job){.ctx = j,
@@ -599,7 +577,7 @@ int kdl__dims_teacher_job(struct kdl__dims_run *r, const kdl_checkpoint *tck, kd
         if (r->tlog[ck_index(tf, tck)])
                 return kdl_error(-KDL_EUSAGE, "internal: teacher checkpoint %s analysed twice",
                                  tck->name);
-        return job_new(r, tf, false, tck, tck, true, kdl_h5_dump(tf)->n, ret);
+        return job_new(r, tf, false, tck, tck, true, kdl_h5_dump(tf)->n, NULL, ret);
 }
 
 int kdl__dims_job(struct kdl__dims_run *r, size_t k, const struct kdl_ckpair *cp, kdl__job *ret)
@@ -611,7 +589,7 @@ int kdl__dims_job(struct kdl__dims_run *r, size_t k, const struct kdl_ckpair *cp
                                  cp->partner->name);
         return job_new(r, r->in->students[k], true, cp->main, cp->partner, false,
                        r->in->pairs[k] ? r->in->pairs[k]->n : kdl_h5_dump(r->in->students[k])->n,
-                       ret);
+                       r->in->pairs[k], ret);
 }
 
 static void run_free(struct kdl__dims_run *c)
@@ -734,11 +712,18 @@ int kdl_run_dims(const kdl_inputs *in, const struct kdl_run_dims_opts *o, kdl_do
         struct kdl__dims_run *r = NULL;
         struct kdl_ckpair *sel = NULL;
         size_t nsel = 0;
+        kdl__need nd = {.analysis = "dims"};
         int err;
 
         err = kdl__dims_begin(in, o, doc, &r);
         if (err < 0)
                 return err;
+        /* Every job's need before the first reads anything: the plan's check. */
+        err = kdl__dims_need(r, in, o, &nd);
+        err = err ?: kdl__need_check(&nd, o->common.memory, KDL_DIMS_LEVERS);
+        kdl__need_release(&nd);
+        if (err < 0)
+                goto out;
         if (in->teacher) {
                 err = kdl__dims_teacher_checkpoints(in, o, &sel, &nsel);
                 for (size_t k = 0; k < nsel && !err; k++)

@@ -19,11 +19,22 @@
 
 struct kdl__kl_run; /* one kl document being filled: its tables, options, per-sample file */
 
+/* What kl --topk asks for beside kl's own job: the @nk values @k (borrowed). */
+struct kdl__kl_topk_ask {
+        const size_t *k;
+        size_t nk;
+};
+
 /* kdl__kl_begin() - check the inputs, create the tables, describe the inputs in @doc and
  * open the per-sample file.  @o is copied; @in and @doc must outlive the run.  Return: 0;
  * -KDL_EUSAGE without a teacher and a student; errors of the file. */
 int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc,
                   struct kdl__kl_run **ret);
+
+/* kdl__kl_begin_topk() - kdl__kl_begin() for kl --topk: its budget check counts @topk's job
+ * too. */
+int kdl__kl_begin_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o,
+                       const struct kdl__kl_topk_ask *topk, kdl_doc *doc, struct kdl__kl_run **ret);
 
 /* kdl__kl_job() - the job of student @k at checkpoint pair @cp (cp->main the student's,
  * cp->partner the teacher's; both must outlive the job): one pass, or two when the
@@ -73,12 +84,19 @@ int kdl__kl_find_sources(struct kdl__kl_sources *x, enum kdl_spatial rule);
 void kdl__kl_sources_release(struct kdl__kl_sources *x);
 
 /* The options of the kl command that lower its need. */
-#define KDL_KL_LEVERS (KDL_LEVER_BLOCK_ROWS | KDL_LEVER_SPEARMAN)
+#define KDL_KL_LEVERS (KDL_LEVER_BLOCK_ROWS | KDL_LEVER_SPEARMAN | KDL_LEVER_TOPK)
 
 /* kdl__kl_need() - into @ret, the largest need of kl's jobs on @in with @o (one per student
- * and checkpoint pair, one at a time): the job at its peak and its stream.  Reads nothing but
- * the shapes.  Return: 0; the errors of finding the sources (as the run); -ENOMEM. */
-int kdl__kl_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl__need *ret);
+ * and checkpoint pair, one at a time): the job at its peak and its stream, and with @topk
+ * (NULL: none) the top-k job's state on the same stream (kdl_kl_topk_bytes()).  Reads nothing
+ * but the shapes.  Return: 0; the errors of finding the sources (as the run); -ENOMEM. */
+int kdl__kl_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o,
+                 const struct kdl__kl_topk_ask *topk, kdl__need *ret);
+
+/* kdl__kl_plan() - the plan document of kl (with --topk's job when @topk is not NULL) into
+ * @doc.  Return: 0; -KDL_EUSAGE without a teacher and a student; as kdl__kl_need(). */
+int kdl__kl_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o,
+                 const struct kdl__kl_topk_ask *topk, kdl_doc *doc);
 
 /* kdl__kl_job_cost() - the datasets kdl__kl_job() of student @k at @cp reads, into the cost
  * @c of a stream over in->pairs[k] (the report's, shared).  Return: as kdl__kl_need(). */

@@ -5,6 +5,7 @@
 
 #include "metrics/base/budget.h"
 #include "loaders/stream.h"
+#include "metrics/kl-topk.h"
 #include "analysis/kl-internal.h"
 #include "metrics/base/banned.h"
 
@@ -198,7 +199,40 @@ int kdl__kl_job_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size
         return err;
 }
 
-int kdl__kl_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl__need *ret)
+/* The top-k job of kl --topk @topk beside student @k's job at @cp, on its stream of @rows
+ * rows (analysis/kl-topk.c): its state as kdl_kl_topk_state_new() and the pass allocate it. */
+static int topk_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, size_t k,
+                     const struct kdl_ckpair *cp, const struct kdl__kl_topk_ask *topk, size_t rows,
+                     kdl__need *nd)
+{
+        const kdl_dsinfo *zt = cp->partner->logits;
+        size_t n = in->pairs[k]->n, state, res;
+        kdl_kl_topk_opts ko;
+        int err;
+
+        /* kl's job refuses logits that are not [N, C]; the top-k job asks nothing more. */
+        if (!zt || zt->ndim != 2)
+                return 0;
+        kdl_kl_topk_opts_init(&ko);
+        ko.c = zt->shape[1];
+        ko.ntau = o->common.ntau;
+        ko.nk = topk->nk;
+        ko.k = topk->k;
+        ko.reservoir = o->reservoir;
+        state = kdl_kl_topk_bytes(&ko, n, rows, &res);
+        err = kdl__need_add(nd, state, KDL_LEVER_TOPK | KDL_LEVER_BLOCK_ROWS,
+                            "the top-k state of %zu k at %zu temperatures (C = %zu)", topk->nk,
+                            o->common.ntau, ko.c);
+        return err
+                       ?: kdl__need_add(nd, res, KDL_LEVER_TOPK | KDL_LEVER_SPEARMAN,
+                                        "the top-k Spearman reservoir of %zu samples x %zu "
+                                        "values",
+                                        n < o->reservoir ? n : o->reservoir,
+                                        o->common.ntau * (2 + 3 * topk->nk));
+}
+
+int kdl__kl_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o,
+                 const struct kdl__kl_topk_ask *topk, kdl__need *ret)
 {
         struct kdl_stream_opts so = kdl_run_stream_opts(&o->common);
         int err = 0;
@@ -223,6 +257,8 @@ int kdl__kl_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl__nee
                                                     "blocks of %zu rows of %d datasets", rows, err);
                         err = err ?: kdl__kl_job_need(in, o, k, &cks[c], rows, &job);
                         err = err ?: kdl__need_append(&nd, &job);
+                        if (!err && topk)
+                                err = topk_need(in, o, k, &cks[c], topk, rows, &nd);
                         if (!err)
                                 kdl__need_max(ret, &nd);
                         kdl__need_release(&job);
@@ -235,6 +271,12 @@ int kdl__kl_need(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl__nee
 
 int kdl_run_kl_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc)
 {
+        return kdl__kl_plan(in, o, NULL, doc);
+}
+
+int kdl__kl_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o,
+                 const struct kdl__kl_topk_ask *topk, kdl_doc *doc)
+{
         kdl__need nd = {.analysis = "kl"};
         int err;
 
@@ -242,7 +284,7 @@ int kdl_run_kl_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_d
         if (!in->teacher || in->nstudents == 0)
                 return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
         err = kdl_inputs_describe(in, doc);
-        err = err ?: kdl__kl_need(in, o, &nd);
+        err = err ?: kdl__kl_need(in, o, topk, &nd);
         err = err ?: kdl__need_doc(&nd, 1, o->common.memory, KDL_KL_LEVERS, doc);
         kdl__need_release(&nd);
         return err;

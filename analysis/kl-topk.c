@@ -6,6 +6,7 @@
 #include "metrics/base/error.h"
 #include "metrics/kl-topk.h"
 #include "loaders/stream.h"
+#include "analysis/dist.h"
 #include "analysis/kl-internal.h"
 #include "analysis/kl-topk.h"
 #include "analysis/kl-topk-internal.h"
@@ -118,6 +119,27 @@ static int put_row(const struct topk_job *j, const kdl_kl_topk_result *r, size_t
         return err;
 }
 
+static int topk_pack(const void *s, void **buf, size_t *len)
+{
+        return kdl_kl_topk_state_pack(s, buf, len);
+}
+
+static int topk_merge_packed(void *s, const void *buf, size_t len)
+{
+        return kdl_kl_topk_state_merge_packed(s, buf, len);
+}
+
+/* Under MPI: every rank's samples into rank 0's state, which alone writes the rows. */
+static int topk_combine(kdl__job *job, kdl_stream *st, unsigned pass)
+{
+        static const struct kdl__dist_ops ops = {topk_pack, topk_merge_packed, NULL};
+        struct topk_job *j = job->ctx;
+
+        (void) st;
+        (void) pass;
+        return kdl__dist_combine(j->s, &ops);
+}
+
 static int topk_end(kdl__job *job, kdl_stream *st, unsigned pass)
 {
         struct topk_job *j = job->ctx;
@@ -126,6 +148,8 @@ static int topk_end(kdl__job *job, kdl_stream *st, unsigned pass)
 
         (void) st;
         (void) pass;
+        if (kdl__dist_rank() > 0)
+                return 0;
         err = kdl_kl_topk_finalize(j->s, &r);
         for (size_t it = 0; !err && it < r->ntau; it++) {
                 err = put_row(j, r, it, KDL_KL_TOPK_HARD, 0);
@@ -141,7 +165,11 @@ static int topk_end(kdl__job *job, kdl_stream *st, unsigned pass)
 static int run_checkpoint(struct kdl__kl_run *run, const kdl_inputs *in, struct topk_job *tj,
                           size_t k, const struct kdl_ckpair *cp)
 {
-        kdl__job job = {.ctx = tj, .attach = topk_attach, .block = topk_block, .end = topk_end};
+        kdl__job job = {.ctx = tj,
+                        .attach = topk_attach,
+                        .block = topk_block,
+                        .end = topk_end,
+                        .combine = topk_combine};
         int err;
 
         tj->sf = in->students[k];
@@ -153,6 +181,13 @@ static int run_checkpoint(struct kdl__kl_run *run, const kdl_inputs *in, struct 
         return err;
 }
 
+int kdl_run_kl_topk_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const size_t *k,
+                         size_t nk, kdl_doc *doc)
+{
+        assert(nk >= 1 && nk <= KDL_RUN_MAX_TOPK);
+        return kdl__kl_plan(in, o, &(struct kdl__kl_topk_ask){.k = k, .nk = nk}, doc);
+}
+
 int kdl_run_kl_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const size_t *k,
                     size_t nk, kdl_doc *doc)
 {
@@ -161,7 +196,7 @@ int kdl_run_kl_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const
         int err;
 
         assert(nk >= 1 && nk <= KDL_RUN_MAX_TOPK);
-        err = kdl__kl_begin(in, o, doc, &run);
+        err = kdl__kl_begin_topk(in, o, &(struct kdl__kl_topk_ask){.k = k, .nk = nk}, doc, &run);
         err = err
                       ?: kdl_table_new("kl_topk",
                                        "KD criterion approximated by sparse teacher targets",

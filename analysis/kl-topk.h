@@ -24,12 +24,23 @@
 /**
  * kdl_run_kl_topk() - kdl_run_kl() with the sparse sources for the @nk values
  * of @k (borrowed; distinct, each in [1, classes]) in the table "kl_topk".
- * The draws of `sampled` use o->seed.
- * Return: as kdl_run_kl(); -KDL_ESHAPE for a k above the class count; under
- * MPI with more than one process the top-k job is refused.
+ * The draws of `sampled` use o->seed.  The budget check (o->common.memory) counts the
+ * top-k job's state beside kl's (kdl_run_kl_topk_plan()).
+ * Return: as kdl_run_kl(); -KDL_EBUDGET naming fewer --topk values when its state is the
+ * largest part; -KDL_ESHAPE for a k above the class count.  Under MPI the top-k job's
+ * states are merged on rank 0 as kl's (kdl_kl_topk_state_pack()).
  */
 KDL_API int kdl_run_kl_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o, const size_t *k,
                             size_t nk, kdl_doc *doc);
+
+/**
+ * kdl_run_kl_topk_plan() - what kdl_run_kl_topk() would need with @in, @o and the @nk values
+ * of @k, from the shapes alone: kdl_run_kl_plan()'s tables, with the top-k job's state
+ * (kdl_kl_topk_bytes(): its statistics and scratch, and its Spearman reservoir) beside each
+ * kl job.  Return: as kdl_run_kl_plan().
+ */
+KDL_API int kdl_run_kl_topk_plan(const kdl_inputs *in, const struct kdl_run_kl_opts *o,
+                                 const size_t *k, size_t nk, kdl_doc *doc);
 
 /** kdl_kl_teacher_sparse() - whether the teacher checkpoint the first student is compared with
  * (as @o selects it) holds sparse logits (logits_topk/) and no dense ones. */

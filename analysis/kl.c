@@ -582,6 +582,12 @@ int kdl__kl_run_checkpoint(struct kdl__kl_run *r, size_t k, const struct kdl_ckp
 int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc *doc,
                   struct kdl__kl_run **ret)
 {
+        return kdl__kl_begin_topk(in, o, NULL, doc, ret);
+}
+
+int kdl__kl_begin_topk(const kdl_inputs *in, const struct kdl_run_kl_opts *o,
+                       const struct kdl__kl_topk_ask *topk, kdl_doc *doc, struct kdl__kl_run **ret)
+{
         kdl__need nd = {.analysis = "kl"};
         struct kdl__kl_run *r;
         int err;
@@ -590,7 +596,7 @@ int kdl__kl_begin(const kdl_inputs *in, const struct kdl_run_kl_opts *o, kdl_doc
         if (!in->teacher || in->nstudents == 0)
                 return kdl_error(-KDL_EUSAGE, "kl needs a teacher (-t) and a student (-s)");
         /* Before anything is allocated: what the largest job needs. */
-        err = kdl__kl_need(in, o, &nd);
+        err = kdl__kl_need(in, o, topk, &nd);
         err = err ?: kdl__need_check(&nd, o->common.memory, KDL_KL_LEVERS);
         kdl__need_release(&nd);
         if (err < 0)

@@ -611,14 +611,22 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
 
 /* The quality of the widest teacher layer of @l: the subsample X of @nx rows of every
  * source (kept after the CKA pass), the class-spectra rows X_c (@ncr of one layer,
- * gathered in a pass of its own over a stream of that layer), the n x n Gram and two
- * copies of X of the quality, one class's D x D covariance and its eigenvectors. */
+ * gathered in a pass of its own over a stream of that layer) and what
+ * kdl_quality_compute() holds at its peak (kdl_quality_bytes()). */
 static int quality_need(const struct run *r, const struct kdl__srcs *l, size_t nx, size_t ncr,
                         kdl__need *ret)
 {
         struct kdl_stream_opts so = {.skip_nonfinite = r->o->common.skip_nonfinite};
-        size_t d = 0, stream = 0, q;
+        const struct kdl__layers_classes *cls = &r->cls;
+        size_t d = 0, stream = 0, present = 0, ncols = 0, q;
         int err;
+
+        for (size_t c = 0; c < cls->nclasses; c++) {
+                size_t rc = cls->count[c] < cls->want_c[c] ? cls->count[c] : cls->want_c[c];
+
+                present += cls->count[c] > 0 && cls->want_x[c] > 0;
+                ncols = rc > ncols ? rc : ncols;
+        }
 
         for (size_t k = 0; k < l->n; k++) {
                 struct kdl_stream_cost c;
@@ -632,8 +640,7 @@ static int quality_need(const struct run *r, const struct kdl__srcs *l, size_t n
                 q = kdl_stream_cost_bytes(&c, r->n, &so);
                 stream = q > stream ? q : stream;
         }
-        q = kdl_sat_add(kdl_sat_mul(nx, nx), kdl_sat_mul(2 * nx, d));
-        q = kdl_sat_add(q, kdl_sat_mul(2 * d, d));
+        q = kdl_quality_bytes(nx, d, r->nclasses, present, ncr, ncols);
         err = kdl__need_add(ret, kdl__gather_bytes(l, nx), KDL_LEVER_SUBSAMPLE,
                             "the subsample X of %zu rows of every source", nx);
         err = err ?: kdl__need_add(ret, stream, 0, "the blocks of one layer's pass");
@@ -642,7 +649,7 @@ static int quality_need(const struct run *r, const struct kdl__srcs *l, size_t n
                                        KDL_LEVER_PER_CLASS,
                                        "the %zu class-spectra rows of one layer", ncr);
         return err
-                       ?: kdl__need_add(ret, kdl_sat_mul(q, sizeof(double)), KDL_LEVER_SUBSAMPLE,
+                       ?: kdl__need_add(ret, q, KDL_LEVER_SUBSAMPLE,
                                         "the quality of a layer of width %zu on X", d);
 }
 

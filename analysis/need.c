@@ -23,6 +23,7 @@ static const char *const lever_names[KDL_LEVER_COUNT_] = {
         "--sketch-rank",
         "--domain off",
         "--per-class",
+        "fewer --topk values",
 };
 
 int kdl__need_add(kdl__need *nd, size_t bytes, unsigned levers, const char *fmt, ...)

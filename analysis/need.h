@@ -44,7 +44,8 @@ enum kdl__lever {
         KDL_LEVER_SKETCH_RANK = 1u << 11, /* --sketch-rank (dims: the logits' sketch) */
         KDL_LEVER_DOMAIN = 1u << 12,      /* --domain off (split: no domain level) */
         KDL_LEVER_PER_CLASS = 1u << 13,   /* --per-class (layers: fewer class-spectra rows) */
-        KDL_LEVER_COUNT_ = 14
+        KDL_LEVER_TOPK = 1u << 14,        /* fewer --topk values (kl: the top-k job's state) */
+        KDL_LEVER_COUNT_ = 15
 };
 
 #define KDL_NEED_PARTS 32

@@ -174,6 +174,24 @@ void kdl__kl_reservoir_release(struct kdl__kl_reservoir *r);
  * Return: 0; -KDL_EOVERFLOW; -ENOMEM (@r unchanged). */
 int kdl__kl_reservoir_reserve(struct kdl__kl_reservoir *r, size_t n);
 
+struct kdl__packer;   /* metrics/pack.h */
+struct kdl__unpacker; /* metrics/pack.h */
+
+/* The reservoir @r's items as packed bytes (kl-pack.c): their count, keys, sample indices
+ * and values. */
+void kdl__kl_reservoir_pack(struct kdl__packer *p, const struct kdl__kl_reservoir *r);
+
+/* The packed items of kdl__kl_reservoir_pack() into @r, an empty reservoir (from
+ * kdl__kl_reservoir_init()) of the packing state's cap and width; @what names the state in
+ * a message.  @r is unchanged on failure; release it either way.  For merging only: it has
+ * no heap.  Return: 0; -KDL_ESCHEMA (more items than cap, a short buffer); -ENOMEM. */
+int kdl__kl_reservoir_unpack(struct kdl__unpacker *u, struct kdl__kl_reservoir *r,
+                             const char *what);
+
+/* The slots kdl__kl_reservoir_reserve() grows @alloc slots to for @n items under @cap
+ * (from 256, doubling, at most @cap; @alloc when they fit). */
+size_t kdl__kl_reservoir_room(size_t alloc, size_t n, size_t cap);
+
 /* Offer the @m samples of @b, whose values are @vals[i * m + row]
  * (i < width).  Room was reserved. */
 void kdl__kl_reservoir_add_block(struct kdl__kl_reservoir *r, const double *vals, size_t m,

@@ -39,10 +39,7 @@ int kdl_kl_state_pack(const kdl_kl_state *s, void **buf, size_t *len)
         kdl__pack(&p, &st->sst_t, sizeof(st->sst_t));
         if (s->cfg.feat)
                 kdl__pack(&p, st->mu_t, s->cfg.d_t * sizeof(*st->mu_t));
-        kdl__pack(&p, &r->n, sizeof(r->n));
-        kdl__pack(&p, r->key, r->n * sizeof(*r->key));
-        kdl__pack(&p, r->idx, r->n * sizeof(*r->idx));
-        kdl__pack(&p, r->val, r->n * r->width * sizeof(*r->val));
+        kdl__kl_reservoir_pack(&p, r);
         return kdl__pack_done(&p, buf, len);
 }
 
@@ -52,10 +49,10 @@ int kdl_kl_state_merge_packed(kdl_kl_state *s, const void *buf, size_t len)
         size_t nv = s->cfg.ntau * NV;
         kdl_kl_state from = *s; /* the same configuration; its own sums and reservoir */
         struct kdl__kl_stats *st = &from.st;
-        struct kdl__kl_reservoir *r = &from.res;
-        void *v = NULL, *sabs = NULL, *mu = NULL, *key = NULL, *idx = NULL, *val = NULL;
+        void *v = NULL, *sabs = NULL, *mu = NULL;
         int err;
 
+        kdl__kl_reservoir_init(&from.res, s->res.cap, s->res.seed, s->res.width);
         err = get(&u, &st->n, sizeof(st->n));
         err = err ?: take(&u, nv * sizeof(*st->v), &v);
         err = err ?: take(&u, nv * sizeof(*st->sabs), &sabs);
@@ -64,32 +61,54 @@ int kdl_kl_state_merge_packed(kdl_kl_state *s, const void *buf, size_t len)
         err = err ?: get(&u, &st->sst_t, sizeof(st->sst_t));
         if (!err && s->cfg.feat)
                 err = take(&u, s->cfg.d_t * sizeof(*st->mu_t), &mu);
-        err = err ?: get(&u, &r->n, sizeof(r->n));
-        if (!err && r->n > r->cap)
-                err = kdl_error(-KDL_ESCHEMA, "KL: a packed reservoir of %zu > %zu samples", r->n,
-                                r->cap);
-        err = err ?: take(&u, r->n * sizeof(*r->key), &key);
-        err = err ?: take(&u, r->n * sizeof(*r->idx), &idx);
-        err = err ?: take(&u, r->n * r->width * sizeof(*r->val), &val);
+        err = err ?: kdl__kl_reservoir_unpack(&u, &from.res, "KL");
         err = err ?: kdl__unpack_end(&u, "KL");
         if (!err) {
                 st->v = v;
                 st->sabs = sabs;
                 st->mu_t = mu;
-                r->key = key;
-                r->idx = idx;
-                r->val = val;
-                r->alloc = r->n;
-                r->heap = NULL;
                 err = kdl_kl_merge(s, &from);
         }
         free(v);
         free(sabs);
         free(mu);
-        free(key);
-        free(idx);
-        free(val);
+        kdl__kl_reservoir_release(&from.res);
         return err;
+}
+
+void kdl__kl_reservoir_pack(struct kdl__packer *p, const struct kdl__kl_reservoir *r)
+{
+        kdl__pack(p, &r->n, sizeof(r->n));
+        kdl__pack(p, r->key, r->n * sizeof(*r->key));
+        kdl__pack(p, r->idx, r->n * sizeof(*r->idx));
+        kdl__pack(p, r->val, r->n * r->width * sizeof(*r->val));
+}
+
+int kdl__kl_reservoir_unpack(struct kdl__unpacker *u, struct kdl__kl_reservoir *r, const char *what)
+{
+        void *key = NULL, *idx = NULL, *val = NULL;
+        size_t n = 0;
+        int err;
+
+        assert(r->n == 0 && r->alloc == 0);
+        err = kdl__unpack_get(u, &n, sizeof(n), what);
+        if (!err && n > r->cap)
+                err = kdl_error(-KDL_ESCHEMA, "%s: a packed reservoir of %zu > %zu samples", what,
+                                n, r->cap);
+        err = err ?: kdl__unpack_dup(u, n * sizeof(*r->key), &key, what);
+        err = err ?: kdl__unpack_dup(u, n * sizeof(*r->idx), &idx, what);
+        err = err ?: kdl__unpack_dup(u, n * r->width * sizeof(*r->val), &val, what);
+        if (err < 0) {
+                free(val);
+                free(idx);
+                free(key);
+                return err;
+        }
+        r->key = key;
+        r->idx = idx;
+        r->val = val;
+        r->n = r->alloc = n;
+        return 0;
 }
 
 int kdl_kl_proj_state_pack(const kdl_kl_proj_state *s, void **buf, size_t *len)

@@ -36,21 +36,28 @@ void kdl__kl_reservoir_release(struct kdl__kl_reservoir *r)
         free(r->heap);
 }
 
+size_t kdl__kl_reservoir_room(size_t alloc, size_t n, size_t cap)
+{
+        size_t na;
+
+        if (n > cap)
+                n = cap;
+        if (n <= alloc)
+                return alloc;
+        na = alloc ? alloc : 256;
+        while (na < n)
+                na = na > cap / 2 ? cap : 2 * na;
+        return na < cap ? na : cap;
+}
+
 int kdl__kl_reservoir_reserve(struct kdl__kl_reservoir *r, size_t n)
 {
-        size_t na, bytes;
+        size_t na = kdl__kl_reservoir_room(r->alloc, n, r->cap), bytes;
         void *p;
         int err;
 
-        if (n > r->cap)
-                n = r->cap;
-        if (n <= r->alloc)
+        if (na == r->alloc)
                 return 0;
-        na = r->alloc ? r->alloc : 256;
-        while (na < n)
-                na = na > r->cap / 2 ? r->cap : 2 * na;
-        if (na > r->cap)
-                na = r->cap;
         if ((err = kdl_mul_size(na, r->width * sizeof(double), &bytes)) < 0)
                 return err;
         if (!(p = realloc(r->key, na * sizeof(uint64_t))))

@@ -6,9 +6,11 @@
 
 #include "metrics/base/alloc.h"
 #include "metrics/base/error.h"
+#include "metrics/base/budget.h"
 #include "metrics/kl-internal.h"
 #include "metrics/kl-topk.h"
 #include "metrics/moments.h"
+#include "metrics/pack.h"
 #include "metrics/sample.h"
 #include "metrics/base/banned.h"
 
@@ -171,6 +173,34 @@ int kdl_kl_topk_state_new(const kdl_kl_topk_opts *o, kdl_kl_topk_state **ret)
                         s->tau1 = (ptrdiff_t) t;
         *ret = s;
         return 0;
+}
+
+size_t kdl_kl_topk_bytes(const kdl_kl_topk_opts *o, size_t n, size_t rows, size_t *ret_reservoir)
+{
+        size_t kmax = 0, ns, slots, fixed, res;
+
+        assert(o && ret_reservoir);
+        for (size_t i = 0; i < o->nk; i++)
+                kmax = o->k[i] > kmax ? o->k[i] : kmax;
+        ns = kdl_sat_mul(o->ntau, 2 + NSRC * o->nk);
+        slots = kdl__kl_reservoir_room(0, n, o->reservoir);
+        /* kdl_kl_topk_state_new(): the state, the statistics per slot, the scratch. */
+        fixed = sizeof(kdl_kl_topk_state) + o->ntau * sizeof(double) + o->nk * sizeof(size_t);
+        fixed = kdl_sat_add(fixed, kdl_sat_mul(ns, sizeof(kdl_comoments) + sizeof(double)));
+        fixed = kdl_sat_add(fixed, kdl_sat_mul(o->c, 5 * sizeof(double) + 1));
+        fixed = kdl_sat_add(fixed,
+                            kdl_sat_mul(kmax, sizeof(size_t)) + 3 * (kmax + 1) * sizeof(double));
+        /* A block's values, and the result of kdl_kl_topk_finalize(). */
+        fixed = kdl_sat_add(fixed, kdl_sat_mul(kdl_sat_mul(ns, rows ? rows : 1), sizeof(double)));
+        fixed = kdl_sat_add(fixed, kdl_sat_mul(ns, sizeof(kdl_kl_fidelity)));
+        /* The reservoir (keys, sample indices, heap, values), then spearman(): three columns,
+         * kdl_ranks()'s workspace and the slot order with kdl__kl_reservoir_order()'s pairs. */
+        res = kdl_sat_mul(slots, 3 * sizeof(uint64_t));
+        res = kdl_sat_add(res, kdl_sat_mul(kdl_sat_mul(slots, ns), sizeof(double)));
+        res = kdl_sat_add(res, kdl_sat_mul(slots, 3 * sizeof(double) + sizeof(kdl_ranked) +
+                                                          3 * sizeof(size_t)));
+        *ret_reservoir = res;
+        return fixed;
 }
 
 /* Class a ranks below class b: a smaller value, or the same value at a larger class. */
@@ -420,6 +450,46 @@ int kdl_kl_topk_merge(kdl_kl_topk_state *into, const kdl_kl_topk_state *from)
         kdl__kl_reservoir_merge(&into->res, &from->res);
         into->n += from->n;
         return 0;
+}
+
+int kdl_kl_topk_state_pack(const kdl_kl_topk_state *s, void **buf, size_t *len)
+{
+        const struct kdl__kl_reservoir *r = &s->res;
+        size_t ns = s->ntau * s->width;
+        struct kdl__packer p = {0};
+
+        assert(s && buf && len);
+        kdl__pack(&p, &s->n, sizeof(s->n));
+        kdl__pack(&p, s->cm, ns * sizeof(*s->cm));
+        kdl__pack(&p, s->sabs, ns * sizeof(*s->sabs));
+        kdl__kl_reservoir_pack(&p, r);
+        return kdl__pack_done(&p, buf, len);
+}
+
+int kdl_kl_topk_state_merge_packed(kdl_kl_topk_state *s, const void *buf, size_t len)
+{
+        struct kdl__unpacker u = {buf, len, 0};
+        size_t ns = s->ntau * s->width;
+        kdl_kl_topk_state from = *s; /* the same options; its own sums and reservoir */
+        void *cm = NULL, *sabs = NULL;
+        int err;
+
+        assert(s && buf);
+        kdl__kl_reservoir_init(&from.res, s->res.cap, s->res.seed, s->res.width);
+        err = kdl__unpack_get(&u, &from.n, sizeof(from.n), "top-k");
+        err = err ?: kdl__unpack_dup(&u, ns * sizeof(*from.cm), &cm, "top-k");
+        err = err ?: kdl__unpack_dup(&u, ns * sizeof(*from.sabs), &sabs, "top-k");
+        err = err ?: kdl__kl_reservoir_unpack(&u, &from.res, "top-k");
+        err = err ?: kdl__unpack_end(&u, "top-k");
+        if (!err) {
+                from.cm = cm;
+                from.sabs = sabs;
+                err = kdl_kl_topk_merge(s, &from);
+        }
+        free(sabs);
+        free(cm);
+        kdl__kl_reservoir_release(&from.res);
+        return err;
 }
 
 void kdl_kl_topk_result_free(kdl_kl_topk_result *r)

@@ -115,6 +115,16 @@ KDL_API const kdl_kl_fidelity *kdl_kl_topk_fidelity(const kdl_kl_topk_result *r,
 KDL_API int kdl_kl_topk_state_new(const kdl_kl_topk_opts *o, kdl_kl_topk_state **ret);
 
 /**
+ * kdl_kl_topk_bytes() - what a state of @o holds at its peak over @n samples read in blocks
+ * of at most @rows rows, in bytes (saturating), kdl_kl_topk_finalize() included: the
+ * Spearman reservoir of min(@n, o->reservoir) samples x ntau (2 + 3 nk) values and its
+ * ranking into *@ret_reservoir; the rest returned (the statistics, the scratch of C classes
+ * and k_max, a block's values, the result).
+ */
+KDL_API size_t kdl_kl_topk_bytes(const kdl_kl_topk_opts *o, size_t n, size_t rows,
+                                 size_t *ret_reservoir);
+
+/**
  * kdl_kl_topk_accumulate() - the values of the block's samples, added.
  * @b: only zt and zs (both [m, c]) are read; the other tensors must be NULL.
  * On failure @s is unchanged.
@@ -129,6 +139,17 @@ KDL_API int kdl_kl_topk_accumulate(kdl_kl_topk_state *s, const kdl_kl_block *b);
  * Return: 0; -KDL_EMISMATCH for states of different options; -ENOMEM.
  */
 KDL_API int kdl_kl_topk_merge(kdl_kl_topk_state *into, const kdl_kl_topk_state *from);
+
+/**
+ * kdl_kl_topk_state_pack() - @s's samples as bytes, for the processes of an MPI run
+ * (O(ntau (2 + 3 nk) (1 + reservoir)) doubles); *@buf malloc'd, the caller frees.
+ * kdl_kl_topk_state_merge_packed() - add the samples of a packed state made with the same
+ * options to @s, as kdl_kl_topk_merge().  The format is private to one build.
+ * Return: 0; -KDL_ESCHEMA when @len is not a packed state's; -ENOMEM; the errors of
+ * kdl_kl_topk_merge().
+ */
+KDL_API int kdl_kl_topk_state_pack(const kdl_kl_topk_state *s, void **buf, size_t *len);
+KDL_API int kdl_kl_topk_state_merge_packed(kdl_kl_topk_state *s, const void *buf, size_t len);
 
 /**
  * kdl_kl_topk_finalize() - the fidelity statistics (as kdl_kl_finalize()'s).

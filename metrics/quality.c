@@ -10,6 +10,7 @@
 #include <lapacke.h>
 
 #include "metrics/base/alloc.h"
+#include "metrics/base/budget.h"
 #include "metrics/base/error.h"
 #include "metrics/quality.h"
 #include "metrics/quality-internal.h"
@@ -223,6 +224,55 @@ static int class_spectrum(double *y, size_t nc, size_t d, size_t ncols, double t
          * before counting one more, as the authors' while loop. */
         *ret_kc = cnt;
         return 0;
+}
+
+/* @a * @b + @c, saturating. */
+static size_t mul_add(size_t a, size_t b, size_t c)
+{
+        return kdl_sat_add(kdl_sat_mul(a, b), c);
+}
+
+/* The larger of @a and @b. */
+static size_t larger(size_t a, size_t b)
+{
+        return a > b ? a : b;
+}
+
+/* What LAPACKE_dsyevd() allocates for a row-major [k, k] (the transposed copy, the work and
+ * iwork arrays), in doubles; @vectors: jobz 'V'. */
+static size_t syevd_doubles(size_t k, bool vectors)
+{
+        size_t work = vectors ? mul_add(2 * k, k, 6 * k + 1) : 2 * k + 1;
+
+        return kdl_sat_add(mul_add(k, k, work), vectors ? 5 * k + 3 : 1);
+}
+
+size_t kdl_quality_bytes(size_t n, size_t d, size_t nclasses, size_t present, size_t ncr,
+                         size_t ncols)
+{
+        size_t kmax = ncols < d ? ncols : d, kmin = n < d ? n : d, step, peak;
+        /* The class-sorted copy and the Gram, alive throughout; the class offsets. */
+        size_t base = kdl_sat_add(mul_add(n, d, 1), mul_add(n, n, 1) + nclasses + 1);
+        /* The class means (of the classes present), the global mean and the norms. */
+        size_t means = mul_add(present, d, d + 2 * present + 2);
+
+        /* Class spectra: one class's rows, its k x k product and eigenvalues, the spectra
+         * of the classes present, the row order and counters. */
+        step = mul_add(ncols, d, kdl_sat_add(mul_add(kmax, kmax, 0), syevd_doubles(kmax, false)));
+        step = kdl_sat_add(step, mul_add(present, kmax + 1, ncr + 5 * nclasses + 3));
+        peak = step;
+        /* Effective rank: the centred copy and the covariance (D <= n), else the Gram's. */
+        step = d <= n ? mul_add(n, d, mul_add(d, d, syevd_doubles(d, false)))
+                      : kdl_sat_add(n, syevd_doubles(n, false));
+        peak = larger(peak, kdl_sat_add(step, kmin + 1));
+        /* NCM: the n x classes scores. */
+        peak = larger(peak, mul_add(n, present, means));
+        /* NC1: M [d, classes], its eigenvectors, the two n x classes products. */
+        step = mul_add(2 * n + d, present, mul_add(present, present, present + 1));
+        peak = larger(peak, kdl_sat_add(kdl_sat_add(step, syevd_doubles(present, true)), means));
+        /* The geometry's per-row and per-class sums. */
+        peak = larger(peak, 2 * n + 6 * nclasses);
+        return kdl_sat_mul(kdl_sat_add(base, peak), sizeof(double));
 }
 
 /* Rows of the largest class. */

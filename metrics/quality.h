@@ -115,10 +115,12 @@ typedef struct kdl_quality {
  * authors' code assumes none); @ret says how many classes were used.
  * Cosines and distances come from one n×n Gram matrix in float64, distances
  * as sqrt(max(0, ‖a‖² + ‖b‖² - 2aᵀb)); each class's nearest-enemy distance
- * is then recomputed from the features.  Memory: n² + 2 n D doubles, the
- * class spectra and means of the classes present, and a few counters per
- * class of @nclasses (no table grows as @nclasses², so a subsample of a few
- * classes out of a vocabulary of labels costs what its rows cost).
+ * is then recomputed from the features.  Memory (kdl_quality_bytes()): n² + n D
+ * doubles throughout, then the largest of the class spectra, the effective
+ * rank's covariance, and the n x K products and K x K eigenvectors of NCM and
+ * NC1 over the K classes present, and a few counters per class of @nclasses
+ * (no table grows as @nclasses², so a subsample of a few classes out of a
+ * vocabulary of labels costs what its rows cost).
  *
  * Return: 0; -KDL_ESHAPE (widths differ, fewer than two classes with two
  * rows); -KDL_ERANGE (a label, an option); -KDL_ENONFINITE; -KDL_ENOCONV
@@ -127,6 +129,18 @@ typedef struct kdl_quality {
 KDL_API int kdl_quality_compute(const kdl_tensor *x, const int64_t *labels, const kdl_tensor *xc,
                                 const int64_t *labels_c, size_t nclasses, const kdl_quality_opts *o,
                                 kdl_quality *ret);
+
+/**
+ * kdl_quality_bytes() - the most kdl_quality_compute() holds at once besides its inputs, in
+ * bytes (saturating): for @n rows of width @d in @present classes (with rows) of @nclasses,
+ * and @ncr class-spectra rows whose largest class has @ncols rows.  The largest of its
+ * steps, each with the class-sorted copy of @x and the n x n Gram: the class spectra, the
+ * effective rank (the centred covariance, or the Gram's eigenvalues), NCM (n x classes
+ * scores) and NC1 (the between-class eigenvectors and two n x classes products), LAPACKE's
+ * row-major copies and workspaces included.
+ */
+KDL_API size_t kdl_quality_bytes(size_t n, size_t d, size_t nclasses, size_t present, size_t ncr,
+                                 size_t ncols);
 
 /*
  * The fewest samples per class of the authors' settings: their subsample of

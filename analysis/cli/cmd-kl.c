@@ -101,7 +101,11 @@ static int run(kdl_inputs *in, const void *o, kdl_doc *doc)
 
 static int plan(kdl_inputs *in, const void *o, kdl_doc *doc)
 {
-        return kdl_run_kl_plan(in, &((const struct kl_cli_opts *) o)->o, doc);
+        const struct kl_cli_opts *ko = o;
+
+        if (ko->nk)
+                return kdl_run_kl_topk_plan(in, &ko->o, ko->k, ko->nk, doc);
+        return kdl_run_kl_plan(in, &ko->o, doc);
 }
 
 int cmd_kl(int argc, char **argv, struct kdl_cli *cli)

@@ -250,13 +250,13 @@ static void test_logit_methods_and_budget(void **state)
                 kdl_doc_free(doc);
         }
 
-        /* Too small a budget: refused, with the sizes and the way out. */
+        /* Too small a budget: refused before any job, with the largest part and the way out. */
         kdl_run_dims_opts_init(&o);
         o.common.memory = 4096;
         assert_int_equal(kdl_doc_new("dims", &doc), 0);
         assert_int_equal(kdl_run_dims(in, &o, doc), -KDL_EBUDGET);
         assert_non_null(strstr(kdl_errmsg(), "dims needs "));
-        assert_non_null(strstr(kdl_errmsg(), "(--memory is 4 KiB): lower it with --layer"));
+        assert_non_null(strstr(kdl_errmsg(), "(--memory is 4 KiB): lower it with --block-rows"));
         assert_int_equal(kdl_doc_ntables(doc), 0);
         kdl_doc_free(doc);
         kdl_doc_free(ref);

@@ -106,10 +106,13 @@ PROBE = ("import resource, subprocess, sys\n"
          "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 
 
-def peak_rss(*args):
+def peak_rss(*args, perturb=False):
     """The peak resident memory of kdlens ARGS in bytes, from resource.getrusage() of the
-    child (exit status 0 required)."""
+    child (exit status 0 required); @perturb: with glibc's MALLOC_PERTURB_, which touches
+    every allocated page (as meson test sets it), so that the peak is what was allocated."""
     env = dict(os.environ)
+    if perturb:
+        env["MALLOC_PERTURB_"] = "91"
     if sanitized():
         # ASan keeps freed blocks in a quarantine (256 MiB by default) that would count as
         # resident: a small one, so that the peak is the live memory plus shadow.
@@ -194,7 +197,10 @@ def test_small_budgets_are_refused_in_one_line():
     assert "cka: " in line and line.endswith(": raise --memory"), line
     assert not os.path.exists(rep), "the report directory was made"
     line = refused(("dims", "-t", KT, "-s", KS), "dims")
-    assert "the feature layers of" in line and "lower it with --layer or --block-rows" in line
+    assert "the centred logits (C = 200, N = 60000) by sketch" in line, line
+    assert "lower it with --sketch-rank, or raise" in line, line
+    line = refused(("dims", "-t", CT, "--logit-spectrum", "exact-features"), "dims")
+    assert "the spectra of 2 feature layers" in line and "--block-rows or --layer" in line, line
     refused(("layers", "-t", CT), "layers")
     line = refused(("inspect", KT), "inspect")
     assert "lower it with --quick" in line
@@ -359,6 +365,93 @@ def test_layers_plan_counts_the_class_rows_and_the_run_checks_it():
         if not fits:
             kt.one_line_error(err, "kdlens layers: layers needs ", " for ", "--memory is ")
             assert out == "", out
+
+
+def test_dims_refuses_before_reading_anything():
+    """dims checks the need of all its jobs (the plan's) before the first job reads a head
+    weight or a block: on a teacher whose logits and head weight are NaN (which any read
+    fails on), a budget one byte under the plan is refused as over budget, and one at the
+    plan fails on the NaN. Before, each job checked its own share after the teacher's pass
+    and the head's SVD (23 s on the N = 200,000, C = 32,000 token dump)."""
+    t = os.path.join(DIR, "tnanhead.h5")
+    write_dump(t, "teacher", 1, 300, 5, (8, 12), nan=True)
+    with h5py.File(t, "r+") as f:
+        f["checkpoints/final/head/weight"][0, 0] = np.nan
+    for args in (("dims", "-t", t, "-s", S), ("dims", "-t", t)):
+        row, _ = plan(*args)
+        st, out, err = kt.run(*args, "--memory", str(row["need_bytes"] - 1))
+        assert st == 1 and out == "" and "NaN" not in err, (args, st, err)
+        kt.one_line_error(err, "kdlens dims: dims needs ", " for ", "--memory is ")
+        st, _, err = kt.run(*args, "--memory", str(row["need_bytes"]))
+        assert st == 1 and "NaN" in err and "needs" not in err, (args, st, err)
+
+
+def test_layers_quality_step_is_in_the_plan():
+    """layers' quality of a layer holds, besides the subsample's class-sorted copy and Gram,
+    NC1's two n x K products and the K x K eigenvectors of the K classes present (with
+    LAPACKE's row-major copy and workspace), and NCM's n x K scores: with many classes they
+    are the peak. 4,100 classes, 3 samples each (a class subset of 1,666 classes, 4,998
+    rows), one feature layer of width 8, logits too wide for layers' CKA: the Gram is 191
+    MiB, the quality step 403 MiB, which the plan counts (it counted n^2 + 2 n D + 2 D^2
+    doubles, 212 MiB short here; at N = 1,000,000, C = 1,000 the run peaked 84 MiB over the
+    plan). Measured with every allocated page touched: plan <= peak <= plan + OVERHEAD."""
+    path = os.path.join(DIR, "many-classes.h5")
+    n, c = 12300, 4100
+    with h5py.File(path, "w") as f:
+        f.attrs.update(kdlens_format=1, role="teacher", model="teacher")
+        f["labels"] = (np.arange(n) % c).astype(np.int64)
+        g = f.create_group("checkpoints/final")
+        g.attrs["step"] = np.int64(1)
+        x = np.random.default_rng(14).standard_normal((n, 8)).astype("f4")
+        g.create_dataset("features/l0", data=x).attrs["depth"] = 0
+        # Never read by layers (min(N, C) > 4096): zeros, compressed to nothing.
+        g.create_dataset("logits", data=np.zeros((n, c), "f2"), chunks=(64, c),
+                         compression="gzip")
+    args = ("layers", "-t", path)
+    row, parts = plan(*args)
+    (q,) = [p for p in parts if p["part"].startswith("the quality of a layer")]
+    nx = 4998
+    assert q["bytes"] > (nx * nx + 2 * nx * 8 + 2 * 8 * 8) * 8 + 200 * MIB, q
+    rss = peak_rss(*args, "--format", "json", perturb=True)
+    print(f"  layers, 1,666 classes: plan {row['need_bytes'] / MIB:.1f} MiB, peak RSS "
+          f"{rss / MIB:.1f} MiB")
+    assert row["need_bytes"] <= rss <= row["need_bytes"] + OVERHEAD, (row, rss)
+
+
+def test_topk_state_is_in_the_plan():
+    """kl --topk's job shares kl's stream; its state (statistics and scratch of C classes,
+    a block's values of ntau (2 + 3 nk) slots, and a Spearman reservoir of up to 65,536
+    samples of those values) is a part of kl's need: the plan grows with the number of k,
+    the run's peak is within it (12 k at 4 temperatures, 105 MiB of top-k state, more than
+    the overhead the check allows), and a budget that fits kl alone refuses --topk, naming
+    fewer --topk values."""
+    base = ("kl", "-t", KT, "-s", KS, "-T", "1,2,4,8")
+    row, parts = plan(*base)
+    assert not any("top-k" in p["part"] for p in parts), parts
+    needs = [row["need_bytes"]]
+    for ks in ("1", "1,8", "1,8,32,128"):
+        row, parts = plan(*base, "--topk", ks)
+        top = [p for p in parts if p["part"].startswith("the top-k ")]
+        assert len(top) == 2 and all("fewer --topk values" in p["lowered_by"] for p in top), top
+        assert row["need_bytes"] == sum(p["bytes"] for p in parts), (row, parts)
+        needs.append(row["need_bytes"])
+    assert needs == sorted(needs) and len(set(needs)) == len(needs), needs
+    args = base + ("--topk", ",".join(str(k) for k in range(1, 13)))
+    row, parts = plan(*args)
+    top = sum(p["bytes"] for p in parts if p["part"].startswith("the top-k "))
+    assert top > OVERHEAD, (top, parts)
+    rss = peak_rss(*args, "--format", "json", perturb=True)
+    print(f"  kl --topk (12 k, 4 temperatures): plan {row['need_bytes'] / MIB:.1f} MiB (top-k "
+          f"{top / MIB:.1f} MiB), peak RSS {rss / MIB:.1f} MiB")
+    assert row["need_bytes"] <= rss <= row["need_bytes"] + OVERHEAD, (row, rss)
+    # 100 MiB: kl alone fits (its blocks shrink to a sixteenth), the top-k reservoir does not.
+    budget = str(100 * MIB)
+    assert plan(*base, "--memory", budget)[0]["fits"] is True
+    assert plan(*args, "--memory", budget)[0]["fits"] is False
+    st, out, err = kt.run(*args, "--memory", budget, "--format", "json")
+    assert st == 1 and out == "", (st, out[:200], err)
+    kt.one_line_error(err, "kdlens kl: kl needs ", " for the top-k Spearman reservoir of ",
+                      "lower it with --spearman-samples or fewer --topk values, or raise")
 
 
 def test_small_budget_reads_smaller_blocks_same_numbers():

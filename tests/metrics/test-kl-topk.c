@@ -113,21 +113,34 @@ static void test_merge_equals_one_pass(void **state_)
         const size_t k[] = {3, 9};
         const double tau[] = {2.0};
         kdl_kl_topk_state *a = state(k, 2, tau, 1), *b = state(k, 2, tau, 1);
-        kdl_kl_topk_state *one = state(k, 2, tau, 1);
-        kdl_kl_topk_result *ra = NULL, *ro = NULL;
+        kdl_kl_topk_state *one = state(k, 2, tau, 1), *c = state(k, 2, tau, 1);
+        kdl_kl_topk_result *ra = NULL, *ro = NULL, *rc = NULL;
+        void *buf = NULL;
+        size_t len = 0;
 
         (void) state_;
         fill(2, zt, zs);
         assert_int_equal(add_rows(one, zt, zs, 0, N), 0);
         assert_int_equal(add_rows(a, zt, zs, 0, 20), 0);
+        assert_int_equal(add_rows(c, zt, zs, 0, 20), 0);
         assert_int_equal(add_rows(b, zt, zs, 20, N - 20), 0);
+        /* Packed (as under MPI): the same merge; a short buffer is refused, @c unchanged. */
+        assert_int_equal(kdl_kl_topk_state_pack(b, &buf, &len), 0);
+        assert_int_equal(kdl_kl_topk_state_merge_packed(c, buf, len - 1), -KDL_ESCHEMA);
+        assert_int_equal(kdl_kl_topk_state_merge_packed(c, buf, len), 0);
+        free(buf);
         assert_int_equal(kdl_kl_topk_merge(a, b), 0);
         assert_int_equal(kdl_kl_topk_finalize(a, &ra), 0);
+        assert_int_equal(kdl_kl_topk_finalize(c, &rc), 0);
         assert_int_equal(kdl_kl_topk_finalize(one, &ro), 0);
         for (size_t v = 0; v < KDL_KL_TOPK_VALUE_COUNT_; v++)
                 for (size_t ik = 0; ik < 2; ik++) {
                         const kdl_kl_fidelity *x = kdl_kl_topk_fidelity(ra, 0, v, ik);
                         const kdl_kl_fidelity *y = kdl_kl_topk_fidelity(ro, 0, v, ik);
+                        const kdl_kl_fidelity *z = kdl_kl_topk_fidelity(rc, 0, v, ik);
+
+                        /* The same merge: mean, ratio, pearson, spearman, relerr bit for bit. */
+                        assert_memory_equal(&z->mean, &x->mean, 5 * sizeof(double));
 
                         /* The draws depend on the sample index, not on the block. */
                         assert_close(x->mean, y->mean, 1e-13, 0);
@@ -136,9 +149,11 @@ static void test_merge_equals_one_pass(void **state_)
                         assert_close(x->relerr, y->relerr, 1e-12, 0);
                 }
         kdl_kl_topk_result_free(ra);
+        kdl_kl_topk_result_free(rc);
         kdl_kl_topk_result_free(ro);
         kdl_kl_topk_state_free(a);
         kdl_kl_topk_state_free(b);
+        kdl_kl_topk_state_free(c);
         kdl_kl_topk_state_free(one);
 }
 

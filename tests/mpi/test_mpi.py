@@ -94,6 +94,13 @@ def test_kl():
     check_command("kl")
 
 
+def test_kl_topk():
+    """kl --topk's job merges its states as kl's: its table kl_topk (the draws of sampled
+    are a function of the sample index, the reservoir of the sample's hash) is the one of
+    a single process."""
+    check_command("kl", ("--topk", "1,3,7", "-T", "1,2"))
+
+
 def test_kl_small_reservoir():
     """Spearman on a subsample: the reservoir keeps the samples of smallest
     hash(seed, sample index), so the same ones whatever P: exact."""
