@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "analysis/inputs.h"
+#include "analysis/kl-topk.h"
 #include "analysis/summary.h"
 #include "loaders/h5.h"
 #include "reports/table.h"
@@ -45,6 +46,11 @@ struct kdl_run_report_opts {
          * values that have them. */
         size_t ngroups;
         const char *groups[KDL_SUMMARY_MAX_GROUPS];
+        /* The k of the section "Sparse teacher targets" (kdlens kl --topk, @ntopk values);
+         * 0: 1, 8, 32, 128 capped at the classes when the teacher dump has /sequence_ids or
+         * logits_topk, else no such section. */
+        size_t ntopk;
+        size_t topk[KDL_RUN_MAX_TOPK];
 };
 
 /**

@@ -260,7 +260,7 @@ static const struct kdl_cmd commands[] = {
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
          "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [--force] [-T TAU] "
          "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] "
-         "[--group NAME=FILE,FILE,...] [--memory LIMIT] [--plan] [--quiet]",
+         "[--group NAME=FILE,FILE,...] [--topk 1,8,32,128] [--memory LIMIT] [--plan] [--quiet]",
          "  -t, --teacher FILE   the teacher's dump\n"
          "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
          "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
@@ -275,6 +275,9 @@ static const struct kdl_cmd commands[] = {
          "  --group NAME=FILE,...  students that are repeats of one configuration (seeds):\n"
          "                       mean ± sd over them in the summary (summary_groups) and\n"
          "                       error bars in the figures (repeatable)\n"
+         "  --topk LIST          the k of the section on sparse teacher targets (kl --topk;\n"
+         "                       default 1,8,32,128 capped at C, when the teacher dump has\n"
+         "                       logits_topk or /sequence_ids; else no such section)\n"
          "  --spatial RULE       avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"
          "  --block-rows R       rows per block of the streams every checkpoint is read on\n"

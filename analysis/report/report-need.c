@@ -160,6 +160,7 @@ int kdl__report_need(struct kdl__report *r, kdl__need *ret)
                         kdl__need_max(ret, &nd);
                 kdl__need_release(&nd);
         }
+        err = err ?: kdl__report_topk_need(r, ret);
         ret->reads = KDL_LAYERS_READS;
         kdl__need_release(&ly);
         kdl__need_release(&sp);
