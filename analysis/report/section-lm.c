@@ -68,7 +68,7 @@ int kdl__report_topk_init(struct kdl__report *r)
                 len += snprintf(r->topk_list + len, sizeof(r->topk_list) - (size_t) len, "%s%zu",
                                 i ? "," : "", r->topk_k[i]);
         r->ntopk = n;
-        r->total += n > 0; /* the section's stage */
+        r->total += n ? 2 : 0; /* the run and the section */
         return 0;
 }
 
