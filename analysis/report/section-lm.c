@@ -156,6 +156,7 @@ static int topk_figure(struct kdl__report *r, const kdl_table *t, size_t k)
                 double hard = topk_value(r, t, path, ck, "hard", 1, "pearson");
 
                 x[i] = (double) r->topk_k[i];
+                f.xmax = x[i] > f.xmax ? x[i] : f.xmax; /* not gnuplot's next power of 10 */
                 for (size_t a = 0; a + 1 < NSERIES; a++)
                         y[a * n + i] = topk_value(r, t, path, ck, series_names[a], r->topk_k[i],
                                                   "pearson");
