@@ -129,17 +129,9 @@ def export_lm_checkpoint(path, model, input_ids, checkpoint, step, *, attention_
             head, head_input, DTYPES[dtype], batch_size))
 
 
-def lm_tokens(input_ids, attention_mask=None, pad_id=None, sequence_ids=None):
-    """Which tokens an export of ``input_ids`` writes, as a dict of numpy arrays.
-
-    ``keep`` [S, T] bool (the columns written), then per row: ``labels``,
-    ``sample_ids``, ``sequence_ids``, ``positions``, and ``rows`` [S] (the
-    first row of each sequence; rows ``rows[s]`` onwards hold its kept
-    columns in order)."""
-    return _tokens(input_ids, attention_mask, pad_id, sequence_ids)
-
-
 def _tokens(input_ids, attention_mask, pad_id, sequence_ids):
+    """Which tokens an export of ``input_ids`` writes: ``keep`` [S, T] (the columns
+    written), then per row ``labels``, ``sample_ids``, ``sequence_ids``, ``positions``."""
     if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or \
             input_ids.is_floating_point():
         raise ValueError("input_ids must be an integer tensor [S, T]")
@@ -165,10 +157,9 @@ def _tokens(input_ids, attention_mask, pad_id, sequence_ids):
         raise ValueError("no token has a next token: nothing to export")
     seq, col = np.nonzero(keep)          # row-major: sequence order, then column order
     positions = (np.cumsum(valid, axis=1) - 1)[seq, col]
-    rows = np.concatenate([[0], np.cumsum(keep.sum(axis=1))[:-1]])
     return {"keep": keep, "labels": ids[seq, col + 1], "sequence_ids": sequence_ids[seq],
             "sample_ids": sequence_ids[seq] * n_col + col,
-            "positions": positions.astype(np.int32), "rows": rows}
+            "positions": positions.astype(np.int32)}
 
 
 def _prepare_tokens(f, path, tokens):
