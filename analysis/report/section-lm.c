@@ -144,19 +144,22 @@ static int topk_figure(struct kdl__report *r, const kdl_table *t, size_t k)
         const char *path = kdl_h5_dump(r->in->students[k])->path;
         const char *ck = kdl__report_last_pair(r, k)->main->name;
         size_t n = r->ntopk;
-        double *y = kdl_new(double, NSERIES *n + n), *x = y + NSERIES * n;
+        double *y = kdl_new(double, NSERIES *n);
+        char *labels = kdl_new(char, 24 * n);
+        const char **ticks = kdl_new(const char *, n);
         char *name = kdl__asprintf("kl_topk_s%zu", k + 1), *cap = NULL;
         struct kdl_series s[NSERIES];
         struct kdl_fig f = {.xlabel = "k (teacher logits kept per token)",
-                            .ylabel = "Pearson r with the exact KL",
-                            .logx = true};
-        int err = y && name ? 0 : -ENOMEM;
+                            .ylabel = "Pearson r with the exact KL"};
+        int err = y && labels && ticks && name ? 0 : -ENOMEM;
 
         for (size_t i = 0; i < n && !err; i++) {
                 double hard = topk_value(r, t, path, ck, "hard", 1, "pearson");
 
-                x[i] = (double) r->topk_k[i];
-                f.xmax = x[i] > f.xmax ? x[i] : f.xmax; /* not gnuplot's next power of 10 */
+                /* the k evenly spaced, as ticks: a log axis would run on to the next power
+                 * of 10 */
+                snprintf(labels + 24 * i, 24, "%zu", r->topk_k[i]);
+                ticks[i] = labels + 24 * i;
                 for (size_t a = 0; a + 1 < NSERIES; a++)
                         y[a * n + i] = topk_value(r, t, path, ck, series_names[a], r->topk_k[i],
                                                   "pearson");
@@ -176,10 +179,12 @@ static int topk_figure(struct kdl__report *r, const kdl_table *t, size_t k)
                                           "classes (report --topk LIST chooses them)"
                                         : "as report --topk gave them");
         err = err ?: cap ? 0 : -ENOMEM;
-        err = err ?: kdl_fig_lines(kdl_site_path(r->site), name, &f, x, NULL, n, s, NSERIES);
+        err = err ?: kdl_fig_lines(kdl_site_path(r->site), name, &f, NULL, ticks, n, s, NSERIES);
         err = err ?: kdl__report_show(r, name, cap, "kl_topk", k);
         free(cap);
         free(name);
+        free(ticks);
+        free(labels);
         free(y);
         return err;
 }
