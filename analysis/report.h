@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "analysis/inputs.h"
+#include "analysis/kl-topk.h"
 #include "analysis/summary.h"
 #include "loaders/h5.h"
 #include "reports/table.h"
@@ -49,6 +50,11 @@ struct kdl_run_report_opts {
          * layers at each student's last checkpoint; CKA alone: no such section. */
         unsigned measures;
         double svcca_keep;
+        /* The k of the section "Sparse teacher targets" (kdlens kl --topk, @ntopk values);
+         * 0: 1, 8, 32, 128 capped at the classes when the teacher dump has /sequence_ids or
+         * logits_topk, else no such section. */
+        size_t ntopk;
+        size_t topk[KDL_RUN_MAX_TOPK];
 };
 
 /**

@@ -266,8 +266,8 @@ static const struct kdl_cmd commands[] = {
         {"report", cmd_report, 0, 0, "write every analysis as figures and tables into a directory",
          "kdlens report -t TEACHER.h5 -s STUDENT.h5 [-s STUDENT.h5 ...] -o DIR [--force] [-T TAU] "
          "[--checkpoint NAME|all] [--teacher-checkpoint NAME|same] [-k K] "
-         "[--group NAME=FILE,FILE,...] [--measure M] [--svcca-keep P] [--memory LIMIT] [--plan] "
-         "[--quiet]",
+         "[--group NAME=FILE,FILE,...] [--measure M] [--svcca-keep P] [--topk 1,8,32,128] "
+         "[--memory LIMIT] [--plan] [--quiet]",
          "  -t, --teacher FILE   the teacher's dump\n"
          "  -s, --student FILE   a student's dump (repeat for several, shown side by side)\n"
          "  -o, --output DIR     the report directory (replaced atomically when complete)\n"
@@ -287,6 +287,9 @@ static const struct kdl_cmd commands[] = {
          "                       3 layers of highest CKA with each student's last layer, at\n"
          "                       its last checkpoint, from the same pass (default cka: none)\n"
          "  --svcca-keep P       share of each layer's variance SVCCA keeps (0.99)\n"
+         "  --topk LIST          the k of the section on sparse teacher targets (kl --topk;\n"
+         "                       default 1,8,32,128 capped at C, when the teacher dump has\n"
+         "                       logits_topk or /sequence_ids; else no such section)\n"
          "  --spatial RULE       avg (default), max or flatten for rank-3/4 features\n"
          "  --nonfinite error|skip  fail on NaN/Inf (default), or drop those samples\n"
          "  --block-rows R       rows per block of the streams every checkpoint is read on\n"

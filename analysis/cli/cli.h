@@ -212,6 +212,10 @@ int kdl_cli_parse_size(struct kdl_cli *cli, const char *what, const char *arg, s
 /** kdl_cli_parse_count() - @arg as a positive integer that fits size_t. */
 int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret);
 
+/** kdl_cli_parse_topk() - --topk K1,K2,...: distinct positive counts, at most
+ * KDL_RUN_MAX_TOPK of them, into @k (that many) and *@ret_nk (cli-topk.c). */
+int kdl_cli_parse_topk(struct kdl_cli *cli, const char *arg, size_t *k, size_t *ret_nk);
+
 /**
  * kdl_cli_parse_memory() - @arg as a --memory budget (kdl_memory_parse():
  * 512M, 4G, 1.5G, 50%...); refused (usage, printed) for a verb whose

@@ -18,40 +18,6 @@ struct kl_cli_opts {
         size_t k[KDL_RUN_MAX_TOPK];
 };
 
-/* --topk K1,K2,...: distinct positive counts, at most KDL_RUN_MAX_TOPK of them. */
-static int parse_topk(struct kdl_cli *cli, const char *arg, struct kl_cli_opts *ko)
-{
-        char tok[32];
-        size_t nk = 0;
-
-        for (const char *p = arg;; p++) {
-                const char *end = strchr(p, ',');
-                size_t len = end ? (size_t) (end - p) : strlen(p), u;
-                int st;
-
-                if (len == 0 || len >= sizeof(tok) || nk == KDL_RUN_MAX_TOPK)
-                        return kdl_cli_usage(cli,
-                                             "--topk: expected up to %d counts such as 1,8,32, "
-                                             "found '%s'",
-                                             KDL_RUN_MAX_TOPK, arg);
-                memcpy(tok, p, len);
-                tok[len] = '\0';
-                st = kdl_cli_parse_count(cli, "--topk", tok, &u);
-                if (st)
-                        return st;
-                for (size_t i = 0; i < nk; i++)
-                        if (ko->k[i] == u)
-                                return kdl_cli_usage(cli, "--topk: %zu given twice in '%s'", u,
-                                                     arg);
-                ko->k[nk++] = u;
-                if (!end)
-                        break;
-                p = end;
-        }
-        ko->nk = nk;
-        return 0;
-}
-
 static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 {
         struct kl_cli_opts *ko = ctx;
@@ -61,7 +27,7 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
 
         switch (opt) {
         case OPT_TOPK:
-                return parse_topk(cli, arg, ko);
+                return kdl_cli_parse_topk(cli, arg, ko->k, &ko->nk);
         case OPT_SPEARMAN:
                 st = kdl_cli_parse_count(cli, "--spearman-samples", arg, &u);
                 if (!st && u < 2)

@@ -89,7 +89,15 @@ static int plan(struct kdl_cli *cli, const struct kdl_run_report_opts *o,
         return st;
 }
 
-enum { OPT_QUIET = KDL_OPT_FIRST_FREE_, OPT_GNUPLOT, OPT_FORCE, OPT_GROUP, OPT_MEASURE, OPT_KEEP };
+enum {
+        OPT_QUIET = KDL_OPT_FIRST_FREE_,
+        OPT_GNUPLOT,
+        OPT_FORCE,
+        OPT_GROUP,
+        OPT_MEASURE,
+        OPT_KEEP,
+        OPT_TOPK
+};
 
 /* What report and demo are asked besides the dumps. */
 struct report_args {
@@ -124,6 +132,8 @@ static int report_option(struct kdl_cli *cli, int opt, const char *arg, void *ct
 
         if (opt == 'k')
                 return kdl_cli_parse_size(cli, "-k", arg, 1, 100000, &a->o.k);
+        if (opt == OPT_TOPK)
+                return kdl_cli_parse_topk(cli, arg, a->o.topk, &a->o.ntopk);
         if (opt == OPT_GROUP) {
                 if (a->o.ngroups == KDL_SUMMARY_MAX_GROUPS)
                         return kdl_cli_usage(cli, "--group: at most %d groups",
@@ -154,6 +164,7 @@ int cmd_report(int argc, char **argv, struct kdl_cli *cli)
                 {"group", required_argument, NULL, OPT_GROUP},
                 {"measure", required_argument, NULL, OPT_MEASURE},
                 {"svcca-keep", required_argument, NULL, OPT_KEEP},
+                {"topk", required_argument, NULL, OPT_TOPK},
                 {NULL, 0, NULL, 0},
         };
         struct kdl_cli_common c;

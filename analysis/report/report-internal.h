@@ -11,6 +11,7 @@
 #include "analysis/dims.h"
 #include "analysis/inputs.h"
 #include "analysis/kl.h"
+#include "analysis/kl-topk.h"
 #include "analysis/layers.h"
 #include "analysis/need.h"
 #include "analysis/pass.h"
@@ -51,6 +52,11 @@ struct kdl__report {
         kdl_doc **cka; /* [ncka] one per student checkpoint, student-major */
         size_t ncka;
         kdl_doc *passes; /* how the dumps were read */
+        /* The sparse teacher targets (section-lm.c): kl --topk's k (none: no section). */
+        size_t topk_k[KDL_RUN_MAX_TOPK], ntopk;
+        bool topk_default;                     /* the k are the default list, not --topk's */
+        char topk_list[16 * KDL_RUN_MAX_TOPK]; /* "1,8,32,128" */
+        kdl_doc *topk;                         /* kl --topk's document; NULL without the section */
 };
 
 /* The options the report gives each analysis, all from its own (kdl__report_opts()). */
@@ -237,5 +243,18 @@ int kdl__report_section_cka(struct kdl__report *r);
 /* --measure's figures and table (section-measures.c); nothing without --measure. */
 int kdl__report_section_measures(struct kdl__report *r);
 int kdl__report_section_passes(struct kdl__report *r);
+
+/* ---- section-lm.c: sparse teacher targets (kl --topk) ----------------------------- */
+
+/* kdl__report_topk_init() - the section's k (r->topk_k): --topk's, or the default for a
+ * language-model teacher (not under MPI); none otherwise.  kdl__report_topk_need() - keep in
+ * @ret the larger of it and what the kl --topk run needs (it runs alone, after the streams).
+ * kdl__report_topk_compute() - that run, into r->topk.  kdl__report_section_topk() - the
+ * section: a figure per student and the table kl_topk.  Each does nothing without k.
+ * Return: 0; the errors of kl --topk; -KDL_EPLOT; -errno; -ENOMEM. */
+int kdl__report_topk_init(struct kdl__report *r);
+int kdl__report_topk_need(struct kdl__report *r, kdl__need *ret);
+int kdl__report_topk_compute(struct kdl__report *r);
+int kdl__report_section_topk(struct kdl__report *r);
 
 #endif

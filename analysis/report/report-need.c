@@ -18,7 +18,8 @@
 const char kdl__report_need_note[] =
         "the need is the largest of the students' passes (kl, cka, summary, split and dims on "
         "one stream; split's own blocks counted too, an upper bound), the teacher's passes "
-        "(summary and dims) and layers, which runs alone after them";
+        "(summary and dims), layers, which runs alone after them, and the kl --topk run of the "
+        "section on sparse teacher targets when there is one (alone too)";
 
 /* What student @k's checkpoint @c holds at once: the jobs of kl, cka (of the CKA runs @sc,
  * as its stream gets them) and summary on the stream they share with the others. */
@@ -160,6 +161,7 @@ int kdl__report_need(struct kdl__report *r, kdl__need *ret)
                         kdl__need_max(ret, &nd);
                 kdl__need_release(&nd);
         }
+        err = err ?: kdl__report_topk_need(r, ret);
         ret->reads = KDL_LAYERS_READS;
         kdl__need_release(&ly);
         kdl__need_release(&sp);

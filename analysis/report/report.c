@@ -392,6 +392,7 @@ static int compute(struct kdl__report *r)
         if (!err)
                 kdl__report_progress(r, "layers: teacher layer quality");
         err = err ?: kdl_run_layers(&teacher_only, &a.layers, r->layers);
+        err = err ?: kdl__report_topk_compute(r);
         kdl__kl_abort(rs.kl);
         kdl__split_abort(rs.split);
         kdl__dims_abort(rs.dims);
@@ -470,12 +471,13 @@ static int run_open(struct kdl__report *r, const struct kdl_run_report_opts *o)
                 r->total += r->nsel[k];
         }
         r->prefix = common_prefix(r->names, o->nstudents);
-        return 0;
+        return kdl__report_topk_init(r);
 }
 
 /* Free what run_open() and compute() made; the site is committed or aborted already. */
 static void run_release(struct kdl__report *r)
 {
+        kdl_doc_free(r->topk);
         kdl_doc_free(r->passes);
         kdl_doc_free(r->summary);
         kdl_doc_free(r->layers);
@@ -547,6 +549,7 @@ int kdl_run_report(const struct kdl_run_report_opts *o)
         err = err ?: kdl__report_section_summary(&r);
         err = err ?: kdl__report_section_inspect(&r);
         err = err ?: kdl__report_section_kl(&r);
+        err = err ?: kdl__report_section_topk(&r);
         err = err ?: kdl__report_section_split(&r);
         err = err ?: kdl__report_section_dims(&r);
         err = err ?: kdl__report_section_layers(&r);

@@ -106,6 +106,7 @@ static char *measures_command(const struct kdl__report *r, size_t k)
 char *kdl__report_command(const struct kdl__report *r, const char *verb, size_t k)
 {
         const char *tc = r->o->common.teacher_checkpoint;
+        bool topk = strcmp(verb, "kl_topk") == 0; /* kl --topk with the section's k */
         char *cmd, num[32];
 
         if (strcmp(verb, "cka") == 0)
@@ -121,7 +122,7 @@ char *kdl__report_command(const struct kdl__report *r, const char *verb, size_t 
                         cmd = append(cmd, "--checkpoint", ck->name);
                 return append(cmd, "-k", num);
         }
-        cmd = kdl__asprintf("kdlens %s -t %s", verb, r->o->teacher);
+        cmd = kdl__asprintf("kdlens %s -t %s", topk ? "kl" : verb, r->o->teacher);
         for (size_t s = 0; s < r->o->nstudents; s++)
                 if (k == SIZE_MAX || s == k)
                         cmd = append(cmd, "-s", r->o->students[s]);
@@ -130,7 +131,8 @@ char *kdl__report_command(const struct kdl__report *r, const char *verb, size_t 
         if (tc)
                 cmd = append(cmd, "--teacher-checkpoint", tc);
         snprintf(num, sizeof(num), "%g", r->tau);
-        return append(cmd, "-T", num);
+        cmd = append(cmd, "-T", num);
+        return topk ? append(cmd, "--topk", r->topk_list) : cmd;
 }
 
 /* Render figure @name in every format and show it with @caption and where its data comes

@@ -10,7 +10,9 @@
   DataFrames (:class:`Result`); :func:`read_per_sample` for ``--per-sample``
   files;
 - ``kdlens.export``: write a PyTorch model's logits, features, gradients and
-  head as a dump (imported on first use: it needs torch and h5py).
+  head as a dump; ``kdlens.export_lm``: a causal language model's next-token
+  logits (dense and/or top-k), hidden states, sequence ids and positions
+  (both imported on first use: they need torch and h5py).
 
 The ``kdlens`` program and ``libkdlens`` are found as :mod:`kdlens._find`
 says: the environment variables ``KDLENS`` and ``KDLENS_LIB``, then the
@@ -32,11 +34,12 @@ __version__ = "0.1.0"
 
 __all__ = ["cka", "cka_matrix", "cka_stream", "CKAState", "kl", "kl_stream", "KLState",
            "KLResult", "run", "Result", "CLIError", "read_per_sample", "PerSample", "Error",
-           "DataError", "NotFound", "binary_path", "library_path", "export", "__version__"]
+           "DataError", "NotFound", "binary_path", "library_path", "export", "export_lm",
+           "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    """``kdlens.export`` is imported when first used (it needs torch)."""
-    if name == "export":
-        return importlib.import_module(".export", __name__)
+    """``kdlens.export`` and ``kdlens.export_lm`` are imported when first used (they need torch)."""
+    if name in ("export", "export_lm"):
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'kdlens' has no attribute {name!r}")

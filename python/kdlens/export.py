@@ -185,20 +185,27 @@ def export_checkpoint(path, model, inputs, labels, sample_ids, layers, head,
 
     with h5py.File(path, "a") as f:
         _prepare_root(f, path, role, model_name, labels, sample_ids)
-        ckpts = f.require_group("checkpoints")
-        if checkpoint in ckpts:
-            raise ValueError(f"{path}: checkpoint {checkpoint!r} already exists; "
-                             "choose another name or write a new file")
-        group = ckpts.create_group(checkpoint)
-        try:
-            group.attrs["step"] = np.int64(step)
-            if epoch is not None:
-                group.attrs["epoch"] = int(epoch)
-            _write_checkpoint(group, model, batches, labels, sample_ids, layers, selects,
-                              head, head_input, DTYPES[dtype], grad_layers, pools)
-        except BaseException:
-            del ckpts[checkpoint]
-            raise
+        _append_checkpoint(f, path, checkpoint, step, epoch, lambda group: _write_checkpoint(
+            group, model, batches, labels, sample_ids, layers, selects, head, head_input,
+            DTYPES[dtype], grad_layers, pools))
+
+
+def _append_checkpoint(f, path, checkpoint, step, epoch, write):
+    """Create the group of ``checkpoint`` with its attributes and fill it with
+    ``write(group)``; on any failure the group is removed again."""
+    ckpts = f.require_group("checkpoints")
+    if checkpoint in ckpts:
+        raise ValueError(f"{path}: checkpoint {checkpoint!r} already exists; "
+                         "choose another name or write a new file")
+    group = ckpts.create_group(checkpoint)
+    try:
+        group.attrs["step"] = np.int64(step)
+        if epoch is not None:
+            group.attrs["epoch"] = int(epoch)
+        write(group)
+    except BaseException:
+        del ckpts[checkpoint]
+        raise
 
 
 def _split_layers(layers):
