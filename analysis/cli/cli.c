@@ -316,7 +316,8 @@ static const struct kdl_cmd commands[] = {
          "  --force              replace DIR even when it is not a previous kdlens report\n"
          "  --gnuplot PROGRAM    the gnuplot to run (default: gnuplot on PATH)\n"
          "  --quiet              no progress bar and no closing line\n"
-         "The example is read from KDL_EXAMPLE_DIR when set.\n",
+         "It is kdlens report with --measure all on the example, read from KDL_EXAMPLE_DIR\n"
+         "when set.\n",
          0},
         {"help", cmd_help, 0, 1, "show the help of a command", "kdlens help [--man] [COMMAND]",
          "  --man              print the man page of kdlens, or of COMMAND, in roff (the\n"

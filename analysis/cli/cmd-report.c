@@ -268,6 +268,9 @@ int cmd_demo(int argc, char **argv, struct kdl_cli *cli)
 
         kdl_run_report_opts_init(&a.o);
         a.o.out_dir = "kdlens-demo";
+        /* The demo shows every section: the similarity measures too (report --measure all). */
+        if (kdl_run_cka_measures_parse("all", &a.o.measures) < 0)
+                return kdl_cli_fail(cli, -KDL_EUSAGE);
 
         while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
                 if (c == 'h')

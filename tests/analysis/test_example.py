@@ -46,6 +46,9 @@ def test_demo_writes_the_report():
     for k in ("student_ce", "student_kd", "student_narrow"):
         assert k in html
     assert os.path.getsize(os.path.join(out, "figures", "kl_sources.png")) > 5000
+    # the demo is report --measure all: the measures' figure for each of the 3 students
+    for s in (1, 2, 3):
+        assert os.path.getsize(os.path.join(out, "figures", f"measures_s{s}.png")) > 5000
 
 
 if __name__ == "__main__":
