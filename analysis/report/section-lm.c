@@ -55,7 +55,7 @@ int kdl__report_topk_init(struct kdl__report *r)
         if (r->o->ntopk) {
                 memcpy(r->topk_k, r->o->topk, r->o->ntopk * sizeof(*r->topk_k));
                 n = r->o->ntopk;
-        } else if (c && teacher_is_lm(td) && kdl__dist_size() == 1) {
+        } else if (c && teacher_is_lm(td)) {
                 for (size_t i = 0; i < sizeof(default_k) / sizeof(*default_k); i++) {
                         size_t k = default_k[i] < c ? default_k[i] : c;
 

@@ -151,6 +151,25 @@ def test_report():
 
 
 
+def test_report_language_model():
+    """The bundled LM example: its section on sparse teacher targets (kl --topk, on by
+    default for a language model's dump) at P = 2 and 3 is one process's."""
+    lm = os.path.join(EXAMPLE, "..", "example-lm")
+    work = kt.tmpdir()
+    base = ["report", "-t", os.path.join(lm, "teacher.h5"), "-s", os.path.join(lm, "student.h5"),
+            "--block-rows", "300"]
+    one = os.path.join(work, "one")
+    r = subprocess.run([kt.KDLENS, *base, "-o", one], capture_output=True, text=True,
+                       timeout=600, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(os.path.join(one, "data", "kl_topk.json"))
+    for p in (2, 3):
+        other = os.path.join(work, f"p{p}")
+        st, out, err = mpirun(p, *base, "-o", other)
+        assert st == 0, f"P={p}: exit {st}\n{err[-2000:]}"
+        same_site(one, other, p)
+
+
 def test_report_synthetic_four_ranks():
     """A kdl-synth pair (1,000 samples, 16 blocks of 64 rows), P = 2 and 4:
     every rank reads rows, and the site is one process's."""
