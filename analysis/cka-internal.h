@@ -296,6 +296,18 @@ int kdl__cka_mapping_rows(kdl_table *t, const struct kdl__cka_results *res,
                           const struct kdl_ckpair *ck);
 int kdl__cka_mapping_add(kdl_doc *doc, kdl_table **t);
 
+/* kdl__subsample_sequences() - kdl_sample_select_sequences() of @count rows (@per_seq, @seed,
+ * @stream as there) of the @n rows of @pair (NULL: A's, of @fa) by A's /sequence_ids.  @ret:
+ * caller frees.  Return: 0; -KDL_EUSAGE when A has no /sequence_ids (said once); HDF5 errors;
+ * -ENOMEM. */
+int kdl__subsample_sequences(kdl_h5file *fa, const kdl_pair *pair, size_t n, size_t count,
+                             size_t per_seq, uint64_t seed, uint64_t stream, size_t **ret,
+                             size_t *ret_n);
+
+/* What kdl__subsample_sequences() holds per row of A at its peak: the ids read as doubles,
+ * the ids, the sort keys and the rows. */
+#define KDL__SEQUENCE_DRAW_BYTES (2 * sizeof(double) + 4 * sizeof(uint64_t) + sizeof(size_t))
+
 /* kdl__cka_subsample() - the subsample of @o (o->subsample rows, seeded by o->seed and
  * @stream) of the @n rows of @pair (NULL: A's, of @fa): kdl_sample_select(), or with
  * o->sequences by sequence from A's /sequence_ids, kdl_sample_select_sequences()

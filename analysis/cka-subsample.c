@@ -42,20 +42,27 @@ static int read_sequences(kdl_h5file *fa, const kdl_pair *pair, size_t n, int64_
         return 0;
 }
 
-int kdl__cka_subsample(kdl_h5file *fa, const kdl_pair *pair, size_t n,
-                       const struct kdl_run_cka_opts *o, uint64_t stream, size_t **ret,
-                       size_t *ret_n)
+int kdl__subsample_sequences(kdl_h5file *fa, const kdl_pair *pair, size_t n, size_t count,
+                             size_t per_seq, uint64_t seed, uint64_t stream, size_t **ret,
+                             size_t *ret_n)
 {
         int64_t *seq = NULL;
         int err;
 
+        assert(fa && ret && ret_n);
+        err = read_sequences(fa, pair, n, &seq);
+        err = err ?: kdl_sample_select_sequences(n, seq, count, per_seq, seed, stream, ret, ret_n);
+        free(seq);
+        return err;
+}
+
+int kdl__cka_subsample(kdl_h5file *fa, const kdl_pair *pair, size_t n,
+                       const struct kdl_run_cka_opts *o, uint64_t stream, size_t **ret,
+                       size_t *ret_n)
+{
         assert(fa && o && ret && ret_n);
         if (!o->sequences)
                 return kdl_sample_select(n, NULL, 0, o->subsample, o->seed, stream, ret, ret_n);
-        err = read_sequences(fa, pair, n, &seq);
-        err = err
-                      ?: kdl_sample_select_sequences(n, seq, o->subsample, o->per_sequence, o->seed,
-                                                     stream, ret, ret_n);
-        free(seq);
-        return err;
+        return kdl__subsample_sequences(fa, pair, n, o->subsample, o->per_sequence, o->seed, stream,
+                                        ret, ret_n);
 }

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "analysis/cli/cli.h"
 #include "metrics/base/banned.h"
@@ -57,4 +58,14 @@ int kdl_cli_parse_size(struct kdl_cli *cli, const char *what, const char *arg, s
 int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret)
 {
         return kdl_cli_parse_size(cli, what, arg, 1, SIZE_MAX, ret);
+}
+
+int kdl_cli_parse_sequences(struct kdl_cli *cli, const char *arg, bool *ret_on, size_t *ret_per)
+{
+        *ret_on = true;
+        if (strcmp(arg, "whole") == 0) {
+                *ret_per = 0;
+                return 0;
+        }
+        return kdl_cli_parse_size(cli, "--sequences", arg, 1, 46340, ret_per);
 }

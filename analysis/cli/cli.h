@@ -209,6 +209,9 @@ int kdl_cli_parse_uint(struct kdl_cli *cli, const char *what, const char *arg, u
 int kdl_cli_parse_size(struct kdl_cli *cli, const char *what, const char *arg, size_t min,
                        size_t max, size_t *ret);
 
+/** kdl_cli_parse_sequences() - --sequences whole|K: *@ret_on set, *@ret_per 0 (whole) or K. */
+int kdl_cli_parse_sequences(struct kdl_cli *cli, const char *arg, bool *ret_on, size_t *ret_per);
+
 /** kdl_cli_parse_count() - @arg as a positive integer that fits size_t. */
 int kdl_cli_parse_count(struct kdl_cli *cli, const char *what, const char *arg, size_t *ret);
 

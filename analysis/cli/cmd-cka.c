@@ -2,7 +2,6 @@
 #include <float.h>
 #include <getopt.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "analysis/cli/cli.h"
 #include "analysis/cka.h"
@@ -62,10 +61,7 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
         case OPT_SUBSAMPLE:
                 return kdl_cli_parse_size(cli, "--subsample", arg, 4, 46340, &o->subsample);
         case OPT_SEQUENCES:
-                o->sequences = true;
-                if (strcmp(arg, "whole") == 0)
-                        return 0;
-                return kdl_cli_parse_size(cli, "--sequences", arg, 1, 46340, &o->per_sequence);
+                return kdl_cli_parse_sequences(cli, arg, &o->sequences, &o->per_sequence);
         case OPT_BATCH:
                 return kdl_cli_parse_size(cli, "--batch", arg, 4, 46340, &o->batch);
         case OPT_THETA:
