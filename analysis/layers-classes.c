@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "metrics/base/alloc.h"
 #include "metrics/quality.h"
+#include "analysis/cka-internal.h"
 #include "analysis/layers-internal.h"
 #include "metrics/base/banned.h"
 
@@ -217,6 +219,23 @@ int kdl__layers_classes_note(const struct kdl__layers_classes *c,
         return err;
 }
 
+int kdl__layers_sequences_note(const struct kdl_run_layers_opts *o, kdl_doc *doc)
+{
+        char how[40] = "whole";
+
+        if (!o->sequences)
+                return 0;
+        if (o->per_sequence)
+                snprintf(how, sizeof(how), "%zu tokens of each", o->per_sequence);
+        return kdl_doc_add_note(doc,
+                                "--sequences: S, E and the class-geometry columns are on the "
+                                "kept classes' tokens among those drawn by /sequence_ids (%zu "
+                                "wanted; sequences in a seeded order, %s), not on a "
+                                "class-balanced subsample (nor subsample_per_class of a class "
+                                "subset); the class spectra stay class-balanced",
+                                o->subsample, how);
+}
+
 /* The one row of "layers_class_subset". */
 static int summary_row(kdl_table *t, const struct kdl__layers_classes *c)
 {
@@ -257,4 +276,28 @@ int kdl__layers_classes_table(const struct kdl__layers_classes *c, kdl_doc *doc)
         }
         kdl_table_free(t);
         return err;
+}
+
+int kdl__layers_sequence_rows(kdl_h5file *ft, const kdl_pair *pair, const int64_t *labels, size_t n,
+                              const struct kdl__layers_classes *c,
+                              const struct kdl_run_layers_opts *o, uint64_t stream, size_t **ret,
+                              size_t *ret_n)
+{
+        size_t *rows = NULL, m = 0, kept = 0;
+        int err;
+
+        assert(ft && labels && c && o && ret && ret_n);
+        err = kdl__subsample_sequences(ft, pair, n, o->subsample, o->per_sequence, o->seed, stream,
+                                       &rows, &m);
+        if (err < 0)
+                return err;
+        for (size_t i = 0; i < m; i++) {
+                int64_t y = labels[rows[i]];
+
+                if (y >= 0 && (size_t) y < c->nclasses && c->want_x[y] > 0)
+                        rows[kept++] = rows[i];
+        }
+        *ret = rows;
+        *ret_n = kept;
+        return 0;
 }

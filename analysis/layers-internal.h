@@ -44,9 +44,24 @@ int kdl__layers_classes_init(const int64_t *labels, size_t n, size_t nclasses,
 
 void kdl__layers_classes_release(struct kdl__layers_classes *c);
 
+/*
+ * kdl__layers_sequence_rows() - with @o->sequences, the subsample X of the @n samples of
+ * @pair (NULL: the teacher's) drawn by the teacher's /sequence_ids (@o->subsample rows,
+ * @o->per_sequence of each, seed @o->seed, stream @stream), then only the rows whose label
+ * in @labels (borrowed) is a class @c keeps.  *@ret (caller frees): the rows in increasing
+ * order.  Return: 0; -KDL_EUSAGE (no /sequence_ids); HDF5 errors; -ENOMEM.
+ */
+int kdl__layers_sequence_rows(kdl_h5file *ft, const kdl_pair *pair, const int64_t *labels, size_t n,
+                              const struct kdl__layers_classes *c,
+                              const struct kdl_run_layers_opts *o, uint64_t stream, size_t **ret,
+                              size_t *ret_n);
+
 /* kdl__layers_classes_note() - with a subset, the note saying which classes and why. */
 int kdl__layers_classes_note(const struct kdl__layers_classes *c,
                              const struct kdl_run_layers_opts *o, kdl_doc *doc);
+
+/* kdl__layers_sequences_note() - with @o->sequences, the note saying how X was drawn. */
+int kdl__layers_sequences_note(const struct kdl_run_layers_opts *o, kdl_doc *doc);
 
 /* kdl__layers_classes_table() - with a subset, the one-row table
  * "layers_class_subset" into @doc. */
@@ -61,6 +76,8 @@ int kdl__layers_need(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl__n
 
 /* What a plan of layers reads besides the shapes (kdl__need.reads). */
 #define KDL_LAYERS_READS "the labels (the class rule depends on the counts)"
+#define KDL_LAYERS_READS_SEQ                                                                       \
+        "the labels (the class rule depends on the counts) and /sequence_ids (--sequences)"
 
 /* The options of the layers command that lower its need. */
 #define KDL_LAYERS_LEVERS (KDL_LEVER_SPATIAL | KDL_LEVER_SUBSAMPLE | KDL_LEVER_PER_CLASS)

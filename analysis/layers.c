@@ -324,6 +324,7 @@ struct run {
         int64_t *labels; /* the teacher's [N] */
         size_t n, nclasses;
         struct kdl__layers_classes cls; /* the classes Q is computed on */
+        size_t *seq_x, nseq_x;          /* o->sequences: the subsample X, drawn once */
         bool wide;                      /* the logits and labels CKA (min(N, C) small enough) */
         bool student;                   /* teacher x student CKA too */
         struct tables tb;               /* across checkpoints */
@@ -440,9 +441,13 @@ static int one_checkpoint(struct run *r, const struct kdl_ckpair *ck)
         /* X: subsample / K rows of each kept class; X_c: min(per_class,
          * the kept samples / K) (with every class kept, subsample / C and
          * min(per_class, N / C)). */
-        err = err
-                      ?: kdl_sample_select_counts(r->n, r->labels, r->nclasses, r->cls.want_x,
-                                                  o->seed, STREAM_X, &xr, &nx);
+        if (o->sequences)
+                nx = r->nseq_x;
+        else
+                err = err
+                              ?: kdl_sample_select_counts(r->n, r->labels, r->nclasses,
+                                                          r->cls.want_x, o->seed, STREAM_X, &xr,
+                                                          &nx);
         err = err
                       ?: kdl_sample_select_counts(r->n, r->labels, r->nclasses, r->cls.want_c,
                                                   o->seed, STREAM_XC, &cr, &ncr);
@@ -457,7 +462,7 @@ static int one_checkpoint(struct run *r, const struct kdl_ckpair *ck)
                                                    .pairs = mask};
 
                 err = kdl__cka_compute(r->in, r->student ? r->in->pairs[0] : NULL, &l, r->nclasses,
-                                       &co, xr, nx, &r->res, &gx);
+                                       &co, o->sequences ? r->seq_x : xr, nx, &r->res, &gx);
         }
         if (!err && !(rows = kdl_new(struct row, l.n)))
                 err = -ENOMEM;
@@ -544,6 +549,7 @@ static int add_notes(const struct run *r, kdl_doc *doc)
                                "(N/pi)^(1/r)",
                                kdl_quality_variant_name(o->variant), r->res.nsub, r->cls.per_x,
                                (unsigned long long) o->seed, r->cls.per_c, r->cls.n_kept);
+        err = err ?: kdl__layers_sequences_note(o, doc);
         err = err ?: kdl__layers_classes_note(&r->cls, o, doc);
         if (!err && r->wide)
                 err = kdl_doc_add_note(doc,
@@ -602,6 +608,7 @@ int kdl_run_layers(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc 
         kdl__layers_classes_release(&r.cls);
         kdl__cka_results_release(&r.res);
         tables_release(&r.tb);
+        free(r.seq_x);
         free(cks);
         free(r.labels);
         return err;
@@ -709,11 +716,15 @@ static size_t chosen_rows(const struct kdl__layers_classes *cls, const size_t *w
  * @cks: the plan and the run's check share it, so the plan says what the run does. */
 static int layers_need(const struct run *r, const struct kdl_ckpair *cks, size_t nck, kdl__need *nd)
 {
-        size_t nx = chosen_rows(&r->cls, r->cls.want_x), ncr = chosen_rows(&r->cls, r->cls.want_c);
+        size_t nx = r->o->sequences ? r->nseq_x : chosen_rows(&r->cls, r->cls.want_x);
+        size_t ncr = chosen_rows(&r->cls, r->cls.want_c);
         int err = 0;
 
         for (size_t c = 0; c < nck && !err; c++)
                 err = checkpoint_need(r, &cks[c], nx, ncr, nd);
+        if (!err && r->o->sequences)
+                err = kdl__need_add(nd, kdl_sat_mul(r->n, KDL__SEQUENCE_DRAW_BYTES), 0,
+                                    "the draw by /sequence_ids (its ids and sort keys)");
         return err
                        ?: kdl__need_add(nd, kdl_sat_mul(r->n, 3 * sizeof(int64_t)), 0,
                                         "the labels and the subsamples' sample lists");
@@ -734,6 +745,10 @@ static int layers_setup(struct run *r, struct kdl_ckpair **ret_cks, size_t *ret_
         r->wide = min_n_c(r) <= r->o->cka_max_width;
         err = kdl_inputs_teacher_labels(r->in, r->student ? r->in->pairs[0] : NULL, &r->labels);
         err = err ?: kdl__layers_classes_init(r->labels, r->n, r->nclasses, r->o, &r->cls);
+        if (!err && r->o->sequences)
+                err = kdl__layers_sequence_rows(r->in->teacher, r->student ? r->in->pairs[0] : NULL,
+                                                r->labels, r->n, &r->cls, r->o, STREAM_X, &r->seq_x,
+                                                &r->nseq_x);
         return err
                        ?: kdl_select_checkpoints(r->in->teacher,
                                                  r->student ? r->in->students[0] : NULL,
@@ -751,6 +766,7 @@ int kdl__layers_need(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl__n
         err = layers_setup(&r, &cks, &nck);
         err = err ?: layers_need(&r, cks, nck, ret);
         kdl__layers_classes_release(&r.cls);
+        free(r.seq_x);
         free(r.labels);
         free(cks);
         return err;
@@ -760,7 +776,8 @@ int kdl__layers_need(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl__n
  * the rows of the class subsamples, depend on the counts. */
 int kdl_run_layers_plan(kdl_inputs *in, const struct kdl_run_layers_opts *o, kdl_doc *doc)
 {
-        kdl__need nd = {.analysis = "layers", .reads = KDL_LAYERS_READS};
+        kdl__need nd = {.analysis = "layers",
+                        .reads = o->sequences ? KDL_LAYERS_READS_SEQ : KDL_LAYERS_READS};
         int err;
 
         assert(in && in->teacher && o && doc);

@@ -30,6 +30,11 @@ struct kdl_run_layers_opts {
                                          (the kept samples / K with a class subset) */
         enum kdl_quality_variant variant;
         uint64_t seed;
+        /* The subsample X drawn by the teacher's /sequence_ids instead (subsample rows of
+         * sequences in a seeded order, as kdl_sample_select_sequences()), then those of the
+         * kept classes; the class spectra stay class-balanced. */
+        bool sequences;
+        size_t per_sequence; /* with sequences: 0 every token of each, else this many */
         /* Which classes Q is computed on: KDL_LAYERS_CLASSES_AUTO (every class
          * when subsample / C >= 2 and min_per_class is 0, else a subset),
          * KDL_LAYERS_CLASSES_ALL (every class; refused when subsample / C < 2),

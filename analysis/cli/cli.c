@@ -125,7 +125,8 @@ static const struct kdl_cmd commands[] = {
                                "layer of A, and the monotone map.\n",
          CMD_MEMORY | CMD_PLAN},
         {"layers", cmd_layers, 0, 0, "rank teacher layers by knowledge quality before training",
-         "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--classes auto|all|K] "
+         "kdlens layers -t T.h5 [-s S.h5] [-k K] [--subsample 5000] [--sequences whole|K] "
+         "[--classes auto|all|K] "
          "[--variant code|pairs|per-class] [--checkpoint NAME|all] [--memory LIMIT] [--plan] "
          "[--format table|md|csv|tex|json]",
          "  -t, --teacher T    the teacher dump (required)\n"
@@ -134,6 +135,8 @@ static const struct kdl_cmd commands[] = {
          "                     min(4, ceil(n/2)) of the teacher's n feature layers)\n"
          "  --subsample N      class-balanced subsample for S, E, NCM, NC1 (N/C per class; "
          "5000)\n"
+         "  --sequences S      draw it by T's /sequence_ids: S whole or K tokens of each\n"
+         "                     (then the kept classes' tokens of it; exit 2 without)\n"
          "  --per-class M      samples per class for the class spectra of I (500, at most N/C)\n"
          "  --classes R        auto (default): every class when --subsample leaves 2 per\n"
          "                     class, else a subset; all; or a subset of at most K classes\n"

@@ -17,6 +17,7 @@ enum {
         OPT_CLASSES,
         OPT_MIN_PER_CLASS,
         OPT_CLASS_RULE,
+        OPT_SEQUENCES,
 };
 
 /* What layers is asked: the options, and whether -k chose k. */
@@ -52,6 +53,8 @@ static int option(struct kdl_cli *cli, int opt, const char *arg, void *ctx)
                 return kdl_cli_parse_size(cli, "-k", arg, 1, 100000, &o->k);
         case OPT_SUBSAMPLE:
                 return kdl_cli_parse_size(cli, "--subsample", arg, 4, 46340, &o->subsample);
+        case OPT_SEQUENCES:
+                return kdl_cli_parse_sequences(cli, arg, &o->sequences, &o->per_sequence);
         case OPT_PER_CLASS:
                 return kdl_cli_parse_size(cli, "--per-class", arg, 2, 1000000, &o->per_class);
         case OPT_VARIANT:
@@ -101,6 +104,7 @@ int cmd_layers(int argc, char **argv, struct kdl_cli *cli)
                 {"top", required_argument, NULL, 'k'},
                 {"subsample", required_argument, NULL, OPT_SUBSAMPLE},
                 {"per-class", required_argument, NULL, OPT_PER_CLASS},
+                {"sequences", required_argument, NULL, OPT_SEQUENCES},
                 {"variant", required_argument, NULL, OPT_VARIANT},
                 {"seed", required_argument, NULL, OPT_SEED},
                 {"classes", required_argument, NULL, OPT_CLASSES},

@@ -96,4 +96,5 @@ def test_needs_sequence_ids():
     assert st == 2 and "--sequences" in err, (st, err)
 
 
-kdltest.main(globals())
+if __name__ == "__main__":
+    kdltest.main(globals())

@@ -485,4 +485,5 @@ def test_bad_requests():
     assert st == 2
 
 
-kdltest.main(globals())
+if __name__ == "__main__":
+    kdltest.main(globals())
