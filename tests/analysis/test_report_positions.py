@@ -13,18 +13,9 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import kdltest as kt  # noqa: E402
 
-GNUPLOT = os.environ.get("KDL_GNUPLOT", "")
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "datasets")
-LM_T, LM_S = (os.path.join(DATA, "example-lm", f) for f in ("teacher.h5", "student.h5"))
-FM_T, FM_S = (os.path.join(DATA, "example", f) for f in ("teacher.h5", "student_kd.h5"))
-TAU = 2.0
+from test_report_lm import FM_S, FM_T, GNUPLOT, LM_S, LM_T, report  # noqa: E402
 
-
-def report(t, s, *extra):
-    out = os.path.join(kt.tmpdir(), "rep")
-    kt.run("report", "-t", t, "-s", s, "-o", out, "--quiet", "--gnuplot", GNUPLOT, "-T", str(TAU),
-           *extra, check=0)
-    return out, open(os.path.join(out, "index.html")).read()
+TAU = 2.0  # test_report_lm's report() runs at -T 2
 
 
 def dat_rows(path):
@@ -89,10 +80,13 @@ def test_lm_example_shows_the_per_position_curves():
 
 
 def test_absent_on_the_fashion_mnist_example():
+    """Split runs there (its section is shown) but has no positions to draw."""
     out, html = report(FM_T, FM_S)
-    assert "sec-knowledge-by-position" not in html
-    assert "split_positions" not in html
-    assert not os.path.exists(os.path.join(out, "data", "split_positions_s1.dat"))
+    split = json.load(open(os.path.join(out, "data", "split.json")))
+    assert kt.records(split, "split") and not kt.records(split, "split_positions")
+    assert 'id="sec-explicit-and-implicit-knowledge"' in html
+    assert "sec-knowledge-by-position" not in html and "split_positions" not in html
+    assert not [f for f in os.listdir(os.path.join(out, "data")) if "positions" in f]
 
 
 if __name__ == "__main__":
