@@ -97,7 +97,7 @@ static int position_figures(struct kdl__report *r, const kdl_table *t, size_t k,
         const char *ck = kdl__report_last_pair(r, k)->main->name;
         size_t n = position_rows(r, t, path, ck, rows);
         struct kdl_fig f = {.xlabel = "position in the sequence",
-                            .ylabel = "nats per token (tau^2 included)"};
+                            .ylabel = "nats per token"};
         char *name = NULL, *cap = NULL, *tokens;
         double lo, hi;
         int err;
@@ -111,7 +111,8 @@ static int position_figures(struct kdl__report *r, const kdl_table *t, size_t k,
                          : kdl__asprintf("%.0f tokens at each position", lo);
         cap = tokens ? kdl__asprintf("The KD loss of %s at checkpoint %s by position in the "
                                      "sequence (tau = %g): the mean over the tokens at each "
-                                     "position of KL, its explicit part TCKD and NCKD, the "
+                                     "position of KL, its explicit part TCKD and NCKD (tau^2 "
+                                     "included), the "
                                      "divergence over the non-target tokens (KL = TCKD + "
                                      "(1 - p^t_y) NCKD); %s",
                                      r->names[k], ck, r->tau, tokens)
