@@ -237,6 +237,13 @@ int kdl__report_section_split(struct kdl__report *r);
  * checkpoint (from table split_classes of @d): every class up to 20, else the 20 of the
  * largest mean KL.  Return: 0; -KDL_EPLOT; -errno; -ENOMEM. */
 int kdl__report_split_classes(struct kdl__report *r, const kdl_doc *d);
+
+/* kdl__report_section_positions() - split's per-position curves (section-positions.c): a
+ * section with each student's mean KL, TCKD and NCKD and the explicit and implicit shares
+ * against the position at its last checkpoint, and the table split_positions; nothing when
+ * the split run has no split_positions rows (no /positions in the dumps).
+ * Return: 0; -KDL_EPLOT; -errno; -ENOMEM. */
+int kdl__report_section_positions(struct kdl__report *r);
 int kdl__report_section_dims(struct kdl__report *r);
 int kdl__report_section_layers(struct kdl__report *r);
 int kdl__report_section_cka(struct kdl__report *r);

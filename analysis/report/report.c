@@ -551,6 +551,7 @@ int kdl_run_report(const struct kdl_run_report_opts *o)
         err = err ?: kdl__report_section_kl(&r);
         err = err ?: kdl__report_section_topk(&r);
         err = err ?: kdl__report_section_split(&r);
+        err = err ?: kdl__report_section_positions(&r);
         err = err ?: kdl__report_section_dims(&r);
         err = err ?: kdl__report_section_layers(&r);
         err = err ?: kdl__report_section_cka(&r);
