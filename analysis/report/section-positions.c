@@ -96,8 +96,7 @@ static int position_figures(struct kdl__report *r, const kdl_table *t, size_t k,
         const char *path = kdl_h5_dump(r->in->students[k])->path;
         const char *ck = kdl__report_last_pair(r, k)->main->name;
         size_t n = position_rows(r, t, path, ck, rows);
-        struct kdl_fig f = {.xlabel = "position in the sequence",
-                            .ylabel = "nats per token"};
+        struct kdl_fig f = {.xlabel = "position in the sequence", .ylabel = "nats per token"};
         char *name = NULL, *cap = NULL, *tokens;
         double lo, hi;
         int err;
