@@ -120,7 +120,13 @@ int kdl__report_section_layers(struct kdl__report *r)
         char *text = NULL;
         int err;
 
-        if (nout == 0)
+        if (cp->partner->nlayers == 0)
+                text = kdl__asprintf(
+                        "Which teacher layers are worth distilling from: the teacher's dump has "
+                        "no feature layers at its checkpoint %s (only logits), so no layer is "
+                        "ranked.",
+                        cp->partner->name);
+        else if (nout == 0)
                 text = kdl__asprintf(
                         "Which teacher layers are worth distilling from, decided before training "
                         "from the teacher alone: Cooper et al.'s knowledge quality on a "

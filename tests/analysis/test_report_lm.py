@@ -48,6 +48,9 @@ def test_lm_example_shows_the_section_by_default():
     assert os.path.isfile(os.path.join(out, "tables", "kl_topk.csv")) or \
         any(f.startswith("kl_topk") for f in os.listdir(os.path.join(out, "tables")))
     same_rows(out, "1,8,32,128")
+    # the LM example's teacher has logits only: the layers section says so, no "0 layers"
+    assert "has no feature layers at its checkpoint final" in html
+    assert "of its 0 feature layers" not in html
 
 
 def test_topk_option_chooses_the_k():
