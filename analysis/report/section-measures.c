@@ -5,6 +5,7 @@
  * layer at its last checkpoint analysed, read from that checkpoint's CKA document (its pass
  * computed them, report-cka.c).
  */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,8 +185,17 @@ int kdl__report_section_measures(struct kdl__report *r)
 
                 i += r->nsel[k];
                 find_best(r->cka[i - 1], &b);
-                if (b.n == 0)
+                if (b.n == 0) {
+                        /* Said, not skipped in silence: the measures compare feature layers. */
+                        char *text = kdl__asprintf(
+                                "%s: no pair of feature layers to compare (the teacher or the "
+                                "student has none, only logits), so no measures are shown.",
+                                r->names[k]);
+
+                        err = text ? kdl_site_paragraph(r->site, text) : -ENOMEM;
+                        free(text);
                         continue;
+                }
                 err = table_rows(r, k, &b, t);
                 err = err ?: figure(r, k, &b);
         }

@@ -133,6 +133,21 @@ def test_absent_without_measure():
     assert "Similarity measures" not in open(os.path.join(out, "index.md")).read()
 
 
+def test_no_feature_layers_is_said():
+    """The LM example's dumps hold logits only: --measure has no pair of feature layers to
+    compare, and the section says so for the student instead of staying empty."""
+    lm = os.path.join(os.path.dirname(__file__), "..", "..", "datasets", "example-lm")
+    out = os.path.join(kt.tmpdir(), "lm")
+    st, _, err = kt.run("report", "-t", os.path.join(lm, "teacher.h5"), "-s",
+                        os.path.join(lm, "student.h5"), "-o", out, "--quiet", "--gnuplot",
+                        GNUPLOT, "--measure", "all", "--topk", "8")
+    assert st == 0, err
+    md = open(os.path.join(out, "index.md")).read()
+    assert "Similarity measures side by side" in md
+    assert "no pair of feature layers to compare" in md, md[-2000:]
+    assert not os.path.exists(os.path.join(out, "figures", "measures_s1.png"))
+
+
 def test_bad_values_refused():
     d, _, _ = pair()
     for bad, needle in ((("--measure", "cka,foo"), "--measure"), (("--measure", ""), "--measure"),
